@@ -1,0 +1,100 @@
+/* The Varlink server: listening socket, connections, calls.
+ *
+ * The server owns the listening socket (bound by us or handed over by
+ * systemd) and every connection. It decides what a peer may do once, at
+ * accept, from SO_PEERCRED: uid 0 or a member of daemon.admin_group may call
+ * io.sessiond.Admin, anybody else gets PermissionDenied there.
+ *
+ * A connection processes its calls strictly one after the other: the next
+ * message is not parsed before the current call has its final reply. This
+ * keeps replies in request order without any bookkeeping, and a `more` call
+ * (Watch, Events) simply owns its connection until it ends.
+ *
+ * Replies are not written at once: they are appended to the connection's
+ * output buffer and flushed once per loop iteration, after the store has
+ * committed the writes of that iteration (group commit). A write is thus
+ * never acknowledged before it is durable, and a connection that sent ten
+ * pipelined calls gets ten replies in one write(2).
+ */
+#pragma once
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <sys/types.h>
+#include <uv.h>
+
+struct daemon;
+struct server;
+struct call;
+
+/* ---- calls (used by the method handlers) --------------------------------- */
+
+const char *call_method(const struct call *c);     /* full name */
+json_t *call_parameters(const struct call *c);     /* borrowed, always an object */
+bool call_wants_more(const struct call *c);
+bool call_is_oneway(const struct call *c);
+bool call_peer_is_admin(const struct call *c);
+uid_t call_peer_uid(const struct call *c);
+pid_t call_peer_pid(const struct call *c);
+struct daemon *call_daemon(const struct call *c);
+
+/* Final reply; steals `params` (NULL means {}). The call is freed: do not
+ * touch it afterwards. For a oneway call nothing is sent. Returns 0. */
+int call_reply(struct call *c, json_t *params);
+/* A reply with "continues": true (only when call_wants_more()); the call
+ * stays alive. Steals params. Returns -ENOTCONN if the peer has gone (the
+ * call is then already cancelled), -ENOBUFS if the peer does not read and its
+ * output buffer is over the limit (the connection is closed, the call
+ * cancelled). */
+int call_reply_continues(struct call *c, json_t *params);
+/* Final error reply; steals params (NULL means {}). The call is freed. */
+int call_error(struct call *c, const char *error, json_t *params);
+/* InvalidParameter with {"parameter": name}. */
+int call_error_invalid_parameter(struct call *c, const char *name);
+
+/* The reply of this call acknowledges a write: it must not reach the peer
+ * unless engine_commit() succeeds. If the commit fails, the server replaces
+ * the buffered reply with io.sessiond.Session.StorageError (or StorageFull
+ * for ENOSPC), parameters {"reason": "..."}. Call before replying. */
+void call_mark_write(struct call *c);
+
+/* For calls that stay open (`more` streams): cb runs if the connection
+ * closes (or the daemon stops) before the final reply; after cb the call is
+ * freed by the server. userdata belongs to the handler. */
+typedef void (*call_cancel_fn)(struct call *c, void *userdata);
+void call_set_cancel(struct call *c, call_cancel_fn cb, void *userdata);
+
+/* Method handlers: implemented by the session and admin modules.
+ * methods_dispatch() must eventually reply to the call, now or later
+ * (streams). It is called only for interfaces other than
+ * org.varlink.service, and only after the admin check. */
+void methods_dispatch(struct daemon *d, struct call *c);
+
+/* ---- the server (used by main) ------------------------------------------- */
+
+/* Takes the socket handed over by systemd (LISTEN_FDS, name "varlink") or
+ * binds socket_path with mode 0660 (umask set before bind, stale socket
+ * removed only if nobody listens on it). */
+int server_new(struct daemon *d, struct server **ret);
+/* Stops accepting; connections finish their current call. */
+void server_stop_accepting(struct server *s);
+/* Closes every connection (cancelling streams); cb when all are closed. */
+void server_close(struct server *s, void (*cb)(struct server *s));
+void server_free(struct server *s);
+
+/* Commits the store if needed, then writes every buffered reply. Called by
+ * main from a uv_check handle once per loop iteration, and before exit. */
+void server_flush(struct server *s);
+
+/* Counters for Status and metrics. */
+struct server_stats {
+        unsigned connections;
+        unsigned long long accepted;
+        unsigned long long rejected; /* over max_connections or per-uid cap */
+        unsigned long long calls;
+        unsigned long long protocol_errors;
+};
+void server_get_stats(const struct server *s, struct server_stats *ret);
+
+/* Applies daemon.max_connections / max_message_size after a reload. */
+void server_config_changed(struct server *s);

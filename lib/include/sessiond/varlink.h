@@ -1,0 +1,122 @@
+/* The Varlink wire protocol, shared by the daemon, sessionctl and clients.
+ *
+ * Varlink messages are JSON objects, each terminated by one NUL byte, on a
+ * stream socket. A reader accumulates whatever the socket delivers (partial
+ * messages, several pipelined messages at once) and hands out one complete
+ * message at a time; a message that grows beyond the configured maximum
+ * without its NUL is an error, so a peer cannot make us buffer without bound.
+ *
+ * Calls are {"method": "iface.Method", "parameters": {...}, "oneway": bool,
+ * "more": bool, "upgrade": bool}; replies are {"parameters": {...}},
+ * optionally with "continues": true, or {"error": "iface.Error",
+ * "parameters": {...}}. JSON is handled by jansson.
+ *
+ * Functions return 0 (or a positive count where documented) or a negative
+ * errno. The library never logs.
+ */
+#pragma once
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Standard errors of org.varlink.service. */
+#define VARLINK_ERROR_INTERFACE_NOT_FOUND "org.varlink.service.InterfaceNotFound"
+#define VARLINK_ERROR_METHOD_NOT_FOUND "org.varlink.service.MethodNotFound"
+#define VARLINK_ERROR_METHOD_NOT_IMPLEMENTED "org.varlink.service.MethodNotImplemented"
+#define VARLINK_ERROR_INVALID_PARAMETER "org.varlink.service.InvalidParameter"
+#define VARLINK_ERROR_PERMISSION_DENIED "org.varlink.service.PermissionDenied"
+#define VARLINK_ERROR_EXPECTED_MORE "org.varlink.service.ExpectedMore"
+
+/* JSON nesting deeper than this is rejected as malformed. */
+#define VARLINK_MAX_DEPTH 64
+
+/* ---- framing ------------------------------------------------------------ */
+
+struct varlink_reader {
+        char *buf;
+        size_t start;  /* first byte not yet handed out */
+        size_t end;    /* one past the last byte received */
+        size_t scanned; /* bytes after start already known to hold no NUL */
+        size_t allocated;
+        size_t max_message_size; /* without the NUL */
+};
+
+int varlink_reader_init(struct varlink_reader *r, size_t max_message_size);
+void varlink_reader_free(struct varlink_reader *r);
+
+/* Space to read into directly (for read(2) or a libuv alloc callback):
+ * makes room for at least `want` bytes and returns a pointer and the room.
+ * After reading n bytes call varlink_reader_commit(r, n). */
+int varlink_reader_space(struct varlink_reader *r, size_t want, char **ret, size_t *room);
+void varlink_reader_commit(struct varlink_reader *r, size_t n);
+/* Copies bytes in (convenience for tests and fuzzers). */
+int varlink_reader_feed(struct varlink_reader *r, const void *data, size_t n);
+
+/* Hands out the next complete message (NUL-terminated, valid until the next
+ * call on the reader). Returns 1 and sets *msg/*len when there is one, 0 when
+ * more bytes are needed, -EMSGSIZE when the pending message is longer than
+ * max_message_size. */
+int varlink_reader_next(struct varlink_reader *r, const char **msg, size_t *len);
+
+/* Bytes received but not yet handed out (a half-sent message). */
+size_t varlink_reader_pending(const struct varlink_reader *r);
+
+/* ---- messages ------------------------------------------------------------ */
+
+struct varlink_call {
+        json_t *root;       /* owns everything below */
+        const char *method; /* "io.sessiond.Session.Create" */
+        json_t *parameters; /* always an object (empty if absent) */
+        bool oneway;
+        bool more;
+        bool upgrade;
+};
+
+/* Parses a call. -EBADMSG: not JSON, not an object, nested too deep, method
+ * missing or not a string or not "iface.Method", parameters not an object,
+ * or oneway/more/upgrade not booleans, or oneway together with more. */
+int varlink_call_parse(const char *msg, size_t len, struct varlink_call *ret);
+void varlink_call_clear(struct varlink_call *c);
+
+/* Splits "a.b.c.Method" into interface "a.b.c" (copied into iface, which has
+ * room for size bytes) and returns a pointer to "Method". NULL if malformed. */
+const char *varlink_method_split(const char *method, char *iface, size_t size);
+
+struct varlink_reply {
+        json_t *root;
+        const char *error;  /* NULL for success */
+        json_t *parameters; /* always an object */
+        bool continues;
+};
+
+/* Parses a reply. -EBADMSG as above. */
+int varlink_reply_parse(const char *msg, size_t len, struct varlink_reply *ret);
+void varlink_reply_clear(struct varlink_reply *r);
+
+/* Encoders. Each returns a malloc'ed buffer holding the JSON text followed by
+ * the terminating NUL; *len includes the NUL. `parameters` may be NULL
+ * (encoded as {}); the reference is borrowed, not stolen. */
+int varlink_encode_call(const char *method, json_t *parameters, bool oneway, bool more,
+                        char **ret, size_t *len);
+int varlink_encode_reply(json_t *parameters, bool continues, char **ret, size_t *len);
+int varlink_encode_error(const char *error, json_t *parameters, char **ret, size_t *len);
+
+/* ---- parameter helpers ---------------------------------------------------- */
+
+/* Typed lookups for handlers. They return 0 and the value, -ENOENT when the
+ * key is absent or JSON null (the value is then left untouched), -EINVAL when
+ * it has the wrong type. */
+int varlink_param_string(json_t *params, const char *key, const char **ret);
+int varlink_param_int(json_t *params, const char *key, int64_t *ret);
+int varlink_param_bool(json_t *params, const char *key, bool *ret);
+int varlink_param_object(json_t *params, const char *key, json_t **ret);
+
+#ifdef __cplusplus
+}
+#endif
