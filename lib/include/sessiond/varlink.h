@@ -59,7 +59,7 @@ void varlink_reader_commit(struct varlink_reader *r, size_t n);
 int varlink_reader_feed(struct varlink_reader *r, const void *data, size_t n);
 
 /* Hands out the next complete message (NUL-terminated, valid until the next
- * call on the reader). Returns 1 and sets *msg/*len when there is one, 0 when
+ * call on the reader). Returns 1 and sets *msg and *len when there is one, 0 when
  * more bytes are needed, -EMSGSIZE when the pending message is longer than
  * max_message_size. */
 int varlink_reader_next(struct varlink_reader *r, const char **msg, size_t *len);

@@ -1,0 +1,70 @@
+/* Typed lookups of call parameters, for method handlers.
+ *
+ * Varlink's optional fields (`?string`) may be absent or null; both mean
+ * "not given" and answer -ENOENT, leaving the caller's default in place.
+ * A present value of the wrong type is -EINVAL, which the daemon turns into
+ * org.varlink.service.InvalidParameter naming the key. Integers must be JSON
+ * integers: 3.0 or "3" is not an int.
+ */
+#include <assert.h>
+#include <errno.h>
+
+#include "sessiond/varlink.h"
+
+static json_t *param_get(json_t *params, const char *key) {
+        json_t *v;
+
+        assert(key);
+        if (!json_is_object(params))
+                return NULL;
+        v = json_object_get(params, key);
+        return json_is_null(v) ? NULL : v;
+}
+
+int varlink_param_string(json_t *params, const char *key, const char **ret) {
+        json_t *v = param_get(params, key);
+
+        assert(ret);
+        if (!v)
+                return -ENOENT;
+        if (!json_is_string(v))
+                return -EINVAL;
+        *ret = json_string_value(v);
+        return 0;
+}
+
+int varlink_param_int(json_t *params, const char *key, int64_t *ret) {
+        json_t *v = param_get(params, key);
+
+        assert(ret);
+        if (!v)
+                return -ENOENT;
+        if (!json_is_integer(v))
+                return -EINVAL;
+        *ret = (int64_t) json_integer_value(v);
+        return 0;
+}
+
+int varlink_param_bool(json_t *params, const char *key, bool *ret) {
+        json_t *v = param_get(params, key);
+
+        assert(ret);
+        if (!v)
+                return -ENOENT;
+        if (!json_is_boolean(v))
+                return -EINVAL;
+        *ret = json_is_true(v);
+        return 0;
+}
+
+int varlink_param_object(json_t *params, const char *key, json_t **ret) {
+        json_t *v = param_get(params, key);
+
+        assert(ret);
+        if (!v)
+                return -ENOENT;
+        if (!json_is_object(v))
+                return -EINVAL;
+        *ret = v;
+        return 0;
+}
