@@ -223,9 +223,12 @@ int sessiond_setting_find_variable(const char *variable);
 
 /* ---- building a configuration ------------------------------------------- */
 
+struct sessiond_envfile;
+
 struct sessiond_config_sources {
         /* libconfig file. NULL: SESSIOND_DEFAULT_CONFIG_FILE if it exists,
-         * otherwise none. A path that is given but missing is an error. */
+         * otherwise none; "": no file. A path that is given but missing is
+         * an error. */
         const char *config_file;
         /* Overrides daemon.env_file when not NULL; "" means no env file.
          * A missing env file is not an error (it is optional). */
@@ -234,6 +237,10 @@ struct sessiond_config_sources {
         char **environ;
         /* Skip the process environment entirely (tests, templates). */
         bool ignore_environment;
+        /* Use this parsed env file (sessiond/envfile.h) instead of reading
+         * the env file from disk: `sessionctl config --set-env` validates an
+         * edit before it writes it. Its path names it in messages. */
+        const struct sessiond_envfile *env_file_data;
 };
 
 /* All defaults (development profile NOT applied: the raw table of 2.3). */
@@ -263,6 +270,10 @@ int sessiond_config_copy(const struct sessiond_config *c, struct sessiond_config
 const char *sessiond_config_custom(const struct sessiond_config *c, const char *name,
                                    const char *def);
 
+/* Setting idx of sessiond_settings[] as text, the way the env file and the
+ * messages write it ("86400", "true", "100.0", "production"). NULL on ENOMEM. */
+char *sessiond_config_value_to_string(const struct sessiond_config *c, size_t idx);
+
 /* ---- profiles ----------------------------------------------------------- */
 
 struct sessiond_override {
@@ -275,6 +286,12 @@ struct sessiond_override {
  * makes (table 2.4). *ret points into static storage. */
 int sessiond_profile_overrides(enum sessiond_environment e, const struct sessiond_override **ret,
                                size_t *n);
+
+/* Every column of table 2.4 for e, "default" cells filled in with the
+ * built-in default: what `sessionctl config --optimize-for` writes, so that
+ * the result does not depend on what an earlier run wrote. Static storage. */
+int sessiond_profile_values(enum sessiond_environment e, const struct sessiond_override **ret,
+                            size_t *n);
 
 /* The guide's apply_environment_overrides(): applies the profile of
  * c->environment to every setting whose origin is still default or profile;
@@ -296,6 +313,22 @@ json_t *sessiond_config_summary(const struct sessiond_config *c);
  * warning_threshold and the feature flags. */
 json_t *sessiond_config_client_json(const struct sessiond_config *c);
 
+/* ---- templates ------------------------------------------------------------ */
+
+enum sessiond_template_format {
+        SESSIOND_TEMPLATE_ENV,  /* KEY=VALUE lines for the env file */
+        SESSIOND_TEMPLATE_CONF, /* libconfig, for sessiond.conf */
+};
+
+/* Every setting with its default and a one-line comment, grouped by
+ * section. Settings that the environment profile governs (table 2.4) are
+ * written commented out, so that the profile keeps working; in the env
+ * format the daemon.* settings are commented out too (they belong in
+ * sessiond.conf, and an env file line would override it). Reading the text
+ * back unchanged gives the same configuration as no file at all; with every
+ * line uncommented it gives exactly the table defaults. *ret is a new string. */
+int sessiond_config_template(enum sessiond_template_format format, char **ret);
+
 /* ---- process-wide instance (the guide's get/reload pair) ----------------- */
 
 /* Returns the process-wide configuration, loading it from the process
@@ -309,7 +342,7 @@ int sessiond_config_reload(const struct sessiond_config_sources *sources,
 /* ---- parsing helpers (shared with the env-file editor) ------------------- */
 
 /* "90", "90s", "30m", "48h", "7d" -> seconds. -EINVAL on bad syntax,
- * -ERANGE on overflow or a value <= 0 is NOT rejected here. */
+ * -ERANGE on overflow. A value <= 0 is NOT rejected here (validation does). */
 int sessiond_parse_duration(const char *s, int64_t *ret);
 /* true/false, yes/no, on/off, 1/0, any case. */
 int sessiond_parse_bool(const char *s, bool *ret);

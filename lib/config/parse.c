@@ -1,0 +1,197 @@
+/* Strict parsing of the values an operator writes, and "did you mean".
+ *
+ * Every number, boolean and duration of the configuration goes through one
+ * of these parsers, whatever its source, so that "5x", "1e3" for an integer,
+ * "enabled" for a boolean or a value that overflows are refused the same way
+ * everywhere. The parsers do not skip blanks, do not accept trailing
+ * garbage, and report overflow as -ERANGE instead of clamping or wrapping.
+ *
+ * The suggestion helper is a plain Levenshtein distance over the known
+ * names: the lists are short (about sixty names), so nothing cleverer pays.
+ */
+#include <ctype.h>
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "internal.h"
+
+int sessiond_parse_int(const char *s, int64_t *ret) {
+        char *end;
+        long long v;
+
+        if (!s || !*s || isspace((unsigned char) *s))
+                return -EINVAL;
+        /* strtoll accepts a leading sign; refuse "0x..." and friends by
+         * checking the characters ourselves. */
+        for (const char *p = (*s == '-' || *s == '+') ? s + 1 : s; *p; p++)
+                if (!isdigit((unsigned char) *p))
+                        return -EINVAL;
+        if (s[0] == '-' || s[0] == '+') {
+                if (!s[1])
+                        return -EINVAL;
+        }
+        errno = 0;
+        v = strtoll(s, &end, 10);
+        if (errno == ERANGE)
+                return -ERANGE;
+        if (errno != 0 || *end)
+                return -EINVAL;
+        *ret = (int64_t) v;
+        return 0;
+}
+
+int sessiond_parse_duration(const char *s, int64_t *ret) {
+        static const struct {
+                char unit;
+                int64_t factor;
+        } units[] = { { 's', 1 }, { 'm', 60 }, { 'h', 3600 }, { 'd', 86400 } };
+        _cleanup_free_ char *number = NULL;
+        int64_t factor = 1, v;
+        size_t len;
+        int r;
+
+        if (!s || !*s)
+                return -EINVAL;
+        len = strlen(s);
+        if (isalpha((unsigned char) s[len - 1])) {
+                bool found = false;
+                for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++)
+                        if (s[len - 1] == units[i].unit) {
+                                factor = units[i].factor;
+                                found = true;
+                        }
+                if (!found || len < 2)
+                        return -EINVAL;
+                len--;
+        }
+        number = strndup(s, len);
+        if (!number)
+                return -ENOMEM;
+        r = sessiond_parse_int(number, &v);
+        if (r < 0)
+                return r;
+        if (__builtin_mul_overflow(v, factor, ret))
+                return -ERANGE;
+        return 0;
+}
+
+int sessiond_parse_bool(const char *s, bool *ret) {
+        static const char *const yes[] = { "true", "yes", "on", "1" };
+        static const char *const no[] = { "false", "no", "off", "0" };
+
+        if (!s)
+                return -EINVAL;
+        for (size_t i = 0; i < sizeof(yes) / sizeof(yes[0]); i++) {
+                if (strcasecmp(s, yes[i]) == 0) {
+                        *ret = true;
+                        return 0;
+                }
+                if (strcasecmp(s, no[i]) == 0) {
+                        *ret = false;
+                        return 0;
+                }
+        }
+        return -EINVAL;
+}
+
+int sessiond_parse_double(const char *s, double *ret) {
+        char *end;
+        double v;
+
+        if (!s || !*s || isspace((unsigned char) *s))
+                return -EINVAL;
+        /* Decimal notation only: no "inf", "nan" or hexadecimal floats. */
+        for (const char *p = s; *p; p++)
+                if (!isdigit((unsigned char) *p) && !strchr("+-.eE", *p))
+                        return -EINVAL;
+        errno = 0;
+        v = strtod(s, &end);
+        if (*end || end == s)
+                return -EINVAL;
+        if (errno == ERANGE && fabs(v) > 1.0)
+                return -ERANGE;
+        if (!isfinite(v))
+                return -ERANGE;
+        *ret = v;
+        return 0;
+}
+
+/* Levenshtein distance, case-insensitive, two rows. */
+size_t edit_distance(const char *a, const char *b) {
+        size_t la = strlen(a), lb = strlen(b);
+        size_t *prev, *cur, d;
+
+        prev = calloc(lb + 1, sizeof(size_t));
+        cur = calloc(lb + 1, sizeof(size_t));
+        if (!prev || !cur) {
+                free(prev);
+                free(cur);
+                return SIZE_MAX;
+        }
+        for (size_t j = 0; j <= lb; j++)
+                prev[j] = j;
+        for (size_t i = 1; i <= la; i++) {
+                cur[0] = i;
+                for (size_t j = 1; j <= lb; j++) {
+                        size_t cost = tolower((unsigned char) a[i - 1]) != tolower((unsigned char) b[j - 1]);
+                        size_t best = prev[j - 1] + cost;
+                        if (prev[j] + 1 < best)
+                                best = prev[j] + 1;
+                        if (cur[j - 1] + 1 < best)
+                                best = cur[j - 1] + 1;
+                        cur[j] = best;
+                }
+                size_t *t = prev;
+                prev = cur;
+                cur = t;
+        }
+        d = prev[lb];
+        free(prev);
+        free(cur);
+        return d;
+}
+
+const char *suggest_nearest(const char *name, const char *const *candidates, size_t n) {
+        const char *best = NULL;
+        size_t best_d = SIZE_MAX;
+        /* A typo changes a few characters; beyond half the name it is a
+         * different name, and a suggestion would only confuse. */
+        size_t limit = strlen(name) / 2;
+
+        if (limit < 2)
+                limit = 2;
+        for (size_t i = 0; i < n; i++) {
+                if (!candidates[i])
+                        continue;
+                size_t d = edit_distance(name, candidates[i]);
+                if (d < best_d) {
+                        best_d = d;
+                        best = candidates[i];
+                }
+        }
+        return best_d <= limit ? best : NULL;
+}
+
+static const char *suggest_by(const char *name, bool variables) {
+        const char **candidates = calloc(sessiond_settings_count, sizeof(char *));
+        const char *best;
+
+        if (!candidates)
+                return NULL;
+        for (size_t i = 0; i < sessiond_settings_count; i++)
+                candidates[i] = variables ? sessiond_settings[i].variable : sessiond_settings[i].path;
+        best = suggest_nearest(name, candidates, sessiond_settings_count);
+        free(candidates);
+        return best;
+}
+
+const char *suggest_setting_path(const char *path) {
+        return suggest_by(path, false);
+}
+
+const char *suggest_setting_variable(const char *variable) {
+        return suggest_by(variable, true);
+}

@@ -1,0 +1,187 @@
+/* Validation (DESIGN 2.5): the rules between settings, all issues at once.
+ *
+ * Loading has already checked each value on its own (syntax, type, range);
+ * here we check what only makes sense together: timeouts that contradict
+ * each other, intervals in the wrong order, limits that are not positive,
+ * and features that do not exist yet. Each message starts with the guide's
+ * wording where the guide has one, then names every setting involved with
+ * its value and where that value came from, e.g.
+ *   Idle timeout should be less than session lifetime
+ *   (timeout.idle_timeout=90000 from environment,
+ *    timeout.session_lifetime=86400 from profile development)
+ * so the operator knows which line or variable to change.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+/* Maximum length of a Unix socket path, without the final NUL. */
+#define SOCKET_PATH_MAX 107
+
+struct validator {
+        const struct sessiond_config *c;
+        struct sessiond_issues *issues;
+};
+
+/* "timeout.idle_timeout=90000 from environment" */
+static char *describe(const struct sessiond_config *c, const char *path) {
+        int idx = sessiond_setting_find(path);
+        _cleanup_free_ char *value = NULL, *origin = NULL;
+        char *out = NULL;
+
+        if (idx < 0)
+                return strdup(path);
+        value = sessiond_config_value_to_string(c, (size_t) idx);
+        origin = sessiond_origin_to_string(&c->origins[idx]);
+        if (asprintf(&out, "%s=%s from %s", path, value ? value : "?", origin ? origin : "?") < 0)
+                return NULL;
+        return out;
+}
+
+/* Adds "<message> (<a described>[, <b described>])". */
+static void report(struct validator *v, enum sessiond_severity sev, const char *message, const char *a, const char *b) {
+        _cleanup_free_ char *da = describe(v->c, a), *db = b ? describe(v->c, b) : NULL;
+
+        if (b)
+                sessiond_issues_add(v->issues, sev, a, "%s (%s, %s)", message, da ? da : a, db ? db : b);
+        else
+                sessiond_issues_add(v->issues, sev, a, "%s (%s)", message, da ? da : a);
+}
+
+/* Settings whose positivity has its own message in the guide. */
+static const struct {
+        const char *path, *message;
+} positive_messages[] = {
+        { "cleanup.batch_size", "Cleanup batch size must be positive" },
+        { "security.max_concurrent_per_user", "Max concurrent sessions per user must be positive" },
+        { "monitoring.metrics_buffer_size", "Metrics buffer size must be positive" },
+        { "cleanup.expired_retention_days", "Expired retention must be at least 1 day" },
+        { "cleanup.audit_retention_days", "Audit retention must be at least 1 day" },
+};
+
+static void check_positive(struct validator *v) {
+        for (size_t i = 0; i < sessiond_settings_count; i++) {
+                const struct sessiond_setting *s = &sessiond_settings[i];
+                const char *message = NULL;
+                bool bad;
+                _cleanup_free_ char *generic = NULL;
+
+                if (s->type == SESSIOND_TYPE_INT || s->type == SESSIOND_TYPE_DURATION)
+                        bad = *(const int64_t *) setting_cptr(v->c, s) <= 0;
+                else if (s->type == SESSIOND_TYPE_DOUBLE)
+                        bad = !(*(const double *) setting_cptr(v->c, s) > 0.0);
+                else
+                        continue;
+                if (!bad)
+                        continue;
+                for (size_t j = 0; j < sizeof(positive_messages) / sizeof(positive_messages[0]); j++)
+                        if (strcmp(positive_messages[j].path, s->path) == 0)
+                                message = positive_messages[j].message;
+                if (!message) {
+                        if (asprintf(&generic, "%s must be positive", s->path) < 0)
+                                generic = NULL;
+                        message = generic ? generic : "A setting must be positive";
+                }
+                report(v, SESSIOND_ERROR, message, s->path, NULL);
+        }
+}
+
+static void check_not_empty(struct validator *v, const char *path, const char *value) {
+        if (!value || !*value) {
+                _cleanup_free_ char *msg = NULL;
+                if (asprintf(&msg, "%s must not be empty", path) < 0)
+                        msg = NULL;
+                report(v, SESSIOND_ERROR, msg ? msg : path, path, NULL);
+        }
+}
+
+int sessiond_config_validate(const struct sessiond_config *c, struct sessiond_issues *issues) {
+        struct sessiond_issues local = {};
+        struct validator v = { .c = c, .issues = issues ? issues : &local };
+        size_t before = v.issues->count;
+        bool errors = false;
+
+        /* The guide's seven, word for word (positivity ones in check_positive). */
+        if (c->timeout.idle_timeout > c->timeout.session_lifetime)
+                report(&v, SESSIOND_ERROR, "Idle timeout should be less than session lifetime", "timeout.idle_timeout",
+                       "timeout.session_lifetime");
+        if (c->timeout.expiration_grace >= c->timeout.idle_timeout)
+                report(&v, SESSIOND_ERROR, "Expiration grace period should be less than idle timeout",
+                       "timeout.expiration_grace", "timeout.idle_timeout");
+        if (c->cleanup.interval >= c->cleanup.batch_interval)
+                report(&v, SESSIOND_ERROR, "Cleanup interval should be less than batch cleanup interval", "cleanup.interval",
+                       "cleanup.batch_interval");
+        if (c->sync.timeout >= c->sync.heartbeat_interval)
+                report(&v, SESSIOND_ERROR, "Sync timeout should be less than heartbeat interval", "sync.timeout",
+                       "sync.heartbeat_interval");
+
+        /* DESIGN's further errors. */
+        if (c->timeout.session_lifetime > c->timeout.absolute_timeout)
+                report(&v, SESSIOND_ERROR, "Session lifetime should not exceed absolute timeout",
+                       "timeout.session_lifetime", "timeout.absolute_timeout");
+        if (c->cleanup.batch_interval >= c->cleanup.deep_interval)
+                report(&v, SESSIOND_ERROR, "Batch cleanup interval should be less than deep cleanup interval",
+                       "cleanup.batch_interval", "cleanup.deep_interval");
+        if (c->timeout.cleanup_grace < c->timeout.expiration_grace)
+                report(&v, SESSIOND_ERROR,
+                       "Cleanup grace period should not be less than expiration grace period (a session still honoured could be purged)",
+                       "timeout.cleanup_grace", "timeout.expiration_grace");
+        if (c->cleanup.trigger_threshold > c->cleanup.max_expired_threshold)
+                report(&v, SESSIOND_ERROR, "Cleanup trigger threshold should not exceed max expired threshold",
+                       "cleanup.trigger_threshold", "cleanup.max_expired_threshold");
+        if (c->sync.tab_response_timeout >= c->sync.timeout)
+                report(&v, SESSIOND_ERROR, "Tab response timeout should be less than sync timeout",
+                       "sync.tab_response_timeout", "sync.timeout");
+        check_positive(&v);
+        if (c->monitoring.alerts.failure_rate > 100.0)
+                report(&v, SESSIOND_ERROR, "Alert failure rate is a percentage and must not exceed 100",
+                       "monitoring.alerts.failure_rate", NULL);
+
+        /* The scale-out path (DESIGN 8) is not there yet: say so. */
+        if (c->features.clustering)
+                report(&v, SESSIOND_ERROR,
+                       "features.clustering is not available yet (scale-out path, DESIGN section 8: several daemons sharing one store); set it to false",
+                       "features.clustering", NULL);
+        if (c->features.distributed)
+                report(&v, SESSIOND_ERROR,
+                       "features.distributed is not available yet (scale-out path, DESIGN section 8: the PostgreSQL store); set it to false",
+                       "features.distributed", NULL);
+        if (c->features.caching)
+                report(&v, SESSIOND_ERROR,
+                       "features.caching is not available yet (scale-out path, DESIGN section 8: a local cache over a shared store); set it to false",
+                       "features.caching", NULL);
+
+        /* The daemon's own settings. */
+        if (!c->daemon.synchronous ||
+            (strcmp(c->daemon.synchronous, "normal") != 0 && strcmp(c->daemon.synchronous, "full") != 0 &&
+             strcmp(c->daemon.synchronous, "extra") != 0))
+                report(&v, SESSIOND_ERROR,
+                       "daemon.synchronous must be normal, full or extra (off would lose acknowledged writes on a crash)",
+                       "daemon.synchronous", NULL);
+        check_not_empty(&v, "sync.localstorage_prefix", c->sync.localstorage_prefix);
+        check_not_empty(&v, "daemon.socket_path", c->daemon.socket_path);
+        check_not_empty(&v, "daemon.database_path", c->daemon.database_path);
+        check_not_empty(&v, "daemon.admin_group", c->daemon.admin_group);
+        if (c->daemon.socket_path && strlen(c->daemon.socket_path) > SOCKET_PATH_MAX)
+                report(&v, SESSIOND_ERROR, "daemon.socket_path is too long for a Unix socket (at most 107 bytes)",
+                       "daemon.socket_path", NULL);
+
+        /* Warnings. */
+        if (c->timeout.warning_threshold >= c->timeout.idle_timeout)
+                report(&v, SESSIOND_WARNING,
+                       "Warning threshold should be less than idle timeout (every reply would carry warning: true)",
+                       "timeout.warning_threshold", "timeout.idle_timeout");
+        if (c->sync.max_data_size >= c->daemon.max_message_size)
+                report(&v, SESSIOND_WARNING,
+                       "Sync data size should be less than the maximum message size (the largest sync state could not be sent)",
+                       "sync.max_data_size", "daemon.max_message_size");
+
+        for (size_t i = before; i < v.issues->count; i++)
+                if (v.issues->items[i].severity == SESSIOND_ERROR)
+                        errors = true;
+        sessiond_issues_clear(&local);
+        return errors ? -EINVAL : 0;
+}
