@@ -1,0 +1,149 @@
+"""sessiond-bench against the real daemon: short smoke runs (a few hundred
+requests) of each operation, its --json report, that the sessions it makes
+are real, that error replies are counted by name, and its failures (bad
+usage, no daemon, a daemon that dies mid-run).
+
+Nothing here measures speed: the numbers in the report are only checked for
+consistency (p50 <= p99 <= max, counts adding up).
+"""
+
+import json
+import os
+import subprocess
+
+from harness import Daemon, run_tests
+
+BENCH = os.environ.get("SESSIOND_BENCH", "sessiond-bench")
+
+
+def bench(socket, *args, check=0, timeout=60):
+    p = subprocess.run([BENCH, "-s", socket, "--timeout", "10"] + list(args),
+                       capture_output=True, text=True, timeout=timeout)
+    if check is not None and p.returncode != check:
+        raise AssertionError("sessiond-bench %s: exit %d, expected %d\nstdout: %s\nstderr: %s"
+                             % (" ".join(args), p.returncode, check, p.stdout, p.stderr))
+    return p
+
+
+def report(p):
+    """The JSON object on the last line of stdout."""
+    last = p.stdout.strip().splitlines()[-1]
+    r = json.loads(last)
+    assert isinstance(r, dict), last
+    return r
+
+
+def check_consistent(r, op, requests):
+    assert r["op"] == op, r
+    assert r["requests"] == requests, r
+    assert r["creates"] + r["validates"] + r["destroys"] == requests, r
+    assert r["rps"] > 0, r
+    assert r["duration_s"] > 0, r
+    assert 0 < r["p50_us"] <= r["p90_us"] <= r["p99_us"] <= r["max_us"], r
+    assert r["client_user_s"] >= 0 and r["client_sys_s"] >= 0, r
+    assert r["errors"] == sum(r["errors_by_name"].values()), r
+
+
+def test_create():
+    with Daemon() as d:
+        p = bench(d.socket, "-o", "create", "-n", "300", "-c", "4", "--json")
+        r = report(p)
+        check_consistent(r, "create", 300)
+        assert r["creates"] == 300 and r["errors"] == 0, r
+        # the text report for people comes first
+        assert "rps:" in p.stdout and "latency:" in p.stdout, p.stdout
+        # the sessions are real: with three users, each of them has some
+        p = bench(d.socket, "-o", "create", "-n", "60", "-c", "3", "--users", "3", "--json")
+        assert report(p)["errors"] == 0, p.stdout
+        with d.connect() as c:
+            for u in range(3):
+                sessions = c.call("io.sessiond.Session.ListUser", {"user_id": "bench-user-%d" % u})["sessions"]
+                assert len(sessions) >= 1, (u, sessions)
+
+
+def test_validate_population():
+    with Daemon() as d:
+        # 100 sessions over 50 users: bench-user-K holds sessions K and K+50
+        p = bench(d.socket, "-o", "validate", "-n", "400", "-c", "5", "--sessions", "100",
+                  "--users", "50", "--json")
+        r = report(p)
+        check_consistent(r, "validate", 400)
+        assert r["validates"] == 400 and r["errors"] == 0, r
+        assert r["sessions"] == 100 and r["live_sessions"] == 100, r
+        assert r["setup_s"] > 0, r
+        with d.connect() as c:
+            sessions = c.call("io.sessiond.Session.ListUser", {"user_id": "bench-user-7"})["sessions"]
+        assert len(sessions) == 2, sessions
+        # the fingerprint the bench sends is a real client's
+        assert sessions[0]["user_agent"].startswith("Mozilla/5.0"), sessions[0]
+        assert sessions[0]["ip"] == "10.0.0.7", sessions[0]
+
+
+def test_mixed():
+    with Daemon() as d:
+        p = bench(d.socket, "-o", "mixed", "-n", "600", "-c", "6", "--sessions", "200",
+                  "--warmup", "50", "--json")
+        r = report(p)
+        check_consistent(r, "mixed", 600)
+        # a correct daemon answers every request of a mixed run
+        assert r["errors"] == 0, r
+        assert r["validates"] > r["creates"] > 0, r
+        assert r["destroys"] > 0, r
+        assert r["warmup"] == 50, r
+
+
+def test_errors_counted_by_name():
+    # A per-user limit of 1 and all sessions on one user: creating the
+    # population evicts all but the last, so validations of the others fail.
+    with Daemon({"security.max_concurrent_per_user": 1}) as d:
+        p = bench(d.socket, "-o", "validate", "-n", "200", "-c", "2", "--sessions", "20",
+                  "--users", "1", "--json")
+        r = report(p)
+        check_consistent(r, "validate", 200)
+        assert r["errors"] > 0, r
+        names = r["errors_by_name"]
+        assert all(n.startswith("io.sessiond.Session.") for n in names), names
+        # the text report names them too
+        for n in names:
+            assert n in p.stdout, p.stdout
+
+
+def test_bad_usage():
+    for args, word in ((["-o", "delete"], "unknown operation"),
+                       (["-n", "0"], "--requests"),
+                       (["-c", "many"], "--connections"),
+                       (["-o", "validate", "--sessions", "0"], "--sessions"),
+                       (["surplus"], "unexpected argument")):
+        p = bench("/nonexistent/socket", *args, check=2)
+        assert word in p.stderr, (args, p.stderr)
+        assert p.stdout == "", p.stdout
+
+
+def test_no_daemon():
+    p = bench("/nonexistent/sessiond.sock", "-o", "create", "-n", "10", check=1)
+    assert "cannot connect to /nonexistent/sessiond.sock" in p.stderr, p.stderr
+
+
+def test_daemon_dies_mid_run():
+    with Daemon() as d:
+        proc = subprocess.Popen([BENCH, "-s", d.socket, "-o", "create", "-n", "100000000", "-c", "2",
+                                 "--timeout", "10"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            # wait until the load runs
+            line = proc.stderr.readline()
+            while line and "timed phase started" not in line:
+                line = proc.stderr.readline()
+            assert line, "the bench never started its timed phase"
+            d.kill()
+            out, err = proc.communicate(timeout=20)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        assert proc.returncode == 1, (proc.returncode, out, err)
+        assert "closed" in err or "reset" in err, err
+
+
+run_tests([test_create, test_validate_population, test_mixed, test_errors_counted_by_name,
+           test_bad_usage, test_no_daemon, test_daemon_dies_mid_run])
