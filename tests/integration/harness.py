@@ -253,8 +253,13 @@ class Daemon:
     def signal(self, sig):
         self.proc.send_signal(sig)
 
-    def stop(self, sig=signal.SIGTERM, expect=0):
-        """Stops the daemon; asserts its exit status (None: don't check)."""
+    def stop(self, sig=None, expect=0):
+        """Stops the daemon (SIGTERM unless sig); asserts its exit status
+        (None: don't check)."""
+        # (In the class body `signal` is the method above, not the module:
+        # the default is resolved here.)
+        if sig is None:
+            sig = signal.SIGTERM
         if self.proc is None or self.proc.poll() is not None:
             return self.proc.returncode if self.proc else None
         self.proc.send_signal(sig)
