@@ -45,7 +45,8 @@ int call_reply(struct call *c, json_t *params);
  * stays alive. Steals params. Returns -ENOTCONN if the peer has gone (the
  * call is then already cancelled), -ENOBUFS if the peer does not read and its
  * output buffer is over the limit (the connection is closed, the call
- * cancelled). */
+ * cancelled). On any negative return the call has been freed WITHOUT running
+ * its cancel callback: the handler drops its own state for it right there. */
 int call_reply_continues(struct call *c, json_t *params);
 /* Final error reply; steals params (NULL means {}). The call is freed. */
 int call_error(struct call *c, const char *error, json_t *params);
@@ -80,6 +81,9 @@ int server_new(struct daemon *d, struct server **ret);
 void server_stop_accepting(struct server *s);
 /* Closes every connection (cancelling streams); cb when all are closed. */
 void server_close(struct server *s, void (*cb)(struct server *s));
+/* After server_close(): closes the connections still draining at once,
+ * dropping unsent output (the shutdown deadline, a second SIGTERM). */
+void server_abort(struct server *s);
 void server_free(struct server *s);
 
 /* Commits the store if needed, then writes every buffered reply. Called by

@@ -1,0 +1,547 @@
+/* sessiond: options, configuration, the event loop, signals, reload, stop.
+ *
+ * One libuv loop runs everything; main owns it and the handles that belong
+ * to the process as a whole: the signal handlers, the uv_check that flushes
+ * the server once per iteration (group commit, then replies), the stop
+ * deadline and the STATUS= timer. Each subsystem owns its own handles.
+ *
+ * Start: the configuration is loaded from its sources (-c FILE or the
+ * default file, the env file, the process environment) and validated; any
+ * error stops the start with every issue printed. The process environment
+ * is copied once at start: a reload reads the file and the env file again,
+ * never the environment, as DESIGN 2.1 says (and a library calling setenv()
+ * later cannot change what a reload sees). Then the store opens (engine),
+ * the background jobs are armed, and the socket is taken or bound last, so
+ * that a client who can connect is served at once. READY=1 follows.
+ *
+ * Reload (SIGHUP, Admin.Reload, both through daemon_reload()): read and
+ * validate a new configuration; on success swap the pointer and tell each
+ * subsystem, on failure keep the old one. Either way every issue is logged
+ * and systemd hears RELOADING=1 then READY=1, and the store gets an audit
+ * row.
+ *
+ * Stop (SIGTERM, SIGINT): stop accepting, let each connection finish the
+ * call it is in (streams are cancelled: they never finish by themselves),
+ * write what is answered, then close the store (commit and checkpoint) and
+ * exit 0. A second signal, or MAIN_STOP_DEADLINE_MS without the connections
+ * draining, closes the remaining connections at once; the store is still
+ * closed cleanly, so no acknowledged write is lost either way.
+ */
+#include <assert.h>
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "daemon.h"
+#include "engine.h"
+#include "log.h"
+#include "notify.h"
+#include "server.h"
+#include "sessiond/config.h"
+
+#define MAIN_STOP_DEADLINE_MS 5000
+#define MAIN_STATUS_INTERVAL_MS 5000
+
+#define container_of(ptr, type, member) ((type *) ((char *) (ptr) - offsetof(type, member)))
+
+extern char **environ;
+
+struct sessiond_main {
+        struct daemon d;
+        uv_loop_t loop;
+        uv_signal_t sig_term, sig_int, sig_hup;
+        uv_check_t flush;
+        uv_timer_t deadline;
+        uv_timer_t status;
+        bool handles_open;
+        struct notify_watchdog *watchdog;
+        char **environ_copy; /* the process environment as it was at start */
+};
+
+/* The one instance, for the callbacks that only get a subsystem. */
+static struct sessiond_main *instance;
+
+static struct sessiond_main *main_of(struct daemon *d) {
+        return container_of(d, struct sessiond_main, d);
+}
+
+/* ---- configuration ----------------------------------------------------------- */
+
+static void strv_free(char **l) {
+        if (!l)
+                return;
+        for (char **p = l; *p; p++)
+                free(*p);
+        free(l);
+}
+
+static char **strv_copy(char *const *l) {
+        size_t n = 0;
+        char **c;
+
+        while (l && l[n])
+                n++;
+        c = calloc(n + 1, sizeof *c);
+        if (!c)
+                return NULL;
+        for (size_t i = 0; i < n; i++) {
+                c[i] = strdup(l[i]);
+                if (!c[i]) {
+                        strv_free(c);
+                        return NULL;
+                }
+        }
+        return c;
+}
+
+/* Loads every source and validates; *ret only when there is no error. */
+static int config_read(const char *path, char **env, struct sessiond_config **ret,
+                       struct sessiond_issues *issues) {
+        struct sessiond_config_sources sources = {
+                .config_file = path,
+                .environ = env,
+        };
+        struct sessiond_config *c = NULL;
+        int r;
+
+        r = sessiond_config_load(&sources, &c, issues);
+        if (r < 0)
+                return r;
+        r = sessiond_config_validate(c, issues);
+        if (r < 0) {
+                sessiond_config_free(c);
+                return r;
+        }
+        *ret = c;
+        return 0;
+}
+
+static void issues_count(const struct sessiond_issues *issues, size_t *errors, size_t *warnings) {
+        *errors = *warnings = 0;
+        for (size_t i = 0; i < issues->count; i++) {
+                if (issues->items[i].severity == SESSIOND_ERROR)
+                        (*errors)++;
+                else
+                        (*warnings)++;
+        }
+}
+
+static void issues_log(const struct sessiond_issues *issues) {
+        for (size_t i = 0; i < issues->count; i++) {
+                if (issues->items[i].severity == SESSIOND_ERROR)
+                        log_error("%s", issues->items[i].message);
+                else
+                        log_warning("%s", issues->items[i].message);
+        }
+}
+
+/* Logs each setting whose value differs between two configurations (the
+ * JSON of DESIGN 2.2, walked in parallel). Returns how many differ. */
+static unsigned config_log_changes(json_t *old, json_t *new, const char *prefix) {
+        const char *key;
+        json_t *v;
+        unsigned n = 0;
+
+        json_object_foreach(new, key, v) {
+                json_t *o = json_object_get(old, key);
+                char path[256];
+
+                snprintf(path, sizeof path, "%s%s%s", prefix, *prefix ? "." : "", key);
+                if (json_is_object(v) && json_is_object(o)) {
+                        n += config_log_changes(o, v, path);
+                        continue;
+                }
+                if (o && json_equal(o, v))
+                        continue;
+                char *a = o ? json_dumps(o, JSON_ENCODE_ANY | JSON_COMPACT) : NULL;
+                char *b = json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT);
+
+                if (o)
+                        log_info("Reload: %s changed from %s to %s", path, a ? a : "?", b ? b : "?");
+                else
+                        log_info("Reload: %s set to %s", path, b ? b : "?");
+                free(a);
+                free(b);
+                n++;
+        }
+        json_object_foreach(old, key, v) {
+                if (json_object_get(new, key))
+                        continue;
+                log_info("Reload: %s%s%s removed", prefix, *prefix ? "." : "", key);
+                n++;
+        }
+        return n;
+}
+
+static void main_update_status(struct sessiond_main *m) {
+        struct server_stats st = {};
+
+        if (m->d.server)
+                server_get_stats(m->d.server, &st);
+        notify_status("Serving %u connection%s; environment %s; %llu reload%s",
+                      st.connections, st.connections == 1 ? "" : "s",
+                      sessiond_environment_to_string(m->d.config->environment), m->d.reloads,
+                      m->d.reloads == 1 ? "" : "s");
+}
+
+int daemon_reload(struct daemon *d, struct sessiond_issues *issues) {
+        struct sessiond_main *m = main_of(d);
+        struct sessiond_issues local = {};
+        struct sessiond_config *c = NULL, *old;
+        size_t errors, warnings;
+        unsigned changed = 0;
+        json_t *a, *b;
+        int r;
+
+        if (!issues)
+                issues = &local;
+        notify_reloading();
+        log_info("Reloading the configuration%s%s", d->config_path ? " from " : "",
+                 d->config_path ? d->config_path : "");
+
+        r = config_read(d->config_path, m->environ_copy, &c, issues);
+        issues_log(issues);
+        issues_count(issues, &errors, &warnings);
+        if (r < 0) {
+                log_error("Reload failed (%zu error%s): keeping the current configuration", errors,
+                          errors == 1 ? "" : "s");
+                notify_ready("Reload failed; serving with the previous configuration");
+                sessiond_issues_clear(&local);
+                return r == -ENOMEM ? r : -EINVAL;
+        }
+
+        a = sessiond_config_to_json(d->config, false);
+        b = sessiond_config_to_json(c, false);
+        if (a && b)
+                changed = config_log_changes(a, b, "");
+        json_decref(a);
+        json_decref(b);
+        if (strcmp(c->daemon.socket_path, d->config->daemon.socket_path) != 0)
+                log_warning("daemon.socket_path changed: still listening on the old socket until a restart");
+
+        old = d->config;
+        d->config = c;
+        d->reloads++;
+        log_set_debug(c->debug_mode);
+        engine_config_changed(d->engine);
+        server_config_changed(d->server);
+        sessiond_config_free(old);
+
+        log_info("Configuration reloaded: %u setting%s changed, %zu warning%s", changed,
+                 changed == 1 ? "" : "s", warnings, warnings == 1 ? "" : "s");
+        notify_ready(NULL);
+        main_update_status(m);
+        sessiond_issues_clear(&local);
+        return 0;
+}
+
+/* ---- stopping ------------------------------------------------------------------ */
+
+static void main_close_handles(struct sessiond_main *m) {
+        if (!m->handles_open)
+                return;
+        m->handles_open = false;
+        uv_close((uv_handle_t *) &m->sig_term, NULL);
+        uv_close((uv_handle_t *) &m->sig_int, NULL);
+        uv_close((uv_handle_t *) &m->sig_hup, NULL);
+        uv_close((uv_handle_t *) &m->flush, NULL);
+        uv_close((uv_handle_t *) &m->deadline, NULL);
+        uv_close((uv_handle_t *) &m->status, NULL);
+        notify_watchdog_free(m->watchdog);
+        m->watchdog = NULL;
+}
+
+/* Every connection is gone: close the store and let the loop run dry. */
+static void on_server_closed(struct server *s) {
+        struct sessiond_main *m = instance;
+
+        assert(m && m->d.server == s);
+        main_close_handles(m);
+        engine_free(m->d.engine); /* commits and checkpoints */
+        m->d.engine = NULL;
+        log_info("Stopped");
+}
+
+static void on_deadline(uv_timer_t *t) {
+        struct sessiond_main *m = t->data;
+
+        log_warning("Connections still busy after %d s: closing them", MAIN_STOP_DEADLINE_MS / 1000);
+        server_abort(m->d.server);
+}
+
+void daemon_stop(struct daemon *d) {
+        struct sessiond_main *m = main_of(d);
+
+        if (d->stopping) {
+                log_notice("Stop requested again: closing every connection now");
+                server_abort(d->server);
+                return;
+        }
+        d->stopping = true;
+        log_info("Stopping: finishing the calls in flight");
+        notify_stopping();
+        (void) uv_timer_start(&m->deadline, on_deadline, MAIN_STOP_DEADLINE_MS, 0);
+        server_close(d->server, on_server_closed);
+}
+
+/* ---- the loop ------------------------------------------------------------------- */
+
+static void on_signal(uv_signal_t *h, int signum) {
+        struct sessiond_main *m = h->data;
+
+        if (signum == SIGHUP) {
+                if (m->d.stopping) {
+                        log_notice("SIGHUP ignored: stopping");
+                        return;
+                }
+                (void) daemon_reload(&m->d, NULL);
+                return;
+        }
+        log_info("Received %s", signum == SIGTERM ? "SIGTERM" : "SIGINT");
+        daemon_stop(&m->d);
+}
+
+static void on_check(uv_check_t *h) {
+        struct sessiond_main *m = h->data;
+
+        if (m->d.server)
+                server_flush(m->d.server);
+}
+
+static void on_status(uv_timer_t *t) {
+        main_update_status(t->data);
+}
+
+static int main_open_handles(struct sessiond_main *m) {
+        uv_loop_t *loop = &m->loop;
+        int r;
+
+        (void) uv_signal_init(loop, &m->sig_term);
+        (void) uv_signal_init(loop, &m->sig_int);
+        (void) uv_signal_init(loop, &m->sig_hup);
+        (void) uv_check_init(loop, &m->flush);
+        (void) uv_timer_init(loop, &m->deadline);
+        (void) uv_timer_init(loop, &m->status);
+        m->sig_term.data = m->sig_int.data = m->sig_hup.data = m;
+        m->flush.data = m->deadline.data = m->status.data = m;
+        m->handles_open = true;
+
+        if ((r = uv_signal_start(&m->sig_term, on_signal, SIGTERM)) < 0 ||
+            (r = uv_signal_start(&m->sig_int, on_signal, SIGINT)) < 0 ||
+            (r = uv_signal_start(&m->sig_hup, on_signal, SIGHUP)) < 0 ||
+            (r = uv_check_start(&m->flush, on_check)) < 0) {
+                log_error("Failed to set up the event loop: %s", uv_strerror(r));
+                return -EIO;
+        }
+        /* The signals and the flush do not keep the loop alive by
+         * themselves: the server and the jobs do. */
+        uv_unref((uv_handle_t *) &m->sig_term);
+        uv_unref((uv_handle_t *) &m->sig_int);
+        uv_unref((uv_handle_t *) &m->sig_hup);
+        uv_unref((uv_handle_t *) &m->flush);
+        uv_unref((uv_handle_t *) &m->deadline);
+        if (getenv("NOTIFY_SOCKET")) {
+                (void) uv_timer_start(&m->status, on_status, MAIN_STATUS_INTERVAL_MS, MAIN_STATUS_INTERVAL_MS);
+                uv_unref((uv_handle_t *) &m->status);
+        }
+        return notify_watchdog_new(loop, &m->watchdog);
+}
+
+static uint64_t now_usec(clockid_t clock) {
+        struct timespec ts;
+
+        (void) clock_gettime(clock, &ts);
+        return (uint64_t) ts.tv_sec * 1000000u + (uint64_t) ts.tv_nsec / 1000u;
+}
+
+static void on_walk_leftover(uv_handle_t *h, void *arg) {
+        if (!uv_is_closing(h)) {
+                log_error("Handle of type %s left open at exit", uv_handle_type_name(uv_handle_get_type(h)));
+                uv_close(h, NULL);
+        }
+}
+
+/* Runs the daemon with a validated configuration; returns the exit code. */
+static int main_run(struct sessiond_main *m) {
+        struct daemon *d = &m->d;
+        int r, status = EXIT_FAILURE;
+
+        r = uv_loop_init(&m->loop);
+        if (r < 0) {
+                log_error("Failed to create the event loop: %s", uv_strerror(r));
+                return EXIT_FAILURE;
+        }
+        d->loop = &m->loop;
+        d->started_at = (int64_t) time(NULL);
+        d->started_usec = now_usec(CLOCK_MONOTONIC);
+
+        if (main_open_handles(m) < 0)
+                goto out;
+        r = engine_new(d, &d->engine);
+        if (r < 0) {
+                log_error_errno(r, "Failed to open the session store: %m");
+                goto out;
+        }
+        r = server_new(d, &d->server);
+        if (r < 0)
+                goto out;
+
+        log_info("sessiond %s started (pid %d, environment %s%s%s)", SESSIOND_VERSION, (int) getpid(),
+                 sessiond_environment_to_string(d->config->environment),
+                 d->config->config_file ? ", configuration " : "",
+                 d->config->config_file ? d->config->config_file : "");
+        {
+                char line[128];
+
+                snprintf(line, sizeof line, "Serving 0 connections; environment %s",
+                         sessiond_environment_to_string(d->config->environment));
+                notify_ready(line);
+        }
+
+        uv_run(&m->loop, UV_RUN_DEFAULT);
+        status = EXIT_SUCCESS;
+
+out:
+        /* On a failed start, the pieces that exist are closed here; after a
+         * normal stop, on_server_closed() did it already. */
+        if (d->server && !d->stopping) {
+                d->stopping = true;
+                server_close(d->server, on_server_closed);
+        } else {
+                main_close_handles(m);
+                engine_free(d->engine);
+                d->engine = NULL;
+        }
+        uv_run(&m->loop, UV_RUN_DEFAULT);
+        server_free(d->server);
+        d->server = NULL;
+        if (uv_loop_close(&m->loop) == UV_EBUSY) {
+                uv_walk(&m->loop, on_walk_leftover, NULL);
+                uv_run(&m->loop, UV_RUN_DEFAULT);
+                (void) uv_loop_close(&m->loop);
+        }
+        return status;
+}
+
+/* ---- options ---------------------------------------------------------------------- */
+
+static void help(void) {
+        printf("Usage: sessiond [-c FILE] [--check-config]\n"
+               "       sessiond --version\n"
+               "\n"
+               "Session-management daemon for web applications (Varlink on a Unix socket).\n"
+               "\n"
+               "  -c, --config FILE   read FILE instead of %s\n"
+               "      --check-config  validate the configuration, print every issue, exit 0/1\n"
+               "      --version       print the version and exit\n"
+               "  -h, --help          print this help and exit\n"
+               "\n"
+               "Runs in the foreground. SIGHUP reloads the configuration, SIGTERM stops.\n"
+               "See sessiond(8) and sessiond.conf(5).\n",
+               SESSIOND_DEFAULT_CONFIG_FILE);
+}
+
+/* --check-config: every issue on stderr, a summary on stdout. */
+static int check_config(const char *path, char **env) {
+        struct sessiond_issues issues = {};
+        struct sessiond_config *c = NULL;
+        size_t errors, warnings;
+        int r;
+
+        r = config_read(path, env, &c, &issues);
+        for (size_t i = 0; i < issues.count; i++)
+                fprintf(stderr, "%s: %s\n", sessiond_severity_to_string(issues.items[i].severity),
+                        issues.items[i].message);
+        issues_count(&issues, &errors, &warnings);
+        if (r < 0 && errors == 0) {
+                fprintf(stderr, "error: failed to load the configuration: %s\n", strerror(-r));
+                errors = 1;
+        }
+        if (r < 0)
+                printf("Configuration invalid: %zu error%s, %zu warning%s\n", errors, errors == 1 ? "" : "s",
+                       warnings, warnings == 1 ? "" : "s");
+        else
+                printf("Configuration valid (environment %s): %zu warning%s\n",
+                       sessiond_environment_to_string(c->environment), warnings, warnings == 1 ? "" : "s");
+        sessiond_config_free(c);
+        sessiond_issues_clear(&issues);
+        return r < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
+}
+
+int main(int argc, char **argv) {
+        enum { ARG_CHECK_CONFIG = 0x100, ARG_VERSION };
+        static const struct option options[] = {
+                { "config", required_argument, NULL, 'c' },
+                { "check-config", no_argument, NULL, ARG_CHECK_CONFIG },
+                { "version", no_argument, NULL, ARG_VERSION },
+                { "help", no_argument, NULL, 'h' },
+                {},
+        };
+        static struct sessiond_main m;
+        struct sessiond_issues issues = {};
+        bool check = false;
+        int opt, r, status;
+
+        while ((opt = getopt_long(argc, argv, "c:h", options, NULL)) >= 0) {
+                switch (opt) {
+                case 'c':
+                        m.d.config_path = optarg;
+                        break;
+                case ARG_CHECK_CONFIG:
+                        check = true;
+                        break;
+                case ARG_VERSION:
+                        printf("sessiond %s\n", SESSIOND_VERSION);
+                        return EXIT_SUCCESS;
+                case 'h':
+                        help();
+                        return EXIT_SUCCESS;
+                default:
+                        fprintf(stderr, "Try 'sessiond --help'.\n");
+                        return 2;
+                }
+        }
+        if (optind < argc) {
+                fprintf(stderr, "sessiond: unexpected argument '%s'. Try 'sessiond --help'.\n", argv[optind]);
+                return 2;
+        }
+
+        m.environ_copy = strv_copy(environ);
+        if (!m.environ_copy) {
+                fprintf(stderr, "sessiond: out of memory\n");
+                return EXIT_FAILURE;
+        }
+        if (check) {
+                status = check_config(m.d.config_path, m.environ_copy);
+                strv_free(m.environ_copy);
+                return status;
+        }
+
+        log_setup();
+        /* A peer that hangs up ends its own connection (EPIPE), not us. */
+        signal(SIGPIPE, SIG_IGN);
+
+        r = config_read(m.d.config_path, m.environ_copy, &m.d.config, &issues);
+        issues_log(&issues);
+        sessiond_issues_clear(&issues);
+        if (r < 0) {
+                log_error("Invalid configuration: not starting");
+                strv_free(m.environ_copy);
+                return EXIT_FAILURE;
+        }
+        log_set_debug(m.d.config->debug_mode);
+
+        instance = &m;
+        status = main_run(&m);
+        instance = NULL;
+
+        sessiond_config_free(m.d.config);
+        strv_free(m.environ_copy);
+        return status;
+}
