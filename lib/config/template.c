@@ -4,15 +4,18 @@
  * conf/session.env.example are one (a test keeps them identical to the
  * generator's output), and the guide's migration path starts from one.
  *
- * A template must read back as the defaults. If it pinned every value, the
- * settings of the environment profile (table 2.4) would all be explicit and
- * the profile would stop working the moment an operator installed the
- * template. So those settings are written commented out ("#name = value;"),
- * with their default in the text: reading the template back gives exactly
- * the configuration of no file at all, and uncommenting every setting gives
- * exactly the table defaults. In the env format the daemon.* settings are
- * commented out too: they belong to sessiond.conf, and a line in the env
- * file would silently override it.
+ * A template must read back as the defaults without getting in the way of
+ * the layers around it:
+ *   - conf: the settings of the environment profile (table 2.4) are written
+ *     commented out ("#name = value;"); pinning them would make them
+ *     explicit, and the profile would stop working the moment an operator
+ *     installed the template. Everything else is written as a setting.
+ *   - env: every setting is commented out ("#SESSION_X=value"). The env file
+ *     sits above sessiond.conf, so an active default there would silently
+ *     override what the operator wrote in sessiond.conf.
+ * Either way, reading a template back unchanged gives exactly the
+ * configuration of no file at all, and uncommenting every setting gives
+ * exactly the table defaults (both are tested).
  *
  * Comments about a setting start with "# "; a commented-out setting starts
  * with "#" directly followed by its name, so tools can tell them apart.
@@ -94,19 +97,17 @@ static const char conf_header[] =
 
 static const char env_header[] =
         "# session.env: sessiond settings as KEY=VALUE lines (daemon.env_file).\n"
-        "# Every SESSION_* variable is here at its built-in default.\n"
+        "# Every variable is here at its built-in default, commented out: a line\n"
+        "# in this file beats sessiond.conf and the environment profile, so\n"
+        "# uncomment only what you mean to set.\n"
         "#\n"
         "# Sources, lowest precedence first: built-in defaults < the environment\n"
         "# profile < sessiond.conf < this file < the process environment. *_SECONDS\n"
         "# take integer seconds (or a unit: 90s, 30m, 48h, 7d); booleans take\n"
-        "# true/false, yes/no, on/off or 1/0.\n"
-        "#\n"
-        "# A line \"#SESSION_X=value\" is set by the environment profile (development,\n"
-        "# testing, staging, production) unless you uncomment it: an explicit value\n"
-        "# always beats the profile.\n";
+        "# true/false, yes/no, on/off or 1/0.\n";
 
 static void write_conf(FILE *f, const struct sessiond_config *d) {
-        char open_group[64] = "", open_sub[64] = "";
+        char open_group[64] = "-", open_sub[64] = "";
         bool custom_done = false;
 
         fputs(conf_header, f);
@@ -130,7 +131,7 @@ static void write_conf(FILE *f, const struct sessiond_config *d) {
                         if (open_sub[0])
                                 fputs("  };\n", f);
                         open_sub[0] = '\0';
-                        if (open_group[0])
+                        if (open_group[0] && strcmp(open_group, "-") != 0)
                                 fputs("};\n", f);
                         if (!custom_done && strcmp(group, "daemon") == 0) {
                                 fprintf(f, "\n# %s: free-form values for the application (custom.<name>),\n"
@@ -155,7 +156,7 @@ static void write_conf(FILE *f, const struct sessiond_config *d) {
 
                 const char *indent = open_sub[0] ? "    " : group[0] ? "  " : "";
                 fprintf(f, "%s# %s%s\n", indent, s->description,
-                        governed ? " (set by the profile unless uncommented)" : "");
+                        governed ? " (the profile sets it when not given)" : "");
                 fprintf(f, "%s%s%s = ", indent, governed ? "#" : "", leaf);
                 if (s->type == SESSIOND_TYPE_STRING || s->type == SESSIOND_TYPE_ENVIRONMENT)
                         conf_quote(f, value ? value : "");
@@ -165,7 +166,7 @@ static void write_conf(FILE *f, const struct sessiond_config *d) {
         }
         if (open_sub[0])
                 fputs("  };\n", f);
-        if (open_group[0])
+        if (open_group[0] && strcmp(open_group, "-") != 0)
                 fputs("};\n", f);
 }
 
@@ -206,10 +207,9 @@ static void write_env(FILE *f, const struct sessiond_config *d) {
                                 s->variable, s->path, s->description, value ? value : "");
                         continue;
                 }
-                bool commented = daemon_setting || profile_governed(s->path);
                 fprintf(f, "# %s%s\n", s->description,
-                        daemon_setting ? "" : commented ? " (set by the profile unless uncommented)" : "");
-                fprintf(f, "%s%s=%s\n", commented ? "#" : "", s->variable, quoted ? quoted : "");
+                        profile_governed(s->path) ? " (the profile sets it when not given)" : "");
+                fprintf(f, "#%s=%s\n", s->variable, quoted ? quoted : "");
         }
 }
 

@@ -321,12 +321,13 @@ enum sessiond_template_format {
 };
 
 /* Every setting with its default and a one-line comment, grouped by
- * section. Settings that the environment profile governs (table 2.4) are
- * written commented out, so that the profile keeps working; in the env
- * format the daemon.* settings are commented out too (they belong in
- * sessiond.conf, and an env file line would override it). Reading the text
- * back unchanged gives the same configuration as no file at all; with every
- * line uncommented it gives exactly the table defaults. *ret is a new string. */
+ * section. In the conf format the settings that the environment profile
+ * governs (table 2.4) are written commented out, so that the profile keeps
+ * working; in the env format every setting is commented out (the env file
+ * overrides sessiond.conf, so an active default there would hide the
+ * operator's values). Reading the text back unchanged gives the same
+ * configuration as no file at all; with every setting uncommented it gives
+ * exactly the table defaults. *ret is a new string. */
 int sessiond_config_template(enum sessiond_template_format format, char **ret);
 
 /* ---- process-wide instance (the guide's get/reload pair) ----------------- */
