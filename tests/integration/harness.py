@@ -310,23 +310,33 @@ def wait_for(predicate, timeout=TIMEOUT, interval=0.05, what="condition"):
         time.sleep(interval)
 
 
+class Skip(Exception):
+    """Raised by a test that cannot run here (e.g. it needs root)."""
+
+
 def run_tests(tests):
     """Runs test functions; prints a line per test; exits 1 on any failure.
 
     A test file ends with: run_tests([test_a, test_b, ...]).
-    Set ONLY=name to run one test.
+    Set ONLY=name to run one test. A test that raises Skip is reported and
+    does not fail; when every test that ran was skipped the exit code is 77
+    (meson's SKIP).
     """
     only = os.environ.get("ONLY")
-    failed = 0
+    failed = ran = skipped = 0
     for t in tests:
         if only and t.__name__ != only:
             continue
+        ran += 1
         start = time.monotonic()
         try:
             t()
             print("ok   %s (%.2fs)" % (t.__name__, time.monotonic() - start), flush=True)
+        except Skip as e:
+            skipped += 1
+            print("skip %s: %s" % (t.__name__, e), flush=True)
         except Exception:
             failed += 1
             print("FAIL %s" % t.__name__, flush=True)
             traceback.print_exc()
-    sys.exit(1 if failed else 0)
+    sys.exit(1 if failed else 77 if ran and skipped == ran else 0)
