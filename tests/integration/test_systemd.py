@@ -328,9 +328,10 @@ def test_tmpfiles():
                 got = (oct(stat.S_IMODE(st.st_mode)), st.st_uid, st.st_gid)
                 assert got == (oct(mode), owner, group), "%s: %r, expected %r" % (path, got, (oct(mode), owner, group))
 
-            check(etc, 0o750, 0, gid)
+            check("/etc/sessiond", 0o750, 0, gid)  # ConfigurationDirectory=
+            check(etc, 0o750, 0, gid)  # the same folder with --prefix=/usr
             check(etc + "/sessiond.conf", 0o640, 0, gid, stat.S_ISREG)
-            check(etc + "/session.env", 0o640, 0, gid, stat.S_ISREG)
+            check("/etc/sessiond/session.env", 0o640, 0, gid, stat.S_ISREG)
             check("/var/lib/sessiond", 0o700, uid, gid)
             check("/run/sessiond", 0o755, uid, gid)
 
@@ -339,7 +340,7 @@ def test_tmpfiles():
             # daemon parses without complaint.
             os.chmod(root, 0o755)
             conf = os.path.join(root, etc.lstrip("/"), "sessiond.conf")
-            env_file = os.path.join(root, etc.lstrip("/"), "session.env")
+            env_file = os.path.join(root, "etc/sessiond/session.env")
             cmd = [SESSIOND, "-c", conf, "--check-config"]
             as_service = ["setpriv", "--reuid=%d" % uid, "--regid=%d" % gid, "--clear-groups"]
             p = run(as_service + cmd, check=False, env=clean_environ(SESSIOND_ENV_FILE=env_file))
