@@ -169,6 +169,7 @@ struct conn {
 
         bool reading;
         bool processing;
+        bool output_blocked; /* calls wait until the peer reads (output cap) */
         bool read_eof;   /* the peer sent EOF: answer what is buffered, then close */
         bool stop_calls; /* shutting down: start no new call, close when drained */
         bool closed;     /* uv_close() called */
@@ -519,6 +520,26 @@ int call_reply_continues(struct call *c, json_t *params) {
 
 /* ---- org.varlink.service ------------------------------------------------- */
 
+/* Out of memory building a reply of our own: a reply cannot be skipped, so
+ * the call ends with its connection. */
+static void call_fail_oom(struct call *c) {
+        struct conn *conn = c->conn;
+
+        log_error("Out of memory answering %s", c->vc.method);
+        assert(conn && conn->current == c);
+        conn->current = NULL;
+        call_free(c);
+        conn_close(conn, "out of memory");
+}
+
+/* Replies with params, where NULL means that building them failed. */
+static void service_reply(struct call *c, const char *error, json_t *params) {
+        if (!params)
+                call_fail_oom(c);
+        else
+                (void) call_finish(c, error, params);
+}
+
 static void service_get_info(struct call *c) {
         json_t *interfaces = json_array();
 
@@ -527,16 +548,14 @@ static void service_get_info(struct call *c) {
                         json_decref(interfaces);
                         interfaces = NULL;
                 }
-        if (!interfaces) {
-                conn_close(c->conn, "out of memory");
-                return;
-        }
-        (void) call_reply(c, json_pack("{s:s, s:s, s:s, s:s, s:o}",
-                                       "vendor", "sessiond",
-                                       "product", "sessiond",
-                                       "version", SESSIOND_VERSION,
-                                       "url", SERVER_GETINFO_URL,
-                                       "interfaces", interfaces));
+        service_reply(c, NULL,
+                      interfaces ? json_pack("{s:s, s:s, s:s, s:s, s:o}",
+                                             "vendor", "sessiond",
+                                             "product", "sessiond",
+                                             "version", SESSIOND_VERSION,
+                                             "url", SERVER_GETINFO_URL,
+                                             "interfaces", interfaces)
+                                 : NULL);
 }
 
 static void service_get_interface_description(struct call *c) {
@@ -544,16 +563,14 @@ static void service_get_interface_description(struct call *c) {
         const char *name;
 
         if (varlink_param_string(c->vc.parameters, "interface", &name) < 0) {
-                (void) call_error_invalid_parameter(c, "interface");
+                service_reply(c, VARLINK_ERROR_INVALID_PARAMETER, json_pack("{s:s}", "parameter", "interface"));
                 return;
         }
         t = interface_find(name, strlen(name));
-        if (!t) {
-                (void) call_error(c, VARLINK_ERROR_INTERFACE_NOT_FOUND,
-                                  json_pack("{s:s}", "interface", name));
-                return;
-        }
-        (void) call_reply(c, json_pack("{s:s%}", "description", t->text, t->text_len));
+        if (!t)
+                service_reply(c, VARLINK_ERROR_INTERFACE_NOT_FOUND, json_pack("{s:s}", "interface", name));
+        else
+                service_reply(c, NULL, json_pack("{s:s%}", "description", t->text, t->text_len));
 }
 
 static void service_dispatch(struct call *c, const char *member) {
@@ -562,8 +579,7 @@ static void service_dispatch(struct call *c, const char *member) {
         else if (strcmp(member, "GetInterfaceDescription") == 0)
                 service_get_interface_description(c);
         else
-                (void) call_error(c, VARLINK_ERROR_METHOD_NOT_FOUND,
-                                  json_pack("{s:s}", "method", c->vc.method));
+                service_reply(c, VARLINK_ERROR_METHOD_NOT_FOUND, json_pack("{s:s}", "method", c->vc.method));
 }
 
 /* Routes one parsed call: our own interface, the access check, then the
@@ -583,14 +599,13 @@ static void call_dispatch(struct call *c) {
 
         if (c->vc.upgrade) {
                 /* No method of ours hands the connection over to another protocol. */
-                (void) call_error(c, VARLINK_ERROR_METHOD_NOT_IMPLEMENTED,
-                                  json_pack("{s:s}", "method", method));
+                service_reply(c, VARLINK_ERROR_METHOD_NOT_IMPLEMENTED, json_pack("{s:s}", "method", method));
                 return;
         }
         iface = interface_find(method, iface_len);
         if (!iface) {
-                (void) call_error(c, VARLINK_ERROR_INTERFACE_NOT_FOUND,
-                                  json_pack("{s:s%}", "interface", method, iface_len));
+                service_reply(c, VARLINK_ERROR_INTERFACE_NOT_FOUND,
+                              json_pack("{s:s%}", "interface", method, iface_len));
                 return;
         }
         if (strcmp(iface->name, INTERFACE_SERVICE) == 0) {
@@ -600,7 +615,7 @@ static void call_dispatch(struct call *c) {
         if (interface_is_admin(method, iface_len) && !c->admin) {
                 log_debug("Connection %llu (pid %d uid %u): %s refused, not an administrator",
                           c->conn->id, (int) c->cred.pid, (unsigned) c->cred.uid, method);
-                (void) call_error(c, VARLINK_ERROR_PERMISSION_DENIED, NULL);
+                service_reply(c, VARLINK_ERROR_PERMISSION_DENIED, json_object());
                 return;
         }
         methods_dispatch(c->server->d, c);
@@ -648,11 +663,15 @@ static void conn_process(struct conn *c) {
         if (c->processing)
                 return; /* the loop below is already running for c */
         c->processing = true;
-        while (!c->closed && !c->stop_calls && !c->current && conn_output_bytes(c) < s->output_cap) {
+        while (!c->closed && !c->stop_calls && !c->current) {
                 const char *msg;
                 size_t len;
                 int r;
 
+                if (conn_output_bytes(c) >= s->output_cap) {
+                        c->output_blocked = true;
+                        break;
+                }
                 r = varlink_reader_next(&c->reader, &msg, &len);
                 if (r == -EMSGSIZE) {
                         char what[96];
@@ -797,8 +816,10 @@ static void after_output_drained(struct conn *c) {
                 return;
         /* Below the cap again: take input and calls again. */
         conn_update_reading(c);
-        if (!c->current && !c->stop_calls && varlink_reader_pending(&c->reader) > 0)
+        if (c->output_blocked) {
+                c->output_blocked = false;
                 conn_mark_ready(c);
+        }
         conn_check_done(c);
 }
 
@@ -870,10 +891,8 @@ static void conn_write(struct conn *c) {
 static void conn_check_done(struct conn *c) {
         if (c->closed || !(c->read_eof || c->stop_calls) || c->current || c->in_ready)
                 return;
-        if (c->read_eof && !c->stop_calls && varlink_reader_pending(&c->reader) > 0 && !c->partial)
-                return; /* complete messages still waiting (output cap) */
-        if (c->writing || c->out.len > 0 || c->n_held > 0)
-                return;
+        if (c->output_blocked || c->writing || c->out.len > 0 || c->n_held > 0)
+                return; /* replies (or calls waiting for the peer to read) left */
         conn_close(c, c->stop_calls ? "shutting down" : "peer closed the connection");
 }
 
