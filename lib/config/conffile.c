@@ -281,14 +281,25 @@ static const char *expected_name(enum sessiond_setting_type t) {
         return "?";
 }
 
-static const char *setting_file(const struct reader *rd, const config_setting_t *s) {
+/* The file a setting was read from, as a new string (NULL on ENOMEM).
+ * libconfig names an included file as the @include line wrote it; make it
+ * relative to the main file's folder, as libconfig itself resolved it. */
+static char *setting_file(const struct reader *rd, const config_setting_t *s) {
         const char *f = config_setting_source_file(s);
-        return f ? f : rd->path;
+        char *out = NULL;
+
+        if (!f || strcmp(f, rd->path) == 0)
+                return strdup(rd->path);
+        if (f[0] == '/')
+                return strdup(f);
+        if (asprintf(&out, "%s/%s", rd->dir, f) < 0)
+                return NULL;
+        return out;
 }
 
 static void read_value(struct reader *rd, size_t idx, const config_setting_t *s) {
         const struct sessiond_setting *def = &sessiond_settings[idx];
-        const char *file = setting_file(rd, s);
+        _cleanup_free_ char *file = setting_file(rd, s);
         int line = config_setting_source_line(s);
         int type = config_setting_type(s);
         union setting_value v = {};
@@ -296,6 +307,10 @@ static void read_value(struct reader *rd, size_t idx, const config_setting_t *s)
         bool type_ok = false;
         int r = 0;
 
+        if (!file) {
+                rd->failed = true;
+                return;
+        }
         /* libconfig read a wrapped number here; the scan reported it. */
         if ((type == CONFIG_TYPE_INT || type == CONFIG_TYPE_INT64) && reader_is_bad(rd, file, line))
                 return;
@@ -377,12 +392,16 @@ static void read_custom(struct reader *rd, const config_setting_t *group) {
 
         for (int i = 0; i < n; i++) {
                 const config_setting_t *s = config_setting_get_elem(group, (unsigned) i);
-                const char *file = setting_file(rd, s);
+                _cleanup_free_ char *file = setting_file(rd, s);
                 const char *name = config_setting_name(s);
                 int line = config_setting_source_line(s);
                 _cleanup_free_ char *text = NULL;
                 int r = 0;
 
+                if (!file || !name) {
+                        rd->failed = rd->failed || !file;
+                        continue;
+                }
                 switch (config_setting_type(s)) {
                 case CONFIG_TYPE_STRING:
                         text = strdup(config_setting_get_string(s));
@@ -422,13 +441,15 @@ static void walk(struct reader *rd, const config_setting_t *group, const char *p
         for (int i = 0; i < n; i++) {
                 const config_setting_t *s = config_setting_get_elem(group, (unsigned) i);
                 const char *name = config_setting_name(s);
-                const char *file = setting_file(rd, s);
+                _cleanup_free_ char *file = setting_file(rd, s);
                 int line = config_setting_source_line(s);
                 _cleanup_free_ char *path = NULL;
                 int idx;
 
-                if (!name)
+                if (!name || !file) {
+                        rd->failed = rd->failed || !file;
                         continue;
+                }
                 if (asprintf(&path, "%s%s%s", prefix ? prefix : "", prefix ? "." : "", name) < 0) {
                         rd->failed = true;
                         return;

@@ -69,6 +69,8 @@ size_t edit_distance(const char *a, const char *b);
 /* The candidate nearest to name by edit distance (case-insensitive), or NULL
  * when none is close enough to be a plausible typo. */
 const char *suggest_nearest(const char *name, const char *const *candidates, size_t n);
+/* The groups of the file ("timeout", "monitoring.alerts", ...), NULL-ended. */
+extern const char *const setting_groups[];
 /* Same over the libconfig paths or the variables of sessiond_settings[]. */
 const char *suggest_setting_path(const char *path);
 const char *suggest_setting_variable(const char *variable);

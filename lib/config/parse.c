@@ -175,15 +175,24 @@ const char *suggest_nearest(const char *name, const char *const *candidates, siz
         return best_d <= limit ? best : NULL;
 }
 
+/* The groups of the libconfig file, so that a misspelt group gets a
+ * suggestion too (a test checks this list against the table). */
+const char *const setting_groups[] = {
+        "timeout", "cleanup", "sync", "security", "monitoring", "monitoring.alerts", "features", "custom", "daemon", NULL,
+};
+
 static const char *suggest_by(const char *name, bool variables) {
-        const char **candidates = calloc(sessiond_settings_count, sizeof(char *));
+        const char **candidates = calloc(2 * sessiond_settings_count, sizeof(char *));
         const char *best;
+        size_t n = 0;
 
         if (!candidates)
                 return NULL;
         for (size_t i = 0; i < sessiond_settings_count; i++)
-                candidates[i] = variables ? sessiond_settings[i].variable : sessiond_settings[i].path;
-        best = suggest_nearest(name, candidates, sessiond_settings_count);
+                candidates[n++] = variables ? sessiond_settings[i].variable : sessiond_settings[i].path;
+        for (size_t i = 0; !variables && setting_groups[i]; i++)
+                candidates[n++] = setting_groups[i];
+        best = suggest_nearest(name, candidates, n);
         free(candidates);
         return best;
 }

@@ -1,0 +1,305 @@
+/* Validation (DESIGN 2.5): one test per rule, asserting the start of each
+ * message exactly, plus the origins named in it. */
+#include "helpers.h"
+
+/* Loads env (must load), validates, returns the validation result. */
+static int validate_env(char **env, struct sessiond_issues *is) {
+        struct sessiond_config *c = NULL;
+        int r;
+
+        ck_assert_int_eq(load_env(env, &c, is), 0);
+        r = sessiond_config_validate(c, is);
+        sessiond_config_free(c);
+        return r;
+}
+
+/* An issue of severity sev whose message starts with start. */
+#define assert_starts(is, sev, start)                                                                  \
+        do {                                                                                           \
+                bool _found = false;                                                                   \
+                for (size_t _i = 0; _i < (is)->count; _i++)                                            \
+                        if ((is)->items[_i].severity == (sev) &&                                       \
+                            strncmp((is)->items[_i].message, (start), strlen(start)) == 0)             \
+                                _found = true;                                                         \
+                if (!_found)                                                                           \
+                        ck_abort_msg("no %s starting \"%s\" among:\n%s", sessiond_severity_to_string(sev), \
+                                     (start), issues_text(is));                                        \
+        } while (0)
+
+#define RULE_TEST(name, start, ...)                                       \
+        START_TEST(name) {                                                \
+                struct sessiond_issues is = {};                           \
+                char *env[] = { __VA_ARGS__, NULL };                      \
+                ck_assert_int_eq(validate_env(env, &is), -EINVAL);        \
+                assert_starts(&is, SESSIOND_ERROR, start);                \
+                sessiond_issues_clear(&is);                               \
+        }                                                                 \
+        END_TEST
+
+START_TEST(test_idle_over_lifetime) {
+        struct sessiond_issues is = {};
+        char *env[] = { "SESSION_IDLE_TIMEOUT_SECONDS=90000", NULL };
+        char *equal[] = { "SESSION_IDLE_TIMEOUT_SECONDS=86400", NULL };
+
+        ck_assert_int_eq(validate_env(env, &is), -EINVAL);
+        /* The whole message: the guide's words, each setting, its value
+         * and where it came from. */
+        ck_assert_uint_eq(is.count, 1);
+        ck_assert_str_eq(is.items[0].message,
+                         "Idle timeout should be less than session lifetime (timeout.idle_timeout=90000 from environment, "
+                         "timeout.session_lifetime=86400 from profile development)");
+        ck_assert_str_eq(is.items[0].setting, "timeout.idle_timeout");
+        sessiond_issues_clear(&is);
+
+        /* DESIGN: the error is idle > lifetime; equal is allowed. */
+        ck_assert_int_eq(validate_env(equal, &is), 0);
+        assert_no_issues(&is);
+}
+END_TEST
+
+RULE_TEST(test_expiration_grace, "Expiration grace period should be less than idle timeout (timeout.expiration_grace=86400 from environment, timeout.idle_timeout=86400 from default)",
+          "SESSION_EXPIRATION_GRACE_SECONDS=86400", "SESSION_CLEANUP_GRACE_SECONDS=90000")
+RULE_TEST(test_batch_size_positive, "Cleanup batch size must be positive (cleanup.batch_size=0 from environment)",
+          "SESSION_CLEANUP_BATCH_SIZE=0")
+RULE_TEST(test_interval_vs_batch_interval, "Cleanup interval should be less than batch cleanup interval (cleanup.interval=21600 from environment, cleanup.batch_interval=21600 from default)",
+          "SESSION_CLEANUP_INTERVAL_SECONDS=21600")
+RULE_TEST(test_sync_timeout_vs_heartbeat, "Sync timeout should be less than heartbeat interval (sync.timeout=30 from environment, sync.heartbeat_interval=30 from default)",
+          "SESSION_SYNC_TIMEOUT_SECONDS=30")
+RULE_TEST(test_max_concurrent_positive, "Max concurrent sessions per user must be positive (security.max_concurrent_per_user=-1 from environment)",
+          "SESSION_MAX_CONCURRENT_PER_USER=-1")
+RULE_TEST(test_metrics_buffer_positive, "Metrics buffer size must be positive (monitoring.metrics_buffer_size=0 from environment)",
+          "SESSION_METRICS_BUFFER_SIZE=0")
+RULE_TEST(test_lifetime_vs_absolute, "Session lifetime should not exceed absolute timeout (timeout.session_lifetime=700000 from environment, timeout.absolute_timeout=604800 from default)",
+          "SESSION_LIFETIME_SECONDS=700000")
+RULE_TEST(test_batch_vs_deep, "Batch cleanup interval should be less than deep cleanup interval (cleanup.batch_interval=86400 from environment, cleanup.deep_interval=86400 from default)",
+          "SESSION_BATCH_CLEANUP_INTERVAL_SECONDS=86400")
+RULE_TEST(test_cleanup_grace_vs_expiration_grace, "Cleanup grace period should not be less than expiration grace period (a session still honoured could be purged) (timeout.cleanup_grace=200 from environment, timeout.expiration_grace=300 from default)",
+          "SESSION_CLEANUP_GRACE_SECONDS=200")
+RULE_TEST(test_trigger_vs_max_expired, "Cleanup trigger threshold should not exceed max expired threshold (cleanup.trigger_threshold=2000 from environment, cleanup.max_expired_threshold=1000 from default)",
+          "SESSION_CLEANUP_TRIGGER_THRESHOLD=2000")
+RULE_TEST(test_tab_response_vs_sync_timeout, "Tab response timeout should be less than sync timeout (sync.tab_response_timeout=5 from environment, sync.timeout=5 from default)",
+          "SESSION_TAB_RESPONSE_TIMEOUT_SECONDS=5")
+RULE_TEST(test_failure_rate_percent, "Alert failure rate is a percentage and must not exceed 100 (monitoring.alerts.failure_rate=100.5 from environment)",
+          "SESSION_ALERT_FAILURE_RATE=100.5")
+RULE_TEST(test_expired_retention, "Expired retention must be at least 1 day (cleanup.expired_retention_days=0 from environment)",
+          "SESSION_EXPIRED_RETENTION_DAYS=0")
+RULE_TEST(test_audit_retention, "Audit retention must be at least 1 day (cleanup.audit_retention_days=-2 from environment)",
+          "SESSION_AUDIT_RETENTION_DAYS=-2")
+RULE_TEST(test_clustering, "features.clustering is not available yet (scale-out path", "SESSION_FEATURE_CLUSTERING=true")
+RULE_TEST(test_distributed, "features.distributed is not available yet (scale-out path", "SESSION_FEATURE_DISTRIBUTED=yes")
+RULE_TEST(test_caching, "features.caching is not available yet (scale-out path", "SESSION_FEATURE_CACHING=1")
+
+START_TEST(test_failure_rate_100_allowed) {
+        struct sessiond_issues is = {};
+        char *env[] = { "SESSION_ALERT_FAILURE_RATE=100", NULL };
+        ck_assert_int_eq(validate_env(env, &is), 0);
+        assert_no_issues(&is);
+}
+END_TEST
+
+/* Every duration, size, count, threshold and buffer: <= 0 is an error that
+ * names the setting (loop test over the table). */
+START_TEST(test_every_number_positive) {
+        const struct sessiond_setting *s = &sessiond_settings[_i];
+        struct sessiond_config *c = NULL;
+        struct sessiond_issues is = {};
+        bool found = false;
+
+        if (s->type != SESSIOND_TYPE_INT && s->type != SESSIOND_TYPE_DURATION && s->type != SESSIOND_TYPE_DOUBLE)
+                return;
+        for (int zero = 0; zero < 2; zero++) {
+                ck_assert_int_eq(sessiond_config_new_defaults(&c), 0);
+                if (s->type == SESSIOND_TYPE_DOUBLE)
+                        *(double *) ((char *) c + s->offset) = zero ? 0.0 : -1.5;
+                else
+                        *(int64_t *) ((char *) c + s->offset) = zero ? 0 : -7;
+                ck_assert_int_eq(sessiond_config_validate(c, &is), -EINVAL);
+                for (size_t i = 0; i < is.count; i++)
+                        if (is.items[i].setting && strcmp(is.items[i].setting, s->path) == 0 &&
+                            (strstr(is.items[i].message, "must be positive") || strstr(is.items[i].message, "at least 1 day")))
+                                found = true;
+                ck_assert_msg(found, "%s <= 0 not reported:\n%s", s->path, issues_text(&is));
+                /* No setting gets two positivity messages. */
+                size_t n = 0;
+                for (size_t i = 0; i < is.count; i++)
+                        if (is.items[i].setting && strcmp(is.items[i].setting, s->path) == 0 &&
+                            strstr(is.items[i].message, "must be positive"))
+                                n++;
+                ck_assert_uint_le(n, 1);
+                sessiond_issues_clear(&is);
+                sessiond_config_free(c);
+        }
+}
+END_TEST
+
+START_TEST(test_generic_positive_message) {
+        struct sessiond_issues is = {};
+        char *env[] = { "SESSION_EVENTS_BUFFER_SIZE=0", NULL };
+        ck_assert_int_eq(validate_env(env, &is), -EINVAL);
+        assert_starts(&is, SESSIOND_ERROR, "monitoring.events_buffer_size must be positive (monitoring.events_buffer_size=0 from environment)");
+        sessiond_issues_clear(&is);
+}
+END_TEST
+
+static int validate_conf(const char *text, struct sessiond_issues *is) {
+        struct sessiond_config *c = NULL;
+        int r;
+
+        ck_assert_int_eq(load_conf_text(text, &c, is), 0);
+        r = sessiond_config_validate(c, is);
+        sessiond_config_free(c);
+        return r;
+}
+
+START_TEST(test_daemon_settings) {
+        struct sessiond_issues is = {};
+        char expected[700];
+
+        ck_assert_int_eq(validate_conf("daemon: { synchronous = \"off\"; };\n", &is), -EINVAL);
+        snprintf(expected, sizeof(expected), "daemon.synchronous must be normal, full or extra (off would lose acknowledged writes on a crash) (daemon.synchronous=off from %s:1)",
+                 path_in("test.conf"));
+        assert_starts(&is, SESSIOND_ERROR, expected);
+        sessiond_issues_clear(&is);
+
+        ck_assert_int_eq(validate_conf("daemon: { synchronous = \"full\"; env_file = \"\"; };\n", &is), 0);
+        ck_assert_int_eq(validate_conf("daemon: { synchronous = \"extra\"; };\n", &is), 0);
+        assert_no_issues(&is);
+
+        ck_assert_int_eq(validate_conf("sync: { localstorage_prefix = \"\"; };\ndaemon: { socket_path = \"\"; database_path = \"\"; admin_group = \"\"; };\n", &is),
+                         -EINVAL);
+        assert_starts(&is, SESSIOND_ERROR, "sync.localstorage_prefix must not be empty");
+        assert_starts(&is, SESSIOND_ERROR, "daemon.socket_path must not be empty");
+        assert_starts(&is, SESSIOND_ERROR, "daemon.database_path must not be empty");
+        assert_starts(&is, SESSIOND_ERROR, "daemon.admin_group must not be empty");
+        sessiond_issues_clear(&is);
+
+        char conf[400] = "daemon: { socket_path = \"/";
+        for (int i = 0; i < 120; i++)
+                strcat(conf, "s");
+        strcat(conf, "\"; };\n");
+        ck_assert_int_eq(validate_conf(conf, &is), -EINVAL);
+        assert_starts(&is, SESSIOND_ERROR, "daemon.socket_path is too long for a Unix socket (at most 107 bytes)");
+        sessiond_issues_clear(&is);
+        scratch_remove();
+}
+END_TEST
+
+START_TEST(test_warnings_allowed) {
+        struct sessiond_issues is = {};
+        char *env[] = { "SESSION_WARNING_THRESHOLD_SECONDS=86400", NULL };
+
+        /* A warning: printed, allowed. */
+        ck_assert_int_eq(validate_env(env, &is), 0);
+        ck_assert_uint_eq(is.count, 1);
+        assert_starts(&is, SESSIOND_WARNING, "Warning threshold should be less than idle timeout (every reply would carry warning: true) (timeout.warning_threshold=86400 from environment, timeout.idle_timeout=86400 from default)");
+        ck_assert(!sessiond_issues_has_errors(&is));
+        sessiond_issues_clear(&is);
+
+        ck_assert_int_eq(validate_conf("sync: { max_data_size = 70000; };\n", &is), 0);
+        assert_starts(&is, SESSIOND_WARNING, "Sync data size should be less than the maximum message size");
+        sessiond_issues_clear(&is);
+        scratch_remove();
+}
+END_TEST
+
+START_TEST(test_all_issues_at_once) {
+        struct sessiond_issues is = {};
+        char *env[] = {
+                "SESSION_IDLE_TIMEOUT_SECONDS=90000", "SESSION_CLEANUP_BATCH_SIZE=0", "SESSION_SYNC_TIMEOUT_SECONDS=40",
+                "SESSION_MAX_CONCURRENT_PER_USER=0",  "SESSION_METRICS_BUFFER_SIZE=0", "SESSION_CLEANUP_INTERVAL_SECONDS=99999",
+                "SESSION_WARNING_THRESHOLD_SECONDS=100000", "SESSION_BATCH_CLEANUP_INTERVAL_SECONDS=90000",
+                "SESSION_TAB_RESPONSE_TIMEOUT_SECONDS=50", NULL,
+        };
+
+        ck_assert_int_eq(validate_env(env, &is), -EINVAL);
+        assert_starts(&is, SESSIOND_ERROR, "Idle timeout should be less than session lifetime");
+        assert_starts(&is, SESSIOND_ERROR, "Cleanup batch size must be positive");
+        assert_starts(&is, SESSIOND_ERROR, "Sync timeout should be less than heartbeat interval");
+        assert_starts(&is, SESSIOND_ERROR, "Max concurrent sessions per user must be positive");
+        assert_starts(&is, SESSIOND_ERROR, "Metrics buffer size must be positive");
+        assert_starts(&is, SESSIOND_ERROR, "Cleanup interval should be less than batch cleanup interval");
+        assert_starts(&is, SESSIOND_ERROR, "Batch cleanup interval should be less than deep cleanup interval");
+        assert_starts(&is, SESSIOND_ERROR, "Tab response timeout should be less than sync timeout");
+        assert_starts(&is, SESSIOND_WARNING, "Warning threshold should be less than idle timeout");
+        sessiond_issues_clear(&is);
+}
+END_TEST
+
+START_TEST(test_origins_in_messages) {
+        struct sessiond_issues is = {};
+        struct sessiond_config *c = NULL;
+        char expected[900];
+
+        write_text(path_in("o.conf"), "\n\ntimeout: {\n  idle_timeout = \"50h\";\n};\n");
+        write_text(path_in("o.env"), "# x\nSESSION_LIFETIME_SECONDS=1d\n");
+        ck_assert_int_eq(load_from(path_in("o.conf"), path_in("o.env"), NULL, &c, &is), 0);
+        ck_assert_int_eq(sessiond_config_validate(c, &is), -EINVAL);
+        snprintf(expected, sizeof(expected),
+                 "Idle timeout should be less than session lifetime (timeout.idle_timeout=180000 from %s:4, "
+                 "timeout.session_lifetime=86400 from env file %s:2)",
+                 path_in("o.conf"), path_in("o.env"));
+        assert_starts(&is, SESSIOND_ERROR, expected);
+        sessiond_issues_clear(&is);
+        /* validate without an issue list still answers */
+        ck_assert_int_eq(sessiond_config_validate(c, NULL), -EINVAL);
+        sessiond_config_free(c);
+        scratch_remove();
+}
+END_TEST
+
+START_TEST(test_defaults_valid) {
+        struct sessiond_config *c = NULL;
+        struct sessiond_issues is = {};
+
+        ck_assert_int_eq(sessiond_config_new_defaults(&c), 0);
+        ck_assert_int_eq(sessiond_config_validate(c, &is), 0);
+        assert_no_issues(&is);
+        sessiond_config_free(c);
+}
+END_TEST
+
+static Suite *validate_suite(void) {
+        Suite *s = suite_create("config-validate");
+        TCase *tc = tcase_create("guide");
+        tcase_add_test(tc, test_idle_over_lifetime);
+        tcase_add_test(tc, test_expiration_grace);
+        tcase_add_test(tc, test_batch_size_positive);
+        tcase_add_test(tc, test_interval_vs_batch_interval);
+        tcase_add_test(tc, test_sync_timeout_vs_heartbeat);
+        tcase_add_test(tc, test_max_concurrent_positive);
+        tcase_add_test(tc, test_metrics_buffer_positive);
+        suite_add_tcase(s, tc);
+
+        tc = tcase_create("design");
+        tcase_add_test(tc, test_lifetime_vs_absolute);
+        tcase_add_test(tc, test_batch_vs_deep);
+        tcase_add_test(tc, test_cleanup_grace_vs_expiration_grace);
+        tcase_add_test(tc, test_trigger_vs_max_expired);
+        tcase_add_test(tc, test_tab_response_vs_sync_timeout);
+        tcase_add_test(tc, test_failure_rate_percent);
+        tcase_add_test(tc, test_failure_rate_100_allowed);
+        tcase_add_test(tc, test_expired_retention);
+        tcase_add_test(tc, test_audit_retention);
+        tcase_add_test(tc, test_clustering);
+        tcase_add_test(tc, test_distributed);
+        tcase_add_test(tc, test_caching);
+        tcase_add_loop_test(tc, test_every_number_positive, 0, (int) sessiond_settings_count);
+        tcase_add_test(tc, test_generic_positive_message);
+        tcase_add_test(tc, test_daemon_settings);
+        tcase_add_test(tc, test_warnings_allowed);
+        tcase_add_test(tc, test_all_issues_at_once);
+        tcase_add_test(tc, test_origins_in_messages);
+        tcase_add_test(tc, test_defaults_valid);
+        suite_add_tcase(s, tc);
+        return s;
+}
+
+int main(void) {
+        SRunner *sr = srunner_create(validate_suite());
+        int failed;
+
+        srunner_run_all(sr, CK_NORMAL);
+        failed = srunner_ntests_failed(sr);
+        srunner_free(sr);
+        return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
