@@ -262,9 +262,11 @@ static void on_server_closed(struct server *s) {
         struct sessiond_main *m = instance;
 
         assert(m && m->d.server == s);
-        main_close_handles(m);
         engine_free(m->d.engine); /* commits and checkpoints */
         m->d.engine = NULL;
+        /* Only now: closing the signal handles gives SIGTERM its default
+         * action back, which must not cut the checkpoint short. */
+        main_close_handles(m);
         log_info("Stopped");
 }
 
@@ -414,9 +416,10 @@ out:
                 d->stopping = true;
                 server_close(d->server, on_server_closed);
         } else {
-                main_close_handles(m);
-                engine_free(d->engine);
+                if (d->engine)
+                        engine_free(d->engine);
                 d->engine = NULL;
+                main_close_handles(m);
         }
         uv_run(&m->loop, UV_RUN_DEFAULT);
         server_free(d->server);
