@@ -166,7 +166,12 @@ const char *suggest_nearest(const char *name, const char *const *candidates, siz
         for (size_t i = 0; i < n; i++) {
                 if (!candidates[i])
                         continue;
+                /* The commonest slip is a dropped suffix ("_SECONDS"): a
+                 * candidate that starts with a long enough name counts as
+                 * two edits away, so that a true one-letter typo still wins. */
                 size_t d = edit_distance(name, candidates[i]);
+                if (d > 2 && strlen(name) >= 10 && strncasecmp(candidates[i], name, strlen(name)) == 0)
+                        d = 2;
                 if (d < best_d) {
                         best_d = d;
                         best = candidates[i];
