@@ -1,31 +1,328 @@
 /* The session engine: the store, the in-memory index and every session policy.
  *
- * This header starts with what main and the server need; the session helper
- * owns the rest of it (the operations the Varlink methods and background jobs
- * call).
+ * This header starts with what main and the server need; then come the
+ * operations the Varlink methods and the background jobs call.
+ *
+ * Every operation takes `now` (Unix seconds) from its caller, so that the
+ * unit tests drive the clock. Every function returns 0 or a negative errno
+ * and fills out-parameters; operations that can fail for a reason a client
+ * must see also fill a struct engine_error. The errno says which error:
+ *
+ *   -EINVAL      InvalidArgument(field, reason)
+ *   -ENOENT      NotFound
+ *   -ESTALE      Expired(end_reason)
+ *   -EACCES      FingerprintMismatch
+ *   -EBUSY       RateLimited(retry_after)
+ *   -E2BIG       TooLarge(max)
+ *   -EAGAIN      Conflict(version)
+ *   -EOPNOTSUPP  FeatureDisabled(feature)
+ *   -ENOSPC      StorageFull
+ *   anything else StorageError
+ *
+ * Writes go into the transaction of the current loop iteration and are
+ * durable only after engine_commit(); a handler compares engine_write_seq()
+ * before and after an operation and calls call_mark_write() when it moved.
  */
 #pragma once
 
+#include <jansson.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
+
+#include "token.h"
 
 struct daemon;
 struct engine;
+struct store_maintenance;
 
 /* Opens (or creates) the store named by d->config->daemon.database_path
  * (in memory when features.persistence is false), loads live sessions.
  * A corrupt or unreadable database is refused with a message naming the
  * file, and never modified. */
 int engine_new(struct daemon *d, struct engine **ret);
-/* Commits, checkpoints and closes. */
+/* Writes pending touches, commits, checkpoints and closes. Call it after
+ * the server has closed every connection (streams cancelled). */
 void engine_free(struct engine *e);
 
 /* Commits the open transaction, if any (group commit). Called by
  * server_flush() before replies are written. Returns 0 or negative errno;
- * on failure the server answers the pending writes with an error. */
+ * on failure the server answers the pending writes with an error, and the
+ * engine has rolled back and reloaded what the transaction touched, so that
+ * memory matches the database again. */
 int engine_commit(struct engine *e);
 /* True when writes are waiting for engine_commit(). */
 bool engine_has_pending(const struct engine *e);
+/* Rolls the open transaction back and restores memory from the store (what
+ * engine_commit() does when COMMIT fails). */
+void engine_abort(struct engine *e);
 
 /* The configuration was swapped (d->config is the new one). */
 void engine_config_changed(struct engine *e);
+
+/* Counts writes; see the top of this file. */
+uint64_t engine_write_seq(const struct engine *e);
+
+/* ---- values ------------------------------------------------------------- */
+
+enum engine_end_reason {
+        ENGINE_END_NONE = 0,
+        ENGINE_END_IDLE,
+        ENGINE_END_LIFETIME,
+        ENGINE_END_ABSOLUTE,
+        ENGINE_END_TERMINATED,
+        ENGINE_END_EVICTED,
+        ENGINE_END_ROTATED,
+        ENGINE_END_DESTROYED,
+        _ENGINE_END_MAX,
+};
+const char *engine_end_reason_to_string(enum engine_end_reason r);
+/* ENGINE_END_NONE when unknown. */
+enum engine_end_reason engine_end_reason_from_string(const char *s);
+
+enum engine_state {
+        ENGINE_STATE_ACTIVE,
+        ENGINE_STATE_GRACE,   /* past its end, within expiration_grace */
+        ENGINE_STATE_EXPIRED, /* past end + grace, not yet ended by cleanup */
+        ENGINE_STATE_ENDED,
+};
+const char *engine_state_to_string(enum engine_state s);
+
+/* What the application tells about the browser; NULL fields are unknown. */
+struct engine_client {
+        const char *user_agent;
+        const char *ip;
+        const char *accept_language;
+        const char *accept_encoding;
+};
+
+/* A session as the methods show it (SessionInfo). Strings are borrowed from
+ * the engine (or the caller's input) and valid until the next engine call. */
+struct engine_info {
+        char id[TOKEN_ID_STRING_LEN + 1];
+        const char *user_id;
+        const char *platform_id; /* NULL: none */
+        int64_t created_at;
+        int64_t last_activity;
+        int64_t renewed_at;
+        int64_t expires_at; /* the end: earliest of the three limits, or ended_at */
+        enum engine_state state;
+        enum engine_end_reason end_reason; /* ENDED: why; otherwise the limit that ends it */
+        int64_t ended_at;                  /* ENDED only */
+        /* The client texts are kept in the store only (memory holds their
+         * hashes): listings and Create fill them, the per-request answers
+         * leave them NULL. */
+        const char *ip;
+        const char *user_agent;
+        int64_t expires_in; /* seconds until expires_at; 0 once past it */
+        bool warning;       /* expires_in <= timeout.warning_threshold */
+};
+
+struct engine_error {
+        const char *field;  /* InvalidArgument */
+        const char *reason; /* InvalidArgument */
+        enum engine_end_reason end_reason; /* Expired */
+        int64_t retry_after;               /* RateLimited */
+        int64_t max;                       /* TooLarge */
+        int64_t version;                   /* Conflict */
+        const char *feature;               /* FeatureDisabled */
+};
+
+/* Input limits (InvalidArgument beyond them). */
+#define ENGINE_USER_ID_MAX 255
+#define ENGINE_PLATFORM_ID_MAX 128
+#define ENGINE_CLIENT_FIELD_MAX 2048
+
+/* ---- session operations (io.sessiond.Session) ---------------------------- */
+
+struct engine_create {
+        const char *user_id;
+        const char *platform_id; /* NULL: none */
+        struct engine_client client;
+        const char *sync_data; /* NULL: none */
+        size_t sync_size;
+};
+
+struct engine_created {
+        char token[TOKEN_STRING_LEN + 1];
+        struct engine_info info;
+        char (*evicted)[TOKEN_ID_STRING_LEN + 1]; /* ids of the sessions ended to make room */
+        size_t n_evicted;
+};
+void engine_created_clear(struct engine_created *c);
+
+int engine_create(struct engine *e, int64_t now, const struct engine_create *a, struct engine_created *ret,
+                  struct engine_error *err);
+/* info->state is active or grace; touch sets last_activity = now (never in
+ * grace). client may be NULL. */
+int engine_validate(struct engine *e, int64_t now, const char *token, const struct engine_client *client,
+                    bool touch, struct engine_info *ret, struct engine_error *err);
+/* Touches (not in grace); ret carries expires_in and warning. */
+int engine_heartbeat(struct engine *e, int64_t now, const char *token, struct engine_info *ret,
+                     struct engine_error *err);
+/* renewed_at = last_activity = now; the absolute cap still applies. */
+int engine_extend(struct engine *e, int64_t now, const char *token, struct engine_info *ret,
+                  struct engine_error *err);
+/* A new session with a new token and id replaces the old one, which ends
+ * with reason rotated. The new one keeps created_at (the absolute cap),
+ * renewed_at, platform, client, sync state and switch history. */
+int engine_rotate(struct engine *e, int64_t now, const char *token, char new_token[TOKEN_STRING_LEN + 1],
+                  struct engine_info *ret, struct engine_error *err);
+int engine_switch_platform(struct engine *e, int64_t now, const char *token, const char *platform_id,
+                           struct engine_info *ret, struct engine_error *err);
+/* *data is malloc'ed (NULL: none), *size excludes its terminating NUL. */
+int engine_sync_get(struct engine *e, int64_t now, const char *token, int64_t *version, char **data,
+                    size_t *size, struct engine_error *err);
+/* expected_version < 0: unconditional. */
+int engine_sync_set(struct engine *e, int64_t now, const char *token, const char *data, size_t size,
+                    int64_t expected_version, int64_t *version, struct engine_error *err);
+int engine_destroy(struct engine *e, int64_t now, const char *token, struct engine_error *err);
+/* Ends every live session of user_id (reason destroyed) except the one of
+ * except_token (NULL: none), which must be a live session of that user. */
+int engine_destroy_user(struct engine *e, int64_t now, const char *user_id, const char *except_token,
+                        unsigned *count, struct engine_error *err);
+
+/* Listings call back once per session; info is valid during the callback.
+ * Return non-zero from the callback to stop. */
+typedef int (*engine_info_fn)(const struct engine_info *info, void *userdata);
+/* The user's live sessions (active, grace). */
+int engine_list_user(struct engine *e, int64_t now, const char *user_id, engine_info_fn cb, void *userdata,
+                     struct engine_error *err);
+
+/* A handle for a watched session: the session a token named, without
+ * keeping the token. */
+struct engine_ref {
+        uint8_t key[16];
+};
+/* Resolves a token like Validate, without touching or counting. */
+int engine_resolve(struct engine *e, int64_t now, const char *token, struct engine_ref *ref,
+                   struct engine_info *ret, struct engine_error *err);
+/* The current state of a resolved session; -ENOENT once it left memory
+ * (ended). */
+int engine_peek(struct engine *e, int64_t now, const struct engine_ref *ref, struct engine_info *ret);
+/* One session by public id, live or ended (watch streams, operators);
+ * -ENOENT when the store has no such id. */
+int engine_session_by_id(struct engine *e, int64_t now, const char *id, engine_info_fn cb, void *userdata);
+/* Sync state by public id (watch streams). */
+int engine_sync_get_by_id(struct engine *e, const char *id, int64_t *version, char **data, size_t *size);
+
+/* ---- administration (io.sessiond.Admin) ---------------------------------- */
+
+/* Live sessions (active, grace); with include_ended also expired and ended
+ * ones still retained. user_id NULL: all users. At most limit. */
+int engine_list_sessions(struct engine *e, int64_t now, const char *user_id, bool include_ended,
+                         unsigned limit, engine_info_fn cb, void *userdata);
+/* Ends the session with that public id (reason terminated); -ENOENT if there
+ * is no such session in memory (unknown or already ended). */
+int engine_terminate(struct engine *e, int64_t now, const char *id);
+/* Ends every live session of the user (reason terminated). */
+int engine_terminate_user(struct engine *e, int64_t now, const char *user_id, unsigned *count);
+
+/* Writes an audit row when security.audit_logging is on (else nothing).
+ * detail: a JSON object (borrowed) or NULL. Used by main for
+ * config_reloaded. */
+int engine_audit(struct engine *e, int64_t now, const char *kind, const char *user_id, const char *session_id,
+                 json_t *detail);
+
+/* ---- background work (cleanup, security, maintenance) -------------------- */
+
+/* Ends up to `limit` sessions past their end + cleanup_grace (reason: the
+ * limit that ended them; ended_at: that end). *more tells whether others
+ * remain. One transaction (the caller's iteration commits it). */
+int engine_cleanup_expired(struct engine *e, int64_t now, unsigned limit, unsigned *ended, bool *more);
+/* Sessions past end + cleanup_grace not yet ended (a scan of memory, no I/O). */
+uint64_t engine_count_awaiting_cleanup(struct engine *e, int64_t now);
+/* Ends the least recently active sessions of users above
+ * max_concurrent_per_user (a lowered limit), up to `limit` sessions. */
+int engine_enforce_user_limit(struct engine *e, int64_t now, unsigned limit, unsigned *ended, bool *more);
+/* Deletes up to `limit` ended sessions older than expired_retention_days and
+ * up to `limit` audit rows older than audit_retention_days. */
+int engine_purge(struct engine *e, int64_t now, unsigned limit, unsigned *sessions, unsigned *audit, bool *more);
+/* Commits, then PRAGMA optimize, wal_checkpoint(TRUNCATE), quick_check. */
+int engine_maintain(struct engine *e, struct store_maintenance *ret);
+/* Writes up to `limit` coalesced touches (the engine's own timer does this
+ * every few seconds; exported for tests and shutdown). */
+int engine_flush_touches(struct engine *e, unsigned limit, unsigned *written, bool *more);
+/* Forgets suspicious-activity records older than the sliding hour. */
+void engine_security_sweep(struct engine *e, int64_t now);
+
+struct engine_counts {
+        uint64_t sessions; /* in memory: live and expired-not-ended */
+        uint64_t active;
+        uint64_t grace;
+        uint64_t expired; /* past end + grace, not yet ended */
+        uint64_t awaiting_cleanup;
+        uint64_t users;
+        uint64_t dirty_touches;
+};
+/* A scan of memory. */
+void engine_count(struct engine *e, int64_t now, struct engine_counts *ret);
+
+/* ---- counters and the observer hook (metrics, events, alerts) ------------ */
+
+enum engine_failure {
+        ENGINE_FAIL_NOT_FOUND,
+        ENGINE_FAIL_EXPIRED,
+        ENGINE_FAIL_FINGERPRINT,
+        ENGINE_FAIL_INVALID,
+        _ENGINE_FAIL_MAX,
+};
+const char *engine_failure_to_string(enum engine_failure f);
+
+struct engine_counters {
+        uint64_t created;
+        uint64_t validated;              /* successful validations (active + grace) */
+        uint64_t validated_grace;        /* of which in grace */
+        uint64_t validate_failed[_ENGINE_FAIL_MAX];
+        uint64_t heartbeats;
+        uint64_t extended;
+        uint64_t rotated;
+        uint64_t ended[_ENGINE_END_MAX]; /* by reason (evicted = ended[ENGINE_END_EVICTED]) */
+        uint64_t platform_switches;
+        uint64_t platform_switches_refused;
+        uint64_t sync_reads;
+        uint64_t sync_writes;
+        uint64_t sync_conflicts;
+        uint64_t fingerprint_changes;    /* IP or language changes recorded */
+        uint64_t fingerprint_mismatches; /* user agent changes refused */
+        uint64_t suspicious;             /* suspicious events counted */
+        uint64_t suspicious_alerts;      /* users reaching the threshold */
+        uint64_t audit_rows;
+        uint64_t touches_written;
+        uint64_t commits;
+        uint64_t commit_failures;
+        uint64_t purged_sessions;
+        uint64_t purged_audit;
+};
+const struct engine_counters *engine_get_counters(const struct engine *e);
+
+/* Something happened. Events are delivered after the transaction that made
+ * them has committed (never for a write that was rolled back), from the
+ * loop (a zero timer), not from inside a handler. Kinds:
+ *   created            detail {platform_id}
+ *   ended              detail {reason, duration}  (every end, any reason)
+ *   rotated            detail {new_session_id}    (the old session)
+ *   extended           detail {expires_at}
+ *   platform_switched  detail {from, to}
+ *   sync               detail {version}
+ *   validation_failed  detail {reason}  (reason: not_found, expired, fingerprint, invalid)
+ *   fingerprint_changed detail {fields: [...]}
+ *   suspicious         detail {what, count, threshold}  (one per suspicious event)
+ *   suspicious_threshold detail {count, threshold}      (a user reached the threshold)
+ * session_id and user_id may be NULL. */
+struct engine_event {
+        const char *kind;
+        int64_t time;
+        const char *session_id;
+        const char *user_id;
+        json_t *detail; /* borrowed object */
+};
+typedef void (*engine_observer_fn)(const struct engine_event *ev, void *userdata);
+/* Adds an observer; free_fn (may be NULL) runs on userdata at engine_free().
+ * Returns 0 or -ENOSPC (at most 8 observers). */
+int engine_add_observer(struct engine *e, engine_observer_fn fn, void (*free_fn)(void *userdata), void *userdata);
+void engine_remove_observer(struct engine *e, engine_observer_fn fn, void *userdata);
+/* The userdata of the first observer registered with fn, or NULL. */
+void *engine_find_observer(struct engine *e, engine_observer_fn fn);
+/* Delivers queued events now (the zero timer does this in the daemon). */
+void engine_dispatch_events(struct engine *e);

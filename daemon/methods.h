@@ -1,3 +1,60 @@
 /* Method tables of io.sessiond.Session and io.sessiond.Admin.
- * methods_dispatch() (declared in server.h) is the entry point. */
+ * methods_dispatch() (declared in server.h) is the entry point.
+ *
+ * Each interface is a table of {name, handler} (methods_session.c,
+ * methods_admin.c); methods.c routes a call to its row and answers unknown
+ * interfaces and methods with the standard Varlink errors. The helpers below
+ * are shared by the handlers: reading typed parameters, turning engine
+ * results into Varlink errors, and SessionInfo as JSON.
+ */
 #pragma once
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "engine.h"
+
+struct call;
+struct daemon;
+
+#define METHODS_SESSION_INTERFACE "io.sessiond.Session"
+#define METHODS_ADMIN_INTERFACE "io.sessiond.Admin"
+
+typedef void (*method_fn)(struct daemon *d, struct call *c);
+
+struct method {
+        const char *name; /* "Create" */
+        method_fn handler;
+};
+
+extern const struct method methods_session[];
+extern const size_t methods_session_count;
+extern const struct method methods_admin[];
+extern const size_t methods_admin_count;
+
+/* The clock handed to the engine (Unix seconds). */
+int64_t methods_now(void);
+
+/* SessionInfo (the Varlink type); NULL on ENOMEM. */
+json_t *methods_session_info(const struct engine_info *i);
+
+/* Answers an engine failure `r` (see engine.h) with the error of `iface`
+ * (NotFound, InvalidArgument...) or io.sessiond.Session's otherwise. */
+void methods_reply_error(struct call *c, const char *iface, int r, const struct engine_error *err);
+
+/* Marks the call as a write when the engine wrote since `seq`. */
+void methods_mark_write(struct call *c, struct daemon *d, uint64_t seq);
+
+/* Typed parameters. Each returns 0 and the value, -ENOENT when absent (the
+ * value is left alone), or answers the call itself and returns -EINVAL:
+ * InvalidParameter for a wrong JSON type (or a missing required one),
+ * InvalidArgument for a string with a NUL in it. */
+int methods_param_string(struct call *c, const char *iface, const char *key, bool required, const char **ret);
+int methods_param_int(struct call *c, const char *key, int64_t *ret);
+int methods_param_bool(struct call *c, const char *key, bool *ret);
+int methods_param_client(struct call *c, const char *iface, struct engine_client *ret, bool *given);
+
+/* Replies an out-of-memory StorageError (the reply could not be built). */
+void methods_reply_oom(struct call *c);

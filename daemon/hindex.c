@@ -1,0 +1,119 @@
+/* Open-addressing hash index of handles: see hindex.h.
+ *
+ * Slots hold handle + 1 so that zeroed memory is an empty table. The table
+ * doubles when it would become more than 3/4 full and starts at the size
+ * asked for (the engine sizes it from the number of sessions it loads, so a
+ * start with a million sessions does not rehash twenty times).
+ */
+#include "hindex.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <stdlib.h>
+
+static uint32_t round_pow2(uint32_t n) {
+        uint32_t p = 16;
+
+        while (p < n && p < (1u << 31))
+                p <<= 1;
+        return p;
+}
+
+int hindex_init(struct hindex *h, uint32_t capacity, const struct hindex_ops *ops, void *ctx) {
+        uint32_t n = round_pow2(capacity + capacity / 2);
+
+        h->slots = calloc(n, sizeof *h->slots);
+        if (!h->slots)
+                return -ENOMEM;
+        h->mask = n - 1;
+        h->count = 0;
+        h->ops = ops;
+        h->ctx = ctx;
+        return 0;
+}
+
+void hindex_free(struct hindex *h) {
+        free(h->slots);
+        h->slots = NULL;
+        h->mask = 0;
+        h->count = 0;
+}
+
+uint32_t hindex_find(const struct hindex *h, uint64_t hash, const void *key) {
+        for (uint32_t i = (uint32_t)hash & h->mask;; i = (i + 1) & h->mask) {
+                uint32_t v = h->slots[i];
+                if (v == 0)
+                        return HINDEX_NONE;
+                if (h->ops->equal(v - 1, key, h->ctx))
+                        return v - 1;
+        }
+}
+
+static void place(uint32_t *slots, uint32_t mask, uint64_t hash, uint32_t handle) {
+        uint32_t i = (uint32_t)hash & mask;
+
+        while (slots[i] != 0)
+                i = (i + 1) & mask;
+        slots[i] = handle + 1;
+}
+
+static int grow(struct hindex *h) {
+        uint32_t n = (h->mask + 1) * 2, *slots;
+
+        if (n == 0)
+                return -ENOMEM;
+        slots = calloc(n, sizeof *slots);
+        if (!slots)
+                return -ENOMEM;
+        for (uint32_t i = 0; i <= h->mask; i++)
+                if (h->slots[i])
+                        place(slots, n - 1, h->ops->hash(h->slots[i] - 1, h->ctx), h->slots[i] - 1);
+        free(h->slots);
+        h->slots = slots;
+        h->mask = n - 1;
+        return 0;
+}
+
+int hindex_insert(struct hindex *h, uint64_t hash, uint32_t handle) {
+        assert(handle != HINDEX_NONE);
+        if ((uint64_t)(h->count + 1) * 4 > (uint64_t)(h->mask + 1) * 3) {
+                int r = grow(h);
+                if (r < 0)
+                        return r;
+        }
+        place(h->slots, h->mask, hash, handle);
+        h->count++;
+        return 0;
+}
+
+int hindex_remove(struct hindex *h, uint64_t hash, uint32_t handle) {
+        uint32_t i = (uint32_t)hash & h->mask, j;
+
+        for (;; i = (i + 1) & h->mask) {
+                if (h->slots[i] == 0)
+                        return -ENOENT;
+                if (h->slots[i] == handle + 1)
+                        break;
+        }
+        /* Backward shift: move later members of the run into the hole when
+         * their home slot is not between the hole and their position. */
+        for (j = i;;) {
+                uint32_t home;
+
+                h->slots[i] = 0;
+                for (;;) {
+                        j = (j + 1) & h->mask;
+                        if (h->slots[j] == 0) {
+                                h->count--;
+                                return 0;
+                        }
+                        home = (uint32_t)h->ops->hash(h->slots[j] - 1, h->ctx) & h->mask;
+                        /* Stay if home lies cyclically in (i, j]. */
+                        if (i <= j ? (i < home && home <= j) : (i < home || home <= j))
+                                continue;
+                        break;
+                }
+                h->slots[i] = h->slots[j];
+                i = j;
+        }
+}

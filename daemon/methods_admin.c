@@ -1,0 +1,191 @@
+/* io.sessiond.Admin: the methods operators (sessionctl) call.
+ *
+ * The server lets only uid 0 and members of daemon.admin_group reach this
+ * table. The session-related methods (ListSessions, Terminate,
+ * TerminateUser), the configuration (GetConfig, Reload) and a basic Status
+ * live here; health, metrics, alerts, events, audit, cleanup and analytics
+ * belong to the observability work and join this table with it.
+ */
+#include <errno.h>
+#include <limits.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "daemon.h"
+#include "engine.h"
+#include "methods.h"
+#include "server.h"
+#include "sessiond/config.h"
+
+#define IFACE METHODS_ADMIN_INTERFACE
+#define LIST_DEFAULT_LIMIT 100
+#define LIST_MAX_LIMIT 100000
+
+static void invalid_argument(struct call *c, const char *field, const char *reason) {
+        call_error(c, IFACE ".InvalidArgument", json_pack("{s:s, s:s}", "field", field, "reason", reason));
+}
+
+static void method_status(struct daemon *d, struct call *c) {
+        struct server_stats st = {0};
+        struct engine_counts counts;
+        int64_t now = methods_now();
+        json_t *status;
+
+        if (d->server)
+                server_get_stats(d->server, &st);
+        engine_count(d->engine, now, &counts);
+        status = json_pack("{s:s, s:i, s:I, s:I, s:s, s:s?, s:I, s:I, s:I, s:I, s:I, s:I}",
+                           "version", SESSIOND_VERSION,
+                           "pid", (int)getpid(),
+                           "uptime", (json_int_t)(now - d->started_at),
+                           "started_at", (json_int_t)d->started_at,
+                           "environment", sessiond_environment_to_string(d->config->environment),
+                           "config_file", d->config->config_file,
+                           "sessions_active", (json_int_t)(counts.active + counts.grace),
+                           "sessions_awaiting_cleanup", (json_int_t)counts.awaiting_cleanup,
+                           "sessions_in_memory", (json_int_t)counts.sessions,
+                           "users", (json_int_t)counts.users,
+                           "connections", (json_int_t)st.connections,
+                           "reloads", (json_int_t)d->reloads);
+        if (!status) {
+                methods_reply_oom(c);
+                return;
+        }
+        call_reply(c, json_pack("{s:o}", "status", status));
+}
+
+static void method_get_config(struct daemon *d, struct call *c) {
+        json_t *config = sessiond_config_to_json(d->config, false);
+
+        if (!config) {
+                methods_reply_oom(c);
+                return;
+        }
+        call_reply(c, json_pack("{s:o}", "config", config));
+}
+
+static void method_reload(struct daemon *d, struct call *c) {
+        struct sessiond_issues issues = {0};
+        uint64_t seq = engine_write_seq(d->engine);
+        json_t *list;
+        int r;
+
+        r = daemon_reload(d, &issues);
+        if (r >= 0) {
+                sessiond_issues_clear(&issues);
+                methods_mark_write(c, d, seq); /* the audit row of the reload */
+                call_reply(c, json_object());
+                return;
+        }
+        list = json_array();
+        for (size_t i = 0; list && i < issues.count; i++) {
+                const struct sessiond_issue *is = &issues.items[i];
+                char *line = NULL;
+
+                if (asprintf(&line, "%s: %s", sessiond_severity_to_string(is->severity), is->message) < 0)
+                        continue;
+                json_array_append_new(list, json_string(line));
+                free(line);
+        }
+        if (list && issues.count == 0)
+                json_array_append_new(list, json_string(strerror(r < 0 ? -r : EINVAL)));
+        sessiond_issues_clear(&issues);
+        if (!list) {
+                methods_reply_oom(c);
+                return;
+        }
+        call_error(c, IFACE ".ConfigInvalid", json_pack("{s:o}", "issues", list));
+}
+
+static int list_cb(const struct engine_info *info, void *userdata) {
+        json_t *session = methods_session_info(info);
+
+        if (!session || json_array_append_new(userdata, session) < 0)
+                return -ENOMEM;
+        return 0;
+}
+
+static void method_list_sessions(struct daemon *d, struct call *c) {
+        const char *user = NULL;
+        bool include_ended = false;
+        int64_t limit = LIST_DEFAULT_LIMIT;
+        json_t *sessions;
+        int r;
+
+        if (methods_param_string(c, IFACE, "user_id", false, &user) == -EINVAL ||
+            methods_param_bool(c, "include_ended", &include_ended) == -EINVAL ||
+            methods_param_int(c, "limit", &limit) == -EINVAL)
+                return;
+        if (user && !*user) {
+                invalid_argument(c, "user_id", "must not be empty");
+                return;
+        }
+        if (limit < 1 || limit > LIST_MAX_LIMIT) {
+                invalid_argument(c, "limit", "must be between 1 and 100000");
+                return;
+        }
+        sessions = json_array();
+        if (!sessions) {
+                methods_reply_oom(c);
+                return;
+        }
+        r = engine_list_sessions(d->engine, methods_now(), user, include_ended, (unsigned)limit, list_cb, sessions);
+        if (r < 0) {
+                json_decref(sessions);
+                methods_reply_error(c, IFACE, r, &(struct engine_error){0});
+                return;
+        }
+        call_reply(c, json_pack("{s:o}", "sessions", sessions));
+}
+
+static void method_terminate(struct daemon *d, struct call *c) {
+        uint64_t seq = engine_write_seq(d->engine);
+        const char *id;
+        int r;
+
+        if (methods_param_string(c, IFACE, "id", true, &id) < 0)
+                return;
+        if (strlen(id) != TOKEN_ID_STRING_LEN) {
+                invalid_argument(c, "id", "not a session id (22 base64url characters)");
+                return;
+        }
+        r = engine_terminate(d->engine, methods_now(), id);
+        if (r < 0) {
+                methods_reply_error(c, IFACE, r, &(struct engine_error){0});
+                return;
+        }
+        methods_mark_write(c, d, seq);
+        call_reply(c, json_object());
+}
+
+static void method_terminate_user(struct daemon *d, struct call *c) {
+        uint64_t seq = engine_write_seq(d->engine);
+        const char *user;
+        unsigned count = 0;
+        int r;
+
+        if (methods_param_string(c, IFACE, "user_id", true, &user) < 0)
+                return;
+        if (!*user) {
+                invalid_argument(c, "user_id", "must not be empty");
+                return;
+        }
+        r = engine_terminate_user(d->engine, methods_now(), user, &count);
+        if (r < 0) {
+                methods_reply_error(c, IFACE, r, &(struct engine_error){0});
+                return;
+        }
+        methods_mark_write(c, d, seq);
+        call_reply(c, json_pack("{s:I}", "count", (json_int_t)count));
+}
+
+const struct method methods_admin[] = {
+        {"Status", method_status},
+        {"GetConfig", method_get_config},
+        {"Reload", method_reload},
+        {"ListSessions", method_list_sessions},
+        {"Terminate", method_terminate},
+        {"TerminateUser", method_terminate_user},
+};
+const size_t methods_admin_count = sizeof methods_admin / sizeof methods_admin[0];

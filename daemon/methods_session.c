@@ -1,0 +1,342 @@
+/* io.sessiond.Session: the methods a web application calls.
+ *
+ * Each handler reads its parameters (wrong JSON types answer
+ * org.varlink.service.InvalidParameter naming the parameter), calls the
+ * engine with the wall clock, and turns the result into the reply or the
+ * interface's error. A handler whose operation wrote to the store marks its
+ * call, so that the server holds the reply until the write is committed.
+ *
+ * Replies about one session carry SessionInfo from memory: its ip and
+ * user_agent, which only the store holds, appear in Create's reply (they
+ * were just given) and in listings, not in the per-request answers.
+ */
+#include <errno.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "daemon.h"
+#include "engine.h"
+#include "methods.h"
+#include "server.h"
+#include "sessiond/config.h"
+#include "sessiond/varlink.h"
+#include "watch.h"
+
+#define IFACE METHODS_SESSION_INTERFACE
+
+static void reply_info(struct call *c, const char *key, const struct engine_info *info, json_t *extra) {
+        json_t *session = methods_session_info(info);
+
+        if (!session || !extra || json_object_set_new(extra, key, session) < 0) {
+                json_decref(extra);
+                methods_reply_oom(c);
+                return;
+        }
+        call_reply(c, extra);
+}
+
+static void method_create(struct daemon *d, struct call *c) {
+        struct engine_create a = {0};
+        struct engine_created created;
+        struct engine_error err = {0};
+        uint64_t seq = engine_write_seq(d->engine);
+        json_t *evicted, *reply;
+        bool given;
+        int r;
+
+        if (methods_param_string(c, IFACE, "user_id", true, &a.user_id) < 0 ||
+            methods_param_string(c, IFACE, "platform_id", false, &a.platform_id) == -EINVAL ||
+            methods_param_client(c, IFACE, &a.client, &given) < 0)
+                return;
+        /* Sync data may hold any character, NUL included: take its length. */
+        {
+                json_t *v = json_object_get(call_parameters(c), "sync_data");
+                if (v && !json_is_null(v)) {
+                        if (!json_is_string(v)) {
+                                call_error_invalid_parameter(c, "sync_data");
+                                return;
+                        }
+                        a.sync_data = json_string_value(v);
+                        a.sync_size = json_string_length(v);
+                }
+        }
+
+        r = engine_create(d->engine, methods_now(), &a, &created, &err);
+        if (r < 0) {
+                methods_reply_error(c, IFACE, r, &err);
+                return;
+        }
+        methods_mark_write(c, d, seq);
+        evicted = json_array();
+        for (size_t i = 0; evicted && i < created.n_evicted; i++)
+                json_array_append_new(evicted, json_string(created.evicted[i]));
+        reply = json_pack("{s:s, s:o*}", "token", created.token, "evicted", evicted);
+        reply_info(c, "session", &created.info, reply);
+        engine_created_clear(&created);
+}
+
+static int param_token(struct call *c, const char **ret) {
+        return methods_param_string(c, IFACE, "token", true, ret);
+}
+
+static void method_validate(struct daemon *d, struct call *c) {
+        struct engine_error err = {0};
+        struct engine_client client;
+        struct engine_info info;
+        uint64_t seq = engine_write_seq(d->engine);
+        const char *token;
+        bool touch = true, given;
+        int r;
+
+        if (param_token(c, &token) < 0 || methods_param_client(c, IFACE, &client, &given) < 0 ||
+            methods_param_bool(c, "touch", &touch) == -EINVAL)
+                return;
+        r = engine_validate(d->engine, methods_now(), token, given ? &client : NULL, touch, &info, &err);
+        if (r < 0) {
+                methods_reply_error(c, IFACE, r, &err);
+                return;
+        }
+        methods_mark_write(c, d, seq);
+        reply_info(c, "session", &info,
+                   json_pack("{s:s, s:I, s:b}", "state", engine_state_to_string(info.state), "expires_in",
+                             (json_int_t)info.expires_in, "warning", info.warning));
+}
+
+static void method_heartbeat(struct daemon *d, struct call *c) {
+        struct engine_error err = {0};
+        struct engine_info info;
+        const char *token;
+        int r;
+
+        if (param_token(c, &token) < 0)
+                return;
+        r = engine_heartbeat(d->engine, methods_now(), token, &info, &err);
+        if (r < 0) {
+                methods_reply_error(c, IFACE, r, &err);
+                return;
+        }
+        call_reply(c, json_pack("{s:I, s:b}", "expires_in", (json_int_t)info.expires_in, "warning", info.warning));
+}
+
+static void method_extend(struct daemon *d, struct call *c) {
+        struct engine_error err = {0};
+        struct engine_info info;
+        uint64_t seq = engine_write_seq(d->engine);
+        const char *token;
+        int r;
+
+        if (param_token(c, &token) < 0)
+                return;
+        r = engine_extend(d->engine, methods_now(), token, &info, &err);
+        if (r < 0) {
+                methods_reply_error(c, IFACE, r, &err);
+                return;
+        }
+        methods_mark_write(c, d, seq);
+        reply_info(c, "session", &info, json_pack("{s:I}", "expires_in", (json_int_t)info.expires_in));
+}
+
+static void method_rotate(struct daemon *d, struct call *c) {
+        struct engine_error err = {0};
+        struct engine_info info;
+        char token[TOKEN_STRING_LEN + 1];
+        uint64_t seq = engine_write_seq(d->engine);
+        const char *old;
+        int r;
+
+        if (param_token(c, &old) < 0)
+                return;
+        r = engine_rotate(d->engine, methods_now(), old, token, &info, &err);
+        if (r < 0) {
+                methods_reply_error(c, IFACE, r, &err);
+                return;
+        }
+        methods_mark_write(c, d, seq);
+        reply_info(c, "session", &info, json_pack("{s:s}", "token", token));
+        memset(token, 0, sizeof token);
+}
+
+static void method_switch_platform(struct daemon *d, struct call *c) {
+        struct engine_error err = {0};
+        struct engine_info info;
+        uint64_t seq = engine_write_seq(d->engine);
+        const char *token, *platform;
+        int r;
+
+        if (param_token(c, &token) < 0 || methods_param_string(c, IFACE, "platform_id", true, &platform) < 0)
+                return;
+        r = engine_switch_platform(d->engine, methods_now(), token, platform, &info, &err);
+        if (r < 0) {
+                methods_reply_error(c, IFACE, r, &err);
+                return;
+        }
+        methods_mark_write(c, d, seq);
+        reply_info(c, "session", &info, json_object());
+}
+
+static void method_get_sync_state(struct daemon *d, struct call *c) {
+        struct engine_error err = {0};
+        const char *token;
+        int64_t version = 0;
+        char *data = NULL;
+        size_t size = 0;
+        json_t *reply;
+        int r;
+
+        if (param_token(c, &token) < 0)
+                return;
+        r = engine_sync_get(d->engine, methods_now(), token, &version, &data, &size, &err);
+        if (r < 0) {
+                methods_reply_error(c, IFACE, r, &err);
+                return;
+        }
+        reply = json_pack("{s:I}", "version", (json_int_t)version);
+        if (reply && data && json_object_set_new(reply, "data", json_stringn(data, size)) < 0) {
+                json_decref(reply);
+                reply = NULL;
+        }
+        free(data);
+        if (!reply)
+                methods_reply_oom(c);
+        else
+                call_reply(c, reply);
+}
+
+static void method_set_sync_state(struct daemon *d, struct call *c) {
+        struct engine_error err = {0};
+        uint64_t seq = engine_write_seq(d->engine);
+        int64_t expected = -1, version = 0;
+        const char *token;
+        json_t *data;
+        int r;
+
+        if (param_token(c, &token) < 0)
+                return;
+        data = json_object_get(call_parameters(c), "data");
+        if (!json_is_string(data)) {
+                call_error_invalid_parameter(c, "data");
+                return;
+        }
+        r = methods_param_int(c, "expected_version", &expected);
+        if (r == -EINVAL)
+                return;
+        if (r == 0 && expected < 0) {
+                call_error(c, IFACE ".InvalidArgument",
+                           json_pack("{s:s, s:s}", "field", "expected_version", "reason", "must not be negative"));
+                return;
+        }
+        r = engine_sync_set(d->engine, methods_now(), token, json_string_value(data), json_string_length(data),
+                            expected, &version, &err);
+        if (r < 0) {
+                methods_reply_error(c, IFACE, r, &err);
+                return;
+        }
+        methods_mark_write(c, d, seq);
+        call_reply(c, json_pack("{s:I}", "version", (json_int_t)version));
+}
+
+static void method_watch(struct daemon *d, struct call *c) {
+        const char *token;
+
+        if (!call_wants_more(c)) {
+                call_error(c, VARLINK_ERROR_EXPECTED_MORE, json_object());
+                return;
+        }
+        if (param_token(c, &token) < 0)
+                return;
+        watch_start(d, c, token);
+}
+
+static void method_destroy(struct daemon *d, struct call *c) {
+        struct engine_error err = {0};
+        uint64_t seq = engine_write_seq(d->engine);
+        const char *token;
+        int r;
+
+        if (param_token(c, &token) < 0)
+                return;
+        r = engine_destroy(d->engine, methods_now(), token, &err);
+        if (r < 0) {
+                methods_reply_error(c, IFACE, r, &err);
+                return;
+        }
+        methods_mark_write(c, d, seq);
+        call_reply(c, json_object());
+}
+
+static void method_destroy_user(struct daemon *d, struct call *c) {
+        struct engine_error err = {0};
+        uint64_t seq = engine_write_seq(d->engine);
+        const char *user, *except = NULL;
+        unsigned count = 0;
+        int r;
+
+        if (methods_param_string(c, IFACE, "user_id", true, &user) < 0 ||
+            methods_param_string(c, IFACE, "except_token", false, &except) == -EINVAL)
+                return;
+        r = engine_destroy_user(d->engine, methods_now(), user, except, &count, &err);
+        if (r < 0) {
+                methods_reply_error(c, IFACE, r, &err);
+                return;
+        }
+        methods_mark_write(c, d, seq);
+        call_reply(c, json_pack("{s:I}", "count", (json_int_t)count));
+}
+
+static int list_cb(const struct engine_info *info, void *userdata) {
+        json_t *session = methods_session_info(info);
+
+        if (!session || json_array_append_new(userdata, session) < 0)
+                return -ENOMEM;
+        return 0;
+}
+
+static void method_list_user(struct daemon *d, struct call *c) {
+        struct engine_error err = {0};
+        const char *user;
+        json_t *sessions;
+        int r;
+
+        if (methods_param_string(c, IFACE, "user_id", true, &user) < 0)
+                return;
+        sessions = json_array();
+        if (!sessions) {
+                methods_reply_oom(c);
+                return;
+        }
+        r = engine_list_user(d->engine, methods_now(), user, list_cb, sessions, &err);
+        if (r < 0) {
+                json_decref(sessions);
+                methods_reply_error(c, IFACE, r, &err);
+                return;
+        }
+        call_reply(c, json_pack("{s:o}", "sessions", sessions));
+}
+
+static void method_get_client_config(struct daemon *d, struct call *c) {
+        json_t *config = sessiond_config_client_json(d->config);
+
+        if (!config) {
+                methods_reply_oom(c);
+                return;
+        }
+        call_reply(c, json_pack("{s:o}", "config", config));
+}
+
+const struct method methods_session[] = {
+        {"Create", method_create},
+        {"Validate", method_validate},
+        {"Heartbeat", method_heartbeat},
+        {"Extend", method_extend},
+        {"Rotate", method_rotate},
+        {"SwitchPlatform", method_switch_platform},
+        {"GetSyncState", method_get_sync_state},
+        {"SetSyncState", method_set_sync_state},
+        {"Watch", method_watch},
+        {"Destroy", method_destroy},
+        {"DestroyUser", method_destroy_user},
+        {"ListUser", method_list_user},
+        {"GetClientConfig", method_get_client_config},
+};
+const size_t methods_session_count = sizeof methods_session / sizeof methods_session[0];

@@ -1,0 +1,956 @@
+/* The SQLite store: see store.h for the interface.
+ *
+ * Opening is the delicate part. A database that exists is first opened
+ * read-only (a `file:...?mode=ro` URI with SQLITE_OPEN_READONLY): its header
+ * is read, its schema version compared with ours, and PRAGMA quick_check run.
+ * Only a database that passes is opened read-write, because switching to WAL
+ * and migrating write the file, and a corrupt or foreign file must be left
+ * exactly as it was for the operator to inspect or restore. A missing file
+ * is created by us with O_EXCL and mode 0600 first (SQLite would use 0644),
+ * in a folder created 0700 if needed; SQLite gives the -wal and -shm files
+ * the same mode.
+ *
+ * The schema has a version in PRAGMA user_version and is reached by forward
+ * migration steps, each applied in its own transaction together with the new
+ * version number. A database newer than this binary is refused: running old
+ * code on a new schema could lose data silently.
+ *
+ * Every statement is prepared once (SQLITE_PREPARE_PERSISTENT) and reused;
+ * store_stmt() hands it out reset with its bindings cleared. The connection
+ * is used from the loop thread only (SQLITE_OPEN_NOMUTEX).
+ *
+ * Sessions keep their rows after they end (ended_at, end_reason) until the
+ * retention purge, which walks the partial index on ended rows. That index
+ * changes only when a session ends, never on the per-request path; touches
+ * update last_activity, which is in no index at all.
+ */
+#include "store.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "log.h"
+
+#define STORE_BUSY_TIMEOUT_MS 1000
+/* Page cache: validations never read SQLite (the engine keeps what they need
+ * in memory), so the cache serves writes and the rare lookups of ended
+ * sessions; a small one keeps the daemon's memory predictable. */
+#define STORE_CACHE_KIB 8192
+#define STRINGIFY_(x) #x
+#define STRINGIFY(x) STRINGIFY_(x)
+
+enum {
+        STMT_BEGIN,
+        STMT_COMMIT,
+        STMT_ROLLBACK,
+        STMT_SESSION_INSERT,
+        STMT_SESSION_SET_ACTIVITY,
+        STMT_SESSION_SET_RENEWED,
+        STMT_SESSION_END,
+        STMT_SESSION_SET_CLIENT,
+        STMT_SESSION_COPY,
+        STMT_SESSION_SET_PLATFORM,
+        STMT_SESSION_GET_SWITCHES,
+        STMT_SESSION_GET_SYNC,
+        STMT_SESSION_SET_SYNC,
+        STMT_SESSION_BY_ROWID,
+        STMT_SESSION_BY_HASH,
+        STMT_SESSION_BY_ID,
+        STMT_SESSIONS_ALL,
+        STMT_SESSIONS_LIVE,
+        STMT_SESSIONS_USER,
+        STMT_SESSIONS_USER_LIVE,
+        STMT_AUDIT_INSERT,
+        STMT_PURGE_SESSIONS,
+        STMT_PURGE_AUDIT,
+        _STMT_MAX,
+};
+
+#define SESSION_COLUMNS                                                                      \
+        "row, id, token_hash, user_id, platform_id, created_at, last_activity, renewed_at, " \
+        "ended_at, end_reason, fp_user_agent, fp_ip, fp_accept_language, fp_accept_encoding, " \
+        "ip, user_agent, sync_version"
+
+static const char *const stmt_sql[_STMT_MAX] = {
+        [STMT_BEGIN] = "BEGIN IMMEDIATE",
+        [STMT_COMMIT] = "COMMIT",
+        [STMT_ROLLBACK] = "ROLLBACK",
+        [STMT_SESSION_INSERT] =
+                "INSERT INTO sessions (id, token_hash, user_id, platform_id, created_at, last_activity, "
+                "renewed_at, fp_user_agent, fp_ip, fp_accept_language, fp_accept_encoding, ip, user_agent, "
+                "sync_data, sync_version) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+        [STMT_SESSION_SET_ACTIVITY] = "UPDATE sessions SET last_activity = ?2 WHERE row = ?1",
+        [STMT_SESSION_SET_RENEWED] =
+                "UPDATE sessions SET renewed_at = ?2, last_activity = max(last_activity, ?3) WHERE row = ?1",
+        [STMT_SESSION_END] =
+                "UPDATE sessions SET ended_at = ?2, end_reason = ?3 WHERE row = ?1 AND ended_at IS NULL",
+        [STMT_SESSION_SET_CLIENT] =
+                "UPDATE sessions SET fp_user_agent = coalesce(?2, fp_user_agent), fp_ip = coalesce(?3, fp_ip), "
+                "fp_accept_language = coalesce(?4, fp_accept_language), "
+                "fp_accept_encoding = coalesce(?5, fp_accept_encoding), ip = coalesce(?6, ip), "
+                "user_agent = coalesce(?7, user_agent) WHERE row = ?1",
+        [STMT_SESSION_COPY] =
+                "INSERT INTO sessions (id, token_hash, user_id, platform_id, created_at, last_activity, "
+                "renewed_at, fp_user_agent, fp_ip, fp_accept_language, fp_accept_encoding, ip, user_agent, "
+                "sync_data, sync_version, platform_switches) "
+                "SELECT ?2, ?3, user_id, platform_id, created_at, ?4, renewed_at, fp_user_agent, fp_ip, "
+                "fp_accept_language, fp_accept_encoding, ip, user_agent, sync_data, sync_version, "
+                "platform_switches FROM sessions WHERE row = ?1 AND ended_at IS NULL",
+        [STMT_SESSION_SET_PLATFORM] =
+                "UPDATE sessions SET platform_id = ?2, platform_switches = ?3 WHERE row = ?1",
+        [STMT_SESSION_GET_SWITCHES] = "SELECT platform_switches FROM sessions WHERE row = ?1",
+        [STMT_SESSION_GET_SYNC] = "SELECT sync_version, sync_data FROM sessions WHERE row = ?1",
+        [STMT_SESSION_SET_SYNC] = "UPDATE sessions SET sync_version = ?2, sync_data = ?3 WHERE row = ?1",
+        [STMT_SESSION_BY_ROWID] = "SELECT " SESSION_COLUMNS " FROM sessions WHERE row = ?1",
+        [STMT_SESSION_BY_HASH] = "SELECT " SESSION_COLUMNS " FROM sessions WHERE token_hash = ?1",
+        [STMT_SESSION_BY_ID] = "SELECT " SESSION_COLUMNS " FROM sessions WHERE id = ?1",
+        [STMT_SESSIONS_ALL] = "SELECT " SESSION_COLUMNS " FROM sessions ORDER BY row",
+        [STMT_SESSIONS_LIVE] = "SELECT " SESSION_COLUMNS " FROM sessions WHERE ended_at IS NULL ORDER BY row",
+        [STMT_SESSIONS_USER] = "SELECT " SESSION_COLUMNS " FROM sessions WHERE user_id = ?1 ORDER BY row",
+        [STMT_SESSIONS_USER_LIVE] =
+                "SELECT " SESSION_COLUMNS " FROM sessions WHERE user_id = ?1 AND ended_at IS NULL ORDER BY row",
+        [STMT_AUDIT_INSERT] =
+                "INSERT INTO audit (time, kind, user_id, session_id, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
+        [STMT_PURGE_SESSIONS] =
+                "DELETE FROM sessions WHERE row IN (SELECT row FROM sessions WHERE ended_at IS NOT NULL "
+                "AND ended_at < ?1 ORDER BY ended_at LIMIT ?2)",
+        [STMT_PURGE_AUDIT] =
+                "DELETE FROM audit WHERE id IN (SELECT id FROM audit WHERE time < ?1 ORDER BY time LIMIT ?2)",
+};
+
+/* Forward migrations: step i brings the schema from version i to i + 1. */
+static const char *const migrations[STORE_SCHEMA_VERSION] = {
+        /* 0 -> 1: the first schema. */
+        "CREATE TABLE sessions ("
+        "  row INTEGER PRIMARY KEY,"        /* stable rowid (VACUUM keeps it) */
+        "  id TEXT NOT NULL UNIQUE,"        /* public id */
+        "  token_hash BLOB NOT NULL UNIQUE," /* keyed BLAKE2b of the token */
+        "  user_id TEXT NOT NULL,"
+        "  platform_id TEXT,"
+        "  created_at INTEGER NOT NULL,"
+        "  last_activity INTEGER NOT NULL,"
+        "  renewed_at INTEGER NOT NULL,"
+        "  ended_at INTEGER,"
+        "  end_reason TEXT,"
+        "  fp_user_agent INTEGER,"
+        "  fp_ip INTEGER,"
+        "  fp_accept_language INTEGER,"
+        "  fp_accept_encoding INTEGER,"
+        "  ip TEXT,"
+        "  user_agent TEXT,"
+        "  sync_data BLOB,"
+        "  sync_version INTEGER NOT NULL DEFAULT 0,"
+        "  platform_switches TEXT"           /* JSON array of recent switch times */
+        ");"
+        "CREATE INDEX sessions_user ON sessions (user_id);"
+        "CREATE INDEX sessions_ended ON sessions (ended_at) WHERE ended_at IS NOT NULL;"
+        "CREATE TABLE audit ("
+        "  id INTEGER PRIMARY KEY,"
+        "  time INTEGER NOT NULL,"
+        "  kind TEXT NOT NULL,"
+        "  user_id TEXT,"
+        "  session_id TEXT,"
+        "  detail TEXT NOT NULL DEFAULT '{}'"
+        ");"
+        "CREATE INDEX audit_time ON audit (time);"
+        "CREATE INDEX audit_user ON audit (user_id, time) WHERE user_id IS NOT NULL;",
+};
+
+struct store {
+        sqlite3 *db;
+        char *path;
+        bool memory;
+        sqlite3_stmt *stmt[_STMT_MAX];
+};
+
+static int errno_from_sqlite(int rc) {
+        switch (rc & 0xff) {
+        case SQLITE_OK:
+        case SQLITE_ROW:
+        case SQLITE_DONE:
+                return 0;
+        case SQLITE_FULL:
+                return -ENOSPC;
+        case SQLITE_NOMEM:
+                return -ENOMEM;
+        case SQLITE_BUSY:
+        case SQLITE_LOCKED:
+                return -EBUSY;
+        case SQLITE_CONSTRAINT:
+                return -EEXIST;
+        case SQLITE_READONLY:
+                return -EROFS;
+        case SQLITE_CORRUPT:
+        case SQLITE_NOTADB:
+                return -EBADMSG;
+        case SQLITE_PERM:
+        case SQLITE_AUTH:
+                return -EACCES;
+        case SQLITE_CANTOPEN:
+                return -ENOENT;
+        case SQLITE_TOOBIG:
+                return -E2BIG;
+        default:
+                return -EIO;
+        }
+}
+
+static int store_fail(struct store *s, int rc, const char *what) {
+        log_error("Store %s: %s failed: %s", s->path, what, sqlite3_errmsg(s->db));
+        return errno_from_sqlite(rc);
+}
+
+const char *store_path(const struct store *s) { return s->path; }
+bool store_is_memory(const struct store *s) { return s->memory; }
+
+static sqlite3_stmt *store_stmt(struct store *s, int which) {
+        sqlite3_stmt *st = s->stmt[which];
+
+        assert(st);
+        sqlite3_reset(st);
+        sqlite3_clear_bindings(st);
+        return st;
+}
+
+/* Runs a statement that returns no rows; leaves it reset. */
+static int stmt_done(struct store *s, sqlite3_stmt *st, const char *what) {
+        int rc = sqlite3_step(st);
+
+        sqlite3_reset(st);
+        if (rc != SQLITE_DONE)
+                return store_fail(s, rc, what);
+        return 0;
+}
+
+static int exec_simple(sqlite3 *db, const char *sql) {
+        return sqlite3_exec(db, sql, NULL, NULL, NULL);
+}
+
+static int query_int(sqlite3 *db, const char *sql, int64_t *ret) {
+        sqlite3_stmt *st = NULL;
+        int rc;
+
+        rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
+        if (rc != SQLITE_OK)
+                return rc;
+        rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW) {
+                *ret = sqlite3_column_int64(st, 0);
+                rc = SQLITE_OK;
+        } else if (rc == SQLITE_DONE) {
+                *ret = 0;
+                rc = SQLITE_OK;
+        }
+        sqlite3_finalize(st);
+        return rc;
+}
+
+/* ---- opening -------------------------------------------------------------- */
+
+/* "file:" URI of a path, with the characters URIs give a meaning escaped. */
+static char *path_to_uri(const char *path, const char *query) {
+        size_t n = strlen(path);
+        char *uri = malloc(5 + 3 * n + strlen(query) + 2), *p;
+
+        if (!uri)
+                return NULL;
+        p = stpcpy(uri, "file:");
+        for (const char *c = path; *c; c++) {
+                if (*c == '?' || *c == '#' || *c == '%') {
+                        sprintf(p, "%%%02X", (unsigned char)*c);
+                        p += 3;
+                } else
+                        *p++ = *c;
+        }
+        *p++ = '?';
+        strcpy(p, query);
+        return uri;
+}
+
+/* The read-only inspection of an existing database. Logs every refusal. */
+static int store_check_readonly(const char *path) {
+        sqlite3 *db = NULL;
+        sqlite3_stmt *st = NULL;
+        int64_t version = 0, tables = 0;
+        char *uri;
+        int rc, r = 0;
+
+        uri = path_to_uri(path, "mode=ro");
+        if (!uri)
+                return -ENOMEM;
+        rc = sqlite3_open_v2(uri, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_URI | SQLITE_OPEN_NOMUTEX, NULL);
+        free(uri);
+        if (rc != SQLITE_OK) {
+                log_error("Cannot open database %s: %s", path, db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
+                r = errno_from_sqlite(rc);
+                goto out;
+        }
+        sqlite3_busy_timeout(db, STORE_BUSY_TIMEOUT_MS);
+
+        rc = query_int(db, "PRAGMA user_version", &version);
+        if (rc == SQLITE_OK)
+                rc = query_int(db, "SELECT count(*) FROM sqlite_master", &tables);
+        if (rc != SQLITE_OK) {
+                log_error("Database %s is not a readable SQLite database (%s); refusing to start "
+                          "and leaving the file untouched.",
+                          path, sqlite3_errmsg(db));
+                r = rc == SQLITE_BUSY ? -EBUSY : rc == SQLITE_CANTOPEN || rc == SQLITE_PERM ? -EACCES : -EBADMSG;
+                goto out;
+        }
+        if (version > STORE_SCHEMA_VERSION) {
+                log_error("Database %s has schema version %lld, newer than this sessiond supports (%d); "
+                          "refusing to start. Run the newer sessiond or restore a backup.",
+                          path, (long long)version, STORE_SCHEMA_VERSION);
+                r = -EPROTO;
+                goto out;
+        }
+        if (version == 0 && tables > 0) {
+                log_error("Database %s holds tables but no sessiond schema version; it is not a "
+                          "sessiond database. Refusing to start.", path);
+                r = -EBADMSG;
+                goto out;
+        }
+
+        rc = sqlite3_prepare_v2(db, "PRAGMA quick_check", -1, &st, NULL);
+        if (rc == SQLITE_OK)
+                rc = sqlite3_step(st);
+        if (rc != SQLITE_ROW) {
+                log_error("Database %s failed its integrity check (%s); refusing to start and "
+                          "leaving the file untouched.", path, sqlite3_errmsg(db));
+                r = -EBADMSG;
+                goto out;
+        }
+        if (strcmp((const char *)sqlite3_column_text(st, 0), "ok") != 0) {
+                log_error("Database %s is corrupt (quick_check: %s); refusing to start and leaving "
+                          "the file untouched.", path, (const char *)sqlite3_column_text(st, 0));
+                r = -EBADMSG;
+                goto out;
+        }
+out:
+        sqlite3_finalize(st);
+        sqlite3_close(db);
+        return r;
+}
+
+static int mkdir_parents(const char *dir, mode_t mode) {
+        char buf[PATH_MAX];
+        size_t n = strlen(dir);
+
+        if (n == 0 || n >= sizeof buf)
+                return n ? -ENAMETOOLONG : 0;
+        memcpy(buf, dir, n + 1);
+        for (char *p = buf + 1; *p; p++) {
+                if (*p != '/')
+                        continue;
+                *p = '\0';
+                if (mkdir(buf, mode) < 0 && errno != EEXIST)
+                        return -errno;
+                *p = '/';
+        }
+        if (mkdir(buf, mode) < 0 && errno != EEXIST)
+                return -errno;
+        return 0;
+}
+
+static const char *synchronous_value(const char *s) {
+        static const char *const ok[] = {"off", "normal", "full", "extra"};
+
+        for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++)
+                if (s && strcasecmp(s, ok[i]) == 0)
+                        return ok[i];
+        return NULL;
+}
+
+int store_set_synchronous(struct store *s, const char *synchronous) {
+        const char *v = synchronous_value(synchronous);
+        char sql[64];
+        int rc;
+
+        if (!v)
+                return -EINVAL;
+        if (s->memory)
+                return 0;
+        snprintf(sql, sizeof sql, "PRAGMA synchronous = %s", v);
+        rc = exec_simple(s->db, sql);
+        return rc == SQLITE_OK ? 0 : store_fail(s, rc, "PRAGMA synchronous");
+}
+
+static int store_migrate(struct store *s) {
+        int64_t version = 0;
+        char sql[64];
+        int rc;
+
+        rc = query_int(s->db, "PRAGMA user_version", &version);
+        if (rc != SQLITE_OK)
+                return store_fail(s, rc, "reading the schema version");
+        if (version > STORE_SCHEMA_VERSION) { /* raced with a newer binary */
+                log_error("Database %s has schema version %lld, newer than this sessiond supports (%d).",
+                          s->path, (long long)version, STORE_SCHEMA_VERSION);
+                return -EPROTO;
+        }
+        for (int64_t v = version; v < STORE_SCHEMA_VERSION; v++) {
+                rc = exec_simple(s->db, "BEGIN IMMEDIATE");
+                if (rc == SQLITE_OK)
+                        rc = exec_simple(s->db, migrations[v]);
+                if (rc == SQLITE_OK) {
+                        snprintf(sql, sizeof sql, "PRAGMA user_version = %lld", (long long)v + 1);
+                        rc = exec_simple(s->db, sql);
+                }
+                if (rc == SQLITE_OK)
+                        rc = exec_simple(s->db, "COMMIT");
+                if (rc != SQLITE_OK) {
+                        int r = store_fail(s, rc, "schema migration");
+                        exec_simple(s->db, "ROLLBACK");
+                        return r;
+                }
+                if (!s->memory)
+                        log_info("Database %s: schema migrated to version %lld.", s->path, (long long)v + 1);
+        }
+        return 0;
+}
+
+static int store_prepare_all(struct store *s) {
+        for (int i = 0; i < _STMT_MAX; i++) {
+                int rc = sqlite3_prepare_v3(s->db, stmt_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &s->stmt[i], NULL);
+                if (rc != SQLITE_OK)
+                        return store_fail(s, rc, "preparing a statement");
+        }
+        return 0;
+}
+
+/* Creates a new, empty database file with mode 0600 (and its folder 0700). */
+static int store_create_file(const char *path) {
+        char dir[PATH_MAX];
+        const char *slash = strrchr(path, '/');
+        int fd, r;
+
+        if (slash && slash != path) {
+                if ((size_t)(slash - path) >= sizeof dir)
+                        return -ENAMETOOLONG;
+                memcpy(dir, path, slash - path);
+                dir[slash - path] = '\0';
+                r = mkdir_parents(dir, 0700);
+                if (r < 0)
+                        return log_error_errno(r, "Failed to create the database folder %s: %m", dir);
+        }
+        fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+        if (fd < 0)
+                return log_error_errno(-errno, "Failed to create database %s: %m", path);
+        close(fd);
+        return 0;
+}
+
+int store_open(const struct store_options *o, struct store **ret) {
+        struct store *s;
+        struct stat st;
+        const char *sync_mode;
+        bool memory = !o->path || strcmp(o->path, ":memory:") == 0;
+        char *journal = NULL;
+        int rc, r, flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX;
+        bool created = false;
+
+        assert(ret);
+        sync_mode = synchronous_value(o->synchronous ? o->synchronous : "normal");
+        if (!sync_mode) {
+                log_error("Invalid daemon.synchronous value '%s'.", o->synchronous);
+                return -EINVAL;
+        }
+
+        if (!memory) {
+                if (stat(o->path, &st) == 0) {
+                        if (!S_ISREG(st.st_mode)) {
+                                log_error("Database %s is not a regular file; refusing to start.", o->path);
+                                return -EBADMSG;
+                        }
+                        if (st.st_size > 0) {
+                                r = store_check_readonly(o->path);
+                                if (r < 0)
+                                        return r;
+                        }
+                } else if (errno == ENOENT) {
+                        r = store_create_file(o->path);
+                        if (r < 0)
+                                return r;
+                        created = true;
+                } else
+                        return log_error_errno(-errno, "Cannot access database %s: %m", o->path);
+        } else
+                flags |= SQLITE_OPEN_CREATE | SQLITE_OPEN_MEMORY;
+
+        s = calloc(1, sizeof *s);
+        if (!s)
+                return -ENOMEM;
+        s->memory = memory;
+        s->path = strdup(memory ? ":memory:" : o->path);
+        if (!s->path) {
+                free(s);
+                return -ENOMEM;
+        }
+
+        rc = sqlite3_open_v2(s->path, &s->db, flags, o->vfs);
+        if (rc != SQLITE_OK) {
+                log_error("Cannot open database %s read-write: %s", s->path,
+                          s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(rc));
+                r = errno_from_sqlite(rc);
+                goto fail;
+        }
+        sqlite3_extended_result_codes(s->db, 0);
+        sqlite3_busy_timeout(s->db, STORE_BUSY_TIMEOUT_MS);
+
+        if (!memory) {
+                sqlite3_stmt *jm = NULL;
+
+                rc = sqlite3_prepare_v2(s->db, "PRAGMA journal_mode = WAL", -1, &jm, NULL);
+                if (rc == SQLITE_OK && sqlite3_step(jm) == SQLITE_ROW)
+                        journal = strdup((const char *)sqlite3_column_text(jm, 0));
+                else
+                        rc = sqlite3_errcode(s->db);
+                sqlite3_finalize(jm);
+                if (rc != SQLITE_OK || !journal || strcmp(journal, "wal") != 0) {
+                        log_error("Database %s: cannot switch to WAL mode (%s).", s->path,
+                                  journal ? journal : sqlite3_errmsg(s->db));
+                        r = -EIO;
+                        goto fail;
+                }
+                r = store_set_synchronous(s, sync_mode);
+                if (r < 0)
+                        goto fail;
+        }
+        rc = exec_simple(s->db, "PRAGMA temp_store = MEMORY; PRAGMA foreign_keys = OFF;"
+                                "PRAGMA cache_size = -" STRINGIFY(STORE_CACHE_KIB));
+        if (rc != SQLITE_OK) {
+                r = store_fail(s, rc, "setting pragmas");
+                goto fail;
+        }
+
+        r = store_migrate(s);
+        if (r < 0)
+                goto fail;
+        r = store_prepare_all(s);
+        if (r < 0)
+                goto fail;
+        if (created)
+                log_info("Created database %s.", s->path);
+        free(journal);
+        *ret = s;
+        return 0;
+fail:
+        free(journal);
+        store_close(s);
+        return r;
+}
+
+void store_close(struct store *s) {
+        if (!s)
+                return;
+        for (int i = 0; i < _STMT_MAX; i++)
+                sqlite3_finalize(s->stmt[i]);
+        if (s->db && !sqlite3_get_autocommit(s->db))
+                exec_simple(s->db, "ROLLBACK");
+        if (sqlite3_close(s->db) != SQLITE_OK)
+                log_error("Store %s: closing failed: %s", s->path, sqlite3_errmsg(s->db));
+        free(s->path);
+        free(s);
+}
+
+/* ---- transactions --------------------------------------------------------- */
+
+bool store_in_transaction(const struct store *s) {
+        return !sqlite3_get_autocommit(s->db);
+}
+
+int store_begin(struct store *s) {
+        assert(!store_in_transaction(s));
+        return stmt_done(s, store_stmt(s, STMT_BEGIN), "BEGIN");
+}
+
+int store_commit(struct store *s) {
+        if (!store_in_transaction(s))
+                return 0;
+        return stmt_done(s, store_stmt(s, STMT_COMMIT), "COMMIT");
+}
+
+int store_rollback(struct store *s) {
+        if (!store_in_transaction(s))
+                return 0;
+        /* Statements still running would make ROLLBACK fail; ours are reset
+         * after each use, so this holds. */
+        return stmt_done(s, store_stmt(s, STMT_ROLLBACK), "ROLLBACK");
+}
+
+/* ---- sessions ------------------------------------------------------------- */
+
+static void bind_text_or_null(sqlite3_stmt *st, int i, const char *v) {
+        if (v)
+                sqlite3_bind_text(st, i, v, -1, SQLITE_STATIC);
+        else
+                sqlite3_bind_null(st, i);
+}
+
+static void bind_fp(sqlite3_stmt *st, int i, uint64_t v) {
+        if (v)
+                sqlite3_bind_int64(st, i, (int64_t)v);
+        else
+                sqlite3_bind_null(st, i);
+}
+
+int store_session_insert(struct store *s, const struct store_session *row, const void *sync_data,
+                         size_t sync_size, int64_t *rowid) {
+        sqlite3_stmt *st = store_stmt(s, STMT_SESSION_INSERT);
+        int r;
+
+        sqlite3_bind_text(st, 1, row->id, -1, SQLITE_STATIC);
+        sqlite3_bind_blob(st, 2, row->token_hash, TOKEN_HASH_BYTES, SQLITE_STATIC);
+        sqlite3_bind_text(st, 3, row->user_id, -1, SQLITE_STATIC);
+        bind_text_or_null(st, 4, row->platform_id);
+        sqlite3_bind_int64(st, 5, row->created_at);
+        sqlite3_bind_int64(st, 6, row->last_activity);
+        sqlite3_bind_int64(st, 7, row->renewed_at);
+        bind_fp(st, 8, row->fp_user_agent);
+        bind_fp(st, 9, row->fp_ip);
+        bind_fp(st, 10, row->fp_accept_language);
+        bind_fp(st, 11, row->fp_accept_encoding);
+        bind_text_or_null(st, 12, row->ip);
+        bind_text_or_null(st, 13, row->user_agent);
+        if (sync_data)
+                sqlite3_bind_blob(st, 14, sync_data, (int)sync_size, SQLITE_STATIC);
+        else
+                sqlite3_bind_null(st, 14);
+        sqlite3_bind_int64(st, 15, row->sync_version);
+        r = stmt_done(s, st, "inserting a session");
+        if (r < 0)
+                return r;
+        if (rowid)
+                *rowid = sqlite3_last_insert_rowid(s->db);
+        return 0;
+}
+
+static int changed_or_enoent(struct store *s) {
+        return sqlite3_changes(s->db) > 0 ? 0 : -ENOENT;
+}
+
+int store_session_set_activity(struct store *s, int64_t rowid, int64_t last_activity) {
+        sqlite3_stmt *st = store_stmt(s, STMT_SESSION_SET_ACTIVITY);
+        int r;
+
+        sqlite3_bind_int64(st, 1, rowid);
+        sqlite3_bind_int64(st, 2, last_activity);
+        r = stmt_done(s, st, "updating last_activity");
+        return r < 0 ? r : changed_or_enoent(s);
+}
+
+int store_session_set_renewed(struct store *s, int64_t rowid, int64_t renewed_at, int64_t last_activity) {
+        sqlite3_stmt *st = store_stmt(s, STMT_SESSION_SET_RENEWED);
+        int r;
+
+        sqlite3_bind_int64(st, 1, rowid);
+        sqlite3_bind_int64(st, 2, renewed_at);
+        sqlite3_bind_int64(st, 3, last_activity);
+        r = stmt_done(s, st, "renewing a session");
+        return r < 0 ? r : changed_or_enoent(s);
+}
+
+int store_session_end(struct store *s, int64_t rowid, int64_t ended_at, const char *reason) {
+        sqlite3_stmt *st = store_stmt(s, STMT_SESSION_END);
+        int r;
+
+        assert(reason);
+        sqlite3_bind_int64(st, 1, rowid);
+        sqlite3_bind_int64(st, 2, ended_at);
+        sqlite3_bind_text(st, 3, reason, -1, SQLITE_STATIC);
+        r = stmt_done(s, st, "ending a session");
+        return r < 0 ? r : changed_or_enoent(s);
+}
+
+int store_session_set_client(struct store *s, int64_t rowid, const struct store_session *c) {
+        sqlite3_stmt *st = store_stmt(s, STMT_SESSION_SET_CLIENT);
+        int r;
+
+        sqlite3_bind_int64(st, 1, rowid);
+        bind_fp(st, 2, c->fp_user_agent);
+        bind_fp(st, 3, c->fp_ip);
+        bind_fp(st, 4, c->fp_accept_language);
+        bind_fp(st, 5, c->fp_accept_encoding);
+        bind_text_or_null(st, 6, c->ip);
+        bind_text_or_null(st, 7, c->user_agent);
+        r = stmt_done(s, st, "recording a client change");
+        return r < 0 ? r : changed_or_enoent(s);
+}
+
+int store_session_copy(struct store *s, int64_t from_rowid, const char *new_id,
+                       const uint8_t token_hash[TOKEN_HASH_BYTES], int64_t last_activity, int64_t *rowid) {
+        sqlite3_stmt *st = store_stmt(s, STMT_SESSION_COPY);
+        int r;
+
+        sqlite3_bind_int64(st, 1, from_rowid);
+        sqlite3_bind_text(st, 2, new_id, -1, SQLITE_STATIC);
+        sqlite3_bind_blob(st, 3, token_hash, TOKEN_HASH_BYTES, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 4, last_activity);
+        r = stmt_done(s, st, "copying a session");
+        if (r < 0)
+                return r;
+        if (sqlite3_changes(s->db) == 0)
+                return -ENOENT;
+        *rowid = sqlite3_last_insert_rowid(s->db);
+        return 0;
+}
+
+int store_session_set_platform(struct store *s, int64_t rowid, const char *platform_id,
+                               const char *switches_json) {
+        sqlite3_stmt *st = store_stmt(s, STMT_SESSION_SET_PLATFORM);
+        int r;
+
+        sqlite3_bind_int64(st, 1, rowid);
+        bind_text_or_null(st, 2, platform_id);
+        bind_text_or_null(st, 3, switches_json);
+        r = stmt_done(s, st, "switching the platform");
+        return r < 0 ? r : changed_or_enoent(s);
+}
+
+int store_session_get_switches(struct store *s, int64_t rowid, char **ret) {
+        sqlite3_stmt *st = store_stmt(s, STMT_SESSION_GET_SWITCHES);
+        const char *v;
+        int rc;
+
+        sqlite3_bind_int64(st, 1, rowid);
+        rc = sqlite3_step(st);
+        if (rc == SQLITE_DONE) {
+                sqlite3_reset(st);
+                return -ENOENT;
+        }
+        if (rc != SQLITE_ROW) {
+                sqlite3_reset(st);
+                return store_fail(s, rc, "reading platform switches");
+        }
+        v = (const char *)sqlite3_column_text(st, 0);
+        *ret = strdup(v ? v : "[]");
+        sqlite3_reset(st);
+        return *ret ? 0 : -ENOMEM;
+}
+
+int store_session_get_sync(struct store *s, int64_t rowid, int64_t *version, char **data, size_t *size) {
+        sqlite3_stmt *st = store_stmt(s, STMT_SESSION_GET_SYNC);
+        int rc, n;
+
+        sqlite3_bind_int64(st, 1, rowid);
+        rc = sqlite3_step(st);
+        if (rc != SQLITE_ROW) {
+                sqlite3_reset(st);
+                return rc == SQLITE_DONE ? -ENOENT : store_fail(s, rc, "reading sync state");
+        }
+        *version = sqlite3_column_int64(st, 0);
+        *data = NULL;
+        *size = 0;
+        if (sqlite3_column_type(st, 1) != SQLITE_NULL) {
+                const void *b = sqlite3_column_blob(st, 1);
+                n = sqlite3_column_bytes(st, 1);
+                *data = malloc((size_t)n + 1);
+                if (!*data) {
+                        sqlite3_reset(st);
+                        return -ENOMEM;
+                }
+                if (n > 0)
+                        memcpy(*data, b, (size_t)n);
+                (*data)[n] = '\0';
+                *size = (size_t)n;
+        }
+        sqlite3_reset(st);
+        return 0;
+}
+
+int store_session_set_sync(struct store *s, int64_t rowid, int64_t version, const void *data, size_t size) {
+        sqlite3_stmt *st = store_stmt(s, STMT_SESSION_SET_SYNC);
+        int r;
+
+        sqlite3_bind_int64(st, 1, rowid);
+        sqlite3_bind_int64(st, 2, version);
+        if (data)
+                sqlite3_bind_blob(st, 3, data, (int)size, SQLITE_STATIC);
+        else
+                sqlite3_bind_null(st, 3);
+        r = stmt_done(s, st, "writing sync state");
+        return r < 0 ? r : changed_or_enoent(s);
+}
+
+static const char *column_text(sqlite3_stmt *st, int i) {
+        return (const char *)sqlite3_column_text(st, i);
+}
+
+static void row_from_stmt(sqlite3_stmt *st, struct store_session *row, bool light) {
+        const void *h;
+
+        memset(row, 0, sizeof *row);
+        row->rowid = sqlite3_column_int64(st, 0);
+        row->id = column_text(st, 1);
+        h = sqlite3_column_blob(st, 2);
+        if (h && sqlite3_column_bytes(st, 2) == TOKEN_HASH_BYTES)
+                memcpy(row->token_hash, h, TOKEN_HASH_BYTES);
+        row->user_id = column_text(st, 3);
+        row->platform_id = column_text(st, 4);
+        row->created_at = sqlite3_column_int64(st, 5);
+        row->last_activity = sqlite3_column_int64(st, 6);
+        row->renewed_at = sqlite3_column_int64(st, 7);
+        row->ended_at = sqlite3_column_int64(st, 8);
+        row->end_reason = column_text(st, 9);
+        row->fp_user_agent = (uint64_t)sqlite3_column_int64(st, 10);
+        row->fp_ip = (uint64_t)sqlite3_column_int64(st, 11);
+        row->fp_accept_language = (uint64_t)sqlite3_column_int64(st, 12);
+        row->fp_accept_encoding = (uint64_t)sqlite3_column_int64(st, 13);
+        if (!light) {
+                row->ip = column_text(st, 14);
+                row->user_agent = column_text(st, 15);
+        }
+        row->sync_version = sqlite3_column_int64(st, 16);
+        if (!row->id)
+                row->id = "";
+        if (!row->user_id)
+                row->user_id = "";
+}
+
+/* Steps through a select, handing rows to cb. */
+static int stmt_each(struct store *s, sqlite3_stmt *st, bool light, store_session_fn cb, void *userdata,
+                     bool want_one) {
+        struct store_session row;
+        bool found = false;
+        int rc, r = 0;
+
+        for (;;) {
+                rc = sqlite3_step(st);
+                if (rc == SQLITE_DONE)
+                        break;
+                if (rc != SQLITE_ROW) {
+                        r = store_fail(s, rc, "reading sessions");
+                        break;
+                }
+                found = true;
+                row_from_stmt(st, &row, light);
+                r = cb(&row, userdata);
+                if (r != 0)
+                        break;
+        }
+        sqlite3_reset(st);
+        if (r == 0 && want_one && !found)
+                return -ENOENT;
+        return r;
+}
+
+int store_session_by_rowid(struct store *s, int64_t rowid, store_session_fn cb, void *userdata) {
+        sqlite3_stmt *st = store_stmt(s, STMT_SESSION_BY_ROWID);
+
+        sqlite3_bind_int64(st, 1, rowid);
+        return stmt_each(s, st, false, cb, userdata, true);
+}
+
+int store_session_by_hash(struct store *s, const uint8_t hash[TOKEN_HASH_BYTES], store_session_fn cb,
+                          void *userdata) {
+        sqlite3_stmt *st = store_stmt(s, STMT_SESSION_BY_HASH);
+
+        sqlite3_bind_blob(st, 1, hash, TOKEN_HASH_BYTES, SQLITE_STATIC);
+        return stmt_each(s, st, false, cb, userdata, true);
+}
+
+int store_session_by_id(struct store *s, const char *id, store_session_fn cb, void *userdata) {
+        sqlite3_stmt *st = store_stmt(s, STMT_SESSION_BY_ID);
+
+        sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+        return stmt_each(s, st, false, cb, userdata, true);
+}
+
+int store_sessions_each(struct store *s, const struct store_filter *f, store_session_fn cb, void *userdata) {
+        sqlite3_stmt *st;
+
+        if (f->user_id) {
+                st = store_stmt(s, f->live_only ? STMT_SESSIONS_USER_LIVE : STMT_SESSIONS_USER);
+                sqlite3_bind_text(st, 1, f->user_id, -1, SQLITE_STATIC);
+        } else
+                st = store_stmt(s, f->live_only ? STMT_SESSIONS_LIVE : STMT_SESSIONS_ALL);
+        return stmt_each(s, st, f->light, cb, userdata, false);
+}
+
+/* ---- audit ---------------------------------------------------------------- */
+
+int store_audit_insert(struct store *s, int64_t time, const char *kind, const char *user_id,
+                       const char *session_id, const char *detail_json) {
+        sqlite3_stmt *st = store_stmt(s, STMT_AUDIT_INSERT);
+
+        sqlite3_bind_int64(st, 1, time);
+        sqlite3_bind_text(st, 2, kind, -1, SQLITE_STATIC);
+        bind_text_or_null(st, 3, user_id);
+        bind_text_or_null(st, 4, session_id);
+        sqlite3_bind_text(st, 5, detail_json ? detail_json : "{}", -1, SQLITE_STATIC);
+        return stmt_done(s, st, "writing an audit row");
+}
+
+/* ---- retention and maintenance -------------------------------------------- */
+
+static int purge(struct store *s, int which, int64_t before, int limit, const char *what) {
+        sqlite3_stmt *st = store_stmt(s, which);
+        int r;
+
+        sqlite3_bind_int64(st, 1, before);
+        sqlite3_bind_int(st, 2, limit);
+        r = stmt_done(s, st, what);
+        return r < 0 ? r : sqlite3_changes(s->db);
+}
+
+int store_purge_sessions(struct store *s, int64_t before, int limit) {
+        return purge(s, STMT_PURGE_SESSIONS, before, limit, "purging ended sessions");
+}
+
+int store_purge_audit(struct store *s, int64_t before, int limit) {
+        return purge(s, STMT_PURGE_AUDIT, before, limit, "purging audit rows");
+}
+
+int store_checkpoint(struct store *s) {
+        int rc;
+
+        if (s->memory)
+                return 0;
+        rc = sqlite3_wal_checkpoint_v2(s->db, NULL, SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL);
+        return rc == SQLITE_OK ? 0 : store_fail(s, rc, "checkpoint");
+}
+
+int store_maintain(struct store *s, struct store_maintenance *ret) {
+        sqlite3_stmt *st = NULL;
+        int rc, log_pages = 0, ckpt = 0;
+
+        assert(!store_in_transaction(s));
+        memset(ret, 0, sizeof *ret);
+        rc = exec_simple(s->db, "PRAGMA optimize");
+        if (rc != SQLITE_OK)
+                return store_fail(s, rc, "PRAGMA optimize");
+        if (!s->memory) {
+                rc = sqlite3_wal_checkpoint_v2(s->db, NULL, SQLITE_CHECKPOINT_TRUNCATE, &log_pages, &ckpt);
+                if (rc != SQLITE_OK && rc != SQLITE_BUSY)
+                        return store_fail(s, rc, "checkpoint");
+                ret->wal_pages = ckpt;
+        }
+        rc = sqlite3_prepare_v2(s->db, "PRAGMA quick_check", -1, &st, NULL);
+        if (rc == SQLITE_OK)
+                rc = sqlite3_step(st);
+        if (rc != SQLITE_ROW) {
+                int r = store_fail(s, rc, "quick_check");
+                sqlite3_finalize(st);
+                return r;
+        }
+        snprintf(ret->message, sizeof ret->message, "%s", (const char *)sqlite3_column_text(st, 0));
+        ret->ok = strcmp(ret->message, "ok") == 0;
+        sqlite3_finalize(st);
+        return 0;
+}
+
+int store_count_sessions(struct store *s, bool ended, int64_t *ret) {
+        int rc = query_int(s->db,
+                           ended ? "SELECT count(*) FROM sessions WHERE ended_at IS NOT NULL"
+                                 : "SELECT count(*) FROM sessions WHERE ended_at IS NULL",
+                           ret);
+        return rc == SQLITE_OK ? 0 : store_fail(s, rc, "counting sessions");
+}

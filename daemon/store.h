@@ -1,0 +1,158 @@
+/* The session store: SQLite behind one narrow interface.
+ *
+ * Everything the daemon keeps on disk goes through these functions: session
+ * rows, audit rows, transactions, retention purges and maintenance. Nothing
+ * above this file writes SQL, so a second backend (DESIGN 8: PostgreSQL for
+ * a fleet) is another implementation of this header, not a rewrite.
+ *
+ * The store does not decide policy. It does not know what "expired" means;
+ * the engine tells it which row to end, when and why.
+ *
+ * Transactions are explicit: the engine opens one with store_begin() on the
+ * first write of a loop iteration and ends it with store_commit() (group
+ * commit). A failing statement may make SQLite roll the whole transaction
+ * back by itself (SQLITE_FULL, SQLITE_IOERR, ...): store_in_transaction()
+ * tells the caller whether that happened.
+ *
+ * Functions return 0 (or a positive count where documented) or a negative
+ * errno: -ENOSPC for a full disk, -EIO for other storage failures, -ENOENT
+ * for a missing row.
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "token.h"
+
+#define STORE_SCHEMA_VERSION 1
+
+struct store;
+
+struct store_options {
+        /* Path of the database file; NULL or ":memory:" for a store in memory. */
+        const char *path;
+        /* PRAGMA synchronous: "normal", "full", "extra" or "off". */
+        const char *synchronous;
+        /* SQLite VFS name, NULL for the default (tests inject faults with it). */
+        const char *vfs;
+};
+
+/* One session row. Strings are borrowed: valid during the callback (or the
+ * call) that hands the row out. */
+struct store_session {
+        int64_t rowid;
+        const char *id; /* public id, TOKEN_ID_STRING_LEN characters */
+        uint8_t token_hash[TOKEN_HASH_BYTES];
+        const char *user_id;
+        const char *platform_id; /* NULL: none */
+        int64_t created_at;
+        int64_t last_activity;
+        int64_t renewed_at;
+        int64_t ended_at; /* 0: live */
+        const char *end_reason; /* NULL while live */
+        /* Fingerprint hashes, 0 when none was recorded. */
+        uint64_t fp_user_agent;
+        uint64_t fp_ip;
+        uint64_t fp_accept_language;
+        uint64_t fp_accept_encoding;
+        const char *ip;         /* for operators; NULL when unknown */
+        const char *user_agent; /* for operators; NULL when unknown */
+        int64_t sync_version;
+};
+
+/* Return 0 to go on, a positive value to stop (returned by the iterator),
+ * a negative errno to abort (returned too). */
+typedef int (*store_session_fn)(const struct store_session *row, void *userdata);
+
+/* Opens the store. A file that exists is first opened read-only and checked
+ * (header, schema version, PRAGMA quick_check); only a sound database is
+ * then opened read-write, switched to WAL and migrated. A missing file is
+ * created with mode 0600. Every refusal is logged with the file name, and
+ * a refused file is never written. -EPROTO: the database is newer than this
+ * binary; -EBADMSG: not a database, corrupt, or not a sessiond database. */
+int store_open(const struct store_options *o, struct store **ret);
+void store_close(struct store *s);
+
+const char *store_path(const struct store *s); /* ":memory:" when in memory */
+bool store_is_memory(const struct store *s);
+
+/* Applies a new PRAGMA synchronous (reload). */
+int store_set_synchronous(struct store *s, const char *synchronous);
+
+/* ---- transactions ------------------------------------------------------- */
+
+int store_begin(struct store *s);   /* BEGIN IMMEDIATE */
+int store_commit(struct store *s);  /* COMMIT; on failure the transaction is still open or gone */
+int store_rollback(struct store *s); /* ROLLBACK if a transaction is open */
+bool store_in_transaction(const struct store *s);
+
+/* ---- sessions ------------------------------------------------------------ */
+
+/* Inserts a live session (row->rowid, ended_at, end_reason are ignored) with
+ * its sync state; sets *rowid. */
+int store_session_insert(struct store *s, const struct store_session *row, const void *sync_data,
+                         size_t sync_size, int64_t *rowid);
+int store_session_set_activity(struct store *s, int64_t rowid, int64_t last_activity);
+int store_session_set_renewed(struct store *s, int64_t rowid, int64_t renewed_at, int64_t last_activity);
+int store_session_end(struct store *s, int64_t rowid, int64_t ended_at, const char *reason);
+/* Records a client whose values changed: the fingerprint hashes and the
+ * texts for operators that are given (0 or NULL: keep the stored one). */
+int store_session_set_client(struct store *s, int64_t rowid, const struct store_session *client);
+/* Rotation: copies a live session into a new row with a new id, token hash
+ * and last_activity (everything else, sync state included, is kept); sets
+ * *rowid. */
+int store_session_copy(struct store *s, int64_t from_rowid, const char *new_id,
+                       const uint8_t token_hash[TOKEN_HASH_BYTES], int64_t last_activity, int64_t *rowid);
+/* Platform and the switch history (a JSON array of Unix times). */
+int store_session_set_platform(struct store *s, int64_t rowid, const char *platform_id,
+                               const char *switches_json);
+/* *ret is malloc'ed ("[]" when none). */
+int store_session_get_switches(struct store *s, int64_t rowid, char **ret);
+/* *data is malloc'ed and NUL-terminated (NULL when none); *size excludes the NUL. */
+int store_session_get_sync(struct store *s, int64_t rowid, int64_t *version, char **data, size_t *size);
+int store_session_set_sync(struct store *s, int64_t rowid, int64_t version, const void *data, size_t size);
+
+/* Lookups; the callback runs once when the row exists (else -ENOENT). */
+int store_session_by_rowid(struct store *s, int64_t rowid, store_session_fn cb, void *userdata);
+int store_session_by_hash(struct store *s, const uint8_t hash[TOKEN_HASH_BYTES], store_session_fn cb,
+                          void *userdata);
+int store_session_by_id(struct store *s, const char *id, store_session_fn cb, void *userdata);
+
+struct store_filter {
+        const char *user_id; /* NULL: all users */
+        bool live_only;      /* only rows with ended_at NULL */
+        bool light;          /* skip ip and user_agent (loading at start) */
+};
+/* Iterates over sessions in rowid order. Returns 0, or the callback's
+ * positive stop value, or a negative errno. */
+int store_sessions_each(struct store *s, const struct store_filter *f, store_session_fn cb, void *userdata);
+
+/* ---- audit ---------------------------------------------------------------- */
+
+/* detail_json: a JSON object as text. user_id, session_id may be NULL. */
+int store_audit_insert(struct store *s, int64_t time, const char *kind, const char *user_id,
+                       const char *session_id, const char *detail_json);
+
+/* ---- retention and maintenance -------------------------------------------- */
+
+/* Deletes up to `limit` ended sessions with ended_at < before; returns how
+ * many (>= 0). Uses the partial index on ended rows. */
+int store_purge_sessions(struct store *s, int64_t before, int limit);
+/* Deletes up to `limit` audit rows with time < before; returns how many. */
+int store_purge_audit(struct store *s, int64_t before, int limit);
+
+struct store_maintenance {
+        bool ok;            /* quick_check said "ok" */
+        char message[256];  /* its first message otherwise */
+        int64_t wal_pages;  /* checkpointed */
+};
+/* PRAGMA optimize, wal_checkpoint(TRUNCATE), quick_check. Must run outside
+ * a transaction. */
+int store_maintain(struct store *s, struct store_maintenance *ret);
+/* wal_checkpoint(TRUNCATE) only (shutdown). */
+int store_checkpoint(struct store *s);
+
+/* Statistics for health checks. */
+int store_count_sessions(struct store *s, bool ended, int64_t *ret);

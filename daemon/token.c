@@ -1,0 +1,216 @@
+/* Tokens, public ids and keyed hashes: see token.h.
+ *
+ * Everything random comes from randombytes_buf() and everything keyed from
+ * libsodium, so there is no hand-written cryptography here. The key file is
+ * written to a temporary file (O_EXCL, 0600), synced, then linked to its
+ * final name: link(2) fails if the name exists, so two daemons racing on a
+ * first start cannot both win, and a crash never leaves a half-written key
+ * under the real name.
+ */
+#include "token.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "log.h"
+
+int token_init(void) {
+        return sodium_init() < 0 ? -EIO : 0;
+}
+
+void token_key_from_bytes(struct token_key *k, const uint8_t bytes[TOKEN_KEY_BYTES]) {
+        static const char label[] = "sessiond fingerprint key";
+
+        memcpy(k->hash_key, bytes, TOKEN_KEY_BYTES);
+        crypto_generichash(k->fp_key, sizeof k->fp_key, (const unsigned char *)label,
+                           sizeof label - 1, bytes, TOKEN_KEY_BYTES);
+}
+
+int token_key_random(struct token_key *k) {
+        uint8_t bytes[TOKEN_KEY_BYTES];
+
+        randombytes_buf(bytes, sizeof bytes);
+        token_key_from_bytes(k, bytes);
+        sodium_memzero(bytes, sizeof bytes);
+        return 0;
+}
+
+static int key_read(const char *path, struct token_key *k) {
+        uint8_t bytes[TOKEN_KEY_BYTES + 1];
+        struct stat st;
+        ssize_t n;
+        int fd, r = 0;
+
+        fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+        if (fd < 0)
+                return -errno;
+        if (fstat(fd, &st) < 0) {
+                r = log_error_errno(-errno, "Failed to stat key file %s: %m", path);
+                goto out;
+        }
+        if (!S_ISREG(st.st_mode)) {
+                log_error("Key file %s is not a regular file; refusing to use it.", path);
+                r = -EINVAL;
+                goto out;
+        }
+        if (st.st_mode & (S_IRWXG | S_IRWXO)) {
+                log_error("Key file %s is accessible by group or others (mode %04o); "
+                          "it must be 0600. Refusing to use it.",
+                          path, (unsigned)(st.st_mode & 07777));
+                r = -EPERM;
+                goto out;
+        }
+        n = read(fd, bytes, sizeof bytes);
+        if (n < 0) {
+                r = log_error_errno(-errno, "Failed to read key file %s: %m", path);
+                goto out;
+        }
+        if (n != TOKEN_KEY_BYTES) {
+                if (n > TOKEN_KEY_BYTES)
+                        log_error("Key file %s is larger than %d bytes; refusing to use it.", path,
+                                  TOKEN_KEY_BYTES);
+                else
+                        log_error("Key file %s has the wrong size (%zd bytes, expected %d); refusing to use it.",
+                                  path, n, TOKEN_KEY_BYTES);
+                r = -EINVAL;
+                goto out;
+        }
+        token_key_from_bytes(k, bytes);
+out:
+        sodium_memzero(bytes, sizeof bytes);
+        close(fd);
+        return r;
+}
+
+static int key_create(const char *dir, const char *path) {
+        char tmp[PATH_MAX];
+        uint8_t bytes[TOKEN_KEY_BYTES];
+        int fd, r = 0, dfd;
+
+        if ((size_t)snprintf(tmp, sizeof tmp, "%s/.%s.XXXXXX", dir, TOKEN_KEY_FILE) >= sizeof tmp)
+                return -ENAMETOOLONG;
+        fd = mkostemp(tmp, O_CLOEXEC); /* O_EXCL, mode 0600 */
+        if (fd < 0)
+                return log_error_errno(-errno, "Failed to create key file in %s: %m", dir);
+        randombytes_buf(bytes, sizeof bytes);
+        if (fchmod(fd, 0600) < 0 || write(fd, bytes, sizeof bytes) != (ssize_t)sizeof bytes ||
+            fsync(fd) < 0) {
+                r = log_error_errno(errno ? -errno : -EIO, "Failed to write key file %s: %m", tmp);
+                close(fd);
+                unlink(tmp);
+                goto out;
+        }
+        close(fd);
+        if (link(tmp, path) < 0) {
+                r = -errno;
+                unlink(tmp);
+                if (r != -EEXIST) /* EEXIST: somebody else made it first; use theirs */
+                        log_error_errno(r, "Failed to create key file %s: %m", path);
+                goto out;
+        }
+        unlink(tmp);
+        dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (dfd >= 0) {
+                (void)fsync(dfd);
+                close(dfd);
+        }
+out:
+        sodium_memzero(bytes, sizeof bytes);
+        return r;
+}
+
+int token_key_load(const char *dir, bool create, struct token_key *k, bool *created) {
+        char path[PATH_MAX];
+        int r;
+
+        assert(dir && k);
+        if (created)
+                *created = false;
+        if ((size_t)snprintf(path, sizeof path, "%s/%s", dir, TOKEN_KEY_FILE) >= sizeof path)
+                return -ENAMETOOLONG;
+
+        r = key_read(path, k);
+        if (r != -ENOENT) {
+                if (r < 0 && r != -EINVAL && r != -EPERM)
+                        log_error_errno(r, "Failed to open key file %s: %m", path);
+                return r;
+        }
+        if (!create) {
+                log_error("Key file %s is missing.", path);
+                return -ENOENT;
+        }
+        r = key_create(dir, path);
+        if (r < 0 && r != -EEXIST)
+                return r;
+        if (created && r == 0)
+                *created = true;
+        return key_read(path, k);
+}
+
+void token_new(char out[TOKEN_STRING_LEN + 1]) {
+        uint8_t bytes[TOKEN_BYTES];
+
+        randombytes_buf(bytes, sizeof bytes);
+        sodium_bin2base64(out, TOKEN_STRING_LEN + 1, bytes, sizeof bytes,
+                          sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+        sodium_memzero(bytes, sizeof bytes);
+}
+
+static bool is_base64url(char c) {
+        return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+               c == '-' || c == '_';
+}
+
+bool token_is_wellformed(const char *s) {
+        size_t i;
+
+        if (!s)
+                return false;
+        for (i = 0; i < TOKEN_STRING_LEN; i++)
+                if (!is_base64url(s[i]))
+                        return false;
+        return s[i] == '\0';
+}
+
+void token_hash(const struct token_key *k, const char *token, uint8_t out[TOKEN_HASH_BYTES]) {
+        crypto_generichash(out, TOKEN_HASH_BYTES, (const unsigned char *)token, strlen(token),
+                           k->hash_key, sizeof k->hash_key);
+}
+
+void token_id_new(uint8_t id[TOKEN_ID_BYTES]) {
+        randombytes_buf(id, TOKEN_ID_BYTES);
+}
+
+void token_id_format(const uint8_t id[TOKEN_ID_BYTES], char out[TOKEN_ID_STRING_LEN + 1]) {
+        sodium_bin2base64(out, TOKEN_ID_STRING_LEN + 1, id, TOKEN_ID_BYTES,
+                          sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+}
+
+int token_id_parse(const char *s, uint8_t id[TOKEN_ID_BYTES]) {
+        size_t len = 0;
+
+        if (!s || strlen(s) != TOKEN_ID_STRING_LEN)
+                return -EINVAL;
+        if (sodium_base642bin(id, TOKEN_ID_BYTES, s, TOKEN_ID_STRING_LEN, NULL, &len, NULL,
+                              sodium_base64_VARIANT_URLSAFE_NO_PADDING) < 0 ||
+            len != TOKEN_ID_BYTES)
+                return -EINVAL;
+        return 0;
+}
+
+uint64_t token_fingerprint(const struct token_key *k, const char *value) {
+        uint8_t out[crypto_shorthash_BYTES];
+        uint64_t v;
+
+        crypto_shorthash(out, (const unsigned char *)value, strlen(value), k->fp_key);
+        memcpy(&v, out, sizeof v);
+        return v ? v : 1;
+}

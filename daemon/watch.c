@@ -1,0 +1,402 @@
+/* Watch streams: see watch.h.
+ *
+ * The watchers of all sessions live in one registry, an engine observer
+ * (found again with engine_find_observer(), freed with the engine), hashed
+ * by session id. Engine events arrive after their transaction committed,
+ * from a zero timer, never from inside a handler; each is turned into a
+ * reply on the watchers of that session.
+ *
+ * The expiry warning and the end of the grace period are not engine events
+ * (expiry is computed, not stored), so each watcher has a timer armed for
+ * the next moment its state can change: when expires_in reaches the
+ * warning threshold, then when the grace period is over. A touch moves the
+ * end; the timer then finds the session still fine, clears its warning
+ * flag, and re-arms itself. Only watched sessions have timers.
+ *
+ * Lifetime: a watcher is referenced by its call (until the final reply, an
+ * error from call_reply_continues(), or the call's cancel callback when the
+ * client hangs up) and by a delivery in progress; its embedded timer is
+ * closed when the last reference goes, and the memory freed in the close
+ * callback. A client that stops reading makes call_reply_continues() fail
+ * with -ENOBUFS once the server's output cap is reached, which ends the
+ * stream: a slow reader costs at most that cap.
+ */
+#include "watch.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <uv.h>
+
+#include "daemon.h"
+#include "engine.h"
+#include "log.h"
+#include "methods.h"
+#include "server.h"
+
+#define WATCH_BUCKETS 1024
+
+struct watcher {
+        struct registry *reg;
+        struct call *call; /* NULL once the stream is over */
+        struct engine_ref ref;
+        char id[TOKEN_ID_STRING_LEN + 1];
+        struct watcher *prev, *next; /* bucket list */
+        bool linked;
+        bool warned;
+        unsigned refs;
+        uv_timer_t timer;
+};
+
+struct registry {
+        struct daemon *d;
+        struct watcher *buckets[WATCH_BUCKETS];
+        size_t count;
+};
+
+static size_t bucket_of(const char *id) {
+        size_t h = 5381;
+
+        for (const char *p = id; *p; p++)
+                h = h * 33 + (unsigned char)*p;
+        return h % WATCH_BUCKETS;
+}
+
+static void watcher_close_cb(uv_handle_t *h) {
+        free(h->data);
+}
+
+static void watcher_unlink(struct watcher *w) {
+        struct registry *reg = w->reg;
+
+        if (!w->linked)
+                return;
+        if (w->prev)
+                w->prev->next = w->next;
+        else
+                reg->buckets[bucket_of(w->id)] = w->next;
+        if (w->next)
+                w->next->prev = w->prev;
+        w->prev = w->next = NULL;
+        w->linked = false;
+        reg->count--;
+}
+
+static void watcher_unref(struct watcher *w) {
+        assert(w->refs > 0);
+        if (--w->refs > 0)
+                return;
+        watcher_unlink(w);
+        uv_timer_stop(&w->timer);
+        uv_close((uv_handle_t *)&w->timer, watcher_close_cb);
+}
+
+/* The stream is over (final reply sent, or the call is gone). */
+static void watcher_end(struct watcher *w) {
+        if (!w->call)
+                return;
+        w->call = NULL;
+        watcher_unlink(w);
+        watcher_unref(w); /* the call's reference */
+}
+
+static json_t *event_reply(const char *event, const struct engine_info *info) {
+        json_t *session = methods_session_info(info);
+
+        if (!session)
+                return NULL;
+        return json_pack("{s:s, s:o}", "event", event, "session", session);
+}
+
+/* Sends a continues reply; ends the watcher when the stream broke. */
+static void send_continues(struct watcher *w, json_t *params) {
+        int r;
+
+        if (!w->call) {
+                json_decref(params);
+                return;
+        }
+        if (!params) {
+                /* Out of memory: end the stream rather than skip an event. */
+                struct call *c = w->call;
+                watcher_end(w);
+                methods_reply_oom(c);
+                return;
+        }
+        r = call_reply_continues(w->call, params);
+        if (r < 0) {
+                /* The server freed the call (without its cancel callback). */
+                log_debug("Watch stream of session %s ended: %s", w->id, strerror(-r));
+                watcher_end(w);
+        }
+}
+
+static void send_final(struct watcher *w, json_t *params) {
+        struct call *c = w->call;
+
+        if (!c) {
+                json_decref(params);
+                return;
+        }
+        watcher_end(w);
+        if (!params)
+                methods_reply_oom(c);
+        else
+                call_reply(c, params);
+}
+
+static int64_t now_ms(void) {
+        struct timespec ts;
+
+        clock_gettime(CLOCK_REALTIME, &ts);
+        return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void timer_cb(uv_timer_t *t);
+
+/* Arms the timer for Unix second `at` (a few ms after it starts, so that
+ * time(NULL) has reached it when the callback runs). */
+static void arm_at(struct watcher *w, int64_t at) {
+        int64_t delay = at * 1000 - now_ms() + 5;
+
+        uv_timer_start(&w->timer, timer_cb, delay > 0 ? (uint64_t)delay : 0, 0);
+}
+
+/* Looks at the session and tells what changed since last time. */
+static void evaluate(struct watcher *w) {
+        struct engine *e = w->reg->d->engine;
+        const struct sessiond_config *c = w->reg->d->config;
+        int64_t now = methods_now();
+        struct engine_info info;
+
+        if (!w->call)
+                return;
+        if (engine_peek(e, now, &w->ref, &info) < 0)
+                return; /* ended: the "ended" event is on its way */
+        switch (info.state) {
+        case ENGINE_STATE_ACTIVE:
+                if (!info.warning) {
+                        w->warned = false;
+                        arm_at(w, info.expires_at - c->timeout.warning_threshold);
+                        return;
+                }
+                if (!w->warned) {
+                        w->warned = true;
+                        send_continues(w, event_reply("warning", &info));
+                        if (!w->call)
+                                return;
+                }
+                arm_at(w, info.expires_at); /* then grace, or a touch moved it */
+                return;
+        case ENGINE_STATE_GRACE:
+                if (!w->warned) {
+                        w->warned = true;
+                        send_continues(w, event_reply("warning", &info));
+                        if (!w->call)
+                                return;
+                }
+                arm_at(w, info.expires_at + c->timeout.expiration_grace);
+                return;
+        case ENGINE_STATE_EXPIRED:
+        case ENGINE_STATE_ENDED:
+                /* No longer honoured: the stream is over, even if cleanup
+                 * has not ended the session in the store yet. */
+                send_final(w, event_reply("ended", &info));
+                return;
+        }
+}
+
+static void timer_cb(uv_timer_t *t) {
+        struct watcher *w = t->data;
+
+        w->refs++;
+        evaluate(w);
+        watcher_unref(w);
+}
+
+struct final_reply {
+        const char *event;
+        json_t *reply;
+};
+
+static int final_cb(const struct engine_info *info, void *userdata) {
+        struct final_reply *f = userdata;
+
+        f->reply = event_reply(f->event, info);
+        return 1;
+}
+
+static void sync_fields(struct engine *e, const char *id, json_t *reply) {
+        int64_t version = 0;
+        char *data = NULL;
+        size_t size = 0;
+
+        if (!reply || engine_sync_get_by_id(e, id, &version, &data, &size) < 0)
+                return;
+        json_object_set_new(reply, "version", json_integer(version));
+        if (data)
+                json_object_set_new(reply, "data", json_stringn(data, size));
+        free(data);
+}
+
+/* The engine's events: the sessions some watcher follows. */
+static void observer_cb(const struct engine_event *ev, void *userdata) {
+        struct registry *reg = userdata;
+        struct engine *e = reg->d->engine;
+        struct watcher **list = NULL, *w;
+        size_t n = 0, allocated = 0;
+        const char *reason;
+
+        if (!ev->session_id || reg->count == 0)
+                return;
+        if (strcmp(ev->kind, "sync") != 0 && strcmp(ev->kind, "platform_switched") != 0 &&
+            strcmp(ev->kind, "ended") != 0 && strcmp(ev->kind, "extended") != 0)
+                return;
+        /* Take references first: a reply may end a watcher. */
+        for (w = reg->buckets[bucket_of(ev->session_id)]; w; w = w->next)
+                if (strcmp(w->id, ev->session_id) == 0) {
+                        if (n == allocated) {
+                                size_t k = allocated ? allocated * 2 : 4;
+                                struct watcher **p = realloc(list, k * sizeof *p);
+                                if (!p)
+                                        break;
+                                list = p;
+                                allocated = k;
+                        }
+                        w->refs++;
+                        list[n++] = w;
+                }
+        for (size_t i = 0; i < n; i++) {
+                struct engine_info info;
+                int64_t now = methods_now();
+
+                w = list[i];
+                if (!w->call)
+                        goto next;
+                if (strcmp(ev->kind, "ended") == 0) {
+                        struct final_reply f = {"ended", NULL};
+
+                        reason = json_string_value(json_object_get(ev->detail, "reason"));
+                        if (reason && strcmp(reason, "rotated") == 0)
+                                f.event = "rotated";
+                        (void)engine_session_by_id(e, now, w->id, final_cb, &f);
+                        send_final(w, f.reply);
+                } else if (engine_peek(e, now, &w->ref, &info) < 0) {
+                        goto next;
+                } else if (strcmp(ev->kind, "sync") == 0) {
+                        json_t *reply = event_reply("sync", &info);
+
+                        sync_fields(e, w->id, reply);
+                        send_continues(w, reply);
+                } else if (strcmp(ev->kind, "platform_switched") == 0) {
+                        send_continues(w, event_reply("platform", &info));
+                } else {
+                        evaluate(w); /* extended: the end moved */
+                }
+        next:
+                watcher_unref(w);
+        }
+        free(list);
+}
+
+static void registry_free(void *userdata) {
+        struct registry *reg = userdata;
+
+        /* The server closed every connection before the engine goes, so the
+         * cancel callbacks have ended every watcher; what is left are timers
+         * being closed, which free themselves. */
+        for (size_t b = 0; b < WATCH_BUCKETS; b++)
+                while (reg->buckets[b]) {
+                        struct watcher *w = reg->buckets[b];
+
+                        if (w->call)
+                                call_set_cancel(w->call, NULL, NULL);
+                        w->call = NULL;
+                        watcher_unlink(w);
+                        watcher_unref(w);
+                }
+        free(reg);
+}
+
+static struct registry *registry_get(struct daemon *d) {
+        struct registry *reg = engine_find_observer(d->engine, observer_cb);
+
+        if (reg)
+                return reg;
+        reg = calloc(1, sizeof *reg);
+        if (!reg)
+                return NULL;
+        reg->d = d;
+        if (engine_add_observer(d->engine, observer_cb, registry_free, reg) < 0) {
+                free(reg);
+                return NULL;
+        }
+        return reg;
+}
+
+static void cancel_cb(struct call *c, void *userdata) {
+        struct watcher *w = userdata;
+
+        (void)c;
+        log_debug("Watch stream of session %s cancelled: the client went away.", w->id);
+        watcher_end(w);
+}
+
+void watch_start(struct daemon *d, struct call *c, const char *token) {
+        struct engine_error err = {0};
+        struct engine_info info;
+        struct registry *reg;
+        struct watcher *w;
+        json_t *reply;
+        size_t b;
+        int r;
+
+        w = calloc(1, sizeof *w);
+        if (!w) {
+                methods_reply_oom(c);
+                return;
+        }
+        r = engine_resolve(d->engine, methods_now(), token, &w->ref, &info, &err);
+        if (r < 0) {
+                free(w);
+                methods_reply_error(c, METHODS_SESSION_INTERFACE, r, &err);
+                return;
+        }
+        reg = registry_get(d);
+        if (!reg) {
+                free(w);
+                methods_reply_oom(c);
+                return;
+        }
+        w->reg = reg;
+        w->call = c;
+        w->refs = 1; /* the call's */
+        memcpy(w->id, info.id, sizeof w->id);
+        uv_timer_init(d->loop, &w->timer);
+        w->timer.data = w;
+
+        reply = event_reply("state", &info);
+        if (reply && d->config->features.cross_tab_sync)
+                sync_fields(d->engine, w->id, reply);
+        if (!reply) {
+                w->call = NULL;
+                watcher_unref(w);
+                methods_reply_oom(c);
+                return;
+        }
+        b = bucket_of(w->id);
+        w->next = reg->buckets[b];
+        if (w->next)
+                w->next->prev = w;
+        reg->buckets[b] = w;
+        w->linked = true;
+        reg->count++;
+        call_set_cancel(c, cancel_cb, w);
+
+        w->refs++;
+        send_continues(w, reply);
+        evaluate(w); /* arms the timer; warns at once if it is due */
+        watcher_unref(w);
+}
