@@ -183,7 +183,7 @@ struct sessiond_config {
                 char *database_path;
                 char *env_file;
                 char *admin_group;
-                char *synchronous; /* "normal" or "full" (also "off", "extra" accepted by SQLite; validated) */
+                char *synchronous; /* "normal", "full" or "extra" (validated; "off" is refused) */
                 int64_t max_connections;
                 int64_t max_message_size;
         } daemon;
