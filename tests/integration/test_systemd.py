@@ -515,11 +515,24 @@ def exec_under_unit_filter(unit_path, argv):
 
 
 class FilteredDaemon(Daemon):
-    """A test daemon started through the filter wrapper."""
+    """A test daemon started through the filter wrapper, as an unprivileged
+    user like User=sessiond (as root, SQLite would fchown(2) its journal to
+    the database's owner, a call of @privileged that it never makes as any
+    other user)."""
+
+    UID = GID = 65534  # nobody, nogroup
+
+    def __init__(self, settings=None):
+        tmp = tempfile.mkdtemp(prefix="sessiond-filter-")
+        os.chown(tmp, self.UID, self.GID)
+        super().__init__(settings, tmpdir=tmp)
+        self.owns_tmp = True
 
     def command(self):
         unit = os.path.join(BUILD, "systemd", "sessiond.service")
-        return [sys.executable, os.path.abspath(__file__), FILTER_WRAPPER_FLAG, unit, "--"] + super().command()
+        return (["setpriv", "--reuid=%d" % self.UID, "--regid=%d" % self.GID, "--clear-groups",
+                 sys.executable, os.path.abspath(__file__), FILTER_WRAPPER_FLAG, unit, "--"]
+                + super().command())
 
     def environ(self):
         env = super().environ()
