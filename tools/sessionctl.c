@@ -1,22 +1,1595 @@
 /* sessionctl: the operator's tool, in the style of loginctl.
  *
  * Global options are parsed here; `config` is handed to sessionctl-config.c
- * (it works without a daemon), every other verb talks Varlink to the daemon
- * through libsessiond's client.
+ * (it works without a daemon), `backup` reads the database itself, and
+ * every other verb is one io.sessiond.Admin call (or any call for `call`)
+ * made through libsessiond's blocking client.
+ *
+ * Each verb is a small function that builds the call's parameters, makes
+ * the call and renders the reply: with --json the reply's parameters as
+ * they came (one compact line, for scripts), otherwise a table with a
+ * header and a "N ... listed." footer (--no-legend drops both) or
+ * "key: value" lines, with Unix times shown as local times and durations
+ * as "2h 5m". Session tokens are never shown: the Admin interface deals in
+ * public ids only, and the human renderers hide any field named like a
+ * token should a daemon ever send one.
+ *
+ * The socket is -s, else $SESSIOND_SOCKET, else daemon.socket_path of the
+ * configuration (-c, loaded only when needed), else the built-in default.
+ *
+ * Exit codes (sessionctl.h, documented in --help and sessionctl(1)):
+ * 0 success, 1 failure (a Varlink error reply included), 2 usage, 3 and 4
+ * for `health` degraded and unhealthy, 5 when no daemon is running.
  */
+#include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <math.h>
+#include <sqlite3.h>
+#include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
 
+#include "sessiond/client.h"
+#include "sessiond/config.h"
 #include "sessionctl.h"
+
+#define ADMIN "io.sessiond.Admin."
+#define PERMISSION_DENIED_TEXT "permission denied: need root or membership in group sessiond-admin"
 
 static void usage(FILE *f) {
         fputs("Usage: sessionctl [-s SOCKET] [-c FILE] [--json] [--no-legend] VERB [ARGS...]\n"
               "\n"
+              "Control and inspect the sessiond session daemon.\n"
+              "\n"
               "Verbs:\n"
+              "  status                       the daemon's state and its background jobs\n"
+              "  health                       overall health and each component\n"
+              "  list [--user U] [--all] [--limit N]\n"
+              "                               live sessions (--all: also expired and ended ones)\n"
+              "  show ID                      everything about one session\n"
+              "  terminate ID                 end one session now\n"
+              "  terminate-user U             end every session of user U\n"
+              "  cleanup [regular|batch|deep] run a cleanup now (default: regular)\n"
+              "  reload                       reload the configuration; prints every issue if invalid\n"
+              "  metrics [--prometheus]       counters and gauges (Prometheus text format 0.0.4)\n"
+              "  alerts                       firing and resolved alerts\n"
+              "  events [--follow]            recent events (--follow: then every new one)\n"
+              "  audit [--user U] [--since T] [--kind K] [--limit N]\n"
+              "                               audit records; T is Unix seconds, a duration back\n"
+              "                               from now (90s, 30m, 48h, 7d) or YYYY-MM-DD[ HH:MM[:SS]]\n"
+              "  analytics                    session analytics\n"
+              "  call [--more|--oneway] METHOD [JSON]\n"
+              "                               any Varlink call; prints the reply parameters verbatim\n"
+              "  backup [--force] FILE        online copy of the database into FILE\n"
               "  config --validate|--show [--origin]|--summary|--set-env ENV|\n"
-              "         --optimize-for ENV|--generate-template [--output FILE] [--format env|conf]\n",
+              "         --optimize-for ENV|--generate-template [--output FILE] [--format env|conf]\n"
+              "\n"
+              "Options:\n"
+              "  -s, --socket PATH   the daemon's socket (default: $SESSIOND_SOCKET, then\n"
+              "                      daemon.socket_path of the configuration, then\n"
+              "                      " SESSIOND_DEFAULT_SOCKET ")\n"
+              "  -c, --config FILE   configuration file (default " SESSIOND_DEFAULT_CONFIG_FILE ")\n"
+              "      --json          print replies as JSON, for scripts\n"
+              "      --no-legend     tables without header and footer\n"
+              "  -h, --help          this text\n"
+              "\n"
+              "Exit status:\n"
+              "  0  success (health: healthy)\n"
+              "  1  failure, including an error reply of the daemon\n"
+              "  2  usage error\n"
+              "  3  health: degraded\n"
+              "  4  health: unhealthy\n"
+              "  5  the daemon is not running (no socket, or nobody listening)\n",
               f);
+}
+
+/* ---- small helpers -------------------------------------------------------- */
+
+static void freep(void *p) {
+        free(*(void **) p);
+}
+#define _cleanup_free_ __attribute__((cleanup(freep)))
+
+/* json_decrefp() comes with jansson. */
+#define _cleanup_json_ __attribute__((cleanup(json_decrefp)))
+
+static int error_usage(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int error_usage(const char *fmt, ...) {
+        va_list ap;
+
+        fputs("sessionctl: ", stderr);
+        va_start(ap, fmt);
+        vfprintf(stderr, fmt, ap);
+        va_end(ap);
+        fputs("\nTry 'sessionctl --help'.\n", stderr);
+        return SESSIONCTL_EXIT_USAGE;
+}
+
+static int error_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int error_fail(const char *fmt, ...) {
+        va_list ap;
+
+        fputs("sessionctl: ", stderr);
+        va_start(ap, fmt);
+        vfprintf(stderr, fmt, ap);
+        va_end(ap);
+        fputc('\n', stderr);
+        return SESSIONCTL_EXIT_FAILURE;
+}
+
+static bool str_has_suffix(const char *s, const char *suffix) {
+        size_t a = strlen(s), b = strlen(suffix);
+        return a >= b && strcmp(s + a - b, suffix) == 0;
+}
+
+/* Fields that would hold a bearer secret: never shown to people. */
+static bool key_is_secret(const char *key) {
+        return strcmp(key, "token") == 0 || str_has_suffix(key, "_token");
+}
+
+/* Unix seconds as local time, "2024-05-01 12:00:00". */
+static const char *format_time(int64_t t, char *buf, size_t size) {
+        time_t tt = (time_t) t;
+        struct tm tm;
+
+        if (t <= 0 || !localtime_r(&tt, &tm) || strftime(buf, size, "%Y-%m-%d %H:%M:%S", &tm) == 0)
+                snprintf(buf, size, "-");
+        return buf;
+}
+
+/* Seconds as "3d 4h", "2h 5m", "4m 3s", "12s". */
+static const char *format_duration(int64_t s, char *buf, size_t size) {
+        const char *sign = s < 0 ? "-" : "";
+        uint64_t u = s < 0 ? (uint64_t) 0 - (uint64_t) s : (uint64_t) s;
+
+        if (u >= 86400)
+                snprintf(buf, size, "%s%" PRIu64 "d %" PRIu64 "h", sign, u / 86400, u % 86400 / 3600);
+        else if (u >= 3600)
+                snprintf(buf, size, "%s%" PRIu64 "h %" PRIu64 "m", sign, u / 3600, u % 3600 / 60);
+        else if (u >= 60)
+                snprintf(buf, size, "%s%" PRIu64 "m %" PRIu64 "s", sign, u / 60, u % 60);
+        else
+                snprintf(buf, size, "%s%" PRIu64 "s", sign, u);
+        return buf;
+}
+
+static bool key_is_time(const char *key) {
+        return str_has_suffix(key, "_at") || strcmp(key, "time") == 0 || strcmp(key, "last_run") == 0 ||
+               strcmp(key, "next_run") == 0 || strcmp(key, "last_activity") == 0 || strcmp(key, "since") == 0;
+}
+
+static bool key_is_duration(const char *key) {
+        return strcmp(key, "uptime") == 0 || strcmp(key, "interval") == 0 || strcmp(key, "expires_in") == 0 ||
+               str_has_suffix(key, "_interval") || strcmp(key, "retry_after") == 0;
+}
+
+/* A string for a terminal: control characters (C0, DEL and C1, which
+ * could move the cursor or start an escape sequence: user agents come from
+ * the web) are shown escaped. Returns a malloc'ed string. */
+static char *escape_for_terminal(const char *s) {
+        size_t n = strlen(s);
+        char *out = malloc(n * 4 + 1), *p = out;
+
+        if (!out)
+                return NULL;
+        for (size_t i = 0; i < n; i++) {
+                unsigned char c = (unsigned char) s[i];
+
+                if (c == '\n')
+                        p += sprintf(p, "\\n");
+                else if (c == '\t')
+                        p += sprintf(p, "\\t");
+                else if (c < 0x20 || c == 0x7f)
+                        p += sprintf(p, "\\x%02x", c);
+                else if (c == 0xc2 && i + 1 < n && (unsigned char) s[i + 1] >= 0x80 &&
+                         (unsigned char) s[i + 1] <= 0x9f)
+                        p += sprintf(p, "\\u%04x", (unsigned char) s[++i]);
+                else
+                        *p++ = (char) c;
+        }
+        *p = '\0';
+        return out;
+}
+
+/* Display width of UTF-8 text (code points; the text is valid UTF-8, as
+ * jansson accepts nothing else). */
+static size_t text_width(const char *s) {
+        size_t w = 0;
+
+        for (; *s; s++)
+                w += ((unsigned char) *s & 0xc0) != 0x80;
+        return w;
+}
+
+/* A scalar for people: times and durations by key, strings bare, null "-".
+ * Returns a malloc'ed string (NULL on ENOMEM). */
+static char *format_scalar(const char *key, json_t *v) {
+        char buf[64];
+        char *s = NULL;
+
+        if (key && key_is_secret(key))
+                return strdup("(hidden)");
+        switch (json_typeof(v)) {
+        case JSON_STRING:
+                return escape_for_terminal(json_string_value(v));
+        case JSON_INTEGER:
+                if (key && key_is_time(key))
+                        return strdup(format_time(json_integer_value(v), buf, sizeof(buf)));
+                if (key && key_is_duration(key))
+                        return strdup(format_duration(json_integer_value(v), buf, sizeof(buf)));
+                if (asprintf(&s, "%" JSON_INTEGER_FORMAT, json_integer_value(v)) < 0)
+                        return NULL;
+                return s;
+        case JSON_REAL:
+                if (asprintf(&s, "%.6g", json_real_value(v)) < 0)
+                        return NULL;
+                return s;
+        case JSON_TRUE:
+                return strdup("yes");
+        case JSON_FALSE:
+                return strdup("no");
+        case JSON_NULL:
+                return strdup("-");
+        default:
+                return json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+        }
+}
+
+static void print_json(json_t *j) {
+        char *s = json_dumps(j, JSON_COMPACT | JSON_ENCODE_ANY);
+
+        if (s) {
+                puts(s);
+                free(s);
+        }
+}
+
+/* ---- trees of key: value lines ----------------------------------------- */
+
+static void print_tree(json_t *obj, int indent);
+
+static bool json_is_scalar(json_t *v) {
+        return !json_is_object(v) && !json_is_array(v);
+}
+
+static void print_field(const char *key, json_t *v, int indent) {
+        if (json_is_object(v)) {
+                if (json_object_size(v) == 0 || key_is_secret(key)) {
+                        printf("%*s%s: %s\n", indent, "", key, key_is_secret(key) ? "(hidden)" : "-");
+                        return;
+                }
+                printf("%*s%s:\n", indent, "", key);
+                print_tree(v, indent + 2);
+        } else if (json_is_array(v)) {
+                size_t i;
+                json_t *e;
+                bool scalars = true;
+
+                json_array_foreach(v, i, e)
+                        scalars = scalars && json_is_scalar(e);
+                if (scalars) {
+                        printf("%*s%s: ", indent, "", key);
+                        if (json_array_size(v) == 0)
+                                fputs("-", stdout);
+                        json_array_foreach(v, i, e) {
+                                _cleanup_free_ char *s = format_scalar(key, e);
+                                printf("%s%s", i > 0 ? ", " : "", s ? s : "?");
+                        }
+                        putchar('\n');
+                        return;
+                }
+                printf("%*s%s:\n", indent, "", key);
+                json_array_foreach(v, i, e) {
+                        if (json_is_object(e)) {
+                                printf("%*s-\n", indent + 2, "");
+                                print_tree(e, indent + 4);
+                        } else {
+                                _cleanup_free_ char *s = json_is_scalar(e) ? format_scalar(key, e)
+                                                                           : json_dumps(e, JSON_COMPACT);
+                                printf("%*s- %s\n", indent + 2, "", s ? s : "?");
+                        }
+                }
+        } else {
+                _cleanup_free_ char *s = format_scalar(key, v);
+                printf("%*s%s: %s\n", indent, "", key, s ? s : "?");
+        }
+}
+
+static void print_tree(json_t *obj, int indent) {
+        const char *key;
+        json_t *v;
+
+        json_object_foreach(obj, key, v)
+                print_field(key, v, indent);
+}
+
+/* ---- tables --------------------------------------------------------------- */
+
+#define TABLE_MAX_COLUMNS 8
+
+struct table {
+        size_t n_columns;
+        const char *headers[TABLE_MAX_COLUMNS];
+        char **cells; /* n_rows * n_columns, owned */
+        size_t n_rows;
+        size_t allocated;
+};
+
+static void table_free(struct table *t) {
+        for (size_t i = 0; i < t->n_rows * t->n_columns; i++)
+                free(t->cells[i]);
+        free(t->cells);
+}
+
+/* Adds a row of n_columns malloc'ed strings (NULL shown as "-"); takes them. */
+static int table_add_row(struct table *t, char **row) {
+        if (t->n_rows == t->allocated) {
+                size_t n = t->allocated ? t->allocated * 2 : 16;
+                char **p = realloc(t->cells, n * t->n_columns * sizeof(char *));
+                if (!p) {
+                        for (size_t i = 0; i < t->n_columns; i++)
+                                free(row[i]);
+                        return -ENOMEM;
+                }
+                t->cells = p;
+                t->allocated = n;
+        }
+        memcpy(t->cells + t->n_rows * t->n_columns, row, t->n_columns * sizeof(char *));
+        t->n_rows++;
+        return 0;
+}
+
+/* Prints the table, columns separated by two spaces, the last one unpadded;
+ * then "N <noun> listed." unless --no-legend. */
+static void table_print(const struct table *t, const struct sessionctl_globals *g, const char *noun_one,
+                        const char *noun_many) {
+        size_t width[TABLE_MAX_COLUMNS] = {};
+
+        for (size_t c = 0; c < t->n_columns; c++) {
+                if (!g->no_legend)
+                        width[c] = strlen(t->headers[c]);
+                for (size_t r = 0; r < t->n_rows; r++) {
+                        const char *s = t->cells[r * t->n_columns + c];
+                        size_t l = text_width(s ? s : "-");
+                        if (l > width[c])
+                                width[c] = l;
+                }
+        }
+        for (size_t r = 0; r <= t->n_rows; r++) {
+                if (r == 0 && g->no_legend)
+                        continue;
+                for (size_t c = 0; c < t->n_columns; c++) {
+                        const char *s = r == 0 ? t->headers[c] : t->cells[(r - 1) * t->n_columns + c];
+                        bool last = c + 1 == t->n_columns;
+
+                        if (!s)
+                                s = "-";
+                        if (last)
+                                printf("%s\n", s);
+                        else
+                                printf("%s%*s  ", s, (int) (width[c] - text_width(s)), "");
+                }
+        }
+        if (!g->no_legend)
+                printf("\n%zu %s listed.\n", t->n_rows, t->n_rows == 1 ? noun_one : noun_many);
+}
+
+/* A cell from an object member, formatted like format_scalar(). */
+static char *cell(json_t *obj, const char *key) {
+        json_t *v = json_object_get(obj, key);
+        return v ? format_scalar(key, v) : strdup("-");
+}
+
+/* ---- talking to the daemon --------------------------------------------- */
+
+struct ctl {
+        const struct sessionctl_globals *g;
+        struct sessiond_client *client;
+        const char *socket_path;
+        char *socket_path_owned;
+};
+
+static void ctl_done(struct ctl *ctl) {
+        sessiond_client_free(ctl->client);
+        free(ctl->socket_path_owned);
+}
+
+/* Loads the configuration of -c (defaults, file, env file, environment). */
+static int ctl_load_config(const struct sessionctl_globals *g, struct sessiond_config **ret) {
+        struct sessiond_config_sources sources = { .config_file = g->config_file };
+        struct sessiond_issues issues = {};
+        int r;
+
+        r = sessiond_config_load(&sources, ret, &issues);
+        if (r < 0) {
+                fprintf(stderr, "sessionctl: cannot load the configuration%s%s:\n",
+                        g->config_file ? " " : "", g->config_file ? g->config_file : "");
+                for (size_t i = 0; i < issues.count; i++)
+                        if (issues.items[i].severity == SESSIOND_ERROR)
+                                fprintf(stderr, "  %s\n", issues.items[i].message);
+        }
+        sessiond_issues_clear(&issues);
+        return r;
+}
+
+/* -s, else $SESSIOND_SOCKET, else daemon.socket_path of the configuration,
+ * else the default. A configuration that cannot be loaded is not fatal here
+ * (the daemon might still be reachable at the default): warn and go on. */
+static void ctl_resolve_socket(struct ctl *ctl) {
+        struct sessiond_config *config = NULL;
+        const char *e;
+
+        if (ctl->g->socket_path) {
+                ctl->socket_path = ctl->g->socket_path;
+                return;
+        }
+        e = getenv("SESSIOND_SOCKET");
+        if (e && *e) {
+                ctl->socket_path = e;
+                return;
+        }
+        if (ctl_load_config(ctl->g, &config) >= 0 && config->daemon.socket_path) {
+                ctl->socket_path_owned = strdup(config->daemon.socket_path);
+                ctl->socket_path = ctl->socket_path_owned;
+        } else if (!config)
+                fprintf(stderr, "sessionctl: warning: using the default socket %s\n", SESSIOND_DEFAULT_SOCKET);
+        sessiond_config_free(config);
+        if (!ctl->socket_path)
+                ctl->socket_path = SESSIOND_DEFAULT_SOCKET;
+}
+
+static int ctl_connect(struct ctl *ctl) {
+        int r;
+
+        ctl_resolve_socket(ctl);
+        r = sessiond_client_connect(ctl->socket_path, 0, &ctl->client);
+        if (r == -ENOENT || r == -ECONNREFUSED) {
+                fprintf(stderr, "sessionctl: sessiond is not running (nothing listens on %s)\n", ctl->socket_path);
+                return SESSIONCTL_EXIT_NOT_RUNNING;
+        }
+        if (r == -EACCES)
+                return error_fail("cannot connect to %s: %s (access needs membership in group sessiond)",
+                                  ctl->socket_path, strerror(-r));
+        if (r < 0)
+                return error_fail("cannot connect to %s: %s", ctl->socket_path, strerror(-r));
+        return 0;
+}
+
+static int report_transport_error(const char *method, int r) {
+        switch (r) {
+        case -ETIMEDOUT:
+                return error_fail("%s: timed out waiting for the daemon", method);
+        case -ECONNRESET:
+        case -EPIPE:
+                return error_fail("%s: the daemon closed the connection", method);
+        case -EBADMSG:
+                return error_fail("%s: malformed reply from the daemon", method);
+        case -EINVAL:
+                return error_fail("%s: not a valid call", method);
+        default:
+                return error_fail("%s: %s", method, strerror(-r));
+        }
+}
+
+/* Prints a Varlink error reply: its name and parameters. */
+static int report_varlink_error(const char *method, const char *error, json_t *params) {
+        _cleanup_free_ char *p = NULL;
+
+        if (strcmp(error, VARLINK_ERROR_PERMISSION_DENIED) == 0)
+                return error_fail(PERMISSION_DENIED_TEXT);
+        if (strcmp(error, VARLINK_ERROR_METHOD_NOT_FOUND) == 0 ||
+            strcmp(error, VARLINK_ERROR_INTERFACE_NOT_FOUND) == 0) {
+                p = json_dumps(params, JSON_COMPACT);
+                return error_fail("%s: %s %s (the daemon does not offer this method)", method, error, p ? p : "{}");
+        }
+        p = json_dumps(params, JSON_COMPACT);
+        return error_fail("%s: %s %s", method, error, p ? p : "{}");
+}
+
+/* Makes a call. Returns 0 with *ret set (a new reference) on success, or an
+ * exit code after printing what went wrong. When error_ret is not NULL, a
+ * Varlink error is handed to the caller instead: *error_ret is then the
+ * name (valid until the next call) and *ret its parameters. Steals params. */
+static int ctl_call_full(struct ctl *ctl, const char *method, json_t *params, unsigned flags, json_t **ret,
+                         const char **error_ret, bool *continues) {
+        const char *error = NULL;
+        json_t *reply = NULL;
+        int r;
+
+        if (!ctl->client) {
+                r = ctl_connect(ctl);
+                if (r != 0) {
+                        json_decref(params);
+                        return r;
+                }
+        }
+        r = sessiond_client_call(ctl->client, method, params, flags, &reply, &error, continues);
+        json_decref(params);
+        if (r < 0)
+                return report_transport_error(method, r);
+        if (error && !error_ret) {
+                r = report_varlink_error(method, error, reply);
+                json_decref(reply);
+                return r;
+        }
+        if (error_ret)
+                *error_ret = error;
+        *ret = reply;
+        return 0;
+}
+
+static int ctl_call(struct ctl *ctl, const char *method, json_t *params, json_t **ret) {
+        return ctl_call_full(ctl, method, params, 0, ret, NULL, NULL);
+}
+
+/* The member key of reply, which must be of the given type. */
+static json_t *reply_member(json_t *reply, const char *key, json_type type) {
+        json_t *v = json_object_get(reply, key);
+        return v && json_typeof(v) == type ? v : NULL;
+}
+
+static int error_reply_shape(const char *method, const char *what) {
+        return error_fail("%s: unexpected reply from the daemon (%s)", method, what);
+}
+
+/* ---- verb option parsing ------------------------------------------------- */
+
+/* Every verb accepts --json and --no-legend after it too (as loginctl
+ * does), plus its own options. */
+enum {
+        OPT_JSON = 0x100,
+        OPT_NO_LEGEND,
+        OPT_USER,
+        OPT_ALL,
+        OPT_LIMIT,
+        OPT_SINCE,
+        OPT_KIND,
+        OPT_PROMETHEUS,
+        OPT_FOLLOW,
+        OPT_MORE,
+        OPT_ONEWAY,
+        OPT_FORCE,
+        OPT_HELP,
+};
+
+struct verb_args {
+        const char *user;
+        const char *since;
+        const char *kind;
+        const char *limit;
+        bool all, prometheus, follow, more, oneway, force;
+        char **positional;
+        int n_positional;
+};
+
+/* Parses argv (argv[0] is the verb). allowed: a mask of 1 << (OPT_x - OPT_USER). */
+static int verb_parse(int argc, char **argv, unsigned allowed, int min_pos, int max_pos,
+                      struct sessionctl_globals *g, struct verb_args *a) {
+        static const struct option options[] = {
+                { "json", no_argument, NULL, OPT_JSON },
+                { "no-legend", no_argument, NULL, OPT_NO_LEGEND },
+                { "user", required_argument, NULL, OPT_USER },
+                { "all", no_argument, NULL, OPT_ALL },
+                { "limit", required_argument, NULL, OPT_LIMIT },
+                { "since", required_argument, NULL, OPT_SINCE },
+                { "kind", required_argument, NULL, OPT_KIND },
+                { "prometheus", no_argument, NULL, OPT_PROMETHEUS },
+                { "follow", no_argument, NULL, OPT_FOLLOW },
+                { "more", no_argument, NULL, OPT_MORE },
+                { "oneway", no_argument, NULL, OPT_ONEWAY },
+                { "force", no_argument, NULL, OPT_FORCE },
+                { "help", no_argument, NULL, OPT_HELP },
+                {}
+        };
+        int c;
+
+        optind = 0; /* GNU getopt: full reinitialisation */
+        opterr = 0;
+        while ((c = getopt_long(argc, argv, ":", options, NULL)) >= 0) {
+                if (c == '?')
+                        return error_usage("%s: unknown option '%s'", argv[0], argv[optind - 1]);
+                if (c == ':')
+                        return error_usage("%s: option '%s' needs an argument", argv[0], argv[optind - 1]);
+                if (c >= OPT_USER && c <= OPT_FORCE && !(allowed & (1u << (c - OPT_USER))))
+                        return error_usage("%s: option '%s' does not apply here", argv[0], argv[optind - 1]);
+                switch (c) {
+                case OPT_JSON: g->json = true; break;
+                case OPT_NO_LEGEND: g->no_legend = true; break;
+                case OPT_USER: a->user = optarg; break;
+                case OPT_ALL: a->all = true; break;
+                case OPT_LIMIT: a->limit = optarg; break;
+                case OPT_SINCE: a->since = optarg; break;
+                case OPT_KIND: a->kind = optarg; break;
+                case OPT_PROMETHEUS: a->prometheus = true; break;
+                case OPT_FOLLOW: a->follow = true; break;
+                case OPT_MORE: a->more = true; break;
+                case OPT_ONEWAY: a->oneway = true; break;
+                case OPT_FORCE: a->force = true; break;
+                case OPT_HELP: usage(stdout); return -1;
+                default: return error_usage("%s: bad option", argv[0]);
+                }
+        }
+        a->positional = argv + optind;
+        a->n_positional = argc - optind;
+        if (a->n_positional < min_pos)
+                return error_usage("%s: missing argument", argv[0]);
+        if (a->n_positional > max_pos)
+                return error_usage("%s: unexpected argument '%s'", argv[0], a->positional[max_pos]);
+        return 0;
+}
+
+#define ALLOW(o) (1u << ((o) - OPT_USER))
+
+/* A positive count, for --limit. */
+static int parse_limit(const char *s, int64_t *ret) {
+        int64_t v;
+
+        if (sessiond_parse_int(s, &v) < 0 || v <= 0)
+                return error_usage("--limit: '%s' is not a positive number", s);
+        *ret = v;
+        return 0;
+}
+
+/* --since: Unix seconds ("1714560000"), a duration back from now ("90s",
+ * "30m", "48h", "7d") or a local date "YYYY-MM-DD[ HH:MM[:SS]]". */
+static int parse_since(const char *s, int64_t *ret) {
+        struct tm tm = {};
+        const char *end;
+        int64_t v;
+
+        if (*s && strspn(s, "0123456789") == strlen(s) && sessiond_parse_int(s, &v) >= 0) {
+                *ret = v;
+                return 0;
+        }
+        if (strchr(s, '-') && (((end = strptime(s, "%Y-%m-%d %H:%M:%S", &tm)) && !*end) ||
+                               (memset(&tm, 0, sizeof(tm)), (end = strptime(s, "%Y-%m-%d %H:%M", &tm)) && !*end) ||
+                               (memset(&tm, 0, sizeof(tm)), (end = strptime(s, "%Y-%m-%d", &tm)) && !*end))) {
+                time_t t;
+
+                tm.tm_isdst = -1;
+                t = mktime(&tm);
+                if (t == (time_t) -1)
+                        return error_usage("--since: '%s' is not a valid time", s);
+                *ret = t;
+                return 0;
+        }
+        if (sessiond_parse_duration(s, &v) >= 0 && v >= 0) {
+                *ret = (int64_t) time(NULL) - v;
+                return 0;
+        }
+        return error_usage("--since: '%s' is neither Unix seconds, a duration (90s, 30m, 48h, 7d) "
+                           "nor a date (YYYY-MM-DD[ HH:MM[:SS]])", s);
+}
+
+/* ---- the verbs ------------------------------------------------------------ */
+
+static int verb_status(struct ctl *ctl) {
+        _cleanup_json_ json_t *reply = NULL;
+        json_t *status;
+        int r;
+
+        r = ctl_call(ctl, ADMIN "Status", NULL, &reply);
+        if (r != 0)
+                return r;
+        if (ctl->g->json) {
+                print_json(reply);
+                return 0;
+        }
+        status = reply_member(reply, "status", JSON_OBJECT);
+        if (!status)
+                return error_reply_shape(ADMIN "Status", "no status object");
+        print_tree(status, 0);
+        return 0;
+}
+
+static int health_exit_code(const char *status) {
+        if (strcmp(status, "healthy") == 0)
+                return SESSIONCTL_EXIT_OK;
+        if (strcmp(status, "degraded") == 0)
+                return SESSIONCTL_EXIT_DEGRADED;
+        if (strcmp(status, "unhealthy") == 0)
+                return SESSIONCTL_EXIT_UNHEALTHY;
+        return -1;
+}
+
+static int verb_health(struct ctl *ctl) {
+        _cleanup_json_ json_t *reply = NULL;
+        json_t *status, *components, *comp;
+        const char *name;
+        int r, code;
+
+        r = ctl_call(ctl, ADMIN "Health", NULL, &reply);
+        if (r != 0)
+                return r;
+        status = reply_member(reply, "status", JSON_STRING);
+        if (!status || (code = health_exit_code(json_string_value(status))) < 0)
+                return error_reply_shape(ADMIN "Health", "status is not healthy, degraded or unhealthy");
+        if (ctl->g->json) {
+                print_json(reply);
+                return code;
+        }
+
+        printf("Health: %s\n", json_string_value(status));
+        components = reply_member(reply, "components", JSON_OBJECT);
+        json_object_foreach(components, name, comp) {
+                const char *key;
+                json_t *v;
+
+                if (!json_is_object(comp)) {
+                        print_field(name, comp, 2);
+                        continue;
+                }
+                printf("  %s: %s", name, json_string_value(json_object_get(comp, "status")) ?: "?");
+                if (json_is_string(json_object_get(comp, "message")) &&
+                    *json_string_value(json_object_get(comp, "message")))
+                        printf(" (%s)", json_string_value(json_object_get(comp, "message")));
+                putchar('\n');
+                json_object_foreach(comp, key, v)
+                        if (strcmp(key, "status") != 0 && strcmp(key, "message") != 0)
+                                print_field(key, v, 4);
+        }
+        return code;
+}
+
+static const char *const session_columns[] = {
+        "ID", "USER", "PLATFORM", "STATE", "CREATED", "LAST-ACTIVE", "EXPIRES",
+};
+static const char *const session_keys[] = {
+        "id", "user_id", "platform_id", "state", "created_at", "last_activity", "expires_at",
+};
+
+static int verb_list(struct ctl *ctl, const struct verb_args *a) {
+        _cleanup_json_ json_t *reply = NULL;
+        struct table t = { .n_columns = 7 };
+        json_t *params, *sessions, *s;
+        size_t i;
+        int r;
+
+        params = json_object();
+        if (!params)
+                return error_fail("out of memory");
+        if (a->user)
+                json_object_set_new(params, "user_id", json_string(a->user));
+        if (a->all)
+                json_object_set_new(params, "include_ended", json_true());
+        if (a->limit) {
+                int64_t limit = 0;
+                r = parse_limit(a->limit, &limit);
+                if (r != 0) {
+                        json_decref(params);
+                        return r;
+                }
+                json_object_set_new(params, "limit", json_integer(limit));
+        }
+        r = ctl_call(ctl, ADMIN "ListSessions", params, &reply);
+        if (r != 0)
+                return r;
+        if (ctl->g->json) {
+                print_json(reply);
+                return 0;
+        }
+        sessions = reply_member(reply, "sessions", JSON_ARRAY);
+        if (!sessions)
+                return error_reply_shape(ADMIN "ListSessions", "no sessions array");
+
+        memcpy(t.headers, session_columns, sizeof(session_columns));
+        json_array_foreach(sessions, i, s) {
+                char *row[7];
+                for (size_t c = 0; c < 7; c++)
+                        row[c] = cell(s, session_keys[c]);
+                if (table_add_row(&t, row) < 0) {
+                        table_free(&t);
+                        return error_fail("out of memory");
+                }
+        }
+        table_print(&t, ctl->g, "session", "sessions");
+        table_free(&t);
+        return 0;
+}
+
+/* Finds a session by id among every session the daemon still holds. */
+static int find_session(struct ctl *ctl, const char *id, json_t **ret) {
+        _cleanup_json_ json_t *reply = NULL;
+        json_t *sessions, *s;
+        size_t i;
+        int r;
+
+        r = ctl_call(ctl, ADMIN "ListSessions", json_pack("{s:b}", "include_ended", 1), &reply);
+        if (r != 0)
+                return r;
+        sessions = reply_member(reply, "sessions", JSON_ARRAY);
+        if (!sessions)
+                return error_reply_shape(ADMIN "ListSessions", "no sessions array");
+        json_array_foreach(sessions, i, s) {
+                json_t *sid = json_object_get(s, "id");
+                if (json_is_string(sid) && strcmp(json_string_value(sid), id) == 0) {
+                        *ret = json_incref(s);
+                        return 0;
+                }
+        }
+        return error_fail("no session with id '%s'", id);
+}
+
+static int verb_show(struct ctl *ctl, const char *id) {
+        _cleanup_json_ json_t *s = NULL;
+        const char *key;
+        json_t *v;
+        int64_t now = (int64_t) time(NULL);
+        int r;
+
+        r = find_session(ctl, id, &s);
+        if (r != 0)
+                return r;
+        if (ctl->g->json) {
+                print_json(s);
+                return 0;
+        }
+        json_object_foreach(s, key, v) {
+                _cleanup_free_ char *text = NULL;
+                char rel[64] = "";
+
+                if (key_is_secret(key))
+                        continue;
+                if (!json_is_scalar(v)) {
+                        print_field(key, v, 0);
+                        continue;
+                }
+                text = format_scalar(key, v);
+                if (key_is_time(key) && json_is_integer(v) && json_integer_value(v) > 0) {
+                        char d[32];
+                        int64_t delta = json_integer_value(v) - now;
+                        snprintf(rel, sizeof(rel), delta >= 0 ? " (in %s)" : " (%s ago)",
+                                 format_duration(delta >= 0 ? delta : -delta, d, sizeof(d)));
+                }
+                printf("%s: %s%s\n", key, text ? text : "?", rel);
+        }
+        return 0;
+}
+
+static int verb_terminate(struct ctl *ctl, const char *id) {
+        _cleanup_json_ json_t *reply = NULL;
+        const char *error = NULL;
+        int r;
+
+        r = ctl_call_full(ctl, ADMIN "Terminate", json_pack("{s:s}", "id", id), 0, &reply, &error, NULL);
+        if (r != 0)
+                return r;
+        if (error && strcmp(error, ADMIN "NotFound") == 0)
+                return error_fail("no session with id '%s'", id);
+        if (error)
+                return report_varlink_error(ADMIN "Terminate", error, reply);
+        if (ctl->g->json)
+                print_json(reply);
+        return 0;
+}
+
+static int verb_terminate_user(struct ctl *ctl, const char *user) {
+        _cleanup_json_ json_t *reply = NULL;
+        json_t *count;
+        int r;
+
+        r = ctl_call(ctl, ADMIN "TerminateUser", json_pack("{s:s}", "user_id", user), &reply);
+        if (r != 0)
+                return r;
+        if (ctl->g->json) {
+                print_json(reply);
+                return 0;
+        }
+        count = reply_member(reply, "count", JSON_INTEGER);
+        if (!count)
+                return error_reply_shape(ADMIN "TerminateUser", "no count");
+        printf("Terminated %" JSON_INTEGER_FORMAT " session%s of user %s.\n", json_integer_value(count),
+               json_integer_value(count) == 1 ? "" : "s", user);
+        return 0;
+}
+
+static int verb_cleanup(struct ctl *ctl, const char *kind) {
+        _cleanup_json_ json_t *reply = NULL;
+        json_t *ended, *purged;
+        int r;
+
+        if (!kind)
+                kind = "regular";
+        if (strcmp(kind, "regular") != 0 && strcmp(kind, "batch") != 0 && strcmp(kind, "deep") != 0)
+                return error_usage("cleanup: unknown kind '%s' (regular, batch or deep)", kind);
+        r = ctl_call(ctl, ADMIN "Cleanup", json_pack("{s:s}", "kind", kind), &reply);
+        if (r != 0)
+                return r;
+        if (ctl->g->json) {
+                print_json(reply);
+                return 0;
+        }
+        ended = reply_member(reply, "ended", JSON_INTEGER);
+        purged = reply_member(reply, "purged", JSON_INTEGER);
+        if (!ended || !purged)
+                return error_reply_shape(ADMIN "Cleanup", "no ended and purged counts");
+        printf("%c%s cleanup: %" JSON_INTEGER_FORMAT " session%s ended, %" JSON_INTEGER_FORMAT " row%s purged.\n",
+               kind[0] - 'a' + 'A', kind + 1, json_integer_value(ended), json_integer_value(ended) == 1 ? "" : "s",
+               json_integer_value(purged), json_integer_value(purged) == 1 ? "" : "s");
+        return 0;
+}
+
+static int verb_reload(struct ctl *ctl) {
+        _cleanup_json_ json_t *reply = NULL;
+        const char *error = NULL;
+        json_t *issues, *issue;
+        size_t i;
+        int r;
+
+        r = ctl_call_full(ctl, ADMIN "Reload", NULL, 0, &reply, &error, NULL);
+        if (r != 0)
+                return r;
+        if (!error) {
+                if (ctl->g->json)
+                        print_json(reply);
+                return 0;
+        }
+        if (strcmp(error, ADMIN "ConfigInvalid") != 0)
+                return report_varlink_error(ADMIN "Reload", error, reply);
+
+        issues = reply_member(reply, "issues", JSON_ARRAY);
+        fputs("sessionctl: reload failed: the new configuration is invalid; the daemon keeps the previous one.\n",
+              stderr);
+        json_array_foreach(issues, i, issue)
+                fprintf(stderr, "  %s\n", json_is_string(issue) ? json_string_value(issue) : "?");
+        return SESSIONCTL_EXIT_FAILURE;
+}
+
+/* ---- metrics in the Prometheus text exposition format 0.0.4 --------------- */
+
+/* Metric and label names: [a-zA-Z_:][a-zA-Z0-9_:]* (no ':' in labels);
+ * anything else becomes '_'. */
+static void prom_put_name(const char *s, bool label) {
+        for (size_t i = 0; s[i]; i++) {
+                char c = s[i];
+                bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' ||
+                          (!label && c == ':') || (i > 0 && c >= '0' && c <= '9');
+                putchar(ok ? c : '_');
+        }
+}
+
+/* HELP text escapes backslash and newline; label values also '"'. */
+static void prom_put_escaped(const char *s, bool quote) {
+        for (; *s; s++) {
+                if (*s == '\\')
+                        fputs("\\\\", stdout);
+                else if (*s == '\n')
+                        fputs("\\n", stdout);
+                else if (quote && *s == '"')
+                        fputs("\\\"", stdout);
+                else
+                        putchar(*s);
+        }
+}
+
+static void prom_put_value(json_t *v) {
+        switch (json_typeof(v)) {
+        case JSON_INTEGER:
+                printf("%" JSON_INTEGER_FORMAT, json_integer_value(v));
+                break;
+        case JSON_REAL: {
+                double d = json_real_value(v);
+                if (isnan(d))
+                        fputs("NaN", stdout);
+                else if (isinf(d))
+                        fputs(d > 0 ? "+Inf" : "-Inf", stdout);
+                else
+                        printf("%.17g", d);
+                break;
+        }
+        case JSON_TRUE:
+                putchar('1');
+                break;
+        case JSON_FALSE:
+                putchar('0');
+                break;
+        default:
+                fputs("NaN", stdout);
+                break;
+        }
+}
+
+static void prom_put_sample(json_t *m) {
+        json_t *labels = json_object_get(m, "labels"), *v;
+        const char *key;
+        bool first = true;
+
+        fputs("sessiond_", stdout);
+        prom_put_name(json_string_value(json_object_get(m, "name")), false);
+        if (json_is_object(labels) && json_object_size(labels) > 0) {
+                putchar('{');
+                json_object_foreach(labels, key, v) {
+                        _cleanup_free_ char *text = json_is_string(v) ? strdup(json_string_value(v))
+                                                                      : json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+                        if (!first)
+                                putchar(',');
+                        first = false;
+                        prom_put_name(key, true);
+                        fputs("=\"", stdout);
+                        prom_put_escaped(text ? text : "", true);
+                        putchar('"');
+                }
+                putchar('}');
+        }
+        putchar(' ');
+        prom_put_value(json_object_get(m, "value"));
+        putchar('\n');
+}
+
+/* One HELP and TYPE per name, then every sample of that name, in the order
+ * names first appear. */
+static int metrics_print_prometheus(json_t *metrics) {
+        size_t n = json_array_size(metrics);
+        _cleanup_free_ bool *done = calloc(n ? n : 1, sizeof(bool));
+
+        if (!done)
+                return error_fail("out of memory");
+        for (size_t i = 0; i < n; i++) {
+                json_t *m = json_array_get(metrics, i);
+                const char *name = json_string_value(json_object_get(m, "name"));
+                const char *type = json_string_value(json_object_get(m, "type"));
+                const char *help = json_string_value(json_object_get(m, "help"));
+
+                if (done[i] || !name || !*name)
+                        continue;
+                if (!type || (strcmp(type, "counter") != 0 && strcmp(type, "gauge") != 0))
+                        type = "untyped";
+                fputs("# HELP sessiond_", stdout);
+                prom_put_name(name, false);
+                putchar(' ');
+                prom_put_escaped(help ? help : name, false);
+                fputs("\n# TYPE sessiond_", stdout);
+                prom_put_name(name, false);
+                printf(" %s\n", type);
+                for (size_t j = i; j < n; j++) {
+                        json_t *o = json_array_get(metrics, j);
+                        const char *oname = json_string_value(json_object_get(o, "name"));
+                        if (!done[j] && oname && strcmp(oname, name) == 0) {
+                                prom_put_sample(o);
+                                done[j] = true;
+                        }
+                }
+        }
+        return 0;
+}
+
+static char *labels_text(json_t *labels) {
+        char *out = NULL;
+        size_t len = 0;
+        FILE *f;
+        const char *key;
+        json_t *v;
+        bool first = true;
+
+        if (!json_is_object(labels) || json_object_size(labels) == 0)
+                return strdup("-");
+        f = open_memstream(&out, &len);
+        if (!f)
+                return NULL;
+        json_object_foreach(labels, key, v) {
+                _cleanup_free_ char *text = format_scalar(NULL, v);
+                fprintf(f, "%s%s=%s", first ? "" : ",", key, text ? text : "?");
+                first = false;
+        }
+        fclose(f);
+        return out;
+}
+
+static int verb_metrics(struct ctl *ctl, const struct verb_args *a) {
+        _cleanup_json_ json_t *reply = NULL;
+        struct table t = { .n_columns = 4, .headers = { "NAME", "LABELS", "TYPE", "VALUE" } };
+        json_t *metrics, *m;
+        size_t i;
+        int r;
+
+        r = ctl_call(ctl, ADMIN "Metrics", NULL, &reply);
+        if (r != 0)
+                return r;
+        if (ctl->g->json && !a->prometheus) {
+                print_json(reply);
+                return 0;
+        }
+        metrics = reply_member(reply, "metrics", JSON_ARRAY);
+        if (!metrics)
+                return error_reply_shape(ADMIN "Metrics", "no metrics array");
+        if (a->prometheus)
+                return metrics_print_prometheus(metrics);
+
+        json_array_foreach(metrics, i, m) {
+                char *row[4] = {
+                        cell(m, "name"),
+                        labels_text(json_object_get(m, "labels")),
+                        cell(m, "type"),
+                        cell(m, "value"),
+                };
+                if (table_add_row(&t, row) < 0) {
+                        table_free(&t);
+                        return error_fail("out of memory");
+                }
+        }
+        table_print(&t, ctl->g, "metric", "metrics");
+        table_free(&t);
+        return 0;
+}
+
+static int verb_alerts(struct ctl *ctl) {
+        _cleanup_json_ json_t *reply = NULL;
+        struct table t = { .n_columns = 7,
+                           .headers = { "NAME", "STATE", "VALUE", "THRESHOLD", "RAISED", "RESOLVED", "MESSAGE" } };
+        static const char *const keys[] = { "name", "state", "value", "threshold", "raised_at", "resolved_at", "message" };
+        json_t *alerts, *al;
+        size_t i;
+        int r;
+
+        r = ctl_call(ctl, ADMIN "Alerts", NULL, &reply);
+        if (r != 0)
+                return r;
+        if (ctl->g->json) {
+                print_json(reply);
+                return 0;
+        }
+        alerts = reply_member(reply, "alerts", JSON_ARRAY);
+        if (!alerts)
+                return error_reply_shape(ADMIN "Alerts", "no alerts array");
+        json_array_foreach(alerts, i, al) {
+                char *row[7];
+                for (size_t c = 0; c < 7; c++)
+                        row[c] = cell(al, keys[c]);
+                if (table_add_row(&t, row) < 0) {
+                        table_free(&t);
+                        return error_fail("out of memory");
+                }
+        }
+        table_print(&t, ctl->g, "alert", "alerts");
+        table_free(&t);
+        return 0;
+}
+
+/* One event per line: its time, its kind, then its other fields. */
+static void event_print(json_t *ev, const struct sessionctl_globals *g) {
+        static const char *const kind_keys[] = { "kind", "type", "event", "name" };
+        const char *kind_key = NULL, *key;
+        json_t *v;
+        char buf[64];
+
+        if (g->json) {
+                print_json(ev);
+                return;
+        }
+        if (!json_is_object(ev)) {
+                print_json(ev);
+                return;
+        }
+        v = json_object_get(ev, "time");
+        printf("%s", json_is_integer(v) ? format_time(json_integer_value(v), buf, sizeof(buf)) : "-");
+        for (size_t i = 0; i < sizeof(kind_keys) / sizeof(kind_keys[0]) && !kind_key; i++)
+                if (json_is_string(json_object_get(ev, kind_keys[i])))
+                        kind_key = kind_keys[i];
+        if (kind_key)
+                printf(" %s", json_string_value(json_object_get(ev, kind_key)));
+        json_object_foreach(ev, key, v) {
+                _cleanup_free_ char *text = NULL;
+
+                if (strcmp(key, "time") == 0 || (kind_key && strcmp(key, kind_key) == 0))
+                        continue;
+                text = json_is_scalar(v) ? format_scalar(key, v) : json_dumps(v, JSON_COMPACT);
+                printf(" %s=%s", key, text ? text : "?");
+        }
+        putchar('\n');
+}
+
+/* A reply of Events: {"events": [...]} (the ring, or new ones while
+ * following); a single {"event": {...}} is accepted as well. */
+static int events_print_reply(json_t *reply, const struct sessionctl_globals *g) {
+        json_t *events = reply_member(reply, "events", JSON_ARRAY), *ev;
+        size_t i;
+
+        if (events) {
+                json_array_foreach(events, i, ev)
+                        event_print(ev, g);
+        } else if ((ev = reply_member(reply, "event", JSON_OBJECT)))
+                event_print(ev, g);
+        else
+                return error_reply_shape(ADMIN "Events", "no events array");
+        fflush(stdout);
+        return 0;
+}
+
+static int verb_events(struct ctl *ctl, const struct verb_args *a) {
+        _cleanup_json_ json_t *reply = NULL;
+        const char *error = NULL;
+        bool continues = false;
+        int r;
+
+        r = ctl_call_full(ctl, ADMIN "Events", NULL, a->follow ? SESSIOND_CALL_MORE : 0, &reply, NULL, &continues);
+        if (r != 0)
+                return r;
+        if (ctl->g->json && !a->follow) {
+                print_json(reply);
+                return 0;
+        }
+        r = events_print_reply(reply, ctl->g);
+        if (r != 0)
+                return r;
+        while (continues) {
+                json_decref(reply);
+                reply = NULL;
+                r = sessiond_client_next(ctl->client, -1, &reply, &error, &continues);
+                if (r < 0)
+                        return report_transport_error(ADMIN "Events", r);
+                if (error)
+                        return report_varlink_error(ADMIN "Events", error, reply);
+                r = events_print_reply(reply, ctl->g);
+                if (r != 0)
+                        return r;
+        }
+        return 0;
+}
+
+static int verb_audit(struct ctl *ctl, const struct verb_args *a) {
+        _cleanup_json_ json_t *reply = NULL;
+        struct table t = { .n_columns = 5, .headers = { "TIME", "KIND", "USER", "SESSION", "DETAIL" } };
+        json_t *params, *entries, *e;
+        size_t i;
+        int r;
+
+        params = json_object();
+        if (!params)
+                return error_fail("out of memory");
+        if (a->user)
+                json_object_set_new(params, "user_id", json_string(a->user));
+        if (a->kind)
+                json_object_set_new(params, "kind", json_string(a->kind));
+        if (a->since) {
+                int64_t since = 0;
+                r = parse_since(a->since, &since);
+                if (r != 0) {
+                        json_decref(params);
+                        return r;
+                }
+                json_object_set_new(params, "since", json_integer(since));
+        }
+        if (a->limit) {
+                int64_t limit = 0;
+                r = parse_limit(a->limit, &limit);
+                if (r != 0) {
+                        json_decref(params);
+                        return r;
+                }
+                json_object_set_new(params, "limit", json_integer(limit));
+        }
+        r = ctl_call(ctl, ADMIN "Audit", params, &reply);
+        if (r != 0)
+                return r;
+        if (ctl->g->json) {
+                print_json(reply);
+                return 0;
+        }
+        entries = reply_member(reply, "entries", JSON_ARRAY);
+        if (!entries)
+                return error_reply_shape(ADMIN "Audit", "no entries array");
+        json_array_foreach(entries, i, e) {
+                json_t *detail = json_object_get(e, "detail");
+                char *row[5] = {
+                        cell(e, "time"),
+                        cell(e, "kind"),
+                        cell(e, "user_id"),
+                        cell(e, "session_id"),
+                        json_is_object(detail) && json_object_size(detail) == 0
+                                ? strdup("-")
+                                : detail ? json_dumps(detail, JSON_COMPACT | JSON_ENCODE_ANY) : strdup("-"),
+                };
+                if (table_add_row(&t, row) < 0) {
+                        table_free(&t);
+                        return error_fail("out of memory");
+                }
+        }
+        table_print(&t, ctl->g, "entry", "entries");
+        table_free(&t);
+        return 0;
+}
+
+static int verb_analytics(struct ctl *ctl) {
+        _cleanup_json_ json_t *reply = NULL;
+        json_t *analytics;
+        int r;
+
+        r = ctl_call(ctl, ADMIN "Analytics", NULL, &reply);
+        if (r != 0)
+                return r;
+        if (ctl->g->json) {
+                print_json(reply);
+                return 0;
+        }
+        analytics = reply_member(reply, "analytics", JSON_OBJECT);
+        if (!analytics)
+                return error_reply_shape(ADMIN "Analytics", "no analytics object");
+        print_tree(analytics, 0);
+        return 0;
+}
+
+/* `call`: the reply's parameters verbatim (indented for people, one compact
+ * line with --json or for each reply of a stream). */
+static int verb_call(struct ctl *ctl, const struct verb_args *a) {
+        const char *method = a->positional[0];
+        _cleanup_json_ json_t *reply = NULL;
+        const char *error = NULL;
+        json_t *params = NULL;
+        unsigned flags = 0;
+        bool continues = false;
+        size_t flags_json;
+        int r;
+
+        if (a->more && a->oneway)
+                return error_usage("call: --more and --oneway exclude each other");
+        if (!varlink_method_split(method, NULL, 0))
+                return error_usage("call: '%s' is not a method name (interface.Method, "
+                                   "e.g. io.sessiond.Admin.Status)", method);
+        if (a->n_positional > 1) {
+                json_error_t jerr;
+
+                params = json_loads(a->positional[1], 0, &jerr);
+                if (!params)
+                        return error_usage("call: parameters are not JSON: %s", jerr.text);
+                if (!json_is_object(params)) {
+                        json_decref(params);
+                        return error_usage("call: parameters must be a JSON object");
+                }
+        }
+        flags = a->more ? SESSIOND_CALL_MORE : a->oneway ? SESSIOND_CALL_ONEWAY : 0;
+        flags_json = ctl->g->json || a->more ? JSON_COMPACT : JSON_INDENT(2);
+
+        r = ctl_call_full(ctl, method, params, flags, &reply, &error, &continues);
+        for (;;) {
+                _cleanup_free_ char *text = NULL;
+
+                if (r != 0)
+                        return r;
+                if (error)
+                        return report_varlink_error(method, error, reply);
+                if (a->oneway)
+                        return 0;
+                text = json_dumps(reply, flags_json);
+                if (text)
+                        puts(text);
+                fflush(stdout);
+                if (!continues)
+                        return 0;
+                json_decref(reply);
+                reply = NULL;
+                r = sessiond_client_next(ctl->client, -1, &reply, &error, &continues);
+                if (r < 0)
+                        return report_transport_error(method, r);
+        }
+}
+
+/* ---- backup ---------------------------------------------------------------- */
+
+static void sqlite3_closep(sqlite3 **db) {
+        sqlite3_close_v2(*db);
+}
+
+static int db_count(sqlite3 *db, const char *sql, int64_t *ret) {
+        sqlite3_stmt *st = NULL;
+        int rc;
+
+        rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
+        if (rc == SQLITE_OK) {
+                rc = sqlite3_step(st);
+                if (rc == SQLITE_ROW) {
+                        *ret = sqlite3_column_int64(st, 0);
+                        rc = SQLITE_OK;
+                }
+        }
+        sqlite3_finalize(st);
+        return rc;
+}
+
+static int fsync_dir_of(const char *path) {
+        _cleanup_free_ char *dir = strdup(path);
+        char *slash;
+        int fd, r = 0;
+
+        if (!dir)
+                return -ENOMEM;
+        slash = strrchr(dir, '/');
+        if (!slash)
+                strcpy(dir, ".");
+        else if (slash == dir)
+                slash[1] = '\0';
+        else
+                *slash = '\0';
+        fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (fd < 0)
+                return -errno;
+        if (fsync(fd) < 0)
+                r = -errno;
+        close(fd);
+        return r;
+}
+
+/* Copies the database into tmp with SQLite's online backup API (one
+ * consistent snapshot: the daemon runs in WAL mode, so our read transaction
+ * never blocks its writes), makes the copy a self-contained rollback-journal
+ * database and checks it. */
+static int backup_copy(const char *source, const char *tmp, int64_t *ret_sessions, int64_t *ret_live) {
+        __attribute__((cleanup(sqlite3_closep))) sqlite3 *src = NULL, *dst = NULL;
+        sqlite3_backup *b;
+        char *err = NULL;
+        int rc;
+
+        rc = sqlite3_open_v2(source, &src, SQLITE_OPEN_READONLY, NULL);
+        if (rc != SQLITE_OK)
+                return error_fail("cannot open database %s: %s", source, src ? sqlite3_errmsg(src) : sqlite3_errstr(rc));
+        sqlite3_busy_timeout(src, 5000);
+        /* Fail early and clearly on a file that is not a sessiond database. */
+        rc = db_count(src, "SELECT count(*) FROM sessions", ret_sessions);
+        if (rc != SQLITE_OK)
+                return error_fail("cannot read database %s: %s", source, sqlite3_errmsg(src));
+
+        rc = sqlite3_open_v2(tmp, &dst, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL);
+        if (rc != SQLITE_OK)
+                return error_fail("cannot create %s: %s", tmp, dst ? sqlite3_errmsg(dst) : sqlite3_errstr(rc));
+        sqlite3_busy_timeout(dst, 5000);
+
+        b = sqlite3_backup_init(dst, "main", src, "main");
+        if (!b)
+                return error_fail("cannot back up %s: %s", source, sqlite3_errmsg(dst));
+        /* All pages in one step: the copy is one snapshot and is never
+         * restarted by the daemon's writes. */
+        do {
+                rc = sqlite3_backup_step(b, -1);
+                if (rc == SQLITE_BUSY || rc == SQLITE_LOCKED)
+                        sqlite3_sleep(50);
+        } while (rc == SQLITE_OK || rc == SQLITE_BUSY || rc == SQLITE_LOCKED);
+        sqlite3_backup_finish(b);
+        if (rc != SQLITE_DONE)
+                return error_fail("backup of %s failed: %s", source, sqlite3_errstr(rc));
+
+        if (sqlite3_exec(dst, "PRAGMA journal_mode=DELETE", NULL, NULL, &err) != SQLITE_OK) {
+                error_fail("cannot finish %s: %s", tmp, err ? err : sqlite3_errmsg(dst));
+                sqlite3_free(err);
+                return SESSIONCTL_EXIT_FAILURE;
+        }
+        rc = db_count(dst, "SELECT count(*) FROM sessions", ret_sessions);
+        if (rc == SQLITE_OK)
+                rc = db_count(dst, "SELECT count(*) FROM sessions WHERE ended_at IS NULL", ret_live);
+        if (rc != SQLITE_OK)
+                return error_fail("cannot read the copy %s: %s", tmp, sqlite3_errmsg(dst));
+        return 0;
+}
+
+static int verb_backup(const struct sessionctl_globals *g, const struct verb_args *a) {
+        const char *file = a->positional[0];
+        __attribute__((cleanup(sessiond_config_freep))) struct sessiond_config *config = NULL;
+        _cleanup_free_ char *tmp = NULL;
+        int64_t sessions = 0, live = 0;
+        struct stat st;
+        mode_t old_umask;
+        int r;
+
+        if (!*file)
+                return error_usage("backup: empty file name");
+        if (ctl_load_config(g, &config) < 0)
+                return SESSIONCTL_EXIT_FAILURE;
+        if (!config->features.persistence)
+                return error_fail("features.persistence is off: the daemon keeps its sessions in memory, "
+                                  "there is no database to back up");
+        if (!a->force && lstat(file, &st) == 0)
+                return error_fail("%s exists; use --force to overwrite it", file);
+        if (stat(config->daemon.database_path, &st) < 0)
+                return error_fail("cannot open database %s: %s", config->daemon.database_path, strerror(errno));
+        if (asprintf(&tmp, "%s.tmp", file) < 0)
+                return error_fail("out of memory");
+
+        /* The copy holds what the database holds: owner-only, like it. */
+        old_umask = umask(0077);
+        (void) unlink(tmp); /* a leftover of an interrupted backup */
+        r = backup_copy(config->daemon.database_path, tmp, &sessions, &live);
+        umask(old_umask);
+        if (r != 0) {
+                (void) unlink(tmp);
+                return r;
+        }
+        if (!a->force) {
+                /* Never replace a file that appeared meanwhile. */
+                if (renameat2(AT_FDCWD, tmp, AT_FDCWD, file, RENAME_NOREPLACE) < 0) {
+                        r = errno;
+                        (void) unlink(tmp);
+                        return r == EEXIST ? error_fail("%s exists; use --force to overwrite it", file)
+                                           : error_fail("cannot rename %s to %s: %s", tmp, file, strerror(r));
+                }
+        } else if (rename(tmp, file) < 0) {
+                r = errno;
+                (void) unlink(tmp);
+                return error_fail("cannot rename %s to %s: %s", tmp, file, strerror(r));
+        }
+        (void) fsync_dir_of(file);
+
+        if (g->json) {
+                json_t *j = json_pack("{s:s, s:s, s:I, s:I}", "file", file, "database", config->daemon.database_path,
+                                      "sessions", (json_int_t) sessions, "live", (json_int_t) live);
+                print_json(j);
+                json_decref(j);
+        } else
+                printf("Backed up %s to %s: %" PRId64 " session%s (%" PRId64 " not ended).\n",
+                       config->daemon.database_path, file, sessions, sessions == 1 ? "" : "s", live);
+        return 0;
+}
+
+/* ---- main ------------------------------------------------------------------ */
+
+static int run_verb(int argc, char **argv, struct sessionctl_globals *g) {
+        struct verb_args a = {};
+        struct ctl ctl = { .g = g };
+        const char *verb = argv[0];
+        int r;
+
+#define PARSE(allowed, min, max)                                                \
+        do {                                                                     \
+                r = verb_parse(argc, argv, (allowed), (min), (max), g, &a);     \
+                if (r != 0)                                                      \
+                        return r < 0 ? SESSIONCTL_EXIT_OK : r;                  \
+        } while (0)
+
+        if (strcmp(verb, "status") == 0) {
+                PARSE(0, 0, 0);
+                r = verb_status(&ctl);
+        } else if (strcmp(verb, "health") == 0) {
+                PARSE(0, 0, 0);
+                r = verb_health(&ctl);
+        } else if (strcmp(verb, "list") == 0) {
+                PARSE(ALLOW(OPT_USER) | ALLOW(OPT_ALL) | ALLOW(OPT_LIMIT), 0, 0);
+                r = verb_list(&ctl, &a);
+        } else if (strcmp(verb, "show") == 0) {
+                PARSE(0, 1, 1);
+                r = verb_show(&ctl, a.positional[0]);
+        } else if (strcmp(verb, "terminate") == 0) {
+                PARSE(0, 1, 1);
+                r = verb_terminate(&ctl, a.positional[0]);
+        } else if (strcmp(verb, "terminate-user") == 0) {
+                PARSE(0, 1, 1);
+                r = verb_terminate_user(&ctl, a.positional[0]);
+        } else if (strcmp(verb, "cleanup") == 0) {
+                PARSE(0, 0, 1);
+                r = verb_cleanup(&ctl, a.n_positional > 0 ? a.positional[0] : NULL);
+        } else if (strcmp(verb, "reload") == 0) {
+                PARSE(0, 0, 0);
+                r = verb_reload(&ctl);
+        } else if (strcmp(verb, "metrics") == 0) {
+                PARSE(ALLOW(OPT_PROMETHEUS), 0, 0);
+                r = verb_metrics(&ctl, &a);
+        } else if (strcmp(verb, "alerts") == 0) {
+                PARSE(0, 0, 0);
+                r = verb_alerts(&ctl);
+        } else if (strcmp(verb, "events") == 0) {
+                PARSE(ALLOW(OPT_FOLLOW), 0, 0);
+                r = verb_events(&ctl, &a);
+        } else if (strcmp(verb, "audit") == 0) {
+                PARSE(ALLOW(OPT_USER) | ALLOW(OPT_SINCE) | ALLOW(OPT_KIND) | ALLOW(OPT_LIMIT), 0, 0);
+                r = verb_audit(&ctl, &a);
+        } else if (strcmp(verb, "analytics") == 0) {
+                PARSE(0, 0, 0);
+                r = verb_analytics(&ctl);
+        } else if (strcmp(verb, "call") == 0) {
+                PARSE(ALLOW(OPT_MORE) | ALLOW(OPT_ONEWAY), 1, 2);
+                r = verb_call(&ctl, &a);
+        } else if (strcmp(verb, "backup") == 0) {
+                PARSE(ALLOW(OPT_FORCE), 1, 1);
+                r = verb_backup(g, &a);
+        } else
+                return error_usage("unknown verb '%s'", verb);
+#undef PARSE
+
+        ctl_done(&ctl);
+        return r;
 }
 
 int main(int argc, char **argv) {
@@ -29,7 +1602,7 @@ int main(int argc, char **argv) {
                 {}
         };
         struct sessionctl_globals g = {};
-        int c;
+        int c, r;
 
         /* "+": stop at the verb, so that verbs parse their own options. */
         while ((c = getopt_long(argc, argv, "+s:c:h", options, NULL)) >= 0) {
@@ -49,7 +1622,10 @@ int main(int argc, char **argv) {
         if (strcmp(argv[optind], "config") == 0)
                 return sessionctl_config(argc - optind, argv + optind, &g);
 
-        fprintf(stderr, "sessionctl: unknown verb '%s'\n", argv[optind]);
-        usage(stderr);
-        return SESSIONCTL_EXIT_USAGE;
+        r = run_verb(argc - optind, argv + optind, &g);
+        if (fflush(stdout) != 0 || ferror(stdout)) {
+                fprintf(stderr, "sessionctl: cannot write the output: %s\n", strerror(errno));
+                return SESSIONCTL_EXIT_FAILURE;
+        }
+        return r;
 }
