@@ -528,11 +528,15 @@ class FilteredDaemon(Daemon):
         super().__init__(settings, tmpdir=tmp)
         self.owns_tmp = True
 
-    def command(self):
+    @classmethod
+    def filtered(cls, argv):
+        """argv as the service user, under the unit's filter."""
         unit = os.path.join(BUILD, "systemd", "sessiond.service")
-        return (["setpriv", "--reuid=%d" % self.UID, "--regid=%d" % self.GID, "--clear-groups",
-                 sys.executable, os.path.abspath(__file__), FILTER_WRAPPER_FLAG, unit, "--"]
-                + super().command())
+        return (["setpriv", "--reuid=%d" % cls.UID, "--regid=%d" % cls.GID, "--clear-groups",
+                 sys.executable, os.path.abspath(__file__), FILTER_WRAPPER_FLAG, unit, "--"] + argv)
+
+    def command(self):
+        return self.filtered(super().command())
 
     def environ(self):
         env = super().environ()
@@ -546,7 +550,15 @@ class FilteredDaemon(Daemon):
 def test_daemon_under_the_unit_filter():
     with open(os.path.join(BUILD, "systemd", "sessiond.service")) as f:
         assert "SystemCallFilter=" in f.read()
-    with FilteredDaemon({"features.persistence": True}) as d:
+    # The service user is in the admin group (sysusers.d: m sessiond
+    # sessiond-admin); here nobody's own group plays that part.
+    with FilteredDaemon({"daemon.admin_group": "nogroup"}) as d:
+        # ExecStartPre= and ExecReload= run under the same filter.
+        p = run(d.filtered([SESSIOND, "-c", d.config, "--check-config"]), check=False, env=d.environ())
+        assert p.returncode == 0, "--check-config under the filter: exit %d\n%s" % (p.returncode, p.stderr)
+        p = run(d.filtered([SESSIONCTL, "-c", d.config, "reload"]), check=False, env=d.environ())
+        assert p.returncode == 0, "sessionctl reload under the filter: exit %d\n%s%s" % (
+            p.returncode, p.stdout, p.stderr)
         # Everything a day of service does: sessions, admin calls, reload,
         # every kind of cleanup, then a clean stop.
         client = {"user_agent": "Mozilla/5.0", "ip": "192.0.2.1"}
