@@ -46,7 +46,7 @@
 #include "sessiond/config.h"
 
 #define MAIN_STOP_DEADLINE_MS 5000
-#define MAIN_STATUS_INTERVAL_MS 5000
+#define MAIN_STATUS_INTERVAL_MS 10000 /* engine_count() scans memory */
 
 #define container_of(ptr, type, member) ((type *) ((char *) (ptr) - offsetof(type, member)))
 
@@ -142,61 +142,88 @@ static void issues_log(const struct sessiond_issues *issues) {
 }
 
 /* Logs each setting whose value differs between two configurations (the
- * JSON of DESIGN 2.2, walked in parallel). Returns how many differ. */
-static unsigned config_log_changes(json_t *old, json_t *new, const char *prefix) {
+ * JSON of DESIGN 2.2, walked in parallel) and records it in `changes` as
+ * path -> {"from", "to"} (a value that is absent on one side is null). */
+static void config_diff(json_t *old, json_t *new, const char *prefix, json_t *changes) {
         const char *key;
         json_t *v;
-        unsigned n = 0;
 
         json_object_foreach(new, key, v) {
                 json_t *o = json_object_get(old, key);
                 char path[256];
+                char *a, *b;
 
                 snprintf(path, sizeof path, "%s%s%s", prefix, *prefix ? "." : "", key);
                 if (json_is_object(v) && json_is_object(o)) {
-                        n += config_log_changes(o, v, path);
+                        config_diff(o, v, path, changes);
                         continue;
                 }
                 if (o && json_equal(o, v))
                         continue;
-                char *a = o ? json_dumps(o, JSON_ENCODE_ANY | JSON_COMPACT) : NULL;
-                char *b = json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT);
-
+                a = o ? json_dumps(o, JSON_ENCODE_ANY | JSON_COMPACT) : NULL;
+                b = json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT);
                 if (o)
                         log_info("Reload: %s changed from %s to %s", path, a ? a : "?", b ? b : "?");
                 else
                         log_info("Reload: %s set to %s", path, b ? b : "?");
                 free(a);
                 free(b);
-                n++;
+                (void) json_object_set_new(changes, path,
+                                           json_pack("{s:O?, s:O}", "from", o, "to", v));
         }
         json_object_foreach(old, key, v) {
+                char path[256];
+
                 if (json_object_get(new, key))
                         continue;
-                log_info("Reload: %s%s%s removed", prefix, *prefix ? "." : "", key);
-                n++;
+                snprintf(path, sizeof path, "%s%s%s", prefix, *prefix ? "." : "", key);
+                log_info("Reload: %s removed", path);
+                (void) json_object_set_new(changes, path, json_pack("{s:O, s:n}", "from", v, "to"));
         }
-        return n;
 }
 
-static void main_update_status(struct sessiond_main *m) {
+/* The config_reloaded audit row (when security.audit_logging is on); it is
+ * committed with the other writes of this loop iteration. */
+static void config_audit(struct daemon *d, bool ok, json_t *detail) {
+        int r;
+
+        if (!d->engine || !detail)
+                return;
+        (void) json_object_set_new(detail, "ok", json_boolean(ok));
+        r = engine_audit(d->engine, (int64_t) time(NULL), "config_reloaded", NULL, NULL, detail);
+        if (r < 0)
+                log_warning_errno(r, "Failed to write the config_reloaded audit row: %m");
+}
+
+/* The STATUS= line: "Serving 12 sessions, 3 connections; environment production". */
+static void main_status_text(struct sessiond_main *m, char *buf, size_t size) {
+        struct engine_counts counts = {};
         struct server_stats st = {};
+        unsigned long long live;
 
         if (m->d.server)
                 server_get_stats(m->d.server, &st);
-        notify_status("Serving %u connection%s; environment %s; %llu reload%s",
-                      st.connections, st.connections == 1 ? "" : "s",
-                      sessiond_environment_to_string(m->d.config->environment), m->d.reloads,
-                      m->d.reloads == 1 ? "" : "s");
+        if (m->d.engine)
+                engine_count(m->d.engine, (int64_t) time(NULL), &counts);
+        live = (unsigned long long) (counts.active + counts.grace);
+        snprintf(buf, size, "Serving %llu session%s, %u connection%s; environment %s", live,
+                 live == 1 ? "" : "s", st.connections, st.connections == 1 ? "" : "s",
+                 sessiond_environment_to_string(m->d.config->environment));
+}
+
+static void main_ready(struct sessiond_main *m) {
+        char status[160];
+
+        main_status_text(m, status, sizeof status);
+        notify_ready(status);
 }
 
 int daemon_reload(struct daemon *d, struct sessiond_issues *issues) {
         struct sessiond_main *m = main_of(d);
         struct sessiond_issues local = {};
         struct sessiond_config *c = NULL, *old;
-        size_t errors, warnings;
-        unsigned changed = 0;
-        json_t *a, *b;
+        size_t errors, warnings, changed = 0;
+        json_t *a, *b, *detail;
         int r;
 
         if (!issues)
@@ -209,17 +236,33 @@ int daemon_reload(struct daemon *d, struct sessiond_issues *issues) {
         issues_log(issues);
         issues_count(issues, &errors, &warnings);
         if (r < 0) {
+                json_t *list = json_array();
+
                 log_error("Reload failed (%zu error%s): keeping the current configuration", errors,
                           errors == 1 ? "" : "s");
+                for (size_t i = 0; list && i < issues->count; i++)
+                        if (issues->items[i].severity == SESSIOND_ERROR)
+                                (void) json_array_append_new(list, json_string(issues->items[i].message));
+                detail = list ? json_pack("{s:o}", "errors", list) : NULL;
+                config_audit(d, false, detail);
+                json_decref(detail);
                 notify_ready("Reload failed; serving with the previous configuration");
                 sessiond_issues_clear(&local);
                 return r == -ENOMEM ? r : -EINVAL;
         }
 
+        detail = json_object();
         a = sessiond_config_to_json(d->config, false);
         b = sessiond_config_to_json(c, false);
-        if (a && b)
-                changed = config_log_changes(a, b, "");
+        if (a && b && detail) {
+                json_t *changes = json_object();
+
+                if (changes) {
+                        config_diff(a, b, "", changes);
+                        changed = json_object_size(changes);
+                        (void) json_object_set_new(detail, "changed", changes);
+                }
+        }
         json_decref(a);
         json_decref(b);
         if (strcmp(c->daemon.socket_path, d->config->daemon.socket_path) != 0)
@@ -232,11 +275,12 @@ int daemon_reload(struct daemon *d, struct sessiond_issues *issues) {
         engine_config_changed(d->engine);
         server_config_changed(d->server);
         sessiond_config_free(old);
+        config_audit(d, true, detail);
+        json_decref(detail);
 
-        log_info("Configuration reloaded: %u setting%s changed, %zu warning%s", changed,
+        log_info("Configuration reloaded: %zu setting%s changed, %zu warning%s", changed,
                  changed == 1 ? "" : "s", warnings, warnings == 1 ? "" : "s");
-        notify_ready(NULL);
-        main_update_status(m);
+        main_ready(m);
         sessiond_issues_clear(&local);
         return 0;
 }
@@ -317,7 +361,10 @@ static void on_check(uv_check_t *h) {
 }
 
 static void on_status(uv_timer_t *t) {
-        main_update_status(t->data);
+        char status[160];
+
+        main_status_text(t->data, status, sizeof status);
+        notify_status("%s", status);
 }
 
 static int main_open_handles(struct sessiond_main *m) {
@@ -398,13 +445,7 @@ static int main_run(struct sessiond_main *m) {
                  sessiond_environment_to_string(d->config->environment),
                  d->config->config_file ? ", configuration " : "",
                  d->config->config_file ? d->config->config_file : "");
-        {
-                char line[128];
-
-                snprintf(line, sizeof line, "Serving 0 connections; environment %s",
-                         sessiond_environment_to_string(d->config->environment));
-                notify_ready(line);
-        }
+        main_ready(m);
 
         uv_run(&m->loop, UV_RUN_DEFAULT);
         status = EXIT_SUCCESS;

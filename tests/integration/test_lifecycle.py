@@ -247,6 +247,12 @@ def test_admin_reload():
         assert get_config(d)["timeout"]["idle_timeout"] != 90000
         # The connection and the daemon go on.
         c.call("org.varlink.service.GetInfo")
+        # Both reloads are in the audit log, oldest first.
+        entries = c.call("io.sessiond.Admin.Audit", {"kind": "config_reloaded"})["entries"]
+        entries.sort(key=lambda e: e["id"])
+        assert [e["detail"]["ok"] for e in entries] == [True, False], entries
+        assert entries[0]["detail"]["changed"]["sync.heartbeat_interval"] == {"from": 30, "to": 41}, entries
+        assert any(IDLE_MESSAGE in m for m in entries[1]["detail"]["errors"]), entries
 
 
 def test_reload_applies_connection_limits():
