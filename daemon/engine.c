@@ -125,6 +125,7 @@ struct platform {
 struct affected {
         int64_t rowid;
         uint32_t handle;
+        uint32_t last_activity; /* in memory when the row was first written */
 };
 
 struct pending_event {
@@ -791,11 +792,17 @@ static void reload_affected(struct engine *e) {
                  * same session (handles are reused). */
                 for (size_t k = i; k < e->n_affected && e->affected[k].rowid == a->rowid; k++) {
                         uint32_t h = e->affected[k].handle;
+
+                        /* Touches are not part of the transaction: keep the
+                         * newest one memory had, even for an entry that the
+                         * transaction removed. */
+                        if (e->affected[k].last_activity > x.last_activity)
+                                x.last_activity = e->affected[k].last_activity;
                         if (h < e->sessions_used && (e->sessions[h].flags & S_USED) &&
                             e->sessions[h].rowid == a->rowid) {
-                                x.last_activity = e->sessions[h].last_activity;
+                                if (e->sessions[h].last_activity > x.last_activity)
+                                        x.last_activity = e->sessions[h].last_activity;
                                 session_remove(e, h);
-                                break;
                         }
                 }
                 (void)store_session_by_rowid(e->store, a->rowid, reload_cb, &x);
@@ -841,7 +848,7 @@ static int begin(struct engine *e) {
 static int touch_row(struct engine *e, int64_t rowid, uint32_t h) {
         if (GROW(e->affected, e->affected_allocated, e->n_affected + 1) < 0)
                 return -ENOMEM;
-        e->affected[e->n_affected++] = (struct affected){rowid, h};
+        e->affected[e->n_affected++] = (struct affected){rowid, h, e->sessions[h].last_activity};
         e->write_seq++;
         return 0;
 }

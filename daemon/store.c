@@ -275,14 +275,42 @@ static char *path_to_uri(const char *path, const char *query) {
         return uri;
 }
 
+/* A read-only connection to a database in WAL mode creates its -wal and
+ * -shm files and cannot remove them. After refusing a database we remove
+ * the ones we made (an empty -wal and its index), so that the folder is
+ * left as we found it. */
+struct side_files {
+        char wal[PATH_MAX], shm[PATH_MAX];
+        bool had_wal, had_shm;
+};
+
+static void side_files_note(struct side_files *f, const char *path) {
+        snprintf(f->wal, sizeof f->wal, "%s-wal", path);
+        snprintf(f->shm, sizeof f->shm, "%s-shm", path);
+        f->had_wal = access(f->wal, F_OK) == 0;
+        f->had_shm = access(f->shm, F_OK) == 0;
+}
+
+static void side_files_restore(const struct side_files *f) {
+        struct stat st;
+
+        if (!f->had_wal && stat(f->wal, &st) == 0 && st.st_size == 0) {
+                (void)unlink(f->wal);
+                if (!f->had_shm)
+                        (void)unlink(f->shm);
+        }
+}
+
 /* The read-only inspection of an existing database. Logs every refusal. */
 static int store_check_readonly(const char *path) {
+        struct side_files side;
         sqlite3 *db = NULL;
         sqlite3_stmt *st = NULL;
         int64_t version = 0, tables = 0;
         char *uri;
         int rc, r = 0;
 
+        side_files_note(&side, path);
         uri = path_to_uri(path, "mode=ro");
         if (!uri)
                 return -ENOMEM;
@@ -337,6 +365,8 @@ static int store_check_readonly(const char *path) {
 out:
         sqlite3_finalize(st);
         sqlite3_close(db);
+        if (r < 0)
+                side_files_restore(&side);
         return r;
 }
 

@@ -1,0 +1,1367 @@
+/* The session engine (daemon/engine.c) with an injected clock: expiry by
+ * each limit, grace, warnings, extend, eviction, fingerprints, platform
+ * switch limits, sync state, rotation, destroy, cleanup, purge, limits,
+ * durability across restarts, and memory matching the store after a failed
+ * commit. */
+#include <sqlite3.h>
+
+#include "helpers.h"
+
+static const struct engine_counters *counters(struct fixture *f) {
+        return engine_get_counters(f->e);
+}
+
+/* Short limits for the tests: idle 100, lifetime 1000, absolute 5000,
+ * grace 10, cleanup grace 20, warning 30. */
+static void short_timeouts(struct fixture *f) {
+        f->c->timeout.idle_timeout = 100;
+        f->c->timeout.session_lifetime = 1000;
+        f->c->timeout.absolute_timeout = 5000;
+        f->c->timeout.expiration_grace = 10;
+        f->c->timeout.cleanup_grace = 20;
+        f->c->timeout.warning_threshold = 30;
+}
+
+static void setup_memory(struct fixture *f) {
+        fixture_init(f, NULL);
+        short_timeouts(f);
+        fixture_open(f);
+}
+
+static int peek_validate(struct fixture *f, int64_t now, const char *token, struct engine_info *info,
+                         struct engine_error *err) {
+        int r = engine_validate(f->e, now, token, NULL, false, info, err);
+        ck_assert_int_eq(engine_commit(f->e), 0);
+        return r;
+}
+
+static int64_t db_count(const char *path, const char *sql) {
+        sqlite3 *db;
+        sqlite3_stmt *st;
+        int64_t v = -1;
+
+        ck_assert_int_eq(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+        ck_assert_int_eq(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
+        if (sqlite3_step(st) == SQLITE_ROW)
+                v = sqlite3_column_int64(st, 0);
+        sqlite3_finalize(st);
+        sqlite3_close(db);
+        return v;
+}
+
+/* ---- create and validate ------------------------------------------------------- */
+
+START_TEST(test_create_validate) {
+        struct fixture f;
+        struct engine_create a = {.user_id = "alice", .platform_id = "web"};
+        struct engine_created out;
+        struct engine_error err = {0};
+        struct engine_info info;
+        char token[TOKEN_STRING_LEN + 1];
+
+        setup_memory(&f);
+        ck_assert_int_eq(engine_create(f.e, T0, &a, &out, &err), 0);
+        ck_assert(engine_has_pending(f.e));
+        ck_assert_int_eq(engine_commit(f.e), 0);
+        ck_assert(!engine_has_pending(f.e));
+        ck_assert(token_is_wellformed(out.token));
+        ck_assert_uint_eq(strlen(out.info.id), TOKEN_ID_STRING_LEN);
+        ck_assert_str_eq(out.info.user_id, "alice");
+        ck_assert_str_eq(out.info.platform_id, "web");
+        ck_assert_int_eq(out.info.created_at, T0);
+        ck_assert_int_eq(out.info.expires_at, T0 + 100);
+        ck_assert_int_eq(out.info.state, ENGINE_STATE_ACTIVE);
+        ck_assert_uint_eq(out.n_evicted, 0);
+        memcpy(token, out.token, sizeof token);
+        engine_created_clear(&out);
+
+        ck_assert_int_eq(validate(&f, T0 + 50, token, &info, NULL), 0);
+        ck_assert_int_eq(info.state, ENGINE_STATE_ACTIVE);
+        ck_assert_int_eq(info.last_activity, T0 + 50);
+        ck_assert_int_eq(info.expires_at, T0 + 150);
+        ck_assert_int_eq(info.expires_in, 100);
+        ck_assert(!info.warning);
+        /* touch = false leaves last_activity alone. */
+        ck_assert_int_eq(peek_validate(&f, T0 + 60, token, &info, &err), 0);
+        ck_assert_int_eq(info.last_activity, T0 + 50);
+        ck_assert_uint_eq(counters(&f)->created, 1);
+        ck_assert_uint_eq(counters(&f)->validated, 2);
+        /* A validation that hits memory writes nothing. */
+        ck_assert(!engine_has_pending(f.e));
+        fixture_done(&f);
+}
+END_TEST
+
+START_TEST(test_bad_arguments) {
+        struct fixture f;
+        struct engine_created out;
+        struct engine_error err = {0};
+        struct engine_info info;
+        char longer[300];
+        struct engine_create a = {0};
+
+        setup_memory(&f);
+        a.user_id = "";
+        ck_assert_int_eq(engine_create(f.e, T0, &a, &out, &err), -EINVAL);
+        ck_assert_str_eq(err.field, "user_id");
+        memset(longer, 'x', sizeof longer - 1);
+        longer[sizeof longer - 1] = '\0';
+        a.user_id = longer;
+        ck_assert_int_eq(engine_create(f.e, T0, &a, &out, &err), -EINVAL);
+        ck_assert_str_eq(err.reason, "longer than 255 bytes");
+        a.user_id = "bad\nname";
+        ck_assert_int_eq(engine_create(f.e, T0, &a, &out, &err), -EINVAL);
+        a.user_id = "ok";
+        a.platform_id = "";
+        ck_assert_int_eq(engine_create(f.e, T0, &a, &out, &err), -EINVAL);
+        ck_assert_str_eq(err.field, "platform_id");
+        a.platform_id = NULL;
+        {
+                char ua[ENGINE_CLIENT_FIELD_MAX + 2];
+                memset(ua, 'u', sizeof ua - 1);
+                ua[sizeof ua - 1] = '\0';
+                a.client.user_agent = ua;
+                ck_assert_int_eq(engine_create(f.e, T0, &a, &out, &err), -EINVAL);
+                ck_assert_str_eq(err.field, "client.user_agent");
+        }
+        ck_assert_int_eq(engine_commit(f.e), 0);
+        ck_assert_uint_eq(counters(&f)->created, 0);
+
+        ck_assert_int_eq(validate(&f, T0, "not-a-token", &info, &err), -EINVAL);
+        ck_assert_str_eq(err.field, "token");
+        ck_assert_int_eq(validate(&f, T0, "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", &info, &err), -ENOENT);
+        ck_assert_uint_eq(counters(&f)->validate_failed[ENGINE_FAIL_INVALID], 1);
+        ck_assert_uint_eq(counters(&f)->validate_failed[ENGINE_FAIL_NOT_FOUND], 1);
+        fixture_done(&f);
+}
+END_TEST
+
+/* ---- expiry --------------------------------------------------------------------- */
+
+START_TEST(test_expiry_idle_and_grace) {
+        struct fixture f;
+        struct engine_error err = {0};
+        struct engine_info info;
+        char token[TOKEN_STRING_LEN + 1];
+
+        setup_memory(&f);
+        create_session(&f, T0, "alice", NULL, token, NULL);
+        ck_assert_int_eq(peek_validate(&f, T0 + 99, token, &info, &err), 0);
+        ck_assert_int_eq(info.state, ENGINE_STATE_ACTIVE);
+        ck_assert_int_eq(info.expires_in, 1);
+        ck_assert(info.warning);
+        /* At the end: grace, honoured, never touched. */
+        ck_assert_int_eq(validate(&f, T0 + 100, token, &info, &err), 0);
+        ck_assert_int_eq(info.state, ENGINE_STATE_GRACE);
+        ck_assert_int_eq(info.end_reason, ENGINE_END_IDLE);
+        ck_assert_int_eq(info.expires_in, 0);
+        ck_assert(info.warning);
+        ck_assert_int_eq(info.last_activity, T0);
+        {
+                struct engine_info hb;
+                ck_assert_int_eq(engine_heartbeat(f.e, T0 + 105, token, &hb, &err), 0);
+                ck_assert_int_eq(hb.state, ENGINE_STATE_GRACE);
+                ck_assert_int_eq(hb.last_activity, T0);
+        }
+        ck_assert_int_eq(validate(&f, T0 + 109, token, &info, &err), 0);
+        ck_assert_int_eq(info.state, ENGINE_STATE_GRACE);
+        ck_assert_uint_eq(counters(&f)->validated_grace, 2);
+        /* After the grace period: Expired(idle). */
+        ck_assert_int_eq(validate(&f, T0 + 110, token, &info, &err), -ESTALE);
+        ck_assert_int_eq(err.end_reason, ENGINE_END_IDLE);
+        ck_assert_uint_eq(counters(&f)->validate_failed[ENGINE_FAIL_EXPIRED], 1);
+        fixture_done(&f);
+}
+END_TEST
+
+START_TEST(test_expiry_lifetime) {
+        struct fixture f;
+        struct engine_error err = {0};
+        struct engine_info info;
+        char token[TOKEN_STRING_LEN + 1];
+
+        setup_memory(&f);
+        create_session(&f, T0, "alice", NULL, token, NULL);
+        for (int64_t t = T0 + 50; t < T0 + 1000; t += 50)
+                ck_assert_int_eq(validate(&f, t, token, &info, &err), 0);
+        ck_assert_int_eq(info.expires_at, T0 + 1000); /* lifetime now comes first */
+        ck_assert_int_eq(info.end_reason, ENGINE_END_LIFETIME);
+        ck_assert_int_eq(validate(&f, T0 + 1005, token, &info, &err), 0);
+        ck_assert_int_eq(info.state, ENGINE_STATE_GRACE);
+        ck_assert_int_eq(validate(&f, T0 + 1010, token, &info, &err), -ESTALE);
+        ck_assert_int_eq(err.end_reason, ENGINE_END_LIFETIME);
+        fixture_done(&f);
+}
+END_TEST
+
+START_TEST(test_expiry_absolute_and_extend_cap) {
+        struct fixture f;
+        struct engine_error err = {0};
+        struct engine_info info;
+        char token[TOKEN_STRING_LEN + 1];
+
+        fixture_init(&f, NULL);
+        short_timeouts(&f);
+        f.c->timeout.absolute_timeout = 1500;
+        fixture_open(&f);
+        create_session(&f, T0, "alice", NULL, token, NULL);
+        for (int64_t t = T0 + 50; t <= T0 + 900; t += 50)
+                ck_assert_int_eq(validate(&f, t, token, &info, &err), 0);
+        /* Extend renews the lifetime but never past the absolute cap. */
+        ck_assert_int_eq(engine_extend(f.e, T0 + 900, token, &info, &err), 0);
+        ck_assert_int_eq(engine_commit(f.e), 0);
+        ck_assert_int_eq(info.renewed_at, T0 + 900);
+        ck_assert_int_eq(info.expires_at, T0 + 1000); /* idle: last activity + 100 */
+        for (int64_t t = T0 + 950; t < T0 + 1500; t += 50)
+                ck_assert_int_eq(validate(&f, t, token, &info, &err), 0);
+        ck_assert_int_eq(info.expires_at, T0 + 1500);
+        ck_assert_int_eq(info.end_reason, ENGINE_END_ABSOLUTE);
+        ck_assert_int_eq(engine_extend(f.e, T0 + 1499, token, &info, &err), 0);
+        ck_assert_int_eq(engine_commit(f.e), 0);
+        ck_assert_int_eq(info.expires_at, T0 + 1500);
+        ck_assert_int_eq(info.expires_in, 1);
+        ck_assert_int_eq(validate(&f, T0 + 1510, token, &info, &err), -ESTALE);
+        ck_assert_int_eq(err.end_reason, ENGINE_END_ABSOLUTE);
+        ck_assert_uint_eq(counters(&f)->extended, 2);
+        fixture_done(&f);
+}
+END_TEST
+
+START_TEST(test_warning_threshold) {
+        struct fixture f;
+        struct engine_error err = {0};
+        struct engine_info info;
+        char token[TOKEN_STRING_LEN + 1];
+
+        setup_memory(&f);
+        create_session(&f, T0, "alice", NULL, token, NULL);
+        ck_assert_int_eq(peek_validate(&f, T0 + 69, token, &info, &err), 0);
+        ck_assert_int_eq(info.expires_in, 31);
+        ck_assert(!info.warning);
+        ck_assert_int_eq(peek_validate(&f, T0 + 70, token, &info, &err), 0);
+        ck_assert_int_eq(info.expires_in, 30);
+        ck_assert(info.warning);
+        /* A heartbeat touches: the warning goes away. */
+        ck_assert_int_eq(engine_heartbeat(f.e, T0 + 70, token, &info, &err), 0);
+        ck_assert_int_eq(info.expires_in, 100);
+        ck_assert(!info.warning);
+        ck_assert_uint_eq(counters(&f)->heartbeats, 1);
+        fixture_done(&f);
+}
+END_TEST
+
+/* ---- concurrency limit ------------------------------------------------------------- */
+
+START_TEST(test_eviction_order) {
+        struct fixture f;
+        struct engine_error err = {0};
+        struct engine_info info;
+        struct engine_create a = {.user_id = "alice"};
+        struct engine_created out;
+        char t[4][TOKEN_STRING_LEN + 1], id[4][TOKEN_ID_STRING_LEN + 1], bob[TOKEN_STRING_LEN + 1];
+        unsigned n = 0;
+
+        fixture_init(&f, NULL);
+        short_timeouts(&f);
+        f.c->security.max_concurrent_per_user = 3;
+        fixture_open(&f);
+        for (int i = 0; i < 3; i++)
+                create_session(&f, T0 + i, "alice", NULL, t[i], id[i]);
+        create_session(&f, T0, "bob", NULL, bob, NULL);
+        /* The first is used again: the second is now the least recently active. */
+        ck_assert_int_eq(validate(&f, T0 + 10, t[0], &info, &err), 0);
+        ck_assert_int_eq(engine_create(f.e, T0 + 11, &a, &out, &err), 0);
+        ck_assert_int_eq(engine_commit(f.e), 0);
+        ck_assert_uint_eq(out.n_evicted, 1);
+        ck_assert_str_eq(out.evicted[0], id[1]);
+        memcpy(t[3], out.token, sizeof t[3]);
+        engine_created_clear(&out);
+
+        ck_assert_int_eq(validate(&f, T0 + 12, t[1], &info, &err), -ESTALE);
+        ck_assert_int_eq(err.end_reason, ENGINE_END_EVICTED);
+        ck_assert_int_eq(validate(&f, T0 + 12, t[0], &info, &err), 0);
+        ck_assert_int_eq(validate(&f, T0 + 12, t[2], &info, &err), 0);
+        ck_assert_int_eq(validate(&f, T0 + 12, t[3], &info, &err), 0);
+        ck_assert_int_eq(validate(&f, T0 + 12, bob, &info, &err), 0);
+        ck_assert_uint_eq(counters(&f)->ended[ENGINE_END_EVICTED], 1);
+        ck_assert_int_eq(engine_terminate_user(f.e, T0 + 13, "nobody", &n), 0);
+        ck_assert_uint_eq(n, 0);
+        fixture_done(&f);
+}
+END_TEST
+
+static int count_cb(const struct engine_info *info, void *userdata) {
+        (*(unsigned *)userdata)++;
+        return 0;
+}
+
+START_TEST(test_lowered_limit) {
+        struct fixture f;
+        struct engine_error err = {0};
+        struct engine_info info;
+        char t[5][TOKEN_STRING_LEN + 1];
+        unsigned ended, n = 0;
+        bool more;
+
+        setup_memory(&f);
+        for (int i = 0; i < 5; i++)
+                create_session(&f, T0 + i, "alice", NULL, t[i], NULL);
+        ck_assert_int_eq(validate(&f, T0 + 10, t[0], &info, &err), 0);
+        f.c->security.max_concurrent_per_user = 2;
+        engine_config_changed(f.e);
+        ck_assert_int_eq(engine_enforce_user_limit(f.e, T0 + 11, 2, &ended, &more), 0);
+        ck_assert_uint_eq(ended, 2);
+        ck_assert(more);
+        ck_assert_int_eq(engine_enforce_user_limit(f.e, T0 + 11, 2, &ended, &more), 0);
+        ck_assert_uint_eq(ended, 1);
+        ck_assert(!more);
+        ck_assert_int_eq(engine_commit(f.e), 0);
+        ck_assert_int_eq(engine_list_user(f.e, T0 + 11, "alice", count_cb, &n, &err), 0);
+        ck_assert_uint_eq(n, 2);
+        /* The survivors are the most recently active: t[0] (used at +10) and t[4]. */
+        ck_assert_int_eq(validate(&f, T0 + 12, t[0], &info, &err), 0);
+        ck_assert_int_eq(validate(&f, T0 + 12, t[4], &info, &err), 0);
+        for (int i = 1; i < 4; i++) {
+                ck_assert_int_eq(validate(&f, T0 + 12, t[i], &info, &err), -ESTALE);
+                ck_assert_int_eq(err.end_reason, ENGINE_END_EVICTED);
+        }
+        ck_assert_int_eq(engine_enforce_user_limit(f.e, T0 + 13, 2, &ended, &more), 0);
+        ck_assert_uint_eq(ended, 0);
+        ck_assert(!more);
+        fixture_done(&f);
+}
+END_TEST
+
+/* ---- fingerprints ------------------------------------------------------------------ */
+
+struct listed {
+        char ip[64];
+        unsigned n;
+};
+
+static int ip_cb(const struct engine_info *info, void *userdata) {
+        struct listed *l = userdata;
+
+        snprintf(l->ip, sizeof l->ip, "%s", info->ip ? info->ip : "");
+        l->n++;
+        return 0;
+}
+
+START_TEST(test_fingerprint_policy) {
+        struct fixture f;
+        struct engine_error err = {0};
+        struct engine_info info;
+        struct engine_client created = {"Firefox", "192.0.2.1", "en", "gzip"};
+        struct engine_client other_ua = {"Chrome", "192.0.2.1", "en", "gzip"};
+        struct engine_client other_ip = {"Firefox", "198.51.100.9", "en", "gzip"};
+        struct engine_client other_lang = {"Firefox", "198.51.100.9", "de", NULL};
+        struct listed l = {0};
+        char token[TOKEN_STRING_LEN + 1];
+        uint64_t seq;
+
+        setup_memory(&f);
+        create_session(&f, T0, "alice", &created, token, NULL);
+        ck_assert_int_eq(engine_validate(f.e, T0 + 1, token, &created, true, &info, &err), 0);
+        ck_assert(!engine_has_pending(f.e)); /* the same client: nothing to record */
+
+        ck_assert_int_eq(engine_validate(f.e, T0 + 2, token, &other_ua, true, &info, &err), -EACCES);
+        ck_assert_int_eq(engine_commit(f.e), 0);
+        ck_assert_uint_eq(counters(&f)->fingerprint_mismatches, 1);
+        ck_assert_uint_eq(counters(&f)->validate_failed[ENGINE_FAIL_FINGERPRINT], 1);
+        ck_assert_uint_eq(counters(&f)->suspicious, 1);
+
+        seq = engine_write_seq(f.e);
+        ck_assert_int_eq(engine_validate(f.e, T0 + 3, token, &other_ip, true, &info, &err), 0);
+        ck_assert_uint_ne(engine_write_seq(f.e), seq); /* recorded: a write */
+        ck_assert_int_eq(engine_commit(f.e), 0);
+        ck_assert_uint_eq(counters(&f)->fingerprint_changes, 1);
+        ck_assert_uint_eq(counters(&f)->suspicious, 2);
+        ck_assert_int_eq(engine_list_user(f.e, T0 + 3, "alice", ip_cb, &l, &err), 0);
+        ck_assert_str_eq(l.ip, "198.51.100.9");
+        /* The new IP is now the recorded one. */
+        ck_assert_int_eq(engine_validate(f.e, T0 + 4, token, &other_ip, true, &info, &err), 0);
+        ck_assert_uint_eq(counters(&f)->suspicious, 2);
+        ck_assert_int_eq(engine_validate(f.e, T0 + 5, token, &other_lang, true, &info, &err), 0);
+        ck_assert_int_eq(engine_commit(f.e), 0);
+        ck_assert_uint_eq(counters(&f)->fingerprint_changes, 2);
+        ck_assert_uint_eq(counters(&f)->suspicious, 3);
+        /* No client given: nothing compared. */
+        ck_assert_int_eq(validate(&f, T0 + 6, token, &info, &err), 0);
+
+        /* Fingerprinting off: nothing compared, nothing counted. */
+        f.c->security.fingerprinting = false;
+        ck_assert_int_eq(engine_validate(f.e, T0 + 7, token, &other_ua, true, &info, &err), 0);
+        ck_assert_uint_eq(counters(&f)->suspicious, 3);
+        ck_assert_uint_eq(counters(&f)->fingerprint_mismatches, 1);
+        fixture_done(&f);
+}
+END_TEST
+
+START_TEST(test_fingerprint_adopted) {
+        struct fixture f;
+        struct engine_error err = {0};
+        struct engine_info info;
+        struct engine_client x = {.user_agent = "X"}, y = {.user_agent = "Y"};
+        char token[TOKEN_STRING_LEN + 1];
+
+        setup_memory(&f);
+        create_session(&f, T0, "alice", NULL, token, NULL); /* no client at creation */
+        ck_assert_int_eq(engine_validate(f.e, T0 + 1, token, &x, true, &info, &err), 0);
+        ck_assert_int_eq(engine_commit(f.e), 0);
+        ck_assert_uint_eq(counters(&f)->suspicious, 0);
+        ck_assert_int_eq(engine_validate(f.e, T0 + 2, token, &y, true, &info, &err), -EACCES);
+        fixture_done(&f);
+}
+END_TEST
+
+/* ---- platform switching -------------------------------------------------------------- */
+
+START_TEST(test_switch_rate_limit) {
+        struct fixture f;
+        struct engine_error err = {0};
+        struct engine_info info;
+        char token[TOKEN_STRING_LEN + 1];
+        const char *platforms[] = {"ios", "web", "android"};
+
+        fixture_init(&f, NULL);
+        short_timeouts(&f);
+        f.c->timeout.idle_timeout = 10000;
+        f.c->timeout.session_lifetime = 20000;
+        f.c->timeout.absolute_timeout = 30000;
+        f.c->security.max_platform_switches_per_hour = 3;
+        fixture_open(&f);
+        create_session(&f, T0, "alice", NULL, token, NULL);
+        for (int i = 0; i < 3; i++) {
+                ck_assert_int_eq(engine_switch_platform(f.e, T0 + 1 + i, token, platforms[i], &info, &err), 0);
+                ck_assert_str_eq(info.platform_id, platforms[i]);
+                ck_assert_int_eq(engine_commit(f.e), 0);
+        }
+        /* The same platform again is not a switch. */
+        ck_assert_int_eq(engine_switch_platform(f.e, T0 + 4, token, "android", &info, &err), 0);
+        /* A fourth switch within the hour is refused until the first leaves it. */
+        ck_assert_int_eq(engine_switch_platform(f.e, T0 + 4, token, "web", &info, &err), -EBUSY);
+        ck_assert_int_eq(err.retry_after, 3600 - 3);
+        ck_assert_uint_eq(counters(&f)->platform_switches_refused, 1);
+        ck_assert_uint_eq(counters(&f)->suspicious, 1);
+        ck_assert_int_eq(engine_switch_platform(f.e, T0 + 3600, token, "web", &info, &err), -EBUSY);
+        ck_assert_int_eq(err.retry_after, 1);
+        ck_assert_int_eq(engine_switch_platform(f.e, T0 + 3601, token, "web", &info, &err), 0);
+        ck_assert_int_eq(engine_commit(f.e), 0);
+        ck_assert_uint_eq(counters(&f)->platform_switches, 4);
+        ck_assert_int_eq(validate(&f, T0 + 3602, token, &info, &err), 0);
+        ck_assert_str_eq(info.platform_id, "web");
+
+        ck_assert_int_eq(engine_switch_platform(f.e, T0 + 3602, token, "", &info, &err), -EINVAL);
+        ck_assert_str_eq(err.field, "platform_id");
+        f.c->features.platform_switching = false;
+        ck_assert_int_eq(engine_switch_platform(f.e, T0 + 3602, token, "ios", &info, &err), -EOPNOTSUPP);
+        ck_assert_str_eq(err.feature, "platform_switching");
+        fixture_done(&f);
+}
+END_TEST
+
+/* ---- sync state ------------------------------------------------------------------------- */
+
+START_TEST(test_sync_state) {
+        struct fixture f;
+        struct engine_error err = {0};
+        struct engine_create a = {.user_id = "alice", .sync_data = "{\"tab\":1}", .sync_size = 9};
+        struct engine_created out;
+        int64_t version;
+        char *data;
+        size_t size;
+        char token[TOKEN_STRING_LEN + 1];
+
+        fixture_init(&f, NULL);
+        short_timeouts(&f);
+        f.c->sync.max_data_size = 16;
+        fixture_open(&f);
+        ck_assert_int_eq(engine_create(f.e, T0, &a, &out, &err), 0);
+        ck_assert_int_eq(engine_commit(f.e), 0);
+        memcpy(token, out.token, sizeof token);
+        engine_created_clear(&out);
+
+        ck_assert_int_eq(engine_sync_get(f.e, T0, token, &version, &data, &size, &err), 0);
+        ck_assert_int_eq(version, 1);
+        ck_assert_str_eq(data, "{\"tab\":1}");
+        free(data);
+        ck_assert_int_eq(engine_sync_set(f.e, T0 + 1, token, "two", 3, 1, &version, &err), 0);
+        ck_assert_int_eq(version, 2);
+        /* A stale expected version: Conflict with the current one. */
+        ck_assert_int_eq(engine_sync_set(f.e, T0 + 2, token, "three", 5, 1, &version, &err), -EAGAIN);
+        ck_assert_int_eq(err.version, 2);
+        /* Unconditional. */
+        ck_assert_int_eq(engine_sync_set(f.e, T0 + 2, token, "three", 5, -1, &version, &err), 0);
+        ck_assert_int_eq(version, 3);
+        /* Size limit, exactly at and above. */
+        ck_assert_int_eq(engine_sync_set(f.e, T0 + 3, token, "0123456789abcdef", 16, -1, &version, &err), 0);
+        ck_assert_int_eq(engine_sync_set(f.e, T0 + 3, token, "0123456789abcdefg", 17, -1, &version, &err), -E2BIG);
+        ck_assert_int_eq(err.max, 16);
+        ck_assert_int_eq(engine_commit(f.e), 0);
+        ck_assert_int_eq(engine_sync_get(f.e, T0 + 4, token, &version, &data, &size, &err), 0);
+        ck_assert_int_eq(version, 4);
+        ck_assert_uint_eq(size, 16);
+        free(data);
+        ck_assert_uint_eq(counters(&f)->sync_conflicts, 1);
+
+        a.sync_size = 17;
+        a.sync_data = "0123456789abcdefg";
+        ck_assert_int_eq(engine_create(f.e, T0, &a, &out, &err), -E2BIG);
+
+        f.c->features.cross_tab_sync = false;
+        ck_assert_int_eq(engine_sync_get(f.e, T0 + 5, token, &version, &data, &size, &err), -EOPNOTSUPP);
+        ck_assert_str_eq(err.feature, "cross_tab_sync");
+        ck_assert_int_eq(engine_sync_set(f.e, T0 + 5, token, "x", 1, -1, &version, &err), -EOPNOTSUPP);
+        a.sync_size = 1;
+        ck_assert_int_eq(engine_create(f.e, T0, &a, &out, &err), -EOPNOTSUPP);
+        fixture_done(&f);
+}
+END_TEST
+
+/* ---- rotate, destroy ------------------------------------------------------------------------ */
+
+START_TEST(test_rotate) {
+        struct fixture f;
+        struct engine_error err = {0};
+        struct engine_info info;
+        char old[TOKEN_STRING_LEN + 1], fresh[TOKEN_STRING_LEN + 1], id[TOKEN_ID_STRING_LEN + 1];
+        int64_t version;
+        char *data;
+        size_t size;
+
+        setup_memory(&f);
+        create_session(&f, T0, "alice", NULL, old, id);
+        ck_assert_int_eq(engine_sync_set(f.e, T0 + 1, old, "s", 1, -1, &version, &err), 0);
+        ck_assert_int_eq(engine_switch_platform(f.e, T0 + 1, old, "ios", &info, &err), 0);
+        ck_assert_int_eq(engine_rotate(f.e, T0 + 5, old, fresh, &info, &err), 0);
+        ck_assert_int_eq(engine_commit(f.e), 0);
+        ck_assert(token_is_wellformed(fresh));
+        ck_assert_str_ne(fresh, old);
+        ck_assert_str_ne(info.id, id);
+        ck_assert_int_eq(info.created_at, T0); /* the absolute cap is kept */
+        ck_assert_int_eq(info.last_activity, T0 + 5);
+        ck_assert_str_eq(info.platform_id, "ios");
+        ck_assert_uint_eq(counters(&f)->rotated, 1);
+
+        ck_assert_int_eq(validate(&f, T0 + 6, fresh, &info, &err), 0);
+        ck_assert_int_eq(engine_sync_get(f.e, T0 + 6, fresh, &version, &data, &size, &err), 0);
+        ck_assert_int_eq(version, 1);
+        ck_assert_str_eq(data, "s");
+        free(data);
+
+        /* The old token: Expired(rotated) at once; within grace not suspicious. */
+        ck_assert_int_eq(validate(&f, T0 + 6, old, &info, &err), -ESTALE);
+        ck_assert_int_eq(err.end_reason, ENGINE_END_ROTATED);
+        ck_assert_uint_eq(counters(&f)->suspicious, 0);
+        ck_assert_int_eq(validate(&f, T0 + 5 + 11, old, &info, &err), -ESTALE);
+        ck_assert_uint_eq(counters(&f)->suspicious, 1);
+        ck_assert_int_eq(engine_rotate(f.e, T0 + 20, old, fresh, &info, &err), -ESTALE);
+        fixture_done(&f);
+}
+END_TEST
+
+START_TEST(test_destroy) {
+        struct fixture f;
+        struct engine_error err = {0};
+        struct engine_info info;
+        char token[TOKEN_STRING_LEN + 1];
+
+        setup_memory(&f);
+        create_session(&f, T0, "alice", NULL, token, NULL);
+        ck_assert_int_eq(engine_destroy(f.e, T0 + 1, token, &err), 0);
+        ck_assert_int_eq(engine_commit(f.e), 0);
+        ck_assert_int_eq(validate(&f, T0 + 1, token, &info, &err), -ESTALE);
+        ck_assert_int_eq(err.end_reason, ENGINE_END_DESTROYED);
+        ck_assert_int_eq(engine_destroy(f.e, T0 + 2, token, &err), -ESTALE);
+        ck_assert_int_eq(engine_destroy(f.e, T0 + 2, "BBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB", &err), -ENOENT);
+        ck_assert_uint_eq(counters(&f)->ended[ENGINE_END_DESTROYED], 1);
+        fixture_done(&f);
+}
+END_TEST
+
+START_TEST(test_destroy_user_except) {
+        struct fixture f;
+        struct engine_error err = {0};
+        struct engine_info info;
+        char t[3][TOKEN_STRING_LEN + 1], bob[TOKEN_STRING_LEN + 1];
+        unsigned count;
+
+        setup_memory(&f);
+        for (int i = 0; i < 3; i++)
+                create_session(&f, T0 + i, "alice", NULL, t[i], NULL);
+        create_session(&f, T0, "bob", NULL, bob, NULL);
+        ck_assert_int_eq(engine_destroy_user(f.e, T0 + 5, "alice", bob, &count, &err), -EINVAL);
+        ck_assert_str_eq(err.field, "except_token");
+        ck_assert_int_eq(engine_destroy_user(f.e, T0 + 5, "alice", "bad", &count, &err), -EINVAL);
+        ck_assert_str_eq(err.field, "except_token");
+        ck_assert_int_eq(engine_destroy_user(f.e, T0 + 5, "alice", t[1], &count, &err), 0);
+        ck_assert_int_eq(engine_commit(f.e), 0);
+        ck_assert_uint_eq(count, 2);
+        ck_assert_int_eq(validate(&f, T0 + 6, t[1], &info, &err), 0);
+        ck_assert_int_eq(validate(&f, T0 + 6, t[0], &info, &err), -ESTALE);
+        ck_assert_int_eq(err.end_reason, ENGINE_END_DESTROYED);
+        ck_assert_int_eq(validate(&f, T0 + 6, t[2], &info, &err), -ESTALE);
+        ck_assert_int_eq(validate(&f, T0 + 6, bob, &info, &err), 0);
+        /* Without exception: everything, and nothing left to count after. */
+        ck_assert_int_eq(engine_destroy_user(f.e, T0 + 7, "alice", NULL, &count, &err), 0);
+        ck_assert_uint_eq(count, 1);
+        ck_assert_int_eq(engine_destroy_user(f.e, T0 + 7, "alice", NULL, &count, &err), 0);
+        ck_assert_uint_eq(count, 0);
+        ck_assert_int_eq(engine_destroy_user(f.e, T0 + 7, "", NULL, &count, &err), -EINVAL);
+        fixture_done(&f);
+}
+END_TEST
+
+/* ---- administration -------------------------------------------------------------------------- */
+
+struct states {
+        unsigned active, grace, expired, ended;
+        char reason[32];
+};
+
+static int state_cb(const struct engine_info *info, void *userdata) {
+        struct states *s = userdata;
+
+        switch (info->state) {
+        case ENGINE_STATE_ACTIVE: s->active++; break;
+        case ENGINE_STATE_GRACE: s->grace++; break;
+        case ENGINE_STATE_EXPIRED: s->expired++; break;
+        case ENGINE_STATE_ENDED:
+                s->ended++;
+                snprintf(s->reason, sizeof s->reason, "%s", engine_end_reason_to_string(info->end_reason));
+                ck_assert_int_eq(info->expires_at, info->ended_at);
+                break;
+        }
+        return 0;
+}
+
+START_TEST(test_terminate_and_listings) {
+        struct fixture f;
+        struct engine_error err = {0};
+        struct engine_info info;
+        struct states st = {0};
+        char t[3][TOKEN_STRING_LEN + 1], id[3][TOKEN_ID_STRING_LEN + 1];
+        unsigned count;
+
+        setup_memory(&f);
+        create_session(&f, T0, "alice", NULL, t[0], id[0]);
+        create_session(&f, T0 + 95, "alice", NULL, t[1], id[1]);
+        create_session(&f, T0 + 200, "bob", NULL, t[2], id[2]);
+        ck_assert_int_eq(engine_terminate(f.e, T0 + 200, id[2]), 0);
+        ck_assert_int_eq(engine_commit(f.e), 0);
+        ck_assert_int_eq(engine_terminate(f.e, T0 + 200, id[2]), -ENOENT);
+        ck_assert_int_eq(engine_terminate(f.e, T0 + 200, "zzzzzzzzzzzzzzzzzzzzzz"), -ENOENT);
+        ck_assert_int_eq(validate(&f, T0 + 201, t[2], &info, &err), -ESTALE);
+        ck_assert_int_eq(err.end_reason, ENGINE_END_TERMINATED);
+
+        /* At T0 + 200: alice's first is expired (not ended), the second in
+         * grace... no: active until T0 + 195 + 10. */
+        ck_assert_int_eq(engine_list_sessions(f.e, T0 + 200, NULL, false, 100, state_cb, &st), 0);
+        ck_assert_uint_eq(st.active + st.grace + st.expired + st.ended, 1);
+        ck_assert_uint_eq(st.grace, 1);
+        st = (struct states){0};
+        ck_assert_int_eq(engine_list_sessions(f.e, T0 + 200, NULL, true, 100, state_cb, &st), 0);
+        ck_assert_uint_eq(st.expired, 1);
+        ck_assert_uint_eq(st.grace, 1);
+        ck_assert_uint_eq(st.ended, 1);
+        ck_assert_str_eq(st.reason, "terminated");
+        st = (struct states){0};
+        ck_assert_int_eq(engine_list_sessions(f.e, T0 + 200, NULL, true, 2, state_cb, &st), 0);
+        ck_assert_uint_eq(st.active + st.grace + st.expired + st.ended, 2);
+        st = (struct states){0};
+        ck_assert_int_eq(engine_list_sessions(f.e, T0 + 200, "bob", true, 100, state_cb, &st), 0);
+        ck_assert_uint_eq(st.ended, 1);
+        ck_assert_uint_eq(st.active + st.grace + st.expired, 0);
+
+        ck_assert_int_eq(engine_terminate_user(f.e, T0 + 201, "alice", &count), 0);
+        ck_assert_uint_eq(count, 1); /* the expired one is left to cleanup */
+        ck_assert_int_eq(engine_commit(f.e), 0);
+        ck_assert_uint_eq(counters(&f)->ended[ENGINE_END_TERMINATED], 2);
+        fixture_done(&f);
+}
+END_TEST
+
+/* ---- background work --------------------------------------------------------------------------- */
+
+START_TEST(test_cleanup_batches) {
+        struct fixture f;
+        struct engine_error err = {0};
+        struct engine_info info;
+        struct engine_counts counts;
+        struct states st = {0};
+        char t[25][TOKEN_STRING_LEN + 1];
+        unsigned ended, total = 0;
+        bool more;
+
+        fixture_init(&f, NULL);
+        short_timeouts(&f);
+        f.c->security.max_concurrent_per_user = 100;
+        fixture_open(&f);
+        for (int i = 0; i < 25; i++)
+                create_session(&f, T0, "user", NULL, t[i], NULL);
+        for (int i = 0; i < 5; i++) /* five stay alive longer */
+                ck_assert_int_eq(validate(&f, T0 + 50, t[i], &info, &err), 0);
+        /* End T0 + 100, cleanup grace 20. */
+        ck_assert_uint_eq(engine_count_awaiting_cleanup(f.e, T0 + 119), 0);
+        ck_assert_uint_eq(engine_count_awaiting_cleanup(f.e, T0 + 120), 20);
+        engine_count(f.e, T0 + 120, &counts);
+        ck_assert_uint_eq(counts.sessions, 25);
+        ck_assert_uint_eq(counts.active, 5);
+        ck_assert_uint_eq(counts.expired, 20);
+        ck_assert_uint_eq(counts.awaiting_cleanup, 20);
+        ck_assert_uint_eq(counts.users, 1);
+
+        do {
+                ck_assert_int_eq(engine_cleanup_expired(f.e, T0 + 120, 8, &ended, &more), 0);
+                ck_assert_int_eq(engine_commit(f.e), 0);
+                ck_assert_uint_le(ended, 8);
+                total += ended;
+        } while (more);
+        ck_assert_uint_eq(total, 20);
+        ck_assert_uint_eq(engine_count_awaiting_cleanup(f.e, T0 + 120), 0);
+        ck_assert_uint_eq(counters(&f)->ended[ENGINE_END_IDLE], 20);
+
+        /* Ended with their reason and their real end time. */
+        ck_assert_int_eq(engine_list_sessions(f.e, T0 + 120, "user", true, 100, state_cb, &st), 0);
+        ck_assert_uint_eq(st.ended, 20);
+        ck_assert_uint_eq(st.active, 5);
+        ck_assert_str_eq(st.reason, "idle");
+        ck_assert_int_eq(validate(&f, T0 + 121, t[24], &info, &err), -ESTALE);
+        ck_assert_int_eq(err.end_reason, ENGINE_END_IDLE);
+        ck_assert_int_eq(engine_cleanup_expired(f.e, T0 + 120, 8, &ended, &more), 0);
+        ck_assert_uint_eq(ended, 0);
+        ck_assert(!more);
+        fixture_done(&f);
+}
+END_TEST
+
+START_TEST(test_purge) {
+        struct fixture f;
+        struct engine_error err = {0};
+        char t[4][TOKEN_STRING_LEN + 1];
+        char *path = path_in("sessions.db");
+        unsigned sessions, audit_rows;
+        bool more;
+
+        fixture_init(&f, path);
+        short_timeouts(&f);
+        f.c->cleanup.expired_retention_days = 1;
+        f.c->cleanup.audit_retention_days = 2;
+        fixture_open(&f);
+        for (int i = 0; i < 4; i++)
+                create_session(&f, T0, "alice", NULL, t[i], NULL);
+        for (int i = 0; i < 3; i++)
+                ck_assert_int_eq(engine_destroy(f.e, T0 + i, t[i], &err), 0);
+        ck_assert_int_eq(engine_commit(f.e), 0);
+        ck_assert_int_eq(db_count(path, "SELECT count(*) FROM audit"), 7); /* 4 created, 3 ended */
+
+        /* Not old enough yet. */
+        ck_assert_int_eq(engine_purge(f.e, T0 + 86400, 2, &sessions, &audit_rows, &more), 0);
+        ck_assert_uint_eq(sessions, 0);
+        /* One day after the first two ended: those two, in batches of two. */
+        ck_assert_int_eq(engine_purge(f.e, T0 + 86402, 2, &sessions, &audit_rows, &more), 0);
+        ck_assert_int_eq(engine_commit(f.e), 0);
+        ck_assert_uint_eq(sessions, 2);
+        ck_assert_uint_eq(audit_rows, 0);
+        ck_assert(more);
+        ck_assert_int_eq(engine_purge(f.e, T0 + 86402, 2, &sessions, &audit_rows, &more), 0);
+        ck_assert_uint_eq(sessions, 0);
+        ck_assert(!more);
+        ck_assert_int_eq(engine_commit(f.e), 0);
+        ck_assert_int_eq(db_count(path, "SELECT count(*) FROM sessions"), 2);
+        /* Two days: the audit rows go too, and the third ended session. */
+        ck_assert_int_eq(engine_purge(f.e, T0 + 2 * 86400 + 10, 100, &sessions, &audit_rows, &more), 0);
+        ck_assert_int_eq(engine_commit(f.e), 0);
+        ck_assert_uint_eq(sessions, 1);
+        ck_assert_uint_eq(audit_rows, 7);
+        ck_assert_int_eq(db_count(path, "SELECT count(*) FROM sessions"), 1); /* the live one stays */
+        ck_assert_uint_eq(counters(&f)->purged_sessions, 3);
+        {
+                struct store_maintenance m;
+                ck_assert_int_eq(engine_maintain(f.e, &m), 0);
+                ck_assert(m.ok);
+        }
+        fixture_done(&f);
+        scratch_remove();
+}
+END_TEST
+
+/* ---- durability ---------------------------------------------------------------------------------- */
+
+START_TEST(test_restart_keeps_everything) {
+        struct fixture f;
+        struct engine_error err = {0};
+        struct engine_info info;
+        char *path = path_in("state/sessions.db");
+        char kept[TOKEN_STRING_LEN + 1], gone[TOKEN_STRING_LEN + 1], rot[TOKEN_STRING_LEN + 1],
+                rotated[TOKEN_STRING_LEN + 1];
+        int64_t version;
+        char *data;
+        size_t size;
+        struct stat st;
+
+        fixture_init(&f, path);
+        short_timeouts(&f);
+        fixture_open(&f);
+        create_session(&f, T0, "alice", NULL, kept, NULL);
+        create_session(&f, T0, "alice", NULL, gone, NULL);
+        create_session(&f, T0, "bob", NULL, rot, NULL);
+        ck_assert_int_eq(engine_destroy(f.e, T0 + 1, gone, &err), 0);
+        ck_assert_int_eq(engine_rotate(f.e, T0 + 2, rot, rotated, &info, &err), 0);
+        ck_assert_int_eq(engine_switch_platform(f.e, T0 + 3, kept, "ios", &info, &err), 0);
+        ck_assert_int_eq(engine_sync_set(f.e, T0 + 4, kept, "data", 4, -1, &version, &err), 0);
+        ck_assert_int_eq(engine_commit(f.e), 0);
+        /* A touch, kept in memory, is written at shutdown. */
+        ck_assert_int_eq(validate(&f, T0 + 50, kept, &info, &err), 0);
+        fixture_close(&f);
+
+        {
+                char *key = path_in("state/sessiond.key");
+                ck_assert_int_eq(stat(key, &st), 0);
+                ck_assert_uint_eq(st.st_mode & 07777, 0600);
+                free(key);
+        }
+        fixture_open(&f);
+        ck_assert_int_eq(peek_validate(&f, T0 + 51, kept, &info, &err), 0);
+        ck_assert_int_eq(info.last_activity, T0 + 50);
+        ck_assert_str_eq(info.platform_id, "ios");
+        ck_assert_int_eq(engine_sync_get(f.e, T0 + 51, kept, &version, &data, &size, &err), 0);
+        ck_assert_int_eq(version, 1);
+        ck_assert_str_eq(data, "data");
+        free(data);
+        ck_assert_int_eq(validate(&f, T0 + 51, gone, &info, &err), -ESTALE);
+        ck_assert_int_eq(err.end_reason, ENGINE_END_DESTROYED);
+        ck_assert_int_eq(validate(&f, T0 + 51, rot, &info, &err), -ESTALE);
+        ck_assert_int_eq(err.end_reason, ENGINE_END_ROTATED);
+        ck_assert_int_eq(validate(&f, T0 + 51, rotated, &info, &err), 0);
+        fixture_done(&f);
+        scratch_remove();
+}
+END_TEST
+
+START_TEST(test_touch_flush) {
+        struct fixture f;
+        struct engine_error err = {0};
+        struct engine_info info;
+        struct engine_counts counts;
+        char *path = path_in("sessions.db");
+        char t[3][TOKEN_STRING_LEN + 1];
+        unsigned written;
+        bool more;
+
+        fixture_init(&f, path);
+        short_timeouts(&f); /* idle 100: a touch of a second or more is written */
+        fixture_open(&f);
+        for (int i = 0; i < 3; i++)
+                create_session(&f, T0, "alice", NULL, t[i], NULL);
+        for (int i = 0; i < 3; i++)
+                ck_assert_int_eq(validate(&f, T0 + 30, t[i], &info, &err), 0);
+        engine_count(f.e, T0 + 30, &counts);
+        ck_assert_uint_eq(counts.dirty_touches, 3);
+        ck_assert_int_eq(db_count(path, "SELECT count(*) FROM sessions WHERE last_activity = 1700000030"), 0);
+        ck_assert_int_eq(engine_flush_touches(f.e, 2, &written, &more), 0);
+        ck_assert_uint_eq(written, 2);
+        ck_assert(more);
+        ck_assert_int_eq(engine_flush_touches(f.e, 2, &written, &more), 0);
+        ck_assert_uint_eq(written, 1);
+        ck_assert(!more);
+        ck_assert_int_eq(engine_commit(f.e), 0);
+        ck_assert_int_eq(db_count(path, "SELECT count(*) FROM sessions WHERE last_activity = 1700000030"), 3);
+        ck_assert_uint_eq(counters(&f)->touches_written, 3);
+        fixture_done(&f);
+        scratch_remove();
+}
+END_TEST
+
+START_TEST(test_abort_restores_memory) {
+        struct fixture f;
+        struct engine_error err = {0};
+        struct engine_info info;
+        struct engine_create a = {.user_id = "alice"};
+        struct engine_created out;
+        char kept[TOKEN_STRING_LEN + 1], fresh[TOKEN_STRING_LEN + 1], rot[TOKEN_STRING_LEN + 1];
+        char rotated[TOKEN_STRING_LEN + 1];
+        int64_t version;
+        char *data;
+        size_t size;
+
+        setup_memory(&f);
+        create_session(&f, T0, "alice", NULL, kept, NULL);
+        create_session(&f, T0, "bob", NULL, rot, NULL);
+        ck_assert_int_eq(validate(&f, T0 + 10, kept, &info, &err), 0);
+
+        /* One iteration's writes, then the transaction is abandoned. */
+        ck_assert_int_eq(engine_create(f.e, T0 + 20, &a, &out, &err), 0);
+        memcpy(fresh, out.token, sizeof fresh);
+        engine_created_clear(&out);
+        ck_assert_int_eq(engine_destroy(f.e, T0 + 20, kept, &err), 0);
+        ck_assert_int_eq(engine_rotate(f.e, T0 + 20, rot, rotated, &info, &err), 0);
+        ck_assert_int_eq(engine_sync_set(f.e, T0 + 20, rotated, "x", 1, -1, &version, &err), 0);
+        engine_abort(f.e);
+        ck_assert(!engine_has_pending(f.e));
+
+        ck_assert_int_eq(peek_validate(&f, T0 + 21, fresh, &info, &err), -ENOENT);
+        ck_assert_int_eq(peek_validate(&f, T0 + 21, rotated, &info, &err), -ENOENT);
+        ck_assert_int_eq(peek_validate(&f, T0 + 21, kept, &info, &err), 0);
+        ck_assert_int_eq(info.last_activity, T0 + 10); /* the touch survived too */
+        ck_assert_int_eq(peek_validate(&f, T0 + 21, rot, &info, &err), 0);
+        ck_assert_int_eq(engine_sync_get(f.e, T0 + 21, rot, &version, &data, &size, &err), 0);
+        ck_assert_int_eq(version, 0);
+        fixture_done(&f);
+}
+END_TEST
+
+/* A VFS that passes everything to the default one, except writes while
+ * `fail_writes` is set: a disk that fails under a commit. */
+static bool fail_writes;
+static sqlite3_vfs faulty_vfs, *real_vfs;
+
+struct faulty_file {
+        sqlite3_file base;
+        sqlite3_file *real;
+};
+
+#define REAL(f) (((struct faulty_file *)(f))->real)
+static int f_close(sqlite3_file *f) {
+        int rc = REAL(f)->pMethods ? REAL(f)->pMethods->xClose(REAL(f)) : SQLITE_OK;
+        sqlite3_free(REAL(f));
+        return rc;
+}
+static int f_read(sqlite3_file *f, void *b, int n, sqlite3_int64 o) { return REAL(f)->pMethods->xRead(REAL(f), b, n, o); }
+static int f_write(sqlite3_file *f, const void *b, int n, sqlite3_int64 o) {
+        return fail_writes ? SQLITE_IOERR_WRITE : REAL(f)->pMethods->xWrite(REAL(f), b, n, o);
+}
+static int f_truncate(sqlite3_file *f, sqlite3_int64 s) { return REAL(f)->pMethods->xTruncate(REAL(f), s); }
+static int f_sync(sqlite3_file *f, int fl) {
+        return fail_writes ? SQLITE_IOERR_FSYNC : REAL(f)->pMethods->xSync(REAL(f), fl);
+}
+static int f_size(sqlite3_file *f, sqlite3_int64 *s) { return REAL(f)->pMethods->xFileSize(REAL(f), s); }
+static int f_lock(sqlite3_file *f, int l) { return REAL(f)->pMethods->xLock(REAL(f), l); }
+static int f_unlock(sqlite3_file *f, int l) { return REAL(f)->pMethods->xUnlock(REAL(f), l); }
+static int f_check(sqlite3_file *f, int *o) { return REAL(f)->pMethods->xCheckReservedLock(REAL(f), o); }
+static int f_fcntl(sqlite3_file *f, int op, void *a) { return REAL(f)->pMethods->xFileControl(REAL(f), op, a); }
+static int f_sector(sqlite3_file *f) { return REAL(f)->pMethods->xSectorSize(REAL(f)); }
+static int f_dev(sqlite3_file *f) { return REAL(f)->pMethods->xDeviceCharacteristics(REAL(f)); }
+static int f_shm_map(sqlite3_file *f, int i, int sz, int w, void volatile **p) {
+        return REAL(f)->pMethods->xShmMap(REAL(f), i, sz, w, p);
+}
+static int f_shm_lock(sqlite3_file *f, int o, int n, int fl) { return REAL(f)->pMethods->xShmLock(REAL(f), o, n, fl); }
+static void f_shm_barrier(sqlite3_file *f) { REAL(f)->pMethods->xShmBarrier(REAL(f)); }
+static int f_shm_unmap(sqlite3_file *f, int d) { return REAL(f)->pMethods->xShmUnmap(REAL(f), d); }
+static int f_fetch(sqlite3_file *f, sqlite3_int64 o, int n, void **p) {
+        *p = NULL; /* no memory mapping: every read goes through xRead */
+        (void)f, (void)o, (void)n;
+        return SQLITE_OK;
+}
+static int f_unfetch(sqlite3_file *f, sqlite3_int64 o, void *p) { (void)f, (void)o, (void)p; return SQLITE_OK; }
+
+static const sqlite3_io_methods faulty_methods = {
+        3, f_close, f_read, f_write, f_truncate, f_sync, f_size, f_lock, f_unlock, f_check, f_fcntl, f_sector,
+        f_dev, f_shm_map, f_shm_lock, f_shm_barrier, f_shm_unmap, f_fetch, f_unfetch,
+};
+
+static int faulty_open(sqlite3_vfs *vfs, const char *name, sqlite3_file *file, int flags, int *out) {
+        struct faulty_file *ff = (struct faulty_file *)file;
+        int rc;
+
+        (void)vfs;
+        ff->real = sqlite3_malloc(real_vfs->szOsFile);
+        if (!ff->real)
+                return SQLITE_NOMEM;
+        memset(ff->real, 0, real_vfs->szOsFile);
+        rc = real_vfs->xOpen(real_vfs, name, ff->real, flags, out);
+        file->pMethods = rc == SQLITE_OK ? &faulty_methods : NULL;
+        if (rc != SQLITE_OK)
+                sqlite3_free(ff->real);
+        return rc;
+}
+
+#define FWD(name, ...) real_vfs->name(real_vfs, __VA_ARGS__)
+static int v_delete(sqlite3_vfs *v, const char *n, int s) { (void)v; return FWD(xDelete, n, s); }
+static int v_access(sqlite3_vfs *v, const char *n, int f, int *o) { (void)v; return FWD(xAccess, n, f, o); }
+static int v_full(sqlite3_vfs *v, const char *n, int k, char *o) { (void)v; return FWD(xFullPathname, n, k, o); }
+static int v_random(sqlite3_vfs *v, int n, char *o) { (void)v; return FWD(xRandomness, n, o); }
+static int v_sleep(sqlite3_vfs *v, int u) { (void)v; return FWD(xSleep, u); }
+static int v_time(sqlite3_vfs *v, double *t) { (void)v; return FWD(xCurrentTime, t); }
+static int v_error(sqlite3_vfs *v, int n, char *o) { (void)v; return FWD(xGetLastError, n, o); }
+static int v_time64(sqlite3_vfs *v, sqlite3_int64 *t) { (void)v; return FWD(xCurrentTimeInt64, t); }
+
+static void faulty_register(void) {
+        real_vfs = sqlite3_vfs_find(NULL);
+        ck_assert_ptr_nonnull(real_vfs);
+        faulty_vfs = (sqlite3_vfs){
+                .iVersion = 2,
+                .szOsFile = sizeof(struct faulty_file),
+                .mxPathname = real_vfs->mxPathname,
+                .zName = "faulty",
+                .xOpen = faulty_open,
+                .xDelete = v_delete,
+                .xAccess = v_access,
+                .xFullPathname = v_full,
+                .xRandomness = v_random,
+                .xSleep = v_sleep,
+                .xCurrentTime = v_time,
+                .xGetLastError = v_error,
+                .xCurrentTimeInt64 = v_time64,
+        };
+        /* The default: the engine opens its store through it unawares. */
+        ck_assert_int_eq(sqlite3_vfs_register(&faulty_vfs, 1), SQLITE_OK);
+}
+
+START_TEST(test_commit_failure_restores_memory) {
+        struct fixture f;
+        struct engine_error err = {0};
+        struct engine_info info;
+        struct engine_create a = {.user_id = "alice"};
+        struct engine_created out;
+        char *path = path_in("sessions.db");
+        char kept[TOKEN_STRING_LEN + 1], fresh[TOKEN_STRING_LEN + 1], after[TOKEN_STRING_LEN + 1];
+
+        faulty_register();
+        fixture_init(&f, path);
+        short_timeouts(&f);
+        fixture_open(&f);
+        create_session(&f, T0, "alice", NULL, kept, NULL);
+
+        ck_assert_int_eq(engine_create(f.e, T0 + 1, &a, &out, &err), 0);
+        memcpy(fresh, out.token, sizeof fresh);
+        engine_created_clear(&out);
+        ck_assert_int_eq(engine_destroy(f.e, T0 + 1, kept, &err), 0);
+        fail_writes = true;
+        ck_assert_int_lt(engine_commit(f.e), 0);
+        fail_writes = false;
+        ck_assert_uint_eq(counters(&f)->commit_failures, 1);
+
+        /* Memory matches the database: nothing of the failed iteration. */
+        ck_assert_int_eq(peek_validate(&f, T0 + 2, fresh, &info, &err), -ENOENT);
+        ck_assert_int_eq(peek_validate(&f, T0 + 2, kept, &info, &err), 0);
+        ck_assert_int_eq(db_count(path, "SELECT count(*) FROM sessions"), 1);
+        ck_assert_int_eq(db_count(path, "SELECT count(*) FROM sessions WHERE ended_at IS NULL"), 1);
+
+        /* And the store works on. */
+        create_session(&f, T0 + 3, "alice", NULL, after, NULL);
+        fixture_close(&f);
+        fixture_open(&f);
+        ck_assert_int_eq(peek_validate(&f, T0 + 4, after, &info, &err), 0);
+        ck_assert_int_eq(peek_validate(&f, T0 + 4, kept, &info, &err), 0);
+        ck_assert_int_eq(peek_validate(&f, T0 + 4, fresh, &info, &err), -ENOENT);
+        fixture_done(&f);
+        scratch_remove();
+}
+END_TEST
+
+START_TEST(test_refuses_database_without_key) {
+        struct fixture f;
+        char *path = path_in("sessions.db"), *key = path_in("sessiond.key");
+        struct engine *e = NULL;
+
+        fixture_init(&f, path);
+        fixture_open(&f);
+        create_session(&f, T0, "alice", NULL, NULL, NULL);
+        fixture_close(&f);
+        ck_assert_int_eq(unlink(key), 0);
+        ck_assert_int_eq(engine_new(&f.d, &e), -ENOENT);
+        ck_assert_ptr_null(e);
+        ck_assert_int_eq(access(key, F_OK), -1); /* no new key hides the problem */
+        fixture_done(&f);
+        scratch_remove();
+}
+END_TEST
+
+START_TEST(test_refuses_corrupt_database) {
+        struct fixture f;
+        char *path = path_in("sessions.db");
+        struct engine *e = NULL;
+        struct blob before, after;
+
+        fixture_init(&f, path);
+        fixture_open(&f);
+        create_session(&f, T0, "alice", NULL, NULL, NULL);
+        fixture_close(&f);
+        write_file(path, "this is not a database, not at all......", 40, 0600);
+        before = read_file(path);
+        ck_assert_int_eq(engine_new(&f.d, &e), -EBADMSG);
+        after = read_file(path);
+        ck_assert(blob_equal(before, after));
+        free(before.data);
+        free(after.data);
+        fixture_done(&f);
+        scratch_remove();
+}
+END_TEST
+
+START_TEST(test_persistence_off) {
+        struct fixture f;
+        char *path = path_in("sessions.db");
+
+        fixture_init(&f, path);
+        f.c->features.persistence = false;
+        fixture_open(&f);
+        create_session(&f, T0, "alice", NULL, NULL, NULL);
+        fixture_done(&f);
+        ck_assert_int_eq(access(path, F_OK), -1);
+        {
+                char *key = path_in("sessiond.key");
+                ck_assert_int_eq(access(key, F_OK), -1);
+                free(key);
+        }
+        scratch_remove();
+}
+END_TEST
+
+/* ---- events, audit, suspicious activity ----------------------------------------------------------- */
+
+static char seen[64][32];
+static unsigned n_seen;
+
+static void record_cb(const struct engine_event *ev, void *userdata) {
+        (void)userdata;
+        if (n_seen < 64)
+                snprintf(seen[n_seen++], sizeof seen[0], "%s", ev->kind);
+}
+
+static bool was_seen(const char *kind) {
+        for (unsigned i = 0; i < n_seen; i++)
+                if (strcmp(seen[i], kind) == 0)
+                        return true;
+        return false;
+}
+
+START_TEST(test_events_after_commit) {
+        struct fixture f;
+        struct engine_error err = {0};
+        struct engine_create a = {.user_id = "alice"};
+        struct engine_created out;
+        char token[TOKEN_STRING_LEN + 1];
+        int marker;
+
+        setup_memory(&f);
+        ck_assert_int_eq(engine_add_observer(f.e, record_cb, NULL, &marker), 0);
+        ck_assert_ptr_eq(engine_find_observer(f.e, record_cb), &marker);
+        n_seen = 0;
+        ck_assert_int_eq(engine_create(f.e, T0, &a, &out, &err), 0);
+        memcpy(token, out.token, sizeof token);
+        engine_created_clear(&out);
+        ck_assert_uint_eq(n_seen, 0); /* not before the commit */
+        ck_assert_int_eq(engine_commit(f.e), 0);
+        ck_assert(was_seen("created"));
+
+        /* A rolled-back write is never told. */
+        n_seen = 0;
+        ck_assert_int_eq(engine_destroy(f.e, T0 + 1, token, &err), 0);
+        engine_abort(f.e);
+        ck_assert_int_eq(engine_commit(f.e), 0);
+        ck_assert_uint_eq(n_seen, 0);
+        ck_assert_int_eq(engine_destroy(f.e, T0 + 1, token, &err), 0);
+        ck_assert_int_eq(engine_commit(f.e), 0);
+        ck_assert(was_seen("ended"));
+        engine_remove_observer(f.e, record_cb, &marker);
+        ck_assert_ptr_null(engine_find_observer(f.e, record_cb));
+        fixture_done(&f);
+}
+END_TEST
+
+START_TEST(test_suspicious_threshold) {
+        struct fixture f;
+        struct engine_error err = {0};
+        struct engine_info info;
+        struct engine_client a = {.user_agent = "A"}, b = {.user_agent = "B"};
+        char *path = path_in("sessions.db");
+        char token[TOKEN_STRING_LEN + 1];
+        int marker;
+
+        fixture_init(&f, path);
+        f.c->security.suspicious_activity_threshold = 3;
+        fixture_open(&f);
+        ck_assert_int_eq(engine_add_observer(f.e, record_cb, NULL, &marker), 0);
+        n_seen = 0;
+        create_session(&f, T0, "mallory", &a, token, NULL);
+        for (int i = 0; i < 5; i++)
+                ck_assert_int_eq(engine_validate(f.e, T0 + 1 + i, token, &b, true, &info, &err), -EACCES);
+        ck_assert_int_eq(engine_commit(f.e), 0);
+        ck_assert_uint_eq(counters(&f)->suspicious, 5);
+        ck_assert_uint_eq(counters(&f)->suspicious_alerts, 1); /* once per crossing */
+        ck_assert(was_seen("suspicious_threshold"));
+        ck_assert_int_eq(db_count(path, "SELECT count(*) FROM audit WHERE kind = 'suspicious' AND user_id = 'mallory'"), 1);
+        ck_assert_int_eq(db_count(path, "SELECT count(*) FROM audit WHERE kind = 'validation_failed'"), 5);
+
+        /* An hour later the window is empty: crossing again alerts again. */
+        engine_security_sweep(f.e, T0 + 3700);
+        for (int i = 0; i < 3; i++)
+                ck_assert_int_eq(engine_validate(f.e, T0 + 3700 + i, token, &b, true, &info, &err), -EACCES);
+        ck_assert_int_eq(engine_commit(f.e), 0);
+        ck_assert_uint_eq(counters(&f)->suspicious_alerts, 2);
+
+        /* Detection off: nothing counted. */
+        f.c->security.suspicious_detection = false;
+        ck_assert_int_eq(engine_validate(f.e, T0 + 3800, token, &b, true, &info, &err), -EACCES);
+        ck_assert_uint_eq(counters(&f)->suspicious, 8);
+        fixture_done(&f);
+        scratch_remove();
+}
+END_TEST
+
+START_TEST(test_failed_validation_burst) {
+        struct fixture f;
+        struct engine_error err = {0};
+        struct engine_info info;
+        char token[TOKEN_STRING_LEN + 1];
+
+        setup_memory(&f);
+        create_session(&f, T0, "alice", NULL, token, NULL);
+        ck_assert_int_eq(engine_destroy(f.e, T0, token, &err), 0);
+        ck_assert_int_eq(engine_commit(f.e), 0);
+        for (int i = 0; i < 9; i++)
+                ck_assert_int_eq(validate(&f, T0 + 1, token, &info, &err), -ESTALE);
+        ck_assert_uint_eq(counters(&f)->suspicious, 0);
+        ck_assert_int_eq(validate(&f, T0 + 2, token, &info, &err), -ESTALE);
+        ck_assert_uint_eq(counters(&f)->suspicious, 1);
+        fixture_done(&f);
+}
+END_TEST
+
+START_TEST(test_audit_switch) {
+        struct fixture f;
+        struct engine_error err = {0};
+        char *path = path_in("sessions.db");
+        char token[TOKEN_STRING_LEN + 1];
+        json_t *detail = json_pack("{s:i}", "changed", 3);
+
+        fixture_init(&f, path);
+        short_timeouts(&f);
+        fixture_open(&f);
+        create_session(&f, T0, "alice", NULL, token, NULL);
+        ck_assert_int_eq(engine_audit(f.e, T0, "config_reloaded", NULL, NULL, detail), 0);
+        ck_assert_int_eq(engine_commit(f.e), 0);
+        ck_assert_int_eq(db_count(path, "SELECT count(*) FROM audit WHERE kind = 'created'"), 1);
+        ck_assert_int_eq(db_count(path, "SELECT count(*) FROM audit WHERE kind = 'config_reloaded' "
+                                        "AND detail = '{\"changed\":3}'"), 1);
+        f.c->security.audit_logging = false;
+        ck_assert_int_eq(engine_destroy(f.e, T0 + 1, token, &err), 0);
+        ck_assert_int_eq(engine_audit(f.e, T0, "config_reloaded", NULL, NULL, detail), 0);
+        ck_assert_int_eq(engine_commit(f.e), 0);
+        ck_assert_int_eq(db_count(path, "SELECT count(*) FROM audit"), 2);
+        json_decref(detail);
+        fixture_done(&f);
+        scratch_remove();
+}
+END_TEST
+
+START_TEST(test_watch_support) {
+        struct fixture f;
+        struct engine_error err = {0};
+        struct engine_info info;
+        struct engine_ref ref;
+        char token[TOKEN_STRING_LEN + 1], id[TOKEN_ID_STRING_LEN + 1];
+        struct states st = {0};
+        int64_t version;
+        char *data;
+        size_t size;
+
+        setup_memory(&f);
+        create_session(&f, T0, "alice", NULL, token, id);
+        ck_assert_int_eq(engine_resolve(f.e, T0 + 1, token, &ref, &info, &err), 0);
+        ck_assert_str_eq(info.id, id);
+        ck_assert_int_eq(info.last_activity, T0); /* resolving does not touch */
+        ck_assert_int_eq(engine_peek(f.e, T0 + 105, &ref, &info), 0);
+        ck_assert_int_eq(info.state, ENGINE_STATE_GRACE);
+        ck_assert_int_eq(engine_sync_set(f.e, T0 + 2, token, "abc", 3, -1, &version, &err), 0);
+        ck_assert_int_eq(engine_commit(f.e), 0);
+        ck_assert_int_eq(engine_sync_get_by_id(f.e, id, &version, &data, &size), 0);
+        ck_assert_str_eq(data, "abc");
+        free(data);
+        ck_assert_int_eq(engine_destroy(f.e, T0 + 3, token, &err), 0);
+        ck_assert_int_eq(engine_commit(f.e), 0);
+        ck_assert_int_eq(engine_peek(f.e, T0 + 3, &ref, &info), -ENOENT);
+        ck_assert_int_eq(engine_session_by_id(f.e, T0 + 3, id, state_cb, &st), 0);
+        ck_assert_uint_eq(st.ended, 1);
+        ck_assert_str_eq(st.reason, "destroyed");
+        ck_assert_int_eq(engine_session_by_id(f.e, T0 + 3, "nnnnnnnnnnnnnnnnnnnnnn", state_cb, &st), -ENOENT);
+        fixture_done(&f);
+}
+END_TEST
+
+START_TEST(test_many_sessions) {
+        struct fixture f;
+        struct engine_error err = {0};
+        struct engine_info info;
+        enum { N = 20000 };
+        char (*t)[TOKEN_STRING_LEN + 1] = calloc(N, sizeof *t);
+        struct engine_counts counts;
+        unsigned ended;
+        bool more;
+
+        ck_assert_ptr_nonnull(t);
+        setup_memory(&f);
+        for (int i = 0; i < N; i++) {
+                char user[32];
+                snprintf(user, sizeof user, "user%d", i % 5000);
+                create_session(&f, T0, user, NULL, t[i], NULL);
+        }
+        engine_count(f.e, T0, &counts);
+        ck_assert_uint_eq(counts.sessions, N);
+        ck_assert_uint_eq(counts.users, 5000);
+        for (int i = 0; i < N; i += 7)
+                ck_assert_int_eq(validate(&f, T0 + 1, t[i], &info, &err), 0);
+        /* End half of them, then check every token still finds its answer. */
+        for (int i = 0; i < N; i += 2)
+                ck_assert_int_eq(engine_destroy(f.e, T0 + 2, t[i], &err), 0);
+        ck_assert_int_eq(engine_commit(f.e), 0);
+        for (int i = 0; i < N; i++)
+                ck_assert_int_eq(peek_validate(&f, T0 + 3, t[i], &info, &err), i % 2 ? 0 : -ESTALE);
+        ck_assert_int_eq(engine_cleanup_expired(f.e, T0 + 1000, N, &ended, &more), 0);
+        ck_assert_uint_eq(ended, N / 2);
+        ck_assert_int_eq(engine_commit(f.e), 0);
+        engine_count(f.e, T0, &counts);
+        ck_assert_uint_eq(counts.sessions, 0);
+        /* The failed validations are remembered per user for a minute
+         * (bursts), then forgotten with the users. */
+        ck_assert_uint_eq(counts.users, N / 2 / 4);
+        engine_security_sweep(f.e, T0 + 1000);
+        engine_count(f.e, T0, &counts);
+        ck_assert_uint_eq(counts.users, 0);
+        free(t);
+        fixture_done(&f);
+}
+END_TEST
+
+int main(void) {
+        Suite *s = suite_create("engine");
+        TCase *tc = tcase_create("engine");
+
+        log_setup();
+        tcase_set_timeout(tc, 120);
+        tcase_add_test(tc, test_create_validate);
+        tcase_add_test(tc, test_bad_arguments);
+        tcase_add_test(tc, test_expiry_idle_and_grace);
+        tcase_add_test(tc, test_expiry_lifetime);
+        tcase_add_test(tc, test_expiry_absolute_and_extend_cap);
+        tcase_add_test(tc, test_warning_threshold);
+        tcase_add_test(tc, test_eviction_order);
+        tcase_add_test(tc, test_lowered_limit);
+        tcase_add_test(tc, test_fingerprint_policy);
+        tcase_add_test(tc, test_fingerprint_adopted);
+        tcase_add_test(tc, test_switch_rate_limit);
+        tcase_add_test(tc, test_sync_state);
+        tcase_add_test(tc, test_rotate);
+        tcase_add_test(tc, test_destroy);
+        tcase_add_test(tc, test_destroy_user_except);
+        tcase_add_test(tc, test_terminate_and_listings);
+        tcase_add_test(tc, test_cleanup_batches);
+        tcase_add_test(tc, test_purge);
+        tcase_add_test(tc, test_restart_keeps_everything);
+        tcase_add_test(tc, test_touch_flush);
+        tcase_add_test(tc, test_abort_restores_memory);
+        tcase_add_test(tc, test_commit_failure_restores_memory);
+        tcase_add_test(tc, test_refuses_database_without_key);
+        tcase_add_test(tc, test_refuses_corrupt_database);
+        tcase_add_test(tc, test_persistence_off);
+        tcase_add_test(tc, test_events_after_commit);
+        tcase_add_test(tc, test_suspicious_threshold);
+        tcase_add_test(tc, test_failed_validation_burst);
+        tcase_add_test(tc, test_audit_switch);
+        tcase_add_test(tc, test_watch_support);
+        tcase_add_test(tc, test_many_sessions);
+        suite_add_tcase(s, tc);
+        return run_suite(s);
+}

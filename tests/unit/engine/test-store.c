@@ -1,0 +1,468 @@
+/* The SQLite store (daemon/store.c): schema and migrations, reopening,
+ * refusing corrupt, foreign and newer databases without touching them,
+ * file modes, and every session and audit operation. */
+#include <sqlite3.h>
+
+#include "helpers.h"
+
+static void exec_sql(const char *path, const char *sql) {
+        sqlite3 *db;
+        char *msg = NULL;
+
+        ck_assert_int_eq(sqlite3_open(path, &db), SQLITE_OK);
+        ck_assert_msg(sqlite3_exec(db, sql, NULL, NULL, &msg) == SQLITE_OK, "%s: %s", sql, msg);
+        sqlite3_close(db);
+}
+
+static int64_t query_int(const char *path, const char *sql) {
+        sqlite3 *db;
+        sqlite3_stmt *st;
+        int64_t v = -1;
+
+        ck_assert_int_eq(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+        ck_assert_int_eq(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
+        if (sqlite3_step(st) == SQLITE_ROW)
+                v = sqlite3_column_int64(st, 0);
+        sqlite3_finalize(st);
+        sqlite3_close(db);
+        return v;
+}
+
+static struct store *open_store(const char *path) {
+        struct store_options o = {.path = path, .synchronous = "normal"};
+        struct store *s = NULL;
+
+        ck_assert_int_eq(store_open(&o, &s), 0);
+        return s;
+}
+
+static struct store_session row_for(const char *id, uint8_t fill, const char *user, int64_t now) {
+        struct store_session r = {
+                .id = id,
+                .user_id = user,
+                .created_at = now,
+                .last_activity = now,
+                .renewed_at = now,
+                .fp_user_agent = 77,
+                .ip = "192.0.2.1",
+                .user_agent = "Mozilla",
+        };
+        memset(r.token_hash, fill, sizeof r.token_hash);
+        return r;
+}
+
+START_TEST(test_new_database) {
+        char *dir = path_in("a/b"), *path = path_in("a/b/sessions.db");
+        struct store *s;
+        struct stat st;
+
+        s = open_store(path);
+        ck_assert_str_eq(store_path(s), path);
+        ck_assert(!store_is_memory(s));
+        store_close(s);
+
+        ck_assert_int_eq(stat(path, &st), 0);
+        ck_assert_uint_eq(st.st_mode & 07777, 0600);
+        ck_assert_int_eq(stat(dir, &st), 0);
+        ck_assert_uint_eq(st.st_mode & 07777, 0700);
+        ck_assert_int_eq(query_int(path, "PRAGMA user_version"), STORE_SCHEMA_VERSION);
+        ck_assert_int_eq(query_int(path, "SELECT count(*) FROM sqlite_master WHERE name IN "
+                                         "('sessions', 'audit', 'sessions_user', 'sessions_ended', 'audit_time')"),
+                         5);
+        /* The end-time index covers ended rows only. */
+        ck_assert_int_eq(query_int(path, "SELECT count(*) FROM sqlite_master WHERE name = 'sessions_ended' "
+                                         "AND sql LIKE '%WHERE ended_at IS NOT NULL%'"),
+                         1);
+        ck_assert_int_eq(query_int(path, "SELECT count(*) FROM pragma_index_list('sessions') WHERE \"unique\""), 2);
+        ck_assert_int_eq(query_int(path, "PRAGMA journal_mode = wal") >= 0, 1);
+        scratch_remove();
+}
+END_TEST
+
+START_TEST(test_wal_and_synchronous) {
+        char *path = path_in("sessions.db");
+        struct store_options o = {.path = path, .synchronous = "full"};
+        struct store *s = NULL;
+
+        ck_assert_int_eq(store_open(&o, &s), 0);
+        store_close(s);
+        {
+                sqlite3 *db;
+                sqlite3_stmt *st;
+
+                ck_assert_int_eq(sqlite3_open(path, &db), SQLITE_OK);
+                ck_assert_int_eq(sqlite3_prepare_v2(db, "PRAGMA journal_mode", -1, &st, NULL), SQLITE_OK);
+                ck_assert_int_eq(sqlite3_step(st), SQLITE_ROW);
+                ck_assert_str_eq((const char *)sqlite3_column_text(st, 0), "wal");
+                sqlite3_finalize(st);
+                sqlite3_close(db);
+        }
+        o.synchronous = "sometimes";
+        ck_assert_int_eq(store_open(&o, &s), -EINVAL);
+        scratch_remove();
+}
+END_TEST
+
+START_TEST(test_migration_from_version_0) {
+        char *path = path_in("sessions.db");
+        struct store *s;
+
+        /* An empty SQLite database (as `sqlite3 file` leaves it): version 0. */
+        exec_sql(path, "PRAGMA user_version = 0; CREATE TABLE t(x); DROP TABLE t;");
+        ck_assert_int_eq(query_int(path, "PRAGMA user_version"), 0);
+        s = open_store(path);
+        store_close(s);
+        ck_assert_int_eq(query_int(path, "PRAGMA user_version"), STORE_SCHEMA_VERSION);
+        ck_assert_int_eq(query_int(path, "SELECT count(*) FROM sessions"), 0);
+        /* Migrating again is a no-op. */
+        s = open_store(path);
+        store_close(s);
+        ck_assert_int_eq(query_int(path, "PRAGMA user_version"), STORE_SCHEMA_VERSION);
+        scratch_remove();
+}
+END_TEST
+
+START_TEST(test_reopen_keeps_rows) {
+        char *path = path_in("sessions.db");
+        struct store_session r = row_for("AAAAAAAAAAAAAAAAAAAAAA", 1, "alice", T0);
+        struct store *s;
+        int64_t rowid = 0, version = 0;
+        char *data = NULL;
+        size_t size = 0;
+
+        s = open_store(path);
+        ck_assert_int_eq(store_begin(s), 0);
+        ck_assert(store_in_transaction(s));
+        ck_assert_int_eq(store_session_insert(s, &r, "state", 5, &rowid), 0);
+        ck_assert_int_gt(rowid, 0);
+        ck_assert_int_eq(store_commit(s), 0);
+        ck_assert(!store_in_transaction(s));
+        store_close(s);
+
+        s = open_store(path);
+        ck_assert_int_eq(store_session_get_sync(s, rowid, &version, &data, &size), 0);
+        ck_assert_uint_eq(size, 5);
+        ck_assert_str_eq(data, "state");
+        free(data);
+        store_close(s);
+        ck_assert_int_eq(query_int(path, "SELECT count(*) FROM sessions WHERE user_id = 'alice'"), 1);
+        scratch_remove();
+}
+END_TEST
+
+START_TEST(test_rollback) {
+        struct store_session r = row_for("AAAAAAAAAAAAAAAAAAAAAA", 1, "alice", T0);
+        struct store *s = open_store(":memory:");
+        int64_t rowid, n;
+
+        ck_assert(store_is_memory(s));
+        ck_assert_int_eq(store_begin(s), 0);
+        ck_assert_int_eq(store_session_insert(s, &r, NULL, 0, &rowid), 0);
+        ck_assert_int_eq(store_rollback(s), 0);
+        ck_assert_int_eq(store_count_sessions(s, false, &n), 0);
+        ck_assert_int_eq(n, 0);
+        /* Rolling back without a transaction is harmless. */
+        ck_assert_int_eq(store_rollback(s), 0);
+        store_close(s);
+}
+END_TEST
+
+/* A refused database must be left exactly as it was. */
+static void assert_refused_unchanged(const char *path, int expected) {
+        struct store_options o = {.path = path, .synchronous = "normal"};
+        struct store *s = NULL;
+        struct blob before = read_file(path), after;
+        char *wal = NULL;
+
+        ck_assert_int_ge(asprintf(&wal, "%s-wal", path), 0);
+        ck_assert_int_eq(store_open(&o, &s), expected);
+        ck_assert_ptr_null(s);
+        after = read_file(path);
+        ck_assert_msg(blob_equal(before, after), "the refused database %s was modified", path);
+        ck_assert_int_eq(access(wal, F_OK), -1);
+        free(before.data);
+        free(after.data);
+        free(wal);
+}
+
+START_TEST(test_garbage_refused) {
+        char *path = path_in("sessions.db");
+        char garbage[8192];
+
+        for (size_t i = 0; i < sizeof garbage; i++)
+                garbage[i] = (char)(i * 7 + 3);
+        write_file(path, garbage, sizeof garbage, 0600);
+        assert_refused_unchanged(path, -EBADMSG);
+        /* A text file that happens to be short. */
+        write_file(path, "hello\n", 6, 0600);
+        assert_refused_unchanged(path, -EBADMSG);
+        scratch_remove();
+}
+END_TEST
+
+START_TEST(test_truncated_refused) {
+        char *path = path_in("sessions.db");
+        struct store *s = open_store(path);
+        struct blob b;
+        char id[TOKEN_ID_STRING_LEN + 1];
+        int64_t rowid;
+
+        ck_assert_int_eq(store_begin(s), 0);
+        for (int i = 0; i < 3000; i++) {
+                struct store_session r = row_for(id, 0, "user", T0);
+                snprintf(id, sizeof id, "%022d", i);
+                memcpy(r.token_hash, &i, sizeof i);
+                ck_assert_int_eq(store_session_insert(s, &r, "x", 1, &rowid), 0);
+        }
+        ck_assert_int_eq(store_commit(s), 0);
+        store_close(s); /* checkpoints: everything is in the main file */
+
+        b = read_file(path);
+        ck_assert_uint_gt(b.size, 65536);
+        write_file(path, b.data, b.size / 2, 0600);
+        free(b.data);
+        assert_refused_unchanged(path, -EBADMSG);
+        scratch_remove();
+}
+END_TEST
+
+START_TEST(test_newer_refused) {
+        char *path = path_in("sessions.db");
+        struct store *s = open_store(path);
+
+        store_close(s);
+        exec_sql(path, "PRAGMA journal_mode = DELETE; PRAGMA user_version = 99;");
+        assert_refused_unchanged(path, -EPROTO);
+        scratch_remove();
+}
+END_TEST
+
+START_TEST(test_foreign_refused) {
+        char *path = path_in("sessions.db");
+
+        exec_sql(path, "CREATE TABLE customers (name TEXT); INSERT INTO customers VALUES ('x');");
+        assert_refused_unchanged(path, -EBADMSG);
+        scratch_remove();
+}
+END_TEST
+
+START_TEST(test_not_a_file_refused) {
+        char *path = path_in("dir.db");
+        struct store_options o = {.path = path};
+        struct store *s = NULL;
+
+        ck_assert_int_eq(mkdir(path, 0700), 0);
+        ck_assert_int_eq(store_open(&o, &s), -EBADMSG);
+        scratch_remove();
+}
+END_TEST
+
+struct capture {
+        int n;
+        int64_t rowid;
+        char id[64], user[64], reason[32], ip[64];
+        int64_t ended_at, last_activity, renewed_at;
+        uint64_t fp_ua, fp_ip;
+};
+
+static int capture_cb(const struct store_session *row, void *userdata) {
+        struct capture *c = userdata;
+
+        c->n++;
+        c->rowid = row->rowid;
+        snprintf(c->id, sizeof c->id, "%s", row->id);
+        snprintf(c->user, sizeof c->user, "%s", row->user_id);
+        snprintf(c->reason, sizeof c->reason, "%s", row->end_reason ? row->end_reason : "");
+        snprintf(c->ip, sizeof c->ip, "%s", row->ip ? row->ip : "");
+        c->ended_at = row->ended_at;
+        c->last_activity = row->last_activity;
+        c->renewed_at = row->renewed_at;
+        c->fp_ua = row->fp_user_agent;
+        c->fp_ip = row->fp_ip;
+        return 0;
+}
+
+START_TEST(test_session_operations) {
+        struct store *s = open_store(":memory:");
+        struct store_session a = row_for("aaaaaaaaaaaaaaaaaaaaaa", 1, "alice", T0);
+        struct store_session b = row_for("bbbbbbbbbbbbbbbbbbbbbb", 2, "bob", T0);
+        struct store_session client = {.fp_ip = 99, .ip = "198.51.100.7"};
+        struct store_filter live = {.live_only = true}, alice = {.user_id = "alice"};
+        struct capture c = {0};
+        int64_t ra, rb, rc, version;
+        uint8_t hash[TOKEN_HASH_BYTES];
+        char *text, *data;
+        size_t size;
+
+        ck_assert_int_eq(store_begin(s), 0);
+        ck_assert_int_eq(store_session_insert(s, &a, NULL, 0, &ra), 0);
+        ck_assert_int_eq(store_session_insert(s, &b, NULL, 0, &rb), 0);
+        /* The token hash and the id are unique. */
+        ck_assert_int_eq(store_session_insert(s, &a, NULL, 0, &rc), -EEXIST);
+
+        memset(hash, 1, sizeof hash);
+        ck_assert_int_eq(store_session_by_hash(s, hash, capture_cb, &c), 0);
+        ck_assert_int_eq(c.n, 1);
+        ck_assert_str_eq(c.user, "alice");
+        ck_assert_str_eq(c.ip, "192.0.2.1");
+        memset(hash, 9, sizeof hash);
+        ck_assert_int_eq(store_session_by_hash(s, hash, capture_cb, &c), -ENOENT);
+        ck_assert_int_eq(store_session_by_id(s, "bbbbbbbbbbbbbbbbbbbbbb", capture_cb, &c), 0);
+        ck_assert_int_eq(c.rowid, rb);
+        ck_assert_int_eq(store_session_by_id(s, "nope", capture_cb, &c), -ENOENT);
+
+        ck_assert_int_eq(store_session_set_activity(s, ra, T0 + 10), 0);
+        ck_assert_int_eq(store_session_set_renewed(s, ra, T0 + 20, T0 + 20), 0);
+        ck_assert_int_eq(store_session_set_client(s, ra, &client), 0);
+        c = (struct capture){0};
+        ck_assert_int_eq(store_session_by_rowid(s, ra, capture_cb, &c), 0);
+        ck_assert_int_eq(c.last_activity, T0 + 20);
+        ck_assert_int_eq(c.renewed_at, T0 + 20);
+        ck_assert_str_eq(c.ip, "198.51.100.7");
+        ck_assert_uint_eq(c.fp_ip, 99);
+        ck_assert_uint_eq(c.fp_ua, 77); /* not given: kept */
+        ck_assert_int_eq(store_session_set_activity(s, 12345, T0), -ENOENT);
+
+        ck_assert_int_eq(store_session_get_switches(s, ra, &text), 0);
+        ck_assert_str_eq(text, "[]");
+        free(text);
+        ck_assert_int_eq(store_session_set_platform(s, ra, "mobile", "[1,2]"), 0);
+        ck_assert_int_eq(store_session_get_switches(s, ra, &text), 0);
+        ck_assert_str_eq(text, "[1,2]");
+        free(text);
+
+        ck_assert_int_eq(store_session_get_sync(s, ra, &version, &data, &size), 0);
+        ck_assert_int_eq(version, 0);
+        ck_assert_ptr_null(data);
+        ck_assert_int_eq(store_session_set_sync(s, ra, 4, "a\0b", 3), 0);
+        ck_assert_int_eq(store_session_get_sync(s, ra, &version, &data, &size), 0);
+        ck_assert_int_eq(version, 4);
+        ck_assert_uint_eq(size, 3);
+        ck_assert_int_eq(memcmp(data, "a\0b", 3), 0);
+        free(data);
+
+        /* Rotation copies everything but id, hash and activity. */
+        memset(hash, 3, sizeof hash);
+        ck_assert_int_eq(store_session_copy(s, ra, "cccccccccccccccccccccc", hash, T0 + 30, &rc), 0);
+        ck_assert_int_eq(store_session_get_sync(s, rc, &version, &data, &size), 0);
+        ck_assert_int_eq(version, 4);
+        free(data);
+        ck_assert_int_eq(store_session_get_switches(s, rc, &text), 0);
+        ck_assert_str_eq(text, "[1,2]");
+        free(text);
+
+        ck_assert_int_eq(store_session_end(s, ra, T0 + 40, "rotated"), 0);
+        ck_assert_int_eq(store_session_end(s, ra, T0 + 50, "destroyed"), -ENOENT); /* already ended */
+        ck_assert_int_eq(store_session_copy(s, ra, "dddddddddddddddddddddd", hash, T0, &rc), -ENOENT);
+        c = (struct capture){0};
+        ck_assert_int_eq(store_session_by_rowid(s, ra, capture_cb, &c), 0);
+        ck_assert_int_eq(c.ended_at, T0 + 40);
+        ck_assert_str_eq(c.reason, "rotated");
+
+        c = (struct capture){0};
+        ck_assert_int_eq(store_sessions_each(s, &live, capture_cb, &c), 0);
+        ck_assert_int_eq(c.n, 2); /* b and the copy */
+        c = (struct capture){0};
+        ck_assert_int_eq(store_sessions_each(s, &alice, capture_cb, &c), 0);
+        ck_assert_int_eq(c.n, 2); /* the ended one and its copy */
+        ck_assert_int_eq(store_commit(s), 0);
+        store_close(s);
+}
+END_TEST
+
+static int stop_cb(const struct store_session *row, void *userdata) {
+        (*(int *)userdata)++;
+        return 7;
+}
+
+START_TEST(test_iteration_stops) {
+        struct store *s = open_store(":memory:");
+        struct store_filter all = {0};
+        char id[TOKEN_ID_STRING_LEN + 1];
+        int64_t rowid;
+        int n = 0;
+
+        for (int i = 0; i < 3; i++) {
+                struct store_session r = row_for(id, (uint8_t)i, "u", T0);
+                snprintf(id, sizeof id, "%022d", i);
+                ck_assert_int_eq(store_session_insert(s, &r, NULL, 0, &rowid), 0);
+        }
+        ck_assert_int_eq(store_sessions_each(s, &all, stop_cb, &n), 7);
+        ck_assert_int_eq(n, 1);
+        store_close(s);
+}
+END_TEST
+
+START_TEST(test_purge_and_audit) {
+        struct store *s = open_store(":memory:");
+        char id[TOKEN_ID_STRING_LEN + 1];
+        int64_t rowid, n;
+
+        for (int i = 0; i < 10; i++) {
+                struct store_session r = row_for(id, (uint8_t)i, "u", T0);
+                snprintf(id, sizeof id, "%022d", i);
+                ck_assert_int_eq(store_session_insert(s, &r, NULL, 0, &rowid), 0);
+                if (i < 6) /* six ended, at T0 + i */
+                        ck_assert_int_eq(store_session_end(s, rowid, T0 + i, "idle"), 0);
+                ck_assert_int_eq(store_audit_insert(s, T0 + i, "created", "u", id, "{}"), 0);
+        }
+        ck_assert_int_eq(store_count_sessions(s, true, &n), 0);
+        ck_assert_int_eq(n, 6);
+        ck_assert_int_eq(store_count_sessions(s, false, &n), 0);
+        ck_assert_int_eq(n, 4);
+        /* Ended before T0 + 4: four of them, in batches of three. */
+        ck_assert_int_eq(store_purge_sessions(s, T0 + 4, 3), 3);
+        ck_assert_int_eq(store_purge_sessions(s, T0 + 4, 3), 1);
+        ck_assert_int_eq(store_purge_sessions(s, T0 + 4, 3), 0);
+        ck_assert_int_eq(store_count_sessions(s, true, &n), 0);
+        ck_assert_int_eq(n, 2);
+        ck_assert_int_eq(store_count_sessions(s, false, &n), 0);
+        ck_assert_int_eq(n, 4); /* live ones are never purged */
+        ck_assert_int_eq(store_purge_audit(s, T0 + 5, 100), 5);
+        ck_assert_int_eq(store_purge_audit(s, T0 + 5, 100), 0);
+        store_close(s);
+}
+END_TEST
+
+START_TEST(test_maintenance) {
+        char *path = path_in("sessions.db");
+        struct store *s = open_store(path);
+        struct store_session r = row_for("aaaaaaaaaaaaaaaaaaaaaa", 1, "alice", T0);
+        struct store_maintenance m;
+        int64_t rowid;
+
+        ck_assert_int_eq(store_session_insert(s, &r, NULL, 0, &rowid), 0);
+        ck_assert_int_eq(store_maintain(s, &m), 0);
+        ck_assert(m.ok);
+        ck_assert_str_eq(m.message, "ok");
+        ck_assert_int_eq(store_checkpoint(s), 0);
+        ck_assert_int_eq(store_set_synchronous(s, "full"), 0);
+        ck_assert_int_eq(store_set_synchronous(s, "bogus"), -EINVAL);
+        store_close(s);
+        scratch_remove();
+}
+END_TEST
+
+int main(void) {
+        Suite *s = suite_create("store");
+        TCase *tc = tcase_create("store");
+
+        log_setup();
+        tcase_set_timeout(tc, 60);
+        tcase_add_test(tc, test_new_database);
+        tcase_add_test(tc, test_wal_and_synchronous);
+        tcase_add_test(tc, test_migration_from_version_0);
+        tcase_add_test(tc, test_reopen_keeps_rows);
+        tcase_add_test(tc, test_rollback);
+        tcase_add_test(tc, test_garbage_refused);
+        tcase_add_test(tc, test_truncated_refused);
+        tcase_add_test(tc, test_newer_refused);
+        tcase_add_test(tc, test_foreign_refused);
+        tcase_add_test(tc, test_not_a_file_refused);
+        tcase_add_test(tc, test_session_operations);
+        tcase_add_test(tc, test_iteration_stops);
+        tcase_add_test(tc, test_purge_and_audit);
+        tcase_add_test(tc, test_maintenance);
+        suite_add_tcase(s, tc);
+        return run_suite(s);
+}
