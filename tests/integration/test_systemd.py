@@ -397,6 +397,33 @@ def test_exec_commands_against_a_daemon():
         d.stop()
 
 
+def test_backup_and_restore_as_the_readme_says():
+    """README "Backup and restore": an online backup, then the restore
+    steps (stop, install the copy as the database 0600, drop -wal/-shm,
+    start) bring back exactly the sessions of the snapshot."""
+    with Daemon() as d:
+        before = d.call("io.sessiond.Session.Create", {"user_id": "alice"})["token"]
+        backup = os.path.join(d.tmp, "backup.db")
+        d.sessionctl("backup", backup, check=0)
+        assert stat.S_IMODE(os.stat(backup).st_mode) == 0o600, oct(os.stat(backup).st_mode)
+        # Refuses to replace a file without --force.
+        assert d.sessionctl("backup", backup).returncode == 1
+        after = d.call("io.sessiond.Session.Create", {"user_id": "bob"})["token"]
+        d.stop()
+
+        shutil.copyfile(backup, d.database)
+        os.chmod(d.database, 0o600)
+        for suffix in ("-wal", "-shm"):
+            if os.path.exists(d.database + suffix):
+                os.unlink(d.database + suffix)
+        d.start()
+        r = d.call("io.sessiond.Session.Validate", {"token": before})
+        assert r["session"]["user_id"] == "alice", r
+        error, _ = d.connect().call_error("io.sessiond.Session.Validate", {"token": after})
+        assert error == "io.sessiond.Session.NotFound", error
+        d.stop()
+
+
 # ---- the daemon under the unit's system call filter --------------------------
 #
 # Without systemd as PID 1 the unit's sandbox cannot be applied by systemd,
@@ -594,5 +621,6 @@ run_tests([
     test_sysusers,
     test_tmpfiles,
     test_exec_commands_against_a_daemon,
+    test_backup_and_restore_as_the_readme_says,
     test_daemon_under_the_unit_filter,
 ])
