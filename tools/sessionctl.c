@@ -863,6 +863,10 @@ static int verb_terminate(struct ctl *ctl, const char *id) {
                 return r;
         if (error && strcmp(error, ADMIN "NotFound") == 0)
                 return error_fail("no session with id '%s'", id);
+        if (error && strcmp(error, ADMIN "InvalidArgument") == 0 &&
+            json_is_string(json_object_get(reply, "reason")))
+                return error_fail("'%s' is not a session id: %s", id,
+                                  json_string_value(json_object_get(reply, "reason")));
         if (error)
                 return report_varlink_error(ADMIN "Terminate", error, reply);
         if (ctl->g->json)
