@@ -40,13 +40,22 @@ static inline void scratch_remove(void) {
         test_dir[0] = '\0';
 }
 
-/* Path of name in the scratch folder (a new buffer each call, freed at exit
- * of the forked test). */
+/* Path of name in the scratch folder; the same name gives the same buffer,
+ * valid for the whole test (Check forks per test). */
 static inline char *path_in(const char *name) {
-        char *p = NULL;
+        static struct {
+                char name[64];
+                char path[512];
+        } cache[16];
+        static size_t used;
 
-        ck_assert_int_ge(asprintf(&p, "%s/%s", scratch(), name), 0);
-        return p;
+        for (size_t i = 0; i < used; i++)
+                if (strcmp(cache[i].name, name) == 0)
+                        return cache[i].path;
+        ck_assert_uint_lt(used, 16);
+        snprintf(cache[used].name, sizeof cache[0].name, "%s", name);
+        snprintf(cache[used].path, sizeof cache[0].path, "%s/%s", scratch(), name);
+        return cache[used++].path;
 }
 
 struct blob {

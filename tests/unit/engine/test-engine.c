@@ -819,7 +819,6 @@ START_TEST(test_restart_keeps_everything) {
                 char *key = path_in("state/sessiond.key");
                 ck_assert_int_eq(stat(key, &st), 0);
                 ck_assert_uint_eq(st.st_mode & 07777, 0600);
-                free(key);
         }
         fixture_open(&f);
         ck_assert_int_eq(peek_validate(&f, T0 + 51, kept, &info, &err), 0);
@@ -1103,7 +1102,6 @@ START_TEST(test_persistence_off) {
         {
                 char *key = path_in("sessiond.key");
                 ck_assert_int_eq(access(key, F_OK), -1);
-                free(key);
         }
         scratch_remove();
 }
