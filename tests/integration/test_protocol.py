@@ -360,6 +360,72 @@ def test_per_uid_share_of_connections():
         assert "3/4 of daemon.max_connections" in d.read_log()
 
 
+# ---- group commit: a failed commit is never acknowledged --------------------------
+
+def fill(path):
+    """Writes to path until the file system is full; returns the bytes written."""
+    n = 0
+    with open(path, "wb", buffering=0) as f:
+        try:
+            while True:
+                n += f.write(b"\0" * 4096)
+        except OSError:
+            pass
+    return n
+
+
+def test_storage_full_answers_writes_with_an_error():
+    if os.geteuid() != 0:
+        raise Skip("needs root to mount a small tmpfs")
+    tmp = __import__("tempfile").mkdtemp(prefix="sessiond-test-")
+    mnt = os.path.join(tmp, "small")
+    os.mkdir(mnt)
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", mnt],
+                      capture_output=True).returncode != 0:
+        raise Skip("cannot mount a tmpfs here")
+    try:
+        with Daemon({"daemon.database_path": os.path.join(mnt, "sessions.db")}, tmpdir=tmp) as d, \
+                d.connect() as c:
+            first = c.call("io.sessiond.Session.Create", {"user_id": "alice"})["token"]
+            filler = os.path.join(mnt, "filler")
+            fill(filler)
+            acknowledged, errors = [], []
+            for i in range(300):
+                try:
+                    r = c.call("io.sessiond.Session.Create", {"user_id": "user-%d" % i})
+                    acknowledged.append(r["token"])
+                except VarlinkError as e:
+                    errors.append(e)
+                    if len(errors) >= 3:
+                        break
+            assert errors, "300 sessions created on a full file system"
+            for e in errors:
+                assert e.error == "io.sessiond.Session.StorageFull", e
+                assert e.parameters.get("reason"), e
+            # Reads go on; the connection and the daemon too. Pipelined, a
+            # read between two failed writes keeps its place and its answer.
+            assert_served(c)
+            c.send_raw(msg({"method": "io.sessiond.Session.Create", "parameters": {"user_id": "x"}}) +
+                       msg({"method": "org.varlink.service.GetInfo"}) +
+                       msg({"method": "io.sessiond.Session.Create", "parameters": {"user_id": "y"}}))
+            replies = [c.recv() for _ in range(3)]
+            assert [r.get("error") for r in replies] == [
+                "io.sessiond.Session.StorageFull", None, "io.sessiond.Session.StorageFull"], replies
+            assert replies[1]["parameters"]["product"] == "sessiond"
+            os.unlink(filler)
+            later = c.call("io.sessiond.Session.Create", {"user_id": "bob"})["token"]
+            # Everything acknowledged survives a crash.
+            d.kill()
+            d.start()
+            with d.connect() as c2:
+                for t in [first, later] + acknowledged:
+                    assert c2.call("io.sessiond.Session.Validate", {"token": t})["state"] == "active"
+            d.stop()
+    finally:
+        subprocess.run(["umount", "-l", mnt], capture_output=True)
+        __import__("shutil").rmtree(tmp, ignore_errors=True)
+
+
 run_tests([
     test_get_info,
     test_interface_descriptions_verbatim,
@@ -372,6 +438,7 @@ run_tests([
     test_oversized_message,
     test_half_sent_message_times_out,
     test_max_connections,
+    test_storage_full_answers_writes_with_an_error,
     test_non_admin_refused_on_admin_interface,
     test_admin_group_grants_access,
     test_per_uid_share_of_connections,
