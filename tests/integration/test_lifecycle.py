@@ -284,11 +284,19 @@ def stuck_peer(d):
 
 def test_sigterm_exits_zero():
     with Daemon() as d:
-        with d.connect() as c:
+        token = d.call("io.sessiond.Session.Create", {"user_id": "alice"})["token"]
+        with d.connect() as c, d.connect() as w:
             c.call("org.varlink.service.GetInfo")
+            # A Watch stream never ends by itself: the stop cancels it.
+            w.send("io.sessiond.Session.Watch", {"token": token}, more=True)
+            assert w.recv()["continues"] is True
             assert d.stop() == 0
-            assert c.is_closed(5)
+            assert c.is_closed(5) and w.is_closed(5)
         assert not os.path.exists(d.socket)
+        # What was acknowledged before the stop is there after it.
+        d.start()
+        assert d.call("io.sessiond.Session.Validate", {"token": token})["state"] == "active"
+        d.stop()
     with Daemon() as d:
         assert d.stop(signal.SIGINT) == 0
 
