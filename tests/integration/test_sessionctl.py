@@ -20,6 +20,7 @@ import socket
 import sqlite3
 import subprocess
 import tempfile
+import threading
 import time
 
 from harness import (SESSIONCTL, TIMEOUT, Connection, Daemon, Skip, VarlinkError,
@@ -502,7 +503,170 @@ def test_cleanup():
             assert isinstance(j["ended"], int) and isinstance(j["purged"], int), j
 
 
+# ---- rendering of every reply shape, against a scripted daemon -----------------------------
+#
+# The real daemon cannot be made to answer every shape on demand (an
+# unhealthy component, label values with quotes and newlines, a stream that
+# ends); this small Varlink server answers the shapes of
+# io.sessiond.Admin.varlink with fixed values and records the calls.
+
+class ScriptedDaemon:
+    def __init__(self, answers):
+        self.tmp = tempfile.mkdtemp(prefix="sessionctl-test-")
+        self.socket = os.path.join(self.tmp, "s.sock")
+        self.answers = answers  # method -> list of (parameters, error, continues)
+        self.calls = []
+        self.sock = socket.socket(socket.AF_UNIX)
+        self.sock.bind(self.socket)
+        self.sock.listen(4)
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.thread.start()
+
+    def serve(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                buf = b""
+                while True:
+                    data = conn.recv(65536)
+                    if not data:
+                        break
+                    buf += data
+                    while b"\0" in buf:
+                        raw, buf = buf.split(b"\0", 1)
+                        call = json.loads(raw)
+                        self.calls.append(call)
+                        for params, error, continues in self.answers.get(
+                                call["method"],
+                                [({"method": call["method"]}, "org.varlink.service.MethodNotFound", False)]):
+                            msg = {"parameters": params}
+                            if error:
+                                msg["error"] = error
+                            if continues:
+                                msg["continues"] = True
+                            conn.sendall(json.dumps(msg).encode() + b"\0")
+                            time.sleep(0.01)
+
+    def ctl(self, *args, check=None):
+        return run(["-s", self.socket] + list(args), check=check)
+
+    def close(self):
+        self.sock.close()
+        subprocess.run(["rm", "-rf", self.tmp])
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        self.close()
+
+
+def test_rendering_health_codes():
+    for status, code in (("healthy", 0), ("degraded", 3), ("unhealthy", 4)):
+        answers = {ADMIN + "Health": [({"status": status, "components": {
+            "database": {"status": "healthy", "message": "ok", "latency_ms": 0.5},
+            "loop": {"status": status, "message": "lag", "lag_ms": 12}}}, None, False)]}
+        with ScriptedDaemon(answers) as s:
+            p = s.ctl("health", check=code)
+            assert p.stdout.startswith("Health: %s\n" % status), p.stdout
+            assert "  database: healthy (ok)\n    latency_ms: 0.5\n" in p.stdout, p.stdout
+            assert json.loads(s.ctl("--json", "health", check=code).stdout)["status"] == status
+    with ScriptedDaemon({ADMIN + "Health": [({"status": "confused", "components": {}}, None, False)]}) as s:
+        s.ctl("health", check=1)
+
+
+def test_rendering_prometheus():
+    metrics = [
+        {"name": "sessions_active", "help": "Active sessions", "type": "gauge", "value": 3},
+        {"name": "sessions_ended_total", "help": "Sessions ended,\nby reason \\ kind", "type": "counter",
+         "value": 2, "labels": {"reason": "idle"}},
+        {"name": "db_latency_seconds", "help": "Latency", "type": "gauge", "value": 0.000125},
+        {"name": "sessions_ended_total", "help": "Sessions ended", "type": "counter", "value": 7,
+         "labels": {"reason": 'we"ird\\x\ny'}},
+    ]
+    answers = {ADMIN + "Metrics": [({"metrics": metrics, "history": []}, None, False)]}
+    with ScriptedDaemon(answers) as s:
+        text = s.ctl("metrics", "--prometheus", check=0).stdout
+        fams = parse_prometheus(text)
+        assert list(fams) == ["sessiond_sessions_active", "sessiond_sessions_ended_total",
+                              "sessiond_db_latency_seconds"], text
+        ended = fams["sessiond_sessions_ended_total"]
+        assert ended["type"] == "counter" and ended["help"] == "Sessions ended,\\nby reason \\\\ kind", text
+        assert ended["samples"] == [({"reason": "idle"}, "2"), ({"reason": 'we"ird\\x\ny'}, "7")], ended
+        assert float(fams["sessiond_db_latency_seconds"]["samples"][0][1]) == 0.000125
+        p = s.ctl("metrics", check=0)
+        header, rows, footer = table(p.stdout)
+        assert footer == "4 metrics listed." and rows[3][1] == 'reason=we"ird\\x\\ny', p.stdout
+
+
+def test_rendering_streams_and_tables():
+    now = int(time.time())
+    ev = lambda kind, sid: {"time": now, "kind": kind, "session_id": sid}
+    answers = {
+        ADMIN + "Events": [({"events": [ev("created", "s1")]}, None, True),
+                           ({"events": [ev("ended", "s1")]}, None, True),
+                           ({"events": [ev("created", "s2")]}, None, False)],
+        ADMIN + "Alerts": [({"alerts": [{"name": "creation_rate", "state": "firing", "value": 120.5,
+                                         "threshold": 100.0, "message": "too many", "raised_at": now,
+                                         "resolved_at": None}]}, None, False)],
+        ADMIN + "Audit": [({"entries": [{"id": 1, "time": now, "kind": "created", "user_id": "alice",
+                                         "session_id": "s1", "detail": {"platform": "web"}}]}, None, False)],
+        ADMIN + "Analytics": [({"analytics": {"created_per_hour": [1, 2], "end_reasons": {"idle": 3}}},
+                               None, False)],
+        ADMIN + "Cleanup": [({"ended": 1, "purged": 4}, None, False)],
+        ADMIN + "ListSessions": [({"sessions": [{
+            "id": "s1", "user_id": "evil\x1b[2Juser", "platform_id": None, "created_at": now,
+            "last_activity": now, "expires_at": now + 60, "state": "active", "ip": None,
+            "user_agent": "ua\x9b31m", "ended_at": None, "end_reason": None, "token": "SECRET"}]},
+            None, False)],
+    }
+    with ScriptedDaemon(answers) as s:
+        p = s.ctl("events", "--follow", check=0)
+        lines = p.stdout.strip().split("\n")
+        assert [l.split()[2] for l in lines] == ["created", "ended", "created"], p.stdout
+        assert lines[1].endswith("session_id=s1"), p.stdout
+        assert s.calls[-1].get("more") is True
+        p = s.ctl("--json", "events", "--follow", check=0)
+        assert [json.loads(l)["kind"] for l in p.stdout.strip().split("\n")] == ["created", "ended", "created"]
+
+        p = s.ctl("alerts", check=0)
+        header, rows, footer = table(p.stdout)
+        assert rows[0][:4] == ["creation_rate", "firing", "120.5", "100"] and rows[0][5] == "-", p.stdout
+        assert footer == "1 alert listed."
+
+        p = s.ctl("audit", "--user", "alice", "--since", "1h", "--kind", "created", "--limit", "5", check=0)
+        sent = s.calls[-1]["parameters"]
+        assert sent["user_id"] == "alice" and sent["kind"] == "created" and sent["limit"] == 5, sent
+        assert abs(sent["since"] - (time.time() - 3600)) < 60, sent
+        assert table(p.stdout)[1][0][4] == '{"platform":"web"}', p.stdout
+        s.ctl("audit", "--since", "2024-05-01 10:00", check=0)
+        assert s.calls[-1]["parameters"]["since"] == int(time.mktime((2024, 5, 1, 10, 0, 0, 0, 0, -1)))
+        s.ctl("audit", "--since", "1714557600", check=0)
+        assert s.calls[-1]["parameters"]["since"] == 1714557600
+
+        p = s.ctl("analytics", check=0)
+        assert p.stdout == "created_per_hour: 1, 2\nend_reasons:\n  idle: 3\n", p.stdout
+        p = s.ctl("cleanup", "deep", check=0)
+        assert p.stdout == "Deep cleanup: 1 session ended, 4 rows purged.\n", p.stdout
+        assert s.calls[-1]["parameters"] == {"kind": "deep"}
+
+        # control characters from the web never reach the terminal raw;
+        # a field named token is never shown
+        p = s.ctl("show", "s1", check=0)
+        assert "\x1b" not in p.stdout and "\x9b" not in p.stdout, repr(p.stdout)
+        assert "user_id: evil\\x1b[2Juser" in p.stdout and "user_agent: ua\\u009b31m" in p.stdout, p.stdout
+        assert "SECRET" not in p.stdout
+        assert "\x1b" not in s.ctl("list", check=0).stdout
+
+        # an error reply in the middle of nowhere: MethodNotFound says so
+        p = s.ctl("status", check=1)
+        assert "org.varlink.service.MethodNotFound" in p.stderr, p.stderr
+
 run_tests([test_no_daemon, test_usage, test_list_show_terminate, test_status_and_call,
            test_call_more_stream, test_permission_denied, test_reload, test_backup,
            test_health, test_metrics, test_prometheus_parser_rejects, test_alerts,
-           test_events, test_audit, test_analytics, test_cleanup])
+           test_events, test_audit, test_analytics, test_cleanup, test_rendering_health_codes,
+           test_rendering_prometheus, test_rendering_streams_and_tables])
