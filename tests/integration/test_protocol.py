@@ -243,6 +243,30 @@ def test_max_connections():
             c.close()
 
 
+def test_stream_peer_that_never_reads():
+    with Daemon() as d, d.connect() as c:
+        token = c.call("io.sessiond.Session.Create", {"user_id": "alice"})["token"]
+        w = d.connect()
+        w.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        w.send("io.sessiond.Session.Watch", {"token": token}, more=True)
+        # Every sync write is an event on the stream, which w never reads:
+        # once the kernel's buffers and the daemon's output cap (1 MiB) are
+        # full, the daemon ends the stream instead of buffering more.
+        data = "x" * 1000
+        batch = b"".join(msg({"method": "io.sessiond.Session.SetSyncState",
+                              "parameters": {"token": token, "data": data}}) for _ in range(100))
+        for _ in range(40):
+            c.send_raw(batch)
+            for _ in range(100):
+                c.recv()
+            if "does not read" in d.read_log():
+                break
+        assert "does not read" in d.read_log(), "stream output grew past the cap"
+        assert w.is_closed(5)
+        w.close()
+        assert_served(c)
+
+
 # ---- access control (needs root: setpriv to nobody) ----------------------------------
 
 # Run by the system python as nobody: opens `n` connections one after the
@@ -438,6 +462,7 @@ run_tests([
     test_oversized_message,
     test_half_sent_message_times_out,
     test_max_connections,
+    test_stream_peer_that_never_reads,
     test_storage_full_answers_writes_with_an_error,
     test_non_admin_refused_on_admin_interface,
     test_admin_group_grants_access,
