@@ -42,6 +42,7 @@
 #include <getopt.h>
 #include <inttypes.h>
 #include <jansson.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -193,6 +194,16 @@ static void bench_fail(struct bench *b, const char *fmt, ...) {
         bench_close_all(b);
 }
 
+/* A failed read or write: a peer that went away is named as such, whichever
+ * of EOF, EPIPE or ECONNRESET the kernel reported first. */
+static void bench_fail_io(struct bench *b, const char *what, int r) {
+        if (r == UV_EOF || r == UV_EPIPE || r == UV_ECONNRESET)
+                bench_fail(b, "the daemon closed a connection (%s while %s)",
+                           r == UV_EOF ? "end of file" : uv_strerror(r), what);
+        else
+                bench_fail(b, "%s %s: %s", what, b->opt.socket_path, uv_strerror(r));
+}
+
 static double ns_to_s(uint64_t ns) {
         return (double) ns / 1e9;
 }
@@ -314,7 +325,7 @@ static void on_write(uv_write_t *req, int status) {
         struct bench_conn *c = req->handle->data;
 
         if (status < 0 && status != UV_ECANCELED)
-                bench_fail(c->bench, "writing to %s: %s", c->bench->opt.socket_path, uv_strerror(status));
+                bench_fail_io(c->bench, "writing to", status);
         free(w);
 }
 
@@ -496,7 +507,7 @@ static void conn_setup_reply(struct bench_conn *c, const char *msg, size_t len, 
         if (c->inflight <= BENCH_SETUP_WINDOW / 2) {
                 r = conn_setup_refill(c);
                 if (r < 0)
-                        bench_fail(b, "setup: sending: %s", uv_strerror(r));
+                        bench_fail_io(b, "writing to", r);
         }
 }
 
@@ -552,7 +563,7 @@ static void conn_run_reply(struct bench_conn *c, const char *msg, size_t len, co
         }
         r = conn_issue(c);
         if (r < 0)
-                bench_fail(b, "sending a request: %s", uv_strerror(r));
+                bench_fail_io(b, "writing to", r);
 }
 
 static void conn_handle_reply(struct bench_conn *c, const char *msg, size_t len) {
@@ -603,10 +614,7 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
         if (nread == 0)
                 return;
         if (nread < 0) {
-                if (nread == UV_EOF)
-                        bench_fail(b, "the daemon closed a connection");
-                else
-                        bench_fail(b, "reading from %s: %s", b->opt.socket_path, uv_strerror((int) nread));
+                bench_fail_io(b, "reading from", (int) nread);
                 return;
         }
 
@@ -649,7 +657,7 @@ static void bench_issue_all(struct bench *b) {
                 assert(c->inflight == 0);
                 r = b->phase == BENCH_PHASE_SETUP ? conn_setup_refill(c) : conn_issue(c);
                 if (r < 0)
-                        bench_fail(b, "sending a request: %s", uv_strerror(r));
+                        bench_fail_io(b, "writing to", r);
         }
 }
 
@@ -728,7 +736,7 @@ static void on_connect(uv_connect_t *req, int status) {
         }
         r = uv_read_start((uv_stream_t *) &c->pipe, on_alloc, on_read);
         if (r < 0) {
-                bench_fail(b, "reading from %s: %s", b->opt.socket_path, uv_strerror(r));
+                bench_fail_io(b, "reading from", r);
                 return;
         }
         b->progress++;
@@ -1001,6 +1009,9 @@ int main(int argc, char **argv) {
         r = parse_options(argc, argv, &b.opt);
         if (r != 0)
                 return r > 0 ? 0 : 2;
+
+        /* A daemon that goes away mid-write is reported as EPIPE, not a signal. */
+        signal(SIGPIPE, SIG_IGN);
 
         /* splitmix64 of the seed: never the all-zero state xorshift cannot leave. */
         b.rng = b.opt.seed + UINT64_C(0x9E3779B97F4A7C15);
