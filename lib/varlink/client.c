@@ -203,7 +203,7 @@ static int client_read_reply(struct sessiond_client *c, int64_t deadline, struct
 
                 r = varlink_reader_next(&c->reader, &msg, &len);
                 if (r < 0)
-                        return -EBADMSG; /* a reply longer than we accept */
+                        return r; /* -EMSGSIZE: a reply longer than we accept */
                 if (r > 0)
                         return varlink_reply_parse(msg, len, ret);
 
