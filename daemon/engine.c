@@ -2422,8 +2422,18 @@ void engine_free(struct engine *e) {
                 unsigned n;
                 bool more = true;
 
-                /* Whatever the iteration did, then every pending touch. */
+                /* Whatever the iteration did, then every touch, even those
+                 * below the granularity: a clean stop loses nothing. */
                 (void)engine_commit(e);
+                for (uint32_t h = 0; h < e->sessions_used; h++) {
+                        struct session *s = &e->sessions[h];
+
+                        if ((s->flags & (S_USED | S_DIRTY)) == S_USED && s->last_activity > s->persisted_activity &&
+                            GROW(e->dirty, e->dirty_allocated, e->n_dirty + 1) == 0) {
+                                s->flags |= S_DIRTY;
+                                e->dirty[e->n_dirty++] = h;
+                        }
+                }
                 while (more && engine_flush_touches(e, UINT_MAX, &n, &more) >= 0 && n > 0)
                         ;
                 if (engine_commit(e) < 0)
