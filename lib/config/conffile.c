@@ -11,6 +11,13 @@
  * a wrap", so before trusting the tree we scan the file's integer literals
  * ourselves (skipping strings and comments, following @include) and report
  * each one that libconfig would get wrong, with its line.
+ *
+ * The same scan covers a second gap: when the token at which libconfig's
+ * parser fails is a string ("a = 1 \"x\";", a string at the top level or
+ * inside { }), libconfig 1.5 leaks that string. Reloading a bad file
+ * must not cost memory each time, so a string where the grammar allows
+ * none (only after '=', ':', '[', '(', ',', another string or @include) is
+ * reported as a syntax error at its line without calling libconfig.
  */
 #include <ctype.h>
 #include <errno.h>
@@ -41,6 +48,9 @@ struct reader {
         const char *dir;      /* its folder: where @include is resolved */
         struct bad_line *bad; /* lines with a literal libconfig reads wrong */
         size_t n_bad;
+        char *syntax_file;    /* first string where none may stand, or a NUL */
+        int syntax_line;
+        const char *syntax_what;
         bool failed;
 };
 
@@ -80,7 +90,7 @@ static bool reader_is_bad(const struct reader *rd, const char *file, int line) {
         return false;
 }
 
-static int read_text(const char *path, char **ret) {
+static int read_text(const char *path, char **ret, size_t *ret_size) {
         FILE *f = fopen(path, "re");
         char *buf = NULL;
         size_t size = 0;
@@ -107,6 +117,7 @@ static int read_text(const char *path, char **ret) {
                 return r;
         }
         *ret = buf;
+        *ret_size = size;
         return 0;
 }
 
@@ -163,9 +174,36 @@ static void scan_file(struct reader *rd, const char *file, int depth);
 static void scan_text(struct reader *rd, const char *file, const char *t, int depth) {
         int line = 1;
         const char *p = t;
+        /* May the next token be a string? After '=', ':', '[', '(', another
+         * string, and after ',' inside [ ] or ( ) (a ',' that ends a
+         * setting is followed by a name). */
+        bool string_allowed = false;
+        char open[64];
+        size_t nesting = 0;
 
         while (*p) {
-                if (*p == '\n') {
+                if (*p == '=' || *p == ':') {
+                        string_allowed = true;
+                        p++;
+                } else if (*p == '[' || *p == '(' || *p == '{') {
+                        if (nesting < sizeof(open))
+                                open[nesting] = *p;
+                        nesting++;
+                        string_allowed = *p != '{';
+                        p++;
+                } else if (*p == ']' || *p == ')' || *p == '}') {
+                        if (nesting > 0)
+                                nesting--;
+                        string_allowed = false;
+                        p++;
+                } else if (*p == ',') {
+                        /* Deeper than we track: allow, libconfig judges. */
+                        string_allowed = nesting > sizeof(open) ||
+                                         (nesting > 0 && (open[nesting - 1] == '[' || open[nesting - 1] == '('));
+                        p++;
+                } else if (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\f' || *p == '\v') {
+                        p++;
+                } else if (*p == '\n') {
                         line++;
                         p++;
                 } else if (*p == '#' || (*p == '/' && p[1] == '/')) {
@@ -181,6 +219,12 @@ static void scan_text(struct reader *rd, const char *file, const char *t, int de
                         if (*p)
                                 p += 2;
                 } else if (*p == '"') {
+                        if (!string_allowed && !rd->syntax_file) {
+                                rd->syntax_file = strdup(file);
+                                rd->syntax_line = line;
+                                rd->syntax_what = "syntax error";
+                        }
+                        string_allowed = true; /* "a" "b" concatenates */
                         p++;
                         while (*p && *p != '"') {
                                 if (*p == '\\' && p[1])
@@ -205,11 +249,15 @@ static void scan_text(struct reader *rd, const char *file, const char *t, int de
                                         full = NULL;
                                 if (inc)
                                         scan_file(rd, full ? full : inc, depth + 1);
+                                if (*q == '"')
+                                        q++;
                         }
+                        string_allowed = false;
                         p = q;
                 } else if (isalpha((unsigned char) *p) || *p == '*' || *p == '_') {
-                        while (isalnum((unsigned char) *p) || strchr("-_*", *p))
+                        while (*p && (isalnum((unsigned char) *p) || strchr("-_*", *p)))
                                 p++;
+                        string_allowed = false;
                 } else if (isdigit((unsigned char) *p) ||
                            ((*p == '-' || *p == '+' || *p == '.') && (isdigit((unsigned char) p[1]) || p[1] == '.'))) {
                         const char *s = p;
@@ -226,19 +274,38 @@ static void scan_text(struct reader *rd, const char *file, const char *t, int de
                         }
                         if (!is_float)
                                 check_integer_literal(rd, file, line, s, p);
-                } else
+                        string_allowed = false;
+                } else {
+                        string_allowed = false;
                         p++;
+                }
         }
 }
 
 static void scan_file(struct reader *rd, const char *file, int depth) {
         _cleanup_free_ char *text = NULL;
+        const char *nul;
+        size_t size;
 
         if (depth > INCLUDE_DEPTH_MAX)
                 return;
         /* A file libconfig cannot read is reported by libconfig. */
-        if (read_text(file, &text) < 0)
+        if (read_text(file, &text, &size) < 0)
                 return;
+        /* libconfig reads on past a NUL byte, this scan would not: refuse
+         * such a file (it is not text) rather than scan half of it. */
+        nul = memchr(text, '\0', size);
+        if (nul) {
+                if (!rd->syntax_file) {
+                        int line = 1;
+                        for (const char *p = text; p < nul; p++)
+                                line += *p == '\n';
+                        rd->syntax_file = strdup(file);
+                        rd->syntax_line = line;
+                        rd->syntax_what = "a NUL byte: not a text file";
+                }
+                return;
+        }
         scan_text(rd, file, text, depth);
 }
 
@@ -516,6 +583,20 @@ int conffile_read(struct sessiond_config *c, const char *path, struct sessiond_i
                 return -ENOMEM;
         rd.dir = dirname(dir_copy);
 
+        /* The scan first: its integer findings wait until libconfig has
+         * parsed the file (a syntax error is the only thing to say about a
+         * file that does not parse), its syntax finding stops us here. */
+        struct sessiond_issues pending = {};
+        rd.issues = &pending;
+        scan_file(&rd, path, 0);
+        rd.issues = issues;
+        if (rd.syntax_file) {
+                sessiond_issues_add(issues, SESSIOND_ERROR, NULL, "%s:%d: %s", rd.syntax_file, rd.syntax_line,
+                                    rd.syntax_what);
+                r = -EINVAL;
+                goto out;
+        }
+
         config_init(&cf);
         config_set_include_dir(&cf, rd.dir);
         if (!config_read_file(&cf, path)) {
@@ -527,20 +608,27 @@ int conffile_read(struct sessiond_config *c, const char *path, struct sessiond_i
                                             config_error_file(&cf) ? config_error_file(&cf) : path,
                                             config_error_line(&cf), config_error_text(&cf));
                 config_destroy(&cf);
-                return -EINVAL;
+                r = -EINVAL;
+                goto out;
         }
 
-        scan_file(&rd, path, 0);
+        for (size_t i = 0; i < pending.count; i++)
+                sessiond_issues_add(issues, pending.items[i].severity, pending.items[i].setting, "%s",
+                                    pending.items[i].message);
         walk(&rd, config_root_setting(&cf), NULL);
         config_destroy(&cf);
-
-        for (size_t i = 0; i < rd.n_bad; i++)
-                free(rd.bad[i].file);
-        free(rd.bad);
 
         free(c->config_file);
         c->config_file = strdup(path);
         if (!c->config_file)
-                return -ENOMEM;
-        return rd.failed ? -EINVAL : 0;
+                r = -ENOMEM;
+        else
+                r = rd.failed ? -EINVAL : 0;
+out:
+        sessiond_issues_clear(&pending);
+        for (size_t i = 0; i < rd.n_bad; i++)
+                free(rd.bad[i].file);
+        free(rd.bad);
+        free(rd.syntax_file);
+        return r;
 }

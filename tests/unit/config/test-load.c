@@ -303,6 +303,66 @@ START_TEST(test_conf_syntax_error_has_line) {
 }
 END_TEST
 
+START_TEST(test_conf_string_syntax_errors) {
+        /* A string where none may stand is a syntax error at its line (and,
+         * under ASan, proves we never hand it to libconfig 1.5, which
+         * would leak it). */
+        static const struct {
+                const char *text;
+                int line;
+        } cases[] = {
+                { "\"x\"\n", 1 },
+                { "a = 1;\n\ncustom: { \"x\" };\n", 3 },
+                { "debug_mode = true \"x\";\n", 1 },
+                { "environment = \"testing\";\nsync: { localstorage_prefix = \"a\" \"b\"; };\nx = 1.5 \"y\";\n", 3 },
+                { "a = [\"x\"] \"y\";\n", 1 },
+                { "a = 1; \"b\" = 2;\n", 1 },
+                { "unit: \"90s\", \"30m\";\n", 1 },
+                { "g: { a = 1, \"b\" };\n", 1 },
+        };
+        for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+                struct sessiond_config *c = NULL;
+                struct sessiond_issues is = {};
+                char expected[600];
+                ck_assert_int_eq(load_conf_text(cases[i].text, &c, &is), -EINVAL);
+                snprintf(expected, sizeof(expected), "%s:%d: syntax error", path_in("test.conf"), cases[i].line);
+                assert_issue(&is, SESSIOND_ERROR, expected);
+                ck_assert_uint_eq(is.count, 1);
+                sessiond_issues_clear(&is);
+        }
+        /* A NUL byte: not a text file, whatever follows it. */
+        {
+                struct sessiond_config *c = NULL;
+                struct sessiond_issues is = {};
+                char expected[600];
+                FILE *f = fopen(path_in("test.conf"), "we");
+                ck_assert_ptr_nonnull(f);
+                fwrite("a = 1;\n# x\0y\nb \"= \"z\";\n", 1, 24, f);
+                fclose(f);
+                ck_assert_int_eq(load_from(path_in("test.conf"), NULL, NULL, &c, &is), -EINVAL);
+                snprintf(expected, sizeof(expected), "%s:2: a NUL byte: not a text file", path_in("test.conf"));
+                assert_issue(&is, SESSIOND_ERROR, expected);
+                sessiond_issues_clear(&is);
+        }
+        /* Legal strings stay legal: values, concatenation, lists, @include. */
+        struct sessiond_config *c = NULL;
+        struct sessiond_issues is = {};
+        write_text(path_in("s.inc"), "daemon: { admin_group = \"adm\"; };\n");
+        ck_assert_int_eq(load_conf_text("sync: { localstorage_prefix = \"a\" \"b\"; };\n"
+                                        "custom: { a = \"1\"; };\n"
+                                        "@include \"s.inc\"\n"
+                                        "x = (\"p\", \"q\", [\"t\", \"u\"], { v = \"w\"; });\ny = [\"r\"];\nz : \"s\", zz = \"t\";\n",
+                                        &c, &is),
+                         0);
+        ck_assert_str_eq(c->sync.localstorage_prefix, "ab");
+        ck_assert_str_eq(c->daemon.admin_group, "adm");
+        ck_assert_str_eq(sessiond_config_custom(c, "a", NULL), "1");
+        sessiond_config_free(c);
+        sessiond_issues_clear(&is);
+        scratch_remove();
+}
+END_TEST
+
 START_TEST(test_conf_wrong_types) {
         struct sessiond_config *c = NULL;
         struct sessiond_issues is = {};
@@ -809,6 +869,7 @@ static Suite *load_suite(void) {
 
         tc = tcase_create("file");
         tcase_add_test(tc, test_conf_syntax_error_has_line);
+        tcase_add_test(tc, test_conf_string_syntax_errors);
         tcase_add_test(tc, test_conf_wrong_types);
         tcase_add_test(tc, test_conf_durations_and_booleans);
         tcase_add_test(tc, test_conf_bad_units);
