@@ -332,6 +332,12 @@ def test_backup():
         p = run(["-c", conf, "backup", os.path.join(tmp, "x.db")], check=1)
         assert "none.db" in p.stderr, p.stderr
         assert not os.path.exists(os.path.join(tmp, "x.db"))
+        # a daemon that keeps its sessions in memory has no database to copy
+        with open(conf, "w") as f:
+            f.write('features: { persistence = false; };\ndaemon: { env_file = ""; };\n')
+        p = run(["-c", conf, "backup", os.path.join(tmp, "x.db")], check=1)
+        assert "features.persistence" in p.stderr, p.stderr
+        assert not os.path.exists(os.path.join(tmp, "x.db"))
 
 
 # ---- observability verbs (issue 4 methods) ----------------------------------------------------
