@@ -533,7 +533,7 @@ class ScriptedDaemon:
             try:
                 conn, _ = self.sock.accept()
             except OSError:
-                return
+                return  # shut down
             with conn:
                 buf = b""
                 while True:
@@ -560,6 +560,15 @@ class ScriptedDaemon:
         return run(["-s", self.socket] + list(args), check=check)
 
     def close(self):
+        # shutdown() wakes the thread blocked in accept(); close() alone would
+        # not, and the thread would then accept on whatever socket reuses the
+        # descriptor number.
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.thread.join(TIMEOUT)
+        assert not self.thread.is_alive(), "scripted daemon did not stop"
         self.sock.close()
         subprocess.run(["rm", "-rf", self.tmp])
 
