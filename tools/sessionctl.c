@@ -845,8 +845,11 @@ static int verb_show(struct ctl *ctl, const char *id) {
                 if (key_is_time(key) && json_is_integer(v) && json_integer_value(v) > 0) {
                         char d[32];
                         int64_t delta = json_integer_value(v) - now;
-                        snprintf(rel, sizeof(rel), delta >= 0 ? " (in %s)" : " (%s ago)",
-                                 format_duration(delta >= 0 ? delta : -delta, d, sizeof(d)));
+                        if (delta == 0)
+                                snprintf(rel, sizeof(rel), " (now)");
+                        else
+                                snprintf(rel, sizeof(rel), delta > 0 ? " (in %s)" : " (%s ago)",
+                                         format_duration(delta > 0 ? delta : -delta, d, sizeof(d)));
                 }
                 printf("%s: %s%s\n", key, text ? text : "?", rel);
         }
