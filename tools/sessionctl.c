@@ -569,55 +569,91 @@ struct verb_args {
         int n_positional;
 };
 
-/* Parses argv (argv[0] is the verb). allowed: a mask of 1 << (OPT_x - OPT_USER). */
+#define ALLOW(o) (1u << ((o) - OPT_USER))
+
+/* Parses argv (argv[0] is the verb); allowed: a mask of ALLOW(OPT_x).
+ *
+ * Verbs have long options only, so an argument with a single leading dash
+ * is an argument, not an option: session ids are base64url and may start
+ * with '-'. "--" ends the options (for an id that starts with "--").
+ * Options and arguments may come in any order. Positional arguments are
+ * gathered, in order, at the front of argv + 1. */
 static int verb_parse(int argc, char **argv, unsigned allowed, int min_pos, int max_pos,
                       struct sessionctl_globals *g, struct verb_args *a) {
-        static const struct option options[] = {
-                { "json", no_argument, NULL, OPT_JSON },
-                { "no-legend", no_argument, NULL, OPT_NO_LEGEND },
-                { "user", required_argument, NULL, OPT_USER },
-                { "all", no_argument, NULL, OPT_ALL },
-                { "limit", required_argument, NULL, OPT_LIMIT },
-                { "since", required_argument, NULL, OPT_SINCE },
-                { "kind", required_argument, NULL, OPT_KIND },
-                { "prometheus", no_argument, NULL, OPT_PROMETHEUS },
-                { "follow", no_argument, NULL, OPT_FOLLOW },
-                { "more", no_argument, NULL, OPT_MORE },
-                { "oneway", no_argument, NULL, OPT_ONEWAY },
-                { "force", no_argument, NULL, OPT_FORCE },
-                { "help", no_argument, NULL, OPT_HELP },
-                {}
+        static const struct {
+                const char *name;
+                int id;
+                bool has_arg;
+        } options[] = {
+                { "json", OPT_JSON, false },
+                { "no-legend", OPT_NO_LEGEND, false },
+                { "user", OPT_USER, true },
+                { "all", OPT_ALL, false },
+                { "limit", OPT_LIMIT, true },
+                { "since", OPT_SINCE, true },
+                { "kind", OPT_KIND, true },
+                { "prometheus", OPT_PROMETHEUS, false },
+                { "follow", OPT_FOLLOW, false },
+                { "more", OPT_MORE, false },
+                { "oneway", OPT_ONEWAY, false },
+                { "force", OPT_FORCE, false },
+                { "help", OPT_HELP, false },
         };
-        int c;
+        bool options_done = false;
+        int n = 0;
 
-        optind = 0; /* GNU getopt: full reinitialisation */
-        opterr = 0;
-        while ((c = getopt_long(argc, argv, ":", options, NULL)) >= 0) {
-                if (c == '?')
-                        return error_usage("%s: unknown option '%s'", argv[0], argv[optind - 1]);
-                if (c == ':')
-                        return error_usage("%s: option '%s' needs an argument", argv[0], argv[optind - 1]);
-                if (c >= OPT_USER && c <= OPT_FORCE && !(allowed & (1u << (c - OPT_USER))))
-                        return error_usage("%s: option '%s' does not apply here", argv[0], argv[optind - 1]);
-                switch (c) {
+        for (int i = 1; i < argc; i++) {
+                const char *arg = argv[i], *value = NULL, *eq;
+                size_t name_len;
+                int id = -1;
+
+                if (options_done || strncmp(arg, "--", 2) != 0) {
+                        argv[1 + n++] = argv[i]; /* never ahead of i: safe in place */
+                        continue;
+                }
+                if (arg[2] == '\0') {
+                        options_done = true;
+                        continue;
+                }
+                eq = strchr(arg, '=');
+                name_len = eq ? (size_t) (eq - arg - 2) : strlen(arg + 2);
+                for (size_t k = 0; k < sizeof(options) / sizeof(options[0]) && id < 0; k++)
+                        if (strlen(options[k].name) == name_len && strncmp(arg + 2, options[k].name, name_len) == 0) {
+                                id = options[k].id;
+                                if (options[k].has_arg) {
+                                        if (eq)
+                                                value = eq + 1;
+                                        else if (i + 1 < argc)
+                                                value = argv[++i];
+                                        else
+                                                return error_usage("%s: option '%s' needs an argument", argv[0], arg);
+                                } else if (eq)
+                                        return error_usage("%s: option '%.*s' takes no argument", argv[0],
+                                                           (int) (name_len + 2), arg);
+                        }
+                if (id < 0)
+                        return error_usage("%s: unknown option '%s'", argv[0], arg);
+                if (id >= OPT_USER && id <= OPT_FORCE && !(allowed & ALLOW(id)))
+                        return error_usage("%s: option '--%s' does not apply here", argv[0], arg + 2);
+                switch (id) {
                 case OPT_JSON: g->json = true; break;
                 case OPT_NO_LEGEND: g->no_legend = true; break;
-                case OPT_USER: a->user = optarg; break;
+                case OPT_USER: a->user = value; break;
                 case OPT_ALL: a->all = true; break;
-                case OPT_LIMIT: a->limit = optarg; break;
-                case OPT_SINCE: a->since = optarg; break;
-                case OPT_KIND: a->kind = optarg; break;
+                case OPT_LIMIT: a->limit = value; break;
+                case OPT_SINCE: a->since = value; break;
+                case OPT_KIND: a->kind = value; break;
                 case OPT_PROMETHEUS: a->prometheus = true; break;
                 case OPT_FOLLOW: a->follow = true; break;
                 case OPT_MORE: a->more = true; break;
                 case OPT_ONEWAY: a->oneway = true; break;
                 case OPT_FORCE: a->force = true; break;
                 case OPT_HELP: usage(stdout); return -1;
-                default: return error_usage("%s: bad option", argv[0]);
+                default: abort(); /* every id of the table is handled */
                 }
         }
-        a->positional = argv + optind;
-        a->n_positional = argc - optind;
+        a->positional = argv + 1;
+        a->n_positional = n;
         if (a->n_positional < min_pos)
                 return error_usage("%s: missing argument", argv[0]);
         if (a->n_positional > max_pos)
@@ -625,7 +661,6 @@ static int verb_parse(int argc, char **argv, unsigned allowed, int min_pos, int 
         return 0;
 }
 
-#define ALLOW(o) (1u << ((o) - OPT_USER))
 
 /* A positive count, for --limit. */
 static int parse_limit(const char *s, int64_t *ret) {

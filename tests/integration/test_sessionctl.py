@@ -58,6 +58,13 @@ def run(args, env=None, check=None):
     return p
 
 
+def idarg(sid):
+    """A session id as an argument: ids are base64url and may start with
+    '-' (fine, verbs have no short options) or, rarely, "--" (then it must
+    follow the "--" that ends the options)."""
+    return ["--", sid] if sid.startswith("--") else [sid]
+
+
 def table(stdout):
     """Splits a table into (header columns, rows of columns, footer)."""
     lines = stdout.rstrip("\n").split("\n")
@@ -118,7 +125,8 @@ def test_usage():
                      ["list", "--prometheus"], ["audit", "--since", "yesterday-ish"],
                      ["call"], ["call", "NoInterface"], ["call", "a.b.C", "[1]"],
                      ["call", "a.b.C", "{nope"], ["call", "--more", "--oneway", "a.b.C"],
-                     ["backup"], ["--bogus", "status"]):
+                     ["backup"], ["--bogus", "status"], ["list", "--user"], ["list", "--json=yes"],
+                     ["list", "--us", "x"], ["show", "--", "a", "b"]):
             p = run(["-s", sock] + args)
             assert p.returncode == 2, "%s: exit %d\n%s" % (args, p.returncode, p.stderr)
             assert p.stderr, args
@@ -158,17 +166,17 @@ def test_list_show_terminate():
         assert {s["id"] for s in j["sessions"]} == {a1, a2, b1}, j
         assert all(isinstance(s["created_at"], int) for s in j["sessions"]), j
 
-        p5 = ctl(d, "show", a1, check=0)
+        p5 = ctl(d, "show", *idarg(a1), check=0)
         lines = dict(l.split(": ", 1) for l in p5.stdout.strip().split("\n"))
         assert lines["id"] == a1 and lines["user_id"] == "alice", p5.stdout
         assert lines["platform_id"] == "web" and lines["state"] == "active", p5.stdout
         assert re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \(in ", lines["expires_at"]), p5.stdout
-        js = json.loads(ctl(d, "show", a1, "--json", check=0).stdout)
+        js = json.loads(ctl(d, "--json", "show", *idarg(a1), check=0).stdout)
         assert js["id"] == a1 and isinstance(js["expires_at"], int), js
         p6 = ctl(d, "show", "no-such-id", check=1)
         assert "no-such-id" in p6.stderr, p6.stderr
 
-        ctl(d, "terminate", a1, check=0)
+        ctl(d, "terminate", *idarg(a1), check=0)
         with d.connect() as c:
             err, params = c.call_error(SESSION + "Validate", {"token": ta1})
         assert err == SESSION + "Expired" and params["reason"] == "terminated", (err, params)
@@ -176,10 +184,10 @@ def test_list_show_terminate():
         p7 = ctl(d, "list", "--all", check=0)
         rows = {r[0]: r for r in table(p7.stdout)[1]}
         assert a1 in rows and rows[a1][3] == "ended", p7.stdout
-        ended = dict(l.split(": ", 1) for l in ctl(d, "show", a1, check=0).stdout.strip().split("\n"))
+        ended = dict(l.split(": ", 1) for l in ctl(d, "show", *idarg(a1), check=0).stdout.strip().split("\n"))
         assert ended["end_reason"] == "terminated" and ended["state"] == "ended", ended
         unknown = "A" * len(a1)  # well-formed, but nobody's id
-        p8 = ctl(d, "terminate", unknown, check=1)
+        p8 = ctl(d, "terminate", *idarg(unknown), check=1)
         assert "no session with id '%s'" % unknown in p8.stderr, p8.stderr
         p8 = ctl(d, "terminate", "no-such-id", check=1)
         assert "'no-such-id' is not a session id" in p8.stderr, p8.stderr
@@ -191,7 +199,7 @@ def test_list_show_terminate():
         assert ctl(d, "--no-legend", "list", check=0).stdout == ""
 
         outs = [ctl(d, *a, check=0).stdout for a in
-                (["list", "--all"], ["--json", "list", "--all"], ["show", a2], ["--json", "show", b1])]
+                (["list", "--all"], ["--json", "list", "--all"], ["show"] + idarg(a2), ["--json", "show"] + idarg(b1))]
         no_token(tokens, p.stdout, p5.stdout, *outs)
 
 
@@ -294,7 +302,7 @@ def test_backup():
     with Daemon() as d:
         tokens = [create(d, "u%d" % i)[0] for i in range(5)]
         _, ended = create(d, "gone")
-        ctl(d, "terminate", ended, check=0)
+        ctl(d, "terminate", *idarg(ended), check=0)
         out = os.path.join(d.tmp, "backup.db")
 
         p = ctl(d, "backup", out, check=0)
@@ -632,7 +640,9 @@ def test_rendering_streams_and_tables():
         ADMIN + "Analytics": [({"analytics": {"created_per_hour": [1, 2], "end_reasons": {"idle": 3}}},
                                None, False)],
         ADMIN + "Cleanup": [({"ended": 1, "purged": 4}, None, False)],
-        ADMIN + "ListSessions": [({"sessions": [{
+        ADMIN + "Terminate": [({}, None, False)],
+        ADMIN + "ListSessions": [({"sessions": [{"id": "-dash-id", "user_id": "x", "created_at": now,
+                                                 "last_activity": now, "expires_at": now, "state": "active"}, {
             "id": "s1", "user_id": "evil\x1b[2Juser", "platform_id": None, "created_at": now,
             "last_activity": now, "expires_at": now + 60, "state": "active", "ip": None,
             "user_agent": "ua\x9b31m", "ended_at": None, "end_reason": None, "token": "SECRET"}]},
@@ -675,6 +685,14 @@ def test_rendering_streams_and_tables():
         assert "user_id: evil\\x1b[2Juser" in p.stdout and "user_agent: ua\\u009b31m" in p.stdout, p.stdout
         assert "SECRET" not in p.stdout
         assert "\x1b" not in s.ctl("list", check=0).stdout
+
+        # ids may start with a dash; "--" ends the options
+        p = s.ctl("show", "-dash-id", check=0)
+        assert p.stdout.startswith("id: -dash-id\n"), p.stdout
+        assert s.calls[-1]["parameters"] == {"include_ended": True}
+        s.ctl("terminate", "--", "--double", check=0)
+        assert s.calls[-1]["parameters"] == {"id": "--double"}, s.calls[-1]
+        s.ctl("terminate", "--double", check=2)
 
         # an error reply in the middle of nowhere: MethodNotFound says so
         p = s.ctl("status", check=1)
