@@ -491,7 +491,7 @@ static uint32_t session_find_key(struct engine *e, const uint8_t key[16]) {
 
 /* Adds a session to memory from a store row. */
 static int session_add(struct engine *e, const struct store_session *row, uint32_t *ret) {
-        uint32_t h, user, platform;
+        uint32_t h, user, platform, next_free;
         struct session *s;
         uint8_t id[TOKEN_ID_BYTES];
         int r;
@@ -519,6 +519,7 @@ static int session_add(struct engine *e, const struct store_session *row, uint32
                 return r;
         }
         s = &e->sessions[h];
+        next_free = s->user_next; /* when h is the head of the free list */
         *s = (struct session){
                 .rowid = row->rowid,
                 .user = user,
@@ -541,7 +542,7 @@ static int session_add(struct engine *e, const struct store_session *row, uint32
                 return r;
         }
         if (h == e->sessions_free)
-                e->sessions_free = e->sessions[h].user_next;
+                e->sessions_free = next_free;
         else
                 e->sessions_used++;
         s->user_next = e->users[user].head;

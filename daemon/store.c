@@ -19,6 +19,20 @@
  * store_stmt() hands it out reset with its bindings cleared. The connection
  * is used from the loop thread only (SQLITE_OPEN_NOMUTEX).
  *
+ * Checkpoints. With synchronous=normal a commit writes the WAL and does not
+ * sync; the checkpoint copies the WAL into the database and syncs both. On
+ * the loop it would stall every request behind it for tens of milliseconds,
+ * so SQLite's automatic checkpoint is off and a thread with its own
+ * connection runs PASSIVE checkpoints whenever a commit leaves more than
+ * STORE_CHECKPOINT_PAGES pages in the WAL (a WAL hook tells it). A passive
+ * checkpoint never blocks the writer, but under a steady load the writer
+ * has always committed a little more by the time it ends, and SQLite starts
+ * the WAL over only when a checkpoint has copied all of it. So once the
+ * thread has copied the bulk and gone idle, the loop copies the short tail
+ * itself (a PASSIVE checkpoint on its own connection, right after a commit,
+ * when nothing else can write): the next transaction then starts the WAL
+ * from its beginning, and the WAL stays a few thousand pages long.
+ *
  * Sessions keep their rows after they end (ended_at, end_reason) until the
  * retention purge, which walks the partial index on ended rows. That index
  * changes only when a session ends, never on the per-request path; touches
@@ -30,6 +44,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -44,6 +59,14 @@
  * in memory), so the cache serves writes and the rare lookups of ended
  * sessions; a small one keeps the daemon's memory predictable. */
 #define STORE_CACHE_KIB 8192
+/* Checkpoints run on a thread of their own (see the top of this file): it
+ * starts when a commit leaves this many pages in the WAL... */
+#define STORE_CHECKPOINT_PAGES 2000
+/* ...and the loop copies the tail (see above) once the WAL is this long
+ * and the thread is idle. */
+#define STORE_CHECKPOINT_TAIL_PAGES (2 * STORE_CHECKPOINT_PAGES)
+/* Passes of one checkpoint run, each taking what was committed meanwhile. */
+#define STORE_CHECKPOINT_PASSES 32
 #define STRINGIFY_(x) #x
 #define STRINGIFY(x) STRINGIFY_(x)
 
@@ -126,7 +149,13 @@ static const char *const stmt_sql[_STMT_MAX] = {
                 "DELETE FROM audit WHERE id IN (SELECT id FROM audit WHERE time < ?1 ORDER BY time LIMIT ?2)",
 };
 
-/* Forward migrations: step i brings the schema from version i to i + 1. */
+/* Forward migrations: step i brings the schema from version i to i + 1.
+ *
+ * Indexes cost a random page write per insert each, and Create is the
+ * write on the hot path: sessions have the three the lookups need (token
+ * hash, user, end time of ended rows; the id index stays local because ids
+ * start with their creation time), audit rows only one on time, which
+ * retention and time-ranged queries walk. */
 static const char *const migrations[STORE_SCHEMA_VERSION] = {
         /* 0 -> 1: the first schema. */
         "CREATE TABLE sessions ("
@@ -160,8 +189,16 @@ static const char *const migrations[STORE_SCHEMA_VERSION] = {
         "  session_id TEXT,"
         "  detail TEXT NOT NULL DEFAULT '{}'"
         ");"
-        "CREATE INDEX audit_time ON audit (time);"
-        "CREATE INDEX audit_user ON audit (user_id, time) WHERE user_id IS NOT NULL;",
+        "CREATE INDEX audit_time ON audit (time);",
+};
+
+struct checkpointer {
+        sqlite3 *db; /* the thread's own connection */
+        pthread_t thread;
+        pthread_mutex_t lock;
+        pthread_cond_t cond;
+        bool started, wanted, running, stop;
+        unsigned long long runs;
 };
 
 struct store {
@@ -169,6 +206,7 @@ struct store {
         char *path;
         bool memory;
         sqlite3_stmt *stmt[_STMT_MAX];
+        struct checkpointer ckpt;
 };
 
 static int errno_from_sqlite(int rc) {
@@ -447,6 +485,129 @@ static int store_migrate(struct store *s) {
         return 0;
 }
 
+/* ---- the checkpoint thread ------------------------------------------------ */
+
+static void *checkpointer_main(void *userdata) {
+        struct store *s = userdata;
+        struct checkpointer *c = &s->ckpt;
+
+        pthread_mutex_lock(&c->lock);
+        for (;;) {
+                while (!c->wanted && !c->stop)
+                        pthread_cond_wait(&c->cond, &c->lock);
+                if (c->stop)
+                        break;
+                c->wanted = false;
+                c->running = true;
+                pthread_mutex_unlock(&c->lock);
+
+                for (int pass = 0; pass < STORE_CHECKPOINT_PASSES; pass++) {
+                        int log = 0, done = 0;
+                        int rc = sqlite3_wal_checkpoint_v2(c->db, NULL, SQLITE_CHECKPOINT_PASSIVE, &log, &done);
+
+                        if (rc != SQLITE_OK) {
+                                if (rc != SQLITE_BUSY)
+                                        log_warning("Store %s: checkpoint failed: %s", s->path, sqlite3_errmsg(c->db));
+                                break;
+                        }
+                        if (done >= log) /* everything copied: the WAL can start over */
+                                break;
+                }
+
+                pthread_mutex_lock(&c->lock);
+                c->running = false;
+                c->runs++;
+        }
+        pthread_mutex_unlock(&c->lock);
+        return NULL;
+}
+
+/* Runs after every commit of the loop's connection (SQLite's WAL hook). */
+static int wal_hook(void *userdata, sqlite3 *db, const char *name, int pages) {
+        struct store *s = userdata;
+        struct checkpointer *c = &s->ckpt;
+        bool idle = true;
+
+        (void)name;
+        if (pages < STORE_CHECKPOINT_PAGES)
+                return SQLITE_OK;
+        if (c->started) {
+                pthread_mutex_lock(&c->lock);
+                idle = !c->running && !c->wanted;
+                if (!c->running && !c->wanted && pages < STORE_CHECKPOINT_TAIL_PAGES) {
+                        c->wanted = true;
+                        pthread_cond_signal(&c->cond);
+                }
+                pthread_mutex_unlock(&c->lock);
+        }
+        /* Long, and the thread is done with what it took: the tail is ours. */
+        if (pages >= STORE_CHECKPOINT_TAIL_PAGES && idle)
+                (void)sqlite3_wal_checkpoint_v2(db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+        return SQLITE_OK;
+}
+
+static int checkpointer_start(struct store *s) {
+        struct checkpointer *c = &s->ckpt;
+        int rc, r;
+
+        rc = sqlite3_open_v2(s->path, &c->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
+        if (rc != SQLITE_OK)
+                return store_fail(s, rc, "opening the checkpoint connection");
+        sqlite3_busy_timeout(c->db, STORE_BUSY_TIMEOUT_MS);
+        /* A connection learns that the database is in WAL mode when it
+         * first reads it; until then a checkpoint does nothing. */
+        rc = exec_simple(c->db, "SELECT count(*) FROM sqlite_master");
+        if (rc != SQLITE_OK) {
+                r = store_fail(s, rc, "reading with the checkpoint connection");
+                sqlite3_close(c->db);
+                c->db = NULL;
+                return r;
+        }
+        pthread_mutex_init(&c->lock, NULL);
+        pthread_cond_init(&c->cond, NULL);
+        r = -pthread_create(&c->thread, NULL, checkpointer_main, s);
+        if (r < 0) {
+                pthread_mutex_destroy(&c->lock);
+                pthread_cond_destroy(&c->cond);
+                sqlite3_close(c->db);
+                c->db = NULL;
+                return log_error_errno(r, "Store %s: cannot start the checkpoint thread: %m", s->path);
+        }
+        c->started = true;
+        sqlite3_wal_autocheckpoint(s->db, 0);
+        sqlite3_wal_hook(s->db, wal_hook, s);
+        return 0;
+}
+
+static void checkpointer_stop(struct store *s) {
+        struct checkpointer *c = &s->ckpt;
+
+        if (!c->started)
+                return;
+        sqlite3_wal_hook(s->db, NULL, NULL);
+        pthread_mutex_lock(&c->lock);
+        c->stop = true;
+        pthread_cond_signal(&c->cond);
+        pthread_mutex_unlock(&c->lock);
+        pthread_join(c->thread, NULL);
+        pthread_mutex_destroy(&c->lock);
+        pthread_cond_destroy(&c->cond);
+        sqlite3_close(c->db);
+        c->db = NULL;
+        c->started = false;
+}
+
+unsigned long long store_checkpoint_runs(struct store *s) {
+        unsigned long long n;
+
+        if (!s->ckpt.started)
+                return 0;
+        pthread_mutex_lock(&s->ckpt.lock);
+        n = s->ckpt.runs;
+        pthread_mutex_unlock(&s->ckpt.lock);
+        return n;
+}
+
 static int store_prepare_all(struct store *s) {
         for (int i = 0; i < _STMT_MAX; i++) {
                 int rc = sqlite3_prepare_v3(s->db, stmt_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &s->stmt[i], NULL);
@@ -567,6 +728,11 @@ int store_open(const struct store_options *o, struct store **ret) {
         r = store_prepare_all(s);
         if (r < 0)
                 goto fail;
+        if (!memory) {
+                r = checkpointer_start(s);
+                if (r < 0)
+                        goto fail;
+        }
         if (created)
                 log_info("Created database %s.", s->path);
         free(journal);
@@ -581,6 +747,7 @@ fail:
 void store_close(struct store *s) {
         if (!s)
                 return;
+        checkpointer_stop(s);
         for (int i = 0; i < _STMT_MAX; i++)
                 sqlite3_finalize(s->stmt[i]);
         if (s->db && !sqlite3_get_autocommit(s->db))

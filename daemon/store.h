@@ -153,6 +153,8 @@ struct store_maintenance {
 int store_maintain(struct store *s, struct store_maintenance *ret);
 /* wal_checkpoint(TRUNCATE) only (shutdown). */
 int store_checkpoint(struct store *s);
+/* How many times the checkpoint thread has run (0 for a store in memory). */
+unsigned long long store_checkpoint_runs(struct store *s);
 
 /* Statistics for health checks. */
 int store_count_sessions(struct store *s, bool ended, int64_t *ret);

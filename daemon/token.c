@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -186,7 +187,14 @@ void token_hash(const struct token_key *k, const char *token, uint8_t out[TOKEN_
 }
 
 void token_id_new(uint8_t id[TOKEN_ID_BYTES]) {
-        randombytes_buf(id, TOKEN_ID_BYTES);
+        struct timespec ts;
+        uint64_t ms;
+
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ms = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+        for (int i = 0; i < 6; i++)
+                id[i] = (uint8_t)(ms >> (40 - 8 * i));
+        randombytes_buf(id + 6, TOKEN_ID_BYTES - 6);
 }
 
 void token_id_format(const uint8_t id[TOKEN_ID_BYTES], char out[TOKEN_ID_STRING_LEN + 1]) {

@@ -9,8 +9,13 @@
  * refused later if it has the wrong size or is accessible by anybody but its
  * owner. Without persistence the key is random and lives in memory only.
  *
- * A session also has a public id (16 random bytes, 22 base64url characters),
- * unrelated to the token, for listings, audit rows and operators.
+ * A session also has a public id (16 bytes, 22 base64url characters),
+ * unrelated to the token, for listings, audit rows and operators. Like a
+ * UUIDv7 it starts with the creation time in milliseconds (48 bits) and
+ * ends with 80 random bits: ids made close together sort close together,
+ * so that inserting them touches the end of the id index instead of a
+ * random page of it for every new session (the creation time is public in
+ * SessionInfo anyway).
  *
  * Fingerprints (user agent, IP, Accept-Language, Accept-Encoding) are keyed
  * SipHash-2-4 values (crypto_shorthash) under a subkey derived from the same
@@ -62,7 +67,7 @@ bool token_is_wellformed(const char *s);
 /* Keyed hash of a token string. */
 void token_hash(const struct token_key *k, const char *token, uint8_t out[TOKEN_HASH_BYTES]);
 
-/* Public ids. */
+/* Public ids: 48 bits of milliseconds since the epoch, 80 random bits. */
 void token_id_new(uint8_t id[TOKEN_ID_BYTES]);
 void token_id_format(const uint8_t id[TOKEN_ID_BYTES], char out[TOKEN_ID_STRING_LEN + 1]);
 /* -EINVAL when s is not 22 base64url characters. */

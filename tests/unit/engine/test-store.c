@@ -443,6 +443,42 @@ START_TEST(test_maintenance) {
 }
 END_TEST
 
+START_TEST(test_checkpoint_thread) {
+        char *path = path_in("sessions.db"), *wal = path_in("sessions.db-wal");
+        struct store *s = open_store(path);
+        char id[TOKEN_ID_STRING_LEN + 1], sync[1000];
+        struct stat st;
+        int64_t rowid;
+        int n = 0;
+
+        memset(sync, 's', sizeof sync);
+        ck_assert_uint_eq(store_checkpoint_runs(s), 0);
+        /* Commits until the WAL passes the thread's threshold, then more
+         * until the thread has run (it takes a moment to start). */
+        for (int round = 0; store_checkpoint_runs(s) == 0; round++) {
+                ck_assert_int_lt(round, 100000);
+                ck_assert_int_eq(store_begin(s), 0);
+                for (int i = 0; i < 20; i++, n++) {
+                        struct store_session r = row_for(id, 0, "user", T0);
+                        snprintf(id, sizeof id, "%022d", n);
+                        memcpy(r.token_hash, &n, sizeof n);
+                        ck_assert_int_eq(store_session_insert(s, &r, sync, sizeof sync, &rowid), 0);
+                }
+                ck_assert_int_eq(store_commit(s), 0);
+                if (round % 100 == 99)
+                        usleep(1000);
+        }
+        /* The database file got the pages; the WAL was not truncated by
+         * the loop's connection. */
+        ck_assert_int_eq(stat(path, &st), 0);
+        ck_assert_int_gt(st.st_size, 1024 * 1024);
+        ck_assert_int_eq(stat(wal, &st), 0);
+        store_close(s);
+        ck_assert_int_eq(query_int(path, "SELECT count(*) FROM sessions"), n);
+        scratch_remove();
+}
+END_TEST
+
 int main(void) {
         Suite *s = suite_create("store");
         TCase *tc = tcase_create("store");
@@ -463,6 +499,7 @@ int main(void) {
         tcase_add_test(tc, test_iteration_stops);
         tcase_add_test(tc, test_purge_and_audit);
         tcase_add_test(tc, test_maintenance);
+        tcase_add_test(tc, test_checkpoint_thread);
         suite_add_tcase(s, tc);
         return run_suite(s);
 }

@@ -147,6 +147,19 @@ START_TEST(test_ids) {
         token_id_new(back);
         token_id_format(back, other);
         ck_assert_str_ne(text, other);
+        /* The first six bytes are the time in milliseconds: ids made in
+         * the same second share their first characters. */
+        {
+                struct timespec ts;
+                uint64_t ms = 0;
+
+                clock_gettime(CLOCK_REALTIME, &ts);
+                for (int i = 0; i < 6; i++)
+                        ms = ms << 8 | back[i];
+                ck_assert_uint_le(ms, (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000);
+                ck_assert_uint_ge(ms + 5000, (uint64_t)ts.tv_sec * 1000);
+                ck_assert_int_eq(memcmp(id, back, 3), 0);
+        }
 
         ck_assert_int_eq(token_id_parse("", back), -EINVAL);
         ck_assert_int_eq(token_id_parse("short", back), -EINVAL);
