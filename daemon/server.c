@@ -55,8 +55,8 @@
  * a timer callback does not wait for the next I/O to be flushed.
  *
  * Memory per connection is bounded: input by max_message_size (plus one
- * read), output by SERVER_OUTPUT_CAP (the larger of 1 MiB and four
- * messages). A connection over the output cap stops reading and handling
+ * read), output by the output cap (the larger of 1 MiB and four times
+ * max_message_size). A connection over the output cap stops reading and handling
  * calls until the peer reads (back pressure); a stream reply that would go
  * over it closes the connection instead (call_reply_continues() returns
  * -ENOBUFS), so a Watch client that never reads cannot grow us.
