@@ -64,6 +64,13 @@ int conffile_read(struct sessiond_config *c, const char *path, struct sessiond_i
 int origin_assign(struct sessiond_origin *o, enum sessiond_origin_kind kind, const char *file, int line);
 void origin_clear(struct sessiond_origin *o);
 
+/* UTF-8 (RFC 3629: no overlong forms, no surrogates, nothing above
+ * U+10FFFF), as jansson checks it: whatever goes into the JSON forms must
+ * pass. The length of the character that starts at s (1 for ASCII), or 0
+ * when s does not start a valid one; and whether all of s is valid. */
+size_t utf8_char_length(const char *s);
+bool utf8_is_valid(const char *s);
+
 /* Levenshtein distance between a and b, ignoring case. */
 size_t edit_distance(const char *a, const char *b);
 /* The candidate nearest to name by edit distance (case-insensitive), or NULL

@@ -38,6 +38,39 @@ bool sessiond_issues_has_errors(const struct sessiond_issues *issues) {
         return false;
 }
 
+/* Messages quote values as they were read, and go into JSON (the Reload
+ * error reply, `sessionctl config --validate --json`), which holds UTF-8
+ * only: a byte that is not part of valid UTF-8 is written as \xNN, so that
+ * the message is never dropped and still shows what was wrong. */
+static int message_make_utf8(char **message) {
+        const char *p = *message;
+        char *out, *o;
+
+        if (utf8_is_valid(p))
+                return 0;
+        out = malloc(strlen(p) * 4 + 1);
+        if (!out) {
+                free(*message);
+                return -ENOMEM;
+        }
+        o = out;
+        while (*p) {
+                size_t n = utf8_char_length(p);
+                if (n == 0) {
+                        o += sprintf(o, "\\x%02x", (unsigned char) *p);
+                        p++;
+                        continue;
+                }
+                memcpy(o, p, n);
+                o += n;
+                p += n;
+        }
+        *o = '\0';
+        free(*message);
+        *message = out;
+        return 0;
+}
+
 int sessiond_issues_add(struct sessiond_issues *issues, enum sessiond_severity severity,
                         const char *setting, const char *fmt, ...) {
         struct sessiond_issue issue = { .severity = severity };
@@ -60,6 +93,9 @@ int sessiond_issues_add(struct sessiond_issues *issues, enum sessiond_severity s
         va_end(ap);
         if (r < 0)
                 return -ENOMEM;
+        r = message_make_utf8(&issue.message);
+        if (r < 0)
+                return r;
         if (setting) {
                 issue.setting = strdup(setting);
                 if (!issue.setting) {

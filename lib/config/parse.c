@@ -12,6 +12,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -117,6 +118,43 @@ int sessiond_parse_double(const char *s, double *ret) {
                 return -ERANGE;
         *ret = v;
         return 0;
+}
+
+size_t utf8_char_length(const char *s) {
+        const unsigned char *p = (const unsigned char *) s;
+        uint32_t cp;
+        size_t n;
+
+        if (p[0] < 0x80)
+                return 1;
+        if (p[0] >= 0xc2 && p[0] <= 0xdf) {
+                n = 2;
+                cp = p[0] & 0x1f;
+        } else if (p[0] >= 0xe0 && p[0] <= 0xef) {
+                n = 3;
+                cp = p[0] & 0x0f;
+        } else if (p[0] >= 0xf0 && p[0] <= 0xf4) {
+                n = 4;
+                cp = p[0] & 0x07;
+        } else
+                return 0;
+        for (size_t i = 1; i < n; i++) {
+                if ((p[i] & 0xc0) != 0x80) /* also stops at the NUL */
+                        return 0;
+                cp = cp << 6 | (p[i] & 0x3f);
+        }
+        if ((n == 3 && cp < 0x800) || (n == 4 && cp < 0x10000) || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+                return 0;
+        return n;
+}
+
+bool utf8_is_valid(const char *s) {
+        for (size_t n; *s; s += n) {
+                n = utf8_char_length(s);
+                if (n == 0)
+                        return false;
+        }
+        return true;
 }
 
 /* Levenshtein distance, case-insensitive, two rows. */

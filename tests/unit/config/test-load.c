@@ -535,6 +535,26 @@ END_TEST
 
 /* ---- the environment and the env file ---------------------------------------- */
 
+/* Issue messages go into JSON (the Reload error reply): a byte that is not
+ * UTF-8 in a quoted value is shown as \xNN, never makes the message vanish. */
+START_TEST(test_issue_messages_are_utf8) {
+        struct sessiond_config *c = NULL;
+        struct sessiond_issues is = {};
+        char *env[] = { "SESSION_DEBUG_MODE=\xff\xc3\xa9", "SESSION_IDLE_TIMEOUT_SECONDS=\xed\xa0\x80", NULL };
+
+        ck_assert_int_eq(load_env(env, &c, &is), -EINVAL);
+        assert_issue(&is, SESSIOND_ERROR, "environment: SESSION_DEBUG_MODE: value '\\xff\xc3\xa9' is not a boolean");
+        assert_issue(&is, SESSIOND_ERROR,
+                     "environment: SESSION_IDLE_TIMEOUT_SECONDS: value '\\xed\\xa0\\x80' is not a duration");
+        for (size_t i = 0; i < is.count; i++) {
+                json_t *m = json_string(is.items[i].message);
+                ck_assert_msg(m != NULL, "not UTF-8: %s", is.items[i].message);
+                json_decref(m);
+        }
+        sessiond_issues_clear(&is);
+}
+END_TEST
+
 START_TEST(test_env_errors) {
         struct sessiond_config *c = NULL;
         struct sessiond_issues is = {};
@@ -880,6 +900,7 @@ static Suite *load_suite(void) {
 
         tc = tcase_create("environment");
         tcase_add_test(tc, test_env_errors);
+        tcase_add_test(tc, test_issue_messages_are_utf8);
         tcase_add_test(tc, test_env_units_and_booleans);
         tcase_add_test(tc, test_deprecated_alias);
         tcase_add_test(tc, test_unknown_variables);
