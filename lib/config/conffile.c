@@ -423,9 +423,14 @@ static void read_value(struct reader *rd, size_t idx, const config_setting_t *s)
                 if (type == CONFIG_TYPE_STRING) {
                         type_ok = true;
                         const char *str = config_setting_get_string(s);
-                        if (def->type == SESSIOND_TYPE_STRING)
+                        if (def->type == SESSIOND_TYPE_STRING) {
+                                /* Empty is for the validation to refuse. */
                                 v.s = str;
-                        else
+                                if (!utf8_is_valid(str)) {
+                                        problem = "is not valid UTF-8";
+                                        r = -EINVAL;
+                                }
+                        } else
                                 r = setting_parse_text(def, str, &v, &problem);
                 }
                 break;
@@ -471,6 +476,11 @@ static void read_custom(struct reader *rd, const config_setting_t *group) {
                 }
                 switch (config_setting_type(s)) {
                 case CONFIG_TYPE_STRING:
+                        if (!utf8_is_valid(config_setting_get_string(s))) {
+                                reader_error(rd, "custom", file, line, "custom.%s: value \"%s\" is not valid UTF-8", name,
+                                             config_setting_get_string(s));
+                                continue;
+                        }
                         text = strdup(config_setting_get_string(s));
                         break;
                 case CONFIG_TYPE_INT:

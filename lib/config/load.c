@@ -123,6 +123,8 @@ static void apply_pair(struct source *src, const char *key, const char *value, i
                         source_issue(src, SESSIOND_ERROR, "custom", line, "%s: a custom setting needs a name (SESSION_CUSTOM_<NAME>)", key);
                 else if (!*value)
                         source_issue(src, SESSIOND_ERROR, "custom", line, "%s is empty (give it a value or remove it)", key);
+                else if (!utf8_is_valid(value))
+                        source_issue(src, SESSIOND_ERROR, "custom", line, "%s: value '%s' is not valid UTF-8", key, value);
                 else if (config_store_custom(src->config, name, value, src->kind, src->file, line) < 0)
                         src->failed = true;
                 return;

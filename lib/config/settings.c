@@ -253,6 +253,10 @@ int setting_parse_text(const struct sessiond_setting *s, const char *text, union
                         *problem = "is not a number";
                 return r;
         case SESSIOND_TYPE_STRING:
+                if (!utf8_is_valid(text)) {
+                        *problem = "is not valid UTF-8";
+                        return -EINVAL;
+                }
                 v->s = text;
                 return 0;
         case SESSIOND_TYPE_ENVIRONMENT:

@@ -555,6 +555,44 @@ START_TEST(test_issue_messages_are_utf8) {
 }
 END_TEST
 
+/* A string value that is not UTF-8 cannot be shown as JSON (GetConfig,
+ * GetClientConfig, --show): refused when loading, from every source. */
+START_TEST(test_strings_must_be_utf8) {
+        struct sessiond_config *c = NULL;
+        struct sessiond_issues is = {};
+        char *env[] = { "SESSION_LOCALSTORAGE_PREFIX=\xed\xa0\x80", "SESSION_CUSTOM_TEAM=\xf8", NULL };
+        char expected[600];
+
+        ck_assert_int_eq(load_conf_text("sync: { localstorage_prefix = \"a\xff\" \"b\"; };\n"
+                                        "custom: { team = \"\xc3\"; };\n", &c, &is), -EINVAL);
+        snprintf(expected, sizeof(expected), "%s:1: sync.localstorage_prefix: value \"a\\xffb\" is not valid UTF-8",
+                 path_in("test.conf"));
+        assert_issue(&is, SESSIOND_ERROR, expected);
+        snprintf(expected, sizeof(expected), "%s:2: custom.team: value \"\\xc3\" is not valid UTF-8", path_in("test.conf"));
+        assert_issue(&is, SESSIOND_ERROR, expected);
+        sessiond_issues_clear(&is);
+
+        ck_assert_int_eq(load_env(env, &c, &is), -EINVAL);
+        assert_issue(&is, SESSIOND_ERROR, "environment: SESSION_LOCALSTORAGE_PREFIX: value '\\xed\\xa0\\x80' is not valid UTF-8");
+        assert_issue(&is, SESSIOND_ERROR, "environment: SESSION_CUSTOM_TEAM: value '\\xf8' is not valid UTF-8");
+        sessiond_issues_clear(&is);
+
+        /* Valid UTF-8, up to four bytes a character, is a string like any. */
+        ck_assert_int_eq(load_conf_text("sync: { localstorage_prefix = \"\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80\"; };\n"
+                                        "custom: { team = \"\xc3\xa9\"; };\n", &c, &is), 0);
+        assert_no_issues(&is);
+        json_t *j = sessiond_config_to_json(c, true), *client = sessiond_config_client_json(c);
+        ck_assert_ptr_nonnull(j);
+        ck_assert_ptr_nonnull(client);
+        ck_assert_str_eq(json_string_value(json_object_get(json_object_get(client, "sync"), "localstorage_prefix")),
+                         "\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80");
+        json_decref(j);
+        json_decref(client);
+        sessiond_config_free(c);
+        scratch_remove();
+}
+END_TEST
+
 START_TEST(test_env_errors) {
         struct sessiond_config *c = NULL;
         struct sessiond_issues is = {};
@@ -901,6 +939,7 @@ static Suite *load_suite(void) {
         tc = tcase_create("environment");
         tcase_add_test(tc, test_env_errors);
         tcase_add_test(tc, test_issue_messages_are_utf8);
+        tcase_add_test(tc, test_strings_must_be_utf8);
         tcase_add_test(tc, test_env_units_and_booleans);
         tcase_add_test(tc, test_deprecated_alias);
         tcase_add_test(tc, test_unknown_variables);
