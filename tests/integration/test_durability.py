@@ -65,6 +65,7 @@ def test_kill9_keeps_acknowledged_writes():
             assert c.call(S + "GetSyncState", {"token": live[8]}) == {"version": 1, "data": "s8"}
             assert c.call(S + "Validate", {"token": last})["state"] == "active"
             assert len(c.call(S + "ListUser", {"user_id": "alice"})["sessions"]) == 15
+        d.stop()
 
 
 def test_kill9_pipelined_creates():
@@ -88,6 +89,7 @@ def test_kill9_pipelined_creates():
             for _ in range(n):
                 reply = c.recv()
                 assert "error" not in reply, reply
+        d.stop()
 
 
 def test_touch_survives_clean_stop():
@@ -101,6 +103,7 @@ def test_touch_survives_clean_stop():
         with d.connect() as c:
             v = c.call(S + "Validate", {"token": token, "touch": False})
             assert v["session"]["last_activity"] == touched
+        d.stop()
 
 
 def start_refused(d):
@@ -230,6 +233,8 @@ def test_persistence_off():
                 raise AssertionError("a session survived a restart without persistence")
             except VarlinkError as e:
                 assert e.error == S + "NotFound", e
+        d.stop()
+        assert not os.path.exists(d.database)
 
 
 def test_database_folder_created():
@@ -241,6 +246,7 @@ def test_database_folder_created():
         assert stat.S_IMODE(os.stat(folder).st_mode) == 0o700
         assert stat.S_IMODE(os.stat(os.path.join(folder, "sessions.db")).st_mode) == 0o600
         assert stat.S_IMODE(os.stat(os.path.join(folder, "sessiond.key")).st_mode) == 0o600
+        d.stop()
 
 
 run_tests([

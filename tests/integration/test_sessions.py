@@ -3,12 +3,13 @@ the real socket: every method and every error, expiry and grace with a
 2-second idle timeout, eviction, fingerprints, platform switches, sync
 state, rotation, watch streams."""
 
+import contextlib
 import grp
 import os
 import socket
 import time
 
-from harness import Daemon, Skip, VarlinkError, run_tests, wait_for
+from harness import Daemon, VarlinkError, run_tests, wait_for
 
 S = "io.sessiond.Session."
 A = "io.sessiond.Admin."
@@ -21,6 +22,15 @@ SHORT = {
     "timeout.cleanup_grace": 60,
     "timeout.warning_threshold": 1,
 }
+
+
+@contextlib.contextmanager
+def daemon(settings=None):
+    """A Daemon that must stop cleanly at the end of the test: exit status 0,
+    so that ASan and valgrind builds report what leaked."""
+    with Daemon(settings) as d:
+        yield d
+        d.stop()
 
 
 def admin_settings():
@@ -52,7 +62,7 @@ def expect_error(c, name, params, error, more=False, **expected):
 
 
 def test_create_and_validate():
-    with Daemon() as d, d.connect() as c:
+    with daemon() as d, d.connect() as c:
         client = {"user_agent": "Firefox/120", "ip": "192.0.2.1", "accept_language": "en",
                   "accept_encoding": "gzip"}
         r = create(c, platform_id="web", client=client)
@@ -83,7 +93,7 @@ def test_create_and_validate():
 
 
 def test_errors():
-    with Daemon() as d, d.connect() as c:
+    with daemon() as d, d.connect() as c:
         token = create(c)["token"]
         # Wrong JSON types: org.varlink.service.InvalidParameter naming the parameter.
         bad = "org.varlink.service.InvalidParameter"
@@ -129,7 +139,7 @@ def test_errors():
 
 
 def test_expiry_and_grace():
-    with Daemon(SHORT) as d, d.connect() as c:
+    with daemon(SHORT) as d, d.connect() as c:
         r = create(c)
         token = r["token"]
         v = c.call(S + "Validate", {"token": token, "touch": False})
@@ -164,7 +174,7 @@ def test_expiry_and_grace():
 
 
 def test_touch_keeps_alive():
-    with Daemon(SHORT) as d, d.connect() as c:
+    with daemon(SHORT) as d, d.connect() as c:
         token = create(c)["token"]
         # Twice the idle timeout, with activity every 0.4 s.
         for i in range(11):
@@ -177,7 +187,7 @@ def test_touch_keeps_alive():
 
 
 def test_eviction():
-    with Daemon({"security.max_concurrent_per_user": 2}) as d, d.connect() as c:
+    with daemon({"security.max_concurrent_per_user": 2}) as d, d.connect() as c:
         first = create(c)
         second = create(c)
         time.sleep(1.1)
@@ -192,7 +202,7 @@ def test_eviction():
 
 
 def test_fingerprint():
-    with Daemon() as d, d.connect() as c:
+    with daemon() as d, d.connect() as c:
         client = {"user_agent": "Firefox", "ip": "192.0.2.1", "accept_language": "en"}
         token = create(c, client=client)["token"]
         expect_error(c, S + "Validate", {"token": token, "client": dict(client, user_agent="curl")},
@@ -205,14 +215,14 @@ def test_fingerprint():
         v = c.call(S + "Validate", {"token": token, "client": dict(client, ip="198.51.100.7",
                                                                     accept_language="de")})
         assert v["state"] == "active"
-    with Daemon({"security.fingerprinting": False}) as d, d.connect() as c:
+    with daemon({"security.fingerprinting": False}) as d, d.connect() as c:
         token = create(c, client={"user_agent": "Firefox"})["token"]
         v = c.call(S + "Validate", {"token": token, "client": {"user_agent": "curl"}})
         assert v["state"] == "active"
 
 
 def test_rotation():
-    with Daemon() as d, d.connect() as c:
+    with daemon() as d, d.connect() as c:
         r = create(c, platform_id="web")
         c.call(S + "SetSyncState", {"token": r["token"], "data": "tabs"})
         n = c.call(S + "Rotate", {"token": r["token"]})
@@ -227,7 +237,7 @@ def test_rotation():
 
 
 def test_switch_platform():
-    with Daemon({"security.max_platform_switches_per_hour": 2}) as d, d.connect() as c:
+    with daemon({"security.max_platform_switches_per_hour": 2}) as d, d.connect() as c:
         token = create(c, platform_id="web")["token"]
         s = c.call(S + "SwitchPlatform", {"token": token, "platform_id": "ios"})["session"]
         assert s["platform_id"] == "ios"
@@ -239,14 +249,14 @@ def test_switch_platform():
         assert c.call(S + "Validate", {"token": token})["session"]["platform_id"] == "android"
         expect_error(c, S + "SwitchPlatform", {"token": token, "platform_id": ""}, S + "InvalidArgument",
                      field="platform_id")
-    with Daemon({"features.platform_switching": False}) as d, d.connect() as c:
+    with daemon({"features.platform_switching": False}) as d, d.connect() as c:
         token = create(c)["token"]
         expect_error(c, S + "SwitchPlatform", {"token": token, "platform_id": "ios"}, S + "FeatureDisabled",
                      feature="platform_switching")
 
 
 def test_sync_state():
-    with Daemon({"sync.max_data_size": 16}) as d, d.connect() as c:
+    with daemon({"sync.max_data_size": 16}) as d, d.connect() as c:
         token = create(c, sync_data="first")["token"]
         assert c.call(S + "GetSyncState", {"token": token}) == {"version": 1, "data": "first"}
         assert c.call(S + "SetSyncState", {"token": token, "data": "second", "expected_version": 1}) == {"version": 2}
@@ -261,7 +271,7 @@ def test_sync_state():
         assert c.call(S + "GetSyncState", {"token": token})["data"] == "\u00e9" * 8
         fresh = create(c, "bob")["token"]
         assert c.call(S + "GetSyncState", {"token": fresh}) == {"version": 0}
-    with Daemon({"features.cross_tab_sync": False}) as d, d.connect() as c:
+    with daemon({"features.cross_tab_sync": False}) as d, d.connect() as c:
         token = create(c)["token"]
         expect_error(c, S + "GetSyncState", {"token": token}, S + "FeatureDisabled", feature="cross_tab_sync")
         expect_error(c, S + "SetSyncState", {"token": token, "data": "x"}, S + "FeatureDisabled",
@@ -271,7 +281,7 @@ def test_sync_state():
 
 
 def test_destroy():
-    with Daemon() as d, d.connect() as c:
+    with daemon() as d, d.connect() as c:
         mine = [create(c)["token"] for _ in range(3)]
         bob = create(c, "bob")["token"]
         assert c.call(S + "Destroy", {"token": mine[0]}) == {}
@@ -290,7 +300,7 @@ def test_destroy():
 
 
 def test_list_user():
-    with Daemon() as d, d.connect() as c:
+    with daemon() as d, d.connect() as c:
         ids = {create(c, client={"ip": "192.0.2.%d" % i})["session"]["id"] for i in range(3)}
         create(c, "bob")
         sessions = c.call(S + "ListUser", {"user_id": "alice"})["sessions"]
@@ -308,7 +318,7 @@ def recv_reply(c):
 
 
 def test_watch():
-    with Daemon() as d, d.connect() as c:
+    with daemon() as d, d.connect() as c:
         r = create(c, platform_id="web", sync_data="v1")
         token = r["token"]
         expect_error(c, S + "Watch", {"token": token}, "org.varlink.service.ExpectedMore")
@@ -341,7 +351,7 @@ def test_watch():
 
 
 def test_watch_rotation():
-    with Daemon() as d, d.connect() as c, d.connect() as w:
+    with daemon() as d, d.connect() as c, d.connect() as w:
         token = create(c)["token"]
         w.send(S + "Watch", {"token": token}, more=True)
         assert recv_reply(w)["parameters"]["event"] == "state"
@@ -353,7 +363,7 @@ def test_watch_rotation():
 
 
 def test_watch_warning_and_end():
-    with Daemon(SHORT) as d, d.connect() as c, d.connect() as w:
+    with daemon(SHORT) as d, d.connect() as c, d.connect() as w:
         token = create(c)["token"]
         w.send(S + "Watch", {"token": token}, more=True)
         assert recv_reply(w)["parameters"]["event"] == "state"
@@ -368,7 +378,7 @@ def test_watch_warning_and_end():
 
 
 def test_watch_client_goes_away():
-    with Daemon() as d, d.connect() as c:
+    with daemon() as d, d.connect() as c:
         token = create(c)["token"]
         for _ in range(3):
             w = d.connect()
@@ -384,7 +394,7 @@ def test_watch_client_goes_away():
 def test_watch_slow_reader():
     # A watcher that never reads: its stream is cut once the server's output
     # cap is reached, and the daemon goes on.
-    with Daemon({"sync.max_data_size": 60000, "daemon.max_message_size": 200000}) as d, d.connect() as c:
+    with daemon({"sync.max_data_size": 60000, "daemon.max_message_size": 200000}) as d, d.connect() as c:
         token = create(c)["token"]
         w = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         w.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
@@ -402,7 +412,7 @@ def test_watch_slow_reader():
 
 
 def test_admin_sessions():
-    with Daemon(admin_settings()) as d, d.connect() as c:
+    with daemon(admin_settings()) as d, d.connect() as c:
         a1 = create(c)
         create(c)
         b = create(c, "bob")
@@ -437,7 +447,7 @@ def test_admin_sessions():
 
 
 def test_admin_reload():
-    with Daemon(admin_settings()) as d, d.connect() as c:
+    with daemon(admin_settings()) as d, d.connect() as c:
         d.write_config({"security.max_concurrent_per_user": 3})
         assert c.call(A + "Reload") == {}
         assert c.call(A + "GetConfig")["config"]["security"]["max_concurrent_per_user"] == 3
@@ -452,7 +462,7 @@ def test_admin_reload():
 
 
 def test_many_pipelined():
-    with Daemon({"security.max_concurrent_per_user": 1000}) as d, d.connect() as c:
+    with daemon({"security.max_concurrent_per_user": 1000}) as d, d.connect() as c:
         n = 300
         data = b"".join(b'{"method":"io.sessiond.Session.Create","parameters":{"user_id":"u%d"}}\0' % (i % 7)
                         for i in range(n))
