@@ -1151,3 +1151,172 @@ int store_count_sessions(struct store *s, bool ended, int64_t *ret) {
                            ret);
         return rc == SQLITE_OK ? 0 : store_fail(s, rc, "counting sessions");
 }
+
+/* ---- queries for operators ------------------------------------------------- */
+
+int store_open_reader(const char *path, struct store **ret) {
+        struct store *s;
+        char *uri;
+        int rc, r;
+
+        assert(path && ret);
+        s = calloc(1, sizeof *s);
+        if (!s)
+                return -ENOMEM;
+        s->path = strdup(path);
+        uri = path_to_uri(path, "mode=ro");
+        if (!s->path || !uri) {
+                free(uri);
+                free(s->path);
+                free(s);
+                return -ENOMEM;
+        }
+        rc = sqlite3_open_v2(uri, &s->db, SQLITE_OPEN_READONLY | SQLITE_OPEN_URI | SQLITE_OPEN_NOMUTEX, NULL);
+        free(uri);
+        if (rc != SQLITE_OK) {
+                r = store_fail(s, rc, "opening a reader");
+                store_close(s);
+                return r;
+        }
+        sqlite3_extended_result_codes(s->db, 0);
+        sqlite3_busy_timeout(s->db, STORE_BUSY_TIMEOUT_MS);
+        *ret = s;
+        return 0;
+}
+
+/* Prepares an ad-hoc statement (operators' queries are rare: not kept). */
+static int query_prepare(struct store *s, const char *sql, sqlite3_stmt **ret) {
+        int rc = sqlite3_prepare_v2(s->db, sql, -1, ret, NULL);
+
+        return rc == SQLITE_OK ? 0 : store_fail(s, rc, "preparing a query");
+}
+
+int store_audit_each(struct store *s, const struct store_audit_filter *f, store_audit_fn cb, void *userdata) {
+        char sql[320];
+        sqlite3_stmt *st = NULL;
+        int rc, r, i = 1;
+
+        snprintf(sql, sizeof sql,
+                 "SELECT id, time, kind, user_id, session_id, detail FROM audit WHERE time >= ?%s%s "
+                 "ORDER BY time DESC, id DESC LIMIT ?",
+                 f->user_id ? " AND user_id = ?" : "", f->kind ? " AND kind = ?" : "");
+        r = query_prepare(s, sql, &st);
+        if (r < 0)
+                return r;
+        sqlite3_bind_int64(st, i++, f->since);
+        if (f->user_id)
+                sqlite3_bind_text(st, i++, f->user_id, -1, SQLITE_STATIC);
+        if (f->kind)
+                sqlite3_bind_text(st, i++, f->kind, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, i, f->limit);
+        r = 0;
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+                struct store_audit_row row = {
+                        .id = sqlite3_column_int64(st, 0),
+                        .time = sqlite3_column_int64(st, 1),
+                        .kind = column_text(st, 2),
+                        .user_id = column_text(st, 3),
+                        .session_id = column_text(st, 4),
+                        .detail = column_text(st, 5),
+                };
+                if (!row.kind)
+                        row.kind = "";
+                r = cb(&row, userdata);
+                if (r != 0)
+                        break;
+        }
+        if (r == 0 && rc != SQLITE_DONE)
+                r = store_fail(s, rc, "reading audit rows");
+        sqlite3_finalize(st);
+        return r;
+}
+
+int store_quick_check(struct store *s, struct store_maintenance *ret) {
+        sqlite3_stmt *st = NULL;
+        int rc, r;
+
+        memset(ret, 0, sizeof *ret);
+        r = query_prepare(s, "PRAGMA quick_check", &st);
+        if (r < 0)
+                return r;
+        rc = sqlite3_step(st);
+        if (rc != SQLITE_ROW) {
+                r = store_fail(s, rc, "quick_check");
+                sqlite3_finalize(st);
+                return r;
+        }
+        snprintf(ret->message, sizeof ret->message, "%s", (const char *)sqlite3_column_text(st, 0));
+        ret->ok = strcmp(ret->message, "ok") == 0;
+        sqlite3_finalize(st);
+        return 0;
+}
+
+int store_probe(struct store *s) {
+        int64_t v;
+        int rc = query_int(s->db, "SELECT max(row) FROM sessions", &v);
+
+        return rc == SQLITE_OK ? 0 : store_fail(s, rc, "probing the database");
+}
+
+int store_count_created(struct store *s, int64_t since, int64_t bucket, uint64_t *counts, size_t n) {
+        sqlite3_stmt *st = NULL;
+        int rc, r;
+
+        assert(bucket > 0);
+        memset(counts, 0, n * sizeof *counts);
+        r = query_prepare(s,
+                          "SELECT (created_at - ?1) / ?2, count(*) - sum(end_reason IS 'rotated') FROM sessions "
+                          "WHERE created_at >= ?1 GROUP BY 1",
+                          &st);
+        if (r < 0)
+                return r;
+        sqlite3_bind_int64(st, 1, since);
+        sqlite3_bind_int64(st, 2, bucket);
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+                int64_t b = sqlite3_column_int64(st, 0), c = sqlite3_column_int64(st, 1);
+
+                if (b >= 0 && (uint64_t)b < n && c > 0)
+                        counts[b] = (uint64_t)c;
+        }
+        r = rc == SQLITE_DONE ? 0 : store_fail(s, rc, "counting created sessions");
+        sqlite3_finalize(st);
+        return r;
+}
+
+int store_ended_durations(struct store *s, store_value_fn cb, void *userdata) {
+        sqlite3_stmt *st = NULL;
+        int rc, r;
+
+        r = query_prepare(s,
+                          "SELECT max(ended_at - created_at, 0) AS d FROM sessions "
+                          "WHERE ended_at IS NOT NULL AND end_reason IS NOT 'rotated' ORDER BY d",
+                          &st);
+        if (r < 0)
+                return r;
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+                if ((r = cb(sqlite3_column_int64(st, 0), userdata)) != 0)
+                        break;
+        if (r == 0 && rc != SQLITE_DONE)
+                r = store_fail(s, rc, "reading session durations");
+        sqlite3_finalize(st);
+        return r;
+}
+
+int store_end_reasons(struct store *s, store_group_fn cb, void *userdata) {
+        sqlite3_stmt *st = NULL;
+        int rc, r;
+
+        r = query_prepare(s,
+                          "SELECT end_reason, count(*) FROM sessions WHERE ended_at IS NOT NULL "
+                          "GROUP BY end_reason ORDER BY end_reason",
+                          &st);
+        if (r < 0)
+                return r;
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+                if ((r = cb(column_text(st, 0), sqlite3_column_int64(st, 1), userdata)) != 0)
+                        break;
+        if (r == 0 && rc != SQLITE_DONE)
+                r = store_fail(s, rc, "counting end reasons");
+        sqlite3_finalize(st);
+        return r;
+}

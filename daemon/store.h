@@ -158,3 +158,49 @@ unsigned long long store_checkpoint_runs(struct store *s);
 
 /* Statistics for health checks. */
 int store_count_sessions(struct store *s, bool ended, int64_t *ret);
+
+/* ---- queries for operators (audit listings, analytics, health) ------------
+ * Read-only. They run on the loop's connection, or on a reader opened with
+ * store_open_reader() in a worker thread, where a query that reads every
+ * row does not hold up the loop (WAL lets it read while the loop writes). */
+
+/* A read-only connection to the database file at path, for one thread;
+ * only the query functions below may be used on it; store_close() closes it. */
+int store_open_reader(const char *path, struct store **ret);
+
+struct store_audit_row {
+        int64_t id;
+        int64_t time;
+        const char *kind;
+        const char *user_id;    /* NULL: none */
+        const char *session_id; /* NULL: none */
+        const char *detail;     /* JSON object as text */
+};
+typedef int (*store_audit_fn)(const struct store_audit_row *row, void *userdata);
+struct store_audit_filter {
+        const char *user_id; /* NULL: all */
+        const char *kind;    /* NULL: all */
+        int64_t since;       /* rows with time >= since */
+        unsigned limit;
+};
+/* The newest `limit` rows matching, newest first. A callback's non-zero
+ * return stops and is returned. */
+int store_audit_each(struct store *s, const struct store_audit_filter *f, store_audit_fn cb, void *userdata);
+
+/* PRAGMA quick_check; ret->ok and ret->message (wal_pages 0). */
+int store_quick_check(struct store *s, struct store_maintenance *ret);
+/* A trivial read of the sessions table (the health check times it). */
+int store_probe(struct store *s);
+
+/* Sessions created at or after since, counted in n buckets of `bucket`
+ * seconds (counts[i] covers [since + i*bucket, since + (i+1)*bucket));
+ * a rotation's new row is not counted (it is the same session). */
+int store_count_created(struct store *s, int64_t since, int64_t bucket, uint64_t *counts, size_t n);
+typedef int (*store_value_fn)(int64_t value, void *userdata);
+/* Durations (ended_at - created_at) of the ended sessions retained, in
+ * ascending order; rows ended by rotation are left out (the session went
+ * on under a new token). */
+int store_ended_durations(struct store *s, store_value_fn cb, void *userdata);
+typedef int (*store_group_fn)(const char *key, int64_t count, void *userdata);
+/* Ended sessions retained, counted by end_reason. */
+int store_end_reasons(struct store *s, store_group_fn cb, void *userdata);
