@@ -83,9 +83,12 @@ enum {
 
 enum { FP_USER_AGENT, FP_IP, FP_LANGUAGE, FP_ENCODING, _FP_MAX };
 
+/* 64 bytes. The public id is not stored: it is derived from created_at and
+ * rowid (token_id_derive). Fingerprints keep a prefix of their keyed hash:
+ * 32 bits for the user agent (a change refuses the validation), 16 bits for
+ * the others (a change is only recorded). */
 struct session {
         uint8_t key[16]; /* first half of the keyed token hash */
-        uint8_t id[TOKEN_ID_BYTES];
         int64_t rowid;
         uint32_t user;      /* users[] handle */
         uint32_t user_next; /* next session of the user; free list link when unused */
@@ -94,8 +97,9 @@ struct session {
         uint32_t last_activity;
         uint32_t renewed_at;
         uint32_t persisted_activity; /* last_activity as written to the store */
-        uint32_t fp[_FP_MAX];        /* 32-bit prefixes of the keyed hashes, 0: none */
-        uint32_t flags;
+        uint32_t fp_user_agent;      /* 0: none */
+        uint16_t fp_small[3];        /* ip, accept_language, accept_encoding; 0: none */
+        uint16_t flags;
 };
 
 struct user_sec {
@@ -106,12 +110,27 @@ struct user_sec {
         uint32_t fail_count;
 };
 
+/* 40 bytes. Names shorter than USER_INLINE live in the entry itself (most
+ * user ids are short: no allocation, no pointer); longer ones are
+ * allocated, marked by the last byte. An unused entry has an empty name. */
+#define USER_INLINE 24
 struct user {
-        char *name; /* NULL: free slot */
-        uint64_t hash;
-        uint32_t head; /* first session, NIL: none */
+        union {
+                char inl[USER_INLINE];
+                struct {
+                        char *ptr;
+                        char pad[USER_INLINE - sizeof(char *) - 1];
+                        char is_long;
+                } ext;
+        } name;
+        uint32_t hash;
+        uint32_t head; /* first session, NIL: none; next free entry when unused */
         uint32_t n_sessions;
-        uint32_t next_free;
+        uint32_t sec; /* secs[] index + 1, 0: none */
+};
+
+struct sec_entry {
+        uint32_t user;
         struct user_sec *sec;
 };
 
@@ -160,8 +179,9 @@ struct engine {
         struct user *users;
         uint32_t users_used, users_allocated, users_free, n_users;
         struct hindex by_user;
-        uint32_t *sec_users; /* users with a struct user_sec */
-        size_t n_sec_users, sec_users_allocated;
+        struct sec_entry *secs; /* users with suspicious-activity records */
+        size_t n_secs, secs_allocated;
+        int64_t next_rowid; /* rowids are chosen here: the id derives from them */
 
         struct platform *platforms;
         uint32_t platforms_used, platforms_allocated, platforms_free;
@@ -317,6 +337,16 @@ static bool session_index_equal(uint32_t h, const void *key, void *ctx) {
 
 static const struct hindex_ops session_index_ops = {session_index_hash, session_index_equal};
 
+static const char *user_name(const struct engine *e, uint32_t h) {
+        const struct user *u = &e->users[h];
+        return u->name.ext.is_long ? u->name.ext.ptr : u->name.inl;
+}
+
+static bool user_used(const struct engine *e, uint32_t h) {
+        const struct user *u = &e->users[h];
+        return u->name.ext.is_long || u->name.inl[0];
+}
+
 static uint64_t user_index_hash(uint32_t h, void *ctx) {
         struct engine *e = ctx;
         return e->users[h].hash;
@@ -324,7 +354,7 @@ static uint64_t user_index_hash(uint32_t h, void *ctx) {
 
 static bool user_index_equal(uint32_t h, const void *key, void *ctx) {
         struct engine *e = ctx;
-        return strcmp(e->users[h].name, key) == 0;
+        return strcmp(user_name(e, h), key) == 0;
 }
 
 static const struct hindex_ops user_index_ops = {user_index_hash, user_index_equal};
@@ -346,47 +376,79 @@ static uint32_t fp32(uint64_t v) {
         return v == 0 ? 0 : x ? x : 1;
 }
 
+static uint16_t fp16(uint64_t v) {
+        uint16_t x = (uint16_t)v;
+        return v == 0 ? 0 : x ? x : 1;
+}
+
+/* The fingerprint prefix memory keeps for field i, and the one it has. */
+static uint32_t fp_prefix(int i, uint64_t full) {
+        return i == FP_USER_AGENT ? fp32(full) : fp16(full);
+}
+
+static uint32_t fp_stored(const struct session *s, int i) {
+        return i == FP_USER_AGENT ? s->fp_user_agent : s->fp_small[i - 1];
+}
+
+static void fp_store(struct session *s, int i, uint64_t full) {
+        if (i == FP_USER_AGENT)
+                s->fp_user_agent = fp32(full);
+        else
+                s->fp_small[i - 1] = fp16(full);
+}
+
 /* ---- users and platforms ----------------------------------------------------- */
 
 static uint32_t user_find(struct engine *e, const char *name) {
         return hindex_find(&e->by_user, name_hash(e, name), name);
 }
 
+/* The user of that name, added if new. `name` must not point into the
+ * users array (adding may move it): pass a name from elsewhere. */
 static int user_get(struct engine *e, const char *name, uint32_t *ret) {
-        uint64_t hash = name_hash(e, name);
+        uint32_t hash = (uint32_t)name_hash(e, name);
         uint32_t h = hindex_find(&e->by_user, hash, name);
+        size_t len = strlen(name);
         struct user *u;
-        char *copy;
+        char *copy = NULL;
         int r;
 
         if (h != NIL) {
                 *ret = h;
                 return 0;
         }
-        copy = strdup(name);
-        if (!copy)
-                return -ENOMEM;
-        if (e->users_free != NIL)
-                h = e->users_free;
-        else {
+        assert(len > 0);
+        if (len >= USER_INLINE) {
+                copy = strdup(name);
+                if (!copy)
+                        return -ENOMEM;
+        }
+        if (e->users_free == NIL) {
                 r = grow_array32((void **)&e->users, &e->users_allocated, e->users_used + 1, sizeof *e->users);
                 if (r < 0) {
                         free(copy);
                         return r;
                 }
-                h = e->users_used;
         }
+        h = e->users_free != NIL ? e->users_free : e->users_used;
         r = hindex_insert(&e->by_user, hash, h);
         if (r < 0) {
                 free(copy);
                 return r;
         }
+        u = &e->users[h];
         if (h == e->users_free)
-                e->users_free = e->users[h].next_free;
+                e->users_free = u->head;
         else
                 e->users_used++;
-        u = &e->users[h];
-        *u = (struct user){.name = copy, .hash = hash, .head = NIL, .next_free = NIL};
+        memset(u, 0, sizeof *u);
+        if (copy) {
+                u->name.ext.ptr = copy;
+                u->name.ext.is_long = 1;
+        } else
+                memcpy(u->name.inl, name, len + 1);
+        u->hash = hash;
+        u->head = NIL;
         e->n_users++;
         *ret = h;
         return 0;
@@ -406,9 +468,10 @@ static void user_maybe_free(struct engine *e, uint32_t h) {
         if (u->n_sessions > 0 || u->sec)
                 return;
         hindex_remove(&e->by_user, u->hash, h);
-        free(u->name);
-        u->name = NULL;
-        u->next_free = e->users_free;
+        if (u->name.ext.is_long)
+                free(u->name.ext.ptr);
+        memset(&u->name, 0, sizeof u->name);
+        u->head = e->users_free;
         e->users_free = h;
         e->n_users--;
 }
@@ -489,15 +552,27 @@ static uint32_t session_find_key(struct engine *e, const uint8_t key[16]) {
         return hindex_find(&e->by_key, key_hash(key), key);
 }
 
+static void session_id(const struct engine *e, const struct session *s, char out[TOKEN_ID_STRING_LEN + 1]) {
+        uint8_t id[TOKEN_ID_BYTES];
+
+        token_id_derive(&e->key, s->created_at, s->rowid, id);
+        token_id_format(id, out);
+}
+
 /* Adds a session to memory from a store row. */
 static int session_add(struct engine *e, const struct store_session *row, uint32_t *ret) {
         uint32_t h, user, platform, next_free;
         struct session *s;
         uint8_t id[TOKEN_ID_BYTES];
+        char text[TOKEN_ID_STRING_LEN + 1];
         int r;
 
-        if (token_id_parse(row->id, id) < 0) {
-                log_warning("Store %s: session row %lld has a malformed id; skipped.", store_path(e->store),
+        /* Memory derives ids from created_at and rowid: a row whose id was
+         * made otherwise (or a foreign one) would show the wrong id. */
+        token_id_derive(&e->key, row->created_at, row->rowid, id);
+        token_id_format(id, text);
+        if (strcmp(text, row->id) != 0 || !row->user_id[0]) {
+                log_warning("Store %s: session row %lld has a malformed id or user; skipped.", store_path(e->store),
                             (long long)row->rowid);
                 return -EINVAL;
         }
@@ -528,12 +603,11 @@ static int session_add(struct engine *e, const struct store_session *row, uint32
                 .last_activity = t32(row->last_activity),
                 .renewed_at = t32(row->renewed_at),
                 .persisted_activity = t32(row->last_activity),
-                .fp = {fp32(row->fp_user_agent), fp32(row->fp_ip), fp32(row->fp_accept_language),
-                       fp32(row->fp_accept_encoding)},
+                .fp_user_agent = fp32(row->fp_user_agent),
+                .fp_small = {fp16(row->fp_ip), fp16(row->fp_accept_language), fp16(row->fp_accept_encoding)},
                 .flags = S_USED,
         };
         memcpy(s->key, row->token_hash, 16);
-        memcpy(s->id, id, sizeof id);
         r = hindex_insert(&e->by_key, key_hash(s->key), h);
         if (r < 0) {
                 s->flags = 0;
@@ -612,8 +686,8 @@ static void info_fill(struct engine *e, uint32_t h, int64_t now, struct engine_i
         const struct session *s = S(e, h);
 
         memset(i, 0, sizeof *i);
-        token_id_format(s->id, i->id);
-        i->user_id = e->users[s->user].name;
+        session_id(e, s, i->id);
+        i->user_id = user_name(e, s->user);
         i->platform_id = platform_name(e, s->platform);
         i->created_at = s->created_at;
         i->last_activity = s->last_activity;
@@ -943,16 +1017,18 @@ static void sec_prune(struct user_sec *sec, int64_t now, int64_t threshold) {
 
 static struct user_sec *user_sec(struct engine *e, uint32_t user) {
         struct user *u = &e->users[user];
+        struct user_sec *sec;
 
         if (u->sec)
-                return u->sec;
-        if (GROW(e->sec_users, e->sec_users_allocated, e->n_sec_users + 1) < 0)
+                return e->secs[u->sec - 1].sec;
+        if (GROW(e->secs, e->secs_allocated, e->n_secs + 1) < 0)
                 return NULL;
-        u->sec = calloc(1, sizeof *u->sec);
-        if (!u->sec)
+        sec = calloc(1, sizeof *sec);
+        if (!sec)
                 return NULL;
-        e->sec_users[e->n_sec_users++] = user;
-        return u->sec;
+        e->secs[e->n_secs++] = (struct sec_entry){user, sec};
+        u->sec = (uint32_t)e->n_secs;
+        return sec;
 }
 
 /* One suspicious event of a user (by name). */
@@ -1014,21 +1090,21 @@ void engine_security_sweep(struct engine *e, int64_t now) {
         int64_t threshold = cfg(e)->security.suspicious_activity_threshold;
         size_t k = 0;
 
-        for (size_t i = 0; i < e->n_sec_users; i++) {
-                uint32_t h = e->sec_users[i];
-                struct user *u = &e->users[h];
-                struct user_sec *sec = u->sec;
+        for (size_t i = 0; i < e->n_secs; i++) {
+                uint32_t h = e->secs[i].user;
+                struct user_sec *sec = e->secs[i].sec;
 
                 sec_prune(sec, now, threshold);
                 if (sec->n == 0 && (sec->fail_count == 0 || now - sec->fail_start >= BURST_WINDOW)) {
                         user_sec_free(sec);
-                        u->sec = NULL;
+                        e->users[h].sec = 0;
                         user_maybe_free(e, h);
                         continue;
                 }
-                e->sec_users[k++] = h;
+                e->secs[k] = e->secs[i];
+                e->users[h].sec = (uint32_t)++k;
         }
-        e->n_sec_users = k;
+        e->n_secs = k;
 }
 
 /* ---- failures ----------------------------------------------------------------------------- */
@@ -1082,7 +1158,7 @@ static int session_end(struct engine *e, int64_t now, uint32_t h, enum engine_en
                        const char *audit_kind, char id_out[TOKEN_ID_STRING_LEN + 1]) {
         struct session *s = S(e, h);
         char id[TOKEN_ID_STRING_LEN + 1];
-        const char *user = e->users[s->user].name;
+        const char *user = user_name(e, s->user);
         int64_t duration = ended_at - (int64_t)s->created_at;
         char *user_copy = NULL;
         int r;
@@ -1096,7 +1172,7 @@ static int session_end(struct engine *e, int64_t now, uint32_t h, enum engine_en
         r = store_session_end(e->store, s->rowid, ended_at, engine_end_reason_to_string(reason));
         if (r < 0 && r != -ENOENT)
                 return fail_txn(e, r);
-        token_id_format(s->id, id);
+        session_id(e, s, id);
         if (id_out)
                 memcpy(id_out, id, sizeof id);
         if (audit_kind) {
@@ -1149,7 +1225,7 @@ static int user_enforce(struct engine *e, int64_t now, uint32_t user, uint32_t k
         size_t allocated = 0;
         int r;
 
-        while (budget > 0 && e->users[user].name && (int64_t)user_count_live(e, user, now) > max) {
+        while (budget > 0 && user_used(e, user) && (int64_t)user_count_live(e, user, now) > max) {
                 uint32_t victim = user_lru(e, user, keep, now);
                 char id[TOKEN_ID_STRING_LEN + 1];
 
@@ -1213,7 +1289,7 @@ int engine_create(struct engine *e, int64_t now, const struct engine_create *a, 
         struct store_session row = {0};
         const char *why;
         unsigned ended = 0;
-        int64_t rowid;
+        int64_t rowid = e->next_rowid;
         uint32_t h;
         int r;
 
@@ -1241,9 +1317,10 @@ int engine_create(struct engine *e, int64_t now, const struct engine_create *a, 
 
         token_new(ret->token);
         token_hash(&e->key, ret->token, hash);
-        token_id_new(id);
+        token_id_derive(&e->key, t32(now), rowid, id);
         token_id_format(id, id_text);
 
+        row.rowid = rowid;
         row.id = id_text;
         memcpy(row.token_hash, hash, sizeof hash);
         row.user_id = a->user_id;
@@ -1261,12 +1338,12 @@ int engine_create(struct engine *e, int64_t now, const struct engine_create *a, 
         row.user_agent = a->client.user_agent;
         row.sync_version = a->sync_data ? 1 : 0;
 
-        r = store_session_insert(e->store, &row, a->sync_data, a->sync_size, &rowid);
+        r = store_session_insert(e->store, &row, a->sync_data, a->sync_size, NULL);
         if (r < 0) {
                 sodium_memzero(ret->token, sizeof ret->token);
                 return fail_txn(e, r);
         }
-        row.rowid = rowid;
+        e->next_rowid++;
         r = session_add(e, &row, &h);
         if (r < 0) {
                 sodium_memzero(ret->token, sizeof ret->token);
@@ -1378,8 +1455,8 @@ static int lookup_live(struct engine *e, int64_t now, const char *token, bool co
         if (st == ENGINE_STATE_EXPIRED) {
                 if (count) {
                         char id[TOKEN_ID_STRING_LEN + 1];
-                        token_id_format(e->sessions[h].id, id);
-                        failed_validation(e, now, ENGINE_FAIL_EXPIRED, e->users[e->sessions[h].user].name, id, why);
+                        session_id(e, &e->sessions[h], id);
+                        failed_validation(e, now, ENGINE_FAIL_EXPIRED, user_name(e, e->sessions[h].user), id, why);
                 }
                 err->end_reason = why;
                 return -ESTALE;
@@ -1420,7 +1497,7 @@ static int fingerprint_check(struct engine *e, int64_t now, uint32_t h, const st
         bool record = false, changed[_FP_MAX] = {false};
         struct store_session row = {0};
         char id[TOKEN_ID_STRING_LEN + 1];
-        const char *user = e->users[s->user].name;
+        const char *user = user_name(e, s->user);
         json_t *fields;
         int r;
 
@@ -1428,16 +1505,16 @@ static int fingerprint_check(struct engine *e, int64_t now, uint32_t h, const st
                 if (!values[i])
                         continue;
                 full[i] = token_fingerprint(&e->key, values[i]);
-                if (s->fp[i] == 0)
+                if (fp_stored(s, i) == 0)
                         record = true; /* first value seen: adopt it */
-                else if (s->fp[i] != fp32(full[i])) {
+                else if (fp_stored(s, i) != fp_prefix(i, full[i])) {
                         changed[i] = true;
                         record = true;
                 }
         }
         if (!record)
                 return 0;
-        token_id_format(s->id, id);
+        session_id(e, s, id);
         if (changed[FP_USER_AGENT]) {
                 e->counters.fingerprint_mismatches++;
                 log_info("Session %s of user %s: user agent changed; validation refused.", id, user);
@@ -1455,9 +1532,8 @@ static int fingerprint_check(struct engine *e, int64_t now, uint32_t h, const st
         for (int i = 0; i < _FP_MAX; i++)
                 if (!values[i])
                         full[i] = 0;
-        /* Unchanged or absent values keep their stored hashes: only the
-         * 32-bit prefix is in memory, so write the full new ones and leave
-         * the rest as they are by re-sending only what changed. */
+        /* The full hashes of the values given; absent ones (0) keep what
+         * the store has. */
         row.fp_user_agent = full[FP_USER_AGENT];
         row.fp_ip = full[FP_IP];
         row.fp_accept_language = full[FP_LANGUAGE];
@@ -1469,7 +1545,7 @@ static int fingerprint_check(struct engine *e, int64_t now, uint32_t h, const st
                 return fail_txn(e, r);
         for (int i = 0; i < _FP_MAX; i++)
                 if (values[i])
-                        s->fp[i] = fp32(full[i]);
+                        fp_store(s, i, full[i]);
 
         fields = json_array();
         for (int i = 0; i < _FP_MAX; i++)
@@ -1490,7 +1566,7 @@ static int fingerprint_check(struct engine *e, int64_t now, uint32_t h, const st
         if (r < 0)
                 return r;
         /* The user's name may move if the user table grows: look it up again. */
-        suspicious(e, now, e->users[S(e, h)->user].name, id, "client_changed");
+        suspicious(e, now, user_name(e, S(e, h)->user), id, "client_changed");
         return 0;
 }
 
@@ -1561,7 +1637,7 @@ int engine_extend(struct engine *e, int64_t now, const char *token, struct engin
                 s->last_activity = t32(now);
         s->persisted_activity = s->last_activity;
         info_fill(e, h, now, ret);
-        token_id_format(s->id, id);
+        session_id(e, s, id);
         r = audit(e, now, "extended", ret->user_id, id, json_pack("{s:I}", "expires_at", (json_int_t)ret->expires_at));
         if (r < 0)
                 return r;
@@ -1580,7 +1656,7 @@ int engine_rotate(struct engine *e, int64_t now, const char *token, char new_tok
         struct store_session row = {0};
         enum engine_state st;
         struct session *old;
-        int64_t rowid, last;
+        int64_t rowid = e->next_rowid, last;
         uint32_t h, nh;
         char *user = NULL, *platform = NULL;
         int r;
@@ -1598,14 +1674,15 @@ int engine_rotate(struct engine *e, int64_t now, const char *token, char new_tok
 
         token_new(new_token);
         token_hash(&e->key, new_token, hash);
-        token_id_new(id);
+        token_id_derive(&e->key, old->created_at, rowid, id);
         token_id_format(id, new_id);
-        token_id_format(old->id, old_id);
+        session_id(e, old, old_id);
 
-        r = store_session_copy(e->store, old->rowid, new_id, hash, last, &rowid);
+        r = store_session_copy(e->store, old->rowid, rowid, new_id, hash, last);
         if (r < 0)
                 goto fail;
-        user = strdup(e->users[old->user].name);
+        e->next_rowid++;
+        user = strdup(user_name(e, old->user));
         platform = old->platform ? strdup(platform_name(e, old->platform)) : NULL;
         if (!user || (old->platform && !platform)) {
                 r = -ENOMEM;
@@ -1623,7 +1700,8 @@ int engine_rotate(struct engine *e, int64_t now, const char *token, char new_tok
         if (r < 0)
                 goto fail;
         old = S(e, h); /* the array may have moved */
-        memcpy(e->sessions[nh].fp, old->fp, sizeof old->fp);
+        e->sessions[nh].fp_user_agent = old->fp_user_agent;
+        memcpy(e->sessions[nh].fp_small, old->fp_small, sizeof old->fp_small);
         r = touch_row(e, rowid, nh);
         if (r < 0)
                 goto fail;
@@ -1675,7 +1753,7 @@ int engine_switch_platform(struct engine *e, int64_t now, const char *token, con
         if (r < 0)
                 return r;
         s = S(e, h);
-        token_id_format(s->id, id);
+        session_id(e, s, id);
         if (s->platform && strcmp(platform_name(e, s->platform), platform_id) == 0) {
                 info_fill(e, h, now, ret); /* already there: not a switch */
                 return 0;
@@ -1709,7 +1787,7 @@ int engine_switch_platform(struct engine *e, int64_t now, const char *token, con
                 err->retry_after = oldest + HOUR - now;
                 if (err->retry_after < 1)
                         err->retry_after = 1;
-                suspicious(e, now, e->users[s->user].name, id, "platform_switch_rate");
+                suspicious(e, now, user_name(e, s->user), id, "platform_switch_rate");
                 return -EBUSY;
         }
         json_array_append_new(kept, json_integer(now));
@@ -1739,12 +1817,12 @@ int engine_switch_platform(struct engine *e, int64_t now, const char *token, con
         platform_put(e, s->platform);
         s->platform = platform;
         e->counters.platform_switches++;
-        r = audit(e, now, "platform_switched", e->users[s->user].name, id,
+        r = audit(e, now, "platform_switched", user_name(e, s->user), id,
                   json_pack("{s:s?, s:s}", "from", from, "to", platform_id));
         if (r < 0)
                 goto out;
         if (observed(e))
-                emit(e, now, "platform_switched", id, e->users[S(e, h)->user].name,
+                emit(e, now, "platform_switched", id, user_name(e, S(e, h)->user),
                      json_pack("{s:s?, s:s}", "from", from, "to", platform_id));
         info_fill(e, h, now, ret);
 out:
@@ -1814,8 +1892,8 @@ int engine_sync_set(struct engine *e, int64_t now, const char *token, const char
         *version = current + 1;
         e->counters.sync_writes++;
         if (observed(e)) {
-                token_id_format(S(e, h)->id, id);
-                emit(e, now, "sync", id, e->users[S(e, h)->user].name,
+                session_id(e, S(e, h), id);
+                emit(e, now, "sync", id, user_name(e, S(e, h)->user),
                      json_pack("{s:I}", "version", (json_int_t)*version));
         }
         return 0;
@@ -1902,7 +1980,7 @@ int engine_destroy_user(struct engine *e, int64_t now, const char *user_id, cons
                                 err->field = "except_token";
                         return r;
                 }
-                if (strcmp(e->users[S(e, except)->user].name, user_id) != 0)
+                if (strcmp(user_name(e, S(e, except)->user), user_id) != 0)
                         return invalid(err, "except_token", "belongs to another user");
         }
         return end_user_sessions(e, now, user_id, except, ENGINE_END_DESTROYED, count);
@@ -2098,7 +2176,7 @@ uint64_t engine_count_awaiting_cleanup(struct engine *e, int64_t now) {
 }
 
 static bool user_over_limit(struct engine *e, uint32_t u, int64_t now, int64_t max) {
-        return e->users[u].name && (int64_t)e->users[u].n_sessions > max &&
+        return user_used(e, u) && (int64_t)e->users[u].n_sessions > max &&
                (int64_t)user_count_live(e, u, now) > max;
 }
 
@@ -2228,6 +2306,45 @@ void engine_count(struct engine *e, int64_t now, struct engine_counts *ret) {
                         ret->dirty_touches++;
         }
         ret->users = e->n_users;
+}
+
+/* ---- for the observability modules -------------------------------------------------------------------------- */
+
+struct store *engine_store(struct engine *e) {
+        return e->store;
+}
+
+int engine_count_by_platform(struct engine *e, int64_t now, engine_count_fn cb, void *userdata) {
+        uint64_t *counts = calloc((size_t)e->platforms_used + 1, sizeof *counts);
+        int r = 0;
+
+        if (!counts)
+                return -ENOMEM;
+        for (uint32_t h = 0; h < e->sessions_used; h++) {
+                const struct session *s = &e->sessions[h];
+
+                if ((s->flags & S_USED) && session_state(e, s, now, NULL, NULL) != ENGINE_STATE_EXPIRED)
+                        counts[s->platform]++;
+        }
+        for (uint32_t p = 0; r == 0 && p <= e->platforms_used; p++)
+                if (counts[p] > 0)
+                        r = cb(platform_name(e, p), counts[p], userdata);
+        free(counts);
+        return r;
+}
+
+int engine_suspicious_users(struct engine *e, int64_t now, engine_count_fn cb, void *userdata) {
+        int64_t threshold = cfg(e)->security.suspicious_activity_threshold;
+        int r = 0;
+
+        for (size_t i = 0; r == 0 && i < e->n_secs; i++) {
+                struct user_sec *sec = e->secs[i].sec;
+
+                sec_prune(sec, now, threshold);
+                if (sec->n > 0)
+                        r = cb(user_name(e, e->secs[i].user), sec->n, userdata);
+        }
+        return r;
 }
 
 /* ---- timers --------------------------------------------------------------------------------------------------- */
@@ -2380,6 +2497,10 @@ int engine_new(struct daemon *d, struct engine **ret) {
         r = open_store(e);
         if (r < 0)
                 goto fail;
+        r = store_max_rowid(e->store, &e->next_rowid);
+        if (r < 0)
+                goto fail;
+        e->next_rowid++;
         r = store_sessions_each(e->store, &all_live, load_cb, e);
         if (r < 0) {
                 log_error_errno(r, "Failed to load sessions from %s: %m", store_path(e->store));
@@ -2451,17 +2572,18 @@ void engine_free(struct engine *e) {
         queue_clear(&e->in_txn);
         free(e->ready.items);
         free(e->in_txn.items);
-        for (uint32_t i = 0; i < e->users_used; i++) {
-                free(e->users[i].name);
-                user_sec_free(e->users[i].sec);
-        }
+        for (uint32_t i = 0; i < e->users_used; i++)
+                if (e->users[i].name.ext.is_long)
+                        free(e->users[i].name.ext.ptr);
+        for (size_t i = 0; i < e->n_secs; i++)
+                user_sec_free(e->secs[i].sec);
         for (uint32_t i = 0; i < e->platforms_used; i++)
                 free(e->platforms[i].name);
         sodium_memzero(e->sessions, (size_t)e->sessions_allocated * sizeof *e->sessions);
         free(e->sessions);
         free(e->users);
         free(e->platforms);
-        free(e->sec_users);
+        free(e->secs);
         free(e->affected);
         free(e->dirty);
         hindex_free(&e->by_key);

@@ -258,6 +258,19 @@ struct engine_counts {
 /* A scan of memory. */
 void engine_count(struct engine *e, int64_t now, struct engine_counts *ret);
 
+/* ---- for the observability modules (jobs, metrics, analytics) ------------- */
+
+/* The store, for read-only queries (audit listings, analytics, health
+ * probes); every write goes through the engine. */
+struct store *engine_store(struct engine *e);
+typedef int (*engine_count_fn)(const char *name, uint64_t count, void *userdata);
+/* Live sessions (active, grace) per platform; name NULL for the sessions
+ * without one. A scan of memory. Stops at the first non-zero return. */
+int engine_count_by_platform(struct engine *e, int64_t now, engine_count_fn cb, void *userdata);
+/* Users with suspicious events in the sliding hour, with their count
+ * (which stops growing at security.suspicious_activity_threshold). */
+int engine_suspicious_users(struct engine *e, int64_t now, engine_count_fn cb, void *userdata);
+
 /* ---- counters and the observer hook (metrics, events, alerts) ------------ */
 
 enum engine_failure {

@@ -141,12 +141,13 @@ static void method_list_sessions(struct daemon *d, struct call *c) {
 
 static void method_terminate(struct daemon *d, struct call *c) {
         uint64_t seq = engine_write_seq(d->engine);
+        uint8_t raw[TOKEN_ID_BYTES];
         const char *id;
         int r;
 
         if (methods_param_string(c, IFACE, "id", true, &id) < 0)
                 return;
-        if (strlen(id) != TOKEN_ID_STRING_LEN) {
+        if (token_id_parse(id, raw) < 0) {
                 invalid_argument(c, "id", "not a session id (22 base64url characters)");
                 return;
         }

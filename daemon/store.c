@@ -109,7 +109,8 @@ static const char *const stmt_sql[_STMT_MAX] = {
         [STMT_SESSION_INSERT] =
                 "INSERT INTO sessions (id, token_hash, user_id, platform_id, created_at, last_activity, "
                 "renewed_at, fp_user_agent, fp_ip, fp_accept_language, fp_accept_encoding, ip, user_agent, "
-                "sync_data, sync_version) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+                "sync_data, sync_version, row) "
+                "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
         [STMT_SESSION_SET_ACTIVITY] = "UPDATE sessions SET last_activity = ?2 WHERE row = ?1",
         [STMT_SESSION_SET_RENEWED] =
                 "UPDATE sessions SET renewed_at = ?2, last_activity = max(last_activity, ?3) WHERE row = ?1",
@@ -121,10 +122,10 @@ static const char *const stmt_sql[_STMT_MAX] = {
                 "fp_accept_encoding = coalesce(?5, fp_accept_encoding), ip = coalesce(?6, ip), "
                 "user_agent = coalesce(?7, user_agent) WHERE row = ?1",
         [STMT_SESSION_COPY] =
-                "INSERT INTO sessions (id, token_hash, user_id, platform_id, created_at, last_activity, "
+                "INSERT INTO sessions (row, id, token_hash, user_id, platform_id, created_at, last_activity, "
                 "renewed_at, fp_user_agent, fp_ip, fp_accept_language, fp_accept_encoding, ip, user_agent, "
                 "sync_data, sync_version, platform_switches) "
-                "SELECT ?2, ?3, user_id, platform_id, created_at, ?4, renewed_at, fp_user_agent, fp_ip, "
+                "SELECT ?5, ?2, ?3, user_id, platform_id, created_at, ?4, renewed_at, fp_user_agent, fp_ip, "
                 "fp_accept_language, fp_accept_encoding, ip, user_agent, sync_data, sync_version, "
                 "platform_switches FROM sessions WHERE row = ?1 AND ended_at IS NULL",
         [STMT_SESSION_SET_PLATFORM] =
@@ -822,6 +823,10 @@ int store_session_insert(struct store *s, const struct store_session *row, const
         else
                 sqlite3_bind_null(st, 14);
         sqlite3_bind_int64(st, 15, row->sync_version);
+        if (row->rowid > 0)
+                sqlite3_bind_int64(st, 16, row->rowid);
+        else
+                sqlite3_bind_null(st, 16);
         r = stmt_done(s, st, "inserting a session");
         if (r < 0)
                 return r;
@@ -882,8 +887,8 @@ int store_session_set_client(struct store *s, int64_t rowid, const struct store_
         return r < 0 ? r : changed_or_enoent(s);
 }
 
-int store_session_copy(struct store *s, int64_t from_rowid, const char *new_id,
-                       const uint8_t token_hash[TOKEN_HASH_BYTES], int64_t last_activity, int64_t *rowid) {
+int store_session_copy(struct store *s, int64_t from_rowid, int64_t new_rowid, const char *new_id,
+                       const uint8_t token_hash[TOKEN_HASH_BYTES], int64_t last_activity) {
         sqlite3_stmt *st = store_stmt(s, STMT_SESSION_COPY);
         int r;
 
@@ -891,13 +896,17 @@ int store_session_copy(struct store *s, int64_t from_rowid, const char *new_id,
         sqlite3_bind_text(st, 2, new_id, -1, SQLITE_STATIC);
         sqlite3_bind_blob(st, 3, token_hash, TOKEN_HASH_BYTES, SQLITE_STATIC);
         sqlite3_bind_int64(st, 4, last_activity);
+        sqlite3_bind_int64(st, 5, new_rowid);
         r = stmt_done(s, st, "copying a session");
         if (r < 0)
                 return r;
-        if (sqlite3_changes(s->db) == 0)
-                return -ENOENT;
-        *rowid = sqlite3_last_insert_rowid(s->db);
-        return 0;
+        return sqlite3_changes(s->db) > 0 ? 0 : -ENOENT;
+}
+
+int store_max_rowid(struct store *s, int64_t *ret) {
+        int rc = query_int(s->db, "SELECT coalesce(max(row), 0) FROM sessions", ret);
+
+        return rc == SQLITE_OK ? 0 : store_fail(s, rc, "reading the largest row number");
 }
 
 int store_session_set_platform(struct store *s, int64_t rowid, const char *platform_id,

@@ -90,21 +90,23 @@ bool store_in_transaction(const struct store *s);
 
 /* ---- sessions ------------------------------------------------------------ */
 
-/* Inserts a live session (row->rowid, ended_at, end_reason are ignored) with
- * its sync state; sets *rowid. */
+/* Inserts a live session (ended_at and end_reason are ignored) with its
+ * sync state, as row->rowid (or the next free one when 0); sets *rowid
+ * (may be NULL). */
 int store_session_insert(struct store *s, const struct store_session *row, const void *sync_data,
                          size_t sync_size, int64_t *rowid);
+/* The largest row number ever used by a row still there (0: none). */
+int store_max_rowid(struct store *s, int64_t *ret);
 int store_session_set_activity(struct store *s, int64_t rowid, int64_t last_activity);
 int store_session_set_renewed(struct store *s, int64_t rowid, int64_t renewed_at, int64_t last_activity);
 int store_session_end(struct store *s, int64_t rowid, int64_t ended_at, const char *reason);
 /* Records a client whose values changed: the fingerprint hashes and the
  * texts for operators that are given (0 or NULL: keep the stored one). */
 int store_session_set_client(struct store *s, int64_t rowid, const struct store_session *client);
-/* Rotation: copies a live session into a new row with a new id, token hash
- * and last_activity (everything else, sync state included, is kept); sets
- * *rowid. */
-int store_session_copy(struct store *s, int64_t from_rowid, const char *new_id,
-                       const uint8_t token_hash[TOKEN_HASH_BYTES], int64_t last_activity, int64_t *rowid);
+/* Rotation: copies a live session into row new_rowid with a new id, token
+ * hash and last_activity (everything else, sync state included, is kept). */
+int store_session_copy(struct store *s, int64_t from_rowid, int64_t new_rowid, const char *new_id,
+                       const uint8_t token_hash[TOKEN_HASH_BYTES], int64_t last_activity);
 /* Platform and the switch history (a JSON array of Unix times). */
 int store_session_set_platform(struct store *s, int64_t rowid, const char *platform_id,
                                const char *switches_json);

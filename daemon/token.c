@@ -18,7 +18,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -28,11 +27,13 @@ int token_init(void) {
 }
 
 void token_key_from_bytes(struct token_key *k, const uint8_t bytes[TOKEN_KEY_BYTES]) {
-        static const char label[] = "sessiond fingerprint key";
+        static const char fp_label[] = "sessiond fingerprint key", id_label[] = "sessiond session id key";
 
         memcpy(k->hash_key, bytes, TOKEN_KEY_BYTES);
-        crypto_generichash(k->fp_key, sizeof k->fp_key, (const unsigned char *)label,
-                           sizeof label - 1, bytes, TOKEN_KEY_BYTES);
+        crypto_generichash(k->fp_key, sizeof k->fp_key, (const unsigned char *)fp_label, sizeof fp_label - 1,
+                           bytes, TOKEN_KEY_BYTES);
+        crypto_generichash(k->id_key, sizeof k->id_key, (const unsigned char *)id_label, sizeof id_label - 1,
+                           bytes, TOKEN_KEY_BYTES);
 }
 
 int token_key_random(struct token_key *k) {
@@ -186,15 +187,15 @@ void token_hash(const struct token_key *k, const char *token, uint8_t out[TOKEN_
                            k->hash_key, sizeof k->hash_key);
 }
 
-void token_id_new(uint8_t id[TOKEN_ID_BYTES]) {
-        struct timespec ts;
-        uint64_t ms;
+void token_id_derive(const struct token_key *k, uint32_t created_at, int64_t rowid, uint8_t id[TOKEN_ID_BYTES]) {
+        uint8_t in[8], out[crypto_shorthash_siphashx24_BYTES];
 
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ms = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-        for (int i = 0; i < 6; i++)
-                id[i] = (uint8_t)(ms >> (40 - 8 * i));
-        randombytes_buf(id + 6, TOKEN_ID_BYTES - 6);
+        for (int i = 0; i < 8; i++)
+                in[i] = (uint8_t)((uint64_t)rowid >> (56 - 8 * i));
+        crypto_shorthash_siphashx24(out, in, sizeof in, k->id_key);
+        for (int i = 0; i < 4; i++)
+                id[i] = (uint8_t)(created_at >> (24 - 8 * i));
+        memcpy(id + 4, out, TOKEN_ID_BYTES - 4);
 }
 
 void token_id_format(const uint8_t id[TOKEN_ID_BYTES], char out[TOKEN_ID_STRING_LEN + 1]) {

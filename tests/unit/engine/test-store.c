@@ -343,7 +343,8 @@ START_TEST(test_session_operations) {
 
         /* Rotation copies everything but id, hash and activity. */
         memset(hash, 3, sizeof hash);
-        ck_assert_int_eq(store_session_copy(s, ra, "cccccccccccccccccccccc", hash, T0 + 30, &rc), 0);
+        rc = 1000; /* rows are numbered by the caller when it wants */
+        ck_assert_int_eq(store_session_copy(s, ra, rc, "cccccccccccccccccccccc", hash, T0 + 30), 0);
         ck_assert_int_eq(store_session_get_sync(s, rc, &version, &data, &size), 0);
         ck_assert_int_eq(version, 4);
         free(data);
@@ -353,7 +354,9 @@ START_TEST(test_session_operations) {
 
         ck_assert_int_eq(store_session_end(s, ra, T0 + 40, "rotated"), 0);
         ck_assert_int_eq(store_session_end(s, ra, T0 + 50, "destroyed"), -ENOENT); /* already ended */
-        ck_assert_int_eq(store_session_copy(s, ra, "dddddddddddddddddddddd", hash, T0, &rc), -ENOENT);
+        ck_assert_int_eq(store_session_copy(s, ra, 1001, "dddddddddddddddddddddd", hash, T0), -ENOENT);
+        ck_assert_int_eq(store_max_rowid(s, &version), 0);
+        ck_assert_int_eq(version, 1000);
         c = (struct capture){0};
         ck_assert_int_eq(store_session_by_rowid(s, ra, capture_cb, &c), 0);
         ck_assert_int_eq(c.ended_at, T0 + 40);

@@ -135,31 +135,32 @@ START_TEST(test_key_file_refused) {
 END_TEST
 
 START_TEST(test_ids) {
-        uint8_t id[TOKEN_ID_BYTES], back[TOKEN_ID_BYTES];
-        char text[TOKEN_ID_STRING_LEN + 1], other[TOKEN_ID_STRING_LEN + 1];
+        struct token_key k, other;
+        uint8_t id[TOKEN_ID_BYTES], back[TOKEN_ID_BYTES], again[TOKEN_ID_BYTES];
+        char text[TOKEN_ID_STRING_LEN + 1], next[TOKEN_ID_STRING_LEN + 1];
 
         ck_assert_int_eq(token_init(), 0);
-        token_id_new(id);
+        token_key_random(&k);
+        token_key_random(&other);
+        token_id_derive(&k, T0, 41, id);
         token_id_format(id, text);
         ck_assert_uint_eq(strlen(text), TOKEN_ID_STRING_LEN);
         ck_assert_int_eq(token_id_parse(text, back), 0);
         ck_assert_int_eq(memcmp(id, back, sizeof id), 0);
-        token_id_new(back);
-        token_id_format(back, other);
-        ck_assert_str_ne(text, other);
-        /* The first six bytes are the time in milliseconds: ids made in
-         * the same second share their first characters. */
-        {
-                struct timespec ts;
-                uint64_t ms = 0;
 
-                clock_gettime(CLOCK_REALTIME, &ts);
-                for (int i = 0; i < 6; i++)
-                        ms = ms << 8 | back[i];
-                ck_assert_uint_le(ms, (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000);
-                ck_assert_uint_ge(ms + 5000, (uint64_t)ts.tv_sec * 1000);
-                ck_assert_int_eq(memcmp(id, back, 3), 0);
-        }
+        /* Derived: the same key, time and row give the same id. */
+        token_id_derive(&k, T0, 41, again);
+        ck_assert_int_eq(memcmp(id, again, sizeof id), 0);
+        /* It starts with the creation time (big-endian seconds)... */
+        ck_assert_uint_eq((uint32_t)id[0] << 24 | (uint32_t)id[1] << 16 | (uint32_t)id[2] << 8 | id[3], T0);
+        /* ...and the rest depends on the row and on the key. */
+        token_id_derive(&k, T0, 42, again);
+        token_id_format(again, next);
+        ck_assert_str_ne(text, next);
+        ck_assert_int_eq(memcmp(id, again, 4), 0);
+        ck_assert_int_ne(memcmp(id + 4, again + 4, sizeof id - 4), 0);
+        token_id_derive(&other, T0, 41, again);
+        ck_assert_int_ne(memcmp(id + 4, again + 4, sizeof id - 4), 0);
 
         ck_assert_int_eq(token_id_parse("", back), -EINVAL);
         ck_assert_int_eq(token_id_parse("short", back), -EINVAL);
