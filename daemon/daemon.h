@@ -38,3 +38,7 @@ int daemon_reload(struct daemon *d, struct sessiond_issues *issues);
 
 /* Begins a clean shutdown (SIGTERM, SIGINT). */
 void daemon_stop(struct daemon *d);
+
+/* Sends systemd a fresh STATUS= line now (the health check calls it when
+ * the health changed). Does nothing without NOTIFY_SOCKET. */
+void daemon_status_update(struct daemon *d);

@@ -40,6 +40,7 @@
 
 #include "daemon.h"
 #include "engine.h"
+#include "jobs.h"
 #include "log.h"
 #include "notify.h"
 #include "server.h"
@@ -200,19 +201,21 @@ static void main_status_text(struct sessiond_main *m, char *buf, size_t size) {
         struct engine_counts counts = {};
         struct server_stats st = {};
         unsigned long long live;
+        char health[112];
 
         if (m->d.server)
                 server_get_stats(m->d.server, &st);
         if (m->d.engine)
                 engine_count(m->d.engine, (int64_t) time(NULL), &counts);
         live = (unsigned long long) (counts.active + counts.grace);
-        snprintf(buf, size, "Serving %llu session%s, %u connection%s; environment %s", live,
+        jobs_status_line(m->d.jobs, health, sizeof health);
+        snprintf(buf, size, "Serving %llu session%s, %u connection%s; environment %s%s%s", live,
                  live == 1 ? "" : "s", st.connections, st.connections == 1 ? "" : "s",
-                 sessiond_environment_to_string(m->d.config->environment));
+                 sessiond_environment_to_string(m->d.config->environment), *health ? "; " : "", health);
 }
 
 static void main_ready(struct sessiond_main *m) {
-        char status[160];
+        char status[280];
 
         main_status_text(m, status, sizeof status);
         notify_ready(status);
@@ -274,6 +277,7 @@ int daemon_reload(struct daemon *d, struct sessiond_issues *issues) {
         log_set_debug(c->debug_mode);
         engine_config_changed(d->engine);
         server_config_changed(d->server);
+        jobs_config_changed(d->jobs);
         sessiond_config_free(old);
         config_audit(d, true, detail);
         json_decref(detail);
@@ -306,6 +310,8 @@ static void on_server_closed(struct server *s) {
         struct sessiond_main *m = instance;
 
         assert(m && m->d.server == s);
+        jobs_free(m->d.jobs); /* before the engine: the jobs observe it */
+        m->d.jobs = NULL;
         engine_free(m->d.engine); /* commits and checkpoints */
         m->d.engine = NULL;
         /* Only now: closing the signal handles gives SIGTERM its default
@@ -361,10 +367,17 @@ static void on_check(uv_check_t *h) {
 }
 
 static void on_status(uv_timer_t *t) {
-        char status[160];
+        char status[280];
 
         main_status_text(t->data, status, sizeof status);
         notify_status("%s", status);
+}
+
+void daemon_status_update(struct daemon *d) {
+        struct sessiond_main *m = main_of(d);
+
+        if (m->handles_open && getenv("NOTIFY_SOCKET"))
+                on_status(&m->status);
 }
 
 static int main_open_handles(struct sessiond_main *m) {
@@ -440,6 +453,9 @@ static int main_run(struct sessiond_main *m) {
         r = server_new(d, &d->server);
         if (r < 0)
                 goto out;
+        r = jobs_new(d, &d->jobs);
+        if (r < 0)
+                goto out;
 
         log_info("sessiond %s started (pid %d, environment %s%s%s)", SESSIOND_VERSION, (int) getpid(),
                  sessiond_environment_to_string(d->config->environment),
@@ -457,6 +473,8 @@ out:
                 d->stopping = true;
                 server_close(d->server, on_server_closed);
         } else {
+                jobs_free(d->jobs);
+                d->jobs = NULL;
                 if (d->engine)
                         engine_free(d->engine);
                 d->engine = NULL;

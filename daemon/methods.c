@@ -29,10 +29,13 @@ struct interface {
 static const struct interface interfaces[] = {
         {METHODS_SESSION_INTERFACE, methods_session, &methods_session_count},
         {METHODS_ADMIN_INTERFACE, methods_admin, &methods_admin_count},
+        /* io.sessiond.Admin continued: observability (methods_observe.c). */
+        {METHODS_ADMIN_INTERFACE, methods_observe, &methods_observe_count},
 };
 
 void methods_dispatch(struct daemon *d, struct call *c) {
         const char *full = call_method(c), *name;
+        bool known = false;
         char iface[256];
 
         name = varlink_method_split(full, iface, sizeof iface);
@@ -46,15 +49,17 @@ void methods_dispatch(struct daemon *d, struct call *c) {
 
                 if (strcmp(f->name, iface) != 0)
                         continue;
+                known = true;
                 for (size_t k = 0; k < *f->count; k++)
                         if (strcmp(f->methods[k].name, name) == 0) {
                                 f->methods[k].handler(d, c);
                                 return;
                         }
-                call_error(c, VARLINK_ERROR_METHOD_NOT_FOUND, json_pack("{s:s}", "method", full));
-                return;
         }
-        call_error(c, VARLINK_ERROR_INTERFACE_NOT_FOUND, json_pack("{s:s}", "interface", iface));
+        if (known)
+                call_error(c, VARLINK_ERROR_METHOD_NOT_FOUND, json_pack("{s:s}", "method", full));
+        else
+                call_error(c, VARLINK_ERROR_INTERFACE_NOT_FOUND, json_pack("{s:s}", "interface", iface));
 }
 
 int64_t methods_now(void) {

@@ -33,6 +33,13 @@ extern const struct method methods_session[];
 extern const size_t methods_session_count;
 extern const struct method methods_admin[];
 extern const size_t methods_admin_count;
+/* io.sessiond.Admin, observability: Health, Metrics, Alerts, Events, Audit,
+ * Cleanup, Analytics (methods_observe.c). */
+extern const struct method methods_observe[];
+extern const size_t methods_observe_count;
+/* Adds the background jobs' state and the configuration's origin to the
+ * object of Admin.Status. Returns 0 or -ENOMEM. */
+int methods_observe_status(struct daemon *d, json_t *status);
 
 /* The clock handed to the engine (Unix seconds). */
 int64_t methods_now(void);

@@ -48,7 +48,8 @@ static void method_status(struct daemon *d, struct call *c) {
                            "users", (json_int_t)counts.users,
                            "connections", (json_int_t)st.connections,
                            "reloads", (json_int_t)d->reloads);
-        if (!status) {
+        if (!status || methods_observe_status(d, status) < 0) {
+                json_decref(status);
                 methods_reply_oom(c);
                 return;
         }

@@ -185,6 +185,7 @@ struct call {
         bool admin;
         bool write;
         bool cancelled; /* its cancel callback is running or has run */
+        uint64_t started_ns; /* uv_hrtime() at dispatch when timed, else 0 */
 };
 
 struct server {
@@ -226,6 +227,9 @@ struct server {
         void (*close_cb)(struct server *s);
 
         struct server_stats stats;
+
+        server_timing_fn timing; /* request timing, NULL: off */
+        void *timing_userdata;
 };
 
 static void conn_close(struct conn *c, const char *why);
@@ -444,6 +448,8 @@ static int call_finish(struct call *c, const char *error, json_t *params) {
                 json_decref(params);
                 return -ENOTCONN;
         }
+        if (c->started_ns && c->server->timing && !c->vc.more)
+                c->server->timing(c->vc.method, uv_hrtime() - c->started_ns, c->server->timing_userdata);
         conn = c->conn;
         if (conn) {
                 assert(conn->current == c);
@@ -653,6 +659,8 @@ static void conn_handle_message(struct conn *c, const char *msg, size_t len) {
         call->admin = c->admin;
         c->current = call;
         c->server->stats.calls++;
+        if (c->server->timing)
+                call->started_ns = uv_hrtime();
         call_dispatch(call);
 }
 
@@ -1493,7 +1501,11 @@ void server_flush(struct server *s) {
         }
 
         if (e && engine_has_pending(e)) {
+                uint64_t t0 = s->timing ? uv_hrtime() : 0;
+
                 r = engine_commit(e);
+                if (s->timing)
+                        s->timing(NULL, uv_hrtime() - t0, s->timing_userdata);
                 if (r < 0)
                         log_error_errno(r, "Failed to commit the store: %m; the writes of this round are "
                                            "answered with a storage error");
@@ -1531,4 +1543,10 @@ void server_config_changed(struct server *s) {
         server_apply_limits(s);
         for (struct conn *c = s->conns; c; c = c->all_next)
                 c->reader.max_message_size = s->max_message_size;
+}
+
+void server_set_timing(struct server *s, server_timing_fn fn, void *userdata) {
+        assert(s);
+        s->timing = fn;
+        s->timing_userdata = fn ? userdata : NULL;
 }

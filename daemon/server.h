@@ -20,6 +20,7 @@
 
 #include <jansson.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <sys/types.h>
 #include <uv.h>
 
@@ -102,3 +103,11 @@ void server_get_stats(const struct server *s, struct server_stats *ret);
 
 /* Applies daemon.max_connections / max_message_size after a reload. */
 void server_config_changed(struct server *s);
+
+/* Request timing (monitoring.performance_monitoring, set by the jobs): fn
+ * runs for every call that ends with a final reply, with the time from its
+ * dispatch to that reply in nanoseconds (streams, which stay open, are not
+ * timed), and with method NULL for every group commit and its duration.
+ * fn NULL turns timing off. */
+typedef void (*server_timing_fn)(const char *method, uint64_t nsec, void *userdata);
+void server_set_timing(struct server *s, server_timing_fn fn, void *userdata);

@@ -1,0 +1,206 @@
+/* Rings: see ring.h.
+ *
+ * The JSON ring is a circular array of references; the reservoir a circular
+ * array of samples with running totals; the rate window a circular array of
+ * counter snapshots pruned from the front as time moves on. All three are
+ * plain arrays because they are read far less often than they are written:
+ * a push is O(1) and never allocates.
+ */
+#include "ring.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- JSON values ------------------------------------------------------------ */
+
+int ring_init(struct ring *r, size_t capacity) {
+        assert(r && capacity > 0);
+        memset(r, 0, sizeof *r);
+        r->items = calloc(capacity, sizeof *r->items);
+        if (!r->items)
+                return -ENOMEM;
+        r->capacity = capacity;
+        return 0;
+}
+
+void ring_done(struct ring *r) {
+        if (!r->items)
+                return;
+        for (size_t i = 0; i < r->count; i++)
+                json_decref(r->items[(r->start + i) % r->capacity]);
+        free(r->items);
+        memset(r, 0, sizeof *r);
+}
+
+void ring_push(struct ring *r, json_t *v) {
+        assert(r->items);
+        if (!v)
+                return;
+        r->pushed++;
+        if (r->count == r->capacity) {
+                json_decref(r->items[r->start]);
+                r->items[r->start] = v;
+                r->start = (r->start + 1) % r->capacity;
+                return;
+        }
+        r->items[(r->start + r->count) % r->capacity] = v;
+        r->count++;
+}
+
+void ring_clear(struct ring *r) {
+        for (size_t i = 0; i < r->count; i++)
+                json_decref(r->items[(r->start + i) % r->capacity]);
+        r->start = r->count = 0;
+}
+
+int ring_resize(struct ring *r, size_t capacity) {
+        json_t **items;
+        size_t keep, drop;
+
+        assert(capacity > 0);
+        if (capacity == r->capacity)
+                return 0;
+        items = calloc(capacity, sizeof *items);
+        if (!items)
+                return -ENOMEM;
+        keep = r->count < capacity ? r->count : capacity;
+        drop = r->count - keep;
+        for (size_t i = 0; i < drop; i++)
+                json_decref(r->items[(r->start + i) % r->capacity]);
+        for (size_t i = 0; i < keep; i++)
+                items[i] = r->items[(r->start + drop + i) % r->capacity];
+        free(r->items);
+        r->items = items;
+        r->capacity = capacity;
+        r->start = 0;
+        r->count = keep;
+        return 0;
+}
+
+json_t *ring_get(const struct ring *r, size_t i) {
+        if (i >= r->count)
+                return NULL;
+        return r->items[(r->start + i) % r->capacity];
+}
+
+json_t *ring_tail_to_array(const struct ring *r, size_t n) {
+        json_t *a = json_array();
+        size_t first;
+
+        if (!a)
+                return NULL;
+        first = r->count > n ? r->count - n : 0;
+        for (size_t i = first; i < r->count; i++)
+                if (json_array_append(a, ring_get(r, i)) < 0) {
+                        json_decref(a);
+                        return NULL;
+                }
+        return a;
+}
+
+json_t *ring_to_array(const struct ring *r) {
+        return ring_tail_to_array(r, r->count);
+}
+
+/* ---- samples ------------------------------------------------------------------ */
+
+int reservoir_init(struct reservoir *r, size_t capacity) {
+        assert(r && capacity > 0);
+        memset(r, 0, sizeof *r);
+        r->items = calloc(capacity, sizeof *r->items);
+        if (!r->items)
+                return -ENOMEM;
+        r->capacity = capacity;
+        return 0;
+}
+
+void reservoir_done(struct reservoir *r) {
+        free(r->items);
+        memset(r, 0, sizeof *r);
+}
+
+void reservoir_add(struct reservoir *r, uint32_t v) {
+        assert(r->items);
+        r->items[r->next] = v;
+        r->next = (r->next + 1) % r->capacity;
+        if (r->count < r->capacity)
+                r->count++;
+        r->total++;
+        r->sum += v;
+        if (v > r->max)
+                r->max = v;
+}
+
+void reservoir_reset_max(struct reservoir *r) {
+        r->max = 0;
+}
+
+static int double_cmp(const void *a, const void *b) {
+        double x = *(const double *)a, y = *(const double *)b;
+        return x < y ? -1 : x > y;
+}
+
+size_t reservoir_sorted(const struct reservoir *r, double *out) {
+        for (size_t i = 0; i < r->count; i++)
+                out[i] = r->items[i];
+        qsort(out, r->count, sizeof *out, double_cmp);
+        return r->count;
+}
+
+/* ---- counters over a time window ------------------------------------------- */
+
+void rate_window_init(struct rate_window *w, int64_t window_ms) {
+        assert(window_ms > 0);
+        memset(w, 0, sizeof *w);
+        w->window_ms = window_ms;
+}
+
+static const struct rate_point *point(const struct rate_window *w, size_t i) {
+        assert(i < w->count);
+        return &w->points[(w->start + i) % RATE_WINDOW_POINTS];
+}
+
+void rate_window_add(struct rate_window *w, int64_t t_ms, const uint64_t v[RATE_WINDOW_COUNTERS]) {
+        struct rate_point *p;
+
+        if (w->count > 0 && t_ms < point(w, w->count - 1)->t_ms)
+                t_ms = point(w, w->count - 1)->t_ms;
+        if (w->count == RATE_WINDOW_POINTS) {
+                /* Points closer together than window/256: the oldest goes,
+                 * the base is then merely a little younger than a window. */
+                w->start = (w->start + 1) % RATE_WINDOW_POINTS;
+                w->count--;
+        }
+        p = &w->points[(w->start + w->count) % RATE_WINDOW_POINTS];
+        p->t_ms = t_ms;
+        memcpy(p->v, v, sizeof p->v);
+        w->count++;
+        /* The oldest is needed as the base only while the next one is not a
+         * full window old itself. */
+        while (w->count >= 2 && point(w, 1)->t_ms <= t_ms - w->window_ms) {
+                w->start = (w->start + 1) % RATE_WINDOW_POINTS;
+                w->count--;
+        }
+}
+
+int rate_window_delta(const struct rate_window *w, uint64_t delta[RATE_WINDOW_COUNTERS], int64_t *span_ms) {
+        const struct rate_point *base, *last;
+
+        if (w->count < 2)
+                return -ENODATA;
+        base = point(w, 0);
+        last = point(w, w->count - 1);
+        for (size_t i = 0; i < RATE_WINDOW_COUNTERS; i++)
+                delta[i] = last->v[i] >= base->v[i] ? last->v[i] - base->v[i] : 0;
+        *span_ms = last->t_ms - base->t_ms;
+        return 0;
+}
+
+double rate_window_per_window(uint64_t delta, int64_t span_ms, int64_t window_ms) {
+        assert(window_ms > 0);
+        if (span_ms <= window_ms)
+                return (double)delta;
+        return (double)delta * (double)window_ms / (double)span_ms;
+}
