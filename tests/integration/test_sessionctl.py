@@ -498,7 +498,8 @@ def test_audit():
 
 
 def test_analytics():
-    with Daemon() as d:
+    # the testing profile turns analytics off (DESIGN 2.4)
+    with Daemon({"features.analytics": True}) as d:
         require_method(d, ADMIN + "Analytics")
         j = json.loads(ctl(d, "--json", "analytics", check=0).stdout)
         assert isinstance(j["analytics"], dict), j
