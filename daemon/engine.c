@@ -1038,7 +1038,7 @@ static void suspicious(struct engine *e, int64_t now, const char *user_id, const
         struct user_sec *sec;
         uint32_t user;
 
-        if (!c->security.suspicious_detection || !user_id)
+        if (!c->security.suspicious_detection || !user_id || !*user_id)
                 return;
         e->counters.suspicious++;
         if (user_get(e, user_id, &user) < 0)
@@ -1122,7 +1122,7 @@ static void failed_validation(struct engine *e, int64_t now, enum engine_failure
                         emit(e, now, "validation_failed", session_id, user_id, json_incref(detail));
                 (void)audit(e, now, "validation_failed", user_id, session_id, detail);
         }
-        if (user_id && cfg(e)->security.suspicious_detection) {
+        if (user_id && *user_id && cfg(e)->security.suspicious_detection) {
                 uint32_t user;
                 struct user_sec *sec;
 

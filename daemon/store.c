@@ -31,7 +31,9 @@
  * thread has copied the bulk and gone idle, the loop copies the short tail
  * itself (a PASSIVE checkpoint on its own connection, right after a commit,
  * when nothing else can write): the next transaction then starts the WAL
- * from its beginning, and the WAL stays a few thousand pages long.
+ * from its beginning, and the WAL stays a few thousand pages long. If the
+ * thread cannot keep up at all, the loop checkpoints everything itself at
+ * STORE_CHECKPOINT_HARD_PAGES, a stall that keeps the WAL bounded.
  *
  * Sessions keep their rows after they end (ended_at, end_reason) until the
  * retention purge, which walks the partial index on ended rows. That index
@@ -62,9 +64,15 @@
 /* Checkpoints run on a thread of their own (see the top of this file): it
  * starts when a commit leaves this many pages in the WAL... */
 #define STORE_CHECKPOINT_PAGES 2000
-/* ...and the loop copies the tail (see above) once the WAL is this long
- * and the thread is idle. */
+/* ...and the loop copies the tail (see above) once the WAL is this long,
+ * the thread is idle and at most STORE_CHECKPOINT_TAIL_MAX pages are left to
+ * copy; otherwise the thread goes again. */
 #define STORE_CHECKPOINT_TAIL_PAGES (2 * STORE_CHECKPOINT_PAGES)
+#define STORE_CHECKPOINT_TAIL_MAX 1000
+/* A WAL this long means the thread cannot keep up with the writes: the loop
+ * then checkpoints everything itself, stalling once rather than letting the
+ * WAL (and every lookup in it) grow without bound. */
+#define STORE_CHECKPOINT_HARD_PAGES 50000
 /* Passes of one checkpoint run, each taking what was committed meanwhile. */
 #define STORE_CHECKPOINT_PASSES 32
 #define STRINGIFY_(x) #x
@@ -199,6 +207,7 @@ struct checkpointer {
         pthread_mutex_t lock;
         pthread_cond_t cond;
         bool started, wanted, running, stop;
+        int backfilled; /* WAL pages copied by the thread's last pass */
         unsigned long long runs;
 };
 
@@ -511,6 +520,9 @@ static void *checkpointer_main(void *userdata) {
                                         log_warning("Store %s: checkpoint failed: %s", s->path, sqlite3_errmsg(c->db));
                                 break;
                         }
+                        pthread_mutex_lock(&c->lock);
+                        c->backfilled = done;
+                        pthread_mutex_unlock(&c->lock);
                         if (done >= log) /* everything copied: the WAL can start over */
                                 break;
                 }
@@ -527,23 +539,33 @@ static void *checkpointer_main(void *userdata) {
 static int wal_hook(void *userdata, sqlite3 *db, const char *name, int pages) {
         struct store *s = userdata;
         struct checkpointer *c = &s->ckpt;
-        bool idle = true;
+        bool idle, ours = false;
 
         (void)name;
-        if (pages < STORE_CHECKPOINT_PAGES)
+        if (pages < STORE_CHECKPOINT_PAGES || !c->started)
                 return SQLITE_OK;
-        if (c->started) {
-                pthread_mutex_lock(&c->lock);
-                idle = !c->running && !c->wanted;
-                if (!c->running && !c->wanted && pages < STORE_CHECKPOINT_TAIL_PAGES) {
+        pthread_mutex_lock(&c->lock);
+        if (pages < c->backfilled)
+                c->backfilled = 0; /* the WAL started over since */
+        idle = !c->running && !c->wanted;
+        if (idle) {
+                /* Long, the thread is done with what it took, and what is
+                 * left is short: the tail is ours. Otherwise the thread
+                 * goes again. */
+                ours = pages >= STORE_CHECKPOINT_HARD_PAGES ||
+                       (pages >= STORE_CHECKPOINT_TAIL_PAGES && pages - c->backfilled <= STORE_CHECKPOINT_TAIL_MAX);
+                if (!ours) {
                         c->wanted = true;
                         pthread_cond_signal(&c->cond);
                 }
-                pthread_mutex_unlock(&c->lock);
         }
-        /* Long, and the thread is done with what it took: the tail is ours. */
-        if (pages >= STORE_CHECKPOINT_TAIL_PAGES && idle)
+        pthread_mutex_unlock(&c->lock);
+        if (ours) {
+                if (pages >= STORE_CHECKPOINT_HARD_PAGES)
+                        log_warning("Store %s: the WAL holds %d pages, more than the checkpoint thread keeps up "
+                                    "with; checkpointing on the loop.", s->path, pages);
                 (void)sqlite3_wal_checkpoint_v2(db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+        }
         return SQLITE_OK;
 }
 
@@ -556,8 +578,9 @@ static int checkpointer_start(struct store *s) {
                 return store_fail(s, rc, "opening the checkpoint connection");
         sqlite3_busy_timeout(c->db, STORE_BUSY_TIMEOUT_MS);
         /* A connection learns that the database is in WAL mode when it
-         * first reads it; until then a checkpoint does nothing. */
-        rc = exec_simple(c->db, "SELECT count(*) FROM sqlite_master");
+         * first reads it; until then a checkpoint does nothing. Copying
+         * pages needs no page cache of its own to speak of. */
+        rc = exec_simple(c->db, "PRAGMA cache_size = -256; SELECT count(*) FROM sqlite_master");
         if (rc != SQLITE_OK) {
                 r = store_fail(s, rc, "reading with the checkpoint connection");
                 sqlite3_close(c->db);
