@@ -161,7 +161,8 @@ static const char *format_duration(int64_t s, char *buf, size_t size) {
 }
 
 static bool key_is_time(const char *key) {
-        return str_has_suffix(key, "_at") || strcmp(key, "time") == 0 || strcmp(key, "last_run") == 0 ||
+        return str_has_suffix(key, "_at") || strcmp(key, "at") == 0 || strcmp(key, "time") == 0 ||
+               strcmp(key, "hour") == 0 || strcmp(key, "last_run") == 0 ||
                strcmp(key, "next_run") == 0 || strcmp(key, "last_activity") == 0 || strcmp(key, "since") == 0;
 }
 
@@ -259,6 +260,17 @@ static bool json_is_scalar(json_t *v) {
         return !json_is_object(v) && !json_is_array(v);
 }
 
+/* An object of scalars only (a record that fits on one line). */
+static bool object_is_flat(json_t *obj) {
+        const char *k;
+        json_t *x;
+
+        json_object_foreach(obj, k, x)
+                if (!json_is_scalar(x))
+                        return false;
+        return true;
+}
+
 static void print_field(const char *key, json_t *v, int indent) {
         if (json_is_object(v)) {
                 if (json_object_size(v) == 0 || key_is_secret(key)) {
@@ -287,7 +299,20 @@ static void print_field(const char *key, json_t *v, int indent) {
                 }
                 printf("%*s%s:\n", indent, "", key);
                 json_array_foreach(v, i, e) {
-                        if (json_is_object(e)) {
+                        if (json_is_object(e) && object_is_flat(e)) {
+                                /* a record: one line, "- hour: ..., created: 3" */
+                                const char *k;
+                                json_t *x;
+                                bool first = true;
+
+                                printf("%*s-", indent + 2, "");
+                                json_object_foreach(e, k, x) {
+                                        _cleanup_free_ char *t = format_scalar(k, x);
+                                        printf("%s %s: %s", first ? "" : ",", k, t ? t : "?");
+                                        first = false;
+                                }
+                                putchar('\n');
+                        } else if (json_is_object(e)) {
                                 printf("%*s-\n", indent + 2, "");
                                 print_tree(e, indent + 4);
                         } else {
