@@ -638,7 +638,9 @@ def test_rendering_streams_and_tables():
                                          "resolved_at": None}]}, None, False)],
         ADMIN + "Audit": [({"entries": [{"id": 1, "time": now, "kind": "created", "user_id": "alice",
                                          "session_id": "s1", "detail": {"platform": "web"}}]}, None, False)],
-        ADMIN + "Analytics": [({"analytics": {"created_per_hour": [1, 2], "end_reasons": {"idle": 3}}},
+        ADMIN + "Analytics": [({"analytics": {"created_per_hour": [1, 2], "end_reasons": {"idle": 3},
+                                              "by_hour": [{"hour": now, "created": 2}],
+                                              "nested": [{"a": {"b": 1}}]}},
                                None, False)],
         ADMIN + "Cleanup": [({"ended": 1, "purged": 4}, None, False)],
         ADMIN + "Terminate": [({}, None, False)],
@@ -674,7 +676,10 @@ def test_rendering_streams_and_tables():
         assert s.calls[-1]["parameters"]["since"] == 1714557600
 
         p = s.ctl("analytics", check=0)
-        assert p.stdout == "created_per_hour: 1, 2\nend_reasons:\n  idle: 3\n", p.stdout
+        local = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now))
+        assert p.stdout == ("created_per_hour: 1, 2\nend_reasons:\n  idle: 3\n"
+                            "by_hour:\n  - hour: %s, created: 2\n"
+                            "nested:\n  -\n    a:\n      b: 1\n" % local), p.stdout
         p = s.ctl("cleanup", "deep", check=0)
         assert p.stdout == "Deep cleanup: 1 session ended, 4 rows purged.\n", p.stdout
         assert s.calls[-1]["parameters"] == {"kind": "deep"}
