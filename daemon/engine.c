@@ -2473,6 +2473,7 @@ static int open_store(struct engine *e) {
 
 int engine_new(struct daemon *d, struct engine **ret) {
         struct store_filter all_live = {.live_only = true, .light = true};
+        uint64_t started;
         struct engine *e;
         int r;
 
@@ -2501,6 +2502,7 @@ int engine_new(struct daemon *d, struct engine **ret) {
         if (r < 0)
                 goto fail;
         e->next_rowid++;
+        started = uv_hrtime();
         r = store_sessions_each(e->store, &all_live, load_cb, e);
         if (r < 0) {
                 log_error_errno(r, "Failed to load sessions from %s: %m", store_path(e->store));
@@ -2515,7 +2517,8 @@ int engine_new(struct daemon *d, struct engine **ret) {
                 }
                 uv_timer_start(e->flush_timer, flush_timer_cb, TOUCH_FLUSH_INTERVAL_MS, 0);
         }
-        log_info("Store %s: %u live sessions of %u users loaded.", store_path(e->store), e->n_sessions, e->n_users);
+        log_info("Store %s: %u live sessions of %u users loaded in %llu ms.", store_path(e->store), e->n_sessions,
+                 e->n_users, (unsigned long long)((uv_hrtime() - started) / 1000000));
         *ret = e;
         return 0;
 fail:

@@ -52,6 +52,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -349,8 +350,16 @@ static void side_files_restore(const struct side_files *f) {
         }
 }
 
+static int64_t now_ms(void) {
+        struct timespec ts;
+
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 /* The read-only inspection of an existing database. Logs every refusal. */
 static int store_check_readonly(const char *path) {
+        int64_t started;
         struct side_files side;
         sqlite3 *db = NULL;
         sqlite3_stmt *st = NULL;
@@ -395,9 +404,11 @@ static int store_check_readonly(const char *path) {
                 goto out;
         }
 
+        started = now_ms();
         rc = sqlite3_prepare_v2(db, "PRAGMA quick_check", -1, &st, NULL);
         if (rc == SQLITE_OK)
                 rc = sqlite3_step(st);
+        log_debug("Database %s: quick_check took %lld ms.", path, (long long)(now_ms() - started));
         if (rc != SQLITE_ROW) {
                 log_error("Database %s failed its integrity check (%s); refusing to start and "
                           "leaving the file untouched.", path, sqlite3_errmsg(db));
