@@ -197,19 +197,29 @@ const char *suggest_nearest(const char *name, const char *const *candidates, siz
         size_t best_d = SIZE_MAX;
         /* A typo changes a few characters; beyond half the name it is a
          * different name, and a suggestion would only confuse. */
-        size_t limit = strlen(name) / 2;
+        size_t len = strlen(name), limit = len / 2;
 
         if (limit < 2)
                 limit = 2;
         for (size_t i = 0; i < n; i++) {
+                size_t d, clen;
+
                 if (!candidates[i])
                         continue;
+                clen = strlen(candidates[i]);
                 /* The commonest slip is a dropped suffix ("_SECONDS"): a
                  * candidate that starts with a long enough name counts as
-                 * two edits away, so that a true one-letter typo still wins. */
-                size_t d = edit_distance(name, candidates[i]);
-                if (d > 2 && strlen(name) >= 10 && strncasecmp(candidates[i], name, strlen(name)) == 0)
-                        d = 2;
+                 * two edits away, so that a true one-letter typo still wins.
+                 * (Its distance is the length of the suffix.) */
+                if (len >= 10 && clen > len && strncasecmp(candidates[i], name, len) == 0)
+                        d = clen - len > 2 ? 2 : clen - len;
+                /* The distance is at least the difference in length: skip
+                 * what is too far anyway, so that a very long unknown name
+                 * costs time linear in its length, not quadratic. */
+                else if ((len > clen ? len - clen : clen - len) > limit)
+                        continue;
+                else
+                        d = edit_distance(name, candidates[i]);
                 if (d < best_d) {
                         best_d = d;
                         best = candidates[i];
