@@ -1089,6 +1089,7 @@ void jobs_free(struct jobs *j) {
 
 void jobs_config_changed(struct jobs *j) {
         const struct sessiond_config *c = cfg(j);
+        bool metrics_was_on = j->job[JOB_METRICS].enabled;
         int64_t now = now_s();
         int r;
 
@@ -1112,6 +1113,8 @@ void jobs_config_changed(struct jobs *j) {
                 log_warning_errno(r, "Failed to resize the metrics or events buffer: %m");
 
         /* Checks that are off can no longer resolve their alerts. */
+        if (c->monitoring.metrics_collection && !metrics_was_on)
+                metrics_window_restart(j->metrics);
         if (!c->monitoring.metrics_collection) {
                 metrics_history_clear(j->metrics);
                 for (size_t i = 0; threshold_alerts[i]; i++)

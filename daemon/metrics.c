@@ -60,6 +60,29 @@ static size_t history_size(const struct daemon *d) {
         return (size_t)d->config->monitoring.metrics_buffer_size;
 }
 
+static void window_counters(struct metrics *m, uint64_t v[RATE_WINDOW_COUNTERS]) {
+        const struct engine_counters *ec = engine_get_counters(m->d->engine);
+        uint64_t failures = 0;
+
+        for (int f = 0; f < _ENGINE_FAIL_MAX; f++)
+                failures += ec->validate_failed[f];
+        memset(v, 0, RATE_WINDOW_COUNTERS * sizeof *v);
+        v[W_CREATED] = ec->created;
+        v[W_VALIDATIONS] = ec->validated + failures;
+        v[W_FAILURES] = failures;
+        v[W_SUSPICIOUS] = ec->suspicious;
+        v[W_ENDED] = m->ended;
+        v[W_ENDED_SECONDS] = m->ended_seconds;
+}
+
+void metrics_window_restart(struct metrics *m) {
+        uint64_t v[RATE_WINDOW_COUNTERS];
+
+        rate_window_init(&m->window, METRICS_RATE_WINDOW_MS);
+        window_counters(m, v);
+        rate_window_add(&m->window, (int64_t)uv_now(m->d->loop), v);
+}
+
 int metrics_new(struct daemon *d, struct metrics **ret) {
         struct metrics *m = calloc(1, sizeof *m);
         int r;
@@ -67,7 +90,7 @@ int metrics_new(struct daemon *d, struct metrics **ret) {
         if (!m)
                 return -ENOMEM;
         m->d = d;
-        rate_window_init(&m->window, METRICS_RATE_WINDOW_MS);
+        metrics_window_restart(m);
         m->scratch = calloc(METRICS_RESERVOIR, sizeof *m->scratch);
         if (!m->scratch || (r = ring_init(&m->history, history_size(d))) < 0 ||
             (r = reservoir_init(&m->requests, METRICS_RESERVOIR)) < 0 ||
@@ -378,24 +401,15 @@ static json_t *maybe_number(double v) {
 
 int metrics_sample(struct metrics *m, int64_t now, const struct metrics_extra *x, struct metrics_rates *rates) {
         struct daemon *d = m->d;
-        const struct engine_counters *ec = engine_get_counters(d->engine);
-        uint64_t v[RATE_WINDOW_COUNTERS] = {0}, delta[RATE_WINDOW_COUNTERS];
+        uint64_t v[RATE_WINDOW_COUNTERS], delta[RATE_WINDOW_COUNTERS];
         struct metrics_rates rt = {.failure_percent = NAN, .mean_duration = NAN};
         struct server_stats st = {0};
         struct engine_counts counts;
-        uint64_t failures = 0;
         json_t *sample;
         size_t n;
         int64_t span;
 
-        for (int f = 0; f < _ENGINE_FAIL_MAX; f++)
-                failures += ec->validate_failed[f];
-        v[W_CREATED] = ec->created;
-        v[W_VALIDATIONS] = ec->validated + failures;
-        v[W_FAILURES] = failures;
-        v[W_SUSPICIOUS] = ec->suspicious;
-        v[W_ENDED] = m->ended;
-        v[W_ENDED_SECONDS] = m->ended_seconds;
+        window_counters(m, v);
         rate_window_add(&m->window, (int64_t)uv_now(d->loop), v);
         if (rate_window_delta(&m->window, delta, &span) == 0) {
                 int64_t w = METRICS_RATE_WINDOW_MS;

@@ -109,3 +109,7 @@ int metrics_sample(struct metrics *m, int64_t now, const struct metrics_extra *x
 json_t *metrics_history(struct metrics *m);
 /* Forgets the history (monitoring.metrics_collection turned off). */
 void metrics_history_clear(struct metrics *m);
+/* Starts the rate window afresh from the counters now (at start, and when
+ * monitoring.metrics_collection is turned back on: a gap without samples
+ * must not count as part of the next minute). */
+void metrics_window_restart(struct metrics *m);
