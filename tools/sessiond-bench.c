@@ -30,6 +30,11 @@
  * replies are framed by libsessiond's varlink_reader and scanned for the
  * error name or the token only (bench-scan.h) instead of being parsed.
  *
+ * A script can ask for the latencies of one stretch of the run (say, while it
+ * makes the daemon clean up): SIGUSR1 opens a window and the next SIGUSR1
+ * closes it; every timed request sent or answered while a window is open is
+ * also recorded apart, and the report adds its percentiles.
+ *
  * Output: a report for people on stdout; with --json its last line is one
  * JSON object (op, requests, rps, p50_us, p99_us, errors, ...). Progress
  * notes go to stderr ("sessiond-bench: timed phase started" lets a script
@@ -118,6 +123,7 @@ struct bench_conn {
         uint32_t user;  /* create: the user it is for */
         uint32_t token; /* validate, destroy: the token's index */
         uint64_t sent_ns;
+        bool sent_in_window;
         char buf[BENCH_REQUEST_MAX];
 };
 
@@ -151,6 +157,13 @@ struct bench {
         uint64_t setup_start_ns, setup_end_ns, timed_start_ns, timed_end_ns;
         struct rusage ru_start, ru_end;
 
+        /* the window opened and closed by SIGUSR1 */
+        uv_signal_t window_signal;
+        bool window_open;
+        unsigned windows;
+        struct bench_latency window_latency;
+        uint64_t window_errors;
+
         uv_timer_t watchdog;
         uint64_t progress, watchdog_progress;
         unsigned stalled_s;
@@ -178,6 +191,8 @@ static void bench_close_all(struct bench *b) {
                         uv_close((uv_handle_t *) &b->conns[i].pipe, NULL);
         if (!uv_is_closing((uv_handle_t *) &b->watchdog))
                 uv_close((uv_handle_t *) &b->watchdog, NULL);
+        if (!uv_is_closing((uv_handle_t *) &b->window_signal))
+                uv_close((uv_handle_t *) &b->window_signal, NULL);
 }
 
 static void bench_fail(struct bench *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -456,6 +471,7 @@ static int conn_issue(struct bench_conn *c) {
         c->token = token;
         c->inflight = 1;
         b->issued++;
+        c->sent_in_window = b->window_open;
         c->sent_ns = uv_hrtime();
         return conn_send(c, c->buf, (size_t) n);
 }
@@ -529,6 +545,12 @@ static void conn_run_reply(struct bench_conn *c, const char *msg, size_t len, co
                 b->kind_count[c->kind]++;
                 if (error)
                         bench_errors_add(&b->errors, error, error_len);
+                if (c->sent_in_window || b->window_open) {
+                        r = bench_latency_add(&b->window_latency, now - c->sent_ns);
+                        assert(r == 0);
+                        if (error)
+                                b->window_errors++;
+                }
         }
 
         switch (c->kind) {
@@ -711,6 +733,23 @@ static void bench_advance(struct bench *b) {
         }
 }
 
+static void on_window_signal(uv_signal_t *handle, int signum) {
+        struct bench *b = handle->data;
+        int r;
+
+        if (!b->window_latency.ns) {
+                r = bench_latency_init(&b->window_latency, b->opt.requests);
+                if (r < 0) {
+                        bench_fail(b, "no memory for the window's latencies");
+                        return;
+                }
+        }
+        b->window_open = !b->window_open;
+        if (b->window_open)
+                b->windows++;
+        note("window %s", b->window_open ? "opened" : "closed");
+}
+
 static void on_watchdog(uv_timer_t *timer) {
         struct bench *b = timer->data;
 
@@ -784,6 +823,14 @@ static void bench_report(struct bench *b) {
                ns_to_us(p50), ns_to_us(p90), ns_to_us(p99), ns_to_us(max), ns_to_us(mean));
         printf("client:   cpu %.2f s (user %.2f s, sys %.2f s) = %.0f%% of one core during the timed phase\n",
                user + sys, user, sys, (user + sys) / seconds * 100.0);
+        if (b->windows > 0) {
+                bench_latency_finish(&b->window_latency);
+                printf("window:   %zu requests in %u window(s) marked by SIGUSR1: p50 %.0f us, p99 %.0f us, "
+                       "max %.0f us, errors %" PRIu64 "\n",
+                       b->window_latency.n, b->windows, ns_to_us(bench_latency_percentile(&b->window_latency, 50)),
+                       ns_to_us(bench_latency_percentile(&b->window_latency, 99)),
+                       ns_to_us(bench_latency_max(&b->window_latency)), b->window_errors);
+        }
 
         if (b->opt.json) {
                 json_t *errors = json_object(), *o;
@@ -819,6 +866,16 @@ static void bench_report(struct bench *b) {
                               "client_user_s", user,
                               "client_sys_s", sys,
                               "client_cpu_pct", (user + sys) / seconds * 100.0);
+                if (o && b->windows > 0) {
+                        struct bench_latency *w = &b->window_latency;
+
+                        json_object_set_new(o, "windows", json_integer(b->windows));
+                        json_object_set_new(o, "window_requests", json_integer((json_int_t) w->n));
+                        json_object_set_new(o, "window_errors", json_integer((json_int_t) b->window_errors));
+                        json_object_set_new(o, "window_p50_us", json_real(ns_to_us(bench_latency_percentile(w, 50))));
+                        json_object_set_new(o, "window_p99_us", json_real(ns_to_us(bench_latency_percentile(w, 99))));
+                        json_object_set_new(o, "window_max_us", json_real(ns_to_us(bench_latency_max(w))));
+                }
                 text = o ? json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(10)) : NULL;
                 if (!text) {
                         fprintf(stderr, "sessiond-bench: out of memory writing the JSON report\n");
@@ -853,7 +910,10 @@ static void usage(FILE *f) {
               "      --seed N           seed of the random choices (default 1)\n"
               "      --timeout S        give up after S seconds without a reply (default 30)\n"
               "      --json             end the report with one line of JSON\n"
-              "  -h, --help             this text\n",
+              "  -h, --help             this text\n"
+              "\n"
+              "SIGUSR1 opens a window and the next one closes it: the latencies of the\n"
+              "requests sent or answered while it is open are reported apart as well.\n",
               f);
 }
 
@@ -999,6 +1059,7 @@ static void bench_free(struct bench *b) {
         free(b->live);
         free(b->arena);
         bench_latency_free(&b->latency);
+        bench_latency_free(&b->window_latency);
 }
 
 int main(int argc, char **argv) {
@@ -1042,6 +1103,10 @@ int main(int argc, char **argv) {
         uv_timer_init(b.loop, &b.watchdog);
         b.watchdog.data = &b;
         uv_timer_start(&b.watchdog, on_watchdog, 1000, 1000);
+        uv_signal_init(b.loop, &b.window_signal);
+        b.window_signal.data = &b;
+        r = uv_signal_start(&b.window_signal, on_window_signal, SIGUSR1);
+        assert(r == 0);
 
         for (unsigned i = 0; i < b.opt.connections; i++) {
                 struct bench_conn *c = &b.conns[i];

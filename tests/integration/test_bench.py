@@ -9,6 +9,7 @@ consistency (p50 <= p99 <= max, counts adding up).
 
 import json
 import os
+import signal
 import subprocess
 
 from harness import Daemon, run_tests
@@ -108,6 +109,47 @@ def test_errors_counted_by_name():
             assert n in p.stdout, p.stdout
 
 
+def test_window():
+    # SIGUSR1 opens a window and closes it; its requests are reported apart
+    with Daemon() as d:
+        proc = subprocess.Popen([BENCH, "-s", d.socket, "-o", "validate", "-n", "200000", "-c", "4",
+                                 "--sessions", "100", "--timeout", "10", "--json"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            line = proc.stderr.readline()
+            while line and "timed phase started" not in line:
+                line = proc.stderr.readline()
+            assert line, "the bench never started its timed phase"
+            proc.send_signal(signal.SIGUSR1)
+            assert "window opened" in proc.stderr.readline()
+            # let some requests through the window, then close it
+            with d.connect() as c:
+                for _ in range(20):
+                    c.call("org.varlink.service.GetInfo")
+            proc.send_signal(signal.SIGUSR1)
+            assert "window closed" in proc.stderr.readline()
+            out, err = proc.communicate(timeout=120)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        assert proc.returncode == 0, (out, err)
+        r = json.loads(out.strip().splitlines()[-1])
+        check_consistent(r, "validate", 200000)
+        assert r["windows"] == 1, r
+        assert 0 < r["window_requests"] < r["requests"], r
+        assert r["window_errors"] == 0, r
+        assert 0 < r["window_p50_us"] <= r["window_p99_us"] <= r["window_max_us"] <= r["max_us"], r
+        assert "window:" in out, out
+
+
+def test_no_window():
+    # without SIGUSR1 the report has no window fields at all
+    with Daemon() as d:
+        r = report(bench(d.socket, "-o", "create", "-n", "50", "-c", "2", "--json"))
+        assert "windows" not in r and "window_p99_us" not in r, r
+
+
 def test_bad_usage():
     for args, word in ((["-o", "delete"], "unknown operation"),
                        (["-n", "0"], "--requests"),
@@ -146,4 +188,4 @@ def test_daemon_dies_mid_run():
 
 
 run_tests([test_create, test_validate_population, test_mixed, test_errors_counted_by_name,
-           test_bad_usage, test_no_daemon, test_daemon_dies_mid_run])
+           test_window, test_no_window, test_bad_usage, test_no_daemon, test_daemon_dies_mid_run])
