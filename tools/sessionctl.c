@@ -68,6 +68,9 @@ static void usage(FILE *f) {
               "  call [--more|--oneway] METHOD [JSON]\n"
               "                               any Varlink call; prints the reply parameters verbatim\n"
               "  backup [--force] FILE        online copy of the database into FILE\n"
+              "  db check [--database FILE]   integrity check of the database, without the daemon\n"
+              "  db recover [--database FILE] [--force] OUTPUT\n"
+              "                               copy every readable row into a new database OUTPUT\n"
               "  config --validate|--show [--origin]|--summary|--set-env ENV|\n"
               "         --optimize-for ENV|--generate-template [--output FILE] [--format env|conf]\n"
               "\n"
@@ -1688,6 +1691,8 @@ int main(int argc, char **argv) {
         }
         if (strcmp(argv[optind], "config") == 0)
                 return sessionctl_config(argc - optind, argv + optind, &g);
+        if (strcmp(argv[optind], "db") == 0)
+                return sessionctl_db(argc - optind, argv + optind, &g);
 
         r = run_verb(argc - optind, argv + optind, &g);
         if (fflush(stdout) != 0 || ferror(stdout)) {

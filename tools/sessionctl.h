@@ -23,3 +23,7 @@ struct sessionctl_globals {
 
 /* `sessionctl config ...`: argv[0] is "config". Returns an exit code. */
 int sessionctl_config(int argc, char **argv, const struct sessionctl_globals *g);
+
+/* `sessionctl db check|recover ...` (sessionctl-db.c): argv[0] is "db".
+ * Returns an exit code. */
+int sessionctl_db(int argc, char **argv, const struct sessionctl_globals *g);
