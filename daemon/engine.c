@@ -1,15 +1,17 @@
 /* The session engine: see engine.h for the interface and the error mapping.
  *
  * Memory. Everything a validation needs is in memory, so a Validate that
- * finds its session never touches SQLite: a session is one 88-byte entry in
+ * finds its session never touches SQLite: a session is one 64-byte entry in
  * an array (struct session), found through an open-addressing index of
  * 4-byte slots keyed by the first 16 bytes of the token's keyed hash
  * (compared with sodium_memcmp). Times are 32-bit Unix seconds, the
- * fingerprints 32-bit prefixes of their keyed hashes, users and platforms
- * interned handles; ip and user agent texts stay in the store. A million
- * sessions thus take about 100 MiB with their index. Users are interned
- * (one copy of each name) and link their sessions in a list, which is what
- * the concurrency limit and ListUser walk.
+ * fingerprints short prefixes of their keyed hashes, users and platforms
+ * interned handles, the public id derived from the row number when needed;
+ * ip and user agent texts stay in the store. Users are interned (one copy
+ * of each name, short ones inside the 40-byte entry) and link their
+ * sessions in a list, which is what the concurrency limit and ListUser
+ * walk. A million sessions of a million users take about 140 MiB of
+ * resident memory with SQLite's caches.
  *
  * Writes. The first write of a loop iteration opens a transaction
  * (BEGIN IMMEDIATE); engine_commit(), called by the server before it sends
