@@ -11,8 +11,10 @@
  * is copied once at start: a reload reads the file and the env file again,
  * never the environment, as DESIGN 2.1 says (and a library calling setenv()
  * later cannot change what a reload sees). Then the store opens (engine),
- * the background jobs are armed, and the socket is taken or bound last, so
- * that a client who can connect is served at once. READY=1 follows.
+ * the socket is taken or bound (server) and the background jobs are armed
+ * (they time the server's calls, so they come after it); the loop has not
+ * run yet, so a client that connects meanwhile waits in the backlog and is
+ * served by the complete daemon. READY=1 follows.
  *
  * Reload (SIGHUP, Admin.Reload, both through daemon_reload()): read and
  * validate a new configuration; on success swap the pointer and tell each
