@@ -584,6 +584,29 @@ def test_analytics():
         assert d.sessionctl("analytics").returncode == 1
 
 
+# ---- stopping ------------------------------------------------------------------------------------------
+
+def test_clean_stop_with_everything_open():
+    # Streams, an analytics job and a cleanup in flight when SIGTERM comes:
+    # the daemon stops at once, exit 0 (the sanitizer build checks leaks here).
+    s = settings(DEVELOPMENT, SHORT, features__analytics=True, cleanup__batch_size=1,
+                 features__background_cleanup=False, security__max_concurrent_per_user=100000)
+    with Daemon(s) as d:
+        with d.connect() as c, d.connect() as f, d.connect() as a, d.connect() as k:
+            for i in range(300):
+                create(c, "s%d" % i)
+            wait_for(lambda: c.call(A + "Status")["status"]["sessions_awaiting_cleanup"] == 300, what="expiry")
+            f.send(A + "Events", {}, more=True)
+            assert f.recv()["continues"] is True
+            a.send(A + "Analytics", {})
+            k.send(A + "Cleanup", {"kind": "batch"})
+            wait_for(lambda: c.call(A + "Status")["status"]["cleanup"]["running"] == "batch", what="the cleanup")
+            c.call(A + "Alerts")
+            assert d.stop() == 0
+        log = d.read_log()
+        assert "Stopped" in log and "left open" not in log, log
+
+
 # ---- Status ------------------------------------------------------------------------------------------
 
 def test_status_jobs_and_origin():
@@ -629,5 +652,6 @@ run_tests([
     test_audit_logging_off,
     test_analytics,
     test_status_jobs_and_origin,
+    test_clean_stop_with_everything_open,
     test_creation_rate_alert_fires_and_resolves,
 ])
