@@ -258,7 +258,9 @@ static enum db_verdict db_inspect(sqlite3 *db, int64_t *ret_version, json_t *mes
                 rc = query_int(db, "SELECT count(*) FROM sqlite_master", &tables);
         if (rc != SQLITE_OK) {
                 json_array_append_new(messages, json_string(sqlite3_errmsg(db)));
-                return DB_UNREADABLE;
+                /* A file SQLite recognises but whose schema is damaged is
+                 * corrupt; anything else is no database at all. */
+                return (sqlite3_errcode(db) & 0xff) == SQLITE_CORRUPT ? DB_CORRUPT : DB_UNREADABLE;
         }
         *ret_version = version;
 
@@ -425,12 +427,15 @@ static int find_resume(sqlite3 *src, const char *qtable, int64_t failed, int64_t
         return 1;
 }
 
-static int copy_table(sqlite3 *src, sqlite3 *dst, const char *table, struct table_stats *stats) {
+/* `max_reads` bounds the rows read over all passes: a damaged tree could
+ * lead a scan in circles, and no table can hold more rows than its file has
+ * room for. */
+static int copy_table(sqlite3 *src, sqlite3 *dst, const char *table, int64_t max_reads, struct table_stats *stats) {
         __attribute__((cleanup(stmt_finalizep))) sqlite3_stmt *ins = NULL;
         __attribute__((cleanup(freep))) char *qtable = quote_ident(table);
         __attribute__((cleanup(freep))) char *select_sql = NULL;
         __attribute__((cleanup(freep))) char *insert_sql = NULL;
-        int64_t from = INT64_MIN;
+        int64_t from = INT64_MIN, reads = 0;
         int columns = -1, rc, r;
 
         if (!qtable || asprintf(&select_sql, "SELECT rowid, * FROM %s WHERE rowid >= ?1 ORDER BY rowid", qtable) < 0)
@@ -438,13 +443,17 @@ static int copy_table(sqlite3 *src, sqlite3 *dst, const char *table, struct tabl
 
         for (;;) {
                 __attribute__((cleanup(stmt_finalizep))) sqlite3_stmt *sel = NULL;
-                int64_t last = from;
+                int64_t last = from, base;
                 bool any = false;
 
                 rc = sqlite3_prepare_v2(src, select_sql, -1, &sel, NULL);
                 if (rc == SQLITE_OK) {
                         sqlite3_bind_int64(sel, 1, from);
                         while ((rc = sqlite3_step(sel)) == SQLITE_ROW) {
+                                if (++reads > max_reads) {
+                                        stats->gave_up = true;
+                                        return 0;
+                                }
                                 if (columns < 0) {
                                         columns = sqlite3_column_count(sel) - 1;
                                         if (columns < 1)
@@ -459,7 +468,11 @@ static int copy_table(sqlite3 *src, sqlite3 *dst, const char *table, struct tabl
                                         if (sqlite3_prepare_v2(dst, insert_sql, -1, &ins, NULL) != SQLITE_OK)
                                                 return -EIO;
                                 }
-                                last = sqlite3_column_int64(sel, 0);
+                                /* A damaged tree may hand rows out of order:
+                                 * resume after the highest rowid seen, so that
+                                 * every pass moves forward. */
+                                if (!any || sqlite3_column_int64(sel, 0) > last)
+                                        last = sqlite3_column_int64(sel, 0);
                                 any = true;
                                 sqlite3_reset(ins);
                                 for (int i = 0; i < columns; i++)
@@ -491,7 +504,8 @@ static int copy_table(sqlite3 *src, sqlite3 *dst, const char *table, struct tabl
                  * rowids start). */
                 if (any && last == INT64_MAX)
                         return 0;
-                r = find_resume(src, qtable, any ? last : from == INT64_MIN ? 0 : from, &from);
+                base = any && last > from ? last : from == INT64_MIN ? 0 : from;
+                r = find_resume(src, qtable, base, &from);
                 if (r < 0)
                         return r;
                 if (r == 0)
@@ -559,10 +573,16 @@ static int recover_into(sqlite3 *src, const char *path, const char *tmp, json_t 
         __attribute__((cleanup(db_closep))) sqlite3 *dst = NULL;
         struct schema_entry *schema = NULL;
         size_t n = 0;
-        int64_t version = 0;
+        int64_t version = 0, max_reads;
+        struct stat src_st;
         char pragma[64];
         int rc, r = 0, fd;
 
+        /* A damaged page may make SQLite refuse to load the schema at all
+         * (a root page past the end of a truncated file): writable_schema
+         * makes it take what sqlite_master says as it is. On a read-only
+         * connection nothing can be written with it. */
+        (void) exec(src, "PRAGMA writable_schema = ON");
         rc = read_schema(src, &schema, &n);
         if (rc != SQLITE_OK)
                 return db_fail("cannot read the schema of %s (%s): nothing can be recovered from it. Move it "
@@ -574,6 +594,9 @@ static int recover_into(sqlite3 *src, const char *path, const char *tmp, json_t 
         }
         if (query_int(src, "PRAGMA user_version", &version) != SQLITE_OK)
                 version = 0;
+
+        /* A row takes at least 4 bytes of a page (its pointer and header). */
+        max_reads = stat(path, &src_st) == 0 ? (int64_t) src_st.st_size / 4 + 1000 : INT64_MAX;
 
         fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
         if (fd < 0) {
@@ -599,7 +622,7 @@ static int recover_into(sqlite3 *src, const char *path, const char *tmp, json_t 
 
                 if (strcmp(schema[i].type, "table") != 0)
                         continue;
-                r = copy_table(src, dst, schema[i].name, &stats);
+                r = copy_table(src, dst, schema[i].name, max_reads, &stats);
                 if (r == -EIO)
                         goto dst_error;
                 if (r < 0) {
