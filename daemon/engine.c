@@ -192,6 +192,7 @@ struct engine {
         /* the transaction of this iteration */
         bool txn;
         int commit_error; /* a failed statement already aborted this iteration's writes */
+        int storage_error; /* the error of the last failed commit, 0 once one succeeds */
         uint64_t write_seq;
         struct affected *affected;
         size_t n_affected, affected_allocated;
@@ -270,6 +271,8 @@ static uint32_t t32(int64_t t) {
 
 uint64_t engine_write_seq(const struct engine *e) { return e->write_seq; }
 const struct engine_counters *engine_get_counters(const struct engine *e) { return &e->counters; }
+
+int engine_storage_error(const struct engine *e) { return e->storage_error; }
 /* A failed statement leaves no transaction but an error to report: that is
  * pending too, so that the server asks and fails the held replies. */
 bool engine_has_pending(const struct engine *e) { return e->txn || e->commit_error; }
@@ -937,6 +940,7 @@ int engine_commit(struct engine *e) {
                 r = e->commit_error;
                 e->commit_error = 0;
                 e->counters.commit_failures++;
+                e->storage_error = r;
                 return r;
         }
         if (!e->txn)
@@ -947,8 +951,10 @@ int engine_commit(struct engine *e) {
                           store_path(e->store), strerror(-r));
                 engine_abort(e);
                 e->counters.commit_failures++;
-                return storage_errno(r);
+                e->storage_error = storage_errno(r);
+                return e->storage_error;
         }
+        e->storage_error = 0;
         e->txn = false;
         e->n_affected = 0;
         e->counters.commits++;

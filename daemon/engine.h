@@ -308,6 +308,9 @@ struct engine_counters {
         uint64_t purged_audit;
 };
 const struct engine_counters *engine_get_counters(const struct engine *e);
+/* The negative errno of the last failed commit (-ENOSPC: the file system is
+ * full), 0 when the last commit succeeded: writes fail until it is 0 again. */
+int engine_storage_error(const struct engine *e);
 
 /* Something happened. Events are delivered after the transaction that made
  * them has committed (never for a write that was rolled back), from the

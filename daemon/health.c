@@ -82,6 +82,10 @@ static int database(const struct health_inputs *in, json_t *components, enum hea
         if (in->check_known && !in->check_ok)
                 find(&v, HEALTH_UNHEALTHY, "the integrity check failed: %s",
                      in->check_message ? in->check_message : "?");
+        if (in->storage_error == -ENOSPC || in->storage_error == -EDQUOT)
+                find(&v, HEALTH_UNHEALTHY, "writes fail: the file system is full (%s)", strerror(-in->storage_error));
+        else if (in->storage_error < 0)
+                find(&v, HEALTH_UNHEALTHY, "writes fail: %s", strerror(-in->storage_error));
         if (in->commit_failures > 0)
                 find(&v, HEALTH_DEGRADED, "%llu commit%s failed since the last check",
                      (unsigned long long)in->commit_failures, in->commit_failures == 1 ? "" : "s");

@@ -7,8 +7,10 @@
  * lag) and call it on the health timer and on every Admin.Health call.
  *
  * Components and their rules:
- *   database  unhealthy when the probe fails or the last integrity check
- *             found a problem; degraded when the probe took longer than
+ *   database  unhealthy when the probe fails, the last integrity check
+ *             found a problem or the last commit failed (writes fail until
+ *             one succeeds: a full file system says so); degraded when the
+ *             probe took longer than
  *             HEALTH_DB_SLOW_MS or commits failed since the last check.
  *   cleanup   degraded when more sessions await cleanup than
  *             cleanup.max_expired_threshold, or the last cleanup run failed.
@@ -56,6 +58,7 @@ struct health_inputs {
         const char *check_message; /* its first message ("ok" when fine) */
         int64_t check_at;          /* when it ran (Unix seconds) */
         uint64_t commit_failures;  /* since the previous evaluation */
+        int storage_error;         /* negative errno of the last commit if it failed, else 0 */
 
         /* cleanup */
         uint64_t awaiting_cleanup;

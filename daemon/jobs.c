@@ -676,6 +676,7 @@ static void health_inputs(struct jobs *j, struct health_inputs *in, bool periodi
         in->check_message = j->check_message;
         in->check_at = j->check_at;
         in->commit_failures = ec->commit_failures - j->commit_failures_seen;
+        in->storage_error = engine_storage_error(e);
         *commit_failures = ec->commit_failures;
         in->awaiting_cleanup = engine_count_awaiting_cleanup(e, now_s());
         in->cleanup_failed = j->last_cleanup_error != NULL;
