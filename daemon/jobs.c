@@ -88,6 +88,8 @@
 #define TRIGGER_POLL_COST_FACTOR 100 /* poll interval >= 100 x scan time */
 #define LAG_PROBE_MS 250
 #define SECURITY_LIST_MAX 20 /* users named in an audit row */
+#define DEEP_CHECKPOINT_TRIES 50      /* a reader in the way: retried for about 5 s */
+#define DEEP_CHECKPOINT_RETRY_MS 100
 
 enum job_id {
         JOB_REGULAR,
@@ -126,7 +128,8 @@ enum run_phase {
         PHASE_EXPIRE,   /* end sessions past end + cleanup_grace */
         PHASE_LIMIT,    /* batch: enforce max_concurrent_per_user */
         PHASE_PURGE,    /* deep: retention */
-        PHASE_MAINTAIN, /* deep: optimise, checkpoint, quick check */
+        PHASE_MAINTAIN, /* deep: optimise and checkpoint (TRUNCATE), on the loop */
+        PHASE_CHECK,    /* deep: the integrity check, in the thread pool */
         PHASE_DONE,
 };
 
@@ -137,16 +140,21 @@ struct run {
         unsigned batches;
         unsigned ended, evicted, purged_sessions, purged_audit;
         bool more; /* regular: stopped at max_batches with sessions left */
+        uint64_t maintain_ms; /* deep: optimise and checkpoint */
+        unsigned checkpoint_tries;
+        bool checkpoint_done; /* the WAL was truncated */
+        bool waiting;         /* paused: the resume timer restarts it */
         int error;
         uint64_t started_ns;
         int64_t started_at;
         struct jobs_waiter *waiters;
 };
 
-/* The integrity check in the thread pool (health). */
+/* The integrity check in the thread pool (health, deep cleanup). */
 struct check_job {
         uv_work_t work;
         struct jobs *j; /* NULL once the jobs are gone */
+        bool deep;      /* for the deep cleanup running now, else for health */
         char *path;
         int error;
         struct store_maintenance result;
@@ -156,6 +164,7 @@ struct jobs {
         struct daemon *d;
         struct job job[_JOB_MAX];
         uv_idle_t step;     /* drives the current cleanup run: one batch per loop iteration */
+        uv_timer_t resume;  /* restarts a paused run */
         uv_timer_t trigger; /* the trigger poll */
         uv_timer_t lag;     /* the loop-lag probe */
         unsigned open_handles;
@@ -193,6 +202,8 @@ struct jobs {
 };
 
 static void run_step_later(struct jobs *j);
+static void run_pause(struct jobs *j, struct run *r, uint64_t ms);
+static int check_start(struct jobs *j, bool deep);
 static void job_arm(struct jobs *j, struct job *job);
 
 static int64_t now_s(void) {
@@ -333,8 +344,13 @@ static void run_finish(struct jobs *j, struct run *r) {
                 snprintf(text, sizeof text, "failed: %s (ended %u, purged %u)", strerror(-r->error),
                          r->ended + r->evicted, r->purged_sessions + r->purged_audit);
         else if (r->kind == METRICS_CLEANUP_DEEP)
-                snprintf(text, sizeof text, "purged %u sessions and %u audit rows; integrity %.100s", r->purged_sessions,
-                         r->purged_audit, j->check_ok ? "ok" : j->check_message);
+                snprintf(text, sizeof text, "purged %u sessions and %u audit rows; %s; integrity %.80s (maintenance %llu ms)",
+                         r->purged_sessions, r->purged_audit,
+                         r->checkpoint_done ? "WAL truncated" : "WAL not truncated (readers)",
+                         store_is_memory(engine_store(j->d->engine)) ? "not checked (in memory)"
+                         : j->check_ok                               ? "ok"
+                                                                     : j->check_message,
+                         (unsigned long long)r->maintain_ms);
         else if (r->kind == METRICS_CLEANUP_BATCH)
                 snprintf(text, sizeof text, "ended %u sessions, %u over the per-user limit", r->ended, r->evicted);
         else
@@ -421,23 +437,53 @@ static void run_batch(struct jobs *j, struct run *r) {
                         r->phase = PHASE_MAINTAIN;
                 break;
         case PHASE_MAINTAIN: {
-                struct store_maintenance m;
+                struct store *st = engine_store(e);
+                uint64_t t0;
 
-                /* engine_maintain() commits: only with nothing of this
-                 * iteration pending, so that no reply of a request is
-                 * released by a commit the server did not see. */
+                /* Outside a transaction only: the writes of this iteration
+                 * (a timer before us) are committed at its end. */
                 if (engine_has_pending(e))
                         return;
-                rc = engine_maintain(e, &m);
+                t0 = uv_hrtime();
+                if (r->checkpoint_tries == 0)
+                        rc = store_optimize(st);
                 if (rc >= 0) {
-                        j->check_known = true;
-                        j->check_ok = m.ok;
-                        snprintf(j->check_message, sizeof j->check_message, "%s", m.message);
-                        j->check_at = now;
-                        r->phase = PHASE_DONE;
+                        rc = store_checkpoint_nowait(st);
+                        r->checkpoint_tries++;
+                        r->checkpoint_done = rc == 0;
                 }
+                r->maintain_ms += (uv_hrtime() - t0) / 1000000;
+                if (rc == -EBUSY) {
+                        /* A reader (an integrity check, analytics, a backup)
+                         * is in the way: never wait for it on the loop. */
+                        rc = 0;
+                        if (r->checkpoint_tries < DEEP_CHECKPOINT_TRIES) {
+                                run_pause(j, r, DEEP_CHECKPOINT_RETRY_MS);
+                                return;
+                        }
+                        log_notice("Deep cleanup: the WAL could not be truncated (readers kept it busy); the "
+                                   "checkpoint thread goes on copying it.");
+                }
+                if (rc >= 0)
+                        r->phase = PHASE_CHECK;
                 break;
         }
+        case PHASE_CHECK:
+                if (store_is_memory(engine_store(e))) {
+                        r->phase = PHASE_DONE; /* nothing on disk to check */
+                        break;
+                }
+                if (j->check) { /* the health check's: wait for it */
+                        run_pause(j, r, DEEP_CHECKPOINT_RETRY_MS);
+                        return;
+                }
+                rc = check_start(j, true);
+                if (rc >= 0) {
+                        r->waiting = true; /* check_after() resumes the run */
+                        uv_idle_stop(&j->step);
+                        return;
+                }
+                break;
         case PHASE_DONE:
                 break;
         }
@@ -466,6 +512,10 @@ static void step_cb(uv_idle_t *h) {
                 j->running = r;
         }
         r = j->running;
+        if (r->waiting && !j->d->stopping) {
+                uv_idle_stop(h);
+                return;
+        }
         if (j->d->stopping) {
                 r->error = -ECANCELED;
                 r->phase = PHASE_DONE;
@@ -486,6 +536,21 @@ static void step_cb(uv_idle_t *h) {
 static void run_step_later(struct jobs *j) {
         if (!j->closing && !uv_is_active((uv_handle_t *)&j->step))
                 uv_idle_start(&j->step, step_cb);
+}
+
+static void resume_cb(uv_timer_t *t) {
+        struct jobs *j = t->data;
+
+        if (j->running)
+                j->running->waiting = false;
+        run_step_later(j);
+}
+
+/* The run waits ms before its next step (the loop sleeps meanwhile). */
+static void run_pause(struct jobs *j, struct run *r, uint64_t ms) {
+        r->waiting = true;
+        uv_idle_stop(&j->step);
+        uv_timer_start(&j->resume, resume_cb, ms, 0);
 }
 
 int jobs_cleanup(struct jobs *j, enum metrics_cleanup_kind kind, jobs_cleanup_fn done, void *userdata,
@@ -763,50 +828,67 @@ static void check_after(uv_work_t *w, int status) {
         struct check_job *c = w->data;
         struct jobs *j = c->j;
 
+        if (status < 0 && c->error == 0)
+                c->error = -ECANCELED;
         if (j) {
                 j->check = NULL;
-                if (status == 0 && c->error == 0) {
+                if (c->error == 0) {
                         j->check_known = true;
                         j->check_ok = c->result.ok;
                         snprintf(j->check_message, sizeof j->check_message, "%s", c->result.message);
                         j->check_at = now_s();
                         if (!c->result.ok)
                                 log_error("Database integrity check failed: %s", c->result.message);
-                } else if (c->error < 0)
+                } else
                         log_warning_errno(c->error, "Database integrity check could not run: %m");
-                if (!j->closing)
+                if (c->deep) {
+                        struct run *r = j->running;
+
+                        if (r && r->phase == PHASE_CHECK && r->waiting) {
+                                r->waiting = false;
+                                r->error = c->error;
+                                r->phase = PHASE_DONE;
+                                run_step_later(j);
+                        }
+                } else if (!j->closing)
                         health_run(j, &j->job[JOB_HEALTH], uv_hrtime());
         }
         free(c->path);
         free(c);
 }
 
-static void fire_health(struct jobs *j, struct job *job) {
+/* The integrity check reads the whole file: in the thread pool, on its own
+ * read-only connection, so that the loop keeps serving meanwhile. */
+static int check_start(struct jobs *j, bool deep) {
         struct store *s = engine_store(j->d->engine);
         struct check_job *c;
 
-        if (j->check)
-                return; /* the previous check is still running */
-        if (store_is_memory(s)) {
-                health_run(j, job, uv_hrtime());
-                return;
-        }
-        /* The integrity check reads the whole file: in the thread pool, on
-         * its own read-only connection; the verdict follows when it is done. */
+        assert(!j->check && !store_is_memory(s));
         c = calloc(1, sizeof *c);
-        if (c) {
-                c->path = strdup(store_path(s));
-                c->work.data = c;
-                c->j = j;
-        }
-        if (!c || !c->path || uv_queue_work(j->d->loop, &c->work, check_work, check_after) < 0) {
-                if (c)
-                        free(c->path);
+        if (!c)
+                return -ENOMEM;
+        c->path = strdup(store_path(s));
+        c->work.data = c;
+        c->j = j;
+        c->deep = deep;
+        if (!c->path || uv_queue_work(j->d->loop, &c->work, check_work, check_after) < 0) {
+                int r = c->path ? -EIO : -ENOMEM;
+
+                free(c->path);
                 free(c);
-                health_run(j, job, uv_hrtime());
-                return;
+                return r;
         }
         j->check = c;
+        return 0;
+}
+
+static void fire_health(struct jobs *j, struct job *job) {
+        if (j->check)
+                return; /* a check is still running: its verdict comes then */
+        /* With a database file the verdict follows the integrity check; a
+         * store in memory has no file to check. */
+        if (store_is_memory(engine_store(j->d->engine)) || check_start(j, false) < 0)
+                health_run(j, job, uv_hrtime());
 }
 
 /* ---- the trigger and the loop-lag probe -------------------------------------------------- */
@@ -1013,6 +1095,8 @@ int jobs_new(struct daemon *d, struct jobs **ret) {
                 r = timer_open(j, &j->trigger);
         }
         if (r >= 0)
+                r = timer_open(j, &j->resume);
+        if (r >= 0)
                 r = timer_open(j, &j->lag);
         for (int i = 0; r >= 0 && i < _JOB_MAX; i++) {
                 j->job[i].owner = j;
@@ -1080,6 +1164,7 @@ void jobs_free(struct jobs *j) {
                 uv_close((uv_handle_t *)&j->step, handle_closed);
         }
         timer_close(&j->trigger);
+        timer_close(&j->resume);
         timer_close(&j->lag);
         for (int i = 0; i < _JOB_MAX; i++)
                 if (j->job[i].timer.data && !uv_is_closing((uv_handle_t *)&j->job[i].timer)) {

@@ -1363,3 +1363,25 @@ int store_end_reasons(struct store *s, store_group_fn cb, void *userdata) {
         sqlite3_finalize(st);
         return r;
 }
+
+int store_optimize(struct store *s) {
+        int rc;
+
+        assert(!store_in_transaction(s));
+        rc = exec_simple(s->db, "PRAGMA analysis_limit = 1000; PRAGMA optimize");
+        return rc == SQLITE_OK ? 0 : store_fail(s, rc, "PRAGMA optimize");
+}
+
+int store_checkpoint_nowait(struct store *s) {
+        int rc;
+
+        if (s->memory)
+                return 0;
+        assert(!store_in_transaction(s));
+        sqlite3_busy_timeout(s->db, 0);
+        rc = sqlite3_wal_checkpoint_v2(s->db, NULL, SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL);
+        sqlite3_busy_timeout(s->db, STORE_BUSY_TIMEOUT_MS);
+        if (rc == SQLITE_BUSY || rc == SQLITE_LOCKED)
+                return -EBUSY;
+        return rc == SQLITE_OK ? 0 : store_fail(s, rc, "checkpoint");
+}

@@ -193,6 +193,14 @@ int store_audit_each(struct store *s, const struct store_audit_filter *f, store_
 int store_quick_check(struct store *s, struct store_maintenance *ret);
 /* A trivial read of the sessions table (the health check times it). */
 int store_probe(struct store *s);
+/* PRAGMA optimize with a bounded analysis (analysis_limit), outside a
+ * transaction: what deep cleanup runs on the loop. */
+int store_optimize(struct store *s);
+/* wal_checkpoint(TRUNCATE) that never waits for a reader or writer in its
+ * way (the busy timeout is off for the call): 0 when the WAL is truncated,
+ * -EBUSY when something was in the way (as much as possible was copied:
+ * try again later). 0 for a store in memory. */
+int store_checkpoint_nowait(struct store *s);
 
 /* Sessions created at or after since, counted in n buckets of `bucket`
  * seconds (counts[i] covers [since + i*bucket, since + (i+1)*bucket));

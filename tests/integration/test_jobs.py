@@ -8,6 +8,7 @@ Audit) rather than for a fixed time.
 """
 
 import json
+import re
 import sqlite3
 import time
 
@@ -252,7 +253,8 @@ def test_deep_cleanup_purges_past_retention():
             assert {e["user_id"] for e in audit(c, limit=10000)} == {"new", "live"}
             assert c.call(S + "Validate", {"token": live[0]})["state"] == "active"
             job = status(c)["jobs"]["deep"]
-            assert "purged 3 sessions and 6 audit rows; integrity ok (manual)" == job["last_result"], job
+            assert re.fullmatch(r"purged 3 sessions and 6 audit rows; WAL truncated; integrity ok "
+                                r"\(maintenance \d+ ms\) \(manual\)", job["last_result"]), job
             assert c.call(A + "Cleanup", {"kind": "deep"}) == {"ended": 0, "purged": 0}
 
 
@@ -286,20 +288,20 @@ def test_deep_timer_purges():
             wait_for(lambda: ended(c) == [] and status(c)["jobs"]["deep"]["runs"] >= 1, timeout=20,
                      what="the deep timer")
             job = status(c)["jobs"]["deep"]
-            assert "integrity ok (timer)" in job["last_result"], job
+            assert "integrity ok (maintenance" in job["last_result"] and job["last_result"].endswith("(timer)"), job
             assert audit(c, user_id="old") == []
 
 
 # ---- requests are answered while a cleanup runs ---------------------------------------------
 
 def test_requests_answered_during_cleanup():
-    # 3000 sessions to end in batches of 10: 300 loop iterations. A Validate
+    # 5000 sessions to end in batches of 10: 500 loop iterations. A Validate
     # sent once the cleanup started is answered before the cleanup is.
     s = settings(cleanup__batch_size=10, features__background_cleanup=False,
                  security__max_concurrent_per_user=100000)
     with Daemon(s) as d, d.connect(timeout=60) as c, d.connect() as v:
-        create_many(c, 3000)
-        awaiting(c, 3000)
+        create_many(c, 5000)
+        awaiting(c, 5000)
         token = create_many(v, 1, user="busy")[0]
         c.send(A + "Cleanup", {"kind": "batch"})
         wait_for(lambda: status(v)["cleanup"]["running"] == "batch", what="the cleanup to start")
@@ -309,9 +311,9 @@ def test_requests_answered_during_cleanup():
         # between its batches instead of holding the loop
         st = status(v)
         assert st["cleanup"]["running"] == "batch", st["cleanup"]
-        assert 0 < 3000 - st["sessions_awaiting_cleanup"] < 3000, st
+        assert 0 < 5000 - st["sessions_awaiting_cleanup"] < 5000, st
         r = c.recv()
-        assert r["parameters"] == {"ended": 3000, "purged": 0}, r
+        assert r["parameters"] == {"ended": 5000, "purged": 0}, r
 
 
 def test_cleanup_arguments():
