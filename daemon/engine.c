@@ -64,6 +64,7 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include "clock.h"
 #include "daemon.h"
 #include "hindex.h"
 #include "log.h"
@@ -2364,7 +2365,7 @@ static void flush_timer_cb(uv_timer_t *t) {
 
         (void)engine_flush_touches(e, TOUCH_FLUSH_BATCH, &n, &more);
         if (++e->ticks % SWEEP_EVERY_TICKS == 0)
-                engine_security_sweep(e, time(NULL));
+                engine_security_sweep(e, clock_now());
         /* More to write: go on in the next loop iteration, after this
          * batch is committed and other requests had their turn. */
         uv_timer_start(t, flush_timer_cb, more ? 0 : TOUCH_FLUSH_INTERVAL_MS, 0);

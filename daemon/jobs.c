@@ -75,6 +75,7 @@
 #include <uv.h>
 
 #include "alerts.h"
+#include "clock.h"
 #include "daemon.h"
 #include "engine.h"
 #include "events.h"
@@ -207,7 +208,7 @@ static int check_start(struct jobs *j, bool deep);
 static void job_arm(struct jobs *j, struct job *job);
 
 static int64_t now_s(void) {
-        return (int64_t)time(NULL);
+        return clock_now();
 }
 
 static const struct sessiond_config *cfg(const struct jobs *j) {

@@ -40,6 +40,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "daemon.h"
 #include "engine.h"
 #include "jobs.h"
@@ -193,7 +194,7 @@ static void config_audit(struct daemon *d, bool ok, json_t *detail) {
         if (!d->engine || !detail)
                 return;
         (void) json_object_set_new(detail, "ok", json_boolean(ok));
-        r = engine_audit(d->engine, (int64_t) time(NULL), "config_reloaded", NULL, NULL, detail);
+        r = engine_audit(d->engine, clock_now(), "config_reloaded", NULL, NULL, detail);
         if (r < 0)
                 log_warning_errno(r, "Failed to write the config_reloaded audit row: %m");
 }
@@ -208,7 +209,7 @@ static void main_status_text(struct sessiond_main *m, char *buf, size_t size) {
         if (m->d.server)
                 server_get_stats(m->d.server, &st);
         if (m->d.engine)
-                engine_count(m->d.engine, (int64_t) time(NULL), &counts);
+                engine_count(m->d.engine, clock_now(), &counts);
         live = (unsigned long long) (counts.active + counts.grace);
         jobs_status_line(m->d.jobs, health, sizeof health);
         snprintf(buf, size, "Serving %llu session%s, %u connection%s; environment %s%s%s", live,
@@ -442,7 +443,9 @@ static int main_run(struct sessiond_main *m) {
                 return EXIT_FAILURE;
         }
         d->loop = &m->loop;
-        d->started_at = (int64_t) time(NULL);
+        /* The daemon's clock (clock.h): the wall clock is read here, once. */
+        clock_start();
+        d->started_at = clock_now();
         d->started_usec = now_usec(CLOCK_MONOTONIC);
 
         if (main_open_handles(m) < 0)

@@ -15,6 +15,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "clock.h"
 #include "daemon.h"
 #include "engine.h"
 #include "server.h"
@@ -63,7 +64,7 @@ void methods_dispatch(struct daemon *d, struct call *c) {
 }
 
 int64_t methods_now(void) {
-        return (int64_t)time(NULL);
+        return clock_now();
 }
 
 json_t *methods_session_info(const struct engine_info *i) {

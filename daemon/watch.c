@@ -30,6 +30,7 @@
 #include <time.h>
 #include <uv.h>
 
+#include "clock.h"
 #include "daemon.h"
 #include "engine.h"
 #include "log.h"
@@ -147,19 +148,13 @@ static void send_final(struct watcher *w, json_t *params) {
                 call_reply(c, params);
 }
 
-static int64_t now_ms(void) {
-        struct timespec ts;
-
-        clock_gettime(CLOCK_REALTIME, &ts);
-        return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static void timer_cb(uv_timer_t *t);
 
-/* Arms the timer for Unix second `at` (a few ms after it starts, so that
- * time(NULL) has reached it when the callback runs). */
+/* Arms the timer for Unix second `at` of the daemon's clock (a few ms
+ * after it starts, so that clock_now() has reached it when the callback
+ * runs). */
 static void arm_at(struct watcher *w, int64_t at) {
-        int64_t delay = at * 1000 - now_ms() + 5;
+        int64_t delay = at * 1000 - clock_now_ms() + 5;
 
         uv_timer_start(&w->timer, timer_cb, delay > 0 ? (uint64_t)delay : 0, 0);
 }
