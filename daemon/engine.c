@@ -1390,7 +1390,6 @@ fail:
 
 struct ended_lookup {
         bool found;
-        bool live; /* the store has it live but memory does not (should not happen) */
         enum engine_end_reason reason;
         int64_t ended_at;
         char user_id[ENGINE_USER_ID_MAX + 1];
@@ -1401,7 +1400,6 @@ static int ended_cb(const struct store_session *row, void *userdata) {
         struct ended_lookup *l = userdata;
 
         l->found = true;
-        l->live = row->ended_at == 0;
         l->reason = engine_end_reason_from_string(row->end_reason);
         l->ended_at = row->ended_at;
         snprintf(l->user_id, sizeof l->user_id, "%s", row->user_id);
@@ -1430,13 +1428,11 @@ static int lookup(struct engine *e, int64_t now, const char *token, bool count, 
                 *ret = h;
                 return 0;
         }
+        /* Memory has every live session: the store is asked about ended ones only. */
         r = store_session_by_hash(e->store, hash, ended_cb, &l);
         if (r < 0 && r != -ENOENT)
                 return storage_errno(r);
-        if (!l.found || l.live) {
-                if (l.live)
-                        log_warning("Store %s: session %s is live in the store but not in memory.",
-                                    store_path(e->store), l.id);
+        if (!l.found) {
                 if (count)
                         failed_validation(e, now, ENGINE_FAIL_NOT_FOUND, NULL, NULL, ENGINE_END_NONE);
                 return -ENOENT;
@@ -2033,15 +2029,75 @@ static int list_row_cb(const struct store_session *row, void *userdata) {
         return r != 0 ? 1 : 0;
 }
 
+/* One user's sessions in row order: the live ones are in memory (their rows
+ * are read by rowid, for ip and user agent), the ended ones come from the
+ * store's index of ended rows; the two are merged. The store has no index
+ * of live rows by user, so that Create writes no random index page. */
+struct user_list {
+        struct list_ctx *x;
+        int64_t *live; /* rowids, ascending */
+        size_t n_live, next;
+};
+
+static int rowid_cmp(const void *a, const void *b) {
+        int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+
+        return (x > y) - (x < y);
+}
+
+/* Lists the live rows below `below`; a positive return stops. */
+static int user_list_live(struct user_list *u, int64_t below) {
+        int r;
+
+        while (u->next < u->n_live && u->live[u->next] < below) {
+                r = store_session_by_rowid(u->x->e->store, u->live[u->next++], list_row_cb, u->x);
+                if (r != 0 && r != -ENOENT)
+                        return r;
+        }
+        return 0;
+}
+
+static int user_list_ended_cb(const struct store_session *row, void *userdata) {
+        struct user_list *u = userdata;
+        int r = user_list_live(u, row->rowid);
+
+        return r != 0 ? r : list_row_cb(row, u->x);
+}
+
+static int list_user(struct engine *e, struct list_ctx *x, const char *user_id) {
+        struct user_list u = {x, NULL, 0, 0};
+        uint32_t user = user_find(e, user_id);
+        int r = 0;
+
+        if (user != NIL && e->users[user].n_sessions > 0) {
+                u.live = malloc(e->users[user].n_sessions * sizeof *u.live);
+                if (!u.live)
+                        return -ENOMEM;
+                for (uint32_t h = e->users[user].head; h != NIL; h = e->sessions[h].user_next)
+                        u.live[u.n_live++] = e->sessions[h].rowid;
+                assert(u.n_live == e->users[user].n_sessions);
+                qsort(u.live, u.n_live, sizeof *u.live, rowid_cmp);
+        }
+        if (x->include_ended)
+                r = store_sessions_ended_of_user(e->store, user_id, user_list_ended_cb, &u);
+        if (r == 0)
+                r = user_list_live(&u, INT64_MAX);
+        free(u.live);
+        return r;
+}
+
 int engine_list_sessions(struct engine *e, int64_t now, const char *user_id, bool include_ended, unsigned limit,
                          engine_info_fn cb, void *userdata) {
         struct list_ctx x = {e, now, include_ended, limit, 0, cb, userdata};
-        struct store_filter f = {.user_id = user_id, .live_only = !include_ended};
+        struct store_filter f = {.live_only = !include_ended};
         int r;
 
         if (limit == 0)
                 return 0;
-        r = store_sessions_each(e->store, &f, list_row_cb, &x);
+        if (user_id)
+                r = list_user(e, &x, user_id);
+        else
+                r = store_sessions_each(e->store, &f, list_row_cb, &x);
         return r < 0 ? storage_errno(r) : 0;
 }
 

@@ -116,20 +116,24 @@ int store_session_get_switches(struct store *s, int64_t rowid, char **ret);
 int store_session_get_sync(struct store *s, int64_t rowid, int64_t *version, char **data, size_t *size);
 int store_session_set_sync(struct store *s, int64_t rowid, int64_t version, const void *data, size_t size);
 
-/* Lookups; the callback runs once when the row exists (else -ENOENT). */
+/* Lookups; the callback runs once when the row exists (else -ENOENT).
+ * By token hash only ended rows are found: live sessions are looked up in
+ * the engine's memory, and only ended rows have that index (see store.c). */
 int store_session_by_rowid(struct store *s, int64_t rowid, store_session_fn cb, void *userdata);
 int store_session_by_hash(struct store *s, const uint8_t hash[TOKEN_HASH_BYTES], store_session_fn cb,
                           void *userdata);
 int store_session_by_id(struct store *s, const char *id, store_session_fn cb, void *userdata);
 
 struct store_filter {
-        const char *user_id; /* NULL: all users */
-        bool live_only;      /* only rows with ended_at NULL */
-        bool light;          /* skip ip and user_agent (loading at start) */
+        bool live_only; /* only rows with ended_at NULL */
+        bool light;     /* skip ip and user_agent (loading at start) */
 };
 /* Iterates over sessions in rowid order. Returns 0, or the callback's
  * positive stop value, or a negative errno. */
 int store_sessions_each(struct store *s, const struct store_filter *f, store_session_fn cb, void *userdata);
+/* The ended sessions of one user in rowid order (its live ones are in the
+ * engine's memory); returns like store_sessions_each(). */
+int store_sessions_ended_of_user(struct store *s, const char *user_id, store_session_fn cb, void *userdata);
 
 /* ---- audit ---------------------------------------------------------------- */
 

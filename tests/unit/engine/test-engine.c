@@ -681,6 +681,81 @@ START_TEST(test_terminate_and_listings) {
 }
 END_TEST
 
+/* A user's listing merges live sessions (memory) and ended ones (the
+ * store's index of ended rows) in creation order, and stops at the limit. */
+struct ids {
+        unsigned n;
+        char id[8][TOKEN_ID_STRING_LEN + 1];
+        enum engine_state state[8];
+        const char *ip[8];
+};
+
+static int ids_cb(const struct engine_info *info, void *userdata) {
+        struct ids *x = userdata;
+
+        ck_assert_uint_lt(x->n, 8);
+        memcpy(x->id[x->n], info->id, sizeof x->id[0]);
+        x->state[x->n] = info->state;
+        x->ip[x->n] = info->ip && strcmp(info->ip, "192.0.2.9") == 0 ? "192.0.2.9" : NULL;
+        x->n++;
+        return 0;
+}
+
+START_TEST(test_user_listing_merges_in_order) {
+        struct fixture f;
+        struct engine_error err = {0};
+        struct engine_client client = {.ip = "192.0.2.9"};
+        struct ids x = {0};
+        char t[6][TOKEN_STRING_LEN + 1], id[6][TOKEN_ID_STRING_LEN + 1];
+
+        fixture_init(&f, NULL);
+        f.c->security.max_concurrent_per_user = 100;
+        fixture_open(&f);
+        for (int i = 0; i < 6; i++)
+                create_session(&f, T0 + i, i == 2 ? "bob" : "alice", &client, t[i], id[i]);
+        /* alice: 0 ended, 1 live, 3 ended, 4 live, 5 ended; bob: 2 live. */
+        ck_assert_int_eq(engine_destroy(f.e, T0 + 10, t[0], &err), 0);
+        ck_assert_int_eq(engine_destroy(f.e, T0 + 10, t[5], &err), 0);
+        ck_assert_int_eq(engine_terminate(f.e, T0 + 10, id[3]), 0);
+        ck_assert_int_eq(engine_commit(f.e), 0);
+
+        ck_assert_int_eq(engine_list_sessions(f.e, T0 + 11, "alice", true, 100, ids_cb, &x), 0);
+        ck_assert_uint_eq(x.n, 5);
+        for (unsigned i = 0, k = 0; i < 6; i++) {
+                if (i == 2)
+                        continue;
+                ck_assert_str_eq(x.id[k], id[i]);
+                ck_assert_int_eq(x.state[k], i == 1 || i == 4 ? ENGINE_STATE_ACTIVE : ENGINE_STATE_ENDED);
+                ck_assert_ptr_nonnull(x.ip[k]); /* from the store, live ones too */
+                k++;
+        }
+        x = (struct ids){0};
+        ck_assert_int_eq(engine_list_sessions(f.e, T0 + 11, "alice", true, 2, ids_cb, &x), 0);
+        ck_assert_uint_eq(x.n, 2);
+        ck_assert_str_eq(x.id[0], id[0]);
+        ck_assert_str_eq(x.id[1], id[1]);
+        x = (struct ids){0};
+        ck_assert_int_eq(engine_list_user(f.e, T0 + 11, "alice", ids_cb, &x, &err), 0);
+        ck_assert_uint_eq(x.n, 2);
+        ck_assert_str_eq(x.id[0], id[1]);
+        ck_assert_str_eq(x.id[1], id[4]);
+        x = (struct ids){0};
+        ck_assert_int_eq(engine_list_sessions(f.e, T0 + 11, "bob", false, 100, ids_cb, &x), 0);
+        ck_assert_uint_eq(x.n, 1);
+        ck_assert_str_eq(x.id[0], id[2]);
+        /* A user with ended sessions only. */
+        ck_assert_int_eq(engine_destroy(f.e, T0 + 12, t[2], &err), 0);
+        ck_assert_int_eq(engine_commit(f.e), 0);
+        x = (struct ids){0};
+        ck_assert_int_eq(engine_list_sessions(f.e, T0 + 13, "bob", false, 100, ids_cb, &x), 0);
+        ck_assert_uint_eq(x.n, 0);
+        ck_assert_int_eq(engine_list_sessions(f.e, T0 + 13, "bob", true, 100, ids_cb, &x), 0);
+        ck_assert_uint_eq(x.n, 1);
+        ck_assert_int_eq(x.state[0], ENGINE_STATE_ENDED);
+        fixture_done(&f);
+}
+END_TEST
+
 /* ---- background work --------------------------------------------------------------------------- */
 
 START_TEST(test_cleanup_batches) {
@@ -1351,6 +1426,7 @@ int main(void) {
         tcase_add_test(tc, test_destroy);
         tcase_add_test(tc, test_destroy_user_except);
         tcase_add_test(tc, test_terminate_and_listings);
+        tcase_add_test(tc, test_user_listing_merges_in_order);
         tcase_add_test(tc, test_cleanup_batches);
         tcase_add_test(tc, test_purge);
         tcase_add_test(tc, test_restart_keeps_everything);
