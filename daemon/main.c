@@ -48,6 +48,7 @@
 #include "notify.h"
 #include "server.h"
 #include "sessiond/config.h"
+#include "sessiond/envfile.h"
 
 #define MAIN_STOP_DEADLINE_MS 5000
 #define MAIN_STATUS_INTERVAL_MS 10000 /* engine_count() scans memory */
@@ -102,6 +103,42 @@ static char **strv_copy(char *const *l) {
                 }
         }
         return c;
+}
+
+/* systemd's EnvironmentFile=/etc/sessiond/session.env hands the env file to
+ * us a second time, as process environment. The process environment is
+ * fixed at start and beats the env file, so without care an edited line of
+ * session.env would never take effect on reload. Rule: a variable whose name
+ * and value are exactly those of the env file at start came from the env
+ * file; it is dropped from our copy of the environment, and the env file,
+ * read again on every reload, stays its only source. A variable set
+ * differently in the environment (Environment=, the shell) still wins. */
+static void environ_drop_env_file_copies(const char *config_path, char **env) {
+        struct sessiond_config_sources sources = { .config_file = config_path, .environ = env };
+        struct sessiond_issues ignored = {};
+        __attribute__((cleanup(sessiond_config_freep))) struct sessiond_config *c = NULL;
+        __attribute__((cleanup(sessiond_envfile_freep))) struct sessiond_envfile *f = NULL;
+        size_t out = 0;
+
+        if (sessiond_config_load(&sources, &c, &ignored) < 0 || !c->daemon.env_file ||
+            !*c->daemon.env_file || sessiond_envfile_read(c->daemon.env_file, &f, &ignored) < 0) {
+                sessiond_issues_clear(&ignored);
+                return;
+        }
+        sessiond_issues_clear(&ignored);
+        for (size_t i = 0; env[i]; i++) {
+                const char *eq = strchr(env[i], '='), *v;
+                char *key = eq ? strndup(env[i], (size_t) (eq - env[i])) : NULL;
+                bool copy = key && (v = sessiond_envfile_get(f, key, NULL)) && strcmp(v, eq + 1) == 0;
+
+                free(key);
+                if (copy) {
+                        free(env[i]);
+                        continue;
+                }
+                env[out++] = env[i];
+        }
+        env[out] = NULL;
 }
 
 /* Loads every source and validates; *ret only when there is no error. */
@@ -584,6 +621,7 @@ int main(int argc, char **argv) {
                 fprintf(stderr, "sessiond: out of memory\n");
                 return EXIT_FAILURE;
         }
+        environ_drop_env_file_copies(m.d.config_path, m.environ_copy);
         if (check) {
                 status = check_config(m.d.config_path, m.environ_copy);
                 strv_free(m.environ_copy);

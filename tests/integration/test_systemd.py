@@ -580,7 +580,7 @@ def test_daemon_under_the_unit_filter():
         assert "SystemCallFilter=" in f.read()
     # The service user is in the admin group (sysusers.d: m sessiond
     # sessiond-admin); here nobody's own group plays that part.
-    with FilteredDaemon({"daemon.admin_group": "nogroup"}) as d:
+    with FilteredDaemon({"daemon.admin_group": "nogroup", "features.analytics": True}) as d:
         # ExecStartPre= and ExecReload= run under the same filter.
         p = run(d.filtered([SESSIOND, "-c", d.config, "--check-config"]), check=False, env=d.environ())
         assert p.returncode == 0, "--check-config under the filter: exit %d\n%s" % (p.returncode, p.stderr)
