@@ -753,11 +753,18 @@ static void health_inputs(struct jobs *j, struct health_inputs *in, bool periodi
 }
 
 json_t *jobs_health(struct jobs *j, enum health_status *status) {
+        /* Without periodic checks, each call is the check: "since the last
+         * check" then means since the previous call. */
+        bool is_check = !cfg(j)->monitoring.health_checks;
         struct health_inputs in;
+        json_t *components;
         uint64_t cf;
 
-        health_inputs(j, &in, false, &cf);
-        return health_evaluate(&in, status);
+        health_inputs(j, &in, is_check, &cf);
+        components = health_evaluate(&in, status);
+        if (components && is_check)
+                j->commit_failures_seen = cf;
+        return components;
 }
 
 /* After a periodic evaluation: STATUS=, transitions, component alerts. */
