@@ -55,7 +55,11 @@
  * iteration from an idle handle: the batch's writes are committed by the
  * server's flush at the end of the iteration and the requests that arrived
  * meanwhile are answered before the next batch. Runs are queued, one at a
- * time; a kind already waiting is not queued twice.
+ * time; a kind already waiting is not queued twice. The end of a deep run
+ * holds the loop only for PRAGMA optimize and a TRUNCATE checkpoint that
+ * never waits (a reader in the way: the run pauses and tries again); the
+ * integrity check, which reads the whole file, runs in the thread pool on
+ * its own read-only connection, like the health check's.
  *
  * The trigger. Counting the sessions that await cleanup is a scan of
  * memory (no SQL), and the poll spaces itself so that the scan takes at
