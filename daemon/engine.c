@@ -2462,6 +2462,26 @@ static int load_cb(const struct store_session *row, void *userdata) {
         return r == -EINVAL ? 0 : r; /* a malformed row is skipped and logged */
 }
 
+/* Sizes the session array and the indexes for the sessions about to be
+ * loaded, so that loading a million never rehashes (a rehash reads every
+ * entry's key: a cache miss each). Users are sized as if each session had
+ * its own: at worst a few MiB more for a million sessions of few users. */
+static int load_reserve_cb(uint64_t n, void *userdata) {
+        struct engine *e = userdata;
+        int r;
+
+        if (n == 0)
+                return 0;
+        if (n > HINDEX_MAX_HANDLE)
+                return -ENOMEM;
+        r = grow_array32((void **)&e->sessions, &e->sessions_allocated, (uint32_t)n, sizeof *e->sessions);
+        if (r >= 0)
+                r = hindex_reserve(&e->by_key, (uint32_t)n);
+        if (r >= 0)
+                r = hindex_reserve(&e->by_user, (uint32_t)n);
+        return r;
+}
+
 static int dirname_of(const char *path, char *buf, size_t size) {
         const char *slash = strrchr(path, '/');
 
@@ -2501,7 +2521,12 @@ static int mkdir_p(const char *dir) {
 
 static int open_store(struct engine *e) {
         const struct sessiond_config *c = cfg(e);
-        struct store_options o = {.synchronous = c->daemon.synchronous};
+        struct store_options o = {
+                .synchronous = c->daemon.synchronous,
+                .reserve = load_reserve_cb,
+                .load = load_cb,
+                .load_userdata = e,
+        };
         char dir[PATH_MAX];
         struct stat st;
         bool db_exists, created;
@@ -2537,7 +2562,6 @@ static int open_store(struct engine *e) {
 }
 
 int engine_new(struct daemon *d, struct engine **ret) {
-        struct store_filter all_live = {.live_only = true, .light = true};
         uint64_t started;
         struct engine *e;
         int r;
@@ -2560,6 +2584,8 @@ int engine_new(struct daemon *d, struct engine **ret) {
         if (r < 0)
                 goto fail;
 
+        /* Opening loads the live sessions (see store_options). */
+        started = uv_hrtime();
         r = open_store(e);
         if (r < 0)
                 goto fail;
@@ -2567,12 +2593,6 @@ int engine_new(struct daemon *d, struct engine **ret) {
         if (r < 0)
                 goto fail;
         e->next_rowid++;
-        started = uv_hrtime();
-        r = store_sessions_each(e->store, &all_live, load_cb, e);
-        if (r < 0) {
-                log_error_errno(r, "Failed to load sessions from %s: %m", store_path(e->store));
-                goto fail;
-        }
         if (d->loop) {
                 e->flush_timer = timer_new(e);
                 e->dispatch_timer = timer_new(e);
@@ -2582,8 +2602,8 @@ int engine_new(struct daemon *d, struct engine **ret) {
                 }
                 uv_timer_start(e->flush_timer, flush_timer_cb, TOUCH_FLUSH_INTERVAL_MS, 0);
         }
-        log_info("Store %s: %u live sessions of %u users loaded in %llu ms.", store_path(e->store), e->n_sessions,
-                 e->n_users, (unsigned long long)((uv_hrtime() - started) / 1000000));
+        log_info("Store %s: opened with %u live sessions of %u users in %llu ms.", store_path(e->store),
+                 e->n_sessions, e->n_users, (unsigned long long)((uv_hrtime() - started) / 1000000));
         *ret = e;
         return 0;
 fail:

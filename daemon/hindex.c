@@ -74,11 +74,11 @@ static void place(uint32_t *slots, uint32_t mask, uint64_t hash, uint32_t slot) 
         slots[i] = slot;
 }
 
-static int grow(struct hindex *h) {
-        uint32_t n = (h->mask + 1) * 2, *slots;
+/* Rehashes into a table of n slots (a power of two). */
+static int resize(struct hindex *h, uint32_t n) {
+        uint32_t *slots;
 
-        if (n == 0)
-                return -ENOMEM;
+        assert(n > h->mask + 1 && (n & (n - 1)) == 0);
         slots = calloc(n, sizeof *slots);
         if (!slots)
                 return -ENOMEM;
@@ -89,6 +89,22 @@ static int grow(struct hindex *h) {
         h->slots = slots;
         h->mask = n - 1;
         return 0;
+}
+
+static int grow(struct hindex *h) {
+        uint32_t n = (h->mask + 1) * 2;
+
+        return n == 0 ? -ENOMEM : resize(h, n);
+}
+
+int hindex_reserve(struct hindex *h, uint32_t capacity) {
+        uint64_t need = (uint64_t)capacity * 4 / 3 + 1, n = h->mask + 1;
+
+        if (capacity > HINDEX_MAX_HANDLE)
+                return -ENOMEM;
+        while (n < need)
+                n *= 2;
+        return n == (uint64_t)h->mask + 1 ? 0 : resize(h, (uint32_t)n);
 }
 
 int hindex_insert(struct hindex *h, uint64_t hash, uint32_t handle) {

@@ -38,6 +38,9 @@ struct hindex {
 };
 
 int hindex_init(struct hindex *h, uint32_t capacity, const struct hindex_ops *ops, void *ctx);
+/* Makes room for `capacity` handles in all, so that inserting up to that
+ * many never rehashes (a rehash hashes every member again). 0 or -ENOMEM. */
+int hindex_reserve(struct hindex *h, uint32_t capacity);
 void hindex_free(struct hindex *h);
 
 /* The handle whose key equals `key` (with hash `hash`), or HINDEX_NONE. */

@@ -5,7 +5,11 @@
  * is read, its schema version compared with ours, and PRAGMA quick_check run.
  * Only a database that passes is opened read-write, because switching to WAL
  * and migrating write the file, and a corrupt or foreign file must be left
- * exactly as it was for the operator to inspect or restore. A missing file
+ * exactly as it was for the operator to inspect or restore. With a million
+ * sessions the check and the loading of the live sessions take about a
+ * second each, and both only read: so the check runs on a read-only
+ * connection in a thread while the caller's loader is fed from another
+ * read-only connection, and start-up takes the longer of the two. A missing file
  * is created by us with O_EXCL and mode 0600 first (SQLite would use 0644),
  * in a folder created 0700 if needed; SQLite gives the -wal and -shm files
  * the same mode.
@@ -293,6 +297,8 @@ static int stmt_done(struct store *s, sqlite3_stmt *st, const char *what) {
         return 0;
 }
 
+static void row_from_stmt(sqlite3_stmt *st, struct store_session *row, bool light);
+
 static int exec_simple(sqlite3 *db, const char *sql) {
         return sqlite3_exec(db, sql, NULL, NULL, NULL);
 }
@@ -371,28 +377,146 @@ static int64_t now_ms(void) {
         return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* The read-only inspection of an existing database. Logs every refusal. */
-static int store_check_readonly(const char *path) {
-        int64_t started;
-        struct side_files side;
-        sqlite3 *db = NULL;
-        sqlite3_stmt *st = NULL;
-        int64_t version = 0, tables = 0;
-        char *uri;
-        int rc, r = 0;
+static int open_readonly(const char *path, sqlite3 **ret) {
+        char *uri = path_to_uri(path, "mode=ro");
+        int rc;
 
-        side_files_note(&side, path);
-        uri = path_to_uri(path, "mode=ro");
         if (!uri)
                 return -ENOMEM;
-        rc = sqlite3_open_v2(uri, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_URI | SQLITE_OPEN_NOMUTEX, NULL);
+        rc = sqlite3_open_v2(uri, ret, SQLITE_OPEN_READONLY | SQLITE_OPEN_URI | SQLITE_OPEN_NOMUTEX, NULL);
         free(uri);
         if (rc != SQLITE_OK) {
-                log_error("Cannot open database %s: %s", path, db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
-                r = errno_from_sqlite(rc);
-                goto out;
+                log_error("Cannot open database %s: %s", path, *ret ? sqlite3_errmsg(*ret) : sqlite3_errstr(rc));
+                return errno_from_sqlite(rc);
         }
-        sqlite3_busy_timeout(db, STORE_BUSY_TIMEOUT_MS);
+        sqlite3_busy_timeout(*ret, STORE_BUSY_TIMEOUT_MS);
+        return 0;
+}
+
+/* PRAGMA quick_check reads every page of the file, which with a million
+ * sessions takes about as long as loading them: it runs on a connection of
+ * its own in a thread of its own while the loop thread loads. */
+struct quick_check {
+        sqlite3 *db;
+        pthread_t thread;
+        bool threaded;
+        int rc;       /* of the step: SQLITE_ROW when it answered */
+        char *answer; /* its first line ("ok" when sound), or the error */
+        int64_t ms;
+};
+
+static void *quick_check_main(void *userdata) {
+        struct quick_check *q = userdata;
+        int64_t started = now_ms();
+        sqlite3_stmt *st = NULL;
+        const char *text;
+
+        q->rc = sqlite3_prepare_v2(q->db, "PRAGMA quick_check", -1, &st, NULL);
+        if (q->rc == SQLITE_OK)
+                q->rc = sqlite3_step(st);
+        text = q->rc == SQLITE_ROW ? (const char *)sqlite3_column_text(st, 0) : sqlite3_errmsg(q->db);
+        q->answer = strdup(text ? text : "");
+        sqlite3_finalize(st);
+        q->ms = now_ms() - started;
+        return NULL;
+}
+
+static int quick_check_start(struct quick_check *q, const char *path) {
+        int r = open_readonly(path, &q->db);
+
+        if (r < 0)
+                return r;
+        q->threaded = pthread_create(&q->thread, NULL, quick_check_main, q) == 0;
+        return 0;
+}
+
+/* Waits for the check (runs it here if no thread could be made); logs a
+ * refusal. `cancel`: the caller gives up anyway, the verdict is not needed. */
+static int quick_check_finish(struct quick_check *q, const char *path, bool cancel) {
+        int r = 0;
+
+        if (cancel)
+                sqlite3_interrupt(q->db);
+        if (q->threaded)
+                pthread_join(q->thread, NULL);
+        else if (!cancel)
+                quick_check_main(q);
+        if (!cancel) {
+                if (!q->answer)
+                        r = -ENOMEM;
+                else if (q->rc != SQLITE_ROW) {
+                        log_error("Database %s failed its integrity check (%s); refusing to start and "
+                                  "leaving the file untouched.", path, q->answer);
+                        r = -EBADMSG;
+                } else if (strcmp(q->answer, "ok") != 0) {
+                        log_error("Database %s is corrupt (quick_check: %s); refusing to start and leaving "
+                                  "the file untouched.", path, q->answer);
+                        r = -EBADMSG;
+                }
+        }
+        free(q->answer);
+        sqlite3_close(q->db);
+        return r;
+}
+
+/* Hands the live sessions to the loader of o, in rowid order. */
+static int load_live(sqlite3 *db, const char *path, const struct store_options *o, uint64_t *loaded) {
+        struct store_session row;
+        sqlite3_stmt *st = NULL;
+        int64_t live = 0;
+        int rc, r = 0;
+
+        *loaded = 0;
+        if (o->reserve) {
+                rc = query_int(db,
+                               "SELECT (SELECT count(*) FROM sessions) - "
+                               "(SELECT count(*) FROM sessions WHERE ended_at IS NOT NULL)",
+                               &live);
+                if (rc != SQLITE_OK)
+                        goto fail;
+                r = o->reserve(live > 0 ? (uint64_t)live : 0, o->load_userdata);
+                if (r < 0)
+                        return log_error_errno(r, "Database %s: no room for %lld sessions: %m", path,
+                                               (long long)live);
+        }
+        rc = sqlite3_prepare_v2(db, "SELECT " SESSION_COLUMNS " FROM sessions WHERE ended_at IS NULL ORDER BY row",
+                                -1, &st, NULL);
+        if (rc != SQLITE_OK)
+                goto fail;
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+                row_from_stmt(st, &row, true);
+                r = o->load(&row, o->load_userdata);
+                if (r < 0)
+                        break;
+                (*loaded)++;
+        }
+        sqlite3_finalize(st);
+        if (r < 0)
+                return log_error_errno(r, "Database %s: loading the sessions failed: %m", path);
+        if (rc == SQLITE_DONE)
+                return 0;
+fail:
+        log_error("Database %s: loading the sessions failed: %s", path, sqlite3_errmsg(db));
+        return errno_from_sqlite(rc) == -EIO ? -EBADMSG : errno_from_sqlite(rc);
+}
+
+/* The read-only inspection of an existing database, and its loading when
+ * its schema is ours (an older one is loaded after migrating). Logs every
+ * refusal. *loaded tells whether the sessions were handed to the loader. */
+static int store_check_readonly(const struct store_options *o, bool *loaded) {
+        const char *path = o->path;
+        struct quick_check q = {0};
+        struct side_files side;
+        sqlite3 *db = NULL;
+        int64_t version = 0, tables = 0, started;
+        uint64_t n = 0;
+        int rc, r = 0;
+
+        *loaded = false;
+        side_files_note(&side, path);
+        r = open_readonly(path, &db);
+        if (r < 0)
+                goto out;
 
         rc = query_int(db, "PRAGMA user_version", &version);
         if (rc == SQLITE_OK)
@@ -418,25 +542,25 @@ static int store_check_readonly(const char *path) {
                 goto out;
         }
 
+        r = quick_check_start(&q, path);
+        if (r < 0)
+                goto out;
         started = now_ms();
-        rc = sqlite3_prepare_v2(db, "PRAGMA quick_check", -1, &st, NULL);
-        if (rc == SQLITE_OK)
-                rc = sqlite3_step(st);
-        log_debug("Database %s: quick_check took %lld ms.", path, (long long)(now_ms() - started));
-        if (rc != SQLITE_ROW) {
-                log_error("Database %s failed its integrity check (%s); refusing to start and "
-                          "leaving the file untouched.", path, sqlite3_errmsg(db));
-                r = -EBADMSG;
-                goto out;
+        if (o->load && version == STORE_SCHEMA_VERSION) {
+                r = load_live(db, path, o, &n);
+                *loaded = r >= 0;
         }
-        if (strcmp((const char *)sqlite3_column_text(st, 0), "ok") != 0) {
-                log_error("Database %s is corrupt (quick_check: %s); refusing to start and leaving "
-                          "the file untouched.", path, (const char *)sqlite3_column_text(st, 0));
-                r = -EBADMSG;
-                goto out;
-        }
+        started = now_ms() - started;
+        /* A damaged file may fail the loading first: the check then says
+         * what is wrong. Any other failure of the loader needs no verdict. */
+        rc = quick_check_finish(&q, path, r < 0 && r != -EBADMSG);
+        if (r >= 0 || r == -EBADMSG)
+                r = rc < 0 ? rc : r;
+        if (r >= 0 && *loaded)
+                log_info("Database %s: %llu live sessions loaded in %lld ms, quick_check in %lld ms "
+                         "(at the same time).",
+                         path, (unsigned long long)n, (long long)started, (long long)q.ms);
 out:
-        sqlite3_finalize(st);
         sqlite3_close(db);
         if (r < 0)
                 side_files_restore(&side);
@@ -695,7 +819,7 @@ int store_open(const struct store_options *o, struct store **ret) {
         bool memory = !o->path || strcmp(o->path, ":memory:") == 0;
         char *journal = NULL;
         int rc, r, flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX;
-        bool created = false;
+        bool created = false, loaded = false;
 
         assert(ret);
         sync_mode = synchronous_value(o->synchronous ? o->synchronous : "normal");
@@ -711,7 +835,7 @@ int store_open(const struct store_options *o, struct store **ret) {
                                 return -EBADMSG;
                         }
                         if (st.st_size > 0) {
-                                r = store_check_readonly(o->path);
+                                r = store_check_readonly(o, &loaded);
                                 if (r < 0)
                                         return r;
                         }
@@ -777,6 +901,12 @@ int store_open(const struct store_options *o, struct store **ret) {
         r = store_prepare_all(s);
         if (r < 0)
                 goto fail;
+        if (o->load && !loaded) { /* new, empty or just migrated */
+                uint64_t n;
+                r = load_live(s->db, s->path, o, &n);
+                if (r < 0)
+                        goto fail;
+        }
         if (!memory) {
                 r = checkpointer_start(s);
                 if (r < 0)

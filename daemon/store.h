@@ -30,15 +30,6 @@
 
 struct store;
 
-struct store_options {
-        /* Path of the database file; NULL or ":memory:" for a store in memory. */
-        const char *path;
-        /* PRAGMA synchronous: "normal", "full", "extra" or "off". */
-        const char *synchronous;
-        /* SQLite VFS name, NULL for the default (tests inject faults with it). */
-        const char *vfs;
-};
-
 /* One session row. Strings are borrowed: valid during the callback (or the
  * call) that hands the row out. */
 struct store_session {
@@ -66,11 +57,31 @@ struct store_session {
  * a negative errno to abort (returned too). */
 typedef int (*store_session_fn)(const struct store_session *row, void *userdata);
 
+struct store_options {
+        /* Path of the database file; NULL or ":memory:" for a store in memory. */
+        const char *path;
+        /* PRAGMA synchronous: "normal", "full", "extra" or "off". */
+        const char *synchronous;
+        /* SQLite VFS name, NULL for the default (tests inject faults with it). */
+        const char *vfs;
+        /* Loading (optional): store_open() tells `reserve` (may be NULL) how
+         * many live sessions there are, then hands each to `load` in rowid
+         * order, light (no ip and user agent). A negative return of either
+         * makes store_open() fail with it. On a database that exists the
+         * loading reads a read-only connection while PRAGMA quick_check runs
+         * on another one in a thread, so start-up takes the longer of the
+         * two, not their sum; a database that fails the check is refused
+         * (whatever was loaded is then the caller's to drop). */
+        int (*reserve)(uint64_t live_sessions, void *userdata);
+        store_session_fn load;
+        void *load_userdata;
+};
+
 /* Opens the store. A file that exists is first opened read-only and checked
- * (header, schema version, PRAGMA quick_check); only a sound database is
- * then opened read-write, switched to WAL and migrated. A missing file is
- * created with mode 0600. Every refusal is logged with the file name, and
- * a refused file is never written. -EPROTO: the database is newer than this
+ * (header, schema version, PRAGMA quick_check) and loaded (see
+ * store_options); only a sound database is then opened read-write, switched
+ * to WAL and migrated. A missing file is created with mode 0600. Every
+ * refusal is logged with the file name, and a refused file is never written. -EPROTO: the database is newer than this
  * binary; -EBADMSG: not a database, corrupt, or not a sessiond database. */
 int store_open(const struct store_options *o, struct store **ret);
 void store_close(struct store *s);

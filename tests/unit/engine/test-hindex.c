@@ -81,6 +81,37 @@ START_TEST(test_colliding) {
 }
 END_TEST
 
+/* Reserving keeps the members findable and makes room: inserting up to
+ * the reserved count then never resizes the table. */
+START_TEST(test_reserve) {
+        static struct world w;
+        struct hindex h;
+        uint32_t mask;
+
+        memset(&w, 0, sizeof w);
+        for (uint32_t i = 0; i < N; i++)
+                w.keys[i] = i * 7919u + 1;
+        ck_assert_int_eq(hindex_init(&h, 4, &ops, &w), 0);
+        for (uint32_t i = 0; i < 10; i++)
+                ck_assert_int_eq(hindex_insert(&h, hash_of(&w, w.keys[i]), i), 0);
+        ck_assert_int_eq(hindex_reserve(&h, N), 0);
+        mask = h.mask;
+        ck_assert_uint_ge((uint64_t)(mask + 1) * 3, (uint64_t)N * 4);
+        for (uint32_t i = 0; i < 10; i++)
+                ck_assert_uint_eq(hindex_find(&h, hash_of(&w, w.keys[i]), &w.keys[i]), i);
+        for (uint32_t i = 10; i < N; i++)
+                ck_assert_int_eq(hindex_insert(&h, hash_of(&w, w.keys[i]), i), 0);
+        ck_assert_uint_eq(h.mask, mask);
+        for (uint32_t i = 0; i < N; i++)
+                ck_assert_uint_eq(hindex_find(&h, hash_of(&w, w.keys[i]), &w.keys[i]), i);
+        /* Reserving less than there is room for changes nothing. */
+        ck_assert_int_eq(hindex_reserve(&h, 16), 0);
+        ck_assert_uint_eq(h.mask, mask);
+        ck_assert_int_eq(hindex_reserve(&h, HINDEX_MAX_HANDLE + 1), -ENOMEM);
+        hindex_free(&h);
+}
+END_TEST
+
 int main(void) {
         Suite *s = suite_create("hindex");
         TCase *tc = tcase_create("hindex");
@@ -88,6 +119,7 @@ int main(void) {
         tcase_set_timeout(tc, 60);
         tcase_add_test(tc, test_random);
         tcase_add_test(tc, test_colliding);
+        tcase_add_test(tc, test_reserve);
         suite_add_tcase(s, tc);
         return run_suite(s);
 }

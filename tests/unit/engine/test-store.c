@@ -156,6 +156,77 @@ START_TEST(test_reopen_keeps_rows) {
 }
 END_TEST
 
+/* Opening hands the live sessions to the loader (after telling how many),
+ * in row order and light; a failing loader fails the open. */
+struct loading {
+        int64_t reserved;
+        int n, fail_at;
+        int64_t rowids[8];
+        bool saw_ip;
+};
+
+static int reserve_cb(uint64_t n, void *userdata) {
+        ((struct loading *)userdata)->reserved = (int64_t)n;
+        return 0;
+}
+
+static int loading_cb(const struct store_session *row, void *userdata) {
+        struct loading *l = userdata;
+
+        if (l->n == l->fail_at)
+                return -ENOMEM;
+        ck_assert_int_lt(l->n, 8);
+        ck_assert_int_eq(row->ended_at, 0);
+        l->rowids[l->n++] = row->rowid;
+        l->saw_ip |= row->ip != NULL;
+        return 0;
+}
+
+START_TEST(test_open_loads_live_sessions) {
+        char *path = path_in("sessions.db");
+        struct store *s = open_store(path);
+        struct loading l = {.reserved = -1, .fail_at = -1};
+        struct store_options o = {.path = path, .reserve = reserve_cb, .load = loading_cb, .load_userdata = &l};
+        char id[TOKEN_ID_STRING_LEN + 1];
+        int64_t rowid[4];
+
+        ck_assert_int_eq(store_begin(s), 0);
+        for (int i = 0; i < 4; i++) {
+                struct store_session r = row_for(id, (uint8_t)i, "user", T0);
+                snprintf(id, sizeof id, "%022d", i);
+                ck_assert_int_eq(store_session_insert(s, &r, NULL, 0, &rowid[i]), 0);
+        }
+        ck_assert_int_eq(store_session_end(s, rowid[1], T0 + 1, "destroyed"), 0);
+        ck_assert_int_eq(store_commit(s), 0);
+        store_close(s);
+
+        s = NULL;
+        ck_assert_int_eq(store_open(&o, &s), 0);
+        ck_assert_int_eq(l.reserved, 3);
+        ck_assert_int_eq(l.n, 3);
+        ck_assert_int_eq(l.rowids[0], rowid[0]);
+        ck_assert_int_eq(l.rowids[1], rowid[2]);
+        ck_assert_int_eq(l.rowids[2], rowid[3]);
+        ck_assert(!l.saw_ip); /* light rows */
+        store_close(s);
+
+        /* The loader's failure is the open's. */
+        l = (struct loading){.fail_at = 2};
+        s = NULL;
+        ck_assert_int_eq(store_open(&o, &s), -ENOMEM);
+        ck_assert_ptr_null(s);
+
+        /* A store in memory (and a new file) has nothing to load. */
+        l = (struct loading){.reserved = -1, .fail_at = -1};
+        o.path = ":memory:";
+        ck_assert_int_eq(store_open(&o, &s), 0);
+        ck_assert_int_eq(l.reserved, 0);
+        ck_assert_int_eq(l.n, 0);
+        store_close(s);
+        scratch_remove();
+}
+END_TEST
+
 START_TEST(test_rollback) {
         struct store_session r = row_for("AAAAAAAAAAAAAAAAAAAAAA", 1, "alice", T0);
         struct store *s = open_store(":memory:");
@@ -228,6 +299,22 @@ START_TEST(test_truncated_refused) {
         write_file(path, b.data, b.size / 2, 0600);
         free(b.data);
         assert_refused_unchanged(path, -EBADMSG);
+        /* Also while loading (the check runs at the same time). */
+        {
+                struct loading l = {.fail_at = -1};
+                struct store_options o = {.path = path, .reserve = reserve_cb, .load = loading_cb,
+                                          .load_userdata = &l};
+                struct blob before = read_file(path), after;
+
+                s = NULL;
+                ck_assert_int_eq(store_open(&o, &s), -EBADMSG);
+                ck_assert_ptr_null(s);
+                after = read_file(path);
+                ck_assert_uint_eq(after.size, before.size);
+                ck_assert_int_eq(memcmp(after.data, before.data, after.size), 0);
+                free(before.data);
+                free(after.data);
+        }
         scratch_remove();
 }
 END_TEST
@@ -508,6 +595,7 @@ int main(void) {
         tcase_add_test(tc, test_wal_and_synchronous);
         tcase_add_test(tc, test_migration_from_version_0);
         tcase_add_test(tc, test_reopen_keeps_rows);
+        tcase_add_test(tc, test_open_loads_live_sessions);
         tcase_add_test(tc, test_rollback);
         tcase_add_test(tc, test_garbage_refused);
         tcase_add_test(tc, test_truncated_refused);
