@@ -30,6 +30,12 @@
  * replies are framed by libsessiond's varlink_reader and scanned for the
  * error name or the token only (bench-scan.h) instead of being parsed.
  *
+ * A population can outlive a run: --save-tokens writes it (one "USER TOKEN"
+ * line per session, after the setup), --load-tokens reads it instead of
+ * creating one, so several runs (or a run after a daemon restart) validate
+ * the same million sessions without creating them again; -n 0 runs the
+ * setup only.
+ *
  * A script can ask for the latencies of one stretch of the run (say, while it
  * makes the daemon clean up): SIGUSR1 opens a window and the next SIGUSR1
  * closes it; every timed request sent or answered while a window is open is
@@ -91,6 +97,8 @@ struct bench_options {
         uint64_t sessions;
         bool sessions_set;
         uint64_t warmup;
+        const char *save_tokens;
+        const char *load_tokens;
         uint32_t users;
         uint64_t seed;
         unsigned timeout_s;
@@ -146,6 +154,7 @@ struct bench {
         size_t arena_used, arena_size;
         uint32_t *live; /* indices into tokens of the sessions still alive */
         size_t n_live;
+        size_t n_loaded; /* read with --load-tokens */
 
         /* the current phase */
         uint64_t target, issued, completed;
@@ -284,6 +293,75 @@ static int population_add(struct bench *b, const char *token, size_t len, uint32
         b->live[b->n_live++] = (uint32_t) b->n_tokens;
         b->n_tokens++;
         return 0;
+}
+
+/* Writes the population, one "USER TOKEN" line per session, to a temporary
+ * file renamed over path, so a reader never sees half a file. */
+static int population_save(const struct bench *b, const char *path) {
+        char tmp[4096];
+        FILE *f;
+        int r = 0;
+
+        if ((size_t) snprintf(tmp, sizeof tmp, "%s.tmp", path) >= sizeof tmp)
+                return -ENAMETOOLONG;
+        f = fopen(tmp, "we");
+        if (!f)
+                return -errno;
+        for (size_t i = 0; i < b->n_live && r == 0; i++) {
+                const struct bench_token *t = &b->tokens[b->live[i]];
+
+                if (fprintf(f, "%" PRIu32 " %.*s\n", t->user, (int) t->len, b->arena + t->offset) < 0)
+                        r = -EIO;
+        }
+        if (fclose(f) != 0 && r == 0)
+                r = -errno;
+        if (r == 0 && rename(tmp, path) < 0)
+                r = -errno;
+        if (r < 0)
+                (void) unlink(tmp);
+        return r;
+}
+
+/* Reads a population written by population_save(). Reports a bad line
+ * itself (file and line number) and returns -EBADMSG for it. */
+static int population_load(struct bench *b, const char *path) {
+        FILE *f = fopen(path, "re");
+        char *line = NULL;
+        size_t allocated = 0, lineno = 0;
+        ssize_t n;
+        int r = 0;
+
+        if (!f)
+                return -errno;
+        while (r == 0 && (n = getline(&line, &allocated, f)) >= 0) {
+                unsigned long long user;
+                char *end, *token;
+                size_t len;
+
+                lineno++;
+                if (n > 0 && line[n - 1] == '\n')
+                        line[--n] = '\0';
+                errno = 0;
+                user = strtoull(line, &end, 10);
+                token = end + 1;
+                len = *end == ' ' ? strlen(token) : 0;
+                if (errno != 0 || end == line || *end != ' ' || user > UINT32_MAX || len == 0 ||
+                    strcspn(token, " \"\\") != len) {
+                        fprintf(stderr, "sessiond-bench: %s:%zu: not a \"USER TOKEN\" line\n", path, lineno);
+                        r = -EBADMSG;
+                        break;
+                }
+                r = population_add(b, token, len, (uint32_t) user);
+        }
+        if (r == 0 && ferror(f))
+                r = -EIO;
+        free(line);
+        fclose(f);
+        if (r == 0 && b->n_tokens == 0) {
+                fprintf(stderr, "sessiond-bench: %s holds no tokens\n", path);
+                r = -EBADMSG;
+        }
+        return r;
 }
 
 /* ---- requests ------------------------------------------------------------ */
@@ -702,9 +780,20 @@ static void bench_advance(struct bench *b) {
                 /* fall through */
         case BENCH_PHASE_SETUP:
                 if (b->phase == BENCH_PHASE_SETUP) {
+                        int r;
+
                         b->setup_end_ns = now;
                         note("setup: %" PRIu64 " sessions created in %.3f s", b->opt.sessions,
                              ns_to_s(now - b->setup_start_ns));
+                        if (b->opt.save_tokens) {
+                                r = population_save(b, b->opt.save_tokens);
+                                if (r < 0) {
+                                        bench_fail(b, "cannot write the tokens to %s: %s", b->opt.save_tokens,
+                                                   strerror(-r));
+                                        return;
+                                }
+                                note("tokens written to %s", b->opt.save_tokens);
+                        }
                 }
                 if (b->opt.warmup > 0) {
                         b->phase = BENCH_PHASE_WARMUP;
@@ -720,10 +809,14 @@ static void bench_advance(struct bench *b) {
                 note("timed phase started");
                 (void) getrusage(RUSAGE_SELF, &b->ru_start);
                 b->timed_start_ns = uv_hrtime();
-                bench_issue_all(b);
-                return;
+                if (b->target > 0) {
+                        bench_issue_all(b);
+                        return;
+                }
+                /* -n 0: the setup was all there was to do. */
+                /* fall through */
         case BENCH_PHASE_TIMED:
-                b->timed_end_ns = now;
+                b->timed_end_ns = uv_hrtime();
                 (void) getrusage(RUSAGE_SELF, &b->ru_end);
                 b->phase = BENCH_PHASE_DONE;
                 bench_close_all(b);
@@ -738,7 +831,7 @@ static void on_window_signal(uv_signal_t *handle, int signum) {
         int r;
 
         if (!b->window_latency.ns) {
-                r = bench_latency_init(&b->window_latency, b->opt.requests);
+                r = bench_latency_init(&b->window_latency, b->opt.requests > 0 ? b->opt.requests : 1);
                 if (r < 0) {
                         bench_fail(b, "no memory for the window's latencies");
                         return;
@@ -790,6 +883,11 @@ static void bench_report(struct bench *b) {
         uint64_t duration = b->timed_end_ns - b->timed_start_ns;
         double seconds = ns_to_s(duration > 0 ? duration : 1);
         double rps = (double) l->n / seconds;
+        /* -n 0 times nothing: no rate, no share of a core. */
+        double cpu_pct = l->n > 0 ? (timeval_s(&b->ru_end.ru_utime) - timeval_s(&b->ru_start.ru_utime) +
+                                     timeval_s(&b->ru_end.ru_stime) - timeval_s(&b->ru_start.ru_stime)) /
+                                            seconds * 100.0
+                                  : 0.0;
         double user = timeval_s(&b->ru_end.ru_utime) - timeval_s(&b->ru_start.ru_utime);
         double sys = timeval_s(&b->ru_end.ru_stime) - timeval_s(&b->ru_start.ru_stime);
         double setup = b->opt.sessions > 0 ? ns_to_s(b->setup_end_ns - b->setup_start_ns) : 0;
@@ -804,6 +902,8 @@ static void bench_report(struct bench *b) {
 
         printf("sessiond-bench: %s on %s, %u connections, one request in flight each\n",
                op_names[b->opt.op], b->opt.socket_path, b->opt.connections);
+        if (b->n_loaded > 0)
+                printf("setup:    %zu sessions read from %s\n", b->n_loaded, b->opt.load_tokens);
         if (b->opt.sessions > 0)
                 printf("setup:    %" PRIu64 " sessions created in %.3f s (%.0f/s, pipelined)\n",
                        b->opt.sessions, setup, setup > 0 ? (double) b->opt.sessions / setup : 0.0);
@@ -822,7 +922,7 @@ static void bench_report(struct bench *b) {
         printf("latency:  p50 %.0f us, p90 %.0f us, p99 %.0f us, max %.0f us, mean %.0f us\n",
                ns_to_us(p50), ns_to_us(p90), ns_to_us(p99), ns_to_us(max), ns_to_us(mean));
         printf("client:   cpu %.2f s (user %.2f s, sys %.2f s) = %.0f%% of one core during the timed phase\n",
-               user + sys, user, sys, (user + sys) / seconds * 100.0);
+               user + sys, user, sys, cpu_pct);
         if (b->windows > 0) {
                 bench_latency_finish(&b->window_latency);
                 printf("window:   %zu requests in %u window(s) marked by SIGUSR1: p50 %.0f us, p99 %.0f us, "
@@ -842,12 +942,13 @@ static void bench_report(struct bench *b) {
                 if (errors && b->errors.other > 0)
                         json_object_set_new(errors, "(other)", json_integer((json_int_t) b->errors.other));
 
-                o = json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:o, s:f, s:f, "
+                o = json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:o, s:f, s:f, "
                               "s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f}",
                               "op", op_names[b->opt.op],
                               "connections", (json_int_t) b->opt.connections,
                               "requests", (json_int_t) l->n,
                               "sessions", (json_int_t) b->opt.sessions,
+                              "loaded_sessions", (json_int_t) b->n_loaded,
                               "warmup", (json_int_t) b->opt.warmup,
                               "creates", (json_int_t) b->kind_count[BENCH_KIND_CREATE],
                               "validates", (json_int_t) b->kind_count[BENCH_KIND_VALIDATE],
@@ -865,7 +966,7 @@ static void bench_report(struct bench *b) {
                               "setup_s", setup,
                               "client_user_s", user,
                               "client_sys_s", sys,
-                              "client_cpu_pct", (user + sys) / seconds * 100.0);
+                              "client_cpu_pct", cpu_pct);
                 if (o && b->windows > 0) {
                         struct bench_latency *w = &b->window_latency;
 
@@ -899,7 +1000,7 @@ static void usage(FILE *f) {
               "  -s, --socket PATH      the daemon's socket (default $SESSIOND_SOCKET or\n"
               "                         " BENCH_DEFAULT_SOCKET ")\n"
               "  -c, --connections N    concurrent connections (default 50)\n"
-              "  -n, --requests N       requests in the timed phase (default 100000)\n"
+              "  -n, --requests N       requests in the timed phase (default 100000; 0: setup only)\n"
               "  -o, --op OP            create | validate | mixed (default validate);\n"
               "                         mixed: 90% validate, 8% create, 2% destroy\n"
               "      --sessions N       sessions created (pipelined) before timing starts;\n"
@@ -909,6 +1010,8 @@ static void usage(FILE *f) {
               "      --users N          user ids are spread over N users (default 1000000)\n"
               "      --seed N           seed of the random choices (default 1)\n"
               "      --timeout S        give up after S seconds without a reply (default 30)\n"
+              "      --save-tokens FILE write the population (\"USER TOKEN\" lines) after the setup\n"
+              "      --load-tokens FILE use the population in FILE instead of creating one\n"
               "      --json             end the report with one line of JSON\n"
               "  -h, --help             this text\n"
               "\n"
@@ -937,7 +1040,8 @@ bad:
 
 /* Returns 0 to run, 1 after --help, -EINVAL on bad usage (already reported). */
 static int parse_options(int argc, char **argv, struct bench_options *o) {
-        enum { OPT_SESSIONS = 256, OPT_WARMUP, OPT_USERS, OPT_SEED, OPT_TIMEOUT, OPT_JSON };
+        enum { OPT_SESSIONS = 256, OPT_WARMUP, OPT_USERS, OPT_SEED, OPT_TIMEOUT, OPT_JSON, OPT_SAVE_TOKENS,
+               OPT_LOAD_TOKENS };
         static const struct option options[] = {
                 { "socket", required_argument, NULL, 's' },
                 { "connections", required_argument, NULL, 'c' },
@@ -949,6 +1053,8 @@ static int parse_options(int argc, char **argv, struct bench_options *o) {
                 { "seed", required_argument, NULL, OPT_SEED },
                 { "timeout", required_argument, NULL, OPT_TIMEOUT },
                 { "json", no_argument, NULL, OPT_JSON },
+                { "save-tokens", required_argument, NULL, OPT_SAVE_TOKENS },
+                { "load-tokens", required_argument, NULL, OPT_LOAD_TOKENS },
                 { "help", no_argument, NULL, 'h' },
                 {}
         };
@@ -977,7 +1083,7 @@ static int parse_options(int argc, char **argv, struct bench_options *o) {
                         o->connections = (unsigned) v;
                         break;
                 case 'n':
-                        if (parse_u64("--requests", optarg, 1, UINT32_MAX, &o->requests) < 0)
+                        if (parse_u64("--requests", optarg, 0, UINT32_MAX, &o->requests) < 0)
                                 return -EINVAL;
                         break;
                 case 'o':
@@ -1019,6 +1125,12 @@ static int parse_options(int argc, char **argv, struct bench_options *o) {
                 case OPT_JSON:
                         o->json = true;
                         break;
+                case OPT_SAVE_TOKENS:
+                        o->save_tokens = optarg;
+                        break;
+                case OPT_LOAD_TOKENS:
+                        o->load_tokens = optarg;
+                        break;
                 case 'h':
                         usage(stdout);
                         return 1;
@@ -1033,11 +1145,19 @@ static int parse_options(int argc, char **argv, struct bench_options *o) {
                 return -EINVAL;
         }
 
+        if (o->load_tokens && o->sessions_set) {
+                fprintf(stderr, "sessiond-bench: --load-tokens and --sessions exclude each other\n");
+                return -EINVAL;
+        }
         if (!o->sessions_set)
-                o->sessions = o->op == BENCH_OP_CREATE ? 0 : 10000;
-        if (o->op != BENCH_OP_CREATE && o->sessions == 0) {
+                o->sessions = o->op == BENCH_OP_CREATE || o->load_tokens ? 0 : 10000;
+        if (o->op != BENCH_OP_CREATE && o->sessions == 0 && !o->load_tokens) {
                 fprintf(stderr, "sessiond-bench: -o %s needs a population: --sessions must be at least 1\n",
                         op_names[o->op]);
+                return -EINVAL;
+        }
+        if (o->save_tokens && o->sessions == 0) {
+                fprintf(stderr, "sessiond-bench: --save-tokens needs sessions to save: give --sessions\n");
                 return -EINVAL;
         }
         if (strlen(o->socket_path) >= sizeof(((struct sockaddr_un *) NULL)->sun_path)) {
@@ -1091,7 +1211,19 @@ int main(int argc, char **argv) {
                 bench_free(&b);
                 return 1;
         }
-        r = bench_latency_init(&b.latency, b.opt.requests);
+        if (b.opt.load_tokens) {
+                r = population_load(&b, b.opt.load_tokens);
+                if (r < 0) {
+                        if (r != -EBADMSG)
+                                fprintf(stderr, "sessiond-bench: cannot read the tokens in %s: %s\n",
+                                        b.opt.load_tokens, strerror(-r));
+                        bench_free(&b);
+                        return 1;
+                }
+                b.n_loaded = b.n_tokens;
+                note("%zu sessions read from %s", b.n_loaded, b.opt.load_tokens);
+        }
+        r = bench_latency_init(&b.latency, b.opt.requests > 0 ? b.opt.requests : 1);
         b.conns = calloc(b.opt.connections, sizeof *b.conns);
         if (r < 0 || !b.conns) {
                 fprintf(stderr, "sessiond-bench: out of memory\n");

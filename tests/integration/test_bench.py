@@ -150,12 +150,48 @@ def test_no_window():
         assert "windows" not in r and "window_p99_us" not in r, r
 
 
+def test_tokens_across_restart():
+    # a population saved after the setup validates after a daemon restart
+    with Daemon() as d:
+        path = os.path.join(d.tmp, "tokens")
+        r = report(bench(d.socket, "-o", "create", "-n", "0", "--sessions", "100", "-c", "4",
+                         "--save-tokens", path, "--json"))
+        assert r["requests"] == 0 and r["sessions"] == 100, r
+        with open(path) as f:
+            lines = f.read().splitlines()
+        assert len(lines) == 100, lines[:3]
+        user, token = lines[0].split(" ")
+        assert int(user) >= 0 and len(token) >= 40, lines[0]
+        d.restart()
+        r = report(bench(d.socket, "-o", "validate", "-n", "300", "-c", "4", "--load-tokens", path, "--json"))
+        check_consistent(r, "validate", 300)
+        assert r["loaded_sessions"] == 100 and r["sessions"] == 0, r
+        assert r["errors"] == 0, r
+
+
+def test_bad_token_file():
+    with Daemon() as d:
+        path = os.path.join(d.tmp, "tokens")
+        with open(path, "w") as f:
+            f.write("1 goodtoken\nnot a line\n")
+        p = bench(d.socket, "-o", "validate", "-n", "10", "--load-tokens", path, check=1)
+        assert path + ":2:" in p.stderr, p.stderr
+        with open(path, "w") as f:
+            f.write("")
+        p = bench(d.socket, "-o", "validate", "-n", "10", "--load-tokens", path, check=1)
+        assert "holds no tokens" in p.stderr, p.stderr
+        p = bench(d.socket, "-o", "validate", "-n", "10", "--load-tokens", path + ".missing", check=1)
+        assert "cannot read the tokens" in p.stderr, p.stderr
+
+
 def test_bad_usage():
     for args, word in ((["-o", "delete"], "unknown operation"),
-                       (["-n", "0"], "--requests"),
+                       (["-n", "-1"], "--requests"),
                        (["-c", "many"], "--connections"),
                        (["-o", "validate", "--sessions", "0"], "--sessions"),
-                       (["surplus"], "unexpected argument")):
+                       (["surplus"], "unexpected argument"),
+                       (["--load-tokens", "/x", "--sessions", "5"], "exclude each other"),
+                       (["-o", "create", "--save-tokens", "/x"], "--save-tokens needs")):
         p = bench("/nonexistent/socket", *args, check=2)
         assert word in p.stderr, (args, p.stderr)
         assert p.stdout == "", p.stdout
@@ -188,4 +224,4 @@ def test_daemon_dies_mid_run():
 
 
 run_tests([test_create, test_validate_population, test_mixed, test_errors_counted_by_name,
-           test_window, test_no_window, test_bad_usage, test_no_daemon, test_daemon_dies_mid_run])
+           test_window, test_no_window, test_tokens_across_restart, test_bad_token_file, test_bad_usage, test_no_daemon, test_daemon_dies_mid_run])
