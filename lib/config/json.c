@@ -141,7 +141,10 @@ json_t *sessiond_config_summary(const struct sessiond_config *c) {
 }
 
 json_t *sessiond_config_client_json(const struct sessiond_config *c) {
-        return json_pack("{s:{s:I,s:I,s:I,s:I,s:s,s:I},s:I,s:{s:b,s:b,s:b,s:b,s:b,s:b}}",
+        /* Every flag of features.*, the three of the scale-out path too (always
+         * false while validation refuses them), so a script can test any
+         * flag of DESIGN 2.3 without guessing which ones are served. */
+        return json_pack("{s:{s:I,s:I,s:I,s:I,s:s,s:I},s:I,s:{s:b,s:b,s:b,s:b,s:b,s:b,s:b,s:b,s:b}}",
                          "sync",
                          "check_interval", (json_int_t) c->sync.check_interval,
                          "heartbeat_interval", (json_int_t) c->sync.heartbeat_interval,
@@ -156,5 +159,8 @@ json_t *sessiond_config_client_json(const struct sessiond_config *c) {
                          "persistence", c->features.persistence,
                          "optimistic_ui", c->features.optimistic_ui,
                          "background_cleanup", c->features.background_cleanup,
-                         "analytics", c->features.analytics);
+                         "analytics", c->features.analytics,
+                         "clustering", c->features.clustering,
+                         "distributed", c->features.distributed,
+                         "caching", c->features.caching);
 }

@@ -152,6 +152,17 @@ START_TEST(test_client_json) {
         ck_assert(json_is_false(json_object_get(features, "cross_tab_sync")));
         ck_assert(json_is_true(json_object_get(features, "optimistic_ui")));
         ck_assert(json_is_true(json_object_get(features, "platform_switching")));
+        /* Every feature flag of DESIGN 2.3, and nothing else. */
+        {
+                static const char *const flags[] = {"cross_tab_sync", "platform_switching", "persistence",
+                                                    "optimistic_ui",  "background_cleanup", "analytics",
+                                                    "clustering",     "distributed",        "caching"};
+
+                ck_assert_int_eq(json_object_size(features), sizeof flags / sizeof flags[0]);
+                for (size_t i = 0; i < sizeof flags / sizeof flags[0]; i++)
+                        ck_assert_msg(json_is_boolean(json_object_get(features, flags[i])), "%s", flags[i]);
+                ck_assert(json_is_false(json_object_get(features, "clustering")));
+        }
         /* Nothing server-only or secret: no paths, no admin group. */
         ck_assert_ptr_null(json_object_get(j, "daemon"));
         json_decref(j);
