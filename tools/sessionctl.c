@@ -567,6 +567,35 @@ static int error_reply_shape(const char *method, const char *what) {
         return error_fail("%s: unexpected reply from the daemon (%s)", method, what);
 }
 
+/* The first steps of a verb that renders its reply: makes the call; when
+ * raw (--json), prints the reply as it came and sets *ret_member to NULL,
+ * for nothing is left to render. Otherwise *ret_member is the reply's
+ * member key, which must be of the given type ("no <key> array" if not),
+ * or the whole reply when key is NULL; it is borrowed from *ret_reply.
+ * Returns 0 or an exit code after printing what went wrong. Steals params. */
+static int ctl_call_member(struct ctl *ctl, const char *method, json_t *params, bool raw, const char *key,
+                           json_type type, json_t **ret_reply, json_t **ret_member) {
+        int r;
+
+        *ret_member = NULL;
+        r = ctl_call(ctl, method, params, ret_reply);
+        if (r != 0)
+                return r;
+        if (raw) {
+                print_json(*ret_reply);
+                return 0;
+        }
+        if (!key) {
+                *ret_member = *ret_reply;
+                return 0;
+        }
+        *ret_member = reply_member(*ret_reply, key, type);
+        if (!*ret_member)
+                return error_fail("%s: unexpected reply from the daemon (no %s%s)", method, key,
+                                  type == JSON_OBJECT ? " object" : type == JSON_ARRAY ? " array" : "");
+        return 0;
+}
+
 /* ---- verb option parsing ------------------------------------------------- */
 
 /* Every verb accepts --json and --no-legend after it too (as loginctl
@@ -731,25 +760,55 @@ static int parse_since(const char *s, int64_t *ret) {
                            "nor a date (YYYY-MM-DD[ HH:MM[:SS]])", s);
 }
 
-/* ---- the verbs ------------------------------------------------------------ */
-
-static int verb_status(struct ctl *ctl) {
-        _cleanup_json_ json_t *reply = NULL;
-        json_t *status;
+/* The filters a verb was given (--user, --all, --kind, --since, --limit:
+ * verb_parse() lets through only the verb's own) as its call's parameters.
+ * Returns 0 or an exit code. */
+static int verb_args_to_params(const struct verb_args *a, json_t **ret) {
+        _cleanup_json_ json_t *params = json_object();
+        int64_t v = 0;
         int r;
 
-        r = ctl_call(ctl, ADMIN "Status", NULL, &reply);
-        if (r != 0)
-                return r;
-        if (ctl->g->json) {
-                print_json(reply);
-                return 0;
+        if (!params)
+                return error_fail("out of memory");
+        if (a->user)
+                json_object_set_new(params, "user_id", json_string(a->user));
+        if (a->all)
+                json_object_set_new(params, "include_ended", json_true());
+        if (a->kind)
+                json_object_set_new(params, "kind", json_string(a->kind));
+        if (a->since) {
+                r = parse_since(a->since, &v);
+                if (r != 0)
+                        return r;
+                json_object_set_new(params, "since", json_integer(v));
         }
-        status = reply_member(reply, "status", JSON_OBJECT);
-        if (!status)
-                return error_reply_shape(ADMIN "Status", "no status object");
-        print_tree(status, 0);
+        if (a->limit) {
+                r = parse_limit(a->limit, &v);
+                if (r != 0)
+                        return r;
+                json_object_set_new(params, "limit", json_integer(v));
+        }
+        *ret = params;
+        params = NULL;
         return 0;
+}
+
+/* ---- the verbs ------------------------------------------------------------ */
+
+/* A verb whose reply is one object, shown as "key: value" lines. */
+static int verb_print_tree(struct ctl *ctl, const char *method, const char *key) {
+        _cleanup_json_ json_t *reply = NULL;
+        json_t *obj;
+        int r;
+
+        r = ctl_call_member(ctl, method, NULL, ctl->g->json, key, JSON_OBJECT, &reply, &obj);
+        if (r == 0 && obj)
+                print_tree(obj, 0);
+        return r;
+}
+
+static int verb_status(struct ctl *ctl) {
+        return verb_print_tree(ctl, ADMIN "Status", "status");
 }
 
 static int health_exit_code(const char *status) {
@@ -811,36 +870,17 @@ static const char *const session_keys[] = {
 static int verb_list(struct ctl *ctl, const struct verb_args *a) {
         _cleanup_json_ json_t *reply = NULL;
         struct table t = { .n_columns = 7 };
-        json_t *params, *sessions, *s;
+        json_t *params = NULL, *sessions, *s;
         size_t i;
         int r;
 
-        params = json_object();
-        if (!params)
-                return error_fail("out of memory");
-        if (a->user)
-                json_object_set_new(params, "user_id", json_string(a->user));
-        if (a->all)
-                json_object_set_new(params, "include_ended", json_true());
-        if (a->limit) {
-                int64_t limit = 0;
-                r = parse_limit(a->limit, &limit);
-                if (r != 0) {
-                        json_decref(params);
-                        return r;
-                }
-                json_object_set_new(params, "limit", json_integer(limit));
-        }
-        r = ctl_call(ctl, ADMIN "ListSessions", params, &reply);
+        r = verb_args_to_params(a, &params);
         if (r != 0)
                 return r;
-        if (ctl->g->json) {
-                print_json(reply);
-                return 0;
-        }
-        sessions = reply_member(reply, "sessions", JSON_ARRAY);
-        if (!sessions)
-                return error_reply_shape(ADMIN "ListSessions", "no sessions array");
+        r = ctl_call_member(ctl, ADMIN "ListSessions", params, ctl->g->json, "sessions", JSON_ARRAY, &reply,
+                            &sessions);
+        if (r != 0 || !sessions)
+                return r;
 
         memcpy(t.headers, session_columns, sizeof(session_columns));
         json_array_foreach(sessions, i, s) {
@@ -864,12 +904,10 @@ static int find_session(struct ctl *ctl, const char *id, json_t **ret) {
         size_t i;
         int r;
 
-        r = ctl_call(ctl, ADMIN "ListSessions", json_pack("{s:b}", "include_ended", 1), &reply);
+        r = ctl_call_member(ctl, ADMIN "ListSessions", json_pack("{s:b}", "include_ended", 1), false, "sessions",
+                            JSON_ARRAY, &reply, &sessions);
         if (r != 0)
                 return r;
-        sessions = reply_member(reply, "sessions", JSON_ARRAY);
-        if (!sessions)
-                return error_reply_shape(ADMIN "ListSessions", "no sessions array");
         json_array_foreach(sessions, i, s) {
                 json_t *sid = json_object_get(s, "id");
                 if (json_is_string(sid) && strcmp(json_string_value(sid), id) == 0) {
@@ -927,8 +965,11 @@ static int verb_terminate(struct ctl *ctl, const char *id) {
         r = ctl_call_full(ctl, ADMIN "Terminate", json_pack("{s:s}", "id", id), 0, &reply, &error, NULL);
         if (r != 0)
                 return r;
+        /* Terminate ends live sessions only: an id whose session already
+         * ended (still shown by `show` until retention purges it) is
+         * NotFound too, so say both. */
         if (error && strcmp(error, ADMIN "NotFound") == 0)
-                return error_fail("no session with id '%s'", id);
+                return error_fail("no session with id '%s' is live (unknown id, or the session already ended)", id);
         if (error && strcmp(error, ADMIN "InvalidArgument") == 0 &&
             json_is_string(json_object_get(reply, "reason")))
                 return error_fail("'%s' is not a session id: %s", id,
@@ -945,16 +986,10 @@ static int verb_terminate_user(struct ctl *ctl, const char *user) {
         json_t *count;
         int r;
 
-        r = ctl_call(ctl, ADMIN "TerminateUser", json_pack("{s:s}", "user_id", user), &reply);
-        if (r != 0)
+        r = ctl_call_member(ctl, ADMIN "TerminateUser", json_pack("{s:s}", "user_id", user), ctl->g->json, "count",
+                            JSON_INTEGER, &reply, &count);
+        if (r != 0 || !count)
                 return r;
-        if (ctl->g->json) {
-                print_json(reply);
-                return 0;
-        }
-        count = reply_member(reply, "count", JSON_INTEGER);
-        if (!count)
-                return error_reply_shape(ADMIN "TerminateUser", "no count");
         printf("Terminated %" JSON_INTEGER_FORMAT " session%s of user %s.\n", json_integer_value(count),
                json_integer_value(count) == 1 ? "" : "s", user);
         return 0;
@@ -962,22 +997,19 @@ static int verb_terminate_user(struct ctl *ctl, const char *user) {
 
 static int verb_cleanup(struct ctl *ctl, const char *kind) {
         _cleanup_json_ json_t *reply = NULL;
-        json_t *ended, *purged;
+        json_t *fields, *ended, *purged;
         int r;
 
         if (!kind)
                 kind = "regular";
         if (strcmp(kind, "regular") != 0 && strcmp(kind, "batch") != 0 && strcmp(kind, "deep") != 0)
                 return error_usage("cleanup: unknown kind '%s' (regular, batch or deep)", kind);
-        r = ctl_call(ctl, ADMIN "Cleanup", json_pack("{s:s}", "kind", kind), &reply);
-        if (r != 0)
+        r = ctl_call_member(ctl, ADMIN "Cleanup", json_pack("{s:s}", "kind", kind), ctl->g->json, NULL, 0, &reply,
+                            &fields);
+        if (r != 0 || !fields)
                 return r;
-        if (ctl->g->json) {
-                print_json(reply);
-                return 0;
-        }
-        ended = reply_member(reply, "ended", JSON_INTEGER);
-        purged = reply_member(reply, "purged", JSON_INTEGER);
+        ended = reply_member(fields, "ended", JSON_INTEGER);
+        purged = reply_member(fields, "purged", JSON_INTEGER);
         if (!ended || !purged)
                 return error_reply_shape(ADMIN "Cleanup", "no ended and purged counts");
         printf("%c%s cleanup: %" JSON_INTEGER_FORMAT " session%s ended, %" JSON_INTEGER_FORMAT " row%s purged.\n",
@@ -1159,16 +1191,10 @@ static int verb_metrics(struct ctl *ctl, const struct verb_args *a) {
         size_t i;
         int r;
 
-        r = ctl_call(ctl, ADMIN "Metrics", NULL, &reply);
-        if (r != 0)
+        r = ctl_call_member(ctl, ADMIN "Metrics", NULL, ctl->g->json && !a->prometheus, "metrics", JSON_ARRAY, &reply,
+                            &metrics);
+        if (r != 0 || !metrics)
                 return r;
-        if (ctl->g->json && !a->prometheus) {
-                print_json(reply);
-                return 0;
-        }
-        metrics = reply_member(reply, "metrics", JSON_ARRAY);
-        if (!metrics)
-                return error_reply_shape(ADMIN "Metrics", "no metrics array");
         if (a->prometheus)
                 return metrics_print_prometheus(metrics);
 
@@ -1198,16 +1224,9 @@ static int verb_alerts(struct ctl *ctl) {
         size_t i;
         int r;
 
-        r = ctl_call(ctl, ADMIN "Alerts", NULL, &reply);
-        if (r != 0)
+        r = ctl_call_member(ctl, ADMIN "Alerts", NULL, ctl->g->json, "alerts", JSON_ARRAY, &reply, &alerts);
+        if (r != 0 || !alerts)
                 return r;
-        if (ctl->g->json) {
-                print_json(reply);
-                return 0;
-        }
-        alerts = reply_member(reply, "alerts", JSON_ARRAY);
-        if (!alerts)
-                return error_reply_shape(ADMIN "Alerts", "no alerts array");
         json_array_foreach(alerts, i, al) {
                 char *row[7];
                 for (size_t c = 0; c < 7; c++)
@@ -1306,45 +1325,16 @@ static int verb_events(struct ctl *ctl, const struct verb_args *a) {
 static int verb_audit(struct ctl *ctl, const struct verb_args *a) {
         _cleanup_json_ json_t *reply = NULL;
         struct table t = { .n_columns = 5, .headers = { "TIME", "KIND", "USER", "SESSION", "DETAIL" } };
-        json_t *params, *entries, *e;
+        json_t *params = NULL, *entries, *e;
         size_t i;
         int r;
 
-        params = json_object();
-        if (!params)
-                return error_fail("out of memory");
-        if (a->user)
-                json_object_set_new(params, "user_id", json_string(a->user));
-        if (a->kind)
-                json_object_set_new(params, "kind", json_string(a->kind));
-        if (a->since) {
-                int64_t since = 0;
-                r = parse_since(a->since, &since);
-                if (r != 0) {
-                        json_decref(params);
-                        return r;
-                }
-                json_object_set_new(params, "since", json_integer(since));
-        }
-        if (a->limit) {
-                int64_t limit = 0;
-                r = parse_limit(a->limit, &limit);
-                if (r != 0) {
-                        json_decref(params);
-                        return r;
-                }
-                json_object_set_new(params, "limit", json_integer(limit));
-        }
-        r = ctl_call(ctl, ADMIN "Audit", params, &reply);
+        r = verb_args_to_params(a, &params);
         if (r != 0)
                 return r;
-        if (ctl->g->json) {
-                print_json(reply);
-                return 0;
-        }
-        entries = reply_member(reply, "entries", JSON_ARRAY);
-        if (!entries)
-                return error_reply_shape(ADMIN "Audit", "no entries array");
+        r = ctl_call_member(ctl, ADMIN "Audit", params, ctl->g->json, "entries", JSON_ARRAY, &reply, &entries);
+        if (r != 0 || !entries)
+                return r;
         json_array_foreach(entries, i, e) {
                 json_t *detail = json_object_get(e, "detail");
                 char *row[5] = {
@@ -1367,22 +1357,7 @@ static int verb_audit(struct ctl *ctl, const struct verb_args *a) {
 }
 
 static int verb_analytics(struct ctl *ctl) {
-        _cleanup_json_ json_t *reply = NULL;
-        json_t *analytics;
-        int r;
-
-        r = ctl_call(ctl, ADMIN "Analytics", NULL, &reply);
-        if (r != 0)
-                return r;
-        if (ctl->g->json) {
-                print_json(reply);
-                return 0;
-        }
-        analytics = reply_member(reply, "analytics", JSON_OBJECT);
-        if (!analytics)
-                return error_reply_shape(ADMIN "Analytics", "no analytics object");
-        print_tree(analytics, 0);
-        return 0;
+        return verb_print_tree(ctl, ADMIN "Analytics", "analytics");
 }
 
 /* `call`: the reply's parameters verbatim (indented for people, one compact
