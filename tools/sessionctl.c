@@ -590,9 +590,13 @@ static int ctl_call_member(struct ctl *ctl, const char *method, json_t *params, 
                 return 0;
         }
         *ret_member = reply_member(*ret_reply, key, type);
-        if (!*ret_member)
-                return error_fail("%s: unexpected reply from the daemon (no %s%s)", method, key,
-                                  type == JSON_OBJECT ? " object" : type == JSON_ARRAY ? " array" : "");
+        if (!*ret_member) {
+                char what[128];
+
+                snprintf(what, sizeof(what), "no %s%s", key,
+                         type == JSON_OBJECT ? " object" : type == JSON_ARRAY ? " array" : "");
+                return error_reply_shape(method, what);
+        }
         return 0;
 }
 
@@ -1004,7 +1008,7 @@ static int verb_cleanup(struct ctl *ctl, const char *kind) {
                 kind = "regular";
         if (strcmp(kind, "regular") != 0 && strcmp(kind, "batch") != 0 && strcmp(kind, "deep") != 0)
                 return error_usage("cleanup: unknown kind '%s' (regular, batch or deep)", kind);
-        r = ctl_call_member(ctl, ADMIN "Cleanup", json_pack("{s:s}", "kind", kind), ctl->g->json, NULL, 0, &reply,
+        r = ctl_call_member(ctl, ADMIN "Cleanup", json_pack("{s:s}", "kind", kind), ctl->g->json, NULL, JSON_OBJECT, &reply,
                             &fields);
         if (r != 0 || !fields)
                 return r;
