@@ -2422,9 +2422,12 @@ static void flush_timer_cb(uv_timer_t *t) {
         (void)engine_flush_touches(e, TOUCH_FLUSH_BATCH, &n, &more);
         if (++e->ticks % SWEEP_EVERY_TICKS == 0)
                 engine_security_sweep(e, clock_now());
-        /* More to write: go on in the next loop iteration, after this
-         * batch is committed and other requests had their turn. */
-        uv_timer_start(t, flush_timer_cb, more ? 0 : TOUCH_FLUSH_INTERVAL_MS, 0);
+        /* More to write: go on in a later loop iteration, after this
+         * batch is committed and other requests had their turn. Not 0: a
+         * timer re-armed with 0 from its own callback runs again in the
+         * same iteration under libuv 1.44, which would write every batch in
+         * one transaction without ever yielding. */
+        uv_timer_start(t, flush_timer_cb, more ? 1 : TOUCH_FLUSH_INTERVAL_MS, 0);
 }
 
 static void timer_close_cb(uv_handle_t *h) {
