@@ -21,6 +21,7 @@
  * 0 success, 1 failure (a Varlink error reply included), 2 usage, 3 and 4
  * for `health` degraded and unhealthy, 5 when no daemon is running.
  */
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -41,6 +42,7 @@
 #include "sessionctl.h"
 
 #define ADMIN "io.sessiond.Admin."
+#define ELEMENTSOF(x) (sizeof(x) / sizeof((x)[0]))
 #define PERMISSION_DENIED_TEXT "permission denied: need root or membership in group sessiond-admin"
 
 static void usage(FILE *f) {
@@ -409,10 +411,46 @@ static void table_print(const struct table *t, const struct sessionctl_globals *
                 printf("\n%zu %s listed.\n", t->n_rows, t->n_rows == 1 ? noun_one : noun_many);
 }
 
-/* A cell from an object member, formatted like format_scalar(). */
-static char *cell(json_t *obj, const char *key) {
-        json_t *v = json_object_get(obj, key);
-        return v ? format_scalar(key, v) : strdup("-");
+/* A column of a table of objects: its header, the member it shows, and
+ * how; format NULL: like format_scalar(), "-" for a missing member. */
+struct column {
+        const char *header;
+        const char *key;
+        char *(*format)(json_t *value); /* value NULL when missing */
+};
+
+static char *column_cell(const struct column *c, json_t *obj) {
+        json_t *v = json_object_get(obj, c->key);
+
+        if (c->format)
+                return c->format(v);
+        return v ? format_scalar(c->key, v) : strdup("-");
+}
+
+/* Prints an array of objects as a table, a row an object. Returns 0 or an
+ * exit code. */
+static int table_print_objects(const struct column *columns, size_t n_columns, json_t *objects,
+                               const struct sessionctl_globals *g, const char *noun_one, const char *noun_many) {
+        struct table t = { .n_columns = n_columns };
+        json_t *obj;
+        size_t i;
+
+        assert(n_columns <= TABLE_MAX_COLUMNS);
+        for (size_t c = 0; c < n_columns; c++)
+                t.headers[c] = columns[c].header;
+        json_array_foreach(objects, i, obj) {
+                char *row[TABLE_MAX_COLUMNS];
+
+                for (size_t c = 0; c < n_columns; c++)
+                        row[c] = column_cell(&columns[c], obj);
+                if (table_add_row(&t, row) < 0) {
+                        table_free(&t);
+                        return error_fail("out of memory");
+                }
+        }
+        table_print(&t, g, noun_one, noun_many);
+        table_free(&t);
+        return 0;
 }
 
 /* ---- talking to the daemon --------------------------------------------- */
@@ -678,7 +716,7 @@ static int verb_parse(int argc, char **argv, unsigned allowed, int min_pos, int 
                 }
                 eq = strchr(arg, '=');
                 name_len = eq ? (size_t) (eq - arg - 2) : strlen(arg + 2);
-                for (size_t k = 0; k < sizeof(options) / sizeof(options[0]) && id < 0; k++)
+                for (size_t k = 0; k < ELEMENTSOF(options) && id < 0; k++)
                         if (strlen(options[k].name) == name_len && strncmp(arg + 2, options[k].name, name_len) == 0) {
                                 id = options[k].id;
                                 if (options[k].has_arg) {
@@ -864,18 +902,18 @@ static int verb_health(struct ctl *ctl) {
         return code;
 }
 
-static const char *const session_columns[] = {
-        "ID", "USER", "PLATFORM", "STATE", "CREATED", "LAST-ACTIVE", "EXPIRES",
-};
-static const char *const session_keys[] = {
-        "id", "user_id", "platform_id", "state", "created_at", "last_activity", "expires_at",
-};
-
 static int verb_list(struct ctl *ctl, const struct verb_args *a) {
+        static const struct column columns[] = {
+                { "ID", "id", NULL },
+                { "USER", "user_id", NULL },
+                { "PLATFORM", "platform_id", NULL },
+                { "STATE", "state", NULL },
+                { "CREATED", "created_at", NULL },
+                { "LAST-ACTIVE", "last_activity", NULL },
+                { "EXPIRES", "expires_at", NULL },
+        };
         _cleanup_json_ json_t *reply = NULL;
-        struct table t = { .n_columns = 7 };
-        json_t *params = NULL, *sessions, *s;
-        size_t i;
+        json_t *params = NULL, *sessions;
         int r;
 
         r = verb_args_to_params(a, &params);
@@ -885,20 +923,7 @@ static int verb_list(struct ctl *ctl, const struct verb_args *a) {
                             &sessions);
         if (r != 0 || !sessions)
                 return r;
-
-        memcpy(t.headers, session_columns, sizeof(session_columns));
-        json_array_foreach(sessions, i, s) {
-                char *row[7];
-                for (size_t c = 0; c < 7; c++)
-                        row[c] = cell(s, session_keys[c]);
-                if (table_add_row(&t, row) < 0) {
-                        table_free(&t);
-                        return error_fail("out of memory");
-                }
-        }
-        table_print(&t, ctl->g, "session", "sessions");
-        table_free(&t);
-        return 0;
+        return table_print_objects(columns, ELEMENTSOF(columns), sessions, ctl->g, "session", "sessions");
 }
 
 /* Finds a session by id among every session the daemon still holds. */
@@ -1189,10 +1214,14 @@ static char *labels_text(json_t *labels) {
 }
 
 static int verb_metrics(struct ctl *ctl, const struct verb_args *a) {
+        static const struct column columns[] = {
+                { "NAME", "name", NULL },
+                { "LABELS", "labels", labels_text },
+                { "TYPE", "type", NULL },
+                { "VALUE", "value", NULL },
+        };
         _cleanup_json_ json_t *reply = NULL;
-        struct table t = { .n_columns = 4, .headers = { "NAME", "LABELS", "TYPE", "VALUE" } };
-        json_t *metrics, *m;
-        size_t i;
+        json_t *metrics;
         int r;
 
         r = ctl_call_member(ctl, ADMIN "Metrics", NULL, ctl->g->json && !a->prometheus, "metrics", JSON_ARRAY, &reply,
@@ -1201,48 +1230,27 @@ static int verb_metrics(struct ctl *ctl, const struct verb_args *a) {
                 return r;
         if (a->prometheus)
                 return metrics_print_prometheus(metrics);
-
-        json_array_foreach(metrics, i, m) {
-                char *row[4] = {
-                        cell(m, "name"),
-                        labels_text(json_object_get(m, "labels")),
-                        cell(m, "type"),
-                        cell(m, "value"),
-                };
-                if (table_add_row(&t, row) < 0) {
-                        table_free(&t);
-                        return error_fail("out of memory");
-                }
-        }
-        table_print(&t, ctl->g, "metric", "metrics");
-        table_free(&t);
-        return 0;
+        return table_print_objects(columns, ELEMENTSOF(columns), metrics, ctl->g, "metric", "metrics");
 }
 
 static int verb_alerts(struct ctl *ctl) {
+        static const struct column columns[] = {
+                { "NAME", "name", NULL },
+                { "STATE", "state", NULL },
+                { "VALUE", "value", NULL },
+                { "THRESHOLD", "threshold", NULL },
+                { "RAISED", "raised_at", NULL },
+                { "RESOLVED", "resolved_at", NULL },
+                { "MESSAGE", "message", NULL },
+        };
         _cleanup_json_ json_t *reply = NULL;
-        struct table t = { .n_columns = 7,
-                           .headers = { "NAME", "STATE", "VALUE", "THRESHOLD", "RAISED", "RESOLVED", "MESSAGE" } };
-        static const char *const keys[] = { "name", "state", "value", "threshold", "raised_at", "resolved_at", "message" };
-        json_t *alerts, *al;
-        size_t i;
+        json_t *alerts;
         int r;
 
         r = ctl_call_member(ctl, ADMIN "Alerts", NULL, ctl->g->json, "alerts", JSON_ARRAY, &reply, &alerts);
         if (r != 0 || !alerts)
                 return r;
-        json_array_foreach(alerts, i, al) {
-                char *row[7];
-                for (size_t c = 0; c < 7; c++)
-                        row[c] = cell(al, keys[c]);
-                if (table_add_row(&t, row) < 0) {
-                        table_free(&t);
-                        return error_fail("out of memory");
-                }
-        }
-        table_print(&t, ctl->g, "alert", "alerts");
-        table_free(&t);
-        return 0;
+        return table_print_objects(columns, ELEMENTSOF(columns), alerts, ctl->g, "alert", "alerts");
 }
 
 /* One event per line: its time, its kind, then its other fields. */
@@ -1262,7 +1270,7 @@ static void event_print(json_t *ev, const struct sessionctl_globals *g) {
         }
         v = json_object_get(ev, "time");
         printf("%s", json_is_integer(v) ? format_time(json_integer_value(v), buf, sizeof(buf)) : "-");
-        for (size_t i = 0; i < sizeof(kind_keys) / sizeof(kind_keys[0]) && !kind_key; i++)
+        for (size_t i = 0; i < ELEMENTSOF(kind_keys) && !kind_key; i++)
                 if (json_is_string(json_object_get(ev, kind_keys[i])))
                         kind_key = kind_keys[i];
         if (kind_key)
@@ -1326,11 +1334,23 @@ static int verb_events(struct ctl *ctl, const struct verb_args *a) {
         return 0;
 }
 
+/* An audit record's detail: compact JSON, "-" when missing or empty. */
+static char *audit_detail_text(json_t *detail) {
+        if (!detail || (json_is_object(detail) && json_object_size(detail) == 0))
+                return strdup("-");
+        return json_dumps(detail, JSON_COMPACT | JSON_ENCODE_ANY);
+}
+
 static int verb_audit(struct ctl *ctl, const struct verb_args *a) {
+        static const struct column columns[] = {
+                { "TIME", "time", NULL },
+                { "KIND", "kind", NULL },
+                { "USER", "user_id", NULL },
+                { "SESSION", "session_id", NULL },
+                { "DETAIL", "detail", audit_detail_text },
+        };
         _cleanup_json_ json_t *reply = NULL;
-        struct table t = { .n_columns = 5, .headers = { "TIME", "KIND", "USER", "SESSION", "DETAIL" } };
-        json_t *params = NULL, *entries, *e;
-        size_t i;
+        json_t *params = NULL, *entries;
         int r;
 
         r = verb_args_to_params(a, &params);
@@ -1339,25 +1359,7 @@ static int verb_audit(struct ctl *ctl, const struct verb_args *a) {
         r = ctl_call_member(ctl, ADMIN "Audit", params, ctl->g->json, "entries", JSON_ARRAY, &reply, &entries);
         if (r != 0 || !entries)
                 return r;
-        json_array_foreach(entries, i, e) {
-                json_t *detail = json_object_get(e, "detail");
-                char *row[5] = {
-                        cell(e, "time"),
-                        cell(e, "kind"),
-                        cell(e, "user_id"),
-                        cell(e, "session_id"),
-                        json_is_object(detail) && json_object_size(detail) == 0
-                                ? strdup("-")
-                                : detail ? json_dumps(detail, JSON_COMPACT | JSON_ENCODE_ANY) : strdup("-"),
-                };
-                if (table_add_row(&t, row) < 0) {
-                        table_free(&t);
-                        return error_fail("out of memory");
-                }
-        }
-        table_print(&t, ctl->g, "entry", "entries");
-        table_free(&t);
-        return 0;
+        return table_print_objects(columns, ELEMENTSOF(columns), entries, ctl->g, "entry", "entries");
 }
 
 static int verb_analytics(struct ctl *ctl) {
