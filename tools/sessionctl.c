@@ -595,6 +595,23 @@ static int ctl_call(struct ctl *ctl, const char *method, json_t *params, json_t 
         return ctl_call_full(ctl, method, params, 0, ret, NULL, NULL);
 }
 
+/* The next reply of a call made with SESSIOND_CALL_MORE, in place of
+ * *reply. Returns 0 or an exit code after printing what went wrong (an
+ * error reply included). */
+static int ctl_call_next(struct ctl *ctl, const char *method, json_t **reply, bool *continues) {
+        const char *error = NULL;
+        int r;
+
+        json_decref(*reply);
+        *reply = NULL;
+        r = sessiond_client_next(ctl->client, -1, reply, &error, continues);
+        if (r < 0)
+                return report_transport_error(method, r);
+        if (error)
+                return report_varlink_error(method, error, *reply);
+        return 0;
+}
+
 /* The member key of reply, which must be of the given type. */
 static json_t *reply_member(json_t *reply, const char *key, json_type type) {
         json_t *v = json_object_get(reply, key);
@@ -1305,7 +1322,6 @@ static int events_print_reply(json_t *reply, const struct sessionctl_globals *g)
 
 static int verb_events(struct ctl *ctl, const struct verb_args *a) {
         _cleanup_json_ json_t *reply = NULL;
-        const char *error = NULL;
         bool continues = false;
         int r;
 
@@ -1316,22 +1332,14 @@ static int verb_events(struct ctl *ctl, const struct verb_args *a) {
                 print_json(reply);
                 return 0;
         }
-        r = events_print_reply(reply, ctl->g);
-        if (r != 0)
-                return r;
-        while (continues) {
-                json_decref(reply);
-                reply = NULL;
-                r = sessiond_client_next(ctl->client, -1, &reply, &error, &continues);
-                if (r < 0)
-                        return report_transport_error(ADMIN "Events", r);
-                if (error)
-                        return report_varlink_error(ADMIN "Events", error, reply);
+        for (;;) {
                 r = events_print_reply(reply, ctl->g);
+                if (r != 0 || !continues)
+                        return r;
+                r = ctl_call_next(ctl, ADMIN "Events", &reply, &continues);
                 if (r != 0)
                         return r;
         }
-        return 0;
 }
 
 /* An audit record's detail: compact JSON, "-" when missing or empty. */
@@ -1371,7 +1379,6 @@ static int verb_analytics(struct ctl *ctl) {
 static int verb_call(struct ctl *ctl, const struct verb_args *a) {
         const char *method = a->positional[0];
         _cleanup_json_ json_t *reply = NULL;
-        const char *error = NULL;
         json_t *params = NULL;
         unsigned flags = 0;
         bool continues = false;
@@ -1397,27 +1404,20 @@ static int verb_call(struct ctl *ctl, const struct verb_args *a) {
         flags = a->more ? SESSIOND_CALL_MORE : a->oneway ? SESSIOND_CALL_ONEWAY : 0;
         flags_json = ctl->g->json || a->more ? JSON_COMPACT : JSON_INDENT(2);
 
-        r = ctl_call_full(ctl, method, params, flags, &reply, &error, &continues);
+        r = ctl_call_full(ctl, method, params, flags, &reply, NULL, &continues);
+        if (r != 0 || a->oneway)
+                return r;
         for (;;) {
-                _cleanup_free_ char *text = NULL;
+                _cleanup_free_ char *text = json_dumps(reply, flags_json);
 
-                if (r != 0)
-                        return r;
-                if (error)
-                        return report_varlink_error(method, error, reply);
-                if (a->oneway)
-                        return 0;
-                text = json_dumps(reply, flags_json);
                 if (text)
                         puts(text);
                 fflush(stdout);
                 if (!continues)
                         return 0;
-                json_decref(reply);
-                reply = NULL;
-                r = sessiond_client_next(ctl->client, -1, &reply, &error, &continues);
-                if (r < 0)
-                        return report_transport_error(method, r);
+                r = ctl_call_next(ctl, method, &reply, &continues);
+                if (r != 0)
+                        return r;
         }
 }
 
