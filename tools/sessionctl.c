@@ -866,7 +866,7 @@ static int verb_print_tree(struct ctl *ctl, const char *method, const char *key)
         return r;
 }
 
-static int verb_status(struct ctl *ctl) {
+static int verb_status(struct ctl *ctl, const struct verb_args *a) {
         return verb_print_tree(ctl, ADMIN "Status", "status");
 }
 
@@ -880,7 +880,7 @@ static int health_exit_code(const char *status) {
         return -1;
 }
 
-static int verb_health(struct ctl *ctl) {
+static int verb_health(struct ctl *ctl, const struct verb_args *a) {
         _cleanup_json_ json_t *reply = NULL;
         json_t *status, *components, *comp;
         const char *name;
@@ -964,7 +964,8 @@ static int find_session(struct ctl *ctl, const char *id, json_t **ret) {
         return error_fail("no session with id '%s'", id);
 }
 
-static int verb_show(struct ctl *ctl, const char *id) {
+static int verb_show(struct ctl *ctl, const struct verb_args *a) {
+        const char *id = a->positional[0];
         _cleanup_json_ json_t *s = NULL;
         const char *key;
         json_t *v;
@@ -1003,7 +1004,8 @@ static int verb_show(struct ctl *ctl, const char *id) {
         return 0;
 }
 
-static int verb_terminate(struct ctl *ctl, const char *id) {
+static int verb_terminate(struct ctl *ctl, const struct verb_args *a) {
+        const char *id = a->positional[0];
         _cleanup_json_ json_t *reply = NULL;
         const char *error = NULL;
         int r;
@@ -1027,7 +1029,8 @@ static int verb_terminate(struct ctl *ctl, const char *id) {
         return 0;
 }
 
-static int verb_terminate_user(struct ctl *ctl, const char *user) {
+static int verb_terminate_user(struct ctl *ctl, const struct verb_args *a) {
+        const char *user = a->positional[0];
         _cleanup_json_ json_t *reply = NULL;
         json_t *count;
         int r;
@@ -1041,13 +1044,12 @@ static int verb_terminate_user(struct ctl *ctl, const char *user) {
         return 0;
 }
 
-static int verb_cleanup(struct ctl *ctl, const char *kind) {
+static int verb_cleanup(struct ctl *ctl, const struct verb_args *a) {
+        const char *kind = a->n_positional > 0 ? a->positional[0] : "regular";
         _cleanup_json_ json_t *reply = NULL;
         json_t *fields, *ended, *purged;
         int r;
 
-        if (!kind)
-                kind = "regular";
         if (strcmp(kind, "regular") != 0 && strcmp(kind, "batch") != 0 && strcmp(kind, "deep") != 0)
                 return error_usage("cleanup: unknown kind '%s' (regular, batch or deep)", kind);
         r = ctl_call_member(ctl, ADMIN "Cleanup", json_pack("{s:s}", "kind", kind), ctl->g->json, NULL, JSON_OBJECT, &reply,
@@ -1064,7 +1066,7 @@ static int verb_cleanup(struct ctl *ctl, const char *kind) {
         return 0;
 }
 
-static int verb_reload(struct ctl *ctl) {
+static int verb_reload(struct ctl *ctl, const struct verb_args *a) {
         _cleanup_json_ json_t *reply = NULL;
         const char *error = NULL;
         json_t *issues, *issue;
@@ -1250,7 +1252,7 @@ static int verb_metrics(struct ctl *ctl, const struct verb_args *a) {
         return table_print_objects(columns, ELEMENTSOF(columns), metrics, ctl->g, "metric", "metrics");
 }
 
-static int verb_alerts(struct ctl *ctl) {
+static int verb_alerts(struct ctl *ctl, const struct verb_args *a) {
         static const struct column columns[] = {
                 { "NAME", "name", NULL },
                 { "STATE", "state", NULL },
@@ -1370,7 +1372,7 @@ static int verb_audit(struct ctl *ctl, const struct verb_args *a) {
         return table_print_objects(columns, ELEMENTSOF(columns), entries, ctl->g, "entry", "entries");
 }
 
-static int verb_analytics(struct ctl *ctl) {
+static int verb_analytics(struct ctl *ctl, const struct verb_args *a) {
         return verb_print_tree(ctl, ADMIN "Analytics", "analytics");
 }
 
@@ -1517,7 +1519,8 @@ static int backup_copy(const char *source, const char *tmp, int64_t *ret_session
         return 0;
 }
 
-static int verb_backup(const struct sessionctl_globals *g, const struct verb_args *a) {
+static int verb_backup(struct ctl *ctl, const struct verb_args *a) {
+        const struct sessionctl_globals *g = ctl->g;
         const char *file = a->positional[0];
         __attribute__((cleanup(sessiond_config_freep))) struct sessiond_config *config = NULL;
         _cleanup_free_ char *tmp = NULL;
@@ -1577,68 +1580,46 @@ static int verb_backup(const struct sessionctl_globals *g, const struct verb_arg
 
 /* ---- main ------------------------------------------------------------------ */
 
+/* Each verb: the options it takes besides --json and --no-legend, how many
+ * arguments, and what it does. */
+static const struct verb {
+        const char *name;
+        unsigned allowed; /* ALLOW(OPT_x) | ... */
+        int min_pos, max_pos;
+        int (*run)(struct ctl *ctl, const struct verb_args *a);
+} verbs[] = {
+        { "status", 0, 0, 0, verb_status },
+        { "health", 0, 0, 0, verb_health },
+        { "list", ALLOW(OPT_USER) | ALLOW(OPT_ALL) | ALLOW(OPT_LIMIT), 0, 0, verb_list },
+        { "show", 0, 1, 1, verb_show },
+        { "terminate", 0, 1, 1, verb_terminate },
+        { "terminate-user", 0, 1, 1, verb_terminate_user },
+        { "cleanup", 0, 0, 1, verb_cleanup },
+        { "reload", 0, 0, 0, verb_reload },
+        { "metrics", ALLOW(OPT_PROMETHEUS), 0, 0, verb_metrics },
+        { "alerts", 0, 0, 0, verb_alerts },
+        { "events", ALLOW(OPT_FOLLOW), 0, 0, verb_events },
+        { "audit", ALLOW(OPT_USER) | ALLOW(OPT_SINCE) | ALLOW(OPT_KIND) | ALLOW(OPT_LIMIT), 0, 0, verb_audit },
+        { "analytics", 0, 0, 0, verb_analytics },
+        { "call", ALLOW(OPT_MORE) | ALLOW(OPT_ONEWAY), 1, 2, verb_call },
+        { "backup", ALLOW(OPT_FORCE), 1, 1, verb_backup },
+};
+
 static int run_verb(int argc, char **argv, struct sessionctl_globals *g) {
+        const struct verb *v = NULL;
         struct verb_args a = {};
         struct ctl ctl = { .g = g };
-        const char *verb = argv[0];
         int r;
 
-#define PARSE(allowed, min, max)                                                \
-        do {                                                                     \
-                r = verb_parse(argc, argv, (allowed), (min), (max), g, &a);     \
-                if (r != 0)                                                      \
-                        return r < 0 ? SESSIONCTL_EXIT_OK : r;                  \
-        } while (0)
-
-        if (strcmp(verb, "status") == 0) {
-                PARSE(0, 0, 0);
-                r = verb_status(&ctl);
-        } else if (strcmp(verb, "health") == 0) {
-                PARSE(0, 0, 0);
-                r = verb_health(&ctl);
-        } else if (strcmp(verb, "list") == 0) {
-                PARSE(ALLOW(OPT_USER) | ALLOW(OPT_ALL) | ALLOW(OPT_LIMIT), 0, 0);
-                r = verb_list(&ctl, &a);
-        } else if (strcmp(verb, "show") == 0) {
-                PARSE(0, 1, 1);
-                r = verb_show(&ctl, a.positional[0]);
-        } else if (strcmp(verb, "terminate") == 0) {
-                PARSE(0, 1, 1);
-                r = verb_terminate(&ctl, a.positional[0]);
-        } else if (strcmp(verb, "terminate-user") == 0) {
-                PARSE(0, 1, 1);
-                r = verb_terminate_user(&ctl, a.positional[0]);
-        } else if (strcmp(verb, "cleanup") == 0) {
-                PARSE(0, 0, 1);
-                r = verb_cleanup(&ctl, a.n_positional > 0 ? a.positional[0] : NULL);
-        } else if (strcmp(verb, "reload") == 0) {
-                PARSE(0, 0, 0);
-                r = verb_reload(&ctl);
-        } else if (strcmp(verb, "metrics") == 0) {
-                PARSE(ALLOW(OPT_PROMETHEUS), 0, 0);
-                r = verb_metrics(&ctl, &a);
-        } else if (strcmp(verb, "alerts") == 0) {
-                PARSE(0, 0, 0);
-                r = verb_alerts(&ctl);
-        } else if (strcmp(verb, "events") == 0) {
-                PARSE(ALLOW(OPT_FOLLOW), 0, 0);
-                r = verb_events(&ctl, &a);
-        } else if (strcmp(verb, "audit") == 0) {
-                PARSE(ALLOW(OPT_USER) | ALLOW(OPT_SINCE) | ALLOW(OPT_KIND) | ALLOW(OPT_LIMIT), 0, 0);
-                r = verb_audit(&ctl, &a);
-        } else if (strcmp(verb, "analytics") == 0) {
-                PARSE(0, 0, 0);
-                r = verb_analytics(&ctl);
-        } else if (strcmp(verb, "call") == 0) {
-                PARSE(ALLOW(OPT_MORE) | ALLOW(OPT_ONEWAY), 1, 2);
-                r = verb_call(&ctl, &a);
-        } else if (strcmp(verb, "backup") == 0) {
-                PARSE(ALLOW(OPT_FORCE), 1, 1);
-                r = verb_backup(g, &a);
-        } else
-                return error_usage("unknown verb '%s'", verb);
-#undef PARSE
-
+        for (size_t i = 0; i < ELEMENTSOF(verbs) && !v; i++)
+                if (strcmp(argv[0], verbs[i].name) == 0)
+                        v = &verbs[i];
+        if (!v)
+                return error_usage("unknown verb '%s'", argv[0]);
+        r = verb_parse(argc, argv, v->allowed, v->min_pos, v->max_pos, g, &a);
+        if (r != 0)
+                return r < 0 ? SESSIONCTL_EXIT_OK : r; /* < 0: --help */
+        r = v->run(&ctl, &a);
         ctl_done(&ctl);
         return r;
 }
