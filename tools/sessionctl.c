@@ -105,13 +105,19 @@ static void freep(void *p) {
 /* json_decrefp() comes with jansson. */
 #define _cleanup_json_ __attribute__((cleanup(json_decrefp)))
 
+/* "sessionctl: <message>" on stderr, without the newline. */
+static void error_vprint(const char *fmt, va_list ap) __attribute__((format(printf, 1, 0)));
+static void error_vprint(const char *fmt, va_list ap) {
+        fputs("sessionctl: ", stderr);
+        vfprintf(stderr, fmt, ap);
+}
+
 static int error_usage(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static int error_usage(const char *fmt, ...) {
         va_list ap;
 
-        fputs("sessionctl: ", stderr);
         va_start(ap, fmt);
-        vfprintf(stderr, fmt, ap);
+        error_vprint(fmt, ap);
         va_end(ap);
         fputs("\nTry 'sessionctl --help'.\n", stderr);
         return SESSIONCTL_EXIT_USAGE;
@@ -121,9 +127,8 @@ static int error_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2))
 static int error_fail(const char *fmt, ...) {
         va_list ap;
 
-        fputs("sessionctl: ", stderr);
         va_start(ap, fmt);
-        vfprintf(stderr, fmt, ap);
+        error_vprint(fmt, ap);
         va_end(ap);
         fputc('\n', stderr);
         return SESSIONCTL_EXIT_FAILURE;
@@ -919,6 +924,21 @@ static int verb_health(struct ctl *ctl, const struct verb_args *a) {
         return code;
 }
 
+/* A verb whose reply is an array of objects (the member key), shown as a
+ * table. Steals params. */
+static int verb_print_table(struct ctl *ctl, const char *method, json_t *params, const char *key,
+                            const struct column *columns, size_t n_columns, const char *noun_one,
+                            const char *noun_many) {
+        _cleanup_json_ json_t *reply = NULL;
+        json_t *objects;
+        int r;
+
+        r = ctl_call_member(ctl, method, params, ctl->g->json, key, JSON_ARRAY, &reply, &objects);
+        if (r != 0 || !objects)
+                return r;
+        return table_print_objects(columns, n_columns, objects, ctl->g, noun_one, noun_many);
+}
+
 static int verb_list(struct ctl *ctl, const struct verb_args *a) {
         static const struct column columns[] = {
                 { "ID", "id", NULL },
@@ -929,18 +949,14 @@ static int verb_list(struct ctl *ctl, const struct verb_args *a) {
                 { "LAST-ACTIVE", "last_activity", NULL },
                 { "EXPIRES", "expires_at", NULL },
         };
-        _cleanup_json_ json_t *reply = NULL;
-        json_t *params = NULL, *sessions;
+        json_t *params = NULL;
         int r;
 
         r = verb_args_to_params(a, &params);
         if (r != 0)
                 return r;
-        r = ctl_call_member(ctl, ADMIN "ListSessions", params, ctl->g->json, "sessions", JSON_ARRAY, &reply,
-                            &sessions);
-        if (r != 0 || !sessions)
-                return r;
-        return table_print_objects(columns, ELEMENTSOF(columns), sessions, ctl->g, "session", "sessions");
+        return verb_print_table(ctl, ADMIN "ListSessions", params, "sessions", columns, ELEMENTSOF(columns),
+                                "session", "sessions");
 }
 
 /* Finds a session by id among every session the daemon still holds. */
@@ -1262,14 +1278,8 @@ static int verb_alerts(struct ctl *ctl, const struct verb_args *a) {
                 { "RESOLVED", "resolved_at", NULL },
                 { "MESSAGE", "message", NULL },
         };
-        _cleanup_json_ json_t *reply = NULL;
-        json_t *alerts;
-        int r;
 
-        r = ctl_call_member(ctl, ADMIN "Alerts", NULL, ctl->g->json, "alerts", JSON_ARRAY, &reply, &alerts);
-        if (r != 0 || !alerts)
-                return r;
-        return table_print_objects(columns, ELEMENTSOF(columns), alerts, ctl->g, "alert", "alerts");
+        return verb_print_table(ctl, ADMIN "Alerts", NULL, "alerts", columns, ELEMENTSOF(columns), "alert", "alerts");
 }
 
 /* One event per line: its time, its kind, then its other fields. */
@@ -1359,17 +1369,14 @@ static int verb_audit(struct ctl *ctl, const struct verb_args *a) {
                 { "SESSION", "session_id", NULL },
                 { "DETAIL", "detail", audit_detail_text },
         };
-        _cleanup_json_ json_t *reply = NULL;
-        json_t *params = NULL, *entries;
+        json_t *params = NULL;
         int r;
 
         r = verb_args_to_params(a, &params);
         if (r != 0)
                 return r;
-        r = ctl_call_member(ctl, ADMIN "Audit", params, ctl->g->json, "entries", JSON_ARRAY, &reply, &entries);
-        if (r != 0 || !entries)
-                return r;
-        return table_print_objects(columns, ELEMENTSOF(columns), entries, ctl->g, "entry", "entries");
+        return verb_print_table(ctl, ADMIN "Audit", params, "entries", columns, ELEMENTSOF(columns), "entry",
+                                "entries");
 }
 
 static int verb_analytics(struct ctl *ctl, const struct verb_args *a) {
