@@ -130,26 +130,14 @@ static void side_files_restore(const struct side_files *f) {
 /* ---- opening ----------------------------------------------------------------- */
 
 static int db_resolve_path(const struct sessionctl_globals *g, const struct db_options *o, char **ret) {
-        struct sessiond_config_sources sources = { .config_file = g->config_file };
         struct sessiond_config *config = NULL;
-        struct sessiond_issues issues = {};
-        int r;
 
         if (o->database) {
                 *ret = strdup(o->database);
                 return *ret ? 0 : db_fail("out of memory");
         }
-        r = sessiond_config_load(&sources, &config, &issues);
-        if (r < 0) {
-                fprintf(stderr, "sessionctl db: cannot load the configuration%s%s (use --database FILE):\n",
-                        g->config_file ? " " : "", g->config_file ? g->config_file : "");
-                for (size_t i = 0; i < issues.count; i++)
-                        if (issues.items[i].severity == SESSIOND_ERROR)
-                                fprintf(stderr, "  %s\n", issues.items[i].message);
-                sessiond_issues_clear(&issues);
+        if (sessionctl_load_config(g, "sessionctl db", " (use --database FILE)", &config) < 0)
                 return SESSIONCTL_EXIT_FAILURE;
-        }
-        sessiond_issues_clear(&issues);
         if (!config->features.persistence) {
                 sessiond_config_free(config);
                 return db_fail("features.persistence is off: the daemon keeps its sessions in memory and has "

@@ -472,16 +472,16 @@ static void ctl_done(struct ctl *ctl) {
         free(ctl->socket_path_owned);
 }
 
-/* Loads the configuration of -c (defaults, file, env file, environment). */
-static int ctl_load_config(const struct sessionctl_globals *g, struct sessiond_config **ret) {
+int sessionctl_load_config(const struct sessionctl_globals *g, const char *who, const char *hint,
+                           struct sessiond_config **ret) {
         struct sessiond_config_sources sources = { .config_file = g->config_file };
         struct sessiond_issues issues = {};
         int r;
 
         r = sessiond_config_load(&sources, ret, &issues);
         if (r < 0) {
-                fprintf(stderr, "sessionctl: cannot load the configuration%s%s:\n",
-                        g->config_file ? " " : "", g->config_file ? g->config_file : "");
+                fprintf(stderr, "%s: cannot load the configuration%s%s%s:\n", who, g->config_file ? " " : "",
+                        g->config_file ? g->config_file : "", hint);
                 for (size_t i = 0; i < issues.count; i++)
                         if (issues.items[i].severity == SESSIOND_ERROR)
                                 fprintf(stderr, "  %s\n", issues.items[i].message);
@@ -506,7 +506,7 @@ static void ctl_resolve_socket(struct ctl *ctl) {
                 ctl->socket_path = e;
                 return;
         }
-        if (ctl_load_config(ctl->g, &config) >= 0 && config->daemon.socket_path) {
+        if (sessionctl_load_config(ctl->g, "sessionctl", "", &config) >= 0 && config->daemon.socket_path) {
                 ctl->socket_path_owned = strdup(config->daemon.socket_path);
                 ctl->socket_path = ctl->socket_path_owned;
         } else if (!config)
@@ -1538,7 +1538,7 @@ static int verb_backup(struct ctl *ctl, const struct verb_args *a) {
 
         if (!*file)
                 return error_usage("backup: empty file name");
-        if (ctl_load_config(g, &config) < 0)
+        if (sessionctl_load_config(g, "sessionctl", "", &config) < 0)
                 return SESSIONCTL_EXIT_FAILURE;
         if (!config->features.persistence)
                 return error_fail("features.persistence is off: the daemon keeps its sessions in memory, "

@@ -4,6 +4,8 @@
 
 #include <stdbool.h>
 
+struct sessiond_config;
+
 /* Exit codes, documented in sessionctl(1). */
 enum {
         SESSIONCTL_EXIT_OK = 0,
@@ -20,6 +22,12 @@ struct sessionctl_globals {
         bool json;               /* --json */
         bool no_legend;          /* --no-legend */
 };
+
+/* Loads the configuration of -c (defaults, file, env file, environment).
+ * On failure prints "<who>: cannot load the configuration [FILE]<hint>:"
+ * and each error, and returns a negative errno. (sessionctl.c) */
+int sessionctl_load_config(const struct sessionctl_globals *g, const char *who, const char *hint,
+                           struct sessiond_config **ret);
 
 /* `sessionctl config ...`: argv[0] is "config". Returns an exit code. */
 int sessionctl_config(int argc, char **argv, const struct sessionctl_globals *g);
