@@ -616,6 +616,9 @@ def test_status_jobs_and_origin():
             f.write("SESSION_CLEANUP_BATCH_SIZE=7\n")
         d.wait_ready()
         with d.connect() as c:
+            # The daemon may have read its sources before the env file was
+            # written: a reload reads them again, deterministically.
+            c.call(A + "Reload")
             st = c.call(A + "Status")["status"]
             for name in ("regular", "batch", "deep", "security", "metrics", "health"):
                 job = st["jobs"][name]
