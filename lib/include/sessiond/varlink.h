@@ -117,6 +117,72 @@ int varlink_param_int(json_t *params, const char *key, int64_t *ret);
 int varlink_param_bool(json_t *params, const char *key, bool *ret);
 int varlink_param_object(json_t *params, const char *key, json_t **ret);
 
+/* ---- reply writer ---------------------------------------------------------- */
+
+/* Writes a reply's JSON text straight into its wire buffer, without jansson
+ * objects, for the hot replies (lib/varlink/writer.c). The result is what
+ * varlink_encode_reply() makes of the same members in the same order, byte
+ * for byte. Commas are handled by the writer:
+ *
+ *   varlink_writer_init(&w);
+ *   varlink_writer_begin_reply(&w);          {"parameters":
+ *   varlink_writer_object_begin(&w);         {
+ *   varlink_writer_key(&w, "expires_in");    "expires_in":
+ *   varlink_writer_int(&w, 600);             600
+ *   varlink_writer_object_end(&w);           }
+ *   r = varlink_writer_finish_reply(&w, false, &data, &len);   }\0
+ *
+ * Errors are sticky: every function returns 0 or the writer's first error
+ * (-ENOMEM; -EINVAL from varlink_writer_json() for a value jansson cannot
+ * dump), and finish_reply returns it too, so checking only that is enough.
+ * Misuse (a value where a key is due, unbalanced ends, nesting deeper than
+ * VARLINK_WRITER_MAX_DEPTH) is asserted.
+ *
+ * Strings must be valid UTF-8 (not checked): bytes >= 0x80 are copied as
+ * they are; ", \ and control characters are escaped. */
+#define VARLINK_WRITER_MAX_DEPTH 64
+
+struct varlink_writer {
+        char *data;
+        size_t len;
+        size_t allocated;
+        int error;            /* first failure, 0 if none */
+        unsigned depth;       /* open objects and arrays */
+        uint64_t has_members; /* bit d: the container at depth d has a member */
+        uint64_t is_object;   /* bit d: the container at depth d is an object */
+        bool after_key;       /* a value is due (after a key or the envelope) */
+        bool began;           /* begin_reply() was called */
+        bool parameters_object; /* the parameters written are an object */
+};
+
+void varlink_writer_init(struct varlink_writer *w);
+/* Drops whatever was written (finish_reply hands the buffer out instead). */
+void varlink_writer_free(struct varlink_writer *w);
+
+/* Starts a reply: {"parameters": — the next value written (an object) is
+ * the parameters. */
+int varlink_writer_begin_reply(struct varlink_writer *w);
+int varlink_writer_object_begin(struct varlink_writer *w);
+int varlink_writer_object_end(struct varlink_writer *w);
+int varlink_writer_array_begin(struct varlink_writer *w);
+int varlink_writer_array_end(struct varlink_writer *w);
+/* The key of the next member of the current object. */
+int varlink_writer_key(struct varlink_writer *w, const char *key);
+int varlink_writer_string(struct varlink_writer *w, const char *s);
+/* n bytes, which may include NUL (written as \u0000). */
+int varlink_writer_stringn(struct varlink_writer *w, const char *s, size_t n);
+int varlink_writer_int(struct varlink_writer *w, int64_t v);
+int varlink_writer_bool(struct varlink_writer *w, bool v);
+int varlink_writer_null(struct varlink_writer *w);
+/* Any existing value, dumped compactly by jansson (borrowed). */
+int varlink_writer_json(struct varlink_writer *w, json_t *value);
+/* Closes the envelope (with "continues": true if asked) and hands out the
+ * malloc'ed message with its terminating NUL, as varlink_encode_reply()
+ * does; *len includes the NUL. The writer is left empty, ready for
+ * another reply after varlink_writer_init(). On failure (a sticky error,
+ * or parameters that are not an object: -EINVAL) the buffer is freed. */
+int varlink_writer_finish_reply(struct varlink_writer *w, bool continues, char **ret, size_t *len);
+
 #ifdef __cplusplus
 }
 #endif
