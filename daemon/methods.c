@@ -145,77 +145,104 @@ void methods_mark_write(struct call *c, struct daemon *d, uint64_t seq) {
                 call_mark_write(c);
 }
 
-int methods_param_string(struct call *c, const char *iface, const char *key, bool required, const char **ret) {
-        json_t *v = json_object_get(call_parameters(c), key);
+/* A string parameter must not hide a NUL: the engine takes C strings. */
+static int param_check_nul(struct call *c, const char *iface, const char *field, const struct varlink_value *v) {
+        if (strlen(v->string) == v->length)
+                return 0;
+        error_named(c, iface, "InvalidArgument",
+                    json_pack("{s:s, s:s}", "field", field, "reason", "contains a NUL character"));
+        return -EINVAL;
+}
 
-        if (!v || json_is_null(v)) {
-                if (!required)
-                        return -ENOENT;
+int methods_param_string(struct call *c, const char *iface, const char *key, bool required, const char **ret) {
+        struct varlink_value v;
+        int r = call_param(c, NULL, key, &v);
+
+        if (r == -ENOENT && !required)
+                return -ENOENT;
+        if (r < 0 || v.type != VARLINK_VALUE_STRING) {
                 call_error_invalid_parameter(c, key);
                 return -EINVAL;
         }
-        if (!json_is_string(v)) {
+        if (param_check_nul(c, iface, key, &v) < 0)
+                return -EINVAL;
+        *ret = v.string;
+        return 0;
+}
+
+int methods_param_bytes(struct call *c, const char *key, const char **ret, size_t *size) {
+        struct varlink_value v;
+        int r = call_param(c, NULL, key, &v);
+
+        if (r == -ENOENT)
+                return -ENOENT;
+        if (r < 0 || v.type != VARLINK_VALUE_STRING) {
                 call_error_invalid_parameter(c, key);
                 return -EINVAL;
         }
-        if (strlen(json_string_value(v)) != json_string_length(v)) {
-                error_named(c, iface, "InvalidArgument",
-                            json_pack("{s:s, s:s}", "field", key, "reason", "contains a NUL character"));
-                return -EINVAL;
-        }
-        *ret = json_string_value(v);
+        *ret = v.string;
+        *size = v.length;
         return 0;
 }
 
 int methods_param_int(struct call *c, const char *key, int64_t *ret) {
-        int r = varlink_param_int(call_parameters(c), key, ret);
+        struct varlink_value v;
+        int r = call_param(c, NULL, key, &v);
 
-        if (r == -EINVAL)
+        if (r == -ENOENT)
+                return -ENOENT;
+        if (r < 0 || v.type != VARLINK_VALUE_INTEGER) {
                 call_error_invalid_parameter(c, key);
-        return r;
+                return -EINVAL;
+        }
+        *ret = v.integer;
+        return 0;
 }
 
 int methods_param_bool(struct call *c, const char *key, bool *ret) {
-        int r = varlink_param_bool(call_parameters(c), key, ret);
+        struct varlink_value v;
+        int r = call_param(c, NULL, key, &v);
 
-        if (r == -EINVAL)
+        if (r == -ENOENT)
+                return -ENOENT;
+        if (r < 0 || v.type != VARLINK_VALUE_BOOLEAN) {
                 call_error_invalid_parameter(c, key);
-        return r;
+                return -EINVAL;
+        }
+        *ret = v.boolean;
+        return 0;
 }
 
 int methods_param_client(struct call *c, const char *iface, struct engine_client *ret, bool *given) {
         static const char *const keys[] = {"user_agent", "ip", "accept_language", "accept_encoding"};
         const char **fields[] = {&ret->user_agent, &ret->ip, &ret->accept_language, &ret->accept_encoding};
-        json_t *o = NULL;
+        struct varlink_value v;
         int r;
 
         memset(ret, 0, sizeof *ret);
         *given = false;
-        r = varlink_param_object(call_parameters(c), "client", &o);
+        r = call_param(c, NULL, "client", &v);
         if (r == -ENOENT)
                 return 0;
-        if (r < 0) {
+        if (r < 0 || v.type != VARLINK_VALUE_OBJECT) {
                 call_error_invalid_parameter(c, "client");
                 return -EINVAL;
         }
         for (size_t i = 0; i < 4; i++) {
-                json_t *v = json_object_get(o, keys[i]);
-
-                if (!v || json_is_null(v))
+                r = call_param(c, "client", keys[i], &v);
+                if (r == -ENOENT)
                         continue;
-                if (!json_is_string(v)) {
+                if (r < 0 || v.type != VARLINK_VALUE_STRING) {
                         call_error_invalid_parameter(c, "client");
                         return -EINVAL;
                 }
-                if (strlen(json_string_value(v)) != json_string_length(v)) {
+                if (strlen(v.string) != v.length) {
                         char field[64];
 
                         snprintf(field, sizeof field, "client.%s", keys[i]);
-                        error_named(c, iface, "InvalidArgument",
-                                    json_pack("{s:s, s:s}", "field", field, "reason", "contains a NUL character"));
-                        return -EINVAL;
+                        return param_check_nul(c, iface, field, &v);
                 }
-                *fields[i] = json_string_value(v);
+                *fields[i] = v.string;
         }
         *given = true;
         return 0;

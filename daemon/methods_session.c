@@ -50,17 +50,8 @@ static void method_create(struct daemon *d, struct call *c) {
             methods_param_client(c, IFACE, &a.client, &given) < 0)
                 return;
         /* Sync data may hold any character, NUL included: take its length. */
-        {
-                json_t *v = json_object_get(call_parameters(c), "sync_data");
-                if (v && !json_is_null(v)) {
-                        if (!json_is_string(v)) {
-                                call_error_invalid_parameter(c, "sync_data");
-                                return;
-                        }
-                        a.sync_data = json_string_value(v);
-                        a.sync_size = json_string_length(v);
-                }
-        }
+        if (methods_param_bytes(c, "sync_data", &a.sync_data, &a.sync_size) == -EINVAL)
+                return;
 
         r = engine_create(d->engine, methods_now(), &a, &created, &err);
         if (r < 0) {
@@ -207,17 +198,17 @@ static void method_set_sync_state(struct daemon *d, struct call *c) {
         struct engine_error err = {0};
         uint64_t seq = engine_write_seq(d->engine);
         int64_t expected = -1, version = 0;
-        const char *token;
-        json_t *data;
+        const char *token, *data = NULL;
+        size_t size = 0;
         int r;
 
         if (param_token(c, &token) < 0)
                 return;
-        data = json_object_get(call_parameters(c), "data");
-        if (!json_is_string(data)) {
-                call_error_invalid_parameter(c, "data");
+        r = methods_param_bytes(c, "data", &data, &size);
+        if (r == -ENOENT)
+                call_error_invalid_parameter(c, "data"); /* required */
+        if (r < 0)
                 return;
-        }
         r = methods_param_int(c, "expected_version", &expected);
         if (r == -EINVAL)
                 return;
@@ -226,7 +217,7 @@ static void method_set_sync_state(struct daemon *d, struct call *c) {
                            json_pack("{s:s, s:s}", "field", "expected_version", "reason", "must not be negative"));
                 return;
         }
-        r = engine_sync_set(d->engine, methods_now(), token, json_string_value(data), json_string_length(data),
+        r = engine_sync_set(d->engine, methods_now(), token, data, size,
                             expected, &version, &err);
         if (r < 0) {
                 methods_reply_error(c, IFACE, r, &err);

@@ -340,9 +340,14 @@ const char *call_method(const struct call *c) {
         return c->vc.method;
 }
 
-json_t *call_parameters(const struct call *c) {
+json_t *call_parameters(struct call *c) {
         assert(c);
-        return c->vc.parameters;
+        return varlink_call_parameters(&c->vc);
+}
+
+int call_param(struct call *c, const char *object, const char *key, struct varlink_value *ret) {
+        assert(c);
+        return varlink_call_param(&c->vc, object, key, ret);
 }
 
 bool call_wants_more(const struct call *c) {
@@ -566,12 +571,14 @@ static void service_get_info(struct call *c) {
 
 static void service_get_interface_description(struct call *c) {
         const struct interface_text *t;
+        struct varlink_value v;
         const char *name;
 
-        if (varlink_param_string(c->vc.parameters, "interface", &name) < 0) {
+        if (call_param(c, NULL, "interface", &v) < 0 || v.type != VARLINK_VALUE_STRING) {
                 service_reply(c, VARLINK_ERROR_INVALID_PARAMETER, json_pack("{s:s}", "parameter", "interface"));
                 return;
         }
+        name = v.string;
         t = interface_find(name, strlen(name));
         if (!t)
                 service_reply(c, VARLINK_ERROR_INTERFACE_NOT_FOUND, json_pack("{s:s}", "interface", name));

@@ -27,11 +27,18 @@
 struct daemon;
 struct server;
 struct call;
+struct varlink_value;
 
 /* ---- calls (used by the method handlers) --------------------------------- */
 
 const char *call_method(const struct call *c);     /* full name */
-json_t *call_parameters(const struct call *c);     /* borrowed, always an object */
+/* The parameters as a jansson object (borrowed; made on first use, NULL
+ * only when memory ran out). The hot handlers use call_param() instead,
+ * which reads the scanned call without building objects. */
+json_t *call_parameters(struct call *c);
+/* varlink_call_param() on this call: 0, -ENOENT (absent or null), -EINVAL
+ * (object is not an object). */
+int call_param(struct call *c, const char *object, const char *key, struct varlink_value *ret);
 bool call_wants_more(const struct call *c);
 bool call_is_oneway(const struct call *c);
 bool call_peer_is_admin(const struct call *c);

@@ -19,6 +19,9 @@
  *  - unknown top-level keys are ignored, as the Varlink specification asks
  *    for forward compatibility.
  * Every violation is -EBADMSG; the caller decides to close the connection.
+ *
+ * Calls go to the scanner of scan.c first, which reads the common ones
+ * without jansson; this parser is the authority for everything else.
  */
 #include <assert.h>
 #include <errno.h>
@@ -26,6 +29,7 @@
 #include <string.h>
 
 #include "sessiond/varlink.h"
+#include "varlink/scan.h"
 
 /* Fails when brackets outside strings nest deeper than VARLINK_MAX_DEPTH.
  * The JSON itself is validated later by jansson; this only has to be exact
@@ -181,7 +185,7 @@ const char *varlink_method_split(const char *method, char *iface, size_t size) {
         return dot + 1;
 }
 
-int varlink_call_parse(const char *msg, size_t len, struct varlink_call *ret) {
+int varlink_call_parse_json(const char *msg, size_t len, struct varlink_call *ret) {
         struct varlink_call c = {};
         json_t *m;
         int r;
@@ -223,9 +227,32 @@ fail:
         return r;
 }
 
+/* The scanner (scan.c) first: it takes the common calls without building
+ * JSON objects, and passes everything else on to jansson. */
+int varlink_call_parse(const char *msg, size_t len, struct varlink_call *ret) {
+        int r = varlink_call_scan(msg, len, ret);
+
+        if (r != -EAGAIN)
+                return r;
+        return varlink_call_parse_json(msg, len, ret);
+}
+
+json_t *varlink_call_parameters(struct varlink_call *c) {
+        assert(c);
+        assert(c->root || c->scanned);
+        if (!c->parameters && c->scanned && varlink_scanned_parameters(c->scanned, &c->parameters) < 0)
+                return NULL;
+        return c->parameters;
+}
+
 void varlink_call_clear(struct varlink_call *c) {
         if (!c)
                 return;
+        if (c->scanned) {
+                /* The parameters were made from the scanner's text. */
+                json_decref(c->parameters);
+                varlink_scanned_free(c->scanned);
+        }
         json_decref(c->root);
         *c = (struct varlink_call){};
 }

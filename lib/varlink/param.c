@@ -10,6 +10,7 @@
 #include <errno.h>
 
 #include "sessiond/varlink.h"
+#include "varlink/scan.h"
 
 static json_t *param_get(json_t *params, const char *key) {
         json_t *v;
@@ -66,5 +67,60 @@ int varlink_param_object(json_t *params, const char *key, json_t **ret) {
         if (!json_is_object(v))
                 return -EINVAL;
         *ret = v;
+        return 0;
+}
+
+/* The same lookups over a call, whichever parser read it: the scanner's
+ * table (no JSON objects), or jansson's tree. */
+int varlink_call_param(struct varlink_call *c, const char *object, const char *key,
+                       struct varlink_value *ret) {
+        json_t *params, *v;
+
+        assert(c && key && ret);
+        if (c->scanned)
+                return varlink_scanned_param(c->scanned, object, key, ret);
+        params = c->parameters;
+        assert(json_is_object(params));
+        if (object) {
+                params = param_get(params, object);
+                if (!params)
+                        return -ENOENT;
+                if (!json_is_object(params))
+                        return -EINVAL;
+        }
+        v = param_get(params, key);
+        if (!v)
+                return -ENOENT;
+        *ret = (struct varlink_value){};
+        switch (json_typeof(v)) {
+        case JSON_OBJECT:
+                ret->type = VARLINK_VALUE_OBJECT;
+                break;
+        case JSON_ARRAY:
+                ret->type = VARLINK_VALUE_ARRAY;
+                break;
+        case JSON_STRING:
+                ret->type = VARLINK_VALUE_STRING;
+                ret->string = json_string_value(v);
+                ret->length = json_string_length(v);
+                break;
+        case JSON_INTEGER:
+                ret->type = VARLINK_VALUE_INTEGER;
+                ret->integer = (int64_t) json_integer_value(v);
+                break;
+        case JSON_REAL:
+                ret->type = VARLINK_VALUE_REAL;
+                ret->real = json_real_value(v);
+                break;
+        case JSON_TRUE:
+        case JSON_FALSE:
+                ret->type = VARLINK_VALUE_BOOLEAN;
+                ret->boolean = json_is_true(v);
+                break;
+        case JSON_NULL:
+        default:
+                assert(!"param_get() returns no null");
+                return -ENOENT;
+        }
         return 0;
 }

@@ -17,6 +17,8 @@
  *  - framing is exact: the messages handed out, each followed by its NUL,
  *    are the stream's bytes in order, whatever the chunking; -EMSGSIZE comes
  *    only when a message really is longer than the limit;
+ *  - the call scanner (the daemon's fast path) never refuses a message, and
+ *    what it parses jansson parses to the same call, value by value;
  *  - what a parser accepts satisfies the documented shape (method splits,
  *    parameters an object, oneway and more not both);
  *  - the parameter helpers agree with the JSON type of every value;
@@ -28,6 +30,7 @@
 
 #include "fuzz.h"
 #include "sessiond/varlink.h"
+#include "varlink/scan.h"
 
 static const size_t max_sizes[] = { 24, 512, 4096, 65536 };
 
@@ -107,28 +110,99 @@ static void check_encoded(const char *buf, size_t len) {
         fuzz_assert(strlen(buf) == len - 1);
 }
 
+/* One parameter read through varlink_call_param() from two calls. */
+static void check_value_agrees(struct varlink_call *a, struct varlink_call *b, const char *object,
+                               const char *key) {
+        struct varlink_value va, vb;
+        int ra = varlink_call_param(a, object, key, &va);
+        int rb = varlink_call_param(b, object, key, &vb);
+
+        fuzz_assert(ra == rb);
+        fuzz_assert(ra == 0 || ra == -ENOENT || ra == -EINVAL);
+        if (ra < 0)
+                return;
+        fuzz_assert(va.type == vb.type && va.type != VARLINK_VALUE_NULL);
+        switch (va.type) {
+        case VARLINK_VALUE_STRING:
+                fuzz_assert(va.length == vb.length && memcmp(va.string, vb.string, va.length) == 0);
+                fuzz_assert(va.string[va.length] == '\0' && vb.string[vb.length] == '\0');
+                break;
+        case VARLINK_VALUE_INTEGER:
+                fuzz_assert(va.integer == vb.integer);
+                break;
+        case VARLINK_VALUE_BOOLEAN:
+                fuzz_assert(va.boolean == vb.boolean);
+                break;
+        case VARLINK_VALUE_REAL:
+                fuzz_assert(memcmp(&va.real, &vb.real, sizeof va.real) == 0);
+                break;
+        default:
+                break;
+        }
+}
+
+/* The scanner's promise (lib/varlink/scan.c): it never refuses, and what it
+ * parses, jansson parses to the same method, flags and parameters; the
+ * values varlink_call_param() reads agree member by member. */
+static void check_scan_agrees(const char *msg, size_t len, struct varlink_call *j, int json_r) {
+        struct varlink_call s = {};
+        json_t *params, *v;
+        const char *key;
+        int r;
+
+        r = varlink_call_scan(msg, len, &s);
+        fuzz_assert(r == 0 || r == -EAGAIN);
+        if (r < 0) {
+                fuzz_assert(!s.scanned && !s.method);
+                return;
+        }
+        fuzz_assert(json_r == 0);
+        fuzz_assert(s.scanned && !s.root && strcmp(s.method, j->method) == 0);
+        fuzz_assert(s.oneway == j->oneway && s.more == j->more && s.upgrade == j->upgrade);
+        params = varlink_call_parameters(j);
+        json_object_foreach(params, key, v) {
+                check_value_agrees(&s, j, NULL, key);
+                if (json_is_object(v)) {
+                        const char *inner;
+                        json_t *w;
+
+                        json_object_foreach(v, inner, w)
+                                check_value_agrees(&s, j, key, inner);
+                        check_value_agrees(&s, j, key, "\x01");
+                }
+        }
+        check_value_agrees(&s, j, NULL, "\x01");
+        fuzz_assert(json_equal(varlink_call_parameters(&s), params));
+        varlink_call_clear(&s);
+        fuzz_assert(!s.scanned && !s.parameters);
+}
+
 static void check_call(const char *msg, size_t len) {
-        struct varlink_call c = {}, again = {};
+        struct varlink_call c = {}, again = {}, both = {};
         char *buf = NULL;
         size_t blen = 0;
         int r;
 
-        r = varlink_call_parse(msg, len, &c);
+        r = varlink_call_parse_json(msg, len, &c);
         fuzz_assert(r == 0 || r == -EBADMSG);
+        check_scan_agrees(msg, len, &c, r);
+        /* The parser the daemon uses (scanner, then jansson) has the same verdict. */
+        fuzz_assert(varlink_call_parse(msg, len, &both) == r);
+        varlink_call_clear(&both);
         if (r < 0)
                 return;
 
-        fuzz_assert(c.root && c.method && json_is_object(c.parameters));
+        fuzz_assert(c.root && c.method && json_is_object(varlink_call_parameters(&c)));
         fuzz_assert(!(c.oneway && c.more));
         check_split(c.method);
-        check_params(c.parameters);
+        check_params(varlink_call_parameters(&c));
 
-        fuzz_assert(varlink_encode_call(c.method, c.parameters, c.oneway, c.more, &buf, &blen) == 0);
+        fuzz_assert(varlink_encode_call(c.method, varlink_call_parameters(&c), c.oneway, c.more, &buf, &blen) == 0);
         check_encoded(buf, blen);
         fuzz_assert(varlink_call_parse(buf, blen - 1, &again) == 0);
         fuzz_assert(strcmp(again.method, c.method) == 0);
         fuzz_assert(again.oneway == c.oneway && again.more == c.more && !again.upgrade);
-        fuzz_assert(json_equal(again.parameters, c.parameters));
+        fuzz_assert(json_equal(varlink_call_parameters(&again), varlink_call_parameters(&c)));
         free(buf);
         buf = NULL;
 

@@ -69,20 +69,61 @@ size_t varlink_reader_pending(const struct varlink_reader *r);
 
 /* ---- messages ------------------------------------------------------------ */
 
+struct varlink_scanned;
+
 struct varlink_call {
-        json_t *root;       /* owns everything below */
         const char *method; /* "io.sessiond.Session.Create" */
-        json_t *parameters; /* always an object (empty if absent) */
         bool oneway;
         bool more;
         bool upgrade;
+        /* Private: read the parameters with varlink_call_param() or
+         * varlink_call_parameters(). A call is parsed either by the scanner
+         * (scanned set, parameters made from its text on first request) or
+         * by jansson (root set, owning method and parameters). */
+        struct varlink_scanned *scanned;
+        json_t *root;
+        json_t *parameters;
 };
 
 /* Parses a call. -EBADMSG: not JSON, not an object, nested too deep, method
  * missing or not a string or not "iface.Method", parameters not an object,
- * or oneway/more/upgrade not booleans, or oneway together with more. */
+ * or oneway/more/upgrade not booleans, or oneway together with more.
+ * Duplicate keys anywhere are -EBADMSG too. */
 int varlink_call_parse(const char *msg, size_t len, struct varlink_call *ret);
 void varlink_call_clear(struct varlink_call *c);
+
+/* A parameter's value. Strings are NUL-terminated, and `length` counts
+ * their bytes (a string may hold a NUL before its end, from "\u0000"). */
+enum varlink_value_type {
+        VARLINK_VALUE_NULL,
+        VARLINK_VALUE_BOOLEAN,
+        VARLINK_VALUE_INTEGER,
+        VARLINK_VALUE_REAL,
+        VARLINK_VALUE_STRING,
+        VARLINK_VALUE_OBJECT,
+        VARLINK_VALUE_ARRAY,
+};
+
+struct varlink_value {
+        enum varlink_value_type type;
+        bool boolean;
+        int64_t integer;
+        double real;
+        const char *string;
+        size_t length;
+};
+
+/* Looks up parameters.key, or parameters.object.key when object is not
+ * NULL, without building JSON objects when the call was scanned. Returns 0
+ * and the value (never of type NULL; borrowed from the call), -ENOENT when
+ * the member (or the object) is absent or null, -EINVAL when object names a
+ * member that is not an object. */
+int varlink_call_param(struct varlink_call *c, const char *object, const char *key,
+                       struct varlink_value *ret);
+
+/* The parameters as a jansson object, made on first use for a scanned call
+ * (borrowed; the call owns it). NULL only when memory ran out. */
+json_t *varlink_call_parameters(struct varlink_call *c);
 
 /* Splits "a.b.c.Method" into interface "a.b.c" (copied into iface, which has
  * room for size bytes) and returns a pointer to "Method". NULL if malformed. */

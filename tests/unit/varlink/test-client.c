@@ -71,7 +71,7 @@ static void server_connection(int fd) {
                         if (c.oneway) {
                                 notes++;
                         } else if (strcmp(m, "a.b.Echo") == 0) {
-                                server_send(fd, c.parameters, NULL, false);
+                                server_send(fd, varlink_call_parameters(&c), NULL, false);
                         } else if (strcmp(m, "a.b.Fail") == 0) {
                                 json_t *e = json_pack("{s:s}", "why", "because");
                                 server_send(fd, e, "a.b.Failed", false);

@@ -20,8 +20,8 @@ START_TEST(test_call_ok) {
 
         ck_assert_int_eq(parse_call("{\"method\":\"io.sessiond.Session.Create\",\"parameters\":{\"user_id\":\"u\"},\"more\":true}", &c), 0);
         ck_assert_str_eq(c.method, "io.sessiond.Session.Create");
-        ck_assert(json_is_object(c.parameters));
-        ck_assert_str_eq(json_string_value(json_object_get(c.parameters, "user_id")), "u");
+        ck_assert(json_is_object(varlink_call_parameters(&c)));
+        ck_assert_str_eq(json_string_value(json_object_get(varlink_call_parameters(&c), "user_id")), "u");
         ck_assert(c.more);
         ck_assert(!c.oneway);
         ck_assert(!c.upgrade);
@@ -30,8 +30,8 @@ START_TEST(test_call_ok) {
 
         /* parameters absent: an empty object; flags false is fine; unknown keys ignored */
         ck_assert_int_eq(parse_call("{\"method\":\"a.b.C\",\"oneway\":true,\"more\":false,\"upgrade\":false,\"future\":1}", &c), 0);
-        ck_assert(json_is_object(c.parameters));
-        ck_assert_uint_eq(json_object_size(c.parameters), 0);
+        ck_assert(json_is_object(varlink_call_parameters(&c)));
+        ck_assert_uint_eq(json_object_size(varlink_call_parameters(&c)), 0);
         ck_assert(c.oneway);
         varlink_call_clear(&c);
 
@@ -213,7 +213,7 @@ START_TEST(test_encode_round_trip) {
         ck_assert_int_eq(varlink_encode_call("io.sessiond.Session.Create", params, false, true, &buf, &len), 0);
         ck_assert_int_eq(varlink_call_parse(buf, len - 1, &c), 0);
         ck_assert_str_eq(c.method, "io.sessiond.Session.Create");
-        ck_assert(json_equal(c.parameters, params));
+        ck_assert(json_equal(varlink_call_parameters(&c), params));
         ck_assert(c.more && !c.oneway);
         varlink_call_clear(&c);
         j = encoded(buf, len);
@@ -222,7 +222,7 @@ START_TEST(test_encode_round_trip) {
         ck_assert_int_eq(varlink_encode_call("a.b.C", NULL, true, false, &buf, &len), 0);
         ck_assert_int_eq(varlink_call_parse(buf, len - 1, &c), 0);
         ck_assert(c.oneway && !c.more);
-        ck_assert_uint_eq(json_object_size(c.parameters), 0);
+        ck_assert_uint_eq(json_object_size(varlink_call_parameters(&c)), 0);
         varlink_call_clear(&c);
         free(buf);
 
