@@ -128,6 +128,17 @@ def varlink_seeds():
         b'{"method":"a.b.C","more":1}', b'{"method":"a.b.C","method":"a.b.D"}', b'[]', b'"x"', b'',
         b'{"error":"a.b.E","continues":true}', b'{"error":5}', b'{"parameters":{}} trailing',
         b'{"method":"a.b.C","parameters":{"k":"\\u0000"}}']) + b"\0")
+    # The call scanner's edges (lib/varlink/scan.c): what it takes, next to
+    # what it must hand to jansson.
+    write("varlink", "scanner-edges", MEDIUM_SPACE + b"\0".join([
+        b' {"more" : true , "method":"a.b.C","upgrade":false,"x":null,"parameters":{"o":{},"e":{"a":-0}}}\n',
+        b'{"method":"a.b.C","parameters":{"s":"\\"\\\\\\/\\b\\f\\n\\r\\t","n":-12,"z":0,"b":false}}',
+        b'{"method":"a.b.C","parameters":{"big":999999999999999999,"bigger":9999999999999999999}}',
+        b'{"method":"a.b.C","parameters":{"c":{"ip":"1","ip":"2"}}}',
+        b'{"method":"a.b.C","parameters":{"c":{"d":{}}}}', b'{"method":"a.b.C","parameters":{"n":01}}',
+        b'{"method":"a.b.C","parameters":{"t":truex}}', b'{"method":"a.b.C","parameters":{"f":1.0}}',
+        b'{"method":"a.b.C","parameters":{"s":"\xc3\xa9"}}', b'{"method":"a.b.C","x":{}}',
+        b'{"method":"a.b.C","parameters":{"a":1},"parameters":{"a":1}}']) + b"\0")
 
 
 def read(path):
