@@ -422,35 +422,55 @@ static int conn_queue(struct conn *c, char *data, size_t len, bool write) {
         return 0;
 }
 
-/* Encodes and queues one reply of `call` on its connection. On failure
- * the caller detaches the call and closes the connection: a peer cannot
- * make sense of a missing reply. */
-static int conn_send(struct conn *c, struct call *call, const char *error, json_t *params,
-                     bool continues) {
-        char *data;
+/* One message for a call's peer: JSON parameters still to be encoded (a
+ * reply, or an error when `error` is set), or a message a handler already
+ * encoded (data, e.g. by the reply writer). Owns params and data. */
+struct outgoing {
+        const char *error;
+        json_t *params;
+        char *data; /* with its NUL; NULL: encode params */
         size_t len;
-        int r;
+        bool continues;
+};
 
-        if (error)
-                r = varlink_encode_error(error, params, &data, &len);
-        else
-                r = varlink_encode_reply(params, continues, &data, &len);
-        if (r >= 0)
-                r = conn_queue(c, data, len, call->write);
+static void outgoing_clear(struct outgoing *m) {
+        json_decref(m->params);
+        free(m->data);
+        *m = (struct outgoing){};
+}
+
+/* Encodes (unless it already is) and queues one message of `call` on its
+ * connection; the message's buffer moves to the connection. On failure the
+ * caller detaches the call and closes the connection: a peer cannot make
+ * sense of a missing reply. */
+static int conn_send(struct conn *c, struct call *call, struct outgoing *m) {
+        int r = 0;
+
+        if (!m->data) {
+                if (m->error)
+                        r = varlink_encode_error(m->error, m->params, &m->data, &m->len);
+                else
+                        r = varlink_encode_reply(m->params, m->continues, &m->data, &m->len);
+        }
+        if (r >= 0) {
+                r = conn_queue(c, m->data, m->len, call->write); /* takes data, even on failure */
+                m->data = NULL;
+        }
         if (r < 0)
                 log_error_errno(r, "Failed to send the reply to %s: %m", call->vc.method);
         return r;
 }
 
-/* Final reply or error: the call ends here. Steals params. */
-static int call_finish(struct call *c, const char *error, json_t *params) {
+/* Final reply or error: the call ends here. Takes the message. */
+static int call_finish(struct call *c, struct outgoing *m) {
         struct conn *conn;
 
         assert(c);
+        assert(!m->continues);
         if (c->cancelled) {
                 /* A handler answering from its cancel callback: the server
                  * frees the call when the callback returns. */
-                json_decref(params);
+                outgoing_clear(m);
                 return -ENOTCONN;
         }
         if (c->started_ns && c->server->timing && !c->vc.more)
@@ -460,7 +480,7 @@ static int call_finish(struct call *c, const char *error, json_t *params) {
                 assert(conn->current == c);
                 conn->current = NULL;
                 c->conn = NULL;
-                if (!c->vc.oneway && !conn->closed && conn_send(conn, c, error, params, false) < 0)
+                if (!c->vc.oneway && !conn->closed && conn_send(conn, c, m) < 0)
                         conn_close(conn, "reply could not be sent");
                 if (!conn->closed) {
                         /* Handled inside conn_process(): its loop goes on.
@@ -470,39 +490,46 @@ static int call_finish(struct call *c, const char *error, json_t *params) {
                                 conn_mark_ready(conn);
                 }
         }
-        json_decref(params);
+        outgoing_clear(m);
         call_free(c);
         return 0;
 }
 
 int call_reply(struct call *c, json_t *params) {
-        return call_finish(c, NULL, params);
+        return call_finish(c, &(struct outgoing){ .params = params });
+}
+
+int call_reply_encoded(struct call *c, char *data, size_t len) {
+        assert(data);
+        assert(len > 0 && data[len - 1] == '\0');
+        return call_finish(c, &(struct outgoing){ .data = data, .len = len });
 }
 
 int call_error(struct call *c, const char *error, json_t *params) {
         assert(error);
-        return call_finish(c, error, params);
+        return call_finish(c, &(struct outgoing){ .error = error, .params = params });
 }
 
 int call_error_invalid_parameter(struct call *c, const char *name) {
         assert(name);
-        return call_finish(c, VARLINK_ERROR_INVALID_PARAMETER, json_pack("{s:s}", "parameter", name));
+        return call_error(c, VARLINK_ERROR_INVALID_PARAMETER, json_pack("{s:s}", "parameter", name));
 }
 
 int call_reply_continues(struct call *c, json_t *params) {
+        struct outgoing m = { .params = params, .continues = true };
         struct conn *conn;
         int r;
 
         assert(c);
         assert(c->vc.more);
         if (c->cancelled) {
-                json_decref(params);
+                outgoing_clear(&m);
                 return -ENOTCONN;
         }
         conn = c->conn;
         if (!conn || conn->closed) {
                 /* Detached: the peer is gone and nobody else holds the call. */
-                json_decref(params);
+                outgoing_clear(&m);
                 if (conn)
                         conn->current = NULL;
                 call_free(c);
@@ -515,8 +542,8 @@ int call_reply_continues(struct call *c, json_t *params) {
                             conn_output_bytes(conn));
                 r = -ENOBUFS;
         } else
-                r = conn_send(conn, c, NULL, params, true);
-        json_decref(params);
+                r = conn_send(conn, c, &m);
+        outgoing_clear(&m);
         if (r < 0) {
                 /* The stream ends here: the call is freed without its cancel
                  * callback, the return value tells the handler. */
@@ -548,7 +575,7 @@ static void service_reply(struct call *c, const char *error, json_t *params) {
         if (!params)
                 call_fail_oom(c);
         else
-                (void) call_finish(c, error, params);
+                (void) call_finish(c, &(struct outgoing){ .error = error, .params = params });
 }
 
 static void service_get_info(struct call *c) {

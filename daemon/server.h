@@ -49,6 +49,9 @@ struct daemon *call_daemon(const struct call *c);
 /* Final reply; steals `params` (NULL means {}). The call is freed: do not
  * touch it afterwards. For a oneway call nothing is sent. Returns 0. */
 int call_reply(struct call *c, json_t *params);
+/* Final reply already encoded (by the reply writer: varlink.h), with its
+ * terminating NUL counted in len; takes data. Otherwise as call_reply(). */
+int call_reply_encoded(struct call *c, char *data, size_t len);
 /* A reply with "continues": true (only when call_wants_more()); the call
  * stays alive. Steals params. Returns -ENOTCONN if the peer has gone (the
  * call is then already cancelled), -ENOBUFS if the peer does not read and its
