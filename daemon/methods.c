@@ -67,25 +67,85 @@ int64_t methods_now(void) {
         return clock_now();
 }
 
-json_t *methods_session_info(const struct engine_info *i) {
-        json_t *o = json_pack("{s:s, s:s, s:I, s:I, s:I, s:I, s:s}", "id", i->id, "user_id", i->user_id,
-                              "created_at", (json_int_t)i->created_at, "last_activity", (json_int_t)i->last_activity,
-                              "renewed_at", (json_int_t)i->renewed_at, "expires_at", (json_int_t)i->expires_at,
-                              "state", engine_state_to_string(i->state));
+/* SessionInfo is encoded two ways: written straight into a reply by the
+ * reply writer (the per-request answers: Validate, Create...), and as a
+ * jansson object where it is part of something larger (Watch events,
+ * listings). Both take their members from session_info_fields(), the one
+ * list of the type's fields and of which ones are optional, so the two
+ * cannot disagree; and both keep its order, so the bytes are the same. */
+#define SESSION_INFO_MAX_FIELDS 12
 
-        if (!o)
-                return NULL;
+struct session_info_field {
+        const char *key;
+        const char *string; /* NULL: the value is `integer` */
+        int64_t integer;
+};
+
+static size_t session_info_fields(const struct engine_info *i, struct session_info_field f[SESSION_INFO_MAX_FIELDS]) {
+        size_t n = 0;
+
+        f[n++] = (struct session_info_field){"id", i->id, 0};
+        f[n++] = (struct session_info_field){"user_id", i->user_id, 0};
+        f[n++] = (struct session_info_field){"created_at", NULL, i->created_at};
+        f[n++] = (struct session_info_field){"last_activity", NULL, i->last_activity};
+        f[n++] = (struct session_info_field){"renewed_at", NULL, i->renewed_at};
+        f[n++] = (struct session_info_field){"expires_at", NULL, i->expires_at};
+        f[n++] = (struct session_info_field){"state", engine_state_to_string(i->state), 0};
         /* Optional fields are left out rather than null, as Varlink does. */
-        if ((i->platform_id && json_object_set_new(o, "platform_id", json_string(i->platform_id)) < 0) ||
-            (i->ip && json_object_set_new(o, "ip", json_string(i->ip)) < 0) ||
-            (i->user_agent && json_object_set_new(o, "user_agent", json_string(i->user_agent)) < 0) ||
-            (i->state == ENGINE_STATE_ENDED &&
-             (json_object_set_new(o, "ended_at", json_integer(i->ended_at)) < 0 ||
-              json_object_set_new(o, "end_reason", json_string(engine_end_reason_to_string(i->end_reason))) < 0))) {
-                json_decref(o);
-                return NULL;
+        if (i->platform_id)
+                f[n++] = (struct session_info_field){"platform_id", i->platform_id, 0};
+        if (i->ip)
+                f[n++] = (struct session_info_field){"ip", i->ip, 0};
+        if (i->user_agent)
+                f[n++] = (struct session_info_field){"user_agent", i->user_agent, 0};
+        if (i->state == ENGINE_STATE_ENDED) {
+                f[n++] = (struct session_info_field){"ended_at", NULL, i->ended_at};
+                f[n++] = (struct session_info_field){"end_reason", engine_end_reason_to_string(i->end_reason), 0};
+        }
+        assert(n <= SESSION_INFO_MAX_FIELDS);
+        return n;
+}
+
+json_t *methods_session_info(const struct engine_info *i) {
+        struct session_info_field f[SESSION_INFO_MAX_FIELDS];
+        size_t n = session_info_fields(i, f);
+        json_t *o = json_object();
+
+        for (size_t k = 0; o && k < n; k++) {
+                json_t *v = f[k].string ? json_string(f[k].string) : json_integer(f[k].integer);
+
+                if (json_object_set_new(o, f[k].key, v) < 0) { /* v NULL fails too */
+                        json_decref(o);
+                        o = NULL;
+                }
         }
         return o;
+}
+
+int methods_session_info_write(struct varlink_writer *w, const struct engine_info *i) {
+        struct session_info_field f[SESSION_INFO_MAX_FIELDS];
+        size_t n = session_info_fields(i, f);
+
+        varlink_writer_object_begin(w);
+        for (size_t k = 0; k < n; k++) {
+                varlink_writer_key(w, f[k].key);
+                if (f[k].string)
+                        varlink_writer_string(w, f[k].string);
+                else
+                        varlink_writer_int(w, f[k].integer);
+        }
+        /* Errors are sticky: the last call reports any. */
+        return varlink_writer_object_end(w);
+}
+
+void methods_reply_written(struct call *c, struct varlink_writer *w) {
+        char *data;
+        size_t len;
+
+        if (varlink_writer_finish_reply(w, false, &data, &len) < 0)
+                methods_reply_oom(c);
+        else
+                call_reply_encoded(c, data, len);
 }
 
 static void error_named(struct call *c, const char *iface, const char *name, json_t *params) {

@@ -18,6 +18,7 @@
 
 struct call;
 struct daemon;
+struct varlink_writer;
 
 #define METHODS_SESSION_INTERFACE "io.sessiond.Session"
 #define METHODS_ADMIN_INTERFACE "io.sessiond.Admin"
@@ -46,6 +47,12 @@ int64_t methods_now(void);
 
 /* SessionInfo (the Varlink type); NULL on ENOMEM. */
 json_t *methods_session_info(const struct engine_info *i);
+/* The same SessionInfo written as the next value of a reply writer, with
+ * the same members in the same order. Returns the writer's error. */
+int methods_session_info_write(struct varlink_writer *w, const struct engine_info *i);
+/* Finishes the writer's reply and sends it as the call's final reply
+ * (an out-of-memory StorageError if it could not be written). */
+void methods_reply_written(struct call *c, struct varlink_writer *w);
 
 /* Answers an engine failure `r` (see engine.h) with the error of `iface`
  * (NotFound, InvalidArgument...) or io.sessiond.Session's otherwise. */

@@ -25,15 +25,22 @@
 
 #define IFACE METHODS_SESSION_INTERFACE
 
-static void reply_info(struct call *c, const char *key, const struct engine_info *info, json_t *extra) {
-        json_t *session = methods_session_info(info);
+/* The replies that carry a SessionInfo, and the other hot ones, are
+ * written straight into their wire buffer by the reply writer (no jansson
+ * objects): reply_begin() opens the parameters, the handler writes its own
+ * members, reply_session() adds "session" last (where the members appeared
+ * when these replies were built with jansson) and sends the reply. */
+static void reply_begin(struct varlink_writer *w) {
+        varlink_writer_init(w);
+        varlink_writer_begin_reply(w);
+        varlink_writer_object_begin(w);
+}
 
-        if (!session || !extra || json_object_set_new(extra, key, session) < 0) {
-                json_decref(extra);
-                methods_reply_oom(c);
-                return;
-        }
-        call_reply(c, extra);
+static void reply_session(struct call *c, struct varlink_writer *w, const struct engine_info *info) {
+        varlink_writer_key(w, "session");
+        methods_session_info_write(w, info);
+        varlink_writer_object_end(w);
+        methods_reply_written(c, w); /* reports any error of the writes above */
 }
 
 static void method_create(struct daemon *d, struct call *c) {
@@ -41,7 +48,7 @@ static void method_create(struct daemon *d, struct call *c) {
         struct engine_created created;
         struct engine_error err = {0};
         uint64_t seq = engine_write_seq(d->engine);
-        json_t *evicted, *reply;
+        struct varlink_writer w;
         bool given;
         int r;
 
@@ -59,11 +66,15 @@ static void method_create(struct daemon *d, struct call *c) {
                 return;
         }
         methods_mark_write(c, d, seq);
-        evicted = json_array();
-        for (size_t i = 0; evicted && i < created.n_evicted; i++)
-                json_array_append_new(evicted, json_string(created.evicted[i]));
-        reply = json_pack("{s:s, s:o*}", "token", created.token, "evicted", evicted);
-        reply_info(c, "session", &created.info, reply);
+        reply_begin(&w);
+        varlink_writer_key(&w, "token");
+        varlink_writer_string(&w, created.token);
+        varlink_writer_key(&w, "evicted");
+        varlink_writer_array_begin(&w);
+        for (size_t i = 0; i < created.n_evicted; i++)
+                varlink_writer_string(&w, created.evicted[i]);
+        varlink_writer_array_end(&w);
+        reply_session(c, &w, &created.info);
         engine_created_clear(&created);
 }
 
@@ -76,6 +87,7 @@ static void method_validate(struct daemon *d, struct call *c) {
         struct engine_client client;
         struct engine_info info;
         uint64_t seq = engine_write_seq(d->engine);
+        struct varlink_writer w;
         const char *token;
         bool touch = true, given;
         int r;
@@ -89,14 +101,20 @@ static void method_validate(struct daemon *d, struct call *c) {
                 return;
         }
         methods_mark_write(c, d, seq);
-        reply_info(c, "session", &info,
-                   json_pack("{s:s, s:I, s:b}", "state", engine_state_to_string(info.state), "expires_in",
-                             (json_int_t)info.expires_in, "warning", info.warning));
+        reply_begin(&w);
+        varlink_writer_key(&w, "state");
+        varlink_writer_string(&w, engine_state_to_string(info.state));
+        varlink_writer_key(&w, "expires_in");
+        varlink_writer_int(&w, info.expires_in);
+        varlink_writer_key(&w, "warning");
+        varlink_writer_bool(&w, info.warning);
+        reply_session(c, &w, &info);
 }
 
 static void method_heartbeat(struct daemon *d, struct call *c) {
         struct engine_error err = {0};
         struct engine_info info;
+        struct varlink_writer w;
         const char *token;
         int r;
 
@@ -107,13 +125,20 @@ static void method_heartbeat(struct daemon *d, struct call *c) {
                 methods_reply_error(c, IFACE, r, &err);
                 return;
         }
-        call_reply(c, json_pack("{s:I, s:b}", "expires_in", (json_int_t)info.expires_in, "warning", info.warning));
+        reply_begin(&w);
+        varlink_writer_key(&w, "expires_in");
+        varlink_writer_int(&w, info.expires_in);
+        varlink_writer_key(&w, "warning");
+        varlink_writer_bool(&w, info.warning);
+        varlink_writer_object_end(&w);
+        methods_reply_written(c, &w);
 }
 
 static void method_extend(struct daemon *d, struct call *c) {
         struct engine_error err = {0};
         struct engine_info info;
         uint64_t seq = engine_write_seq(d->engine);
+        struct varlink_writer w;
         const char *token;
         int r;
 
@@ -125,7 +150,10 @@ static void method_extend(struct daemon *d, struct call *c) {
                 return;
         }
         methods_mark_write(c, d, seq);
-        reply_info(c, "session", &info, json_pack("{s:I}", "expires_in", (json_int_t)info.expires_in));
+        reply_begin(&w);
+        varlink_writer_key(&w, "expires_in");
+        varlink_writer_int(&w, info.expires_in);
+        reply_session(c, &w, &info);
 }
 
 static void method_rotate(struct daemon *d, struct call *c) {
@@ -133,6 +161,7 @@ static void method_rotate(struct daemon *d, struct call *c) {
         struct engine_info info;
         char token[TOKEN_STRING_LEN + 1];
         uint64_t seq = engine_write_seq(d->engine);
+        struct varlink_writer w;
         const char *old;
         int r;
 
@@ -144,7 +173,10 @@ static void method_rotate(struct daemon *d, struct call *c) {
                 return;
         }
         methods_mark_write(c, d, seq);
-        reply_info(c, "session", &info, json_pack("{s:s}", "token", token));
+        reply_begin(&w);
+        varlink_writer_key(&w, "token");
+        varlink_writer_string(&w, token);
+        reply_session(c, &w, &info);
         memset(token, 0, sizeof token);
 }
 
@@ -152,6 +184,7 @@ static void method_switch_platform(struct daemon *d, struct call *c) {
         struct engine_error err = {0};
         struct engine_info info;
         uint64_t seq = engine_write_seq(d->engine);
+        struct varlink_writer w;
         const char *token, *platform;
         int r;
 
@@ -163,7 +196,8 @@ static void method_switch_platform(struct daemon *d, struct call *c) {
                 return;
         }
         methods_mark_write(c, d, seq);
-        reply_info(c, "session", &info, json_object());
+        reply_begin(&w);
+        reply_session(c, &w, &info);
 }
 
 static void method_get_sync_state(struct daemon *d, struct call *c) {
@@ -242,6 +276,7 @@ static void method_watch(struct daemon *d, struct call *c) {
 static void method_destroy(struct daemon *d, struct call *c) {
         struct engine_error err = {0};
         uint64_t seq = engine_write_seq(d->engine);
+        struct varlink_writer w;
         const char *token;
         int r;
 
@@ -253,7 +288,9 @@ static void method_destroy(struct daemon *d, struct call *c) {
                 return;
         }
         methods_mark_write(c, d, seq);
-        call_reply(c, json_object());
+        reply_begin(&w);
+        varlink_writer_object_end(&w);
+        methods_reply_written(c, &w);
 }
 
 static void method_destroy_user(struct daemon *d, struct call *c) {
