@@ -48,13 +48,11 @@ static int writer_fail(struct varlink_writer *w, int error) {
         return w->error;
 }
 
-/* Makes room for n more bytes. */
-static int writer_reserve(struct varlink_writer *w, size_t n) {
+/* Grows the buffer to hold n more bytes (the slow half of writer_reserve). */
+static int writer_grow(struct varlink_writer *w, size_t n) {
         size_t want;
         char *p;
 
-        if (w->allocated - w->len >= n)
-                return 0;
         if (n > SIZE_MAX / 4 - w->len)
                 return writer_fail(w, -ENOMEM);
         want = w->allocated > 0 ? w->allocated * 2 : WRITER_FIRST_ALLOCATION;
@@ -68,7 +66,14 @@ static int writer_reserve(struct varlink_writer *w, size_t n) {
         return 0;
 }
 
-static int writer_append(struct varlink_writer *w, const char *s, size_t n) {
+/* Makes room for n more bytes. */
+static inline int writer_reserve(struct varlink_writer *w, size_t n) {
+        if (w->allocated - w->len >= n)
+                return 0;
+        return writer_grow(w, n);
+}
+
+static inline int writer_append(struct varlink_writer *w, const char *s, size_t n) {
         int r = writer_reserve(w, n);
 
         if (r < 0)
@@ -113,39 +118,39 @@ static int writer_value_start(struct varlink_writer *w, size_t n) {
         return 0;
 }
 
-/* Copies s[0..n) as the inside of a JSON string (no quotes). */
+/* The bytes a JSON string cannot hold as they are: ", \ and the control
+ * characters. 0: copied; otherwise the letter of the short escape, or 'u'
+ * for \u00XX (jansson's choice of forms, so the bytes match). */
+static const char escape_table[256] = {
+        ['\b'] = 'b', ['\t'] = 't', ['\n'] = 'n', ['\f'] = 'f', ['\r'] = 'r',
+        [0x00] = 'u', [0x01] = 'u', [0x02] = 'u', [0x03] = 'u', [0x04] = 'u', [0x05] = 'u',
+        [0x06] = 'u', [0x07] = 'u', [0x0b] = 'u', [0x0e] = 'u', [0x0f] = 'u', [0x10] = 'u',
+        [0x11] = 'u', [0x12] = 'u', [0x13] = 'u', [0x14] = 'u', [0x15] = 'u', [0x16] = 'u',
+        [0x17] = 'u', [0x18] = 'u', [0x19] = 'u', [0x1a] = 'u', [0x1b] = 'u', [0x1c] = 'u',
+        [0x1d] = 'u', [0x1e] = 'u', [0x1f] = 'u',
+        ['"'] = '"', ['\\'] = '\\',
+};
+
+/* Copies s[0..n) as the inside of a JSON string (no quotes): runs that
+ * need no escape are copied at once. */
 static int writer_escape(struct varlink_writer *w, const char *s, size_t n) {
         static const char hex[] = "0123456789ABCDEF";
         size_t run = 0;
 
         for (size_t i = 0; i < n; i++) {
                 unsigned char ch = (unsigned char) s[i];
-                char esc[6];
-                size_t esc_len = 2;
+                char kind = escape_table[ch];
                 int r;
 
-                if (ch >= 0x20 && ch != '"' && ch != '\\')
+                if (kind == 0)
                         continue;
-                switch (ch) {
-                case '"':  esc[1] = '"'; break;
-                case '\\': esc[1] = '\\'; break;
-                case '\b': esc[1] = 'b'; break;
-                case '\f': esc[1] = 'f'; break;
-                case '\n': esc[1] = 'n'; break;
-                case '\r': esc[1] = 'r'; break;
-                case '\t': esc[1] = 't'; break;
-                default:
-                        esc[1] = 'u';
-                        esc[2] = '0';
-                        esc[3] = '0';
-                        esc[4] = hex[ch >> 4];
-                        esc[5] = hex[ch & 0xf];
-                        esc_len = 6;
-                        break;
+                {
+                        char esc[6] = {'\\', kind, '0', '0', hex[ch >> 4], hex[ch & 0xf]};
+
+                        if ((r = writer_append(w, s + run, i - run)) < 0 ||
+                            (r = writer_append(w, esc, kind == 'u' ? 6 : 2)) < 0)
+                                return r;
                 }
-                esc[0] = '\\';
-                if ((r = writer_append(w, s + run, i - run)) < 0 || (r = writer_append(w, esc, esc_len)) < 0)
-                        return r;
                 run = i + 1;
         }
         return writer_append(w, s + run, n - run);
@@ -283,6 +288,11 @@ int varlink_writer_string(struct varlink_writer *w, const char *s) {
         return varlink_writer_stringn(w, s, strlen(s));
 }
 
+static const char digit_pairs[] =
+        "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
+        "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
+        "8081828384858687888990919293949596979899";
+
 int varlink_writer_int(struct varlink_writer *w, int64_t v) {
         char digits[20]; /* 2^64 has 20 digits */
         size_t n = 0;
@@ -293,12 +303,21 @@ int varlink_writer_int(struct varlink_writer *w, int64_t v) {
         r = writer_value_start(w, 21);
         if (r < 0)
                 return r;
-        /* The magnitude as unsigned, so INT64_MIN needs no special case. */
+        /* The magnitude as unsigned, so INT64_MIN needs no special case;
+         * two digits per division (times are ten digits long). */
         u = v < 0 ? -(uint64_t) v : (uint64_t) v;
-        do {
-                digits[n++] = (char) ('0' + u % 10);
-                u /= 10;
-        } while (u > 0);
+        while (u >= 100) {
+                unsigned pair = (unsigned) (u % 100);
+
+                u /= 100;
+                digits[n++] = digit_pairs[2 * pair + 1];
+                digits[n++] = digit_pairs[2 * pair];
+        }
+        if (u >= 10) {
+                digits[n++] = digit_pairs[2 * u + 1];
+                digits[n++] = digit_pairs[2 * u];
+        } else
+                digits[n++] = (char) ('0' + u);
         if (v < 0)
                 w->data[w->len++] = '-';
         while (n > 0)

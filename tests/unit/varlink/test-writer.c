@@ -133,7 +133,7 @@ START_TEST(test_integers_and_literals) {
         static const int64_t values[] = {0, 1, -1, 9, 10, -10, 1234567890, INT64_MAX, INT64_MIN, INT64_MIN + 1};
         struct varlink_writer w;
         json_t *expected = json_object();
-        char key[16];
+        char key[32];
 
         varlink_writer_init(&w);
         ck_assert_int_eq(varlink_writer_begin_reply(&w), 0);
@@ -144,6 +144,19 @@ START_TEST(test_integers_and_literals) {
                 ck_assert_int_eq(varlink_writer_int(&w, values[i]), 0);
                 json_object_set_new(expected, key, json_integer(values[i]));
         }
+        /* Every length of number: 10^k - 1, 10^k and 10^k + 1, both signs. */
+        for (int64_t p = 1, k = 0; k < 19; k++, p *= 10)
+                for (int64_t d = -1; d <= 1; d++)
+                        for (int sign = -1; sign <= 1; sign += 2) {
+                                int64_t v = sign * (p + d);
+
+                                snprintf(key, sizeof key, "p%lld", (long long) v);
+                                if (json_object_get(expected, key))
+                                        continue;
+                                ck_assert_int_eq(varlink_writer_key(&w, key), 0);
+                                ck_assert_int_eq(varlink_writer_int(&w, v), 0);
+                                json_object_set_new(expected, key, json_integer(v));
+                        }
         varlink_writer_key(&w, "yes");
         varlink_writer_bool(&w, true);
         varlink_writer_key(&w, "no");
