@@ -230,6 +230,12 @@ int engine_audit(struct engine *e, int64_t now, const char *kind, const char *us
  * limit that ended them; ended_at: that end). *more tells whether others
  * remain. One transaction (the caller's iteration commits it). */
 int engine_cleanup_expired(struct engine *e, int64_t now, unsigned limit, unsigned *ended, bool *more);
+/* The same, but returns early once uv_hrtime() reaches deadline_ns (0: no
+ * deadline; the clock is read every few sessions, so a call overruns by
+ * about one ended session). Stopped by the deadline before `limit`, it
+ * reports *more true: the caller goes on in its next step. */
+int engine_cleanup_expired_until(struct engine *e, int64_t now, unsigned limit, uint64_t deadline_ns,
+                                 unsigned *ended, bool *more);
 /* Sessions past end + cleanup_grace not yet ended (a scan of memory, no I/O). */
 uint64_t engine_count_awaiting_cleanup(struct engine *e, int64_t now);
 /* Ends the least recently active sessions of users above

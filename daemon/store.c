@@ -35,8 +35,21 @@
  * thread has copied the bulk and gone idle, the loop copies the short tail
  * itself (a PASSIVE checkpoint on its own connection, right after a commit,
  * when nothing else can write): the next transaction then starts the WAL
- * from its beginning, and the WAL stays a few thousand pages long. If the
- * thread cannot keep up at all, the loop checkpoints everything itself at
+ * from its beginning, and the WAL stays at most STORE_CHECKPOINT_TAIL_PAGES
+ * pages long, give or take. Each start-over costs the loop three
+ * fdatasyncs (the WAL and the database in the tail's checkpoint, the new
+ * WAL header at the next commit), which take a fraction of a millisecond
+ * on a quiet disk and tens of milliseconds on one busy with the thread's
+ * writes: so the WAL starts over only every STORE_CHECKPOINT_TAIL_PAGES
+ * pages (64 MiB), and the tail the loop copies is short
+ * (STORE_CHECKPOINT_TAIL_MAX pages); when it is longer the thread goes
+ * again, and as it copies faster than the loop writes each pass leaves a
+ * shorter tail. A bulk writer (the cleanup) paces itself with
+ * store_bulk_pace(): it waits while the thread is behind, and when the WAL
+ * is due to start over it waits for the thread to be done and copies the
+ * tail then, so that the start-over costs one short stall rather than a
+ * race between its writes and the thread. If the thread cannot keep up at
+ * all, the loop checkpoints everything itself at
  * STORE_CHECKPOINT_HARD_PAGES, a stall that keeps the WAL bounded.
  *
  * Sessions keep their rows after they end (ended_at, end_reason) until the
@@ -87,8 +100,10 @@
 /* ...and the loop copies the tail (see above) once the WAL is this long,
  * the thread is idle and at most STORE_CHECKPOINT_TAIL_MAX pages are left to
  * copy; otherwise the thread goes again. */
-#define STORE_CHECKPOINT_TAIL_PAGES (2 * STORE_CHECKPOINT_PAGES)
-#define STORE_CHECKPOINT_TAIL_MAX 1000
+#define STORE_CHECKPOINT_TAIL_PAGES (8 * STORE_CHECKPOINT_PAGES)
+#define STORE_CHECKPOINT_TAIL_MAX 128
+/* A bulk writer waits while the thread has more than this left to copy. */
+#define STORE_BULK_BACKLOG_MAX (2 * STORE_CHECKPOINT_PAGES)
 /* A WAL this long means the thread cannot keep up with the writes: the loop
  * then checkpoints everything itself, stalling once rather than letting the
  * WAL (and every lookup in it) grow without bound. */
@@ -236,6 +251,7 @@ struct store {
         bool memory;
         sqlite3_stmt *stmt[_STMT_MAX];
         struct checkpointer ckpt;
+        int wal_pages; /* in the WAL after the last commit (the WAL hook; loop thread) */
 };
 
 static int errno_from_sqlite(int rc) {
@@ -691,6 +707,7 @@ static int wal_hook(void *userdata, sqlite3 *db, const char *name, int pages) {
         bool idle, ours = false;
 
         (void)name;
+        s->wal_pages = pages;
         if (pages < STORE_CHECKPOINT_PAGES || !c->started)
                 return SQLITE_OK;
         pthread_mutex_lock(&c->lock);
@@ -710,10 +727,17 @@ static int wal_hook(void *userdata, sqlite3 *db, const char *name, int pages) {
         }
         pthread_mutex_unlock(&c->lock);
         if (ours) {
+                int log = 0, done = 0;
+
                 if (pages >= STORE_CHECKPOINT_HARD_PAGES)
                         log_warning("Store %s: the WAL holds %d pages, more than the checkpoint thread keeps up "
                                     "with; checkpointing on the loop.", s->path, pages);
-                (void)sqlite3_wal_checkpoint_v2(db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+                if (sqlite3_wal_checkpoint_v2(db, NULL, SQLITE_CHECKPOINT_PASSIVE, &log, &done) == SQLITE_OK &&
+                    done >= log) {
+                        pthread_mutex_lock(&c->lock);
+                        c->backfilled = done;
+                        pthread_mutex_unlock(&c->lock);
+                }
         }
         return SQLITE_OK;
 }
@@ -768,6 +792,41 @@ static void checkpointer_stop(struct store *s) {
         sqlite3_close(c->db);
         c->db = NULL;
         c->started = false;
+}
+
+int store_bulk_pace(struct store *s) {
+        struct checkpointer *c = &s->ckpt;
+        int backlog, log = 0, done = 0;
+        bool idle, due = s->wal_pages >= STORE_CHECKPOINT_TAIL_PAGES;
+
+        assert(!store_in_transaction(s));
+        if (!c->started)
+                return 0;
+        pthread_mutex_lock(&c->lock);
+        if (c->backfilled > s->wal_pages)
+                c->backfilled = 0; /* the WAL started over since the thread's last pass */
+        backlog = s->wal_pages - c->backfilled;
+        idle = !c->running && !c->wanted;
+        if (idle && (backlog > STORE_BULK_BACKLOG_MAX || (due && backlog > STORE_CHECKPOINT_TAIL_MAX))) {
+                /* No commit may come to wake the thread: wake it here. */
+                c->wanted = true;
+                pthread_cond_signal(&c->cond);
+                idle = false;
+        }
+        pthread_mutex_unlock(&c->lock);
+        if (backlog > STORE_BULK_BACKLOG_MAX || (due && !idle))
+                return -EAGAIN;
+        if (!due)
+                return 0;
+        /* Due, the thread done, a short tail left: copy it, and the next
+         * commit starts the WAL over. */
+        if (sqlite3_wal_checkpoint_v2(s->db, NULL, SQLITE_CHECKPOINT_PASSIVE, &log, &done) == SQLITE_OK &&
+            done >= log) {
+                pthread_mutex_lock(&c->lock);
+                c->backfilled = done;
+                pthread_mutex_unlock(&c->lock);
+        }
+        return 0;
 }
 
 unsigned long long store_checkpoint_runs(struct store *s) {

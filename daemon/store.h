@@ -170,6 +170,13 @@ struct store_maintenance {
 int store_maintain(struct store *s, struct store_maintenance *ret);
 /* wal_checkpoint(TRUNCATE) only (shutdown). */
 int store_checkpoint(struct store *s);
+/* For a writer of many rows (the cleanup), before each of its steps and
+ * outside a transaction: 0 to go on, -EAGAIN to wait a little (the
+ * checkpoint thread is behind, or the WAL is due to start over and the
+ * thread is not done yet; see store.c). When the WAL is due and the thread
+ * is done, copies the short rest here, so that the next commit starts the
+ * WAL over. A store in memory always answers 0. */
+int store_bulk_pace(struct store *s);
 /* How many times the checkpoint thread has run (0 for a store in memory). */
 unsigned long long store_checkpoint_runs(struct store *s);
 

@@ -1234,6 +1234,65 @@ START_TEST(test_events_after_commit) {
 }
 END_TEST
 
+/* Ended-session events of the cleanup: each one with its user and reason. */
+static unsigned ended_events;
+static void ended_cb(const struct engine_event *ev, void *userdata) {
+        (void)userdata;
+        if (strcmp(ev->kind, "ended") != 0)
+                return;
+        ck_assert_ptr_nonnull(ev->session_id);
+        ck_assert_str_eq(ev->user_id, "user");
+        ck_assert_str_eq(json_string_value(json_object_get(ev->detail, "reason")), "idle");
+        ck_assert(json_is_integer(json_object_get(ev->detail, "duration")));
+        ended_events++;
+}
+
+/* A deadline already past: every call still ends a few sessions (the clock
+ * is read every few), says there may be more, and the calls together end
+ * them all, with the same audit rows and events as without a deadline. */
+START_TEST(test_cleanup_deadline) {
+        struct fixture f;
+        char *path = path_in("sessions.db");
+        char t[20][TOKEN_STRING_LEN + 1];
+        unsigned ended, total = 0, calls = 0;
+        bool more;
+        int marker;
+
+        fixture_init(&f, path);
+        short_timeouts(&f);
+        f.c->security.max_concurrent_per_user = 100;
+        fixture_open(&f);
+        for (int i = 0; i < 20; i++)
+                create_session(&f, T0, "user", NULL, t[i], NULL);
+        ck_assert_int_eq(engine_add_observer(f.e, ended_cb, NULL, &marker), 0);
+        ended_events = 0;
+        do {
+                ck_assert_int_eq(engine_cleanup_expired_until(f.e, T0 + 120, 100, 1, &ended, &more), 0);
+                ck_assert_int_eq(engine_commit(f.e), 0);
+                engine_dispatch_events(f.e);
+                ck_assert_uint_ge(ended, more ? 1 : 0);
+                ck_assert_uint_lt(ended, 20); /* stopped by the clock, not by the limit */
+                total += ended;
+                calls++;
+        } while (more);
+        ck_assert_uint_eq(total, 20);
+        ck_assert_uint_gt(calls, 1);
+        ck_assert_uint_eq(ended_events, 20);
+        ck_assert_uint_eq(engine_count_awaiting_cleanup(f.e, T0 + 120), 0);
+        ck_assert_uint_eq(counters(&f)->ended[ENGINE_END_IDLE], 20);
+        /* The audit detail as json_dumps wrote it before. */
+        ck_assert_int_eq(db_count(path, "SELECT count(*) FROM audit WHERE kind = 'ended' "
+                                        "AND detail = '{\"reason\":\"idle\"}'"), 20);
+        /* No deadline: the limit alone. */
+        ck_assert_int_eq(engine_cleanup_expired_until(f.e, T0 + 120, 100, 0, &ended, &more), 0);
+        ck_assert_uint_eq(ended, 0);
+        ck_assert(!more);
+        engine_remove_observer(f.e, ended_cb, &marker);
+        fixture_done(&f);
+        scratch_remove();
+}
+END_TEST
+
 START_TEST(test_suspicious_threshold) {
         struct fixture f;
         struct engine_error err = {0};
@@ -1437,6 +1496,7 @@ int main(void) {
         tcase_add_test(tc, test_refuses_corrupt_database);
         tcase_add_test(tc, test_persistence_off);
         tcase_add_test(tc, test_events_after_commit);
+        tcase_add_test(tc, test_cleanup_deadline);
         tcase_add_test(tc, test_suspicious_threshold);
         tcase_add_test(tc, test_failed_validation_burst);
         tcase_add_test(tc, test_audit_switch);
