@@ -38,6 +38,7 @@
 #include <string.h>
 
 #include "sessiond/varlink.h"
+#include "varlink/writer.h"
 
 #define WRITER_FIRST_ALLOCATION 512
 
@@ -181,20 +182,31 @@ void varlink_writer_free(struct varlink_writer *w) {
         *w = (struct varlink_writer){};
 }
 
-int varlink_writer_begin_reply(struct varlink_writer *w) {
-        static const char envelope[] = "{\"parameters\":";
+int varlink_writer_begin_message(struct varlink_writer *w, const char *member, const char *name) {
+        static const char plain[] = "{\"parameters\":", named[] = "\",\"parameters\":";
         int r;
 
         assert(w);
+        assert(!member == !name);
         if (w->error < 0)
                 return w->error;
         assert(w->len == 0 && w->depth == 0 && !w->after_key && !w->began);
-        r = writer_append(w, envelope, sizeof envelope - 1);
-        if (r < 0)
+        if (member) {
+                /* Names of the Varlink grammar need no escaping. */
+                assert(varlink_method_split(name, NULL, 0));
+                if ((r = writer_append(w, "{\"", 2)) < 0 || (r = writer_append(w, member, strlen(member))) < 0 ||
+                    (r = writer_append(w, "\":\"", 3)) < 0 || (r = writer_append(w, name, strlen(name))) < 0 ||
+                    (r = writer_append(w, named, sizeof named - 1)) < 0)
+                        return r;
+        } else if ((r = writer_append(w, plain, sizeof plain - 1)) < 0)
                 return r;
         w->began = true;
         w->after_key = true; /* the parameters are the value of that key */
         return 0;
+}
+
+int varlink_writer_begin_reply(struct varlink_writer *w) {
+        return varlink_writer_begin_message(w, NULL, NULL);
 }
 
 static int writer_container_begin(struct varlink_writer *w, char open, bool object) {
@@ -366,8 +378,7 @@ int varlink_writer_json(struct varlink_writer *w, json_t *value) {
         return 0;
 }
 
-int varlink_writer_finish_reply(struct varlink_writer *w, bool continues, char **ret, size_t *len) {
-        static const char tail_continues[] = ",\"continues\":true}";
+int varlink_writer_finish_message(struct varlink_writer *w, const char *flag, char **ret, size_t *len) {
         int r;
 
         assert(w);
@@ -384,10 +395,10 @@ int varlink_writer_finish_reply(struct varlink_writer *w, bool continues, char *
                 r = -EINVAL;
                 goto fail;
         }
-        if (continues)
-                r = writer_append(w, tail_continues, sizeof tail_continues); /* with its NUL */
-        else
-                r = writer_append(w, "}", 2);                                /* with its NUL */
+        if (flag && ((r = writer_append(w, ",\"", 2)) < 0 || (r = writer_append(w, flag, strlen(flag))) < 0 ||
+                     (r = writer_append(w, "\":true", 6)) < 0))
+                goto fail;
+        r = writer_append(w, "}", 2); /* with its NUL */
         if (r < 0)
                 goto fail;
         *ret = w->data;
@@ -397,4 +408,8 @@ int varlink_writer_finish_reply(struct varlink_writer *w, bool continues, char *
 fail:
         varlink_writer_free(w);
         return r;
+}
+
+int varlink_writer_finish_reply(struct varlink_writer *w, bool continues, char **ret, size_t *len) {
+        return varlink_writer_finish_message(w, continues ? "continues" : NULL, ret, len);
 }
