@@ -145,10 +145,10 @@ START_TEST(test_integers_and_literals) {
                 json_object_set_new(expected, key, json_integer(values[i]));
         }
         /* Every length of number: 10^k - 1, 10^k and 10^k + 1, both signs. */
-        for (int64_t p = 1, k = 0; k < 19; k++, p *= 10)
+        for (uint64_t p = 1, k = 0; k < 19; k++, p *= 10) /* unsigned: the last step may pass INT64_MAX */
                 for (int64_t d = -1; d <= 1; d++)
                         for (int sign = -1; sign <= 1; sign += 2) {
-                                int64_t v = sign * (p + d);
+                                int64_t v = sign * ((int64_t) p + d);
 
                                 snprintf(key, sizeof key, "p%lld", (long long) v);
                                 if (json_object_get(expected, key))
