@@ -219,6 +219,8 @@ struct engine {
         uint32_t cleanup_cursor;
         uint32_t limit_cursor;
 
+        struct load_batch *loading; /* while the store loads */
+
         struct engine_counters counters;
 };
 
@@ -431,8 +433,7 @@ static uint32_t user_find(struct engine *e, const char *name) {
 
 /* The user of that name, added if new. `name` must not point into the
  * users array (adding may move it): pass a name from elsewhere. */
-static int user_get(struct engine *e, const char *name, uint32_t *ret) {
-        uint32_t hash = (uint32_t)name_hash(e, name);
+static int user_get_hashed(struct engine *e, const char *name, uint32_t hash, uint32_t *ret) {
         uint32_t h = hindex_find(&e->by_user, hash, name);
         size_t len = strlen(name);
         struct user *u;
@@ -478,6 +479,10 @@ static int user_get(struct engine *e, const char *name, uint32_t *ret) {
         e->n_users++;
         *ret = h;
         return 0;
+}
+
+static int user_get(struct engine *e, const char *name, uint32_t *ret) {
+        return user_get_hashed(e, name, (uint32_t)name_hash(e, name), ret);
 }
 
 static void user_sec_free(struct user_sec *sec) {
@@ -586,7 +591,9 @@ static void session_id(const struct engine *e, const struct session *s, char out
 }
 
 /* Adds a session to memory from a store row. */
-static int session_add(struct engine *e, const struct store_session *row, uint32_t *ret) {
+/* user_hash: (uint32_t)name_hash() of row->user_id. */
+static int session_add_hashed(struct engine *e, const struct store_session *row, uint32_t user_hash,
+                              uint32_t *ret) {
         uint32_t h, user, platform, next_free;
         struct session *s;
         uint8_t id[TOKEN_ID_BYTES];
@@ -611,7 +618,7 @@ static int session_add(struct engine *e, const struct store_session *row, uint32
                         return r;
                 h = e->sessions_used;
         }
-        r = user_get(e, row->user_id, &user);
+        r = user_get_hashed(e, row->user_id, user_hash, &user);
         if (r < 0)
                 return r;
         r = platform_get(e, row->platform_id, &platform);
@@ -651,6 +658,10 @@ static int session_add(struct engine *e, const struct store_session *row, uint32
         e->n_sessions++;
         *ret = h;
         return 0;
+}
+
+static int session_add(struct engine *e, const struct store_session *row, uint32_t *ret) {
+        return session_add_hashed(e, row, (uint32_t)name_hash(e, row->user_id), ret);
 }
 
 static void session_remove(struct engine *e, uint32_t h) {
@@ -2525,12 +2536,100 @@ static void timer_free(uv_timer_t *t) {
 
 /* ---- lifecycle ------------------------------------------------------------------------------------------------ */
 
-static int load_cb(const struct store_session *row, void *userdata) {
-        struct engine *e = userdata;
+/* Loading. With a million sessions the index slots, the user entries and
+ * the session entries are tens of MiB, and each row's lookups are cache
+ * misses that depend on one another (slot, then entry). So rows are taken
+ * in batches: their slots are prefetched when a row is copied, the user
+ * entry a slot points to before the batch is added, and the misses of a
+ * batch overlap instead of queueing up. Rows with texts longer than the
+ * copy's room (rare: long user ids) flush the batch and go alone. */
+#define LOAD_BATCH 32
+#define LOAD_TEXT 64
+
+struct load_row {
+        struct store_session row;
+        uint32_t user_hash;
+        char id[TOKEN_ID_STRING_LEN + 1];
+        char user_id[LOAD_TEXT];
+        char platform_id[LOAD_TEXT];
+};
+
+struct load_batch {
+        struct load_row rows[LOAD_BATCH];
+        unsigned n;
+};
+
+static void prefetch_slot(const struct hindex *x, uint64_t hash) {
+        if (x->slots)
+                __builtin_prefetch(&x->slots[(uint32_t)hash & x->mask]);
+}
+
+static int load_add(struct engine *e, const struct store_session *row, uint32_t user_hash) {
         uint32_t h;
-        int r = session_add(e, row, &h);
+        int r = session_add_hashed(e, row, user_hash, &h);
 
         return r == -EINVAL ? 0 : r; /* a malformed row is skipped and logged */
+}
+
+static int load_flush(struct engine *e) {
+        struct load_batch *b = e->loading;
+        int r = 0;
+
+        if (!b)
+                return 0;
+        /* The slots are in cache by now: bring in the user entries they name. */
+        for (unsigned i = 0; i < b->n; i++) {
+                const struct hindex *x = &e->by_user;
+                uint32_t v = x->slots ? x->slots[b->rows[i].user_hash & x->mask] : 0;
+
+                if (v != 0 && ((v & HINDEX_MAX_HANDLE) - 1) < e->users_used)
+                        __builtin_prefetch(&e->users[(v & HINDEX_MAX_HANDLE) - 1]);
+        }
+        for (unsigned i = 0; i < b->n && r >= 0; i++)
+                r = load_add(e, &b->rows[i].row, b->rows[i].user_hash);
+        b->n = 0;
+        return r;
+}
+
+static bool copy_text(char *dst, size_t size, const char *src, const char **ret) {
+        size_t n;
+
+        if (!src) {
+                *ret = NULL;
+                return true;
+        }
+        n = strlen(src);
+        if (n >= size)
+                return false;
+        memcpy(dst, src, n + 1);
+        *ret = dst;
+        return true;
+}
+
+static int load_cb(const struct store_session *row, void *userdata) {
+        struct engine *e = userdata;
+        struct load_batch *b = e->loading;
+        uint32_t user_hash = (uint32_t)name_hash(e, row->user_id);
+        struct load_row *l;
+        int r;
+
+        prefetch_slot(&e->by_user, user_hash);
+        prefetch_slot(&e->by_key, key_hash(row->token_hash));
+        if (!b)
+                return load_add(e, row, user_hash);
+        l = &b->rows[b->n];
+        l->row = *row;
+        l->user_hash = user_hash;
+        if (!copy_text(l->id, sizeof l->id, row->id, &l->row.id) ||
+            !copy_text(l->user_id, sizeof l->user_id, row->user_id, &l->row.user_id) ||
+            !copy_text(l->platform_id, sizeof l->platform_id, row->platform_id, &l->row.platform_id)) {
+                r = load_flush(e); /* keep the order */
+                return r < 0 ? r : load_add(e, row, user_hash);
+        }
+        l->row.end_reason = l->row.ip = l->row.user_agent = NULL; /* not kept */
+        if (++b->n == LOAD_BATCH)
+                return load_flush(e);
+        return 0;
 }
 
 /* Sizes the session array and the indexes for the sessions about to be
@@ -2629,7 +2728,16 @@ static int open_store(struct engine *e) {
                 return r;
         if (created)
                 log_info("Created key file %s/%s.", dir, TOKEN_KEY_FILE);
-        return store_open(&o, &e->store);
+        e->loading = calloc(1, sizeof *e->loading); /* NULL: rows one by one */
+        r = store_open(&o, &e->store);
+        if (r >= 0) {
+                r = load_flush(e); /* the last rows */
+                if (r < 0)
+                        log_error_errno(r, "Database %s: loading the sessions failed: %m", o.path);
+        }
+        free(e->loading);
+        e->loading = NULL;
+        return r;
 }
 
 int engine_new(struct daemon *d, struct engine **ret) {

@@ -1413,6 +1413,58 @@ START_TEST(test_watch_support) {
 }
 END_TEST
 
+/* The start-up loads rows in batches (engine.c): more rows than a batch,
+ * a user id and a platform too long for a batch's copy, and the order of
+ * each user's sessions, all come back as they were. */
+START_TEST(test_restart_loads_in_batches) {
+        struct fixture f;
+        struct engine_error err = {0};
+        struct engine_info info;
+        char *path = path_in("sessions.db");
+        enum { N = 100 };
+        char t[N][TOKEN_STRING_LEN + 1], user[N][128];
+        struct engine_counts counts;
+
+        fixture_init(&f, path);
+        short_timeouts(&f);
+        f.c->security.max_concurrent_per_user = 100;
+        fixture_open(&f);
+        for (int i = 0; i < N; i++) {
+                if (i % 37 == 5) /* longer than the copy's room */
+                        snprintf(user[i], sizeof user[i], "%0100d", i);
+                else
+                        snprintf(user[i], sizeof user[i], "user%d", i % 7);
+                create_session(&f, T0, user[i], NULL, t[i], NULL);
+        }
+        ck_assert_int_eq(engine_switch_platform(f.e, T0 + 1, t[40],
+                                                "a-platform-name-longer-than-sixty-four-characters-0123456789abcdef",
+                                                &info, &err), 0);
+        ck_assert_int_eq(engine_switch_platform(f.e, T0 + 1, t[41], "ios", &info, &err), 0);
+        ck_assert_int_eq(engine_commit(f.e), 0);
+        engine_count(f.e, T0 + 1, &counts);
+        fixture_close(&f);
+
+        fixture_open(&f);
+        {
+                struct engine_counts again;
+
+                engine_count(f.e, T0 + 1, &again);
+                ck_assert_uint_eq(again.sessions, N);
+                ck_assert_uint_eq(again.users, counts.users);
+        }
+        for (int i = 0; i < N; i++) {
+                ck_assert_int_eq(peek_validate(&f, T0 + 2, t[i], &info, &err), 0);
+                ck_assert_str_eq(info.user_id, user[i]);
+        }
+        ck_assert_int_eq(peek_validate(&f, T0 + 2, t[40], &info, &err), 0);
+        ck_assert_str_eq(info.platform_id, "a-platform-name-longer-than-sixty-four-characters-0123456789abcdef");
+        ck_assert_int_eq(peek_validate(&f, T0 + 2, t[41], &info, &err), 0);
+        ck_assert_str_eq(info.platform_id, "ios");
+        fixture_done(&f);
+        scratch_remove();
+}
+END_TEST
+
 START_TEST(test_many_sessions) {
         struct fixture f;
         struct engine_error err = {0};
@@ -1489,6 +1541,7 @@ int main(void) {
         tcase_add_test(tc, test_cleanup_batches);
         tcase_add_test(tc, test_purge);
         tcase_add_test(tc, test_restart_keeps_everything);
+        tcase_add_test(tc, test_restart_loads_in_batches);
         tcase_add_test(tc, test_touch_flush);
         tcase_add_test(tc, test_abort_restores_memory);
         tcase_add_test(tc, test_commit_failure_restores_memory);
