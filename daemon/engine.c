@@ -217,6 +217,7 @@ struct engine {
         unsigned ticks;
 
         uint32_t cleanup_cursor;
+        uint32_t cleanup_quiet; /* entries the cursor passed since it last ended one */
         uint32_t limit_cursor;
 
         struct load_batch *loading; /* while the store loads */
@@ -2272,7 +2273,12 @@ int engine_cleanup_expired_until(struct engine *e, int64_t now, unsigned limit, 
                 int64_t end;
 
                 if (scanned % CLEANUP_CLOCK_SCANNED == CLEANUP_CLOCK_SCANNED - 1 && past(deadline_ns)) {
-                        *more = true; /* not looked at all: maybe */
+                        /* Out of time before a whole pass. Steps go on where
+                         * this one stopped, so once the cursor has gone all
+                         * the way round since its last end there is nothing
+                         * left (a table too large to pass in one step would
+                         * otherwise answer "maybe" for ever). */
+                        *more = e->cleanup_quiet < e->sessions_used;
                         return 0;
                 }
                 if (e->cleanup_cursor >= e->sessions_used)
@@ -2280,8 +2286,12 @@ int engine_cleanup_expired_until(struct engine *e, int64_t now, unsigned limit, 
                 h = e->cleanup_cursor++;
                 scanned++;
                 if (!(e->sessions[h].flags & S_USED) ||
-                    !session_awaits_cleanup(e, &e->sessions[h], now, &end, &why))
+                    !session_awaits_cleanup(e, &e->sessions[h], now, &end, &why)) {
+                        if (e->cleanup_quiet < UINT32_MAX)
+                                e->cleanup_quiet++;
                         continue;
+                }
+                e->cleanup_quiet = 0;
                 r = session_end(e, now, h, why, end, "ended", NULL);
                 if (r < 0)
                         return r;

@@ -66,12 +66,15 @@
  * of cleanup.batch_size sessions thus spans several steps, and
  * cleanup.max_batches still counts whole batches (the time cap makes steps
  * smaller, never a run shorter). A step also waits
- * (CLEANUP_THROTTLE_MS at a time, CLEANUP_THROTTLE_MAX_MS in a row at
- * most) while store_bulk_pace() says so: a large cleanup writes faster
+ * (CLEANUP_THROTTLE_MS at a time, CLEANUP_THROTTLE_MAX_MS at most, then
+ * no more until the thread has caught up: a reader that pins the WAL must
+ * not slow the run to a crawl) while store_bulk_pace() says so. The batch
+ * size is read when a batch begins, so a reload in the middle of one
+ * changes the next. (A large cleanup writes faster
  * than requests do (two or three WAL pages a session, for the ended-row
  * indexes), and its pace is the checkpoint thread's, so that the disk is
  * not saturated and the WAL starts over with one short stall of the loop
- * every 64 MiB (see store.c). Runs are queued, one at a
+ * every 64 MiB: see store.c.) Runs are queued, one at a
  * time; a kind already waiting is not queued twice. The end of a deep run
  * holds the loop only for PRAGMA optimize and a TRUNCATE checkpoint that
  * never waits (a reader in the way: the run pauses and tries again); the
@@ -165,6 +168,7 @@ struct run {
         enum run_phase phase;
         unsigned batches;     /* completed (a batch may span several steps) */
         unsigned in_batch;    /* sessions ended so far in the batch in progress */
+        unsigned batch_limit; /* its batch_size, fixed when it began (a reload may change the setting) */
         unsigned throttled_ms; /* waited in a row for the checkpoint thread */
         unsigned ended, evicted, purged_sessions, purged_audit;
         bool more; /* regular: stopped at max_batches with sessions left */
@@ -438,22 +442,28 @@ static void run_batch(struct jobs *j, struct run *r) {
                  * a timer before us may have written in this iteration. */
                 if (engine_has_pending(e))
                         return;
-                if (store_bulk_pace(engine_store(e)) == -EAGAIN && r->throttled_ms < CLEANUP_THROTTLE_MAX_MS) {
+                /* Wait for the checkpoint thread, but not for ever: a
+                 * reader that pins the WAL keeps it behind, and then the
+                 * run goes on unpaced until the thread has caught up. */
+                if (store_bulk_pace(engine_store(e)) != -EAGAIN)
+                        r->throttled_ms = 0;
+                else if (r->throttled_ms < CLEANUP_THROTTLE_MAX_MS) {
                         r->throttled_ms += CLEANUP_THROTTLE_MS;
                         run_pause(j, r, CLEANUP_THROTTLE_MS);
                         return;
                 }
-                r->throttled_ms = 0;
-                assert(r->in_batch < limit);
-                rc = engine_cleanup_expired_until(e, now, limit - r->in_batch, uv_hrtime() + CLEANUP_STEP_NS, &n,
-                                                  &more);
+                if (r->in_batch == 0)
+                        r->batch_limit = limit;
+                assert(r->in_batch < r->batch_limit);
+                rc = engine_cleanup_expired_until(e, now, r->batch_limit - r->in_batch,
+                                                  uv_hrtime() + CLEANUP_STEP_NS, &n, &more);
                 r->ended += n;
                 r->in_batch += n;
                 if (rc < 0) {
                         r->batches++;
                         break;
                 }
-                if (more && r->in_batch < limit) {
+                if (more && r->in_batch < r->batch_limit) {
                         run_pause(j, r, CLEANUP_REST_MS); /* the batch goes on in the next step */
                         return;
                 }

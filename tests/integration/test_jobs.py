@@ -316,6 +316,25 @@ def test_requests_answered_during_cleanup():
         assert r["parameters"] == {"ended": 5000, "purged": 0}, r
 
 
+def test_reload_lowers_batch_size_mid_batch():
+    # A batch of 4000 spans many time-capped steps; a reload to 10 while it
+    # runs changes the next batch, not the one in progress (which once hit
+    # an assertion: the sessions ended so far were over the new size).
+    s = settings(cleanup__batch_size=4000, features__background_cleanup=False,
+                 security__max_concurrent_per_user=100000)
+    with Daemon(s) as d, d.connect(timeout=60) as c, d.connect() as v:
+        create_many(c, 5000)
+        awaiting(c, 5000)
+        c.send(A + "Cleanup", {"kind": "batch"})
+        wait_for(lambda: status(v)["sessions_awaiting_cleanup"] < 5000, interval=0.002,
+                 what="the first sessions to be ended")
+        d.write_config({"cleanup.batch_size": 10})
+        assert v.call(A + "Reload") == {}
+        r = c.recv()
+        assert r["parameters"] == {"ended": 5000, "purged": 0}, r
+        assert status(v)["sessions_awaiting_cleanup"] == 0
+
+
 def test_cleanup_arguments():
     with Daemon(settings()) as d, d.connect() as c:
         for bad in ("weekly", "", "Regular"):
@@ -368,6 +387,7 @@ run_tests([
     test_retention_days_apply_separately,
     test_deep_timer_purges,
     test_requests_answered_during_cleanup,
+    test_reload_lowers_batch_size_mid_batch,
     test_cleanup_arguments,
     test_stop_during_cleanup,
 ])

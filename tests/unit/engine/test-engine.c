@@ -1293,6 +1293,45 @@ START_TEST(test_cleanup_deadline) {
 }
 END_TEST
 
+/* A table larger than one step can pass (the clock is read every 4096
+ * entries; a deadline of 1 ns is always past): steps go on where the last
+ * stopped, and once the cursor has gone round without finding anything the
+ * answer is "no more", not "maybe" for ever. */
+START_TEST(test_cleanup_deadline_large_table) {
+        struct fixture f;
+        enum { N = 10000 };
+        char token[TOKEN_STRING_LEN + 1];
+        unsigned ended, total = 0, calls = 0;
+        bool more;
+
+        setup_memory(&f);
+        for (int i = 0; i < N; i++) {
+                char user[32];
+
+                snprintf(user, sizeof user, "user%d", i);
+                create_session(&f, T0, user, NULL, token, NULL);
+        }
+        /* Nothing awaits cleanup yet. */
+        do {
+                ck_assert_int_eq(engine_cleanup_expired_until(f.e, T0 + 1, 100, 1, &ended, &more), 0);
+                ck_assert_uint_eq(ended, 0);
+                ck_assert_uint_lt(++calls, 100);
+        } while (more);
+        ck_assert_uint_le(calls, N / 4095 + 2);
+        /* Everything does now: each step ends a few, the last says so. */
+        calls = 0;
+        do {
+                ck_assert_int_eq(engine_cleanup_expired_until(f.e, T0 + 120, 1000, 1, &ended, &more), 0);
+                ck_assert_int_eq(engine_commit(f.e), 0);
+                total += ended;
+                ck_assert_uint_lt(++calls, 2 * N);
+        } while (more);
+        ck_assert_uint_eq(total, N);
+        ck_assert_uint_eq(engine_count_awaiting_cleanup(f.e, T0 + 120), 0);
+        fixture_done(&f);
+}
+END_TEST
+
 START_TEST(test_suspicious_threshold) {
         struct fixture f;
         struct engine_error err = {0};
@@ -1550,6 +1589,7 @@ int main(void) {
         tcase_add_test(tc, test_persistence_off);
         tcase_add_test(tc, test_events_after_commit);
         tcase_add_test(tc, test_cleanup_deadline);
+        tcase_add_test(tc, test_cleanup_deadline_large_table);
         tcase_add_test(tc, test_suspicious_threshold);
         tcase_add_test(tc, test_failed_validation_burst);
         tcase_add_test(tc, test_audit_switch);
