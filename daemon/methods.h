@@ -66,7 +66,7 @@ void methods_mark_write(struct call *c, struct daemon *d, uint64_t seq);
  * InvalidParameter for a wrong JSON type (or a missing required one),
  * InvalidArgument for a string with a NUL in it. */
 int methods_param_string(struct call *c, const char *iface, const char *key, bool required, const char **ret);
-/* A string that may hold NULs (sync data): its bytes and their count. */
+/* A string kept as bytes (sync data): its bytes and their count. */
 int methods_param_bytes(struct call *c, const char *key, const char **ret, size_t *size);
 int methods_param_int(struct call *c, const char *key, int64_t *ret);
 int methods_param_bool(struct call *c, const char *key, bool *ret);

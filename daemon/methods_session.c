@@ -56,7 +56,7 @@ static void method_create(struct daemon *d, struct call *c) {
             methods_param_string(c, IFACE, "platform_id", false, &a.platform_id) == -EINVAL ||
             methods_param_client(c, IFACE, &a.client, &given) < 0)
                 return;
-        /* Sync data may hold any character, NUL included: take its length. */
+        /* Sync data is stored as bytes: take its length. */
         if (methods_param_bytes(c, "sync_data", &a.sync_data, &a.sync_size) == -EINVAL)
                 return;
 

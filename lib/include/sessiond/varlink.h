@@ -92,8 +92,9 @@ struct varlink_call {
 int varlink_call_parse(const char *msg, size_t len, struct varlink_call *ret);
 void varlink_call_clear(struct varlink_call *c);
 
-/* A parameter's value. Strings are NUL-terminated, and `length` counts
- * their bytes (a string may hold a NUL before its end, from "\u0000"). */
+/* A parameter's value. Strings are NUL-terminated and `length` counts their
+ * bytes. (A call with "\u0000" in a string is refused as malformed, so
+ * today length == strlen(string); callers that store bytes use length.) */
 enum varlink_value_type {
         VARLINK_VALUE_NULL,
         VARLINK_VALUE_BOOLEAN,
