@@ -88,6 +88,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "sidefiles.h"
 
 #define STORE_BUSY_TIMEOUT_MS 1000
 /* Page cache: validations never read SQLite (the engine keeps what they need
@@ -358,32 +359,6 @@ static char *path_to_uri(const char *path, const char *query) {
         *p++ = '?';
         strcpy(p, query);
         return uri;
-}
-
-/* A read-only connection to a database in WAL mode creates its -wal and
- * -shm files and cannot remove them. After refusing a database we remove
- * the ones we made (an empty -wal and its index), so that the folder is
- * left as we found it. */
-struct side_files {
-        char wal[PATH_MAX], shm[PATH_MAX];
-        bool had_wal, had_shm;
-};
-
-static void side_files_note(struct side_files *f, const char *path) {
-        snprintf(f->wal, sizeof f->wal, "%s-wal", path);
-        snprintf(f->shm, sizeof f->shm, "%s-shm", path);
-        f->had_wal = access(f->wal, F_OK) == 0;
-        f->had_shm = access(f->shm, F_OK) == 0;
-}
-
-static void side_files_restore(const struct side_files *f) {
-        struct stat st;
-
-        if (!f->had_wal && stat(f->wal, &st) == 0 && st.st_size == 0) {
-                (void)unlink(f->wal);
-                if (!f->had_shm)
-                        (void)unlink(f->shm);
-        }
 }
 
 static int64_t now_ms(void) {

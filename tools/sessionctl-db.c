@@ -49,6 +49,7 @@
 
 #include <jansson.h>
 
+#include "../daemon/sidefiles.h"
 #include "../daemon/store.h" /* STORE_SCHEMA_VERSION */
 #include "sessiond/config.h"
 #include "sessionctl.h"
@@ -101,32 +102,6 @@ static void freep(void *p) {
 }
 
 /* json_decrefp() comes with jansson. */
-/* ---- side files ------------------------------------------------------------ */
-
-/* SQLite may create an empty -wal (and a -shm) when it opens a database in
- * WAL mode read-only; we remove the ones we made (same rule as the daemon). */
-struct side_files {
-        char wal[PATH_MAX], shm[PATH_MAX];
-        bool had_wal, had_shm;
-};
-
-static void side_files_note(struct side_files *f, const char *path) {
-        snprintf(f->wal, sizeof f->wal, "%s-wal", path);
-        snprintf(f->shm, sizeof f->shm, "%s-shm", path);
-        f->had_wal = access(f->wal, F_OK) == 0;
-        f->had_shm = access(f->shm, F_OK) == 0;
-}
-
-static void side_files_restore(const struct side_files *f) {
-        struct stat st;
-
-        if (!f->had_wal && stat(f->wal, &st) == 0 && st.st_size == 0) {
-                (void) unlink(f->wal);
-                if (!f->had_shm)
-                        (void) unlink(f->shm);
-        }
-}
-
 /* ---- opening ----------------------------------------------------------------- */
 
 static int db_resolve_path(const struct sessionctl_globals *g, const struct db_options *o, char **ret) {
