@@ -223,6 +223,9 @@ struct engine {
         struct load_batch *loading; /* while the store loads */
 
         struct engine_counters counters;
+
+        engine_commit_fn commit_fn;
+        void *commit_userdata;
 };
 
 static const char *const end_reason_names[_ENGINE_END_MAX] = {
@@ -974,7 +977,7 @@ static int touch_row(struct engine *e, int64_t rowid, uint32_t h) {
         return 0;
 }
 
-int engine_commit(struct engine *e) {
+static int engine_commit_now(struct engine *e) {
         int r;
 
         if (e->commit_error) {
@@ -1010,6 +1013,39 @@ int engine_commit(struct engine *e) {
         e->in_txn.n = 0;
         schedule_dispatch(e);
         return 0;
+}
+
+void engine_set_commit_callback(struct engine *e, engine_commit_fn fn, void *userdata) {
+        e->commit_fn = fn;
+        e->commit_userdata = userdata;
+}
+
+bool engine_commit_busy(const struct engine *e) {
+        return false;
+}
+
+/* For now the unit of work is committed right here, on the loop. */
+static int engine_commit_unit(struct engine *e, uint64_t seq) {
+        int r = engine_commit_now(e);
+
+        if (e->commit_fn)
+                e->commit_fn(e, seq, r, e->commit_userdata);
+        return r;
+}
+
+int engine_commit_submit(struct engine *e, uint64_t seq) {
+        if (!engine_has_pending(e))
+                return 0;
+        if (engine_commit_busy(e))
+                return -EBUSY;
+        (void) engine_commit_unit(e, seq);
+        return 0;
+}
+
+int engine_commit(struct engine *e) {
+        if (!engine_has_pending(e))
+                return 0;
+        return engine_commit_unit(e, UINT64_MAX);
 }
 
 /* ---- audit -------------------------------------------------------------------------- */

@@ -19,9 +19,10 @@
  *   -ENOSPC      StorageFull
  *   anything else StorageError
  *
- * Writes go into the transaction of the current loop iteration and are
- * durable only after engine_commit(); a handler compares engine_write_seq()
- * before and after an operation and calls call_mark_write() when it moved.
+ * Writes go into the unit of work of the current loop iteration and are
+ * durable only once it is committed (see engine_commit_submit()); a handler
+ * compares engine_write_seq() before and after an operation and calls
+ * call_mark_write() when it moved.
  */
 #pragma once
 
@@ -45,16 +46,30 @@ int engine_new(struct daemon *d, struct engine **ret);
  * the server has closed every connection (streams cancelled). */
 void engine_free(struct engine *e);
 
-/* Commits the open transaction, if any (group commit). Called by
- * server_flush() before replies are written. Returns 0 or negative errno;
- * on failure the server answers the pending writes with an error, and the
- * engine has rolled back and reloaded what the transaction touched, so that
- * memory matches the database again. */
+/* Durability. The writes of the operations accumulate in a unit of work
+ * that main hands to the store once per loop iteration (group commit):
+ *
+ * engine_commit_submit() hands the writes made since the last hand-off to
+ * the store, tagged `seq` (main's batch number for the held replies), and
+ * returns 0; it returns 0 at once when nothing is pending, and -EBUSY while
+ * the previous unit is still being committed (its callback comes first;
+ * hand off again then). The commit callback runs on the loop once the unit
+ * is durable (result 0) or lost (result < 0: the engine has rolled memory
+ * back to match the store, together with every write made after that unit,
+ * which is lost too, so that no write is ever committed behind one that
+ * failed). It may run before engine_commit_submit() returns. */
+typedef void (*engine_commit_fn)(struct engine *e, uint64_t seq, int result, void *userdata);
+void engine_set_commit_callback(struct engine *e, engine_commit_fn fn, void *userdata);
+int engine_commit_submit(struct engine *e, uint64_t seq);
+/* True while a unit of work is being committed. */
+bool engine_commit_busy(const struct engine *e);
+/* Hands off and waits: returns once every write made so far is durable (0)
+ * or lost (negative errno, memory rolled back as above). The commit
+ * callback runs too. For shutdown and the unit tests. */
 int engine_commit(struct engine *e);
-/* True when writes are waiting for engine_commit(). */
+/* True when writes are waiting to be handed off or committed. */
 bool engine_has_pending(const struct engine *e);
-/* Rolls the open transaction back and restores memory from the store (what
- * engine_commit() does when COMMIT fails). */
+/* Drops the writes not yet handed off and restores memory from the store. */
 void engine_abort(struct engine *e);
 
 /* The configuration was swapped (d->config is the new one). */

@@ -1,9 +1,16 @@
 /* sessiond: options, configuration, the event loop, signals, reload, stop.
  *
  * One libuv loop runs everything; main owns it and the handles that belong
- * to the process as a whole: the signal handlers, the uv_check that flushes
- * the server once per iteration (group commit, then replies), the stop
- * deadline and the STATUS= timer. Each subsystem owns its own handles.
+ * to the process as a whole: the signal handlers, the uv_check that ends
+ * each iteration, the stop deadline and the STATUS= timer. Each subsystem
+ * owns its own handles.
+ *
+ * Durability is ordered here, between the engine and the server, which know
+ * nothing of each other: each iteration ends by handing the engine's unit
+ * of work to the store (main_commit_step) and sealing the server's batch of
+ * held replies; the commit callback releases that batch, or turns its write
+ * replies into StorageFull/StorageError when the unit was lost. Then the
+ * server writes what is released.
  *
  * Start: the configuration is loaded from its sources (-c FILE or the
  * default file, the env file, the process environment) and validated; any
@@ -57,6 +64,9 @@
 
 extern char **environ;
 
+struct sessiond_main;
+static void main_commit_step(struct sessiond_main *m);
+
 struct sessiond_main {
         struct daemon d;
         uv_loop_t loop;
@@ -67,6 +77,7 @@ struct sessiond_main {
         bool handles_open;
         struct notify_watchdog *watchdog;
         char **environ_copy; /* the process environment as it was at start */
+        uint64_t commit_started_ns; /* uv_hrtime() at the hand-off of the unit being committed */
 };
 
 /* The one instance, for the callbacks that only get a subsystem. */
@@ -377,6 +388,7 @@ void daemon_stop(struct daemon *d) {
         }
         d->stopping = true;
         log_info("Stopping: finishing the calls in flight");
+        main_commit_step(m);
         notify_stopping();
         (void) uv_timer_start(&m->deadline, on_deadline, MAIN_STOP_DEADLINE_MS, 0);
         server_close(d->server, on_server_closed);
@@ -399,11 +411,53 @@ static void on_signal(uv_signal_t *h, int signum) {
         daemon_stop(&m->d);
 }
 
+/* ---- durability: the loop step -------------------------------------------------- */
+
+/* Hands the writes of the iteration to the store, unless the previous unit
+ * of work is still being committed: then they wait for it and go together
+ * with whatever comes meanwhile (group commit). The replies they acknowledge
+ * are held by the server under the batch sealed here. */
+static void main_commit_step(struct sessiond_main *m) {
+        struct engine *e = m->d.engine;
+
+        if (!e || !m->d.server || !engine_has_pending(e) || engine_commit_busy(e))
+                return;
+        m->commit_started_ns = uv_hrtime();
+        (void) engine_commit_submit(e, server_seal_writes(m->d.server));
+}
+
+/* The store is done with a unit of work: release the replies it held, as
+ * they are when it is durable, as storage errors when it was lost (the
+ * engine dropped the writes made after it too: every held write fails). */
+static void on_committed(struct engine *e, uint64_t seq, int result, void *userdata) {
+        struct sessiond_main *m = userdata;
+        struct server *s = m->d.server;
+        bool full = result == -ENOSPC || result == -EDQUOT;
+
+        if (!s)
+                return;
+        if (m->commit_started_ns)
+                server_report_commit(s, uv_hrtime() - m->commit_started_ns);
+        m->commit_started_ns = 0;
+        if (result >= 0) {
+                server_release_held(s, seq, NULL, NULL);
+                return;
+        }
+        log_error_errno(result, "Failed to commit the store: %m; the writes of this round are answered with a "
+                                "storage error");
+        server_release_held(s, UINT64_MAX,
+                            full ? "io.sessiond.Session.StorageFull" : "io.sessiond.Session.StorageError",
+                            json_pack("{s:s}", "reason", strerror(-result)));
+}
+
 static void on_check(uv_check_t *h) {
         struct sessiond_main *m = h->data;
 
-        if (m->d.server)
-                server_flush(m->d.server);
+        if (!m->d.server)
+                return;
+        server_process_ready(m->d.server);
+        main_commit_step(m);
+        server_flush(m->d.server);
 }
 
 static void on_status(uv_timer_t *t) {
@@ -492,6 +546,7 @@ static int main_run(struct sessiond_main *m) {
                 log_error_errno(r, "Failed to open the session store: %m");
                 goto out;
         }
+        engine_set_commit_callback(d->engine, on_committed, m);
         r = server_new(d, &d->server);
         if (r < 0)
                 goto out;

@@ -42,15 +42,18 @@
  *
  * Writing. Replies are encoded (varlink_encode_*) and appended to the
  * connection's output; nothing is written from a handler. Once per loop
- * iteration main calls server_flush() from a uv_check handle: it commits the
- * store when writes are pending (group commit: every write of the
- * iteration shares one transaction), then writes each connection's output
- * with one write call (uv_try_write, and uv_write for whatever the socket
- * did not take). A reply to a call marked with call_mark_write() is held
- * back until that commit has succeeded (and every later reply of the same
- * connection with it, to keep the order); if the commit fails the held
- * write replies become io.sessiond.Session.StorageFull (ENOSPC, EDQUOT) or
- * StorageError, so no peer is ever told that a lost write happened.
+ * iteration main calls server_flush() from a uv_check handle, which writes
+ * each connection's output with one write call (uv_try_write, and uv_write
+ * for whatever the socket did not take). A reply to a call marked with
+ * call_mark_write() is held back (and every later reply of the same
+ * connection with it, to keep the order), tagged with the current batch
+ * number. Durability is main's business, not ours: when main hands the
+ * store the writes made so far it seals the batch (server_seal_writes), and
+ * when the store says how that went it releases the held replies up to
+ * that batch (server_release_held), turning the write replies into the
+ * error it names when the writes were lost. The server knows no store and
+ * no application error names, so no peer is ever told that a lost write
+ * happened, whatever the store is.
  * A uv_idle handle runs while output or work is waiting, so a reply made in
  * a timer callback does not wait for the next I/O to be flushed.
  *
@@ -86,7 +89,6 @@
 #include <unistd.h>
 
 #include "daemon.h"
-#include "engine.h"
 #include "interface.h"
 #include "log.h"
 #include "sessiond/varlink.h"
@@ -131,7 +133,7 @@ struct outbuf {
 struct held_reply {
         char *data; /* encoded message, with its NUL */
         size_t len;
-        uint64_t seq; /* server's commit_seq when queued */
+        uint64_t seq; /* the batch it belongs to: server's commit_seq when queued */
         bool write;   /* acknowledges a write: replaced by an error if the commit fails */
 };
 
@@ -143,7 +145,6 @@ struct conn {
         struct conn *all_prev, *all_next;     /* server->conns (open ones) */
         struct conn *dirty_prev, *dirty_next; /* server->dirty: output or held replies */
         struct conn *ready_prev, *ready_next; /* server->ready: may handle its next message */
-        struct conn *later_next;              /* flush-local: held replies left for the next flush */
         bool in_dirty, in_ready;
 
         struct ucred cred;
@@ -806,30 +807,25 @@ static void conn_update_reading(struct conn *c) {
 
 /* ---- connections: output ----------------------------------------------------- */
 
-/* Moves held replies queued before the last commit to the output; if that
- * commit failed, write replies become storage errors. */
-static void conn_release_held(struct conn *c, int commit_result) {
-        struct server *s = c->server;
+/* Moves the held replies of sealed batches up to `upto` to the output; a
+ * write among them becomes the error `error` (with `params`) when that is
+ * not NULL: its unit of work was not committed. */
+static void conn_release_held(struct conn *c, uint64_t upto, const char *error, json_t *params) {
         size_t i;
 
-        for (i = 0; i < c->n_held && c->held[i].seq < s->commit_seq; i++) {
+        for (i = 0; i < c->n_held && c->held[i].seq <= upto; i++) {
                 struct held_reply *h = &c->held[i];
                 int r;
 
-                if (h->write && commit_result < 0) {
-                        bool full = commit_result == -ENOSPC || commit_result == -EDQUOT;
-                        json_t *params = json_pack("{s:s}", "reason", strerror(-commit_result));
+                if (h->write && error) {
                         char *data;
                         size_t len;
 
-                        r = varlink_encode_error(full ? "io.sessiond.Session.StorageFull"
-                                                      : "io.sessiond.Session.StorageError",
-                                                 params, &data, &len);
-                        json_decref(params);
+                        r = varlink_encode_error(error, json_incref(params), &data, &len);
                         if (r < 0) {
                                 /* Without an error to send, the only honest
                                  * answer left is to hang up. */
-                                conn_close(c, "storage error reply could not be encoded");
+                                conn_close(c, "error reply could not be encoded");
                                 return;
                         }
                         free(h->data);
@@ -850,6 +846,7 @@ static void conn_release_held(struct conn *c, int commit_result) {
         if (i > 0) {
                 memmove(c->held, c->held + i, (c->n_held - i) * sizeof *c->held);
                 c->n_held -= i;
+                conn_mark_dirty(c);
         }
 }
 
@@ -1490,7 +1487,8 @@ void server_close(struct server *s, void (*cb)(struct server *s)) {
                 if (c->current && c->current->cancel)
                         conn_cancel_call(c);
         }
-        /* Whatever is answered goes out (and is committed) first. */
+        /* Whatever is answered goes out first (held replies wait for
+         * main to release them). */
         server_flush(s);
         for (struct conn *c = s->conns; c; c = next) {
                 next = c->all_next;
@@ -1521,47 +1519,50 @@ void server_free(struct server *s) {
 
 /* ---- flushing -------------------------------------------------------------- */
 
-void server_flush(struct server *s) {
-        struct engine *e = s->d->engine;
-        struct conn *later = NULL, *c;
-        int r = 0;
+void server_process_ready(struct server *s) {
+        struct conn *c;
 
         /* Connections whose call ended outside their read callback take
-         * their next message now, so its writes join this commit. */
+         * their next message now, so its writes join this unit of work. */
         while ((c = s->ready)) {
                 DLIST_REMOVE(s->ready, c, ready);
                 c->in_ready = false;
                 conn_process(c);
         }
+}
 
-        if (e && engine_has_pending(e)) {
-                uint64_t t0 = s->timing ? uv_hrtime() : 0;
+uint64_t server_seal_writes(struct server *s) {
+        assert(s);
+        return s->commit_seq++;
+}
 
-                r = engine_commit(e);
-                if (s->timing)
-                        s->timing(NULL, uv_hrtime() - t0, s->timing_userdata);
-                if (r < 0)
-                        log_error_errno(r, "Failed to commit the store: %m; the writes of this round are "
-                                           "answered with a storage error");
+void server_release_held(struct server *s, uint64_t upto, const char *error, json_t *params) {
+        struct conn *next;
+
+        assert(s);
+        for (struct conn *c = s->conns; c; c = next) {
+                next = c->all_next;
+                if (c->n_held > 0 && !c->closed)
+                        conn_release_held(c, upto, error, params);
         }
-        s->commit_seq++;
+        json_decref(params);
+}
 
+void server_report_commit(struct server *s, uint64_t nsec) {
+        assert(s);
+        if (s->timing)
+                s->timing(NULL, nsec, s->timing_userdata);
+}
+
+void server_flush(struct server *s) {
+        struct conn *c;
+
+        server_process_ready(s);
         while ((c = s->dirty)) {
                 DLIST_REMOVE(s->dirty, c, dirty);
                 c->in_dirty = false;
-                if (c->n_held > 0)
-                        conn_release_held(c, r);
                 conn_write(c);
-                if (!c->closed && c->n_held > 0) {
-                        /* Replies queued after this commit (by a callback
-                         * run while writing): the next flush takes them. */
-                        c->later_next = later;
-                        later = c;
-                }
         }
-        for (c = later; c; c = c->later_next)
-                conn_mark_dirty(c);
-
         if (!s->dirty && !s->ready && s->wake_open)
                 (void) uv_idle_stop(&s->wake);
 }

@@ -11,10 +11,11 @@
  * (Watch, Events) simply owns its connection until it ends.
  *
  * Replies are not written at once: they are appended to the connection's
- * output buffer and flushed once per loop iteration, after the store has
- * committed the writes of that iteration (group commit). A write is thus
- * never acknowledged before it is durable, and a connection that sent ten
- * pipelined calls gets ten replies in one write(2).
+ * output buffer and flushed once per loop iteration. A reply that
+ * acknowledges a write is held until main releases its batch, once the
+ * store has committed the unit of work holding it (group commit). A write
+ * is thus never acknowledged before it is durable, and a connection that
+ * sent ten pipelined calls gets ten replies in one write(2).
  */
 #pragma once
 
@@ -64,10 +65,9 @@ int call_error(struct call *c, const char *error, json_t *params);
 /* InvalidParameter with {"parameter": name}. */
 int call_error_invalid_parameter(struct call *c, const char *name);
 
-/* The reply of this call acknowledges a write: it must not reach the peer
- * unless engine_commit() succeeds. If the commit fails, the server replaces
- * the buffered reply with io.sessiond.Session.StorageError (or StorageFull
- * for ENOSPC), parameters {"reason": "..."}. Call before replying. */
+/* The reply of this call acknowledges a write: it is held until main
+ * releases its batch (server_release_held), which replaces it with an error
+ * when the write was lost. Call before replying. */
 void call_mark_write(struct call *c);
 
 /* For calls that stay open (`more` streams): cb runs if the connection
@@ -97,9 +97,25 @@ void server_close(struct server *s, void (*cb)(struct server *s));
 void server_abort(struct server *s);
 void server_free(struct server *s);
 
-/* Commits the store if needed, then writes every buffered reply. Called by
+/* Lets connections whose call ended outside their read callback take their
+ * next message (so its writes join the current batch). */
+void server_process_ready(struct server *s);
+/* Writes every released reply (after server_process_ready()). Called by
  * main from a uv_check handle once per loop iteration, and before exit. */
 void server_flush(struct server *s);
+
+/* Durability (main's loop step, see main.c). Held replies carry the number
+ * of the batch they were made in. server_seal_writes() returns the number
+ * of the current batch and starts the next one: main calls it when it hands
+ * the writes made so far to the store. server_release_held() moves the held
+ * replies of every batch up to `upto` to the output; with `error` set, the
+ * replies that acknowledge a write become that error with `params` (stolen;
+ * NULL means {}). */
+uint64_t server_seal_writes(struct server *s);
+void server_release_held(struct server *s, uint64_t upto, const char *error, json_t *params);
+/* A commit took nsec (from hand-off to its end): passed to the timing hook
+ * with method NULL. */
+void server_report_commit(struct server *s, uint64_t nsec);
 
 /* Counters for Status and metrics. */
 struct server_stats {
