@@ -191,7 +191,6 @@ struct engine {
         struct hindex by_user;
         struct sec_entry *secs; /* users with suspicious-activity records */
         size_t n_secs, secs_allocated;
-        int64_t next_rowid; /* rowids are chosen here: the id derives from them */
 
         struct platform *platforms;
         uint32_t platforms_used, platforms_allocated, platforms_free;
@@ -204,11 +203,17 @@ struct engine {
         uint64_t write_seq;
         struct affected *affected;
         size_t n_affected, affected_allocated;
+        /* the unit handed to the store and not yet committed */
+        bool inflight;
+        uint64_t inflight_seq;
+        struct affected *inflight_affected;
+        size_t n_inflight_affected, inflight_affected_allocated;
+        struct event_queue inflight_events;
 
         uint32_t *dirty;
         size_t n_dirty, dirty_allocated;
 
-        struct event_queue ready, in_txn;
+        struct event_queue ready, in_txn; /* in_txn: events of the open unit */
         struct observer observers[MAX_OBSERVERS];
         size_t n_observers;
 
@@ -302,7 +307,6 @@ const struct engine_counters *engine_get_counters(const struct engine *e) { retu
 int engine_storage_error(const struct engine *e) { return e->storage_error; }
 /* A failed statement leaves no transaction but an error to report: that is
  * pending too, so that the server asks and fails the held replies. */
-bool engine_has_pending(const struct engine *e) { return e->txn || e->commit_error; }
 
 /* ---- growable arrays ------------------------------------------------------- */
 
@@ -323,6 +327,12 @@ static int grow_array(void **p, size_t *allocated, size_t need, size_t size) {
         return 0;
 }
 
+#define SWAP(a, b)                      \
+        do {                            \
+                __typeof__(a) tmp_ = (a); \
+                (a) = (b);              \
+                (b) = tmp_;             \
+        } while (0)
 #define GROW(arr, allocated, need) grow_array((void **)&(arr), &(allocated), (need), sizeof *(arr))
 
 static int grow_array32(void **p, uint32_t *allocated, uint32_t need, size_t size) {
@@ -937,14 +947,14 @@ static void reload_affected(struct engine *e) {
 void engine_abort(struct engine *e) {
         if (!e->txn)
                 return;
-        (void)store_rollback(e->store);
+        store_rollback(e->store);
         e->txn = false;
         reload_affected(e);
         queue_clear(&e->in_txn);
 }
 
-/* A statement failed inside the iteration's transaction: nothing of it may
- * be committed any more. Returns the error for the caller to pass on. */
+/* A write failed inside the iteration's unit of work: nothing of it may be
+ * committed any more. Returns the error for the caller to pass on. */
 static int fail_txn(struct engine *e, int r) {
         r = storage_errno(r);
         if (e->commit_error == 0)
@@ -954,17 +964,12 @@ static int fail_txn(struct engine *e, int r) {
 }
 
 static int begin(struct engine *e) {
-        int r;
-
         if (e->commit_error)
                 return e->commit_error;
-        if (e->txn)
-                return 0;
-        r = store_begin(e->store);
-        if (r < 0)
-                return storage_errno(r);
-        e->txn = true;
-        e->n_affected = 0;
+        if (!e->txn) {
+                e->txn = true;
+                e->n_affected = 0;
+        }
         return 0;
 }
 
@@ -977,42 +982,87 @@ static int touch_row(struct engine *e, int64_t rowid, uint32_t h) {
         return 0;
 }
 
-static int engine_commit_now(struct engine *e) {
+static void queue_move(struct event_queue *to, struct event_queue *from) {
+        for (size_t i = 0; i < from->n; i++) {
+                if (GROW(to->items, to->allocated, to->n + 1) < 0) {
+                        event_clear(&from->items[i]);
+                        continue;
+                }
+                to->items[to->n++] = from->items[i];
+        }
+        from->n = 0;
+}
+
+/* The store is done with the unit in flight. Committed: its events can be
+ * told. Lost: the open unit was built on top of it and goes too, and memory
+ * is made to match the store again for every row either touched. */
+static void unit_done(int result, void *userdata) {
+        struct engine *e = userdata;
+        uint64_t seq = e->inflight_seq;
+
+        assert(e->inflight);
+        e->inflight = false;
+        if (result >= 0) {
+                e->storage_error = 0;
+                e->counters.commits++;
+                e->n_inflight_affected = 0;
+                queue_move(&e->ready, &e->inflight_events);
+                schedule_dispatch(e);
+                result = 0;
+        } else {
+                log_error("Store %s: commit failed (%s); its writes and those made since are rolled back.",
+                          store_path(e->store), strerror(-result));
+                e->counters.commit_failures++;
+                e->storage_error = result = storage_errno(result);
+                store_rollback(e->store);
+                for (size_t i = 0; i < e->n_affected; i++)
+                        if (GROW(e->inflight_affected, e->inflight_affected_allocated,
+                                 e->n_inflight_affected + 1) == 0)
+                                e->inflight_affected[e->n_inflight_affected++] = e->affected[i];
+                SWAP(e->affected, e->inflight_affected);
+                SWAP(e->affected_allocated, e->inflight_affected_allocated);
+                e->n_affected = e->n_inflight_affected;
+                e->n_inflight_affected = 0;
+                reload_affected(e);
+                e->txn = false;
+                e->commit_error = 0;
+                queue_clear(&e->in_txn);
+                queue_clear(&e->inflight_events);
+        }
+        if (e->commit_fn)
+                e->commit_fn(e, seq, result, e->commit_userdata);
+}
+
+/* Hands the open unit to the store: in the background, or (wait) committed
+ * here. */
+static void unit_hand_off(struct engine *e, uint64_t seq, bool wait) {
         int r;
 
+        assert(!e->inflight);
         if (e->commit_error) {
+                /* Already lost, and rolled back when it failed. */
                 r = e->commit_error;
                 e->commit_error = 0;
                 e->counters.commit_failures++;
                 e->storage_error = r;
-                return r;
+                if (e->commit_fn)
+                        e->commit_fn(e, seq, r, e->commit_userdata);
+                return;
         }
-        if (!e->txn)
-                return 0;
-        r = store_commit(e->store);
-        if (r < 0) {
-                log_error("Store %s: commit failed (%s); the writes of this iteration are rolled back.",
-                          store_path(e->store), strerror(-r));
-                engine_abort(e);
-                e->counters.commit_failures++;
-                e->storage_error = storage_errno(r);
-                return e->storage_error;
-        }
-        e->storage_error = 0;
-        e->txn = false;
+        SWAP(e->affected, e->inflight_affected);
+        SWAP(e->affected_allocated, e->inflight_affected_allocated);
+        e->n_inflight_affected = e->n_affected;
         e->n_affected = 0;
-        e->counters.commits++;
-        /* Committed: the events of the transaction can be told. */
-        for (size_t i = 0; i < e->in_txn.n; i++) {
-                if (GROW(e->ready.items, e->ready.allocated, e->ready.n + 1) < 0) {
-                        event_clear(&e->in_txn.items[i]);
-                        continue;
-                }
-                e->ready.items[e->ready.n++] = e->in_txn.items[i];
+        queue_move(&e->inflight_events, &e->in_txn);
+        e->txn = false;
+        e->inflight = true;
+        e->inflight_seq = seq;
+        if (wait)
+                unit_done(store_commit(e->store), e);
+        else if ((r = store_submit(e->store, unit_done, e)) < 0) {
+                store_rollback(e->store);
+                unit_done(r, e);
         }
-        e->in_txn.n = 0;
-        schedule_dispatch(e);
-        return 0;
 }
 
 void engine_set_commit_callback(struct engine *e, engine_commit_fn fn, void *userdata) {
@@ -1021,31 +1071,33 @@ void engine_set_commit_callback(struct engine *e, engine_commit_fn fn, void *use
 }
 
 bool engine_commit_busy(const struct engine *e) {
-        return false;
+        return e->inflight;
 }
 
-/* For now the unit of work is committed right here, on the loop. */
-static int engine_commit_unit(struct engine *e, uint64_t seq) {
-        int r = engine_commit_now(e);
-
-        if (e->commit_fn)
-                e->commit_fn(e, seq, r, e->commit_userdata);
-        return r;
+bool engine_has_pending(const struct engine *e) {
+        return e->txn || e->commit_error || e->inflight;
 }
 
 int engine_commit_submit(struct engine *e, uint64_t seq) {
-        if (!engine_has_pending(e))
+        if (!e->txn && !e->commit_error)
                 return 0;
-        if (engine_commit_busy(e))
+        if (e->inflight)
                 return -EBUSY;
-        (void) engine_commit_unit(e, seq);
+        unit_hand_off(e, seq, false);
         return 0;
 }
 
 int engine_commit(struct engine *e) {
-        if (!engine_has_pending(e))
-                return 0;
-        return engine_commit_unit(e, UINT64_MAX);
+        int r = 0;
+
+        if (e->inflight) {
+                store_wait(e->store);
+                r = e->storage_error;
+        }
+        if (!e->txn && !e->commit_error)
+                return r;
+        unit_hand_off(e, UINT64_MAX, true);
+        return e->storage_error ? e->storage_error : r;
 }
 
 /* ---- audit -------------------------------------------------------------------------- */
@@ -1385,7 +1437,7 @@ int engine_create(struct engine *e, int64_t now, const struct engine_create *a, 
         struct store_session row = {0};
         const char *why;
         unsigned ended = 0;
-        int64_t rowid = e->next_rowid;
+        int64_t rowid;
         uint32_t h;
         int r;
 
@@ -1408,6 +1460,9 @@ int engine_create(struct engine *e, int64_t now, const struct engine_create *a, 
                 }
         }
         r = begin(e);
+        if (r < 0)
+                return r;
+        r = store_allocate_key(e->store, &rowid);
         if (r < 0)
                 return r;
 
@@ -1434,12 +1489,11 @@ int engine_create(struct engine *e, int64_t now, const struct engine_create *a, 
         row.user_agent = a->client.user_agent;
         row.sync_version = a->sync_data ? 1 : 0;
 
-        r = store_session_insert(e->store, &row, a->sync_data, a->sync_size, NULL);
+        r = store_session_insert(e->store, &row, a->sync_data, a->sync_size);
         if (r < 0) {
                 sodium_memzero(ret->token, sizeof ret->token);
                 return fail_txn(e, r);
         }
-        e->next_rowid++;
         r = session_add(e, &row, &h);
         if (r < 0) {
                 sodium_memzero(ret->token, sizeof ret->token);
@@ -1748,7 +1802,7 @@ int engine_rotate(struct engine *e, int64_t now, const char *token, char new_tok
         struct store_session row = {0};
         enum engine_state st;
         struct session *old;
-        int64_t rowid = e->next_rowid, last;
+        int64_t rowid, last;
         uint32_t h, nh;
         char *user = NULL, *platform = NULL;
         int r;
@@ -1764,6 +1818,9 @@ int engine_rotate(struct engine *e, int64_t now, const char *token, char new_tok
          * revive one in grace. */
         last = st == ENGINE_STATE_ACTIVE ? now : old->last_activity;
 
+        r = store_allocate_key(e->store, &rowid);
+        if (r < 0)
+                return r;
         token_new(new_token);
         token_hash(&e->key, new_token, hash);
         token_id_derive(&e->key, old->created_at, rowid, id);
@@ -1773,7 +1830,6 @@ int engine_rotate(struct engine *e, int64_t now, const char *token, char new_tok
         r = store_session_copy(e->store, old->rowid, rowid, new_id, hash, last);
         if (r < 0)
                 goto fail;
-        e->next_rowid++;
         user = strdup(user_name(e, old->user));
         platform = old->platform ? strdup(platform_name(e, old->platform)) : NULL;
         if (!user || (old->platform && !platform)) {
@@ -2742,6 +2798,7 @@ static int open_store(struct engine *e) {
                 .reserve = load_reserve_cb,
                 .load = load_cb,
                 .load_userdata = e,
+                .loop = e->d->loop,
         };
         char dir[PATH_MAX];
         struct stat st;
@@ -2814,10 +2871,9 @@ int engine_new(struct daemon *d, struct engine **ret) {
         r = open_store(e);
         if (r < 0)
                 goto fail;
-        r = store_max_rowid(e->store, &e->next_rowid);
+        r = 0;
         if (r < 0)
                 goto fail;
-        e->next_rowid++;
         if (d->loop) {
                 e->flush_timer = timer_new(e);
                 e->dispatch_timer = timer_new(e);
@@ -2883,8 +2939,11 @@ void engine_free(struct engine *e) {
                         e->observers[i].free_fn(e->observers[i].userdata);
         queue_clear(&e->ready);
         queue_clear(&e->in_txn);
+        queue_clear(&e->inflight_events);
         free(e->ready.items);
         free(e->in_txn.items);
+        free(e->inflight_events.items);
+        free(e->inflight_affected);
         for (uint32_t i = 0; i < e->users_used; i++)
                 if (e->users[i].name.ext.is_long)
                         free(e->users[i].name.ext.ptr);

@@ -118,6 +118,8 @@
 #define CLEANUP_STEP_NS (250 * 1000)    /* loop time of one step ending expired sessions */
 #define CLEANUP_REST_MS 1                /* then the loop serves requests only, for this long */
 #define CLEANUP_THROTTLE_MS 2
+/* A step waits this long when the previous step's unit is still being committed. */
+#define CLEANUP_COMMIT_WAIT_MS 1
 #define CLEANUP_THROTTLE_MAX_MS 200     /* a reader that pins the WAL: go on anyway */
 
 enum job_id {
@@ -438,8 +440,14 @@ static void run_batch(struct jobs *j, struct run *r) {
 
         switch (r->phase) {
         case PHASE_EXPIRE:
-                /* Between transactions only (the store may checkpoint):
-                 * a timer before us may have written in this iteration. */
+                /* Between units of work only: a timer before us may have
+                 * written in this iteration (the loop step hands that off),
+                 * or the previous step's unit is being committed (then wait
+                 * a little rather than spin). */
+                if (engine_commit_busy(e)) {
+                        run_pause(j, r, CLEANUP_COMMIT_WAIT_MS);
+                        return;
+                }
                 if (engine_has_pending(e))
                         return;
                 /* Wait for the checkpoint thread, but not for ever: a
@@ -502,8 +510,12 @@ static void run_batch(struct jobs *j, struct run *r) {
                 struct store *st = engine_store(e);
                 uint64_t t0;
 
-                /* Outside a transaction only: the writes of this iteration
-                 * (a timer before us) are committed at its end. */
+                /* Outside a unit of work only: the writes of this
+                 * iteration (a timer before us) are handed off at its end. */
+                if (engine_commit_busy(e)) {
+                        run_pause(j, r, CLEANUP_COMMIT_WAIT_MS);
+                        return;
+                }
                 if (engine_has_pending(e))
                         return;
                 t0 = uv_hrtime();

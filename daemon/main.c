@@ -419,11 +419,18 @@ static void on_signal(uv_signal_t *h, int signum) {
  * are held by the server under the batch sealed here. */
 static void main_commit_step(struct sessiond_main *m) {
         struct engine *e = m->d.engine;
+        struct server *s = m->d.server;
 
-        if (!e || !m->d.server || !engine_has_pending(e) || engine_commit_busy(e))
+        if (!e || !s || engine_commit_busy(e))
                 return;
-        m->commit_started_ns = uv_hrtime();
-        (void) engine_commit_submit(e, server_seal_writes(m->d.server));
+        if (engine_has_pending(e)) {
+                m->commit_started_ns = uv_hrtime();
+                (void) engine_commit_submit(e, server_seal_writes(s));
+        } else if (server_has_held(s))
+                /* Replies marked as writes that wrote nothing new (a
+                 * cleanup whose last step found nothing): everything they
+                 * acknowledge is committed already. */
+                server_release_held(s, server_seal_writes(s), NULL, NULL);
 }
 
 /* The store is done with a unit of work: release the replies it held, as

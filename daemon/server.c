@@ -219,6 +219,7 @@ struct server {
         size_t output_cap;
 
         uint64_t commit_seq;
+        size_t n_held_total; /* held replies over every connection */
         unsigned long long rejected_unlogged;
         uint64_t last_reject_log;
         bool reject_logged;
@@ -410,6 +411,7 @@ static int conn_queue(struct conn *c, char *data, size_t len, bool write) {
                         c->held = p;
                         c->allocated_held = n;
                 }
+                s->n_held_total++;
                 c->held[c->n_held++] = (struct held_reply){
                         .data = data, .len = len, .seq = s->commit_seq, .write = write };
                 c->held_bytes += len;
@@ -846,6 +848,7 @@ static void conn_release_held(struct conn *c, uint64_t upto, const char *error, 
         if (i > 0) {
                 memmove(c->held, c->held + i, (c->n_held - i) * sizeof *c->held);
                 c->n_held -= i;
+                c->server->n_held_total -= i;
                 conn_mark_dirty(c);
         }
 }
@@ -945,6 +948,7 @@ static void on_conn_closed(uv_handle_t *h) {
         outbuf_free(&c->wbuf);
         for (size_t i = 0; i < c->n_held; i++)
                 free(c->held[i].data);
+        c->server->n_held_total -= c->n_held;
         free(c->held);
         free(c);
         server_handle_gone(s);
@@ -1529,6 +1533,10 @@ void server_process_ready(struct server *s) {
                 c->in_ready = false;
                 conn_process(c);
         }
+}
+
+bool server_has_held(const struct server *s) {
+        return s->n_held_total > 0;
 }
 
 uint64_t server_seal_writes(struct server *s) {

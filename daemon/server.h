@@ -112,6 +112,8 @@ void server_flush(struct server *s);
  * replies that acknowledge a write become that error with `params` (stolen;
  * NULL means {}). */
 uint64_t server_seal_writes(struct server *s);
+/* True when some reply is held. */
+bool server_has_held(const struct server *s);
 void server_release_held(struct server *s, uint64_t upto, const char *error, json_t *params);
 /* A commit took nsec (from hand-off to its end): passed to the timing hook
  * with method NULL. */

@@ -246,14 +246,58 @@ struct checkpointer {
         unsigned long long runs;
 };
 
+struct arena_block {
+        struct arena_block *next;
+        size_t used, size;
+        char data[];
+};
+
+#define ARENA_BLOCK_MIN (64 * 1024 - sizeof(struct arena_block))
+
+struct store_uow {
+        struct store_op *ops;
+        size_t n_ops, allocated_ops;
+        size_t applied; /* operations already run in the open transaction */
+        struct arena_block *blocks;
+        int error;      /* an operation failed: the unit is lost (rolled back) */
+        bool wrote;     /* SQL ran outside the operation list (purges) */
+};
+
+
 struct store {
         sqlite3 *db;
         char *path;
         bool memory;
         sqlite3_stmt *stmt[_STMT_MAX];
         struct checkpointer ckpt;
-        int wal_pages; /* in the WAL after the last commit (the WAL hook; loop thread) */
+        int wal_pages; /* in the WAL after the last commit (the WAL hook, under lock) */
+        int64_t next_key; /* the next session row: keys are ours to give */
+
+        /* The connection and the writer (see "the unit of work" below). */
+        pthread_mutex_t lock; /* held by whoever runs SQL on db */
+        pthread_cond_t idle;  /* the writer is done with a unit */
+        pthread_cond_t wake;  /* the writer has a unit to commit */
+        pthread_t writer;
+        bool writer_started, writer_stop, writer_wanted;
+        bool writer_busy;     /* a unit is handed to the writer and not yet committed */
+        struct store_uow open; /* recorded by the loop */
+        struct store_uow *inflight;
+        int inflight_result;
+        bool inflight_done;   /* committed or failed, not yet collected by the loop */
+        store_commit_fn commit_fn;
+        void *commit_userdata;
+        uv_async_t *async;    /* the writer wakes the loop (freed in its close callback) */
 };
+
+static struct store *store_alloc(void);
+static int writer_start(struct store *s, uv_loop_t *loop);
+static void writer_stop(struct store *s);
+static void uow_clear(struct store_uow *u);
+static int max_rowid_locked(struct store *s, int64_t *ret);
+static int store_enter(struct store *s);
+static void store_leave(struct store *s);
+static bool in_sql_transaction(const struct store *s);
+static void sql_rollback(struct store *s);
 
 static int errno_from_sqlite(int rc) {
         switch (rc & 0xff) {
@@ -587,7 +631,7 @@ static const char *synchronous_value(const char *s) {
         return NULL;
 }
 
-int store_set_synchronous(struct store *s, const char *synchronous) {
+static int set_synchronous_locked(struct store *s, const char *synchronous) {
         const char *v = synchronous_value(synchronous);
         char sql[64];
         int rc;
@@ -599,6 +643,15 @@ int store_set_synchronous(struct store *s, const char *synchronous) {
         snprintf(sql, sizeof sql, "PRAGMA synchronous = %s", v);
         rc = exec_simple(s->db, sql);
         return rc == SQLITE_OK ? 0 : store_fail(s, rc, "PRAGMA synchronous");
+}
+
+int store_set_synchronous(struct store *s, const char *synchronous) {
+        int r = store_enter(s);
+
+        if (r >= 0)
+                r = set_synchronous_locked(s, synchronous);
+        store_leave(s);
+        return r;
 }
 
 static int store_migrate(struct store *s) {
@@ -769,14 +822,30 @@ static void checkpointer_stop(struct store *s) {
         c->started = false;
 }
 
+static int bulk_pace_locked(struct store *s);
+
 int store_bulk_pace(struct store *s) {
+        struct checkpointer *c = &s->ckpt;
+        int r;
+
+        if (!c->started)
+                return 0;
+        pthread_mutex_lock(&s->lock);
+        if (s->writer_busy || in_sql_transaction(s)) {
+                /* A unit is being committed: it wakes the thread itself. */
+                pthread_mutex_unlock(&s->lock);
+                return 0;
+        }
+        r = bulk_pace_locked(s);
+        pthread_mutex_unlock(&s->lock);
+        return r;
+}
+
+static int bulk_pace_locked(struct store *s) {
         struct checkpointer *c = &s->ckpt;
         int backlog, log = 0, done = 0;
         bool idle, due = s->wal_pages >= STORE_CHECKPOINT_TAIL_PAGES;
 
-        assert(!store_in_transaction(s));
-        if (!c->started)
-                return 0;
         pthread_mutex_lock(&c->lock);
         if (c->backfilled > s->wal_pages)
                 c->backfilled = 0; /* the WAL started over since the thread's last pass */
@@ -883,7 +952,7 @@ int store_open(const struct store_options *o, struct store **ret) {
         } else
                 flags |= SQLITE_OPEN_CREATE | SQLITE_OPEN_MEMORY;
 
-        s = calloc(1, sizeof *s);
+        s = store_alloc();
         if (!s)
                 return -ENOMEM;
         s->memory = memory;
@@ -935,6 +1004,10 @@ int store_open(const struct store_options *o, struct store **ret) {
         r = store_prepare_all(s);
         if (r < 0)
                 goto fail;
+        r = max_rowid_locked(s, &s->next_key);
+        if (r < 0)
+                goto fail;
+        s->next_key++;
         if (o->load && !loaded) { /* new, empty or just migrated */
                 uint64_t n;
                 r = load_live(s->db, s->path, o, &n);
@@ -943,6 +1016,11 @@ int store_open(const struct store_options *o, struct store **ret) {
         }
         if (!memory) {
                 r = checkpointer_start(s);
+                if (r < 0)
+                        goto fail;
+        }
+        if (o->loop) {
+                r = writer_start(s, o->loop);
                 if (r < 0)
                         goto fail;
         }
@@ -957,9 +1035,30 @@ fail:
         return r;
 }
 
+/* A zeroed store with its lock (recursive: a read's callback may read). */
+static struct store *store_alloc(void) {
+        struct store *s = calloc(1, sizeof *s);
+        pthread_mutexattr_t a;
+
+        if (!s)
+                return NULL;
+        pthread_mutexattr_init(&a);
+        pthread_mutexattr_settype(&a, PTHREAD_MUTEX_RECURSIVE);
+        pthread_mutex_init(&s->lock, &a);
+        pthread_mutexattr_destroy(&a);
+        pthread_cond_init(&s->idle, NULL);
+        return s;
+}
+
 void store_close(struct store *s) {
         if (!s)
                 return;
+        writer_stop(s);
+        if (s->inflight) { /* collected nowhere: the loop is gone */
+                uow_clear(s->inflight);
+                free(s->inflight);
+        }
+        uow_clear(&s->open);
         checkpointer_stop(s);
         for (int i = 0; i < _STMT_MAX; i++)
                 sqlite3_finalize(s->stmt[i]);
@@ -968,35 +1067,158 @@ void store_close(struct store *s) {
         if (sqlite3_close(s->db) != SQLITE_OK)
                 log_error("Store %s: closing failed: %s", s->path, sqlite3_errmsg(s->db));
         free(s->path);
+        pthread_cond_destroy(&s->idle);
+        pthread_mutex_destroy(&s->lock);
         free(s);
 }
 
-/* ---- transactions --------------------------------------------------------- */
+/* ---- the unit of work -------------------------------------------------------
+ *
+ * The engine's writes are recorded, not run: each is an operation in the
+ * open unit of work, its strings and blobs copied into the unit's arena.
+ * store_submit() hands the unit to the writer thread, which runs it in one
+ * transaction (BEGIN IMMEDIATE, the operations, COMMIT) on the connection
+ * and tells the loop through a uv_async; the loop records the next unit
+ * meanwhile. store_commit() runs the open unit on the calling thread.
+ *
+ * One connection, one lock. Whoever runs SQL on the connection holds
+ * s->lock (recursive: a read's callback may read again): the writer for a
+ * whole unit, the loop for a read. A read on the loop first waits for the
+ * writer to be done with the unit in flight, then runs the operations of
+ * the open unit that have not run yet (in a transaction that the unit's
+ * commit later ends), so that it sees every write made before it: reads
+ * see their own writes, and the writer only ever finds an open transaction
+ * that belongs to the unit it is handed. A read thus waits at most for one
+ * commit. An operation that fails makes the whole unit fail (it is rolled
+ * back at once and its commit reports the error), as the old single
+ * transaction did.
+ */
 
-bool store_in_transaction(const struct store *s) {
+enum store_op_kind {
+        OP_INSERT,
+        OP_ACTIVITY,
+        OP_RENEWED,
+        OP_END,
+        OP_CLIENT,
+        OP_COPY,
+        OP_PLATFORM,
+        OP_SYNC,
+        OP_AUDIT,
+};
+
+struct store_op {
+        enum store_op_kind kind;
+        int64_t rowid;
+        int64_t t1, t2;          /* times; the version of OP_SYNC; the new row of OP_COPY */
+        const char *s1, *s2, *s3; /* texts (see op_apply) */
+        const void *blob;        /* sync data (OP_INSERT, OP_SYNC), NULL: none */
+        size_t blob_size;
+        struct store_session row; /* OP_INSERT, OP_CLIENT; the token hash of OP_COPY */
+};
+
+static void *arena_alloc(struct store_uow *u, size_t n) {
+        struct arena_block *b = u->blocks;
+        void *p;
+
+        n = (n + 7) & ~(size_t)7;
+        if (!b || b->size - b->used < n) {
+                size_t size = n > ARENA_BLOCK_MIN ? n : ARENA_BLOCK_MIN;
+
+                b = malloc(sizeof *b + size);
+                if (!b)
+                        return NULL;
+                b->size = size;
+                b->used = 0;
+                b->next = u->blocks;
+                u->blocks = b;
+        }
+        p = b->data + b->used;
+        b->used += n;
+        return p;
+}
+
+/* Copies a text into the unit (NULL stays NULL); false when out of memory. */
+static bool arena_text(struct store_uow *u, const char *in, const char **out) {
+        size_t n;
+        char *p;
+
+        *out = NULL;
+        if (!in)
+                return true;
+        n = strlen(in) + 1;
+        p = arena_alloc(u, n);
+        if (!p)
+                return false;
+        memcpy(p, in, n);
+        *out = p;
+        return true;
+}
+
+static bool arena_blob(struct store_uow *u, const void *in, size_t n, const void **out) {
+        void *p;
+
+        *out = NULL;
+        if (!in)
+                return true;
+        p = arena_alloc(u, n > 0 ? n : 1);
+        if (!p)
+                return false;
+        if (n > 0)
+                memcpy(p, in, n);
+        *out = p;
+        return true;
+}
+
+static void uow_clear(struct store_uow *u) {
+        struct arena_block *next;
+
+        for (struct arena_block *b = u->blocks; b; b = next) {
+                next = b->next;
+                free(b);
+        }
+        free(u->ops);
+        *u = (struct store_uow){0};
+}
+
+static bool uow_empty(const struct store_uow *u) {
+        return u->n_ops == 0 && !u->wrote && u->error == 0;
+}
+
+/* A new operation at the end of the open unit, zeroed but for kind and
+ * rowid; NULL when out of memory. */
+static struct store_op *uow_push(struct store *s, enum store_op_kind kind, int64_t rowid) {
+        struct store_uow *u = &s->open;
+        struct store_op *op;
+
+        if (u->n_ops == u->allocated_ops) {
+                size_t n = u->allocated_ops ? u->allocated_ops * 2 : 64;
+                struct store_op *p = reallocarray(u->ops, n, sizeof *p);
+
+                if (!p)
+                        return NULL;
+                u->ops = p;
+                u->allocated_ops = n;
+        }
+        op = &u->ops[u->n_ops];
+        memset(op, 0, sizeof *op);
+        op->kind = kind;
+        op->rowid = rowid;
+        return op;
+}
+
+static void uow_pushed(struct store *s) {
+        s->open.n_ops++;
+}
+
+/* ---- running operations (s->lock held) ---------------------------------------- */
+
+static bool in_sql_transaction(const struct store *s) {
         return !sqlite3_get_autocommit(s->db);
 }
 
-int store_begin(struct store *s) {
-        assert(!store_in_transaction(s));
-        return stmt_done(s, store_stmt(s, STMT_BEGIN), "BEGIN");
+static int changed_or_enoent(struct store *s) {
+        return sqlite3_changes(s->db) > 0 ? 0 : -ENOENT;
 }
-
-int store_commit(struct store *s) {
-        if (!store_in_transaction(s))
-                return 0;
-        return stmt_done(s, store_stmt(s, STMT_COMMIT), "COMMIT");
-}
-
-int store_rollback(struct store *s) {
-        if (!store_in_transaction(s))
-                return 0;
-        /* Statements still running would make ROLLBACK fail; ours are reset
-         * after each use, so this holds. */
-        return stmt_done(s, store_stmt(s, STMT_ROLLBACK), "ROLLBACK");
-}
-
-/* ---- sessions ------------------------------------------------------------- */
 
 static void bind_text_or_null(sqlite3_stmt *st, int i, const char *v) {
         if (v)
@@ -1012,10 +1234,16 @@ static void bind_fp(sqlite3_stmt *st, int i, uint64_t v) {
                 sqlite3_bind_null(st, i);
 }
 
-int store_session_insert(struct store *s, const struct store_session *row, const void *sync_data,
-                         size_t sync_size, int64_t *rowid) {
+static void bind_blob_or_null(sqlite3_stmt *st, int i, const void *data, size_t size) {
+        if (data)
+                sqlite3_bind_blob(st, i, data, (int)size, SQLITE_STATIC);
+        else
+                sqlite3_bind_null(st, i);
+}
+
+static int apply_insert(struct store *s, const struct store_op *op) {
         sqlite3_stmt *st = store_stmt(s, STMT_SESSION_INSERT);
-        int r;
+        const struct store_session *row = &op->row;
 
         sqlite3_bind_text(st, 1, row->id, -1, SQLITE_STATIC);
         sqlite3_bind_blob(st, 2, row->token_hash, TOKEN_HASH_BYTES, SQLITE_STATIC);
@@ -1030,110 +1258,460 @@ int store_session_insert(struct store *s, const struct store_session *row, const
         bind_fp(st, 11, row->fp_accept_encoding);
         bind_text_or_null(st, 12, row->ip);
         bind_text_or_null(st, 13, row->user_agent);
-        if (sync_data)
-                sqlite3_bind_blob(st, 14, sync_data, (int)sync_size, SQLITE_STATIC);
-        else
-                sqlite3_bind_null(st, 14);
+        bind_blob_or_null(st, 14, op->blob, op->blob_size);
         sqlite3_bind_int64(st, 15, row->sync_version);
-        if (row->rowid > 0)
-                sqlite3_bind_int64(st, 16, row->rowid);
-        else
-                sqlite3_bind_null(st, 16);
-        r = stmt_done(s, st, "inserting a session");
-        if (r < 0)
-                return r;
-        if (rowid)
-                *rowid = sqlite3_last_insert_rowid(s->db);
+        sqlite3_bind_int64(st, 16, op->rowid);
+        return stmt_done(s, st, "inserting a session");
+}
+
+static int apply_update(struct store *s, const struct store_op *op) {
+        sqlite3_stmt *st;
+        const char *what;
+        int r;
+
+        switch (op->kind) {
+        case OP_ACTIVITY:
+                st = store_stmt(s, STMT_SESSION_SET_ACTIVITY);
+                sqlite3_bind_int64(st, 2, op->t1);
+                what = "updating last_activity";
+                break;
+        case OP_RENEWED:
+                st = store_stmt(s, STMT_SESSION_SET_RENEWED);
+                sqlite3_bind_int64(st, 2, op->t1);
+                sqlite3_bind_int64(st, 3, op->t2);
+                what = "renewing a session";
+                break;
+        case OP_END:
+                st = store_stmt(s, STMT_SESSION_END);
+                sqlite3_bind_int64(st, 2, op->t1);
+                sqlite3_bind_text(st, 3, op->s1, -1, SQLITE_STATIC);
+                what = "ending a session";
+                break;
+        case OP_CLIENT:
+                st = store_stmt(s, STMT_SESSION_SET_CLIENT);
+                bind_fp(st, 2, op->row.fp_user_agent);
+                bind_fp(st, 3, op->row.fp_ip);
+                bind_fp(st, 4, op->row.fp_accept_language);
+                bind_fp(st, 5, op->row.fp_accept_encoding);
+                bind_text_or_null(st, 6, op->row.ip);
+                bind_text_or_null(st, 7, op->row.user_agent);
+                what = "recording a client change";
+                break;
+        case OP_COPY:
+                st = store_stmt(s, STMT_SESSION_COPY);
+                sqlite3_bind_text(st, 2, op->s1, -1, SQLITE_STATIC);
+                sqlite3_bind_blob(st, 3, op->row.token_hash, TOKEN_HASH_BYTES, SQLITE_STATIC);
+                sqlite3_bind_int64(st, 4, op->t1);
+                sqlite3_bind_int64(st, 5, op->t2);
+                what = "copying a session";
+                break;
+        case OP_PLATFORM:
+                st = store_stmt(s, STMT_SESSION_SET_PLATFORM);
+                bind_text_or_null(st, 2, op->s1);
+                bind_text_or_null(st, 3, op->s2);
+                what = "switching the platform";
+                break;
+        case OP_SYNC:
+                st = store_stmt(s, STMT_SESSION_SET_SYNC);
+                sqlite3_bind_int64(st, 2, op->t1);
+                bind_blob_or_null(st, 3, op->blob, op->blob_size);
+                what = "writing sync state";
+                break;
+        default:
+                assert(false);
+                return -EINVAL;
+        }
+        sqlite3_bind_int64(st, 1, op->rowid);
+        r = stmt_done(s, st, what);
+        return r < 0 ? r : changed_or_enoent(s);
+}
+
+static int apply_audit(struct store *s, const struct store_op *op) {
+        sqlite3_stmt *st = store_stmt(s, STMT_AUDIT_INSERT);
+
+        sqlite3_bind_int64(st, 1, op->t1);
+        sqlite3_bind_text(st, 2, op->s1, -1, SQLITE_STATIC);
+        bind_text_or_null(st, 3, op->s2);
+        bind_text_or_null(st, 4, op->s3);
+        sqlite3_bind_text(st, 5, op->blob ? op->blob : "{}", -1, SQLITE_STATIC);
+        return stmt_done(s, st, "writing an audit row");
+}
+
+static int op_apply(struct store *s, const struct store_op *op) {
+        switch (op->kind) {
+        case OP_INSERT:
+                return apply_insert(s, op);
+        case OP_AUDIT:
+                return apply_audit(s, op);
+        default:
+                return apply_update(s, op);
+        }
+}
+
+/* Ends the open transaction without keeping anything. */
+static void sql_rollback(struct store *s) {
+        if (in_sql_transaction(s))
+                (void)stmt_done(s, store_stmt(s, STMT_ROLLBACK), "ROLLBACK");
+}
+
+/* Runs the operations of u that have not run yet, in the open transaction
+ * (begun here if needed). On failure everything is rolled back and the
+ * unit is lost: u->error. */
+static int uow_apply(struct store *s, struct store_uow *u) {
+        int r = 0;
+
+        if (u->error)
+                return u->error;
+        for (; u->applied < u->n_ops; u->applied++) {
+                if (!in_sql_transaction(s)) {
+                        r = stmt_done(s, store_stmt(s, STMT_BEGIN), "BEGIN");
+                        if (r < 0)
+                                break;
+                }
+                r = op_apply(s, &u->ops[u->applied]);
+                if (r < 0)
+                        break;
+        }
+        if (r < 0) {
+                sql_rollback(s);
+                u->error = r;
+                u->applied = u->n_ops;
+        }
+        return r;
+}
+
+/* Runs what is left of u and commits it. */
+static int uow_commit(struct store *s, struct store_uow *u) {
+        int r = uow_apply(s, u);
+
+        if (r >= 0 && in_sql_transaction(s)) {
+                r = stmt_done(s, store_stmt(s, STMT_COMMIT), "COMMIT");
+                if (r < 0)
+                        sql_rollback(s);
+        }
+        return r;
+}
+
+/* ---- the loop's side of the lock ---------------------------------------------- */
+
+/* Takes the connection for a read or a write on the calling (loop) thread:
+ * waits for the writer to be done with the unit in flight, then runs what
+ * the open unit has not run yet. Always pair with store_leave(). */
+static int store_enter(struct store *s) {
+        pthread_mutex_lock(&s->lock);
+        while (s->writer_busy)
+                pthread_cond_wait(&s->idle, &s->lock);
+        return uow_apply(s, &s->open);
+}
+
+static void store_leave(struct store *s) {
+        pthread_mutex_unlock(&s->lock);
+}
+
+/* ---- the writer thread ---------------------------------------------------------- */
+
+static void *writer_main(void *userdata) {
+        struct store *s = userdata;
+
+        pthread_mutex_lock(&s->lock);
+        for (;;) {
+                while (!s->writer_wanted && !s->writer_stop)
+                        pthread_cond_wait(&s->wake, &s->lock);
+                if (!s->writer_wanted)
+                        break;
+                s->writer_wanted = false;
+                s->inflight_result = uow_commit(s, s->inflight);
+                s->inflight_done = true;
+                s->writer_busy = false;
+                pthread_cond_broadcast(&s->idle);
+                uv_async_send(s->async);
+        }
+        pthread_mutex_unlock(&s->lock);
+        return NULL;
+}
+
+/* On the loop: hands the result of the unit in flight to its callback. */
+static void store_collect(struct store *s) {
+        struct store_uow *u;
+        store_commit_fn fn;
+        void *userdata;
+        int r;
+
+        pthread_mutex_lock(&s->lock);
+        if (!s->inflight_done) {
+                pthread_mutex_unlock(&s->lock);
+                return;
+        }
+        u = s->inflight;
+        r = s->inflight_result;
+        fn = s->commit_fn;
+        userdata = s->commit_userdata;
+        s->inflight = NULL;
+        s->inflight_done = false;
+        pthread_mutex_unlock(&s->lock);
+        uow_clear(u);
+        free(u);
+        fn(r, userdata);
+}
+
+static void writer_async_cb(uv_async_t *a) {
+        if (a->data)
+                store_collect(a->data);
+}
+
+static void writer_async_closed(uv_handle_t *h) {
+        free(h);
+}
+
+static int writer_start(struct store *s, uv_loop_t *loop) {
+        int r;
+
+        s->async = malloc(sizeof *s->async);
+        if (!s->async)
+                return -ENOMEM;
+        r = uv_async_init(loop, s->async, writer_async_cb);
+        if (r < 0) {
+                free(s->async);
+                s->async = NULL;
+                return log_error_errno(r, "Store %s: cannot set up the writer's wake-up: %m", s->path);
+        }
+        s->async->data = s;
+        /* The async handle alone must not keep the loop running. */
+        uv_unref((uv_handle_t *)s->async);
+        pthread_cond_init(&s->wake, NULL);
+        r = -pthread_create(&s->writer, NULL, writer_main, s);
+        if (r < 0) {
+                pthread_cond_destroy(&s->wake);
+                return log_error_errno(r, "Store %s: cannot start the writer thread: %m", s->path);
+        }
+        s->writer_started = true;
         return 0;
 }
 
-static int changed_or_enoent(struct store *s) {
-        return sqlite3_changes(s->db) > 0 ? 0 : -ENOENT;
+static void writer_stop(struct store *s) {
+        if (s->writer_started) {
+                store_wait(s);
+                pthread_mutex_lock(&s->lock);
+                s->writer_stop = true;
+                pthread_cond_signal(&s->wake);
+                pthread_mutex_unlock(&s->lock);
+                pthread_join(s->writer, NULL);
+                pthread_cond_destroy(&s->wake);
+                s->writer_started = false;
+        }
+        if (s->async) {
+                /* Freed in its close callback, when the loop runs it: the
+                 * store itself may be gone by then. */
+                s->async->data = NULL;
+                uv_close((uv_handle_t *)s->async, writer_async_closed);
+                s->async = NULL;
+        }
+}
+
+/* ---- the interface ------------------------------------------------------------- */
+
+bool store_has_pending(const struct store *s) {
+        return !uow_empty(&s->open);
+}
+
+bool store_busy(struct store *s) {
+        return s->inflight != NULL;
+}
+
+int store_submit(struct store *s, store_commit_fn fn, void *userdata) {
+        struct store_uow *u;
+
+        assert(s && fn);
+        assert(!s->inflight);
+        if (!s->writer_started) {
+                int r = store_commit(s);
+
+                fn(r, userdata);
+                return 0;
+        }
+        u = malloc(sizeof *u);
+        if (!u)
+                return -ENOMEM;
+        pthread_mutex_lock(&s->lock);
+        *u = s->open;
+        s->open = (struct store_uow){0};
+        s->inflight = u;
+        s->commit_fn = fn;
+        s->commit_userdata = userdata;
+        s->writer_busy = true;
+        s->writer_wanted = true;
+        pthread_cond_signal(&s->wake);
+        pthread_mutex_unlock(&s->lock);
+        return 0;
+}
+
+void store_wait(struct store *s) {
+        pthread_mutex_lock(&s->lock);
+        while (s->writer_busy)
+                pthread_cond_wait(&s->idle, &s->lock);
+        pthread_mutex_unlock(&s->lock);
+        store_collect(s);
+}
+
+int store_commit(struct store *s) {
+        int r;
+
+        assert(!s->inflight);
+        pthread_mutex_lock(&s->lock);
+        r = uow_commit(s, &s->open);
+        uow_clear(&s->open);
+        pthread_mutex_unlock(&s->lock);
+        return r;
+}
+
+void store_rollback(struct store *s) {
+        pthread_mutex_lock(&s->lock);
+        while (s->writer_busy)
+                pthread_cond_wait(&s->idle, &s->lock);
+        sql_rollback(s);
+        uow_clear(&s->open);
+        pthread_mutex_unlock(&s->lock);
+}
+
+int store_allocate_key(struct store *s, int64_t *ret) {
+        assert(s->next_key > 0);
+        *ret = s->next_key++;
+        return 0;
+}
+
+int store_session_insert(struct store *s, const struct store_session *row, const void *sync_data,
+                         size_t sync_size) {
+        struct store_op *op;
+        struct store_uow *u = &s->open;
+
+        assert(row->rowid > 0);
+        op = uow_push(s, OP_INSERT, row->rowid);
+        if (!op)
+                return -ENOMEM;
+        op->row = *row;
+        op->blob_size = sync_size;
+        if (!arena_text(u, row->id, &op->row.id) || !arena_text(u, row->user_id, &op->row.user_id) ||
+            !arena_text(u, row->platform_id, &op->row.platform_id) || !arena_text(u, row->ip, &op->row.ip) ||
+            !arena_text(u, row->user_agent, &op->row.user_agent) ||
+            !arena_blob(u, sync_data, sync_size, &op->blob))
+                return -ENOMEM;
+        op->row.end_reason = NULL;
+        uow_pushed(s);
+        return 0;
+}
+
+static int push_times(struct store *s, enum store_op_kind kind, int64_t rowid, int64_t t1, int64_t t2) {
+        struct store_op *op = uow_push(s, kind, rowid);
+
+        if (!op)
+                return -ENOMEM;
+        op->t1 = t1;
+        op->t2 = t2;
+        uow_pushed(s);
+        return 0;
 }
 
 int store_session_set_activity(struct store *s, int64_t rowid, int64_t last_activity) {
-        sqlite3_stmt *st = store_stmt(s, STMT_SESSION_SET_ACTIVITY);
-        int r;
-
-        sqlite3_bind_int64(st, 1, rowid);
-        sqlite3_bind_int64(st, 2, last_activity);
-        r = stmt_done(s, st, "updating last_activity");
-        return r < 0 ? r : changed_or_enoent(s);
+        return push_times(s, OP_ACTIVITY, rowid, last_activity, 0);
 }
 
 int store_session_set_renewed(struct store *s, int64_t rowid, int64_t renewed_at, int64_t last_activity) {
-        sqlite3_stmt *st = store_stmt(s, STMT_SESSION_SET_RENEWED);
-        int r;
-
-        sqlite3_bind_int64(st, 1, rowid);
-        sqlite3_bind_int64(st, 2, renewed_at);
-        sqlite3_bind_int64(st, 3, last_activity);
-        r = stmt_done(s, st, "renewing a session");
-        return r < 0 ? r : changed_or_enoent(s);
+        return push_times(s, OP_RENEWED, rowid, renewed_at, last_activity);
 }
 
 int store_session_end(struct store *s, int64_t rowid, int64_t ended_at, const char *reason) {
-        sqlite3_stmt *st = store_stmt(s, STMT_SESSION_END);
-        int r;
+        struct store_op *op = uow_push(s, OP_END, rowid);
 
         assert(reason);
-        sqlite3_bind_int64(st, 1, rowid);
-        sqlite3_bind_int64(st, 2, ended_at);
-        sqlite3_bind_text(st, 3, reason, -1, SQLITE_STATIC);
-        r = stmt_done(s, st, "ending a session");
-        return r < 0 ? r : changed_or_enoent(s);
+        if (!op)
+                return -ENOMEM;
+        op->t1 = ended_at;
+        if (!arena_text(&s->open, reason, &op->s1))
+                return -ENOMEM;
+        uow_pushed(s);
+        return 0;
 }
 
 int store_session_set_client(struct store *s, int64_t rowid, const struct store_session *c) {
-        sqlite3_stmt *st = store_stmt(s, STMT_SESSION_SET_CLIENT);
-        int r;
+        struct store_op *op = uow_push(s, OP_CLIENT, rowid);
 
-        sqlite3_bind_int64(st, 1, rowid);
-        bind_fp(st, 2, c->fp_user_agent);
-        bind_fp(st, 3, c->fp_ip);
-        bind_fp(st, 4, c->fp_accept_language);
-        bind_fp(st, 5, c->fp_accept_encoding);
-        bind_text_or_null(st, 6, c->ip);
-        bind_text_or_null(st, 7, c->user_agent);
-        r = stmt_done(s, st, "recording a client change");
-        return r < 0 ? r : changed_or_enoent(s);
+        if (!op)
+                return -ENOMEM;
+        op->row.fp_user_agent = c->fp_user_agent;
+        op->row.fp_ip = c->fp_ip;
+        op->row.fp_accept_language = c->fp_accept_language;
+        op->row.fp_accept_encoding = c->fp_accept_encoding;
+        if (!arena_text(&s->open, c->ip, &op->row.ip) || !arena_text(&s->open, c->user_agent, &op->row.user_agent))
+                return -ENOMEM;
+        uow_pushed(s);
+        return 0;
 }
 
 int store_session_copy(struct store *s, int64_t from_rowid, int64_t new_rowid, const char *new_id,
                        const uint8_t token_hash[TOKEN_HASH_BYTES], int64_t last_activity) {
-        sqlite3_stmt *st = store_stmt(s, STMT_SESSION_COPY);
-        int r;
+        struct store_op *op = uow_push(s, OP_COPY, from_rowid);
 
-        sqlite3_bind_int64(st, 1, from_rowid);
-        sqlite3_bind_text(st, 2, new_id, -1, SQLITE_STATIC);
-        sqlite3_bind_blob(st, 3, token_hash, TOKEN_HASH_BYTES, SQLITE_STATIC);
-        sqlite3_bind_int64(st, 4, last_activity);
-        sqlite3_bind_int64(st, 5, new_rowid);
-        r = stmt_done(s, st, "copying a session");
-        if (r < 0)
-                return r;
-        return sqlite3_changes(s->db) > 0 ? 0 : -ENOENT;
+        if (!op)
+                return -ENOMEM;
+        op->t1 = last_activity;
+        op->t2 = new_rowid;
+        memcpy(op->row.token_hash, token_hash, TOKEN_HASH_BYTES);
+        if (!arena_text(&s->open, new_id, &op->s1))
+                return -ENOMEM;
+        uow_pushed(s);
+        return 0;
 }
 
-int store_max_rowid(struct store *s, int64_t *ret) {
+int store_session_set_platform(struct store *s, int64_t rowid, const char *platform_id,
+                               const char *switches_json) {
+        struct store_op *op = uow_push(s, OP_PLATFORM, rowid);
+
+        if (!op)
+                return -ENOMEM;
+        if (!arena_text(&s->open, platform_id, &op->s1) || !arena_text(&s->open, switches_json, &op->s2))
+                return -ENOMEM;
+        uow_pushed(s);
+        return 0;
+}
+
+int store_session_set_sync(struct store *s, int64_t rowid, int64_t version, const void *data, size_t size) {
+        struct store_op *op = uow_push(s, OP_SYNC, rowid);
+
+        if (!op)
+                return -ENOMEM;
+        op->t1 = version;
+        op->blob_size = size;
+        if (!arena_blob(&s->open, data, size, &op->blob))
+                return -ENOMEM;
+        uow_pushed(s);
+        return 0;
+}
+
+int store_audit_insert(struct store *s, int64_t time, const char *kind, const char *user_id,
+                       const char *session_id, const char *detail_json) {
+        struct store_op *op = uow_push(s, OP_AUDIT, 0);
+
+        if (!op)
+                return -ENOMEM;
+        op->t1 = time;
+        if (!arena_text(&s->open, kind, &op->s1) || !arena_text(&s->open, user_id, &op->s2) ||
+            !arena_text(&s->open, session_id, &op->s3) ||
+            !arena_text(&s->open, detail_json ? detail_json : "{}", (const char **)&op->blob))
+                return -ENOMEM;
+        uow_pushed(s);
+        return 0;
+}
+
+
+/* ---- sessions ------------------------------------------------------------- */
+
+static int max_rowid_locked(struct store *s, int64_t *ret) {
         int rc = query_int(s->db, "SELECT coalesce(max(row), 0) FROM sessions", ret);
 
         return rc == SQLITE_OK ? 0 : store_fail(s, rc, "reading the largest row number");
 }
 
-int store_session_set_platform(struct store *s, int64_t rowid, const char *platform_id,
-                               const char *switches_json) {
-        sqlite3_stmt *st = store_stmt(s, STMT_SESSION_SET_PLATFORM);
-        int r;
-
-        sqlite3_bind_int64(st, 1, rowid);
-        bind_text_or_null(st, 2, platform_id);
-        bind_text_or_null(st, 3, switches_json);
-        r = stmt_done(s, st, "switching the platform");
-        return r < 0 ? r : changed_or_enoent(s);
-}
-
-int store_session_get_switches(struct store *s, int64_t rowid, char **ret) {
+static int session_get_switches_locked(struct store *s, int64_t rowid, char **ret) {
         sqlite3_stmt *st = store_stmt(s, STMT_SESSION_GET_SWITCHES);
         const char *v;
         int rc;
@@ -1154,7 +1732,16 @@ int store_session_get_switches(struct store *s, int64_t rowid, char **ret) {
         return *ret ? 0 : -ENOMEM;
 }
 
-int store_session_get_sync(struct store *s, int64_t rowid, int64_t *version, char **data, size_t *size) {
+int store_session_get_switches(struct store *s, int64_t rowid, char **ret) {
+        int r = store_enter(s);
+
+        if (r >= 0)
+                r = session_get_switches_locked(s, rowid, ret);
+        store_leave(s);
+        return r;
+}
+
+static int session_get_sync_locked(struct store *s, int64_t rowid, int64_t *version, char **data, size_t *size) {
         sqlite3_stmt *st = store_stmt(s, STMT_SESSION_GET_SYNC);
         int rc, n;
 
@@ -1184,18 +1771,13 @@ int store_session_get_sync(struct store *s, int64_t rowid, int64_t *version, cha
         return 0;
 }
 
-int store_session_set_sync(struct store *s, int64_t rowid, int64_t version, const void *data, size_t size) {
-        sqlite3_stmt *st = store_stmt(s, STMT_SESSION_SET_SYNC);
-        int r;
+int store_session_get_sync(struct store *s, int64_t rowid, int64_t *version, char **data, size_t *size) {
+        int r = store_enter(s);
 
-        sqlite3_bind_int64(st, 1, rowid);
-        sqlite3_bind_int64(st, 2, version);
-        if (data)
-                sqlite3_bind_blob(st, 3, data, (int)size, SQLITE_STATIC);
-        else
-                sqlite3_bind_null(st, 3);
-        r = stmt_done(s, st, "writing sync state");
-        return r < 0 ? r : changed_or_enoent(s);
+        if (r >= 0)
+                r = session_get_sync_locked(s, rowid, version, data, size);
+        store_leave(s);
+        return r;
 }
 
 static const char *column_text(sqlite3_stmt *st, int i) {
@@ -1260,14 +1842,23 @@ static int stmt_each(struct store *s, sqlite3_stmt *st, bool light, store_sessio
         return r;
 }
 
-int store_session_by_rowid(struct store *s, int64_t rowid, store_session_fn cb, void *userdata) {
+static int session_by_rowid_locked(struct store *s, int64_t rowid, store_session_fn cb, void *userdata) {
         sqlite3_stmt *st = store_stmt(s, STMT_SESSION_BY_ROWID);
 
         sqlite3_bind_int64(st, 1, rowid);
         return stmt_each(s, st, false, cb, userdata, true);
 }
 
-int store_session_by_hash(struct store *s, const uint8_t hash[TOKEN_HASH_BYTES], store_session_fn cb,
+int store_session_by_rowid(struct store *s, int64_t rowid, store_session_fn cb, void *userdata) {
+        int r = store_enter(s);
+
+        if (r >= 0)
+                r = session_by_rowid_locked(s, rowid, cb, userdata);
+        store_leave(s);
+        return r;
+}
+
+static int session_by_hash_locked(struct store *s, const uint8_t hash[TOKEN_HASH_BYTES], store_session_fn cb,
                           void *userdata) {
         sqlite3_stmt *st = store_stmt(s, STMT_SESSION_BY_HASH);
 
@@ -1275,50 +1866,91 @@ int store_session_by_hash(struct store *s, const uint8_t hash[TOKEN_HASH_BYTES],
         return stmt_each(s, st, false, cb, userdata, true);
 }
 
-int store_session_by_id(struct store *s, const char *id, store_session_fn cb, void *userdata) {
+int store_session_by_hash(struct store *s, const uint8_t hash[TOKEN_HASH_BYTES], store_session_fn cb,
+                          void *userdata) {
+        int r = store_enter(s);
+
+        if (r >= 0)
+                r = session_by_hash_locked(s, hash, cb, userdata);
+        store_leave(s);
+        return r;
+}
+
+static int session_by_id_locked(struct store *s, const char *id, store_session_fn cb, void *userdata) {
         sqlite3_stmt *st = store_stmt(s, STMT_SESSION_BY_ID);
 
         sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
         return stmt_each(s, st, false, cb, userdata, true);
 }
 
-int store_sessions_each(struct store *s, const struct store_filter *f, store_session_fn cb, void *userdata) {
+int store_session_by_id(struct store *s, const char *id, store_session_fn cb, void *userdata) {
+        int r = store_enter(s);
+
+        if (r >= 0)
+                r = session_by_id_locked(s, id, cb, userdata);
+        store_leave(s);
+        return r;
+}
+
+static int sessions_each_locked(struct store *s, const struct store_filter *f, store_session_fn cb, void *userdata) {
         sqlite3_stmt *st = store_stmt(s, f->live_only ? STMT_SESSIONS_LIVE : STMT_SESSIONS_ALL);
 
         return stmt_each(s, st, f->light, cb, userdata, false);
 }
 
-int store_sessions_ended_of_user(struct store *s, const char *user_id, store_session_fn cb, void *userdata) {
+int store_sessions_each(struct store *s, const struct store_filter *f, store_session_fn cb, void *userdata) {
+        int r = store_enter(s);
+
+        if (r >= 0)
+                r = sessions_each_locked(s, f, cb, userdata);
+        store_leave(s);
+        return r;
+}
+
+static int sessions_ended_of_user_locked(struct store *s, const char *user_id, store_session_fn cb, void *userdata) {
         sqlite3_stmt *st = store_stmt(s, STMT_SESSIONS_USER_ENDED);
 
         sqlite3_bind_text(st, 1, user_id, -1, SQLITE_STATIC);
         return stmt_each(s, st, false, cb, userdata, false);
 }
 
-/* ---- audit ---------------------------------------------------------------- */
+int store_sessions_ended_of_user(struct store *s, const char *user_id, store_session_fn cb, void *userdata) {
+        int r = store_enter(s);
 
-int store_audit_insert(struct store *s, int64_t time, const char *kind, const char *user_id,
-                       const char *session_id, const char *detail_json) {
-        sqlite3_stmt *st = store_stmt(s, STMT_AUDIT_INSERT);
-
-        sqlite3_bind_int64(st, 1, time);
-        sqlite3_bind_text(st, 2, kind, -1, SQLITE_STATIC);
-        bind_text_or_null(st, 3, user_id);
-        bind_text_or_null(st, 4, session_id);
-        sqlite3_bind_text(st, 5, detail_json ? detail_json : "{}", -1, SQLITE_STATIC);
-        return stmt_done(s, st, "writing an audit row");
+        if (r >= 0)
+                r = sessions_ended_of_user_locked(s, user_id, cb, userdata);
+        store_leave(s);
+        return r;
 }
+
+/* ---- audit ---------------------------------------------------------------- */
 
 /* ---- retention and maintenance -------------------------------------------- */
 
+/* A purge runs at once, inside the open unit's transaction: it returns how
+ * many rows went, and it becomes durable (or is lost) with that unit. */
 static int purge(struct store *s, int which, int64_t before, int limit, const char *what) {
-        sqlite3_stmt *st = store_stmt(s, which);
-        int r;
+        sqlite3_stmt *st;
+        int r = store_enter(s);
 
-        sqlite3_bind_int64(st, 1, before);
-        sqlite3_bind_int(st, 2, limit);
-        r = stmt_done(s, st, what);
-        return r < 0 ? r : sqlite3_changes(s->db);
+        if (r >= 0 && !in_sql_transaction(s))
+                r = stmt_done(s, store_stmt(s, STMT_BEGIN), "BEGIN");
+        if (r >= 0) {
+                st = store_stmt(s, which);
+                sqlite3_bind_int64(st, 1, before);
+                sqlite3_bind_int(st, 2, limit);
+                r = stmt_done(s, st, what);
+                if (r >= 0)
+                        r = sqlite3_changes(s->db);
+        }
+        s->open.wrote = true;
+        if (r < 0 && s->open.error == 0) {
+                sql_rollback(s);
+                s->open.error = r;
+                s->open.applied = s->open.n_ops;
+        }
+        store_leave(s);
+        return r;
 }
 
 int store_purge_sessions(struct store *s, int64_t before, int limit) {
@@ -1329,7 +1961,7 @@ int store_purge_audit(struct store *s, int64_t before, int limit) {
         return purge(s, STMT_PURGE_AUDIT, before, limit, "purging audit rows");
 }
 
-int store_checkpoint(struct store *s) {
+static int checkpoint_locked(struct store *s) {
         int rc;
 
         if (s->memory)
@@ -1338,11 +1970,20 @@ int store_checkpoint(struct store *s) {
         return rc == SQLITE_OK ? 0 : store_fail(s, rc, "checkpoint");
 }
 
-int store_maintain(struct store *s, struct store_maintenance *ret) {
+int store_checkpoint(struct store *s) {
+        int r = store_enter(s);
+
+        if (r >= 0)
+                r = checkpoint_locked(s);
+        store_leave(s);
+        return r;
+}
+
+static int maintain_locked(struct store *s, struct store_maintenance *ret) {
         sqlite3_stmt *st = NULL;
         int rc, log_pages = 0, ckpt = 0;
 
-        assert(!store_in_transaction(s));
+        assert(sqlite3_get_autocommit(s->db));
         memset(ret, 0, sizeof *ret);
         rc = exec_simple(s->db, "PRAGMA optimize");
         if (rc != SQLITE_OK)
@@ -1367,12 +2008,30 @@ int store_maintain(struct store *s, struct store_maintenance *ret) {
         return 0;
 }
 
-int store_count_sessions(struct store *s, bool ended, int64_t *ret) {
+int store_maintain(struct store *s, struct store_maintenance *ret) {
+        int r = store_enter(s);
+
+        if (r >= 0)
+                r = maintain_locked(s, ret);
+        store_leave(s);
+        return r;
+}
+
+static int count_sessions_locked(struct store *s, bool ended, int64_t *ret) {
         int rc = query_int(s->db,
                            ended ? "SELECT count(*) FROM sessions WHERE ended_at IS NOT NULL"
                                  : "SELECT count(*) FROM sessions WHERE ended_at IS NULL",
                            ret);
         return rc == SQLITE_OK ? 0 : store_fail(s, rc, "counting sessions");
+}
+
+int store_count_sessions(struct store *s, bool ended, int64_t *ret) {
+        int r = store_enter(s);
+
+        if (r >= 0)
+                r = count_sessions_locked(s, ended, ret);
+        store_leave(s);
+        return r;
 }
 
 /* ---- queries for operators ------------------------------------------------- */
@@ -1383,7 +2042,7 @@ int store_open_reader(const char *path, struct store **ret) {
         int rc, r;
 
         assert(path && ret);
-        s = calloc(1, sizeof *s);
+        s = store_alloc();
         if (!s)
                 return -ENOMEM;
         s->path = strdup(path);
@@ -1414,7 +2073,7 @@ static int query_prepare(struct store *s, const char *sql, sqlite3_stmt **ret) {
         return rc == SQLITE_OK ? 0 : store_fail(s, rc, "preparing a query");
 }
 
-int store_audit_each(struct store *s, const struct store_audit_filter *f, store_audit_fn cb, void *userdata) {
+static int audit_each_locked(struct store *s, const struct store_audit_filter *f, store_audit_fn cb, void *userdata) {
         char sql[320];
         sqlite3_stmt *st = NULL;
         int rc, r, i = 1;
@@ -1454,7 +2113,16 @@ int store_audit_each(struct store *s, const struct store_audit_filter *f, store_
         return r;
 }
 
-int store_quick_check(struct store *s, struct store_maintenance *ret) {
+int store_audit_each(struct store *s, const struct store_audit_filter *f, store_audit_fn cb, void *userdata) {
+        int r = store_enter(s);
+
+        if (r >= 0)
+                r = audit_each_locked(s, f, cb, userdata);
+        store_leave(s);
+        return r;
+}
+
+static int quick_check_locked(struct store *s, struct store_maintenance *ret) {
         sqlite3_stmt *st = NULL;
         int rc, r;
 
@@ -1474,14 +2142,32 @@ int store_quick_check(struct store *s, struct store_maintenance *ret) {
         return 0;
 }
 
-int store_probe(struct store *s) {
+int store_quick_check(struct store *s, struct store_maintenance *ret) {
+        int r = store_enter(s);
+
+        if (r >= 0)
+                r = quick_check_locked(s, ret);
+        store_leave(s);
+        return r;
+}
+
+static int probe_locked(struct store *s) {
         int64_t v;
         int rc = query_int(s->db, "SELECT max(row) FROM sessions", &v);
 
         return rc == SQLITE_OK ? 0 : store_fail(s, rc, "probing the database");
 }
 
-int store_count_created(struct store *s, int64_t since, int64_t bucket, uint64_t *counts, size_t n) {
+int store_probe(struct store *s) {
+        int r = store_enter(s);
+
+        if (r >= 0)
+                r = probe_locked(s);
+        store_leave(s);
+        return r;
+}
+
+static int count_created_locked(struct store *s, int64_t since, int64_t bucket, uint64_t *counts, size_t n) {
         sqlite3_stmt *st = NULL;
         int rc, r;
 
@@ -1506,7 +2192,16 @@ int store_count_created(struct store *s, int64_t since, int64_t bucket, uint64_t
         return r;
 }
 
-int store_ended_durations(struct store *s, store_value_fn cb, void *userdata) {
+int store_count_created(struct store *s, int64_t since, int64_t bucket, uint64_t *counts, size_t n) {
+        int r = store_enter(s);
+
+        if (r >= 0)
+                r = count_created_locked(s, since, bucket, counts, n);
+        store_leave(s);
+        return r;
+}
+
+static int ended_durations_locked(struct store *s, store_value_fn cb, void *userdata) {
         sqlite3_stmt *st = NULL;
         int rc, r;
 
@@ -1525,7 +2220,16 @@ int store_ended_durations(struct store *s, store_value_fn cb, void *userdata) {
         return r;
 }
 
-int store_end_reasons(struct store *s, store_group_fn cb, void *userdata) {
+int store_ended_durations(struct store *s, store_value_fn cb, void *userdata) {
+        int r = store_enter(s);
+
+        if (r >= 0)
+                r = ended_durations_locked(s, cb, userdata);
+        store_leave(s);
+        return r;
+}
+
+static int end_reasons_locked(struct store *s, store_group_fn cb, void *userdata) {
         sqlite3_stmt *st = NULL;
         int rc, r;
 
@@ -1544,24 +2248,51 @@ int store_end_reasons(struct store *s, store_group_fn cb, void *userdata) {
         return r;
 }
 
-int store_optimize(struct store *s) {
+int store_end_reasons(struct store *s, store_group_fn cb, void *userdata) {
+        int r = store_enter(s);
+
+        if (r >= 0)
+                r = end_reasons_locked(s, cb, userdata);
+        store_leave(s);
+        return r;
+}
+
+static int optimize_locked(struct store *s) {
         int rc;
 
-        assert(!store_in_transaction(s));
+        assert(sqlite3_get_autocommit(s->db));
         rc = exec_simple(s->db, "PRAGMA analysis_limit = 1000; PRAGMA optimize");
         return rc == SQLITE_OK ? 0 : store_fail(s, rc, "PRAGMA optimize");
 }
 
-int store_checkpoint_nowait(struct store *s) {
+int store_optimize(struct store *s) {
+        int r = store_enter(s);
+
+        if (r >= 0)
+                r = optimize_locked(s);
+        store_leave(s);
+        return r;
+}
+
+static int checkpoint_nowait_locked(struct store *s) {
         int rc;
 
         if (s->memory)
                 return 0;
-        assert(!store_in_transaction(s));
+        assert(sqlite3_get_autocommit(s->db));
         sqlite3_busy_timeout(s->db, 0);
         rc = sqlite3_wal_checkpoint_v2(s->db, NULL, SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL);
         sqlite3_busy_timeout(s->db, STORE_BUSY_TIMEOUT_MS);
         if (rc == SQLITE_BUSY || rc == SQLITE_LOCKED)
                 return -EBUSY;
         return rc == SQLITE_OK ? 0 : store_fail(s, rc, "checkpoint");
+}
+
+int store_checkpoint_nowait(struct store *s) {
+        int r = store_enter(s);
+
+        if (r >= 0)
+                r = checkpoint_nowait_locked(s);
+        store_leave(s);
+        return r;
 }

@@ -8,11 +8,11 @@
  * The store does not decide policy. It does not know what "expired" means;
  * the engine tells it which row to end, when and why.
  *
- * Transactions are explicit: the engine opens one with store_begin() on the
- * first write of a loop iteration and ends it with store_commit() (group
- * commit). A failing statement may make SQLite roll the whole transaction
- * back by itself (SQLITE_FULL, SQLITE_IOERR, ...): store_in_transaction()
- * tells the caller whether that happened.
+ * Writes are not run when they are made: they are recorded in the open
+ * unit of work, which store_submit() hands as a whole to the store's writer
+ * thread and commits in one transaction while the loop goes on; a callback
+ * on the loop says how it went. Reads see every write made before them
+ * (they wait for the unit in flight, at most one commit). See store.c.
  *
  * Functions return 0 (or a positive count where documented) or a negative
  * errno: -ENOSPC for a full disk, -EIO for other storage failures, -ENOENT
@@ -23,6 +23,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include <uv.h>
 
 #include "token.h"
 
@@ -64,6 +66,9 @@ struct store_options {
         const char *synchronous;
         /* SQLite VFS name, NULL for the default (tests inject faults with it). */
         const char *vfs;
+        /* The loop that hears of commits; NULL: no writer thread, a
+         * submitted unit is committed at once by the caller. */
+        uv_loop_t *loop;
         /* Loading (optional): store_open() tells `reserve` (may be NULL) how
          * many live sessions there are, then hands each to `load` in rowid
          * order, light (no ip and user agent). A negative return of either
@@ -92,22 +97,40 @@ bool store_is_memory(const struct store *s);
 /* Applies a new PRAGMA synchronous (reload). */
 int store_set_synchronous(struct store *s, const char *synchronous);
 
-/* ---- transactions ------------------------------------------------------- */
+/* ---- the unit of work ----------------------------------------------------- */
 
-int store_begin(struct store *s);   /* BEGIN IMMEDIATE */
-int store_commit(struct store *s);  /* COMMIT; on failure the transaction is still open or gone */
-int store_rollback(struct store *s); /* ROLLBACK if a transaction is open */
-bool store_in_transaction(const struct store *s);
+/* result: 0 when the unit is durable, or a negative errno (-ENOSPC for a
+ * full disk) when it was lost (nothing of it is in the store). */
+typedef void (*store_commit_fn)(int result, void *userdata);
+/* Hands the open unit of work to the writer thread (one transaction); fn
+ * runs on the loop when it is committed or lost. At most one unit is in
+ * flight: wait for fn before submitting again. Without a writer (no loop
+ * given) the unit is committed here and fn runs before this returns.
+ * Returns 0, or -ENOMEM (nothing was handed: the unit stays open). */
+int store_submit(struct store *s, store_commit_fn fn, void *userdata);
+/* True while a submitted unit has not had its callback. */
+bool store_busy(struct store *s);
+/* Blocks until the unit in flight is done and runs its callback (now). */
+void store_wait(struct store *s);
+/* True when the open unit holds writes. */
+bool store_has_pending(const struct store *s);
+/* Commits the open unit on the calling thread (nothing may be in flight):
+ * 0, or the negative errno of the failure (the unit is then lost). */
+int store_commit(struct store *s);
+/* Drops the open unit (what it ran already is rolled back). */
+void store_rollback(struct store *s);
+
+/* Session keys (struct store_session.rowid) are given by the store. */
+int store_allocate_key(struct store *s, int64_t *ret);
 
 /* ---- sessions ------------------------------------------------------------ */
 
-/* Inserts a live session (ended_at and end_reason are ignored) with its
- * sync state, as row->rowid (or the next free one when 0); sets *rowid
- * (may be NULL). */
+/* The writes below go into the open unit of work (they fail only with
+ * -ENOMEM; a row that is not there makes the unit fail when it runs).
+ * Inserts a live session (ended_at and end_reason are ignored) with its
+ * sync state, as row->rowid (from store_allocate_key()). */
 int store_session_insert(struct store *s, const struct store_session *row, const void *sync_data,
-                         size_t sync_size, int64_t *rowid);
-/* The largest row number ever used by a row still there (0: none). */
-int store_max_rowid(struct store *s, int64_t *ret);
+                         size_t sync_size);
 int store_session_set_activity(struct store *s, int64_t rowid, int64_t last_activity);
 int store_session_set_renewed(struct store *s, int64_t rowid, int64_t renewed_at, int64_t last_activity);
 int store_session_end(struct store *s, int64_t rowid, int64_t ended_at, const char *reason);
@@ -155,7 +178,8 @@ int store_audit_insert(struct store *s, int64_t time, const char *kind, const ch
 /* ---- retention and maintenance -------------------------------------------- */
 
 /* Deletes up to `limit` ended sessions with ended_at < before; returns how
- * many (>= 0). Uses the partial index on ended rows. */
+ * many (>= 0). Uses the partial index on ended rows. Purges run at once, in
+ * the open unit's transaction, and are durable with it. */
 int store_purge_sessions(struct store *s, int64_t before, int limit);
 /* Deletes up to `limit` audit rows with time < before; returns how many. */
 int store_purge_audit(struct store *s, int64_t before, int limit);

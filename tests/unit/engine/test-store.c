@@ -2,6 +2,7 @@
  * refusing corrupt, foreign and newer databases without touching them,
  * file modes, and every session and audit operation. */
 #include <sqlite3.h>
+#include <uv.h>
 
 #include "helpers.h"
 
@@ -26,6 +27,16 @@ static int64_t query_int(const char *path, const char *sql) {
         sqlite3_finalize(st);
         sqlite3_close(db);
         return v;
+}
+
+/* Inserts r under a key the store gives (written to *rowid and r->rowid). */
+static int insert_row(struct store *s, struct store_session *r, const void *data, size_t size, int64_t *rowid) {
+        int res = store_allocate_key(s, rowid);
+
+        if (res < 0)
+                return res;
+        r->rowid = *rowid;
+        return store_session_insert(s, r, data, size);
 }
 
 static struct store *open_store(const char *path) {
@@ -137,12 +148,12 @@ START_TEST(test_reopen_keeps_rows) {
         size_t size = 0;
 
         s = open_store(path);
-        ck_assert_int_eq(store_begin(s), 0);
-        ck_assert(store_in_transaction(s));
-        ck_assert_int_eq(store_session_insert(s, &r, "state", 5, &rowid), 0);
+        ck_assert(!store_has_pending(s));
+        ck_assert_int_eq(insert_row(s, &r, "state", 5, &rowid), 0);
         ck_assert_int_gt(rowid, 0);
+        ck_assert(store_has_pending(s));
         ck_assert_int_eq(store_commit(s), 0);
-        ck_assert(!store_in_transaction(s));
+        ck_assert(!store_has_pending(s));
         store_close(s);
 
         s = open_store(path);
@@ -190,11 +201,10 @@ START_TEST(test_open_loads_live_sessions) {
         char id[TOKEN_ID_STRING_LEN + 1];
         int64_t rowid[4];
 
-        ck_assert_int_eq(store_begin(s), 0);
         for (int i = 0; i < 4; i++) {
                 struct store_session r = row_for(id, (uint8_t)i, "user", T0);
                 snprintf(id, sizeof id, "%022d", i);
-                ck_assert_int_eq(store_session_insert(s, &r, NULL, 0, &rowid[i]), 0);
+                ck_assert_int_eq(insert_row(s, &r, NULL, 0, &rowid[i]), 0);
         }
         ck_assert_int_eq(store_session_end(s, rowid[1], T0 + 1, "destroyed"), 0);
         ck_assert_int_eq(store_commit(s), 0);
@@ -233,13 +243,19 @@ START_TEST(test_rollback) {
         int64_t rowid, n;
 
         ck_assert(store_is_memory(s));
-        ck_assert_int_eq(store_begin(s), 0);
-        ck_assert_int_eq(store_session_insert(s, &r, NULL, 0, &rowid), 0);
-        ck_assert_int_eq(store_rollback(s), 0);
+        ck_assert_int_eq(insert_row(s, &r, NULL, 0, &rowid), 0);
+        store_rollback(s);
         ck_assert_int_eq(store_count_sessions(s, false, &n), 0);
         ck_assert_int_eq(n, 0);
-        /* Rolling back without a transaction is harmless. */
-        ck_assert_int_eq(store_rollback(s), 0);
+        /* A read runs the open unit first; rolling back drops what it ran. */
+        ck_assert_int_eq(insert_row(s, &r, NULL, 0, &rowid), 0);
+        ck_assert_int_eq(store_count_sessions(s, false, &n), 0);
+        ck_assert_int_eq(n, 1);
+        store_rollback(s);
+        ck_assert_int_eq(store_count_sessions(s, false, &n), 0);
+        ck_assert_int_eq(n, 0);
+        /* Rolling back an empty unit is harmless. */
+        store_rollback(s);
         store_close(s);
 }
 END_TEST
@@ -284,12 +300,11 @@ START_TEST(test_truncated_refused) {
         char id[TOKEN_ID_STRING_LEN + 1];
         int64_t rowid;
 
-        ck_assert_int_eq(store_begin(s), 0);
         for (int i = 0; i < 3000; i++) {
                 struct store_session r = row_for(id, 0, "user", T0);
                 snprintf(id, sizeof id, "%022d", i);
                 memcpy(r.token_hash, &i, sizeof i);
-                ck_assert_int_eq(store_session_insert(s, &r, "x", 1, &rowid), 0);
+                ck_assert_int_eq(insert_row(s, &r, "x", 1, &rowid), 0);
         }
         ck_assert_int_eq(store_commit(s), 0);
         store_close(s); /* checkpoints: everything is in the main file */
@@ -387,11 +402,16 @@ START_TEST(test_session_operations) {
         char *text, *data;
         size_t size;
 
-        ck_assert_int_eq(store_begin(s), 0);
-        ck_assert_int_eq(store_session_insert(s, &a, NULL, 0, &ra), 0);
-        ck_assert_int_eq(store_session_insert(s, &b, NULL, 0, &rb), 0);
-        /* The id is unique. */
-        ck_assert_int_eq(store_session_insert(s, &a, NULL, 0, &rc), -EEXIST);
+        ck_assert_int_eq(insert_row(s, &a, NULL, 0, &ra), 0);
+        ck_assert_int_eq(insert_row(s, &b, NULL, 0, &rb), 0);
+        ck_assert_int_eq(store_commit(s), 0);
+        /* The id is unique: the unit holding a second one is lost whole. */
+        ck_assert_int_eq(store_session_set_activity(s, rb, T0 + 5), 0);
+        ck_assert_int_eq(insert_row(s, &a, NULL, 0, &rc), 0);
+        ck_assert_int_eq(store_commit(s), -EEXIST);
+        c = (struct capture){0};
+        ck_assert_int_eq(store_session_by_rowid(s, rb, capture_cb, &c), 0);
+        ck_assert_int_eq(c.last_activity, T0);
 
         /* By token hash, only ended rows are found (live ones are in the
          * engine's memory). */
@@ -413,7 +433,12 @@ START_TEST(test_session_operations) {
         ck_assert_str_eq(c.ip, "198.51.100.7");
         ck_assert_uint_eq(c.fp_ip, 99);
         ck_assert_uint_eq(c.fp_ua, 77); /* not given: kept */
-        ck_assert_int_eq(store_session_set_activity(s, 12345, T0), -ENOENT);
+        ck_assert_int_eq(store_commit(s), 0);
+        /* A write to a row that is not there fails its unit, here at the
+         * first read that runs it. */
+        ck_assert_int_eq(store_session_set_activity(s, 12345, T0), 0);
+        ck_assert_int_eq(store_session_by_rowid(s, ra, capture_cb, &c), -ENOENT);
+        ck_assert_int_eq(store_commit(s), -ENOENT);
 
         ck_assert_int_eq(store_session_get_switches(s, ra, &text), 0);
         ck_assert_str_eq(text, "[]");
@@ -435,7 +460,8 @@ START_TEST(test_session_operations) {
 
         /* Rotation copies everything but id, hash and activity. */
         memset(hash, 3, sizeof hash);
-        rc = 1000; /* rows are numbered by the caller when it wants */
+        ck_assert_int_eq(store_allocate_key(s, &rc), 0);
+        ck_assert_int_gt(rc, rb);
         ck_assert_int_eq(store_session_copy(s, ra, rc, "cccccccccccccccccccccc", hash, T0 + 30), 0);
         ck_assert_int_eq(store_session_get_sync(s, rc, &version, &data, &size), 0);
         ck_assert_int_eq(version, 4);
@@ -445,10 +471,11 @@ START_TEST(test_session_operations) {
         free(text);
 
         ck_assert_int_eq(store_session_end(s, ra, T0 + 40, "rotated"), 0);
-        ck_assert_int_eq(store_session_end(s, ra, T0 + 50, "destroyed"), -ENOENT); /* already ended */
-        ck_assert_int_eq(store_session_copy(s, ra, 1001, "dddddddddddddddddddddd", hash, T0), -ENOENT);
-        ck_assert_int_eq(store_max_rowid(s, &version), 0);
-        ck_assert_int_eq(version, 1000);
+        ck_assert_int_eq(store_commit(s), 0);
+        ck_assert_int_eq(store_session_end(s, ra, T0 + 50, "destroyed"), 0); /* already ended */
+        ck_assert_int_eq(store_commit(s), -ENOENT);
+        ck_assert_int_eq(store_session_copy(s, ra, rc + 1, "dddddddddddddddddddddd", hash, T0), 0);
+        ck_assert_int_eq(store_commit(s), -ENOENT);
         c = (struct capture){0};
         ck_assert_int_eq(store_session_by_rowid(s, ra, capture_cb, &c), 0);
         ck_assert_int_eq(c.ended_at, T0 + 40);
@@ -491,7 +518,7 @@ START_TEST(test_iteration_stops) {
         for (int i = 0; i < 3; i++) {
                 struct store_session r = row_for(id, (uint8_t)i, "u", T0);
                 snprintf(id, sizeof id, "%022d", i);
-                ck_assert_int_eq(store_session_insert(s, &r, NULL, 0, &rowid), 0);
+                ck_assert_int_eq(insert_row(s, &r, NULL, 0, &rowid), 0);
         }
         ck_assert_int_eq(store_sessions_each(s, &all, stop_cb, &n), 7);
         ck_assert_int_eq(n, 1);
@@ -507,7 +534,7 @@ START_TEST(test_purge_and_audit) {
         for (int i = 0; i < 10; i++) {
                 struct store_session r = row_for(id, (uint8_t)i, "u", T0);
                 snprintf(id, sizeof id, "%022d", i);
-                ck_assert_int_eq(store_session_insert(s, &r, NULL, 0, &rowid), 0);
+                ck_assert_int_eq(insert_row(s, &r, NULL, 0, &rowid), 0);
                 if (i < 6) /* six ended, at T0 + i */
                         ck_assert_int_eq(store_session_end(s, rowid, T0 + i, "idle"), 0);
                 ck_assert_int_eq(store_audit_insert(s, T0 + i, "created", "u", id, "{}"), 0);
@@ -537,7 +564,8 @@ START_TEST(test_maintenance) {
         struct store_maintenance m;
         int64_t rowid;
 
-        ck_assert_int_eq(store_session_insert(s, &r, NULL, 0, &rowid), 0);
+        ck_assert_int_eq(insert_row(s, &r, NULL, 0, &rowid), 0);
+        ck_assert_int_eq(store_commit(s), 0); /* maintenance runs between units */
         ck_assert_int_eq(store_maintain(s, &m), 0);
         ck_assert(m.ok);
         ck_assert_str_eq(m.message, "ok");
@@ -545,6 +573,94 @@ START_TEST(test_maintenance) {
         ck_assert_int_eq(store_set_synchronous(s, "full"), 0);
         ck_assert_int_eq(store_set_synchronous(s, "bogus"), -EINVAL);
         store_close(s);
+        scratch_remove();
+}
+END_TEST
+
+/* The unit of work on the writer thread: submit hands it over and the loop
+ * records the next one; a read waits for the unit in flight and sees every
+ * write made before it; the callback runs on the loop with the result; a
+ * unit with a failing write is lost whole; store_wait() collects at once. */
+struct done {
+        int calls, result;
+};
+
+static void done_cb(int result, void *userdata) {
+        struct done *d = userdata;
+
+        d->calls++;
+        d->result = result;
+}
+
+static void never_cb(uv_timer_t *t) {
+        (void)t;
+}
+
+/* The store's wake-up handle does not keep a loop alive by itself (the
+ * daemon's server does): a timer stands in for it. */
+static void run_until(uv_loop_t *loop, const struct done *d, int calls) {
+        uv_timer_t t;
+
+        uv_timer_init(loop, &t);
+        uv_timer_start(&t, never_cb, 60000, 0);
+        while (d->calls < calls)
+                uv_run(loop, UV_RUN_ONCE);
+        uv_close((uv_handle_t *)&t, NULL);
+        uv_run(loop, UV_RUN_NOWAIT);
+}
+
+START_TEST(test_unit_of_work_async) {
+        char *path = path_in("sessions.db");
+        uv_loop_t loop;
+        struct store_options o = {.path = path, .synchronous = "normal", .loop = &loop};
+        struct store *s = NULL;
+        struct done d = {0};
+        struct store_session a = row_for("aaaaaaaaaaaaaaaaaaaaaa", 1, "alice", T0);
+        struct store_session b = row_for("bbbbbbbbbbbbbbbbbbbbbb", 2, "bob", T0);
+        struct store_session c = row_for("cccccccccccccccccccccc", 3, "carol", T0);
+        int64_t ra, rb, rc, n, version;
+        char *data;
+        size_t size;
+
+        ck_assert_int_eq(uv_loop_init(&loop), 0);
+        ck_assert_int_eq(store_open(&o, &s), 0);
+        ck_assert_int_eq(insert_row(s, &a, "x", 1, &ra), 0);
+        ck_assert(store_has_pending(s));
+        ck_assert_int_eq(store_submit(s, done_cb, &d), 0);
+        ck_assert(!store_has_pending(s));
+        ck_assert(store_busy(s));
+        ck_assert_int_eq(insert_row(s, &b, NULL, 0, &rb), 0);
+        ck_assert_int_eq(store_session_set_sync(s, rb, 2, "yz", 2), 0);
+        ck_assert_int_eq(store_count_sessions(s, false, &n), 0);
+        ck_assert_int_eq(n, 2);
+        ck_assert_int_eq(store_session_get_sync(s, rb, &version, &data, &size), 0);
+        ck_assert_int_eq(version, 2);
+        ck_assert_str_eq(data, "yz");
+        free(data);
+        run_until(&loop, &d, 1);
+        ck_assert_int_eq(d.result, 0);
+        ck_assert(!store_busy(s));
+
+        /* b's unit also ends a row that is not there: lost whole. */
+        ck_assert_int_eq(store_session_end(s, ra + 1000, T0, "destroyed"), 0);
+        ck_assert_int_eq(store_submit(s, done_cb, &d), 0);
+        run_until(&loop, &d, 2);
+        ck_assert_int_eq(d.result, -ENOENT);
+        ck_assert_int_eq(store_count_sessions(s, false, &n), 0);
+        ck_assert_int_eq(n, 1);
+
+        ck_assert_int_eq(insert_row(s, &c, NULL, 0, &rc), 0);
+        ck_assert_int_gt(rc, rb); /* keys are never given twice */
+        ck_assert_int_eq(store_submit(s, done_cb, &d), 0);
+        store_wait(s);
+        ck_assert_int_eq(d.calls, 3);
+        ck_assert_int_eq(d.result, 0);
+        store_close(s);
+        ck_assert_int_eq(uv_run(&loop, UV_RUN_DEFAULT), 0);
+        ck_assert_int_eq(uv_loop_close(&loop), 0);
+
+        ck_assert_int_eq(query_int(path, "SELECT count(*) FROM sessions"), 2);
+        ck_assert_int_eq(query_int(path, "SELECT count(*) FROM sessions WHERE user_id = 'bob'"), 0);
         scratch_remove();
 }
 END_TEST
@@ -563,12 +679,11 @@ START_TEST(test_checkpoint_thread) {
          * until the thread has run (it takes a moment to start). */
         for (int round = 0; store_checkpoint_runs(s) == 0; round++) {
                 ck_assert_int_lt(round, 100000);
-                ck_assert_int_eq(store_begin(s), 0);
-                for (int i = 0; i < 20; i++, n++) {
+                        for (int i = 0; i < 20; i++, n++) {
                         struct store_session r = row_for(id, 0, "user", T0);
                         snprintf(id, sizeof id, "%022d", n);
                         memcpy(r.token_hash, &n, sizeof n);
-                        ck_assert_int_eq(store_session_insert(s, &r, sync, sizeof sync, &rowid), 0);
+                        ck_assert_int_eq(insert_row(s, &r, sync, sizeof sync, &rowid), 0);
                 }
                 ck_assert_int_eq(store_commit(s), 0);
                 if (round % 100 == 99)
@@ -607,6 +722,7 @@ int main(void) {
         tcase_add_test(tc, test_purge_and_audit);
         tcase_add_test(tc, test_maintenance);
         tcase_add_test(tc, test_checkpoint_thread);
+        tcase_add_test(tc, test_unit_of_work_async);
         suite_add_tcase(s, tc);
         return run_suite(s);
 }
