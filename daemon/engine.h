@@ -22,6 +22,9 @@
  * Writes go into the transaction of the current loop iteration and are
  * durable only after engine_commit(); a handler compares engine_write_seq()
  * before and after an operation and calls call_mark_write() when it moved.
+ *
+ * The engine itself is in daemon/engine/, one concept a file (the list is
+ * at the top of engine/engine-internal.h).
  */
 #pragma once
 
