@@ -23,6 +23,9 @@
  * durable only once it is committed (see engine_commit_submit()); a handler
  * compares engine_write_seq() before and after an operation and calls
  * call_mark_write() when it moved.
+ *
+ * The engine itself is in daemon/engine/, one concept a file (the list is
+ * at the top of engine/engine-internal.h).
  */
 #pragma once
 

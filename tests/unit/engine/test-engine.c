@@ -1,4 +1,4 @@
-/* The session engine (daemon/engine.c) with an injected clock: expiry by
+/* The session engine (daemon/engine/) with an injected clock: expiry by
  * each limit, grace, warnings, extend, eviction, fingerprints, platform
  * switch limits, sync state, rotation, destroy, cleanup, purge, limits,
  * durability across restarts, and memory matching the store after a failed
@@ -1452,7 +1452,7 @@ START_TEST(test_watch_support) {
 }
 END_TEST
 
-/* The start-up loads rows in batches (engine.c): more rows than a batch,
+/* The start-up loads rows in batches (engine/load.c): more rows than a batch,
  * a user id and a platform too long for a batch's copy, and the order of
  * each user's sessions, all come back as they were. */
 START_TEST(test_restart_loads_in_batches) {

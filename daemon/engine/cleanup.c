@@ -1,0 +1,321 @@
+/* The session engine's background work (see engine-internal.h for the
+ * other files): the concurrency limit, cleanup of expired sessions, purge,
+ * maintenance, the touch flush and the counts.
+ *
+ * Touches. Validate and Heartbeat move last_activity in memory only. An
+ * entry becomes dirty once it is ahead of the store by the touch
+ * granularity (1% of the idle timeout, between 1 and 60 seconds), and a
+ * timer writes dirty entries every two seconds in batches of 512, yielding
+ * to the loop between batches; shutdown writes them all. A crash thus loses
+ * at most granularity + 2 seconds of idle-time precision, never a session,
+ * and a million busy sessions do not turn every validation into a write.
+ *
+ * Cleanup ends expired sessions in calls bounded by a count and, for the
+ * background jobs, by a deadline on the loop's clock
+ * (engine_cleanup_expired_until): an ended session costs 10 to 30 us,
+ * nearly all of it SQLite's update of the three ended-row indexes (two of
+ * them at random places: two WAL pages a session), so its audit detail is
+ * a constant text and its event keeps the one copy of the user's name.
+ */
+#include "engine-internal.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+
+/* ---- the concurrency limit ----------------------------------------------------------------------- */
+
+static unsigned user_count_live(struct engine *e, uint32_t user, int64_t now) {
+        unsigned n = 0;
+
+        for (uint32_t h = e->users[user].head; h != NIL; h = e->sessions[h].user_next)
+                if (table_session_state(e, &e->sessions[h], now, NULL, NULL) != ENGINE_STATE_EXPIRED)
+                        n++;
+        return n;
+}
+
+/* The least recently active live session of a user other than `keep`. */
+static uint32_t user_lru(struct engine *e, uint32_t user, uint32_t keep, int64_t now) {
+        uint32_t best = NIL;
+
+        for (uint32_t h = e->users[user].head; h != NIL; h = e->sessions[h].user_next) {
+                const struct session *s = &e->sessions[h];
+                if (h == keep || table_session_state(e, s, now, NULL, NULL) == ENGINE_STATE_EXPIRED)
+                        continue;
+                if (best == NIL || s->last_activity < e->sessions[best].last_activity ||
+                    (s->last_activity == e->sessions[best].last_activity && s->rowid < e->sessions[best].rowid))
+                        best = h;
+        }
+        return best;
+}
+
+/* Ends least recently active sessions of a user until at most max are live. */
+int cleanup_user_enforce(struct engine *e, int64_t now, uint32_t user, uint32_t keep, int64_t max, unsigned budget,
+                         char (**ids)[TOKEN_ID_STRING_LEN + 1], size_t *n_ids, unsigned *ended) {
+        size_t allocated = 0;
+        int r;
+
+        while (budget > 0 && user_used(e, user) && (int64_t)user_count_live(e, user, now) > max) {
+                uint32_t victim = user_lru(e, user, keep, now);
+                char id[TOKEN_ID_STRING_LEN + 1];
+
+                if (victim == NIL)
+                        break;
+                r = session_end(e, now, victim, ENGINE_END_EVICTED, now, "evicted", id);
+                if (r < 0)
+                        return r;
+                budget--;
+                (*ended)++;
+                if (ids) {
+                        allocated = *n_ids;
+                        if (GROW(*ids, allocated, *n_ids + 1) == 0)
+                                memcpy((*ids)[(*n_ids)++], id, sizeof id);
+                }
+        }
+        return 0;
+}
+
+/* ---- background work ------------------------------------------------------------------------------------------- */
+
+static bool session_awaits_cleanup(const struct engine *e, const struct session *s, int64_t now, int64_t *end,
+                                   enum engine_end_reason *why) {
+        int64_t t = table_session_end_time(e, s, why);
+
+        if (end)
+                *end = t;
+        return now >= t + cfg(e)->timeout.cleanup_grace;
+}
+
+/* The clock is read after every CLEANUP_CLOCK_ENDED sessions ended (each
+ * costs 10 to 30 us, mostly SQLite) and every CLEANUP_CLOCK_SCANNED entries
+ * looked at (a few ns each): a step overruns its deadline by about one
+ * ended session. */
+#define CLEANUP_CLOCK_ENDED 4
+#define CLEANUP_CLOCK_SCANNED 4096
+
+static bool past(uint64_t deadline_ns) {
+        return deadline_ns != 0 && uv_hrtime() >= deadline_ns;
+}
+
+int engine_cleanup_expired_until(struct engine *e, int64_t now, unsigned limit, uint64_t deadline_ns,
+                                 unsigned *ended, bool *more) {
+        uint32_t scanned = 0;
+        int r;
+
+        *ended = 0;
+        *more = false;
+        while (scanned < e->sessions_used && *ended < limit) {
+                uint32_t h;
+                enum engine_end_reason why;
+                int64_t end;
+
+                if (scanned % CLEANUP_CLOCK_SCANNED == CLEANUP_CLOCK_SCANNED - 1 && past(deadline_ns)) {
+                        /* Out of time before a whole pass. Steps go on where
+                         * this one stopped, so once the cursor has gone all
+                         * the way round since its last end there is nothing
+                         * left (a table too large to pass in one step would
+                         * otherwise answer "maybe" for ever). */
+                        *more = e->cleanup_quiet < e->sessions_used;
+                        return 0;
+                }
+                if (e->cleanup_cursor >= e->sessions_used)
+                        e->cleanup_cursor = 0;
+                h = e->cleanup_cursor++;
+                scanned++;
+                if (!(e->sessions[h].flags & S_USED) ||
+                    !session_awaits_cleanup(e, &e->sessions[h], now, &end, &why)) {
+                        if (e->cleanup_quiet < UINT32_MAX)
+                                e->cleanup_quiet++;
+                        continue;
+                }
+                e->cleanup_quiet = 0;
+                r = session_end(e, now, h, why, end, "ended", NULL);
+                if (r < 0)
+                        return r;
+                (*ended)++;
+                if (*ended < limit && *ended % CLEANUP_CLOCK_ENDED == 0 && past(deadline_ns)) {
+                        *more = true;
+                        return 0;
+                }
+        }
+        /* Budget used up: is there at least one more? (Stops at the first;
+         * out of time before it is found: maybe.) */
+        for (uint32_t i = 0, h = e->cleanup_cursor; *ended >= limit && !*more && i < e->sessions_used; i++, h++) {
+                if (h >= e->sessions_used)
+                        h = 0;
+                if (i % CLEANUP_CLOCK_SCANNED == CLEANUP_CLOCK_SCANNED - 1 && past(deadline_ns)) {
+                        *more = true;
+                        break;
+                }
+                *more = (e->sessions[h].flags & S_USED) &&
+                        session_awaits_cleanup(e, &e->sessions[h], now, NULL, NULL);
+        }
+        return 0;
+}
+
+int engine_cleanup_expired(struct engine *e, int64_t now, unsigned limit, unsigned *ended, bool *more) {
+        return engine_cleanup_expired_until(e, now, limit, 0, ended, more);
+}
+
+uint64_t engine_count_awaiting_cleanup(struct engine *e, int64_t now) {
+        uint64_t n = 0;
+
+        for (uint32_t h = 0; h < e->sessions_used; h++)
+                if ((e->sessions[h].flags & S_USED) && session_awaits_cleanup(e, &e->sessions[h], now, NULL, NULL))
+                        n++;
+        return n;
+}
+
+static bool user_over_limit(struct engine *e, uint32_t u, int64_t now, int64_t max) {
+        return user_used(e, u) && (int64_t)e->users[u].n_sessions > max &&
+               (int64_t)user_count_live(e, u, now) > max;
+}
+
+int engine_enforce_user_limit(struct engine *e, int64_t now, unsigned limit, unsigned *ended, bool *more) {
+        int64_t max = cfg(e)->security.max_concurrent_per_user;
+        int r;
+
+        *ended = 0;
+        *more = false;
+        for (uint32_t scanned = 0; scanned < e->users_used && *ended < limit; scanned++) {
+                uint32_t u;
+
+                if (e->limit_cursor >= e->users_used)
+                        e->limit_cursor = 0;
+                u = e->limit_cursor;
+                if (user_over_limit(e, u, now, max)) {
+                        r = cleanup_user_enforce(e, now, u, NIL, max, limit - *ended, NULL, NULL, ended);
+                        if (r < 0)
+                                return r;
+                        if (user_over_limit(e, u, now, max)) {
+                                *more = true; /* this user needs another batch */
+                                return 0;
+                        }
+                }
+                e->limit_cursor++;
+        }
+        for (uint32_t u = 0; *ended >= limit && !*more && u < e->users_used; u++)
+                *more = user_over_limit(e, u, now, max);
+        return 0;
+}
+
+int engine_purge(struct engine *e, int64_t now, unsigned limit, unsigned *sessions, unsigned *audit_rows, bool *more) {
+        const struct sessiond_config *c = cfg(e);
+        int r;
+
+        *sessions = *audit_rows = 0;
+        *more = false;
+        if (limit == 0)
+                return 0;
+        r = txn_begin(e);
+        if (r < 0)
+                return r;
+        r = store_purge_sessions(e->store, now - c->cleanup.expired_retention_days * 86400, (int)limit);
+        if (r < 0)
+                return txn_fail(e, r);
+        *sessions = (unsigned)r;
+        r = store_purge_audit(e->store, now - c->cleanup.audit_retention_days * 86400, (int)limit);
+        if (r < 0)
+                return txn_fail(e, r);
+        *audit_rows = (unsigned)r;
+        e->write_seq++;
+        e->counters.purged_sessions += *sessions;
+        e->counters.purged_audit += *audit_rows;
+        *more = *sessions >= limit || *audit_rows >= limit;
+        return 0;
+}
+
+int engine_maintain(struct engine *e, struct store_maintenance *ret) {
+        int r = engine_commit(e);
+
+        if (r < 0)
+                return r;
+        r = store_maintain(e->store, ret);
+        if (r < 0)
+                return txn_storage_errno(r);
+        if (!ret->ok)
+                log_error("Database %s failed its quick check: %s", store_path(e->store), ret->message);
+        return 0;
+}
+
+int engine_flush_touches(struct engine *e, unsigned limit, unsigned *written, bool *more) {
+        unsigned n = 0;
+        int r;
+
+        while (e->n_dirty > 0 && n < limit) {
+                uint32_t h = e->dirty[e->n_dirty - 1];
+                struct session *s;
+
+                if (h >= e->sessions_used || (e->sessions[h].flags & (S_USED | S_DIRTY)) != (S_USED | S_DIRTY)) {
+                        e->n_dirty--; /* ended since, or written already */
+                        continue;
+                }
+                r = txn_begin(e);
+                if (r < 0)
+                        break;
+                s = &e->sessions[h];
+                r = txn_row_touch(e, s->rowid, h);
+                if (r < 0) {
+                        txn_fail(e, r);
+                        break;
+                }
+                r = store_session_set_activity(e->store, s->rowid, s->last_activity);
+                if (r < 0 && r != -ENOENT) {
+                        txn_fail(e, r);
+                        break;
+                }
+                e->n_dirty--;
+                s->persisted_activity = s->last_activity;
+                s->flags &= ~S_DIRTY;
+                n++;
+        }
+        e->counters.touches_written += n;
+        if (written)
+                *written = n;
+        if (more)
+                *more = e->n_dirty > 0;
+        return e->commit_error ? e->commit_error : 0;
+}
+
+void engine_count(struct engine *e, int64_t now, struct engine_counts *ret) {
+        memset(ret, 0, sizeof *ret);
+        for (uint32_t h = 0; h < e->sessions_used; h++) {
+                const struct session *s = &e->sessions[h];
+                int64_t end;
+
+                if (!(s->flags & S_USED))
+                        continue;
+                ret->sessions++;
+                switch (table_session_state(e, s, now, &end, NULL)) {
+                case ENGINE_STATE_ACTIVE: ret->active++; break;
+                case ENGINE_STATE_GRACE: ret->grace++; break;
+                default: ret->expired++; break;
+                }
+                if (now >= end + cfg(e)->timeout.cleanup_grace)
+                        ret->awaiting_cleanup++;
+                if (s->flags & S_DIRTY)
+                        ret->dirty_touches++;
+        }
+        ret->users = e->n_users;
+}
+
+int engine_count_by_platform(struct engine *e, int64_t now, engine_count_fn cb, void *userdata) {
+        uint64_t *counts = calloc((size_t)e->platforms_used + 1, sizeof *counts);
+        int r = 0;
+
+        if (!counts)
+                return -ENOMEM;
+        for (uint32_t h = 0; h < e->sessions_used; h++) {
+                const struct session *s = &e->sessions[h];
+
+                if ((s->flags & S_USED) && table_session_state(e, s, now, NULL, NULL) != ENGINE_STATE_EXPIRED)
+                        counts[s->platform]++;
+        }
+        for (uint32_t p = 0; r == 0 && p <= e->platforms_used; p++)
+                if (counts[p] > 0)
+                        r = cb(platform_name(e, p), counts[p], userdata);
+        free(counts);
+        return r;
+}

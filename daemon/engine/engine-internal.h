@@ -1,0 +1,314 @@
+/* The session engine's insides, shared by the files of daemon/engine/; the
+ * rest of the daemon sees only ../engine.h (the interface and the error
+ * mapping). One concept a file:
+ *
+ *   table.c          the in-memory table: sessions, users, platforms, their
+ *                    indexes, a session's state and its SessionInfo
+ *   txn.c            the transaction of a loop iteration: affected rows,
+ *                    commit, rollback and reload, audit rows
+ *   bus.c            the observers and the queues of events
+ *   security.c       suspicious-activity counting, failed validations
+ *   session.c        the session operations: create, look up, validate,
+ *                    heartbeat, extend, rotate, switch platform; ending one
+ *   session-admin.c  sync state, destroy, listings, watch support, terminate
+ *   cleanup.c        the concurrency limit, cleanup of expired sessions,
+ *                    purge, maintenance, the touch flush, counts
+ *   load.c           start-up (key file, store, loading), timers, shutdown
+ *
+ * Functions shared between the files carry their file's prefix (table_,
+ * txn_, bus_, security_, session_, cleanup_); the smallest accessors are
+ * inline here.
+ */
+#pragma once
+
+#include <assert.h>
+#include <sodium.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <string.h>
+#include <uv.h>
+
+#include "daemon.h"
+#include "engine.h"
+#include "hindex.h"
+#include "store.h"
+
+#define NIL UINT32_MAX
+#define HOUR 3600
+#define TOUCH_FLUSH_INTERVAL_MS 2000
+#define TOUCH_FLUSH_BATCH 512
+#define BURST_WINDOW 60   /* seconds */
+#define BURST_FAILURES 10 /* failed validations of one user in the window */
+#define SWEEP_EVERY_TICKS 30
+#define MAX_OBSERVERS 8
+
+enum {
+        S_USED = 1u << 0,
+        S_DIRTY = 1u << 1, /* last_activity ahead of the store */
+};
+
+enum { FP_USER_AGENT, FP_IP, FP_LANGUAGE, FP_ENCODING, _FP_MAX };
+
+/* 64 bytes. The public id is not stored: it is derived from created_at and
+ * rowid (token_id_derive). Fingerprints keep a prefix of their keyed hash:
+ * 32 bits for the user agent (a change refuses the validation), 16 bits for
+ * the others (a change is only recorded). */
+struct session {
+        uint8_t key[16]; /* first half of the keyed token hash */
+        int64_t rowid;
+        uint32_t user;      /* users[] handle */
+        uint32_t user_next; /* next session of the user; free list link when unused */
+        uint32_t platform;  /* platforms[] handle + 1, 0: none */
+        uint32_t created_at;
+        uint32_t last_activity;
+        uint32_t renewed_at;
+        uint32_t persisted_activity; /* last_activity as written to the store */
+        uint32_t fp_user_agent;      /* 0: none */
+        uint16_t fp_small[3];        /* ip, accept_language, accept_encoding; 0: none */
+        uint16_t flags;
+};
+
+struct user_sec {
+        int64_t *times; /* suspicious events in the sliding hour, oldest first */
+        uint32_t n, cap;
+        bool alerted;
+        int64_t fail_start;
+        uint32_t fail_count;
+};
+
+/* 40 bytes. Names shorter than USER_INLINE live in the entry itself (most
+ * user ids are short: no allocation, no pointer); longer ones are
+ * allocated, marked by the last byte. An unused entry has an empty name. */
+#define USER_INLINE 24
+struct user {
+        union {
+                char inl[USER_INLINE];
+                struct {
+                        char *ptr;
+                        char pad[USER_INLINE - sizeof(char *) - 1];
+                        char is_long;
+                } ext;
+        } name;
+        uint32_t hash;
+        uint32_t head; /* first session, NIL: none; next free entry when unused */
+        uint32_t n_sessions;
+        uint32_t sec; /* secs[] index + 1, 0: none */
+};
+
+struct sec_entry {
+        uint32_t user;
+        struct user_sec *sec;
+};
+
+struct platform {
+        char *name; /* NULL: free slot */
+        uint64_t hash;
+        uint32_t refs;
+        uint32_t next_free;
+};
+
+struct affected {
+        int64_t rowid;
+        uint32_t handle;
+        uint32_t last_activity; /* in memory when the row was first written */
+};
+
+struct pending_event {
+        const char *kind;
+        int64_t time;
+        char session_id[TOKEN_ID_STRING_LEN + 1];
+        char *user_id;
+        json_t *detail;
+};
+
+struct event_queue {
+        struct pending_event *items;
+        size_t n, allocated;
+};
+
+struct observer {
+        engine_observer_fn fn;
+        void (*free_fn)(void *userdata);
+        void *userdata;
+};
+
+struct engine {
+        struct daemon *d;
+        struct store *store;
+        struct token_key key;
+        uint8_t name_key[crypto_shorthash_KEYBYTES];
+
+        struct session *sessions;
+        uint32_t sessions_used, sessions_allocated, sessions_free, n_sessions;
+        struct hindex by_key;
+
+        struct user *users;
+        uint32_t users_used, users_allocated, users_free, n_users;
+        struct hindex by_user;
+        struct sec_entry *secs; /* users with suspicious-activity records */
+        size_t n_secs, secs_allocated;
+
+        struct platform *platforms;
+        uint32_t platforms_used, platforms_allocated, platforms_free;
+        struct hindex by_platform;
+
+        /* the transaction of this iteration */
+        bool txn;
+        int commit_error; /* a failed statement already aborted this iteration's writes */
+        int storage_error; /* the error of the last failed commit, 0 once one succeeds */
+        uint64_t write_seq;
+        struct affected *affected;
+        size_t n_affected, affected_allocated;
+        /* the unit handed to the store and not yet committed */
+        bool inflight;
+        uint64_t inflight_seq;
+        struct affected *inflight_affected;
+        size_t n_inflight_affected, inflight_affected_allocated;
+        struct event_queue inflight_events;
+
+        uint32_t *dirty;
+        size_t n_dirty, dirty_allocated;
+
+        struct event_queue ready, in_txn; /* in_txn: events of the open unit */
+        struct observer observers[MAX_OBSERVERS];
+        size_t n_observers;
+
+        uv_timer_t *flush_timer;
+        uv_timer_t *dispatch_timer;
+        unsigned ticks;
+
+        uint32_t cleanup_cursor;
+        uint32_t cleanup_quiet; /* entries the cursor passed since it last ended one */
+        uint32_t limit_cursor;
+
+        struct load_batch *loading; /* while the store loads */
+
+        struct engine_counters counters;
+
+        engine_commit_fn commit_fn;
+        void *commit_userdata;
+};
+
+static inline const struct sessiond_config *cfg(const struct engine *e) {
+        return e->d->config;
+}
+
+static inline uint32_t t32(int64_t t) {
+        if (t < 0)
+                return 0;
+        if (t > (int64_t)UINT32_MAX)
+                return UINT32_MAX;
+        return (uint32_t)t;
+}
+
+#define SWAP(a, b)                        \
+        do {                              \
+                __typeof__(a) tmp_ = (a); \
+                (a) = (b);                \
+                (b) = tmp_;               \
+        } while (0)
+#define GROW(arr, allocated, need) table_grow_array((void **)&(arr), &(allocated), (need), sizeof *(arr))
+
+static inline uint64_t key_hash(const uint8_t key[16]) {
+        uint64_t v;
+
+        /* The key is a keyed hash already: any 8 bytes of it are uniform. */
+        memcpy(&v, key, sizeof v);
+        return v;
+}
+
+static inline const char *user_name(const struct engine *e, uint32_t h) {
+        const struct user *u = &e->users[h];
+        return u->name.ext.is_long ? u->name.ext.ptr : u->name.inl;
+}
+
+static inline bool user_used(const struct engine *e, uint32_t h) {
+        const struct user *u = &e->users[h];
+        return u->name.ext.is_long || u->name.inl[0];
+}
+
+static inline uint32_t fp32(uint64_t v) {
+        uint32_t x = (uint32_t)v;
+        return v == 0 ? 0 : x ? x : 1;
+}
+
+static inline uint16_t fp16(uint64_t v) {
+        uint16_t x = (uint16_t)v;
+        return v == 0 ? 0 : x ? x : 1;
+}
+
+static inline const char *platform_name(const struct engine *e, uint32_t ref) {
+        return ref ? e->platforms[ref - 1].name : NULL;
+}
+
+static inline struct session *S(struct engine *e, uint32_t h) {
+        assert(h < e->sessions_used && (e->sessions[h].flags & S_USED));
+        return &e->sessions[h];
+}
+
+static inline uint32_t session_find_key(struct engine *e, const uint8_t key[16]) {
+        return hindex_find(&e->by_key, key_hash(key), key);
+}
+
+/* table.c */
+int table_grow_array(void **p, size_t *allocated, size_t need, size_t size);
+int table_grow_array32(void **p, uint32_t *allocated, uint32_t need, size_t size);
+uint64_t table_name_hash(const struct engine *e, const char *s);
+extern const struct hindex_ops table_session_index_ops;
+extern const struct hindex_ops table_user_index_ops;
+extern const struct hindex_ops table_platform_index_ops;
+uint32_t table_user_find(struct engine *e, const char *name);
+int table_user_get(struct engine *e, const char *name, uint32_t *ret);
+void table_user_maybe_free(struct engine *e, uint32_t h);
+int table_platform_get(struct engine *e, const char *name, uint32_t *ret);
+void table_platform_put(struct engine *e, uint32_t ref);
+void table_session_id(const struct engine *e, const struct session *s, char out[TOKEN_ID_STRING_LEN + 1]);
+int table_session_add_hashed(struct engine *e, const struct store_session *row, uint32_t user_hash,
+                             uint32_t *ret);
+int table_session_add(struct engine *e, const struct store_session *row, uint32_t *ret);
+void table_session_remove(struct engine *e, uint32_t h);
+int64_t table_session_end_time(const struct engine *e, const struct session *s, enum engine_end_reason *why);
+enum engine_state table_session_state(const struct engine *e, const struct session *s, int64_t now,
+                                      int64_t *end, enum engine_end_reason *why);
+void table_info_fill(struct engine *e, uint32_t h, int64_t now, struct engine_info *i);
+void table_info_from_row(const struct store_session *row, struct engine_info *i);
+
+/* txn.c */
+int txn_storage_errno(int r);
+int txn_fail(struct engine *e, int r);
+int txn_begin(struct engine *e);
+int txn_row_touch(struct engine *e, int64_t rowid, uint32_t h);
+int txn_audit_text(struct engine *e, int64_t now, const char *kind, const char *user_id, const char *session_id,
+                   const char *text);
+int txn_audit(struct engine *e, int64_t now, const char *kind, const char *user_id, const char *session_id,
+              json_t *detail);
+
+/* bus.c */
+void bus_event_clear(struct pending_event *ev);
+void bus_queue_clear(struct event_queue *q);
+void bus_dispatch_schedule(struct engine *e);
+void bus_emit_take(struct engine *e, int64_t now, const char *kind, const char *session_id, char *user_id,
+                   json_t *detail);
+void bus_emit(struct engine *e, int64_t now, const char *kind, const char *session_id, const char *user_id,
+              json_t *detail);
+bool bus_observed(const struct engine *e);
+
+/* security.c */
+void security_user_sec_free(struct user_sec *sec);
+void security_suspicious(struct engine *e, int64_t now, const char *user_id, const char *session_id, const char *what);
+void security_failed_validation(struct engine *e, int64_t now, enum engine_failure f, const char *user_id,
+                                const char *session_id, enum engine_end_reason end_reason);
+
+/* session.c */
+int session_end(struct engine *e, int64_t now, uint32_t h, enum engine_end_reason reason, int64_t ended_at,
+                const char *audit_kind, char id_out[TOKEN_ID_STRING_LEN + 1]);
+int session_invalid(struct engine_error *err, const char *field, const char *reason);
+const char *session_check_name(const char *s, size_t max);
+int session_lookup(struct engine *e, int64_t now, const char *token, bool count, uint32_t *ret,
+                   struct engine_error *err);
+int session_lookup_live(struct engine *e, int64_t now, const char *token, bool count, uint32_t *ret,
+                        enum engine_state *state, struct engine_error *err);
+
+/* cleanup.c */
+int cleanup_user_enforce(struct engine *e, int64_t now, uint32_t user, uint32_t keep, int64_t max, unsigned budget,
+                         char (**ids)[TOKEN_ID_STRING_LEN + 1], size_t *n_ids, unsigned *ended);

@@ -1,0 +1,366 @@
+/* The session operations off the validation path (see engine-internal.h
+ * for the other files): the cross-tab sync state, Destroy and DestroyUser,
+ * the listings, the watch's lookups and the operator's Terminate and
+ * TerminateUser. Listings read live sessions from memory and their rows
+ * (ip, user agent) from the store; ended sessions only from the store.
+ */
+#include "engine-internal.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+
+/* ---- sync state ------------------------------------------------------------------------------------ */
+
+int engine_sync_get(struct engine *e, int64_t now, const char *token, int64_t *version, char **data,
+                    size_t *size, struct engine_error *err) {
+        uint32_t h;
+        int r;
+
+        if (!cfg(e)->features.cross_tab_sync) {
+                err->feature = "cross_tab_sync";
+                return -EOPNOTSUPP;
+        }
+        r = session_lookup_live(e, now, token, false, &h, NULL, err);
+        if (r < 0)
+                return r;
+        r = store_session_get_sync(e->store, S(e, h)->rowid, version, data, size);
+        if (r < 0)
+                return txn_storage_errno(r);
+        e->counters.sync_reads++;
+        return 0;
+}
+
+int engine_sync_set(struct engine *e, int64_t now, const char *token, const char *data, size_t size,
+                    int64_t expected_version, int64_t *version, struct engine_error *err) {
+        const struct sessiond_config *c = cfg(e);
+        char id[TOKEN_ID_STRING_LEN + 1], *old = NULL;
+        int64_t current;
+        size_t old_size;
+        uint32_t h;
+        int r;
+
+        if (!c->features.cross_tab_sync) {
+                err->feature = "cross_tab_sync";
+                return -EOPNOTSUPP;
+        }
+        if ((int64_t)size > c->sync.max_data_size) {
+                err->max = c->sync.max_data_size;
+                return -E2BIG;
+        }
+        r = session_lookup_live(e, now, token, false, &h, NULL, err);
+        if (r < 0)
+                return r;
+        r = store_session_get_sync(e->store, S(e, h)->rowid, &current, &old, &old_size);
+        if (r < 0)
+                return txn_storage_errno(r);
+        free(old);
+        if (expected_version >= 0 && expected_version != current) {
+                e->counters.sync_conflicts++;
+                err->version = current;
+                return -EAGAIN;
+        }
+        r = txn_begin(e);
+        if (r < 0)
+                return r;
+        r = txn_row_touch(e, S(e, h)->rowid, h);
+        if (r >= 0)
+                r = store_session_set_sync(e->store, S(e, h)->rowid, current + 1, data, size);
+        if (r < 0)
+                return txn_fail(e, r);
+        *version = current + 1;
+        e->counters.sync_writes++;
+        if (bus_observed(e)) {
+                table_session_id(e, S(e, h), id);
+                bus_emit(e, now, "sync", id, user_name(e, S(e, h)->user),
+                         json_pack("{s:I}", "version", (json_int_t)*version));
+        }
+        return 0;
+}
+
+struct id_row {
+        int64_t rowid;
+        bool live;
+};
+
+static int id_row_cb(const struct store_session *row, void *userdata) {
+        struct id_row *x = userdata;
+
+        x->rowid = row->rowid;
+        x->live = row->ended_at == 0;
+        return 1;
+}
+
+int engine_sync_get_by_id(struct engine *e, const char *id, int64_t *version, char **data, size_t *size) {
+        struct id_row x = {0};
+        int r;
+
+        r = store_session_by_id(e->store, id, id_row_cb, &x);
+        if (r < 0)
+                return r == -ENOENT ? r : txn_storage_errno(r);
+        r = store_session_get_sync(e->store, x.rowid, version, data, size);
+        return r < 0 ? txn_storage_errno(r) : 0;
+}
+
+/* ---- destroy ------------------------------------------------------------------------------------------ */
+
+int engine_destroy(struct engine *e, int64_t now, const char *token, struct engine_error *err) {
+        uint32_t h;
+        int r;
+
+        /* Any session still in memory can be logged out, even one past its
+         * end that cleanup has not reached yet. */
+        r = session_lookup(e, now, token, false, &h, err);
+        if (r < 0)
+                return r;
+        return session_end(e, now, h, ENGINE_END_DESTROYED, now, "ended", NULL);
+}
+
+static int end_user_sessions(struct engine *e, int64_t now, const char *user_id, uint32_t except,
+                             enum engine_end_reason reason, unsigned *count) {
+        uint32_t user = table_user_find(e, user_id), h, next;
+        int r;
+
+        *count = 0;
+        if (user == NIL)
+                return 0;
+        /* Hold the user: ending its last session would free it mid-walk. */
+        e->users[user].n_sessions++;
+        for (h = e->users[user].head; h != NIL; h = next) {
+                next = e->sessions[h].user_next;
+                if (h == except || table_session_state(e, &e->sessions[h], now, NULL, NULL) == ENGINE_STATE_EXPIRED)
+                        continue;
+                r = session_end(e, now, h, reason, now, "ended", NULL);
+                if (r < 0) {
+                        e->users[user].n_sessions--;
+                        table_user_maybe_free(e, user);
+                        return r;
+                }
+                (*count)++;
+        }
+        e->users[user].n_sessions--;
+        table_user_maybe_free(e, user);
+        return 0;
+}
+
+int engine_destroy_user(struct engine *e, int64_t now, const char *user_id, const char *except_token,
+                        unsigned *count, struct engine_error *err) {
+        uint32_t except = NIL;
+        const char *why;
+        int r;
+
+        *count = 0;
+        if ((why = session_check_name(user_id, ENGINE_USER_ID_MAX)))
+                return session_invalid(err, "user_id", why);
+        if (except_token) {
+                r = session_lookup_live(e, now, except_token, false, &except, NULL, err);
+                if (r < 0) {
+                        if (r == -EINVAL)
+                                err->field = "except_token";
+                        return r;
+                }
+                if (strcmp(user_name(e, S(e, except)->user), user_id) != 0)
+                        return session_invalid(err, "except_token", "belongs to another user");
+        }
+        return end_user_sessions(e, now, user_id, except, ENGINE_END_DESTROYED, count);
+}
+
+/* ---- listings -------------------------------------------------------------------------------------------- */
+
+struct list_ctx {
+        struct engine *e;
+        int64_t now;
+        bool include_ended;
+        unsigned limit, n;
+        engine_info_fn cb;
+        void *userdata;
+};
+
+static int list_row_cb(const struct store_session *row, void *userdata) {
+        struct list_ctx *x = userdata;
+        struct engine_info info;
+        uint32_t h;
+        int r;
+
+        if (x->n >= x->limit)
+                return 1;
+        if (row->ended_at == 0) {
+                h = session_find_key(x->e, row->token_hash);
+                if (h == NIL)
+                        return 0;
+                table_info_fill(x->e, h, x->now, &info);
+                if (info.state == ENGINE_STATE_EXPIRED && !x->include_ended)
+                        return 0;
+                info.ip = row->ip;
+                info.user_agent = row->user_agent;
+        } else {
+                if (!x->include_ended)
+                        return 0;
+                table_info_from_row(row, &info);
+        }
+        x->n++;
+        r = x->cb(&info, x->userdata);
+        return r != 0 ? 1 : 0;
+}
+
+/* One user's sessions in row order: the live ones are in memory (their rows
+ * are read by rowid, for ip and user agent), the ended ones come from the
+ * store's index of ended rows; the two are merged. The store has no index
+ * of live rows by user, so that Create writes no random index page. */
+struct user_list {
+        struct list_ctx *x;
+        int64_t *live; /* rowids, ascending */
+        size_t n_live, next;
+};
+
+static int rowid_cmp(const void *a, const void *b) {
+        int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+
+        return (x > y) - (x < y);
+}
+
+/* Lists the live rows below `below`; a positive return stops. */
+static int user_list_live(struct user_list *u, int64_t below) {
+        int r;
+
+        while (u->next < u->n_live && u->live[u->next] < below) {
+                r = store_session_by_rowid(u->x->e->store, u->live[u->next++], list_row_cb, u->x);
+                if (r != 0 && r != -ENOENT)
+                        return r;
+        }
+        return 0;
+}
+
+static int user_list_ended_cb(const struct store_session *row, void *userdata) {
+        struct user_list *u = userdata;
+        int r = user_list_live(u, row->rowid);
+
+        return r != 0 ? r : list_row_cb(row, u->x);
+}
+
+static int list_user(struct engine *e, struct list_ctx *x, const char *user_id) {
+        struct user_list u = {x, NULL, 0, 0};
+        uint32_t user = table_user_find(e, user_id);
+        int r = 0;
+
+        if (user != NIL && e->users[user].n_sessions > 0) {
+                u.live = malloc(e->users[user].n_sessions * sizeof *u.live);
+                if (!u.live)
+                        return -ENOMEM;
+                for (uint32_t h = e->users[user].head; h != NIL; h = e->sessions[h].user_next)
+                        u.live[u.n_live++] = e->sessions[h].rowid;
+                assert(u.n_live == e->users[user].n_sessions);
+                qsort(u.live, u.n_live, sizeof *u.live, rowid_cmp);
+        }
+        if (x->include_ended)
+                r = store_sessions_ended_of_user(e->store, user_id, user_list_ended_cb, &u);
+        if (r == 0)
+                r = user_list_live(&u, INT64_MAX);
+        free(u.live);
+        return r;
+}
+
+int engine_list_sessions(struct engine *e, int64_t now, const char *user_id, bool include_ended, unsigned limit,
+                         engine_info_fn cb, void *userdata) {
+        struct list_ctx x = {e, now, include_ended, limit, 0, cb, userdata};
+        struct store_filter f = {.live_only = !include_ended};
+        int r;
+
+        if (limit == 0)
+                return 0;
+        if (user_id)
+                r = list_user(e, &x, user_id);
+        else
+                r = store_sessions_each(e->store, &f, list_row_cb, &x);
+        return r < 0 ? txn_storage_errno(r) : 0;
+}
+
+int engine_session_by_id(struct engine *e, int64_t now, const char *id, engine_info_fn cb, void *userdata) {
+        struct list_ctx x = {e, now, true, 1, 0, cb, userdata};
+        int r;
+
+        r = store_session_by_id(e->store, id, list_row_cb, &x);
+        if (r == -ENOENT)
+                return r;
+        return r < 0 ? txn_storage_errno(r) : 0;
+}
+
+int engine_list_user(struct engine *e, int64_t now, const char *user_id, engine_info_fn cb, void *userdata,
+                     struct engine_error *err) {
+        const char *why;
+
+        if ((why = session_check_name(user_id, ENGINE_USER_ID_MAX)))
+                return session_invalid(err, "user_id", why);
+        if (table_user_find(e, user_id) == NIL)
+                return 0;
+        return engine_list_sessions(e, now, user_id, false, UINT_MAX, cb, userdata);
+}
+
+/* ---- watch support ------------------------------------------------------------------------------------------ */
+
+int engine_resolve(struct engine *e, int64_t now, const char *token, struct engine_ref *ref, struct engine_info *ret,
+                   struct engine_error *err) {
+        uint32_t h;
+        int r;
+
+        r = session_lookup_live(e, now, token, false, &h, NULL, err);
+        if (r < 0)
+                return r;
+        memcpy(ref->key, S(e, h)->key, sizeof ref->key);
+        table_info_fill(e, h, now, ret);
+        return 0;
+}
+
+int engine_peek(struct engine *e, int64_t now, const struct engine_ref *ref, struct engine_info *ret) {
+        uint32_t h = session_find_key(e, ref->key);
+
+        if (h == NIL)
+                return -ENOENT;
+        table_info_fill(e, h, now, ret);
+        return 0;
+}
+
+/* ---- administration ------------------------------------------------------------------------------------------- */
+
+struct key_row {
+        bool found, live;
+        uint8_t key[16];
+};
+
+static int key_row_cb(const struct store_session *row, void *userdata) {
+        struct key_row *k = userdata;
+
+        k->found = true;
+        k->live = row->ended_at == 0;
+        memcpy(k->key, row->token_hash, sizeof k->key);
+        return 1;
+}
+
+int engine_terminate(struct engine *e, int64_t now, const char *id) {
+        struct key_row k = {0};
+        uint32_t h;
+        int r;
+
+        r = store_session_by_id(e->store, id, key_row_cb, &k);
+        if (r == -ENOENT || (r >= 0 && (!k.found || !k.live)))
+                return -ENOENT;
+        if (r < 0)
+                return txn_storage_errno(r);
+        h = session_find_key(e, k.key);
+        if (h == NIL)
+                return -ENOENT;
+        log_info("Session %s terminated by an operator.", id);
+        return session_end(e, now, h, ENGINE_END_TERMINATED, now, "ended", NULL);
+}
+
+int engine_terminate_user(struct engine *e, int64_t now, const char *user_id, unsigned *count) {
+        int r = end_user_sessions(e, now, user_id, NIL, ENGINE_END_TERMINATED, count);
+
+        if (r >= 0 && *count > 0)
+                log_info("%u sessions of user %s terminated by an operator.", *count, user_id);
+        return r;
+}

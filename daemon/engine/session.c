@@ -1,0 +1,694 @@
+/* The session operations (see engine-internal.h for the other files):
+ * create, look up, validate, heartbeat, extend, rotate, switch platform,
+ * and the end of one session. Sync state, destroy, listings and the
+ * operator's verbs are in session-admin.c.
+ *
+ * Validate and Heartbeat move last_activity in memory only (cleanup.c
+ * writes the touches). Explicit ends (destroyed, terminated, evicted,
+ * rotated) take effect at once, without grace: a logged-out token must stop
+ * working.
+ *
+ * Rotation makes a new session (new token, new id) that keeps created_at,
+ * renewed_at, platform, client, sync state and switch history, and ends the
+ * old one with reason rotated; its token then answers Expired(rotated), and
+ * its use after expiration_grace counts as suspicious.
+ */
+#include "engine-internal.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <limits.h>
+#include <sodium.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+
+/* The detail of an "ended" audit row, as json_dumps(JSON_COMPACT) writes
+ * {"reason": name}: written as is, per ended session, by the cleanup. */
+static const char *const end_reason_audit_texts[_ENGINE_END_MAX] = {
+        [ENGINE_END_NONE] = "{\"reason\":\"none\"}",
+        [ENGINE_END_IDLE] = "{\"reason\":\"idle\"}",
+        [ENGINE_END_LIFETIME] = "{\"reason\":\"lifetime\"}",
+        [ENGINE_END_ABSOLUTE] = "{\"reason\":\"absolute\"}",
+        [ENGINE_END_TERMINATED] = "{\"reason\":\"terminated\"}",
+        [ENGINE_END_EVICTED] = "{\"reason\":\"evicted\"}",
+        [ENGINE_END_ROTATED] = "{\"reason\":\"rotated\"}",
+        [ENGINE_END_DESTROYED] = "{\"reason\":\"destroyed\"}",
+};
+
+/* ---- ending sessions -------------------------------------------------------------------- */
+
+/* Ends a session in memory and store. audit_kind NULL: the caller writes
+ * its own audit row. */
+int session_end(struct engine *e, int64_t now, uint32_t h, enum engine_end_reason reason, int64_t ended_at,
+                const char *audit_kind, char id_out[TOKEN_ID_STRING_LEN + 1]) {
+        struct session *s = S(e, h);
+        char id[TOKEN_ID_STRING_LEN + 1];
+        const char *user = user_name(e, s->user);
+        int64_t duration = ended_at - (int64_t)s->created_at;
+        int r;
+
+        assert((unsigned)reason < _ENGINE_END_MAX);
+        r = txn_begin(e);
+        if (r < 0)
+                return r;
+        r = txn_row_touch(e, s->rowid, h);
+        if (r < 0)
+                return txn_fail(e, r);
+        r = store_session_end(e->store, s->rowid, ended_at, engine_end_reason_to_string(reason));
+        if (r < 0 && r != -ENOENT)
+                return txn_fail(e, r);
+        table_session_id(e, s, id);
+        if (id_out)
+                memcpy(id_out, id, sizeof id);
+        if (audit_kind) {
+                r = txn_audit_text(e, now, audit_kind, user, id, end_reason_audit_texts[reason]);
+                if (r < 0)
+                        return r;
+        }
+        e->counters.ended[reason]++;
+        log_debug("Session %s of user %s ended (%s).", id, user, engine_end_reason_to_string(reason));
+        if (bus_observed(e)) {
+                /* The user's name goes with the session when it was the
+                 * last one: the event keeps a copy (its only one). */
+                char *user_copy = strdup(user);
+
+                table_session_remove(e, h);
+                bus_emit_take(e, now, "ended", id, user_copy,
+                              json_pack("{s:s, s:I}", "reason", engine_end_reason_to_string(reason), "duration",
+                                        (json_int_t)(duration > 0 ? duration : 0)));
+        } else
+                table_session_remove(e, h);
+        return 0;
+}
+
+/* ---- argument checks ---------------------------------------------------------------------- */
+
+int session_invalid(struct engine_error *err, const char *field, const char *reason) {
+        err->field = field;
+        err->reason = reason;
+        return -EINVAL;
+}
+
+const char *session_check_name(const char *s, size_t max) {
+        size_t n;
+
+        if (!s || !*s)
+                return "must not be empty";
+        n = strlen(s);
+        if (n > max)
+                return max == ENGINE_USER_ID_MAX ? "longer than 255 bytes" : "longer than 128 bytes";
+        for (size_t i = 0; i < n; i++)
+                if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
+                        return "contains control characters";
+        return NULL;
+}
+
+static int check_client(const struct engine_client *c, struct engine_error *err) {
+        static const char *const names[] = {"client.user_agent", "client.ip", "client.accept_language",
+                                            "client.accept_encoding"};
+        const char *v[] = {c->user_agent, c->ip, c->accept_language, c->accept_encoding};
+
+        for (size_t i = 0; i < 4; i++)
+                if (v[i] && strlen(v[i]) > ENGINE_CLIENT_FIELD_MAX)
+                        return session_invalid(err, names[i], "longer than 2048 bytes");
+        return 0;
+}
+
+/* ---- create -------------------------------------------------------------------------------- */
+
+void engine_created_clear(struct engine_created *c) {
+        free(c->evicted);
+        c->evicted = NULL;
+        c->n_evicted = 0;
+        sodium_memzero(c->token, sizeof c->token);
+}
+
+int engine_create(struct engine *e, int64_t now, const struct engine_create *a, struct engine_created *ret,
+                  struct engine_error *err) {
+        const struct sessiond_config *c = cfg(e);
+        uint8_t hash[TOKEN_HASH_BYTES], id[TOKEN_ID_BYTES];
+        char id_text[TOKEN_ID_STRING_LEN + 1];
+        struct store_session row = {0};
+        const char *why;
+        unsigned ended = 0;
+        int64_t rowid;
+        uint32_t h;
+        int r;
+
+        memset(ret, 0, sizeof *ret);
+        if ((why = session_check_name(a->user_id, ENGINE_USER_ID_MAX)))
+                return session_invalid(err, "user_id", why);
+        if (a->platform_id && (why = session_check_name(a->platform_id, ENGINE_PLATFORM_ID_MAX)))
+                return session_invalid(err, "platform_id", why);
+        r = check_client(&a->client, err);
+        if (r < 0)
+                return r;
+        if (a->sync_data) {
+                if (!c->features.cross_tab_sync) {
+                        err->feature = "cross_tab_sync";
+                        return -EOPNOTSUPP;
+                }
+                if ((int64_t)a->sync_size > c->sync.max_data_size) {
+                        err->max = c->sync.max_data_size;
+                        return -E2BIG;
+                }
+        }
+        r = txn_begin(e);
+        if (r < 0)
+                return r;
+
+        r = store_allocate_key(e->store, &rowid);
+        if (r < 0)
+                return r;
+        token_new(ret->token);
+        token_hash(&e->key, ret->token, hash);
+        token_id_derive(&e->key, t32(now), rowid, id);
+        token_id_format(id, id_text);
+
+        row.rowid = rowid;
+        row.id = id_text;
+        memcpy(row.token_hash, hash, sizeof hash);
+        row.user_id = a->user_id;
+        row.platform_id = a->platform_id;
+        row.created_at = row.last_activity = row.renewed_at = now;
+        if (c->security.fingerprinting) {
+                row.fp_user_agent = a->client.user_agent ? token_fingerprint(&e->key, a->client.user_agent) : 0;
+                row.fp_ip = a->client.ip ? token_fingerprint(&e->key, a->client.ip) : 0;
+                row.fp_accept_language =
+                        a->client.accept_language ? token_fingerprint(&e->key, a->client.accept_language) : 0;
+                row.fp_accept_encoding =
+                        a->client.accept_encoding ? token_fingerprint(&e->key, a->client.accept_encoding) : 0;
+        }
+        row.ip = a->client.ip;
+        row.user_agent = a->client.user_agent;
+        row.sync_version = a->sync_data ? 1 : 0;
+
+        r = store_session_insert(e->store, &row, a->sync_data, a->sync_size);
+        if (r < 0) {
+                sodium_memzero(ret->token, sizeof ret->token);
+                return txn_fail(e, r);
+        }
+        r = table_session_add(e, &row, &h);
+        if (r < 0) {
+                sodium_memzero(ret->token, sizeof ret->token);
+                return txn_fail(e, r);
+        }
+        r = txn_row_touch(e, rowid, h);
+        if (r < 0) {
+                sodium_memzero(ret->token, sizeof ret->token);
+                return txn_fail(e, r);
+        }
+        r = txn_audit(e, now, "created", a->user_id, id_text,
+                      json_pack("{s:s?, s:s?}", "platform_id", a->platform_id, "ip", a->client.ip));
+        if (r < 0)
+                goto fail;
+        e->counters.created++;
+        log_debug("Session %s created for user %s.", id_text, a->user_id);
+        if (bus_observed(e))
+                bus_emit(e, now, "created", id_text, a->user_id, json_pack("{s:s?}", "platform_id", a->platform_id));
+
+        r = cleanup_user_enforce(e, now, e->sessions[h].user, h, c->security.max_concurrent_per_user, UINT_MAX,
+                                 &ret->evicted, &ret->n_evicted, &ended);
+        if (r < 0)
+                goto fail;
+
+        table_info_fill(e, h, now, &ret->info);
+        ret->info.ip = a->client.ip;
+        ret->info.user_agent = a->client.user_agent;
+        return 0;
+fail:
+        engine_created_clear(ret);
+        return r;
+}
+
+/* ---- looking tokens up ------------------------------------------------------------------------ */
+
+struct ended_lookup {
+        bool found;
+        enum engine_end_reason reason;
+        int64_t ended_at;
+        char user_id[ENGINE_USER_ID_MAX + 1];
+        char id[TOKEN_ID_STRING_LEN + 1];
+};
+
+static int ended_cb(const struct store_session *row, void *userdata) {
+        struct ended_lookup *l = userdata;
+
+        l->found = true;
+        l->reason = engine_end_reason_from_string(row->end_reason);
+        l->ended_at = row->ended_at;
+        snprintf(l->user_id, sizeof l->user_id, "%s", row->user_id);
+        snprintf(l->id, sizeof l->id, "%s", row->id);
+        return 1;
+}
+
+/* Finds the in-memory session of a token. On a miss, looks for an ended
+ * session in the store (the rare path) and answers Expired or NotFound.
+ * `count`: this is a validation, failures are counted and audited. */
+int session_lookup(struct engine *e, int64_t now, const char *token, bool count, uint32_t *ret,
+                   struct engine_error *err) {
+        uint8_t hash[TOKEN_HASH_BYTES];
+        struct ended_lookup l = {0};
+        uint32_t h;
+        int r;
+
+        if (!token_is_wellformed(token)) {
+                if (count)
+                        security_failed_validation(e, now, ENGINE_FAIL_INVALID, NULL, NULL, ENGINE_END_NONE);
+                return session_invalid(err, "token", "not a sessiond token (43 base64url characters)");
+        }
+        token_hash(&e->key, token, hash);
+        h = session_find_key(e, hash);
+        if (h != NIL) {
+                *ret = h;
+                return 0;
+        }
+        /* Memory has every live session: the store is asked about ended ones only. */
+        r = store_session_by_hash(e->store, hash, ended_cb, &l);
+        if (r < 0 && r != -ENOENT)
+                return txn_storage_errno(r);
+        if (!l.found) {
+                if (count)
+                        security_failed_validation(e, now, ENGINE_FAIL_NOT_FOUND, NULL, NULL, ENGINE_END_NONE);
+                return -ENOENT;
+        }
+        if (l.reason == ENGINE_END_ROTATED && now > l.ended_at + cfg(e)->timeout.expiration_grace)
+                security_suspicious(e, now, l.user_id, l.id, "rotated_token_reused");
+        if (count)
+                security_failed_validation(e, now, ENGINE_FAIL_EXPIRED, l.user_id, l.id, l.reason);
+        err->end_reason = l.reason != ENGINE_END_NONE ? l.reason : ENGINE_END_DESTROYED;
+        return -ESTALE;
+}
+
+/* A session that must still be honoured (active or grace). */
+int session_lookup_live(struct engine *e, int64_t now, const char *token, bool count, uint32_t *ret,
+                        enum engine_state *state, struct engine_error *err) {
+        enum engine_end_reason why;
+        enum engine_state st;
+        uint32_t h;
+        int r;
+
+        r = session_lookup(e, now, token, count, &h, err);
+        if (r < 0)
+                return r;
+        st = table_session_state(e, S(e, h), now, NULL, &why);
+        if (st == ENGINE_STATE_EXPIRED) {
+                if (count) {
+                        char id[TOKEN_ID_STRING_LEN + 1];
+                        table_session_id(e, &e->sessions[h], id);
+                        security_failed_validation(e, now, ENGINE_FAIL_EXPIRED, user_name(e, e->sessions[h].user), id,
+                                                   why);
+                }
+                err->end_reason = why;
+                return -ESTALE;
+        }
+        *ret = h;
+        if (state)
+                *state = st;
+        return 0;
+}
+
+static void session_touch(struct engine *e, uint32_t h, int64_t now) {
+        struct session *s = S(e, h);
+        int64_t granularity = cfg(e)->timeout.idle_timeout / 100;
+
+        if (granularity < 1)
+                granularity = 1;
+        if (granularity > 60)
+                granularity = 60;
+        if (t32(now) > s->last_activity)
+                s->last_activity = t32(now);
+        if (!(s->flags & S_DIRTY) && (int64_t)s->last_activity >= (int64_t)s->persisted_activity + granularity &&
+            GROW(e->dirty, e->dirty_allocated, e->n_dirty + 1) == 0) {
+                s->flags |= S_DIRTY;
+                e->dirty[e->n_dirty++] = h;
+        }
+}
+
+/* ---- validate, heartbeat, extend ------------------------------------------------------------- */
+
+/* The fingerprint prefix memory keeps for field i, and the one it has. */
+static uint32_t fp_prefix(int i, uint64_t full) {
+        return i == FP_USER_AGENT ? fp32(full) : fp16(full);
+}
+
+static uint32_t fp_stored(const struct session *s, int i) {
+        return i == FP_USER_AGENT ? s->fp_user_agent : s->fp_small[i - 1];
+}
+
+static void fp_store(struct session *s, int i, uint64_t full) {
+        if (i == FP_USER_AGENT)
+                s->fp_user_agent = fp32(full);
+        else
+                s->fp_small[i - 1] = fp16(full);
+}
+
+/* The fingerprint policy. Returns -EACCES on a changed user agent; records
+ * other changes (a write) and counts them as suspicious. */
+static int fingerprint_check(struct engine *e, int64_t now, uint32_t h, const struct engine_client *client) {
+        static const char *const field_names[_FP_MAX] = {"user_agent", "ip", "accept_language", "accept_encoding"};
+        const char *values[_FP_MAX] = {client->user_agent, client->ip, client->accept_language,
+                                       client->accept_encoding};
+        uint64_t full[_FP_MAX] = {0};
+        struct session *s = S(e, h);
+        bool record = false, changed[_FP_MAX] = {false};
+        struct store_session row = {0};
+        char id[TOKEN_ID_STRING_LEN + 1];
+        const char *user = user_name(e, s->user);
+        json_t *fields;
+        int r;
+
+        for (int i = 0; i < _FP_MAX; i++) {
+                if (!values[i])
+                        continue;
+                full[i] = token_fingerprint(&e->key, values[i]);
+                if (fp_stored(s, i) == 0)
+                        record = true; /* first value seen: adopt it */
+                else if (fp_stored(s, i) != fp_prefix(i, full[i])) {
+                        changed[i] = true;
+                        record = true;
+                }
+        }
+        if (!record)
+                return 0;
+        table_session_id(e, s, id);
+        if (changed[FP_USER_AGENT]) {
+                e->counters.fingerprint_mismatches++;
+                log_info("Session %s of user %s: user agent changed; validation refused.", id, user);
+                security_failed_validation(e, now, ENGINE_FAIL_FINGERPRINT, user, id, ENGINE_END_NONE);
+                security_suspicious(e, now, user, id, "user_agent_changed");
+                return -EACCES;
+        }
+
+        r = txn_begin(e);
+        if (r < 0)
+                return r;
+        r = txn_row_touch(e, s->rowid, h);
+        if (r < 0)
+                return txn_fail(e, r);
+        for (int i = 0; i < _FP_MAX; i++)
+                if (!values[i])
+                        full[i] = 0;
+        /* The full hashes of the values given; absent ones (0) keep what
+         * the store has. */
+        row.fp_user_agent = full[FP_USER_AGENT];
+        row.fp_ip = full[FP_IP];
+        row.fp_accept_language = full[FP_LANGUAGE];
+        row.fp_accept_encoding = full[FP_ENCODING];
+        row.ip = client->ip;
+        row.user_agent = client->user_agent;
+        r = store_session_set_client(e->store, s->rowid, &row);
+        if (r < 0)
+                return txn_fail(e, r);
+        for (int i = 0; i < _FP_MAX; i++)
+                if (values[i])
+                        fp_store(s, i, full[i]);
+
+        fields = json_array();
+        for (int i = 0; i < _FP_MAX; i++)
+                if (changed[i])
+                        json_array_append_new(fields, json_string(field_names[i]));
+        if (json_array_size(fields) == 0) {
+                json_decref(fields);
+                return 0;
+        }
+        e->counters.fingerprint_changes++;
+        log_info("Session %s of user %s: client changed (%s%s%s); recorded.", id, user,
+                 changed[FP_IP] ? "ip " : "", changed[FP_LANGUAGE] ? "accept_language " : "",
+                 changed[FP_ENCODING] ? "accept_encoding" : "");
+        if (bus_observed(e))
+                bus_emit(e, now, "fingerprint_changed", id, user, json_pack("{s:O}", "fields", fields));
+        r = txn_audit(e, now, "fingerprint_changed", user, id, json_pack("{s:O, s:s?}", "fields", fields, "ip", client->ip));
+        json_decref(fields);
+        if (r < 0)
+                return r;
+        /* The user's name may move if the user table grows: look it up again. */
+        security_suspicious(e, now, user_name(e, S(e, h)->user), id, "client_changed");
+        return 0;
+}
+
+int engine_validate(struct engine *e, int64_t now, const char *token, const struct engine_client *client,
+                    bool touch, struct engine_info *ret, struct engine_error *err) {
+        enum engine_state st;
+        uint32_t h;
+        int r;
+
+        r = session_lookup_live(e, now, token, true, &h, &st, err);
+        if (r < 0)
+                return r;
+        if (client && cfg(e)->security.fingerprinting) {
+                r = check_client(client, err);
+                if (r < 0)
+                        return r;
+                r = fingerprint_check(e, now, h, client);
+                if (r < 0)
+                        return r;
+        }
+        if (touch && st == ENGINE_STATE_ACTIVE)
+                session_touch(e, h, now);
+        e->counters.validated++;
+        if (st == ENGINE_STATE_GRACE)
+                e->counters.validated_grace++;
+        table_info_fill(e, h, now, ret);
+        return 0;
+}
+
+int engine_heartbeat(struct engine *e, int64_t now, const char *token, struct engine_info *ret,
+                     struct engine_error *err) {
+        enum engine_state st;
+        uint32_t h;
+        int r;
+
+        r = session_lookup_live(e, now, token, false, &h, &st, err);
+        if (r < 0)
+                return r;
+        if (st == ENGINE_STATE_ACTIVE)
+                session_touch(e, h, now);
+        e->counters.heartbeats++;
+        table_info_fill(e, h, now, ret);
+        return 0;
+}
+
+int engine_extend(struct engine *e, int64_t now, const char *token, struct engine_info *ret,
+                  struct engine_error *err) {
+        struct session *s;
+        char id[TOKEN_ID_STRING_LEN + 1];
+        uint32_t h;
+        int r;
+
+        r = session_lookup_live(e, now, token, false, &h, NULL, err);
+        if (r < 0)
+                return r;
+        r = txn_begin(e);
+        if (r < 0)
+                return r;
+        s = S(e, h);
+        r = txn_row_touch(e, s->rowid, h);
+        if (r < 0)
+                return txn_fail(e, r);
+        r = store_session_set_renewed(e->store, s->rowid, now, now);
+        if (r < 0)
+                return txn_fail(e, r);
+        s->renewed_at = t32(now);
+        if (t32(now) > s->last_activity)
+                s->last_activity = t32(now);
+        s->persisted_activity = s->last_activity;
+        table_info_fill(e, h, now, ret);
+        table_session_id(e, s, id);
+        r = txn_audit(e, now, "extended", ret->user_id, id,
+                      json_pack("{s:I}", "expires_at", (json_int_t)ret->expires_at));
+        if (r < 0)
+                return r;
+        e->counters.extended++;
+        if (bus_observed(e))
+                bus_emit(e, now, "extended", id, ret->user_id, json_pack("{s:I}", "expires_at", (json_int_t)ret->expires_at));
+        return 0;
+}
+
+/* ---- rotate ------------------------------------------------------------------------------------ */
+
+int engine_rotate(struct engine *e, int64_t now, const char *token, char new_token[TOKEN_STRING_LEN + 1],
+                  struct engine_info *ret, struct engine_error *err) {
+        uint8_t hash[TOKEN_HASH_BYTES], id[TOKEN_ID_BYTES];
+        char new_id[TOKEN_ID_STRING_LEN + 1], old_id[TOKEN_ID_STRING_LEN + 1];
+        struct store_session row = {0};
+        enum engine_state st;
+        struct session *old;
+        int64_t rowid, last;
+        uint32_t h, nh;
+        char *user = NULL, *platform = NULL;
+        int r;
+
+        r = session_lookup_live(e, now, token, false, &h, &st, err);
+        if (r < 0)
+                return r;
+        r = txn_begin(e);
+        if (r < 0)
+                return r;
+        old = S(e, h);
+        /* Rotation is activity only for an active session: it must not
+         * revive one in grace. */
+        last = st == ENGINE_STATE_ACTIVE ? now : old->last_activity;
+
+        r = store_allocate_key(e->store, &rowid);
+        if (r < 0)
+                return r;
+        token_new(new_token);
+        token_hash(&e->key, new_token, hash);
+        token_id_derive(&e->key, old->created_at, rowid, id);
+        token_id_format(id, new_id);
+        table_session_id(e, old, old_id);
+
+        r = store_session_copy(e->store, old->rowid, rowid, new_id, hash, last);
+        if (r < 0)
+                goto fail;
+        user = strdup(user_name(e, old->user));
+        platform = old->platform ? strdup(platform_name(e, old->platform)) : NULL;
+        if (!user || (old->platform && !platform)) {
+                r = -ENOMEM;
+                goto fail;
+        }
+        row.rowid = rowid;
+        row.id = new_id;
+        memcpy(row.token_hash, hash, sizeof hash);
+        row.user_id = user;
+        row.platform_id = platform;
+        row.created_at = old->created_at;
+        row.last_activity = last;
+        row.renewed_at = old->renewed_at;
+        r = table_session_add(e, &row, &nh);
+        if (r < 0)
+                goto fail;
+        old = S(e, h); /* the array may have moved */
+        e->sessions[nh].fp_user_agent = old->fp_user_agent;
+        memcpy(e->sessions[nh].fp_small, old->fp_small, sizeof old->fp_small);
+        r = txn_row_touch(e, rowid, nh);
+        if (r < 0)
+                goto fail;
+        r = txn_audit(e, now, "rotated", user, old_id, json_pack("{s:s}", "new_session_id", new_id));
+        if (r < 0)
+                goto out;
+        if (bus_observed(e))
+                bus_emit(e, now, "rotated", old_id, user, json_pack("{s:s}", "new_session_id", new_id));
+        r = session_end(e, now, h, ENGINE_END_ROTATED, now, NULL, NULL);
+        if (r < 0)
+                goto out;
+        e->counters.rotated++;
+        log_debug("Session %s of user %s rotated into %s.", old_id, user, new_id);
+        free(user);
+        free(platform);
+        table_info_fill(e, nh, now, ret);
+        return 0;
+fail:
+        r = txn_fail(e, r);
+out:
+        sodium_memzero(new_token, TOKEN_STRING_LEN + 1);
+        free(user);
+        free(platform);
+        return r;
+}
+
+/* ---- platform switching -------------------------------------------------------------------------- */
+
+int engine_switch_platform(struct engine *e, int64_t now, const char *token, const char *platform_id,
+                           struct engine_info *ret, struct engine_error *err) {
+        const struct sessiond_config *c = cfg(e);
+        int64_t max = c->security.max_platform_switches_per_hour, oldest = 0;
+        char id[TOKEN_ID_STRING_LEN + 1], *history = NULL, *text = NULL, *from = NULL;
+        json_t *times = NULL, *kept = NULL;
+        struct session *s;
+        const char *why;
+        uint32_t h, platform;
+        size_t i;
+        json_t *t;
+        int r;
+
+        if (!c->features.platform_switching) {
+                err->feature = "platform_switching";
+                return -EOPNOTSUPP;
+        }
+        if ((why = session_check_name(platform_id, ENGINE_PLATFORM_ID_MAX)))
+                return session_invalid(err, "platform_id", why);
+        r = session_lookup_live(e, now, token, false, &h, NULL, err);
+        if (r < 0)
+                return r;
+        s = S(e, h);
+        table_session_id(e, s, id);
+        if (s->platform && strcmp(platform_name(e, s->platform), platform_id) == 0) {
+                table_info_fill(e, h, now, ret); /* already there: not a switch */
+                return 0;
+        }
+
+        r = store_session_get_switches(e->store, s->rowid, &history);
+        if (r < 0)
+                return txn_storage_errno(r);
+        times = json_loads(history, 0, NULL);
+        free(history);
+        kept = json_array();
+        if (!kept) {
+                json_decref(times);
+                return -ENOMEM;
+        }
+        json_array_foreach(times, i, t) {
+                if (json_is_integer(t) && json_integer_value(t) > now - HOUR) {
+                        if (json_array_size(kept) == 0)
+                                oldest = json_integer_value(t);
+                        json_array_append(kept, t);
+                }
+        }
+        json_decref(times);
+        if ((int64_t)json_array_size(kept) >= max) {
+                /* The oldest switches leave the window first; with a lowered
+                 * limit more than one may have to. */
+                size_t k = json_array_size(kept) - (size_t)max;
+                oldest = json_integer_value(json_array_get(kept, k));
+                json_decref(kept);
+                e->counters.platform_switches_refused++;
+                err->retry_after = oldest + HOUR - now;
+                if (err->retry_after < 1)
+                        err->retry_after = 1;
+                security_suspicious(e, now, user_name(e, s->user), id, "platform_switch_rate");
+                return -EBUSY;
+        }
+        json_array_append_new(kept, json_integer(now));
+        text = json_dumps(kept, JSON_COMPACT);
+        json_decref(kept);
+        if (!text)
+                return -ENOMEM;
+
+        r = txn_begin(e);
+        if (r < 0)
+                goto out;
+        s = S(e, h);
+        r = txn_row_touch(e, s->rowid, h);
+        if (r >= 0)
+                r = store_session_set_platform(e->store, s->rowid, platform_id, text);
+        if (r < 0) {
+                r = txn_fail(e, r);
+                goto out;
+        }
+        r = table_platform_get(e, platform_id, &platform);
+        if (r < 0) {
+                r = txn_fail(e, r);
+                goto out;
+        }
+        s = S(e, h);
+        from = s->platform ? strdup(platform_name(e, s->platform)) : NULL;
+        table_platform_put(e, s->platform);
+        s->platform = platform;
+        e->counters.platform_switches++;
+        r = txn_audit(e, now, "platform_switched", user_name(e, s->user), id,
+                      json_pack("{s:s?, s:s}", "from", from, "to", platform_id));
+        if (r < 0)
+                goto out;
+        if (bus_observed(e))
+                bus_emit(e, now, "platform_switched", id, user_name(e, S(e, h)->user),
+                         json_pack("{s:s?, s:s}", "from", from, "to", platform_id));
+        table_info_fill(e, h, now, ret);
+out:
+        free(from);
+        free(text);
+        return r;
+}
