@@ -75,6 +75,7 @@
 #include "daemon.h"
 #include "hindex.h"
 #include "log.h"
+#include "names.h"
 #include "store.h"
 
 #define NIL UINT32_MAX
@@ -1315,10 +1316,7 @@ static const char *check_name(const char *s, size_t max) {
         n = strlen(s);
         if (n > max)
                 return max == ENGINE_USER_ID_MAX ? "longer than 255 bytes" : "longer than 128 bytes";
-        for (size_t i = 0; i < n; i++)
-                if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
-                        return "contains control characters";
-        return NULL;
+        return name_text_problem(s, n); /* names.c */
 }
 
 static int check_client(const struct engine_client *c, struct engine_error *err) {
