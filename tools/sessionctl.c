@@ -959,25 +959,32 @@ static int verb_list(struct ctl *ctl, const struct verb_args *a) {
                                 "session", "sessions");
 }
 
-/* Finds a session by id among every session the daemon still holds. */
-static int find_session(struct ctl *ctl, const char *id, json_t **ret) {
+/* Looks a session up by id with Admin.GetSession: live ones and ended ones
+ * the daemon still retains, however many sessions there are. *ret is NULL
+ * (and the return 0) when quiet and the daemon holds no such session. */
+static int get_session(struct ctl *ctl, const char *id, bool quiet, json_t **ret) {
         _cleanup_json_ json_t *reply = NULL;
-        json_t *sessions, *s;
-        size_t i;
+        const char *error = NULL;
+        json_t *session;
         int r;
 
-        r = ctl_call_member(ctl, ADMIN "ListSessions", json_pack("{s:b}", "include_ended", 1), false, "sessions",
-                            JSON_ARRAY, &reply, &sessions);
+        *ret = NULL;
+        r = ctl_call_full(ctl, ADMIN "GetSession", json_pack("{s:s}", "id", id), 0, &reply, &error, NULL);
         if (r != 0)
                 return r;
-        json_array_foreach(sessions, i, s) {
-                json_t *sid = json_object_get(s, "id");
-                if (json_is_string(sid) && strcmp(json_string_value(sid), id) == 0) {
-                        *ret = json_incref(s);
-                        return 0;
-                }
-        }
-        return error_fail("no session with id '%s'", id);
+        if (error && strcmp(error, ADMIN "NotFound") == 0)
+                return quiet ? 0 : error_fail("no session with id '%s'", id);
+        if (error && strcmp(error, ADMIN "InvalidArgument") == 0 &&
+            json_is_string(json_object_get(reply, "reason")))
+                return error_fail("'%s' is not a session id: %s", id,
+                                  json_string_value(json_object_get(reply, "reason")));
+        if (error)
+                return report_varlink_error(ADMIN "GetSession", error, reply);
+        session = reply_member(reply, "session", JSON_OBJECT);
+        if (!session)
+                return error_reply_shape(ADMIN "GetSession", "no session object");
+        *ret = json_incref(session);
+        return 0;
 }
 
 static int verb_show(struct ctl *ctl, const struct verb_args *a) {
@@ -988,7 +995,7 @@ static int verb_show(struct ctl *ctl, const struct verb_args *a) {
         int64_t now = (int64_t) time(NULL);
         int r;
 
-        r = find_session(ctl, id, &s);
+        r = get_session(ctl, id, false, &s);
         if (r != 0)
                 return r;
         if (ctl->g->json) {
@@ -1031,9 +1038,20 @@ static int verb_terminate(struct ctl *ctl, const struct verb_args *a) {
                 return r;
         /* Terminate ends live sessions only: an id whose session already
          * ended (still shown by `show` until retention purges it) is
-         * NotFound too, so say both. */
-        if (error && strcmp(error, ADMIN "NotFound") == 0)
-                return error_fail("no session with id '%s' is live (unknown id, or the session already ended)", id);
+         * NotFound too, so ask GetSession which it is. */
+        if (error && strcmp(error, ADMIN "NotFound") == 0) {
+                _cleanup_json_ json_t *s = NULL;
+                json_t *reason;
+
+                r = get_session(ctl, id, true, &s);
+                if (r != 0)
+                        return r;
+                if (!s)
+                        return error_fail("no session with id '%s'", id);
+                reason = json_object_get(s, "end_reason");
+                return error_fail("session '%s' already ended (%s)", id,
+                                  json_is_string(reason) ? json_string_value(reason) : "not live");
+        }
         if (error && strcmp(error, ADMIN "InvalidArgument") == 0 &&
             json_is_string(json_object_get(reply, "reason")))
                 return error_fail("'%s' is not a session id: %s", id,

@@ -1,0 +1,134 @@
+"""The findings of the security audit (issue 16) that concern requests and
+peers: the text of names, sessions looked up by id, admin rights decided from
+the peer's own credentials, and the total output budget.
+
+(The state files and the files the tools write are in test_statefiles.py.)
+Tests that switch to another uid or gid need root, as CI has.
+"""
+
+import grp
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+
+from harness import Daemon, VarlinkError, run_tests, wait_for
+
+S = "io.sessiond.Session."
+A = "io.sessiond.Admin."
+
+
+def expect_invalid(c, method, params, field, reason):
+    try:
+        r = c.call(method, params)
+    except VarlinkError as e:
+        assert e.error.endswith(".InvalidArgument"), (method, params, e.error)
+        assert e.parameters == {"field": field, "reason": reason}, (method, params, e.parameters)
+        return
+    raise AssertionError("%s %r succeeded: %r" % (method, params, r))
+
+
+# ---- item 5: names are strict UTF-8 without controls or line separators ----
+
+BAD_NAMES = [
+    ("a\u0085b", "contains control characters"),   # NEL, a C1 control
+    ("a\u009bb", "contains control characters"),   # CSI
+    ("\u0080", "contains control characters"),
+    ("a\u2028b", "contains line or paragraph separators"),
+    ("a\u2029", "contains line or paragraph separators"),
+    ("a\nb", "contains control characters"),       # C0, refused before too
+    ("a\u007fb", "contains control characters"),   # DEL
+]
+
+
+def test_names_refuse_c1_controls_and_separators():
+    with Daemon() as d, d.connect() as c:
+        token = c.call(S + "Create", {"user_id": "alice"})["token"]
+        for name, reason in BAD_NAMES:
+            expect_invalid(c, S + "Create", {"user_id": name}, "user_id", reason)
+            expect_invalid(c, S + "Create", {"user_id": "bob", "platform_id": name}, "platform_id", reason)
+            expect_invalid(c, S + "SwitchPlatform", {"token": token, "platform_id": name}, "platform_id", reason)
+            expect_invalid(c, S + "ListUser", {"user_id": name}, "user_id", reason)
+            expect_invalid(c, S + "DestroyUser", {"user_id": name}, "user_id", reason)
+        # What is next to them is still a name.
+        for name in ["Zo\u00eb", "\u00a0x", "\u2027", "\u202a", "\U0001f600", "\u540d\u524d"]:
+            r = c.call(S + "Create", {"user_id": name, "platform_id": name})
+            assert r["session"]["user_id"] == name and r["session"]["platform_id"] == name, r
+        # Nothing of the refused ones reached the store or the log.
+        listed = {s["user_id"] for s in c.call(A + "ListSessions", {"include_ended": True})["sessions"]}
+        assert not listed & {n for n, _ in BAD_NAMES}, listed
+
+
+def test_invalid_utf8_name_is_refused():
+    """Raw bytes that are not UTF-8 never become a name: the connection is
+    closed as a protocol error (the JSON parser refuses them), and the
+    daemon keeps serving."""
+    with Daemon() as d:
+        for raw in [b"\xc0\xaf", b"a\xff", b"\xed\xa0\x80", b"\xe2\x80"]:
+            with d.connect() as c:
+                c.send_raw(b'{"method":"io.sessiond.Session.Create","parameters":{"user_id":"' + raw + b'"}}\0')
+                assert c.is_closed(5), raw
+        # A lone surrogate escape is not a name either.
+        with d.connect() as c:
+            c.send_raw(b'{"method":"io.sessiond.Session.Create","parameters":{"user_id":"a\\ud800"}}\0')
+            assert c.is_closed(5)
+        assert d.call(A + "ListSessions", {"include_ended": True})["sessions"] == []
+
+
+# ---- item 6: Admin.GetSession and `sessionctl show` by id ----
+
+def test_get_session_by_id_among_many():
+    with Daemon() as d, d.connect() as c:
+        ids = []
+        for i in range(150):
+            ids.append(c.call(S + "Create", {"user_id": "user-%d" % i})["session"]["id"])
+        # Every one, also those past the first page of ListSessions.
+        for i in (0, 99, 100, 149):
+            s = c.call(A + "GetSession", {"id": ids[i]})["session"]
+            assert s["id"] == ids[i] and s["user_id"] == "user-%d" % i and s["state"] == "active", s
+            p = d.sessionctl("show", ids[i], check=0)
+            assert "user_id: user-%d\n" % i in p.stdout, p.stdout
+            p = d.sessionctl("--json", "show", ids[i], check=0)
+            assert json.loads(p.stdout)["id"] == ids[i], p.stdout
+        # Ended sessions too, with their end.
+        c.call(A + "Terminate", {"id": ids[149]})
+        s = c.call(A + "GetSession", {"id": ids[149]})["session"]
+        assert s["state"] == "ended" and s["end_reason"] == "terminated" and s["ended_at"] > 0, s
+        p = d.sessionctl("show", ids[149], check=0)
+        assert "end_reason: terminated" in p.stdout, p.stdout
+        p = d.sessionctl("terminate", ids[149], check=1)
+        assert "session '%s' already ended (terminated)" % ids[149] in p.stderr, p.stderr
+        # An id nobody holds, and a string that is no id.
+        unknown = "A" * 22
+        try:
+            c.call(A + "GetSession", {"id": unknown})
+            raise AssertionError("GetSession of an unknown id succeeded")
+        except VarlinkError as e:
+            assert e.error == A + "NotFound", e.error
+        p = d.sessionctl("show", unknown, check=1)
+        assert "no session with id '%s'" % unknown in p.stderr, p.stderr
+        p = d.sessionctl("terminate", unknown, check=1)
+        assert "no session with id '%s'" % unknown in p.stderr, p.stderr
+        expect_invalid(c, A + "GetSession", {"id": "nope"}, "id", "not a session id (22 base64url characters)")
+        try:
+            c.call(A + "GetSession", {})
+            raise AssertionError("GetSession without an id succeeded")
+        except VarlinkError as e:
+            assert e.error == "org.varlink.service.InvalidParameter", e.error
+        # After a restart, from the store.
+        d.restart()
+        with d.connect() as c2:
+            assert c2.call(A + "GetSession", {"id": ids[100]})["session"]["user_id"] == "user-100"
+            assert c2.call(A + "GetSession", {"id": ids[149]})["session"]["state"] == "ended"
+
+
+TESTS = [
+    test_names_refuse_c1_controls_and_separators,
+    test_invalid_utf8_name_is_refused,
+    test_get_session_by_id_among_many,
+]
+
+if __name__ == "__main__":
+    run_tests(TESTS)
