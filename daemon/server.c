@@ -11,10 +11,12 @@
  * At exit we unlink only the socket we bound (same inode), never one a newer
  * daemon has bound in the meantime.
  *
- * Accepting. The peer's credentials (SO_PEERCRED) are read once, and the
- * admin decision (uid 0, or daemon.admin_group as the peer's primary group
- * or in getgrouplist() of its user) is made once, at accept: a connection
- * never changes its rights. Limits: daemon.max_connections in total, and
+ * Accepting. The peer's credentials (SO_PEERCRED and SO_PEERGROUPS: uid,
+ * gid, supplementary groups) are read once, at accept, and kept with the
+ * connection. The admin decision (uid 0, or daemon.admin_group as that gid
+ * or one of those groups; never the user database: see peer.c) is made from
+ * them at accept and made again from them at every reload, so a reload that
+ * changes daemon.admin_group reaches connections already open. Limits: daemon.max_connections in total, and
  * three quarters of it (at least one) per non-root uid, so one local user
  * cannot take every slot and lock out the others; root is only bound by the
  * total. A connection over a limit is accepted and closed at once (closing
@@ -72,9 +74,7 @@
 
 #include <assert.h>
 #include <errno.h>
-#include <grp.h>
 #include <limits.h>
-#include <pwd.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -89,6 +89,7 @@
 #include "engine.h"
 #include "interface.h"
 #include "log.h"
+#include "peer.h"
 #include "sessiond/varlink.h"
 
 #define SERVER_PARTIAL_TIMEOUT_MS 10000 /* half a message held longer: closed */
@@ -146,8 +147,8 @@ struct conn {
         struct conn *later_next;              /* flush-local: held replies left for the next flush */
         bool in_dirty, in_ready;
 
-        struct ucred cred;
-        bool admin;
+        struct peer_cred peer; /* at accept: uid, gid, groups (peer.c) */
+        bool admin;            /* decided from peer, again at each reload */
         bool counted; /* in the connection count (not a rejected one) */
 
         struct varlink_reader reader;
@@ -216,6 +217,7 @@ struct server {
         unsigned max_connections;
         unsigned max_per_uid;
         size_t output_cap;
+        struct peer_admin_group admin_group; /* daemon.admin_group, resolved once per configuration */
 
         uint64_t commit_seq;
         unsigned long long rejected_unlogged;
@@ -238,6 +240,7 @@ static void conn_write(struct conn *c);
 static void conn_check_done(struct conn *c);
 static void conn_update_reading(struct conn *c);
 static void server_maybe_closed(struct server *s);
+static void server_apply_admin_group(struct server *s);
 
 /* ---- small helpers ------------------------------------------------------- */
 
@@ -538,7 +541,7 @@ int call_reply_continues(struct call *c, json_t *params) {
         if (conn_output_bytes(conn) > conn->server->output_cap) {
                 log_warning("Peer pid %d uid %u does not read the replies of %s (%zu bytes waiting); "
                             "closing the connection",
-                            (int) conn->cred.pid, (unsigned) conn->cred.uid, c->vc.method,
+                            (int) conn->peer.ucred.pid, (unsigned) conn->peer.ucred.uid, c->vc.method,
                             conn_output_bytes(conn));
                 r = -ENOBUFS;
         } else
@@ -665,8 +668,8 @@ static void call_dispatch(struct call *c) {
 
 static void conn_protocol_error(struct conn *c, const char *what) {
         c->server->stats.protocol_errors++;
-        log_debug("Connection %llu (pid %d uid %u): %s; closing it", c->id, (int) c->cred.pid,
-                  (unsigned) c->cred.uid, what);
+        log_debug("Connection %llu (pid %d uid %u): %s; closing it", c->id, (int) c->peer.ucred.pid,
+                  (unsigned) c->peer.ucred.uid, what);
         conn_close(c, NULL);
 }
 
@@ -689,7 +692,7 @@ static void conn_handle_message(struct conn *c, const char *msg, size_t len) {
         }
         call->server = c->server;
         call->conn = c;
-        call->cred = c->cred;
+        call->cred = c->peer.ucred;
         call->admin = c->admin;
         c->current = call;
         c->server->stats.calls++;
@@ -944,6 +947,7 @@ static void on_conn_closed(uv_handle_t *h) {
 
         assert(c->closed && !c->in_dirty && !c->in_ready && !c->current);
         varlink_reader_free(&c->reader);
+        peer_cred_clear(&c->peer);
         outbuf_free(&c->out);
         outbuf_free(&c->wbuf);
         for (size_t i = 0; i < c->n_held; i++)
@@ -979,8 +983,8 @@ static void conn_close(struct conn *c, const char *why) {
                 return;
         c->closed = true;
         if (why)
-                log_debug("Connection %llu (pid %d uid %u) closed: %s", c->id, (int) c->cred.pid,
-                          (unsigned) c->cred.uid, why);
+                log_debug("Connection %llu (pid %d uid %u) closed: %s", c->id, (int) c->peer.ucred.pid,
+                          (unsigned) c->peer.ucred.uid, why);
 
         if (c->in_dirty) {
                 DLIST_REMOVE(s->dirty, c, dirty);
@@ -1007,109 +1011,11 @@ static void conn_close(struct conn *c, const char *why) {
 
 /* ---- accepting --------------------------------------------------------------- */
 
-static int lookup_group(const char *name, gid_t *ret) {
-        struct group grbuf, *gr = NULL;
-        size_t size = 1024;
-
-        for (;;) {
-                char *buf = malloc(size);
-                int r;
-
-                if (!buf)
-                        return -ENOMEM;
-                r = getgrnam_r(name, &grbuf, buf, size, &gr);
-                if (r == ERANGE && size < (1u << 20)) {
-                        free(buf);
-                        size *= 4;
-                        continue;
-                }
-                if (gr)
-                        *ret = gr->gr_gid;
-                free(buf);
-                if (r != 0)
-                        return -r;
-                return gr ? 0 : -ENOENT;
-        }
-}
-
-/* The user's name and primary group (for getgrouplist). */
-static int lookup_user(uid_t uid, char **ret_name, gid_t *ret_gid) {
-        struct passwd pwbuf, *pw = NULL;
-        size_t size = 1024;
-
-        for (;;) {
-                char *buf = malloc(size);
-                int r;
-
-                if (!buf)
-                        return -ENOMEM;
-                r = getpwuid_r(uid, &pwbuf, buf, size, &pw);
-                if (r == ERANGE && size < (1u << 20)) {
-                        free(buf);
-                        size *= 4;
-                        continue;
-                }
-                if (r == 0 && pw) {
-                        *ret_name = strdup(pw->pw_name);
-                        *ret_gid = pw->pw_gid;
-                }
-                free(buf);
-                if (r != 0)
-                        return -r;
-                if (!pw)
-                        return -ENOENT;
-                return *ret_name ? 0 : -ENOMEM;
-        }
-}
-
-/* uid 0, or daemon.admin_group as the peer's primary group, its user's
- * primary group or one of its user's groups. A group that does not exist
- * leaves root as the only administrator. */
-static bool peer_is_admin(const struct ucred *cred, const char *group) {
-        char *user = NULL;
-        gid_t admin_gid = (gid_t) -1, user_gid = (gid_t) -1;
-        gid_t *groups = NULL;
-        int n = 64;
-        bool admin = false;
-
-        if (cred->uid == 0)
-                return true;
-        if (!group || !*group || lookup_group(group, &admin_gid) < 0)
-                return false;
-        if (cred->gid == admin_gid)
-                return true;
-        if (lookup_user(cred->uid, &user, &user_gid) < 0)
-                return false;
-        if (user_gid == admin_gid) {
-                free(user);
-                return true;
-        }
-        for (int tries = 0; tries < 4; tries++) {
-                int want = n;
-                gid_t *p = reallocarray(groups, (size_t) n, sizeof *groups);
-
-                if (!p)
-                        break;
-                groups = p;
-                if (getgrouplist(user, user_gid, groups, &n) >= 0) {
-                        for (int i = 0; i < n; i++)
-                                if (groups[i] == admin_gid)
-                                        admin = true;
-                        break;
-                }
-                if (n <= want)
-                        n = want * 2; /* some implementations do not report the size */
-        }
-        free(groups);
-        free(user);
-        return admin;
-}
-
 static unsigned server_count_uid(const struct server *s, uid_t uid) {
         unsigned n = 0;
 
         for (const struct conn *c = s->conns; c; c = c->all_next)
-                n += c->cred.uid == uid;
+                n += c->peer.ucred.uid == uid;
         return n;
 }
 
@@ -1129,7 +1035,6 @@ static void server_log_reject(struct server *s, const char *why, const struct uc
 
 static void server_accept(struct server *s) {
         struct conn *c;
-        socklen_t sl;
         uv_os_fd_t fd;
         int r;
 
@@ -1160,26 +1065,25 @@ static void server_accept(struct server *s) {
                 return;
         }
 
-        sl = sizeof c->cred;
-        if (uv_fileno((uv_handle_t *) &c->pipe, &fd) < 0 ||
-            getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &c->cred, &sl) < 0) {
-                log_warning("Failed to read the credentials of a peer: %m");
+        r = uv_fileno((uv_handle_t *) &c->pipe, &fd) < 0 ? -EBADF : peer_cred_read(fd, &c->peer);
+        if (r < 0) {
+                log_warning_errno(r, "Failed to read the credentials of a peer: %m");
                 conn_close(c, NULL);
                 return;
         }
 
         if (s->n_conns >= s->max_connections) {
-                server_log_reject(s, "daemon.max_connections reached", &c->cred);
+                server_log_reject(s, "daemon.max_connections reached", &c->peer.ucred);
                 conn_close(c, NULL);
                 return;
         }
-        if (c->cred.uid != 0 && server_count_uid(s, c->cred.uid) >= s->max_per_uid) {
-                server_log_reject(s, "this uid holds 3/4 of daemon.max_connections", &c->cred);
+        if (c->peer.ucred.uid != 0 && server_count_uid(s, c->peer.ucred.uid) >= s->max_per_uid) {
+                server_log_reject(s, "this uid holds 3/4 of daemon.max_connections", &c->peer.ucred);
                 conn_close(c, NULL);
                 return;
         }
 
-        c->admin = peer_is_admin(&c->cred, s->d->config->daemon.admin_group);
+        c->admin = peer_is_admin(&c->peer, &s->admin_group);
         r = varlink_reader_init(&c->reader, s->max_message_size);
         if (r < 0) {
                 log_error_errno(r, "Failed to set up a connection: %m");
@@ -1191,8 +1095,8 @@ static void server_accept(struct server *s) {
         c->counted = true;
         s->n_conns++;
         s->stats.accepted++;
-        log_debug("Connection %llu from pid %d uid %u gid %u%s", c->id, (int) c->cred.pid,
-                  (unsigned) c->cred.uid, (unsigned) c->cred.gid, c->admin ? " (admin)" : "");
+        log_debug("Connection %llu from pid %d uid %u gid %u%s", c->id, (int) c->peer.ucred.pid,
+                  (unsigned) c->peer.ucred.uid, (unsigned) c->peer.ucred.gid, c->admin ? " (admin)" : "");
         conn_update_reading(c);
 }
 
@@ -1377,6 +1281,7 @@ int server_new(struct daemon *d, struct server **ret) {
                 return -ENOMEM;
         s->d = d;
         server_apply_limits(s);
+        server_apply_admin_group(s);
 
         r = server_listen_fd_from_systemd(&fd);
         if (r < 0)
@@ -1572,11 +1477,50 @@ void server_get_stats(const struct server *s, struct server_stats *ret) {
         ret->connections = s->n_conns;
 }
 
+static bool call_is_admin(const struct call *c) {
+        const char *dot = strrchr(c->vc.method, '.');
+
+        return dot && interface_is_admin(c->vc.method, (size_t) (dot - c->vc.method));
+}
+
+/* Resolves daemon.admin_group (once per configuration, not per accept), then
+ * decides the rights of every open connection again from the credentials
+ * it had at accept: a reload that adds or removes the group, or names
+ * another, reaches connections already open. One that loses its rights
+ * while an Admin stream (Events) is open is closed, since that stream is
+ * what it may no longer see. */
+static void server_apply_admin_group(struct server *s) {
+        const char *name = s->d->config->daemon.admin_group;
+        struct conn *next;
+        int r;
+
+        r = peer_admin_group_resolve(name, &s->admin_group);
+        if (r == -ENOENT && name && *name)
+                log_notice("daemon.admin_group %s does not exist: only root may call io.sessiond.Admin", name);
+        else if (r < 0 && r != -ENOENT)
+                log_warning_errno(r, "Failed to look up daemon.admin_group %s: %m; only root may call "
+                                     "io.sessiond.Admin", name);
+        for (struct conn *c = s->conns; c; c = next) {
+                bool admin = peer_is_admin(&c->peer, &s->admin_group);
+
+                next = c->all_next;
+                if (admin == c->admin)
+                        continue;
+                c->admin = admin;
+                log_info("Connection %llu (pid %d uid %u) %s administrator rights (daemon.admin_group %s)", c->id,
+                         (int) c->peer.ucred.pid, (unsigned) c->peer.ucred.uid, admin ? "gained" : "lost",
+                         name && *name ? name : "unset");
+                if (!admin && c->current && c->current->vc.more && call_is_admin(c->current))
+                        conn_close(c, "administrator rights revoked during an Admin stream");
+        }
+}
+
 void server_config_changed(struct server *s) {
         assert(s);
         server_apply_limits(s);
         for (struct conn *c = s->conns; c; c = c->all_next)
                 c->reader.max_message_size = s->max_message_size;
+        server_apply_admin_group(s);
 }
 
 void server_set_timing(struct server *s, server_timing_fn fn, void *userdata) {

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import threading
 
-from harness import Daemon, VarlinkError, run_tests, wait_for
+from harness import TIMEOUT, Connection, Daemon, Skip, VarlinkError, run_tests, wait_for
 
 S = "io.sessiond.Session."
 A = "io.sessiond.Admin."
@@ -124,10 +124,113 @@ def test_get_session_by_id_among_many():
             assert c2.call(A + "GetSession", {"id": ids[149]})["session"]["state"] == "ended"
 
 
+# ---- item 3: admin rights from the peer's own credentials ----
+
+NOBODY = 65534
+DENIED = "org.varlink.service.PermissionDenied"
+
+
+def need_root():
+    if os.geteuid() != 0:
+        raise Skip("needs root to connect as another uid and gid")
+
+
+def connect_as(d, uid, gid, groups):
+    """A Connection whose peer is uid:gid with exactly these supplementary
+    groups: a child process with those credentials connects (the kernel
+    records them then) and hands the socket over with SCM_RIGHTS."""
+    os.chmod(d.tmp, 0o711)
+    os.chmod(d.socket, 0o666)
+    parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.setgroups(groups)
+            os.setgid(gid)
+            os.setuid(uid)
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.connect(d.socket)
+            socket.send_fds(child, [b"x"], [s.fileno()])
+            code = 0
+        finally:
+            os._exit(code)
+    child.close()
+    try:
+        _, fds, _, _ = socket.recv_fds(parent, 1, 1)
+    finally:
+        parent.close()
+        _, status = os.waitpid(pid, 0)
+    assert status == 0 and len(fds) == 1, "the child could not connect as %d:%d" % (uid, gid)
+    c = Connection.__new__(Connection)
+    c.sock = socket.socket(fileno=fds[0])
+    c.sock.settimeout(TIMEOUT)
+    c.buf = b""
+    return c
+
+
+def admin_answer(c):
+    try:
+        c.call(A + "ListSessions")
+        return "ok"
+    except VarlinkError as e:
+        return e.error
+
+
+def test_admin_from_peer_gid_and_groups_not_passwd():
+    """nobody's passwd group is nogroup, the admin group here; a process
+    running as nobody with another gid and no groups is no administrator."""
+    need_root()
+    with Daemon({"daemon.admin_group": "nogroup"}) as d:
+        cases = [
+            ((NOBODY, 1234, []), DENIED),           # the audit's case
+            ((NOBODY, 1234, [NOBODY]), "ok"),       # holds the group (supplementary)
+            ((4321, NOBODY, []), "ok"),             # holds the group (its gid)
+            ((4321, 1234, [1, 2, 3]), DENIED),      # other groups only
+        ]
+        for (uid, gid, groups), want in cases:
+            with connect_as(d, uid, gid, groups) as c:
+                assert admin_answer(c) == want, (uid, gid, groups, want)
+                # Session calls are for anybody on the socket.
+                assert "config" in c.call(S + "GetClientConfig")
+
+
+def test_reload_reaches_open_connections():
+    need_root()
+    with Daemon({"daemon.admin_group": "nogroup"}) as d:
+        member = connect_as(d, NOBODY, 1234, [NOBODY])          # in nogroup
+        outsider = connect_as(d, 4321, 1234, [1])               # in group daemon
+        stream = connect_as(d, NOBODY, 1234, [NOBODY])
+        assert admin_answer(member) == "ok"
+        assert admin_answer(outsider) == DENIED
+        stream.send(A + "Events", {}, more=True)
+        assert stream.recv()["continues"] is True
+
+        d.write_config({"daemon.admin_group": "daemon"})
+        d.call(A + "Reload")
+        # The same connections, the new group.
+        assert admin_answer(member) == DENIED
+        assert admin_answer(outsider) == "ok"
+        # An Admin stream whose peer lost its rights ends with its connection.
+        assert stream.is_closed(5)
+        assert "lost administrator rights" in d.read_log()
+
+        # No such group: root only.
+        d.write_config({"daemon.admin_group": "sessiond-test-no-such-group"})
+        d.call(A + "Reload")
+        assert admin_answer(outsider) == DENIED
+        assert admin_answer(member) == DENIED
+        assert "config" in d.call(A + "GetConfig")
+        for c in (member, outsider, stream):
+            c.close()
+
+
 TESTS = [
     test_names_refuse_c1_controls_and_separators,
     test_invalid_utf8_name_is_refused,
     test_get_session_by_id_among_many,
+    test_admin_from_peer_gid_and_groups_not_passwd,
+    test_reload_reaches_open_connections,
 ]
 
 if __name__ == "__main__":
