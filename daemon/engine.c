@@ -76,6 +76,7 @@
 #include "hindex.h"
 #include "log.h"
 #include "names.h"
+#include "statefiles.h"
 #include "store.h"
 
 #define NIL UINT32_MAX
@@ -2722,6 +2723,9 @@ static int open_store(struct engine *e) {
         r = mkdir_p(dir);
         if (r < 0)
                 return log_error_errno(r, "Failed to create the database folder %s: %m", dir);
+        r = statefiles_check(dir, o.path); /* statefiles.c: owners and modes, logs what it refuses */
+        if (r < 0)
+                return r;
         db_exists = stat(o.path, &st) == 0 && st.st_size > 0;
         /* The key first: a database whose key is gone cannot resolve a single
          * token, and making a new key would hide that. */

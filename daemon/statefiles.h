@@ -1,0 +1,9 @@
+/* Who may own the daemon's state files (daemon/statefiles.c). */
+#pragma once
+
+/* Checks the folder dir, the key file in it and the database db_path with
+ * its -wal and -shm: refuses (logs what is wrong and returns -EPERM) what
+ * another user owns, could write, or could read (the key); files that do
+ * not exist yet are fine (the daemon makes them). Call before reading the
+ * key and before opening the store. */
+int statefiles_check(const char *dir, const char *db_path);
