@@ -40,27 +40,25 @@
 #define MODE(st) ((unsigned) ((st)->st_mode & 07777))
 
 static int statefiles_check_folder(const char *dir, uid_t me) {
+        const char *problem;
         struct stat st;
 
         if (stat(dir, &st) < 0)
                 return log_error_errno(-errno, "Failed to check the state folder %s: %m", dir);
-        if (!S_ISDIR(st.st_mode)) {
-                log_error("State folder %s is not a folder; refusing to start.", dir);
-                return -EPERM;
-        }
-        if (st.st_uid != me && st.st_uid != 0) {
+        problem = statefiles_folder_problem(&st, me);
+        if (!problem)
+                return 0;
+        if (!S_ISDIR(st.st_mode))
+                log_error("State folder %s %s; refusing to start.", dir, problem);
+        else if (st.st_uid != me && st.st_uid != 0)
                 log_error("State folder %s is owned by uid %u, not by uid %u that sessiond runs as (or root): "
                           "its owner could replace the key or the database. Refusing to start.",
                           dir, (unsigned) st.st_uid, (unsigned) me);
-                return -EPERM;
-        }
-        if ((st.st_mode & (S_IWGRP | S_IWOTH)) && !(st.st_mode & S_ISVTX)) {
+        else
                 log_error("State folder %s is writable by group or others (mode %04o) without the sticky bit: "
                           "they could replace the key or the database. Refusing to start; make it 0700.",
                           dir, MODE(&st));
-                return -EPERM;
-        }
-        return 0;
+        return -EPERM;
 }
 
 /* what: "Key file", "Database" ...; forbidden: the mode bits others may not

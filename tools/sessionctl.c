@@ -39,6 +39,7 @@
 
 #include "sessiond/client.h"
 #include "sessiond/config.h"
+#include "outfile.h"
 #include "sessionctl.h"
 
 #define ADMIN "io.sessiond.Admin."
@@ -1470,29 +1471,6 @@ static int db_count(sqlite3 *db, const char *sql, int64_t *ret) {
         return rc;
 }
 
-static int fsync_dir_of(const char *path) {
-        _cleanup_free_ char *dir = strdup(path);
-        char *slash;
-        int fd, r = 0;
-
-        if (!dir)
-                return -ENOMEM;
-        slash = strrchr(dir, '/');
-        if (!slash)
-                strcpy(dir, ".");
-        else if (slash == dir)
-                slash[1] = '\0';
-        else
-                *slash = '\0';
-        fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (fd < 0)
-                return -errno;
-        if (fsync(fd) < 0)
-                r = -errno;
-        close(fd);
-        return r;
-}
-
 /* Copies the database into tmp with SQLite's online backup API (one
  * consistent snapshot: the daemon runs in WAL mode, so our read transaction
  * never blocks its writes), makes the copy a self-contained rollback-journal
@@ -1512,7 +1490,9 @@ static int backup_copy(const char *source, const char *tmp, int64_t *ret_session
         if (rc != SQLITE_OK)
                 return error_fail("cannot read database %s: %s", source, sqlite3_errmsg(src));
 
-        rc = sqlite3_open_v2(tmp, &dst, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL);
+        /* tmp is the empty file outfile_begin() made (an empty file is an
+         * empty database); never a symbolic link. */
+        rc = sqlite3_open_v2(tmp, &dst, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOFOLLOW, NULL);
         if (rc != SQLITE_OK)
                 return error_fail("cannot create %s: %s", tmp, dst ? sqlite3_errmsg(dst) : sqlite3_errstr(rc));
         sqlite3_busy_timeout(dst, 5000);
@@ -1548,10 +1528,9 @@ static int verb_backup(struct ctl *ctl, const struct verb_args *a) {
         const struct sessionctl_globals *g = ctl->g;
         const char *file = a->positional[0];
         __attribute__((cleanup(sessiond_config_freep))) struct sessiond_config *config = NULL;
-        _cleanup_free_ char *tmp = NULL;
+        struct outfile out;
         int64_t sessions = 0, live = 0;
         struct stat st;
-        mode_t old_umask;
         int r;
 
         if (!*file)
@@ -1565,32 +1544,18 @@ static int verb_backup(struct ctl *ctl, const struct verb_args *a) {
                 return error_fail("%s exists; use --force to overwrite it", file);
         if (stat(config->daemon.database_path, &st) < 0)
                 return error_fail("cannot open database %s: %s", config->daemon.database_path, strerror(errno));
-        if (asprintf(&tmp, "%s.tmp", file) < 0)
-                return error_fail("out of memory");
 
-        /* The copy holds what the database holds: owner-only, like it. */
-        old_umask = umask(0077);
-        (void) unlink(tmp); /* a leftover of an interrupted backup */
-        r = backup_copy(config->daemon.database_path, tmp, &sessions, &live);
-        umask(old_umask);
+        /* The copy holds what the database holds: owner-only, like it, in a
+         * fresh temporary file nobody else can swap (outfile.c). */
+        if (outfile_begin(&out, "sessionctl backup", file) < 0)
+                return SESSIONCTL_EXIT_FAILURE;
+        r = backup_copy(config->daemon.database_path, out.tmp, &sessions, &live);
         if (r != 0) {
-                (void) unlink(tmp);
+                outfile_abort(&out);
                 return r;
         }
-        if (!a->force) {
-                /* Never replace a file that appeared meanwhile. */
-                if (renameat2(AT_FDCWD, tmp, AT_FDCWD, file, RENAME_NOREPLACE) < 0) {
-                        r = errno;
-                        (void) unlink(tmp);
-                        return r == EEXIST ? error_fail("%s exists; use --force to overwrite it", file)
-                                           : error_fail("cannot rename %s to %s: %s", tmp, file, strerror(r));
-                }
-        } else if (rename(tmp, file) < 0) {
-                r = errno;
-                (void) unlink(tmp);
-                return error_fail("cannot rename %s to %s: %s", tmp, file, strerror(r));
-        }
-        (void) fsync_dir_of(file);
+        if (outfile_commit(&out, "sessionctl backup", a->force) < 0)
+                return SESSIONCTL_EXIT_FAILURE;
 
         if (g->json) {
                 json_t *j = json_pack("{s:s, s:s, s:I, s:I}", "file", file, "database", config->daemon.database_path,

@@ -214,6 +214,82 @@ def test_first_start_on_an_empty_folder():
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+# ---- the files the tools write ----
+
+def tool_writes(d, folder, name):
+    """Every way sessionctl writes a file, each into folder/name-KIND:
+    [(kind, CompletedProcess, path)]."""
+    out = []
+    for kind, args in [("backup", ["backup"]), ("recover", ["db", "recover"]),
+                       ("template", ["config", "--generate-template", "--output"])]:
+        path = os.path.join(folder, "%s-%s" % (name, kind))
+        out.append((kind, d.sessionctl(*(args + [path])), path))
+    return out
+
+
+def test_tools_refuse_folders_others_may_write():
+    """The audit's race needs a folder another user can write: the tools
+    refuse one (no sticky bit, or another user's), and leave nothing in it."""
+    need_root()
+    with Daemon() as d:
+        d.call(S + "Create", {"user_id": "alice"})
+        for mode, owner, why in [(0o777, 0, "is writable by group or others without the sticky bit"),
+                                 (0o770, 0, "is writable by group or others without the sticky bit"),
+                                 (0o755, OTHER, "is owned by another user")]:
+            folder = tempfile.mkdtemp(prefix="sessiond-out-")
+            try:
+                os.chmod(folder, mode)
+                os.chown(folder, owner, owner)
+                for kind, p, path in tool_writes(d, folder, "out"):
+                    assert p.returncode == 1, (kind, mode, p.returncode, p.stdout, p.stderr)
+                    assert "refusing to write %s" % path in p.stderr, (kind, p.stderr)
+                    assert kind == "template" or why in p.stderr, (kind, p.stderr)
+                assert os.listdir(folder) == [], (mode, os.listdir(folder))
+            finally:
+                shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_tools_write_private_files_past_planted_names():
+    """In a sticky folder all may write (like /tmp), another user plants the
+    old temporary names, as symbolic links to a file of theirs and as their
+    own files: the tools write a new file of root's, 0600 (the template
+    0644), and leave the planted ones alone."""
+    need_root()
+    with Daemon() as d:
+        d.call(S + "Create", {"user_id": "alice"})
+        folder = tempfile.mkdtemp(prefix="sessiond-out-")
+        try:
+            os.chmod(folder, 0o1777)
+            bait = os.path.join(folder, "theirs")
+            with open(bait, "w") as f:
+                f.write("theirs")
+            os.chown(bait, OTHER, OTHER)
+            for kind in ("backup", "recover", "template"):
+                target = os.path.join(folder, "out-" + kind)
+                os.symlink(bait, target + ".tmp")
+                os.lchown(target + ".tmp", OTHER, OTHER)
+            for kind, p, path in tool_writes(d, folder, "out"):
+                assert p.returncode == 0, (kind, p.stdout, p.stderr)
+                st = os.lstat(path)
+                assert stat.S_ISREG(st.st_mode) and st.st_uid == 0, (kind, st)
+                assert stat.S_IMODE(st.st_mode) == (0o644 if kind == "template" else 0o600), (kind, oct(st.st_mode))
+                assert os.path.islink(path + ".tmp"), kind
+            with open(bait) as f:
+                assert f.read() == "theirs"
+            conn = sqlite3.connect(os.path.join(folder, "out-backup"))
+            assert conn.execute("SELECT count(*) FROM sessions").fetchone()[0] == 1
+            conn.close()
+            # Nothing else was left behind: no temporary file of ours.
+            left = sorted(n for n in os.listdir(folder) if n.startswith("."))
+            assert left == [], left
+            # Without --force nothing is replaced; with it, the file is.
+            for kind, p, path in tool_writes(d, folder, "out")[:2]:
+                assert p.returncode == 1 and "exists" in p.stderr, (kind, p.stderr)
+            p = d.sessionctl("backup", "--force", os.path.join(folder, "out-backup"), check=0)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
 TESTS = [
     test_the_audit_case_planted_files,
     test_files_owned_by_another_user,
@@ -222,6 +298,8 @@ TESTS = [
     test_folder_others_may_write,
     test_sticky_folder_and_readable_database_are_fine,
     test_first_start_on_an_empty_folder,
+    test_tools_refuse_folders_others_may_write,
+    test_tools_write_private_files_past_planted_names,
 ]
 
 if __name__ == "__main__":
