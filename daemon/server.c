@@ -75,6 +75,7 @@
 #include <assert.h>
 #include <errno.h>
 #include <limits.h>
+#include <malloc.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -98,6 +99,9 @@
 #define SERVER_READ_SIZE 16384
 #define SERVER_OUTPUT_CAP_MIN (1024 * 1024)
 #define SERVER_OUTPUT_CAP_MESSAGES 4
+#define SERVER_OUTPUT_BUDGET (32 * 1024 * 1024) /* all connections together (at least two caps) */
+#define SERVER_OUTPUT_KEEP (64 * 1024)          /* a drained buffer larger than this is freed */
+#define SERVER_TRIM_AFTER (1024 * 1024)         /* freed since the last malloc_trim() */
 #define SERVER_GETINFO_URL "man:sessiond(8)"
 
 #define container_of(ptr, type, member) ((type *) ((char *) (ptr) - offsetof(type, member)))
@@ -146,6 +150,7 @@ struct conn {
         struct conn *ready_prev, *ready_next; /* server->ready: may handle its next message */
         struct conn *later_next;              /* flush-local: held replies left for the next flush */
         bool in_dirty, in_ready;
+        size_t accounted; /* its share of server->output_total */
 
         struct peer_cred peer; /* at accept: uid, gid, groups (peer.c) */
         bool admin;            /* decided from peer, again at each reload */
@@ -217,6 +222,9 @@ struct server {
         unsigned max_connections;
         unsigned max_per_uid;
         size_t output_cap;
+        size_t output_budget; /* of output_total */
+        size_t output_total;  /* output bytes of every connection (conn_output_bytes) */
+        size_t freed_untrimmed; /* buffer bytes freed since the last malloc_trim() */
         struct peer_admin_group admin_group; /* daemon.admin_group, resolved once per configuration */
 
         uint64_t commit_seq;
@@ -285,6 +293,7 @@ static void server_apply_limits(struct server *s) {
                       ? SIZE_MAX
                       : s->max_message_size * SERVER_OUTPUT_CAP_MESSAGES;
         s->output_cap = cap > SERVER_OUTPUT_CAP_MIN ? cap : SERVER_OUTPUT_CAP_MIN;
+        s->output_budget = s->output_cap > SERVER_OUTPUT_BUDGET / 2 ? s->output_cap * 2 : SERVER_OUTPUT_BUDGET;
 }
 
 
@@ -311,6 +320,38 @@ static void server_on_handle_closed(uv_handle_t *h) {
 
 static size_t conn_output_bytes(const struct conn *c) {
         return c->out.len + (c->wbuf.len - c->wbuf_offset) + c->held_bytes;
+}
+
+/* Brings server->output_total up to date with c's output (call after
+ * anything that changes it). */
+static void conn_account(struct conn *c) {
+        struct server *s = c->server;
+        size_t now = conn_output_bytes(c);
+
+        assert(s->output_total >= c->accounted);
+        s->output_total = s->output_total - c->accounted + now;
+        c->accounted = now;
+}
+
+/* Whether c must wait for its peer to read before it is served again: its
+ * own output at the per-connection cap, or any output of its own while all
+ * connections together hold the budget. A connection with nothing waiting
+ * is always served (its replies then count against the budget until its
+ * peer reads them), so a peer that reads is never starved by those that do
+ * not. */
+static bool conn_output_full(const struct conn *c) {
+        size_t mine = conn_output_bytes(c);
+
+        return mine >= c->server->output_cap || (mine > 0 && c->server->output_total >= c->server->output_budget);
+}
+
+/* Frees a buffer that drained, when it grew large: a connection that once
+ * buffered a megabyte does not keep it while idle. */
+static void conn_shrink(struct conn *c, struct outbuf *b) {
+        if (b->len > 0 || b->allocated <= SERVER_OUTPUT_KEEP)
+                return;
+        c->server->freed_untrimmed += b->allocated;
+        outbuf_free(b);
 }
 
 static void conn_mark_dirty(struct conn *c) {
@@ -421,6 +462,7 @@ static int conn_queue(struct conn *c, char *data, size_t len, bool write) {
                 if (r < 0)
                         return r;
         }
+        conn_account(c);
         conn_mark_dirty(c);
         return 0;
 }
@@ -538,7 +580,9 @@ int call_reply_continues(struct call *c, json_t *params) {
                 call_free(c);
                 return -ENOTCONN;
         }
-        if (conn_output_bytes(conn) > conn->server->output_cap) {
+        if (conn_output_bytes(conn) > conn->server->output_cap ||
+            (conn->server->output_total >= conn->server->output_budget &&
+             conn_output_bytes(conn) >= SERVER_OUTPUT_KEEP)) {
                 log_warning("Peer pid %d uid %u does not read the replies of %s (%zu bytes waiting); "
                             "closing the connection",
                             (int) conn->peer.ucred.pid, (unsigned) conn->peer.ucred.uid, c->vc.method,
@@ -713,7 +757,7 @@ static void conn_process(struct conn *c) {
                 size_t len;
                 int r;
 
-                if (conn_output_bytes(c) >= s->output_cap) {
+                if (conn_output_full(c)) {
                         c->output_blocked = true;
                         break;
                 }
@@ -789,7 +833,7 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
  * buffered input while a call is open, never past the output cap. */
 static void conn_update_reading(struct conn *c) {
         bool want = !c->closed && !c->read_eof && !c->stop_calls &&
-                    conn_output_bytes(c) < c->server->output_cap &&
+                    !conn_output_full(c) &&
                     (!c->current || varlink_reader_pending(&c->reader) <= c->reader.max_message_size);
 
         if (want == c->reading)
@@ -854,11 +898,15 @@ static void conn_release_held(struct conn *c, int commit_result) {
                 memmove(c->held, c->held + i, (c->n_held - i) * sizeof *c->held);
                 c->n_held -= i;
         }
+        conn_account(c);
 }
 
 static void after_output_drained(struct conn *c) {
         if (c->closed)
                 return;
+        conn_account(c);
+        conn_shrink(c, &c->out);
+        conn_shrink(c, &c->wbuf);
         /* Below the cap again: take input and calls again. */
         conn_update_reading(c);
         if (c->output_blocked) {
@@ -874,6 +922,7 @@ static void on_write(uv_write_t *req, int status) {
         c->writing = false;
         c->wbuf.len = 0;
         c->wbuf_offset = 0;
+        conn_account(c);
         if (status < 0) {
                 if (status != UV_ECANCELED)
                         conn_close(c, uv_strerror(status));
@@ -918,11 +967,13 @@ static void conn_write(struct conn *c) {
                 c->out.len = 0;
         }
         c->wbuf_offset = (size_t) n;
+        conn_account(c);
         b = uv_buf_init(c->wbuf.data + n, (unsigned) (c->wbuf.len - (size_t) n));
         r = uv_write(&c->write_req, (uv_stream_t *) &c->pipe, &b, 1, on_write);
         if (r < 0) {
                 c->wbuf.len = 0;
                 c->wbuf_offset = 0;
+                conn_account(c);
                 conn_close(c, uv_strerror(r));
                 return;
         }
@@ -946,6 +997,9 @@ static void on_conn_closed(uv_handle_t *h) {
         struct server *s = c->server;
 
         assert(c->closed && !c->in_dirty && !c->in_ready && !c->current);
+        assert(s->output_total >= c->accounted);
+        s->output_total -= c->accounted;
+        s->freed_untrimmed += c->out.allocated + c->wbuf.allocated + c->held_bytes;
         varlink_reader_free(&c->reader);
         peer_cred_clear(&c->peer);
         outbuf_free(&c->out);
@@ -1123,6 +1177,13 @@ static void on_sweep(uv_timer_t *t) {
                 next = c->all_next;
                 if (c->partial && !c->current && now - c->partial_since >= SERVER_PARTIAL_TIMEOUT_MS)
                         conn_protocol_error(c, "half a message held for 10 s");
+        }
+        /* Output buffers are large and short-lived: glibc keeps what they
+         * freed in its heap (the mmap threshold grows with them), so hand
+         * the free pages back to the system, at most once a second. */
+        if (s->freed_untrimmed >= SERVER_TRIM_AFTER) {
+                s->freed_untrimmed = 0;
+                (void) malloc_trim(0);
         }
 }
 
@@ -1475,6 +1536,8 @@ void server_get_stats(const struct server *s, struct server_stats *ret) {
         assert(s && ret);
         *ret = s->stats;
         ret->connections = s->n_conns;
+        ret->output_bytes = s->output_total;
+        ret->output_budget = s->output_budget;
 }
 
 static bool call_is_admin(const struct call *c) {

@@ -111,6 +111,8 @@ struct server_stats {
         unsigned long long rejected; /* over max_connections or per-uid cap */
         unsigned long long calls;
         unsigned long long protocol_errors;
+        size_t output_bytes;  /* replies buffered for peers that have not read them yet */
+        size_t output_budget; /* the most all connections may buffer before they wait */
 };
 void server_get_stats(const struct server *s, struct server_stats *ret);
 

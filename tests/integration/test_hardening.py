@@ -14,7 +14,7 @@ import subprocess
 import sys
 import threading
 
-from harness import TIMEOUT, Connection, Daemon, Skip, VarlinkError, run_tests, wait_for
+from harness import SESSIOND, TIMEOUT, Connection, Daemon, Skip, VarlinkError, run_tests, wait_for
 
 S = "io.sessiond.Session."
 A = "io.sessiond.Admin."
@@ -225,12 +225,82 @@ def test_reload_reaches_open_connections():
             c.close()
 
 
+# ---- item 4 (the server's part): a total output budget ----
+
+MIB = 1024 * 1024
+
+
+def rss(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+def sanitized(path):
+    """An ASan build keeps freed memory in its quarantine: RSS says nothing
+    about our buffers there, so only the daemon's own count is checked."""
+    with open(path, "rb") as f:
+        return b"__asan_init" in f.read()
+
+
+def test_output_budget_across_connections():
+    """Many connections of one peer pipeline calls with large replies and
+    never read: together they hold at most the budget (not connections x
+    the per-connection cap), others are still served, a flooded peer that
+    reads gets every reply, and the memory goes back once they close."""
+    n_conns, n_calls = 300, 150
+    with Daemon() as d, d.connect() as c:
+        agent = "Mozilla/5.0 " + "x" * 2000
+        for i in range(5):
+            c.call(S + "Create", {"user_id": "big", "client": {"user_agent": agent, "ip": "192.0.2.%d" % i}})
+        reply = len(json.dumps(c.call(S + "ListUser", {"user_id": "big"})))
+        status = c.call(A + "Status")["status"]
+        budget = status["output_budget"]
+        assert status["output_buffered"] == 0 and budget == 32 * MIB, status
+        base = rss(d.proc.pid)
+
+        call = json.dumps({"method": S + "ListUser", "parameters": {"user_id": "big"}}).encode() + b"\0"
+        flood = []
+        for _ in range(n_conns):
+            f = d.connect(timeout=30)
+            f.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            f.send_raw(call * n_calls)
+            flood.append(f)
+        # The budget fills up (each connection alone could hold 1 MiB: 300
+        # MiB in all) and stays there, give or take one reply a connection.
+        wait_for(lambda: c.call(A + "Status")["status"]["output_buffered"] >= budget, timeout=60,
+                 what="the output budget to fill")
+        held = c.call(A + "Status")["status"]["output_buffered"]
+        assert held <= budget + n_conns * (reply + 64), (held, budget)
+        if not sanitized(SESSIOND):
+            grown = rss(d.proc.pid) - base
+            assert grown < 3 * budget, "RSS grew by %d MiB for a budget of %d MiB" % (grown // MIB, budget // MIB)
+        # Others are served meanwhile (this very Status call, and a new peer).
+        with d.connect() as other:
+            assert len(other.call(S + "ListUser", {"user_id": "big"})["sessions"]) == 5
+        # A flooded peer that reads gets every reply, complete and in order.
+        first = flood.pop(0)
+        for k in range(n_calls):
+            r = first.recv()
+            assert len(r["parameters"]["sessions"]) == 5, k
+        first.close()
+        for f in flood:
+            f.close()
+        wait_for(lambda: c.call(A + "Status")["status"]["output_buffered"] == 0, what="the buffers to go")
+        if not sanitized(SESSIOND):
+            wait_for(lambda: rss(d.proc.pid) < base + 16 * MIB, timeout=10,
+                     what="the memory to go back (RSS %d MiB, %d MiB before)" % (rss(d.proc.pid) // MIB, base // MIB))
+
+
 TESTS = [
     test_names_refuse_c1_controls_and_separators,
     test_invalid_utf8_name_is_refused,
     test_get_session_by_id_among_many,
     test_admin_from_peer_gid_and_groups_not_passwd,
     test_reload_reaches_open_connections,
+    test_output_budget_across_connections,
 ]
 
 if __name__ == "__main__":
