@@ -59,6 +59,8 @@ def test_names_refuse_c1_controls_and_separators():
         # Nothing of the refused ones reached the store or the log.
         listed = {s["user_id"] for s in c.call(A + "ListSessions", {"include_ended": True})["sessions"]}
         assert not listed & {n for n, _ in BAD_NAMES}, listed
+        c.close()
+        d.stop()
 
 
 def test_invalid_utf8_name_is_refused():
@@ -182,6 +184,7 @@ def test_admin_from_peer_gid_and_groups_not_passwd():
     running as nobody with another gid and no groups is no administrator."""
     need_root()
     with Daemon({"daemon.admin_group": "nogroup"}) as d:
+        assert "daemon.admin_group" not in d.read_log()
         cases = [
             ((NOBODY, 1234, []), DENIED),           # the audit's case
             ((NOBODY, 1234, [NOBODY]), "ok"),       # holds the group (supplementary)
@@ -223,6 +226,7 @@ def test_reload_reaches_open_connections():
         assert "config" in d.call(A + "GetConfig")
         for c in (member, outsider, stream):
             c.close()
+        d.stop()  # exit 0: nothing leaked (the sanitizer build checks)
 
 
 # ---- item 4 (the server's part): a total output budget ----
@@ -292,6 +296,8 @@ def test_output_budget_across_connections():
         if not sanitized(SESSIOND):
             wait_for(lambda: rss(d.proc.pid) < base + 16 * MIB, timeout=10,
                      what="the memory to go back (RSS %d MiB, %d MiB before)" % (rss(d.proc.pid) // MIB, base // MIB))
+        c.close()
+        d.stop()
 
 
 TESTS = [
