@@ -2,7 +2,7 @@
  *
  * The server lets only uid 0 and members of daemon.admin_group reach this
  * table. The session-related methods (ListSessions, Terminate,
- * TerminateUser), the configuration (GetConfig, Reload) and a basic Status
+ * TerminateUser, GetSession), the configuration (GetConfig, Reload) and a basic Status
  * live here; health, metrics, alerts, events, audit, cleanup and analytics
  * belong to the observability work and join this table with it.
  */
@@ -35,7 +35,7 @@ static void method_status(struct daemon *d, struct call *c) {
         if (d->server)
                 server_get_stats(d->server, &st);
         engine_count(d->engine, now, &counts);
-        status = json_pack("{s:s, s:i, s:I, s:I, s:s, s:s?, s:I, s:I, s:I, s:I, s:I, s:I}",
+        status = json_pack("{s:s, s:i, s:I, s:I, s:s, s:s?, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}",
                            "version", SESSIOND_VERSION,
                            "pid", (int)getpid(),
                            "uptime", (json_int_t)(now - d->started_at),
@@ -47,6 +47,8 @@ static void method_status(struct daemon *d, struct call *c) {
                            "sessions_in_memory", (json_int_t)counts.sessions,
                            "users", (json_int_t)counts.users,
                            "connections", (json_int_t)st.connections,
+                           "output_buffered", (json_int_t)st.output_bytes,
+                           "output_budget", (json_int_t)st.output_budget,
                            "reloads", (json_int_t)d->reloads);
         if (!status || methods_observe_status(d, status) < 0) {
                 json_decref(status);
@@ -140,6 +142,50 @@ static void method_list_sessions(struct daemon *d, struct call *c) {
         call_reply(c, json_pack("{s:o}", "sessions", sessions));
 }
 
+struct found_session {
+        json_t *session;
+        bool seen;
+};
+
+/* Keeps the one session engine_session_by_id() found. */
+static int get_session_cb(const struct engine_info *info, void *userdata) {
+        struct found_session *f = userdata;
+
+        f->seen = true;
+        f->session = methods_session_info(info);
+        return 1;
+}
+
+/* One session by public id, live (from memory, through the engine) or
+ * ended and still retained (from the store): what `sessionctl show` needs,
+ * without walking a listing. */
+static void method_get_session(struct daemon *d, struct call *c) {
+        struct found_session f = {0};
+        uint8_t raw[TOKEN_ID_BYTES];
+        const char *id;
+        int r;
+
+        if (methods_param_string(c, IFACE, "id", true, &id) < 0)
+                return;
+        if (token_id_parse(id, raw) < 0) {
+                invalid_argument(c, "id", "not a session id (22 base64url characters)");
+                return;
+        }
+        r = engine_session_by_id(d->engine, methods_now(), id, get_session_cb, &f);
+        if (r >= 0 && !f.seen)
+                r = -ENOENT; /* a live row that is not in memory: not a session (yet) */
+        if (r >= 0 && !f.session) {
+                methods_reply_oom(c);
+                return;
+        }
+        if (r < 0) {
+                json_decref(f.session);
+                methods_reply_error(c, IFACE, r, &(struct engine_error){0});
+                return;
+        }
+        call_reply(c, json_pack("{s:o}", "session", f.session));
+}
+
 static void method_terminate(struct daemon *d, struct call *c) {
         uint64_t seq = engine_write_seq(d->engine);
         uint8_t raw[TOKEN_ID_BYTES];
@@ -187,6 +233,7 @@ const struct method methods_admin[] = {
         {"GetConfig", method_get_config},
         {"Reload", method_reload},
         {"ListSessions", method_list_sessions},
+        {"GetSession", method_get_session},
         {"Terminate", method_terminate},
         {"TerminateUser", method_terminate_user},
 };

@@ -11,10 +11,12 @@
  * At exit we unlink only the socket we bound (same inode), never one a newer
  * daemon has bound in the meantime.
  *
- * Accepting. The peer's credentials (SO_PEERCRED) are read once, and the
- * admin decision (uid 0, or daemon.admin_group as the peer's primary group
- * or in getgrouplist() of its user) is made once, at accept: a connection
- * never changes its rights. Limits: daemon.max_connections in total, and
+ * Accepting. The peer's credentials (SO_PEERCRED and SO_PEERGROUPS: uid,
+ * gid, supplementary groups) are read once, at accept, and kept with the
+ * connection. The admin decision (uid 0, or daemon.admin_group as that gid
+ * or one of those groups; never the user database: see peer.c) is made from
+ * them at accept and made again from them at every reload, so a reload that
+ * changes daemon.admin_group reaches connections already open. Limits: daemon.max_connections in total, and
  * three quarters of it (at least one) per non-root uid, so one local user
  * cannot take every slot and lock out the others; root is only bound by the
  * total. A connection over a limit is accepted and closed at once (closing
@@ -75,9 +77,8 @@
 
 #include <assert.h>
 #include <errno.h>
-#include <grp.h>
 #include <limits.h>
-#include <pwd.h>
+#include <malloc.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -91,6 +92,7 @@
 #include "daemon.h"
 #include "interface.h"
 #include "log.h"
+#include "peer.h"
 #include "sessiond/varlink.h"
 
 #define SERVER_PARTIAL_TIMEOUT_MS 10000 /* half a message held longer: closed */
@@ -99,6 +101,9 @@
 #define SERVER_READ_SIZE 16384
 #define SERVER_OUTPUT_CAP_MIN (1024 * 1024)
 #define SERVER_OUTPUT_CAP_MESSAGES 4
+#define SERVER_OUTPUT_BUDGET (32 * 1024 * 1024) /* all connections together (at least two caps) */
+#define SERVER_OUTPUT_KEEP (64 * 1024)          /* a drained buffer larger than this is freed */
+#define SERVER_TRIM_AFTER (1024 * 1024)         /* freed since the last malloc_trim() */
 #define SERVER_GETINFO_URL "man:sessiond(8)"
 
 #define container_of(ptr, type, member) ((type *) ((char *) (ptr) - offsetof(type, member)))
@@ -146,9 +151,10 @@ struct conn {
         struct conn *dirty_prev, *dirty_next; /* server->dirty: output or held replies */
         struct conn *ready_prev, *ready_next; /* server->ready: may handle its next message */
         bool in_dirty, in_ready;
+        size_t accounted; /* its share of server->output_total */
 
-        struct ucred cred;
-        bool admin;
+        struct peer_cred peer; /* at accept: uid, gid, groups (peer.c) */
+        bool admin;            /* decided from peer, again at each reload */
         bool counted; /* in the connection count (not a rejected one) */
 
         struct varlink_reader reader;
@@ -217,6 +223,10 @@ struct server {
         unsigned max_connections;
         unsigned max_per_uid;
         size_t output_cap;
+        size_t output_budget; /* of output_total */
+        size_t output_total;  /* output bytes of every connection (conn_output_bytes) */
+        size_t freed_untrimmed; /* buffer bytes freed since the last malloc_trim() */
+        struct peer_admin_group admin_group; /* daemon.admin_group, resolved once per configuration */
 
         uint64_t commit_seq;
         size_t n_held_total; /* held replies over every connection */
@@ -240,6 +250,7 @@ static void conn_write(struct conn *c);
 static void conn_check_done(struct conn *c);
 static void conn_update_reading(struct conn *c);
 static void server_maybe_closed(struct server *s);
+static void server_apply_admin_group(struct server *s);
 
 /* ---- small helpers ------------------------------------------------------- */
 
@@ -284,6 +295,7 @@ static void server_apply_limits(struct server *s) {
                       ? SIZE_MAX
                       : s->max_message_size * SERVER_OUTPUT_CAP_MESSAGES;
         s->output_cap = cap > SERVER_OUTPUT_CAP_MIN ? cap : SERVER_OUTPUT_CAP_MIN;
+        s->output_budget = s->output_cap > SERVER_OUTPUT_BUDGET / 2 ? s->output_cap * 2 : SERVER_OUTPUT_BUDGET;
 }
 
 
@@ -310,6 +322,38 @@ static void server_on_handle_closed(uv_handle_t *h) {
 
 static size_t conn_output_bytes(const struct conn *c) {
         return c->out.len + (c->wbuf.len - c->wbuf_offset) + c->held_bytes;
+}
+
+/* Brings server->output_total up to date with c's output (call after
+ * anything that changes it). */
+static void conn_account(struct conn *c) {
+        struct server *s = c->server;
+        size_t now = conn_output_bytes(c);
+
+        assert(s->output_total >= c->accounted);
+        s->output_total = s->output_total - c->accounted + now;
+        c->accounted = now;
+}
+
+/* Whether c must wait for its peer to read before it is served again: its
+ * own output at the per-connection cap, or any output of its own while all
+ * connections together hold the budget. A connection with nothing waiting
+ * is always served (its replies then count against the budget until its
+ * peer reads them), so a peer that reads is never starved by those that do
+ * not. */
+static bool conn_output_full(const struct conn *c) {
+        size_t mine = conn_output_bytes(c);
+
+        return mine >= c->server->output_cap || (mine > 0 && c->server->output_total >= c->server->output_budget);
+}
+
+/* Frees a buffer that drained, when it grew large: a connection that once
+ * buffered a megabyte does not keep it while idle. */
+static void conn_shrink(struct conn *c, struct outbuf *b) {
+        if (b->len > 0 || b->allocated <= SERVER_OUTPUT_KEEP)
+                return;
+        c->server->freed_untrimmed += b->allocated;
+        outbuf_free(b);
 }
 
 static void conn_mark_dirty(struct conn *c) {
@@ -421,6 +465,7 @@ static int conn_queue(struct conn *c, char *data, size_t len, bool write) {
                 if (r < 0)
                         return r;
         }
+        conn_account(c);
         conn_mark_dirty(c);
         return 0;
 }
@@ -538,10 +583,12 @@ int call_reply_continues(struct call *c, json_t *params) {
                 call_free(c);
                 return -ENOTCONN;
         }
-        if (conn_output_bytes(conn) > conn->server->output_cap) {
+        if (conn_output_bytes(conn) > conn->server->output_cap ||
+            (conn->server->output_total >= conn->server->output_budget &&
+             conn_output_bytes(conn) >= SERVER_OUTPUT_KEEP)) {
                 log_warning("Peer pid %d uid %u does not read the replies of %s (%zu bytes waiting); "
                             "closing the connection",
-                            (int) conn->cred.pid, (unsigned) conn->cred.uid, c->vc.method,
+                            (int) conn->peer.ucred.pid, (unsigned) conn->peer.ucred.uid, c->vc.method,
                             conn_output_bytes(conn));
                 r = -ENOBUFS;
         } else
@@ -668,8 +715,8 @@ static void call_dispatch(struct call *c) {
 
 static void conn_protocol_error(struct conn *c, const char *what) {
         c->server->stats.protocol_errors++;
-        log_debug("Connection %llu (pid %d uid %u): %s; closing it", c->id, (int) c->cred.pid,
-                  (unsigned) c->cred.uid, what);
+        log_debug("Connection %llu (pid %d uid %u): %s; closing it", c->id, (int) c->peer.ucred.pid,
+                  (unsigned) c->peer.ucred.uid, what);
         conn_close(c, NULL);
 }
 
@@ -692,7 +739,7 @@ static void conn_handle_message(struct conn *c, const char *msg, size_t len) {
         }
         call->server = c->server;
         call->conn = c;
-        call->cred = c->cred;
+        call->cred = c->peer.ucred;
         call->admin = c->admin;
         c->current = call;
         c->server->stats.calls++;
@@ -713,7 +760,7 @@ static void conn_process(struct conn *c) {
                 size_t len;
                 int r;
 
-                if (conn_output_bytes(c) >= s->output_cap) {
+                if (conn_output_full(c)) {
                         c->output_blocked = true;
                         break;
                 }
@@ -789,7 +836,7 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
  * buffered input while a call is open, never past the output cap. */
 static void conn_update_reading(struct conn *c) {
         bool want = !c->closed && !c->read_eof && !c->stop_calls &&
-                    conn_output_bytes(c) < c->server->output_cap &&
+                    !conn_output_full(c) &&
                     (!c->current || varlink_reader_pending(&c->reader) <= c->reader.max_message_size);
 
         if (want == c->reading)
@@ -851,11 +898,15 @@ static void conn_release_held(struct conn *c, uint64_t upto, const char *error, 
                 c->server->n_held_total -= i;
                 conn_mark_dirty(c);
         }
+        conn_account(c);
 }
 
 static void after_output_drained(struct conn *c) {
         if (c->closed)
                 return;
+        conn_account(c);
+        conn_shrink(c, &c->out);
+        conn_shrink(c, &c->wbuf);
         /* Below the cap again: take input and calls again. */
         conn_update_reading(c);
         if (c->output_blocked) {
@@ -871,6 +922,7 @@ static void on_write(uv_write_t *req, int status) {
         c->writing = false;
         c->wbuf.len = 0;
         c->wbuf_offset = 0;
+        conn_account(c);
         if (status < 0) {
                 if (status != UV_ECANCELED)
                         conn_close(c, uv_strerror(status));
@@ -915,11 +967,13 @@ static void conn_write(struct conn *c) {
                 c->out.len = 0;
         }
         c->wbuf_offset = (size_t) n;
+        conn_account(c);
         b = uv_buf_init(c->wbuf.data + n, (unsigned) (c->wbuf.len - (size_t) n));
         r = uv_write(&c->write_req, (uv_stream_t *) &c->pipe, &b, 1, on_write);
         if (r < 0) {
                 c->wbuf.len = 0;
                 c->wbuf_offset = 0;
+                conn_account(c);
                 conn_close(c, uv_strerror(r));
                 return;
         }
@@ -943,7 +997,11 @@ static void on_conn_closed(uv_handle_t *h) {
         struct server *s = c->server;
 
         assert(c->closed && !c->in_dirty && !c->in_ready && !c->current);
+        assert(s->output_total >= c->accounted);
+        s->output_total -= c->accounted;
+        s->freed_untrimmed += c->out.allocated + c->wbuf.allocated + c->held_bytes;
         varlink_reader_free(&c->reader);
+        peer_cred_clear(&c->peer);
         outbuf_free(&c->out);
         outbuf_free(&c->wbuf);
         for (size_t i = 0; i < c->n_held; i++)
@@ -980,8 +1038,8 @@ static void conn_close(struct conn *c, const char *why) {
                 return;
         c->closed = true;
         if (why)
-                log_debug("Connection %llu (pid %d uid %u) closed: %s", c->id, (int) c->cred.pid,
-                          (unsigned) c->cred.uid, why);
+                log_debug("Connection %llu (pid %d uid %u) closed: %s", c->id, (int) c->peer.ucred.pid,
+                          (unsigned) c->peer.ucred.uid, why);
 
         if (c->in_dirty) {
                 DLIST_REMOVE(s->dirty, c, dirty);
@@ -1008,109 +1066,11 @@ static void conn_close(struct conn *c, const char *why) {
 
 /* ---- accepting --------------------------------------------------------------- */
 
-static int lookup_group(const char *name, gid_t *ret) {
-        struct group grbuf, *gr = NULL;
-        size_t size = 1024;
-
-        for (;;) {
-                char *buf = malloc(size);
-                int r;
-
-                if (!buf)
-                        return -ENOMEM;
-                r = getgrnam_r(name, &grbuf, buf, size, &gr);
-                if (r == ERANGE && size < (1u << 20)) {
-                        free(buf);
-                        size *= 4;
-                        continue;
-                }
-                if (gr)
-                        *ret = gr->gr_gid;
-                free(buf);
-                if (r != 0)
-                        return -r;
-                return gr ? 0 : -ENOENT;
-        }
-}
-
-/* The user's name and primary group (for getgrouplist). */
-static int lookup_user(uid_t uid, char **ret_name, gid_t *ret_gid) {
-        struct passwd pwbuf, *pw = NULL;
-        size_t size = 1024;
-
-        for (;;) {
-                char *buf = malloc(size);
-                int r;
-
-                if (!buf)
-                        return -ENOMEM;
-                r = getpwuid_r(uid, &pwbuf, buf, size, &pw);
-                if (r == ERANGE && size < (1u << 20)) {
-                        free(buf);
-                        size *= 4;
-                        continue;
-                }
-                if (r == 0 && pw) {
-                        *ret_name = strdup(pw->pw_name);
-                        *ret_gid = pw->pw_gid;
-                }
-                free(buf);
-                if (r != 0)
-                        return -r;
-                if (!pw)
-                        return -ENOENT;
-                return *ret_name ? 0 : -ENOMEM;
-        }
-}
-
-/* uid 0, or daemon.admin_group as the peer's primary group, its user's
- * primary group or one of its user's groups. A group that does not exist
- * leaves root as the only administrator. */
-static bool peer_is_admin(const struct ucred *cred, const char *group) {
-        char *user = NULL;
-        gid_t admin_gid = (gid_t) -1, user_gid = (gid_t) -1;
-        gid_t *groups = NULL;
-        int n = 64;
-        bool admin = false;
-
-        if (cred->uid == 0)
-                return true;
-        if (!group || !*group || lookup_group(group, &admin_gid) < 0)
-                return false;
-        if (cred->gid == admin_gid)
-                return true;
-        if (lookup_user(cred->uid, &user, &user_gid) < 0)
-                return false;
-        if (user_gid == admin_gid) {
-                free(user);
-                return true;
-        }
-        for (int tries = 0; tries < 4; tries++) {
-                int want = n;
-                gid_t *p = reallocarray(groups, (size_t) n, sizeof *groups);
-
-                if (!p)
-                        break;
-                groups = p;
-                if (getgrouplist(user, user_gid, groups, &n) >= 0) {
-                        for (int i = 0; i < n; i++)
-                                if (groups[i] == admin_gid)
-                                        admin = true;
-                        break;
-                }
-                if (n <= want)
-                        n = want * 2; /* some implementations do not report the size */
-        }
-        free(groups);
-        free(user);
-        return admin;
-}
-
 static unsigned server_count_uid(const struct server *s, uid_t uid) {
         unsigned n = 0;
 
         for (const struct conn *c = s->conns; c; c = c->all_next)
-                n += c->cred.uid == uid;
+                n += c->peer.ucred.uid == uid;
         return n;
 }
 
@@ -1130,7 +1090,6 @@ static void server_log_reject(struct server *s, const char *why, const struct uc
 
 static void server_accept(struct server *s) {
         struct conn *c;
-        socklen_t sl;
         uv_os_fd_t fd;
         int r;
 
@@ -1161,26 +1120,25 @@ static void server_accept(struct server *s) {
                 return;
         }
 
-        sl = sizeof c->cred;
-        if (uv_fileno((uv_handle_t *) &c->pipe, &fd) < 0 ||
-            getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &c->cred, &sl) < 0) {
-                log_warning("Failed to read the credentials of a peer: %m");
+        r = uv_fileno((uv_handle_t *) &c->pipe, &fd) < 0 ? -EBADF : peer_cred_read(fd, &c->peer);
+        if (r < 0) {
+                log_warning_errno(r, "Failed to read the credentials of a peer: %m");
                 conn_close(c, NULL);
                 return;
         }
 
         if (s->n_conns >= s->max_connections) {
-                server_log_reject(s, "daemon.max_connections reached", &c->cred);
+                server_log_reject(s, "daemon.max_connections reached", &c->peer.ucred);
                 conn_close(c, NULL);
                 return;
         }
-        if (c->cred.uid != 0 && server_count_uid(s, c->cred.uid) >= s->max_per_uid) {
-                server_log_reject(s, "this uid holds 3/4 of daemon.max_connections", &c->cred);
+        if (c->peer.ucred.uid != 0 && server_count_uid(s, c->peer.ucred.uid) >= s->max_per_uid) {
+                server_log_reject(s, "this uid holds 3/4 of daemon.max_connections", &c->peer.ucred);
                 conn_close(c, NULL);
                 return;
         }
 
-        c->admin = peer_is_admin(&c->cred, s->d->config->daemon.admin_group);
+        c->admin = peer_is_admin(&c->peer, &s->admin_group);
         r = varlink_reader_init(&c->reader, s->max_message_size);
         if (r < 0) {
                 log_error_errno(r, "Failed to set up a connection: %m");
@@ -1192,8 +1150,8 @@ static void server_accept(struct server *s) {
         c->counted = true;
         s->n_conns++;
         s->stats.accepted++;
-        log_debug("Connection %llu from pid %d uid %u gid %u%s", c->id, (int) c->cred.pid,
-                  (unsigned) c->cred.uid, (unsigned) c->cred.gid, c->admin ? " (admin)" : "");
+        log_debug("Connection %llu from pid %d uid %u gid %u%s", c->id, (int) c->peer.ucred.pid,
+                  (unsigned) c->peer.ucred.uid, (unsigned) c->peer.ucred.gid, c->admin ? " (admin)" : "");
         conn_update_reading(c);
 }
 
@@ -1220,6 +1178,13 @@ static void on_sweep(uv_timer_t *t) {
                 next = c->all_next;
                 if (c->partial && !c->current && now - c->partial_since >= SERVER_PARTIAL_TIMEOUT_MS)
                         conn_protocol_error(c, "half a message held for 10 s");
+        }
+        /* Output buffers are large and short-lived: glibc keeps what they
+         * freed in its heap (the mmap threshold grows with them), so hand
+         * the free pages back to the system, at most once a second. */
+        if (s->freed_untrimmed >= SERVER_TRIM_AFTER) {
+                s->freed_untrimmed = 0;
+                (void) malloc_trim(0);
         }
 }
 
@@ -1378,6 +1343,7 @@ int server_new(struct daemon *d, struct server **ret) {
                 return -ENOMEM;
         s->d = d;
         server_apply_limits(s);
+        server_apply_admin_group(s);
 
         r = server_listen_fd_from_systemd(&fd);
         if (r < 0)
@@ -1579,6 +1545,46 @@ void server_get_stats(const struct server *s, struct server_stats *ret) {
         assert(s && ret);
         *ret = s->stats;
         ret->connections = s->n_conns;
+        ret->output_bytes = s->output_total;
+        ret->output_budget = s->output_budget;
+}
+
+static bool call_is_admin(const struct call *c) {
+        const char *dot = strrchr(c->vc.method, '.');
+
+        return dot && interface_is_admin(c->vc.method, (size_t) (dot - c->vc.method));
+}
+
+/* Resolves daemon.admin_group (once per configuration, not per accept), then
+ * decides the rights of every open connection again from the credentials
+ * it had at accept: a reload that adds or removes the group, or names
+ * another, reaches connections already open. One that loses its rights
+ * while an Admin stream (Events) is open is closed, since that stream is
+ * what it may no longer see. */
+static void server_apply_admin_group(struct server *s) {
+        const char *name = s->d->config->daemon.admin_group;
+        struct conn *next;
+        int r;
+
+        r = peer_admin_group_resolve(name, &s->admin_group);
+        if (r == -ENOENT && name && *name)
+                log_notice("daemon.admin_group %s does not exist: only root may call io.sessiond.Admin", name);
+        else if (r < 0 && r != -ENOENT)
+                log_warning_errno(r, "Failed to look up daemon.admin_group %s: %m; only root may call "
+                                     "io.sessiond.Admin", name);
+        for (struct conn *c = s->conns; c; c = next) {
+                bool admin = peer_is_admin(&c->peer, &s->admin_group);
+
+                next = c->all_next;
+                if (admin == c->admin)
+                        continue;
+                c->admin = admin;
+                log_info("Connection %llu (pid %d uid %u) %s administrator rights (daemon.admin_group %s)", c->id,
+                         (int) c->peer.ucred.pid, (unsigned) c->peer.ucred.uid, admin ? "gained" : "lost",
+                         name && *name ? name : "unset");
+                if (!admin && c->current && c->current->vc.more && call_is_admin(c->current))
+                        conn_close(c, "administrator rights revoked during an Admin stream");
+        }
 }
 
 void server_config_changed(struct server *s) {
@@ -1586,6 +1592,7 @@ void server_config_changed(struct server *s) {
         server_apply_limits(s);
         for (struct conn *c = s->conns; c; c = c->all_next)
                 c->reader.max_message_size = s->max_message_size;
+        server_apply_admin_group(s);
 }
 
 void server_set_timing(struct server *s, server_timing_fn fn, void *userdata) {

@@ -1,9 +1,12 @@
 /* The Varlink server: listening socket, connections, calls.
  *
  * The server owns the listening socket (bound by us or handed over by
- * systemd) and every connection. It decides what a peer may do once, at
- * accept, from SO_PEERCRED: uid 0 or a member of daemon.admin_group may call
- * io.sessiond.Admin, anybody else gets PermissionDenied there.
+ * systemd) and every connection. It decides what a peer may do from the
+ * credentials the kernel recorded at connect time (SO_PEERCRED,
+ * SO_PEERGROUPS): uid 0, or a process whose gid or supplementary groups
+ * include daemon.admin_group, may call io.sessiond.Admin, anybody else gets
+ * PermissionDenied there. The decision is made at accept and again at each
+ * reload.
  *
  * A connection processes its calls strictly one after the other: the next
  * message is not parsed before the current call has its final reply. This
@@ -126,10 +129,13 @@ struct server_stats {
         unsigned long long rejected; /* over max_connections or per-uid cap */
         unsigned long long calls;
         unsigned long long protocol_errors;
+        size_t output_bytes;  /* replies buffered for peers that have not read them yet */
+        size_t output_budget; /* the most all connections may buffer before they wait */
 };
 void server_get_stats(const struct server *s, struct server_stats *ret);
 
-/* Applies daemon.max_connections / max_message_size after a reload. */
+/* Applies daemon.max_connections / max_message_size after a reload, and
+ * daemon.admin_group to every open connection. */
 void server_config_changed(struct server *s);
 
 /* Request timing (monitoring.performance_monitoring, set by the jobs): fn

@@ -125,6 +125,18 @@ static int do_validate(const struct sessionctl_globals *g) {
 /* Loads for display: problems go to stderr, the JSON to stdout. A
  * configuration that loads but breaks a rule is still shown (that is how
  * one finds out why), with its issues on stderr. */
+/* sessiond_file_write_atomic() refused a folder others may write in, or
+ * found its temporary file swapped (envfile.h). */
+static void write_refused(const char *path, int r) {
+        if (r == -ESTALE)
+                fprintf(stderr, "sessionctl config: cannot write %s: the temporary file was replaced by somebody "
+                                "else; nothing changed\n", path);
+        else
+                fprintf(stderr, "sessionctl config: refusing to write %s: its folder belongs to another user or is "
+                                "writable by group or others without the sticky bit, so the file could be swapped; "
+                                "nothing changed\n", path);
+}
+
 static int do_show(const struct sessionctl_globals *g, enum action action, bool origin) {
         struct sessiond_issues issues = {};
         struct sessiond_config *c = NULL;
@@ -239,6 +251,10 @@ static int do_edit(const struct sessionctl_globals *g, enum action action, const
         }
 
         r = sessiond_envfile_write(f, path);
+        if (r == -EPERM || r == -ESTALE) {
+                write_refused(path, r);
+                goto out;
+        }
         if (r == -EACCES) {
                 fprintf(stderr, "sessionctl config: cannot write %s: it is read-only or not writable by this user; nothing changed\n",
                         path);
@@ -321,6 +337,10 @@ static int do_template(const char *output, const char *format) {
         }
         r = sessiond_file_write_atomic(output, text, strlen(text), 0644);
         free(text);
+        if (r == -EPERM || r == -ESTALE) {
+                write_refused(output, r);
+                return SESSIONCTL_EXIT_FAILURE;
+        }
         if (r == -EACCES) {
                 fprintf(stderr, "sessionctl config: cannot write %s: it is read-only or not writable by this user; nothing changed\n",
                         output);

@@ -22,7 +22,8 @@
  *            by bisection to the first rowid that can be read, so that
  *            only the unreadable pages are lost. Rows are inserted with
  *            INSERT OR IGNORE; the schema version is copied; the result is
- *            checked, written to OUTPUT.tmp (0600) and renamed to OUTPUT.
+ *            checked, written to a fresh temporary file (0600, O_EXCL:
+ *            tools/outfile.c) in OUTPUT's folder and renamed to OUTPUT.
  *            Without a readable schema there is nothing to copy into and
  *            the verb says so (start sessiond on an empty file, or restore
  *            a backup).
@@ -52,6 +53,7 @@
 #include "../daemon/sidefiles.h"
 #include "../daemon/store.h" /* STORE_SCHEMA_VERSION */
 #include "sessiond/config.h"
+#include "outfile.h"
 #include "sessionctl.h"
 
 /* How many damaged regions of one table a recovery steps over before it
@@ -539,7 +541,7 @@ static int recover_into(sqlite3 *src, const char *path, const char *tmp, json_t 
         int64_t version = 0, max_reads;
         struct stat src_st;
         char pragma[64];
-        int rc, r = 0, fd;
+        int rc, r = 0;
 
         /* A damaged page may make SQLite refuse to load the schema at all
          * (a root page past the end of a truncated file): writable_schema
@@ -561,13 +563,8 @@ static int recover_into(sqlite3 *src, const char *path, const char *tmp, json_t 
         /* A row takes at least 4 bytes of a page (its pointer and header). */
         max_reads = stat(path, &src_st) == 0 ? (int64_t) src_st.st_size / 4 + 1000 : INT64_MAX;
 
-        fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-        if (fd < 0) {
-                schema_free(schema, n);
-                return db_fail("cannot create %s: %s", tmp, strerror(errno));
-        }
-        close(fd);
-        rc = sqlite3_open_v2(tmp, &dst, SQLITE_OPEN_READWRITE, NULL);
+        /* tmp is the empty file outfile_begin() made; never a symbolic link. */
+        rc = sqlite3_open_v2(tmp, &dst, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOFOLLOW, NULL);
         if (rc != SQLITE_OK) {
                 schema_free(schema, n);
                 return db_fail("cannot open %s: %s", tmp, dst ? sqlite3_errmsg(dst) : sqlite3_errstr(rc));
@@ -611,15 +608,7 @@ static int recover_into(sqlite3 *src, const char *path, const char *tmp, json_t 
                     sqlite3_step(st) != SQLITE_ROW || strcmp((const char *) sqlite3_column_text(st, 0), "ok") != 0)
                         return db_fail("the copy %s fails its integrity check", tmp);
         }
-        fd = open(tmp, O_RDONLY | O_CLOEXEC);
-        if (fd < 0 || fsync(fd) < 0) {
-                r = errno;
-                if (fd >= 0)
-                        close(fd);
-                return db_fail("cannot sync %s: %s", tmp, strerror(r));
-        }
-        close(fd);
-        return 0;
+        return 0; /* outfile_commit() syncs it */
 
 dst_error:
         schema_free(schema, n);
@@ -628,7 +617,7 @@ dst_error:
 
 static int db_recover(const struct sessionctl_globals *g, const char *path, const struct db_options *o) {
         __attribute__((cleanup(json_decrefp))) json_t *tables = json_array();
-        __attribute__((cleanup(freep))) char *tmp = NULL;
+        struct outfile out;
         struct side_files side;
         struct stat src_st, out_st;
         sqlite3 *src = NULL;
@@ -647,28 +636,24 @@ static int db_recover(const struct sessionctl_globals *g, const char *path, cons
                 if (!o->force)
                         return db_fail("%s exists; use --force to overwrite it", o->output);
         }
-        if (asprintf(&tmp, "%s.tmp", o->output) < 0)
-                return db_fail("out of memory");
-
+        /* A fresh temporary file nobody else can swap (outfile.c). */
+        if (outfile_begin(&out, "sessionctl db", o->output) < 0)
+                return SESSIONCTL_EXIT_FAILURE;
         side_files_note(&side, path);
         r = db_open_readonly(path, &src);
         if (r == 0) {
-                old_umask = umask(0077);
-                (void) unlink(tmp); /* a leftover of an interrupted recovery */
-                r = recover_into(src, path, tmp, tables);
+                old_umask = umask(0077); /* SQLite's journal of the copy */
+                r = recover_into(src, path, out.tmp, tables);
                 umask(old_umask);
         }
         sqlite3_close_v2(src);
         side_files_restore(&side);
         if (r != 0) {
-                (void) unlink(tmp);
+                outfile_abort(&out);
                 return r;
         }
-        if (rename(tmp, o->output) < 0) {
-                r = errno;
-                (void) unlink(tmp);
-                return db_fail("cannot rename %s to %s: %s", tmp, o->output, strerror(r));
-        }
+        if (outfile_commit(&out, "sessionctl db", o->force) < 0)
+                return SESSIONCTL_EXIT_FAILURE;
 
         if (g->json) {
                 __attribute__((cleanup(json_decrefp))) json_t *j =

@@ -39,6 +39,7 @@
 
 #include "sessiond/client.h"
 #include "sessiond/config.h"
+#include "outfile.h"
 #include "sessionctl.h"
 
 #define ADMIN "io.sessiond.Admin."
@@ -959,25 +960,32 @@ static int verb_list(struct ctl *ctl, const struct verb_args *a) {
                                 "session", "sessions");
 }
 
-/* Finds a session by id among every session the daemon still holds. */
-static int find_session(struct ctl *ctl, const char *id, json_t **ret) {
+/* Looks a session up by id with Admin.GetSession: live ones and ended ones
+ * the daemon still retains, however many sessions there are. *ret is NULL
+ * (and the return 0) when quiet and the daemon holds no such session. */
+static int get_session(struct ctl *ctl, const char *id, bool quiet, json_t **ret) {
         _cleanup_json_ json_t *reply = NULL;
-        json_t *sessions, *s;
-        size_t i;
+        const char *error = NULL;
+        json_t *session;
         int r;
 
-        r = ctl_call_member(ctl, ADMIN "ListSessions", json_pack("{s:b}", "include_ended", 1), false, "sessions",
-                            JSON_ARRAY, &reply, &sessions);
+        *ret = NULL;
+        r = ctl_call_full(ctl, ADMIN "GetSession", json_pack("{s:s}", "id", id), 0, &reply, &error, NULL);
         if (r != 0)
                 return r;
-        json_array_foreach(sessions, i, s) {
-                json_t *sid = json_object_get(s, "id");
-                if (json_is_string(sid) && strcmp(json_string_value(sid), id) == 0) {
-                        *ret = json_incref(s);
-                        return 0;
-                }
-        }
-        return error_fail("no session with id '%s'", id);
+        if (error && strcmp(error, ADMIN "NotFound") == 0)
+                return quiet ? 0 : error_fail("no session with id '%s'", id);
+        if (error && strcmp(error, ADMIN "InvalidArgument") == 0 &&
+            json_is_string(json_object_get(reply, "reason")))
+                return error_fail("'%s' is not a session id: %s", id,
+                                  json_string_value(json_object_get(reply, "reason")));
+        if (error)
+                return report_varlink_error(ADMIN "GetSession", error, reply);
+        session = reply_member(reply, "session", JSON_OBJECT);
+        if (!session)
+                return error_reply_shape(ADMIN "GetSession", "no session object");
+        *ret = json_incref(session);
+        return 0;
 }
 
 static int verb_show(struct ctl *ctl, const struct verb_args *a) {
@@ -988,7 +996,7 @@ static int verb_show(struct ctl *ctl, const struct verb_args *a) {
         int64_t now = (int64_t) time(NULL);
         int r;
 
-        r = find_session(ctl, id, &s);
+        r = get_session(ctl, id, false, &s);
         if (r != 0)
                 return r;
         if (ctl->g->json) {
@@ -1031,9 +1039,20 @@ static int verb_terminate(struct ctl *ctl, const struct verb_args *a) {
                 return r;
         /* Terminate ends live sessions only: an id whose session already
          * ended (still shown by `show` until retention purges it) is
-         * NotFound too, so say both. */
-        if (error && strcmp(error, ADMIN "NotFound") == 0)
-                return error_fail("no session with id '%s' is live (unknown id, or the session already ended)", id);
+         * NotFound too, so ask GetSession which it is. */
+        if (error && strcmp(error, ADMIN "NotFound") == 0) {
+                _cleanup_json_ json_t *s = NULL;
+                json_t *reason;
+
+                r = get_session(ctl, id, true, &s);
+                if (r != 0)
+                        return r;
+                if (!s)
+                        return error_fail("no session with id '%s'", id);
+                reason = json_object_get(s, "end_reason");
+                return error_fail("session '%s' already ended (%s)", id,
+                                  json_is_string(reason) ? json_string_value(reason) : "not live");
+        }
         if (error && strcmp(error, ADMIN "InvalidArgument") == 0 &&
             json_is_string(json_object_get(reply, "reason")))
                 return error_fail("'%s' is not a session id: %s", id,
@@ -1452,29 +1471,6 @@ static int db_count(sqlite3 *db, const char *sql, int64_t *ret) {
         return rc;
 }
 
-static int fsync_dir_of(const char *path) {
-        _cleanup_free_ char *dir = strdup(path);
-        char *slash;
-        int fd, r = 0;
-
-        if (!dir)
-                return -ENOMEM;
-        slash = strrchr(dir, '/');
-        if (!slash)
-                strcpy(dir, ".");
-        else if (slash == dir)
-                slash[1] = '\0';
-        else
-                *slash = '\0';
-        fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (fd < 0)
-                return -errno;
-        if (fsync(fd) < 0)
-                r = -errno;
-        close(fd);
-        return r;
-}
-
 /* Copies the database into tmp with SQLite's online backup API (one
  * consistent snapshot: the daemon runs in WAL mode, so our read transaction
  * never blocks its writes), makes the copy a self-contained rollback-journal
@@ -1494,7 +1490,9 @@ static int backup_copy(const char *source, const char *tmp, int64_t *ret_session
         if (rc != SQLITE_OK)
                 return error_fail("cannot read database %s: %s", source, sqlite3_errmsg(src));
 
-        rc = sqlite3_open_v2(tmp, &dst, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL);
+        /* tmp is the empty file outfile_begin() made (an empty file is an
+         * empty database); never a symbolic link. */
+        rc = sqlite3_open_v2(tmp, &dst, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOFOLLOW, NULL);
         if (rc != SQLITE_OK)
                 return error_fail("cannot create %s: %s", tmp, dst ? sqlite3_errmsg(dst) : sqlite3_errstr(rc));
         sqlite3_busy_timeout(dst, 5000);
@@ -1530,10 +1528,9 @@ static int verb_backup(struct ctl *ctl, const struct verb_args *a) {
         const struct sessionctl_globals *g = ctl->g;
         const char *file = a->positional[0];
         __attribute__((cleanup(sessiond_config_freep))) struct sessiond_config *config = NULL;
-        _cleanup_free_ char *tmp = NULL;
+        struct outfile out;
         int64_t sessions = 0, live = 0;
         struct stat st;
-        mode_t old_umask;
         int r;
 
         if (!*file)
@@ -1547,32 +1544,18 @@ static int verb_backup(struct ctl *ctl, const struct verb_args *a) {
                 return error_fail("%s exists; use --force to overwrite it", file);
         if (stat(config->daemon.database_path, &st) < 0)
                 return error_fail("cannot open database %s: %s", config->daemon.database_path, strerror(errno));
-        if (asprintf(&tmp, "%s.tmp", file) < 0)
-                return error_fail("out of memory");
 
-        /* The copy holds what the database holds: owner-only, like it. */
-        old_umask = umask(0077);
-        (void) unlink(tmp); /* a leftover of an interrupted backup */
-        r = backup_copy(config->daemon.database_path, tmp, &sessions, &live);
-        umask(old_umask);
+        /* The copy holds what the database holds: owner-only, like it, in a
+         * fresh temporary file nobody else can swap (outfile.c). */
+        if (outfile_begin(&out, "sessionctl backup", file) < 0)
+                return SESSIONCTL_EXIT_FAILURE;
+        r = backup_copy(config->daemon.database_path, out.tmp, &sessions, &live);
         if (r != 0) {
-                (void) unlink(tmp);
+                outfile_abort(&out);
                 return r;
         }
-        if (!a->force) {
-                /* Never replace a file that appeared meanwhile. */
-                if (renameat2(AT_FDCWD, tmp, AT_FDCWD, file, RENAME_NOREPLACE) < 0) {
-                        r = errno;
-                        (void) unlink(tmp);
-                        return r == EEXIST ? error_fail("%s exists; use --force to overwrite it", file)
-                                           : error_fail("cannot rename %s to %s: %s", tmp, file, strerror(r));
-                }
-        } else if (rename(tmp, file) < 0) {
-                r = errno;
-                (void) unlink(tmp);
-                return error_fail("cannot rename %s to %s: %s", tmp, file, strerror(r));
-        }
-        (void) fsync_dir_of(file);
+        if (outfile_commit(&out, "sessionctl backup", a->force) < 0)
+                return SESSIONCTL_EXIT_FAILURE;
 
         if (g->json) {
                 json_t *j = json_pack("{s:s, s:s, s:I, s:I}", "file", file, "database", config->daemon.database_path,

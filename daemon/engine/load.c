@@ -22,6 +22,7 @@
 
 #include "clock.h"
 #include "log.h"
+#include "statefiles.h"
 
 /* ---- for the observability modules -------------------------------------------------------------------------- */
 
@@ -253,6 +254,9 @@ static int open_store(struct engine *e) {
         r = mkdir_p(dir);
         if (r < 0)
                 return log_error_errno(r, "Failed to create the database folder %s: %m", dir);
+        r = statefiles_check(dir, o.path); /* statefiles.c: owners and modes, logs what it refuses */
+        if (r < 0)
+                return r;
         db_exists = stat(o.path, &st) == 0 && st.st_size > 0;
         /* The key first: a database whose key is gone cannot resolve a single
          * token, and making a new key would hide that. */

@@ -23,6 +23,7 @@
 #include <string.h>
 
 #include "log.h"
+#include "names.h"
 
 /* The detail of an "ended" audit row, as json_dumps(JSON_COMPACT) writes
  * {"reason": name}: written as is, per ended session, by the cleanup. */
@@ -99,10 +100,7 @@ const char *session_check_name(const char *s, size_t max) {
         n = strlen(s);
         if (n > max)
                 return max == ENGINE_USER_ID_MAX ? "longer than 255 bytes" : "longer than 128 bytes";
-        for (size_t i = 0; i < n; i++)
-                if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
-                        return "contains control characters";
-        return NULL;
+        return name_text_problem(s, n); /* names.c */
 }
 
 static int check_client(const struct engine_client *c, struct engine_error *err) {

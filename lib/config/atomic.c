@@ -10,6 +10,13 @@
  * "Read-only" is decided before anything is written: a file without any
  * write permission bit is refused even for root (who could otherwise rename
  * over it), since an operator who made it read-only meant it.
+ *
+ * Another user must not be able to swap the file between our steps: the
+ * folder must be ours or root's and not writable by group or others unless
+ * it has the sticky bit (-EPERM otherwise: the rule of the daemon's state
+ * folder, daemon/statefiles.h); the temporary file is new (mkostemp: O_EXCL,
+ * 0600, a random name, never a symbolic link); and what is renamed must
+ * still be the file we wrote (same device and inode), else -ESTALE.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -37,6 +44,19 @@ static int write_all(int fd, const char *data, size_t len) {
         return 0;
 }
 
+/* The rule of statefiles_folder_problem() (daemon/statefiles.h). */
+static int folder_check(const char *dir) {
+        struct stat st;
+
+        if (stat(dir, &st) < 0)
+                return -errno;
+        if (st.st_uid != geteuid() && st.st_uid != 0)
+                return -EPERM;
+        if ((st.st_mode & (S_IWGRP | S_IWOTH)) && !(st.st_mode & S_ISVTX))
+                return -EPERM;
+        return 0;
+}
+
 static int fsync_folder(const char *dir) {
         int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         int r = 0;
@@ -52,7 +72,7 @@ static int fsync_folder(const char *dir) {
 int sessiond_file_write_atomic(const char *path, const char *data, size_t len, mode_t mode_if_new) {
         _cleanup_free_ char *target = NULL, *dir_copy = NULL, *base_copy = NULL, *tmp = NULL;
         const char *dir, *base;
-        struct stat st;
+        struct stat st, ours;
         bool exists;
         mode_t mode = mode_if_new;
         int fd = -1, r;
@@ -94,9 +114,16 @@ int sessiond_file_write_atomic(const char *path, const char *data, size_t len, m
                 return -ENOMEM;
         }
 
+        r = folder_check(dir);
+        if (r < 0)
+                return r;
         fd = mkostemp(tmp, O_CLOEXEC);
         if (fd < 0)
                 return -errno;
+        if (fstat(fd, &ours) < 0) {
+                r = -errno;
+                goto fail;
+        }
 
         r = write_all(fd, data, len);
         if (r < 0)
@@ -122,6 +149,9 @@ int sessiond_file_write_atomic(const char *path, const char *data, size_t len, m
                 goto fail;
         }
         fd = -1;
+        if (lstat(tmp, &st) < 0 || st.st_dev != ours.st_dev || st.st_ino != ours.st_ino) {
+                return -ESTALE; /* somebody replaced it: never rename what we did not write */
+        }
         if (rename(tmp, target) < 0) {
                 r = -errno;
                 goto fail;

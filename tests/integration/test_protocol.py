@@ -307,9 +307,10 @@ sys.stdin.read()
 
 
 class NobodyClient:
-    """CLIENT running as nobody:nogroup with no supplementary groups."""
+    """CLIENT running as nobody:nogroup with no supplementary groups (or
+    the gids given as groups)."""
 
-    def __init__(self, d, n, calls):
+    def __init__(self, d, n, calls, groups=None):
         if os.geteuid() != 0:
             raise Skip("needs root to switch to nobody")
         if not os.path.exists(SYSTEM_PYTHON):
@@ -319,8 +320,9 @@ class NobodyClient:
         os.chmod(d.tmp, 0o711)
         os.chown(d.socket, -1, grp.getgrnam("nogroup").gr_gid)
         self.proc = subprocess.Popen(
-            ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
-             SYSTEM_PYTHON, "-c", CLIENT, d.socket, str(n), json.dumps(calls)],
+            ["setpriv", "--reuid=nobody", "--regid=nogroup"]
+            + (["--groups=" + ",".join(map(str, groups))] if groups else ["--clear-groups"])
+            + [SYSTEM_PYTHON, "-c", CLIENT, d.socket, str(n), json.dumps(calls)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd="/")
         line = self.proc.stdout.readline()
         if not line:
@@ -361,11 +363,19 @@ def test_admin_group_grants_access():
     subprocess.run(["groupadd", "--users", "nobody", group], check=True, capture_output=True)
     try:
         with Daemon({"daemon.admin_group": group}) as d:
+            gid = grp.getgrnam(group).gr_gid
+            # A process holding the group (a supplementary group) is an
+            # administrator.
+            client = NobodyClient(d, 1, ACCESS_CALLS[:4], groups=[gid])
+            client.close()
+            assert client.results == [["ok", "ok", "ok", "ok"]], client.results
+            # Membership in /etc/group alone is not: the process dropped the
+            # group (setpriv cleared its groups), and rights come from the
+            # peer's credentials, never from the user database.
             client = NobodyClient(d, 1, ACCESS_CALLS[:4])
             client.close()
-            # A member of the group (through /etc/group, not its process
-            # groups: setpriv cleared them) is an administrator.
-            assert client.results == [["ok", "ok", "ok", "ok"]], client.results
+            assert client.results == [["ok", "ok", "org.varlink.service.PermissionDenied",
+                                       "org.varlink.service.PermissionDenied"]], client.results
     finally:
         subprocess.run(["groupdel", group], capture_output=True)
 

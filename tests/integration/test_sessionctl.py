@@ -629,6 +629,11 @@ def test_rendering_prometheus():
 def test_rendering_streams_and_tables():
     now = int(time.time())
     ev = lambda kind, sid: {"time": now, "kind": kind, "session_id": sid}
+    s1 = {"id": "s1", "user_id": "evil\x1b[2Juser", "platform_id": None, "created_at": now,
+          "last_activity": now, "expires_at": now + 60, "state": "active", "ip": None,
+          "user_agent": "ua\x9b31m", "ended_at": None, "end_reason": None, "token": "SECRET"}
+    dash = {"id": "-dash-id", "user_id": "x", "created_at": now, "last_activity": now, "expires_at": now,
+            "state": "active"}
     answers = {
         ADMIN + "Events": [({"events": [ev("created", "s1")]}, None, True),
                            ({"events": [ev("ended", "s1")]}, None, True),
@@ -644,12 +649,8 @@ def test_rendering_streams_and_tables():
                                None, False)],
         ADMIN + "Cleanup": [({"ended": 1, "purged": 4}, None, False)],
         ADMIN + "Terminate": [({}, None, False)],
-        ADMIN + "ListSessions": [({"sessions": [{"id": "-dash-id", "user_id": "x", "created_at": now,
-                                                 "last_activity": now, "expires_at": now, "state": "active"}, {
-            "id": "s1", "user_id": "evil\x1b[2Juser", "platform_id": None, "created_at": now,
-            "last_activity": now, "expires_at": now + 60, "state": "active", "ip": None,
-            "user_agent": "ua\x9b31m", "ended_at": None, "end_reason": None, "token": "SECRET"}]},
-            None, False)],
+        ADMIN + "ListSessions": [({"sessions": [dash, s1]}, None, False)],
+        ADMIN + "GetSession": [({"session": s1}, None, False)],
     }
     with ScriptedDaemon(answers) as s:
         p = s.ctl("events", "--follow", check=0)
@@ -687,15 +688,14 @@ def test_rendering_streams_and_tables():
         # control characters from the web never reach the terminal raw;
         # a field named token is never shown
         p = s.ctl("show", "s1", check=0)
+        assert s.calls[-1]["parameters"] == {"id": "s1"}, s.calls[-1]
         assert "\x1b" not in p.stdout and "\x9b" not in p.stdout, repr(p.stdout)
         assert "user_id: evil\\x1b[2Juser" in p.stdout and "user_agent: ua\\u009b31m" in p.stdout, p.stdout
         assert "SECRET" not in p.stdout
         assert "\x1b" not in s.ctl("list", check=0).stdout
 
+
         # ids may start with a dash; "--" ends the options
-        p = s.ctl("show", "-dash-id", check=0)
-        assert p.stdout.startswith("id: -dash-id\n"), p.stdout
-        assert s.calls[-1]["parameters"] == {"include_ended": True}
         s.ctl("terminate", "--", "--double", check=0)
         assert s.calls[-1]["parameters"] == {"id": "--double"}, s.calls[-1]
         s.ctl("terminate", "--double", check=2)
@@ -703,6 +703,10 @@ def test_rendering_streams_and_tables():
         # an error reply in the middle of nowhere: MethodNotFound says so
         p = s.ctl("status", check=1)
         assert "org.varlink.service.MethodNotFound" in p.stderr, p.stderr
+    with ScriptedDaemon({ADMIN + "GetSession": [({"session": dash}, None, False)]}) as s:
+        p = s.ctl("show", "-dash-id", check=0)
+        assert p.stdout.startswith("id: -dash-id\n"), p.stdout
+        assert s.calls[-1]["parameters"] == {"id": "-dash-id"}, s.calls[-1]
 
 run_tests([test_no_daemon, test_usage, test_list_show_terminate, test_status_and_call,
            test_call_more_stream, test_permission_denied, test_reload, test_backup,

@@ -94,8 +94,11 @@ char *sessiond_envfile_quote(const char *value);
  * replaced). An existing file keeps its mode; a new one gets mode_if_new.
  * -EACCES when the file is read-only (no write permission bit, even for
  * root, or not writable by us), -EISDIR/-EINVAL when it is not a regular
- * file, or the errno of the step that failed. On error the old file is
- * untouched and no temporary file is left behind. */
+ * file, -EPERM when its folder belongs to another user (not root) or is
+ * writable by group or others without the sticky bit (they could swap the
+ * file), -ESTALE when the temporary file was replaced before the rename,
+ * or the errno of the step that failed. On error the old file is
+ * untouched and no temporary file of ours is left behind. */
 int sessiond_file_write_atomic(const char *path, const char *data, size_t len, mode_t mode_if_new);
 
 #ifdef __cplusplus
