@@ -144,7 +144,7 @@ static void job_work(uv_work_t *w) {
         struct store *s = NULL;
         int r;
 
-        r = store_open_reader(job->path, &s);
+        r = store_reader_open(job->path, &s);
         if (r < 0) {
                 memset(&job->result, 0, sizeof job->result);
                 job->result.error = r;

@@ -23,8 +23,8 @@
  *                                cleanup.expired_retention_days and audit rows
  *                                older than cleanup.audit_retention_days are
  *                                purged in batches of batch_size, then the
- *                                database is optimised, checkpointed
- *                                (TRUNCATE) and quick-checked.
+ *                                store is maintained a step at a time
+ *                                (store_maintain_step) and checked.
  *   cleanup.trigger_threshold    the trigger poll starts a regular cleanup at
  *                                once when that many sessions await cleanup.
  *   cleanup.max_expired_threshold above it, the cleanup_backlog alert fires
@@ -52,12 +52,12 @@
  *
  * Cleanup runs. A run (regular, batch or deep; from a timer, the trigger or
  * Admin.Cleanup) is a small state machine that does one step per loop
- * iteration from an idle handle: the step's writes are committed by the
- * server's flush at the end of the iteration (the same commit as the
+ * iteration from an idle handle: the step's writes go into the unit of work
+ * that main hands off at the end of the iteration (the same unit as the
  * requests of that iteration, never one of its own) and the requests that
  * arrived meanwhile are answered before the next step. Ending expired
  * sessions is the expensive part (10 to 30 us a session, mostly the
- * store's update of its ended-row indexes and the WAL pages it writes), so
+ * store's update of its ended-row indexes), so
  * a step of that phase ends after CLEANUP_STEP_NS of loop time as well as
  * at the end of a batch, and the run then rests CLEANUP_REST_MS while the
  * loop serves requests alone (with 50 busy clients a step in every
@@ -67,19 +67,16 @@
  * cleanup.max_batches still counts whole batches (the time cap makes steps
  * smaller, never a run shorter). A step also waits
  * (CLEANUP_THROTTLE_MS at a time, CLEANUP_THROTTLE_MAX_MS at most, then
- * no more until the thread has caught up: a reader that pins the WAL must
- * not slow the run to a crawl) while store_bulk_pace() says so. The batch
- * size is read when a batch begins, so a reload in the middle of one
- * changes the next. (A large cleanup writes faster
- * than requests do (two or three WAL pages a session, for the ended-row
- * indexes), and its pace is the checkpoint thread's, so that the disk is
- * not saturated and the WAL starts over with one short stall of the loop
- * every 64 MiB: see store.c.) Runs are queued, one at a
- * time; a kind already waiting is not queued twice. The end of a deep run
- * holds the loop only for PRAGMA optimize and a TRUNCATE checkpoint that
- * never waits (a reader in the way: the run pauses and tries again); the
- * integrity check, which reads the whole file, runs in the thread pool on
- * its own read-only connection, like the health check's.
+ * no more until the backend has caught up: a reader that holds it back
+ * must not slow the run to a crawl) while store_pace() says so (a large
+ * cleanup writes faster than requests do: the backend decides how fast it
+ * can take it; see daemon/store/). The batch size is read when a batch
+ * begins, so a reload in the middle of one changes the next. Runs are
+ * queued, one at a time; a kind already waiting is not queued twice. The
+ * end of a deep run holds the loop only for store_maintain_step(), which
+ * never waits (something in the way: the run pauses and tries again); the
+ * integrity check, which reads the whole store, runs in the thread pool on
+ * its own reader, like the health check's.
  *
  * The trigger. Counting the sessions that await cleanup is a scan of
  * memory (no SQL), and the poll spaces itself so that the scan takes at
@@ -120,7 +117,7 @@
 #define CLEANUP_THROTTLE_MS 2
 /* A step waits this long when the previous step's unit is still being committed. */
 #define CLEANUP_COMMIT_WAIT_MS 1
-#define CLEANUP_THROTTLE_MAX_MS 200     /* a reader that pins the WAL: go on anyway */
+#define CLEANUP_THROTTLE_MAX_MS 200     /* a reader holds the store back: go on anyway */
 
 enum job_id {
         JOB_REGULAR,
@@ -159,7 +156,7 @@ enum run_phase {
         PHASE_EXPIRE,   /* end sessions past end + cleanup_grace */
         PHASE_LIMIT,    /* batch: enforce max_concurrent_per_user */
         PHASE_PURGE,    /* deep: retention */
-        PHASE_MAINTAIN, /* deep: optimise and checkpoint (TRUNCATE), on the loop */
+        PHASE_MAINTAIN, /* deep: store_maintain_step(), on the loop */
         PHASE_CHECK,    /* deep: the integrity check, in the thread pool */
         PHASE_DONE,
 };
@@ -171,12 +168,12 @@ struct run {
         unsigned batches;     /* completed (a batch may span several steps) */
         unsigned in_batch;    /* sessions ended so far in the batch in progress */
         unsigned batch_limit; /* its batch_size, fixed when it began (a reload may change the setting) */
-        unsigned throttled_ms; /* waited in a row for the checkpoint thread */
+        unsigned throttled_ms; /* waited in a row for the store to catch up */
         unsigned ended, evicted, purged_sessions, purged_audit;
         bool more; /* regular: stopped at max_batches with sessions left */
-        uint64_t maintain_ms; /* deep: optimise and checkpoint */
+        uint64_t maintain_ms; /* deep: the store's maintenance steps */
         unsigned checkpoint_tries;
-        bool checkpoint_done; /* the WAL was truncated */
+        bool checkpoint_done; /* the store's maintenance completed */
         bool waiting;         /* paused: the resume timer restarts it */
         int error;
         uint64_t started_ns;
@@ -380,7 +377,7 @@ static void run_finish(struct jobs *j, struct run *r) {
         else if (r->kind == METRICS_CLEANUP_DEEP)
                 snprintf(text, sizeof text, "purged %u sessions and %u audit rows; %s; integrity %.80s (maintenance %llu ms)",
                          r->purged_sessions, r->purged_audit,
-                         r->checkpoint_done ? "WAL truncated" : "WAL not truncated (readers)",
+                         r->checkpoint_done ? "store compacted" : "store not compacted (readers)",
                          store_is_memory(engine_store(j->d->engine)) ? "not checked (in memory)"
                          : j->check_ok                               ? "ok"
                                                                      : j->check_message,
@@ -450,10 +447,10 @@ static void run_batch(struct jobs *j, struct run *r) {
                 }
                 if (engine_has_pending(e))
                         return;
-                /* Wait for the checkpoint thread, but not for ever: a
-                 * reader that pins the WAL keeps it behind, and then the
+                /* Wait for the store to catch up, but not for ever: a
+                 * reader that holds it back keeps it behind, and then the
                  * run goes on unpaced until the thread has caught up. */
-                if (store_bulk_pace(engine_store(e)) != -EAGAIN)
+                if (store_pace(engine_store(e)) != -EAGAIN)
                         r->throttled_ms = 0;
                 else if (r->throttled_ms < CLEANUP_THROTTLE_MAX_MS) {
                         r->throttled_ms += CLEANUP_THROTTLE_MS;
@@ -519,13 +516,9 @@ static void run_batch(struct jobs *j, struct run *r) {
                 if (engine_has_pending(e))
                         return;
                 t0 = uv_hrtime();
-                if (r->checkpoint_tries == 0)
-                        rc = store_optimize(st);
-                if (rc >= 0) {
-                        rc = store_checkpoint_nowait(st);
-                        r->checkpoint_tries++;
-                        r->checkpoint_done = rc == 0;
-                }
+                rc = store_maintain_step(st, r->checkpoint_tries == 0);
+                r->checkpoint_tries++;
+                r->checkpoint_done = rc == 0;
                 r->maintain_ms += (uv_hrtime() - t0) / 1000000;
                 if (rc == -EBUSY) {
                         /* A reader (an integrity check, analytics, a backup)
@@ -535,8 +528,8 @@ static void run_batch(struct jobs *j, struct run *r) {
                                 run_pause(j, r, DEEP_CHECKPOINT_RETRY_MS);
                                 return;
                         }
-                        log_notice("Deep cleanup: the WAL could not be truncated (readers kept it busy); the "
-                                   "checkpoint thread goes on copying it.");
+                        log_notice("Deep cleanup: the store could not be compacted (readers kept it busy); "
+                                   "its background maintenance goes on.");
                 }
                 if (rc >= 0)
                         r->phase = PHASE_CHECK;
@@ -898,10 +891,10 @@ static void check_work(uv_work_t *w) {
         struct check_job *c = w->data;
         struct store *s = NULL;
 
-        c->error = store_open_reader(c->path, &s);
+        c->error = store_reader_open(c->path, &s);
         if (c->error < 0)
                 return;
-        c->error = store_quick_check(s, &c->result);
+        c->error = store_check_integrity(s, &c->result);
         store_close(s);
 }
 
@@ -948,7 +941,7 @@ static int check_start(struct jobs *j, bool deep) {
         c = calloc(1, sizeof *c);
         if (!c)
                 return -ENOMEM;
-        c->path = strdup(store_path(s));
+        c->path = strdup(store_name(s));
         c->work.data = c;
         c->j = j;
         c->deep = deep;

@@ -238,20 +238,10 @@ static void add_quantiles(struct metrics *m, struct builder *b, const struct res
                     quantile_labels[i], NULL);
 }
 
-static int64_t file_size(const char *path, const char *suffix) {
-        char p[4096];
-        struct stat st;
-
-        snprintf(p, sizeof p, "%s%s", path, suffix);
-        return stat(p, &st) == 0 ? (int64_t)st.st_size : 0;
-}
-
 static int64_t db_size(struct daemon *d) {
         struct store *s = engine_store(d->engine);
 
-        if (!s || store_is_memory(s))
-                return 0;
-        return file_size(store_path(s), "") + file_size(store_path(s), "-wal");
+        return s ? store_size(s) : 0;
 }
 
 json_t *metrics_current(struct metrics *m, int64_t now, const struct metrics_extra *x) {

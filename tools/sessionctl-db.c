@@ -51,7 +51,7 @@
 #include <jansson.h>
 
 #include "../daemon/sidefiles.h"
-#include "../daemon/store.h" /* STORE_SCHEMA_VERSION */
+#include "../daemon/store/schema.h" /* STORE_SCHEMA_VERSION */
 #include "sessiond/config.h"
 #include "outfile.h"
 #include "sessionctl.h"

@@ -236,7 +236,7 @@ int engine_maintain(struct engine *e, struct store_maintenance *ret) {
         if (r < 0)
                 return txn_storage_errno(r);
         if (!ret->ok)
-                log_error("Database %s failed its quick check: %s", store_path(e->store), ret->message);
+                log_error("Database %s failed its quick check: %s", store_name(e->store), ret->message);
         return 0;
 }
 

@@ -320,7 +320,7 @@ int engine_new(struct daemon *d, struct engine **ret) {
                 }
                 uv_timer_start(e->flush_timer, flush_timer_cb, TOUCH_FLUSH_INTERVAL_MS, 0);
         }
-        log_info("Store %s: opened with %u live sessions of %u users in %llu ms.", store_path(e->store),
+        log_info("Store %s: opened with %u live sessions of %u users in %llu ms.", store_name(e->store),
                  e->n_sessions, e->n_users, (unsigned long long)((uv_hrtime() - started) / 1000000));
         *ret = e;
         return 0;
@@ -335,9 +335,9 @@ void engine_config_changed(struct engine *e) {
         if (!store_is_memory(e->store)) {
                 if (!c->features.persistence)
                         log_warning("features.persistence changed; the store changes at the next start.");
-                else if (strcmp(c->daemon.database_path, store_path(e->store)) != 0)
+                else if (strcmp(c->daemon.database_path, store_name(e->store)) != 0)
                         log_warning("daemon.database_path changed to %s; %s stays in use until the next start.",
-                                    c->daemon.database_path, store_path(e->store));
+                                    c->daemon.database_path, store_name(e->store));
                 (void)store_set_synchronous(e->store, c->daemon.synchronous);
         } else if (c->features.persistence)
                 log_warning("features.persistence changed; the store changes at the next start.");
@@ -365,8 +365,7 @@ void engine_free(struct engine *e) {
                 while (more && engine_flush_touches(e, UINT_MAX, &n, &more) >= 0 && n > 0)
                         ;
                 if (engine_commit(e) < 0)
-                        log_error("Store %s: the last touches could not be written.", store_path(e->store));
-                (void)store_checkpoint(e->store);
+                        log_error("Store %s: the last touches could not be written.", store_name(e->store));
                 store_close(e->store);
         }
         timer_free(e->flush_timer);

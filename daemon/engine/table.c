@@ -317,7 +317,7 @@ int table_session_add_hashed(struct engine *e, const struct store_session *row, 
         token_id_derive(&e->key, row->created_at, row->rowid, id);
         token_id_format(id, text);
         if (strcmp(text, row->id) != 0 || !row->user_id[0]) {
-                log_warning("Store %s: session row %lld has a malformed id or user; skipped.", store_path(e->store),
+                log_warning("Store %s: session row %lld has a malformed id or user; skipped.", store_name(e->store),
                             (long long)row->rowid);
                 return -EINVAL;
         }

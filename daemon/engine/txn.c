@@ -59,7 +59,7 @@ static int reload_cb(const struct store_session *row, void *userdata) {
                 table_session_remove(e, existing);
         if (table_session_add(e, row, &h) < 0) {
                 log_error("Store %s: could not restore session %s in memory after a rollback.",
-                          store_path(e->store), row->id);
+                          store_name(e->store), row->id);
                 return 0;
         }
         if (last > e->sessions[h].last_activity) {
@@ -177,7 +177,7 @@ static void unit_done(int result, void *userdata) {
                 result = 0;
         } else {
                 log_error("Store %s: commit failed (%s); its writes and those made since are rolled back.",
-                          store_path(e->store), strerror(-result));
+                          store_name(e->store), strerror(-result));
                 e->counters.commit_failures++;
                 e->storage_error = result = txn_storage_errno(result);
                 store_rollback(e->store);

@@ -253,7 +253,7 @@ def test_deep_cleanup_purges_past_retention():
             assert {e["user_id"] for e in audit(c, limit=10000)} == {"new", "live"}
             assert c.call(S + "Validate", {"token": live[0]})["state"] == "active"
             job = status(c)["jobs"]["deep"]
-            assert re.fullmatch(r"purged 3 sessions and 6 audit rows; WAL truncated; integrity ok "
+            assert re.fullmatch(r"purged 3 sessions and 6 audit rows; store compacted; integrity ok "
                                 r"\(maintenance \d+ ms\) \(manual\)", job["last_result"]), job
             assert c.call(A + "Cleanup", {"kind": "deep"}) == {"ended": 0, "purged": 0}
 

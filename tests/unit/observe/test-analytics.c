@@ -152,7 +152,7 @@ START_TEST(test_compute) {
         analytics_result_clear(&r);
 
         /* the same through a read-only connection, as the thread pool does */
-        ck_assert_int_eq(store_open_reader(db, &reader), 0);
+        ck_assert_int_eq(store_reader_open(db, &reader), 0);
         ck_assert_int_eq(analytics_compute(reader, now, &r), 0);
         check_result(&r);
         analytics_result_clear(&r);
@@ -234,7 +234,7 @@ START_TEST(test_audit_query) {
         ck_assert_uint_eq(json_array_size(a), 0);
         json_decref(a);
 
-        ck_assert_int_eq(store_quick_check(s, &m), 0);
+        ck_assert_int_eq(store_check_integrity(s, &m), 0);
         ck_assert(m.ok);
         ck_assert_str_eq(m.message, "ok");
         store_close(s);
@@ -246,7 +246,7 @@ START_TEST(test_reader_errors) {
         char path[300];
 
         snprintf(path, sizeof path, "%s/missing.db", dir);
-        ck_assert_int_lt(store_open_reader(path, &reader), 0);
+        ck_assert_int_lt(store_reader_open(path, &reader), 0);
         ck_assert_ptr_null(reader);
 }
 END_TEST

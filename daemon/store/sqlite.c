@@ -1,4 +1,4 @@
-/* The SQLite store: see store.h for the interface.
+/* The SQLite backend of the store: see store.h for the interface.
  *
  * Opening is the delicate part. A database that exists is first opened
  * read-only (a `file:...?mode=ro` URI with SQLITE_OPEN_READONLY): its header
@@ -21,7 +21,8 @@
  *
  * Every statement is prepared once (SQLITE_PREPARE_PERSISTENT) and reused;
  * store_stmt() hands it out reset with its bindings cleared. The connection
- * is used from the loop thread only (SQLITE_OPEN_NOMUTEX).
+ * is used by the loop (reads) and by the writer thread (units of work), one
+ * at a time under s->lock (SQLITE_OPEN_NOMUTEX: the lock is ours).
  *
  * Checkpoints. With synchronous=normal a commit writes the WAL and does not
  * sync; the checkpoint copies the WAL into the database and syncs both. On
@@ -32,24 +33,26 @@
  * checkpoint never blocks the writer, but under a steady load the writer
  * has always committed a little more by the time it ends, and SQLite starts
  * the WAL over only when a checkpoint has copied all of it. So once the
- * thread has copied the bulk and gone idle, the loop copies the short tail
- * itself (a PASSIVE checkpoint on its own connection, right after a commit,
- * when nothing else can write): the next transaction then starts the WAL
- * from its beginning, and the WAL stays at most STORE_CHECKPOINT_TAIL_PAGES
- * pages long, give or take. Each start-over costs the loop three
+ * thread has copied the bulk and gone idle, the committer (the writer
+ * thread, whose WAL hook runs right after its commit, when nothing else can
+ * write) copies the short tail itself with a PASSIVE checkpoint on the
+ * store's connection: the next transaction then starts the WAL from its
+ * beginning, and the WAL stays at most STORE_CHECKPOINT_TAIL_PAGES pages
+ * long, give or take. (Before the writer thread this was the loop's stall;
+ * now it delays only the next unit's commit.) Each start-over costs three
  * fdatasyncs (the WAL and the database in the tail's checkpoint, the new
  * WAL header at the next commit), which take a fraction of a millisecond
  * on a quiet disk and tens of milliseconds on one busy with the thread's
  * writes: so the WAL starts over only every STORE_CHECKPOINT_TAIL_PAGES
- * pages (64 MiB), and the tail the loop copies is short
+ * pages (64 MiB), and the tail copied there is short
  * (STORE_CHECKPOINT_TAIL_MAX pages); when it is longer the thread goes
  * again, and as it copies faster than the loop writes each pass leaves a
  * shorter tail. A bulk writer (the cleanup) paces itself with
- * store_bulk_pace(): it waits while the thread is behind, and when the WAL
+ * store_pace(): it waits while the thread is behind, and when the WAL
  * is due to start over it waits for the thread to be done and copies the
  * tail then, so that the start-over costs one short stall rather than a
  * race between its writes and the thread. If the thread cannot keep up at
- * all, the loop checkpoints everything itself at
+ * all, the committer checkpoints everything itself at
  * STORE_CHECKPOINT_HARD_PAGES, a stall that keeps the WAL bounded.
  *
  * Sessions keep their rows after they end (ended_at, end_reason) until the
@@ -98,7 +101,7 @@
 /* Checkpoints run on a thread of their own (see the top of this file): it
  * starts when a commit leaves this many pages in the WAL... */
 #define STORE_CHECKPOINT_PAGES 2000
-/* ...and the loop copies the tail (see above) once the WAL is this long,
+/* ...and the committer copies the tail (see above) once the WAL is this long,
  * the thread is idle and at most STORE_CHECKPOINT_TAIL_MAX pages are left to
  * copy; otherwise the thread goes again. */
 #define STORE_CHECKPOINT_TAIL_PAGES (8 * STORE_CHECKPOINT_PAGES)
@@ -290,6 +293,7 @@ struct store {
 };
 
 static struct store *store_alloc(void);
+static int checkpoint_locked(struct store *s);
 static int writer_start(struct store *s, uv_loop_t *loop);
 static void writer_stop(struct store *s);
 static void uow_clear(struct store_uow *u);
@@ -336,7 +340,7 @@ static int store_fail(struct store *s, int rc, const char *what) {
         return errno_from_sqlite(rc);
 }
 
-const char *store_path(const struct store *s) { return s->path; }
+const char *store_name(const struct store *s) { return s->path; }
 bool store_is_memory(const struct store *s) { return s->memory; }
 
 static sqlite3_stmt *store_stmt(struct store *s, int which) {
@@ -728,7 +732,8 @@ static void *checkpointer_main(void *userdata) {
         return NULL;
 }
 
-/* Runs after every commit of the loop's connection (SQLite's WAL hook). */
+/* Runs after every commit on the store's connection (SQLite's WAL hook), on
+ * the committing thread, with s->lock held. */
 static int wal_hook(void *userdata, sqlite3 *db, const char *name, int pages) {
         struct store *s = userdata;
         struct checkpointer *c = &s->ckpt;
@@ -759,7 +764,7 @@ static int wal_hook(void *userdata, sqlite3 *db, const char *name, int pages) {
 
                 if (pages >= STORE_CHECKPOINT_HARD_PAGES)
                         log_warning("Store %s: the WAL holds %d pages, more than the checkpoint thread keeps up "
-                                    "with; checkpointing on the loop.", s->path, pages);
+                                    "with; checkpointing after this commit.", s->path, pages);
                 if (sqlite3_wal_checkpoint_v2(db, NULL, SQLITE_CHECKPOINT_PASSIVE, &log, &done) == SQLITE_OK &&
                     done >= log) {
                         pthread_mutex_lock(&c->lock);
@@ -824,7 +829,7 @@ static void checkpointer_stop(struct store *s) {
 
 static int bulk_pace_locked(struct store *s);
 
-int store_bulk_pace(struct store *s) {
+int store_pace(struct store *s) {
         struct checkpointer *c = &s->ckpt;
         int r;
 
@@ -1054,6 +1059,13 @@ void store_close(struct store *s) {
         if (!s)
                 return;
         writer_stop(s);
+        if (s->writer_started || s->ckpt.started) {
+                /* A clean stop leaves no WAL behind: everything in place. */
+                pthread_mutex_lock(&s->lock);
+                if (!in_sql_transaction(s))
+                        (void)checkpoint_locked(s);
+                pthread_mutex_unlock(&s->lock);
+        }
         if (s->inflight) { /* collected nowhere: the loop is gone */
                 uow_clear(s->inflight);
                 free(s->inflight);
@@ -1970,14 +1982,6 @@ static int checkpoint_locked(struct store *s) {
         return rc == SQLITE_OK ? 0 : store_fail(s, rc, "checkpoint");
 }
 
-int store_checkpoint(struct store *s) {
-        int r = store_enter(s);
-
-        if (r >= 0)
-                r = checkpoint_locked(s);
-        store_leave(s);
-        return r;
-}
 
 static int maintain_locked(struct store *s, struct store_maintenance *ret) {
         sqlite3_stmt *st = NULL;
@@ -1992,7 +1996,7 @@ static int maintain_locked(struct store *s, struct store_maintenance *ret) {
                 rc = sqlite3_wal_checkpoint_v2(s->db, NULL, SQLITE_CHECKPOINT_TRUNCATE, &log_pages, &ckpt);
                 if (rc != SQLITE_OK && rc != SQLITE_BUSY)
                         return store_fail(s, rc, "checkpoint");
-                ret->wal_pages = ckpt;
+                ret->pages_compacted = ckpt;
         }
         rc = sqlite3_prepare_v2(s->db, "PRAGMA quick_check", -1, &st, NULL);
         if (rc == SQLITE_OK)
@@ -2036,7 +2040,7 @@ int store_count_sessions(struct store *s, bool ended, int64_t *ret) {
 
 /* ---- queries for operators ------------------------------------------------- */
 
-int store_open_reader(const char *path, struct store **ret) {
+int store_reader_open(const char *path, struct store **ret) {
         struct store *s;
         char *uri;
         int rc, r;
@@ -2142,7 +2146,7 @@ static int quick_check_locked(struct store *s, struct store_maintenance *ret) {
         return 0;
 }
 
-int store_quick_check(struct store *s, struct store_maintenance *ret) {
+int store_check_integrity(struct store *s, struct store_maintenance *ret) {
         int r = store_enter(s);
 
         if (r >= 0)
@@ -2265,14 +2269,6 @@ static int optimize_locked(struct store *s) {
         return rc == SQLITE_OK ? 0 : store_fail(s, rc, "PRAGMA optimize");
 }
 
-int store_optimize(struct store *s) {
-        int r = store_enter(s);
-
-        if (r >= 0)
-                r = optimize_locked(s);
-        store_leave(s);
-        return r;
-}
 
 static int checkpoint_nowait_locked(struct store *s) {
         int rc;
@@ -2288,11 +2284,30 @@ static int checkpoint_nowait_locked(struct store *s) {
         return rc == SQLITE_OK ? 0 : store_fail(s, rc, "checkpoint");
 }
 
-int store_checkpoint_nowait(struct store *s) {
+/* Deep cleanup's maintenance, a step at a time on the loop: PRAGMA optimize
+ * (bounded) on the first step, then a checkpoint that truncates the WAL
+ * without waiting for a reader in its way (-EBUSY: try again later). */
+int store_maintain_step(struct store *s, bool first) {
         int r = store_enter(s);
 
+        if (r >= 0 && first)
+                r = optimize_locked(s);
         if (r >= 0)
                 r = checkpoint_nowait_locked(s);
         store_leave(s);
         return r;
+}
+
+static int64_t file_size(const char *path, const char *suffix) {
+        char p[PATH_MAX + 8];
+        struct stat st;
+
+        snprintf(p, sizeof p, "%s%s", path, suffix);
+        return stat(p, &st) == 0 ? (int64_t)st.st_size : 0;
+}
+
+int64_t store_size(struct store *s) {
+        if (s->memory)
+                return 0;
+        return file_size(s->path, "") + file_size(s->path, "-wal");
 }

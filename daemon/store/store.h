@@ -1,9 +1,14 @@
-/* The session store: SQLite behind one narrow interface.
+/* The session store: the backend interface, in the engine's own verbs.
  *
- * Everything the daemon keeps on disk goes through these functions: session
- * rows, audit rows, transactions, retention purges and maintenance. Nothing
- * above this file writes SQL, so a second backend (DESIGN 8: PostgreSQL for
- * a fleet) is another implementation of this header, not a rewrite.
+ * Everything the daemon keeps goes through these functions: session rows
+ * (keys the store gives), audit rows, units of work, reads for listings,
+ * audit, analytics and ended-session lookups, retention purges, maintenance
+ * and health. Nothing above this folder writes SQL or knows of WAL files,
+ * checkpoints, pragmas or row numbers: those are sqlite.c's business (the
+ * only backend today), so the PostgreSQL backend of DESIGN 8 is another
+ * implementation of this header, not a rewrite. (When it comes, the calls
+ * below go through a table of the backend's functions chosen at open; with
+ * one backend a table would only be indirection.)
  *
  * The store does not decide policy. It does not know what "expired" means;
  * the engine tells it which row to end, when and why.
@@ -12,7 +17,7 @@
  * unit of work, which store_submit() hands as a whole to the store's writer
  * thread and commits in one transaction while the loop goes on; a callback
  * on the loop says how it went. Reads see every write made before them
- * (they wait for the unit in flight, at most one commit). See store.c.
+ * (they wait for the unit in flight, at most one commit). See sqlite.c.
  *
  * Functions return 0 (or a positive count where documented) or a negative
  * errno: -ENOSPC for a full disk, -EIO for other storage failures, -ENOENT
@@ -28,7 +33,7 @@
 
 #include "token.h"
 
-#define STORE_SCHEMA_VERSION 1
+#include "schema.h"
 
 struct store;
 
@@ -91,7 +96,9 @@ struct store_options {
 int store_open(const struct store_options *o, struct store **ret);
 void store_close(struct store *s);
 
-const char *store_path(const struct store *s); /* ":memory:" when in memory */
+/* Names the store, for logs and for store_reader_open(): the database file
+ * (":memory:" in memory). */
+const char *store_name(const struct store *s);
 bool store_is_memory(const struct store *s);
 
 /* Applies a new PRAGMA synchronous (reload). */
@@ -185,36 +192,42 @@ int store_purge_sessions(struct store *s, int64_t before, int limit);
 int store_purge_audit(struct store *s, int64_t before, int limit);
 
 struct store_maintenance {
-        bool ok;            /* quick_check said "ok" */
-        char message[256];  /* its first message otherwise */
-        int64_t wal_pages;  /* checkpointed */
+        bool ok;                 /* the integrity check found nothing wrong */
+        char message[256];       /* what it found otherwise */
+        int64_t pages_compacted; /* pages the maintenance moved into place */
 };
-/* PRAGMA optimize, wal_checkpoint(TRUNCATE), quick_check. Must run outside
- * a transaction. */
+/* Full maintenance between units of work (nothing open, nothing in
+ * flight): what the backend needs to stay fast and compact, then an
+ * integrity check. Blocking: for tests and tools, not the loop. */
 int store_maintain(struct store *s, struct store_maintenance *ret);
-/* wal_checkpoint(TRUNCATE) only (shutdown). */
-int store_checkpoint(struct store *s);
+/* One step of the same maintenance that never waits for anybody (the deep
+ * cleanup runs it on the loop, between units of work; `first` on the first
+ * step of a run): 0 when done, -EBUSY when something was in the way and
+ * the step should be tried again a little later. */
+int store_maintain_step(struct store *s, bool first);
 /* For a writer of many rows (the cleanup), before each of its steps and
- * outside a transaction: 0 to go on, -EAGAIN to wait a little (the
- * checkpoint thread is behind, or the WAL is due to start over and the
- * thread is not done yet; see store.c). When the WAL is due and the thread
- * is done, copies the short rest here, so that the next commit starts the
- * WAL over. A store in memory always answers 0. */
-int store_bulk_pace(struct store *s);
-/* How many times the checkpoint thread has run (0 for a store in memory). */
+ * between units of work: 0 to go on, -EAGAIN to wait a little while the
+ * backend catches up with what was written (see sqlite.c). */
+int store_pace(struct store *s);
+/* How many times the backend's background maintenance has run (tests). */
 unsigned long long store_checkpoint_runs(struct store *s);
+/* The room the store takes on disk, in bytes (0 in memory). */
+int64_t store_size(struct store *s);
 
 /* Statistics for health checks. */
 int store_count_sessions(struct store *s, bool ended, int64_t *ret);
 
 /* ---- queries for operators (audit listings, analytics, health) ------------
- * Read-only. They run on the loop's connection, or on a reader opened with
- * store_open_reader() in a worker thread, where a query that reads every
- * row does not hold up the loop (WAL lets it read while the loop writes). */
+ * Read-only. They run on the loop, or on a reader opened with
+ * store_reader_open() in a worker thread, where a query that reads every
+ * row does not hold up the loop (the backend lets it read while the writer
+ * writes). */
 
-/* A read-only connection to the database file at path, for one thread;
- * only the query functions below may be used on it; store_close() closes it. */
-int store_open_reader(const char *path, struct store **ret);
+/* A read-only handle on the store named `name` (store_name() of an open
+ * store, copied: the reader may outlive nothing but its name), for one
+ * thread; only the query functions below may be used on it; store_close()
+ * closes it. */
+int store_reader_open(const char *name, struct store **ret);
 
 struct store_audit_row {
         int64_t id;
@@ -235,18 +248,10 @@ struct store_audit_filter {
  * return stops and is returned. */
 int store_audit_each(struct store *s, const struct store_audit_filter *f, store_audit_fn cb, void *userdata);
 
-/* PRAGMA quick_check; ret->ok and ret->message (wal_pages 0). */
-int store_quick_check(struct store *s, struct store_maintenance *ret);
+/* The integrity check alone; ret->ok and ret->message (pages_compacted 0). */
+int store_check_integrity(struct store *s, struct store_maintenance *ret);
 /* A trivial read of the sessions table (the health check times it). */
 int store_probe(struct store *s);
-/* PRAGMA optimize with a bounded analysis (analysis_limit), outside a
- * transaction: what deep cleanup runs on the loop. */
-int store_optimize(struct store *s);
-/* wal_checkpoint(TRUNCATE) that never waits for a reader or writer in its
- * way (the busy timeout is off for the call): 0 when the WAL is truncated,
- * -EBUSY when something was in the way (as much as possible was copied:
- * try again later). 0 for a store in memory. */
-int store_checkpoint_nowait(struct store *s);
 
 /* Sessions created at or after since, counted in n buckets of `bucket`
  * seconds (counts[i] covers [since + i*bucket, since + (i+1)*bucket));
