@@ -291,11 +291,13 @@ def test_blueprint():
             assert r.status_code == 400 and r.json["error"] == "InvalidArgument", (body, r.data)
         r = c.put("/session/state", headers=HEADERS, json={"data": "x" * 300})
         assert r.status_code == 413 and r.json == {"error": "TooLarge", "max": 200}, r.json
-        # The Flask data and the browser's state do not overwrite each other.
+        # The Flask data and the browser's state do not overwrite each other,
+        # and a change of the Flask session is no conflict for the browser.
         c.post("/set", data={"more": "yes"}, headers=HEADERS)
-        assert c.get("/session/state", headers=HEADERS).json["data"] == {"tab": "a"}
-        r = c.put("/session/state", headers=HEADERS, json={"data": {"tab": "c"}})
-        assert r.status_code == 200
+        r = c.get("/session/state", headers=HEADERS)
+        assert r.json["data"] == {"tab": "a"} and r.json["version"] == v + 1, r.json
+        r = c.put("/session/state", headers=HEADERS, json={"data": {"tab": "c"}, "expected_version": v + 1})
+        assert r.status_code == 200 and r.json["version"] == v + 2, r.json
         assert c.get("/whoami", headers=HEADERS).json["data"] == {"secret": "server-only", "more": "yes"}
         # Heartbeat.
         r = c.post("/session/heartbeat", headers=HEADERS)
@@ -308,6 +310,7 @@ def test_blueprint():
         assert first[-1][1]["data"] == {"tab": "c"} and first[-1][1]["user_id"] == "gus", first
         token = c.get_cookie("session").value if hasattr(c, "get_cookie") else \
             next(ck.value for ck in c.cookie_jar if ck.name == "session")
+        c.post("/set", data={"flask-only": "1"}, headers=HEADERS)  # no event for the browser
         c.put("/session/state", headers=HEADERS, json={"data": {"tab": "d"}})
         iface.client.destroy(token)
         rest = read_events(type("R", (), {"response": it}), "ended")

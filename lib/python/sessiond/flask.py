@@ -34,13 +34,16 @@ that when the user is active.
 *The data lives in the daemon*, in the session's sync state, never in the
 cookie. The sync state is one JSON object shared with the browser:
 ``{"server": <the Flask session, in Flask's tagged JSON>, "client": <the
-browser's state>}``. The browser reads and writes only ``client``
-(``/session/state``); ``server`` never leaves the server. A Flask session
-that changed is written back with compare-and-set on the state's version;
-on a conflict (another request or a tab wrote meanwhile) the state is read
-again and this request's Flask data is written over the fresh ``client``
-part: the browser's state is kept, and of two requests changing the Flask
-session at once the last one wins, as with Flask's own cookie sessions.
+browser's state>, "cv": <the browser state's version>}``. The browser reads
+and writes only ``client`` (``/session/state``), and the version it sees is
+``cv``, which only its own writes move, so a page load that changes the
+Flask session never makes a tab's write conflict; ``server`` never leaves
+the server. Every write is a compare-and-set on the daemon's version of
+the whole object: a Flask session that changed is written over the fresh
+browser part when another request or a tab wrote meanwhile (the browser's
+state is kept; of two requests changing the Flask session at once the last
+one wins, as with Flask's own cookie sessions), and a browser write is
+checked again against the fresh ``cv``.
 
 *Past ``sync.max_data_size``* (the whole JSON object, in bytes) the daemon
 refuses the write (``TooLarge``): a browser write answers 413 and changes
@@ -130,8 +133,9 @@ class SessiondSession(CallbackDict, SessionMixin):
         self.data_available = False
         self.modified = False
         self.accessed = False
-        self.version = 0                  # the sync state's version this request knows
+        self.version = 0                  # the daemon's version of the sync state
         self.client_state: Any = None     # the browser's part of the sync state
+        self.client_version = 0           # the browser part's own version (cv)
         self.new_token = False            # the cookie must be (re)set
         self.drop_cookie = False          # the cookie must be deleted
         self._permanent_here = False
@@ -265,32 +269,36 @@ class SessionInterface(_FlaskSessionInterface):
             return
         s.data_available = True
         s.version = r.get("version", 0)
-        server, s.client_state = self.decode_state(r.get("data"))
+        server, s.client_state, s.client_version = self.decode_state(r.get("data"), s.version)
         if not keep_server:
             s._replace(server)
 
-    def decode_state(self, data: Optional[str]) -> tuple:
-        """(Flask data, browser state) from the sync state's text. A state
-        that is not sessiond.flask's object (written by another client) is
-        all browser state."""
+    def decode_state(self, data: Optional[str], version: int) -> tuple:
+        """(Flask data, browser state, browser version) from the sync
+        state's text and version. A state that is not sessiond.flask's
+        object (written by another client) is all browser state, at the
+        daemon's version."""
         if not data:
-            return {}, None
+            return {}, None, 0
         try:
             blob = json.loads(data)
         except ValueError:
-            return {}, data
-        if not isinstance(blob, dict) or not set(blob) <= {"server", "client"}:
-            return {}, blob
+            return {}, data, version
+        if not isinstance(blob, dict) or not set(blob) <= {"server", "client", "cv"} \
+                or not isinstance(blob.get("cv", 0), int):
+            return {}, blob, version
         server = blob.get("server")
         server = self.serializer.loads(json.dumps(server)) if isinstance(server, dict) else {}
-        return server, blob.get("client")
+        return server, blob.get("client"), blob.get("cv", 0)
 
-    def encode_state(self, server: Dict[str, Any], client_state: Any) -> str:
+    def encode_state(self, server: Dict[str, Any], client_state: Any, client_version: int) -> str:
         blob: Dict[str, Any] = {}
         if server:
             blob["server"] = self.serializer.tag(dict(server))
         if client_state is not None:
             blob["client"] = client_state
+        if client_version:
+            blob["cv"] = client_version
         return json.dumps(blob, separators=(",", ":"), ensure_ascii=False)
 
     def store_data(self, s: SessiondSession) -> None:
@@ -298,7 +306,7 @@ class SessionInterface(_FlaskSessionInterface):
         fresh browser state is kept and the Flask data written over it)."""
         assert s.token is not None and s.data_available
         for _ in range(_CAS_ROUNDS):
-            text = self.encode_state(s, s.client_state)
+            text = self.encode_state(s, s.client_state, s.client_version)
             try:
                 s.version = self.client.set_sync_state(s.token, text, expected_version=s.version)["version"]
                 s.modified = False
@@ -417,7 +425,8 @@ def login(user_id: str, platform_id: Optional[str] = None) -> SessiondSession:
 
 def _forget(s: SessiondSession) -> None:
     s.token, s.info, s.state, s.expires_in, s.warning = None, None, None, None, False
-    s.version, s.client_state, s.data_available, s.new_token = 0, None, False, False
+    s.version, s.client_state, s.client_version, s.data_available = 0, None, 0, False
+    s.new_token = False
     s._replace({})
     s.modified = False
     s.drop_cookie = True
@@ -545,7 +554,7 @@ def _get_state() -> Response:
         return _no_session()
     if not s.data_available:
         return _error(404, "FeatureDisabled", feature="cross_tab_sync")
-    return jsonify(dict(_session_summary(s), version=s.version, data=s.client_state))
+    return jsonify(dict(_session_summary(s), version=s.client_version, data=s.client_state))
 
 
 @blueprint.put("/state")
@@ -568,25 +577,24 @@ def _put_state() -> Response:
         return _error(400, "InvalidArgument", field="expected_version",
                       reason="must be a version number")
     iface = _interface()
-    server = dict(s)
     for _ in range(_CAS_ROUNDS):
-        if expected is not None and expected != s.version:
-            return _error(409, "Conflict", version=s.version, data=s.client_state)
+        if expected is not None and expected != s.client_version:
+            return _error(409, "Conflict", version=s.client_version, data=s.client_state)
         try:
-            text = iface.encode_state(server, body["data"])
+            text = iface.encode_state(s, body["data"], s.client_version + 1)
             s.version = iface.client.set_sync_state(s.token, text, expected_version=s.version)["version"]
         except Conflict:
             iface.load_data(s)
-            server = dict(s)
             continue
         except TooLarge as e:
             return _error(413, "TooLarge", max=e.max)
-        s.client_state = body["data"]
-        return jsonify(version=s.version, data=s.client_state)
-    return _error(409, "Conflict", version=s.version, data=s.client_state)
+        s.client_state, s.client_version = body["data"], s.client_version + 1
+        return jsonify(version=s.client_version, data=s.client_state)
+    return _error(409, "Conflict", version=s.client_version, data=s.client_state)
 
 
 def _sse(event: Dict[str, Any], iface: SessionInterface) -> str:
+    """One server-sent event; the sync state's browser part only."""
     info = event.get("session") or {}
     payload: Dict[str, Any] = {"event": event.get("event"), "user_id": info.get("user_id"),
                                "session_id": info.get("id"), "platform_id": info.get("platform_id"),
@@ -594,8 +602,7 @@ def _sse(event: Dict[str, Any], iface: SessionInterface) -> str:
     if info.get("end_reason"):
         payload["reason"] = info["end_reason"]
     if "version" in event:
-        payload["version"] = event["version"]
-        payload["data"] = iface.decode_state(event.get("data"))[1]  # never the Flask part
+        _, payload["data"], payload["version"] = iface.decode_state(event.get("data"), event["version"])
     return "event: %s\ndata: %s\n\n" % (event.get("event"), json.dumps(payload, separators=(",", ":")))
 
 
@@ -620,10 +627,17 @@ def _events() -> Response:
     def stream() -> Iterator[str]:
         try:
             yield "retry: 2000\n\n"
-            event = first
+            event, seen = first, None  # seen: the browser version last sent
             while event is not None:
-                yield _sse(event, iface)
-                if event.get("event") in ("ended", "rotated"):
+                name = event.get("event")
+                cv = iface.decode_state(event.get("data"), event["version"])[2] \
+                    if "version" in event else None
+                # A sync event where only the Flask part changed says nothing
+                # to the browser.
+                if not (name == "sync" and cv == seen):
+                    seen = cv if cv is not None else seen
+                    yield _sse(event, iface)
+                if name in ("ended", "rotated"):
                     return
                 while True:
                     try:
