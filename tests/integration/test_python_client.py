@@ -2,6 +2,7 @@
 method, every error class, Watch, reconnection after the daemon restarts,
 and eight threads sharing one client."""
 
+import json
 import os
 import shutil
 import signal
@@ -332,7 +333,42 @@ def test_defaults_and_docs():
         conn.close()
 
 
+def test_installed():
+    # `meson install` puts the package into Debian's Python path (the
+    # dist-packages of /usr/bin/python3 under the prefix) and the browser
+    # script under share/sessiond/js; the installed package imports and
+    # knows where the script is.
+    build = os.environ["MESON_BUILD_ROOT"]
+    installed = json.loads(subprocess.run(["meson", "introspect", build, "--installed"], check=True,
+                                          capture_output=True, text=True, timeout=120).stdout)
+    paths = sorted(installed.values())
+    py = [p for p in paths if "/sessiond/" in p and p.endswith(".py")]
+    js = [p for p in paths if p.endswith("/share/sessiond/js/session-sync.js")]
+    assert len(js) == 1, paths
+    assert sorted(os.path.basename(p) for p in py) == ["__init__.py", "_paths.py", "client.py",
+                                                       "errors.py", "flask.py"], py
+    assert all(p.split("/sessiond/")[0].endswith("/python3/dist-packages") for p in py), py
+    dest = tempfile.mkdtemp(prefix="sessiond-install-")
+    try:
+        subprocess.run(["meson", "install", "-C", build, "--destdir", dest, "--no-rebuild", "--quiet"],
+                       check=True, capture_output=True, timeout=300)
+        site = dest + os.path.dirname(os.path.dirname(py[0]))
+        assert os.path.isfile(dest + js[0])
+        p = subprocess.run(["/usr/bin/python3", "-c",
+                            "import sessiond, sessiond.flask, sessiond._paths as p; "
+                            "print(sessiond.__file__); print(p.JS_DIR)"],
+                           capture_output=True, text=True, timeout=60, cwd=dest,
+                           env=dict(os.environ, PYTHONPATH=site))
+        assert p.returncode == 0, p.stderr
+        where, js_dir = p.stdout.split()
+        assert where.startswith(site), where
+        assert js_dir == os.path.dirname(js[0]), (js_dir, js)
+    finally:
+        shutil.rmtree(dest, ignore_errors=True)
+
+
 run_tests([
+    test_installed,
     test_every_method,
     test_every_error_class,
     test_storage_errors,
