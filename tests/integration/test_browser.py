@@ -5,6 +5,9 @@ real daemon.
 
 - two tabs of one browser share the state, and a logout in one reaches the
   other through the sync (it notices without being reloaded);
+- one tab leads; a leader that stops answering is replaced after
+  sync.tab_response_timeout, and a server slower than sync.timeout is given
+  up on ("offline", then "online");
 - the expiry banner appears once the session's remaining time reaches
   timeout.warning_threshold, "Stay signed in" takes it away, and an idle
   session ends in every tab with reason idle;
@@ -61,6 +64,7 @@ class Site:
     def __init__(self, daemon):
         self.app = load_example_app().create_app(socket_path=daemon.socket)
         self.conflict = None
+        self.slow = 0  # seconds every /session/state request waits
         self.app.before_request_funcs.setdefault(None, []).insert(0, self._maybe_conflict)
         self.server = make_server("127.0.0.1", 0, self.app, threaded=True)
         self.url = "http://127.0.0.1:%d" % self.server.server_port
@@ -69,6 +73,8 @@ class Site:
 
     def _maybe_conflict(self):
         req = flask.request
+        if self.slow and req.path == "/session/state":
+            time.sleep(self.slow)
         if self.conflict is not None and req.method == "PUT" and req.path == "/session/state":
             theirs, self.conflict = self.conflict, None
             s = flask.session
@@ -217,6 +223,33 @@ def test_two_tabs():
         assert not any(k in b.js("return Object.keys(localStorage);") for k in ("testpfx_state", "testpfx_session"))
 
 
+def test_leader_and_timeouts():
+    with Scene(SYNC) as sc:
+        b, d = sc.browser, sc.browser.driver
+        sc.login()
+        tab_a = d.current_window_handle
+        assert b.js("return SessionSync.isLeader;") is True
+        d.switch_to.new_window("tab")
+        tab_b = d.current_window_handle
+        d.get(sc.site.url + "/")
+        sc.ready()
+        assert b.js("return SessionSync.isLeader;") is False
+        # Tab A stops answering (its timer stops, its lease ages): after
+        # sync.tab_response_timeout past its due time tab B takes over.
+        d.switch_to.window(tab_a)
+        b.js("clearInterval(SessionSync._timer);")
+        d.switch_to.window(tab_b)
+        wait_for(lambda: b.js("return SessionSync.isLeader;"), timeout=15, what="tab B to lead")
+        # A server slower than sync.timeout: the request is given up
+        # ("offline"), and "online" follows when it answers again.
+        b.js("window.seen = []; ['offline', 'online'].forEach("
+             "(n) => SessionSync.on(n, () => window.seen.push(n)));")
+        sc.site.slow = SYNC["sync.timeout"] + 1
+        wait_for(lambda: b.js("return window.seen;") == ["offline"], timeout=15, what="offline")
+        sc.site.slow = 0
+        wait_for(lambda: b.js("return window.seen;") == ["offline", "online"], timeout=15, what="online")
+
+
 def test_expiry_banner():
     settings = dict(SYNC, **{
         "timeout.idle_timeout": 8, "timeout.warning_threshold": 5, "timeout.expiration_grace": 1,
@@ -297,6 +330,7 @@ def test_sync_off_is_inert():
 
 run_tests([
     test_two_tabs,
+    test_leader_and_timeouts,
     test_expiry_banner,
     test_optimistic_rollback,
     test_sync_off_is_inert,
