@@ -250,7 +250,9 @@
     // -- leader election ------------------------------------------------------
 
     _tick() {
-      if (this.ended || !this.enabled) return;
+      // A tab without a session (a login page) never leads: it would hold
+      // a lease it does not renew.
+      if (this.ended || !this.enabled || !this.session) return;
       const now = Date.now();
       const lease = this._read('leader');
       const free = !lease || lease.id === this.tabId || now - lease.ts > this.checkMs + this.tabMs;
