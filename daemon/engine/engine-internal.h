@@ -31,6 +31,7 @@
 #include "daemon.h"
 #include "engine.h"
 #include "hindex.h"
+#include "sessiond/varlink.h"
 #include "store.h"
 
 #define NIL UINT32_MAX
@@ -280,6 +281,16 @@ int txn_begin(struct engine *e);
 int txn_row_touch(struct engine *e, int64_t rowid, uint32_t h);
 int txn_audit_text(struct engine *e, int64_t now, const char *kind, const char *user_id, const char *session_id,
                    const char *text);
+/* Audit details without jansson objects, for the hot paths: begin, the
+ * members, then txn_audit_written() closes the object and writes the row
+ * (check txn_audit_on() first: nothing is built when auditing is off).
+ * The text is byte for byte what json_dumps() made of the same object. */
+bool txn_audit_on(const struct engine *e);
+void txn_detail_begin(struct varlink_writer *w);
+void txn_detail_string(struct varlink_writer *w, const char *key, const char *value); /* NULL: null */
+void txn_detail_int(struct varlink_writer *w, const char *key, int64_t value);
+int txn_audit_written(struct engine *e, int64_t now, const char *kind, const char *user_id, const char *session_id,
+                      struct varlink_writer *w);
 int txn_audit(struct engine *e, int64_t now, const char *kind, const char *user_id, const char *session_id,
               json_t *detail);
 

@@ -198,8 +198,15 @@ int engine_create(struct engine *e, int64_t now, const struct engine_create *a, 
                 sodium_memzero(ret->token, sizeof ret->token);
                 return txn_fail(e, r);
         }
-        r = txn_audit(e, now, "created", a->user_id, id_text,
-                      json_pack("{s:s?, s:s?}", "platform_id", a->platform_id, "ip", a->client.ip));
+        r = 0;
+        if (txn_audit_on(e)) {
+                struct varlink_writer w;
+
+                txn_detail_begin(&w);
+                txn_detail_string(&w, "platform_id", a->platform_id);
+                txn_detail_string(&w, "ip", a->client.ip);
+                r = txn_audit_written(e, now, "created", a->user_id, id_text, &w);
+        }
         if (r < 0)
                 goto fail;
         e->counters.created++;
@@ -495,8 +502,14 @@ int engine_extend(struct engine *e, int64_t now, const char *token, struct engin
         s->persisted_activity = s->last_activity;
         table_info_fill(e, h, now, ret);
         table_session_id(e, s, id);
-        r = txn_audit(e, now, "extended", ret->user_id, id,
-                      json_pack("{s:I}", "expires_at", (json_int_t)ret->expires_at));
+        r = 0;
+        if (txn_audit_on(e)) {
+                struct varlink_writer w;
+
+                txn_detail_begin(&w);
+                txn_detail_int(&w, "expires_at", ret->expires_at);
+                r = txn_audit_written(e, now, "extended", ret->user_id, id, &w);
+        }
         if (r < 0)
                 return r;
         e->counters.extended++;
@@ -565,7 +578,14 @@ int engine_rotate(struct engine *e, int64_t now, const char *token, char new_tok
         r = txn_row_touch(e, rowid, nh);
         if (r < 0)
                 goto fail;
-        r = txn_audit(e, now, "rotated", user, old_id, json_pack("{s:s}", "new_session_id", new_id));
+        r = 0;
+        if (txn_audit_on(e)) {
+                struct varlink_writer w;
+
+                txn_detail_begin(&w);
+                txn_detail_string(&w, "new_session_id", new_id);
+                r = txn_audit_written(e, now, "rotated", user, old_id, &w);
+        }
         if (r < 0)
                 goto out;
         if (bus_observed(e))

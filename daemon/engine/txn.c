@@ -303,6 +303,41 @@ int txn_audit(struct engine *e, int64_t now, const char *kind, const char *user_
         return r;
 }
 
+bool txn_audit_on(const struct engine *e) {
+        return cfg(e)->security.audit_logging;
+}
+
+void txn_detail_begin(struct varlink_writer *w) {
+        varlink_writer_init(w);
+        (void)varlink_writer_begin_value(w);
+        (void)varlink_writer_object_begin(w);
+}
+
+void txn_detail_string(struct varlink_writer *w, const char *key, const char *value) {
+        (void)varlink_writer_key(w, key);
+        (void)(value ? varlink_writer_string(w, value) : varlink_writer_null(w));
+}
+
+void txn_detail_int(struct varlink_writer *w, const char *key, int64_t value) {
+        (void)varlink_writer_key(w, key);
+        (void)varlink_writer_int(w, value);
+}
+
+int txn_audit_written(struct engine *e, int64_t now, const char *kind, const char *user_id, const char *session_id,
+                      struct varlink_writer *w) {
+        char *text;
+        size_t len;
+        int r;
+
+        (void)varlink_writer_object_end(w);
+        r = varlink_writer_finish_value(w, &text, &len);
+        if (r < 0)
+                return txn_fail(e, r);
+        r = txn_audit_text(e, now, kind, user_id, session_id, text);
+        free(text);
+        return r;
+}
+
 int engine_audit(struct engine *e, int64_t now, const char *kind, const char *user_id, const char *session_id,
                  json_t *detail) {
         assert(kind);

@@ -205,6 +205,37 @@ int varlink_writer_begin_message(struct varlink_writer *w, const char *member, c
         return 0;
 }
 
+int varlink_writer_begin_value(struct varlink_writer *w) {
+        assert(w);
+        if (w->error < 0)
+                return w->error;
+        assert(w->len == 0 && w->depth == 0 && !w->after_key && !w->began);
+        w->after_key = true; /* one value follows */
+        return 0;
+}
+
+int varlink_writer_finish_value(struct varlink_writer *w, char **ret, size_t *len) {
+        int r;
+
+        assert(w && ret && len);
+        if (w->error < 0) {
+                r = w->error;
+                goto fail;
+        }
+        assert(!w->began);
+        assert(w->depth == 0 && !w->after_key);
+        r = writer_append(w, "", 1); /* the NUL */
+        if (r < 0)
+                goto fail;
+        *ret = w->data;
+        *len = w->len - 1;
+        *w = (struct varlink_writer){};
+        return 0;
+fail:
+        varlink_writer_free(w);
+        return r;
+}
+
 int varlink_writer_begin_reply(struct varlink_writer *w) {
         return varlink_writer_begin_message(w, NULL, NULL);
 }

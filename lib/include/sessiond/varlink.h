@@ -218,6 +218,12 @@ int varlink_writer_bool(struct varlink_writer *w, bool v);
 int varlink_writer_null(struct varlink_writer *w);
 /* Any existing value, dumped compactly by jansson (borrowed). */
 int varlink_writer_json(struct varlink_writer *w, json_t *value);
+/* A bare JSON value instead of a reply (an audit row's detail, say):
+ * begin_value(), one value (usually an object), then finish_value() hands
+ * out the malloc'ed text with a terminating NUL that *len does not count.
+ * The bytes are what json_dumps(JSON_COMPACT) makes of the same value. */
+int varlink_writer_begin_value(struct varlink_writer *w);
+int varlink_writer_finish_value(struct varlink_writer *w, char **ret, size_t *len);
 /* Closes the envelope (with "continues": true if asked) and hands out the
  * malloc'ed message with its terminating NUL, as varlink_encode_reply()
  * does; *len includes the NUL. The writer is left empty, ready for

@@ -352,6 +352,36 @@ START_TEST(test_sticky_error) {
 }
 END_TEST
 
+/* A bare value (audit details): the bytes json_dumps(JSON_COMPACT) makes,
+ * with a NUL that the length does not count. */
+START_TEST(test_bare_value) {
+        struct varlink_writer w;
+        json_t *o = json_pack("{s:s?, s:s?, s:I, s:s}", "platform_id", NULL, "ip", "198.51.100.7", "n",
+                              (json_int_t)-42, "text", "quote \" and \n\x01");
+        char *expect = json_dumps(o, JSON_COMPACT), *text;
+        size_t len;
+
+        varlink_writer_init(&w);
+        ck_assert_int_eq(varlink_writer_begin_value(&w), 0);
+        varlink_writer_object_begin(&w);
+        varlink_writer_key(&w, "platform_id");
+        varlink_writer_null(&w);
+        varlink_writer_key(&w, "ip");
+        varlink_writer_string(&w, "198.51.100.7");
+        varlink_writer_key(&w, "n");
+        varlink_writer_int(&w, -42);
+        varlink_writer_key(&w, "text");
+        varlink_writer_string(&w, "quote \" and \n\x01");
+        varlink_writer_object_end(&w);
+        ck_assert_int_eq(varlink_writer_finish_value(&w, &text, &len), 0);
+        ck_assert_str_eq(text, expect);
+        ck_assert_uint_eq(len, strlen(expect));
+        free(text);
+        free(expect);
+        json_decref(o);
+}
+END_TEST
+
 static Suite *writer_suite(void) {
         Suite *s = suite_create("varlink-writer");
         TCase *tc = tcase_create("writer");
@@ -367,6 +397,7 @@ static Suite *writer_suite(void) {
         tcase_add_test(tc, test_continues);
         tcase_add_test(tc, test_parameters_not_object);
         tcase_add_test(tc, test_sticky_error);
+        tcase_add_test(tc, test_bare_value);
         suite_add_tcase(s, tc);
         return s;
 }
