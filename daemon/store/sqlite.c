@@ -87,6 +87,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -106,8 +107,13 @@
  * copy; otherwise the thread goes again. */
 #define STORE_CHECKPOINT_TAIL_PAGES (8 * STORE_CHECKPOINT_PAGES)
 #define STORE_CHECKPOINT_TAIL_MAX 128
-/* A bulk writer waits while the thread has more than this left to copy. */
-#define STORE_BULK_BACKLOG_MAX (2 * STORE_CHECKPOINT_PAGES)
+/* A bulk writer waits while the thread has more than twice the starting
+ * threshold left to copy. On a small disk the thresholds come down to a
+ * quarter of the free space (in pages), measured every so many commits
+ * and after a full file system: a WAL that waits 64 MiB to start over
+ * would otherwise take the room the data needs. */
+#define STORE_SPACE_EVERY_COMMITS 64
+#define STORE_SPACE_MIN_TAIL 16
 /* A WAL this long means the thread cannot keep up with the writes: the loop
  * then checkpoints everything itself, stalling once rather than letting the
  * WAL (and every lookup in it) grow without bound. */
@@ -274,6 +280,11 @@ struct store {
         sqlite3_stmt *stmt[_STMT_MAX];
         struct checkpointer ckpt;
         int wal_pages; /* in the WAL after the last commit (the WAL hook, under lock) */
+        /* The checkpoint thresholds (pages), taken down on a small disk:
+         * see store_space_update(). Under lock. */
+        int ckpt_pages, tail_pages, hard_pages;
+        int page_size;
+        unsigned commits_since_space;
         int64_t next_key; /* the next session row: keys are ours to give */
 
         /* The connection and the writer (see "the unit of work" below). */
@@ -293,6 +304,7 @@ struct store {
 };
 
 static struct store *store_alloc(void);
+static void store_space_update(struct store *s);
 static int checkpoint_locked(struct store *s);
 static int writer_start(struct store *s, uv_loop_t *loop);
 static void writer_stop(struct store *s);
@@ -692,6 +704,29 @@ static int store_migrate(struct store *s) {
         return 0;
 }
 
+/* ---- room on disk ------------------------------------------------------------- */
+
+static void store_space_update(struct store *s) {
+        struct statvfs v;
+        int64_t free_pages, tail;
+
+        s->commits_since_space = 0;
+        s->ckpt_pages = STORE_CHECKPOINT_PAGES;
+        s->tail_pages = STORE_CHECKPOINT_TAIL_PAGES;
+        s->hard_pages = STORE_CHECKPOINT_HARD_PAGES;
+        if (s->memory || s->page_size <= 0 || statvfs(s->path, &v) < 0)
+                return;
+        free_pages = (int64_t)v.f_bavail * (int64_t)v.f_frsize / s->page_size + s->wal_pages;
+        tail = free_pages / 4;
+        if (tail >= STORE_CHECKPOINT_TAIL_PAGES)
+                return;
+        if (tail < STORE_SPACE_MIN_TAIL)
+                tail = STORE_SPACE_MIN_TAIL;
+        s->tail_pages = (int)tail;
+        s->ckpt_pages = (int)(tail / 4 > 4 ? tail / 4 : 4);
+        s->hard_pages = (int)(2 * tail);
+}
+
 /* ---- the checkpoint thread ------------------------------------------------ */
 
 static void *checkpointer_main(void *userdata) {
@@ -741,7 +776,9 @@ static int wal_hook(void *userdata, sqlite3 *db, const char *name, int pages) {
 
         (void)name;
         s->wal_pages = pages;
-        if (pages < STORE_CHECKPOINT_PAGES || !c->started)
+        if (++s->commits_since_space >= STORE_SPACE_EVERY_COMMITS)
+                store_space_update(s);
+        if (pages < s->ckpt_pages || !c->started)
                 return SQLITE_OK;
         pthread_mutex_lock(&c->lock);
         if (pages < c->backfilled)
@@ -751,8 +788,8 @@ static int wal_hook(void *userdata, sqlite3 *db, const char *name, int pages) {
                 /* Long, the thread is done with what it took, and what is
                  * left is short: the tail is ours. Otherwise the thread
                  * goes again. */
-                ours = pages >= STORE_CHECKPOINT_HARD_PAGES ||
-                       (pages >= STORE_CHECKPOINT_TAIL_PAGES && pages - c->backfilled <= STORE_CHECKPOINT_TAIL_MAX);
+                ours = pages >= s->hard_pages ||
+                       (pages >= s->tail_pages && pages - c->backfilled <= STORE_CHECKPOINT_TAIL_MAX);
                 if (!ours) {
                         c->wanted = true;
                         pthread_cond_signal(&c->cond);
@@ -762,7 +799,7 @@ static int wal_hook(void *userdata, sqlite3 *db, const char *name, int pages) {
         if (ours) {
                 int log = 0, done = 0;
 
-                if (pages >= STORE_CHECKPOINT_HARD_PAGES)
+                if (pages >= s->hard_pages && s->hard_pages == STORE_CHECKPOINT_HARD_PAGES)
                         log_warning("Store %s: the WAL holds %d pages, more than the checkpoint thread keeps up "
                                     "with; checkpointing after this commit.", s->path, pages);
                 if (sqlite3_wal_checkpoint_v2(db, NULL, SQLITE_CHECKPOINT_PASSIVE, &log, &done) == SQLITE_OK &&
@@ -849,21 +886,21 @@ int store_pace(struct store *s) {
 static int bulk_pace_locked(struct store *s) {
         struct checkpointer *c = &s->ckpt;
         int backlog, log = 0, done = 0;
-        bool idle, due = s->wal_pages >= STORE_CHECKPOINT_TAIL_PAGES;
+        bool idle, due = s->wal_pages >= s->tail_pages;
 
         pthread_mutex_lock(&c->lock);
         if (c->backfilled > s->wal_pages)
                 c->backfilled = 0; /* the WAL started over since the thread's last pass */
         backlog = s->wal_pages - c->backfilled;
         idle = !c->running && !c->wanted;
-        if (idle && (backlog > STORE_BULK_BACKLOG_MAX || (due && backlog > STORE_CHECKPOINT_TAIL_MAX))) {
+        if (idle && (backlog > 2 * s->ckpt_pages || (due && backlog > STORE_CHECKPOINT_TAIL_MAX))) {
                 /* No commit may come to wake the thread: wake it here. */
                 c->wanted = true;
                 pthread_cond_signal(&c->cond);
                 idle = false;
         }
         pthread_mutex_unlock(&c->lock);
-        if (backlog > STORE_BULK_BACKLOG_MAX || (due && !idle))
+        if (backlog > 2 * s->ckpt_pages || (due && !idle))
                 return -EAGAIN;
         if (!due)
                 return 0;
@@ -1018,6 +1055,13 @@ int store_open(const struct store_options *o, struct store **ret) {
                 r = load_live(s->db, s->path, o, &n);
                 if (r < 0)
                         goto fail;
+        }
+        {
+                int64_t ps = 0;
+
+                if (query_int(s->db, "PRAGMA page_size", &ps) == SQLITE_OK)
+                        s->page_size = (int)ps;
+                store_space_update(s);
         }
         if (!memory) {
                 r = checkpointer_start(s);
@@ -1393,7 +1437,7 @@ static int uow_apply(struct store *s, struct store_uow *u) {
 }
 
 /* Runs what is left of u and commits it. */
-static int uow_commit(struct store *s, struct store_uow *u) {
+static int uow_commit_once(struct store *s, struct store_uow *u) {
         int r = uow_apply(s, u);
 
         if (r >= 0 && in_sql_transaction(s)) {
@@ -1401,6 +1445,34 @@ static int uow_commit(struct store *s, struct store_uow *u) {
                 if (r < 0)
                         sql_rollback(s);
         }
+        return r;
+}
+
+/* A full file system is often a long WAL on a small disk: the pages it
+ * holds are mostly copies of pages the database file already has room
+ * for. So on -ENOSPC the WAL is copied into the database and truncated, the
+ * threshold of the next start-over is taken down to the free space, and
+ * the unit runs once more from its first operation (a unit that purged
+ * cannot: its purge ran outside the operation list). */
+static int uow_commit(struct store *s, struct store_uow *u) {
+        int r = uow_commit_once(s, u);
+
+        if (r != -ENOSPC || u->wrote || s->memory)
+                return r;
+        if (checkpoint_locked(s) < 0)
+                return r;
+        store_space_update(s);
+        log_notice("Store %s: the file system was full; the WAL was copied into the database and the "
+                   "writes tried again.", s->path);
+        u->error = 0;
+        u->applied = 0;
+        r = uow_commit_once(s, u);
+        if (r == -ENOSPC)
+                /* The blocks the failed try took stay with the WAL file,
+                 * where a smaller write would then fit while a larger one
+                 * does not: give them back, so that a full disk refuses
+                 * every write that needs room. */
+                (void)checkpoint_locked(s);
         return r;
 }
 

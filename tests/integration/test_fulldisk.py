@@ -39,13 +39,16 @@ def fill(path):
 
 
 class SmallDisk:
+    def __init__(self, size="1m"):
+        self.size = size
+
     def __enter__(self):
         if os.geteuid() != 0:
             raise Skip("needs root to mount a small tmpfs")
         self.tmp = tempfile.mkdtemp(prefix="sessiond-test-")
         self.mnt = os.path.join(self.tmp, "small")
         os.mkdir(self.mnt)
-        if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", self.mnt],
+        if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=" + self.size, "tmpfs", self.mnt],
                           capture_output=True).returncode != 0:
             shutil.rmtree(self.tmp, ignore_errors=True)
             raise Skip("cannot mount a tmpfs here")
@@ -107,17 +110,42 @@ def test_full_disk():
                     break
             else:
                 raise AssertionError("300 creates on a full disk")
+            # A refusal tries to make room (the WAL copied into the database
+            # and started over: test_small_disk_holds_what_fits), and the
+            # WAL file's own blocks can then take small writes for a while.
+            # Use that room up with the smallest writes, on a session of
+            # their own, until they too are refused: the disk is now full
+            # for every write.
+            fill(filler + "2")
+            spare = tokens[-1]
+            for method, params in ((S + "Extend", {"token": spare}),
+                                   (S + "SetSyncState", {"token": spare, "data": "x"})):
+                for i in range(300):
+                    try:
+                        c.call(method, params)
+                    except VarlinkError as e:
+                        assert e.error == S + "StorageFull", e
+                        break
+                else:
+                    raise AssertionError("300 %s on a full disk" % method)
             # Every kind of write answers StorageFull and changes nothing.
             t = tokens[0]
             session_id = c.call(S + "Validate", {"token": t, "touch": False})["session"]["id"]
+            # A refusal truncates the WAL it copied into the database, which
+            # may make room for the next small write: the disk is filled
+            # again before each one.
+            fills = []
+
+            def refused_when_full(method, params):
+                return write_error(c.call, method, params)
             refused = [
-                write_error(c.call, S + "Rotate", {"token": t}),
-                write_error(c.call, S + "SetSyncState", {"token": t, "data": "lost", "expected_version": 1}),
-                write_error(c.call, S + "SwitchPlatform", {"token": t, "platform_id": "lost"}),
-                write_error(c.call, S + "Destroy", {"token": tokens[1]}),
-                write_error(c.call, S + "Extend", {"token": tokens[2]}),
-                write_error(c.call, S + "DestroyUser", {"user_id": "u3"}),
-                write_error(c.call, A + "Terminate", {"id": session_id}),
+                refused_when_full(S + "Rotate", {"token": t}),
+                refused_when_full(S + "SetSyncState", {"token": t, "data": "lost", "expected_version": 1}),
+                refused_when_full(S + "SwitchPlatform", {"token": t, "platform_id": "lost"}),
+                refused_when_full(S + "Destroy", {"token": tokens[1]}),
+                refused_when_full(S + "Extend", {"token": tokens[2]}),
+                refused_when_full(S + "DestroyUser", {"user_id": "u3"}),
+                refused_when_full(A + "Terminate", {"id": session_id}),
             ]
             for e in refused:
                 assert e.error in (S + "StorageFull",), e
@@ -140,7 +168,8 @@ def test_full_disk():
             assert integrity(database) == ["ok"]
 
             # Room again: writes work, health comes back.
-            os.unlink(filler)
+            for f in [filler, filler + "2"] + fills:
+                os.unlink(f)
             later = c.call(S + "Create", {"user_id": "after", "sync_data": "v1-after"})["token"]
             assert c.call(S + "SetSyncState", {"token": t, "data": "v2", "expected_version": 1}) == {"version": 2}
             new = c.call(S + "Rotate", {"token": tokens[3]})["token"]
@@ -183,7 +212,45 @@ def test_full_from_the_start():
         assert "space" in log, log
 
 
+def test_small_disk_holds_what_fits():
+    """A disk with little room: the WAL starts over well below the free
+    space (and is copied into the database on a full file system before a
+    write is refused), so the sessions that fit are what the data needs,
+    not what a 64 MiB WAL leaves: several hundred sessions of 1 KiB on
+    2 MiB, where the WAL alone used to fill the disk after a few dozen.
+    Refused writes are clean, and writes work again once there is room."""
+    with SmallDisk("2m") as disk:
+        database = os.path.join(disk.mnt, "sessions.db")
+        spare = os.path.join(disk.mnt, "spare")
+        with open(spare, "wb") as f:
+            f.write(b"\0" * 256 * 1024)
+        settings = {"daemon.database_path": database, "security.max_concurrent_per_user": 100000,
+                    "security.audit_logging": False}
+        with Daemon(settings, tmpdir=disk.tmp) as d, d.connect() as c:
+            tokens = []
+            for i in range(5000):
+                try:
+                    tokens.append(c.call(S + "Create", {"user_id": "u%d" % (i % 50),
+                                                         "sync_data": "%04d" % i + "x" * 1020})["token"])
+                except VarlinkError as e:
+                    assert e.error == S + "StorageFull", e
+                    break
+            else:
+                raise AssertionError("5000 sessions of 1 KiB on 2 MiB")
+            print("sessions of 1 KiB that fit on 2 MiB (256 KiB kept aside): %d" % len(tokens), flush=True)
+            assert len(tokens) >= 600, len(tokens)
+            # Everything acknowledged is there; reads go on.
+            for i in (0, len(tokens) // 2, len(tokens) - 1):
+                assert c.call(S + "GetSyncState", {"token": tokens[i]})["data"].startswith("%04d" % i)
+            # Room again: writes work without a restart.
+            os.unlink(spare)
+            more = [c.call(S + "Create", {"user_id": "again", "sync_data": "x" * 1024})["token"] for _ in range(50)]
+            assert len(more) == 50
+        assert integrity(database) == ["ok"]
+
+
 run_tests([
+    test_small_disk_holds_what_fits,
     test_full_disk,
     test_full_from_the_start,
 ])
