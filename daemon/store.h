@@ -26,7 +26,7 @@
 
 #include "token.h"
 
-#define STORE_SCHEMA_VERSION 1
+#include "store-schema.h" /* STORE_SCHEMA_VERSION, shared with sessionctl db (lib/common) */
 
 struct store;
 
