@@ -14,6 +14,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 
+#include "macro.h" /* lib/common: freep, _cleanup_free_, ELEMENTSOF */
 #include "sessiond/config.h"
 #include "sessiond/envfile.h"
 
@@ -81,9 +82,3 @@ extern const char *const setting_groups[];
 /* Same over the libconfig paths or the variables of sessiond_settings[]. */
 const char *suggest_setting_path(const char *path);
 const char *suggest_setting_variable(const char *variable);
-
-/* Frees *p; for __attribute__((cleanup)). */
-static inline void freep(void *p) {
-        free(*(void **) p);
-}
-#define _cleanup_free_ __attribute__((cleanup(freep)))

@@ -61,8 +61,6 @@ static const struct sessiond_override production_full[] = {
         MAX_BATCHES("20"),  PERF("true"),  ANALYTICS("true"), DEBUG("false"),
 };
 
-#define ELEMENTSOF(a) (sizeof(a) / sizeof((a)[0]))
-
 static const struct {
         const struct sessiond_override *overrides, *full;
         size_t n_overrides, n_full;

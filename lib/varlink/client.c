@@ -31,6 +31,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "macro.h" /* lib/common: freep */
 #include "sessiond/client.h"
 
 #define CLIENT_DEFAULT_TIMEOUT_MS 30000
@@ -47,10 +48,6 @@ struct sessiond_client {
         bool streaming;  /* a reply with "continues" was read, more follow */
         bool broken;     /* a transport error happened; only free() remains */
 };
-
-static void freep(char **p) {
-        free(*p);
-}
 
 static int64_t now_ms(void) {
         struct timespec ts;
