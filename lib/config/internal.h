@@ -1,8 +1,8 @@
 /* Private interface between the files of the configuration system.
  *
  * The public header (sessiond/config.h) describes a configuration as a
- * struct plus a table of settings (sessiond_settings[]) that says where each
- * value lives in the struct, how it is typed and where it came from. The
+ * struct; the table of settings (sessiond_settings[], settings.h) says where
+ * each value lives in the struct, how it is typed and where it came from. The
  * files of lib/config share a few helpers on top of that table: typed access
  * to a value through its offset, setting a value together with its origin,
  * and "did you mean" suggestions. Nothing here is installed.
@@ -17,6 +17,8 @@
 #include "macro.h" /* lib/common: freep, _cleanup_free_, ELEMENTSOF */
 #include "sessiond/config.h"
 #include "sessiond/envfile.h"
+#include "envfile-private.h"
+#include "settings.h"
 
 /* Upper bounds checked while loading, so that a huge value is an error and
  * never wraps in later arithmetic (now + timeout, batch_size * batches). */

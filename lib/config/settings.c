@@ -169,6 +169,18 @@ int sessiond_setting_find_variable(const char *variable) {
         return -ENOENT;
 }
 
+size_t sessiond_setting_count(void) {
+        return sessiond_settings_count;
+}
+
+const char *sessiond_setting_path(size_t idx) {
+        return idx < sessiond_settings_count ? sessiond_settings[idx].path : NULL;
+}
+
+const char *sessiond_setting_variable(size_t idx) {
+        return idx < sessiond_settings_count ? sessiond_settings[idx].variable : NULL;
+}
+
 static const char *const environment_names[_SESSIOND_ENV_MAX] = {
         [SESSIOND_ENV_DEVELOPMENT] = "development",
         [SESSIOND_ENV_TESTING] = "testing",
