@@ -56,7 +56,7 @@ static json_t *configuration_origin(const struct sessiond_config *c) {
         const char *env_file = c->daemon.env_file;
         json_t *o;
 
-        for (size_t i = 0; c->origins && i < sessiond_settings_count; i++)
+        for (size_t i = 0; c->origins && i < sessiond_setting_count(); i++)
                 if ((unsigned)c->origins[i].kind < 5)
                         counts[c->origins[i].kind]++;
         o = json_pack("{s:s?, s:s?, s:b, s:s, s:{s:I, s:I, s:I, s:I, s:I}}", "file", c->config_file, "env_file",

@@ -1,11 +1,13 @@
 /* Who may own the daemon's state files (daemon/statefiles.c), and the rule
- * for a folder others must not be able to write in, shared with the files
- * sessionctl writes (tools/outfile.c). */
+ * for a folder others must not be able to write in (lib/common/folder-rule.h,
+ * shared with the files sessionctl writes: tools/outfile.c). */
 #pragma once
 
 #include <stddef.h>
 #include <sys/stat.h>
 #include <sys/types.h>
+
+#include "folder-rule.h" /* lib/common: statefiles_folder_problem() */
 
 /* Checks the folder dir, the key file in it and the database db_path with
  * its -wal and -shm: refuses (logs what is wrong and returns -EPERM) what
@@ -13,17 +15,3 @@
  * not exist yet are fine (the daemon makes them). Call before reading the
  * key and before opening the store. */
 int statefiles_check(const char *dir, const char *db_path);
-
-/* Why another user could replace or plant files in the folder st describes,
- * for uid me: NULL when none can (a folder of me or root, not writable by
- * group or others unless it has the sticky bit). A header function, so that
- * sessionctl shares it without the daemon's logging. */
-static inline const char *statefiles_folder_problem(const struct stat *st, uid_t me) {
-        if (!S_ISDIR(st->st_mode))
-                return "is not a folder";
-        if (st->st_uid != me && st->st_uid != 0)
-                return "is owned by another user";
-        if ((st->st_mode & (S_IWGRP | S_IWOTH)) && !(st->st_mode & S_ISVTX))
-                return "is writable by group or others without the sticky bit";
-        return NULL;
-}

@@ -34,7 +34,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "../daemon/statefiles.h"
+#include "folder-rule.h" /* lib/common */
 
 static int outfile_fail(const char *who, int r, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static int outfile_fail(const char *who, int r, const char *fmt, ...) {

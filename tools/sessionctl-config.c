@@ -160,7 +160,7 @@ static int do_show(const struct sessionctl_globals *g, enum action action, bool 
 /* The variable that carries setting path, for messages. */
 static const char *variable_of(const char *path) {
         int idx = sessiond_setting_find(path);
-        return idx >= 0 && sessiond_settings[idx].variable ? sessiond_settings[idx].variable : path;
+        return idx >= 0 && sessiond_setting_variable((size_t) idx) ? sessiond_setting_variable((size_t) idx) : path;
 }
 
 static int do_edit(const struct sessionctl_globals *g, enum action action, const char *name) {
@@ -283,20 +283,20 @@ static int do_edit(const struct sessionctl_globals *g, enum action action, const
                                 o->variable);
         }
         bool header = false;
-        for (size_t idx = 0; idx < sessiond_settings_count; idx++) {
+        for (size_t idx = 0; idx < sessiond_setting_count(); idx++) {
                 char *a = sessiond_config_value_to_string(old, idx), *b = sessiond_config_value_to_string(new, idx);
                 bool written = false;
                 for (size_t i = 0; i <= n_values; i++) {
                         const struct sessiond_override *o = i == 0 ? &environment_line : &values[i - 1];
-                        written = written || strcmp(o->path, sessiond_settings[idx].path) == 0;
+                        written = written || strcmp(o->path, sessiond_setting_path(idx)) == 0;
                 }
                 if (a && b && strcmp(a, b) != 0 && !written) {
                         char *origin = sessiond_origin_to_string(&new->origins[idx]);
                         if (!header)
                                 puts("effective changes:");
                         header = true;
-                        printf("  %s (%s): %s -> %s (%s)\n", sessiond_settings[idx].path,
-                               variable_of(sessiond_settings[idx].path), a, b, origin ? origin : "?");
+                        printf("  %s (%s): %s -> %s (%s)\n", sessiond_setting_path(idx),
+                               variable_of(sessiond_setting_path(idx)), a, b, origin ? origin : "?");
                         free(origin);
                 }
                 free(a);

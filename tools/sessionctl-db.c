@@ -50,8 +50,9 @@
 
 #include <jansson.h>
 
-#include "../daemon/sidefiles.h"
-#include "../daemon/store/schema.h" /* STORE_SCHEMA_VERSION */
+#include "macro.h"     /* lib/common: freep */
+#include "sidefiles.h" /* lib/common */
+#include "store-schema.h" /* lib/common: STORE_SCHEMA_VERSION */
 #include "sessiond/config.h"
 #include "outfile.h"
 #include "sessionctl.h"
@@ -97,10 +98,6 @@ static void db_closep(sqlite3 **db) {
 
 static void stmt_finalizep(sqlite3_stmt **st) {
         sqlite3_finalize(*st);
-}
-
-static void freep(void *p) {
-        free(*(void **)p);
 }
 
 /* json_decrefp() comes with jansson. */

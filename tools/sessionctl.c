@@ -37,13 +37,13 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "macro.h" /* lib/common: ELEMENTSOF, _cleanup_free_, _cleanup_json_ */
 #include "sessiond/client.h"
 #include "sessiond/config.h"
 #include "outfile.h"
 #include "sessionctl.h"
 
 #define ADMIN "io.sessiond.Admin."
-#define ELEMENTSOF(x) (sizeof(x) / sizeof((x)[0]))
 #define PERMISSION_DENIED_TEXT "permission denied: need root or membership in group sessiond-admin"
 
 static void usage(FILE *f) {
@@ -97,14 +97,6 @@ static void usage(FILE *f) {
 }
 
 /* ---- small helpers -------------------------------------------------------- */
-
-static void freep(void *p) {
-        free(*(void **) p);
-}
-#define _cleanup_free_ __attribute__((cleanup(freep)))
-
-/* json_decrefp() comes with jansson. */
-#define _cleanup_json_ __attribute__((cleanup(json_decrefp)))
 
 /* "sessionctl: <message>" on stderr, without the newline. */
 static void error_vprint(const char *fmt, va_list ap) __attribute__((format(printf, 1, 0)));

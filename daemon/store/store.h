@@ -33,7 +33,7 @@
 
 #include "token.h"
 
-#include "schema.h"
+#include "store-schema.h" /* STORE_SCHEMA_VERSION, shared with sessionctl db (lib/common) */
 
 struct store;
 

@@ -69,7 +69,7 @@ static int fsync_folder(const char *dir) {
         return r;
 }
 
-int sessiond_file_write_atomic(const char *path, const char *data, size_t len, mode_t mode_if_new) {
+SESSIOND_EXPORT int sessiond_file_write_atomic(const char *path, const char *data, size_t len, mode_t mode_if_new) {
         _cleanup_free_ char *target = NULL, *dir_copy = NULL, *base_copy = NULL, *tmp = NULL;
         const char *dir, *base;
         struct stat st, ours;

@@ -112,11 +112,11 @@ int config_new(struct sessiond_config **ret) {
         return 0;
 }
 
-int sessiond_config_new_defaults(struct sessiond_config **ret) {
+SESSIOND_EXPORT int sessiond_config_new_defaults(struct sessiond_config **ret) {
         return config_new(ret);
 }
 
-void sessiond_config_free(struct sessiond_config *c) {
+SESSIOND_EXPORT void sessiond_config_free(struct sessiond_config *c) {
         if (!c)
                 return;
         for (size_t i = 0; i < sessiond_settings_count; i++) {
@@ -136,7 +136,7 @@ void sessiond_config_free(struct sessiond_config *c) {
         free(c);
 }
 
-int sessiond_config_copy(const struct sessiond_config *c, struct sessiond_config **ret) {
+SESSIOND_EXPORT int sessiond_config_copy(const struct sessiond_config *c, struct sessiond_config **ret) {
         struct sessiond_config *n;
         int r = -ENOMEM;
 
@@ -185,7 +185,7 @@ fail:
         return r;
 }
 
-const char *sessiond_config_custom(const struct sessiond_config *c, const char *name, const char *def) {
+SESSIOND_EXPORT const char *sessiond_config_custom(const struct sessiond_config *c, const char *name, const char *def) {
         if (!c || !name)
                 return def;
         for (size_t i = 0; i < c->n_custom; i++)
@@ -194,7 +194,7 @@ const char *sessiond_config_custom(const struct sessiond_config *c, const char *
         return def;
 }
 
-char *sessiond_config_value_to_string(const struct sessiond_config *c, size_t idx) {
+SESSIOND_EXPORT char *sessiond_config_value_to_string(const struct sessiond_config *c, size_t idx) {
         const struct sessiond_setting *s;
         const void *p;
         char *out = NULL;

@@ -20,7 +20,7 @@
 /* Files larger than this are not env files; refuse rather than read them. */
 #define ENVFILE_MAX_SIZE (4u * 1024u * 1024u)
 
-int sessiond_envfile_new(const char *path, struct sessiond_envfile **ret) {
+SESSIOND_EXPORT int sessiond_envfile_new(const char *path, struct sessiond_envfile **ret) {
         struct sessiond_envfile *f = calloc(1, sizeof(*f));
 
         if (!f)
@@ -36,7 +36,7 @@ int sessiond_envfile_new(const char *path, struct sessiond_envfile **ret) {
         return 0;
 }
 
-void sessiond_envfile_free(struct sessiond_envfile *f) {
+SESSIOND_EXPORT void sessiond_envfile_free(struct sessiond_envfile *f) {
         if (!f)
                 return;
         for (size_t i = 0; i < f->n_lines; i++) {
@@ -173,7 +173,7 @@ static int parse_line(const char *line, char **key, char **value, const char **w
         return 0;
 }
 
-int sessiond_envfile_parse(const char *path, const char *text, size_t len, struct sessiond_envfile **ret,
+SESSIOND_EXPORT int sessiond_envfile_parse(const char *path, const char *text, size_t len, struct sessiond_envfile **ret,
                            struct sessiond_issues *issues) {
         struct sessiond_envfile *f = NULL;
         const char *p = text, *end = text + len;
@@ -234,7 +234,7 @@ fail:
         return r;
 }
 
-int sessiond_envfile_read(const char *path, struct sessiond_envfile **ret, struct sessiond_issues *issues) {
+SESSIOND_EXPORT int sessiond_envfile_read(const char *path, struct sessiond_envfile **ret, struct sessiond_issues *issues) {
         _cleanup_free_ char *buf = NULL;
         struct stat st;
         size_t len = 0;
@@ -283,7 +283,7 @@ out:
         return r;
 }
 
-const char *sessiond_envfile_get(const struct sessiond_envfile *f, const char *key, size_t *line) {
+SESSIOND_EXPORT const char *sessiond_envfile_get(const struct sessiond_envfile *f, const char *key, size_t *line) {
         for (size_t i = f->n_lines; i > 0; i--)
                 if (f->lines[i - 1].key && strcmp(f->lines[i - 1].key, key) == 0) {
                         if (line)
@@ -293,7 +293,7 @@ const char *sessiond_envfile_get(const struct sessiond_envfile *f, const char *k
         return NULL;
 }
 
-char *sessiond_envfile_quote(const char *value) {
+SESSIOND_EXPORT char *sessiond_envfile_quote(const char *value) {
         size_t n = 0;
         bool safe = *value != '\0';
         char *out, *o;
@@ -320,7 +320,7 @@ char *sessiond_envfile_quote(const char *value) {
         return out;
 }
 
-int sessiond_envfile_set(struct sessiond_envfile *f, const char *key, const char *value) {
+SESSIOND_EXPORT int sessiond_envfile_set(struct sessiond_envfile *f, const char *key, const char *value) {
         _cleanup_free_ char *quoted = NULL;
         struct sessiond_envfile_line line = {};
         const char *old;
@@ -376,7 +376,7 @@ fail:
         return r;
 }
 
-char *sessiond_envfile_format(const struct sessiond_envfile *f, size_t *len) {
+SESSIOND_EXPORT char *sessiond_envfile_format(const struct sessiond_envfile *f, size_t *len) {
         size_t n = 1, pos = 0;
         char *out;
 
@@ -398,7 +398,7 @@ char *sessiond_envfile_format(const struct sessiond_envfile *f, size_t *len) {
         return out;
 }
 
-int sessiond_envfile_write(const struct sessiond_envfile *f, const char *path) {
+SESSIOND_EXPORT int sessiond_envfile_write(const struct sessiond_envfile *f, const char *path) {
         _cleanup_free_ char *text = NULL;
         size_t len;
 

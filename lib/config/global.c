@@ -40,7 +40,7 @@ static int load_valid(const struct sessiond_config_sources *sources, struct sess
         return 0;
 }
 
-const struct sessiond_config *sessiond_config_get(void) {
+SESSIOND_EXPORT const struct sessiond_config *sessiond_config_get(void) {
         const struct sessiond_config *c;
 
         pthread_mutex_lock(&lock);
@@ -54,7 +54,7 @@ const struct sessiond_config *sessiond_config_get(void) {
         return c;
 }
 
-int sessiond_config_reload(const struct sessiond_config_sources *sources, struct sessiond_issues *issues) {
+SESSIOND_EXPORT int sessiond_config_reload(const struct sessiond_config_sources *sources, struct sessiond_issues *issues) {
         struct sessiond_config *c = NULL, **n;
         int r;
 

@@ -1,8 +1,8 @@
 /* Private interface between the files of the configuration system.
  *
  * The public header (sessiond/config.h) describes a configuration as a
- * struct plus a table of settings (sessiond_settings[]) that says where each
- * value lives in the struct, how it is typed and where it came from. The
+ * struct; the table of settings (sessiond_settings[], settings.h) says where
+ * each value lives in the struct, how it is typed and where it came from. The
  * files of lib/config share a few helpers on top of that table: typed access
  * to a value through its offset, setting a value together with its origin,
  * and "did you mean" suggestions. Nothing here is installed.
@@ -14,8 +14,11 @@
 #include <stdint.h>
 #include <stdlib.h>
 
+#include "macro.h" /* lib/common: freep, _cleanup_free_, ELEMENTSOF */
 #include "sessiond/config.h"
 #include "sessiond/envfile.h"
+#include "envfile-private.h"
+#include "settings.h"
 
 /* Upper bounds checked while loading, so that a huge value is an error and
  * never wraps in later arithmetic (now + timeout, batch_size * batches). */
@@ -81,9 +84,3 @@ extern const char *const setting_groups[];
 /* Same over the libconfig paths or the variables of sessiond_settings[]. */
 const char *suggest_setting_path(const char *path);
 const char *suggest_setting_variable(const char *variable);
-
-/* Frees *p; for __attribute__((cleanup)). */
-static inline void freep(void *p) {
-        free(*(void **) p);
-}
-#define _cleanup_free_ __attribute__((cleanup(freep)))

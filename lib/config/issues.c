@@ -18,7 +18,7 @@
 
 #include "internal.h"
 
-void sessiond_issues_clear(struct sessiond_issues *issues) {
+SESSIOND_EXPORT void sessiond_issues_clear(struct sessiond_issues *issues) {
         if (!issues)
                 return;
         for (size_t i = 0; i < issues->count; i++) {
@@ -29,7 +29,7 @@ void sessiond_issues_clear(struct sessiond_issues *issues) {
         *issues = (struct sessiond_issues) {};
 }
 
-bool sessiond_issues_has_errors(const struct sessiond_issues *issues) {
+SESSIOND_EXPORT bool sessiond_issues_has_errors(const struct sessiond_issues *issues) {
         if (!issues)
                 return false;
         for (size_t i = 0; i < issues->count; i++)
@@ -71,7 +71,7 @@ static int message_make_utf8(char **message) {
         return 0;
 }
 
-int sessiond_issues_add(struct sessiond_issues *issues, enum sessiond_severity severity,
+SESSIOND_EXPORT int sessiond_issues_add(struct sessiond_issues *issues, enum sessiond_severity severity,
                         const char *setting, const char *fmt, ...) {
         struct sessiond_issue issue = { .severity = severity };
         va_list ap;
@@ -107,7 +107,7 @@ int sessiond_issues_add(struct sessiond_issues *issues, enum sessiond_severity s
         return 0;
 }
 
-const char *sessiond_severity_to_string(enum sessiond_severity s) {
+SESSIOND_EXPORT const char *sessiond_severity_to_string(enum sessiond_severity s) {
         switch (s) {
         case SESSIOND_WARNING:
                 return "warning";
@@ -135,7 +135,7 @@ void origin_clear(struct sessiond_origin *o) {
         *o = (struct sessiond_origin) {};
 }
 
-char *sessiond_origin_to_string(const struct sessiond_origin *o) {
+SESSIOND_EXPORT char *sessiond_origin_to_string(const struct sessiond_origin *o) {
         char *s = NULL;
         int r = -1;
 

@@ -87,7 +87,7 @@ static json_t *custom_json(const struct sessiond_config *c, bool with_origins) {
         return o;
 }
 
-json_t *sessiond_config_to_json(const struct sessiond_config *c, bool with_origins) {
+SESSIOND_EXPORT json_t *sessiond_config_to_json(const struct sessiond_config *c, bool with_origins) {
         json_t *root = json_object();
         bool custom_done = false;
 
@@ -116,7 +116,7 @@ fail:
         return NULL;
 }
 
-json_t *sessiond_config_summary(const struct sessiond_config *c) {
+SESSIOND_EXPORT json_t *sessiond_config_summary(const struct sessiond_config *c) {
         json_t *features = json_array(), *summary;
 
         if (!features)
@@ -140,7 +140,7 @@ json_t *sessiond_config_summary(const struct sessiond_config *c) {
         return summary;
 }
 
-json_t *sessiond_config_client_json(const struct sessiond_config *c) {
+SESSIOND_EXPORT json_t *sessiond_config_client_json(const struct sessiond_config *c) {
         /* Every flag of features.*, the three of the scale-out path too (always
          * false while validation refuses them), so a script can test any
          * flag of DESIGN 2.3 without guessing which ones are served. */

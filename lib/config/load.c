@@ -227,7 +227,7 @@ static const char *environ_get(char **env, const char *key) {
         return v;
 }
 
-int sessiond_config_load(const struct sessiond_config_sources *sources, struct sessiond_config **ret,
+SESSIOND_EXPORT int sessiond_config_load(const struct sessiond_config_sources *sources, struct sessiond_config **ret,
                          struct sessiond_issues *issues) {
         static const struct sessiond_config_sources none = {};
         struct sessiond_config *c = NULL;

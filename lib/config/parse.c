@@ -19,7 +19,7 @@
 
 #include "internal.h"
 
-int sessiond_parse_int(const char *s, int64_t *ret) {
+SESSIOND_EXPORT int sessiond_parse_int(const char *s, int64_t *ret) {
         char *end;
         long long v;
 
@@ -44,7 +44,7 @@ int sessiond_parse_int(const char *s, int64_t *ret) {
         return 0;
 }
 
-int sessiond_parse_duration(const char *s, int64_t *ret) {
+SESSIOND_EXPORT int sessiond_parse_duration(const char *s, int64_t *ret) {
         static const struct {
                 char unit;
                 int64_t factor;
@@ -79,7 +79,7 @@ int sessiond_parse_duration(const char *s, int64_t *ret) {
         return 0;
 }
 
-int sessiond_parse_bool(const char *s, bool *ret) {
+SESSIOND_EXPORT int sessiond_parse_bool(const char *s, bool *ret) {
         static const char *const yes[] = { "true", "yes", "on", "1" };
         static const char *const no[] = { "false", "no", "off", "0" };
 
@@ -98,7 +98,7 @@ int sessiond_parse_bool(const char *s, bool *ret) {
         return -EINVAL;
 }
 
-int sessiond_parse_double(const char *s, double *ret) {
+SESSIOND_EXPORT int sessiond_parse_double(const char *s, double *ret) {
         char *end;
         double v;
 

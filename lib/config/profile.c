@@ -61,8 +61,6 @@ static const struct sessiond_override production_full[] = {
         MAX_BATCHES("20"),  PERF("true"),  ANALYTICS("true"), DEBUG("false"),
 };
 
-#define ELEMENTSOF(a) (sizeof(a) / sizeof((a)[0]))
-
 static const struct {
         const struct sessiond_override *overrides, *full;
         size_t n_overrides, n_full;
@@ -73,7 +71,7 @@ static const struct {
         [SESSIOND_ENV_PRODUCTION] = { production, production_full, ELEMENTSOF(production), ELEMENTSOF(production_full) },
 };
 
-int sessiond_profile_overrides(enum sessiond_environment e, const struct sessiond_override **ret, size_t *n) {
+SESSIOND_EXPORT int sessiond_profile_overrides(enum sessiond_environment e, const struct sessiond_override **ret, size_t *n) {
         if ((unsigned) e >= _SESSIOND_ENV_MAX)
                 return -EINVAL;
         *ret = profiles[e].overrides;
@@ -81,7 +79,7 @@ int sessiond_profile_overrides(enum sessiond_environment e, const struct session
         return 0;
 }
 
-int sessiond_profile_values(enum sessiond_environment e, const struct sessiond_override **ret, size_t *n) {
+SESSIOND_EXPORT int sessiond_profile_values(enum sessiond_environment e, const struct sessiond_override **ret, size_t *n) {
         if ((unsigned) e >= _SESSIOND_ENV_MAX)
                 return -EINVAL;
         *ret = profiles[e].full;
@@ -89,7 +87,7 @@ int sessiond_profile_values(enum sessiond_environment e, const struct sessiond_o
         return 0;
 }
 
-int sessiond_config_apply_profile(struct sessiond_config *c, enum sessiond_environment e) {
+SESSIOND_EXPORT int sessiond_config_apply_profile(struct sessiond_config *c, enum sessiond_environment e) {
         const struct sessiond_override *o;
         size_t n;
         int r;

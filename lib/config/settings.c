@@ -151,7 +151,7 @@ const struct sessiond_setting sessiond_settings[] = {
 
 const size_t sessiond_settings_count = sizeof(sessiond_settings) / sizeof(sessiond_settings[0]);
 
-int sessiond_setting_find(const char *path) {
+SESSIOND_EXPORT int sessiond_setting_find(const char *path) {
         if (!path)
                 return -ENOENT;
         for (size_t i = 0; i < sessiond_settings_count; i++)
@@ -160,13 +160,25 @@ int sessiond_setting_find(const char *path) {
         return -ENOENT;
 }
 
-int sessiond_setting_find_variable(const char *variable) {
+SESSIOND_EXPORT int sessiond_setting_find_variable(const char *variable) {
         if (!variable)
                 return -ENOENT;
         for (size_t i = 0; i < sessiond_settings_count; i++)
                 if (sessiond_settings[i].variable && strcmp(sessiond_settings[i].variable, variable) == 0)
                         return (int) i;
         return -ENOENT;
+}
+
+SESSIOND_EXPORT size_t sessiond_setting_count(void) {
+        return sessiond_settings_count;
+}
+
+SESSIOND_EXPORT const char *sessiond_setting_path(size_t idx) {
+        return idx < sessiond_settings_count ? sessiond_settings[idx].path : NULL;
+}
+
+SESSIOND_EXPORT const char *sessiond_setting_variable(size_t idx) {
+        return idx < sessiond_settings_count ? sessiond_settings[idx].variable : NULL;
 }
 
 static const char *const environment_names[_SESSIOND_ENV_MAX] = {
@@ -176,13 +188,13 @@ static const char *const environment_names[_SESSIOND_ENV_MAX] = {
         [SESSIOND_ENV_PRODUCTION] = "production",
 };
 
-const char *sessiond_environment_to_string(enum sessiond_environment e) {
+SESSIOND_EXPORT const char *sessiond_environment_to_string(enum sessiond_environment e) {
         if ((unsigned) e >= _SESSIOND_ENV_MAX)
                 return NULL;
         return environment_names[e];
 }
 
-int sessiond_environment_from_string(const char *s) {
+SESSIOND_EXPORT int sessiond_environment_from_string(const char *s) {
         if (!s)
                 return -EINVAL;
         for (int e = 0; e < _SESSIOND_ENV_MAX; e++)
@@ -191,7 +203,7 @@ int sessiond_environment_from_string(const char *s) {
         return -EINVAL;
 }
 
-const char *sessiond_environment_valid_names(void) {
+SESSIOND_EXPORT const char *sessiond_environment_valid_names(void) {
         return "development, testing, staging, production";
 }
 

@@ -213,7 +213,7 @@ static void write_env(FILE *f, const struct sessiond_config *d) {
         }
 }
 
-int sessiond_config_template(enum sessiond_template_format format, char **ret) {
+SESSIOND_EXPORT int sessiond_config_template(enum sessiond_template_format format, char **ret) {
         struct sessiond_config *d = NULL;
         char *buf = NULL;
         size_t size = 0;

@@ -98,7 +98,7 @@ static void check_not_empty(struct validator *v, const char *path, const char *v
         }
 }
 
-int sessiond_config_validate(const struct sessiond_config *c, struct sessiond_issues *issues) {
+SESSIOND_EXPORT int sessiond_config_validate(const struct sessiond_config *c, struct sessiond_issues *issues) {
         struct sessiond_issues local = {};
         struct validator v = { .c = c, .issues = issues ? issues : &local };
         size_t before = v.issues->count;

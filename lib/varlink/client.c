@@ -31,6 +31,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "macro.h" /* lib/common: freep */
 #include "sessiond/client.h"
 
 #define CLIENT_DEFAULT_TIMEOUT_MS 30000
@@ -47,10 +48,6 @@ struct sessiond_client {
         bool streaming;  /* a reply with "continues" was read, more follow */
         bool broken;     /* a transport error happened; only free() remains */
 };
-
-static void freep(char **p) {
-        free(*p);
-}
 
 static int64_t now_ms(void) {
         struct timespec ts;
@@ -93,7 +90,7 @@ static int client_wait(struct sessiond_client *c, short events, int64_t deadline
         }
 }
 
-int sessiond_client_connect(const char *path, int timeout_ms, struct sessiond_client **ret) {
+SESSIOND_EXPORT int sessiond_client_connect(const char *path, int timeout_ms, struct sessiond_client **ret) {
         struct sockaddr_un sa = { .sun_family = AF_UNIX };
         struct sessiond_client *c;
         struct timeval tv;
@@ -156,7 +153,7 @@ fail_free:
         return r;
 }
 
-void sessiond_client_free(struct sessiond_client *c) {
+SESSIOND_EXPORT void sessiond_client_free(struct sessiond_client *c) {
         if (!c)
                 return;
         if (c->fd >= 0)
@@ -166,7 +163,7 @@ void sessiond_client_free(struct sessiond_client *c) {
         free(c);
 }
 
-int sessiond_client_fd(const struct sessiond_client *c) {
+SESSIOND_EXPORT int sessiond_client_fd(const struct sessiond_client *c) {
         assert(c);
         return c->fd;
 }
@@ -258,7 +255,7 @@ static int client_receive(struct sessiond_client *c, int64_t deadline, bool more
         return 0;
 }
 
-int sessiond_client_call(struct sessiond_client *c, const char *method, json_t *params,
+SESSIOND_EXPORT int sessiond_client_call(struct sessiond_client *c, const char *method, json_t *params,
                          unsigned flags, json_t **ret_params, const char **ret_error,
                          bool *ret_continues) {
         bool oneway = flags & SESSIOND_CALL_ONEWAY, more = flags & SESSIOND_CALL_MORE;
@@ -301,7 +298,7 @@ int sessiond_client_call(struct sessiond_client *c, const char *method, json_t *
         return client_receive(c, deadline, more, ret_params, ret_error, ret_continues);
 }
 
-int sessiond_client_next(struct sessiond_client *c, int timeout_ms, json_t **ret_params,
+SESSIOND_EXPORT int sessiond_client_next(struct sessiond_client *c, int timeout_ms, json_t **ret_params,
                          const char **ret_error, bool *ret_continues) {
         assert(c);
 

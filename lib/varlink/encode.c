@@ -16,6 +16,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "macro.h" /* lib/common: SESSIOND_EXPORT */
 #include "sessiond/varlink.h"
 #include "varlink/writer.h"
 
@@ -38,18 +39,18 @@ static int encode_message(const char *member, const char *name, json_t *paramete
         return varlink_writer_finish_message(&w, flag, ret, len);
 }
 
-int varlink_encode_call(const char *method, json_t *parameters, bool oneway, bool more,
+SESSIOND_EXPORT int varlink_encode_call(const char *method, json_t *parameters, bool oneway, bool more,
                         char **ret, size_t *len) {
         if (!varlink_method_split(method, NULL, 0) || (oneway && more))
                 return -EINVAL;
         return encode_message("method", method, parameters, oneway ? "oneway" : more ? "more" : NULL, ret, len);
 }
 
-int varlink_encode_reply(json_t *parameters, bool continues, char **ret, size_t *len) {
+SESSIOND_EXPORT int varlink_encode_reply(json_t *parameters, bool continues, char **ret, size_t *len) {
         return encode_message(NULL, NULL, parameters, continues ? "continues" : NULL, ret, len);
 }
 
-int varlink_encode_error(const char *error, json_t *parameters, char **ret, size_t *len) {
+SESSIOND_EXPORT int varlink_encode_error(const char *error, json_t *parameters, char **ret, size_t *len) {
         if (!varlink_method_split(error, NULL, 0))
                 return -EINVAL;
         return encode_message("error", error, parameters, NULL, ret, len);

@@ -28,6 +28,7 @@
 #include <stdbool.h>
 #include <string.h>
 
+#include "macro.h" /* lib/common: SESSIOND_EXPORT */
 #include "sessiond/varlink.h"
 #include "varlink/scan.h"
 
@@ -164,7 +165,7 @@ static bool member_name_is_valid(const char *s) {
         return true;
 }
 
-const char *varlink_method_split(const char *method, char *iface, size_t size) {
+SESSIOND_EXPORT const char *varlink_method_split(const char *method, char *iface, size_t size) {
         const char *dot;
         size_t n;
 
@@ -229,7 +230,7 @@ fail:
 
 /* The scanner (scan.c) first: it takes the common calls without building
  * JSON objects, and passes everything else on to jansson. */
-int varlink_call_parse(const char *msg, size_t len, struct varlink_call *ret) {
+SESSIOND_EXPORT int varlink_call_parse(const char *msg, size_t len, struct varlink_call *ret) {
         int r = varlink_call_scan(msg, len, ret);
 
         if (r != -EAGAIN)
@@ -237,7 +238,7 @@ int varlink_call_parse(const char *msg, size_t len, struct varlink_call *ret) {
         return varlink_call_parse_json(msg, len, ret);
 }
 
-json_t *varlink_call_parameters(struct varlink_call *c) {
+SESSIOND_EXPORT json_t *varlink_call_parameters(struct varlink_call *c) {
         assert(c);
         assert(c->root || c->scanned);
         if (!c->parameters && c->scanned && varlink_scanned_parameters(c->scanned, &c->parameters) < 0)
@@ -245,7 +246,7 @@ json_t *varlink_call_parameters(struct varlink_call *c) {
         return c->parameters;
 }
 
-void varlink_call_clear(struct varlink_call *c) {
+SESSIOND_EXPORT void varlink_call_clear(struct varlink_call *c) {
         if (!c)
                 return;
         if (c->scanned) {
@@ -257,7 +258,7 @@ void varlink_call_clear(struct varlink_call *c) {
         *c = (struct varlink_call){};
 }
 
-int varlink_reply_parse(const char *msg, size_t len, struct varlink_reply *ret) {
+SESSIOND_EXPORT int varlink_reply_parse(const char *msg, size_t len, struct varlink_reply *ret) {
         struct varlink_reply rp = {};
         json_t *e;
         int r;
@@ -295,7 +296,7 @@ fail:
         return r;
 }
 
-void varlink_reply_clear(struct varlink_reply *r) {
+SESSIOND_EXPORT void varlink_reply_clear(struct varlink_reply *r) {
         if (!r)
                 return;
         json_decref(r->root);

@@ -9,6 +9,7 @@
 #include <assert.h>
 #include <errno.h>
 
+#include "macro.h" /* lib/common: SESSIOND_EXPORT */
 #include "sessiond/varlink.h"
 #include "varlink/scan.h"
 
@@ -22,7 +23,7 @@ static json_t *param_get(json_t *params, const char *key) {
         return json_is_null(v) ? NULL : v;
 }
 
-int varlink_param_string(json_t *params, const char *key, const char **ret) {
+SESSIOND_EXPORT int varlink_param_string(json_t *params, const char *key, const char **ret) {
         json_t *v = param_get(params, key);
 
         assert(ret);
@@ -34,7 +35,7 @@ int varlink_param_string(json_t *params, const char *key, const char **ret) {
         return 0;
 }
 
-int varlink_param_int(json_t *params, const char *key, int64_t *ret) {
+SESSIOND_EXPORT int varlink_param_int(json_t *params, const char *key, int64_t *ret) {
         json_t *v = param_get(params, key);
 
         assert(ret);
@@ -46,7 +47,7 @@ int varlink_param_int(json_t *params, const char *key, int64_t *ret) {
         return 0;
 }
 
-int varlink_param_bool(json_t *params, const char *key, bool *ret) {
+SESSIOND_EXPORT int varlink_param_bool(json_t *params, const char *key, bool *ret) {
         json_t *v = param_get(params, key);
 
         assert(ret);
@@ -58,7 +59,7 @@ int varlink_param_bool(json_t *params, const char *key, bool *ret) {
         return 0;
 }
 
-int varlink_param_object(json_t *params, const char *key, json_t **ret) {
+SESSIOND_EXPORT int varlink_param_object(json_t *params, const char *key, json_t **ret) {
         json_t *v = param_get(params, key);
 
         assert(ret);
@@ -72,7 +73,7 @@ int varlink_param_object(json_t *params, const char *key, json_t **ret) {
 
 /* The same lookups over a call, whichever parser read it: the scanner's
  * table (no JSON objects), or jansson's tree. */
-int varlink_call_param(struct varlink_call *c, const char *object, const char *key,
+SESSIOND_EXPORT int varlink_call_param(struct varlink_call *c, const char *object, const char *key,
                        struct varlink_value *ret) {
         json_t *params, *v;
 

@@ -28,11 +28,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "macro.h" /* lib/common: SESSIOND_EXPORT */
 #include "sessiond/varlink.h"
 
 #define READER_MIN_ALLOC 4096
 
-int varlink_reader_init(struct varlink_reader *r, size_t max_message_size) {
+SESSIOND_EXPORT int varlink_reader_init(struct varlink_reader *r, size_t max_message_size) {
         assert(r);
 
         if (max_message_size == 0 || max_message_size > SIZE_MAX / 4)
@@ -41,14 +42,14 @@ int varlink_reader_init(struct varlink_reader *r, size_t max_message_size) {
         return 0;
 }
 
-void varlink_reader_free(struct varlink_reader *r) {
+SESSIOND_EXPORT void varlink_reader_free(struct varlink_reader *r) {
         if (!r)
                 return;
         free(r->buf);
         *r = (struct varlink_reader){ .max_message_size = r->max_message_size };
 }
 
-size_t varlink_reader_pending(const struct varlink_reader *r) {
+SESSIOND_EXPORT size_t varlink_reader_pending(const struct varlink_reader *r) {
         assert(r);
         assert(r->start <= r->end);
         return r->end - r->start;
@@ -66,7 +67,7 @@ static void reader_compact(struct varlink_reader *r) {
         r->end = pending;
 }
 
-int varlink_reader_space(struct varlink_reader *r, size_t want, char **ret, size_t *room) {
+SESSIOND_EXPORT int varlink_reader_space(struct varlink_reader *r, size_t want, char **ret, size_t *room) {
         assert(r);
         assert(ret);
         assert(room);
@@ -106,13 +107,13 @@ int varlink_reader_space(struct varlink_reader *r, size_t want, char **ret, size
         return 0;
 }
 
-void varlink_reader_commit(struct varlink_reader *r, size_t n) {
+SESSIOND_EXPORT void varlink_reader_commit(struct varlink_reader *r, size_t n) {
         assert(r);
         assert(n <= r->allocated - r->end);
         r->end += n;
 }
 
-int varlink_reader_feed(struct varlink_reader *r, const void *data, size_t n) {
+SESSIOND_EXPORT int varlink_reader_feed(struct varlink_reader *r, const void *data, size_t n) {
         char *p;
         size_t room;
         int k;
@@ -130,7 +131,7 @@ int varlink_reader_feed(struct varlink_reader *r, const void *data, size_t n) {
         return 0;
 }
 
-int varlink_reader_next(struct varlink_reader *r, const char **msg, size_t *len) {
+SESSIOND_EXPORT int varlink_reader_next(struct varlink_reader *r, const char **msg, size_t *len) {
         const char *nul;
         size_t pending;
 

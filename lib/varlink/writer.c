@@ -37,6 +37,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "macro.h" /* lib/common: SESSIOND_EXPORT */
 #include "sessiond/varlink.h"
 #include "varlink/writer.h"
 
@@ -170,12 +171,12 @@ static int writer_quoted(struct varlink_writer *w, const char *s, size_t n) {
         return 0;
 }
 
-void varlink_writer_init(struct varlink_writer *w) {
+SESSIOND_EXPORT void varlink_writer_init(struct varlink_writer *w) {
         assert(w);
         *w = (struct varlink_writer){};
 }
 
-void varlink_writer_free(struct varlink_writer *w) {
+SESSIOND_EXPORT void varlink_writer_free(struct varlink_writer *w) {
         if (!w)
                 return;
         free(w->data);
@@ -205,7 +206,7 @@ int varlink_writer_begin_message(struct varlink_writer *w, const char *member, c
         return 0;
 }
 
-int varlink_writer_begin_value(struct varlink_writer *w) {
+SESSIOND_EXPORT int varlink_writer_begin_value(struct varlink_writer *w) {
         assert(w);
         if (w->error < 0)
                 return w->error;
@@ -214,7 +215,7 @@ int varlink_writer_begin_value(struct varlink_writer *w) {
         return 0;
 }
 
-int varlink_writer_finish_value(struct varlink_writer *w, char **ret, size_t *len) {
+SESSIOND_EXPORT int varlink_writer_finish_value(struct varlink_writer *w, char **ret, size_t *len) {
         int r;
 
         assert(w && ret && len);
@@ -236,7 +237,7 @@ fail:
         return r;
 }
 
-int varlink_writer_begin_reply(struct varlink_writer *w) {
+SESSIOND_EXPORT int varlink_writer_begin_reply(struct varlink_writer *w) {
         return varlink_writer_begin_message(w, NULL, NULL);
 }
 
@@ -276,23 +277,23 @@ static int writer_container_end(struct varlink_writer *w, char close, bool objec
         return writer_append(w, &close, 1);
 }
 
-int varlink_writer_object_begin(struct varlink_writer *w) {
+SESSIOND_EXPORT int varlink_writer_object_begin(struct varlink_writer *w) {
         return writer_container_begin(w, '{', true);
 }
 
-int varlink_writer_object_end(struct varlink_writer *w) {
+SESSIOND_EXPORT int varlink_writer_object_end(struct varlink_writer *w) {
         return writer_container_end(w, '}', true);
 }
 
-int varlink_writer_array_begin(struct varlink_writer *w) {
+SESSIOND_EXPORT int varlink_writer_array_begin(struct varlink_writer *w) {
         return writer_container_begin(w, '[', false);
 }
 
-int varlink_writer_array_end(struct varlink_writer *w) {
+SESSIOND_EXPORT int varlink_writer_array_end(struct varlink_writer *w) {
         return writer_container_end(w, ']', false);
 }
 
-int varlink_writer_key(struct varlink_writer *w, const char *key) {
+SESSIOND_EXPORT int varlink_writer_key(struct varlink_writer *w, const char *key) {
         size_t n;
         int r;
 
@@ -315,7 +316,7 @@ int varlink_writer_key(struct varlink_writer *w, const char *key) {
         return 0;
 }
 
-int varlink_writer_stringn(struct varlink_writer *w, const char *s, size_t n) {
+SESSIOND_EXPORT int varlink_writer_stringn(struct varlink_writer *w, const char *s, size_t n) {
         int r;
 
         assert(w);
@@ -326,7 +327,7 @@ int varlink_writer_stringn(struct varlink_writer *w, const char *s, size_t n) {
         return writer_quoted(w, s ? s : "", n);
 }
 
-int varlink_writer_string(struct varlink_writer *w, const char *s) {
+SESSIOND_EXPORT int varlink_writer_string(struct varlink_writer *w, const char *s) {
         assert(s);
         return varlink_writer_stringn(w, s, strlen(s));
 }
@@ -336,7 +337,7 @@ static const char digit_pairs[] =
         "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
         "8081828384858687888990919293949596979899";
 
-int varlink_writer_int(struct varlink_writer *w, int64_t v) {
+SESSIOND_EXPORT int varlink_writer_int(struct varlink_writer *w, int64_t v) {
         char digits[20]; /* 2^64 has 20 digits */
         size_t n = 0;
         uint64_t u;
@@ -368,7 +369,7 @@ int varlink_writer_int(struct varlink_writer *w, int64_t v) {
         return 0;
 }
 
-int varlink_writer_bool(struct varlink_writer *w, bool v) {
+SESSIOND_EXPORT int varlink_writer_bool(struct varlink_writer *w, bool v) {
         int r;
 
         assert(w);
@@ -378,7 +379,7 @@ int varlink_writer_bool(struct varlink_writer *w, bool v) {
         return writer_append(w, v ? "true" : "false", v ? 4 : 5);
 }
 
-int varlink_writer_null(struct varlink_writer *w) {
+SESSIOND_EXPORT int varlink_writer_null(struct varlink_writer *w) {
         int r;
 
         assert(w);
@@ -392,7 +393,7 @@ static int writer_dump_cb(const char *s, size_t n, void *userdata) {
         return writer_append(userdata, s, n) < 0 ? -1 : 0;
 }
 
-int varlink_writer_json(struct varlink_writer *w, json_t *value) {
+SESSIOND_EXPORT int varlink_writer_json(struct varlink_writer *w, json_t *value) {
         int r;
 
         assert(w);
@@ -441,6 +442,6 @@ fail:
         return r;
 }
 
-int varlink_writer_finish_reply(struct varlink_writer *w, bool continues, char **ret, size_t *len) {
+SESSIOND_EXPORT int varlink_writer_finish_reply(struct varlink_writer *w, bool continues, char **ret, size_t *len) {
         return varlink_writer_finish_message(w, continues ? "continues" : NULL, ret, len);
 }

@@ -38,6 +38,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "config/settings.h" /* the table of settings, private to the library */
 #include "fuzz.h"
 #include "sessiond/config.h"
 #include "sessiond/envfile.h"

@@ -23,6 +23,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "config/envfile-private.h" /* the lines of an env file, private to the library */
 #include "fuzz.h"
 #include "sessiond/envfile.h"
 

@@ -188,38 +188,30 @@ struct sessiond_config {
                 int64_t max_message_size;
         } daemon;
 
-        /* Where each setting came from, indexed like sessiond_settings[]. */
+        /* Where each setting came from, indexed by setting number
+         * (sessiond_setting_find(), below). */
         struct sessiond_origin *origins;
         /* The file that was read (NULL when none), for messages and Status. */
         char *config_file;
 };
 
-/* ---- the table of settings ---------------------------------------------- */
+/* ---- the settings ---------------------------------------------------------- */
 
-enum sessiond_setting_type {
-        SESSIOND_TYPE_BOOL,
-        SESSIOND_TYPE_INT,      /* a count or size */
-        SESSIOND_TYPE_DURATION, /* seconds; units s, m, h, d accepted */
-        SESSIOND_TYPE_DOUBLE,
-        SESSIOND_TYPE_STRING,
-        SESSIOND_TYPE_ENVIRONMENT,
-};
-
-struct sessiond_setting {
-        const char *path;     /* libconfig path, also the JSON key path */
-        const char *variable; /* SESSION_* variable, NULL when there is none */
-        enum sessiond_setting_type type;
-        size_t offset;            /* offset of the value in struct sessiond_config */
-        const char *default_text; /* the default as written in a template */
-        const char *description;  /* one line, for templates and man pages */
-};
-
-extern const struct sessiond_setting sessiond_settings[];
-extern const size_t sessiond_settings_count;
-
-/* Index into sessiond_settings[] (and config->origins[]) or -ENOENT. */
+/* Settings are numbered 0 .. sessiond_setting_count() - 1, in the order of
+ * sections in the JSON and templates; config->origins[] and
+ * sessiond_config_value_to_string() take these numbers. (The table behind
+ * them is private to the library, so that a setting can be added without
+ * changing the ABI.) */
+size_t sessiond_setting_count(void);
+/* The number of the setting with this libconfig path, or SESSION_*
+ * variable, or -ENOENT. */
 int sessiond_setting_find(const char *path);
 int sessiond_setting_find_variable(const char *variable);
+/* Setting idx's libconfig path ("timeout.idle_timeout"), and its variable
+ * ("SESSION_IDLE_TIMEOUT_SECONDS", NULL when it has none). NULL when idx is
+ * out of range. Static strings. */
+const char *sessiond_setting_path(size_t idx);
+const char *sessiond_setting_variable(size_t idx);
 
 /* ---- building a configuration ------------------------------------------- */
 
@@ -270,7 +262,7 @@ int sessiond_config_copy(const struct sessiond_config *c, struct sessiond_config
 const char *sessiond_config_custom(const struct sessiond_config *c, const char *name,
                                    const char *def);
 
-/* Setting idx of sessiond_settings[] as text, the way the env file and the
+/* Setting number idx as text, the way the env file and the
  * messages write it ("86400", "true", "100.0", "production"). NULL on ENOMEM. */
 char *sessiond_config_value_to_string(const struct sessiond_config *c, size_t idx);
 

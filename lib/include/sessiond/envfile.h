@@ -36,20 +36,9 @@
 extern "C" {
 #endif
 
-struct sessiond_envfile_line {
-        char *text;  /* the line as read (no newline), or as formatted by a set */
-        char *key;   /* NULL for blank and comment lines */
-        char *value; /* the value with quotes and escapes removed */
-        int lineno;  /* 1-based line in the file as read; 0 for an appended line */
-};
-
-struct sessiond_envfile {
-        char *path; /* for messages; may be NULL */
-        struct sessiond_envfile_line *lines;
-        size_t n_lines;
-        size_t allocated;
-        bool missing_final_newline; /* the last line had no '\n' */
-};
+/* A parsed file: every line with its text, key and value, in order.
+ * Opaque: read and edit it with the functions below. */
+struct sessiond_envfile;
 
 /* An empty file named path (path may be NULL). */
 int sessiond_envfile_new(const char *path, struct sessiond_envfile **ret);
@@ -71,7 +60,7 @@ static inline void sessiond_envfile_freep(struct sessiond_envfile **f) {
 }
 
 /* The value of the last line setting key, or NULL. When line is not NULL it
- * receives that line's index into f->lines. */
+ * receives that line's index (0-based) among the file's lines. */
 const char *sessiond_envfile_get(const struct sessiond_envfile *f, const char *key, size_t *line);
 
 /* Sets key=value: rewrites the last line that sets key in place (keeping an

@@ -38,6 +38,12 @@ extern "C" {
 
 /* ---- framing ------------------------------------------------------------ */
 
+/* The reader, the call and the writer are public structs on purpose: the
+ * daemon keeps a reader per connection and a call and a writer per request
+ * on the stack, with no allocation. Programs use them through the
+ * functions below (of a call they read method, oneway, more and upgrade);
+ * the other fields are the library's. Their size and layout are part of
+ * the ABI: a change of them changes the soname (lib/meson.build). */
 struct varlink_reader {
         char *buf;
         size_t start;  /* first byte not yet handed out */

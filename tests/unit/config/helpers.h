@@ -13,6 +13,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "config/envfile-private.h" /* the lines of an env file, private to the library */
+#include "config/settings.h"        /* the table of settings, private to the library */
 #include "sessiond/config.h"
 #include "sessiond/envfile.h"
 

@@ -1,4 +1,4 @@
-/* The -wal and -shm files next to a SQLite database (daemon/sidefiles.c).
+/* The -wal and -shm files next to a SQLite database (lib/common/sidefiles.c).
  *
  * Shared by the daemon's store and `sessionctl db`, which both open
  * databases they may refuse or only read, and must leave the folder as they

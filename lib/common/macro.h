@@ -1,0 +1,47 @@
+/* Macros and cleanup helpers shared by lib/, daemon/ and tools/.
+ *
+ * Internal: never installed, not part of libsessiond's ABI (an installed
+ * header must not need it). Each of these used to be defined again in the
+ * file that needed it; this is the one copy.
+ */
+#pragma once
+
+#include <stddef.h>
+#include <stdlib.h>
+
+/* The number of elements of an array (not of a pointer). */
+#define ELEMENTSOF(a) (sizeof(a) / sizeof((a)[0]))
+
+/* The struct that holds member at ptr. (Spelled exactly as the copies in
+ * daemon/server.c and daemon/main.c, so that a file may include this header
+ * before its own copy is dropped.) */
+#define container_of(ptr, type, member) ((type *) ((char *) (ptr) - offsetof(type, member)))
+
+/* __attribute__((cleanup)): the function is called with a pointer to the
+ * variable when it goes out of scope. */
+#define _cleanup_(f) __attribute__((cleanup(f)))
+
+/* Frees *p (p points to any pointer variable). */
+static inline void freep(void *p) {
+        free(*(void **) p);
+}
+#define _cleanup_free_ _cleanup_(freep)
+
+/* Drops a jansson reference (json_decrefp() comes with jansson.h, which the
+ * file that uses this includes). */
+#define _cleanup_json_ _cleanup_(json_decrefp)
+
+/* Marks a definition in lib/ as part of libsessiond's public ABI.
+ *
+ * libsessiond is compiled with -fvisibility=hidden, so a function leaves
+ * the shared library only when its definition carries this mark; the
+ * version script lib/libsessiond.sym then lists the same names, gives them
+ * the version node and makes everything else local. Both, on purpose: the
+ * mark is next to the code (a reader sees at the definition that it is
+ * API, and the compiler binds every other call inside the library
+ * directly, not through the PLT), the script is the one list that the ABI
+ * test (tests/abi/check-exports.py) holds the built and installed library,
+ * and the installed headers, to. Hidden visibility alone would need no
+ * script; the script alone would leave every internal function
+ * interposable and the headers' promise unchecked. */
+#define SESSIOND_EXPORT __attribute__((visibility("default")))
