@@ -107,9 +107,18 @@ def test_refuses_everything_else():
         for path in ("/", "/metrics/", "/metricsx", "/Metrics", "/debug/pprof", "/../metrics"):
             status, _, body = promtext.request(port, path=path)
             assert status == 404, (path, status, body)
-        # a large body is not read, and costs nothing
-        status, _, _ = promtext.request(port, "POST", body=b"x" * (1 << 20))
-        assert status == 405
+        # a large body is not read: the 405 comes first, then the connection is closed
+        with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as s:
+            s.sendall(b"POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % (1 << 20))
+            try:
+                s.sendall(b"x" * (1 << 20))
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+            try:
+                reply = s.recv(65536)
+            except ConnectionResetError:
+                reply = b""
+            assert reply == b"" or reply.startswith(b"HTTP/1.1 405"), reply[:100]
         # bad HTTP: garbage, a request line without a version, a huge URL, a NUL
         for raw in (b"\x00\xff garbage\r\n\r\n", b"GET /metrics\r\n\r\n", b"GET /" + b"a" * 100000 + b" HTTP/1.1\r\n\r\n",
                     b"GET /metrics HTTP/1.1\r\nHost: x\r\nBad header line\r\n\r\n", b"GET /metrics HTTP/9.9\r\n\r\n"):
