@@ -145,7 +145,7 @@ def test_units_verify():
             programs = [os.path.join(prefix, inst.opts["sbindir"], "sessiond"),
                         os.path.join(prefix, inst.opts["bindir"], "sessionctl")]
             copies = []
-            for name in ("sessiond.service", "sessiond.socket"):
+            for name in ("sessiond.service", "sessiond.socket", "sessiond-metrics.socket"):
                 with open(inst.unit(name)) as f:
                     text = f.read()
                 for prog in programs:
