@@ -309,10 +309,8 @@ static int listener_start_address(struct metrics_http *h, const char *address) {
                                                  : "");
         }
         r = listener_start_fd(h, fd);
-        if (r < 0) {
-                (void) close(fd);
+        if (r < 0) /* fd not closed: whether MHD already did is not said */
                 return log_error_errno(r, "Failed to start the HTTP server on %s", address);
-        }
         h->listen = strdup(address);
         if (!h->listen) {
                 MHD_stop_daemon(h->mhd);
@@ -375,10 +373,8 @@ static int listener_start_systemd(struct metrics_http *h, int fd) {
         }
         socket_address(fd, where, sizeof where);
         r = listener_start_fd(h, fd);
-        if (r < 0) {
-                (void) close(fd);
+        if (r < 0) /* see listener_start_address() */
                 return log_error_errno(r, "Failed to start the HTTP server on the socket from systemd (%s)", where);
-        }
         h->from_systemd = true;
         log_info("Serving metrics on http://%s/metrics (socket from systemd)", where);
         if (want && *want && strcmp(want, where) != 0)

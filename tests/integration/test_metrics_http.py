@@ -221,8 +221,10 @@ class Activated:
             os.dup2(fd, 3)
             os.set_inheritable(3, True)
         d.log = open(d.log_path, "ab")
+        # fd 3 of the child is made in preexec_fn; pass_fds keeps that
+        # number open through the close of every other descriptor after it
         d.proc = subprocess.Popen(["sh", "-c", 'LISTEN_PID=$$ exec "$@"', "sh", SESSIOND, "-c", d.config],
-                                  stdout=d.log, stderr=d.log, env=env, preexec_fn=to_fd3, pass_fds=(fd,))
+                                  stdout=d.log, stderr=d.log, env=env, preexec_fn=to_fd3, pass_fds=(3,))
 
 
 def test_socket_from_systemd():
