@@ -105,6 +105,20 @@ def rpath(path):
     return os.path.join(state["root"], path.lstrip("/"))
 
 
+def unmount_under(path):
+    """Unmounts whatever is mounted below path (debootstrap mounts proc
+    and sys in its target while it works), deepest first."""
+    path = os.path.realpath(path)
+    mounts = [l.split()[1] for l in open("/proc/self/mounts")]
+    for m in sorted((m for m in mounts if m.startswith(path + "/")), key=len, reverse=True):
+        subprocess.run(["umount", "-l", m], capture_output=True)
+
+
+def remove_tree(path):
+    unmount_under(path)
+    shutil.rmtree(path, ignore_errors=True)
+
+
 def deb_field(deb, field):
     return run(["dpkg-deb", "-f", deb, field]).stdout.strip()
 
@@ -191,16 +205,18 @@ def test_fresh_root():
     if not os.path.exists(cache):
         t0 = time.monotonic()
         boot = os.path.join(BUILD, "debootstrap-%s.tmp" % key)
-        shutil.rmtree(boot, ignore_errors=True)
+        remove_tree(boot)
         p = run(["debootstrap", "--variant=minbase", "--include=" + ",".join(include), SUITE, boot, mirror()],
                 check=False, timeout=3000)
         if p.returncode != 0:
-            shutil.rmtree(boot, ignore_errors=True)
+            remove_tree(boot)
             raise AssertionError("debootstrap failed:\n%s%s" % (p.stdout[-4000:], p.stderr[-4000:]))
-        run(["rm", "-rf", os.path.join(boot, "var/cache/apt/archives")])
-        run(["tar", "-C", boot, "--numeric-owner", "-cf", cache + ".part", "."])
+        # debootstrap may leave its proc mounted in the target
+        unmount_under(boot)
+        run(["find", os.path.join(boot, "var/cache/apt/archives"), "-name", "*.deb", "-delete"])
+        run(["tar", "-C", boot, "--numeric-owner", "--one-file-system", "-cf", cache + ".part", "."])
         os.rename(cache + ".part", cache)
-        shutil.rmtree(boot, ignore_errors=True)
+        remove_tree(boot)
         print("  debootstrap %s in %.0f s, cached as %s" % (SUITE, time.monotonic() - t0, cache))
     root = os.path.join(state["work"], "root")
     os.makedirs(root)
@@ -357,7 +373,7 @@ def test_purge():
 def cleanup():
     work = state.get("work")
     if work and not os.environ.get("KEEP_TMP"):
-        shutil.rmtree(work, ignore_errors=True)
+        remove_tree(work)
 
 
 try:
