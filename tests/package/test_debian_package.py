@@ -95,10 +95,21 @@ def source_files():
     return files
 
 
-def chroot(*cmd, check=True, user=None, **kw):
+CHROOT_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8", "DEBIAN_FRONTEND": "noninteractive"}
+
+
+def chroot_argv(cmd, user=None):
+    """cmd run in the root, with /proc mounted there (systemd-tmpfiles
+    needs it, as on a real system) in a mount namespace of its own, so
+    that nothing stays mounted when it ends."""
     spec = ["--userspec=%s:%s" % (user, user)] if user else []
-    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8", "DEBIAN_FRONTEND": "noninteractive"}
-    return run(["chroot"] + spec + [state["root"]] + list(cmd), check=check, env=env, **kw)
+    return (["unshare", "--mount", "--propagation", "private", "sh", "-c",
+             'mount -t proc proc "$0/proc" && exec chroot "$@"', state["root"]]
+            + spec + [state["root"]] + list(cmd))
+
+
+def chroot(*cmd, check=True, user=None, **kw):
+    return run(chroot_argv(cmd, user), check=check, env=CHROOT_ENV, **kw)
 
 
 def rpath(path):
@@ -307,10 +318,8 @@ def test_install():
     chroot("/usr/sbin/sessiond", "-c", "/etc/sessiond/sessiond.conf", "--check-config", user="sessiond")
     if not os.path.isdir(rpath("/run/sessiond")):
         chroot("systemd-tmpfiles", "--create", "sessiond.conf")
-    env = {"PATH": "/usr/sbin:/usr/bin", "LANG": "C.UTF-8"}
-    daemon = subprocess.Popen(["chroot", "--userspec=sessiond:sessiond", state["root"], "/usr/sbin/sessiond",
-                               "-c", "/etc/sessiond/sessiond.conf"], env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    daemon = subprocess.Popen(chroot_argv(["/usr/sbin/sessiond", "-c", "/etc/sessiond/sessiond.conf"], "sessiond"),
+                              env=CHROOT_ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         wait_for(lambda: chroot("sessionctl", "status", check=False).returncode == 0, timeout=30,
                  what="the packaged daemon answering sessionctl status")
