@@ -393,6 +393,7 @@ static void run_finish(struct jobs *j, struct run *r) {
         job->runs++;
 
         mc->cleanup_runs[r->kind]++;
+        mc->cleanup_seconds[r->kind] += (double)ms / 1e3;
         mc->cleanup_ended += r->ended;
         mc->cleanup_evicted += r->evicted;
         mc->cleanup_purged_sessions += r->purged_sessions;

@@ -52,6 +52,7 @@
 #include "engine.h"
 #include "jobs.h"
 #include "log.h"
+#include "metrics_http.h"
 #include "notify.h"
 #include "server.h"
 #include "sessiond/config.h"
@@ -329,6 +330,7 @@ int daemon_reload(struct daemon *d, struct sessiond_issues *issues) {
         engine_config_changed(d->engine);
         server_config_changed(d->server);
         jobs_config_changed(d->jobs);
+        metrics_http_config_changed(d->metrics_http);
         sessiond_config_free(old);
         config_audit(d, true, detail);
         json_decref(detail);
@@ -361,6 +363,8 @@ static void on_server_closed(struct server *s) {
         struct sessiond_main *m = instance;
 
         assert(m && m->d.server == s);
+        metrics_http_free(m->d.metrics_http); /* before the jobs: it renders their metrics */
+        m->d.metrics_http = NULL;
         jobs_free(m->d.jobs); /* before the engine: the jobs observe it */
         m->d.jobs = NULL;
         engine_free(m->d.engine); /* commits and checkpoints */
@@ -560,6 +564,9 @@ static int main_run(struct sessiond_main *m) {
         r = jobs_new(d, &d->jobs);
         if (r < 0)
                 goto out;
+        r = metrics_http_new(d, &d->metrics_http);
+        if (r < 0)
+                goto out;
 
         log_info("sessiond %s started (pid %d, environment %s%s%s)", SESSIOND_VERSION, (int) getpid(),
                  sessiond_environment_to_string(d->config->environment),
@@ -577,6 +584,8 @@ out:
                 d->stopping = true;
                 server_close(d->server, on_server_closed);
         } else {
+                metrics_http_free(d->metrics_http);
+                d->metrics_http = NULL;
                 jobs_free(d->jobs);
                 d->jobs = NULL;
                 if (d->engine)

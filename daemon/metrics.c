@@ -244,6 +244,30 @@ static int64_t db_size(struct daemon *d) {
         return s ? store_size(s) : 0;
 }
 
+/* The thresholds of the daemon's own alerts, in the unit of each alert, so
+ * that Prometheus rules (conf/prometheus/sessiond.rules.yml) compare with
+ * the configured values instead of copies of the defaults. */
+static void add_thresholds(struct builder *b, const struct sessiond_config *c) {
+        static const char help[] = "Threshold of the daemon's alert: per minute (creation_rate, suspicious_rate), "
+                                   "percent (failure_rate), seconds (avg_duration), sessions (concurrent_sessions, "
+                                   "cleanup_backlog), events per user and hour (suspicious_users).";
+        const struct {
+                const char *alert;
+                double value;
+        } t[] = {
+                { "creation_rate", c->monitoring.alerts.creation_rate },
+                { "failure_rate", c->monitoring.alerts.failure_rate },
+                { "avg_duration", c->monitoring.alerts.avg_duration },
+                { "concurrent_sessions", c->monitoring.alerts.concurrent_sessions },
+                { "suspicious_rate", c->monitoring.alerts.suspicious_rate },
+                { "cleanup_backlog", (double)c->cleanup.max_expired_threshold },
+                { "suspicious_users", (double)c->security.suspicious_activity_threshold },
+        };
+
+        for (size_t i = 0; i < sizeof t / sizeof t[0]; i++)
+                add(b, "alert_threshold", "gauge", help, real(t[i].value), "alert", t[i].alert, NULL);
+}
+
 json_t *metrics_current(struct metrics *m, int64_t now, const struct metrics_extra *x) {
         static const char *const fail_names[_ENGINE_FAIL_MAX] = {"not_found", "expired", "fingerprint", "invalid"};
         struct daemon *d = m->d;
@@ -322,6 +346,10 @@ json_t *metrics_current(struct metrics *m, int64_t now, const struct metrics_ext
         for (int k = 0; k < _METRICS_CLEANUP_MAX; k++)
                 add(&b, "cleanup_runs_total", "counter", "Cleanup runs by kind.", u64(mc->cleanup_runs[k]), "kind",
                     cleanup_kind_names[k], NULL);
+        for (int k = 0; k < _METRICS_CLEANUP_MAX; k++)
+                add(&b, "cleanup_duration_seconds_sum", "counter",
+                    "Wall time of the cleanup runs by kind, start to end (rests between steps included).",
+                    real(mc->cleanup_seconds[k]), "kind", cleanup_kind_names[k], NULL);
         add(&b, "cleanup_failures_total", "counter", "Cleanup runs that stopped on an error.", u64(mc->cleanup_failures),
             NULL);
         add(&b, "cleanup_triggered_total", "counter",
@@ -375,6 +403,7 @@ json_t *metrics_current(struct metrics *m, int64_t now, const struct metrics_ext
         add(&b, "metrics_samples_total", "counter", "Samples taken into the history.", u64(mc->samples), NULL);
         add(&b, "uptime_seconds", "gauge", "Seconds since the daemon started.", json_integer(now - d->started_at), NULL);
         add(&b, "reloads_total", "counter", "Configuration reloads that succeeded.", u64(d->reloads), NULL);
+        add_thresholds(&b, d->config);
 
         if (b.error) {
                 json_decref(b.list);

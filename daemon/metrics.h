@@ -48,6 +48,7 @@ const char *metrics_cleanup_kind_to_string(enum metrics_cleanup_kind k);
 /* Counted by the jobs. */
 struct metrics_counters {
         uint64_t cleanup_runs[_METRICS_CLEANUP_MAX];
+        double cleanup_seconds[_METRICS_CLEANUP_MAX]; /* wall time of the runs, start to end */
         uint64_t cleanup_failures;
         uint64_t cleanup_triggered; /* regular runs started by trigger_threshold */
         uint64_t cleanup_ended;     /* sessions ended by cleanup (past end + cleanup_grace) */

@@ -1,7 +1,8 @@
 /* The Varlink server: the listening socket, connections and calls on libuv.
  *
  * Listening. systemd may hand over the socket (LISTEN_FDS with the name
- * "varlink", FileDescriptorName=varlink); any other descriptor it passes is
+ * "varlink", FileDescriptorName=varlink); one named "metrics" is kept for
+ * the scrape endpoint (metrics_http.c); any other descriptor it passes is
  * refused, so a unit file mistake is seen at once instead of serving on the
  * wrong socket. Otherwise we bind daemon.socket_path ourselves with the
  * umask set before bind(2), so the socket never exists with a wider mode
@@ -93,6 +94,7 @@
 #include "interface.h"
 #include "log.h"
 #include "peer.h"
+#include "metrics_http.h"
 #include "sessiond/varlink.h"
 
 #define SERVER_PARTIAL_TIMEOUT_MS 10000 /* half a message held longer: closed */
@@ -1204,9 +1206,11 @@ static int server_listen_fd_from_systemd(int *ret_fd) {
 
                 if (strcmp(name, "varlink") == 0 && fd < 0)
                         fd = f;
+                else if (strcmp(name, METRICS_HTTP_FD_NAME) == 0 && metrics_http_adopt_fd(f) == 0)
+                        continue;
                 else {
                         log_error("systemd passed an unexpected socket (fd %d, name \"%s\"): sessiond takes "
-                                  "exactly one, named \"varlink\" (FileDescriptorName=varlink)",
+                                  "one named \"varlink\" (FileDescriptorName=varlink) and at most one named \"metrics\"",
                                   f, name);
                         r = -EINVAL;
                 }

@@ -147,6 +147,8 @@ const struct sessiond_setting sessiond_settings[] = {
           "clients connected at once" },
         { "daemon.max_message_size", NULL, I, OFF(daemon.max_message_size), "65536",
           "largest Varlink message in bytes" },
+        { "daemon.metrics_listen", "SESSIOND_METRICS_LISTEN", S, OFF(daemon.metrics_listen), "",
+          "serve GET /metrics (Prometheus) on this IP:PORT, e.g. 127.0.0.1:9567 (\"\": off)" },
 };
 
 const size_t sessiond_settings_count = sizeof(sessiond_settings) / sizeof(sessiond_settings[0]);
@@ -223,6 +225,12 @@ int setting_parse_text(const struct sessiond_setting *s, const char *text, union
                        const char **problem) {
         int r;
 
+        /* A string whose default is empty ("off", daemon.metrics_listen)
+         * may be set empty again, to turn it off over a lower source. */
+        if (text && !*text && s->type == SESSIOND_TYPE_STRING && !*s->default_text) {
+                v->s = text;
+                return 0;
+        }
         if (!text || !*text) {
                 *problem = "is empty";
                 return -EINVAL;

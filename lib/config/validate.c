@@ -168,6 +168,11 @@ SESSIOND_EXPORT int sessiond_config_validate(const struct sessiond_config *c, st
         if (c->daemon.socket_path && strlen(c->daemon.socket_path) > SOCKET_PATH_MAX)
                 report(&v, SESSIOND_ERROR, "daemon.socket_path is too long for a Unix socket (at most 107 bytes)",
                        "daemon.socket_path", NULL);
+        if (c->daemon.metrics_listen && *c->daemon.metrics_listen &&
+            sessiond_listen_address_parse(c->daemon.metrics_listen, NULL, 0, NULL) < 0)
+                report(&v, SESSIOND_ERROR,
+                       "daemon.metrics_listen must be empty (off) or a numeric IP address and a port from 1 to 65535: 127.0.0.1:9567, [::1]:9567",
+                       "daemon.metrics_listen", NULL);
 
         /* Warnings. */
         if (c->timeout.warning_threshold >= c->timeout.idle_timeout)

@@ -145,7 +145,7 @@ def test_units_verify():
             programs = [os.path.join(prefix, inst.opts["sbindir"], "sessiond"),
                         os.path.join(prefix, inst.opts["bindir"], "sessionctl")]
             copies = []
-            for name in ("sessiond.service", "sessiond.socket"):
+            for name in ("sessiond.service", "sessiond.socket", "sessiond-metrics.socket"):
                 with open(inst.unit(name)) as f:
                     text = f.read()
                 for prog in programs:
@@ -550,10 +550,10 @@ class FilteredDaemon(Daemon):
 
     UID = GID = 65534  # nobody, nogroup
 
-    def __init__(self, settings=None):
+    def __init__(self, settings=None, wait=True):
         tmp = tempfile.mkdtemp(prefix="sessiond-filter-")
         os.chown(tmp, self.UID, self.GID)
-        super().__init__(settings, tmpdir=tmp)
+        super().__init__(settings, tmpdir=tmp, wait=wait)
         self.owns_tmp = True
 
     @classmethod
@@ -612,6 +612,60 @@ def test_daemon_under_the_unit_filter():
         d.stop()
 
 
+class FilteredActivatedDaemon(FilteredDaemon):
+    """FilteredDaemon given a listening TCP socket the way systemd passes
+    sessiond-metrics.socket: fd 3, LISTEN_FDS=1, LISTEN_FDNAMES=metrics."""
+
+    def __init__(self, sock, settings=None):
+        self.metrics_sock = sock
+        super().__init__(settings)
+
+    def start(self, wait=True):
+        fd = self.metrics_sock.fileno()
+        env = self.environ()
+        env.update({"LISTEN_FDS": "1", "LISTEN_FDNAMES": "metrics"})
+
+        def to_fd3():
+            os.dup2(fd, 3)
+            os.set_inheritable(3, True)
+        self.log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(["sh", "-c", 'LISTEN_PID=$$ exec "$@"', "sh"] + self.command(),
+                                     stdout=self.log, stderr=self.log, env=env, preexec_fn=to_fd3, pass_fds=(3,))
+        if wait:
+            self.wait_ready()
+
+
+def test_metrics_endpoint_under_the_unit_filter():
+    # The sandbox may not open IP sockets (RestrictAddressFamilies=AF_UNIX,
+    # emulated by the filter wrapper): daemon.metrics_listen alone fails the
+    # start and says what to do instead ...
+    import socket
+    import urllib.request
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with FilteredDaemon({"daemon.metrics_listen": "127.0.0.1:%d" % port}, wait=False) as d:
+        assert d.proc.wait(timeout=30) == 1, d.read_log()
+        log = d.read_log()
+        assert "Address family not supported" in log and "sessiond-metrics.socket" in log, log
+    # ... while the socket systemd makes (sessiond-metrics.socket) is served
+    # under the same filter, by the HTTP threads too.
+    with socket.socket() as lsock:
+        lsock.bind(("127.0.0.1", 0))
+        lsock.listen(8)
+        port = lsock.getsockname()[1]
+        with FilteredActivatedDaemon(lsock, {"monitoring.metrics_interval": 3600}) as d:
+            d.call("org.varlink.service.GetInfo")
+            d.call("io.sessiond.Session.Create", {"user_id": "alice"})
+            for _ in range(3):
+                with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=10) as r:
+                    body = r.read().decode()
+                assert r.status == 200 and "sessiond_sessions_created_total " in body, body[:300]
+            d.signal(signal.SIGHUP)
+            d.call("org.varlink.service.GetInfo")
+            d.stop()  # 0: no SIGSYS in any thread
+
+
 if sys.argv[1:2] == [FILTER_WRAPPER_FLAG]:
     assert sys.argv[3] == "--"
     exec_under_unit_filter(sys.argv[2], sys.argv[4:])
@@ -625,4 +679,5 @@ run_tests([
     test_exec_commands_against_a_daemon,
     test_backup_and_restore_as_the_readme_says,
     test_daemon_under_the_unit_filter,
+    test_metrics_endpoint_under_the_unit_filter,
 ])

@@ -186,6 +186,7 @@ struct sessiond_config {
                 char *synchronous; /* "normal", "full" or "extra" (validated; "off" is refused) */
                 int64_t max_connections;
                 int64_t max_message_size;
+                char *metrics_listen; /* "" (off), "IPv4:PORT" or "[IPv6]:PORT" */
         } daemon;
 
         /* Where each setting came from, indexed by setting number
@@ -265,6 +266,17 @@ const char *sessiond_config_custom(const struct sessiond_config *c, const char *
 /* Setting number idx as text, the way the env file and the
  * messages write it ("86400", "true", "100.0", "production"). NULL on ENOMEM. */
 char *sessiond_config_value_to_string(const struct sessiond_config *c, size_t idx);
+
+/* ---- addresses ------------------------------------------------------------ */
+
+struct sockaddr;
+
+/* daemon.metrics_listen: "IPv4:PORT" (127.0.0.1:9567) or "[IPv6]:PORT"
+ * ([::1]:9567), numeric only (no names: nothing is resolved), port 1 to
+ * 65535. Writes the address into *ret (room for a struct sockaddr_in6,
+ * *ret_len its length) when ret is not NULL. -EINVAL when text is not
+ * such an address (also for ""). */
+int sessiond_listen_address_parse(const char *text, struct sockaddr *ret, size_t ret_size, size_t *ret_len);
 
 /* ---- profiles ----------------------------------------------------------- */
 

@@ -114,7 +114,9 @@ START_TEST(test_every_setting_present) {
                 ck_assert_msg(strstr(conf, needle), "conf template lacks the description of %s", s->path);
                 /* env: every variable, commented out, at its default */
                 if (s->variable && strcmp(s->variable, "SESSIOND_ENV_FILE") != 0) {
-                        snprintf(needle, sizeof(needle), "\n#%s=%s\n", s->variable, s->default_text);
+                        /* an empty default (off) is written quoted: "" */
+                        snprintf(needle, sizeof(needle), "\n#%s=%s\n", s->variable,
+                                 *s->default_text ? s->default_text : "\"\"");
                         ck_assert_msg(strstr(env, needle), "env template lacks '%s'", needle);
                 } else {
                         ck_assert_msg(strstr(env, s->variable ? s->variable : s->path), "env template does not mention %s", s->path);

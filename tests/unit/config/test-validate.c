@@ -1,5 +1,8 @@
 /* Validation (DESIGN 2.5): one test per rule, asserting the start of each
  * message exactly, plus the origins named in it. */
+#include <netinet/in.h>
+#include <sys/socket.h>
+
 #include "helpers.h"
 
 /* Loads env (must load), validates, returns the validation result. */
@@ -184,6 +187,55 @@ START_TEST(test_daemon_settings) {
 }
 END_TEST
 
+START_TEST(test_metrics_listen) {
+        static const char *const good[] = { "127.0.0.1:9567", "0.0.0.0:1", "[::1]:9567", "[::]:65535",
+                                            "[fe80::1]:80", "10.1.2.3:09567" };
+        static const char *const bad[] = { "", "9567", ":9567", "127.0.0.1", "127.0.0.1:", "127.0.0.1:0",
+                                           "127.0.0.1:65536", "127.0.0.1:123456", "localhost:9567",
+                                           "127.1:9567", "::1:9567", "[::1]", "[::1]:x", "[127.0.0.1]:80",
+                                           "127.0.0.1:95 67", "127.0.0.1:+80", "[]:80", "1.2.3.4.5:80" };
+        struct sessiond_issues is = {};
+        struct sockaddr_storage ss;
+        size_t len = 0;
+        char conf[200];
+
+        for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+                ck_assert_msg(sessiond_listen_address_parse(good[i], (struct sockaddr *) &ss, sizeof ss, &len) == 0,
+                              "%s refused", good[i]);
+                ck_assert_uint_eq(len, good[i][0] == '[' ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in));
+                snprintf(conf, sizeof conf, "daemon: { metrics_listen = \"%s\"; };\n", good[i]);
+                ck_assert_int_eq(validate_conf(conf, &is), 0);
+                assert_no_issues(&is);
+        }
+        ck_assert_int_eq(sessiond_listen_address_parse("[::1]:1", (struct sockaddr *) &ss, 8, &len), -ENOBUFS);
+        for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+                ck_assert_msg(sessiond_listen_address_parse(bad[i], NULL, 0, NULL) == -EINVAL, "%s taken", bad[i]);
+                if (!*bad[i])
+                        continue; /* "" is off, and valid */
+                snprintf(conf, sizeof conf, "daemon: { metrics_listen = \"%s\"; };\n", bad[i]);
+                ck_assert_int_eq(validate_conf(conf, &is), -EINVAL);
+                assert_starts(&is, SESSIOND_ERROR, "daemon.metrics_listen must be empty (off) or a numeric IP address");
+                sessiond_issues_clear(&is);
+        }
+        /* "" is off, from every source: the default, the file, the environment */
+        ck_assert_int_eq(validate_conf("daemon: { metrics_listen = \"\"; };\n", &is), 0);
+        assert_no_issues(&is);
+        {
+                char *off[] = { "SESSIOND_METRICS_LISTEN=", NULL };
+                char *on[] = { "SESSIOND_METRICS_LISTEN=[::1]:9567", NULL };
+                char *wrong[] = { "SESSIOND_METRICS_LISTEN=localhost:9567", NULL };
+
+                ck_assert_int_eq(validate_env(off, &is), 0);
+                ck_assert_int_eq(validate_env(on, &is), 0);
+                assert_no_issues(&is);
+                ck_assert_int_eq(validate_env(wrong, &is), -EINVAL);
+                assert_starts(&is, SESSIOND_ERROR, "daemon.metrics_listen must be empty (off) or a numeric IP address");
+                sessiond_issues_clear(&is);
+        }
+        scratch_remove();
+}
+END_TEST
+
 START_TEST(test_warnings_allowed) {
         struct sessiond_issues is = {};
         char *env[] = { "SESSION_WARNING_THRESHOLD_SECONDS=86400", NULL };
@@ -281,6 +333,7 @@ static Suite *validate_suite(void) {
         tcase_add_test(tc, test_expired_retention);
         tcase_add_test(tc, test_audit_retention);
         tcase_add_test(tc, test_clustering);
+        tcase_add_test(tc, test_metrics_listen);
         tcase_add_test(tc, test_distributed);
         tcase_add_test(tc, test_caching);
         tcase_add_loop_test(tc, test_every_number_positive, 0, (int) sessiond_settings_count);
