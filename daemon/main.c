@@ -52,6 +52,7 @@
 #include "engine.h"
 #include "jobs.h"
 #include "log.h"
+#include "macro.h"
 #include "metrics_http.h"
 #include "notify.h"
 #include "server.h"
@@ -61,7 +62,6 @@
 #define MAIN_STOP_DEADLINE_MS 5000
 #define MAIN_STATUS_INTERVAL_MS 10000 /* engine_count() scans memory */
 
-#define container_of(ptr, type, member) ((type *) ((char *) (ptr) - offsetof(type, member)))
 
 extern char **environ;
 
@@ -128,8 +128,8 @@ static char **strv_copy(char *const *l) {
 static void environ_drop_env_file_copies(const char *config_path, char **env) {
         struct sessiond_config_sources sources = { .config_file = config_path, .environ = env };
         struct sessiond_issues ignored = {};
-        __attribute__((cleanup(sessiond_config_freep))) struct sessiond_config *c = NULL;
-        __attribute__((cleanup(sessiond_envfile_freep))) struct sessiond_envfile *f = NULL;
+        _cleanup_(sessiond_config_freep) struct sessiond_config *c = NULL;
+        _cleanup_(sessiond_envfile_freep) struct sessiond_envfile *f = NULL;
         size_t out = 0;
 
         if (sessiond_config_load(&sources, &c, &ignored) < 0 || !c->daemon.env_file ||

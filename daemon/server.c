@@ -93,6 +93,7 @@
 #include "daemon.h"
 #include "interface.h"
 #include "log.h"
+#include "macro.h"
 #include "peer.h"
 #include "metrics_http.h"
 #include "sessiond/varlink.h"
@@ -108,7 +109,6 @@
 #define SERVER_TRIM_AFTER (1024 * 1024)         /* freed since the last malloc_trim() */
 #define SERVER_GETINFO_URL "man:sessiond(8)"
 
-#define container_of(ptr, type, member) ((type *) ((char *) (ptr) - offsetof(type, member)))
 
 /* Intrusive doubly-linked lists: `name` selects the pair of link fields. */
 #define DLIST_PUSH(head, item, name)                                \

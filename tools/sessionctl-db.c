@@ -167,7 +167,7 @@ static int db_open_readonly(const char *path, sqlite3 **ret) {
 }
 
 static int query_int(sqlite3 *db, const char *sql, int64_t *ret) {
-        __attribute__((cleanup(stmt_finalizep))) sqlite3_stmt *st = NULL;
+        _cleanup_(stmt_finalizep) sqlite3_stmt *st = NULL;
         int rc;
 
         rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
@@ -210,7 +210,7 @@ static void append_lines(json_t *messages, const char *text) {
 
 /* Runs the checks; the messages (SQLite's own words) go to `messages`. */
 static enum db_verdict db_inspect(sqlite3 *db, int64_t *ret_version, json_t *messages) {
-        __attribute__((cleanup(stmt_finalizep))) sqlite3_stmt *st = NULL;
+        _cleanup_(stmt_finalizep) sqlite3_stmt *st = NULL;
         int64_t version = 0, tables = 0;
         bool ok = true;
         int rc;
@@ -256,7 +256,7 @@ static enum db_verdict db_inspect(sqlite3 *db, int64_t *ret_version, json_t *mes
 }
 
 static int db_check(const struct sessionctl_globals *g, const char *path) {
-        __attribute__((cleanup(json_decrefp))) json_t *messages = json_array();
+        _cleanup_(json_decrefp) json_t *messages = json_array();
         struct side_files side;
         enum db_verdict v;
         int64_t version = 0;
@@ -277,7 +277,7 @@ static int db_check(const struct sessionctl_globals *g, const char *path) {
         side_files_restore(&side);
 
         if (g->json) {
-                __attribute__((cleanup(json_decrefp))) json_t *j =
+                _cleanup_(json_decrefp) json_t *j =
                         json_pack("{s:s, s:s, s:I, s:O}", "database", path, "status", verdict_names[v],
                                   "schema_version", (json_int_t) version, "messages", messages);
                 char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
@@ -337,7 +337,7 @@ static char *quote_ident(const char *name) {
 /* Whether a scan of `table` from rowid `from` can start: 1 yes (a row or
  * the end), 0 no (damage), negative errno on other trouble. */
 static int seek_ok(sqlite3 *src, const char *qtable, int64_t from) {
-        __attribute__((cleanup(stmt_finalizep))) sqlite3_stmt *st = NULL;
+        _cleanup_(stmt_finalizep) sqlite3_stmt *st = NULL;
         char *sql = NULL;
         int rc;
 
@@ -393,10 +393,10 @@ static int find_resume(sqlite3 *src, const char *qtable, int64_t failed, int64_t
  * lead a scan in circles, and no table can hold more rows than its file has
  * room for. */
 static int copy_table(sqlite3 *src, sqlite3 *dst, const char *table, int64_t max_reads, struct table_stats *stats) {
-        __attribute__((cleanup(stmt_finalizep))) sqlite3_stmt *ins = NULL;
-        __attribute__((cleanup(freep))) char *qtable = quote_ident(table);
-        __attribute__((cleanup(freep))) char *select_sql = NULL;
-        __attribute__((cleanup(freep))) char *insert_sql = NULL;
+        _cleanup_(stmt_finalizep) sqlite3_stmt *ins = NULL;
+        _cleanup_(freep) char *qtable = quote_ident(table);
+        _cleanup_(freep) char *select_sql = NULL;
+        _cleanup_(freep) char *insert_sql = NULL;
         int64_t from = INT64_MIN, reads = 0;
         int columns = -1, rc, r;
 
@@ -404,7 +404,7 @@ static int copy_table(sqlite3 *src, sqlite3 *dst, const char *table, int64_t max
                 return -ENOMEM;
 
         for (;;) {
-                __attribute__((cleanup(stmt_finalizep))) sqlite3_stmt *sel = NULL;
+                _cleanup_(stmt_finalizep) sqlite3_stmt *sel = NULL;
                 int64_t last = from, base;
                 bool any = false;
 
@@ -489,7 +489,7 @@ static void schema_free(struct schema_entry *s, size_t n) {
 }
 
 static int read_schema(sqlite3 *src, struct schema_entry **ret, size_t *ret_n) {
-        __attribute__((cleanup(stmt_finalizep))) sqlite3_stmt *st = NULL;
+        _cleanup_(stmt_finalizep) sqlite3_stmt *st = NULL;
         struct schema_entry *s = NULL;
         size_t n = 0;
         int rc;
@@ -532,7 +532,7 @@ static int exec(sqlite3 *db, const char *sql) {
 
 /* Copies what can be read of `src` into the new file `tmp`. */
 static int recover_into(sqlite3 *src, const char *path, const char *tmp, json_t *tables_out) {
-        __attribute__((cleanup(db_closep))) sqlite3 *dst = NULL;
+        _cleanup_(db_closep) sqlite3 *dst = NULL;
         struct schema_entry *schema = NULL;
         size_t n = 0;
         int64_t version = 0, max_reads;
@@ -599,7 +599,7 @@ static int recover_into(sqlite3 *src, const char *path, const char *tmp, json_t 
         schema_free(schema, n);
         /* The copy must be sound, or it is no way out. */
         {
-                __attribute__((cleanup(stmt_finalizep))) sqlite3_stmt *st = NULL;
+                _cleanup_(stmt_finalizep) sqlite3_stmt *st = NULL;
 
                 if (sqlite3_prepare_v2(dst, "PRAGMA integrity_check", -1, &st, NULL) != SQLITE_OK ||
                     sqlite3_step(st) != SQLITE_ROW || strcmp((const char *) sqlite3_column_text(st, 0), "ok") != 0)
@@ -613,7 +613,7 @@ dst_error:
 }
 
 static int db_recover(const struct sessionctl_globals *g, const char *path, const struct db_options *o) {
-        __attribute__((cleanup(json_decrefp))) json_t *tables = json_array();
+        _cleanup_(json_decrefp) json_t *tables = json_array();
         struct outfile out;
         struct side_files side;
         struct stat src_st, out_st;
@@ -653,7 +653,7 @@ static int db_recover(const struct sessionctl_globals *g, const char *path, cons
                 return SESSIONCTL_EXIT_FAILURE;
 
         if (g->json) {
-                __attribute__((cleanup(json_decrefp))) json_t *j =
+                _cleanup_(json_decrefp) json_t *j =
                         json_pack("{s:s, s:s, s:O}", "database", path, "output", o->output, "tables", tables);
                 char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
 
@@ -696,7 +696,7 @@ int sessionctl_db(int argc, char **argv, const struct sessionctl_globals *g) {
                 { "help", no_argument, NULL, 'h' },
                 {}
         };
-        __attribute__((cleanup(freep))) char *path = NULL;
+        _cleanup_(freep) char *path = NULL;
         struct db_options o = {};
         const char *action;
         int c, r;

@@ -1468,7 +1468,7 @@ static int db_count(sqlite3 *db, const char *sql, int64_t *ret) {
  * never blocks its writes), makes the copy a self-contained rollback-journal
  * database and checks it. */
 static int backup_copy(const char *source, const char *tmp, int64_t *ret_sessions, int64_t *ret_live) {
-        __attribute__((cleanup(sqlite3_closep))) sqlite3 *src = NULL, *dst = NULL;
+        _cleanup_(sqlite3_closep) sqlite3 *src = NULL, *dst = NULL;
         sqlite3_backup *b;
         char *err = NULL;
         int rc;
@@ -1519,7 +1519,7 @@ static int backup_copy(const char *source, const char *tmp, int64_t *ret_session
 static int verb_backup(struct ctl *ctl, const struct verb_args *a) {
         const struct sessionctl_globals *g = ctl->g;
         const char *file = a->positional[0];
-        __attribute__((cleanup(sessiond_config_freep))) struct sessiond_config *config = NULL;
+        _cleanup_(sessiond_config_freep) struct sessiond_config *config = NULL;
         struct outfile out;
         int64_t sessions = 0, live = 0;
         struct stat st;

@@ -259,7 +259,7 @@ SESSIOND_EXPORT int sessiond_client_call(struct sessiond_client *c, const char *
                          unsigned flags, json_t **ret_params, const char **ret_error,
                          bool *ret_continues) {
         bool oneway = flags & SESSIOND_CALL_ONEWAY, more = flags & SESSIOND_CALL_MORE;
-        __attribute__((cleanup(freep))) char *buf = NULL;
+        _cleanup_(freep) char *buf = NULL;
         size_t len;
         int64_t deadline;
         int r;
