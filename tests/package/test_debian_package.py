@@ -48,7 +48,7 @@ from harness import Skip, run_tests, wait_for  # noqa: E402
 SOURCE = os.environ["MESON_SOURCE_ROOT"]
 BUILD = os.environ["MESON_BUILD_ROOT"]
 SUITE = "bookworm"
-OUR_PACKAGES = ("sessiond", "libsessiond2", "libsessiond-dev")
+OUR_PACKAGES = ("sessiond", "libsessiond2", "libsessiond-dev", "python3-sessiond")
 # Besides the dependencies of the packages: what the test itself uses in
 # the root (pkg-config and a compiler are not needed: the -dev package is
 # checked by its files).
@@ -147,7 +147,8 @@ def test_build():
     src = os.path.join(work, "sessiond-0.1.0")
     os.makedirs(src)
     leftovers = ["debian/files", "debian/.debhelper", "debian/tmp", "debian/debhelper-build-stamp",
-                 "debian/sessiond", "debian/libsessiond2", "debian/libsessiond-dev"]
+                 "debian/sessiond", "debian/libsessiond2", "debian/libsessiond-dev",
+                 "debian/python3-sessiond"]
     before = {f for f in leftovers + glob.glob(os.path.join(SOURCE, "obj-*")) if os.path.lexists(os.path.join(SOURCE, f))}
     files = source_files()
     assert "debian/control" in files and "meson.build" in files, files[:20]
@@ -275,7 +276,7 @@ def test_install():
         shutil.copy(deb, rpath("/tmp/debs"))
     chroot("dpkg", "-i", *["/tmp/debs/" + os.path.basename(d) for d in state["debs"].values()])
     p = chroot("dpkg-query", "-W", "-f", "${Package} ${Status}\n", *OUR_PACKAGES)
-    assert p.stdout.count("install ok installed") == 3, p.stdout
+    assert p.stdout.count("install ok installed") == len(OUR_PACKAGES), p.stdout
     # files
     multiarch = run(["dpkg-architecture", "-qDEB_HOST_MULTIARCH"]).stdout.strip()
     for f in ["/usr/sbin/sessiond", "/usr/bin/sessionctl", "/usr/bin/sessiond-bench",
@@ -288,8 +289,13 @@ def test_install():
               "/usr/share/doc/sessiond/copyright",
               "/usr/lib/%s/libsessiond.so.2" % multiarch, "/usr/lib/%s/libsessiond.so" % multiarch,
               "/usr/lib/%s/pkgconfig/libsessiond.pc" % multiarch, "/usr/include/sessiond/config.h",
-              "/usr/include/sessiond/client.h", "/usr/include/sessiond/varlink.h"]:
+              "/usr/include/sessiond/client.h", "/usr/include/sessiond/varlink.h",
+              "/usr/lib/python3/dist-packages/sessiond/__init__.py",
+              "/usr/lib/python3/dist-packages/sessiond/flask.py", "/usr/share/sessiond/js/session-sync.js"]:
         assert os.path.lexists(rpath(f)), f + " not installed"
+    # the Python package imports with Debian's python3 and finds the browser script
+    chroot("python3", "-c", "import os, sessiond, sessiond._paths as p; "
+           "assert os.path.exists(os.path.join(p.JS_DIR, 'session-sync.js')), p.JS_DIR")
     conffiles = chroot("dpkg-query", "-W", "-f", "${Conffiles}", "sessiond").stdout
     assert "/etc/sessiond/sessiond.conf" in conffiles, conffiles
     assert len(conffiles.strip().splitlines()) == 1, conffiles
@@ -351,7 +357,7 @@ def test_reinstall_keeps_local_changes():
 def test_remove_keeps_state():
     if not state.get("installed"):
         raise Skip("not installed")
-    chroot("dpkg", "-r", "libsessiond-dev", "sessiond")
+    chroot("dpkg", "-r", "python3-sessiond", "libsessiond-dev", "sessiond")
     assert not os.path.exists(rpath("/usr/sbin/sessiond"))
     assert not os.path.exists(rpath("/lib/systemd/system/sessiond.service"))
     assert os.path.exists(rpath("/var/lib/sessiond/sessions.db")), "remove deleted the state"
