@@ -17,6 +17,8 @@
  *   -EAGAIN      Conflict(version)
  *   -EOPNOTSUPP  FeatureDisabled(feature)
  *   -ENOSPC      StorageFull
+ *   -EUSERS      StorageFull(reason: "max_sessions"): Create while the
+ *                daemon holds daemon.max_sessions sessions
  *   anything else StorageError
  *
  * Writes go into the unit of work of the current loop iteration and are
@@ -169,6 +171,10 @@ struct engine_created {
 };
 void engine_created_clear(struct engine_created *c);
 
+/* -EUSERS, and nothing changes, when the daemon holds daemon.max_sessions
+ * sessions (in memory: live and expired not yet ended) and the Create would
+ * not end one of the user's own (the user is below
+ * security.max_concurrent_per_user). */
 int engine_create(struct engine *e, int64_t now, const struct engine_create *a, struct engine_created *ret,
                   struct engine_error *err);
 /* info->state is active or grace; touch sets last_activity = now (never in
@@ -308,6 +314,7 @@ const char *engine_failure_to_string(enum engine_failure f);
 
 struct engine_counters {
         uint64_t created;
+        uint64_t create_refused_max_sessions; /* Create refused at daemon.max_sessions */
         uint64_t validated;              /* successful validations (active + grace) */
         uint64_t validated_grace;        /* of which in grace */
         uint64_t validate_failed[_ENGINE_FAIL_MAX];

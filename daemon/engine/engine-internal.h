@@ -184,6 +184,7 @@ struct engine {
         struct load_batch *loading; /* while the store loads */
 
         struct engine_counters counters;
+        bool at_max_sessions; /* a Create was refused at daemon.max_sessions (logged once) */
 
         engine_commit_fn commit_fn;
         void *commit_userdata;
@@ -310,5 +311,6 @@ int session_lookup_live(struct engine *e, int64_t now, const char *token, bool c
                         enum engine_state *state, struct engine_error *err);
 
 /* cleanup.c */
+unsigned cleanup_user_count_live(struct engine *e, uint32_t user, int64_t now);
 int cleanup_user_enforce(struct engine *e, int64_t now, uint32_t user, uint32_t keep, int64_t max, unsigned budget,
                          char (**ids)[TOKEN_ID_STRING_LEN + 1], size_t *n_ids, unsigned *ended);

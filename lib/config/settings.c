@@ -147,6 +147,8 @@ const struct sessiond_setting sessiond_settings[] = {
           "clients connected at once" },
         { "daemon.max_message_size", NULL, I, OFF(daemon.max_message_size), "65536",
           "largest Varlink message in bytes" },
+        { "daemon.max_sessions", NULL, I, OFF(daemon.max_sessions), "10000000",
+          "live sessions held at once (about 140 bytes of memory each); Create beyond it: StorageFull" },
 };
 
 const size_t sessiond_settings_count = sizeof(sessiond_settings) / sizeof(sessiond_settings[0]);

@@ -560,6 +560,68 @@ START_TEST(test_rotate) {
 }
 END_TEST
 
+/* daemon.max_sessions: Create is refused at the cap and changes nothing;
+ * Rotate and a Create that evicts one of the user's own are not; a destroy
+ * makes room; a cap lowered below the count only refuses. */
+START_TEST(test_max_sessions) {
+        struct fixture f;
+        struct engine_create a = {.user_id = "u5"};
+        struct engine_created out;
+        struct engine_error err = {0};
+        struct engine_info info;
+        struct engine_counts counts;
+        char tokens[5][TOKEN_STRING_LEN + 1], fresh[TOKEN_STRING_LEN + 1], user[8];
+
+        fixture_init(&f, NULL);
+        short_timeouts(&f);
+        f.c->daemon.max_sessions = 5;
+        f.c->security.max_concurrent_per_user = 2;
+        fixture_open(&f);
+        for (int i = 0; i < 5; i++) {
+                snprintf(user, sizeof user, "u%d", i);
+                create_session(&f, T0, user, NULL, tokens[i], NULL);
+        }
+        ck_assert_int_eq(engine_create(f.e, T0 + 1, &a, &out, &err), -EUSERS);
+        ck_assert(!engine_has_pending(f.e)); /* nothing written */
+        engine_count(f.e, T0 + 1, &counts);
+        ck_assert_uint_eq(counts.sessions, 5);
+        ck_assert_uint_eq(counts.users, 5);
+        ck_assert_uint_eq(counters(&f)->created, 5);
+        ck_assert_uint_eq(counters(&f)->create_refused_max_sessions, 1);
+
+        /* Rotate ends one and makes one: not refused. */
+        ck_assert_int_eq(engine_rotate(f.e, T0 + 2, tokens[0], fresh, &info, &err), 0);
+        ck_assert_int_eq(engine_commit(f.e), 0);
+        memcpy(tokens[0], fresh, sizeof fresh);
+
+        /* A user below max_concurrent_per_user would hold one more: refused.
+         * At it, the Create evicts one of the user's own: the count stays 5. */
+        ck_assert_int_eq(engine_create(f.e, T0 + 3, &(struct engine_create){.user_id = "u1"}, &out, &err), -EUSERS);
+        f.c->security.max_concurrent_per_user = 1;
+        create_session(&f, T0 + 4, "u1", NULL, NULL, NULL);
+        engine_count(f.e, T0 + 4, &counts);
+        ck_assert_uint_eq(counts.sessions, 5);
+        ck_assert_int_eq(engine_destroy(f.e, T0 + 5, tokens[2], &err), 0);
+        ck_assert_int_eq(engine_commit(f.e), 0);
+
+        /* A destroy made room for one. */
+        ck_assert_int_eq(engine_create(f.e, T0 + 6, &a, &out, &err), 0);
+        ck_assert_int_eq(engine_commit(f.e), 0);
+        engine_created_clear(&out);
+        ck_assert_int_eq(engine_create(f.e, T0 + 6, &(struct engine_create){.user_id = "u6"}, &out, &err), -EUSERS);
+
+        /* Lowered below the count: refuses, ends nothing. */
+        f.c->daemon.max_sessions = 2;
+        ck_assert_int_eq(engine_create(f.e, T0 + 7, &(struct engine_create){.user_id = "u7"}, &out, &err), -EUSERS);
+        engine_count(f.e, T0 + 7, &counts);
+        ck_assert_uint_eq(counts.sessions, 5);
+        for (int i = 0; i < 5; i++)
+                if (i != 2)
+                        ck_assert_int_eq(validate(&f, T0 + 8, tokens[i], &info, &err), i == 1 ? -ESTALE : 0);
+        fixture_done(&f);
+}
+END_TEST
+
 START_TEST(test_destroy) {
         struct fixture f;
         struct engine_error err = {0};
@@ -1573,6 +1635,7 @@ int main(void) {
         tcase_add_test(tc, test_switch_rate_limit);
         tcase_add_test(tc, test_sync_state);
         tcase_add_test(tc, test_rotate);
+        tcase_add_test(tc, test_max_sessions);
         tcase_add_test(tc, test_destroy);
         tcase_add_test(tc, test_destroy_user_except);
         tcase_add_test(tc, test_terminate_and_listings);
