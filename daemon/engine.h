@@ -247,6 +247,16 @@ int engine_terminate_user(struct engine *e, int64_t now, const char *user_id, un
  * config_reloaded. */
 int engine_audit(struct engine *e, int64_t now, const char *kind, const char *user_id, const char *session_id,
                  json_t *detail);
+/* Failed validations are audited in aggregate: one "validation_failed" row
+ * per (user, reason, end reason) and minute, detail {reason, [end_reason],
+ * count, since}, written by the engine's timer and at engine_free().
+ * engine_audit_flush() writes the counts held now (before an audit
+ * listing); engine_audit_tick() writes them once the interval that began
+ * with the first one counted is over (the engine's timer calls it every
+ * two seconds); engine_audit_pending() is how many sources are held. */
+void engine_audit_flush(struct engine *e);
+void engine_audit_tick(struct engine *e, int64_t now);
+unsigned engine_audit_pending(const struct engine *e);
 
 /* ---- background work (cleanup, security, maintenance) -------------------- */
 
@@ -352,7 +362,8 @@ int engine_storage_error(const struct engine *e);
  *   extended           detail {expires_at}
  *   platform_switched  detail {from, to}
  *   sync               detail {version}
- *   validation_failed  detail {reason}  (reason: not_found, expired, fingerprint, invalid)
+ *   validation_failed  detail {reason}  (reason: not_found, expired, fingerprint, invalid;
+ *                      one event per failure, while the audit rows are aggregated)
  *   fingerprint_changed detail {fields: [...]}
  *   suspicious         detail {what, count, threshold}  (one per suspicious event)
  *   suspicious_threshold detail {count, threshold}      (a user reached the threshold)
