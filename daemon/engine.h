@@ -17,6 +17,8 @@
  *   -EAGAIN      Conflict(version)
  *   -EOPNOTSUPP  FeatureDisabled(feature)
  *   -ENOSPC      StorageFull
+ *   -EUSERS      StorageFull(reason: "max_sessions"): Create while the
+ *                daemon holds daemon.max_sessions sessions
  *   anything else StorageError
  *
  * Writes go into the unit of work of the current loop iteration and are
@@ -169,6 +171,10 @@ struct engine_created {
 };
 void engine_created_clear(struct engine_created *c);
 
+/* -EUSERS, and nothing changes, when the daemon holds daemon.max_sessions
+ * sessions (in memory: live and expired not yet ended) and the Create would
+ * not end one of the user's own (the user is below
+ * security.max_concurrent_per_user). */
 int engine_create(struct engine *e, int64_t now, const struct engine_create *a, struct engine_created *ret,
                   struct engine_error *err);
 /* info->state is active or grace; touch sets last_activity = now (never in
@@ -241,6 +247,16 @@ int engine_terminate_user(struct engine *e, int64_t now, const char *user_id, un
  * config_reloaded. */
 int engine_audit(struct engine *e, int64_t now, const char *kind, const char *user_id, const char *session_id,
                  json_t *detail);
+/* Failed validations are audited in aggregate: one "validation_failed" row
+ * per (user, reason, end reason) and minute, detail {reason, [end_reason],
+ * count, since}, written by the engine's timer and at engine_free().
+ * engine_audit_flush() writes the counts held now (before an audit
+ * listing); engine_audit_tick() writes them once the interval that began
+ * with the first one counted is over (the engine's timer calls it every
+ * two seconds); engine_audit_pending() is how many sources are held. */
+void engine_audit_flush(struct engine *e);
+void engine_audit_tick(struct engine *e, int64_t now);
+unsigned engine_audit_pending(const struct engine *e);
 
 /* ---- background work (cleanup, security, maintenance) -------------------- */
 
@@ -308,6 +324,7 @@ const char *engine_failure_to_string(enum engine_failure f);
 
 struct engine_counters {
         uint64_t created;
+        uint64_t create_refused_max_sessions; /* Create refused at daemon.max_sessions */
         uint64_t validated;              /* successful validations (active + grace) */
         uint64_t validated_grace;        /* of which in grace */
         uint64_t validate_failed[_ENGINE_FAIL_MAX];
@@ -345,7 +362,8 @@ int engine_storage_error(const struct engine *e);
  *   extended           detail {expires_at}
  *   platform_switched  detail {from, to}
  *   sync               detail {version}
- *   validation_failed  detail {reason}  (reason: not_found, expired, fingerprint, invalid)
+ *   validation_failed  detail {reason}  (reason: not_found, expired, fingerprint, invalid;
+ *                      one event per failure, while the audit rows are aggregated)
  *   fingerprint_changed detail {fields: [...]}
  *   suspicious         detail {what, count, threshold}  (one per suspicious event)
  *   suspicious_threshold detail {count, threshold}      (a user reached the threshold)

@@ -190,6 +190,9 @@ void methods_reply_error(struct call *c, const char *iface, int r, const struct 
         case -EOPNOTSUPP:
                 error_named(c, session, "FeatureDisabled", json_pack("{s:s}", "feature", err->feature ? err->feature : ""));
                 return;
+        case -EUSERS:
+                error_named(c, session, "StorageFull", json_pack("{s:s}", "reason", "max_sessions"));
+                return;
         case -ENOSPC:
         case -EDQUOT:
                 error_named(c, session, "StorageFull", json_pack("{s:s}", "reason", strerror(-r)));

@@ -35,7 +35,7 @@ static void method_status(struct daemon *d, struct call *c) {
         if (d->server)
                 server_get_stats(d->server, &st);
         engine_count(d->engine, now, &counts);
-        status = json_pack("{s:s, s:i, s:I, s:I, s:s, s:s?, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}",
+        status = json_pack("{s:s, s:i, s:I, s:I, s:s, s:s?, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}",
                            "version", SESSIOND_VERSION,
                            "pid", (int)getpid(),
                            "uptime", (json_int_t)(now - d->started_at),
@@ -45,6 +45,7 @@ static void method_status(struct daemon *d, struct call *c) {
                            "sessions_active", (json_int_t)(counts.active + counts.grace),
                            "sessions_awaiting_cleanup", (json_int_t)counts.awaiting_cleanup,
                            "sessions_in_memory", (json_int_t)counts.sessions,
+                           "max_sessions", (json_int_t)d->config->daemon.max_sessions,
                            "users", (json_int_t)counts.users,
                            "connections", (json_int_t)st.connections,
                            "output_buffered", (json_int_t)st.output_bytes,

@@ -146,6 +146,7 @@ static void method_audit(struct daemon *d, struct call *c) {
         struct store_audit_filter f = {.limit = AUDIT_DEFAULT_LIMIT};
         int64_t since = 0, limit = AUDIT_DEFAULT_LIMIT;
         json_t *entries, *ordered;
+        uint64_t seq;
         int r;
 
         if (methods_param_string(c, IFACE, "user_id", false, &f.user_id) == -EINVAL ||
@@ -170,6 +171,11 @@ static void method_audit(struct daemon *d, struct call *c) {
         }
         f.since = since;
         f.limit = (unsigned)limit;
+        /* The failed validations counted so far are written first, so the
+         * listing shows them; the reply waits for their commit. */
+        seq = engine_write_seq(d->engine);
+        engine_audit_flush(d->engine);
+        methods_mark_write(c, d, seq);
         entries = json_array();
         if (!entries) {
                 methods_reply_oom(c);

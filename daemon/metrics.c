@@ -294,6 +294,10 @@ json_t *metrics_current(struct metrics *m, int64_t now, const struct metrics_ext
             u64(counts.awaiting_cleanup), NULL);
         add(&b, "sessions_in_memory", "gauge", "Sessions held in memory (live and expired, not yet ended).",
             u64(counts.sessions), NULL);
+        add(&b, "sessions_max", "gauge", "daemon.max_sessions: sessions held at once before Create is refused.",
+            json_integer(d->config->daemon.max_sessions), NULL);
+        add(&b, "sessions_refused_total", "counter", "Creates refused, by reason.",
+            u64(ec->create_refused_max_sessions), "reason", "max_sessions", NULL);
         add(&b, "users", "gauge", "Users with sessions in memory.", u64(counts.users), NULL);
         add(&b, "sessions_created_total", "counter", "Sessions created.", u64(ec->created), NULL);
         add(&b, "validations_total", "counter", "Validations by result.", u64(ec->validated - ec->validated_grace),

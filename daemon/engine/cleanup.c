@@ -27,7 +27,7 @@
 
 /* ---- the concurrency limit ----------------------------------------------------------------------- */
 
-static unsigned user_count_live(struct engine *e, uint32_t user, int64_t now) {
+unsigned cleanup_user_count_live(struct engine *e, uint32_t user, int64_t now) {
         unsigned n = 0;
 
         for (uint32_t h = e->users[user].head; h != NIL; h = e->sessions[h].user_next)
@@ -57,7 +57,7 @@ int cleanup_user_enforce(struct engine *e, int64_t now, uint32_t user, uint32_t 
         size_t allocated = 0;
         int r;
 
-        while (budget > 0 && user_used(e, user) && (int64_t)user_count_live(e, user, now) > max) {
+        while (budget > 0 && user_used(e, user) && (int64_t)cleanup_user_count_live(e, user, now) > max) {
                 uint32_t victim = user_lru(e, user, keep, now);
                 char id[TOKEN_ID_STRING_LEN + 1];
 
@@ -170,7 +170,7 @@ uint64_t engine_count_awaiting_cleanup(struct engine *e, int64_t now) {
 
 static bool user_over_limit(struct engine *e, uint32_t u, int64_t now, int64_t max) {
         return user_used(e, u) && (int64_t)e->users[u].n_sessions > max &&
-               (int64_t)user_count_live(e, u, now) > max;
+               (int64_t)cleanup_user_count_live(e, u, now) > max;
 }
 
 int engine_enforce_user_limit(struct engine *e, int64_t now, unsigned limit, unsigned *ended, bool *more) {

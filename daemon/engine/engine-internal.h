@@ -8,6 +8,8 @@
  *                    commit, rollback and reload, audit rows
  *   bus.c            the observers and the queues of events
  *   security.c       suspicious-activity counting, failed validations
+ *   auditagg.c       failed validations audited in aggregate (a row per
+ *                    source and interval, with a count)
  *   session.c        the session operations: create, look up, validate,
  *                    heartbeat, extend, rotate, switch platform; ending one
  *   session-admin.c  sync state, destroy, listings, watch support, terminate
@@ -16,7 +18,7 @@
  *   load.c           start-up (key file, store, loading), timers, shutdown
  *
  * Functions shared between the files carry their file's prefix (table_,
- * txn_, bus_, security_, session_, cleanup_); the smallest accessors are
+ * txn_, bus_, security_, auditagg_, session_, cleanup_); the smallest accessors are
  * inline here.
  */
 #pragma once
@@ -42,6 +44,8 @@
 #define BURST_FAILURES 10 /* failed validations of one user in the window */
 #define SWEEP_EVERY_TICKS 30
 #define MAX_OBSERVERS 8
+#define AUDITAGG_INTERVAL 60 /* seconds of failed validations one audit row counts */
+#define AUDITAGG_MAX 1024    /* sources counted at once; more write the rows early */
 
 enum {
         S_USED = 1u << 0,
@@ -148,6 +152,7 @@ struct engine {
         struct hindex by_user;
         struct sec_entry *secs; /* users with suspicious-activity records */
         size_t n_secs, secs_allocated;
+        struct auditagg *auditagg; /* failed validations not yet audited; NULL: none yet */
 
         struct platform *platforms;
         uint32_t platforms_used, platforms_allocated, platforms_free;
@@ -185,6 +190,7 @@ struct engine {
         struct load_batch *loading; /* while the store loads */
 
         struct engine_counters counters;
+        bool at_max_sessions; /* a Create was refused at daemon.max_sessions (logged once) */
 
         engine_commit_fn commit_fn;
         void *commit_userdata;
@@ -310,6 +316,12 @@ void security_suspicious(struct engine *e, int64_t now, const char *user_id, con
 void security_failed_validation(struct engine *e, int64_t now, enum engine_failure f, const char *user_id,
                                 const char *session_id, enum engine_end_reason end_reason);
 
+/* auditagg.c */
+void auditagg_add(struct engine *e, int64_t now, enum engine_failure f, const char *user_id, const char *session_id,
+                  enum engine_end_reason why);
+void auditagg_flush(struct engine *e);
+void auditagg_free(struct engine *e);
+
 /* session.c */
 int session_end(struct engine *e, int64_t now, uint32_t h, enum engine_end_reason reason, int64_t ended_at,
                 const char *audit_kind, char id_out[TOKEN_ID_STRING_LEN + 1]);
@@ -321,5 +333,6 @@ int session_lookup_live(struct engine *e, int64_t now, const char *token, bool c
                         enum engine_state *state, struct engine_error *err);
 
 /* cleanup.c */
+unsigned cleanup_user_count_live(struct engine *e, uint32_t user, int64_t now);
 int cleanup_user_enforce(struct engine *e, int64_t now, uint32_t user, uint32_t keep, int64_t max, unsigned budget,
                          char (**ids)[TOKEN_ID_STRING_LEN + 1], size_t *n_ids, unsigned *ended);

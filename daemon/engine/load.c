@@ -5,9 +5,11 @@
  * whose key is gone cannot resolve a single token, and making a new key
  * would hide that. Opening the store loads the live sessions into the
  * table, in batches (see "Loading" below). A timer writes the touches every
- * two seconds and sweeps the suspicious-activity records; another
- * dispatches the events. engine_free() commits what the iteration did, then
- * writes every touch: a clean stop loses nothing.
+ * two seconds, the counts of failed validations once a minute (auditagg.c)
+ * and sweeps the suspicious-activity records; another
+ * dispatches the events. engine_free() commits what the iteration did and
+ * the counts of failed validations, then writes every touch: a clean stop
+ * loses nothing.
  */
 #include "engine-internal.h"
 
@@ -38,6 +40,7 @@ static void flush_timer_cb(uv_timer_t *t) {
         unsigned n = 0;
 
         (void)engine_flush_touches(e, TOUCH_FLUSH_BATCH, &n, &more);
+        engine_audit_tick(e, clock_now());
         if (++e->ticks % SWEEP_EVERY_TICKS == 0)
                 engine_security_sweep(e, clock_now());
         /* More to write: go on in a later loop iteration, after this
@@ -350,8 +353,10 @@ void engine_free(struct engine *e) {
                 unsigned n;
                 bool more = true;
 
-                /* Whatever the iteration did, then every touch, even those
-                 * below the granularity: a clean stop loses nothing. */
+                /* Whatever the iteration did and the failed validations
+                 * counted, then every touch, even those below the
+                 * granularity: a clean stop loses nothing. */
+                auditagg_flush(e);
                 (void)engine_commit(e);
                 for (uint32_t h = 0; h < e->sessions_used; h++) {
                         struct session *s = &e->sessions[h];
@@ -385,6 +390,7 @@ void engine_free(struct engine *e) {
                         free(e->users[i].name.ext.ptr);
         for (size_t i = 0; i < e->n_secs; i++)
                 security_user_sec_free(e->secs[i].sec);
+        auditagg_free(e);
         for (uint32_t i = 0; i < e->platforms_used; i++)
                 free(e->platforms[i].name);
         sodium_memzero(e->sessions, (size_t)e->sessions_allocated * sizeof *e->sessions);

@@ -6,6 +6,9 @@
  * validations of one user within a minute) are counted per user in a
  * sliding hour; reaching security.suspicious_activity_threshold writes one
  * "suspicious" audit row until the count falls below it again.
+ *
+ * Every failed validation counts here, in the metrics and in the events;
+ * its audit row is written in aggregate (auditagg.c).
  */
 #include "engine-internal.h"
 
@@ -136,14 +139,13 @@ void security_failed_validation(struct engine *e, int64_t now, enum engine_failu
         json_t *detail = NULL;
 
         e->counters.validate_failed[f]++;
-        if (cfg(e)->security.audit_logging || bus_observed(e)) {
+        if (bus_observed(e)) {
                 detail = json_pack("{s:s}", "reason", engine_failure_to_string(f));
                 if (detail && end_reason != ENGINE_END_NONE)
                         json_object_set_new(detail, "end_reason", json_string(engine_end_reason_to_string(end_reason)));
-                if (bus_observed(e))
-                        bus_emit(e, now, "validation_failed", session_id, user_id, json_incref(detail));
-                (void)txn_audit(e, now, "validation_failed", user_id, session_id, detail);
+                bus_emit(e, now, "validation_failed", session_id, user_id, detail);
         }
+        auditagg_add(e, now, f, user_id, session_id, end_reason); /* the audit row: in aggregate */
         if (user_id && *user_id && cfg(e)->security.suspicious_detection) {
                 uint32_t user;
                 struct user_sec *sec;

@@ -116,6 +116,34 @@ static int check_client(const struct engine_client *c, struct engine_error *err)
 
 /* ---- create -------------------------------------------------------------------------------- */
 
+/* daemon.max_sessions bounds the sessions held (memory and store): a Create
+ * that would hold one more is refused. One that ends one of the user's own
+ * live sessions (the user is at security.max_concurrent_per_user) holds no
+ * more and goes ahead, like a Rotate. A cap lowered below the count only
+ * refuses; nothing is ended. Logged once per crossing. */
+_Static_assert(SESSIOND_MAX_SESSIONS_LIMIT + 1 < HINDEX_MAX_HANDLE,
+               "daemon.max_sessions and the one more a Rotate holds must fit the handles");
+
+static bool create_over_cap(struct engine *e, int64_t now, const char *user_id) {
+        const struct sessiond_config *c = cfg(e);
+        uint32_t user;
+
+        if ((int64_t)e->n_sessions < c->daemon.max_sessions) {
+                e->at_max_sessions = false;
+                return false;
+        }
+        user = table_user_find(e, user_id);
+        if (user != NIL && (int64_t)cleanup_user_count_live(e, user, now) >= c->security.max_concurrent_per_user)
+                return false;
+        e->counters.create_refused_max_sessions++;
+        if (!e->at_max_sessions) {
+                e->at_max_sessions = true;
+                log_warning("daemon.max_sessions reached (%u sessions held, limit %lld): Create is refused "
+                            "until sessions end.", e->n_sessions, (long long)c->daemon.max_sessions);
+        }
+        return true;
+}
+
 void engine_created_clear(struct engine_created *c) {
         free(c->evicted);
         c->evicted = NULL;
@@ -153,6 +181,8 @@ int engine_create(struct engine *e, int64_t now, const struct engine_create *a, 
                         return -E2BIG;
                 }
         }
+        if (create_over_cap(e, now, a->user_id))
+                return -EUSERS;
         r = txn_begin(e);
         if (r < 0)
                 return r;

@@ -149,6 +149,8 @@ const struct sessiond_setting sessiond_settings[] = {
           "largest Varlink message in bytes" },
         { "daemon.metrics_listen", "SESSIOND_METRICS_LISTEN", S, OFF(daemon.metrics_listen), "",
           "serve GET /metrics (Prometheus) on this IP:PORT, e.g. 127.0.0.1:9567 (\"\": off)" },
+        { "daemon.max_sessions", NULL, I, OFF(daemon.max_sessions), "10000000",
+          "live sessions held at once (about 140 bytes of memory each); Create beyond it: StorageFull" },
 };
 
 const size_t sessiond_settings_count = sizeof(sessiond_settings) / sizeof(sessiond_settings[0]);

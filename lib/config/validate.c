@@ -165,6 +165,10 @@ SESSIOND_EXPORT int sessiond_config_validate(const struct sessiond_config *c, st
         check_not_empty(&v, "daemon.socket_path", c->daemon.socket_path);
         check_not_empty(&v, "daemon.database_path", c->daemon.database_path);
         check_not_empty(&v, "daemon.admin_group", c->daemon.admin_group);
+        if (c->daemon.max_sessions > SESSIOND_MAX_SESSIONS_LIMIT)
+                report(&v, SESSIOND_ERROR,
+                       "daemon.max_sessions must be at most 64000000 (the daemon's limit on sessions held at once)",
+                       "daemon.max_sessions", NULL);
         if (c->daemon.socket_path && strlen(c->daemon.socket_path) > SOCKET_PATH_MAX)
                 report(&v, SESSIOND_ERROR, "daemon.socket_path is too long for a Unix socket (at most 107 bytes)",
                        "daemon.socket_path", NULL);

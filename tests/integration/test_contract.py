@@ -80,6 +80,7 @@ SETTINGS = [
     ("daemon.max_connections", None, 1024),
     ("daemon.max_message_size", None, 65536),
     ("daemon.metrics_listen", "SESSIOND_METRICS_LISTEN", ""),
+    ("daemon.max_sessions", None, 10000000),
 ]
 
 FEATURES = [p.split(".")[1] for p, _, _ in SETTINGS if p.startswith("features.")]

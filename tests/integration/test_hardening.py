@@ -1,6 +1,7 @@
 """The findings of the security audit (issue 16) that concern requests and
 peers: the text of names, sessions looked up by id, admin rights decided from
-the peer's own credentials, and the total output budget.
+the peer's own credentials, the total output budget, the cap on sessions
+held (daemon.max_sessions) and failed validations audited in aggregate.
 
 (The state files and the files the tools write are in test_statefiles.py.)
 Tests that switch to another uid or gid need root, as CI has.
@@ -9,7 +10,9 @@ Tests that switch to another uid or gid need root, as CI has.
 import grp
 import json
 import os
+import secrets
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -300,6 +303,130 @@ def test_output_budget_across_connections():
         d.stop()
 
 
+# ---- item 4: a total cap on live sessions -----------------------------------------------
+
+def metric(c, name, **labels):
+    found = [m["value"] for m in c.call(A + "Metrics")["metrics"]
+             if m["name"] == name and (m.get("labels") or {}) == labels]
+    assert len(found) == 1, (name, labels, found)
+    return found[0]
+
+
+def expect_full(c, user_id):
+    try:
+        r = c.call(S + "Create", {"user_id": user_id, "platform_id": "web", "sync_data": "x"})
+    except VarlinkError as e:
+        assert e.error == S + "StorageFull" and e.parameters == {"reason": "max_sessions"}, e
+        return
+    raise AssertionError("Create for %s succeeded at the cap: %r" % (user_id, r))
+
+
+def test_max_sessions_refuses_creates():
+    with Daemon({"daemon.max_sessions": 5, "security.max_concurrent_per_user": 2}) as d, d.connect() as c:
+        tokens = [c.call(S + "Create", {"user_id": "u%d" % i})["token"] for i in range(5)]
+        expect_full(c, "u5")
+        expect_full(c, "u0")  # below its own limit: it would hold one more too
+        # Nothing of the refused ones is stored: no session, no audit row.
+        listed = c.call(A + "ListSessions", {"include_ended": True})["sessions"]
+        assert sorted(s["user_id"] for s in listed) == ["u%d" % i for i in range(5)], listed
+        assert c.call(A + "Audit", {"user_id": "u5"})["entries"] == []
+        assert len(c.call(A + "Audit", {"kind": "created"})["entries"]) == 5
+        status = c.call(A + "Status")["status"]
+        assert status["max_sessions"] == 5 and status["sessions_in_memory"] == 5, status
+        assert metric(c, "sessions_max") == 5
+        assert metric(c, "sessions_refused_total", reason="max_sessions") == 2
+        assert d.read_log().count("daemon.max_sessions reached") == 1, d.read_log()
+
+        # Rotate ends one and makes one: not refused.
+        tokens[0] = c.call(S + "Rotate", {"token": tokens[0]})["token"]
+        # A destroy makes room for one.
+        c.call(S + "Destroy", {"token": tokens[1]})
+        tokens[1] = c.call(S + "Create", {"user_id": "u5"})["token"]
+        expect_full(c, "u6")
+
+        # A reload that lowers the cap below the count ends nothing and
+        # refuses new creates; raising it lets them in again.
+        d.write_config({"daemon.max_sessions": 2})
+        assert c.call(A + "Reload") == {}
+        for t in tokens:
+            c.call(S + "Validate", {"token": t})
+        expect_full(c, "u7")
+        assert c.call(A + "Status")["status"]["sessions_in_memory"] == 5
+        d.write_config({"daemon.max_sessions": 6})
+        assert c.call(A + "Reload") == {}
+        c.call(S + "Create", {"user_id": "u7"})
+        expect_full(c, "u8")
+        # The cap holds across a restart (the count comes from the store).
+        c.close()
+        d.restart()
+        with d.connect() as c2:
+            expect_full(c2, "u8")
+            assert c2.call(A + "Status")["status"]["sessions_in_memory"] == 6
+        d.stop()
+
+
+# ---- item 4: failed validations audited in aggregate -----------------------------------------
+
+def failed_rows(c):
+    return c.call(A + "Audit", {"kind": "validation_failed", "limit": 10000})["entries"]
+
+
+def test_failed_validations_audited_in_aggregate():
+    """5,000 bogus tokens write a handful of rows whose counts add up; the
+    metrics and events still count each failure; the suspicious-activity
+    threshold still triggers exactly once per crossing."""
+    with Daemon({"security.suspicious_activity_threshold": 3}) as d, d.connect() as c:
+        rows_before = metric(c, "audit_rows_total")
+        events_before = metric(c, "events_total")
+        n, malformed = 5000, 100
+        for start in range(0, n, 500):
+            batch = [secrets.token_urlsafe(32) for _ in range(500)]
+            for i, t in enumerate(batch):
+                c.send(S + "Validate", {"token": t if start + i >= malformed else "bogus"})
+            for i in range(len(batch)):
+                r = c.recv()
+                assert r.get("error") in (S + "NotFound", S + "InvalidArgument"), r
+        assert metric(c, "validations_total", result="not_found") == n - malformed
+        assert metric(c, "validations_total", result="invalid") == malformed
+        assert metric(c, "events_total") - events_before >= n, "an event per failure"
+
+        rows = failed_rows(c)
+        assert 2 <= len(rows) <= 4, rows  # one per reason, per minute
+        assert sum(r["detail"]["count"] for r in rows) == n, rows
+        for r in rows:
+            assert r["user_id"] is None and r["session_id"] is None, r
+            assert r["detail"]["reason"] in ("not_found", "invalid"), r
+            assert r["detail"]["since"] <= r["time"], r
+        assert metric(c, "audit_rows_total") - rows_before == len(rows)
+
+        # A user's failures: one row with the session's id; the suspicious
+        # counting stays per failure (3 user-agent changes, threshold 3:
+        # one "suspicious" row, one crossing).
+        made = c.call(S + "Create", {"user_id": "mallory", "client": {"user_agent": "A"}})
+        for _ in range(3):
+            e = c.call_error(S + "Validate", {"token": made["token"], "client": {"user_agent": "B"}})
+            assert e[0] == S + "FingerprintMismatch", e
+        assert metric(c, "suspicious_events_total") == 3
+        assert metric(c, "suspicious_threshold_reached_total") == 1
+        assert len(c.call(A + "Audit", {"kind": "suspicious", "user_id": "mallory"})["entries"]) == 1
+        mine = [r for r in failed_rows(c) if r["user_id"] == "mallory"]
+        assert len(mine) == 1 and mine[0]["session_id"] == made["session"]["id"], mine
+        assert mine[0]["detail"] == {"reason": "fingerprint", "count": 3, "since": mine[0]["detail"]["since"]}, mine
+
+        # Shutdown writes the counts still held.
+        for _ in range(7):
+            c.call_error(S + "Validate", {"token": secrets.token_urlsafe(32)})
+        c.close()
+        d.stop()
+        db = sqlite3.connect(d.database)
+        try:
+            got = db.execute("SELECT detail FROM audit WHERE kind = 'validation_failed' ORDER BY id").fetchall()
+        finally:
+            db.close()
+        counts = [json.loads(x[0])["count"] for x in got]
+        assert counts[-1] == 7 and sum(counts) == n + 3 + 7, counts
+
+
 TESTS = [
     test_names_refuse_c1_controls_and_separators,
     test_invalid_utf8_name_is_refused,
@@ -307,6 +434,8 @@ TESTS = [
     test_admin_from_peer_gid_and_groups_not_passwd,
     test_reload_reaches_open_connections,
     test_output_budget_across_connections,
+    test_max_sessions_refuses_creates,
+    test_failed_validations_audited_in_aggregate,
 ]
 
 if __name__ == "__main__":

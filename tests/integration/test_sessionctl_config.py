@@ -232,6 +232,36 @@ def test_template_round_trip():
                 assert f.read() == p.stdout
 
 
+def test_max_sessions_setting():
+    """daemon.max_sessions (issue 16): a default for a large site, only in the
+    file, 1 .. 64000000 (the daemon's session handles)."""
+    with Setup("") as s:
+        o = json.loads(expect(s.run("config", "--show", "--origin"), 0).stdout)
+        assert o["daemon"]["max_sessions"] == {"value": 10000000, "origin": "default"}, o["daemon"]
+    with Setup("") as s:
+        # The file's daemon group holds env_file already: write it whole.
+        with open(s.conf, "w") as f:
+            f.write('daemon: { env_file = "%s"; max_sessions = 5; };\n' % s.env_file)
+        o = json.loads(expect(s.run("config", "--show", "--origin"), 0).stdout)
+        assert o["daemon"]["max_sessions"] == {"value": 5, "origin": "%s:1" % s.conf}, o["daemon"]
+        for value, message in (("0", "daemon.max_sessions must be positive (daemon.max_sessions=0 from %s:1)"),
+                               ("64000001", "daemon.max_sessions must be at most 64000000 (the daemon's limit on "
+                                            "sessions held at once) (daemon.max_sessions=64000001 from %s:1)")):
+            with open(s.conf, "w") as f:
+                f.write('daemon: { env_file = "%s"; max_sessions = %s; };\n' % (s.env_file, value))
+            p = expect(s.run("config", "--validate"), 1)
+            assert "error: " + message % s.conf in p.stdout, p.stdout
+        with open(s.conf, "w") as f:
+            f.write('daemon: { env_file = "%s"; max_sessions = 64000000; };\n' % s.env_file)
+        expect(s.run("config", "--validate"), 0)
+        # Only in the file: there is no variable for it.
+        assert "daemon.max_sessions" in s.run("config", "--generate-template", "--format", "env").stdout
+        s.write_env("SESSION_MAX_SESSIONS=5\n")
+        p = expect(s.run("config", "--show"), 0)
+        assert json.loads(p.stdout)["daemon"]["max_sessions"] == 64000000
+        assert "SESSION_MAX_SESSIONS" in p.stderr, p.stderr
+
+
 def test_usage():
     with Setup("") as s:
         for args in [[], ["--show", "--summary"], ["--origin"], ["--validate", "--output", "x"],
@@ -251,5 +281,6 @@ run_tests([
     test_read_only_and_missing_env_file,
     test_env_file_from_environment,
     test_template_round_trip,
+    test_max_sessions_setting,
     test_usage,
 ])

@@ -29,6 +29,10 @@ extern "C" {
 #endif
 
 #define SESSIOND_DEFAULT_CONFIG_FILE "/etc/sessiond/sessiond.conf"
+/* The largest daemon.max_sessions: the daemon refers to its sessions by
+ * handles below 2^26 (67,108,863), and a Rotate or an evicting Create holds
+ * one session more for a moment. */
+#define SESSIOND_MAX_SESSIONS_LIMIT 64000000
 
 /* ---- issues ------------------------------------------------------------ */
 
@@ -187,6 +191,7 @@ struct sessiond_config {
                 int64_t max_connections;
                 int64_t max_message_size;
                 char *metrics_listen; /* "" (off), "IPv4:PORT" or "[IPv6]:PORT" */
+                int64_t max_sessions; /* live sessions held at once, 1..SESSIOND_MAX_SESSIONS_LIMIT */
         } daemon;
 
         /* Where each setting came from, indexed by setting number

@@ -183,6 +183,20 @@ START_TEST(test_daemon_settings) {
         ck_assert_int_eq(validate_conf(conf, &is), -EINVAL);
         assert_starts(&is, SESSIOND_ERROR, "daemon.socket_path is too long for a Unix socket (at most 107 bytes)");
         sessiond_issues_clear(&is);
+
+        /* daemon.max_sessions: 1 .. 64000000 (the engine's handles). */
+        ck_assert_int_eq(validate_conf("daemon: { max_sessions = 1; };\n", &is), 0);
+        ck_assert_int_eq(validate_conf("daemon: { max_sessions = 64000000; };\n", &is), 0);
+        assert_no_issues(&is);
+        ck_assert_int_eq(validate_conf("daemon: { max_sessions = 0; };\n", &is), -EINVAL);
+        assert_starts(&is, SESSIOND_ERROR, "daemon.max_sessions must be positive");
+        sessiond_issues_clear(&is);
+        ck_assert_int_eq(validate_conf("daemon: { max_sessions = 64000001; };\n", &is), -EINVAL);
+        snprintf(expected, sizeof(expected),
+                 "daemon.max_sessions must be at most 64000000 (the daemon's limit on sessions held at once) (daemon.max_sessions=64000001 from %s:1)",
+                 path_in("test.conf"));
+        assert_starts(&is, SESSIOND_ERROR, expected);
+        sessiond_issues_clear(&is);
         scratch_remove();
 }
 END_TEST

@@ -560,6 +560,68 @@ START_TEST(test_rotate) {
 }
 END_TEST
 
+/* daemon.max_sessions: Create is refused at the cap and changes nothing;
+ * Rotate and a Create that evicts one of the user's own are not; a destroy
+ * makes room; a cap lowered below the count only refuses. */
+START_TEST(test_max_sessions) {
+        struct fixture f;
+        struct engine_create a = {.user_id = "u5"};
+        struct engine_created out;
+        struct engine_error err = {0};
+        struct engine_info info;
+        struct engine_counts counts;
+        char tokens[5][TOKEN_STRING_LEN + 1], fresh[TOKEN_STRING_LEN + 1], user[8];
+
+        fixture_init(&f, NULL);
+        short_timeouts(&f);
+        f.c->daemon.max_sessions = 5;
+        f.c->security.max_concurrent_per_user = 2;
+        fixture_open(&f);
+        for (int i = 0; i < 5; i++) {
+                snprintf(user, sizeof user, "u%d", i);
+                create_session(&f, T0, user, NULL, tokens[i], NULL);
+        }
+        ck_assert_int_eq(engine_create(f.e, T0 + 1, &a, &out, &err), -EUSERS);
+        ck_assert(!engine_has_pending(f.e)); /* nothing written */
+        engine_count(f.e, T0 + 1, &counts);
+        ck_assert_uint_eq(counts.sessions, 5);
+        ck_assert_uint_eq(counts.users, 5);
+        ck_assert_uint_eq(counters(&f)->created, 5);
+        ck_assert_uint_eq(counters(&f)->create_refused_max_sessions, 1);
+
+        /* Rotate ends one and makes one: not refused. */
+        ck_assert_int_eq(engine_rotate(f.e, T0 + 2, tokens[0], fresh, &info, &err), 0);
+        ck_assert_int_eq(engine_commit(f.e), 0);
+        memcpy(tokens[0], fresh, sizeof fresh);
+
+        /* A user below max_concurrent_per_user would hold one more: refused.
+         * At it, the Create evicts one of the user's own: the count stays 5. */
+        ck_assert_int_eq(engine_create(f.e, T0 + 3, &(struct engine_create){.user_id = "u1"}, &out, &err), -EUSERS);
+        f.c->security.max_concurrent_per_user = 1;
+        create_session(&f, T0 + 4, "u1", NULL, NULL, NULL);
+        engine_count(f.e, T0 + 4, &counts);
+        ck_assert_uint_eq(counts.sessions, 5);
+        ck_assert_int_eq(engine_destroy(f.e, T0 + 5, tokens[2], &err), 0);
+        ck_assert_int_eq(engine_commit(f.e), 0);
+
+        /* A destroy made room for one. */
+        ck_assert_int_eq(engine_create(f.e, T0 + 6, &a, &out, &err), 0);
+        ck_assert_int_eq(engine_commit(f.e), 0);
+        engine_created_clear(&out);
+        ck_assert_int_eq(engine_create(f.e, T0 + 6, &(struct engine_create){.user_id = "u6"}, &out, &err), -EUSERS);
+
+        /* Lowered below the count: refuses, ends nothing. */
+        f.c->daemon.max_sessions = 2;
+        ck_assert_int_eq(engine_create(f.e, T0 + 7, &(struct engine_create){.user_id = "u7"}, &out, &err), -EUSERS);
+        engine_count(f.e, T0 + 7, &counts);
+        ck_assert_uint_eq(counts.sessions, 5);
+        for (int i = 0; i < 5; i++)
+                if (i != 2)
+                        ck_assert_int_eq(validate(&f, T0 + 8, tokens[i], &info, &err), i == 1 ? -ESTALE : 0);
+        fixture_done(&f);
+}
+END_TEST
+
 START_TEST(test_destroy) {
         struct fixture f;
         struct engine_error err = {0};
@@ -1354,7 +1416,14 @@ START_TEST(test_suspicious_threshold) {
         ck_assert_uint_eq(counters(&f)->suspicious_alerts, 1); /* once per crossing */
         ck_assert(was_seen("suspicious_threshold"));
         ck_assert_int_eq(db_count(path, "SELECT count(*) FROM audit WHERE kind = 'suspicious' AND user_id = 'mallory'"), 1);
-        ck_assert_int_eq(db_count(path, "SELECT count(*) FROM audit WHERE kind = 'validation_failed'"), 5);
+        /* The five failures: counted, in one aggregated row once written. */
+        ck_assert_int_eq(db_count(path, "SELECT count(*) FROM audit WHERE kind = 'validation_failed'"), 0);
+        engine_audit_flush(f.e);
+        ck_assert_int_eq(engine_commit(f.e), 0);
+        ck_assert_int_eq(db_count(path, "SELECT count(*) FROM audit WHERE kind = 'validation_failed'"), 1);
+        ck_assert_int_eq(db_count(path, "SELECT json_extract(detail, '$.count') FROM audit "
+                                        "WHERE kind = 'validation_failed' AND user_id = 'mallory' "
+                                        "AND json_extract(detail, '$.reason') = 'fingerprint'"), 5);
 
         /* An hour later the window is empty: crossing again alerts again. */
         engine_security_sweep(f.e, T0 + 3700);
@@ -1388,6 +1457,78 @@ START_TEST(test_failed_validation_burst) {
         ck_assert_int_eq(validate(&f, T0 + 2, token, &info, &err), -ESTALE);
         ck_assert_uint_eq(counters(&f)->suspicious, 1);
         fixture_done(&f);
+}
+END_TEST
+
+static void count_failed_cb(const struct engine_event *ev, void *userdata) {
+        if (strcmp(ev->kind, "validation_failed") == 0)
+                (*(unsigned *)userdata)++;
+}
+
+/* Failed validations write one audit row per (user, reason, end reason)
+ * and interval, with a count; the suspicious counting and the events stay
+ * per failure. */
+START_TEST(test_failed_validations_aggregated) {
+        struct fixture f;
+        struct engine_error err = {0};
+        struct engine_info info;
+        char *path = path_in("sessions.db");
+        char token[TOKEN_STRING_LEN + 1], other[TOKEN_STRING_LEN + 1], id[TOKEN_ID_STRING_LEN + 1], bogus[44];
+        unsigned events = 0;
+
+        fixture_init(&f, path);
+        short_timeouts(&f);
+        fixture_open(&f);
+        ck_assert_int_eq(engine_add_observer(f.e, count_failed_cb, NULL, &events), 0);
+        create_session(&f, T0, "alice", NULL, token, id);
+        create_session(&f, T0, "alice", NULL, other, NULL);
+        ck_assert_int_eq(engine_destroy(f.e, T0, token, &err), 0);
+        ck_assert_int_eq(engine_destroy(f.e, T0, other, &err), 0);
+        ck_assert_int_eq(engine_commit(f.e), 0);
+        memset(bogus, 'A', 43);
+        bogus[43] = '\0';
+        for (int i = 0; i < 1000; i++) {
+                bogus[i % 42] = "BCDEFGHIJKLMNOPQRSTUVWXYZ"[i % 25];
+                ck_assert_int_eq(validate(&f, T0 + 1 + i / 100, bogus, &info, &err), -ENOENT);
+        }
+        for (int i = 0; i < 30; i++)
+                ck_assert_int_eq(validate(&f, T0 + 2, token, &info, &err), -ESTALE);
+        ck_assert_int_eq(validate(&f, T0 + 3, "bogus", &info, &err), -EINVAL);
+        ck_assert_uint_eq(counters(&f)->validate_failed[ENGINE_FAIL_NOT_FOUND], 1000);
+        ck_assert_uint_eq(counters(&f)->suspicious, 3); /* a burst of 10 failures: exact */
+        engine_dispatch_events(f.e);
+        ck_assert_uint_eq(events, 1031); /* one event per failure */
+        ck_assert_uint_eq(engine_audit_pending(f.e), 3);
+        ck_assert_int_eq(db_count(path, "SELECT count(*) FROM audit WHERE kind = 'validation_failed'"), 0);
+
+        /* The timer's tick writes them once the interval that began with
+         * the first one is over. */
+        engine_audit_tick(f.e, T0 + 60);
+        ck_assert(!engine_has_pending(f.e));
+        ck_assert_uint_eq(engine_audit_pending(f.e), 3);
+        engine_audit_tick(f.e, T0 + 61);
+        ck_assert_int_eq(engine_commit(f.e), 0);
+        ck_assert_uint_eq(engine_audit_pending(f.e), 0);
+        ck_assert_int_eq(db_count(path, "SELECT count(*) FROM audit WHERE kind = 'validation_failed'"), 3);
+        ck_assert_int_eq(db_count(path, "SELECT sum(json_extract(detail, '$.count')) FROM audit "
+                                        "WHERE kind = 'validation_failed'"), 1031);
+        ck_assert_int_eq(db_count(path, "SELECT count(*) FROM audit WHERE kind = 'validation_failed' "
+                                        "AND user_id IS NULL AND session_id IS NULL AND time = " "1700000010 "
+                                        "AND detail = '{\"reason\":\"not_found\",\"count\":1000,\"since\":1700000001}'"), 1);
+        /* One session's failures keep its id. */
+        ck_assert_int_eq(db_count(path, "SELECT count(*) FROM audit WHERE kind = 'validation_failed' "
+                                        "AND user_id = 'alice' AND session_id IS NOT NULL AND detail = "
+                                        "'{\"reason\":\"expired\",\"end_reason\":\"destroyed\",\"count\":30,\"since\":1700000002}'"), 1);
+        ck_assert_uint_eq(counters(&f)->audit_rows, 4 + 3); /* created twice, ended twice */
+        /* Two sessions of one user: one row, no session id. */
+        ck_assert_int_eq(validate(&f, T0 + 100, token, &info, &err), -ESTALE);
+        ck_assert_int_eq(validate(&f, T0 + 101, other, &info, &err), -ESTALE);
+        fixture_close(&f); /* shutdown writes what is held */
+        ck_assert_int_eq(db_count(path, "SELECT count(*) FROM audit WHERE kind = 'validation_failed' "
+                                        "AND user_id = 'alice' AND session_id IS NULL AND time = 1700000101 AND detail = "
+                                        "'{\"reason\":\"expired\",\"end_reason\":\"destroyed\",\"count\":2,\"since\":1700000100}'"), 1);
+        sessiond_config_free(f.c);
+        scratch_remove();
 }
 END_TEST
 
@@ -1573,6 +1714,7 @@ int main(void) {
         tcase_add_test(tc, test_switch_rate_limit);
         tcase_add_test(tc, test_sync_state);
         tcase_add_test(tc, test_rotate);
+        tcase_add_test(tc, test_max_sessions);
         tcase_add_test(tc, test_destroy);
         tcase_add_test(tc, test_destroy_user_except);
         tcase_add_test(tc, test_terminate_and_listings);
@@ -1592,6 +1734,7 @@ int main(void) {
         tcase_add_test(tc, test_cleanup_deadline_large_table);
         tcase_add_test(tc, test_suspicious_threshold);
         tcase_add_test(tc, test_failed_validation_burst);
+        tcase_add_test(tc, test_failed_validations_aggregated);
         tcase_add_test(tc, test_audit_switch);
         tcase_add_test(tc, test_watch_support);
         tcase_add_test(tc, test_many_sessions);
