@@ -305,8 +305,10 @@ int sessiond_config_apply_profile(struct sessiond_config *c, enum sessiond_envir
 json_t *sessiond_config_to_json(const struct sessiond_config *c, bool with_origins);
 
 /* The guide's get_config_summary(): environment, debug_mode,
- * session_lifetime_hours, cleanup_interval_minutes, features_enabled,
- * custom_settings_count. */
+ * session_lifetime_hours, cleanup_interval_minutes, custom_settings_count and
+ * features_enabled, the original's mapping {"cross_tab_sync": bool,
+ * "platform_switching": bool, "monitoring": bool (performance_monitoring),
+ * "security": bool (fingerprinting)}. */
 json_t *sessiond_config_summary(const struct sessiond_config *c);
 
 /* What a browser script needs (GetClientConfig): the sync settings,
