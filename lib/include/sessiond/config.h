@@ -58,6 +58,15 @@ int sessiond_issues_add(struct sessiond_issues *issues, enum sessiond_severity s
 /* "error: ..." / "warning: ..." */
 const char *sessiond_severity_to_string(enum sessiond_severity s);
 
+/* Text for a terminal or a log line (issue messages are made so already):
+ * C0 control characters, DEL and bytes that are not valid UTF-8 become
+ * \xNN, C1 control characters \u0080 to \u009f, the rest stays. Writes at
+ * most size bytes including a NUL, never half an escape or a character, and
+ * returns the length of the whole escaped text (as snprintf does). */
+size_t sessiond_text_escape(char *buf, size_t size, const char *s);
+/* The same as a new string; NULL on ENOMEM. */
+char *sessiond_text_escape_dup(const char *s);
+
 /* ---- origins ----------------------------------------------------------- */
 
 enum sessiond_origin_kind {
