@@ -271,23 +271,33 @@ static int do_edit(const struct sessionctl_globals *g, enum action action, const
                 goto out;
         }
 
-        /* What changed: the lines written, then what else moved with them
-         * (the settings the new profile sets). */
+        /* What changed: the lines written whose value differs from the one
+         * in effect before (a line that only makes a value explicit, such
+         * as the profile's own, is counted, not listed as a change), then
+         * what else moved with them (the settings the new profile sets). */
         printf("%s:\n", path);
+        size_t same = 0;
         for (size_t i = 0; i <= n_values; i++) {
                 const struct sessiond_override *o = i == 0 ? &environment_line : &values[i - 1];
                 int idx = sessiond_setting_find(o->path);
-                char *before;
+                char *before, *after;
 
                 if (!changed[i] || idx < 0)
                         continue;
                 before = sessiond_config_value_to_string(old, (size_t) idx);
-                printf("  %s: %s -> %s\n", o->variable, before ? before : "?", o->value);
+                after = sessiond_config_value_to_string(new, (size_t) idx);
+                if (before && after && strcmp(before, after) == 0)
+                        same++;
+                else
+                        printf("  %s: %s -> %s\n", o->variable, before ? before : "?", o->value);
                 free(before);
+                free(after);
                 if (getenv(o->variable))
                         fprintf(stderr, "note: %s is also set in this shell's environment, which overrides the env file\n",
                                 o->variable);
         }
+        if (same > 0)
+                printf("  (%zu line%s written with the value already in effect)\n", same, same == 1 ? "" : "s");
         bool header = false;
         for (size_t idx = 0; idx < sessiond_settings_count; idx++) {
                 char *a = sessiond_config_value_to_string(old, idx), *b = sessiond_config_value_to_string(new, idx);

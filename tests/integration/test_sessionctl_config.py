@@ -185,6 +185,17 @@ def test_optimize_for():
         p = expect(s.run("config", "--optimize-for", "production"), 0)
         assert "nothing changed" in p.stdout
         assert s.read_env() == text
+    # Already production by the environment line alone: the profile's values
+    # are in effect, so writing them out explicitly changes none of them.
+    with Setup("SESSION_ENVIRONMENT=production\nSESSION_CLEANUP_BATCH_SIZE=50\n") as s:
+        p = expect(s.run("config", "--optimize-for", "production"), 0)
+        assert "SESSION_CLEANUP_BATCH_SIZE: 50 -> 200" in p.stdout, p.stdout
+        for unchanged in ("SESSION_MAX_CLEANUP_BATCHES", "SESSION_LIFETIME_SECONDS", "SESSION_ENVIRONMENT",
+                          "SESSION_CLEANUP_INTERVAL_SECONDS", "SESSION_DEBUG_MODE"):
+            assert unchanged not in p.stdout, p.stdout
+        assert " -> " not in p.stdout.replace("SESSION_CLEANUP_BATCH_SIZE: 50 -> 200", ""), p.stdout
+        assert "lines written with the value already in effect" in p.stdout, p.stdout
+        assert "SESSION_MAX_CLEANUP_BATCHES=20\n" in s.read_env()
 
 
 def test_read_only_and_missing_env_file():
