@@ -17,8 +17,9 @@
  * served by the complete daemon. READY=1 follows.
  *
  * Reload (SIGHUP, Admin.Reload, both through daemon_reload()): read and
- * validate a new configuration; on success swap the pointer and tell each
- * subsystem, on failure keep the old one. Either way every issue is logged
+ * validate a new configuration and allocate the buffers it sizes (so that
+ * nothing can fail halfway through the swap); on success swap the pointer
+ * and tell each subsystem, on failure keep the old one, whole. Either way every issue is logged
  * and systemd hears RELOADING=1 then READY=1, and the store gets an audit
  * row.
  *
