@@ -45,7 +45,8 @@ int events_new(uv_loop_t *loop, size_t capacity, struct events **ret) {
         r = ring_init(&ev->ring, capacity);
         if (r < 0) {
                 free(ev);
-                return r;
+                return log_error_errno(r, "Failed to allocate the events buffer (monitoring.events_buffer_size=%zu): %m",
+                                       capacity);
         }
         ev->flush = malloc(sizeof *ev->flush);
         if (!ev->flush || uv_timer_init(loop, ev->flush) < 0) {
@@ -89,6 +90,14 @@ void events_free(struct events *ev) {
 
 int events_set_capacity(struct events *ev, size_t capacity) {
         return ring_resize(&ev->ring, capacity);
+}
+
+int events_reserve_capacity(struct events *ev, size_t capacity) {
+        return ring_reserve(&ev->ring, capacity);
+}
+
+void events_unreserve(struct events *ev) {
+        ring_unreserve(&ev->ring);
 }
 
 static void flush_cb(uv_timer_t *t) {

@@ -27,7 +27,13 @@ int events_new(uv_loop_t *loop, size_t capacity, struct events **ret);
 /* Ends every stream (final empty reply is not possible once the server is
  * gone: the calls are simply dropped; the server cancels them first). */
 void events_free(struct events *ev);
+/* Cannot fail after events_reserve_capacity(ev, capacity). */
 int events_set_capacity(struct events *ev, size_t capacity);
+/* Allocates, ahead of a reload, the buffer of a new capacity
+ * (monitoring.events_buffer_size); -ENOMEM changes nothing.
+ * events_unreserve() gives it back when the reload is abandoned. */
+int events_reserve_capacity(struct events *ev, size_t capacity);
+void events_unreserve(struct events *ev);
 
 /* Records an event; steals detail (NULL: {}). session_id, user_id may be NULL. */
 void events_push(struct events *ev, int64_t time, const char *kind, const char *session_id, const char *user_id,

@@ -133,14 +133,17 @@ static int security(const struct health_inputs *in, json_t *components, enum hea
                 find(&v, off, "suspicious activity detection is off%s", production ? " in production" : "");
         if (!c->security.audit_logging)
                 find(&v, off, "audit logging is off%s", production ? " in production" : "");
+        if (production && c->debug_mode)
+                find(&v, HEALTH_DEGRADED, "debug mode is on in production (debug_mode = true)");
         if (in->suspicious_users > 0)
                 find(&v, HEALTH_DEGRADED, "%u user%s at or above the suspicious activity threshold (%lld an hour)",
                      in->suspicious_users, in->suspicious_users == 1 ? "" : "s",
                      (long long)c->security.suspicious_activity_threshold);
         return add(components, "security", &v,
-                   json_pack("{s:b, s:b, s:b, s:i}", "fingerprinting", c->security.fingerprinting,
+                   json_pack("{s:b, s:b, s:b, s:b, s:i}", "fingerprinting", c->security.fingerprinting,
                              "suspicious_detection", c->security.suspicious_detection, "audit_logging",
-                             c->security.audit_logging, "suspicious_users", (int)in->suspicious_users),
+                             c->security.audit_logging, "debug_mode", c->debug_mode, "suspicious_users",
+                             (int)in->suspicious_users),
                    overall);
 }
 
@@ -149,7 +152,11 @@ static int loop(const struct health_inputs *in, json_t *components, enum health_
         json_t *f;
 
         if (!in->lag_measured) {
-                find(&v, HEALTH_HEALTHY, "not measured (monitoring.performance_monitoring = false)");
+                /* On, but no sample yet (the first moments after start). */
+                if (in->config->monitoring.performance_monitoring)
+                        find(&v, HEALTH_HEALTHY, "not measured yet");
+                else
+                        find(&v, HEALTH_HEALTHY, "not measured (monitoring.performance_monitoring = false)");
                 return add(components, "loop", &v, json_object(), overall);
         }
         if (in->lag_max_ms > HEALTH_LAG_UNHEALTHY_MS)

@@ -16,12 +16,14 @@
  *             cleanup.max_expired_threshold, or the last cleanup run failed.
  *   security  degraded in the production environment when fingerprinting,
  *             suspicious_detection or audit_logging is off (elsewhere that
- *             is only noted in the message); degraded while users are at or
- *             above security.suspicious_activity_threshold.
+ *             is only noted in the message) or debug_mode is on; degraded
+ *             while users are at or above
+ *             security.suspicious_activity_threshold.
  *   loop      degraded when the event loop was late by more than
  *             HEALTH_LAG_DEGRADED_MS since the last check, unhealthy beyond
  *             HEALTH_LAG_UNHEALTHY_MS; not measured (healthy, and the
- *             message says so) with monitoring.performance_monitoring off.
+ *             message says so) with monitoring.performance_monitoring off,
+ *             and "not measured yet" with it on before the first sample.
  * Overall: the worst component.
  */
 #pragma once

@@ -10,6 +10,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "sessiond/config.h"
+
 static bool log_to_journal;
 static bool log_debug_on;
 
@@ -39,7 +41,7 @@ static const char *level_word(int priority) {
 }
 
 int log_internal(int priority, int error, const char *fmt, ...) {
-        char line[2048];
+        char line[2048], escaped[4096];
         int saved_errno = errno;
         va_list ap;
 
@@ -49,16 +51,17 @@ int log_internal(int priority, int error, const char *fmt, ...) {
         vsnprintf(line, sizeof line, fmt, ap);
         va_end(ap);
 
-        /* A message is one line: embedded newlines would split it into
-         * several journal entries and make log injection possible. */
-        for (char *p = line; *p; p++)
-                if (*p == '\n' || *p == '\r')
-                        *p = ' ';
+        /* A message is one line of text: embedded newlines would split it
+         * into several journal entries (and let a value forge the next
+         * one), an ESC would reach the terminal of whoever reads the log.
+         * Values in messages come from outside, so control characters and
+         * bytes that are not UTF-8 are escaped (\xNN), as everywhere. */
+        sessiond_text_escape(escaped, sizeof escaped, line);
 
         if (log_to_journal)
-                fprintf(stderr, "<%d>%s\n", priority, line);
+                fprintf(stderr, "<%d>%s\n", priority, escaped);
         else
-                fprintf(stderr, "sessiond[%s]: %s\n", level_word(priority), line);
+                fprintf(stderr, "sessiond[%s]: %s\n", level_word(priority), escaped);
         errno = saved_errno;
         return error < 0 ? error : -error;
 }

@@ -24,8 +24,9 @@
  * served by the complete daemon. READY=1 follows.
  *
  * Reload (SIGHUP, Admin.Reload, both through daemon_reload()): read and
- * validate a new configuration; on success swap the pointer and tell each
- * subsystem, on failure keep the old one. Either way every issue is logged
+ * validate a new configuration and allocate the buffers it sizes (so that
+ * nothing can fail halfway through the swap); on success swap the pointer
+ * and tell each subsystem, on failure keep the old one, whole. Either way every issue is logged
  * and systemd hears RELOADING=1 then READY=1, and the store gets an audit
  * row.
  *
@@ -50,10 +51,12 @@
 #include "clock.h"
 #include "daemon.h"
 #include "engine.h"
+#include "events.h"
 #include "jobs.h"
 #include "log.h"
 #include "macro.h"
 #include "metrics_http.h"
+#include "metrics.h"
 #include "notify.h"
 #include "server.h"
 #include "sessiond/config.h"
@@ -273,6 +276,49 @@ static void main_ready(struct sessiond_main *m) {
         notify_ready(status);
 }
 
+/* A reload that failed: the issues are logged already; keep the current
+ * configuration, audit the attempt, tell systemd. */
+static int reload_failed(struct daemon *d, struct sessiond_issues *issues, size_t errors, int r) {
+        json_t *list = json_array(), *detail;
+
+        log_error("Reload failed (%zu error%s): keeping the current configuration", errors, errors == 1 ? "" : "s");
+        for (size_t i = 0; list && i < issues->count; i++)
+                if (issues->items[i].severity == SESSIOND_ERROR)
+                        (void) json_array_append_new(list, json_string(issues->items[i].message));
+        detail = list ? json_pack("{s:o}", "errors", list) : NULL;
+        config_audit(d, false, detail);
+        json_decref(detail);
+        notify_ready("Reload failed; serving with the previous configuration");
+        return r == -ENOMEM ? r : -EINVAL;
+}
+
+/* Allocates every buffer the new configuration sizes (the metrics history
+ * and the events ring) before the swap, so that a value that cannot be
+ * applied fails the reload as a whole: the old configuration stays, with
+ * its buffers, and the issue names the setting. */
+static int reload_reserve(struct daemon *d, const struct sessiond_config *c, struct sessiond_issues *issues) {
+        struct metrics *m = jobs_metrics(d->jobs);
+        struct events *ev = jobs_events(d->jobs);
+        int r;
+
+        r = metrics_config_reserve(m, c);
+        if (r < 0) {
+                sessiond_issues_add(issues, SESSIOND_ERROR, "monitoring.metrics_buffer_size",
+                                    "monitoring.metrics_buffer_size=%lld cannot be applied: its buffer cannot be allocated (%s)",
+                                    (long long) c->monitoring.metrics_buffer_size, strerror(-r));
+                return r;
+        }
+        r = events_reserve_capacity(ev, (size_t) c->monitoring.events_buffer_size);
+        if (r < 0) {
+                metrics_config_unreserve(m);
+                sessiond_issues_add(issues, SESSIOND_ERROR, "monitoring.events_buffer_size",
+                                    "monitoring.events_buffer_size=%lld cannot be applied: its buffer cannot be allocated (%s)",
+                                    (long long) c->monitoring.events_buffer_size, strerror(-r));
+                return r;
+        }
+        return 0;
+}
+
 int daemon_reload(struct daemon *d, struct sessiond_issues *issues) {
         struct sessiond_main *m = main_of(d);
         struct sessiond_issues local = {};
@@ -288,22 +334,19 @@ int daemon_reload(struct daemon *d, struct sessiond_issues *issues) {
                  d->config_path ? d->config_path : "");
 
         r = config_read(d->config_path, m->environ_copy, &c, issues);
+        if (r >= 0) {
+                r = reload_reserve(d, c, issues);
+                if (r < 0) {
+                        sessiond_config_free(c);
+                        c = NULL;
+                }
+        }
         issues_log(issues);
         issues_count(issues, &errors, &warnings);
         if (r < 0) {
-                json_t *list = json_array();
-
-                log_error("Reload failed (%zu error%s): keeping the current configuration", errors,
-                          errors == 1 ? "" : "s");
-                for (size_t i = 0; list && i < issues->count; i++)
-                        if (issues->items[i].severity == SESSIOND_ERROR)
-                                (void) json_array_append_new(list, json_string(issues->items[i].message));
-                detail = list ? json_pack("{s:o}", "errors", list) : NULL;
-                config_audit(d, false, detail);
-                json_decref(detail);
-                notify_ready("Reload failed; serving with the previous configuration");
+                r = reload_failed(d, issues, errors, r);
                 sessiond_issues_clear(&local);
-                return r == -ENOMEM ? r : -EINVAL;
+                return r;
         }
 
         detail = json_object();

@@ -21,6 +21,7 @@
 
 #include "analytics.h"
 #include "daemon.h"
+#include "log.h"
 #include "ring.h"
 #include "server.h"
 #include "store.h"
@@ -92,7 +93,11 @@ int metrics_new(struct daemon *d, struct metrics **ret) {
         m->d = d;
         metrics_window_restart(m);
         m->scratch = calloc(METRICS_RESERVOIR, sizeof *m->scratch);
-        if (!m->scratch || (r = ring_init(&m->history, history_size(d))) < 0 ||
+        r = m->scratch ? ring_init(&m->history, history_size(d)) : -ENOMEM;
+        if (r < 0 && m->scratch)
+                log_error_errno(r, "Failed to allocate the metrics history (monitoring.metrics_buffer_size=%zu): %m",
+                                history_size(d));
+        if (r < 0 ||
             (r = reservoir_init(&m->requests, METRICS_RESERVOIR)) < 0 ||
             (r = reservoir_init(&m->commits, METRICS_RESERVOIR)) < 0) {
                 metrics_free(m);
@@ -114,6 +119,15 @@ void metrics_free(struct metrics *m) {
 
 int metrics_config_changed(struct metrics *m) {
         return ring_resize(&m->history, history_size(m->d));
+}
+
+int metrics_config_reserve(struct metrics *m, const struct sessiond_config *c) {
+        assert(c->monitoring.metrics_buffer_size > 0);
+        return ring_reserve(&m->history, (size_t)c->monitoring.metrics_buffer_size);
+}
+
+void metrics_config_unreserve(struct metrics *m) {
+        ring_unreserve(&m->history);
 }
 
 struct metrics_counters *metrics_counters(struct metrics *m) {

@@ -33,6 +33,7 @@
 
 struct daemon;
 struct metrics;
+struct sessiond_config;
 
 #define METRICS_RATE_WINDOW_MS 60000
 #define METRICS_RESERVOIR 1024
@@ -83,8 +84,14 @@ struct metrics_rates {
 
 int metrics_new(struct daemon *d, struct metrics **ret);
 void metrics_free(struct metrics *m);
-/* The buffer size may have changed. */
+/* The buffer size may have changed. Cannot fail after
+ * metrics_config_reserve() for the configuration now in force. */
 int metrics_config_changed(struct metrics *m);
+/* Allocates, ahead of a reload, the history buffer that configuration c
+ * needs (monitoring.metrics_buffer_size); -ENOMEM changes nothing.
+ * metrics_config_unreserve() gives it back when the reload is abandoned. */
+int metrics_config_reserve(struct metrics *m, const struct sessiond_config *c);
+void metrics_config_unreserve(struct metrics *m);
 struct metrics_counters *metrics_counters(struct metrics *m);
 
 /* Engine events (ended sessions and their durations). */

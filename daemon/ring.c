@@ -26,6 +26,7 @@ int ring_init(struct ring *r, size_t capacity) {
 }
 
 void ring_done(struct ring *r) {
+        ring_unreserve(r);
         if (!r->items)
                 return;
         for (size_t i = 0; i < r->count; i++)
@@ -55,16 +56,44 @@ void ring_clear(struct ring *r) {
         r->start = r->count = 0;
 }
 
-int ring_resize(struct ring *r, size_t capacity) {
+int ring_reserve(struct ring *r, size_t capacity) {
         json_t **items;
-        size_t keep, drop;
 
         assert(capacity > 0);
-        if (capacity == r->capacity)
+        if (capacity == r->capacity || capacity == r->spare_capacity)
                 return 0;
         items = calloc(capacity, sizeof *items);
         if (!items)
                 return -ENOMEM;
+        ring_unreserve(r);
+        r->spare = items;
+        r->spare_capacity = capacity;
+        return 0;
+}
+
+void ring_unreserve(struct ring *r) {
+        free(r->spare);
+        r->spare = NULL;
+        r->spare_capacity = 0;
+}
+
+int ring_resize(struct ring *r, size_t capacity) {
+        json_t **items;
+        size_t keep, drop;
+        int ret;
+
+        assert(capacity > 0);
+        if (capacity == r->capacity) {
+                ring_unreserve(r);
+                return 0;
+        }
+        ret = ring_reserve(r, capacity);
+        if (ret < 0)
+                return ret;
+        assert(r->spare && r->spare_capacity == capacity);
+        items = r->spare;
+        r->spare = NULL;
+        r->spare_capacity = 0;
         keep = r->count < capacity ? r->count : capacity;
         drop = r->count - keep;
         for (size_t i = 0; i < drop; i++)

@@ -32,6 +32,8 @@ struct ring {
         size_t start; /* index of the oldest */
         size_t count;
         uint64_t pushed; /* ever, including the ones dropped */
+        json_t **spare;  /* ring_reserve(): the array of a resize to come */
+        size_t spare_capacity;
 };
 
 /* capacity >= 1. */
@@ -41,8 +43,16 @@ void ring_done(struct ring *r);
 void ring_push(struct ring *r, json_t *v);
 /* Drops every value. */
 void ring_clear(struct ring *r);
-/* Keeps the newest min(count, capacity) values. -ENOMEM leaves r as it was. */
+/* Keeps the newest min(count, capacity) values. -ENOMEM leaves r as it was;
+ * after ring_reserve(r, capacity) it cannot fail. */
 int ring_resize(struct ring *r, size_t capacity);
+/* Allocates what ring_resize(r, capacity) needs, ahead: a reload first
+ * reserves every buffer of its new configuration and swaps only when all
+ * of them could be had. -ENOMEM leaves r as it was. The reservation is used
+ * by the next ring_resize() to that capacity, freed by any other resize, by
+ * ring_unreserve() and by ring_done(). */
+int ring_reserve(struct ring *r, size_t capacity);
+void ring_unreserve(struct ring *r);
 static inline size_t ring_count(const struct ring *r) {
         return r->count;
 }

@@ -13,6 +13,7 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,6 +46,24 @@ static void config_usage(FILE *f) {
               "\n"
               "Environments: development, testing, staging, production.\n",
               f);
+}
+
+/* "sessionctl config: <message>" and a newline on stderr. Messages quote
+ * what was typed or read (names, paths): control characters are escaped. */
+static void config_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void config_error(const char *fmt, ...) {
+        char *text = NULL, *escaped = NULL;
+        va_list ap;
+        int r;
+
+        va_start(ap, fmt);
+        r = vasprintf(&text, fmt, ap);
+        va_end(ap);
+        if (r >= 0)
+                escaped = sessiond_text_escape_dup(text);
+        fprintf(stderr, "sessionctl config: %s\n", escaped ? escaped : "out of memory");
+        free(escaped);
+        free(text);
 }
 
 static void print_issues(FILE *f, const struct sessiond_issues *issues) {
@@ -145,7 +164,7 @@ static int do_show(const struct sessionctl_globals *g, enum action action, bool 
         r = load(g, NULL, &c, &issues);
         if (r < 0) {
                 print_issues(stderr, &issues);
-                fprintf(stderr, "sessionctl config: the configuration cannot be loaded\n");
+                config_error("the configuration cannot be loaded");
                 sessiond_issues_clear(&issues);
                 return SESSIONCTL_EXIT_FAILURE;
         }
@@ -175,7 +194,7 @@ static int do_edit(const struct sessionctl_globals *g, enum action action, const
 
         e = sessiond_environment_from_string(name);
         if (e < 0) {
-                fprintf(stderr, "sessionctl config: unknown environment '%s'; valid names: %s\n", name,
+                config_error("unknown environment '%s'; valid names: %s", name,
                         sessiond_environment_valid_names());
                 return SESSIONCTL_EXIT_FAILURE;
         }
@@ -195,19 +214,22 @@ static int do_edit(const struct sessionctl_globals *g, enum action action, const
         sessiond_issues_clear(&issues);
         r = sessiond_envfile_read(path, &f, &issues);
         if (r == -ENOENT) {
+                char *shown = sessiond_text_escape_dup(path);
+
                 fprintf(stderr,
                         "sessionctl config: the env file %s does not exist; create it first, e.g. with\n"
                         "  sessionctl config --generate-template --format env --output %s\n",
-                        path, path);
+                        shown ? shown : "?", shown ? shown : "?");
+                free(shown);
                 goto out;
         }
         if (r == -EINVAL) {
                 print_issues(stderr, &issues);
-                fprintf(stderr, "sessionctl config: %s is malformed; nothing changed\n", path);
+                config_error("%s is malformed; nothing changed", path);
                 goto out;
         }
         if (r < 0) {
-                fprintf(stderr, "sessionctl config: cannot read the env file %s: %s\n", path, strerror(-r));
+                config_error("cannot read the env file %s: %s", path, strerror(-r));
                 goto out;
         }
 
@@ -223,7 +245,7 @@ static int do_edit(const struct sessionctl_globals *g, enum action action, const
                 const struct sessiond_override *o = i == 0 ? &environment_line : &values[i - 1];
                 r = sessiond_envfile_set(f, o->variable, o->value);
                 if (r < 0) {
-                        fprintf(stderr, "sessionctl config: cannot set %s: %s\n", o->variable, strerror(-r));
+                        config_error("cannot set %s: %s", o->variable, strerror(-r));
                         goto out;
                 }
                 changed[i] = r > 0;
@@ -236,7 +258,7 @@ static int do_edit(const struct sessionctl_globals *g, enum action action, const
                 (void) sessiond_config_validate(new, &issues);
         if (r < 0 || sessiond_issues_has_errors(&issues)) {
                 print_issues(stderr, &issues);
-                fprintf(stderr, "sessionctl config: the result would be invalid; %s is unchanged\n", path);
+                config_error("the result would be invalid; %s is unchanged", path);
                 goto out;
         }
 
@@ -256,32 +278,42 @@ static int do_edit(const struct sessionctl_globals *g, enum action action, const
                 goto out;
         }
         if (r == -EACCES) {
-                fprintf(stderr, "sessionctl config: cannot write %s: it is read-only or not writable by this user; nothing changed\n",
+                config_error("cannot write %s: it is read-only or not writable by this user; nothing changed",
                         path);
                 goto out;
         }
         if (r < 0) {
-                fprintf(stderr, "sessionctl config: cannot write %s: %s; nothing changed\n", path, strerror(-r));
+                config_error("cannot write %s: %s; nothing changed", path, strerror(-r));
                 goto out;
         }
 
-        /* What changed: the lines written, then what else moved with them
-         * (the settings the new profile sets). */
+        /* What changed: the lines written whose value differs from the one
+         * in effect before (a line that only makes a value explicit, such
+         * as the profile's own, is counted, not listed as a change), then
+         * what else moved with them (the settings the new profile sets). */
         printf("%s:\n", path);
+        size_t same = 0;
         for (size_t i = 0; i <= n_values; i++) {
                 const struct sessiond_override *o = i == 0 ? &environment_line : &values[i - 1];
                 int idx = sessiond_setting_find(o->path);
-                char *before;
+                char *before, *after;
 
                 if (!changed[i] || idx < 0)
                         continue;
                 before = sessiond_config_value_to_string(old, (size_t) idx);
-                printf("  %s: %s -> %s\n", o->variable, before ? before : "?", o->value);
+                after = sessiond_config_value_to_string(new, (size_t) idx);
+                if (before && after && strcmp(before, after) == 0)
+                        same++;
+                else
+                        printf("  %s: %s -> %s\n", o->variable, before ? before : "?", o->value);
                 free(before);
+                free(after);
                 if (getenv(o->variable))
                         fprintf(stderr, "note: %s is also set in this shell's environment, which overrides the env file\n",
                                 o->variable);
         }
+        if (same > 0)
+                printf("  (%zu line%s written with the value already in effect)\n", same, same == 1 ? "" : "s");
         bool header = false;
         for (size_t idx = 0; idx < sessiond_setting_count(); idx++) {
                 char *a = sessiond_config_value_to_string(old, idx), *b = sessiond_config_value_to_string(new, idx);
@@ -322,12 +354,12 @@ static int do_template(const char *output, const char *format) {
         else if (strcmp(format, "conf") == 0)
                 fmt = SESSIOND_TEMPLATE_CONF;
         else {
-                fprintf(stderr, "sessionctl config: unknown template format '%s' (env or conf)\n", format);
+                config_error("unknown template format '%s' (env or conf)", format);
                 return SESSIONCTL_EXIT_USAGE;
         }
         r = sessiond_config_template(fmt, &text);
         if (r < 0) {
-                fprintf(stderr, "sessionctl config: cannot make the template: %s\n", strerror(-r));
+                config_error("cannot make the template: %s", strerror(-r));
                 return SESSIONCTL_EXIT_FAILURE;
         }
         if (!output) {
@@ -342,12 +374,12 @@ static int do_template(const char *output, const char *format) {
                 return SESSIONCTL_EXIT_FAILURE;
         }
         if (r == -EACCES) {
-                fprintf(stderr, "sessionctl config: cannot write %s: it is read-only or not writable by this user; nothing changed\n",
+                config_error("cannot write %s: it is read-only or not writable by this user; nothing changed",
                         output);
                 return SESSIONCTL_EXIT_FAILURE;
         }
         if (r < 0) {
-                fprintf(stderr, "sessionctl config: cannot write %s: %s\n", output, strerror(-r));
+                config_error("cannot write %s: %s", output, strerror(-r));
                 return SESSIONCTL_EXIT_FAILURE;
         }
         printf("wrote %s\n", output);
@@ -409,7 +441,7 @@ int sessionctl_config(int argc, char **argv, const struct sessionctl_globals *g)
                 }
         }
         if (optind < argc) {
-                fprintf(stderr, "sessionctl config: unexpected argument '%s'\n", argv[optind]);
+                config_error("unexpected argument '%s'", argv[optind]);
                 config_usage(stderr);
                 return SESSIONCTL_EXIT_USAGE;
         }

@@ -98,11 +98,18 @@ static void usage(FILE *f) {
 
 /* ---- small helpers -------------------------------------------------------- */
 
-/* "sessionctl: <message>" on stderr, without the newline. */
+/* "sessionctl: <message>" on stderr, without the newline. Messages quote
+ * what a user typed or a daemon sent: control characters are escaped. */
 static void error_vprint(const char *fmt, va_list ap) __attribute__((format(printf, 1, 0)));
 static void error_vprint(const char *fmt, va_list ap) {
+        _cleanup_free_ char *text = NULL, *escaped = NULL;
+
         fputs("sessionctl: ", stderr);
-        vfprintf(stderr, fmt, ap);
+        if (vasprintf(&text, fmt, ap) < 0 || !(escaped = sessiond_text_escape_dup(text))) {
+                fputs("out of memory", stderr);
+                return;
+        }
+        fputs(escaped, stderr);
 }
 
 static int error_usage(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -176,30 +183,10 @@ static bool key_is_duration(const char *key) {
 
 /* A string for a terminal: control characters (C0, DEL and C1, which
  * could move the cursor or start an escape sequence: user agents come from
- * the web) are shown escaped. Returns a malloc'ed string. */
+ * the web) are shown escaped (sessiond_text_escape()). Returns a malloc'ed
+ * string. */
 static char *escape_for_terminal(const char *s) {
-        size_t n = strlen(s);
-        char *out = malloc(n * 4 + 1), *p = out;
-
-        if (!out)
-                return NULL;
-        for (size_t i = 0; i < n; i++) {
-                unsigned char c = (unsigned char) s[i];
-
-                if (c == '\n')
-                        p += sprintf(p, "\\n");
-                else if (c == '\t')
-                        p += sprintf(p, "\\t");
-                else if (c < 0x20 || c == 0x7f)
-                        p += sprintf(p, "\\x%02x", c);
-                else if (c == 0xc2 && i + 1 < n && (unsigned char) s[i + 1] >= 0x80 &&
-                         (unsigned char) s[i + 1] <= 0x9f)
-                        p += sprintf(p, "\\u%04x", (unsigned char) s[++i]);
-                else
-                        *p++ = (char) c;
-        }
-        *p = '\0';
-        return out;
+        return sessiond_text_escape_dup(s);
 }
 
 /* Display width of UTF-8 text (code points; the text is valid UTF-8, as
@@ -1112,10 +1099,12 @@ static int verb_reload(struct ctl *ctl, const struct verb_args *a) {
                 return report_varlink_error(ADMIN "Reload", error, reply);
 
         issues = reply_member(reply, "issues", JSON_ARRAY);
-        fputs("sessionctl: reload failed: the new configuration is invalid; the daemon keeps the previous one.\n",
+        fputs("sessionctl: reload failed: the new configuration cannot be used; the daemon keeps the previous one.\n",
               stderr);
-        json_array_foreach(issues, i, issue)
-                fprintf(stderr, "  %s\n", json_is_string(issue) ? json_string_value(issue) : "?");
+        json_array_foreach(issues, i, issue) {
+                _cleanup_free_ char *text = sessiond_text_escape_dup(json_is_string(issue) ? json_string_value(issue) : "?");
+                fprintf(stderr, "  %s\n", text ? text : "?");
+        }
         return SESSIONCTL_EXIT_FAILURE;
 }
 

@@ -450,8 +450,10 @@ static int fingerprint_check(struct engine *e, int64_t now, uint32_t h, const st
                 return 0;
         }
         e->counters.fingerprint_changes++;
-        log_info("Session %s of user %s: client changed (%s%s%s); recorded.", id, user,
-                 changed[FP_IP] ? "ip " : "", changed[FP_LANGUAGE] ? "accept_language " : "",
+        log_info("Session %s of user %s: client changed (%s%s%s%s%s); recorded.", id, user,
+                 changed[FP_IP] ? "ip" : "", changed[FP_IP] && changed[FP_LANGUAGE] ? ", " : "",
+                 changed[FP_LANGUAGE] ? "accept_language" : "",
+                 (changed[FP_IP] || changed[FP_LANGUAGE]) && changed[FP_ENCODING] ? ", " : "",
                  changed[FP_ENCODING] ? "accept_encoding" : "");
         if (bus_observed(e))
                 bus_emit(e, now, "fingerprint_changed", id, user, json_pack("{s:O}", "fields", fields));

@@ -75,7 +75,7 @@ static bool key_valid(const char *k, size_t len) {
  * (both NULL for blank and comment lines). Returns -EINVAL with *why set
  * for a malformed line. */
 static int parse_line(const char *line, char **key, char **value, const char **why) {
-        const char *p = line, *k, *end;
+        const char *p = line, *k, *eq, *end;
         size_t klen, cap;
         char *v, *o;
 
@@ -90,20 +90,22 @@ static int parse_line(const char *line, char **key, char **value, const char **w
                 while (*p == ' ' || *p == '\t')
                         p++;
         }
+        /* The key is what comes before the first '=': one message for every
+         * key that is not a name ("=5", "SESSION_CUSTOM_ÜBER=1", "X Y=1"). */
         k = p;
-        while (isalnum((unsigned char) *p) || *p == '_')
-                p++;
-        klen = (size_t) (p - k);
-        while (*p == ' ' || *p == '\t')
-                p++;
-        if (*p != '=') {
+        eq = strchr(p, '=');
+        if (!eq) {
                 *why = "expected KEY=VALUE";
                 return -EINVAL;
         }
+        for (p = eq; p > k && (p[-1] == ' ' || p[-1] == '\t'); p--)
+                ;
+        klen = (size_t) (p - k);
         if (!key_valid(k, klen)) {
                 *why = "the key is not a valid name ([A-Za-z_][A-Za-z0-9_]*)";
                 return -EINVAL;
         }
+        p = eq;
         p++;
         while (*p == ' ' || *p == '\t')
                 p++;
@@ -173,8 +175,10 @@ static int parse_line(const char *line, char **key, char **value, const char **w
         return 0;
 }
 
-SESSIOND_EXPORT int sessiond_envfile_parse(const char *path, const char *text, size_t len, struct sessiond_envfile **ret,
-                           struct sessiond_issues *issues) {
+/* Parses every line; a malformed one is reported and kept as a line
+ * without a key, and *malformed says whether there was one. */
+static int envfile_parse_all(const char *path, const char *text, size_t len, struct sessiond_envfile **ret,
+                             struct sessiond_issues *issues, bool *malformed) {
         struct sessiond_envfile *f = NULL;
         const char *p = text, *end = text + len;
         bool bad = false;
@@ -223,10 +227,7 @@ SESSIOND_EXPORT int sessiond_envfile_parse(const char *path, const char *text, s
                 }
                 p = nl + 1;
         }
-        if (bad) {
-                sessiond_envfile_free(f);
-                return -EINVAL;
-        }
+        *malformed = bad;
         *ret = f;
         return 0;
 fail:
@@ -234,7 +235,25 @@ fail:
         return r;
 }
 
-SESSIOND_EXPORT int sessiond_envfile_read(const char *path, struct sessiond_envfile **ret, struct sessiond_issues *issues) {
+SESSIOND_EXPORT int sessiond_envfile_parse(const char *path, const char *text, size_t len, struct sessiond_envfile **ret,
+                           struct sessiond_issues *issues) {
+        struct sessiond_envfile *f = NULL;
+        bool malformed = false;
+        int r;
+
+        r = envfile_parse_all(path, text, len, &f, issues, &malformed);
+        if (r < 0)
+                return r;
+        if (malformed) {
+                sessiond_envfile_free(f);
+                return -EINVAL;
+        }
+        *ret = f;
+        return 0;
+}
+
+/* The whole file, NUL-terminated, into *ret (*len bytes). */
+static int envfile_read_text(const char *path, char **ret, size_t *ret_len) {
         _cleanup_free_ char *buf = NULL;
         struct stat st;
         size_t len = 0;
@@ -277,10 +296,35 @@ SESSIOND_EXPORT int sessiond_envfile_read(const char *path, struct sessiond_envf
                 len += (size_t) n;
         }
         buf[len] = '\0';
-        r = sessiond_envfile_parse(path, buf, len, ret, issues);
+        *ret = buf;
+        buf = NULL;
+        *ret_len = len;
 out:
         close(fd);
         return r;
+}
+
+SESSIOND_EXPORT int sessiond_envfile_read(const char *path, struct sessiond_envfile **ret, struct sessiond_issues *issues) {
+        _cleanup_free_ char *buf = NULL;
+        size_t len = 0;
+        int r;
+
+        r = envfile_read_text(path, &buf, &len);
+        if (r < 0)
+                return r;
+        return sessiond_envfile_parse(path, buf, len, ret, issues);
+}
+
+int envfile_read_all(const char *path, struct sessiond_envfile **ret, struct sessiond_issues *issues,
+                     bool *malformed) {
+        _cleanup_free_ char *buf = NULL;
+        size_t len = 0;
+        int r;
+
+        r = envfile_read_text(path, &buf, &len);
+        if (r < 0)
+                return r;
+        return envfile_parse_all(path, buf, len, ret, issues, malformed);
 }
 
 SESSIOND_EXPORT const char *sessiond_envfile_get(const struct sessiond_envfile *f, const char *key, size_t *line) {

@@ -63,6 +63,13 @@ int config_new(struct sessiond_config **ret);
  * returns 0, -EINVAL (parse problems reported) or another negative errno. */
 int conffile_read(struct sessiond_config *c, const char *path, struct sessiond_issues *issues);
 
+/* Reads and parses the env file at path like sessiond_envfile_read(), but a
+ * malformed line does not stop it: each is reported, kept without a key,
+ * and *malformed set, so that the loader can still report the problems of
+ * every other line at once. */
+int envfile_read_all(const char *path, struct sessiond_envfile **ret, struct sessiond_issues *issues,
+                     bool *malformed);
+
 /* Origins. */
 int origin_assign(struct sessiond_origin *o, enum sessiond_origin_kind kind, const char *file, int line);
 void origin_clear(struct sessiond_origin *o);

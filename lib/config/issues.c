@@ -38,37 +38,21 @@ SESSIOND_EXPORT bool sessiond_issues_has_errors(const struct sessiond_issues *is
         return false;
 }
 
-/* Messages quote values as they were read, and go into JSON (the Reload
- * error reply, `sessionctl config --validate --json`), which holds UTF-8
- * only: a byte that is not part of valid UTF-8 is written as \xNN, so that
- * the message is never dropped and still shows what was wrong. */
-static int message_make_utf8(char **message) {
-        const char *p = *message;
-        char *out, *o;
+/* Messages quote values as they were read, and are printed to terminals,
+ * logged (where a newline would split a journal entry) and sent as JSON
+ * (the Reload error reply, `sessionctl config --validate --json`), which
+ * holds UTF-8 only: control characters and bytes that are not UTF-8 are
+ * escaped (escape.c), so that the message is one clean line and still
+ * shows what was wrong. */
+static int message_escape(char **message) {
+        char *out;
 
-        if (utf8_is_valid(p))
-                return 0;
-        out = malloc(strlen(p) * 4 + 1);
-        if (!out) {
-                free(*message);
-                return -ENOMEM;
-        }
-        o = out;
-        while (*p) {
-                size_t n = utf8_char_length(p);
-                if (n == 0) {
-                        o += sprintf(o, "\\x%02x", (unsigned char) *p);
-                        p++;
-                        continue;
-                }
-                memcpy(o, p, n);
-                o += n;
-                p += n;
-        }
-        *o = '\0';
+        if (sessiond_text_escape(NULL, 0, *message) == strlen(*message))
+                return 0; /* nothing to escape */
+        out = sessiond_text_escape_dup(*message);
         free(*message);
         *message = out;
-        return 0;
+        return out ? 0 : -ENOMEM;
 }
 
 SESSIOND_EXPORT int sessiond_issues_add(struct sessiond_issues *issues, enum sessiond_severity severity,
@@ -93,7 +77,7 @@ SESSIOND_EXPORT int sessiond_issues_add(struct sessiond_issues *issues, enum ses
         va_end(ap);
         if (r < 0)
                 return -ENOMEM;
-        r = message_make_utf8(&issue.message);
+        r = message_escape(&issue.message);
         if (r < 0)
                 return r;
         if (setting) {

@@ -116,28 +116,21 @@ fail:
         return NULL;
 }
 
+/* The original's get_config_summary(), key by key: its features_enabled is
+ * a mapping of four flags, two of which are not features.* settings
+ * ("monitoring" is performance monitoring, "security" fingerprinting). */
 SESSIOND_EXPORT json_t *sessiond_config_summary(const struct sessiond_config *c) {
-        json_t *features = json_array(), *summary;
-
-        if (!features)
-                return NULL;
-        for (size_t i = 0; i < sessiond_settings_count; i++) {
-                const struct sessiond_setting *s = &sessiond_settings[i];
-                if (strncmp(s->path, "features.", 9) != 0 || !*(const bool *) setting_cptr(c, s))
-                        continue;
-                if (json_array_append_new(features, json_string(s->path + 9)) < 0) {
-                        json_decref(features);
-                        return NULL;
-                }
-        }
-        summary = json_pack("{s:s,s:b,s:f,s:f,s:o,s:I}",
-                            "environment", sessiond_environment_to_string(c->environment),
-                            "debug_mode", c->debug_mode,
-                            "session_lifetime_hours", (double) c->timeout.session_lifetime / 3600.0,
-                            "cleanup_interval_minutes", (double) c->cleanup.interval / 60.0,
-                            "features_enabled", features,
-                            "custom_settings_count", (json_int_t) c->n_custom);
-        return summary;
+        return json_pack("{s:s,s:b,s:f,s:f,s:{s:b,s:b,s:b,s:b},s:I}",
+                         "environment", sessiond_environment_to_string(c->environment),
+                         "debug_mode", c->debug_mode,
+                         "session_lifetime_hours", (double) c->timeout.session_lifetime / 3600.0,
+                         "cleanup_interval_minutes", (double) c->cleanup.interval / 60.0,
+                         "features_enabled",
+                         "cross_tab_sync", c->features.cross_tab_sync,
+                         "platform_switching", c->features.platform_switching,
+                         "monitoring", c->monitoring.performance_monitoring,
+                         "security", c->security.fingerprinting,
+                         "custom_settings_count", (json_int_t) c->n_custom);
 }
 
 SESSIOND_EXPORT json_t *sessiond_config_client_json(const struct sessiond_config *c) {

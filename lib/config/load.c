@@ -269,12 +269,17 @@ SESSIOND_EXPORT int sessiond_config_load(const struct sessiond_config_sources *s
                         env_path = v && *v ? v : c->daemon.env_file;
                 }
                 if (env_path && *env_path) {
-                        r = sessiond_envfile_read(env_path, &owned, issues);
+                        bool malformed = false;
+
+                        /* Malformed lines fail the load, but the other
+                         * lines are still read, so that every line's
+                         * problem is reported at once. */
+                        r = envfile_read_all(env_path, &owned, issues, &malformed);
                         if (r == -ENOMEM)
                                 goto fail;
-                        if (r == -EINVAL)
+                        if (r == -EINVAL || malformed)
                                 failed = true;
-                        else if (r < 0 && r != -ENOENT) {
+                        if (r < 0 && r != -ENOENT && r != -EINVAL) {
                                 sessiond_issues_add(issues, SESSIOND_ERROR, "daemon.env_file", "%s: cannot read the env file: %s",
                                                     env_path, strerror(-r));
                                 failed = true;

@@ -21,6 +21,12 @@
 /* Maximum length of a Unix socket path, without the final NUL. */
 #define SOCKET_PATH_MAX 107
 
+/* The rings of the metrics history and of the events are allocated whole
+ * (a pointer a slot) and fill up to this many JSON values, each up to a few
+ * KiB: 100,000 metrics samples are 69 days at the default interval. A
+ * larger value would only let a typo take gigabytes. */
+#define BUFFER_SIZE_MAX 100000
+
 struct validator {
         const struct sessiond_config *c;
         struct sessiond_issues *issues;
@@ -89,6 +95,31 @@ static void check_positive(struct validator *v) {
         }
 }
 
+static void check_at_most(struct validator *v, const char *path, const char *message, int64_t value, int64_t max) {
+        _cleanup_free_ char *msg = NULL;
+
+        if (value <= max)
+                return;
+        if (asprintf(&msg, "%s must be at most %lld", message, (long long) max) < 0)
+                msg = NULL;
+        report(v, SESSIOND_ERROR, msg ? msg : message, path, NULL);
+}
+
+/* A localStorage key prefix goes into browser scripts and keys as it is:
+ * printable ASCII without spaces or quotes (" ' `), so that it needs no
+ * escaping anywhere and cannot carry control characters to a browser. */
+static void check_localstorage_prefix(struct validator *v, const char *prefix) {
+        if (!prefix || !*prefix)
+                return; /* check_not_empty() says so */
+        for (const char *p = prefix; *p; p++)
+                if (*p <= ' ' || *p > '~' || *p == '"' || *p == '\'' || *p == '`') {
+                        report(v, SESSIOND_ERROR,
+                               "sync.localstorage_prefix may hold only printable ASCII characters without spaces or quotes (\" \' `)",
+                               "sync.localstorage_prefix", NULL);
+                        return;
+                }
+}
+
 static void check_not_empty(struct validator *v, const char *path, const char *value) {
         if (!value || !*value) {
                 _cleanup_free_ char *msg = NULL;
@@ -136,6 +167,10 @@ SESSIOND_EXPORT int sessiond_config_validate(const struct sessiond_config *c, st
                 report(&v, SESSIOND_ERROR, "Tab response timeout should be less than sync timeout",
                        "sync.tab_response_timeout", "sync.timeout");
         check_positive(&v);
+        check_at_most(&v, "monitoring.metrics_buffer_size", "Metrics buffer size", c->monitoring.metrics_buffer_size,
+                      BUFFER_SIZE_MAX);
+        check_at_most(&v, "monitoring.events_buffer_size", "Events buffer size", c->monitoring.events_buffer_size,
+                      BUFFER_SIZE_MAX);
         if (c->monitoring.alerts.failure_rate > 100.0)
                 report(&v, SESSIOND_ERROR, "Alert failure rate is a percentage and must not exceed 100",
                        "monitoring.alerts.failure_rate", NULL);
@@ -162,6 +197,7 @@ SESSIOND_EXPORT int sessiond_config_validate(const struct sessiond_config *c, st
                        "daemon.synchronous must be normal, full or extra (off would lose acknowledged writes on a crash)",
                        "daemon.synchronous", NULL);
         check_not_empty(&v, "sync.localstorage_prefix", c->sync.localstorage_prefix);
+        check_localstorage_prefix(&v, c->sync.localstorage_prefix);
         check_not_empty(&v, "daemon.socket_path", c->daemon.socket_path);
         check_not_empty(&v, "daemon.database_path", c->daemon.database_path);
         check_not_empty(&v, "daemon.admin_group", c->daemon.admin_group);
@@ -179,6 +215,10 @@ SESSIOND_EXPORT int sessiond_config_validate(const struct sessiond_config *c, st
                        "daemon.metrics_listen", NULL);
 
         /* Warnings. */
+        if (c->environment == SESSIOND_ENV_PRODUCTION && c->debug_mode)
+                report(&v, SESSIOND_WARNING,
+                       "Debug mode should be off in production (debug lines are logged and replies are verbose)",
+                       "debug_mode", "environment");
         if (c->timeout.warning_threshold >= c->timeout.idle_timeout)
                 report(&v, SESSIOND_WARNING,
                        "Warning threshold should be less than idle timeout (every reply would carry warning: true)",

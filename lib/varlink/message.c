@@ -12,7 +12,10 @@
  *  - duplicate keys in any object are a protocol error (JSON_REJECT_DUPLICATES),
  *    so "method" or a parameter can never mean two things to two readers;
  *  - "method" is required and must be "interface.Method" with the names of
- *    the Varlink grammar; "parameters", when present, must be an object;
+ *    the Varlink grammar; "parameters", when present, must be an object or
+ *    null (null or absent means no parameters, an empty object: the Go
+ *    reference implementation sends "parameters": null for every call
+ *    without any);
  *    "oneway", "more", "upgrade" and "continues" must be booleans;
  *  - "oneway" with "more" is contradictory and rejected; so is an error
  *    reply that says it "continues";
@@ -104,11 +107,11 @@ static int object_get_flag(json_t *root, const char *key, bool *ret) {
         return 0;
 }
 
-/* Returns the "parameters" member, adding an empty object when absent. */
+/* Returns the "parameters" member, made an empty object when absent or null. */
 static int object_get_parameters(json_t *root, json_t **ret) {
         json_t *p = json_object_get(root, "parameters");
 
-        if (!p) {
+        if (!p || json_is_null(p)) {
                 p = json_object();
                 if (!p)
                         return -ENOMEM;

@@ -23,7 +23,8 @@
  *  - an array anywhere, an object deeper than parameters.member.member, an
  *    object value among the call's own members;
  *  - a duplicate key (jansson rejects the message: JSON_REJECT_DUPLICATES),
- *    a missing or malformed method, parameters that are not an object,
+ *    a missing or malformed method, parameters that are neither an object
+ *    nor null (null, like an absent member, means no parameters),
  *    flags that are not booleans, oneway with more, trailing bytes;
  *  - more than SCAN_MAX_FIELDS parameters or SCAN_MAX_MEMBERS call members.
  * The fuzz target fuzz-varlink checks the claim on every input it makes:
@@ -250,6 +251,24 @@ static int scan_flag(struct scanner *s, bool *ret) {
         return 0;
 }
 
+/* The call's parameters: an object, whose text is kept, or null, which
+ * means none (as when the member is absent; jansson reads it so too). */
+static int scan_parameters(struct scanner *s, const char **start, const char **end) {
+        int r;
+
+        scan_skip_space(s);
+        if (scan_literal(s, "null", 4))
+                return 0;
+        *start = s->p;
+        if (!scan_take(s, '{'))
+                return -EAGAIN;
+        r = scan_params_object(s, -1);
+        if (r < 0)
+                return r;
+        *end = s->p;
+        return 0;
+}
+
 /* The call object: method, parameters, flags, and other members (ignored,
  * as the Varlink specification asks, but scanned so the JSON is checked). */
 static int scan_call(struct scanner *s, struct varlink_call *c, const char **params_start,
@@ -289,16 +308,9 @@ static int scan_call(struct scanner *s, struct varlink_call *c, const char **par
                             !varlink_method_split(v.string, NULL, 0))
                                 return -EAGAIN;
                         c->method = v.string;
-                } else if (key_equal(key, key_len, "parameters", 10)) {
-                        scan_skip_space(s);
-                        *params_start = s->p;
-                        if (!scan_take(s, '{'))
-                                return -EAGAIN;
-                        r = scan_params_object(s, -1);
-                        if (r < 0)
-                                return r;
-                        *params_end = s->p;
-                } else if (key_equal(key, key_len, "oneway", 6))
+                } else if (key_equal(key, key_len, "parameters", 10))
+                        r = scan_parameters(s, params_start, params_end);
+                else if (key_equal(key, key_len, "oneway", 6))
                         r = scan_flag(s, &c->oneway);
                 else if (key_equal(key, key_len, "more", 4))
                         r = scan_flag(s, &c->more);

@@ -19,6 +19,9 @@
  *    only when a message really is longer than the limit;
  *  - the call scanner (the daemon's fast path) never refuses a message, and
  *    what it parses jansson parses to the same call, value by value;
+ *  - "parameters": null means no parameters to both parsers: for every
+ *    method that parses, the call with null parameters is taken by the
+ *    scanner and by jansson alike, with no parameters and the same flags;
  *  - what a parser accepts satisfies the documented shape (method splits,
  *    parameters an object, oneway and more not both);
  *  - the parameter helpers agree with the JSON type of every value;
@@ -26,6 +29,8 @@
  *    method or error, the same flags and equal parameters.
  */
 #include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "fuzz.h"
@@ -177,6 +182,26 @@ static void check_scan_agrees(const char *msg, size_t len, struct varlink_call *
         fuzz_assert(!s.scanned && !s.parameters);
 }
 
+/* The call c with "parameters": null: no parameters, in both parsers. */
+static void check_null_parameters(const struct varlink_call *c) {
+        struct varlink_call s = {}, j = {};
+        char *text = NULL;
+        int n;
+
+        n = asprintf(&text, "{\"method\":\"%s\",\"parameters\":null,\"more\":%s,\"oneway\":%s}", c->method,
+                     c->more ? "true" : "false", c->oneway ? "true" : "false");
+        fuzz_assert(n > 0 && text);
+        fuzz_assert(varlink_call_scan(text, (size_t) n, &s) == 0);
+        fuzz_assert(varlink_call_parse_json(text, (size_t) n, &j) == 0);
+        fuzz_assert(json_object_size(varlink_call_parameters(&s)) == 0);
+        fuzz_assert(json_equal(varlink_call_parameters(&s), varlink_call_parameters(&j)));
+        fuzz_assert(strcmp(s.method, c->method) == 0 && strcmp(j.method, c->method) == 0);
+        fuzz_assert(s.more == c->more && j.more == c->more && s.oneway == c->oneway && j.oneway == c->oneway);
+        varlink_call_clear(&s);
+        varlink_call_clear(&j);
+        free(text);
+}
+
 static void check_call(const char *msg, size_t len) {
         struct varlink_call c = {}, again = {}, both = {};
         char *buf = NULL;
@@ -196,6 +221,7 @@ static void check_call(const char *msg, size_t len) {
         fuzz_assert(!(c.oneway && c.more));
         check_split(c.method);
         check_params(varlink_call_parameters(&c));
+        check_null_parameters(&c);
 
         fuzz_assert(varlink_encode_call(c.method, varlink_call_parameters(&c), c.oneway, c.more, &buf, &blen) == 0);
         check_encoded(buf, blen);

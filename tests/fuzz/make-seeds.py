@@ -139,6 +139,15 @@ def varlink_seeds():
         b'{"method":"a.b.C","parameters":{"t":truex}}', b'{"method":"a.b.C","parameters":{"f":1.0}}',
         b'{"method":"a.b.C","parameters":{"s":"\xc3\xa9"}}', b'{"method":"a.b.C","x":{}}',
         b'{"method":"a.b.C","parameters":{"a":1},"parameters":{"a":1}}']) + b"\0")
+    # "parameters": null, as the Go reference implementation sends every call
+    # without parameters: no parameters, to the scanner and to jansson.
+    write("varlink", "null-parameters", MEDIUM_SPACE + b"\0".join([
+        b'{"method":"org.varlink.service.GetInfo","parameters":null}',
+        b'{"method":"io.sessiond.Session.NoSuch","parameters":null}',
+        b'{"method":"io.sessiond.Session.Watch","parameters" : null ,"more":true}',
+        b'{"method":"a.b.C","parameters":nul}', b'{"method":"a.b.C","parameters":nullx}',
+        b'{"method":"a.b.C","parameters":null,"parameters":null}',
+        b'{"parameters":null}']) + b"\0")
 
 
 def read(path):

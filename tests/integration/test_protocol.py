@@ -112,6 +112,26 @@ def test_unknown_interface_and_method():
         assert_served(c)
 
 
+def test_null_parameters_mean_none():
+    """"parameters": null, as the Go reference implementation sends every call
+    without parameters: the same as absent, whichever parser reads it."""
+    with Daemon() as d, d.connect() as c:
+        c.send_raw(msg({"method": "org.varlink.service.GetInfo", "parameters": None}))
+        assert c.recv()["parameters"]["product"] == "sessiond"
+        # an array member makes the daemon's fast scanner hand the call to jansson
+        c.send_raw(msg({"method": "org.varlink.service.GetInfo", "parameters": None, "x": []}))
+        assert c.recv()["parameters"]["product"] == "sessiond"
+        c.send_raw(msg({"method": "io.sessiond.Session.NoSuch", "parameters": None}))
+        assert c.recv() == {"error": "org.varlink.service.MethodNotFound",
+                            "parameters": {"method": "io.sessiond.Session.NoSuch"}}
+        c.send_raw(msg({"method": "io.sessiond.Session.Validate", "parameters": None}))
+        assert c.recv() == {"error": "org.varlink.service.InvalidParameter",
+                            "parameters": {"parameter": "token"}}
+        c.send_raw(msg({"method": "io.sessiond.Session.GetClientConfig", "parameters": None}))
+        assert "config" in c.recv()["parameters"]
+        assert_served(c)
+
+
 # ---- framing ------------------------------------------------------------------
 
 def test_partial_writes_byte_by_byte():
@@ -464,6 +484,7 @@ run_tests([
     test_get_info,
     test_interface_descriptions_verbatim,
     test_unknown_interface_and_method,
+    test_null_parameters_mean_none,
     test_partial_writes_byte_by_byte,
     test_pipelined_calls_answered_in_order,
     test_oneway_gets_no_reply,

@@ -623,7 +623,7 @@ def test_rendering_prometheus():
         assert float(fams["sessiond_db_latency_seconds"]["samples"][0][1]) == 0.000125
         p = s.ctl("metrics", check=0)
         header, rows, footer = table(p.stdout)
-        assert footer == "4 metrics listed." and rows[3][1] == 'reason=we"ird\\x\\ny', p.stdout
+        assert footer == "4 metrics listed." and rows[3][1] == 'reason=we"ird\\x\\x0ay', p.stdout
 
 
 def test_rendering_streams_and_tables():

@@ -125,12 +125,18 @@ def test_show_and_origins():
 def test_summary():
     with Setup("SESSION_ENVIRONMENT=production\nSESSION_CUSTOM_A=1\n") as s:
         p = expect(s.run("config", "--summary"), 0)
+        # features_enabled is the original's mapping, which its test suite checks key by key
         assert json.loads(p.stdout) == {
             "environment": "production", "debug_mode": False, "session_lifetime_hours": 48.0,
             "cleanup_interval_minutes": 60.0,
-            "features_enabled": ["cross_tab_sync", "platform_switching", "persistence", "optimistic_ui",
-                                 "background_cleanup", "analytics"],
+            "features_enabled": {"cross_tab_sync": True, "platform_switching": True, "monitoring": True,
+                                 "security": True},
             "custom_settings_count": 1}
+        p = expect(s.run("config", "--summary", env={"SESSION_FEATURE_CROSS_TAB_SYNC": "false",
+                                                     "SESSION_ENABLE_PERFORMANCE_MONITORING": "false",
+                                                     "SESSION_ENABLE_FINGERPRINTING": "off"}), 0)
+        assert json.loads(p.stdout)["features_enabled"] == {
+            "cross_tab_sync": False, "platform_switching": True, "monitoring": False, "security": False}
 
 
 def test_set_env_keeps_every_line():
@@ -179,6 +185,17 @@ def test_optimize_for():
         p = expect(s.run("config", "--optimize-for", "production"), 0)
         assert "nothing changed" in p.stdout
         assert s.read_env() == text
+    # Already production by the environment line alone: the profile's values
+    # are in effect, so writing them out explicitly changes none of them.
+    with Setup("SESSION_ENVIRONMENT=production\nSESSION_CLEANUP_BATCH_SIZE=50\n") as s:
+        p = expect(s.run("config", "--optimize-for", "production"), 0)
+        assert "SESSION_CLEANUP_BATCH_SIZE: 50 -> 200" in p.stdout, p.stdout
+        for unchanged in ("SESSION_MAX_CLEANUP_BATCHES", "SESSION_LIFETIME_SECONDS", "SESSION_ENVIRONMENT",
+                          "SESSION_CLEANUP_INTERVAL_SECONDS", "SESSION_DEBUG_MODE"):
+            assert unchanged not in p.stdout, p.stdout
+        assert " -> " not in p.stdout.replace("SESSION_CLEANUP_BATCH_SIZE: 50 -> 200", ""), p.stdout
+        assert "lines written with the value already in effect" in p.stdout, p.stdout
+        assert "SESSION_MAX_CLEANUP_BATCHES=20\n" in s.read_env()
 
 
 def test_read_only_and_missing_env_file():

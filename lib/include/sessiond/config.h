@@ -62,6 +62,15 @@ int sessiond_issues_add(struct sessiond_issues *issues, enum sessiond_severity s
 /* "error: ..." / "warning: ..." */
 const char *sessiond_severity_to_string(enum sessiond_severity s);
 
+/* Text for a terminal or a log line (issue messages are made so already):
+ * C0 control characters, DEL and bytes that are not valid UTF-8 become
+ * \xNN, C1 control characters \u0080 to \u009f, the rest stays. Writes at
+ * most size bytes including a NUL, never half an escape or a character, and
+ * returns the length of the whole escaped text (as snprintf does). */
+size_t sessiond_text_escape(char *buf, size_t size, const char *s);
+/* The same as a new string; NULL on ENOMEM. */
+char *sessiond_text_escape_dup(const char *s);
+
 /* ---- origins ----------------------------------------------------------- */
 
 enum sessiond_origin_kind {
@@ -314,8 +323,10 @@ int sessiond_config_apply_profile(struct sessiond_config *c, enum sessiond_envir
 json_t *sessiond_config_to_json(const struct sessiond_config *c, bool with_origins);
 
 /* The guide's get_config_summary(): environment, debug_mode,
- * session_lifetime_hours, cleanup_interval_minutes, features_enabled,
- * custom_settings_count. */
+ * session_lifetime_hours, cleanup_interval_minutes, custom_settings_count and
+ * features_enabled, the original's mapping {"cross_tab_sync": bool,
+ * "platform_switching": bool, "monitoring": bool (performance_monitoring),
+ * "security": bool (fingerprinting)}. */
 json_t *sessiond_config_summary(const struct sessiond_config *c);
 
 /* What a browser script needs (GetClientConfig): the sync settings,

@@ -110,7 +110,8 @@ START_TEST(test_summary) {
         struct sessiond_config *c = NULL;
         struct sessiond_issues is = {};
         char *env[] = { "SESSION_ENVIRONMENT=production", "SESSION_CUSTOM_A=1", "SESSION_CUSTOM_B=2",
-                        "SESSION_FEATURE_OPTIMISTIC_UI=false", NULL };
+                        "SESSION_FEATURE_OPTIMISTIC_UI=false", "SESSION_FEATURE_PLATFORM_SWITCHING=false",
+                        "SESSION_ENABLE_FINGERPRINTING=false", NULL };
         json_t *j, *features;
 
         ck_assert_int_eq(load_env(env, &c, &is), 0);
@@ -120,11 +121,14 @@ START_TEST(test_summary) {
         ck_assert_double_eq(json_number_value(json_object_get(j, "session_lifetime_hours")), 48.0);
         ck_assert_double_eq(json_number_value(json_object_get(j, "cleanup_interval_minutes")), 60.0);
         ck_assert_int_eq(json_integer_value(json_object_get(j, "custom_settings_count")), 2);
+        /* the original's mapping, key by key */
         features = json_object_get(j, "features_enabled");
-        ck_assert_uint_eq(json_array_size(features), 5);
-        ck_assert_str_eq(json_string_value(json_array_get(features, 0)), "cross_tab_sync");
-        for (size_t i = 0; i < json_array_size(features); i++)
-                ck_assert_str_ne(json_string_value(json_array_get(features, i)), "optimistic_ui");
+        ck_assert(json_is_object(features));
+        ck_assert_uint_eq(json_object_size(features), 4);
+        ck_assert(json_is_true(json_object_get(features, "cross_tab_sync")));
+        ck_assert(json_is_false(json_object_get(features, "platform_switching")));
+        ck_assert(json_is_true(json_object_get(features, "monitoring")));   /* performance monitoring */
+        ck_assert(json_is_false(json_object_get(features, "security")));    /* fingerprinting */
         ck_assert_uint_eq(json_object_size(j), 6);
         json_decref(j);
         sessiond_config_free(c);

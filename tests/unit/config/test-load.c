@@ -800,6 +800,46 @@ START_TEST(test_env_file_syntax) {
         assert_issue(&is, SESSIOND_ERROR, "s.env:4: malformed line (the key is not a valid name");
         assert_issue(&is, SESSIOND_ERROR, "s.env:5: malformed line (unexpected text after the closing quote)");
         assert_issue(&is, SESSIOND_ERROR, "s.env:6: malformed line (a quote inside an unquoted value");
+        /* ... and the other lines' problems too, at once */
+        snprintf(expected, sizeof(expected), "%s:7: SESSION_CLEANUP_BATCH_SIZE is empty", p);
+        assert_issue(&is, SESSIOND_ERROR, expected);
+        ck_assert_uint_eq(is.count, 6);
+        sessiond_issues_clear(&is);
+
+        /* A malformed line next to bad values, an unknown variable and a
+         * deprecated one: every line's problem is reported. */
+        write_text(p, "SESSION_CLEANUP_BATCH_SIZE=abc\n"
+                      "oops\n"
+                      "SESSION_DEBUG_MODE=perhaps\n"
+                      "SESSION_IDLE_TIMOUT_SECONDS=5\n"
+                      "SESSION_ENABLE_ANALYTICS=true\n");
+        ck_assert_int_eq(load_from(NULL, p, NULL, &c, &is), -EINVAL);
+        snprintf(expected, sizeof(expected), "%s:1: SESSION_CLEANUP_BATCH_SIZE: value 'abc' is not an integer", p);
+        assert_issue(&is, SESSIOND_ERROR, expected);
+        snprintf(expected, sizeof(expected), "%s:2: malformed line (expected KEY=VALUE): oops", p);
+        assert_issue(&is, SESSIOND_ERROR, expected);
+        snprintf(expected, sizeof(expected), "%s:3: SESSION_DEBUG_MODE: value 'perhaps' is not a boolean", p);
+        assert_issue(&is, SESSIOND_ERROR, expected);
+        snprintf(expected, sizeof(expected), "%s:4: unknown variable SESSION_IDLE_TIMOUT_SECONDS", p);
+        assert_issue(&is, SESSIOND_WARNING, expected);
+        snprintf(expected, sizeof(expected), "%s:5: SESSION_ENABLE_ANALYTICS is deprecated", p);
+        assert_issue(&is, SESSIOND_WARNING, expected);
+        ck_assert_uint_eq(is.count, 5);
+        ck_assert_ptr_null(c);
+        sessiond_issues_clear(&is);
+
+        /* Keys that are not names: one message, whatever is wrong with them. */
+        write_text(p, "=5\nSESSION_CUSTOM_\xc3\x9c" "BER=1\nX Y=1\n1BAD=x\nSESSION-X=1\n");
+        ck_assert_int_eq(load_from(NULL, p, NULL, &c, &is), -EINVAL);
+        ck_assert_uint_eq(is.count, 5);
+        for (size_t i = 0; i < is.count; i++) {
+                snprintf(expected, sizeof(expected), "%s:%zu: malformed line (the key is not a valid name "
+                         "([A-Za-z_][A-Za-z0-9_]*)): ", p, i + 1);
+                ck_assert_msg(strncmp(is.items[i].message, expected, strlen(expected)) == 0, "%s", is.items[i].message);
+        }
+        snprintf(expected, sizeof(expected), "%s:2: malformed line (the key is not a valid name "
+                 "([A-Za-z_][A-Za-z0-9_]*)): SESSION_CUSTOM_\xc3\x9c" "BER=1", p);
+        assert_issue(&is, SESSIOND_ERROR, expected);
         sessiond_issues_clear(&is);
 
         /* A value error in the env file names file:line. */

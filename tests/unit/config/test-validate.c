@@ -268,6 +268,83 @@ START_TEST(test_warnings_allowed) {
 }
 END_TEST
 
+/* A production configuration may have debug_mode on, with a warning. */
+START_TEST(test_debug_mode_in_production) {
+        struct sessiond_issues is = {};
+        char *production[] = { "SESSION_ENVIRONMENT=production", "SESSION_DEBUG_MODE=true", NULL };
+        char *staging[] = { "SESSION_ENVIRONMENT=staging", "SESSION_DEBUG_MODE=true", NULL };
+        char *quiet[] = { "SESSION_ENVIRONMENT=production", NULL };
+
+        ck_assert_int_eq(validate_env(production, &is), 0);
+        ck_assert_uint_eq(is.count, 1);
+        ck_assert_int_eq(is.items[0].severity, SESSIOND_WARNING);
+        ck_assert_str_eq(is.items[0].message,
+                         "Debug mode should be off in production (debug lines are logged and replies are verbose) "
+                         "(debug_mode=true from environment, environment=production from environment)");
+        ck_assert_str_eq(is.items[0].setting, "debug_mode");
+        sessiond_issues_clear(&is);
+        ck_assert_int_eq(validate_env(staging, &is), 0);
+        assert_no_issues(&is);
+        ck_assert_int_eq(validate_env(quiet, &is), 0);
+        assert_no_issues(&is);
+}
+END_TEST
+
+/* sync.localstorage_prefix: printable ASCII without spaces or quotes. */
+START_TEST(test_localstorage_prefix) {
+        static const char *const bad[] = {
+                "SESSION_LOCALSTORAGE_PREFIX=app\x1b[31m_", "SESSION_LOCALSTORAGE_PREFIX=a\nb", "SESSION_LOCALSTORAGE_PREFIX=my app_",
+                "SESSION_LOCALSTORAGE_PREFIX=a\"b", "SESSION_LOCALSTORAGE_PREFIX=a'b", "SESSION_LOCALSTORAGE_PREFIX=a`b",
+                "SESSION_LOCALSTORAGE_PREFIX=a\tb", "SESSION_LOCALSTORAGE_PREFIX=a\x7f", "SESSION_LOCALSTORAGE_PREFIX=\xc3\xa9t\xc3\xa9",
+                "SESSION_LOCALSTORAGE_PREFIX=a\xc2\x9b" "b",
+        };
+        static const char *const good[] = {
+                "SESSION_LOCALSTORAGE_PREFIX=vedfolnir_session_", "SESSION_LOCALSTORAGE_PREFIX=app:v2/sess-",
+                "SESSION_LOCALSTORAGE_PREFIX=!#$%&()*+,-./;<=>?@[\\]^{|}~",
+        };
+        struct sessiond_issues is = {};
+
+        for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+                char *env[] = { (char *) bad[i], NULL };
+
+                ck_assert_msg(validate_env(env, &is) == -EINVAL, "accepted: %s", bad[i]);
+                assert_starts(&is, SESSIOND_ERROR,
+                              "sync.localstorage_prefix may hold only printable ASCII characters without spaces or "
+                              "quotes (\" ' `) (sync.localstorage_prefix=");
+                ck_assert_uint_eq(is.count, 1);
+                /* the value is quoted escaped: no control character in the message */
+                for (const char *p = is.items[0].message; *p; p++)
+                        ck_assert_msg((unsigned char) *p >= 0x20 && *p != 0x7f, "raw control character: %s",
+                                      is.items[0].message);
+                sessiond_issues_clear(&is);
+        }
+        for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+                char *env[] = { (char *) good[i], NULL };
+
+                ck_assert_msg(validate_env(env, &is) == 0, "refused: %s", good[i]);
+                assert_no_issues(&is);
+        }
+}
+END_TEST
+
+/* The buffers are allocated whole: an upper bound. */
+START_TEST(test_buffer_sizes_bounded) {
+        struct sessiond_issues is = {};
+        char *too_big[] = { "SESSION_METRICS_BUFFER_SIZE=2147483647", "SESSION_EVENTS_BUFFER_SIZE=100001", NULL };
+        char *largest[] = { "SESSION_METRICS_BUFFER_SIZE=100000", "SESSION_EVENTS_BUFFER_SIZE=100000", NULL };
+
+        ck_assert_int_eq(validate_env(too_big, &is), -EINVAL);
+        assert_starts(&is, SESSIOND_ERROR,
+                      "Metrics buffer size must be at most 100000 (monitoring.metrics_buffer_size=2147483647 from environment)");
+        assert_starts(&is, SESSIOND_ERROR,
+                      "Events buffer size must be at most 100000 (monitoring.events_buffer_size=100001 from environment)");
+        ck_assert_uint_eq(is.count, 2);
+        sessiond_issues_clear(&is);
+        ck_assert_int_eq(validate_env(largest, &is), 0);
+        assert_no_issues(&is);
+}
+END_TEST
+
 START_TEST(test_all_issues_at_once) {
         struct sessiond_issues is = {};
         char *env[] = {
@@ -354,6 +431,9 @@ static Suite *validate_suite(void) {
         tcase_add_test(tc, test_generic_positive_message);
         tcase_add_test(tc, test_daemon_settings);
         tcase_add_test(tc, test_warnings_allowed);
+        tcase_add_test(tc, test_debug_mode_in_production);
+        tcase_add_test(tc, test_localstorage_prefix);
+        tcase_add_test(tc, test_buffer_sizes_bounded);
         tcase_add_test(tc, test_all_issues_at_once);
         tcase_add_test(tc, test_origins_in_messages);
         tcase_add_test(tc, test_defaults_valid);

@@ -170,6 +170,21 @@ START_TEST(test_security) {
         ck_assert_int_eq(evaluate(&in, &c), HEALTH_HEALTHY);
         json_decref(c);
 
+        /* Debug mode in production: degraded, with a note; elsewhere nothing. */
+        config->debug_mode = true;
+        ck_assert_int_eq(evaluate(&in, &c), HEALTH_DEGRADED);
+        ck_assert_str_eq(component(c, "security", &msg), "degraded");
+        ck_assert_str_eq(msg, "debug mode is on in production (debug_mode = true)");
+        ck_assert(json_is_true(json_object_get(json_object_get(c, "security"), "debug_mode")));
+        json_decref(c);
+        config->environment = SESSIOND_ENV_STAGING;
+        ck_assert_int_eq(evaluate(&in, &c), HEALTH_HEALTHY);
+        component(c, "security", &msg);
+        ck_assert_str_eq(msg, "");
+        json_decref(c);
+        config->environment = SESSIOND_ENV_PRODUCTION;
+        config->debug_mode = false;
+
         in.suspicious_users = 2;
         ck_assert_int_eq(evaluate(&in, &c), HEALTH_DEGRADED);
         component(c, "security", &msg);
@@ -190,11 +205,20 @@ START_TEST(test_loop_and_worst) {
         in.lag_max_ms = HEALTH_LAG_UNHEALTHY_MS + 1;
         ck_assert_int_eq(evaluate(&in, &c), HEALTH_UNHEALTHY);
         json_decref(c);
-        in.lag_measured = false; /* performance_monitoring off: not judged */
+        /* performance_monitoring on, no sample yet (just started): not judged, and not
+         * blamed on the setting */
+        in.lag_measured = false;
+        config->monitoring.performance_monitoring = true;
         ck_assert_int_eq(evaluate(&in, &c), HEALTH_HEALTHY);
         ck_assert_str_eq(component(c, "loop", &msg), "healthy");
-        ck_assert_ptr_nonnull(strstr(msg, "not measured"));
+        ck_assert_str_eq(msg, "not measured yet");
         json_decref(c);
+        config->monitoring.performance_monitoring = false; /* off: not judged, and says why */
+        ck_assert_int_eq(evaluate(&in, &c), HEALTH_HEALTHY);
+        ck_assert_str_eq(component(c, "loop", &msg), "healthy");
+        ck_assert_str_eq(msg, "not measured (monitoring.performance_monitoring = false)");
+        json_decref(c);
+        config->monitoring.performance_monitoring = true;
 
         /* Overall is the worst of all: one degraded, one unhealthy. */
         in = fine();

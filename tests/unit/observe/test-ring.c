@@ -75,6 +75,45 @@ START_TEST(test_ring_resize) {
 }
 END_TEST
 
+/* A reservation made ahead is what the resize to that capacity uses: that
+ * resize allocates nothing (so cannot fail); another one frees it. */
+START_TEST(test_ring_reserve) {
+        struct ring r;
+        json_t **spare;
+
+        ck_assert_int_eq(ring_init(&r, 3), 0);
+        for (int i = 1; i <= 4; i++)
+                ring_push(&r, json_integer(i));
+        ck_assert_int_eq(ring_reserve(&r, 3), 0); /* the capacity it has: nothing to reserve */
+        ck_assert_ptr_null(r.spare);
+        ck_assert_int_eq(ring_reserve(&r, 6), 0);
+        spare = r.spare;
+        ck_assert_ptr_nonnull(spare);
+        ck_assert_uint_eq(r.spare_capacity, 6);
+        ck_assert_int_eq(ring_reserve(&r, 6), 0); /* again: the same reservation */
+        ck_assert_ptr_eq(r.spare, spare);
+        assert_ring(&r, 2, 3); /* untouched so far */
+        ck_assert_int_eq(ring_resize(&r, 6), 0);
+        ck_assert_ptr_eq(r.items, spare);
+        ck_assert_ptr_null(r.spare);
+        assert_ring(&r, 2, 3);
+
+        ck_assert_int_eq(ring_reserve(&r, 2), 0);
+        ring_unreserve(&r); /* a reload given up */
+        ck_assert_ptr_null(r.spare);
+        ck_assert_uint_eq(r.capacity, 6);
+        ck_assert_int_eq(ring_reserve(&r, 2), 0);
+        ck_assert_int_eq(ring_resize(&r, 6), 0); /* no change: the reservation goes */
+        ck_assert_ptr_null(r.spare);
+        ck_assert_int_eq(ring_reserve(&r, 9), 0);
+        ck_assert_int_eq(ring_resize(&r, 2), 0); /* another size: allocated anew, reservation freed */
+        ck_assert_ptr_null(r.spare);
+        assert_ring(&r, 3, 2);
+        ck_assert_int_eq(ring_reserve(&r, 7), 0);
+        ring_done(&r); /* frees a reservation too (ASan and valgrind would see a leak) */
+}
+END_TEST
+
 START_TEST(test_reservoir) {
         struct reservoir r;
         double out[4];
@@ -180,6 +219,7 @@ int main(void) {
 
         tcase_add_test(tc, test_ring_wraps);
         tcase_add_test(tc, test_ring_resize);
+        tcase_add_test(tc, test_ring_reserve);
         tcase_add_test(tc, test_reservoir);
         tcase_add_test(tc, test_rate_window);
         tcase_add_test(tc, test_rate_window_dense);

@@ -35,6 +35,15 @@ START_TEST(test_call_ok) {
         ck_assert(c.oneway);
         varlink_call_clear(&c);
 
+        /* parameters null (the Go reference implementation's calls without
+         * parameters): an empty object, through jansson too (the array
+         * member is outside the scanner's shape) */
+        ck_assert_int_eq(parse_call("{\"method\":\"a.b.C\",\"parameters\":null,\"x\":[]}", &c), 0);
+        ck_assert_ptr_nonnull(c.root);
+        ck_assert(json_is_object(varlink_call_parameters(&c)));
+        ck_assert_uint_eq(json_object_size(varlink_call_parameters(&c)), 0);
+        varlink_call_clear(&c);
+
         /* whitespace around is JSON */
         ck_assert_int_eq(parse_call(" \n{ \"method\" : \"org.varlink.service.GetInfo\" } \n", &c), 0);
         varlink_call_clear(&c);
@@ -67,7 +76,8 @@ START_TEST(test_call_bad) {
                 "{\"method\":\"a b.c.D\"}",
                 "{\"method\":\"a.b.C\",\"parameters\":[]}",
                 "{\"method\":\"a.b.C\",\"parameters\":\"x\"}",
-                "{\"method\":\"a.b.C\",\"parameters\":null}",
+                "{\"method\":\"a.b.C\",\"parameters\":5}",
+                "{\"method\":\"a.b.C\",\"parameters\":false}",
                 "{\"method\":\"a.b.C\",\"oneway\":1}",
                 "{\"method\":\"a.b.C\",\"oneway\":\"true\"}",
                 "{\"method\":\"a.b.C\",\"more\":null}",
@@ -152,6 +162,11 @@ START_TEST(test_reply) {
 
         ck_assert_int_eq(parse_reply("{}", &rp), 0);
         ck_assert(json_is_object(rp.parameters));
+        varlink_reply_clear(&rp);
+
+        ck_assert_int_eq(parse_reply("{\"parameters\":null,\"continues\":true}", &rp), 0);
+        ck_assert(json_is_object(rp.parameters));
+        ck_assert_uint_eq(json_object_size(rp.parameters), 0);
         varlink_reply_clear(&rp);
 
         ck_assert_int_eq(parse_reply("{\"error\":\"io.sessiond.Session.Expired\",\"parameters\":{\"reason\":\"idle\"}}", &rp), 0);
