@@ -17,6 +17,7 @@
 struct server;
 struct engine;
 struct jobs;
+struct bulk;
 
 struct daemon {
         uv_loop_t *loop;
@@ -25,6 +26,7 @@ struct daemon {
         struct server *server;
         struct engine *engine; /* sessions: store + in-memory index + policy */
         struct jobs *jobs;     /* background timers (cleanup, security, metrics, health) */
+        struct bulk *bulk;     /* DestroyUser and TerminateUser in steps (bulk.c) */
         int64_t started_at;    /* wall clock, Unix seconds */
         uint64_t started_usec; /* monotonic */
         unsigned long long reloads;

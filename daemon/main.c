@@ -47,6 +47,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bulk.h"
 #include "clock.h"
 #include "daemon.h"
 #include "engine.h"
@@ -361,6 +362,8 @@ static void on_server_closed(struct server *s) {
         struct sessiond_main *m = instance;
 
         assert(m && m->d.server == s);
+        bulk_free(m->d.bulk); /* finishes the bulk ends still queued */
+        m->d.bulk = NULL;
         jobs_free(m->d.jobs); /* before the engine: the jobs observe it */
         m->d.jobs = NULL;
         engine_free(m->d.engine); /* commits and checkpoints */
@@ -560,6 +563,9 @@ static int main_run(struct sessiond_main *m) {
         r = jobs_new(d, &d->jobs);
         if (r < 0)
                 goto out;
+        r = bulk_new(d, &d->bulk);
+        if (r < 0)
+                goto out;
 
         log_info("sessiond %s started (pid %d, environment %s%s%s)", SESSIOND_VERSION, (int) getpid(),
                  sessiond_environment_to_string(d->config->environment),
@@ -577,6 +583,8 @@ out:
                 d->stopping = true;
                 server_close(d->server, on_server_closed);
         } else {
+                bulk_free(d->bulk);
+                d->bulk = NULL;
                 jobs_free(d->jobs);
                 d->jobs = NULL;
                 if (d->engine)

@@ -74,3 +74,9 @@ int methods_param_client(struct call *c, const char *iface, struct engine_client
 
 /* Replies an out-of-memory StorageError (the reply could not be built). */
 void methods_reply_oom(struct call *c);
+
+/* DestroyUser and Admin.TerminateUser: ends the user's live sessions in
+ * time-capped steps (bulk.c) and answers {"count": n} when done
+ * (methods_bulk.c). */
+void methods_bulk_end_user(struct daemon *d, struct call *c, const char *iface, int64_t now, const char *user_id,
+                           int64_t except_rowid, enum engine_end_reason reason);

@@ -207,11 +207,9 @@ static void method_terminate(struct daemon *d, struct call *c) {
         call_reply(c, json_object());
 }
 
+/* In steps for a user with many sessions (methods_bulk.c). */
 static void method_terminate_user(struct daemon *d, struct call *c) {
-        uint64_t seq = engine_write_seq(d->engine);
         const char *user;
-        unsigned count = 0;
-        int r;
 
         if (methods_param_string(c, IFACE, "user_id", true, &user) < 0)
                 return;
@@ -219,13 +217,7 @@ static void method_terminate_user(struct daemon *d, struct call *c) {
                 invalid_argument(c, "user_id", "must not be empty");
                 return;
         }
-        r = engine_terminate_user(d->engine, methods_now(), user, &count);
-        if (r < 0) {
-                methods_reply_error(c, IFACE, r, &(struct engine_error){0});
-                return;
-        }
-        methods_mark_write(c, d, seq);
-        call_reply(c, json_pack("{s:I}", "count", (json_int_t)count));
+        methods_bulk_end_user(d, c, IFACE, methods_now(), user, 0, ENGINE_END_TERMINATED);
 }
 
 const struct method methods_admin[] = {

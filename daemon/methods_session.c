@@ -293,23 +293,22 @@ static void method_destroy(struct daemon *d, struct call *c) {
         methods_reply_written(c, &w);
 }
 
+/* In steps for a user with many sessions (methods_bulk.c). */
 static void method_destroy_user(struct daemon *d, struct call *c) {
         struct engine_error err = {0};
-        uint64_t seq = engine_write_seq(d->engine);
+        int64_t now = methods_now(), except_rowid;
         const char *user, *except = NULL;
-        unsigned count = 0;
         int r;
 
         if (methods_param_string(c, IFACE, "user_id", true, &user) < 0 ||
             methods_param_string(c, IFACE, "except_token", false, &except) == -EINVAL)
                 return;
-        r = engine_destroy_user(d->engine, methods_now(), user, except, &count, &err);
+        r = engine_destroy_user_check(d->engine, now, user, except, &except_rowid, &err);
         if (r < 0) {
                 methods_reply_error(c, IFACE, r, &err);
                 return;
         }
-        methods_mark_write(c, d, seq);
-        call_reply(c, json_pack("{s:I}", "count", (json_int_t)count));
+        methods_bulk_end_user(d, c, IFACE, now, user, except_rowid, ENGINE_END_DESTROYED);
 }
 
 static int list_cb(const struct engine_info *info, void *userdata) {

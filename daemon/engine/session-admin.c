@@ -120,53 +120,86 @@ int engine_destroy(struct engine *e, int64_t now, const char *token, struct engi
         return session_end(e, now, h, ENGINE_END_DESTROYED, now, "ended", NULL);
 }
 
-static int end_user_sessions(struct engine *e, int64_t now, const char *user_id, uint32_t except,
-                             enum engine_end_reason reason, unsigned *count) {
-        uint32_t user = table_user_find(e, user_id), h, next;
-        int r;
+/* Bulk ends. A user may hold tens of thousands of sessions, and each end
+ * costs 10 to 30 us of SQLite: DestroyUser and TerminateUser end them in
+ * steps bounded by a deadline (the daemon's bulk.c drives the steps, one
+ * unit of work each, the loop serving others in between). A step walks the
+ * user's list from its head again, so that nothing that moved meanwhile is
+ * missed; what it skips (expired sessions, which cleanup ends, the
+ * excepted one, and those created after the call) is all it walks twice.
+ * Sessions created after the call began (created_at > created_by; a
+ * rotation keeps created_at, so a rotated session is still ended) are left
+ * alone, so that a user creating sessions cannot keep the call going for
+ * ever. */
+#define BULK_CLOCK_ENDED 4 /* the clock is read every few sessions ended */
 
-        *count = 0;
+int engine_end_user_step(struct engine *e, int64_t now, const char *user_id, int64_t created_by,
+                         int64_t except_rowid, enum engine_end_reason reason, uint64_t deadline_ns,
+                         unsigned *ended, bool *more) {
+        uint32_t user = table_user_find(e, user_id), h, next;
+        int r = 0;
+
+        *ended = 0;
+        *more = false;
         if (user == NIL)
                 return 0;
         /* Hold the user: ending its last session would free it mid-walk. */
         e->users[user].n_sessions++;
         for (h = e->users[user].head; h != NIL; h = next) {
-                next = e->sessions[h].user_next;
-                if (h == except || table_session_state(e, &e->sessions[h], now, NULL, NULL) == ENGINE_STATE_EXPIRED)
+                const struct session *s = &e->sessions[h];
+
+                next = s->user_next;
+                if (s->rowid == except_rowid || (int64_t)s->created_at > created_by ||
+                    table_session_state(e, s, now, NULL, NULL) == ENGINE_STATE_EXPIRED)
                         continue;
-                r = session_end(e, now, h, reason, now, "ended", NULL);
-                if (r < 0) {
-                        e->users[user].n_sessions--;
-                        table_user_maybe_free(e, user);
-                        return r;
+                if (*ended > 0 && *ended % BULK_CLOCK_ENDED == 0 && deadline_ns && uv_hrtime() >= deadline_ns) {
+                        *more = true;
+                        break;
                 }
-                (*count)++;
+                r = session_end(e, now, h, reason, now, "ended", NULL);
+                if (r < 0)
+                        break;
+                (*ended)++;
         }
         e->users[user].n_sessions--;
         table_user_maybe_free(e, user);
+        return r;
+}
+
+int engine_destroy_user_check(struct engine *e, int64_t now, const char *user_id, const char *except_token,
+                              int64_t *except_rowid, struct engine_error *err) {
+        uint32_t except;
+        const char *why;
+        int r;
+
+        *except_rowid = 0;
+        if ((why = session_check_name(user_id, ENGINE_USER_ID_MAX)))
+                return session_invalid(err, "user_id", why);
+        if (!except_token)
+                return 0;
+        r = session_lookup_live(e, now, except_token, false, &except, NULL, err);
+        if (r < 0) {
+                if (r == -EINVAL)
+                        err->field = "except_token";
+                return r;
+        }
+        if (strcmp(user_name(e, S(e, except)->user), user_id) != 0)
+                return session_invalid(err, "except_token", "belongs to another user");
+        *except_rowid = S(e, except)->rowid;
         return 0;
 }
 
 int engine_destroy_user(struct engine *e, int64_t now, const char *user_id, const char *except_token,
                         unsigned *count, struct engine_error *err) {
-        uint32_t except = NIL;
-        const char *why;
+        int64_t except;
+        bool more;
         int r;
 
         *count = 0;
-        if ((why = session_check_name(user_id, ENGINE_USER_ID_MAX)))
-                return session_invalid(err, "user_id", why);
-        if (except_token) {
-                r = session_lookup_live(e, now, except_token, false, &except, NULL, err);
-                if (r < 0) {
-                        if (r == -EINVAL)
-                                err->field = "except_token";
-                        return r;
-                }
-                if (strcmp(user_name(e, S(e, except)->user), user_id) != 0)
-                        return session_invalid(err, "except_token", "belongs to another user");
-        }
-        return end_user_sessions(e, now, user_id, except, ENGINE_END_DESTROYED, count);
+        r = engine_destroy_user_check(e, now, user_id, except_token, &except, err);
+        if (r < 0)
+                return r;
+        return engine_end_user_step(e, now, user_id, now, except, ENGINE_END_DESTROYED, 0, count, &more);
 }
 
 /* ---- listings -------------------------------------------------------------------------------------------- */
@@ -358,7 +391,8 @@ int engine_terminate(struct engine *e, int64_t now, const char *id) {
 }
 
 int engine_terminate_user(struct engine *e, int64_t now, const char *user_id, unsigned *count) {
-        int r = end_user_sessions(e, now, user_id, NIL, ENGINE_END_TERMINATED, count);
+        bool more;
+        int r = engine_end_user_step(e, now, user_id, now, 0, ENGINE_END_TERMINATED, 0, count, &more);
 
         if (r >= 0 && *count > 0)
                 log_info("%u sessions of user %s terminated by an operator.", *count, user_id);
