@@ -220,6 +220,20 @@ typedef int (*engine_info_fn)(const struct engine_info *info, void *userdata);
 int engine_list_user(struct engine *e, int64_t now, const char *user_id, engine_info_fn cb, void *userdata,
                      struct engine_error *err);
 
+/* A page of a listing: rows after `after` (0: from the start), in row
+ * order, at most `limit` listed and scan_max examined (0: no bound). On
+ * return, more tells whether the listing goes on, from row `next`. A
+ * session is listed at most once however the table changes between pages;
+ * one that lives throughout is listed exactly once. */
+struct engine_page {
+        int64_t after;
+        unsigned scan_max;
+        int64_t next;
+        bool more;
+};
+int engine_list_user_page(struct engine *e, int64_t now, const char *user_id, unsigned limit,
+                          struct engine_page *page, engine_info_fn cb, void *userdata, struct engine_error *err);
+
 /* A handle for a watched session: the session a token named, without
  * keeping the token. */
 struct engine_ref {
@@ -243,6 +257,9 @@ int engine_sync_get_by_id(struct engine *e, const char *id, int64_t *version, ch
  * ones still retained. user_id NULL: all users. At most limit. */
 int engine_list_sessions(struct engine *e, int64_t now, const char *user_id, bool include_ended,
                          unsigned limit, engine_info_fn cb, void *userdata);
+/* The same, a page (see struct engine_page; NULL: the whole listing). */
+int engine_list_sessions_page(struct engine *e, int64_t now, const char *user_id, bool include_ended,
+                              unsigned limit, struct engine_page *page, engine_info_fn cb, void *userdata);
 /* Ends the session with that public id (reason terminated); -ENOENT if there
  * is no such session in memory (unknown or already ended). */
 int engine_terminate(struct engine *e, int64_t now, const char *id);

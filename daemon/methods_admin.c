@@ -112,13 +112,16 @@ static int list_cb(const struct engine_info *info, void *userdata) {
 static void method_list_sessions(struct daemon *d, struct call *c) {
         const char *user = NULL;
         bool include_ended = false;
-        int64_t limit = LIST_DEFAULT_LIMIT;
-        json_t *sessions;
+        int64_t limit = LIST_DEFAULT_LIMIT, unused;
+        struct engine_page page = {.scan_max = METHODS_PAGE_SCAN};
+        json_t *sessions, *reply;
+        bool paged;
         int r;
 
         if (methods_param_string(c, IFACE, "user_id", false, &user) == -EINVAL ||
             methods_param_bool(c, "include_ended", &include_ended) == -EINVAL ||
-            methods_param_int(c, "limit", &limit) == -EINVAL)
+            methods_param_int(c, "limit", &limit) == -EINVAL ||
+            methods_param_cursor(c, IFACE, &paged, &page.after, &unused) < 0)
                 return;
         if (user && !*user) {
                 invalid_argument(c, "user_id", "must not be empty");
@@ -133,13 +136,23 @@ static void method_list_sessions(struct daemon *d, struct call *c) {
                 methods_reply_oom(c);
                 return;
         }
-        r = engine_list_sessions(d->engine, methods_now(), user, include_ended, (unsigned)limit, list_cb, sessions);
+        /* With a cursor: one page of at most `limit` (methods_page.c). */
+        if (paged && limit > METHODS_PAGE_MAX)
+                limit = METHODS_PAGE_MAX;
+        r = engine_list_sessions_page(d->engine, methods_now(), user, include_ended, (unsigned)limit,
+                                      paged ? &page : NULL, list_cb, sessions);
         if (r < 0) {
                 json_decref(sessions);
                 methods_reply_error(c, IFACE, r, &(struct engine_error){0});
                 return;
         }
-        call_reply(c, json_pack("{s:o}", "sessions", sessions));
+        reply = json_pack("{s:o}", "sessions", sessions);
+        if (methods_reply_set_cursor(reply, paged && page.more, page.next, 0, false) < 0) {
+                json_decref(reply);
+                methods_reply_oom(c);
+                return;
+        }
+        call_reply(c, reply);
 }
 
 struct found_session {

@@ -180,10 +180,11 @@ static const char *const stmt_sql[_STMT_MAX] = {
         [STMT_SESSION_BY_HASH] =
                 "SELECT " SESSION_COLUMNS " FROM sessions WHERE token_hash = ?1 AND ended_at IS NOT NULL",
         [STMT_SESSION_BY_ID] = "SELECT " SESSION_COLUMNS " FROM sessions WHERE id = ?1",
-        [STMT_SESSIONS_ALL] = "SELECT " SESSION_COLUMNS " FROM sessions ORDER BY row",
-        [STMT_SESSIONS_LIVE] = "SELECT " SESSION_COLUMNS " FROM sessions WHERE ended_at IS NULL ORDER BY row",
-        [STMT_SESSIONS_USER_ENDED] =
-                "SELECT " SESSION_COLUMNS " FROM sessions WHERE user_id = ?1 AND ended_at IS NOT NULL ORDER BY row",
+        [STMT_SESSIONS_ALL] = "SELECT " SESSION_COLUMNS " FROM sessions WHERE row > ?1 ORDER BY row",
+        [STMT_SESSIONS_LIVE] =
+                "SELECT " SESSION_COLUMNS " FROM sessions WHERE ended_at IS NULL AND row > ?1 ORDER BY row",
+        [STMT_SESSIONS_USER_ENDED] = "SELECT " SESSION_COLUMNS
+                                     " FROM sessions WHERE user_id = ?1 AND ended_at IS NOT NULL AND row > ?2 ORDER BY row",
         [STMT_AUDIT_INSERT] =
                 "INSERT INTO audit (time, kind, user_id, session_id, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
         [STMT_PURGE_SESSIONS] =
@@ -1895,6 +1896,7 @@ int store_session_by_id(struct store *s, const char *id, store_session_fn cb, vo
 static int sessions_each_locked(struct store *s, const struct store_filter *f, store_session_fn cb, void *userdata) {
         sqlite3_stmt *st = store_stmt(s, f->live_only ? STMT_SESSIONS_LIVE : STMT_SESSIONS_ALL);
 
+        sqlite3_bind_int64(st, 1, f->after_rowid);
         return stmt_each(s, st, f->light, cb, userdata, false);
 }
 
@@ -1907,20 +1909,27 @@ int store_sessions_each(struct store *s, const struct store_filter *f, store_ses
         return r;
 }
 
-static int sessions_ended_of_user_locked(struct store *s, const char *user_id, store_session_fn cb, void *userdata) {
+static int sessions_ended_of_user_locked(struct store *s, const char *user_id, int64_t after_rowid,
+                                         store_session_fn cb, void *userdata) {
         sqlite3_stmt *st = store_stmt(s, STMT_SESSIONS_USER_ENDED);
 
         sqlite3_bind_text(st, 1, user_id, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 2, after_rowid);
         return stmt_each(s, st, false, cb, userdata, false);
 }
 
-int store_sessions_ended_of_user(struct store *s, const char *user_id, store_session_fn cb, void *userdata) {
+int store_sessions_ended_of_user_after(struct store *s, const char *user_id, int64_t after_rowid,
+                                       store_session_fn cb, void *userdata) {
         int r = store_enter(s);
 
         if (r >= 0)
-                r = sessions_ended_of_user_locked(s, user_id, cb, userdata);
+                r = sessions_ended_of_user_locked(s, user_id, after_rowid, cb, userdata);
         store_leave(s);
         return r;
+}
+
+int store_sessions_ended_of_user(struct store *s, const char *user_id, store_session_fn cb, void *userdata) {
+        return store_sessions_ended_of_user_after(s, user_id, 0, cb, userdata);
 }
 
 /* ---- audit ---------------------------------------------------------------- */
@@ -2079,9 +2088,11 @@ static int audit_each_locked(struct store *s, const struct store_audit_filter *f
         int rc, r, i = 1;
 
         snprintf(sql, sizeof sql,
-                 "SELECT id, time, kind, user_id, session_id, detail FROM audit WHERE time >= ?%s%s "
-                 "ORDER BY time DESC, id DESC LIMIT ?",
-                 f->user_id ? " AND user_id = ?" : "", f->kind ? " AND kind = ?" : "");
+                 "SELECT id, time, kind, user_id, session_id, detail FROM audit WHERE time >= ?%s%s%s "
+                 "ORDER BY %s LIMIT ? OFFSET ?",
+                 f->user_id ? " AND user_id = ?" : "", f->kind ? " AND kind = ?" : "",
+                 f->ascending ? " AND (time, id) > (?, ?)" : "",
+                 f->ascending ? "time, id" : "time DESC, id DESC");
         r = query_prepare(s, sql, &st);
         if (r < 0)
                 return r;
@@ -2090,7 +2101,12 @@ static int audit_each_locked(struct store *s, const struct store_audit_filter *f
                 sqlite3_bind_text(st, i++, f->user_id, -1, SQLITE_STATIC);
         if (f->kind)
                 sqlite3_bind_text(st, i++, f->kind, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(st, i, f->limit);
+        if (f->ascending) {
+                sqlite3_bind_int64(st, i++, f->after_time);
+                sqlite3_bind_int64(st, i++, f->after_id);
+        }
+        sqlite3_bind_int64(st, i++, f->limit);
+        sqlite3_bind_int64(st, i, f->offset);
         r = 0;
         while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
                 struct store_audit_row row = {

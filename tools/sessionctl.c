@@ -382,10 +382,9 @@ static int table_add_row(struct table *t, char **row) {
         return 0;
 }
 
-/* Prints the table, columns separated by two spaces, the last one unpadded;
- * then "N <noun> listed." unless --no-legend. */
-static void table_print(const struct table *t, const struct sessionctl_globals *g, const char *noun_one,
-                        const char *noun_many) {
+/* Prints the rows, columns separated by two spaces, the last one unpadded,
+ * after the headers when `header` (and not --no-legend). */
+static void table_print_rows(const struct table *t, const struct sessionctl_globals *g, bool header) {
         size_t width[TABLE_MAX_COLUMNS] = {};
 
         for (size_t c = 0; c < t->n_columns; c++) {
@@ -399,7 +398,7 @@ static void table_print(const struct table *t, const struct sessionctl_globals *
                 }
         }
         for (size_t r = 0; r <= t->n_rows; r++) {
-                if (r == 0 && g->no_legend)
+                if (r == 0 && (g->no_legend || !header))
                         continue;
                 for (size_t c = 0; c < t->n_columns; c++) {
                         const char *s = r == 0 ? t->headers[c] : t->cells[(r - 1) * t->n_columns + c];
@@ -413,8 +412,19 @@ static void table_print(const struct table *t, const struct sessionctl_globals *
                                 printf("%s%*s  ", s, (int) (width[c] - text_width(s)), "");
                 }
         }
+}
+
+static void table_print_legend(size_t n, const struct sessionctl_globals *g, const char *noun_one,
+                               const char *noun_many) {
         if (!g->no_legend)
-                printf("\n%zu %s listed.\n", t->n_rows, t->n_rows == 1 ? noun_one : noun_many);
+                printf("\n%zu %s listed.\n", n, n == 1 ? noun_one : noun_many);
+}
+
+/* Prints the table, then "N <noun> listed." unless --no-legend. */
+static void table_print(const struct table *t, const struct sessionctl_globals *g, const char *noun_one,
+                        const char *noun_many) {
+        table_print_rows(t, g, true);
+        table_print_legend(t->n_rows, g, noun_one, noun_many);
 }
 
 /* A column of a table of objects: its header, the member it shows, and
@@ -431,6 +441,33 @@ static char *column_cell(const struct column *c, json_t *obj) {
         if (c->format)
                 return c->format(v);
         return v ? format_scalar(c->key, v) : strdup("-");
+}
+
+/* Prints an array of objects as rows of a table (headers when `header`).
+ * Returns 0 or an exit code. */
+static int table_print_page(const struct column *columns, size_t n_columns, json_t *objects,
+                            const struct sessionctl_globals *g, bool header) {
+        struct table t = { .n_columns = n_columns };
+        json_t *obj;
+        size_t i;
+
+        assert(n_columns <= TABLE_MAX_COLUMNS);
+        for (size_t c = 0; c < n_columns; c++)
+                t.headers[c] = columns[c].header;
+        json_array_foreach(objects, i, obj) {
+                char *row[TABLE_MAX_COLUMNS];
+
+                for (size_t c = 0; c < n_columns; c++)
+                        row[c] = column_cell(&columns[c], obj);
+                if (table_add_row(&t, row) < 0) {
+                        table_free(&t);
+                        return error_fail("out of memory");
+                }
+        }
+        table_print_rows(&t, g, header);
+        table_free(&t);
+        fflush(stdout);
+        return 0;
 }
 
 /* Prints an array of objects as a table, a row an object. Returns 0 or an
@@ -940,6 +977,75 @@ static int verb_print_table(struct ctl *ctl, const char *method, json_t *params,
         return table_print_objects(columns, n_columns, objects, ctl->g, noun_one, noun_many);
 }
 
+/* A listing the daemon answers in pages (ListSessions, Audit: `cursor`):
+ * asks page after page, each for the entries still wanted (--limit, else
+ * the daemon's default of 100), and prints each as it comes (the table's
+ * columns are as wide as each page needs); --json gathers them into the
+ * one reply object an unpaged call gives. A daemon without pages answers
+ * everything at once, without a cursor: that is the last page. Steals
+ * params. */
+#define PAGED_DEFAULT_LIMIT 100
+static int verb_print_pages(struct ctl *ctl, const char *method, json_t *params, const char *key,
+                            const struct column *columns, size_t n_columns, const char *noun_one,
+                            const char *noun_many) {
+        _cleanup_json_ json_t *all = json_array();
+        json_t *limit = json_object_get(params, "limit");
+        int64_t wanted = json_is_integer(limit) ? json_integer_value(limit) : PAGED_DEFAULT_LIMIT;
+        size_t total = 0;
+        int r = 0;
+
+        if (!all || json_object_set_new(params, "cursor", json_string("")) < 0) {
+                json_decref(params);
+                return error_fail("out of memory");
+        }
+        for (;;) {
+                _cleanup_json_ json_t *reply = NULL;
+                json_t *objects, *cursor;
+
+                /* Within what every daemon accepts; a page is smaller anyway. */
+                json_object_set_new(params, "limit", json_integer(wanted - (int64_t) total < 100000 ?
+                                                                          wanted - (int64_t) total : 100000));
+                r = ctl_call(ctl, method, json_incref(params), &reply);
+                if (r != 0)
+                        break;
+                objects = reply_member(reply, key, JSON_ARRAY);
+                if (!objects) {
+                        char what[64];
+
+                        snprintf(what, sizeof(what), "no %s array", key);
+                        r = error_reply_shape(method, what);
+                        break;
+                }
+                if (ctl->g->json)
+                        json_array_extend(all, objects);
+                else {
+                        r = table_print_page(columns, n_columns, objects, ctl->g, total == 0);
+                        if (r != 0)
+                                break;
+                }
+                total += json_array_size(objects);
+                cursor = json_object_get(reply, "cursor");
+                if (!json_is_string(cursor) || (int64_t) total >= wanted)
+                        break;
+                json_object_set(params, "cursor", cursor);
+        }
+        json_decref(params);
+        if (r != 0)
+                return r;
+        if (ctl->g->json) {
+                _cleanup_json_ json_t *out = json_pack("{s:O}", key, all);
+
+                if (!out)
+                        return error_fail("out of memory");
+                print_json(out);
+                return 0;
+        }
+        if (total == 0)
+                table_print_page(columns, n_columns, all, ctl->g, true);
+        table_print_legend(total, ctl->g, noun_one, noun_many);
+        return 0;
+}
+
 static int verb_list(struct ctl *ctl, const struct verb_args *a) {
         static const struct column columns[] = {
                 { "ID", "id", NULL },
@@ -956,7 +1062,7 @@ static int verb_list(struct ctl *ctl, const struct verb_args *a) {
         r = verb_args_to_params(a, &params);
         if (r != 0)
                 return r;
-        return verb_print_table(ctl, ADMIN "ListSessions", params, "sessions", columns, ELEMENTSOF(columns),
+        return verb_print_pages(ctl, ADMIN "ListSessions", params, "sessions", columns, ELEMENTSOF(columns),
                                 "session", "sessions");
 }
 
@@ -1394,7 +1500,7 @@ static int verb_audit(struct ctl *ctl, const struct verb_args *a) {
         r = verb_args_to_params(a, &params);
         if (r != 0)
                 return r;
-        return verb_print_table(ctl, ADMIN "Audit", params, "entries", columns, ELEMENTSOF(columns), "entry",
+        return verb_print_pages(ctl, ADMIN "Audit", params, "entries", columns, ELEMENTSOF(columns), "entry",
                                 "entries");
 }
 

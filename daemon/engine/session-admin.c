@@ -204,6 +204,13 @@ int engine_destroy_user(struct engine *e, int64_t now, const char *user_id, cons
 
 /* ---- listings -------------------------------------------------------------------------------------------- */
 
+/* Pages. A listing goes in row order, so a page ends at a row and the
+ * next begins after it: a session is listed at most once however the
+ * table changes between pages, and one that exists throughout is listed
+ * exactly once. A page also stops after examining scan_max rows (the ended
+ * ones a live listing skips, expired ones), so that its time is bounded
+ * whatever the table holds; it may then be short, even empty, with more to
+ * come. */
 struct list_ctx {
         struct engine *e;
         int64_t now;
@@ -211,6 +218,9 @@ struct list_ctx {
         unsigned limit, n;
         engine_info_fn cb;
         void *userdata;
+        unsigned scanned, scan_max; /* scan_max 0: no bound */
+        int64_t last;               /* the last row examined */
+        bool stopped;               /* by the limit or scan_max: more may follow */
 };
 
 static int list_row_cb(const struct store_session *row, void *userdata) {
@@ -219,8 +229,12 @@ static int list_row_cb(const struct store_session *row, void *userdata) {
         uint32_t h;
         int r;
 
-        if (x->n >= x->limit)
+        if (x->n >= x->limit || (x->scan_max && x->scanned >= x->scan_max)) {
+                x->stopped = true;
                 return 1;
+        }
+        x->scanned++;
+        x->last = row->rowid;
         if (row->ended_at == 0) {
                 h = session_find_key(x->e, row->token_hash);
                 if (h == NIL)
@@ -275,7 +289,7 @@ static int user_list_ended_cb(const struct store_session *row, void *userdata) {
         return r != 0 ? r : list_row_cb(row, u->x);
 }
 
-static int list_user(struct engine *e, struct list_ctx *x, const char *user_id) {
+static int list_user(struct engine *e, struct list_ctx *x, const char *user_id, int64_t after) {
         struct user_list u = {x, NULL, 0, 0};
         uint32_t user = table_user_find(e, user_id);
         int r = 0;
@@ -285,35 +299,52 @@ static int list_user(struct engine *e, struct list_ctx *x, const char *user_id) 
                 if (!u.live)
                         return -ENOMEM;
                 for (uint32_t h = e->users[user].head; h != NIL; h = e->sessions[h].user_next)
-                        u.live[u.n_live++] = e->sessions[h].rowid;
-                assert(u.n_live == e->users[user].n_sessions);
+                        if (e->sessions[h].rowid > after)
+                                u.live[u.n_live++] = e->sessions[h].rowid;
+                assert(u.n_live <= e->users[user].n_sessions);
                 qsort(u.live, u.n_live, sizeof *u.live, rowid_cmp);
         }
         if (x->include_ended)
-                r = store_sessions_ended_of_user(e->store, user_id, user_list_ended_cb, &u);
+                r = store_sessions_ended_of_user_after(e->store, user_id, after, user_list_ended_cb, &u);
         if (r == 0)
                 r = user_list_live(&u, INT64_MAX);
         free(u.live);
         return r;
 }
 
-int engine_list_sessions(struct engine *e, int64_t now, const char *user_id, bool include_ended, unsigned limit,
-                         engine_info_fn cb, void *userdata) {
-        struct list_ctx x = {e, now, include_ended, limit, 0, cb, userdata};
-        struct store_filter f = {.live_only = !include_ended};
+int engine_list_sessions_page(struct engine *e, int64_t now, const char *user_id, bool include_ended,
+                              unsigned limit, struct engine_page *page, engine_info_fn cb, void *userdata) {
+        struct list_ctx x = {e, now, include_ended, limit, 0, cb, userdata, 0, page ? page->scan_max : 0, 0, false};
+        int64_t after = page ? page->after : 0;
+        struct store_filter f = {.live_only = !include_ended, .after_rowid = after};
         int r;
 
+        if (page) {
+                page->next = after;
+                page->more = false;
+        }
         if (limit == 0)
                 return 0;
         if (user_id)
-                r = list_user(e, &x, user_id);
+                r = list_user(e, &x, user_id, after);
         else
                 r = store_sessions_each(e->store, &f, list_row_cb, &x);
-        return r < 0 ? txn_storage_errno(r) : 0;
+        if (r < 0)
+                return txn_storage_errno(r);
+        if (page && x.stopped) {
+                page->next = x.last > after ? x.last : after;
+                page->more = true;
+        }
+        return 0;
+}
+
+int engine_list_sessions(struct engine *e, int64_t now, const char *user_id, bool include_ended, unsigned limit,
+                         engine_info_fn cb, void *userdata) {
+        return engine_list_sessions_page(e, now, user_id, include_ended, limit, NULL, cb, userdata);
 }
 
 int engine_session_by_id(struct engine *e, int64_t now, const char *id, engine_info_fn cb, void *userdata) {
-        struct list_ctx x = {e, now, true, 1, 0, cb, userdata};
+        struct list_ctx x = {e, now, true, 1, 0, cb, userdata, 0, 0, 0, false};
         int r;
 
         r = store_session_by_id(e->store, id, list_row_cb, &x);
@@ -322,15 +353,24 @@ int engine_session_by_id(struct engine *e, int64_t now, const char *id, engine_i
         return r < 0 ? txn_storage_errno(r) : 0;
 }
 
-int engine_list_user(struct engine *e, int64_t now, const char *user_id, engine_info_fn cb, void *userdata,
-                     struct engine_error *err) {
+int engine_list_user_page(struct engine *e, int64_t now, const char *user_id, unsigned limit,
+                          struct engine_page *page, engine_info_fn cb, void *userdata, struct engine_error *err) {
         const char *why;
 
+        if (page) {
+                page->next = page->after;
+                page->more = false;
+        }
         if ((why = session_check_name(user_id, ENGINE_USER_ID_MAX)))
                 return session_invalid(err, "user_id", why);
         if (table_user_find(e, user_id) == NIL)
                 return 0;
-        return engine_list_sessions(e, now, user_id, false, UINT_MAX, cb, userdata);
+        return engine_list_sessions_page(e, now, user_id, false, limit, page, cb, userdata);
+}
+
+int engine_list_user(struct engine *e, int64_t now, const char *user_id, engine_info_fn cb, void *userdata,
+                     struct engine_error *err) {
+        return engine_list_user_page(e, now, user_id, UINT_MAX, NULL, cb, userdata, err);
 }
 
 /* ---- watch support ------------------------------------------------------------------------------------------ */
