@@ -8,6 +8,7 @@
  */
 #include <errno.h>
 #include <limits.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -17,6 +18,7 @@
 #include "methods.h"
 #include "server.h"
 #include "sessiond/config.h"
+#include "store.h"
 
 #define IFACE METHODS_ADMIN_INTERFACE
 #define LIST_DEFAULT_LIMIT 100
@@ -50,6 +52,16 @@ static void method_status(struct daemon *d, struct call *c) {
                            "output_buffered", (json_int_t)st.output_bytes,
                            "output_budget", (json_int_t)st.output_budget,
                            "reloads", (json_int_t)d->reloads);
+        /* The file this daemon uses (sessionctl backup copies it), which a
+         * reload never changes; null: in memory. */
+        if (status && !store_is_memory(engine_store(d->engine))) {
+                char *real = realpath(store_path(engine_store(d->engine)), NULL);
+
+                json_object_set_new(status, "database",
+                                    json_string(real ? real : store_path(engine_store(d->engine))));
+                free(real);
+        } else if (status)
+                json_object_set_new(status, "database", json_null());
         if (!status || methods_observe_status(d, status) < 0) {
                 json_decref(status);
                 methods_reply_oom(c);

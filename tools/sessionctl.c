@@ -1630,10 +1630,72 @@ static int backup_copy(const char *source, const char *tmp, int64_t *ret_session
         return 0;
 }
 
+static bool same_file(const char *a, const char *b) {
+        struct stat x, y;
+
+        if (strcmp(a, b) == 0)
+                return true;
+        return stat(a, &x) == 0 && stat(b, &y) == 0 && x.st_dev == y.st_dev && x.st_ino == y.st_ino;
+}
+
+/* Which database to copy: the one the daemon on the socket uses (Status
+ * tells it). The local configuration must name the same file, or the
+ * backup is refused: copying another file and saying it worked is what
+ * this guards against. Only when no socket was named (-s, SESSIOND_SOCKET)
+ * and nothing listens on the configured one is the configured database
+ * copied as it is (an offline backup). *ret points into config or *owned. */
+static int backup_source(struct ctl *ctl, const struct sessiond_config *config, const char **ret, char **owned) {
+        const char *env = getenv("SESSIOND_SOCKET");
+        bool named = ctl->g->socket_path || (env && *env);
+        _cleanup_json_ json_t *reply = NULL;
+        json_t *db;
+        int r;
+
+        ctl_resolve_socket(ctl);
+        r = sessiond_client_connect(ctl->socket_path, 0, &ctl->client);
+        if ((r == -ENOENT || r == -ECONNREFUSED) && !named) {
+                if (!config->features.persistence)
+                        return error_fail("features.persistence is off: the daemon keeps its sessions in memory, "
+                                          "there is no database to back up");
+                fprintf(stderr, "sessionctl: sessiond is not running (nothing listens on %s): backing up the "
+                                "configured database %s\n", ctl->socket_path, config->daemon.database_path);
+                *ret = config->daemon.database_path;
+                return 0;
+        }
+        if (r < 0) {
+                ctl->client = NULL;
+                return ctl_connect(ctl); /* says why, as every verb does */
+        }
+        r = ctl_call(ctl, ADMIN "Status", NULL, &reply);
+        if (r != 0)
+                return r;
+        db = json_object_get(reply_member(reply, "status", JSON_OBJECT), "database");
+        if (!db)
+                return error_fail("the daemon on %s does not tell which database it uses (an older sessiond): "
+                                  "stop it and back up its database file, or upgrade it", ctl->socket_path);
+        if (json_is_null(db))
+                return error_fail("the daemon on %s keeps its sessions in memory (features.persistence off): "
+                                  "there is no database to back up", ctl->socket_path);
+        if (!json_is_string(db))
+                return error_reply_shape(ADMIN "Status", "database is not a string");
+        if (config->features.persistence && !same_file(config->daemon.database_path, json_string_value(db)))
+                return error_fail("the daemon on %s uses the database %s, but the configuration%s%s names %s: "
+                                  "nothing was copied. Pass that daemon's configuration with -c, or its socket "
+                                  "with -s.", ctl->socket_path, json_string_value(db),
+                                  ctl->g->config_file ? " " : "", ctl->g->config_file ? ctl->g->config_file : "",
+                                  config->daemon.database_path);
+        *owned = strdup(json_string_value(db));
+        if (!*owned)
+                return error_fail("out of memory");
+        *ret = *owned;
+        return 0;
+}
+
 static int verb_backup(struct ctl *ctl, const struct verb_args *a) {
         const struct sessionctl_globals *g = ctl->g;
-        const char *file = a->positional[0];
+        const char *file = a->positional[0], *source = NULL;
         __attribute__((cleanup(sessiond_config_freep))) struct sessiond_config *config = NULL;
+        _cleanup_free_ char *source_owned = NULL;
         struct outfile out;
         int64_t sessions = 0, live = 0;
         struct stat st;
@@ -1643,19 +1705,19 @@ static int verb_backup(struct ctl *ctl, const struct verb_args *a) {
                 return error_usage("backup: empty file name");
         if (sessionctl_load_config(g, "sessionctl", "", &config) < 0)
                 return SESSIONCTL_EXIT_FAILURE;
-        if (!config->features.persistence)
-                return error_fail("features.persistence is off: the daemon keeps its sessions in memory, "
-                                  "there is no database to back up");
         if (!a->force && lstat(file, &st) == 0)
                 return error_fail("%s exists; use --force to overwrite it", file);
-        if (stat(config->daemon.database_path, &st) < 0)
-                return error_fail("cannot open database %s: %s", config->daemon.database_path, strerror(errno));
+        r = backup_source(ctl, config, &source, &source_owned);
+        if (r != 0)
+                return r;
+        if (stat(source, &st) < 0)
+                return error_fail("cannot open database %s: %s", source, strerror(errno));
 
         /* The copy holds what the database holds: owner-only, like it, in a
          * fresh temporary file nobody else can swap (outfile.c). */
         if (outfile_begin(&out, "sessionctl backup", file) < 0)
                 return SESSIONCTL_EXIT_FAILURE;
-        r = backup_copy(config->daemon.database_path, out.tmp, &sessions, &live);
+        r = backup_copy(source, out.tmp, &sessions, &live);
         if (r != 0) {
                 outfile_abort(&out);
                 return r;
@@ -1664,13 +1726,13 @@ static int verb_backup(struct ctl *ctl, const struct verb_args *a) {
                 return SESSIONCTL_EXIT_FAILURE;
 
         if (g->json) {
-                json_t *j = json_pack("{s:s, s:s, s:I, s:I}", "file", file, "database", config->daemon.database_path,
+                json_t *j = json_pack("{s:s, s:s, s:I, s:I}", "file", file, "database", source,
                                       "sessions", (json_int_t) sessions, "live", (json_int_t) live);
                 print_json(j);
                 json_decref(j);
         } else
                 printf("Backed up %s to %s: %" PRId64 " session%s (%" PRId64 " not ended).\n",
-                       config->daemon.database_path, file, sessions, sessions == 1 ? "" : "s", live);
+                       source, file, sessions, sessions == 1 ? "" : "s", live);
         return 0;
 }
 
