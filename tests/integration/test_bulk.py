@@ -130,6 +130,21 @@ def test_caller_gone_job_finishes():
         d.stop()
 
 
+def test_clean_stop_finishes_the_job():
+    """SIGTERM while a DestroyUser runs: the daemon finishes it before it
+    closes the store (the caller, whose connection closes, gets no reply)."""
+    n = 8000
+    with Daemon(SETTINGS) as d:
+        create_many(d, "big", n)
+        with d.connect(timeout=60) as a:
+            a.send(S + "DestroyUser", {"user_id": "big"})
+            wait_for(lambda: d.call(A + "Status")["status"]["sessions_active"] < n, what="the job started")
+            d.stop()
+        d.start()
+        assert live_count(d, "big") == 0
+        d.stop()
+
+
 def test_kill_during_destroy_user():
     """kill -9 in the middle of a DestroyUser of 20,000 sessions while
     another client creates sessions: the store passes its integrity check,
@@ -199,4 +214,4 @@ def test_kill_during_destroy_user():
 if __name__ == "__main__":
     run_tests([test_small_user_answered_at_once, test_destroy_user_in_steps, test_terminate_user_in_steps,
                test_destroy_user_except_in_steps, test_caller_gone_job_finishes,
-               test_kill_during_destroy_user])
+               test_clean_stop_finishes_the_job, test_kill_during_destroy_user])
