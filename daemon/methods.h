@@ -77,8 +77,8 @@ void methods_reply_oom(struct call *c);
 
 /* Pages (methods_page.c). A page holds at most METHODS_PAGE_MAX entries
  * and examines at most METHODS_PAGE_SCAN rows. */
-#define METHODS_PAGE_MAX 500
-#define METHODS_PAGE_SCAN 4000
+#define METHODS_PAGE_MAX 200
+#define METHODS_PAGE_SCAN 2000
 /* The optional `cursor` parameter: *given false when absent; "" is the
  * start (a = b = 0); "A" or "A.B" otherwise. Answers InvalidArgument
  * itself and returns -EINVAL for anything else. */

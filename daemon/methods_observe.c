@@ -171,6 +171,7 @@ static void audit_page(struct daemon *d, struct call *c, struct store_audit_filt
 
                 nth.limit = 1;
                 nth.offset = wanted - 1;
+                nth.keys_only = true;
                 r = store_audit_each(s, &nth, audit_last_cb, start);
                 f->after_time = start[0];
                 f->after_id = start[0] >= 0 ? start[1] - 1 : 0;

@@ -2082,16 +2082,24 @@ static int query_prepare(struct store *s, const char *sql, sqlite3_stmt **ret) {
         return rc == SQLITE_OK ? 0 : store_fail(s, rc, "preparing a query");
 }
 
-static int audit_each_locked(struct store *s, const struct store_audit_filter *f, store_audit_fn cb, void *userdata) {
+/* One query of the audit. part: AUDIT_ALL the filter as it is (newest
+ * first, or oldest first from the start); for a page after (a, b), oldest
+ * first, AUDIT_SAME_TIME the rows at time a after id b, then AUDIT_LATER
+ * those after time a: two index seeks, where one condition on (time, id)
+ * would step over every row of second a (a burst writes thousands). */
+enum { AUDIT_ALL, AUDIT_SAME_TIME, AUDIT_LATER };
+
+static int audit_query(struct store *s, const struct store_audit_filter *f, int part, unsigned limit,
+                       store_audit_fn cb, void *userdata, unsigned *n) {
+        static const char *const conditions[] = {
+                [AUDIT_ALL] = "", [AUDIT_SAME_TIME] = " AND time = ? AND id > ?", [AUDIT_LATER] = " AND time > ?"};
         char sql[320];
         sqlite3_stmt *st = NULL;
         int rc, r, i = 1;
 
-        snprintf(sql, sizeof sql,
-                 "SELECT id, time, kind, user_id, session_id, detail FROM audit WHERE time >= ?%s%s%s "
-                 "ORDER BY %s LIMIT ? OFFSET ?",
-                 f->user_id ? " AND user_id = ?" : "", f->kind ? " AND kind = ?" : "",
-                 f->ascending ? " AND (time, id) > (?, ?)" : "",
+        snprintf(sql, sizeof sql, "SELECT %s FROM audit WHERE time >= ?%s%s%s ORDER BY %s LIMIT ? OFFSET ?",
+                 f->keys_only ? "id, time, NULL, NULL, NULL, NULL" : "id, time, kind, user_id, session_id, detail",
+                 f->user_id ? " AND user_id = ?" : "", f->kind ? " AND kind = ?" : "", conditions[part],
                  f->ascending ? "time, id" : "time DESC, id DESC");
         r = query_prepare(s, sql, &st);
         if (r < 0)
@@ -2101,11 +2109,11 @@ static int audit_each_locked(struct store *s, const struct store_audit_filter *f
                 sqlite3_bind_text(st, i++, f->user_id, -1, SQLITE_STATIC);
         if (f->kind)
                 sqlite3_bind_text(st, i++, f->kind, -1, SQLITE_STATIC);
-        if (f->ascending) {
+        if (part != AUDIT_ALL)
                 sqlite3_bind_int64(st, i++, f->after_time);
+        if (part == AUDIT_SAME_TIME)
                 sqlite3_bind_int64(st, i++, f->after_id);
-        }
-        sqlite3_bind_int64(st, i++, f->limit);
+        sqlite3_bind_int64(st, i++, limit);
         sqlite3_bind_int64(st, i, f->offset);
         r = 0;
         while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
@@ -2119,6 +2127,7 @@ static int audit_each_locked(struct store *s, const struct store_audit_filter *f
                 };
                 if (!row.kind)
                         row.kind = "";
+                (*n)++;
                 r = cb(&row, userdata);
                 if (r != 0)
                         break;
@@ -2126,6 +2135,18 @@ static int audit_each_locked(struct store *s, const struct store_audit_filter *f
         if (r == 0 && rc != SQLITE_DONE)
                 r = store_fail(s, rc, "reading audit rows");
         sqlite3_finalize(st);
+        return r;
+}
+
+static int audit_each_locked(struct store *s, const struct store_audit_filter *f, store_audit_fn cb, void *userdata) {
+        unsigned n = 0;
+        int r;
+
+        if (!f->ascending)
+                return audit_query(s, f, AUDIT_ALL, f->limit, cb, userdata, &n);
+        r = audit_query(s, f, AUDIT_SAME_TIME, f->limit, cb, userdata, &n);
+        if (r == 0 && n < f->limit)
+                r = audit_query(s, f, AUDIT_LATER, f->limit - n, cb, userdata, &n);
         return r;
 }
 

@@ -238,6 +238,7 @@ struct store_audit_filter {
         /* Pages: oldest first, rows after (after_time, after_id) only. */
         bool ascending;
         int64_t after_time, after_id;
+        bool keys_only; /* id and time only (the index covers them without filters) */
 };
 /* The newest `limit` rows matching, newest first. A callback's non-zero
  * return stops and is returned. */
