@@ -18,6 +18,7 @@ struct server;
 struct engine;
 struct jobs;
 struct metrics_http;
+struct bulk;
 
 struct daemon {
         uv_loop_t *loop;
@@ -27,6 +28,7 @@ struct daemon {
         struct engine *engine; /* sessions: store + in-memory index + policy */
         struct jobs *jobs;     /* background timers (cleanup, security, metrics, health) */
         struct metrics_http *metrics_http; /* GET /metrics (daemon.metrics_listen) */
+        struct bulk *bulk;     /* DestroyUser and TerminateUser in steps (bulk.c) */
         int64_t started_at;    /* wall clock, Unix seconds */
         uint64_t started_usec; /* monotonic */
         unsigned long long reloads;

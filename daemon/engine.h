@@ -205,6 +205,19 @@ int engine_destroy(struct engine *e, int64_t now, const char *token, struct engi
  * except_token (NULL: none), which must be a live session of that user. */
 int engine_destroy_user(struct engine *e, int64_t now, const char *user_id, const char *except_token,
                         unsigned *count, struct engine_error *err);
+/* The checks of DestroyUser, for a caller that ends the sessions in steps:
+ * *except_rowid names the excepted session (0: none). */
+int engine_destroy_user_check(struct engine *e, int64_t now, const char *user_id, const char *except_token,
+                              int64_t *except_rowid, struct engine_error *err);
+/* One step of a bulk end (DestroyUser, TerminateUser): ends the live
+ * sessions of user_id created at or before created_by (Unix seconds: the
+ * time the call began), except the one of row except_rowid (0: none), with
+ * `reason`, until uv_hrtime() reaches deadline_ns (0: no deadline; read
+ * every few sessions). *more: some remain for the next step. The ends go
+ * into the open unit of work. */
+int engine_end_user_step(struct engine *e, int64_t now, const char *user_id, int64_t created_by,
+                         int64_t except_rowid, enum engine_end_reason reason, uint64_t deadline_ns,
+                         unsigned *ended, bool *more);
 
 /* Listings call back once per session; info is valid during the callback.
  * Return non-zero from the callback to stop. */
@@ -212,6 +225,20 @@ typedef int (*engine_info_fn)(const struct engine_info *info, void *userdata);
 /* The user's live sessions (active, grace). */
 int engine_list_user(struct engine *e, int64_t now, const char *user_id, engine_info_fn cb, void *userdata,
                      struct engine_error *err);
+
+/* A page of a listing: rows after `after` (0: from the start), in row
+ * order, at most `limit` listed and scan_max examined (0: no bound). On
+ * return, more tells whether the listing goes on, from row `next`. A
+ * session is listed at most once however the table changes between pages;
+ * one that lives throughout is listed exactly once. */
+struct engine_page {
+        int64_t after;
+        unsigned scan_max;
+        int64_t next;
+        bool more;
+};
+int engine_list_user_page(struct engine *e, int64_t now, const char *user_id, unsigned limit,
+                          struct engine_page *page, engine_info_fn cb, void *userdata, struct engine_error *err);
 
 /* A handle for a watched session: the session a token named, without
  * keeping the token. */
@@ -236,6 +263,9 @@ int engine_sync_get_by_id(struct engine *e, const char *id, int64_t *version, ch
  * ones still retained. user_id NULL: all users. At most limit. */
 int engine_list_sessions(struct engine *e, int64_t now, const char *user_id, bool include_ended,
                          unsigned limit, engine_info_fn cb, void *userdata);
+/* The same, a page (see struct engine_page; NULL: the whole listing). */
+int engine_list_sessions_page(struct engine *e, int64_t now, const char *user_id, bool include_ended,
+                              unsigned limit, struct engine_page *page, engine_info_fn cb, void *userdata);
 /* Ends the session with that public id (reason terminated); -ENOENT if there
  * is no such session in memory (unknown or already ended). */
 int engine_terminate(struct engine *e, int64_t now, const char *id);

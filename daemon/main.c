@@ -48,6 +48,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bulk.h"
 #include "clock.h"
 #include "daemon.h"
 #include "engine.h"
@@ -408,6 +409,8 @@ static void on_server_closed(struct server *s) {
         assert(m && m->d.server == s);
         metrics_http_free(m->d.metrics_http); /* before the jobs: it renders their metrics */
         m->d.metrics_http = NULL;
+        bulk_free(m->d.bulk); /* finishes the bulk ends still queued */
+        m->d.bulk = NULL;
         jobs_free(m->d.jobs); /* before the engine: the jobs observe it */
         m->d.jobs = NULL;
         engine_free(m->d.engine); /* commits and checkpoints */
@@ -610,6 +613,9 @@ static int main_run(struct sessiond_main *m) {
         r = metrics_http_new(d, &d->metrics_http);
         if (r < 0)
                 goto out;
+        r = bulk_new(d, &d->bulk);
+        if (r < 0)
+                goto out;
 
         log_info("sessiond %s started (pid %d, environment %s%s%s)", SESSIOND_VERSION, (int) getpid(),
                  sessiond_environment_to_string(d->config->environment),
@@ -629,6 +635,8 @@ out:
         } else {
                 metrics_http_free(d->metrics_http);
                 d->metrics_http = NULL;
+                bulk_free(d->bulk);
+                d->bulk = NULL;
                 jobs_free(d->jobs);
                 d->jobs = NULL;
                 if (d->engine)

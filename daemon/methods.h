@@ -74,3 +74,20 @@ int methods_param_client(struct call *c, const char *iface, struct engine_client
 
 /* Replies an out-of-memory StorageError (the reply could not be built). */
 void methods_reply_oom(struct call *c);
+
+/* Pages (methods_page.c). A page holds at most METHODS_PAGE_MAX entries
+ * and examines at most METHODS_PAGE_SCAN rows. */
+#define METHODS_PAGE_MAX 200
+#define METHODS_PAGE_SCAN 2000
+/* The optional `cursor` parameter: *given false when absent; "" is the
+ * start (a = b = 0); "A" or "A.B" otherwise. Answers InvalidArgument
+ * itself and returns -EINVAL for anything else. */
+int methods_param_cursor(struct call *c, const char *iface, bool *given, int64_t *a, int64_t *b);
+/* Adds "cursor" to a reply object when more follows. */
+int methods_reply_set_cursor(json_t *reply, bool more, int64_t a, int64_t b, bool pair);
+
+/* DestroyUser and Admin.TerminateUser: ends the user's live sessions in
+ * time-capped steps (bulk.c) and answers {"count": n} when done
+ * (methods_bulk.c). */
+void methods_bulk_end_user(struct daemon *d, struct call *c, const char *iface, int64_t now, const char *user_id,
+                           int64_t except_rowid, enum engine_end_reason reason);

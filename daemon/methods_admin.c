@@ -8,6 +8,7 @@
  */
 #include <errno.h>
 #include <limits.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -17,6 +18,7 @@
 #include "methods.h"
 #include "server.h"
 #include "sessiond/config.h"
+#include "store.h"
 
 #define IFACE METHODS_ADMIN_INTERFACE
 #define LIST_DEFAULT_LIMIT 100
@@ -51,6 +53,16 @@ static void method_status(struct daemon *d, struct call *c) {
                            "output_buffered", (json_int_t)st.output_bytes,
                            "output_budget", (json_int_t)st.output_budget,
                            "reloads", (json_int_t)d->reloads);
+        /* The file this daemon uses (sessionctl backup copies it), which a
+         * reload never changes; null: in memory. */
+        if (status && !store_is_memory(engine_store(d->engine))) {
+                char *real = realpath(store_name(engine_store(d->engine)), NULL);
+
+                json_object_set_new(status, "database",
+                                    json_string(real ? real : store_name(engine_store(d->engine))));
+                free(real);
+        } else if (status)
+                json_object_set_new(status, "database", json_null());
         if (!status || methods_observe_status(d, status) < 0) {
                 json_decref(status);
                 methods_reply_oom(c);
@@ -113,13 +125,16 @@ static int list_cb(const struct engine_info *info, void *userdata) {
 static void method_list_sessions(struct daemon *d, struct call *c) {
         const char *user = NULL;
         bool include_ended = false;
-        int64_t limit = LIST_DEFAULT_LIMIT;
-        json_t *sessions;
+        int64_t limit = LIST_DEFAULT_LIMIT, unused;
+        struct engine_page page = {.scan_max = METHODS_PAGE_SCAN};
+        json_t *sessions, *reply;
+        bool paged;
         int r;
 
         if (methods_param_string(c, IFACE, "user_id", false, &user) == -EINVAL ||
             methods_param_bool(c, "include_ended", &include_ended) == -EINVAL ||
-            methods_param_int(c, "limit", &limit) == -EINVAL)
+            methods_param_int(c, "limit", &limit) == -EINVAL ||
+            methods_param_cursor(c, IFACE, &paged, &page.after, &unused) < 0)
                 return;
         if (user && !*user) {
                 invalid_argument(c, "user_id", "must not be empty");
@@ -134,13 +149,23 @@ static void method_list_sessions(struct daemon *d, struct call *c) {
                 methods_reply_oom(c);
                 return;
         }
-        r = engine_list_sessions(d->engine, methods_now(), user, include_ended, (unsigned)limit, list_cb, sessions);
+        /* With a cursor: one page of at most `limit` (methods_page.c). */
+        if (paged && limit > METHODS_PAGE_MAX)
+                limit = METHODS_PAGE_MAX;
+        r = engine_list_sessions_page(d->engine, methods_now(), user, include_ended, (unsigned)limit,
+                                      paged ? &page : NULL, list_cb, sessions);
         if (r < 0) {
                 json_decref(sessions);
                 methods_reply_error(c, IFACE, r, &(struct engine_error){0});
                 return;
         }
-        call_reply(c, json_pack("{s:o}", "sessions", sessions));
+        reply = json_pack("{s:o}", "sessions", sessions);
+        if (methods_reply_set_cursor(reply, paged && page.more, page.next, 0, false) < 0) {
+                json_decref(reply);
+                methods_reply_oom(c);
+                return;
+        }
+        call_reply(c, reply);
 }
 
 struct found_session {
@@ -208,11 +233,9 @@ static void method_terminate(struct daemon *d, struct call *c) {
         call_reply(c, json_object());
 }
 
+/* In steps for a user with many sessions (methods_bulk.c). */
 static void method_terminate_user(struct daemon *d, struct call *c) {
-        uint64_t seq = engine_write_seq(d->engine);
         const char *user;
-        unsigned count = 0;
-        int r;
 
         if (methods_param_string(c, IFACE, "user_id", true, &user) < 0)
                 return;
@@ -220,13 +243,7 @@ static void method_terminate_user(struct daemon *d, struct call *c) {
                 invalid_argument(c, "user_id", "must not be empty");
                 return;
         }
-        r = engine_terminate_user(d->engine, methods_now(), user, &count);
-        if (r < 0) {
-                methods_reply_error(c, IFACE, r, &(struct engine_error){0});
-                return;
-        }
-        methods_mark_write(c, d, seq);
-        call_reply(c, json_pack("{s:I}", "count", (json_int_t)count));
+        methods_bulk_end_user(d, c, IFACE, methods_now(), user, 0, ENGINE_END_TERMINATED);
 }
 
 const struct method methods_admin[] = {

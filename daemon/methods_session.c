@@ -293,23 +293,22 @@ static void method_destroy(struct daemon *d, struct call *c) {
         methods_reply_written(c, &w);
 }
 
+/* In steps for a user with many sessions (methods_bulk.c). */
 static void method_destroy_user(struct daemon *d, struct call *c) {
         struct engine_error err = {0};
-        uint64_t seq = engine_write_seq(d->engine);
+        int64_t now = methods_now(), except_rowid;
         const char *user, *except = NULL;
-        unsigned count = 0;
         int r;
 
         if (methods_param_string(c, IFACE, "user_id", true, &user) < 0 ||
             methods_param_string(c, IFACE, "except_token", false, &except) == -EINVAL)
                 return;
-        r = engine_destroy_user(d->engine, methods_now(), user, except, &count, &err);
+        r = engine_destroy_user_check(d->engine, now, user, except, &except_rowid, &err);
         if (r < 0) {
                 methods_reply_error(c, IFACE, r, &err);
                 return;
         }
-        methods_mark_write(c, d, seq);
-        call_reply(c, json_pack("{s:I}", "count", (json_int_t)count));
+        methods_bulk_end_user(d, c, IFACE, now, user, except_rowid, ENGINE_END_DESTROYED);
 }
 
 static int list_cb(const struct engine_info *info, void *userdata) {
@@ -320,26 +319,38 @@ static int list_cb(const struct engine_info *info, void *userdata) {
         return 0;
 }
 
+/* With `cursor`, a page (methods_page.c). */
 static void method_list_user(struct daemon *d, struct call *c) {
         struct engine_error err = {0};
+        struct engine_page page = {.scan_max = METHODS_PAGE_SCAN};
         const char *user;
-        json_t *sessions;
+        json_t *sessions, *reply;
+        int64_t unused;
+        bool paged;
         int r;
 
-        if (methods_param_string(c, IFACE, "user_id", true, &user) < 0)
+        if (methods_param_string(c, IFACE, "user_id", true, &user) < 0 ||
+            methods_param_cursor(c, IFACE, &paged, &page.after, &unused) < 0)
                 return;
         sessions = json_array();
         if (!sessions) {
                 methods_reply_oom(c);
                 return;
         }
-        r = engine_list_user(d->engine, methods_now(), user, list_cb, sessions, &err);
+        r = engine_list_user_page(d->engine, methods_now(), user, paged ? METHODS_PAGE_MAX : UINT_MAX,
+                                  paged ? &page : NULL, list_cb, sessions, &err);
         if (r < 0) {
                 json_decref(sessions);
                 methods_reply_error(c, IFACE, r, &err);
                 return;
         }
-        call_reply(c, json_pack("{s:o}", "sessions", sessions));
+        reply = json_pack("{s:o}", "sessions", sessions);
+        if (methods_reply_set_cursor(reply, paged && page.more, page.next, 0, false) < 0) {
+                json_decref(reply);
+                methods_reply_oom(c);
+                return;
+        }
+        call_reply(c, reply);
 }
 
 static void method_get_client_config(struct daemon *d, struct call *c) {

@@ -361,10 +361,9 @@ static int table_add_row(struct table *t, char **row) {
         return 0;
 }
 
-/* Prints the table, columns separated by two spaces, the last one unpadded;
- * then "N <noun> listed." unless --no-legend. */
-static void table_print(const struct table *t, const struct sessionctl_globals *g, const char *noun_one,
-                        const char *noun_many) {
+/* Prints the rows, columns separated by two spaces, the last one unpadded,
+ * after the headers when `header` (and not --no-legend). */
+static void table_print_rows(const struct table *t, const struct sessionctl_globals *g, bool header) {
         size_t width[TABLE_MAX_COLUMNS] = {};
 
         for (size_t c = 0; c < t->n_columns; c++) {
@@ -378,7 +377,7 @@ static void table_print(const struct table *t, const struct sessionctl_globals *
                 }
         }
         for (size_t r = 0; r <= t->n_rows; r++) {
-                if (r == 0 && g->no_legend)
+                if (r == 0 && (g->no_legend || !header))
                         continue;
                 for (size_t c = 0; c < t->n_columns; c++) {
                         const char *s = r == 0 ? t->headers[c] : t->cells[(r - 1) * t->n_columns + c];
@@ -392,8 +391,19 @@ static void table_print(const struct table *t, const struct sessionctl_globals *
                                 printf("%s%*s  ", s, (int) (width[c] - text_width(s)), "");
                 }
         }
+}
+
+static void table_print_legend(size_t n, const struct sessionctl_globals *g, const char *noun_one,
+                               const char *noun_many) {
         if (!g->no_legend)
-                printf("\n%zu %s listed.\n", t->n_rows, t->n_rows == 1 ? noun_one : noun_many);
+                printf("\n%zu %s listed.\n", n, n == 1 ? noun_one : noun_many);
+}
+
+/* Prints the table, then "N <noun> listed." unless --no-legend. */
+static void table_print(const struct table *t, const struct sessionctl_globals *g, const char *noun_one,
+                        const char *noun_many) {
+        table_print_rows(t, g, true);
+        table_print_legend(t->n_rows, g, noun_one, noun_many);
 }
 
 /* A column of a table of objects: its header, the member it shows, and
@@ -410,6 +420,33 @@ static char *column_cell(const struct column *c, json_t *obj) {
         if (c->format)
                 return c->format(v);
         return v ? format_scalar(c->key, v) : strdup("-");
+}
+
+/* Prints an array of objects as rows of a table (headers when `header`).
+ * Returns 0 or an exit code. */
+static int table_print_page(const struct column *columns, size_t n_columns, json_t *objects,
+                            const struct sessionctl_globals *g, bool header) {
+        struct table t = { .n_columns = n_columns };
+        json_t *obj;
+        size_t i;
+
+        assert(n_columns <= TABLE_MAX_COLUMNS);
+        for (size_t c = 0; c < n_columns; c++)
+                t.headers[c] = columns[c].header;
+        json_array_foreach(objects, i, obj) {
+                char *row[TABLE_MAX_COLUMNS];
+
+                for (size_t c = 0; c < n_columns; c++)
+                        row[c] = column_cell(&columns[c], obj);
+                if (table_add_row(&t, row) < 0) {
+                        table_free(&t);
+                        return error_fail("out of memory");
+                }
+        }
+        table_print_rows(&t, g, header);
+        table_free(&t);
+        fflush(stdout);
+        return 0;
 }
 
 /* Prints an array of objects as a table, a row an object. Returns 0 or an
@@ -919,6 +956,75 @@ static int verb_print_table(struct ctl *ctl, const char *method, json_t *params,
         return table_print_objects(columns, n_columns, objects, ctl->g, noun_one, noun_many);
 }
 
+/* A listing the daemon answers in pages (ListSessions, Audit: `cursor`):
+ * asks page after page, each for the entries still wanted (--limit, else
+ * the daemon's default of 100), and prints each as it comes (the table's
+ * columns are as wide as each page needs); --json gathers them into the
+ * one reply object an unpaged call gives. A daemon without pages answers
+ * everything at once, without a cursor: that is the last page. Steals
+ * params. */
+#define PAGED_DEFAULT_LIMIT 100
+static int verb_print_pages(struct ctl *ctl, const char *method, json_t *params, const char *key,
+                            const struct column *columns, size_t n_columns, const char *noun_one,
+                            const char *noun_many) {
+        _cleanup_json_ json_t *all = json_array();
+        json_t *limit = json_object_get(params, "limit");
+        int64_t wanted = json_is_integer(limit) ? json_integer_value(limit) : PAGED_DEFAULT_LIMIT;
+        size_t total = 0;
+        int r = 0;
+
+        if (!all || json_object_set_new(params, "cursor", json_string("")) < 0) {
+                json_decref(params);
+                return error_fail("out of memory");
+        }
+        for (;;) {
+                _cleanup_json_ json_t *reply = NULL;
+                json_t *objects, *cursor;
+
+                /* Within what every daemon accepts; a page is smaller anyway. */
+                json_object_set_new(params, "limit", json_integer(wanted - (int64_t) total < 100000 ?
+                                                                          wanted - (int64_t) total : 100000));
+                r = ctl_call(ctl, method, json_incref(params), &reply);
+                if (r != 0)
+                        break;
+                objects = reply_member(reply, key, JSON_ARRAY);
+                if (!objects) {
+                        char what[64];
+
+                        snprintf(what, sizeof(what), "no %s array", key);
+                        r = error_reply_shape(method, what);
+                        break;
+                }
+                if (ctl->g->json)
+                        json_array_extend(all, objects);
+                else {
+                        r = table_print_page(columns, n_columns, objects, ctl->g, total == 0);
+                        if (r != 0)
+                                break;
+                }
+                total += json_array_size(objects);
+                cursor = json_object_get(reply, "cursor");
+                if (!json_is_string(cursor) || (int64_t) total >= wanted)
+                        break;
+                json_object_set(params, "cursor", cursor);
+        }
+        json_decref(params);
+        if (r != 0)
+                return r;
+        if (ctl->g->json) {
+                _cleanup_json_ json_t *out = json_pack("{s:O}", key, all);
+
+                if (!out)
+                        return error_fail("out of memory");
+                print_json(out);
+                return 0;
+        }
+        if (total == 0)
+                table_print_page(columns, n_columns, all, ctl->g, true);
+        table_print_legend(total, ctl->g, noun_one, noun_many);
+        return 0;
+}
+
 static int verb_list(struct ctl *ctl, const struct verb_args *a) {
         static const struct column columns[] = {
                 { "ID", "id", NULL },
@@ -935,7 +1041,7 @@ static int verb_list(struct ctl *ctl, const struct verb_args *a) {
         r = verb_args_to_params(a, &params);
         if (r != 0)
                 return r;
-        return verb_print_table(ctl, ADMIN "ListSessions", params, "sessions", columns, ELEMENTSOF(columns),
+        return verb_print_pages(ctl, ADMIN "ListSessions", params, "sessions", columns, ELEMENTSOF(columns),
                                 "session", "sessions");
 }
 
@@ -1375,7 +1481,7 @@ static int verb_audit(struct ctl *ctl, const struct verb_args *a) {
         r = verb_args_to_params(a, &params);
         if (r != 0)
                 return r;
-        return verb_print_table(ctl, ADMIN "Audit", params, "entries", columns, ELEMENTSOF(columns), "entry",
+        return verb_print_pages(ctl, ADMIN "Audit", params, "entries", columns, ELEMENTSOF(columns), "entry",
                                 "entries");
 }
 
@@ -1505,10 +1611,72 @@ static int backup_copy(const char *source, const char *tmp, int64_t *ret_session
         return 0;
 }
 
+static bool same_file(const char *a, const char *b) {
+        struct stat x, y;
+
+        if (strcmp(a, b) == 0)
+                return true;
+        return stat(a, &x) == 0 && stat(b, &y) == 0 && x.st_dev == y.st_dev && x.st_ino == y.st_ino;
+}
+
+/* Which database to copy: the one the daemon on the socket uses (Status
+ * tells it). The local configuration must name the same file, or the
+ * backup is refused: copying another file and saying it worked is what
+ * this guards against. Only when no socket was named (-s, SESSIOND_SOCKET)
+ * and nothing listens on the configured one is the configured database
+ * copied as it is (an offline backup). *ret points into config or *owned. */
+static int backup_source(struct ctl *ctl, const struct sessiond_config *config, const char **ret, char **owned) {
+        const char *env = getenv("SESSIOND_SOCKET");
+        bool named = ctl->g->socket_path || (env && *env);
+        _cleanup_json_ json_t *reply = NULL;
+        json_t *db;
+        int r;
+
+        ctl_resolve_socket(ctl);
+        r = sessiond_client_connect(ctl->socket_path, 0, &ctl->client);
+        if ((r == -ENOENT || r == -ECONNREFUSED) && !named) {
+                if (!config->features.persistence)
+                        return error_fail("features.persistence is off: the daemon keeps its sessions in memory, "
+                                          "there is no database to back up");
+                fprintf(stderr, "sessionctl: sessiond is not running (nothing listens on %s): backing up the "
+                                "configured database %s\n", ctl->socket_path, config->daemon.database_path);
+                *ret = config->daemon.database_path;
+                return 0;
+        }
+        if (r < 0) {
+                ctl->client = NULL;
+                return ctl_connect(ctl); /* says why, as every verb does */
+        }
+        r = ctl_call(ctl, ADMIN "Status", NULL, &reply);
+        if (r != 0)
+                return r;
+        db = json_object_get(reply_member(reply, "status", JSON_OBJECT), "database");
+        if (!db)
+                return error_fail("the daemon on %s does not tell which database it uses (an older sessiond): "
+                                  "stop it and back up its database file, or upgrade it", ctl->socket_path);
+        if (json_is_null(db))
+                return error_fail("the daemon on %s keeps its sessions in memory (features.persistence off): "
+                                  "there is no database to back up", ctl->socket_path);
+        if (!json_is_string(db))
+                return error_reply_shape(ADMIN "Status", "database is not a string");
+        if (config->features.persistence && !same_file(config->daemon.database_path, json_string_value(db)))
+                return error_fail("the daemon on %s uses the database %s, but the configuration%s%s names %s: "
+                                  "nothing was copied. Pass that daemon's configuration with -c, or its socket "
+                                  "with -s.", ctl->socket_path, json_string_value(db),
+                                  ctl->g->config_file ? " " : "", ctl->g->config_file ? ctl->g->config_file : "",
+                                  config->daemon.database_path);
+        *owned = strdup(json_string_value(db));
+        if (!*owned)
+                return error_fail("out of memory");
+        *ret = *owned;
+        return 0;
+}
+
 static int verb_backup(struct ctl *ctl, const struct verb_args *a) {
         const struct sessionctl_globals *g = ctl->g;
-        const char *file = a->positional[0];
+        const char *file = a->positional[0], *source = NULL;
         _cleanup_(sessiond_config_freep) struct sessiond_config *config = NULL;
+        _cleanup_free_ char *source_owned = NULL;
         struct outfile out;
         int64_t sessions = 0, live = 0;
         struct stat st;
@@ -1518,19 +1686,19 @@ static int verb_backup(struct ctl *ctl, const struct verb_args *a) {
                 return error_usage("backup: empty file name");
         if (sessionctl_load_config(g, "sessionctl", "", &config) < 0)
                 return SESSIONCTL_EXIT_FAILURE;
-        if (!config->features.persistence)
-                return error_fail("features.persistence is off: the daemon keeps its sessions in memory, "
-                                  "there is no database to back up");
         if (!a->force && lstat(file, &st) == 0)
                 return error_fail("%s exists; use --force to overwrite it", file);
-        if (stat(config->daemon.database_path, &st) < 0)
-                return error_fail("cannot open database %s: %s", config->daemon.database_path, strerror(errno));
+        r = backup_source(ctl, config, &source, &source_owned);
+        if (r != 0)
+                return r;
+        if (stat(source, &st) < 0)
+                return error_fail("cannot open database %s: %s", source, strerror(errno));
 
         /* The copy holds what the database holds: owner-only, like it, in a
          * fresh temporary file nobody else can swap (outfile.c). */
         if (outfile_begin(&out, "sessionctl backup", file) < 0)
                 return SESSIONCTL_EXIT_FAILURE;
-        r = backup_copy(config->daemon.database_path, out.tmp, &sessions, &live);
+        r = backup_copy(source, out.tmp, &sessions, &live);
         if (r != 0) {
                 outfile_abort(&out);
                 return r;
@@ -1539,13 +1707,13 @@ static int verb_backup(struct ctl *ctl, const struct verb_args *a) {
                 return SESSIONCTL_EXIT_FAILURE;
 
         if (g->json) {
-                json_t *j = json_pack("{s:s, s:s, s:I, s:I}", "file", file, "database", config->daemon.database_path,
+                json_t *j = json_pack("{s:s, s:s, s:I, s:I}", "file", file, "database", source,
                                       "sessions", (json_int_t) sessions, "live", (json_int_t) live);
                 print_json(j);
                 json_decref(j);
         } else
                 printf("Backed up %s to %s: %" PRId64 " session%s (%" PRId64 " not ended).\n",
-                       config->daemon.database_path, file, sessions, sessions == 1 ? "" : "s", live);
+                       source, file, sessions, sessions == 1 ? "" : "s", live);
         return 0;
 }
 

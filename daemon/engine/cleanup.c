@@ -27,28 +27,86 @@
 
 /* ---- the concurrency limit ----------------------------------------------------------------------- */
 
-unsigned cleanup_user_count_live(struct engine *e, uint32_t user, int64_t now) {
-        unsigned n = 0;
+/* The per-user limit in O(1). "Live" depends on now: a session past its end
+ * + expiration_grace is not live, though it stays in memory (and in its
+ * user's list) until cleanup ends it. So:
+ *  - the count of a user's sessions in memory (n_sessions) is exact and
+ *    bounds the live count from above: at or below the limit, as when a
+ *    user creates its 50,000th session under a limit of 100,000, a Create
+ *    looks at nothing else and costs what the first one did;
+ *  - above it, the live count and the victim come from the head of the
+ *    user's list, which is in order of last activity (table.c): sessions
+ *    expired by the idle timeout are a prefix of it, and the first live one
+ *    after them is the least recently active. Sessions expired by the
+ *    lifetime or the absolute cap may sit anywhere, but none can exist
+ *    while now is before min_renewed + session_lifetime (and min_created +
+ *    absolute_timeout) + expiration_grace, lower bounds kept by the table;
+ *    so this step walks only the expired-not-yet-cleaned prefix, in
+ *    practice a few entries;
+ *  - otherwise (a session may have reached its lifetime or absolute cap)
+ *    one walk of the whole list counts and picks, and makes the bounds
+ *    exact again: it repeats only while such a session really awaits its
+ *    cleanup (cleanup_grace), which ends it.
+ * The victim is the first live session in list order other than `keep`:
+ * the least recently active, ties going to the one that reached that
+ * second first (at load, the lower row). */
+static bool user_fixed_ends_ahead(const struct engine *e, const struct user *u, int64_t now) {
+        const struct sessiond_config *c = cfg(e);
+        int64_t grace = c->timeout.expiration_grace;
 
-        for (uint32_t h = e->users[user].head; h != NIL; h = e->sessions[h].user_next)
-                if (table_session_state(e, &e->sessions[h], now, NULL, NULL) != ENGINE_STATE_EXPIRED)
-                        n++;
-        return n;
+        return now < (int64_t)u->min_renewed + c->timeout.session_lifetime + grace &&
+               now < (int64_t)u->min_created + c->timeout.absolute_timeout + grace;
 }
 
-/* The least recently active live session of a user other than `keep`. */
-static uint32_t user_lru(struct engine *e, uint32_t user, uint32_t keep, int64_t now) {
-        uint32_t best = NIL;
+static void user_scan_all(struct engine *e, uint32_t user, uint32_t keep, int64_t now, uint32_t *live,
+                          uint32_t *victim) {
+        struct user *u = &e->users[user];
 
-        for (uint32_t h = e->users[user].head; h != NIL; h = e->sessions[h].user_next) {
+        *live = 0;
+        *victim = NIL;
+        u->min_created = u->min_renewed = UINT32_MAX;
+        for (uint32_t h = u->head; h != NIL; h = e->sessions[h].user_next) {
                 const struct session *s = &e->sessions[h];
-                if (h == keep || table_session_state(e, s, now, NULL, NULL) == ENGINE_STATE_EXPIRED)
+
+                if (s->created_at < u->min_created)
+                        u->min_created = s->created_at;
+                if (s->renewed_at < u->min_renewed)
+                        u->min_renewed = s->renewed_at;
+                if (table_session_state(e, s, now, NULL, NULL) == ENGINE_STATE_EXPIRED)
                         continue;
-                if (best == NIL || s->last_activity < e->sessions[best].last_activity ||
-                    (s->last_activity == e->sessions[best].last_activity && s->rowid < e->sessions[best].rowid))
-                        best = h;
+                (*live)++;
+                if (*victim == NIL && h != keep)
+                        *victim = h;
         }
-        return best;
+}
+
+/* The live sessions of a user and the least recently active of them other
+ * than keep (NIL: none). */
+static void user_scan(struct engine *e, uint32_t user, uint32_t keep, int64_t now, uint32_t *live,
+                      uint32_t *victim) {
+        const struct user *u = &e->users[user];
+        int64_t idle_gone = now - cfg(e)->timeout.idle_timeout - cfg(e)->timeout.expiration_grace;
+        uint32_t expired = 0, h;
+
+        if (!user_fixed_ends_ahead(e, u, now)) {
+                user_scan_all(e, user, keep, now, live, victim);
+                return;
+        }
+        for (h = u->head; h != NIL && (int64_t)e->sessions[h].last_activity <= idle_gone; h = e->sessions[h].user_next)
+                expired++;
+        if (h == keep)
+                h = e->sessions[h].user_next;
+        assert(h == NIL || table_session_state(e, &e->sessions[h], now, NULL, NULL) != ENGINE_STATE_EXPIRED);
+        *victim = h;
+        *live = u->n_sessions - expired;
+}
+
+/* The live sessions of a user (the max_sessions cap of session.c). */
+unsigned cleanup_user_count_live(struct engine *e, uint32_t user, int64_t now) {
+        uint32_t live, victim;
+
+        user_scan(e, user, NIL, now, &live, &victim);
+        return live;
 }
 
 /* Ends least recently active sessions of a user until at most max are live. */
@@ -57,11 +115,12 @@ int cleanup_user_enforce(struct engine *e, int64_t now, uint32_t user, uint32_t 
         size_t allocated = 0;
         int r;
 
-        while (budget > 0 && user_used(e, user) && (int64_t)cleanup_user_count_live(e, user, now) > max) {
-                uint32_t victim = user_lru(e, user, keep, now);
+        while (budget > 0 && user_used(e, user) && (int64_t)e->users[user].n_sessions > max) {
                 char id[TOKEN_ID_STRING_LEN + 1];
+                uint32_t live, victim;
 
-                if (victim == NIL)
+                user_scan(e, user, keep, now, &live, &victim);
+                if ((int64_t)live <= max || victim == NIL)
                         break;
                 r = session_end(e, now, victim, ENGINE_END_EVICTED, now, "evicted", id);
                 if (r < 0)
@@ -169,8 +228,12 @@ uint64_t engine_count_awaiting_cleanup(struct engine *e, int64_t now) {
 }
 
 static bool user_over_limit(struct engine *e, uint32_t u, int64_t now, int64_t max) {
-        return user_used(e, u) && (int64_t)e->users[u].n_sessions > max &&
-               (int64_t)cleanup_user_count_live(e, u, now) > max;
+        uint32_t live, victim;
+
+        if (!user_used(e, u) || (int64_t)e->users[u].n_sessions <= max)
+                return false;
+        user_scan(e, u, NIL, now, &live, &victim);
+        return (int64_t)live > max;
 }
 
 int engine_enforce_user_limit(struct engine *e, int64_t now, unsigned limit, unsigned *ended, bool *more) {

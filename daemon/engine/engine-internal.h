@@ -54,7 +54,7 @@ enum {
 
 enum { FP_USER_AGENT, FP_IP, FP_LANGUAGE, FP_ENCODING, _FP_MAX };
 
-/* 64 bytes. The public id is not stored: it is derived from created_at and
+/* 72 bytes. The public id is not stored: it is derived from created_at and
  * rowid (token_id_derive). Fingerprints keep a prefix of their keyed hash:
  * 32 bits for the user agent (a change refuses the validation), 16 bits for
  * the others (a change is only recorded). */
@@ -62,7 +62,8 @@ struct session {
         uint8_t key[16]; /* first half of the keyed token hash */
         int64_t rowid;
         uint32_t user;      /* users[] handle */
-        uint32_t user_next; /* next session of the user; free list link when unused */
+        uint32_t user_next; /* next session of the user (more recently active); free list link when unused */
+        uint32_t user_prev; /* previous session of the user (less recently active), NIL: the first */
         uint32_t platform;  /* platforms[] handle + 1, 0: none */
         uint32_t created_at;
         uint32_t last_activity;
@@ -81,9 +82,12 @@ struct user_sec {
         uint32_t fail_count;
 };
 
-/* 40 bytes. Names shorter than USER_INLINE live in the entry itself (most
+/* 56 bytes. Names shorter than USER_INLINE live in the entry itself (most
  * user ids are short: no allocation, no pointer); longer ones are
- * allocated, marked by the last byte. An unused entry has an empty name. */
+ * allocated, marked by the last byte. An unused entry has an empty name.
+ * The user's sessions are a list in order of last activity, least recent
+ * first (table.c); min_created and min_renewed are lower bounds of its
+ * sessions' created_at and renewed_at (cleanup.c: the concurrency limit). */
 #define USER_INLINE 24
 struct user {
         union {
@@ -95,9 +99,11 @@ struct user {
                 } ext;
         } name;
         uint32_t hash;
-        uint32_t head; /* first session, NIL: none; next free entry when unused */
+        uint32_t head; /* least recently active session, NIL: none; next free entry when unused */
+        uint32_t tail; /* most recently active session, NIL: none */
         uint32_t n_sessions;
         uint32_t sec; /* secs[] index + 1, 0: none */
+        uint32_t min_created, min_renewed;
 };
 
 struct sec_entry {
@@ -188,6 +194,7 @@ struct engine {
         uint32_t limit_cursor;
 
         struct load_batch *loading; /* while the store loads */
+        bool users_unsorted;        /* while the store loads: sessions appended, sorted at the end */
 
         struct engine_counters counters;
         bool at_max_sessions; /* a Create was refused at daemon.max_sessions (logged once) */
@@ -274,6 +281,8 @@ int table_session_add_hashed(struct engine *e, const struct store_session *row, 
                              uint32_t *ret);
 int table_session_add(struct engine *e, const struct store_session *row, uint32_t *ret);
 void table_session_remove(struct engine *e, uint32_t h);
+void table_session_activity_moved(struct engine *e, uint32_t h);
+void table_users_sort(struct engine *e);
 int64_t table_session_end_time(const struct engine *e, const struct session *s, enum engine_end_reason *why);
 enum engine_state table_session_state(const struct engine *e, const struct session *s, int64_t now,
                                       int64_t *end, enum engine_end_reason *why);

@@ -275,12 +275,14 @@ static int open_store(struct engine *e) {
         if (created)
                 log_info("Created key file %s/%s.", dir, TOKEN_KEY_FILE);
         e->loading = calloc(1, sizeof *e->loading); /* NULL: rows one by one */
+        e->users_unsorted = true; /* the users' lists are sorted once, at the end */
         r = store_open(&o, &e->store);
         if (r >= 0) {
                 r = load_flush(e); /* the last rows */
                 if (r < 0)
                         log_error_errno(r, "Database %s: loading the sessions failed: %m", o.path);
         }
+        table_users_sort(e);
         free(e->loading);
         e->loading = NULL;
         return r;

@@ -120,57 +120,97 @@ int engine_destroy(struct engine *e, int64_t now, const char *token, struct engi
         return session_end(e, now, h, ENGINE_END_DESTROYED, now, "ended", NULL);
 }
 
-static int end_user_sessions(struct engine *e, int64_t now, const char *user_id, uint32_t except,
-                             enum engine_end_reason reason, unsigned *count) {
-        uint32_t user = table_user_find(e, user_id), h, next;
-        int r;
+/* Bulk ends. A user may hold tens of thousands of sessions, and each end
+ * costs 10 to 30 us of SQLite: DestroyUser and TerminateUser end them in
+ * steps bounded by a deadline (the daemon's bulk.c drives the steps, one
+ * unit of work each, the loop serving others in between). A step walks the
+ * user's list from its head again, so that nothing that moved meanwhile is
+ * missed; what it skips (expired sessions, which cleanup ends, the
+ * excepted one, and those created after the call) is all it walks twice.
+ * Sessions created after the call began (created_at > created_by; a
+ * rotation keeps created_at, so a rotated session is still ended) are left
+ * alone, so that a user creating sessions cannot keep the call going for
+ * ever. */
+#define BULK_CLOCK_ENDED 4 /* the clock is read every few sessions ended */
 
-        *count = 0;
+int engine_end_user_step(struct engine *e, int64_t now, const char *user_id, int64_t created_by,
+                         int64_t except_rowid, enum engine_end_reason reason, uint64_t deadline_ns,
+                         unsigned *ended, bool *more) {
+        uint32_t user = table_user_find(e, user_id), h, next;
+        int r = 0;
+
+        *ended = 0;
+        *more = false;
         if (user == NIL)
                 return 0;
         /* Hold the user: ending its last session would free it mid-walk. */
         e->users[user].n_sessions++;
         for (h = e->users[user].head; h != NIL; h = next) {
-                next = e->sessions[h].user_next;
-                if (h == except || table_session_state(e, &e->sessions[h], now, NULL, NULL) == ENGINE_STATE_EXPIRED)
+                const struct session *s = &e->sessions[h];
+
+                next = s->user_next;
+                if (s->rowid == except_rowid || (int64_t)s->created_at > created_by ||
+                    table_session_state(e, s, now, NULL, NULL) == ENGINE_STATE_EXPIRED)
                         continue;
-                r = session_end(e, now, h, reason, now, "ended", NULL);
-                if (r < 0) {
-                        e->users[user].n_sessions--;
-                        table_user_maybe_free(e, user);
-                        return r;
+                if (*ended > 0 && *ended % BULK_CLOCK_ENDED == 0 && deadline_ns && uv_hrtime() >= deadline_ns) {
+                        *more = true;
+                        break;
                 }
-                (*count)++;
+                r = session_end(e, now, h, reason, now, "ended", NULL);
+                if (r < 0)
+                        break;
+                (*ended)++;
         }
         e->users[user].n_sessions--;
         table_user_maybe_free(e, user);
+        return r;
+}
+
+int engine_destroy_user_check(struct engine *e, int64_t now, const char *user_id, const char *except_token,
+                              int64_t *except_rowid, struct engine_error *err) {
+        uint32_t except;
+        const char *why;
+        int r;
+
+        *except_rowid = 0;
+        if ((why = session_check_name(user_id, ENGINE_USER_ID_MAX)))
+                return session_invalid(err, "user_id", why);
+        if (!except_token)
+                return 0;
+        r = session_lookup_live(e, now, except_token, false, &except, NULL, err);
+        if (r < 0) {
+                if (r == -EINVAL)
+                        err->field = "except_token";
+                return r;
+        }
+        if (strcmp(user_name(e, S(e, except)->user), user_id) != 0)
+                return session_invalid(err, "except_token", "belongs to another user");
+        *except_rowid = S(e, except)->rowid;
         return 0;
 }
 
 int engine_destroy_user(struct engine *e, int64_t now, const char *user_id, const char *except_token,
                         unsigned *count, struct engine_error *err) {
-        uint32_t except = NIL;
-        const char *why;
+        int64_t except;
+        bool more;
         int r;
 
         *count = 0;
-        if ((why = session_check_name(user_id, ENGINE_USER_ID_MAX)))
-                return session_invalid(err, "user_id", why);
-        if (except_token) {
-                r = session_lookup_live(e, now, except_token, false, &except, NULL, err);
-                if (r < 0) {
-                        if (r == -EINVAL)
-                                err->field = "except_token";
-                        return r;
-                }
-                if (strcmp(user_name(e, S(e, except)->user), user_id) != 0)
-                        return session_invalid(err, "except_token", "belongs to another user");
-        }
-        return end_user_sessions(e, now, user_id, except, ENGINE_END_DESTROYED, count);
+        r = engine_destroy_user_check(e, now, user_id, except_token, &except, err);
+        if (r < 0)
+                return r;
+        return engine_end_user_step(e, now, user_id, now, except, ENGINE_END_DESTROYED, 0, count, &more);
 }
 
 /* ---- listings -------------------------------------------------------------------------------------------- */
 
+/* Pages. A listing goes in row order, so a page ends at a row and the
+ * next begins after it: a session is listed at most once however the
+ * table changes between pages, and one that exists throughout is listed
+ * exactly once. A page also stops after examining scan_max rows (the ended
+ * ones a live listing skips, expired ones), so that its time is bounded
+ * whatever the table holds; it may then be short, even empty, with more to
+ * come. */
 struct list_ctx {
         struct engine *e;
         int64_t now;
@@ -178,6 +218,9 @@ struct list_ctx {
         unsigned limit, n;
         engine_info_fn cb;
         void *userdata;
+        unsigned scanned, scan_max; /* scan_max 0: no bound */
+        int64_t last;               /* the last row examined */
+        bool stopped;               /* by the limit or scan_max: more may follow */
 };
 
 static int list_row_cb(const struct store_session *row, void *userdata) {
@@ -186,8 +229,12 @@ static int list_row_cb(const struct store_session *row, void *userdata) {
         uint32_t h;
         int r;
 
-        if (x->n >= x->limit)
+        if (x->n >= x->limit || (x->scan_max && x->scanned >= x->scan_max)) {
+                x->stopped = true;
                 return 1;
+        }
+        x->scanned++;
+        x->last = row->rowid;
         if (row->ended_at == 0) {
                 h = session_find_key(x->e, row->token_hash);
                 if (h == NIL)
@@ -242,7 +289,7 @@ static int user_list_ended_cb(const struct store_session *row, void *userdata) {
         return r != 0 ? r : list_row_cb(row, u->x);
 }
 
-static int list_user(struct engine *e, struct list_ctx *x, const char *user_id) {
+static int list_user(struct engine *e, struct list_ctx *x, const char *user_id, int64_t after) {
         struct user_list u = {x, NULL, 0, 0};
         uint32_t user = table_user_find(e, user_id);
         int r = 0;
@@ -252,35 +299,52 @@ static int list_user(struct engine *e, struct list_ctx *x, const char *user_id) 
                 if (!u.live)
                         return -ENOMEM;
                 for (uint32_t h = e->users[user].head; h != NIL; h = e->sessions[h].user_next)
-                        u.live[u.n_live++] = e->sessions[h].rowid;
-                assert(u.n_live == e->users[user].n_sessions);
+                        if (e->sessions[h].rowid > after)
+                                u.live[u.n_live++] = e->sessions[h].rowid;
+                assert(u.n_live <= e->users[user].n_sessions);
                 qsort(u.live, u.n_live, sizeof *u.live, rowid_cmp);
         }
         if (x->include_ended)
-                r = store_sessions_ended_of_user(e->store, user_id, user_list_ended_cb, &u);
+                r = store_sessions_ended_of_user_after(e->store, user_id, after, user_list_ended_cb, &u);
         if (r == 0)
                 r = user_list_live(&u, INT64_MAX);
         free(u.live);
         return r;
 }
 
-int engine_list_sessions(struct engine *e, int64_t now, const char *user_id, bool include_ended, unsigned limit,
-                         engine_info_fn cb, void *userdata) {
-        struct list_ctx x = {e, now, include_ended, limit, 0, cb, userdata};
-        struct store_filter f = {.live_only = !include_ended};
+int engine_list_sessions_page(struct engine *e, int64_t now, const char *user_id, bool include_ended,
+                              unsigned limit, struct engine_page *page, engine_info_fn cb, void *userdata) {
+        struct list_ctx x = {e, now, include_ended, limit, 0, cb, userdata, 0, page ? page->scan_max : 0, 0, false};
+        int64_t after = page ? page->after : 0;
+        struct store_filter f = {.live_only = !include_ended, .after_rowid = after};
         int r;
 
+        if (page) {
+                page->next = after;
+                page->more = false;
+        }
         if (limit == 0)
                 return 0;
         if (user_id)
-                r = list_user(e, &x, user_id);
+                r = list_user(e, &x, user_id, after);
         else
                 r = store_sessions_each(e->store, &f, list_row_cb, &x);
-        return r < 0 ? txn_storage_errno(r) : 0;
+        if (r < 0)
+                return txn_storage_errno(r);
+        if (page && x.stopped) {
+                page->next = x.last > after ? x.last : after;
+                page->more = true;
+        }
+        return 0;
+}
+
+int engine_list_sessions(struct engine *e, int64_t now, const char *user_id, bool include_ended, unsigned limit,
+                         engine_info_fn cb, void *userdata) {
+        return engine_list_sessions_page(e, now, user_id, include_ended, limit, NULL, cb, userdata);
 }
 
 int engine_session_by_id(struct engine *e, int64_t now, const char *id, engine_info_fn cb, void *userdata) {
-        struct list_ctx x = {e, now, true, 1, 0, cb, userdata};
+        struct list_ctx x = {e, now, true, 1, 0, cb, userdata, 0, 0, 0, false};
         int r;
 
         r = store_session_by_id(e->store, id, list_row_cb, &x);
@@ -289,15 +353,24 @@ int engine_session_by_id(struct engine *e, int64_t now, const char *id, engine_i
         return r < 0 ? txn_storage_errno(r) : 0;
 }
 
-int engine_list_user(struct engine *e, int64_t now, const char *user_id, engine_info_fn cb, void *userdata,
-                     struct engine_error *err) {
+int engine_list_user_page(struct engine *e, int64_t now, const char *user_id, unsigned limit,
+                          struct engine_page *page, engine_info_fn cb, void *userdata, struct engine_error *err) {
         const char *why;
 
+        if (page) {
+                page->next = page->after;
+                page->more = false;
+        }
         if ((why = session_check_name(user_id, ENGINE_USER_ID_MAX)))
                 return session_invalid(err, "user_id", why);
         if (table_user_find(e, user_id) == NIL)
                 return 0;
-        return engine_list_sessions(e, now, user_id, false, UINT_MAX, cb, userdata);
+        return engine_list_sessions_page(e, now, user_id, false, limit, page, cb, userdata);
+}
+
+int engine_list_user(struct engine *e, int64_t now, const char *user_id, engine_info_fn cb, void *userdata,
+                     struct engine_error *err) {
+        return engine_list_user_page(e, now, user_id, UINT_MAX, NULL, cb, userdata, err);
 }
 
 /* ---- watch support ------------------------------------------------------------------------------------------ */
@@ -358,7 +431,8 @@ int engine_terminate(struct engine *e, int64_t now, const char *id) {
 }
 
 int engine_terminate_user(struct engine *e, int64_t now, const char *user_id, unsigned *count) {
-        int r = end_user_sessions(e, now, user_id, NIL, ENGINE_END_TERMINATED, count);
+        bool more;
+        int r = engine_end_user_step(e, now, user_id, now, 0, ENGINE_END_TERMINATED, 0, count, &more);
 
         if (r >= 0 && *count > 0)
                 log_info("%u sessions of user %s terminated by an operator.", *count, user_id);

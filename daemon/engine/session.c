@@ -353,8 +353,10 @@ static void session_touch(struct engine *e, uint32_t h, int64_t now) {
                 granularity = 1;
         if (granularity > 60)
                 granularity = 60;
-        if (t32(now) > s->last_activity)
+        if (t32(now) > s->last_activity) {
                 s->last_activity = t32(now);
+                table_session_activity_moved(e, h);
+        }
         if (!(s->flags & S_DIRTY) && (int64_t)s->last_activity >= (int64_t)s->persisted_activity + granularity &&
             GROW(e->dirty, e->dirty_allocated, e->n_dirty + 1) == 0) {
                 s->flags |= S_DIRTY;
@@ -529,8 +531,10 @@ int engine_extend(struct engine *e, int64_t now, const char *token, struct engin
         if (r < 0)
                 return txn_fail(e, r);
         s->renewed_at = t32(now);
-        if (t32(now) > s->last_activity)
+        if (t32(now) > s->last_activity) {
                 s->last_activity = t32(now);
+                table_session_activity_moved(e, h);
+        }
         s->persisted_activity = s->last_activity;
         table_info_fill(e, h, now, ret);
         table_session_id(e, s, id);

@@ -9,10 +9,16 @@
  * fingerprints short prefixes of their keyed hashes, users and platforms
  * interned handles, the public id derived from the row number when needed;
  * ip and user agent texts stay in the store. Users are interned (one copy
- * of each name, short ones inside the 40-byte entry) and link their
- * sessions in a list, which is what the concurrency limit and ListUser
- * walk. A million sessions of a million users take about 140 MiB of
- * resident memory with SQLite's caches.
+ * of each name, short ones inside the 56-byte entry) and link their
+ * sessions in a doubly linked list kept in order of last activity, least
+ * recent first: a new session goes at the end, a touch that moves
+ * last_activity moves the session to the end, an end unlinks it, all in
+ * O(1) (only a wall clock set back makes an insertion walk back from the
+ * end to its place). The concurrency limit thus finds the least recently
+ * active session at the head (cleanup.c), and ListUser walks the list.
+ * Loading appends in row order and sorts each user's list once at the end
+ * (by last activity, then row). A million sessions of a million users
+ * take about 150 MiB of resident memory with SQLite's caches.
  *
  * Expiry is computed, not stored: the end of a session is the earliest of
  * last_activity + idle_timeout, renewed_at + session_lifetime and
@@ -206,7 +212,8 @@ static int user_get_hashed(struct engine *e, const char *name, uint32_t hash, ui
         } else
                 memcpy(u->name.inl, name, len + 1);
         u->hash = hash;
-        u->head = NIL;
+        u->head = u->tail = NIL;
+        u->min_created = u->min_renewed = UINT32_MAX;
         e->n_users++;
         *ret = h;
         return 0;
@@ -294,6 +301,103 @@ void table_platform_put(struct engine *e, uint32_t ref) {
 
 /* ---- sessions in memory -------------------------------------------------------- */
 
+/* ---- a user's sessions in order of activity ------------------------------------- */
+
+static void user_list_unlink(struct engine *e, uint32_t h) {
+        struct session *s = &e->sessions[h];
+        struct user *u = &e->users[s->user];
+
+        if (s->user_prev != NIL)
+                e->sessions[s->user_prev].user_next = s->user_next;
+        else
+                u->head = s->user_next;
+        if (s->user_next != NIL)
+                e->sessions[s->user_next].user_prev = s->user_prev;
+        else
+                u->tail = s->user_prev;
+        s->user_next = s->user_prev = NIL;
+}
+
+/* Links h after the last session at most as recently active: the end of
+ * the list unless the clock was set back. While loading: the end. */
+static void user_list_insert(struct engine *e, uint32_t h) {
+        struct session *s = &e->sessions[h];
+        struct user *u = &e->users[s->user];
+        uint32_t after = u->tail;
+
+        while (!e->users_unsorted && after != NIL && e->sessions[after].last_activity > s->last_activity)
+                after = e->sessions[after].user_prev;
+        s->user_prev = after;
+        s->user_next = after != NIL ? e->sessions[after].user_next : u->head;
+        if (after != NIL)
+                e->sessions[after].user_next = h;
+        else
+                u->head = h;
+        if (s->user_next != NIL)
+                e->sessions[s->user_next].user_prev = h;
+        else
+                u->tail = h;
+}
+
+/* h's last_activity moved forward: it goes to its new place (the end). */
+void table_session_activity_moved(struct engine *e, uint32_t h) {
+        struct session *s = S(e, h);
+
+        if (s->user_next == NIL || e->users_unsorted)
+                return;
+        user_list_unlink(e, h);
+        user_list_insert(e, h);
+}
+
+static bool session_before(const struct engine *e, uint32_t a, uint32_t b) {
+        const struct session *x = &e->sessions[a], *y = &e->sessions[b];
+
+        return x->last_activity < y->last_activity || (x->last_activity == y->last_activity && x->rowid < y->rowid);
+}
+
+static uint32_t list_merge(struct engine *e, uint32_t a, uint32_t b) {
+        uint32_t head = NIL, *p = &head;
+
+        while (a != NIL && b != NIL) {
+                uint32_t *from = session_before(e, b, a) ? &b : &a;
+
+                *p = *from;
+                p = &e->sessions[*from].user_next;
+                *from = *p;
+        }
+        *p = a != NIL ? a : b;
+        return head;
+}
+
+/* Merge sort of a NIL-terminated list of n sessions linked by user_next. */
+static uint32_t list_sort(struct engine *e, uint32_t head, uint32_t n) {
+        uint32_t *p = &head, mid;
+
+        if (n <= 1)
+                return head;
+        for (uint32_t i = 0; i < n / 2; i++)
+                p = &e->sessions[*p].user_next;
+        mid = *p;
+        *p = NIL;
+        return list_merge(e, list_sort(e, head, n / 2), list_sort(e, mid, n - n / 2));
+}
+
+/* After loading: each user's list in order of activity (then row). */
+void table_users_sort(struct engine *e) {
+        e->users_unsorted = false;
+        for (uint32_t u = 0; u < e->users_used; u++) {
+                struct user *x = &e->users[u];
+                uint32_t prev = NIL;
+
+                if (!user_used(e, u) || x->n_sessions < 2)
+                        continue;
+                x->head = list_sort(e, x->head, x->n_sessions);
+                for (uint32_t h = x->head; h != NIL; prev = h, h = e->sessions[h].user_next)
+                        e->sessions[h].user_prev = prev;
+                x->tail = prev;
+        }
+}
+
 
 void table_session_id(const struct engine *e, const struct session *s, char out[TOKEN_ID_STRING_LEN + 1]) {
         uint8_t id[TOKEN_ID_BYTES];
@@ -364,9 +468,12 @@ int table_session_add_hashed(struct engine *e, const struct store_session *row, 
                 e->sessions_free = next_free;
         else
                 e->sessions_used++;
-        s->user_next = e->users[user].head;
-        e->users[user].head = h;
+        user_list_insert(e, h);
         e->users[user].n_sessions++;
+        if (s->created_at < e->users[user].min_created)
+                e->users[user].min_created = s->created_at;
+        if (s->renewed_at < e->users[user].min_renewed)
+                e->users[user].min_renewed = s->renewed_at;
         e->n_sessions++;
         *ret = h;
         return 0;
@@ -379,15 +486,12 @@ int table_session_add(struct engine *e, const struct store_session *row, uint32_
 void table_session_remove(struct engine *e, uint32_t h) {
         struct session *s = S(e, h);
         struct user *u = &e->users[s->user];
-        uint32_t *p;
 
         hindex_remove(&e->by_key, key_hash(s->key), h);
-        for (p = &u->head; *p != NIL; p = &e->sessions[*p].user_next)
-                if (*p == h) {
-                        *p = s->user_next;
-                        break;
-                }
-        u->n_sessions--;
+        user_list_unlink(e, h);
+        assert(u->n_sessions > 0);
+        if (--u->n_sessions == 0)
+                u->min_created = u->min_renewed = UINT32_MAX;
         table_platform_put(e, s->platform);
         table_user_maybe_free(e, s->user);
         sodium_memzero(s->key, sizeof s->key);

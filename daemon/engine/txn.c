@@ -65,6 +65,7 @@ static int reload_cb(const struct store_session *row, void *userdata) {
         if (last > e->sessions[h].last_activity) {
                 /* Keep the newer touch; it goes to the store with the next flush. */
                 e->sessions[h].last_activity = last;
+                table_session_activity_moved(e, h);
                 if (GROW(e->dirty, e->dirty_allocated, e->n_dirty + 1) == 0) {
                         e->sessions[h].flags |= S_DIRTY;
                         e->dirty[e->n_dirty++] = h;

@@ -189,10 +189,11 @@ static const char *const stmt_sql[_STMT_MAX] = {
         [STMT_SESSION_BY_HASH] =
                 "SELECT " SESSION_COLUMNS " FROM sessions WHERE token_hash = ?1 AND ended_at IS NOT NULL",
         [STMT_SESSION_BY_ID] = "SELECT " SESSION_COLUMNS " FROM sessions WHERE id = ?1",
-        [STMT_SESSIONS_ALL] = "SELECT " SESSION_COLUMNS " FROM sessions ORDER BY row",
-        [STMT_SESSIONS_LIVE] = "SELECT " SESSION_COLUMNS " FROM sessions WHERE ended_at IS NULL ORDER BY row",
-        [STMT_SESSIONS_USER_ENDED] =
-                "SELECT " SESSION_COLUMNS " FROM sessions WHERE user_id = ?1 AND ended_at IS NOT NULL ORDER BY row",
+        [STMT_SESSIONS_ALL] = "SELECT " SESSION_COLUMNS " FROM sessions WHERE row > ?1 ORDER BY row",
+        [STMT_SESSIONS_LIVE] =
+                "SELECT " SESSION_COLUMNS " FROM sessions WHERE ended_at IS NULL AND row > ?1 ORDER BY row",
+        [STMT_SESSIONS_USER_ENDED] = "SELECT " SESSION_COLUMNS
+                                     " FROM sessions WHERE user_id = ?1 AND ended_at IS NOT NULL AND row > ?2 ORDER BY row",
         [STMT_AUDIT_INSERT] =
                 "INSERT INTO audit (time, kind, user_id, session_id, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
         [STMT_PURGE_SESSIONS] =
@@ -1979,6 +1980,7 @@ int store_session_by_id(struct store *s, const char *id, store_session_fn cb, vo
 static int sessions_each_locked(struct store *s, const struct store_filter *f, store_session_fn cb, void *userdata) {
         sqlite3_stmt *st = store_stmt(s, f->live_only ? STMT_SESSIONS_LIVE : STMT_SESSIONS_ALL);
 
+        sqlite3_bind_int64(st, 1, f->after_rowid);
         return stmt_each(s, st, f->light, cb, userdata, false);
 }
 
@@ -1991,20 +1993,27 @@ int store_sessions_each(struct store *s, const struct store_filter *f, store_ses
         return r;
 }
 
-static int sessions_ended_of_user_locked(struct store *s, const char *user_id, store_session_fn cb, void *userdata) {
+static int sessions_ended_of_user_locked(struct store *s, const char *user_id, int64_t after_rowid,
+                                         store_session_fn cb, void *userdata) {
         sqlite3_stmt *st = store_stmt(s, STMT_SESSIONS_USER_ENDED);
 
         sqlite3_bind_text(st, 1, user_id, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 2, after_rowid);
         return stmt_each(s, st, false, cb, userdata, false);
 }
 
-int store_sessions_ended_of_user(struct store *s, const char *user_id, store_session_fn cb, void *userdata) {
+int store_sessions_ended_of_user_after(struct store *s, const char *user_id, int64_t after_rowid,
+                                       store_session_fn cb, void *userdata) {
         int r = store_enter(s);
 
         if (r >= 0)
-                r = sessions_ended_of_user_locked(s, user_id, cb, userdata);
+                r = sessions_ended_of_user_locked(s, user_id, after_rowid, cb, userdata);
         store_leave(s);
         return r;
+}
+
+int store_sessions_ended_of_user(struct store *s, const char *user_id, store_session_fn cb, void *userdata) {
+        return store_sessions_ended_of_user_after(s, user_id, 0, cb, userdata);
 }
 
 /* ---- audit ---------------------------------------------------------------- */
@@ -2149,15 +2158,25 @@ static int query_prepare(struct store *s, const char *sql, sqlite3_stmt **ret) {
         return rc == SQLITE_OK ? 0 : store_fail(s, rc, "preparing a query");
 }
 
-static int audit_each_locked(struct store *s, const struct store_audit_filter *f, store_audit_fn cb, void *userdata) {
+/* One query of the audit. part: AUDIT_ALL the filter as it is (newest
+ * first, or oldest first from the start); for a page after (a, b), oldest
+ * first, AUDIT_SAME_TIME the rows at time a after id b, then AUDIT_LATER
+ * those after time a: two index seeks, where one condition on (time, id)
+ * would step over every row of second a (a burst writes thousands). */
+enum { AUDIT_ALL, AUDIT_SAME_TIME, AUDIT_LATER };
+
+static int audit_query(struct store *s, const struct store_audit_filter *f, int part, unsigned limit,
+                       store_audit_fn cb, void *userdata, unsigned *n) {
+        static const char *const conditions[] = {
+                [AUDIT_ALL] = "", [AUDIT_SAME_TIME] = " AND time = ? AND id > ?", [AUDIT_LATER] = " AND time > ?"};
         char sql[320];
         sqlite3_stmt *st = NULL;
         int rc, r, i = 1;
 
-        snprintf(sql, sizeof sql,
-                 "SELECT id, time, kind, user_id, session_id, detail FROM audit WHERE time >= ?%s%s "
-                 "ORDER BY time DESC, id DESC LIMIT ?",
-                 f->user_id ? " AND user_id = ?" : "", f->kind ? " AND kind = ?" : "");
+        snprintf(sql, sizeof sql, "SELECT %s FROM audit WHERE time >= ?%s%s%s ORDER BY %s LIMIT ? OFFSET ?",
+                 f->keys_only ? "id, time, NULL, NULL, NULL, NULL" : "id, time, kind, user_id, session_id, detail",
+                 f->user_id ? " AND user_id = ?" : "", f->kind ? " AND kind = ?" : "", conditions[part],
+                 f->ascending ? "time, id" : "time DESC, id DESC");
         r = query_prepare(s, sql, &st);
         if (r < 0)
                 return r;
@@ -2166,7 +2185,12 @@ static int audit_each_locked(struct store *s, const struct store_audit_filter *f
                 sqlite3_bind_text(st, i++, f->user_id, -1, SQLITE_STATIC);
         if (f->kind)
                 sqlite3_bind_text(st, i++, f->kind, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(st, i, f->limit);
+        if (part != AUDIT_ALL)
+                sqlite3_bind_int64(st, i++, f->after_time);
+        if (part == AUDIT_SAME_TIME)
+                sqlite3_bind_int64(st, i++, f->after_id);
+        sqlite3_bind_int64(st, i++, limit);
+        sqlite3_bind_int64(st, i, f->offset);
         r = 0;
         while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
                 struct store_audit_row row = {
@@ -2179,6 +2203,7 @@ static int audit_each_locked(struct store *s, const struct store_audit_filter *f
                 };
                 if (!row.kind)
                         row.kind = "";
+                (*n)++;
                 r = cb(&row, userdata);
                 if (r != 0)
                         break;
@@ -2186,6 +2211,18 @@ static int audit_each_locked(struct store *s, const struct store_audit_filter *f
         if (r == 0 && rc != SQLITE_DONE)
                 r = store_fail(s, rc, "reading audit rows");
         sqlite3_finalize(st);
+        return r;
+}
+
+static int audit_each_locked(struct store *s, const struct store_audit_filter *f, store_audit_fn cb, void *userdata) {
+        unsigned n = 0;
+        int r;
+
+        if (!f->ascending)
+                return audit_query(s, f, AUDIT_ALL, f->limit, cb, userdata, &n);
+        r = audit_query(s, f, AUDIT_SAME_TIME, f->limit, cb, userdata, &n);
+        if (r == 0 && n < f->limit)
+                r = audit_query(s, f, AUDIT_LATER, f->limit - n, cb, userdata, &n);
         return r;
 }
 

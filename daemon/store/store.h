@@ -168,6 +168,7 @@ int store_session_by_id(struct store *s, const char *id, store_session_fn cb, vo
 struct store_filter {
         bool live_only; /* only rows with ended_at NULL */
         bool light;     /* skip ip and user_agent (loading at start) */
+        int64_t after_rowid; /* only rows after this one (pages of a listing); 0: all */
 };
 /* Iterates over sessions in rowid order. Returns 0, or the callback's
  * positive stop value, or a negative errno. */
@@ -175,6 +176,9 @@ int store_sessions_each(struct store *s, const struct store_filter *f, store_ses
 /* The ended sessions of one user in rowid order (its live ones are in the
  * engine's memory); returns like store_sessions_each(). */
 int store_sessions_ended_of_user(struct store *s, const char *user_id, store_session_fn cb, void *userdata);
+/* The same, rows after after_rowid only. */
+int store_sessions_ended_of_user_after(struct store *s, const char *user_id, int64_t after_rowid,
+                                       store_session_fn cb, void *userdata);
 
 /* ---- audit ---------------------------------------------------------------- */
 
@@ -243,6 +247,11 @@ struct store_audit_filter {
         const char *kind;    /* NULL: all */
         int64_t since;       /* rows with time >= since */
         unsigned limit;
+        unsigned offset;     /* skip the first `offset` rows of the order */
+        /* Pages: oldest first, rows after (after_time, after_id) only. */
+        bool ascending;
+        int64_t after_time, after_id;
+        bool keys_only; /* id and time only (the index covers them without filters) */
 };
 /* The newest `limit` rows matching, newest first. A callback's non-zero
  * return stops and is returned. */

@@ -1,0 +1,178 @@
+"""Big replies in pages (issue 15): ListSessions, ListUser and Audit with a
+`cursor` answer one page at a time; a paged listing returns every session
+that lives throughout exactly once (and none twice) while other clients
+create and end sessions between the pages; sessionctl list and audit page
+through transparently.
+"""
+
+import json
+import threading
+
+from harness import Daemon, VarlinkError, run_tests
+
+S = "io.sessiond.Session."
+A = "io.sessiond.Admin."
+
+SETTINGS = {
+    "debug_mode": False,
+    "timeout.session_lifetime": 86400,
+    "timeout.idle_timeout": 86400,
+    "timeout.absolute_timeout": 604800,
+    "security.max_concurrent_per_user": 100000,
+    "security.suspicious_activity_threshold": 1000000,
+    "cleanup.interval": 3600,
+    "cleanup.batch_interval": 7200,
+    "cleanup.deep_interval": 86400,
+}
+
+
+def create_many(d, users, n, chunk=500):
+    """n sessions spread over users, pipelined; returns (token, id) pairs."""
+    out = []
+    with d.connect(timeout=60) as c:
+        while len(out) < n:
+            k = min(chunk, n - len(out))
+            for i in range(k):
+                c.send(S + "Create", {"user_id": users[(len(out) + i) % len(users)]})
+            for _ in range(k):
+                m = c.recv()
+                assert "error" not in m, m
+                out.append((m["parameters"]["token"], m["parameters"]["session"]["id"]))
+    return out
+
+
+class Churn:
+    """Creates sessions and destroys them again, for users, until stopped."""
+
+    def __init__(self, d, users):
+        self.d, self.users, self.stop, self.rounds = d, users, threading.Event(), 0
+        self.t = threading.Thread(target=self.run)
+        self.t.start()
+
+    def run(self):
+        with self.d.connect() as c:
+            while not self.stop.is_set():
+                made = []
+                for u in self.users:
+                    made.append(c.call(S + "Create", {"user_id": u})["token"])
+                for tok in made[::2]:
+                    c.call(S + "Destroy", {"token": tok})
+                self.rounds += 1
+
+    def done(self):
+        self.stop.set()
+        self.t.join()
+        return self.rounds
+
+
+def page_through(c, method, params, key):
+    seen, pages = [], 0
+    params = dict(params, cursor="")
+    while True:
+        r = c.call(method, params)
+        seen.extend(r[key])
+        pages += 1
+        if "cursor" not in r:
+            return seen, pages
+        params["cursor"] = r["cursor"]
+
+
+def test_list_sessions_pages_exactly_once():
+    with Daemon(SETTINGS) as d:
+        stable = create_many(d, ["u%d" % i for i in range(10)], 3000)
+        churn = Churn(d, ["u1", "u2", "churner"])
+        try:
+            with d.connect() as c:
+                for include_ended in (False, True):
+                    seen, pages = page_through(c, A + "ListSessions",
+                                               {"limit": 100, "include_ended": include_ended}, "sessions")
+                    ids = [s["id"] for s in seen]
+                    assert len(ids) == len(set(ids)), "a session listed twice"
+                    missing = {i for _, i in stable} - set(ids)
+                    assert not missing, "%d stable sessions missing" % len(missing)
+                    assert pages >= 30, pages
+                    if not include_ended:
+                        assert all(s["state"] in ("active", "grace") for s in seen)
+                # One user's, with ended ones merged in.
+                seen, _ = page_through(c, A + "ListSessions", {"user_id": "u1", "limit": 37,
+                                                               "include_ended": True}, "sessions")
+                ids = [s["id"] for s in seen]
+                assert len(ids) == len(set(ids))
+                assert {i for k, (_, i) in enumerate(stable) if k % 10 == 1} <= set(ids)
+                assert all(s["user_id"] == "u1" for s in seen)
+        finally:
+            rounds = churn.done()
+        assert rounds > 0
+        d.stop()
+
+
+def test_list_user_pages_exactly_once():
+    with Daemon(SETTINGS) as d:
+        stable = create_many(d, ["big"], 1600)
+        churn = Churn(d, ["big"])
+        try:
+            with d.connect() as c:
+                seen, pages = page_through(c, S + "ListUser", {"user_id": "big"}, "sessions")
+        finally:
+            churn.done()
+        ids = [s["id"] for s in seen]
+        assert len(ids) == len(set(ids))
+        assert {i for _, i in stable} <= set(ids)
+        assert pages >= 4, pages
+        # Without a cursor: everything at once, as before.
+        assert len(d.call(S + "ListUser", {"user_id": "big"})["sessions"]) >= 1600
+        try:
+            d.call(S + "ListUser", {"user_id": "big", "cursor": "x"})
+            raise AssertionError("a bad cursor was accepted")
+        except VarlinkError as e:
+            assert e.parameters.get("field") == "cursor", e
+        d.stop()
+
+
+def test_audit_pages():
+    with Daemon(SETTINGS) as d:
+        create_many(d, ["a", "b"], 1300)
+        with d.connect() as c:
+            whole = c.call(A + "Audit", {"limit": 1200})["entries"]
+            # Pages: the client asks for what it still wants.
+            got, params = [], {"limit": 1200, "cursor": ""}
+            while True:
+                r = c.call(A + "Audit", params)
+                got.extend(r["entries"])
+                if "cursor" not in r:
+                    break
+                params = {"limit": 1200 - len(got), "cursor": r["cursor"]}
+            assert [e["id"] for e in got] == [e["id"] for e in whole]
+            assert len(got) == 1200
+            # Filters and a short listing: one page, no cursor.
+            r = c.call(A + "Audit", {"user_id": "a", "kind": "created", "limit": 10, "cursor": ""})
+            assert len(r["entries"]) == 10 and "cursor" not in r
+            assert all(e["user_id"] == "a" for e in r["entries"])
+        d.stop()
+
+
+def test_sessionctl_pages():
+    with Daemon(SETTINGS) as d:
+        stable = create_many(d, ["x", "y"], 1200)
+        p = d.sessionctl("--no-legend", "list", "--limit", "1100", check=0)
+        lines = p.stdout.splitlines()
+        assert len(lines) == 1100, len(lines)
+        assert len({l.split()[0] for l in lines}) == 1100
+        p = d.sessionctl("list", "--limit", "5000", check=0)
+        assert "1200 sessions listed." in p.stdout
+        assert p.stdout.count("ID ") == 1  # one header for all pages
+        p = d.sessionctl("--json", "list", "--limit", "5000", check=0)
+        listed = json.loads(p.stdout)["sessions"]
+        assert {s["id"] for s in listed} == {i for _, i in stable}
+        p = d.sessionctl("--json", "audit", "--limit", "700", check=0)
+        entries = json.loads(p.stdout)["entries"]
+        assert len(entries) == 700
+        assert [e["id"] for e in entries] == sorted(e["id"] for e in entries)
+        p = d.sessionctl("audit", check=0)
+        assert "100 entries listed." in p.stdout
+        d.stop()
+
+
+if __name__ == "__main__":
+    run_tests([test_list_sessions_pages_exactly_once, test_list_user_pages_exactly_once, test_audit_pages,
+               test_sessionctl_pages])
