@@ -34,7 +34,7 @@ static void method_status(struct daemon *d, struct call *c) {
 
         if (d->server)
                 server_get_stats(d->server, &st);
-        engine_count(d->engine, now, &counts);
+        engine_count(d->engine, methods_now_ms(), &counts);
         status = json_pack("{s:s, s:i, s:I, s:I, s:s, s:s?, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}",
                            "version", SESSIOND_VERSION,
                            "pid", (int)getpid(),
@@ -133,7 +133,7 @@ static void method_list_sessions(struct daemon *d, struct call *c) {
                 methods_reply_oom(c);
                 return;
         }
-        r = engine_list_sessions(d->engine, methods_now(), user, include_ended, (unsigned)limit, list_cb, sessions);
+        r = engine_list_sessions(d->engine, methods_now_ms(), user, include_ended, (unsigned)limit, list_cb, sessions);
         if (r < 0) {
                 json_decref(sessions);
                 methods_reply_error(c, IFACE, r, &(struct engine_error){0});
@@ -171,7 +171,7 @@ static void method_get_session(struct daemon *d, struct call *c) {
                 invalid_argument(c, "id", "not a session id (22 base64url characters)");
                 return;
         }
-        r = engine_session_by_id(d->engine, methods_now(), id, get_session_cb, &f);
+        r = engine_session_by_id(d->engine, methods_now_ms(), id, get_session_cb, &f);
         if (r >= 0 && !f.seen)
                 r = -ENOENT; /* a live row that is not in memory: not a session (yet) */
         if (r >= 0 && !f.session) {
@@ -198,7 +198,7 @@ static void method_terminate(struct daemon *d, struct call *c) {
                 invalid_argument(c, "id", "not a session id (22 base64url characters)");
                 return;
         }
-        r = engine_terminate(d->engine, methods_now(), id);
+        r = engine_terminate(d->engine, methods_now_ms(), id);
         if (r < 0) {
                 methods_reply_error(c, IFACE, r, &(struct engine_error){0});
                 return;
@@ -219,7 +219,7 @@ static void method_terminate_user(struct daemon *d, struct call *c) {
                 invalid_argument(c, "user_id", "must not be empty");
                 return;
         }
-        r = engine_terminate_user(d->engine, methods_now(), user, &count);
+        r = engine_terminate_user(d->engine, methods_now_ms(), user, &count);
         if (r < 0) {
                 methods_reply_error(c, IFACE, r, &(struct engine_error){0});
                 return;

@@ -44,8 +44,9 @@ static uint32_t user_lru(struct engine *e, uint32_t user, uint32_t keep, int64_t
                 const struct session *s = &e->sessions[h];
                 if (h == keep || table_session_state(e, s, now, NULL, NULL) == ENGINE_STATE_EXPIRED)
                         continue;
-                if (best == NIL || s->last_activity < e->sessions[best].last_activity ||
-                    (s->last_activity == e->sessions[best].last_activity && s->rowid < e->sessions[best].rowid))
+                if (best == NIL || session_ms(s, ST_ACTIVITY) < session_ms(&e->sessions[best], ST_ACTIVITY) ||
+                    (session_ms(s, ST_ACTIVITY) == session_ms(&e->sessions[best], ST_ACTIVITY) &&
+                     s->rowid < e->sessions[best].rowid))
                         best = h;
         }
         return best;
@@ -85,7 +86,7 @@ static bool session_awaits_cleanup(const struct engine *e, const struct session 
 
         if (end)
                 *end = t;
-        return now >= t + cfg(e)->timeout.cleanup_grace;
+        return now >= t + SEC_MS(cfg(e)->timeout.cleanup_grace);
 }
 
 /* The clock is read after every CLEANUP_CLOCK_ENDED sessions ended (each
@@ -212,11 +213,11 @@ int engine_purge(struct engine *e, int64_t now, unsigned limit, unsigned *sessio
         r = txn_begin(e);
         if (r < 0)
                 return r;
-        r = store_purge_sessions(e->store, now - c->cleanup.expired_retention_days * 86400, (int)limit);
+        r = store_purge_sessions(e->store, now - SEC_MS(c->cleanup.expired_retention_days * 86400), (int)limit);
         if (r < 0)
                 return txn_fail(e, r);
         *sessions = (unsigned)r;
-        r = store_purge_audit(e->store, now - c->cleanup.audit_retention_days * 86400, (int)limit);
+        r = store_purge_audit(e->store, ms_floor_s(now) - c->cleanup.audit_retention_days * 86400, (int)limit);
         if (r < 0)
                 return txn_fail(e, r);
         *audit_rows = (unsigned)r;
@@ -261,13 +262,13 @@ int engine_flush_touches(struct engine *e, unsigned limit, unsigned *written, bo
                         txn_fail(e, r);
                         break;
                 }
-                r = store_session_set_activity(e->store, s->rowid, s->last_activity);
+                r = store_session_set_activity(e->store, s->rowid, session_ms(s, ST_ACTIVITY));
                 if (r < 0 && r != -ENOENT) {
                         txn_fail(e, r);
                         break;
                 }
                 e->n_dirty--;
-                s->persisted_activity = s->last_activity;
+                session_ms_set(s, ST_PERSISTED, session_ms(s, ST_ACTIVITY));
                 s->flags &= ~S_DIRTY;
                 n++;
         }
@@ -293,7 +294,7 @@ void engine_count(struct engine *e, int64_t now, struct engine_counts *ret) {
                 case ENGINE_STATE_GRACE: ret->grace++; break;
                 default: ret->expired++; break;
                 }
-                if (now >= end + cfg(e)->timeout.cleanup_grace)
+                if (now >= end + SEC_MS(cfg(e)->timeout.cleanup_grace))
                         ret->awaiting_cleanup++;
                 if (s->flags & S_DIRTY)
                         ret->dirty_touches++;
