@@ -1554,6 +1554,173 @@ START_TEST(test_many_sessions) {
 }
 END_TEST
 
+/* ---- times to the millisecond (issue 13) ---------------------------------------------------------- */
+
+struct ended_info {
+        enum engine_state state;
+        enum engine_end_reason reason;
+        int64_t ended_at, ended_at_ms, last_activity;
+};
+
+static int ended_info_cb(const struct engine_info *i, void *userdata) {
+        struct ended_info *x = userdata;
+
+        x->state = i->state;
+        x->reason = i->end_reason;
+        x->ended_at = i->ended_at;
+        x->ended_at_ms = i->expires_at_ms;
+        x->last_activity = i->last_activity;
+        return 1;
+}
+
+/* idle_timeout 3 s, grace 2 s, cleanup grace 2 s, warning 1 s: a session
+ * heartbeated at 10.9 s must stay active until 13.9 s. With whole seconds
+ * the heartbeat counted as 10 s and the session was in grace from 13 s,
+ * warned from 12 s and ended by the cleanup from 15 s. */
+START_TEST(test_fractional_idle) {
+        struct fixture f;
+        struct engine_error err = {0};
+        struct engine_info info;
+        struct ended_info ended = {0};
+        char token[TOKEN_STRING_LEN + 1], id[TOKEN_ID_STRING_LEN + 1];
+        unsigned n;
+        bool more;
+
+        fixture_init(&f, path_in("sessions.db"));
+        short_timeouts(&f);
+        f.c->timeout.idle_timeout = 3;
+        f.c->timeout.expiration_grace = 2;
+        f.c->timeout.cleanup_grace = 2;
+        f.c->timeout.warning_threshold = 1;
+        fixture_open(&f);
+        create_session(&f, MS(T0 + 10) + 100, "alice", NULL, token, id);
+        ck_assert_int_eq(engine_heartbeat(f.e, MS(T0 + 10) + 900, token, &info, &err), 0);
+        ck_assert_int_eq(engine_commit(f.e), 0);
+        /* The protocol's seconds: times floored, the end rounded up. */
+        ck_assert_int_eq(info.created_at, T0 + 10);
+        ck_assert_int_eq(info.last_activity, T0 + 10);
+        ck_assert_int_eq(info.expires_at, T0 + 14);
+        ck_assert_int_eq(info.expires_at_ms, MS(T0 + 13) + 900);
+        ck_assert_int_eq(info.expires_in, 3);
+
+        /* The warning: exactly when at most 1 s is left, at 12.9 s. */
+        ck_assert_int_eq(peek_validate(&f, MS(T0 + 12) + 899, token, &info, &err), 0);
+        ck_assert_int_eq(info.state, ENGINE_STATE_ACTIVE);
+        ck_assert_int_eq(info.expires_in, 2); /* 1.001 s, never told less */
+        ck_assert(!info.warning);
+        ck_assert_int_eq(peek_validate(&f, MS(T0 + 12) + 900, token, &info, &err), 0);
+        ck_assert_int_eq(info.expires_in, 1);
+        ck_assert(info.warning);
+
+        /* Active at 13.8 s and 13.899 s; grace from 13.9 s on. */
+        ck_assert_int_eq(peek_validate(&f, MS(T0 + 13) + 800, token, &info, &err), 0);
+        ck_assert_int_eq(info.state, ENGINE_STATE_ACTIVE);
+        ck_assert_int_eq(info.expires_in, 1);
+        ck_assert_int_eq(peek_validate(&f, MS(T0 + 13) + 899, token, &info, &err), 0);
+        ck_assert_int_eq(info.state, ENGINE_STATE_ACTIVE);
+        ck_assert_int_eq(info.expires_in, 1); /* 1 ms left: a live session never shows 0 */
+        ck_assert(info.warning);
+        ck_assert_int_eq(peek_validate(&f, MS(T0 + 13) + 900, token, &info, &err), 0);
+        ck_assert_int_eq(info.state, ENGINE_STATE_GRACE);
+        ck_assert_int_eq(info.expires_in, 0);
+        ck_assert_int_eq(info.end_reason, ENGINE_END_IDLE);
+
+        /* Cleanup (end + cleanup grace: 15.9 s) never ends it early, and
+         * the count of sessions awaiting it agrees. */
+        ck_assert_uint_eq(engine_count_awaiting_cleanup(f.e, MS(T0 + 15) + 899), 0);
+        ck_assert_int_eq(engine_cleanup_expired(f.e, MS(T0 + 15) + 899, 100, &n, &more), 0);
+        ck_assert_uint_eq(n, 0);
+        ck_assert_int_eq(peek_validate(&f, MS(T0 + 15) + 899, token, &info, &err), 0);
+        ck_assert_int_eq(info.state, ENGINE_STATE_GRACE);
+        ck_assert_int_eq(peek_validate(&f, MS(T0 + 15) + 900, token, &info, &err), -ESTALE);
+        ck_assert_int_eq(err.end_reason, ENGINE_END_IDLE);
+        ck_assert_uint_eq(engine_count_awaiting_cleanup(f.e, MS(T0 + 15) + 900), 1);
+        ck_assert_int_eq(engine_cleanup_expired(f.e, MS(T0 + 15) + 900, 100, &n, &more), 0);
+        ck_assert_uint_eq(n, 1);
+        ck_assert_int_eq(engine_commit(f.e), 0);
+
+        /* The store has the end to the millisecond; SessionInfo floors it. */
+        ck_assert_int_eq(engine_session_by_id(f.e, MS(T0 + 16), id, ended_info_cb, &ended), 0);
+        ck_assert_int_eq(ended.state, ENGINE_STATE_ENDED);
+        ck_assert_int_eq(ended.reason, ENGINE_END_IDLE);
+        ck_assert_int_eq(ended.ended_at_ms, MS(T0 + 13) + 900);
+        ck_assert_int_eq(ended.ended_at, T0 + 13);
+        ck_assert_int_eq(ended.last_activity, T0 + 10);
+        ck_assert_int_eq(db_count(path_in("sessions.db"), "SELECT ended_at * 1000 + ended_at_ms FROM sessions"),
+                         MS(T0 + 13) + 900);
+        fixture_done(&f);
+        scratch_remove();
+}
+END_TEST
+
+/* The lifetime and the absolute cap count from the millisecond of the
+ * renewal and of the creation. */
+START_TEST(test_fractional_lifetime_absolute) {
+        struct fixture f;
+        struct engine_error err = {0};
+        struct engine_info info;
+        char a[TOKEN_STRING_LEN + 1], b[TOKEN_STRING_LEN + 1];
+
+        setup_memory(&f);
+        f.c->timeout.idle_timeout = 100;
+        f.c->timeout.session_lifetime = 3;
+        f.c->timeout.absolute_timeout = 5;
+        create_session(&f, MS(T0) + 700, "alice", NULL, a, NULL);
+        /* lifetime: created (renewed) at 0.7 s, active until 3.7 s */
+        ck_assert_int_eq(peek_validate(&f, MS(T0 + 3) + 699, a, &info, &err), 0);
+        ck_assert_int_eq(info.state, ENGINE_STATE_ACTIVE);
+        ck_assert_int_eq(peek_validate(&f, MS(T0 + 3) + 700, a, &info, &err), 0);
+        ck_assert_int_eq(info.state, ENGINE_STATE_GRACE);
+        ck_assert_int_eq(info.end_reason, ENGINE_END_LIFETIME);
+
+        /* absolute: extended at 2.2 s (lifetime to 5.2 s), capped at 5.7 s */
+        create_session(&f, MS(T0) + 700, "bob", NULL, b, NULL);
+        ck_assert_int_eq(engine_extend(f.e, MS(T0 + 2) + 200, b, &info, &err), 0);
+        ck_assert_int_eq(engine_commit(f.e), 0);
+        ck_assert_int_eq(info.expires_at_ms, MS(T0 + 5) + 200);
+        ck_assert_int_eq(peek_validate(&f, MS(T0 + 5) + 199, b, &info, &err), 0);
+        ck_assert_int_eq(info.state, ENGINE_STATE_ACTIVE);
+        ck_assert_int_eq(engine_extend(f.e, MS(T0 + 5) + 100, b, &info, &err), 0);
+        ck_assert_int_eq(engine_commit(f.e), 0);
+        ck_assert_int_eq(info.end_reason, ENGINE_END_ABSOLUTE);
+        ck_assert_int_eq(info.expires_at_ms, MS(T0 + 5) + 700);
+        ck_assert_int_eq(info.expires_at, T0 + 6);
+        ck_assert_int_eq(peek_validate(&f, MS(T0 + 5) + 699, b, &info, &err), 0);
+        ck_assert_int_eq(info.state, ENGINE_STATE_ACTIVE);
+        ck_assert_int_eq(peek_validate(&f, MS(T0 + 5) + 700, b, &info, &err), 0);
+        ck_assert_int_eq(info.state, ENGINE_STATE_GRACE);
+        ck_assert_int_eq(info.end_reason, ENGINE_END_ABSOLUTE);
+        fixture_done(&f);
+}
+END_TEST
+
+/* The milliseconds survive a restart: the touch is written at a clean stop
+ * and loaded again, and the session created at a fraction keeps its id. */
+START_TEST(test_fractional_restart) {
+        struct fixture f;
+        struct engine_error err = {0};
+        struct engine_info info;
+        char token[TOKEN_STRING_LEN + 1], id[TOKEN_ID_STRING_LEN + 1];
+
+        fixture_init(&f, path_in("sessions.db"));
+        short_timeouts(&f);
+        f.c->timeout.idle_timeout = 3;
+        fixture_open(&f);
+        create_session(&f, MS(T0) + 999, "alice", NULL, token, id);
+        ck_assert_int_eq(validate(&f, MS(T0 + 1) + 500, token, &info, &err), 0);
+        fixture_close(&f);
+        fixture_open(&f);
+        ck_assert_int_eq(peek_validate(&f, MS(T0 + 4) + 499, token, &info, &err), 0);
+        ck_assert_int_eq(info.state, ENGINE_STATE_ACTIVE);
+        ck_assert_str_eq(info.id, id);
+        ck_assert_int_eq(info.created_at, T0);
+        ck_assert_int_eq(peek_validate(&f, MS(T0 + 4) + 500, token, &info, &err), 0);
+        ck_assert_int_eq(info.state, ENGINE_STATE_GRACE);
+        fixture_done(&f);
+        scratch_remove();
+}
+END_TEST
+
 int main(void) {
         Suite *s = suite_create("engine");
         TCase *tc = tcase_create("engine");
@@ -1595,6 +1762,9 @@ int main(void) {
         tcase_add_test(tc, test_audit_switch);
         tcase_add_test(tc, test_watch_support);
         tcase_add_test(tc, test_many_sessions);
+        tcase_add_test(tc, test_fractional_idle);
+        tcase_add_test(tc, test_fractional_lifetime_absolute);
+        tcase_add_test(tc, test_fractional_restart);
         suite_add_tcase(s, tc);
         return run_suite(s);
 }
