@@ -2,7 +2,7 @@
  * their indexes (see engine-internal.h for the other files).
  *
  * Memory. Everything a validation needs is in memory, so a Validate that
- * finds its session never touches SQLite: a session is one 64-byte entry in
+ * finds its session never touches SQLite: a session is one 72-byte entry in
  * an array (struct session), found through an open-addressing index of
  * 4-byte slots keyed by the first 16 bytes of the token's keyed hash
  * (compared with sodium_memcmp). Times are Unix milliseconds in 6 bytes
