@@ -326,6 +326,56 @@ START_TEST(test_limit_many_then_lowered) {
 }
 END_TEST
 
+/* Milliseconds (issue 13): the order of activity and the live count go by
+ * the millisecond. A session touched later within the same second is the
+ * more recent one; one whose idle end + grace falls 0.9 s into a second is
+ * live until then, not from the start of that second. */
+START_TEST(test_limit_milliseconds) {
+        struct fixture f;
+        struct engine_info info;
+        struct engine_error err = {0};
+        struct engine_create a = {.user_id = "alice"};
+        struct engine_created out;
+        char t[3][TOKEN_STRING_LEN + 1], id[3][TOKEN_ID_STRING_LEN + 1];
+
+        fixture_init(&f, NULL);
+        short_timeouts(&f);
+        f.c->security.max_concurrent_per_user = 3;
+        fixture_open(&f);
+        for (int i = 0; i < 3; i++)
+                create_session(&f, MS(T0) + 100 * (i + 1), "alice", NULL, t[i], id[i]);
+        /* The first, touched at 0.9 s, is now the most recent. */
+        ck_assert_int_eq(validate(&f, MS(T0) + 900, t[0], &info, &err), 0);
+        ck_assert_int_eq(engine_create(f.e, MS(T0) + 950, &a, &out, &err), 0);
+        ck_assert_int_eq(engine_commit(f.e), 0);
+        ck_assert_uint_eq(out.n_evicted, 1);
+        ck_assert_str_eq(out.evicted[0], id[1]);
+        engine_created_clear(&out);
+        fixture_done(&f);
+
+        /* Idle 100 s, grace 10 s: a session active at 0.9 s is live until
+         * 110.9 s. */
+        fixture_init(&f, NULL);
+        short_timeouts(&f);
+        f.c->security.max_concurrent_per_user = 1;
+        fixture_open(&f);
+        create_session(&f, MS(T0) + 900, "alice", NULL, t[0], id[0]);
+        ck_assert_int_eq(engine_create(f.e, MS(T0 + 110) + 899, &a, &out, &err), 0);
+        ck_assert_int_eq(engine_commit(f.e), 0);
+        ck_assert_uint_eq(out.n_evicted, 1);
+        ck_assert_str_eq(out.evicted[0], id[0]);
+        memcpy(t[1], out.token, sizeof t[1]);
+        memcpy(id[1], out.info.id, sizeof id[1]);
+        engine_created_clear(&out);
+        /* The new one (at 110.899 s) is live until 220.899 s. */
+        ck_assert_int_eq(engine_create(f.e, MS(T0 + 220) + 899, &a, &out, &err), 0);
+        ck_assert_int_eq(engine_commit(f.e), 0);
+        ck_assert_uint_eq(out.n_evicted, 0);
+        engine_created_clear(&out);
+        fixture_done(&f);
+}
+END_TEST
+
 int main(void) {
         Suite *s = suite_create("limit");
         TCase *tc = tcase_create("limit");
@@ -337,6 +387,7 @@ int main(void) {
         tcase_add_test(tc, test_limit_lifetime_expired_not_counted);
         tcase_add_test(tc, test_limit_order_after_restart);
         tcase_add_test(tc, test_limit_many_then_lowered);
+        tcase_add_test(tc, test_limit_milliseconds);
         suite_add_tcase(s, tc);
         return run_suite(s);
 }
