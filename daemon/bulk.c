@@ -16,7 +16,7 @@
  * the common call costs what it did.
  *
  * What a job ends: the live sessions of the user created at or before the
- * second the call arrived (a rotation keeps created_at: rotated ones too),
+ * millisecond the call arrived (a rotation keeps created_at: rotated ones too),
  * except the excepted session. Sessions created after that are not the
  * call's business, and a user creating sessions cannot keep it going.
  * Jobs run one at a time, in the order they came.
@@ -134,7 +134,7 @@ static void step_cb(uv_idle_t *h) {
                 bulk_pause(b, BULK_THROTTLE_MS);
                 return;
         }
-        r = engine_end_user_step(e, clock_now(), job->user_id, job->created_by, job->except_rowid,
+        r = engine_end_user_step(e, clock_now_ms(), job->user_id, job->created_by, job->except_rowid,
                                  job->reason, uv_hrtime() + BULK_STEP_NS, &n, &more);
         job->count += n;
         if (r < 0 || !more) {

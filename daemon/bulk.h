@@ -20,7 +20,7 @@ int bulk_new(struct daemon *d, struct bulk **ret);
  * frees. */
 void bulk_free(struct bulk *b);
 
-/* Ends the live sessions of user_id created at or before `now` (except row
+/* Ends the live sessions of user_id created at or before `now` (Unix ms; except row
  * except_rowid, 0: none) with `reason`. The first step runs here: when it
  * is all (the common case, a user with a few sessions), *ret is NULL, the
  * count is in *count and done is not called. Otherwise the job goes on in

@@ -1,7 +1,9 @@
 /* The daemon's clock: what "now" means for sessions.
  *
- * Session times are Unix seconds (created_at, last_activity, expires_at...),
- * stored as such and compared with "now". If "now" were the wall clock read
+ * Session times are Unix milliseconds (created_at, last_activity, the
+ * end...), stored as such and compared with "now" (clock_now_ms(), the
+ * engine's clock; clock_now() is the same in whole seconds, floored, for
+ * what keeps seconds). If "now" were the wall clock read
  * on every request, an administrator's `date -s`, a bad NTP step or a VM
  * resumed from a snapshot would end every session at once (a jump forward
  * past the idle timeout) or bring ended ones back (a jump back). So the

@@ -3,10 +3,18 @@
  * This header starts with what main and the server need; then come the
  * operations the Varlink methods and the background jobs call.
  *
- * Every operation takes `now` (Unix seconds) from its caller, so that the
- * unit tests drive the clock. Every function returns 0 or a negative errno
- * and fills out-parameters; operations that can fail for a reason a client
- * must see also fill a struct engine_error. The errno says which error:
+ * Every operation takes `now` from its caller, so that the unit tests drive
+ * the clock. `now` is Unix milliseconds (clock_now_ms(), methods_now_ms()),
+ * the precision at which sessions are kept: a session ends, enters grace
+ * and is warned only once its configured time has fully passed, to the
+ * millisecond. (It was Unix seconds, which let a session end up to a
+ * second early; one unit for every operation, rather than millisecond
+ * variants of some, so that no caller can mix them.) What the engine
+ * hands out keeps the protocol's whole seconds: see struct engine_info.
+ *
+ * Every function returns 0 or a negative errno and fills out-parameters;
+ * operations that can fail for a reason a client must see also fill a
+ * struct engine_error. The errno says which error:
  *
  *   -EINVAL      InvalidArgument(field, reason)
  *   -ENOENT      NotFound
@@ -116,8 +124,11 @@ struct engine_client {
         const char *accept_encoding;
 };
 
-/* A session as the methods show it (SessionInfo). Strings are borrowed from
- * the engine (or the caller's input) and valid until the next engine call. */
+/* A session as the methods show it (SessionInfo), in the protocol's whole
+ * Unix seconds: created_at, last_activity, renewed_at and ended_at floored,
+ * expires_at and expires_in rounded up (a client is never told less time
+ * than it has; see engine/table.c). Strings are borrowed from the engine
+ * (or the caller's input) and valid until the next engine call. */
 struct engine_info {
         char id[TOKEN_ID_STRING_LEN + 1];
         const char *user_id;
@@ -134,8 +145,9 @@ struct engine_info {
          * leave them NULL. */
         const char *ip;
         const char *user_agent;
-        int64_t expires_in; /* seconds until expires_at; 0 once past it */
-        bool warning;       /* expires_in <= timeout.warning_threshold */
+        int64_t expires_at_ms; /* the same end in Unix milliseconds (watch timers) */
+        int64_t expires_in;    /* seconds until the end, rounded up; 0 once past it */
+        bool warning;          /* expires_in <= timeout.warning_threshold */
 };
 
 struct engine_error {
@@ -210,7 +222,7 @@ int engine_destroy_user(struct engine *e, int64_t now, const char *user_id, cons
 int engine_destroy_user_check(struct engine *e, int64_t now, const char *user_id, const char *except_token,
                               int64_t *except_rowid, struct engine_error *err);
 /* One step of a bulk end (DestroyUser, TerminateUser): ends the live
- * sessions of user_id created at or before created_by (Unix seconds: the
+ * sessions of user_id created at or before created_by (Unix ms: the
  * time the call began), except the one of row except_rowid (0: none), with
  * `reason`, until uv_hrtime() reaches deadline_ns (0: no deadline; read
  * every few sessions). *more: some remain for the next step. The ends go

@@ -431,7 +431,7 @@ static void run_batch(struct jobs *j, struct run *r) {
         const struct sessiond_config *c = cfg(j);
         struct engine *e = j->d->engine;
         unsigned limit = c->cleanup.batch_size > UINT32_MAX ? UINT32_MAX : (unsigned)c->cleanup.batch_size;
-        int64_t now = now_s();
+        int64_t now = clock_now_ms(); /* the engine's now: Unix milliseconds */
         unsigned n = 0, s = 0, a = 0;
         bool more = false;
         int rc = 0;
@@ -725,15 +725,15 @@ static void fire_security(struct jobs *j, struct job *job) {
         struct suspicious_scan x = {.threshold = c->security.suspicious_activity_threshold, .users = json_array()};
         char message[ALERTS_MESSAGE_MAX];
 
-        engine_security_sweep(e, now);
-        engine_suspicious_users(e, now, suspicious_cb, &x);
+        engine_security_sweep(e, clock_now_ms());
+        engine_suspicious_users(e, clock_now_ms(), suspicious_cb, &x);
         j->suspicious_users = x.flagged;
         metrics_counters(j->metrics)->security_checks++;
         snprintf(message, sizeof message, "%u user%s at or above %lld suspicious events in an hour: %s", x.flagged,
                  x.flagged == 1 ? "" : "s", (long long)x.threshold, x.names);
         alert_set(j, "suspicious_users", x.flagged > 0, (double)x.max, (double)x.threshold, message, now);
         if (x.flagged > 0) {
-                int r = engine_audit(e, now, "security_check", NULL, NULL,
+                int r = engine_audit(e, clock_now_ms(), "security_check", NULL, NULL,
                                      json_pack("{s:i, s:I, s:O}", "flagged", (int)x.flagged, "threshold",
                                                (json_int_t)x.threshold, "users", x.users ? x.users : json_array()));
                 if (r < 0)
@@ -811,7 +811,7 @@ static void health_inputs(struct jobs *j, struct health_inputs *in, bool periodi
         in->commit_failures = ec->commit_failures - j->commit_failures_seen;
         in->storage_error = engine_storage_error(e);
         *commit_failures = ec->commit_failures;
-        in->awaiting_cleanup = engine_count_awaiting_cleanup(e, now_s());
+        in->awaiting_cleanup = engine_count_awaiting_cleanup(e, clock_now_ms());
         in->cleanup_failed = j->last_cleanup_error != NULL;
         in->cleanup_error = j->last_cleanup_error;
         in->background_cleanup = cfg(j)->features.background_cleanup;
@@ -975,7 +975,7 @@ static void trigger_cb(uv_timer_t *t) {
         int64_t now = now_s();
         char msg[ALERTS_MESSAGE_MAX];
 
-        j->awaiting = engine_count_awaiting_cleanup(j->d->engine, now);
+        j->awaiting = engine_count_awaiting_cleanup(j->d->engine, clock_now_ms());
         j->awaiting_at = now;
         scan_ns = uv_hrtime() - t0;
         j->poll_scan_ms = (double)scan_ns / 1e6;

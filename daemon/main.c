@@ -247,7 +247,7 @@ static void config_audit(struct daemon *d, bool ok, json_t *detail) {
         if (!d->engine || !detail)
                 return;
         (void) json_object_set_new(detail, "ok", json_boolean(ok));
-        r = engine_audit(d->engine, clock_now(), "config_reloaded", NULL, NULL, detail);
+        r = engine_audit(d->engine, clock_now_ms(), "config_reloaded", NULL, NULL, detail);
         if (r < 0)
                 log_warning_errno(r, "Failed to write the config_reloaded audit row: %m");
 }
@@ -262,7 +262,7 @@ static void main_status_text(struct sessiond_main *m, char *buf, size_t size) {
         if (m->d.server)
                 server_get_stats(m->d.server, &st);
         if (m->d.engine)
-                engine_count(m->d.engine, clock_now(), &counts);
+                engine_count(m->d.engine, clock_now_ms(), &counts);
         live = (unsigned long long) (counts.active + counts.grace);
         jobs_status_line(m->d.jobs, health, sizeof health);
         snprintf(buf, size, "Serving %llu session%s, %u connection%s; environment %s%s%s", live,

@@ -67,6 +67,10 @@ int64_t methods_now(void) {
         return clock_now();
 }
 
+int64_t methods_now_ms(void) {
+        return clock_now_ms();
+}
+
 /* SessionInfo is encoded two ways: written straight into a reply by the
  * reply writer (the per-request answers: Validate, Create...), and as a
  * jansson object where it is part of something larger (Watch events,

@@ -44,6 +44,8 @@ int methods_observe_status(struct daemon *d, json_t *status);
 
 /* The clock handed to the engine (Unix seconds). */
 int64_t methods_now(void);
+/* The same clock in Unix milliseconds: the `now` of every engine call. */
+int64_t methods_now_ms(void);
 
 /* SessionInfo (the Varlink type); NULL on ENOMEM. */
 json_t *methods_session_info(const struct engine_info *i);

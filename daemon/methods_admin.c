@@ -36,7 +36,7 @@ static void method_status(struct daemon *d, struct call *c) {
 
         if (d->server)
                 server_get_stats(d->server, &st);
-        engine_count(d->engine, now, &counts);
+        engine_count(d->engine, methods_now_ms(), &counts);
         status = json_pack("{s:s, s:i, s:I, s:I, s:s, s:s?, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}",
                            "version", SESSIOND_VERSION,
                            "pid", (int)getpid(),
@@ -152,7 +152,7 @@ static void method_list_sessions(struct daemon *d, struct call *c) {
         /* With a cursor: one page of at most `limit` (methods_page.c). */
         if (paged && limit > METHODS_PAGE_MAX)
                 limit = METHODS_PAGE_MAX;
-        r = engine_list_sessions_page(d->engine, methods_now(), user, include_ended, (unsigned)limit,
+        r = engine_list_sessions_page(d->engine, methods_now_ms(), user, include_ended, (unsigned)limit,
                                       paged ? &page : NULL, list_cb, sessions);
         if (r < 0) {
                 json_decref(sessions);
@@ -197,7 +197,7 @@ static void method_get_session(struct daemon *d, struct call *c) {
                 invalid_argument(c, "id", "not a session id (22 base64url characters)");
                 return;
         }
-        r = engine_session_by_id(d->engine, methods_now(), id, get_session_cb, &f);
+        r = engine_session_by_id(d->engine, methods_now_ms(), id, get_session_cb, &f);
         if (r >= 0 && !f.seen)
                 r = -ENOENT; /* a live row that is not in memory: not a session (yet) */
         if (r >= 0 && !f.session) {
@@ -224,7 +224,7 @@ static void method_terminate(struct daemon *d, struct call *c) {
                 invalid_argument(c, "id", "not a session id (22 base64url characters)");
                 return;
         }
-        r = engine_terminate(d->engine, methods_now(), id);
+        r = engine_terminate(d->engine, methods_now_ms(), id);
         if (r < 0) {
                 methods_reply_error(c, IFACE, r, &(struct engine_error){0});
                 return;
@@ -243,7 +243,7 @@ static void method_terminate_user(struct daemon *d, struct call *c) {
                 invalid_argument(c, "user_id", "must not be empty");
                 return;
         }
-        methods_bulk_end_user(d, c, IFACE, methods_now(), user, 0, ENGINE_END_TERMINATED);
+        methods_bulk_end_user(d, c, IFACE, methods_now_ms(), user, 0, ENGINE_END_TERMINATED);
 }
 
 const struct method methods_admin[] = {

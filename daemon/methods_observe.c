@@ -361,7 +361,7 @@ static void analytics_reply(struct daemon *d, struct call *c, struct analytics_r
                 reply_errno(c, r->error == -ENOMEM ? r->error : -EIO);
                 return;
         }
-        if (!p.by_platform || engine_count_by_platform(d->engine, methods_now(), platform_cb, &p) < 0) {
+        if (!p.by_platform || engine_count_by_platform(d->engine, methods_now_ms(), platform_cb, &p) < 0) {
                 json_decref(p.by_platform);
                 methods_reply_oom(c);
                 return;

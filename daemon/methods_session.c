@@ -60,7 +60,7 @@ static void method_create(struct daemon *d, struct call *c) {
         if (methods_param_bytes(c, "sync_data", &a.sync_data, &a.sync_size) == -EINVAL)
                 return;
 
-        r = engine_create(d->engine, methods_now(), &a, &created, &err);
+        r = engine_create(d->engine, methods_now_ms(), &a, &created, &err);
         if (r < 0) {
                 methods_reply_error(c, IFACE, r, &err);
                 return;
@@ -95,7 +95,7 @@ static void method_validate(struct daemon *d, struct call *c) {
         if (param_token(c, &token) < 0 || methods_param_client(c, IFACE, &client, &given) < 0 ||
             methods_param_bool(c, "touch", &touch) == -EINVAL)
                 return;
-        r = engine_validate(d->engine, methods_now(), token, given ? &client : NULL, touch, &info, &err);
+        r = engine_validate(d->engine, methods_now_ms(), token, given ? &client : NULL, touch, &info, &err);
         if (r < 0) {
                 methods_reply_error(c, IFACE, r, &err);
                 return;
@@ -120,7 +120,7 @@ static void method_heartbeat(struct daemon *d, struct call *c) {
 
         if (param_token(c, &token) < 0)
                 return;
-        r = engine_heartbeat(d->engine, methods_now(), token, &info, &err);
+        r = engine_heartbeat(d->engine, methods_now_ms(), token, &info, &err);
         if (r < 0) {
                 methods_reply_error(c, IFACE, r, &err);
                 return;
@@ -144,7 +144,7 @@ static void method_extend(struct daemon *d, struct call *c) {
 
         if (param_token(c, &token) < 0)
                 return;
-        r = engine_extend(d->engine, methods_now(), token, &info, &err);
+        r = engine_extend(d->engine, methods_now_ms(), token, &info, &err);
         if (r < 0) {
                 methods_reply_error(c, IFACE, r, &err);
                 return;
@@ -167,7 +167,7 @@ static void method_rotate(struct daemon *d, struct call *c) {
 
         if (param_token(c, &old) < 0)
                 return;
-        r = engine_rotate(d->engine, methods_now(), old, token, &info, &err);
+        r = engine_rotate(d->engine, methods_now_ms(), old, token, &info, &err);
         if (r < 0) {
                 methods_reply_error(c, IFACE, r, &err);
                 return;
@@ -190,7 +190,7 @@ static void method_switch_platform(struct daemon *d, struct call *c) {
 
         if (param_token(c, &token) < 0 || methods_param_string(c, IFACE, "platform_id", true, &platform) < 0)
                 return;
-        r = engine_switch_platform(d->engine, methods_now(), token, platform, &info, &err);
+        r = engine_switch_platform(d->engine, methods_now_ms(), token, platform, &info, &err);
         if (r < 0) {
                 methods_reply_error(c, IFACE, r, &err);
                 return;
@@ -211,7 +211,7 @@ static void method_get_sync_state(struct daemon *d, struct call *c) {
 
         if (param_token(c, &token) < 0)
                 return;
-        r = engine_sync_get(d->engine, methods_now(), token, &version, &data, &size, &err);
+        r = engine_sync_get(d->engine, methods_now_ms(), token, &version, &data, &size, &err);
         if (r < 0) {
                 methods_reply_error(c, IFACE, r, &err);
                 return;
@@ -251,7 +251,7 @@ static void method_set_sync_state(struct daemon *d, struct call *c) {
                            json_pack("{s:s, s:s}", "field", "expected_version", "reason", "must not be negative"));
                 return;
         }
-        r = engine_sync_set(d->engine, methods_now(), token, data, size,
+        r = engine_sync_set(d->engine, methods_now_ms(), token, data, size,
                             expected, &version, &err);
         if (r < 0) {
                 methods_reply_error(c, IFACE, r, &err);
@@ -282,7 +282,7 @@ static void method_destroy(struct daemon *d, struct call *c) {
 
         if (param_token(c, &token) < 0)
                 return;
-        r = engine_destroy(d->engine, methods_now(), token, &err);
+        r = engine_destroy(d->engine, methods_now_ms(), token, &err);
         if (r < 0) {
                 methods_reply_error(c, IFACE, r, &err);
                 return;
@@ -296,7 +296,7 @@ static void method_destroy(struct daemon *d, struct call *c) {
 /* In steps for a user with many sessions (methods_bulk.c). */
 static void method_destroy_user(struct daemon *d, struct call *c) {
         struct engine_error err = {0};
-        int64_t now = methods_now(), except_rowid;
+        int64_t now = methods_now_ms(), except_rowid;
         const char *user, *except = NULL;
         int r;
 
@@ -337,7 +337,7 @@ static void method_list_user(struct daemon *d, struct call *c) {
                 methods_reply_oom(c);
                 return;
         }
-        r = engine_list_user_page(d->engine, methods_now(), user, paged ? METHODS_PAGE_MAX : UINT_MAX,
+        r = engine_list_user_page(d->engine, methods_now_ms(), user, paged ? METHODS_PAGE_MAX : UINT_MAX,
                                   paged ? &page : NULL, list_cb, sessions, &err);
         if (r < 0) {
                 json_decref(sessions);

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "analytics.h"
+#include "clock.h"
 #include "daemon.h"
 #include "log.h"
 #include "ring.h"
@@ -296,7 +297,7 @@ json_t *metrics_current(struct metrics *m, int64_t now, const struct metrics_ext
                 return NULL;
         if (d->server)
                 server_get_stats(d->server, &st);
-        engine_count(d->engine, now, &counts);
+        engine_count(d->engine, clock_now_ms(), &counts);
 
         /* sessions */
         add(&b, "sessions_active", "gauge", "Live sessions (active or in their expiration grace).",
@@ -463,7 +464,7 @@ int metrics_sample(struct metrics *m, int64_t now, const struct metrics_extra *x
         }
         if (d->server)
                 server_get_stats(d->server, &st);
-        engine_count(d->engine, now, &counts);
+        engine_count(d->engine, clock_now_ms(), &counts);
         rt.active = counts.active + counts.grace;
         rt.awaiting_cleanup = counts.awaiting_cleanup;
         if (rates)

@@ -150,11 +150,11 @@ static void send_final(struct watcher *w, json_t *params) {
 
 static void timer_cb(uv_timer_t *t);
 
-/* Arms the timer for Unix second `at` of the daemon's clock (a few ms
- * after it starts, so that clock_now() has reached it when the callback
- * runs). */
+/* Arms the timer for Unix millisecond `at` of the daemon's clock (a few ms
+ * after it, so that clock_now_ms() has reached it when the callback runs:
+ * a timer that fires early only finds nothing changed and re-arms). */
 static void arm_at(struct watcher *w, int64_t at) {
-        int64_t delay = at * 1000 - clock_now_ms() + 5;
+        int64_t delay = at - clock_now_ms() + 5;
 
         uv_timer_start(&w->timer, timer_cb, delay > 0 ? (uint64_t)delay : 0, 0);
 }
@@ -163,7 +163,7 @@ static void arm_at(struct watcher *w, int64_t at) {
 static void evaluate(struct watcher *w) {
         struct engine *e = w->reg->d->engine;
         const struct sessiond_config *c = w->reg->d->config;
-        int64_t now = methods_now();
+        int64_t now = methods_now_ms();
         struct engine_info info;
 
         if (!w->call)
@@ -174,7 +174,7 @@ static void evaluate(struct watcher *w) {
         case ENGINE_STATE_ACTIVE:
                 if (!info.warning) {
                         w->warned = false;
-                        arm_at(w, info.expires_at - c->timeout.warning_threshold);
+                        arm_at(w, info.expires_at_ms - c->timeout.warning_threshold * 1000);
                         return;
                 }
                 if (!w->warned) {
@@ -183,7 +183,7 @@ static void evaluate(struct watcher *w) {
                         if (!w->call)
                                 return;
                 }
-                arm_at(w, info.expires_at); /* then grace, or a touch moved it */
+                arm_at(w, info.expires_at_ms); /* then grace, or a touch moved it */
                 return;
         case ENGINE_STATE_GRACE:
                 if (!w->warned) {
@@ -192,7 +192,7 @@ static void evaluate(struct watcher *w) {
                         if (!w->call)
                                 return;
                 }
-                arm_at(w, info.expires_at + c->timeout.expiration_grace);
+                arm_at(w, info.expires_at_ms + c->timeout.expiration_grace * 1000);
                 return;
         case ENGINE_STATE_EXPIRED:
         case ENGINE_STATE_ENDED:
@@ -265,7 +265,7 @@ static void observer_cb(const struct engine_event *ev, void *userdata) {
                 }
         for (size_t i = 0; i < n; i++) {
                 struct engine_info info;
-                int64_t now = methods_now();
+                int64_t now = methods_now_ms();
 
                 w = list[i];
                 if (!w->call)
@@ -353,7 +353,7 @@ void watch_start(struct daemon *d, struct call *c, const char *token) {
                 methods_reply_oom(c);
                 return;
         }
-        r = engine_resolve(d->engine, methods_now(), token, &w->ref, &info, &err);
+        r = engine_resolve(d->engine, methods_now_ms(), token, &w->ref, &info, &err);
         if (r < 0) {
                 free(w);
                 methods_reply_error(c, METHODS_SESSION_INTERFACE, r, &err);

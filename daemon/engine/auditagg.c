@@ -40,7 +40,7 @@ struct auditagg_source {
         uint8_t end_reason; /* enum engine_end_reason */
         bool many_sessions;
         char session_id[TOKEN_ID_STRING_LEN + 1]; /* "": none */
-        int64_t since, last;
+        int64_t since, last; /* ms (the engine's now); the row keeps seconds */
         uint64_t count;
 };
 
@@ -48,7 +48,7 @@ struct auditagg {
         struct auditagg_source sources[AUDITAGG_MAX];
         uint16_t slots[AUDITAGG_SLOTS]; /* sources[] index + 1, 0: empty */
         unsigned n;
-        int64_t started; /* the first failure of the interval */
+        int64_t started; /* ms, the first failure of the interval */
 };
 
 static uint64_t source_hash(struct engine *e, const char *user_id, enum engine_failure f,
@@ -97,7 +97,7 @@ static int source_write(struct engine *e, const struct auditagg_source *s) {
                                     json_string(engine_end_reason_to_string((enum engine_end_reason)s->end_reason)));
         if (detail) {
                 json_object_set_new(detail, "count", json_integer((json_int_t)s->count));
-                json_object_set_new(detail, "since", json_integer((json_int_t)s->since));
+                json_object_set_new(detail, "since", json_integer((json_int_t)ms_floor_s(s->since))); /* seconds */
         }
         return txn_audit(e, s->last, "validation_failed", s->user_id,
                          s->session_id[0] && !s->many_sessions ? s->session_id : NULL, detail);
@@ -125,7 +125,7 @@ void auditagg_flush(struct engine *e) {
 void engine_audit_tick(struct engine *e, int64_t now) {
         struct auditagg *a = e->auditagg;
 
-        if (a && a->n > 0 && now - a->started >= AUDITAGG_INTERVAL)
+        if (a && a->n > 0 && now - a->started >= SEC_MS(AUDITAGG_INTERVAL))
                 auditagg_flush(e);
 }
 

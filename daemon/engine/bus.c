@@ -73,8 +73,8 @@ void bus_emit_take(struct engine *e, int64_t now, const char *kind, const char *
                 return;
         }
         p = &q->items[q->n];
-        *p = (struct pending_event){.kind = kind, .time = now, .detail = detail ? detail : json_object(),
-                                    .user_id = user_id};
+        *p = (struct pending_event){.kind = kind, .time = ms_floor_s(now), /* events keep Unix seconds */
+                                    .detail = detail ? detail : json_object(), .user_id = user_id};
         if (session_id)
                 memcpy(p->session_id, session_id, strnlen(session_id, TOKEN_ID_STRING_LEN));
         q->n++;

@@ -49,13 +49,15 @@
  *    cleanup (cleanup_grace), which ends it.
  * The victim is the first live session in list order other than `keep`:
  * the least recently active, ties going to the one that reached that
- * second first (at load, the lower row). */
+ * millisecond first (at load, the lower row). */
 static bool user_fixed_ends_ahead(const struct engine *e, const struct user *u, int64_t now) {
         const struct sessiond_config *c = cfg(e);
         int64_t grace = c->timeout.expiration_grace;
 
-        return now < (int64_t)u->min_renewed + c->timeout.session_lifetime + grace &&
-               now < (int64_t)u->min_created + c->timeout.absolute_timeout + grace;
+        /* min_renewed and min_created are seconds (floored, so lower bounds
+         * of the sessions' milliseconds), now is ms. */
+        return now < SEC_MS((int64_t)u->min_renewed + c->timeout.session_lifetime + grace) &&
+               now < SEC_MS((int64_t)u->min_created + c->timeout.absolute_timeout + grace);
 }
 
 static void user_scan_all(struct engine *e, uint32_t user, uint32_t keep, int64_t now, uint32_t *live,
@@ -68,10 +70,10 @@ static void user_scan_all(struct engine *e, uint32_t user, uint32_t keep, int64_
         for (uint32_t h = u->head; h != NIL; h = e->sessions[h].user_next) {
                 const struct session *s = &e->sessions[h];
 
-                if (s->created_at < u->min_created)
-                        u->min_created = s->created_at;
-                if (s->renewed_at < u->min_renewed)
-                        u->min_renewed = s->renewed_at;
+                if (s->sec[ST_CREATED] < u->min_created)
+                        u->min_created = s->sec[ST_CREATED];
+                if (s->sec[ST_RENEWED] < u->min_renewed)
+                        u->min_renewed = s->sec[ST_RENEWED];
                 if (table_session_state(e, s, now, NULL, NULL) == ENGINE_STATE_EXPIRED)
                         continue;
                 (*live)++;
@@ -85,14 +87,14 @@ static void user_scan_all(struct engine *e, uint32_t user, uint32_t keep, int64_
 static void user_scan(struct engine *e, uint32_t user, uint32_t keep, int64_t now, uint32_t *live,
                       uint32_t *victim) {
         const struct user *u = &e->users[user];
-        int64_t idle_gone = now - cfg(e)->timeout.idle_timeout - cfg(e)->timeout.expiration_grace;
+        int64_t idle_gone = now - SEC_MS(cfg(e)->timeout.idle_timeout + cfg(e)->timeout.expiration_grace); /* ms */
         uint32_t expired = 0, h;
 
         if (!user_fixed_ends_ahead(e, u, now)) {
                 user_scan_all(e, user, keep, now, live, victim);
                 return;
         }
-        for (h = u->head; h != NIL && (int64_t)e->sessions[h].last_activity <= idle_gone; h = e->sessions[h].user_next)
+        for (h = u->head; h != NIL && session_ms(&e->sessions[h], ST_ACTIVITY) <= idle_gone; h = e->sessions[h].user_next)
                 expired++;
         if (h == keep)
                 h = e->sessions[h].user_next;
@@ -144,7 +146,7 @@ static bool session_awaits_cleanup(const struct engine *e, const struct session 
 
         if (end)
                 *end = t;
-        return now >= t + cfg(e)->timeout.cleanup_grace;
+        return now >= t + SEC_MS(cfg(e)->timeout.cleanup_grace);
 }
 
 /* The clock is read after every CLEANUP_CLOCK_ENDED sessions ended (each
@@ -275,11 +277,11 @@ int engine_purge(struct engine *e, int64_t now, unsigned limit, unsigned *sessio
         r = txn_begin(e);
         if (r < 0)
                 return r;
-        r = store_purge_sessions(e->store, now - c->cleanup.expired_retention_days * 86400, (int)limit);
+        r = store_purge_sessions(e->store, now - SEC_MS(c->cleanup.expired_retention_days * 86400), (int)limit);
         if (r < 0)
                 return txn_fail(e, r);
         *sessions = (unsigned)r;
-        r = store_purge_audit(e->store, now - c->cleanup.audit_retention_days * 86400, (int)limit);
+        r = store_purge_audit(e->store, ms_floor_s(now) - c->cleanup.audit_retention_days * 86400, (int)limit);
         if (r < 0)
                 return txn_fail(e, r);
         *audit_rows = (unsigned)r;
@@ -324,13 +326,13 @@ int engine_flush_touches(struct engine *e, unsigned limit, unsigned *written, bo
                         txn_fail(e, r);
                         break;
                 }
-                r = store_session_set_activity(e->store, s->rowid, s->last_activity);
+                r = store_session_set_activity(e->store, s->rowid, session_ms(s, ST_ACTIVITY));
                 if (r < 0 && r != -ENOENT) {
                         txn_fail(e, r);
                         break;
                 }
                 e->n_dirty--;
-                s->persisted_activity = s->last_activity;
+                session_ms_set(s, ST_PERSISTED, session_ms(s, ST_ACTIVITY));
                 s->flags &= ~S_DIRTY;
                 n++;
         }
@@ -356,7 +358,7 @@ void engine_count(struct engine *e, int64_t now, struct engine_counts *ret) {
                 case ENGINE_STATE_GRACE: ret->grace++; break;
                 default: ret->expired++; break;
                 }
-                if (now >= end + cfg(e)->timeout.cleanup_grace)
+                if (now >= end + SEC_MS(cfg(e)->timeout.cleanup_grace))
                         ret->awaiting_cleanup++;
                 if (s->flags & S_DIRTY)
                         ret->dirty_touches++;

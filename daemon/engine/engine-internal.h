@@ -54,10 +54,24 @@ enum {
 
 enum { FP_USER_AGENT, FP_IP, FP_LANGUAGE, FP_ENCODING, _FP_MAX };
 
-/* 72 bytes. The public id is not stored: it is derived from created_at and
- * rowid (token_id_derive). Fingerprints keep a prefix of their keyed hash:
- * 32 bits for the user agent (a change refuses the validation), 16 bits for
- * the others (a change is only recorded). */
+/* The four times of a session, in Unix milliseconds, each kept as 32-bit
+ * seconds and their 16-bit millisecond part (0-999): 6 bytes a time where a
+ * 64-bit millisecond count would take 8, and the second itself is at hand
+ * for the public id (derived from the creation second) and for SessionInfo
+ * (floored seconds). Read and write them with session_ms() and
+ * session_ms_set() only, which clamp to what fits (1970 to 2106). */
+enum {
+        ST_CREATED,
+        ST_ACTIVITY,  /* last_activity */
+        ST_RENEWED,   /* renewed_at */
+        ST_PERSISTED, /* last_activity as written to the store */
+        _ST_MAX,
+};
+
+/* 80 bytes (76 used). The public id is not stored: it is derived from the creation
+ * second and rowid (token_id_derive). Fingerprints keep a prefix of their
+ * keyed hash: 32 bits for the user agent (a change refuses the validation),
+ * 16 bits for the others (a change is only recorded). */
 struct session {
         uint8_t key[16]; /* first half of the keyed token hash */
         int64_t rowid;
@@ -65,20 +79,18 @@ struct session {
         uint32_t user_next; /* next session of the user (more recently active); free list link when unused */
         uint32_t user_prev; /* previous session of the user (less recently active), NIL: the first */
         uint32_t platform;  /* platforms[] handle + 1, 0: none */
-        uint32_t created_at;
-        uint32_t last_activity;
-        uint32_t renewed_at;
-        uint32_t persisted_activity; /* last_activity as written to the store */
+        uint32_t sec[_ST_MAX]; /* the times' Unix seconds... */
         uint32_t fp_user_agent;      /* 0: none */
         uint16_t fp_small[3];        /* ip, accept_language, accept_encoding; 0: none */
         uint16_t flags;
+        uint16_t msec[_ST_MAX]; /* ...and their milliseconds */
 };
 
 struct user_sec {
-        int64_t *times; /* suspicious events in the sliding hour, oldest first */
+        int64_t *times; /* suspicious events in the sliding hour, oldest first (ms) */
         uint32_t n, cap;
         bool alerted;
-        int64_t fail_start;
+        int64_t fail_start; /* ms */
         uint32_t fail_count;
 };
 
@@ -86,8 +98,10 @@ struct user_sec {
  * user ids are short: no allocation, no pointer); longer ones are
  * allocated, marked by the last byte. An unused entry has an empty name.
  * The user's sessions are a list in order of last activity, least recent
- * first (table.c); min_created and min_renewed are lower bounds of its
- * sessions' created_at and renewed_at (cleanup.c: the concurrency limit). */
+ * first (table.c, by the millisecond); min_created and min_renewed are
+ * lower bounds of its sessions' creation and renewal seconds (the seconds
+ * of session_ms(): floored, so still lower bounds of the milliseconds;
+ * cleanup.c: the concurrency limit). */
 #define USER_INLINE 24
 struct user {
         union {
@@ -121,7 +135,7 @@ struct platform {
 struct affected {
         int64_t rowid;
         uint32_t handle;
-        uint32_t last_activity; /* in memory when the row was first written */
+        int64_t last_activity; /* ms, in memory when the row was first written */
 };
 
 struct pending_event {
@@ -213,6 +227,33 @@ static inline uint32_t t32(int64_t t) {
         if (t > (int64_t)UINT32_MAX)
                 return UINT32_MAX;
         return (uint32_t)t;
+}
+
+/* Times. The engine's `now` and the session times are Unix milliseconds;
+ * the configured durations are seconds (SEC_MS() converts); SessionInfo,
+ * audit rows, events and the platform switch history keep Unix seconds
+ * (ms_floor_s(), ms_ceil_s()). */
+#define SEC_MS(x) ((int64_t)(x) * 1000)
+
+static inline int64_t ms_floor_s(int64_t ms) {
+        return ms >= 0 ? ms / 1000 : -((-ms + 999) / 1000);
+}
+
+static inline int64_t ms_ceil_s(int64_t ms) {
+        return -ms_floor_s(-ms);
+}
+
+static inline int64_t session_ms(const struct session *s, unsigned which) {
+        return SEC_MS(s->sec[which]) + s->msec[which];
+}
+
+static inline void session_ms_set(struct session *s, unsigned which, int64_t ms) {
+        if (ms < 0)
+                ms = 0;
+        if (ms > SEC_MS(UINT32_MAX) + 999)
+                ms = SEC_MS(UINT32_MAX) + 999;
+        s->sec[which] = (uint32_t)(ms / 1000);
+        s->msec[which] = (uint16_t)(ms % 1000);
 }
 
 #define SWAP(a, b)                        \

@@ -40,9 +40,9 @@ static void flush_timer_cb(uv_timer_t *t) {
         unsigned n = 0;
 
         (void)engine_flush_touches(e, TOUCH_FLUSH_BATCH, &n, &more);
-        engine_audit_tick(e, clock_now());
+        engine_audit_tick(e, clock_now_ms());
         if (++e->ticks % SWEEP_EVERY_TICKS == 0)
-                engine_security_sweep(e, clock_now());
+                engine_security_sweep(e, clock_now_ms());
         /* More to write: go on in a later loop iteration, after this
          * batch is committed and other requests had their turn. Not 0: a
          * timer re-armed with 0 from its own callback runs again in the
@@ -363,7 +363,8 @@ void engine_free(struct engine *e) {
                 for (uint32_t h = 0; h < e->sessions_used; h++) {
                         struct session *s = &e->sessions[h];
 
-                        if ((s->flags & (S_USED | S_DIRTY)) == S_USED && s->last_activity > s->persisted_activity &&
+                        if ((s->flags & (S_USED | S_DIRTY)) == S_USED &&
+                            session_ms(s, ST_ACTIVITY) > session_ms(s, ST_PERSISTED) &&
                             GROW(e->dirty, e->dirty_allocated, e->n_dirty + 1) == 0) {
                                 s->flags |= S_DIRTY;
                                 e->dirty[e->n_dirty++] = h;

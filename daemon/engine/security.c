@@ -29,7 +29,7 @@ void security_user_sec_free(struct user_sec *sec) {
 static void sec_prune(struct user_sec *sec, int64_t now, int64_t threshold) {
         uint32_t k = 0;
 
-        while (k < sec->n && sec->times[k] <= now - HOUR)
+        while (k < sec->n && sec->times[k] <= now - SEC_MS(HOUR))
                 k++;
         if (k > 0) {
                 memmove(sec->times, sec->times + k, (sec->n - k) * sizeof *sec->times);
@@ -120,7 +120,7 @@ void engine_security_sweep(struct engine *e, int64_t now) {
                 struct user_sec *sec = e->secs[i].sec;
 
                 sec_prune(sec, now, threshold);
-                if (sec->n == 0 && (sec->fail_count == 0 || now - sec->fail_start >= BURST_WINDOW)) {
+                if (sec->n == 0 && (sec->fail_count == 0 || now - sec->fail_start >= SEC_MS(BURST_WINDOW))) {
                         security_user_sec_free(sec);
                         e->users[h].sec = 0;
                         table_user_maybe_free(e, h);
@@ -157,7 +157,7 @@ void security_failed_validation(struct engine *e, int64_t now, enum engine_failu
                         table_user_maybe_free(e, user);
                         return;
                 }
-                if (now - sec->fail_start >= BURST_WINDOW) {
+                if (now - sec->fail_start >= SEC_MS(BURST_WINDOW)) {
                         sec->fail_start = now;
                         sec->fail_count = 0;
                 }

@@ -127,7 +127,7 @@ int engine_destroy(struct engine *e, int64_t now, const char *token, struct engi
  * user's list from its head again, so that nothing that moved meanwhile is
  * missed; what it skips (expired sessions, which cleanup ends, the
  * excepted one, and those created after the call) is all it walks twice.
- * Sessions created after the call began (created_at > created_by; a
+ * Sessions created after the call began (created_at > created_by, in ms; a
  * rotation keeps created_at, so a rotated session is still ended) are left
  * alone, so that a user creating sessions cannot keep the call going for
  * ever. */
@@ -149,7 +149,7 @@ int engine_end_user_step(struct engine *e, int64_t now, const char *user_id, int
                 const struct session *s = &e->sessions[h];
 
                 next = s->user_next;
-                if (s->rowid == except_rowid || (int64_t)s->created_at > created_by ||
+                if (s->rowid == except_rowid || session_ms(s, ST_CREATED) > created_by ||
                     table_session_state(e, s, now, NULL, NULL) == ENGINE_STATE_EXPIRED)
                         continue;
                 if (*ended > 0 && *ended % BULK_CLOCK_ENDED == 0 && deadline_ns && uv_hrtime() >= deadline_ns) {

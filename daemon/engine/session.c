@@ -47,7 +47,7 @@ int session_end(struct engine *e, int64_t now, uint32_t h, enum engine_end_reaso
         struct session *s = S(e, h);
         char id[TOKEN_ID_STRING_LEN + 1];
         const char *user = user_name(e, s->user);
-        int64_t duration = ended_at - (int64_t)s->created_at;
+        int64_t duration = ms_floor_s(ended_at - session_ms(s, ST_CREATED)); /* seconds */
         int r;
 
         assert((unsigned)reason < _ENGINE_END_MAX);
@@ -192,7 +192,7 @@ int engine_create(struct engine *e, int64_t now, const struct engine_create *a, 
                 return r;
         token_new(ret->token);
         token_hash(&e->key, ret->token, hash);
-        token_id_derive(&e->key, t32(now), rowid, id);
+        token_id_derive(&e->key, t32(ms_floor_s(now)), rowid, id);
         token_id_format(id, id_text);
 
         row.rowid = rowid;
@@ -309,7 +309,7 @@ int session_lookup(struct engine *e, int64_t now, const char *token, bool count,
                         security_failed_validation(e, now, ENGINE_FAIL_NOT_FOUND, NULL, NULL, ENGINE_END_NONE);
                 return -ENOENT;
         }
-        if (l.reason == ENGINE_END_ROTATED && now > l.ended_at + cfg(e)->timeout.expiration_grace)
+        if (l.reason == ENGINE_END_ROTATED && now > l.ended_at + SEC_MS(cfg(e)->timeout.expiration_grace))
                 security_suspicious(e, now, l.user_id, l.id, "rotated_token_reused");
         if (count)
                 security_failed_validation(e, now, ENGINE_FAIL_EXPIRED, l.user_id, l.id, l.reason);
@@ -353,11 +353,12 @@ static void session_touch(struct engine *e, uint32_t h, int64_t now) {
                 granularity = 1;
         if (granularity > 60)
                 granularity = 60;
-        if (t32(now) > s->last_activity) {
-                s->last_activity = t32(now);
+        if (now > session_ms(s, ST_ACTIVITY)) {
+                session_ms_set(s, ST_ACTIVITY, now);
                 table_session_activity_moved(e, h);
         }
-        if (!(s->flags & S_DIRTY) && (int64_t)s->last_activity >= (int64_t)s->persisted_activity + granularity &&
+        if (!(s->flags & S_DIRTY) &&
+            session_ms(s, ST_ACTIVITY) >= session_ms(s, ST_PERSISTED) + SEC_MS(granularity) &&
             GROW(e->dirty, e->dirty_allocated, e->n_dirty + 1) == 0) {
                 s->flags |= S_DIRTY;
                 e->dirty[e->n_dirty++] = h;
@@ -530,12 +531,12 @@ int engine_extend(struct engine *e, int64_t now, const char *token, struct engin
         r = store_session_set_renewed(e->store, s->rowid, now, now);
         if (r < 0)
                 return txn_fail(e, r);
-        s->renewed_at = t32(now);
-        if (t32(now) > s->last_activity) {
-                s->last_activity = t32(now);
+        session_ms_set(s, ST_RENEWED, now);
+        if (now > session_ms(s, ST_ACTIVITY)) {
+                session_ms_set(s, ST_ACTIVITY, now);
                 table_session_activity_moved(e, h);
         }
-        s->persisted_activity = s->last_activity;
+        session_ms_set(s, ST_PERSISTED, session_ms(s, ST_ACTIVITY));
         table_info_fill(e, h, now, ret);
         table_session_id(e, s, id);
         r = 0;
@@ -577,14 +578,14 @@ int engine_rotate(struct engine *e, int64_t now, const char *token, char new_tok
         old = S(e, h);
         /* Rotation is activity only for an active session: it must not
          * revive one in grace. */
-        last = st == ENGINE_STATE_ACTIVE ? now : old->last_activity;
+        last = st == ENGINE_STATE_ACTIVE ? now : session_ms(old, ST_ACTIVITY);
 
         r = store_allocate_key(e->store, &rowid);
         if (r < 0)
                 return r;
         token_new(new_token);
         token_hash(&e->key, new_token, hash);
-        token_id_derive(&e->key, old->created_at, rowid, id);
+        token_id_derive(&e->key, old->sec[ST_CREATED], rowid, id);
         token_id_format(id, new_id);
         table_session_id(e, old, old_id);
 
@@ -602,9 +603,9 @@ int engine_rotate(struct engine *e, int64_t now, const char *token, char new_tok
         memcpy(row.token_hash, hash, sizeof hash);
         row.user_id = user;
         row.platform_id = platform;
-        row.created_at = old->created_at;
+        row.created_at = session_ms(old, ST_CREATED);
         row.last_activity = last;
-        row.renewed_at = old->renewed_at;
+        row.renewed_at = session_ms(old, ST_RENEWED);
         r = table_session_add(e, &row, &nh);
         if (r < 0)
                 goto fail;
@@ -650,6 +651,7 @@ int engine_switch_platform(struct engine *e, int64_t now, const char *token, con
                            struct engine_info *ret, struct engine_error *err) {
         const struct sessiond_config *c = cfg(e);
         int64_t max = c->security.max_platform_switches_per_hour, oldest = 0;
+        int64_t now_s = ms_floor_s(now); /* the switch history keeps Unix seconds */
         char id[TOKEN_ID_STRING_LEN + 1], *history = NULL, *text = NULL, *from = NULL;
         json_t *times = NULL, *kept = NULL;
         struct session *s;
@@ -686,7 +688,7 @@ int engine_switch_platform(struct engine *e, int64_t now, const char *token, con
                 return -ENOMEM;
         }
         json_array_foreach(times, i, t) {
-                if (json_is_integer(t) && json_integer_value(t) > now - HOUR) {
+                if (json_is_integer(t) && json_integer_value(t) > now_s - HOUR) {
                         if (json_array_size(kept) == 0)
                                 oldest = json_integer_value(t);
                         json_array_append(kept, t);
@@ -700,13 +702,13 @@ int engine_switch_platform(struct engine *e, int64_t now, const char *token, con
                 oldest = json_integer_value(json_array_get(kept, k));
                 json_decref(kept);
                 e->counters.platform_switches_refused++;
-                err->retry_after = oldest + HOUR - now;
+                err->retry_after = oldest + HOUR - now_s;
                 if (err->retry_after < 1)
                         err->retry_after = 1;
                 security_suspicious(e, now, user_name(e, s->user), id, "platform_switch_rate");
                 return -EBUSY;
         }
-        json_array_append_new(kept, json_integer(now));
+        json_array_append_new(kept, json_integer(now_s));
         text = json_dumps(kept, JSON_COMPACT);
         json_decref(kept);
         if (!text)

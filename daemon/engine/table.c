@@ -2,29 +2,43 @@
  * their indexes (see engine-internal.h for the other files).
  *
  * Memory. Everything a validation needs is in memory, so a Validate that
- * finds its session never touches SQLite: a session is one 64-byte entry in
+ * finds its session never touches SQLite: a session is one 80-byte entry in
  * an array (struct session), found through an open-addressing index of
  * 4-byte slots keyed by the first 16 bytes of the token's keyed hash
- * (compared with sodium_memcmp). Times are 32-bit Unix seconds, the
+ * (compared with sodium_memcmp). Times are Unix milliseconds in 6 bytes
+ * (32-bit seconds and a 16-bit millisecond part: see struct session), the
  * fingerprints short prefixes of their keyed hashes, users and platforms
  * interned handles, the public id derived from the row number when needed;
  * ip and user agent texts stay in the store. Users are interned (one copy
  * of each name, short ones inside the 56-byte entry) and link their
- * sessions in a doubly linked list kept in order of last activity, least
- * recent first: a new session goes at the end, a touch that moves
+ * sessions in a doubly linked list kept in order of last activity (to the
+ * millisecond, as session_touch() writes it), least recent first: a new session goes at the end, a touch that moves
  * last_activity moves the session to the end, an end unlinks it, all in
  * O(1) (only a wall clock set back makes an insertion walk back from the
  * end to its place). The concurrency limit thus finds the least recently
  * active session at the head (cleanup.c), and ListUser walks the list.
  * Loading appends in row order and sorts each user's list once at the end
  * (by last activity, then row). A million sessions of a million users
- * take about 150 MiB of resident memory with SQLite's caches.
+ * take about 160 MiB of resident memory with SQLite's caches (80-byte
+ * entries; the milliseconds of the four times cost 8 bytes a session).
  *
  * Expiry is computed, not stored: the end of a session is the earliest of
  * last_activity + idle_timeout, renewed_at + session_lifetime and
  * created_at + absolute_timeout (ties name idle, then lifetime, then
  * absolute). Within expiration_grace after it the session is "grace"
  * (honoured, never touched); after it "expired" until cleanup ends it.
+ *
+ * Precision. Those times and the engine's `now` are Unix milliseconds, so
+ * a session heartbeated at 10.9 s with an idle timeout of 3 s is active
+ * until 13.9 s, not until 13 s as whole seconds would have it: no session
+ * ends, enters grace or is warned before its configured time has fully
+ * passed. SessionInfo keeps whole seconds (the protocol's): created_at,
+ * last_activity, renewed_at and ended_at are floored (the second the event
+ * happened in), while expires_at and expires_in are rounded up, so that a
+ * client is never told less time than it has: a live session shows at
+ * least expires_in 1 until its end, 0 from then on. warning is exact
+ * (expires_in <= warning_threshold with expires_in rounded up is the same
+ * as: at most warning_threshold seconds are left).
  */
 #include "engine-internal.h"
 
@@ -325,7 +339,7 @@ static void user_list_insert(struct engine *e, uint32_t h) {
         struct user *u = &e->users[s->user];
         uint32_t after = u->tail;
 
-        while (!e->users_unsorted && after != NIL && e->sessions[after].last_activity > s->last_activity)
+        while (!e->users_unsorted && after != NIL && session_ms(&e->sessions[after], ST_ACTIVITY) > session_ms(s, ST_ACTIVITY))
                 after = e->sessions[after].user_prev;
         s->user_prev = after;
         s->user_next = after != NIL ? e->sessions[after].user_next : u->head;
@@ -352,7 +366,9 @@ void table_session_activity_moved(struct engine *e, uint32_t h) {
 static bool session_before(const struct engine *e, uint32_t a, uint32_t b) {
         const struct session *x = &e->sessions[a], *y = &e->sessions[b];
 
-        return x->last_activity < y->last_activity || (x->last_activity == y->last_activity && x->rowid < y->rowid);
+        int64_t tx = session_ms(x, ST_ACTIVITY), ty = session_ms(y, ST_ACTIVITY);
+
+        return tx < ty || (tx == ty && x->rowid < y->rowid);
 }
 
 static uint32_t list_merge(struct engine *e, uint32_t a, uint32_t b) {
@@ -402,7 +418,7 @@ void table_users_sort(struct engine *e) {
 void table_session_id(const struct engine *e, const struct session *s, char out[TOKEN_ID_STRING_LEN + 1]) {
         uint8_t id[TOKEN_ID_BYTES];
 
-        token_id_derive(&e->key, s->created_at, s->rowid, id);
+        token_id_derive(&e->key, s->sec[ST_CREATED], s->rowid, id);
         token_id_format(id, out);
 }
 
@@ -416,9 +432,10 @@ int table_session_add_hashed(struct engine *e, const struct store_session *row, 
         char text[TOKEN_ID_STRING_LEN + 1];
         int r;
 
-        /* Memory derives ids from created_at and rowid: a row whose id was
-         * made otherwise (or a foreign one) would show the wrong id. */
-        token_id_derive(&e->key, row->created_at, row->rowid, id);
+        /* Memory derives ids from the creation second and rowid: a row
+         * whose id was made otherwise (or a foreign one) would show the
+         * wrong id. */
+        token_id_derive(&e->key, t32(ms_floor_s(row->created_at)), row->rowid, id);
         token_id_format(id, text);
         if (strcmp(text, row->id) != 0 || !row->user_id[0]) {
                 log_warning("Store %s: session row %lld has a malformed id or user; skipped.", store_name(e->store),
@@ -448,14 +465,14 @@ int table_session_add_hashed(struct engine *e, const struct store_session *row, 
                 .rowid = row->rowid,
                 .user = user,
                 .platform = platform,
-                .created_at = t32(row->created_at),
-                .last_activity = t32(row->last_activity),
-                .renewed_at = t32(row->renewed_at),
-                .persisted_activity = t32(row->last_activity),
                 .fp_user_agent = fp32(row->fp_user_agent),
                 .fp_small = {fp16(row->fp_ip), fp16(row->fp_accept_language), fp16(row->fp_accept_encoding)},
                 .flags = S_USED,
         };
+        session_ms_set(s, ST_CREATED, row->created_at);
+        session_ms_set(s, ST_ACTIVITY, row->last_activity);
+        session_ms_set(s, ST_RENEWED, row->renewed_at);
+        session_ms_set(s, ST_PERSISTED, row->last_activity);
         memcpy(s->key, row->token_hash, 16);
         r = hindex_insert(&e->by_key, key_hash(s->key), h);
         if (r < 0) {
@@ -470,10 +487,11 @@ int table_session_add_hashed(struct engine *e, const struct store_session *row, 
                 e->sessions_used++;
         user_list_insert(e, h);
         e->users[user].n_sessions++;
-        if (s->created_at < e->users[user].min_created)
-                e->users[user].min_created = s->created_at;
-        if (s->renewed_at < e->users[user].min_renewed)
-                e->users[user].min_renewed = s->renewed_at;
+        /* Seconds (floored): lower bounds of the milliseconds too. */
+        if (s->sec[ST_CREATED] < e->users[user].min_created)
+                e->users[user].min_created = s->sec[ST_CREATED];
+        if (s->sec[ST_RENEWED] < e->users[user].min_renewed)
+                e->users[user].min_renewed = s->sec[ST_RENEWED];
         e->n_sessions++;
         *ret = h;
         return 0;
@@ -504,9 +522,9 @@ void table_session_remove(struct engine *e, uint32_t h) {
 
 int64_t table_session_end_time(const struct engine *e, const struct session *s, enum engine_end_reason *why) {
         const struct sessiond_config *c = cfg(e);
-        int64_t end = (int64_t)s->last_activity + c->timeout.idle_timeout;
-        int64_t life = (int64_t)s->renewed_at + c->timeout.session_lifetime;
-        int64_t abs_end = (int64_t)s->created_at + c->timeout.absolute_timeout;
+        int64_t end = session_ms(s, ST_ACTIVITY) + SEC_MS(c->timeout.idle_timeout);
+        int64_t life = session_ms(s, ST_RENEWED) + SEC_MS(c->timeout.session_lifetime);
+        int64_t abs_end = session_ms(s, ST_CREATED) + SEC_MS(c->timeout.absolute_timeout);
         enum engine_end_reason r = ENGINE_END_IDLE;
 
         if (life < end) {
@@ -530,23 +548,27 @@ enum engine_state table_session_state(const struct engine *e, const struct sessi
                 *end = t;
         if (now < t)
                 return ENGINE_STATE_ACTIVE;
-        if (now < t + cfg(e)->timeout.expiration_grace)
+        if (now < t + SEC_MS(cfg(e)->timeout.expiration_grace))
                 return ENGINE_STATE_GRACE;
         return ENGINE_STATE_EXPIRED;
 }
 
 void table_info_fill(struct engine *e, uint32_t h, int64_t now, struct engine_info *i) {
         const struct session *s = S(e, h);
+        int64_t end;
 
         memset(i, 0, sizeof *i);
         table_session_id(e, s, i->id);
         i->user_id = user_name(e, s->user);
         i->platform_id = platform_name(e, s->platform);
-        i->created_at = s->created_at;
-        i->last_activity = s->last_activity;
-        i->renewed_at = s->renewed_at;
-        i->state = table_session_state(e, s, now, &i->expires_at, &i->end_reason);
-        i->expires_in = i->expires_at > now ? i->expires_at - now : 0;
+        i->created_at = s->sec[ST_CREATED];
+        i->last_activity = s->sec[ST_ACTIVITY];
+        i->renewed_at = s->sec[ST_RENEWED];
+        i->state = table_session_state(e, s, now, &end, &i->end_reason);
+        /* Rounded as said at the top of this file. */
+        i->expires_at_ms = end;
+        i->expires_at = ms_ceil_s(end);
+        i->expires_in = end > now ? ms_ceil_s(end - now) : 0;
         i->warning = i->expires_in <= cfg(e)->timeout.warning_threshold;
 }
 
@@ -556,14 +578,15 @@ void table_info_from_row(const struct store_session *row, struct engine_info *i)
         snprintf(i->id, sizeof i->id, "%s", row->id);
         i->user_id = row->user_id;
         i->platform_id = row->platform_id;
-        i->created_at = row->created_at;
-        i->last_activity = row->last_activity;
-        i->renewed_at = row->renewed_at;
+        i->created_at = ms_floor_s(row->created_at);
+        i->last_activity = ms_floor_s(row->last_activity);
+        i->renewed_at = ms_floor_s(row->renewed_at);
         i->ip = row->ip;
         i->user_agent = row->user_agent;
         i->state = ENGINE_STATE_ENDED;
-        i->ended_at = row->ended_at;
-        i->expires_at = row->ended_at;
+        i->ended_at = ms_floor_s(row->ended_at);
+        i->expires_at = i->ended_at;
+        i->expires_at_ms = row->ended_at;
         i->end_reason = engine_end_reason_from_string(row->end_reason);
         i->expires_in = 0;
         i->warning = true;

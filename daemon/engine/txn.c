@@ -44,13 +44,14 @@ int txn_storage_errno(int r) {
 
 struct reload_ctx {
         struct engine *e;
-        uint32_t last_activity; /* of the entry memory had, 0: none */
+        int64_t last_activity; /* ms, of the entry memory had, 0: none */
 };
 
 static int reload_cb(const struct store_session *row, void *userdata) {
         struct reload_ctx *x = userdata;
         struct engine *e = x->e;
-        uint32_t last = x->last_activity, h, existing;
+        int64_t last = x->last_activity;
+        uint32_t h, existing;
 
         if (row->ended_at != 0)
                 return 0;
@@ -62,9 +63,9 @@ static int reload_cb(const struct store_session *row, void *userdata) {
                           store_name(e->store), row->id);
                 return 0;
         }
-        if (last > e->sessions[h].last_activity) {
+        if (last > session_ms(&e->sessions[h], ST_ACTIVITY)) {
                 /* Keep the newer touch; it goes to the store with the next flush. */
-                e->sessions[h].last_activity = last;
+                session_ms_set(&e->sessions[h], ST_ACTIVITY, last);
                 table_session_activity_moved(e, h);
                 if (GROW(e->dirty, e->dirty_allocated, e->n_dirty + 1) == 0) {
                         e->sessions[h].flags |= S_DIRTY;
@@ -101,8 +102,8 @@ static void reload_affected(struct engine *e) {
                                 x.last_activity = e->affected[k].last_activity;
                         if (h < e->sessions_used && (e->sessions[h].flags & S_USED) &&
                             e->sessions[h].rowid == a->rowid) {
-                                if (e->sessions[h].last_activity > x.last_activity)
-                                        x.last_activity = e->sessions[h].last_activity;
+                                if (session_ms(&e->sessions[h], ST_ACTIVITY) > x.last_activity)
+                                        x.last_activity = session_ms(&e->sessions[h], ST_ACTIVITY);
                                 table_session_remove(e, h);
                         }
                 }
@@ -144,7 +145,7 @@ int txn_begin(struct engine *e) {
 int txn_row_touch(struct engine *e, int64_t rowid, uint32_t h) {
         if (GROW(e->affected, e->affected_allocated, e->n_affected + 1) < 0)
                 return -ENOMEM;
-        e->affected[e->n_affected++] = (struct affected){rowid, h, e->sessions[h].last_activity};
+        e->affected[e->n_affected++] = (struct affected){rowid, h, session_ms(&e->sessions[h], ST_ACTIVITY)};
         e->write_seq++;
         return 0;
 }
@@ -276,7 +277,7 @@ int txn_audit_text(struct engine *e, int64_t now, const char *kind, const char *
         r = txn_begin(e);
         if (r < 0)
                 return r;
-        r = store_audit_insert(e->store, now, kind, user_id, session_id, text);
+        r = store_audit_insert(e->store, ms_floor_s(now), kind, user_id, session_id, text);
         if (r < 0)
                 return txn_fail(e, r);
         e->write_seq++;

@@ -149,10 +149,16 @@ enum {
         _STMT_MAX,
 };
 
-#define SESSION_COLUMNS                                                                      \
-        "row, id, token_hash, user_id, platform_id, created_at, last_activity, renewed_at, " \
-        "ended_at, end_reason, fp_user_agent, fp_ip, fp_accept_language, fp_accept_encoding, " \
-        "ip, user_agent, sync_version"
+/* Session times are Unix milliseconds at this interface and two columns in
+ * the table (schema version 2): the second (created_at...) and the
+ * millisecond within it (created_at_ms...). Reads join them, writes split
+ * them in SQL (?N / 1000, ?N % 1000: SQLite's integer division truncates
+ * and its remainder keeps the sign, so the two always add up to ?N). */
+#define SESSION_COLUMNS                                                                                  \
+        "row, id, token_hash, user_id, platform_id, created_at * 1000 + created_at_ms, "                 \
+        "last_activity * 1000 + last_activity_ms, renewed_at * 1000 + renewed_at_ms, "                   \
+        "ended_at * 1000 + ended_at_ms, end_reason, fp_user_agent, fp_ip, fp_accept_language, "          \
+        "fp_accept_encoding, ip, user_agent, sync_version"
 
 static const char *const stmt_sql[_STMT_MAX] = {
         [STMT_BEGIN] = "BEGIN IMMEDIATE",
@@ -161,13 +167,18 @@ static const char *const stmt_sql[_STMT_MAX] = {
         [STMT_SESSION_INSERT] =
                 "INSERT INTO sessions (id, token_hash, user_id, platform_id, created_at, last_activity, "
                 "renewed_at, fp_user_agent, fp_ip, fp_accept_language, fp_accept_encoding, ip, user_agent, "
-                "sync_data, sync_version, row) "
-                "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
-        [STMT_SESSION_SET_ACTIVITY] = "UPDATE sessions SET last_activity = ?2 WHERE row = ?1",
+                "sync_data, sync_version, row, created_at_ms, last_activity_ms, renewed_at_ms) "
+                "VALUES (?1, ?2, ?3, ?4, ?5 / 1000, ?6 / 1000, ?7 / 1000, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, "
+                "?5 % 1000, ?6 % 1000, ?7 % 1000)",
+        [STMT_SESSION_SET_ACTIVITY] =
+                "UPDATE sessions SET last_activity = ?2 / 1000, last_activity_ms = ?2 % 1000 WHERE row = ?1",
         [STMT_SESSION_SET_RENEWED] =
-                "UPDATE sessions SET renewed_at = ?2, last_activity = max(last_activity, ?3) WHERE row = ?1",
+                "UPDATE sessions SET renewed_at = ?2 / 1000, renewed_at_ms = ?2 % 1000, "
+                "last_activity = max(last_activity * 1000 + last_activity_ms, ?3) / 1000, "
+                "last_activity_ms = max(last_activity * 1000 + last_activity_ms, ?3) % 1000 WHERE row = ?1",
         [STMT_SESSION_END] =
-                "UPDATE sessions SET ended_at = ?2, end_reason = ?3 WHERE row = ?1 AND ended_at IS NULL",
+                "UPDATE sessions SET ended_at = ?2 / 1000, ended_at_ms = ?2 % 1000, end_reason = ?3 "
+                "WHERE row = ?1 AND ended_at IS NULL",
         [STMT_SESSION_SET_CLIENT] =
                 "UPDATE sessions SET fp_user_agent = coalesce(?2, fp_user_agent), fp_ip = coalesce(?3, fp_ip), "
                 "fp_accept_language = coalesce(?4, fp_accept_language), "
@@ -176,10 +187,11 @@ static const char *const stmt_sql[_STMT_MAX] = {
         [STMT_SESSION_COPY] =
                 "INSERT INTO sessions (row, id, token_hash, user_id, platform_id, created_at, last_activity, "
                 "renewed_at, fp_user_agent, fp_ip, fp_accept_language, fp_accept_encoding, ip, user_agent, "
-                "sync_data, sync_version, platform_switches) "
-                "SELECT ?5, ?2, ?3, user_id, platform_id, created_at, ?4, renewed_at, fp_user_agent, fp_ip, "
+                "sync_data, sync_version, platform_switches, created_at_ms, last_activity_ms, renewed_at_ms) "
+                "SELECT ?5, ?2, ?3, user_id, platform_id, created_at, ?4 / 1000, renewed_at, fp_user_agent, fp_ip, "
                 "fp_accept_language, fp_accept_encoding, ip, user_agent, sync_data, sync_version, "
-                "platform_switches FROM sessions WHERE row = ?1 AND ended_at IS NULL",
+                "platform_switches, created_at_ms, ?4 % 1000, renewed_at_ms "
+                "FROM sessions WHERE row = ?1 AND ended_at IS NULL",
         [STMT_SESSION_SET_PLATFORM] =
                 "UPDATE sessions SET platform_id = ?2, platform_switches = ?3 WHERE row = ?1",
         [STMT_SESSION_GET_SWITCHES] = "SELECT platform_switches FROM sessions WHERE row = ?1",
@@ -198,7 +210,7 @@ static const char *const stmt_sql[_STMT_MAX] = {
                 "INSERT INTO audit (time, kind, user_id, session_id, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
         [STMT_PURGE_SESSIONS] =
                 "DELETE FROM sessions WHERE row IN (SELECT row FROM sessions WHERE ended_at IS NOT NULL "
-                "AND ended_at < ?1 ORDER BY ended_at LIMIT ?2)",
+                "AND ended_at <= ?1 / 1000 AND ended_at * 1000 + ended_at_ms < ?1 ORDER BY ended_at LIMIT ?2)",
         [STMT_PURGE_AUDIT] =
                 "DELETE FROM audit WHERE id IN (SELECT id FROM audit WHERE time < ?1 ORDER BY time LIMIT ?2)",
 };
@@ -244,6 +256,17 @@ static const char *const migrations[STORE_SCHEMA_VERSION] = {
         "  detail TEXT NOT NULL DEFAULT '{}'"
         ");"
         "CREATE INDEX audit_time ON audit (time);",
+        /* 1 -> 2: session times to the millisecond. Each time keeps its
+         * Unix second in its column, and the millisecond within that
+         * second (0-999) goes in a column of its own, so that readers of
+         * the seconds (analytics, indexes, an operator's SQL) are
+         * unchanged, and the migration rewrites no row: a column added
+         * with a constant default is only a change of the schema, and the
+         * rows written before it read as second.000. */
+        "ALTER TABLE sessions ADD COLUMN created_at_ms INTEGER NOT NULL DEFAULT 0;"
+        "ALTER TABLE sessions ADD COLUMN last_activity_ms INTEGER NOT NULL DEFAULT 0;"
+        "ALTER TABLE sessions ADD COLUMN renewed_at_ms INTEGER NOT NULL DEFAULT 0;"
+        "ALTER TABLE sessions ADD COLUMN ended_at_ms INTEGER NOT NULL DEFAULT 0;",
 };
 
 struct checkpointer {

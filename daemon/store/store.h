@@ -38,7 +38,9 @@
 struct store;
 
 /* One session row. Strings are borrowed: valid during the callback (or the
- * call) that hands the row out. */
+ * call) that hands the row out. Its times are Unix milliseconds, like every
+ * session time at this interface (audit times and the platform switch
+ * history are Unix seconds). */
 struct store_session {
         int64_t rowid;
         const char *id; /* public id, TOKEN_ID_STRING_LEN characters */
@@ -188,8 +190,8 @@ int store_audit_insert(struct store *s, int64_t time, const char *kind, const ch
 
 /* ---- retention and maintenance -------------------------------------------- */
 
-/* Deletes up to `limit` ended sessions with ended_at < before; returns how
- * many (>= 0). Uses the partial index on ended rows. Purges run at once, in
+/* Deletes up to `limit` ended sessions with ended_at < before (ms); returns
+ * how many (>= 0). Uses the partial index on ended rows. Purges run at once, in
  * the open unit's transaction, and are durable with it. */
 int store_purge_sessions(struct store *s, int64_t before, int limit);
 /* Deletes up to `limit` audit rows with time < before; returns how many. */
@@ -262,13 +264,13 @@ int store_check_integrity(struct store *s, struct store_maintenance *ret);
 /* A trivial read of the sessions table (the health check times it). */
 int store_probe(struct store *s);
 
-/* Sessions created at or after since, counted in n buckets of `bucket`
- * seconds (counts[i] covers [since + i*bucket, since + (i+1)*bucket));
+/* Sessions created at or after since (Unix seconds, like the analytics
+ * below, which need no more), counted in n buckets of `bucket` seconds (counts[i] covers [since + i*bucket, since + (i+1)*bucket));
  * a rotation's new row is not counted (it is the same session). */
 int store_count_created(struct store *s, int64_t since, int64_t bucket, uint64_t *counts, size_t n);
 typedef int (*store_value_fn)(int64_t value, void *userdata);
-/* Durations (ended_at - created_at) of the ended sessions retained, in
- * ascending order; rows ended by rotation are left out (the session went
+/* Durations in whole seconds (the difference of the seconds of ended_at and
+ * created_at) of the ended sessions retained, in ascending order; rows ended by rotation are left out (the session went
  * on under a new token). */
 int store_ended_durations(struct store *s, store_value_fn cb, void *userdata);
 typedef int (*store_group_fn)(const char *key, int64_t count, void *userdata);

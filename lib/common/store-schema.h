@@ -6,4 +6,7 @@
  * tells whether sessiond would accept a file. Internal: never installed. */
 #pragma once
 
-#define STORE_SCHEMA_VERSION 1
+/* 1: the first schema; 2: session times to the millisecond (created_at_ms,
+ * last_activity_ms, renewed_at_ms, ended_at_ms: the millisecond within the
+ * second of the column of the same name). */
+#define STORE_SCHEMA_VERSION 2

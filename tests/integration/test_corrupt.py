@@ -27,6 +27,19 @@ from harness import SESSIONCTL, Daemon, Skip, run_tests
 S = "io.sessiond.Session."
 
 
+def schema_version():
+    """STORE_SCHEMA_VERSION of lib/common/store-schema.h: what sessiond makes."""
+    path = os.path.join(os.environ["MESON_SOURCE_ROOT"], "lib", "common", "store-schema.h")
+    with open(path) as f:
+        for line in f:
+            if line.startswith("#define STORE_SCHEMA_VERSION "):
+                return int(line.split()[2])
+    raise AssertionError("no STORE_SCHEMA_VERSION in " + path)
+
+
+SCHEMA_VERSION = schema_version()
+
+
 def sha256(path):
     with open(path, "rb") as f:
         return hashlib.sha256(f.read()).hexdigest()
@@ -170,9 +183,10 @@ def test_sound_database_checks_ok():
         before = fingerprint(d)
         p = db(d, "db", "check")
         assert p.returncode == 0 and p.stdout.strip() == \
-            "%s: ok (integrity_check ok, schema version 1)" % d.database, p
+            "%s: ok (integrity_check ok, schema version %d)" % (d.database, SCHEMA_VERSION), p
         j = json.loads(db(d, "--json", "db", "check").stdout)
-        assert j == {"database": d.database, "status": "ok", "schema_version": 1, "messages": []}, j
+        assert j == {"database": d.database, "status": "ok", "schema_version": SCHEMA_VERSION,
+                     "messages": []}, j
         # --database names another file; the configuration's is not needed.
         other = os.path.join(d.tmp, "copy.db")
         shutil.copyfile(d.database, other)
@@ -257,7 +271,7 @@ def recover_and_start(d, tokens):
     assert set(tables) == {"sessions", "audit"}, tables
     conn = sqlite3.connect(out)
     assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     rows = conn.execute("SELECT count(*) FROM sessions").fetchone()[0]
     conn.close()
     assert rows == tables["sessions"]["rows"], (rows, tables)
@@ -275,6 +289,48 @@ def recover_and_start(d, tokens):
     # What validates is what the copy holds.
     assert len(good) == rows, (len(good), rows)
     return len(good)
+
+
+def test_schema_1_checked_recovered_migrated():
+    """A database of schema 1 (session times in whole seconds, before the
+    milliseconds of schema 2) is sound to db check, copied as it is by db
+    recover, and migrated by sessiond at start: every session validates,
+    the seconds columns are unchanged and the new ones read 0."""
+    with Daemon() as d:
+        tokens = make_database(d, 50)
+        conn = sqlite3.connect(d.database)
+        query = "SELECT row, created_at, last_activity, renewed_at FROM sessions ORDER BY row"
+        before = conn.execute(query).fetchall()
+        for column in ("created_at_ms", "last_activity_ms", "renewed_at_ms", "ended_at_ms"):
+            conn.execute("ALTER TABLE sessions DROP COLUMN " + column)
+        conn.execute("PRAGMA user_version = 1")
+        conn.commit()
+        conn.close()
+        p = db(d, "db", "check")
+        assert p.returncode == 0 and p.stdout.strip() == \
+            "%s: ok (integrity_check ok, schema version 1)" % d.database, p
+        out = os.path.join(d.tmp, "recovered.db")
+        p = db(d, "db", "recover", out)
+        assert p.returncode == 0, (p.stdout, p.stderr)
+        conn = sqlite3.connect(out)
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+        conn.close()
+        os.rename(d.database, d.database + ".old")
+        os.rename(out, d.database)
+        d.start()
+        states = validate_all(d, tokens)
+        with d.connect() as c:
+            s = c.call(S + "Validate", {"token": tokens[0], "touch": False})["session"]
+        d.stop()
+        assert set(states.values()) == {"active"}, set(states.values())
+        assert (s["created_at"], s["last_activity"]) == before[0][1:3], (s, before[0])
+        conn = sqlite3.connect(d.database)
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert conn.execute(query).fetchall() == before
+        assert conn.execute("SELECT count(*) FROM sessions WHERE created_at_ms + last_activity_ms + "
+                            "renewed_at_ms + ended_at_ms > 0").fetchone()[0] == 0
+        conn.close()
+        assert db(d, "db", "check").returncode == 0
 
 
 def test_newer_schema():
@@ -357,6 +413,7 @@ run_tests([
     test_truncated,
     test_pages_overwritten,
     test_newer_schema,
+    test_schema_1_checked_recovered_migrated,
     test_wal_left_by_a_crash_is_read_not_changed,
     test_unreadable_file,
 ])

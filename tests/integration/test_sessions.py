@@ -377,6 +377,62 @@ def test_watch_warning_and_end():
         assert reply["parameters"]["session"]["state"] == "expired"
 
 
+def sleep_until(t):
+    while True:
+        left = t - time.time()
+        if left <= 0:
+            return
+        time.sleep(min(left, 0.05) if left > 0.06 else left)
+
+
+def test_fractional_times():
+    """Issue 13: times are kept to the millisecond. A heartbeat at X.85 s of
+    the wall clock (the daemon's clock is the wall clock read at start, to
+    the ms) with idle_timeout 3 keeps the session active until X.85 + 3;
+    whole seconds counted it from X and put it in grace at X + 3, warned it
+    at X + 2 and showed expires_at X + 3."""
+    settings = dict(SHORT, **{"timeout.idle_timeout": 3})
+    with daemon(settings) as d, d.connect() as c, d.connect() as w:
+        token = create(c)["token"]
+        w.send(S + "Watch", {"token": token}, more=True)
+        assert recv_reply(w)["parameters"]["event"] == "state"
+        # The heartbeat at X.85, answered within 0.1 s (else the next second).
+        for _ in range(10):
+            sleep_until(int(time.time()) + 1.85)
+            t0 = time.time()
+            hb = c.call(S + "Heartbeat", {"token": token})
+            if time.time() - t0 < 0.1:
+                break
+        else:
+            raise AssertionError("no heartbeat answered within 0.1 s")
+        second = int(t0)
+        assert hb["expires_in"] == 3 and hb["warning"] is False, hb
+
+        # 1.25 s left: not yet warned, and never told less than it has.
+        sleep_until(t0 + 1.75)
+        v = c.call(S + "Validate", {"token": token, "touch": False})
+        assert v["state"] == "active" and v["warning"] is False and v["expires_in"] == 2, v
+        assert v["session"]["last_activity"] == second, (v, t0)  # floored
+        assert v["session"]["expires_at"] == second + 4, (v, t0)  # X.85 + 3, rounded up
+
+        # The warning comes when 1 s is left, not before.
+        reply = recv_reply(w)
+        warned = time.time()
+        assert reply["parameters"]["event"] == "warning", reply
+        assert warned >= t0 + 2 - 0.01, (warned - t0)
+
+        # Just before the whole idle timeout has passed: still active.
+        sleep_until(t0 + 2.65)
+        v = c.call(S + "Validate", {"token": token, "touch": False})
+        assert v["state"] == "active", (v, time.time() - t0)
+        assert v["expires_in"] == 1 and v["warning"] is True, v
+
+        # Once it has passed: grace.
+        sleep_until(t0 + 3.2)
+        v = c.call(S + "Validate", {"token": token, "touch": False})
+        assert v["state"] == "grace" and v["expires_in"] == 0, v
+
+
 def test_watch_client_goes_away():
     with daemon() as d, d.connect() as c:
         token = create(c)["token"]
@@ -490,6 +546,7 @@ run_tests([
     test_watch,
     test_watch_rotation,
     test_watch_warning_and_end,
+    test_fractional_times,
     test_watch_client_goes_away,
     test_watch_slow_reader,
     test_admin_sessions,

@@ -93,7 +93,10 @@ static inline bool blob_equal(struct blob a, struct blob b) {
 
 /* ---- an engine under test ------------------------------------------------- */
 
-#define T0 1700000000 /* the tests' "now" starts here */
+#define T0 1700000000 /* the tests' "now" starts here (Unix seconds) */
+/* The engine's `now` is Unix milliseconds: MS(T0 + 5) is 5 s after T0,
+ * MS(T0) + 900 is 0.9 s after it. The helpers below take milliseconds too. */
+#define MS(t) ((int64_t)(t) * 1000)
 
 struct fixture {
         struct daemon d;

@@ -60,7 +60,7 @@ START_TEST(test_create_validate) {
         char token[TOKEN_STRING_LEN + 1];
 
         setup_memory(&f);
-        ck_assert_int_eq(engine_create(f.e, T0, &a, &out, &err), 0);
+        ck_assert_int_eq(engine_create(f.e, MS(T0), &a, &out, &err), 0);
         ck_assert(engine_has_pending(f.e));
         ck_assert_int_eq(engine_commit(f.e), 0);
         ck_assert(!engine_has_pending(f.e));
@@ -75,14 +75,14 @@ START_TEST(test_create_validate) {
         memcpy(token, out.token, sizeof token);
         engine_created_clear(&out);
 
-        ck_assert_int_eq(validate(&f, T0 + 50, token, &info, NULL), 0);
+        ck_assert_int_eq(validate(&f, MS(T0 + 50), token, &info, NULL), 0);
         ck_assert_int_eq(info.state, ENGINE_STATE_ACTIVE);
         ck_assert_int_eq(info.last_activity, T0 + 50);
         ck_assert_int_eq(info.expires_at, T0 + 150);
         ck_assert_int_eq(info.expires_in, 100);
         ck_assert(!info.warning);
         /* touch = false leaves last_activity alone. */
-        ck_assert_int_eq(peek_validate(&f, T0 + 60, token, &info, &err), 0);
+        ck_assert_int_eq(peek_validate(&f, MS(T0 + 60), token, &info, &err), 0);
         ck_assert_int_eq(info.last_activity, T0 + 50);
         ck_assert_uint_eq(counters(&f)->created, 1);
         ck_assert_uint_eq(counters(&f)->validated, 2);
@@ -102,18 +102,18 @@ START_TEST(test_bad_arguments) {
 
         setup_memory(&f);
         a.user_id = "";
-        ck_assert_int_eq(engine_create(f.e, T0, &a, &out, &err), -EINVAL);
+        ck_assert_int_eq(engine_create(f.e, MS(T0), &a, &out, &err), -EINVAL);
         ck_assert_str_eq(err.field, "user_id");
         memset(longer, 'x', sizeof longer - 1);
         longer[sizeof longer - 1] = '\0';
         a.user_id = longer;
-        ck_assert_int_eq(engine_create(f.e, T0, &a, &out, &err), -EINVAL);
+        ck_assert_int_eq(engine_create(f.e, MS(T0), &a, &out, &err), -EINVAL);
         ck_assert_str_eq(err.reason, "longer than 255 bytes");
         a.user_id = "bad\nname";
-        ck_assert_int_eq(engine_create(f.e, T0, &a, &out, &err), -EINVAL);
+        ck_assert_int_eq(engine_create(f.e, MS(T0), &a, &out, &err), -EINVAL);
         a.user_id = "ok";
         a.platform_id = "";
-        ck_assert_int_eq(engine_create(f.e, T0, &a, &out, &err), -EINVAL);
+        ck_assert_int_eq(engine_create(f.e, MS(T0), &a, &out, &err), -EINVAL);
         ck_assert_str_eq(err.field, "platform_id");
         a.platform_id = NULL;
         {
@@ -121,15 +121,15 @@ START_TEST(test_bad_arguments) {
                 memset(ua, 'u', sizeof ua - 1);
                 ua[sizeof ua - 1] = '\0';
                 a.client.user_agent = ua;
-                ck_assert_int_eq(engine_create(f.e, T0, &a, &out, &err), -EINVAL);
+                ck_assert_int_eq(engine_create(f.e, MS(T0), &a, &out, &err), -EINVAL);
                 ck_assert_str_eq(err.field, "client.user_agent");
         }
         ck_assert_int_eq(engine_commit(f.e), 0);
         ck_assert_uint_eq(counters(&f)->created, 0);
 
-        ck_assert_int_eq(validate(&f, T0, "not-a-token", &info, &err), -EINVAL);
+        ck_assert_int_eq(validate(&f, MS(T0), "not-a-token", &info, &err), -EINVAL);
         ck_assert_str_eq(err.field, "token");
-        ck_assert_int_eq(validate(&f, T0, "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", &info, &err), -ENOENT);
+        ck_assert_int_eq(validate(&f, MS(T0), "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", &info, &err), -ENOENT);
         ck_assert_uint_eq(counters(&f)->validate_failed[ENGINE_FAIL_INVALID], 1);
         ck_assert_uint_eq(counters(&f)->validate_failed[ENGINE_FAIL_NOT_FOUND], 1);
         fixture_done(&f);
@@ -145,13 +145,13 @@ START_TEST(test_expiry_idle_and_grace) {
         char token[TOKEN_STRING_LEN + 1];
 
         setup_memory(&f);
-        create_session(&f, T0, "alice", NULL, token, NULL);
-        ck_assert_int_eq(peek_validate(&f, T0 + 99, token, &info, &err), 0);
+        create_session(&f, MS(T0), "alice", NULL, token, NULL);
+        ck_assert_int_eq(peek_validate(&f, MS(T0 + 99), token, &info, &err), 0);
         ck_assert_int_eq(info.state, ENGINE_STATE_ACTIVE);
         ck_assert_int_eq(info.expires_in, 1);
         ck_assert(info.warning);
         /* At the end: grace, honoured, never touched. */
-        ck_assert_int_eq(validate(&f, T0 + 100, token, &info, &err), 0);
+        ck_assert_int_eq(validate(&f, MS(T0 + 100), token, &info, &err), 0);
         ck_assert_int_eq(info.state, ENGINE_STATE_GRACE);
         ck_assert_int_eq(info.end_reason, ENGINE_END_IDLE);
         ck_assert_int_eq(info.expires_in, 0);
@@ -159,15 +159,15 @@ START_TEST(test_expiry_idle_and_grace) {
         ck_assert_int_eq(info.last_activity, T0);
         {
                 struct engine_info hb;
-                ck_assert_int_eq(engine_heartbeat(f.e, T0 + 105, token, &hb, &err), 0);
+                ck_assert_int_eq(engine_heartbeat(f.e, MS(T0 + 105), token, &hb, &err), 0);
                 ck_assert_int_eq(hb.state, ENGINE_STATE_GRACE);
                 ck_assert_int_eq(hb.last_activity, T0);
         }
-        ck_assert_int_eq(validate(&f, T0 + 109, token, &info, &err), 0);
+        ck_assert_int_eq(validate(&f, MS(T0 + 109), token, &info, &err), 0);
         ck_assert_int_eq(info.state, ENGINE_STATE_GRACE);
         ck_assert_uint_eq(counters(&f)->validated_grace, 2);
         /* After the grace period: Expired(idle). */
-        ck_assert_int_eq(validate(&f, T0 + 110, token, &info, &err), -ESTALE);
+        ck_assert_int_eq(validate(&f, MS(T0 + 110), token, &info, &err), -ESTALE);
         ck_assert_int_eq(err.end_reason, ENGINE_END_IDLE);
         ck_assert_uint_eq(counters(&f)->validate_failed[ENGINE_FAIL_EXPIRED], 1);
         fixture_done(&f);
@@ -181,14 +181,14 @@ START_TEST(test_expiry_lifetime) {
         char token[TOKEN_STRING_LEN + 1];
 
         setup_memory(&f);
-        create_session(&f, T0, "alice", NULL, token, NULL);
+        create_session(&f, MS(T0), "alice", NULL, token, NULL);
         for (int64_t t = T0 + 50; t < T0 + 1000; t += 50)
-                ck_assert_int_eq(validate(&f, t, token, &info, &err), 0);
+                ck_assert_int_eq(validate(&f, MS(t), token, &info, &err), 0);
         ck_assert_int_eq(info.expires_at, T0 + 1000); /* lifetime now comes first */
         ck_assert_int_eq(info.end_reason, ENGINE_END_LIFETIME);
-        ck_assert_int_eq(validate(&f, T0 + 1005, token, &info, &err), 0);
+        ck_assert_int_eq(validate(&f, MS(T0 + 1005), token, &info, &err), 0);
         ck_assert_int_eq(info.state, ENGINE_STATE_GRACE);
-        ck_assert_int_eq(validate(&f, T0 + 1010, token, &info, &err), -ESTALE);
+        ck_assert_int_eq(validate(&f, MS(T0 + 1010), token, &info, &err), -ESTALE);
         ck_assert_int_eq(err.end_reason, ENGINE_END_LIFETIME);
         fixture_done(&f);
 }
@@ -204,23 +204,23 @@ START_TEST(test_expiry_absolute_and_extend_cap) {
         short_timeouts(&f);
         f.c->timeout.absolute_timeout = 1500;
         fixture_open(&f);
-        create_session(&f, T0, "alice", NULL, token, NULL);
+        create_session(&f, MS(T0), "alice", NULL, token, NULL);
         for (int64_t t = T0 + 50; t <= T0 + 900; t += 50)
-                ck_assert_int_eq(validate(&f, t, token, &info, &err), 0);
+                ck_assert_int_eq(validate(&f, MS(t), token, &info, &err), 0);
         /* Extend renews the lifetime but never past the absolute cap. */
-        ck_assert_int_eq(engine_extend(f.e, T0 + 900, token, &info, &err), 0);
+        ck_assert_int_eq(engine_extend(f.e, MS(T0 + 900), token, &info, &err), 0);
         ck_assert_int_eq(engine_commit(f.e), 0);
         ck_assert_int_eq(info.renewed_at, T0 + 900);
         ck_assert_int_eq(info.expires_at, T0 + 1000); /* idle: last activity + 100 */
         for (int64_t t = T0 + 950; t < T0 + 1500; t += 50)
-                ck_assert_int_eq(validate(&f, t, token, &info, &err), 0);
+                ck_assert_int_eq(validate(&f, MS(t), token, &info, &err), 0);
         ck_assert_int_eq(info.expires_at, T0 + 1500);
         ck_assert_int_eq(info.end_reason, ENGINE_END_ABSOLUTE);
-        ck_assert_int_eq(engine_extend(f.e, T0 + 1499, token, &info, &err), 0);
+        ck_assert_int_eq(engine_extend(f.e, MS(T0 + 1499), token, &info, &err), 0);
         ck_assert_int_eq(engine_commit(f.e), 0);
         ck_assert_int_eq(info.expires_at, T0 + 1500);
         ck_assert_int_eq(info.expires_in, 1);
-        ck_assert_int_eq(validate(&f, T0 + 1510, token, &info, &err), -ESTALE);
+        ck_assert_int_eq(validate(&f, MS(T0 + 1510), token, &info, &err), -ESTALE);
         ck_assert_int_eq(err.end_reason, ENGINE_END_ABSOLUTE);
         ck_assert_uint_eq(counters(&f)->extended, 2);
         fixture_done(&f);
@@ -234,15 +234,15 @@ START_TEST(test_warning_threshold) {
         char token[TOKEN_STRING_LEN + 1];
 
         setup_memory(&f);
-        create_session(&f, T0, "alice", NULL, token, NULL);
-        ck_assert_int_eq(peek_validate(&f, T0 + 69, token, &info, &err), 0);
+        create_session(&f, MS(T0), "alice", NULL, token, NULL);
+        ck_assert_int_eq(peek_validate(&f, MS(T0 + 69), token, &info, &err), 0);
         ck_assert_int_eq(info.expires_in, 31);
         ck_assert(!info.warning);
-        ck_assert_int_eq(peek_validate(&f, T0 + 70, token, &info, &err), 0);
+        ck_assert_int_eq(peek_validate(&f, MS(T0 + 70), token, &info, &err), 0);
         ck_assert_int_eq(info.expires_in, 30);
         ck_assert(info.warning);
         /* A heartbeat touches: the warning goes away. */
-        ck_assert_int_eq(engine_heartbeat(f.e, T0 + 70, token, &info, &err), 0);
+        ck_assert_int_eq(engine_heartbeat(f.e, MS(T0 + 70), token, &info, &err), 0);
         ck_assert_int_eq(info.expires_in, 100);
         ck_assert(!info.warning);
         ck_assert_uint_eq(counters(&f)->heartbeats, 1);
@@ -266,25 +266,25 @@ START_TEST(test_eviction_order) {
         f.c->security.max_concurrent_per_user = 3;
         fixture_open(&f);
         for (int i = 0; i < 3; i++)
-                create_session(&f, T0 + i, "alice", NULL, t[i], id[i]);
-        create_session(&f, T0, "bob", NULL, bob, NULL);
+                create_session(&f, MS(T0 + i), "alice", NULL, t[i], id[i]);
+        create_session(&f, MS(T0), "bob", NULL, bob, NULL);
         /* The first is used again: the second is now the least recently active. */
-        ck_assert_int_eq(validate(&f, T0 + 10, t[0], &info, &err), 0);
-        ck_assert_int_eq(engine_create(f.e, T0 + 11, &a, &out, &err), 0);
+        ck_assert_int_eq(validate(&f, MS(T0 + 10), t[0], &info, &err), 0);
+        ck_assert_int_eq(engine_create(f.e, MS(T0 + 11), &a, &out, &err), 0);
         ck_assert_int_eq(engine_commit(f.e), 0);
         ck_assert_uint_eq(out.n_evicted, 1);
         ck_assert_str_eq(out.evicted[0], id[1]);
         memcpy(t[3], out.token, sizeof t[3]);
         engine_created_clear(&out);
 
-        ck_assert_int_eq(validate(&f, T0 + 12, t[1], &info, &err), -ESTALE);
+        ck_assert_int_eq(validate(&f, MS(T0 + 12), t[1], &info, &err), -ESTALE);
         ck_assert_int_eq(err.end_reason, ENGINE_END_EVICTED);
-        ck_assert_int_eq(validate(&f, T0 + 12, t[0], &info, &err), 0);
-        ck_assert_int_eq(validate(&f, T0 + 12, t[2], &info, &err), 0);
-        ck_assert_int_eq(validate(&f, T0 + 12, t[3], &info, &err), 0);
-        ck_assert_int_eq(validate(&f, T0 + 12, bob, &info, &err), 0);
+        ck_assert_int_eq(validate(&f, MS(T0 + 12), t[0], &info, &err), 0);
+        ck_assert_int_eq(validate(&f, MS(T0 + 12), t[2], &info, &err), 0);
+        ck_assert_int_eq(validate(&f, MS(T0 + 12), t[3], &info, &err), 0);
+        ck_assert_int_eq(validate(&f, MS(T0 + 12), bob, &info, &err), 0);
         ck_assert_uint_eq(counters(&f)->ended[ENGINE_END_EVICTED], 1);
-        ck_assert_int_eq(engine_terminate_user(f.e, T0 + 13, "nobody", &n), 0);
+        ck_assert_int_eq(engine_terminate_user(f.e, MS(T0 + 13), "nobody", &n), 0);
         ck_assert_uint_eq(n, 0);
         fixture_done(&f);
 }
@@ -305,27 +305,27 @@ START_TEST(test_lowered_limit) {
 
         setup_memory(&f);
         for (int i = 0; i < 5; i++)
-                create_session(&f, T0 + i, "alice", NULL, t[i], NULL);
-        ck_assert_int_eq(validate(&f, T0 + 10, t[0], &info, &err), 0);
+                create_session(&f, MS(T0 + i), "alice", NULL, t[i], NULL);
+        ck_assert_int_eq(validate(&f, MS(T0 + 10), t[0], &info, &err), 0);
         f.c->security.max_concurrent_per_user = 2;
         engine_config_changed(f.e);
-        ck_assert_int_eq(engine_enforce_user_limit(f.e, T0 + 11, 2, &ended, &more), 0);
+        ck_assert_int_eq(engine_enforce_user_limit(f.e, MS(T0 + 11), 2, &ended, &more), 0);
         ck_assert_uint_eq(ended, 2);
         ck_assert(more);
-        ck_assert_int_eq(engine_enforce_user_limit(f.e, T0 + 11, 2, &ended, &more), 0);
+        ck_assert_int_eq(engine_enforce_user_limit(f.e, MS(T0 + 11), 2, &ended, &more), 0);
         ck_assert_uint_eq(ended, 1);
         ck_assert(!more);
         ck_assert_int_eq(engine_commit(f.e), 0);
-        ck_assert_int_eq(engine_list_user(f.e, T0 + 11, "alice", count_cb, &n, &err), 0);
+        ck_assert_int_eq(engine_list_user(f.e, MS(T0 + 11), "alice", count_cb, &n, &err), 0);
         ck_assert_uint_eq(n, 2);
         /* The survivors are the most recently active: t[0] (used at +10) and t[4]. */
-        ck_assert_int_eq(validate(&f, T0 + 12, t[0], &info, &err), 0);
-        ck_assert_int_eq(validate(&f, T0 + 12, t[4], &info, &err), 0);
+        ck_assert_int_eq(validate(&f, MS(T0 + 12), t[0], &info, &err), 0);
+        ck_assert_int_eq(validate(&f, MS(T0 + 12), t[4], &info, &err), 0);
         for (int i = 1; i < 4; i++) {
-                ck_assert_int_eq(validate(&f, T0 + 12, t[i], &info, &err), -ESTALE);
+                ck_assert_int_eq(validate(&f, MS(T0 + 12), t[i], &info, &err), -ESTALE);
                 ck_assert_int_eq(err.end_reason, ENGINE_END_EVICTED);
         }
-        ck_assert_int_eq(engine_enforce_user_limit(f.e, T0 + 13, 2, &ended, &more), 0);
+        ck_assert_int_eq(engine_enforce_user_limit(f.e, MS(T0 + 13), 2, &ended, &more), 0);
         ck_assert_uint_eq(ended, 0);
         ck_assert(!more);
         fixture_done(&f);
@@ -360,37 +360,37 @@ START_TEST(test_fingerprint_policy) {
         uint64_t seq;
 
         setup_memory(&f);
-        create_session(&f, T0, "alice", &created, token, NULL);
-        ck_assert_int_eq(engine_validate(f.e, T0 + 1, token, &created, true, &info, &err), 0);
+        create_session(&f, MS(T0), "alice", &created, token, NULL);
+        ck_assert_int_eq(engine_validate(f.e, MS(T0 + 1), token, &created, true, &info, &err), 0);
         ck_assert(!engine_has_pending(f.e)); /* the same client: nothing to record */
 
-        ck_assert_int_eq(engine_validate(f.e, T0 + 2, token, &other_ua, true, &info, &err), -EACCES);
+        ck_assert_int_eq(engine_validate(f.e, MS(T0 + 2), token, &other_ua, true, &info, &err), -EACCES);
         ck_assert_int_eq(engine_commit(f.e), 0);
         ck_assert_uint_eq(counters(&f)->fingerprint_mismatches, 1);
         ck_assert_uint_eq(counters(&f)->validate_failed[ENGINE_FAIL_FINGERPRINT], 1);
         ck_assert_uint_eq(counters(&f)->suspicious, 1);
 
         seq = engine_write_seq(f.e);
-        ck_assert_int_eq(engine_validate(f.e, T0 + 3, token, &other_ip, true, &info, &err), 0);
+        ck_assert_int_eq(engine_validate(f.e, MS(T0 + 3), token, &other_ip, true, &info, &err), 0);
         ck_assert_uint_ne(engine_write_seq(f.e), seq); /* recorded: a write */
         ck_assert_int_eq(engine_commit(f.e), 0);
         ck_assert_uint_eq(counters(&f)->fingerprint_changes, 1);
         ck_assert_uint_eq(counters(&f)->suspicious, 2);
-        ck_assert_int_eq(engine_list_user(f.e, T0 + 3, "alice", ip_cb, &l, &err), 0);
+        ck_assert_int_eq(engine_list_user(f.e, MS(T0 + 3), "alice", ip_cb, &l, &err), 0);
         ck_assert_str_eq(l.ip, "198.51.100.9");
         /* The new IP is now the recorded one. */
-        ck_assert_int_eq(engine_validate(f.e, T0 + 4, token, &other_ip, true, &info, &err), 0);
+        ck_assert_int_eq(engine_validate(f.e, MS(T0 + 4), token, &other_ip, true, &info, &err), 0);
         ck_assert_uint_eq(counters(&f)->suspicious, 2);
-        ck_assert_int_eq(engine_validate(f.e, T0 + 5, token, &other_lang, true, &info, &err), 0);
+        ck_assert_int_eq(engine_validate(f.e, MS(T0 + 5), token, &other_lang, true, &info, &err), 0);
         ck_assert_int_eq(engine_commit(f.e), 0);
         ck_assert_uint_eq(counters(&f)->fingerprint_changes, 2);
         ck_assert_uint_eq(counters(&f)->suspicious, 3);
         /* No client given: nothing compared. */
-        ck_assert_int_eq(validate(&f, T0 + 6, token, &info, &err), 0);
+        ck_assert_int_eq(validate(&f, MS(T0 + 6), token, &info, &err), 0);
 
         /* Fingerprinting off: nothing compared, nothing counted. */
         f.c->security.fingerprinting = false;
-        ck_assert_int_eq(engine_validate(f.e, T0 + 7, token, &other_ua, true, &info, &err), 0);
+        ck_assert_int_eq(engine_validate(f.e, MS(T0 + 7), token, &other_ua, true, &info, &err), 0);
         ck_assert_uint_eq(counters(&f)->suspicious, 3);
         ck_assert_uint_eq(counters(&f)->fingerprint_mismatches, 1);
         fixture_done(&f);
@@ -405,11 +405,11 @@ START_TEST(test_fingerprint_adopted) {
         char token[TOKEN_STRING_LEN + 1];
 
         setup_memory(&f);
-        create_session(&f, T0, "alice", NULL, token, NULL); /* no client at creation */
-        ck_assert_int_eq(engine_validate(f.e, T0 + 1, token, &x, true, &info, &err), 0);
+        create_session(&f, MS(T0), "alice", NULL, token, NULL); /* no client at creation */
+        ck_assert_int_eq(engine_validate(f.e, MS(T0 + 1), token, &x, true, &info, &err), 0);
         ck_assert_int_eq(engine_commit(f.e), 0);
         ck_assert_uint_eq(counters(&f)->suspicious, 0);
-        ck_assert_int_eq(engine_validate(f.e, T0 + 2, token, &y, true, &info, &err), -EACCES);
+        ck_assert_int_eq(engine_validate(f.e, MS(T0 + 2), token, &y, true, &info, &err), -EACCES);
         fixture_done(&f);
 }
 END_TEST
@@ -430,31 +430,31 @@ START_TEST(test_switch_rate_limit) {
         f.c->timeout.absolute_timeout = 30000;
         f.c->security.max_platform_switches_per_hour = 3;
         fixture_open(&f);
-        create_session(&f, T0, "alice", NULL, token, NULL);
+        create_session(&f, MS(T0), "alice", NULL, token, NULL);
         for (int i = 0; i < 3; i++) {
-                ck_assert_int_eq(engine_switch_platform(f.e, T0 + 1 + i, token, platforms[i], &info, &err), 0);
+                ck_assert_int_eq(engine_switch_platform(f.e, MS(T0 + 1 + i), token, platforms[i], &info, &err), 0);
                 ck_assert_str_eq(info.platform_id, platforms[i]);
                 ck_assert_int_eq(engine_commit(f.e), 0);
         }
         /* The same platform again is not a switch. */
-        ck_assert_int_eq(engine_switch_platform(f.e, T0 + 4, token, "android", &info, &err), 0);
+        ck_assert_int_eq(engine_switch_platform(f.e, MS(T0 + 4), token, "android", &info, &err), 0);
         /* A fourth switch within the hour is refused until the first leaves it. */
-        ck_assert_int_eq(engine_switch_platform(f.e, T0 + 4, token, "web", &info, &err), -EBUSY);
+        ck_assert_int_eq(engine_switch_platform(f.e, MS(T0 + 4), token, "web", &info, &err), -EBUSY);
         ck_assert_int_eq(err.retry_after, 3600 - 3);
         ck_assert_uint_eq(counters(&f)->platform_switches_refused, 1);
         ck_assert_uint_eq(counters(&f)->suspicious, 1);
-        ck_assert_int_eq(engine_switch_platform(f.e, T0 + 3600, token, "web", &info, &err), -EBUSY);
+        ck_assert_int_eq(engine_switch_platform(f.e, MS(T0 + 3600), token, "web", &info, &err), -EBUSY);
         ck_assert_int_eq(err.retry_after, 1);
-        ck_assert_int_eq(engine_switch_platform(f.e, T0 + 3601, token, "web", &info, &err), 0);
+        ck_assert_int_eq(engine_switch_platform(f.e, MS(T0 + 3601), token, "web", &info, &err), 0);
         ck_assert_int_eq(engine_commit(f.e), 0);
         ck_assert_uint_eq(counters(&f)->platform_switches, 4);
-        ck_assert_int_eq(validate(&f, T0 + 3602, token, &info, &err), 0);
+        ck_assert_int_eq(validate(&f, MS(T0 + 3602), token, &info, &err), 0);
         ck_assert_str_eq(info.platform_id, "web");
 
-        ck_assert_int_eq(engine_switch_platform(f.e, T0 + 3602, token, "", &info, &err), -EINVAL);
+        ck_assert_int_eq(engine_switch_platform(f.e, MS(T0 + 3602), token, "", &info, &err), -EINVAL);
         ck_assert_str_eq(err.field, "platform_id");
         f.c->features.platform_switching = false;
-        ck_assert_int_eq(engine_switch_platform(f.e, T0 + 3602, token, "ios", &info, &err), -EOPNOTSUPP);
+        ck_assert_int_eq(engine_switch_platform(f.e, MS(T0 + 3602), token, "ios", &info, &err), -EOPNOTSUPP);
         ck_assert_str_eq(err.feature, "platform_switching");
         fixture_done(&f);
 }
@@ -476,29 +476,29 @@ START_TEST(test_sync_state) {
         short_timeouts(&f);
         f.c->sync.max_data_size = 16;
         fixture_open(&f);
-        ck_assert_int_eq(engine_create(f.e, T0, &a, &out, &err), 0);
+        ck_assert_int_eq(engine_create(f.e, MS(T0), &a, &out, &err), 0);
         ck_assert_int_eq(engine_commit(f.e), 0);
         memcpy(token, out.token, sizeof token);
         engine_created_clear(&out);
 
-        ck_assert_int_eq(engine_sync_get(f.e, T0, token, &version, &data, &size, &err), 0);
+        ck_assert_int_eq(engine_sync_get(f.e, MS(T0), token, &version, &data, &size, &err), 0);
         ck_assert_int_eq(version, 1);
         ck_assert_str_eq(data, "{\"tab\":1}");
         free(data);
-        ck_assert_int_eq(engine_sync_set(f.e, T0 + 1, token, "two", 3, 1, &version, &err), 0);
+        ck_assert_int_eq(engine_sync_set(f.e, MS(T0 + 1), token, "two", 3, 1, &version, &err), 0);
         ck_assert_int_eq(version, 2);
         /* A stale expected version: Conflict with the current one. */
-        ck_assert_int_eq(engine_sync_set(f.e, T0 + 2, token, "three", 5, 1, &version, &err), -EAGAIN);
+        ck_assert_int_eq(engine_sync_set(f.e, MS(T0 + 2), token, "three", 5, 1, &version, &err), -EAGAIN);
         ck_assert_int_eq(err.version, 2);
         /* Unconditional. */
-        ck_assert_int_eq(engine_sync_set(f.e, T0 + 2, token, "three", 5, -1, &version, &err), 0);
+        ck_assert_int_eq(engine_sync_set(f.e, MS(T0 + 2), token, "three", 5, -1, &version, &err), 0);
         ck_assert_int_eq(version, 3);
         /* Size limit, exactly at and above. */
-        ck_assert_int_eq(engine_sync_set(f.e, T0 + 3, token, "0123456789abcdef", 16, -1, &version, &err), 0);
-        ck_assert_int_eq(engine_sync_set(f.e, T0 + 3, token, "0123456789abcdefg", 17, -1, &version, &err), -E2BIG);
+        ck_assert_int_eq(engine_sync_set(f.e, MS(T0 + 3), token, "0123456789abcdef", 16, -1, &version, &err), 0);
+        ck_assert_int_eq(engine_sync_set(f.e, MS(T0 + 3), token, "0123456789abcdefg", 17, -1, &version, &err), -E2BIG);
         ck_assert_int_eq(err.max, 16);
         ck_assert_int_eq(engine_commit(f.e), 0);
-        ck_assert_int_eq(engine_sync_get(f.e, T0 + 4, token, &version, &data, &size, &err), 0);
+        ck_assert_int_eq(engine_sync_get(f.e, MS(T0 + 4), token, &version, &data, &size, &err), 0);
         ck_assert_int_eq(version, 4);
         ck_assert_uint_eq(size, 16);
         free(data);
@@ -506,14 +506,14 @@ START_TEST(test_sync_state) {
 
         a.sync_size = 17;
         a.sync_data = "0123456789abcdefg";
-        ck_assert_int_eq(engine_create(f.e, T0, &a, &out, &err), -E2BIG);
+        ck_assert_int_eq(engine_create(f.e, MS(T0), &a, &out, &err), -E2BIG);
 
         f.c->features.cross_tab_sync = false;
-        ck_assert_int_eq(engine_sync_get(f.e, T0 + 5, token, &version, &data, &size, &err), -EOPNOTSUPP);
+        ck_assert_int_eq(engine_sync_get(f.e, MS(T0 + 5), token, &version, &data, &size, &err), -EOPNOTSUPP);
         ck_assert_str_eq(err.feature, "cross_tab_sync");
-        ck_assert_int_eq(engine_sync_set(f.e, T0 + 5, token, "x", 1, -1, &version, &err), -EOPNOTSUPP);
+        ck_assert_int_eq(engine_sync_set(f.e, MS(T0 + 5), token, "x", 1, -1, &version, &err), -EOPNOTSUPP);
         a.sync_size = 1;
-        ck_assert_int_eq(engine_create(f.e, T0, &a, &out, &err), -EOPNOTSUPP);
+        ck_assert_int_eq(engine_create(f.e, MS(T0), &a, &out, &err), -EOPNOTSUPP);
         fixture_done(&f);
 }
 END_TEST
@@ -530,10 +530,10 @@ START_TEST(test_rotate) {
         size_t size;
 
         setup_memory(&f);
-        create_session(&f, T0, "alice", NULL, old, id);
-        ck_assert_int_eq(engine_sync_set(f.e, T0 + 1, old, "s", 1, -1, &version, &err), 0);
-        ck_assert_int_eq(engine_switch_platform(f.e, T0 + 1, old, "ios", &info, &err), 0);
-        ck_assert_int_eq(engine_rotate(f.e, T0 + 5, old, fresh, &info, &err), 0);
+        create_session(&f, MS(T0), "alice", NULL, old, id);
+        ck_assert_int_eq(engine_sync_set(f.e, MS(T0 + 1), old, "s", 1, -1, &version, &err), 0);
+        ck_assert_int_eq(engine_switch_platform(f.e, MS(T0 + 1), old, "ios", &info, &err), 0);
+        ck_assert_int_eq(engine_rotate(f.e, MS(T0 + 5), old, fresh, &info, &err), 0);
         ck_assert_int_eq(engine_commit(f.e), 0);
         ck_assert(token_is_wellformed(fresh));
         ck_assert_str_ne(fresh, old);
@@ -543,19 +543,19 @@ START_TEST(test_rotate) {
         ck_assert_str_eq(info.platform_id, "ios");
         ck_assert_uint_eq(counters(&f)->rotated, 1);
 
-        ck_assert_int_eq(validate(&f, T0 + 6, fresh, &info, &err), 0);
-        ck_assert_int_eq(engine_sync_get(f.e, T0 + 6, fresh, &version, &data, &size, &err), 0);
+        ck_assert_int_eq(validate(&f, MS(T0 + 6), fresh, &info, &err), 0);
+        ck_assert_int_eq(engine_sync_get(f.e, MS(T0 + 6), fresh, &version, &data, &size, &err), 0);
         ck_assert_int_eq(version, 1);
         ck_assert_str_eq(data, "s");
         free(data);
 
         /* The old token: Expired(rotated) at once; within grace not suspicious. */
-        ck_assert_int_eq(validate(&f, T0 + 6, old, &info, &err), -ESTALE);
+        ck_assert_int_eq(validate(&f, MS(T0 + 6), old, &info, &err), -ESTALE);
         ck_assert_int_eq(err.end_reason, ENGINE_END_ROTATED);
         ck_assert_uint_eq(counters(&f)->suspicious, 0);
-        ck_assert_int_eq(validate(&f, T0 + 5 + 11, old, &info, &err), -ESTALE);
+        ck_assert_int_eq(validate(&f, MS(T0 + 5 + 11), old, &info, &err), -ESTALE);
         ck_assert_uint_eq(counters(&f)->suspicious, 1);
-        ck_assert_int_eq(engine_rotate(f.e, T0 + 20, old, fresh, &info, &err), -ESTALE);
+        ck_assert_int_eq(engine_rotate(f.e, MS(T0 + 20), old, fresh, &info, &err), -ESTALE);
         fixture_done(&f);
 }
 END_TEST
@@ -579,45 +579,45 @@ START_TEST(test_max_sessions) {
         fixture_open(&f);
         for (int i = 0; i < 5; i++) {
                 snprintf(user, sizeof user, "u%d", i);
-                create_session(&f, T0, user, NULL, tokens[i], NULL);
+                create_session(&f, MS(T0), user, NULL, tokens[i], NULL);
         }
-        ck_assert_int_eq(engine_create(f.e, T0 + 1, &a, &out, &err), -EUSERS);
+        ck_assert_int_eq(engine_create(f.e, MS(T0 + 1), &a, &out, &err), -EUSERS);
         ck_assert(!engine_has_pending(f.e)); /* nothing written */
-        engine_count(f.e, T0 + 1, &counts);
+        engine_count(f.e, MS(T0 + 1), &counts);
         ck_assert_uint_eq(counts.sessions, 5);
         ck_assert_uint_eq(counts.users, 5);
         ck_assert_uint_eq(counters(&f)->created, 5);
         ck_assert_uint_eq(counters(&f)->create_refused_max_sessions, 1);
 
         /* Rotate ends one and makes one: not refused. */
-        ck_assert_int_eq(engine_rotate(f.e, T0 + 2, tokens[0], fresh, &info, &err), 0);
+        ck_assert_int_eq(engine_rotate(f.e, MS(T0 + 2), tokens[0], fresh, &info, &err), 0);
         ck_assert_int_eq(engine_commit(f.e), 0);
         memcpy(tokens[0], fresh, sizeof fresh);
 
         /* A user below max_concurrent_per_user would hold one more: refused.
          * At it, the Create evicts one of the user's own: the count stays 5. */
-        ck_assert_int_eq(engine_create(f.e, T0 + 3, &(struct engine_create){.user_id = "u1"}, &out, &err), -EUSERS);
+        ck_assert_int_eq(engine_create(f.e, MS(T0 + 3), &(struct engine_create){.user_id = "u1"}, &out, &err), -EUSERS);
         f.c->security.max_concurrent_per_user = 1;
-        create_session(&f, T0 + 4, "u1", NULL, NULL, NULL);
-        engine_count(f.e, T0 + 4, &counts);
+        create_session(&f, MS(T0 + 4), "u1", NULL, NULL, NULL);
+        engine_count(f.e, MS(T0 + 4), &counts);
         ck_assert_uint_eq(counts.sessions, 5);
-        ck_assert_int_eq(engine_destroy(f.e, T0 + 5, tokens[2], &err), 0);
+        ck_assert_int_eq(engine_destroy(f.e, MS(T0 + 5), tokens[2], &err), 0);
         ck_assert_int_eq(engine_commit(f.e), 0);
 
         /* A destroy made room for one. */
-        ck_assert_int_eq(engine_create(f.e, T0 + 6, &a, &out, &err), 0);
+        ck_assert_int_eq(engine_create(f.e, MS(T0 + 6), &a, &out, &err), 0);
         ck_assert_int_eq(engine_commit(f.e), 0);
         engine_created_clear(&out);
-        ck_assert_int_eq(engine_create(f.e, T0 + 6, &(struct engine_create){.user_id = "u6"}, &out, &err), -EUSERS);
+        ck_assert_int_eq(engine_create(f.e, MS(T0 + 6), &(struct engine_create){.user_id = "u6"}, &out, &err), -EUSERS);
 
         /* Lowered below the count: refuses, ends nothing. */
         f.c->daemon.max_sessions = 2;
-        ck_assert_int_eq(engine_create(f.e, T0 + 7, &(struct engine_create){.user_id = "u7"}, &out, &err), -EUSERS);
-        engine_count(f.e, T0 + 7, &counts);
+        ck_assert_int_eq(engine_create(f.e, MS(T0 + 7), &(struct engine_create){.user_id = "u7"}, &out, &err), -EUSERS);
+        engine_count(f.e, MS(T0 + 7), &counts);
         ck_assert_uint_eq(counts.sessions, 5);
         for (int i = 0; i < 5; i++)
                 if (i != 2)
-                        ck_assert_int_eq(validate(&f, T0 + 8, tokens[i], &info, &err), i == 1 ? -ESTALE : 0);
+                        ck_assert_int_eq(validate(&f, MS(T0 + 8), tokens[i], &info, &err), i == 1 ? -ESTALE : 0);
         fixture_done(&f);
 }
 END_TEST
@@ -629,13 +629,13 @@ START_TEST(test_destroy) {
         char token[TOKEN_STRING_LEN + 1];
 
         setup_memory(&f);
-        create_session(&f, T0, "alice", NULL, token, NULL);
-        ck_assert_int_eq(engine_destroy(f.e, T0 + 1, token, &err), 0);
+        create_session(&f, MS(T0), "alice", NULL, token, NULL);
+        ck_assert_int_eq(engine_destroy(f.e, MS(T0 + 1), token, &err), 0);
         ck_assert_int_eq(engine_commit(f.e), 0);
-        ck_assert_int_eq(validate(&f, T0 + 1, token, &info, &err), -ESTALE);
+        ck_assert_int_eq(validate(&f, MS(T0 + 1), token, &info, &err), -ESTALE);
         ck_assert_int_eq(err.end_reason, ENGINE_END_DESTROYED);
-        ck_assert_int_eq(engine_destroy(f.e, T0 + 2, token, &err), -ESTALE);
-        ck_assert_int_eq(engine_destroy(f.e, T0 + 2, "BBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB", &err), -ENOENT);
+        ck_assert_int_eq(engine_destroy(f.e, MS(T0 + 2), token, &err), -ESTALE);
+        ck_assert_int_eq(engine_destroy(f.e, MS(T0 + 2), "BBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB", &err), -ENOENT);
         ck_assert_uint_eq(counters(&f)->ended[ENGINE_END_DESTROYED], 1);
         fixture_done(&f);
 }
@@ -650,26 +650,26 @@ START_TEST(test_destroy_user_except) {
 
         setup_memory(&f);
         for (int i = 0; i < 3; i++)
-                create_session(&f, T0 + i, "alice", NULL, t[i], NULL);
-        create_session(&f, T0, "bob", NULL, bob, NULL);
-        ck_assert_int_eq(engine_destroy_user(f.e, T0 + 5, "alice", bob, &count, &err), -EINVAL);
+                create_session(&f, MS(T0 + i), "alice", NULL, t[i], NULL);
+        create_session(&f, MS(T0), "bob", NULL, bob, NULL);
+        ck_assert_int_eq(engine_destroy_user(f.e, MS(T0 + 5), "alice", bob, &count, &err), -EINVAL);
         ck_assert_str_eq(err.field, "except_token");
-        ck_assert_int_eq(engine_destroy_user(f.e, T0 + 5, "alice", "bad", &count, &err), -EINVAL);
+        ck_assert_int_eq(engine_destroy_user(f.e, MS(T0 + 5), "alice", "bad", &count, &err), -EINVAL);
         ck_assert_str_eq(err.field, "except_token");
-        ck_assert_int_eq(engine_destroy_user(f.e, T0 + 5, "alice", t[1], &count, &err), 0);
+        ck_assert_int_eq(engine_destroy_user(f.e, MS(T0 + 5), "alice", t[1], &count, &err), 0);
         ck_assert_int_eq(engine_commit(f.e), 0);
         ck_assert_uint_eq(count, 2);
-        ck_assert_int_eq(validate(&f, T0 + 6, t[1], &info, &err), 0);
-        ck_assert_int_eq(validate(&f, T0 + 6, t[0], &info, &err), -ESTALE);
+        ck_assert_int_eq(validate(&f, MS(T0 + 6), t[1], &info, &err), 0);
+        ck_assert_int_eq(validate(&f, MS(T0 + 6), t[0], &info, &err), -ESTALE);
         ck_assert_int_eq(err.end_reason, ENGINE_END_DESTROYED);
-        ck_assert_int_eq(validate(&f, T0 + 6, t[2], &info, &err), -ESTALE);
-        ck_assert_int_eq(validate(&f, T0 + 6, bob, &info, &err), 0);
+        ck_assert_int_eq(validate(&f, MS(T0 + 6), t[2], &info, &err), -ESTALE);
+        ck_assert_int_eq(validate(&f, MS(T0 + 6), bob, &info, &err), 0);
         /* Without exception: everything, and nothing left to count after. */
-        ck_assert_int_eq(engine_destroy_user(f.e, T0 + 7, "alice", NULL, &count, &err), 0);
+        ck_assert_int_eq(engine_destroy_user(f.e, MS(T0 + 7), "alice", NULL, &count, &err), 0);
         ck_assert_uint_eq(count, 1);
-        ck_assert_int_eq(engine_destroy_user(f.e, T0 + 7, "alice", NULL, &count, &err), 0);
+        ck_assert_int_eq(engine_destroy_user(f.e, MS(T0 + 7), "alice", NULL, &count, &err), 0);
         ck_assert_uint_eq(count, 0);
-        ck_assert_int_eq(engine_destroy_user(f.e, T0 + 7, "", NULL, &count, &err), -EINVAL);
+        ck_assert_int_eq(engine_destroy_user(f.e, MS(T0 + 7), "", NULL, &count, &err), -EINVAL);
         fixture_done(&f);
 }
 END_TEST
@@ -706,36 +706,36 @@ START_TEST(test_terminate_and_listings) {
         unsigned count;
 
         setup_memory(&f);
-        create_session(&f, T0, "alice", NULL, t[0], id[0]);
-        create_session(&f, T0 + 95, "alice", NULL, t[1], id[1]);
-        create_session(&f, T0 + 200, "bob", NULL, t[2], id[2]);
-        ck_assert_int_eq(engine_terminate(f.e, T0 + 200, id[2]), 0);
+        create_session(&f, MS(T0), "alice", NULL, t[0], id[0]);
+        create_session(&f, MS(T0 + 95), "alice", NULL, t[1], id[1]);
+        create_session(&f, MS(T0 + 200), "bob", NULL, t[2], id[2]);
+        ck_assert_int_eq(engine_terminate(f.e, MS(T0 + 200), id[2]), 0);
         ck_assert_int_eq(engine_commit(f.e), 0);
-        ck_assert_int_eq(engine_terminate(f.e, T0 + 200, id[2]), -ENOENT);
-        ck_assert_int_eq(engine_terminate(f.e, T0 + 200, "zzzzzzzzzzzzzzzzzzzzzz"), -ENOENT);
-        ck_assert_int_eq(validate(&f, T0 + 201, t[2], &info, &err), -ESTALE);
+        ck_assert_int_eq(engine_terminate(f.e, MS(T0 + 200), id[2]), -ENOENT);
+        ck_assert_int_eq(engine_terminate(f.e, MS(T0 + 200), "zzzzzzzzzzzzzzzzzzzzzz"), -ENOENT);
+        ck_assert_int_eq(validate(&f, MS(T0 + 201), t[2], &info, &err), -ESTALE);
         ck_assert_int_eq(err.end_reason, ENGINE_END_TERMINATED);
 
         /* At T0 + 200: alice's first is expired (not ended), the second in
          * grace... no: active until T0 + 195 + 10. */
-        ck_assert_int_eq(engine_list_sessions(f.e, T0 + 200, NULL, false, 100, state_cb, &st), 0);
+        ck_assert_int_eq(engine_list_sessions(f.e, MS(T0 + 200), NULL, false, 100, state_cb, &st), 0);
         ck_assert_uint_eq(st.active + st.grace + st.expired + st.ended, 1);
         ck_assert_uint_eq(st.grace, 1);
         st = (struct states){0};
-        ck_assert_int_eq(engine_list_sessions(f.e, T0 + 200, NULL, true, 100, state_cb, &st), 0);
+        ck_assert_int_eq(engine_list_sessions(f.e, MS(T0 + 200), NULL, true, 100, state_cb, &st), 0);
         ck_assert_uint_eq(st.expired, 1);
         ck_assert_uint_eq(st.grace, 1);
         ck_assert_uint_eq(st.ended, 1);
         ck_assert_str_eq(st.reason, "terminated");
         st = (struct states){0};
-        ck_assert_int_eq(engine_list_sessions(f.e, T0 + 200, NULL, true, 2, state_cb, &st), 0);
+        ck_assert_int_eq(engine_list_sessions(f.e, MS(T0 + 200), NULL, true, 2, state_cb, &st), 0);
         ck_assert_uint_eq(st.active + st.grace + st.expired + st.ended, 2);
         st = (struct states){0};
-        ck_assert_int_eq(engine_list_sessions(f.e, T0 + 200, "bob", true, 100, state_cb, &st), 0);
+        ck_assert_int_eq(engine_list_sessions(f.e, MS(T0 + 200), "bob", true, 100, state_cb, &st), 0);
         ck_assert_uint_eq(st.ended, 1);
         ck_assert_uint_eq(st.active + st.grace + st.expired, 0);
 
-        ck_assert_int_eq(engine_terminate_user(f.e, T0 + 201, "alice", &count), 0);
+        ck_assert_int_eq(engine_terminate_user(f.e, MS(T0 + 201), "alice", &count), 0);
         ck_assert_uint_eq(count, 1); /* the expired one is left to cleanup */
         ck_assert_int_eq(engine_commit(f.e), 0);
         ck_assert_uint_eq(counters(&f)->ended[ENGINE_END_TERMINATED], 2);
@@ -774,14 +774,14 @@ START_TEST(test_user_listing_merges_in_order) {
         f.c->security.max_concurrent_per_user = 100;
         fixture_open(&f);
         for (int i = 0; i < 6; i++)
-                create_session(&f, T0 + i, i == 2 ? "bob" : "alice", &client, t[i], id[i]);
+                create_session(&f, MS(T0 + i), i == 2 ? "bob" : "alice", &client, t[i], id[i]);
         /* alice: 0 ended, 1 live, 3 ended, 4 live, 5 ended; bob: 2 live. */
-        ck_assert_int_eq(engine_destroy(f.e, T0 + 10, t[0], &err), 0);
-        ck_assert_int_eq(engine_destroy(f.e, T0 + 10, t[5], &err), 0);
-        ck_assert_int_eq(engine_terminate(f.e, T0 + 10, id[3]), 0);
+        ck_assert_int_eq(engine_destroy(f.e, MS(T0 + 10), t[0], &err), 0);
+        ck_assert_int_eq(engine_destroy(f.e, MS(T0 + 10), t[5], &err), 0);
+        ck_assert_int_eq(engine_terminate(f.e, MS(T0 + 10), id[3]), 0);
         ck_assert_int_eq(engine_commit(f.e), 0);
 
-        ck_assert_int_eq(engine_list_sessions(f.e, T0 + 11, "alice", true, 100, ids_cb, &x), 0);
+        ck_assert_int_eq(engine_list_sessions(f.e, MS(T0 + 11), "alice", true, 100, ids_cb, &x), 0);
         ck_assert_uint_eq(x.n, 5);
         for (unsigned i = 0, k = 0; i < 6; i++) {
                 if (i == 2)
@@ -792,26 +792,26 @@ START_TEST(test_user_listing_merges_in_order) {
                 k++;
         }
         x = (struct ids){0};
-        ck_assert_int_eq(engine_list_sessions(f.e, T0 + 11, "alice", true, 2, ids_cb, &x), 0);
+        ck_assert_int_eq(engine_list_sessions(f.e, MS(T0 + 11), "alice", true, 2, ids_cb, &x), 0);
         ck_assert_uint_eq(x.n, 2);
         ck_assert_str_eq(x.id[0], id[0]);
         ck_assert_str_eq(x.id[1], id[1]);
         x = (struct ids){0};
-        ck_assert_int_eq(engine_list_user(f.e, T0 + 11, "alice", ids_cb, &x, &err), 0);
+        ck_assert_int_eq(engine_list_user(f.e, MS(T0 + 11), "alice", ids_cb, &x, &err), 0);
         ck_assert_uint_eq(x.n, 2);
         ck_assert_str_eq(x.id[0], id[1]);
         ck_assert_str_eq(x.id[1], id[4]);
         x = (struct ids){0};
-        ck_assert_int_eq(engine_list_sessions(f.e, T0 + 11, "bob", false, 100, ids_cb, &x), 0);
+        ck_assert_int_eq(engine_list_sessions(f.e, MS(T0 + 11), "bob", false, 100, ids_cb, &x), 0);
         ck_assert_uint_eq(x.n, 1);
         ck_assert_str_eq(x.id[0], id[2]);
         /* A user with ended sessions only. */
-        ck_assert_int_eq(engine_destroy(f.e, T0 + 12, t[2], &err), 0);
+        ck_assert_int_eq(engine_destroy(f.e, MS(T0 + 12), t[2], &err), 0);
         ck_assert_int_eq(engine_commit(f.e), 0);
         x = (struct ids){0};
-        ck_assert_int_eq(engine_list_sessions(f.e, T0 + 13, "bob", false, 100, ids_cb, &x), 0);
+        ck_assert_int_eq(engine_list_sessions(f.e, MS(T0 + 13), "bob", false, 100, ids_cb, &x), 0);
         ck_assert_uint_eq(x.n, 0);
-        ck_assert_int_eq(engine_list_sessions(f.e, T0 + 13, "bob", true, 100, ids_cb, &x), 0);
+        ck_assert_int_eq(engine_list_sessions(f.e, MS(T0 + 13), "bob", true, 100, ids_cb, &x), 0);
         ck_assert_uint_eq(x.n, 1);
         ck_assert_int_eq(x.state[0], ENGINE_STATE_ENDED);
         fixture_done(&f);
@@ -835,13 +835,13 @@ START_TEST(test_cleanup_batches) {
         f.c->security.max_concurrent_per_user = 100;
         fixture_open(&f);
         for (int i = 0; i < 25; i++)
-                create_session(&f, T0, "user", NULL, t[i], NULL);
+                create_session(&f, MS(T0), "user", NULL, t[i], NULL);
         for (int i = 0; i < 5; i++) /* five stay alive longer */
-                ck_assert_int_eq(validate(&f, T0 + 50, t[i], &info, &err), 0);
+                ck_assert_int_eq(validate(&f, MS(T0 + 50), t[i], &info, &err), 0);
         /* End T0 + 100, cleanup grace 20. */
-        ck_assert_uint_eq(engine_count_awaiting_cleanup(f.e, T0 + 119), 0);
-        ck_assert_uint_eq(engine_count_awaiting_cleanup(f.e, T0 + 120), 20);
-        engine_count(f.e, T0 + 120, &counts);
+        ck_assert_uint_eq(engine_count_awaiting_cleanup(f.e, MS(T0 + 119)), 0);
+        ck_assert_uint_eq(engine_count_awaiting_cleanup(f.e, MS(T0 + 120)), 20);
+        engine_count(f.e, MS(T0 + 120), &counts);
         ck_assert_uint_eq(counts.sessions, 25);
         ck_assert_uint_eq(counts.active, 5);
         ck_assert_uint_eq(counts.expired, 20);
@@ -849,23 +849,23 @@ START_TEST(test_cleanup_batches) {
         ck_assert_uint_eq(counts.users, 1);
 
         do {
-                ck_assert_int_eq(engine_cleanup_expired(f.e, T0 + 120, 8, &ended, &more), 0);
+                ck_assert_int_eq(engine_cleanup_expired(f.e, MS(T0 + 120), 8, &ended, &more), 0);
                 ck_assert_int_eq(engine_commit(f.e), 0);
                 ck_assert_uint_le(ended, 8);
                 total += ended;
         } while (more);
         ck_assert_uint_eq(total, 20);
-        ck_assert_uint_eq(engine_count_awaiting_cleanup(f.e, T0 + 120), 0);
+        ck_assert_uint_eq(engine_count_awaiting_cleanup(f.e, MS(T0 + 120)), 0);
         ck_assert_uint_eq(counters(&f)->ended[ENGINE_END_IDLE], 20);
 
         /* Ended with their reason and their real end time. */
-        ck_assert_int_eq(engine_list_sessions(f.e, T0 + 120, "user", true, 100, state_cb, &st), 0);
+        ck_assert_int_eq(engine_list_sessions(f.e, MS(T0 + 120), "user", true, 100, state_cb, &st), 0);
         ck_assert_uint_eq(st.ended, 20);
         ck_assert_uint_eq(st.active, 5);
         ck_assert_str_eq(st.reason, "idle");
-        ck_assert_int_eq(validate(&f, T0 + 121, t[24], &info, &err), -ESTALE);
+        ck_assert_int_eq(validate(&f, MS(T0 + 121), t[24], &info, &err), -ESTALE);
         ck_assert_int_eq(err.end_reason, ENGINE_END_IDLE);
-        ck_assert_int_eq(engine_cleanup_expired(f.e, T0 + 120, 8, &ended, &more), 0);
+        ck_assert_int_eq(engine_cleanup_expired(f.e, MS(T0 + 120), 8, &ended, &more), 0);
         ck_assert_uint_eq(ended, 0);
         ck_assert(!more);
         fixture_done(&f);
@@ -886,28 +886,28 @@ START_TEST(test_purge) {
         f.c->cleanup.audit_retention_days = 2;
         fixture_open(&f);
         for (int i = 0; i < 4; i++)
-                create_session(&f, T0, "alice", NULL, t[i], NULL);
+                create_session(&f, MS(T0), "alice", NULL, t[i], NULL);
         for (int i = 0; i < 3; i++)
-                ck_assert_int_eq(engine_destroy(f.e, T0 + i, t[i], &err), 0);
+                ck_assert_int_eq(engine_destroy(f.e, MS(T0 + i), t[i], &err), 0);
         ck_assert_int_eq(engine_commit(f.e), 0);
         ck_assert_int_eq(db_count(path, "SELECT count(*) FROM audit"), 7); /* 4 created, 3 ended */
 
         /* Not old enough yet. */
-        ck_assert_int_eq(engine_purge(f.e, T0 + 86400, 2, &sessions, &audit_rows, &more), 0);
+        ck_assert_int_eq(engine_purge(f.e, MS(T0 + 86400), 2, &sessions, &audit_rows, &more), 0);
         ck_assert_uint_eq(sessions, 0);
         /* One day after the first two ended: those two, in batches of two. */
-        ck_assert_int_eq(engine_purge(f.e, T0 + 86402, 2, &sessions, &audit_rows, &more), 0);
+        ck_assert_int_eq(engine_purge(f.e, MS(T0 + 86402), 2, &sessions, &audit_rows, &more), 0);
         ck_assert_int_eq(engine_commit(f.e), 0);
         ck_assert_uint_eq(sessions, 2);
         ck_assert_uint_eq(audit_rows, 0);
         ck_assert(more);
-        ck_assert_int_eq(engine_purge(f.e, T0 + 86402, 2, &sessions, &audit_rows, &more), 0);
+        ck_assert_int_eq(engine_purge(f.e, MS(T0 + 86402), 2, &sessions, &audit_rows, &more), 0);
         ck_assert_uint_eq(sessions, 0);
         ck_assert(!more);
         ck_assert_int_eq(engine_commit(f.e), 0);
         ck_assert_int_eq(db_count(path, "SELECT count(*) FROM sessions"), 2);
         /* Two days: the audit rows go too, and the third ended session. */
-        ck_assert_int_eq(engine_purge(f.e, T0 + 2 * 86400 + 10, 100, &sessions, &audit_rows, &more), 0);
+        ck_assert_int_eq(engine_purge(f.e, MS(T0 + 2 * 86400 + 10), 100, &sessions, &audit_rows, &more), 0);
         ck_assert_int_eq(engine_commit(f.e), 0);
         ck_assert_uint_eq(sessions, 1);
         ck_assert_uint_eq(audit_rows, 7);
@@ -940,16 +940,16 @@ START_TEST(test_restart_keeps_everything) {
         fixture_init(&f, path);
         short_timeouts(&f);
         fixture_open(&f);
-        create_session(&f, T0, "alice", NULL, kept, NULL);
-        create_session(&f, T0, "alice", NULL, gone, NULL);
-        create_session(&f, T0, "bob", NULL, rot, NULL);
-        ck_assert_int_eq(engine_destroy(f.e, T0 + 1, gone, &err), 0);
-        ck_assert_int_eq(engine_rotate(f.e, T0 + 2, rot, rotated, &info, &err), 0);
-        ck_assert_int_eq(engine_switch_platform(f.e, T0 + 3, kept, "ios", &info, &err), 0);
-        ck_assert_int_eq(engine_sync_set(f.e, T0 + 4, kept, "data", 4, -1, &version, &err), 0);
+        create_session(&f, MS(T0), "alice", NULL, kept, NULL);
+        create_session(&f, MS(T0), "alice", NULL, gone, NULL);
+        create_session(&f, MS(T0), "bob", NULL, rot, NULL);
+        ck_assert_int_eq(engine_destroy(f.e, MS(T0 + 1), gone, &err), 0);
+        ck_assert_int_eq(engine_rotate(f.e, MS(T0 + 2), rot, rotated, &info, &err), 0);
+        ck_assert_int_eq(engine_switch_platform(f.e, MS(T0 + 3), kept, "ios", &info, &err), 0);
+        ck_assert_int_eq(engine_sync_set(f.e, MS(T0 + 4), kept, "data", 4, -1, &version, &err), 0);
         ck_assert_int_eq(engine_commit(f.e), 0);
         /* A touch, kept in memory, is written at shutdown. */
-        ck_assert_int_eq(validate(&f, T0 + 50, kept, &info, &err), 0);
+        ck_assert_int_eq(validate(&f, MS(T0 + 50), kept, &info, &err), 0);
         fixture_close(&f);
 
         {
@@ -958,18 +958,18 @@ START_TEST(test_restart_keeps_everything) {
                 ck_assert_uint_eq(st.st_mode & 07777, 0600);
         }
         fixture_open(&f);
-        ck_assert_int_eq(peek_validate(&f, T0 + 51, kept, &info, &err), 0);
+        ck_assert_int_eq(peek_validate(&f, MS(T0 + 51), kept, &info, &err), 0);
         ck_assert_int_eq(info.last_activity, T0 + 50);
         ck_assert_str_eq(info.platform_id, "ios");
-        ck_assert_int_eq(engine_sync_get(f.e, T0 + 51, kept, &version, &data, &size, &err), 0);
+        ck_assert_int_eq(engine_sync_get(f.e, MS(T0 + 51), kept, &version, &data, &size, &err), 0);
         ck_assert_int_eq(version, 1);
         ck_assert_str_eq(data, "data");
         free(data);
-        ck_assert_int_eq(validate(&f, T0 + 51, gone, &info, &err), -ESTALE);
+        ck_assert_int_eq(validate(&f, MS(T0 + 51), gone, &info, &err), -ESTALE);
         ck_assert_int_eq(err.end_reason, ENGINE_END_DESTROYED);
-        ck_assert_int_eq(validate(&f, T0 + 51, rot, &info, &err), -ESTALE);
+        ck_assert_int_eq(validate(&f, MS(T0 + 51), rot, &info, &err), -ESTALE);
         ck_assert_int_eq(err.end_reason, ENGINE_END_ROTATED);
-        ck_assert_int_eq(validate(&f, T0 + 51, rotated, &info, &err), 0);
+        ck_assert_int_eq(validate(&f, MS(T0 + 51), rotated, &info, &err), 0);
         fixture_done(&f);
         scratch_remove();
 }
@@ -989,10 +989,10 @@ START_TEST(test_touch_flush) {
         short_timeouts(&f); /* idle 100: a touch of a second or more is written */
         fixture_open(&f);
         for (int i = 0; i < 3; i++)
-                create_session(&f, T0, "alice", NULL, t[i], NULL);
+                create_session(&f, MS(T0), "alice", NULL, t[i], NULL);
         for (int i = 0; i < 3; i++)
-                ck_assert_int_eq(validate(&f, T0 + 30, t[i], &info, &err), 0);
-        engine_count(f.e, T0 + 30, &counts);
+                ck_assert_int_eq(validate(&f, MS(T0 + 30), t[i], &info, &err), 0);
+        engine_count(f.e, MS(T0 + 30), &counts);
         ck_assert_uint_eq(counts.dirty_touches, 3);
         ck_assert_int_eq(db_count(path, "SELECT count(*) FROM sessions WHERE last_activity = 1700000030"), 0);
         ck_assert_int_eq(engine_flush_touches(f.e, 2, &written, &more), 0);
@@ -1022,26 +1022,26 @@ START_TEST(test_abort_restores_memory) {
         size_t size;
 
         setup_memory(&f);
-        create_session(&f, T0, "alice", NULL, kept, NULL);
-        create_session(&f, T0, "bob", NULL, rot, NULL);
-        ck_assert_int_eq(validate(&f, T0 + 10, kept, &info, &err), 0);
+        create_session(&f, MS(T0), "alice", NULL, kept, NULL);
+        create_session(&f, MS(T0), "bob", NULL, rot, NULL);
+        ck_assert_int_eq(validate(&f, MS(T0 + 10), kept, &info, &err), 0);
 
         /* One iteration's writes, then the transaction is abandoned. */
-        ck_assert_int_eq(engine_create(f.e, T0 + 20, &a, &out, &err), 0);
+        ck_assert_int_eq(engine_create(f.e, MS(T0 + 20), &a, &out, &err), 0);
         memcpy(fresh, out.token, sizeof fresh);
         engine_created_clear(&out);
-        ck_assert_int_eq(engine_destroy(f.e, T0 + 20, kept, &err), 0);
-        ck_assert_int_eq(engine_rotate(f.e, T0 + 20, rot, rotated, &info, &err), 0);
-        ck_assert_int_eq(engine_sync_set(f.e, T0 + 20, rotated, "x", 1, -1, &version, &err), 0);
+        ck_assert_int_eq(engine_destroy(f.e, MS(T0 + 20), kept, &err), 0);
+        ck_assert_int_eq(engine_rotate(f.e, MS(T0 + 20), rot, rotated, &info, &err), 0);
+        ck_assert_int_eq(engine_sync_set(f.e, MS(T0 + 20), rotated, "x", 1, -1, &version, &err), 0);
         engine_abort(f.e);
         ck_assert(!engine_has_pending(f.e));
 
-        ck_assert_int_eq(peek_validate(&f, T0 + 21, fresh, &info, &err), -ENOENT);
-        ck_assert_int_eq(peek_validate(&f, T0 + 21, rotated, &info, &err), -ENOENT);
-        ck_assert_int_eq(peek_validate(&f, T0 + 21, kept, &info, &err), 0);
+        ck_assert_int_eq(peek_validate(&f, MS(T0 + 21), fresh, &info, &err), -ENOENT);
+        ck_assert_int_eq(peek_validate(&f, MS(T0 + 21), rotated, &info, &err), -ENOENT);
+        ck_assert_int_eq(peek_validate(&f, MS(T0 + 21), kept, &info, &err), 0);
         ck_assert_int_eq(info.last_activity, T0 + 10); /* the touch survived too */
-        ck_assert_int_eq(peek_validate(&f, T0 + 21, rot, &info, &err), 0);
-        ck_assert_int_eq(engine_sync_get(f.e, T0 + 21, rot, &version, &data, &size, &err), 0);
+        ck_assert_int_eq(peek_validate(&f, MS(T0 + 21), rot, &info, &err), 0);
+        ck_assert_int_eq(engine_sync_get(f.e, MS(T0 + 21), rot, &version, &data, &size, &err), 0);
         ck_assert_int_eq(version, 0);
         fixture_done(&f);
 }
@@ -1157,30 +1157,30 @@ START_TEST(test_commit_failure_restores_memory) {
         fixture_init(&f, path);
         short_timeouts(&f);
         fixture_open(&f);
-        create_session(&f, T0, "alice", NULL, kept, NULL);
+        create_session(&f, MS(T0), "alice", NULL, kept, NULL);
 
-        ck_assert_int_eq(engine_create(f.e, T0 + 1, &a, &out, &err), 0);
+        ck_assert_int_eq(engine_create(f.e, MS(T0 + 1), &a, &out, &err), 0);
         memcpy(fresh, out.token, sizeof fresh);
         engine_created_clear(&out);
-        ck_assert_int_eq(engine_destroy(f.e, T0 + 1, kept, &err), 0);
+        ck_assert_int_eq(engine_destroy(f.e, MS(T0 + 1), kept, &err), 0);
         fail_writes = true;
         ck_assert_int_lt(engine_commit(f.e), 0);
         fail_writes = false;
         ck_assert_uint_eq(counters(&f)->commit_failures, 1);
 
         /* Memory matches the database: nothing of the failed iteration. */
-        ck_assert_int_eq(peek_validate(&f, T0 + 2, fresh, &info, &err), -ENOENT);
-        ck_assert_int_eq(peek_validate(&f, T0 + 2, kept, &info, &err), 0);
+        ck_assert_int_eq(peek_validate(&f, MS(T0 + 2), fresh, &info, &err), -ENOENT);
+        ck_assert_int_eq(peek_validate(&f, MS(T0 + 2), kept, &info, &err), 0);
         ck_assert_int_eq(db_count(path, "SELECT count(*) FROM sessions"), 1);
         ck_assert_int_eq(db_count(path, "SELECT count(*) FROM sessions WHERE ended_at IS NULL"), 1);
 
         /* And the store works on. */
-        create_session(&f, T0 + 3, "alice", NULL, after, NULL);
+        create_session(&f, MS(T0 + 3), "alice", NULL, after, NULL);
         fixture_close(&f);
         fixture_open(&f);
-        ck_assert_int_eq(peek_validate(&f, T0 + 4, after, &info, &err), 0);
-        ck_assert_int_eq(peek_validate(&f, T0 + 4, kept, &info, &err), 0);
-        ck_assert_int_eq(peek_validate(&f, T0 + 4, fresh, &info, &err), -ENOENT);
+        ck_assert_int_eq(peek_validate(&f, MS(T0 + 4), after, &info, &err), 0);
+        ck_assert_int_eq(peek_validate(&f, MS(T0 + 4), kept, &info, &err), 0);
+        ck_assert_int_eq(peek_validate(&f, MS(T0 + 4), fresh, &info, &err), -ENOENT);
         fixture_done(&f);
         scratch_remove();
 }
@@ -1193,7 +1193,7 @@ START_TEST(test_refuses_database_without_key) {
 
         fixture_init(&f, path);
         fixture_open(&f);
-        create_session(&f, T0, "alice", NULL, NULL, NULL);
+        create_session(&f, MS(T0), "alice", NULL, NULL, NULL);
         fixture_close(&f);
         ck_assert_int_eq(unlink(key), 0);
         ck_assert_int_eq(engine_new(&f.d, &e), -ENOENT);
@@ -1212,7 +1212,7 @@ START_TEST(test_refuses_corrupt_database) {
 
         fixture_init(&f, path);
         fixture_open(&f);
-        create_session(&f, T0, "alice", NULL, NULL, NULL);
+        create_session(&f, MS(T0), "alice", NULL, NULL, NULL);
         fixture_close(&f);
         write_file(path, "this is not a database, not at all......", 40, 0600);
         before = read_file(path);
@@ -1233,7 +1233,7 @@ START_TEST(test_persistence_off) {
         fixture_init(&f, path);
         f.c->features.persistence = false;
         fixture_open(&f);
-        create_session(&f, T0, "alice", NULL, NULL, NULL);
+        create_session(&f, MS(T0), "alice", NULL, NULL, NULL);
         fixture_done(&f);
         ck_assert_int_eq(access(path, F_OK), -1);
         {
@@ -1274,7 +1274,7 @@ START_TEST(test_events_after_commit) {
         ck_assert_int_eq(engine_add_observer(f.e, record_cb, NULL, &marker), 0);
         ck_assert_ptr_eq(engine_find_observer(f.e, record_cb), &marker);
         n_seen = 0;
-        ck_assert_int_eq(engine_create(f.e, T0, &a, &out, &err), 0);
+        ck_assert_int_eq(engine_create(f.e, MS(T0), &a, &out, &err), 0);
         memcpy(token, out.token, sizeof token);
         engine_created_clear(&out);
         ck_assert_uint_eq(n_seen, 0); /* not before the commit */
@@ -1283,11 +1283,11 @@ START_TEST(test_events_after_commit) {
 
         /* A rolled-back write is never told. */
         n_seen = 0;
-        ck_assert_int_eq(engine_destroy(f.e, T0 + 1, token, &err), 0);
+        ck_assert_int_eq(engine_destroy(f.e, MS(T0 + 1), token, &err), 0);
         engine_abort(f.e);
         ck_assert_int_eq(engine_commit(f.e), 0);
         ck_assert_uint_eq(n_seen, 0);
-        ck_assert_int_eq(engine_destroy(f.e, T0 + 1, token, &err), 0);
+        ck_assert_int_eq(engine_destroy(f.e, MS(T0 + 1), token, &err), 0);
         ck_assert_int_eq(engine_commit(f.e), 0);
         ck_assert(was_seen("ended"));
         engine_remove_observer(f.e, record_cb, &marker);
@@ -1325,11 +1325,11 @@ START_TEST(test_cleanup_deadline) {
         f.c->security.max_concurrent_per_user = 100;
         fixture_open(&f);
         for (int i = 0; i < 20; i++)
-                create_session(&f, T0, "user", NULL, t[i], NULL);
+                create_session(&f, MS(T0), "user", NULL, t[i], NULL);
         ck_assert_int_eq(engine_add_observer(f.e, ended_cb, NULL, &marker), 0);
         ended_events = 0;
         do {
-                ck_assert_int_eq(engine_cleanup_expired_until(f.e, T0 + 120, 100, 1, &ended, &more), 0);
+                ck_assert_int_eq(engine_cleanup_expired_until(f.e, MS(T0 + 120), 100, 1, &ended, &more), 0);
                 ck_assert_int_eq(engine_commit(f.e), 0);
                 engine_dispatch_events(f.e);
                 ck_assert_uint_ge(ended, more ? 1 : 0);
@@ -1340,13 +1340,13 @@ START_TEST(test_cleanup_deadline) {
         ck_assert_uint_eq(total, 20);
         ck_assert_uint_gt(calls, 1);
         ck_assert_uint_eq(ended_events, 20);
-        ck_assert_uint_eq(engine_count_awaiting_cleanup(f.e, T0 + 120), 0);
+        ck_assert_uint_eq(engine_count_awaiting_cleanup(f.e, MS(T0 + 120)), 0);
         ck_assert_uint_eq(counters(&f)->ended[ENGINE_END_IDLE], 20);
         /* The audit detail as json_dumps wrote it before. */
         ck_assert_int_eq(db_count(path, "SELECT count(*) FROM audit WHERE kind = 'ended' "
                                         "AND detail = '{\"reason\":\"idle\"}'"), 20);
         /* No deadline: the limit alone. */
-        ck_assert_int_eq(engine_cleanup_expired_until(f.e, T0 + 120, 100, 0, &ended, &more), 0);
+        ck_assert_int_eq(engine_cleanup_expired_until(f.e, MS(T0 + 120), 100, 0, &ended, &more), 0);
         ck_assert_uint_eq(ended, 0);
         ck_assert(!more);
         engine_remove_observer(f.e, ended_cb, &marker);
@@ -1371,11 +1371,11 @@ START_TEST(test_cleanup_deadline_large_table) {
                 char user[32];
 
                 snprintf(user, sizeof user, "user%d", i);
-                create_session(&f, T0, user, NULL, token, NULL);
+                create_session(&f, MS(T0), user, NULL, token, NULL);
         }
         /* Nothing awaits cleanup yet. */
         do {
-                ck_assert_int_eq(engine_cleanup_expired_until(f.e, T0 + 1, 100, 1, &ended, &more), 0);
+                ck_assert_int_eq(engine_cleanup_expired_until(f.e, MS(T0 + 1), 100, 1, &ended, &more), 0);
                 ck_assert_uint_eq(ended, 0);
                 ck_assert_uint_lt(++calls, 100);
         } while (more);
@@ -1383,13 +1383,13 @@ START_TEST(test_cleanup_deadline_large_table) {
         /* Everything does now: each step ends a few, the last says so. */
         calls = 0;
         do {
-                ck_assert_int_eq(engine_cleanup_expired_until(f.e, T0 + 120, 1000, 1, &ended, &more), 0);
+                ck_assert_int_eq(engine_cleanup_expired_until(f.e, MS(T0 + 120), 1000, 1, &ended, &more), 0);
                 ck_assert_int_eq(engine_commit(f.e), 0);
                 total += ended;
                 ck_assert_uint_lt(++calls, 2 * N);
         } while (more);
         ck_assert_uint_eq(total, N);
-        ck_assert_uint_eq(engine_count_awaiting_cleanup(f.e, T0 + 120), 0);
+        ck_assert_uint_eq(engine_count_awaiting_cleanup(f.e, MS(T0 + 120)), 0);
         fixture_done(&f);
 }
 END_TEST
@@ -1408,9 +1408,9 @@ START_TEST(test_suspicious_threshold) {
         fixture_open(&f);
         ck_assert_int_eq(engine_add_observer(f.e, record_cb, NULL, &marker), 0);
         n_seen = 0;
-        create_session(&f, T0, "mallory", &a, token, NULL);
+        create_session(&f, MS(T0), "mallory", &a, token, NULL);
         for (int i = 0; i < 5; i++)
-                ck_assert_int_eq(engine_validate(f.e, T0 + 1 + i, token, &b, true, &info, &err), -EACCES);
+                ck_assert_int_eq(engine_validate(f.e, MS(T0 + 1 + i), token, &b, true, &info, &err), -EACCES);
         ck_assert_int_eq(engine_commit(f.e), 0);
         ck_assert_uint_eq(counters(&f)->suspicious, 5);
         ck_assert_uint_eq(counters(&f)->suspicious_alerts, 1); /* once per crossing */
@@ -1426,15 +1426,15 @@ START_TEST(test_suspicious_threshold) {
                                         "AND json_extract(detail, '$.reason') = 'fingerprint'"), 5);
 
         /* An hour later the window is empty: crossing again alerts again. */
-        engine_security_sweep(f.e, T0 + 3700);
+        engine_security_sweep(f.e, MS(T0 + 3700));
         for (int i = 0; i < 3; i++)
-                ck_assert_int_eq(engine_validate(f.e, T0 + 3700 + i, token, &b, true, &info, &err), -EACCES);
+                ck_assert_int_eq(engine_validate(f.e, MS(T0 + 3700 + i), token, &b, true, &info, &err), -EACCES);
         ck_assert_int_eq(engine_commit(f.e), 0);
         ck_assert_uint_eq(counters(&f)->suspicious_alerts, 2);
 
         /* Detection off: nothing counted. */
         f.c->security.suspicious_detection = false;
-        ck_assert_int_eq(engine_validate(f.e, T0 + 3800, token, &b, true, &info, &err), -EACCES);
+        ck_assert_int_eq(engine_validate(f.e, MS(T0 + 3800), token, &b, true, &info, &err), -EACCES);
         ck_assert_uint_eq(counters(&f)->suspicious, 8);
         fixture_done(&f);
         scratch_remove();
@@ -1448,13 +1448,13 @@ START_TEST(test_failed_validation_burst) {
         char token[TOKEN_STRING_LEN + 1];
 
         setup_memory(&f);
-        create_session(&f, T0, "alice", NULL, token, NULL);
-        ck_assert_int_eq(engine_destroy(f.e, T0, token, &err), 0);
+        create_session(&f, MS(T0), "alice", NULL, token, NULL);
+        ck_assert_int_eq(engine_destroy(f.e, MS(T0), token, &err), 0);
         ck_assert_int_eq(engine_commit(f.e), 0);
         for (int i = 0; i < 9; i++)
-                ck_assert_int_eq(validate(&f, T0 + 1, token, &info, &err), -ESTALE);
+                ck_assert_int_eq(validate(&f, MS(T0 + 1), token, &info, &err), -ESTALE);
         ck_assert_uint_eq(counters(&f)->suspicious, 0);
-        ck_assert_int_eq(validate(&f, T0 + 2, token, &info, &err), -ESTALE);
+        ck_assert_int_eq(validate(&f, MS(T0 + 2), token, &info, &err), -ESTALE);
         ck_assert_uint_eq(counters(&f)->suspicious, 1);
         fixture_done(&f);
 }
@@ -1480,20 +1480,20 @@ START_TEST(test_failed_validations_aggregated) {
         short_timeouts(&f);
         fixture_open(&f);
         ck_assert_int_eq(engine_add_observer(f.e, count_failed_cb, NULL, &events), 0);
-        create_session(&f, T0, "alice", NULL, token, id);
-        create_session(&f, T0, "alice", NULL, other, NULL);
-        ck_assert_int_eq(engine_destroy(f.e, T0, token, &err), 0);
-        ck_assert_int_eq(engine_destroy(f.e, T0, other, &err), 0);
+        create_session(&f, MS(T0), "alice", NULL, token, id);
+        create_session(&f, MS(T0), "alice", NULL, other, NULL);
+        ck_assert_int_eq(engine_destroy(f.e, MS(T0), token, &err), 0);
+        ck_assert_int_eq(engine_destroy(f.e, MS(T0), other, &err), 0);
         ck_assert_int_eq(engine_commit(f.e), 0);
         memset(bogus, 'A', 43);
         bogus[43] = '\0';
         for (int i = 0; i < 1000; i++) {
                 bogus[i % 42] = "BCDEFGHIJKLMNOPQRSTUVWXYZ"[i % 25];
-                ck_assert_int_eq(validate(&f, T0 + 1 + i / 100, bogus, &info, &err), -ENOENT);
+                ck_assert_int_eq(validate(&f, MS(T0 + 1 + i / 100), bogus, &info, &err), -ENOENT);
         }
         for (int i = 0; i < 30; i++)
-                ck_assert_int_eq(validate(&f, T0 + 2, token, &info, &err), -ESTALE);
-        ck_assert_int_eq(validate(&f, T0 + 3, "bogus", &info, &err), -EINVAL);
+                ck_assert_int_eq(validate(&f, MS(T0 + 2), token, &info, &err), -ESTALE);
+        ck_assert_int_eq(validate(&f, MS(T0 + 3), "bogus", &info, &err), -EINVAL);
         ck_assert_uint_eq(counters(&f)->validate_failed[ENGINE_FAIL_NOT_FOUND], 1000);
         ck_assert_uint_eq(counters(&f)->suspicious, 3); /* a burst of 10 failures: exact */
         engine_dispatch_events(f.e);
@@ -1503,10 +1503,10 @@ START_TEST(test_failed_validations_aggregated) {
 
         /* The timer's tick writes them once the interval that began with
          * the first one is over. */
-        engine_audit_tick(f.e, T0 + 60);
+        engine_audit_tick(f.e, MS(T0 + 60));
         ck_assert(!engine_has_pending(f.e));
         ck_assert_uint_eq(engine_audit_pending(f.e), 3);
-        engine_audit_tick(f.e, T0 + 61);
+        engine_audit_tick(f.e, MS(T0 + 61));
         ck_assert_int_eq(engine_commit(f.e), 0);
         ck_assert_uint_eq(engine_audit_pending(f.e), 0);
         ck_assert_int_eq(db_count(path, "SELECT count(*) FROM audit WHERE kind = 'validation_failed'"), 3);
@@ -1521,8 +1521,8 @@ START_TEST(test_failed_validations_aggregated) {
                                         "'{\"reason\":\"expired\",\"end_reason\":\"destroyed\",\"count\":30,\"since\":1700000002}'"), 1);
         ck_assert_uint_eq(counters(&f)->audit_rows, 4 + 3); /* created twice, ended twice */
         /* Two sessions of one user: one row, no session id. */
-        ck_assert_int_eq(validate(&f, T0 + 100, token, &info, &err), -ESTALE);
-        ck_assert_int_eq(validate(&f, T0 + 101, other, &info, &err), -ESTALE);
+        ck_assert_int_eq(validate(&f, MS(T0 + 100), token, &info, &err), -ESTALE);
+        ck_assert_int_eq(validate(&f, MS(T0 + 101), other, &info, &err), -ESTALE);
         fixture_close(&f); /* shutdown writes what is held */
         ck_assert_int_eq(db_count(path, "SELECT count(*) FROM audit WHERE kind = 'validation_failed' "
                                         "AND user_id = 'alice' AND session_id IS NULL AND time = 1700000101 AND detail = "
@@ -1542,15 +1542,15 @@ START_TEST(test_audit_switch) {
         fixture_init(&f, path);
         short_timeouts(&f);
         fixture_open(&f);
-        create_session(&f, T0, "alice", NULL, token, NULL);
-        ck_assert_int_eq(engine_audit(f.e, T0, "config_reloaded", NULL, NULL, detail), 0);
+        create_session(&f, MS(T0), "alice", NULL, token, NULL);
+        ck_assert_int_eq(engine_audit(f.e, MS(T0), "config_reloaded", NULL, NULL, detail), 0);
         ck_assert_int_eq(engine_commit(f.e), 0);
         ck_assert_int_eq(db_count(path, "SELECT count(*) FROM audit WHERE kind = 'created'"), 1);
         ck_assert_int_eq(db_count(path, "SELECT count(*) FROM audit WHERE kind = 'config_reloaded' "
                                         "AND detail = '{\"changed\":3}'"), 1);
         f.c->security.audit_logging = false;
-        ck_assert_int_eq(engine_destroy(f.e, T0 + 1, token, &err), 0);
-        ck_assert_int_eq(engine_audit(f.e, T0, "config_reloaded", NULL, NULL, detail), 0);
+        ck_assert_int_eq(engine_destroy(f.e, MS(T0 + 1), token, &err), 0);
+        ck_assert_int_eq(engine_audit(f.e, MS(T0), "config_reloaded", NULL, NULL, detail), 0);
         ck_assert_int_eq(engine_commit(f.e), 0);
         ck_assert_int_eq(db_count(path, "SELECT count(*) FROM audit"), 2);
         json_decref(detail);
@@ -1571,24 +1571,24 @@ START_TEST(test_watch_support) {
         size_t size;
 
         setup_memory(&f);
-        create_session(&f, T0, "alice", NULL, token, id);
-        ck_assert_int_eq(engine_resolve(f.e, T0 + 1, token, &ref, &info, &err), 0);
+        create_session(&f, MS(T0), "alice", NULL, token, id);
+        ck_assert_int_eq(engine_resolve(f.e, MS(T0 + 1), token, &ref, &info, &err), 0);
         ck_assert_str_eq(info.id, id);
         ck_assert_int_eq(info.last_activity, T0); /* resolving does not touch */
-        ck_assert_int_eq(engine_peek(f.e, T0 + 105, &ref, &info), 0);
+        ck_assert_int_eq(engine_peek(f.e, MS(T0 + 105), &ref, &info), 0);
         ck_assert_int_eq(info.state, ENGINE_STATE_GRACE);
-        ck_assert_int_eq(engine_sync_set(f.e, T0 + 2, token, "abc", 3, -1, &version, &err), 0);
+        ck_assert_int_eq(engine_sync_set(f.e, MS(T0 + 2), token, "abc", 3, -1, &version, &err), 0);
         ck_assert_int_eq(engine_commit(f.e), 0);
         ck_assert_int_eq(engine_sync_get_by_id(f.e, id, &version, &data, &size), 0);
         ck_assert_str_eq(data, "abc");
         free(data);
-        ck_assert_int_eq(engine_destroy(f.e, T0 + 3, token, &err), 0);
+        ck_assert_int_eq(engine_destroy(f.e, MS(T0 + 3), token, &err), 0);
         ck_assert_int_eq(engine_commit(f.e), 0);
-        ck_assert_int_eq(engine_peek(f.e, T0 + 3, &ref, &info), -ENOENT);
-        ck_assert_int_eq(engine_session_by_id(f.e, T0 + 3, id, state_cb, &st), 0);
+        ck_assert_int_eq(engine_peek(f.e, MS(T0 + 3), &ref, &info), -ENOENT);
+        ck_assert_int_eq(engine_session_by_id(f.e, MS(T0 + 3), id, state_cb, &st), 0);
         ck_assert_uint_eq(st.ended, 1);
         ck_assert_str_eq(st.reason, "destroyed");
-        ck_assert_int_eq(engine_session_by_id(f.e, T0 + 3, "nnnnnnnnnnnnnnnnnnnnnn", state_cb, &st), -ENOENT);
+        ck_assert_int_eq(engine_session_by_id(f.e, MS(T0 + 3), "nnnnnnnnnnnnnnnnnnnnnn", state_cb, &st), -ENOENT);
         fixture_done(&f);
 }
 END_TEST
@@ -1614,31 +1614,31 @@ START_TEST(test_restart_loads_in_batches) {
                         snprintf(user[i], sizeof user[i], "%0100d", i);
                 else
                         snprintf(user[i], sizeof user[i], "user%d", i % 7);
-                create_session(&f, T0, user[i], NULL, t[i], NULL);
+                create_session(&f, MS(T0), user[i], NULL, t[i], NULL);
         }
-        ck_assert_int_eq(engine_switch_platform(f.e, T0 + 1, t[40],
+        ck_assert_int_eq(engine_switch_platform(f.e, MS(T0 + 1), t[40],
                                                 "a-platform-name-longer-than-sixty-four-characters-0123456789abcdef",
                                                 &info, &err), 0);
-        ck_assert_int_eq(engine_switch_platform(f.e, T0 + 1, t[41], "ios", &info, &err), 0);
+        ck_assert_int_eq(engine_switch_platform(f.e, MS(T0 + 1), t[41], "ios", &info, &err), 0);
         ck_assert_int_eq(engine_commit(f.e), 0);
-        engine_count(f.e, T0 + 1, &counts);
+        engine_count(f.e, MS(T0 + 1), &counts);
         fixture_close(&f);
 
         fixture_open(&f);
         {
                 struct engine_counts again;
 
-                engine_count(f.e, T0 + 1, &again);
+                engine_count(f.e, MS(T0 + 1), &again);
                 ck_assert_uint_eq(again.sessions, N);
                 ck_assert_uint_eq(again.users, counts.users);
         }
         for (int i = 0; i < N; i++) {
-                ck_assert_int_eq(peek_validate(&f, T0 + 2, t[i], &info, &err), 0);
+                ck_assert_int_eq(peek_validate(&f, MS(T0 + 2), t[i], &info, &err), 0);
                 ck_assert_str_eq(info.user_id, user[i]);
         }
-        ck_assert_int_eq(peek_validate(&f, T0 + 2, t[40], &info, &err), 0);
+        ck_assert_int_eq(peek_validate(&f, MS(T0 + 2), t[40], &info, &err), 0);
         ck_assert_str_eq(info.platform_id, "a-platform-name-longer-than-sixty-four-characters-0123456789abcdef");
-        ck_assert_int_eq(peek_validate(&f, T0 + 2, t[41], &info, &err), 0);
+        ck_assert_int_eq(peek_validate(&f, MS(T0 + 2), t[41], &info, &err), 0);
         ck_assert_str_eq(info.platform_id, "ios");
         fixture_done(&f);
         scratch_remove();
@@ -1660,38 +1660,205 @@ START_TEST(test_many_sessions) {
         for (int i = 0; i < N; i++) {
                 char user[32];
                 snprintf(user, sizeof user, "user%d", i % 5000);
-                create_session(&f, T0, user, NULL, t[i], NULL);
+                create_session(&f, MS(T0), user, NULL, t[i], NULL);
         }
-        engine_count(f.e, T0, &counts);
+        engine_count(f.e, MS(T0), &counts);
         ck_assert_uint_eq(counts.sessions, N);
         ck_assert_uint_eq(counts.users, 5000);
         for (int i = 0; i < N; i += 7)
-                ck_assert_int_eq(validate(&f, T0 + 1, t[i], &info, &err), 0);
+                ck_assert_int_eq(validate(&f, MS(T0 + 1), t[i], &info, &err), 0);
         /* End half of them, then check every token still finds its answer. */
         for (int i = 0; i < N; i += 2)
-                ck_assert_int_eq(engine_destroy(f.e, T0 + 2, t[i], &err), 0);
+                ck_assert_int_eq(engine_destroy(f.e, MS(T0 + 2), t[i], &err), 0);
         ck_assert_int_eq(engine_commit(f.e), 0);
         for (int i = 0; i < N; i++)
-                ck_assert_int_eq(peek_validate(&f, T0 + 3, t[i], &info, &err), i % 2 ? 0 : -ESTALE);
+                ck_assert_int_eq(peek_validate(&f, MS(T0 + 3), t[i], &info, &err), i % 2 ? 0 : -ESTALE);
         /* New sessions reuse the freed entries; nobody loses theirs. */
         for (int i = 0; i < N; i += 2)
-                create_session(&f, T0 + 4, "newcomer", NULL, t[i], NULL);
+                create_session(&f, MS(T0 + 4), "newcomer", NULL, t[i], NULL);
         for (int i = 0; i < N; i++)
-                ck_assert_int_eq(peek_validate(&f, T0 + 5, t[i], &info, &err), i % 2 || i >= N - 10 ? 0 : -ESTALE);
-        ck_assert_int_eq(engine_cleanup_expired(f.e, T0 + 1000, N, &ended, &more), 0);
+                ck_assert_int_eq(peek_validate(&f, MS(T0 + 5), t[i], &info, &err), i % 2 || i >= N - 10 ? 0 : -ESTALE);
+        ck_assert_int_eq(engine_cleanup_expired(f.e, MS(T0 + 1000), N, &ended, &more), 0);
         ck_assert_uint_eq(ended, N / 2 + 5);
         ck_assert_int_eq(engine_commit(f.e), 0);
-        engine_count(f.e, T0, &counts);
+        engine_count(f.e, MS(T0), &counts);
         ck_assert_uint_eq(counts.sessions, 0);
         /* Failed validations are remembered per user for a minute (bursts)
          * and the suspicious events they make for an hour; then the users
          * are forgotten. */
         ck_assert_uint_eq(counts.users, N / 2 / 4 + 1);
-        engine_security_sweep(f.e, T0 + 3700);
-        engine_count(f.e, T0, &counts);
+        engine_security_sweep(f.e, MS(T0 + 3700));
+        engine_count(f.e, MS(T0), &counts);
         ck_assert_uint_eq(counts.users, 0);
         free(t);
         fixture_done(&f);
+}
+END_TEST
+
+/* ---- times to the millisecond (issue 13) ---------------------------------------------------------- */
+
+struct ended_info {
+        enum engine_state state;
+        enum engine_end_reason reason;
+        int64_t ended_at, ended_at_ms, last_activity;
+};
+
+static int ended_info_cb(const struct engine_info *i, void *userdata) {
+        struct ended_info *x = userdata;
+
+        x->state = i->state;
+        x->reason = i->end_reason;
+        x->ended_at = i->ended_at;
+        x->ended_at_ms = i->expires_at_ms;
+        x->last_activity = i->last_activity;
+        return 1;
+}
+
+/* idle_timeout 3 s, grace 2 s, cleanup grace 2 s, warning 1 s: a session
+ * heartbeated at 10.9 s must stay active until 13.9 s. With whole seconds
+ * the heartbeat counted as 10 s and the session was in grace from 13 s,
+ * warned from 12 s and ended by the cleanup from 15 s. */
+START_TEST(test_fractional_idle) {
+        struct fixture f;
+        struct engine_error err = {0};
+        struct engine_info info;
+        struct ended_info ended = {0};
+        char token[TOKEN_STRING_LEN + 1], id[TOKEN_ID_STRING_LEN + 1];
+        unsigned n;
+        bool more;
+
+        fixture_init(&f, path_in("sessions.db"));
+        short_timeouts(&f);
+        f.c->timeout.idle_timeout = 3;
+        f.c->timeout.expiration_grace = 2;
+        f.c->timeout.cleanup_grace = 2;
+        f.c->timeout.warning_threshold = 1;
+        fixture_open(&f);
+        create_session(&f, MS(T0 + 10) + 100, "alice", NULL, token, id);
+        ck_assert_int_eq(engine_heartbeat(f.e, MS(T0 + 10) + 900, token, &info, &err), 0);
+        ck_assert_int_eq(engine_commit(f.e), 0);
+        /* The protocol's seconds: times floored, the end rounded up. */
+        ck_assert_int_eq(info.created_at, T0 + 10);
+        ck_assert_int_eq(info.last_activity, T0 + 10);
+        ck_assert_int_eq(info.expires_at, T0 + 14);
+        ck_assert_int_eq(info.expires_at_ms, MS(T0 + 13) + 900);
+        ck_assert_int_eq(info.expires_in, 3);
+
+        /* The warning: exactly when at most 1 s is left, at 12.9 s. */
+        ck_assert_int_eq(peek_validate(&f, MS(T0 + 12) + 899, token, &info, &err), 0);
+        ck_assert_int_eq(info.state, ENGINE_STATE_ACTIVE);
+        ck_assert_int_eq(info.expires_in, 2); /* 1.001 s, never told less */
+        ck_assert(!info.warning);
+        ck_assert_int_eq(peek_validate(&f, MS(T0 + 12) + 900, token, &info, &err), 0);
+        ck_assert_int_eq(info.expires_in, 1);
+        ck_assert(info.warning);
+
+        /* Active at 13.8 s and 13.899 s; grace from 13.9 s on. */
+        ck_assert_int_eq(peek_validate(&f, MS(T0 + 13) + 800, token, &info, &err), 0);
+        ck_assert_int_eq(info.state, ENGINE_STATE_ACTIVE);
+        ck_assert_int_eq(info.expires_in, 1);
+        ck_assert_int_eq(peek_validate(&f, MS(T0 + 13) + 899, token, &info, &err), 0);
+        ck_assert_int_eq(info.state, ENGINE_STATE_ACTIVE);
+        ck_assert_int_eq(info.expires_in, 1); /* 1 ms left: a live session never shows 0 */
+        ck_assert(info.warning);
+        ck_assert_int_eq(peek_validate(&f, MS(T0 + 13) + 900, token, &info, &err), 0);
+        ck_assert_int_eq(info.state, ENGINE_STATE_GRACE);
+        ck_assert_int_eq(info.expires_in, 0);
+        ck_assert_int_eq(info.end_reason, ENGINE_END_IDLE);
+
+        /* Cleanup (end + cleanup grace: 15.9 s) never ends it early, and
+         * the count of sessions awaiting it agrees. */
+        ck_assert_uint_eq(engine_count_awaiting_cleanup(f.e, MS(T0 + 15) + 899), 0);
+        ck_assert_int_eq(engine_cleanup_expired(f.e, MS(T0 + 15) + 899, 100, &n, &more), 0);
+        ck_assert_uint_eq(n, 0);
+        ck_assert_int_eq(peek_validate(&f, MS(T0 + 15) + 899, token, &info, &err), 0);
+        ck_assert_int_eq(info.state, ENGINE_STATE_GRACE);
+        ck_assert_int_eq(peek_validate(&f, MS(T0 + 15) + 900, token, &info, &err), -ESTALE);
+        ck_assert_int_eq(err.end_reason, ENGINE_END_IDLE);
+        ck_assert_uint_eq(engine_count_awaiting_cleanup(f.e, MS(T0 + 15) + 900), 1);
+        ck_assert_int_eq(engine_cleanup_expired(f.e, MS(T0 + 15) + 900, 100, &n, &more), 0);
+        ck_assert_uint_eq(n, 1);
+        ck_assert_int_eq(engine_commit(f.e), 0);
+
+        /* The store has the end to the millisecond; SessionInfo floors it. */
+        ck_assert_int_eq(engine_session_by_id(f.e, MS(T0 + 16), id, ended_info_cb, &ended), 0);
+        ck_assert_int_eq(ended.state, ENGINE_STATE_ENDED);
+        ck_assert_int_eq(ended.reason, ENGINE_END_IDLE);
+        ck_assert_int_eq(ended.ended_at_ms, MS(T0 + 13) + 900);
+        ck_assert_int_eq(ended.ended_at, T0 + 13);
+        ck_assert_int_eq(ended.last_activity, T0 + 10);
+        ck_assert_int_eq(db_count(path_in("sessions.db"), "SELECT ended_at * 1000 + ended_at_ms FROM sessions"),
+                         MS(T0 + 13) + 900);
+        fixture_done(&f);
+        scratch_remove();
+}
+END_TEST
+
+/* The lifetime and the absolute cap count from the millisecond of the
+ * renewal and of the creation. */
+START_TEST(test_fractional_lifetime_absolute) {
+        struct fixture f;
+        struct engine_error err = {0};
+        struct engine_info info;
+        char a[TOKEN_STRING_LEN + 1], b[TOKEN_STRING_LEN + 1];
+
+        setup_memory(&f);
+        f.c->timeout.idle_timeout = 100;
+        f.c->timeout.session_lifetime = 3;
+        f.c->timeout.absolute_timeout = 5;
+        create_session(&f, MS(T0) + 700, "alice", NULL, a, NULL);
+        /* lifetime: created (renewed) at 0.7 s, active until 3.7 s */
+        ck_assert_int_eq(peek_validate(&f, MS(T0 + 3) + 699, a, &info, &err), 0);
+        ck_assert_int_eq(info.state, ENGINE_STATE_ACTIVE);
+        ck_assert_int_eq(peek_validate(&f, MS(T0 + 3) + 700, a, &info, &err), 0);
+        ck_assert_int_eq(info.state, ENGINE_STATE_GRACE);
+        ck_assert_int_eq(info.end_reason, ENGINE_END_LIFETIME);
+
+        /* absolute: extended at 2.2 s (lifetime to 5.2 s), capped at 5.7 s */
+        create_session(&f, MS(T0) + 700, "bob", NULL, b, NULL);
+        ck_assert_int_eq(engine_extend(f.e, MS(T0 + 2) + 200, b, &info, &err), 0);
+        ck_assert_int_eq(engine_commit(f.e), 0);
+        ck_assert_int_eq(info.expires_at_ms, MS(T0 + 5) + 200);
+        ck_assert_int_eq(peek_validate(&f, MS(T0 + 5) + 199, b, &info, &err), 0);
+        ck_assert_int_eq(info.state, ENGINE_STATE_ACTIVE);
+        ck_assert_int_eq(engine_extend(f.e, MS(T0 + 5) + 100, b, &info, &err), 0);
+        ck_assert_int_eq(engine_commit(f.e), 0);
+        ck_assert_int_eq(info.end_reason, ENGINE_END_ABSOLUTE);
+        ck_assert_int_eq(info.expires_at_ms, MS(T0 + 5) + 700);
+        ck_assert_int_eq(info.expires_at, T0 + 6);
+        ck_assert_int_eq(peek_validate(&f, MS(T0 + 5) + 699, b, &info, &err), 0);
+        ck_assert_int_eq(info.state, ENGINE_STATE_ACTIVE);
+        ck_assert_int_eq(peek_validate(&f, MS(T0 + 5) + 700, b, &info, &err), 0);
+        ck_assert_int_eq(info.state, ENGINE_STATE_GRACE);
+        ck_assert_int_eq(info.end_reason, ENGINE_END_ABSOLUTE);
+        fixture_done(&f);
+}
+END_TEST
+
+/* The milliseconds survive a restart: the touch is written at a clean stop
+ * and loaded again, and the session created at a fraction keeps its id. */
+START_TEST(test_fractional_restart) {
+        struct fixture f;
+        struct engine_error err = {0};
+        struct engine_info info;
+        char token[TOKEN_STRING_LEN + 1], id[TOKEN_ID_STRING_LEN + 1];
+
+        fixture_init(&f, path_in("sessions.db"));
+        short_timeouts(&f);
+        f.c->timeout.idle_timeout = 3;
+        fixture_open(&f);
+        create_session(&f, MS(T0) + 999, "alice", NULL, token, id);
+        ck_assert_int_eq(validate(&f, MS(T0 + 1) + 500, token, &info, &err), 0);
+        fixture_close(&f);
+        fixture_open(&f);
+        ck_assert_int_eq(peek_validate(&f, MS(T0 + 4) + 499, token, &info, &err), 0);
+        ck_assert_int_eq(info.state, ENGINE_STATE_ACTIVE);
+        ck_assert_str_eq(info.id, id);
+        ck_assert_int_eq(info.created_at, T0);
+        ck_assert_int_eq(peek_validate(&f, MS(T0 + 4) + 500, token, &info, &err), 0);
+        ck_assert_int_eq(info.state, ENGINE_STATE_GRACE);
+        fixture_done(&f);
+        scratch_remove();
 }
 END_TEST
 
@@ -1738,6 +1905,9 @@ int main(void) {
         tcase_add_test(tc, test_audit_switch);
         tcase_add_test(tc, test_watch_support);
         tcase_add_test(tc, test_many_sessions);
+        tcase_add_test(tc, test_fractional_idle);
+        tcase_add_test(tc, test_fractional_lifetime_absolute);
+        tcase_add_test(tc, test_fractional_restart);
         suite_add_tcase(s, tc);
         return run_suite(s);
 }

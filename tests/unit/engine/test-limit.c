@@ -142,15 +142,16 @@ static void model_free(struct model *m) {
         free(m->s);
 }
 
-/* A random walk against the model. Most steps move the clock by 0 to 3
- * seconds (ties happen), some jump past the idle timeout of the oldest,
+/* A random walk against the model. Most steps move the clock by 0 to 3.75
+ * seconds in quarters (ties happen, and times within one second keep their
+ * order by the millisecond), some jump past the idle timeout of the oldest,
  * one sets the clock back. */
 static void random_walk(int64_t max, unsigned seed, int steps) {
         struct fixture f;
         struct model m = {0};
         struct engine_info info;
         struct engine_error err = {0};
-        int64_t now = T0;
+        int64_t now = MS(T0); /* the engine's now and the model's times: ms */
         unsigned ended;
         bool more;
 
@@ -158,10 +159,10 @@ static void random_walk(int64_t max, unsigned seed, int steps) {
         short_timeouts(&f);
         f.c->security.max_concurrent_per_user = max;
         fixture_open(&f);
-        m.idle = 100;
-        m.lifetime = 1000;
-        m.absolute = 5000;
-        m.grace = 10;
+        m.idle = MS(100);
+        m.lifetime = MS(1000);
+        m.absolute = MS(5000);
+        m.grace = MS(10);
         for (int step = 0; step < steps; step++) {
                 unsigned op = rand_r(&seed) % 100;
                 struct model_session *s;
@@ -187,13 +188,13 @@ static void random_walk(int64_t max, unsigned seed, int steps) {
                         ck_assert_int_eq(engine_cleanup_expired(f.e, now, UINT32_MAX, &ended, &more), 0);
                         ck_assert_int_eq(engine_commit(f.e), 0);
                         for (size_t i = 0; i < m.n; i++)
-                                if (m.s[i].in_memory && now >= model_end(&m, &m.s[i]) + 20)
+                                if (m.s[i].in_memory && now >= model_end(&m, &m.s[i]) + MS(20))
                                         m.s[i].in_memory = false;
                 } else if (op < 92)
-                        now += 60 + rand_r(&seed) % 120; /* some expire by idle */
+                        now += MS(60 + rand_r(&seed) % 120); /* some expire by idle */
                 else if (op == 92 && step > steps / 2 && step < steps / 2 + 100)
-                        now -= 5; /* the wall clock set back a little */
-                now += rand_r(&seed) % 4;
+                        now -= MS(5) - 250; /* the wall clock set back a little */
+                now += (int64_t)(rand_r(&seed) % 16) * 250; /* 0 to 3.75 s: ties, and times within a second */
         }
         model_free(&m);
         fixture_done(&f);
@@ -227,20 +228,20 @@ START_TEST(test_limit_lifetime_expired_not_counted) {
         short_timeouts(&f);
         f.c->security.max_concurrent_per_user = 2;
         fixture_open(&f);
-        create_session(&f, T0, "alice", NULL, old, NULL);
-        for (int64_t now = T0 + 90; now < T0 + 1000; now += 90)
+        create_session(&f, MS(T0), "alice", NULL, old, NULL);
+        for (int64_t now = MS(T0 + 90); now < MS(T0 + 1000); now += MS(90))
                 ck_assert_int_eq(validate(&f, now, old, &info, &err), 0);
-        create_session(&f, T0 + 995, "alice", NULL, t[0], id[0]);
+        create_session(&f, MS(T0 + 995), "alice", NULL, t[0], id[0]);
         /* At +1012 `old` is past its lifetime + grace though active at +990. */
-        ck_assert_int_eq(validate(&f, T0 + 1012, old, &info, &err), -ESTALE);
+        ck_assert_int_eq(validate(&f, MS(T0 + 1012), old, &info, &err), -ESTALE);
         ck_assert_int_eq(err.end_reason, ENGINE_END_LIFETIME);
-        ck_assert_int_eq(engine_create(f.e, T0 + 1012, &a, &out, &err), 0);
+        ck_assert_int_eq(engine_create(f.e, MS(T0 + 1012), &a, &out, &err), 0);
         ck_assert_int_eq(engine_commit(f.e), 0);
         ck_assert_uint_eq(out.n_evicted, 0);
         memcpy(t[1], out.token, sizeof t[1]);
         engine_created_clear(&out);
         /* Now full: the least recently active live one goes, not `old`. */
-        ck_assert_int_eq(engine_create(f.e, T0 + 1013, &a, &out, &err), 0);
+        ck_assert_int_eq(engine_create(f.e, MS(T0 + 1013), &a, &out, &err), 0);
         ck_assert_int_eq(engine_commit(f.e), 0);
         ck_assert_uint_eq(out.n_evicted, 1);
         ck_assert_str_eq(out.evicted[0], id[0]);
@@ -264,13 +265,13 @@ START_TEST(test_limit_order_after_restart) {
         f.c->security.max_concurrent_per_user = 6;
         fixture_open(&f);
         for (int i = 0; i < 6; i++)
-                create_session(&f, T0 + i, "alice", NULL, t[i], id[i]);
+                create_session(&f, MS(T0 + i), "alice", NULL, t[i], id[i]);
         for (int i = 1; i < 6; i++)
-                ck_assert_int_eq(validate(&f, T0 + 10 + i, t[order[i]], &info, &err), 0);
+                ck_assert_int_eq(validate(&f, MS(T0 + 10 + i), t[order[i]], &info, &err), 0);
         fixture_close(&f); /* writes every touch */
         fixture_open(&f);
         for (int i = 0; i < 6; i++) {
-                ck_assert_int_eq(engine_create(f.e, T0 + 30 + i, &a, &out, &err), 0);
+                ck_assert_int_eq(engine_create(f.e, MS(T0 + 30 + i), &a, &out, &err), 0);
                 ck_assert_int_eq(engine_commit(f.e), 0);
                 ck_assert_uint_eq(out.n_evicted, 1);
                 ck_assert_str_eq(out.evicted[0], id[order[i]]);
@@ -300,27 +301,77 @@ START_TEST(test_limit_many_then_lowered) {
         f.c->security.max_concurrent_per_user = N;
         fixture_open(&f);
         for (int i = 0; i < N; i++)
-                create_session(&f, T0 + i / 100, "alice", NULL, t[i], NULL);
-        engine_count(f.e, T0 + 200, &counts);
+                create_session(&f, MS(T0 + i / 100), "alice", NULL, t[i], NULL);
+        engine_count(f.e, MS(T0 + 200), &counts);
         ck_assert_uint_eq(counts.sessions, N);
         /* The first hundred are used again: they are the most recent now. */
         for (int i = 0; i < 100; i++)
-                ck_assert_int_eq(validate(&f, T0 + 201, t[i], &info, &err), 0);
+                ck_assert_int_eq(validate(&f, MS(T0 + 201), t[i], &info, &err), 0);
         f.c->security.max_concurrent_per_user = 150;
         engine_config_changed(f.e);
         while (more) {
-                ck_assert_int_eq(engine_enforce_user_limit(f.e, T0 + 202, 1000, &ended, &more), 0);
+                ck_assert_int_eq(engine_enforce_user_limit(f.e, MS(T0 + 202), 1000, &ended, &more), 0);
                 ck_assert_int_eq(engine_commit(f.e), 0);
                 total += ended;
         }
         ck_assert_uint_eq(total, N - 150);
         for (int i = 0; i < 100; i++)
-                ck_assert_int_eq(peek_validate(&f, T0 + 203, t[i]), 0);
+                ck_assert_int_eq(peek_validate(&f, MS(T0 + 203), t[i]), 0);
         for (int i = N - 50; i < N; i++)
-                ck_assert_int_eq(peek_validate(&f, T0 + 203, t[i]), 0);
+                ck_assert_int_eq(peek_validate(&f, MS(T0 + 203), t[i]), 0);
         for (int i = 100; i < N - 50; i += 97)
-                ck_assert_int_eq(peek_validate(&f, T0 + 203, t[i]), -ESTALE);
+                ck_assert_int_eq(peek_validate(&f, MS(T0 + 203), t[i]), -ESTALE);
         free(t);
+        fixture_done(&f);
+}
+END_TEST
+
+/* Milliseconds (issue 13): the order of activity and the live count go by
+ * the millisecond. A session touched later within the same second is the
+ * more recent one; one whose idle end + grace falls 0.9 s into a second is
+ * live until then, not from the start of that second. */
+START_TEST(test_limit_milliseconds) {
+        struct fixture f;
+        struct engine_info info;
+        struct engine_error err = {0};
+        struct engine_create a = {.user_id = "alice"};
+        struct engine_created out;
+        char t[3][TOKEN_STRING_LEN + 1], id[3][TOKEN_ID_STRING_LEN + 1];
+
+        fixture_init(&f, NULL);
+        short_timeouts(&f);
+        f.c->security.max_concurrent_per_user = 3;
+        fixture_open(&f);
+        for (int i = 0; i < 3; i++)
+                create_session(&f, MS(T0) + 100 * (i + 1), "alice", NULL, t[i], id[i]);
+        /* The first, touched at 0.9 s, is now the most recent. */
+        ck_assert_int_eq(validate(&f, MS(T0) + 900, t[0], &info, &err), 0);
+        ck_assert_int_eq(engine_create(f.e, MS(T0) + 950, &a, &out, &err), 0);
+        ck_assert_int_eq(engine_commit(f.e), 0);
+        ck_assert_uint_eq(out.n_evicted, 1);
+        ck_assert_str_eq(out.evicted[0], id[1]);
+        engine_created_clear(&out);
+        fixture_done(&f);
+
+        /* Idle 100 s, grace 10 s: a session active at 0.9 s is live until
+         * 110.9 s. */
+        fixture_init(&f, NULL);
+        short_timeouts(&f);
+        f.c->security.max_concurrent_per_user = 1;
+        fixture_open(&f);
+        create_session(&f, MS(T0) + 900, "alice", NULL, t[0], id[0]);
+        ck_assert_int_eq(engine_create(f.e, MS(T0 + 110) + 899, &a, &out, &err), 0);
+        ck_assert_int_eq(engine_commit(f.e), 0);
+        ck_assert_uint_eq(out.n_evicted, 1);
+        ck_assert_str_eq(out.evicted[0], id[0]);
+        memcpy(t[1], out.token, sizeof t[1]);
+        memcpy(id[1], out.info.id, sizeof id[1]);
+        engine_created_clear(&out);
+        /* The new one (at 110.899 s) is live until 220.899 s. */
+        ck_assert_int_eq(engine_create(f.e, MS(T0 + 220) + 899, &a, &out, &err), 0);
+        ck_assert_int_eq(engine_commit(f.e), 0);
+        ck_assert_uint_eq(out.n_evicted, 0);
+        engine_created_clear(&out);
         fixture_done(&f);
 }
 END_TEST
@@ -336,6 +387,7 @@ int main(void) {
         tcase_add_test(tc, test_limit_lifetime_expired_not_counted);
         tcase_add_test(tc, test_limit_order_after_restart);
         tcase_add_test(tc, test_limit_many_then_lowered);
+        tcase_add_test(tc, test_limit_milliseconds);
         suite_add_tcase(s, tc);
         return run_suite(s);
 }

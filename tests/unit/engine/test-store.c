@@ -139,6 +139,93 @@ START_TEST(test_migration_from_version_0) {
 }
 END_TEST
 
+/* Schema 1 kept times in whole seconds; schema 2 adds the milliseconds
+ * beside them. A version 1 database (schema 1 as it was made) is migrated
+ * without rewriting its rows, which read as second.000, then written to the
+ * ms. */
+static const char schema_v1[] =
+        "CREATE TABLE sessions (row INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, token_hash BLOB NOT NULL,"
+        "  user_id TEXT NOT NULL, platform_id TEXT, created_at INTEGER NOT NULL, last_activity INTEGER NOT NULL,"
+        "  renewed_at INTEGER NOT NULL, ended_at INTEGER, end_reason TEXT, fp_user_agent INTEGER, fp_ip INTEGER,"
+        "  fp_accept_language INTEGER, fp_accept_encoding INTEGER, ip TEXT, user_agent TEXT, sync_data BLOB,"
+        "  sync_version INTEGER NOT NULL DEFAULT 0, platform_switches TEXT);"
+        "CREATE INDEX sessions_ended ON sessions (ended_at) WHERE ended_at IS NOT NULL;"
+        "CREATE INDEX sessions_ended_token ON sessions (token_hash) WHERE ended_at IS NOT NULL;"
+        "CREATE INDEX sessions_ended_user ON sessions (user_id) WHERE ended_at IS NOT NULL;"
+        "CREATE TABLE audit (id INTEGER PRIMARY KEY, time INTEGER NOT NULL, kind TEXT NOT NULL, user_id TEXT,"
+        "  session_id TEXT, detail TEXT NOT NULL DEFAULT '{}');"
+        "CREATE INDEX audit_time ON audit (time);"
+        "INSERT INTO sessions (row, id, token_hash, user_id, created_at, last_activity, renewed_at) "
+        "  VALUES (1, 'live', x'01', 'alice', 1700000000, 1700000010, 1700000005);"
+        "INSERT INTO sessions (row, id, token_hash, user_id, created_at, last_activity, renewed_at, ended_at,"
+        "  end_reason) VALUES (2, 'ended', x'02', 'bob', 1700000000, 1700000001, 1700000000, 1700000003, 'idle');"
+        "PRAGMA user_version = 1;";
+
+struct times_seen {
+        int n;
+        int64_t created_at, last_activity, renewed_at;
+};
+
+static int times_cb(const struct store_session *row, void *userdata) {
+        struct times_seen *t = userdata;
+
+        t->n++;
+        t->created_at = row->created_at;
+        t->last_activity = row->last_activity;
+        t->renewed_at = row->renewed_at;
+        return 0;
+}
+
+START_TEST(test_migration_to_milliseconds) {
+        char *path = path_in("sessions.db");
+        struct times_seen t = {0};
+        struct store_options o = {.path = path, .synchronous = "normal", .load = times_cb, .load_userdata = &t};
+        struct store *s = NULL;
+
+        exec_sql(path, schema_v1);
+        ck_assert_int_eq(store_open(&o, &s), 0);
+        ck_assert_int_eq(query_int(path, "PRAGMA user_version"), 2);
+        /* The live row, loaded after the migration, in ms. */
+        ck_assert_int_eq(t.n, 1);
+        ck_assert_int_eq(t.created_at, MS(1700000000));
+        ck_assert_int_eq(t.last_activity, MS(1700000010));
+        ck_assert_int_eq(t.renewed_at, MS(1700000005));
+        /* The seconds are where they were; the ms columns read 0. */
+        ck_assert_int_eq(query_int(path, "SELECT last_activity FROM sessions WHERE row = 1"), 1700000010);
+        ck_assert_int_eq(query_int(path, "SELECT count(*) FROM sessions WHERE created_at_ms = 0 AND "
+                                         "last_activity_ms = 0 AND renewed_at_ms = 0 AND ended_at_ms = 0"),
+                         2);
+
+        /* Writes to the ms: the seconds column keeps the second. */
+        ck_assert_int_eq(store_session_set_activity(s, 1, MS(1700000012) + 345), 0);
+        ck_assert_int_eq(store_session_set_renewed(s, 1, MS(1700000012) + 300, MS(1700000012) + 200), 0);
+        ck_assert_int_eq(store_commit(s), 0);
+        ck_assert_int_eq(query_int(path, "SELECT last_activity FROM sessions WHERE row = 1"), 1700000012);
+        ck_assert_int_eq(query_int(path, "SELECT last_activity_ms FROM sessions WHERE row = 1"), 345);
+        ck_assert_int_eq(query_int(path, "SELECT renewed_at * 1000 + renewed_at_ms FROM sessions WHERE row = 1"),
+                         MS(1700000012) + 300);
+        t = (struct times_seen){0};
+        ck_assert_int_eq(store_session_by_rowid(s, 1, times_cb, &t), 0);
+        ck_assert_int_eq(t.last_activity, MS(1700000012) + 345); /* max() kept the later touch */
+        ck_assert_int_eq(t.renewed_at, MS(1700000012) + 300);
+
+        /* Purges compare the ends to the ms: the migrated end (3.000 s)
+         * goes with a limit of 3.499 s, not 3.000 s; an end at 3.500 s
+         * only with a limit after it. */
+        ck_assert_int_eq(store_session_end(s, 1, MS(1700000003) + 500, "destroyed"), 0);
+        ck_assert_int_eq(store_commit(s), 0);
+        ck_assert_int_eq(store_purge_sessions(s, MS(1700000003), 10), 0);
+        ck_assert_int_eq(store_purge_sessions(s, MS(1700000003) + 499, 10), 1);
+        ck_assert_int_eq(store_commit(s), 0);
+        ck_assert_int_eq(query_int(path, "SELECT id = 'live' FROM sessions"), 1);
+        ck_assert_int_eq(store_purge_sessions(s, MS(1700000003) + 501, 10), 1);
+        ck_assert_int_eq(store_commit(s), 0);
+        ck_assert_int_eq(query_int(path, "SELECT count(*) FROM sessions"), 0);
+        store_close(s);
+        scratch_remove();
+}
+END_TEST
+
 START_TEST(test_reopen_keeps_rows) {
         char *path = path_in("sessions.db");
         struct store_session r = row_for("AAAAAAAAAAAAAAAAAAAAAA", 1, "alice", T0);
@@ -708,6 +795,7 @@ int main(void) {
         tcase_add_test(tc, test_new_database);
         tcase_add_test(tc, test_wal_and_synchronous);
         tcase_add_test(tc, test_migration_from_version_0);
+        tcase_add_test(tc, test_migration_to_milliseconds);
         tcase_add_test(tc, test_reopen_keeps_rows);
         tcase_add_test(tc, test_open_loads_live_sessions);
         tcase_add_test(tc, test_rollback);

@@ -71,7 +71,7 @@ static int64_t insert(struct store *s, int n, const char *user, int64_t created)
         memset(row.token_hash, 0, sizeof row.token_hash);
         memcpy(row.token_hash, &n, sizeof n);
         row.user_id = user;
-        row.created_at = row.last_activity = row.renewed_at = created;
+        row.created_at = row.last_activity = row.renewed_at = created * 1000; /* the store's session times are ms */
         ck_assert_int_eq(store_allocate_key(s, &rowid), 0);
         row.rowid = rowid;
         ck_assert_int_eq(store_session_insert(s, &row, NULL, 0), 0);
@@ -94,15 +94,16 @@ static void fill(struct store *s) {
         insert(s, n++, "bob", now - 1);
         insert(s, n++, "carol", first - 1);
         /* Ended: durations 60 (idle), 600 (destroyed), 3600 (idle);
-         * a rotation's old row (not a duration, not a new session). */
+         * a rotation's old row (not a duration, not a new session). The
+         * ends' milliseconds do not count: durations are whole seconds. */
         r = insert(s, n++, "dave", now - 7200);
-        ck_assert_int_eq(store_session_end(s, r, now - 7200 + 60, "idle"), 0);
+        ck_assert_int_eq(store_session_end(s, r, (now - 7200 + 60) * 1000 + 999, "idle"), 0);
         r = insert(s, n++, "dave", now - 7200);
-        ck_assert_int_eq(store_session_end(s, r, now - 7200 + 600, "destroyed"), 0);
+        ck_assert_int_eq(store_session_end(s, r, (now - 7200 + 600) * 1000 + 999, "destroyed"), 0);
         r = insert(s, n++, "erin", now - 7200);
-        ck_assert_int_eq(store_session_end(s, r, now - 7200 + 3600, "idle"), 0);
+        ck_assert_int_eq(store_session_end(s, r, (now - 7200 + 3600) * 1000 + 999, "idle"), 0);
         r = insert(s, n++, "erin", now - 7200);
-        ck_assert_int_eq(store_session_end(s, r, now - 7200 + 5, "rotated"), 0);
+        ck_assert_int_eq(store_session_end(s, r, (now - 7200 + 5) * 1000 + 999, "rotated"), 0);
         /* audit rows */
         ck_assert_int_eq(store_audit_insert(s, now - 100, "created", "alice", "s1", "{\"a\":1}"), 0);
         ck_assert_int_eq(store_audit_insert(s, now - 50, "ended", "alice", "s1", "{}"), 0);
