@@ -336,6 +336,17 @@ static void uow_clear(struct store_uow *u);
 static int max_rowid_locked(struct store *s, int64_t *ret);
 static int store_enter(struct store *s);
 static void store_leave(struct store *s);
+
+/* The value of call (a *_locked function) run with the connection taken,
+ * or the error of taking it: what every read of the interface does. */
+#define STORE_WITH_LOCK(s, call)             \
+        __extension__({                      \
+                int r_ = store_enter(s);     \
+                if (r_ >= 0)                 \
+                        r_ = (call);         \
+                store_leave(s);              \
+                r_;                          \
+        })
 static bool in_sql_transaction(const struct store *s);
 static void sql_rollback(struct store *s);
 
@@ -686,12 +697,7 @@ static int set_synchronous_locked(struct store *s, const char *synchronous) {
 }
 
 int store_set_synchronous(struct store *s, const char *synchronous) {
-        int r = store_enter(s);
-
-        if (r >= 0)
-                r = set_synchronous_locked(s, synchronous);
-        store_leave(s);
-        return r;
+        return STORE_WITH_LOCK(s, set_synchronous_locked(s, synchronous));
 }
 
 static int store_migrate(struct store *s) {
@@ -1516,6 +1522,7 @@ static void store_leave(struct store *s) {
         pthread_mutex_unlock(&s->lock);
 }
 
+
 /* ---- the writer thread ---------------------------------------------------------- */
 
 static void *writer_main(void *userdata) {
@@ -1841,12 +1848,7 @@ static int session_get_switches_locked(struct store *s, int64_t rowid, char **re
 }
 
 int store_session_get_switches(struct store *s, int64_t rowid, char **ret) {
-        int r = store_enter(s);
-
-        if (r >= 0)
-                r = session_get_switches_locked(s, rowid, ret);
-        store_leave(s);
-        return r;
+        return STORE_WITH_LOCK(s, session_get_switches_locked(s, rowid, ret));
 }
 
 static int session_get_sync_locked(struct store *s, int64_t rowid, int64_t *version, char **data, size_t *size) {
@@ -1880,12 +1882,7 @@ static int session_get_sync_locked(struct store *s, int64_t rowid, int64_t *vers
 }
 
 int store_session_get_sync(struct store *s, int64_t rowid, int64_t *version, char **data, size_t *size) {
-        int r = store_enter(s);
-
-        if (r >= 0)
-                r = session_get_sync_locked(s, rowid, version, data, size);
-        store_leave(s);
-        return r;
+        return STORE_WITH_LOCK(s, session_get_sync_locked(s, rowid, version, data, size));
 }
 
 static const char *column_text(sqlite3_stmt *st, int i) {
@@ -1958,12 +1955,7 @@ static int session_by_rowid_locked(struct store *s, int64_t rowid, store_session
 }
 
 int store_session_by_rowid(struct store *s, int64_t rowid, store_session_fn cb, void *userdata) {
-        int r = store_enter(s);
-
-        if (r >= 0)
-                r = session_by_rowid_locked(s, rowid, cb, userdata);
-        store_leave(s);
-        return r;
+        return STORE_WITH_LOCK(s, session_by_rowid_locked(s, rowid, cb, userdata));
 }
 
 static int session_by_hash_locked(struct store *s, const uint8_t hash[TOKEN_HASH_BYTES], store_session_fn cb,
@@ -1976,12 +1968,7 @@ static int session_by_hash_locked(struct store *s, const uint8_t hash[TOKEN_HASH
 
 int store_session_by_hash(struct store *s, const uint8_t hash[TOKEN_HASH_BYTES], store_session_fn cb,
                           void *userdata) {
-        int r = store_enter(s);
-
-        if (r >= 0)
-                r = session_by_hash_locked(s, hash, cb, userdata);
-        store_leave(s);
-        return r;
+        return STORE_WITH_LOCK(s, session_by_hash_locked(s, hash, cb, userdata));
 }
 
 static int session_by_id_locked(struct store *s, const char *id, store_session_fn cb, void *userdata) {
@@ -1992,12 +1979,7 @@ static int session_by_id_locked(struct store *s, const char *id, store_session_f
 }
 
 int store_session_by_id(struct store *s, const char *id, store_session_fn cb, void *userdata) {
-        int r = store_enter(s);
-
-        if (r >= 0)
-                r = session_by_id_locked(s, id, cb, userdata);
-        store_leave(s);
-        return r;
+        return STORE_WITH_LOCK(s, session_by_id_locked(s, id, cb, userdata));
 }
 
 static int sessions_each_locked(struct store *s, const struct store_filter *f, store_session_fn cb, void *userdata) {
@@ -2008,12 +1990,7 @@ static int sessions_each_locked(struct store *s, const struct store_filter *f, s
 }
 
 int store_sessions_each(struct store *s, const struct store_filter *f, store_session_fn cb, void *userdata) {
-        int r = store_enter(s);
-
-        if (r >= 0)
-                r = sessions_each_locked(s, f, cb, userdata);
-        store_leave(s);
-        return r;
+        return STORE_WITH_LOCK(s, sessions_each_locked(s, f, cb, userdata));
 }
 
 static int sessions_ended_of_user_locked(struct store *s, const char *user_id, int64_t after_rowid,
@@ -2027,12 +2004,7 @@ static int sessions_ended_of_user_locked(struct store *s, const char *user_id, i
 
 int store_sessions_ended_of_user_after(struct store *s, const char *user_id, int64_t after_rowid,
                                        store_session_fn cb, void *userdata) {
-        int r = store_enter(s);
-
-        if (r >= 0)
-                r = sessions_ended_of_user_locked(s, user_id, after_rowid, cb, userdata);
-        store_leave(s);
-        return r;
+        return STORE_WITH_LOCK(s, sessions_ended_of_user_locked(s, user_id, after_rowid, cb, userdata));
 }
 
 int store_sessions_ended_of_user(struct store *s, const char *user_id, store_session_fn cb, void *userdata) {
@@ -2087,12 +2059,12 @@ static int checkpoint_locked(struct store *s) {
 }
 
 
+static int quick_check_locked(struct store *s, struct store_maintenance *ret);
+
 static int maintain_locked(struct store *s, struct store_maintenance *ret) {
-        sqlite3_stmt *st = NULL;
-        int rc, log_pages = 0, ckpt = 0;
+        int rc, log_pages = 0, ckpt = 0, r;
 
         assert(sqlite3_get_autocommit(s->db));
-        memset(ret, 0, sizeof *ret);
         rc = exec_simple(s->db, "PRAGMA optimize");
         if (rc != SQLITE_OK)
                 return store_fail(s, rc, "PRAGMA optimize");
@@ -2100,29 +2072,14 @@ static int maintain_locked(struct store *s, struct store_maintenance *ret) {
                 rc = sqlite3_wal_checkpoint_v2(s->db, NULL, SQLITE_CHECKPOINT_TRUNCATE, &log_pages, &ckpt);
                 if (rc != SQLITE_OK && rc != SQLITE_BUSY)
                         return store_fail(s, rc, "checkpoint");
-                ret->pages_compacted = ckpt;
         }
-        rc = sqlite3_prepare_v2(s->db, "PRAGMA quick_check", -1, &st, NULL);
-        if (rc == SQLITE_OK)
-                rc = sqlite3_step(st);
-        if (rc != SQLITE_ROW) {
-                int r = store_fail(s, rc, "quick_check");
-                sqlite3_finalize(st);
-                return r;
-        }
-        snprintf(ret->message, sizeof ret->message, "%s", (const char *)sqlite3_column_text(st, 0));
-        ret->ok = strcmp(ret->message, "ok") == 0;
-        sqlite3_finalize(st);
-        return 0;
+        r = quick_check_locked(s, ret); /* clears *ret first */
+        ret->pages_compacted = ckpt;
+        return r;
 }
 
 int store_maintain(struct store *s, struct store_maintenance *ret) {
-        int r = store_enter(s);
-
-        if (r >= 0)
-                r = maintain_locked(s, ret);
-        store_leave(s);
-        return r;
+        return STORE_WITH_LOCK(s, maintain_locked(s, ret));
 }
 
 static int count_sessions_locked(struct store *s, bool ended, int64_t *ret) {
@@ -2134,12 +2091,7 @@ static int count_sessions_locked(struct store *s, bool ended, int64_t *ret) {
 }
 
 int store_count_sessions(struct store *s, bool ended, int64_t *ret) {
-        int r = store_enter(s);
-
-        if (r >= 0)
-                r = count_sessions_locked(s, ended, ret);
-        store_leave(s);
-        return r;
+        return STORE_WITH_LOCK(s, count_sessions_locked(s, ended, ret));
 }
 
 /* ---- queries for operators ------------------------------------------------- */
@@ -2250,12 +2202,7 @@ static int audit_each_locked(struct store *s, const struct store_audit_filter *f
 }
 
 int store_audit_each(struct store *s, const struct store_audit_filter *f, store_audit_fn cb, void *userdata) {
-        int r = store_enter(s);
-
-        if (r >= 0)
-                r = audit_each_locked(s, f, cb, userdata);
-        store_leave(s);
-        return r;
+        return STORE_WITH_LOCK(s, audit_each_locked(s, f, cb, userdata));
 }
 
 static int quick_check_locked(struct store *s, struct store_maintenance *ret) {
@@ -2279,12 +2226,7 @@ static int quick_check_locked(struct store *s, struct store_maintenance *ret) {
 }
 
 int store_check_integrity(struct store *s, struct store_maintenance *ret) {
-        int r = store_enter(s);
-
-        if (r >= 0)
-                r = quick_check_locked(s, ret);
-        store_leave(s);
-        return r;
+        return STORE_WITH_LOCK(s, quick_check_locked(s, ret));
 }
 
 static int probe_locked(struct store *s) {
@@ -2295,12 +2237,7 @@ static int probe_locked(struct store *s) {
 }
 
 int store_probe(struct store *s) {
-        int r = store_enter(s);
-
-        if (r >= 0)
-                r = probe_locked(s);
-        store_leave(s);
-        return r;
+        return STORE_WITH_LOCK(s, probe_locked(s));
 }
 
 static int count_created_locked(struct store *s, int64_t since, int64_t bucket, uint64_t *counts, size_t n) {
@@ -2329,12 +2266,7 @@ static int count_created_locked(struct store *s, int64_t since, int64_t bucket, 
 }
 
 int store_count_created(struct store *s, int64_t since, int64_t bucket, uint64_t *counts, size_t n) {
-        int r = store_enter(s);
-
-        if (r >= 0)
-                r = count_created_locked(s, since, bucket, counts, n);
-        store_leave(s);
-        return r;
+        return STORE_WITH_LOCK(s, count_created_locked(s, since, bucket, counts, n));
 }
 
 static int ended_durations_locked(struct store *s, store_value_fn cb, void *userdata) {
@@ -2357,12 +2289,7 @@ static int ended_durations_locked(struct store *s, store_value_fn cb, void *user
 }
 
 int store_ended_durations(struct store *s, store_value_fn cb, void *userdata) {
-        int r = store_enter(s);
-
-        if (r >= 0)
-                r = ended_durations_locked(s, cb, userdata);
-        store_leave(s);
-        return r;
+        return STORE_WITH_LOCK(s, ended_durations_locked(s, cb, userdata));
 }
 
 static int end_reasons_locked(struct store *s, store_group_fn cb, void *userdata) {
@@ -2385,12 +2312,7 @@ static int end_reasons_locked(struct store *s, store_group_fn cb, void *userdata
 }
 
 int store_end_reasons(struct store *s, store_group_fn cb, void *userdata) {
-        int r = store_enter(s);
-
-        if (r >= 0)
-                r = end_reasons_locked(s, cb, userdata);
-        store_leave(s);
-        return r;
+        return STORE_WITH_LOCK(s, end_reasons_locked(s, cb, userdata));
 }
 
 static int optimize_locked(struct store *s) {
