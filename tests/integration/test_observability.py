@@ -12,6 +12,7 @@ import socket
 import subprocess
 import time
 
+import promtext
 from harness import SESSIONCTL, TIMEOUT, Daemon, VarlinkError, run_tests, wait_for
 
 S = "io.sessiond.Session."
@@ -76,49 +77,9 @@ def metric(metrics, name, **labels):
     return found[0]
 
 
-# ---- a parser of the Prometheus text exposition format 0.0.4 ------------------------------
-
-PROM_NAME = r"[a-zA-Z_:][a-zA-Z0-9_:]*"
-PROM_SAMPLE = re.compile(r"^(%s)(?:\{(.*)\})? (\S+)$" % PROM_NAME)
-PROM_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\\n]|\\[\\"n])*)"(?:,|$)')
-
-
-def parse_prometheus(text):
-    """{family: {"help", "type", "samples": [(labels, float)]}}; raises
-    AssertionError or ValueError on anything node_exporter would reject."""
-    families = {}
-    current = None
-    assert text.endswith("\n"), "no final newline"
-    for line in text.split("\n")[:-1]:
-        assert line, "empty line"
-        if line.startswith("# HELP "):
-            name, _, help_text = line[len("# HELP "):].partition(" ")
-            assert re.fullmatch(PROM_NAME, name) and name not in families, line
-            families[name] = {"help": help_text, "type": None, "samples": []}
-            current = name
-        elif line.startswith("# TYPE "):
-            name, _, typ = line[len("# TYPE "):].partition(" ")
-            assert name == current and families[name]["type"] is None, line
-            assert typ in ("counter", "gauge"), line
-            families[name]["type"] = typ
-        else:
-            assert not line.startswith("#"), line
-            m = PROM_SAMPLE.match(line)
-            assert m, "not a sample: %r" % line
-            name, labels_text, value = m.groups()
-            assert name == current and families[name]["type"], "sample %s not declared before" % name
-            labels, pos = {}, 0
-            while labels_text and pos < len(labels_text):
-                lm = PROM_LABEL.match(labels_text, pos)
-                assert lm, "bad labels %r" % labels_text
-                labels[lm.group(1)] = lm.group(2)
-                pos = lm.end()
-            sample = (labels, float(value))
-            assert sample[0] not in [s[0] for s in families[name]["samples"]], "duplicate " + line
-            families[name]["samples"].append(sample)
-    for name, f in families.items():
-        assert f["samples"], "family without samples: " + name
-    return families
+# The parser of the Prometheus text format is promtext.parse (shared with
+# the scrape endpoint's tests).
+parse_prometheus = promtext.parse
 
 
 def test_prometheus_parser_can_fail():
