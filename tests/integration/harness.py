@@ -298,6 +298,38 @@ class Daemon:
         self.cleanup()
 
 
+# Sessions that cannot end by themselves while a test runs, no per-user limit
+# or suspicious-activity alert in the way, background cleanup out of the
+# way: for tests that fill a daemon with many sessions.
+LONG_LIVED_SETTINGS = {
+    "debug_mode": False,
+    "timeout.session_lifetime": 86400,
+    "timeout.idle_timeout": 86400,
+    "timeout.absolute_timeout": 604800,
+    "security.max_concurrent_per_user": 100000,
+    "security.suspicious_activity_threshold": 1000000,
+    "cleanup.interval": 3600,
+    "cleanup.batch_interval": 7200,
+    "cleanup.deep_interval": 86400,
+}
+
+
+def create_pipelined(d, users, n, chunk=500):
+    """n sessions spread over users (round robin), pipelined `chunk` at a
+    time on one connection; returns the Create replies' parameters."""
+    out = []
+    with d.connect(timeout=60) as c:
+        while len(out) < n:
+            k = min(chunk, n - len(out))
+            for i in range(k):
+                c.send("io.sessiond.Session.Create", {"user_id": users[(len(out) + i) % len(users)]})
+            for _ in range(k):
+                m = c.recv()
+                assert "error" not in m, m
+                out.append(m["parameters"])
+    return out
+
+
 def wait_for(predicate, timeout=TIMEOUT, interval=0.05, what="condition"):
     """Polls predicate() until it is truthy; returns its value."""
     deadline = time.monotonic() + timeout
@@ -312,6 +344,41 @@ def wait_for(predicate, timeout=TIMEOUT, interval=0.05, what="condition"):
 
 class Skip(Exception):
     """Raised by a test that cannot run here (e.g. it needs root)."""
+
+
+def fill(path):
+    """Writes to path until the file system is full."""
+    with open(path, "wb", buffering=0) as f:
+        try:
+            while True:
+                f.write(b"\0" * 4096)
+        except OSError:
+            pass
+
+
+class SmallDisk:
+    """A small tmpfs (root only: mount; Skip otherwise) in a temporary folder:
+    self.mnt is the mount, self.tmp its parent (a daemon's tmpdir)."""
+
+    def __init__(self, size="1m"):
+        self.size = size
+
+    def __enter__(self):
+        if os.geteuid() != 0:
+            raise Skip("needs root to mount a small tmpfs")
+        self.tmp = tempfile.mkdtemp(prefix="sessiond-test-")
+        self.mnt = os.path.join(self.tmp, "small")
+        os.mkdir(self.mnt)
+        if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=" + self.size, "tmpfs", self.mnt],
+                          capture_output=True).returncode != 0:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            raise Skip("cannot mount a tmpfs here")
+        return self
+
+    def __exit__(self, *a):
+        subprocess.run(["umount", "-l", self.mnt], capture_output=True)
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
 
 
 def run_tests(tests):

@@ -16,37 +16,17 @@ import sqlite3
 import tempfile
 import threading
 
-from harness import Daemon, VarlinkError, run_tests, wait_for
+from harness import LONG_LIVED_SETTINGS, Daemon, VarlinkError, create_pipelined, run_tests, wait_for
 
 S = "io.sessiond.Session."
 A = "io.sessiond.Admin."
 
-SETTINGS = {
-    "debug_mode": False,
-    "timeout.session_lifetime": 86400,
-    "timeout.idle_timeout": 86400,
-    "timeout.absolute_timeout": 604800,
-    "security.max_concurrent_per_user": 100000,
-    "security.suspicious_activity_threshold": 1000000,
-    "cleanup.interval": 3600,
-    "cleanup.batch_interval": 7200,
-    "cleanup.deep_interval": 86400,
-}
+SETTINGS = LONG_LIVED_SETTINGS
 
 
 def create_many(d, user, n, chunk=500):
     """n sessions of user, pipelined; returns their tokens."""
-    tokens = []
-    with d.connect(timeout=60) as c:
-        while len(tokens) < n:
-            k = min(chunk, n - len(tokens))
-            for _ in range(k):
-                c.send(S + "Create", {"user_id": user})
-            for _ in range(k):
-                m = c.recv()
-                assert "error" not in m, m
-                tokens.append(m["parameters"]["token"])
-    return tokens
+    return [p["token"] for p in create_pipelined(d, [user], n, chunk)]
 
 
 def live_count(d, user):

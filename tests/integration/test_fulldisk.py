@@ -19,44 +19,13 @@ import sqlite3
 import subprocess
 import tempfile
 
-from harness import Daemon, Skip, VarlinkError, run_tests, wait_for
+from harness import Daemon, SmallDisk, VarlinkError, fill, run_tests, wait_for
 
 S = "io.sessiond.Session."
 A = "io.sessiond.Admin."
 # Sessions made before the disk fills (each commit adds a few pages to the
 # WAL, and 1 MiB is small).
 N = 10
-
-
-def fill(path):
-    """Writes to path until the file system is full."""
-    with open(path, "wb", buffering=0) as f:
-        try:
-            while True:
-                f.write(b"\0" * 4096)
-        except OSError:
-            pass
-
-
-class SmallDisk:
-    def __init__(self, size="1m"):
-        self.size = size
-
-    def __enter__(self):
-        if os.geteuid() != 0:
-            raise Skip("needs root to mount a small tmpfs")
-        self.tmp = tempfile.mkdtemp(prefix="sessiond-test-")
-        self.mnt = os.path.join(self.tmp, "small")
-        os.mkdir(self.mnt)
-        if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=" + self.size, "tmpfs", self.mnt],
-                          capture_output=True).returncode != 0:
-            shutil.rmtree(self.tmp, ignore_errors=True)
-            raise Skip("cannot mount a tmpfs here")
-        return self
-
-    def __exit__(self, *a):
-        subprocess.run(["umount", "-l", self.mnt], capture_output=True)
-        shutil.rmtree(self.tmp, ignore_errors=True)
 
 
 def write_error(fn, *args):

@@ -8,37 +8,17 @@ through transparently.
 import json
 import threading
 
-from harness import Daemon, VarlinkError, run_tests
+from harness import LONG_LIVED_SETTINGS, Daemon, VarlinkError, create_pipelined, run_tests
 
 S = "io.sessiond.Session."
 A = "io.sessiond.Admin."
 
-SETTINGS = {
-    "debug_mode": False,
-    "timeout.session_lifetime": 86400,
-    "timeout.idle_timeout": 86400,
-    "timeout.absolute_timeout": 604800,
-    "security.max_concurrent_per_user": 100000,
-    "security.suspicious_activity_threshold": 1000000,
-    "cleanup.interval": 3600,
-    "cleanup.batch_interval": 7200,
-    "cleanup.deep_interval": 86400,
-}
+SETTINGS = LONG_LIVED_SETTINGS
 
 
 def create_many(d, users, n, chunk=500):
     """n sessions spread over users, pipelined; returns (token, id) pairs."""
-    out = []
-    with d.connect(timeout=60) as c:
-        while len(out) < n:
-            k = min(chunk, n - len(out))
-            for i in range(k):
-                c.send(S + "Create", {"user_id": users[(len(out) + i) % len(users)]})
-            for _ in range(k):
-                m = c.recv()
-                assert "error" not in m, m
-                out.append((m["parameters"]["token"], m["parameters"]["session"]["id"]))
-    return out
+    return [(p["token"], p["session"]["id"]) for p in create_pipelined(d, users, n, chunk)]
 
 
 class Churn:

@@ -12,7 +12,7 @@ import tempfile
 import threading
 
 import web  # noqa: F401  (puts lib/python on sys.path)
-from harness import Daemon, Skip, run_tests, wait_for
+from harness import Daemon, Skip, SmallDisk, fill, run_tests, wait_for
 
 import sessiond
 from sessiond.client import _Connection
@@ -155,36 +155,6 @@ def test_storage_errors():
                 break
         assert e is not None, "no write failed under a 1 MiB file size limit"
         assert e.reason and e.error == "io.sessiond.Session.StorageError", e.parameters
-
-
-class SmallDisk:
-    """A 1 MiB tmpfs in a temporary folder (as test_fulldisk's)."""
-
-    def __enter__(self):
-        if os.geteuid() != 0:
-            raise Skip("needs root to mount a small tmpfs")
-        self.tmp = tempfile.mkdtemp(prefix="sessiond-test-")
-        self.mnt = os.path.join(self.tmp, "small")
-        os.mkdir(self.mnt)
-        if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", self.mnt],
-                          capture_output=True).returncode != 0:
-            shutil.rmtree(self.tmp, ignore_errors=True)
-            raise Skip("cannot mount a tmpfs here")
-        return self
-
-    def __exit__(self, *a):
-        subprocess.run(["umount", "-l", self.mnt], capture_output=True)
-        shutil.rmtree(self.tmp, ignore_errors=True)
-
-
-def fill(path):
-    """Writes to path until the file system is full."""
-    with open(path, "wb", buffering=0) as f:
-        try:
-            while True:
-                f.write(b"\0" * 4096)
-        except OSError:
-            pass
 
 
 class LimitedDaemon(Daemon):
