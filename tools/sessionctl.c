@@ -422,27 +422,38 @@ static char *column_cell(const struct column *c, json_t *obj) {
         return v ? format_scalar(c->key, v) : strdup("-");
 }
 
-/* Prints an array of objects as rows of a table (headers when `header`).
- * Returns 0 or an exit code. */
-static int table_print_page(const struct column *columns, size_t n_columns, json_t *objects,
-                            const struct sessionctl_globals *g, bool header) {
-        struct table t = { .n_columns = n_columns };
+/* Fills t with the columns' headers and a row an object. Returns 0 or an
+ * exit code (t is freed then). */
+static int table_from_objects(struct table *t, const struct column *columns, size_t n_columns, json_t *objects) {
         json_t *obj;
         size_t i;
 
         assert(n_columns <= TABLE_MAX_COLUMNS);
+        *t = (struct table){ .n_columns = n_columns };
         for (size_t c = 0; c < n_columns; c++)
-                t.headers[c] = columns[c].header;
+                t->headers[c] = columns[c].header;
         json_array_foreach(objects, i, obj) {
                 char *row[TABLE_MAX_COLUMNS];
 
                 for (size_t c = 0; c < n_columns; c++)
                         row[c] = column_cell(&columns[c], obj);
-                if (table_add_row(&t, row) < 0) {
-                        table_free(&t);
+                if (table_add_row(t, row) < 0) {
+                        table_free(t);
                         return error_fail("out of memory");
                 }
         }
+        return 0;
+}
+
+/* Prints an array of objects as rows of a table (headers when `header`).
+ * Returns 0 or an exit code. */
+static int table_print_page(const struct column *columns, size_t n_columns, json_t *objects,
+                            const struct sessionctl_globals *g, bool header) {
+        struct table t;
+        int r = table_from_objects(&t, columns, n_columns, objects);
+
+        if (r != 0)
+                return r;
         table_print_rows(&t, g, header);
         table_free(&t);
         fflush(stdout);
@@ -453,23 +464,11 @@ static int table_print_page(const struct column *columns, size_t n_columns, json
  * exit code. */
 static int table_print_objects(const struct column *columns, size_t n_columns, json_t *objects,
                                const struct sessionctl_globals *g, const char *noun_one, const char *noun_many) {
-        struct table t = { .n_columns = n_columns };
-        json_t *obj;
-        size_t i;
+        struct table t;
+        int r = table_from_objects(&t, columns, n_columns, objects);
 
-        assert(n_columns <= TABLE_MAX_COLUMNS);
-        for (size_t c = 0; c < n_columns; c++)
-                t.headers[c] = columns[c].header;
-        json_array_foreach(objects, i, obj) {
-                char *row[TABLE_MAX_COLUMNS];
-
-                for (size_t c = 0; c < n_columns; c++)
-                        row[c] = column_cell(&columns[c], obj);
-                if (table_add_row(&t, row) < 0) {
-                        table_free(&t);
-                        return error_fail("out of memory");
-                }
-        }
+        if (r != 0)
+                return r;
         table_print(&t, g, noun_one, noun_many);
         table_free(&t);
         return 0;
