@@ -182,21 +182,29 @@ static int get_session_cb(const struct engine_info *info, void *userdata) {
         return 1;
 }
 
+/* The "id" parameter, a well-formed public session id; < 0: answered. */
+static int param_session_id(struct call *c, const char **ret) {
+        uint8_t raw[TOKEN_ID_BYTES];
+
+        if (methods_param_string(c, IFACE, "id", true, ret) < 0)
+                return -EINVAL;
+        if (token_id_parse(*ret, raw) < 0) {
+                invalid_argument(c, "id", "not a session id (22 base64url characters)");
+                return -EINVAL;
+        }
+        return 0;
+}
+
 /* One session by public id, live (from memory, through the engine) or
  * ended and still retained (from the store): what `sessionctl show` needs,
  * without walking a listing. */
 static void method_get_session(struct daemon *d, struct call *c) {
         struct found_session f = {0};
-        uint8_t raw[TOKEN_ID_BYTES];
         const char *id;
         int r;
 
-        if (methods_param_string(c, IFACE, "id", true, &id) < 0)
+        if (param_session_id(c, &id) < 0)
                 return;
-        if (token_id_parse(id, raw) < 0) {
-                invalid_argument(c, "id", "not a session id (22 base64url characters)");
-                return;
-        }
         r = engine_session_by_id(d->engine, methods_now_ms(), id, get_session_cb, &f);
         if (r >= 0 && !f.seen)
                 r = -ENOENT; /* a live row that is not in memory: not a session (yet) */
@@ -214,16 +222,11 @@ static void method_get_session(struct daemon *d, struct call *c) {
 
 static void method_terminate(struct daemon *d, struct call *c) {
         uint64_t seq = engine_write_seq(d->engine);
-        uint8_t raw[TOKEN_ID_BYTES];
         const char *id;
         int r;
 
-        if (methods_param_string(c, IFACE, "id", true, &id) < 0)
+        if (param_session_id(c, &id) < 0)
                 return;
-        if (token_id_parse(id, raw) < 0) {
-                invalid_argument(c, "id", "not a session id (22 base64url characters)");
-                return;
-        }
         r = engine_terminate(d->engine, methods_now_ms(), id);
         if (r < 0) {
                 methods_reply_error(c, IFACE, r, &(struct engine_error){0});

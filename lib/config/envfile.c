@@ -304,17 +304,6 @@ out:
         return r;
 }
 
-SESSIOND_EXPORT int sessiond_envfile_read(const char *path, struct sessiond_envfile **ret, struct sessiond_issues *issues) {
-        _cleanup_free_ char *buf = NULL;
-        size_t len = 0;
-        int r;
-
-        r = envfile_read_text(path, &buf, &len);
-        if (r < 0)
-                return r;
-        return sessiond_envfile_parse(path, buf, len, ret, issues);
-}
-
 int envfile_read_all(const char *path, struct sessiond_envfile **ret, struct sessiond_issues *issues,
                      bool *malformed) {
         _cleanup_free_ char *buf = NULL;
@@ -325,6 +314,22 @@ int envfile_read_all(const char *path, struct sessiond_envfile **ret, struct ses
         if (r < 0)
                 return r;
         return envfile_parse_all(path, buf, len, ret, issues, malformed);
+}
+
+SESSIOND_EXPORT int sessiond_envfile_read(const char *path, struct sessiond_envfile **ret, struct sessiond_issues *issues) {
+        struct sessiond_envfile *f = NULL;
+        bool malformed = false;
+        int r;
+
+        r = envfile_read_all(path, &f, issues, &malformed);
+        if (r < 0)
+                return r;
+        if (malformed) {
+                sessiond_envfile_free(f);
+                return -EINVAL;
+        }
+        *ret = f;
+        return 0;
 }
 
 SESSIOND_EXPORT const char *sessiond_envfile_get(const struct sessiond_envfile *f, const char *key, size_t *line) {
