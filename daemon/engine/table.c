@@ -438,8 +438,9 @@ int table_session_add_hashed(struct engine *e, const struct store_session *row, 
         token_id_derive(&e->key, t32(ms_floor_s(row->created_at)), row->rowid, id);
         token_id_format(id, text);
         if (strcmp(text, row->id) != 0 || !row->user_id[0]) {
-                log_warning("Store %s: session row %lld has a malformed id or user; skipped.", store_name(e->store),
-                            (long long)row->rowid);
+                /* While the store loads, e->store is not set yet. */
+                log_warning("Store %s: session row %lld has a malformed id or user; skipped.",
+                            e->store ? store_name(e->store) : cfg(e)->daemon.database_path, (long long)row->rowid);
                 return -EINVAL;
         }
         if (e->sessions_free != NIL)
