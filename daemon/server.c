@@ -763,6 +763,11 @@ static void conn_process(struct conn *c) {
                 int r;
 
                 if (conn_output_full(c)) {
+                        if (!c->output_blocked)
+                                log_debug("Connection %llu (pid %d uid %u): %zu bytes of replies unread, "
+                                          "handling its calls paused until it reads",
+                                          c->id, (int) c->peer.ucred.pid, c->peer.ucred.uid,
+                                          conn_output_bytes(c));
                         c->output_blocked = true;
                         break;
                 }

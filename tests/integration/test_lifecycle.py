@@ -268,7 +268,11 @@ def test_reload_applies_connection_limits():
 # ---- stop -----------------------------------------------------------------------------
 
 def stuck_peer(d):
-    """A connection whose replies pile up unread: the daemon cannot drain it."""
+    """A connection whose replies pile up unread: the daemon cannot drain it.
+
+    The daemon runs with debug_mode: its line saying it paused the peer's
+    calls is what tells us the replies are over the cap (a full send buffer
+    alone only says the daemon has not read everything yet)."""
     c = d.connect()
     call = json.dumps({"method": "org.varlink.service.GetInterfaceDescription",
                        "parameters": {"interface": "io.sessiond.Session"}}).encode() + b"\0"
@@ -278,7 +282,8 @@ def stuck_peer(d):
         while sent < 8 * 1024 * 1024:
             sent += c.sock.send(call * 64)
     except BlockingIOError:
-        pass  # the daemon stopped reading: its output is over the cap
+        pass  # the daemon reads no more for now
+    wait_log(d, "handling its calls paused until it reads")
     return c
 
 
@@ -302,14 +307,14 @@ def test_sigterm_exits_zero():
 
 
 def test_stop_deadline_and_second_signal():
-    with Daemon() as d:
+    with Daemon({"debug_mode": True}) as d:
         c = stuck_peer(d)
         start = time.monotonic()
         assert d.stop() == 0
         assert time.monotonic() - start < TIMEOUT
         assert "Connections still busy" in d.read_log(), d.read_log()
         c.close()
-    with Daemon() as d:
+    with Daemon({"debug_mode": True}) as d:
         c = stuck_peer(d)
         d.signal(signal.SIGTERM)
         wait_log(d, "Stopping")
