@@ -67,6 +67,14 @@ struct store_session {
 typedef int (*store_session_fn)(const struct store_session *row, void *userdata);
 
 struct store_options {
+        /* PostgreSQL (DESIGN 8): a libpq connection string or URI; NULL
+         * for SQLite at `path`. */
+        const char *postgres_url;
+        /* A keyed check value of the token key (text, no secret): a
+         * shared store keeps the first one it is given and refuses to
+         * open (-EKEYREJECTED) for a daemon whose value differs. NULL: no
+         * check (SQLite keeps its key beside the database). */
+        const char *key_check;
         /* Path of the database file; NULL or ":memory:" for a store in memory. */
         const char *path;
         /* PRAGMA synchronous: "normal", "full", "extra" or "off". */
@@ -98,9 +106,12 @@ struct store_options {
 int store_open(const struct store_options *o, struct store **ret);
 void store_close(struct store *s);
 
-/* Names the store, for logs and for store_reader_open(): the database file
- * (":memory:" in memory). */
+/* Names the store, for logs: the database file (":memory:" in memory), or
+ * the PostgreSQL connection string with its password as ***. */
 const char *store_name(const struct store *s);
+/* What store_reader_open() opens: "sqlite:<path>" or "postgresql:<url>"
+ * (may hold a password: never log it). */
+const char *store_locator(const struct store *s);
 bool store_is_memory(const struct store *s);
 
 /* Applies a new PRAGMA synchronous (reload). */
@@ -229,11 +240,11 @@ int store_count_sessions(struct store *s, bool ended, int64_t *ret);
  * row does not hold up the loop (the backend lets it read while the writer
  * writes). */
 
-/* A read-only handle on the store named `name` (store_name() of an open
- * store, copied: the reader may outlive nothing but its name), for one
- * thread; only the query functions below may be used on it; store_close()
- * closes it. */
-int store_reader_open(const char *name, struct store **ret);
+/* A read-only handle on the store at `locator` (store_locator() of an
+ * open store, copied: the reader may outlive nothing but its locator), for
+ * one thread; only the query functions below may be used on it;
+ * store_close() closes it. */
+int store_reader_open(const char *locator, struct store **ret);
 
 struct store_audit_row {
         int64_t id;
@@ -276,3 +287,40 @@ int store_ended_durations(struct store *s, store_value_fn cb, void *userdata);
 typedef int (*store_group_fn)(const char *key, int64_t count, void *userdata);
 /* Ended sessions retained, counted by end_reason. */
 int store_end_reasons(struct store *s, store_group_fn cb, void *userdata);
+
+/* ---- several daemons on one store (DESIGN 8) --------------------------------
+ * -EOPNOTSUPP on a store only one daemon uses (SQLite). */
+
+/* What another daemon committed: the row to read again (by rowid) to learn
+ * the session's new state. */
+enum store_change_kind {
+        STORE_CHANGE_CREATED, /* a new live session (Create, or the new row of a rotation) */
+        STORE_CHANGE_ENDED,   /* ended (any reason) */
+        STORE_CHANGE_UPDATED, /* renewed, platform, sync state or client changed */
+};
+struct store_change {
+        enum store_change_kind kind;
+        int64_t rowid;
+};
+/* fn runs on the loop for each change committed by another daemon (its own
+ * commits are not reported), in commit order; lost = true (rowid 0) when
+ * changes may have been missed (the listening connection was lost and
+ * came back): the caller must then read again what it caches. */
+typedef void (*store_change_fn)(const struct store_change *c, bool lost, void *userdata);
+int store_changes_subscribe(struct store *s, uv_loop_t *loop, store_change_fn fn, void *userdata);
+
+/* Leadership for the jobs (features.clustering): true when this daemon
+ * holds the fleet's leader lock (taken at once when free; kept on a
+ * connection of its own until store_close or the connection's loss). */
+int store_leader_try(struct store *s, bool *is_leader);
+/* Each daemon's heartbeat row: `daemon_id` (unique per daemon: host and
+ * pid) seen now, leader or not. */
+int store_heartbeat(struct store *s, const char *daemon_id, bool leader, int64_t now_ms);
+struct store_daemon_row {
+        const char *daemon_id;
+        int64_t seen_ms;
+        bool leader;
+};
+typedef int (*store_daemon_fn)(const struct store_daemon_row *row, void *userdata);
+/* The daemons seen since since_ms, most recent first. */
+int store_daemons_each(struct store *s, int64_t since_ms, store_daemon_fn cb, void *userdata);
