@@ -104,6 +104,14 @@ struct store_backend {
         int (*count_created)(struct store *s, int64_t since, int64_t bucket, uint64_t *counts, size_t n);
         int (*ended_durations)(struct store *s, store_value_fn cb, void *userdata);
         int (*end_reasons)(struct store *s, store_group_fn cb, void *userdata);
+
+        /* Several daemons (NULL on a backend for one daemon: store.c then
+         * answers -EOPNOTSUPP). Called on the loop WITHOUT s->lock: they
+         * use connections of their own, never the writing one. */
+        int (*changes_subscribe)(struct store *s, uv_loop_t *loop, store_change_fn fn, void *userdata);
+        int (*leader_try)(struct store *s, bool *is_leader);
+        int (*heartbeat)(struct store *s, const char *daemon_id, bool leader, int64_t now_ms);
+        int (*daemons_each)(struct store *s, int64_t since_ms, store_daemon_fn cb, void *userdata);
 };
 
 extern const struct store_backend store_backend_sqlite;
