@@ -1,0 +1,2107 @@
+/* The PostgreSQL backend of the store (DESIGN 8): several daemons, one
+ * database. See store.h for the interface and backend.h for the table this
+ * file fills; store.c runs the unit of work's writer thread and the lock.
+ *
+ * Connections. Each store has up to four libpq connections, each used by
+ * one party only, so no connection is ever shared between threads:
+ *   - the writing connection: units of work (on store.c's writer thread)
+ *     and the reads of the interface (on the loop), one at a time under
+ *     s->lock, exactly like sqlite.c's one connection;
+ *   - an auxiliary one (heartbeat, daemons_each, size) under a mutex of its
+ *     own, since those are called without s->lock;
+ *   - the leader's (features.clustering): it holds the session-level
+ *     advisory lock PG_LEADER_LOCK; losing the connection loses the lock,
+ *     and leader_try then reports false and reconnects later;
+ *   - the listener's (features.caching): LISTEN sessiond_changes, driven
+ *     by a uv_poll_t on PQsocket() on the loop, never blocking it after the
+ *     first connection (reconnections use PQconnectStartParams/PQconnectPoll).
+ * Synchronous libpq calls are used on the writing connection: its units
+ * are committed on the writer thread, and the loop's reads are bounded by
+ * statement_timeout (PG_STATEMENT_TIMEOUT_MS, set on every connection;
+ * readers opened for worker threads get PG_READER_STATEMENT_TIMEOUT_MS,
+ * they scan whole tables) and by connect_timeout and tcp_user_timeout for
+ * a server that went away. A lost writing connection is reconnected at the
+ * next use, with a backoff; a unit whose transaction was lost with it
+ * fails (-EIO), nothing of it acknowledged.
+ *
+ * Schema. Same tables and columns as sqlite.c's (sessions, audit) but times
+ * are BIGINT Unix milliseconds (a new schema: no second/millisecond split),
+ * hashes and blobs bytea, fingerprints BIGINT. sessiond_meta holds
+ * schema_version and key_check; sessiond_daemons the heartbeats. The schema
+ * has its own version (PG_SCHEMA_VERSION, not SQLite's) reached by forward
+ * migrations, each in a transaction that first takes the transaction-level
+ * advisory lock PG_MIGRATION_LOCK, so two daemons starting at once on an
+ * empty database do not both create; a newer schema is refused (-EPROTO).
+ * key_check (store_options) is stored by the first daemon; a daemon with
+ * another one is refused (-EKEYREJECTED): tokens are looked up by keyed
+ * hash, a daemon with another key would find nothing and write rows nobody
+ * else can find.
+ *
+ * Keys come from the sequence sessiond_session_keys, which advances by
+ * PG_KEY_BLOCK: one nextval() gives this store a block of PG_KEY_BLOCK
+ * keys that no other daemon gets, handed out locally, so Create does not
+ * pay a round trip per key. Keys are unique, not ordered across daemons.
+ *
+ * The unit of work runs its operations with prepared statements (prepared
+ * once per connection) in one transaction. Per-user limits across daemons:
+ * the transaction takes pg_advisory_xact_lock(PG_USER_LOCK_CLASS,
+ * hashtext(user_id)) for the users of its inserts, all of a batch in one
+ * statement in hash order (two daemons never wait for each other in
+ * opposite orders within one batch; across a read's batch and the commit's
+ * they might, PostgreSQL then aborts one unit, -EBUSY). The engine's count
+ * of a user's live sessions, read in the same transaction after the lock,
+ * is then exact across daemons. Touches are written with
+ * GREATEST(last_activity, $2): several daemons touch one session. Before
+ * COMMIT the unit sends NOTIFY sessiond_changes for every change another
+ * daemon must learn: payload "<origin>:<kind>:<row>[,<kind>:<row>...]"
+ * (c created, e ended, u updated; at most PG_NOTIFY_MAX bytes each), origin
+ * being a random id per store so that a store skips its own. PostgreSQL
+ * delivers notifications at commit, in commit order, and drops them with a
+ * rolled-back transaction.
+ *
+ * Durability: store_options.synchronous / store_set_synchronous() are
+ * SQLite's PRAGMA names and mean nothing to PostgreSQL. The values are
+ * checked (an unknown one is -EINVAL) and otherwise left alone: the
+ * server's synchronous_commit (default on: durable locally, and waiting for
+ * synchronous standbys if the operator has any) is the operator's choice,
+ * stronger settings (remote_apply) included. The one thing this backend
+ * does is refuse to run with synchronous_commit = off on its connections
+ * (it sets it back to on, with a notice): replies to writes are held until
+ * the commit, and with off a crash could lose what was acknowledged.
+ *
+ * Reads that may return many rows (listings, loading at open) are fetched
+ * in pages of PG_PAGE_ROWS by row number, never as one result, so memory
+ * stays bounded and a read's callback may read again on the connection.
+ */
+#include "backend.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <libpq-fe.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "macro.h"
+
+#define PG_SCHEMA_VERSION 1
+/* Advisory lock keys: "sessiond" as a number (0x73657373696f6e64, in
+ * decimal: it is pasted into SQL), and the leader's next to it. */
+#define PG_MIGRATION_LOCK 8315179226536832612
+#define PG_LEADER_LOCK (PG_MIGRATION_LOCK + 1)
+/* The first key of the two-key form for per-user locks ("sd"); the second
+ * is hashtext(user_id). The two forms never collide with the one above. */
+#define PG_USER_LOCK_CLASS 29540 /* 0x7364 */
+#define PG_KEY_BLOCK 1000
+#define PG_STATEMENT_TIMEOUT_MS 5000
+#define PG_READER_STATEMENT_TIMEOUT_MS 60000
+#define PG_MIGRATION_TIMEOUT "60s"
+#define PG_CONNECT_TIMEOUT_S "5"
+#define PG_PAGE_ROWS 1000
+#define PG_NOTIFY_MAX 7800 /* PostgreSQL's limit is 8000 bytes */
+#define PG_CHANNEL "sessiond_changes"
+#define PG_ORIGIN_LEN 16
+#define PG_BACKOFF_MIN_MS 250
+#define PG_BACKOFF_MAX_MS 5000
+#define PG_SIZE_CACHE_MS 10000
+#define PG_STRINGIFY_(x) #x
+#define PG_STRINGIFY(x) PG_STRINGIFY_(x)
+
+/* ---- statements --------------------------------------------------------------- */
+
+#define SESSION_COLUMNS                                                                                \
+        "row, id, token_hash, user_id, platform_id, created_at, last_activity, renewed_at, ended_at, " \
+        "end_reason, fp_user_agent, fp_ip, fp_accept_language, fp_accept_encoding, ip, user_agent, sync_version"
+#define SESSION_COLUMNS_LIGHT                                                                          \
+        "row, id, token_hash, user_id, platform_id, created_at, last_activity, renewed_at, ended_at, " \
+        "end_reason, fp_user_agent, fp_ip, fp_accept_language, fp_accept_encoding, NULL, NULL, sync_version"
+
+enum {
+        Q_INSERT,
+        Q_LOCK_USERS,
+        Q_ACTIVITY,
+        Q_RENEWED,
+        Q_END,
+        Q_CLIENT,
+        Q_COPY,
+        Q_PLATFORM,
+        Q_SYNC,
+        Q_AUDIT,
+        Q_NOTIFY,
+        Q_GET_SWITCHES,
+        Q_GET_SYNC,
+        Q_BY_ROWID,
+        Q_BY_HASH,
+        Q_BY_ID,
+        Q_ALL,
+        Q_ALL_LIGHT,
+        Q_LIVE,
+        Q_LIVE_LIGHT,
+        Q_USER_ENDED,
+        Q_PURGE_SESSIONS,
+        Q_PURGE_AUDIT,
+        Q_NEXT_KEYS,
+        Q_COUNT_LIVE,
+        Q_COUNT_ENDED,
+        Q_PROBE,
+        _Q_MAX,
+};
+
+static const char *const q_sql[_Q_MAX] = {
+        [Q_INSERT] = "INSERT INTO sessions (row, id, token_hash, user_id, platform_id, created_at, last_activity, "
+                     "renewed_at, fp_user_agent, fp_ip, fp_accept_language, fp_accept_encoding, ip, user_agent, "
+                     "sync_data, sync_version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, "
+                     "$15, $16)",
+        [Q_LOCK_USERS] = "SELECT count(pg_advisory_xact_lock(" PG_STRINGIFY(PG_USER_LOCK_CLASS) ", h)) FROM "
+                         "(SELECT DISTINCT hashtext(u) AS h FROM unnest($1::text[]) AS u ORDER BY h) AS x",
+        [Q_ACTIVITY] = "UPDATE sessions SET last_activity = GREATEST(last_activity, $2) WHERE row = $1",
+        [Q_RENEWED] = "UPDATE sessions SET renewed_at = $2, last_activity = GREATEST(last_activity, $3) "
+                      "WHERE row = $1",
+        [Q_END] = "UPDATE sessions SET ended_at = $2, end_reason = $3 WHERE row = $1 AND ended_at IS NULL",
+        [Q_CLIENT] = "UPDATE sessions SET fp_user_agent = coalesce($2, fp_user_agent), fp_ip = coalesce($3, fp_ip), "
+                     "fp_accept_language = coalesce($4, fp_accept_language), "
+                     "fp_accept_encoding = coalesce($5, fp_accept_encoding), ip = coalesce($6, ip), "
+                     "user_agent = coalesce($7, user_agent) WHERE row = $1",
+        [Q_COPY] = "INSERT INTO sessions (row, id, token_hash, user_id, platform_id, created_at, last_activity, "
+                   "renewed_at, fp_user_agent, fp_ip, fp_accept_language, fp_accept_encoding, ip, user_agent, "
+                   "sync_data, sync_version, platform_switches) "
+                   "SELECT $5, $2, $3, user_id, platform_id, created_at, $4, renewed_at, fp_user_agent, fp_ip, "
+                   "fp_accept_language, fp_accept_encoding, ip, user_agent, sync_data, sync_version, "
+                   "platform_switches FROM sessions WHERE row = $1 AND ended_at IS NULL",
+        [Q_PLATFORM] = "UPDATE sessions SET platform_id = $2, platform_switches = $3 WHERE row = $1",
+        [Q_SYNC] = "UPDATE sessions SET sync_version = $2, sync_data = $3 WHERE row = $1",
+        [Q_AUDIT] = "INSERT INTO audit (time, kind, user_id, session_id, detail) VALUES ($1, $2, $3, $4, $5)",
+        [Q_NOTIFY] = "SELECT pg_notify('" PG_CHANNEL "', $1)",
+        [Q_GET_SWITCHES] = "SELECT platform_switches FROM sessions WHERE row = $1",
+        [Q_GET_SYNC] = "SELECT sync_version, sync_data FROM sessions WHERE row = $1",
+        [Q_BY_ROWID] = "SELECT " SESSION_COLUMNS " FROM sessions WHERE row = $1",
+        [Q_BY_HASH] = "SELECT " SESSION_COLUMNS " FROM sessions WHERE token_hash = $1 AND ended_at IS NOT NULL "
+                      "ORDER BY row",
+        [Q_BY_ID] = "SELECT " SESSION_COLUMNS " FROM sessions WHERE id = $1",
+        [Q_ALL] = "SELECT " SESSION_COLUMNS " FROM sessions WHERE row > $1 ORDER BY row LIMIT $2",
+        [Q_ALL_LIGHT] = "SELECT " SESSION_COLUMNS_LIGHT " FROM sessions WHERE row > $1 ORDER BY row LIMIT $2",
+        [Q_LIVE] = "SELECT " SESSION_COLUMNS " FROM sessions WHERE ended_at IS NULL AND row > $1 ORDER BY row LIMIT $2",
+        [Q_LIVE_LIGHT] = "SELECT " SESSION_COLUMNS_LIGHT
+                         " FROM sessions WHERE ended_at IS NULL AND row > $1 ORDER BY row LIMIT $2",
+        [Q_USER_ENDED] = "SELECT " SESSION_COLUMNS " FROM sessions WHERE user_id = $1 AND ended_at IS NOT NULL "
+                         "AND row > $2 ORDER BY row LIMIT $3",
+        [Q_PURGE_SESSIONS] = "DELETE FROM sessions WHERE row IN (SELECT row FROM sessions WHERE ended_at IS NOT NULL "
+                             "AND ended_at < $1 ORDER BY ended_at LIMIT $2)",
+        [Q_PURGE_AUDIT] = "DELETE FROM audit WHERE id IN (SELECT id FROM audit WHERE time < $1 ORDER BY time LIMIT $2)",
+        [Q_NEXT_KEYS] = "SELECT nextval('sessiond_session_keys')",
+        [Q_COUNT_LIVE] = "SELECT count(*) FROM sessions WHERE ended_at IS NULL",
+        [Q_COUNT_ENDED] = "SELECT count(*) FROM sessions WHERE ended_at IS NOT NULL",
+        [Q_PROBE] = "SELECT max(row) FROM sessions",
+};
+
+/* Forward migrations: step i brings the schema from version i to i + 1
+ * (in one transaction, under PG_MIGRATION_LOCK). Indexes as sqlite.c's
+ * (inserts touch the ends of B-trees; token hash, user and end time are
+ * indexed for ended rows), plus the live sessions of a user: the per-user
+ * limit is counted in the database when several daemons create. */
+static const char *const migrations[PG_SCHEMA_VERSION] = {
+        /* 0 -> 1: the first schema. */
+        "CREATE SEQUENCE sessiond_session_keys INCREMENT BY " PG_STRINGIFY(PG_KEY_BLOCK) " MINVALUE 1 START WITH 1;"
+        "CREATE TABLE sessions ("
+        "  row BIGINT PRIMARY KEY,"
+        "  id TEXT NOT NULL UNIQUE,"
+        "  token_hash BYTEA NOT NULL,"
+        "  user_id TEXT NOT NULL,"
+        "  platform_id TEXT,"
+        "  created_at BIGINT NOT NULL,"
+        "  last_activity BIGINT NOT NULL,"
+        "  renewed_at BIGINT NOT NULL,"
+        "  ended_at BIGINT,"
+        "  end_reason TEXT,"
+        "  fp_user_agent BIGINT,"
+        "  fp_ip BIGINT,"
+        "  fp_accept_language BIGINT,"
+        "  fp_accept_encoding BIGINT,"
+        "  ip TEXT,"
+        "  user_agent TEXT,"
+        "  sync_data BYTEA,"
+        "  sync_version BIGINT NOT NULL DEFAULT 0,"
+        "  platform_switches TEXT"
+        ");"
+        "CREATE INDEX sessions_ended ON sessions (ended_at) WHERE ended_at IS NOT NULL;"
+        "CREATE INDEX sessions_ended_token ON sessions (token_hash) WHERE ended_at IS NOT NULL;"
+        "CREATE INDEX sessions_ended_user ON sessions (user_id, row) WHERE ended_at IS NOT NULL;"
+        "CREATE INDEX sessions_live_user ON sessions (user_id) WHERE ended_at IS NULL;"
+        "CREATE TABLE audit ("
+        "  id BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,"
+        "  time BIGINT NOT NULL,"
+        "  kind TEXT NOT NULL,"
+        "  user_id TEXT,"
+        "  session_id TEXT,"
+        "  detail TEXT NOT NULL DEFAULT '{}'"
+        ");"
+        "CREATE INDEX audit_time ON audit (time, id);"
+        "CREATE TABLE sessiond_daemons ("
+        "  daemon_id TEXT PRIMARY KEY,"
+        "  seen_ms BIGINT NOT NULL,"
+        "  leader BOOLEAN NOT NULL DEFAULT false"
+        ");",
+};
+
+/* ---- the store ------------------------------------------------------------------ */
+
+/* A connection that comes back after a loss, not sooner than retry_at. */
+struct pg_conn {
+        PGconn *c;
+        int64_t retry_at; /* monotonic ms */
+        int delay_ms;
+        bool fresh; /* (re)connected since its statements were prepared */
+};
+
+struct pg_listener;
+
+struct pg_store {
+        struct store core; /* first: store.c's part */
+        char *url;         /* as configured: may hold a password */
+        char *name;        /* the same, password as *** */
+        char *locator;     /* "postgresql:" + url */
+        bool reader;
+        int timeout_ms;
+        struct pg_conn w; /* the writing connection (under core.lock) */
+        char origin[PG_ORIGIN_LEN + 1];
+        int64_t key_next, key_end;
+
+        pthread_mutex_t aux_lock;
+        struct pg_conn aux;
+        int64_t size_cached, size_at;
+
+        struct pg_conn leader;
+        bool leader_held;
+
+        struct pg_listener *listener;
+};
+
+static struct pg_store *pg(struct store *s) {
+        return (struct pg_store *)s;
+}
+
+static const struct pg_store *pg_const(const struct store *s) {
+        return (const struct pg_store *)s;
+}
+
+static int64_t mono_ms(void) {
+        struct timespec ts;
+
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void pqclearp(PGresult **r) {
+        PQclear(*r);
+}
+#define _cleanup_pqclear_ _cleanup_(pqclearp)
+
+/* ---- errors ----------------------------------------------------------------------- */
+
+static int errno_from_sqlstate(const char *state) {
+        if (!state || strlen(state) != 5)
+                return -EIO;
+        if (strncmp(state, "23", 2) == 0) /* integrity constraint violation: unique id, ... */
+                return -EEXIST;
+        if (strcmp(state, "53100") == 0) /* disk_full */
+                return -ENOSPC;
+        if (strcmp(state, "53200") == 0) /* out_of_memory */
+                return -ENOMEM;
+        if (strcmp(state, "40001") == 0 || strcmp(state, "40P01") == 0 || strcmp(state, "55P03") == 0)
+                return -EBUSY; /* serialization failure, deadlock, lock not available */
+        if (strcmp(state, "42501") == 0 || strncmp(state, "28", 2) == 0)
+                return -EACCES;
+        if (strcmp(state, "54000") == 0)
+                return -E2BIG;
+        if (strncmp(state, "22", 2) == 0) /* data exception */
+                return -EINVAL;
+        return -EIO; /* connection exceptions (08), timeouts (57014), shutdowns (57P0x), ... */
+}
+
+/* A libpq message without its final newline, for a log line. */
+static void log_pq_error(const char *name, const char *what, const char *msg) {
+        size_t n = msg ? strlen(msg) : 0;
+
+        while (n > 0 && (msg[n - 1] == '\n' || msg[n - 1] == ' '))
+                n--;
+        log_error("Store %s: %s failed: %.*s", name, what, (int)n, msg ? msg : "");
+}
+
+/* The errno of a result that is not `want` (logged), or 0. */
+static int result_check(const char *name, PGconn *c, const PGresult *res, ExecStatusType want, const char *what) {
+        if (res && PQresultStatus(res) == want)
+                return 0;
+        log_pq_error(name, what, res ? PQresultErrorMessage(res) : PQerrorMessage(c));
+        return res ? errno_from_sqlstate(PQresultErrorField(res, PG_DIAG_SQLSTATE)) : -EIO;
+}
+
+/* ---- the password out of names ------------------------------------------------------ */
+
+/* The URL with the value of every password replaced by ***: in a URI's
+ * user information and its query parameters, or in a key=value string. */
+static char *redact_uri(const char *url) {
+        size_t n = strlen(url);
+        char *out = malloc(n + 8 * 4 + 1), *o = out;
+        const char *p = strstr(url, "://"), *auth_end, *at, *colon;
+
+        if (!out)
+                return NULL;
+        p = p ? p + 3 : url;
+        auth_end = p + strcspn(p, "/?");
+        memcpy(o, url, (size_t)(p - url));
+        o += p - url;
+        at = memrchr(p, '@', (size_t)(auth_end - p));
+        colon = at ? memchr(p, ':', (size_t)(at - p)) : NULL;
+        if (colon) {
+                memcpy(o, p, (size_t)(colon - p + 1));
+                o += colon - p + 1;
+                o = stpcpy(o, "***");
+                p = at;
+        }
+        /* The rest, query parameters "password=..." redacted. */
+        while (*p) {
+                bool param = p > url && (p[-1] == '?' || p[-1] == '&');
+
+                if (param && strncmp(p, "password=", 9) == 0) {
+                        o = stpcpy(o, "password=***");
+                        p += 9 + strcspn(p + 9, "&#");
+                        continue;
+                }
+                *o++ = *p++;
+        }
+        *o = '\0';
+        return out;
+}
+
+static char *redact_keywords(PQconninfoOption *opts) {
+        size_t n = 1;
+        char *out, *o;
+
+        for (PQconninfoOption *x = opts; x->keyword; x++)
+                if (x->val)
+                        n += strlen(x->keyword) + 2 * strlen(x->val) + 5;
+        out = o = malloc(n + 8);
+        if (!out)
+                return NULL;
+        *o = '\0';
+        for (PQconninfoOption *x = opts; x->keyword; x++) {
+                if (!x->val)
+                        continue;
+                if (o != out)
+                        *o++ = ' ';
+                o += sprintf(o, "%s='", x->keyword);
+                if (strcmp(x->keyword, "password") == 0)
+                        o = stpcpy(o, "***");
+                else
+                        for (const char *c = x->val; *c; c++) {
+                                if (*c == '\'' || *c == '\\')
+                                        *o++ = '\\';
+                                *o++ = *c;
+                        }
+                *o++ = '\'';
+                *o = '\0';
+        }
+        return out;
+}
+
+/* For logs. NULL when out of memory; an unparsable URL is named as such. */
+static char *redact_url(const char *url) {
+        PQconninfoOption *opts = PQconninfoParse(url, NULL);
+        bool password = false;
+        char *r;
+
+        if (!opts)
+                return strdup("(unparsable PostgreSQL connection string)");
+        for (PQconninfoOption *x = opts; x->keyword; x++)
+                if (strcmp(x->keyword, "password") == 0 && x->val)
+                        password = true;
+        if (!password)
+                r = strdup(url);
+        else if (strncmp(url, "postgresql://", 13) == 0 || strncmp(url, "postgres://", 11) == 0)
+                r = redact_uri(url);
+        else
+                r = redact_keywords(opts);
+        PQconninfoFree(opts);
+        return r;
+}
+
+/* ---- connections ---------------------------------------------------------------------- */
+
+/* libpq's parameters: ours first, so that the URL's own win (expand_dbname). */
+#define PG_CONNECT_KEYWORDS                                                                              \
+        (const char *const[]) {                                                                          \
+                "connect_timeout", "keepalives_idle", "keepalives_interval", "keepalives_count",          \
+                        "tcp_user_timeout", "fallback_application_name", "dbname", NULL                  \
+        }
+#define PG_CONNECT_VALUES(url)                                                                  \
+        (const char *const[]) {                                                                 \
+                PG_CONNECT_TIMEOUT_S, "10", "5", "3", "10000", "sessiond", (url), NULL          \
+        }
+
+/* The server's notices and warnings go to the daemon's log, not stderr. */
+static void notice_log(void *userdata, const char *message) {
+        size_t n = strlen(message);
+
+        while (n > 0 && message[n - 1] == '\n')
+                n--;
+        log_notice("PostgreSQL: %.*s", (int)n, message);
+}
+
+/* What every connection runs first: its statement timeout, and never
+ * synchronous_commit = off (see the top of this file). */
+static int conn_setup(PGconn *c, const char *name, int timeout_ms) {
+        char sql[160];
+        int r;
+
+        PQsetNoticeProcessor(c, notice_log, NULL);
+        snprintf(sql, sizeof sql,
+                 "SET client_min_messages = warning; SET statement_timeout = %d; SELECT current_setting('synchronous_commit') = 'off'", timeout_ms);
+        {
+                _cleanup_pqclear_ PGresult *res = PQexec(c, sql);
+
+                r = result_check(name, c, res, PGRES_TUPLES_OK, "setting up the connection");
+                if (r < 0 || strcmp(PQgetvalue(res, 0, 0), "t") != 0)
+                        return r;
+        }
+        log_notice("Store %s: synchronous_commit is off for this role or database; sessiond sets it to on "
+                   "(acknowledged writes must survive a crash).",
+                   name);
+        _cleanup_pqclear_ PGresult *res = PQexec(c, "SET synchronous_commit = on");
+        return result_check(name, c, res, PGRES_COMMAND_OK, "setting synchronous_commit");
+}
+
+static int conn_open(const char *url, const char *name, int timeout_ms, PGconn **ret) {
+        PGconn *c = PQconnectdbParams(PG_CONNECT_KEYWORDS, PG_CONNECT_VALUES(url), 1);
+        int r;
+
+        if (!c)
+                return -ENOMEM;
+        if (PQstatus(c) != CONNECTION_OK) {
+                log_pq_error(name, "connecting", PQerrorMessage(c));
+                PQfinish(c);
+                return -EIO;
+        }
+        r = conn_setup(c, name, timeout_ms);
+        if (r < 0) {
+                PQfinish(c);
+                return r;
+        }
+        *ret = c;
+        return 0;
+}
+
+static void backoff(struct pg_conn *pc) {
+        pc->delay_ms = pc->delay_ms ? pc->delay_ms * 2 : PG_BACKOFF_MIN_MS;
+        if (pc->delay_ms > PG_BACKOFF_MAX_MS)
+                pc->delay_ms = PG_BACKOFF_MAX_MS;
+        pc->retry_at = mono_ms() + pc->delay_ms;
+}
+
+/* Makes pc usable: reconnects a lost connection (not before its backoff
+ * has passed: -EIO meanwhile). */
+static int conn_ready(struct pg_store *p, struct pg_conn *pc) {
+        int r;
+
+        if (pc->c && PQstatus(pc->c) == CONNECTION_OK)
+                return 0;
+        if (pc->c) {
+                log_warning("Store %s: the connection to PostgreSQL was lost; reconnecting.", p->name);
+                PQfinish(pc->c);
+                pc->c = NULL;
+        }
+        if (mono_ms() < pc->retry_at)
+                return -EIO;
+        r = conn_open(p->url, p->name, p->timeout_ms, &pc->c);
+        if (r < 0) {
+                backoff(pc);
+                return r;
+        }
+        if (pc->delay_ms)
+                log_notice("Store %s: connected to PostgreSQL again.", p->name);
+        pc->delay_ms = 0;
+        pc->fresh = true;
+        return 0;
+}
+
+static void conn_close(struct pg_conn *pc) {
+        PQfinish(pc->c);
+        pc->c = NULL;
+}
+
+static int exec_command(struct pg_store *p, PGconn *c, const char *sql, const char *what) {
+        _cleanup_pqclear_ PGresult *res = PQexec(c, sql);
+
+        return result_check(p->name, c, res, PGRES_COMMAND_OK, what);
+}
+
+/* A query of one int64 value (NULL: 0) on c. */
+static int query_int64(struct pg_store *p, PGconn *c, const char *sql, const char *what, int64_t *ret) {
+        _cleanup_pqclear_ PGresult *res = PQexec(c, sql);
+        int r = result_check(p->name, c, res, PGRES_TUPLES_OK, what);
+
+        if (r < 0)
+                return r;
+        *ret = PQntuples(res) > 0 && !PQgetisnull(res, 0, 0) ? strtoll(PQgetvalue(res, 0, 0), NULL, 10) : 0;
+        return 0;
+}
+
+/* ---- the writing connection -------------------------------------------------------- */
+
+static int prepare_all(struct pg_store *p) {
+        char name[8];
+
+        for (int i = 0; i < _Q_MAX; i++) {
+                snprintf(name, sizeof name, "q%d", i);
+                _cleanup_pqclear_ PGresult *res = PQprepare(p->w.c, name, q_sql[i], 0, NULL);
+                int r = result_check(p->name, p->w.c, res, PGRES_COMMAND_OK, "preparing a statement");
+
+                if (r < 0)
+                        return r;
+        }
+        p->w.fresh = false;
+        return 0;
+}
+
+static bool in_tx(const struct pg_store *p) {
+        PGTransactionStatusType t = p->w.c ? PQtransactionStatus(p->w.c) : PQTRANS_UNKNOWN;
+
+        return t == PQTRANS_INTRANS || t == PQTRANS_INERROR || t == PQTRANS_ACTIVE;
+}
+
+/* The writing connection, ready for statements (prepared). */
+static int writer_ready(struct pg_store *p) {
+        int r = conn_ready(p, &p->w);
+
+        if (r >= 0 && p->w.fresh)
+                r = prepare_all(p);
+        return r;
+}
+
+/* Parameters of a statement, as text (numbers) or binary (bytea). */
+#define PG_MAX_PARAMS 17
+struct params {
+        const char *v[PG_MAX_PARAMS];
+        int len[PG_MAX_PARAMS], fmt[PG_MAX_PARAMS];
+        char num[PG_MAX_PARAMS][24];
+        int n;
+};
+
+static void param_int(struct params *a, int64_t v) {
+        assert(a->n < PG_MAX_PARAMS);
+        snprintf(a->num[a->n], sizeof a->num[0], "%" PRId64, v);
+        a->v[a->n] = a->num[a->n];
+        a->n++;
+}
+
+static void param_text(struct params *a, const char *v) {
+        assert(a->n < PG_MAX_PARAMS);
+        a->v[a->n++] = v;
+}
+
+/* A fingerprint: 0 is none (NULL). */
+static void param_fp(struct params *a, uint64_t v) {
+        if (v)
+                param_int(a, (int64_t)v);
+        else
+                param_text(a, NULL);
+}
+
+static void param_bytes(struct params *a, const void *v, size_t n) {
+        assert(a->n < PG_MAX_PARAMS);
+        a->v[a->n] = v; /* NULL: SQL NULL; an empty blob is not NULL */
+        a->len[a->n] = (int)n;
+        a->fmt[a->n] = 1;
+        a->n++;
+}
+
+/* Runs prepared statement q on the writing connection (or a reader's). */
+static PGresult *run(struct pg_store *p, int q, const struct params *a) {
+        char name[8];
+
+        snprintf(name, sizeof name, "q%d", q);
+        return PQexecPrepared(p->w.c, name, a ? a->n : 0, a ? a->v : NULL, a ? a->len : NULL, a ? a->fmt : NULL, 0);
+}
+
+/* Runs a statement that returns no rows: its row count, or the errno. */
+static int run_command(struct pg_store *p, int q, const struct params *a, const char *what) {
+        _cleanup_pqclear_ PGresult *res = run(p, q, a);
+        int r = result_check(p->name, p->w.c, res, PGRES_COMMAND_OK, what);
+
+        return r < 0 ? r : atoi(PQcmdTuples(res));
+}
+
+/* ---- the unit of work -------------------------------------------------------------------- */
+
+static void tx_rollback(struct pg_store *p) {
+        if (in_tx(p))
+                (void)exec_command(p, p->w.c, "ROLLBACK", "ROLLBACK");
+}
+
+/* The unit's transaction: open already, or begun now. A unit that ran
+ * operations (or a purge) in a transaction that is gone (the connection
+ * was lost) cannot go on: -EIO. */
+static int tx_begin(struct pg_store *p, const struct store_uow *u) {
+        int r;
+
+        if (in_tx(p))
+                return 0;
+        if (u->applied > 0 || u->wrote) {
+                log_error("Store %s: the connection was lost in the middle of a unit of work; its writes are "
+                          "lost.", p->name);
+                return -EIO;
+        }
+        r = writer_ready(p);
+        return r < 0 ? r : exec_command(p, p->w.c, "BEGIN", "BEGIN");
+}
+
+/* Appends a text as an element of a PostgreSQL array literal. */
+static char *array_append(char *o, const char *v) {
+        *o++ = '"';
+        for (; *v; v++) {
+                if (*v == '"' || *v == '\\')
+                        *o++ = '\\';
+                *o++ = *v;
+        }
+        *o++ = '"';
+        return o;
+}
+
+/* Takes the per-user locks of the inserts among u->ops[from..]: one
+ * statement, in hash order (see the top of this file). */
+static int lock_users(struct pg_store *p, const struct store_uow *u, size_t from) {
+        _cleanup_free_ char *arr = NULL;
+        struct params a = {0};
+        size_t n = 3;
+        char *o;
+
+        for (size_t i = from; i < u->n_ops; i++)
+                if (u->ops[i].kind == STORE_OP_INSERT)
+                        n += 2 * strlen(u->ops[i].row.user_id) + 3;
+        if (n == 3)
+                return 0;
+        arr = o = malloc(n);
+        if (!arr)
+                return -ENOMEM;
+        *o++ = '{';
+        for (size_t i = from; i < u->n_ops; i++)
+                if (u->ops[i].kind == STORE_OP_INSERT) {
+                        if (o[-1] != '{')
+                                *o++ = ',';
+                        o = array_append(o, u->ops[i].row.user_id);
+                }
+        *o++ = '}';
+        *o = '\0';
+        param_text(&a, arr);
+        _cleanup_pqclear_ PGresult *res = run(p, Q_LOCK_USERS, &a);
+        return result_check(p->name, p->w.c, res, PGRES_TUPLES_OK, "locking the users of new sessions");
+}
+
+static int op_insert(struct pg_store *p, const struct store_op *op) {
+        const struct store_session *row = &op->row;
+        struct params a = {0};
+
+        param_int(&a, op->rowid);
+        param_text(&a, row->id);
+        param_bytes(&a, row->token_hash, TOKEN_HASH_BYTES);
+        param_text(&a, row->user_id);
+        param_text(&a, row->platform_id);
+        param_int(&a, row->created_at);
+        param_int(&a, row->last_activity);
+        param_int(&a, row->renewed_at);
+        param_fp(&a, row->fp_user_agent);
+        param_fp(&a, row->fp_ip);
+        param_fp(&a, row->fp_accept_language);
+        param_fp(&a, row->fp_accept_encoding);
+        param_text(&a, row->ip);
+        param_text(&a, row->user_agent);
+        param_bytes(&a, op->blob, op->blob_size);
+        param_int(&a, row->sync_version);
+        return run_command(p, Q_INSERT, &a, "inserting a session");
+}
+
+static int op_audit(struct pg_store *p, const struct store_op *op) {
+        struct params a = {0};
+
+        param_int(&a, op->t1);
+        param_text(&a, op->s1);
+        param_text(&a, op->s2);
+        param_text(&a, op->s3);
+        param_text(&a, op->blob ? op->blob : "{}");
+        return run_command(p, Q_AUDIT, &a, "writing an audit row");
+}
+
+/* The updates of one row: the statement and its parameters after $1. */
+static int op_update_params(const struct store_op *op, struct params *a, const char **what) {
+        switch (op->kind) {
+        case STORE_OP_ACTIVITY:
+                param_int(a, op->t1);
+                *what = "updating last_activity";
+                return Q_ACTIVITY;
+        case STORE_OP_RENEWED:
+                param_int(a, op->t1);
+                param_int(a, op->t2);
+                *what = "renewing a session";
+                return Q_RENEWED;
+        case STORE_OP_END:
+                param_int(a, op->t1);
+                param_text(a, op->s1);
+                *what = "ending a session";
+                return Q_END;
+        case STORE_OP_CLIENT:
+                param_fp(a, op->row.fp_user_agent);
+                param_fp(a, op->row.fp_ip);
+                param_fp(a, op->row.fp_accept_language);
+                param_fp(a, op->row.fp_accept_encoding);
+                param_text(a, op->row.ip);
+                param_text(a, op->row.user_agent);
+                *what = "recording a client change";
+                return Q_CLIENT;
+        case STORE_OP_COPY:
+                param_text(a, op->s1);
+                param_bytes(a, op->row.token_hash, TOKEN_HASH_BYTES);
+                param_int(a, op->t1);
+                param_int(a, op->t2);
+                *what = "copying a session";
+                return Q_COPY;
+        case STORE_OP_PLATFORM:
+                param_text(a, op->s1);
+                param_text(a, op->s2);
+                *what = "switching the platform";
+                return Q_PLATFORM;
+        case STORE_OP_SYNC:
+                param_int(a, op->t1);
+                param_bytes(a, op->blob, op->blob_size);
+                *what = "writing sync state";
+                return Q_SYNC;
+        default:
+                return -EINVAL;
+        }
+}
+
+/* An update (or the copy): -ENOENT when no row was changed, as sqlite.c
+ * (a row that is not there, or already ended for END and COPY). */
+static int op_update(struct pg_store *p, const struct store_op *op) {
+        struct params a = {0};
+        const char *what = NULL;
+        int q, r;
+
+        param_int(&a, op->rowid);
+        q = op_update_params(op, &a, &what);
+        assert(q >= 0);
+        if (q < 0)
+                return q;
+        r = run_command(p, q, &a, what);
+        return r < 0 ? r : r > 0 ? 0 : -ENOENT;
+}
+
+static int op_run(struct pg_store *p, const struct store_op *op) {
+        switch (op->kind) {
+        case STORE_OP_INSERT:
+                return op_insert(p, op);
+        case STORE_OP_AUDIT:
+                return op_audit(p, op);
+        default:
+                return op_update(p, op);
+        }
+}
+
+static int pg_uow_apply(struct store *s, struct store_uow *u) {
+        struct pg_store *p = pg(s);
+        int r;
+
+        if (u->error)
+                return u->error;
+        if (u->applied == u->n_ops)
+                return 0;
+        r = tx_begin(p, u);
+        if (r >= 0)
+                r = lock_users(p, u, u->applied);
+        for (; r >= 0 && u->applied < u->n_ops; u->applied++) {
+                r = op_run(p, &u->ops[u->applied]);
+                if (r < 0)
+                        break;
+        }
+        if (r < 0) {
+                tx_rollback(p);
+                u->error = r;
+                u->applied = u->n_ops;
+        }
+        return r;
+}
+
+/* What other daemons learn of an operation: 0 nothing, else its letter
+ * and the row it names. */
+static char change_letter(const struct store_op *op, int64_t *rowid) {
+        *rowid = op->rowid;
+        switch (op->kind) {
+        case STORE_OP_INSERT:
+                return 'c';
+        case STORE_OP_COPY:
+                *rowid = op->t2; /* the new row; the old one's END is an operation of its own */
+                return 'c';
+        case STORE_OP_END:
+                return 'e';
+        case STORE_OP_RENEWED:
+        case STORE_OP_PLATFORM:
+        case STORE_OP_SYNC:
+        case STORE_OP_CLIENT:
+                return 'u';
+        default:
+                return 0;
+        }
+}
+
+static int notify_send(struct pg_store *p, const char *payload) {
+        struct params a = {0};
+
+        param_text(&a, payload);
+        _cleanup_pqclear_ PGresult *res = run(p, Q_NOTIFY, &a);
+        return result_check(p->name, p->w.c, res, PGRES_TUPLES_OK, "NOTIFY");
+}
+
+/* NOTIFY sessiond_changes for the unit's changes, batched in payloads of
+ * at most PG_NOTIFY_MAX bytes. */
+static int notify_unit(struct pg_store *p, const struct store_uow *u) {
+        char payload[PG_NOTIFY_MAX + 32];
+        size_t head = (size_t)snprintf(payload, sizeof payload, "%s:", p->origin), len = head;
+        int r;
+
+        for (size_t i = 0; i < u->n_ops; i++) {
+                char item[32];
+                int64_t rowid;
+                char k = change_letter(&u->ops[i], &rowid);
+                int n;
+
+                if (!k)
+                        continue;
+                n = snprintf(item, sizeof item, "%s%c:%" PRId64, len > head ? "," : "", k, rowid);
+                if (len + (size_t)n > PG_NOTIFY_MAX) {
+                        r = notify_send(p, payload);
+                        if (r < 0)
+                                return r;
+                        len = head;
+                        n = snprintf(item, sizeof item, "%c:%" PRId64, k, rowid);
+                }
+                memcpy(payload + len, item, (size_t)n + 1);
+                len += (size_t)n;
+        }
+        return len > head ? notify_send(p, payload) : 0;
+}
+
+static int pg_uow_commit(struct store *s, struct store_uow *u) {
+        struct pg_store *p = pg(s);
+        int r = pg_uow_apply(s, u);
+
+        if (r < 0)
+                return r;
+        if (!in_tx(p)) {
+                if (u->n_ops == 0 && !u->wrote)
+                        return 0;
+                log_error("Store %s: the connection was lost before a unit of work was committed; its writes "
+                          "are lost.", p->name);
+                return -EIO;
+        }
+        r = notify_unit(p, u);
+        if (r >= 0) {
+                _cleanup_pqclear_ PGresult *res = PQexec(p->w.c, "COMMIT");
+
+                r = result_check(p->name, p->w.c, res, PGRES_COMMAND_OK, "COMMIT");
+                if (r >= 0 && strcmp(PQcmdStatus(res), "COMMIT") != 0) {
+                        log_error("Store %s: the transaction was rolled back at COMMIT.", p->name);
+                        r = -EIO;
+                }
+        }
+        if (r < 0)
+                tx_rollback(p);
+        return r;
+}
+
+static void pg_rollback(struct store *s) {
+        tx_rollback(pg(s));
+}
+
+static int pg_allocate_key(struct store *s, int64_t *ret) {
+        struct pg_store *p = pg(s);
+
+        if (p->key_next >= p->key_end) {
+                int r = in_tx(p) ? 0 : writer_ready(p);
+                _cleanup_pqclear_ PGresult *res = r < 0 ? NULL : run(p, Q_NEXT_KEYS, NULL);
+
+                if (r < 0)
+                        return r;
+                r = result_check(p->name, p->w.c, res, PGRES_TUPLES_OK, "allocating session keys");
+                if (r < 0)
+                        return r;
+                p->key_next = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+                p->key_end = p->key_next + PG_KEY_BLOCK;
+        }
+        *ret = p->key_next++;
+        return 0;
+}
+
+/* Purges run in the open unit's transaction (store.c marks the unit). */
+static int purge(struct store *s, int q, int64_t before, int limit, const char *what) {
+        struct pg_store *p = pg(s);
+        struct params a = {0};
+        int r = tx_begin(p, &s->open);
+
+        if (r < 0)
+                return r;
+        param_int(&a, before);
+        param_int(&a, limit);
+        return run_command(p, q, &a, what);
+}
+
+static int pg_purge_sessions(struct store *s, int64_t before, int limit) {
+        return purge(s, Q_PURGE_SESSIONS, before, limit, "purging ended sessions");
+}
+
+static int pg_purge_audit(struct store *s, int64_t before, int limit) {
+        return purge(s, Q_PURGE_AUDIT, before, limit, "purging audit rows");
+}
+
+/* ---- reads --------------------------------------------------------------------------------- */
+
+/* The connection, ready for a read: in the open unit's transaction, or
+ * (re)connected. */
+static int read_ready(struct pg_store *p) {
+        return in_tx(p) ? 0 : writer_ready(p);
+}
+
+static int hexval(char c) {
+        return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+}
+
+/* A bytea in hex output ("\x0102...") into exactly n bytes; false if it is not that. */
+static bool bytea_exact(const char *v, uint8_t *out, size_t n) {
+        if (strncmp(v, "\\x", 2) != 0 || strlen(v + 2) != 2 * n)
+                return false;
+        v += 2;
+        for (size_t i = 0; i < n; i++) {
+                int hi = hexval(v[2 * i]), lo = hexval(v[2 * i + 1]);
+
+                if (hi < 0 || lo < 0)
+                        return false;
+                out[i] = (uint8_t)(hi << 4 | lo);
+        }
+        return true;
+}
+
+static const char *value_or_null(const PGresult *res, int i, int col) {
+        return PQgetisnull(res, i, col) ? NULL : PQgetvalue(res, i, col);
+}
+
+static int64_t value_int(const PGresult *res, int i, int col) {
+        return PQgetisnull(res, i, col) ? 0 : strtoll(PQgetvalue(res, i, col), NULL, 10);
+}
+
+/* Row i of a SESSION_COLUMNS result (strings borrowed from res). */
+static void row_from_result(const PGresult *res, int i, struct store_session *row, bool light) {
+        memset(row, 0, sizeof *row);
+        row->rowid = value_int(res, i, 0);
+        row->id = PQgetvalue(res, i, 1);
+        (void)bytea_exact(PQgetvalue(res, i, 2), row->token_hash, TOKEN_HASH_BYTES);
+        row->user_id = PQgetvalue(res, i, 3);
+        row->platform_id = value_or_null(res, i, 4);
+        row->created_at = value_int(res, i, 5);
+        row->last_activity = value_int(res, i, 6);
+        row->renewed_at = value_int(res, i, 7);
+        row->ended_at = value_int(res, i, 8);
+        row->end_reason = value_or_null(res, i, 9);
+        row->fp_user_agent = (uint64_t)value_int(res, i, 10);
+        row->fp_ip = (uint64_t)value_int(res, i, 11);
+        row->fp_accept_language = (uint64_t)value_int(res, i, 12);
+        row->fp_accept_encoding = (uint64_t)value_int(res, i, 13);
+        if (!light) {
+                row->ip = value_or_null(res, i, 14);
+                row->user_agent = value_or_null(res, i, 15);
+        }
+        row->sync_version = value_int(res, i, 16);
+}
+
+/* Hands the rows of res to cb: 0, cb's non-zero value, or -ENOENT for
+ * none when want_one. *last: the last row handed. */
+static int result_each(const PGresult *res, bool light, store_session_fn cb, void *userdata, bool want_one,
+                       int64_t *last) {
+        struct store_session row;
+        int n = PQntuples(res), r = 0;
+
+        for (int i = 0; i < n && r == 0; i++) {
+                row_from_result(res, i, &row, light);
+                if (last)
+                        *last = row.rowid;
+                r = cb(&row, userdata);
+        }
+        return r == 0 && want_one && n == 0 ? -ENOENT : r;
+}
+
+/* A query for one row by a parameter. */
+static int session_one(struct store *s, int q, struct params *a, store_session_fn cb, void *userdata) {
+        struct pg_store *p = pg(s);
+        int r = read_ready(p);
+
+        if (r < 0)
+                return r;
+        _cleanup_pqclear_ PGresult *res = run(p, q, a);
+        r = result_check(p->name, p->w.c, res, PGRES_TUPLES_OK, "reading a session");
+        return r < 0 ? r : result_each(res, false, cb, userdata, true, NULL);
+}
+
+static int pg_session_by_rowid(struct store *s, int64_t rowid, store_session_fn cb, void *userdata) {
+        struct params a = {0};
+
+        param_int(&a, rowid);
+        return session_one(s, Q_BY_ROWID, &a, cb, userdata);
+}
+
+static int pg_session_by_hash(struct store *s, const uint8_t hash[TOKEN_HASH_BYTES], store_session_fn cb,
+                              void *userdata) {
+        struct params a = {0};
+
+        param_bytes(&a, hash, TOKEN_HASH_BYTES);
+        return session_one(s, Q_BY_HASH, &a, cb, userdata);
+}
+
+static int pg_session_by_id(struct store *s, const char *id, store_session_fn cb, void *userdata) {
+        struct params a = {0};
+
+        param_text(&a, id);
+        return session_one(s, Q_BY_ID, &a, cb, userdata);
+}
+
+/* Pages of PG_PAGE_ROWS rows after a row number: q's last two parameters
+ * are the row to start after and the page's size. */
+static int session_pages(struct store *s, int q, const char *user_id, int64_t after, bool light,
+                         store_session_fn cb, void *userdata) {
+        struct pg_store *p = pg(s);
+        int r = 0, n;
+
+        do {
+                struct params a = {0};
+                int64_t last = after;
+
+                r = read_ready(p);
+                if (r < 0)
+                        return r;
+                if (user_id)
+                        param_text(&a, user_id);
+                param_int(&a, after);
+                param_int(&a, PG_PAGE_ROWS);
+                _cleanup_pqclear_ PGresult *res = run(p, q, &a);
+                r = result_check(p->name, p->w.c, res, PGRES_TUPLES_OK, "reading sessions");
+                if (r < 0)
+                        return r;
+                n = PQntuples(res);
+                r = result_each(res, light, cb, userdata, false, &last);
+                after = last;
+        } while (r == 0 && n == PG_PAGE_ROWS);
+        return r;
+}
+
+static int pg_sessions_each(struct store *s, const struct store_filter *f, store_session_fn cb, void *userdata) {
+        int q = f->live_only ? (f->light ? Q_LIVE_LIGHT : Q_LIVE) : (f->light ? Q_ALL_LIGHT : Q_ALL);
+
+        return session_pages(s, q, NULL, f->after_rowid, f->light, cb, userdata);
+}
+
+static int pg_sessions_ended_of_user_after(struct store *s, const char *user_id, int64_t after_rowid,
+                                           store_session_fn cb, void *userdata) {
+        return session_pages(s, Q_USER_ENDED, user_id, after_rowid, false, cb, userdata);
+}
+
+/* A read of one row by its key; res is the caller's to clear. -ENOENT: none. */
+static int read_by_rowid(struct store *s, int q, int64_t rowid, const char *what, PGresult **ret) {
+        struct pg_store *p = pg(s);
+        struct params a = {0};
+        PGresult *res;
+        int r = read_ready(p);
+
+        if (r < 0)
+                return r;
+        param_int(&a, rowid);
+        res = run(p, q, &a);
+        r = result_check(p->name, p->w.c, res, PGRES_TUPLES_OK, what);
+        if (r >= 0 && PQntuples(res) == 0)
+                r = -ENOENT;
+        if (r < 0) {
+                PQclear(res);
+                return r;
+        }
+        *ret = res;
+        return 0;
+}
+
+static int pg_session_get_switches(struct store *s, int64_t rowid, char **ret) {
+        _cleanup_pqclear_ PGresult *res = NULL;
+        int r = read_by_rowid(s, Q_GET_SWITCHES, rowid, "reading platform switches", &res);
+
+        if (r < 0)
+                return r;
+        *ret = strdup(PQgetisnull(res, 0, 0) ? "[]" : PQgetvalue(res, 0, 0));
+        return *ret ? 0 : -ENOMEM;
+}
+
+static int pg_session_get_sync(struct store *s, int64_t rowid, int64_t *version, char **data, size_t *size) {
+        _cleanup_pqclear_ PGresult *res = NULL;
+        unsigned char *b;
+        size_t n = 0;
+        int r = read_by_rowid(s, Q_GET_SYNC, rowid, "reading sync state", &res);
+
+        if (r < 0)
+                return r;
+        *version = value_int(res, 0, 0);
+        *data = NULL;
+        *size = 0;
+        if (PQgetisnull(res, 0, 1))
+                return 0;
+        b = PQunescapeBytea((const unsigned char *)PQgetvalue(res, 0, 1), &n);
+        if (!b)
+                return -ENOMEM;
+        *data = malloc(n + 1);
+        if (*data) {
+                memcpy(*data, b, n);
+                (*data)[n] = '\0';
+                *size = n;
+        }
+        PQfreemem(b);
+        return *data ? 0 : -ENOMEM;
+}
+
+/* A read of one number with a prepared statement. */
+static int read_int(struct store *s, int q, const char *what, int64_t *ret) {
+        struct pg_store *p = pg(s);
+        int r = read_ready(p);
+
+        if (r < 0)
+                return r;
+        _cleanup_pqclear_ PGresult *res = run(p, q, NULL);
+        r = result_check(p->name, p->w.c, res, PGRES_TUPLES_OK, what);
+        if (r < 0)
+                return r;
+        *ret = PQntuples(res) > 0 ? value_int(res, 0, 0) : 0;
+        return 0;
+}
+
+static int pg_count_sessions(struct store *s, bool ended, int64_t *ret) {
+        return read_int(s, ended ? Q_COUNT_ENDED : Q_COUNT_LIVE, "counting sessions", ret);
+}
+
+static int pg_probe(struct store *s) {
+        int64_t v;
+
+        return read_int(s, Q_PROBE, "probing the database", &v);
+}
+
+/* An ad-hoc query with text parameters (operators' queries are rare: not
+ * prepared). */
+static int query(struct store *s, const char *sql, const struct params *a, const char *what, PGresult **ret) {
+        struct pg_store *p = pg(s);
+        PGresult *res;
+        int r = read_ready(p);
+
+        if (r < 0)
+                return r;
+        res = PQexecParams(p->w.c, sql, a ? a->n : 0, NULL, a ? a->v : NULL, NULL, NULL, 0);
+        r = result_check(p->name, p->w.c, res, PGRES_TUPLES_OK, what);
+        if (r < 0) {
+                PQclear(res);
+                return r;
+        }
+        *ret = res;
+        return 0;
+}
+
+/* As sqlite.c's audit_query(): one query of the audit, the whole filter
+ * (AUDIT_ALL), or for a page after (a, b) oldest first the rows at time a
+ * after id b (AUDIT_SAME_TIME) then those after time a (AUDIT_LATER). */
+enum { AUDIT_ALL, AUDIT_SAME_TIME, AUDIT_LATER };
+
+static int audit_query(struct store *s, const struct store_audit_filter *f, int part, unsigned limit,
+                       store_audit_fn cb, void *userdata, unsigned *n) {
+        _cleanup_pqclear_ PGresult *res = NULL;
+        struct params a = {0};
+        char sql[512], cond[160] = "";
+        int r;
+
+        param_int(&a, f->since);
+        if (f->user_id) {
+                param_text(&a, f->user_id);
+                snprintf(cond + strlen(cond), sizeof cond - strlen(cond), " AND user_id = $%d", a.n);
+        }
+        if (f->kind) {
+                param_text(&a, f->kind);
+                snprintf(cond + strlen(cond), sizeof cond - strlen(cond), " AND kind = $%d", a.n);
+        }
+        if (part == AUDIT_SAME_TIME) {
+                param_int(&a, f->after_time);
+                param_int(&a, f->after_id);
+                snprintf(cond + strlen(cond), sizeof cond - strlen(cond), " AND time = $%d AND id > $%d", a.n - 1,
+                         a.n);
+        } else if (part == AUDIT_LATER) {
+                param_int(&a, f->after_time);
+                snprintf(cond + strlen(cond), sizeof cond - strlen(cond), " AND time > $%d", a.n);
+        }
+        param_int(&a, limit);
+        param_int(&a, f->offset);
+        snprintf(sql, sizeof sql, "SELECT %s FROM audit WHERE time >= $1%s ORDER BY %s LIMIT $%d OFFSET $%d",
+                 f->keys_only ? "id, time, NULL, NULL, NULL, NULL" : "id, time, kind, user_id, session_id, detail",
+                 cond, f->ascending ? "time, id" : "time DESC, id DESC", a.n - 1, a.n);
+        r = query(s, sql, &a, "reading audit rows", &res);
+        if (r < 0)
+                return r;
+        for (int i = 0; i < PQntuples(res) && r == 0; i++) {
+                struct store_audit_row row = {
+                        .id = value_int(res, i, 0),
+                        .time = value_int(res, i, 1),
+                        .kind = PQgetisnull(res, i, 2) ? "" : PQgetvalue(res, i, 2),
+                        .user_id = value_or_null(res, i, 3),
+                        .session_id = value_or_null(res, i, 4),
+                        .detail = value_or_null(res, i, 5),
+                };
+                (*n)++;
+                r = cb(&row, userdata);
+        }
+        return r;
+}
+
+static int pg_audit_each(struct store *s, const struct store_audit_filter *f, store_audit_fn cb, void *userdata) {
+        unsigned n = 0;
+        int r;
+
+        if (!f->ascending)
+                return audit_query(s, f, AUDIT_ALL, f->limit, cb, userdata, &n);
+        r = audit_query(s, f, AUDIT_SAME_TIME, f->limit, cb, userdata, &n);
+        if (r == 0 && n < f->limit)
+                r = audit_query(s, f, AUDIT_LATER, f->limit - n, cb, userdata, &n);
+        return r;
+}
+
+/* Session times are milliseconds here, and the analytics count seconds
+ * (store.h): since and bucket are seconds, durations the difference of the
+ * seconds, as sqlite.c. */
+static int pg_count_created(struct store *s, int64_t since, int64_t bucket, uint64_t *counts, size_t n) {
+        _cleanup_pqclear_ PGresult *res = NULL;
+        struct params a = {0};
+        int r;
+
+        assert(bucket > 0);
+        memset(counts, 0, n * sizeof *counts);
+        param_int(&a, since);
+        param_int(&a, bucket);
+        r = query(s,
+                  "SELECT (created_at / 1000 - $1::bigint) / $2::bigint, "
+                  "count(*) - count(*) FILTER (WHERE end_reason = 'rotated') FROM sessions "
+                  "WHERE created_at >= $1::bigint * 1000 GROUP BY 1",
+                  &a, "counting created sessions", &res);
+        if (r < 0)
+                return r;
+        for (int i = 0; i < PQntuples(res); i++) {
+                int64_t b = value_int(res, i, 0), c = value_int(res, i, 1);
+
+                if (b >= 0 && (uint64_t)b < n && c > 0)
+                        counts[b] = (uint64_t)c;
+        }
+        return 0;
+}
+
+/* Grouped by duration: a million ended sessions are a few thousand
+ * distinct durations, so the result stays small; each is handed as many
+ * times as it occurs. */
+static int pg_ended_durations(struct store *s, store_value_fn cb, void *userdata) {
+        _cleanup_pqclear_ PGresult *res = NULL;
+        int r = query(s,
+                      "SELECT GREATEST(ended_at / 1000 - created_at / 1000, 0) AS d, count(*) FROM sessions "
+                      "WHERE ended_at IS NOT NULL AND end_reason IS DISTINCT FROM 'rotated' GROUP BY d ORDER BY d",
+                      NULL, "reading session durations", &res);
+
+        for (int i = 0; r == 0 && i < PQntuples(res); i++)
+                for (int64_t k = value_int(res, i, 1); r == 0 && k > 0; k--)
+                        r = cb(value_int(res, i, 0), userdata);
+        return r;
+}
+
+static int pg_end_reasons(struct store *s, store_group_fn cb, void *userdata) {
+        _cleanup_pqclear_ PGresult *res = NULL;
+        int r = query(s,
+                      "SELECT end_reason, count(*) FROM sessions WHERE ended_at IS NOT NULL "
+                      "GROUP BY end_reason ORDER BY end_reason COLLATE \"C\" NULLS FIRST",
+                      NULL, "counting end reasons", &res);
+
+        for (int i = 0; r == 0 && i < PQntuples(res); i++)
+                r = cb(value_or_null(res, i, 0), value_int(res, i, 1), userdata);
+        return r;
+}
+
+/* PostgreSQL checks its own pages (checksums, if the cluster has them);
+ * what is checked here is that the tables answer. */
+static int pg_check_integrity(struct store *s, struct store_maintenance *ret) {
+        _cleanup_pqclear_ PGresult *res = NULL;
+        int r;
+
+        memset(ret, 0, sizeof *ret);
+        r = query(s, "SELECT (SELECT count(*) FROM sessions), (SELECT count(*) FROM audit)", NULL,
+                  "checking the tables", &res);
+        if (r < 0)
+                return r;
+        ret->ok = true;
+        snprintf(ret->message, sizeof ret->message, "ok");
+        return 0;
+}
+
+/* ANALYZE for the planner (autovacuum does the rest), then the check. */
+static int pg_maintain(struct store *s, struct store_maintenance *ret) {
+        struct pg_store *p = pg(s);
+        int r = read_ready(p);
+
+        if (r >= 0 && !in_tx(p))
+                r = exec_command(p, p->w.c, "ANALYZE sessions, audit", "ANALYZE");
+        return r < 0 ? r : pg_check_integrity(s, ret);
+}
+
+/* Nothing to do a step at a time: autovacuum runs on the server. */
+static int pg_maintain_step(struct store *s, bool first) {
+        return 0;
+}
+
+static int pg_pace(struct store *s) {
+        return 0;
+}
+
+static unsigned long long pg_checkpoint_runs(struct store *s) {
+        return 0;
+}
+
+static const char *synchronous_value(const char *v) {
+        static const char *const ok[] = {"off", "normal", "full", "extra"};
+
+        for (size_t i = 0; i < ELEMENTSOF(ok); i++)
+                if (v && strcasecmp(v, ok[i]) == 0)
+                        return ok[i];
+        return NULL;
+}
+
+/* See the top of this file: checked, and otherwise PostgreSQL's own. */
+static int pg_set_synchronous(struct store *s, const char *synchronous) {
+        return synchronous_value(synchronous) ? 0 : -EINVAL;
+}
+
+/* ---- the auxiliary connection: without s->lock ----------------------------------------- */
+
+/* Runs sql with text parameters on the auxiliary connection (aux_lock
+ * held); *ret (if given) gets the result. */
+static int aux_query(struct pg_store *p, const char *sql, const struct params *a, ExecStatusType want,
+                     const char *what, PGresult **ret) {
+        PGresult *res;
+        int r = conn_ready(p, &p->aux);
+
+        if (r < 0)
+                return r;
+        res = PQexecParams(p->aux.c, sql, a ? a->n : 0, NULL, a ? a->v : NULL, NULL, NULL, 0);
+        r = result_check(p->name, p->aux.c, res, want, what);
+        if (r < 0 || !ret)
+                PQclear(res);
+        else
+                *ret = res;
+        return r;
+}
+
+/* The tables' room on the server (cached for PG_SIZE_CACHE_MS: the
+ * metrics ask often); 0 until known. */
+static int64_t pg_size(struct store *s) {
+        struct pg_store *p = pg(s);
+        PGresult *res = NULL;
+        int64_t now = mono_ms(), v;
+
+        pthread_mutex_lock(&p->aux_lock);
+        if (p->size_at == 0 || now - p->size_at >= PG_SIZE_CACHE_MS) {
+                p->size_at = now;
+                if (aux_query(p,
+                              "SELECT pg_total_relation_size('sessions') + pg_total_relation_size('audit') + "
+                              "pg_total_relation_size('sessiond_daemons') + pg_total_relation_size('sessiond_meta')",
+                              NULL, PGRES_TUPLES_OK, "measuring the tables", &res) >= 0)
+                        p->size_cached = value_int(res, 0, 0);
+                PQclear(res);
+        }
+        v = p->size_cached;
+        pthread_mutex_unlock(&p->aux_lock);
+        return v;
+}
+
+static int pg_heartbeat(struct store *s, const char *daemon_id, bool leader, int64_t now) {
+        struct pg_store *p = pg(s);
+        struct params a = {0};
+        int r;
+
+        param_text(&a, daemon_id);
+        param_int(&a, now);
+        param_text(&a, leader ? "true" : "false");
+        pthread_mutex_lock(&p->aux_lock);
+        r = aux_query(p,
+                      "INSERT INTO sessiond_daemons (daemon_id, seen_ms, leader) VALUES ($1, $2, $3) "
+                      "ON CONFLICT (daemon_id) DO UPDATE SET seen_ms = EXCLUDED.seen_ms, leader = EXCLUDED.leader",
+                      &a, PGRES_COMMAND_OK, "writing the heartbeat", NULL);
+        pthread_mutex_unlock(&p->aux_lock);
+        return r < 0 ? r : 0;
+}
+
+static int pg_daemons_each(struct store *s, int64_t since_ms, store_daemon_fn cb, void *userdata) {
+        struct pg_store *p = pg(s);
+        struct params a = {0};
+        PGresult *res = NULL;
+        int r;
+
+        param_int(&a, since_ms);
+        pthread_mutex_lock(&p->aux_lock);
+        r = aux_query(p,
+                      "SELECT daemon_id, seen_ms, leader FROM sessiond_daemons WHERE seen_ms >= $1 "
+                      "ORDER BY seen_ms DESC, daemon_id COLLATE \"C\"",
+                      &a, PGRES_TUPLES_OK, "reading the daemons", &res);
+        pthread_mutex_unlock(&p->aux_lock);
+        /* The callback runs without the lock: it may ask again. */
+        for (int i = 0; r >= 0 && r == 0 && i < PQntuples(res); i++) {
+                struct store_daemon_row row = {
+                        .daemon_id = PQgetvalue(res, i, 0),
+                        .seen_ms = value_int(res, i, 1),
+                        .leader = strcmp(PQgetvalue(res, i, 2), "t") == 0,
+                };
+                r = cb(&row, userdata);
+        }
+        PQclear(res);
+        return r;
+}
+
+/* ---- the leader ----------------------------------------------------------------------------- */
+
+/* Holding: a round trip proves the connection (and so the lock) is still
+ * there. Not holding: take it if free. A lost connection is leadership
+ * lost: false now, a new connection and a new try later (backoff). */
+static int pg_leader_try(struct store *s, bool *is_leader) {
+        struct pg_store *p = pg(s);
+        struct params a = {0};
+        int r;
+
+        *is_leader = false;
+        if (p->leader_held) {
+                _cleanup_pqclear_ PGresult *res = PQexec(p->leader.c, "SELECT 1");
+
+                if (PQresultStatus(res) == PGRES_TUPLES_OK) {
+                        *is_leader = true;
+                        return 0;
+                }
+                log_warning("Store %s: the leader's connection was lost; this daemon is no longer the leader.",
+                            p->name);
+                p->leader_held = false;
+                conn_close(&p->leader);
+                backoff(&p->leader);
+                return 0;
+        }
+        r = conn_ready(p, &p->leader);
+        if (r < 0)
+                return r;
+        param_int(&a, PG_LEADER_LOCK);
+        _cleanup_pqclear_ PGresult *res = PQexecParams(p->leader.c, "SELECT pg_try_advisory_lock($1::bigint)", 1,
+                                                       NULL, a.v, NULL, NULL, 0);
+        r = result_check(p->name, p->leader.c, res, PGRES_TUPLES_OK, "trying the leader's lock");
+        if (r < 0)
+                return r;
+        p->leader_held = *is_leader = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+        return 0;
+}
+
+/* ---- the listener: LISTEN on the loop ---------------------------------------------------- */
+
+enum listener_state {
+        L_WAITING,    /* for the timer, to connect again */
+        L_CONNECTING, /* PQconnectPoll */
+        L_LISTEN,     /* LISTEN sent, its result awaited */
+        L_LISTENING,
+};
+
+struct pg_listener {
+        struct pg_store *store; /* NULL once the store is closed */
+        uv_loop_t *loop;
+        store_change_fn fn;
+        void *userdata;
+        char origin[PG_ORIGIN_LEN + 1];
+        PGconn *conn;
+        enum listener_state state;
+        uv_poll_t *poll;
+        int poll_fd;
+        uv_timer_t *timer;
+        int delay_ms;
+        bool lost; /* reported lost, recovery not yet reported */
+        unsigned handles; /* uv handles not yet closed (each frees itself) */
+};
+
+static void listener_free_maybe(struct pg_listener *l) {
+        if (!l->store && l->handles == 0)
+                free(l);
+}
+
+static void handle_closed(uv_handle_t *h) {
+        struct pg_listener *l = h->data;
+
+        free(h);
+        l->handles--;
+        listener_free_maybe(l);
+}
+
+static void listener_close_poll(struct pg_listener *l) {
+        if (l->poll) {
+                uv_close((uv_handle_t *)l->poll, handle_closed);
+                l->poll = NULL;
+        }
+}
+
+static void listener_poll_cb(uv_poll_t *h, int status, int events);
+static void listener_timer_cb(uv_timer_t *t);
+
+/* Watches the connection's socket for events (a new handle when libpq
+ * has a new socket). */
+static int listener_watch(struct pg_listener *l, int events) {
+        int fd = PQsocket(l->conn), r;
+
+        if (fd < 0)
+                return -EBADF;
+        if (l->poll && l->poll_fd != fd)
+                listener_close_poll(l);
+        if (!l->poll) {
+                l->poll = malloc(sizeof *l->poll);
+                if (!l->poll)
+                        return -ENOMEM;
+                r = uv_poll_init(l->loop, l->poll, fd);
+                if (r < 0) {
+                        free(l->poll);
+                        l->poll = NULL;
+                        return r;
+                }
+                l->poll->data = l;
+                l->poll_fd = fd;
+                l->handles++;
+                uv_unref((uv_handle_t *)l->poll);
+        }
+        return uv_poll_start(l->poll, events, listener_poll_cb);
+}
+
+static void listener_report(struct pg_listener *l, enum store_change_kind kind, int64_t rowid, bool lost) {
+        struct store_change c = {.kind = kind, .rowid = lost ? 0 : rowid};
+
+        l->fn(&c, lost, l->userdata);
+}
+
+/* The connection is gone: tell once, close, connect again later. */
+static void listener_lost(struct pg_listener *l) {
+        if (l->store && !l->lost) {
+                log_warning("Store %s: the connection that listens for other daemons' changes was lost; "
+                            "reconnecting.",
+                            l->store->name);
+                l->lost = true;
+                listener_report(l, STORE_CHANGE_UPDATED, 0, true);
+        }
+        if (!l->store) /* closed by the callback */
+                return;
+        listener_close_poll(l);
+        PQfinish(l->conn);
+        l->conn = NULL;
+        l->state = L_WAITING;
+        l->delay_ms = l->delay_ms ? l->delay_ms * 2 : PG_BACKOFF_MIN_MS;
+        if (l->delay_ms > PG_BACKOFF_MAX_MS)
+                l->delay_ms = PG_BACKOFF_MAX_MS;
+        uv_timer_start(l->timer, listener_timer_cb, (uint64_t)l->delay_ms, 0);
+}
+
+/* "kind:row" items after the origin. */
+static void listener_dispatch(struct pg_listener *l, const char *payload) {
+        const char *colon = strchr(payload, ':'), *p;
+
+        if (!colon || ((size_t)(colon - payload) == strlen(l->origin) && strncmp(payload, l->origin, strlen(l->origin)) == 0))
+                return; /* ours, or not ours to read */
+        for (p = colon + 1; *p && l->store;) {
+                char k = p[0];
+                char *end;
+                int64_t rowid;
+
+                if (p[1] != ':')
+                        return;
+                rowid = strtoll(p + 2, &end, 10);
+                if (k == 'c')
+                        listener_report(l, STORE_CHANGE_CREATED, rowid, false);
+                else if (k == 'e')
+                        listener_report(l, STORE_CHANGE_ENDED, rowid, false);
+                else if (k == 'u')
+                        listener_report(l, STORE_CHANGE_UPDATED, rowid, false);
+                p = *end == ',' ? end + 1 : end + strlen(end);
+        }
+}
+
+static void listener_read(struct pg_listener *l) {
+        PGnotify *n;
+
+        if (!PQconsumeInput(l->conn)) {
+                listener_lost(l);
+                return;
+        }
+        while (l->store && (n = PQnotifies(l->conn))) {
+                listener_dispatch(l, n->extra);
+                PQfreemem(n);
+        }
+        if (l->store && PQstatus(l->conn) != CONNECTION_OK)
+                listener_lost(l);
+}
+
+/* LISTEN's answer, after a (re)connection. */
+static void listener_listen_result(struct pg_listener *l) {
+        PGresult *res;
+        bool ok = true;
+
+        if (!PQconsumeInput(l->conn)) {
+                listener_lost(l);
+                return;
+        }
+        if (PQisBusy(l->conn))
+                return;
+        while ((res = PQgetResult(l->conn))) {
+                ok = ok && PQresultStatus(res) == PGRES_COMMAND_OK;
+                PQclear(res);
+        }
+        if (!ok) {
+                listener_lost(l);
+                return;
+        }
+        l->state = L_LISTENING;
+        l->delay_ms = 0;
+        (void)listener_watch(l, UV_READABLE);
+        if (l->lost) {
+                log_notice("Store %s: listening for other daemons' changes again.", l->store->name);
+                l->lost = false;
+                listener_report(l, STORE_CHANGE_UPDATED, 0, true); /* what came meanwhile was missed */
+        }
+        if (l->store)
+                listener_read(l); /* anything that came with the answer */
+}
+
+static void listener_connect_step(struct pg_listener *l) {
+        switch (PQconnectPoll(l->conn)) {
+        case PGRES_POLLING_READING:
+                if (listener_watch(l, UV_READABLE) < 0)
+                        listener_lost(l);
+                return;
+        case PGRES_POLLING_WRITING:
+                if (listener_watch(l, UV_WRITABLE) < 0)
+                        listener_lost(l);
+                return;
+        case PGRES_POLLING_OK:
+                if (PQsetnonblocking(l->conn, 1) < 0 || !PQsendQuery(l->conn, "LISTEN " PG_CHANNEL) ||
+                    PQflush(l->conn) < 0 || listener_watch(l, UV_READABLE) < 0) {
+                        listener_lost(l);
+                        return;
+                }
+                l->state = L_LISTEN;
+                return;
+        default:
+                listener_lost(l);
+                return;
+        }
+}
+
+static void listener_poll_cb(uv_poll_t *h, int status, int events) {
+        struct pg_listener *l = h->data;
+
+        if (!l->store || h != l->poll)
+                return;
+        if (status < 0) {
+                listener_lost(l);
+                return;
+        }
+        switch (l->state) {
+        case L_CONNECTING:
+                listener_connect_step(l);
+                break;
+        case L_LISTEN:
+                if ((events & UV_WRITABLE) && PQflush(l->conn) == 0)
+                        (void)listener_watch(l, UV_READABLE);
+                listener_listen_result(l);
+                break;
+        case L_LISTENING:
+                listener_read(l);
+                break;
+        case L_WAITING:
+                break;
+        }
+}
+
+static void listener_timer_cb(uv_timer_t *t) {
+        struct pg_listener *l = t->data;
+
+        if (!l->store || l->state != L_WAITING)
+                return;
+        l->conn = PQconnectStartParams(PG_CONNECT_KEYWORDS, PG_CONNECT_VALUES(l->store->url), 1);
+        if (!l->conn || PQstatus(l->conn) == CONNECTION_BAD) {
+                listener_lost(l);
+                return;
+        }
+        PQsetNoticeProcessor(l->conn, notice_log, NULL);
+        l->state = L_CONNECTING;
+        if (listener_watch(l, UV_WRITABLE) < 0)
+                listener_lost(l);
+}
+
+/* The first connection is made here, blocking (like store_open): when this
+ * returns 0, every change committed afterwards is heard. Reconnections
+ * after a loss never block the loop. */
+static int pg_changes_subscribe(struct store *s, uv_loop_t *loop, store_change_fn fn, void *userdata) {
+        struct pg_store *p = pg(s);
+        struct pg_listener *l;
+        int r;
+
+        if (p->listener)
+                return -EBUSY;
+        l = calloc(1, sizeof *l);
+        if (!l)
+                return -ENOMEM;
+        *l = (struct pg_listener){.store = p, .loop = loop, .fn = fn, .userdata = userdata, .state = L_LISTENING};
+        memcpy(l->origin, p->origin, sizeof l->origin);
+        l->timer = malloc(sizeof *l->timer);
+        if (!l->timer) {
+                free(l);
+                return -ENOMEM;
+        }
+        uv_timer_init(loop, l->timer);
+        l->timer->data = l;
+        l->handles = 1;
+        uv_unref((uv_handle_t *)l->timer);
+        p->listener = l;
+
+        r = conn_open(p->url, p->name, PG_STATEMENT_TIMEOUT_MS, &l->conn);
+        if (r >= 0) {
+                _cleanup_pqclear_ PGresult *res = PQexec(l->conn, "LISTEN " PG_CHANNEL);
+
+                r = result_check(p->name, l->conn, res, PGRES_COMMAND_OK, "LISTEN");
+        }
+        if (r >= 0 && PQsetnonblocking(l->conn, 1) < 0)
+                r = -EIO;
+        if (r >= 0)
+                r = listener_watch(l, UV_READABLE);
+        if (r < 0) {
+                p->listener = NULL;
+                l->store = NULL;
+                PQfinish(l->conn);
+                listener_close_poll(l);
+                uv_close((uv_handle_t *)l->timer, handle_closed);
+        }
+        return r;
+}
+
+/* At close: the handles are freed by their close callbacks, the listener
+ * with the last of them (the store may be gone by then). */
+static void listener_detach(struct pg_listener *l) {
+        if (!l)
+                return;
+        l->store = NULL;
+        listener_close_poll(l);
+        if (l->timer) {
+                uv_close((uv_handle_t *)l->timer, handle_closed);
+                l->timer = NULL;
+        }
+        PQfinish(l->conn);
+        l->conn = NULL;
+}
+
+/* ---- opening ---------------------------------------------------------------------------------- */
+
+static void make_origin(char out[PG_ORIGIN_LEN + 1]) {
+        uint8_t b[PG_ORIGIN_LEN / 2];
+
+        if (getrandom(b, sizeof b, 0) != (ssize_t)sizeof b) {
+                uint64_t v = (uint64_t)mono_ms() ^ ((uint64_t)getpid() << 32) ^ (uint64_t)(uintptr_t)out;
+
+                memcpy(b, &v, sizeof b);
+        }
+        for (size_t i = 0; i < sizeof b; i++)
+                sprintf(out + 2 * i, "%02x", b[i]);
+}
+
+/* One step of the schema's set-up, in one transaction under the migration
+ * lock: the next migration, or (when the schema is ours and current) the
+ * key check. *done when there is nothing left to do. */
+static int schema_step(struct pg_store *p, const char *key_check, bool *done) {
+        PGconn *c = p->w.c;
+        int64_t version = 0, foreign = 0;
+        int r;
+
+        *done = false;
+        r = exec_command(p, c,
+                         "BEGIN; SET LOCAL statement_timeout = '" PG_MIGRATION_TIMEOUT "'; "
+                         "SELECT pg_advisory_xact_lock(" PG_STRINGIFY(PG_MIGRATION_LOCK) "); "
+                         "CREATE TABLE IF NOT EXISTS sessiond_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+                         "taking the migration lock");
+        if (r >= 0)
+                r = query_int64(p, c, "SELECT value::bigint FROM sessiond_meta WHERE key = 'schema_version'",
+                                "reading the schema version", &version);
+        if (r >= 0 && version == 0)
+                r = query_int64(p, c, "SELECT (to_regclass('sessions') IS NOT NULL)::int", "looking for tables",
+                                &foreign);
+        if (r < 0)
+                goto fail;
+        if (version > PG_SCHEMA_VERSION) {
+                log_error("Database %s has schema version %lld, newer than this sessiond supports (%d); refusing "
+                          "to start. Run the newer sessiond on every daemon of the fleet.",
+                          p->name, (long long)version, PG_SCHEMA_VERSION);
+                r = -EPROTO;
+                goto fail;
+        }
+        if (version == 0 && foreign) {
+                log_error("Database %s holds a table named sessions but no sessiond schema version; it is not a "
+                          "sessiond database. Refusing to start.",
+                          p->name);
+                r = -EBADMSG;
+                goto fail;
+        }
+        if (version < PG_SCHEMA_VERSION) {
+                char sql[160];
+
+                r = exec_command(p, c, migrations[version], "schema migration");
+                snprintf(sql, sizeof sql,
+                         "INSERT INTO sessiond_meta VALUES ('schema_version', '%lld') "
+                         "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+                         (long long)version + 1);
+                if (r >= 0)
+                        r = exec_command(p, c, sql, "schema migration");
+                if (r >= 0)
+                        r = exec_command(p, c, "COMMIT", "schema migration");
+                if (r < 0)
+                        goto fail;
+                log_info("Database %s: schema migrated to version %lld.", p->name, (long long)version + 1);
+                return 0;
+        }
+        if (key_check) {
+                struct params a = {0};
+
+                param_text(&a, key_check);
+                _cleanup_pqclear_ PGresult *res = PQexecParams(
+                        c,
+                        "WITH n AS (INSERT INTO sessiond_meta VALUES ('key_check', $1) ON CONFLICT (key) DO NOTHING "
+                        "RETURNING value) SELECT value = $1 FROM sessiond_meta WHERE key = 'key_check' "
+                        "UNION ALL SELECT true FROM n",
+                        1, NULL, a.v, NULL, NULL, 0);
+                r = result_check(p->name, c, res, PGRES_TUPLES_OK, "checking the key");
+                if (r < 0)
+                        goto fail;
+                if (PQntuples(res) < 1 || strcmp(PQgetvalue(res, 0, 0), "t") != 0) {
+                        log_error("Database %s: this daemon's key (daemon.key_file) does not match the fleet's: "
+                                  "the database was set up with another key. Refusing to start; give every daemon "
+                                  "of the fleet the same key file.",
+                                  p->name);
+                        r = -EKEYREJECTED;
+                        goto fail;
+                }
+        }
+        r = exec_command(p, c, "COMMIT", "checking the key");
+        if (r < 0)
+                goto fail;
+        *done = true;
+        return 0;
+fail:
+        tx_rollback(p);
+        return r;
+}
+
+static int schema_setup(struct pg_store *p, const char *key_check) {
+        bool done = false;
+        int r = 0;
+
+        for (int i = 0; r >= 0 && !done && i <= PG_SCHEMA_VERSION; i++)
+                r = schema_step(p, key_check, &done);
+        return r < 0 ? r : done ? 0 : -EIO;
+}
+
+struct load_state {
+        const struct store_options *o;
+        uint64_t n;
+};
+
+static int load_one(const struct store_session *row, void *userdata) {
+        struct load_state *l = userdata;
+        int r = l->o->load(row, l->o->load_userdata);
+
+        if (r >= 0)
+                l->n++;
+        return r < 0 ? r : 0;
+}
+
+/* As sqlite.c: the count of live sessions to reserve, then each, light,
+ * in row order. */
+static int load_live(struct pg_store *p, const struct store_options *o) {
+        struct load_state l = {.o = o};
+        int64_t live = 0, started = mono_ms();
+        int r;
+
+        if (o->reserve) {
+                r = pg_count_sessions(&p->core, false, &live);
+                if (r < 0)
+                        return r;
+                r = o->reserve(live > 0 ? (uint64_t)live : 0, o->load_userdata);
+                if (r < 0)
+                        return log_error_errno(r, "Database %s: no room for %lld sessions: %m", p->name,
+                                               (long long)live);
+        }
+        if (!o->load)
+                return 0;
+        r = session_pages(&p->core, Q_LIVE_LIGHT, NULL, 0, true, load_one, &l);
+        if (r < 0)
+                return log_error_errno(r, "Database %s: loading the sessions failed: %m", p->name);
+        log_info("Database %s: %llu live sessions loaded in %lld ms.", p->name, (unsigned long long)l.n,
+                 (long long)(mono_ms() - started));
+        return 0;
+}
+
+static void pg_close(struct store *s);
+
+/* A store on url, connected and prepared, nothing checked. */
+static int pg_connect_store(const char *url, bool reader, struct pg_store **ret) {
+        struct pg_store *p = calloc(1, sizeof *p);
+        int r;
+
+        if (!p)
+                return -ENOMEM;
+        store_core_init(&p->core, &store_backend_postgres);
+        pthread_mutex_init(&p->aux_lock, NULL);
+        p->reader = reader;
+        p->timeout_ms = reader ? PG_READER_STATEMENT_TIMEOUT_MS : PG_STATEMENT_TIMEOUT_MS;
+        make_origin(p->origin);
+        p->url = strdup(url);
+        p->name = redact_url(url);
+        if (p->url && asprintf(&p->locator, "postgresql:%s", url) < 0)
+                p->locator = NULL;
+        if (!p->url || !p->name || !p->locator) {
+                pg_close(&p->core);
+                return -ENOMEM;
+        }
+        r = conn_open(p->url, p->name, p->timeout_ms, &p->w.c);
+        if (r < 0) {
+                pg_close(&p->core);
+                return r;
+        }
+        *ret = p;
+        return 0;
+}
+
+static int pg_open(const struct store_options *o, struct store **ret) {
+        struct pg_store *p = NULL;
+        int r;
+
+        assert(o->postgres_url);
+        if (!synchronous_value(o->synchronous ? o->synchronous : "normal")) {
+                log_error("Invalid daemon.synchronous value '%s'.", o->synchronous);
+                return -EINVAL;
+        }
+        r = pg_connect_store(o->postgres_url, false, &p);
+        if (r < 0)
+                return r;
+        r = schema_setup(p, o->key_check);
+        if (r >= 0)
+                r = prepare_all(p);
+        if (r >= 0 && (o->reserve || o->load))
+                r = load_live(p, o);
+        if (r < 0) {
+                pg_close(&p->core);
+                return r;
+        }
+        *ret = &p->core;
+        return 0;
+}
+
+static int pg_reader_open(const char *locator, struct store **ret) {
+        struct pg_store *p = NULL;
+        int r = pg_connect_store(locator, true, &p);
+
+        if (r >= 0)
+                r = prepare_all(p);
+        if (r < 0) {
+                if (p)
+                        pg_close(&p->core);
+                return r;
+        }
+        *ret = &p->core;
+        return 0;
+}
+
+static void pg_close(struct store *s) {
+        struct pg_store *p = pg(s);
+
+        if (!p)
+                return;
+        listener_detach(p->listener);
+        if (p->leader_held) { /* released now, not when the server notices the connection gone */
+                PGresult *res = PQexec(p->leader.c, "SELECT pg_advisory_unlock_all()");
+
+                PQclear(res);
+        }
+        conn_close(&p->leader);
+        conn_close(&p->aux);
+        tx_rollback(p); /* the open unit's writes, committed by nobody */
+        conn_close(&p->w);
+        free(p->url);
+        free(p->name);
+        free(p->locator);
+        pthread_mutex_destroy(&p->aux_lock);
+        store_core_destroy(&p->core);
+        free(p);
+}
+
+static const char *pg_name(const struct store *s) {
+        return pg_const(s)->name;
+}
+
+static const char *pg_locator(const struct store *s) {
+        return pg_const(s)->locator;
+}
+
+static bool pg_is_memory(const struct store *s) {
+        return false;
+}
+
+const struct store_backend store_backend_postgres = {
+        .name = "postgresql",
+        .open = pg_open,
+        .close = pg_close,
+        .reader_open = pg_reader_open,
+        .name_of = pg_name,
+        .locator = pg_locator,
+        .is_memory = pg_is_memory,
+        .set_synchronous = pg_set_synchronous,
+        .uow_apply = pg_uow_apply,
+        .uow_commit = pg_uow_commit,
+        .rollback = pg_rollback,
+        .allocate_key = pg_allocate_key,
+        .session_get_switches = pg_session_get_switches,
+        .session_get_sync = pg_session_get_sync,
+        .session_by_rowid = pg_session_by_rowid,
+        .session_by_hash = pg_session_by_hash,
+        .session_by_id = pg_session_by_id,
+        .sessions_each = pg_sessions_each,
+        .sessions_ended_of_user_after = pg_sessions_ended_of_user_after,
+        .purge_sessions = pg_purge_sessions,
+        .purge_audit = pg_purge_audit,
+        .maintain = pg_maintain,
+        .maintain_step = pg_maintain_step,
+        .pace = pg_pace,
+        .checkpoint_runs = pg_checkpoint_runs,
+        .size = pg_size,
+        .count_sessions = pg_count_sessions,
+        .audit_each = pg_audit_each,
+        .check_integrity = pg_check_integrity,
+        .probe = pg_probe,
+        .count_created = pg_count_created,
+        .ended_durations = pg_ended_durations,
+        .end_reasons = pg_end_reasons,
+        .changes_subscribe = pg_changes_subscribe,
+        .leader_try = pg_leader_try,
+        .heartbeat = pg_heartbeat,
+        .daemons_each = pg_daemons_each,
+};
