@@ -4,11 +4,11 @@
  * (keys the store gives), audit rows, units of work, reads for listings,
  * audit, analytics and ended-session lookups, retention purges, maintenance
  * and health. Nothing above this folder writes SQL or knows of WAL files,
- * checkpoints, pragmas or row numbers: those are sqlite.c's business (the
- * only backend today), so the PostgreSQL backend of DESIGN 8 is another
- * implementation of this header, not a rewrite. (When it comes, the calls
- * below go through a table of the backend's functions chosen at open; with
- * one backend a table would only be indirection.)
+ * checkpoints, pragmas or row numbers: those are the backends' business.
+ * store.c runs what they share (the unit of work and its writer thread)
+ * and dispatches the rest through a table of the backend's functions
+ * (backend.h) chosen at open: sqlite.c for one host, postgres.c for a
+ * fleet (DESIGN 8).
  *
  * The store does not decide policy. It does not know what "expired" means;
  * the engine tells it which row to end, when and why.
@@ -17,7 +17,7 @@
  * unit of work, which store_submit() hands as a whole to the store's writer
  * thread and commits in one transaction while the loop goes on; a callback
  * on the loop says how it went. Reads see every write made before them
- * (they wait for the unit in flight, at most one commit). See sqlite.c.
+ * (they wait for the unit in flight, at most one commit). See store.c.
  *
  * Functions return 0 (or a positive count where documented) or a negative
  * errno: -ENOSPC for a full disk, -EIO for other storage failures, -ENOENT
