@@ -215,6 +215,8 @@ struct engine {
 
         engine_commit_fn commit_fn;
         void *commit_userdata;
+
+        bool fleet; /* the store is shared: other daemons' changes come in (fleet.c) */
 };
 
 static inline const struct sessiond_config *cfg(const struct engine *e) {
@@ -373,6 +375,9 @@ void auditagg_flush(struct engine *e);
 void auditagg_free(struct engine *e);
 
 /* session.c */
+/* fleet.c */
+int engine_fleet_start(struct engine *e);
+
 int session_end(struct engine *e, int64_t now, uint32_t h, enum engine_end_reason reason, int64_t ended_at,
                 const char *audit_kind, char id_out[TOKEN_ID_STRING_LEN + 1]);
 int session_invalid(struct engine_error *err, const char *field, const char *reason);

@@ -296,7 +296,8 @@ int store_end_reasons(struct store *s, store_group_fn cb, void *userdata);
 enum store_change_kind {
         STORE_CHANGE_CREATED, /* a new live session (Create, or the new row of a rotation) */
         STORE_CHANGE_ENDED,   /* ended (any reason) */
-        STORE_CHANGE_UPDATED, /* renewed, platform, sync state or client changed */
+        STORE_CHANGE_UPDATED, /* renewed, platform or client changed */
+        STORE_CHANGE_SYNC,    /* sync state written (Watch streams hear of it) */
 };
 struct store_change {
         enum store_change_kind kind;
