@@ -29,6 +29,9 @@
 struct remote_ctx {
         struct engine *e;
         enum store_change_kind kind;
+        uint32_t h;                   /* out: the entry now in memory, NIL: none (ended or gone) */
+        store_session_fn ended_cb;    /* an ended row, after memory let go of it (may be NULL) */
+        void *ended_userdata;
 };
 
 static void remote_ended(struct engine *e, uint32_t h, const struct store_session *row) {
@@ -60,10 +63,11 @@ static int remote_row_cb(const struct store_session *row, void *userdata) {
         uint32_t h = session_find_key(e, row->token_hash);
         int64_t last = 0;
 
+        x->h = NIL;
         if (row->ended_at != 0) {
                 if (h != NIL)
                         remote_ended(e, h, row);
-                return 0;
+                return x->ended_cb ? x->ended_cb(row, x->ended_userdata) : 0;
         }
         if (h != NIL) {
                 last = session_ms(S(e, h), ST_ACTIVITY);
@@ -74,6 +78,7 @@ static int remote_row_cb(const struct store_session *row, void *userdata) {
                           store_name(e->store), row->id);
                 return 0;
         }
+        x->h = h;
         e->counters.remote_changed++;
         if (last > session_ms(S(e, h), ST_ACTIVITY)) {
                 /* This daemon's touch is newer: keep it (it goes to the store with the next flush). */
@@ -92,7 +97,7 @@ static int remote_row_cb(const struct store_session *row, void *userdata) {
 
 /* Every live session memory holds, read again (changes may have been missed). */
 static void remote_reload_all(struct engine *e) {
-        struct remote_ctx x = {e, STORE_CHANGE_UPDATED};
+        struct remote_ctx x = {.e = e, .kind = STORE_CHANGE_UPDATED};
         int64_t *rowids;
         size_t n = 0;
 
@@ -119,7 +124,7 @@ static void remote_reload_all(struct engine *e) {
 
 static void remote_change_cb(const struct store_change *c, bool lost, void *userdata) {
         struct engine *e = userdata;
-        struct remote_ctx x = {e, lost ? STORE_CHANGE_UPDATED : c->kind};
+        struct remote_ctx x = {.e = e, .kind = lost ? STORE_CHANGE_UPDATED : c->kind};
         int r;
 
         if (lost) {
@@ -130,6 +135,39 @@ static void remote_change_cb(const struct store_change *c, bool lost, void *user
         if (r < 0 && r != -ENOENT)
                 log_warning("Store %s: could not read session row %lld changed by another daemon: %s",
                             store_name(e->store), (long long)c->rowid, strerror(-r));
+}
+
+/* ---- memory checked against the store ---------------------------------------------------------
+ * Memory may be behind the store by the time a change takes to come in
+ * (and by the touch granularity for activity, which is not reported): so
+ * where memory alone would refuse (a token it does not know, a session it
+ * thinks expired, one the cleanup is about to end) the engine of a fleet
+ * reads the row first. */
+
+int fleet_refresh(struct engine *e, uint32_t *h) {
+        struct remote_ctx x = {.e = e, .kind = STORE_CHANGE_UPDATED, .h = NIL};
+        int r;
+
+        assert(e->fleet && *h != NIL);
+        r = store_session_by_rowid(e->store, S(e, *h)->rowid, remote_row_cb, &x);
+        if (r == -ENOENT) { /* purged: another daemon ended it long ago */
+                table_session_remove(e, *h);
+                r = 0;
+        }
+        *h = x.h;
+        return r < 0 ? r : 0;
+}
+
+int fleet_lookup(struct engine *e, const uint8_t hash[TOKEN_HASH_BYTES], uint32_t *h, store_session_fn ended_cb,
+                 void *userdata) {
+        struct remote_ctx x = {.e = e, .kind = STORE_CHANGE_UPDATED, .h = NIL, .ended_cb = ended_cb,
+                               .ended_userdata = userdata};
+        int r;
+
+        assert(e->fleet);
+        r = store_session_by_hash(e->store, hash, remote_row_cb, &x);
+        *h = x.h;
+        return r < 0 ? r : 0;
 }
 
 int engine_fleet_start(struct engine *e) {

@@ -1209,6 +1209,8 @@ static int apply_audit(struct sqlite_store *s, const struct store_op *op) {
 
 static int op_apply(struct sqlite_store *s, const struct store_op *op) {
         switch (op->kind) {
+        case STORE_OP_LIMIT:
+                return 0; /* one daemon: its engine enforced the limit (store.h) */
         case STORE_OP_INSERT:
                 return apply_insert(s, op);
         case STORE_OP_AUDIT:

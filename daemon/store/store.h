@@ -310,6 +310,16 @@ struct store_change {
 typedef void (*store_change_fn)(const struct store_change *c, bool lost, void *userdata);
 int store_changes_subscribe(struct store *s, uv_loop_t *loop, store_change_fn fn, void *userdata);
 
+/* The per-user limit across daemons: when the unit commits, after its
+ * inserts, user_id keeps at most `keep` live sessions, the most recently
+ * active; the others end at `now` (ms) with reason "evicted", decided in
+ * the committing transaction under a lock per user, so that daemons
+ * creating at once never exceed it. Every daemon, this one included,
+ * learns of those ends as changes (store_changes_subscribe). Nothing to do
+ * on a store of one daemon, whose engine holds every live session: there
+ * the operation is recorded and does nothing. */
+int store_user_limit(struct store *s, const char *user_id, int64_t keep, int64_t now);
+
 /* Leadership for the jobs (features.clustering): true when this daemon
  * holds the fleet's leader lock (taken at once when free; kept on a
  * connection of its own until store_close or the connection's loss). */

@@ -230,3 +230,16 @@ int store_audit_insert(struct store *s, int64_t time, const char *kind, const ch
                 return -ENOMEM;
         return uow_pushed(s);
 }
+
+int store_user_limit(struct store *s, const char *user_id, int64_t keep, int64_t now) {
+        struct store_op *op = uow_push(s, STORE_OP_LIMIT, 0);
+
+        assert(keep > 0);
+        if (!op)
+                return -ENOMEM;
+        op->t1 = keep;
+        op->t2 = now;
+        if (!arena_text(&s->open, user_id, &op->s1))
+                return -ENOMEM;
+        return uow_pushed(s);
+}
