@@ -19,6 +19,7 @@ struct engine;
 struct jobs;
 struct metrics_http;
 struct bulk;
+struct leader;
 
 struct daemon {
         uv_loop_t *loop;
@@ -29,6 +30,7 @@ struct daemon {
         struct jobs *jobs;     /* background timers (cleanup, security, metrics, health) */
         struct metrics_http *metrics_http; /* GET /metrics (daemon.metrics_listen) */
         struct bulk *bulk;     /* DestroyUser and TerminateUser in steps (bulk.c) */
+        struct leader *leader; /* features.clustering: who runs the fleet's jobs (leader.c); NULL: this one */
         int64_t started_at;    /* wall clock, Unix seconds */
         uint64_t started_usec; /* monotonic */
         unsigned long long reloads;

@@ -389,6 +389,9 @@ struct engine_counters {
         uint64_t commit_failures;
         uint64_t purged_sessions;
         uint64_t purged_audit;
+        /* A fleet (DESIGN 8): sessions other daemons ended, and created or changed, learnt from the store. */
+        uint64_t remote_ended;
+        uint64_t remote_changed;
 };
 const struct engine_counters *engine_get_counters(const struct engine *e);
 /* The negative errno of the last failed commit (-ENOSPC: the file system is

@@ -942,7 +942,7 @@ static int check_start(struct jobs *j, bool deep) {
         c = calloc(1, sizeof *c);
         if (!c)
                 return -ENOMEM;
-        c->path = strdup(store_name(s));
+        c->path = strdup(store_locator(s));
         c->work.data = c;
         c->j = j;
         c->deep = deep;

@@ -54,6 +54,7 @@
 #include "engine.h"
 #include "events.h"
 #include "jobs.h"
+#include "leader.h"
 #include "log.h"
 #include "macro.h"
 #include "metrics_http.h"
@@ -413,6 +414,8 @@ static void on_server_closed(struct server *s) {
         m->d.bulk = NULL;
         jobs_free(m->d.jobs); /* before the engine: the jobs observe it */
         m->d.jobs = NULL;
+        leader_free(m->d.leader); /* before the store it holds the lock in */
+        m->d.leader = NULL;
         engine_free(m->d.engine); /* commits and checkpoints */
         m->d.engine = NULL;
         /* Only now: closing the signal handles gives SIGTERM its default
@@ -604,6 +607,13 @@ static int main_run(struct sessiond_main *m) {
                 goto out;
         }
         engine_set_commit_callback(d->engine, on_committed, m);
+        if (d->config->features.clustering) {
+                r = leader_new(d->loop, engine_store(d->engine), &d->leader);
+                if (r < 0) {
+                        log_error_errno(r, "Failed to start the fleet's leadership: %m");
+                        goto out;
+                }
+        }
         r = server_new(d, &d->server);
         if (r < 0)
                 goto out;
@@ -639,6 +649,8 @@ out:
                 d->bulk = NULL;
                 jobs_free(d->jobs);
                 d->jobs = NULL;
+                leader_free(d->leader);
+                d->leader = NULL;
                 if (d->engine)
                         engine_free(d->engine);
                 d->engine = NULL;

@@ -13,8 +13,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "daemon.h"
 #include "engine.h"
+#include "leader.h"
 #include "methods.h"
 #include "server.h"
 #include "sessiond/config.h"
@@ -27,6 +29,8 @@
 static void invalid_argument(struct call *c, const char *field, const char *reason) {
         call_error(c, IFACE ".InvalidArgument", json_pack("{s:s, s:s}", "field", field, "reason", reason));
 }
+
+static int status_add_fleet(struct daemon *d, json_t *status);
 
 static void method_status(struct daemon *d, struct call *c) {
         struct server_stats st = {0};
@@ -63,12 +67,52 @@ static void method_status(struct daemon *d, struct call *c) {
                 free(real);
         } else if (status)
                 json_object_set_new(status, "database", json_null());
+        if (status && d->config->features.distributed && status_add_fleet(d, status) < 0) {
+                json_decref(status);
+                status = NULL;
+        }
         if (!status || methods_observe_status(d, status) < 0) {
                 json_decref(status);
                 methods_reply_oom(c);
                 return;
         }
         call_reply(c, json_pack("{s:o}", "status", status));
+}
+
+static int fleet_daemon_cb(const struct store_daemon_row *row, void *userdata) {
+        json_t *list = userdata;
+
+        return json_array_append_new(list, json_pack("{s:s, s:I, s:b}", "id", row->daemon_id, "seen_at_ms",
+                                                     (json_int_t)row->seen_ms, "leader", row->leader)) < 0
+                       ? -ENOMEM
+                       : 0;
+}
+
+/* A fleet (DESIGN 8): this daemon's id, whether it leads, who does, and
+ * the daemons whose heartbeat was seen lately (leader.c). */
+static int status_add_fleet(struct daemon *d, json_t *status) {
+        json_t *daemons = json_array(), *leader = json_null();
+        int r;
+
+        if (!daemons)
+                return -ENOMEM;
+        r = store_daemons_each(engine_store(d->engine), clock_now_ms() - LEADER_SEEN_WINDOW_MS, fleet_daemon_cb,
+                               daemons);
+        if (r < 0 && r != -EOPNOTSUPP && r != -ENOMEM) {
+                json_decref(daemons);
+                daemons = json_null(); /* the store cannot say now */
+        } else if (r == -ENOMEM) {
+                json_decref(daemons);
+                return r;
+        }
+        for (size_t i = 0; json_is_array(daemons) && i < json_array_size(daemons); i++)
+                if (json_is_true(json_object_get(json_array_get(daemons, i), "leader")))
+                        leader = json_incref(json_object_get(json_array_get(daemons, i), "id"));
+        r = json_object_set_new(status, "fleet",
+                                json_pack("{s:s?, s:b, s:b, s:o, s:o}", "daemon_id", leader_id(d->leader), "leader",
+                                          d->config->features.clustering && leader_is_me(d->leader), "caching",
+                                          d->config->features.caching, "leader_id", leader, "daemons", daemons));
+        return r < 0 ? -ENOMEM : 0;
 }
 
 static void method_get_config(struct daemon *d, struct call *c) {

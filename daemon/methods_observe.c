@@ -421,7 +421,7 @@ static void method_analytics(struct daemon *d, struct call *c) {
         }
         x->d = d;
         x->call = c;
-        r = analytics_start(d->loop, store_name(s), methods_now(), analytics_done, x, &x->job);
+        r = analytics_start(d->loop, store_locator(s), methods_now(), analytics_done, x, &x->job);
         if (r < 0) {
                 free(x);
                 reply_errno(c, r);

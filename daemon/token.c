@@ -187,6 +187,20 @@ void token_hash(const struct token_key *k, const char *token, uint8_t out[TOKEN_
                            k->hash_key, sizeof k->hash_key);
 }
 
+void token_key_check(const struct token_key *k, char out[TOKEN_KEY_CHECK_LEN + 1]) {
+        static const char text[] = "sessiond key check 1";
+        uint8_t h[TOKEN_KEY_CHECK_LEN / 2];
+        uint8_t ks[TOKEN_KEY_BYTES + 32];
+
+        /* Every part of the key, so that a key that differs anywhere differs here. */
+        memcpy(ks, k->hash_key, TOKEN_KEY_BYTES);
+        memcpy(ks + TOKEN_KEY_BYTES, k->fp_key, 16);
+        memcpy(ks + TOKEN_KEY_BYTES + 16, k->id_key, 16);
+        crypto_generichash(h, sizeof h, (const unsigned char *)text, sizeof text - 1, ks, crypto_generichash_KEYBYTES_MAX);
+        sodium_bin2hex(out, TOKEN_KEY_CHECK_LEN + 1, h, sizeof h);
+        sodium_memzero(ks, sizeof ks);
+}
+
 void token_id_derive(const struct token_key *k, uint32_t created_at, int64_t rowid, uint8_t id[TOKEN_ID_BYTES]) {
         uint8_t in[8], out[crypto_shorthash_siphashx24_BYTES];
 

@@ -46,6 +46,12 @@ struct token_key {
         uint8_t id_key[16];                /* SipHash-128 key for session ids */
 };
 
+/* A check value of the key (hex, TOKEN_KEY_CHECK_LEN characters): a keyed
+ * hash of a fixed text, which says whether two daemons hold the same key
+ * and nothing about the key. A shared store keeps the first daemon's. */
+#define TOKEN_KEY_CHECK_LEN 32
+void token_key_check(const struct token_key *k, char out[TOKEN_KEY_CHECK_LEN + 1]);
+
 /* Initialises libsodium (idempotent). */
 int token_init(void);
 

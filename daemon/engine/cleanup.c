@@ -192,6 +192,14 @@ int engine_cleanup_expired_until(struct engine *e, int64_t now, unsigned limit, 
                         continue;
                 }
                 e->cleanup_quiet = 0;
+                if (e->fleet) {
+                        /* Touched or renewed on another daemon meanwhile? The store decides. */
+                        r = fleet_refresh(e, &h);
+                        if (r < 0)
+                                return txn_storage_errno(r);
+                        if (h == NIL || !session_awaits_cleanup(e, &e->sessions[h], now, &end, &why))
+                                continue;
+                }
                 r = session_end(e, now, h, why, end, "ended", NULL);
                 if (r < 0)
                         return r;

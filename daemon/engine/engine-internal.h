@@ -215,6 +215,8 @@ struct engine {
 
         engine_commit_fn commit_fn;
         void *commit_userdata;
+
+        bool fleet; /* the store is shared: other daemons' changes come in (fleet.c) */
 };
 
 static inline const struct sessiond_config *cfg(const struct engine *e) {
@@ -373,6 +375,15 @@ void auditagg_flush(struct engine *e);
 void auditagg_free(struct engine *e);
 
 /* session.c */
+/* fleet.c: on a shared store (e->fleet), memory checked against it */
+int engine_fleet_start(struct engine *e);
+/* Reads *h's row again: *h is then its entry, or NIL when it ended (or is gone). */
+int fleet_refresh(struct engine *e, uint32_t *h);
+/* A token's row, live or ended: a live one is taken into memory (*h), an
+ * ended one leaves it and goes to ended_cb (*h NIL); -ENOENT: none. */
+int fleet_lookup(struct engine *e, const uint8_t hash[TOKEN_HASH_BYTES], uint32_t *h, store_session_fn ended_cb,
+                 void *userdata);
+
 int session_end(struct engine *e, int64_t now, uint32_t h, enum engine_end_reason reason, int64_t ended_at,
                 const char *audit_kind, char id_out[TOKEN_ID_STRING_LEN + 1]);
 int session_invalid(struct engine_error *err, const char *field, const char *reason);

@@ -314,6 +314,8 @@ int engine_new(struct daemon *d, struct engine **ret) {
         /* Opening loads the live sessions (see store_options). */
         started = uv_hrtime();
         r = open_store(e);
+        if (r >= 0)
+                r = engine_fleet_start(e);
         if (r < 0)
                 goto fail;
         if (d->loop) {

@@ -246,6 +246,12 @@ int engine_create(struct engine *e, int64_t now, const struct engine_create *a, 
 
         r = cleanup_user_enforce(e, now, e->sessions[h].user, h, c->security.max_concurrent_per_user, UINT_MAX,
                                  &ret->evicted, &ret->n_evicted, &ended);
+        if (r >= 0 && e->fleet && c->security.max_concurrent_per_user > 0) {
+                /* Other daemons may be creating for this user at once: the store decides too. */
+                r = store_user_limit(e->store, a->user_id, c->security.max_concurrent_per_user, now);
+                if (r < 0)
+                        r = txn_fail(e, r);
+        }
         if (r < 0)
                 goto fail;
 
@@ -296,14 +302,27 @@ int session_lookup(struct engine *e, int64_t now, const char *token, bool count,
         }
         token_hash(&e->key, token, hash);
         h = session_find_key(e, hash);
-        if (h != NIL) {
+        if (h != NIL && !(e->fleet && !cfg(e)->features.caching)) {
                 *ret = h;
                 return 0;
         }
-        /* Memory has every live session: the store is asked about ended ones only. */
-        r = store_session_by_hash(e->store, hash, ended_cb, &l);
-        if (r < 0 && r != -ENOENT)
-                return txn_storage_errno(r);
+        if (e->fleet) {
+                /* Memory is a cache (fleet.c): a session created on another
+                 * daemon may not have come in yet, and without
+                 * features.caching every lookup reads the store. */
+                r = fleet_lookup(e, hash, &h, ended_cb, &l);
+                if (r < 0 && r != -ENOENT)
+                        return txn_storage_errno(r);
+                if (h != NIL) {
+                        *ret = h;
+                        return 0;
+                }
+        } else {
+                /* Memory has every live session: the store is asked about ended ones only. */
+                r = store_session_by_hash(e->store, hash, ended_cb, &l);
+                if (r < 0 && r != -ENOENT)
+                        return txn_storage_errno(r);
+        }
         if (!l.found) {
                 if (count)
                         security_failed_validation(e, now, ENGINE_FAIL_NOT_FOUND, NULL, NULL, ENGINE_END_NONE);
@@ -329,6 +348,16 @@ int session_lookup_live(struct engine *e, int64_t now, const char *token, bool c
         if (r < 0)
                 return r;
         st = table_session_state(e, S(e, h), now, NULL, &why);
+        if (st == ENGINE_STATE_EXPIRED && e->fleet && cfg(e)->features.caching) {
+                /* Another daemon may have seen it since (touches are not
+                 * reported): the store decides. */
+                r = fleet_refresh(e, &h);
+                if (r < 0)
+                        return txn_storage_errno(r);
+                if (h == NIL)
+                        return session_lookup(e, now, token, count, ret, err); /* ended: Expired with the store's reason */
+                st = table_session_state(e, S(e, h), now, NULL, &why);
+        }
         if (st == ENGINE_STATE_EXPIRED) {
                 if (count) {
                         char id[TOKEN_ID_STRING_LEN + 1];

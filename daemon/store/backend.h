@@ -61,7 +61,7 @@ struct store_backend {
         /* A read-only handle for a worker thread (store_reader_open). */
         int (*reader_open)(const char *locator, struct store **ret);
         /* For logs (no secret in it) and for reader_open (may hold one). */
-        const char *(*name)(const struct store *s);
+        const char *(*name_of)(const struct store *s);
         const char *(*locator)(const struct store *s);
         bool (*is_memory)(const struct store *s);
         int (*set_synchronous)(struct store *s, const char *synchronous);
@@ -88,13 +88,17 @@ struct store_backend {
         int (*sessions_each)(struct store *s, const struct store_filter *f, store_session_fn cb, void *userdata);
         int (*sessions_ended_of_user_after)(struct store *s, const char *user_id, int64_t after_rowid,
                                             store_session_fn cb, void *userdata);
-        /* Purges run in the open unit's transaction (begin one if none)
-         * and set s->open.wrote. */
+        /* Purges run in the open unit's transaction (begin one if none);
+         * store.c marks the unit and drops it on a failure. */
         int (*purge_sessions)(struct store *s, int64_t before, int limit);
         int (*purge_audit)(struct store *s, int64_t before, int limit);
         int (*maintain)(struct store *s, struct store_maintenance *ret);
         int (*maintain_step)(struct store *s, bool first);
+        /* Called with s->lock held but only when no unit is in flight,
+         * and without running the open unit: an open transaction is the
+         * backend's to notice. */
         int (*pace)(struct store *s);
+        /* These two without s->lock (they read counters of their own). */
         unsigned long long (*checkpoint_runs)(struct store *s);
         int64_t (*size)(struct store *s);
         int (*count_sessions)(struct store *s, bool ended, int64_t *ret);

@@ -75,7 +75,7 @@
  * do not collide, and the engine's memory index is the authority on live
  * tokens.
  */
-#include "store.h"
+#include "backend.h"
 
 #include <assert.h>
 #include <errno.h>
@@ -92,6 +92,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "macro.h"
 #include "sidefiles.h"
 
 #define STORE_BUSY_TIMEOUT_MS 1000
@@ -279,25 +280,10 @@ struct checkpointer {
         unsigned long long runs;
 };
 
-struct arena_block {
-        struct arena_block *next;
-        size_t used, size;
-        char data[];
-};
 
-#define ARENA_BLOCK_MIN (64 * 1024 - sizeof(struct arena_block))
-
-struct store_uow {
-        struct store_op *ops;
-        size_t n_ops, allocated_ops;
-        size_t applied; /* operations already run in the open transaction */
-        struct arena_block *blocks;
-        int error;      /* an operation failed: the unit is lost (rolled back) */
-        bool wrote;     /* SQL ran outside the operation list (purges) */
-};
-
-
-struct store {
+struct sqlite_store {
+        struct store base; /* first: the shared half (store.c) */
+        char *locator;     /* "sqlite:" and the path */
         sqlite3 *db;
         char *path;
         bool memory;
@@ -311,44 +297,16 @@ struct store {
         unsigned commits_since_space;
         int64_t next_key; /* the next session row: keys are ours to give */
 
-        /* The connection and the writer (see "the unit of work" below). */
-        pthread_mutex_t lock; /* held by whoever runs SQL on db */
-        pthread_cond_t idle;  /* the writer is done with a unit */
-        pthread_cond_t wake;  /* the writer has a unit to commit */
-        pthread_t writer;
-        bool writer_started, writer_stop, writer_wanted;
-        bool writer_busy;     /* a unit is handed to the writer and not yet committed */
-        struct store_uow open; /* recorded by the loop */
-        struct store_uow *inflight;
-        int inflight_result;
-        bool inflight_done;   /* committed or failed, not yet collected by the loop */
-        store_commit_fn commit_fn;
-        void *commit_userdata;
-        uv_async_t *async;    /* the writer wakes the loop (freed in its close callback) */
 };
 
-static struct store *store_alloc(void);
-static void store_space_update(struct store *s);
-static int checkpoint_locked(struct store *s);
-static int writer_start(struct store *s, uv_loop_t *loop);
-static void writer_stop(struct store *s);
-static void uow_clear(struct store_uow *u);
-static int max_rowid_locked(struct store *s, int64_t *ret);
-static int store_enter(struct store *s);
-static void store_leave(struct store *s);
+static struct sqlite_store *store_alloc(void);
+static void sqlite_close(struct store *b);
+static void store_space_update(struct sqlite_store *s);
+static int checkpoint_locked(struct sqlite_store *s);
+static int max_rowid_locked(struct sqlite_store *s, int64_t *ret);
 
-/* The value of call (a *_locked function) run with the connection taken,
- * or the error of taking it: what every read of the interface does. */
-#define STORE_WITH_LOCK(s, call)             \
-        __extension__({                      \
-                int r_ = store_enter(s);     \
-                if (r_ >= 0)                 \
-                        r_ = (call);         \
-                store_leave(s);              \
-                r_;                          \
-        })
-static bool in_sql_transaction(const struct store *s);
-static void sql_rollback(struct store *s);
+static bool in_sql_transaction(const struct sqlite_store *s);
+static void sql_rollback(struct sqlite_store *s);
 
 static int errno_from_sqlite(int rc) {
         switch (rc & 0xff) {
@@ -382,15 +340,13 @@ static int errno_from_sqlite(int rc) {
         }
 }
 
-static int store_fail(struct store *s, int rc, const char *what) {
+static int store_fail(struct sqlite_store *s, int rc, const char *what) {
         log_error("Store %s: %s failed: %s", s->path, what, sqlite3_errmsg(s->db));
         return errno_from_sqlite(rc);
 }
 
-const char *store_name(const struct store *s) { return s->path; }
-bool store_is_memory(const struct store *s) { return s->memory; }
 
-static sqlite3_stmt *store_stmt(struct store *s, int which) {
+static sqlite3_stmt *store_stmt(struct sqlite_store *s, int which) {
         sqlite3_stmt *st = s->stmt[which];
 
         assert(st);
@@ -400,7 +356,7 @@ static sqlite3_stmt *store_stmt(struct store *s, int which) {
 }
 
 /* Runs a statement that returns no rows; leaves it reset. */
-static int stmt_done(struct store *s, sqlite3_stmt *st, const char *what) {
+static int stmt_done(struct sqlite_store *s, sqlite3_stmt *st, const char *what) {
         int rc = sqlite3_step(st);
 
         sqlite3_reset(st);
@@ -682,7 +638,7 @@ static const char *synchronous_value(const char *s) {
         return NULL;
 }
 
-static int set_synchronous_locked(struct store *s, const char *synchronous) {
+static int set_synchronous_locked(struct sqlite_store *s, const char *synchronous) {
         const char *v = synchronous_value(synchronous);
         char sql[64];
         int rc;
@@ -696,11 +652,8 @@ static int set_synchronous_locked(struct store *s, const char *synchronous) {
         return rc == SQLITE_OK ? 0 : store_fail(s, rc, "PRAGMA synchronous");
 }
 
-int store_set_synchronous(struct store *s, const char *synchronous) {
-        return STORE_WITH_LOCK(s, set_synchronous_locked(s, synchronous));
-}
 
-static int store_migrate(struct store *s) {
+static int store_migrate(struct sqlite_store *s) {
         int64_t version = 0;
         char sql[64];
         int rc;
@@ -736,7 +689,7 @@ static int store_migrate(struct store *s) {
 
 /* ---- room on disk ------------------------------------------------------------- */
 
-static void store_space_update(struct store *s) {
+static void store_space_update(struct sqlite_store *s) {
         struct statvfs v;
         int64_t free_pages, tail;
 
@@ -760,7 +713,7 @@ static void store_space_update(struct store *s) {
 /* ---- the checkpoint thread ------------------------------------------------ */
 
 static void *checkpointer_main(void *userdata) {
-        struct store *s = userdata;
+        struct sqlite_store *s = userdata;
         struct checkpointer *c = &s->ckpt;
 
         pthread_mutex_lock(&c->lock);
@@ -800,7 +753,7 @@ static void *checkpointer_main(void *userdata) {
 /* Runs after every commit on the store's connection (SQLite's WAL hook), on
  * the committing thread, with s->lock held. */
 static int wal_hook(void *userdata, sqlite3 *db, const char *name, int pages) {
-        struct store *s = userdata;
+        struct sqlite_store *s = userdata;
         struct checkpointer *c = &s->ckpt;
         bool idle, ours = false;
 
@@ -842,7 +795,7 @@ static int wal_hook(void *userdata, sqlite3 *db, const char *name, int pages) {
         return SQLITE_OK;
 }
 
-static int checkpointer_start(struct store *s) {
+static int checkpointer_start(struct sqlite_store *s) {
         struct checkpointer *c = &s->ckpt;
         int rc, r;
 
@@ -876,7 +829,7 @@ static int checkpointer_start(struct store *s) {
         return 0;
 }
 
-static void checkpointer_stop(struct store *s) {
+static void checkpointer_stop(struct sqlite_store *s) {
         struct checkpointer *c = &s->ckpt;
 
         if (!c->started)
@@ -894,26 +847,15 @@ static void checkpointer_stop(struct store *s) {
         c->started = false;
 }
 
-static int bulk_pace_locked(struct store *s);
+static int bulk_pace_locked(struct sqlite_store *s);
 
-int store_pace(struct store *s) {
-        struct checkpointer *c = &s->ckpt;
-        int r;
-
-        if (!c->started)
-                return 0;
-        pthread_mutex_lock(&s->lock);
-        if (s->writer_busy || in_sql_transaction(s)) {
-                /* A unit is being committed: it wakes the thread itself. */
-                pthread_mutex_unlock(&s->lock);
-                return 0;
-        }
-        r = bulk_pace_locked(s);
-        pthread_mutex_unlock(&s->lock);
-        return r;
+static int pace_locked(struct sqlite_store *s) {
+        if (!s->ckpt.started || in_sql_transaction(s))
+                return 0; /* a unit is being recorded or committed: its commit wakes the thread */
+        return bulk_pace_locked(s);
 }
 
-static int bulk_pace_locked(struct store *s) {
+static int bulk_pace_locked(struct sqlite_store *s) {
         struct checkpointer *c = &s->ckpt;
         int backlog, log = 0, done = 0;
         bool idle, due = s->wal_pages >= s->tail_pages;
@@ -945,7 +887,7 @@ static int bulk_pace_locked(struct store *s) {
         return 0;
 }
 
-unsigned long long store_checkpoint_runs(struct store *s) {
+static unsigned long long checkpoint_runs(struct sqlite_store *s) {
         unsigned long long n;
 
         if (!s->ckpt.started)
@@ -956,7 +898,7 @@ unsigned long long store_checkpoint_runs(struct store *s) {
         return n;
 }
 
-static int store_prepare_all(struct store *s) {
+static int store_prepare_all(struct sqlite_store *s) {
         for (int i = 0; i < _STMT_MAX; i++) {
                 int rc = sqlite3_prepare_v3(s->db, stmt_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &s->stmt[i], NULL);
                 if (rc != SQLITE_OK)
@@ -987,8 +929,8 @@ static int store_create_file(const char *path) {
         return 0;
 }
 
-int store_open(const struct store_options *o, struct store **ret) {
-        struct store *s;
+static int sqlite_open(const struct store_options *o, struct store **ret) {
+        struct sqlite_store *s;
         struct stat st;
         const char *sync_mode;
         bool memory = !o->path || strcmp(o->path, ":memory:") == 0;
@@ -1029,8 +971,9 @@ int store_open(const struct store_options *o, struct store **ret) {
                 return -ENOMEM;
         s->memory = memory;
         s->path = strdup(memory ? ":memory:" : o->path);
-        if (!s->path) {
-                free(s);
+        if (!s->path || asprintf(&s->locator, "sqlite:%s", s->path) < 0) {
+                s->locator = NULL;
+                sqlite_close(&s->base);
                 return -ENOMEM;
         }
 
@@ -1059,7 +1002,7 @@ int store_open(const struct store_options *o, struct store **ret) {
                         r = -EIO;
                         goto fail;
                 }
-                r = store_set_synchronous(s, sync_mode);
+                r = set_synchronous_locked(s, sync_mode);
                 if (r < 0)
                         goto fail;
         }
@@ -1098,53 +1041,32 @@ int store_open(const struct store_options *o, struct store **ret) {
                 if (r < 0)
                         goto fail;
         }
-        if (o->loop) {
-                r = writer_start(s, o->loop);
-                if (r < 0)
-                        goto fail;
-        }
         if (created)
                 log_info("Created database %s.", s->path);
         free(journal);
-        *ret = s;
+        *ret = &s->base;
         return 0;
 fail:
         free(journal);
-        store_close(s);
+        sqlite_close(&s->base);
         return r;
 }
 
-/* A zeroed store with its lock (recursive: a read's callback may read). */
-static struct store *store_alloc(void) {
-        struct store *s = calloc(1, sizeof *s);
-        pthread_mutexattr_t a;
+/* A zeroed store, its shared half set up. */
+static struct sqlite_store *store_alloc(void) {
+        struct sqlite_store *s = calloc(1, sizeof *s);
 
-        if (!s)
-                return NULL;
-        pthread_mutexattr_init(&a);
-        pthread_mutexattr_settype(&a, PTHREAD_MUTEX_RECURSIVE);
-        pthread_mutex_init(&s->lock, &a);
-        pthread_mutexattr_destroy(&a);
-        pthread_cond_init(&s->idle, NULL);
+        if (s)
+                store_core_init(&s->base, &store_backend_sqlite);
         return s;
 }
 
-void store_close(struct store *s) {
-        if (!s)
-                return;
-        writer_stop(s);
-        if (s->writer_started || s->ckpt.started) {
+static void sqlite_close(struct store *b) {
+        struct sqlite_store *s = container_of(b, struct sqlite_store, base);
+
+        if (s->ckpt.started && !in_sql_transaction(s))
                 /* A clean stop leaves no WAL behind: everything in place. */
-                pthread_mutex_lock(&s->lock);
-                if (!in_sql_transaction(s))
-                        (void)checkpoint_locked(s);
-                pthread_mutex_unlock(&s->lock);
-        }
-        if (s->inflight) { /* collected nowhere: the loop is gone */
-                uow_clear(s->inflight);
-                free(s->inflight);
-        }
-        uow_clear(&s->open);
+                (void)checkpoint_locked(s);
         checkpointer_stop(s);
         for (int i = 0; i < _STMT_MAX; i++)
                 sqlite3_finalize(s->stmt[i]);
@@ -1153,156 +1075,18 @@ void store_close(struct store *s) {
         if (sqlite3_close(s->db) != SQLITE_OK)
                 log_error("Store %s: closing failed: %s", s->path, sqlite3_errmsg(s->db));
         free(s->path);
-        pthread_cond_destroy(&s->idle);
-        pthread_mutex_destroy(&s->lock);
+        free(s->locator);
+        store_core_destroy(&s->base);
         free(s);
-}
-
-/* ---- the unit of work -------------------------------------------------------
- *
- * The engine's writes are recorded, not run: each is an operation in the
- * open unit of work, its strings and blobs copied into the unit's arena.
- * store_submit() hands the unit to the writer thread, which runs it in one
- * transaction (BEGIN IMMEDIATE, the operations, COMMIT) on the connection
- * and tells the loop through a uv_async; the loop records the next unit
- * meanwhile. store_commit() runs the open unit on the calling thread.
- *
- * One connection, one lock. Whoever runs SQL on the connection holds
- * s->lock (recursive: a read's callback may read again): the writer for a
- * whole unit, the loop for a read. A read on the loop first waits for the
- * writer to be done with the unit in flight, then runs the operations of
- * the open unit that have not run yet (in a transaction that the unit's
- * commit later ends), so that it sees every write made before it: reads
- * see their own writes, and the writer only ever finds an open transaction
- * that belongs to the unit it is handed. A read thus waits at most for one
- * commit. An operation that fails makes the whole unit fail (it is rolled
- * back at once and its commit reports the error), as the old single
- * transaction did.
- */
-
-enum store_op_kind {
-        OP_INSERT,
-        OP_ACTIVITY,
-        OP_RENEWED,
-        OP_END,
-        OP_CLIENT,
-        OP_COPY,
-        OP_PLATFORM,
-        OP_SYNC,
-        OP_AUDIT,
-};
-
-struct store_op {
-        enum store_op_kind kind;
-        int64_t rowid;
-        int64_t t1, t2;          /* times; the version of OP_SYNC; the new row of OP_COPY */
-        const char *s1, *s2, *s3; /* texts (see op_apply) */
-        const void *blob;        /* sync data (OP_INSERT, OP_SYNC), NULL: none */
-        size_t blob_size;
-        struct store_session row; /* OP_INSERT, OP_CLIENT; the token hash of OP_COPY */
-};
-
-static void *arena_alloc(struct store_uow *u, size_t n) {
-        struct arena_block *b = u->blocks;
-        void *p;
-
-        n = (n + 7) & ~(size_t)7;
-        if (!b || b->size - b->used < n) {
-                size_t size = n > ARENA_BLOCK_MIN ? n : ARENA_BLOCK_MIN;
-
-                b = malloc(sizeof *b + size);
-                if (!b)
-                        return NULL;
-                b->size = size;
-                b->used = 0;
-                b->next = u->blocks;
-                u->blocks = b;
-        }
-        p = b->data + b->used;
-        b->used += n;
-        return p;
-}
-
-/* Copies a text into the unit (NULL stays NULL); false when out of memory. */
-static bool arena_text(struct store_uow *u, const char *in, const char **out) {
-        size_t n;
-        char *p;
-
-        *out = NULL;
-        if (!in)
-                return true;
-        n = strlen(in) + 1;
-        p = arena_alloc(u, n);
-        if (!p)
-                return false;
-        memcpy(p, in, n);
-        *out = p;
-        return true;
-}
-
-static bool arena_blob(struct store_uow *u, const void *in, size_t n, const void **out) {
-        void *p;
-
-        *out = NULL;
-        if (!in)
-                return true;
-        p = arena_alloc(u, n > 0 ? n : 1);
-        if (!p)
-                return false;
-        if (n > 0)
-                memcpy(p, in, n);
-        *out = p;
-        return true;
-}
-
-static void uow_clear(struct store_uow *u) {
-        struct arena_block *next;
-
-        for (struct arena_block *b = u->blocks; b; b = next) {
-                next = b->next;
-                free(b);
-        }
-        free(u->ops);
-        *u = (struct store_uow){0};
-}
-
-static bool uow_empty(const struct store_uow *u) {
-        return u->n_ops == 0 && !u->wrote && u->error == 0;
-}
-
-/* A new operation at the end of the open unit, zeroed but for kind and
- * rowid; NULL when out of memory. */
-static struct store_op *uow_push(struct store *s, enum store_op_kind kind, int64_t rowid) {
-        struct store_uow *u = &s->open;
-        struct store_op *op;
-
-        if (u->n_ops == u->allocated_ops) {
-                size_t n = u->allocated_ops ? u->allocated_ops * 2 : 64;
-                struct store_op *p = reallocarray(u->ops, n, sizeof *p);
-
-                if (!p)
-                        return NULL;
-                u->ops = p;
-                u->allocated_ops = n;
-        }
-        op = &u->ops[u->n_ops];
-        memset(op, 0, sizeof *op);
-        op->kind = kind;
-        op->rowid = rowid;
-        return op;
-}
-
-static void uow_pushed(struct store *s) {
-        s->open.n_ops++;
 }
 
 /* ---- running operations (s->lock held) ---------------------------------------- */
 
-static bool in_sql_transaction(const struct store *s) {
+static bool in_sql_transaction(const struct sqlite_store *s) {
         return !sqlite3_get_autocommit(s->db);
 }
 
-static int changed_or_enoent(struct store *s) {
+static int changed_or_enoent(struct sqlite_store *s) {
         return sqlite3_changes(s->db) > 0 ? 0 : -ENOENT;
 }
 
@@ -1327,7 +1111,7 @@ static void bind_blob_or_null(sqlite3_stmt *st, int i, const void *data, size_t 
                 sqlite3_bind_null(st, i);
 }
 
-static int apply_insert(struct store *s, const struct store_op *op) {
+static int apply_insert(struct sqlite_store *s, const struct store_op *op) {
         sqlite3_stmt *st = store_stmt(s, STMT_SESSION_INSERT);
         const struct store_session *row = &op->row;
 
@@ -1350,30 +1134,30 @@ static int apply_insert(struct store *s, const struct store_op *op) {
         return stmt_done(s, st, "inserting a session");
 }
 
-static int apply_update(struct store *s, const struct store_op *op) {
+static int apply_update(struct sqlite_store *s, const struct store_op *op) {
         sqlite3_stmt *st;
         const char *what;
         int r;
 
         switch (op->kind) {
-        case OP_ACTIVITY:
+        case STORE_OP_ACTIVITY:
                 st = store_stmt(s, STMT_SESSION_SET_ACTIVITY);
                 sqlite3_bind_int64(st, 2, op->t1);
                 what = "updating last_activity";
                 break;
-        case OP_RENEWED:
+        case STORE_OP_RENEWED:
                 st = store_stmt(s, STMT_SESSION_SET_RENEWED);
                 sqlite3_bind_int64(st, 2, op->t1);
                 sqlite3_bind_int64(st, 3, op->t2);
                 what = "renewing a session";
                 break;
-        case OP_END:
+        case STORE_OP_END:
                 st = store_stmt(s, STMT_SESSION_END);
                 sqlite3_bind_int64(st, 2, op->t1);
                 sqlite3_bind_text(st, 3, op->s1, -1, SQLITE_STATIC);
                 what = "ending a session";
                 break;
-        case OP_CLIENT:
+        case STORE_OP_CLIENT:
                 st = store_stmt(s, STMT_SESSION_SET_CLIENT);
                 bind_fp(st, 2, op->row.fp_user_agent);
                 bind_fp(st, 3, op->row.fp_ip);
@@ -1383,7 +1167,7 @@ static int apply_update(struct store *s, const struct store_op *op) {
                 bind_text_or_null(st, 7, op->row.user_agent);
                 what = "recording a client change";
                 break;
-        case OP_COPY:
+        case STORE_OP_COPY:
                 st = store_stmt(s, STMT_SESSION_COPY);
                 sqlite3_bind_text(st, 2, op->s1, -1, SQLITE_STATIC);
                 sqlite3_bind_blob(st, 3, op->row.token_hash, TOKEN_HASH_BYTES, SQLITE_STATIC);
@@ -1391,13 +1175,13 @@ static int apply_update(struct store *s, const struct store_op *op) {
                 sqlite3_bind_int64(st, 5, op->t2);
                 what = "copying a session";
                 break;
-        case OP_PLATFORM:
+        case STORE_OP_PLATFORM:
                 st = store_stmt(s, STMT_SESSION_SET_PLATFORM);
                 bind_text_or_null(st, 2, op->s1);
                 bind_text_or_null(st, 3, op->s2);
                 what = "switching the platform";
                 break;
-        case OP_SYNC:
+        case STORE_OP_SYNC:
                 st = store_stmt(s, STMT_SESSION_SET_SYNC);
                 sqlite3_bind_int64(st, 2, op->t1);
                 bind_blob_or_null(st, 3, op->blob, op->blob_size);
@@ -1412,7 +1196,7 @@ static int apply_update(struct store *s, const struct store_op *op) {
         return r < 0 ? r : changed_or_enoent(s);
 }
 
-static int apply_audit(struct store *s, const struct store_op *op) {
+static int apply_audit(struct sqlite_store *s, const struct store_op *op) {
         sqlite3_stmt *st = store_stmt(s, STMT_AUDIT_INSERT);
 
         sqlite3_bind_int64(st, 1, op->t1);
@@ -1423,11 +1207,13 @@ static int apply_audit(struct store *s, const struct store_op *op) {
         return stmt_done(s, st, "writing an audit row");
 }
 
-static int op_apply(struct store *s, const struct store_op *op) {
+static int op_apply(struct sqlite_store *s, const struct store_op *op) {
         switch (op->kind) {
-        case OP_INSERT:
+        case STORE_OP_LIMIT:
+                return 0; /* one daemon: its engine enforced the limit (store.h) */
+        case STORE_OP_INSERT:
                 return apply_insert(s, op);
-        case OP_AUDIT:
+        case STORE_OP_AUDIT:
                 return apply_audit(s, op);
         default:
                 return apply_update(s, op);
@@ -1435,7 +1221,7 @@ static int op_apply(struct store *s, const struct store_op *op) {
 }
 
 /* Ends the open transaction without keeping anything. */
-static void sql_rollback(struct store *s) {
+static void sql_rollback(struct sqlite_store *s) {
         if (in_sql_transaction(s))
                 (void)stmt_done(s, store_stmt(s, STMT_ROLLBACK), "ROLLBACK");
 }
@@ -1443,7 +1229,7 @@ static void sql_rollback(struct store *s) {
 /* Runs the operations of u that have not run yet, in the open transaction
  * (begun here if needed). On failure everything is rolled back and the
  * unit is lost: u->error. */
-static int uow_apply(struct store *s, struct store_uow *u) {
+static int uow_apply(struct sqlite_store *s, struct store_uow *u) {
         int r = 0;
 
         if (u->error)
@@ -1467,7 +1253,7 @@ static int uow_apply(struct store *s, struct store_uow *u) {
 }
 
 /* Runs what is left of u and commits it. */
-static int uow_commit_once(struct store *s, struct store_uow *u) {
+static int uow_commit_once(struct sqlite_store *s, struct store_uow *u) {
         int r = uow_apply(s, u);
 
         if (r >= 0 && in_sql_transaction(s)) {
@@ -1484,7 +1270,7 @@ static int uow_commit_once(struct store *s, struct store_uow *u) {
  * threshold of the next start-over is taken down to the free space, and
  * the unit runs once more from its first operation (a unit that purged
  * cannot: its purge ran outside the operation list). */
-static int uow_commit(struct store *s, struct store_uow *u) {
+static int uow_commit(struct sqlite_store *s, struct store_uow *u) {
         int r = uow_commit_once(s, u);
 
         if (r != -ENOSPC || u->wrote || s->memory)
@@ -1506,327 +1292,15 @@ static int uow_commit(struct store *s, struct store_uow *u) {
         return r;
 }
 
-/* ---- the loop's side of the lock ---------------------------------------------- */
-
-/* Takes the connection for a read or a write on the calling (loop) thread:
- * waits for the writer to be done with the unit in flight, then runs what
- * the open unit has not run yet. Always pair with store_leave(). */
-static int store_enter(struct store *s) {
-        pthread_mutex_lock(&s->lock);
-        while (s->writer_busy)
-                pthread_cond_wait(&s->idle, &s->lock);
-        return uow_apply(s, &s->open);
-}
-
-static void store_leave(struct store *s) {
-        pthread_mutex_unlock(&s->lock);
-}
-
-
-/* ---- the writer thread ---------------------------------------------------------- */
-
-static void *writer_main(void *userdata) {
-        struct store *s = userdata;
-
-        pthread_mutex_lock(&s->lock);
-        for (;;) {
-                while (!s->writer_wanted && !s->writer_stop)
-                        pthread_cond_wait(&s->wake, &s->lock);
-                if (!s->writer_wanted)
-                        break;
-                s->writer_wanted = false;
-                s->inflight_result = uow_commit(s, s->inflight);
-                s->inflight_done = true;
-                s->writer_busy = false;
-                pthread_cond_broadcast(&s->idle);
-                uv_async_send(s->async);
-        }
-        pthread_mutex_unlock(&s->lock);
-        return NULL;
-}
-
-/* On the loop: hands the result of the unit in flight to its callback. */
-static void store_collect(struct store *s) {
-        struct store_uow *u;
-        store_commit_fn fn;
-        void *userdata;
-        int r;
-
-        pthread_mutex_lock(&s->lock);
-        if (!s->inflight_done) {
-                pthread_mutex_unlock(&s->lock);
-                return;
-        }
-        u = s->inflight;
-        r = s->inflight_result;
-        fn = s->commit_fn;
-        userdata = s->commit_userdata;
-        s->inflight = NULL;
-        s->inflight_done = false;
-        pthread_mutex_unlock(&s->lock);
-        uow_clear(u);
-        free(u);
-        fn(r, userdata);
-}
-
-static void writer_async_cb(uv_async_t *a) {
-        if (a->data)
-                store_collect(a->data);
-}
-
-static void writer_async_closed(uv_handle_t *h) {
-        free(h);
-}
-
-static int writer_start(struct store *s, uv_loop_t *loop) {
-        int r;
-
-        s->async = malloc(sizeof *s->async);
-        if (!s->async)
-                return -ENOMEM;
-        r = uv_async_init(loop, s->async, writer_async_cb);
-        if (r < 0) {
-                free(s->async);
-                s->async = NULL;
-                return log_error_errno(r, "Store %s: cannot set up the writer's wake-up: %m", s->path);
-        }
-        s->async->data = s;
-        /* The async handle alone must not keep the loop running. */
-        uv_unref((uv_handle_t *)s->async);
-        pthread_cond_init(&s->wake, NULL);
-        r = -pthread_create(&s->writer, NULL, writer_main, s);
-        if (r < 0) {
-                pthread_cond_destroy(&s->wake);
-                return log_error_errno(r, "Store %s: cannot start the writer thread: %m", s->path);
-        }
-        s->writer_started = true;
-        return 0;
-}
-
-static void writer_stop(struct store *s) {
-        if (s->writer_started) {
-                store_wait(s);
-                pthread_mutex_lock(&s->lock);
-                s->writer_stop = true;
-                pthread_cond_signal(&s->wake);
-                pthread_mutex_unlock(&s->lock);
-                pthread_join(s->writer, NULL);
-                pthread_cond_destroy(&s->wake);
-                s->writer_started = false;
-        }
-        if (s->async) {
-                /* Freed in its close callback, when the loop runs it: the
-                 * store itself may be gone by then. */
-                s->async->data = NULL;
-                uv_close((uv_handle_t *)s->async, writer_async_closed);
-                s->async = NULL;
-        }
-}
-
-/* ---- the interface ------------------------------------------------------------- */
-
-bool store_has_pending(const struct store *s) {
-        return !uow_empty(&s->open);
-}
-
-bool store_busy(struct store *s) {
-        return s->inflight != NULL;
-}
-
-int store_submit(struct store *s, store_commit_fn fn, void *userdata) {
-        struct store_uow *u;
-
-        assert(s && fn);
-        assert(!s->inflight);
-        if (!s->writer_started) {
-                int r = store_commit(s);
-
-                fn(r, userdata);
-                return 0;
-        }
-        u = malloc(sizeof *u);
-        if (!u)
-                return -ENOMEM;
-        pthread_mutex_lock(&s->lock);
-        *u = s->open;
-        s->open = (struct store_uow){0};
-        s->inflight = u;
-        s->commit_fn = fn;
-        s->commit_userdata = userdata;
-        s->writer_busy = true;
-        s->writer_wanted = true;
-        pthread_cond_signal(&s->wake);
-        pthread_mutex_unlock(&s->lock);
-        return 0;
-}
-
-void store_wait(struct store *s) {
-        pthread_mutex_lock(&s->lock);
-        while (s->writer_busy)
-                pthread_cond_wait(&s->idle, &s->lock);
-        pthread_mutex_unlock(&s->lock);
-        store_collect(s);
-}
-
-int store_commit(struct store *s) {
-        int r;
-
-        assert(!s->inflight);
-        pthread_mutex_lock(&s->lock);
-        r = uow_commit(s, &s->open);
-        uow_clear(&s->open);
-        pthread_mutex_unlock(&s->lock);
-        return r;
-}
-
-void store_rollback(struct store *s) {
-        pthread_mutex_lock(&s->lock);
-        while (s->writer_busy)
-                pthread_cond_wait(&s->idle, &s->lock);
-        sql_rollback(s);
-        uow_clear(&s->open);
-        pthread_mutex_unlock(&s->lock);
-}
-
-int store_allocate_key(struct store *s, int64_t *ret) {
-        assert(s->next_key > 0);
-        *ret = s->next_key++;
-        return 0;
-}
-
-int store_session_insert(struct store *s, const struct store_session *row, const void *sync_data,
-                         size_t sync_size) {
-        struct store_op *op;
-        struct store_uow *u = &s->open;
-
-        assert(row->rowid > 0);
-        op = uow_push(s, OP_INSERT, row->rowid);
-        if (!op)
-                return -ENOMEM;
-        op->row = *row;
-        op->blob_size = sync_size;
-        if (!arena_text(u, row->id, &op->row.id) || !arena_text(u, row->user_id, &op->row.user_id) ||
-            !arena_text(u, row->platform_id, &op->row.platform_id) || !arena_text(u, row->ip, &op->row.ip) ||
-            !arena_text(u, row->user_agent, &op->row.user_agent) ||
-            !arena_blob(u, sync_data, sync_size, &op->blob))
-                return -ENOMEM;
-        op->row.end_reason = NULL;
-        uow_pushed(s);
-        return 0;
-}
-
-static int push_times(struct store *s, enum store_op_kind kind, int64_t rowid, int64_t t1, int64_t t2) {
-        struct store_op *op = uow_push(s, kind, rowid);
-
-        if (!op)
-                return -ENOMEM;
-        op->t1 = t1;
-        op->t2 = t2;
-        uow_pushed(s);
-        return 0;
-}
-
-int store_session_set_activity(struct store *s, int64_t rowid, int64_t last_activity) {
-        return push_times(s, OP_ACTIVITY, rowid, last_activity, 0);
-}
-
-int store_session_set_renewed(struct store *s, int64_t rowid, int64_t renewed_at, int64_t last_activity) {
-        return push_times(s, OP_RENEWED, rowid, renewed_at, last_activity);
-}
-
-int store_session_end(struct store *s, int64_t rowid, int64_t ended_at, const char *reason) {
-        struct store_op *op = uow_push(s, OP_END, rowid);
-
-        assert(reason);
-        if (!op)
-                return -ENOMEM;
-        op->t1 = ended_at;
-        if (!arena_text(&s->open, reason, &op->s1))
-                return -ENOMEM;
-        uow_pushed(s);
-        return 0;
-}
-
-int store_session_set_client(struct store *s, int64_t rowid, const struct store_session *c) {
-        struct store_op *op = uow_push(s, OP_CLIENT, rowid);
-
-        if (!op)
-                return -ENOMEM;
-        op->row.fp_user_agent = c->fp_user_agent;
-        op->row.fp_ip = c->fp_ip;
-        op->row.fp_accept_language = c->fp_accept_language;
-        op->row.fp_accept_encoding = c->fp_accept_encoding;
-        if (!arena_text(&s->open, c->ip, &op->row.ip) || !arena_text(&s->open, c->user_agent, &op->row.user_agent))
-                return -ENOMEM;
-        uow_pushed(s);
-        return 0;
-}
-
-int store_session_copy(struct store *s, int64_t from_rowid, int64_t new_rowid, const char *new_id,
-                       const uint8_t token_hash[TOKEN_HASH_BYTES], int64_t last_activity) {
-        struct store_op *op = uow_push(s, OP_COPY, from_rowid);
-
-        if (!op)
-                return -ENOMEM;
-        op->t1 = last_activity;
-        op->t2 = new_rowid;
-        memcpy(op->row.token_hash, token_hash, TOKEN_HASH_BYTES);
-        if (!arena_text(&s->open, new_id, &op->s1))
-                return -ENOMEM;
-        uow_pushed(s);
-        return 0;
-}
-
-int store_session_set_platform(struct store *s, int64_t rowid, const char *platform_id,
-                               const char *switches_json) {
-        struct store_op *op = uow_push(s, OP_PLATFORM, rowid);
-
-        if (!op)
-                return -ENOMEM;
-        if (!arena_text(&s->open, platform_id, &op->s1) || !arena_text(&s->open, switches_json, &op->s2))
-                return -ENOMEM;
-        uow_pushed(s);
-        return 0;
-}
-
-int store_session_set_sync(struct store *s, int64_t rowid, int64_t version, const void *data, size_t size) {
-        struct store_op *op = uow_push(s, OP_SYNC, rowid);
-
-        if (!op)
-                return -ENOMEM;
-        op->t1 = version;
-        op->blob_size = size;
-        if (!arena_blob(&s->open, data, size, &op->blob))
-                return -ENOMEM;
-        uow_pushed(s);
-        return 0;
-}
-
-int store_audit_insert(struct store *s, int64_t time, const char *kind, const char *user_id,
-                       const char *session_id, const char *detail_json) {
-        struct store_op *op = uow_push(s, OP_AUDIT, 0);
-
-        if (!op)
-                return -ENOMEM;
-        op->t1 = time;
-        if (!arena_text(&s->open, kind, &op->s1) || !arena_text(&s->open, user_id, &op->s2) ||
-            !arena_text(&s->open, session_id, &op->s3) ||
-            !arena_text(&s->open, detail_json ? detail_json : "{}", (const char **)&op->blob))
-                return -ENOMEM;
-        uow_pushed(s);
-        return 0;
-}
-
-
 /* ---- sessions ------------------------------------------------------------- */
 
-static int max_rowid_locked(struct store *s, int64_t *ret) {
+static int max_rowid_locked(struct sqlite_store *s, int64_t *ret) {
         int rc = query_int(s->db, "SELECT coalesce(max(row), 0) FROM sessions", ret);
 
         return rc == SQLITE_OK ? 0 : store_fail(s, rc, "reading the largest row number");
 }
 
-static int session_get_switches_locked(struct store *s, int64_t rowid, char **ret) {
+static int session_get_switches_locked(struct sqlite_store *s, int64_t rowid, char **ret) {
         sqlite3_stmt *st = store_stmt(s, STMT_SESSION_GET_SWITCHES);
         const char *v;
         int rc;
@@ -1847,11 +1321,8 @@ static int session_get_switches_locked(struct store *s, int64_t rowid, char **re
         return *ret ? 0 : -ENOMEM;
 }
 
-int store_session_get_switches(struct store *s, int64_t rowid, char **ret) {
-        return STORE_WITH_LOCK(s, session_get_switches_locked(s, rowid, ret));
-}
 
-static int session_get_sync_locked(struct store *s, int64_t rowid, int64_t *version, char **data, size_t *size) {
+static int session_get_sync_locked(struct sqlite_store *s, int64_t rowid, int64_t *version, char **data, size_t *size) {
         sqlite3_stmt *st = store_stmt(s, STMT_SESSION_GET_SYNC);
         int rc, n;
 
@@ -1881,9 +1352,6 @@ static int session_get_sync_locked(struct store *s, int64_t rowid, int64_t *vers
         return 0;
 }
 
-int store_session_get_sync(struct store *s, int64_t rowid, int64_t *version, char **data, size_t *size) {
-        return STORE_WITH_LOCK(s, session_get_sync_locked(s, rowid, version, data, size));
-}
 
 static const char *column_text(sqlite3_stmt *st, int i) {
         return (const char *)sqlite3_column_text(st, i);
@@ -1921,7 +1389,7 @@ static void row_from_stmt(sqlite3_stmt *st, struct store_session *row, bool ligh
 }
 
 /* Steps through a select, handing rows to cb. */
-static int stmt_each(struct store *s, sqlite3_stmt *st, bool light, store_session_fn cb, void *userdata,
+static int stmt_each(struct sqlite_store *s, sqlite3_stmt *st, bool light, store_session_fn cb, void *userdata,
                      bool want_one) {
         struct store_session row;
         bool found = false;
@@ -1947,18 +1415,15 @@ static int stmt_each(struct store *s, sqlite3_stmt *st, bool light, store_sessio
         return r;
 }
 
-static int session_by_rowid_locked(struct store *s, int64_t rowid, store_session_fn cb, void *userdata) {
+static int session_by_rowid_locked(struct sqlite_store *s, int64_t rowid, store_session_fn cb, void *userdata) {
         sqlite3_stmt *st = store_stmt(s, STMT_SESSION_BY_ROWID);
 
         sqlite3_bind_int64(st, 1, rowid);
         return stmt_each(s, st, false, cb, userdata, true);
 }
 
-int store_session_by_rowid(struct store *s, int64_t rowid, store_session_fn cb, void *userdata) {
-        return STORE_WITH_LOCK(s, session_by_rowid_locked(s, rowid, cb, userdata));
-}
 
-static int session_by_hash_locked(struct store *s, const uint8_t hash[TOKEN_HASH_BYTES], store_session_fn cb,
+static int session_by_hash_locked(struct sqlite_store *s, const uint8_t hash[TOKEN_HASH_BYTES], store_session_fn cb,
                           void *userdata) {
         sqlite3_stmt *st = store_stmt(s, STMT_SESSION_BY_HASH);
 
@@ -1966,34 +1431,24 @@ static int session_by_hash_locked(struct store *s, const uint8_t hash[TOKEN_HASH
         return stmt_each(s, st, false, cb, userdata, true);
 }
 
-int store_session_by_hash(struct store *s, const uint8_t hash[TOKEN_HASH_BYTES], store_session_fn cb,
-                          void *userdata) {
-        return STORE_WITH_LOCK(s, session_by_hash_locked(s, hash, cb, userdata));
-}
 
-static int session_by_id_locked(struct store *s, const char *id, store_session_fn cb, void *userdata) {
+static int session_by_id_locked(struct sqlite_store *s, const char *id, store_session_fn cb, void *userdata) {
         sqlite3_stmt *st = store_stmt(s, STMT_SESSION_BY_ID);
 
         sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
         return stmt_each(s, st, false, cb, userdata, true);
 }
 
-int store_session_by_id(struct store *s, const char *id, store_session_fn cb, void *userdata) {
-        return STORE_WITH_LOCK(s, session_by_id_locked(s, id, cb, userdata));
-}
 
-static int sessions_each_locked(struct store *s, const struct store_filter *f, store_session_fn cb, void *userdata) {
+static int sessions_each_locked(struct sqlite_store *s, const struct store_filter *f, store_session_fn cb, void *userdata) {
         sqlite3_stmt *st = store_stmt(s, f->live_only ? STMT_SESSIONS_LIVE : STMT_SESSIONS_ALL);
 
         sqlite3_bind_int64(st, 1, f->after_rowid);
         return stmt_each(s, st, f->light, cb, userdata, false);
 }
 
-int store_sessions_each(struct store *s, const struct store_filter *f, store_session_fn cb, void *userdata) {
-        return STORE_WITH_LOCK(s, sessions_each_locked(s, f, cb, userdata));
-}
 
-static int sessions_ended_of_user_locked(struct store *s, const char *user_id, int64_t after_rowid,
+static int sessions_ended_of_user_locked(struct sqlite_store *s, const char *user_id, int64_t after_rowid,
                                          store_session_fn cb, void *userdata) {
         sqlite3_stmt *st = store_stmt(s, STMT_SESSIONS_USER_ENDED);
 
@@ -2002,14 +1457,7 @@ static int sessions_ended_of_user_locked(struct store *s, const char *user_id, i
         return stmt_each(s, st, false, cb, userdata, false);
 }
 
-int store_sessions_ended_of_user_after(struct store *s, const char *user_id, int64_t after_rowid,
-                                       store_session_fn cb, void *userdata) {
-        return STORE_WITH_LOCK(s, sessions_ended_of_user_locked(s, user_id, after_rowid, cb, userdata));
-}
 
-int store_sessions_ended_of_user(struct store *s, const char *user_id, store_session_fn cb, void *userdata) {
-        return store_sessions_ended_of_user_after(s, user_id, 0, cb, userdata);
-}
 
 /* ---- audit ---------------------------------------------------------------- */
 
@@ -2017,11 +1465,11 @@ int store_sessions_ended_of_user(struct store *s, const char *user_id, store_ses
 
 /* A purge runs at once, inside the open unit's transaction: it returns how
  * many rows went, and it becomes durable (or is lost) with that unit. */
-static int purge(struct store *s, int which, int64_t before, int limit, const char *what) {
+static int purge(struct sqlite_store *s, int which, int64_t before, int limit, const char *what) {
         sqlite3_stmt *st;
-        int r = store_enter(s);
+        int r = 0;
 
-        if (r >= 0 && !in_sql_transaction(s))
+        if (!in_sql_transaction(s))
                 r = stmt_done(s, store_stmt(s, STMT_BEGIN), "BEGIN");
         if (r >= 0) {
                 st = store_stmt(s, which);
@@ -2031,25 +1479,18 @@ static int purge(struct store *s, int which, int64_t before, int limit, const ch
                 if (r >= 0)
                         r = sqlite3_changes(s->db);
         }
-        s->open.wrote = true;
-        if (r < 0 && s->open.error == 0) {
-                sql_rollback(s);
-                s->open.error = r;
-                s->open.applied = s->open.n_ops;
-        }
-        store_leave(s);
         return r;
 }
 
-int store_purge_sessions(struct store *s, int64_t before, int limit) {
+static int purge_sessions_locked(struct sqlite_store *s, int64_t before, int limit) {
         return purge(s, STMT_PURGE_SESSIONS, before, limit, "purging ended sessions");
 }
 
-int store_purge_audit(struct store *s, int64_t before, int limit) {
+static int purge_audit_locked(struct sqlite_store *s, int64_t before, int limit) {
         return purge(s, STMT_PURGE_AUDIT, before, limit, "purging audit rows");
 }
 
-static int checkpoint_locked(struct store *s) {
+static int checkpoint_locked(struct sqlite_store *s) {
         int rc;
 
         if (s->memory)
@@ -2059,9 +1500,9 @@ static int checkpoint_locked(struct store *s) {
 }
 
 
-static int quick_check_locked(struct store *s, struct store_maintenance *ret);
+static int quick_check_locked(struct sqlite_store *s, struct store_maintenance *ret);
 
-static int maintain_locked(struct store *s, struct store_maintenance *ret) {
+static int maintain_locked(struct sqlite_store *s, struct store_maintenance *ret) {
         int rc, log_pages = 0, ckpt = 0, r;
 
         assert(sqlite3_get_autocommit(s->db));
@@ -2078,11 +1519,8 @@ static int maintain_locked(struct store *s, struct store_maintenance *ret) {
         return r;
 }
 
-int store_maintain(struct store *s, struct store_maintenance *ret) {
-        return STORE_WITH_LOCK(s, maintain_locked(s, ret));
-}
 
-static int count_sessions_locked(struct store *s, bool ended, int64_t *ret) {
+static int count_sessions_locked(struct sqlite_store *s, bool ended, int64_t *ret) {
         int rc = query_int(s->db,
                            ended ? "SELECT count(*) FROM sessions WHERE ended_at IS NOT NULL"
                                  : "SELECT count(*) FROM sessions WHERE ended_at IS NULL",
@@ -2090,14 +1528,11 @@ static int count_sessions_locked(struct store *s, bool ended, int64_t *ret) {
         return rc == SQLITE_OK ? 0 : store_fail(s, rc, "counting sessions");
 }
 
-int store_count_sessions(struct store *s, bool ended, int64_t *ret) {
-        return STORE_WITH_LOCK(s, count_sessions_locked(s, ended, ret));
-}
 
 /* ---- queries for operators ------------------------------------------------- */
 
-int store_reader_open(const char *path, struct store **ret) {
-        struct store *s;
+static int sqlite_reader_open(const char *path, struct store **ret) {
+        struct sqlite_store *s;
         char *uri;
         int rc, r;
 
@@ -2107,27 +1542,27 @@ int store_reader_open(const char *path, struct store **ret) {
                 return -ENOMEM;
         s->path = strdup(path);
         uri = path_to_uri(path, "mode=ro");
-        if (!s->path || !uri) {
+        if (!s->path || !uri || asprintf(&s->locator, "sqlite:%s", path) < 0) {
+                s->locator = NULL;
                 free(uri);
-                free(s->path);
-                free(s);
+                sqlite_close(&s->base);
                 return -ENOMEM;
         }
         rc = sqlite3_open_v2(uri, &s->db, SQLITE_OPEN_READONLY | SQLITE_OPEN_URI | SQLITE_OPEN_NOMUTEX, NULL);
         free(uri);
         if (rc != SQLITE_OK) {
                 r = store_fail(s, rc, "opening a reader");
-                store_close(s);
+                sqlite_close(&s->base);
                 return r;
         }
         sqlite3_extended_result_codes(s->db, 0);
         sqlite3_busy_timeout(s->db, STORE_BUSY_TIMEOUT_MS);
-        *ret = s;
+        *ret = &s->base;
         return 0;
 }
 
 /* Prepares an ad-hoc statement (operators' queries are rare: not kept). */
-static int query_prepare(struct store *s, const char *sql, sqlite3_stmt **ret) {
+static int query_prepare(struct sqlite_store *s, const char *sql, sqlite3_stmt **ret) {
         int rc = sqlite3_prepare_v2(s->db, sql, -1, ret, NULL);
 
         return rc == SQLITE_OK ? 0 : store_fail(s, rc, "preparing a query");
@@ -2140,7 +1575,7 @@ static int query_prepare(struct store *s, const char *sql, sqlite3_stmt **ret) {
  * would step over every row of second a (a burst writes thousands). */
 enum { AUDIT_ALL, AUDIT_SAME_TIME, AUDIT_LATER };
 
-static int audit_query(struct store *s, const struct store_audit_filter *f, int part, unsigned limit,
+static int audit_query(struct sqlite_store *s, const struct store_audit_filter *f, int part, unsigned limit,
                        store_audit_fn cb, void *userdata, unsigned *n) {
         static const char *const conditions[] = {
                 [AUDIT_ALL] = "", [AUDIT_SAME_TIME] = " AND time = ? AND id > ?", [AUDIT_LATER] = " AND time > ?"};
@@ -2189,7 +1624,7 @@ static int audit_query(struct store *s, const struct store_audit_filter *f, int 
         return r;
 }
 
-static int audit_each_locked(struct store *s, const struct store_audit_filter *f, store_audit_fn cb, void *userdata) {
+static int audit_each_locked(struct sqlite_store *s, const struct store_audit_filter *f, store_audit_fn cb, void *userdata) {
         unsigned n = 0;
         int r;
 
@@ -2201,11 +1636,8 @@ static int audit_each_locked(struct store *s, const struct store_audit_filter *f
         return r;
 }
 
-int store_audit_each(struct store *s, const struct store_audit_filter *f, store_audit_fn cb, void *userdata) {
-        return STORE_WITH_LOCK(s, audit_each_locked(s, f, cb, userdata));
-}
 
-static int quick_check_locked(struct store *s, struct store_maintenance *ret) {
+static int quick_check_locked(struct sqlite_store *s, struct store_maintenance *ret) {
         sqlite3_stmt *st = NULL;
         int rc, r;
 
@@ -2225,22 +1657,16 @@ static int quick_check_locked(struct store *s, struct store_maintenance *ret) {
         return 0;
 }
 
-int store_check_integrity(struct store *s, struct store_maintenance *ret) {
-        return STORE_WITH_LOCK(s, quick_check_locked(s, ret));
-}
 
-static int probe_locked(struct store *s) {
+static int probe_locked(struct sqlite_store *s) {
         int64_t v;
         int rc = query_int(s->db, "SELECT max(row) FROM sessions", &v);
 
         return rc == SQLITE_OK ? 0 : store_fail(s, rc, "probing the database");
 }
 
-int store_probe(struct store *s) {
-        return STORE_WITH_LOCK(s, probe_locked(s));
-}
 
-static int count_created_locked(struct store *s, int64_t since, int64_t bucket, uint64_t *counts, size_t n) {
+static int count_created_locked(struct sqlite_store *s, int64_t since, int64_t bucket, uint64_t *counts, size_t n) {
         sqlite3_stmt *st = NULL;
         int rc, r;
 
@@ -2265,11 +1691,8 @@ static int count_created_locked(struct store *s, int64_t since, int64_t bucket, 
         return r;
 }
 
-int store_count_created(struct store *s, int64_t since, int64_t bucket, uint64_t *counts, size_t n) {
-        return STORE_WITH_LOCK(s, count_created_locked(s, since, bucket, counts, n));
-}
 
-static int ended_durations_locked(struct store *s, store_value_fn cb, void *userdata) {
+static int ended_durations_locked(struct sqlite_store *s, store_value_fn cb, void *userdata) {
         sqlite3_stmt *st = NULL;
         int rc, r;
 
@@ -2288,11 +1711,8 @@ static int ended_durations_locked(struct store *s, store_value_fn cb, void *user
         return r;
 }
 
-int store_ended_durations(struct store *s, store_value_fn cb, void *userdata) {
-        return STORE_WITH_LOCK(s, ended_durations_locked(s, cb, userdata));
-}
 
-static int end_reasons_locked(struct store *s, store_group_fn cb, void *userdata) {
+static int end_reasons_locked(struct sqlite_store *s, store_group_fn cb, void *userdata) {
         sqlite3_stmt *st = NULL;
         int rc, r;
 
@@ -2311,11 +1731,8 @@ static int end_reasons_locked(struct store *s, store_group_fn cb, void *userdata
         return r;
 }
 
-int store_end_reasons(struct store *s, store_group_fn cb, void *userdata) {
-        return STORE_WITH_LOCK(s, end_reasons_locked(s, cb, userdata));
-}
 
-static int optimize_locked(struct store *s) {
+static int optimize_locked(struct sqlite_store *s) {
         int rc;
 
         assert(sqlite3_get_autocommit(s->db));
@@ -2324,7 +1741,7 @@ static int optimize_locked(struct store *s) {
 }
 
 
-static int checkpoint_nowait_locked(struct store *s) {
+static int checkpoint_nowait_locked(struct sqlite_store *s) {
         int rc;
 
         if (s->memory)
@@ -2341,14 +1758,13 @@ static int checkpoint_nowait_locked(struct store *s) {
 /* Deep cleanup's maintenance, a step at a time on the loop: PRAGMA optimize
  * (bounded) on the first step, then a checkpoint that truncates the WAL
  * without waiting for a reader in its way (-EBUSY: try again later). */
-int store_maintain_step(struct store *s, bool first) {
-        int r = store_enter(s);
+static int maintain_step_locked(struct sqlite_store *s, bool first) {
+        int r = 0;
 
-        if (r >= 0 && first)
+        if (first)
                 r = optimize_locked(s);
         if (r >= 0)
                 r = checkpoint_nowait_locked(s);
-        store_leave(s);
         return r;
 }
 
@@ -2360,8 +1776,150 @@ static int64_t file_size(const char *path, const char *suffix) {
         return stat(p, &st) == 0 ? (int64_t)st.st_size : 0;
 }
 
-int64_t store_size(struct store *s) {
+static int64_t size_of(struct sqlite_store *s) {
         if (s->memory)
                 return 0;
         return file_size(s->path, "") + file_size(s->path, "-wal");
 }
+
+/* ---- the table ------------------------------------------------------------------ */
+
+static struct sqlite_store *sq(struct store *b) {
+        assert(b->backend == &store_backend_sqlite);
+        return container_of(b, struct sqlite_store, base);
+}
+
+static const struct sqlite_store *sq_const(const struct store *b) {
+        assert(b->backend == &store_backend_sqlite);
+        return container_of(b, const struct sqlite_store, base);
+}
+
+static const char *sqlite_name(const struct store *b) { return sq_const(b)->path; }
+static const char *sqlite_locator(const struct store *b) { return sq_const(b)->locator; }
+static bool sqlite_is_memory(const struct store *b) { return sq_const(b)->memory; }
+
+static int sqlite_set_synchronous(struct store *b, const char *synchronous) {
+        const char *mode = synchronous_value(synchronous);
+
+        return mode ? set_synchronous_locked(sq(b), mode) : -EINVAL;
+}
+
+static int sqlite_uow_apply(struct store *b, struct store_uow *u) { return uow_apply(sq(b), u); }
+static int sqlite_uow_commit(struct store *b, struct store_uow *u) { return uow_commit(sq(b), u); }
+static void sqlite_rollback(struct store *b) { sql_rollback(sq(b)); }
+
+static int sqlite_allocate_key(struct store *b, int64_t *ret) {
+        struct sqlite_store *s = sq(b);
+
+        assert(s->next_key > 0);
+        *ret = s->next_key++;
+        return 0;
+}
+
+static int sqlite_session_get_switches(struct store *b, int64_t rowid, char **ret) {
+        return session_get_switches_locked(sq(b), rowid, ret);
+}
+
+static int sqlite_session_get_sync(struct store *b, int64_t rowid, int64_t *version, char **data, size_t *size) {
+        return session_get_sync_locked(sq(b), rowid, version, data, size);
+}
+
+static int sqlite_session_by_rowid(struct store *b, int64_t rowid, store_session_fn cb, void *userdata) {
+        return session_by_rowid_locked(sq(b), rowid, cb, userdata);
+}
+
+static int sqlite_session_by_hash(struct store *b, const uint8_t hash[TOKEN_HASH_BYTES], store_session_fn cb,
+                                  void *userdata) {
+        return session_by_hash_locked(sq(b), hash, cb, userdata);
+}
+
+static int sqlite_session_by_id(struct store *b, const char *id, store_session_fn cb, void *userdata) {
+        return session_by_id_locked(sq(b), id, cb, userdata);
+}
+
+static int sqlite_sessions_each(struct store *b, const struct store_filter *f, store_session_fn cb,
+                                void *userdata) {
+        return sessions_each_locked(sq(b), f, cb, userdata);
+}
+
+static int sqlite_sessions_ended_of_user_after(struct store *b, const char *user_id, int64_t after_rowid,
+                                              store_session_fn cb, void *userdata) {
+        return sessions_ended_of_user_locked(sq(b), user_id, after_rowid, cb, userdata);
+}
+
+static int sqlite_purge_sessions(struct store *b, int64_t before, int limit) {
+        return purge_sessions_locked(sq(b), before, limit);
+}
+
+static int sqlite_purge_audit(struct store *b, int64_t before, int limit) {
+        return purge_audit_locked(sq(b), before, limit);
+}
+
+static int sqlite_maintain(struct store *b, struct store_maintenance *ret) { return maintain_locked(sq(b), ret); }
+static int sqlite_maintain_step(struct store *b, bool first) { return maintain_step_locked(sq(b), first); }
+static int sqlite_pace(struct store *b) { return pace_locked(sq(b)); }
+static unsigned long long sqlite_checkpoint_runs(struct store *b) { return checkpoint_runs(sq(b)); }
+static int64_t sqlite_size(struct store *b) { return size_of(sq(b)); }
+
+static int sqlite_count_sessions(struct store *b, bool ended, int64_t *ret) {
+        return count_sessions_locked(sq(b), ended, ret);
+}
+
+static int sqlite_audit_each(struct store *b, const struct store_audit_filter *f, store_audit_fn cb,
+                             void *userdata) {
+        return audit_each_locked(sq(b), f, cb, userdata);
+}
+
+static int sqlite_check_integrity(struct store *b, struct store_maintenance *ret) {
+        return quick_check_locked(sq(b), ret);
+}
+
+static int sqlite_probe(struct store *b) { return probe_locked(sq(b)); }
+
+static int sqlite_count_created(struct store *b, int64_t since, int64_t bucket, uint64_t *counts, size_t n) {
+        return count_created_locked(sq(b), since, bucket, counts, n);
+}
+
+static int sqlite_ended_durations(struct store *b, store_value_fn cb, void *userdata) {
+        return ended_durations_locked(sq(b), cb, userdata);
+}
+
+static int sqlite_end_reasons(struct store *b, store_group_fn cb, void *userdata) {
+        return end_reasons_locked(sq(b), cb, userdata);
+}
+
+const struct store_backend store_backend_sqlite = {
+        .name = "sqlite",
+        .open = sqlite_open,
+        .close = sqlite_close,
+        .reader_open = sqlite_reader_open,
+        .name_of = sqlite_name,
+        .locator = sqlite_locator,
+        .is_memory = sqlite_is_memory,
+        .set_synchronous = sqlite_set_synchronous,
+        .uow_apply = sqlite_uow_apply,
+        .uow_commit = sqlite_uow_commit,
+        .rollback = sqlite_rollback,
+        .allocate_key = sqlite_allocate_key,
+        .session_get_switches = sqlite_session_get_switches,
+        .session_get_sync = sqlite_session_get_sync,
+        .session_by_rowid = sqlite_session_by_rowid,
+        .session_by_hash = sqlite_session_by_hash,
+        .session_by_id = sqlite_session_by_id,
+        .sessions_each = sqlite_sessions_each,
+        .sessions_ended_of_user_after = sqlite_sessions_ended_of_user_after,
+        .purge_sessions = sqlite_purge_sessions,
+        .purge_audit = sqlite_purge_audit,
+        .maintain = sqlite_maintain,
+        .maintain_step = sqlite_maintain_step,
+        .pace = sqlite_pace,
+        .checkpoint_runs = sqlite_checkpoint_runs,
+        .size = sqlite_size,
+        .count_sessions = sqlite_count_sessions,
+        .audit_each = sqlite_audit_each,
+        .check_integrity = sqlite_check_integrity,
+        .probe = sqlite_probe,
+        .count_created = sqlite_count_created,
+        .ended_durations = sqlite_ended_durations,
+        .end_reasons = sqlite_end_reasons,
+};

@@ -4,11 +4,11 @@
  * (keys the store gives), audit rows, units of work, reads for listings,
  * audit, analytics and ended-session lookups, retention purges, maintenance
  * and health. Nothing above this folder writes SQL or knows of WAL files,
- * checkpoints, pragmas or row numbers: those are sqlite.c's business (the
- * only backend today), so the PostgreSQL backend of DESIGN 8 is another
- * implementation of this header, not a rewrite. (When it comes, the calls
- * below go through a table of the backend's functions chosen at open; with
- * one backend a table would only be indirection.)
+ * checkpoints, pragmas or row numbers: those are the backends' business.
+ * store.c runs what they share (the unit of work and its writer thread)
+ * and dispatches the rest through a table of the backend's functions
+ * (backend.h) chosen at open: sqlite.c for one host, postgres.c for a
+ * fleet (DESIGN 8).
  *
  * The store does not decide policy. It does not know what "expired" means;
  * the engine tells it which row to end, when and why.
@@ -17,7 +17,7 @@
  * unit of work, which store_submit() hands as a whole to the store's writer
  * thread and commits in one transaction while the loop goes on; a callback
  * on the loop says how it went. Reads see every write made before them
- * (they wait for the unit in flight, at most one commit). See sqlite.c.
+ * (they wait for the unit in flight, at most one commit). See store.c.
  *
  * Functions return 0 (or a positive count where documented) or a negative
  * errno: -ENOSPC for a full disk, -EIO for other storage failures, -ENOENT
@@ -296,7 +296,8 @@ int store_end_reasons(struct store *s, store_group_fn cb, void *userdata);
 enum store_change_kind {
         STORE_CHANGE_CREATED, /* a new live session (Create, or the new row of a rotation) */
         STORE_CHANGE_ENDED,   /* ended (any reason) */
-        STORE_CHANGE_UPDATED, /* renewed, platform, sync state or client changed */
+        STORE_CHANGE_UPDATED, /* renewed, platform or client changed */
+        STORE_CHANGE_SYNC,    /* sync state written (Watch streams hear of it) */
 };
 struct store_change {
         enum store_change_kind kind;
@@ -308,6 +309,16 @@ struct store_change {
  * came back): the caller must then read again what it caches. */
 typedef void (*store_change_fn)(const struct store_change *c, bool lost, void *userdata);
 int store_changes_subscribe(struct store *s, uv_loop_t *loop, store_change_fn fn, void *userdata);
+
+/* The per-user limit across daemons: when the unit commits, after its
+ * inserts, user_id keeps at most `keep` live sessions, the most recently
+ * active; the others end at `now` (ms) with reason "evicted", decided in
+ * the committing transaction under a lock per user, so that daemons
+ * creating at once never exceed it. Every daemon, this one included,
+ * learns of those ends as changes (store_changes_subscribe). Nothing to do
+ * on a store of one daemon, whose engine holds every live session: there
+ * the operation is recorded and does nothing. */
+int store_user_limit(struct store *s, const char *user_id, int64_t keep, int64_t now);
 
 /* Leadership for the jobs (features.clustering): true when this daemon
  * holds the fleet's leader lock (taken at once when free; kept on a

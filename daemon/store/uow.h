@@ -26,6 +26,7 @@ enum store_op_kind {
         STORE_OP_PLATFORM, /* s1: platform id, s2: switch history (JSON) */
         STORE_OP_SYNC,     /* t1: version, blob: data */
         STORE_OP_AUDIT,    /* t1: time, s1: kind, s2: user, s3: session id, blob: detail JSON text */
+        STORE_OP_LIMIT,    /* s1: user, t1: keep, t2: now (store_user_limit) */
 };
 
 struct store_op {

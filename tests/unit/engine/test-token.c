@@ -1,4 +1,6 @@
 /* Tokens, ids, the key file and keyed hashes (daemon/token.c). */
+#include <sodium.h>
+
 #include "helpers.h"
 
 START_TEST(test_token_shape) {
@@ -169,6 +171,28 @@ START_TEST(test_ids) {
 }
 END_TEST
 
+/* The key's check value: the same for the same key, different for any
+ * other, hex, and not the key itself. */
+START_TEST(test_key_check) {
+        struct token_key a, b;
+        char ca[TOKEN_KEY_CHECK_LEN + 1], ca2[TOKEN_KEY_CHECK_LEN + 1], cb[TOKEN_KEY_CHECK_LEN + 1];
+        char hex[2 * TOKEN_KEY_BYTES + 1];
+
+        ck_assert_int_eq(token_key_random(&a), 0);
+        b = a;
+        token_key_check(&a, ca);
+        token_key_check(&b, ca2);
+        ck_assert_str_eq(ca, ca2);
+        ck_assert_uint_eq(strlen(ca), TOKEN_KEY_CHECK_LEN);
+        ck_assert_uint_eq(strspn(ca, "0123456789abcdef"), TOKEN_KEY_CHECK_LEN);
+        b.id_key[15] ^= 1; /* any part of the key counts */
+        token_key_check(&b, cb);
+        ck_assert_str_ne(ca, cb);
+        sodium_bin2hex(hex, sizeof hex, a.hash_key, TOKEN_KEY_BYTES);
+        ck_assert_ptr_null(strstr(hex, ca));
+}
+END_TEST
+
 START_TEST(test_fingerprints) {
         struct token_key k;
 
@@ -193,6 +217,7 @@ int main(void) {
         tcase_add_test(tc, test_key_file_refused);
         tcase_add_test(tc, test_ids);
         tcase_add_test(tc, test_fingerprints);
+        tcase_add_test(tc, test_key_check);
         suite_add_tcase(s, tc);
         return run_suite(s);
 }

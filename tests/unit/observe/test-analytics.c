@@ -153,7 +153,7 @@ START_TEST(test_compute) {
         analytics_result_clear(&r);
 
         /* the same through a read-only connection, as the thread pool does */
-        ck_assert_int_eq(store_reader_open(db, &reader), 0);
+        ck_assert_int_eq(store_reader_open(store_locator(s), &reader), 0);
         ck_assert_int_eq(analytics_compute(reader, now, &r), 0);
         check_result(&r);
         analytics_result_clear(&r);
@@ -246,8 +246,12 @@ START_TEST(test_reader_errors) {
         struct store *reader = NULL;
         char path[300];
 
-        snprintf(path, sizeof path, "%s/missing.db", dir);
+        snprintf(path, sizeof path, "sqlite:%s/missing.db", dir);
         ck_assert_int_lt(store_reader_open(path, &reader), 0);
+        ck_assert_ptr_null(reader);
+        /* a locator names its backend */
+        ck_assert_int_eq(store_reader_open(path + strlen("sqlite:"), &reader), -EINVAL);
+        ck_assert_int_eq(store_reader_open("nosuch:/x", &reader), -EINVAL);
         ck_assert_ptr_null(reader);
 }
 END_TEST

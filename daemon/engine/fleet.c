@@ -1,0 +1,186 @@
+/* The session engine in a fleet: learning what other daemons committed
+ * (DESIGN 8, features.caching; see engine-internal.h for the other files).
+ *
+ * On a store that several daemons share, the engine's memory is a cache of
+ * the live sessions. The store reports every change another daemon
+ * commits (PostgreSQL LISTEN/NOTIFY: store_changes_subscribe) as the row
+ * that changed; the engine reads that row again and makes memory match it,
+ * the way a rolled-back unit's rows are reloaded (txn.c): a session ended
+ * elsewhere leaves memory (so Validate answers Expired with the reason the
+ * store has), one created elsewhere enters it, one renewed, switched or
+ * re-fingerprinted is replaced by the store's version. Touches are not
+ * reported (each daemon coalesces its own and the store keeps the
+ * greatest), so a replaced entry keeps the newer last activity of the two.
+ * Watch streams on this daemon hear of ends and sync writes made on
+ * another.
+ *
+ * When the store says changes may have been missed (its listening
+ * connection was lost), every live session in memory is read again.
+ */
+#include "engine-internal.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <stdlib.h>
+
+#include "clock.h"
+#include "log.h"
+
+struct remote_ctx {
+        struct engine *e;
+        enum store_change_kind kind;
+        uint32_t h;                   /* out: the entry now in memory, NIL: none (ended or gone) */
+        store_session_fn ended_cb;    /* an ended row, after memory let go of it (may be NULL) */
+        void *ended_userdata;
+};
+
+static void remote_ended(struct engine *e, uint32_t h, const struct store_session *row) {
+        char id[TOKEN_ID_STRING_LEN + 1];
+        enum engine_end_reason reason = engine_end_reason_from_string(row->end_reason);
+        int64_t duration = (row->ended_at - row->created_at) / 1000;
+
+        if (reason != ENGINE_END_NONE)
+                e->counters.remote_ended++;
+        if (!bus_observed(e)) {
+                table_session_remove(e, h);
+                return;
+        }
+        table_session_id(e, S(e, h), id);
+        {
+                char *user_copy = strdup(user_name(e, S(e, h)->user));
+
+                table_session_remove(e, h);
+                bus_emit_take(e, clock_now_ms(), "ended", id, user_copy,
+                              json_pack("{s:s, s:I}", "reason", row->end_reason ? row->end_reason : "destroyed",
+                                        "duration", (json_int_t)(duration > 0 ? duration : 0)));
+        }
+}
+
+/* Makes memory match one row of the store. */
+static int remote_row_cb(const struct store_session *row, void *userdata) {
+        struct remote_ctx *x = userdata;
+        struct engine *e = x->e;
+        uint32_t h = session_find_key(e, row->token_hash);
+        int64_t last = 0;
+
+        x->h = NIL;
+        if (row->ended_at != 0) {
+                if (h != NIL)
+                        remote_ended(e, h, row);
+                return x->ended_cb ? x->ended_cb(row, x->ended_userdata) : 0;
+        }
+        if (h != NIL) {
+                last = session_ms(S(e, h), ST_ACTIVITY);
+                table_session_remove(e, h);
+        }
+        if (table_session_add(e, row, &h) < 0) {
+                log_error("Store %s: could not take session %s, changed by another daemon, into memory.",
+                          store_name(e->store), row->id);
+                return 0;
+        }
+        x->h = h;
+        e->counters.remote_changed++;
+        if (last > session_ms(S(e, h), ST_ACTIVITY)) {
+                /* This daemon's touch is newer: keep it (it goes to the store with the next flush). */
+                session_ms_set(S(e, h), ST_ACTIVITY, last);
+                table_session_activity_moved(e, h);
+                if (GROW(e->dirty, e->dirty_allocated, e->n_dirty + 1) == 0) {
+                        S(e, h)->flags |= S_DIRTY;
+                        e->dirty[e->n_dirty++] = h;
+                }
+        }
+        if (x->kind == STORE_CHANGE_SYNC && bus_observed(e))
+                bus_emit(e, clock_now_ms(), "sync", row->id, row->user_id,
+                         json_pack("{s:I}", "version", (json_int_t)row->sync_version));
+        return 0;
+}
+
+/* Every live session memory holds, read again (changes may have been missed). */
+static void remote_reload_all(struct engine *e) {
+        struct remote_ctx x = {.e = e, .kind = STORE_CHANGE_UPDATED};
+        int64_t *rowids;
+        size_t n = 0;
+
+        rowids = malloc(sizeof *rowids * (e->n_sessions ? e->n_sessions : 1));
+        if (!rowids) {
+                log_error("Store %s: out of memory re-reading the cached sessions.", store_name(e->store));
+                return;
+        }
+        for (uint32_t h = 0; h < e->sessions_used; h++)
+                if (e->sessions[h].flags & S_USED)
+                        rowids[n++] = e->sessions[h].rowid;
+        for (size_t i = 0; i < n; i++)
+                (void)store_session_by_rowid(e->store, rowids[i], remote_row_cb, &x);
+        free(rowids);
+        /* Sessions created elsewhere meanwhile. */
+        {
+                struct store_filter f = {.live_only = true, .light = true};
+
+                (void)store_sessions_each(e->store, &f, remote_row_cb, &x);
+        }
+        log_notice("Store %s: re-read %zu cached sessions after missing changes of other daemons.",
+                   store_name(e->store), n);
+}
+
+static void remote_change_cb(const struct store_change *c, bool lost, void *userdata) {
+        struct engine *e = userdata;
+        struct remote_ctx x = {.e = e, .kind = lost ? STORE_CHANGE_UPDATED : c->kind};
+        int r;
+
+        if (lost) {
+                remote_reload_all(e);
+                return;
+        }
+        r = store_session_by_rowid(e->store, c->rowid, remote_row_cb, &x);
+        if (r < 0 && r != -ENOENT)
+                log_warning("Store %s: could not read session row %lld changed by another daemon: %s",
+                            store_name(e->store), (long long)c->rowid, strerror(-r));
+}
+
+/* ---- memory checked against the store ---------------------------------------------------------
+ * Memory may be behind the store by the time a change takes to come in
+ * (and by the touch granularity for activity, which is not reported): so
+ * where memory alone would refuse (a token it does not know, a session it
+ * thinks expired, one the cleanup is about to end) the engine of a fleet
+ * reads the row first. */
+
+int fleet_refresh(struct engine *e, uint32_t *h) {
+        struct remote_ctx x = {.e = e, .kind = STORE_CHANGE_UPDATED, .h = NIL};
+        int r;
+
+        assert(e->fleet && *h != NIL);
+        r = store_session_by_rowid(e->store, S(e, *h)->rowid, remote_row_cb, &x);
+        if (r == -ENOENT) { /* purged: another daemon ended it long ago */
+                table_session_remove(e, *h);
+                r = 0;
+        }
+        *h = x.h;
+        return r < 0 ? r : 0;
+}
+
+int fleet_lookup(struct engine *e, const uint8_t hash[TOKEN_HASH_BYTES], uint32_t *h, store_session_fn ended_cb,
+                 void *userdata) {
+        struct remote_ctx x = {.e = e, .kind = STORE_CHANGE_UPDATED, .h = NIL, .ended_cb = ended_cb,
+                               .ended_userdata = userdata};
+        int r;
+
+        assert(e->fleet);
+        r = store_session_by_hash(e->store, hash, remote_row_cb, &x);
+        *h = x.h;
+        return r < 0 ? r : 0;
+}
+
+int engine_fleet_start(struct engine *e) {
+        int r;
+
+        if (!e->d->loop)
+                return 0;
+        r = store_changes_subscribe(e->store, e->d->loop, remote_change_cb, e);
+        if (r == -EOPNOTSUPP)
+                return 0; /* a store of one daemon: nothing to learn */
+        if (r < 0)
+                return log_error_errno(r, "Store %s: cannot listen for other daemons' changes: %m",
+                                       store_name(e->store));
+        e->fleet = true;
+        return 0;
+}
