@@ -43,20 +43,27 @@
  * pay a round trip per key. Keys are unique, not ordered across daemons.
  *
  * The unit of work runs its operations with prepared statements (prepared
- * once per connection) in one transaction. Per-user limits across daemons:
- * the transaction takes pg_advisory_xact_lock(PG_USER_LOCK_CLASS,
- * hashtext(user_id)) for the users of its inserts, all of a batch in one
- * statement in hash order (two daemons never wait for each other in
- * opposite orders within one batch; across a read's batch and the commit's
- * they might, PostgreSQL then aborts one unit, -EBUSY). The engine's count
- * of a user's live sessions, read in the same transaction after the lock,
- * is then exact across daemons. Touches are written with
+ * once per connection) in one transaction. Per-user limits across daemons
+ * (store_user_limit(), STORE_OP_LIMIT): at commit, on the writer thread,
+ * the transaction first takes pg_advisory_xact_lock(PG_USER_LOCK_CLASS,
+ * hashtext(user_id)) for every user of its inserts and limits, all in one
+ * statement in hash order (so two daemons never wait for each other in
+ * opposite orders), then runs what is left of the unit, then each limit:
+ * the user's live sessions beyond `keep`, least recently active first, end
+ * as "evicted". Under the lock the count sees every other daemon's
+ * committed rows, so of two daemons creating for one user at once the
+ * second to commit sees the first's sessions: the limit holds. (An insert
+ * that a read on the loop ran earlier took no lock: the loop never waits
+ * for another daemon's commit. It needs none: what holds the limit is the
+ * count under the lock.) Touches are written with
  * GREATEST(last_activity, $2): several daemons touch one session. Before
  * COMMIT the unit sends NOTIFY sessiond_changes for every change another
  * daemon must learn: payload "<origin>:<kind>:<row>[,<kind>:<row>...]"
  * (c created, e ended, u updated; at most PG_NOTIFY_MAX bytes each), origin
- * being a random id per store so that a store skips its own. PostgreSQL
- * delivers notifications at commit, in commit order, and drops them with a
+ * being a random id per store so that a store skips its own; sessions
+ * ended for a limit go with origin "*", which every store hears, its own
+ * included (its engine did not end them). PostgreSQL delivers
+ * notifications at commit, in commit order, and drops them with a
  * rolled-back transaction.
  *
  * Durability: store_options.synchronous / store_set_synchronous() are
@@ -124,6 +131,7 @@
 enum {
         Q_INSERT,
         Q_LOCK_USERS,
+        Q_LIMIT,
         Q_ACTIVITY,
         Q_RENEWED,
         Q_END,
@@ -159,6 +167,9 @@ static const char *const q_sql[_Q_MAX] = {
                      "$15, $16)",
         [Q_LOCK_USERS] = "SELECT count(pg_advisory_xact_lock(" PG_STRINGIFY(PG_USER_LOCK_CLASS) ", h)) FROM "
                          "(SELECT DISTINCT hashtext(u) AS h FROM unnest($1::text[]) AS u ORDER BY h) AS x",
+        [Q_LIMIT] = "WITH e AS (UPDATE sessions SET ended_at = $3, end_reason = 'evicted' WHERE row IN "
+                    "(SELECT row FROM sessions WHERE user_id = $1 AND ended_at IS NULL "
+                    "ORDER BY last_activity DESC, row DESC OFFSET $2) RETURNING row) SELECT row FROM e ORDER BY row",
         [Q_ACTIVITY] = "UPDATE sessions SET last_activity = GREATEST(last_activity, $2) WHERE row = $1",
         [Q_RENEWED] = "UPDATE sessions SET renewed_at = $2, last_activity = GREATEST(last_activity, $3) "
                       "WHERE row = $1",
@@ -270,6 +281,10 @@ struct pg_store {
         struct pg_conn w; /* the writing connection (under core.lock) */
         char origin[PG_ORIGIN_LEN + 1];
         int64_t key_next, key_end;
+        /* Rows the open transaction ended for a user's limit (STORE_OP_LIMIT):
+         * every daemon, this one included, hears of them at commit. */
+        int64_t *evicted;
+        size_t n_evicted, allocated_evicted;
 
         pthread_mutex_t aux_lock;
         struct pg_conn aux;
@@ -637,7 +652,10 @@ static int run_command(struct pg_store *p, int q, const struct params *a, const 
 
 /* ---- the unit of work -------------------------------------------------------------------- */
 
+static int64_t value_int(const PGresult *res, int i, int col);
+
 static void tx_rollback(struct pg_store *p) {
+        p->n_evicted = 0;
         if (in_tx(p))
                 (void)exec_command(p, p->w.c, "ROLLBACK", "ROLLBACK");
 }
@@ -671,34 +689,77 @@ static char *array_append(char *o, const char *v) {
         return o;
 }
 
-/* Takes the per-user locks of the inserts among u->ops[from..]: one
- * statement, in hash order (see the top of this file). */
-static int lock_users(struct pg_store *p, const struct store_uow *u, size_t from) {
+/* The user an operation counts for in a per-user limit, or NULL. */
+static const char *op_user(const struct store_op *op) {
+        return op->kind == STORE_OP_INSERT ? op->row.user_id : op->kind == STORE_OP_LIMIT ? op->s1 : NULL;
+}
+
+/* Takes the per-user locks of the unit's inserts and limits, at commit:
+ * one statement, in hash order, so that two daemons never wait for each
+ * other in opposite orders (see the top of this file). */
+static int lock_users(struct pg_store *p, const struct store_uow *u) {
         _cleanup_free_ char *arr = NULL;
         struct params a = {0};
         size_t n = 3;
         char *o;
 
-        for (size_t i = from; i < u->n_ops; i++)
-                if (u->ops[i].kind == STORE_OP_INSERT)
-                        n += 2 * strlen(u->ops[i].row.user_id) + 3;
+        for (size_t i = 0; i < u->n_ops; i++)
+                if (op_user(&u->ops[i]))
+                        n += 2 * strlen(op_user(&u->ops[i])) + 3;
         if (n == 3)
                 return 0;
         arr = o = malloc(n);
         if (!arr)
                 return -ENOMEM;
         *o++ = '{';
-        for (size_t i = from; i < u->n_ops; i++)
-                if (u->ops[i].kind == STORE_OP_INSERT) {
+        for (size_t i = 0; i < u->n_ops; i++)
+                if (op_user(&u->ops[i])) {
                         if (o[-1] != '{')
                                 *o++ = ',';
-                        o = array_append(o, u->ops[i].row.user_id);
+                        o = array_append(o, op_user(&u->ops[i]));
                 }
         *o++ = '}';
         *o = '\0';
         param_text(&a, arr);
         _cleanup_pqclear_ PGresult *res = run(p, Q_LOCK_USERS, &a);
         return result_check(p->name, p->w.c, res, PGRES_TUPLES_OK, "locking the users of new sessions");
+}
+
+/* A user's limit (after the unit's inserts, under the user's lock): the
+ * most recently active `keep` live sessions stay, the others end. */
+static int run_limit(struct pg_store *p, const struct store_op *op) {
+        struct params a = {0};
+        int r;
+
+        param_text(&a, op->s1);
+        param_int(&a, op->t1);
+        param_int(&a, op->t2);
+        _cleanup_pqclear_ PGresult *res = run(p, Q_LIMIT, &a);
+        r = result_check(p->name, p->w.c, res, PGRES_TUPLES_OK, "holding a user's limit");
+        if (r < 0)
+                return r;
+        for (int i = 0; i < PQntuples(res); i++) {
+                if (p->n_evicted == p->allocated_evicted) {
+                        size_t m = p->allocated_evicted ? 2 * p->allocated_evicted : 16;
+                        int64_t *e = reallocarray(p->evicted, m, sizeof *e);
+
+                        if (!e)
+                                return -ENOMEM;
+                        p->evicted = e;
+                        p->allocated_evicted = m;
+                }
+                p->evicted[p->n_evicted++] = value_int(res, i, 0);
+        }
+        return 0;
+}
+
+static int run_limits(struct pg_store *p, const struct store_uow *u) {
+        int r = 0;
+
+        for (size_t i = 0; i < u->n_ops && r >= 0; i++)
+                if (u->ops[i].kind == STORE_OP_LIMIT)
+                        r = run_limit(p, &u->ops[i]);
+        return r;
 }
 
 static int op_insert(struct pg_store *p, const struct store_op *op) {
@@ -801,6 +862,8 @@ static int op_update(struct pg_store *p, const struct store_op *op) {
 
 static int op_run(struct pg_store *p, const struct store_op *op) {
         switch (op->kind) {
+        case STORE_OP_LIMIT:
+                return 0; /* at commit, after every insert of the unit: run_limits() */
         case STORE_OP_INSERT:
                 return op_insert(p, op);
         case STORE_OP_AUDIT:
@@ -819,8 +882,6 @@ static int pg_uow_apply(struct store *s, struct store_uow *u) {
         if (u->applied == u->n_ops)
                 return 0;
         r = tx_begin(p, u);
-        if (r >= 0)
-                r = lock_users(p, u, u->applied);
         for (; r >= 0 && u->applied < u->n_ops; u->applied++) {
                 r = op_run(p, &u->ops[u->applied]);
                 if (r < 0)
@@ -893,10 +954,59 @@ static int notify_unit(struct pg_store *p, const struct store_uow *u) {
         return len > head ? notify_send(p, payload) : 0;
 }
 
+/* The rows ended for a limit, with the origin "*": every daemon, this one
+ * included, hears of them (its engine did not end them itself). */
+static int notify_evicted(struct pg_store *p) {
+        char payload[PG_NOTIFY_MAX + 32];
+        size_t len = 2;
+        int r;
+
+        memcpy(payload, "*:", 3);
+        for (size_t i = 0; i < p->n_evicted; i++) {
+                char item[32];
+                int n = snprintf(item, sizeof item, "%se:%" PRId64, len > 2 ? "," : "", p->evicted[i]);
+
+                if (len + (size_t)n > PG_NOTIFY_MAX) {
+                        r = notify_send(p, payload);
+                        if (r < 0)
+                                return r;
+                        len = 2;
+                        n = snprintf(item, sizeof item, "e:%" PRId64, p->evicted[i]);
+                }
+                memcpy(payload + len, item, (size_t)n + 1);
+                len += (size_t)n;
+        }
+        return len > 2 ? notify_send(p, payload) : 0;
+}
+
+/* Whether the unit needs the per-user locks. */
+static bool unit_has_users(const struct store_uow *u) {
+        for (size_t i = 0; i < u->n_ops; i++)
+                if (op_user(&u->ops[i]))
+                        return true;
+        return false;
+}
+
+/* The per-user locks first (inserts run earlier by a read took none: the
+ * limit, counted here under the lock, sees every other daemon's committed
+ * rows, which is what holds it), then what is left, the limits, the
+ * notifications, COMMIT. */
 static int pg_uow_commit(struct store *s, struct store_uow *u) {
         struct pg_store *p = pg(s);
-        int r = pg_uow_apply(s, u);
+        int r = u->error;
 
+        if (r >= 0 && unit_has_users(u)) {
+                r = tx_begin(p, u);
+                if (r >= 0)
+                        r = lock_users(p, u);
+                if (r < 0) {
+                        tx_rollback(p);
+                        u->error = r;
+                        u->applied = u->n_ops;
+                }
+        }
+        if (r >= 0)
+                r = pg_uow_apply(s, u);
         if (r < 0)
                 return r;
         if (!in_tx(p)) {
@@ -906,7 +1016,11 @@ static int pg_uow_commit(struct store *s, struct store_uow *u) {
                           "are lost.", p->name);
                 return -EIO;
         }
-        r = notify_unit(p, u);
+        r = run_limits(p, u);
+        if (r >= 0)
+                r = notify_unit(p, u);
+        if (r >= 0)
+                r = notify_evicted(p);
         if (r >= 0) {
                 _cleanup_pqclear_ PGresult *res = PQexec(p->w.c, "COMMIT");
 
@@ -918,6 +1032,7 @@ static int pg_uow_commit(struct store *s, struct store_uow *u) {
         }
         if (r < 0)
                 tx_rollback(p);
+        p->n_evicted = 0;
         return r;
 }
 
@@ -2049,6 +2164,7 @@ static void pg_close(struct store *s) {
         free(p->url);
         free(p->name);
         free(p->locator);
+        free(p->evicted);
         pthread_mutex_destroy(&p->aux_lock);
         store_core_destroy(&p->core);
         free(p);
