@@ -927,6 +927,75 @@ START_TEST(test_notify) {
 }
 END_TEST
 
+/* The per-user limit across daemons: three stores creating for one user at
+ * once, each unit an insert and the limit of 3, leave exactly 3 live
+ * sessions; every store hears of the sessions ended for the limit, its
+ * own included. */
+struct creator {
+        struct store *s;
+        int index, failed;
+};
+
+static void *create_thread(void *userdata) {
+        struct creator *c = userdata;
+        char id[TOKEN_ID_STRING_LEN + 1];
+
+        for (int i = 0; i < 7; i++) {
+                struct store_session r = row_for(id, (uint8_t)i, "lim", T0 + 10 * i + c->index);
+                int64_t k;
+
+                snprintf(id, sizeof id, "%020d%d%d", i, c->index, 0);
+                if (insert_row(c->s, &r, NULL, 0, &k) < 0 || store_user_limit(c->s, "lim", 3, T0 + 100) < 0 ||
+                    store_commit(c->s) < 0)
+                        c->failed++;
+        }
+        return NULL;
+}
+
+START_TEST(test_user_limit_across_stores) {
+        uv_loop_t loop;
+        struct creator c[3];
+        pthread_t t[3];
+        struct heard h[3] = {{0}};
+        int ended[3] = {0};
+
+        ck_assert_int_eq(uv_loop_init(&loop), 0);
+        for (int i = 0; i < 3; i++) {
+                c[i] = (struct creator){.s = open_pg(), .index = i};
+                ck_assert_int_eq(store_changes_subscribe(c[i].s, &loop, heard_cb, &h[i]), 0);
+        }
+        for (int i = 0; i < 3; i++)
+                ck_assert_int_eq(pthread_create(&t[i], NULL, create_thread, &c[i]), 0);
+        for (int i = 0; i < 3; i++) {
+                pthread_join(t[i], NULL);
+                ck_assert_int_eq(c[i].failed, 0);
+        }
+        ck_assert_int_eq(sql_int("SELECT count(*) FROM sessions WHERE user_id = 'lim' AND ended_at IS NULL"), 3);
+        ck_assert_int_eq(sql_int("SELECT count(*) FROM sessions WHERE end_reason = 'evicted' AND ended_at = " 
+                                 "1700000100"), 18);
+        /* The three kept are the most recently active. */
+        ck_assert_int_eq(sql_int("SELECT min(last_activity) FROM sessions WHERE user_id = 'lim' AND ended_at IS NULL"),
+                         T0 + 60);
+        for (int i = 0; i < 3; i++) {
+                struct heard *x = &h[i];
+
+                for (;;) {
+                        ended[i] = 0;
+                        for (int j = 0; j < x->n; j++)
+                                ended[i] += x->kinds[j] == STORE_CHANGE_ENDED;
+                        if (ended[i] >= 18)
+                                break;
+                        run_until(&loop, &x->n, x->n + 1);
+                }
+                ck_assert_int_eq(ended[i], 18);
+        }
+        for (int i = 0; i < 3; i++)
+                store_close(c[i].s);
+        ck_assert_int_eq(uv_run(&loop, UV_RUN_DEFAULT), 0);
+        ck_assert_int_eq(uv_loop_close(&loop), 0);
+}
+END_TEST
+
 /* The listener's connection killed: lost is told, the listener comes back
  * by itself (without blocking the loop) and tells again, and hears. */
 START_TEST(test_listener_reconnects) {
@@ -1077,6 +1146,7 @@ int main(void) {
         tcase_add_test(tc, test_newer_and_foreign_refused);
         tcase_add_test(tc, test_activity_greatest);
         tcase_add_test(tc, test_notify);
+        tcase_add_test(tc, test_user_limit_across_stores);
         tcase_add_test(tc, test_listener_reconnects);
         tcase_add_test(tc, test_writer_reconnects);
         tcase_add_test(tc, test_leader_and_heartbeats);
