@@ -36,11 +36,9 @@ struct remote_ctx {
 
 static void remote_ended(struct engine *e, uint32_t h, const struct store_session *row) {
         char id[TOKEN_ID_STRING_LEN + 1];
-        enum engine_end_reason reason = engine_end_reason_from_string(row->end_reason);
         int64_t duration = (row->ended_at - row->created_at) / 1000;
 
-        if (reason != ENGINE_END_NONE)
-                e->counters.remote_ended++;
+        e->counters.remote_ended++;
         if (!bus_observed(e)) {
                 table_session_remove(e, h);
                 return;
