@@ -100,6 +100,7 @@
 #include "daemon.h"
 #include "engine.h"
 #include "events.h"
+#include "leader.h"
 #include "log.h"
 #include "server.h"
 #include "store.h"
@@ -1030,6 +1031,11 @@ static void lag_arm(struct jobs *j) {
 
 /* ---- arming ------------------------------------------------------------------------------- */
 
+/* The jobs that change the shared store for every daemon of a fleet. */
+static bool job_for_the_fleet(enum job_id id) {
+        return id == JOB_REGULAR || id == JOB_BATCH || id == JOB_DEEP || id == JOB_SECURITY;
+}
+
 static void job_cb(uv_timer_t *t) {
         struct job *job = t->data;
         struct jobs *j = job->owner;
@@ -1037,6 +1043,11 @@ static void job_cb(uv_timer_t *t) {
         job->next_run = 0;
         if (j->closing || j->d->stopping)
                 return;
+        if (job_for_the_fleet(job->id) && !leader_is_me(j->d->leader)) {
+                /* features.clustering: the leader runs it for every daemon (leader.c). */
+                job_arm(j, job);
+                return;
+        }
         switch (job->id) {
         case JOB_REGULAR:
         case JOB_BATCH:

@@ -358,6 +358,12 @@ json_t *metrics_current(struct metrics *m, int64_t now, const struct metrics_ext
             "result", "failed", NULL);
         add(&b, "touches_written_total", "counter", "Coalesced activity times written to the store.",
             u64(ec->touches_written), NULL);
+        add(&b, "fleet_changes_total", "counter",
+            "Sessions another daemon of the fleet changed, learnt from the shared store, by kind.",
+            u64(ec->remote_ended), "kind", "ended", NULL);
+        add(&b, "fleet_changes_total", "counter",
+            "Sessions another daemon of the fleet changed, learnt from the shared store, by kind.",
+            u64(ec->remote_changed), "kind", "created_or_changed", NULL);
         add(&b, "db_size_bytes", "gauge", "Size of the database file and its WAL (0 in memory).", json_integer(db_size(d)),
             NULL);
 

@@ -117,6 +117,12 @@ static int db_resolve_path(const struct sessionctl_globals *g, const struct db_o
                 return db_fail("features.persistence is off: the daemon keeps its sessions in memory and has "
                                "no database (use --database FILE for a file)");
         }
+        if (config->features.distributed) {
+                sessiond_config_free(config);
+                return db_fail("features.distributed is on: the sessions are in PostgreSQL (daemon.postgres_url), "
+                               "not in a file; use psql for queries and PostgreSQL's own maintenance (VACUUM, "
+                               "ANALYZE, amcheck) there (use --database FILE for an SQLite file)");
+        }
         *ret = strdup(config->daemon.database_path);
         sessiond_config_free(config);
         return *ret ? 0 : db_fail("out of memory");

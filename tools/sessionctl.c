@@ -1685,6 +1685,10 @@ static int verb_backup(struct ctl *ctl, const struct verb_args *a) {
                 return error_usage("backup: empty file name");
         if (sessionctl_load_config(g, "sessionctl", "", &config) < 0)
                 return SESSIONCTL_EXIT_FAILURE;
+        if (config->features.distributed)
+                return error_fail("backup: features.distributed is on: the sessions are in PostgreSQL "
+                                  "(daemon.postgres_url); back the database up with pg_dump (e.g. pg_dump -Fc DBNAME > FILE), "
+                                  "and keep the daemons' key file (daemon.key_file) with it");
         if (!a->force && lstat(file, &st) == 0)
                 return error_fail("%s exists; use --force to overwrite it", file);
         r = backup_source(ctl, config, &source, &source_owned);

@@ -217,6 +217,7 @@ struct engine {
         void *commit_userdata;
 
         bool fleet; /* the store is shared: other daemons' changes come in (fleet.c) */
+        int64_t fleet_down_since; /* ms: the first failed probe of the shared store, 0: reachable */
 };
 
 static inline const struct sessiond_config *cfg(const struct engine *e) {
@@ -377,6 +378,10 @@ void auditagg_free(struct engine *e);
 /* session.c */
 /* fleet.c: on a shared store (e->fleet), memory checked against it */
 int engine_fleet_start(struct engine *e);
+/* How long cached sessions are honoured once the shared store is unreachable. */
+#define FLEET_CACHE_GRACE_MS 5000
+void fleet_tick(struct engine *e, int64_t now);
+bool fleet_cache_stale(const struct engine *e, int64_t now);
 /* Reads *h's row again: *h is then its entry, or NIL when it ended (or is gone). */
 int fleet_refresh(struct engine *e, uint32_t *h);
 /* A token's row, live or ended: a live one is taken into memory (*h), an

@@ -16,6 +16,15 @@
  *
  * When the store says changes may have been missed (its listening
  * connection was lost), every live session in memory is read again.
+ *
+ * PostgreSQL down. Writes fail at once (their unit's commit fails:
+ * StorageError). Validations of cached sessions need no store, so they go
+ * on, but memory stops learning of other daemons' ends: a destroyed
+ * session would stay valid here. So the engine probes the store with the
+ * touch flush (every two seconds) and, once the store has been unreachable
+ * for FLEET_CACHE_GRACE_MS, fails validations closed (StorageError) until a
+ * probe succeeds again; then, as changes may have been missed, every
+ * cached session is read again.
  */
 #include "engine-internal.h"
 
@@ -36,11 +45,9 @@ struct remote_ctx {
 
 static void remote_ended(struct engine *e, uint32_t h, const struct store_session *row) {
         char id[TOKEN_ID_STRING_LEN + 1];
-        enum engine_end_reason reason = engine_end_reason_from_string(row->end_reason);
         int64_t duration = (row->ended_at - row->created_at) / 1000;
 
-        if (reason != ENGINE_END_NONE)
-                e->counters.remote_ended++;
+        e->counters.remote_ended++;
         if (!bus_observed(e)) {
                 table_session_remove(e, h);
                 return;
@@ -168,6 +175,31 @@ int fleet_lookup(struct engine *e, const uint8_t hash[TOKEN_HASH_BYTES], uint32_
         r = store_session_by_hash(e->store, hash, remote_row_cb, &x);
         *h = x.h;
         return r < 0 ? r : 0;
+}
+
+/* ---- the store's reachability -------------------------------------------------------------------- */
+
+void fleet_tick(struct engine *e, int64_t now) {
+        int r;
+
+        if (!e->fleet)
+                return;
+        r = store_probe(e->store);
+        if (r < 0 && e->fleet_down_since == 0) {
+                e->fleet_down_since = now;
+                log_warning("Store %s unreachable (%s): writes fail; cached sessions are honoured for %d s more, "
+                            "then validations fail closed until it is back.",
+                            store_name(e->store), strerror(-r), FLEET_CACHE_GRACE_MS / 1000);
+        } else if (r >= 0 && e->fleet_down_since != 0) {
+                log_notice("Store %s reachable again after %lld ms.", store_name(e->store),
+                           (long long)(now - e->fleet_down_since));
+                e->fleet_down_since = 0;
+                remote_reload_all(e);
+        }
+}
+
+bool fleet_cache_stale(const struct engine *e, int64_t now) {
+        return e->fleet && e->fleet_down_since != 0 && now - e->fleet_down_since >= FLEET_CACHE_GRACE_MS;
 }
 
 int engine_fleet_start(struct engine *e) {

@@ -41,6 +41,7 @@ static void flush_timer_cb(uv_timer_t *t) {
 
         (void)engine_flush_touches(e, TOUCH_FLUSH_BATCH, &n, &more);
         engine_audit_tick(e, clock_now_ms());
+        fleet_tick(e, clock_now_ms());
         if (++e->ticks % SWEEP_EVERY_TICKS == 0)
                 engine_security_sweep(e, clock_now_ms());
         /* More to write: go on in a later loop iteration, after this

@@ -300,6 +300,8 @@ int session_lookup(struct engine *e, int64_t now, const char *token, bool count,
                         security_failed_validation(e, now, ENGINE_FAIL_INVALID, NULL, NULL, ENGINE_END_NONE);
                 return session_invalid(err, "token", "not a sessiond token (43 base64url characters)");
         }
+        if (fleet_cache_stale(e, now))
+                return -EIO; /* fail closed: memory may be stale (fleet.c) */
         token_hash(&e->key, token, hash);
         h = session_find_key(e, hash);
         if (h != NIL && !(e->fleet && !cfg(e)->features.caching)) {
