@@ -191,8 +191,7 @@ static const char *const q_sql[_Q_MAX] = {
         [Q_GET_SWITCHES] = "SELECT platform_switches FROM sessions WHERE row = $1",
         [Q_GET_SYNC] = "SELECT sync_version, sync_data FROM sessions WHERE row = $1",
         [Q_BY_ROWID] = "SELECT " SESSION_COLUMNS " FROM sessions WHERE row = $1",
-        [Q_BY_HASH] = "SELECT " SESSION_COLUMNS " FROM sessions WHERE token_hash = $1 AND ended_at IS NOT NULL "
-                      "ORDER BY row",
+        [Q_BY_HASH] = "SELECT " SESSION_COLUMNS " FROM sessions WHERE token_hash = $1 ORDER BY row",
         [Q_BY_ID] = "SELECT " SESSION_COLUMNS " FROM sessions WHERE id = $1",
         [Q_ALL] = "SELECT " SESSION_COLUMNS " FROM sessions WHERE row > $1 ORDER BY row LIMIT $2",
         [Q_ALL_LIGHT] = "SELECT " SESSION_COLUMNS_LIGHT " FROM sessions WHERE row > $1 ORDER BY row LIMIT $2",
@@ -212,9 +211,11 @@ static const char *const q_sql[_Q_MAX] = {
 
 /* Forward migrations: step i brings the schema from version i to i + 1
  * (in one transaction, under PG_MIGRATION_LOCK). Indexes as sqlite.c's
- * (inserts touch the ends of B-trees; token hash, user and end time are
- * indexed for ended rows), plus the live sessions of a user: the per-user
- * limit is counted in the database when several daemons create. */
+ * (user and end time indexed for ended rows) but two: the token hash is
+ * indexed for every row, since a daemon's memory is only a cache of the
+ * fleet's live sessions (a token created on another daemon is looked up
+ * here: store_session_by_hash finds live rows too), and the live sessions
+ * of a user are, for the per-user limit counted in the database. */
 static const char *const migrations[PG_SCHEMA_VERSION] = {
         /* 0 -> 1: the first schema. */
         "CREATE SEQUENCE sessiond_session_keys INCREMENT BY " PG_STRINGIFY(PG_KEY_BLOCK) " MINVALUE 1 START WITH 1;"
@@ -240,7 +241,7 @@ static const char *const migrations[PG_SCHEMA_VERSION] = {
         "  platform_switches TEXT"
         ");"
         "CREATE INDEX sessions_ended ON sessions (ended_at) WHERE ended_at IS NOT NULL;"
-        "CREATE INDEX sessions_ended_token ON sessions (token_hash) WHERE ended_at IS NOT NULL;"
+        "CREATE INDEX sessions_token ON sessions (token_hash);"
         "CREATE INDEX sessions_ended_user ON sessions (user_id, row) WHERE ended_at IS NOT NULL;"
         "CREATE INDEX sessions_live_user ON sessions (user_id) WHERE ended_at IS NULL;"
         "CREATE TABLE audit ("
