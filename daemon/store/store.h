@@ -172,7 +172,10 @@ int store_session_set_sync(struct store *s, int64_t rowid, int64_t version, cons
 
 /* Lookups; the callback runs once when the row exists (else -ENOENT).
  * By token hash only ended rows are found: live sessions are looked up in
- * the engine's memory, and only ended rows have that index (see store.c). */
+ * the engine's memory, and only ended rows have that index (see store.c).
+ * (On PostgreSQL live rows are found too: there memory is a cache of the
+ * fleet's sessions, and a token created on another daemon is looked up
+ * here; postgres.c indexes every token hash.) */
 int store_session_by_rowid(struct store *s, int64_t rowid, store_session_fn cb, void *userdata);
 int store_session_by_hash(struct store *s, const uint8_t hash[TOKEN_HASH_BYTES], store_session_fn cb,
                           void *userdata);
