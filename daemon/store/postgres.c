@@ -491,14 +491,17 @@ static int conn_setup(PGconn *c, const char *name, int timeout_ms) {
         return result_check(name, c, res, PGRES_COMMAND_OK, "setting synchronous_commit");
 }
 
-static int conn_open(const char *url, const char *name, int timeout_ms, PGconn **ret) {
+/* quiet: a failure to connect is not logged (a reconnection that failed
+ * before, and was logged then). */
+static int conn_open(const char *url, const char *name, int timeout_ms, bool quiet, PGconn **ret) {
         PGconn *c = PQconnectdbParams(PG_CONNECT_KEYWORDS, PG_CONNECT_VALUES(url), 1);
         int r;
 
         if (!c)
                 return -ENOMEM;
         if (PQstatus(c) != CONNECTION_OK) {
-                log_pq_error(name, "connecting", PQerrorMessage(c));
+                if (!quiet)
+                        log_pq_error(name, "connecting", PQerrorMessage(c));
                 PQfinish(c);
                 return -EIO;
         }
@@ -532,7 +535,7 @@ static int conn_ready(struct pg_store *p, struct pg_conn *pc) {
         }
         if (mono_ms() < pc->retry_at)
                 return -EIO;
-        r = conn_open(p->url, p->name, p->timeout_ms, &pc->c);
+        r = conn_open(p->url, p->name, p->timeout_ms, pc->delay_ms > 0, &pc->c);
         if (r < 0) {
                 backoff(pc);
                 return r;
@@ -1893,7 +1896,7 @@ static int pg_changes_subscribe(struct store *s, uv_loop_t *loop, store_change_f
         uv_unref((uv_handle_t *)l->timer);
         p->listener = l;
 
-        r = conn_open(p->url, p->name, PG_STATEMENT_TIMEOUT_MS, &l->conn);
+        r = conn_open(p->url, p->name, PG_STATEMENT_TIMEOUT_MS, false, &l->conn);
         if (r >= 0) {
                 _cleanup_pqclear_ PGresult *res = PQexec(l->conn, "LISTEN " PG_CHANNEL);
 
@@ -2098,7 +2101,7 @@ static int pg_connect_store(const char *url, bool reader, struct pg_store **ret)
                 pg_close(&p->core);
                 return -ENOMEM;
         }
-        r = conn_open(p->url, p->name, p->timeout_ms, &p->w.c);
+        r = conn_open(p->url, p->name, p->timeout_ms, false, &p->w.c);
         if (r < 0) {
                 pg_close(&p->core);
                 return r;

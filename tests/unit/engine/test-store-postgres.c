@@ -1053,6 +1053,79 @@ START_TEST(test_writer_reconnects) {
 }
 END_TEST
 
+/* Runs pg_ctl stop or start on the test server (pg-server says how). */
+static void pg_ctl(const char *action) {
+        const char *data = getenv("SESSIOND_TEST_PG_DATA"), *bindir = getenv("SESSIOND_TEST_PG_BINDIR");
+        const char *user = getenv("SESSIOND_TEST_PG_USER");
+        char cmd[2048];
+
+        snprintf(cmd, sizeof cmd, "%s%s%s '%s/pg_ctl' -D '%s' -w -m fast -l '%s/../restart.log' %s >/dev/null",
+                 geteuid() == 0 ? "runuser -u '" : "", geteuid() == 0 ? user : "", geteuid() == 0 ? "' --" : "",
+                 bindir, data, data, action);
+        ck_assert_int_eq(system(cmd), 0);
+}
+
+/* PostgreSQL stopped and started again: writes and reads fail cleanly
+ * meanwhile, the listener says changes were missed, and everything comes
+ * back by itself; nothing committed is lost. */
+START_TEST(test_server_restart) {
+        uv_loop_t loop;
+        struct store *s1, *s2;
+        struct heard h = {0};
+        struct store_session a = row_for("aaaaaaaaaaaaaaaaaaaaaa", 1, "alice", T0);
+        struct store_session b = row_for("bbbbbbbbbbbbbbbbbbbbbb", 2, "bob", T0);
+        struct store_session c = row_for("cccccccccccccccccccccc", 3, "carol", T0);
+        int64_t ra, rb, rc, n;
+        bool leader = false;
+        int r = -EIO;
+
+        if (!getenv("SESSIOND_TEST_PG_DATA") || !getenv("SESSIOND_TEST_PG_BINDIR"))
+                return; /* not under pg-server: cannot restart the server */
+        ck_assert_int_eq(uv_loop_init(&loop), 0);
+        s1 = open_pg();
+        s2 = open_pg();
+        ck_assert_int_eq(store_changes_subscribe(s2, &loop, heard_cb, &h), 0);
+        ck_assert_int_eq(store_leader_try(s1, &leader), 0);
+        ck_assert(leader);
+        ck_assert_int_eq(insert_row(s1, &a, NULL, 0, &ra), 0);
+        ck_assert_int_eq(store_commit(s1), 0);
+        run_until(&loop, &h.n, 1);
+
+        pg_ctl("stop");
+        ck_assert_int_eq(insert_row(s1, &b, NULL, 0, &rb), 0);
+        ck_assert_int_eq(store_commit(s1), -EIO);
+        ck_assert_int_eq(store_count_sessions(s1, false, &n), -EIO);
+        ck_assert_int_lt(store_heartbeat(s1, "a", true, 1), 0);
+        ck_assert_int_eq(store_leader_try(s1, &leader), 0);
+        ck_assert(!leader);
+        run_until(&loop, &h.lost, 1);
+
+        pg_ctl("start");
+        for (int i = 0; i < 100 && r < 0; i++) {
+                usleep(100 * 1000);
+                r = store_count_sessions(s1, false, &n);
+        }
+        ck_assert_int_eq(r, 0);
+        ck_assert_int_eq(n, 1); /* a, not b */
+        run_until(&loop, &h.lost, 2); /* listening again: what came meanwhile was missed */
+        ck_assert_int_eq(insert_row(s1, &c, NULL, 0, &rc), 0);
+        ck_assert_int_eq(store_commit(s1), 0);
+        run_until(&loop, &h.n, 2);
+        ck_assert_int_eq(h.rowids[1], rc);
+        for (int i = 0; i < 100 && !leader; i++) {
+                usleep(100 * 1000);
+                (void)store_leader_try(s1, &leader);
+        }
+        ck_assert(leader);
+        ck_assert_int_eq(store_heartbeat(s1, "a", true, 1), 0);
+        ck_assert_int_eq(sql_int("SELECT count(*) FROM sessions"), 2);
+        store_close(s1);
+        store_close(s2);
+        ck_assert_int_eq(uv_run(&loop, UV_RUN_DEFAULT), 0);
+        ck_assert_int_eq(uv_loop_close(&loop), 0);
+}
+END_TEST
+
 static int daemon_cb(const struct store_daemon_row *row, void *userdata) {
         char *out = userdata;
 
@@ -1156,6 +1229,7 @@ int main(void) {
         tcase_add_test(tc, test_writer_reconnects);
         tcase_add_test(tc, test_leader_and_heartbeats);
         tcase_add_test(tc, test_reader);
+        tcase_add_test(tc, test_server_restart);
         suite_add_tcase(s, tc);
         return run_suite(s);
 }
