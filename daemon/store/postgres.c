@@ -362,7 +362,9 @@ static int result_check(const char *name, PGconn *c, const PGresult *res, ExecSt
  * user information and its query parameters, or in a key=value string. */
 static char *redact_uri(const char *url) {
         size_t n = strlen(url);
-        char *out = malloc(n + 8 * 4 + 1), *o = out;
+        /* Each replacement at most doubles what it replaces ("password="
+         * becomes "password=***", ":@" ":***@"). */
+        char *out = malloc(2 * n + 16), *o = out;
         const char *p = strstr(url, "://"), *auth_end, *at, *colon;
 
         if (!out)
@@ -1582,7 +1584,7 @@ static int pg_daemons_each(struct store *s, int64_t since_ms, store_daemon_fn cb
                       &a, PGRES_TUPLES_OK, "reading the daemons", &res);
         pthread_mutex_unlock(&p->aux_lock);
         /* The callback runs without the lock: it may ask again. */
-        for (int i = 0; r >= 0 && r == 0 && i < PQntuples(res); i++) {
+        for (int i = 0; r == 0 && i < PQntuples(res); i++) {
                 struct store_daemon_row row = {
                         .daemon_id = PQgetvalue(res, i, 0),
                         .seen_ms = value_int(res, i, 1),
