@@ -43,7 +43,10 @@
  * pay a round trip per key. Keys are unique, not ordered across daemons.
  *
  * The unit of work runs its operations with prepared statements (prepared
- * once per connection) in one transaction. Per-user limits across daemons
+ * once per connection) in one transaction, sent in libpq's pipeline mode
+ * (PG_PIPELINE_OPS at a time): a unit of a hundred writes costs one round
+ * trip, not a hundred; the first failure fails the unit (the server skips
+ * the rest of the pipeline, the transaction is rolled back). Per-user limits across daemons
  * (store_user_limit(), STORE_OP_LIMIT): at commit, on the writer thread,
  * the transaction first takes pg_advisory_xact_lock(PG_USER_LOCK_CLASS,
  * hashtext(user_id)) for every user of its inserts and limits, all in one
@@ -110,6 +113,10 @@
 #define PG_MIGRATION_TIMEOUT "60s"
 #define PG_CONNECT_TIMEOUT_S "5"
 #define PG_PAGE_ROWS 1000
+/* Operations sent in one pipeline: their results (a few dozen bytes each)
+ * fit in the socket's buffers, so that the server never waits for us to
+ * read while we still send (libpq's blocking mode would deadlock). */
+#define PG_PIPELINE_OPS 256
 #define PG_NOTIFY_MAX 7800 /* PostgreSQL's limit is 8000 bytes */
 #define PG_CHANNEL "sessiond_changes"
 #define PG_ORIGIN_LEN 16
@@ -574,7 +581,7 @@ static int query_int64(struct pg_store *p, PGconn *c, const char *sql, const cha
 /* ---- the writing connection -------------------------------------------------------- */
 
 static int prepare_all(struct pg_store *p) {
-        char name[8];
+        char name[16];
 
         for (int i = 0; i < _Q_MAX; i++) {
                 snprintf(name, sizeof name, "q%d", i);
@@ -642,7 +649,7 @@ static void param_bytes(struct params *a, const void *v, size_t n) {
 
 /* Runs prepared statement q on the writing connection (or a reader's). */
 static PGresult *run(struct pg_store *p, int q, const struct params *a) {
-        char name[8];
+        char name[16];
 
         snprintf(name, sizeof name, "q%d", q);
         return PQexecPrepared(p->w.c, name, a ? a->n : 0, a ? a->v : NULL, a ? a->len : NULL, a ? a->fmt : NULL, 0);
@@ -768,41 +775,35 @@ static int run_limits(struct pg_store *p, const struct store_uow *u) {
         return r;
 }
 
-static int op_insert(struct pg_store *p, const struct store_op *op) {
+static void insert_params(const struct store_op *op, struct params *a) {
         const struct store_session *row = &op->row;
-        struct params a = {0};
 
-        param_int(&a, op->rowid);
-        param_text(&a, row->id);
-        param_bytes(&a, row->token_hash, TOKEN_HASH_BYTES);
-        param_text(&a, row->user_id);
-        param_text(&a, row->platform_id);
-        param_int(&a, row->created_at);
-        param_int(&a, row->last_activity);
-        param_int(&a, row->renewed_at);
-        param_fp(&a, row->fp_user_agent);
-        param_fp(&a, row->fp_ip);
-        param_fp(&a, row->fp_accept_language);
-        param_fp(&a, row->fp_accept_encoding);
-        param_text(&a, row->ip);
-        param_text(&a, row->user_agent);
-        param_bytes(&a, op->blob, op->blob_size);
-        param_int(&a, row->sync_version);
-        return run_command(p, Q_INSERT, &a, "inserting a session");
+        param_int(a, op->rowid);
+        param_text(a, row->id);
+        param_bytes(a, row->token_hash, TOKEN_HASH_BYTES);
+        param_text(a, row->user_id);
+        param_text(a, row->platform_id);
+        param_int(a, row->created_at);
+        param_int(a, row->last_activity);
+        param_int(a, row->renewed_at);
+        param_fp(a, row->fp_user_agent);
+        param_fp(a, row->fp_ip);
+        param_fp(a, row->fp_accept_language);
+        param_fp(a, row->fp_accept_encoding);
+        param_text(a, row->ip);
+        param_text(a, row->user_agent);
+        param_bytes(a, op->blob, op->blob_size);
+        param_int(a, row->sync_version);
 }
 
-static int op_audit(struct pg_store *p, const struct store_op *op) {
-        struct params a = {0};
-
-        param_int(&a, op->t1);
-        param_text(&a, op->s1);
-        param_text(&a, op->s2);
-        param_text(&a, op->s3);
-        param_text(&a, op->blob ? op->blob : "{}");
-        return run_command(p, Q_AUDIT, &a, "writing an audit row");
+static void audit_params(const struct store_op *op, struct params *a) {
+        param_int(a, op->t1);
+        param_text(a, op->s1);
+        param_text(a, op->s2);
+        param_text(a, op->s3);
+        param_text(a, op->blob ? op->blob : "{}");
 }
 
-/* The updates of one row: the statement and its parameters after $1. */
 static int op_update_params(const struct store_op *op, struct params *a, const char **what) {
         switch (op->kind) {
         case STORE_OP_ACTIVITY:
@@ -850,33 +851,121 @@ static int op_update_params(const struct store_op *op, struct params *a, const c
         }
 }
 
-/* An update (or the copy): -ENOENT when no row was changed, as sqlite.c
- * (a row that is not there, or already ended for END and COPY). */
-static int op_update(struct pg_store *p, const struct store_op *op) {
+/* The statement of an operation and its parameters (not for
+ * STORE_OP_LIMIT, run at commit: run_limits()). */
+static int op_statement(const struct store_op *op, struct params *a, const char **what) {
+        switch (op->kind) {
+        case STORE_OP_INSERT:
+                insert_params(op, a);
+                *what = "inserting a session";
+                return Q_INSERT;
+        case STORE_OP_AUDIT:
+                audit_params(op, a);
+                *what = "writing an audit row";
+                return Q_AUDIT;
+        default:
+                param_int(a, op->rowid);
+                return op_update_params(op, a, what);
+        }
+}
+
+static bool op_sent(const struct store_op *op) {
+        return op->kind != STORE_OP_LIMIT;
+}
+
+static int op_send(struct pg_store *p, const struct store_op *op) {
         struct params a = {0};
         const char *what = NULL;
-        int q, r;
+        char name[16];
+        int q = op_statement(op, &a, &what);
 
-        param_int(&a, op->rowid);
-        q = op_update_params(op, &a, &what);
         assert(q >= 0);
         if (q < 0)
                 return q;
-        r = run_command(p, q, &a, what);
-        return r < 0 ? r : r > 0 ? 0 : -ENOENT;
+        snprintf(name, sizeof name, "q%d", q);
+        if (PQsendQueryPrepared(p->w.c, name, a.n, a.v, a.len, a.fmt, 0))
+                return 0;
+        log_pq_error(p->name, what, PQerrorMessage(p->w.c));
+        return -EIO;
 }
 
-static int op_run(struct pg_store *p, const struct store_op *op) {
-        switch (op->kind) {
-        case STORE_OP_LIMIT:
-                return 0; /* at commit, after every insert of the unit: run_limits() */
-        case STORE_OP_INSERT:
-                return op_insert(p, op);
-        case STORE_OP_AUDIT:
-                return op_audit(p, op);
-        default:
-                return op_update(p, op);
+/* An operation's result: an update (or the copy) that changed no row is
+ * -ENOENT, as in sqlite.c (a row that is not there, or already ended for
+ * END and COPY). */
+static int op_result(struct pg_store *p, const struct store_op *op, PGresult *res) {
+        struct params a = {0};
+        const char *what = NULL;
+        int r;
+
+        (void)op_statement(op, &a, &what);
+        r = result_check(p->name, p->w.c, res, PGRES_COMMAND_OK, what);
+        if (r < 0)
+                return r;
+        if (op->kind != STORE_OP_INSERT && op->kind != STORE_OP_AUDIT && atoi(PQcmdTuples(res)) == 0)
+                return -ENOENT;
+        return 0;
+}
+
+static size_t next_sent(const struct store_uow *u, size_t i, size_t to) {
+        while (i < to && !op_sent(&u->ops[i]))
+                i++;
+        return i;
+}
+
+/* Reads a pipeline's results up to its sync: 0 or the first failure; i is
+ * the first operation sent. */
+static int pipeline_results(struct pg_store *p, const struct store_uow *u, size_t i, size_t to) {
+        PGconn *c = p->w.c;
+        int first = 0;
+
+        for (;;) {
+                PGresult *res = PQgetResult(c);
+                ExecStatusType st;
+
+                if (!res) { /* the end of one operation's results */
+                        if (PQstatus(c) != CONNECTION_OK || i >= to)
+                                return first < 0 ? first : -EIO;
+                        i = next_sent(u, i + 1, to);
+                        continue;
+                }
+                st = PQresultStatus(res);
+                if (st == PGRES_PIPELINE_SYNC) {
+                        PQclear(res);
+                        return first;
+                }
+                if (first == 0 && i < to && st != PGRES_PIPELINE_ABORTED)
+                        first = op_result(p, &u->ops[i], res);
+                PQclear(res);
         }
+}
+
+/* Runs u->ops[from..to) in one pipeline, one round trip for all of them:
+ * 0, or the first failure (the server skips what follows a failure in a
+ * pipeline; the caller rolls back). */
+static int ops_pipeline(struct pg_store *p, const struct store_uow *u, size_t from, size_t to) {
+        PGconn *c = p->w.c;
+        size_t i = next_sent(u, from, to);
+        int r = 0;
+
+        if (i == to)
+                return 0;
+        if (!PQenterPipelineMode(c)) {
+                log_pq_error(p->name, "entering pipeline mode", PQerrorMessage(c));
+                return -EIO;
+        }
+        for (size_t k = i; k < to && r >= 0; k = next_sent(u, k + 1, to))
+                r = op_send(p, &u->ops[k]);
+        if (r >= 0 && !PQpipelineSync(c)) {
+                log_pq_error(p->name, "sending a unit of work", PQerrorMessage(c));
+                r = -EIO;
+        }
+        if (r >= 0)
+                r = pipeline_results(p, u, i, to);
+        /* Fails only with results pending, on a broken connection (which
+         * is then made again: conn_ready()). */
+        if (!PQexitPipelineMode(c) && r >= 0)
+                r = -EIO;
+        return r;
 }
 
 static int pg_uow_apply(struct store *s, struct store_uow *u) {
@@ -888,10 +977,12 @@ static int pg_uow_apply(struct store *s, struct store_uow *u) {
         if (u->applied == u->n_ops)
                 return 0;
         r = tx_begin(p, u);
-        for (; r >= 0 && u->applied < u->n_ops; u->applied++) {
-                r = op_run(p, &u->ops[u->applied]);
-                if (r < 0)
-                        break;
+        while (r >= 0 && u->applied < u->n_ops) {
+                size_t to = u->applied + PG_PIPELINE_OPS < u->n_ops ? u->applied + PG_PIPELINE_OPS : u->n_ops;
+
+                r = ops_pipeline(p, u, u->applied, to);
+                if (r >= 0)
+                        u->applied = to;
         }
         if (r < 0) {
                 tx_rollback(p);
