@@ -738,19 +738,8 @@ static int lock_users(struct pg_store *p, const struct store_uow *u) {
         return result_check(p->name, p->w.c, res, PGRES_TUPLES_OK, "locking the users of new sessions");
 }
 
-/* A user's limit (after the unit's inserts, under the user's lock): the
- * most recently active `keep` live sessions stay, the others end. */
-static int run_limit(struct pg_store *p, const struct store_op *op) {
-        struct params a = {0};
-        int r;
-
-        param_text(&a, op->s1);
-        param_int(&a, op->t1);
-        param_int(&a, op->t2);
-        _cleanup_pqclear_ PGresult *res = run(p, Q_LIMIT, &a);
-        r = result_check(p->name, p->w.c, res, PGRES_TUPLES_OK, "holding a user's limit");
-        if (r < 0)
-                return r;
+/* Rows a limit ended, to be announced at commit. */
+static int evicted_add(struct pg_store *p, const PGresult *res) {
         for (int i = 0; i < PQntuples(res); i++) {
                 if (p->n_evicted == p->allocated_evicted) {
                         size_t m = p->allocated_evicted ? 2 * p->allocated_evicted : 16;
@@ -766,13 +755,65 @@ static int run_limit(struct pg_store *p, const struct store_op *op) {
         return 0;
 }
 
-static int run_limits(struct pg_store *p, const struct store_uow *u) {
-        int r = 0;
+static int limit_send(struct pg_store *p, const struct store_op *op) {
+        struct params a = {0};
+        char name[16];
 
+        param_text(&a, op->s1);
+        param_int(&a, op->t1);
+        param_int(&a, op->t2);
+        snprintf(name, sizeof name, "q%d", Q_LIMIT);
+        if (PQsendQueryPrepared(p->w.c, name, a.n, a.v, a.len, a.fmt, 0))
+                return 0;
+        log_pq_error(p->name, "holding a user's limit", PQerrorMessage(p->w.c));
+        return -EIO;
+}
+
+/* The unit's limits (after all its inserts, under the users' locks), in
+ * one pipeline: for each, the user's most recently active `keep` live
+ * sessions stay, the others end. */
+static int run_limits(struct pg_store *p, const struct store_uow *u) {
+        PGconn *c = p->w.c;
+        int r = 0, first = 0;
+        size_t n = 0;
+
+        for (size_t i = 0; i < u->n_ops; i++)
+                n += u->ops[i].kind == STORE_OP_LIMIT;
+        if (n == 0)
+                return 0;
+        if (!PQenterPipelineMode(c)) {
+                log_pq_error(p->name, "entering pipeline mode", PQerrorMessage(c));
+                return -EIO;
+        }
         for (size_t i = 0; i < u->n_ops && r >= 0; i++)
                 if (u->ops[i].kind == STORE_OP_LIMIT)
-                        r = run_limit(p, &u->ops[i]);
-        return r;
+                        r = limit_send(p, &u->ops[i]);
+        if (r >= 0 && !PQpipelineSync(c)) {
+                log_pq_error(p->name, "sending the users' limits", PQerrorMessage(c));
+                r = -EIO;
+        }
+        while (r >= 0) {
+                PGresult *res = PQgetResult(c);
+
+                if (!res) {
+                        if (PQstatus(c) != CONNECTION_OK)
+                                r = -EIO;
+                        continue;
+                }
+                if (PQresultStatus(res) == PGRES_PIPELINE_SYNC) {
+                        PQclear(res);
+                        break;
+                }
+                if (first == 0 && PQresultStatus(res) != PGRES_PIPELINE_ABORTED) {
+                        first = result_check(p->name, c, res, PGRES_TUPLES_OK, "holding a user's limit");
+                        if (first == 0)
+                                first = evicted_add(p, res);
+                }
+                PQclear(res);
+        }
+        if (!PQexitPipelineMode(c) && r >= 0)
+                r = -EIO;
+        return r < 0 ? r : first;
 }
 
 static void insert_params(const struct store_op *op, struct params *a) {
