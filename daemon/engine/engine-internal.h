@@ -50,6 +50,7 @@
 enum {
         S_USED = 1u << 0,
         S_DIRTY = 1u << 1, /* last_activity ahead of the store */
+        S_STALE = 1u << 2, /* a fleet's re-read of every session has not seen it yet (fleet.c) */
 };
 
 enum { FP_USER_AGENT, FP_IP, FP_LANGUAGE, FP_ENCODING, _FP_MAX };

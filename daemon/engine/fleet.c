@@ -102,31 +102,40 @@ static int remote_row_cb(const struct store_session *row, void *userdata) {
         return 0;
 }
 
-/* Every live session memory holds, read again (changes may have been missed). */
+/* Every live session memory holds, read again (changes may have been
+ * missed): the store's live sessions are taken in one pass (a table
+ * entry re-added by remote_row_cb has no S_STALE), and those memory still
+ * holds marked are no longer live there: each is read to learn how it
+ * ended. One pass over the store's live rows, on the loop: a rare event
+ * (the listening connection came back) that costs about what start-up's
+ * loading costs. */
 static void remote_reload_all(struct engine *e) {
         struct remote_ctx x = {.e = e, .kind = STORE_CHANGE_UPDATED};
-        int64_t *rowids;
-        size_t n = 0;
+        struct store_filter f = {.live_only = true, .light = true};
+        size_t stale = 0;
+        int r;
 
-        rowids = malloc(sizeof *rowids * (e->n_sessions ? e->n_sessions : 1));
-        if (!rowids) {
-                log_error("Store %s: out of memory re-reading the cached sessions.", store_name(e->store));
-                return;
-        }
         for (uint32_t h = 0; h < e->sessions_used; h++)
                 if (e->sessions[h].flags & S_USED)
-                        rowids[n++] = e->sessions[h].rowid;
-        for (size_t i = 0; i < n; i++)
-                (void)store_session_by_rowid(e->store, rowids[i], remote_row_cb, &x);
-        free(rowids);
-        /* Sessions created elsewhere meanwhile. */
-        {
-                struct store_filter f = {.live_only = true, .light = true};
+                        e->sessions[h].flags |= S_STALE;
+        r = store_sessions_each(e->store, &f, remote_row_cb, &x);
+        for (uint32_t h = 0; h < e->sessions_used; h++) {
+                uint32_t k = h;
 
-                (void)store_sessions_each(e->store, &f, remote_row_cb, &x);
+                if (!(e->sessions[h].flags & S_STALE))
+                        continue;
+                e->sessions[h].flags &= ~S_STALE;
+                if (r < 0)
+                        continue; /* the pass failed: nothing learnt */
+                stale++;
+                (void)fleet_refresh(e, &k);
         }
-        log_notice("Store %s: re-read %zu cached sessions after missing changes of other daemons.",
-                   store_name(e->store), n);
+        if (r < 0)
+                log_warning("Store %s: re-reading the cached sessions failed: %s", store_name(e->store),
+                            strerror(-r));
+        else
+                log_notice("Store %s: re-read the live sessions after missing changes of other daemons "
+                           "(%zu no longer live).", store_name(e->store), stale);
 }
 
 static void remote_change_cb(const struct store_change *c, bool lost, void *userdata) {
