@@ -932,7 +932,13 @@ static int op_send(struct pg_store *p, const struct store_op *op) {
 
 /* An operation's result: an update (or the copy) that changed no row is
  * -ENOENT, as in sqlite.c (a row that is not there, or already ended for
- * END and COPY). */
+ * COPY), but for END and ACTIVITY. Several daemons write one table, and a
+ * daemon's memory follows the others' changes only within the
+ * notification's delay: another daemon may have ended the session first
+ * (its end stands, with its reason, and this daemon learns of it), or the
+ * leader may have purged a row long ended whose last touch is written
+ * late. Such a write is moot, not a failure that would lose the unit's
+ * other writes. */
 static int op_result(struct pg_store *p, const struct store_op *op, PGresult *res) {
         struct params a = {0};
         const char *what = NULL;
@@ -942,7 +948,8 @@ static int op_result(struct pg_store *p, const struct store_op *op, PGresult *re
         r = result_check(p->name, p->w.c, res, PGRES_COMMAND_OK, what);
         if (r < 0)
                 return r;
-        if (op->kind != STORE_OP_INSERT && op->kind != STORE_OP_AUDIT && atoi(PQcmdTuples(res)) == 0)
+        if (op->kind != STORE_OP_INSERT && op->kind != STORE_OP_AUDIT && op->kind != STORE_OP_END &&
+            op->kind != STORE_OP_ACTIVITY && atoi(PQcmdTuples(res)) == 0)
                 return -ENOENT;
         return 0;
 }

@@ -20,7 +20,8 @@ enum store_op_kind {
         STORE_OP_INSERT,   /* row (live), blob: sync data */
         STORE_OP_ACTIVITY, /* t1: last_activity (never moves it back) */
         STORE_OP_RENEWED,  /* t1: renewed_at, t2: last_activity */
-        STORE_OP_END,      /* t1: ended_at, s1: reason (a row already ended is left alone) */
+        STORE_OP_END,      /* t1: ended_at, s1: reason (a row already ended is left alone: -ENOENT
+                            * on SQLite, whose engine knows every end; moot on a shared store) */
         STORE_OP_CLIENT,   /* row: fingerprint hashes, ip, user agent (0/NULL: keep) */
         STORE_OP_COPY,     /* rotation: t1: last_activity, t2: new key, s1: new id, row.token_hash */
         STORE_OP_PLATFORM, /* s1: platform id, s2: switch history (JSON) */

@@ -229,10 +229,30 @@ START_TEST(test_session_operations) {
         ck_assert_uint_eq(c.fp_ua, 77); /* not given: kept */
         ck_assert_int_eq(store_commit(s), 0);
         /* A write to a row that is not there fails its unit, here at the
-         * first read that runs it. */
-        ck_assert_int_eq(store_session_set_activity(s, 12345678, T0), 0);
+         * first read that runs it... */
+        ck_assert_int_eq(store_session_set_sync(s, 12345678, 1, "x", 1), 0);
         ck_assert_int_eq(store_session_by_rowid(s, ra, capture_cb, &c), -ENOENT);
         ck_assert_int_eq(store_commit(s), -ENOENT);
+        /* ...but for a touch or an end, which another daemon's end or the
+         * leader's purge make moot (postgres.c, op_result): the rest of the
+         * unit stands. */
+        ck_assert_int_eq(store_session_set_activity(s, 12345678, T0), 0);
+        ck_assert_int_eq(store_session_end(s, 12345679, T0, "destroyed"), 0);
+        ck_assert_int_eq(store_session_set_activity(s, ra, T0 + 30), 0);
+        ck_assert_int_eq(store_commit(s), 0);
+        ck_assert_int_eq(store_session_by_rowid(s, ra, capture_cb, &c), 0);
+        ck_assert_int_eq(c.last_activity, T0 + 30);
+        {
+                struct store_session x = row_for("xxxxxxxxxxxxxxxxxxxxxx", 9, "ended-twice", T0);
+                int64_t rx;
+
+                ck_assert_int_eq(insert_row(s, &x, NULL, 0, &rx), 0);
+                ck_assert_int_eq(store_session_end(s, rx, T0 + 31, "destroyed"), 0);
+                ck_assert_int_eq(store_session_end(s, rx, T0 + 32, "evicted"), 0); /* ended already: the first end stands */
+                ck_assert_int_eq(store_commit(s), 0);
+                ck_assert_int_eq(store_session_by_rowid(s, rx, capture_cb, &c), 0);
+                ck_assert_int_eq(c.ended_at, T0 + 31);
+        }
 
         ck_assert_int_eq(store_session_get_switches(s, ra, &text), 0);
         ck_assert_str_eq(text, "[]");
@@ -273,8 +293,8 @@ START_TEST(test_session_operations) {
 
         ck_assert_int_eq(store_session_end(s, ra, T0 + 40, "rotated"), 0);
         ck_assert_int_eq(store_commit(s), 0);
-        ck_assert_int_eq(store_session_end(s, ra, T0 + 50, "destroyed"), 0); /* already ended */
-        ck_assert_int_eq(store_commit(s), -ENOENT);
+        ck_assert_int_eq(store_session_end(s, ra, T0 + 50, "destroyed"), 0); /* already ended: moot */
+        ck_assert_int_eq(store_commit(s), 0);
         ck_assert_int_eq(store_session_copy(s, ra, rc + 1, "dddddddddddddddddddddd", hash, T0), 0);
         ck_assert_int_eq(store_commit(s), -ENOENT);
         c = (struct capture){0};
@@ -686,8 +706,8 @@ START_TEST(test_unit_of_work_async) {
         ck_assert_int_eq(d.result, 0);
         ck_assert(!store_busy(s));
 
-        /* b's unit also ends a row that is not there: lost whole. */
-        ck_assert_int_eq(store_session_end(s, ra + 100000, T0, "destroyed"), 0);
+        /* b's unit also writes the sync state of a row that is not there: lost whole. */
+        ck_assert_int_eq(store_session_set_sync(s, ra + 100000, 1, "x", 1), 0);
         ck_assert_int_eq(store_submit(s, done_cb, &d), 0);
         run_until(&loop, &d.calls, 2);
         ck_assert_int_eq(d.result, -ENOENT);
@@ -903,7 +923,7 @@ START_TEST(test_notify) {
 
         /* A failed unit says nothing. */
         ck_assert_int_eq(store_session_set_sync(s1, rb, 2, "y", 1), 0);
-        ck_assert_int_eq(store_session_end(s1, 987654321, T0, "destroyed"), 0);
+        ck_assert_int_eq(store_session_set_platform(s1, 987654321, "x", "[]"), 0);
         ck_assert_int_eq(store_commit(s1), -ENOENT);
 
         /* Many changes: several payloads, every one heard, in order. */
