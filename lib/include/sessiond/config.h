@@ -281,6 +281,22 @@ const char *sessiond_config_custom(const struct sessiond_config *c, const char *
  * messages write it ("86400", "true", "100.0", "production"). NULL on ENOMEM. */
 char *sessiond_config_value_to_string(const struct sessiond_config *c, size_t idx);
 
+/* ---- connection strings ------------------------------------------------- */
+
+/* daemon.postgres_url for a terminal, a log line or a reply: the text as it
+ * was written (a libpq keyword/value connection string or a postgresql://
+ * URI), with every password replaced by "***":
+ *   postgresql://app:secret@/sessions?host=/run/pg -> postgresql://app:***@/sessions?host=/run/pg
+ *   host=/x password=secret dbname=y               -> host=/x password=*** dbname=y
+ *   host=/x password='a b' dbname=y                -> host=/x password='***' dbname=y
+ * The password of a URI's user info and the values of password= and
+ * sslpassword= (keyword/value pairs or URI parameters) are hidden. Text
+ * that libpq could not read is hidden generously rather than precisely (a
+ * keyword/value string from the pair that breaks off on). For display
+ * only: never write the result back as the setting. *ret is a new
+ * string. Returns 0 or -ENOMEM (-EINVAL when conninfo or ret is NULL). */
+int sessiond_conninfo_redact(const char *conninfo, char **ret);
+
 /* ---- addresses ------------------------------------------------------------ */
 
 struct sockaddr;
