@@ -4,7 +4,8 @@
  * libconfig paths, nested by their dots, in table order, with `custom`
  * before `daemon`. Durations are integer seconds, booleans JSON booleans,
  * alert thresholds numbers. With origins every leaf becomes
- * {"value": v, "origin": "..."}.
+ * {"value": v, "origin": "..."}. A connection string (daemon.postgres_url)
+ * is shown with its password as *** (sessiond_conninfo_redact()).
  * The summary is the guide's get_config_summary(); the client form is what
  * GetClientConfig hands to a browser script.
  */
@@ -26,6 +27,12 @@ static json_t *value_json(const struct sessiond_config *c, const struct sessiond
         case SESSIOND_TYPE_DOUBLE:
                 return json_real(*(const double *) p);
         case SESSIOND_TYPE_STRING:
+                if (setting_is_conninfo(s)) {
+                        _cleanup_free_ char *redacted = NULL;
+                        if (sessiond_conninfo_redact(*(char *const *) p, &redacted) < 0)
+                                return NULL;
+                        return json_string(redacted);
+                }
                 return json_string(*(char *const *) p);
         case SESSIOND_TYPE_ENVIRONMENT:
                 return json_string(sessiond_environment_to_string(*(const enum sessiond_environment *) p));

@@ -81,6 +81,8 @@ SETTINGS = [
     ("daemon.max_message_size", None, 65536),
     ("daemon.metrics_listen", "SESSIOND_METRICS_LISTEN", ""),
     ("daemon.max_sessions", None, 10000000),
+    ("daemon.postgres_url", "SESSIOND_POSTGRES_URL", ""),
+    ("daemon.key_file", "SESSIOND_KEY_FILE", ""),
 ]
 
 FEATURES = [p.split(".")[1] for p, _, _ in SETTINGS if p.startswith("features.")]
@@ -174,6 +176,8 @@ def test_each_variable_sets_its_path():
             text, new = "7.5", 7.5
         elif isinstance(old, int):
             text, new = str(old + 1), old + 1
+        elif path == "daemon.postgres_url":
+            text = new = "host=/run/postgresql dbname=contract"  # no password: shown as written
         else:
             text = new = "/tmp/contract-" + path
         env = dict(base)

@@ -201,6 +201,13 @@ struct sessiond_config {
                 int64_t max_message_size;
                 char *metrics_listen; /* "" (off), "IPv4:PORT" or "[IPv6]:PORT" */
                 int64_t max_sessions; /* live sessions held at once, 1..SESSIOND_MAX_SESSIONS_LIMIT */
+                /* The shared PostgreSQL store of a fleet (DESIGN 8): a libpq
+                 * connection string or URI, "" when none. It may hold a
+                 * password: print it only through sessiond_conninfo_redact(). */
+                char *postgres_url;
+                /* The token key; "": sessiond.key in the folder of
+                 * database_path. */
+                char *key_file;
         } daemon;
 
         /* Where each setting came from, indexed by setting number
@@ -278,7 +285,9 @@ const char *sessiond_config_custom(const struct sessiond_config *c, const char *
                                    const char *def);
 
 /* Setting number idx as text, the way the env file and the
- * messages write it ("86400", "true", "100.0", "production"). NULL on ENOMEM. */
+ * messages write it ("86400", "true", "100.0", "production"); a connection
+ * string (daemon.postgres_url) with its password as *** (for display, not
+ * to be written back). NULL on ENOMEM. */
 char *sessiond_config_value_to_string(const struct sessiond_config *c, size_t idx);
 
 /* ---- connection strings ------------------------------------------------- */
@@ -335,7 +344,9 @@ int sessiond_config_apply_profile(struct sessiond_config *c, enum sessiond_envir
 /* ---- JSON ---------------------------------------------------------------- */
 
 /* The JSON of DESIGN 2.2. With origins: every leaf becomes
- * {"value": v, "origin": "..."}. Returns a new reference or NULL on ENOMEM. */
+ * {"value": v, "origin": "..."}. daemon.postgres_url is shown with its
+ * password as *** (sessiond_conninfo_redact()). Returns a new reference or
+ * NULL on ENOMEM. */
 json_t *sessiond_config_to_json(const struct sessiond_config *c, bool with_origins);
 
 /* The guide's get_config_summary(): environment, debug_mode,

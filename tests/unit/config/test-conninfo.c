@@ -1,8 +1,10 @@
 /* Connection strings (lib/config/conninfo.c): sessiond_conninfo_redact()
  * in both of libpq's forms, with quoting and escapes, without a password,
- * and on text libpq cannot read; conninfo_check() and its masked reasons. */
+ * and on text libpq cannot read; conninfo_check() and its masked reasons;
+ * and every way a configuration shows daemon.postgres_url (value_to_string,
+ * the JSON, load errors) without its password. */
 #include "helpers.h"
-#include "config/internal.h" /* conninfo_check() */
+#include "config/internal.h" /* conninfo_check(), setting_is_conninfo() */
 
 #define SECRET "s3cr3t"
 
@@ -147,6 +149,60 @@ START_TEST(test_check) {
 }
 END_TEST
 
+/* What a configuration shows of daemon.postgres_url. */
+START_TEST(test_config_shows_redacted) {
+        char *env[] = { "SESSIOND_POSTGRES_URL=postgresql://app:" SECRET "@/sessions?host=/run/pg", NULL };
+        struct sessiond_config *c = NULL;
+        struct sessiond_issues is = {};
+        int idx = sessiond_setting_find("daemon.postgres_url");
+        char *text, *dump;
+        json_t *j;
+
+        ck_assert_int_ge(idx, 0);
+        ck_assert(setting_is_conninfo(&sessiond_settings[idx]));
+        ck_assert_int_eq(sessiond_setting_find_variable("SESSIOND_POSTGRES_URL"), idx);
+        ck_assert_int_eq(load_env(env, &c, &is), 0);
+        /* the daemon gets the real value */
+        ck_assert_str_eq(c->daemon.postgres_url, "postgresql://app:" SECRET "@/sessions?host=/run/pg");
+
+        text = sessiond_config_value_to_string(c, (size_t) idx);
+        ck_assert_str_eq(text, "postgresql://app:***@/sessions?host=/run/pg");
+        free(text);
+        for (int origins = 0; origins < 2; origins++) {
+                j = sessiond_config_to_json(c, origins);
+                ck_assert_ptr_nonnull(j);
+                dump = json_dumps(j, 0);
+                ck_assert_ptr_null(strstr(dump, SECRET));
+                ck_assert_ptr_nonnull(strstr(dump, "postgresql://app:***@/sessions?host=/run/pg"));
+                free(dump);
+                json_decref(j);
+        }
+        sessiond_config_free(c);
+}
+END_TEST
+
+/* A value the loader refuses (not UTF-8) is quoted redacted. */
+START_TEST(test_load_errors_redacted) {
+        char *env[] = { "SESSIOND_POSTGRES_URL=host=x password=" SECRET " dbname=\xff", NULL };
+        struct sessiond_config *c = NULL;
+        struct sessiond_issues is = {};
+
+        ck_assert_int_eq(load_env(env, &c, &is), -EINVAL);
+        assert_issue(&is, SESSIOND_ERROR, "SESSIOND_POSTGRES_URL: value 'host=x password=*** dbname=");
+        for (size_t i = 0; i < is.count; i++)
+                ck_assert_ptr_null(strstr(is.items[i].message, SECRET));
+        sessiond_issues_clear(&is);
+
+        ck_assert_int_eq(load_conf_text("daemon: { postgres_url = \"postgresql://app:" SECRET "@h/\xff\"; };\n", &c, &is),
+                         -EINVAL);
+        assert_issue(&is, SESSIOND_ERROR, "daemon.postgres_url: value \"postgresql://app:***@h/");
+        for (size_t i = 0; i < is.count; i++)
+                ck_assert_ptr_null(strstr(is.items[i].message, SECRET));
+        sessiond_issues_clear(&is);
+        scratch_remove();
+}
+END_TEST
+
 static Suite *conninfo_suite(void) {
         Suite *s = suite_create("config-conninfo");
         TCase *tc = tcase_create("redact");
@@ -161,6 +217,8 @@ static Suite *conninfo_suite(void) {
 
         tc = tcase_create("check");
         tcase_add_test(tc, test_check);
+        tcase_add_test(tc, test_config_shows_redacted);
+        tcase_add_test(tc, test_load_errors_redacted);
         suite_add_tcase(s, tc);
         return s;
 }
