@@ -141,9 +141,9 @@ SESSIOND_EXPORT json_t *sessiond_config_summary(const struct sessiond_config *c)
 }
 
 SESSIOND_EXPORT json_t *sessiond_config_client_json(const struct sessiond_config *c) {
-        /* Every flag of features.*, the three of the scale-out path too (always
-         * false while validation refuses them), so a script can test any
-         * flag of DESIGN 2.3 without guessing which ones are served. */
+        /* Every flag of features.*, the three of the scale-out path too
+         * (DESIGN 8), so a script can test any flag of DESIGN 2.3 without
+         * guessing which ones are served. */
         return json_pack("{s:{s:I,s:I,s:I,s:I,s:s,s:I},s:I,s:{s:b,s:b,s:b,s:b,s:b,s:b,s:b,s:b,s:b}}",
                          "sync",
                          "check_interval", (json_int_t) c->sync.check_interval,

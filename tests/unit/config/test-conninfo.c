@@ -177,6 +177,12 @@ START_TEST(test_config_shows_redacted) {
                 free(dump);
                 json_decref(j);
         }
+        /* and the validation's messages (the URL is ignored here: a warning) */
+        ck_assert_int_eq(sessiond_config_validate(c, &is), 0);
+        assert_issue(&is, SESSIOND_WARNING, "daemon.postgres_url=postgresql://app:***@/sessions?host=/run/pg from environment");
+        for (size_t i = 0; i < is.count; i++)
+                ck_assert_ptr_null(strstr(is.items[i].message, SECRET));
+        sessiond_issues_clear(&is);
         sessiond_config_free(c);
 }
 END_TEST
