@@ -16,10 +16,11 @@ presented (including tampered ones) is then looked for, whole and as a
     health, list, show, audit, events, metrics, analytics), tables and JSON,
     and the raw Admin replies (Events, Audit, ListSessions).
 
-And: the key file, the database, its -wal and -shm are 0600 and a database
-folder the daemon creates is 0700. That comparisons of secret material run
-in constant time is a code property (sodium_memcmp, keyed hashes), noted in
-the README; no black-box test can show it.
+And: the key file (at daemon.key_file too), the database, its -wal and
+-shm are 0600 and a database folder the daemon creates is 0700. That
+comparisons of secret material run in constant time is a code property
+(sodium_memcmp, keyed hashes), noted in the README; no black-box test can
+show it.
 """
 
 import base64
@@ -179,6 +180,31 @@ def test_private_files():
         d.stop()
         for f in (db, os.path.join(folder, "sessiond.key")):
             assert mode(f) == 0o600, (f, oct(mode(f)))
+
+    # daemon.key_file: the key lives there (0600), none beside the database;
+    # the same key on a restart, and a missing one is refused, not remade.
+    with Daemon() as d:
+        d.stop()
+        keys = os.path.join(d.tmp, "keys")
+        os.mkdir(keys, 0o700)
+        key = os.path.join(keys, "fleet.key")
+        d.write_config({"daemon.database_path": os.path.join(d.tmp, "db", "fleet.db"), "daemon.key_file": key})
+        d.start()
+        with d.connect() as c:
+            token = c.call(S + "Create", {"user_id": "alice"})["token"]
+        d.stop()
+        assert mode(key) == 0o600, oct(mode(key))
+        assert os.listdir(os.path.join(d.tmp, "db")) == ["fleet.db"], os.listdir(os.path.join(d.tmp, "db"))
+        assert "Created key file %s." % key in d.read_log()
+        d.start()
+        with d.connect() as c:
+            assert c.call(S + "Validate", {"token": token})["state"] == "active"
+        d.stop()
+        os.unlink(key)
+        d.start(wait=False)
+        assert d.proc.wait(timeout=30) == 1
+        assert "its key file %s is missing" % key in d.read_log()
+        assert not os.path.exists(key)
 
 
 run_tests([
