@@ -16,6 +16,9 @@
  *   - none of them may be writable by group or others, and the key may not
  *     be readable by them either.
  *
+ * The key file may live elsewhere (daemon.key_file, one key for a fleet of
+ * daemons): its folder is then held to the folder's rule as well.
+ *
  * The daemon's user is its effective uid: sessiond under systemd
  * (User=sessiond, StateDirectory= makes the folder its own 0700), root in a
  * test. A missing file passes: the daemon creates the folder 0700 and the
@@ -31,11 +34,11 @@
 #include <limits.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "log.h"
-#include "token.h"
 
 #define MODE(st) ((unsigned) ((st)->st_mode & 07777))
 
@@ -94,20 +97,45 @@ static int statefiles_check_file(const char *what, const char *path, uid_t me, m
         return 0;
 }
 
-int statefiles_check(const char *dir, const char *db_path) {
-        char key[PATH_MAX], wal[PATH_MAX], shm[PATH_MAX];
+/* The folder of path ("." for a bare name). */
+static int folder_of(const char *path, char *buf, size_t size) {
+        const char *slash = strrchr(path, '/');
+        size_t len = !slash ? 0 : slash == path ? 1 : (size_t) (slash - path);
+
+        if (!slash)
+                return (size_t) snprintf(buf, size, ".") >= size ? -ENAMETOOLONG : 0;
+        if (len >= size)
+                return -ENAMETOOLONG;
+        memcpy(buf, path, len);
+        buf[len] = '\0';
+        return 0;
+}
+
+int statefiles_check(const char *dir, const char *db_path, const char *key_path) {
+        char wal[PATH_MAX], shm[PATH_MAX], key_dir[PATH_MAX];
         uid_t me = geteuid();
+        struct stat a, b;
         int r;
 
-        if ((size_t) snprintf(key, sizeof key, "%s/%s", dir, TOKEN_KEY_FILE) >= sizeof key ||
-            (size_t) snprintf(wal, sizeof wal, "%s-wal", db_path) >= sizeof wal ||
+        if ((size_t) snprintf(wal, sizeof wal, "%s-wal", db_path) >= sizeof wal ||
             (size_t) snprintf(shm, sizeof shm, "%s-shm", db_path) >= sizeof shm)
                 return log_error_errno(-ENAMETOOLONG, "Database path %s is too long.", db_path);
+        if (folder_of(key_path, key_dir, sizeof key_dir) < 0)
+                return log_error_errno(-ENAMETOOLONG, "Key file path %s is too long.", key_path);
 
         r = statefiles_check_folder(dir, me);
         if (r < 0)
                 return r;
-        r = statefiles_check_file("Key file", key, me, S_IRWXG | S_IRWXO);
+        /* The key's own folder, unless it is the same one. */
+        if (stat(key_dir, &b) < 0)
+                return log_error_errno(-errno, "Failed to check the folder %s of the key file %s: %m", key_dir,
+                                       key_path);
+        if (stat(dir, &a) < 0 || a.st_dev != b.st_dev || a.st_ino != b.st_ino) {
+                r = statefiles_check_folder(key_dir, me);
+                if (r < 0)
+                        return r;
+        }
+        r = statefiles_check_file("Key file", key_path, me, S_IRWXG | S_IRWXO);
         if (r < 0)
                 return r;
         r = statefiles_check_file("Database", db_path, me, S_IWGRP | S_IWOTH);

@@ -92,12 +92,33 @@ out:
         return r;
 }
 
-static int key_create(const char *dir, const char *path) {
-        char tmp[PATH_MAX];
+/* The folder of path and its last component: "/a/b.key" -> "/a", "b.key";
+ * "b.key" -> ".", "b.key". */
+static int path_split(const char *path, char *dir, size_t size, const char **base) {
+        const char *slash = strrchr(path, '/');
+        size_t len;
+
+        if (!slash) {
+                *base = path;
+                return (size_t)snprintf(dir, size, ".") >= size ? -ENAMETOOLONG : 0;
+        }
+        *base = slash + 1;
+        len = slash == path ? 1 : (size_t)(slash - path);
+        if (len >= size)
+                return -ENAMETOOLONG;
+        memcpy(dir, path, len);
+        dir[len] = '\0';
+        return 0;
+}
+
+static int key_create(const char *path) {
+        char dir[PATH_MAX], tmp[PATH_MAX];
         uint8_t bytes[TOKEN_KEY_BYTES];
+        const char *base;
         int fd, r = 0, dfd;
 
-        if ((size_t)snprintf(tmp, sizeof tmp, "%s/.%s.XXXXXX", dir, TOKEN_KEY_FILE) >= sizeof tmp)
+        if (path_split(path, dir, sizeof dir, &base) < 0 ||
+            (size_t)snprintf(tmp, sizeof tmp, "%s/.%s.XXXXXX", dir, base) >= sizeof tmp)
                 return -ENAMETOOLONG;
         fd = mkostemp(tmp, O_CLOEXEC); /* O_EXCL, mode 0600 */
         if (fd < 0)
@@ -129,15 +150,16 @@ out:
         return r;
 }
 
-int token_key_load(const char *dir, bool create, struct token_key *k, bool *created) {
-        char path[PATH_MAX];
+int token_key_load(const char *path, bool create, struct token_key *k, bool *created) {
         int r;
 
-        assert(dir && k);
+        assert(path && k);
         if (created)
                 *created = false;
-        if ((size_t)snprintf(path, sizeof path, "%s/%s", dir, TOKEN_KEY_FILE) >= sizeof path)
-                return -ENAMETOOLONG;
+        if (!*path || path[strlen(path) - 1] == '/') {
+                log_error("Key file \"%s\" is not a file name.", path);
+                return -EINVAL;
+        }
 
         r = key_read(path, k);
         if (r != -ENOENT) {
@@ -149,7 +171,7 @@ int token_key_load(const char *dir, bool create, struct token_key *k, bool *crea
                 log_error("Key file %s is missing.", path);
                 return -ENOENT;
         }
-        r = key_create(dir, path);
+        r = key_create(path);
         if (r < 0 && r != -EEXIST)
                 return r;
         if (created && r == 0)

@@ -5,9 +5,10 @@
  * padding (43 characters). The daemon never stores a token: it stores a
  * keyed BLAKE2b-256 hash of it (crypto_generichash), so that a copy of the
  * database does not hand out live sessions. The 32-byte key lives in
- * `sessiond.key` next to the database, created 0600 on first start and
- * refused later if it has the wrong size or is accessible by anybody but its
- * owner. Without persistence the key is random and lives in memory only.
+ * daemon.key_file, by default `sessiond.key` next to the database, created
+ * 0600 on first start and refused later if it has the wrong size or is
+ * accessible by anybody but its owner. Without persistence the key is
+ * random and lives in memory only.
  *
  * A session also has a public id (16 bytes, 22 base64url characters),
  * unrelated to the token, for listings, audit rows and operators. It is
@@ -58,11 +59,12 @@ int token_init(void);
 /* A key for a store that lives in memory only. */
 int token_key_random(struct token_key *k);
 
-/* Reads `dir`/sessiond.key, or creates it (0600, O_EXCL, fsync) when it is
- * missing and `create` is true. Refuses (with a logged message naming the
- * file) a key file of the wrong size, not a regular file, or accessible by
- * group or others. *created tells whether it was made now. */
-int token_key_load(const char *dir, bool create, struct token_key *k, bool *created);
+/* Reads the key file at `path` (daemon.key_file, or sessiond.key beside
+ * the database), or creates it (0600, O_EXCL, fsync, in the same folder)
+ * when it is missing and `create` is true. Refuses (with a logged message
+ * naming the file) a key file of the wrong size, not a regular file, or
+ * accessible by group or others. *created tells whether it was made now. */
+int token_key_load(const char *path, bool create, struct token_key *k, bool *created);
 
 /* Derives both halves from the 32 bytes of a key file. */
 void token_key_from_bytes(struct token_key *k, const uint8_t bytes[TOKEN_KEY_BYTES]);

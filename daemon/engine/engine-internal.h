@@ -162,6 +162,7 @@ struct engine {
         struct daemon *d;
         struct store *store;
         struct token_key key;
+        char *key_path; /* the key file read at start; NULL without persistence */
         uint8_t name_key[crypto_shorthash_KEYBYTES];
 
         struct session *sessions;

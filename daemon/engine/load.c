@@ -232,6 +232,20 @@ static int mkdir_p(const char *dir) {
         return 0;
 }
 
+/* The token key's file: daemon.key_file, or sessiond.key in the folder of
+ * the database (as before there was a setting). */
+static int key_path_of(const struct sessiond_config *c, char *buf, size_t size) {
+        char dir[PATH_MAX];
+        int r;
+
+        if (*c->daemon.key_file)
+                return (size_t)snprintf(buf, size, "%s", c->daemon.key_file) >= size ? -ENAMETOOLONG : 0;
+        r = dirname_of(c->daemon.database_path, dir, sizeof dir);
+        if (r < 0)
+                return r;
+        return (size_t)snprintf(buf, size, "%s/%s", dir, TOKEN_KEY_FILE) >= size ? -ENAMETOOLONG : 0;
+}
+
 static int open_store(struct engine *e) {
         const struct sessiond_config *c = cfg(e);
         struct store_options o = {
@@ -241,7 +255,7 @@ static int open_store(struct engine *e) {
                 .load_userdata = e,
                 .loop = e->d->loop,
         };
-        char dir[PATH_MAX];
+        char dir[PATH_MAX], key[PATH_MAX];
         struct stat st;
         bool db_exists, created;
         int r;
@@ -255,26 +269,32 @@ static int open_store(struct engine *e) {
         r = dirname_of(o.path, dir, sizeof dir);
         if (r < 0)
                 return log_error_errno(r, "Database path %s is too long.", o.path);
+        r = key_path_of(c, key, sizeof key);
+        if (r < 0)
+                return log_error_errno(r, "Key file path %s is too long.", c->daemon.key_file);
         r = mkdir_p(dir);
         if (r < 0)
                 return log_error_errno(r, "Failed to create the database folder %s: %m", dir);
-        r = statefiles_check(dir, o.path); /* statefiles.c: owners and modes, logs what it refuses */
+        r = statefiles_check(dir, o.path, key); /* statefiles.c: owners and modes, logs what it refuses */
         if (r < 0)
                 return r;
         db_exists = stat(o.path, &st) == 0 && st.st_size > 0;
         /* The key first: a database whose key is gone cannot resolve a single
          * token, and making a new key would hide that. */
-        r = token_key_load(dir, !db_exists, &e->key, &created);
+        r = token_key_load(key, !db_exists, &e->key, &created);
         if (r == -ENOENT && db_exists) {
-                log_error("Database %s exists but its key file %s/%s is missing: no token could be "
+                log_error("Database %s exists but its key file %s is missing: no token could be "
                           "resolved. Restore the key file, or move the database away to start afresh.",
-                          o.path, dir, TOKEN_KEY_FILE);
+                          o.path, key);
                 return r;
         }
         if (r < 0)
                 return r;
         if (created)
-                log_info("Created key file %s/%s.", dir, TOKEN_KEY_FILE);
+                log_info("Created key file %s.", key);
+        e->key_path = strdup(key);
+        if (!e->key_path)
+                return -ENOMEM;
         e->loading = calloc(1, sizeof *e->loading); /* NULL: rows one by one */
         e->users_unsorted = true; /* the users' lists are sorted once, at the end */
         r = store_open(&o, &e->store);
@@ -346,6 +366,10 @@ void engine_config_changed(struct engine *e) {
                 else if (strcmp(c->daemon.database_path, store_name(e->store)) != 0)
                         log_warning("daemon.database_path changed to %s; %s stays in use until the next start.",
                                     c->daemon.database_path, store_name(e->store));
+                char key[PATH_MAX];
+                if (e->key_path && key_path_of(c, key, sizeof key) >= 0 && strcmp(key, e->key_path) != 0)
+                        log_warning("daemon.key_file changed to %s; the key read from %s stays in use until the next start.",
+                                    key, e->key_path);
                 (void)store_set_synchronous(e->store, c->daemon.synchronous);
         } else if (c->features.persistence)
                 log_warning("features.persistence changed; the store changes at the next start.");
@@ -410,5 +434,6 @@ void engine_free(struct engine *e) {
         hindex_free(&e->by_user);
         hindex_free(&e->by_platform);
         sodium_memzero(&e->key, sizeof e->key);
+        free(e->key_path);
         free(e);
 }

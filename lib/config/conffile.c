@@ -445,7 +445,13 @@ static void read_value(struct reader *rd, size_t idx, const config_setting_t *s)
                 /* Quote the bad value as written. */
                 _cleanup_free_ char *text = NULL;
                 if (type == CONFIG_TYPE_STRING) {
-                        if (asprintf(&text, "\"%s\"", config_setting_get_string(s)) < 0)
+                        _cleanup_free_ char *redacted = NULL;
+                        const char *str = config_setting_get_string(s);
+
+                        /* A connection string only with its password hidden. */
+                        if (setting_is_conninfo(def) && sessiond_conninfo_redact(str, &redacted) < 0)
+                                redacted = NULL;
+                        if (asprintf(&text, "\"%s\"", !setting_is_conninfo(def) ? str : redacted ? redacted : "***") < 0)
                                 text = NULL;
                 } else if (type == CONFIG_TYPE_FLOAT) {
                         if (asprintf(&text, "%g", config_setting_get_float(s)) < 0)

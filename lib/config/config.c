@@ -228,6 +228,8 @@ SESSIOND_EXPORT char *sessiond_config_value_to_string(const struct sessiond_conf
                 break;
         }
         case SESSIOND_TYPE_STRING:
+                if (setting_is_conninfo(s))
+                        return sessiond_conninfo_redact(*(char *const *) p, &out) < 0 ? NULL : out;
                 return strdup(*(char *const *) p);
         case SESSIOND_TYPE_ENVIRONMENT:
                 return strdup(sessiond_environment_to_string(*(const enum sessiond_environment *) p));

@@ -81,6 +81,15 @@ void origin_clear(struct sessiond_origin *o);
 size_t utf8_char_length(const char *s);
 bool utf8_is_valid(const char *s);
 
+/* Connection strings (conninfo.c). 0 when libpq can read conninfo (a
+ * keyword/value string or a URI); -EINVAL when it cannot, with
+ * *ret_reason (when not NULL; the caller frees it) libpq's reason, every
+ * piece of conninfo in it hidden; -ENOMEM. */
+int conninfo_check(const char *conninfo, char **ret_reason);
+/* Settings whose value is a connection string: shown only redacted
+ * (sessiond_conninfo_redact()) in messages, --show and replies. */
+bool setting_is_conninfo(const struct sessiond_setting *s);
+
 /* Levenshtein distance between a and b, ignoring case. */
 size_t edit_distance(const char *a, const char *b);
 /* The candidate nearest to name by edit distance (case-insensitive), or NULL

@@ -4,7 +4,8 @@
  * libconfig paths, nested by their dots, in table order, with `custom`
  * before `daemon`. Durations are integer seconds, booleans JSON booleans,
  * alert thresholds numbers. With origins every leaf becomes
- * {"value": v, "origin": "..."}.
+ * {"value": v, "origin": "..."}. A connection string (daemon.postgres_url)
+ * is shown with its password as *** (sessiond_conninfo_redact()).
  * The summary is the guide's get_config_summary(); the client form is what
  * GetClientConfig hands to a browser script.
  */
@@ -26,6 +27,12 @@ static json_t *value_json(const struct sessiond_config *c, const struct sessiond
         case SESSIOND_TYPE_DOUBLE:
                 return json_real(*(const double *) p);
         case SESSIOND_TYPE_STRING:
+                if (setting_is_conninfo(s)) {
+                        _cleanup_free_ char *redacted = NULL;
+                        if (sessiond_conninfo_redact(*(char *const *) p, &redacted) < 0)
+                                return NULL;
+                        return json_string(redacted);
+                }
                 return json_string(*(char *const *) p);
         case SESSIOND_TYPE_ENVIRONMENT:
                 return json_string(sessiond_environment_to_string(*(const enum sessiond_environment *) p));
@@ -134,9 +141,9 @@ SESSIOND_EXPORT json_t *sessiond_config_summary(const struct sessiond_config *c)
 }
 
 SESSIOND_EXPORT json_t *sessiond_config_client_json(const struct sessiond_config *c) {
-        /* Every flag of features.*, the three of the scale-out path too (always
-         * false while validation refuses them), so a script can test any
-         * flag of DESIGN 2.3 without guessing which ones are served. */
+        /* Every flag of features.*, the three of the scale-out path too
+         * (DESIGN 8), so a script can test any flag of DESIGN 2.3 without
+         * guessing which ones are served. */
         return json_pack("{s:{s:I,s:I,s:I,s:I,s:s,s:I},s:I,s:{s:b,s:b,s:b,s:b,s:b,s:b,s:b,s:b,s:b}}",
                          "sync",
                          "check_interval", (json_int_t) c->sync.check_interval,

@@ -83,10 +83,15 @@ static void apply_known(struct source *src, size_t idx, const char *key, const c
         const char *problem;
 
         if (setting_parse_text(s, value, &v, &problem) < 0) {
+                _cleanup_free_ char *redacted = NULL;
+
+                if (setting_is_conninfo(s) && sessiond_conninfo_redact(value, &redacted) < 0)
+                        redacted = NULL;
                 if (!*value)
                         source_issue(src, SESSIOND_ERROR, s->path, line, "%s is empty (give it a value or remove it)", key);
                 else
-                        source_issue(src, SESSIOND_ERROR, s->path, line, "%s: value '%s' %s", key, value, problem);
+                        source_issue(src, SESSIOND_ERROR, s->path, line, "%s: value '%s' %s", key,
+                                     !setting_is_conninfo(s) ? value : redacted ? redacted : "***", problem);
                 return;
         }
         if (config_store(src->config, idx, &v, src->kind, src->file, line) < 0)

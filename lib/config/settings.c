@@ -127,11 +127,11 @@ const struct sessiond_setting sessiond_settings[] = {
         { "features.analytics", "SESSION_FEATURE_ANALYTICS", B, OFF(features.analytics), "true",
           "Admin.Analytics" },
         { "features.clustering", "SESSION_FEATURE_CLUSTERING", B, OFF(features.clustering), "false",
-          "several daemons on one store (not available yet: must stay false)" },
+          "background jobs on one daemon of the fleet at a time, the leader (needs features.distributed)" },
         { "features.distributed", "SESSION_FEATURE_DISTRIBUTED", B, OFF(features.distributed), "false",
-          "store on PostgreSQL (not available yet: must stay false)" },
+          "sessions in the shared PostgreSQL store at daemon.postgres_url, for a fleet of daemons" },
         { "features.caching", "SESSION_FEATURE_CACHING", B, OFF(features.caching), "false",
-          "local cache in front of a shared store (not available yet: must stay false)" },
+          "serve Validate from memory, kept coherent by PostgreSQL notifications (needs features.distributed)" },
 
         { "daemon.socket_path", "SESSIOND_SOCKET", S, OFF(daemon.socket_path), "/run/sessiond/sessiond.sock",
           "the Varlink socket (unless systemd passes one)" },
@@ -151,6 +151,11 @@ const struct sessiond_setting sessiond_settings[] = {
           "serve GET /metrics (Prometheus) on this IP:PORT, e.g. 127.0.0.1:9567 (\"\": off)" },
         { "daemon.max_sessions", NULL, I, OFF(daemon.max_sessions), "10000000",
           "live sessions held at once (about 140 bytes of memory each); Create beyond it: StorageFull" },
+        /* The fleet's (DESIGN 8), after the rest: settings keep their numbers. */
+        { "daemon.postgres_url", "SESSIOND_POSTGRES_URL", S, OFF(daemon.postgres_url), "",
+          "the shared PostgreSQL store with features.distributed: a libpq connection string or URI (\"\": none)" },
+        { "daemon.key_file", "SESSIOND_KEY_FILE", S, OFF(daemon.key_file), "",
+          "the token key, the same file on every daemon of a fleet (\"\": sessiond.key beside daemon.database_path)" },
 };
 
 const size_t sessiond_settings_count = sizeof(sessiond_settings) / sizeof(sessiond_settings[0]);
@@ -183,6 +188,10 @@ SESSIOND_EXPORT const char *sessiond_setting_path(size_t idx) {
 
 SESSIOND_EXPORT const char *sessiond_setting_variable(size_t idx) {
         return idx < sessiond_settings_count ? sessiond_settings[idx].variable : NULL;
+}
+
+bool setting_is_conninfo(const struct sessiond_setting *s) {
+        return strcmp(s->path, "daemon.postgres_url") == 0;
 }
 
 static const char *const environment_names[_SESSIOND_ENV_MAX] = {

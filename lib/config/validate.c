@@ -3,9 +3,10 @@
  * Loading has already checked each value on its own (syntax, type, range);
  * here we check what only makes sense together: timeouts that contradict
  * each other, intervals in the wrong order, limits that are not positive,
- * and features that do not exist yet. Each message starts with the guide's
- * wording where the guide has one, then names every setting involved with
- * its value and where that value came from, e.g.
+ * and the fleet's settings that need one another (DESIGN 8). Each message
+ * starts with the guide's wording where the guide has one, then names
+ * every setting involved with its value and where that value came from,
+ * e.g.
  *   Idle timeout should be less than session lifetime
  *   (timeout.idle_timeout=90000 from environment,
  *    timeout.session_lifetime=86400 from profile development)
@@ -129,6 +130,51 @@ static void check_not_empty(struct validator *v, const char *path, const char *v
         }
 }
 
+/* The fleet (DESIGN 8): features.distributed puts the sessions in the
+ * PostgreSQL store at daemon.postgres_url; clustering and caching work over
+ * that store, so they need it. A URL that libpq cannot read is an error
+ * when it is used, a warning when it is not (it is ignored then anyway).
+ * Messages name the URL only through describe(), which hides its
+ * password, and libpq's reason only as conninfo_check() masks it. */
+static void check_fleet(struct validator *v) {
+        const struct sessiond_config *c = v->c;
+        const char *url = c->daemon.postgres_url;
+        bool has_url = url && *url;
+
+        if (c->features.distributed && !has_url)
+                report(v, SESSIOND_ERROR,
+                       "features.distributed needs daemon.postgres_url (SESSIOND_POSTGRES_URL), the libpq connection string or URI of the shared PostgreSQL store",
+                       "features.distributed", "daemon.postgres_url");
+        if (c->features.clustering && !c->features.distributed)
+                report(v, SESSIOND_ERROR,
+                       "features.clustering needs features.distributed: it works over the shared PostgreSQL store",
+                       "features.clustering", "features.distributed");
+        if (c->features.caching && !c->features.distributed)
+                report(v, SESSIOND_ERROR,
+                       "features.caching needs features.distributed: it works over the shared PostgreSQL store",
+                       "features.caching", "features.distributed");
+        if (!has_url)
+                return;
+
+        _cleanup_free_ char *reason = NULL, *msg = NULL;
+        int r = conninfo_check(url, &reason);
+
+        if (r == -EINVAL) {
+                if (asprintf(&msg, "daemon.postgres_url is not a connection string or URI that libpq can read: %s%s",
+                             reason, c->features.distributed ? "" : " (ignored while features.distributed is false)") < 0)
+                        msg = NULL;
+                report(v, c->features.distributed ? SESSIOND_ERROR : SESSIOND_WARNING,
+                       msg ? msg : "daemon.postgres_url is not a connection string or URI that libpq can read",
+                       "daemon.postgres_url", NULL);
+        } else if (r < 0)
+                report(v, SESSIOND_ERROR, "daemon.postgres_url could not be checked (out of memory)",
+                       "daemon.postgres_url", NULL);
+        else if (!c->features.distributed)
+                report(v, SESSIOND_WARNING,
+                       "daemon.postgres_url is ignored while features.distributed is false (the store is the SQLite database at daemon.database_path)",
+                       "daemon.postgres_url", "features.distributed");
+}
+
 SESSIOND_EXPORT int sessiond_config_validate(const struct sessiond_config *c, struct sessiond_issues *issues) {
         struct sessiond_issues local = {};
         struct validator v = { .c = c, .issues = issues ? issues : &local };
@@ -175,19 +221,7 @@ SESSIOND_EXPORT int sessiond_config_validate(const struct sessiond_config *c, st
                 report(&v, SESSIOND_ERROR, "Alert failure rate is a percentage and must not exceed 100",
                        "monitoring.alerts.failure_rate", NULL);
 
-        /* The scale-out path (DESIGN 8) is not there yet: say so. */
-        if (c->features.clustering)
-                report(&v, SESSIOND_ERROR,
-                       "features.clustering is not available yet (scale-out path, DESIGN section 8: several daemons sharing one store); set it to false",
-                       "features.clustering", NULL);
-        if (c->features.distributed)
-                report(&v, SESSIOND_ERROR,
-                       "features.distributed is not available yet (scale-out path, DESIGN section 8: the PostgreSQL store); set it to false",
-                       "features.distributed", NULL);
-        if (c->features.caching)
-                report(&v, SESSIOND_ERROR,
-                       "features.caching is not available yet (scale-out path, DESIGN section 8: a local cache over a shared store); set it to false",
-                       "features.caching", NULL);
+        check_fleet(&v);
 
         /* The daemon's own settings. */
         if (!c->daemon.synchronous ||

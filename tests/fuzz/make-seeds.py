@@ -197,6 +197,16 @@ def config_seeds():
           b"SESSION_LIFETIME_SECONDS=\nSESSION_CUSTOM_=x\nSESSIOND_SOKET_PATH=/x\nSESSION_ALERT_CREATION_RATE=1e3\n"
           b"SESSION_SYNC_MAX_DATA_SIZE=99999999999\nSESSION_SECURITY_FINGERPRINTING=maybe\nNOEQUALS\n")
     write("config", "include", b'@include "session.env"\n' + SEP + b'environment = "staging";\n')
+    # The fleet (DESIGN 8): connection strings in both of libpq's forms,
+    # with passwords to hide, readable by libpq or not.
+    write("config", "fleet", b'features: { distributed = true; clustering = true; caching = true; };\n'
+          b'daemon: { postgres_url = "postgresql://app:p%40ss@h1:5432,h2/sessions?host=/run/pg&password=x&a=b"; '
+          b'key_file = "fleet.key"; };\n' + SEP +
+          b"SESSIOND_POSTGRES_URL=\"host=/x password='a b\\\\' c' sslpassword = y dbname=z\"\n" + SEP +
+          b"SESSIOND_KEY_FILE=/etc/sessiond/fleet.key\n")
+    write("config", "fleet-broken", b'features: { caching = true; };\n' + SEP +
+          b"SESSIOND_POSTGRES_URL=postgresql://app:se%zz/cr?et@h/db?password=a&b\n" + SEP +
+          b"SESSIOND_POSTGRES_URL=host=x password='open\nSESSION_FEATURE_DISTRIBUTED=yes\n")
 
 
 def envfile_seeds():

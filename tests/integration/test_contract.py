@@ -3,8 +3,9 @@
 Each test pins one part of the product contract that clients and operators
 rely on by name: the libconfig paths and variables of table 2.3 (as
 `sessionctl config --show` prints them), the profiles of table 2.4, the
-seven validation messages of 2.5 word for word, the scale-out flags that
-must be refused, what GetClientConfig serves a browser script, and
+seven validation messages of 2.5 word for word, the scale-out flags and
+what they need (section 8; this build's daemon refuses distributed at
+start), what GetClientConfig serves a browser script, and
 FeatureDisabled for every feature flag that gates a method. The tables are
 copied here on purpose: a rename in the code must fail this file.
 """
@@ -81,6 +82,8 @@ SETTINGS = [
     ("daemon.max_message_size", None, 65536),
     ("daemon.metrics_listen", "SESSIOND_METRICS_LISTEN", ""),
     ("daemon.max_sessions", None, 10000000),
+    ("daemon.postgres_url", "SESSIOND_POSTGRES_URL", ""),
+    ("daemon.key_file", "SESSIOND_KEY_FILE", ""),
 ]
 
 FEATURES = [p.split(".")[1] for p, _, _ in SETTINGS if p.startswith("features.")]
@@ -174,6 +177,8 @@ def test_each_variable_sets_its_path():
             text, new = "7.5", 7.5
         elif isinstance(old, int):
             text, new = str(old + 1), old + 1
+        elif path == "daemon.postgres_url":
+            text = new = "host=/run/postgresql dbname=contract"  # no password: shown as written
         else:
             text = new = "/tmp/contract-" + path
         env = dict(base)
@@ -212,36 +217,75 @@ def test_seven_messages_word_for_word():
         assert "error: " + message + " (" in out, (message, out)
 
 
-def test_scale_out_flags_are_errors():
-    for flag in SCALE_OUT:
-        var = "SESSION_FEATURE_" + flag.upper()
-        p = config("--validate", env={var: "true"})
-        assert p.returncode == 1 and "features.%s is not available yet" % flag in p.stdout + p.stderr, \
-            (flag, p.stdout, p.stderr)
-        p = subprocess.run([SESSIOND, "-c", "/dev/null", "--check-config"], capture_output=True, text=True,
-                           env={"PATH": os.environ.get("PATH", ""), var: "1",
-                                "SESSIOND_ENV_FILE": "/nonexistent/session.env"}, timeout=30)
-        assert p.returncode == 1, (flag, p.stdout, p.stderr)
-    # A running daemon refuses them on reload and keeps the old configuration.
+URL = "postgresql://app:s3cr3t@/sessions?host=/run/postgresql"
+
+
+def check_config(env):
+    return subprocess.run([SESSIOND, "-c", "/dev/null", "--check-config"], capture_output=True, text=True,
+                          env=dict(env, PATH=os.environ.get("PATH", ""), SESSIOND_ENV_FILE="/nonexistent/session.env"),
+                          timeout=30)
+
+
+def test_scale_out_flags():
+    # DESIGN 8: clustering and caching need distributed, distributed needs daemon.postgres_url.
+    for flag in ("clustering", "caching"):
+        env = {"SESSION_FEATURE_" + flag.upper(): "true"}
+        p = config("--validate", env=env)
+        assert p.returncode == 1 and "features.%s needs features.distributed: it works over the shared " \
+            "PostgreSQL store" % flag in p.stdout + p.stderr, (flag, p.stdout, p.stderr)
+        assert check_config(env).returncode == 1, flag
+    env = {"SESSION_FEATURE_DISTRIBUTED": "true", "SESSION_FEATURE_CACHING": "true"}
+    p = config("--validate", env=env)
+    assert p.returncode == 1 and "features.distributed needs daemon.postgres_url (SESSIOND_POSTGRES_URL)" \
+        in p.stdout + p.stderr, (p.stdout, p.stderr)
+    assert "features.caching" not in p.stdout + p.stderr, p.stdout + p.stderr
+    assert check_config(env).returncode == 1
+    # With a URL all three validate (the password is never printed).
+    env = {"SESSION_FEATURE_DISTRIBUTED": "1", "SESSION_FEATURE_CLUSTERING": "1", "SESSION_FEATURE_CACHING": "1",
+           "SESSIOND_POSTGRES_URL": URL}
+    for p in (config("--validate", env=env), check_config(env)):
+        assert p.returncode == 0 and "s3cr3t" not in p.stdout + p.stderr, (p.stdout, p.stderr)
+    cfg = show(env)
+    assert cfg["features"]["distributed"] is True
+    assert cfg["daemon"]["postgres_url"] == "postgresql://app:***@/sessions?host=/run/postgresql", cfg["daemon"]
+
+    # A running daemon refuses a flag without what it needs on reload and keeps the old configuration.
     with Daemon() as d:
         d.write_config({"features.caching": True})
         p = d.sessionctl("reload", check=1)
-        assert "features.caching is not available yet" in p.stdout + p.stderr, p.stderr
+        assert "features.caching needs features.distributed" in p.stdout + p.stderr, p.stderr
         with d.connect() as c:
             assert c.call(A + "GetConfig")["config"]["features"]["caching"] is False
             err, params = c.call_error(A + "Reload")
             assert err == A + "ConfigInvalid" and any("features.caching" in i for i in params["issues"]), params
-    # And a daemon does not start with one.
-    tmp = tempfile.mkdtemp(prefix="sessiond-contract-")
-    try:
-        d = Daemon({"features.clustering": True}, tmpdir=tmp, wait=False)
+        # And, this build's store being SQLite only, a valid distributed configuration too.
+        d.write_config({"features.caching": False, "features.distributed": True, "daemon.postgres_url": URL})
+        p = d.sessionctl("reload", check=1)
+        assert "features.distributed: this build's store is SQLite only" in p.stdout + p.stderr, p.stderr
+        with d.connect() as c:
+            assert c.call(A + "GetConfig")["config"]["features"]["distributed"] is False
+            err, params = c.call_error(A + "Reload")
+            assert err == A + "ConfigInvalid" and any("features.distributed: this build's store is SQLite only" in i
+                                                      for i in params["issues"]), params
+            assert "s3cr3t" not in json.dumps(params), params
+        log = d.read_log()
+        assert "features.distributed: this build's store is SQLite only" in log and "s3cr3t" not in log, log
+    # A daemon does not start with one: invalid, or valid but distributed.
+    for settings, message in [({"features.clustering": True}, "features.clustering needs features.distributed"),
+                              ({"features.distributed": True, "daemon.postgres_url": URL},
+                               "features.distributed: this build's store is SQLite only")]:
+        tmp = tempfile.mkdtemp(prefix="sessiond-contract-")
         try:
-            assert d.proc.wait(timeout=30) == 1
-            assert "features.clustering is not available yet" in d.read_log()
+            d = Daemon(settings, tmpdir=tmp, wait=False)
+            try:
+                assert d.proc.wait(timeout=30) == 1
+                log = d.read_log()
+                assert message in log and "s3cr3t" not in log, log
+                assert not os.path.exists(d.database), "the store was opened"
+            finally:
+                d.cleanup()
         finally:
-            d.cleanup()
-    finally:
-        subprocess.run(["rm", "-rf", tmp])
+            subprocess.run(["rm", "-rf", tmp])
 
 
 def test_client_config():
@@ -297,7 +341,7 @@ run_tests([
     test_each_variable_sets_its_path,
     test_profiles_table,
     test_seven_messages_word_for_word,
-    test_scale_out_flags_are_errors,
+    test_scale_out_flags,
     test_client_config,
     test_feature_disabled,
     test_terminate_ended_session,

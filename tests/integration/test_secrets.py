@@ -16,10 +16,15 @@ presented (including tampered ones) is then looked for, whole and as a
     health, list, show, audit, events, metrics, analytics), tables and JSON,
     and the raw Admin replies (Events, Audit, ListSessions).
 
-And: the key file, the database, its -wal and -shm are 0600 and a database
-folder the daemon creates is 0700. That comparisons of secret material run
-in constant time is a code property (sodium_memcmp, keyed hashes), noted in
-the README; no black-box test can show it.
+The password of daemon.postgres_url (issue 11) is never in the log, a
+Varlink reply, sessionctl's output or an audit row either: it is shown as
+***.
+
+And: the key file (at daemon.key_file too), the database, its -wal and
+-shm are 0600 and a database folder the daemon creates is 0700. That
+comparisons of secret material run in constant time is a code property
+(sodium_memcmp, keyed hashes), noted in the README; no black-box test can
+show it.
 """
 
 import base64
@@ -159,6 +164,42 @@ def test_tokens_never_leak():
         assert_absent("the log", d.read_log(), secrets)
 
 
+def test_postgres_password_never_leaks():
+    secret, other = "s3cr3t-Pa55", "0ther-Pa55"
+    url = "postgresql://app:%s@/sessions?host=/run/postgresql" % secret
+    url2 = "host=db2 dbname=sessions user=app password='%s'" % other
+    needles_ = [secret.encode(), other.encode(), b"s3cr3t", b"0ther"]
+    with Daemon({"debug_mode": True, "daemon.postgres_url": url}) as d:
+        outs = {}
+        with d.connect() as c:
+            cfg = c.call(A + "GetConfig")["config"]
+            assert cfg["daemon"]["postgres_url"] == "postgresql://app:***@/sessions?host=/run/postgresql", cfg
+            for m in ("GetConfig", "Status", "Health", "Metrics"):
+                outs["Admin." + m] = json.dumps(c.call(A + m))
+        # A reload that changes it is audited with the values it shows.
+        d.write_config({"daemon.postgres_url": url2})
+        d.sessionctl("reload", check=0)
+        with d.connect() as c:
+            assert c.call(A + "GetConfig")["config"]["daemon"]["postgres_url"] == \
+                "host=db2 dbname=sessions user=app password='***'"
+            audit = c.call(A + "Audit", {"limit": 10000})
+            outs["Admin.Audit"] = json.dumps(audit)
+        assert "host=db2" in outs["Admin.Audit"], outs["Admin.Audit"]  # the change was audited
+        for v in (["status"], ["health"], ["config", "--show"], ["config", "--show", "--origin"],
+                  ["config", "--validate"], ["audit"]):
+            for j in ([], ["--json"]):
+                p = d.sessionctl(*(j + v))
+                outs["sessionctl " + " ".join(j + v)] = p.stdout + p.stderr
+        for where, text in outs.items():
+            assert_absent(where, text, needles_)
+        log = d.read_log()
+        assert "daemon.postgres_url is ignored while features.distributed is false" in log, log
+        d.stop()
+        assert_absent("the log", d.read_log(), needles_)
+        with open(d.database, "rb") as fh:
+            assert_absent("the database", fh.read(), needles_)
+
+
 def mode(path):
     return stat.S_IMODE(os.stat(path).st_mode)
 
@@ -180,8 +221,34 @@ def test_private_files():
         for f in (db, os.path.join(folder, "sessiond.key")):
             assert mode(f) == 0o600, (f, oct(mode(f)))
 
+    # daemon.key_file: the key lives there (0600), none beside the database;
+    # the same key on a restart, and a missing one is refused, not remade.
+    with Daemon() as d:
+        d.stop()
+        keys = os.path.join(d.tmp, "keys")
+        os.mkdir(keys, 0o700)
+        key = os.path.join(keys, "fleet.key")
+        d.write_config({"daemon.database_path": os.path.join(d.tmp, "db", "fleet.db"), "daemon.key_file": key})
+        d.start()
+        with d.connect() as c:
+            token = c.call(S + "Create", {"user_id": "alice"})["token"]
+        d.stop()
+        assert mode(key) == 0o600, oct(mode(key))
+        assert os.listdir(os.path.join(d.tmp, "db")) == ["fleet.db"], os.listdir(os.path.join(d.tmp, "db"))
+        assert "Created key file %s." % key in d.read_log()
+        d.start()
+        with d.connect() as c:
+            assert c.call(S + "Validate", {"token": token})["state"] == "active"
+        d.stop()
+        os.unlink(key)
+        d.start(wait=False)
+        assert d.proc.wait(timeout=30) == 1
+        assert "its key file %s is missing" % key in d.read_log()
+        assert not os.path.exists(key)
+
 
 run_tests([
     test_tokens_never_leak,
+    test_postgres_password_never_leaks,
     test_private_files,
 ])

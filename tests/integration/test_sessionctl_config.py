@@ -9,7 +9,7 @@ import stat
 import subprocess
 import tempfile
 
-from harness import SESSIONCTL, TIMEOUT, run_tests
+from harness import SESSIOND, SESSIONCTL, TIMEOUT, run_tests
 
 
 class Setup:
@@ -279,6 +279,83 @@ def test_max_sessions_setting():
         assert "SESSION_MAX_SESSIONS" in p.stderr, p.stderr
 
 
+def test_postgres_url_password_never_shown():
+    """daemon.postgres_url (issue 11): the password of the connection string is
+    never printed, in either of libpq's forms, from the file, the env file or
+    the environment, used or ignored, readable by libpq or not: not by
+    `sessionctl config` (--show, --origin, --summary, --validate), not by
+    `sessiond --check-config`. It is shown as ***."""
+    secret = "s3cr3t-Pa55"
+    uri = "postgresql://app:%s@/sessions?host=/run/postgresql" % secret
+    uri_shown = "postgresql://app:***@/sessions?host=/run/postgresql"
+    keywords = "host=/run/postgresql dbname=sessions user=app password='%s and more'" % secret
+    keywords_shown = "host=/run/postgresql dbname=sessions user=app password='***'"
+    broken = "host=/run/postgresql %s" % secret
+
+    def outputs(s, env):
+        """Every command that prints the configuration: {name: process}."""
+        out = {}
+        for args in (["--show"], ["--show", "--origin"], ["--summary"], ["--validate"]):
+            out[" ".join(args)] = s.run("config", *args, env=env)
+        environ = {k: v for k, v in os.environ.items()
+                   if not k.startswith("SESSION_") and not k.startswith("SESSIOND_")}
+        environ.update(env)
+        out["sessiond --check-config"] = subprocess.run([SESSIOND, "-c", s.conf, "--check-config"],
+                                                        capture_output=True, text=True, timeout=TIMEOUT,
+                                                        env=environ)
+        for name, p in out.items():
+            assert "s3cr3t" not in p.stdout + p.stderr, (name, p.stdout, p.stderr)
+        return out
+
+    with Setup("") as s:
+        for source in ("environment", "env file", "file"):
+            for value, shown in ((uri, uri_shown), (keywords, keywords_shown)):
+                env = {}
+                s.write_env("")
+                with open(s.conf, "w") as f:
+                    f.write('daemon: { env_file = "%s"; };\n' % s.env_file)
+                if source == "environment":
+                    env["SESSIOND_POSTGRES_URL"] = value
+                    origin = "environment"
+                elif source == "env file":
+                    s.write_env("SESSIOND_POSTGRES_URL=%s\n" % json.dumps(value))
+                    origin = "env file %s:1" % s.env_file
+                else:
+                    with open(s.conf, "w") as f:
+                        f.write('daemon: { env_file = "%s"; postgres_url = %s; };\n' % (s.env_file, json.dumps(value)))
+                    origin = "%s:1" % s.conf
+                for distributed in (False, True):
+                    env["SESSION_FEATURE_DISTRIBUTED"] = "true" if distributed else "false"
+                    out = outputs(s, env)
+                    where = (source, value, distributed)
+                    for name, p in out.items():
+                        expect(p, 0)
+                    assert json.loads(out["--show"].stdout)["daemon"]["postgres_url"] == shown, where
+                    assert json.loads(out["--show --origin"].stdout)["daemon"]["postgres_url"] == \
+                        {"value": shown, "origin": origin}, where
+                    validate = out["--validate"].stdout + out["--validate"].stderr
+                    if not distributed:
+                        assert "warning: daemon.postgres_url is ignored while features.distributed is false" in \
+                            validate and "daemon.postgres_url=%s from %s" % (shown, origin) in validate, \
+                            (where, validate)
+                    else:
+                        assert "daemon.postgres_url" not in validate, (where, validate)
+
+        # Not readable by libpq: an error naming the setting (a warning when unused).
+        s.write_env("")
+        with open(s.conf, "w") as f:
+            f.write('daemon: { env_file = "%s"; };\n' % s.env_file)
+        out = outputs(s, {"SESSIOND_POSTGRES_URL": broken, "SESSION_FEATURE_DISTRIBUTED": "yes"})
+        for name in ("--validate", "sessiond --check-config"):
+            p = expect(out[name], 1)
+            assert "error: daemon.postgres_url is not a connection string or URI that libpq can read: " \
+                "missing \"=\" after \"***\" in connection info string (daemon.postgres_url=host=/run/postgresql *** " \
+                "from environment)" in p.stdout + p.stderr, (name, p.stdout, p.stderr)
+        assert json.loads(expect(out["--show"], 0).stdout)["daemon"]["postgres_url"] == "host=/run/postgresql ***"
+        p = expect(outputs(s, {"SESSIOND_POSTGRES_URL": broken})["--validate"], 0)
+        assert "warning: daemon.postgres_url is not a connection string" in p.stdout + p.stderr, p.stdout
+
+
 def test_usage():
     with Setup("") as s:
         for args in [[], ["--show", "--summary"], ["--origin"], ["--validate", "--output", "x"],
@@ -298,6 +375,7 @@ run_tests([
     test_read_only_and_missing_env_file,
     test_env_file_from_environment,
     test_template_round_trip,
+    test_postgres_url_password_never_shown,
     test_max_sessions_setting,
     test_usage,
 ])

@@ -191,6 +191,38 @@ def test_sticky_folder_and_readable_database_are_fine():
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def test_key_file_elsewhere():
+    """daemon.key_file (issue 11) in a folder of its own: the same rules for
+    the key and for that folder as for the state folder."""
+    tmp = tempfile.mkdtemp(prefix="sessiond-test-")
+    try:
+        keys = os.path.join(tmp, "keys")
+        os.mkdir(keys, 0o755)
+        key = os.path.join(keys, "fleet.key")
+        settings = {"daemon.database_path": os.path.join(tmp, "state", "sessions.db"), "daemon.key_file": key}
+        with Daemon(settings, tmpdir=tmp) as d:
+            d.call(S + "Create", {"user_id": "alice"})
+            d.stop()
+        assert stat.S_IMODE(os.stat(key).st_mode) == 0o600
+        for change, message in [(lambda: os.chmod(keys, 0o777), "State folder %s is writable by group or others" % keys),
+                                (lambda: os.chmod(key, 0o640), "Key file %s is accessible by group or others" % key)]:
+            change()
+            d = Daemon(settings, tmpdir=tmp, wait=False)
+            try:
+                assert d.proc.wait(timeout=10) == 1
+                d.log.close()
+                assert message in d.read_log(), d.read_log()
+            finally:
+                d.cleanup()
+            os.chmod(keys, 0o755)
+            os.chmod(key, 0o600)
+        with Daemon(settings, tmpdir=tmp) as d:
+            assert len(d.call(A + "ListSessions")["sessions"]) == 1
+            d.stop()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def test_first_start_on_an_empty_folder():
     """No folder at all, then an empty one of ours (StateDirectory=): the
     daemon makes a 0700 folder, a 0600 key and a database others cannot
@@ -298,6 +330,7 @@ TESTS = [
     test_folder_others_may_write,
     test_sticky_folder_and_readable_database_are_fine,
     test_first_start_on_an_empty_folder,
+    test_key_file_elsewhere,
     test_tools_refuse_folders_others_may_write,
     test_tools_write_private_files_past_planted_names,
 ]

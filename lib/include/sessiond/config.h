@@ -201,6 +201,13 @@ struct sessiond_config {
                 int64_t max_message_size;
                 char *metrics_listen; /* "" (off), "IPv4:PORT" or "[IPv6]:PORT" */
                 int64_t max_sessions; /* live sessions held at once, 1..SESSIOND_MAX_SESSIONS_LIMIT */
+                /* The shared PostgreSQL store of a fleet (DESIGN 8): a libpq
+                 * connection string or URI, "" when none. It may hold a
+                 * password: print it only through sessiond_conninfo_redact(). */
+                char *postgres_url;
+                /* The token key; "": sessiond.key in the folder of
+                 * database_path. */
+                char *key_file;
         } daemon;
 
         /* Where each setting came from, indexed by setting number
@@ -278,8 +285,26 @@ const char *sessiond_config_custom(const struct sessiond_config *c, const char *
                                    const char *def);
 
 /* Setting number idx as text, the way the env file and the
- * messages write it ("86400", "true", "100.0", "production"). NULL on ENOMEM. */
+ * messages write it ("86400", "true", "100.0", "production"); a connection
+ * string (daemon.postgres_url) with its password as *** (for display, not
+ * to be written back). NULL on ENOMEM. */
 char *sessiond_config_value_to_string(const struct sessiond_config *c, size_t idx);
+
+/* ---- connection strings ------------------------------------------------- */
+
+/* daemon.postgres_url for a terminal, a log line or a reply: the text as it
+ * was written (a libpq keyword/value connection string or a postgresql://
+ * URI), with every password replaced by "***":
+ *   postgresql://app:secret@/sessions?host=/run/pg -> postgresql://app:***@/sessions?host=/run/pg
+ *   host=/x password=secret dbname=y               -> host=/x password=*** dbname=y
+ *   host=/x password='a b' dbname=y                -> host=/x password='***' dbname=y
+ * The password of a URI's user info and the values of password= and
+ * sslpassword= (keyword/value pairs or URI parameters) are hidden. Text
+ * that libpq could not read is hidden generously rather than precisely (a
+ * keyword/value string from the pair that breaks off on). For display
+ * only: never write the result back as the setting. *ret is a new
+ * string. Returns 0 or -ENOMEM (-EINVAL when conninfo or ret is NULL). */
+int sessiond_conninfo_redact(const char *conninfo, char **ret);
 
 /* ---- addresses ------------------------------------------------------------ */
 
@@ -319,7 +344,9 @@ int sessiond_config_apply_profile(struct sessiond_config *c, enum sessiond_envir
 /* ---- JSON ---------------------------------------------------------------- */
 
 /* The JSON of DESIGN 2.2. With origins: every leaf becomes
- * {"value": v, "origin": "..."}. Returns a new reference or NULL on ENOMEM. */
+ * {"value": v, "origin": "..."}. daemon.postgres_url is shown with its
+ * password as *** (sessiond_conninfo_redact()). Returns a new reference or
+ * NULL on ENOMEM. */
 json_t *sessiond_config_to_json(const struct sessiond_config *c, bool with_origins);
 
 /* The guide's get_config_summary(): environment, debug_mode,

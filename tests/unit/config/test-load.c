@@ -18,7 +18,12 @@ static const char *other_value(const struct sessiond_setting *s, int variant) {
                 snprintf(buf, sizeof(buf), "%d.5", 42 + variant);
                 return buf;
         case SESSIOND_TYPE_STRING:
-                snprintf(buf, sizeof(buf), "value-%d", variant);
+                /* A connection string is shown redacted: one without a
+                 * password reads back as written. */
+                if (strcmp(s->path, "daemon.postgres_url") == 0)
+                        snprintf(buf, sizeof(buf), "dbname=value-%d", variant);
+                else
+                        snprintf(buf, sizeof(buf), "value-%d", variant);
                 return buf;
         case SESSIOND_TYPE_ENVIRONMENT:
                 return variant == 0 ? "staging" : variant == 1 ? "production" : "testing";

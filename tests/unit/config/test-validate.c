@@ -88,9 +88,132 @@ RULE_TEST(test_expired_retention, "Expired retention must be at least 1 day (cle
           "SESSION_EXPIRED_RETENTION_DAYS=0")
 RULE_TEST(test_audit_retention, "Audit retention must be at least 1 day (cleanup.audit_retention_days=-2 from environment)",
           "SESSION_AUDIT_RETENTION_DAYS=-2")
-RULE_TEST(test_clustering, "features.clustering is not available yet (scale-out path", "SESSION_FEATURE_CLUSTERING=true")
-RULE_TEST(test_distributed, "features.distributed is not available yet (scale-out path", "SESSION_FEATURE_DISTRIBUTED=yes")
-RULE_TEST(test_caching, "features.caching is not available yet (scale-out path", "SESSION_FEATURE_CACHING=1")
+/* The fleet (DESIGN 8): distributed needs a URL that libpq can read,
+ * clustering and caching need distributed. */
+RULE_TEST(test_clustering, "features.clustering needs features.distributed: it works over the shared PostgreSQL store (features.clustering=true from environment, features.distributed=false from default)",
+          "SESSION_FEATURE_CLUSTERING=true")
+RULE_TEST(test_caching, "features.caching needs features.distributed: it works over the shared PostgreSQL store (features.caching=true from environment, features.distributed=false from default)",
+          "SESSION_FEATURE_CACHING=1")
+
+#define FLEET_URL "postgresql://app:s3cr3t@/sessions?host=/run/pg"
+
+static void assert_no_secret(const struct sessiond_issues *is) {
+        for (size_t i = 0; i < is->count; i++)
+                ck_assert_msg(!strstr(is->items[i].message, "s3cr3t"), "password in: %s", is->items[i].message);
+}
+
+START_TEST(test_distributed) {
+        struct sessiond_issues is = {};
+        char *bare[] = { "SESSION_FEATURE_DISTRIBUTED=yes", NULL };
+        char *empty[] = { "SESSION_FEATURE_DISTRIBUTED=yes", "SESSIOND_POSTGRES_URL=", "SESSION_FEATURE_CACHING=true", NULL };
+        char *fleet[] = { "SESSION_FEATURE_DISTRIBUTED=yes", "SESSION_FEATURE_CLUSTERING=on", "SESSION_FEATURE_CACHING=1",
+                          "SESSIOND_POSTGRES_URL=" FLEET_URL, NULL };
+        char *keywords[] = { "SESSION_FEATURE_DISTRIBUTED=true", "SESSIOND_POSTGRES_URL=host=/run/pg dbname=sessions password='a b'", NULL };
+
+        /* Without a URL: one error, naming daemon.postgres_url. */
+        ck_assert_int_eq(validate_env(bare, &is), -EINVAL);
+        ck_assert_uint_eq(is.count, 1);
+        ck_assert_str_eq(is.items[0].message,
+                         "features.distributed needs daemon.postgres_url (SESSIOND_POSTGRES_URL), the libpq connection string or URI of the shared PostgreSQL store "
+                         "(features.distributed=true from environment, daemon.postgres_url= from default)");
+        sessiond_issues_clear(&is);
+        /* Set empty is unset; caching is fine with distributed on. */
+        ck_assert_int_eq(validate_env(empty, &is), -EINVAL);
+        ck_assert_uint_eq(is.count, 1);
+        assert_starts(&is, SESSIOND_ERROR, "features.distributed needs daemon.postgres_url");
+        sessiond_issues_clear(&is);
+
+        /* With one, in either form: valid, clustering and caching too. */
+        ck_assert_int_eq(validate_env(fleet, &is), 0);
+        assert_no_issues(&is);
+        ck_assert_int_eq(validate_env(keywords, &is), 0);
+        assert_no_issues(&is);
+}
+END_TEST
+
+START_TEST(test_postgres_url_unreadable) {
+        struct sessiond_issues is = {};
+        char *broken[] = { "SESSION_FEATURE_DISTRIBUTED=1", "SESSIOND_POSTGRES_URL=host=/run/pg s3cr3t", NULL };
+        char *token[] = { "SESSION_FEATURE_DISTRIBUTED=1", "SESSIOND_POSTGRES_URL=postgresql://app:s3cr3t%zz@h/db", NULL };
+        char *unused[] = { "SESSIOND_POSTGRES_URL=postgresql://app:s3cr3t@h/db?nonsense=1", NULL };
+
+        /* An error naming the setting, libpq's reason, never the password. */
+        ck_assert_int_eq(validate_env(broken, &is), -EINVAL);
+        ck_assert_uint_eq(is.count, 1);
+        ck_assert_str_eq(is.items[0].setting, "daemon.postgres_url");
+        ck_assert_str_eq(is.items[0].message,
+                         "daemon.postgres_url is not a connection string or URI that libpq can read: "
+                         "missing \"=\" after \"***\" in connection info string "
+                         "(daemon.postgres_url=host=/run/pg *** from environment)");
+        sessiond_issues_clear(&is);
+        ck_assert_int_eq(validate_env(token, &is), -EINVAL);
+        assert_starts(&is, SESSIOND_ERROR,
+                      "daemon.postgres_url is not a connection string or URI that libpq can read: invalid percent-encoded token: \"***\" "
+                      "(daemon.postgres_url=postgresql://app:***@h/db from environment)");
+        assert_no_secret(&is);
+        sessiond_issues_clear(&is);
+
+        /* Unused (distributed is off): a warning only. */
+        ck_assert_int_eq(validate_env(unused, &is), 0);
+        ck_assert_uint_eq(is.count, 1);
+        assert_starts(&is, SESSIOND_WARNING,
+                      "daemon.postgres_url is not a connection string or URI that libpq can read: invalid URI query parameter: \"***\" "
+                      "(ignored while features.distributed is false) (daemon.postgres_url=postgresql://app:***@h/db?nonsense=1 from environment)");
+        assert_no_secret(&is);
+        sessiond_issues_clear(&is);
+}
+END_TEST
+
+/* A URL while distributed is off: ignored, with a warning. */
+START_TEST(test_postgres_url_ignored) {
+        struct sessiond_issues is = {};
+        char *env[] = { "SESSIOND_POSTGRES_URL=" FLEET_URL, NULL };
+
+        ck_assert_int_eq(validate_env(env, &is), 0);
+        ck_assert_uint_eq(is.count, 1);
+        ck_assert_int_eq(is.items[0].severity, SESSIOND_WARNING);
+        ck_assert_str_eq(is.items[0].message,
+                         "daemon.postgres_url is ignored while features.distributed is false (the store is the SQLite database at daemon.database_path) "
+                         "(daemon.postgres_url=postgresql://app:***@/sessions?host=/run/pg from environment, features.distributed=false from default)");
+        sessiond_issues_clear(&is);
+}
+END_TEST
+
+/* The fleet's rules among the others: every issue is still reported. */
+START_TEST(test_fleet_among_others) {
+        struct sessiond_issues is = {};
+        char *env[] = { "SESSION_IDLE_TIMEOUT_SECONDS=90000", "SESSION_FEATURE_CACHING=true",
+                        "SESSION_FEATURE_CLUSTERING=true", "SESSION_CLEANUP_BATCH_SIZE=0", NULL };
+        char *clustering[] = { "SESSION_FEATURE_DISTRIBUTED=true", "SESSION_FEATURE_CLUSTERING=true", NULL };
+
+        ck_assert_int_eq(validate_env(env, &is), -EINVAL);
+        ck_assert_uint_eq(is.count, 4);
+        assert_starts(&is, SESSIOND_ERROR, "Idle timeout should be less than session lifetime");
+        assert_starts(&is, SESSIOND_ERROR, "features.caching needs features.distributed");
+        assert_starts(&is, SESSIOND_ERROR, "features.clustering needs features.distributed");
+        assert_starts(&is, SESSIOND_ERROR, "Cleanup batch size must be positive");
+        sessiond_issues_clear(&is);
+
+        /* Clustering over distributed without a URL: only the URL is missing. */
+        ck_assert_int_eq(validate_env(clustering, &is), -EINVAL);
+        ck_assert_uint_eq(is.count, 1);
+        assert_starts(&is, SESSIOND_ERROR, "features.distributed needs daemon.postgres_url");
+        sessiond_issues_clear(&is);
+}
+END_TEST
+
+/* daemon.key_file: any path, or empty for the default beside the database. */
+START_TEST(test_key_file) {
+        struct sessiond_issues is = {};
+        char *env[] = { "SESSIOND_KEY_FILE=/etc/sessiond/fleet.key", NULL };
+        char *empty[] = { "SESSIOND_KEY_FILE=", NULL };
+
+        ck_assert_int_eq(validate_env(env, &is), 0);
+        assert_no_issues(&is);
+        ck_assert_int_eq(validate_env(empty, &is), 0);
+        assert_no_issues(&is);
+}
+END_TEST
 
 START_TEST(test_failure_rate_100_allowed) {
         struct sessiond_issues is = {};
@@ -427,6 +550,10 @@ static Suite *validate_suite(void) {
         tcase_add_test(tc, test_metrics_listen);
         tcase_add_test(tc, test_distributed);
         tcase_add_test(tc, test_caching);
+        tcase_add_test(tc, test_postgres_url_unreadable);
+        tcase_add_test(tc, test_postgres_url_ignored);
+        tcase_add_test(tc, test_fleet_among_others);
+        tcase_add_test(tc, test_key_file);
         tcase_add_loop_test(tc, test_every_number_positive, 0, (int) sessiond_settings_count);
         tcase_add_test(tc, test_generic_positive_message);
         tcase_add_test(tc, test_daemon_settings);

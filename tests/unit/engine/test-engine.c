@@ -1204,6 +1204,39 @@ START_TEST(test_refuses_database_without_key) {
 }
 END_TEST
 
+/* daemon.key_file: the key lives there, not beside the database; a restart
+ * with it validates the tokens made before, and it is required like
+ * sessiond.key once the database exists. */
+START_TEST(test_key_file_setting) {
+        struct fixture f;
+        char *path = path_in("db/sessions.db"), *folder = path_in("keys"), *key = path_in("keys/fleet.key");
+        char token[TOKEN_STRING_LEN + 1];
+        struct engine_info info;
+        struct engine_error err;
+        struct engine *e = NULL;
+
+        ck_assert_int_eq(mkdir(folder, 0700), 0);
+        fixture_init(&f, path);
+        free(f.c->daemon.key_file);
+        f.c->daemon.key_file = strdup(key);
+        fixture_open(&f);
+        create_session(&f, MS(T0), "alice", NULL, token, NULL);
+        fixture_close(&f);
+        ck_assert_int_eq(access(key, F_OK), 0);
+        ck_assert_int_eq(access(path_in("db/sessiond.key"), F_OK), -1);
+
+        fixture_open(&f);
+        ck_assert_int_eq(peek_validate(&f, MS(T0 + 4), token, &info, &err), 0);
+        fixture_close(&f);
+
+        ck_assert_int_eq(unlink(key), 0);
+        ck_assert_int_eq(engine_new(&f.d, &e), -ENOENT);
+        ck_assert_int_eq(access(key, F_OK), -1);
+        fixture_done(&f);
+        scratch_remove();
+}
+END_TEST
+
 START_TEST(test_refuses_corrupt_database) {
         struct fixture f;
         char *path = path_in("sessions.db");
@@ -1894,6 +1927,7 @@ int main(void) {
         tcase_add_test(tc, test_abort_restores_memory);
         tcase_add_test(tc, test_commit_failure_restores_memory);
         tcase_add_test(tc, test_refuses_database_without_key);
+        tcase_add_test(tc, test_key_file_setting);
         tcase_add_test(tc, test_refuses_corrupt_database);
         tcase_add_test(tc, test_persistence_off);
         tcase_add_test(tc, test_events_after_commit);

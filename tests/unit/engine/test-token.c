@@ -59,14 +59,14 @@ START_TEST(test_key_file_created_and_reused) {
         bool created;
 
         ck_assert_int_eq(token_init(), 0);
-        ck_assert_int_eq(token_key_load(scratch(), true, &a, &created), 0);
+        ck_assert_int_eq(token_key_load(path, true, &a, &created), 0);
         ck_assert(created);
         ck_assert_int_eq(stat(path, &st), 0);
         ck_assert_uint_eq(st.st_mode & 07777, 0600);
         ck_assert_int_eq(st.st_size, TOKEN_KEY_BYTES);
 
         /* A second start reads the same key: hashes are stable. */
-        ck_assert_int_eq(token_key_load(scratch(), true, &b, &created), 0);
+        ck_assert_int_eq(token_key_load(path, true, &b, &created), 0);
         ck_assert(!created);
         ck_assert_int_eq(memcmp(&a, &b, sizeof a), 0);
         token_hash(&a, "some-token", ha);
@@ -79,6 +79,32 @@ START_TEST(test_key_file_created_and_reused) {
         ck_assert_int_ge(asprintf(&cmd, "test $(ls -A '%s' | wc -l) -eq 1", scratch()), 0);
         ck_assert_int_eq(system(cmd), 0);
         free(cmd);
+        scratch_remove();
+}
+END_TEST
+
+/* daemon.key_file: any name in any folder; created there like sessiond.key
+ * (its temporary file in the same folder, none left behind). */
+START_TEST(test_key_file_elsewhere) {
+        struct token_key a, b;
+        char *folder = path_in("keys"), *path = path_in("keys/fleet.key");
+        bool created;
+
+        ck_assert_int_eq(token_init(), 0);
+        ck_assert_int_eq(mkdir(folder, 0700), 0);
+        ck_assert_int_eq(token_key_load(path, false, &a, NULL), -ENOENT);
+        ck_assert_int_eq(token_key_load(path, true, &a, &created), 0);
+        ck_assert(created);
+        ck_assert_int_eq(token_key_load(path, false, &b, &created), 0);
+        ck_assert(!created);
+        ck_assert_int_eq(memcmp(&a, &b, sizeof a), 0);
+        char *cmd = NULL;
+        ck_assert_int_ge(asprintf(&cmd, "test \"$(ls -A '%s')\" = fleet.key", folder), 0);
+        ck_assert_int_eq(system(cmd), 0);
+        free(cmd);
+        /* Not a file name. */
+        ck_assert_int_eq(token_key_load("", true, &a, NULL), -EINVAL);
+        ck_assert_int_eq(token_key_load(path_in("keys/"), true, &a, NULL), -EINVAL);
         scratch_remove();
 }
 END_TEST
@@ -105,26 +131,26 @@ START_TEST(test_key_file_refused) {
 
         ck_assert_int_eq(token_init(), 0);
         /* Missing, and not allowed to create. */
-        ck_assert_int_eq(token_key_load(scratch(), false, &k, NULL), -ENOENT);
+        ck_assert_int_eq(token_key_load(path, false, &k, NULL), -ENOENT);
 
         /* Wrong size: short and long. */
         write_file(path, bytes, 16, 0600);
-        ck_assert_int_eq(token_key_load(scratch(), true, &k, NULL), -EINVAL);
+        ck_assert_int_eq(token_key_load(path, true, &k, NULL), -EINVAL);
         write_file(path, bytes, sizeof bytes, 0600);
-        ck_assert_int_eq(token_key_load(scratch(), true, &k, NULL), 0);
+        ck_assert_int_eq(token_key_load(path, true, &k, NULL), 0);
         unlink(path);
         {
                 uint8_t big[TOKEN_KEY_BYTES + 8] = {0};
                 write_file(path, big, sizeof big, 0600);
-                ck_assert_int_eq(token_key_load(scratch(), true, &k, NULL), -EINVAL);
+                ck_assert_int_eq(token_key_load(path, true, &k, NULL), -EINVAL);
         }
         /* Readable by others, or by the group. */
         unlink(path);
         write_file(path, bytes, sizeof bytes, 0600);
         ck_assert_int_eq(chmod(path, 0644), 0);
-        ck_assert_int_eq(token_key_load(scratch(), true, &k, NULL), -EPERM);
+        ck_assert_int_eq(token_key_load(path, true, &k, NULL), -EPERM);
         ck_assert_int_eq(chmod(path, 0640), 0);
-        ck_assert_int_eq(token_key_load(scratch(), true, &k, NULL), -EPERM);
+        ck_assert_int_eq(token_key_load(path, true, &k, NULL), -EPERM);
         /* A refused file is left as it was. */
         {
                 struct blob b = read_file(path);
@@ -213,6 +239,7 @@ int main(void) {
         tcase_add_test(tc, test_token_shape);
         tcase_add_test(tc, test_token_unique);
         tcase_add_test(tc, test_key_file_created_and_reused);
+        tcase_add_test(tc, test_key_file_elsewhere);
         tcase_add_test(tc, test_key_differs_between_stores);
         tcase_add_test(tc, test_key_file_refused);
         tcase_add_test(tc, test_ids);
