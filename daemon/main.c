@@ -158,18 +158,6 @@ static void environ_drop_env_file_copies(const char *config_path, char **env) {
         env[out] = NULL;
 }
 
-/* This build's store is SQLite only. Validation accepts features.distributed
- * with a daemon.postgres_url (the fleet of DESIGN 8), but the PostgreSQL
- * backend is not part of this build, so the daemon refuses it here: at
- * start before the store is opened (exit 1), and on a reload (the reload
- * fails and the configuration in use stays). Returns why c cannot run, or
- * NULL. The one place to replace when the PostgreSQL store is merged. */
-static const char *store_engine_refusal(const struct sessiond_config *c) {
-        if (c->features.distributed)
-                return "features.distributed: this build's store is SQLite only";
-        return NULL;
-}
-
 /* Loads every source and validates; *ret only when there is no error. */
 static int config_read(const char *path, char **env, struct sessiond_config **ret,
                        struct sessiond_issues *issues) {
@@ -348,12 +336,6 @@ int daemon_reload(struct daemon *d, struct sessiond_issues *issues) {
                  d->config_path ? d->config_path : "");
 
         r = config_read(d->config_path, m->environ_copy, &c, issues);
-        if (r >= 0 && store_engine_refusal(c)) {
-                sessiond_issues_add(issues, SESSIOND_ERROR, "features.distributed", "%s", store_engine_refusal(c));
-                sessiond_config_free(c);
-                c = NULL;
-                r = -EINVAL;
-        }
         if (r >= 0) {
                 r = reload_reserve(d, c, issues);
                 if (r < 0) {
@@ -619,10 +601,6 @@ static int main_run(struct sessiond_main *m) {
 
         if (main_open_handles(m) < 0)
                 goto out;
-        if (store_engine_refusal(d->config)) {
-                log_error("%s", store_engine_refusal(d->config));
-                goto out;
-        }
         r = engine_new(d, &d->engine);
         if (r < 0) {
                 log_error_errno(r, "Failed to open the session store: %m");

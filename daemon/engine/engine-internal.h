@@ -219,6 +219,8 @@ struct engine {
         void *commit_userdata;
 
         bool fleet; /* the store is shared: other daemons' changes come in (fleet.c) */
+        bool fleet_configured, clustering_configured; /* features.distributed, .clustering at start */
+        char *fleet_url;                               /* daemon.postgres_url at start */
         int64_t fleet_down_since; /* ms: the first failed probe of the shared store, 0: reachable */
 };
 

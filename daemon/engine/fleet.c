@@ -63,6 +63,28 @@ static void remote_ended(struct engine *e, uint32_t h, const struct store_sessio
         }
 }
 
+/* What Watch streams (and other observers) hear of a change made elsewhere:
+ * the events this daemon would have emitted had it made it. */
+static void remote_emit(struct engine *e, enum store_change_kind kind, const struct store_session *row) {
+        if (!bus_observed(e))
+                return;
+        switch (kind) {
+        case STORE_CHANGE_SYNC:
+                bus_emit(e, clock_now_ms(), "sync", row->id, row->user_id,
+                         json_pack("{s:I}", "version", (json_int_t)row->sync_version));
+                break;
+        case STORE_CHANGE_PLATFORM:
+                bus_emit(e, clock_now_ms(), "platform_switched", row->id, row->user_id,
+                         json_pack("{s:s?}", "to", row->platform_id));
+                break;
+        case STORE_CHANGE_RENEWED:
+                bus_emit(e, clock_now_ms(), "extended", row->id, row->user_id, json_object());
+                break;
+        default:
+                break;
+        }
+}
+
 /* Makes memory match one row of the store. */
 static int remote_row_cb(const struct store_session *row, void *userdata) {
         struct remote_ctx *x = userdata;
@@ -96,9 +118,7 @@ static int remote_row_cb(const struct store_session *row, void *userdata) {
                         e->dirty[e->n_dirty++] = h;
                 }
         }
-        if (x->kind == STORE_CHANGE_SYNC && bus_observed(e))
-                bus_emit(e, clock_now_ms(), "sync", row->id, row->user_id,
-                         json_pack("{s:I}", "version", (json_int_t)row->sync_version));
+        remote_emit(e, x->kind, row);
         return 0;
 }
 

@@ -246,6 +246,37 @@ static int key_path_of(const struct sessiond_config *c, char *buf, size_t size) 
         return (size_t)snprintf(buf, size, "%s/%s", dir, TOKEN_KEY_FILE) >= size ? -ENAMETOOLONG : 0;
 }
 
+/* features.distributed: the store is the fleet's PostgreSQL database
+ * (DESIGN 8). The key file is the fleet's: made here only when missing (a
+ * first daemon), and the store refuses a daemon whose key's check value
+ * differs from the one the first daemon left there. */
+static int open_shared_store(struct engine *e, struct store_options *o, const char *dir, const char *key) {
+        char check[TOKEN_KEY_CHECK_LEN + 1];
+        bool created;
+        int r;
+
+        r = mkdir_p(dir);
+        if (r < 0)
+                return log_error_errno(r, "Failed to create the state folder %s: %m", dir);
+        r = statefiles_check(dir, cfg(e)->daemon.database_path, key);
+        if (r < 0)
+                return r;
+        r = token_key_load(key, true, &e->key, &created);
+        if (r < 0)
+                return r;
+        if (created)
+                log_notice("Created key file %s: every daemon of the fleet needs this same file (daemon.key_file).",
+                           key);
+        token_key_check(&e->key, check);
+        o->postgres_url = cfg(e)->daemon.postgres_url;
+        o->key_check = check;
+        o->path = NULL;
+        e->key_path = strdup(key);
+        if (!e->key_path)
+                return -ENOMEM;
+        return 0;
+}
+
 static int open_store(struct engine *e) {
         const struct sessiond_config *c = cfg(e);
         struct store_options o = {
@@ -272,6 +303,12 @@ static int open_store(struct engine *e) {
         r = key_path_of(c, key, sizeof key);
         if (r < 0)
                 return log_error_errno(r, "Key file path %s is too long.", c->daemon.key_file);
+        if (c->features.distributed) {
+                r = open_shared_store(e, &o, dir, key);
+                if (r < 0)
+                        return r;
+                goto open;
+        }
         r = mkdir_p(dir);
         if (r < 0)
                 return log_error_errno(r, "Failed to create the database folder %s: %m", dir);
@@ -295,13 +332,14 @@ static int open_store(struct engine *e) {
         e->key_path = strdup(key);
         if (!e->key_path)
                 return -ENOMEM;
+open:
         e->loading = calloc(1, sizeof *e->loading); /* NULL: rows one by one */
         e->users_unsorted = true; /* the users' lists are sorted once, at the end */
         r = store_open(&o, &e->store);
         if (r >= 0) {
                 r = load_flush(e); /* the last rows */
                 if (r < 0)
-                        log_error_errno(r, "Database %s: loading the sessions failed: %m", o.path);
+                        log_error_errno(r, "Store %s: loading the sessions failed: %m", store_name(e->store));
         }
         table_users_sort(e);
         free(e->loading);
@@ -332,6 +370,13 @@ int engine_new(struct daemon *d, struct engine **ret) {
         if (r < 0)
                 goto fail;
 
+        e->fleet_configured = d->config->features.distributed;
+        e->clustering_configured = d->config->features.clustering;
+        e->fleet_url = strdup(d->config->daemon.postgres_url ? d->config->daemon.postgres_url : "");
+        if (!e->fleet_url) {
+                r = -ENOMEM;
+                goto fail;
+        }
         /* Opening loads the live sessions (see store_options). */
         started = uv_hrtime();
         r = open_store(e);
@@ -360,7 +405,19 @@ fail:
 void engine_config_changed(struct engine *e) {
         const struct sessiond_config *c = cfg(e);
 
-        if (!store_is_memory(e->store)) {
+        if (c->features.distributed != e->fleet_configured)
+                log_warning("features.distributed changed; the store changes at the next start.");
+        else if (e->fleet_configured && strcmp(c->daemon.postgres_url ? c->daemon.postgres_url : "", e->fleet_url) != 0)
+                log_warning("daemon.postgres_url changed; %s stays in use until the next start.", store_name(e->store));
+        if (c->features.clustering != e->clustering_configured)
+                log_warning("features.clustering changed; the leadership changes at the next start.");
+        if (e->fleet_configured) {
+                char key[PATH_MAX];
+
+                if (e->key_path && key_path_of(c, key, sizeof key) >= 0 && strcmp(key, e->key_path) != 0)
+                        log_warning("daemon.key_file changed to %s; the key read from %s stays in use until the next start.",
+                                    key, e->key_path);
+        } else if (!store_is_memory(e->store)) {
                 if (!c->features.persistence)
                         log_warning("features.persistence changed; the store changes at the next start.");
                 else if (strcmp(c->daemon.database_path, store_name(e->store)) != 0)
@@ -435,5 +492,8 @@ void engine_free(struct engine *e) {
         hindex_free(&e->by_platform);
         sodium_memzero(&e->key, sizeof e->key);
         free(e->key_path);
+        if (e->fleet_url)
+                sodium_memzero(e->fleet_url, strlen(e->fleet_url)); /* it may hold a password */
+        free(e->fleet_url);
         free(e);
 }

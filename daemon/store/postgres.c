@@ -62,7 +62,8 @@
  * GREATEST(last_activity, $2): several daemons touch one session. Before
  * COMMIT the unit sends NOTIFY sessiond_changes for every change another
  * daemon must learn: payload "<origin>:<kind>:<row>[,<kind>:<row>...]"
- * (c created, e ended, u updated; at most PG_NOTIFY_MAX bytes each), origin
+ * (c created, e ended, r renewed, p platform, s sync state, u client; at
+ * most PG_NOTIFY_MAX bytes each), origin
  * being a random id per store so that a store skips its own; sessions
  * ended for a limit go with origin "*", which every store hears, its own
  * included (its engine did not end them). PostgreSQL delivers
@@ -1053,8 +1054,11 @@ static char change_letter(const struct store_op *op, int64_t *rowid) {
         case STORE_OP_END:
                 return 'e';
         case STORE_OP_RENEWED:
+                return 'r';
         case STORE_OP_PLATFORM:
+                return 'p';
         case STORE_OP_SYNC:
+                return 's';
         case STORE_OP_CLIENT:
                 return 'u';
         default:
@@ -1136,7 +1140,7 @@ static bool unit_has_users(const struct store_uow *u) {
  * limit, counted here under the lock, sees every other daemon's committed
  * rows, which is what holds it), then what is left, the limits, the
  * notifications, COMMIT. */
-static int pg_uow_commit(struct store *s, struct store_uow *u) {
+static int uow_commit_once(struct store *s, struct store_uow *u) {
         struct pg_store *p = pg(s);
         int r = u->error;
 
@@ -1178,6 +1182,29 @@ static int pg_uow_commit(struct store *s, struct store_uow *u) {
         if (r < 0)
                 tx_rollback(p);
         p->n_evicted = 0;
+        return r;
+}
+
+/* A unit whose operations a read on the loop ran early (reads see the
+ * open unit's writes) took its row locks before the users' locks, so it
+ * can deadlock with another daemon's unit that holds a user's lock and
+ * waits for one of those rows; PostgreSQL then aborts one of the two
+ * (-EBUSY: deadlock or serialization failure). The writer runs such a
+ * unit again from its first operation, the users' locks first this time,
+ * so it waits its turn instead. A unit that purged cannot be run again
+ * (its purge is not an operation) and fails. */
+#define PG_UNIT_TRIES 3
+
+static int pg_uow_commit(struct store *s, struct store_uow *u) {
+        int r = uow_commit_once(s, u);
+
+        for (int i = 1; r == -EBUSY && !u->wrote && i < PG_UNIT_TRIES; i++) {
+                log_notice("Store %s: a unit of work met another daemon's (deadlock); running it again.",
+                           pg(s)->name);
+                u->error = 0;
+                u->applied = 0;
+                r = uow_commit_once(s, u);
+        }
         return r;
 }
 
@@ -1895,6 +1922,12 @@ static void listener_dispatch(struct pg_listener *l, const char *payload) {
                         listener_report(l, STORE_CHANGE_ENDED, rowid, false);
                 else if (k == 'u')
                         listener_report(l, STORE_CHANGE_UPDATED, rowid, false);
+                else if (k == 's')
+                        listener_report(l, STORE_CHANGE_SYNC, rowid, false);
+                else if (k == 'r')
+                        listener_report(l, STORE_CHANGE_RENEWED, rowid, false);
+                else if (k == 'p')
+                        listener_report(l, STORE_CHANGE_PLATFORM, rowid, false);
                 p = *end == ',' ? end + 1 : end + strlen(end);
         }
 }

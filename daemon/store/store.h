@@ -299,8 +299,10 @@ int store_end_reasons(struct store *s, store_group_fn cb, void *userdata);
 enum store_change_kind {
         STORE_CHANGE_CREATED, /* a new live session (Create, or the new row of a rotation) */
         STORE_CHANGE_ENDED,   /* ended (any reason) */
-        STORE_CHANGE_UPDATED, /* renewed, platform or client changed */
-        STORE_CHANGE_SYNC,    /* sync state written (Watch streams hear of it) */
+        STORE_CHANGE_UPDATED,  /* client (fingerprints) changed */
+        STORE_CHANGE_SYNC,     /* sync state written */
+        STORE_CHANGE_RENEWED,  /* renewed (Extend) */
+        STORE_CHANGE_PLATFORM, /* platform switched */
 };
 struct store_change {
         enum store_change_kind kind;

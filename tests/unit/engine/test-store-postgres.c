@@ -906,7 +906,7 @@ START_TEST(test_notify) {
         run_until(&loop, &h2.n, 2);
         ck_assert_int_eq(h2.kinds[0], STORE_CHANGE_CREATED);
         ck_assert_int_eq(h2.rowids[0], ra);
-        ck_assert_int_eq(h2.kinds[1], STORE_CHANGE_UPDATED);
+        ck_assert_int_eq(h2.kinds[1], STORE_CHANGE_SYNC);
         ck_assert_int_eq(h2.rowids[1], ra);
 
         /* A rotation on the other store: the new row created, the old ended. */

@@ -1,0 +1,314 @@
+#!/usr/bin/env python3
+"""Several daemons on one PostgreSQL store (DESIGN 8, issue 11).
+
+Run under tests/pg/pg-server, which starts a throwaway PostgreSQL and sets
+SESSIOND_TEST_POSTGRES_URL (and how to stop and start it again); without
+it every test is skipped. Each test gets a database of its own. The
+consistency bound is measured and printed, never asserted as a timing: a
+test waits for the change with the harness's timeout and says how long it
+took.
+"""
+import json
+import os
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+
+from harness import (Daemon, Skip, VarlinkError, TIMEOUT, run_tests, wait_for)
+
+URL = os.environ.get("SESSIOND_TEST_POSTGRES_URL")
+_db_counter = [0]
+
+
+def psql(url, sql):
+    p = subprocess.run(["psql", "-XAtq", "-v", "ON_ERROR_STOP=1", url, "-c", sql],
+                       capture_output=True, text=True, timeout=TIMEOUT * 3)
+    assert p.returncode == 0, p.stderr
+    return p.stdout.strip()
+
+
+def fresh_database():
+    """A new empty database on the test server; its URL."""
+    if not URL:
+        raise Skip("no PostgreSQL (run under tests/pg/pg-server)")
+    _db_counter[0] += 1
+    name = "fleet_%d_%d" % (os.getpid(), _db_counter[0])
+    psql(URL, "CREATE DATABASE %s" % name)
+    base, _, query = URL.partition("?")
+    return base.rsplit("/", 1)[0] + "/" + name + ("?" + query if query else "")
+
+
+def pg_ctl(action):
+    """Stops or starts the test server (pg-server says how)."""
+    data = os.environ.get("SESSIOND_TEST_PG_DATA")
+    bindir = os.environ.get("SESSIOND_TEST_PG_BINDIR")
+    user = os.environ.get("SESSIOND_TEST_PG_USER")
+    if not data or not bindir:
+        raise Skip("pg-server did not say how to stop and start PostgreSQL")
+    cmd = [os.path.join(bindir, "pg_ctl"), "-D", data, "-w", "-l", os.path.join(os.path.dirname(data), "restart.log")]
+    cmd += ["-m", "fast", "stop"] if action == "stop" else ["start"]
+    if os.geteuid() == 0 and user:
+        cmd = ["runuser", "-u", user, "--"] + cmd
+    subprocess.run(cmd, check=True, capture_output=True, timeout=60)
+
+
+class Fleet:
+    """n daemons on one fresh database, sharing one key file."""
+
+    def __init__(self, n=3, settings=None, url=None):
+        self.url = url or fresh_database()
+        self.tmp = tempfile.mkdtemp(prefix="sessiond-fleet-")
+        self.key = os.path.join(self.tmp, "fleet.key")
+        self.settings = {
+            "features.distributed": True,
+            "features.caching": True,
+            "daemon.postgres_url": self.url,
+            "daemon.key_file": self.key,
+            "security.max_concurrent_per_user": 100,
+        }
+        self.settings.update(settings or {})
+        self.daemons = []
+        for _ in range(n):
+            self.add()
+
+    def add(self, settings=None):
+        s = dict(self.settings)
+        s.update(settings or {})
+        d = Daemon(s)
+        self.daemons.append(d)
+        return d
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        for d in self.daemons:
+            d.cleanup()
+
+
+def timed_wait(predicate, what):
+    start = time.monotonic()
+    wait_for(predicate, what=what)
+    took = (time.monotonic() - start) * 1000
+    print("     %s: %.0f ms" % (what, took))
+    return took
+
+
+def validate_state(d, token):
+    try:
+        return d.call("io.sessiond.Session.Validate", {"token": token, "touch": False})["state"]
+    except VarlinkError as e:
+        return e.error
+
+
+def test_created_on_one_valid_on_the_others():
+    with Fleet(3) as f:
+        a, b, c = f.daemons
+        token = a.call("io.sessiond.Session.Create", {"user_id": "alice"})["token"]
+        # At once, before any notification: memory asks the store.
+        assert validate_state(b, token) == "active"
+        assert validate_state(c, token) == "active"
+        b.call("io.sessiond.Session.Destroy", {"token": token})
+        for d in (a, c):
+            timed_wait(lambda d=d: validate_state(d, token) == "io.sessiond.Session.Expired",
+                       "destroy on B refused on another daemon")
+        # The reason is the store's.
+        try:
+            a.call("io.sessiond.Session.Validate", {"token": token})
+            assert False
+        except VarlinkError as e:
+            assert e.parameters.get("reason") == "destroyed", e.parameters
+
+
+def test_rotation_and_terminate_seen_elsewhere():
+    with Fleet(2) as f:
+        a, b = f.daemons
+        old = a.call("io.sessiond.Session.Create", {"user_id": "bob"})["token"]
+        assert validate_state(b, old) == "active"
+        new = a.call("io.sessiond.Session.Rotate", {"token": old})["token"]
+        timed_wait(lambda: validate_state(b, old) == "io.sessiond.Session.Expired", "rotation seen on B")
+        assert validate_state(b, new) == "active"
+        sid = b.call("io.sessiond.Session.Validate", {"token": new})["session"]["id"]
+        a.call("io.sessiond.Admin.Terminate", {"id": sid})
+        timed_wait(lambda: validate_state(b, new) == "io.sessiond.Session.Expired", "terminate seen on B")
+
+
+def test_watch_sees_a_sync_write_made_elsewhere():
+    with Fleet(2) as f:
+        a, b = f.daemons
+        token = a.call("io.sessiond.Session.Create", {"user_id": "carol"})["token"]
+        with a.connect() as w:
+            w.send("io.sessiond.Session.Watch", {"token": token}, more=True)
+            first = w.recv()
+            assert first.get("continues") is True, first
+            version = b.call("io.sessiond.Session.SetSyncState", {"token": token, "data": "{\"cart\":3}"})["version"]
+            start = time.monotonic()
+            while True:
+                ev = w.recv()
+                assert "error" not in ev, ev
+                if ev["parameters"].get("event") == "sync":
+                    break
+            print("     sync on B seen by a Watch on A: %.0f ms" % ((time.monotonic() - start) * 1000))
+            assert ev["parameters"].get("version") == version, ev
+        assert a.call("io.sessiond.Session.GetSyncState", {"token": token})["version"] == version
+
+
+def test_user_limit_holds_across_daemons():
+    with Fleet(3, {"security.max_concurrent_per_user": 3}) as f:
+        errors = []
+
+        def create(d, n):
+            try:
+                for _ in range(n):
+                    d.call("io.sessiond.Session.Create", {"user_id": "dave"})
+            except Exception as e:  # noqa: BLE001 - reported below
+                errors.append(e)
+
+        threads = []
+        for i, n in enumerate((7, 7, 6)):
+            for _ in range(n):
+                threads.append(threading.Thread(target=create, args=(f.daemons[i], 1)))
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors, errors
+        live = psql(f.url, "SELECT count(*) FROM sessions WHERE user_id = 'dave' AND ended_at IS NULL")
+        assert live == "3", live
+        ended = psql(f.url, "SELECT count(*) FROM sessions WHERE user_id = 'dave' AND end_reason = 'evicted'")
+        assert ended == "17", ended
+        # Every daemon's memory comes to the same three.
+        for d in f.daemons:
+            timed_wait(lambda d=d: len(d.call("io.sessiond.Session.ListUser", {"user_id": "dave"})["sessions"]) == 3,
+                       "the limit's ends seen by every daemon")
+
+
+def test_key_mismatch_refused():
+    with Fleet(1) as f:
+        other = os.path.join(f.tmp, "other.key")
+        d = Daemon(dict(f.settings, **{"daemon.key_file": other}), wait=False)
+        try:
+            rc = d.proc.wait(timeout=TIMEOUT)
+            assert rc != 0
+            log = d.read_log()
+            assert "key" in log and "does not match" in log, log
+        finally:
+            d.cleanup()
+
+
+def test_password_never_shown():
+    url = fresh_database()
+    secret_url = url + ("&" if "?" in url else "?") + "password=hunter2secret"
+    with Fleet(1, url=secret_url) as f:
+        d = f.daemons[0]
+        status = d.call("io.sessiond.Admin.Status")["status"]
+        config = d.call("io.sessiond.Admin.GetConfig")["config"]
+        text = json.dumps(status) + json.dumps(config) + d.read_log()
+        assert "hunter2secret" not in text, text
+
+
+def test_leader_runs_the_jobs_and_hands_them_over():
+    settings = {"features.clustering": True, "timeout.idle_timeout": 2, "cleanup.interval": 1,
+                "timeout.expiration_grace": 1, "timeout.cleanup_grace": 1, "timeout.warning_threshold": 1}
+    with Fleet(3, settings) as f:
+        def leaders():
+            return [d for d in f.daemons if d.proc.poll() is None
+                    and d.call("io.sessiond.Admin.Status")["status"]["fleet"]["leader"]]
+        wait_for(lambda: len(leaders()) == 1, what="one leader")
+        leader = leaders()[0]
+        fleet = leader.call("io.sessiond.Admin.Status")["status"]["fleet"]
+        assert len(fleet["daemons"]) == 3, fleet
+        assert fleet["leader_id"] == fleet["daemon_id"], fleet
+        leader.kill()
+        timed_wait(lambda: len(leaders()) == 1, "another daemon leads after kill -9 of the leader")
+        new_leader = leaders()[0]
+        # The new leader's cleanup ends a session that went idle.
+        token = new_leader.call("io.sessiond.Session.Create", {"user_id": "erin"})["token"]
+        timed_wait(lambda: psql(f.url, "SELECT count(*) FROM sessions WHERE user_id = 'erin' AND "
+                                        "end_reason = 'idle'") == "1", "the new leader's cleanup ended it")
+        assert validate_state(new_leader, token) == "io.sessiond.Session.Expired"
+
+
+def test_touches_on_one_daemon_keep_the_session_alive_on_another():
+    with Fleet(2, {"timeout.idle_timeout": 3, "timeout.expiration_grace": 1, "timeout.warning_threshold": 1}) as f:
+        a, b = f.daemons
+        token = a.call("io.sessiond.Session.Create", {"user_id": "frank"})["token"]
+        deadline = time.monotonic() + 6  # twice the idle timeout, touched on B only
+        while time.monotonic() < deadline:
+            b.call("io.sessiond.Session.Heartbeat", {"token": token})
+            time.sleep(0.5)
+        # A's memory last saw it at creation; the store says it is active.
+        assert validate_state(a, token) == "active"
+
+
+def test_kill9_under_load_loses_nothing_acknowledged():
+    with Fleet(2) as f:
+        a, b = f.daemons
+        acked = []
+        stop = threading.Event()
+
+        def load():
+            while not stop.is_set():
+                try:
+                    acked.append(b.call("io.sessiond.Session.Create", {"user_id": "gina"})["token"])
+                except (OSError, VarlinkError):
+                    return
+
+        t = threading.Thread(target=load)
+        t.start()
+        wait_for(lambda: len(acked) > 50, what="load on B")
+        b.kill()
+        stop.set()
+        t.join()
+        for token in acked:
+            assert validate_state(a, token) == "active", token
+
+
+def test_postgres_restart_under_load():
+    with Fleet(1) as f:
+        d = f.daemons[0]
+        acked, failures = [], []
+        token = d.call("io.sessiond.Session.Create", {"user_id": "hank"})["token"]
+        acked.append(token)
+        pg_ctl("stop")
+        try:
+            for _ in range(5):
+                try:
+                    acked.append(d.call("io.sessiond.Session.Create", {"user_id": "hank"})["token"])
+                except VarlinkError as e:
+                    failures.append(e.error)
+            assert failures and set(failures) == {"io.sessiond.Session.StorageError"}, failures
+            health = d.call("io.sessiond.Admin.Health")
+            assert health["status"] != "healthy", health
+        finally:
+            pg_ctl("start")
+        # It reconnects by itself and writes again.
+        timed_wait(lambda: _creates(d), "writes again after PostgreSQL came back")
+        for t in acked:
+            assert validate_state(d, t) == "active", t
+        assert d.proc.poll() is None
+
+
+def _creates(d):
+    try:
+        d.call("io.sessiond.Session.Create", {"user_id": "hank"})
+        return True
+    except VarlinkError:
+        return False
+
+
+if __name__ == "__main__":
+    run_tests([
+        test_created_on_one_valid_on_the_others,
+        test_rotation_and_terminate_seen_elsewhere,
+        test_watch_sees_a_sync_write_made_elsewhere,
+        test_user_limit_holds_across_daemons,
+        test_key_mismatch_refused,
+        test_password_never_shown,
+        test_leader_runs_the_jobs_and_hands_them_over,
+        test_touches_on_one_daemon_keep_the_session_alive_on_another,
+        test_kill9_under_load_loses_nothing_acknowledged,
+        test_postgres_restart_under_load,
+    ])
