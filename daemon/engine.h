@@ -320,6 +320,12 @@ int engine_enforce_user_limit(struct engine *e, int64_t now, unsigned limit, uns
 /* Deletes up to `limit` ended sessions older than expired_retention_days and
  * up to `limit` audit rows older than audit_retention_days. */
 int engine_purge(struct engine *e, int64_t now, unsigned limit, unsigned *sessions, unsigned *audit, bool *more);
+/* The same as a bounded step: each statement deletes at most `limit` rows,
+ * sessions first; with a deadline (uv_hrtime(), 0: none) the audit rows wait
+ * for the next call when the sessions filled `limit` or the deadline passed.
+ * *more: call again. */
+int engine_purge_until(struct engine *e, int64_t now, unsigned limit, uint64_t deadline_ns, unsigned *sessions,
+                       unsigned *audit, bool *more);
 /* Commits, then PRAGMA optimize, wal_checkpoint(TRUNCATE), quick_check. */
 int engine_maintain(struct engine *e, struct store_maintenance *ret);
 /* Writes up to `limit` coalesced touches (the engine's own timer does this
