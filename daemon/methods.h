@@ -88,6 +88,20 @@ int methods_param_cursor(struct call *c, const char *iface, bool *given, int64_t
 /* Adds "cursor" to a reply object when more follows. */
 int methods_reply_set_cursor(json_t *reply, bool more, int64_t a, int64_t b, bool pair);
 
+/* Listings without a cursor (methods_listing.c): the whole listing in one
+ * reply, built a page per loop iteration, the first page at once. The
+ * sessions of user_id (NULL: all; user_listing: ListUser's checks and
+ * live sessions only), at most `limit`. */
+void methods_list_sessions_steps(struct daemon *d, struct call *c, const char *iface, const char *user_id,
+                                 bool include_ended, bool user_listing, unsigned limit);
+/* The newest f->limit audit entries matching f (user_id, kind, since),
+ * oldest first. */
+struct store_audit_filter;
+void methods_audit_steps(struct daemon *d, struct call *c, const char *iface, const struct store_audit_filter *f);
+/* An audit row as an Audit entry; NULL on ENOMEM (methods_observe.c). */
+struct store_audit_row;
+json_t *methods_audit_entry(const struct store_audit_row *row);
+
 /* DestroyUser and Admin.TerminateUser: ends the user's live sessions in
  * time-capped steps (bulk.c) and answers {"count": n} when done
  * (methods_bulk.c). */
