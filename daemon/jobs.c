@@ -165,7 +165,7 @@ struct job {
         int64_t next_run; /* Unix seconds, 0: not armed */
         uint64_t last_duration_ms;
         uint64_t last_step_max_us; /* cleanup: the longest step of the last run on the loop */
-        char last_result[200];
+        char last_result[320];
         uint64_t runs;
 };
 
@@ -195,6 +195,7 @@ struct run {
         unsigned purge_rows;   /* deep: rows per statement of the next purge step (adapted to PURGE_STEP_NS) */
         unsigned steps;        /* steps that did work on the loop */
         uint64_t step_max_ns;  /* the longest of them */
+        uint64_t purge_max_ns, maintain_max_ns; /* deep: the longest purge step, maintenance step */
         unsigned ended, evicted, purged_sessions, purged_audit;
         bool more; /* regular: stopped at max_batches with sessions left */
         uint64_t maintain_ms; /* deep: the store's maintenance steps */
@@ -395,27 +396,28 @@ static void run_finish(struct jobs *j, struct run *r) {
         struct metrics_counters *mc = metrics_counters(j->metrics);
         uint64_t ms = (uv_hrtime() - r->started_ns) / 1000000;
         const char *kind = metrics_cleanup_kind_to_string(r->kind);
-        char text[200];
+        char text[300];
 
         if (r->error < 0)
                 snprintf(text, sizeof text, "failed: %s (ended %u, purged %u)", strerror(-r->error),
                          r->ended + r->evicted, r->purged_sessions + r->purged_audit);
         else if (r->kind == METRICS_CLEANUP_DEEP)
                 snprintf(text, sizeof text,
-                         "purged %u sessions and %u audit rows; %s; integrity %.80s (maintenance %llu ms, "
-                         "longest step %.1f ms)",
+                         "purged %u sessions and %u audit rows; %s; integrity %.80s (maintenance %llu ms; "
+                         "longest step: purge %.1f ms, maintenance %.1f ms)",
                          r->purged_sessions, r->purged_audit,
                          r->checkpoint_done ? "store compacted" : "store not compacted (readers)",
                          store_is_memory(engine_store(j->d->engine)) ? "not checked (in memory)"
                          : j->check_ok                               ? "ok"
                                                                      : j->check_message,
-                         (unsigned long long)r->maintain_ms, (double)r->step_max_ns / 1e6);
+                         (unsigned long long)r->maintain_ms, (double)r->purge_max_ns / 1e6,
+                         (double)r->maintain_max_ns / 1e6);
         else if (r->kind == METRICS_CLEANUP_BATCH)
                 snprintf(text, sizeof text, "ended %u sessions, %u over the per-user limit", r->ended, r->evicted);
         else
                 snprintf(text, sizeof text, "ended %u sessions in %u batch%s%s", r->ended, r->batches,
                          r->batches == 1 ? "" : "es", r->more ? "; more remain (cleanup.max_batches)" : "");
-        snprintf(job->last_result, sizeof job->last_result, "%.180s (%s)", text, r->reason);
+        snprintf(job->last_result, sizeof job->last_result, "%.300s (%s)", text, r->reason);
         job->last_run = r->started_at;
         job->last_duration_ms = ms;
         job->last_step_max_us = r->step_max_ns / 1000;
@@ -501,7 +503,7 @@ static unsigned purge_rows_next(unsigned rows, bool more, uint64_t took_ns, unsi
 /* One step of the retention purge: at most purge_rows rows per table,
  * sized so that the step stays within PURGE_STEP_NS of loop time. */
 static int purge_step(struct jobs *j, struct run *r, int64_t now, unsigned max) {
-        uint64_t t0 = uv_hrtime();
+        uint64_t t0 = uv_hrtime(), took;
         unsigned s = 0, a = 0;
         bool more = false;
         int rc;
@@ -511,12 +513,15 @@ static int purge_step(struct jobs *j, struct run *r, int64_t now, unsigned max) 
         if (r->purge_rows > max)
                 r->purge_rows = max; /* also a batch_size lowered by a reload */
         rc = engine_purge_until(j->d->engine, now, r->purge_rows, t0 + PURGE_STEP_NS, &s, &a, &more);
+        took = uv_hrtime() - t0;
+        if (took > r->purge_max_ns)
+                r->purge_max_ns = took;
         r->batches++;
         r->purged_sessions += s;
         r->purged_audit += a;
         if (rc < 0)
                 return rc;
-        r->purge_rows = purge_rows_next(r->purge_rows, more, uv_hrtime() - t0, max);
+        r->purge_rows = purge_rows_next(r->purge_rows, more, took, max);
         if (!more)
                 r->phase = PHASE_MAINTAIN;
         return 0;
@@ -528,13 +533,16 @@ static int purge_step(struct jobs *j, struct run *r, int64_t now, unsigned max) 
  * reader): the run pauses and tries again, never waiting on the loop. */
 static int maintain_step(struct jobs *j, struct run *r) {
         struct store *st = engine_store(j->d->engine);
-        uint64_t t0 = uv_hrtime();
+        uint64_t t0 = uv_hrtime(), took;
         int rc;
 
         rc = store_maintain_step(st, r->checkpoint_tries == 0);
+        took = uv_hrtime() - t0;
+        if (took > r->maintain_max_ns)
+                r->maintain_max_ns = took;
         r->checkpoint_tries++;
         r->checkpoint_done = rc == 0;
-        r->maintain_ms += (uv_hrtime() - t0) / 1000000;
+        r->maintain_ms += took / 1000000;
         if (rc == -EBUSY) {
                 /* A reader (an integrity check, analytics, a backup) is in
                  * the way: never wait for it on the loop. */
