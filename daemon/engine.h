@@ -239,7 +239,8 @@ int engine_list_user(struct engine *e, int64_t now, const char *user_id, engine_
                      struct engine_error *err);
 
 /* A page of a listing: rows after `after` (0: from the start), in row
- * order, at most `limit` listed and scan_max examined (0: no bound). On
+ * order, at most `limit` listed and scan_max examined (0: no bound); a
+ * callback that returns non-zero ends the page after its row. On
  * return, more tells whether the listing goes on, from row `next`. A
  * session is listed at most once however the table changes between pages;
  * one that lives throughout is listed exactly once. */

@@ -42,6 +42,11 @@
 
 #include "macro.h"
 
+/* A page also ends after this much loop time (the row being written is
+ * the last): the loop time of a step stays about the same whatever the
+ * entries cost (audit entries with their details cost more than sessions). */
+#define LISTING_STEP_NS (2 * 1000 * 1000)
+
 struct listing;
 
 struct listing_kind {
@@ -59,6 +64,8 @@ struct listing {
         struct varlink_writer w;
         unsigned remaining; /* entries still wanted */
         unsigned written;   /* entries written by the current page */
+        uint64_t deadline;  /* of the current page, uv_hrtime() */
+        bool cut;           /* the current page ended at its deadline */
         struct engine_error err;
 
         /* sessions */
@@ -127,6 +134,8 @@ static bool listing_step(struct listing *l) {
         int r;
 
         l->written = 0;
+        l->cut = false;
+        l->deadline = uv_hrtime() + LISTING_STEP_NS;
         r = l->kind->page(l, &done);
         if (r >= 0)
                 r = l->w.error;
@@ -178,11 +187,19 @@ static void listing_run(struct listing *l) {
 
 /* ---- sessions ------------------------------------------------------------------------------- */
 
+/* Whether the page has had its time: then the entry just written is its last. */
+static bool listing_past_deadline(struct listing *l) {
+        l->cut = uv_hrtime() >= l->deadline;
+        return l->cut;
+}
+
 static int session_write_cb(const struct engine_info *info, void *userdata) {
         struct listing *l = userdata;
 
         l->written++;
-        return methods_session_info_write(&l->w, info);
+        if (methods_session_info_write(&l->w, info) < 0)
+                return 1; /* the writer keeps the error */
+        return listing_past_deadline(l) ? 1 : 0;
 }
 
 static int sessions_page(struct listing *l, bool *done) {
@@ -250,7 +267,9 @@ static int audit_write_cb(const struct store_audit_row *row, void *userdata) {
         l->filter.after_time = row->time;
         l->filter.after_id = row->id;
         l->written++;
-        return r;
+        if (r < 0)
+                return r;
+        return listing_past_deadline(l) ? 1 : 0;
 }
 
 static int audit_key_cb(const struct store_audit_row *row, void *userdata) {
@@ -291,7 +310,7 @@ static int audit_page(struct listing *l, bool *done) {
                 r = store_audit_each(engine_store(l->d->engine), &l->filter, audit_write_cb, l);
         if (r < 0)
                 return r == -ENOMEM ? r : -EIO;
-        *done = l->written < l->filter.limit;
+        *done = !l->cut && l->written < l->filter.limit;
         return 0;
 }
 

@@ -251,6 +251,8 @@ static int list_row_cb(const struct store_session *row, void *userdata) {
         }
         x->n++;
         r = x->cb(&info, x->userdata);
+        if (r != 0)
+                x->stopped = true; /* the callback ends the page here: more may follow */
         return r != 0 ? 1 : 0;
 }
 
