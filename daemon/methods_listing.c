@@ -35,6 +35,7 @@
 
 #include "daemon.h"
 #include "engine.h"
+#include "log.h"
 #include "methods.h"
 #include "server.h"
 #include "sessiond/varlink.h"
@@ -66,6 +67,9 @@ struct listing {
         unsigned written;   /* entries written by the current page */
         uint64_t deadline;  /* of the current page, uv_hrtime() */
         bool cut;           /* the current page ended at its deadline */
+        unsigned steps, entries;
+        size_t reply_bytes;
+        uint64_t started, longest, first; /* uv_hrtime(); the longest page, the first (ns) */
         struct engine_error err;
 
         /* sessions */
@@ -128,14 +132,24 @@ static void listing_answer(struct listing *l, int r) {
                 methods_reply_error(c, l->iface, r, &l->err);
 }
 
+static void listing_log(const struct listing *l, uint64_t answer_ns) {
+        log_debug("%s listing without a cursor: %u entries in %u steps over %.1f ms; pages: the first %.2f ms, "
+                  "the longest %.2f ms; the reply (%zu bytes) handed over in %.2f ms",
+                  l->kind->key, l->entries, l->steps, (double)(uv_hrtime() - l->started) / 1e6,
+                  (double)l->first / 1e6, (double)l->longest / 1e6, l->reply_bytes, (double)answer_ns / 1e6);
+}
+
 /* One page; true when the call was answered. */
 static bool listing_step(struct listing *l) {
+        uint64_t t0 = uv_hrtime();
         bool done = false;
         int r;
 
         l->written = 0;
         l->cut = false;
-        l->deadline = uv_hrtime() + LISTING_STEP_NS;
+        l->deadline = t0 + LISTING_STEP_NS;
+        if (!l->started)
+                l->started = t0;
         r = l->kind->page(l, &done);
         if (r >= 0)
                 r = l->w.error;
@@ -143,8 +157,17 @@ static bool listing_step(struct listing *l) {
                 done = true;
         else if (r >= 0)
                 l->remaining -= l->written;
+        l->steps++;
+        l->entries += l->written;
+        if (uv_hrtime() - t0 > l->longest)
+                l->longest = uv_hrtime() - t0;
+        if (l->steps == 1)
+                l->first = uv_hrtime() - t0;
         if (r < 0 || done) {
+                l->reply_bytes = l->w.len;
+                t0 = uv_hrtime();
                 listing_answer(l, r);
+                listing_log(l, uv_hrtime() - t0);
                 return true;
         }
         return false;
@@ -305,6 +328,7 @@ static int audit_page(struct listing *l, bool *done) {
 
         if (!l->audit_started)
                 r = audit_start(l);
+        methods_audit_since_cursor(&l->filter);
         l->filter.limit = l->remaining < METHODS_PAGE_MAX ? l->remaining : METHODS_PAGE_MAX;
         if (r >= 0)
                 r = store_audit_each(engine_store(l->d->engine), &l->filter, audit_write_cb, l);

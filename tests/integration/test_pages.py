@@ -11,6 +11,7 @@ answered while it is built.
 import json
 import socket
 import threading
+import time
 
 from harness import LONG_LIVED_SETTINGS, Daemon, VarlinkError, create_pipelined, run_tests
 
@@ -184,7 +185,7 @@ def test_unpaged_listings_are_the_pages():
             assert c.call(S + "ListUser", {"user_id": "big"})["sessions"] == walk
             assert c.call(S + "ListUser", {"user_id": "nobody"})["sessions"] == []
             for params in ({"limit": 5000}, {"limit": 3}, {"user_id": "s1", "kind": "ended", "limit": 10000},
-                           {"since": 0, "limit": 1}):
+                           {"since": 0, "limit": 1}, {"since": int(time.time()) - 3600, "limit": 4000}):
                 whole = c.call(A + "Audit", params)["entries"]
                 got, want = [], params["limit"]
                 while True:
