@@ -239,7 +239,8 @@ int engine_list_user(struct engine *e, int64_t now, const char *user_id, engine_
                      struct engine_error *err);
 
 /* A page of a listing: rows after `after` (0: from the start), in row
- * order, at most `limit` listed and scan_max examined (0: no bound). On
+ * order, at most `limit` listed and scan_max examined (0: no bound); a
+ * callback that returns non-zero ends the page after its row. On
  * return, more tells whether the listing goes on, from row `next`. A
  * session is listed at most once however the table changes between pages;
  * one that lives throughout is listed exactly once. */
@@ -320,6 +321,12 @@ int engine_enforce_user_limit(struct engine *e, int64_t now, unsigned limit, uns
 /* Deletes up to `limit` ended sessions older than expired_retention_days and
  * up to `limit` audit rows older than audit_retention_days. */
 int engine_purge(struct engine *e, int64_t now, unsigned limit, unsigned *sessions, unsigned *audit, bool *more);
+/* The same as a bounded step: each statement deletes at most `limit` rows,
+ * sessions first; with a deadline (uv_hrtime(), 0: none) the audit rows wait
+ * for the next call when the sessions filled `limit` or the deadline passed.
+ * *more: call again. */
+int engine_purge_until(struct engine *e, int64_t now, unsigned limit, uint64_t deadline_ns, unsigned *sessions,
+                       unsigned *audit, bool *more);
 /* Commits, then PRAGMA optimize, wal_checkpoint(TRUNCATE), quick_check. */
 int engine_maintain(struct engine *e, struct store_maintenance *ret);
 /* Writes up to `limit` coalesced touches (the engine's own timer does this

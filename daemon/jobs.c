@@ -22,9 +22,11 @@
  *   cleanup.deep_interval        deep cleanup: ended sessions older than
  *                                cleanup.expired_retention_days and audit rows
  *                                older than cleanup.audit_retention_days are
- *                                purged in batches of batch_size, then the
- *                                store is maintained a step at a time
- *                                (store_maintain_step) and checked.
+ *                                purged in steps of at most batch_size rows
+ *                                a table, fewer when that takes longer than
+ *                                PURGE_STEP_NS, then the store is maintained
+ *                                a step at a time (store_maintain_step) and
+ *                                checked.
  *   cleanup.trigger_threshold    the trigger poll starts a regular cleanup at
  *                                once when that many sessions await cleanup.
  *   cleanup.max_expired_threshold above it, the cleanup_backlog alert fires
@@ -72,11 +74,24 @@
  * cleanup writes faster than requests do: the backend decides how fast it
  * can take it; see daemon/store/). The batch size is read when a batch
  * begins, so a reload in the middle of one changes the next. Runs are
- * queued, one at a time; a kind already waiting is not queued twice. The
- * end of a deep run holds the loop only for store_maintain_step(), which
- * never waits (something in the way: the run pauses and tries again); the
- * integrity check, which reads the whole store, runs in the thread pool on
- * its own reader, like the health check's.
+ * queued, one at a time; a kind already waiting is not queued twice.
+ *
+ * Deep runs. The retention purge deletes rows on the loop (inside the
+ * iteration's unit of work), and a DELETE cannot be cut short: a step
+ * deletes at most purge_rows rows of each table (sessions, then audit rows
+ * when time is left), and the run measures each step with the monotonic
+ * clock and sizes the next one so that it takes about three quarters of
+ * PURGE_STEP_NS (shrinking at once, growing at most twofold a step, never
+ * beyond cleanup.batch_size), resting CLEANUP_REST_MS between steps and
+ * pacing itself like the expiry phase. (Before, a step deleted batch_size
+ * rows of both tables whatever they cost, and one was measured at 82 ms.)
+ * The maintenance then waits for the checkpoint thread to have copied what
+ * the purge wrote (store_pace, at most MAINTAIN_PACE_MAX_MS) and holds the
+ * loop only for store_maintain_step(), which never waits (something in the
+ * way: the run pauses and tries again); the integrity check, which reads
+ * the whole store, runs in the thread pool on its own reader, like the
+ * health check's. Every run records its longest step on the loop (Status:
+ * last_longest_step_us; the cleanup event: longest_step_us).
  *
  * The trigger. Counting the sessions that await cleanup is a scan of
  * memory (no SQL), and the poll spaces itself so that the scan takes at
@@ -119,6 +134,9 @@
 /* A step waits this long when the previous step's unit is still being committed. */
 #define CLEANUP_COMMIT_WAIT_MS 1
 #define CLEANUP_THROTTLE_MAX_MS 200     /* a reader holds the store back: go on anyway */
+#define PURGE_STEP_NS (2 * 1000 * 1000) /* loop time a purge step aims at */
+#define PURGE_ROWS_FIRST 16              /* rows per statement of a run's first purge step */
+#define MAINTAIN_PACE_MAX_MS 2000       /* waited at most for the checkpoint thread before maintaining */
 
 enum job_id {
         JOB_REGULAR,
@@ -132,6 +150,10 @@ enum job_id {
 
 static const char *const job_names[_JOB_MAX] = {"regular", "batch", "deep", "security", "metrics", "health"};
 
+static bool job_is_cleanup(enum job_id id) {
+        return id == JOB_REGULAR || id == JOB_BATCH || id == JOB_DEEP;
+}
+
 struct jobs;
 
 struct job {
@@ -143,7 +165,8 @@ struct job {
         int64_t last_run; /* Unix seconds, 0: never */
         int64_t next_run; /* Unix seconds, 0: not armed */
         uint64_t last_duration_ms;
-        char last_result[200];
+        uint64_t last_step_max_us; /* cleanup: the longest step of the last run on the loop */
+        char last_result[320];
         uint64_t runs;
 };
 
@@ -170,6 +193,10 @@ struct run {
         unsigned in_batch;    /* sessions ended so far in the batch in progress */
         unsigned batch_limit; /* its batch_size, fixed when it began (a reload may change the setting) */
         unsigned throttled_ms; /* waited in a row for the store to catch up */
+        unsigned purge_rows;   /* deep: rows per statement of the next purge step (adapted to PURGE_STEP_NS) */
+        unsigned steps;        /* steps that did work on the loop */
+        uint64_t step_max_ns;  /* the longest of them */
+        uint64_t purge_max_ns, maintain_max_ns; /* deep: the longest purge step, maintenance step */
         unsigned ended, evicted, purged_sessions, purged_audit;
         bool more; /* regular: stopped at max_batches with sessions left */
         uint64_t maintain_ms; /* deep: the store's maintenance steps */
@@ -370,27 +397,31 @@ static void run_finish(struct jobs *j, struct run *r) {
         struct metrics_counters *mc = metrics_counters(j->metrics);
         uint64_t ms = (uv_hrtime() - r->started_ns) / 1000000;
         const char *kind = metrics_cleanup_kind_to_string(r->kind);
-        char text[200];
+        char text[300];
 
         if (r->error < 0)
                 snprintf(text, sizeof text, "failed: %s (ended %u, purged %u)", strerror(-r->error),
                          r->ended + r->evicted, r->purged_sessions + r->purged_audit);
         else if (r->kind == METRICS_CLEANUP_DEEP)
-                snprintf(text, sizeof text, "purged %u sessions and %u audit rows; %s; integrity %.80s (maintenance %llu ms)",
+                snprintf(text, sizeof text,
+                         "purged %u sessions and %u audit rows; %s; integrity %.80s (maintenance %llu ms; "
+                         "longest step: purge %.1f ms, maintenance %.1f ms)",
                          r->purged_sessions, r->purged_audit,
                          r->checkpoint_done ? "store compacted" : "store not compacted (readers)",
                          store_is_memory(engine_store(j->d->engine)) ? "not checked (in memory)"
                          : j->check_ok                               ? "ok"
                                                                      : j->check_message,
-                         (unsigned long long)r->maintain_ms);
+                         (unsigned long long)r->maintain_ms, (double)r->purge_max_ns / 1e6,
+                         (double)r->maintain_max_ns / 1e6);
         else if (r->kind == METRICS_CLEANUP_BATCH)
                 snprintf(text, sizeof text, "ended %u sessions, %u over the per-user limit", r->ended, r->evicted);
         else
                 snprintf(text, sizeof text, "ended %u sessions in %u batch%s%s", r->ended, r->batches,
                          r->batches == 1 ? "" : "es", r->more ? "; more remain (cleanup.max_batches)" : "");
-        snprintf(job->last_result, sizeof job->last_result, "%.180s (%s)", text, r->reason);
+        snprintf(job->last_result, sizeof job->last_result, "%.300s (%s)", text, r->reason);
         job->last_run = r->started_at;
         job->last_duration_ms = ms;
+        job->last_step_max_us = r->step_max_ns / 1000;
         job->runs++;
 
         mc->cleanup_runs[r->kind]++;
@@ -418,13 +449,115 @@ static void run_finish(struct jobs *j, struct run *r) {
         if (r->error < 0 || r->waiters || strcmp(r->reason, "manual") == 0 ||
             r->ended + r->evicted + r->purged_sessions + r->purged_audit > 0 || r->kind == METRICS_CLEANUP_DEEP)
                 events_push(j->events, now_s(), "cleanup", NULL, NULL,
-                            json_pack("{s:s, s:s, s:i, s:i, s:i, s:i, s:i, s:I, s:b, s:s?}", "kind", kind, "reason",
-                                      r->reason, "batches", (int)r->batches, "ended", (int)r->ended, "evicted",
-                                      (int)r->evicted, "purged_sessions", (int)r->purged_sessions, "purged_audit",
-                                      (int)r->purged_audit, "duration_ms", (json_int_t)ms, "more", r->more, "error",
-                                      r->error < 0 ? strerror(-r->error) : NULL));
+                            json_pack("{s:s, s:s, s:i, s:i, s:i, s:i, s:i, s:I, s:I, s:b, s:s?}", "kind", kind,
+                                      "reason", r->reason, "batches", (int)r->batches, "ended", (int)r->ended,
+                                      "evicted", (int)r->evicted, "purged_sessions", (int)r->purged_sessions,
+                                      "purged_audit", (int)r->purged_audit, "duration_ms", (json_int_t)ms,
+                                      "longest_step_us", (json_int_t)(r->step_max_ns / 1000), "more", r->more,
+                                      "error", r->error < 0 ? strerror(-r->error) : NULL));
         run_notify(r);
         free(r);
+}
+
+/* Whether the run may write to the store in this step. Only between units
+ * of work: a timer before us may have written in this iteration (the loop
+ * step hands that off), or the previous step's unit is being committed
+ * (then wait a little rather than spin). And not while the backend asks
+ * for a slower pace, but not for ever: a reader that holds it back keeps
+ * it behind, and after throttle_max_ms in a row the run goes on unpaced
+ * until the backend has caught up. */
+static bool run_may_write(struct jobs *j, struct run *r, unsigned throttle_max_ms) {
+        struct engine *e = j->d->engine;
+
+        if (engine_commit_busy(e)) {
+                run_pause(j, r, CLEANUP_COMMIT_WAIT_MS);
+                return false;
+        }
+        if (engine_has_pending(e))
+                return false;
+        if (store_pace(engine_store(e)) != -EAGAIN)
+                r->throttled_ms = 0;
+        else if (r->throttled_ms < throttle_max_ms) {
+                r->throttled_ms += CLEANUP_THROTTLE_MS;
+                run_pause(j, r, CLEANUP_THROTTLE_MS);
+                return false;
+        }
+        return true;
+}
+
+/* The rows per statement of the next purge step, from how long the last
+ * one took: scaled to three quarters of PURGE_STEP_NS (room for the
+ * variation between steps), at most doubled at a time and only when the
+ * count was what stopped the step, within [1, max]. */
+static unsigned purge_rows_next(unsigned rows, bool more, uint64_t took_ns, unsigned max) {
+        uint64_t next = (uint64_t)rows * (PURGE_STEP_NS * 3 / 4) / (took_ns > 0 ? took_ns : 1);
+
+        if (next > rows && !more)
+                next = rows; /* the rows ran out: the time says nothing about a fuller step */
+        if (next > (uint64_t)rows * 2)
+                next = (uint64_t)rows * 2;
+        if (next > max)
+                next = max;
+        return next > 0 ? (unsigned)next : 1;
+}
+
+/* One step of the retention purge: at most purge_rows rows per table,
+ * sized so that the step stays within PURGE_STEP_NS of loop time. */
+static int purge_step(struct jobs *j, struct run *r, int64_t now, unsigned max) {
+        uint64_t t0 = uv_hrtime(), took;
+        unsigned s = 0, a = 0;
+        bool more = false;
+        int rc;
+
+        if (r->purge_rows == 0)
+                r->purge_rows = PURGE_ROWS_FIRST;
+        if (r->purge_rows > max)
+                r->purge_rows = max; /* also a batch_size lowered by a reload */
+        rc = engine_purge_until(j->d->engine, now, r->purge_rows, t0 + PURGE_STEP_NS, &s, &a, &more);
+        took = uv_hrtime() - t0;
+        if (took > r->purge_max_ns)
+                r->purge_max_ns = took;
+        r->batches++;
+        r->purged_sessions += s;
+        r->purged_audit += a;
+        if (rc < 0)
+                return rc;
+        r->purge_rows = purge_rows_next(r->purge_rows, more, took, max);
+        if (!more)
+                r->phase = PHASE_MAINTAIN;
+        return 0;
+}
+
+/* One step of the store's maintenance, once the checkpoint thread has
+ * copied what the purge wrote (or MAINTAIN_PACE_MAX_MS went by): the
+ * step itself then has little left to copy. Something in the way (a
+ * reader): the run pauses and tries again, never waiting on the loop. */
+static int maintain_step(struct jobs *j, struct run *r) {
+        struct store *st = engine_store(j->d->engine);
+        uint64_t t0 = uv_hrtime(), took;
+        int rc;
+
+        rc = store_maintain_step(st, r->checkpoint_tries == 0);
+        took = uv_hrtime() - t0;
+        if (took > r->maintain_max_ns)
+                r->maintain_max_ns = took;
+        r->checkpoint_tries++;
+        r->checkpoint_done = rc == 0;
+        r->maintain_ms += took / 1000000;
+        if (rc == -EBUSY) {
+                /* A reader (an integrity check, analytics, a backup) is in
+                 * the way: never wait for it on the loop. */
+                if (r->checkpoint_tries < DEEP_CHECKPOINT_TRIES) {
+                        run_pause(j, r, DEEP_CHECKPOINT_RETRY_MS);
+                        return -EAGAIN;
+                }
+                log_notice("Deep cleanup: the store could not be compacted (readers kept it busy); "
+                           "its background maintenance goes on.");
+                rc = 0;
+        }
+        if (rc >= 0)
+                r->phase = PHASE_CHECK;
+        return rc;
 }
 
 /* One batch of the current run. */
@@ -433,32 +566,14 @@ static void run_batch(struct jobs *j, struct run *r) {
         struct engine *e = j->d->engine;
         unsigned limit = c->cleanup.batch_size > UINT32_MAX ? UINT32_MAX : (unsigned)c->cleanup.batch_size;
         int64_t now = clock_now_ms(); /* the engine's now: Unix milliseconds */
-        unsigned n = 0, s = 0, a = 0;
+        unsigned n = 0;
         bool more = false;
         int rc = 0;
 
         switch (r->phase) {
         case PHASE_EXPIRE:
-                /* Between units of work only: a timer before us may have
-                 * written in this iteration (the loop step hands that off),
-                 * or the previous step's unit is being committed (then wait
-                 * a little rather than spin). */
-                if (engine_commit_busy(e)) {
-                        run_pause(j, r, CLEANUP_COMMIT_WAIT_MS);
+                if (!run_may_write(j, r, CLEANUP_THROTTLE_MAX_MS))
                         return;
-                }
-                if (engine_has_pending(e))
-                        return;
-                /* Wait for the store to catch up, but not for ever: a
-                 * reader that holds it back keeps it behind, and then the
-                 * run goes on unpaced until the thread has caught up. */
-                if (store_pace(engine_store(e)) != -EAGAIN)
-                        r->throttled_ms = 0;
-                else if (r->throttled_ms < CLEANUP_THROTTLE_MAX_MS) {
-                        r->throttled_ms += CLEANUP_THROTTLE_MS;
-                        run_pause(j, r, CLEANUP_THROTTLE_MS);
-                        return;
-                }
                 if (r->in_batch == 0)
                         r->batch_limit = limit;
                 assert(r->in_batch < r->batch_limit);
@@ -498,45 +613,21 @@ static void run_batch(struct jobs *j, struct run *r) {
                         r->phase = PHASE_DONE;
                 break;
         case PHASE_PURGE:
-                rc = engine_purge(e, now, limit, &s, &a, &more);
-                r->batches++;
-                r->purged_sessions += s;
-                r->purged_audit += a;
-                if (rc >= 0 && !more)
-                        r->phase = PHASE_MAINTAIN;
-                break;
-        case PHASE_MAINTAIN: {
-                struct store *st = engine_store(e);
-                uint64_t t0;
-
-                /* Outside a unit of work only: the writes of this
-                 * iteration (a timer before us) are handed off at its end. */
-                if (engine_commit_busy(e)) {
-                        run_pause(j, r, CLEANUP_COMMIT_WAIT_MS);
+                if (!run_may_write(j, r, CLEANUP_THROTTLE_MAX_MS))
+                        return;
+                rc = purge_step(j, r, now, limit);
+                if (rc >= 0 && r->phase == PHASE_PURGE) {
+                        run_pause(j, r, CLEANUP_REST_MS); /* the next step */
                         return;
                 }
-                if (engine_has_pending(e))
-                        return;
-                t0 = uv_hrtime();
-                rc = store_maintain_step(st, r->checkpoint_tries == 0);
-                r->checkpoint_tries++;
-                r->checkpoint_done = rc == 0;
-                r->maintain_ms += (uv_hrtime() - t0) / 1000000;
-                if (rc == -EBUSY) {
-                        /* A reader (an integrity check, analytics, a backup)
-                         * is in the way: never wait for it on the loop. */
-                        rc = 0;
-                        if (r->checkpoint_tries < DEEP_CHECKPOINT_TRIES) {
-                                run_pause(j, r, DEEP_CHECKPOINT_RETRY_MS);
-                                return;
-                        }
-                        log_notice("Deep cleanup: the store could not be compacted (readers kept it busy); "
-                                   "its background maintenance goes on.");
-                }
-                if (rc >= 0)
-                        r->phase = PHASE_CHECK;
                 break;
-        }
+        case PHASE_MAINTAIN:
+                if (!run_may_write(j, r, MAINTAIN_PACE_MAX_MS))
+                        return;
+                rc = maintain_step(j, r);
+                if (rc == -EAGAIN)
+                        return;
+                break;
         case PHASE_CHECK:
                 if (store_is_memory(engine_store(e))) {
                         r->phase = PHASE_DONE; /* nothing on disk to check */
@@ -588,8 +679,14 @@ static void step_cb(uv_idle_t *h) {
         if (j->d->stopping) {
                 r->error = -ECANCELED;
                 r->phase = PHASE_DONE;
-        } else
+        } else {
+                uint64_t t0 = uv_hrtime(), took;
+
                 run_batch(j, r);
+                took = uv_hrtime() - t0;
+                if (took > r->step_max_ns)
+                        r->step_max_ns = took;
+        }
         if (r->phase == PHASE_DONE) {
                 j->running = NULL;
                 run_finish(j, r);
@@ -1348,6 +1445,11 @@ int jobs_status(struct jobs *j, int64_t now, json_t *status) {
                                       (json_int_t)job->last_duration_ms, "last_result",
                                       job->runs ? job->last_result : NULL, "runs", (json_int_t)job->runs);
 
+                if (o && job_is_cleanup(job->id) &&
+                    json_object_set_new(o, "last_longest_step_us", json_integer((json_int_t)job->last_step_max_us)) < 0) {
+                        json_decref(o);
+                        o = NULL;
+                }
                 if (!o || json_object_set_new(jobs, job_names[i], o) < 0)
                         goto fail;
         }

@@ -39,8 +39,10 @@ struct events *jobs_events(struct jobs *j);
 void jobs_metrics_extra(struct jobs *j, struct metrics_extra *ret);
 
 /* Status: {regular|batch|deep|security|metrics|health: {enabled, interval,
- * last_run, next_run, last_duration_ms, last_result, runs}}, plus
- * "cleanup_running" and "cleanup_trigger" details added to status. */
+ * last_run, next_run, last_duration_ms, last_result, runs}} (the cleanup
+ * jobs also last_longest_step_us: the longest step their last run held the
+ * loop), plus "cleanup_running" and "cleanup_trigger" details added to
+ * status. */
 int jobs_status(struct jobs *j, int64_t now, json_t *status);
 /* One line for systemd's STATUS= ("health degraded: ..."), empty when healthy
  * or not checked. */

@@ -88,6 +88,27 @@ int methods_param_cursor(struct call *c, const char *iface, bool *given, int64_t
 /* Adds "cursor" to a reply object when more follows. */
 int methods_reply_set_cursor(json_t *reply, bool more, int64_t a, int64_t b, bool pair);
 
+/* Listings without a cursor (methods_listing.c): the whole listing in one
+ * reply, built a page per loop iteration, the first page at once. The
+ * sessions of user_id (NULL: all; user_listing: ListUser's checks and
+ * live sessions only), at most `limit`. */
+void methods_list_sessions_steps(struct daemon *d, struct call *c, const char *iface, const char *user_id,
+                                 bool include_ended, bool user_listing, unsigned limit);
+/* The newest f->limit audit entries matching f (user_id, kind, since),
+ * oldest first. */
+struct store_audit_filter;
+void methods_audit_steps(struct daemon *d, struct call *c, const char *iface, const struct store_audit_filter *f);
+/* Before a page of the audit after (after_time, after_id): raises `since`
+ * to after_time, which changes no result (every row after the cursor is
+ * at least that recent) and lets the store seek there. (The store's query
+ * for the later seconds, "time >= since AND time > after_time", seeks on
+ * the first bound: with since 0, a page near the end of a store of 500,000
+ * rows stepped over all of them, 16 to 28 ms.) */
+void methods_audit_since_cursor(struct store_audit_filter *f);
+/* An audit row as an Audit entry; NULL on ENOMEM (methods_observe.c). */
+struct store_audit_row;
+json_t *methods_audit_entry(const struct store_audit_row *row);
+
 /* DestroyUser and Admin.TerminateUser: ends the user's live sessions in
  * time-capped steps (bulk.c) and answers {"count": n} when done
  * (methods_bulk.c). */

@@ -188,23 +188,29 @@ static void method_list_sessions(struct daemon *d, struct call *c) {
                 invalid_argument(c, "limit", "must be between 1 and 100000");
                 return;
         }
+        /* Without a cursor: the whole listing in one reply, built a page
+         * per loop iteration (methods_listing.c). */
+        if (!paged) {
+                methods_list_sessions_steps(d, c, IFACE, user, include_ended, false, (unsigned)limit);
+                return;
+        }
         sessions = json_array();
         if (!sessions) {
                 methods_reply_oom(c);
                 return;
         }
         /* With a cursor: one page of at most `limit` (methods_page.c). */
-        if (paged && limit > METHODS_PAGE_MAX)
+        if (limit > METHODS_PAGE_MAX)
                 limit = METHODS_PAGE_MAX;
-        r = engine_list_sessions_page(d->engine, methods_now_ms(), user, include_ended, (unsigned)limit,
-                                      paged ? &page : NULL, list_cb, sessions);
+        r = engine_list_sessions_page(d->engine, methods_now_ms(), user, include_ended, (unsigned)limit, &page,
+                                      list_cb, sessions);
         if (r < 0) {
                 json_decref(sessions);
                 methods_reply_error(c, IFACE, r, &(struct engine_error){0});
                 return;
         }
         reply = json_pack("{s:o}", "sessions", sessions);
-        if (methods_reply_set_cursor(reply, paged && page.more, page.next, 0, false) < 0) {
+        if (methods_reply_set_cursor(reply, page.more, page.next, 0, false) < 0) {
                 json_decref(reply);
                 methods_reply_oom(c);
                 return;

@@ -126,17 +126,26 @@ static void method_events(struct daemon *d, struct call *c) {
 
 /* ---- Audit -------------------------------------------------------------------------- */
 
-static int audit_cb(const struct store_audit_row *row, void *userdata) {
+json_t *methods_audit_entry(const struct store_audit_row *row) {
         json_t *detail = row->detail ? json_loads(row->detail, 0, NULL) : json_object();
-        json_t *o;
 
         if (!json_is_object(detail)) {
                 json_decref(detail);
                 detail = json_pack("{s:s?}", "text", row->detail);
         }
-        o = json_pack("{s:I, s:I, s:s, s:s?, s:s?, s:o}", "id", (json_int_t)row->id, "time", (json_int_t)row->time,
-                      "kind", row->kind, "user_id", row->user_id, "session_id", row->session_id, "detail",
-                      detail ? detail : json_object());
+        return json_pack("{s:I, s:I, s:s, s:s?, s:s?, s:o}", "id", (json_int_t)row->id, "time", (json_int_t)row->time,
+                         "kind", row->kind, "user_id", row->user_id, "session_id", row->session_id, "detail",
+                         detail ? detail : json_object());
+}
+
+void methods_audit_since_cursor(struct store_audit_filter *f) {
+        if (f->after_time > f->since)
+                f->since = f->after_time;
+}
+
+static int audit_cb(const struct store_audit_row *row, void *userdata) {
+        json_t *o = methods_audit_entry(row);
+
         if (!o || json_array_append_new(userdata, o) < 0)
                 return -ENOMEM;
         return 0;
@@ -179,6 +188,7 @@ static void audit_page(struct daemon *d, struct call *c, struct store_audit_filt
         f->ascending = true;
         f->offset = 0;
         f->limit = wanted < METHODS_PAGE_MAX ? wanted : METHODS_PAGE_MAX;
+        methods_audit_since_cursor(f);
         if (r >= 0)
                 r = store_audit_each(s, f, audit_cb, entries);
         if (r >= 0 && json_array_size(entries) > 0) {
@@ -205,10 +215,8 @@ static void audit_page(struct daemon *d, struct call *c, struct store_audit_filt
 static void method_audit(struct daemon *d, struct call *c) {
         struct store_audit_filter f = {.limit = AUDIT_DEFAULT_LIMIT};
         int64_t since = 0, limit = AUDIT_DEFAULT_LIMIT;
-        json_t *entries, *ordered;
         uint64_t seq;
         bool paged;
-        int r;
 
         if (methods_param_string(c, IFACE, "user_id", false, &f.user_id) == -EINVAL ||
             methods_param_string(c, IFACE, "kind", false, &f.kind) == -EINVAL ||
@@ -242,27 +250,9 @@ static void method_audit(struct daemon *d, struct call *c) {
                 audit_page(d, c, &f, f.after_time == 0 && f.after_id == 0);
                 return;
         }
-        entries = json_array();
-        if (!entries) {
-                methods_reply_oom(c);
-                return;
-        }
-        r = store_audit_each(engine_store(d->engine), &f, audit_cb, entries);
-        if (r < 0) {
-                json_decref(entries);
-                reply_errno(c, r == -ENOMEM ? r : -EIO);
-                return;
-        }
-        /* The store hands out the newest first; people read logs oldest first. */
-        ordered = json_array();
-        for (size_t i = json_array_size(entries); ordered && i > 0; i--)
-                json_array_append(ordered, json_array_get(entries, i - 1));
-        json_decref(entries);
-        if (!ordered) {
-                methods_reply_oom(c);
-                return;
-        }
-        call_reply(c, json_pack("{s:o}", "entries", ordered));
+        /* Without a cursor: every entry in one reply, oldest first, built
+         * a page per loop iteration (methods_listing.c). */
+        methods_audit_steps(d, c, IFACE, &f);
 }
 
 /* ---- Cleanup ------------------------------------------------------------------------- */

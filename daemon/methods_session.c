@@ -332,20 +332,26 @@ static void method_list_user(struct daemon *d, struct call *c) {
         if (methods_param_string(c, IFACE, "user_id", true, &user) < 0 ||
             methods_param_cursor(c, IFACE, &paged, &page.after, &unused) < 0)
                 return;
+        /* Without a cursor: every live session in one reply, built a page
+         * per loop iteration (methods_listing.c). */
+        if (!paged) {
+                methods_list_sessions_steps(d, c, IFACE, user, false, true, UINT_MAX);
+                return;
+        }
         sessions = json_array();
         if (!sessions) {
                 methods_reply_oom(c);
                 return;
         }
-        r = engine_list_user_page(d->engine, methods_now_ms(), user, paged ? METHODS_PAGE_MAX : UINT_MAX,
-                                  paged ? &page : NULL, list_cb, sessions, &err);
+        r = engine_list_user_page(d->engine, methods_now_ms(), user, METHODS_PAGE_MAX, &page, list_cb, sessions,
+                                  &err);
         if (r < 0) {
                 json_decref(sessions);
                 methods_reply_error(c, IFACE, r, &err);
                 return;
         }
         reply = json_pack("{s:o}", "sessions", sessions);
-        if (methods_reply_set_cursor(reply, paged && page.more, page.next, 0, false) < 0) {
+        if (methods_reply_set_cursor(reply, page.more, page.next, 0, false) < 0) {
                 json_decref(reply);
                 methods_reply_oom(c);
                 return;

@@ -39,7 +39,12 @@
  * A script can ask for the latencies of one stretch of the run (say, while it
  * makes the daemon clean up): SIGUSR1 opens a window and the next SIGUSR1
  * closes it; every timed request sent or answered while a window is open is
- * also recorded apart, and the report adds its percentiles.
+ * also recorded apart, and the report adds its percentiles, for all windows
+ * together and for each one (a request sent in one window and answered
+ * after it counts for the window it was sent in). SIGUSR2 ends the timed
+ * phase early: no request is sent after it, those in flight are answered,
+ * and the report covers the requests done (so a script can keep a load
+ * running for as long as its own work takes, with -n as a ceiling).
  *
  * Output: a report for people on stdout; with --json its last line is one
  * JSON object (op, requests, rps, p50_us, p99_us, errors, ...). Progress
@@ -74,6 +79,7 @@
 #define BENCH_MAX_REPLY (1024 * 1024)  /* a longer reply is a protocol failure */
 #define BENCH_DESTROY_TRIES 8          /* picks to find a token with no validation in flight */
 #define BENCH_DEFAULT_SOCKET "/run/sessiond/sessiond.sock"
+#define BENCH_WINDOW_ERROR (UINT32_C(1) << 31) /* flag in bench.window_of */
 
 enum bench_op { BENCH_OP_CREATE, BENCH_OP_VALIDATE, BENCH_OP_MIXED };
 enum bench_kind { BENCH_KIND_CREATE, BENCH_KIND_VALIDATE, BENCH_KIND_DESTROY, _BENCH_KIND_MAX };
@@ -132,6 +138,7 @@ struct bench_conn {
         uint32_t token; /* validate, destroy: the token's index */
         uint64_t sent_ns;
         bool sent_in_window;
+        unsigned sent_window; /* the window it was sent in (1, 2, ...), 0: none */
         char buf[BENCH_REQUEST_MAX];
 };
 
@@ -171,7 +178,10 @@ struct bench {
         bool window_open;
         unsigned windows;
         struct bench_latency window_latency;
+        uint32_t *window_of; /* per window sample: its window, BENCH_WINDOW_ERROR when answered with an error */
         uint64_t window_errors;
+        uv_signal_t stop_signal; /* SIGUSR2: end the timed phase now */
+        bool stopping;
 
         uv_timer_t watchdog;
         uint64_t progress, watchdog_progress;
@@ -202,6 +212,8 @@ static void bench_close_all(struct bench *b) {
                 uv_close((uv_handle_t *) &b->watchdog, NULL);
         if (!uv_is_closing((uv_handle_t *) &b->window_signal))
                 uv_close((uv_handle_t *) &b->window_signal, NULL);
+        if (!uv_is_closing((uv_handle_t *) &b->stop_signal))
+                uv_close((uv_handle_t *) &b->stop_signal, NULL);
 }
 
 static void bench_fail(struct bench *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -550,6 +562,7 @@ static int conn_issue(struct bench_conn *c) {
         c->inflight = 1;
         b->issued++;
         c->sent_in_window = b->window_open;
+        c->sent_window = b->window_open ? b->windows : 0;
         c->sent_ns = uv_hrtime();
         return conn_send(c, c->buf, (size_t) n);
 }
@@ -624,6 +637,9 @@ static void conn_run_reply(struct bench_conn *c, const char *msg, size_t len, co
                 if (error)
                         bench_errors_add(&b->errors, error, error_len);
                 if (c->sent_in_window || b->window_open) {
+                        uint32_t w = c->sent_in_window ? c->sent_window : b->windows;
+
+                        b->window_of[b->window_latency.n] = w | (error ? BENCH_WINDOW_ERROR : 0);
                         r = bench_latency_add(&b->window_latency, now - c->sent_ns);
                         assert(r == 0);
                         if (error)
@@ -657,10 +673,12 @@ static void conn_run_reply(struct bench_conn *c, const char *msg, size_t len, co
         }
 
         b->completed++;
-        if (b->completed == b->target) {
+        if (b->completed == b->target || (b->stopping && b->phase == BENCH_PHASE_TIMED && b->completed == b->issued)) {
                 bench_advance(b);
                 return;
         }
+        if (b->stopping && b->phase == BENCH_PHASE_TIMED)
+                return; /* the others in flight are answered, nothing more is sent */
         r = conn_issue(c);
         if (r < 0)
                 bench_fail_io(b, "writing to", r);
@@ -828,19 +846,39 @@ static void bench_advance(struct bench *b) {
 
 static void on_window_signal(uv_signal_t *handle, int signum) {
         struct bench *b = handle->data;
+        size_t capacity = b->opt.requests > 0 ? b->opt.requests : 1;
         int r;
 
         if (!b->window_latency.ns) {
-                r = bench_latency_init(&b->window_latency, b->opt.requests > 0 ? b->opt.requests : 1);
-                if (r < 0) {
+                r = bench_latency_init(&b->window_latency, capacity);
+                b->window_of = calloc(capacity, sizeof *b->window_of);
+                if (r < 0 || !b->window_of) {
                         bench_fail(b, "no memory for the window's latencies");
                         return;
                 }
+        }
+        if (!b->window_open && b->windows >= BENCH_WINDOW_ERROR - 1) {
+                note("too many windows: SIGUSR1 ignored");
+                return;
         }
         b->window_open = !b->window_open;
         if (b->window_open)
                 b->windows++;
         note("window %s", b->window_open ? "opened" : "closed");
+}
+
+static void on_stop_signal(uv_signal_t *handle, int signum) {
+        struct bench *b = handle->data;
+
+        (void) signum;
+        if (b->stopping)
+                return;
+        b->stopping = true;
+        note("stopping: the timed phase ends once the requests in flight are answered");
+        /* In the timed phase with nothing in flight (a run between two
+         * replies cannot be: every connection has one), end now. */
+        if (b->phase == BENCH_PHASE_TIMED && b->completed == b->issued)
+                bench_advance(b);
 }
 
 static void on_watchdog(uv_timer_t *timer) {
@@ -878,6 +916,52 @@ static void on_connect(uv_connect_t *req, int status) {
 
 /* ---- the report -------------------------------------------------------------- */
 
+/* One window's figures, from the samples recorded while windows were open
+ * (before they are sorted). NULL on ENOMEM. */
+static json_t *window_stats(const struct bench *b, uint32_t window) {
+        struct bench_latency l = {};
+        uint64_t errors = 0;
+        size_t n = 0;
+        json_t *o;
+
+        for (size_t i = 0; i < b->window_latency.n; i++)
+                n += (b->window_of[i] & ~BENCH_WINDOW_ERROR) == window;
+        if (bench_latency_init(&l, n > 0 ? n : 1) < 0)
+                return NULL;
+        for (size_t i = 0; i < b->window_latency.n; i++)
+                if ((b->window_of[i] & ~BENCH_WINDOW_ERROR) == window) {
+                        (void) bench_latency_add(&l, b->window_latency.ns[i]);
+                        errors += (b->window_of[i] & BENCH_WINDOW_ERROR) != 0;
+                }
+        bench_latency_finish(&l);
+        o = json_pack("{s:I, s:I, s:f, s:f, s:f, s:I}", "window", (json_int_t) window, "requests", (json_int_t) l.n,
+                      "p50_us", ns_to_us(bench_latency_percentile(&l, 50)), "p99_us",
+                      ns_to_us(bench_latency_percentile(&l, 99)), "max_us", ns_to_us(bench_latency_max(&l)),
+                      "errors", (json_int_t) errors);
+        bench_latency_free(&l);
+        return o;
+}
+
+/* Each window apart: printed, and returned as a JSON array (NULL on ENOMEM). */
+static json_t *window_report(const struct bench *b) {
+        json_t *list = json_array();
+
+        for (uint32_t w = 1; list && w <= b->windows; w++) {
+                json_t *o = window_stats(b, w);
+
+                if (!o || json_array_append_new(list, o) < 0) {
+                        json_decref(list);
+                        return NULL;
+                }
+                printf("window %u: %" JSON_INTEGER_FORMAT " requests: p50 %.0f us, p99 %.0f us, max %.0f us, "
+                       "errors %" JSON_INTEGER_FORMAT "\n",
+                       w, json_integer_value(json_object_get(o, "requests")),
+                       json_real_value(json_object_get(o, "p50_us")), json_real_value(json_object_get(o, "p99_us")),
+                       json_real_value(json_object_get(o, "max_us")), json_integer_value(json_object_get(o, "errors")));
+        }
+        return list;
+}
+
 static void bench_report(struct bench *b) {
         struct bench_latency *l = &b->latency;
         uint64_t duration = b->timed_end_ns - b->timed_start_ns;
@@ -892,6 +976,7 @@ static void bench_report(struct bench *b) {
         double sys = timeval_s(&b->ru_end.ru_stime) - timeval_s(&b->ru_start.ru_stime);
         double setup = b->opt.sessions > 0 ? ns_to_s(b->setup_end_ns - b->setup_start_ns) : 0;
         uint64_t p50, p90, p99, max, mean;
+        json_t *each = NULL;
 
         bench_latency_finish(l);
         p50 = bench_latency_percentile(l, 50);
@@ -924,6 +1009,7 @@ static void bench_report(struct bench *b) {
         printf("client:   cpu %.2f s (user %.2f s, sys %.2f s) = %.0f%% of one core during the timed phase\n",
                user + sys, user, sys, cpu_pct);
         if (b->windows > 0) {
+                each = window_report(b); /* before the samples are sorted */
                 bench_latency_finish(&b->window_latency);
                 printf("window:   %zu requests in %u window(s) marked by SIGUSR1: p50 %.0f us, p99 %.0f us, "
                        "max %.0f us, errors %" PRIu64 "\n",
@@ -976,17 +1062,20 @@ static void bench_report(struct bench *b) {
                         json_object_set_new(o, "window_p50_us", json_real(ns_to_us(bench_latency_percentile(w, 50))));
                         json_object_set_new(o, "window_p99_us", json_real(ns_to_us(bench_latency_percentile(w, 99))));
                         json_object_set_new(o, "window_max_us", json_real(ns_to_us(bench_latency_max(w))));
+                        json_object_set_new(o, "window_list", each ? json_incref(each) : json_array());
                 }
                 text = o ? json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(10)) : NULL;
                 if (!text) {
                         fprintf(stderr, "sessiond-bench: out of memory writing the JSON report\n");
                         json_decref(o);
+                        json_decref(each);
                         return;
                 }
                 puts(text);
                 free(text);
                 json_decref(o);
         }
+        json_decref(each);
         fflush(stdout);
 }
 
@@ -1016,7 +1105,8 @@ static void usage(FILE *f) {
               "  -h, --help             this text\n"
               "\n"
               "SIGUSR1 opens a window and the next one closes it: the latencies of the\n"
-              "requests sent or answered while it is open are reported apart as well.\n",
+              "requests sent or answered while it is open are reported apart as well\n"
+              "(all windows together, and each one). SIGUSR2 ends the timed phase early.\n",
               f);
 }
 
@@ -1180,6 +1270,7 @@ static void bench_free(struct bench *b) {
         free(b->arena);
         bench_latency_free(&b->latency);
         bench_latency_free(&b->window_latency);
+        free(b->window_of);
 }
 
 int main(int argc, char **argv) {
@@ -1238,6 +1329,10 @@ int main(int argc, char **argv) {
         uv_signal_init(b.loop, &b.window_signal);
         b.window_signal.data = &b;
         r = uv_signal_start(&b.window_signal, on_window_signal, SIGUSR1);
+        assert(r == 0);
+        uv_signal_init(b.loop, &b.stop_signal);
+        b.stop_signal.data = &b;
+        r = uv_signal_start(&b.stop_signal, on_stop_signal, SIGUSR2);
         assert(r == 0);
 
         for (unsigned i = 0; i < b.opt.connections; i++) {

@@ -274,7 +274,12 @@ int engine_enforce_user_limit(struct engine *e, int64_t now, unsigned limit, uns
         return 0;
 }
 
-int engine_purge(struct engine *e, int64_t now, unsigned limit, unsigned *sessions, unsigned *audit_rows, bool *more) {
+/* One statement per table: ended sessions first, then audit rows. With a
+ * deadline, the audit rows wait for the next call when the sessions filled
+ * their limit or took the time (a DELETE cannot be cut short, so the caller
+ * bounds each by `limit` and sizes that to its time budget). */
+int engine_purge_until(struct engine *e, int64_t now, unsigned limit, uint64_t deadline_ns, unsigned *sessions,
+                       unsigned *audit_rows, bool *more) {
         const struct sessiond_config *c = cfg(e);
         int r;
 
@@ -289,15 +294,23 @@ int engine_purge(struct engine *e, int64_t now, unsigned limit, unsigned *sessio
         if (r < 0)
                 return txn_fail(e, r);
         *sessions = (unsigned)r;
+        e->write_seq++;
+        e->counters.purged_sessions += *sessions;
+        if (deadline_ns != 0 && (*sessions >= limit || past(deadline_ns))) {
+                *more = true; /* the audit rows (or more sessions) in the next step */
+                return 0;
+        }
         r = store_purge_audit(e->store, ms_floor_s(now) - c->cleanup.audit_retention_days * 86400, (int)limit);
         if (r < 0)
                 return txn_fail(e, r);
         *audit_rows = (unsigned)r;
-        e->write_seq++;
-        e->counters.purged_sessions += *sessions;
         e->counters.purged_audit += *audit_rows;
         *more = *sessions >= limit || *audit_rows >= limit;
         return 0;
+}
+
+int engine_purge(struct engine *e, int64_t now, unsigned limit, unsigned *sessions, unsigned *audit_rows, bool *more) {
+        return engine_purge_until(e, now, limit, 0, sessions, audit_rows, more);
 }
 
 int engine_maintain(struct engine *e, struct store_maintenance *ret) {

@@ -251,6 +251,8 @@ static int list_row_cb(const struct store_session *row, void *userdata) {
         }
         x->n++;
         r = x->cb(&info, x->userdata);
+        if (r != 0)
+                x->stopped = true; /* the callback ends the page here: more may follow */
         return r != 0 ? 1 : 0;
 }
 
@@ -289,20 +291,62 @@ static int user_list_ended_cb(const struct store_session *row, void *userdata) {
         return r != 0 ? r : list_row_cb(row, u->x);
 }
 
+/* Keeps the `cap` smallest of the rowids pushed, in a max-heap of heap[0..*n). */
+static void heap_push_smallest(int64_t *heap, size_t *n, size_t cap, int64_t v) {
+        size_t i;
+
+        if (*n < cap) {
+                for (i = (*n)++; i > 0 && heap[(i - 1) / 2] < v; i = (i - 1) / 2)
+                        heap[i] = heap[(i - 1) / 2];
+                heap[i] = v;
+                return;
+        }
+        if (v >= heap[0])
+                return;
+        for (i = 0;;) { /* replace the largest and sift down */
+                size_t c = 2 * i + 1;
+
+                if (c >= *n)
+                        break;
+                if (c + 1 < *n && heap[c + 1] > heap[c])
+                        c++;
+                if (heap[c] <= v)
+                        break;
+                heap[i] = heap[c];
+                i = c;
+        }
+        heap[i] = v;
+}
+
+/* The live rows of a user after `after` that a page can reach, ascending:
+ * a page examines at most scan_max rows (expired ones it skips included),
+ * and one more tells it that more follow, so the scan_max + 1 smallest
+ * (all without a bound). Sorting every live row of the user cost each page
+ * of a 50,000-session user 10 ms; picking the smallest is one pass. */
+static int user_live_rows(struct engine *e, uint32_t user, const struct list_ctx *x, int64_t after,
+                          struct user_list *u) {
+        size_t n = e->users[user].n_sessions;
+        size_t cap = x->scan_max && x->scan_max < n ? (size_t)x->scan_max + 1 : n;
+
+        u->live = malloc((cap > 0 ? cap : 1) * sizeof *u->live);
+        if (!u->live)
+                return -ENOMEM;
+        for (uint32_t h = e->users[user].head; h != NIL; h = e->sessions[h].user_next)
+                if (e->sessions[h].rowid > after)
+                        heap_push_smallest(u->live, &u->n_live, cap, e->sessions[h].rowid);
+        qsort(u->live, u->n_live, sizeof *u->live, rowid_cmp);
+        return 0;
+}
+
 static int list_user(struct engine *e, struct list_ctx *x, const char *user_id, int64_t after) {
         struct user_list u = {x, NULL, 0, 0};
         uint32_t user = table_user_find(e, user_id);
         int r = 0;
 
         if (user != NIL && e->users[user].n_sessions > 0) {
-                u.live = malloc(e->users[user].n_sessions * sizeof *u.live);
-                if (!u.live)
-                        return -ENOMEM;
-                for (uint32_t h = e->users[user].head; h != NIL; h = e->sessions[h].user_next)
-                        if (e->sessions[h].rowid > after)
-                                u.live[u.n_live++] = e->sessions[h].rowid;
-                assert(u.n_live <= e->users[user].n_sessions);
-                qsort(u.live, u.n_live, sizeof *u.live, rowid_cmp);
+                r = user_live_rows(e, user, x, after, &u);
+                if (r < 0)
+                        return r;
         }
         if (x->include_ended)
                 r = store_sessions_ended_of_user_after(e->store, user_id, after, user_list_ended_cb, &u);

@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 
 from harness import Daemon, run_tests
 
@@ -143,6 +144,73 @@ def test_window():
         assert "window:" in out, out
 
 
+def wait_note(proc, text):
+    line = proc.stderr.readline()
+    while line and text not in line:
+        line = proc.stderr.readline()
+    assert line, "sessiond-bench never said %r" % text
+
+
+def test_windows_apart_and_stop():
+    # two windows, each reported apart; SIGUSR2 ends the run long before -n
+    with Daemon() as d:
+        proc = subprocess.Popen([BENCH, "-s", d.socket, "-o", "validate", "-n", "50000000", "-c", "4",
+                                 "--sessions", "100", "--timeout", "10", "--json"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            wait_note(proc, "timed phase started")
+            for _ in range(2):
+                proc.send_signal(signal.SIGUSR1)
+                wait_note(proc, "window opened")
+                with d.connect() as c:
+                    for _ in range(20):
+                        c.call("org.varlink.service.GetInfo")
+                proc.send_signal(signal.SIGUSR1)
+                wait_note(proc, "window closed")
+            proc.send_signal(signal.SIGUSR2)
+            wait_note(proc, "stopping")
+            out, err = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        assert proc.returncode == 0, (out, err)
+        r = json.loads(out.strip().splitlines()[-1])
+        assert 0 < r["requests"] < 50000000, r
+        check_consistent(r, "validate", r["requests"])
+        assert r["windows"] == 2, r
+        each = r["window_list"]
+        assert [w["window"] for w in each] == [1, 2], each
+        assert sum(w["requests"] for w in each) == r["window_requests"], r
+        for w in each:
+            assert w["requests"] > 0 and w["errors"] == 0, w
+            assert 0 < w["p50_us"] <= w["p99_us"] <= w["max_us"] <= r["window_max_us"], w
+        assert "window 1:" in out and "window 2:" in out, out
+
+
+def test_stalls_mode_runs():
+    # bench-vs-redis --stalls at toy sizes: it fills a daemon, runs every
+    # heavy operation beside a quiet window and prints the table (the
+    # figures themselves are for the README, not for a test).
+    src = os.environ.get("MESON_SOURCE_ROOT", os.path.join(os.path.dirname(__file__), "..", ".."))
+    build = os.environ.get("MESON_BUILD_ROOT", os.path.join(src, "build"))
+    p = subprocess.run([sys.executable, os.path.join(src, "tools", "bench-vs-redis"), "--build-dir", build,
+                        "--stalls", "--stall-rounds", "1", "--stall-sessions", "400", "--stall-user", "300",
+                        "--stall-clients", "2", "--stall-quiet", "0.1"],
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, (p.stdout, p.stderr)
+    out = p.stdout
+    assert "| operation | its time | quiet p50 / p99 / max | during p50 / p99 / max | requests during |" in out, out
+    for op in ("list 100k (sessionctl, paged)", "ListSessions 100k (one call)", "audit 10k (sessionctl, paged)",
+               "Audit 10k (one call)", "analytics", "ListUser 300 (one call)", "terminate-user 300",
+               "DestroyUser 300", "deep cleanup"):
+        assert ("| %s | " % op) in out, (op, out)
+    # every operation did its work: 300 sessions listed, ended and purged
+    assert "[300 sessions" in out and "[300 ended]" in out, out
+    assert "purged 300 sessions and 600 audit rows" in out, out
+    assert "Targets of issue 15" in out, out
+
+
 def test_no_window():
     # without SIGUSR1 the report has no window fields at all
     with Daemon() as d:
@@ -224,4 +292,4 @@ def test_daemon_dies_mid_run():
 
 
 run_tests([test_create, test_validate_population, test_mixed, test_errors_counted_by_name,
-           test_window, test_no_window, test_tokens_across_restart, test_bad_token_file, test_bad_usage, test_no_daemon, test_daemon_dies_mid_run])
+           test_window, test_windows_apart_and_stop, test_stalls_mode_runs, test_no_window, test_tokens_across_restart, test_bad_token_file, test_bad_usage, test_no_daemon, test_daemon_dies_mid_run])

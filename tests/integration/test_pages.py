@@ -2,11 +2,16 @@
 `cursor` answer one page at a time; a paged listing returns every session
 that lives throughout exactly once (and none twice) while other clients
 create and end sessions between the pages; sessionctl list and audit page
-through transparently.
+through transparently. Without a cursor the same three answer the whole
+listing in one reply, as they always did, but build it a page per loop
+iteration: the reply is the listing the pages give, and other clients are
+answered while it is built.
 """
 
 import json
+import socket
 import threading
+import time
 
 from harness import LONG_LIVED_SETTINGS, Daemon, VarlinkError, create_pipelined, run_tests
 
@@ -153,6 +158,81 @@ def test_sessionctl_pages():
         d.stop()
 
 
+def test_unpaged_listings_are_the_pages():
+    # Nothing changes meanwhile: a listing without a cursor (several pages'
+    # worth) is exactly the paged walk, entry for entry, within its limit.
+    with Daemon(SETTINGS) as d:
+        made = create_many(d, ["s%d" % i for i in range(10)], 2500)
+        big = [i for _, i in create_many(d, ["big"], 2600)]
+        with d.connect(timeout=60) as c:
+            for token, _ in made[:300]:
+                c.call(S + "Destroy", {"token": token})
+            for include_ended in (False, True):
+                walk, pages = page_through(c, A + "ListSessions", {"limit": 200, "include_ended": include_ended},
+                                           "sessions")
+                assert pages > 10, pages
+                whole = c.call(A + "ListSessions", {"limit": 100000, "include_ended": include_ended})["sessions"]
+                assert whole == walk
+                assert len(whole) == (5100 if include_ended else 4800), len(whole)
+                first = c.call(A + "ListSessions", {"limit": 450, "include_ended": include_ended})["sessions"]
+                assert first == walk[:450]
+            walk, _ = page_through(c, A + "ListSessions", {"user_id": "s3", "include_ended": True}, "sessions")
+            assert c.call(A + "ListSessions", {"user_id": "s3", "include_ended": True,
+                                               "limit": 100000})["sessions"] == walk
+            # more live sessions than a page examines: in row (creation) order
+            walk, pages = page_through(c, S + "ListUser", {"user_id": "big"}, "sessions")
+            assert pages > 1 and [x["id"] for x in walk] == big
+            assert c.call(S + "ListUser", {"user_id": "big"})["sessions"] == walk
+            assert c.call(S + "ListUser", {"user_id": "nobody"})["sessions"] == []
+            for params in ({"limit": 5000}, {"limit": 3}, {"user_id": "s1", "kind": "ended", "limit": 10000},
+                           {"since": 0, "limit": 1}, {"since": int(time.time()) - 3600, "limit": 4000}):
+                whole = c.call(A + "Audit", params)["entries"]
+                got, want = [], params["limit"]
+                while True:
+                    r = c.call(A + "Audit", dict(params, limit=want - len(got), cursor=r["cursor"] if got else ""))
+                    got.extend(r["entries"])
+                    if "cursor" not in r:
+                        break
+                assert whole == got, params
+            assert len(c.call(A + "Audit", {"limit": 3})["entries"]) == 3
+            assert len(c.call(A + "Audit", {"user_id": "s1", "kind": "ended", "limit": 10000})["entries"]) == 30
+            # The contract's errors come as before, from the first page.
+            err, params = c.call_error(S + "ListUser", {"user_id": ""})
+            assert err == S + "InvalidArgument" and params["field"] == "user_id", (err, params)
+        d.stop()
+
+
+def test_unpaged_listing_serves_others():
+    # 40,000 sessions in one ListSessions reply: 200 pages, one per loop
+    # iteration. Another client's calls are answered while it is built,
+    # and a peer that hangs up in the middle of one stops it (the daemon
+    # goes on).
+    with Daemon(SETTINGS) as d:
+        create_many(d, ["u%d" % i for i in range(100)], 40000, chunk=2000)
+        with d.connect(timeout=60) as c, d.connect() as v:
+            c.send(A + "ListSessions", {"limit": 100000})
+            v.call("org.varlink.service.GetInfo")
+            c.sock.setblocking(False)
+            try:
+                early = c.sock.recv(1 << 20)
+            except BlockingIOError:
+                early = b""
+            c.sock.setblocking(True)
+            assert b"\0" not in early, "the listing was answered before a GetInfo sent after it"
+            c.buf = early
+            assert len(c.recv()["parameters"]["sessions"]) == 40000
+        for _ in range(3):
+            gone = d.connect()
+            gone.send(A + "ListSessions", {"limit": 100000, "include_ended": True})
+            gone.send(S + "ListUser", {"user_id": "u1"})
+            gone.sock.shutdown(socket.SHUT_RDWR)
+            gone.close()
+        with d.connect() as v:
+            assert v.call("org.varlink.service.GetInfo")["product"]
+            assert len(v.call(S + "ListUser", {"user_id": "u7"})["sessions"]) == 400
+        d.stop()
+
+
 if __name__ == "__main__":
     run_tests([test_list_sessions_pages_exactly_once, test_list_user_pages_exactly_once, test_audit_pages,
-               test_sessionctl_pages])
+               test_sessionctl_pages, test_unpaged_listings_are_the_pages, test_unpaged_listing_serves_others])

@@ -923,6 +923,61 @@ START_TEST(test_purge) {
 }
 END_TEST
 
+/* The purge as bounded steps (the deep cleanup's): a deadline lets the
+ * audit rows wait while the sessions fill the step's limit, and steps go
+ * on until everything past retention is gone. */
+START_TEST(test_purge_until) {
+        struct fixture f;
+        struct engine_error err = {0};
+        char t[5][TOKEN_STRING_LEN + 1];
+        char *path = path_in("sessions.db");
+        unsigned sessions, audit_rows, total_s = 0, total_a = 0, steps = 0;
+        uint64_t far = UINT64_MAX; /* a deadline never reached */
+        bool more;
+
+        fixture_init(&f, path);
+        short_timeouts(&f);
+        f.c->cleanup.expired_retention_days = 1;
+        f.c->cleanup.audit_retention_days = 1;
+        fixture_open(&f);
+        for (int i = 0; i < 5; i++)
+                create_session(&f, MS(T0), "alice", NULL, t[i], NULL);
+        for (int i = 0; i < 4; i++)
+                ck_assert_int_eq(engine_destroy(f.e, MS(T0), t[i], &err), 0);
+        ck_assert_int_eq(engine_commit(f.e), 0);
+        ck_assert_int_eq(db_count(path, "SELECT count(*) FROM audit"), 9); /* 5 created, 4 ended */
+
+        /* The sessions fill the limit: the audit rows wait. */
+        ck_assert_int_eq(engine_purge_until(f.e, MS(T0 + 86401), 2, far, &sessions, &audit_rows, &more), 0);
+        ck_assert_uint_eq(sessions, 2);
+        ck_assert_uint_eq(audit_rows, 0);
+        ck_assert(more);
+        ck_assert_int_eq(engine_commit(f.e), 0);
+        /* A deadline already past: the sessions' statement only. */
+        ck_assert_int_eq(engine_purge_until(f.e, MS(T0 + 86401), 2, 1, &sessions, &audit_rows, &more), 0);
+        ck_assert_uint_eq(sessions, 2);
+        ck_assert_uint_eq(audit_rows, 0);
+        ck_assert(more);
+        ck_assert_int_eq(engine_commit(f.e), 0);
+        /* Then the audit rows, two at a time, until none is left. */
+        do {
+                ck_assert_int_eq(engine_purge_until(f.e, MS(T0 + 86401), 2, far, &sessions, &audit_rows, &more), 0);
+                ck_assert_int_eq(engine_commit(f.e), 0);
+                total_s += sessions;
+                total_a += audit_rows;
+                ck_assert_uint_le(++steps, 10);
+        } while (more);
+        ck_assert_uint_eq(total_s, 0);
+        ck_assert_uint_eq(total_a, 9);
+        ck_assert_int_eq(db_count(path, "SELECT count(*) FROM sessions"), 1); /* the live one stays */
+        ck_assert_int_eq(db_count(path, "SELECT count(*) FROM audit"), 0);
+        ck_assert_uint_eq(counters(&f)->purged_sessions, 4);
+        ck_assert_uint_eq(counters(&f)->purged_audit, 9);
+        fixture_done(&f);
+        scratch_remove();
+}
+END_TEST
+
 /* ---- durability ---------------------------------------------------------------------------------- */
 
 START_TEST(test_restart_keeps_everything) {
@@ -1921,6 +1976,7 @@ int main(void) {
         tcase_add_test(tc, test_user_listing_merges_in_order);
         tcase_add_test(tc, test_cleanup_batches);
         tcase_add_test(tc, test_purge);
+        tcase_add_test(tc, test_purge_until);
         tcase_add_test(tc, test_restart_keeps_everything);
         tcase_add_test(tc, test_restart_loads_in_batches);
         tcase_add_test(tc, test_touch_flush);

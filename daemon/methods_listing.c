@@ -1,0 +1,357 @@
+/* Listings without a cursor, in steps (issue 15).
+ *
+ * ListSessions, ListUser and Audit called without `cursor` answer the whole
+ * listing in one reply, as they always did: the contract's methods, keys
+ * and limits are unchanged (ListSessions up to 100,000 sessions, Audit up
+ * to 10,000 entries, ListUser every live session of the user). What changed
+ * is how the reply is made. Built in one piece, a listing of 100,000
+ * SessionInfo held the loop for more than a second and 9,000 audit entries
+ * for 160 ms, every other client waiting. So it is built the way a client
+ * walks the paged listing (methods_page.c): one page per loop iteration (at
+ * most METHODS_PAGE_MAX entries from at most METHODS_PAGE_SCAN rows
+ * examined), each page written straight into the reply's text with the
+ * reply writer (no JSON objects for the whole listing and no dump of them
+ * at the end), and the call is answered with that text once the last page
+ * is written. The loop serves the other clients between two pages.
+ *
+ * The first page runs in the handler: a listing that fits in one page (the
+ * common case) is answered at once and costs what it did. A longer one
+ * keeps its call open; when its peer goes away (or the daemon stops) the
+ * listing stops there.
+ *
+ * What a listing in steps shows: its pages follow each other by row (audit:
+ * by time and id, oldest first from the limit-th newest entry), as the
+ * pages of a paged listing do, so a session that lives throughout the
+ * listing is listed exactly once, each entry in its state when its page
+ * was built; a session created meanwhile may be listed (after the rows
+ * listed so far), and one that ended meanwhile may show as ended or, in a
+ * listing of live sessions, be left out. Without concurrent changes the
+ * listing is the one the single piece gave, entry for entry.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uv.h>
+
+#include "daemon.h"
+#include "engine.h"
+#include "log.h"
+#include "methods.h"
+#include "server.h"
+#include "sessiond/varlink.h"
+#include "store.h"
+
+#include "macro.h"
+
+/* A page also ends after this much loop time (the row being written is
+ * the last): the loop time of a step stays about the same whatever the
+ * entries cost (audit entries with their details cost more than sessions). */
+#define LISTING_STEP_NS (2 * 1000 * 1000)
+
+struct listing;
+
+struct listing_kind {
+        const char *key; /* the reply's array: "sessions" or "entries" */
+        /* Writes the next page; *done once the listing is complete. */
+        int (*page)(struct listing *l, bool *done);
+};
+
+struct listing {
+        uv_idle_t step;
+        struct daemon *d;
+        struct call *call; /* NULL once answered or cancelled */
+        const char *iface;
+        const struct listing_kind *kind;
+        struct varlink_writer w;
+        unsigned remaining; /* entries still wanted */
+        unsigned written;   /* entries written by the current page */
+        uint64_t deadline;  /* of the current page, uv_hrtime() */
+        bool cut;           /* the current page ended at its deadline */
+        unsigned steps, entries;
+        size_t reply_bytes;
+        uint64_t started, longest, first; /* uv_hrtime(); the longest page, the first (ns) */
+        struct engine_error err;
+
+        /* sessions */
+        char *user_id;
+        bool include_ended, user_listing;
+        struct engine_page page;
+
+        /* audit */
+        struct store_audit_filter filter; /* its strings point to user_id and audit_kind */
+        char *audit_kind;
+        bool audit_started;
+};
+
+static void listing_free(struct listing *l) {
+        if (!l)
+                return;
+        varlink_writer_free(&l->w);
+        free(l->user_id);
+        free(l->audit_kind);
+        free(l);
+}
+
+static void listing_freep(struct listing **l) {
+        listing_free(*l);
+}
+
+static void listing_closed(uv_handle_t *h) {
+        listing_free(h->data);
+}
+
+/* Drops a listing whose idle handle was opened. */
+static void listing_close(struct listing *l) {
+        uv_idle_stop(&l->step);
+        uv_close((uv_handle_t *)&l->step, listing_closed);
+}
+
+static int listing_begin(struct listing *l) {
+        varlink_writer_init(&l->w);
+        varlink_writer_begin_reply(&l->w);
+        varlink_writer_object_begin(&l->w);
+        varlink_writer_key(&l->w, l->kind->key);
+        return varlink_writer_array_begin(&l->w);
+}
+
+/* The final reply (or error r) of the call. */
+static void listing_answer(struct listing *l, int r) {
+        struct call *c = l->call;
+
+        l->call = NULL;
+        call_set_cancel(c, NULL, NULL);
+        if (r >= 0) {
+                varlink_writer_array_end(&l->w);
+                varlink_writer_object_end(&l->w);
+                methods_reply_written(c, &l->w); /* hands the text over */
+                return;
+        }
+        if (r == -ENOMEM)
+                methods_reply_oom(c);
+        else
+                methods_reply_error(c, l->iface, r, &l->err);
+}
+
+static void listing_log(const struct listing *l, uint64_t answer_ns) {
+        log_debug("%s listing without a cursor: %u entries in %u steps over %.1f ms; pages: the first %.2f ms, "
+                  "the longest %.2f ms; the reply (%zu bytes) handed over in %.2f ms",
+                  l->kind->key, l->entries, l->steps, (double)(uv_hrtime() - l->started) / 1e6,
+                  (double)l->first / 1e6, (double)l->longest / 1e6, l->reply_bytes, (double)answer_ns / 1e6);
+}
+
+/* One page; true when the call was answered. */
+static bool listing_step(struct listing *l) {
+        uint64_t t0 = uv_hrtime();
+        bool done = false;
+        int r;
+
+        l->written = 0;
+        l->cut = false;
+        l->deadline = t0 + LISTING_STEP_NS;
+        if (!l->started)
+                l->started = t0;
+        r = l->kind->page(l, &done);
+        if (r >= 0)
+                r = l->w.error;
+        if (r >= 0 && l->written >= l->remaining)
+                done = true;
+        else if (r >= 0)
+                l->remaining -= l->written;
+        l->steps++;
+        l->entries += l->written;
+        if (uv_hrtime() - t0 > l->longest)
+                l->longest = uv_hrtime() - t0;
+        if (l->steps == 1)
+                l->first = uv_hrtime() - t0;
+        if (r < 0 || done) {
+                l->reply_bytes = l->w.len;
+                t0 = uv_hrtime();
+                listing_answer(l, r);
+                listing_log(l, uv_hrtime() - t0);
+                return true;
+        }
+        return false;
+}
+
+static void step_cb(uv_idle_t *h) {
+        struct listing *l = h->data;
+
+        if (listing_step(l))
+                listing_close(l);
+}
+
+static void listing_cancel(struct call *c, void *userdata) {
+        struct listing *l = userdata;
+
+        (void)c;
+        l->call = NULL;
+        listing_close(l);
+}
+
+/* Runs the first page now; the rest a page per loop iteration. Takes l. */
+static void listing_run(struct listing *l) {
+        _cleanup_(listing_freep) struct listing *owned = l;
+
+        if (listing_begin(l) < 0) {
+                methods_reply_oom(l->call);
+                return;
+        }
+        if (listing_step(l))
+                return;
+        if (uv_idle_init(l->d->loop, &l->step) < 0) {
+                listing_answer(l, -ENOMEM);
+                return;
+        }
+        owned = NULL; /* the handle's from here on */
+        l->step.data = l;
+        call_set_cancel(l->call, listing_cancel, l);
+        uv_idle_start(&l->step, step_cb);
+}
+
+/* ---- sessions ------------------------------------------------------------------------------- */
+
+/* Whether the page has had its time: then the entry just written is its last. */
+static bool listing_past_deadline(struct listing *l) {
+        l->cut = uv_hrtime() >= l->deadline;
+        return l->cut;
+}
+
+static int session_write_cb(const struct engine_info *info, void *userdata) {
+        struct listing *l = userdata;
+
+        l->written++;
+        if (methods_session_info_write(&l->w, info) < 0)
+                return 1; /* the writer keeps the error */
+        return listing_past_deadline(l) ? 1 : 0;
+}
+
+static int sessions_page(struct listing *l, bool *done) {
+        unsigned limit = l->remaining < METHODS_PAGE_MAX ? l->remaining : METHODS_PAGE_MAX;
+        int r;
+
+        l->page.scan_max = METHODS_PAGE_SCAN;
+        if (l->user_listing)
+                r = engine_list_user_page(l->d->engine, methods_now_ms(), l->user_id, limit, &l->page,
+                                          session_write_cb, l, &l->err);
+        else
+                r = engine_list_sessions_page(l->d->engine, methods_now_ms(), l->user_id, l->include_ended, limit,
+                                              &l->page, session_write_cb, l);
+        if (r < 0)
+                return r;
+        *done = !l->page.more;
+        l->page.after = l->page.next;
+        return 0;
+}
+
+static const struct listing_kind sessions_kind = {"sessions", sessions_page};
+
+static struct listing *listing_new(struct daemon *d, struct call *c, const char *iface,
+                                   const struct listing_kind *kind, unsigned limit, const char *user_id) {
+        struct listing *l = calloc(1, sizeof *l);
+
+        if (!l)
+                return NULL;
+        l->d = d;
+        l->call = c;
+        l->iface = iface;
+        l->kind = kind;
+        l->remaining = limit;
+        if (user_id && !(l->user_id = strdup(user_id))) {
+                free(l);
+                return NULL;
+        }
+        return l;
+}
+
+void methods_list_sessions_steps(struct daemon *d, struct call *c, const char *iface, const char *user_id,
+                                 bool include_ended, bool user_listing, unsigned limit) {
+        struct listing *l = listing_new(d, c, iface, &sessions_kind, limit, user_id);
+
+        if (!l) {
+                methods_reply_oom(c);
+                return;
+        }
+        l->include_ended = include_ended;
+        l->user_listing = user_listing;
+        listing_run(l);
+}
+
+/* ---- audit ---------------------------------------------------------------------------------- */
+
+static int audit_write_cb(const struct store_audit_row *row, void *userdata) {
+        struct listing *l = userdata;
+        json_t *entry = methods_audit_entry(row);
+        int r;
+
+        if (!entry)
+                return -ENOMEM;
+        r = varlink_writer_json(&l->w, entry);
+        json_decref(entry);
+        l->filter.after_time = row->time;
+        l->filter.after_id = row->id;
+        l->written++;
+        if (r < 0)
+                return r;
+        return listing_past_deadline(l) ? 1 : 0;
+}
+
+static int audit_key_cb(const struct store_audit_row *row, void *userdata) {
+        int64_t *start = userdata;
+
+        start[0] = row->time;
+        start[1] = row->id;
+        return 0;
+}
+
+/* Where the newest `remaining` entries begin (before every row if fewer):
+ * the listing goes on from there, oldest first. */
+static int audit_start(struct listing *l) {
+        struct store_audit_filter nth = l->filter;
+        int64_t start[2] = {-1, 0};
+        int r;
+
+        nth.limit = 1;
+        nth.offset = l->remaining - 1;
+        nth.keys_only = true;
+        r = store_audit_each(engine_store(l->d->engine), &nth, audit_key_cb, start);
+        if (r < 0)
+                return r;
+        l->filter.after_time = start[0];
+        l->filter.after_id = start[0] >= 0 ? start[1] - 1 : 0;
+        l->filter.ascending = true;
+        l->audit_started = true;
+        return 0;
+}
+
+static int audit_page(struct listing *l, bool *done) {
+        int r = 0;
+
+        if (!l->audit_started)
+                r = audit_start(l);
+        methods_audit_since_cursor(&l->filter);
+        l->filter.limit = l->remaining < METHODS_PAGE_MAX ? l->remaining : METHODS_PAGE_MAX;
+        if (r >= 0)
+                r = store_audit_each(engine_store(l->d->engine), &l->filter, audit_write_cb, l);
+        if (r < 0)
+                return r == -ENOMEM ? r : -EIO;
+        *done = !l->cut && l->written < l->filter.limit;
+        return 0;
+}
+
+static const struct listing_kind audit_kind = {"entries", audit_page};
+
+void methods_audit_steps(struct daemon *d, struct call *c, const char *iface, const struct store_audit_filter *f) {
+        struct listing *l = listing_new(d, c, iface, &audit_kind, f->limit, f->user_id);
+
+        if (!l || (f->kind && !(l->audit_kind = strdup(f->kind)))) {
+                listing_free(l);
+                methods_reply_oom(c);
+                return;
+        }
+        l->filter = (struct store_audit_filter){
+                .user_id = l->user_id,
+                .kind = l->audit_kind,
+                .since = f->since,
+        };
+        listing_run(l);
+}
