@@ -198,6 +198,15 @@ def test_key_mismatch_refused():
             d.cleanup()
 
 
+def test_sessionctl_db_and_backup_point_to_postgresql():
+    with Fleet(1) as f:
+        d = f.daemons[0]
+        p = d.sessionctl("backup", os.path.join(f.tmp, "copy.db"), check=1)
+        assert "pg_dump" in p.stderr and not os.path.exists(os.path.join(f.tmp, "copy.db")), p.stderr
+        p = d.sessionctl("db", "check", check=None)
+        assert p.returncode != 0 and "PostgreSQL" in p.stderr, (p.returncode, p.stderr)
+
+
 def test_password_never_shown():
     url = fresh_database()
     secret_url = url + ("&" if "?" in url else "?") + "password=hunter2secret"
@@ -221,6 +230,8 @@ def test_leader_runs_the_jobs_and_hands_them_over():
         fleet = leader.call("io.sessiond.Admin.Status")["status"]["fleet"]
         assert len(fleet["daemons"]) == 3, fleet
         assert fleet["leader_id"] == fleet["daemon_id"], fleet
+        out = leader.sessionctl("status", check=0).stdout
+        assert "leader_id" in out and fleet["daemon_id"] in out, out
         leader.kill()
         timed_wait(lambda: len(leaders()) == 1, "another daemon leads after kill -9 of the leader")
         new_leader = leaders()[0]
@@ -306,6 +317,7 @@ if __name__ == "__main__":
         test_watch_sees_a_sync_write_made_elsewhere,
         test_user_limit_holds_across_daemons,
         test_key_mismatch_refused,
+        test_sessionctl_db_and_backup_point_to_postgresql,
         test_password_never_shown,
         test_leader_runs_the_jobs_and_hands_them_over,
         test_touches_on_one_daemon_keep_the_session_alive_on_another,
