@@ -88,9 +88,9 @@ class Fleet:
             d.cleanup()
 
 
-def timed_wait(predicate, what):
+def timed_wait(predicate, what, timeout=TIMEOUT):
     start = time.monotonic()
-    wait_for(predicate, what=what)
+    wait_for(predicate, timeout=timeout, what=what)
     took = (time.monotonic() - start) * 1000
     print("     %s: %.0f ms" % (what, took))
     return took
@@ -302,6 +302,24 @@ def test_postgres_restart_under_load():
         assert d.proc.poll() is None
 
 
+def test_cached_validations_fail_closed_while_postgresql_is_down():
+    with Fleet(1) as f:
+        d = f.daemons[0]
+        token = d.call("io.sessiond.Session.Create", {"user_id": "iris"})["token"]
+        pg_ctl("stop")
+        try:
+            # Cached: honoured at first, without the store...
+            assert validate_state(d, token) == "active"
+            # ...then refused once the store has been out of reach for the
+            # documented bound (5 s, noticed by the 2 s probe).
+            timed_wait(lambda: validate_state(d, token) == "io.sessiond.Session.StorageError",
+                       "cached validations fail closed", timeout=3 * TIMEOUT)
+        finally:
+            pg_ctl("start")
+        timed_wait(lambda: validate_state(d, token) == "active", "validations again after PostgreSQL came back",
+                   timeout=3 * TIMEOUT)
+
+
 def _creates(d):
     try:
         d.call("io.sessiond.Session.Create", {"user_id": "hank"})
@@ -323,4 +341,5 @@ if __name__ == "__main__":
         test_touches_on_one_daemon_keep_the_session_alive_on_another,
         test_kill9_under_load_loses_nothing_acknowledged,
         test_postgres_restart_under_load,
+        test_cached_validations_fail_closed_while_postgresql_is_down,
     ])
