@@ -250,8 +250,8 @@ static int key_path_of(const struct sessiond_config *c, char *buf, size_t size) 
  * (DESIGN 8). The key file is the fleet's: made here only when missing (a
  * first daemon), and the store refuses a daemon whose key's check value
  * differs from the one the first daemon left there. */
-static int open_shared_store(struct engine *e, struct store_options *o, const char *dir, const char *key) {
-        char check[TOKEN_KEY_CHECK_LEN + 1];
+static int open_shared_store(struct engine *e, struct store_options *o, const char *dir, const char *key,
+                             char check[TOKEN_KEY_CHECK_LEN + 1]) {
         bool created;
         int r;
 
@@ -286,7 +286,7 @@ static int open_store(struct engine *e) {
                 .load_userdata = e,
                 .loop = e->d->loop,
         };
-        char dir[PATH_MAX], key[PATH_MAX];
+        char dir[PATH_MAX], key[PATH_MAX], check[TOKEN_KEY_CHECK_LEN + 1]; /* o.key_check points at check */
         struct stat st;
         bool db_exists, created;
         int r;
@@ -304,7 +304,7 @@ static int open_store(struct engine *e) {
         if (r < 0)
                 return log_error_errno(r, "Key file path %s is too long.", c->daemon.key_file);
         if (c->features.distributed) {
-                r = open_shared_store(e, &o, dir, key);
+                r = open_shared_store(e, &o, dir, key, check);
                 if (r < 0)
                         return r;
                 goto open;
