@@ -10,6 +10,7 @@ consistency (p50 <= p99 <= max, counts adding up).
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -225,6 +226,8 @@ def test_postgres_mode_runs():
     if not any(all(os.access(os.path.join(d, b), os.X_OK) for b in ("initdb", "pg_ctl", "pgbench", "psql"))
                for d in bindirs):
         raise Skip("no PostgreSQL binaries (initdb, pg_ctl, pgbench, psql)")
+    if not shutil.which("redis-server") or not shutil.which("redis-benchmark"):
+        raise Skip("no redis-server / redis-benchmark (the mode runs the redis rounds too)")
     p = subprocess.run([sys.executable, os.path.join(src, "tools", "bench-vs-redis"), "--build-dir", build,
                         "--postgres", "--rounds", "2", "--requests", "300", "--clients", "6", "--sessions", "60"],
                        capture_output=True, text=True, timeout=600)
