@@ -9,11 +9,13 @@ consistency (p50 <= p99 <= max, counts adding up).
 
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
 
-from harness import Daemon, run_tests
+from harness import Daemon, Skip, run_tests
 
 BENCH = os.environ.get("SESSIOND_BENCH", "sessiond-bench")
 
@@ -211,6 +213,42 @@ def test_stalls_mode_runs():
     assert "Targets of issue 15" in out, out
 
 
+def test_postgres_mode_runs():
+    # bench-vs-redis --postgres at toy sizes: a throwaway PostgreSQL, one
+    # daemon, three daemons on one database and the plain session table
+    # under pgbench, and the table of medians (no figure is checked: they
+    # are for the README, not for a test).
+    src = os.environ.get("MESON_SOURCE_ROOT", os.path.join(os.path.dirname(__file__), "..", ".."))
+    build = os.environ.get("MESON_BUILD_ROOT", os.path.join(src, "build"))
+    bindirs = ["/usr/lib/postgresql/15/bin"] + (
+        [os.path.join("/usr/lib/postgresql", v, "bin") for v in os.listdir("/usr/lib/postgresql")]
+        if os.path.isdir("/usr/lib/postgresql") else [])
+    if not any(all(os.access(os.path.join(d, b), os.X_OK) for b in ("initdb", "pg_ctl", "pgbench", "psql"))
+               for d in bindirs):
+        raise Skip("no PostgreSQL binaries (initdb, pg_ctl, pgbench, psql)")
+    if not shutil.which("redis-server") or not shutil.which("redis-benchmark"):
+        raise Skip("no redis-server / redis-benchmark (the mode runs the redis rounds too)")
+    p = subprocess.run([sys.executable, os.path.join(src, "tools", "bench-vs-redis"), "--build-dir", build,
+                        "--postgres", "--rounds", "2", "--requests", "300", "--clients", "6", "--sessions", "60"],
+                       capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, (p.stdout, p.stderr)
+    out = p.stdout
+    assert ("| operation | 1 sessiond rps | 3 sessionds rps | plain table (pgbench) tps | 3 daemons / table | "
+            "1 daemon / table |") in out, out
+    assert "| create (per-user limit 5) vs INSERT | " in out, out
+    assert "| validate (cached) vs SELECT + UPDATE | " in out, out
+    # every column ran in every round, without an error
+    for line in ("1 daemon create", "3 daemons create", "table INSERT", "1 daemon validate", "3 daemons validate",
+                 "table SELECT+UPDATE"):
+        assert out.count(line) == 2, (line, out)
+    assert "Errors: sessiond-bench create 0 / 0, validate 0 / 0" in out, out
+    assert "pgbench failed transactions: INSERT 0, SELECT+UPDATE 0" in out, out
+    assert "Targets of issue 11 (same run;" in out, out
+    # the per-user limit (5) held on both stores
+    m = re.search(r"Most live sessions of one user at the end: 1 daemon (\d+), 3 daemons (\d+) \(limit 5\)", out)
+    assert m and 1 <= int(m.group(1)) <= 5 and 1 <= int(m.group(2)) <= 5, out
+
+
 def test_no_window():
     # without SIGUSR1 the report has no window fields at all
     with Daemon() as d:
@@ -292,4 +330,4 @@ def test_daemon_dies_mid_run():
 
 
 run_tests([test_create, test_validate_population, test_mixed, test_errors_counted_by_name,
-           test_window, test_windows_apart_and_stop, test_stalls_mode_runs, test_no_window, test_tokens_across_restart, test_bad_token_file, test_bad_usage, test_no_daemon, test_daemon_dies_mid_run])
+           test_window, test_windows_apart_and_stop, test_stalls_mode_runs, test_postgres_mode_runs, test_no_window, test_tokens_across_restart, test_bad_token_file, test_bad_usage, test_no_daemon, test_daemon_dies_mid_run])
