@@ -1768,6 +1768,102 @@ static int maintain_step_locked(struct sqlite_store *s, bool first) {
         return r;
 }
 
+/* ---- the maintenance step off the loop ------------------------------------------ */
+
+/* store_maintain_start(): PRAGMA optimize (bounded) on the loop, then the
+ * truncating checkpoint in the thread pool on a connection of its own.
+ * There it first copies what is left with a PASSIVE checkpoint, which
+ * takes no lock a commit needs, so that the TRUNCATE after it has little
+ * or nothing left to copy and sync while it holds the writer lock (the
+ * writer thread's commits wait for that lock meanwhile). It never waits
+ * for a reader: a busy timeout of 0 and a few quick tries, then -EBUSY for
+ * the caller to try again later, as store_maintain_step() does. The work
+ * holds a copy of the path and nothing of the store. */
+#define MAINTAIN_TRUNCATE_TRIES 10
+#define MAINTAIN_TRUNCATE_RETRY_US 2000
+
+struct maintain_work {
+        uv_work_t work;
+        char *path; /* NULL: in memory, nothing to truncate */
+        int result;
+        store_maintain_fn done;
+        void *userdata;
+};
+
+static int truncate_checkpoint(sqlite3 *db) {
+        int rc, log = 0, done = 0;
+
+        /* A connection learns that the database is in WAL mode when it
+         * first reads it. A PASSIVE checkpoint that finds another one
+         * running (SQLITE_BUSY) leaves its copying to the TRUNCATE. */
+        rc = exec_simple(db, "SELECT count(*) FROM sqlite_master");
+        if (rc != SQLITE_OK)
+                return rc;
+        rc = sqlite3_wal_checkpoint_v2(db, NULL, SQLITE_CHECKPOINT_PASSIVE, &log, &done);
+        if (rc != SQLITE_OK && rc != SQLITE_BUSY)
+                return rc;
+        for (int i = 0; i < MAINTAIN_TRUNCATE_TRIES; i++) {
+                if (i > 0)
+                        usleep(MAINTAIN_TRUNCATE_RETRY_US);
+                rc = sqlite3_wal_checkpoint_v2(db, NULL, SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL);
+                if (rc != SQLITE_BUSY && rc != SQLITE_LOCKED)
+                        break;
+        }
+        return rc;
+}
+
+static void maintain_work(uv_work_t *w) {
+        struct maintain_work *m = w->data;
+        sqlite3 *db = NULL;
+        int rc;
+
+        if (!m->path)
+                return;
+        rc = sqlite3_open_v2(m->path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
+        if (rc == SQLITE_OK) {
+                sqlite3_busy_timeout(db, 0);
+                rc = truncate_checkpoint(db);
+        }
+        if (rc == SQLITE_BUSY || rc == SQLITE_LOCKED)
+                m->result = -EBUSY;
+        else if (rc != SQLITE_OK) {
+                log_error("Store %s: checkpoint failed: %s", m->path, db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
+                m->result = errno_from_sqlite(rc);
+        }
+        sqlite3_close(db);
+}
+
+static void maintain_after(uv_work_t *w, int status) {
+        struct maintain_work *m = w->data;
+
+        m->done(status < 0 && m->result == 0 ? -ECANCELED : m->result, m->userdata);
+        free(m->path);
+        free(m);
+}
+
+static int maintain_start_locked(struct sqlite_store *s, bool first, store_maintain_fn done, void *userdata) {
+        struct maintain_work *m;
+        int r = first ? optimize_locked(s) : 0;
+
+        if (r < 0)
+                return r;
+        m = calloc(1, sizeof *m);
+        if (!m)
+                return -ENOMEM;
+        *m = (struct maintain_work){.done = done, .userdata = userdata};
+        m->work.data = m;
+        if (!s->memory && !(m->path = strdup(s->path))) {
+                free(m);
+                return -ENOMEM;
+        }
+        r = uv_queue_work(s->base.loop, &m->work, maintain_work, maintain_after);
+        if (r < 0) {
+                free(m->path);
+                free(m);
+        }
+        return r;
+}
+
 static int64_t file_size(const char *path, const char *suffix) {
         char p[PATH_MAX + 8];
         struct stat st;
@@ -1857,6 +1953,9 @@ static int sqlite_purge_audit(struct store *b, int64_t before, int limit) {
 
 static int sqlite_maintain(struct store *b, struct store_maintenance *ret) { return maintain_locked(sq(b), ret); }
 static int sqlite_maintain_step(struct store *b, bool first) { return maintain_step_locked(sq(b), first); }
+static int sqlite_maintain_start(struct store *b, bool first, store_maintain_fn done, void *userdata) {
+        return maintain_start_locked(sq(b), first, done, userdata);
+}
 static int sqlite_pace(struct store *b) { return pace_locked(sq(b)); }
 static unsigned long long sqlite_checkpoint_runs(struct store *b) { return checkpoint_runs(sq(b)); }
 static int64_t sqlite_size(struct store *b) { return size_of(sq(b)); }
@@ -1912,6 +2011,7 @@ const struct store_backend store_backend_sqlite = {
         .purge_audit = sqlite_purge_audit,
         .maintain = sqlite_maintain,
         .maintain_step = sqlite_maintain_step,
+        .maintain_start = sqlite_maintain_start,
         .pace = sqlite_pace,
         .checkpoint_runs = sqlite_checkpoint_runs,
         .size = sqlite_size,

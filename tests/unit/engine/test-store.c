@@ -751,6 +751,86 @@ START_TEST(test_unit_of_work_async) {
 }
 END_TEST
 
+static int64_t file_bytes(const char *path) {
+        struct stat st;
+
+        ck_assert_int_eq(stat(path, &st), 0);
+        return (int64_t)st.st_size;
+}
+
+/* Deep cleanup's maintenance with the heavy part off the loop: done runs
+ * on the loop, never before store_maintain_start() returns; a reader in
+ * the way makes it -EBUSY (WAL kept) rather than a wait; once the reader
+ * is gone the WAL is truncated and every row is still there. */
+START_TEST(test_maintain_start) {
+        char *path = path_in("sessions.db"), *wal = path_in("sessions.db-wal");
+        uv_loop_t loop;
+        struct store_options o = {.path = path, .synchronous = "normal", .loop = &loop};
+        struct store *s = NULL;
+        struct done d = {0};
+        char id[TOKEN_ID_STRING_LEN + 1];
+        sqlite3 *reader;
+        int64_t rowid, n;
+
+        ck_assert_int_eq(uv_loop_init(&loop), 0);
+        ck_assert_int_eq(store_open(&o, &s), 0);
+        for (int i = 0; i < 50; i++) {
+                struct store_session r = row_for(id, (uint8_t)i, "alice", T0);
+                snprintf(id, sizeof id, "%022d", i);
+                ck_assert_int_eq(insert_row(s, &r, NULL, 0, &rowid), 0);
+        }
+        ck_assert_int_eq(store_commit(s), 0);
+        ck_assert_int_gt(file_bytes(wal), 0);
+
+        ck_assert_int_eq(sqlite3_open_v2(path, &reader, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+        ck_assert_int_eq(sqlite3_exec(reader, "BEGIN; SELECT count(*) FROM sessions", NULL, NULL, NULL), SQLITE_OK);
+        ck_assert_int_eq(store_maintain_start(s, true, done_cb, &d), 0);
+        ck_assert_int_eq(d.calls, 0);
+        run_until(&loop, &d, 1);
+        ck_assert_int_eq(d.result, -EBUSY);
+        ck_assert_int_gt(file_bytes(wal), 0);
+
+        ck_assert_int_eq(sqlite3_exec(reader, "COMMIT", NULL, NULL, NULL), SQLITE_OK);
+        sqlite3_close(reader);
+        ck_assert_int_eq(store_maintain_start(s, false, done_cb, &d), 0);
+        ck_assert_int_eq(d.calls, 1);
+        run_until(&loop, &d, 2);
+        ck_assert_int_eq(d.result, 0);
+        ck_assert_int_eq(file_bytes(wal), 0);
+        ck_assert_int_eq(store_count_sessions(s, false, &n), 0);
+        ck_assert_int_eq(n, 50);
+
+        /* Closed before done: done runs all the same. */
+        ck_assert_int_eq(store_maintain_start(s, true, done_cb, &d), 0);
+        store_close(s);
+        run_until(&loop, &d, 3);
+        ck_assert_int_eq(d.result, 0);
+        ck_assert_int_eq(uv_run(&loop, UV_RUN_DEFAULT), 0);
+        ck_assert_int_eq(uv_loop_close(&loop), 0);
+        ck_assert_int_eq(query_int(path, "SELECT count(*) FROM sessions"), 50);
+        scratch_remove();
+}
+END_TEST
+
+/* In memory there is no WAL: done still comes on the loop, with 0. */
+START_TEST(test_maintain_start_memory) {
+        uv_loop_t loop;
+        struct store_options o = {.path = ":memory:", .synchronous = "normal", .loop = &loop};
+        struct store *s = NULL;
+        struct done d = {0};
+
+        ck_assert_int_eq(uv_loop_init(&loop), 0);
+        ck_assert_int_eq(store_open(&o, &s), 0);
+        ck_assert_int_eq(store_maintain_start(s, true, done_cb, &d), 0);
+        ck_assert_int_eq(d.calls, 0);
+        run_until(&loop, &d, 1);
+        ck_assert_int_eq(d.result, 0);
+        store_close(s);
+        ck_assert_int_eq(uv_run(&loop, UV_RUN_DEFAULT), 0);
+        ck_assert_int_eq(uv_loop_close(&loop), 0);
+}
+END_TEST
+
 START_TEST(test_checkpoint_thread) {
         char *path = path_in("sessions.db"), *wal = path_in("sessions.db-wal");
         struct store *s = open_store(path);
@@ -810,6 +890,8 @@ int main(void) {
         tcase_add_test(tc, test_maintenance);
         tcase_add_test(tc, test_checkpoint_thread);
         tcase_add_test(tc, test_unit_of_work_async);
+        tcase_add_test(tc, test_maintain_start);
+        tcase_add_test(tc, test_maintain_start_memory);
         suite_add_tcase(s, tc);
         return run_suite(s);
 }
