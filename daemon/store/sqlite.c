@@ -278,6 +278,8 @@ struct checkpointer {
         bool started, wanted, running, stop;
         int backfilled; /* WAL pages copied by the thread's last pass */
         unsigned long long runs;
+        unsigned maintaining;    /* store_maintain_start() works in the thread pool (close waits) */
+        pthread_cond_t maintained; /* one of them is done */
 };
 
 
@@ -300,6 +302,7 @@ struct sqlite_store {
 };
 
 static struct sqlite_store *store_alloc(void);
+static void maintain_wait(struct sqlite_store *s);
 static void sqlite_close(struct store *b);
 static void store_space_update(struct sqlite_store *s);
 static int checkpoint_locked(struct sqlite_store *s);
@@ -815,10 +818,12 @@ static int checkpointer_start(struct sqlite_store *s) {
         }
         pthread_mutex_init(&c->lock, NULL);
         pthread_cond_init(&c->cond, NULL);
+        pthread_cond_init(&c->maintained, NULL);
         r = -pthread_create(&c->thread, NULL, checkpointer_main, s);
         if (r < 0) {
                 pthread_mutex_destroy(&c->lock);
                 pthread_cond_destroy(&c->cond);
+                pthread_cond_destroy(&c->maintained);
                 sqlite3_close(c->db);
                 c->db = NULL;
                 return log_error_errno(r, "Store %s: cannot start the checkpoint thread: %m", s->path);
@@ -842,6 +847,7 @@ static void checkpointer_stop(struct sqlite_store *s) {
         pthread_join(c->thread, NULL);
         pthread_mutex_destroy(&c->lock);
         pthread_cond_destroy(&c->cond);
+        pthread_cond_destroy(&c->maintained);
         sqlite3_close(c->db);
         c->db = NULL;
         c->started = false;
@@ -1064,6 +1070,7 @@ static struct sqlite_store *store_alloc(void) {
 static void sqlite_close(struct store *b) {
         struct sqlite_store *s = container_of(b, struct sqlite_store, base);
 
+        maintain_wait(s);
         if (s->ckpt.started && !in_sql_transaction(s))
                 /* A clean stop leaves no WAL behind: everything in place. */
                 (void)checkpoint_locked(s);
@@ -1572,33 +1579,54 @@ static int query_prepare(struct sqlite_store *s, const char *sql, sqlite3_stmt *
  * first, or oldest first from the start); for a page after (a, b), oldest
  * first, AUDIT_SAME_TIME the rows at time a after id b, then AUDIT_LATER
  * those after time a: two index seeks, where one condition on (time, id)
- * would step over every row of second a (a burst writes thousands). */
+ * would step over every row of second a (a burst writes thousands).
+ *
+ * Each part has one lower bound on time, the tighter of `since` and the
+ * cursor's: given both (time >= since AND time > a), SQLite seeks on one of
+ * them and checks the other on every row, and it sought on since (0 by
+ * default) and stepped over every row older than the cursor: 16 to 28 ms
+ * a page on 500,000 rows. */
 enum { AUDIT_ALL, AUDIT_SAME_TIME, AUDIT_LATER };
+
+/* The condition on time of a part and its value: one lower bound. */
+static const char *audit_time_condition(const struct store_audit_filter *f, int part, int64_t *value) {
+        if (part == AUDIT_SAME_TIME) {
+                *value = f->after_time;
+                return "time = ? AND id > ?";
+        }
+        if (part == AUDIT_LATER && f->after_time >= f->since) {
+                *value = f->after_time;
+                return "time > ?";
+        }
+        *value = f->since;
+        return "time >= ?";
+}
 
 static int audit_query(struct sqlite_store *s, const struct store_audit_filter *f, int part, unsigned limit,
                        store_audit_fn cb, void *userdata, unsigned *n) {
-        static const char *const conditions[] = {
-                [AUDIT_ALL] = "", [AUDIT_SAME_TIME] = " AND time = ? AND id > ?", [AUDIT_LATER] = " AND time > ?"};
         char sql[320];
         sqlite3_stmt *st = NULL;
+        const char *cond;
+        int64_t bound;
         int rc, r, i = 1;
 
-        snprintf(sql, sizeof sql, "SELECT %s FROM audit WHERE time >= ?%s%s%s ORDER BY %s LIMIT ? OFFSET ?",
+        if (part == AUDIT_SAME_TIME && f->after_time < f->since)
+                return 0; /* second a is before `since` */
+        cond = audit_time_condition(f, part, &bound);
+        snprintf(sql, sizeof sql, "SELECT %s FROM audit WHERE %s%s%s ORDER BY %s LIMIT ? OFFSET ?",
                  f->keys_only ? "id, time, NULL, NULL, NULL, NULL" : "id, time, kind, user_id, session_id, detail",
-                 f->user_id ? " AND user_id = ?" : "", f->kind ? " AND kind = ?" : "", conditions[part],
+                 cond, f->user_id ? " AND user_id = ?" : "", f->kind ? " AND kind = ?" : "",
                  f->ascending ? "time, id" : "time DESC, id DESC");
         r = query_prepare(s, sql, &st);
         if (r < 0)
                 return r;
-        sqlite3_bind_int64(st, i++, f->since);
+        sqlite3_bind_int64(st, i++, bound);
+        if (part == AUDIT_SAME_TIME)
+                sqlite3_bind_int64(st, i++, f->after_id);
         if (f->user_id)
                 sqlite3_bind_text(st, i++, f->user_id, -1, SQLITE_STATIC);
         if (f->kind)
                 sqlite3_bind_text(st, i++, f->kind, -1, SQLITE_STATIC);
-        if (part != AUDIT_ALL)
-                sqlite3_bind_int64(st, i++, f->after_time);
-        if (part == AUDIT_SAME_TIME)
-                sqlite3_bind_int64(st, i++, f->after_id);
         sqlite3_bind_int64(st, i++, limit);
         sqlite3_bind_int64(st, i, f->offset);
         r = 0;
@@ -1778,13 +1806,16 @@ static int maintain_step_locked(struct sqlite_store *s, bool first) {
  * writer thread's commits wait for that lock meanwhile). It never waits
  * for a reader: a busy timeout of 0 and a few quick tries, then -EBUSY for
  * the caller to try again later, as store_maintain_step() does. The work
- * holds a copy of the path and nothing of the store. */
+ * holds a copy of the path and, to say it is done, the checkpointer's
+ * count, which store_close() waits for (its own truncating checkpoint
+ * would otherwise find the work's in its way). */
 #define MAINTAIN_TRUNCATE_TRIES 10
 #define MAINTAIN_TRUNCATE_RETRY_US 2000
 
 struct maintain_work {
         uv_work_t work;
         char *path; /* NULL: in memory, nothing to truncate */
+        struct checkpointer *ckpt; /* counts it (with path) */
         int result;
         store_maintain_fn done;
         void *userdata;
@@ -1812,6 +1843,24 @@ static int truncate_checkpoint(sqlite3 *db) {
         return rc;
 }
 
+static void maintain_count(struct checkpointer *c, int delta) {
+        pthread_mutex_lock(&c->lock);
+        c->maintaining += delta;
+        pthread_cond_broadcast(&c->maintained);
+        pthread_mutex_unlock(&c->lock);
+}
+
+static void maintain_wait(struct sqlite_store *s) {
+        struct checkpointer *c = &s->ckpt;
+
+        if (!c->started)
+                return;
+        pthread_mutex_lock(&c->lock);
+        while (c->maintaining > 0)
+                pthread_cond_wait(&c->maintained, &c->lock);
+        pthread_mutex_unlock(&c->lock);
+}
+
 static void maintain_work(uv_work_t *w) {
         struct maintain_work *m = w->data;
         sqlite3 *db = NULL;
@@ -1831,6 +1880,7 @@ static void maintain_work(uv_work_t *w) {
                 m->result = errno_from_sqlite(rc);
         }
         sqlite3_close(db);
+        maintain_count(m->ckpt, -1);
 }
 
 static void maintain_after(uv_work_t *w, int status) {
@@ -1852,12 +1902,19 @@ static int maintain_start_locked(struct sqlite_store *s, bool first, store_maint
                 return -ENOMEM;
         *m = (struct maintain_work){.done = done, .userdata = userdata};
         m->work.data = m;
-        if (!s->memory && !(m->path = strdup(s->path))) {
-                free(m);
-                return -ENOMEM;
+        if (s->ckpt.started) {
+                m->path = strdup(s->path);
+                if (!m->path) {
+                        free(m);
+                        return -ENOMEM;
+                }
+                m->ckpt = &s->ckpt;
+                maintain_count(m->ckpt, +1);
         }
         r = uv_queue_work(s->base.loop, &m->work, maintain_work, maintain_after);
         if (r < 0) {
+                if (m->ckpt)
+                        maintain_count(m->ckpt, -1);
                 free(m->path);
                 free(m);
         }

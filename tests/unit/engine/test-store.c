@@ -644,6 +644,67 @@ START_TEST(test_purge_and_audit) {
 }
 END_TEST
 
+/* Audit pages after a cursor (a, b), oldest first: the rows of the filter
+ * after (a, b) in (time, id) order, whichever of `since` and a is later. */
+struct audit_got {
+        int64_t id[64];
+        int n;
+};
+
+static int audit_got_cb(const struct store_audit_row *row, void *userdata) {
+        struct audit_got *g = userdata;
+
+        ck_assert_int_lt(g->n, 64);
+        g->id[g->n++] = row->id;
+        return 0;
+}
+
+static void audit_expect(const int64_t *times, const char *const *users, int n_rows,
+                         const struct store_audit_filter *f, struct audit_got *ret) {
+        ret->n = 0;
+        for (int id = 1; id <= n_rows && ret->n < (int)f->limit; id++) {
+                int64_t tm = times[id - 1];
+
+                if (tm < f->since || tm < f->after_time || (tm == f->after_time && id <= f->after_id))
+                        continue;
+                if (f->user_id && strcmp(f->user_id, users[id - 1]) != 0)
+                        continue;
+                ret->id[ret->n++] = id;
+        }
+}
+
+START_TEST(test_audit_after_cursor) {
+        struct store *s = open_store(":memory:");
+        static const char *const users[] = {"a", "b"};
+        const int64_t sinces[] = {0, T0 + 2, T0 + 3, T0 + 5, T0 + 9};
+        const int64_t cursors[][2] = {{-1, 0}, {T0, 1}, {T0 + 3, 8}, {T0 + 3, 10}, {T0 + 5, 0}, {T0 + 7, 30}};
+        int64_t times[30];
+        const char *row_users[30];
+
+        /* Three rows a second over ten seconds, ids 1 to 30 in time order. */
+        for (int i = 0; i < 30; i++) {
+                times[i] = T0 + i / 3;
+                row_users[i] = users[i % 2];
+                ck_assert_int_eq(store_audit_insert(s, times[i], "created", row_users[i], NULL, "{}"), 0);
+        }
+        for (size_t a = 0; a < sizeof sinces / sizeof sinces[0]; a++)
+                for (size_t b = 0; b < sizeof cursors / sizeof cursors[0]; b++)
+                        for (int u = 0; u < 2; u++) {
+                                struct store_audit_filter f = {
+                                        .user_id = u ? "b" : NULL, .since = sinces[a], .limit = u ? 64 : 4,
+                                        .ascending = true, .after_time = cursors[b][0], .after_id = cursors[b][1]};
+                                struct audit_got got = {0}, want;
+
+                                audit_expect(times, row_users, 30, &f, &want);
+                                ck_assert_int_eq(store_audit_each(s, &f, audit_got_cb, &got), 0);
+                                ck_assert_int_eq(got.n, want.n);
+                                for (int k = 0; k < got.n; k++)
+                                        ck_assert_int_eq(got.id[k], want.id[k]);
+                        }
+        store_close(s);
+}
+END_TEST
+
 START_TEST(test_maintenance) {
         char *path = path_in("sessions.db");
         struct store *s = open_store(path);
@@ -887,6 +948,7 @@ int main(void) {
         tcase_add_test(tc, test_session_operations);
         tcase_add_test(tc, test_iteration_stops);
         tcase_add_test(tc, test_purge_and_audit);
+        tcase_add_test(tc, test_audit_after_cursor);
         tcase_add_test(tc, test_maintenance);
         tcase_add_test(tc, test_checkpoint_thread);
         tcase_add_test(tc, test_unit_of_work_async);
