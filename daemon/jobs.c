@@ -596,19 +596,20 @@ static void maintain_detach(struct jobs *j) {
 static int maintain_step(struct jobs *j, struct run *r) {
         struct store *st = engine_store(j->d->engine);
         struct maintain_req *m;
-        uint64_t took;
+        uint64_t t0 = uv_hrtime(), took;
         int rc;
 
         assert(!j->maintain);
         m = calloc(1, sizeof *m);
         if (!m)
                 return -ENOMEM;
-        *m = (struct maintain_req){.j = j, .started_ns = uv_hrtime()};
+        *m = (struct maintain_req){.j = j, .started_ns = t0};
         j->maintain = m;
         r->waiting = true; /* maintain_done() resumes the run */
         uv_idle_stop(&j->step);
+        /* (Without a loop done has run, and freed m, when this returns.) */
         rc = store_maintain_start(st, r->checkpoint_tries++ == 0, maintain_done, m);
-        took = uv_hrtime() - m->started_ns;
+        took = uv_hrtime() - t0;
         if (rc < 0) {
                 j->maintain = NULL;
                 free(m);
