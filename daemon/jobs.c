@@ -25,8 +25,8 @@
  *                                purged in steps of at most batch_size rows
  *                                a table, fewer when that takes longer than
  *                                PURGE_STEP_NS, then the store is maintained
- *                                a step at a time (store_maintain_step) and
- *                                checked.
+ *                                (store_maintain_start: the truncating
+ *                                checkpoint off the loop) and checked.
  *   cleanup.trigger_threshold    the trigger poll starts a regular cleanup at
  *                                once when that many sessions await cleanup.
  *   cleanup.max_expired_threshold above it, the cleanup_backlog alert fires
@@ -87,8 +87,11 @@
  * rows of both tables whatever they cost, and one was measured at 82 ms.)
  * The maintenance then waits for the checkpoint thread to have copied what
  * the purge wrote (store_pace, at most MAINTAIN_PACE_MAX_MS) and holds the
- * loop only for store_maintain_step(), which never waits (something in the
- * way: the run pauses and tries again); the integrity check, which reads
+ * loop only for the cheap part of store_maintain_start() (PRAGMA optimize,
+ * bounded): the checkpoint that truncates the WAL, with its fsync, runs in
+ * the thread pool and never waits for a reader (something in the way: the
+ * run pauses and tries again; it was 45 to 66 ms on the loop when it ran
+ * there in one piece); the integrity check, which reads
  * the whole store, runs in the thread pool on its own reader, like the
  * health check's. Every run records its longest step on the loop (Status:
  * last_longest_step_us; the cleanup event: longest_step_us).
@@ -180,7 +183,7 @@ enum run_phase {
         PHASE_EXPIRE,   /* end sessions past end + cleanup_grace */
         PHASE_LIMIT,    /* batch: enforce max_concurrent_per_user */
         PHASE_PURGE,    /* deep: retention */
-        PHASE_MAINTAIN, /* deep: store_maintain_step(), on the loop */
+        PHASE_MAINTAIN, /* deep: store_maintain_start(), the heavy part off the loop */
         PHASE_CHECK,    /* deep: the integrity check, in the thread pool */
         PHASE_DONE,
 };
@@ -207,6 +210,12 @@ struct run {
         uint64_t started_ns;
         int64_t started_at;
         struct jobs_waiter *waiters;
+};
+
+/* A maintenance step of the deep cleanup off the loop (store_maintain_start). */
+struct maintain_req {
+        struct jobs *j; /* NULL once the run or the jobs are gone */
+        uint64_t started_ns;
 };
 
 /* The integrity check in the thread pool (health, deep cleanup). */
@@ -252,6 +261,7 @@ struct jobs {
         char check_message[256];
         int64_t check_at;
         struct check_job *check;
+        struct maintain_req *maintain; /* deep cleanup: the step in flight */
         uint64_t commit_failures_seen;
         unsigned suspicious_users;
 
@@ -263,6 +273,7 @@ struct jobs {
 static void run_step_later(struct jobs *j);
 static void run_pause(struct jobs *j, struct run *r, uint64_t ms);
 static int check_start(struct jobs *j, bool deep);
+static void maintain_detach(struct jobs *j);
 static void job_arm(struct jobs *j, struct job *job);
 
 static int64_t now_s(void) {
@@ -456,6 +467,7 @@ static void run_finish(struct jobs *j, struct run *r) {
                                       "longest_step_us", (json_int_t)(r->step_max_ns / 1000), "more", r->more,
                                       "error", r->error < 0 ? strerror(-r->error) : NULL));
         run_notify(r);
+        maintain_detach(j);
         free(r);
 }
 
@@ -528,36 +540,85 @@ static int purge_step(struct jobs *j, struct run *r, int64_t now, unsigned max) 
         return 0;
 }
 
-/* One step of the store's maintenance, once the checkpoint thread has
- * copied what the purge wrote (or MAINTAIN_PACE_MAX_MS went by): the
- * step itself then has little left to copy. Something in the way (a
+/* The outcome of a maintenance step, on the loop. Something in the way (a
  * reader): the run pauses and tries again, never waiting on the loop. */
-static int maintain_step(struct jobs *j, struct run *r) {
-        struct store *st = engine_store(j->d->engine);
-        uint64_t t0 = uv_hrtime(), took;
-        int rc;
-
-        rc = store_maintain_step(st, r->checkpoint_tries == 0);
-        took = uv_hrtime() - t0;
-        if (took > r->maintain_max_ns)
-                r->maintain_max_ns = took;
-        r->checkpoint_tries++;
+static void maintain_result(struct jobs *j, struct run *r, int rc) {
         r->checkpoint_done = rc == 0;
-        r->maintain_ms += took / 1000000;
         if (rc == -EBUSY) {
                 /* A reader (an integrity check, analytics, a backup) is in
                  * the way: never wait for it on the loop. */
                 if (r->checkpoint_tries < DEEP_CHECKPOINT_TRIES) {
                         run_pause(j, r, DEEP_CHECKPOINT_RETRY_MS);
-                        return -EAGAIN;
+                        return;
                 }
                 log_notice("Deep cleanup: the store could not be compacted (readers kept it busy); "
                            "its background maintenance goes on.");
                 rc = 0;
         }
-        if (rc >= 0)
+        if (rc < 0) {
+                r->error = rc;
+                r->phase = PHASE_DONE;
+        } else
                 r->phase = PHASE_CHECK;
-        return rc;
+        run_step_later(j);
+}
+
+static void maintain_done(int result, void *userdata) {
+        struct maintain_req *m = userdata;
+        struct jobs *j = m->j;
+        struct run *r = j ? j->running : NULL;
+
+        if (j)
+                j->maintain = NULL;
+        if (r && r->phase == PHASE_MAINTAIN && r->waiting) {
+                r->waiting = false;
+                r->maintain_ms += (uv_hrtime() - m->started_ns) / 1000000;
+                maintain_result(j, r, result);
+        }
+        free(m);
+}
+
+/* The run no longer hears of the maintenance step in flight (it ended or
+ * the jobs are going): the step frees itself when it is done. */
+static void maintain_detach(struct jobs *j) {
+        if (j->maintain)
+                j->maintain->j = NULL;
+        j->maintain = NULL;
+}
+
+/* One step of the store's maintenance, once the checkpoint thread has
+ * copied what the purge wrote (or MAINTAIN_PACE_MAX_MS went by): the
+ * step itself then has little left to copy. The loop holds only the
+ * cheap part (store_maintain_start: PRAGMA optimize); the truncating
+ * checkpoint runs off the loop and maintain_done() resumes the run. Its
+ * time on the loop is the run's maintenance step, its time to done goes
+ * into maintain_ms. */
+static int maintain_step(struct jobs *j, struct run *r) {
+        struct store *st = engine_store(j->d->engine);
+        struct maintain_req *m;
+        uint64_t t0 = uv_hrtime(), took;
+        int rc;
+
+        assert(!j->maintain);
+        m = calloc(1, sizeof *m);
+        if (!m)
+                return -ENOMEM;
+        *m = (struct maintain_req){.j = j, .started_ns = t0};
+        j->maintain = m;
+        r->waiting = true; /* maintain_done() resumes the run */
+        uv_idle_stop(&j->step);
+        /* (Without a loop done has run, and freed m, when this returns.) */
+        rc = store_maintain_start(st, r->checkpoint_tries++ == 0, maintain_done, m);
+        took = uv_hrtime() - t0;
+        if (rc < 0) {
+                j->maintain = NULL;
+                free(m);
+                r->waiting = false;
+                return rc;
+        }
+        if (took > r->maintain_max_ns)
+                r->maintain_max_ns = took;
+        return 0;
 }
 
 /* One batch of the current run. */
@@ -625,7 +686,7 @@ static void run_batch(struct jobs *j, struct run *r) {
                 if (!run_may_write(j, r, MAINTAIN_PACE_MAX_MS))
                         return;
                 rc = maintain_step(j, r);
-                if (rc == -EAGAIN)
+                if (rc >= 0)
                         return;
                 break;
         case PHASE_CHECK:
@@ -1319,6 +1380,7 @@ void jobs_free(struct jobs *j) {
         if (j->check)
                 j->check->j = NULL; /* it frees itself when its thread is done */
         j->check = NULL;
+        maintain_detach(j);
 
         /* Runs end here: their callers hear that they were cancelled. */
         r = j->running;

@@ -98,13 +98,6 @@ void methods_list_sessions_steps(struct daemon *d, struct call *c, const char *i
  * oldest first. */
 struct store_audit_filter;
 void methods_audit_steps(struct daemon *d, struct call *c, const char *iface, const struct store_audit_filter *f);
-/* Before a page of the audit after (after_time, after_id): raises `since`
- * to after_time, which changes no result (every row after the cursor is
- * at least that recent) and lets the store seek there. (The store's query
- * for the later seconds, "time >= since AND time > after_time", seeks on
- * the first bound: with since 0, a page near the end of a store of 500,000
- * rows stepped over all of them, 16 to 28 ms.) */
-void methods_audit_since_cursor(struct store_audit_filter *f);
 /* An audit row as an Audit entry; NULL on ENOMEM (methods_observe.c). */
 struct store_audit_row;
 json_t *methods_audit_entry(const struct store_audit_row *row);

@@ -328,7 +328,6 @@ static int audit_page(struct listing *l, bool *done) {
 
         if (!l->audit_started)
                 r = audit_start(l);
-        methods_audit_since_cursor(&l->filter);
         l->filter.limit = l->remaining < METHODS_PAGE_MAX ? l->remaining : METHODS_PAGE_MAX;
         if (r >= 0)
                 r = store_audit_each(engine_store(l->d->engine), &l->filter, audit_write_cb, l);

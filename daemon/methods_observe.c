@@ -138,11 +138,6 @@ json_t *methods_audit_entry(const struct store_audit_row *row) {
                          detail ? detail : json_object());
 }
 
-void methods_audit_since_cursor(struct store_audit_filter *f) {
-        if (f->after_time > f->since)
-                f->since = f->after_time;
-}
-
 static int audit_cb(const struct store_audit_row *row, void *userdata) {
         json_t *o = methods_audit_entry(row);
 
@@ -188,7 +183,6 @@ static void audit_page(struct daemon *d, struct call *c, struct store_audit_filt
         f->ascending = true;
         f->offset = 0;
         f->limit = wanted < METHODS_PAGE_MAX ? wanted : METHODS_PAGE_MAX;
-        methods_audit_since_cursor(f);
         if (r >= 0)
                 r = store_audit_each(s, f, audit_cb, entries);
         if (r >= 0 && json_array_size(entries) > 0) {

@@ -439,6 +439,25 @@ void call_set_cancel(struct call *c, call_cancel_fn cb, void *userdata) {
         c->userdata = userdata;
 }
 
+/* Moves an encoded message (taking `data`) to the connection's output. A
+ * large one that finds the output empty becomes the output buffer itself,
+ * freed once written (conn_shrink): copying a listing of 100,000 sessions
+ * (31 MB) took 115 to 130 ms of the loop. Small ones are copied, so the
+ * buffer the connection keeps (SERVER_OUTPUT_KEEP) serves the next ones. */
+static int conn_output_take(struct conn *c, char *data, size_t len) {
+        int r;
+
+        if (c->out.len == 0 && len > SERVER_OUTPUT_KEEP) {
+                c->server->freed_untrimmed += c->out.allocated;
+                free(c->out.data);
+                c->out = (struct outbuf){.data = data, .len = len, .allocated = len};
+                return 0;
+        }
+        r = outbuf_append(&c->out, data, len);
+        free(data);
+        return r;
+}
+
 /* Appends an encoded message (taking `data`) to the connection's output,
  * or to its held replies when it must wait for the commit. */
 static int conn_queue(struct conn *c, char *data, size_t len, bool write) {
@@ -462,8 +481,7 @@ static int conn_queue(struct conn *c, char *data, size_t len, bool write) {
                         .data = data, .len = len, .seq = s->commit_seq, .write = write };
                 c->held_bytes += len;
         } else {
-                r = outbuf_append(&c->out, data, len);
-                free(data);
+                r = conn_output_take(c, data, len);
                 if (r < 0)
                         return r;
         }
@@ -867,6 +885,7 @@ static void conn_update_reading(struct conn *c) {
  * write among them becomes the error `error` (with `params`) when that is
  * not NULL: its unit of work was not committed. */
 static void conn_release_held(struct conn *c, uint64_t upto, const char *error, json_t *params) {
+        bool failed = false;
         size_t i;
 
         for (i = 0; i < c->n_held && c->held[i].seq <= upto; i++) {
@@ -890,14 +909,15 @@ static void conn_release_held(struct conn *c, uint64_t upto, const char *error, 
                         c->held_bytes -= h->len;
                         h->len = len;
                 }
-                r = outbuf_append(&c->out, h->data, h->len);
+                c->held_bytes -= h->len;
+                r = conn_output_take(c, h->data, h->len);
+                h->data = NULL;
                 if (r < 0) {
                         log_error("Out of memory writing to connection %llu", c->id);
-                        conn_close(c, NULL);
-                        return;
+                        failed = true;
+                        i++; /* its data is gone */
+                        break;
                 }
-                c->held_bytes -= h->len;
-                free(h->data);
         }
         if (i > 0) {
                 memmove(c->held, c->held + i, (c->n_held - i) * sizeof *c->held);
@@ -906,6 +926,8 @@ static void conn_release_held(struct conn *c, uint64_t upto, const char *error, 
                 conn_mark_dirty(c);
         }
         conn_account(c);
+        if (failed)
+                conn_close(c, NULL);
 }
 
 static void after_output_drained(struct conn *c) {

@@ -45,6 +45,7 @@ struct store {
         store_commit_fn commit_fn;
         void *commit_userdata;
         uv_async_t *async; /* the writer wakes the loop (freed in its close callback) */
+        uv_loop_t *loop;   /* the store_options' loop, NULL: none */
 };
 
 struct store_backend {
@@ -94,6 +95,10 @@ struct store_backend {
         int (*purge_audit)(struct store *s, int64_t before, int limit);
         int (*maintain)(struct store *s, struct store_maintenance *ret);
         int (*maintain_step)(struct store *s, bool first);
+        /* store_maintain_start() on a store with a loop (s->loop): the
+         * cheap part here, under s->lock; done on s->loop, never before
+         * this returns, and whatever becomes of the store meanwhile. */
+        int (*maintain_start)(struct store *s, bool first, store_maintain_fn done, void *userdata);
         /* Called with s->lock held but only when no unit is in flight,
          * and without running the open unit: an open transaction is the
          * backend's to notice. */

@@ -1655,6 +1655,44 @@ static int pg_maintain_step(struct store *s, bool first) {
         return 0;
 }
 
+/* The asynchronous form: nothing runs off the loop, done runs from a timer
+ * of its own on the next turn (freed in its close callback). */
+struct pg_maintain_later {
+        uv_timer_t timer;
+        store_maintain_fn done;
+        void *userdata;
+};
+
+static void pg_maintain_later_closed(uv_handle_t *h) {
+        free(h->data);
+}
+
+static void pg_maintain_later_cb(uv_timer_t *t) {
+        struct pg_maintain_later *m = t->data;
+
+        m->done(0, m->userdata);
+        uv_close((uv_handle_t *)&m->timer, pg_maintain_later_closed);
+}
+
+static int pg_maintain_start(struct store *s, bool first, store_maintain_fn done, void *userdata) {
+        struct pg_maintain_later *m;
+        int r = pg_maintain_step(s, first);
+
+        if (r < 0)
+                return r;
+        m = calloc(1, sizeof *m);
+        if (!m)
+                return -ENOMEM;
+        *m = (struct pg_maintain_later){.done = done, .userdata = userdata};
+        if (uv_timer_init(s->loop, &m->timer) < 0) {
+                free(m);
+                return -ENOMEM;
+        }
+        m->timer.data = m;
+        uv_timer_start(&m->timer, pg_maintain_later_cb, 0, 0);
+        return 0;
+}
+
 static int pg_pace(struct store *s) {
         return 0;
 }
@@ -2384,6 +2422,7 @@ const struct store_backend store_backend_postgres = {
         .purge_audit = pg_purge_audit,
         .maintain = pg_maintain,
         .maintain_step = pg_maintain_step,
+        .maintain_start = pg_maintain_start,
         .pace = pg_pace,
         .checkpoint_runs = pg_checkpoint_runs,
         .size = pg_size,

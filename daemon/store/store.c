@@ -220,6 +220,7 @@ int store_open(const struct store_options *o, struct store **ret) {
                 return r;
         assert(s && s->backend == b);
         if (o->loop) {
+                s->loop = o->loop;
                 r = writer_start(s, o->loop);
                 if (r < 0) {
                         store_close(s);
@@ -436,6 +437,15 @@ int store_maintain(struct store *s, struct store_maintenance *ret) {
 
 int store_maintain_step(struct store *s, bool first) {
         return STORE_WITH_LOCK(s, s->backend->maintain_step(s, first));
+}
+
+int store_maintain_start(struct store *s, bool first, store_maintain_fn done, void *userdata) {
+        assert(done);
+        if (!s->loop) {
+                done(store_maintain_step(s, first), userdata);
+                return 0;
+        }
+        return STORE_WITH_LOCK(s, s->backend->maintain_start(s, first, done, userdata));
 }
 
 int store_pace(struct store *s) {

@@ -225,6 +225,18 @@ int store_maintain(struct store *s, struct store_maintenance *ret);
  * step of a run): 0 when done, -EBUSY when something was in the way and
  * the step should be tried again a little later. */
 int store_maintain_step(struct store *s, bool first);
+/* The same step without holding the loop for the heavy part: what is cheap
+ * (SQLite: PRAGMA optimize, bounded, when `first`) runs here, the rest
+ * (SQLite: the checkpoint that truncates the WAL, and its fsync) off the
+ * loop, and done(result, userdata) then runs on the loop with what
+ * store_maintain_step() would have returned (0, -EBUSY: try again later,
+ * or the error). done never runs before this returns, except on a store
+ * opened without a loop, where the step runs here in one piece. Call it
+ * between units of work, one at a time. Returns 0 (done will run), or a
+ * negative errno (it will not). The store may be closed before done
+ * runs; done runs all the same (the work has nothing of the store's). */
+typedef void (*store_maintain_fn)(int result, void *userdata);
+int store_maintain_start(struct store *s, bool first, store_maintain_fn done, void *userdata);
 /* For a writer of many rows (the cleanup), before each of its steps and
  * between units of work: 0 to go on, -EAGAIN to wait a little while the
  * backend catches up with what was written (see sqlite.c). */

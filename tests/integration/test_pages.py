@@ -13,7 +13,7 @@ import socket
 import threading
 import time
 
-from harness import LONG_LIVED_SETTINGS, Daemon, VarlinkError, create_pipelined, run_tests
+from harness import LONG_LIVED_SETTINGS, Daemon, VarlinkError, create_pipelined, run_tests, wait_for
 
 S = "io.sessiond.Session."
 A = "io.sessiond.Admin."
@@ -233,6 +233,32 @@ def test_unpaged_listing_serves_others():
         d.stop()
 
 
+def test_big_reply_handed_over_whole():
+    # A reply larger than the buffer a connection keeps becomes that
+    # connection's output as it is (no copy): it counts once in the
+    # daemon's output until the peer reads it, arrives whole and in order
+    # with the replies queued behind it, and its memory goes when written.
+    with Daemon(SETTINGS) as d:
+        create_many(d, ["u%d" % i for i in range(20)], 6000, chunk=2000)
+        with d.connect(timeout=60) as c, d.connect() as v:
+            want = c.call(A + "ListSessions", {"limit": 100000})["sessions"]
+            assert len(want) == 6000
+            size = len(json.dumps({"parameters": {"sessions": want}}))
+            assert size > 1 << 20, size
+            for _ in range(2):
+                c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                c.send(A + "ListSessions", {"limit": 100000})
+                c.send("org.varlink.service.GetInfo")
+                wait_for(lambda: v.call(A + "Status")["status"]["output_buffered"] > 0, what="the listing")
+                buffered = v.call(A + "Status")["status"]["output_buffered"]
+                assert buffered <= size + 4096, (buffered, size)
+                assert c.recv()["parameters"]["sessions"] == want
+                assert c.recv()["parameters"]["product"]
+                wait_for(lambda: v.call(A + "Status")["status"]["output_buffered"] == 0, what="the output to go")
+        d.stop()
+
+
 if __name__ == "__main__":
     run_tests([test_list_sessions_pages_exactly_once, test_list_user_pages_exactly_once, test_audit_pages,
-               test_sessionctl_pages, test_unpaged_listings_are_the_pages, test_unpaged_listing_serves_others])
+               test_sessionctl_pages, test_unpaged_listings_are_the_pages, test_unpaged_listing_serves_others,
+               test_big_reply_handed_over_whole])

@@ -58,6 +58,19 @@ def lifetime(d):
         c.call("io.sessiond.Session.DestroyUser", {"user_id": "user-1"})
         c.call("io.sessiond.Admin.ListSessions", {"include_ended": True})
 
+        # A reply larger than a connection's kept buffer becomes its output
+        # as it is (no copy); one behind it is appended to it.
+        wide = dict(client, user_agent="Mozilla/5.0 " + "w" * 2000)
+        for i in range(60):
+            c.call("io.sessiond.Session.Create", {"user_id": "wide-%d" % (i % 10), "client": wide})
+        c.send("io.sessiond.Admin.ListSessions", {})
+        c.send("io.sessiond.Admin.ListSessions", {})
+        replies = [c.recv()["parameters"]["sessions"] for _ in range(2)]
+        assert replies[0] == replies[1] and len(json.dumps(replies[0])) > 100000
+
+        # Deep cleanup: its maintenance runs in the thread pool.
+        c.call("io.sessiond.Admin.Cleanup", {"kind": "deep"})
+
         # Pipelined and oneway.
         c.send_raw(b"".join(msg({"method": "org.varlink.service.GetInfo", "oneway": i % 2 == 0})
                             for i in range(20)))

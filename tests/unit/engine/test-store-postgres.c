@@ -720,6 +720,13 @@ START_TEST(test_unit_of_work_async) {
         store_wait(s);
         ck_assert_int_eq(d.calls, 3);
         ck_assert_int_eq(d.result, 0);
+
+        /* The deep cleanup's asynchronous maintenance: nothing to do here,
+         * but done comes on the loop, never before the call returns. */
+        ck_assert_int_eq(store_maintain_start(s, true, done_cb, &d), 0);
+        ck_assert_int_eq(d.calls, 3);
+        run_until(&loop, &d.calls, 4);
+        ck_assert_int_eq(d.result, 0);
         store_close(s);
         ck_assert_int_eq(uv_run(&loop, UV_RUN_DEFAULT), 0);
         ck_assert_int_eq(uv_loop_close(&loop), 0);

@@ -644,6 +644,67 @@ START_TEST(test_purge_and_audit) {
 }
 END_TEST
 
+/* Audit pages after a cursor (a, b), oldest first: the rows of the filter
+ * after (a, b) in (time, id) order, whichever of `since` and a is later. */
+struct audit_got {
+        int64_t id[64];
+        int n;
+};
+
+static int audit_got_cb(const struct store_audit_row *row, void *userdata) {
+        struct audit_got *g = userdata;
+
+        ck_assert_int_lt(g->n, 64);
+        g->id[g->n++] = row->id;
+        return 0;
+}
+
+static void audit_expect(const int64_t *times, const char *const *users, int n_rows,
+                         const struct store_audit_filter *f, struct audit_got *ret) {
+        ret->n = 0;
+        for (int id = 1; id <= n_rows && ret->n < (int)f->limit; id++) {
+                int64_t tm = times[id - 1];
+
+                if (tm < f->since || tm < f->after_time || (tm == f->after_time && id <= f->after_id))
+                        continue;
+                if (f->user_id && strcmp(f->user_id, users[id - 1]) != 0)
+                        continue;
+                ret->id[ret->n++] = id;
+        }
+}
+
+START_TEST(test_audit_after_cursor) {
+        struct store *s = open_store(":memory:");
+        static const char *const users[] = {"a", "b"};
+        const int64_t sinces[] = {0, T0 + 2, T0 + 3, T0 + 5, T0 + 9};
+        const int64_t cursors[][2] = {{-1, 0}, {T0, 1}, {T0 + 3, 8}, {T0 + 3, 10}, {T0 + 5, 0}, {T0 + 7, 30}};
+        int64_t times[30];
+        const char *row_users[30];
+
+        /* Three rows a second over ten seconds, ids 1 to 30 in time order. */
+        for (int i = 0; i < 30; i++) {
+                times[i] = T0 + i / 3;
+                row_users[i] = users[i % 2];
+                ck_assert_int_eq(store_audit_insert(s, times[i], "created", row_users[i], NULL, "{}"), 0);
+        }
+        for (size_t a = 0; a < sizeof sinces / sizeof sinces[0]; a++)
+                for (size_t b = 0; b < sizeof cursors / sizeof cursors[0]; b++)
+                        for (int u = 0; u < 2; u++) {
+                                struct store_audit_filter f = {
+                                        .user_id = u ? "b" : NULL, .since = sinces[a], .limit = u ? 64 : 4,
+                                        .ascending = true, .after_time = cursors[b][0], .after_id = cursors[b][1]};
+                                struct audit_got got = {0}, want;
+
+                                audit_expect(times, row_users, 30, &f, &want);
+                                ck_assert_int_eq(store_audit_each(s, &f, audit_got_cb, &got), 0);
+                                ck_assert_int_eq(got.n, want.n);
+                                for (int k = 0; k < got.n; k++)
+                                        ck_assert_int_eq(got.id[k], want.id[k]);
+                        }
+        store_close(s);
+}
+END_TEST
+
 START_TEST(test_maintenance) {
         char *path = path_in("sessions.db");
         struct store *s = open_store(path);
@@ -751,6 +812,86 @@ START_TEST(test_unit_of_work_async) {
 }
 END_TEST
 
+static int64_t file_bytes(const char *path) {
+        struct stat st;
+
+        ck_assert_int_eq(stat(path, &st), 0);
+        return (int64_t)st.st_size;
+}
+
+/* Deep cleanup's maintenance with the heavy part off the loop: done runs
+ * on the loop, never before store_maintain_start() returns; a reader in
+ * the way makes it -EBUSY (WAL kept) rather than a wait; once the reader
+ * is gone the WAL is truncated and every row is still there. */
+START_TEST(test_maintain_start) {
+        char *path = path_in("sessions.db"), *wal = path_in("sessions.db-wal");
+        uv_loop_t loop;
+        struct store_options o = {.path = path, .synchronous = "normal", .loop = &loop};
+        struct store *s = NULL;
+        struct done d = {0};
+        char id[TOKEN_ID_STRING_LEN + 1];
+        sqlite3 *reader;
+        int64_t rowid, n;
+
+        ck_assert_int_eq(uv_loop_init(&loop), 0);
+        ck_assert_int_eq(store_open(&o, &s), 0);
+        for (int i = 0; i < 50; i++) {
+                struct store_session r = row_for(id, (uint8_t)i, "alice", T0);
+                snprintf(id, sizeof id, "%022d", i);
+                ck_assert_int_eq(insert_row(s, &r, NULL, 0, &rowid), 0);
+        }
+        ck_assert_int_eq(store_commit(s), 0);
+        ck_assert_int_gt(file_bytes(wal), 0);
+
+        ck_assert_int_eq(sqlite3_open_v2(path, &reader, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+        ck_assert_int_eq(sqlite3_exec(reader, "BEGIN; SELECT count(*) FROM sessions", NULL, NULL, NULL), SQLITE_OK);
+        ck_assert_int_eq(store_maintain_start(s, true, done_cb, &d), 0);
+        ck_assert_int_eq(d.calls, 0);
+        run_until(&loop, &d, 1);
+        ck_assert_int_eq(d.result, -EBUSY);
+        ck_assert_int_gt(file_bytes(wal), 0);
+
+        ck_assert_int_eq(sqlite3_exec(reader, "COMMIT", NULL, NULL, NULL), SQLITE_OK);
+        sqlite3_close(reader);
+        ck_assert_int_eq(store_maintain_start(s, false, done_cb, &d), 0);
+        ck_assert_int_eq(d.calls, 1);
+        run_until(&loop, &d, 2);
+        ck_assert_int_eq(d.result, 0);
+        ck_assert_int_eq(file_bytes(wal), 0);
+        ck_assert_int_eq(store_count_sessions(s, false, &n), 0);
+        ck_assert_int_eq(n, 50);
+
+        /* Closed before done: done runs all the same. */
+        ck_assert_int_eq(store_maintain_start(s, true, done_cb, &d), 0);
+        store_close(s);
+        run_until(&loop, &d, 3);
+        ck_assert_int_eq(d.result, 0);
+        ck_assert_int_eq(uv_run(&loop, UV_RUN_DEFAULT), 0);
+        ck_assert_int_eq(uv_loop_close(&loop), 0);
+        ck_assert_int_eq(query_int(path, "SELECT count(*) FROM sessions"), 50);
+        scratch_remove();
+}
+END_TEST
+
+/* In memory there is no WAL: done still comes on the loop, with 0. */
+START_TEST(test_maintain_start_memory) {
+        uv_loop_t loop;
+        struct store_options o = {.path = ":memory:", .synchronous = "normal", .loop = &loop};
+        struct store *s = NULL;
+        struct done d = {0};
+
+        ck_assert_int_eq(uv_loop_init(&loop), 0);
+        ck_assert_int_eq(store_open(&o, &s), 0);
+        ck_assert_int_eq(store_maintain_start(s, true, done_cb, &d), 0);
+        ck_assert_int_eq(d.calls, 0);
+        run_until(&loop, &d, 1);
+        ck_assert_int_eq(d.result, 0);
+        store_close(s);
+        ck_assert_int_eq(uv_run(&loop, UV_RUN_DEFAULT), 0);
+        ck_assert_int_eq(uv_loop_close(&loop), 0);
+}
+END_TEST
+
 START_TEST(test_checkpoint_thread) {
         char *path = path_in("sessions.db"), *wal = path_in("sessions.db-wal");
         struct store *s = open_store(path);
@@ -807,9 +948,12 @@ int main(void) {
         tcase_add_test(tc, test_session_operations);
         tcase_add_test(tc, test_iteration_stops);
         tcase_add_test(tc, test_purge_and_audit);
+        tcase_add_test(tc, test_audit_after_cursor);
         tcase_add_test(tc, test_maintenance);
         tcase_add_test(tc, test_checkpoint_thread);
         tcase_add_test(tc, test_unit_of_work_async);
+        tcase_add_test(tc, test_maintain_start);
+        tcase_add_test(tc, test_maintain_start_memory);
         suite_add_tcase(s, tc);
         return run_suite(s);
 }
