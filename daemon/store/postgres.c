@@ -99,6 +99,7 @@
 
 #include "log.h"
 #include "macro.h"
+#include "sessiond/config.h"
 
 #define PG_SCHEMA_VERSION 1
 /* Advisory lock keys: "sessiond" as a number (0x73657373696f6e64, in
@@ -366,94 +367,13 @@ static int result_check(const char *name, PGconn *c, const PGresult *res, ExecSt
 
 /* ---- the password out of names ------------------------------------------------------ */
 
-/* The URL with the value of every password replaced by ***: in a URI's
- * user information and its query parameters, or in a key=value string. */
-static char *redact_uri(const char *url) {
-        size_t n = strlen(url);
-        /* Each replacement at most doubles what it replaces ("password="
-         * becomes "password=***", ":@" ":***@"). */
-        char *out = malloc(2 * n + 16), *o = out;
-        const char *p = strstr(url, "://"), *auth_end, *at, *colon;
-
-        if (!out)
-                return NULL;
-        p = p ? p + 3 : url;
-        auth_end = p + strcspn(p, "/?");
-        memcpy(o, url, (size_t)(p - url));
-        o += p - url;
-        at = memrchr(p, '@', (size_t)(auth_end - p));
-        colon = at ? memchr(p, ':', (size_t)(at - p)) : NULL;
-        if (colon) {
-                memcpy(o, p, (size_t)(colon - p + 1));
-                o += colon - p + 1;
-                o = stpcpy(o, "***");
-                p = at;
-        }
-        /* The rest, query parameters "password=..." redacted. */
-        while (*p) {
-                bool param = p > url && (p[-1] == '?' || p[-1] == '&');
-
-                if (param && strncmp(p, "password=", 9) == 0) {
-                        o = stpcpy(o, "password=***");
-                        p += 9 + strcspn(p + 9, "&#");
-                        continue;
-                }
-                *o++ = *p++;
-        }
-        *o = '\0';
-        return out;
-}
-
-static char *redact_keywords(PQconninfoOption *opts) {
-        size_t n = 1;
-        char *out, *o;
-
-        for (PQconninfoOption *x = opts; x->keyword; x++)
-                if (x->val)
-                        n += strlen(x->keyword) + 2 * strlen(x->val) + 5;
-        out = o = malloc(n + 8);
-        if (!out)
-                return NULL;
-        *o = '\0';
-        for (PQconninfoOption *x = opts; x->keyword; x++) {
-                if (!x->val)
-                        continue;
-                if (o != out)
-                        *o++ = ' ';
-                o += sprintf(o, "%s='", x->keyword);
-                if (strcmp(x->keyword, "password") == 0)
-                        o = stpcpy(o, "***");
-                else
-                        for (const char *c = x->val; *c; c++) {
-                                if (*c == '\'' || *c == '\\')
-                                        *o++ = '\\';
-                                *o++ = *c;
-                        }
-                *o++ = '\'';
-                *o = '\0';
-        }
-        return out;
-}
-
-/* For logs. NULL when out of memory; an unparsable URL is named as such. */
+/* For logs: the project's one rule (sessiond_conninfo_redact(), libsessiond,
+ * the one `sessionctl config --show` and validation use). NULL when out of
+ * memory. */
 static char *redact_url(const char *url) {
-        PQconninfoOption *opts = PQconninfoParse(url, NULL);
-        bool password = false;
-        char *r;
+        char *r = NULL;
 
-        if (!opts)
-                return strdup("(unparsable PostgreSQL connection string)");
-        for (PQconninfoOption *x = opts; x->keyword; x++)
-                if (strcmp(x->keyword, "password") == 0 && x->val)
-                        password = true;
-        if (!password)
-                r = strdup(url);
-        else if (strncmp(url, "postgresql://", 13) == 0 || strncmp(url, "postgres://", 11) == 0)
-                r = redact_uri(url);
-        else
-                r = redact_keywords(opts);
-        PQconninfoFree(opts);
-        return r;
+        return sessiond_conninfo_redact(url, &r) < 0 ? NULL : r;
 }
 
 /* ---- connections ---------------------------------------------------------------------- */
