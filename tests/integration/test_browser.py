@@ -287,8 +287,11 @@ def test_optimistic_rollback():
                      "return document.getElementById('shared-note').textContent;")
         assert shown == "mine", shown
         # The server refuses it (Conflict): the page rolls back to its state.
-        wait_for(lambda: b.text("shared-note") == "theirs", what="the rollback")
-        assert "not saved" in b.text("note-status") or "Conflict" in b.text("note-status"), b.text("note-status")
+        # The state may arrive (a check, the event stream) before the PUT's
+        # answer: wait for both, the note rolled back and the refusal shown.
+        wait_for(lambda: b.text("shared-note") == "theirs" and
+                 ("not saved" in b.text("note-status") or "Conflict" in b.text("note-status")),
+                 what="the rollback and the refusal")
         # A write with the current version goes through.
         d.find_element(By.ID, "note").clear()
         d.find_element(By.ID, "note").send_keys("agreed")
@@ -304,8 +307,8 @@ def test_optimistic_rollback():
         shown = b.js("document.getElementById('save-note').click();"
                      "return document.getElementById('shared-note').textContent;")
         assert shown == "", shown
-        wait_for(lambda: b.text("shared-note") == "theirs", what="the server's state")
-        assert "Conflict" in b.text("note-status"), b.text("note-status")
+        wait_for(lambda: b.text("shared-note") == "theirs" and "Conflict" in b.text("note-status"),
+                 what="the server's state and the refusal")
 
 
 def test_sync_off_is_inert():

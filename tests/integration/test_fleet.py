@@ -297,8 +297,11 @@ def test_postgres_restart_under_load():
             pg_ctl("start")
         # It reconnects by itself and writes again.
         timed_wait(lambda: _creates(d), "writes again after PostgreSQL came back")
-        for t in acked:
-            assert validate_state(d, t) == "active", t
+        # Validations may still fail closed (the outage outlived the cache's
+        # grace) until the next probe of the store: the bound is printed by
+        # the next test. What matters here: every acknowledged create is there.
+        timed_wait(lambda: all(validate_state(d, t) == "active" for t in acked),
+                   "every acknowledged session valid again")
         assert d.proc.poll() is None
 
 
