@@ -570,9 +570,17 @@ static void walk(struct reader *rd, const config_setting_t *group, const char *p
         }
 }
 
+/* Frees what the reader gathered (bad files, the syntax finding). */
+static void reader_done(struct reader *rd) {
+        for (size_t i = 0; i < rd->n_bad; i++)
+                free(rd->bad[i].file);
+        free(rd->bad);
+        free(rd->syntax_file);
+}
+
 int conffile_read(struct sessiond_config *c, const char *path, struct sessiond_issues *issues) {
         _cleanup_free_ char *dir_copy = NULL;
-        struct reader rd = { .config = c, .issues = issues, .path = path };
+        _cleanup_(reader_done) struct reader rd = { .config = c, .issues = issues, .path = path };
         struct stat st;
         config_t cf;
         int r = 0;
@@ -602,15 +610,14 @@ int conffile_read(struct sessiond_config *c, const char *path, struct sessiond_i
         /* The scan first: its integer findings wait until libconfig has
          * parsed the file (a syntax error is the only thing to say about a
          * file that does not parse), its syntax finding stops us here. */
-        struct sessiond_issues pending = {};
+        _cleanup_(sessiond_issues_clear) struct sessiond_issues pending = {};
         rd.issues = &pending;
         scan_file(&rd, path, 0);
         rd.issues = issues;
         if (rd.syntax_file) {
                 sessiond_issues_add(issues, SESSIOND_ERROR, NULL, "%s:%d: %s", rd.syntax_file, rd.syntax_line,
                                     rd.syntax_what);
-                r = -EINVAL;
-                goto out;
+                return -EINVAL;
         }
 
         config_init(&cf);
@@ -624,8 +631,7 @@ int conffile_read(struct sessiond_config *c, const char *path, struct sessiond_i
                                             config_error_file(&cf) ? config_error_file(&cf) : path,
                                             config_error_line(&cf), config_error_text(&cf));
                 config_destroy(&cf);
-                r = -EINVAL;
-                goto out;
+                return -EINVAL;
         }
 
         for (size_t i = 0; i < pending.count; i++)
@@ -637,14 +643,6 @@ int conffile_read(struct sessiond_config *c, const char *path, struct sessiond_i
         free(c->config_file);
         c->config_file = strdup(path);
         if (!c->config_file)
-                r = -ENOMEM;
-        else
-                r = rd.failed ? -EINVAL : 0;
-out:
-        sessiond_issues_clear(&pending);
-        for (size_t i = 0; i < rd.n_bad; i++)
-                free(rd.bad[i].file);
-        free(rd.bad);
-        free(rd.syntax_file);
-        return r;
+                return -ENOMEM;
+        return rd.failed ? -EINVAL : 0;
 }

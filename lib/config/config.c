@@ -137,8 +137,7 @@ SESSIOND_EXPORT void sessiond_config_free(struct sessiond_config *c) {
 }
 
 SESSIOND_EXPORT int sessiond_config_copy(const struct sessiond_config *c, struct sessiond_config **ret) {
-        struct sessiond_config *n;
-        int r = -ENOMEM;
+        _cleanup_(sessiond_config_freep) struct sessiond_config *n = NULL;
 
         n = calloc(1, sizeof(*n));
         if (!n)
@@ -156,33 +155,30 @@ SESSIOND_EXPORT int sessiond_config_copy(const struct sessiond_config *c, struct
 
         n->origins = calloc(sessiond_settings_count, sizeof(*n->origins));
         if (!n->origins)
-                goto fail;
+                return -ENOMEM;
         for (size_t i = 0; i < sessiond_settings_count; i++) {
                 const struct sessiond_setting *s = &sessiond_settings[i];
                 if (s->type == SESSIOND_TYPE_STRING) {
                         char *copy = strdup(*(char *const *) setting_cptr(c, s));
                         if (!copy)
-                                goto fail;
+                                return -ENOMEM;
                         *(char **) setting_ptr(n, s) = copy;
                 }
                 if (origin_assign(&n->origins[i], c->origins[i].kind, c->origins[i].file, c->origins[i].line) < 0)
-                        goto fail;
+                        return -ENOMEM;
         }
         for (size_t i = 0; i < c->n_custom; i++) {
                 const struct sessiond_custom_setting *cs = &c->custom[i];
                 if (config_store_custom(n, cs->name, cs->value, cs->origin.kind, cs->origin.file, cs->origin.line) < 0)
-                        goto fail;
+                        return -ENOMEM;
         }
         if (c->config_file) {
                 n->config_file = strdup(c->config_file);
                 if (!n->config_file)
-                        goto fail;
+                        return -ENOMEM;
         }
-        *ret = n;
+        *ret = TAKE_PTR(n);
         return 0;
-fail:
-        sessiond_config_free(n);
-        return r;
 }
 
 SESSIOND_EXPORT const char *sessiond_config_custom(const struct sessiond_config *c, const char *name, const char *def) {

@@ -95,7 +95,7 @@ static json_t *custom_json(const struct sessiond_config *c, bool with_origins) {
 }
 
 SESSIOND_EXPORT json_t *sessiond_config_to_json(const struct sessiond_config *c, bool with_origins) {
-        json_t *root = json_object();
+        _cleanup_json_ json_t *root = json_object();
         bool custom_done = false;
 
         if (!root)
@@ -106,21 +106,18 @@ SESSIOND_EXPORT json_t *sessiond_config_to_json(const struct sessiond_config *c,
 
                 if (!custom_done && strncmp(s->path, "daemon.", 7) == 0) {
                         if (json_object_set_new(root, "custom", custom_json(c, with_origins)) < 0)
-                                goto fail;
+                                return NULL;
                         custom_done = true;
                 }
                 v = value_json(c, s);
                 if (with_origins)
                         v = with_origin(v, &c->origins[i]);
                 if (set_path(root, s->path, v) < 0)
-                        goto fail;
+                        return NULL;
         }
         if (!custom_done && json_object_set_new(root, "custom", custom_json(c, with_origins)) < 0)
-                goto fail;
-        return root;
-fail:
-        json_decref(root);
-        return NULL;
+                return NULL;
+        return TAKE_PTR(root);
 }
 
 /* The original's get_config_summary(), key by key: its features_enabled is

@@ -186,40 +186,29 @@ static bool ours(const char *entry) {
 }
 
 static int apply_environ(struct source *src, char **env) {
-        const char **values;
-        char **keys;
+        _cleanup_free_ const char **values = NULL;
+        _cleanup_(strv_freep) char **keys = NULL; /* NULL-terminated: calloc'ed one longer */
         size_t n = 0, k = 0;
-        int r = 0;
 
         for (char **e = env; *e; e++)
                 n++;
         keys = calloc(n + 1, sizeof(char *));
         values = calloc(n + 1, sizeof(char *));
-        if (!keys || !values) {
-                r = -ENOMEM;
-                goto out;
-        }
+        if (!keys || !values)
+                return -ENOMEM;
         for (char **e = env; *e; e++) {
                 const char *eq = strchr(*e, '=');
                 if (!eq || !ours(*e))
                         continue;
                 keys[k] = strndup(*e, (size_t) (eq - *e));
-                if (!keys[k]) {
-                        r = -ENOMEM;
-                        goto out;
-                }
+                if (!keys[k])
+                        return -ENOMEM;
                 values[k++] = eq + 1;
         }
         for (int pass = 0; pass < 2; pass++)
                 for (size_t i = 0; i < k; i++)
                         apply_pair(src, keys[i], values[i], 0, pass == 0, (const char *const *) keys, k);
-out:
-        if (keys)
-                for (size_t i = 0; i < k; i++)
-                        free(keys[i]);
-        free(keys);
-        free(values);
-        return r;
+        return 0;
 }
 
 static const char *environ_get(char **env, const char *key) {
@@ -235,8 +224,8 @@ static const char *environ_get(char **env, const char *key) {
 SESSIOND_EXPORT int sessiond_config_load(const struct sessiond_config_sources *sources, struct sessiond_config **ret,
                          struct sessiond_issues *issues) {
         static const struct sessiond_config_sources none = {};
-        struct sessiond_config *c = NULL;
-        struct sessiond_envfile *owned = NULL;
+        _cleanup_(sessiond_config_freep) struct sessiond_config *c = NULL;
+        _cleanup_(sessiond_envfile_freep) struct sessiond_envfile *owned = NULL;
         const struct sessiond_envfile *envfile = NULL;
         const char *config_path, *env_path;
         char **env;
@@ -250,6 +239,7 @@ SESSIOND_EXPORT int sessiond_config_load(const struct sessiond_config_sources *s
         r = config_new(&c);
         if (r < 0)
                 return r;
+        *ret = NULL; /* until it all went well */
 
         /* 3. the libconfig file */
         config_path = sources->config_file;
@@ -258,7 +248,7 @@ SESSIOND_EXPORT int sessiond_config_load(const struct sessiond_config_sources *s
         if (config_path && *config_path) {
                 r = conffile_read(c, config_path, issues);
                 if (r == -ENOMEM)
-                        goto fail;
+                        return r;
                 if (r < 0)
                         failed = true;
         }
@@ -281,7 +271,7 @@ SESSIOND_EXPORT int sessiond_config_load(const struct sessiond_config_sources *s
                          * problem is reported at once. */
                         r = envfile_read_all(env_path, &owned, issues, &malformed);
                         if (r == -ENOMEM)
-                                goto fail;
+                                return r;
                         if (r == -EINVAL || malformed)
                                 failed = true;
                         if (r < 0 && r != -ENOENT && r != -EINVAL) {
@@ -297,7 +287,7 @@ SESSIOND_EXPORT int sessiond_config_load(const struct sessiond_config_sources *s
                                       .file = env_path ? env_path : "env file" };
                 r = apply_env_file(&src, envfile);
                 if (r < 0)
-                        goto fail;
+                        return r;
                 failed = failed || src.failed;
         }
 
@@ -306,26 +296,17 @@ SESSIOND_EXPORT int sessiond_config_load(const struct sessiond_config_sources *s
                 struct source src = { .config = c, .issues = issues, .kind = SESSIOND_ORIGIN_ENVIRONMENT };
                 r = apply_environ(&src, env);
                 if (r < 0)
-                        goto fail;
+                        return r;
                 failed = failed || src.failed;
         }
 
         /* 2. the profile of the final environment, under everything explicit */
         r = sessiond_config_apply_profile(c, c->environment);
         if (r < 0)
-                goto fail;
+                return r;
 
-        sessiond_envfile_free(owned);
-        if (failed) {
-                sessiond_config_free(c);
-                *ret = NULL;
+        if (failed)
                 return -EINVAL;
-        }
-        *ret = c;
+        *ret = TAKE_PTR(c);
         return 0;
-fail:
-        sessiond_envfile_free(owned);
-        sessiond_config_free(c);
-        *ret = NULL;
-        return r;
 }

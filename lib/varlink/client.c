@@ -92,7 +92,7 @@ static int client_wait(struct sessiond_client *c, short events, int64_t deadline
 
 SESSIOND_EXPORT int sessiond_client_connect(const char *path, int timeout_ms, struct sessiond_client **ret) {
         struct sockaddr_un sa = { .sun_family = AF_UNIX };
-        struct sessiond_client *c;
+        _cleanup_(sessiond_client_freep) struct sessiond_client *c = NULL;
         struct timeval tv;
         int r;
 
@@ -112,45 +112,32 @@ SESSIOND_EXPORT int sessiond_client_connect(const char *path, int timeout_ms, st
         c = calloc(1, sizeof(*c));
         if (!c)
                 return -ENOMEM;
+        c->fd = -1; /* sessiond_client_free() closes it when open */
         c->timeout_ms = timeout_ms > 0 ? timeout_ms : CLIENT_DEFAULT_TIMEOUT_MS;
         r = varlink_reader_init(&c->reader, CLIENT_MAX_REPLY_SIZE);
         if (r < 0)
-                goto fail_free;
+                return r;
 
         c->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        if (c->fd < 0) {
-                r = -errno;
-                goto fail_free;
-        }
+        if (c->fd < 0)
+                return -errno;
 
         /* A blocking connect(2) on a Unix socket waits only when the
          * listener's backlog is full; SO_SNDTIMEO bounds that wait. */
         tv.tv_sec = c->timeout_ms / 1000;
         tv.tv_usec = (c->timeout_ms % 1000) * 1000;
-        if (setsockopt(c->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) < 0) {
-                r = -errno;
-                goto fail_close;
-        }
+        if (setsockopt(c->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) < 0)
+                return -errno;
         while (connect(c->fd, (struct sockaddr *) &sa, sizeof(sa)) < 0) {
                 if (errno == EINTR)
                         continue;
-                r = (errno == EAGAIN || errno == EINPROGRESS) ? -ETIMEDOUT : -errno;
-                goto fail_close;
+                return (errno == EAGAIN || errno == EINPROGRESS) ? -ETIMEDOUT : -errno;
         }
-        if (fcntl(c->fd, F_SETFL, fcntl(c->fd, F_GETFL) | O_NONBLOCK) < 0) {
-                r = -errno;
-                goto fail_close;
-        }
+        if (fcntl(c->fd, F_SETFL, fcntl(c->fd, F_GETFL) | O_NONBLOCK) < 0)
+                return -errno;
 
-        *ret = c;
+        *ret = TAKE_PTR(c);
         return 0;
-
-fail_close:
-        close(c->fd);
-fail_free:
-        varlink_reader_free(&c->reader);
-        free(c);
-        return r;
 }
 
 SESSIOND_EXPORT void sessiond_client_free(struct sessiond_client *c) {

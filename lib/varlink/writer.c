@@ -183,6 +183,13 @@ SESSIOND_EXPORT void varlink_writer_free(struct varlink_writer *w) {
         *w = (struct varlink_writer){};
 }
 
+/* For a finishing function: the writer is freed on every failure path
+ * (the variable is set to NULL once it succeeded). */
+static void writer_freep(struct varlink_writer **w) {
+        if (*w)
+                varlink_writer_free(*w);
+}
+
 int varlink_writer_begin_message(struct varlink_writer *w, const char *member, const char *name) {
         static const char plain[] = "{\"parameters\":", named[] = "\",\"parameters\":";
         int r;
@@ -216,25 +223,22 @@ SESSIOND_EXPORT int varlink_writer_begin_value(struct varlink_writer *w) {
 }
 
 SESSIOND_EXPORT int varlink_writer_finish_value(struct varlink_writer *w, char **ret, size_t *len) {
+        _cleanup_(writer_freep) struct varlink_writer *unfinished = w; /* freed on failure */
         int r;
 
         assert(w && ret && len);
-        if (w->error < 0) {
-                r = w->error;
-                goto fail;
-        }
+        if (w->error < 0)
+                return w->error;
         assert(!w->began);
         assert(w->depth == 0 && !w->after_key);
         r = writer_append(w, "", 1); /* the NUL */
         if (r < 0)
-                goto fail;
+                return r;
         *ret = w->data;
         *len = w->len - 1;
         *w = (struct varlink_writer){};
+        unfinished = NULL; /* the caller has the text */
         return 0;
-fail:
-        varlink_writer_free(w);
-        return r;
 }
 
 SESSIOND_EXPORT int varlink_writer_begin_reply(struct varlink_writer *w) {
@@ -411,35 +415,30 @@ SESSIOND_EXPORT int varlink_writer_json(struct varlink_writer *w, json_t *value)
 }
 
 int varlink_writer_finish_message(struct varlink_writer *w, const char *flag, char **ret, size_t *len) {
+        _cleanup_(writer_freep) struct varlink_writer *unfinished = w; /* freed on failure */
         int r;
 
         assert(w);
         assert(ret);
         assert(len);
-        if (w->error < 0) {
-                r = w->error;
-                goto fail;
-        }
+        if (w->error < 0)
+                return w->error;
         /* The parameters are complete: one value after the envelope's key. */
         assert(w->began);
         assert(w->depth == 0 && !w->after_key);
-        if (!w->parameters_object) {
-                r = -EINVAL;
-                goto fail;
-        }
+        if (!w->parameters_object)
+                return -EINVAL;
         if (flag && ((r = writer_append(w, ",\"", 2)) < 0 || (r = writer_append(w, flag, strlen(flag))) < 0 ||
                      (r = writer_append(w, "\":true", 6)) < 0))
-                goto fail;
+                return r;
         r = writer_append(w, "}", 2); /* with its NUL */
         if (r < 0)
-                goto fail;
+                return r;
         *ret = w->data;
         *len = w->len;
         *w = (struct varlink_writer){};
+        unfinished = NULL; /* the caller has the text */
         return 0;
-fail:
-        varlink_writer_free(w);
-        return r;
 }
 
 SESSIOND_EXPORT int varlink_writer_finish_reply(struct varlink_writer *w, bool continues, char **ret, size_t *len) {
