@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "macro.h" /* lib/common: _cleanup_, ELEMENTSOF */
 #include "sessiond/config.h"
 #include "sessiond/envfile.h"
 #include "sessionctl.h"
@@ -183,14 +184,14 @@ static const char *variable_of(const char *path) {
 }
 
 static int do_edit(const struct sessionctl_globals *g, enum action action, const char *name) {
-        struct sessiond_issues issues = {};
-        struct sessiond_config *old = NULL, *new = NULL;
-        struct sessiond_envfile *f = NULL;
+        _cleanup_(sessiond_issues_clear) struct sessiond_issues issues = {};
+        _cleanup_(sessiond_config_freep) struct sessiond_config *old = NULL, *new = NULL;
+        _cleanup_(sessiond_envfile_freep) struct sessiond_envfile *f = NULL;
         const struct sessiond_override *values = NULL;
         size_t n_values = 0;
         const char *path;
         bool changed[64] = {};
-        int e, r, ret = SESSIONCTL_EXIT_FAILURE;
+        int e, r;
 
         e = sessiond_environment_from_string(name);
         if (e < 0) {
@@ -203,12 +204,12 @@ static int do_edit(const struct sessionctl_globals *g, enum action action, const
         if (r < 0) {
                 print_issues(stderr, &issues);
                 fputs("sessionctl config: the configuration cannot be loaded; fix it before editing the env file\n", stderr);
-                goto out;
+                return SESSIONCTL_EXIT_FAILURE;
         }
         path = old->daemon.env_file;
         if (!path || !*path) {
                 fputs("sessionctl config: no env file is configured (daemon.env_file is empty)\n", stderr);
-                goto out;
+                return SESSIONCTL_EXIT_FAILURE;
         }
 
         sessiond_issues_clear(&issues);
@@ -221,16 +222,16 @@ static int do_edit(const struct sessionctl_globals *g, enum action action, const
                         "  sessionctl config --generate-template --format env --output %s\n",
                         shown ? shown : "?", shown ? shown : "?");
                 free(shown);
-                goto out;
+                return SESSIONCTL_EXIT_FAILURE;
         }
         if (r == -EINVAL) {
                 print_issues(stderr, &issues);
                 config_error("%s is malformed; nothing changed", path);
-                goto out;
+                return SESSIONCTL_EXIT_FAILURE;
         }
         if (r < 0) {
                 config_error("cannot read the env file %s: %s", path, strerror(-r));
-                goto out;
+                return SESSIONCTL_EXIT_FAILURE;
         }
 
         /* What to write: the environment, and for --optimize-for every
@@ -239,14 +240,14 @@ static int do_edit(const struct sessionctl_globals *g, enum action action, const
         environment_line.value = sessiond_environment_to_string((enum sessiond_environment) e);
         if (action == ACTION_OPTIMIZE_FOR)
                 (void) sessiond_profile_values((enum sessiond_environment) e, &values, &n_values);
-        if (n_values + 1 > sizeof(changed) / sizeof(changed[0]))
-                goto out;
+        if (n_values + 1 > ELEMENTSOF(changed))
+                return SESSIONCTL_EXIT_FAILURE;
         for (size_t i = 0; i <= n_values; i++) {
                 const struct sessiond_override *o = i == 0 ? &environment_line : &values[i - 1];
                 r = sessiond_envfile_set(f, o->variable, o->value);
                 if (r < 0) {
                         config_error("cannot set %s: %s", o->variable, strerror(-r));
-                        goto out;
+                        return SESSIONCTL_EXIT_FAILURE;
                 }
                 changed[i] = r > 0;
         }
@@ -259,7 +260,7 @@ static int do_edit(const struct sessionctl_globals *g, enum action action, const
         if (r < 0 || sessiond_issues_has_errors(&issues)) {
                 print_issues(stderr, &issues);
                 config_error("the result would be invalid; %s is unchanged", path);
-                goto out;
+                return SESSIONCTL_EXIT_FAILURE;
         }
 
         bool any = false;
@@ -268,23 +269,22 @@ static int do_edit(const struct sessionctl_globals *g, enum action action, const
         if (!any) {
                 print_issues(stderr, &issues);
                 printf("%s already says so; nothing changed\n", path);
-                ret = SESSIONCTL_EXIT_OK;
-                goto out;
+                return SESSIONCTL_EXIT_OK;
         }
 
         r = sessiond_envfile_write(f, path);
         if (r == -EPERM || r == -ESTALE) {
                 write_refused(path, r);
-                goto out;
+                return SESSIONCTL_EXIT_FAILURE;
         }
         if (r == -EACCES) {
                 config_error("cannot write %s: it is read-only or not writable by this user; nothing changed",
                         path);
-                goto out;
+                return SESSIONCTL_EXIT_FAILURE;
         }
         if (r < 0) {
                 config_error("cannot write %s: %s; nothing changed", path, strerror(-r));
-                goto out;
+                return SESSIONCTL_EXIT_FAILURE;
         }
 
         /* What changed: the lines written whose value differs from the one
@@ -335,13 +335,7 @@ static int do_edit(const struct sessionctl_globals *g, enum action action, const
                 free(b);
         }
         print_issues(stderr, &issues);
-        ret = SESSIONCTL_EXIT_OK;
-out:
-        sessiond_issues_clear(&issues);
-        sessiond_config_free(old);
-        sessiond_config_free(new);
-        sessiond_envfile_free(f);
-        return ret;
+        return SESSIONCTL_EXIT_OK;
 }
 
 static int do_template(const char *output, const char *format) {
