@@ -583,60 +583,11 @@ static void on_walk_leftover(uv_handle_t *h, void *arg) {
         }
 }
 
-/* Runs the daemon with a validated configuration; returns the exit code. */
-static int main_run(struct sessiond_main *m) {
+/* What main_run() opened, closed whichever way it returns (its cleanup). */
+static void main_teardown(struct sessiond_main **mp) {
+        struct sessiond_main *m = *mp;
         struct daemon *d = &m->d;
-        int r, status = EXIT_FAILURE;
 
-        r = uv_loop_init(&m->loop);
-        if (r < 0) {
-                log_error("Failed to create the event loop: %s", uv_strerror(r));
-                return EXIT_FAILURE;
-        }
-        d->loop = &m->loop;
-        /* The daemon's clock (clock.h): the wall clock is read here, once. */
-        clock_start();
-        d->started_at = clock_now();
-        d->started_usec = now_usec(CLOCK_MONOTONIC);
-
-        if (main_open_handles(m) < 0)
-                goto out;
-        r = engine_new(d, &d->engine);
-        if (r < 0) {
-                log_error_errno(r, "Failed to open the session store: %m");
-                goto out;
-        }
-        engine_set_commit_callback(d->engine, on_committed, m);
-        if (d->config->features.clustering) {
-                r = leader_new(d->loop, engine_store(d->engine), &d->leader);
-                if (r < 0) {
-                        log_error_errno(r, "Failed to start the fleet's leadership: %m");
-                        goto out;
-                }
-        }
-        r = server_new(d, &d->server);
-        if (r < 0)
-                goto out;
-        r = jobs_new(d, &d->jobs);
-        if (r < 0)
-                goto out;
-        r = metrics_http_new(d, &d->metrics_http);
-        if (r < 0)
-                goto out;
-        r = bulk_new(d, &d->bulk);
-        if (r < 0)
-                goto out;
-
-        log_info("sessiond %s started (pid %d, environment %s%s%s)", SESSIOND_VERSION, (int) getpid(),
-                 sessiond_environment_to_string(d->config->environment),
-                 d->config->config_file ? ", configuration " : "",
-                 d->config->config_file ? d->config->config_file : "");
-        main_ready(m);
-
-        uv_run(&m->loop, UV_RUN_DEFAULT);
-        status = EXIT_SUCCESS;
-
-out:
         /* On a failed start, the pieces that exist are closed here; after a
          * normal stop, on_server_closed() did it already. */
         if (d->server && !d->stopping) {
@@ -664,7 +615,61 @@ out:
                 uv_run(&m->loop, UV_RUN_DEFAULT);
                 (void) uv_loop_close(&m->loop);
         }
-        return status;
+}
+
+/* Runs the daemon with a validated configuration; returns the exit code. */
+static int main_run(struct sessiond_main *m) {
+        struct daemon *d = &m->d;
+        int r;
+
+        r = uv_loop_init(&m->loop);
+        if (r < 0) {
+                log_error("Failed to create the event loop: %s", uv_strerror(r));
+                return EXIT_FAILURE;
+        }
+        d->loop = &m->loop;
+        _cleanup_(main_teardown) struct sessiond_main *running = m; /* from here on, every return closes it */
+        /* The daemon's clock (clock.h): the wall clock is read here, once. */
+        clock_start();
+        d->started_at = clock_now();
+        d->started_usec = now_usec(CLOCK_MONOTONIC);
+
+        if (main_open_handles(m) < 0)
+                return EXIT_FAILURE;
+        r = engine_new(d, &d->engine);
+        if (r < 0) {
+                log_error_errno(r, "Failed to open the session store: %m");
+                return EXIT_FAILURE;
+        }
+        engine_set_commit_callback(d->engine, on_committed, m);
+        if (d->config->features.clustering) {
+                r = leader_new(d->loop, engine_store(d->engine), &d->leader);
+                if (r < 0) {
+                        log_error_errno(r, "Failed to start the fleet's leadership: %m");
+                        return EXIT_FAILURE;
+                }
+        }
+        r = server_new(d, &d->server);
+        if (r < 0)
+                return EXIT_FAILURE;
+        r = jobs_new(d, &d->jobs);
+        if (r < 0)
+                return EXIT_FAILURE;
+        r = metrics_http_new(d, &d->metrics_http);
+        if (r < 0)
+                return EXIT_FAILURE;
+        r = bulk_new(d, &d->bulk);
+        if (r < 0)
+                return EXIT_FAILURE;
+
+        log_info("sessiond %s started (pid %d, environment %s%s%s)", SESSIOND_VERSION, (int) getpid(),
+                 sessiond_environment_to_string(d->config->environment),
+                 d->config->config_file ? ", configuration " : "",
+                 d->config->config_file ? d->config->config_file : "");
+        main_ready(m);
+
+        uv_run(&m->loop, UV_RUN_DEFAULT);
+        return EXIT_SUCCESS;
 }
 
 /* ---- options ---------------------------------------------------------------------- */

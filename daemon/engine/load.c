@@ -24,6 +24,7 @@
 
 #include "clock.h"
 #include "log.h"
+#include "macro.h" /* lib/common: _cleanup_, TAKE_PTR */
 #include "statefiles.h"
 
 /* ---- for the observability modules -------------------------------------------------------------------------- */
@@ -277,6 +278,40 @@ static int open_shared_store(struct engine *e, struct store_options *o, const ch
         return 0;
 }
 
+/* One daemon's store (SQLite): the database folder made, the state files'
+ * owners and modes checked, and the key loaded (or made for a new
+ * database) and remembered. */
+static int open_local_files(struct engine *e, const char *path, const char *dir, const char *key) {
+        struct stat st;
+        bool db_exists, created;
+        int r;
+
+        r = mkdir_p(dir);
+        if (r < 0)
+                return log_error_errno(r, "Failed to create the database folder %s: %m", dir);
+        r = statefiles_check(dir, path, key); /* statefiles.c: owners and modes, logs what it refuses */
+        if (r < 0)
+                return r;
+        db_exists = stat(path, &st) == 0 && st.st_size > 0;
+        /* The key first: a database whose key is gone cannot resolve a single
+         * token, and making a new key would hide that. */
+        r = token_key_load(key, !db_exists, &e->key, &created);
+        if (r == -ENOENT && db_exists) {
+                log_error("Database %s exists but its key file %s is missing: no token could be "
+                          "resolved. Restore the key file, or move the database away to start afresh.",
+                          path, key);
+                return r;
+        }
+        if (r < 0)
+                return r;
+        if (created)
+                log_info("Created key file %s.", key);
+        e->key_path = strdup(key);
+        if (!e->key_path)
+                return -ENOMEM;
+        return 0;
+}
+
 static int open_store(struct engine *e) {
         const struct sessiond_config *c = cfg(e);
         struct store_options o = {
@@ -287,8 +322,6 @@ static int open_store(struct engine *e) {
                 .loop = e->d->loop,
         };
         char dir[PATH_MAX], key[PATH_MAX], check[TOKEN_KEY_CHECK_LEN + 1]; /* o.key_check points at check */
-        struct stat st;
-        bool db_exists, created;
         int r;
 
         if (!c->features.persistence) {
@@ -303,36 +336,13 @@ static int open_store(struct engine *e) {
         r = key_path_of(c, key, sizeof key);
         if (r < 0)
                 return log_error_errno(r, "Key file path %s is too long.", c->daemon.key_file);
-        if (c->features.distributed) {
+        if (c->features.distributed)
                 r = open_shared_store(e, &o, dir, key, check);
-                if (r < 0)
-                        return r;
-                goto open;
-        }
-        r = mkdir_p(dir);
-        if (r < 0)
-                return log_error_errno(r, "Failed to create the database folder %s: %m", dir);
-        r = statefiles_check(dir, o.path, key); /* statefiles.c: owners and modes, logs what it refuses */
+        else
+                r = open_local_files(e, o.path, dir, key);
         if (r < 0)
                 return r;
-        db_exists = stat(o.path, &st) == 0 && st.st_size > 0;
-        /* The key first: a database whose key is gone cannot resolve a single
-         * token, and making a new key would hide that. */
-        r = token_key_load(key, !db_exists, &e->key, &created);
-        if (r == -ENOENT && db_exists) {
-                log_error("Database %s exists but its key file %s is missing: no token could be "
-                          "resolved. Restore the key file, or move the database away to start afresh.",
-                          o.path, key);
-                return r;
-        }
-        if (r < 0)
-                return r;
-        if (created)
-                log_info("Created key file %s.", key);
-        e->key_path = strdup(key);
-        if (!e->key_path)
-                return -ENOMEM;
-open:
+
         e->loading = calloc(1, sizeof *e->loading); /* NULL: rows one by one */
         e->users_unsorted = true; /* the users' lists are sorted once, at the end */
         r = store_open(&o, &e->store);
@@ -347,9 +357,15 @@ open:
         return r;
 }
 
+/* engine_new()'s cleanup: a half-made engine is freed on every failure. */
+static void engine_freep(struct engine **e) {
+        if (*e)
+                engine_free(*e);
+}
+
 int engine_new(struct daemon *d, struct engine **ret) {
         uint64_t started;
-        struct engine *e;
+        _cleanup_(engine_freep) struct engine *e = NULL;
         int r;
 
         assert(d && d->config && ret);
@@ -368,38 +384,31 @@ int engine_new(struct daemon *d, struct engine **ret) {
         if (r >= 0)
                 r = hindex_init(&e->by_platform, 16, &table_platform_index_ops, e);
         if (r < 0)
-                goto fail;
+                return r;
 
         e->fleet_configured = d->config->features.distributed;
         e->clustering_configured = d->config->features.clustering;
         e->fleet_url = strdup(d->config->daemon.postgres_url ? d->config->daemon.postgres_url : "");
-        if (!e->fleet_url) {
-                r = -ENOMEM;
-                goto fail;
-        }
+        if (!e->fleet_url)
+                return -ENOMEM;
         /* Opening loads the live sessions (see store_options). */
         started = uv_hrtime();
         r = open_store(e);
         if (r >= 0)
                 r = engine_fleet_start(e);
         if (r < 0)
-                goto fail;
+                return r;
         if (d->loop) {
                 e->flush_timer = timer_new(e);
                 e->dispatch_timer = timer_new(e);
-                if (!e->flush_timer || !e->dispatch_timer) {
-                        r = -ENOMEM;
-                        goto fail;
-                }
+                if (!e->flush_timer || !e->dispatch_timer)
+                        return -ENOMEM;
                 uv_timer_start(e->flush_timer, flush_timer_cb, TOUCH_FLUSH_INTERVAL_MS, 0);
         }
         log_info("Store %s: opened with %u live sessions of %u users in %llu ms.", store_name(e->store),
                  e->n_sessions, e->n_users, (unsigned long long)((uv_hrtime() - started) / 1000000));
-        *ret = e;
+        *ret = TAKE_PTR(e);
         return 0;
-fail:
-        engine_free(e);
-        return r;
 }
 
 void engine_config_changed(struct engine *e) {
