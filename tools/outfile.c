@@ -143,11 +143,14 @@ int outfile_commit(struct outfile *f, const char *who, bool replace) {
         }
         r = outfile_still_ours(f);
         if (r < 0) {
-                outfile_fail(who, r, "the temporary file %s was replaced or removed by somebody else; "
-                             "%s is not written", f->tmp, f->path);
+                outfile_fail(who, r,
+                             "the temporary file %s was replaced or removed by somebody else; "
+                             "%s is not written",
+                             f->tmp, f->path);
                 return r;
         }
-        if (replace ? rename(f->tmp, f->path) < 0 : renameat2(AT_FDCWD, f->tmp, AT_FDCWD, f->path, RENAME_NOREPLACE) < 0) {
+        if (replace ? rename(f->tmp, f->path) < 0
+                    : renameat2(AT_FDCWD, f->tmp, AT_FDCWD, f->path, RENAME_NOREPLACE) < 0) {
                 r = -errno;
                 if (r == -EEXIST)
                         outfile_fail(who, r, "%s exists; use --force to overwrite it", f->path);

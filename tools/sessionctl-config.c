@@ -39,7 +39,8 @@ static void config_usage(FILE *f) {
               "Actions:\n"
               "  --validate                  list every issue; exit 0 if valid (warnings allowed), 1 if not\n"
               "  --show [--origin]           the effective configuration as JSON (with where each value came from)\n"
-              "  --summary                   environment, debug mode, lifetime, cleanup interval, features, custom count\n"
+              "  --summary                   environment, debug mode, lifetime, cleanup interval, features, custom "
+              "count\n"
               "  --set-env ENV               write SESSION_ENVIRONMENT=ENV into the env file\n"
               "  --optimize-for ENV          write the profile values of ENV into the env file as explicit lines\n"
               "  --generate-template [--output FILE] [--format env|conf]\n"
@@ -69,7 +70,8 @@ static void config_error(const char *fmt, ...) {
 
 static void print_issues(FILE *f, const struct sessiond_issues *issues) {
         for (size_t i = 0; i < issues->count; i++)
-                fprintf(f, "%s: %s\n", sessiond_severity_to_string(issues->items[i].severity), issues->items[i].message);
+                fprintf(f, "%s: %s\n", sessiond_severity_to_string(issues->items[i].severity),
+                        issues->items[i].message);
 }
 
 static size_t count_severity(const struct sessiond_issues *issues, enum sessiond_severity s) {
@@ -124,8 +126,8 @@ static int do_validate(const struct sessionctl_globals *g) {
                 for (size_t i = 0; list && i < issues.count; i++)
                         json_array_append_new(list, json_pack("{s:s,s:s?,s:s}", "severity",
                                                               sessiond_severity_to_string(issues.items[i].severity),
-                                                              "setting", issues.items[i].setting,
-                                                              "message", issues.items[i].message));
+                                                              "setting", issues.items[i].setting, "message",
+                                                              issues.items[i].message));
                 (void) print_json(json_pack("{s:b,s:o}", "valid", valid, "issues", list), g);
         } else {
                 print_issues(stdout, &issues);
@@ -149,12 +151,16 @@ static int do_validate(const struct sessionctl_globals *g) {
  * found its temporary file swapped (envfile.h). */
 static void write_refused(const char *path, int r) {
         if (r == -ESTALE)
-                fprintf(stderr, "sessionctl config: cannot write %s: the temporary file was replaced by somebody "
-                                "else; nothing changed\n", path);
+                fprintf(stderr,
+                        "sessionctl config: cannot write %s: the temporary file was replaced by somebody "
+                        "else; nothing changed\n",
+                        path);
         else
-                fprintf(stderr, "sessionctl config: refusing to write %s: its folder belongs to another user or is "
-                                "writable by group or others without the sticky bit, so the file could be swapped; "
-                                "nothing changed\n", path);
+                fprintf(stderr,
+                        "sessionctl config: refusing to write %s: its folder belongs to another user or is "
+                        "writable by group or others without the sticky bit, so the file could be swapped; "
+                        "nothing changed\n",
+                        path);
 }
 
 static int do_show(const struct sessionctl_globals *g, enum action action, bool origin) {
@@ -195,15 +201,15 @@ static int do_edit(const struct sessionctl_globals *g, enum action action, const
 
         e = sessiond_environment_from_string(name);
         if (e < 0) {
-                config_error("unknown environment '%s'; valid names: %s", name,
-                        sessiond_environment_valid_names());
+                config_error("unknown environment '%s'; valid names: %s", name, sessiond_environment_valid_names());
                 return SESSIONCTL_EXIT_FAILURE;
         }
 
         r = load(g, NULL, &old, &issues);
         if (r < 0) {
                 print_issues(stderr, &issues);
-                fputs("sessionctl config: the configuration cannot be loaded; fix it before editing the env file\n", stderr);
+                fputs("sessionctl config: the configuration cannot be loaded; fix it before editing the env file\n",
+                      stderr);
                 return SESSIONCTL_EXIT_FAILURE;
         }
         path = old->daemon.env_file;
@@ -236,7 +242,7 @@ static int do_edit(const struct sessionctl_globals *g, enum action action, const
 
         /* What to write: the environment, and for --optimize-for every
          * column of its profile. */
-        static struct sessiond_override environment_line = { "environment", "SESSION_ENVIRONMENT", NULL };
+        static struct sessiond_override environment_line = {"environment", "SESSION_ENVIRONMENT", NULL};
         environment_line.value = sessiond_environment_to_string((enum sessiond_environment) e);
         if (action == ACTION_OPTIMIZE_FOR)
                 (void) sessiond_profile_values((enum sessiond_environment) e, &values, &n_values);
@@ -278,8 +284,7 @@ static int do_edit(const struct sessionctl_globals *g, enum action action, const
                 return SESSIONCTL_EXIT_FAILURE;
         }
         if (r == -EACCES) {
-                config_error("cannot write %s: it is read-only or not writable by this user; nothing changed",
-                        path);
+                config_error("cannot write %s: it is read-only or not writable by this user; nothing changed", path);
                 return SESSIONCTL_EXIT_FAILURE;
         }
         if (r < 0) {
@@ -309,7 +314,8 @@ static int do_edit(const struct sessionctl_globals *g, enum action action, const
                 free(before);
                 free(after);
                 if (getenv(o->variable))
-                        fprintf(stderr, "note: %s is also set in this shell's environment, which overrides the env file\n",
+                        fprintf(stderr,
+                                "note: %s is also set in this shell's environment, which overrides the env file\n",
                                 o->variable);
         }
         if (same > 0)
@@ -368,8 +374,7 @@ static int do_template(const char *output, const char *format) {
                 return SESSIONCTL_EXIT_FAILURE;
         }
         if (r == -EACCES) {
-                config_error("cannot write %s: it is read-only or not writable by this user; nothing changed",
-                        output);
+                config_error("cannot write %s: it is read-only or not writable by this user; nothing changed", output);
                 return SESSIONCTL_EXIT_FAILURE;
         }
         if (r < 0) {
@@ -391,19 +396,17 @@ int sessionctl_config(int argc, char **argv, const struct sessionctl_globals *g)
                 OPT_TEMPLATE,
                 OPT_FORMAT,
         };
-        static const struct option options[] = {
-                { "validate", no_argument, NULL, OPT_VALIDATE },
-                { "show", no_argument, NULL, OPT_SHOW },
-                { "origin", no_argument, NULL, OPT_ORIGIN },
-                { "summary", no_argument, NULL, OPT_SUMMARY },
-                { "set-env", required_argument, NULL, OPT_SET_ENV },
-                { "optimize-for", required_argument, NULL, OPT_OPTIMIZE_FOR },
-                { "generate-template", no_argument, NULL, OPT_TEMPLATE },
-                { "output", required_argument, NULL, 'o' },
-                { "format", required_argument, NULL, OPT_FORMAT },
-                { "help", no_argument, NULL, 'h' },
-                {}
-        };
+        static const struct option options[] = {{"validate", no_argument, NULL, OPT_VALIDATE},
+                                                {"show", no_argument, NULL, OPT_SHOW},
+                                                {"origin", no_argument, NULL, OPT_ORIGIN},
+                                                {"summary", no_argument, NULL, OPT_SUMMARY},
+                                                {"set-env", required_argument, NULL, OPT_SET_ENV},
+                                                {"optimize-for", required_argument, NULL, OPT_OPTIMIZE_FOR},
+                                                {"generate-template", no_argument, NULL, OPT_TEMPLATE},
+                                                {"output", required_argument, NULL, 'o'},
+                                                {"format", required_argument, NULL, OPT_FORMAT},
+                                                {"help", no_argument, NULL, 'h'},
+                                                {}};
         enum action action = ACTION_NONE;
         const char *env = NULL, *output = NULL, *format = NULL;
         bool origin = false;
@@ -413,17 +416,41 @@ int sessionctl_config(int argc, char **argv, const struct sessionctl_globals *g)
         while ((c = getopt_long(argc, argv, "ho:", options, NULL)) >= 0) {
                 enum action a = ACTION_NONE;
                 switch (c) {
-                case OPT_VALIDATE: a = ACTION_VALIDATE; break;
-                case OPT_SHOW: a = ACTION_SHOW; break;
-                case OPT_SUMMARY: a = ACTION_SUMMARY; break;
-                case OPT_SET_ENV: a = ACTION_SET_ENV; env = optarg; break;
-                case OPT_OPTIMIZE_FOR: a = ACTION_OPTIMIZE_FOR; env = optarg; break;
-                case OPT_TEMPLATE: a = ACTION_TEMPLATE; break;
-                case OPT_ORIGIN: origin = true; break;
-                case 'o': output = optarg; break;
-                case OPT_FORMAT: format = optarg; break;
-                case 'h': config_usage(stdout); return SESSIONCTL_EXIT_OK;
-                default: config_usage(stderr); return SESSIONCTL_EXIT_USAGE;
+                case OPT_VALIDATE:
+                        a = ACTION_VALIDATE;
+                        break;
+                case OPT_SHOW:
+                        a = ACTION_SHOW;
+                        break;
+                case OPT_SUMMARY:
+                        a = ACTION_SUMMARY;
+                        break;
+                case OPT_SET_ENV:
+                        a = ACTION_SET_ENV;
+                        env = optarg;
+                        break;
+                case OPT_OPTIMIZE_FOR:
+                        a = ACTION_OPTIMIZE_FOR;
+                        env = optarg;
+                        break;
+                case OPT_TEMPLATE:
+                        a = ACTION_TEMPLATE;
+                        break;
+                case OPT_ORIGIN:
+                        origin = true;
+                        break;
+                case 'o':
+                        output = optarg;
+                        break;
+                case OPT_FORMAT:
+                        format = optarg;
+                        break;
+                case 'h':
+                        config_usage(stdout);
+                        return SESSIONCTL_EXIT_OK;
+                default:
+                        config_usage(stderr);
+                        return SESSIONCTL_EXIT_USAGE;
                 }
                 if (a != ACTION_NONE) {
                         if (action != ACTION_NONE && action != a) {

@@ -50,8 +50,8 @@
 
 #include <jansson.h>
 
-#include "macro.h"     /* lib/common: freep */
-#include "sidefiles.h" /* lib/common */
+#include "macro.h"        /* lib/common: freep */
+#include "sidefiles.h"    /* lib/common */
 #include "store-schema.h" /* lib/common: STORE_SCHEMA_VERSION */
 #include "sessiond/config.h"
 #include "outfile.h"
@@ -197,7 +197,7 @@ enum db_verdict {
 };
 
 static const char *const verdict_names[] = {
-        [DB_SOUND] = "ok", [DB_UNREADABLE] = "unreadable", [DB_CORRUPT] = "corrupt",
+        [DB_SOUND] = "ok",        [DB_UNREADABLE] = "unreadable", [DB_CORRUPT] = "corrupt",
         [DB_FOREIGN] = "foreign", [DB_NEWER] = "newer",
 };
 
@@ -250,7 +250,8 @@ static enum db_verdict db_inspect(sqlite3 *db, int64_t *ret_version, json_t *mes
                 return DB_CORRUPT;
         if (version > STORE_SCHEMA_VERSION) {
                 json_array_append_new(messages, json_sprintf("schema version %" PRId64 " is newer than this "
-                                                             "sessiond supports (%d)", version, STORE_SCHEMA_VERSION));
+                                                             "sessiond supports (%d)",
+                                                             version, STORE_SCHEMA_VERSION));
                 return DB_NEWER;
         }
         if (version == 0 && tables > 0) {
@@ -429,7 +430,8 @@ static int copy_table(sqlite3 *src, sqlite3 *dst, const char *table, int64_t max
                                         insert_sql = malloc(strlen(qtable) + 40 + 2 * (size_t) columns);
                                         if (!insert_sql)
                                                 return -ENOMEM;
-                                        char *p = insert_sql + sprintf(insert_sql, "INSERT OR IGNORE INTO %s VALUES (?", qtable);
+                                        char *p = insert_sql +
+                                                  sprintf(insert_sql, "INSERT OR IGNORE INTO %s VALUES (?", qtable);
                                         for (int i = 1; i < columns; i++)
                                                 p += sprintf(p, ",?");
                                         strcpy(p, ")");
@@ -601,8 +603,8 @@ static int recover_into(sqlite3 *src, const char *path, const char *tmp, json_t 
                 if (r < 0)
                         return db_fail("cannot copy table %s: %s", schema.entries[i].name, strerror(-r));
                 t = json_pack("{s:s, s:I, s:I, s:i, s:b}", "table", schema.entries[i].name, "rows",
-                              (json_int_t) stats.copied, "rejected", (json_int_t) stats.rejected,
-                              "damaged_regions", (int) stats.regions, "gave_up", stats.gave_up);
+                              (json_int_t) stats.copied, "rejected", (json_int_t) stats.rejected, "damaged_regions",
+                              (int) stats.regions, "gave_up", stats.gave_up);
                 if (t && stats.first_error[0])
                         json_object_set_new(t, "error", json_string(stats.first_error));
                 json_array_append_new(tables_out, t);
@@ -699,12 +701,10 @@ static int db_recover(const struct sessionctl_globals *g, const char *path, cons
 /* ---- entry ---------------------------------------------------------------------- */
 
 int sessionctl_db(int argc, char **argv, const struct sessionctl_globals *g) {
-        static const struct option options[] = {
-                { "database", required_argument, NULL, 'd' },
-                { "force", no_argument, NULL, 'f' },
-                { "help", no_argument, NULL, 'h' },
-                {}
-        };
+        static const struct option options[] = {{"database", required_argument, NULL, 'd'},
+                                                {"force", no_argument, NULL, 'f'},
+                                                {"help", no_argument, NULL, 'h'},
+                                                {}};
         _cleanup_(freep) char *path = NULL;
         struct db_options o = {};
         const char *action;
@@ -729,10 +729,18 @@ int sessionctl_db(int argc, char **argv, const struct sessionctl_globals *g) {
         argv++;
         while ((c = getopt_long(argc, argv, "h", options, NULL)) >= 0) {
                 switch (c) {
-                case 'd': o.database = optarg; break;
-                case 'f': o.force = true; break;
-                case 'h': db_usage(stdout); return SESSIONCTL_EXIT_OK;
-                default: db_usage(stderr); return SESSIONCTL_EXIT_USAGE;
+                case 'd':
+                        o.database = optarg;
+                        break;
+                case 'f':
+                        o.force = true;
+                        break;
+                case 'h':
+                        db_usage(stdout);
+                        return SESSIONCTL_EXIT_OK;
+                default:
+                        db_usage(stderr);
+                        return SESSIONCTL_EXIT_USAGE;
                 }
         }
         if (o.force && strcmp(action, "recover") != 0) {

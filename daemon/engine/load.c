@@ -40,7 +40,7 @@ static void flush_timer_cb(uv_timer_t *t) {
         bool more = false;
         unsigned n = 0;
 
-        (void)engine_flush_touches(e, TOUCH_FLUSH_BATCH, &n, &more);
+        (void) engine_flush_touches(e, TOUCH_FLUSH_BATCH, &n, &more);
         engine_audit_tick(e, clock_now_ms());
         fleet_tick(e, clock_now_ms());
         if (++e->ticks % SWEEP_EVERY_TICKS == 0)
@@ -67,14 +67,14 @@ static uv_timer_t *timer_new(struct engine *e) {
                 return NULL;
         }
         t->data = e;
-        uv_unref((uv_handle_t *)t);
+        uv_unref((uv_handle_t *) t);
         return t;
 }
 
 static void timer_free(uv_timer_t *t) {
         if (t) {
                 uv_timer_stop(t);
-                uv_close((uv_handle_t *)t, timer_close_cb);
+                uv_close((uv_handle_t *) t, timer_close_cb);
         }
 }
 
@@ -105,7 +105,7 @@ struct load_batch {
 
 static void prefetch_slot(const struct hindex *x, uint64_t hash) {
         if (x->slots)
-                __builtin_prefetch(&x->slots[(uint32_t)hash & x->mask]);
+                __builtin_prefetch(&x->slots[(uint32_t) hash & x->mask]);
 }
 
 static int load_add(struct engine *e, const struct store_session *row, uint32_t user_hash) {
@@ -153,7 +153,7 @@ static bool copy_text(char *dst, size_t size, const char *src, const char **ret)
 static int load_cb(const struct store_session *row, void *userdata) {
         struct engine *e = userdata;
         struct load_batch *b = e->loading;
-        uint32_t user_hash = (uint32_t)table_name_hash(e, row->user_id);
+        uint32_t user_hash = (uint32_t) table_name_hash(e, row->user_id);
         struct load_row *l;
         int r;
 
@@ -188,11 +188,11 @@ static int load_reserve_cb(uint64_t n, void *userdata) {
                 return 0;
         if (n > HINDEX_MAX_HANDLE)
                 return -ENOMEM;
-        r = table_grow_array32((void **)&e->sessions, &e->sessions_allocated, (uint32_t)n, sizeof *e->sessions);
+        r = table_grow_array32((void **) &e->sessions, &e->sessions_allocated, (uint32_t) n, sizeof *e->sessions);
         if (r >= 0)
-                r = hindex_reserve(&e->by_key, (uint32_t)n);
+                r = hindex_reserve(&e->by_key, (uint32_t) n);
         if (r >= 0)
-                r = hindex_reserve(&e->by_user, (uint32_t)n);
+                r = hindex_reserve(&e->by_user, (uint32_t) n);
         return r;
 }
 
@@ -207,7 +207,7 @@ static int dirname_of(const char *path, char *buf, size_t size) {
                 snprintf(buf, size, "/");
                 return 0;
         }
-        if ((size_t)(slash - path) >= size)
+        if ((size_t) (slash - path) >= size)
                 return -ENAMETOOLONG;
         memcpy(buf, path, slash - path);
         buf[slash - path] = '\0';
@@ -240,11 +240,11 @@ static int key_path_of(const struct sessiond_config *c, char *buf, size_t size) 
         int r;
 
         if (*c->daemon.key_file)
-                return (size_t)snprintf(buf, size, "%s", c->daemon.key_file) >= size ? -ENAMETOOLONG : 0;
+                return (size_t) snprintf(buf, size, "%s", c->daemon.key_file) >= size ? -ENAMETOOLONG : 0;
         r = dirname_of(c->daemon.database_path, dir, sizeof dir);
         if (r < 0)
                 return r;
-        return (size_t)snprintf(buf, size, "%s/%s", dir, TOKEN_KEY_FILE) >= size ? -ENAMETOOLONG : 0;
+        return (size_t) snprintf(buf, size, "%s/%s", dir, TOKEN_KEY_FILE) >= size ? -ENAMETOOLONG : 0;
 }
 
 /* features.distributed: the store is the fleet's PostgreSQL database
@@ -344,7 +344,7 @@ static int open_store(struct engine *e) {
                 return r;
 
         e->loading = calloc(1, sizeof *e->loading); /* NULL: rows one by one */
-        e->users_unsorted = true; /* the users' lists are sorted once, at the end */
+        e->users_unsorted = true;                   /* the users' lists are sorted once, at the end */
         r = store_open(&o, &e->store);
         if (r >= 0) {
                 r = load_flush(e); /* the last rows */
@@ -405,8 +405,8 @@ int engine_new(struct daemon *d, struct engine **ret) {
                         return -ENOMEM;
                 uv_timer_start(e->flush_timer, flush_timer_cb, TOUCH_FLUSH_INTERVAL_MS, 0);
         }
-        log_info("Store %s: opened with %u live sessions of %u users in %llu ms.", store_name(e->store),
-                 e->n_sessions, e->n_users, (unsigned long long)((uv_hrtime() - started) / 1000000));
+        log_info("Store %s: opened with %u live sessions of %u users in %llu ms.", store_name(e->store), e->n_sessions,
+                 e->n_users, (unsigned long long) ((uv_hrtime() - started) / 1000000));
         *ret = TAKE_PTR(e);
         return 0;
 }
@@ -424,7 +424,8 @@ void engine_config_changed(struct engine *e) {
                 char key[PATH_MAX];
 
                 if (e->key_path && key_path_of(c, key, sizeof key) >= 0 && strcmp(key, e->key_path) != 0)
-                        log_warning("daemon.key_file changed to %s; the key read from %s stays in use until the next start.",
+                        log_warning("daemon.key_file changed to %s; the key read from %s stays in use until the next "
+                                    "start.",
                                     key, e->key_path);
         } else if (!store_is_memory(e->store)) {
                 if (!c->features.persistence)
@@ -434,9 +435,10 @@ void engine_config_changed(struct engine *e) {
                                     c->daemon.database_path, store_name(e->store));
                 char key[PATH_MAX];
                 if (e->key_path && key_path_of(c, key, sizeof key) >= 0 && strcmp(key, e->key_path) != 0)
-                        log_warning("daemon.key_file changed to %s; the key read from %s stays in use until the next start.",
+                        log_warning("daemon.key_file changed to %s; the key read from %s stays in use until the next "
+                                    "start.",
                                     key, e->key_path);
-                (void)store_set_synchronous(e->store, c->daemon.synchronous);
+                (void) store_set_synchronous(e->store, c->daemon.synchronous);
         } else if (c->features.persistence)
                 log_warning("features.persistence changed; the store changes at the next start.");
 }
@@ -452,7 +454,7 @@ void engine_free(struct engine *e) {
                  * counted, then every touch, even those below the
                  * granularity: a clean stop loses nothing. */
                 auditagg_flush(e);
-                (void)engine_commit(e);
+                (void) engine_commit(e);
                 for (uint32_t h = 0; h < e->sessions_used; h++) {
                         struct session *s = &e->sessions[h];
 
@@ -489,7 +491,7 @@ void engine_free(struct engine *e) {
         auditagg_free(e);
         for (uint32_t i = 0; i < e->platforms_used; i++)
                 free(e->platforms[i].name);
-        sodium_memzero(e->sessions, (size_t)e->sessions_allocated * sizeof *e->sessions);
+        sodium_memzero(e->sessions, (size_t) e->sessions_allocated * sizeof *e->sessions);
         free(e->sessions);
         free(e->users);
         free(e->platforms);

@@ -15,10 +15,9 @@
 /* The number of elements of an array (not of a pointer). */
 #define ELEMENTSOF(a) (sizeof(a) / sizeof((a)[0]))
 
-/* The struct that holds member at ptr. (Spelled exactly as the copies in
- * daemon/server.c and daemon/main.c, so that a file may include this header
- * before its own copy is dropped.) */
-#define container_of(ptr, type, member) ((type *) ((char *) (ptr) - offsetof(type, member)))
+/* The struct that holds member at ptr. (The extra parentheses around the
+ * cast keep clang-format from reading "(ptr) - offsetof" as a cast.) */
+#define container_of(ptr, type, member) ((type *) (((char *) (ptr)) - offsetof(type, member)))
 
 /* __attribute__((cleanup)): the function is called with a pointer to the
  * variable when it goes out of scope. */
@@ -76,17 +75,17 @@ static inline void unlinkp(char **path) {
 
 /* Takes a value out of a cleanup variable: the value is returned and the
  * variable left NULL (or -1), so that its cleanup does nothing. */
-#define TAKE_PTR(p)                              \
-        ({                                       \
-                __typeof__(p) _taken_ = (p);     \
-                (p) = NULL;                      \
-                _taken_;                         \
+#define TAKE_PTR(p)                          \
+        ({                                   \
+                __typeof__(p) _taken_ = (p); \
+                (p) = NULL;                  \
+                _taken_;                     \
         })
-#define TAKE_FD(fd)                              \
-        ({                                       \
-                int _taken_ = (fd);              \
-                (fd) = -1;                       \
-                _taken_;                         \
+#define TAKE_FD(fd)                 \
+        ({                          \
+                int _taken_ = (fd); \
+                (fd) = -1;          \
+                _taken_;            \
         })
 
 /* Drops a jansson reference (json_decrefp() comes with jansson.h, which the

@@ -131,8 +131,8 @@ SESSIOND_EXPORT int sessiond_file_write_atomic(const char *path, const char *dat
                 return -errno;
         /* Keep the owner when we may (root editing a file of another user);
          * an unprivileged user editing their own file has nothing to keep. */
-        if (exists && (st.st_uid != geteuid() || st.st_gid != getegid()) &&
-            fchown(fd, st.st_uid, st.st_gid) < 0 && errno != EPERM)
+        if (exists && (st.st_uid != geteuid() || st.st_gid != getegid()) && fchown(fd, st.st_uid, st.st_gid) < 0 &&
+            errno != EPERM)
                 return -errno;
         if (fsync(fd) < 0)
                 return -errno;

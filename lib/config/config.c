@@ -16,8 +16,8 @@
 
 #include "internal.h"
 
-int config_store(struct sessiond_config *c, size_t idx, const union setting_value *v,
-                 enum sessiond_origin_kind kind, const char *file, int line) {
+int config_store(struct sessiond_config *c, size_t idx, const union setting_value *v, enum sessiond_origin_kind kind,
+                 const char *file, int line) {
         const struct sessiond_setting *s;
         void *p;
         int r;
@@ -53,8 +53,8 @@ int config_store(struct sessiond_config *c, size_t idx, const union setting_valu
         return r;
 }
 
-int config_store_custom(struct sessiond_config *c, const char *name, const char *value,
-                        enum sessiond_origin_kind kind, const char *file, int line) {
+int config_store_custom(struct sessiond_config *c, const char *name, const char *value, enum sessiond_origin_kind kind,
+                        const char *file, int line) {
         _cleanup_free_ char *lower = strdup(name);
         _cleanup_free_ char *copy = strdup(value);
         struct sessiond_custom_setting *slot = NULL;
@@ -74,7 +74,7 @@ int config_store_custom(struct sessiond_config *c, const char *name, const char 
                         return -ENOMEM;
                 c->custom = n;
                 slot = &c->custom[c->n_custom++];
-                *slot = (struct sessiond_custom_setting) { .name = lower };
+                *slot = (struct sessiond_custom_setting){.name = lower};
                 lower = NULL;
         }
         r = origin_assign(&slot->origin, kind, file, line);

@@ -204,7 +204,7 @@ static int envfile_parse_all(const char *path, const char *text, size_t len, str
         while (p < end) {
                 const char *nl = memchr(p, '\n', (size_t) (end - p));
                 const char *le = nl ? nl : end;
-                _cleanup_(envfile_line_done) struct sessiond_envfile_line line = { .lineno = ++lineno };
+                _cleanup_(envfile_line_done) struct sessiond_envfile_line line = {.lineno = ++lineno};
                 const char *why = NULL;
 
                 line.text = strndup(p, (size_t) (le - p));
@@ -232,8 +232,8 @@ static int envfile_parse_all(const char *path, const char *text, size_t len, str
         return 0;
 }
 
-SESSIOND_EXPORT int sessiond_envfile_parse(const char *path, const char *text, size_t len, struct sessiond_envfile **ret,
-                           struct sessiond_issues *issues) {
+SESSIOND_EXPORT int sessiond_envfile_parse(const char *path, const char *text, size_t len,
+                                           struct sessiond_envfile **ret, struct sessiond_issues *issues) {
         struct sessiond_envfile *f = NULL;
         bool malformed = false;
         int r;
@@ -287,8 +287,7 @@ static int envfile_read_text(const char *path, char **ret, size_t *ret_len) {
         return 0;
 }
 
-int envfile_read_all(const char *path, struct sessiond_envfile **ret, struct sessiond_issues *issues,
-                     bool *malformed) {
+int envfile_read_all(const char *path, struct sessiond_envfile **ret, struct sessiond_issues *issues, bool *malformed) {
         _cleanup_free_ char *buf = NULL;
         size_t len = 0;
         int r;
@@ -299,7 +298,8 @@ int envfile_read_all(const char *path, struct sessiond_envfile **ret, struct ses
         return envfile_parse_all(path, buf, len, ret, issues, malformed);
 }
 
-SESSIOND_EXPORT int sessiond_envfile_read(const char *path, struct sessiond_envfile **ret, struct sessiond_issues *issues) {
+SESSIOND_EXPORT int sessiond_envfile_read(const char *path, struct sessiond_envfile **ret,
+                                          struct sessiond_issues *issues) {
         struct sessiond_envfile *f = NULL;
         bool malformed = false;
         int r;

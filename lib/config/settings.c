@@ -227,9 +227,8 @@ int setting_check_range(const struct sessiond_setting *s, int64_t v, const char 
         int64_t max = s->type == SESSIOND_TYPE_DURATION ? SETTING_DURATION_MAX : SETTING_INT_MAX;
 
         if (v > max || v < -max) {
-                *problem = s->type == SESSIOND_TYPE_DURATION
-                                   ? "is out of range (at most 3153600000 seconds, 100 years)"
-                                   : "is out of range (at most 2147483647)";
+                *problem = s->type == SESSIOND_TYPE_DURATION ? "is out of range (at most 3153600000 seconds, 100 years)"
+                                                             : "is out of range (at most 2147483647)";
                 return -ERANGE;
         }
         return 0;

@@ -44,9 +44,9 @@ struct sessiond_client {
         int fd;
         int timeout_ms;
         struct varlink_reader reader;
-        json_t *last;    /* root of the last reply (owns the error string) */
-        bool streaming;  /* a reply with "continues" was read, more follow */
-        bool broken;     /* a transport error happened; only free() remains */
+        json_t *last;   /* root of the last reply (owns the error string) */
+        bool streaming; /* a reply with "continues" was read, more follow */
+        bool broken;    /* a transport error happened; only free() remains */
 };
 
 static int64_t now_ms(void) {
@@ -69,7 +69,7 @@ static int deadline_left(int64_t deadline) {
 }
 
 static int client_wait(struct sessiond_client *c, short events, int64_t deadline) {
-        struct pollfd p = { .fd = c->fd, .events = events };
+        struct pollfd p = {.fd = c->fd, .events = events};
 
         for (;;) {
                 int left = deadline_left(deadline);
@@ -91,7 +91,7 @@ static int client_wait(struct sessiond_client *c, short events, int64_t deadline
 }
 
 SESSIOND_EXPORT int sessiond_client_connect(const char *path, int timeout_ms, struct sessiond_client **ret) {
-        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        struct sockaddr_un sa = {.sun_family = AF_UNIX};
         _cleanup_(sessiond_client_freep) struct sessiond_client *c = NULL;
         struct timeval tv;
         int r;
@@ -213,8 +213,8 @@ static int client_read_reply(struct sessiond_client *c, int64_t deadline, struct
 }
 
 /* Receives one reply and hands it out as client.h describes. */
-static int client_receive(struct sessiond_client *c, int64_t deadline, bool more_allowed,
-                          json_t **ret_params, const char **ret_error, bool *ret_continues) {
+static int client_receive(struct sessiond_client *c, int64_t deadline, bool more_allowed, json_t **ret_params,
+                          const char **ret_error, bool *ret_continues) {
         struct varlink_reply reply;
         int r;
 
@@ -242,9 +242,8 @@ static int client_receive(struct sessiond_client *c, int64_t deadline, bool more
         return 0;
 }
 
-SESSIOND_EXPORT int sessiond_client_call(struct sessiond_client *c, const char *method, json_t *params,
-                         unsigned flags, json_t **ret_params, const char **ret_error,
-                         bool *ret_continues) {
+SESSIOND_EXPORT int sessiond_client_call(struct sessiond_client *c, const char *method, json_t *params, unsigned flags,
+                                         json_t **ret_params, const char **ret_error, bool *ret_continues) {
         bool oneway = flags & SESSIOND_CALL_ONEWAY, more = flags & SESSIOND_CALL_MORE;
         _cleanup_(freep) char *buf = NULL;
         size_t len;
@@ -286,13 +285,13 @@ SESSIOND_EXPORT int sessiond_client_call(struct sessiond_client *c, const char *
 }
 
 SESSIOND_EXPORT int sessiond_client_next(struct sessiond_client *c, int timeout_ms, json_t **ret_params,
-                         const char **ret_error, bool *ret_continues) {
+                                         const char **ret_error, bool *ret_continues) {
         assert(c);
 
         if (c->broken)
                 return -ENOTCONN;
         if (!c->streaming)
                 return -ENOMSG; /* no stream open: nothing more will come */
-        return client_receive(c, timeout_ms < 0 ? -1 : now_ms() + timeout_ms, true, ret_params,
-                              ret_error, ret_continues);
+        return client_receive(c, timeout_ms < 0 ? -1 : now_ms() + timeout_ms, true, ret_params, ret_error,
+                              ret_continues);
 }

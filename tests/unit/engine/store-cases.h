@@ -522,9 +522,9 @@ START_TEST(test_purge_and_audit) {
                 ck_assert_int_eq(insert_row(s, &r, NULL, 0, &rowid), 0);
                 if (i < 6) /* six ended, at T0 + i seconds */
                         ck_assert_int_eq(store_session_end(s, rowid, MS(T0 + i), i ? "idle" : "rotated"), 0);
-                ck_assert_int_eq(store_audit_insert(s, T0 + i, i % 2 ? "created" : "ended", i < 3 ? "u" : "v", id,
-                                                    "{\"i\":1}"),
-                                 0);
+                ck_assert_int_eq(
+                        store_audit_insert(s, T0 + i, i % 2 ? "created" : "ended", i < 3 ? "u" : "v", id, "{\"i\":1}"),
+                        0);
         }
         ck_assert_int_eq(store_count_sessions(s, true, &n), 0);
         ck_assert_int_eq(n, 6);
@@ -615,8 +615,8 @@ static int audit_got_cb(const struct store_audit_row *row, void *userdata) {
         return 0;
 }
 
-static void audit_expect(const int64_t *times, const char *const *users, int n_rows,
-                         const struct store_audit_filter *f, struct audit_got *ret) {
+static void audit_expect(const int64_t *times, const char *const *users, int n_rows, const struct store_audit_filter *f,
+                         struct audit_got *ret) {
         ret->n = 0;
         for (int id = 1; id <= n_rows && ret->n < (int) f->limit; id++) {
                 int64_t tm = times[id - 1];

@@ -195,7 +195,7 @@ START_TEST(test_missing_rows_moot) {
 END_TEST
 
 static int cmp_int64(const void *a, const void *b) {
-        int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+        int64_t x = *(const int64_t *) a, y = *(const int64_t *) b;
 
         return x < y ? -1 : x > y;
 }
@@ -213,13 +213,13 @@ START_TEST(test_keys_unique_across_stores) {
                 ck_assert_int_eq(store_allocate_key(s2, &keys[n++]), 0);
         }
         ck_assert_int_le(sql_int("SELECT last_value FROM sessiond_session_keys"), 6 * 1000 + 1);
-        qsort(keys, (size_t)n, sizeof keys[0], cmp_int64);
+        qsort(keys, (size_t) n, sizeof keys[0], cmp_int64);
         for (int i = 1; i < n; i++)
                 ck_assert_int_ne(keys[i - 1], keys[i]);
         ck_assert_int_gt(keys[0], 0);
 
         for (int i = 0; i < 50; i++) {
-                struct store_session r = row_for(id, (uint8_t)i, "u", T0);
+                struct store_session r = row_for(id, (uint8_t) i, "u", T0);
                 int64_t k;
 
                 snprintf(id, sizeof id, "%022d", i);
@@ -344,9 +344,9 @@ static void settle(uv_loop_t *loop, int ms) {
         uv_timer_t t;
 
         uv_timer_init(loop, &t);
-        uv_timer_start(&t, never_cb, (uint64_t)ms, 0);
+        uv_timer_start(&t, never_cb, (uint64_t) ms, 0);
         uv_run(loop, UV_RUN_ONCE);
-        uv_close((uv_handle_t *)&t, NULL);
+        uv_close((uv_handle_t *) &t, NULL);
         uv_run(loop, UV_RUN_NOWAIT);
 }
 
@@ -393,7 +393,7 @@ START_TEST(test_notify) {
 
         /* Many changes: several payloads, every one heard, in order. */
         for (int i = 0; i < 1500; i++) {
-                struct store_session x = row_for(id, (uint8_t)i, "many", T0);
+                struct store_session x = row_for(id, (uint8_t) i, "many", T0);
 
                 snprintf(id, sizeof id, "%022d", i);
                 ck_assert_int_eq(insert_row(s1, &x, NULL, 0, &k), 0);
@@ -431,7 +431,7 @@ static void *create_thread(void *userdata) {
         char id[TOKEN_ID_STRING_LEN + 1];
 
         for (int i = 0; i < 7; i++) {
-                struct store_session r = row_for(id, (uint8_t)i, "lim", T0 + 10 * i + c->index);
+                struct store_session r = row_for(id, (uint8_t) i, "lim", T0 + 10 * i + c->index);
                 int64_t k;
 
                 snprintf(id, sizeof id, "%020d%d%d", i, c->index, 0);
@@ -461,8 +461,9 @@ START_TEST(test_user_limit_across_stores) {
                 ck_assert_int_eq(c[i].failed, 0);
         }
         ck_assert_int_eq(sql_int("SELECT count(*) FROM sessions WHERE user_id = 'lim' AND ended_at IS NULL"), 3);
-        ck_assert_int_eq(sql_int("SELECT count(*) FROM sessions WHERE end_reason = 'evicted' AND ended_at = " 
-                                 "1700000100"), 18);
+        ck_assert_int_eq(sql_int("SELECT count(*) FROM sessions WHERE end_reason = 'evicted' AND ended_at = "
+                                 "1700000100"),
+                         18);
         /* The three kept are the most recently active. */
         ck_assert_int_eq(sql_int("SELECT min(last_activity) FROM sessions WHERE user_id = 'lim' AND ended_at IS NULL"),
                          T0 + 60);
@@ -545,8 +546,8 @@ static void pg_ctl(const char *action) {
         char cmd[2048];
 
         snprintf(cmd, sizeof cmd, "%s%s%s '%s/pg_ctl' -D '%s' -w -m fast -l '%s/../restart.log' %s >/dev/null",
-                 geteuid() == 0 ? "runuser -u '" : "", geteuid() == 0 ? user : "", geteuid() == 0 ? "' --" : "",
-                 bindir, data, data, action);
+                 geteuid() == 0 ? "runuser -u '" : "", geteuid() == 0 ? user : "", geteuid() == 0 ? "' --" : "", bindir,
+                 data, data, action);
         ck_assert_int_eq(system(cmd), 0);
 }
 
@@ -591,7 +592,7 @@ START_TEST(test_server_restart) {
                 r = store_count_sessions(s1, false, &n);
         }
         ck_assert_int_eq(r, 0);
-        ck_assert_int_eq(n, 1); /* a, not b */
+        ck_assert_int_eq(n, 1);       /* a, not b */
         run_until(&loop, &h.lost, 2); /* listening again: what came meanwhile was missed */
         ck_assert_int_eq(insert_row(s1, &c, NULL, 0, &rc), 0);
         ck_assert_int_eq(store_commit(s1), 0);
@@ -599,7 +600,7 @@ START_TEST(test_server_restart) {
         ck_assert_int_eq(h.rowids[1], rc);
         for (int i = 0; i < 100 && !leader; i++) {
                 usleep(100 * 1000);
-                (void)store_leader_try(s1, &leader);
+                (void) store_leader_try(s1, &leader);
         }
         ck_assert(leader);
         ck_assert_int_eq(store_heartbeat(s1, "a", true, 1), 0);
@@ -650,7 +651,7 @@ START_TEST(test_leader_and_heartbeats) {
         ck_assert(!l2);
         for (int i = 0; i < 50 && !l2; i++) {
                 usleep(100 * 1000);
-                (void)store_leader_try(s2, &l2);
+                (void) store_leader_try(s2, &l2);
         }
         ck_assert(l2);
         store_close(s2);

@@ -112,7 +112,7 @@ START_TEST(test_wal_and_synchronous) {
                 ck_assert_int_eq(sqlite3_open(path, &db), SQLITE_OK);
                 ck_assert_int_eq(sqlite3_prepare_v2(db, "PRAGMA journal_mode", -1, &st, NULL), SQLITE_OK);
                 ck_assert_int_eq(sqlite3_step(st), SQLITE_ROW);
-                ck_assert_str_eq((const char *)sqlite3_column_text(st, 0), "wal");
+                ck_assert_str_eq((const char *) sqlite3_column_text(st, 0), "wal");
                 sqlite3_finalize(st);
                 sqlite3_close(db);
         }
@@ -251,7 +251,7 @@ START_TEST(test_garbage_refused) {
         char garbage[8192];
 
         for (size_t i = 0; i < sizeof garbage; i++)
-                garbage[i] = (char)(i * 7 + 3);
+                garbage[i] = (char) (i * 7 + 3);
         write_file(path, garbage, sizeof garbage, 0600);
         assert_refused_unchanged(path, -EBADMSG);
         /* A text file that happens to be short. */
@@ -285,8 +285,7 @@ START_TEST(test_truncated_refused) {
         /* Also while loading (the check runs at the same time). */
         {
                 struct loading l = {.fail_at = -1};
-                struct store_options o = {.path = path, .reserve = reserve_cb, .load = loading_cb,
-                                          .load_userdata = &l};
+                struct store_options o = {.path = path, .reserve = reserve_cb, .load = loading_cb, .load_userdata = &l};
                 struct blob before = read_file(path), after;
 
                 s = NULL;
@@ -337,7 +336,7 @@ static int64_t file_bytes(const char *path) {
         struct stat st;
 
         ck_assert_int_eq(stat(path, &st), 0);
-        return (int64_t)st.st_size;
+        return (int64_t) st.st_size;
 }
 
 /* Deep cleanup's maintenance with the heavy part off the loop: done runs
@@ -357,7 +356,7 @@ START_TEST(test_maintain_start) {
         ck_assert_int_eq(uv_loop_init(&loop), 0);
         ck_assert_int_eq(store_open(&o, &s), 0);
         for (int i = 0; i < 50; i++) {
-                struct store_session r = row_for(id, (uint8_t)i, "alice", T0);
+                struct store_session r = row_for(id, (uint8_t) i, "alice", T0);
                 snprintf(id, sizeof id, "%022d", i);
                 ck_assert_int_eq(insert_row(s, &r, NULL, 0, &rowid), 0);
         }
@@ -489,7 +488,7 @@ START_TEST(test_checkpoint_thread) {
          * until the thread has run (it takes a moment to start). */
         for (int round = 0; store_checkpoint_runs(s) == 0; round++) {
                 ck_assert_int_lt(round, 100000);
-                        for (int i = 0; i < 20; i++, n++) {
+                for (int i = 0; i < 20; i++, n++) {
                         struct store_session r = row_for(id, 0, "user", T0);
                         snprintf(id, sizeof id, "%022d", n);
                         memcpy(r.token_hash, &n, sizeof n);
