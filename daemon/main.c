@@ -82,7 +82,7 @@ struct sessiond_main {
         uv_timer_t status;
         bool handles_open;
         struct notify_watchdog *watchdog;
-        char **environ_copy; /* the process environment as it was at start */
+        char **environ_copy;        /* the process environment as it was at start */
         uint64_t commit_started_ns; /* uv_hrtime() at the hand-off of the unit being committed */
 };
 
@@ -131,14 +131,14 @@ static char **strv_copy(char *const *l) {
  * read again on every reload, stays its only source. A variable set
  * differently in the environment (Environment=, the shell) still wins. */
 static void environ_drop_env_file_copies(const char *config_path, char **env) {
-        struct sessiond_config_sources sources = { .config_file = config_path, .environ = env };
+        struct sessiond_config_sources sources = {.config_file = config_path, .environ = env};
         struct sessiond_issues ignored = {};
         _cleanup_(sessiond_config_freep) struct sessiond_config *c = NULL;
         _cleanup_(sessiond_envfile_freep) struct sessiond_envfile *f = NULL;
         size_t out = 0;
 
-        if (sessiond_config_load(&sources, &c, &ignored) < 0 || !c->daemon.env_file ||
-            !*c->daemon.env_file || sessiond_envfile_read(c->daemon.env_file, &f, &ignored) < 0) {
+        if (sessiond_config_load(&sources, &c, &ignored) < 0 || !c->daemon.env_file || !*c->daemon.env_file ||
+            sessiond_envfile_read(c->daemon.env_file, &f, &ignored) < 0) {
                 sessiond_issues_clear(&ignored);
                 return;
         }
@@ -159,8 +159,7 @@ static void environ_drop_env_file_copies(const char *config_path, char **env) {
 }
 
 /* Loads every source and validates; *ret only when there is no error. */
-static int config_read(const char *path, char **env, struct sessiond_config **ret,
-                       struct sessiond_issues *issues) {
+static int config_read(const char *path, char **env, struct sessiond_config **ret, struct sessiond_issues *issues) {
         struct sessiond_config_sources sources = {
                 .config_file = path,
                 .environ = env,
@@ -226,8 +225,7 @@ static void config_diff(json_t *old, json_t *new, const char *prefix, json_t *ch
                         log_info("Reload: %s set to %s", path, b ? b : "?");
                 free(a);
                 free(b);
-                (void) json_object_set_new(changes, path,
-                                           json_pack("{s:O?, s:O}", "from", o, "to", v));
+                (void) json_object_set_new(changes, path, json_pack("{s:O?, s:O}", "from", o, "to", v));
         }
         json_object_foreach(old, key, v) {
                 char path[256];
@@ -266,8 +264,8 @@ static void main_status_text(struct sessiond_main *m, char *buf, size_t size) {
                 engine_count(m->d.engine, clock_now_ms(), &counts);
         live = (unsigned long long) (counts.active + counts.grace);
         jobs_status_line(m->d.jobs, health, sizeof health);
-        snprintf(buf, size, "Serving %llu session%s, %u connection%s; environment %s%s%s", live,
-                 live == 1 ? "" : "s", st.connections, st.connections == 1 ? "" : "s",
+        snprintf(buf, size, "Serving %llu session%s, %u connection%s; environment %s%s%s", live, live == 1 ? "" : "s",
+                 st.connections, st.connections == 1 ? "" : "s",
                  sessiond_environment_to_string(m->d.config->environment), *health ? "; " : "", health);
 }
 
@@ -305,17 +303,19 @@ static int reload_reserve(struct daemon *d, const struct sessiond_config *c, str
 
         r = metrics_config_reserve(m, c);
         if (r < 0) {
-                sessiond_issues_add(issues, SESSIOND_ERROR, "monitoring.metrics_buffer_size",
-                                    "monitoring.metrics_buffer_size=%lld cannot be applied: its buffer cannot be allocated (%s)",
-                                    (long long) c->monitoring.metrics_buffer_size, strerror(-r));
+                sessiond_issues_add(
+                        issues, SESSIOND_ERROR, "monitoring.metrics_buffer_size",
+                        "monitoring.metrics_buffer_size=%lld cannot be applied: its buffer cannot be allocated (%s)",
+                        (long long) c->monitoring.metrics_buffer_size, strerror(-r));
                 return r;
         }
         r = events_reserve_capacity(ev, (size_t) c->monitoring.events_buffer_size);
         if (r < 0) {
                 metrics_config_unreserve(m);
-                sessiond_issues_add(issues, SESSIOND_ERROR, "monitoring.events_buffer_size",
-                                    "monitoring.events_buffer_size=%lld cannot be applied: its buffer cannot be allocated (%s)",
-                                    (long long) c->monitoring.events_buffer_size, strerror(-r));
+                sessiond_issues_add(
+                        issues, SESSIOND_ERROR, "monitoring.events_buffer_size",
+                        "monitoring.events_buffer_size=%lld cannot be applied: its buffer cannot be allocated (%s)",
+                        (long long) c->monitoring.events_buffer_size, strerror(-r));
                 return r;
         }
         return 0;
@@ -380,8 +380,8 @@ int daemon_reload(struct daemon *d, struct sessiond_issues *issues) {
         config_audit(d, true, detail);
         json_decref(detail);
 
-        log_info("Configuration reloaded: %zu setting%s changed, %zu warning%s", changed,
-                 changed == 1 ? "" : "s", warnings, warnings == 1 ? "" : "s");
+        log_info("Configuration reloaded: %zu setting%s changed, %zu warning%s", changed, changed == 1 ? "" : "s",
+                 warnings, warnings == 1 ? "" : "s");
         main_ready(m);
         sessiond_issues_clear(&local);
         return 0;
@@ -583,60 +583,11 @@ static void on_walk_leftover(uv_handle_t *h, void *arg) {
         }
 }
 
-/* Runs the daemon with a validated configuration; returns the exit code. */
-static int main_run(struct sessiond_main *m) {
+/* What main_run() opened, closed whichever way it returns (its cleanup). */
+static void main_teardown(struct sessiond_main **mp) {
+        struct sessiond_main *m = *mp;
         struct daemon *d = &m->d;
-        int r, status = EXIT_FAILURE;
 
-        r = uv_loop_init(&m->loop);
-        if (r < 0) {
-                log_error("Failed to create the event loop: %s", uv_strerror(r));
-                return EXIT_FAILURE;
-        }
-        d->loop = &m->loop;
-        /* The daemon's clock (clock.h): the wall clock is read here, once. */
-        clock_start();
-        d->started_at = clock_now();
-        d->started_usec = now_usec(CLOCK_MONOTONIC);
-
-        if (main_open_handles(m) < 0)
-                goto out;
-        r = engine_new(d, &d->engine);
-        if (r < 0) {
-                log_error_errno(r, "Failed to open the session store: %m");
-                goto out;
-        }
-        engine_set_commit_callback(d->engine, on_committed, m);
-        if (d->config->features.clustering) {
-                r = leader_new(d->loop, engine_store(d->engine), &d->leader);
-                if (r < 0) {
-                        log_error_errno(r, "Failed to start the fleet's leadership: %m");
-                        goto out;
-                }
-        }
-        r = server_new(d, &d->server);
-        if (r < 0)
-                goto out;
-        r = jobs_new(d, &d->jobs);
-        if (r < 0)
-                goto out;
-        r = metrics_http_new(d, &d->metrics_http);
-        if (r < 0)
-                goto out;
-        r = bulk_new(d, &d->bulk);
-        if (r < 0)
-                goto out;
-
-        log_info("sessiond %s started (pid %d, environment %s%s%s)", SESSIOND_VERSION, (int) getpid(),
-                 sessiond_environment_to_string(d->config->environment),
-                 d->config->config_file ? ", configuration " : "",
-                 d->config->config_file ? d->config->config_file : "");
-        main_ready(m);
-
-        uv_run(&m->loop, UV_RUN_DEFAULT);
-        status = EXIT_SUCCESS;
-
-out:
         /* On a failed start, the pieces that exist are closed here; after a
          * normal stop, on_server_closed() did it already. */
         if (d->server && !d->stopping) {
@@ -664,7 +615,61 @@ out:
                 uv_run(&m->loop, UV_RUN_DEFAULT);
                 (void) uv_loop_close(&m->loop);
         }
-        return status;
+}
+
+/* Runs the daemon with a validated configuration; returns the exit code. */
+static int main_run(struct sessiond_main *m) {
+        struct daemon *d = &m->d;
+        int r;
+
+        r = uv_loop_init(&m->loop);
+        if (r < 0) {
+                log_error("Failed to create the event loop: %s", uv_strerror(r));
+                return EXIT_FAILURE;
+        }
+        d->loop = &m->loop;
+        _cleanup_(main_teardown) struct sessiond_main *running = m; /* from here on, every return closes it */
+        /* The daemon's clock (clock.h): the wall clock is read here, once. */
+        clock_start();
+        d->started_at = clock_now();
+        d->started_usec = now_usec(CLOCK_MONOTONIC);
+
+        if (main_open_handles(m) < 0)
+                return EXIT_FAILURE;
+        r = engine_new(d, &d->engine);
+        if (r < 0) {
+                log_error_errno(r, "Failed to open the session store: %m");
+                return EXIT_FAILURE;
+        }
+        engine_set_commit_callback(d->engine, on_committed, m);
+        if (d->config->features.clustering) {
+                r = leader_new(d->loop, engine_store(d->engine), &d->leader);
+                if (r < 0) {
+                        log_error_errno(r, "Failed to start the fleet's leadership: %m");
+                        return EXIT_FAILURE;
+                }
+        }
+        r = server_new(d, &d->server);
+        if (r < 0)
+                return EXIT_FAILURE;
+        r = jobs_new(d, &d->jobs);
+        if (r < 0)
+                return EXIT_FAILURE;
+        r = metrics_http_new(d, &d->metrics_http);
+        if (r < 0)
+                return EXIT_FAILURE;
+        r = bulk_new(d, &d->bulk);
+        if (r < 0)
+                return EXIT_FAILURE;
+
+        log_info("sessiond %s started (pid %d, environment %s%s%s)", SESSIOND_VERSION, (int) getpid(),
+                 sessiond_environment_to_string(d->config->environment),
+                 d->config->config_file ? ", configuration " : "",
+                 d->config->config_file ? d->config->config_file : "");
+        main_ready(m);
+
+        uv_run(&m->loop, UV_RUN_DEFAULT);
+        return EXIT_SUCCESS;
 }
 
 /* ---- options ---------------------------------------------------------------------- */
@@ -702,8 +707,8 @@ static int check_config(const char *path, char **env) {
                 errors = 1;
         }
         if (r < 0)
-                printf("Configuration invalid: %zu error%s, %zu warning%s\n", errors, errors == 1 ? "" : "s",
-                       warnings, warnings == 1 ? "" : "s");
+                printf("Configuration invalid: %zu error%s, %zu warning%s\n", errors, errors == 1 ? "" : "s", warnings,
+                       warnings == 1 ? "" : "s");
         else
                 printf("Configuration valid (environment %s): %zu warning%s\n",
                        sessiond_environment_to_string(c->environment), warnings, warnings == 1 ? "" : "s");
@@ -715,10 +720,10 @@ static int check_config(const char *path, char **env) {
 int main(int argc, char **argv) {
         enum { ARG_CHECK_CONFIG = 0x100, ARG_VERSION };
         static const struct option options[] = {
-                { "config", required_argument, NULL, 'c' },
-                { "check-config", no_argument, NULL, ARG_CHECK_CONFIG },
-                { "version", no_argument, NULL, ARG_VERSION },
-                { "help", no_argument, NULL, 'h' },
+                {"config", required_argument, NULL, 'c'},
+                {"check-config", no_argument, NULL, ARG_CHECK_CONFIG},
+                {"version", no_argument, NULL, ARG_VERSION},
+                {"help", no_argument, NULL, 'h'},
                 {},
         };
         static struct sessiond_main m;

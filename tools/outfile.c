@@ -35,6 +35,7 @@
 #include <unistd.h>
 
 #include "folder-rule.h" /* lib/common */
+#include "macro.h"       /* lib/common: _cleanup_ */
 
 static int outfile_fail(const char *who, int r, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static int outfile_fail(const char *who, int r, const char *fmt, ...) {
@@ -123,38 +124,46 @@ int outfile_begin(struct outfile *f, const char *who, const char *path) {
         return 0;
 }
 
+/* For outfile_commit(): the temporary file is removed on every failure
+ * path (the variable is set to NULL once it is renamed into place). */
+static void outfile_abortp(struct outfile **f) {
+        if (*f)
+                outfile_abort(*f);
+}
+
 int outfile_commit(struct outfile *f, const char *who, bool replace) {
-        int r, dfd;
+        _cleanup_(outfile_abortp) struct outfile *pending = f;
+        _cleanup_close_ int dfd = -1;
+        int r;
 
         if (fsync(f->fd) < 0) {
                 r = -errno;
                 outfile_fail(who, r, "cannot sync %s: %s", f->tmp, strerror(-r));
-                goto fail;
+                return r;
         }
         r = outfile_still_ours(f);
         if (r < 0) {
-                outfile_fail(who, r, "the temporary file %s was replaced or removed by somebody else; "
-                             "%s is not written", f->tmp, f->path);
-                goto fail;
+                outfile_fail(who, r,
+                             "the temporary file %s was replaced or removed by somebody else; "
+                             "%s is not written",
+                             f->tmp, f->path);
+                return r;
         }
-        if (replace ? rename(f->tmp, f->path) < 0 : renameat2(AT_FDCWD, f->tmp, AT_FDCWD, f->path, RENAME_NOREPLACE) < 0) {
+        if (replace ? rename(f->tmp, f->path) < 0
+                    : renameat2(AT_FDCWD, f->tmp, AT_FDCWD, f->path, RENAME_NOREPLACE) < 0) {
                 r = -errno;
                 if (r == -EEXIST)
                         outfile_fail(who, r, "%s exists; use --force to overwrite it", f->path);
                 else
                         outfile_fail(who, r, "cannot rename %s to %s: %s", f->tmp, f->path, strerror(-r));
-                goto fail;
+                return r;
         }
+        pending = NULL; /* renamed: the file is in place */
         dfd = open(f->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (dfd >= 0) {
+        if (dfd >= 0)
                 (void) fsync(dfd); /* the rename survives a power loss */
-                close(dfd);
-        }
         outfile_free(f);
         return 0;
-fail:
-        outfile_abort(f);
-        return r;
 }
 
 void outfile_abort(struct outfile *f) {

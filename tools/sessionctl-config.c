@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "macro.h" /* lib/common: _cleanup_, ELEMENTSOF */
 #include "sessiond/config.h"
 #include "sessiond/envfile.h"
 #include "sessionctl.h"
@@ -38,7 +39,8 @@ static void config_usage(FILE *f) {
               "Actions:\n"
               "  --validate                  list every issue; exit 0 if valid (warnings allowed), 1 if not\n"
               "  --show [--origin]           the effective configuration as JSON (with where each value came from)\n"
-              "  --summary                   environment, debug mode, lifetime, cleanup interval, features, custom count\n"
+              "  --summary                   environment, debug mode, lifetime, cleanup interval, features, custom "
+              "count\n"
               "  --set-env ENV               write SESSION_ENVIRONMENT=ENV into the env file\n"
               "  --optimize-for ENV          write the profile values of ENV into the env file as explicit lines\n"
               "  --generate-template [--output FILE] [--format env|conf]\n"
@@ -68,7 +70,8 @@ static void config_error(const char *fmt, ...) {
 
 static void print_issues(FILE *f, const struct sessiond_issues *issues) {
         for (size_t i = 0; i < issues->count; i++)
-                fprintf(f, "%s: %s\n", sessiond_severity_to_string(issues->items[i].severity), issues->items[i].message);
+                fprintf(f, "%s: %s\n", sessiond_severity_to_string(issues->items[i].severity),
+                        issues->items[i].message);
 }
 
 static size_t count_severity(const struct sessiond_issues *issues, enum sessiond_severity s) {
@@ -123,8 +126,8 @@ static int do_validate(const struct sessionctl_globals *g) {
                 for (size_t i = 0; list && i < issues.count; i++)
                         json_array_append_new(list, json_pack("{s:s,s:s?,s:s}", "severity",
                                                               sessiond_severity_to_string(issues.items[i].severity),
-                                                              "setting", issues.items[i].setting,
-                                                              "message", issues.items[i].message));
+                                                              "setting", issues.items[i].setting, "message",
+                                                              issues.items[i].message));
                 (void) print_json(json_pack("{s:b,s:o}", "valid", valid, "issues", list), g);
         } else {
                 print_issues(stdout, &issues);
@@ -148,12 +151,16 @@ static int do_validate(const struct sessionctl_globals *g) {
  * found its temporary file swapped (envfile.h). */
 static void write_refused(const char *path, int r) {
         if (r == -ESTALE)
-                fprintf(stderr, "sessionctl config: cannot write %s: the temporary file was replaced by somebody "
-                                "else; nothing changed\n", path);
+                fprintf(stderr,
+                        "sessionctl config: cannot write %s: the temporary file was replaced by somebody "
+                        "else; nothing changed\n",
+                        path);
         else
-                fprintf(stderr, "sessionctl config: refusing to write %s: its folder belongs to another user or is "
-                                "writable by group or others without the sticky bit, so the file could be swapped; "
-                                "nothing changed\n", path);
+                fprintf(stderr,
+                        "sessionctl config: refusing to write %s: its folder belongs to another user or is "
+                        "writable by group or others without the sticky bit, so the file could be swapped; "
+                        "nothing changed\n",
+                        path);
 }
 
 static int do_show(const struct sessionctl_globals *g, enum action action, bool origin) {
@@ -183,32 +190,32 @@ static const char *variable_of(const char *path) {
 }
 
 static int do_edit(const struct sessionctl_globals *g, enum action action, const char *name) {
-        struct sessiond_issues issues = {};
-        struct sessiond_config *old = NULL, *new = NULL;
-        struct sessiond_envfile *f = NULL;
+        _cleanup_(sessiond_issues_clear) struct sessiond_issues issues = {};
+        _cleanup_(sessiond_config_freep) struct sessiond_config *old = NULL, *new = NULL;
+        _cleanup_(sessiond_envfile_freep) struct sessiond_envfile *f = NULL;
         const struct sessiond_override *values = NULL;
         size_t n_values = 0;
         const char *path;
         bool changed[64] = {};
-        int e, r, ret = SESSIONCTL_EXIT_FAILURE;
+        int e, r;
 
         e = sessiond_environment_from_string(name);
         if (e < 0) {
-                config_error("unknown environment '%s'; valid names: %s", name,
-                        sessiond_environment_valid_names());
+                config_error("unknown environment '%s'; valid names: %s", name, sessiond_environment_valid_names());
                 return SESSIONCTL_EXIT_FAILURE;
         }
 
         r = load(g, NULL, &old, &issues);
         if (r < 0) {
                 print_issues(stderr, &issues);
-                fputs("sessionctl config: the configuration cannot be loaded; fix it before editing the env file\n", stderr);
-                goto out;
+                fputs("sessionctl config: the configuration cannot be loaded; fix it before editing the env file\n",
+                      stderr);
+                return SESSIONCTL_EXIT_FAILURE;
         }
         path = old->daemon.env_file;
         if (!path || !*path) {
                 fputs("sessionctl config: no env file is configured (daemon.env_file is empty)\n", stderr);
-                goto out;
+                return SESSIONCTL_EXIT_FAILURE;
         }
 
         sessiond_issues_clear(&issues);
@@ -221,32 +228,32 @@ static int do_edit(const struct sessionctl_globals *g, enum action action, const
                         "  sessionctl config --generate-template --format env --output %s\n",
                         shown ? shown : "?", shown ? shown : "?");
                 free(shown);
-                goto out;
+                return SESSIONCTL_EXIT_FAILURE;
         }
         if (r == -EINVAL) {
                 print_issues(stderr, &issues);
                 config_error("%s is malformed; nothing changed", path);
-                goto out;
+                return SESSIONCTL_EXIT_FAILURE;
         }
         if (r < 0) {
                 config_error("cannot read the env file %s: %s", path, strerror(-r));
-                goto out;
+                return SESSIONCTL_EXIT_FAILURE;
         }
 
         /* What to write: the environment, and for --optimize-for every
          * column of its profile. */
-        static struct sessiond_override environment_line = { "environment", "SESSION_ENVIRONMENT", NULL };
+        static struct sessiond_override environment_line = {"environment", "SESSION_ENVIRONMENT", NULL};
         environment_line.value = sessiond_environment_to_string((enum sessiond_environment) e);
         if (action == ACTION_OPTIMIZE_FOR)
                 (void) sessiond_profile_values((enum sessiond_environment) e, &values, &n_values);
-        if (n_values + 1 > sizeof(changed) / sizeof(changed[0]))
-                goto out;
+        if (n_values + 1 > ELEMENTSOF(changed))
+                return SESSIONCTL_EXIT_FAILURE;
         for (size_t i = 0; i <= n_values; i++) {
                 const struct sessiond_override *o = i == 0 ? &environment_line : &values[i - 1];
                 r = sessiond_envfile_set(f, o->variable, o->value);
                 if (r < 0) {
                         config_error("cannot set %s: %s", o->variable, strerror(-r));
-                        goto out;
+                        return SESSIONCTL_EXIT_FAILURE;
                 }
                 changed[i] = r > 0;
         }
@@ -259,7 +266,7 @@ static int do_edit(const struct sessionctl_globals *g, enum action action, const
         if (r < 0 || sessiond_issues_has_errors(&issues)) {
                 print_issues(stderr, &issues);
                 config_error("the result would be invalid; %s is unchanged", path);
-                goto out;
+                return SESSIONCTL_EXIT_FAILURE;
         }
 
         bool any = false;
@@ -268,23 +275,21 @@ static int do_edit(const struct sessionctl_globals *g, enum action action, const
         if (!any) {
                 print_issues(stderr, &issues);
                 printf("%s already says so; nothing changed\n", path);
-                ret = SESSIONCTL_EXIT_OK;
-                goto out;
+                return SESSIONCTL_EXIT_OK;
         }
 
         r = sessiond_envfile_write(f, path);
         if (r == -EPERM || r == -ESTALE) {
                 write_refused(path, r);
-                goto out;
+                return SESSIONCTL_EXIT_FAILURE;
         }
         if (r == -EACCES) {
-                config_error("cannot write %s: it is read-only or not writable by this user; nothing changed",
-                        path);
-                goto out;
+                config_error("cannot write %s: it is read-only or not writable by this user; nothing changed", path);
+                return SESSIONCTL_EXIT_FAILURE;
         }
         if (r < 0) {
                 config_error("cannot write %s: %s; nothing changed", path, strerror(-r));
-                goto out;
+                return SESSIONCTL_EXIT_FAILURE;
         }
 
         /* What changed: the lines written whose value differs from the one
@@ -309,7 +314,8 @@ static int do_edit(const struct sessionctl_globals *g, enum action action, const
                 free(before);
                 free(after);
                 if (getenv(o->variable))
-                        fprintf(stderr, "note: %s is also set in this shell's environment, which overrides the env file\n",
+                        fprintf(stderr,
+                                "note: %s is also set in this shell's environment, which overrides the env file\n",
                                 o->variable);
         }
         if (same > 0)
@@ -335,13 +341,7 @@ static int do_edit(const struct sessionctl_globals *g, enum action action, const
                 free(b);
         }
         print_issues(stderr, &issues);
-        ret = SESSIONCTL_EXIT_OK;
-out:
-        sessiond_issues_clear(&issues);
-        sessiond_config_free(old);
-        sessiond_config_free(new);
-        sessiond_envfile_free(f);
-        return ret;
+        return SESSIONCTL_EXIT_OK;
 }
 
 static int do_template(const char *output, const char *format) {
@@ -374,8 +374,7 @@ static int do_template(const char *output, const char *format) {
                 return SESSIONCTL_EXIT_FAILURE;
         }
         if (r == -EACCES) {
-                config_error("cannot write %s: it is read-only or not writable by this user; nothing changed",
-                        output);
+                config_error("cannot write %s: it is read-only or not writable by this user; nothing changed", output);
                 return SESSIONCTL_EXIT_FAILURE;
         }
         if (r < 0) {
@@ -397,19 +396,17 @@ int sessionctl_config(int argc, char **argv, const struct sessionctl_globals *g)
                 OPT_TEMPLATE,
                 OPT_FORMAT,
         };
-        static const struct option options[] = {
-                { "validate", no_argument, NULL, OPT_VALIDATE },
-                { "show", no_argument, NULL, OPT_SHOW },
-                { "origin", no_argument, NULL, OPT_ORIGIN },
-                { "summary", no_argument, NULL, OPT_SUMMARY },
-                { "set-env", required_argument, NULL, OPT_SET_ENV },
-                { "optimize-for", required_argument, NULL, OPT_OPTIMIZE_FOR },
-                { "generate-template", no_argument, NULL, OPT_TEMPLATE },
-                { "output", required_argument, NULL, 'o' },
-                { "format", required_argument, NULL, OPT_FORMAT },
-                { "help", no_argument, NULL, 'h' },
-                {}
-        };
+        static const struct option options[] = {{"validate", no_argument, NULL, OPT_VALIDATE},
+                                                {"show", no_argument, NULL, OPT_SHOW},
+                                                {"origin", no_argument, NULL, OPT_ORIGIN},
+                                                {"summary", no_argument, NULL, OPT_SUMMARY},
+                                                {"set-env", required_argument, NULL, OPT_SET_ENV},
+                                                {"optimize-for", required_argument, NULL, OPT_OPTIMIZE_FOR},
+                                                {"generate-template", no_argument, NULL, OPT_TEMPLATE},
+                                                {"output", required_argument, NULL, 'o'},
+                                                {"format", required_argument, NULL, OPT_FORMAT},
+                                                {"help", no_argument, NULL, 'h'},
+                                                {}};
         enum action action = ACTION_NONE;
         const char *env = NULL, *output = NULL, *format = NULL;
         bool origin = false;
@@ -419,17 +416,41 @@ int sessionctl_config(int argc, char **argv, const struct sessionctl_globals *g)
         while ((c = getopt_long(argc, argv, "ho:", options, NULL)) >= 0) {
                 enum action a = ACTION_NONE;
                 switch (c) {
-                case OPT_VALIDATE: a = ACTION_VALIDATE; break;
-                case OPT_SHOW: a = ACTION_SHOW; break;
-                case OPT_SUMMARY: a = ACTION_SUMMARY; break;
-                case OPT_SET_ENV: a = ACTION_SET_ENV; env = optarg; break;
-                case OPT_OPTIMIZE_FOR: a = ACTION_OPTIMIZE_FOR; env = optarg; break;
-                case OPT_TEMPLATE: a = ACTION_TEMPLATE; break;
-                case OPT_ORIGIN: origin = true; break;
-                case 'o': output = optarg; break;
-                case OPT_FORMAT: format = optarg; break;
-                case 'h': config_usage(stdout); return SESSIONCTL_EXIT_OK;
-                default: config_usage(stderr); return SESSIONCTL_EXIT_USAGE;
+                case OPT_VALIDATE:
+                        a = ACTION_VALIDATE;
+                        break;
+                case OPT_SHOW:
+                        a = ACTION_SHOW;
+                        break;
+                case OPT_SUMMARY:
+                        a = ACTION_SUMMARY;
+                        break;
+                case OPT_SET_ENV:
+                        a = ACTION_SET_ENV;
+                        env = optarg;
+                        break;
+                case OPT_OPTIMIZE_FOR:
+                        a = ACTION_OPTIMIZE_FOR;
+                        env = optarg;
+                        break;
+                case OPT_TEMPLATE:
+                        a = ACTION_TEMPLATE;
+                        break;
+                case OPT_ORIGIN:
+                        origin = true;
+                        break;
+                case 'o':
+                        output = optarg;
+                        break;
+                case OPT_FORMAT:
+                        format = optarg;
+                        break;
+                case 'h':
+                        config_usage(stdout);
+                        return SESSIONCTL_EXIT_OK;
+                default:
+                        config_usage(stderr);
+                        return SESSIONCTL_EXIT_USAGE;
                 }
                 if (a != ACTION_NONE) {
                         if (action != ACTION_NONE && action != a) {

@@ -50,8 +50,8 @@
 
 #include <jansson.h>
 
-#include "macro.h"     /* lib/common: freep */
-#include "sidefiles.h" /* lib/common */
+#include "macro.h"        /* lib/common: freep */
+#include "sidefiles.h"    /* lib/common */
 #include "store-schema.h" /* lib/common: STORE_SCHEMA_VERSION */
 #include "sessiond/config.h"
 #include "outfile.h"
@@ -197,7 +197,7 @@ enum db_verdict {
 };
 
 static const char *const verdict_names[] = {
-        [DB_SOUND] = "ok", [DB_UNREADABLE] = "unreadable", [DB_CORRUPT] = "corrupt",
+        [DB_SOUND] = "ok",        [DB_UNREADABLE] = "unreadable", [DB_CORRUPT] = "corrupt",
         [DB_FOREIGN] = "foreign", [DB_NEWER] = "newer",
 };
 
@@ -250,7 +250,8 @@ static enum db_verdict db_inspect(sqlite3 *db, int64_t *ret_version, json_t *mes
                 return DB_CORRUPT;
         if (version > STORE_SCHEMA_VERSION) {
                 json_array_append_new(messages, json_sprintf("schema version %" PRId64 " is newer than this "
-                                                             "sessiond supports (%d)", version, STORE_SCHEMA_VERSION));
+                                                             "sessiond supports (%d)",
+                                                             version, STORE_SCHEMA_VERSION));
                 return DB_NEWER;
         }
         if (version == 0 && tables > 0) {
@@ -429,7 +430,8 @@ static int copy_table(sqlite3 *src, sqlite3 *dst, const char *table, int64_t max
                                         insert_sql = malloc(strlen(qtable) + 40 + 2 * (size_t) columns);
                                         if (!insert_sql)
                                                 return -ENOMEM;
-                                        char *p = insert_sql + sprintf(insert_sql, "INSERT OR IGNORE INTO %s VALUES (?", qtable);
+                                        char *p = insert_sql +
+                                                  sprintf(insert_sql, "INSERT OR IGNORE INTO %s VALUES (?", qtable);
                                         for (int i = 1; i < columns; i++)
                                                 p += sprintf(p, ",?");
                                         strcpy(p, ")");
@@ -494,6 +496,16 @@ static void schema_free(struct schema_entry *s, size_t n) {
         free(s);
 }
 
+/* A schema as read_schema() gives it, freed at the end of its scope. */
+struct schema_list {
+        struct schema_entry *entries;
+        size_t n;
+};
+
+static void schema_listp(struct schema_list *l) {
+        schema_free(l->entries, l->n);
+}
+
 static int read_schema(sqlite3 *src, struct schema_entry **ret, size_t *ret_n) {
         _cleanup_(stmt_finalizep) sqlite3_stmt *st = NULL;
         struct schema_entry *s = NULL;
@@ -536,11 +548,15 @@ static int exec(sqlite3 *db, const char *sql) {
         return sqlite3_exec(db, sql, NULL, NULL, NULL);
 }
 
+/* The failure of a write to the copy. */
+static int recover_write_failed(sqlite3 *dst, const char *tmp) {
+        return db_fail("cannot write %s: %s", tmp, sqlite3_errmsg(dst));
+}
+
 /* Copies what can be read of `src` into the new file `tmp`. */
 static int recover_into(sqlite3 *src, const char *path, const char *tmp, json_t *tables_out) {
         _cleanup_(db_closep) sqlite3 *dst = NULL;
-        struct schema_entry *schema = NULL;
-        size_t n = 0;
+        _cleanup_(schema_listp) struct schema_list schema = {};
         int64_t version = 0, max_reads;
         struct stat src_st;
         char pragma[64];
@@ -551,15 +567,13 @@ static int recover_into(sqlite3 *src, const char *path, const char *tmp, json_t 
          * makes it take what sqlite_master says as it is. On a read-only
          * connection nothing can be written with it. */
         (void) exec(src, "PRAGMA writable_schema = ON");
-        rc = read_schema(src, &schema, &n);
+        rc = read_schema(src, &schema.entries, &schema.n);
         if (rc != SQLITE_OK)
                 return db_fail("cannot read the schema of %s (%s): nothing can be recovered from it. Move it "
                                "away and start sessiond on an empty database, or restore a backup.",
                                path, sqlite3_errmsg(src));
-        if (n == 0) {
-                schema_free(schema, n);
+        if (schema.n == 0)
                 return db_fail("%s holds no tables: nothing to recover", path);
-        }
         if (query_int(src, "PRAGMA user_version", &version) != SQLITE_OK)
                 version = 0;
 
@@ -568,41 +582,36 @@ static int recover_into(sqlite3 *src, const char *path, const char *tmp, json_t 
 
         /* tmp is the empty file outfile_begin() made; never a symbolic link. */
         rc = sqlite3_open_v2(tmp, &dst, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOFOLLOW, NULL);
-        if (rc != SQLITE_OK) {
-                schema_free(schema, n);
+        if (rc != SQLITE_OK)
                 return db_fail("cannot open %s: %s", tmp, dst ? sqlite3_errmsg(dst) : sqlite3_errstr(rc));
-        }
         if (exec(dst, "BEGIN") != SQLITE_OK)
-                goto dst_error;
+                return recover_write_failed(dst, tmp);
         /* Tables, then indexes (the ORDER BY of read_schema): the UNIQUE
          * indexes then refuse duplicates that damage made up. */
-        for (size_t i = 0; i < n; i++)
-                if (exec(dst, schema[i].sql) != SQLITE_OK)
-                        goto dst_error;
-        for (size_t i = 0; i < n; i++) {
+        for (size_t i = 0; i < schema.n; i++)
+                if (exec(dst, schema.entries[i].sql) != SQLITE_OK)
+                        return recover_write_failed(dst, tmp);
+        for (size_t i = 0; i < schema.n; i++) {
                 struct table_stats stats = {};
                 json_t *t;
 
-                if (strcmp(schema[i].type, "table") != 0)
+                if (strcmp(schema.entries[i].type, "table") != 0)
                         continue;
-                r = copy_table(src, dst, schema[i].name, max_reads, &stats);
+                r = copy_table(src, dst, schema.entries[i].name, max_reads, &stats);
                 if (r == -EIO)
-                        goto dst_error;
-                if (r < 0) {
-                        schema_free(schema, n);
-                        return db_fail("cannot copy table %s: %s", schema[i].name, strerror(-r));
-                }
-                t = json_pack("{s:s, s:I, s:I, s:i, s:b}", "table", schema[i].name, "rows",
-                              (json_int_t) stats.copied, "rejected", (json_int_t) stats.rejected,
-                              "damaged_regions", (int) stats.regions, "gave_up", stats.gave_up);
+                        return recover_write_failed(dst, tmp);
+                if (r < 0)
+                        return db_fail("cannot copy table %s: %s", schema.entries[i].name, strerror(-r));
+                t = json_pack("{s:s, s:I, s:I, s:i, s:b}", "table", schema.entries[i].name, "rows",
+                              (json_int_t) stats.copied, "rejected", (json_int_t) stats.rejected, "damaged_regions",
+                              (int) stats.regions, "gave_up", stats.gave_up);
                 if (t && stats.first_error[0])
                         json_object_set_new(t, "error", json_string(stats.first_error));
                 json_array_append_new(tables_out, t);
         }
         snprintf(pragma, sizeof pragma, "PRAGMA user_version = %" PRId64, version);
         if (exec(dst, pragma) != SQLITE_OK || exec(dst, "COMMIT") != SQLITE_OK)
-                goto dst_error;
-        schema_free(schema, n);
+                return recover_write_failed(dst, tmp);
         /* The copy must be sound, or it is no way out. */
         {
                 _cleanup_(stmt_finalizep) sqlite3_stmt *st = NULL;
@@ -612,10 +621,6 @@ static int recover_into(sqlite3 *src, const char *path, const char *tmp, json_t 
                         return db_fail("the copy %s fails its integrity check", tmp);
         }
         return 0; /* outfile_commit() syncs it */
-
-dst_error:
-        schema_free(schema, n);
-        return db_fail("cannot write %s: %s", tmp, sqlite3_errmsg(dst));
 }
 
 static int db_recover(const struct sessionctl_globals *g, const char *path, const struct db_options *o) {
@@ -696,12 +701,10 @@ static int db_recover(const struct sessionctl_globals *g, const char *path, cons
 /* ---- entry ---------------------------------------------------------------------- */
 
 int sessionctl_db(int argc, char **argv, const struct sessionctl_globals *g) {
-        static const struct option options[] = {
-                { "database", required_argument, NULL, 'd' },
-                { "force", no_argument, NULL, 'f' },
-                { "help", no_argument, NULL, 'h' },
-                {}
-        };
+        static const struct option options[] = {{"database", required_argument, NULL, 'd'},
+                                                {"force", no_argument, NULL, 'f'},
+                                                {"help", no_argument, NULL, 'h'},
+                                                {}};
         _cleanup_(freep) char *path = NULL;
         struct db_options o = {};
         const char *action;
@@ -726,10 +729,18 @@ int sessionctl_db(int argc, char **argv, const struct sessionctl_globals *g) {
         argv++;
         while ((c = getopt_long(argc, argv, "h", options, NULL)) >= 0) {
                 switch (c) {
-                case 'd': o.database = optarg; break;
-                case 'f': o.force = true; break;
-                case 'h': db_usage(stdout); return SESSIONCTL_EXIT_OK;
-                default: db_usage(stderr); return SESSIONCTL_EXIT_USAGE;
+                case 'd':
+                        o.database = optarg;
+                        break;
+                case 'f':
+                        o.force = true;
+                        break;
+                case 'h':
+                        db_usage(stdout);
+                        return SESSIONCTL_EXIT_OK;
+                default:
+                        db_usage(stderr);
+                        return SESSIONCTL_EXIT_USAGE;
                 }
         }
         if (o.force && strcmp(action, "recover") != 0) {

@@ -172,8 +172,8 @@ static const char *format_duration(int64_t s, char *buf, size_t size) {
 
 static bool key_is_time(const char *key) {
         return str_has_suffix(key, "_at") || strcmp(key, "at") == 0 || strcmp(key, "time") == 0 ||
-               strcmp(key, "hour") == 0 || strcmp(key, "last_run") == 0 ||
-               strcmp(key, "next_run") == 0 || strcmp(key, "last_activity") == 0 || strcmp(key, "since") == 0;
+               strcmp(key, "hour") == 0 || strcmp(key, "last_run") == 0 || strcmp(key, "next_run") == 0 ||
+               strcmp(key, "last_activity") == 0 || strcmp(key, "since") == 0;
 }
 
 static bool key_is_duration(const char *key) {
@@ -306,8 +306,8 @@ static void print_field(const char *key, json_t *v, int indent) {
                                 printf("%*s-\n", indent + 2, "");
                                 print_tree(e, indent + 4);
                         } else {
-                                _cleanup_free_ char *s = json_is_scalar(e) ? format_scalar(key, e)
-                                                                           : json_dumps(e, JSON_COMPACT);
+                                _cleanup_free_ char *s =
+                                        json_is_scalar(e) ? format_scalar(key, e) : json_dumps(e, JSON_COMPACT);
                                 printf("%*s- %s\n", indent + 2, "", s ? s : "?");
                         }
                 }
@@ -429,7 +429,7 @@ static int table_from_objects(struct table *t, const struct column *columns, siz
         size_t i;
 
         assert(n_columns <= TABLE_MAX_COLUMNS);
-        *t = (struct table){ .n_columns = n_columns };
+        *t = (struct table){.n_columns = n_columns};
         for (size_t c = 0; c < n_columns; c++)
                 t->headers[c] = columns[c].header;
         json_array_foreach(objects, i, obj) {
@@ -490,7 +490,7 @@ static void ctl_done(struct ctl *ctl) {
 
 int sessionctl_load_config(const struct sessionctl_globals *g, const char *who, const char *hint,
                            struct sessiond_config **ret) {
-        struct sessiond_config_sources sources = { .config_file = g->config_file };
+        struct sessiond_config_sources sources = {.config_file = g->config_file};
         struct sessiond_issues issues = {};
         int r;
 
@@ -670,7 +670,9 @@ static int ctl_call_member(struct ctl *ctl, const char *method, json_t *params, 
                 char what[128];
 
                 snprintf(what, sizeof(what), "no %s%s", key,
-                         type == JSON_OBJECT ? " object" : type == JSON_ARRAY ? " array" : "");
+                         type == JSON_OBJECT  ? " object"
+                         : type == JSON_ARRAY ? " array"
+                                              : "");
                 return error_reply_shape(method, what);
         }
         return 0;
@@ -706,7 +708,7 @@ struct verb_args {
         int n_positional;
 };
 
-#define ALLOW(o) (1u << ((o) - OPT_USER))
+#define ALLOW(o) (1u << (((o)) - OPT_USER)) /* ((o)): clang-format would read (o) as a cast */
 
 /* Parses argv (argv[0] is the verb); allowed: a mask of ALLOW(OPT_x).
  *
@@ -715,13 +717,14 @@ struct verb_args {
  * with '-'. "--" ends the options (for an id that starts with "--").
  * Options and arguments may come in any order. Positional arguments are
  * gathered, in order, at the front of argv + 1. */
-static int verb_parse(int argc, char **argv, unsigned allowed, int min_pos, int max_pos,
-                      struct sessionctl_globals *g, struct verb_args *a) {
+static int verb_parse(int argc, char **argv, unsigned allowed, int min_pos, int max_pos, struct sessionctl_globals *g,
+                      struct verb_args *a) {
         static const struct {
                 const char *name;
                 int id;
                 bool has_arg;
         } options[] = {
+                /* clang-format off */
                 { "json", OPT_JSON, false },
                 { "no-legend", OPT_NO_LEGEND, false },
                 { "user", OPT_USER, true },
@@ -735,6 +738,7 @@ static int verb_parse(int argc, char **argv, unsigned allowed, int min_pos, int 
                 { "oneway", OPT_ONEWAY, false },
                 { "force", OPT_FORCE, false },
                 { "help", OPT_HELP, false },
+                /* clang-format on */
         };
         bool options_done = false;
         int n = 0;
@@ -772,6 +776,8 @@ static int verb_parse(int argc, char **argv, unsigned allowed, int min_pos, int 
                         return error_usage("%s: unknown option '%s'", argv[0], arg);
                 if (id >= OPT_USER && id <= OPT_FORCE && !(allowed & ALLOW(id)))
                         return error_usage("%s: option '--%s' does not apply here", argv[0], arg + 2);
+                /* one line an option: */
+                /* clang-format off */
                 switch (id) {
                 case OPT_JSON: g->json = true; break;
                 case OPT_NO_LEGEND: g->no_legend = true; break;
@@ -788,6 +794,7 @@ static int verb_parse(int argc, char **argv, unsigned allowed, int min_pos, int 
                 case OPT_HELP: usage(stdout); return -1;
                 default: abort(); /* every id of the table is handled */
                 }
+                /* clang-format on */
         }
         a->positional = argv + 1;
         a->n_positional = n;
@@ -837,7 +844,8 @@ static int parse_since(const char *s, int64_t *ret) {
                 return 0;
         }
         return error_usage("--since: '%s' is neither Unix seconds, a duration (90s, 30m, 48h, 7d) "
-                           "nor a date (YYYY-MM-DD[ HH:MM[:SS]])", s);
+                           "nor a date (YYYY-MM-DD[ HH:MM[:SS]])",
+                           s);
 }
 
 /* The filters a verb was given (--user, --all, --kind, --since, --limit:
@@ -981,8 +989,9 @@ static int verb_print_pages(struct ctl *ctl, const char *method, json_t *params,
                 json_t *objects, *cursor;
 
                 /* Within what every daemon accepts; a page is smaller anyway. */
-                json_object_set_new(params, "limit", json_integer(wanted - (int64_t) total < 100000 ?
-                                                                          wanted - (int64_t) total : 100000));
+                json_object_set_new(
+                        params, "limit",
+                        json_integer(wanted - (int64_t) total < 100000 ? wanted - (int64_t) total : 100000));
                 r = ctl_call(ctl, method, json_incref(params), &reply);
                 if (r != 0)
                         break;
@@ -1026,13 +1035,13 @@ static int verb_print_pages(struct ctl *ctl, const char *method, json_t *params,
 
 static int verb_list(struct ctl *ctl, const struct verb_args *a) {
         static const struct column columns[] = {
-                { "ID", "id", NULL },
-                { "USER", "user_id", NULL },
-                { "PLATFORM", "platform_id", NULL },
-                { "STATE", "state", NULL },
-                { "CREATED", "created_at", NULL },
-                { "LAST-ACTIVE", "last_activity", NULL },
-                { "EXPIRES", "expires_at", NULL },
+                {"ID", "id", NULL},
+                {"USER", "user_id", NULL},
+                {"PLATFORM", "platform_id", NULL},
+                {"STATE", "state", NULL},
+                {"CREATED", "created_at", NULL},
+                {"LAST-ACTIVE", "last_activity", NULL},
+                {"EXPIRES", "expires_at", NULL},
         };
         json_t *params = NULL;
         int r;
@@ -1040,8 +1049,8 @@ static int verb_list(struct ctl *ctl, const struct verb_args *a) {
         r = verb_args_to_params(a, &params);
         if (r != 0)
                 return r;
-        return verb_print_pages(ctl, ADMIN "ListSessions", params, "sessions", columns, ELEMENTSOF(columns),
-                                "session", "sessions");
+        return verb_print_pages(ctl, ADMIN "ListSessions", params, "sessions", columns, ELEMENTSOF(columns), "session",
+                                "sessions");
 }
 
 /* Looks a session up by id with Admin.GetSession: live ones and ended ones
@@ -1059,8 +1068,7 @@ static int get_session(struct ctl *ctl, const char *id, bool quiet, json_t **ret
                 return r;
         if (error && strcmp(error, ADMIN "NotFound") == 0)
                 return quiet ? 0 : error_fail("no session with id '%s'", id);
-        if (error && strcmp(error, ADMIN "InvalidArgument") == 0 &&
-            json_is_string(json_object_get(reply, "reason")))
+        if (error && strcmp(error, ADMIN "InvalidArgument") == 0 && json_is_string(json_object_get(reply, "reason")))
                 return error_fail("'%s' is not a session id: %s", id,
                                   json_string_value(json_object_get(reply, "reason")));
         if (error)
@@ -1137,8 +1145,7 @@ static int verb_terminate(struct ctl *ctl, const struct verb_args *a) {
                 return error_fail("session '%s' already ended (%s)", id,
                                   json_is_string(reason) ? json_string_value(reason) : "not live");
         }
-        if (error && strcmp(error, ADMIN "InvalidArgument") == 0 &&
-            json_is_string(json_object_get(reply, "reason")))
+        if (error && strcmp(error, ADMIN "InvalidArgument") == 0 && json_is_string(json_object_get(reply, "reason")))
                 return error_fail("'%s' is not a session id: %s", id,
                                   json_string_value(json_object_get(reply, "reason")));
         if (error)
@@ -1171,8 +1178,8 @@ static int verb_cleanup(struct ctl *ctl, const struct verb_args *a) {
 
         if (strcmp(kind, "regular") != 0 && strcmp(kind, "batch") != 0 && strcmp(kind, "deep") != 0)
                 return error_usage("cleanup: unknown kind '%s' (regular, batch or deep)", kind);
-        r = ctl_call_member(ctl, ADMIN "Cleanup", json_pack("{s:s}", "kind", kind), ctl->g->json, NULL, JSON_OBJECT, &reply,
-                            &fields);
+        r = ctl_call_member(ctl, ADMIN "Cleanup", json_pack("{s:s}", "kind", kind), ctl->g->json, NULL, JSON_OBJECT,
+                            &reply, &fields);
         if (r != 0 || !fields)
                 return r;
         ended = reply_member(fields, "ended", JSON_INTEGER);
@@ -1207,7 +1214,8 @@ static int verb_reload(struct ctl *ctl, const struct verb_args *a) {
         fputs("sessionctl: reload failed: the new configuration cannot be used; the daemon keeps the previous one.\n",
               stderr);
         json_array_foreach(issues, i, issue) {
-                _cleanup_free_ char *text = sessiond_text_escape_dup(json_is_string(issue) ? json_string_value(issue) : "?");
+                _cleanup_free_ char *text =
+                        sessiond_text_escape_dup(json_is_string(issue) ? json_string_value(issue) : "?");
                 fprintf(stderr, "  %s\n", text ? text : "?");
         }
         return SESSIONCTL_EXIT_FAILURE;
@@ -1220,8 +1228,8 @@ static int verb_reload(struct ctl *ctl, const struct verb_args *a) {
 static void prom_put_name(const char *s, bool label) {
         for (size_t i = 0; s[i]; i++) {
                 char c = s[i];
-                bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' ||
-                          (!label && c == ':') || (i > 0 && c >= '0' && c <= '9');
+                bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' || (!label && c == ':') ||
+                          (i > 0 && c >= '0' && c <= '9');
                 putchar(ok ? c : '_');
         }
 }
@@ -1355,10 +1363,10 @@ static char *labels_text(json_t *labels) {
 
 static int verb_metrics(struct ctl *ctl, const struct verb_args *a) {
         static const struct column columns[] = {
-                { "NAME", "name", NULL },
-                { "LABELS", "labels", labels_text },
-                { "TYPE", "type", NULL },
-                { "VALUE", "value", NULL },
+                {"NAME", "name", NULL},
+                {"LABELS", "labels", labels_text},
+                {"TYPE", "type", NULL},
+                {"VALUE", "value", NULL},
         };
         _cleanup_json_ json_t *reply = NULL;
         json_t *metrics;
@@ -1375,13 +1383,9 @@ static int verb_metrics(struct ctl *ctl, const struct verb_args *a) {
 
 static int verb_alerts(struct ctl *ctl, const struct verb_args *a) {
         static const struct column columns[] = {
-                { "NAME", "name", NULL },
-                { "STATE", "state", NULL },
-                { "VALUE", "value", NULL },
-                { "THRESHOLD", "threshold", NULL },
-                { "RAISED", "raised_at", NULL },
-                { "RESOLVED", "resolved_at", NULL },
-                { "MESSAGE", "message", NULL },
+                {"NAME", "name", NULL},           {"STATE", "state", NULL},      {"VALUE", "value", NULL},
+                {"THRESHOLD", "threshold", NULL}, {"RAISED", "raised_at", NULL}, {"RESOLVED", "resolved_at", NULL},
+                {"MESSAGE", "message", NULL},
         };
 
         return verb_print_table(ctl, ADMIN "Alerts", NULL, "alerts", columns, ELEMENTSOF(columns), "alert", "alerts");
@@ -1389,7 +1393,7 @@ static int verb_alerts(struct ctl *ctl, const struct verb_args *a) {
 
 /* One event per line: its time, its kind, then its other fields. */
 static void event_print(json_t *ev, const struct sessionctl_globals *g) {
-        static const char *const kind_keys[] = { "kind", "type", "event", "name" };
+        static const char *const kind_keys[] = {"kind", "type", "event", "name"};
         const char *kind_key = NULL, *key;
         json_t *v;
         char buf[64];
@@ -1468,11 +1472,11 @@ static char *audit_detail_text(json_t *detail) {
 
 static int verb_audit(struct ctl *ctl, const struct verb_args *a) {
         static const struct column columns[] = {
-                { "TIME", "time", NULL },
-                { "KIND", "kind", NULL },
-                { "USER", "user_id", NULL },
-                { "SESSION", "session_id", NULL },
-                { "DETAIL", "detail", audit_detail_text },
+                {"TIME", "time", NULL},
+                {"KIND", "kind", NULL},
+                {"USER", "user_id", NULL},
+                {"SESSION", "session_id", NULL},
+                {"DETAIL", "detail", audit_detail_text},
         };
         json_t *params = NULL;
         int r;
@@ -1503,7 +1507,8 @@ static int verb_call(struct ctl *ctl, const struct verb_args *a) {
                 return error_usage("call: --more and --oneway exclude each other");
         if (!varlink_method_split(method, NULL, 0))
                 return error_usage("call: '%s' is not a method name (interface.Method, "
-                                   "e.g. io.sessiond.Admin.Status)", method);
+                                   "e.g. io.sessiond.Admin.Status)",
+                                   method);
         if (a->n_positional > 1) {
                 json_error_t jerr;
 
@@ -1569,7 +1574,8 @@ static int backup_copy(const char *source, const char *tmp, int64_t *ret_session
 
         rc = sqlite3_open_v2(source, &src, SQLITE_OPEN_READONLY, NULL);
         if (rc != SQLITE_OK)
-                return error_fail("cannot open database %s: %s", source, src ? sqlite3_errmsg(src) : sqlite3_errstr(rc));
+                return error_fail("cannot open database %s: %s", source,
+                                  src ? sqlite3_errmsg(src) : sqlite3_errstr(rc));
         sqlite3_busy_timeout(src, 5000);
         /* Fail early and clearly on a file that is not a sessiond database. */
         rc = db_count(src, "SELECT count(*) FROM sessions", ret_sessions);
@@ -1637,8 +1643,10 @@ static int backup_source(struct ctl *ctl, const struct sessiond_config *config, 
                 if (!config->features.persistence)
                         return error_fail("features.persistence is off: the daemon keeps its sessions in memory, "
                                           "there is no database to back up");
-                fprintf(stderr, "sessionctl: sessiond is not running (nothing listens on %s): backing up the "
-                                "configured database %s\n", ctl->socket_path, config->daemon.database_path);
+                fprintf(stderr,
+                        "sessionctl: sessiond is not running (nothing listens on %s): backing up the "
+                        "configured database %s\n",
+                        ctl->socket_path, config->daemon.database_path);
                 *ret = config->daemon.database_path;
                 return 0;
         }
@@ -1652,18 +1660,20 @@ static int backup_source(struct ctl *ctl, const struct sessiond_config *config, 
         db = json_object_get(reply_member(reply, "status", JSON_OBJECT), "database");
         if (!db)
                 return error_fail("the daemon on %s does not tell which database it uses (an older sessiond): "
-                                  "stop it and back up its database file, or upgrade it", ctl->socket_path);
+                                  "stop it and back up its database file, or upgrade it",
+                                  ctl->socket_path);
         if (json_is_null(db))
                 return error_fail("the daemon on %s keeps its sessions in memory (features.persistence off): "
-                                  "there is no database to back up", ctl->socket_path);
+                                  "there is no database to back up",
+                                  ctl->socket_path);
         if (!json_is_string(db))
                 return error_reply_shape(ADMIN "Status", "database is not a string");
         if (config->features.persistence && !same_file(config->daemon.database_path, json_string_value(db)))
                 return error_fail("the daemon on %s uses the database %s, but the configuration%s%s names %s: "
                                   "nothing was copied. Pass that daemon's configuration with -c, or its socket "
-                                  "with -s.", ctl->socket_path, json_string_value(db),
-                                  ctl->g->config_file ? " " : "", ctl->g->config_file ? ctl->g->config_file : "",
-                                  config->daemon.database_path);
+                                  "with -s.",
+                                  ctl->socket_path, json_string_value(db), ctl->g->config_file ? " " : "",
+                                  ctl->g->config_file ? ctl->g->config_file : "", config->daemon.database_path);
         *owned = strdup(json_string_value(db));
         if (!*owned)
                 return error_fail("out of memory");
@@ -1686,9 +1696,10 @@ static int verb_backup(struct ctl *ctl, const struct verb_args *a) {
         if (sessionctl_load_config(g, "sessionctl", "", &config) < 0)
                 return SESSIONCTL_EXIT_FAILURE;
         if (config->features.distributed)
-                return error_fail("backup: features.distributed is on: the sessions are in PostgreSQL "
-                                  "(daemon.postgres_url); back the database up with pg_dump (e.g. pg_dump -Fc DBNAME > FILE), "
-                                  "and keep the daemons' key file (daemon.key_file) with it");
+                return error_fail(
+                        "backup: features.distributed is on: the sessions are in PostgreSQL "
+                        "(daemon.postgres_url); back the database up with pg_dump (e.g. pg_dump -Fc DBNAME > FILE), "
+                        "and keep the daemons' key file (daemon.key_file) with it");
         if (!a->force && lstat(file, &st) == 0)
                 return error_fail("%s exists; use --force to overwrite it", file);
         r = backup_source(ctl, config, &source, &source_owned);
@@ -1710,13 +1721,13 @@ static int verb_backup(struct ctl *ctl, const struct verb_args *a) {
                 return SESSIONCTL_EXIT_FAILURE;
 
         if (g->json) {
-                json_t *j = json_pack("{s:s, s:s, s:I, s:I}", "file", file, "database", source,
-                                      "sessions", (json_int_t) sessions, "live", (json_int_t) live);
+                json_t *j = json_pack("{s:s, s:s, s:I, s:I}", "file", file, "database", source, "sessions",
+                                      (json_int_t) sessions, "live", (json_int_t) live);
                 print_json(j);
                 json_decref(j);
         } else
-                printf("Backed up %s to %s: %" PRId64 " session%s (%" PRId64 " not ended).\n",
-                       source, file, sessions, sessions == 1 ? "" : "s", live);
+                printf("Backed up %s to %s: %" PRId64 " session%s (%" PRId64 " not ended).\n", source, file, sessions,
+                       sessions == 1 ? "" : "s", live);
         return 0;
 }
 
@@ -1730,27 +1741,27 @@ static const struct verb {
         int min_pos, max_pos;
         int (*run)(struct ctl *ctl, const struct verb_args *a);
 } verbs[] = {
-        { "status", 0, 0, 0, verb_status },
-        { "health", 0, 0, 0, verb_health },
-        { "list", ALLOW(OPT_USER) | ALLOW(OPT_ALL) | ALLOW(OPT_LIMIT), 0, 0, verb_list },
-        { "show", 0, 1, 1, verb_show },
-        { "terminate", 0, 1, 1, verb_terminate },
-        { "terminate-user", 0, 1, 1, verb_terminate_user },
-        { "cleanup", 0, 0, 1, verb_cleanup },
-        { "reload", 0, 0, 0, verb_reload },
-        { "metrics", ALLOW(OPT_PROMETHEUS), 0, 0, verb_metrics },
-        { "alerts", 0, 0, 0, verb_alerts },
-        { "events", ALLOW(OPT_FOLLOW), 0, 0, verb_events },
-        { "audit", ALLOW(OPT_USER) | ALLOW(OPT_SINCE) | ALLOW(OPT_KIND) | ALLOW(OPT_LIMIT), 0, 0, verb_audit },
-        { "analytics", 0, 0, 0, verb_analytics },
-        { "call", ALLOW(OPT_MORE) | ALLOW(OPT_ONEWAY), 1, 2, verb_call },
-        { "backup", ALLOW(OPT_FORCE), 1, 1, verb_backup },
+        {"status", 0, 0, 0, verb_status},
+        {"health", 0, 0, 0, verb_health},
+        {"list", ALLOW(OPT_USER) | ALLOW(OPT_ALL) | ALLOW(OPT_LIMIT), 0, 0, verb_list},
+        {"show", 0, 1, 1, verb_show},
+        {"terminate", 0, 1, 1, verb_terminate},
+        {"terminate-user", 0, 1, 1, verb_terminate_user},
+        {"cleanup", 0, 0, 1, verb_cleanup},
+        {"reload", 0, 0, 0, verb_reload},
+        {"metrics", ALLOW(OPT_PROMETHEUS), 0, 0, verb_metrics},
+        {"alerts", 0, 0, 0, verb_alerts},
+        {"events", ALLOW(OPT_FOLLOW), 0, 0, verb_events},
+        {"audit", ALLOW(OPT_USER) | ALLOW(OPT_SINCE) | ALLOW(OPT_KIND) | ALLOW(OPT_LIMIT), 0, 0, verb_audit},
+        {"analytics", 0, 0, 0, verb_analytics},
+        {"call", ALLOW(OPT_MORE) | ALLOW(OPT_ONEWAY), 1, 2, verb_call},
+        {"backup", ALLOW(OPT_FORCE), 1, 1, verb_backup},
 };
 
 static int run_verb(int argc, char **argv, struct sessionctl_globals *g) {
         const struct verb *v = NULL;
         struct verb_args a = {};
-        struct ctl ctl = { .g = g };
+        struct ctl ctl = {.g = g};
         int r;
 
         for (size_t i = 0; i < ELEMENTSOF(verbs) && !v; i++)
@@ -1768,25 +1779,33 @@ static int run_verb(int argc, char **argv, struct sessionctl_globals *g) {
 
 int main(int argc, char **argv) {
         static const struct option options[] = {
-                { "socket", required_argument, NULL, 's' },
-                { "config", required_argument, NULL, 'c' },
-                { "json", no_argument, NULL, 'j' },
-                { "no-legend", no_argument, NULL, 'L' },
-                { "help", no_argument, NULL, 'h' },
-                {}
-        };
+                {"socket", required_argument, NULL, 's'}, {"config", required_argument, NULL, 'c'},
+                {"json", no_argument, NULL, 'j'},         {"no-legend", no_argument, NULL, 'L'},
+                {"help", no_argument, NULL, 'h'},         {}};
         struct sessionctl_globals g = {};
         int c, r;
 
         /* "+": stop at the verb, so that verbs parse their own options. */
         while ((c = getopt_long(argc, argv, "+s:c:h", options, NULL)) >= 0) {
                 switch (c) {
-                case 's': g.socket_path = optarg; break;
-                case 'c': g.config_file = optarg; break;
-                case 'j': g.json = true; break;
-                case 'L': g.no_legend = true; break;
-                case 'h': usage(stdout); return SESSIONCTL_EXIT_OK;
-                default: usage(stderr); return SESSIONCTL_EXIT_USAGE;
+                case 's':
+                        g.socket_path = optarg;
+                        break;
+                case 'c':
+                        g.config_file = optarg;
+                        break;
+                case 'j':
+                        g.json = true;
+                        break;
+                case 'L':
+                        g.no_legend = true;
+                        break;
+                case 'h':
+                        usage(stdout);
+                        return SESSIONCTL_EXIT_OK;
+                default:
+                        usage(stderr);
+                        return SESSIONCTL_EXIT_USAGE;
                 }
         }
         if (optind >= argc) {

@@ -24,6 +24,7 @@
 
 #include "clock.h"
 #include "log.h"
+#include "macro.h" /* lib/common: _cleanup_, TAKE_PTR */
 #include "statefiles.h"
 
 /* ---- for the observability modules -------------------------------------------------------------------------- */
@@ -39,7 +40,7 @@ static void flush_timer_cb(uv_timer_t *t) {
         bool more = false;
         unsigned n = 0;
 
-        (void)engine_flush_touches(e, TOUCH_FLUSH_BATCH, &n, &more);
+        (void) engine_flush_touches(e, TOUCH_FLUSH_BATCH, &n, &more);
         engine_audit_tick(e, clock_now_ms());
         fleet_tick(e, clock_now_ms());
         if (++e->ticks % SWEEP_EVERY_TICKS == 0)
@@ -66,14 +67,14 @@ static uv_timer_t *timer_new(struct engine *e) {
                 return NULL;
         }
         t->data = e;
-        uv_unref((uv_handle_t *)t);
+        uv_unref((uv_handle_t *) t);
         return t;
 }
 
 static void timer_free(uv_timer_t *t) {
         if (t) {
                 uv_timer_stop(t);
-                uv_close((uv_handle_t *)t, timer_close_cb);
+                uv_close((uv_handle_t *) t, timer_close_cb);
         }
 }
 
@@ -104,7 +105,7 @@ struct load_batch {
 
 static void prefetch_slot(const struct hindex *x, uint64_t hash) {
         if (x->slots)
-                __builtin_prefetch(&x->slots[(uint32_t)hash & x->mask]);
+                __builtin_prefetch(&x->slots[(uint32_t) hash & x->mask]);
 }
 
 static int load_add(struct engine *e, const struct store_session *row, uint32_t user_hash) {
@@ -152,7 +153,7 @@ static bool copy_text(char *dst, size_t size, const char *src, const char **ret)
 static int load_cb(const struct store_session *row, void *userdata) {
         struct engine *e = userdata;
         struct load_batch *b = e->loading;
-        uint32_t user_hash = (uint32_t)table_name_hash(e, row->user_id);
+        uint32_t user_hash = (uint32_t) table_name_hash(e, row->user_id);
         struct load_row *l;
         int r;
 
@@ -187,11 +188,11 @@ static int load_reserve_cb(uint64_t n, void *userdata) {
                 return 0;
         if (n > HINDEX_MAX_HANDLE)
                 return -ENOMEM;
-        r = table_grow_array32((void **)&e->sessions, &e->sessions_allocated, (uint32_t)n, sizeof *e->sessions);
+        r = table_grow_array32((void **) &e->sessions, &e->sessions_allocated, (uint32_t) n, sizeof *e->sessions);
         if (r >= 0)
-                r = hindex_reserve(&e->by_key, (uint32_t)n);
+                r = hindex_reserve(&e->by_key, (uint32_t) n);
         if (r >= 0)
-                r = hindex_reserve(&e->by_user, (uint32_t)n);
+                r = hindex_reserve(&e->by_user, (uint32_t) n);
         return r;
 }
 
@@ -206,7 +207,7 @@ static int dirname_of(const char *path, char *buf, size_t size) {
                 snprintf(buf, size, "/");
                 return 0;
         }
-        if ((size_t)(slash - path) >= size)
+        if ((size_t) (slash - path) >= size)
                 return -ENAMETOOLONG;
         memcpy(buf, path, slash - path);
         buf[slash - path] = '\0';
@@ -239,11 +240,11 @@ static int key_path_of(const struct sessiond_config *c, char *buf, size_t size) 
         int r;
 
         if (*c->daemon.key_file)
-                return (size_t)snprintf(buf, size, "%s", c->daemon.key_file) >= size ? -ENAMETOOLONG : 0;
+                return (size_t) snprintf(buf, size, "%s", c->daemon.key_file) >= size ? -ENAMETOOLONG : 0;
         r = dirname_of(c->daemon.database_path, dir, sizeof dir);
         if (r < 0)
                 return r;
-        return (size_t)snprintf(buf, size, "%s/%s", dir, TOKEN_KEY_FILE) >= size ? -ENAMETOOLONG : 0;
+        return (size_t) snprintf(buf, size, "%s/%s", dir, TOKEN_KEY_FILE) >= size ? -ENAMETOOLONG : 0;
 }
 
 /* features.distributed: the store is the fleet's PostgreSQL database
@@ -277,6 +278,40 @@ static int open_shared_store(struct engine *e, struct store_options *o, const ch
         return 0;
 }
 
+/* One daemon's store (SQLite): the database folder made, the state files'
+ * owners and modes checked, and the key loaded (or made for a new
+ * database) and remembered. */
+static int open_local_files(struct engine *e, const char *path, const char *dir, const char *key) {
+        struct stat st;
+        bool db_exists, created;
+        int r;
+
+        r = mkdir_p(dir);
+        if (r < 0)
+                return log_error_errno(r, "Failed to create the database folder %s: %m", dir);
+        r = statefiles_check(dir, path, key); /* statefiles.c: owners and modes, logs what it refuses */
+        if (r < 0)
+                return r;
+        db_exists = stat(path, &st) == 0 && st.st_size > 0;
+        /* The key first: a database whose key is gone cannot resolve a single
+         * token, and making a new key would hide that. */
+        r = token_key_load(key, !db_exists, &e->key, &created);
+        if (r == -ENOENT && db_exists) {
+                log_error("Database %s exists but its key file %s is missing: no token could be "
+                          "resolved. Restore the key file, or move the database away to start afresh.",
+                          path, key);
+                return r;
+        }
+        if (r < 0)
+                return r;
+        if (created)
+                log_info("Created key file %s.", key);
+        e->key_path = strdup(key);
+        if (!e->key_path)
+                return -ENOMEM;
+        return 0;
+}
+
 static int open_store(struct engine *e) {
         const struct sessiond_config *c = cfg(e);
         struct store_options o = {
@@ -287,8 +322,6 @@ static int open_store(struct engine *e) {
                 .loop = e->d->loop,
         };
         char dir[PATH_MAX], key[PATH_MAX], check[TOKEN_KEY_CHECK_LEN + 1]; /* o.key_check points at check */
-        struct stat st;
-        bool db_exists, created;
         int r;
 
         if (!c->features.persistence) {
@@ -303,38 +336,15 @@ static int open_store(struct engine *e) {
         r = key_path_of(c, key, sizeof key);
         if (r < 0)
                 return log_error_errno(r, "Key file path %s is too long.", c->daemon.key_file);
-        if (c->features.distributed) {
+        if (c->features.distributed)
                 r = open_shared_store(e, &o, dir, key, check);
-                if (r < 0)
-                        return r;
-                goto open;
-        }
-        r = mkdir_p(dir);
-        if (r < 0)
-                return log_error_errno(r, "Failed to create the database folder %s: %m", dir);
-        r = statefiles_check(dir, o.path, key); /* statefiles.c: owners and modes, logs what it refuses */
+        else
+                r = open_local_files(e, o.path, dir, key);
         if (r < 0)
                 return r;
-        db_exists = stat(o.path, &st) == 0 && st.st_size > 0;
-        /* The key first: a database whose key is gone cannot resolve a single
-         * token, and making a new key would hide that. */
-        r = token_key_load(key, !db_exists, &e->key, &created);
-        if (r == -ENOENT && db_exists) {
-                log_error("Database %s exists but its key file %s is missing: no token could be "
-                          "resolved. Restore the key file, or move the database away to start afresh.",
-                          o.path, key);
-                return r;
-        }
-        if (r < 0)
-                return r;
-        if (created)
-                log_info("Created key file %s.", key);
-        e->key_path = strdup(key);
-        if (!e->key_path)
-                return -ENOMEM;
-open:
+
         e->loading = calloc(1, sizeof *e->loading); /* NULL: rows one by one */
-        e->users_unsorted = true; /* the users' lists are sorted once, at the end */
+        e->users_unsorted = true;                   /* the users' lists are sorted once, at the end */
         r = store_open(&o, &e->store);
         if (r >= 0) {
                 r = load_flush(e); /* the last rows */
@@ -347,9 +357,15 @@ open:
         return r;
 }
 
+/* engine_new()'s cleanup: a half-made engine is freed on every failure. */
+static void engine_freep(struct engine **e) {
+        if (*e)
+                engine_free(*e);
+}
+
 int engine_new(struct daemon *d, struct engine **ret) {
         uint64_t started;
-        struct engine *e;
+        _cleanup_(engine_freep) struct engine *e = NULL;
         int r;
 
         assert(d && d->config && ret);
@@ -368,38 +384,31 @@ int engine_new(struct daemon *d, struct engine **ret) {
         if (r >= 0)
                 r = hindex_init(&e->by_platform, 16, &table_platform_index_ops, e);
         if (r < 0)
-                goto fail;
+                return r;
 
         e->fleet_configured = d->config->features.distributed;
         e->clustering_configured = d->config->features.clustering;
         e->fleet_url = strdup(d->config->daemon.postgres_url ? d->config->daemon.postgres_url : "");
-        if (!e->fleet_url) {
-                r = -ENOMEM;
-                goto fail;
-        }
+        if (!e->fleet_url)
+                return -ENOMEM;
         /* Opening loads the live sessions (see store_options). */
         started = uv_hrtime();
         r = open_store(e);
         if (r >= 0)
                 r = engine_fleet_start(e);
         if (r < 0)
-                goto fail;
+                return r;
         if (d->loop) {
                 e->flush_timer = timer_new(e);
                 e->dispatch_timer = timer_new(e);
-                if (!e->flush_timer || !e->dispatch_timer) {
-                        r = -ENOMEM;
-                        goto fail;
-                }
+                if (!e->flush_timer || !e->dispatch_timer)
+                        return -ENOMEM;
                 uv_timer_start(e->flush_timer, flush_timer_cb, TOUCH_FLUSH_INTERVAL_MS, 0);
         }
-        log_info("Store %s: opened with %u live sessions of %u users in %llu ms.", store_name(e->store),
-                 e->n_sessions, e->n_users, (unsigned long long)((uv_hrtime() - started) / 1000000));
-        *ret = e;
+        log_info("Store %s: opened with %u live sessions of %u users in %llu ms.", store_name(e->store), e->n_sessions,
+                 e->n_users, (unsigned long long) ((uv_hrtime() - started) / 1000000));
+        *ret = TAKE_PTR(e);
         return 0;
-fail:
-        engine_free(e);
-        return r;
 }
 
 void engine_config_changed(struct engine *e) {
@@ -415,7 +424,8 @@ void engine_config_changed(struct engine *e) {
                 char key[PATH_MAX];
 
                 if (e->key_path && key_path_of(c, key, sizeof key) >= 0 && strcmp(key, e->key_path) != 0)
-                        log_warning("daemon.key_file changed to %s; the key read from %s stays in use until the next start.",
+                        log_warning("daemon.key_file changed to %s; the key read from %s stays in use until the next "
+                                    "start.",
                                     key, e->key_path);
         } else if (!store_is_memory(e->store)) {
                 if (!c->features.persistence)
@@ -425,9 +435,10 @@ void engine_config_changed(struct engine *e) {
                                     c->daemon.database_path, store_name(e->store));
                 char key[PATH_MAX];
                 if (e->key_path && key_path_of(c, key, sizeof key) >= 0 && strcmp(key, e->key_path) != 0)
-                        log_warning("daemon.key_file changed to %s; the key read from %s stays in use until the next start.",
+                        log_warning("daemon.key_file changed to %s; the key read from %s stays in use until the next "
+                                    "start.",
                                     key, e->key_path);
-                (void)store_set_synchronous(e->store, c->daemon.synchronous);
+                (void) store_set_synchronous(e->store, c->daemon.synchronous);
         } else if (c->features.persistence)
                 log_warning("features.persistence changed; the store changes at the next start.");
 }
@@ -443,7 +454,7 @@ void engine_free(struct engine *e) {
                  * counted, then every touch, even those below the
                  * granularity: a clean stop loses nothing. */
                 auditagg_flush(e);
-                (void)engine_commit(e);
+                (void) engine_commit(e);
                 for (uint32_t h = 0; h < e->sessions_used; h++) {
                         struct session *s = &e->sessions[h];
 
@@ -480,7 +491,7 @@ void engine_free(struct engine *e) {
         auditagg_free(e);
         for (uint32_t i = 0; i < e->platforms_used; i++)
                 free(e->platforms[i].name);
-        sodium_memzero(e->sessions, (size_t)e->sessions_allocated * sizeof *e->sessions);
+        sodium_memzero(e->sessions, (size_t) e->sessions_allocated * sizeof *e->sessions);
         free(e->sessions);
         free(e->users);
         free(e->platforms);

@@ -58,15 +58,13 @@ static int folder_check(const char *dir) {
 }
 
 static int fsync_folder(const char *dir) {
-        int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        int r = 0;
+        _cleanup_close_ int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 
         if (fd < 0)
                 return -errno;
         if (fsync(fd) < 0)
-                r = -errno;
-        close(fd);
-        return r;
+                return -errno;
+        return 0;
 }
 
 SESSIOND_EXPORT int sessiond_file_write_atomic(const char *path, const char *data, size_t len, mode_t mode_if_new) {
@@ -75,7 +73,9 @@ SESSIOND_EXPORT int sessiond_file_write_atomic(const char *path, const char *dat
         struct stat st, ours;
         bool exists;
         mode_t mode = mode_if_new;
-        int fd = -1, r;
+        _cleanup_unlink_ char *created = NULL; /* tmp, once the file exists */
+        _cleanup_close_ int fd = -1;
+        int r;
 
         if (!path || !*path)
                 return -EINVAL;
@@ -120,51 +120,34 @@ SESSIOND_EXPORT int sessiond_file_write_atomic(const char *path, const char *dat
         fd = mkostemp(tmp, O_CLOEXEC);
         if (fd < 0)
                 return -errno;
-        if (fstat(fd, &ours) < 0) {
-                r = -errno;
-                goto fail;
-        }
+        created = tmp; /* from here on, every failure removes it */
+        if (fstat(fd, &ours) < 0)
+                return -errno;
 
         r = write_all(fd, data, len);
         if (r < 0)
-                goto fail;
-        if (fchmod(fd, mode) < 0) {
-                r = -errno;
-                goto fail;
-        }
+                return r;
+        if (fchmod(fd, mode) < 0)
+                return -errno;
         /* Keep the owner when we may (root editing a file of another user);
          * an unprivileged user editing their own file has nothing to keep. */
-        if (exists && (st.st_uid != geteuid() || st.st_gid != getegid()) &&
-            fchown(fd, st.st_uid, st.st_gid) < 0 && errno != EPERM) {
-                r = -errno;
-                goto fail;
-        }
-        if (fsync(fd) < 0) {
-                r = -errno;
-                goto fail;
-        }
-        if (close(fd) < 0) {
-                fd = -1;
-                r = -errno;
-                goto fail;
-        }
-        fd = -1;
+        if (exists && (st.st_uid != geteuid() || st.st_gid != getegid()) && fchown(fd, st.st_uid, st.st_gid) < 0 &&
+            errno != EPERM)
+                return -errno;
+        if (fsync(fd) < 0)
+                return -errno;
+        if (close(TAKE_FD(fd)) < 0)
+                return -errno;
         if (lstat(tmp, &st) < 0 || st.st_dev != ours.st_dev || st.st_ino != ours.st_ino) {
+                created = NULL; /* not ours any more: never touch it */
                 return -ESTALE; /* somebody replaced it: never rename what we did not write */
         }
-        if (rename(tmp, target) < 0) {
-                r = -errno;
-                goto fail;
-        }
+        if (rename(tmp, target) < 0)
+                return -errno;
+        created = NULL; /* renamed: it is the file now */
         /* The new file is in place. A failing folder fsync only weakens the
          * guarantee against a power loss; reporting failure now would tell
          * the caller the old file is still there, which is false. */
         (void) fsync_folder(dir);
         return 0;
-
-fail:
-        if (fd >= 0)
-                close(fd);
-        unlink(tmp);
-        return r;
 }

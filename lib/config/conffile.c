@@ -48,7 +48,7 @@ struct reader {
         const char *dir;      /* its folder: where @include is resolved */
         struct bad_line *bad; /* lines with a literal libconfig reads wrong */
         size_t n_bad;
-        char *syntax_file;    /* first string where none may stand, or a NUL */
+        char *syntax_file; /* first string where none may stand, or a NUL */
         int syntax_line;
         const char *syntax_what;
         bool failed;
@@ -80,7 +80,7 @@ static void reader_mark_bad(struct reader *rd, const char *file, int line) {
                 return;
         }
         rd->bad = n;
-        rd->bad[rd->n_bad++] = (struct bad_line) { .file = copy, .line = line };
+        rd->bad[rd->n_bad++] = (struct bad_line){.file = copy, .line = line};
 }
 
 static bool reader_is_bad(const struct reader *rd, const char *file, int line) {
@@ -161,7 +161,8 @@ static void check_integer_literal(struct reader *rd, const char *file, int line,
         _cleanup_free_ char *lit = strndup(s, (size_t) (e - s) + (is64 ? 1 : 0));
         if (!is64 && !overflow && v <= (uint64_t) INT64_MAX)
                 reader_error(rd, NULL, file, line,
-                             "integer %s does not fit a plain libconfig integer (it would wrap); write it with an L suffix (%sL) or as a duration string",
+                             "integer %s does not fit a plain libconfig integer (it would wrap); write it with an L "
+                             "suffix (%sL) or as a duration string",
                              lit ? lit : "?", lit ? lit : "?");
         else
                 reader_error(rd, NULL, file, line, "integer %s is out of range", lit ? lit : "?");
@@ -451,7 +452,10 @@ static void read_value(struct reader *rd, size_t idx, const config_setting_t *s)
                         /* A connection string only with its password hidden. */
                         if (setting_is_conninfo(def) && sessiond_conninfo_redact(str, &redacted) < 0)
                                 redacted = NULL;
-                        if (asprintf(&text, "\"%s\"", !setting_is_conninfo(def) ? str : redacted ? redacted : "***") < 0)
+                        if (asprintf(&text, "\"%s\"",
+                                     !setting_is_conninfo(def) ? str
+                                     : redacted                ? redacted
+                                                               : "***") < 0)
                                 text = NULL;
                 } else if (type == CONFIG_TYPE_FLOAT) {
                         if (asprintf(&text, "%g", config_setting_get_float(s)) < 0)
@@ -483,8 +487,8 @@ static void read_custom(struct reader *rd, const config_setting_t *group) {
                 switch (config_setting_type(s)) {
                 case CONFIG_TYPE_STRING:
                         if (!utf8_is_valid(config_setting_get_string(s))) {
-                                reader_error(rd, "custom", file, line, "custom.%s: value \"%s\" is not valid UTF-8", name,
-                                             config_setting_get_string(s));
+                                reader_error(rd, "custom", file, line, "custom.%s: value \"%s\" is not valid UTF-8",
+                                             name, config_setting_get_string(s));
                                 continue;
                         }
                         text = strdup(config_setting_get_string(s));
@@ -500,8 +504,9 @@ static void read_custom(struct reader *rd, const config_setting_t *group) {
                         text = strdup(config_setting_get_bool(s) ? "true" : "false");
                         break;
                 default:
-                        reader_error(rd, "custom", file, line, "custom.%s: expected a string, number or boolean, found %s",
-                                     name, type_name(config_setting_type(s)));
+                        reader_error(rd, "custom", file, line,
+                                     "custom.%s: expected a string, number or boolean, found %s", name,
+                                     type_name(config_setting_type(s)));
                         continue;
                 }
                 if (r < 0 || !text || config_store_custom(rd->config, name, text, SESSIOND_ORIGIN_FILE, file, line) < 0)
@@ -563,16 +568,25 @@ static void walk(struct reader *rd, const config_setting_t *group, const char *p
                 const char *near = suggest_setting_path(path);
                 if (near)
                         sessiond_issues_add(rd->issues, SESSIOND_WARNING, path,
-                                            "%s:%d: unknown setting %s (ignored); did you mean %s?", file, line, path, near);
+                                            "%s:%d: unknown setting %s (ignored); did you mean %s?", file, line, path,
+                                            near);
                 else
                         sessiond_issues_add(rd->issues, SESSIOND_WARNING, path, "%s:%d: unknown setting %s (ignored)",
                                             file, line, path);
         }
 }
 
+/* Frees what the reader gathered (bad files, the syntax finding). */
+static void reader_done(struct reader *rd) {
+        for (size_t i = 0; i < rd->n_bad; i++)
+                free(rd->bad[i].file);
+        free(rd->bad);
+        free(rd->syntax_file);
+}
+
 int conffile_read(struct sessiond_config *c, const char *path, struct sessiond_issues *issues) {
         _cleanup_free_ char *dir_copy = NULL;
-        struct reader rd = { .config = c, .issues = issues, .path = path };
+        _cleanup_(reader_done) struct reader rd = {.config = c, .issues = issues, .path = path};
         struct stat st;
         config_t cf;
         int r = 0;
@@ -602,15 +616,14 @@ int conffile_read(struct sessiond_config *c, const char *path, struct sessiond_i
         /* The scan first: its integer findings wait until libconfig has
          * parsed the file (a syntax error is the only thing to say about a
          * file that does not parse), its syntax finding stops us here. */
-        struct sessiond_issues pending = {};
+        _cleanup_(sessiond_issues_clear) struct sessiond_issues pending = {};
         rd.issues = &pending;
         scan_file(&rd, path, 0);
         rd.issues = issues;
         if (rd.syntax_file) {
                 sessiond_issues_add(issues, SESSIOND_ERROR, NULL, "%s:%d: %s", rd.syntax_file, rd.syntax_line,
                                     rd.syntax_what);
-                r = -EINVAL;
-                goto out;
+                return -EINVAL;
         }
 
         config_init(&cf);
@@ -624,8 +637,7 @@ int conffile_read(struct sessiond_config *c, const char *path, struct sessiond_i
                                             config_error_file(&cf) ? config_error_file(&cf) : path,
                                             config_error_line(&cf), config_error_text(&cf));
                 config_destroy(&cf);
-                r = -EINVAL;
-                goto out;
+                return -EINVAL;
         }
 
         for (size_t i = 0; i < pending.count; i++)
@@ -637,14 +649,6 @@ int conffile_read(struct sessiond_config *c, const char *path, struct sessiond_i
         free(c->config_file);
         c->config_file = strdup(path);
         if (!c->config_file)
-                r = -ENOMEM;
-        else
-                r = rd.failed ? -EINVAL : 0;
-out:
-        sessiond_issues_clear(&pending);
-        for (size_t i = 0; i < rd.n_bad; i++)
-                free(rd.bad[i].file);
-        free(rd.bad);
-        free(rd.syntax_file);
-        return r;
+                return -ENOMEM;
+        return rd.failed ? -EINVAL : 0;
 }

@@ -16,8 +16,8 @@
 
 #include "internal.h"
 
-int config_store(struct sessiond_config *c, size_t idx, const union setting_value *v,
-                 enum sessiond_origin_kind kind, const char *file, int line) {
+int config_store(struct sessiond_config *c, size_t idx, const union setting_value *v, enum sessiond_origin_kind kind,
+                 const char *file, int line) {
         const struct sessiond_setting *s;
         void *p;
         int r;
@@ -53,8 +53,8 @@ int config_store(struct sessiond_config *c, size_t idx, const union setting_valu
         return r;
 }
 
-int config_store_custom(struct sessiond_config *c, const char *name, const char *value,
-                        enum sessiond_origin_kind kind, const char *file, int line) {
+int config_store_custom(struct sessiond_config *c, const char *name, const char *value, enum sessiond_origin_kind kind,
+                        const char *file, int line) {
         _cleanup_free_ char *lower = strdup(name);
         _cleanup_free_ char *copy = strdup(value);
         struct sessiond_custom_setting *slot = NULL;
@@ -74,7 +74,7 @@ int config_store_custom(struct sessiond_config *c, const char *name, const char 
                         return -ENOMEM;
                 c->custom = n;
                 slot = &c->custom[c->n_custom++];
-                *slot = (struct sessiond_custom_setting) { .name = lower };
+                *slot = (struct sessiond_custom_setting){.name = lower};
                 lower = NULL;
         }
         r = origin_assign(&slot->origin, kind, file, line);
@@ -137,8 +137,7 @@ SESSIOND_EXPORT void sessiond_config_free(struct sessiond_config *c) {
 }
 
 SESSIOND_EXPORT int sessiond_config_copy(const struct sessiond_config *c, struct sessiond_config **ret) {
-        struct sessiond_config *n;
-        int r = -ENOMEM;
+        _cleanup_(sessiond_config_freep) struct sessiond_config *n = NULL;
 
         n = calloc(1, sizeof(*n));
         if (!n)
@@ -156,33 +155,30 @@ SESSIOND_EXPORT int sessiond_config_copy(const struct sessiond_config *c, struct
 
         n->origins = calloc(sessiond_settings_count, sizeof(*n->origins));
         if (!n->origins)
-                goto fail;
+                return -ENOMEM;
         for (size_t i = 0; i < sessiond_settings_count; i++) {
                 const struct sessiond_setting *s = &sessiond_settings[i];
                 if (s->type == SESSIOND_TYPE_STRING) {
                         char *copy = strdup(*(char *const *) setting_cptr(c, s));
                         if (!copy)
-                                goto fail;
+                                return -ENOMEM;
                         *(char **) setting_ptr(n, s) = copy;
                 }
                 if (origin_assign(&n->origins[i], c->origins[i].kind, c->origins[i].file, c->origins[i].line) < 0)
-                        goto fail;
+                        return -ENOMEM;
         }
         for (size_t i = 0; i < c->n_custom; i++) {
                 const struct sessiond_custom_setting *cs = &c->custom[i];
                 if (config_store_custom(n, cs->name, cs->value, cs->origin.kind, cs->origin.file, cs->origin.line) < 0)
-                        goto fail;
+                        return -ENOMEM;
         }
         if (c->config_file) {
                 n->config_file = strdup(c->config_file);
                 if (!n->config_file)
-                        goto fail;
+                        return -ENOMEM;
         }
-        *ret = n;
+        *ret = TAKE_PTR(n);
         return 0;
-fail:
-        sessiond_config_free(n);
-        return r;
 }
 
 SESSIOND_EXPORT const char *sessiond_config_custom(const struct sessiond_config *c, const char *name, const char *def) {

@@ -72,7 +72,7 @@ static void hide(struct spans *h, size_t start, size_t end) {
                 h->items = items;
                 h->allocated = allocated;
         }
-        h->items[h->n++] = (struct span) { start, end };
+        h->items[h->n++] = (struct span){start, end};
 }
 
 static int span_compare(const void *a, const void *b) {

@@ -49,6 +49,14 @@ SESSIOND_EXPORT void sessiond_envfile_free(struct sessiond_envfile *f) {
         free(f);
 }
 
+/* Frees what a line owns (a line not, or no longer, in a file). */
+static void envfile_line_done(struct sessiond_envfile_line *l) {
+        free(l->text);
+        free(l->key);
+        free(l->value);
+}
+
+/* Takes *line into f (on success the file owns what it points to). */
 static int envfile_append(struct sessiond_envfile *f, struct sessiond_envfile_line *line) {
         if (f->n_lines == f->allocated) {
                 size_t n = f->allocated ? f->allocated * 2 : 16;
@@ -179,7 +187,7 @@ static int parse_line(const char *line, char **key, char **value, const char **w
  * without a key, and *malformed says whether there was one. */
 static int envfile_parse_all(const char *path, const char *text, size_t len, struct sessiond_envfile **ret,
                              struct sessiond_issues *issues, bool *malformed) {
-        struct sessiond_envfile *f = NULL;
+        _cleanup_(sessiond_envfile_freep) struct sessiond_envfile *f = NULL;
         const char *p = text, *end = text + len;
         bool bad = false;
         int lineno = 0, r;
@@ -190,37 +198,29 @@ static int envfile_parse_all(const char *path, const char *text, size_t len, str
         if (memchr(text, '\0', len)) {
                 sessiond_issues_add(issues, SESSIOND_ERROR, NULL, "%s: contains a NUL byte: not a text file",
                                     path ? path : "env file");
-                sessiond_envfile_free(f);
                 return -EINVAL;
         }
 
         while (p < end) {
                 const char *nl = memchr(p, '\n', (size_t) (end - p));
                 const char *le = nl ? nl : end;
-                struct sessiond_envfile_line line = { .lineno = ++lineno };
+                _cleanup_(envfile_line_done) struct sessiond_envfile_line line = {.lineno = ++lineno};
                 const char *why = NULL;
 
                 line.text = strndup(p, (size_t) (le - p));
-                if (!line.text) {
-                        r = -ENOMEM;
-                        goto fail;
-                }
+                if (!line.text)
+                        return -ENOMEM;
                 r = parse_line(line.text, &line.key, &line.value, &why);
                 if (r == -EINVAL) {
                         sessiond_issues_add(issues, SESSIOND_ERROR, NULL, "%s:%d: malformed line (%s): %s",
                                             path ? path : "env file", lineno, why, line.text);
                         bad = true;
-                } else if (r < 0) {
-                        free(line.text);
-                        goto fail;
-                }
+                } else if (r < 0)
+                        return r;
                 r = envfile_append(f, &line);
-                if (r < 0) {
-                        free(line.text);
-                        free(line.key);
-                        free(line.value);
-                        goto fail;
-                }
+                if (r < 0)
+                        return r;
+                line = (struct sessiond_envfile_line){}; /* the file's now */
                 if (!nl) {
                         f->missing_final_newline = true;
                         break;
@@ -228,15 +228,12 @@ static int envfile_parse_all(const char *path, const char *text, size_t len, str
                 p = nl + 1;
         }
         *malformed = bad;
-        *ret = f;
+        *ret = TAKE_PTR(f);
         return 0;
-fail:
-        sessiond_envfile_free(f);
-        return r;
 }
 
-SESSIOND_EXPORT int sessiond_envfile_parse(const char *path, const char *text, size_t len, struct sessiond_envfile **ret,
-                           struct sessiond_issues *issues) {
+SESSIOND_EXPORT int sessiond_envfile_parse(const char *path, const char *text, size_t len,
+                                           struct sessiond_envfile **ret, struct sessiond_issues *issues) {
         struct sessiond_envfile *f = NULL;
         bool malformed = false;
         int r;
@@ -257,55 +254,40 @@ static int envfile_read_text(const char *path, char **ret, size_t *ret_len) {
         _cleanup_free_ char *buf = NULL;
         struct stat st;
         size_t len = 0;
-        int fd, r = 0;
+        _cleanup_close_ int fd = -1;
 
         fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
         if (fd < 0)
                 return -errno;
-        if (fstat(fd, &st) < 0) {
-                r = -errno;
-                goto out;
-        }
-        if (S_ISDIR(st.st_mode)) {
-                r = -EISDIR;
-                goto out;
-        }
-        if (!S_ISREG(st.st_mode)) {
-                r = -EINVAL;
-                goto out;
-        }
-        if ((size_t) st.st_size > ENVFILE_MAX_SIZE) {
-                r = -EFBIG;
-                goto out;
-        }
+        if (fstat(fd, &st) < 0)
+                return -errno;
+        if (S_ISDIR(st.st_mode))
+                return -EISDIR;
+        if (!S_ISREG(st.st_mode))
+                return -EINVAL;
+        if ((size_t) st.st_size > ENVFILE_MAX_SIZE)
+                return -EFBIG;
         buf = malloc((size_t) st.st_size + 1);
-        if (!buf) {
-                r = -ENOMEM;
-                goto out;
-        }
+        if (!buf)
+                return -ENOMEM;
         while (len < (size_t) st.st_size) {
                 ssize_t n = read(fd, buf + len, (size_t) st.st_size - len);
                 if (n < 0) {
                         if (errno == EINTR)
                                 continue;
-                        r = -errno;
-                        goto out;
+                        return -errno;
                 }
                 if (n == 0)
                         break;
                 len += (size_t) n;
         }
         buf[len] = '\0';
-        *ret = buf;
-        buf = NULL;
+        *ret = TAKE_PTR(buf);
         *ret_len = len;
-out:
-        close(fd);
-        return r;
+        return 0;
 }
 
-int envfile_read_all(const char *path, struct sessiond_envfile **ret, struct sessiond_issues *issues,
-                     bool *malformed) {
+int envfile_read_all(const char *path, struct sessiond_envfile **ret, struct sessiond_issues *issues, bool *malformed) {
         _cleanup_free_ char *buf = NULL;
         size_t len = 0;
         int r;
@@ -316,7 +298,8 @@ int envfile_read_all(const char *path, struct sessiond_envfile **ret, struct ses
         return envfile_parse_all(path, buf, len, ret, issues, malformed);
 }
 
-SESSIOND_EXPORT int sessiond_envfile_read(const char *path, struct sessiond_envfile **ret, struct sessiond_issues *issues) {
+SESSIOND_EXPORT int sessiond_envfile_read(const char *path, struct sessiond_envfile **ret,
+                                          struct sessiond_issues *issues) {
         struct sessiond_envfile *f = NULL;
         bool malformed = false;
         int r;
@@ -371,7 +354,7 @@ SESSIOND_EXPORT char *sessiond_envfile_quote(const char *value) {
 
 SESSIOND_EXPORT int sessiond_envfile_set(struct sessiond_envfile *f, const char *key, const char *value) {
         _cleanup_free_ char *quoted = NULL;
-        struct sessiond_envfile_line line = {};
+        _cleanup_(envfile_line_done) struct sessiond_envfile_line line = {};
         const char *old;
         size_t idx;
         bool export = false;
@@ -392,14 +375,14 @@ SESSIOND_EXPORT int sessiond_envfile_set(struct sessiond_envfile *f, const char 
                         t++;
                 export = strncmp(t, "export", 6) == 0 && (t[6] == ' ' || t[6] == '\t');
         }
-        if (asprintf(&line.text, "%s%s=%s", export ? "export " : "", key, quoted) < 0)
+        if (asprintf(&line.text, "%s%s=%s", export ? "export " : "", key, quoted) < 0) {
+                line.text = NULL; /* undefined after a failure */
                 return -ENOMEM;
+        }
         line.key = strdup(key);
         line.value = strdup(value);
-        if (!line.key || !line.value) {
-                r = -ENOMEM;
-                goto fail;
-        }
+        if (!line.key || !line.value)
+                return -ENOMEM;
         if (old) {
                 struct sessiond_envfile_line *l = &f->lines[idx];
                 line.lineno = l->lineno;
@@ -407,6 +390,7 @@ SESSIOND_EXPORT int sessiond_envfile_set(struct sessiond_envfile *f, const char 
                 free(l->key);
                 free(l->value);
                 *l = line;
+                line = (struct sessiond_envfile_line){}; /* the file's now */
                 /* An edited last line gets its newline back. */
                 if (idx == f->n_lines - 1)
                         f->missing_final_newline = false;
@@ -414,15 +398,11 @@ SESSIOND_EXPORT int sessiond_envfile_set(struct sessiond_envfile *f, const char 
         }
         r = envfile_append(f, &line);
         if (r < 0)
-                goto fail;
+                return r;
+        line = (struct sessiond_envfile_line){}; /* the file's now */
         /* The old last line ends with '\n' now that a line follows it. */
         f->missing_final_newline = false;
         return 1;
-fail:
-        free(line.text);
-        free(line.key);
-        free(line.value);
-        return r;
 }
 
 SESSIOND_EXPORT char *sessiond_envfile_format(const struct sessiond_envfile *f, size_t *len) {

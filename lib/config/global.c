@@ -54,7 +54,8 @@ SESSIOND_EXPORT const struct sessiond_config *sessiond_config_get(void) {
         return c;
 }
 
-SESSIOND_EXPORT int sessiond_config_reload(const struct sessiond_config_sources *sources, struct sessiond_issues *issues) {
+SESSIOND_EXPORT int sessiond_config_reload(const struct sessiond_config_sources *sources,
+                                           struct sessiond_issues *issues) {
         struct sessiond_config *c = NULL, **n;
         int r;
 

@@ -51,11 +51,11 @@ int setting_parse_text(const struct sessiond_setting *s, const char *text, union
 int setting_check_range(const struct sessiond_setting *s, int64_t v, const char **problem);
 
 /* Stores value v into setting idx of c and records its origin. Returns 0 or -ENOMEM. */
-int config_store(struct sessiond_config *c, size_t idx, const union setting_value *v,
-                 enum sessiond_origin_kind kind, const char *file, int line);
+int config_store(struct sessiond_config *c, size_t idx, const union setting_value *v, enum sessiond_origin_kind kind,
+                 const char *file, int line);
 /* Adds or replaces custom.<name> (name is lower-cased). 0 or -ENOMEM. */
-int config_store_custom(struct sessiond_config *c, const char *name, const char *value,
-                        enum sessiond_origin_kind kind, const char *file, int line);
+int config_store_custom(struct sessiond_config *c, const char *name, const char *value, enum sessiond_origin_kind kind,
+                        const char *file, int line);
 /* An empty configuration with every setting at its table default. */
 int config_new(struct sessiond_config **ret);
 
@@ -67,8 +67,7 @@ int conffile_read(struct sessiond_config *c, const char *path, struct sessiond_i
  * malformed line does not stop it: each is reported, kept without a key,
  * and *malformed set, so that the loader can still report the problems of
  * every other line at once. */
-int envfile_read_all(const char *path, struct sessiond_envfile **ret, struct sessiond_issues *issues,
-                     bool *malformed);
+int envfile_read_all(const char *path, struct sessiond_envfile **ret, struct sessiond_issues *issues, bool *malformed);
 
 /* Origins. */
 int origin_assign(struct sessiond_origin *o, enum sessiond_origin_kind kind, const char *file, int line);

@@ -26,7 +26,7 @@ SESSIOND_EXPORT void sessiond_issues_clear(struct sessiond_issues *issues) {
                 free(issues->items[i].message);
         }
         free(issues->items);
-        *issues = (struct sessiond_issues) {};
+        *issues = (struct sessiond_issues){};
 }
 
 SESSIOND_EXPORT bool sessiond_issues_has_errors(const struct sessiond_issues *issues) {
@@ -56,8 +56,8 @@ static int message_escape(char **message) {
 }
 
 SESSIOND_EXPORT int sessiond_issues_add(struct sessiond_issues *issues, enum sessiond_severity severity,
-                        const char *setting, const char *fmt, ...) {
-        struct sessiond_issue issue = { .severity = severity };
+                                        const char *setting, const char *fmt, ...) {
+        struct sessiond_issue issue = {.severity = severity};
         va_list ap;
         int r;
 
@@ -110,13 +110,13 @@ int origin_assign(struct sessiond_origin *o, enum sessiond_origin_kind kind, con
                         return -ENOMEM;
         }
         free(o->file);
-        *o = (struct sessiond_origin) { .kind = kind, .file = copy, .line = line };
+        *o = (struct sessiond_origin){.kind = kind, .file = copy, .line = line};
         return 0;
 }
 
 void origin_clear(struct sessiond_origin *o) {
         free(o->file);
-        *o = (struct sessiond_origin) {};
+        *o = (struct sessiond_origin){};
 }
 
 SESSIOND_EXPORT char *sessiond_origin_to_string(const struct sessiond_origin *o) {

@@ -95,7 +95,7 @@ static json_t *custom_json(const struct sessiond_config *c, bool with_origins) {
 }
 
 SESSIOND_EXPORT json_t *sessiond_config_to_json(const struct sessiond_config *c, bool with_origins) {
-        json_t *root = json_object();
+        _cleanup_json_ json_t *root = json_object();
         bool custom_done = false;
 
         if (!root)
@@ -106,61 +106,46 @@ SESSIOND_EXPORT json_t *sessiond_config_to_json(const struct sessiond_config *c,
 
                 if (!custom_done && strncmp(s->path, "daemon.", 7) == 0) {
                         if (json_object_set_new(root, "custom", custom_json(c, with_origins)) < 0)
-                                goto fail;
+                                return NULL;
                         custom_done = true;
                 }
                 v = value_json(c, s);
                 if (with_origins)
                         v = with_origin(v, &c->origins[i]);
                 if (set_path(root, s->path, v) < 0)
-                        goto fail;
+                        return NULL;
         }
         if (!custom_done && json_object_set_new(root, "custom", custom_json(c, with_origins)) < 0)
-                goto fail;
-        return root;
-fail:
-        json_decref(root);
-        return NULL;
+                return NULL;
+        return TAKE_PTR(root);
 }
 
 /* The original's get_config_summary(), key by key: its features_enabled is
  * a mapping of four flags, two of which are not features.* settings
  * ("monitoring" is performance monitoring, "security" fingerprinting). */
 SESSIOND_EXPORT json_t *sessiond_config_summary(const struct sessiond_config *c) {
-        return json_pack("{s:s,s:b,s:f,s:f,s:{s:b,s:b,s:b,s:b},s:I}",
-                         "environment", sessiond_environment_to_string(c->environment),
-                         "debug_mode", c->debug_mode,
+        return json_pack("{s:s,s:b,s:f,s:f,s:{s:b,s:b,s:b,s:b},s:I}", "environment",
+                         sessiond_environment_to_string(c->environment), "debug_mode", c->debug_mode,
                          "session_lifetime_hours", (double) c->timeout.session_lifetime / 3600.0,
-                         "cleanup_interval_minutes", (double) c->cleanup.interval / 60.0,
-                         "features_enabled",
-                         "cross_tab_sync", c->features.cross_tab_sync,
-                         "platform_switching", c->features.platform_switching,
-                         "monitoring", c->monitoring.performance_monitoring,
-                         "security", c->security.fingerprinting,
-                         "custom_settings_count", (json_int_t) c->n_custom);
+                         "cleanup_interval_minutes", (double) c->cleanup.interval / 60.0, "features_enabled",
+                         "cross_tab_sync", c->features.cross_tab_sync, "platform_switching",
+                         c->features.platform_switching, "monitoring", c->monitoring.performance_monitoring, "security",
+                         c->security.fingerprinting, "custom_settings_count", (json_int_t) c->n_custom);
 }
 
 SESSIOND_EXPORT json_t *sessiond_config_client_json(const struct sessiond_config *c) {
         /* Every flag of features.*, the three of the scale-out path too
          * (DESIGN 8), so a script can test any flag of DESIGN 2.3 without
          * guessing which ones are served. */
-        return json_pack("{s:{s:I,s:I,s:I,s:I,s:s,s:I},s:I,s:{s:b,s:b,s:b,s:b,s:b,s:b,s:b,s:b,s:b}}",
-                         "sync",
-                         "check_interval", (json_int_t) c->sync.check_interval,
-                         "heartbeat_interval", (json_int_t) c->sync.heartbeat_interval,
-                         "timeout", (json_int_t) c->sync.timeout,
-                         "tab_response_timeout", (json_int_t) c->sync.tab_response_timeout,
-                         "localstorage_prefix", c->sync.localstorage_prefix,
-                         "max_data_size", (json_int_t) c->sync.max_data_size,
-                         "warning_threshold", (json_int_t) c->timeout.warning_threshold,
-                         "features",
-                         "cross_tab_sync", c->features.cross_tab_sync,
-                         "platform_switching", c->features.platform_switching,
-                         "persistence", c->features.persistence,
-                         "optimistic_ui", c->features.optimistic_ui,
-                         "background_cleanup", c->features.background_cleanup,
-                         "analytics", c->features.analytics,
-                         "clustering", c->features.clustering,
-                         "distributed", c->features.distributed,
-                         "caching", c->features.caching);
+        return json_pack("{s:{s:I,s:I,s:I,s:I,s:s,s:I},s:I,s:{s:b,s:b,s:b,s:b,s:b,s:b,s:b,s:b,s:b}}", "sync",
+                         "check_interval", (json_int_t) c->sync.check_interval, "heartbeat_interval",
+                         (json_int_t) c->sync.heartbeat_interval, "timeout", (json_int_t) c->sync.timeout,
+                         "tab_response_timeout", (json_int_t) c->sync.tab_response_timeout, "localstorage_prefix",
+                         c->sync.localstorage_prefix, "max_data_size", (json_int_t) c->sync.max_data_size,
+                         "warning_threshold", (json_int_t) c->timeout.warning_threshold, "features", "cross_tab_sync",
+                         c->features.cross_tab_sync, "platform_switching", c->features.platform_switching,
+                         "persistence", c->features.persistence, "optimistic_ui", c->features.optimistic_ui,
+                         "background_cleanup", c->features.background_cleanup, "analytics", c->features.analytics,
+                         "clustering", c->features.clustering, "distributed", c->features.distributed, "caching",
+                         c->features.caching);
 }

@@ -34,7 +34,8 @@ static int port_parse(const char *text, uint16_t *ret) {
         return 0;
 }
 
-SESSIOND_EXPORT int sessiond_listen_address_parse(const char *text, struct sockaddr *ret, size_t ret_size, size_t *ret_len) {
+SESSIOND_EXPORT int sessiond_listen_address_parse(const char *text, struct sockaddr *ret, size_t ret_size,
+                                                  size_t *ret_len) {
         char host[INET6_ADDRSTRLEN + 1];
         const char *colon, *h = text;
         size_t hlen;
@@ -58,7 +59,7 @@ SESSIOND_EXPORT int sessiond_listen_address_parse(const char *text, struct socka
         host[hlen] = '\0';
 
         if (v6) {
-                struct sockaddr_in6 sa = { .sin6_family = AF_INET6, .sin6_port = htons(port) };
+                struct sockaddr_in6 sa = {.sin6_family = AF_INET6, .sin6_port = htons(port)};
 
                 if (inet_pton(AF_INET6, host, &sa.sin6_addr) != 1)
                         return -EINVAL;
@@ -69,7 +70,7 @@ SESSIOND_EXPORT int sessiond_listen_address_parse(const char *text, struct socka
                         *ret_len = sizeof sa;
                 }
         } else {
-                struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons(port) };
+                struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(port)};
 
                 /* inet_pton takes only the dotted quad: no "127.1", no hex. */
                 if (inet_pton(AF_INET, host, &sa.sin_addr) != 1)

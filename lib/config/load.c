@@ -30,7 +30,7 @@ extern char **environ;
 #define CANONICAL_ANALYTICS "SESSION_FEATURE_ANALYTICS"
 
 /* SESSION_* variables that other software sets and that are not ours. */
-static const char *const foreign_variables[] = { "SESSION_MANAGER" };
+static const char *const foreign_variables[] = {"SESSION_MANAGER"};
 
 struct source {
         struct sessiond_config *config;
@@ -51,11 +51,11 @@ static char *where(const struct source *src, int line) {
         return w;
 }
 
-static void source_issue(struct source *src, enum sessiond_severity sev, const char *setting, int line,
-                         const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+static void source_issue(struct source *src, enum sessiond_severity sev, const char *setting, int line, const char *fmt,
+                         ...) __attribute__((format(printf, 5, 6)));
 
-static void source_issue(struct source *src, enum sessiond_severity sev, const char *setting, int line,
-                         const char *fmt, ...) {
+static void source_issue(struct source *src, enum sessiond_severity sev, const char *setting, int line, const char *fmt,
+                         ...) {
         _cleanup_free_ char *w = where(src, line), *msg = NULL;
         va_list ap;
 
@@ -88,10 +88,14 @@ static void apply_known(struct source *src, size_t idx, const char *key, const c
                 if (setting_is_conninfo(s) && sessiond_conninfo_redact(value, &redacted) < 0)
                         redacted = NULL;
                 if (!*value)
-                        source_issue(src, SESSIOND_ERROR, s->path, line, "%s is empty (give it a value or remove it)", key);
+                        source_issue(src, SESSIOND_ERROR, s->path, line, "%s is empty (give it a value or remove it)",
+                                     key);
                 else
                         source_issue(src, SESSIOND_ERROR, s->path, line, "%s: value '%s' %s", key,
-                                     !setting_is_conninfo(s) ? value : redacted ? redacted : "***", problem);
+                                     !setting_is_conninfo(s) ? value
+                                     : redacted              ? redacted
+                                                             : "***",
+                                     problem);
                 return;
         }
         if (config_store(src->config, idx, &v, src->kind, src->file, line) < 0)
@@ -112,11 +116,12 @@ static void apply_pair(struct source *src, const char *key, const char *value, i
                 for (size_t i = 0; i < n_keys; i++)
                         if (strcmp(all_keys[i], CANONICAL_ANALYTICS) == 0)
                                 canonical_too = true;
-                source_issue(src, SESSIOND_WARNING, "features.analytics", line,
-                             "%s is deprecated, use %s%s", DEPRECATED_ANALYTICS, CANONICAL_ANALYTICS,
+                source_issue(src, SESSIOND_WARNING, "features.analytics", line, "%s is deprecated, use %s%s",
+                             DEPRECATED_ANALYTICS, CANONICAL_ANALYTICS,
                              canonical_too ? " (both are set here; " CANONICAL_ANALYTICS " wins)" : "");
                 if (!canonical_too)
-                        apply_known(src, (size_t) sessiond_setting_find_variable(CANONICAL_ANALYTICS), key, value, line);
+                        apply_known(src, (size_t) sessiond_setting_find_variable(CANONICAL_ANALYTICS), key, value,
+                                    line);
                 return;
         }
         if (aliases)
@@ -125,11 +130,14 @@ static void apply_pair(struct source *src, const char *key, const char *value, i
         if (strncmp(key, CUSTOM_PREFIX, strlen(CUSTOM_PREFIX)) == 0) {
                 const char *name = key + strlen(CUSTOM_PREFIX);
                 if (!custom_name_valid(name))
-                        source_issue(src, SESSIOND_ERROR, "custom", line, "%s: a custom setting needs a name (SESSION_CUSTOM_<NAME>)", key);
+                        source_issue(src, SESSIOND_ERROR, "custom", line,
+                                     "%s: a custom setting needs a name (SESSION_CUSTOM_<NAME>)", key);
                 else if (!*value)
-                        source_issue(src, SESSIOND_ERROR, "custom", line, "%s is empty (give it a value or remove it)", key);
+                        source_issue(src, SESSIOND_ERROR, "custom", line, "%s is empty (give it a value or remove it)",
+                                     key);
                 else if (!utf8_is_valid(value))
-                        source_issue(src, SESSIOND_ERROR, "custom", line, "%s: value '%s' is not valid UTF-8", key, value);
+                        source_issue(src, SESSIOND_ERROR, "custom", line, "%s: value '%s' is not valid UTF-8", key,
+                                     value);
                 else if (config_store_custom(src->config, name, value, src->kind, src->file, line) < 0)
                         src->failed = true;
                 return;
@@ -139,7 +147,8 @@ static void apply_pair(struct source *src, const char *key, const char *value, i
         if (idx >= 0) {
                 if (src->kind == SESSIOND_ORIGIN_ENV_FILE && strcmp(key, "SESSIOND_ENV_FILE") == 0) {
                         source_issue(src, SESSIOND_WARNING, "daemon.env_file", line,
-                                     "SESSIOND_ENV_FILE has no effect inside the env file (ignored); set daemon.env_file in the configuration file");
+                                     "SESSIOND_ENV_FILE has no effect inside the env file (ignored); set "
+                                     "daemon.env_file in the configuration file");
                         return;
                 }
                 apply_known(src, (size_t) idx, key, value, line);
@@ -152,7 +161,8 @@ static void apply_pair(struct source *src, const char *key, const char *value, i
                                 return;
                 const char *near = suggest_setting_variable(key);
                 if (near)
-                        source_issue(src, SESSIOND_WARNING, NULL, line, "unknown variable %s (ignored); did you mean %s?", key, near);
+                        source_issue(src, SESSIOND_WARNING, NULL, line,
+                                     "unknown variable %s (ignored); did you mean %s?", key, near);
                 else
                         source_issue(src, SESSIOND_WARNING, NULL, line, "unknown variable %s (ignored)", key);
         } else if (strncmp(key, "SESSIOND_", 9) == 0) {
@@ -160,7 +170,8 @@ static void apply_pair(struct source *src, const char *key, const char *value, i
                  * warn only about what looks like a typo of ours. */
                 const char *near = suggest_setting_variable(key);
                 if (near && edit_distance(key, near) <= 2)
-                        source_issue(src, SESSIOND_WARNING, NULL, line, "unknown variable %s (ignored); did you mean %s?", key, near);
+                        source_issue(src, SESSIOND_WARNING, NULL, line,
+                                     "unknown variable %s (ignored); did you mean %s?", key, near);
         }
 }
 
@@ -176,7 +187,8 @@ static int apply_env_file(struct source *src, const struct sessiond_envfile *f) 
         for (int pass = 0; pass < 2; pass++)
                 for (size_t i = 0; i < f->n_lines; i++)
                         if (f->lines[i].key)
-                                apply_pair(src, f->lines[i].key, f->lines[i].value, f->lines[i].lineno, pass == 0, keys, n);
+                                apply_pair(src, f->lines[i].key, f->lines[i].value, f->lines[i].lineno, pass == 0, keys,
+                                           n);
         free(keys);
         return 0;
 }
@@ -186,40 +198,29 @@ static bool ours(const char *entry) {
 }
 
 static int apply_environ(struct source *src, char **env) {
-        const char **values;
-        char **keys;
+        _cleanup_free_ const char **values = NULL;
+        _cleanup_(strv_freep) char **keys = NULL; /* NULL-terminated: calloc'ed one longer */
         size_t n = 0, k = 0;
-        int r = 0;
 
         for (char **e = env; *e; e++)
                 n++;
         keys = calloc(n + 1, sizeof(char *));
         values = calloc(n + 1, sizeof(char *));
-        if (!keys || !values) {
-                r = -ENOMEM;
-                goto out;
-        }
+        if (!keys || !values)
+                return -ENOMEM;
         for (char **e = env; *e; e++) {
                 const char *eq = strchr(*e, '=');
                 if (!eq || !ours(*e))
                         continue;
                 keys[k] = strndup(*e, (size_t) (eq - *e));
-                if (!keys[k]) {
-                        r = -ENOMEM;
-                        goto out;
-                }
+                if (!keys[k])
+                        return -ENOMEM;
                 values[k++] = eq + 1;
         }
         for (int pass = 0; pass < 2; pass++)
                 for (size_t i = 0; i < k; i++)
                         apply_pair(src, keys[i], values[i], 0, pass == 0, (const char *const *) keys, k);
-out:
-        if (keys)
-                for (size_t i = 0; i < k; i++)
-                        free(keys[i]);
-        free(keys);
-        free(values);
-        return r;
+        return 0;
 }
 
 static const char *environ_get(char **env, const char *key) {
@@ -233,10 +234,10 @@ static const char *environ_get(char **env, const char *key) {
 }
 
 SESSIOND_EXPORT int sessiond_config_load(const struct sessiond_config_sources *sources, struct sessiond_config **ret,
-                         struct sessiond_issues *issues) {
+                                         struct sessiond_issues *issues) {
         static const struct sessiond_config_sources none = {};
-        struct sessiond_config *c = NULL;
-        struct sessiond_envfile *owned = NULL;
+        _cleanup_(sessiond_config_freep) struct sessiond_config *c = NULL;
+        _cleanup_(sessiond_envfile_freep) struct sessiond_envfile *owned = NULL;
         const struct sessiond_envfile *envfile = NULL;
         const char *config_path, *env_path;
         char **env;
@@ -250,6 +251,7 @@ SESSIOND_EXPORT int sessiond_config_load(const struct sessiond_config_sources *s
         r = config_new(&c);
         if (r < 0)
                 return r;
+        *ret = NULL; /* until it all went well */
 
         /* 3. the libconfig file */
         config_path = sources->config_file;
@@ -258,7 +260,7 @@ SESSIOND_EXPORT int sessiond_config_load(const struct sessiond_config_sources *s
         if (config_path && *config_path) {
                 r = conffile_read(c, config_path, issues);
                 if (r == -ENOMEM)
-                        goto fail;
+                        return r;
                 if (r < 0)
                         failed = true;
         }
@@ -281,51 +283,44 @@ SESSIOND_EXPORT int sessiond_config_load(const struct sessiond_config_sources *s
                          * problem is reported at once. */
                         r = envfile_read_all(env_path, &owned, issues, &malformed);
                         if (r == -ENOMEM)
-                                goto fail;
+                                return r;
                         if (r == -EINVAL || malformed)
                                 failed = true;
                         if (r < 0 && r != -ENOENT && r != -EINVAL) {
-                                sessiond_issues_add(issues, SESSIOND_ERROR, "daemon.env_file", "%s: cannot read the env file: %s",
-                                                    env_path, strerror(-r));
+                                sessiond_issues_add(issues, SESSIOND_ERROR, "daemon.env_file",
+                                                    "%s: cannot read the env file: %s", env_path, strerror(-r));
                                 failed = true;
                         }
                         envfile = owned;
                 }
         }
         if (envfile) {
-                struct source src = { .config = c, .issues = issues, .kind = SESSIOND_ORIGIN_ENV_FILE,
-                                      .file = env_path ? env_path : "env file" };
+                struct source src = {.config = c,
+                                     .issues = issues,
+                                     .kind = SESSIOND_ORIGIN_ENV_FILE,
+                                     .file = env_path ? env_path : "env file"};
                 r = apply_env_file(&src, envfile);
                 if (r < 0)
-                        goto fail;
+                        return r;
                 failed = failed || src.failed;
         }
 
         /* 5. the process environment */
         if (env) {
-                struct source src = { .config = c, .issues = issues, .kind = SESSIOND_ORIGIN_ENVIRONMENT };
+                struct source src = {.config = c, .issues = issues, .kind = SESSIOND_ORIGIN_ENVIRONMENT};
                 r = apply_environ(&src, env);
                 if (r < 0)
-                        goto fail;
+                        return r;
                 failed = failed || src.failed;
         }
 
         /* 2. the profile of the final environment, under everything explicit */
         r = sessiond_config_apply_profile(c, c->environment);
         if (r < 0)
-                goto fail;
+                return r;
 
-        sessiond_envfile_free(owned);
-        if (failed) {
-                sessiond_config_free(c);
-                *ret = NULL;
+        if (failed)
                 return -EINVAL;
-        }
-        *ret = c;
+        *ret = TAKE_PTR(c);
         return 0;
-fail:
-        sessiond_envfile_free(owned);
-        sessiond_config_free(c);
-        *ret = NULL;
-        return r;
 }

@@ -48,7 +48,7 @@ SESSIOND_EXPORT int sessiond_parse_duration(const char *s, int64_t *ret) {
         static const struct {
                 char unit;
                 int64_t factor;
-        } units[] = { { 's', 1 }, { 'm', 60 }, { 'h', 3600 }, { 'd', 86400 } };
+        } units[] = {{'s', 1}, {'m', 60}, {'h', 3600}, {'d', 86400}};
         _cleanup_free_ char *number = NULL;
         int64_t factor = 1, v;
         size_t len;
@@ -80,8 +80,8 @@ SESSIOND_EXPORT int sessiond_parse_duration(const char *s, int64_t *ret) {
 }
 
 SESSIOND_EXPORT int sessiond_parse_bool(const char *s, bool *ret) {
-        static const char *const yes[] = { "true", "yes", "on", "1" };
-        static const char *const no[] = { "false", "no", "off", "0" };
+        static const char *const yes[] = {"true", "yes", "on", "1"};
+        static const char *const no[] = {"false", "no", "off", "0"};
 
         if (!s)
                 return -EINVAL;
@@ -231,7 +231,8 @@ const char *suggest_nearest(const char *name, const char *const *candidates, siz
 /* The groups of the libconfig file, so that a misspelt group gets a
  * suggestion too (a test checks this list against the table). */
 const char *const setting_groups[] = {
-        "timeout", "cleanup", "sync", "security", "monitoring", "monitoring.alerts", "features", "custom", "daemon", NULL,
+        "timeout",           "cleanup",  "sync",   "security", "monitoring",
+        "monitoring.alerts", "features", "custom", "daemon",   NULL,
 };
 
 static const char *suggest_by(const char *name, bool variables) {

@@ -18,46 +18,54 @@
 
 #include "internal.h"
 
-#define LIFETIME(v) { "timeout.session_lifetime", "SESSION_LIFETIME_SECONDS", v }
-#define IDLE(v) { "timeout.idle_timeout", "SESSION_IDLE_TIMEOUT_SECONDS", v }
-#define INTERVAL(v) { "cleanup.interval", "SESSION_CLEANUP_INTERVAL_SECONDS", v }
-#define BATCH_SIZE(v) { "cleanup.batch_size", "SESSION_CLEANUP_BATCH_SIZE", v }
-#define MAX_BATCHES(v) { "cleanup.max_batches", "SESSION_MAX_CLEANUP_BATCHES", v }
-#define PERF(v) { "monitoring.performance_monitoring", "SESSION_ENABLE_PERFORMANCE_MONITORING", v }
-#define ANALYTICS(v) { "features.analytics", "SESSION_FEATURE_ANALYTICS", v }
-#define DEBUG(v) { "debug_mode", "SESSION_DEBUG_MODE", v }
+#define LIFETIME(v) \
+        { "timeout.session_lifetime", "SESSION_LIFETIME_SECONDS", v }
+#define IDLE(v) \
+        { "timeout.idle_timeout", "SESSION_IDLE_TIMEOUT_SECONDS", v }
+#define INTERVAL(v) \
+        { "cleanup.interval", "SESSION_CLEANUP_INTERVAL_SECONDS", v }
+#define BATCH_SIZE(v) \
+        { "cleanup.batch_size", "SESSION_CLEANUP_BATCH_SIZE", v }
+#define MAX_BATCHES(v) \
+        { "cleanup.max_batches", "SESSION_MAX_CLEANUP_BATCHES", v }
+#define PERF(v) \
+        { "monitoring.performance_monitoring", "SESSION_ENABLE_PERFORMANCE_MONITORING", v }
+#define ANALYTICS(v) \
+        { "features.analytics", "SESSION_FEATURE_ANALYTICS", v }
+#define DEBUG(v) \
+        { "debug_mode", "SESSION_DEBUG_MODE", v }
 
 /* Table 2.4, cells that are not "default". */
 static const struct sessiond_override development[] = {
         LIFETIME("86400"), INTERVAL("900"), PERF("true"), ANALYTICS("true"), DEBUG("true"),
 };
 static const struct sessiond_override testing[] = {
-        LIFETIME("1800"), IDLE("1800"),   INTERVAL("300"), BATCH_SIZE("10"),
+        LIFETIME("1800"), IDLE("1800"),       INTERVAL("300"), BATCH_SIZE("10"),
         PERF("false"),    ANALYTICS("false"), DEBUG("true"),
 };
 static const struct sessiond_override staging[] = {
         LIFETIME("172800"), INTERVAL("1800"), PERF("true"), ANALYTICS("true"), DEBUG("false"),
 };
 static const struct sessiond_override production[] = {
-        LIFETIME("172800"), INTERVAL("3600"),   BATCH_SIZE("200"), MAX_BATCHES("20"),
+        LIFETIME("172800"), INTERVAL("3600"),  BATCH_SIZE("200"), MAX_BATCHES("20"),
         PERF("true"),       ANALYTICS("true"), DEBUG("false"),
 };
 
 /* Table 2.4, every column ("default" cells are the defaults of table 2.3). */
 static const struct sessiond_override development_full[] = {
-        LIFETIME("86400"), IDLE("86400"), INTERVAL("900"), BATCH_SIZE("100"),
+        LIFETIME("86400"), IDLE("86400"), INTERVAL("900"),   BATCH_SIZE("100"),
         MAX_BATCHES("10"), PERF("true"),  ANALYTICS("true"), DEBUG("true"),
 };
 static const struct sessiond_override testing_full[] = {
-        LIFETIME("1800"),  IDLE("1800"),   INTERVAL("300"),    BATCH_SIZE("10"),
+        LIFETIME("1800"),  IDLE("1800"),  INTERVAL("300"),    BATCH_SIZE("10"),
         MAX_BATCHES("10"), PERF("false"), ANALYTICS("false"), DEBUG("true"),
 };
 static const struct sessiond_override staging_full[] = {
-        LIFETIME("172800"), IDLE("86400"), INTERVAL("1800"), BATCH_SIZE("100"),
+        LIFETIME("172800"), IDLE("86400"), INTERVAL("1800"),  BATCH_SIZE("100"),
         MAX_BATCHES("10"),  PERF("true"),  ANALYTICS("true"), DEBUG("false"),
 };
 static const struct sessiond_override production_full[] = {
-        LIFETIME("172800"), IDLE("86400"), INTERVAL("3600"), BATCH_SIZE("200"),
+        LIFETIME("172800"), IDLE("86400"), INTERVAL("3600"),  BATCH_SIZE("200"),
         MAX_BATCHES("20"),  PERF("true"),  ANALYTICS("true"), DEBUG("false"),
 };
 
@@ -65,13 +73,15 @@ static const struct {
         const struct sessiond_override *overrides, *full;
         size_t n_overrides, n_full;
 } profiles[_SESSIOND_ENV_MAX] = {
-        [SESSIOND_ENV_DEVELOPMENT] = { development, development_full, ELEMENTSOF(development), ELEMENTSOF(development_full) },
-        [SESSIOND_ENV_TESTING] = { testing, testing_full, ELEMENTSOF(testing), ELEMENTSOF(testing_full) },
-        [SESSIOND_ENV_STAGING] = { staging, staging_full, ELEMENTSOF(staging), ELEMENTSOF(staging_full) },
-        [SESSIOND_ENV_PRODUCTION] = { production, production_full, ELEMENTSOF(production), ELEMENTSOF(production_full) },
+        [SESSIOND_ENV_DEVELOPMENT] = {development, development_full, ELEMENTSOF(development),
+                                      ELEMENTSOF(development_full)},
+        [SESSIOND_ENV_TESTING] = {testing, testing_full, ELEMENTSOF(testing), ELEMENTSOF(testing_full)},
+        [SESSIOND_ENV_STAGING] = {staging, staging_full, ELEMENTSOF(staging), ELEMENTSOF(staging_full)},
+        [SESSIOND_ENV_PRODUCTION] = {production, production_full, ELEMENTSOF(production), ELEMENTSOF(production_full)},
 };
 
-SESSIOND_EXPORT int sessiond_profile_overrides(enum sessiond_environment e, const struct sessiond_override **ret, size_t *n) {
+SESSIOND_EXPORT int sessiond_profile_overrides(enum sessiond_environment e, const struct sessiond_override **ret,
+                                               size_t *n) {
         if ((unsigned) e >= _SESSIOND_ENV_MAX)
                 return -EINVAL;
         *ret = profiles[e].overrides;
@@ -79,7 +89,8 @@ SESSIOND_EXPORT int sessiond_profile_overrides(enum sessiond_environment e, cons
         return 0;
 }
 
-SESSIOND_EXPORT int sessiond_profile_values(enum sessiond_environment e, const struct sessiond_override **ret, size_t *n) {
+SESSIOND_EXPORT int sessiond_profile_values(enum sessiond_environment e, const struct sessiond_override **ret,
+                                            size_t *n) {
         if ((unsigned) e >= _SESSIOND_ENV_MAX)
                 return -EINVAL;
         *ret = profiles[e].full;

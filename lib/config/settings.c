@@ -23,6 +23,8 @@
 #define F SESSIOND_TYPE_DOUBLE
 #define S SESSIOND_TYPE_STRING
 
+/* One setting on two lines, as DESIGN 2.3 lists them: */
+/* clang-format off */
 const struct sessiond_setting sessiond_settings[] = {
         { "environment", "SESSION_ENVIRONMENT", SESSIOND_TYPE_ENVIRONMENT, OFF(environment), "development",
           "deployment environment; selects the profile (development, testing, staging, production)" },
@@ -157,6 +159,7 @@ const struct sessiond_setting sessiond_settings[] = {
         { "daemon.key_file", "SESSIOND_KEY_FILE", S, OFF(daemon.key_file), "",
           "the token key, the same file on every daemon of a fleet (\"\": sessiond.key beside daemon.database_path)" },
 };
+/* clang-format on */
 
 const size_t sessiond_settings_count = sizeof(sessiond_settings) / sizeof(sessiond_settings[0]);
 
@@ -224,9 +227,8 @@ int setting_check_range(const struct sessiond_setting *s, int64_t v, const char 
         int64_t max = s->type == SESSIOND_TYPE_DURATION ? SETTING_DURATION_MAX : SETTING_INT_MAX;
 
         if (v > max || v < -max) {
-                *problem = s->type == SESSIOND_TYPE_DURATION
-                                   ? "is out of range (at most 3153600000 seconds, 100 years)"
-                                   : "is out of range (at most 2147483647)";
+                *problem = s->type == SESSIOND_TYPE_DURATION ? "is out of range (at most 3153600000 seconds, 100 years)"
+                                                             : "is out of range (at most 2147483647)";
                 return -ERANGE;
         }
         return 0;

@@ -30,15 +30,15 @@
 static const struct {
         const char *group, *title;
 } sections[] = {
-        { "", "general" },
-        { "timeout", "timeouts: how long a session lives" },
-        { "cleanup", "cleanup: ending and purging expired sessions" },
-        { "sync", "cross-tab synchronisation (served to browsers by GetClientConfig)" },
-        { "security", "security" },
-        { "monitoring", "monitoring: metrics, health checks and alerts" },
-        { "features", "feature flags" },
-        { "custom", "custom settings" },
-        { "daemon", "the daemon itself" },
+        {"", "general"},
+        {"timeout", "timeouts: how long a session lives"},
+        {"cleanup", "cleanup: ending and purging expired sessions"},
+        {"sync", "cross-tab synchronisation (served to browsers by GetClientConfig)"},
+        {"security", "security"},
+        {"monitoring", "monitoring: metrics, health checks and alerts"},
+        {"features", "feature flags"},
+        {"custom", "custom settings"},
+        {"daemon", "the daemon itself"},
 };
 
 static const char *section_title(const char *group) {
@@ -82,29 +82,27 @@ static void top_group(const char *path, char *out, size_t size) {
         out[len] = '\0';
 }
 
-static const char conf_header[] =
-        "# sessiond.conf: the configuration of sessiond, in libconfig syntax.\n"
-        "# Every setting is here at its built-in default; see sessiond.conf(5).\n"
-        "#\n"
-        "# Sources, lowest precedence first: built-in defaults < the environment\n"
-        "# profile < this file < the env file (daemon.env_file) < the process\n"
-        "# environment (SESSION_*). Durations are integer seconds or a string with\n"
-        "# a unit: \"90s\", \"30m\", \"48h\", \"7d\". Booleans are true or false.\n"
-        "#\n"
-        "# A line \"#name = value;\" is set by the environment profile (development,\n"
-        "# testing, staging, production) unless you uncomment it: an explicit value\n"
-        "# always beats the profile.\n";
+static const char conf_header[] = "# sessiond.conf: the configuration of sessiond, in libconfig syntax.\n"
+                                  "# Every setting is here at its built-in default; see sessiond.conf(5).\n"
+                                  "#\n"
+                                  "# Sources, lowest precedence first: built-in defaults < the environment\n"
+                                  "# profile < this file < the env file (daemon.env_file) < the process\n"
+                                  "# environment (SESSION_*). Durations are integer seconds or a string with\n"
+                                  "# a unit: \"90s\", \"30m\", \"48h\", \"7d\". Booleans are true or false.\n"
+                                  "#\n"
+                                  "# A line \"#name = value;\" is set by the environment profile (development,\n"
+                                  "# testing, staging, production) unless you uncomment it: an explicit value\n"
+                                  "# always beats the profile.\n";
 
-static const char env_header[] =
-        "# session.env: sessiond settings as KEY=VALUE lines (daemon.env_file).\n"
-        "# Every variable is here at its built-in default, commented out: a line\n"
-        "# in this file beats sessiond.conf and the environment profile, so\n"
-        "# uncomment only what you mean to set.\n"
-        "#\n"
-        "# Sources, lowest precedence first: built-in defaults < the environment\n"
-        "# profile < sessiond.conf < this file < the process environment. *_SECONDS\n"
-        "# take integer seconds (or a unit: 90s, 30m, 48h, 7d); booleans take\n"
-        "# true/false, yes/no, on/off or 1/0.\n";
+static const char env_header[] = "# session.env: sessiond settings as KEY=VALUE lines (daemon.env_file).\n"
+                                 "# Every variable is here at its built-in default, commented out: a line\n"
+                                 "# in this file beats sessiond.conf and the environment profile, so\n"
+                                 "# uncomment only what you mean to set.\n"
+                                 "#\n"
+                                 "# Sources, lowest precedence first: built-in defaults < the environment\n"
+                                 "# profile < sessiond.conf < this file < the process environment. *_SECONDS\n"
+                                 "# take integer seconds (or a unit: 90s, 30m, 48h, 7d); booleans take\n"
+                                 "# true/false, yes/no, on/off or 1/0.\n";
 
 static void write_conf(FILE *f, const struct sessiond_config *d) {
         char open_group[64] = "-", open_sub[64] = "";
@@ -134,10 +132,12 @@ static void write_conf(FILE *f, const struct sessiond_config *d) {
                         if (open_group[0] && strcmp(open_group, "-") != 0)
                                 fputs("};\n", f);
                         if (!custom_done && strcmp(group, "daemon") == 0) {
-                                fprintf(f, "\n# %s: free-form values for the application (custom.<name>),\n"
-                                           "# also SESSION_CUSTOM_<NAME>=value; for example:\n"
-                                           "#   max_retries = \"3\";\n"
-                                           "custom:\n{\n};\n", section_title("custom"));
+                                fprintf(f,
+                                        "\n# %s: free-form values for the application (custom.<name>),\n"
+                                        "# also SESSION_CUSTOM_<NAME>=value; for example:\n"
+                                        "#   max_retries = \"3\";\n"
+                                        "custom:\n{\n};\n",
+                                        section_title("custom"));
                                 custom_done = true;
                         }
                         if (group[0])
@@ -186,9 +186,10 @@ static void write_env(FILE *f, const struct sessiond_config *d) {
                 daemon_setting = strcmp(group, "daemon") == 0;
                 if (strcmp(group, open_group) != 0) {
                         if (!custom_done && daemon_setting) {
-                                fprintf(f, "\n## %s\n"
-                                           "# SESSION_CUSTOM_<NAME>=value lands in custom.<name> (lower case), e.g.\n"
-                                           "# SESSION_CUSTOM_MAX_RETRIES=3\n",
+                                fprintf(f,
+                                        "\n## %s\n"
+                                        "# SESSION_CUSTOM_<NAME>=value lands in custom.<name> (lower case), e.g.\n"
+                                        "# SESSION_CUSTOM_MAX_RETRIES=3\n",
                                         section_title("custom"));
                                 custom_done = true;
                         }
@@ -203,7 +204,9 @@ static void write_env(FILE *f, const struct sessiond_config *d) {
                         continue;
                 }
                 if (strcmp(s->variable, "SESSIOND_ENV_FILE") == 0) {
-                        fprintf(f, "# %s (%s): %s; set it in sessiond.conf or the service's environment, not here (default %s)\n",
+                        fprintf(f,
+                                "# %s (%s): %s; set it in sessiond.conf or the service's environment, not here "
+                                "(default %s)\n",
                                 s->variable, s->path, s->description, value ? value : "");
                         continue;
                 }

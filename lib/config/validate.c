@@ -62,11 +62,11 @@ static void report(struct validator *v, enum sessiond_severity sev, const char *
 static const struct {
         const char *path, *message;
 } positive_messages[] = {
-        { "cleanup.batch_size", "Cleanup batch size must be positive" },
-        { "security.max_concurrent_per_user", "Max concurrent sessions per user must be positive" },
-        { "monitoring.metrics_buffer_size", "Metrics buffer size must be positive" },
-        { "cleanup.expired_retention_days", "Expired retention must be at least 1 day" },
-        { "cleanup.audit_retention_days", "Audit retention must be at least 1 day" },
+        {"cleanup.batch_size", "Cleanup batch size must be positive"},
+        {"security.max_concurrent_per_user", "Max concurrent sessions per user must be positive"},
+        {"monitoring.metrics_buffer_size", "Metrics buffer size must be positive"},
+        {"cleanup.expired_retention_days", "Expired retention must be at least 1 day"},
+        {"cleanup.audit_retention_days", "Audit retention must be at least 1 day"},
 };
 
 static void check_positive(struct validator *v) {
@@ -115,7 +115,8 @@ static void check_localstorage_prefix(struct validator *v, const char *prefix) {
         for (const char *p = prefix; *p; p++)
                 if (*p <= ' ' || *p > '~' || *p == '"' || *p == '\'' || *p == '`') {
                         report(v, SESSIOND_ERROR,
-                               "sync.localstorage_prefix may hold only printable ASCII characters without spaces or quotes (\" \' `)",
+                               "sync.localstorage_prefix may hold only printable ASCII characters without spaces or "
+                               "quotes (\" \' `)",
                                "sync.localstorage_prefix", NULL);
                         return;
                 }
@@ -143,7 +144,8 @@ static void check_fleet(struct validator *v) {
 
         if (c->features.distributed && !has_url)
                 report(v, SESSIOND_ERROR,
-                       "features.distributed needs daemon.postgres_url (SESSIOND_POSTGRES_URL), the libpq connection string or URI of the shared PostgreSQL store",
+                       "features.distributed needs daemon.postgres_url (SESSIOND_POSTGRES_URL), the libpq connection "
+                       "string or URI of the shared PostgreSQL store",
                        "features.distributed", "daemon.postgres_url");
         if (c->features.clustering && !c->features.distributed)
                 report(v, SESSIOND_ERROR,
@@ -161,7 +163,8 @@ static void check_fleet(struct validator *v) {
 
         if (r == -EINVAL) {
                 if (asprintf(&msg, "daemon.postgres_url is not a connection string or URI that libpq can read: %s%s",
-                             reason, c->features.distributed ? "" : " (ignored while features.distributed is false)") < 0)
+                             reason,
+                             c->features.distributed ? "" : " (ignored while features.distributed is false)") < 0)
                         msg = NULL;
                 report(v, c->features.distributed ? SESSIOND_ERROR : SESSIOND_WARNING,
                        msg ? msg : "daemon.postgres_url is not a connection string or URI that libpq can read",
@@ -171,13 +174,14 @@ static void check_fleet(struct validator *v) {
                        "daemon.postgres_url", NULL);
         else if (!c->features.distributed)
                 report(v, SESSIOND_WARNING,
-                       "daemon.postgres_url is ignored while features.distributed is false (the store is the SQLite database at daemon.database_path)",
+                       "daemon.postgres_url is ignored while features.distributed is false (the store is the SQLite "
+                       "database at daemon.database_path)",
                        "daemon.postgres_url", "features.distributed");
 }
 
 SESSIOND_EXPORT int sessiond_config_validate(const struct sessiond_config *c, struct sessiond_issues *issues) {
         struct sessiond_issues local = {};
-        struct validator v = { .c = c, .issues = issues ? issues : &local };
+        struct validator v = {.c = c, .issues = issues ? issues : &local};
         size_t before = v.issues->count;
         bool errors = false;
 
@@ -189,8 +193,8 @@ SESSIOND_EXPORT int sessiond_config_validate(const struct sessiond_config *c, st
                 report(&v, SESSIOND_ERROR, "Expiration grace period should be less than idle timeout",
                        "timeout.expiration_grace", "timeout.idle_timeout");
         if (c->cleanup.interval >= c->cleanup.batch_interval)
-                report(&v, SESSIOND_ERROR, "Cleanup interval should be less than batch cleanup interval", "cleanup.interval",
-                       "cleanup.batch_interval");
+                report(&v, SESSIOND_ERROR, "Cleanup interval should be less than batch cleanup interval",
+                       "cleanup.interval", "cleanup.batch_interval");
         if (c->sync.timeout >= c->sync.heartbeat_interval)
                 report(&v, SESSIOND_ERROR, "Sync timeout should be less than heartbeat interval", "sync.timeout",
                        "sync.heartbeat_interval");
@@ -204,7 +208,8 @@ SESSIOND_EXPORT int sessiond_config_validate(const struct sessiond_config *c, st
                        "cleanup.batch_interval", "cleanup.deep_interval");
         if (c->timeout.cleanup_grace < c->timeout.expiration_grace)
                 report(&v, SESSIOND_ERROR,
-                       "Cleanup grace period should not be less than expiration grace period (a session still honoured could be purged)",
+                       "Cleanup grace period should not be less than expiration grace period (a session still honoured "
+                       "could be purged)",
                        "timeout.cleanup_grace", "timeout.expiration_grace");
         if (c->cleanup.trigger_threshold > c->cleanup.max_expired_threshold)
                 report(&v, SESSIOND_ERROR, "Cleanup trigger threshold should not exceed max expired threshold",
@@ -228,7 +233,8 @@ SESSIOND_EXPORT int sessiond_config_validate(const struct sessiond_config *c, st
             (strcmp(c->daemon.synchronous, "normal") != 0 && strcmp(c->daemon.synchronous, "full") != 0 &&
              strcmp(c->daemon.synchronous, "extra") != 0))
                 report(&v, SESSIOND_ERROR,
-                       "daemon.synchronous must be normal, full or extra (off would lose acknowledged writes on a crash)",
+                       "daemon.synchronous must be normal, full or extra (off would lose acknowledged writes on a "
+                       "crash)",
                        "daemon.synchronous", NULL);
         check_not_empty(&v, "sync.localstorage_prefix", c->sync.localstorage_prefix);
         check_localstorage_prefix(&v, c->sync.localstorage_prefix);
@@ -245,7 +251,8 @@ SESSIOND_EXPORT int sessiond_config_validate(const struct sessiond_config *c, st
         if (c->daemon.metrics_listen && *c->daemon.metrics_listen &&
             sessiond_listen_address_parse(c->daemon.metrics_listen, NULL, 0, NULL) < 0)
                 report(&v, SESSIOND_ERROR,
-                       "daemon.metrics_listen must be empty (off) or a numeric IP address and a port from 1 to 65535: 127.0.0.1:9567, [::1]:9567",
+                       "daemon.metrics_listen must be empty (off) or a numeric IP address and a port from 1 to 65535: "
+                       "127.0.0.1:9567, [::1]:9567",
                        "daemon.metrics_listen", NULL);
 
         /* Warnings. */
@@ -259,7 +266,8 @@ SESSIOND_EXPORT int sessiond_config_validate(const struct sessiond_config *c, st
                        "timeout.warning_threshold", "timeout.idle_timeout");
         if (c->sync.max_data_size >= c->daemon.max_message_size)
                 report(&v, SESSIOND_WARNING,
-                       "Sync data size should be less than the maximum message size (the largest sync state could not be sent)",
+                       "Sync data size should be less than the maximum message size (the largest sync state could not "
+                       "be sent)",
                        "sync.max_data_size", "daemon.max_message_size");
 
         for (size_t i = before; i < v.issues->count; i++)

@@ -44,9 +44,9 @@ struct sessiond_client {
         int fd;
         int timeout_ms;
         struct varlink_reader reader;
-        json_t *last;    /* root of the last reply (owns the error string) */
-        bool streaming;  /* a reply with "continues" was read, more follow */
-        bool broken;     /* a transport error happened; only free() remains */
+        json_t *last;   /* root of the last reply (owns the error string) */
+        bool streaming; /* a reply with "continues" was read, more follow */
+        bool broken;    /* a transport error happened; only free() remains */
 };
 
 static int64_t now_ms(void) {
@@ -69,7 +69,7 @@ static int deadline_left(int64_t deadline) {
 }
 
 static int client_wait(struct sessiond_client *c, short events, int64_t deadline) {
-        struct pollfd p = { .fd = c->fd, .events = events };
+        struct pollfd p = {.fd = c->fd, .events = events};
 
         for (;;) {
                 int left = deadline_left(deadline);
@@ -91,8 +91,8 @@ static int client_wait(struct sessiond_client *c, short events, int64_t deadline
 }
 
 SESSIOND_EXPORT int sessiond_client_connect(const char *path, int timeout_ms, struct sessiond_client **ret) {
-        struct sockaddr_un sa = { .sun_family = AF_UNIX };
-        struct sessiond_client *c;
+        struct sockaddr_un sa = {.sun_family = AF_UNIX};
+        _cleanup_(sessiond_client_freep) struct sessiond_client *c = NULL;
         struct timeval tv;
         int r;
 
@@ -112,45 +112,32 @@ SESSIOND_EXPORT int sessiond_client_connect(const char *path, int timeout_ms, st
         c = calloc(1, sizeof(*c));
         if (!c)
                 return -ENOMEM;
+        c->fd = -1; /* sessiond_client_free() closes it when open */
         c->timeout_ms = timeout_ms > 0 ? timeout_ms : CLIENT_DEFAULT_TIMEOUT_MS;
         r = varlink_reader_init(&c->reader, CLIENT_MAX_REPLY_SIZE);
         if (r < 0)
-                goto fail_free;
+                return r;
 
         c->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        if (c->fd < 0) {
-                r = -errno;
-                goto fail_free;
-        }
+        if (c->fd < 0)
+                return -errno;
 
         /* A blocking connect(2) on a Unix socket waits only when the
          * listener's backlog is full; SO_SNDTIMEO bounds that wait. */
         tv.tv_sec = c->timeout_ms / 1000;
         tv.tv_usec = (c->timeout_ms % 1000) * 1000;
-        if (setsockopt(c->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) < 0) {
-                r = -errno;
-                goto fail_close;
-        }
+        if (setsockopt(c->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) < 0)
+                return -errno;
         while (connect(c->fd, (struct sockaddr *) &sa, sizeof(sa)) < 0) {
                 if (errno == EINTR)
                         continue;
-                r = (errno == EAGAIN || errno == EINPROGRESS) ? -ETIMEDOUT : -errno;
-                goto fail_close;
+                return (errno == EAGAIN || errno == EINPROGRESS) ? -ETIMEDOUT : -errno;
         }
-        if (fcntl(c->fd, F_SETFL, fcntl(c->fd, F_GETFL) | O_NONBLOCK) < 0) {
-                r = -errno;
-                goto fail_close;
-        }
+        if (fcntl(c->fd, F_SETFL, fcntl(c->fd, F_GETFL) | O_NONBLOCK) < 0)
+                return -errno;
 
-        *ret = c;
+        *ret = TAKE_PTR(c);
         return 0;
-
-fail_close:
-        close(c->fd);
-fail_free:
-        varlink_reader_free(&c->reader);
-        free(c);
-        return r;
 }
 
 SESSIOND_EXPORT void sessiond_client_free(struct sessiond_client *c) {
@@ -226,8 +213,8 @@ static int client_read_reply(struct sessiond_client *c, int64_t deadline, struct
 }
 
 /* Receives one reply and hands it out as client.h describes. */
-static int client_receive(struct sessiond_client *c, int64_t deadline, bool more_allowed,
-                          json_t **ret_params, const char **ret_error, bool *ret_continues) {
+static int client_receive(struct sessiond_client *c, int64_t deadline, bool more_allowed, json_t **ret_params,
+                          const char **ret_error, bool *ret_continues) {
         struct varlink_reply reply;
         int r;
 
@@ -255,9 +242,8 @@ static int client_receive(struct sessiond_client *c, int64_t deadline, bool more
         return 0;
 }
 
-SESSIOND_EXPORT int sessiond_client_call(struct sessiond_client *c, const char *method, json_t *params,
-                         unsigned flags, json_t **ret_params, const char **ret_error,
-                         bool *ret_continues) {
+SESSIOND_EXPORT int sessiond_client_call(struct sessiond_client *c, const char *method, json_t *params, unsigned flags,
+                                         json_t **ret_params, const char **ret_error, bool *ret_continues) {
         bool oneway = flags & SESSIOND_CALL_ONEWAY, more = flags & SESSIOND_CALL_MORE;
         _cleanup_(freep) char *buf = NULL;
         size_t len;
@@ -299,13 +285,13 @@ SESSIOND_EXPORT int sessiond_client_call(struct sessiond_client *c, const char *
 }
 
 SESSIOND_EXPORT int sessiond_client_next(struct sessiond_client *c, int timeout_ms, json_t **ret_params,
-                         const char **ret_error, bool *ret_continues) {
+                                         const char **ret_error, bool *ret_continues) {
         assert(c);
 
         if (c->broken)
                 return -ENOTCONN;
         if (!c->streaming)
                 return -ENOMSG; /* no stream open: nothing more will come */
-        return client_receive(c, timeout_ms < 0 ? -1 : now_ms() + timeout_ms, true, ret_params,
-                              ret_error, ret_continues);
+        return client_receive(c, timeout_ms < 0 ? -1 : now_ms() + timeout_ms, true, ret_params, ret_error,
+                              ret_continues);
 }

@@ -21,8 +21,8 @@
 #include "varlink/writer.h"
 
 /* parameters NULL is {}; anything but an object is -EINVAL. */
-static int encode_message(const char *member, const char *name, json_t *parameters, const char *flag,
-                          char **ret, size_t *len) {
+static int encode_message(const char *member, const char *name, json_t *parameters, const char *flag, char **ret,
+                          size_t *len) {
         struct varlink_writer w;
 
         assert(ret);
@@ -39,8 +39,8 @@ static int encode_message(const char *member, const char *name, json_t *paramete
         return varlink_writer_finish_message(&w, flag, ret, len);
 }
 
-SESSIOND_EXPORT int varlink_encode_call(const char *method, json_t *parameters, bool oneway, bool more,
-                        char **ret, size_t *len) {
+SESSIOND_EXPORT int varlink_encode_call(const char *method, json_t *parameters, bool oneway, bool more, char **ret,
+                                        size_t *len) {
         if (!varlink_method_split(method, NULL, 0) || (oneway && more))
                 return -EINVAL;
         return encode_message("method", method, parameters, oneway ? "oneway" : more ? "more" : NULL, ret, len);

@@ -192,43 +192,38 @@ SESSIOND_EXPORT const char *varlink_method_split(const char *method, char *iface
 int varlink_call_parse_json(const char *msg, size_t len, struct varlink_call *ret) {
         struct varlink_call c = {};
         json_t *m;
+        _cleanup_json_ json_t *root = NULL; /* c.root once it all went well */
         int r;
 
         assert(ret);
 
-        r = json_parse_object(msg, len, &c.root);
+        r = json_parse_object(msg, len, &root);
         if (r < 0)
                 return r;
 
-        m = json_object_get(c.root, "method");
-        if (!json_is_string(m) || !varlink_method_split(json_string_value(m), NULL, 0)) {
-                r = -EBADMSG;
-                goto fail;
-        }
+        m = json_object_get(root, "method");
+        if (!json_is_string(m) || !varlink_method_split(json_string_value(m), NULL, 0))
+                return -EBADMSG;
         c.method = json_string_value(m);
 
-        r = object_get_parameters(c.root, &c.parameters);
+        r = object_get_parameters(root, &c.parameters);
         if (r < 0)
-                goto fail;
-        r = object_get_flag(c.root, "oneway", &c.oneway);
+                return r;
+        r = object_get_flag(root, "oneway", &c.oneway);
         if (r < 0)
-                goto fail;
-        r = object_get_flag(c.root, "more", &c.more);
+                return r;
+        r = object_get_flag(root, "more", &c.more);
         if (r < 0)
-                goto fail;
-        r = object_get_flag(c.root, "upgrade", &c.upgrade);
+                return r;
+        r = object_get_flag(root, "upgrade", &c.upgrade);
         if (r < 0)
-                goto fail;
-        if (c.oneway && c.more) {
-                r = -EBADMSG;
-                goto fail;
-        }
+                return r;
+        if (c.oneway && c.more)
+                return -EBADMSG;
 
+        c.root = TAKE_PTR(root);
         *ret = c;
         return 0;
-fail:
-        json_decref(c.root);
-        return r;
 }
 
 /* The scanner (scan.c) first: it takes the common calls without building
@@ -264,39 +259,34 @@ SESSIOND_EXPORT void varlink_call_clear(struct varlink_call *c) {
 SESSIOND_EXPORT int varlink_reply_parse(const char *msg, size_t len, struct varlink_reply *ret) {
         struct varlink_reply rp = {};
         json_t *e;
+        _cleanup_json_ json_t *root = NULL; /* rp.root once it all went well */
         int r;
 
         assert(ret);
 
-        r = json_parse_object(msg, len, &rp.root);
+        r = json_parse_object(msg, len, &root);
         if (r < 0)
                 return r;
 
-        e = json_object_get(rp.root, "error");
+        e = json_object_get(root, "error");
         if (e) {
-                if (!json_is_string(e) || !varlink_method_split(json_string_value(e), NULL, 0)) {
-                        r = -EBADMSG;
-                        goto fail;
-                }
+                if (!json_is_string(e) || !varlink_method_split(json_string_value(e), NULL, 0))
+                        return -EBADMSG;
                 rp.error = json_string_value(e);
         }
 
-        r = object_get_parameters(rp.root, &rp.parameters);
+        r = object_get_parameters(root, &rp.parameters);
         if (r < 0)
-                goto fail;
-        r = object_get_flag(rp.root, "continues", &rp.continues);
+                return r;
+        r = object_get_flag(root, "continues", &rp.continues);
         if (r < 0)
-                goto fail;
-        if (rp.error && rp.continues) {
-                r = -EBADMSG;
-                goto fail;
-        }
+                return r;
+        if (rp.error && rp.continues)
+                return -EBADMSG;
 
+        rp.root = TAKE_PTR(root);
         *ret = rp;
         return 0;
-fail:
-        json_decref(rp.root);
-        return r;
 }
 
 SESSIOND_EXPORT void varlink_reply_clear(struct varlink_reply *r) {

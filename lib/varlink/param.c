@@ -74,7 +74,7 @@ SESSIOND_EXPORT int varlink_param_object(json_t *params, const char *key, json_t
 /* The same lookups over a call, whichever parser read it: the scanner's
  * table (no JSON objects), or jansson's tree. */
 SESSIOND_EXPORT int varlink_call_param(struct varlink_call *c, const char *object, const char *key,
-                       struct varlink_value *ret) {
+                                       struct varlink_value *ret) {
         json_t *params, *v;
 
         assert(c && key && ret);

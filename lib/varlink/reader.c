@@ -38,7 +38,7 @@ SESSIOND_EXPORT int varlink_reader_init(struct varlink_reader *r, size_t max_mes
 
         if (max_message_size == 0 || max_message_size > SIZE_MAX / 4)
                 return -EINVAL;
-        *r = (struct varlink_reader){ .max_message_size = max_message_size };
+        *r = (struct varlink_reader){.max_message_size = max_message_size};
         return 0;
 }
 
@@ -46,7 +46,7 @@ SESSIOND_EXPORT void varlink_reader_free(struct varlink_reader *r) {
         if (!r)
                 return;
         free(r->buf);
-        *r = (struct varlink_reader){ .max_message_size = r->max_message_size };
+        *r = (struct varlink_reader){.max_message_size = r->max_message_size};
 }
 
 SESSIOND_EXPORT size_t varlink_reader_pending(const struct varlink_reader *r) {

@@ -41,8 +41,8 @@
 
 #include "varlink/scan.h"
 
-#define SCAN_MAX_FIELDS 24  /* parameters and members of object parameters */
-#define SCAN_MAX_MEMBERS 8  /* members of the call object itself */
+#define SCAN_MAX_FIELDS 24 /* parameters and members of object parameters */
+#define SCAN_MAX_MEMBERS 8 /* members of the call object itself */
 
 struct scan_field {
         const char *key;
@@ -62,7 +62,7 @@ struct varlink_scanned {
 struct scanner {
         const char *p;
         const char *end;
-        char *out;     /* next free byte of the string arena */
+        char *out; /* next free byte of the string arena */
         char *out_end;
         struct varlink_scanned *scanned;
 };
@@ -104,15 +104,32 @@ static int scan_string(struct scanner *s, const char **ret, size_t *len) {
                         if (s->p >= s->end)
                                 return -EAGAIN;
                         switch (*s->p++) {
-                        case '"': ch = '"'; break;
-                        case '\\': ch = '\\'; break;
-                        case '/': ch = '/'; break;
-                        case 'b': ch = '\b'; break;
-                        case 'f': ch = '\f'; break;
-                        case 'n': ch = '\n'; break;
-                        case 'r': ch = '\r'; break;
-                        case 't': ch = '\t'; break;
-                        default: return -EAGAIN;
+                        case '"':
+                                ch = '"';
+                                break;
+                        case '\\':
+                                ch = '\\';
+                                break;
+                        case '/':
+                                ch = '/';
+                                break;
+                        case 'b':
+                                ch = '\b';
+                                break;
+                        case 'f':
+                                ch = '\f';
+                                break;
+                        case 'n':
+                                ch = '\n';
+                                break;
+                        case 'r':
+                                ch = '\r';
+                                break;
+                        case 't':
+                                ch = '\t';
+                                break;
+                        default:
+                                return -EAGAIN;
                         }
                 }
                 /* The decoded text is never longer than the quoted one. */
@@ -271,8 +288,7 @@ static int scan_parameters(struct scanner *s, const char **start, const char **e
 
 /* The call object: method, parameters, flags, and other members (ignored,
  * as the Varlink specification asks, but scanned so the JSON is checked). */
-static int scan_call(struct scanner *s, struct varlink_call *c, const char **params_start,
-                     const char **params_end) {
+static int scan_call(struct scanner *s, struct varlink_call *c, const char **params_start, const char **params_end) {
         const char *keys[SCAN_MAX_MEMBERS];
         size_t key_lens[SCAN_MAX_MEMBERS], n = 0;
         int r;
@@ -354,8 +370,10 @@ int varlink_call_scan(const char *msg, size_t len, struct varlink_call *ret) {
         sc->params_text = NULL;
         sc->params_len = 0;
         s = (struct scanner){
-                .p = msg, .end = msg + len,
-                .out = sc->data + len + 1, .out_end = sc->data + 2 * len + 2,
+                .p = msg,
+                .end = msg + len,
+                .out = sc->data + len + 1,
+                .out_end = sc->data + 2 * len + 2,
                 .scanned = sc,
         };
         r = scan_call(&s, &c, &params_start, &params_end);
@@ -388,8 +406,7 @@ static int scanned_find(const struct varlink_scanned *s, int parent, const char 
         return -1;
 }
 
-int varlink_scanned_param(struct varlink_scanned *s, const char *object, const char *key,
-                          struct varlink_value *ret) {
+int varlink_scanned_param(struct varlink_scanned *s, const char *object, const char *key, struct varlink_value *ret) {
         int parent = -1, i;
 
         assert(s && key && ret);

@@ -13,6 +13,5 @@ int varlink_call_scan(const char *msg, size_t len, struct varlink_call *ret);
 int varlink_call_parse_json(const char *msg, size_t len, struct varlink_call *ret);
 
 void varlink_scanned_free(struct varlink_scanned *s);
-int varlink_scanned_param(struct varlink_scanned *s, const char *object, const char *key,
-                          struct varlink_value *ret);
+int varlink_scanned_param(struct varlink_scanned *s, const char *object, const char *key, struct varlink_value *ret);
 int varlink_scanned_parameters(struct varlink_scanned *s, json_t **ret);

@@ -124,13 +124,11 @@ static int writer_value_start(struct varlink_writer *w, size_t n) {
  * characters. 0: copied; otherwise the letter of the short escape, or 'u'
  * for \u00XX (jansson's choice of forms, so the bytes match). */
 static const char escape_table[256] = {
-        ['\b'] = 'b', ['\t'] = 't', ['\n'] = 'n', ['\f'] = 'f', ['\r'] = 'r',
-        [0x00] = 'u', [0x01] = 'u', [0x02] = 'u', [0x03] = 'u', [0x04] = 'u', [0x05] = 'u',
-        [0x06] = 'u', [0x07] = 'u', [0x0b] = 'u', [0x0e] = 'u', [0x0f] = 'u', [0x10] = 'u',
-        [0x11] = 'u', [0x12] = 'u', [0x13] = 'u', [0x14] = 'u', [0x15] = 'u', [0x16] = 'u',
-        [0x17] = 'u', [0x18] = 'u', [0x19] = 'u', [0x1a] = 'u', [0x1b] = 'u', [0x1c] = 'u',
-        [0x1d] = 'u', [0x1e] = 'u', [0x1f] = 'u',
-        ['"'] = '"', ['\\'] = '\\',
+        ['\b'] = 'b', ['\t'] = 't', ['\n'] = 'n', ['\f'] = 'f', ['\r'] = 'r', [0x00] = 'u',  [0x01] = 'u',
+        [0x02] = 'u', [0x03] = 'u', [0x04] = 'u', [0x05] = 'u', [0x06] = 'u', [0x07] = 'u',  [0x0b] = 'u',
+        [0x0e] = 'u', [0x0f] = 'u', [0x10] = 'u', [0x11] = 'u', [0x12] = 'u', [0x13] = 'u',  [0x14] = 'u',
+        [0x15] = 'u', [0x16] = 'u', [0x17] = 'u', [0x18] = 'u', [0x19] = 'u', [0x1a] = 'u',  [0x1b] = 'u',
+        [0x1c] = 'u', [0x1d] = 'u', [0x1e] = 'u', [0x1f] = 'u', ['"'] = '"',  ['\\'] = '\\',
 };
 
 /* Copies s[0..n) as the inside of a JSON string (no quotes): runs that
@@ -183,6 +181,13 @@ SESSIOND_EXPORT void varlink_writer_free(struct varlink_writer *w) {
         *w = (struct varlink_writer){};
 }
 
+/* For a finishing function: the writer is freed on every failure path
+ * (the variable is set to NULL once it succeeded). */
+static void writer_freep(struct varlink_writer **w) {
+        if (*w)
+                varlink_writer_free(*w);
+}
+
 int varlink_writer_begin_message(struct varlink_writer *w, const char *member, const char *name) {
         static const char plain[] = "{\"parameters\":", named[] = "\",\"parameters\":";
         int r;
@@ -216,25 +221,22 @@ SESSIOND_EXPORT int varlink_writer_begin_value(struct varlink_writer *w) {
 }
 
 SESSIOND_EXPORT int varlink_writer_finish_value(struct varlink_writer *w, char **ret, size_t *len) {
+        _cleanup_(writer_freep) struct varlink_writer *unfinished = w; /* freed on failure */
         int r;
 
         assert(w && ret && len);
-        if (w->error < 0) {
-                r = w->error;
-                goto fail;
-        }
+        if (w->error < 0)
+                return w->error;
         assert(!w->began);
         assert(w->depth == 0 && !w->after_key);
         r = writer_append(w, "", 1); /* the NUL */
         if (r < 0)
-                goto fail;
+                return r;
         *ret = w->data;
         *len = w->len - 1;
         *w = (struct varlink_writer){};
+        unfinished = NULL; /* the caller has the text */
         return 0;
-fail:
-        varlink_writer_free(w);
-        return r;
 }
 
 SESSIOND_EXPORT int varlink_writer_begin_reply(struct varlink_writer *w) {
@@ -332,10 +334,9 @@ SESSIOND_EXPORT int varlink_writer_string(struct varlink_writer *w, const char *
         return varlink_writer_stringn(w, s, strlen(s));
 }
 
-static const char digit_pairs[] =
-        "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
-        "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
-        "8081828384858687888990919293949596979899";
+static const char digit_pairs[] = "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
+                                  "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
+                                  "8081828384858687888990919293949596979899";
 
 SESSIOND_EXPORT int varlink_writer_int(struct varlink_writer *w, int64_t v) {
         char digits[20]; /* 2^64 has 20 digits */
@@ -411,35 +412,30 @@ SESSIOND_EXPORT int varlink_writer_json(struct varlink_writer *w, json_t *value)
 }
 
 int varlink_writer_finish_message(struct varlink_writer *w, const char *flag, char **ret, size_t *len) {
+        _cleanup_(writer_freep) struct varlink_writer *unfinished = w; /* freed on failure */
         int r;
 
         assert(w);
         assert(ret);
         assert(len);
-        if (w->error < 0) {
-                r = w->error;
-                goto fail;
-        }
+        if (w->error < 0)
+                return w->error;
         /* The parameters are complete: one value after the envelope's key. */
         assert(w->began);
         assert(w->depth == 0 && !w->after_key);
-        if (!w->parameters_object) {
-                r = -EINVAL;
-                goto fail;
-        }
+        if (!w->parameters_object)
+                return -EINVAL;
         if (flag && ((r = writer_append(w, ",\"", 2)) < 0 || (r = writer_append(w, flag, strlen(flag))) < 0 ||
                      (r = writer_append(w, "\":true", 6)) < 0))
-                goto fail;
+                return r;
         r = writer_append(w, "}", 2); /* with its NUL */
         if (r < 0)
-                goto fail;
+                return r;
         *ret = w->data;
         *len = w->len;
         *w = (struct varlink_writer){};
+        unfinished = NULL; /* the caller has the text */
         return 0;
-fail:
-        varlink_writer_free(w);
-        return r;
 }
 
 SESSIOND_EXPORT int varlink_writer_finish_reply(struct varlink_writer *w, bool continues, char **ret, size_t *len) {

@@ -41,14 +41,13 @@ static inline void sessiond_client_freep(struct sessiond_client **c) {
  * With SESSIOND_CALL_ONEWAY nothing is read; *ret_params is NULL.
  * *ret_continues (if not NULL) tells whether more replies follow.
  * Transport problems: -ETIMEDOUT, -ECONNRESET, -EBADMSG, -ENOMEM... */
-int sessiond_client_call(struct sessiond_client *c, const char *method, json_t *params,
-                         unsigned flags, json_t **ret_params, const char **ret_error,
-                         bool *ret_continues);
+int sessiond_client_call(struct sessiond_client *c, const char *method, json_t *params, unsigned flags,
+                         json_t **ret_params, const char **ret_error, bool *ret_continues);
 
 /* Reads the next reply of a `more` stream (same conventions). timeout_ms < 0
  * waits forever (used by `sessionctl events --follow`). */
-int sessiond_client_next(struct sessiond_client *c, int timeout_ms, json_t **ret_params,
-                         const char **ret_error, bool *ret_continues);
+int sessiond_client_next(struct sessiond_client *c, int timeout_ms, json_t **ret_params, const char **ret_error,
+                         bool *ret_continues);
 
 /* File descriptor, for callers that poll themselves. */
 int sessiond_client_fd(const struct sessiond_client *c);

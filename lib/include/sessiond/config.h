@@ -56,9 +56,8 @@ struct sessiond_issues {
 void sessiond_issues_clear(struct sessiond_issues *issues);
 bool sessiond_issues_has_errors(const struct sessiond_issues *issues);
 /* Adds a formatted issue. Returns 0 or -ENOMEM. */
-int sessiond_issues_add(struct sessiond_issues *issues, enum sessiond_severity severity,
-                        const char *setting, const char *fmt, ...)
-        __attribute__((format(printf, 4, 5)));
+int sessiond_issues_add(struct sessiond_issues *issues, enum sessiond_severity severity, const char *setting,
+                        const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 /* "error: ..." / "warning: ..." */
 const char *sessiond_severity_to_string(enum sessiond_severity s);
 
@@ -264,8 +263,8 @@ int sessiond_config_new_defaults(struct sessiond_config **ret);
  * Parse problems (syntax, type, unit, unknown names as warnings) are added
  * to issues; returns -EINVAL when any of them is an error, in which case
  * *ret is NULL. Does not run the validation rules. */
-int sessiond_config_load(const struct sessiond_config_sources *sources,
-                         struct sessiond_config **ret, struct sessiond_issues *issues);
+int sessiond_config_load(const struct sessiond_config_sources *sources, struct sessiond_config **ret,
+                         struct sessiond_issues *issues);
 
 /* The guide's validate_configuration(): every rule of DESIGN 2.5, all issues
  * at once. Returns 0 if there is no error (warnings allowed), -EINVAL if
@@ -281,8 +280,7 @@ static inline void sessiond_config_freep(struct sessiond_config **c) {
 int sessiond_config_copy(const struct sessiond_config *c, struct sessiond_config **ret);
 
 /* Value of custom.<name>, or def. */
-const char *sessiond_config_custom(const struct sessiond_config *c, const char *name,
-                                   const char *def);
+const char *sessiond_config_custom(const struct sessiond_config *c, const char *name, const char *def);
 
 /* Setting number idx as text, the way the env file and the
  * messages write it ("86400", "true", "100.0", "production"); a connection
@@ -327,14 +325,12 @@ struct sessiond_override {
 
 /* The guide's get_environment_specific_config(): the overrides a profile
  * makes (table 2.4). *ret points into static storage. */
-int sessiond_profile_overrides(enum sessiond_environment e, const struct sessiond_override **ret,
-                               size_t *n);
+int sessiond_profile_overrides(enum sessiond_environment e, const struct sessiond_override **ret, size_t *n);
 
 /* Every column of table 2.4 for e, "default" cells filled in with the
  * built-in default: what `sessionctl config --optimize-for` writes, so that
  * the result does not depend on what an earlier run wrote. Static storage. */
-int sessiond_profile_values(enum sessiond_environment e, const struct sessiond_override **ret,
-                            size_t *n);
+int sessiond_profile_values(enum sessiond_environment e, const struct sessiond_override **ret, size_t *n);
 
 /* The guide's apply_environment_overrides(): applies the profile of
  * c->environment to every setting whose origin is still default or profile;
@@ -384,8 +380,7 @@ int sessiond_config_template(enum sessiond_template_format format, char **ret);
 const struct sessiond_config *sessiond_config_get(void);
 /* Loads and validates again; swaps only on success, keeping the old one
  * otherwise. Issues are reported in *issues. */
-int sessiond_config_reload(const struct sessiond_config_sources *sources,
-                           struct sessiond_issues *issues);
+int sessiond_config_reload(const struct sessiond_config_sources *sources, struct sessiond_issues *issues);
 
 /* ---- parsing helpers (shared with the env-file editor) ------------------- */
 

@@ -45,13 +45,12 @@ int sessiond_envfile_new(const char *path, struct sessiond_envfile **ret);
 
 /* Parses text (len bytes). Malformed lines are reported as errors
  * "PATH:LINE: ..." in issues (all of them) and make it return -EINVAL. */
-int sessiond_envfile_parse(const char *path, const char *text, size_t len,
-                           struct sessiond_envfile **ret, struct sessiond_issues *issues);
+int sessiond_envfile_parse(const char *path, const char *text, size_t len, struct sessiond_envfile **ret,
+                           struct sessiond_issues *issues);
 
 /* Reads and parses path. -ENOENT when it does not exist (no issue added),
  * another negative errno when it cannot be read, -EINVAL when malformed. */
-int sessiond_envfile_read(const char *path, struct sessiond_envfile **ret,
-                          struct sessiond_issues *issues);
+int sessiond_envfile_read(const char *path, struct sessiond_envfile **ret, struct sessiond_issues *issues);
 
 void sessiond_envfile_free(struct sessiond_envfile *f);
 static inline void sessiond_envfile_freep(struct sessiond_envfile **f) {

@@ -46,8 +46,8 @@ extern "C" {
  * the ABI: a change of them changes the soname (lib/meson.build). */
 struct varlink_reader {
         char *buf;
-        size_t start;  /* first byte not yet handed out */
-        size_t end;    /* one past the last byte received */
+        size_t start;   /* first byte not yet handed out */
+        size_t end;     /* one past the last byte received */
         size_t scanned; /* bytes after start already known to hold no NUL */
         size_t allocated;
         size_t max_message_size; /* without the NUL */
@@ -125,8 +125,7 @@ struct varlink_value {
  * and the value (never of type NULL; borrowed from the call), -ENOENT when
  * the member (or the object) is absent or null, -EINVAL when object names a
  * member that is not an object. */
-int varlink_call_param(struct varlink_call *c, const char *object, const char *key,
-                       struct varlink_value *ret);
+int varlink_call_param(struct varlink_call *c, const char *object, const char *key, struct varlink_value *ret);
 
 /* The parameters as a jansson object, made on first use for a scanned call
  * (borrowed; the call owns it). NULL only when memory ran out. */
@@ -150,8 +149,7 @@ void varlink_reply_clear(struct varlink_reply *r);
 /* Encoders. Each returns a malloc'ed buffer holding the JSON text followed by
  * the terminating NUL; *len includes the NUL. `parameters` may be NULL
  * (encoded as {}); the reference is borrowed, not stolen. */
-int varlink_encode_call(const char *method, json_t *parameters, bool oneway, bool more,
-                        char **ret, size_t *len);
+int varlink_encode_call(const char *method, json_t *parameters, bool oneway, bool more, char **ret, size_t *len);
 int varlink_encode_reply(json_t *parameters, bool continues, char **ret, size_t *len);
 int varlink_encode_error(const char *error, json_t *parameters, char **ret, size_t *len);
 
@@ -194,12 +192,12 @@ struct varlink_writer {
         char *data;
         size_t len;
         size_t allocated;
-        int error;            /* first failure, 0 if none */
-        unsigned depth;       /* open objects and arrays */
-        uint64_t has_members; /* bit d: the container at depth d has a member */
-        uint64_t is_object;   /* bit d: the container at depth d is an object */
-        bool after_key;       /* a value is due (after a key or the envelope) */
-        bool began;           /* begin_reply() was called */
+        int error;              /* first failure, 0 if none */
+        unsigned depth;         /* open objects and arrays */
+        uint64_t has_members;   /* bit d: the container at depth d has a member */
+        uint64_t is_object;     /* bit d: the container at depth d is an object */
+        bool after_key;         /* a value is due (after a key or the envelope) */
+        bool began;             /* begin_reply() was called */
         bool parameters_object; /* the parameters written are an object */
 };
 

@@ -1,0 +1,797 @@
+/* The store's backend-independent cases: one suite, written against
+ * store.h only, that every backend runs (test-store.c on SQLite, always;
+ * test-store-postgres.c on PostgreSQL, in the meson suite `postgres`).
+ *
+ * What every backend promises is tested here once: the unit of work
+ * (commit, rollback, lost whole, asynchronous on a loop), the session
+ * operations, iteration and its pages, purges, the audit with its filters
+ * and cursors, analytics, loading at open, reopening, maintenance, readers.
+ * Where the backends differ on purpose (store.h: PostgreSQL finds live rows
+ * by token hash and lets a touch or an end of a missing row pass, SQLite
+ * fails the unit), each backend's own file tests its side, with what only
+ * that backend has (SQLite: files, WAL, checkpoints, migrations, refused
+ * databases; PostgreSQL: key blocks, the key check, NOTIFY, the leader's
+ * lock, reconnections, a server restart).
+ *
+ * A header of static functions rather than a library: the includer
+ * defines the four backend_*() functions declared below (where its store
+ * lives), then calls store_cases_add(). Each case starts on an empty
+ * database (the includer's checked fixture sees to it).
+ */
+#pragma once
+
+#include <uv.h>
+
+#include "helpers.h"
+#include "macro.h"
+
+/* ---- what the including backend file defines ------------------------------ */
+
+/* Opens the test's store (the same database each call: a reopened store
+ * sees what was committed). */
+static struct store *backend_open(void);
+/* Fills where the store lives (path or URL, key check, synchronous): the
+ * caller adds loading callbacks or a loop. */
+static void backend_options(struct store_options *o);
+/* Makes the database empty again (no store is open). */
+static void backend_reset(void);
+/* One number read from the database by another connection, outside the
+ * store (what is committed): plain SQL that both backends understand. */
+static int64_t backend_count(const char *sql);
+
+/* ---- helpers the backend files share -------------------------------------- */
+
+/* Inserts r under a key the store gives (written to *rowid and r->rowid). */
+static int insert_row(struct store *s, struct store_session *r, const void *data, size_t size, int64_t *rowid) {
+        int res = store_allocate_key(s, rowid);
+
+        if (res < 0)
+                return res;
+        r->rowid = *rowid;
+        return store_session_insert(s, r, data, size);
+}
+
+static struct store_session row_for(const char *id, uint8_t fill, const char *user, int64_t now) {
+        struct store_session r = {
+                .id = id,
+                .user_id = user,
+                .created_at = now,
+                .last_activity = now,
+                .renewed_at = now,
+                .fp_user_agent = 77,
+                .ip = "192.0.2.1",
+                .user_agent = "Mozilla",
+        };
+        memset(r.token_hash, fill, sizeof r.token_hash);
+        return r;
+}
+
+struct capture {
+        int n;
+        int64_t rowid, ended_at, last_activity, renewed_at;
+        uint64_t fp_ua, fp_ip;
+        char id[64], user[64], reason[64], ip[64];
+        bool saw_ip;
+};
+
+static int capture_cb(const struct store_session *row, void *userdata) {
+        struct capture *c = userdata;
+
+        c->n++;
+        c->rowid = row->rowid;
+        snprintf(c->id, sizeof c->id, "%s", row->id);
+        snprintf(c->user, sizeof c->user, "%s", row->user_id);
+        snprintf(c->reason, sizeof c->reason, "%s", row->end_reason ? row->end_reason : "");
+        snprintf(c->ip, sizeof c->ip, "%s", row->ip ? row->ip : "");
+        c->saw_ip |= row->ip != NULL;
+        c->ended_at = row->ended_at;
+        c->last_activity = row->last_activity;
+        c->renewed_at = row->renewed_at;
+        c->fp_ua = row->fp_user_agent;
+        c->fp_ip = row->fp_ip;
+        return 0;
+}
+
+/* Opening hands the live sessions to the loader (after telling how many),
+ * in row order and light; a failing loader fails the open. */
+struct loading {
+        int64_t reserved;
+        int n, fail_at;
+        int64_t rowids[8];
+        bool saw_ip;
+};
+
+static int reserve_cb(uint64_t n, void *userdata) {
+        ((struct loading *) userdata)->reserved = (int64_t) n;
+        return 0;
+}
+
+static int loading_cb(const struct store_session *row, void *userdata) {
+        struct loading *l = userdata;
+
+        if (l->n == l->fail_at)
+                return -ENOMEM;
+        ck_assert_int_lt(l->n, 8);
+        ck_assert_int_eq(row->ended_at, 0);
+        l->rowids[l->n++] = row->rowid;
+        l->saw_ip |= row->ip != NULL;
+        return 0;
+}
+
+/* A commit's or a maintenance step's callback on the loop. */
+struct done {
+        int calls, result;
+};
+
+static void done_cb(int result, void *userdata) {
+        struct done *d = userdata;
+
+        d->calls++;
+        d->result = result;
+}
+
+static void never_cb(uv_timer_t *t) {
+        (void) t;
+}
+
+/* Runs the loop until *counter reaches at_least. The store's wake-up
+ * handle does not keep a loop alive by itself (the daemon's server does):
+ * a repeating timer stands in for it (and lets a test wait for what a
+ * backend's other connection hears). The tcase's timeout bounds the wait. */
+static void run_until(uv_loop_t *loop, const int *counter, int at_least) {
+        uv_timer_t t;
+
+        uv_timer_init(loop, &t);
+        uv_timer_start(&t, never_cb, 50, 50);
+        while (*counter < at_least)
+                uv_run(loop, UV_RUN_ONCE);
+        uv_close((uv_handle_t *) &t, NULL);
+        uv_run(loop, UV_RUN_NOWAIT);
+}
+
+static int stop_cb(const struct store_session *row, void *userdata) {
+        (void) row;
+        (*(int *) userdata)++;
+        return 7;
+}
+
+/* ---- the cases ------------------------------------------------------------- */
+
+START_TEST(test_reopen_keeps_rows) {
+        struct store_session r = row_for("AAAAAAAAAAAAAAAAAAAAAA", 1, "alice", T0);
+        struct store *s = backend_open();
+        int64_t rowid = 0, rowid2 = 0, version = 0;
+        char *data = NULL;
+        size_t size = 0;
+
+        ck_assert(!store_has_pending(s));
+        ck_assert_int_eq(insert_row(s, &r, "state", 5, &rowid), 0);
+        ck_assert_int_gt(rowid, 0);
+        ck_assert(store_has_pending(s));
+        ck_assert_int_eq(store_commit(s), 0);
+        ck_assert(!store_has_pending(s));
+        store_close(s);
+
+        s = backend_open();
+        ck_assert_int_eq(store_session_get_sync(s, rowid, &version, &data, &size), 0);
+        ck_assert_uint_eq(size, 5);
+        ck_assert_str_eq(data, "state");
+        free(data);
+        ck_assert_int_eq(store_allocate_key(s, &rowid2), 0);
+        ck_assert_int_gt(rowid2, rowid); /* keys are never given twice */
+        store_close(s);
+        ck_assert_int_eq(backend_count("SELECT count(*) FROM sessions WHERE user_id = 'alice'"), 1);
+}
+END_TEST
+
+START_TEST(test_open_loads_live_sessions) {
+        struct store *s = backend_open();
+        struct loading l = {.reserved = -1, .fail_at = -1};
+        struct store_options o = {0};
+        char id[TOKEN_ID_STRING_LEN + 1];
+        int64_t rowid[4];
+
+        backend_options(&o);
+        o.reserve = reserve_cb;
+        o.load = loading_cb;
+        o.load_userdata = &l;
+        for (int i = 0; i < 4; i++) {
+                struct store_session r = row_for(id, (uint8_t) i, "user", T0);
+
+                snprintf(id, sizeof id, "%022d", i);
+                ck_assert_int_eq(insert_row(s, &r, NULL, 0, &rowid[i]), 0);
+        }
+        ck_assert_int_eq(store_session_end(s, rowid[1], T0 + 1, "destroyed"), 0);
+        ck_assert_int_eq(store_commit(s), 0);
+        store_close(s);
+
+        s = NULL;
+        ck_assert_int_eq(store_open(&o, &s), 0);
+        ck_assert_int_eq(l.reserved, 3);
+        ck_assert_int_eq(l.n, 3);
+        ck_assert_int_eq(l.rowids[0], rowid[0]);
+        ck_assert_int_eq(l.rowids[1], rowid[2]);
+        ck_assert_int_eq(l.rowids[2], rowid[3]);
+        ck_assert(!l.saw_ip); /* light rows */
+        store_close(s);
+
+        /* The loader's failure is the open's. */
+        l = (struct loading){.fail_at = 2};
+        s = NULL;
+        ck_assert_int_eq(store_open(&o, &s), -ENOMEM);
+        ck_assert_ptr_null(s);
+
+        /* An empty (new) database has nothing to load. */
+        backend_reset();
+        l = (struct loading){.reserved = -1, .fail_at = -1};
+        ck_assert_int_eq(store_open(&o, &s), 0);
+        ck_assert_int_eq(l.reserved, 0);
+        ck_assert_int_eq(l.n, 0);
+        store_close(s);
+}
+END_TEST
+
+START_TEST(test_rollback) {
+        struct store_session r = row_for("AAAAAAAAAAAAAAAAAAAAAA", 1, "alice", T0);
+        struct store *s = backend_open();
+        int64_t rowid, n;
+
+        ck_assert_int_eq(insert_row(s, &r, NULL, 0, &rowid), 0);
+        store_rollback(s);
+        ck_assert_int_eq(store_count_sessions(s, false, &n), 0);
+        ck_assert_int_eq(n, 0);
+        /* A read runs the open unit first; rolling back drops what it ran. */
+        ck_assert_int_eq(insert_row(s, &r, NULL, 0, &rowid), 0);
+        ck_assert_int_eq(store_count_sessions(s, false, &n), 0);
+        ck_assert_int_eq(n, 1);
+        ck_assert_int_eq(backend_count("SELECT count(*) FROM sessions"), 0); /* not committed */
+        store_rollback(s);
+        ck_assert_int_eq(store_count_sessions(s, false, &n), 0);
+        ck_assert_int_eq(n, 0);
+        /* Rolling back an empty unit is harmless. */
+        store_rollback(s);
+        /* Closing drops what nobody committed. */
+        ck_assert_int_eq(insert_row(s, &r, NULL, 0, &rowid), 0);
+        ck_assert_int_eq(store_count_sessions(s, false, &n), 0);
+        store_close(s);
+        ck_assert_int_eq(backend_count("SELECT count(*) FROM sessions"), 0);
+}
+END_TEST
+
+/* Every session operation, and the lookups, on the rows the backends agree
+ * on (what they do not agree on is in their own files). */
+START_TEST(test_session_operations) {
+        struct store *s = backend_open();
+        struct store_session a = row_for("aaaaaaaaaaaaaaaaaaaaaa", 1, "alice", T0);
+        struct store_session b = row_for("bbbbbbbbbbbbbbbbbbbbbb", 2, "bob", T0);
+        struct store_session client = {.fp_ip = 99, .ip = "198.51.100.7"};
+        struct store_filter live = {.live_only = true};
+        struct capture c = {0};
+        int64_t ra, rb, rc, version;
+        uint8_t hash[TOKEN_HASH_BYTES];
+        char *text, *data;
+        size_t size;
+
+        ck_assert_int_eq(insert_row(s, &a, NULL, 0, &ra), 0);
+        ck_assert_int_eq(insert_row(s, &b, NULL, 0, &rb), 0);
+        ck_assert_int_eq(store_commit(s), 0);
+        /* The id is unique: the unit holding a second one is lost whole. */
+        ck_assert_int_eq(store_session_set_activity(s, rb, T0 + 5), 0);
+        ck_assert_int_eq(insert_row(s, &a, NULL, 0, &rc), 0);
+        ck_assert_int_eq(store_commit(s), -EEXIST);
+        c = (struct capture){0};
+        ck_assert_int_eq(store_session_by_rowid(s, rb, capture_cb, &c), 0);
+        ck_assert_int_eq(c.last_activity, T0);
+        ck_assert_str_eq(c.ip, "192.0.2.1");
+        ck_assert_uint_eq(c.fp_ua, 77);
+        ck_assert_uint_eq(c.fp_ip, 0);
+
+        memset(hash, 9, sizeof hash);
+        ck_assert_int_eq(store_session_by_hash(s, hash, capture_cb, &c), -ENOENT);
+        ck_assert_int_eq(store_session_by_id(s, "bbbbbbbbbbbbbbbbbbbbbb", capture_cb, &c), 0);
+        ck_assert_int_eq(c.rowid, rb);
+        ck_assert_int_eq(store_session_by_id(s, "nope", capture_cb, &c), -ENOENT);
+
+        ck_assert_int_eq(store_session_set_activity(s, ra, T0 + 10), 0);
+        ck_assert_int_eq(store_session_set_renewed(s, ra, T0 + 20, T0 + 20), 0);
+        ck_assert_int_eq(store_session_set_client(s, ra, &client), 0);
+        c = (struct capture){0};
+        ck_assert_int_eq(store_session_by_rowid(s, ra, capture_cb, &c), 0);
+        ck_assert_int_eq(c.last_activity, T0 + 20);
+        ck_assert_int_eq(c.renewed_at, T0 + 20);
+        ck_assert_str_eq(c.ip, "198.51.100.7");
+        ck_assert_uint_eq(c.fp_ip, 99);
+        ck_assert_uint_eq(c.fp_ua, 77); /* not given: kept */
+        ck_assert_int_eq(store_commit(s), 0);
+        /* A write of the sync state of a row that is not there fails its
+         * unit, here at the first read that runs it. */
+        ck_assert_int_eq(store_session_set_sync(s, 12345678, 1, "x", 1), 0);
+        ck_assert_int_eq(store_session_by_rowid(s, ra, capture_cb, &c), -ENOENT);
+        ck_assert_int_eq(store_commit(s), -ENOENT);
+
+        ck_assert_int_eq(store_session_get_switches(s, ra, &text), 0);
+        ck_assert_str_eq(text, "[]");
+        free(text);
+        ck_assert_int_eq(store_session_get_switches(s, 12345678, &text), -ENOENT);
+        ck_assert_int_eq(store_session_set_platform(s, ra, "mobile", "[1,2]"), 0);
+        ck_assert_int_eq(store_session_get_switches(s, ra, &text), 0);
+        ck_assert_str_eq(text, "[1,2]");
+        free(text);
+
+        ck_assert_int_eq(store_session_get_sync(s, ra, &version, &data, &size), 0);
+        ck_assert_int_eq(version, 0);
+        ck_assert_ptr_null(data);
+        ck_assert_int_eq(store_session_set_sync(s, ra, 4, "a\0b", 3), 0);
+        ck_assert_int_eq(store_session_get_sync(s, ra, &version, &data, &size), 0);
+        ck_assert_int_eq(version, 4);
+        ck_assert_uint_eq(size, 3);
+        ck_assert_int_eq(memcmp(data, "a\0b", 3), 0);
+        free(data);
+        ck_assert_int_eq(store_session_set_sync(s, ra, 5, "", 0), 0); /* empty, not none */
+        ck_assert_int_eq(store_session_get_sync(s, ra, &version, &data, &size), 0);
+        ck_assert_ptr_nonnull(data);
+        ck_assert_uint_eq(size, 0);
+        free(data);
+        ck_assert_int_eq(store_session_set_sync(s, ra, 4, "a\0b", 3), 0);
+
+        /* Rotation copies everything but id, hash and activity. */
+        memset(hash, 3, sizeof hash);
+        ck_assert_int_eq(store_allocate_key(s, &rc), 0);
+        ck_assert_int_gt(rc, rb);
+        ck_assert_int_eq(store_session_copy(s, ra, rc, "cccccccccccccccccccccc", hash, T0 + 30), 0);
+        ck_assert_int_eq(store_session_get_sync(s, rc, &version, &data, &size), 0);
+        ck_assert_int_eq(version, 4);
+        free(data);
+        ck_assert_int_eq(store_session_get_switches(s, rc, &text), 0);
+        ck_assert_str_eq(text, "[1,2]");
+        free(text);
+
+        ck_assert_int_eq(store_session_end(s, ra, T0 + 40, "rotated"), 0);
+        ck_assert_int_eq(store_commit(s), 0);
+        /* An ended row is not copied: the unit is lost. */
+        ck_assert_int_eq(store_session_copy(s, ra, rc + 1, "dddddddddddddddddddddd", hash, T0), 0);
+        ck_assert_int_eq(store_commit(s), -ENOENT);
+        c = (struct capture){0};
+        ck_assert_int_eq(store_session_by_rowid(s, ra, capture_cb, &c), 0);
+        ck_assert_int_eq(c.ended_at, T0 + 40);
+        ck_assert_str_eq(c.reason, "rotated");
+        /* An ended row is found by its token hash. */
+        memset(hash, 1, sizeof hash);
+        c = (struct capture){0};
+        ck_assert_int_eq(store_session_by_hash(s, hash, capture_cb, &c), 0);
+        ck_assert_int_eq(c.n, 1);
+        ck_assert_int_eq(c.rowid, ra);
+        ck_assert_str_eq(c.user, "alice");
+        ck_assert_str_eq(c.ip, "198.51.100.7");
+
+        c = (struct capture){0};
+        ck_assert_int_eq(store_sessions_each(s, &live, capture_cb, &c), 0);
+        ck_assert_int_eq(c.n, 2); /* b and the copy */
+        c = (struct capture){0};
+        ck_assert_int_eq(store_sessions_ended_of_user(s, "alice", capture_cb, &c), 0);
+        ck_assert_int_eq(c.n, 1); /* the ended one; its live copy is the engine's to list */
+        ck_assert_int_eq(c.rowid, ra);
+        c = (struct capture){0};
+        ck_assert_int_eq(store_sessions_ended_of_user_after(s, "alice", ra, capture_cb, &c), 0);
+        ck_assert_int_eq(c.n, 0);
+        c = (struct capture){0};
+        ck_assert_int_eq(store_sessions_ended_of_user(s, "bob", capture_cb, &c), 0);
+        ck_assert_int_eq(c.n, 0);
+        ck_assert_int_eq(store_commit(s), 0);
+        store_close(s);
+}
+END_TEST
+
+START_TEST(test_iteration_stops) {
+        struct store *s = backend_open();
+        struct store_filter all = {0};
+        char id[TOKEN_ID_STRING_LEN + 1];
+        int64_t rowid;
+        int n = 0;
+
+        for (int i = 0; i < 3; i++) {
+                struct store_session r = row_for(id, (uint8_t) i, "u", T0);
+
+                snprintf(id, sizeof id, "%022d", i);
+                ck_assert_int_eq(insert_row(s, &r, NULL, 0, &rowid), 0);
+        }
+        ck_assert_int_eq(store_sessions_each(s, &all, stop_cb, &n), 7);
+        ck_assert_int_eq(n, 1);
+        store_close(s);
+}
+END_TEST
+
+struct order {
+        int n;
+        int64_t last;
+        bool sorted, saw_ip, saw_ended;
+};
+
+static int order_cb(const struct store_session *row, void *userdata) {
+        struct order *o = userdata;
+
+        o->sorted &= row->rowid > o->last;
+        o->last = row->rowid;
+        o->saw_ip |= row->ip != NULL;
+        o->saw_ended |= row->ended_at != 0;
+        o->n++;
+        return 0;
+}
+
+/* More rows than one page of a backend: every row once, in order, and
+ * the filters (live only, after a row, light). */
+START_TEST(test_iteration_and_pages) {
+        struct store *s = backend_open();
+        struct store_filter all = {0}, live = {.live_only = true}, light = {.live_only = true, .light = true};
+        struct order o;
+        char id[TOKEN_ID_STRING_LEN + 1];
+        int64_t rowid, first = 0, mid = 0;
+        int n = 0;
+
+        for (int i = 0; i < 2500; i++) {
+                struct store_session r = row_for(id, (uint8_t) i, "u", T0);
+
+                snprintf(id, sizeof id, "%022d", i);
+                ck_assert_int_eq(insert_row(s, &r, NULL, 0, &rowid), 0);
+                if (i == 0)
+                        first = rowid;
+                if (i == 1499)
+                        mid = rowid;
+                if (i % 2)
+                        ck_assert_int_eq(store_session_end(s, rowid, T0 + 1, "idle"), 0);
+        }
+        ck_assert_int_eq(store_sessions_each(s, &all, stop_cb, &n), 7);
+        ck_assert_int_eq(n, 1);
+        ck_assert_int_eq(store_commit(s), 0);
+
+        o = (struct order){.sorted = true};
+        ck_assert_int_eq(store_sessions_each(s, &all, order_cb, &o), 0);
+        ck_assert_int_eq(o.n, 2500);
+        ck_assert(o.sorted && o.saw_ip && o.saw_ended);
+        o = (struct order){.sorted = true};
+        ck_assert_int_eq(store_sessions_each(s, &live, order_cb, &o), 0);
+        ck_assert_int_eq(o.n, 1250);
+        ck_assert(o.sorted && o.saw_ip && !o.saw_ended);
+        o = (struct order){.sorted = true};
+        ck_assert_int_eq(store_sessions_each(s, &light, order_cb, &o), 0);
+        ck_assert_int_eq(o.n, 1250);
+        ck_assert(!o.saw_ip);
+        all.after_rowid = mid;
+        o = (struct order){.sorted = true, .last = mid};
+        ck_assert_int_eq(store_sessions_each(s, &all, order_cb, &o), 0);
+        ck_assert_int_eq(o.n, 1000);
+        ck_assert(o.sorted);
+        o = (struct order){.sorted = true};
+        ck_assert_int_eq(store_sessions_ended_of_user(s, "u", order_cb, &o), 0);
+        ck_assert_int_eq(o.n, 1250);
+        ck_assert(o.sorted && o.saw_ended);
+        o = (struct order){.sorted = true, .last = first};
+        ck_assert_int_eq(store_sessions_ended_of_user_after(s, "u", mid, order_cb, &o), 0);
+        ck_assert_int_eq(o.n, 500);
+        store_close(s);
+}
+END_TEST
+
+struct audit_capture {
+        int n;
+        int64_t ids[16], times[16];
+        char kinds[16][16];
+        bool detail_null;
+};
+
+static int audit_cb(const struct store_audit_row *row, void *userdata) {
+        struct audit_capture *a = userdata;
+
+        ck_assert_int_lt(a->n, 16);
+        a->ids[a->n] = row->id;
+        a->times[a->n] = row->time;
+        snprintf(a->kinds[a->n], sizeof a->kinds[0], "%s", row->kind);
+        a->detail_null |= row->detail == NULL;
+        a->n++;
+        return 0;
+}
+
+static int value_cb(int64_t v, void *userdata) {
+        int64_t *sum = userdata;
+
+        sum[0]++;
+        sum[1] += v;
+        return 0;
+}
+
+static int group_cb(const char *key, int64_t count, void *userdata) {
+        char *out = userdata;
+
+        snprintf(out + strlen(out), 128 - strlen(out), "%s=%lld;", key, (long long) count);
+        return 0;
+}
+
+/* Purges, counts, analytics and the audit with its filters. */
+START_TEST(test_purge_and_audit) {
+        struct store *s = backend_open();
+        char id[TOKEN_ID_STRING_LEN + 1], reasons[128] = "";
+        int64_t rowid, n, durations[2] = {0, 0};
+        struct audit_capture a;
+        struct store_audit_filter f;
+        uint64_t counts[3];
+
+        for (int i = 0; i < 10; i++) {
+                struct store_session r = row_for(id, (uint8_t) i, "u", MS(T0));
+
+                snprintf(id, sizeof id, "%022d", i);
+                ck_assert_int_eq(insert_row(s, &r, NULL, 0, &rowid), 0);
+                if (i < 6) /* six ended, at T0 + i seconds */
+                        ck_assert_int_eq(store_session_end(s, rowid, MS(T0 + i), i ? "idle" : "rotated"), 0);
+                ck_assert_int_eq(
+                        store_audit_insert(s, T0 + i, i % 2 ? "created" : "ended", i < 3 ? "u" : "v", id, "{\"i\":1}"),
+                        0);
+        }
+        ck_assert_int_eq(store_count_sessions(s, true, &n), 0);
+        ck_assert_int_eq(n, 6);
+        ck_assert_int_eq(store_count_sessions(s, false, &n), 0);
+        ck_assert_int_eq(n, 4);
+
+        /* Analytics, in seconds. */
+        ck_assert_int_eq(store_count_created(s, T0, 60, counts, 3), 0);
+        ck_assert_uint_eq(counts[0], 9); /* the rotated row is the same session */
+        ck_assert_uint_eq(counts[1], 0);
+        ck_assert_int_eq(store_ended_durations(s, value_cb, durations), 0);
+        ck_assert_int_eq(durations[0], 5);
+        ck_assert_int_eq(durations[1], 1 + 2 + 3 + 4 + 5);
+        ck_assert_int_eq(store_end_reasons(s, group_cb, reasons), 0);
+        ck_assert_str_eq(reasons, "idle=5;rotated=1;");
+
+        /* The audit: newest first, filters, offset, pages oldest first. */
+        a = (struct audit_capture){0};
+        f = (struct store_audit_filter){.limit = 3};
+        ck_assert_int_eq(store_audit_each(s, &f, audit_cb, &a), 0);
+        ck_assert_int_eq(a.n, 3);
+        ck_assert_int_eq(a.times[0], T0 + 9);
+        ck_assert_int_eq(a.times[2], T0 + 7);
+        a = (struct audit_capture){0};
+        f = (struct store_audit_filter){.limit = 100, .user_id = "u"};
+        ck_assert_int_eq(store_audit_each(s, &f, audit_cb, &a), 0);
+        ck_assert_int_eq(a.n, 3);
+        a = (struct audit_capture){0};
+        f = (struct store_audit_filter){.limit = 100, .kind = "created", .since = T0 + 4};
+        ck_assert_int_eq(store_audit_each(s, &f, audit_cb, &a), 0);
+        ck_assert_int_eq(a.n, 3); /* 5, 7, 9 */
+        ck_assert_str_eq(a.kinds[0], "created");
+        a = (struct audit_capture){0};
+        f = (struct store_audit_filter){.limit = 2, .offset = 1, .user_id = "v", .kind = "ended"};
+        ck_assert_int_eq(store_audit_each(s, &f, audit_cb, &a), 0);
+        ck_assert_int_eq(a.n, 2); /* 8, 6, 4: skip 8 */
+        ck_assert_int_eq(a.times[0], T0 + 6);
+        ck_assert_int_eq(a.times[1], T0 + 4);
+        a = (struct audit_capture){0};
+        f = (struct store_audit_filter){.limit = 4, .ascending = true, .keys_only = true};
+        ck_assert_int_eq(store_audit_each(s, &f, audit_cb, &a), 0);
+        ck_assert_int_eq(a.n, 4);
+        ck_assert_int_eq(a.times[0], T0);
+        ck_assert(a.detail_null);
+        f.after_time = a.times[3];
+        f.after_id = a.ids[3];
+        a = (struct audit_capture){0};
+        ck_assert_int_eq(store_audit_each(s, &f, audit_cb, &a), 0);
+        ck_assert_int_eq(a.n, 4);
+        ck_assert_int_eq(a.times[0], T0 + 4);
+        ck_assert_int_eq(a.times[3], T0 + 7);
+
+        /* Ended before T0 + 4: four of them, in batches of three. */
+        ck_assert_int_eq(store_purge_sessions(s, MS(T0 + 4), 3), 3);
+        ck_assert_int_eq(store_purge_sessions(s, MS(T0 + 4), 3), 1);
+        ck_assert_int_eq(store_purge_sessions(s, MS(T0 + 4), 3), 0);
+        ck_assert(store_has_pending(s));
+        ck_assert_int_eq(store_count_sessions(s, true, &n), 0);
+        ck_assert_int_eq(n, 2);
+        ck_assert_int_eq(store_count_sessions(s, false, &n), 0);
+        ck_assert_int_eq(n, 4); /* live ones are never purged */
+        ck_assert_int_eq(store_purge_audit(s, T0 + 5, 100), 5);
+        ck_assert_int_eq(store_purge_audit(s, T0 + 5, 100), 0);
+        ck_assert_int_eq(store_commit(s), 0);
+        ck_assert_int_eq(backend_count("SELECT count(*) FROM sessions"), 6);
+        ck_assert_int_eq(backend_count("SELECT count(*) FROM audit"), 5);
+
+        /* A purge rolled back is gone with its unit. */
+        ck_assert_int_eq(store_purge_audit(s, T0 + 100, 100), 5);
+        store_rollback(s);
+        ck_assert_int_eq(backend_count("SELECT count(*) FROM audit"), 5);
+        store_close(s);
+}
+END_TEST
+
+/* Audit pages after a cursor (a, b), oldest first: the rows of the filter
+ * after (a, b) in (time, id) order, whichever of `since` and a is later. */
+struct audit_got {
+        int64_t id[64];
+        int n;
+};
+
+static int audit_got_cb(const struct store_audit_row *row, void *userdata) {
+        struct audit_got *g = userdata;
+
+        ck_assert_int_lt(g->n, 64);
+        g->id[g->n++] = row->id;
+        return 0;
+}
+
+static void audit_expect(const int64_t *times, const char *const *users, int n_rows, const struct store_audit_filter *f,
+                         struct audit_got *ret) {
+        ret->n = 0;
+        for (int id = 1; id <= n_rows && ret->n < (int) f->limit; id++) {
+                int64_t tm = times[id - 1];
+
+                if (tm < f->since || tm < f->after_time || (tm == f->after_time && id <= f->after_id))
+                        continue;
+                if (f->user_id && strcmp(f->user_id, users[id - 1]) != 0)
+                        continue;
+                ret->id[ret->n++] = id;
+        }
+}
+
+START_TEST(test_audit_after_cursor) {
+        struct store *s = backend_open();
+        static const char *const users[] = {"a", "b"};
+        const int64_t sinces[] = {0, T0 + 2, T0 + 3, T0 + 5, T0 + 9};
+        const int64_t cursors[][2] = {{-1, 0}, {T0, 1}, {T0 + 3, 8}, {T0 + 3, 10}, {T0 + 5, 0}, {T0 + 7, 30}};
+        int64_t times[30];
+        const char *row_users[30];
+
+        /* Three rows a second over ten seconds, ids 1 to 30 in time order. */
+        for (int i = 0; i < 30; i++) {
+                times[i] = T0 + i / 3;
+                row_users[i] = users[i % 2];
+                ck_assert_int_eq(store_audit_insert(s, times[i], "created", row_users[i], NULL, "{}"), 0);
+        }
+        for (size_t a = 0; a < ELEMENTSOF(sinces); a++)
+                for (size_t b = 0; b < ELEMENTSOF(cursors); b++)
+                        for (int u = 0; u < 2; u++) {
+                                struct store_audit_filter f = {.user_id = u ? "b" : NULL,
+                                                               .since = sinces[a],
+                                                               .limit = u ? 64 : 4,
+                                                               .ascending = true,
+                                                               .after_time = cursors[b][0],
+                                                               .after_id = cursors[b][1]};
+                                struct audit_got got = {0}, want;
+
+                                audit_expect(times, row_users, 30, &f, &want);
+                                ck_assert_int_eq(store_audit_each(s, &f, audit_got_cb, &got), 0);
+                                ck_assert_int_eq(got.n, want.n);
+                                for (int k = 0; k < got.n; k++)
+                                        ck_assert_int_eq(got.id[k], want.id[k]);
+                        }
+        store_close(s);
+}
+END_TEST
+
+START_TEST(test_maintenance) {
+        struct store *s = backend_open();
+        struct store_session r = row_for("aaaaaaaaaaaaaaaaaaaaaa", 1, "alice", T0);
+        struct store_maintenance m;
+        int64_t rowid;
+
+        ck_assert_int_eq(insert_row(s, &r, NULL, 0, &rowid), 0);
+        ck_assert_int_eq(store_commit(s), 0); /* maintenance runs between units */
+        ck_assert_int_eq(store_maintain(s, &m), 0);
+        ck_assert(m.ok);
+        ck_assert_str_eq(m.message, "ok");
+        ck_assert_int_eq(store_check_integrity(s, &m), 0);
+        ck_assert(m.ok);
+        ck_assert_int_eq(store_probe(s), 0);
+        ck_assert_int_eq(store_pace(s), 0);
+        ck_assert_int_eq(store_set_synchronous(s, "full"), 0);
+        ck_assert_int_eq(store_set_synchronous(s, "bogus"), -EINVAL);
+        store_close(s);
+        ck_assert_int_eq(backend_count("SELECT count(*) FROM sessions"), 1);
+}
+END_TEST
+
+/* The unit of work on the writer thread: submit hands it over and the loop
+ * records the next one; a read waits for the unit in flight and sees every
+ * write made before it; the callback runs on the loop with the result; a
+ * unit with a failing write is lost whole; store_wait() collects at once;
+ * the deep cleanup's asynchronous maintenance calls back on the loop, never
+ * before the call returns. */
+START_TEST(test_unit_of_work_async) {
+        uv_loop_t loop;
+        struct store_options o = {0};
+        struct store *s = NULL;
+        struct done d = {0};
+        struct store_session a = row_for("aaaaaaaaaaaaaaaaaaaaaa", 1, "alice", T0);
+        struct store_session b = row_for("bbbbbbbbbbbbbbbbbbbbbb", 2, "bob", T0);
+        struct store_session c = row_for("cccccccccccccccccccccc", 3, "carol", T0);
+        int64_t ra, rb, rc, n, version;
+        char *data;
+        size_t size;
+
+        backend_options(&o);
+        o.loop = &loop;
+        ck_assert_int_eq(uv_loop_init(&loop), 0);
+        ck_assert_int_eq(store_open(&o, &s), 0);
+        ck_assert_int_eq(insert_row(s, &a, "x", 1, &ra), 0);
+        ck_assert(store_has_pending(s));
+        ck_assert_int_eq(store_submit(s, done_cb, &d), 0);
+        ck_assert(!store_has_pending(s));
+        ck_assert(store_busy(s));
+        ck_assert_int_eq(insert_row(s, &b, NULL, 0, &rb), 0);
+        ck_assert_int_eq(store_session_set_sync(s, rb, 2, "yz", 2), 0);
+        ck_assert_int_eq(store_count_sessions(s, false, &n), 0);
+        ck_assert_int_eq(n, 2);
+        ck_assert_int_eq(store_session_get_sync(s, rb, &version, &data, &size), 0);
+        ck_assert_int_eq(version, 2);
+        ck_assert_str_eq(data, "yz");
+        free(data);
+        run_until(&loop, &d.calls, 1);
+        ck_assert_int_eq(d.result, 0);
+        ck_assert(!store_busy(s));
+
+        /* b's unit also writes the sync state of a row that is not there:
+         * lost whole. */
+        ck_assert_int_eq(store_session_set_sync(s, ra + 100000, 1, "x", 1), 0);
+        ck_assert_int_eq(store_submit(s, done_cb, &d), 0);
+        run_until(&loop, &d.calls, 2);
+        ck_assert_int_eq(d.result, -ENOENT);
+        ck_assert_int_eq(store_count_sessions(s, false, &n), 0);
+        ck_assert_int_eq(n, 1);
+
+        ck_assert_int_eq(insert_row(s, &c, NULL, 0, &rc), 0);
+        ck_assert_int_gt(rc, rb); /* keys are never given twice */
+        ck_assert_int_eq(store_submit(s, done_cb, &d), 0);
+        store_wait(s);
+        ck_assert_int_eq(d.calls, 3);
+        ck_assert_int_eq(d.result, 0);
+
+        ck_assert_int_eq(store_maintain_start(s, true, done_cb, &d), 0);
+        ck_assert_int_eq(d.calls, 3);
+        run_until(&loop, &d.calls, 4);
+        ck_assert_int_eq(d.result, 0);
+        store_close(s);
+        ck_assert_int_eq(uv_run(&loop, UV_RUN_DEFAULT), 0);
+        ck_assert_int_eq(uv_loop_close(&loop), 0);
+
+        ck_assert_int_eq(backend_count("SELECT count(*) FROM sessions"), 2);
+        ck_assert_int_eq(backend_count("SELECT count(*) FROM sessions WHERE user_id = 'bob'"), 0);
+}
+END_TEST
+
+static int count_audit_cb(const struct store_audit_row *row, void *userdata) {
+        (void) row;
+        (*(int *) userdata)++;
+        return 0;
+}
+
+/* A reader opened on the store's locator (for a worker thread) sees what
+ * the store committed. */
+START_TEST(test_reader) {
+        struct store *s = backend_open(), *r = NULL;
+        struct store_audit_filter f = {.limit = 10};
+        int64_t n;
+        int rows = 0;
+
+        ck_assert_int_eq(store_audit_insert(s, T0, "created", "u", NULL, NULL), 0); /* no detail: "{}" */
+        ck_assert_int_eq(store_commit(s), 0);
+        ck_assert_int_eq(store_reader_open(store_locator(s), &r), 0);
+        ck_assert_int_eq(store_audit_each(r, &f, count_audit_cb, &rows), 0);
+        ck_assert_int_eq(rows, 1);
+        ck_assert_int_eq(store_count_sessions(r, false, &n), 0);
+        ck_assert_int_eq(n, 0);
+        ck_assert_str_eq(store_name(r), store_name(s));
+        store_close(r);
+        store_close(s);
+}
+END_TEST
+
+/* Adds the backend-independent cases to tc (after the backend's own). */
+static void store_cases_add(TCase *tc) {
+        tcase_add_test(tc, test_reopen_keeps_rows);
+        tcase_add_test(tc, test_open_loads_live_sessions);
+        tcase_add_test(tc, test_rollback);
+        tcase_add_test(tc, test_session_operations);
+        tcase_add_test(tc, test_iteration_stops);
+        tcase_add_test(tc, test_iteration_and_pages);
+        tcase_add_test(tc, test_purge_and_audit);
+        tcase_add_test(tc, test_audit_after_cursor);
+        tcase_add_test(tc, test_maintenance);
+        tcase_add_test(tc, test_unit_of_work_async);
+        tcase_add_test(tc, test_reader);
+}
