@@ -18,7 +18,8 @@
  *                                cleanup.batch_size.
  *   cleanup.batch_interval       batch cleanup: the same until none is left,
  *                                then security.max_concurrent_per_user is
- *                                enforced on existing sessions.
+ *                                enforced on existing sessions (a lowered
+ *                                limit), in the same time-capped steps.
  *   cleanup.deep_interval        deep cleanup: ended sessions older than
  *                                cleanup.expired_retention_days and audit rows
  *                                older than cleanup.audit_retention_days are
@@ -60,7 +61,8 @@
  * arrived meanwhile are answered before the next step. Ending expired
  * sessions is the expensive part (10 to 30 us a session, mostly the
  * store's update of its ended-row indexes), so
- * a step of that phase ends after CLEANUP_STEP_NS of loop time as well as
+ * a step of that phase (and of the batch run's per-user limit, which ends
+ * sessions the same way) ends after CLEANUP_STEP_NS of loop time as well as
  * at the end of a batch, and the run then rests CLEANUP_REST_MS while the
  * loop serves requests alone (with 50 busy clients a step in every
  * iteration still doubled the latency of each; at 250 us out of every
@@ -667,12 +669,30 @@ static void run_batch(struct jobs *j, struct run *r) {
                 }
                 break;
         case PHASE_LIMIT:
-                rc = engine_enforce_user_limit(e, now, limit, &n, &more);
-                r->batches++;
+                /* Like the expiry: time-capped steps, a rest between them. */
+                if (!run_may_write(j, r, CLEANUP_THROTTLE_MAX_MS))
+                        return;
+                if (r->in_batch == 0)
+                        r->batch_limit = limit;
+                assert(r->in_batch < r->batch_limit);
+                rc = engine_enforce_user_limit_until(e, now, r->batch_limit - r->in_batch,
+                                                     uv_hrtime() + CLEANUP_STEP_NS, &n, &more);
                 r->evicted += n;
-                if (rc >= 0 && !more)
+                r->in_batch += n;
+                if (rc < 0) {
+                        r->batches++;
+                        break;
+                }
+                if (!more || r->in_batch >= r->batch_limit) {
+                        r->batches++;
+                        r->in_batch = 0;
+                }
+                if (!more) {
                         r->phase = PHASE_DONE;
-                break;
+                        break;
+                }
+                run_pause(j, r, CLEANUP_REST_MS); /* the next step */
+                return;
         case PHASE_PURGE:
                 if (!run_may_write(j, r, CLEANUP_THROTTLE_MAX_MS))
                         return;
