@@ -112,6 +112,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <uv.h>
 
@@ -130,6 +131,7 @@
 #define TRIGGER_POLL_MAX_MS 60000
 #define TRIGGER_POLL_COST_FACTOR 100 /* poll interval >= 100 x scan time */
 #define LAG_PROBE_MS 250
+#define TURN_LOG_NS (10 * 1000 * 1000) /* a loop turn this long is logged with what ran in it */
 #define SECURITY_LIST_MAX 20 /* users named in an audit row */
 #define DEEP_CHECKPOINT_TRIES 50      /* a reader in the way: retried for about 5 s */
 #define DEEP_CHECKPOINT_RETRY_MS 100
@@ -254,6 +256,13 @@ struct jobs {
 
         /* loop lag */
         uint64_t lag_expected_ns;
+
+        /* the loop-turn watch: at the last turn */
+        uv_prepare_t turn;
+        bool turn_on;
+        uint64_t turn_at_ns, turn_idle_ns, turn_cpu_ns;
+        long turn_nivcsw, turn_nvcsw;
+        uint64_t turn_step_ns; /* the cleanup step's time in this turn */
 
         /* health */
         enum health_status health;
@@ -765,6 +774,7 @@ static void step_cb(uv_idle_t *h) {
 
                 run_batch(j, r);
                 took = uv_hrtime() - t0;
+                j->turn_step_ns += took;
                 if (took > r->step_max_ns)
                         r->step_max_ns = took;
         }
@@ -1193,8 +1203,68 @@ static void lag_cb(uv_timer_t *t) {
         j->lag_expected_ns = now + (uint64_t)LAG_PROBE_MS * 1000000;
 }
 
+/* The loop-turn watch (monitoring.performance_monitoring). A prepare
+ * handle runs once a turn, just before the loop polls: the time since the
+ * last one, less what the loop spent waiting in that poll
+ * (uv_metrics_idle_time), is the turn's work. A turn of TURN_LOG_NS or
+ * more is logged with its time on the thread's CPU, the context switches
+ * in it (involuntary: the thread was preempted; voluntary: it blocked), the
+ * calls the server dispatched (and the longest handler), the replies'
+ * writing and the cleanup step: a long turn whose CPU time is short was
+ * not the daemon's work but the machine's (other processes on the cores),
+ * or a wait in a system call. Costs a clock read and a getrusage() a turn. */
+static uint64_t thread_cpu_ns(void) {
+        struct timespec ts;
+
+        if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) < 0)
+                return 0;
+        return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+static void turn_cb(uv_prepare_t *h) {
+        struct jobs *j = h->data;
+        uint64_t now = uv_hrtime(), idle = uv_metrics_idle_time(j->d->loop), cpu = thread_cpu_ns();
+        struct server_turn st = {};
+        struct rusage ru = {};
+
+        (void)getrusage(RUSAGE_THREAD, &ru);
+        if (j->d->server)
+                server_turn_take(j->d->server, &st);
+        if (j->turn_at_ns != 0 && now - j->turn_at_ns >= TURN_LOG_NS + (idle - j->turn_idle_ns)) {
+                uint64_t busy = now - j->turn_at_ns - (idle - j->turn_idle_ns);
+                char calls[120] = "no call";
+
+                if (st.calls > 0)
+                        snprintf(calls, sizeof calls, "%u call%s, the longest %s in %.1f ms", st.calls,
+                                 st.calls == 1 ? "" : "s", st.longest_method, (double)st.longest_call_ns / 1e6);
+                log_info("Loop turn of %.1f ms, %.1f ms of it on the CPU (%ld involuntary, %ld voluntary context "
+                         "switches): %s; replies written in %.1f ms; cleanup step %.1f ms",
+                         (double)busy / 1e6, (double)(cpu - j->turn_cpu_ns) / 1e6, ru.ru_nivcsw - j->turn_nivcsw,
+                         ru.ru_nvcsw - j->turn_nvcsw, calls, (double)st.flush_ns / 1e6,
+                         (double)j->turn_step_ns / 1e6);
+        }
+        j->turn_at_ns = uv_hrtime();
+        j->turn_idle_ns = idle;
+        j->turn_cpu_ns = cpu;
+        j->turn_nivcsw = ru.ru_nivcsw;
+        j->turn_nvcsw = ru.ru_nvcsw;
+        j->turn_step_ns = 0;
+}
+
+static void turn_arm(struct jobs *j, bool on) {
+        if (!j->turn_on || on == uv_is_active((uv_handle_t *)&j->turn))
+                return;
+        if (on) {
+                j->turn_at_ns = 0;
+                uv_prepare_start(&j->turn, turn_cb);
+        } else
+                uv_prepare_stop(&j->turn);
+}
+
 static void lag_arm(struct jobs *j) {
         bool on = cfg(j)->monitoring.performance_monitoring;
+
+        turn_arm(j, on);
 
         if (on && !uv_is_active((uv_handle_t *)&j->lag)) {
                 j->lag_expected_ns = uv_hrtime() + (uint64_t)LAG_PROBE_MS * 1000000;
@@ -1362,6 +1432,14 @@ int jobs_new(struct daemon *d, struct jobs **ret) {
                 r = timer_open(j, &j->resume);
         if (r >= 0)
                 r = timer_open(j, &j->lag);
+        /* The loop-turn watch needs the loop's idle time, which libuv only
+         * measures when told so before it runs. */
+        if (r >= 0 && uv_loop_configure(d->loop, UV_METRICS_IDLE_TIME) == 0 && uv_prepare_init(d->loop, &j->turn) == 0) {
+                j->turn.data = j;
+                uv_unref((uv_handle_t *)&j->turn);
+                j->open_handles++;
+                j->turn_on = true;
+        }
         for (int i = 0; r >= 0 && i < _JOB_MAX; i++) {
                 j->job[i].owner = j;
                 j->job[i].id = (enum job_id)i;
@@ -1431,6 +1509,10 @@ void jobs_free(struct jobs *j) {
         timer_close(&j->trigger);
         timer_close(&j->resume);
         timer_close(&j->lag);
+        if (j->turn_on && !uv_is_closing((uv_handle_t *)&j->turn)) {
+                uv_prepare_stop(&j->turn);
+                uv_close((uv_handle_t *)&j->turn, handle_closed);
+        }
         for (int i = 0; i < _JOB_MAX; i++)
                 if (j->job[i].timer.data && !uv_is_closing((uv_handle_t *)&j->job[i].timer)) {
                         uv_timer_stop(&j->job[i].timer);

@@ -244,6 +244,8 @@ struct server {
 
         server_timing_fn timing; /* request timing, NULL: off */
         void *timing_userdata;
+
+        struct server_turn turn; /* since the last server_turn_take() */
 };
 
 static void conn_close(struct conn *c, const char *why);
@@ -741,6 +743,10 @@ static void conn_protocol_error(struct conn *c, const char *what) {
 }
 
 static void conn_handle_message(struct conn *c, const char *msg, size_t len) {
+        struct server *s = c->server;
+        char method[sizeof s->turn.longest_method];
+        size_t method_len;
+        uint64_t t0, took;
         struct call *call;
         int r;
 
@@ -763,9 +769,21 @@ static void conn_handle_message(struct conn *c, const char *msg, size_t len) {
         call->admin = c->admin;
         c->current = call;
         c->server->stats.calls++;
+        t0 = uv_hrtime();
         if (c->server->timing)
-                call->started_ns = uv_hrtime();
+                call->started_ns = t0;
+        method_len = strlen(call->vc.method);
+        if (method_len >= sizeof s->turn.longest_method)
+                method_len = sizeof s->turn.longest_method - 1;
+        memcpy(method, call->vc.method, method_len); /* the call may be gone when dispatch returns */
+        method[method_len] = '\0';
         call_dispatch(call);
+        took = uv_hrtime() - t0;
+        s->turn.calls++;
+        if (took > s->turn.longest_call_ns) {
+                s->turn.longest_call_ns = took;
+                memcpy(s->turn.longest_method, method, method_len + 1);
+        }
 }
 
 /* Handles the complete messages buffered, one call at a time. */
@@ -1560,14 +1578,17 @@ void server_report_commit(struct server *s, uint64_t nsec) {
 }
 
 void server_flush(struct server *s) {
+        uint64_t t0;
         struct conn *c;
 
         server_process_ready(s);
+        t0 = uv_hrtime();
         while ((c = s->dirty)) {
                 DLIST_REMOVE(s->dirty, c, dirty);
                 c->in_dirty = false;
                 conn_write(c);
         }
+        s->turn.flush_ns += uv_hrtime() - t0;
         if (!s->dirty && !s->ready && s->wake_open)
                 (void) uv_idle_stop(&s->wake);
 }
@@ -1630,4 +1651,10 @@ void server_set_timing(struct server *s, server_timing_fn fn, void *userdata) {
         assert(s);
         s->timing = fn;
         s->timing_userdata = fn ? userdata : NULL;
+}
+
+void server_turn_take(struct server *s, struct server_turn *ret) {
+        assert(s && ret);
+        *ret = s->turn;
+        s->turn = (struct server_turn){};
 }
