@@ -132,6 +132,9 @@ struct jobs {
         uint64_t awaiting;     /* at the last poll */
         int64_t awaiting_at;   /* when */
         uint64_t poll_ms;      /* current poll interval */
+        uint32_t poll_cursor;  /* the count in progress: where its next step begins, */
+        uint64_t poll_count;   /* what it counted so far, */
+        uint64_t poll_ns;      /* and the loop time its steps took */
         double poll_scan_ms;   /* how long the last scan took */
 
         /* loop lag */
@@ -143,6 +146,7 @@ struct jobs {
         uint64_t turn_at_ns, turn_idle_ns, turn_cpu_ns;
         long turn_nivcsw, turn_nvcsw;
         uint64_t turn_step_ns; /* the cleanup step's time in this turn */
+        uint64_t turn_poll_ns; /* the trigger's count's */
 
         /* health */
         enum health_status health;

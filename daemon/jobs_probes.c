@@ -5,7 +5,9 @@
  * The trigger. Counting the sessions that await cleanup is a scan of
  * memory (no SQL), and the poll spaces itself so that the scan takes at
  * most 1% of the loop's time: every second, or every 100 scan durations on
- * a very large store.
+ * a very large store. The scan itself goes in steps of TRIGGER_STEP_NS
+ * (a millisecond, a rest of one between two): over 400,000 sessions in one
+ * piece it held the loop for several milliseconds every second.
  */
 #include "jobs-internal.h"
 
@@ -19,6 +21,8 @@
 #include "server.h"
 
 #define TRIGGER_POLL_MAX_MS 60000
+#define TRIGGER_STEP_NS (1000 * 1000) /* loop time of one step of the count */
+#define TRIGGER_STEP_REST_MS 1        /* between two steps */
 #define TRIGGER_POLL_COST_FACTOR 100 /* poll interval >= 100 x scan time */
 #define LAG_PROBE_MS 250
 #define TURN_LOG_NS (10 * 1000 * 1000) /* a loop turn this long is logged with what ran in it */
@@ -39,13 +43,25 @@ static void timing(const char *method, uint64_t nsec, void *userdata) {
 void jobs_trigger_cb(uv_timer_t *t) {
         struct jobs *j = t->data;
         const struct sessiond_config *c = cfg(j);
-        uint64_t t0 = uv_hrtime(), scan_ns, next;
+        uint64_t t0 = uv_hrtime(), took, scan_ns, next;
         int64_t now = now_s();
         char msg[ALERTS_MESSAGE_MAX];
+        bool done;
 
-        j->awaiting = engine_count_awaiting_cleanup(j->d->engine, clock_now_ms());
+        done = engine_count_awaiting_cleanup_step(j->d->engine, clock_now_ms(), t0 + TRIGGER_STEP_NS, &j->poll_cursor,
+                                                  &j->poll_count);
+        took = uv_hrtime() - t0;
+        j->poll_ns += took;
+        j->turn_poll_ns += took;
+        if (!done) {
+                uv_timer_start(t, jobs_trigger_cb, TRIGGER_STEP_REST_MS, 0); /* the count goes on */
+                return;
+        }
+        j->awaiting = j->poll_count;
         j->awaiting_at = now;
-        scan_ns = uv_hrtime() - t0;
+        scan_ns = j->poll_ns;
+        j->poll_count = 0;
+        j->poll_ns = 0;
         j->poll_scan_ms = (double)scan_ns / 1e6;
 
         snprintf(msg, sizeof msg, "%llu sessions await cleanup (cleanup.max_expired_threshold %lld)%s",
@@ -89,7 +105,7 @@ static void lag_cb(uv_timer_t *t) {
  * more is logged with its time on the thread's CPU, the context switches
  * in it (involuntary: the thread was preempted; voluntary: it blocked), the
  * calls the server dispatched (and the longest handler), the replies'
- * writing and the cleanup step: a long turn whose CPU time is short was
+ * writing, the cleanup step and the trigger's count: a long turn whose CPU time is short was
  * not the daemon's work but the machine's (other processes on the cores),
  * or a wait in a system call. Costs a clock read and a getrusage() a turn. */
 static uint64_t thread_cpu_ns(void) {
@@ -117,10 +133,10 @@ static void turn_cb(uv_prepare_t *h) {
                         snprintf(calls, sizeof calls, "%u call%s, the longest %s in %.1f ms", st.calls,
                                  st.calls == 1 ? "" : "s", st.longest_method, (double)st.longest_call_ns / 1e6);
                 log_info("Loop turn of %.1f ms, %.1f ms of it on the CPU (%ld involuntary, %ld voluntary context "
-                         "switches): %s; replies written in %.1f ms; cleanup step %.1f ms",
+                         "switches): %s; replies written in %.1f ms; cleanup step %.1f ms; trigger count %.1f ms",
                          (double)busy / 1e6, (double)(cpu - j->turn_cpu_ns) / 1e6, ru.ru_nivcsw - j->turn_nivcsw,
                          ru.ru_nvcsw - j->turn_nvcsw, calls, (double)st.flush_ns / 1e6,
-                         (double)j->turn_step_ns / 1e6);
+                         (double)j->turn_step_ns / 1e6, (double)j->turn_poll_ns / 1e6);
         }
         j->turn_at_ns = uv_hrtime();
         j->turn_idle_ns = idle;
@@ -128,6 +144,7 @@ static void turn_cb(uv_prepare_t *h) {
         j->turn_nivcsw = ru.ru_nivcsw;
         j->turn_nvcsw = ru.ru_nvcsw;
         j->turn_step_ns = 0;
+        j->turn_poll_ns = 0;
 }
 
 static void turn_arm(struct jobs *j, bool on) {

@@ -246,12 +246,25 @@ int engine_cleanup_expired(struct engine *e, int64_t now, unsigned limit, unsign
         return engine_cleanup_expired_until(e, now, limit, 0, ended, more);
 }
 
+bool engine_count_awaiting_cleanup_step(struct engine *e, int64_t now, uint64_t deadline_ns, uint32_t *cursor,
+                                        uint64_t *count) {
+        for (uint32_t h = *cursor; h < e->sessions_used; h++) {
+                if (h > *cursor && (h - *cursor) % CLEANUP_CLOCK_SCANNED == 0 && past(deadline_ns)) {
+                        *cursor = h;
+                        return false;
+                }
+                if ((e->sessions[h].flags & S_USED) && session_awaits_cleanup(e, &e->sessions[h], now, NULL, NULL))
+                        (*count)++;
+        }
+        *cursor = 0;
+        return true;
+}
+
 uint64_t engine_count_awaiting_cleanup(struct engine *e, int64_t now) {
+        uint32_t cursor = 0;
         uint64_t n = 0;
 
-        for (uint32_t h = 0; h < e->sessions_used; h++)
-                if ((e->sessions[h].flags & S_USED) && session_awaits_cleanup(e, &e->sessions[h], now, NULL, NULL))
-                        n++;
+        (void)engine_count_awaiting_cleanup_step(e, now, 0, &cursor, &n);
         return n;
 }
 

@@ -1468,6 +1468,19 @@ START_TEST(test_cleanup_deadline_large_table) {
                 ck_assert_uint_lt(++calls, 100);
         } while (more);
         ck_assert_uint_le(calls, N / 4095 + 2);
+        /* Counted in steps (the trigger's poll): every one, once. */
+        {
+                uint32_t cursor = 0;
+                uint64_t count = 0;
+
+                calls = 0;
+                while (!engine_count_awaiting_cleanup_step(f.e, MS(T0 + 120), 1, &cursor, &count))
+                        ck_assert_uint_lt(++calls, 100);
+                ck_assert_uint_eq(count, N);
+                ck_assert_uint_eq(calls, N / 4096);
+                ck_assert_uint_eq(cursor, 0);
+                ck_assert_uint_eq(engine_count_awaiting_cleanup(f.e, MS(T0 + 120)), N);
+        }
         /* Everything does now: each step ends a few, the last says so. */
         calls = 0;
         do {
