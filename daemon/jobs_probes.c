@@ -133,10 +133,11 @@ static void turn_cb(uv_prepare_t *h) {
                         snprintf(calls, sizeof calls, "%u call%s, the longest %s in %.1f ms", st.calls,
                                  st.calls == 1 ? "" : "s", st.longest_method, (double)st.longest_call_ns / 1e6);
                 log_info("Loop turn of %.1f ms, %.1f ms of it on the CPU (%ld involuntary, %ld voluntary context "
-                         "switches): %s; replies written in %.1f ms; cleanup step %.1f ms; trigger count %.1f ms",
+                         "switches): %s; replies written in %.1f ms; cleanup step %.1f ms; trigger count %.1f ms; "
+                         "malloc_trim %.1f ms",
                          (double)busy / 1e6, (double)(cpu - j->turn_cpu_ns) / 1e6, ru.ru_nivcsw - j->turn_nivcsw,
                          ru.ru_nvcsw - j->turn_nvcsw, calls, (double)st.flush_ns / 1e6,
-                         (double)j->turn_step_ns / 1e6, (double)j->turn_poll_ns / 1e6);
+                         (double)j->turn_step_ns / 1e6, (double)j->turn_poll_ns / 1e6, (double)st.trim_ns / 1e6);
         }
         j->turn_at_ns = uv_hrtime();
         j->turn_idle_ns = idle;

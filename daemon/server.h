@@ -149,12 +149,13 @@ void server_set_timing(struct server *s, server_timing_fn fn, void *userdata);
 /* What the server did on the loop since the last call (the jobs' loop-turn
  * watch takes it at every turn): the calls it dispatched, the one whose
  * handler held the loop longest (its method: a static text or one owned by
- * the server until the next call, so copy it), and the time spent writing
- * replies out. */
+ * the server until the next call, so copy it), the time spent writing
+ * replies out and handing freed memory back. */
 struct server_turn {
         unsigned calls;
         uint64_t longest_call_ns;
         char longest_method[64];
         uint64_t flush_ns;
+        uint64_t trim_ns; /* malloc_trim(), once a second at most */
 };
 void server_turn_take(struct server *s, struct server_turn *ret);
