@@ -33,7 +33,6 @@
 #define SERVER_OUTPUT_BUDGET (32 * 1024 * 1024) /* all connections together (at least two caps) */
 #define SERVER_OUTPUT_KEEP (64 * 1024)          /* a drained buffer larger than this is freed */
 #define SERVER_TRIM_AFTER (1024 * 1024)         /* freed since the last malloc_trim() */
-#define SERVER_MMAP_THRESHOLD (128 * 1024)  /* a block this large is a mapping of its own */
 #define SERVER_GETINFO_URL "man:sessiond(8)"
 
 /* Intrusive doubly-linked lists: `name` selects the pair of link fields. */

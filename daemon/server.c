@@ -385,15 +385,6 @@ int server_new(struct daemon *d, struct server **ret) {
         if (!s)
                 return -ENOMEM;
         s->d = d;
-        /* glibc raises its mmap threshold to the size of the largest block
-         * freed (up to 32 MiB): after the first large listing, the next
-         * reply buffers of megabytes come from the heap, where growing one
-         * copies it (16 MB at a time for a reply of 31 MB, in one loop
-         * turn) and freeing one leaves the pages to malloc_trim(). A fixed
-         * threshold (glibc's initial one) keeps every such buffer a mapping
-         * of its own, grown in place by mremap() and handed back when
-         * freed. Process-wide, but the server owns the buffers it is for. */
-        (void) mallopt(M_MMAP_THRESHOLD, SERVER_MMAP_THRESHOLD);
         server_apply_limits(s);
         server_apply_admin_group(s);
 
