@@ -178,6 +178,32 @@ static bool session_awaits_cleanup(const struct engine *e, const struct session 
         return now >= t + SEC_MS(cfg(e)->timeout.cleanup_grace);
 }
 
+/* An entry the cursor passed without ending it: counted towards "nothing
+ * left" (cleanup_quiet), which holds until the earliest time one of those
+ * entries, or a session created since the count began, may await cleanup
+ * (cleanup_quiet_next). Without that bound a count left by a run an hour
+ * ago told the next run's first step, out of time before it found
+ * anything, that nothing was left. */
+static void cleanup_quiet_note(struct engine *e, int64_t now, const struct session *s, int64_t end) {
+        const struct sessiond_config *c = cfg(e);
+        int64_t next;
+
+        if (e->cleanup_quiet == 0) {
+                int64_t shortest = c->timeout.idle_timeout;
+
+                if (c->timeout.session_lifetime < shortest)
+                        shortest = c->timeout.session_lifetime;
+                if (c->timeout.absolute_timeout < shortest)
+                        shortest = c->timeout.absolute_timeout;
+                e->cleanup_quiet_next = now + SEC_MS(shortest + c->timeout.cleanup_grace);
+        }
+        next = end + SEC_MS(c->timeout.cleanup_grace);
+        if (s && next < e->cleanup_quiet_next)
+                e->cleanup_quiet_next = next;
+        if (e->cleanup_quiet < UINT32_MAX)
+                e->cleanup_quiet++;
+}
+
 int engine_cleanup_expired_until(struct engine *e, int64_t now, unsigned limit, uint64_t deadline_ns,
                                  unsigned *ended, bool *more) {
         uint32_t scanned = 0;
@@ -185,6 +211,8 @@ int engine_cleanup_expired_until(struct engine *e, int64_t now, unsigned limit, 
 
         *ended = 0;
         *more = false;
+        if (e->cleanup_quiet > 0 && now >= e->cleanup_quiet_next)
+                e->cleanup_quiet = 0; /* what it counted may await cleanup by now */
         while (scanned < e->sessions_used && *ended < limit) {
                 uint32_t h;
                 enum engine_end_reason why;
@@ -203,10 +231,12 @@ int engine_cleanup_expired_until(struct engine *e, int64_t now, unsigned limit, 
                         e->cleanup_cursor = 0;
                 h = e->cleanup_cursor++;
                 scanned++;
-                if (!(e->sessions[h].flags & S_USED) ||
-                    !session_awaits_cleanup(e, &e->sessions[h], now, &end, &why)) {
-                        if (e->cleanup_quiet < UINT32_MAX)
-                                e->cleanup_quiet++;
+                if (!(e->sessions[h].flags & S_USED)) {
+                        cleanup_quiet_note(e, now, NULL, 0);
+                        continue;
+                }
+                if (!session_awaits_cleanup(e, &e->sessions[h], now, &end, &why)) {
+                        cleanup_quiet_note(e, now, &e->sessions[h], end);
                         continue;
                 }
                 e->cleanup_quiet = 0;
