@@ -315,9 +315,21 @@ int engine_cleanup_expired_until(struct engine *e, int64_t now, unsigned limit, 
                                  unsigned *ended, bool *more);
 /* Sessions past end + cleanup_grace not yet ended (a scan of memory, no I/O). */
 uint64_t engine_count_awaiting_cleanup(struct engine *e, int64_t now);
+/* The same count in steps: from *cursor (0 to begin) on, adding to *count,
+ * until uv_hrtime() reaches deadline_ns (0: none; the clock is read every
+ * few thousand entries). Returns true when the pass is complete (*cursor
+ * is 0 again), false when the next step goes on from *cursor. Sessions
+ * that change between two steps are counted as the step found them. */
+bool engine_count_awaiting_cleanup_step(struct engine *e, int64_t now, uint64_t deadline_ns, uint32_t *cursor,
+                                        uint64_t *count);
 /* Ends the least recently active sessions of users above
  * max_concurrent_per_user (a lowered limit), up to `limit` sessions. */
 int engine_enforce_user_limit(struct engine *e, int64_t now, unsigned limit, unsigned *ended, bool *more);
+/* The same as a bounded step: returns early once uv_hrtime() reaches
+ * deadline_ns (0: none; the clock is read every few sessions ended), then
+ * with *more true; the next call goes on where this one stopped. */
+int engine_enforce_user_limit_until(struct engine *e, int64_t now, unsigned limit, uint64_t deadline_ns,
+                                    unsigned *ended, bool *more);
 /* Deletes up to `limit` ended sessions older than expired_retention_days and
  * up to `limit` audit rows older than audit_retention_days. */
 int engine_purge(struct engine *e, int64_t now, unsigned limit, unsigned *sessions, unsigned *audit, bool *more);

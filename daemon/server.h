@@ -145,3 +145,17 @@ void server_config_changed(struct server *s);
  * fn NULL turns timing off. */
 typedef void (*server_timing_fn)(const char *method, uint64_t nsec, void *userdata);
 void server_set_timing(struct server *s, server_timing_fn fn, void *userdata);
+
+/* What the server did on the loop since the last call (the jobs' loop-turn
+ * watch takes it at every turn): the calls it dispatched, the one whose
+ * handler held the loop longest (its method: a static text or one owned by
+ * the server until the next call, so copy it), the time spent writing
+ * replies out and handing freed memory back. */
+struct server_turn {
+        unsigned calls;
+        uint64_t longest_call_ns;
+        char longest_method[64];
+        uint64_t flush_ns;
+        uint64_t trim_ns; /* malloc_trim(), once a second at most */
+};
+void server_turn_take(struct server *s, struct server_turn *ret);

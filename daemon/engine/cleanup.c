@@ -25,6 +25,17 @@
 
 #include "log.h"
 
+/* The clock is read after every CLEANUP_CLOCK_ENDED sessions ended (each
+ * costs 10 to 30 us, mostly SQLite) and every CLEANUP_CLOCK_SCANNED entries
+ * looked at (a few ns each): a step overruns its deadline by about one
+ * ended session. */
+#define CLEANUP_CLOCK_ENDED 4
+#define CLEANUP_CLOCK_SCANNED 4096
+
+static bool past(uint64_t deadline_ns) {
+        return deadline_ns != 0 && uv_hrtime() >= deadline_ns;
+}
+
 /* ---- the concurrency limit ----------------------------------------------------------------------- */
 
 /* The per-user limit in O(1). "Live" depends on now: a session past its end
@@ -111,12 +122,18 @@ unsigned cleanup_user_count_live(struct engine *e, uint32_t user, int64_t now) {
         return live;
 }
 
-/* Ends least recently active sessions of a user until at most max are live. */
-int cleanup_user_enforce(struct engine *e, int64_t now, uint32_t user, uint32_t keep, int64_t max, unsigned budget,
-                         char (**ids)[TOKEN_ID_STRING_LEN + 1], size_t *n_ids, unsigned *ended) {
+/* Ends least recently active sessions of a user until at most max are live,
+ * at most `budget` of them; with a deadline (uv_hrtime(), 0: none) also
+ * stops once it has passed (*cut: the user may still be over), the clock
+ * read every CLEANUP_CLOCK_ENDED sessions ended. */
+static int user_enforce_until(struct engine *e, int64_t now, uint32_t user, uint32_t keep, int64_t max,
+                              unsigned budget, uint64_t deadline_ns, char (**ids)[TOKEN_ID_STRING_LEN + 1],
+                              size_t *n_ids, unsigned *ended, bool *cut) {
         size_t allocated = 0;
+        unsigned n = 0;
         int r;
 
+        *cut = false;
         while (budget > 0 && user_used(e, user) && (int64_t)e->users[user].n_sessions > max) {
                 char id[TOKEN_ID_STRING_LEN + 1];
                 uint32_t live, victim;
@@ -128,14 +145,26 @@ int cleanup_user_enforce(struct engine *e, int64_t now, uint32_t user, uint32_t 
                 if (r < 0)
                         return r;
                 budget--;
+                n++;
                 (*ended)++;
                 if (ids) {
                         allocated = *n_ids;
                         if (GROW(*ids, allocated, *n_ids + 1) == 0)
                                 memcpy((*ids)[(*n_ids)++], id, sizeof id);
                 }
+                if (n % CLEANUP_CLOCK_ENDED == 0 && past(deadline_ns)) {
+                        *cut = true;
+                        break;
+                }
         }
         return 0;
+}
+
+int cleanup_user_enforce(struct engine *e, int64_t now, uint32_t user, uint32_t keep, int64_t max, unsigned budget,
+                         char (**ids)[TOKEN_ID_STRING_LEN + 1], size_t *n_ids, unsigned *ended) {
+        bool cut;
+
+        return user_enforce_until(e, now, user, keep, max, budget, 0, ids, n_ids, ended, &cut);
 }
 
 /* ---- background work ------------------------------------------------------------------------------------------- */
@@ -149,15 +178,30 @@ static bool session_awaits_cleanup(const struct engine *e, const struct session 
         return now >= t + SEC_MS(cfg(e)->timeout.cleanup_grace);
 }
 
-/* The clock is read after every CLEANUP_CLOCK_ENDED sessions ended (each
- * costs 10 to 30 us, mostly SQLite) and every CLEANUP_CLOCK_SCANNED entries
- * looked at (a few ns each): a step overruns its deadline by about one
- * ended session. */
-#define CLEANUP_CLOCK_ENDED 4
-#define CLEANUP_CLOCK_SCANNED 4096
+/* An entry the cursor passed without ending it: counted towards "nothing
+ * left" (cleanup_quiet), which holds until the earliest time one of those
+ * entries, or a session created since the count began, may await cleanup
+ * (cleanup_quiet_next). Without that bound a count left by a run an hour
+ * ago told the next run's first step, out of time before it found
+ * anything, that nothing was left. */
+static void cleanup_quiet_note(struct engine *e, int64_t now, const struct session *s, int64_t end) {
+        const struct sessiond_config *c = cfg(e);
+        int64_t next;
 
-static bool past(uint64_t deadline_ns) {
-        return deadline_ns != 0 && uv_hrtime() >= deadline_ns;
+        if (e->cleanup_quiet == 0) {
+                int64_t shortest = c->timeout.idle_timeout;
+
+                if (c->timeout.session_lifetime < shortest)
+                        shortest = c->timeout.session_lifetime;
+                if (c->timeout.absolute_timeout < shortest)
+                        shortest = c->timeout.absolute_timeout;
+                e->cleanup_quiet_next = now + SEC_MS(shortest + c->timeout.cleanup_grace);
+        }
+        next = end + SEC_MS(c->timeout.cleanup_grace);
+        if (s && next < e->cleanup_quiet_next)
+                e->cleanup_quiet_next = next;
+        if (e->cleanup_quiet < UINT32_MAX)
+                e->cleanup_quiet++;
 }
 
 int engine_cleanup_expired_until(struct engine *e, int64_t now, unsigned limit, uint64_t deadline_ns,
@@ -167,6 +211,8 @@ int engine_cleanup_expired_until(struct engine *e, int64_t now, unsigned limit, 
 
         *ended = 0;
         *more = false;
+        if (e->cleanup_quiet > 0 && now >= e->cleanup_quiet_next)
+                e->cleanup_quiet = 0; /* what it counted may await cleanup by now */
         while (scanned < e->sessions_used && *ended < limit) {
                 uint32_t h;
                 enum engine_end_reason why;
@@ -185,10 +231,12 @@ int engine_cleanup_expired_until(struct engine *e, int64_t now, unsigned limit, 
                         e->cleanup_cursor = 0;
                 h = e->cleanup_cursor++;
                 scanned++;
-                if (!(e->sessions[h].flags & S_USED) ||
-                    !session_awaits_cleanup(e, &e->sessions[h], now, &end, &why)) {
-                        if (e->cleanup_quiet < UINT32_MAX)
-                                e->cleanup_quiet++;
+                if (!(e->sessions[h].flags & S_USED)) {
+                        cleanup_quiet_note(e, now, NULL, 0);
+                        continue;
+                }
+                if (!session_awaits_cleanup(e, &e->sessions[h], now, &end, &why)) {
+                        cleanup_quiet_note(e, now, &e->sessions[h], end);
                         continue;
                 }
                 e->cleanup_quiet = 0;
@@ -228,12 +276,25 @@ int engine_cleanup_expired(struct engine *e, int64_t now, unsigned limit, unsign
         return engine_cleanup_expired_until(e, now, limit, 0, ended, more);
 }
 
+bool engine_count_awaiting_cleanup_step(struct engine *e, int64_t now, uint64_t deadline_ns, uint32_t *cursor,
+                                        uint64_t *count) {
+        for (uint32_t h = *cursor; h < e->sessions_used; h++) {
+                if (h > *cursor && (h - *cursor) % CLEANUP_CLOCK_SCANNED == 0 && past(deadline_ns)) {
+                        *cursor = h;
+                        return false;
+                }
+                if ((e->sessions[h].flags & S_USED) && session_awaits_cleanup(e, &e->sessions[h], now, NULL, NULL))
+                        (*count)++;
+        }
+        *cursor = 0;
+        return true;
+}
+
 uint64_t engine_count_awaiting_cleanup(struct engine *e, int64_t now) {
+        uint32_t cursor = 0;
         uint64_t n = 0;
 
-        for (uint32_t h = 0; h < e->sessions_used; h++)
-                if ((e->sessions[h].flags & S_USED) && session_awaits_cleanup(e, &e->sessions[h], now, NULL, NULL))
-                        n++;
+        (void)engine_count_awaiting_cleanup_step(e, now, 0, &cursor, &n);
         return n;
 }
 
@@ -246,32 +307,66 @@ static bool user_over_limit(struct engine *e, uint32_t u, int64_t now, int64_t m
         return (int64_t)live > max;
 }
 
-int engine_enforce_user_limit(struct engine *e, int64_t now, unsigned limit, unsigned *ended, bool *more) {
+/* A pass over the users from where the last call stopped (limit_cursor),
+ * bounded like the expiry above: by `limit` sessions ended and by the
+ * deadline, read every CLEANUP_CLOCK_ENDED sessions ended and every
+ * CLEANUP_CLOCK_SCANNED users looked at (a few ns each, more for a user
+ * over the limit whose bounds need a walk: user_scan). A user cut short
+ * is taken up again by the next call, where it stopped (its least recently
+ * active live sessions go first whatever the steps). Once the cursor has
+ * gone all the way round since the last eviction, nothing is left. */
+int engine_enforce_user_limit_until(struct engine *e, int64_t now, unsigned limit, uint64_t deadline_ns,
+                                    unsigned *ended, bool *more) {
         int64_t max = cfg(e)->security.max_concurrent_per_user;
         int r;
 
         *ended = 0;
         *more = false;
+        if (e->limit_quiet_max != max) {
+                /* Users passed under another limit say nothing of this one. */
+                e->limit_quiet = 0;
+                e->limit_quiet_max = max;
+        }
         for (uint32_t scanned = 0; scanned < e->users_used && *ended < limit; scanned++) {
                 uint32_t u;
 
+                if (scanned % CLEANUP_CLOCK_SCANNED == CLEANUP_CLOCK_SCANNED - 1 && past(deadline_ns)) {
+                        *more = e->limit_quiet < e->users_used;
+                        return 0;
+                }
                 if (e->limit_cursor >= e->users_used)
                         e->limit_cursor = 0;
                 u = e->limit_cursor;
                 if (user_over_limit(e, u, now, max)) {
-                        r = cleanup_user_enforce(e, now, u, NIL, max, limit - *ended, NULL, NULL, ended);
+                        bool cut;
+
+                        e->limit_quiet = 0;
+                        r = user_enforce_until(e, now, u, NIL, max, limit - *ended, deadline_ns, NULL, NULL, ended,
+                                               &cut);
                         if (r < 0)
                                 return r;
-                        if (user_over_limit(e, u, now, max)) {
-                                *more = true; /* this user needs another batch */
+                        if (cut || user_over_limit(e, u, now, max)) {
+                                *more = true; /* this user needs another step */
                                 return 0;
                         }
-                }
+                } else if (e->limit_quiet < UINT32_MAX)
+                        e->limit_quiet++;
                 e->limit_cursor++;
         }
-        for (uint32_t u = 0; *ended >= limit && !*more && u < e->users_used; u++)
+        /* Budget used up: is there at least one more? (Out of time before
+         * it is found: maybe.) */
+        for (uint32_t u = 0; *ended >= limit && !*more && u < e->users_used; u++) {
+                if (u % CLEANUP_CLOCK_SCANNED == CLEANUP_CLOCK_SCANNED - 1 && past(deadline_ns)) {
+                        *more = true;
+                        break;
+                }
                 *more = user_over_limit(e, u, now, max);
+        }
         return 0;
+}
+
+int engine_enforce_user_limit(struct engine *e, int64_t now, unsigned limit, unsigned *ended, bool *more) {
+        return engine_enforce_user_limit_until(e, now, limit, 0, ended, more);
 }
 
 /* One statement per table: ended sessions first, then audit rows. With a

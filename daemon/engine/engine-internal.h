@@ -207,7 +207,10 @@ struct engine {
 
         uint32_t cleanup_cursor;
         uint32_t cleanup_quiet; /* entries the cursor passed since it last ended one */
+        int64_t cleanup_quiet_next; /* ms: when one of them may await cleanup (cleanup.c) */
         uint32_t limit_cursor;
+        uint32_t limit_quiet; /* users the limit cursor passed since it last evicted ... */
+        int64_t limit_quiet_max; /* ... under this max_concurrent_per_user */
 
         struct load_batch *loading; /* while the store loads */
         bool users_unsorted;        /* while the store loads: sessions appended, sorted at the end */

@@ -210,6 +210,41 @@ def test_batch_enforces_lowered_limit():
         assert "over the per-user limit" in status(c)["jobs"]["batch"]["last_result"]
 
 
+def test_batch_lowered_limit_in_steps():
+    # Three users of 2,000 sessions, the limit lowered to 150: 5,550
+    # evictions in batches of 1,000, each batch in time-capped steps with
+    # the loop serving others in between. Exactly the least recently active
+    # go: each user keeps the 100 used again and the 50 newest.
+    s = settings(cleanup__batch_size=1000, features__background_cleanup=False,
+                 timeout__idle_timeout=600, timeout__warning_threshold=60,
+                 security__max_concurrent_per_user=100000)
+    users = ("lim0", "lim1", "lim2")
+    with Daemon(s) as d, d.connect(timeout=60) as c, d.connect() as v:
+        tokens = {u: create_many(c, 2000, user=u) for u in users}
+        for u in users:
+            for t in tokens[u][:100]:
+                c.call(S + "Heartbeat", {"token": t})
+        d.write_config({"security.max_concurrent_per_user": 150})
+        assert c.call(A + "Reload") == {}
+        other = create_many(v, 1, user="other")[0]
+        c.send(A + "Cleanup", {"kind": "batch"})
+        # Served while the run goes on (or after it, on a fast machine).
+        assert v.call(S + "Validate", {"token": other})["state"] == "active"
+        r = c.recv()
+        assert r["parameters"] == {"ended": 3 * 1850, "purged": 0}, r
+        for u in users:
+            kept = {v.call(S + "Validate", {"token": t, "touch": False})["session"]["id"]
+                    for t in tokens[u][:100] + tokens[u][-50:]}
+            live = {x["id"] for x in c.call(S + "ListUser", {"user_id": u})["sessions"]}
+            assert live == kept, (u, len(live), len(kept))
+            gone = ended(c, u)
+            assert len(gone) == 1850 and {x["end_reason"] for x in gone} == {"evicted"}, u
+        assert len(audit(c, kind="evicted", limit=10000)) == 3 * 1850
+        ev = [e for e in c.call(A + "Events")["events"] if e["kind"] == "cleanup"][-1]["detail"]
+        assert ev["evicted"] == 3 * 1850 and ev["batches"] >= 6, ev
+        assert "ended 0 sessions, 5550 over the per-user limit" in status(c)["jobs"]["batch"]["last_result"]
+
+
 # ---- deep cleanup: retention ------------------------------------------------------------------
 
 def age_database(path, days):
@@ -425,6 +460,7 @@ run_tests([
     test_background_cleanup_off,
     test_reload_rearms_timers,
     test_batch_enforces_lowered_limit,
+    test_batch_lowered_limit_in_steps,
     test_deep_cleanup_purges_past_retention,
     test_retention_days_apply_separately,
     test_deep_timer_purges,

@@ -1468,6 +1468,19 @@ START_TEST(test_cleanup_deadline_large_table) {
                 ck_assert_uint_lt(++calls, 100);
         } while (more);
         ck_assert_uint_le(calls, N / 4095 + 2);
+        /* Counted in steps (the trigger's poll): every one, once. */
+        {
+                uint32_t cursor = 0;
+                uint64_t count = 0;
+
+                calls = 0;
+                while (!engine_count_awaiting_cleanup_step(f.e, MS(T0 + 120), 1, &cursor, &count))
+                        ck_assert_uint_lt(++calls, 100);
+                ck_assert_uint_eq(count, N);
+                ck_assert_uint_eq(calls, N / 4096);
+                ck_assert_uint_eq(cursor, 0);
+                ck_assert_uint_eq(engine_count_awaiting_cleanup(f.e, MS(T0 + 120)), N);
+        }
         /* Everything does now: each step ends a few, the last says so. */
         calls = 0;
         do {
@@ -1477,6 +1490,44 @@ START_TEST(test_cleanup_deadline_large_table) {
                 ck_assert_uint_lt(++calls, 2 * N);
         } while (more);
         ck_assert_uint_eq(total, N);
+        ck_assert_uint_eq(engine_count_awaiting_cleanup(f.e, MS(T0 + 120)), 0);
+        fixture_done(&f);
+}
+END_TEST
+
+/* A pass that found nothing says nothing of later: the next run's first
+ * step, out of time before it reaches the sessions that await cleanup by
+ * then, still says there may be more, and the steps end them all. */
+START_TEST(test_cleanup_quiet_goes_stale) {
+        struct fixture f;
+        enum { N = 10000, LATE = 9000 };
+        char token[TOKEN_STRING_LEN + 1];
+        unsigned ended, total = 0, calls = 0;
+        bool more;
+
+        setup_memory(&f);
+        for (int i = 0; i < N; i++) {
+                char user[32];
+
+                snprintf(user, sizeof user, "user%d", i);
+                /* The first LATE entries are created later: they await cleanup later. */
+                create_session(&f, MS(T0 + (i < LATE ? 100 : 0)), user, NULL, token, NULL);
+        }
+        do {
+                ck_assert_int_eq(engine_cleanup_expired_until(f.e, MS(T0 + 101), 100, 1, &ended, &more), 0);
+                ck_assert_uint_eq(ended, 0);
+                ck_assert_uint_lt(++calls, 100);
+        } while (more);
+        /* The early ones await now, the late ones do not. */
+        ck_assert_uint_eq(engine_count_awaiting_cleanup(f.e, MS(T0 + 120)), N - LATE);
+        calls = 0;
+        do {
+                ck_assert_int_eq(engine_cleanup_expired_until(f.e, MS(T0 + 120), 1000, 1, &ended, &more), 0);
+                ck_assert_int_eq(engine_commit(f.e), 0);
+                total += ended;
+                ck_assert_uint_lt(++calls, 2 * N);
+        } while (more);
+        ck_assert_uint_eq(total, N - LATE);
         ck_assert_uint_eq(engine_count_awaiting_cleanup(f.e, MS(T0 + 120)), 0);
         fixture_done(&f);
 }
@@ -1989,6 +2040,7 @@ int main(void) {
         tcase_add_test(tc, test_events_after_commit);
         tcase_add_test(tc, test_cleanup_deadline);
         tcase_add_test(tc, test_cleanup_deadline_large_table);
+        tcase_add_test(tc, test_cleanup_quiet_goes_stale);
         tcase_add_test(tc, test_suspicious_threshold);
         tcase_add_test(tc, test_failed_validation_burst);
         tcase_add_test(tc, test_failed_validations_aggregated);

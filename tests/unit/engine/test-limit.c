@@ -326,6 +326,74 @@ START_TEST(test_limit_many_then_lowered) {
 }
 END_TEST
 
+/* A lowered limit applied in time-capped steps (a deadline of 1 ns is
+ * always past: every call stops after a few evictions or a few thousand
+ * users looked at): the calls together end exactly the least recently
+ * active sessions of each user over the limit, and say when none is left,
+ * across more users than one call looks at. */
+START_TEST(test_limit_lowered_in_steps) {
+        enum { USERS = 5000, BIG = 3, N = 600, KEEP = 40 };
+        struct fixture f;
+        struct engine_info info;
+        struct engine_error err = {0};
+        char (*t)[N][TOKEN_STRING_LEN + 1] = calloc(BIG, sizeof *t);
+        char token[TOKEN_STRING_LEN + 1];
+        unsigned ended, total = 0, calls = 0;
+        bool more = true;
+
+        ck_assert_ptr_nonnull(t);
+        fixture_init(&f, NULL);
+        short_timeouts(&f);
+        f.c->timeout.idle_timeout = 900;
+        f.c->security.max_concurrent_per_user = N;
+        fixture_open(&f);
+        /* Users with one session each, the big ones among them. */
+        for (int i = 0; i < USERS; i++) {
+                char user[32];
+
+                snprintf(user, sizeof user, "small%d", i);
+                create_session(&f, MS(T0), user, NULL, token, NULL);
+                if (i % (USERS / BIG) == USERS / BIG / 2)
+                        for (int k = 0; k < N; k++) {
+                                snprintf(user, sizeof user, "big%d", i / (USERS / BIG));
+                                create_session(&f, MS(T0 + k / 100), user, NULL, t[i / (USERS / BIG)][k], NULL);
+                        }
+        }
+        /* The first ten of each big user are used again: the most recent now. */
+        for (int b = 0; b < BIG; b++)
+                for (int k = 0; k < 10; k++)
+                        ck_assert_int_eq(validate(&f, MS(T0 + 201), t[b][k], &info, &err), 0);
+        f.c->security.max_concurrent_per_user = KEEP;
+        engine_config_changed(f.e);
+        while (more) {
+                ck_assert_int_eq(engine_enforce_user_limit_until(f.e, MS(T0 + 202), 1000, 1, &ended, &more), 0);
+                ck_assert_int_eq(engine_commit(f.e), 0);
+                ck_assert_uint_lt(ended, 1000); /* stopped by the clock, not by the count */
+                total += ended;
+                ck_assert_uint_lt(++calls, 100000);
+        }
+        ck_assert_uint_eq(total, BIG * (N - KEEP));
+        ck_assert_uint_gt(calls, BIG * (N - KEEP) / 1000);
+        for (int b = 0; b < BIG; b++) {
+                for (int k = 0; k < 10; k++)
+                        ck_assert_int_eq(peek_validate(&f, MS(T0 + 203), t[b][k]), 0);
+                for (int k = 10; k < N - (KEEP - 10); k++)
+                        ck_assert_int_eq(peek_validate(&f, MS(T0 + 203), t[b][k]), -ESTALE);
+                for (int k = N - (KEEP - 10); k < N; k++)
+                        ck_assert_int_eq(peek_validate(&f, MS(T0 + 203), t[b][k]), 0);
+        }
+        /* Nothing over the limit: a pass says so, whatever the clock. */
+        calls = 0;
+        do {
+                ck_assert_int_eq(engine_enforce_user_limit_until(f.e, MS(T0 + 204), 1000, 1, &ended, &more), 0);
+                ck_assert_uint_eq(ended, 0);
+                ck_assert_uint_lt(++calls, 100);
+        } while (more);
+        free(t);
+        fixture_done(&f);
+}
+END_TEST
+
 /* Milliseconds (issue 13): the order of activity and the live count go by
  * the millisecond. A session touched later within the same second is the
  * more recent one; one whose idle end + grace falls 0.9 s into a second is
@@ -387,6 +455,7 @@ int main(void) {
         tcase_add_test(tc, test_limit_lifetime_expired_not_counted);
         tcase_add_test(tc, test_limit_order_after_restart);
         tcase_add_test(tc, test_limit_many_then_lowered);
+        tcase_add_test(tc, test_limit_lowered_in_steps);
         tcase_add_test(tc, test_limit_milliseconds);
         suite_add_tcase(s, tc);
         return run_suite(s);
