@@ -727,6 +727,7 @@ const struct store_backend store_backend_sqlite = {
         .uow_commit = sqlite_uow_commit,
         .rollback = sqlite_rollback,
         .allocate_key = sqlite_allocate_key,
+        .allocate_key_unlocked = true,
         .session_get_switches = sqlite_session_get_switches,
         .session_get_sync = sqlite_session_get_sync,
         .session_by_rowid = sqlite_session_by_rowid,
