@@ -431,13 +431,17 @@ int engine_storage_error(const struct engine *e);
  *   fingerprint_changed detail {fields: [...]}
  *   suspicious         detail {what, count, threshold}  (one per suspicious event)
  *   suspicious_threshold detail {count, threshold}      (a user reached the threshold)
- * session_id and user_id may be NULL. */
+ * session_id and user_id may be NULL. The detail is a jansson object, or
+ * for "created" JSON text (detail_text): an observer that reads the detail
+ * of such an event parses the text. */
 struct engine_event {
         const char *kind;
         int64_t time;
         const char *session_id;
         const char *user_id;
-        json_t *detail; /* borrowed object */
+        json_t *detail;          /* borrowed object, NULL when detail_text is set */
+        const char *detail_text; /* the detail as compact JSON text (events built on the hot
+                                  * path, without jansson: created), NULL: see detail */
 };
 typedef void (*engine_observer_fn)(const struct engine_event *ev, void *userdata);
 /* Adds an observer; free_fn (may be NULL) runs on userdata at engine_free().

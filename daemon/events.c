@@ -1,5 +1,15 @@
 /* Events: see events.h.
  *
+ * The ring holds records, not jansson objects: an event of the engine
+ * arrives on the hot path (one per Create), so a record is one allocation
+ * holding its kind, ids and its detail as compact JSON text (the engine
+ * builds the detail of its frequent events as text; the daemon's own rare
+ * events are dumped from their jansson detail here). The JSON objects
+ * {time, kind, session_id, user_id, detail} are made only when somebody
+ * reads them: Admin.Events (the whole ring) and its followers. Keys keep
+ * their order and values their text, so the bytes sent are those jansson
+ * wrote when the ring held objects.
+ *
  * New events go into the ring and, when somebody follows, into a pending
  * array that a zero timer sends to every follower in one reply. A follower
  * is a call kept open by its connection; it ends when the peer goes away
@@ -13,10 +23,28 @@
 #include <errno.h>
 #include <stdbool.h>
 #include <stdlib.h>
+#include <string.h>
 
+#include "engine.h"
+#include "macro.h"
 #include "log.h"
-#include "ring.h"
 #include "server.h"
+
+/* One event: a single allocation, the strings in buf. */
+struct record {
+        int64_t time;
+        const char *kind, *session_id, *user_id, *detail; /* ids may be NULL; detail: JSON text */
+        char buf[];
+};
+
+/* The newest records, oldest first from start (circular). */
+struct record_ring {
+        struct record **items;
+        size_t capacity, start, count;
+        uint64_t pushed;       /* ever, including the ones dropped */
+        struct record **spare; /* events_reserve_capacity(): the array of a resize to come */
+        size_t spare_capacity;
+};
 
 struct follower {
         struct events *ev;
@@ -25,12 +53,126 @@ struct follower {
 };
 
 struct events {
-        struct ring ring;
+        struct record_ring ring;
         struct follower *followers;
         unsigned n_followers;
         json_t *pending; /* events not yet sent to the followers */
         uv_timer_t *flush;
 };
+
+/* ---- the ring of records ------------------------------------------------------ */
+
+static struct record *record_new(int64_t time, const char *kind, const char *session_id, const char *user_id,
+                                 const char *detail) {
+        size_t lk = strlen(kind) + 1, ls = session_id ? strlen(session_id) + 1 : 0,
+               lu = user_id ? strlen(user_id) + 1 : 0, ld = strlen(detail) + 1;
+        struct record *r = malloc(sizeof *r + lk + ls + lu + ld);
+        char *p;
+
+        if (!r)
+                return NULL;
+        p = r->buf;
+        r->time = time;
+        r->kind = memcpy(p, kind, lk);
+        p += lk;
+        r->session_id = session_id ? memcpy(p, session_id, ls) : NULL;
+        p += ls;
+        r->user_id = user_id ? memcpy(p, user_id, lu) : NULL;
+        p += lu;
+        r->detail = memcpy(p, detail, ld);
+        return r;
+}
+
+/* The event as the JSON object Admin.Events sends (a new reference). */
+static json_t *record_to_json(const struct record *r) {
+        json_t *detail = json_loads(r->detail, JSON_DECODE_ANY, NULL);
+
+        if (!detail)
+                return NULL;
+        return json_pack("{s:I, s:s, s:s?, s:s?, s:o}", "time", (json_int_t)r->time, "kind", r->kind, "session_id",
+                         r->session_id, "user_id", r->user_id, "detail", detail);
+}
+
+static int record_ring_init(struct record_ring *r, size_t capacity) {
+        assert(capacity > 0);
+        *r = (struct record_ring){.items = calloc(capacity, sizeof *r->items), .capacity = capacity};
+        return r->items ? 0 : -ENOMEM;
+}
+
+static struct record *record_ring_get(const struct record_ring *r, size_t i) {
+        return i < r->count ? r->items[(r->start + i) % r->capacity] : NULL;
+}
+
+static void record_ring_unreserve(struct record_ring *r) {
+        free(r->spare);
+        r->spare = NULL;
+        r->spare_capacity = 0;
+}
+
+static void record_ring_done(struct record_ring *r) {
+        record_ring_unreserve(r);
+        for (size_t i = 0; i < r->count; i++)
+                free(record_ring_get(r, i));
+        free(r->items);
+        *r = (struct record_ring){0};
+}
+
+static void record_ring_push(struct record_ring *r, struct record *rec) {
+        r->pushed++;
+        if (r->count == r->capacity) {
+                free(r->items[r->start]);
+                r->items[r->start] = rec;
+                r->start = (r->start + 1) % r->capacity;
+                return;
+        }
+        r->items[(r->start + r->count) % r->capacity] = rec;
+        r->count++;
+}
+
+static int record_ring_reserve(struct record_ring *r, size_t capacity) {
+        struct record **items;
+
+        assert(capacity > 0);
+        if (capacity == r->capacity || capacity == r->spare_capacity)
+                return 0;
+        items = calloc(capacity, sizeof *items);
+        if (!items)
+                return -ENOMEM;
+        record_ring_unreserve(r);
+        r->spare = items;
+        r->spare_capacity = capacity;
+        return 0;
+}
+
+/* Keeps the newest records that fit. Cannot fail after a reserve of the
+ * same capacity. */
+static int record_ring_resize(struct record_ring *r, size_t capacity) {
+        struct record **items;
+        size_t keep, drop;
+        int ret;
+
+        if (capacity == r->capacity) {
+                record_ring_unreserve(r);
+                return 0;
+        }
+        ret = record_ring_reserve(r, capacity);
+        if (ret < 0)
+                return ret;
+        items = r->spare;
+        r->spare = NULL;
+        r->spare_capacity = 0;
+        keep = r->count < capacity ? r->count : capacity;
+        drop = r->count - keep;
+        for (size_t i = 0; i < drop; i++)
+                free(record_ring_get(r, i));
+        for (size_t i = 0; i < keep; i++)
+                items[i] = record_ring_get(r, drop + i);
+        free(r->items);
+        *r = (struct record_ring){.items = items, .capacity = capacity, .count = keep, .pushed = r->pushed};
+        return 0;
+}
+
+/* ---- events ------------------------------------------------------------------- */
 
 static void timer_closed(uv_handle_t *h) {
         free(h);
@@ -42,7 +184,7 @@ int events_new(uv_loop_t *loop, size_t capacity, struct events **ret) {
 
         if (!ev)
                 return -ENOMEM;
-        r = ring_init(&ev->ring, capacity);
+        r = record_ring_init(&ev->ring, capacity);
         if (r < 0) {
                 free(ev);
                 return log_error_errno(r, "Failed to allocate the events buffer (monitoring.events_buffer_size=%zu): %m",
@@ -51,7 +193,7 @@ int events_new(uv_loop_t *loop, size_t capacity, struct events **ret) {
         ev->flush = malloc(sizeof *ev->flush);
         if (!ev->flush || uv_timer_init(loop, ev->flush) < 0) {
                 free(ev->flush);
-                ring_done(&ev->ring);
+                record_ring_done(&ev->ring);
                 free(ev);
                 return -ENOMEM;
         }
@@ -84,20 +226,20 @@ void events_free(struct events *ev) {
         uv_timer_stop(ev->flush);
         uv_close((uv_handle_t *)ev->flush, timer_closed);
         json_decref(ev->pending);
-        ring_done(&ev->ring);
+        record_ring_done(&ev->ring);
         free(ev);
 }
 
 int events_set_capacity(struct events *ev, size_t capacity) {
-        return ring_resize(&ev->ring, capacity);
+        return record_ring_resize(&ev->ring, capacity);
 }
 
 int events_reserve_capacity(struct events *ev, size_t capacity) {
-        return ring_reserve(&ev->ring, capacity);
+        return record_ring_reserve(&ev->ring, capacity);
 }
 
 void events_unreserve(struct events *ev) {
-        ring_unreserve(&ev->ring);
+        record_ring_unreserve(&ev->ring);
 }
 
 static void flush_cb(uv_timer_t *t) {
@@ -116,26 +258,53 @@ static void flush_cb(uv_timer_t *t) {
         json_decref(batch);
 }
 
-void events_push(struct events *ev, int64_t time, const char *kind, const char *session_id, const char *user_id,
-                 json_t *detail) {
-        json_t *o;
+void events_push_text(struct events *ev, int64_t time, const char *kind, const char *session_id,
+                      const char *user_id, const char *detail) {
+        struct record *rec;
 
         assert(kind);
-        o = json_pack("{s:I, s:s, s:s?, s:s?, s:o}", "time", (json_int_t)time, "kind", kind, "session_id", session_id,
-                      "user_id", user_id, "detail", detail ? detail : json_object());
-        if (!o)
+        rec = record_new(time, kind, session_id, user_id, detail ? detail : "{}");
+        if (!rec)
                 return;
         if (ev->followers) {
-                if (!ev->pending)
+                json_t *o = record_to_json(rec);
+
+                if (o && !ev->pending)
                         ev->pending = json_array();
-                if (ev->pending && json_array_append(ev->pending, o) == 0 && !uv_is_active((uv_handle_t *)ev->flush))
+                if (o && ev->pending && json_array_append(ev->pending, o) == 0 &&
+                    !uv_is_active((uv_handle_t *)ev->flush))
                         uv_timer_start(ev->flush, flush_cb, 0, 0);
+                json_decref(o);
         }
-        ring_push(&ev->ring, o);
+        record_ring_push(&ev->ring, rec);
+}
+
+void events_push(struct events *ev, int64_t time, const char *kind, const char *session_id, const char *user_id,
+                 json_t *detail) {
+        _cleanup_free_ char *text = detail ? json_dumps(detail, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+
+        json_decref(detail);
+        if (detail && !text)
+                return;
+        events_push_text(ev, time, kind, session_id, user_id, text);
+}
+
+void events_push_engine(struct events *ev, const struct engine_event *e) {
+        if (e->detail_text)
+                events_push_text(ev, e->time, e->kind, e->session_id, e->user_id, e->detail_text);
+        else
+                events_push(ev, e->time, e->kind, e->session_id, e->user_id, json_incref(e->detail));
 }
 
 json_t *events_list(struct events *ev) {
-        return ring_to_array(&ev->ring);
+        json_t *a = json_array();
+
+        for (size_t i = 0; a && i < ev->ring.count; i++)
+                if (json_array_append_new(a, record_to_json(record_ring_get(&ev->ring, i))) < 0) {
+                        json_decref(a);
+                        return NULL;
+                }
+        return a;
 }
 
 static void follower_cancel(struct call *c, void *userdata) {

@@ -21,6 +21,7 @@
 #include <uv.h>
 
 struct call;
+struct engine_event;
 struct events;
 
 int events_new(uv_loop_t *loop, size_t capacity, struct events **ret);
@@ -38,6 +39,12 @@ void events_unreserve(struct events *ev);
 /* Records an event; steals detail (NULL: {}). session_id, user_id may be NULL. */
 void events_push(struct events *ev, int64_t time, const char *kind, const char *session_id, const char *user_id,
                  json_t *detail);
+/* The same with the detail as JSON text (NULL: {}), copied: no jansson
+ * object is made until somebody reads the events. */
+void events_push_text(struct events *ev, int64_t time, const char *kind, const char *session_id,
+                      const char *user_id, const char *detail);
+/* Records an event of the engine (an observer's argument). */
+void events_push_engine(struct events *ev, const struct engine_event *e);
 /* The ring as an array, oldest first (a new reference). */
 json_t *events_list(struct events *ev);
 /* Answers the call with the ring and, when it asked for `more`, keeps it

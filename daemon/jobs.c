@@ -117,7 +117,7 @@ static void observer(const struct engine_event *ev, void *userdata) {
         struct jobs *j = userdata;
 
         metrics_observe(j->metrics, ev);
-        events_push(j->events, ev->time, ev->kind, ev->session_id, ev->user_id, json_incref(ev->detail));
+        events_push_engine(j->events, ev);
 }
 
 void jobs_job_done(struct job *job, uint64_t started_ns, const char *fmt, ...) {

@@ -19,6 +19,7 @@
 void bus_event_clear(struct pending_event *ev) {
         free(ev->user_id);
         json_decref(ev->detail);
+        free(ev->detail_text);
 }
 
 void bus_queue_clear(struct event_queue *q) {
@@ -52,6 +53,7 @@ void engine_dispatch_events(struct engine *e) {
                         .session_id = p->session_id[0] ? p->session_id : NULL,
                         .user_id = p->user_id,
                         .detail = p->detail,
+                        .detail_text = p->detail_text,
                 };
                 for (size_t k = 0; k < e->n_observers; k++)
                         e->observers[k].fn(&ev, e->observers[k].userdata);
@@ -60,26 +62,57 @@ void engine_dispatch_events(struct engine *e) {
         free(q.items);
 }
 
-/* Queues an event; steals detail and user_id (malloc'ed or NULL). Built
- * only when somebody listens. */
-void bus_emit_take(struct engine *e, int64_t now, const char *kind, const char *session_id, char *user_id,
-                   json_t *detail) {
+static struct pending_event *bus_queue_add(struct engine *e, struct event_queue **ret) {
         struct event_queue *q = e->txn ? &e->in_txn : &e->ready;
-        struct pending_event *p;
 
-        if (e->n_observers == 0 || GROW(q->items, q->allocated, q->n + 1) < 0) {
-                json_decref(detail);
-                free(user_id);
-                return;
-        }
-        p = &q->items[q->n];
-        *p = (struct pending_event){.kind = kind, .time = ms_floor_s(now), /* events keep Unix seconds */
-                                    .detail = detail ? detail : json_object(), .user_id = user_id};
+        if (e->n_observers == 0 || GROW(q->items, q->allocated, q->n + 1) < 0)
+                return NULL;
+        *ret = q;
+        return &q->items[q->n];
+}
+
+static void bus_queue_commit(struct engine *e, struct event_queue *q, struct pending_event *p, int64_t now,
+                             const char *kind, const char *session_id) {
+        p->kind = kind;
+        p->time = ms_floor_s(now); /* events keep Unix seconds */
+        memset(p->session_id, 0, sizeof p->session_id);
         if (session_id)
                 memcpy(p->session_id, session_id, strnlen(session_id, TOKEN_ID_STRING_LEN));
         q->n++;
         if (q == &e->ready)
                 bus_dispatch_schedule(e);
+}
+
+/* Queues an event; steals detail and user_id (malloc'ed or NULL). Built
+ * only when somebody listens. */
+void bus_emit_take(struct engine *e, int64_t now, const char *kind, const char *session_id, char *user_id,
+                   json_t *detail) {
+        struct event_queue *q;
+        struct pending_event *p = bus_queue_add(e, &q);
+
+        if (!p) {
+                json_decref(detail);
+                free(user_id);
+                return;
+        }
+        *p = (struct pending_event){.detail = detail ? detail : json_object(), .user_id = user_id};
+        bus_queue_commit(e, q, p, now, kind, session_id);
+}
+
+/* Queues an event whose detail is JSON text (steals detail_text, copies
+ * user_id): no jansson object on the hot path. */
+void bus_emit_text(struct engine *e, int64_t now, const char *kind, const char *session_id, const char *user_id,
+                   char *detail_text) {
+        struct event_queue *q;
+        struct pending_event *p = detail_text ? bus_queue_add(e, &q) : NULL;
+        char *user = p && user_id ? strdup(user_id) : NULL;
+
+        if (!p || (user_id && !user)) {
+                free(detail_text);
+                return;
+        }
+        *p = (struct pending_event){.detail_text = detail_text, .user_id = user};
+        bus_queue_commit(e, q, p, now, kind, session_id);
 }
 
 /* Queues an event; steals detail, copies user_id. */

@@ -144,7 +144,8 @@ struct pending_event {
         int64_t time;
         char session_id[TOKEN_ID_STRING_LEN + 1];
         char *user_id;
-        json_t *detail;
+        json_t *detail;    /* or NULL and... */
+        char *detail_text; /* ...the detail as JSON text (bus_emit_text) */
 };
 
 struct event_queue {
@@ -355,6 +356,8 @@ bool txn_audit_on(const struct engine *e);
 void txn_detail_begin(struct varlink_writer *w);
 void txn_detail_string(struct varlink_writer *w, const char *key, const char *value); /* NULL: null */
 void txn_detail_int(struct varlink_writer *w, const char *key, int64_t value);
+/* Ends the object: its text (malloc'ed), or NULL (out of memory). */
+char *txn_detail_end(struct varlink_writer *w);
 int txn_audit_written(struct engine *e, int64_t now, const char *kind, const char *user_id, const char *session_id,
                       struct varlink_writer *w);
 int txn_audit(struct engine *e, int64_t now, const char *kind, const char *user_id, const char *session_id,
@@ -366,6 +369,8 @@ void bus_queue_clear(struct event_queue *q);
 void bus_dispatch_schedule(struct engine *e);
 void bus_emit_take(struct engine *e, int64_t now, const char *kind, const char *session_id, char *user_id,
                    json_t *detail);
+void bus_emit_text(struct engine *e, int64_t now, const char *kind, const char *session_id, const char *user_id,
+                   char *detail_text);
 void bus_emit(struct engine *e, int64_t now, const char *kind, const char *session_id, const char *user_id,
               json_t *detail);
 bool bus_observed(const struct engine *e);

@@ -241,8 +241,13 @@ int engine_create(struct engine *e, int64_t now, const struct engine_create *a, 
                 goto fail;
         e->counters.created++;
         log_debug("Session %s created for user %s.", id_text, a->user_id);
-        if (bus_observed(e))
-                bus_emit(e, now, "created", id_text, a->user_id, json_pack("{s:s?}", "platform_id", a->platform_id));
+        if (bus_observed(e)) {
+                struct varlink_writer w;
+
+                txn_detail_begin(&w);
+                txn_detail_string(&w, "platform_id", a->platform_id);
+                bus_emit_text(e, now, "created", id_text, a->user_id, txn_detail_end(&w));
+        }
 
         r = cleanup_user_enforce(e, now, e->sessions[h].user, h, c->security.max_concurrent_per_user, UINT_MAX,
                                  &ret->evicted, &ret->n_evicted, &ended);

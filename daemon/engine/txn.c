@@ -325,6 +325,14 @@ void txn_detail_int(struct varlink_writer *w, const char *key, int64_t value) {
         (void)varlink_writer_int(w, value);
 }
 
+char *txn_detail_end(struct varlink_writer *w) {
+        char *text;
+        size_t len;
+
+        (void)varlink_writer_object_end(w);
+        return varlink_writer_finish_value(w, &text, &len) < 0 ? NULL : text;
+}
+
 int txn_audit_written(struct engine *e, int64_t now, const char *kind, const char *user_id, const char *session_id,
                       struct varlink_writer *w) {
         char *text;

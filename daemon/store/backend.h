@@ -7,8 +7,8 @@
  * connections and its SQL: it embeds struct store as the first member of
  * its own structure, fills `backend`, and implements the table below.
  *
- * Locking. Every function of the table but open, close and reader_open is
- * called with s->lock held (recursive: a read's callback may read again),
+ * Locking. Every function of the table but open, close, reader_open (and
+ * allocate_key when allocate_key_unlocked says so) is called with s->lock held (recursive: a read's callback may read again),
  * by the writer thread for a unit's commit or by the loop for anything
  * else; a backend never takes s->lock itself and never calls back into
  * store.c but for store_core_init()/store_core_destroy(). Reads are
@@ -78,6 +78,11 @@ struct store_backend {
         int (*uow_commit)(struct store *s, struct store_uow *u);
         void (*rollback)(struct store *s);
         int (*allocate_key)(struct store *s, int64_t *ret);
+        /* allocate_key touches only what the loop owns (SQLite: a counter
+         * in memory): store.c calls it without s->lock, so that a Create
+         * never waits for the unit the writer is committing. false (the
+         * default): it may use the writing connection, under s->lock. */
+        bool allocate_key_unlocked;
 
         /* Reads and the rest: as the store_* function of the same name. */
         int (*session_get_switches)(struct store *s, int64_t rowid, char **ret);
