@@ -529,36 +529,91 @@ static void listener_lost(struct pg_listener *l) {
         uv_timer_start(l->timer, listener_timer_cb, (uint64_t)l->delay_ms, 0);
 }
 
+static bool change_kind(char k, enum store_change_kind *kind) {
+        switch (k) {
+        case 'c':
+                *kind = STORE_CHANGE_CREATED;
+                return true;
+        case 'e':
+                *kind = STORE_CHANGE_ENDED;
+                return true;
+        case 'u':
+                *kind = STORE_CHANGE_UPDATED;
+                return true;
+        case 's':
+                *kind = STORE_CHANGE_SYNC;
+                return true;
+        case 'r':
+                *kind = STORE_CHANGE_RENEWED;
+                return true;
+        case 'p':
+                *kind = STORE_CHANGE_PLATFORM;
+                return true;
+        default:
+                return false;
+        }
+}
+
+/* The rows a payload names, read in one statement for the engine's reads
+ * that follow (pg_prefetch()); without them (out of memory, a failure),
+ * each is read by itself. */
+static void listener_prefetch(struct pg_listener *l, const char *items) {
+        _cleanup_free_ int64_t *rows = NULL;
+        size_t n = 0, max = 1;
+        enum store_change_kind kind;
+
+        for (const char *q = items; *q; q++)
+                max += *q == ',';
+        rows = malloc(max * sizeof *rows);
+        if (!rows)
+                return;
+        for (const char *q = items; *q && n < max;) {
+                char *end;
+                int64_t rowid;
+
+                if (q[0] == '\0' || q[1] != ':')
+                        break;
+                rowid = strtoll(q + 2, &end, 10);
+                if (change_kind(q[0], &kind))
+                        rows[n++] = rowid;
+                q = *end == ',' ? end + 1 : end + strlen(end);
+        }
+        if (n < 2)
+                return;
+        pthread_mutex_lock(&l->store->core.lock);
+        (void)pg_prefetch(l->store, rows, n);
+        pthread_mutex_unlock(&l->store->core.lock);
+}
+
 /* "kind:row" items after the origin. */
 static void listener_dispatch(struct pg_listener *l, const char *payload) {
         const char *colon = strchr(payload, ':'), *p;
+        struct pg_store *st = l->store;
 
         if (!colon || ((size_t)(colon - payload) == strlen(l->origin) && strncmp(payload, l->origin, strlen(l->origin)) == 0))
                 return; /* ours, or not ours to read */
         live_note(l, payload, (size_t)(colon - payload));
+        listener_prefetch(l, colon + 1);
         for (p = colon + 1; *p && l->store;) {
+                enum store_change_kind kind;
                 char k = p[0];
                 char *end;
                 int64_t rowid;
 
                 if (p[1] != ':')
-                        return;
+                        break;
                 rowid = strtoll(p + 2, &end, 10);
-                if (k == 'c')
-                        listener_report(l, STORE_CHANGE_CREATED, rowid, false);
-                else if (k == 'e')
-                        listener_report(l, STORE_CHANGE_ENDED, rowid, false);
-                else if (k == 'u')
-                        listener_report(l, STORE_CHANGE_UPDATED, rowid, false);
-                else if (k == 's')
-                        listener_report(l, STORE_CHANGE_SYNC, rowid, false);
-                else if (k == 'r')
-                        listener_report(l, STORE_CHANGE_RENEWED, rowid, false);
-                else if (k == 'p')
-                        listener_report(l, STORE_CHANGE_PLATFORM, rowid, false);
+                if (change_kind(k, &kind))
+                        listener_report(l, kind, rowid, false);
                 else if (k == 'x')
                         live_forget(l, payload, (size_t)(colon - payload));
                 p = *end == ',' ? end + 1 : end + strlen(end);
+        }
+        /* The store may have been closed by a callback (then it dropped them). */
+        if (l->store) {
+                pthread_mutex_lock(&st->core.lock);
+                pg_prefetch_drop(st);
+                pthread_mutex_unlock(&st->core.lock);
         }
 }
 

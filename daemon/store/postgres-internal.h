@@ -79,6 +79,7 @@ enum {
         Q_GET_SWITCHES,
         Q_GET_SYNC,
         Q_BY_ROWID,
+        Q_BY_ROWIDS,
         Q_BY_HASH,
         Q_BY_ID,
         Q_ALL,
@@ -136,6 +137,17 @@ struct pg_store {
         int64_t *announce;
         size_t n_announce, allocated_announce;
         uv_async_t *announce_async;
+
+        /* The rows of one notification, read at once for the engine's
+         * reads of them one by one (pg_prefetch()); under core.lock. */
+        PGresult *prefetch;
+        struct pg_prefetched *prefetched; /* by rowid */
+        size_t n_prefetched;
+};
+
+struct pg_prefetched {
+        int64_t rowid;
+        int index; /* in prefetch, -1: not there */
 };
 
 static inline struct pg_store *pg(struct store *s) {
@@ -274,6 +286,8 @@ int pg_ended_durations(struct store *s, store_value_fn cb, void *userdata);
 int pg_end_reasons(struct store *s, store_group_fn cb, void *userdata);
 int pg_session_pages(struct store *s, int q, const char *user_id, int64_t after, bool light, store_session_fn cb, void *userdata);
 int64_t pg_size(struct store *s);
+int pg_prefetch(struct pg_store *p, const int64_t *rows, size_t n);
+void pg_prefetch_drop(struct pg_store *p);
 const char *pg_synchronous_value(const char *v);
 
 /* ---- postgres-fleet.c ---- */

@@ -95,9 +95,89 @@ static int session_one(struct store *s, int q, struct params *a, store_session_f
         return r < 0 ? r : result_each(res, false, cb, userdata, true, NULL);
 }
 
+static int prefetched_cmp(const void *a, const void *b) {
+        int64_t x = ((const struct pg_prefetched *)a)->rowid, y = ((const struct pg_prefetched *)b)->rowid;
+
+        return x < y ? -1 : x > y;
+}
+
+/* Reads rows[0..n) in one statement (core.lock held), for the reads of
+ * them that follow (pg_session_by_rowid) until pg_prefetch_drop(): the
+ * listener hands the engine a notification's changes one by one, and the
+ * engine reads each row again; a notification names up to a thousand
+ * rows (a DestroyUser of 50,000 sessions: about sixty), so that is one
+ * round trip for each notification instead of one for each row. A row
+ * read earlier than its own read would have been is no staler than a
+ * notification is anyway: memory follows the store's committed state. */
+int pg_prefetch(struct pg_store *p, const int64_t *rows, size_t n) {
+        _cleanup_free_ char *arr = NULL;
+        struct params a = {0};
+        size_t len = 0;
+        int r;
+
+        pg_prefetch_drop(p);
+        if (n < 2)
+                return 0;
+        p->prefetched = calloc(n, sizeof *p->prefetched);
+        arr = malloc(n * 22 + 3);
+        if (!p->prefetched || !arr) {
+                pg_prefetch_drop(p);
+                return -ENOMEM;
+        }
+        arr[len++] = '{';
+        for (size_t i = 0; i < n; i++) {
+                p->prefetched[i] = (struct pg_prefetched){.rowid = rows[i], .index = -1};
+                len += (size_t)sprintf(arr + len, "%s%" PRId64, i ? "," : "", rows[i]);
+        }
+        arr[len++] = '}';
+        arr[len] = '\0';
+        p->n_prefetched = n;
+        qsort(p->prefetched, n, sizeof *p->prefetched, prefetched_cmp);
+        r = read_ready(p);
+        if (r >= 0) {
+                param_text(&a, arr);
+                p->prefetch = pg_run(p, Q_BY_ROWIDS, &a);
+                r = pg_result_check(p->name, p->w.c, p->prefetch, PGRES_TUPLES_OK, "reading changed sessions");
+        }
+        if (r < 0) { /* each is read by itself, as without */
+                pg_prefetch_drop(p);
+                return r;
+        }
+        for (int i = 0; i < PQntuples(p->prefetch); i++) {
+                struct pg_prefetched key = {.rowid = pg_value_int(p->prefetch, i, 0)}, *f;
+
+                f = bsearch(&key, p->prefetched, n, sizeof *p->prefetched, prefetched_cmp);
+                if (f)
+                        f->index = i;
+        }
+        return 0;
+}
+
+void pg_prefetch_drop(struct pg_store *p) {
+        PQclear(p->prefetch);
+        p->prefetch = NULL;
+        free(p->prefetched);
+        p->prefetched = NULL;
+        p->n_prefetched = 0;
+}
+
 int pg_session_by_rowid(struct store *s, int64_t rowid, store_session_fn cb, void *userdata) {
+        struct pg_store *p = pg(s);
         struct params a = {0};
 
+        if (p->prefetch) {
+                struct pg_prefetched key = {.rowid = rowid}, *f = bsearch(&key, p->prefetched, p->n_prefetched,
+                                                                          sizeof *p->prefetched, prefetched_cmp);
+
+                if (f && f->index < 0)
+                        return -ENOENT; /* read a moment ago: not there */
+                if (f) {
+                        struct store_session row;
+
+                        row_from_result(p->prefetch, f->index, &row, false);
+                        return cb(&row, userdata);
+                }
+        }
         param_int(&a, rowid);
         return session_one(s, Q_BY_ROWID, &a, cb, userdata);
 }

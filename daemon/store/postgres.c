@@ -110,6 +110,7 @@ static const char *const q_sql[_Q_MAX] = {
         [Q_GET_SWITCHES] = "SELECT platform_switches FROM sessions WHERE row = $1",
         [Q_GET_SYNC] = "SELECT sync_version, sync_data FROM sessions WHERE row = $1",
         [Q_BY_ROWID] = "SELECT " SESSION_COLUMNS " FROM sessions WHERE row = $1",
+        [Q_BY_ROWIDS] = "SELECT " SESSION_COLUMNS " FROM sessions WHERE row = ANY($1::bigint[])",
         [Q_BY_HASH] = "SELECT " SESSION_COLUMNS " FROM sessions WHERE token_hash = $1 ORDER BY row",
         [Q_BY_ID] = "SELECT " SESSION_COLUMNS " FROM sessions WHERE id = $1",
         [Q_ALL] = "SELECT " SESSION_COLUMNS " FROM sessions WHERE row > $1 ORDER BY row LIMIT $2",
@@ -635,6 +636,7 @@ static void pg_close(struct store *s) {
         free(p->locator);
         free(p->evicted);
         free(p->announce);
+        pg_prefetch_drop(p);
         pthread_mutex_destroy(&p->aux_lock);
         pthread_mutex_destroy(&p->announce_lock);
         store_core_destroy(&p->core);
