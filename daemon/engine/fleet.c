@@ -14,8 +14,14 @@
  * Watch streams on this daemon hear of ends and sync writes made on
  * another.
  *
+ * Creations come a little later than the rest (PostgreSQL announces them
+ * after their commit, coalesced, to keep the notify lock out of the
+ * creating transactions), possibly after a later change of the same
+ * session: each change is a row read again, so order does not matter.
+ *
  * When the store says changes may have been missed (its listening
- * connection was lost), every live session in memory is read again.
+ * connection was lost, or another daemon died before announcing its last
+ * creations), every live session in memory is read again.
  *
  * PostgreSQL down. Writes fail at once (their unit's commit fails:
  * StorageError). Validations of cached sessions need no store, so they go

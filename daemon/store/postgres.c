@@ -1,6 +1,9 @@
 /* The PostgreSQL backend of the store (DESIGN 8): several daemons, one
  * database. See store.h for the interface and backend.h for the table this
- * file fills; store.c runs the unit of work's writer thread and the lock.
+ * backend fills (at the end of this file); store.c runs the unit of work's
+ * writer thread and the lock. postgres-internal.h lists the backend's files
+ * and what they share; this one holds the connections, the statements, the
+ * schema with its migrations, and opening and closing.
  *
  * Connections. Each store has up to four libpq connections, each used by
  * one party only, so no connection is ever shared between threads:
@@ -42,34 +45,6 @@
  * keys that no other daemon gets, handed out locally, so Create does not
  * pay a round trip per key. Keys are unique, not ordered across daemons.
  *
- * The unit of work runs its operations with prepared statements (prepared
- * once per connection) in one transaction, sent in libpq's pipeline mode
- * (PG_PIPELINE_OPS at a time): a unit of a hundred writes costs one round
- * trip, not a hundred; the first failure fails the unit (the server skips
- * the rest of the pipeline, the transaction is rolled back). Per-user limits across daemons
- * (store_user_limit(), STORE_OP_LIMIT): at commit, on the writer thread,
- * the transaction first takes pg_advisory_xact_lock(PG_USER_LOCK_CLASS,
- * hashtext(user_id)) for every user of its inserts and limits, all in one
- * statement in hash order (so two daemons never wait for each other in
- * opposite orders), then runs what is left of the unit, then each limit:
- * the user's live sessions beyond `keep`, least recently active first, end
- * as "evicted". Under the lock the count sees every other daemon's
- * committed rows, so of two daemons creating for one user at once the
- * second to commit sees the first's sessions: the limit holds. (An insert
- * that a read on the loop ran earlier took no lock: the loop never waits
- * for another daemon's commit. It needs none: what holds the limit is the
- * count under the lock.) Touches are written with
- * GREATEST(last_activity, $2): several daemons touch one session. Before
- * COMMIT the unit sends NOTIFY sessiond_changes for every change another
- * daemon must learn: payload "<origin>:<kind>:<row>[,<kind>:<row>...]"
- * (c created, e ended, r renewed, p platform, s sync state, u client; at
- * most PG_NOTIFY_MAX bytes each), origin
- * being a random id per store so that a store skips its own; sessions
- * ended for a limit go with origin "*", which every store hears, its own
- * included (its engine did not end them). PostgreSQL delivers
- * notifications at commit, in commit order, and drops them with a
- * rolled-back transaction.
- *
  * Durability: store_options.synchronous / store_set_synchronous() are
  * SQLite's PRAGMA names and mean nothing to PostgreSQL. The values are
  * checked (an unknown one is -EINVAL) and otherwise left alone: the
@@ -80,53 +55,19 @@
  * (it sets it back to on, with a notice): replies to writes are held until
  * the commit, and with off a crash could lose what was acknowledged.
  *
- * Reads that may return many rows (listings, loading at open) are fetched
- * in pages of PG_PAGE_ROWS by row number, never as one result, so memory
- * stays bounded and a read's callback may read again on the connection.
+ * The unit of work: postgres-uow.c; reads: postgres-read.c; what several
+ * daemons need of each other (listening, announcing, the leader, the
+ * heartbeats): postgres-fleet.c.
  */
-#include "backend.h"
+#include "postgres-internal.h"
 
-#include <assert.h>
 #include <errno.h>
-#include <inttypes.h>
-#include <libpq-fe.h>
-#include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "log.h"
-#include "macro.h"
 #include "sessiond/config.h"
-
-#define PG_SCHEMA_VERSION 1
-/* Advisory lock keys: "sessiond" as a number (0x73657373696f6e64, in
- * decimal: it is pasted into SQL), and the leader's next to it. */
-#define PG_MIGRATION_LOCK 8315179226536832612
-#define PG_LEADER_LOCK (PG_MIGRATION_LOCK + 1)
-/* The first key of the two-key form for per-user locks ("sd"); the second
- * is hashtext(user_id). The two forms never collide with the one above. */
-#define PG_USER_LOCK_CLASS 29540 /* 0x7364 */
-#define PG_KEY_BLOCK 1000
-#define PG_STATEMENT_TIMEOUT_MS 5000
-#define PG_READER_STATEMENT_TIMEOUT_MS 60000
-#define PG_MIGRATION_TIMEOUT "60s"
-#define PG_CONNECT_TIMEOUT_S "5"
-#define PG_PAGE_ROWS 1000
-/* Operations sent in one pipeline: their results (a few dozen bytes each)
- * fit in the socket's buffers, so that the server never waits for us to
- * read while we still send (libpq's blocking mode would deadlock). */
-#define PG_PIPELINE_OPS 256
-#define PG_NOTIFY_MAX 7800 /* PostgreSQL's limit is 8000 bytes */
-#define PG_CHANNEL "sessiond_changes"
-#define PG_ORIGIN_LEN 16
-#define PG_BACKOFF_MIN_MS 250
-#define PG_BACKOFF_MAX_MS 5000
-#define PG_SIZE_CACHE_MS 10000
-#define PG_STRINGIFY_(x) #x
-#define PG_STRINGIFY(x) PG_STRINGIFY_(x)
 
 /* ---- statements --------------------------------------------------------------- */
 
@@ -137,37 +78,6 @@
         "row, id, token_hash, user_id, platform_id, created_at, last_activity, renewed_at, ended_at, " \
         "end_reason, fp_user_agent, fp_ip, fp_accept_language, fp_accept_encoding, NULL, NULL, sync_version"
 
-enum {
-        Q_INSERT,
-        Q_LOCK_USERS,
-        Q_LIMIT,
-        Q_ACTIVITY,
-        Q_RENEWED,
-        Q_END,
-        Q_CLIENT,
-        Q_COPY,
-        Q_PLATFORM,
-        Q_SYNC,
-        Q_AUDIT,
-        Q_NOTIFY,
-        Q_GET_SWITCHES,
-        Q_GET_SYNC,
-        Q_BY_ROWID,
-        Q_BY_HASH,
-        Q_BY_ID,
-        Q_ALL,
-        Q_ALL_LIGHT,
-        Q_LIVE,
-        Q_LIVE_LIGHT,
-        Q_USER_ENDED,
-        Q_PURGE_SESSIONS,
-        Q_PURGE_AUDIT,
-        Q_NEXT_KEYS,
-        Q_COUNT_LIVE,
-        Q_COUNT_ENDED,
-        Q_PROBE,
-        _Q_MAX,
-};
 
 static const char *const q_sql[_Q_MAX] = {
         [Q_INSERT] = "INSERT INTO sessions (row, id, token_hash, user_id, platform_id, created_at, last_activity, "
@@ -200,6 +110,7 @@ static const char *const q_sql[_Q_MAX] = {
         [Q_GET_SWITCHES] = "SELECT platform_switches FROM sessions WHERE row = $1",
         [Q_GET_SYNC] = "SELECT sync_version, sync_data FROM sessions WHERE row = $1",
         [Q_BY_ROWID] = "SELECT " SESSION_COLUMNS " FROM sessions WHERE row = $1",
+        [Q_BY_ROWIDS] = "SELECT " SESSION_COLUMNS " FROM sessions WHERE row = ANY($1::bigint[])",
         [Q_BY_HASH] = "SELECT " SESSION_COLUMNS " FROM sessions WHERE token_hash = $1 ORDER BY row",
         [Q_BY_ID] = "SELECT " SESSION_COLUMNS " FROM sessions WHERE id = $1",
         [Q_ALL] = "SELECT " SESSION_COLUMNS " FROM sessions WHERE row > $1 ORDER BY row LIMIT $2",
@@ -269,63 +180,6 @@ static const char *const migrations[PG_SCHEMA_VERSION] = {
         ");",
 };
 
-/* ---- the store ------------------------------------------------------------------ */
-
-/* A connection that comes back after a loss, not sooner than retry_at. */
-struct pg_conn {
-        PGconn *c;
-        int64_t retry_at; /* monotonic ms */
-        int delay_ms;
-        bool fresh; /* (re)connected since its statements were prepared */
-};
-
-struct pg_listener;
-
-struct pg_store {
-        struct store core; /* first: store.c's part */
-        char *url;         /* as configured: may hold a password */
-        char *name;        /* the same, password as *** */
-        char *locator;     /* "postgresql:" + url */
-        bool reader;
-        int timeout_ms;
-        struct pg_conn w; /* the writing connection (under core.lock) */
-        char origin[PG_ORIGIN_LEN + 1];
-        int64_t key_next, key_end;
-        /* Rows the open transaction ended for a user's limit (STORE_OP_LIMIT):
-         * every daemon, this one included, hears of them at commit. */
-        int64_t *evicted;
-        size_t n_evicted, allocated_evicted;
-
-        pthread_mutex_t aux_lock;
-        struct pg_conn aux;
-        int64_t size_cached, size_at;
-
-        struct pg_conn leader;
-        bool leader_held;
-
-        struct pg_listener *listener;
-};
-
-static struct pg_store *pg(struct store *s) {
-        return (struct pg_store *)s;
-}
-
-static const struct pg_store *pg_const(const struct store *s) {
-        return (const struct pg_store *)s;
-}
-
-static int64_t mono_ms(void) {
-        struct timespec ts;
-
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void pqclearp(PGresult **r) {
-        PQclear(*r);
-}
-#define _cleanup_pqclear_ _cleanup_(pqclearp)
-
 /* ---- errors ----------------------------------------------------------------------- */
 
 static int errno_from_sqlstate(const char *state) {
@@ -349,7 +203,7 @@ static int errno_from_sqlstate(const char *state) {
 }
 
 /* A libpq message without its final newline, for a log line. */
-static void log_pq_error(const char *name, const char *what, const char *msg) {
+void pg_log_error(const char *name, const char *what, const char *msg) {
         size_t n = msg ? strlen(msg) : 0;
 
         while (n > 0 && (msg[n - 1] == '\n' || msg[n - 1] == ' '))
@@ -358,10 +212,10 @@ static void log_pq_error(const char *name, const char *what, const char *msg) {
 }
 
 /* The errno of a result that is not `want` (logged), or 0. */
-static int result_check(const char *name, PGconn *c, const PGresult *res, ExecStatusType want, const char *what) {
+int pg_result_check(const char *name, PGconn *c, const PGresult *res, ExecStatusType want, const char *what) {
         if (res && PQresultStatus(res) == want)
                 return 0;
-        log_pq_error(name, what, res ? PQresultErrorMessage(res) : PQerrorMessage(c));
+        pg_log_error(name, what, res ? PQresultErrorMessage(res) : PQerrorMessage(c));
         return res ? errno_from_sqlstate(PQresultErrorField(res, PG_DIAG_SQLSTATE)) : -EIO;
 }
 
@@ -378,19 +232,8 @@ static char *redact_url(const char *url) {
 
 /* ---- connections ---------------------------------------------------------------------- */
 
-/* libpq's parameters: ours first, so that the URL's own win (expand_dbname). */
-#define PG_CONNECT_KEYWORDS                                                                              \
-        (const char *const[]) {                                                                          \
-                "connect_timeout", "keepalives_idle", "keepalives_interval", "keepalives_count",          \
-                        "tcp_user_timeout", "fallback_application_name", "dbname", NULL                  \
-        }
-#define PG_CONNECT_VALUES(url)                                                                  \
-        (const char *const[]) {                                                                 \
-                PG_CONNECT_TIMEOUT_S, "10", "5", "3", "10000", "sessiond", (url), NULL          \
-        }
-
 /* The server's notices and warnings go to the daemon's log, not stderr. */
-static void notice_log(void *userdata, const char *message) {
+void pg_notice_log(void *userdata, const char *message) {
         size_t n = strlen(message);
 
         while (n > 0 && message[n - 1] == '\n')
@@ -404,13 +247,13 @@ static int conn_setup(PGconn *c, const char *name, int timeout_ms) {
         char sql[160];
         int r;
 
-        PQsetNoticeProcessor(c, notice_log, NULL);
+        PQsetNoticeProcessor(c, pg_notice_log, NULL);
         snprintf(sql, sizeof sql,
                  "SET client_min_messages = warning; SET statement_timeout = %d; SELECT current_setting('synchronous_commit') = 'off'", timeout_ms);
         {
                 _cleanup_pqclear_ PGresult *res = PQexec(c, sql);
 
-                r = result_check(name, c, res, PGRES_TUPLES_OK, "setting up the connection");
+                r = pg_result_check(name, c, res, PGRES_TUPLES_OK, "setting up the connection");
                 if (r < 0 || strcmp(PQgetvalue(res, 0, 0), "t") != 0)
                         return r;
         }
@@ -418,12 +261,12 @@ static int conn_setup(PGconn *c, const char *name, int timeout_ms) {
                    "(acknowledged writes must survive a crash).",
                    name);
         _cleanup_pqclear_ PGresult *res = PQexec(c, "SET synchronous_commit = on");
-        return result_check(name, c, res, PGRES_COMMAND_OK, "setting synchronous_commit");
+        return pg_result_check(name, c, res, PGRES_COMMAND_OK, "setting synchronous_commit");
 }
 
 /* quiet: a failure to connect is not logged (a reconnection that failed
  * before, and was logged then). */
-static int conn_open(const char *url, const char *name, int timeout_ms, bool quiet, PGconn **ret) {
+int pg_conn_open(const char *url, const char *name, int timeout_ms, bool quiet, PGconn **ret) {
         PGconn *c = PQconnectdbParams(PG_CONNECT_KEYWORDS, PG_CONNECT_VALUES(url), 1);
         int r;
 
@@ -431,7 +274,7 @@ static int conn_open(const char *url, const char *name, int timeout_ms, bool qui
                 return -ENOMEM;
         if (PQstatus(c) != CONNECTION_OK) {
                 if (!quiet)
-                        log_pq_error(name, "connecting", PQerrorMessage(c));
+                        pg_log_error(name, "connecting", PQerrorMessage(c));
                 PQfinish(c);
                 return -EIO;
         }
@@ -444,16 +287,16 @@ static int conn_open(const char *url, const char *name, int timeout_ms, bool qui
         return 0;
 }
 
-static void backoff(struct pg_conn *pc) {
+void pg_backoff(struct pg_conn *pc) {
         pc->delay_ms = pc->delay_ms ? pc->delay_ms * 2 : PG_BACKOFF_MIN_MS;
         if (pc->delay_ms > PG_BACKOFF_MAX_MS)
                 pc->delay_ms = PG_BACKOFF_MAX_MS;
-        pc->retry_at = mono_ms() + pc->delay_ms;
+        pc->retry_at = pg_mono_ms() + pc->delay_ms;
 }
 
 /* Makes pc usable: reconnects a lost connection (not before its backoff
  * has passed: -EIO meanwhile). */
-static int conn_ready(struct pg_store *p, struct pg_conn *pc) {
+int pg_conn_ready(struct pg_store *p, struct pg_conn *pc) {
         int r;
 
         if (pc->c && PQstatus(pc->c) == CONNECTION_OK)
@@ -463,11 +306,11 @@ static int conn_ready(struct pg_store *p, struct pg_conn *pc) {
                 PQfinish(pc->c);
                 pc->c = NULL;
         }
-        if (mono_ms() < pc->retry_at)
+        if (pg_mono_ms() < pc->retry_at)
                 return -EIO;
-        r = conn_open(p->url, p->name, p->timeout_ms, pc->delay_ms > 0, &pc->c);
+        r = pg_conn_open(p->url, p->name, p->timeout_ms, pc->delay_ms > 0, &pc->c);
         if (r < 0) {
-                backoff(pc);
+                pg_backoff(pc);
                 return r;
         }
         if (pc->delay_ms)
@@ -477,21 +320,21 @@ static int conn_ready(struct pg_store *p, struct pg_conn *pc) {
         return 0;
 }
 
-static void conn_close(struct pg_conn *pc) {
+void pg_conn_close(struct pg_conn *pc) {
         PQfinish(pc->c);
         pc->c = NULL;
 }
 
-static int exec_command(struct pg_store *p, PGconn *c, const char *sql, const char *what) {
+int pg_exec_command(struct pg_store *p, PGconn *c, const char *sql, const char *what) {
         _cleanup_pqclear_ PGresult *res = PQexec(c, sql);
 
-        return result_check(p->name, c, res, PGRES_COMMAND_OK, what);
+        return pg_result_check(p->name, c, res, PGRES_COMMAND_OK, what);
 }
 
 /* A query of one int64 value (NULL: 0) on c. */
-static int query_int64(struct pg_store *p, PGconn *c, const char *sql, const char *what, int64_t *ret) {
+static int pg_query_int64(struct pg_store *p, PGconn *c, const char *sql, const char *what, int64_t *ret) {
         _cleanup_pqclear_ PGresult *res = PQexec(c, sql);
-        int r = result_check(p->name, c, res, PGRES_TUPLES_OK, what);
+        int r = pg_result_check(p->name, c, res, PGRES_TUPLES_OK, what);
 
         if (r < 0)
                 return r;
@@ -507,7 +350,7 @@ static int prepare_all(struct pg_store *p) {
         for (int i = 0; i < _Q_MAX; i++) {
                 snprintf(name, sizeof name, "q%d", i);
                 _cleanup_pqclear_ PGresult *res = PQprepare(p->w.c, name, q_sql[i], 0, NULL);
-                int r = result_check(p->name, p->w.c, res, PGRES_COMMAND_OK, "preparing a statement");
+                int r = pg_result_check(p->name, p->w.c, res, PGRES_COMMAND_OK, "preparing a statement");
 
                 if (r < 0)
                         return r;
@@ -516,60 +359,23 @@ static int prepare_all(struct pg_store *p) {
         return 0;
 }
 
-static bool in_tx(const struct pg_store *p) {
+bool pg_in_tx(const struct pg_store *p) {
         PGTransactionStatusType t = p->w.c ? PQtransactionStatus(p->w.c) : PQTRANS_UNKNOWN;
 
         return t == PQTRANS_INTRANS || t == PQTRANS_INERROR || t == PQTRANS_ACTIVE;
 }
 
 /* The writing connection, ready for statements (prepared). */
-static int writer_ready(struct pg_store *p) {
-        int r = conn_ready(p, &p->w);
+int pg_writer_ready(struct pg_store *p) {
+        int r = pg_conn_ready(p, &p->w);
 
         if (r >= 0 && p->w.fresh)
                 r = prepare_all(p);
         return r;
 }
 
-/* Parameters of a statement, as text (numbers) or binary (bytea). */
-#define PG_MAX_PARAMS 17
-struct params {
-        const char *v[PG_MAX_PARAMS];
-        int len[PG_MAX_PARAMS], fmt[PG_MAX_PARAMS];
-        char num[PG_MAX_PARAMS][24];
-        int n;
-};
-
-static void param_int(struct params *a, int64_t v) {
-        assert(a->n < PG_MAX_PARAMS);
-        snprintf(a->num[a->n], sizeof a->num[0], "%" PRId64, v);
-        a->v[a->n] = a->num[a->n];
-        a->n++;
-}
-
-static void param_text(struct params *a, const char *v) {
-        assert(a->n < PG_MAX_PARAMS);
-        a->v[a->n++] = v;
-}
-
-/* A fingerprint: 0 is none (NULL). */
-static void param_fp(struct params *a, uint64_t v) {
-        if (v)
-                param_int(a, (int64_t)v);
-        else
-                param_text(a, NULL);
-}
-
-static void param_bytes(struct params *a, const void *v, size_t n) {
-        assert(a->n < PG_MAX_PARAMS);
-        a->v[a->n] = v; /* NULL: SQL NULL; an empty blob is not NULL */
-        a->len[a->n] = (int)n;
-        a->fmt[a->n] = 1;
-        a->n++;
-}
-
 /* Runs prepared statement q on the writing connection (or a reader's). */
-static PGresult *run(struct pg_store *p, int q, const struct params *a) {
+PGresult *pg_run(struct pg_store *p, int q, const struct params *a) {
         char name[16];
 
         snprintf(name, sizeof name, "q%d", q);
@@ -577,1490 +383,11 @@ static PGresult *run(struct pg_store *p, int q, const struct params *a) {
 }
 
 /* Runs a statement that returns no rows: its row count, or the errno. */
-static int run_command(struct pg_store *p, int q, const struct params *a, const char *what) {
-        _cleanup_pqclear_ PGresult *res = run(p, q, a);
-        int r = result_check(p->name, p->w.c, res, PGRES_COMMAND_OK, what);
+int pg_run_command(struct pg_store *p, int q, const struct params *a, const char *what) {
+        _cleanup_pqclear_ PGresult *res = pg_run(p, q, a);
+        int r = pg_result_check(p->name, p->w.c, res, PGRES_COMMAND_OK, what);
 
         return r < 0 ? r : atoi(PQcmdTuples(res));
-}
-
-/* ---- the unit of work -------------------------------------------------------------------- */
-
-static int64_t value_int(const PGresult *res, int i, int col);
-
-static void tx_rollback(struct pg_store *p) {
-        p->n_evicted = 0;
-        if (in_tx(p))
-                (void)exec_command(p, p->w.c, "ROLLBACK", "ROLLBACK");
-}
-
-/* The unit's transaction: open already, or begun now. A unit that ran
- * operations (or a purge) in a transaction that is gone (the connection
- * was lost) cannot go on: -EIO. */
-static int tx_begin(struct pg_store *p, const struct store_uow *u) {
-        int r;
-
-        if (in_tx(p))
-                return 0;
-        if (u->applied > 0 || u->wrote) {
-                log_error("Store %s: the connection was lost in the middle of a unit of work; its writes are "
-                          "lost.", p->name);
-                return -EIO;
-        }
-        r = writer_ready(p);
-        return r < 0 ? r : exec_command(p, p->w.c, "BEGIN", "BEGIN");
-}
-
-/* Appends a text as an element of a PostgreSQL array literal. */
-static char *array_append(char *o, const char *v) {
-        *o++ = '"';
-        for (; *v; v++) {
-                if (*v == '"' || *v == '\\')
-                        *o++ = '\\';
-                *o++ = *v;
-        }
-        *o++ = '"';
-        return o;
-}
-
-/* The user an operation counts for in a per-user limit, or NULL. */
-static const char *op_user(const struct store_op *op) {
-        return op->kind == STORE_OP_INSERT ? op->row.user_id : op->kind == STORE_OP_LIMIT ? op->s1 : NULL;
-}
-
-/* Takes the per-user locks of the unit's inserts and limits, at commit:
- * one statement, in hash order, so that two daemons never wait for each
- * other in opposite orders (see the top of this file). */
-static int lock_users(struct pg_store *p, const struct store_uow *u) {
-        _cleanup_free_ char *arr = NULL;
-        struct params a = {0};
-        size_t n = 3;
-        char *o;
-
-        for (size_t i = 0; i < u->n_ops; i++)
-                if (op_user(&u->ops[i]))
-                        n += 2 * strlen(op_user(&u->ops[i])) + 3;
-        if (n == 3)
-                return 0;
-        arr = o = malloc(n);
-        if (!arr)
-                return -ENOMEM;
-        *o++ = '{';
-        for (size_t i = 0; i < u->n_ops; i++)
-                if (op_user(&u->ops[i])) {
-                        if (o[-1] != '{')
-                                *o++ = ',';
-                        o = array_append(o, op_user(&u->ops[i]));
-                }
-        *o++ = '}';
-        *o = '\0';
-        param_text(&a, arr);
-        _cleanup_pqclear_ PGresult *res = run(p, Q_LOCK_USERS, &a);
-        return result_check(p->name, p->w.c, res, PGRES_TUPLES_OK, "locking the users of new sessions");
-}
-
-/* Rows a limit ended, to be announced at commit. */
-static int evicted_add(struct pg_store *p, const PGresult *res) {
-        for (int i = 0; i < PQntuples(res); i++) {
-                if (p->n_evicted == p->allocated_evicted) {
-                        size_t m = p->allocated_evicted ? 2 * p->allocated_evicted : 16;
-                        int64_t *e = reallocarray(p->evicted, m, sizeof *e);
-
-                        if (!e)
-                                return -ENOMEM;
-                        p->evicted = e;
-                        p->allocated_evicted = m;
-                }
-                p->evicted[p->n_evicted++] = value_int(res, i, 0);
-        }
-        return 0;
-}
-
-static int limit_send(struct pg_store *p, const struct store_op *op) {
-        struct params a = {0};
-        char name[16];
-
-        param_text(&a, op->s1);
-        param_int(&a, op->t1);
-        param_int(&a, op->t2);
-        snprintf(name, sizeof name, "q%d", Q_LIMIT);
-        if (PQsendQueryPrepared(p->w.c, name, a.n, a.v, a.len, a.fmt, 0))
-                return 0;
-        log_pq_error(p->name, "holding a user's limit", PQerrorMessage(p->w.c));
-        return -EIO;
-}
-
-/* The unit's limits (after all its inserts, under the users' locks), in
- * one pipeline: for each, the user's most recently active `keep` live
- * sessions stay, the others end. */
-static int run_limits(struct pg_store *p, const struct store_uow *u) {
-        PGconn *c = p->w.c;
-        int r = 0, first = 0;
-        size_t n = 0;
-
-        for (size_t i = 0; i < u->n_ops; i++)
-                n += u->ops[i].kind == STORE_OP_LIMIT;
-        if (n == 0)
-                return 0;
-        if (!PQenterPipelineMode(c)) {
-                log_pq_error(p->name, "entering pipeline mode", PQerrorMessage(c));
-                return -EIO;
-        }
-        for (size_t i = 0; i < u->n_ops && r >= 0; i++)
-                if (u->ops[i].kind == STORE_OP_LIMIT)
-                        r = limit_send(p, &u->ops[i]);
-        if (r >= 0 && !PQpipelineSync(c)) {
-                log_pq_error(p->name, "sending the users' limits", PQerrorMessage(c));
-                r = -EIO;
-        }
-        while (r >= 0) {
-                PGresult *res = PQgetResult(c);
-
-                if (!res) {
-                        if (PQstatus(c) != CONNECTION_OK)
-                                r = -EIO;
-                        continue;
-                }
-                if (PQresultStatus(res) == PGRES_PIPELINE_SYNC) {
-                        PQclear(res);
-                        break;
-                }
-                if (first == 0 && PQresultStatus(res) != PGRES_PIPELINE_ABORTED) {
-                        first = result_check(p->name, c, res, PGRES_TUPLES_OK, "holding a user's limit");
-                        if (first == 0)
-                                first = evicted_add(p, res);
-                }
-                PQclear(res);
-        }
-        if (!PQexitPipelineMode(c) && r >= 0)
-                r = -EIO;
-        return r < 0 ? r : first;
-}
-
-static void insert_params(const struct store_op *op, struct params *a) {
-        const struct store_session *row = &op->row;
-
-        param_int(a, op->rowid);
-        param_text(a, row->id);
-        param_bytes(a, row->token_hash, TOKEN_HASH_BYTES);
-        param_text(a, row->user_id);
-        param_text(a, row->platform_id);
-        param_int(a, row->created_at);
-        param_int(a, row->last_activity);
-        param_int(a, row->renewed_at);
-        param_fp(a, row->fp_user_agent);
-        param_fp(a, row->fp_ip);
-        param_fp(a, row->fp_accept_language);
-        param_fp(a, row->fp_accept_encoding);
-        param_text(a, row->ip);
-        param_text(a, row->user_agent);
-        param_bytes(a, op->blob, op->blob_size);
-        param_int(a, row->sync_version);
-}
-
-static void audit_params(const struct store_op *op, struct params *a) {
-        param_int(a, op->t1);
-        param_text(a, op->s1);
-        param_text(a, op->s2);
-        param_text(a, op->s3);
-        param_text(a, op->blob ? op->blob : "{}");
-}
-
-static int op_update_params(const struct store_op *op, struct params *a, const char **what) {
-        switch (op->kind) {
-        case STORE_OP_ACTIVITY:
-                param_int(a, op->t1);
-                *what = "updating last_activity";
-                return Q_ACTIVITY;
-        case STORE_OP_RENEWED:
-                param_int(a, op->t1);
-                param_int(a, op->t2);
-                *what = "renewing a session";
-                return Q_RENEWED;
-        case STORE_OP_END:
-                param_int(a, op->t1);
-                param_text(a, op->s1);
-                *what = "ending a session";
-                return Q_END;
-        case STORE_OP_CLIENT:
-                param_fp(a, op->row.fp_user_agent);
-                param_fp(a, op->row.fp_ip);
-                param_fp(a, op->row.fp_accept_language);
-                param_fp(a, op->row.fp_accept_encoding);
-                param_text(a, op->row.ip);
-                param_text(a, op->row.user_agent);
-                *what = "recording a client change";
-                return Q_CLIENT;
-        case STORE_OP_COPY:
-                param_text(a, op->s1);
-                param_bytes(a, op->row.token_hash, TOKEN_HASH_BYTES);
-                param_int(a, op->t1);
-                param_int(a, op->t2);
-                *what = "copying a session";
-                return Q_COPY;
-        case STORE_OP_PLATFORM:
-                param_text(a, op->s1);
-                param_text(a, op->s2);
-                *what = "switching the platform";
-                return Q_PLATFORM;
-        case STORE_OP_SYNC:
-                param_int(a, op->t1);
-                param_bytes(a, op->blob, op->blob_size);
-                *what = "writing sync state";
-                return Q_SYNC;
-        default:
-                return -EINVAL;
-        }
-}
-
-/* The statement of an operation and its parameters (not for
- * STORE_OP_LIMIT, run at commit: run_limits()). */
-static int op_statement(const struct store_op *op, struct params *a, const char **what) {
-        switch (op->kind) {
-        case STORE_OP_INSERT:
-                insert_params(op, a);
-                *what = "inserting a session";
-                return Q_INSERT;
-        case STORE_OP_AUDIT:
-                audit_params(op, a);
-                *what = "writing an audit row";
-                return Q_AUDIT;
-        default:
-                param_int(a, op->rowid);
-                return op_update_params(op, a, what);
-        }
-}
-
-static bool op_sent(const struct store_op *op) {
-        return op->kind != STORE_OP_LIMIT;
-}
-
-static int op_send(struct pg_store *p, const struct store_op *op) {
-        struct params a = {0};
-        const char *what = NULL;
-        char name[16];
-        int q = op_statement(op, &a, &what);
-
-        assert(q >= 0);
-        if (q < 0)
-                return q;
-        snprintf(name, sizeof name, "q%d", q);
-        if (PQsendQueryPrepared(p->w.c, name, a.n, a.v, a.len, a.fmt, 0))
-                return 0;
-        log_pq_error(p->name, what, PQerrorMessage(p->w.c));
-        return -EIO;
-}
-
-/* An operation's result: an update (or the copy) that changed no row is
- * -ENOENT, as in sqlite.c (a row that is not there, or already ended for
- * COPY), but for END and ACTIVITY. Several daemons write one table, and a
- * daemon's memory follows the others' changes only within the
- * notification's delay: another daemon may have ended the session first
- * (its end stands, with its reason, and this daemon learns of it), or the
- * leader may have purged a row long ended whose last touch is written
- * late. Such a write is moot, not a failure that would lose the unit's
- * other writes. */
-static int op_result(struct pg_store *p, const struct store_op *op, PGresult *res) {
-        struct params a = {0};
-        const char *what = NULL;
-        int r;
-
-        (void)op_statement(op, &a, &what);
-        r = result_check(p->name, p->w.c, res, PGRES_COMMAND_OK, what);
-        if (r < 0)
-                return r;
-        if (op->kind != STORE_OP_INSERT && op->kind != STORE_OP_AUDIT && op->kind != STORE_OP_END &&
-            op->kind != STORE_OP_ACTIVITY && atoi(PQcmdTuples(res)) == 0)
-                return -ENOENT;
-        return 0;
-}
-
-static size_t next_sent(const struct store_uow *u, size_t i, size_t to) {
-        while (i < to && !op_sent(&u->ops[i]))
-                i++;
-        return i;
-}
-
-/* Reads a pipeline's results up to its sync: 0 or the first failure; i is
- * the first operation sent. */
-static int pipeline_results(struct pg_store *p, const struct store_uow *u, size_t i, size_t to) {
-        PGconn *c = p->w.c;
-        int first = 0;
-
-        for (;;) {
-                PGresult *res = PQgetResult(c);
-                ExecStatusType st;
-
-                if (!res) { /* the end of one operation's results */
-                        if (PQstatus(c) != CONNECTION_OK || i >= to)
-                                return first < 0 ? first : -EIO;
-                        i = next_sent(u, i + 1, to);
-                        continue;
-                }
-                st = PQresultStatus(res);
-                if (st == PGRES_PIPELINE_SYNC) {
-                        PQclear(res);
-                        return first;
-                }
-                if (first == 0 && i < to && st != PGRES_PIPELINE_ABORTED)
-                        first = op_result(p, &u->ops[i], res);
-                PQclear(res);
-        }
-}
-
-/* Runs u->ops[from..to) in one pipeline, one round trip for all of them:
- * 0, or the first failure (the server skips what follows a failure in a
- * pipeline; the caller rolls back). */
-static int ops_pipeline(struct pg_store *p, const struct store_uow *u, size_t from, size_t to) {
-        PGconn *c = p->w.c;
-        size_t i = next_sent(u, from, to);
-        int r = 0;
-
-        if (i == to)
-                return 0;
-        if (!PQenterPipelineMode(c)) {
-                log_pq_error(p->name, "entering pipeline mode", PQerrorMessage(c));
-                return -EIO;
-        }
-        for (size_t k = i; k < to && r >= 0; k = next_sent(u, k + 1, to))
-                r = op_send(p, &u->ops[k]);
-        if (r >= 0 && !PQpipelineSync(c)) {
-                log_pq_error(p->name, "sending a unit of work", PQerrorMessage(c));
-                r = -EIO;
-        }
-        if (r >= 0)
-                r = pipeline_results(p, u, i, to);
-        /* Fails only with results pending, on a broken connection (which
-         * is then made again: conn_ready()). */
-        if (!PQexitPipelineMode(c) && r >= 0)
-                r = -EIO;
-        return r;
-}
-
-static int pg_uow_apply(struct store *s, struct store_uow *u) {
-        struct pg_store *p = pg(s);
-        int r;
-
-        if (u->error)
-                return u->error;
-        if (u->applied == u->n_ops)
-                return 0;
-        r = tx_begin(p, u);
-        while (r >= 0 && u->applied < u->n_ops) {
-                size_t to = u->applied + PG_PIPELINE_OPS < u->n_ops ? u->applied + PG_PIPELINE_OPS : u->n_ops;
-
-                r = ops_pipeline(p, u, u->applied, to);
-                if (r >= 0)
-                        u->applied = to;
-        }
-        if (r < 0) {
-                tx_rollback(p);
-                u->error = r;
-                u->applied = u->n_ops;
-        }
-        return r;
-}
-
-/* What other daemons learn of an operation: 0 nothing, else its letter
- * and the row it names. */
-static char change_letter(const struct store_op *op, int64_t *rowid) {
-        *rowid = op->rowid;
-        switch (op->kind) {
-        case STORE_OP_INSERT:
-                return 'c';
-        case STORE_OP_COPY:
-                *rowid = op->t2; /* the new row; the old one's END is an operation of its own */
-                return 'c';
-        case STORE_OP_END:
-                return 'e';
-        case STORE_OP_RENEWED:
-                return 'r';
-        case STORE_OP_PLATFORM:
-                return 'p';
-        case STORE_OP_SYNC:
-                return 's';
-        case STORE_OP_CLIENT:
-                return 'u';
-        default:
-                return 0;
-        }
-}
-
-static int notify_send(struct pg_store *p, const char *payload) {
-        struct params a = {0};
-
-        param_text(&a, payload);
-        _cleanup_pqclear_ PGresult *res = run(p, Q_NOTIFY, &a);
-        return result_check(p->name, p->w.c, res, PGRES_TUPLES_OK, "NOTIFY");
-}
-
-/* NOTIFY sessiond_changes for the unit's changes, batched in payloads of
- * at most PG_NOTIFY_MAX bytes. */
-static int notify_unit(struct pg_store *p, const struct store_uow *u) {
-        char payload[PG_NOTIFY_MAX + 32];
-        size_t head = (size_t)snprintf(payload, sizeof payload, "%s:", p->origin), len = head;
-        int r;
-
-        for (size_t i = 0; i < u->n_ops; i++) {
-                char item[32];
-                int64_t rowid;
-                char k = change_letter(&u->ops[i], &rowid);
-                int n;
-
-                if (!k)
-                        continue;
-                n = snprintf(item, sizeof item, "%s%c:%" PRId64, len > head ? "," : "", k, rowid);
-                if (len + (size_t)n > PG_NOTIFY_MAX) {
-                        r = notify_send(p, payload);
-                        if (r < 0)
-                                return r;
-                        len = head;
-                        n = snprintf(item, sizeof item, "%c:%" PRId64, k, rowid);
-                }
-                memcpy(payload + len, item, (size_t)n + 1);
-                len += (size_t)n;
-        }
-        return len > head ? notify_send(p, payload) : 0;
-}
-
-/* The rows ended for a limit, with the origin "*": every daemon, this one
- * included, hears of them (its engine did not end them itself). */
-static int notify_evicted(struct pg_store *p) {
-        char payload[PG_NOTIFY_MAX + 32];
-        size_t len = 2;
-        int r;
-
-        memcpy(payload, "*:", 3);
-        for (size_t i = 0; i < p->n_evicted; i++) {
-                char item[32];
-                int n = snprintf(item, sizeof item, "%se:%" PRId64, len > 2 ? "," : "", p->evicted[i]);
-
-                if (len + (size_t)n > PG_NOTIFY_MAX) {
-                        r = notify_send(p, payload);
-                        if (r < 0)
-                                return r;
-                        len = 2;
-                        n = snprintf(item, sizeof item, "e:%" PRId64, p->evicted[i]);
-                }
-                memcpy(payload + len, item, (size_t)n + 1);
-                len += (size_t)n;
-        }
-        return len > 2 ? notify_send(p, payload) : 0;
-}
-
-/* Whether the unit needs the per-user locks. */
-static bool unit_has_users(const struct store_uow *u) {
-        for (size_t i = 0; i < u->n_ops; i++)
-                if (op_user(&u->ops[i]))
-                        return true;
-        return false;
-}
-
-/* The per-user locks first (inserts run earlier by a read took none: the
- * limit, counted here under the lock, sees every other daemon's committed
- * rows, which is what holds it), then what is left, the limits, the
- * notifications, COMMIT. */
-static int uow_commit_once(struct store *s, struct store_uow *u) {
-        struct pg_store *p = pg(s);
-        int r = u->error;
-
-        if (r >= 0 && unit_has_users(u)) {
-                r = tx_begin(p, u);
-                if (r >= 0)
-                        r = lock_users(p, u);
-                if (r < 0) {
-                        tx_rollback(p);
-                        u->error = r;
-                        u->applied = u->n_ops;
-                }
-        }
-        if (r >= 0)
-                r = pg_uow_apply(s, u);
-        if (r < 0)
-                return r;
-        if (!in_tx(p)) {
-                if (u->n_ops == 0 && !u->wrote)
-                        return 0;
-                log_error("Store %s: the connection was lost before a unit of work was committed; its writes "
-                          "are lost.", p->name);
-                return -EIO;
-        }
-        r = run_limits(p, u);
-        if (r >= 0)
-                r = notify_unit(p, u);
-        if (r >= 0)
-                r = notify_evicted(p);
-        if (r >= 0) {
-                _cleanup_pqclear_ PGresult *res = PQexec(p->w.c, "COMMIT");
-
-                r = result_check(p->name, p->w.c, res, PGRES_COMMAND_OK, "COMMIT");
-                if (r >= 0 && strcmp(PQcmdStatus(res), "COMMIT") != 0) {
-                        log_error("Store %s: the transaction was rolled back at COMMIT.", p->name);
-                        r = -EIO;
-                }
-        }
-        if (r < 0)
-                tx_rollback(p);
-        p->n_evicted = 0;
-        return r;
-}
-
-/* A unit whose operations a read on the loop ran early (reads see the
- * open unit's writes) took its row locks before the users' locks, so it
- * can deadlock with another daemon's unit that holds a user's lock and
- * waits for one of those rows; PostgreSQL then aborts one of the two
- * (-EBUSY: deadlock or serialization failure). The writer runs such a
- * unit again from its first operation, the users' locks first this time,
- * so it waits its turn instead. A unit that purged cannot be run again
- * (its purge is not an operation) and fails. */
-#define PG_UNIT_TRIES 3
-
-static int pg_uow_commit(struct store *s, struct store_uow *u) {
-        int r = uow_commit_once(s, u);
-
-        for (int i = 1; r == -EBUSY && !u->wrote && i < PG_UNIT_TRIES; i++) {
-                log_notice("Store %s: a unit of work met another daemon's (deadlock); running it again.",
-                           pg(s)->name);
-                u->error = 0;
-                u->applied = 0;
-                r = uow_commit_once(s, u);
-        }
-        return r;
-}
-
-static void pg_rollback(struct store *s) {
-        tx_rollback(pg(s));
-}
-
-static int pg_allocate_key(struct store *s, int64_t *ret) {
-        struct pg_store *p = pg(s);
-
-        if (p->key_next >= p->key_end) {
-                int r = in_tx(p) ? 0 : writer_ready(p);
-                _cleanup_pqclear_ PGresult *res = r < 0 ? NULL : run(p, Q_NEXT_KEYS, NULL);
-
-                if (r < 0)
-                        return r;
-                r = result_check(p->name, p->w.c, res, PGRES_TUPLES_OK, "allocating session keys");
-                if (r < 0)
-                        return r;
-                p->key_next = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
-                p->key_end = p->key_next + PG_KEY_BLOCK;
-        }
-        *ret = p->key_next++;
-        return 0;
-}
-
-/* Purges run in the open unit's transaction (store.c marks the unit). */
-static int purge(struct store *s, int q, int64_t before, int limit, const char *what) {
-        struct pg_store *p = pg(s);
-        struct params a = {0};
-        int r = tx_begin(p, &s->open);
-
-        if (r < 0)
-                return r;
-        param_int(&a, before);
-        param_int(&a, limit);
-        return run_command(p, q, &a, what);
-}
-
-static int pg_purge_sessions(struct store *s, int64_t before, int limit) {
-        return purge(s, Q_PURGE_SESSIONS, before, limit, "purging ended sessions");
-}
-
-static int pg_purge_audit(struct store *s, int64_t before, int limit) {
-        return purge(s, Q_PURGE_AUDIT, before, limit, "purging audit rows");
-}
-
-/* ---- reads --------------------------------------------------------------------------------- */
-
-/* The connection, ready for a read: in the open unit's transaction, or
- * (re)connected. */
-static int read_ready(struct pg_store *p) {
-        return in_tx(p) ? 0 : writer_ready(p);
-}
-
-static int hexval(char c) {
-        return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
-}
-
-/* A bytea in hex output ("\x0102...") into exactly n bytes; false if it is not that. */
-static bool bytea_exact(const char *v, uint8_t *out, size_t n) {
-        if (strncmp(v, "\\x", 2) != 0 || strlen(v + 2) != 2 * n)
-                return false;
-        v += 2;
-        for (size_t i = 0; i < n; i++) {
-                int hi = hexval(v[2 * i]), lo = hexval(v[2 * i + 1]);
-
-                if (hi < 0 || lo < 0)
-                        return false;
-                out[i] = (uint8_t)(hi << 4 | lo);
-        }
-        return true;
-}
-
-static const char *value_or_null(const PGresult *res, int i, int col) {
-        return PQgetisnull(res, i, col) ? NULL : PQgetvalue(res, i, col);
-}
-
-static int64_t value_int(const PGresult *res, int i, int col) {
-        return PQgetisnull(res, i, col) ? 0 : strtoll(PQgetvalue(res, i, col), NULL, 10);
-}
-
-/* Row i of a SESSION_COLUMNS result (strings borrowed from res). */
-static void row_from_result(const PGresult *res, int i, struct store_session *row, bool light) {
-        memset(row, 0, sizeof *row);
-        row->rowid = value_int(res, i, 0);
-        row->id = PQgetvalue(res, i, 1);
-        (void)bytea_exact(PQgetvalue(res, i, 2), row->token_hash, TOKEN_HASH_BYTES);
-        row->user_id = PQgetvalue(res, i, 3);
-        row->platform_id = value_or_null(res, i, 4);
-        row->created_at = value_int(res, i, 5);
-        row->last_activity = value_int(res, i, 6);
-        row->renewed_at = value_int(res, i, 7);
-        row->ended_at = value_int(res, i, 8);
-        row->end_reason = value_or_null(res, i, 9);
-        row->fp_user_agent = (uint64_t)value_int(res, i, 10);
-        row->fp_ip = (uint64_t)value_int(res, i, 11);
-        row->fp_accept_language = (uint64_t)value_int(res, i, 12);
-        row->fp_accept_encoding = (uint64_t)value_int(res, i, 13);
-        if (!light) {
-                row->ip = value_or_null(res, i, 14);
-                row->user_agent = value_or_null(res, i, 15);
-        }
-        row->sync_version = value_int(res, i, 16);
-}
-
-/* Hands the rows of res to cb: 0, cb's non-zero value, or -ENOENT for
- * none when want_one. *last: the last row handed. */
-static int result_each(const PGresult *res, bool light, store_session_fn cb, void *userdata, bool want_one,
-                       int64_t *last) {
-        struct store_session row;
-        int n = PQntuples(res), r = 0;
-
-        for (int i = 0; i < n && r == 0; i++) {
-                row_from_result(res, i, &row, light);
-                if (last)
-                        *last = row.rowid;
-                r = cb(&row, userdata);
-        }
-        return r == 0 && want_one && n == 0 ? -ENOENT : r;
-}
-
-/* A query for one row by a parameter. */
-static int session_one(struct store *s, int q, struct params *a, store_session_fn cb, void *userdata) {
-        struct pg_store *p = pg(s);
-        int r = read_ready(p);
-
-        if (r < 0)
-                return r;
-        _cleanup_pqclear_ PGresult *res = run(p, q, a);
-        r = result_check(p->name, p->w.c, res, PGRES_TUPLES_OK, "reading a session");
-        return r < 0 ? r : result_each(res, false, cb, userdata, true, NULL);
-}
-
-static int pg_session_by_rowid(struct store *s, int64_t rowid, store_session_fn cb, void *userdata) {
-        struct params a = {0};
-
-        param_int(&a, rowid);
-        return session_one(s, Q_BY_ROWID, &a, cb, userdata);
-}
-
-static int pg_session_by_hash(struct store *s, const uint8_t hash[TOKEN_HASH_BYTES], store_session_fn cb,
-                              void *userdata) {
-        struct params a = {0};
-
-        param_bytes(&a, hash, TOKEN_HASH_BYTES);
-        return session_one(s, Q_BY_HASH, &a, cb, userdata);
-}
-
-static int pg_session_by_id(struct store *s, const char *id, store_session_fn cb, void *userdata) {
-        struct params a = {0};
-
-        param_text(&a, id);
-        return session_one(s, Q_BY_ID, &a, cb, userdata);
-}
-
-/* Pages of PG_PAGE_ROWS rows after a row number: q's last two parameters
- * are the row to start after and the page's size. */
-static int session_pages(struct store *s, int q, const char *user_id, int64_t after, bool light,
-                         store_session_fn cb, void *userdata) {
-        struct pg_store *p = pg(s);
-        int r = 0, n;
-
-        do {
-                struct params a = {0};
-                int64_t last = after;
-
-                r = read_ready(p);
-                if (r < 0)
-                        return r;
-                if (user_id)
-                        param_text(&a, user_id);
-                param_int(&a, after);
-                param_int(&a, PG_PAGE_ROWS);
-                _cleanup_pqclear_ PGresult *res = run(p, q, &a);
-                r = result_check(p->name, p->w.c, res, PGRES_TUPLES_OK, "reading sessions");
-                if (r < 0)
-                        return r;
-                n = PQntuples(res);
-                r = result_each(res, light, cb, userdata, false, &last);
-                after = last;
-        } while (r == 0 && n == PG_PAGE_ROWS);
-        return r;
-}
-
-static int pg_sessions_each(struct store *s, const struct store_filter *f, store_session_fn cb, void *userdata) {
-        int q = f->live_only ? (f->light ? Q_LIVE_LIGHT : Q_LIVE) : (f->light ? Q_ALL_LIGHT : Q_ALL);
-
-        return session_pages(s, q, NULL, f->after_rowid, f->light, cb, userdata);
-}
-
-static int pg_sessions_ended_of_user_after(struct store *s, const char *user_id, int64_t after_rowid,
-                                           store_session_fn cb, void *userdata) {
-        return session_pages(s, Q_USER_ENDED, user_id, after_rowid, false, cb, userdata);
-}
-
-/* A read of one row by its key; res is the caller's to clear. -ENOENT: none. */
-static int read_by_rowid(struct store *s, int q, int64_t rowid, const char *what, PGresult **ret) {
-        struct pg_store *p = pg(s);
-        struct params a = {0};
-        PGresult *res;
-        int r = read_ready(p);
-
-        if (r < 0)
-                return r;
-        param_int(&a, rowid);
-        res = run(p, q, &a);
-        r = result_check(p->name, p->w.c, res, PGRES_TUPLES_OK, what);
-        if (r >= 0 && PQntuples(res) == 0)
-                r = -ENOENT;
-        if (r < 0) {
-                PQclear(res);
-                return r;
-        }
-        *ret = res;
-        return 0;
-}
-
-static int pg_session_get_switches(struct store *s, int64_t rowid, char **ret) {
-        _cleanup_pqclear_ PGresult *res = NULL;
-        int r = read_by_rowid(s, Q_GET_SWITCHES, rowid, "reading platform switches", &res);
-
-        if (r < 0)
-                return r;
-        *ret = strdup(PQgetisnull(res, 0, 0) ? "[]" : PQgetvalue(res, 0, 0));
-        return *ret ? 0 : -ENOMEM;
-}
-
-static int pg_session_get_sync(struct store *s, int64_t rowid, int64_t *version, char **data, size_t *size) {
-        _cleanup_pqclear_ PGresult *res = NULL;
-        unsigned char *b;
-        size_t n = 0;
-        int r = read_by_rowid(s, Q_GET_SYNC, rowid, "reading sync state", &res);
-
-        if (r < 0)
-                return r;
-        *version = value_int(res, 0, 0);
-        *data = NULL;
-        *size = 0;
-        if (PQgetisnull(res, 0, 1))
-                return 0;
-        b = PQunescapeBytea((const unsigned char *)PQgetvalue(res, 0, 1), &n);
-        if (!b)
-                return -ENOMEM;
-        *data = malloc(n + 1);
-        if (*data) {
-                memcpy(*data, b, n);
-                (*data)[n] = '\0';
-                *size = n;
-        }
-        PQfreemem(b);
-        return *data ? 0 : -ENOMEM;
-}
-
-/* A read of one number with a prepared statement. */
-static int read_int(struct store *s, int q, const char *what, int64_t *ret) {
-        struct pg_store *p = pg(s);
-        int r = read_ready(p);
-
-        if (r < 0)
-                return r;
-        _cleanup_pqclear_ PGresult *res = run(p, q, NULL);
-        r = result_check(p->name, p->w.c, res, PGRES_TUPLES_OK, what);
-        if (r < 0)
-                return r;
-        *ret = PQntuples(res) > 0 ? value_int(res, 0, 0) : 0;
-        return 0;
-}
-
-static int pg_count_sessions(struct store *s, bool ended, int64_t *ret) {
-        return read_int(s, ended ? Q_COUNT_ENDED : Q_COUNT_LIVE, "counting sessions", ret);
-}
-
-static int pg_probe(struct store *s) {
-        int64_t v;
-
-        return read_int(s, Q_PROBE, "probing the database", &v);
-}
-
-/* An ad-hoc query with text parameters (operators' queries are rare: not
- * prepared). */
-static int query(struct store *s, const char *sql, const struct params *a, const char *what, PGresult **ret) {
-        struct pg_store *p = pg(s);
-        PGresult *res;
-        int r = read_ready(p);
-
-        if (r < 0)
-                return r;
-        res = PQexecParams(p->w.c, sql, a ? a->n : 0, NULL, a ? a->v : NULL, NULL, NULL, 0);
-        r = result_check(p->name, p->w.c, res, PGRES_TUPLES_OK, what);
-        if (r < 0) {
-                PQclear(res);
-                return r;
-        }
-        *ret = res;
-        return 0;
-}
-
-/* As sqlite.c's audit_query(): one query of the audit, the whole filter
- * (AUDIT_ALL), or for a page after (a, b) oldest first the rows at time a
- * after id b (AUDIT_SAME_TIME) then those after time a (AUDIT_LATER). */
-enum { AUDIT_ALL, AUDIT_SAME_TIME, AUDIT_LATER };
-
-static int audit_query(struct store *s, const struct store_audit_filter *f, int part, unsigned limit,
-                       store_audit_fn cb, void *userdata, unsigned *n) {
-        _cleanup_pqclear_ PGresult *res = NULL;
-        struct params a = {0};
-        char sql[512], cond[160] = "";
-        int r;
-
-        param_int(&a, f->since);
-        if (f->user_id) {
-                param_text(&a, f->user_id);
-                snprintf(cond + strlen(cond), sizeof cond - strlen(cond), " AND user_id = $%d", a.n);
-        }
-        if (f->kind) {
-                param_text(&a, f->kind);
-                snprintf(cond + strlen(cond), sizeof cond - strlen(cond), " AND kind = $%d", a.n);
-        }
-        if (part == AUDIT_SAME_TIME) {
-                param_int(&a, f->after_time);
-                param_int(&a, f->after_id);
-                snprintf(cond + strlen(cond), sizeof cond - strlen(cond), " AND time = $%d AND id > $%d", a.n - 1,
-                         a.n);
-        } else if (part == AUDIT_LATER) {
-                param_int(&a, f->after_time);
-                snprintf(cond + strlen(cond), sizeof cond - strlen(cond), " AND time > $%d", a.n);
-        }
-        param_int(&a, limit);
-        param_int(&a, f->offset);
-        snprintf(sql, sizeof sql, "SELECT %s FROM audit WHERE time >= $1%s ORDER BY %s LIMIT $%d OFFSET $%d",
-                 f->keys_only ? "id, time, NULL, NULL, NULL, NULL" : "id, time, kind, user_id, session_id, detail",
-                 cond, f->ascending ? "time, id" : "time DESC, id DESC", a.n - 1, a.n);
-        r = query(s, sql, &a, "reading audit rows", &res);
-        if (r < 0)
-                return r;
-        for (int i = 0; i < PQntuples(res) && r == 0; i++) {
-                struct store_audit_row row = {
-                        .id = value_int(res, i, 0),
-                        .time = value_int(res, i, 1),
-                        .kind = PQgetisnull(res, i, 2) ? "" : PQgetvalue(res, i, 2),
-                        .user_id = value_or_null(res, i, 3),
-                        .session_id = value_or_null(res, i, 4),
-                        .detail = value_or_null(res, i, 5),
-                };
-                (*n)++;
-                r = cb(&row, userdata);
-        }
-        return r;
-}
-
-static int pg_audit_each(struct store *s, const struct store_audit_filter *f, store_audit_fn cb, void *userdata) {
-        unsigned n = 0;
-        int r;
-
-        if (!f->ascending)
-                return audit_query(s, f, AUDIT_ALL, f->limit, cb, userdata, &n);
-        r = audit_query(s, f, AUDIT_SAME_TIME, f->limit, cb, userdata, &n);
-        if (r == 0 && n < f->limit)
-                r = audit_query(s, f, AUDIT_LATER, f->limit - n, cb, userdata, &n);
-        return r;
-}
-
-/* Session times are milliseconds here, and the analytics count seconds
- * (store.h): since and bucket are seconds, durations the difference of the
- * seconds, as sqlite.c. */
-static int pg_count_created(struct store *s, int64_t since, int64_t bucket, uint64_t *counts, size_t n) {
-        _cleanup_pqclear_ PGresult *res = NULL;
-        struct params a = {0};
-        int r;
-
-        assert(bucket > 0);
-        memset(counts, 0, n * sizeof *counts);
-        param_int(&a, since);
-        param_int(&a, bucket);
-        r = query(s,
-                  "SELECT (created_at / 1000 - $1::bigint) / $2::bigint, "
-                  "count(*) - count(*) FILTER (WHERE end_reason = 'rotated') FROM sessions "
-                  "WHERE created_at >= $1::bigint * 1000 GROUP BY 1",
-                  &a, "counting created sessions", &res);
-        if (r < 0)
-                return r;
-        for (int i = 0; i < PQntuples(res); i++) {
-                int64_t b = value_int(res, i, 0), c = value_int(res, i, 1);
-
-                if (b >= 0 && (uint64_t)b < n && c > 0)
-                        counts[b] = (uint64_t)c;
-        }
-        return 0;
-}
-
-/* Grouped by duration: a million ended sessions are a few thousand
- * distinct durations, so the result stays small; each is handed as many
- * times as it occurs. */
-static int pg_ended_durations(struct store *s, store_value_fn cb, void *userdata) {
-        _cleanup_pqclear_ PGresult *res = NULL;
-        int r = query(s,
-                      "SELECT GREATEST(ended_at / 1000 - created_at / 1000, 0) AS d, count(*) FROM sessions "
-                      "WHERE ended_at IS NOT NULL AND end_reason IS DISTINCT FROM 'rotated' GROUP BY d ORDER BY d",
-                      NULL, "reading session durations", &res);
-
-        for (int i = 0; r == 0 && i < PQntuples(res); i++)
-                for (int64_t k = value_int(res, i, 1); r == 0 && k > 0; k--)
-                        r = cb(value_int(res, i, 0), userdata);
-        return r;
-}
-
-static int pg_end_reasons(struct store *s, store_group_fn cb, void *userdata) {
-        _cleanup_pqclear_ PGresult *res = NULL;
-        int r = query(s,
-                      "SELECT end_reason, count(*) FROM sessions WHERE ended_at IS NOT NULL "
-                      "GROUP BY end_reason ORDER BY end_reason COLLATE \"C\" NULLS FIRST",
-                      NULL, "counting end reasons", &res);
-
-        for (int i = 0; r == 0 && i < PQntuples(res); i++)
-                r = cb(value_or_null(res, i, 0), value_int(res, i, 1), userdata);
-        return r;
-}
-
-/* PostgreSQL checks its own pages (checksums, if the cluster has them);
- * what is checked here is that the tables answer. */
-static int pg_check_integrity(struct store *s, struct store_maintenance *ret) {
-        _cleanup_pqclear_ PGresult *res = NULL;
-        int r;
-
-        memset(ret, 0, sizeof *ret);
-        r = query(s, "SELECT (SELECT count(*) FROM sessions), (SELECT count(*) FROM audit)", NULL,
-                  "checking the tables", &res);
-        if (r < 0)
-                return r;
-        ret->ok = true;
-        snprintf(ret->message, sizeof ret->message, "ok");
-        return 0;
-}
-
-/* ANALYZE for the planner (autovacuum does the rest), then the check. */
-static int pg_maintain(struct store *s, struct store_maintenance *ret) {
-        struct pg_store *p = pg(s);
-        int r = read_ready(p);
-
-        if (r >= 0 && !in_tx(p))
-                r = exec_command(p, p->w.c, "ANALYZE sessions, audit", "ANALYZE");
-        return r < 0 ? r : pg_check_integrity(s, ret);
-}
-
-/* Nothing to do a step at a time: autovacuum runs on the server. */
-static int pg_maintain_step(struct store *s, bool first) {
-        return 0;
-}
-
-/* The asynchronous form: nothing runs off the loop, done runs from a timer
- * of its own on the next turn (freed in its close callback). */
-struct pg_maintain_later {
-        uv_timer_t timer;
-        store_maintain_fn done;
-        void *userdata;
-};
-
-static void pg_maintain_later_closed(uv_handle_t *h) {
-        free(h->data);
-}
-
-static void pg_maintain_later_cb(uv_timer_t *t) {
-        struct pg_maintain_later *m = t->data;
-
-        m->done(0, m->userdata);
-        uv_close((uv_handle_t *)&m->timer, pg_maintain_later_closed);
-}
-
-static int pg_maintain_start(struct store *s, bool first, store_maintain_fn done, void *userdata) {
-        struct pg_maintain_later *m;
-        int r = pg_maintain_step(s, first);
-
-        if (r < 0)
-                return r;
-        m = calloc(1, sizeof *m);
-        if (!m)
-                return -ENOMEM;
-        *m = (struct pg_maintain_later){.done = done, .userdata = userdata};
-        if (uv_timer_init(s->loop, &m->timer) < 0) {
-                free(m);
-                return -ENOMEM;
-        }
-        m->timer.data = m;
-        uv_timer_start(&m->timer, pg_maintain_later_cb, 0, 0);
-        return 0;
-}
-
-static int pg_pace(struct store *s) {
-        return 0;
-}
-
-static unsigned long long pg_checkpoint_runs(struct store *s) {
-        return 0;
-}
-
-static const char *synchronous_value(const char *v) {
-        static const char *const ok[] = {"off", "normal", "full", "extra"};
-
-        for (size_t i = 0; i < ELEMENTSOF(ok); i++)
-                if (v && strcasecmp(v, ok[i]) == 0)
-                        return ok[i];
-        return NULL;
-}
-
-/* See the top of this file: checked, and otherwise PostgreSQL's own. */
-static int pg_set_synchronous(struct store *s, const char *synchronous) {
-        return synchronous_value(synchronous) ? 0 : -EINVAL;
-}
-
-/* ---- the auxiliary connection: without s->lock ----------------------------------------- */
-
-/* Runs sql with text parameters on the auxiliary connection (aux_lock
- * held); *ret (if given) gets the result. */
-static int aux_query(struct pg_store *p, const char *sql, const struct params *a, ExecStatusType want,
-                     const char *what, PGresult **ret) {
-        PGresult *res;
-        int r = conn_ready(p, &p->aux);
-
-        if (r < 0)
-                return r;
-        res = PQexecParams(p->aux.c, sql, a ? a->n : 0, NULL, a ? a->v : NULL, NULL, NULL, 0);
-        r = result_check(p->name, p->aux.c, res, want, what);
-        if (r < 0 || !ret)
-                PQclear(res);
-        else
-                *ret = res;
-        return r;
-}
-
-/* The tables' room on the server (cached for PG_SIZE_CACHE_MS: the
- * metrics ask often); 0 until known. */
-static int64_t pg_size(struct store *s) {
-        struct pg_store *p = pg(s);
-        PGresult *res = NULL;
-        int64_t now = mono_ms(), v;
-
-        pthread_mutex_lock(&p->aux_lock);
-        if (p->size_at == 0 || now - p->size_at >= PG_SIZE_CACHE_MS) {
-                p->size_at = now;
-                if (aux_query(p,
-                              "SELECT pg_total_relation_size('sessions') + pg_total_relation_size('audit') + "
-                              "pg_total_relation_size('sessiond_daemons') + pg_total_relation_size('sessiond_meta')",
-                              NULL, PGRES_TUPLES_OK, "measuring the tables", &res) >= 0)
-                        p->size_cached = value_int(res, 0, 0);
-                PQclear(res);
-        }
-        v = p->size_cached;
-        pthread_mutex_unlock(&p->aux_lock);
-        return v;
-}
-
-static int pg_heartbeat(struct store *s, const char *daemon_id, bool leader, int64_t now) {
-        struct pg_store *p = pg(s);
-        struct params a = {0};
-        int r;
-
-        param_text(&a, daemon_id);
-        param_int(&a, now);
-        param_text(&a, leader ? "true" : "false");
-        pthread_mutex_lock(&p->aux_lock);
-        r = aux_query(p,
-                      "INSERT INTO sessiond_daemons (daemon_id, seen_ms, leader) VALUES ($1, $2, $3) "
-                      "ON CONFLICT (daemon_id) DO UPDATE SET seen_ms = EXCLUDED.seen_ms, leader = EXCLUDED.leader",
-                      &a, PGRES_COMMAND_OK, "writing the heartbeat", NULL);
-        pthread_mutex_unlock(&p->aux_lock);
-        return r < 0 ? r : 0;
-}
-
-static int pg_daemons_each(struct store *s, int64_t since_ms, store_daemon_fn cb, void *userdata) {
-        struct pg_store *p = pg(s);
-        struct params a = {0};
-        PGresult *res = NULL;
-        int r;
-
-        param_int(&a, since_ms);
-        pthread_mutex_lock(&p->aux_lock);
-        r = aux_query(p,
-                      "SELECT daemon_id, seen_ms, leader FROM sessiond_daemons WHERE seen_ms >= $1 "
-                      "ORDER BY seen_ms DESC, daemon_id COLLATE \"C\"",
-                      &a, PGRES_TUPLES_OK, "reading the daemons", &res);
-        pthread_mutex_unlock(&p->aux_lock);
-        /* The callback runs without the lock: it may ask again. */
-        for (int i = 0; r == 0 && i < PQntuples(res); i++) {
-                struct store_daemon_row row = {
-                        .daemon_id = PQgetvalue(res, i, 0),
-                        .seen_ms = value_int(res, i, 1),
-                        .leader = strcmp(PQgetvalue(res, i, 2), "t") == 0,
-                };
-                r = cb(&row, userdata);
-        }
-        PQclear(res);
-        return r;
-}
-
-/* ---- the leader ----------------------------------------------------------------------------- */
-
-/* Holding: a round trip proves the connection (and so the lock) is still
- * there. Not holding: take it if free. A lost connection is leadership
- * lost: false now, a new connection and a new try later (backoff). */
-static int pg_leader_try(struct store *s, bool *is_leader) {
-        struct pg_store *p = pg(s);
-        struct params a = {0};
-        int r;
-
-        *is_leader = false;
-        if (p->leader_held) {
-                _cleanup_pqclear_ PGresult *res = PQexec(p->leader.c, "SELECT 1");
-
-                if (PQresultStatus(res) == PGRES_TUPLES_OK) {
-                        *is_leader = true;
-                        return 0;
-                }
-                log_warning("Store %s: the leader's connection was lost; this daemon is no longer the leader.",
-                            p->name);
-                p->leader_held = false;
-                conn_close(&p->leader);
-                backoff(&p->leader);
-                return 0;
-        }
-        r = conn_ready(p, &p->leader);
-        if (r < 0)
-                return r;
-        param_int(&a, PG_LEADER_LOCK);
-        _cleanup_pqclear_ PGresult *res = PQexecParams(p->leader.c, "SELECT pg_try_advisory_lock($1::bigint)", 1,
-                                                       NULL, a.v, NULL, NULL, 0);
-        r = result_check(p->name, p->leader.c, res, PGRES_TUPLES_OK, "trying the leader's lock");
-        if (r < 0)
-                return r;
-        p->leader_held = *is_leader = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
-        return 0;
-}
-
-/* ---- the listener: LISTEN on the loop ---------------------------------------------------- */
-
-enum listener_state {
-        L_WAITING,    /* for the timer, to connect again */
-        L_CONNECTING, /* PQconnectPoll */
-        L_LISTEN,     /* LISTEN sent, its result awaited */
-        L_LISTENING,
-};
-
-struct pg_listener {
-        struct pg_store *store; /* NULL once the store is closed */
-        uv_loop_t *loop;
-        store_change_fn fn;
-        void *userdata;
-        char origin[PG_ORIGIN_LEN + 1];
-        PGconn *conn;
-        enum listener_state state;
-        uv_poll_t *poll;
-        int poll_fd;
-        uv_timer_t *timer;
-        int delay_ms;
-        bool lost; /* reported lost, recovery not yet reported */
-        unsigned handles; /* uv handles not yet closed (each frees itself) */
-};
-
-static void listener_free_maybe(struct pg_listener *l) {
-        if (!l->store && l->handles == 0)
-                free(l);
-}
-
-static void handle_closed(uv_handle_t *h) {
-        struct pg_listener *l = h->data;
-
-        free(h);
-        l->handles--;
-        listener_free_maybe(l);
-}
-
-static void listener_close_poll(struct pg_listener *l) {
-        if (l->poll) {
-                uv_close((uv_handle_t *)l->poll, handle_closed);
-                l->poll = NULL;
-        }
-}
-
-static void listener_poll_cb(uv_poll_t *h, int status, int events);
-static void listener_timer_cb(uv_timer_t *t);
-
-/* Watches the connection's socket for events (a new handle when libpq
- * has a new socket). */
-static int listener_watch(struct pg_listener *l, int events) {
-        int fd = PQsocket(l->conn), r;
-
-        if (fd < 0)
-                return -EBADF;
-        if (l->poll && l->poll_fd != fd)
-                listener_close_poll(l);
-        if (!l->poll) {
-                l->poll = malloc(sizeof *l->poll);
-                if (!l->poll)
-                        return -ENOMEM;
-                r = uv_poll_init(l->loop, l->poll, fd);
-                if (r < 0) {
-                        free(l->poll);
-                        l->poll = NULL;
-                        return r;
-                }
-                l->poll->data = l;
-                l->poll_fd = fd;
-                l->handles++;
-                uv_unref((uv_handle_t *)l->poll);
-        }
-        return uv_poll_start(l->poll, events, listener_poll_cb);
-}
-
-static void listener_report(struct pg_listener *l, enum store_change_kind kind, int64_t rowid, bool lost) {
-        struct store_change c = {.kind = kind, .rowid = lost ? 0 : rowid};
-
-        l->fn(&c, lost, l->userdata);
-}
-
-/* The connection is gone: tell once, close, connect again later. */
-static void listener_lost(struct pg_listener *l) {
-        if (l->store && !l->lost) {
-                log_warning("Store %s: the connection that listens for other daemons' changes was lost; "
-                            "reconnecting.",
-                            l->store->name);
-                l->lost = true;
-                listener_report(l, STORE_CHANGE_UPDATED, 0, true);
-        }
-        if (!l->store) /* closed by the callback */
-                return;
-        listener_close_poll(l);
-        PQfinish(l->conn);
-        l->conn = NULL;
-        l->state = L_WAITING;
-        l->delay_ms = l->delay_ms ? l->delay_ms * 2 : PG_BACKOFF_MIN_MS;
-        if (l->delay_ms > PG_BACKOFF_MAX_MS)
-                l->delay_ms = PG_BACKOFF_MAX_MS;
-        uv_timer_start(l->timer, listener_timer_cb, (uint64_t)l->delay_ms, 0);
-}
-
-/* "kind:row" items after the origin. */
-static void listener_dispatch(struct pg_listener *l, const char *payload) {
-        const char *colon = strchr(payload, ':'), *p;
-
-        if (!colon || ((size_t)(colon - payload) == strlen(l->origin) && strncmp(payload, l->origin, strlen(l->origin)) == 0))
-                return; /* ours, or not ours to read */
-        for (p = colon + 1; *p && l->store;) {
-                char k = p[0];
-                char *end;
-                int64_t rowid;
-
-                if (p[1] != ':')
-                        return;
-                rowid = strtoll(p + 2, &end, 10);
-                if (k == 'c')
-                        listener_report(l, STORE_CHANGE_CREATED, rowid, false);
-                else if (k == 'e')
-                        listener_report(l, STORE_CHANGE_ENDED, rowid, false);
-                else if (k == 'u')
-                        listener_report(l, STORE_CHANGE_UPDATED, rowid, false);
-                else if (k == 's')
-                        listener_report(l, STORE_CHANGE_SYNC, rowid, false);
-                else if (k == 'r')
-                        listener_report(l, STORE_CHANGE_RENEWED, rowid, false);
-                else if (k == 'p')
-                        listener_report(l, STORE_CHANGE_PLATFORM, rowid, false);
-                p = *end == ',' ? end + 1 : end + strlen(end);
-        }
-}
-
-static void listener_read(struct pg_listener *l) {
-        PGnotify *n;
-
-        if (!PQconsumeInput(l->conn)) {
-                listener_lost(l);
-                return;
-        }
-        while (l->store && (n = PQnotifies(l->conn))) {
-                listener_dispatch(l, n->extra);
-                PQfreemem(n);
-        }
-        if (l->store && PQstatus(l->conn) != CONNECTION_OK)
-                listener_lost(l);
-}
-
-/* LISTEN's answer, after a (re)connection. */
-static void listener_listen_result(struct pg_listener *l) {
-        PGresult *res;
-        bool ok = true;
-
-        if (!PQconsumeInput(l->conn)) {
-                listener_lost(l);
-                return;
-        }
-        if (PQisBusy(l->conn))
-                return;
-        while ((res = PQgetResult(l->conn))) {
-                ok = ok && PQresultStatus(res) == PGRES_COMMAND_OK;
-                PQclear(res);
-        }
-        if (!ok) {
-                listener_lost(l);
-                return;
-        }
-        l->state = L_LISTENING;
-        l->delay_ms = 0;
-        (void)listener_watch(l, UV_READABLE);
-        if (l->lost) {
-                log_notice("Store %s: listening for other daemons' changes again.", l->store->name);
-                l->lost = false;
-                listener_report(l, STORE_CHANGE_UPDATED, 0, true); /* what came meanwhile was missed */
-        }
-        if (l->store)
-                listener_read(l); /* anything that came with the answer */
-}
-
-static void listener_connect_step(struct pg_listener *l) {
-        switch (PQconnectPoll(l->conn)) {
-        case PGRES_POLLING_READING:
-                if (listener_watch(l, UV_READABLE) < 0)
-                        listener_lost(l);
-                return;
-        case PGRES_POLLING_WRITING:
-                if (listener_watch(l, UV_WRITABLE) < 0)
-                        listener_lost(l);
-                return;
-        case PGRES_POLLING_OK:
-                if (PQsetnonblocking(l->conn, 1) < 0 || !PQsendQuery(l->conn, "LISTEN " PG_CHANNEL) ||
-                    PQflush(l->conn) < 0 || listener_watch(l, UV_READABLE) < 0) {
-                        listener_lost(l);
-                        return;
-                }
-                l->state = L_LISTEN;
-                return;
-        default:
-                listener_lost(l);
-                return;
-        }
-}
-
-static void listener_poll_cb(uv_poll_t *h, int status, int events) {
-        struct pg_listener *l = h->data;
-
-        if (!l->store || h != l->poll)
-                return;
-        if (status < 0) {
-                listener_lost(l);
-                return;
-        }
-        switch (l->state) {
-        case L_CONNECTING:
-                listener_connect_step(l);
-                break;
-        case L_LISTEN:
-                if ((events & UV_WRITABLE) && PQflush(l->conn) == 0)
-                        (void)listener_watch(l, UV_READABLE);
-                listener_listen_result(l);
-                break;
-        case L_LISTENING:
-                listener_read(l);
-                break;
-        case L_WAITING:
-                break;
-        }
-}
-
-static void listener_timer_cb(uv_timer_t *t) {
-        struct pg_listener *l = t->data;
-
-        if (!l->store || l->state != L_WAITING)
-                return;
-        l->conn = PQconnectStartParams(PG_CONNECT_KEYWORDS, PG_CONNECT_VALUES(l->store->url), 1);
-        if (!l->conn || PQstatus(l->conn) == CONNECTION_BAD) {
-                listener_lost(l);
-                return;
-        }
-        PQsetNoticeProcessor(l->conn, notice_log, NULL);
-        l->state = L_CONNECTING;
-        if (listener_watch(l, UV_WRITABLE) < 0)
-                listener_lost(l);
-}
-
-/* The first connection is made here, blocking (like store_open): when this
- * returns 0, every change committed afterwards is heard. Reconnections
- * after a loss never block the loop. */
-static int pg_changes_subscribe(struct store *s, uv_loop_t *loop, store_change_fn fn, void *userdata) {
-        struct pg_store *p = pg(s);
-        struct pg_listener *l;
-        int r;
-
-        if (p->listener)
-                return -EBUSY;
-        l = calloc(1, sizeof *l);
-        if (!l)
-                return -ENOMEM;
-        *l = (struct pg_listener){.store = p, .loop = loop, .fn = fn, .userdata = userdata, .state = L_LISTENING};
-        memcpy(l->origin, p->origin, sizeof l->origin);
-        l->timer = malloc(sizeof *l->timer);
-        if (!l->timer) {
-                free(l);
-                return -ENOMEM;
-        }
-        uv_timer_init(loop, l->timer);
-        l->timer->data = l;
-        l->handles = 1;
-        uv_unref((uv_handle_t *)l->timer);
-        p->listener = l;
-
-        r = conn_open(p->url, p->name, PG_STATEMENT_TIMEOUT_MS, false, &l->conn);
-        if (r >= 0) {
-                _cleanup_pqclear_ PGresult *res = PQexec(l->conn, "LISTEN " PG_CHANNEL);
-
-                r = result_check(p->name, l->conn, res, PGRES_COMMAND_OK, "LISTEN");
-        }
-        if (r >= 0 && PQsetnonblocking(l->conn, 1) < 0)
-                r = -EIO;
-        if (r >= 0)
-                r = listener_watch(l, UV_READABLE);
-        if (r < 0) {
-                p->listener = NULL;
-                l->store = NULL;
-                PQfinish(l->conn);
-                listener_close_poll(l);
-                uv_close((uv_handle_t *)l->timer, handle_closed);
-        }
-        return r;
-}
-
-/* At close: the handles are freed by their close callbacks, the listener
- * with the last of them (the store may be gone by then). */
-static void listener_detach(struct pg_listener *l) {
-        if (!l)
-                return;
-        l->store = NULL;
-        listener_close_poll(l);
-        if (l->timer) {
-                uv_close((uv_handle_t *)l->timer, handle_closed);
-                l->timer = NULL;
-        }
-        PQfinish(l->conn);
-        l->conn = NULL;
 }
 
 /* ---- opening ---------------------------------------------------------------------------------- */
@@ -2069,7 +396,7 @@ static void make_origin(char out[PG_ORIGIN_LEN + 1]) {
         uint8_t b[PG_ORIGIN_LEN / 2];
 
         if (getrandom(b, sizeof b, 0) != (ssize_t)sizeof b) {
-                uint64_t v = (uint64_t)mono_ms() ^ ((uint64_t)getpid() << 32) ^ (uint64_t)(uintptr_t)out;
+                uint64_t v = (uint64_t)pg_mono_ms() ^ ((uint64_t)getpid() << 32) ^ (uint64_t)(uintptr_t)out;
 
                 memcpy(b, &v, sizeof b);
         }
@@ -2077,56 +404,63 @@ static void make_origin(char out[PG_ORIGIN_LEN + 1]) {
                 sprintf(out + 2 * i, "%02x", b[i]);
 }
 
+/* For _cleanup_: the step's transaction rolled back, unless it was
+ * committed (the variable set to NULL). */
+static void rollback_unless_done(struct pg_store **p) {
+        if (*p)
+                pg_tx_rollback(*p);
+}
+
 /* One step of the schema's set-up, in one transaction under the migration
  * lock: the next migration, or (when the schema is ours and current) the
  * key check. *done when there is nothing left to do. */
 static int schema_step(struct pg_store *p, const char *key_check, bool *done) {
+        _cleanup_(rollback_unless_done) struct pg_store *tx = p;
         PGconn *c = p->w.c;
         int64_t version = 0, foreign = 0;
         int r;
 
         *done = false;
-        r = exec_command(p, c,
+        r = pg_exec_command(p, c,
                          "BEGIN; SET LOCAL statement_timeout = '" PG_MIGRATION_TIMEOUT "'; "
                          "SELECT pg_advisory_xact_lock(" PG_STRINGIFY(PG_MIGRATION_LOCK) "); "
                          "CREATE TABLE IF NOT EXISTS sessiond_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
                          "taking the migration lock");
         if (r >= 0)
-                r = query_int64(p, c, "SELECT value::bigint FROM sessiond_meta WHERE key = 'schema_version'",
+                r = pg_query_int64(p, c, "SELECT value::bigint FROM sessiond_meta WHERE key = 'schema_version'",
                                 "reading the schema version", &version);
         if (r >= 0 && version == 0)
-                r = query_int64(p, c, "SELECT (to_regclass('sessions') IS NOT NULL)::int", "looking for tables",
+                r = pg_query_int64(p, c, "SELECT (to_regclass('sessions') IS NOT NULL)::int", "looking for tables",
                                 &foreign);
         if (r < 0)
-                goto fail;
+                return r;
         if (version > PG_SCHEMA_VERSION) {
                 log_error("Database %s has schema version %lld, newer than this sessiond supports (%d); refusing "
                           "to start. Run the newer sessiond on every daemon of the fleet.",
                           p->name, (long long)version, PG_SCHEMA_VERSION);
-                r = -EPROTO;
-                goto fail;
+                return -EPROTO;
         }
         if (version == 0 && foreign) {
                 log_error("Database %s holds a table named sessions but no sessiond schema version; it is not a "
                           "sessiond database. Refusing to start.",
                           p->name);
-                r = -EBADMSG;
-                goto fail;
+                return -EBADMSG;
         }
         if (version < PG_SCHEMA_VERSION) {
                 char sql[160];
 
-                r = exec_command(p, c, migrations[version], "schema migration");
+                r = pg_exec_command(p, c, migrations[version], "schema migration");
                 snprintf(sql, sizeof sql,
                          "INSERT INTO sessiond_meta VALUES ('schema_version', '%lld') "
                          "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
                          (long long)version + 1);
                 if (r >= 0)
-                        r = exec_command(p, c, sql, "schema migration");
+                        r = pg_exec_command(p, c, sql, "schema migration");
                 if (r >= 0)
-                        r = exec_command(p, c, "COMMIT", "schema migration");
+                        r = pg_exec_command(p, c, "COMMIT", "schema migration");
                 if (r < 0)
-                        goto fail;
+                        return r;
+                tx = NULL; /* committed */
                 log_info("Database %s: schema migrated to version %lld.", p->name, (long long)version + 1);
                 return 0;
         }
@@ -2140,26 +474,23 @@ static int schema_step(struct pg_store *p, const char *key_check, bool *done) {
                         "RETURNING value) SELECT value = $1 FROM sessiond_meta WHERE key = 'key_check' "
                         "UNION ALL SELECT true FROM n",
                         1, NULL, a.v, NULL, NULL, 0);
-                r = result_check(p->name, c, res, PGRES_TUPLES_OK, "checking the key");
+                r = pg_result_check(p->name, c, res, PGRES_TUPLES_OK, "checking the key");
                 if (r < 0)
-                        goto fail;
+                        return r;
                 if (PQntuples(res) < 1 || strcmp(PQgetvalue(res, 0, 0), "t") != 0) {
                         log_error("Database %s: this daemon's key (daemon.key_file) does not match the fleet's: "
                                   "the database was set up with another key. Refusing to start; give every daemon "
                                   "of the fleet the same key file.",
                                   p->name);
-                        r = -EKEYREJECTED;
-                        goto fail;
+                        return -EKEYREJECTED;
                 }
         }
-        r = exec_command(p, c, "COMMIT", "checking the key");
+        r = pg_exec_command(p, c, "COMMIT", "checking the key");
         if (r < 0)
-                goto fail;
+                return r;
+        tx = NULL; /* committed */
         *done = true;
         return 0;
-fail:
-        tx_rollback(p);
-        return r;
 }
 
 static int schema_setup(struct pg_store *p, const char *key_check) {
@@ -2189,7 +520,7 @@ static int load_one(const struct store_session *row, void *userdata) {
  * in row order. */
 static int load_live(struct pg_store *p, const struct store_options *o) {
         struct load_state l = {.o = o};
-        int64_t live = 0, started = mono_ms();
+        int64_t live = 0, started = pg_mono_ms();
         int r;
 
         if (o->reserve) {
@@ -2203,11 +534,11 @@ static int load_live(struct pg_store *p, const struct store_options *o) {
         }
         if (!o->load)
                 return 0;
-        r = session_pages(&p->core, Q_LIVE_LIGHT, NULL, 0, true, load_one, &l);
+        r = pg_session_pages(&p->core, Q_LIVE_LIGHT, NULL, 0, true, load_one, &l);
         if (r < 0)
                 return log_error_errno(r, "Database %s: loading the sessions failed: %m", p->name);
         log_info("Database %s: %llu live sessions loaded in %lld ms.", p->name, (unsigned long long)l.n,
-                 (long long)(mono_ms() - started));
+                 (long long)(pg_mono_ms() - started));
         return 0;
 }
 
@@ -2222,6 +553,7 @@ static int pg_connect_store(const char *url, bool reader, struct pg_store **ret)
                 return -ENOMEM;
         store_core_init(&p->core, &store_backend_postgres);
         pthread_mutex_init(&p->aux_lock, NULL);
+        pthread_mutex_init(&p->announce_lock, NULL);
         p->reader = reader;
         p->timeout_ms = reader ? PG_READER_STATEMENT_TIMEOUT_MS : PG_STATEMENT_TIMEOUT_MS;
         make_origin(p->origin);
@@ -2233,7 +565,7 @@ static int pg_connect_store(const char *url, bool reader, struct pg_store **ret)
                 pg_close(&p->core);
                 return -ENOMEM;
         }
-        r = conn_open(p->url, p->name, p->timeout_ms, false, &p->w.c);
+        r = pg_conn_open(p->url, p->name, p->timeout_ms, false, &p->w.c);
         if (r < 0) {
                 pg_close(&p->core);
                 return r;
@@ -2247,7 +579,7 @@ static int pg_open(const struct store_options *o, struct store **ret) {
         int r;
 
         assert(o->postgres_url);
-        if (!synchronous_value(o->synchronous ? o->synchronous : "normal")) {
+        if (!pg_synchronous_value(o->synchronous ? o->synchronous : "normal")) {
                 log_error("Invalid daemon.synchronous value '%s'.", o->synchronous);
                 return -EINVAL;
         }
@@ -2287,21 +619,26 @@ static void pg_close(struct store *s) {
 
         if (!p)
                 return;
-        listener_detach(p->listener);
-        if (p->leader_held) { /* released now, not when the server notices the connection gone */
-                PGresult *res = PQexec(p->leader.c, "SELECT pg_advisory_unlock_all()");
-
-                PQclear(res);
+        if (p->listener) {
+                pg_listener_detach(p->listener);
+                pg_tx_rollback(p);
+                pg_announce_at_close(p);
         }
-        conn_close(&p->leader);
-        conn_close(&p->aux);
-        tx_rollback(p); /* the open unit's writes, committed by nobody */
-        conn_close(&p->w);
+        if (p->leader_held) { /* released now, not when the server notices the connection gone */
+                _cleanup_pqclear_ PGresult *res = PQexec(p->leader.c, "SELECT pg_advisory_unlock_all()");
+        }
+        pg_conn_close(&p->leader);
+        pg_conn_close(&p->aux);
+        pg_tx_rollback(p); /* the open unit's writes, committed by nobody */
+        pg_conn_close(&p->w);
         free(p->url);
         free(p->name);
         free(p->locator);
         free(p->evicted);
+        free(p->announce);
+        pg_prefetch_drop(p);
         pthread_mutex_destroy(&p->aux_lock);
+        pthread_mutex_destroy(&p->announce_lock);
         store_core_destroy(&p->core);
         free(p);
 }

@@ -321,9 +321,13 @@ struct store_change {
         int64_t rowid;
 };
 /* fn runs on the loop for each change committed by another daemon (its own
- * commits are not reported), in commit order; lost = true (rowid 0) when
- * changes may have been missed (the listening connection was lost and
- * came back): the caller must then read again what it caches. */
+ * commits are not reported), in commit order but for creations, which may
+ * come later than changes committed after them (PostgreSQL announces them
+ * after their commit: postgres-fleet.c); the caller reads the row's state,
+ * so order does not matter to it. lost = true (rowid 0) when changes may
+ * have been missed (the listening connection was lost and came back, or
+ * another daemon died before announcing its last creations): the caller
+ * must then read again what it caches. */
 typedef void (*store_change_fn)(const struct store_change *c, bool lost, void *userdata);
 int store_changes_subscribe(struct store *s, uv_loop_t *loop, store_change_fn fn, void *userdata);
 
