@@ -174,13 +174,6 @@ static inline void pqfreememp(void *p) {
         PQfreemem(*(void **)p);
 }
 
-/* The value of a _cleanup_ variable, which no longer frees it. */
-#define TAKE_PTR(p)                      \
-        ({                               \
-                __typeof__(p) _p_ = (p); \
-                (p) = NULL;              \
-                _p_;                     \
-        })
 
 
 /* libpq's parameters: ours first, so that the URL's own win (expand_dbname). */
