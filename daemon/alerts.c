@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "log.h"
+#include "macro.h"
 
 #define ALERTS_FIRING_MAX 64
 
@@ -137,19 +138,18 @@ json_t *alert_to_json(const struct alert *al) {
 }
 
 json_t *alerts_to_json(const struct alerts *a) {
-        json_t *list = json_array();
+        _cleanup_json_ json_t *list = json_array();
 
         if (!list)
                 return NULL;
         for (size_t i = 0; i < a->n_firing; i++)
                 if (json_array_append_new(list, alert_to_json(&a->firing[i])) < 0)
-                        goto fail;
-        for (size_t i = a->n_history; i > 0; i--)
-                if (json_array_append_new(list, alert_to_json(&a->history[(a->history_start + i - 1) % ALERTS_HISTORY])) <
-                    0)
-                        goto fail;
-        return list;
-fail:
-        json_decref(list);
-        return NULL;
+                        return NULL;
+        for (size_t i = a->n_history; i > 0; i--) {
+                const struct alert *al = &a->history[(a->history_start + i - 1) % ALERTS_HISTORY];
+
+                if (json_array_append_new(list, alert_to_json(al)) < 0)
+                        return NULL;
+        }
+        return TAKE_PTR(list);
 }

@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "macro.h"
 
 int token_init(void) {
         return sodium_init() < 0 ? -EIO : 0;
@@ -51,36 +52,39 @@ int token_key_random(struct token_key *k) {
         return 0;
 }
 
+/* Cleanups that wipe the key's bytes on every way out of a function. */
+static void key_read_bytes_wipe(uint8_t (*b)[TOKEN_KEY_BYTES + 1]) {
+        sodium_memzero(*b, sizeof *b);
+}
+
+static void key_bytes_wipe(uint8_t (*b)[TOKEN_KEY_BYTES]) {
+        sodium_memzero(*b, sizeof *b);
+}
+
 static int key_read(const char *path, struct token_key *k) {
-        uint8_t bytes[TOKEN_KEY_BYTES + 1];
+        _cleanup_(key_read_bytes_wipe) uint8_t bytes[TOKEN_KEY_BYTES + 1];
+        _cleanup_close_ int fd = -1;
         struct stat st;
         ssize_t n;
-        int fd, r = 0;
 
         fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
         if (fd < 0)
                 return -errno;
-        if (fstat(fd, &st) < 0) {
-                r = log_error_errno(-errno, "Failed to stat key file %s: %m", path);
-                goto out;
-        }
+        if (fstat(fd, &st) < 0)
+                return log_error_errno(-errno, "Failed to stat key file %s: %m", path);
         if (!S_ISREG(st.st_mode)) {
                 log_error("Key file %s is not a regular file; refusing to use it.", path);
-                r = -EINVAL;
-                goto out;
+                return -EINVAL;
         }
         if (st.st_mode & (S_IRWXG | S_IRWXO)) {
                 log_error("Key file %s is accessible by group or others (mode %04o); "
                           "it must be 0600. Refusing to use it.",
                           path, (unsigned)(st.st_mode & 07777));
-                r = -EPERM;
-                goto out;
+                return -EPERM;
         }
         n = read(fd, bytes, sizeof bytes);
-        if (n < 0) {
-                r = log_error_errno(-errno, "Failed to read key file %s: %m", path);
-                goto out;
-        }
+        if (n < 0)
+                return log_error_errno(-errno, "Failed to read key file %s: %m", path);
         if (n != TOKEN_KEY_BYTES) {
                 if (n > TOKEN_KEY_BYTES)
                         log_error("Key file %s is larger than %d bytes; refusing to use it.", path,
@@ -88,14 +92,10 @@ static int key_read(const char *path, struct token_key *k) {
                 else
                         log_error("Key file %s has the wrong size (%zd bytes, expected %d); refusing to use it.",
                                   path, n, TOKEN_KEY_BYTES);
-                r = -EINVAL;
-                goto out;
+                return -EINVAL;
         }
         token_key_from_bytes(k, bytes);
-out:
-        sodium_memzero(bytes, sizeof bytes);
-        close(fd);
-        return r;
+        return 0;
 }
 
 /* The folder of path and its last component: "/a/b.key" -> "/a", "b.key";
@@ -117,11 +117,14 @@ static int path_split(const char *path, char *dir, size_t size, const char **bas
         return 0;
 }
 
+/* Writes a new key to a temporary file beside path and links it into place
+ * (EEXIST: somebody else made it first; the caller uses theirs). */
 static int key_create(const char *path) {
         char dir[PATH_MAX], tmp[PATH_MAX];
-        uint8_t bytes[TOKEN_KEY_BYTES];
+        _cleanup_(key_bytes_wipe) uint8_t bytes[TOKEN_KEY_BYTES];
+        _cleanup_close_ int fd = -1;
         const char *base;
-        int fd, r = 0, dfd;
+        int r, dfd;
 
         if (path_split(path, dir, sizeof dir, &base) < 0 ||
             (size_t)snprintf(tmp, sizeof tmp, "%s/.%s.XXXXXX", dir, base) >= sizeof tmp)
@@ -130,30 +133,26 @@ static int key_create(const char *path) {
         if (fd < 0)
                 return log_error_errno(-errno, "Failed to create key file in %s: %m", dir);
         randombytes_buf(bytes, sizeof bytes);
+        errno = 0;
         if (fchmod(fd, 0600) < 0 || write(fd, bytes, sizeof bytes) != (ssize_t)sizeof bytes ||
             fsync(fd) < 0) {
                 r = log_error_errno(errno ? -errno : -EIO, "Failed to write key file %s: %m", tmp);
-                close(fd);
                 unlink(tmp);
-                goto out;
+                return r;
         }
-        close(fd);
-        if (link(tmp, path) < 0) {
-                r = -errno;
-                unlink(tmp);
-                if (r != -EEXIST) /* EEXIST: somebody else made it first; use theirs */
-                        log_error_errno(r, "Failed to create key file %s: %m", path);
-                goto out;
-        }
+        close(TAKE_FD(fd));
+        r = link(tmp, path) < 0 ? -errno : 0;
         unlink(tmp);
+        if (r == -EEXIST)
+                return r;
+        if (r < 0)
+                return log_error_errno(r, "Failed to create key file %s: %m", path);
         dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         if (dfd >= 0) {
                 (void)fsync(dfd);
                 close(dfd);
         }
-out:
-        sodium_memzero(bytes, sizeof bytes);
-        return r;
+        return 0;
 }
 
 int token_key_load(const char *path, bool create, struct token_key *k, bool *created) {

@@ -34,6 +34,7 @@
 #include "daemon.h"
 #include "engine.h"
 #include "log.h"
+#include "macro.h"
 #include "methods.h"
 #include "server.h"
 
@@ -236,13 +237,44 @@ static void sync_fields(struct engine *e, const char *id, json_t *reply) {
         free(data);
 }
 
+/* One watcher hears one event: an end is its final reply, a sync write or a
+ * platform switch a reply that continues, an extension a new evaluation. */
+static void watcher_hear(struct engine *e, struct watcher *w, const struct engine_event *ev) {
+        struct engine_info info;
+        int64_t now = methods_now_ms();
+        const char *reason;
+
+        if (!w->call)
+                return;
+        if (strcmp(ev->kind, "ended") == 0) {
+                struct final_reply f = {"ended", NULL};
+
+                reason = json_string_value(json_object_get(ev->detail, "reason"));
+                if (reason && strcmp(reason, "rotated") == 0)
+                        f.event = "rotated";
+                (void)engine_session_by_id(e, now, w->id, final_cb, &f);
+                send_final(w, f.reply);
+        } else if (engine_peek(e, now, &w->ref, &info) < 0) {
+                return;
+        } else if (strcmp(ev->kind, "sync") == 0) {
+                json_t *reply = event_reply("sync", &info);
+
+                sync_fields(e, w->id, reply);
+                send_continues(w, reply);
+        } else if (strcmp(ev->kind, "platform_switched") == 0) {
+                send_continues(w, event_reply("platform", &info));
+        } else {
+                evaluate(w); /* extended: the end moved */
+        }
+}
+
 /* The engine's events: the sessions some watcher follows. */
 static void observer_cb(const struct engine_event *ev, void *userdata) {
         struct registry *reg = userdata;
         struct engine *e = reg->d->engine;
-        struct watcher **list = NULL, *w;
+        _cleanup_free_ struct watcher **list = NULL;
+        struct watcher *w;
         size_t n = 0, allocated = 0;
-        const char *reason;
 
         if (!ev->session_id || reg->count == 0)
                 return;
@@ -264,36 +296,9 @@ static void observer_cb(const struct engine_event *ev, void *userdata) {
                         list[n++] = w;
                 }
         for (size_t i = 0; i < n; i++) {
-                struct engine_info info;
-                int64_t now = methods_now_ms();
-
-                w = list[i];
-                if (!w->call)
-                        goto next;
-                if (strcmp(ev->kind, "ended") == 0) {
-                        struct final_reply f = {"ended", NULL};
-
-                        reason = json_string_value(json_object_get(ev->detail, "reason"));
-                        if (reason && strcmp(reason, "rotated") == 0)
-                                f.event = "rotated";
-                        (void)engine_session_by_id(e, now, w->id, final_cb, &f);
-                        send_final(w, f.reply);
-                } else if (engine_peek(e, now, &w->ref, &info) < 0) {
-                        goto next;
-                } else if (strcmp(ev->kind, "sync") == 0) {
-                        json_t *reply = event_reply("sync", &info);
-
-                        sync_fields(e, w->id, reply);
-                        send_continues(w, reply);
-                } else if (strcmp(ev->kind, "platform_switched") == 0) {
-                        send_continues(w, event_reply("platform", &info));
-                } else {
-                        evaluate(w); /* extended: the end moved */
-                }
-        next:
-                watcher_unref(w);
+                watcher_hear(e, list[i], ev);
+                watcher_unref(list[i]);
         }
-        free(list);
 }
 
 static void registry_free(void *userdata) {

@@ -23,6 +23,7 @@
 #include <string.h>
 
 #include "log.h"
+#include "macro.h"
 #include "names.h"
 
 /* The detail of an "ended" audit row, as json_dumps(JSON_COMPACT) writes
@@ -237,8 +238,10 @@ int engine_create(struct engine *e, int64_t now, const struct engine_create *a, 
                 txn_detail_string(&w, "ip", a->client.ip);
                 r = txn_audit_written(e, now, "created", a->user_id, id_text, &w);
         }
-        if (r < 0)
-                goto fail;
+        if (r < 0) {
+                engine_created_clear(ret);
+                return r;
+        }
         e->counters.created++;
         log_debug("Session %s created for user %s.", id_text, a->user_id);
         if (bus_observed(e)) {
@@ -257,16 +260,15 @@ int engine_create(struct engine *e, int64_t now, const struct engine_create *a, 
                 if (r < 0)
                         r = txn_fail(e, r);
         }
-        if (r < 0)
-                goto fail;
+        if (r < 0) {
+                engine_created_clear(ret);
+                return r;
+        }
 
         table_info_fill(e, h, now, &ret->info);
         ret->info.ip = a->client.ip;
         ret->info.user_agent = a->client.user_agent;
         return 0;
-fail:
-        engine_created_clear(ret);
-        return r;
 }
 
 /* ---- looking tokens up ------------------------------------------------------------------------ */
@@ -593,6 +595,17 @@ int engine_extend(struct engine *e, int64_t now, const char *token, struct engin
 
 /* ---- rotate ------------------------------------------------------------------------------------ */
 
+/* A rotation that fails: the new token is wiped (never handed out), and
+ * rotate_fail() also gives up the iteration's transaction. */
+static int rotate_abandon(char new_token[TOKEN_STRING_LEN + 1], int r) {
+        sodium_memzero(new_token, TOKEN_STRING_LEN + 1);
+        return r;
+}
+
+static int rotate_fail(struct engine *e, int r, char new_token[TOKEN_STRING_LEN + 1]) {
+        return rotate_abandon(new_token, txn_fail(e, r));
+}
+
 int engine_rotate(struct engine *e, int64_t now, const char *token, char new_token[TOKEN_STRING_LEN + 1],
                   struct engine_info *ret, struct engine_error *err) {
         uint8_t hash[TOKEN_HASH_BYTES], id[TOKEN_ID_BYTES];
@@ -602,7 +615,7 @@ int engine_rotate(struct engine *e, int64_t now, const char *token, char new_tok
         struct session *old;
         int64_t rowid, last;
         uint32_t h, nh;
-        char *user = NULL, *platform = NULL;
+        _cleanup_free_ char *user = NULL, *platform = NULL;
         int r;
 
         r = session_lookup_live(e, now, token, false, &h, &st, err);
@@ -627,13 +640,11 @@ int engine_rotate(struct engine *e, int64_t now, const char *token, char new_tok
 
         r = store_session_copy(e->store, old->rowid, rowid, new_id, hash, last);
         if (r < 0)
-                goto fail;
+                return rotate_fail(e, r, new_token);
         user = strdup(user_name(e, old->user));
         platform = old->platform ? strdup(platform_name(e, old->platform)) : NULL;
-        if (!user || (old->platform && !platform)) {
-                r = -ENOMEM;
-                goto fail;
-        }
+        if (!user || (old->platform && !platform))
+                return rotate_fail(e, -ENOMEM, new_token);
         row.rowid = rowid;
         row.id = new_id;
         memcpy(row.token_hash, hash, sizeof hash);
@@ -644,13 +655,13 @@ int engine_rotate(struct engine *e, int64_t now, const char *token, char new_tok
         row.renewed_at = session_ms(old, ST_RENEWED);
         r = table_session_add(e, &row, &nh);
         if (r < 0)
-                goto fail;
+                return rotate_fail(e, r, new_token);
         old = S(e, h); /* the array may have moved */
         e->sessions[nh].fp_user_agent = old->fp_user_agent;
         memcpy(e->sessions[nh].fp_small, old->fp_small, sizeof old->fp_small);
         r = txn_row_touch(e, rowid, nh);
         if (r < 0)
-                goto fail;
+                return rotate_fail(e, r, new_token);
         r = 0;
         if (txn_audit_on(e)) {
                 struct varlink_writer w;
@@ -660,25 +671,16 @@ int engine_rotate(struct engine *e, int64_t now, const char *token, char new_tok
                 r = txn_audit_written(e, now, "rotated", user, old_id, &w);
         }
         if (r < 0)
-                goto out;
+                return rotate_abandon(new_token, r);
         if (bus_observed(e))
                 bus_emit(e, now, "rotated", old_id, user, json_pack("{s:s}", "new_session_id", new_id));
         r = session_end(e, now, h, ENGINE_END_ROTATED, now, NULL, NULL);
         if (r < 0)
-                goto out;
+                return rotate_abandon(new_token, r);
         e->counters.rotated++;
         log_debug("Session %s of user %s rotated into %s.", old_id, user, new_id);
-        free(user);
-        free(platform);
         table_info_fill(e, nh, now, ret);
         return 0;
-fail:
-        r = txn_fail(e, r);
-out:
-        sodium_memzero(new_token, TOKEN_STRING_LEN + 1);
-        free(user);
-        free(platform);
-        return r;
 }
 
 /* ---- platform switching -------------------------------------------------------------------------- */
@@ -688,7 +690,8 @@ int engine_switch_platform(struct engine *e, int64_t now, const char *token, con
         const struct sessiond_config *c = cfg(e);
         int64_t max = c->security.max_platform_switches_per_hour, oldest = 0;
         int64_t now_s = ms_floor_s(now); /* the switch history keeps Unix seconds */
-        char id[TOKEN_ID_STRING_LEN + 1], *history = NULL, *text = NULL, *from = NULL;
+        char id[TOKEN_ID_STRING_LEN + 1], *history = NULL;
+        _cleanup_free_ char *text = NULL, *from = NULL;
         json_t *times = NULL, *kept = NULL;
         struct session *s;
         const char *why;
@@ -752,20 +755,16 @@ int engine_switch_platform(struct engine *e, int64_t now, const char *token, con
 
         r = txn_begin(e);
         if (r < 0)
-                goto out;
+                return r;
         s = S(e, h);
         r = txn_row_touch(e, s->rowid, h);
         if (r >= 0)
                 r = store_session_set_platform(e->store, s->rowid, platform_id, text);
-        if (r < 0) {
-                r = txn_fail(e, r);
-                goto out;
-        }
+        if (r < 0)
+                return txn_fail(e, r);
         r = table_platform_get(e, platform_id, &platform);
-        if (r < 0) {
-                r = txn_fail(e, r);
-                goto out;
-        }
+        if (r < 0)
+                return txn_fail(e, r);
         s = S(e, h);
         from = s->platform ? strdup(platform_name(e, s->platform)) : NULL;
         table_platform_put(e, s->platform);
@@ -774,13 +773,10 @@ int engine_switch_platform(struct engine *e, int64_t now, const char *token, con
         r = txn_audit(e, now, "platform_switched", user_name(e, s->user), id,
                       json_pack("{s:s?, s:s}", "from", from, "to", platform_id));
         if (r < 0)
-                goto out;
+                return r;
         if (bus_observed(e))
                 bus_emit(e, now, "platform_switched", id, user_name(e, S(e, h)->user),
                          json_pack("{s:s?, s:s}", "from", from, "to", platform_id));
         table_info_fill(e, h, now, ret);
-out:
-        free(from);
-        free(text);
         return r;
 }
