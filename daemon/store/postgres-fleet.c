@@ -162,6 +162,7 @@ struct pg_listener {
         uv_async_t *async; /* the writer thread queued creations */
         int delay_ms;
         bool lost;        /* reported lost, recovery not yet reported */
+        bool listened;    /* a LISTEN has taken effect once */
         unsigned handles; /* uv handles not yet closed (each frees itself) */
 
         enum listener_query busy;
@@ -699,7 +700,14 @@ static void listener_listen_result(struct pg_listener *l) {
         if (l->lost) {
                 log_notice("Store %s: listening for other daemons' changes again.", l->store->name);
                 l->lost = false;
+                l->listened = true;
                 listener_report(l, STORE_CHANGE_UPDATED, 0, true); /* what came meanwhile was missed */
+        } else if (!l->listened) {
+                /* The engine loaded the live sessions before this first
+                 * LISTEN took effect: what other daemons committed in
+                 * between was never announced to us, so it is read again. */
+                l->listened = true;
+                listener_report(l, STORE_CHANGE_UPDATED, 0, true);
         }
         if (l->store)
                 listener_read(l); /* anything that came with the answer; then what is queued */
