@@ -43,7 +43,7 @@ void alerts_free(struct alerts *a) {
 static struct alert *find_firing(const struct alerts *a, const char *name) {
         for (size_t i = 0; i < a->n_firing; i++)
                 if (strcmp(a->firing[i].name, name) == 0)
-                        return (struct alert *)&a->firing[i];
+                        return (struct alert *) &a->firing[i];
         return NULL;
 }
 
@@ -64,7 +64,7 @@ static const struct alert *resolve_at(struct alerts *a, size_t i, int64_t now) {
 
         al->firing = false;
         al->resolved_at = now;
-        log_notice("Alert %s resolved after %llds: %s", al->name, (long long)(now - al->raised_at), al->message);
+        log_notice("Alert %s resolved after %llds: %s", al->name, (long long) (now - al->raised_at), al->message);
         history_add(a, al);
         slot = (a->history_start + a->n_history - 1) % ALERTS_HISTORY;
         memmove(&a->firing[i], &a->firing[i + 1], (a->n_firing - i - 1) * sizeof a->firing[0]);
@@ -83,9 +83,9 @@ enum alert_transition alerts_set(struct alerts *a, const char *name, bool holds,
                 if (!al)
                         return ALERT_UNCHANGED;
                 if (ret)
-                        *ret = resolve_at(a, (size_t)(al - a->firing), now);
+                        *ret = resolve_at(a, (size_t) (al - a->firing), now);
                 else
-                        (void)resolve_at(a, (size_t)(al - a->firing), now);
+                        (void) resolve_at(a, (size_t) (al - a->firing), now);
                 return ALERT_RESOLVED;
         }
         if (al) {
@@ -112,7 +112,7 @@ enum alert_transition alerts_set(struct alerts *a, const char *name, bool holds,
 }
 
 unsigned alerts_firing(const struct alerts *a) {
-        return (unsigned)a->n_firing;
+        return (unsigned) a->n_firing;
 }
 
 bool alerts_is_firing(const struct alerts *a, const char *name) {
@@ -125,7 +125,7 @@ static json_t *number(double v) {
         if (isnan(v) || isinf(v))
                 return json_null();
         if (v == floor(v) && fabs(v) < 9007199254740992.0)
-                return json_integer((json_int_t)v);
+                return json_integer((json_int_t) v);
         return json_real(v);
 }
 
@@ -133,7 +133,7 @@ json_t *alert_to_json(const struct alert *al) {
         return json_pack("{s:s, s:s, s:o, s:o, s:o, s:s, s:I, s:o}", "name", al->name, "state",
                          al->firing ? "firing" : "resolved", "value", number(al->value), "peak", number(al->peak),
                          "threshold", number(al->threshold), "message", al->message, "raised_at",
-                         (json_int_t)al->raised_at, "resolved_at",
+                         (json_int_t) al->raised_at, "resolved_at",
                          al->firing ? json_null() : json_integer(al->resolved_at));
 }
 

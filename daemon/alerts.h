@@ -32,8 +32,8 @@ enum alert_transition {
 struct alert {
         char name[ALERTS_NAME_MAX];
         bool firing;
-        double value;     /* the latest value while firing; the last one seen firing once resolved */
-        double peak;      /* the highest value while firing */
+        double value; /* the latest value while firing; the last one seen firing once resolved */
+        double peak;  /* the highest value while firing */
         double threshold;
         char message[ALERTS_MESSAGE_MAX];
         int64_t raised_at;

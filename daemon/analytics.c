@@ -26,9 +26,9 @@ double analytics_percentile(const double *sorted, size_t n, double p) {
                 return sorted[0];
         if (p >= 100)
                 return sorted[n - 1];
-        rank = p / 100.0 * (double)(n - 1);
-        lo = (size_t)floor(rank);
-        frac = rank - (double)lo;
+        rank = p / 100.0 * (double) (n - 1);
+        lo = (size_t) floor(rank);
+        frac = rank - (double) lo;
         if (lo + 1 >= n)
                 return sorted[n - 1];
         return sorted[lo] + (sorted[lo + 1] - sorted[lo]) * frac;
@@ -40,7 +40,7 @@ void analytics_durations_summarize(const double *sorted, size_t n, struct analyt
         d->count = n;
         for (size_t i = 0; i < n; i++)
                 sum += sorted[i];
-        d->mean = n ? sum / (double)n : NAN;
+        d->mean = n ? sum / (double) n : NAN;
         d->min = n ? sorted[0] : NAN;
         d->max = n ? sorted[n - 1] : NAN;
         d->p50 = analytics_percentile(sorted, n, 50);
@@ -67,7 +67,7 @@ static int values_add(int64_t v, void *userdata) {
                 x->v = p;
                 x->allocated = a;
         }
-        x->v[x->n++] = (double)v;
+        x->v[x->n++] = (double) v;
         return 0;
 }
 
@@ -118,13 +118,15 @@ json_t *analytics_to_json(const struct analytics_result *r, json_t *platforms) {
                 return NULL;
         }
         for (size_t i = 0; i < ANALYTICS_HOURS; i++)
-                json_array_append_new(hours, json_pack("{s:I, s:I}", "hour", (json_int_t)(r->first_hour + 3600 * (int64_t)i),
-                                                       "created", (json_int_t)r->created_per_hour[i]));
-        o = json_pack("{s:I, s:o, s:{s:I, s:o, s:o, s:o, s:o, s:o, s:o}, s:O, s:o}", "generated_at", (json_int_t)r->now,
-                      "created_per_hour", hours, "durations", "count", (json_int_t)d->count, "mean", number(d->mean),
-                      "min", number(d->min), "max", number(d->max), "p50", number(d->p50), "p90", number(d->p90), "p99",
-                      number(d->p99), "end_reasons", r->end_reasons ? r->end_reasons : json_object(),
-                      "active_by_platform", platforms ? platforms : json_object());
+                json_array_append_new(hours,
+                                      json_pack("{s:I, s:I}", "hour", (json_int_t) (r->first_hour + 3600 * (int64_t) i),
+                                                "created", (json_int_t) r->created_per_hour[i]));
+        o = json_pack("{s:I, s:o, s:{s:I, s:o, s:o, s:o, s:o, s:o, s:o}, s:O, s:o}", "generated_at",
+                      (json_int_t) r->now, "created_per_hour", hours, "durations", "count", (json_int_t) d->count,
+                      "mean", number(d->mean), "min", number(d->min), "max", number(d->max), "p50", number(d->p50),
+                      "p90", number(d->p90), "p99", number(d->p99), "end_reasons",
+                      r->end_reasons ? r->end_reasons : json_object(), "active_by_platform",
+                      platforms ? platforms : json_object());
         return o;
 }
 
@@ -150,7 +152,7 @@ static void job_work(uv_work_t *w) {
                 job->result.error = r;
                 return;
         }
-        (void)analytics_compute(s, job->result.now, &job->result);
+        (void) analytics_compute(s, job->result.now, &job->result);
         store_close(s);
 }
 

@@ -102,7 +102,7 @@ static void job_finish(struct bulk *b, struct bulk_job *job, int error) {
         if (job->count > 0)
                 log_info("%u sessions of user %s ended (%s) in %llu ms.", job->count, job->user_id,
                          engine_end_reason_to_string(job->reason),
-                         (unsigned long long)((uv_hrtime() - job->started_ns) / 1000000));
+                         (unsigned long long) ((uv_hrtime() - job->started_ns) / 1000000));
         if (job->done)
                 job->done(error, job->count, job->userdata);
         job_free(job);
@@ -134,8 +134,8 @@ static void step_cb(uv_idle_t *h) {
                 bulk_pause(b, BULK_THROTTLE_MS);
                 return;
         }
-        r = engine_end_user_step(e, clock_now_ms(), job->user_id, job->created_by, job->except_rowid,
-                                 job->reason, uv_hrtime() + BULK_STEP_NS, &n, &more);
+        r = engine_end_user_step(e, clock_now_ms(), job->user_id, job->created_by, job->except_rowid, job->reason,
+                                 uv_hrtime() + BULK_STEP_NS, &n, &more);
         job->count += n;
         if (r < 0 || !more) {
                 job_finish(b, job, r < 0 ? r : 0);
@@ -148,13 +148,12 @@ static void step_cb(uv_idle_t *h) {
 }
 
 static void bulk_step_later(struct bulk *b) {
-        if (!b->closing && !b->waiting && !uv_is_active((uv_handle_t *)&b->step))
+        if (!b->closing && !b->waiting && !uv_is_active((uv_handle_t *) &b->step))
                 uv_idle_start(&b->step, step_cb);
 }
 
-int bulk_end_user(struct bulk *b, int64_t now, const char *user_id, int64_t except_rowid,
-                  enum engine_end_reason reason, bulk_done_fn done, void *userdata, unsigned *count,
-                  struct bulk_job **ret) {
+int bulk_end_user(struct bulk *b, int64_t now, const char *user_id, int64_t except_rowid, enum engine_end_reason reason,
+                  bulk_done_fn done, void *userdata, unsigned *count, struct bulk_job **ret) {
         struct bulk_job *job;
         bool more = false;
         int r;
@@ -198,7 +197,7 @@ int bulk_end_user(struct bulk *b, int64_t now, const char *user_id, int64_t exce
 }
 
 void bulk_forget(struct bulk *b, struct bulk_job *job) {
-        (void)b;
+        (void) b;
         job->done = NULL;
         job->userdata = NULL;
 }
@@ -222,7 +221,7 @@ int bulk_new(struct daemon *d, struct bulk **ret) {
                 abort();
         b->open_handles = 2;
         b->step.data = b->resume.data = b;
-        uv_unref((uv_handle_t *)&b->resume);
+        uv_unref((uv_handle_t *) &b->resume);
         *ret = b;
         return 0;
 }
@@ -245,6 +244,6 @@ void bulk_free(struct bulk *b) {
         }
         uv_idle_stop(&b->step);
         uv_timer_stop(&b->resume);
-        uv_close((uv_handle_t *)&b->step, handle_closed);
-        uv_close((uv_handle_t *)&b->resume, handle_closed);
+        uv_close((uv_handle_t *) &b->step, handle_closed);
+        uv_close((uv_handle_t *) &b->resume, handle_closed);
 }

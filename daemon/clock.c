@@ -12,8 +12,8 @@
 
 static struct {
         bool set;
-        int64_t wall_ms;  /* CLOCK_REALTIME at start, ms */
-        int64_t mono_ms;  /* CLOCK_MONOTONIC at start, ms */
+        int64_t wall_ms; /* CLOCK_REALTIME at start, ms */
+        int64_t mono_ms; /* CLOCK_MONOTONIC at start, ms */
 } anchor;
 
 static int64_t read_ms(clockid_t id) {

@@ -26,10 +26,10 @@ struct daemon {
         struct sessiond_config *config; /* current, validated */
         const char *config_path;        /* -c FILE, or NULL for the default */
         struct server *server;
-        struct engine *engine; /* sessions: store + in-memory index + policy */
-        struct jobs *jobs;     /* background timers (cleanup, security, metrics, health) */
+        struct engine *engine;             /* sessions: store + in-memory index + policy */
+        struct jobs *jobs;                 /* background timers (cleanup, security, metrics, health) */
         struct metrics_http *metrics_http; /* GET /metrics (daemon.metrics_listen) */
-        struct bulk *bulk;     /* DestroyUser and TerminateUser in steps (bulk.c) */
+        struct bulk *bulk;                 /* DestroyUser and TerminateUser in steps (bulk.c) */
         struct leader *leader; /* features.clustering: who runs the fleet's jobs (leader.c); NULL: this one */
         int64_t started_at;    /* wall clock, Unix seconds */
         uint64_t started_usec; /* monotonic */

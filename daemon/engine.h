@@ -151,8 +151,8 @@ struct engine_info {
 };
 
 struct engine_error {
-        const char *field;  /* InvalidArgument */
-        const char *reason; /* InvalidArgument */
+        const char *field;                 /* InvalidArgument */
+        const char *reason;                /* InvalidArgument */
         enum engine_end_reason end_reason; /* Expired */
         int64_t retry_after;               /* RateLimited */
         int64_t max;                       /* TooLarge */
@@ -191,14 +191,13 @@ int engine_create(struct engine *e, int64_t now, const struct engine_create *a, 
                   struct engine_error *err);
 /* info->state is active or grace; touch sets last_activity = now (never in
  * grace). client may be NULL. */
-int engine_validate(struct engine *e, int64_t now, const char *token, const struct engine_client *client,
-                    bool touch, struct engine_info *ret, struct engine_error *err);
+int engine_validate(struct engine *e, int64_t now, const char *token, const struct engine_client *client, bool touch,
+                    struct engine_info *ret, struct engine_error *err);
 /* Touches (not in grace); ret carries expires_in and warning. */
 int engine_heartbeat(struct engine *e, int64_t now, const char *token, struct engine_info *ret,
                      struct engine_error *err);
 /* renewed_at = last_activity = now; the absolute cap still applies. */
-int engine_extend(struct engine *e, int64_t now, const char *token, struct engine_info *ret,
-                  struct engine_error *err);
+int engine_extend(struct engine *e, int64_t now, const char *token, struct engine_info *ret, struct engine_error *err);
 /* A new session with a new token and id replaces the old one, which ends
  * with reason rotated. The new one keeps created_at (the absolute cap),
  * renewed_at, platform, client, sync state and switch history. */
@@ -207,16 +206,16 @@ int engine_rotate(struct engine *e, int64_t now, const char *token, char new_tok
 int engine_switch_platform(struct engine *e, int64_t now, const char *token, const char *platform_id,
                            struct engine_info *ret, struct engine_error *err);
 /* *data is malloc'ed (NULL: none), *size excludes its terminating NUL. */
-int engine_sync_get(struct engine *e, int64_t now, const char *token, int64_t *version, char **data,
-                    size_t *size, struct engine_error *err);
+int engine_sync_get(struct engine *e, int64_t now, const char *token, int64_t *version, char **data, size_t *size,
+                    struct engine_error *err);
 /* expected_version < 0: unconditional. */
 int engine_sync_set(struct engine *e, int64_t now, const char *token, const char *data, size_t size,
                     int64_t expected_version, int64_t *version, struct engine_error *err);
 int engine_destroy(struct engine *e, int64_t now, const char *token, struct engine_error *err);
 /* Ends every live session of user_id (reason destroyed) except the one of
  * except_token (NULL: none), which must be a live session of that user. */
-int engine_destroy_user(struct engine *e, int64_t now, const char *user_id, const char *except_token,
-                        unsigned *count, struct engine_error *err);
+int engine_destroy_user(struct engine *e, int64_t now, const char *user_id, const char *except_token, unsigned *count,
+                        struct engine_error *err);
 /* The checks of DestroyUser, for a caller that ends the sessions in steps:
  * *except_rowid names the excepted session (0: none). */
 int engine_destroy_user_check(struct engine *e, int64_t now, const char *user_id, const char *except_token,
@@ -227,9 +226,8 @@ int engine_destroy_user_check(struct engine *e, int64_t now, const char *user_id
  * `reason`, until uv_hrtime() reaches deadline_ns (0: no deadline; read
  * every few sessions). *more: some remain for the next step. The ends go
  * into the open unit of work. */
-int engine_end_user_step(struct engine *e, int64_t now, const char *user_id, int64_t created_by,
-                         int64_t except_rowid, enum engine_end_reason reason, uint64_t deadline_ns,
-                         unsigned *ended, bool *more);
+int engine_end_user_step(struct engine *e, int64_t now, const char *user_id, int64_t created_by, int64_t except_rowid,
+                         enum engine_end_reason reason, uint64_t deadline_ns, unsigned *ended, bool *more);
 
 /* Listings call back once per session; info is valid during the callback.
  * Return non-zero from the callback to stop. */
@@ -250,8 +248,8 @@ struct engine_page {
         int64_t next;
         bool more;
 };
-int engine_list_user_page(struct engine *e, int64_t now, const char *user_id, unsigned limit,
-                          struct engine_page *page, engine_info_fn cb, void *userdata, struct engine_error *err);
+int engine_list_user_page(struct engine *e, int64_t now, const char *user_id, unsigned limit, struct engine_page *page,
+                          engine_info_fn cb, void *userdata, struct engine_error *err);
 
 /* A handle for a watched session: the session a token named, without
  * keeping the token. */
@@ -259,8 +257,8 @@ struct engine_ref {
         uint8_t key[16];
 };
 /* Resolves a token like Validate, without touching or counting. */
-int engine_resolve(struct engine *e, int64_t now, const char *token, struct engine_ref *ref,
-                   struct engine_info *ret, struct engine_error *err);
+int engine_resolve(struct engine *e, int64_t now, const char *token, struct engine_ref *ref, struct engine_info *ret,
+                   struct engine_error *err);
 /* The current state of a resolved session; -ENOENT once it left memory
  * (ended). */
 int engine_peek(struct engine *e, int64_t now, const struct engine_ref *ref, struct engine_info *ret);
@@ -274,11 +272,11 @@ int engine_sync_get_by_id(struct engine *e, const char *id, int64_t *version, ch
 
 /* Live sessions (active, grace); with include_ended also expired and ended
  * ones still retained. user_id NULL: all users. At most limit. */
-int engine_list_sessions(struct engine *e, int64_t now, const char *user_id, bool include_ended,
-                         unsigned limit, engine_info_fn cb, void *userdata);
+int engine_list_sessions(struct engine *e, int64_t now, const char *user_id, bool include_ended, unsigned limit,
+                         engine_info_fn cb, void *userdata);
 /* The same, a page (see struct engine_page; NULL: the whole listing). */
-int engine_list_sessions_page(struct engine *e, int64_t now, const char *user_id, bool include_ended,
-                              unsigned limit, struct engine_page *page, engine_info_fn cb, void *userdata);
+int engine_list_sessions_page(struct engine *e, int64_t now, const char *user_id, bool include_ended, unsigned limit,
+                              struct engine_page *page, engine_info_fn cb, void *userdata);
 /* Ends the session with that public id (reason terminated); -ENOENT if there
  * is no such session in memory (unknown or already ended). */
 int engine_terminate(struct engine *e, int64_t now, const char *id);
@@ -311,8 +309,8 @@ int engine_cleanup_expired(struct engine *e, int64_t now, unsigned limit, unsign
  * deadline; the clock is read every few sessions, so a call overruns by
  * about one ended session). Stopped by the deadline before `limit`, it
  * reports *more true: the caller goes on in its next step. */
-int engine_cleanup_expired_until(struct engine *e, int64_t now, unsigned limit, uint64_t deadline_ns,
-                                 unsigned *ended, bool *more);
+int engine_cleanup_expired_until(struct engine *e, int64_t now, unsigned limit, uint64_t deadline_ns, unsigned *ended,
+                                 bool *more);
 /* Sessions past end + cleanup_grace not yet ended (a scan of memory, no I/O). */
 uint64_t engine_count_awaiting_cleanup(struct engine *e, int64_t now);
 /* The same count in steps: from *cursor (0 to begin) on, adding to *count,
@@ -386,8 +384,8 @@ const char *engine_failure_to_string(enum engine_failure f);
 struct engine_counters {
         uint64_t created;
         uint64_t create_refused_max_sessions; /* Create refused at daemon.max_sessions */
-        uint64_t validated;              /* successful validations (active + grace) */
-        uint64_t validated_grace;        /* of which in grace */
+        uint64_t validated;                   /* successful validations (active + grace) */
+        uint64_t validated_grace;             /* of which in grace */
         uint64_t validate_failed[_ENGINE_FAIL_MAX];
         uint64_t heartbeats;
         uint64_t extended;

@@ -89,7 +89,7 @@ static json_t *record_to_json(const struct record *r) {
 
         if (!detail)
                 return NULL;
-        return json_pack("{s:I, s:s, s:s?, s:s?, s:o}", "time", (json_int_t)r->time, "kind", r->kind, "session_id",
+        return json_pack("{s:I, s:s, s:s?, s:s?, s:o}", "time", (json_int_t) r->time, "kind", r->kind, "session_id",
                          r->session_id, "user_id", r->user_id, "detail", detail);
 }
 
@@ -187,8 +187,8 @@ int events_new(uv_loop_t *loop, size_t capacity, struct events **ret) {
         r = record_ring_init(&ev->ring, capacity);
         if (r < 0) {
                 free(ev);
-                return log_error_errno(r, "Failed to allocate the events buffer (monitoring.events_buffer_size=%zu): %m",
-                                       capacity);
+                return log_error_errno(
+                        r, "Failed to allocate the events buffer (monitoring.events_buffer_size=%zu): %m", capacity);
         }
         ev->flush = malloc(sizeof *ev->flush);
         if (!ev->flush || uv_timer_init(loop, ev->flush) < 0) {
@@ -198,7 +198,7 @@ int events_new(uv_loop_t *loop, size_t capacity, struct events **ret) {
                 return -ENOMEM;
         }
         ev->flush->data = ev;
-        uv_unref((uv_handle_t *)ev->flush);
+        uv_unref((uv_handle_t *) ev->flush);
         *ret = ev;
         return 0;
 }
@@ -224,7 +224,7 @@ void events_free(struct events *ev) {
                 follower_unlink(ev, ev->followers);
         }
         uv_timer_stop(ev->flush);
-        uv_close((uv_handle_t *)ev->flush, timer_closed);
+        uv_close((uv_handle_t *) ev->flush, timer_closed);
         json_decref(ev->pending);
         record_ring_done(&ev->ring);
         free(ev);
@@ -258,8 +258,8 @@ static void flush_cb(uv_timer_t *t) {
         json_decref(batch);
 }
 
-void events_push_text(struct events *ev, int64_t time, const char *kind, const char *session_id,
-                      const char *user_id, const char *detail) {
+void events_push_text(struct events *ev, int64_t time, const char *kind, const char *session_id, const char *user_id,
+                      const char *detail) {
         struct record *rec;
 
         assert(kind);
@@ -272,7 +272,7 @@ void events_push_text(struct events *ev, int64_t time, const char *kind, const c
                 if (o && !ev->pending)
                         ev->pending = json_array();
                 if (o && ev->pending && json_array_append(ev->pending, o) == 0 &&
-                    !uv_is_active((uv_handle_t *)ev->flush))
+                    !uv_is_active((uv_handle_t *) ev->flush))
                         uv_timer_start(ev->flush, flush_cb, 0, 0);
                 json_decref(o);
         }

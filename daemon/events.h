@@ -41,8 +41,8 @@ void events_push(struct events *ev, int64_t time, const char *kind, const char *
                  json_t *detail);
 /* The same with the detail as JSON text (NULL: {}), copied: no jansson
  * object is made until somebody reads the events. */
-void events_push_text(struct events *ev, int64_t time, const char *kind, const char *session_id,
-                      const char *user_id, const char *detail);
+void events_push_text(struct events *ev, int64_t time, const char *kind, const char *session_id, const char *user_id,
+                      const char *detail);
 /* Records an event of the engine (an observer's argument). */
 void events_push_engine(struct events *ev, const struct engine_event *e);
 /* The ring as an array, oldest first (a new reference). */

@@ -15,9 +15,12 @@
 
 const char *health_status_to_string(enum health_status s) {
         switch (s) {
-        case HEALTH_HEALTHY: return "healthy";
-        case HEALTH_DEGRADED: return "degraded";
-        case HEALTH_UNHEALTHY: return "unhealthy";
+        case HEALTH_HEALTHY:
+                return "healthy";
+        case HEALTH_DEGRADED:
+                return "degraded";
+        case HEALTH_UNHEALTHY:
+                return "unhealthy";
         }
         return "unhealthy";
 }
@@ -63,8 +66,7 @@ static void find(struct verdict *v, enum health_status s, const char *fmt, ...) 
         va_end(ap);
 }
 
-static int add(json_t *components, const char *name, struct verdict *v, json_t *fields,
-               enum health_status *overall) {
+static int add(json_t *components, const char *name, struct verdict *v, json_t *fields, enum health_status *overall) {
         if (!fields)
                 return -ENOMEM;
         return health_component_add(components, name, v->status, v->message, fields, overall);
@@ -88,7 +90,7 @@ static int database(const struct health_inputs *in, json_t *components, enum hea
                 find(&v, HEALTH_UNHEALTHY, "writes fail: %s", strerror(-in->storage_error));
         if (in->commit_failures > 0)
                 find(&v, HEALTH_DEGRADED, "%llu commit%s failed since the last check",
-                     (unsigned long long)in->commit_failures, in->commit_failures == 1 ? "" : "s");
+                     (unsigned long long) in->commit_failures, in->commit_failures == 1 ? "" : "s");
         if (in->in_memory && v.status == HEALTH_HEALTHY)
                 find(&v, HEALTH_HEALTHY, "sessions are kept in memory (features.persistence = false)");
 
@@ -97,10 +99,10 @@ static int database(const struct health_inputs *in, json_t *components, enum hea
                 json_object_set_new(f, "size_bytes", json_integer(in->db_size_bytes));
         if (f && in->check_known)
                 json_object_set_new(f, "integrity_check",
-                                    json_pack("{s:s, s:I}", "result", in->check_message ? in->check_message : "?",
-                                              "at", (json_int_t)in->check_at));
+                                    json_pack("{s:s, s:I}", "result", in->check_message ? in->check_message : "?", "at",
+                                              (json_int_t) in->check_at));
         if (f)
-                json_object_set_new(f, "commit_failures", json_integer((json_int_t)in->commit_failures));
+                json_object_set_new(f, "commit_failures", json_integer((json_int_t) in->commit_failures));
         return add(components, "database", &v, f, overall);
 }
 
@@ -108,16 +110,16 @@ static int cleanup(const struct health_inputs *in, json_t *components, enum heal
         const struct sessiond_config *c = in->config;
         struct verdict v = {0};
 
-        if ((int64_t)in->awaiting_cleanup > c->cleanup.max_expired_threshold)
+        if ((int64_t) in->awaiting_cleanup > c->cleanup.max_expired_threshold)
                 find(&v, HEALTH_DEGRADED, "%llu sessions await cleanup (above cleanup.max_expired_threshold %lld)%s",
-                     (unsigned long long)in->awaiting_cleanup, (long long)c->cleanup.max_expired_threshold,
+                     (unsigned long long) in->awaiting_cleanup, (long long) c->cleanup.max_expired_threshold,
                      in->background_cleanup ? "" : "; background cleanup is off (features.background_cleanup)");
         if (in->cleanup_failed)
                 find(&v, HEALTH_DEGRADED, "the last cleanup failed: %s", in->cleanup_error ? in->cleanup_error : "?");
         return add(components, "cleanup", &v,
-                   json_pack("{s:I, s:I, s:I, s:b}", "awaiting", (json_int_t)in->awaiting_cleanup, "trigger_threshold",
-                             (json_int_t)c->cleanup.trigger_threshold, "max_expired_threshold",
-                             (json_int_t)c->cleanup.max_expired_threshold, "background", in->background_cleanup),
+                   json_pack("{s:I, s:I, s:I, s:b}", "awaiting", (json_int_t) in->awaiting_cleanup, "trigger_threshold",
+                             (json_int_t) c->cleanup.trigger_threshold, "max_expired_threshold",
+                             (json_int_t) c->cleanup.max_expired_threshold, "background", in->background_cleanup),
                    overall);
 }
 
@@ -138,12 +140,12 @@ static int security(const struct health_inputs *in, json_t *components, enum hea
         if (in->suspicious_users > 0)
                 find(&v, HEALTH_DEGRADED, "%u user%s at or above the suspicious activity threshold (%lld an hour)",
                      in->suspicious_users, in->suspicious_users == 1 ? "" : "s",
-                     (long long)c->security.suspicious_activity_threshold);
+                     (long long) c->security.suspicious_activity_threshold);
         return add(components, "security", &v,
                    json_pack("{s:b, s:b, s:b, s:b, s:i}", "fingerprinting", c->security.fingerprinting,
                              "suspicious_detection", c->security.suspicious_detection, "audit_logging",
                              c->security.audit_logging, "debug_mode", c->debug_mode, "suspicious_users",
-                             (int)in->suspicious_users),
+                             (int) in->suspicious_users),
                    overall);
 }
 

@@ -52,10 +52,10 @@ struct health_inputs {
 
         /* database */
         bool in_memory;
-        int probe_error;        /* 0 or a negative errno of the probe */
-        double probe_ms;        /* how long the probe took */
-        int64_t db_size_bytes;  /* main file + WAL, -1 unknown */
-        bool check_known;       /* an integrity check has run */
+        int probe_error;       /* 0 or a negative errno of the probe */
+        double probe_ms;       /* how long the probe took */
+        int64_t db_size_bytes; /* main file + WAL, -1 unknown */
+        bool check_known;      /* an integrity check has run */
         bool check_ok;
         const char *check_message; /* its first message ("ok" when fine) */
         int64_t check_at;          /* when it ran (Unix seconds) */

@@ -27,7 +27,7 @@ static uint32_t round_pow2(uint32_t n) {
 /* Hash bits above the ones a table of up to 2^HINDEX_HANDLE_BITS slots
  * uses for the position. */
 static uint32_t tag_of(uint64_t hash) {
-        return (uint32_t)(hash >> HINDEX_HANDLE_BITS) & ((1u << (32 - HINDEX_HANDLE_BITS)) - 1);
+        return (uint32_t) (hash >> HINDEX_HANDLE_BITS) & ((1u << (32 - HINDEX_HANDLE_BITS)) - 1);
 }
 
 static uint32_t slot_of(uint64_t hash, uint32_t handle) {
@@ -57,7 +57,7 @@ void hindex_free(struct hindex *h) {
 uint32_t hindex_find(const struct hindex *h, uint64_t hash, const void *key) {
         uint32_t tag = tag_of(hash);
 
-        for (uint32_t i = (uint32_t)hash & h->mask;; i = (i + 1) & h->mask) {
+        for (uint32_t i = (uint32_t) hash & h->mask;; i = (i + 1) & h->mask) {
                 uint32_t v = h->slots[i];
                 if (v == 0)
                         return HINDEX_NONE;
@@ -67,7 +67,7 @@ uint32_t hindex_find(const struct hindex *h, uint64_t hash, const void *key) {
 }
 
 static void place(uint32_t *slots, uint32_t mask, uint64_t hash, uint32_t slot) {
-        uint32_t i = (uint32_t)hash & mask;
+        uint32_t i = (uint32_t) hash & mask;
 
         while (slots[i] != 0)
                 i = (i + 1) & mask;
@@ -98,19 +98,19 @@ static int grow(struct hindex *h) {
 }
 
 int hindex_reserve(struct hindex *h, uint32_t capacity) {
-        uint64_t need = (uint64_t)capacity * 4 / 3 + 1, n = h->mask + 1;
+        uint64_t need = (uint64_t) capacity * 4 / 3 + 1, n = h->mask + 1;
 
         if (capacity > HINDEX_MAX_HANDLE)
                 return -ENOMEM;
         while (n < need)
                 n *= 2;
-        return n == (uint64_t)h->mask + 1 ? 0 : resize(h, (uint32_t)n);
+        return n == (uint64_t) h->mask + 1 ? 0 : resize(h, (uint32_t) n);
 }
 
 int hindex_insert(struct hindex *h, uint64_t hash, uint32_t handle) {
         if (handle >= HINDEX_MAX_HANDLE)
                 return -ENOMEM;
-        if ((uint64_t)(h->count + 1) * 4 > (uint64_t)(h->mask + 1) * 3) {
+        if ((uint64_t) (h->count + 1) * 4 > (uint64_t) (h->mask + 1) * 3) {
                 int r = grow(h);
                 if (r < 0)
                         return r;
@@ -121,7 +121,7 @@ int hindex_insert(struct hindex *h, uint64_t hash, uint32_t handle) {
 }
 
 int hindex_remove(struct hindex *h, uint64_t hash, uint32_t handle) {
-        uint32_t i = (uint32_t)hash & h->mask, j;
+        uint32_t i = (uint32_t) hash & h->mask, j;
 
         for (;; i = (i + 1) & h->mask) {
                 if (h->slots[i] == 0)
@@ -141,7 +141,7 @@ int hindex_remove(struct hindex *h, uint64_t hash, uint32_t handle) {
                                 h->count--;
                                 return 0;
                         }
-                        home = (uint32_t)h->ops->hash((h->slots[j] & HANDLE_MASK) - 1, h->ctx) & h->mask;
+                        home = (uint32_t) h->ops->hash((h->slots[j] & HANDLE_MASK) - 1, h->ctx) & h->mask;
                         /* Stay if home lies cyclically in (i, j]. */
                         if (i <= j ? (i < home && home <= j) : (i < home || home <= j))
                                 continue;

@@ -76,16 +76,16 @@ struct run {
         enum metrics_cleanup_kind kind;
         const char *reason; /* timer, trigger, manual */
         enum run_phase phase;
-        unsigned batches;     /* completed (a batch may span several steps) */
-        unsigned in_batch;    /* sessions ended so far in the batch in progress */
-        unsigned batch_limit; /* its batch_size, fixed when it began (a reload may change the setting) */
+        unsigned batches;      /* completed (a batch may span several steps) */
+        unsigned in_batch;     /* sessions ended so far in the batch in progress */
+        unsigned batch_limit;  /* its batch_size, fixed when it began (a reload may change the setting) */
         unsigned throttled_ms; /* waited in a row for the store to catch up */
         unsigned purge_rows;   /* deep: rows per statement of the next purge step (adapted to PURGE_STEP_NS) */
         unsigned steps;        /* steps that did work on the loop */
         uint64_t step_max_ns;  /* the longest of them */
         uint64_t purge_max_ns, maintain_max_ns; /* deep: the longest purge step, maintenance step */
         unsigned ended, evicted, purged_sessions, purged_audit;
-        bool more; /* regular: stopped at max_batches with sessions left */
+        bool more;            /* regular: stopped at max_batches with sessions left */
         uint64_t maintain_ms; /* deep: the store's maintenance steps */
         unsigned checkpoint_tries;
         bool checkpoint_done; /* the store's maintenance completed */
@@ -129,13 +129,13 @@ struct jobs {
         char last_cleanup_error_buf[160];
 
         /* trigger */
-        uint64_t awaiting;     /* at the last poll */
-        int64_t awaiting_at;   /* when */
-        uint64_t poll_ms;      /* current poll interval */
-        uint32_t poll_cursor;  /* the count in progress: where its next step begins, */
-        uint64_t poll_count;   /* what it counted so far, */
-        uint64_t poll_ns;      /* and the loop time its steps took */
-        double poll_scan_ms;   /* how long the last scan took */
+        uint64_t awaiting;    /* at the last poll */
+        int64_t awaiting_at;  /* when */
+        uint64_t poll_ms;     /* current poll interval */
+        uint32_t poll_cursor; /* the count in progress: where its next step begins, */
+        uint64_t poll_count;  /* what it counted so far, */
+        uint64_t poll_ns;     /* and the loop time its steps took */
+        double poll_scan_ms;  /* how long the last scan took */
 
         /* loop lag */
         uint64_t lag_expected_ns;
@@ -188,8 +188,8 @@ void jobs_maintain_detach(struct jobs *j);
 void jobs_fire_cleanup(struct jobs *j, struct job *job);
 
 /* jobs_checks.c */
-void jobs_alert_set(struct jobs *j, const char *name, bool holds, double value, double threshold,
-                    const char *message, int64_t now);
+void jobs_alert_set(struct jobs *j, const char *name, bool holds, double value, double threshold, const char *message,
+                    int64_t now);
 void jobs_fire_security(struct jobs *j, struct job *job);
 void jobs_fire_metrics(struct jobs *j, struct job *job);
 void jobs_fire_health(struct jobs *j, struct job *job);

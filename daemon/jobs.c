@@ -99,15 +99,15 @@ static int timer_open(struct jobs *j, uv_timer_t *t) {
         if (r < 0)
                 return -ENOMEM;
         t->data = j;
-        uv_unref((uv_handle_t *)t);
+        uv_unref((uv_handle_t *) t);
         j->open_handles++;
         return 0;
 }
 
 static void timer_close(uv_timer_t *t) {
-        if (t->data && !uv_is_closing((uv_handle_t *)t)) {
+        if (t->data && !uv_is_closing((uv_handle_t *) t)) {
                 uv_timer_stop(t);
-                uv_close((uv_handle_t *)t, jobs_handle_closed);
+                uv_close((uv_handle_t *) t, jobs_handle_closed);
         }
 }
 
@@ -197,25 +197,32 @@ static int64_t job_interval(const struct jobs *j, enum job_id id) {
         const struct sessiond_config *c = cfg(j);
 
         switch (id) {
-        case JOB_REGULAR: return c->cleanup.interval;
-        case JOB_BATCH: return c->cleanup.batch_interval;
-        case JOB_DEEP: return c->cleanup.deep_interval;
-        case JOB_SECURITY: return c->security.check_interval;
-        case JOB_METRICS: return c->monitoring.metrics_interval;
-        case JOB_HEALTH: return c->monitoring.health_check_interval;
-        case _JOB_MAX: break;
+        case JOB_REGULAR:
+                return c->cleanup.interval;
+        case JOB_BATCH:
+                return c->cleanup.batch_interval;
+        case JOB_DEEP:
+                return c->cleanup.deep_interval;
+        case JOB_SECURITY:
+                return c->security.check_interval;
+        case JOB_METRICS:
+                return c->monitoring.metrics_interval;
+        case JOB_HEALTH:
+                return c->monitoring.health_check_interval;
+        case _JOB_MAX:
+                break;
         }
         return 0;
 }
 
 /* interval +- JOBS_JITTER_PERCENT, in ms. */
 static uint64_t jittered_ms(int64_t interval_s) {
-        uint64_t ms = (uint64_t)interval_s * 1000;
+        uint64_t ms = (uint64_t) interval_s * 1000;
         uint64_t spread = ms * JOBS_JITTER_PERCENT / 100;
 
         if (spread == 0)
                 return ms;
-        return ms - spread + randombytes_uniform((uint32_t)(spread * 2 > UINT32_MAX ? UINT32_MAX : spread * 2 + 1));
+        return ms - spread + randombytes_uniform((uint32_t) (spread * 2 > UINT32_MAX ? UINT32_MAX : spread * 2 + 1));
 }
 
 static void job_arm(struct jobs *j, struct job *job) {
@@ -232,7 +239,7 @@ static void job_arm(struct jobs *j, struct job *job) {
         }
         ms = jittered_ms(job->interval);
         uv_timer_start(&job->timer, job_cb, ms, 0);
-        job->next_run = now_s() + (int64_t)((ms + 500) / 1000);
+        job->next_run = now_s() + (int64_t) ((ms + 500) / 1000);
 }
 
 /* ---- lifecycle ---------------------------------------------------------------------------- */
@@ -264,7 +271,7 @@ int jobs_new(struct daemon *d, struct jobs **ret) {
         if (r >= 0)
                 r = alerts_new(&j->alerts);
         if (r >= 0)
-                r = events_new(d->loop, (size_t)d->config->monitoring.events_buffer_size, &j->events);
+                r = events_new(d->loop, (size_t) d->config->monitoring.events_buffer_size, &j->events);
         if (r < 0) {
                 events_free(j->events);
                 alerts_free(j->alerts);
@@ -277,7 +284,7 @@ int jobs_new(struct daemon *d, struct jobs **ret) {
         r = uv_idle_init(d->loop, &j->step) < 0 ? -ENOMEM : 0;
         if (r >= 0) {
                 j->step.data = j;
-                uv_unref((uv_handle_t *)&j->step);
+                uv_unref((uv_handle_t *) &j->step);
                 j->open_handles++;
                 r = timer_open(j, &j->trigger);
         }
@@ -289,7 +296,7 @@ int jobs_new(struct daemon *d, struct jobs **ret) {
                 jobs_turn_open(j);
         for (int i = 0; r >= 0 && i < _JOB_MAX; i++) {
                 j->job[i].owner = j;
-                j->job[i].id = (enum job_id)i;
+                j->job[i].id = (enum job_id) i;
                 r = timer_open(j, &j->job[i].timer);
                 if (r >= 0)
                         j->job[i].timer.data = &j->job[i];
@@ -349,18 +356,18 @@ void jobs_free(struct jobs *j) {
                 free(j);
                 return;
         }
-        if (j->step.data && !uv_is_closing((uv_handle_t *)&j->step)) {
+        if (j->step.data && !uv_is_closing((uv_handle_t *) &j->step)) {
                 uv_idle_stop(&j->step);
-                uv_close((uv_handle_t *)&j->step, jobs_handle_closed);
+                uv_close((uv_handle_t *) &j->step, jobs_handle_closed);
         }
         timer_close(&j->trigger);
         timer_close(&j->resume);
         timer_close(&j->lag);
         jobs_turn_close(j);
         for (int i = 0; i < _JOB_MAX; i++)
-                if (j->job[i].timer.data && !uv_is_closing((uv_handle_t *)&j->job[i].timer)) {
+                if (j->job[i].timer.data && !uv_is_closing((uv_handle_t *) &j->job[i].timer)) {
                         uv_timer_stop(&j->job[i].timer);
-                        uv_close((uv_handle_t *)&j->job[i].timer, job_timer_closed);
+                        uv_close((uv_handle_t *) &j->job[i].timer, job_timer_closed);
                 }
 }
 
@@ -377,7 +384,7 @@ void jobs_config_changed(struct jobs *j) {
                         continue;
                 job_arm(j, job);
                 if (job->enabled)
-                        log_info("Job %s: every %llds", jobs_job_names[i], (long long)job->interval);
+                        log_info("Job %s: every %llds", jobs_job_names[i], (long long) job->interval);
                 else
                         log_info("Job %s: off", jobs_job_names[i]);
         }
@@ -385,7 +392,7 @@ void jobs_config_changed(struct jobs *j) {
 
         r = metrics_config_changed(j->metrics);
         if (r >= 0)
-                r = events_set_capacity(j->events, (size_t)c->monitoring.events_buffer_size);
+                r = events_set_capacity(j->events, (size_t) c->monitoring.events_buffer_size);
         if (r < 0)
                 log_warning_errno(r, "Failed to resize the metrics or events buffer: %m");
 
@@ -409,7 +416,8 @@ void jobs_config_changed(struct jobs *j) {
                 jobs_alert_set(j, "suspicious_users", false, 0, 0, NULL, now);
                 j->suspicious_users = 0;
         }
-        events_push(j->events, now, "config_reloaded", NULL, NULL, json_pack("{s:I}", "reloads", (json_int_t)j->d->reloads));
+        events_push(j->events, now, "config_reloaded", NULL, NULL,
+                    json_pack("{s:I}", "reloads", (json_int_t) j->d->reloads));
 }
 
 /* ---- accessors ------------------------------------------------------------------------------ */
@@ -431,7 +439,7 @@ void jobs_metrics_extra(struct jobs *j, struct metrics_extra *ret) {
                 .alerts_firing = alerts_firing(j->alerts),
                 .event_followers = events_followers(j->events),
                 .events_total = events_total(j->events),
-                .health_status = j->health_known ? (int)j->health : -1,
+                .health_status = j->health_known ? (int) j->health : -1,
         };
 }
 
@@ -442,22 +450,23 @@ static json_t *time_or_null(int64_t t) {
 int jobs_status(struct jobs *j, int64_t now, json_t *status) {
         _cleanup_json_ json_t *jobs = json_object(), *queued = json_array();
 
-        (void)now;
+        (void) now;
         if (!jobs || !queued)
                 return -ENOMEM;
         for (int i = 0; i < _JOB_MAX; i++) {
                 const struct job *job = &j->job[i];
-                _cleanup_json_ json_t *o = json_pack(
-                        "{s:b, s:I, s:o, s:o, s:I, s:s?, s:I}", "enabled", job->enabled, "interval",
-                        (json_int_t)job->interval, "last_run", time_or_null(job->last_run), "next_run",
-                        time_or_null(job->enabled ? job->next_run : 0), "last_duration_ms",
-                        (json_int_t)job->last_duration_ms, "last_result", job->runs ? job->last_result : NULL, "runs",
-                        (json_int_t)job->runs);
+                _cleanup_json_ json_t *o =
+                        json_pack("{s:b, s:I, s:o, s:o, s:I, s:s?, s:I}", "enabled", job->enabled, "interval",
+                                  (json_int_t) job->interval, "last_run", time_or_null(job->last_run), "next_run",
+                                  time_or_null(job->enabled ? job->next_run : 0), "last_duration_ms",
+                                  (json_int_t) job->last_duration_ms, "last_result",
+                                  job->runs ? job->last_result : NULL, "runs", (json_int_t) job->runs);
 
                 if (!o)
                         return -ENOMEM;
                 if (job_is_cleanup(job->id) &&
-                    json_object_set_new(o, "last_longest_step_us", json_integer((json_int_t)job->last_step_max_us)) < 0)
+                    json_object_set_new(o, "last_longest_step_us", json_integer((json_int_t) job->last_step_max_us)) <
+                            0)
                         return -ENOMEM;
                 if (json_object_set(jobs, jobs_job_names[i], o) < 0)
                         return -ENOMEM;
@@ -469,9 +478,9 @@ int jobs_status(struct jobs *j, int64_t now, json_t *status) {
         if (json_object_set_new(status, "cleanup",
                                 json_pack("{s:s?, s:O, s:I, s:I, s:o, s:I, s:f}", "running",
                                           j->running ? metrics_cleanup_kind_to_string(j->running->kind) : NULL,
-                                          "queued", queued, "awaiting", (json_int_t)j->awaiting, "trigger_threshold",
-                                          (json_int_t)cfg(j)->cleanup.trigger_threshold, "counted_at",
-                                          time_or_null(j->awaiting_at), "poll_interval_ms", (json_int_t)j->poll_ms,
+                                          "queued", queued, "awaiting", (json_int_t) j->awaiting, "trigger_threshold",
+                                          (json_int_t) cfg(j)->cleanup.trigger_threshold, "counted_at",
+                                          time_or_null(j->awaiting_at), "poll_interval_ms", (json_int_t) j->poll_ms,
                                           "poll_scan_ms", j->poll_scan_ms)) < 0)
                 return -ENOMEM;
         if (j->health_known)

@@ -58,7 +58,7 @@ json_t *jobs_health(struct jobs *j, enum health_status *status);
  * is called once it finished (or failed, or the daemon stops: error
  * -ECANCELED). A run of the same kind already waiting is shared. */
 struct jobs_cleanup_result {
-        int error; /* 0 or negative errno */
+        int error;       /* 0 or negative errno */
         unsigned ended;  /* sessions ended (expired, and for batch those over the user limit) */
         unsigned purged; /* rows deleted (deep: ended sessions and audit rows past retention) */
 };

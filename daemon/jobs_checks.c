@@ -35,8 +35,8 @@ static void alert_event(struct jobs *j, enum alert_transition t, const struct al
                     alert_to_json(al));
 }
 
-void jobs_alert_set(struct jobs *j, const char *name, bool holds, double value, double threshold,
-                      const char *message, int64_t now) {
+void jobs_alert_set(struct jobs *j, const char *name, bool holds, double value, double threshold, const char *message,
+                    int64_t now) {
         const struct alert *al = NULL;
         enum alert_transition t = alerts_set(j->alerts, name, holds, value, threshold, message, now, &al);
 
@@ -57,17 +57,18 @@ static int suspicious_cb(const char *user_id, uint64_t count, void *userdata) {
         struct suspicious_scan *x = userdata;
         size_t n;
 
-        if ((int64_t)count < x->threshold)
+        if ((int64_t) count < x->threshold)
                 return 0;
         x->flagged++;
-        if ((int64_t)count > x->max)
+        if ((int64_t) count > x->max)
                 x->max = count;
         if (x->users && json_array_size(x->users) < SECURITY_LIST_MAX)
-                json_array_append_new(x->users, json_pack("{s:s, s:I}", "user_id", user_id, "count", (json_int_t)count));
+                json_array_append_new(x->users,
+                                      json_pack("{s:s, s:I}", "user_id", user_id, "count", (json_int_t) count));
         n = strlen(x->names);
         if (n + 4 < sizeof x->names)
                 snprintf(x->names + n, sizeof x->names - n, "%s%s (%llu)", n ? ", " : "", user_id,
-                         (unsigned long long)count);
+                         (unsigned long long) count);
         return 0;
 }
 
@@ -84,21 +85,21 @@ void jobs_fire_security(struct jobs *j, struct job *job) {
         j->suspicious_users = x.flagged;
         metrics_counters(j->metrics)->security_checks++;
         snprintf(message, sizeof message, "%u user%s at or above %lld suspicious events in an hour: %s", x.flagged,
-                 x.flagged == 1 ? "" : "s", (long long)x.threshold, x.names);
-        jobs_alert_set(j, "suspicious_users", x.flagged > 0, (double)x.max, (double)x.threshold, message, now);
+                 x.flagged == 1 ? "" : "s", (long long) x.threshold, x.names);
+        jobs_alert_set(j, "suspicious_users", x.flagged > 0, (double) x.max, (double) x.threshold, message, now);
         if (x.flagged > 0) {
                 int r = engine_audit(e, clock_now_ms(), "security_check", NULL, NULL,
-                                     json_pack("{s:i, s:I, s:O}", "flagged", (int)x.flagged, "threshold",
-                                               (json_int_t)x.threshold, "users", x.users ? x.users : json_array()));
+                                     json_pack("{s:i, s:I, s:O}", "flagged", (int) x.flagged, "threshold",
+                                               (json_int_t) x.threshold, "users", x.users ? x.users : json_array()));
                 if (r < 0)
                         log_warning_errno(r, "Failed to write the security_check audit row: %m");
                 events_push(j->events, now, "security_check", NULL, NULL,
-                            json_pack("{s:i, s:I, s:O}", "flagged", (int)x.flagged, "threshold", (json_int_t)x.threshold,
-                                      "users", x.users ? x.users : json_array()));
+                            json_pack("{s:i, s:I, s:O}", "flagged", (int) x.flagged, "threshold",
+                                      (json_int_t) x.threshold, "users", x.users ? x.users : json_array()));
         }
         json_decref(x.users);
         jobs_job_done(job, t0, x.flagged ? "%u user%s flagged" : "no user at the threshold", x.flagged,
-                 x.flagged == 1 ? "" : "s");
+                      x.flagged == 1 ? "" : "s");
 }
 
 void jobs_fire_metrics(struct jobs *j, struct job *job) {
@@ -119,29 +120,32 @@ void jobs_fire_metrics(struct jobs *j, struct job *job) {
         snprintf(msg, sizeof msg, "%.0f sessions created in the last minute (threshold %.1f)", rt.created,
                  c->monitoring.alerts.creation_rate);
         jobs_alert_set(j, "creation_rate", rt.created > c->monitoring.alerts.creation_rate, rt.created,
-                  c->monitoring.alerts.creation_rate, msg, now);
+                       c->monitoring.alerts.creation_rate, msg, now);
         snprintf(msg, sizeof msg, "%.1f%% of %.0f validations failed in the last minute (threshold %.1f%%)",
                  isnan(rt.failure_percent) ? 0 : rt.failure_percent, rt.validations, c->monitoring.alerts.failure_rate);
-        jobs_alert_set(j, "failure_rate", !isnan(rt.failure_percent) && rt.failure_percent > c->monitoring.alerts.failure_rate,
-                  isnan(rt.failure_percent) ? 0 : rt.failure_percent, c->monitoring.alerts.failure_rate, msg, now);
+        jobs_alert_set(j, "failure_rate",
+                       !isnan(rt.failure_percent) && rt.failure_percent > c->monitoring.alerts.failure_rate,
+                       isnan(rt.failure_percent) ? 0 : rt.failure_percent, c->monitoring.alerts.failure_rate, msg, now);
         snprintf(msg, sizeof msg, "sessions that ended in the last minute lasted %.0f s on average (threshold %.0f s)",
                  isnan(rt.mean_duration) ? 0 : rt.mean_duration, c->monitoring.alerts.avg_duration);
-        jobs_alert_set(j, "avg_duration", !isnan(rt.mean_duration) && rt.mean_duration > c->monitoring.alerts.avg_duration,
-                  isnan(rt.mean_duration) ? 0 : rt.mean_duration, c->monitoring.alerts.avg_duration, msg, now);
-        snprintf(msg, sizeof msg, "%llu active sessions (threshold %.0f)", (unsigned long long)rt.active,
+        jobs_alert_set(j, "avg_duration",
+                       !isnan(rt.mean_duration) && rt.mean_duration > c->monitoring.alerts.avg_duration,
+                       isnan(rt.mean_duration) ? 0 : rt.mean_duration, c->monitoring.alerts.avg_duration, msg, now);
+        snprintf(msg, sizeof msg, "%llu active sessions (threshold %.0f)", (unsigned long long) rt.active,
                  c->monitoring.alerts.concurrent_sessions);
-        jobs_alert_set(j, "concurrent_sessions", (double)rt.active > c->monitoring.alerts.concurrent_sessions,
-                  (double)rt.active, c->monitoring.alerts.concurrent_sessions, msg, now);
+        jobs_alert_set(j, "concurrent_sessions", (double) rt.active > c->monitoring.alerts.concurrent_sessions,
+                       (double) rt.active, c->monitoring.alerts.concurrent_sessions, msg, now);
         snprintf(msg, sizeof msg, "%.0f suspicious events in the last minute (threshold %.1f)", rt.suspicious,
                  c->monitoring.alerts.suspicious_rate);
         jobs_alert_set(j, "suspicious_rate", rt.suspicious > c->monitoring.alerts.suspicious_rate, rt.suspicious,
-                  c->monitoring.alerts.suspicious_rate, msg, now);
-        jobs_job_done(job, t0, "sampled: %.0f created, %.0f validations in the last minute", rt.created, rt.validations);
+                       c->monitoring.alerts.suspicious_rate, msg, now);
+        jobs_job_done(job, t0, "sampled: %.0f created, %.0f validations in the last minute", rt.created,
+                      rt.validations);
 }
 
 /* The five threshold alerts: evaluated on the metrics tick only. */
-const char *const jobs_threshold_alerts[] = {"creation_rate", "failure_rate", "avg_duration", "concurrent_sessions",
-                                               "suspicious_rate", NULL};
+const char *const jobs_threshold_alerts[] = {"creation_rate",       "failure_rate",    "avg_duration",
+                                             "concurrent_sessions", "suspicious_rate", NULL};
 
 /* ---- health -------------------------------------------------------------------------- */
 
@@ -156,7 +160,7 @@ static void health_inputs(struct jobs *j, struct health_inputs *in, bool periodi
         in->in_memory = store_is_memory(s);
         t0 = uv_hrtime();
         in->probe_error = store_probe(s);
-        in->probe_ms = (double)(uv_hrtime() - t0) / 1e6;
+        in->probe_ms = (double) (uv_hrtime() - t0) / 1e6;
         in->db_size_bytes = -1;
         in->check_known = j->check_known;
         in->check_ok = j->check_ok;
@@ -204,7 +208,7 @@ static void health_apply(struct jobs *j, json_t *components, enum health_status 
                         snprintf(summary + n, sizeof summary - n, "%s%s: %s", n ? "; " : "", name, msg ? msg : cs);
                 snprintf(alert_name, sizeof alert_name, "health_%s", name);
                 jobs_alert_set(j, alert_name, cs && strcmp(cs, "unhealthy") == 0, 2, 2,
-                          msg && *msg ? msg : "component unhealthy", now);
+                               msg && *msg ? msg : "component unhealthy", now);
         }
         if (!j->health_known || st != j->health) {
                 if (j->health_known) {
@@ -239,7 +243,8 @@ static void health_run(struct jobs *j, struct job *job, uint64_t t0) {
         metrics_counters(j->metrics)->health_checks++;
         health_apply(j, components, st, now_s());
         json_decref(components);
-        jobs_job_done(job, t0, "%s%s%s", health_status_to_string(st), *j->health_summary ? ": " : "", j->health_summary);
+        jobs_job_done(job, t0, "%s%s%s", health_status_to_string(st), *j->health_summary ? ": " : "",
+                      j->health_summary);
 }
 
 static void check_work(uv_work_t *w) {

@@ -58,16 +58,16 @@
 #include "log.h"
 #include "store.h"
 
-#define DEEP_CHECKPOINT_TRIES 50      /* a reader in the way: retried for about 5 s */
+#define DEEP_CHECKPOINT_TRIES 50 /* a reader in the way: retried for about 5 s */
 #define DEEP_CHECKPOINT_RETRY_MS 100
-#define CLEANUP_STEP_NS (250 * 1000)    /* loop time of one step ending expired sessions */
-#define CLEANUP_REST_MS 1                /* then the loop serves requests only, for this long */
+#define CLEANUP_STEP_NS (250 * 1000) /* loop time of one step ending expired sessions */
+#define CLEANUP_REST_MS 1            /* then the loop serves requests only, for this long */
 #define CLEANUP_THROTTLE_MS 2
 /* A step waits this long when the previous step's unit is still being committed. */
 #define CLEANUP_COMMIT_WAIT_MS 1
 #define CLEANUP_THROTTLE_MAX_MS 200     /* a reader holds the store back: go on anyway */
 #define PURGE_STEP_NS (2 * 1000 * 1000) /* loop time a purge step aims at */
-#define PURGE_ROWS_FIRST 16              /* rows per statement of a run's first purge step */
+#define PURGE_ROWS_FIRST 16             /* rows per statement of a run's first purge step */
 #define MAINTAIN_PACE_MAX_MS 2000       /* waited at most for the checkpoint thread before maintaining */
 
 static void run_pause(struct jobs *j, struct run *r, uint64_t ms);
@@ -142,8 +142,8 @@ static void run_finish(struct jobs *j, struct run *r) {
                          store_is_memory(engine_store(j->d->engine)) ? "not checked (in memory)"
                          : j->check_ok                               ? "ok"
                                                                      : j->check_message,
-                         (unsigned long long)r->maintain_ms, (double)r->purge_max_ns / 1e6,
-                         (double)r->maintain_max_ns / 1e6);
+                         (unsigned long long) r->maintain_ms, (double) r->purge_max_ns / 1e6,
+                         (double) r->maintain_max_ns / 1e6);
         else if (r->kind == METRICS_CLEANUP_BATCH)
                 snprintf(text, sizeof text, "ended %u sessions, %u over the per-user limit", r->ended, r->evicted);
         else
@@ -156,7 +156,7 @@ static void run_finish(struct jobs *j, struct run *r) {
         job->runs++;
 
         mc->cleanup_runs[r->kind]++;
-        mc->cleanup_seconds[r->kind] += (double)ms / 1e3;
+        mc->cleanup_seconds[r->kind] += (double) ms / 1e3;
         mc->cleanup_ended += r->ended;
         mc->cleanup_evicted += r->evicted;
         mc->cleanup_purged_sessions += r->purged_sessions;
@@ -166,14 +166,15 @@ static void run_finish(struct jobs *j, struct run *r) {
                 snprintf(j->last_cleanup_error_buf, sizeof j->last_cleanup_error_buf, "%s cleanup: %s", kind,
                          strerror(-r->error));
                 j->last_cleanup_error = j->last_cleanup_error_buf;
-                log_error("Cleanup (%s, %s) failed after %llu ms: %s", kind, r->reason, (unsigned long long)ms,
+                log_error("Cleanup (%s, %s) failed after %llu ms: %s", kind, r->reason, (unsigned long long) ms,
                           strerror(-r->error));
         } else {
                 j->last_cleanup_error = NULL;
                 if (r->ended + r->evicted + r->purged_sessions + r->purged_audit > 0 || r->kind == METRICS_CLEANUP_DEEP)
-                        log_info("Cleanup (%s, %s) in %llu ms: %s", kind, r->reason, (unsigned long long)ms, text);
+                        log_info("Cleanup (%s, %s) in %llu ms: %s", kind, r->reason, (unsigned long long) ms, text);
                 else
-                        log_debug("Cleanup (%s, %s) in %llu ms: nothing to do", kind, r->reason, (unsigned long long)ms);
+                        log_debug("Cleanup (%s, %s) in %llu ms: nothing to do", kind, r->reason,
+                                  (unsigned long long) ms);
         }
         /* An event when something happened (or somebody asked): a quiet
          * timer run would only push the interesting events out of the ring. */
@@ -181,11 +182,11 @@ static void run_finish(struct jobs *j, struct run *r) {
             r->ended + r->evicted + r->purged_sessions + r->purged_audit > 0 || r->kind == METRICS_CLEANUP_DEEP)
                 events_push(j->events, now_s(), "cleanup", NULL, NULL,
                             json_pack("{s:s, s:s, s:i, s:i, s:i, s:i, s:i, s:I, s:I, s:b, s:s?}", "kind", kind,
-                                      "reason", r->reason, "batches", (int)r->batches, "ended", (int)r->ended,
-                                      "evicted", (int)r->evicted, "purged_sessions", (int)r->purged_sessions,
-                                      "purged_audit", (int)r->purged_audit, "duration_ms", (json_int_t)ms,
-                                      "longest_step_us", (json_int_t)(r->step_max_ns / 1000), "more", r->more,
-                                      "error", r->error < 0 ? strerror(-r->error) : NULL));
+                                      "reason", r->reason, "batches", (int) r->batches, "ended", (int) r->ended,
+                                      "evicted", (int) r->evicted, "purged_sessions", (int) r->purged_sessions,
+                                      "purged_audit", (int) r->purged_audit, "duration_ms", (json_int_t) ms,
+                                      "longest_step_us", (json_int_t) (r->step_max_ns / 1000), "more", r->more, "error",
+                                      r->error < 0 ? strerror(-r->error) : NULL));
         jobs_run_notify(r);
         jobs_maintain_detach(j);
         free(r);
@@ -222,15 +223,15 @@ static bool run_may_write(struct jobs *j, struct run *r, unsigned throttle_max_m
  * variation between steps), at most doubled at a time and only when the
  * count was what stopped the step, within [1, max]. */
 static unsigned purge_rows_next(unsigned rows, bool more, uint64_t took_ns, unsigned max) {
-        uint64_t next = (uint64_t)rows * (PURGE_STEP_NS * 3 / 4) / (took_ns > 0 ? took_ns : 1);
+        uint64_t next = (uint64_t) rows * (PURGE_STEP_NS * 3 / 4) / (took_ns > 0 ? took_ns : 1);
 
         if (next > rows && !more)
                 next = rows; /* the rows ran out: the time says nothing about a fuller step */
-        if (next > (uint64_t)rows * 2)
-                next = (uint64_t)rows * 2;
+        if (next > (uint64_t) rows * 2)
+                next = (uint64_t) rows * 2;
         if (next > max)
                 next = max;
-        return next > 0 ? (unsigned)next : 1;
+        return next > 0 ? (unsigned) next : 1;
 }
 
 /* One step of the retention purge: at most purge_rows rows per table,
@@ -345,7 +346,7 @@ static int maintain_step(struct jobs *j, struct run *r) {
 static void run_batch(struct jobs *j, struct run *r) {
         const struct sessiond_config *c = cfg(j);
         struct engine *e = j->d->engine;
-        unsigned limit = c->cleanup.batch_size > UINT32_MAX ? UINT32_MAX : (unsigned)c->cleanup.batch_size;
+        unsigned limit = c->cleanup.batch_size > UINT32_MAX ? UINT32_MAX : (unsigned) c->cleanup.batch_size;
         int64_t now = clock_now_ms(); /* the engine's now: Unix milliseconds */
         unsigned n = 0;
         bool more = false;
@@ -358,8 +359,8 @@ static void run_batch(struct jobs *j, struct run *r) {
                 if (r->in_batch == 0)
                         r->batch_limit = limit;
                 assert(r->in_batch < r->batch_limit);
-                rc = engine_cleanup_expired_until(e, now, r->batch_limit - r->in_batch,
-                                                  uv_hrtime() + CLEANUP_STEP_NS, &n, &more);
+                rc = engine_cleanup_expired_until(e, now, r->batch_limit - r->in_batch, uv_hrtime() + CLEANUP_STEP_NS,
+                                                  &n, &more);
                 r->ended += n;
                 r->in_batch += n;
                 if (rc < 0) {
@@ -375,7 +376,7 @@ static void run_batch(struct jobs *j, struct run *r) {
                 if (r->kind == METRICS_CLEANUP_REGULAR) {
                         if (!more)
                                 r->phase = PHASE_DONE;
-                        else if ((int64_t)r->batches >= c->cleanup.max_batches) {
+                        else if ((int64_t) r->batches >= c->cleanup.max_batches) {
                                 r->more = true;
                                 r->phase = PHASE_DONE;
                         }
@@ -500,7 +501,7 @@ static void step_cb(uv_idle_t *h) {
  * that came in, then the commit of both. (A zero timer restarted from its
  * own callback would run again in the same iteration with libuv 1.44.) */
 void jobs_run_step_later(struct jobs *j) {
-        if (!j->closing && !uv_is_active((uv_handle_t *)&j->step))
+        if (!j->closing && !uv_is_active((uv_handle_t *) &j->step))
                 uv_idle_start(&j->step, step_cb);
 }
 
@@ -563,9 +564,9 @@ void jobs_cleanup_forget(struct jobs *j, struct jobs_waiter *w) {
 }
 
 void jobs_fire_cleanup(struct jobs *j, struct job *job) {
-        enum metrics_cleanup_kind kind = job->id == JOB_BATCH    ? METRICS_CLEANUP_BATCH
-                                         : job->id == JOB_DEEP   ? METRICS_CLEANUP_DEEP
-                                                                 : METRICS_CLEANUP_REGULAR;
+        enum metrics_cleanup_kind kind = job->id == JOB_BATCH  ? METRICS_CLEANUP_BATCH
+                                         : job->id == JOB_DEEP ? METRICS_CLEANUP_DEEP
+                                                               : METRICS_CLEANUP_REGULAR;
 
         if (jobs_kind_busy(j, kind)) {
                 log_debug("%s cleanup timer: a run of that kind is still waiting or running", jobs_job_names[job->id]);

@@ -23,7 +23,7 @@
 #define TRIGGER_POLL_MAX_MS 60000
 #define TRIGGER_STEP_NS (1000 * 1000) /* loop time of one step of the count */
 #define TRIGGER_STEP_REST_MS 1        /* between two steps */
-#define TRIGGER_POLL_COST_FACTOR 100 /* poll interval >= 100 x scan time */
+#define TRIGGER_POLL_COST_FACTOR 100  /* poll interval >= 100 x scan time */
 #define LAG_PROBE_MS 250
 #define TURN_LOG_NS (10 * 1000 * 1000) /* a loop turn this long is logged with what ran in it */
 
@@ -62,18 +62,19 @@ void jobs_trigger_cb(uv_timer_t *t) {
         scan_ns = j->poll_ns;
         j->poll_count = 0;
         j->poll_ns = 0;
-        j->poll_scan_ms = (double)scan_ns / 1e6;
+        j->poll_scan_ms = (double) scan_ns / 1e6;
 
         snprintf(msg, sizeof msg, "%llu sessions await cleanup (cleanup.max_expired_threshold %lld)%s",
-                 (unsigned long long)j->awaiting, (long long)c->cleanup.max_expired_threshold,
+                 (unsigned long long) j->awaiting, (long long) c->cleanup.max_expired_threshold,
                  c->features.background_cleanup ? "" : "; background cleanup is off");
-        jobs_alert_set(j, "cleanup_backlog", (int64_t)j->awaiting > c->cleanup.max_expired_threshold, (double)j->awaiting,
-                  (double)c->cleanup.max_expired_threshold, msg, now);
+        jobs_alert_set(j, "cleanup_backlog", (int64_t) j->awaiting > c->cleanup.max_expired_threshold,
+                       (double) j->awaiting, (double) c->cleanup.max_expired_threshold, msg, now);
 
-        if (c->features.background_cleanup && (int64_t)j->awaiting >= c->cleanup.trigger_threshold &&
-            !jobs_kind_busy(j, METRICS_CLEANUP_REGULAR) && !jobs_kind_busy(j, METRICS_CLEANUP_BATCH) && !j->d->stopping) {
+        if (c->features.background_cleanup && (int64_t) j->awaiting >= c->cleanup.trigger_threshold &&
+            !jobs_kind_busy(j, METRICS_CLEANUP_REGULAR) && !jobs_kind_busy(j, METRICS_CLEANUP_BATCH) &&
+            !j->d->stopping) {
                 log_info("%llu sessions await cleanup (cleanup.trigger_threshold %lld): starting a regular cleanup now",
-                         (unsigned long long)j->awaiting, (long long)c->cleanup.trigger_threshold);
+                         (unsigned long long) j->awaiting, (long long) c->cleanup.trigger_threshold);
                 if (jobs_run_queue(j, METRICS_CLEANUP_REGULAR, "trigger"))
                         metrics_counters(j->metrics)->cleanup_triggered++;
         }
@@ -95,7 +96,7 @@ static void lag_cb(uv_timer_t *t) {
                 metrics_loop_lag(j->metrics, now - j->lag_expected_ns);
         else if (j->lag_expected_ns)
                 metrics_loop_lag(j->metrics, 0);
-        j->lag_expected_ns = now + (uint64_t)LAG_PROBE_MS * 1000000;
+        j->lag_expected_ns = now + (uint64_t) LAG_PROBE_MS * 1000000;
 }
 
 /* The loop-turn watch (monitoring.performance_monitoring). A prepare
@@ -113,7 +114,7 @@ static uint64_t thread_cpu_ns(void) {
 
         if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) < 0)
                 return 0;
-        return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+        return (uint64_t) ts.tv_sec * 1000000000ULL + (uint64_t) ts.tv_nsec;
 }
 
 static void turn_cb(uv_prepare_t *h) {
@@ -122,7 +123,7 @@ static void turn_cb(uv_prepare_t *h) {
         struct server_turn st = {};
         struct rusage ru = {};
 
-        (void)getrusage(RUSAGE_THREAD, &ru);
+        (void) getrusage(RUSAGE_THREAD, &ru);
         if (j->d->server)
                 server_turn_take(j->d->server, &st);
         if (j->turn_at_ns != 0 && now - j->turn_at_ns >= TURN_LOG_NS + (idle - j->turn_idle_ns)) {
@@ -131,13 +132,13 @@ static void turn_cb(uv_prepare_t *h) {
 
                 if (st.calls > 0)
                         snprintf(calls, sizeof calls, "%u call%s, the longest %s in %.1f ms", st.calls,
-                                 st.calls == 1 ? "" : "s", st.longest_method, (double)st.longest_call_ns / 1e6);
+                                 st.calls == 1 ? "" : "s", st.longest_method, (double) st.longest_call_ns / 1e6);
                 log_info("Loop turn of %.1f ms, %.1f ms of it on the CPU (%ld involuntary, %ld voluntary context "
                          "switches): %s; replies written in %.1f ms; cleanup step %.1f ms; trigger count %.1f ms; "
                          "malloc_trim %.1f ms",
-                         (double)busy / 1e6, (double)(cpu - j->turn_cpu_ns) / 1e6, ru.ru_nivcsw - j->turn_nivcsw,
-                         ru.ru_nvcsw - j->turn_nvcsw, calls, (double)st.flush_ns / 1e6,
-                         (double)j->turn_step_ns / 1e6, (double)j->turn_poll_ns / 1e6, (double)st.trim_ns / 1e6);
+                         (double) busy / 1e6, (double) (cpu - j->turn_cpu_ns) / 1e6, ru.ru_nivcsw - j->turn_nivcsw,
+                         ru.ru_nvcsw - j->turn_nvcsw, calls, (double) st.flush_ns / 1e6, (double) j->turn_step_ns / 1e6,
+                         (double) j->turn_poll_ns / 1e6, (double) st.trim_ns / 1e6);
         }
         j->turn_at_ns = uv_hrtime();
         j->turn_idle_ns = idle;
@@ -149,7 +150,7 @@ static void turn_cb(uv_prepare_t *h) {
 }
 
 static void turn_arm(struct jobs *j, bool on) {
-        if (!j->turn_on || on == uv_is_active((uv_handle_t *)&j->turn))
+        if (!j->turn_on || on == uv_is_active((uv_handle_t *) &j->turn))
                 return;
         if (on) {
                 j->turn_at_ns = 0;
@@ -163,10 +164,10 @@ void jobs_lag_arm(struct jobs *j) {
 
         turn_arm(j, on);
 
-        if (on && !uv_is_active((uv_handle_t *)&j->lag)) {
-                j->lag_expected_ns = uv_hrtime() + (uint64_t)LAG_PROBE_MS * 1000000;
+        if (on && !uv_is_active((uv_handle_t *) &j->lag)) {
+                j->lag_expected_ns = uv_hrtime() + (uint64_t) LAG_PROBE_MS * 1000000;
                 uv_timer_start(&j->lag, lag_cb, LAG_PROBE_MS, LAG_PROBE_MS);
-        } else if (!on && uv_is_active((uv_handle_t *)&j->lag)) {
+        } else if (!on && uv_is_active((uv_handle_t *) &j->lag)) {
                 uv_timer_stop(&j->lag);
                 j->lag_expected_ns = 0;
         }
@@ -181,14 +182,14 @@ void jobs_turn_open(struct jobs *j) {
         if (uv_loop_configure(j->d->loop, UV_METRICS_IDLE_TIME) < 0 || uv_prepare_init(j->d->loop, &j->turn) < 0)
                 return;
         j->turn.data = j;
-        uv_unref((uv_handle_t *)&j->turn);
+        uv_unref((uv_handle_t *) &j->turn);
         j->open_handles++;
         j->turn_on = true;
 }
 
 void jobs_turn_close(struct jobs *j) {
-        if (j->turn_on && !uv_is_closing((uv_handle_t *)&j->turn)) {
+        if (j->turn_on && !uv_is_closing((uv_handle_t *) &j->turn)) {
                 uv_prepare_stop(&j->turn);
-                uv_close((uv_handle_t *)&j->turn, jobs_handle_closed);
+                uv_close((uv_handle_t *) &j->turn, jobs_handle_closed);
         }
 }

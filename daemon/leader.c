@@ -44,7 +44,8 @@ static void leader_tick(uv_timer_t *t) {
         if (r < 0) {
                 if (!l->warned)
                         log_warning("Leadership: the store cannot say who leads (%s); this daemon runs no "
-                                    "fleet jobs until it can.", strerror(-r));
+                                    "fleet jobs until it can.",
+                                    strerror(-r));
                 l->warned = true;
                 now_leader = false;
         } else
@@ -65,8 +66,8 @@ int leader_new(uv_loop_t *loop, struct store *s, struct leader **ret) {
 
         if (!l)
                 return -ENOMEM;
-        (void)gethostname(host, sizeof host - 1);
-        snprintf(l->id, sizeof l->id, "%s:%d", host, (int)getpid());
+        (void) gethostname(host, sizeof host - 1);
+        snprintf(l->id, sizeof l->id, "%s:%d", host, (int) getpid());
         l->store = s;
         r = uv_timer_init(loop, &l->timer);
         if (r < 0) {
@@ -75,8 +76,8 @@ int leader_new(uv_loop_t *loop, struct store *s, struct leader **ret) {
         }
         l->timer.data = l;
         leader_tick(&l->timer); /* decided before the first job runs */
-        (void)uv_timer_start(&l->timer, leader_tick, LEADER_TICK_MS, LEADER_TICK_MS);
-        uv_unref((uv_handle_t *)&l->timer);
+        (void) uv_timer_start(&l->timer, leader_tick, LEADER_TICK_MS, LEADER_TICK_MS);
+        uv_unref((uv_handle_t *) &l->timer);
         *ret = l;
         return 0;
 }
@@ -97,5 +98,5 @@ void leader_free(struct leader *l) {
         if (!l)
                 return;
         uv_timer_stop(&l->timer);
-        uv_close((uv_handle_t *)&l->timer, leader_closed);
+        uv_close((uv_handle_t *) &l->timer, leader_closed);
 }

@@ -22,21 +22,29 @@ void log_setup(void) {
 
         log_to_journal = false;
         if (js && sscanf(js, "%llu:%llu", &dev, &ino) == 2 && fstat(STDERR_FILENO, &st) == 0)
-                log_to_journal = (unsigned long long)st.st_dev == dev &&
-                                 (unsigned long long)st.st_ino == ino;
+                log_to_journal = (unsigned long long) st.st_dev == dev && (unsigned long long) st.st_ino == ino;
         setvbuf(stderr, NULL, _IOLBF, 0);
 }
 
-void log_set_debug(bool on) { log_debug_on = on; }
-bool log_debug_enabled(void) { return log_debug_on; }
+void log_set_debug(bool on) {
+        log_debug_on = on;
+}
+bool log_debug_enabled(void) {
+        return log_debug_on;
+}
 
 static const char *level_word(int priority) {
         switch (priority) {
-        case LOG_DEBUG: return "debug";
-        case LOG_INFO: return "info";
-        case LOG_NOTICE: return "notice";
-        case LOG_WARNING: return "warning";
-        default: return "error";
+        case LOG_DEBUG:
+                return "debug";
+        case LOG_INFO:
+                return "info";
+        case LOG_NOTICE:
+                return "notice";
+        case LOG_WARNING:
+                return "warning";
+        default:
+                return "error";
         }
 }
 

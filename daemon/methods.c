@@ -169,8 +169,8 @@ void methods_reply_error(struct call *c, const char *iface, int r, const struct 
         switch (r) {
         case -EINVAL:
                 error_named(c, iface, "InvalidArgument",
-                            json_pack("{s:s, s:s}", "field", err->field ? err->field : "",
-                                      "reason", err->reason ? err->reason : "invalid"));
+                            json_pack("{s:s, s:s}", "field", err->field ? err->field : "", "reason",
+                                      err->reason ? err->reason : "invalid"));
                 return;
         case -ENOENT:
                 error_named(c, iface, "NotFound", json_object());
@@ -183,16 +183,18 @@ void methods_reply_error(struct call *c, const char *iface, int r, const struct 
                 error_named(c, session, "FingerprintMismatch", json_object());
                 return;
         case -EBUSY:
-                error_named(c, session, "RateLimited", json_pack("{s:I}", "retry_after", (json_int_t)err->retry_after));
+                error_named(c, session, "RateLimited",
+                            json_pack("{s:I}", "retry_after", (json_int_t) err->retry_after));
                 return;
         case -E2BIG:
-                error_named(c, session, "TooLarge", json_pack("{s:I}", "max", (json_int_t)err->max));
+                error_named(c, session, "TooLarge", json_pack("{s:I}", "max", (json_int_t) err->max));
                 return;
         case -EAGAIN:
-                error_named(c, session, "Conflict", json_pack("{s:I}", "version", (json_int_t)err->version));
+                error_named(c, session, "Conflict", json_pack("{s:I}", "version", (json_int_t) err->version));
                 return;
         case -EOPNOTSUPP:
-                error_named(c, session, "FeatureDisabled", json_pack("{s:s}", "feature", err->feature ? err->feature : ""));
+                error_named(c, session, "FeatureDisabled",
+                            json_pack("{s:s}", "feature", err->feature ? err->feature : ""));
                 return;
         case -EUSERS:
                 error_named(c, session, "StorageFull", json_pack("{s:s}", "reason", "max_sessions"));

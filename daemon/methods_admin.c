@@ -41,29 +41,22 @@ static void method_status(struct daemon *d, struct call *c) {
         if (d->server)
                 server_get_stats(d->server, &st);
         engine_count(d->engine, methods_now_ms(), &counts);
-        status = json_pack("{s:s, s:i, s:I, s:I, s:s, s:s?, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}",
-                           "version", SESSIOND_VERSION,
-                           "pid", (int)getpid(),
-                           "uptime", (json_int_t)(now - d->started_at),
-                           "started_at", (json_int_t)d->started_at,
-                           "environment", sessiond_environment_to_string(d->config->environment),
-                           "config_file", d->config->config_file,
-                           "sessions_active", (json_int_t)(counts.active + counts.grace),
-                           "sessions_awaiting_cleanup", (json_int_t)counts.awaiting_cleanup,
-                           "sessions_in_memory", (json_int_t)counts.sessions,
-                           "max_sessions", (json_int_t)d->config->daemon.max_sessions,
-                           "users", (json_int_t)counts.users,
-                           "connections", (json_int_t)st.connections,
-                           "output_buffered", (json_int_t)st.output_bytes,
-                           "output_budget", (json_int_t)st.output_budget,
-                           "reloads", (json_int_t)d->reloads);
+        status = json_pack("{s:s, s:i, s:I, s:I, s:s, s:s?, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "version",
+                           SESSIOND_VERSION, "pid", (int) getpid(), "uptime", (json_int_t) (now - d->started_at),
+                           "started_at", (json_int_t) d->started_at, "environment",
+                           sessiond_environment_to_string(d->config->environment), "config_file",
+                           d->config->config_file, "sessions_active", (json_int_t) (counts.active + counts.grace),
+                           "sessions_awaiting_cleanup", (json_int_t) counts.awaiting_cleanup, "sessions_in_memory",
+                           (json_int_t) counts.sessions, "max_sessions", (json_int_t) d->config->daemon.max_sessions,
+                           "users", (json_int_t) counts.users, "connections", (json_int_t) st.connections,
+                           "output_buffered", (json_int_t) st.output_bytes, "output_budget",
+                           (json_int_t) st.output_budget, "reloads", (json_int_t) d->reloads);
         /* The file this daemon uses (sessionctl backup copies it), which a
          * reload never changes; null: in memory. */
         if (status && !store_is_memory(engine_store(d->engine))) {
                 char *real = realpath(store_name(engine_store(d->engine)), NULL);
 
-                json_object_set_new(status, "database",
-                                    json_string(real ? real : store_name(engine_store(d->engine))));
+                json_object_set_new(status, "database", json_string(real ? real : store_name(engine_store(d->engine))));
                 free(real);
         } else if (status)
                 json_object_set_new(status, "database", json_null());
@@ -83,7 +76,7 @@ static int fleet_daemon_cb(const struct store_daemon_row *row, void *userdata) {
         json_t *list = userdata;
 
         return json_array_append_new(list, json_pack("{s:s, s:I, s:b}", "id", row->daemon_id, "seen_at_ms",
-                                                     (json_int_t)row->seen_ms, "leader", row->leader)) < 0
+                                                     (json_int_t) row->seen_ms, "leader", row->leader)) < 0
                        ? -ENOMEM
                        : 0;
 }
@@ -191,7 +184,7 @@ static void method_list_sessions(struct daemon *d, struct call *c) {
         /* Without a cursor: the whole listing in one reply, built a page
          * per loop iteration (methods_listing.c). */
         if (!paged) {
-                methods_list_sessions_steps(d, c, IFACE, user, include_ended, false, (unsigned)limit);
+                methods_list_sessions_steps(d, c, IFACE, user, include_ended, false, (unsigned) limit);
                 return;
         }
         sessions = json_array();
@@ -202,7 +195,7 @@ static void method_list_sessions(struct daemon *d, struct call *c) {
         /* With a cursor: one page of at most `limit` (methods_page.c). */
         if (limit > METHODS_PAGE_MAX)
                 limit = METHODS_PAGE_MAX;
-        r = engine_list_sessions_page(d->engine, methods_now_ms(), user, include_ended, (unsigned)limit, &page,
+        r = engine_list_sessions_page(d->engine, methods_now_ms(), user, include_ended, (unsigned) limit, &page,
                                       list_cb, sessions);
         if (r < 0) {
                 json_decref(sessions);

@@ -31,7 +31,8 @@ static void bulk_call_done(int error, unsigned count, void *userdata) {
         call_set_cancel(c, NULL, NULL);
         free(x);
         if (error == -ECANCELED) {
-                call_error(c, "io.sessiond.Session.StorageError", json_pack("{s:s}", "reason", "the daemon is stopping"));
+                call_error(c, "io.sessiond.Session.StorageError",
+                           json_pack("{s:s}", "reason", "the daemon is stopping"));
                 return;
         }
         if (error < 0) {
@@ -40,13 +41,13 @@ static void bulk_call_done(int error, unsigned count, void *userdata) {
         }
         if (count > 0)
                 call_mark_write(c);
-        call_reply(c, json_pack("{s:I}", "count", (json_int_t)count));
+        call_reply(c, json_pack("{s:I}", "count", (json_int_t) count));
 }
 
 static void bulk_call_cancel(struct call *c, void *userdata) {
         struct bulk_call *x = userdata;
 
-        (void)c;
+        (void) c;
         bulk_forget(x->d->bulk, x->job);
         free(x);
 }
@@ -75,7 +76,7 @@ void methods_bulk_end_user(struct daemon *d, struct call *c, const char *iface, 
                 if (reason == ENGINE_END_TERMINATED && count > 0)
                         log_info("%u sessions of user %s terminated by an operator.", count, user_id);
                 methods_mark_write(c, d, seq);
-                call_reply(c, json_pack("{s:I}", "count", (json_int_t)count));
+                call_reply(c, json_pack("{s:I}", "count", (json_int_t) count));
                 return;
         }
         call_set_cancel(c, bulk_call_cancel, x);

@@ -103,7 +103,7 @@ static void listing_closed(uv_handle_t *h) {
 /* Drops a listing whose idle handle was opened. */
 static void listing_close(struct listing *l) {
         uv_idle_stop(&l->step);
-        uv_close((uv_handle_t *)&l->step, listing_closed);
+        uv_close((uv_handle_t *) &l->step, listing_closed);
 }
 
 static int listing_begin(struct listing *l) {
@@ -135,8 +135,8 @@ static void listing_answer(struct listing *l, int r) {
 static void listing_log(const struct listing *l, uint64_t answer_ns) {
         log_debug("%s listing without a cursor: %u entries in %u steps over %.1f ms; pages: the first %.2f ms, "
                   "the longest %.2f ms; the reply (%zu bytes) handed over in %.2f ms",
-                  l->kind->key, l->entries, l->steps, (double)(uv_hrtime() - l->started) / 1e6,
-                  (double)l->first / 1e6, (double)l->longest / 1e6, l->reply_bytes, (double)answer_ns / 1e6);
+                  l->kind->key, l->entries, l->steps, (double) (uv_hrtime() - l->started) / 1e6,
+                  (double) l->first / 1e6, (double) l->longest / 1e6, l->reply_bytes, (double) answer_ns / 1e6);
 }
 
 /* One page; true when the call was answered. */
@@ -183,7 +183,7 @@ static void step_cb(uv_idle_t *h) {
 static void listing_cancel(struct call *c, void *userdata) {
         struct listing *l = userdata;
 
-        (void)c;
+        (void) c;
         l->call = NULL;
         listing_close(l);
 }
@@ -231,8 +231,8 @@ static int sessions_page(struct listing *l, bool *done) {
 
         l->page.scan_max = METHODS_PAGE_SCAN;
         if (l->user_listing)
-                r = engine_list_user_page(l->d->engine, methods_now_ms(), l->user_id, limit, &l->page,
-                                          session_write_cb, l, &l->err);
+                r = engine_list_user_page(l->d->engine, methods_now_ms(), l->user_id, limit, &l->page, session_write_cb,
+                                          l, &l->err);
         else
                 r = engine_list_sessions_page(l->d->engine, methods_now_ms(), l->user_id, l->include_ended, limit,
                                               &l->page, session_write_cb, l);
@@ -245,8 +245,8 @@ static int sessions_page(struct listing *l, bool *done) {
 
 static const struct listing_kind sessions_kind = {"sessions", sessions_page};
 
-static struct listing *listing_new(struct daemon *d, struct call *c, const char *iface,
-                                   const struct listing_kind *kind, unsigned limit, const char *user_id) {
+static struct listing *listing_new(struct daemon *d, struct call *c, const char *iface, const struct listing_kind *kind,
+                                   unsigned limit, const char *user_id) {
         struct listing *l = calloc(1, sizeof *l);
 
         if (!l)

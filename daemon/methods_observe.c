@@ -57,7 +57,7 @@ static json_t *configuration_origin(const struct sessiond_config *c) {
         json_t *o;
 
         for (size_t i = 0; c->origins && i < sessiond_setting_count(); i++)
-                if ((unsigned)c->origins[i].kind < 5)
+                if ((unsigned) c->origins[i].kind < 5)
                         counts[c->origins[i].kind]++;
         o = json_pack("{s:s?, s:s?, s:b, s:s, s:{s:I, s:I, s:I, s:I, s:I}}", "file", c->config_file, "env_file",
                       env_file && *env_file ? env_file : NULL, "env_file_present",
@@ -107,7 +107,7 @@ static void method_metrics(struct daemon *d, struct call *c) {
         }
         call_reply(c, json_pack("{s:o, s:o, s:b, s:I}", "metrics", metrics, "history", history, "collecting",
                                 cf->monitoring.metrics_collection, "interval",
-                                (json_int_t)cf->monitoring.metrics_interval));
+                                (json_int_t) cf->monitoring.metrics_interval));
 }
 
 static void method_alerts(struct daemon *d, struct call *c) {
@@ -133,7 +133,7 @@ json_t *methods_audit_entry(const struct store_audit_row *row) {
                 json_decref(detail);
                 detail = json_pack("{s:s?}", "text", row->detail);
         }
-        return json_pack("{s:I, s:I, s:s, s:s?, s:s?, s:o}", "id", (json_int_t)row->id, "time", (json_int_t)row->time,
+        return json_pack("{s:I, s:I, s:s, s:s?, s:s?, s:o}", "id", (json_int_t) row->id, "time", (json_int_t) row->time,
                          "kind", row->kind, "user_id", row->user_id, "session_id", row->session_id, "detail",
                          detail ? detail : json_object());
 }
@@ -197,8 +197,8 @@ static void audit_page(struct daemon *d, struct call *c, struct store_audit_filt
                 return;
         }
         reply = json_pack("{s:o}", "entries", entries);
-        if (methods_reply_set_cursor(reply, json_array_size(entries) == f->limit && wanted > f->limit, last[0],
-                                     last[1], true) < 0) {
+        if (methods_reply_set_cursor(reply, json_array_size(entries) == f->limit && wanted > f->limit, last[0], last[1],
+                                     true) < 0) {
                 json_decref(reply);
                 methods_reply_oom(c);
                 return;
@@ -234,7 +234,7 @@ static void method_audit(struct daemon *d, struct call *c) {
                 return;
         }
         f.since = since;
-        f.limit = (unsigned)limit;
+        f.limit = (unsigned) limit;
         /* The failed validations counted so far are written first, so the
          * listing shows them; the reply waits for their commit. */
         seq = engine_write_seq(d->engine);
@@ -274,13 +274,13 @@ static void cleanup_done(const struct jobs_cleanup_result *r, void *userdata) {
         /* The last batch is committed with this iteration's writes: the
          * counts go out only if that commit succeeds. */
         call_mark_write(c);
-        call_reply(c, json_pack("{s:I, s:I}", "ended", (json_int_t)r->ended, "purged", (json_int_t)r->purged));
+        call_reply(c, json_pack("{s:I, s:I}", "ended", (json_int_t) r->ended, "purged", (json_int_t) r->purged));
 }
 
 static void cleanup_cancel(struct call *c, void *userdata) {
         struct cleanup_call *x = userdata;
 
-        (void)c;
+        (void) c;
         jobs_cleanup_forget(x->d->jobs, x->waiter);
         free(x);
 }
@@ -333,7 +333,7 @@ static int platform_cb(const char *platform_id, uint64_t count, void *userdata) 
                 x->without += count;
                 return 0;
         }
-        return json_object_set_new(x->by_platform, platform_id, json_integer((json_int_t)count)) < 0 ? -ENOMEM : 0;
+        return json_object_set_new(x->by_platform, platform_id, json_integer((json_int_t) count)) < 0 ? -ENOMEM : 0;
 }
 
 static void analytics_reply(struct daemon *d, struct call *c, struct analytics_result *r) {
@@ -351,7 +351,7 @@ static void analytics_reply(struct daemon *d, struct call *c, struct analytics_r
                 return;
         }
         a = analytics_to_json(r, p.by_platform);
-        if (!a || json_object_set_new(a, "active_without_platform", json_integer((json_int_t)p.without)) < 0) {
+        if (!a || json_object_set_new(a, "active_without_platform", json_integer((json_int_t) p.without)) < 0) {
                 json_decref(a);
                 methods_reply_oom(c);
                 return;
@@ -376,7 +376,7 @@ static void analytics_done(struct analytics_result *r, void *userdata) {
 static void analytics_call_cancel(struct call *c, void *userdata) {
         struct analytics_call *x = userdata;
 
-        (void)c;
+        (void) c;
         analytics_cancel(x->job);
         free(x);
 }
@@ -393,7 +393,7 @@ static void method_analytics(struct daemon *d, struct call *c) {
         if (store_is_memory(s)) {
                 struct analytics_result res;
 
-                (void)analytics_compute(s, methods_now(), &res);
+                (void) analytics_compute(s, methods_now(), &res);
                 analytics_reply(d, c, &res);
                 analytics_result_clear(&res);
                 return;
@@ -415,8 +415,8 @@ static void method_analytics(struct daemon *d, struct call *c) {
 }
 
 const struct method methods_observe[] = {
-        {"Health", method_health},   {"Metrics", method_metrics}, {"Alerts", method_alerts},
-        {"Events", method_events},   {"Audit", method_audit},     {"Cleanup", method_cleanup},
+        {"Health", method_health},       {"Metrics", method_metrics}, {"Alerts", method_alerts},
+        {"Events", method_events},       {"Audit", method_audit},     {"Cleanup", method_cleanup},
         {"Analytics", method_analytics},
 };
 const size_t methods_observe_count = sizeof methods_observe / sizeof methods_observe[0];

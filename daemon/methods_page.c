@@ -39,7 +39,8 @@ int methods_param_cursor(struct call *c, const char *iface, bool *given, int64_t
         if (!*text)
                 return 0;
         if ((sscanf(text, "%" SCNd64 ".%" SCNd64 "%c", a, b, &tail) == 2 ||
-             sscanf(text, "%" SCNd64 "%c", a, &tail) == 1) && *a >= 0 && *b >= 0)
+             sscanf(text, "%" SCNd64 "%c", a, &tail) == 1) &&
+            *a >= 0 && *b >= 0)
                 return 0;
         call_error(c, METHODS_ADMIN_INTERFACE ".InvalidArgument",
                    json_pack("{s:s, s:s}", "field", "cursor", "reason", "not a cursor this daemon made"));

@@ -216,7 +216,7 @@ static void method_get_sync_state(struct daemon *d, struct call *c) {
                 methods_reply_error(c, IFACE, r, &err);
                 return;
         }
-        reply = json_pack("{s:I}", "version", (json_int_t)version);
+        reply = json_pack("{s:I}", "version", (json_int_t) version);
         if (reply && data && json_object_set_new(reply, "data", json_stringn(data, size)) < 0) {
                 json_decref(reply);
                 reply = NULL;
@@ -251,14 +251,13 @@ static void method_set_sync_state(struct daemon *d, struct call *c) {
                            json_pack("{s:s, s:s}", "field", "expected_version", "reason", "must not be negative"));
                 return;
         }
-        r = engine_sync_set(d->engine, methods_now_ms(), token, data, size,
-                            expected, &version, &err);
+        r = engine_sync_set(d->engine, methods_now_ms(), token, data, size, expected, &version, &err);
         if (r < 0) {
                 methods_reply_error(c, IFACE, r, &err);
                 return;
         }
         methods_mark_write(c, d, seq);
-        call_reply(c, json_pack("{s:I}", "version", (json_int_t)version));
+        call_reply(c, json_pack("{s:I}", "version", (json_int_t) version));
 }
 
 static void method_watch(struct daemon *d, struct call *c) {
@@ -343,8 +342,7 @@ static void method_list_user(struct daemon *d, struct call *c) {
                 methods_reply_oom(c);
                 return;
         }
-        r = engine_list_user_page(d->engine, methods_now_ms(), user, METHODS_PAGE_MAX, &page, list_cb, sessions,
-                                  &err);
+        r = engine_list_user_page(d->engine, methods_now_ms(), user, METHODS_PAGE_MAX, &page, list_cb, sessions, &err);
         if (r < 0) {
                 json_decref(sessions);
                 methods_reply_error(c, IFACE, r, &err);

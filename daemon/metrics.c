@@ -55,11 +55,11 @@ struct metrics {
 static const char *const cleanup_kind_names[_METRICS_CLEANUP_MAX] = {"regular", "batch", "deep"};
 
 const char *metrics_cleanup_kind_to_string(enum metrics_cleanup_kind k) {
-        return (unsigned)k < _METRICS_CLEANUP_MAX ? cleanup_kind_names[k] : "regular";
+        return (unsigned) k < _METRICS_CLEANUP_MAX ? cleanup_kind_names[k] : "regular";
 }
 
 static size_t history_size(const struct daemon *d) {
-        return (size_t)d->config->monitoring.metrics_buffer_size;
+        return (size_t) d->config->monitoring.metrics_buffer_size;
 }
 
 static void window_counters(struct metrics *m, uint64_t v[RATE_WINDOW_COUNTERS]) {
@@ -82,7 +82,7 @@ void metrics_window_restart(struct metrics *m) {
 
         rate_window_init(&m->window, METRICS_RATE_WINDOW_MS);
         window_counters(m, v);
-        rate_window_add(&m->window, (int64_t)uv_now(m->d->loop), v);
+        rate_window_add(&m->window, (int64_t) uv_now(m->d->loop), v);
 }
 
 int metrics_new(struct daemon *d, struct metrics **ret) {
@@ -98,8 +98,7 @@ int metrics_new(struct daemon *d, struct metrics **ret) {
         if (r < 0 && m->scratch)
                 log_error_errno(r, "Failed to allocate the metrics history (monitoring.metrics_buffer_size=%zu): %m",
                                 history_size(d));
-        if (r < 0 ||
-            (r = reservoir_init(&m->requests, METRICS_RESERVOIR)) < 0 ||
+        if (r < 0 || (r = reservoir_init(&m->requests, METRICS_RESERVOIR)) < 0 ||
             (r = reservoir_init(&m->commits, METRICS_RESERVOIR)) < 0) {
                 metrics_free(m);
                 return -ENOMEM;
@@ -124,7 +123,7 @@ int metrics_config_changed(struct metrics *m) {
 
 int metrics_config_reserve(struct metrics *m, const struct sessiond_config *c) {
         assert(c->monitoring.metrics_buffer_size > 0);
-        return ring_reserve(&m->history, (size_t)c->monitoring.metrics_buffer_size);
+        return ring_reserve(&m->history, (size_t) c->monitoring.metrics_buffer_size);
 }
 
 void metrics_config_unreserve(struct metrics *m) {
@@ -148,16 +147,16 @@ void metrics_observe(struct metrics *m, const struct engine_event *ev) {
                 return;
         m->ended++;
         if (json_is_integer(duration) && json_integer_value(duration) > 0)
-                m->ended_seconds += (uint64_t)json_integer_value(duration);
+                m->ended_seconds += (uint64_t) json_integer_value(duration);
 }
 
 static uint32_t to_us(uint64_t nsec) {
         uint64_t us = nsec / 1000;
-        return us > UINT32_MAX ? UINT32_MAX : (uint32_t)us;
+        return us > UINT32_MAX ? UINT32_MAX : (uint32_t) us;
 }
 
 void metrics_request_done(struct metrics *m, const char *method, uint64_t nsec) {
-        (void)method;
+        (void) method;
         reservoir_add(&m->requests, to_us(nsec));
         m->requests_ns_sum += nsec;
 }
@@ -168,7 +167,7 @@ void metrics_commit_done(struct metrics *m, uint64_t nsec) {
 }
 
 void metrics_loop_lag(struct metrics *m, uint64_t lag_ns) {
-        double ms = (double)lag_ns / 1e6;
+        double ms = (double) lag_ns / 1e6;
 
         m->lag_measured = true;
         m->lag_last_ms = ms;
@@ -232,7 +231,7 @@ static void add(struct builder *b, const char *name, const char *type, const cha
 }
 
 static json_t *u64(uint64_t v) {
-        return json_integer((json_int_t)(v > INT64_MAX ? INT64_MAX : v));
+        return json_integer((json_int_t) (v > INT64_MAX ? INT64_MAX : v));
 }
 
 static json_t *real(double v) {
@@ -248,9 +247,8 @@ static void add_quantiles(struct metrics *m, struct builder *b, const struct res
         size_t n = reservoir_sorted(r, m->scratch);
 
         for (size_t i = 0; i < 3; i++)
-                add(b, name, "gauge", help,
-                    real(n ? analytics_percentile(m->scratch, n, quantile_values[i]) / 1e6 : 0), "quantile",
-                    quantile_labels[i], NULL);
+                add(b, name, "gauge", help, real(n ? analytics_percentile(m->scratch, n, quantile_values[i]) / 1e6 : 0),
+                    "quantile", quantile_labels[i], NULL);
 }
 
 static int64_t db_size(struct daemon *d) {
@@ -270,13 +268,13 @@ static void add_thresholds(struct builder *b, const struct sessiond_config *c) {
                 const char *alert;
                 double value;
         } t[] = {
-                { "creation_rate", c->monitoring.alerts.creation_rate },
-                { "failure_rate", c->monitoring.alerts.failure_rate },
-                { "avg_duration", c->monitoring.alerts.avg_duration },
-                { "concurrent_sessions", c->monitoring.alerts.concurrent_sessions },
-                { "suspicious_rate", c->monitoring.alerts.suspicious_rate },
-                { "cleanup_backlog", (double)c->cleanup.max_expired_threshold },
-                { "suspicious_users", (double)c->security.suspicious_activity_threshold },
+                {"creation_rate", c->monitoring.alerts.creation_rate},
+                {"failure_rate", c->monitoring.alerts.failure_rate},
+                {"avg_duration", c->monitoring.alerts.avg_duration},
+                {"concurrent_sessions", c->monitoring.alerts.concurrent_sessions},
+                {"suspicious_rate", c->monitoring.alerts.suspicious_rate},
+                {"cleanup_backlog", (double) c->cleanup.max_expired_threshold},
+                {"suspicious_users", (double) c->security.suspicious_activity_threshold},
         };
 
         for (size_t i = 0; i < sizeof t / sizeof t[0]; i++)
@@ -302,8 +300,8 @@ json_t *metrics_current(struct metrics *m, int64_t now, const struct metrics_ext
         /* sessions */
         add(&b, "sessions_active", "gauge", "Live sessions (active or in their expiration grace).",
             u64(counts.active + counts.grace), NULL);
-        add(&b, "sessions_grace", "gauge", "Sessions past their end, within timeout.expiration_grace.", u64(counts.grace),
-            NULL);
+        add(&b, "sessions_grace", "gauge", "Sessions past their end, within timeout.expiration_grace.",
+            u64(counts.grace), NULL);
         add(&b, "sessions_awaiting_cleanup", "gauge",
             "Sessions past their end + timeout.cleanup_grace that cleanup has not ended yet.",
             u64(counts.awaiting_cleanup), NULL);
@@ -328,7 +326,7 @@ json_t *metrics_current(struct metrics *m, int64_t now, const struct metrics_ext
         add(&b, "sessions_rotated_total", "counter", "Tokens rotated.", u64(ec->rotated), NULL);
         for (int r = 1; r < _ENGINE_END_MAX; r++)
                 add(&b, "sessions_ended_total", "counter", "Sessions ended, by reason.", u64(ec->ended[r]), "reason",
-                    engine_end_reason_to_string((enum engine_end_reason)r), NULL);
+                    engine_end_reason_to_string((enum engine_end_reason) r), NULL);
         add(&b, "platform_switches_total", "counter", "Platform switches by result.", u64(ec->platform_switches),
             "result", "ok", NULL);
         add(&b, "platform_switches_total", "counter", "Platform switches by result.",
@@ -364,8 +362,8 @@ json_t *metrics_current(struct metrics *m, int64_t now, const struct metrics_ext
         add(&b, "fleet_changes_total", "counter",
             "Sessions another daemon of the fleet changed, learnt from the shared store, by kind.",
             u64(ec->remote_changed), "kind", "created_or_changed", NULL);
-        add(&b, "db_size_bytes", "gauge", "Size of the database file and its WAL (0 in memory).", json_integer(db_size(d)),
-            NULL);
+        add(&b, "db_size_bytes", "gauge", "Size of the database file and its WAL (0 in memory).",
+            json_integer(db_size(d)), NULL);
 
         /* cleanup */
         for (int k = 0; k < _METRICS_CLEANUP_MAX; k++)
@@ -375,18 +373,18 @@ json_t *metrics_current(struct metrics *m, int64_t now, const struct metrics_ext
                 add(&b, "cleanup_duration_seconds_sum", "counter",
                     "Wall time of the cleanup runs by kind, start to end (rests between steps included).",
                     real(mc->cleanup_seconds[k]), "kind", cleanup_kind_names[k], NULL);
-        add(&b, "cleanup_failures_total", "counter", "Cleanup runs that stopped on an error.", u64(mc->cleanup_failures),
-            NULL);
+        add(&b, "cleanup_failures_total", "counter", "Cleanup runs that stopped on an error.",
+            u64(mc->cleanup_failures), NULL);
         add(&b, "cleanup_triggered_total", "counter",
-            "Regular cleanups started early because cleanup.trigger_threshold was reached.",
-            u64(mc->cleanup_triggered), NULL);
+            "Regular cleanups started early because cleanup.trigger_threshold was reached.", u64(mc->cleanup_triggered),
+            NULL);
         add(&b, "cleanup_ended_total", "counter", "Sessions ended by cleanup (past their end + cleanup_grace).",
             u64(mc->cleanup_ended), NULL);
         add(&b, "cleanup_evicted_total", "counter",
             "Sessions ended by batch cleanup to enforce security.max_concurrent_per_user.", u64(mc->cleanup_evicted),
             NULL);
-        add(&b, "purged_total", "counter", "Rows deleted by deep cleanup (retention).", u64(ec->purged_sessions), "what",
-            "sessions", NULL);
+        add(&b, "purged_total", "counter", "Rows deleted by deep cleanup (retention).", u64(ec->purged_sessions),
+            "what", "sessions", NULL);
         add(&b, "purged_total", "counter", "Rows deleted by deep cleanup (retention).", u64(ec->purged_audit), "what",
             "audit", NULL);
         add(&b, "security_checks_total", "counter", "Security checks run.", u64(mc->security_checks), NULL);
@@ -405,11 +403,11 @@ json_t *metrics_current(struct metrics *m, int64_t now, const struct metrics_ext
                 add(&b, "requests_timed_total", "counter", "Calls timed from dispatch to final reply.",
                     u64(m->requests.total), NULL);
                 add(&b, "request_duration_seconds_sum", "counter", "Total time of the timed calls.",
-                    real((double)m->requests_ns_sum / 1e9), NULL);
+                    real((double) m->requests_ns_sum / 1e9), NULL);
                 add_quantiles(m, &b, &m->requests, "request_duration_seconds",
                               "Call duration quantiles over the newest 1024 calls.");
                 add(&b, "commit_duration_seconds_sum", "counter", "Total time of the group commits.",
-                    real((double)m->commits_ns_sum / 1e9), NULL);
+                    real((double) m->commits_ns_sum / 1e9), NULL);
                 add_quantiles(m, &b, &m->commits, "commit_duration_seconds",
                               "Group commit duration quantiles over the newest 1024 commits.");
                 add(&b, "loop_lag_seconds", "gauge", "How late the event loop ran its last probe timer.",
@@ -421,12 +419,15 @@ json_t *metrics_current(struct metrics *m, int64_t now, const struct metrics_ext
         /* observability itself */
         add(&b, "alerts_firing", "gauge", "Alerts firing now.", json_integer(x ? x->alerts_firing : 0), NULL);
         add(&b, "events_total", "counter", "Events recorded.", u64(x ? x->events_total : 0), NULL);
-        add(&b, "event_followers", "gauge", "Open Admin.Events streams.", json_integer(x ? x->event_followers : 0), NULL);
+        add(&b, "event_followers", "gauge", "Open Admin.Events streams.", json_integer(x ? x->event_followers : 0),
+            NULL);
         if (x && x->health_status >= 0)
-                add(&b, "health_status", "gauge", "Overall health of the last check: 0 healthy, 1 degraded, 2 unhealthy.",
+                add(&b, "health_status", "gauge",
+                    "Overall health of the last check: 0 healthy, 1 degraded, 2 unhealthy.",
                     json_integer(x->health_status), NULL);
         add(&b, "metrics_samples_total", "counter", "Samples taken into the history.", u64(mc->samples), NULL);
-        add(&b, "uptime_seconds", "gauge", "Seconds since the daemon started.", json_integer(now - d->started_at), NULL);
+        add(&b, "uptime_seconds", "gauge", "Seconds since the daemon started.", json_integer(now - d->started_at),
+            NULL);
         add(&b, "reloads_total", "counter", "Configuration reloads that succeeded.", u64(d->reloads), NULL);
         add_thresholds(&b, d->config);
 
@@ -454,7 +455,7 @@ int metrics_sample(struct metrics *m, int64_t now, const struct metrics_extra *x
         int64_t span;
 
         window_counters(m, v);
-        rate_window_add(&m->window, (int64_t)uv_now(d->loop), v);
+        rate_window_add(&m->window, (int64_t) uv_now(d->loop), v);
         if (rate_window_delta(&m->window, delta, &span) == 0) {
                 int64_t w = METRICS_RATE_WINDOW_MS;
 
@@ -464,9 +465,9 @@ int metrics_sample(struct metrics *m, int64_t now, const struct metrics_extra *x
                 rt.suspicious = rate_window_per_window(delta[W_SUSPICIOUS], span, w);
                 rt.ended = rate_window_per_window(delta[W_ENDED], span, w);
                 if (delta[W_VALIDATIONS] > 0)
-                        rt.failure_percent = 100.0 * (double)delta[W_FAILURES] / (double)delta[W_VALIDATIONS];
+                        rt.failure_percent = 100.0 * (double) delta[W_FAILURES] / (double) delta[W_VALIDATIONS];
                 if (delta[W_ENDED] > 0)
-                        rt.mean_duration = (double)delta[W_ENDED_SECONDS] / (double)delta[W_ENDED];
+                        rt.mean_duration = (double) delta[W_ENDED_SECONDS] / (double) delta[W_ENDED];
         }
         if (d->server)
                 server_get_stats(d->server, &st);
@@ -476,17 +477,16 @@ int metrics_sample(struct metrics *m, int64_t now, const struct metrics_extra *x
         if (rates)
                 *rates = rt;
         n = reservoir_sorted(&m->requests, m->scratch);
-        sample = json_pack("{s:I, s:I, s:I, s:i, s:o, s:o, s:o, s:o, s:o, s:o, s:I, s:i}", "time", (json_int_t)now,
-                           "sessions_active", (json_int_t)(counts.active + counts.grace), "sessions_awaiting_cleanup",
-                           (json_int_t)counts.awaiting_cleanup, "connections", (int)st.connections,
-                           "created_per_minute", maybe_number(rt.created), "failure_rate_percent",
-                           maybe_number(rt.failure_percent), "suspicious_per_minute", maybe_number(rt.suspicious),
-                           "mean_duration_seconds", maybe_number(rt.mean_duration), "request_p99_seconds",
-                           n ? maybe_number(analytics_percentile(m->scratch, n, 99) / 1e6) : json_null(),
-                           "loop_lag_max_seconds",
-                           d->config->monitoring.performance_monitoring ? maybe_number(m->lag_sample_ms / 1e3)
-                                                                        : json_null(),
-                           "db_size_bytes", (json_int_t)db_size(d), "alerts_firing", x ? (int)x->alerts_firing : 0);
+        sample = json_pack(
+                "{s:I, s:I, s:I, s:i, s:o, s:o, s:o, s:o, s:o, s:o, s:I, s:i}", "time", (json_int_t) now,
+                "sessions_active", (json_int_t) (counts.active + counts.grace), "sessions_awaiting_cleanup",
+                (json_int_t) counts.awaiting_cleanup, "connections", (int) st.connections, "created_per_minute",
+                maybe_number(rt.created), "failure_rate_percent", maybe_number(rt.failure_percent),
+                "suspicious_per_minute", maybe_number(rt.suspicious), "mean_duration_seconds",
+                maybe_number(rt.mean_duration), "request_p99_seconds",
+                n ? maybe_number(analytics_percentile(m->scratch, n, 99) / 1e6) : json_null(), "loop_lag_max_seconds",
+                d->config->monitoring.performance_monitoring ? maybe_number(m->lag_sample_ms / 1e3) : json_null(),
+                "db_size_bytes", (json_int_t) db_size(d), "alerts_firing", x ? (int) x->alerts_firing : 0);
         m->lag_sample_ms = 0;
         if (!sample)
                 return -ENOMEM;

@@ -74,9 +74,9 @@ struct metrics_http {
         uv_timer_t timer;
         uv_async_t async;
         struct MHD_Daemon *mhd;
-        char *listen;      /* the address bound here, NULL when off or from systemd */
-        bool from_systemd; /* serving the socket systemd passed */
-        int64_t interval;  /* of the running timer, seconds; 0 stopped */
+        char *listen;          /* the address bound here, NULL when off or from systemd */
+        bool from_systemd;     /* serving the socket systemd passed */
+        int64_t interval;      /* of the running timer, seconds; 0 stopped */
         unsigned handles_open; /* while closing */
 
         /* Shared with the HTTP threads, under lock. */
@@ -202,7 +202,8 @@ static char *snapshot_copy(struct metrics_http *h, size_t *ret_len) {
                 if (h->text)
                         fwrite(h->text, 1, h->len, f);
                 fprintf(f,
-                        "# HELP sessiond_metrics_snapshot_age_seconds How old the rendered metrics of this scrape are.\n"
+                        "# HELP sessiond_metrics_snapshot_age_seconds How old the rendered metrics of this scrape "
+                        "are.\n"
                         "# TYPE sessiond_metrics_snapshot_age_seconds gauge\n"
                         "sessiond_metrics_snapshot_age_seconds %.3f\n"
                         "# HELP sessiond_build_info The version of the daemon.\n"
@@ -235,8 +236,7 @@ static enum MHD_Result reply(struct MHD_Connection *conn, unsigned status, const
         return r;
 }
 
-static enum MHD_Result reply_text(struct MHD_Connection *conn, unsigned status, const char *text,
-                                  const char *allow) {
+static enum MHD_Result reply_text(struct MHD_Connection *conn, unsigned status, const char *text, const char *allow) {
         return reply(conn, status, "text/plain; charset=utf-8", text, strlen(text), allow);
 }
 
@@ -255,8 +255,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         if (strcmp(url, "/metrics") != 0)
                 return reply_text(conn, MHD_HTTP_NOT_FOUND, "Not found: sessiond serves GET /metrics only.\n", NULL);
         if (strcmp(method, MHD_HTTP_METHOD_GET) != 0 && strcmp(method, MHD_HTTP_METHOD_HEAD) != 0)
-                return reply_text(conn, MHD_HTTP_METHOD_NOT_ALLOWED, "Method not allowed: GET or HEAD.\n",
-                                  "GET, HEAD");
+                return reply_text(conn, MHD_HTTP_METHOD_NOT_ALLOWED, "Method not allowed: GET or HEAD.\n", "GET, HEAD");
         body = snapshot_copy(h, &len);
         if (!body)
                 return reply_text(conn, MHD_HTTP_SERVICE_UNAVAILABLE, "Out of memory.\n", NULL);
@@ -269,9 +268,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 
 static int listener_start_fd(struct metrics_http *h, int fd) {
         h->mhd = MHD_start_daemon(MHD_USE_THREAD_PER_CONNECTION | MHD_USE_POLL_INTERNAL_THREAD, 0, NULL, NULL,
-                                  on_request, h, MHD_OPTION_LISTEN_SOCKET, (MHD_socket) fd,
-                                  MHD_OPTION_CONNECTION_LIMIT, (unsigned) METRICS_HTTP_MAX_CONNECTIONS,
-                                  MHD_OPTION_CONNECTION_TIMEOUT, (unsigned) METRICS_HTTP_TIMEOUT_S, MHD_OPTION_END);
+                                  on_request, h, MHD_OPTION_LISTEN_SOCKET, (MHD_socket) fd, MHD_OPTION_CONNECTION_LIMIT,
+                                  (unsigned) METRICS_HTTP_MAX_CONNECTIONS, MHD_OPTION_CONNECTION_TIMEOUT,
+                                  (unsigned) METRICS_HTTP_TIMEOUT_S, MHD_OPTION_END);
         return h->mhd ? 0 : -EIO;
 }
 

@@ -167,7 +167,7 @@ void reservoir_reset_max(struct reservoir *r) {
 }
 
 static int double_cmp(const void *a, const void *b) {
-        double x = *(const double *)a, y = *(const double *)b;
+        double x = *(const double *) a, y = *(const double *) b;
         return x < y ? -1 : x > y;
 }
 
@@ -230,6 +230,6 @@ int rate_window_delta(const struct rate_window *w, uint64_t delta[RATE_WINDOW_CO
 double rate_window_per_window(uint64_t delta, int64_t span_ms, int64_t window_ms) {
         assert(window_ms > 0);
         if (span_ms <= window_ms)
-                return (double)delta;
-        return (double)delta * (double)window_ms / (double)span_ms;
+                return (double) delta;
+        return (double) delta * (double) window_ms / (double) span_ms;
 }

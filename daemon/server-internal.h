@@ -36,13 +36,13 @@
 #define SERVER_GETINFO_URL "man:sessiond(8)"
 
 /* Intrusive doubly-linked lists: `name` selects the pair of link fields. */
-#define DLIST_PUSH(head, item, name)                                \
-        do {                                                        \
-                (item)->name##_prev = NULL;                         \
-                (item)->name##_next = (head);                       \
-                if (head)                                           \
-                        (head)->name##_prev = (item);               \
-                (head) = (item);                                    \
+#define DLIST_PUSH(head, item, name)                  \
+        do {                                          \
+                (item)->name##_prev = NULL;           \
+                (item)->name##_next = (head);         \
+                if (head)                             \
+                        (head)->name##_prev = (item); \
+                (head) = (item);                      \
         } while (0)
 #define DLIST_REMOVE(head, item, name)                                          \
         do {                                                                    \
@@ -82,12 +82,12 @@ struct conn {
 
         struct peer_cred peer; /* at accept: uid, gid, groups (peer.c) */
         bool admin;            /* decided from peer, again at each reload */
-        bool counted; /* in the connection count (not a rejected one) */
+        bool counted;          /* in the connection count (not a rejected one) */
 
         struct varlink_reader reader;
         bool reader_ready;
-        bool partial;             /* half a message is buffered ... */
-        uint64_t partial_since;   /* ... since this loop time (ms) */
+        bool partial;           /* half a message is buffered ... */
+        uint64_t partial_since; /* ... since this loop time (ms) */
 
         struct call *current; /* the call being answered, or NULL */
 
@@ -104,9 +104,9 @@ struct conn {
         bool reading;
         bool processing;
         bool output_blocked; /* calls wait until the peer reads (output cap) */
-        bool read_eof;   /* the peer sent EOF: answer what is buffered, then close */
-        bool stop_calls; /* shutting down: start no new call, close when drained */
-        bool closed;     /* uv_close() called */
+        bool read_eof;       /* the peer sent EOF: answer what is buffered, then close */
+        bool stop_calls;     /* shutting down: start no new call, close when drained */
+        bool closed;         /* uv_close() called */
 };
 
 struct call {
@@ -118,7 +118,7 @@ struct call {
         struct ucred cred;
         bool admin;
         bool write;
-        bool cancelled; /* its cancel callback is running or has run */
+        bool cancelled;      /* its cancel callback is running or has run */
         uint64_t started_ns; /* uv_hrtime() at dispatch when timed, else 0 */
 };
 
@@ -150,9 +150,9 @@ struct server {
         unsigned max_connections;
         unsigned max_per_uid;
         size_t output_cap;
-        size_t output_budget; /* of output_total */
-        size_t output_total;  /* output bytes of every connection (conn_output_bytes) */
-        size_t freed_untrimmed; /* buffer bytes freed since the last malloc_trim() */
+        size_t output_budget;                /* of output_total */
+        size_t output_total;                 /* output bytes of every connection (conn_output_bytes) */
+        size_t freed_untrimmed;              /* buffer bytes freed since the last malloc_trim() */
         struct peer_admin_group admin_group; /* daemon.admin_group, resolved once per configuration */
 
         uint64_t commit_seq;

@@ -68,8 +68,7 @@ static void server_apply_limits(struct server *s) {
 
         assert(cfg->daemon.max_connections > 0 && cfg->daemon.max_message_size > 0);
         s->max_message_size = (size_t) cfg->daemon.max_message_size;
-        s->max_connections = cfg->daemon.max_connections > UINT_MAX ? UINT_MAX
-                                                                    : (unsigned) cfg->daemon.max_connections;
+        s->max_connections = cfg->daemon.max_connections > UINT_MAX ? UINT_MAX : (unsigned) cfg->daemon.max_connections;
         /* Three quarters per uid: see the top of the file. */
         s->max_per_uid = s->max_connections - s->max_connections / 4;
         if (s->max_per_uid == 0)
@@ -106,8 +105,8 @@ static void server_log_reject(struct server *s, const char *why, const struct uc
         s->rejected_unlogged++;
         if (s->reject_logged && now - s->last_reject_log < SERVER_REJECT_LOG_INTERVAL_MS)
                 return;
-        log_warning("Refused %llu connection(s) (last from pid %d uid %u): %s",
-                    s->rejected_unlogged, (int) cred->pid, (unsigned) cred->uid, why);
+        log_warning("Refused %llu connection(s) (last from pid %d uid %u): %s", s->rejected_unlogged, (int) cred->pid,
+                    (unsigned) cred->uid, why);
         s->rejected_unlogged = 0;
         s->last_reject_log = now;
         s->reject_logged = true;
@@ -233,9 +232,10 @@ static int server_listen_fd_from_systemd(int *ret_fd) {
                 else if (strcmp(name, METRICS_HTTP_FD_NAME) == 0 && metrics_http_adopt_fd(f) == 0)
                         continue;
                 else {
-                        log_error("systemd passed an unexpected socket (fd %d, name \"%s\"): sessiond takes "
-                                  "one named \"varlink\" (FileDescriptorName=varlink) and at most one named \"metrics\"",
-                                  f, name);
+                        log_error(
+                                "systemd passed an unexpected socket (fd %d, name \"%s\"): sessiond takes "
+                                "one named \"varlink\" (FileDescriptorName=varlink) and at most one named \"metrics\"",
+                                f, name);
                         r = -EINVAL;
                 }
         }
@@ -277,7 +277,7 @@ static int socket_probe(const struct sockaddr_un *sa, socklen_t len) {
 }
 
 static int server_bind(struct server *s, const char *path, int *ret_fd) {
-        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        struct sockaddr_un sa = {.sun_family = AF_UNIX};
         socklen_t sa_len;
         struct stat st;
         mode_t old_umask;
@@ -538,8 +538,10 @@ static void server_apply_admin_group(struct server *s) {
         if (r == -ENOENT && name && *name)
                 log_notice("daemon.admin_group %s does not exist: only root may call io.sessiond.Admin", name);
         else if (r < 0 && r != -ENOENT)
-                log_warning_errno(r, "Failed to look up daemon.admin_group %s: %m; only root may call "
-                                     "io.sessiond.Admin", name);
+                log_warning_errno(r,
+                                  "Failed to look up daemon.admin_group %s: %m; only root may call "
+                                  "io.sessiond.Admin",
+                                  name);
         for (struct conn *c = s->conns; c; c = next) {
                 bool admin = peer_is_admin(&c->peer, &s->admin_group);
 

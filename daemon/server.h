@@ -35,7 +35,7 @@ struct varlink_value;
 
 /* ---- calls (used by the method handlers) --------------------------------- */
 
-const char *call_method(const struct call *c);     /* full name */
+const char *call_method(const struct call *c); /* full name */
 /* The parameters as a jansson object (borrowed; made on first use, NULL
  * only when memory ran out). The hot handlers use call_param() instead,
  * which reads the scanned call without building objects. */

@@ -162,18 +162,18 @@ static int call_finish(struct call *c, struct outgoing *m) {
 }
 
 int call_reply(struct call *c, json_t *params) {
-        return call_finish(c, &(struct outgoing){ .params = params });
+        return call_finish(c, &(struct outgoing){.params = params});
 }
 
 int call_reply_encoded(struct call *c, char *data, size_t len) {
         assert(data);
         assert(len > 0 && data[len - 1] == '\0');
-        return call_finish(c, &(struct outgoing){ .data = data, .len = len });
+        return call_finish(c, &(struct outgoing){.data = data, .len = len});
 }
 
 int call_error(struct call *c, const char *error, json_t *params) {
         assert(error);
-        return call_finish(c, &(struct outgoing){ .error = error, .params = params });
+        return call_finish(c, &(struct outgoing){.error = error, .params = params});
 }
 
 int call_error_invalid_parameter(struct call *c, const char *name) {
@@ -182,7 +182,7 @@ int call_error_invalid_parameter(struct call *c, const char *name) {
 }
 
 int call_reply_continues(struct call *c, json_t *params) {
-        struct outgoing m = { .params = params, .continues = true };
+        struct outgoing m = {.params = params, .continues = true};
         struct conn *conn;
         int r;
 
@@ -243,7 +243,7 @@ static void service_reply(struct call *c, const char *error, json_t *params) {
         if (!params)
                 call_fail_oom(c);
         else
-                (void) call_finish(c, &(struct outgoing){ .error = error, .params = params });
+                (void) call_finish(c, &(struct outgoing){.error = error, .params = params});
 }
 
 static void service_get_info(struct call *c) {
@@ -255,12 +255,9 @@ static void service_get_info(struct call *c) {
                         interfaces = NULL;
                 }
         service_reply(c, NULL,
-                      interfaces ? json_pack("{s:s, s:s, s:s, s:s, s:o}",
-                                             "vendor", "sessiond",
-                                             "product", "sessiond",
-                                             "version", SESSIOND_VERSION,
-                                             "url", SERVER_GETINFO_URL,
-                                             "interfaces", interfaces)
+                      interfaces ? json_pack("{s:s, s:s, s:s, s:s, s:o}", "vendor", "sessiond", "product", "sessiond",
+                                             "version", SESSIOND_VERSION, "url", SERVER_GETINFO_URL, "interfaces",
+                                             interfaces)
                                  : NULL);
 }
 
@@ -303,9 +300,8 @@ void call_dispatch(struct call *c) {
         assert(dot); /* varlink_call_parse() checked "iface.Method" */
         iface_len = (size_t) (dot - method);
 
-        log_debug("Connection %llu (pid %d uid %u): %s%s%s", c->conn->id, (int) c->cred.pid,
-                  (unsigned) c->cred.uid, method, c->vc.more ? " (more)" : "",
-                  c->vc.oneway ? " (oneway)" : "");
+        log_debug("Connection %llu (pid %d uid %u): %s%s%s", c->conn->id, (int) c->cred.pid, (unsigned) c->cred.uid,
+                  method, c->vc.more ? " (more)" : "", c->vc.oneway ? " (oneway)" : "");
 
         if (c->vc.upgrade) {
                 /* No method of ours hands the connection over to another protocol. */
@@ -323,8 +319,8 @@ void call_dispatch(struct call *c) {
                 return;
         }
         if (interface_is_admin(method, iface_len) && !c->admin) {
-                log_debug("Connection %llu (pid %d uid %u): %s refused, not an administrator",
-                          c->conn->id, (int) c->cred.pid, (unsigned) c->cred.uid, method);
+                log_debug("Connection %llu (pid %d uid %u): %s refused, not an administrator", c->conn->id,
+                          (int) c->cred.pid, (unsigned) c->cred.uid, method);
                 service_reply(c, VARLINK_ERROR_PERMISSION_DENIED, json_object());
                 return;
         }

@@ -189,8 +189,8 @@ int conn_queue(struct conn *c, char *data, size_t len, bool write) {
                         c->allocated_held = n;
                 }
                 s->n_held_total++;
-                c->held[c->n_held++] = (struct held_reply){
-                        .data = data, .len = len, .seq = s->commit_seq, .write = write };
+                c->held[c->n_held++] =
+                        (struct held_reply){.data = data, .len = len, .seq = s->commit_seq, .write = write};
                 c->held_bytes += len;
         } else {
                 r = conn_output_take(c, data, len);
@@ -271,8 +271,7 @@ static void conn_process(struct conn *c) {
                         if (!c->output_blocked)
                                 log_debug("Connection %llu (pid %d uid %u): %zu bytes of replies unread, "
                                           "handling its calls paused until it reads",
-                                          c->id, (int) c->peer.ucred.pid, c->peer.ucred.uid,
-                                          conn_output_bytes(c));
+                                          c->id, (int) c->peer.ucred.pid, c->peer.ucred.uid, conn_output_bytes(c));
                         c->output_blocked = true;
                         break;
                 }
@@ -347,8 +346,7 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
 /* Reads while there is room: always when idle, up to max_message_size of
  * buffered input while a call is open, never past the output cap. */
 void conn_update_reading(struct conn *c) {
-        bool want = !c->closed && !c->read_eof && !c->stop_calls &&
-                    !conn_output_full(c) &&
+        bool want = !c->closed && !c->read_eof && !c->stop_calls && !conn_output_full(c) &&
                     (!c->current || varlink_reader_pending(&c->reader) <= c->reader.max_message_size);
 
         if (want == c->reading)

@@ -75,8 +75,8 @@ static int statefiles_check_file(const char *what, const char *path, uid_t me, m
                 return log_error_errno(-errno, "Failed to check %s %s: %m", what, path);
         }
         if (S_ISLNK(st.st_mode)) {
-                log_error("%s %s is a symbolic link; state files must be regular files. Refusing to start.",
-                          what, path);
+                log_error("%s %s is a symbolic link; state files must be regular files. Refusing to start.", what,
+                          path);
                 return -EPERM;
         }
         if (!S_ISREG(st.st_mode)) {
@@ -90,8 +90,8 @@ static int statefiles_check_file(const char *what, const char *path, uid_t me, m
                 return -EPERM;
         }
         if (st.st_mode & forbidden) {
-                log_error("%s %s is %s by group or others (mode %04o); it must be 0600. Refusing to start.",
-                          what, path, forbidden & (S_IRGRP | S_IROTH) ? "accessible" : "writable", MODE(&st));
+                log_error("%s %s is %s by group or others (mode %04o); it must be 0600. Refusing to start.", what, path,
+                          forbidden & (S_IRGRP | S_IROTH) ? "accessible" : "writable", MODE(&st));
                 return -EPERM;
         }
         return 0;

@@ -37,10 +37,10 @@ void token_key_from_bytes(struct token_key *k, const uint8_t bytes[TOKEN_KEY_BYT
         static const char fp_label[] = "sessiond fingerprint key", id_label[] = "sessiond session id key";
 
         memcpy(k->hash_key, bytes, TOKEN_KEY_BYTES);
-        crypto_generichash(k->fp_key, sizeof k->fp_key, (const unsigned char *)fp_label, sizeof fp_label - 1,
-                           bytes, TOKEN_KEY_BYTES);
-        crypto_generichash(k->id_key, sizeof k->id_key, (const unsigned char *)id_label, sizeof id_label - 1,
-                           bytes, TOKEN_KEY_BYTES);
+        crypto_generichash(k->fp_key, sizeof k->fp_key, (const unsigned char *) fp_label, sizeof fp_label - 1, bytes,
+                           TOKEN_KEY_BYTES);
+        crypto_generichash(k->id_key, sizeof k->id_key, (const unsigned char *) id_label, sizeof id_label - 1, bytes,
+                           TOKEN_KEY_BYTES);
 }
 
 int token_key_random(struct token_key *k) {
@@ -79,7 +79,7 @@ static int key_read(const char *path, struct token_key *k) {
         if (st.st_mode & (S_IRWXG | S_IRWXO)) {
                 log_error("Key file %s is accessible by group or others (mode %04o); "
                           "it must be 0600. Refusing to use it.",
-                          path, (unsigned)(st.st_mode & 07777));
+                          path, (unsigned) (st.st_mode & 07777));
                 return -EPERM;
         }
         n = read(fd, bytes, sizeof bytes);
@@ -87,11 +87,10 @@ static int key_read(const char *path, struct token_key *k) {
                 return log_error_errno(-errno, "Failed to read key file %s: %m", path);
         if (n != TOKEN_KEY_BYTES) {
                 if (n > TOKEN_KEY_BYTES)
-                        log_error("Key file %s is larger than %d bytes; refusing to use it.", path,
-                                  TOKEN_KEY_BYTES);
+                        log_error("Key file %s is larger than %d bytes; refusing to use it.", path, TOKEN_KEY_BYTES);
                 else
-                        log_error("Key file %s has the wrong size (%zd bytes, expected %d); refusing to use it.",
-                                  path, n, TOKEN_KEY_BYTES);
+                        log_error("Key file %s has the wrong size (%zd bytes, expected %d); refusing to use it.", path,
+                                  n, TOKEN_KEY_BYTES);
                 return -EINVAL;
         }
         token_key_from_bytes(k, bytes);
@@ -106,10 +105,10 @@ static int path_split(const char *path, char *dir, size_t size, const char **bas
 
         if (!slash) {
                 *base = path;
-                return (size_t)snprintf(dir, size, ".") >= size ? -ENAMETOOLONG : 0;
+                return (size_t) snprintf(dir, size, ".") >= size ? -ENAMETOOLONG : 0;
         }
         *base = slash + 1;
-        len = slash == path ? 1 : (size_t)(slash - path);
+        len = slash == path ? 1 : (size_t) (slash - path);
         if (len >= size)
                 return -ENAMETOOLONG;
         memcpy(dir, path, len);
@@ -127,15 +126,14 @@ static int key_create(const char *path) {
         int r, dfd;
 
         if (path_split(path, dir, sizeof dir, &base) < 0 ||
-            (size_t)snprintf(tmp, sizeof tmp, "%s/.%s.XXXXXX", dir, base) >= sizeof tmp)
+            (size_t) snprintf(tmp, sizeof tmp, "%s/.%s.XXXXXX", dir, base) >= sizeof tmp)
                 return -ENAMETOOLONG;
         fd = mkostemp(tmp, O_CLOEXEC); /* O_EXCL, mode 0600 */
         if (fd < 0)
                 return log_error_errno(-errno, "Failed to create key file in %s: %m", dir);
         randombytes_buf(bytes, sizeof bytes);
         errno = 0;
-        if (fchmod(fd, 0600) < 0 || write(fd, bytes, sizeof bytes) != (ssize_t)sizeof bytes ||
-            fsync(fd) < 0) {
+        if (fchmod(fd, 0600) < 0 || write(fd, bytes, sizeof bytes) != (ssize_t) sizeof bytes || fsync(fd) < 0) {
                 r = log_error_errno(errno ? -errno : -EIO, "Failed to write key file %s: %m", tmp);
                 unlink(tmp);
                 return r;
@@ -149,7 +147,7 @@ static int key_create(const char *path) {
                 return log_error_errno(r, "Failed to create key file %s: %m", path);
         dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         if (dfd >= 0) {
-                (void)fsync(dfd);
+                (void) fsync(dfd);
                 close(dfd);
         }
         return 0;
@@ -196,13 +194,13 @@ static void random_forked(void) {
 }
 
 static void random_setup(void) {
-        (void)pthread_atfork(NULL, NULL, random_forked);
+        (void) pthread_atfork(NULL, NULL, random_forked);
 }
 
 static void random_take(uint8_t *out, size_t n) {
         assert(n <= TOKEN_RANDOM_BUFFER);
         if (random_used + n > TOKEN_RANDOM_BUFFER) {
-                (void)pthread_once(&random_once, random_setup);
+                (void) pthread_once(&random_once, random_setup);
                 randombytes_buf(random_buffer, sizeof random_buffer);
                 random_used = 0;
         }
@@ -215,14 +213,12 @@ void token_new(char out[TOKEN_STRING_LEN + 1]) {
         uint8_t bytes[TOKEN_BYTES];
 
         random_take(bytes, sizeof bytes);
-        sodium_bin2base64(out, TOKEN_STRING_LEN + 1, bytes, sizeof bytes,
-                          sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+        sodium_bin2base64(out, TOKEN_STRING_LEN + 1, bytes, sizeof bytes, sodium_base64_VARIANT_URLSAFE_NO_PADDING);
         sodium_memzero(bytes, sizeof bytes);
 }
 
 static bool is_base64url(char c) {
-        return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-               c == '-' || c == '_';
+        return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '_';
 }
 
 bool token_is_wellformed(const char *s) {
@@ -237,8 +233,8 @@ bool token_is_wellformed(const char *s) {
 }
 
 void token_hash(const struct token_key *k, const char *token, uint8_t out[TOKEN_HASH_BYTES]) {
-        crypto_generichash(out, TOKEN_HASH_BYTES, (const unsigned char *)token, strlen(token),
-                           k->hash_key, sizeof k->hash_key);
+        crypto_generichash(out, TOKEN_HASH_BYTES, (const unsigned char *) token, strlen(token), k->hash_key,
+                           sizeof k->hash_key);
 }
 
 void token_key_check(const struct token_key *k, char out[TOKEN_KEY_CHECK_LEN + 1]) {
@@ -250,7 +246,8 @@ void token_key_check(const struct token_key *k, char out[TOKEN_KEY_CHECK_LEN + 1
         memcpy(ks, k->hash_key, TOKEN_KEY_BYTES);
         memcpy(ks + TOKEN_KEY_BYTES, k->fp_key, 16);
         memcpy(ks + TOKEN_KEY_BYTES + 16, k->id_key, 16);
-        crypto_generichash(h, sizeof h, (const unsigned char *)text, sizeof text - 1, ks, crypto_generichash_KEYBYTES_MAX);
+        crypto_generichash(h, sizeof h, (const unsigned char *) text, sizeof text - 1, ks,
+                           crypto_generichash_KEYBYTES_MAX);
         sodium_bin2hex(out, TOKEN_KEY_CHECK_LEN + 1, h, sizeof h);
         sodium_memzero(ks, sizeof ks);
 }
@@ -259,16 +256,15 @@ void token_id_derive(const struct token_key *k, uint32_t created_at, int64_t row
         uint8_t in[8], out[crypto_shorthash_siphashx24_BYTES];
 
         for (int i = 0; i < 8; i++)
-                in[i] = (uint8_t)((uint64_t)rowid >> (56 - 8 * i));
+                in[i] = (uint8_t) ((uint64_t) rowid >> (56 - 8 * i));
         crypto_shorthash_siphashx24(out, in, sizeof in, k->id_key);
         for (int i = 0; i < 4; i++)
-                id[i] = (uint8_t)(created_at >> (24 - 8 * i));
+                id[i] = (uint8_t) (created_at >> (24 - 8 * i));
         memcpy(id + 4, out, TOKEN_ID_BYTES - 4);
 }
 
 void token_id_format(const uint8_t id[TOKEN_ID_BYTES], char out[TOKEN_ID_STRING_LEN + 1]) {
-        sodium_bin2base64(out, TOKEN_ID_STRING_LEN + 1, id, TOKEN_ID_BYTES,
-                          sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+        sodium_bin2base64(out, TOKEN_ID_STRING_LEN + 1, id, TOKEN_ID_BYTES, sodium_base64_VARIANT_URLSAFE_NO_PADDING);
 }
 
 int token_id_parse(const char *s, uint8_t id[TOKEN_ID_BYTES]) {
@@ -287,7 +283,7 @@ uint64_t token_fingerprint(const struct token_key *k, const char *value) {
         uint8_t out[crypto_shorthash_BYTES];
         uint64_t v;
 
-        crypto_shorthash(out, (const unsigned char *)value, strlen(value), k->fp_key);
+        crypto_shorthash(out, (const unsigned char *) value, strlen(value), k->fp_key);
         memcpy(&v, out, sizeof v);
         return v ? v : 1;
 }

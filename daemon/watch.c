@@ -62,7 +62,7 @@ static size_t bucket_of(const char *id) {
         size_t h = 5381;
 
         for (const char *p = id; *p; p++)
-                h = h * 33 + (unsigned char)*p;
+                h = h * 33 + (unsigned char) *p;
         return h % WATCH_BUCKETS;
 }
 
@@ -92,7 +92,7 @@ static void watcher_unref(struct watcher *w) {
                 return;
         watcher_unlink(w);
         uv_timer_stop(&w->timer);
-        uv_close((uv_handle_t *)&w->timer, watcher_close_cb);
+        uv_close((uv_handle_t *) &w->timer, watcher_close_cb);
 }
 
 /* The stream is over (final reply sent, or the call is gone). */
@@ -157,7 +157,7 @@ static void timer_cb(uv_timer_t *t);
 static void arm_at(struct watcher *w, int64_t at) {
         int64_t delay = at - clock_now_ms() + 5;
 
-        uv_timer_start(&w->timer, timer_cb, delay > 0 ? (uint64_t)delay : 0, 0);
+        uv_timer_start(&w->timer, timer_cb, delay > 0 ? (uint64_t) delay : 0, 0);
 }
 
 /* Looks at the session and tells what changed since last time. */
@@ -252,7 +252,7 @@ static void watcher_hear(struct engine *e, struct watcher *w, const struct engin
                 reason = json_string_value(json_object_get(ev->detail, "reason"));
                 if (reason && strcmp(reason, "rotated") == 0)
                         f.event = "rotated";
-                (void)engine_session_by_id(e, now, w->id, final_cb, &f);
+                (void) engine_session_by_id(e, now, w->id, final_cb, &f);
                 send_final(w, f.reply);
         } else if (engine_peek(e, now, &w->ref, &info) < 0) {
                 return;
@@ -339,7 +339,7 @@ static struct registry *registry_get(struct daemon *d) {
 static void cancel_cb(struct call *c, void *userdata) {
         struct watcher *w = userdata;
 
-        (void)c;
+        (void) c;
         log_debug("Watch stream of session %s cancelled: the client went away.", w->id);
         watcher_end(w);
 }

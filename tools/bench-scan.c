@@ -26,8 +26,8 @@ static bool key_equal(const char *key, size_t key_len, const char *want) {
         return strlen(want) == key_len && memcmp(key, want, key_len) == 0;
 }
 
-int bench_scan_string(const char *json, size_t len, const char *const *path, size_t n_path,
-                      const char **ret, size_t *ret_len) {
+int bench_scan_string(const char *json, size_t len, const char *const *path, size_t n_path, const char **ret,
+                      size_t *ret_len) {
         struct scan_frame stack[SCAN_MAX_DEPTH];
         size_t depth = 0, i = 0;
 
@@ -73,8 +73,7 @@ int bench_scan_string(const char *json, size_t len, const char *const *path, siz
                                 return -EBADMSG;
                         stack[depth] = (struct scan_frame){
                                 .object = c == '{',
-                                .on_path = !top || (top->object && top->key_matched && c == '{' &&
-                                                    depth < n_path),
+                                .on_path = !top || (top->object && top->key_matched && c == '{' && depth < n_path),
                                 .expect_key = c == '{',
                         };
                         if (top)

@@ -22,5 +22,5 @@
  * text between the quotes when found, 0 when the path is absent or its value
  * is not a string, -EBADMSG when the text is not a JSON object or is cut
  * short (an unterminated string, unbalanced brackets). */
-int bench_scan_string(const char *json, size_t len, const char *const *path, size_t n_path,
-                      const char **ret, size_t *ret_len);
+int bench_scan_string(const char *json, size_t len, const char *const *path, size_t n_path, const char **ret,
+                      size_t *ret_len);

@@ -12,7 +12,7 @@ int bench_latency_init(struct bench_latency *l, size_t capacity) {
 
         if (capacity == 0 || capacity > SIZE_MAX / sizeof(uint64_t))
                 return -EINVAL;
-        *l = (struct bench_latency){ .capacity = capacity };
+        *l = (struct bench_latency){.capacity = capacity};
         l->ns = malloc(capacity * sizeof(uint64_t));
         if (!l->ns)
                 return -ENOMEM;

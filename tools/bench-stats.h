@@ -17,7 +17,7 @@
 #include <stdint.h>
 
 struct bench_latency {
-        uint64_t *ns;    /* one per recorded request */
+        uint64_t *ns; /* one per recorded request */
         size_t n;
         size_t capacity;
         uint64_t sum_ns;

@@ -11,8 +11,8 @@ enum {
         SESSIONCTL_EXIT_OK = 0,
         SESSIONCTL_EXIT_FAILURE = 1,
         SESSIONCTL_EXIT_USAGE = 2,
-        SESSIONCTL_EXIT_DEGRADED = 3,   /* health: degraded */
-        SESSIONCTL_EXIT_UNHEALTHY = 4,  /* health: unhealthy */
+        SESSIONCTL_EXIT_DEGRADED = 3,    /* health: degraded */
+        SESSIONCTL_EXIT_UNHEALTHY = 4,   /* health: unhealthy */
         SESSIONCTL_EXIT_NOT_RUNNING = 5, /* no daemon on the socket */
 };
 

@@ -73,11 +73,11 @@
 #include "bench-scan.h"
 #include "bench-stats.h"
 
-#define BENCH_REQUEST_MAX 1024         /* one request's text, NUL included */
-#define BENCH_SETUP_WINDOW 64          /* creates in flight per connection during setup */
-#define BENCH_READ_SIZE 65536          /* room offered to each read */
-#define BENCH_MAX_REPLY (1024 * 1024)  /* a longer reply is a protocol failure */
-#define BENCH_DESTROY_TRIES 8          /* picks to find a token with no validation in flight */
+#define BENCH_REQUEST_MAX 1024        /* one request's text, NUL included */
+#define BENCH_SETUP_WINDOW 64         /* creates in flight per connection during setup */
+#define BENCH_READ_SIZE 65536         /* room offered to each read */
+#define BENCH_MAX_REPLY (1024 * 1024) /* a longer reply is a protocol failure */
+#define BENCH_DESTROY_TRIES 8         /* picks to find a token with no validation in flight */
 #define BENCH_DEFAULT_SOCKET "/run/sessiond/sessiond.sock"
 #define BENCH_WINDOW_ERROR (UINT32_C(1) << 31) /* flag in bench.window_of */
 
@@ -85,12 +85,14 @@ enum bench_op { BENCH_OP_CREATE, BENCH_OP_VALIDATE, BENCH_OP_MIXED };
 enum bench_kind { BENCH_KIND_CREATE, BENCH_KIND_VALIDATE, BENCH_KIND_DESTROY, _BENCH_KIND_MAX };
 enum bench_phase { BENCH_PHASE_CONNECT, BENCH_PHASE_SETUP, BENCH_PHASE_WARMUP, BENCH_PHASE_TIMED, BENCH_PHASE_DONE };
 
-static const char *const op_names[] = { "create", "validate", "mixed" };
+static const char *const op_names[] = {"create", "validate", "mixed"};
 
 /* Realistic user agents; a user keeps one, so fingerprints stay stable. */
 static const char *const user_agents[] = {
-        "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36",
-        "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_2) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.2 Safari/605.1.15",
+        "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 "
+        "Safari/537.36",
+        "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_2) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.2 "
+        "Safari/605.1.15",
         "Mozilla/5.0 (X11; Linux x86_64; rv:121.0) Gecko/20100101 Firefox/121.0",
         "Mozilla/5.0 (iPhone; CPU iPhone OS 17_2 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Mobile/15E148",
 };
@@ -300,7 +302,7 @@ static int population_add(struct bench *b, const char *token, size_t len, uint32
 
         memcpy(b->arena + b->arena_used, token, len);
         t = &b->tokens[b->n_tokens];
-        *t = (struct bench_token){ .offset = b->arena_used, .user = user, .len = (uint16_t) len };
+        *t = (struct bench_token){.offset = b->arena_used, .user = user, .len = (uint16_t) len};
         b->arena_used += len;
         b->live[b->n_live++] = (uint32_t) b->n_tokens;
         b->n_tokens++;
@@ -382,14 +384,14 @@ static int format_client(char *p, size_t size, uint32_t user) {
         return snprintf(p, size,
                         "\"client\":{\"user_agent\":\"%s\",\"ip\":\"10.%u.%u.%u\","
                         "\"accept_language\":\"en-US,en;q=0.9\",\"accept_encoding\":\"gzip, deflate, br\"}",
-                        user_agents[user % (sizeof user_agents / sizeof user_agents[0])],
-                        (user >> 16) & 0xffu, (user >> 8) & 0xffu, user & 0xffu);
+                        user_agents[user % (sizeof user_agents / sizeof user_agents[0])], (user >> 16) & 0xffu,
+                        (user >> 8) & 0xffu, user & 0xffu);
 }
 
 /* Formats one request into p (NUL included in the returned length, since
  * the NUL is Varlink's message terminator). */
-static int format_request(const struct bench *b, enum bench_kind kind, uint32_t user, uint32_t token,
-                          char *p, size_t size) {
+static int format_request(const struct bench *b, enum bench_kind kind, uint32_t user, uint32_t token, char *p,
+                          size_t size) {
         const struct bench_token *t = kind == BENCH_KIND_CREATE ? NULL : &b->tokens[token];
         char client[384];
         int n;
@@ -569,8 +571,8 @@ static int conn_issue(struct bench_conn *c) {
 
 /* ---- replies ------------------------------------------------------------- */
 
-static const char *const error_path[] = { "error" };
-static const char *const token_path[] = { "parameters", "token" };
+static const char *const error_path[] = {"error"};
+static const char *const token_path[] = {"parameters", "token"};
 
 static int reply_token(const char *msg, size_t len, const char **token, size_t *token_len) {
         int r = bench_scan_string(msg, len, token_path, 2, token, token_len);
@@ -578,8 +580,7 @@ static int reply_token(const char *msg, size_t len, const char **token, size_t *
         return r == 1 ? 0 : r < 0 ? r : -ENOENT;
 }
 
-static void conn_setup_reply(struct bench_conn *c, const char *msg, size_t len, const char *error,
-                             size_t error_len) {
+static void conn_setup_reply(struct bench_conn *c, const char *msg, size_t len, const char *error, size_t error_len) {
         struct bench *b = c->bench;
         const char *token;
         size_t token_len;
@@ -618,8 +619,7 @@ static void conn_setup_reply(struct bench_conn *c, const char *msg, size_t len, 
         }
 }
 
-static void conn_run_reply(struct bench_conn *c, const char *msg, size_t len, const char *error,
-                           size_t error_len) {
+static void conn_run_reply(struct bench_conn *c, const char *msg, size_t len, const char *error, size_t error_len) {
         struct bench *b = c->bench;
         uint64_t now = uv_hrtime();
         int r;
@@ -661,8 +661,8 @@ static void conn_run_reply(struct bench_conn *c, const char *msg, size_t len, co
                         if (r >= 0)
                                 r = population_add(b, token, token_len, c->user);
                         if (r < 0) {
-                                bench_fail(b, "cannot take the token of a Create reply (%s): %.300s",
-                                           strerror(-r), msg);
+                                bench_fail(b, "cannot take the token of a Create reply (%s): %.300s", strerror(-r),
+                                           msg);
                                 return;
                         }
                 }
@@ -936,8 +936,8 @@ static json_t *window_stats(const struct bench *b, uint32_t window) {
         bench_latency_finish(&l);
         o = json_pack("{s:I, s:I, s:f, s:f, s:f, s:I}", "window", (json_int_t) window, "requests", (json_int_t) l.n,
                       "p50_us", ns_to_us(bench_latency_percentile(&l, 50)), "p99_us",
-                      ns_to_us(bench_latency_percentile(&l, 99)), "max_us", ns_to_us(bench_latency_max(&l)),
-                      "errors", (json_int_t) errors);
+                      ns_to_us(bench_latency_percentile(&l, 99)), "max_us", ns_to_us(bench_latency_max(&l)), "errors",
+                      (json_int_t) errors);
         bench_latency_free(&l);
         return o;
 }
@@ -985,18 +985,17 @@ static void bench_report(struct bench *b) {
         max = bench_latency_max(l);
         mean = bench_latency_mean(l);
 
-        printf("sessiond-bench: %s on %s, %u connections, one request in flight each\n",
-               op_names[b->opt.op], b->opt.socket_path, b->opt.connections);
+        printf("sessiond-bench: %s on %s, %u connections, one request in flight each\n", op_names[b->opt.op],
+               b->opt.socket_path, b->opt.connections);
         if (b->n_loaded > 0)
                 printf("setup:    %zu sessions read from %s\n", b->n_loaded, b->opt.load_tokens);
         if (b->opt.sessions > 0)
-                printf("setup:    %" PRIu64 " sessions created in %.3f s (%.0f/s, pipelined)\n",
-                       b->opt.sessions, setup, setup > 0 ? (double) b->opt.sessions / setup : 0.0);
+                printf("setup:    %" PRIu64 " sessions created in %.3f s (%.0f/s, pipelined)\n", b->opt.sessions, setup,
+                       setup > 0 ? (double) b->opt.sessions / setup : 0.0);
         if (b->opt.warmup > 0)
                 printf("warmup:   %" PRIu64 " requests (not counted)\n", b->opt.warmup);
         printf("requests: %zu (create %" PRIu64 ", validate %" PRIu64 ", destroy %" PRIu64 ")\n", l->n,
-               b->kind_count[BENCH_KIND_CREATE], b->kind_count[BENCH_KIND_VALIDATE],
-               b->kind_count[BENCH_KIND_DESTROY]);
+               b->kind_count[BENCH_KIND_CREATE], b->kind_count[BENCH_KIND_VALIDATE], b->kind_count[BENCH_KIND_DESTROY]);
         printf("errors:   %" PRIu64 "\n", b->errors.total);
         for (size_t i = 0; i < b->errors.n; i++)
                 printf("          %s: %" PRIu64 "\n", b->errors.entry[i].name, b->errors.entry[i].count);
@@ -1004,8 +1003,8 @@ static void bench_report(struct bench *b) {
                 printf("          (other): %" PRIu64 "\n", b->errors.other);
         printf("duration: %.3f s\n", seconds);
         printf("rps:      %.0f\n", rps);
-        printf("latency:  p50 %.0f us, p90 %.0f us, p99 %.0f us, max %.0f us, mean %.0f us\n",
-               ns_to_us(p50), ns_to_us(p90), ns_to_us(p99), ns_to_us(max), ns_to_us(mean));
+        printf("latency:  p50 %.0f us, p90 %.0f us, p99 %.0f us, max %.0f us, mean %.0f us\n", ns_to_us(p50),
+               ns_to_us(p90), ns_to_us(p99), ns_to_us(max), ns_to_us(mean));
         printf("client:   cpu %.2f s (user %.2f s, sys %.2f s) = %.0f%% of one core during the timed phase\n",
                user + sys, user, sys, cpu_pct);
         if (b->windows > 0) {
@@ -1030,29 +1029,16 @@ static void bench_report(struct bench *b) {
 
                 o = json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:o, s:f, s:f, "
                               "s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f}",
-                              "op", op_names[b->opt.op],
-                              "connections", (json_int_t) b->opt.connections,
-                              "requests", (json_int_t) l->n,
-                              "sessions", (json_int_t) b->opt.sessions,
-                              "loaded_sessions", (json_int_t) b->n_loaded,
-                              "warmup", (json_int_t) b->opt.warmup,
-                              "creates", (json_int_t) b->kind_count[BENCH_KIND_CREATE],
-                              "validates", (json_int_t) b->kind_count[BENCH_KIND_VALIDATE],
-                              "destroys", (json_int_t) b->kind_count[BENCH_KIND_DESTROY],
-                              "live_sessions", (json_int_t) b->n_live,
-                              "errors", (json_int_t) b->errors.total,
-                              "errors_by_name", errors,
-                              "duration_s", seconds,
-                              "rps", rps,
-                              "p50_us", ns_to_us(p50),
-                              "p90_us", ns_to_us(p90),
-                              "p99_us", ns_to_us(p99),
-                              "max_us", ns_to_us(max),
-                              "mean_us", ns_to_us(mean),
-                              "setup_s", setup,
-                              "client_user_s", user,
-                              "client_sys_s", sys,
-                              "client_cpu_pct", cpu_pct);
+                              "op", op_names[b->opt.op], "connections", (json_int_t) b->opt.connections, "requests",
+                              (json_int_t) l->n, "sessions", (json_int_t) b->opt.sessions, "loaded_sessions",
+                              (json_int_t) b->n_loaded, "warmup", (json_int_t) b->opt.warmup, "creates",
+                              (json_int_t) b->kind_count[BENCH_KIND_CREATE], "validates",
+                              (json_int_t) b->kind_count[BENCH_KIND_VALIDATE], "destroys",
+                              (json_int_t) b->kind_count[BENCH_KIND_DESTROY], "live_sessions", (json_int_t) b->n_live,
+                              "errors", (json_int_t) b->errors.total, "errors_by_name", errors, "duration_s", seconds,
+                              "rps", rps, "p50_us", ns_to_us(p50), "p90_us", ns_to_us(p90), "p99_us", ns_to_us(p99),
+                              "max_us", ns_to_us(max), "mean_us", ns_to_us(mean), "setup_s", setup, "client_user_s",
+                              user, "client_sys_s", sys, "client_cpu_pct", cpu_pct);
                 if (o && b->windows > 0) {
                         struct bench_latency *w = &b->window_latency;
 
@@ -1130,24 +1116,30 @@ bad:
 
 /* Returns 0 to run, 1 after --help, -EINVAL on bad usage (already reported). */
 static int parse_options(int argc, char **argv, struct bench_options *o) {
-        enum { OPT_SESSIONS = 256, OPT_WARMUP, OPT_USERS, OPT_SEED, OPT_TIMEOUT, OPT_JSON, OPT_SAVE_TOKENS,
-               OPT_LOAD_TOKENS };
-        static const struct option options[] = {
-                { "socket", required_argument, NULL, 's' },
-                { "connections", required_argument, NULL, 'c' },
-                { "requests", required_argument, NULL, 'n' },
-                { "op", required_argument, NULL, 'o' },
-                { "sessions", required_argument, NULL, OPT_SESSIONS },
-                { "warmup", required_argument, NULL, OPT_WARMUP },
-                { "users", required_argument, NULL, OPT_USERS },
-                { "seed", required_argument, NULL, OPT_SEED },
-                { "timeout", required_argument, NULL, OPT_TIMEOUT },
-                { "json", no_argument, NULL, OPT_JSON },
-                { "save-tokens", required_argument, NULL, OPT_SAVE_TOKENS },
-                { "load-tokens", required_argument, NULL, OPT_LOAD_TOKENS },
-                { "help", no_argument, NULL, 'h' },
-                {}
+        enum {
+                OPT_SESSIONS = 256,
+                OPT_WARMUP,
+                OPT_USERS,
+                OPT_SEED,
+                OPT_TIMEOUT,
+                OPT_JSON,
+                OPT_SAVE_TOKENS,
+                OPT_LOAD_TOKENS
         };
+        static const struct option options[] = {{"socket", required_argument, NULL, 's'},
+                                                {"connections", required_argument, NULL, 'c'},
+                                                {"requests", required_argument, NULL, 'n'},
+                                                {"op", required_argument, NULL, 'o'},
+                                                {"sessions", required_argument, NULL, OPT_SESSIONS},
+                                                {"warmup", required_argument, NULL, OPT_WARMUP},
+                                                {"users", required_argument, NULL, OPT_USERS},
+                                                {"seed", required_argument, NULL, OPT_SEED},
+                                                {"timeout", required_argument, NULL, OPT_TIMEOUT},
+                                                {"json", no_argument, NULL, OPT_JSON},
+                                                {"save-tokens", required_argument, NULL, OPT_SAVE_TOKENS},
+                                                {"load-tokens", required_argument, NULL, OPT_LOAD_TOKENS},
+                                                {"help", no_argument, NULL, 'h'},
+                                                {}};
         const char *env = getenv("SESSIOND_SOCKET");
         uint64_t v;
         int c;
@@ -1306,8 +1298,8 @@ int main(int argc, char **argv) {
                 r = population_load(&b, b.opt.load_tokens);
                 if (r < 0) {
                         if (r != -EBADMSG)
-                                fprintf(stderr, "sessiond-bench: cannot read the tokens in %s: %s\n",
-                                        b.opt.load_tokens, strerror(-r));
+                                fprintf(stderr, "sessiond-bench: cannot read the tokens in %s: %s\n", b.opt.load_tokens,
+                                        strerror(-r));
                         bench_free(&b);
                         return 1;
                 }

@@ -40,7 +40,7 @@ struct auditagg_source {
         uint8_t end_reason; /* enum engine_end_reason */
         bool many_sessions;
         char session_id[TOKEN_ID_STRING_LEN + 1]; /* "": none */
-        int64_t since, last; /* ms (the engine's now); the row keeps seconds */
+        int64_t since, last;                      /* ms (the engine's now); the row keeps seconds */
         uint64_t count;
 };
 
@@ -51,11 +51,10 @@ struct auditagg {
         int64_t started; /* ms, the first failure of the interval */
 };
 
-static uint64_t source_hash(struct engine *e, const char *user_id, enum engine_failure f,
-                            enum engine_end_reason why) {
+static uint64_t source_hash(struct engine *e, const char *user_id, enum engine_failure f, enum engine_end_reason why) {
         uint64_t h = user_id ? table_name_hash(e, user_id) : 0x9e3779b97f4a7c15ull;
 
-        return h ^ ((uint64_t)f << 8 | (uint64_t)why) * 0xff51afd7ed558ccdull;
+        return h ^ ((uint64_t) f << 8 | (uint64_t) why) * 0xff51afd7ed558ccdull;
 }
 
 static bool source_is(const struct auditagg_source *s, uint64_t hash, const char *user_id, enum engine_failure f,
@@ -72,7 +71,7 @@ static struct auditagg_source *source_get(struct engine *e, const char *user_id,
                                           enum engine_end_reason why) {
         struct auditagg *a = e->auditagg;
         uint64_t hash = source_hash(e, user_id, f, why);
-        uint32_t i = (uint32_t)hash % AUDITAGG_SLOTS;
+        uint32_t i = (uint32_t) hash % AUDITAGG_SLOTS;
         struct auditagg_source *s;
 
         for (; a->slots[i]; i = (i + 1) % AUDITAGG_SLOTS) {
@@ -82,22 +81,22 @@ static struct auditagg_source *source_get(struct engine *e, const char *user_id,
         }
         assert(a->n < AUDITAGG_MAX);
         s = &a->sources[a->n];
-        *s = (struct auditagg_source){.hash = hash, .failure = (uint8_t)f, .end_reason = (uint8_t)why};
+        *s = (struct auditagg_source){.hash = hash, .failure = (uint8_t) f, .end_reason = (uint8_t) why};
         if (user_id && !(s->user_id = strdup(user_id)))
                 return NULL;
-        a->slots[i] = (uint16_t)++a->n;
+        a->slots[i] = (uint16_t) ++a->n;
         return s;
 }
 
 static int source_write(struct engine *e, const struct auditagg_source *s) {
-        json_t *detail = json_pack("{s:s}", "reason", engine_failure_to_string((enum engine_failure)s->failure));
+        json_t *detail = json_pack("{s:s}", "reason", engine_failure_to_string((enum engine_failure) s->failure));
 
         if (detail && s->end_reason != ENGINE_END_NONE)
                 json_object_set_new(detail, "end_reason",
-                                    json_string(engine_end_reason_to_string((enum engine_end_reason)s->end_reason)));
+                                    json_string(engine_end_reason_to_string((enum engine_end_reason) s->end_reason)));
         if (detail) {
-                json_object_set_new(detail, "count", json_integer((json_int_t)s->count));
-                json_object_set_new(detail, "since", json_integer((json_int_t)ms_floor_s(s->since))); /* seconds */
+                json_object_set_new(detail, "count", json_integer((json_int_t) s->count));
+                json_object_set_new(detail, "since", json_integer((json_int_t) ms_floor_s(s->since))); /* seconds */
         }
         return txn_audit(e, s->last, "validation_failed", s->user_id,
                          s->session_id[0] && !s->many_sessions ? s->session_id : NULL, detail);

@@ -67,8 +67,8 @@ static bool user_fixed_ends_ahead(const struct engine *e, const struct user *u, 
 
         /* min_renewed and min_created are seconds (floored, so lower bounds
          * of the sessions' milliseconds), now is ms. */
-        return now < SEC_MS((int64_t)u->min_renewed + c->timeout.session_lifetime + grace) &&
-               now < SEC_MS((int64_t)u->min_created + c->timeout.absolute_timeout + grace);
+        return now < SEC_MS((int64_t) u->min_renewed + c->timeout.session_lifetime + grace) &&
+               now < SEC_MS((int64_t) u->min_created + c->timeout.absolute_timeout + grace);
 }
 
 static void user_scan_all(struct engine *e, uint32_t user, uint32_t keep, int64_t now, uint32_t *live,
@@ -95,8 +95,7 @@ static void user_scan_all(struct engine *e, uint32_t user, uint32_t keep, int64_
 
 /* The live sessions of a user and the least recently active of them other
  * than keep (NIL: none). */
-static void user_scan(struct engine *e, uint32_t user, uint32_t keep, int64_t now, uint32_t *live,
-                      uint32_t *victim) {
+static void user_scan(struct engine *e, uint32_t user, uint32_t keep, int64_t now, uint32_t *live, uint32_t *victim) {
         const struct user *u = &e->users[user];
         int64_t idle_gone = now - SEC_MS(cfg(e)->timeout.idle_timeout + cfg(e)->timeout.expiration_grace); /* ms */
         uint32_t expired = 0, h;
@@ -105,7 +104,8 @@ static void user_scan(struct engine *e, uint32_t user, uint32_t keep, int64_t no
                 user_scan_all(e, user, keep, now, live, victim);
                 return;
         }
-        for (h = u->head; h != NIL && session_ms(&e->sessions[h], ST_ACTIVITY) <= idle_gone; h = e->sessions[h].user_next)
+        for (h = u->head; h != NIL && session_ms(&e->sessions[h], ST_ACTIVITY) <= idle_gone;
+             h = e->sessions[h].user_next)
                 expired++;
         if (h == keep)
                 h = e->sessions[h].user_next;
@@ -126,20 +126,20 @@ unsigned cleanup_user_count_live(struct engine *e, uint32_t user, int64_t now) {
  * at most `budget` of them; with a deadline (uv_hrtime(), 0: none) also
  * stops once it has passed (*cut: the user may still be over), the clock
  * read every CLEANUP_CLOCK_ENDED sessions ended. */
-static int user_enforce_until(struct engine *e, int64_t now, uint32_t user, uint32_t keep, int64_t max,
-                              unsigned budget, uint64_t deadline_ns, char (**ids)[TOKEN_ID_STRING_LEN + 1],
-                              size_t *n_ids, unsigned *ended, bool *cut) {
+static int user_enforce_until(struct engine *e, int64_t now, uint32_t user, uint32_t keep, int64_t max, unsigned budget,
+                              uint64_t deadline_ns, char (**ids)[TOKEN_ID_STRING_LEN + 1], size_t *n_ids,
+                              unsigned *ended, bool *cut) {
         size_t allocated = 0;
         unsigned n = 0;
         int r;
 
         *cut = false;
-        while (budget > 0 && user_used(e, user) && (int64_t)e->users[user].n_sessions > max) {
+        while (budget > 0 && user_used(e, user) && (int64_t) e->users[user].n_sessions > max) {
                 char id[TOKEN_ID_STRING_LEN + 1];
                 uint32_t live, victim;
 
                 user_scan(e, user, keep, now, &live, &victim);
-                if ((int64_t)live <= max || victim == NIL)
+                if ((int64_t) live <= max || victim == NIL)
                         break;
                 r = session_end(e, now, victim, ENGINE_END_EVICTED, now, "evicted", id);
                 if (r < 0)
@@ -204,8 +204,8 @@ static void cleanup_quiet_note(struct engine *e, int64_t now, const struct sessi
                 e->cleanup_quiet++;
 }
 
-int engine_cleanup_expired_until(struct engine *e, int64_t now, unsigned limit, uint64_t deadline_ns,
-                                 unsigned *ended, bool *more) {
+int engine_cleanup_expired_until(struct engine *e, int64_t now, unsigned limit, uint64_t deadline_ns, unsigned *ended,
+                                 bool *more) {
         uint32_t scanned = 0;
         int r;
 
@@ -266,8 +266,7 @@ int engine_cleanup_expired_until(struct engine *e, int64_t now, unsigned limit, 
                         *more = true;
                         break;
                 }
-                *more = (e->sessions[h].flags & S_USED) &&
-                        session_awaits_cleanup(e, &e->sessions[h], now, NULL, NULL);
+                *more = (e->sessions[h].flags & S_USED) && session_awaits_cleanup(e, &e->sessions[h], now, NULL, NULL);
         }
         return 0;
 }
@@ -294,17 +293,17 @@ uint64_t engine_count_awaiting_cleanup(struct engine *e, int64_t now) {
         uint32_t cursor = 0;
         uint64_t n = 0;
 
-        (void)engine_count_awaiting_cleanup_step(e, now, 0, &cursor, &n);
+        (void) engine_count_awaiting_cleanup_step(e, now, 0, &cursor, &n);
         return n;
 }
 
 static bool user_over_limit(struct engine *e, uint32_t u, int64_t now, int64_t max) {
         uint32_t live, victim;
 
-        if (!user_used(e, u) || (int64_t)e->users[u].n_sessions <= max)
+        if (!user_used(e, u) || (int64_t) e->users[u].n_sessions <= max)
                 return false;
         user_scan(e, u, NIL, now, &live, &victim);
-        return (int64_t)live > max;
+        return (int64_t) live > max;
 }
 
 /* A pass over the users from where the last call stopped (limit_cursor),
@@ -385,20 +384,20 @@ int engine_purge_until(struct engine *e, int64_t now, unsigned limit, uint64_t d
         r = txn_begin(e);
         if (r < 0)
                 return r;
-        r = store_purge_sessions(e->store, now - SEC_MS(c->cleanup.expired_retention_days * 86400), (int)limit);
+        r = store_purge_sessions(e->store, now - SEC_MS(c->cleanup.expired_retention_days * 86400), (int) limit);
         if (r < 0)
                 return txn_fail(e, r);
-        *sessions = (unsigned)r;
+        *sessions = (unsigned) r;
         e->write_seq++;
         e->counters.purged_sessions += *sessions;
         if (deadline_ns != 0 && (*sessions >= limit || past(deadline_ns))) {
                 *more = true; /* the audit rows (or more sessions) in the next step */
                 return 0;
         }
-        r = store_purge_audit(e->store, ms_floor_s(now) - c->cleanup.audit_retention_days * 86400, (int)limit);
+        r = store_purge_audit(e->store, ms_floor_s(now) - c->cleanup.audit_retention_days * 86400, (int) limit);
         if (r < 0)
                 return txn_fail(e, r);
-        *audit_rows = (unsigned)r;
+        *audit_rows = (unsigned) r;
         e->counters.purged_audit += *audit_rows;
         *more = *sessions >= limit || *audit_rows >= limit;
         return 0;
@@ -470,9 +469,15 @@ void engine_count(struct engine *e, int64_t now, struct engine_counts *ret) {
                         continue;
                 ret->sessions++;
                 switch (table_session_state(e, s, now, &end, NULL)) {
-                case ENGINE_STATE_ACTIVE: ret->active++; break;
-                case ENGINE_STATE_GRACE: ret->grace++; break;
-                default: ret->expired++; break;
+                case ENGINE_STATE_ACTIVE:
+                        ret->active++;
+                        break;
+                case ENGINE_STATE_GRACE:
+                        ret->grace++;
+                        break;
+                default:
+                        ret->expired++;
+                        break;
                 }
                 if (now >= end + SEC_MS(cfg(e)->timeout.cleanup_grace))
                         ret->awaiting_cleanup++;
@@ -483,7 +488,7 @@ void engine_count(struct engine *e, int64_t now, struct engine_counts *ret) {
 }
 
 int engine_count_by_platform(struct engine *e, int64_t now, engine_count_fn cb, void *userdata) {
-        uint64_t *counts = calloc((size_t)e->platforms_used + 1, sizeof *counts);
+        uint64_t *counts = calloc((size_t) e->platforms_used + 1, sizeof *counts);
         int r = 0;
 
         if (!counts)

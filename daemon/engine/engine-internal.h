@@ -76,13 +76,13 @@ enum {
 struct session {
         uint8_t key[16]; /* first half of the keyed token hash */
         int64_t rowid;
-        uint32_t user;      /* users[] handle */
-        uint32_t user_next; /* next session of the user (more recently active); free list link when unused */
-        uint32_t user_prev; /* previous session of the user (less recently active), NIL: the first */
-        uint32_t platform;  /* platforms[] handle + 1, 0: none */
-        uint32_t sec[_ST_MAX]; /* the times' Unix seconds... */
-        uint32_t fp_user_agent;      /* 0: none */
-        uint16_t fp_small[3];        /* ip, accept_language, accept_encoding; 0: none */
+        uint32_t user;          /* users[] handle */
+        uint32_t user_next;     /* next session of the user (more recently active); free list link when unused */
+        uint32_t user_prev;     /* previous session of the user (less recently active), NIL: the first */
+        uint32_t platform;      /* platforms[] handle + 1, 0: none */
+        uint32_t sec[_ST_MAX];  /* the times' Unix seconds... */
+        uint32_t fp_user_agent; /* 0: none */
+        uint16_t fp_small[3];   /* ip, accept_language, accept_encoding; 0: none */
         uint16_t flags;
         uint16_t msec[_ST_MAX]; /* ...and their milliseconds */
 };
@@ -183,7 +183,7 @@ struct engine {
 
         /* the transaction of this iteration */
         bool txn;
-        int commit_error; /* a failed statement already aborted this iteration's writes */
+        int commit_error;  /* a failed statement already aborted this iteration's writes */
         int storage_error; /* the error of the last failed commit, 0 once one succeeds */
         uint64_t write_seq;
         struct affected *affected;
@@ -207,10 +207,10 @@ struct engine {
         unsigned ticks;
 
         uint32_t cleanup_cursor;
-        uint32_t cleanup_quiet; /* entries the cursor passed since it last ended one */
+        uint32_t cleanup_quiet;     /* entries the cursor passed since it last ended one */
         int64_t cleanup_quiet_next; /* ms: when one of them may await cleanup (cleanup.c) */
         uint32_t limit_cursor;
-        uint32_t limit_quiet; /* users the limit cursor passed since it last evicted ... */
+        uint32_t limit_quiet;    /* users the limit cursor passed since it last evicted ... */
         int64_t limit_quiet_max; /* ... under this max_concurrent_per_user */
 
         struct load_batch *loading; /* while the store loads */
@@ -224,8 +224,8 @@ struct engine {
 
         bool fleet; /* the store is shared: other daemons' changes come in (fleet.c) */
         bool fleet_configured, clustering_configured; /* features.distributed, .clustering at start */
-        char *fleet_url;                               /* daemon.postgres_url at start */
-        int64_t fleet_down_since; /* ms: the first failed probe of the shared store, 0: reachable */
+        char *fleet_url;                              /* daemon.postgres_url at start */
+        int64_t fleet_down_since;                     /* ms: the first failed probe of the shared store, 0: reachable */
 };
 
 static inline const struct sessiond_config *cfg(const struct engine *e) {
@@ -235,16 +235,16 @@ static inline const struct sessiond_config *cfg(const struct engine *e) {
 static inline uint32_t t32(int64_t t) {
         if (t < 0)
                 return 0;
-        if (t > (int64_t)UINT32_MAX)
+        if (t > (int64_t) UINT32_MAX)
                 return UINT32_MAX;
-        return (uint32_t)t;
+        return (uint32_t) t;
 }
 
 /* Times. The engine's `now` and the session times are Unix milliseconds;
  * the configured durations are seconds (SEC_MS() converts); SessionInfo,
  * audit rows, events and the platform switch history keep Unix seconds
  * (ms_floor_s(), ms_ceil_s()). */
-#define SEC_MS(x) ((int64_t)(x) * 1000)
+#define SEC_MS(x) ((int64_t) (x) *1000)
 
 static inline int64_t ms_floor_s(int64_t ms) {
         return ms >= 0 ? ms / 1000 : -((-ms + 999) / 1000);
@@ -263,8 +263,8 @@ static inline void session_ms_set(struct session *s, unsigned which, int64_t ms)
                 ms = 0;
         if (ms > SEC_MS(UINT32_MAX) + 999)
                 ms = SEC_MS(UINT32_MAX) + 999;
-        s->sec[which] = (uint32_t)(ms / 1000);
-        s->msec[which] = (uint16_t)(ms % 1000);
+        s->sec[which] = (uint32_t) (ms / 1000);
+        s->msec[which] = (uint16_t) (ms % 1000);
 }
 
 #define SWAP(a, b)                        \
@@ -273,7 +273,7 @@ static inline void session_ms_set(struct session *s, unsigned which, int64_t ms)
                 (a) = (b);                \
                 (b) = tmp_;               \
         } while (0)
-#define GROW(arr, allocated, need) table_grow_array((void **)&(arr), &(allocated), (need), sizeof *(arr))
+#define GROW(arr, allocated, need) table_grow_array((void **) &(arr), &(allocated), (need), sizeof *(arr))
 
 static inline uint64_t key_hash(const uint8_t key[16]) {
         uint64_t v;
@@ -294,12 +294,12 @@ static inline bool user_used(const struct engine *e, uint32_t h) {
 }
 
 static inline uint32_t fp32(uint64_t v) {
-        uint32_t x = (uint32_t)v;
+        uint32_t x = (uint32_t) v;
         return v == 0 ? 0 : x ? x : 1;
 }
 
 static inline uint16_t fp16(uint64_t v) {
-        uint16_t x = (uint16_t)v;
+        uint16_t x = (uint16_t) v;
         return v == 0 ? 0 : x ? x : 1;
 }
 
@@ -329,15 +329,14 @@ void table_user_maybe_free(struct engine *e, uint32_t h);
 int table_platform_get(struct engine *e, const char *name, uint32_t *ret);
 void table_platform_put(struct engine *e, uint32_t ref);
 void table_session_id(const struct engine *e, const struct session *s, char out[TOKEN_ID_STRING_LEN + 1]);
-int table_session_add_hashed(struct engine *e, const struct store_session *row, uint32_t user_hash,
-                             uint32_t *ret);
+int table_session_add_hashed(struct engine *e, const struct store_session *row, uint32_t user_hash, uint32_t *ret);
 int table_session_add(struct engine *e, const struct store_session *row, uint32_t *ret);
 void table_session_remove(struct engine *e, uint32_t h);
 void table_session_activity_moved(struct engine *e, uint32_t h);
 void table_users_sort(struct engine *e);
 int64_t table_session_end_time(const struct engine *e, const struct session *s, enum engine_end_reason *why);
-enum engine_state table_session_state(const struct engine *e, const struct session *s, int64_t now,
-                                      int64_t *end, enum engine_end_reason *why);
+enum engine_state table_session_state(const struct engine *e, const struct session *s, int64_t now, int64_t *end,
+                                      enum engine_end_reason *why);
 void table_info_fill(struct engine *e, uint32_t h, int64_t now, struct engine_info *i);
 void table_info_from_row(const struct store_session *row, struct engine_info *i);
 

@@ -44,8 +44,8 @@
 struct remote_ctx {
         struct engine *e;
         enum store_change_kind kind;
-        uint32_t h;                   /* out: the entry now in memory, NIL: none (ended or gone) */
-        store_session_fn ended_cb;    /* an ended row, after memory let go of it (may be NULL) */
+        uint32_t h;                /* out: the entry now in memory, NIL: none (ended or gone) */
+        store_session_fn ended_cb; /* an ended row, after memory let go of it (may be NULL) */
         void *ended_userdata;
 };
 
@@ -65,7 +65,7 @@ static void remote_ended(struct engine *e, uint32_t h, const struct store_sessio
                 table_session_remove(e, h);
                 bus_emit_take(e, clock_now_ms(), "ended", id, user_copy,
                               json_pack("{s:s, s:I}", "reason", row->end_reason ? row->end_reason : "destroyed",
-                                        "duration", (json_int_t)(duration > 0 ? duration : 0)));
+                                        "duration", (json_int_t) (duration > 0 ? duration : 0)));
         }
 }
 
@@ -77,7 +77,7 @@ static void remote_emit(struct engine *e, enum store_change_kind kind, const str
         switch (kind) {
         case STORE_CHANGE_SYNC:
                 bus_emit(e, clock_now_ms(), "sync", row->id, row->user_id,
-                         json_pack("{s:I}", "version", (json_int_t)row->sync_version));
+                         json_pack("{s:I}", "version", (json_int_t) row->sync_version));
                 break;
         case STORE_CHANGE_PLATFORM:
                 bus_emit(e, clock_now_ms(), "platform_switched", row->id, row->user_id,
@@ -154,14 +154,14 @@ static void remote_reload_all(struct engine *e) {
                 if (r < 0)
                         continue; /* the pass failed: nothing learnt */
                 stale++;
-                (void)fleet_refresh(e, &k);
+                (void) fleet_refresh(e, &k);
         }
         if (r < 0)
-                log_warning("Store %s: re-reading the cached sessions failed: %s", store_name(e->store),
-                            strerror(-r));
+                log_warning("Store %s: re-reading the cached sessions failed: %s", store_name(e->store), strerror(-r));
         else
                 log_notice("Store %s: re-read the live sessions after missing changes of other daemons "
-                           "(%zu no longer live).", store_name(e->store), stale);
+                           "(%zu no longer live).",
+                           store_name(e->store), stale);
 }
 
 static void remote_change_cb(const struct store_change *c, bool lost, void *userdata) {
@@ -176,7 +176,7 @@ static void remote_change_cb(const struct store_change *c, bool lost, void *user
         r = store_session_by_rowid(e->store, c->rowid, remote_row_cb, &x);
         if (r < 0 && r != -ENOENT)
                 log_warning("Store %s: could not read session row %lld changed by another daemon: %s",
-                            store_name(e->store), (long long)c->rowid, strerror(-r));
+                            store_name(e->store), (long long) c->rowid, strerror(-r));
 }
 
 /* ---- memory checked against the store ---------------------------------------------------------
@@ -202,8 +202,8 @@ int fleet_refresh(struct engine *e, uint32_t *h) {
 
 int fleet_lookup(struct engine *e, const uint8_t hash[TOKEN_HASH_BYTES], uint32_t *h, store_session_fn ended_cb,
                  void *userdata) {
-        struct remote_ctx x = {.e = e, .kind = STORE_CHANGE_UPDATED, .h = NIL, .ended_cb = ended_cb,
-                               .ended_userdata = userdata};
+        struct remote_ctx x = {
+                .e = e, .kind = STORE_CHANGE_UPDATED, .h = NIL, .ended_cb = ended_cb, .ended_userdata = userdata};
         int r;
 
         assert(e->fleet);
@@ -227,7 +227,7 @@ void fleet_tick(struct engine *e, int64_t now) {
                             store_name(e->store), strerror(-r), FLEET_CACHE_GRACE_MS / 1000);
         } else if (r >= 0 && e->fleet_down_since != 0) {
                 log_notice("Store %s reachable again after %lld ms.", store_name(e->store),
-                           (long long)(now - e->fleet_down_since));
+                           (long long) (now - e->fleet_down_since));
                 e->fleet_down_since = 0;
                 remote_reload_all(e);
         }

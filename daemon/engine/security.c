@@ -51,7 +51,7 @@ static struct user_sec *user_sec(struct engine *e, uint32_t user) {
         if (!sec)
                 return NULL;
         e->secs[e->n_secs++] = (struct sec_entry){user, sec};
-        u->sec = (uint32_t)e->n_secs;
+        u->sec = (uint32_t) e->n_secs;
         return sec;
 }
 
@@ -77,15 +77,15 @@ void security_suspicious(struct engine *e, int64_t now, const char *user_id, con
          * newest `threshold` times, so a flood cannot grow this without bound. */
         if (threshold > UINT32_MAX / 2)
                 threshold = UINT32_MAX / 2;
-        if (sec->cap < (uint32_t)threshold) {
-                int64_t *t = realloc(sec->times, (size_t)threshold * sizeof *t);
+        if (sec->cap < (uint32_t) threshold) {
+                int64_t *t = realloc(sec->times, (size_t) threshold * sizeof *t);
                 if (!t)
                         return;
                 sec->times = t;
-                sec->cap = (uint32_t)threshold;
+                sec->cap = (uint32_t) threshold;
         }
-        if (sec->n >= (uint32_t)threshold) {
-                uint32_t drop = sec->n - (uint32_t)threshold + 1;
+        if (sec->n >= (uint32_t) threshold) {
+                uint32_t drop = sec->n - (uint32_t) threshold + 1;
                 memmove(sec->times, sec->times + drop, (sec->n - drop) * sizeof *sec->times);
                 sec->n -= drop;
         }
@@ -94,20 +94,21 @@ void security_suspicious(struct engine *e, int64_t now, const char *user_id, con
         log_info("Suspicious activity of user %s (%s), %u in the last hour.", user_id, what, sec->n);
         if (bus_observed(e))
                 bus_emit(e, now, "suspicious", session_id, user_id,
-                         json_pack("{s:s, s:I, s:I}", "what", what, "count", (json_int_t)sec->n, "threshold",
-                                   (json_int_t)threshold));
-        if ((int64_t)sec->n >= threshold && !sec->alerted) {
+                         json_pack("{s:s, s:I, s:I}", "what", what, "count", (json_int_t) sec->n, "threshold",
+                                   (json_int_t) threshold));
+        if ((int64_t) sec->n >= threshold && !sec->alerted) {
                 sec->alerted = true;
                 e->counters.suspicious_alerts++;
                 log_warning("User %s reached the suspicious activity threshold (%u events in an hour, "
-                            "threshold %lld).", user_id, sec->n, (long long)threshold);
-                (void)txn_audit(e, now, "suspicious", user_id, session_id,
-                                json_pack("{s:s, s:I, s:I}", "what", what, "count", (json_int_t)sec->n, "threshold",
-                                          (json_int_t)threshold));
+                            "threshold %lld).",
+                            user_id, sec->n, (long long) threshold);
+                (void) txn_audit(e, now, "suspicious", user_id, session_id,
+                                 json_pack("{s:s, s:I, s:I}", "what", what, "count", (json_int_t) sec->n, "threshold",
+                                           (json_int_t) threshold));
                 if (bus_observed(e))
                         bus_emit(e, now, "suspicious_threshold", session_id, user_id,
-                                 json_pack("{s:I, s:I}", "count", (json_int_t)sec->n, "threshold",
-                                           (json_int_t)threshold));
+                                 json_pack("{s:I, s:I}", "count", (json_int_t) sec->n, "threshold",
+                                           (json_int_t) threshold));
         }
 }
 
@@ -127,7 +128,7 @@ void engine_security_sweep(struct engine *e, int64_t now) {
                         continue;
                 }
                 e->secs[k] = e->secs[i];
-                e->users[h].sec = (uint32_t)++k;
+                e->users[h].sec = (uint32_t) ++k;
         }
         e->n_secs = k;
 }

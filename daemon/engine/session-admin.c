@@ -16,8 +16,8 @@
 
 /* ---- sync state ------------------------------------------------------------------------------------ */
 
-int engine_sync_get(struct engine *e, int64_t now, const char *token, int64_t *version, char **data,
-                    size_t *size, struct engine_error *err) {
+int engine_sync_get(struct engine *e, int64_t now, const char *token, int64_t *version, char **data, size_t *size,
+                    struct engine_error *err) {
         uint32_t h;
         int r;
 
@@ -48,7 +48,7 @@ int engine_sync_set(struct engine *e, int64_t now, const char *token, const char
                 err->feature = "cross_tab_sync";
                 return -EOPNOTSUPP;
         }
-        if ((int64_t)size > c->sync.max_data_size) {
+        if ((int64_t) size > c->sync.max_data_size) {
                 err->max = c->sync.max_data_size;
                 return -E2BIG;
         }
@@ -77,7 +77,7 @@ int engine_sync_set(struct engine *e, int64_t now, const char *token, const char
         if (bus_observed(e)) {
                 table_session_id(e, S(e, h), id);
                 bus_emit(e, now, "sync", id, user_name(e, S(e, h)->user),
-                         json_pack("{s:I}", "version", (json_int_t)*version));
+                         json_pack("{s:I}", "version", (json_int_t) *version));
         }
         return 0;
 }
@@ -133,9 +133,8 @@ int engine_destroy(struct engine *e, int64_t now, const char *token, struct engi
  * ever. */
 #define BULK_CLOCK_ENDED 4 /* the clock is read every few sessions ended */
 
-int engine_end_user_step(struct engine *e, int64_t now, const char *user_id, int64_t created_by,
-                         int64_t except_rowid, enum engine_end_reason reason, uint64_t deadline_ns,
-                         unsigned *ended, bool *more) {
+int engine_end_user_step(struct engine *e, int64_t now, const char *user_id, int64_t created_by, int64_t except_rowid,
+                         enum engine_end_reason reason, uint64_t deadline_ns, unsigned *ended, bool *more) {
         uint32_t user = table_user_find(e, user_id), h, next;
         int r = 0;
 
@@ -189,8 +188,8 @@ int engine_destroy_user_check(struct engine *e, int64_t now, const char *user_id
         return 0;
 }
 
-int engine_destroy_user(struct engine *e, int64_t now, const char *user_id, const char *except_token,
-                        unsigned *count, struct engine_error *err) {
+int engine_destroy_user(struct engine *e, int64_t now, const char *user_id, const char *except_token, unsigned *count,
+                        struct engine_error *err) {
         int64_t except;
         bool more;
         int r;
@@ -267,7 +266,7 @@ struct user_list {
 };
 
 static int rowid_cmp(const void *a, const void *b) {
-        int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+        int64_t x = *(const int64_t *) a, y = *(const int64_t *) b;
 
         return (x > y) - (x < y);
 }
@@ -326,7 +325,7 @@ static void heap_push_smallest(int64_t *heap, size_t *n, size_t cap, int64_t v) 
 static int user_live_rows(struct engine *e, uint32_t user, const struct list_ctx *x, int64_t after,
                           struct user_list *u) {
         size_t n = e->users[user].n_sessions;
-        size_t cap = x->scan_max && x->scan_max < n ? (size_t)x->scan_max + 1 : n;
+        size_t cap = x->scan_max && x->scan_max < n ? (size_t) x->scan_max + 1 : n;
 
         u->live = malloc((cap > 0 ? cap : 1) * sizeof *u->live);
         if (!u->live)
@@ -356,8 +355,8 @@ static int list_user(struct engine *e, struct list_ctx *x, const char *user_id, 
         return r;
 }
 
-int engine_list_sessions_page(struct engine *e, int64_t now, const char *user_id, bool include_ended,
-                              unsigned limit, struct engine_page *page, engine_info_fn cb, void *userdata) {
+int engine_list_sessions_page(struct engine *e, int64_t now, const char *user_id, bool include_ended, unsigned limit,
+                              struct engine_page *page, engine_info_fn cb, void *userdata) {
         struct list_ctx x = {e, now, include_ended, limit, 0, cb, userdata, 0, page ? page->scan_max : 0, 0, false};
         int64_t after = page ? page->after : 0;
         struct store_filter f = {.live_only = !include_ended, .after_rowid = after};
@@ -397,8 +396,8 @@ int engine_session_by_id(struct engine *e, int64_t now, const char *id, engine_i
         return r < 0 ? txn_storage_errno(r) : 0;
 }
 
-int engine_list_user_page(struct engine *e, int64_t now, const char *user_id, unsigned limit,
-                          struct engine_page *page, engine_info_fn cb, void *userdata, struct engine_error *err) {
+int engine_list_user_page(struct engine *e, int64_t now, const char *user_id, unsigned limit, struct engine_page *page,
+                          engine_info_fn cb, void *userdata, struct engine_error *err) {
         const char *why;
 
         if (page) {

@@ -51,7 +51,7 @@ int session_end(struct engine *e, int64_t now, uint32_t h, enum engine_end_reaso
         int64_t duration = ms_floor_s(ended_at - session_ms(s, ST_CREATED)); /* seconds */
         int r;
 
-        assert((unsigned)reason < _ENGINE_END_MAX);
+        assert((unsigned) reason < _ENGINE_END_MAX);
         r = txn_begin(e);
         if (r < 0)
                 return r;
@@ -79,7 +79,7 @@ int session_end(struct engine *e, int64_t now, uint32_t h, enum engine_end_reaso
                 table_session_remove(e, h);
                 bus_emit_take(e, now, "ended", id, user_copy,
                               json_pack("{s:s, s:I}", "reason", engine_end_reason_to_string(reason), "duration",
-                                        (json_int_t)(duration > 0 ? duration : 0)));
+                                        (json_int_t) (duration > 0 ? duration : 0)));
         } else
                 table_session_remove(e, h);
         return 0;
@@ -129,18 +129,19 @@ static bool create_over_cap(struct engine *e, int64_t now, const char *user_id) 
         const struct sessiond_config *c = cfg(e);
         uint32_t user;
 
-        if ((int64_t)e->n_sessions < c->daemon.max_sessions) {
+        if ((int64_t) e->n_sessions < c->daemon.max_sessions) {
                 e->at_max_sessions = false;
                 return false;
         }
         user = table_user_find(e, user_id);
-        if (user != NIL && (int64_t)cleanup_user_count_live(e, user, now) >= c->security.max_concurrent_per_user)
+        if (user != NIL && (int64_t) cleanup_user_count_live(e, user, now) >= c->security.max_concurrent_per_user)
                 return false;
         e->counters.create_refused_max_sessions++;
         if (!e->at_max_sessions) {
                 e->at_max_sessions = true;
                 log_warning("daemon.max_sessions reached (%u sessions held, limit %lld): Create is refused "
-                            "until sessions end.", e->n_sessions, (long long)c->daemon.max_sessions);
+                            "until sessions end.",
+                            e->n_sessions, (long long) c->daemon.max_sessions);
         }
         return true;
 }
@@ -177,7 +178,7 @@ int engine_create(struct engine *e, int64_t now, const struct engine_create *a, 
                         err->feature = "cross_tab_sync";
                         return -EOPNOTSUPP;
                 }
-                if ((int64_t)a->sync_size > c->sync.max_data_size) {
+                if ((int64_t) a->sync_size > c->sync.max_data_size) {
                         err->max = c->sync.max_data_size;
                         return -E2BIG;
                 }
@@ -364,7 +365,8 @@ int session_lookup_live(struct engine *e, int64_t now, const char *token, bool c
                 if (r < 0)
                         return txn_storage_errno(r);
                 if (h == NIL)
-                        return session_lookup(e, now, token, count, ret, err); /* ended: Expired with the store's reason */
+                        return session_lookup(e, now, token, count, ret,
+                                              err); /* ended: Expired with the store's reason */
                 st = table_session_state(e, S(e, h), now, NULL, &why);
         }
         if (st == ENGINE_STATE_EXPIRED) {
@@ -395,8 +397,7 @@ static void session_touch(struct engine *e, uint32_t h, int64_t now) {
                 session_ms_set(s, ST_ACTIVITY, now);
                 table_session_activity_moved(e, h);
         }
-        if (!(s->flags & S_DIRTY) &&
-            session_ms(s, ST_ACTIVITY) >= session_ms(s, ST_PERSISTED) + SEC_MS(granularity) &&
+        if (!(s->flags & S_DIRTY) && session_ms(s, ST_ACTIVITY) >= session_ms(s, ST_PERSISTED) + SEC_MS(granularity) &&
             GROW(e->dirty, e->dirty_allocated, e->n_dirty + 1) == 0) {
                 s->flags |= S_DIRTY;
                 e->dirty[e->n_dirty++] = h;
@@ -491,14 +492,14 @@ static int fingerprint_check(struct engine *e, int64_t now, uint32_t h, const st
                 return 0;
         }
         e->counters.fingerprint_changes++;
-        log_info("Session %s of user %s: client changed (%s%s%s%s%s); recorded.", id, user,
-                 changed[FP_IP] ? "ip" : "", changed[FP_IP] && changed[FP_LANGUAGE] ? ", " : "",
-                 changed[FP_LANGUAGE] ? "accept_language" : "",
+        log_info("Session %s of user %s: client changed (%s%s%s%s%s); recorded.", id, user, changed[FP_IP] ? "ip" : "",
+                 changed[FP_IP] && changed[FP_LANGUAGE] ? ", " : "", changed[FP_LANGUAGE] ? "accept_language" : "",
                  (changed[FP_IP] || changed[FP_LANGUAGE]) && changed[FP_ENCODING] ? ", " : "",
                  changed[FP_ENCODING] ? "accept_encoding" : "");
         if (bus_observed(e))
                 bus_emit(e, now, "fingerprint_changed", id, user, json_pack("{s:O}", "fields", fields));
-        r = txn_audit(e, now, "fingerprint_changed", user, id, json_pack("{s:O, s:s?}", "fields", fields, "ip", client->ip));
+        r = txn_audit(e, now, "fingerprint_changed", user, id,
+                      json_pack("{s:O, s:s?}", "fields", fields, "ip", client->ip));
         json_decref(fields);
         if (r < 0)
                 return r;
@@ -507,8 +508,8 @@ static int fingerprint_check(struct engine *e, int64_t now, uint32_t h, const st
         return 0;
 }
 
-int engine_validate(struct engine *e, int64_t now, const char *token, const struct engine_client *client,
-                    bool touch, struct engine_info *ret, struct engine_error *err) {
+int engine_validate(struct engine *e, int64_t now, const char *token, const struct engine_client *client, bool touch,
+                    struct engine_info *ret, struct engine_error *err) {
         enum engine_state st;
         uint32_t h;
         int r;
@@ -549,8 +550,7 @@ int engine_heartbeat(struct engine *e, int64_t now, const char *token, struct en
         return 0;
 }
 
-int engine_extend(struct engine *e, int64_t now, const char *token, struct engine_info *ret,
-                  struct engine_error *err) {
+int engine_extend(struct engine *e, int64_t now, const char *token, struct engine_info *ret, struct engine_error *err) {
         struct session *s;
         char id[TOKEN_ID_STRING_LEN + 1];
         uint32_t h;
@@ -589,7 +589,8 @@ int engine_extend(struct engine *e, int64_t now, const char *token, struct engin
                 return r;
         e->counters.extended++;
         if (bus_observed(e))
-                bus_emit(e, now, "extended", id, ret->user_id, json_pack("{s:I}", "expires_at", (json_int_t)ret->expires_at));
+                bus_emit(e, now, "extended", id, ret->user_id,
+                         json_pack("{s:I}", "expires_at", (json_int_t) ret->expires_at));
         return 0;
 }
 
@@ -734,10 +735,10 @@ int engine_switch_platform(struct engine *e, int64_t now, const char *token, con
                 }
         }
         json_decref(times);
-        if ((int64_t)json_array_size(kept) >= max) {
+        if ((int64_t) json_array_size(kept) >= max) {
                 /* The oldest switches leave the window first; with a lowered
                  * limit more than one may have to. */
-                size_t k = json_array_size(kept) - (size_t)max;
+                size_t k = json_array_size(kept) - (size_t) max;
                 oldest = json_integer_value(json_array_get(kept, k));
                 json_decref(kept);
                 e->counters.platform_switches_refused++;

@@ -63,33 +63,42 @@ static const char *const end_reason_names[_ENGINE_END_MAX] = {
 };
 
 const char *engine_end_reason_to_string(enum engine_end_reason r) {
-        return (unsigned)r < _ENGINE_END_MAX ? end_reason_names[r] : "none";
+        return (unsigned) r < _ENGINE_END_MAX ? end_reason_names[r] : "none";
 }
 
 enum engine_end_reason engine_end_reason_from_string(const char *s) {
         for (int i = 1; s && i < _ENGINE_END_MAX; i++)
                 if (strcmp(s, end_reason_names[i]) == 0)
-                        return (enum engine_end_reason)i;
+                        return (enum engine_end_reason) i;
         return ENGINE_END_NONE;
 }
 
 const char *engine_state_to_string(enum engine_state s) {
         switch (s) {
-        case ENGINE_STATE_ACTIVE: return "active";
-        case ENGINE_STATE_GRACE: return "grace";
-        case ENGINE_STATE_EXPIRED: return "expired";
-        case ENGINE_STATE_ENDED: return "ended";
+        case ENGINE_STATE_ACTIVE:
+                return "active";
+        case ENGINE_STATE_GRACE:
+                return "grace";
+        case ENGINE_STATE_EXPIRED:
+                return "expired";
+        case ENGINE_STATE_ENDED:
+                return "ended";
         }
         return "ended";
 }
 
 const char *engine_failure_to_string(enum engine_failure f) {
         switch (f) {
-        case ENGINE_FAIL_NOT_FOUND: return "not_found";
-        case ENGINE_FAIL_EXPIRED: return "expired";
-        case ENGINE_FAIL_FINGERPRINT: return "fingerprint";
-        case ENGINE_FAIL_INVALID: return "invalid";
-        case _ENGINE_FAIL_MAX: break;
+        case ENGINE_FAIL_NOT_FOUND:
+                return "not_found";
+        case ENGINE_FAIL_EXPIRED:
+                return "expired";
+        case ENGINE_FAIL_FINGERPRINT:
+                return "fingerprint";
+        case ENGINE_FAIL_INVALID:
+                return "invalid";
+        case _ENGINE_FAIL_MAX:
+                break;
         }
         return "invalid";
 }
@@ -123,7 +132,7 @@ int table_grow_array32(void **p, uint32_t *allocated, uint32_t need, size_t size
         r = table_grow_array(p, &a, need, size);
         if (r < 0)
                 return r;
-        *allocated = a > NIL - 1 ? NIL - 1 : (uint32_t)a;
+        *allocated = a > NIL - 1 ? NIL - 1 : (uint32_t) a;
         return 0;
 }
 
@@ -133,7 +142,7 @@ uint64_t table_name_hash(const struct engine *e, const char *s) {
         uint8_t out[crypto_shorthash_BYTES];
         uint64_t v;
 
-        crypto_shorthash(out, (const unsigned char *)s, strlen(s), e->name_key);
+        crypto_shorthash(out, (const unsigned char *) s, strlen(s), e->name_key);
         memcpy(&v, out, sizeof v);
         return v;
 }
@@ -202,7 +211,7 @@ static int user_get_hashed(struct engine *e, const char *name, uint32_t hash, ui
                         return -ENOMEM;
         }
         if (e->users_free == NIL) {
-                r = table_grow_array32((void **)&e->users, &e->users_allocated, e->users_used + 1, sizeof *e->users);
+                r = table_grow_array32((void **) &e->users, &e->users_allocated, e->users_used + 1, sizeof *e->users);
                 if (r < 0) {
                         free(copy);
                         return r;
@@ -234,7 +243,7 @@ static int user_get_hashed(struct engine *e, const char *name, uint32_t hash, ui
 }
 
 int table_user_get(struct engine *e, const char *name, uint32_t *ret) {
-        return user_get_hashed(e, name, (uint32_t)table_name_hash(e, name), ret);
+        return user_get_hashed(e, name, (uint32_t) table_name_hash(e, name), ret);
 }
 
 /* Frees a user without sessions and without security records. */
@@ -275,7 +284,7 @@ int table_platform_get(struct engine *e, const char *name, uint32_t *ret) {
         if (e->platforms_free != NIL)
                 h = e->platforms_free;
         else {
-                r = table_grow_array32((void **)&e->platforms, &e->platforms_allocated, e->platforms_used + 1,
+                r = table_grow_array32((void **) &e->platforms, &e->platforms_allocated, e->platforms_used + 1,
                                        sizeof *e->platforms);
                 if (r < 0) {
                         free(copy);
@@ -339,7 +348,8 @@ static void user_list_insert(struct engine *e, uint32_t h) {
         struct user *u = &e->users[s->user];
         uint32_t after = u->tail;
 
-        while (!e->users_unsorted && after != NIL && session_ms(&e->sessions[after], ST_ACTIVITY) > session_ms(s, ST_ACTIVITY))
+        while (!e->users_unsorted && after != NIL &&
+               session_ms(&e->sessions[after], ST_ACTIVITY) > session_ms(s, ST_ACTIVITY))
                 after = e->sessions[after].user_prev;
         s->user_prev = after;
         s->user_next = after != NIL ? e->sessions[after].user_next : u->head;
@@ -424,8 +434,7 @@ void table_session_id(const struct engine *e, const struct session *s, char out[
 
 /* Adds a session to memory from a store row. */
 /* user_hash: (uint32_t)table_name_hash() of row->user_id. */
-int table_session_add_hashed(struct engine *e, const struct store_session *row, uint32_t user_hash,
-                             uint32_t *ret) {
+int table_session_add_hashed(struct engine *e, const struct store_session *row, uint32_t user_hash, uint32_t *ret) {
         uint32_t h, user, platform, next_free;
         struct session *s;
         uint8_t id[TOKEN_ID_BYTES];
@@ -440,13 +449,13 @@ int table_session_add_hashed(struct engine *e, const struct store_session *row, 
         if (strcmp(text, row->id) != 0 || !row->user_id[0]) {
                 /* While the store loads, e->store is not set yet. */
                 log_warning("Store %s: session row %lld has a malformed id or user; skipped.",
-                            e->store ? store_name(e->store) : cfg(e)->daemon.database_path, (long long)row->rowid);
+                            e->store ? store_name(e->store) : cfg(e)->daemon.database_path, (long long) row->rowid);
                 return -EINVAL;
         }
         if (e->sessions_free != NIL)
                 h = e->sessions_free;
         else {
-                r = table_grow_array32((void **)&e->sessions, &e->sessions_allocated, e->sessions_used + 1,
+                r = table_grow_array32((void **) &e->sessions, &e->sessions_allocated, e->sessions_used + 1,
                                        sizeof *e->sessions);
                 if (r < 0)
                         return r;
@@ -499,7 +508,7 @@ int table_session_add_hashed(struct engine *e, const struct store_session *row, 
 }
 
 int table_session_add(struct engine *e, const struct store_session *row, uint32_t *ret) {
-        return table_session_add_hashed(e, row, (uint32_t)table_name_hash(e, row->user_id), ret);
+        return table_session_add_hashed(e, row, (uint32_t) table_name_hash(e, row->user_id), ret);
 }
 
 void table_session_remove(struct engine *e, uint32_t h) {
@@ -541,8 +550,8 @@ int64_t table_session_end_time(const struct engine *e, const struct session *s, 
         return end;
 }
 
-enum engine_state table_session_state(const struct engine *e, const struct session *s, int64_t now,
-                                      int64_t *end, enum engine_end_reason *why) {
+enum engine_state table_session_state(const struct engine *e, const struct session *s, int64_t now, int64_t *end,
+                                      enum engine_end_reason *why) {
         int64_t t = table_session_end_time(e, s, why);
 
         if (end)

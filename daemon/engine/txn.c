@@ -27,14 +27,22 @@
 
 #include "log.h"
 
-uint64_t engine_write_seq(const struct engine *e) { return e->write_seq; }
-const struct engine_counters *engine_get_counters(const struct engine *e) { return &e->counters; }
+uint64_t engine_write_seq(const struct engine *e) {
+        return e->write_seq;
+}
+const struct engine_counters *engine_get_counters(const struct engine *e) {
+        return &e->counters;
+}
 
-int engine_storage_error(const struct engine *e) { return e->storage_error; }
+int engine_storage_error(const struct engine *e) {
+        return e->storage_error;
+}
 /* A failed write leaves no unit but an error to report: that is pending
  * too, so that main hands it off and the held replies fail; so is the unit
  * being committed. */
-bool engine_has_pending(const struct engine *e) { return e->txn || e->commit_error || e->inflight; }
+bool engine_has_pending(const struct engine *e) {
+        return e->txn || e->commit_error || e->inflight;
+}
 
 /* ---- transactions ----------------------------------------------------------------- */
 
@@ -59,8 +67,8 @@ static int reload_cb(const struct store_session *row, void *userdata) {
         if (existing != NIL)
                 table_session_remove(e, existing);
         if (table_session_add(e, row, &h) < 0) {
-                log_error("Store %s: could not restore session %s in memory after a rollback.",
-                          store_name(e->store), row->id);
+                log_error("Store %s: could not restore session %s in memory after a rollback.", store_name(e->store),
+                          row->id);
                 return 0;
         }
         if (last > session_ms(&e->sessions[h], ST_ACTIVITY)) {
@@ -107,7 +115,7 @@ static void reload_affected(struct engine *e) {
                                 table_session_remove(e, h);
                         }
                 }
-                (void)store_session_by_rowid(e->store, a->rowid, reload_cb, &x);
+                (void) store_session_by_rowid(e->store, a->rowid, reload_cb, &x);
         }
         e->n_affected = 0;
 }
@@ -184,8 +192,7 @@ static void unit_done(int result, void *userdata) {
                 e->storage_error = result = txn_storage_errno(result);
                 store_rollback(e->store);
                 for (size_t i = 0; i < e->n_affected; i++)
-                        if (GROW(e->inflight_affected, e->inflight_affected_allocated,
-                                 e->n_inflight_affected + 1) == 0)
+                        if (GROW(e->inflight_affected, e->inflight_affected_allocated, e->n_inflight_affected + 1) == 0)
                                 e->inflight_affected[e->n_inflight_affected++] = e->affected[i];
                 SWAP(e->affected, e->inflight_affected);
                 SWAP(e->affected_allocated, e->inflight_affected_allocated);
@@ -311,25 +318,25 @@ bool txn_audit_on(const struct engine *e) {
 
 void txn_detail_begin(struct varlink_writer *w) {
         varlink_writer_init(w);
-        (void)varlink_writer_begin_value(w);
-        (void)varlink_writer_object_begin(w);
+        (void) varlink_writer_begin_value(w);
+        (void) varlink_writer_object_begin(w);
 }
 
 void txn_detail_string(struct varlink_writer *w, const char *key, const char *value) {
-        (void)varlink_writer_key(w, key);
-        (void)(value ? varlink_writer_string(w, value) : varlink_writer_null(w));
+        (void) varlink_writer_key(w, key);
+        (void) (value ? varlink_writer_string(w, value) : varlink_writer_null(w));
 }
 
 void txn_detail_int(struct varlink_writer *w, const char *key, int64_t value) {
-        (void)varlink_writer_key(w, key);
-        (void)varlink_writer_int(w, value);
+        (void) varlink_writer_key(w, key);
+        (void) varlink_writer_int(w, value);
 }
 
 char *txn_detail_end(struct varlink_writer *w) {
         char *text;
         size_t len;
 
-        (void)varlink_writer_object_end(w);
+        (void) varlink_writer_object_end(w);
         return varlink_writer_finish_value(w, &text, &len) < 0 ? NULL : text;
 }
 
@@ -339,7 +346,7 @@ int txn_audit_written(struct engine *e, int64_t now, const char *kind, const cha
         size_t len;
         int r;
 
-        (void)varlink_writer_object_end(w);
+        (void) varlink_writer_object_end(w);
         r = varlink_writer_finish_value(w, &text, &len);
         if (r < 0)
                 return txn_fail(e, r);

@@ -34,8 +34,8 @@
 
 /* Runs sql with text parameters on the auxiliary connection (aux_lock
  * held); *ret (if given) gets the result. */
-int pg_aux_query(struct pg_store *p, const char *sql, const struct params *a, ExecStatusType want,
-                     const char *what, PGresult **ret) {
+int pg_aux_query(struct pg_store *p, const char *sql, const struct params *a, ExecStatusType want, const char *what,
+                 PGresult **ret) {
         PGresult *res;
         int r = pg_conn_ready(p, &p->aux);
 
@@ -60,9 +60,9 @@ int pg_heartbeat(struct store *s, const char *daemon_id, bool leader, int64_t no
         param_text(&a, leader ? "true" : "false");
         pthread_mutex_lock(&p->aux_lock);
         r = pg_aux_query(p,
-                      "INSERT INTO sessiond_daemons (daemon_id, seen_ms, leader) VALUES ($1, $2, $3) "
-                      "ON CONFLICT (daemon_id) DO UPDATE SET seen_ms = EXCLUDED.seen_ms, leader = EXCLUDED.leader",
-                      &a, PGRES_COMMAND_OK, "writing the heartbeat", NULL);
+                         "INSERT INTO sessiond_daemons (daemon_id, seen_ms, leader) VALUES ($1, $2, $3) "
+                         "ON CONFLICT (daemon_id) DO UPDATE SET seen_ms = EXCLUDED.seen_ms, leader = EXCLUDED.leader",
+                         &a, PGRES_COMMAND_OK, "writing the heartbeat", NULL);
         pthread_mutex_unlock(&p->aux_lock);
         return r < 0 ? r : 0;
 }
@@ -76,9 +76,9 @@ int pg_daemons_each(struct store *s, int64_t since_ms, store_daemon_fn cb, void 
         param_int(&a, since_ms);
         pthread_mutex_lock(&p->aux_lock);
         r = pg_aux_query(p,
-                      "SELECT daemon_id, seen_ms, leader FROM sessiond_daemons WHERE seen_ms >= $1 "
-                      "ORDER BY seen_ms DESC, daemon_id COLLATE \"C\"",
-                      &a, PGRES_TUPLES_OK, "reading the daemons", &res);
+                         "SELECT daemon_id, seen_ms, leader FROM sessiond_daemons WHERE seen_ms >= $1 "
+                         "ORDER BY seen_ms DESC, daemon_id COLLATE \"C\"",
+                         &a, PGRES_TUPLES_OK, "reading the daemons", &res);
         pthread_mutex_unlock(&p->aux_lock);
         /* The callback runs without the lock: it may ask again. */
         for (int i = 0; r == 0 && i < PQntuples(res); i++) {
@@ -121,8 +121,8 @@ int pg_leader_try(struct store *s, bool *is_leader) {
         if (r < 0)
                 return r;
         param_int(&a, PG_LEADER_LOCK);
-        _cleanup_pqclear_ PGresult *res = PQexecParams(p->leader.c, "SELECT pg_try_advisory_lock($1::bigint)", 1,
-                                                       NULL, a.v, NULL, NULL, 0);
+        _cleanup_pqclear_ PGresult *res =
+                PQexecParams(p->leader.c, "SELECT pg_try_advisory_lock($1::bigint)", 1, NULL, a.v, NULL, NULL, 0);
         r = pg_result_check(p->name, p->leader.c, res, PGRES_TUPLES_OK, "trying the leader's lock");
         if (r < 0)
                 return r;
@@ -166,10 +166,10 @@ struct pg_listener {
         unsigned handles; /* uv handles not yet closed (each frees itself) */
 
         enum listener_query busy;
-        bool query_ok;     /* the statement in flight succeeded */
-        bool check_due;    /* a liveness check is to be sent */
+        bool query_ok;        /* the statement in flight succeeded */
+        bool check_due;       /* a liveness check is to be sent */
         int64_t announced_at; /* monotonic ms */
-        int64_t *sending;  /* the creations of the announcement in flight */
+        int64_t *sending;     /* the creations of the announcement in flight */
         size_t n_sending, allocated_sending;
         /* The other daemons known to be up: connected at the last check,
          * or heard from since (a hello or any change). */
@@ -195,7 +195,7 @@ static void handle_closed(uv_handle_t *h) {
 
 static void handle_close(void *h) {
         if (h)
-                uv_close((uv_handle_t *)h, handle_closed);
+                uv_close((uv_handle_t *) h, handle_closed);
 }
 
 static void listener_close_poll(struct pg_listener *l) {
@@ -231,7 +231,7 @@ static int listener_watch(struct pg_listener *l, int events) {
                 l->poll->data = l;
                 l->poll_fd = fd;
                 l->handles++;
-                uv_unref((uv_handle_t *)l->poll);
+                uv_unref((uv_handle_t *) l->poll);
         }
         return uv_poll_start(l->poll, events, listener_poll_cb);
 }
@@ -330,14 +330,14 @@ static char *announcement(const char *origin, const int64_t *rows, size_t n, boo
                 char item[32];
                 int k = snprintf(item, sizeof item, "c:%" PRId64, rows[i]);
 
-                if (len > 0 && len + 1 + (size_t)k > PG_NOTIFY_MAX) {
+                if (len > 0 && len + 1 + (size_t) k > PG_NOTIFY_MAX) {
                         fputs("\",", f);
                         len = 0;
                 }
                 if (len == 0)
-                        len = (size_t)fprintf(f, "\"%s:%s", origin, item) - 1;
+                        len = (size_t) fprintf(f, "\"%s:%s", origin, item) - 1;
                 else
-                        len += (size_t)fprintf(f, ",%s", item);
+                        len += (size_t) fprintf(f, ",%s", item);
         }
         if (len > 0)
                 fputc('"', f);
@@ -351,9 +351,10 @@ static char *announcement(const char *origin, const int64_t *rows, size_t n, boo
         return buf;
 }
 
-#define PG_LIVENESS_SQL                                                                                     \
-        "SELECT substr(application_name, " PG_STRINGIFY(PG_APP_PREFIX_LEN) " + 1) FROM pg_stat_activity WHERE " \
-        "datname = current_database() AND application_name LIKE '" PG_APP_PREFIX "%'"
+#define PG_LIVENESS_SQL                                                 \
+        "SELECT substr(application_name, " PG_STRINGIFY(                \
+                PG_APP_PREFIX_LEN) " + 1) FROM pg_stat_activity WHERE " \
+                                   "datname = current_database() AND application_name LIKE '" PG_APP_PREFIX "%'"
 #define PG_ANNOUNCE_SQL "SELECT count(pg_notify('" PG_CHANNEL "', x)) FROM unnest($1::text[]) AS x"
 
 /* Sends what is in flight; the rest goes when the socket can take it. */
@@ -420,8 +421,8 @@ static void listener_pump(struct pg_listener *l) {
         now = pg_mono_ms();
         wait = l->announced_at + PG_ANNOUNCE_MS - now;
         if (wait > 0) {
-                if (!uv_is_active((uv_handle_t *)l->pace))
-                        uv_timer_start(l->pace, listener_pace_cb, (uint64_t)wait, 0);
+                if (!uv_is_active((uv_handle_t *) l->pace))
+                        uv_timer_start(l->pace, listener_pace_cb, (uint64_t) wait, 0);
                 return;
         }
         listener_announce(l);
@@ -479,7 +480,7 @@ static void live_note(struct pg_listener *l, const char *origin, size_t len) {
 
 /* The daemons connected now, against those of the last check. */
 static void listener_liveness(struct pg_listener *l, const PGresult *res) {
-        char(*now)[PG_ORIGIN_LEN + 1] = calloc((size_t)PQntuples(res) + 1, sizeof *now);
+        char(*now)[PG_ORIGIN_LEN + 1] = calloc((size_t) PQntuples(res) + 1, sizeof *now);
         size_t n = 0, gone = 0;
 
         if (!now)
@@ -501,7 +502,7 @@ static void listener_liveness(struct pg_listener *l, const PGresult *res) {
         free(l->live);
         l->live = now;
         l->n_live = n;
-        l->allocated_live = (size_t)PQntuples(res) + 1;
+        l->allocated_live = (size_t) PQntuples(res) + 1;
         if (gone > 0)
                 listener_report(l, STORE_CHANGE_UPDATED, 0, true); /* the engine reads the live sessions again */
 }
@@ -527,7 +528,7 @@ static void listener_lost(struct pg_listener *l) {
         l->delay_ms = l->delay_ms ? l->delay_ms * 2 : PG_BACKOFF_MIN_MS;
         if (l->delay_ms > PG_BACKOFF_MAX_MS)
                 l->delay_ms = PG_BACKOFF_MAX_MS;
-        uv_timer_start(l->timer, listener_timer_cb, (uint64_t)l->delay_ms, 0);
+        uv_timer_start(l->timer, listener_timer_cb, (uint64_t) l->delay_ms, 0);
 }
 
 static bool change_kind(char k, enum store_change_kind *kind) {
@@ -582,7 +583,7 @@ static void listener_prefetch(struct pg_listener *l, const char *items) {
         if (n < 2)
                 return;
         pthread_mutex_lock(&l->store->core.lock);
-        (void)pg_prefetch(l->store, rows, n);
+        (void) pg_prefetch(l->store, rows, n);
         pthread_mutex_unlock(&l->store->core.lock);
 }
 
@@ -591,9 +592,10 @@ static void listener_dispatch(struct pg_listener *l, const char *payload) {
         const char *colon = strchr(payload, ':'), *p;
         struct pg_store *st = l->store;
 
-        if (!colon || ((size_t)(colon - payload) == strlen(l->origin) && strncmp(payload, l->origin, strlen(l->origin)) == 0))
+        if (!colon ||
+            ((size_t) (colon - payload) == strlen(l->origin) && strncmp(payload, l->origin, strlen(l->origin)) == 0))
                 return; /* ours, or not ours to read */
-        live_note(l, payload, (size_t)(colon - payload));
+        live_note(l, payload, (size_t) (colon - payload));
         listener_prefetch(l, colon + 1);
         for (p = colon + 1; *p && l->store;) {
                 enum store_change_kind kind;
@@ -607,7 +609,7 @@ static void listener_dispatch(struct pg_listener *l, const char *payload) {
                 if (change_kind(k, &kind))
                         listener_report(l, kind, rowid, false);
                 else if (k == 'x')
-                        live_forget(l, payload, (size_t)(colon - payload));
+                        live_forget(l, payload, (size_t) (colon - payload));
                 p = *end == ',' ? end + 1 : end + strlen(end);
         }
         /* The store may have been closed by a callback (then it dropped them). */
@@ -651,8 +653,9 @@ static void listener_results(struct pg_listener *l) {
                         }
                 } else
                         pg_log_error(l->store->name,
-                                     l->busy == LQ_ANNOUNCE ? "announcing creations" : "checking which daemons are "
-                                                                                       "connected",
+                                     l->busy == LQ_ANNOUNCE ? "announcing creations"
+                                                            : "checking which daemons are "
+                                                              "connected",
                                      PQresultErrorMessage(res));
                 PQclear(res);
         }
@@ -696,7 +699,7 @@ static void listener_listen_result(struct pg_listener *l) {
         }
         l->state = L_LISTENING;
         l->delay_ms = 0;
-        (void)listener_watch(l, UV_READABLE);
+        (void) listener_watch(l, UV_READABLE);
         if (l->lost) {
                 log_notice("Store %s: listening for other daemons' changes again.", l->store->name);
                 l->lost = false;
@@ -770,7 +773,7 @@ static void listener_poll_cb(uv_poll_t *h, int status, int events) {
                 break;
         case L_LISTEN:
                 if ((events & UV_WRITABLE) && PQflush(l->conn) == 0)
-                        (void)listener_watch(l, UV_READABLE);
+                        (void) listener_watch(l, UV_READABLE);
                 listener_listen_result(l);
                 break;
         case L_LISTENING:
@@ -854,10 +857,10 @@ int pg_changes_subscribe(struct store *s, uv_loop_t *loop, store_change_fn fn, v
         uv_timer_init(loop, l->tick);
         uv_async_init(loop, l->async, listener_async_cb);
         l->handles = 4;
-        uv_unref((uv_handle_t *)l->timer);
-        uv_unref((uv_handle_t *)l->pace);
-        uv_unref((uv_handle_t *)l->tick);
-        uv_unref((uv_handle_t *)l->async);
+        uv_unref((uv_handle_t *) l->timer);
+        uv_unref((uv_handle_t *) l->pace);
+        uv_unref((uv_handle_t *) l->tick);
+        uv_unref((uv_handle_t *) l->async);
         p->listener = l;
 
         /* The set-up, the first liveness check (the daemons up now are
@@ -936,4 +939,3 @@ void pg_announce_at_close(struct pg_store *p) {
         if (pg_result_check(p->name, p->w.c, res, PGRES_TUPLES_OK, "announcing the last creations") >= 0)
                 p->n_announce = 0;
 }
-

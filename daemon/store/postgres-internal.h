@@ -151,18 +151,18 @@ struct pg_prefetched {
 };
 
 static inline struct pg_store *pg(struct store *s) {
-        return (struct pg_store *)s;
+        return (struct pg_store *) s;
 }
 
 static inline const struct pg_store *pg_const(const struct store *s) {
-        return (const struct pg_store *)s;
+        return (const struct pg_store *) s;
 }
 
 static inline int64_t pg_mono_ms(void) {
         struct timespec ts;
 
         clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+        return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 static inline void pqclearp(PGresult **r) {
@@ -171,20 +171,19 @@ static inline void pqclearp(PGresult **r) {
 #define _cleanup_pqclear_ _cleanup_(pqclearp)
 
 static inline void pqfreememp(void *p) {
-        PQfreemem(*(void **)p);
+        PQfreemem(*(void **) p);
 }
 
 
-
 /* libpq's parameters: ours first, so that the URL's own win (expand_dbname). */
-#define PG_CONNECT_KEYWORDS                                                                              \
-        (const char *const[]) {                                                                          \
-                "connect_timeout", "keepalives_idle", "keepalives_interval", "keepalives_count",          \
-                        "tcp_user_timeout", "fallback_application_name", "dbname", NULL                  \
+#define PG_CONNECT_KEYWORDS                                                                                          \
+        (const char *const[]) {                                                                                      \
+                "connect_timeout", "keepalives_idle", "keepalives_interval", "keepalives_count", "tcp_user_timeout", \
+                        "fallback_application_name", "dbname", NULL                                                  \
         }
-#define PG_CONNECT_VALUES(url)                                                                  \
-        (const char *const[]) {                                                                 \
-                PG_CONNECT_TIMEOUT_S, "10", "5", "3", "10000", "sessiond", (url), NULL          \
+#define PG_CONNECT_VALUES(url)                                                         \
+        (const char *const[]) {                                                        \
+                PG_CONNECT_TIMEOUT_S, "10", "5", "3", "10000", "sessiond", (url), NULL \
         }
 
 /* Parameters of a statement, as text (numbers) or binary (bytea). */
@@ -211,7 +210,7 @@ static inline void param_text(struct params *a, const char *v) {
 /* A fingerprint: 0 is none (NULL). */
 static inline void param_fp(struct params *a, uint64_t v) {
         if (v)
-                param_int(a, (int64_t)v);
+                param_int(a, (int64_t) v);
         else
                 param_text(a, NULL);
 }
@@ -219,7 +218,7 @@ static inline void param_fp(struct params *a, uint64_t v) {
 static inline void param_bytes(struct params *a, const void *v, size_t n) {
         assert(a->n < PG_MAX_PARAMS);
         a->v[a->n] = v; /* NULL: SQL NULL; an empty blob is not NULL */
-        a->len[a->n] = (int)n;
+        a->len[a->n] = (int) n;
         a->fmt[a->n] = 1;
         a->n++;
 }
@@ -263,7 +262,8 @@ int pg_session_by_rowid(struct store *s, int64_t rowid, store_session_fn cb, voi
 int pg_session_by_hash(struct store *s, const uint8_t hash[TOKEN_HASH_BYTES], store_session_fn cb, void *userdata);
 int pg_session_by_id(struct store *s, const char *id, store_session_fn cb, void *userdata);
 int pg_sessions_each(struct store *s, const struct store_filter *f, store_session_fn cb, void *userdata);
-int pg_sessions_ended_of_user_after(struct store *s, const char *user_id, int64_t after_rowid, store_session_fn cb, void *userdata);
+int pg_sessions_ended_of_user_after(struct store *s, const char *user_id, int64_t after_rowid, store_session_fn cb,
+                                    void *userdata);
 int pg_maintain(struct store *s, struct store_maintenance *ret);
 int pg_maintain_step(struct store *s, bool first);
 int pg_maintain_start(struct store *s, bool first, store_maintain_fn done, void *userdata);
@@ -277,7 +277,8 @@ int pg_probe(struct store *s);
 int pg_count_created(struct store *s, int64_t since, int64_t bucket, uint64_t *counts, size_t n);
 int pg_ended_durations(struct store *s, store_value_fn cb, void *userdata);
 int pg_end_reasons(struct store *s, store_group_fn cb, void *userdata);
-int pg_session_pages(struct store *s, int q, const char *user_id, int64_t after, bool light, store_session_fn cb, void *userdata);
+int pg_session_pages(struct store *s, int q, const char *user_id, int64_t after, bool light, store_session_fn cb,
+                     void *userdata);
 int64_t pg_size(struct store *s);
 int pg_prefetch(struct pg_store *p, const int64_t *rows, size_t n);
 void pg_prefetch_drop(struct pg_store *p);
@@ -290,4 +291,5 @@ int pg_heartbeat(struct store *s, const char *daemon_id, bool leader, int64_t no
 int pg_daemons_each(struct store *s, int64_t since_ms, store_daemon_fn cb, void *userdata);
 void pg_listener_detach(struct pg_listener *l);
 void pg_announce_at_close(struct pg_store *p);
-int pg_aux_query(struct pg_store *p, const char *sql, const struct params *a, ExecStatusType want, const char *what, PGresult **ret);
+int pg_aux_query(struct pg_store *p, const char *sql, const struct params *a, ExecStatusType want, const char *what,
+                 PGresult **ret);

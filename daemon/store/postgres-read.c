@@ -25,7 +25,10 @@ static int read_ready(struct pg_store *p) {
 }
 
 static int hexval(char c) {
-        return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+        return c >= '0' && c <= '9'   ? c - '0'
+               : c >= 'a' && c <= 'f' ? c - 'a' + 10
+               : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                      : -1;
 }
 
 /* A bytea in hex output ("\x0102...") into exactly n bytes; false if it is not that. */
@@ -38,7 +41,7 @@ static bool bytea_exact(const char *v, uint8_t *out, size_t n) {
 
                 if (hi < 0 || lo < 0)
                         return false;
-                out[i] = (uint8_t)(hi << 4 | lo);
+                out[i] = (uint8_t) (hi << 4 | lo);
         }
         return true;
 }
@@ -48,7 +51,7 @@ static void row_from_result(const PGresult *res, int i, struct store_session *ro
         memset(row, 0, sizeof *row);
         row->rowid = pg_value_int(res, i, 0);
         row->id = PQgetvalue(res, i, 1);
-        (void)bytea_exact(PQgetvalue(res, i, 2), row->token_hash, TOKEN_HASH_BYTES);
+        (void) bytea_exact(PQgetvalue(res, i, 2), row->token_hash, TOKEN_HASH_BYTES);
         row->user_id = PQgetvalue(res, i, 3);
         row->platform_id = pg_value_or_null(res, i, 4);
         row->created_at = pg_value_int(res, i, 5);
@@ -56,10 +59,10 @@ static void row_from_result(const PGresult *res, int i, struct store_session *ro
         row->renewed_at = pg_value_int(res, i, 7);
         row->ended_at = pg_value_int(res, i, 8);
         row->end_reason = pg_value_or_null(res, i, 9);
-        row->fp_user_agent = (uint64_t)pg_value_int(res, i, 10);
-        row->fp_ip = (uint64_t)pg_value_int(res, i, 11);
-        row->fp_accept_language = (uint64_t)pg_value_int(res, i, 12);
-        row->fp_accept_encoding = (uint64_t)pg_value_int(res, i, 13);
+        row->fp_user_agent = (uint64_t) pg_value_int(res, i, 10);
+        row->fp_ip = (uint64_t) pg_value_int(res, i, 11);
+        row->fp_accept_language = (uint64_t) pg_value_int(res, i, 12);
+        row->fp_accept_encoding = (uint64_t) pg_value_int(res, i, 13);
         if (!light) {
                 row->ip = pg_value_or_null(res, i, 14);
                 row->user_agent = pg_value_or_null(res, i, 15);
@@ -96,7 +99,7 @@ static int session_one(struct store *s, int q, struct params *a, store_session_f
 }
 
 static int prefetched_cmp(const void *a, const void *b) {
-        int64_t x = ((const struct pg_prefetched *)a)->rowid, y = ((const struct pg_prefetched *)b)->rowid;
+        int64_t x = ((const struct pg_prefetched *) a)->rowid, y = ((const struct pg_prefetched *) b)->rowid;
 
         return x < y ? -1 : x > y;
 }
@@ -127,7 +130,7 @@ int pg_prefetch(struct pg_store *p, const int64_t *rows, size_t n) {
         arr[len++] = '{';
         for (size_t i = 0; i < n; i++) {
                 p->prefetched[i] = (struct pg_prefetched){.rowid = rows[i], .index = -1};
-                len += (size_t)sprintf(arr + len, "%s%" PRId64, i ? "," : "", rows[i]);
+                len += (size_t) sprintf(arr + len, "%s%" PRId64, i ? "," : "", rows[i]);
         }
         arr[len++] = '}';
         arr[len] = '\0';
@@ -182,8 +185,7 @@ int pg_session_by_rowid(struct store *s, int64_t rowid, store_session_fn cb, voi
         return session_one(s, Q_BY_ROWID, &a, cb, userdata);
 }
 
-int pg_session_by_hash(struct store *s, const uint8_t hash[TOKEN_HASH_BYTES], store_session_fn cb,
-                              void *userdata) {
+int pg_session_by_hash(struct store *s, const uint8_t hash[TOKEN_HASH_BYTES], store_session_fn cb, void *userdata) {
         struct params a = {0};
 
         param_bytes(&a, hash, TOKEN_HASH_BYTES);
@@ -199,8 +201,8 @@ int pg_session_by_id(struct store *s, const char *id, store_session_fn cb, void 
 
 /* Pages of PG_PAGE_ROWS rows after a row number: q's last two parameters
  * are the row to start after and the page's size. */
-int pg_session_pages(struct store *s, int q, const char *user_id, int64_t after, bool light,
-                         store_session_fn cb, void *userdata) {
+int pg_session_pages(struct store *s, int q, const char *user_id, int64_t after, bool light, store_session_fn cb,
+                     void *userdata) {
         struct pg_store *p = pg(s);
         int r = 0, n;
 
@@ -232,8 +234,8 @@ int pg_sessions_each(struct store *s, const struct store_filter *f, store_sessio
         return pg_session_pages(s, q, NULL, f->after_rowid, f->light, cb, userdata);
 }
 
-int pg_sessions_ended_of_user_after(struct store *s, const char *user_id, int64_t after_rowid,
-                                           store_session_fn cb, void *userdata) {
+int pg_sessions_ended_of_user_after(struct store *s, const char *user_id, int64_t after_rowid, store_session_fn cb,
+                                    void *userdata) {
         return pg_session_pages(s, Q_USER_ENDED, user_id, after_rowid, false, cb, userdata);
 }
 
@@ -279,7 +281,7 @@ int pg_session_get_sync(struct store *s, int64_t rowid, int64_t *version, char *
         *size = 0;
         if (PQgetisnull(res, 0, 1))
                 return 0;
-        b = PQunescapeBytea((const unsigned char *)PQgetvalue(res, 0, 1), &n);
+        b = PQunescapeBytea((const unsigned char *) PQgetvalue(res, 0, 1), &n);
         if (!b)
                 return -ENOMEM;
         *data = malloc(n + 1);
@@ -340,8 +342,8 @@ static int query(struct store *s, const char *sql, const struct params *a, const
  * after id b (AUDIT_SAME_TIME) then those after time a (AUDIT_LATER). */
 enum { AUDIT_ALL, AUDIT_SAME_TIME, AUDIT_LATER };
 
-static int audit_query(struct store *s, const struct store_audit_filter *f, int part, unsigned limit,
-                       store_audit_fn cb, void *userdata, unsigned *n) {
+static int audit_query(struct store *s, const struct store_audit_filter *f, int part, unsigned limit, store_audit_fn cb,
+                       void *userdata, unsigned *n) {
         _cleanup_pqclear_ PGresult *res = NULL;
         struct params a = {0};
         char sql[512], cond[160] = "";
@@ -359,8 +361,7 @@ static int audit_query(struct store *s, const struct store_audit_filter *f, int 
         if (part == AUDIT_SAME_TIME) {
                 param_int(&a, f->after_time);
                 param_int(&a, f->after_id);
-                snprintf(cond + strlen(cond), sizeof cond - strlen(cond), " AND time = $%d AND id > $%d", a.n - 1,
-                         a.n);
+                snprintf(cond + strlen(cond), sizeof cond - strlen(cond), " AND time = $%d AND id > $%d", a.n - 1, a.n);
         } else if (part == AUDIT_LATER) {
                 param_int(&a, f->after_time);
                 snprintf(cond + strlen(cond), sizeof cond - strlen(cond), " AND time > $%d", a.n);
@@ -422,8 +423,8 @@ int pg_count_created(struct store *s, int64_t since, int64_t bucket, uint64_t *c
         for (int i = 0; i < PQntuples(res); i++) {
                 int64_t b = pg_value_int(res, i, 0), c = pg_value_int(res, i, 1);
 
-                if (b >= 0 && (uint64_t)b < n && c > 0)
-                        counts[b] = (uint64_t)c;
+                if (b >= 0 && (uint64_t) b < n && c > 0)
+                        counts[b] = (uint64_t) c;
         }
         return 0;
 }
@@ -503,7 +504,7 @@ static void pg_maintain_later_cb(uv_timer_t *t) {
         struct pg_maintain_later *m = t->data;
 
         m->done(0, m->userdata);
-        uv_close((uv_handle_t *)&m->timer, pg_maintain_later_closed);
+        uv_close((uv_handle_t *) &m->timer, pg_maintain_later_closed);
 }
 
 int pg_maintain_start(struct store *s, bool first, store_maintain_fn done, void *userdata) {
@@ -561,13 +562,12 @@ int64_t pg_size(struct store *s) {
 
                 p->size_at = now;
                 if (pg_aux_query(p,
-                              "SELECT pg_total_relation_size('sessions') + pg_total_relation_size('audit') + "
-                              "pg_total_relation_size('sessiond_daemons') + pg_total_relation_size('sessiond_meta')",
-                              NULL, PGRES_TUPLES_OK, "measuring the tables", &res) >= 0)
+                                 "SELECT pg_total_relation_size('sessions') + pg_total_relation_size('audit') + "
+                                 "pg_total_relation_size('sessiond_daemons') + pg_total_relation_size('sessiond_meta')",
+                                 NULL, PGRES_TUPLES_OK, "measuring the tables", &res) >= 0)
                         p->size_cached = pg_value_int(res, 0, 0);
         }
         v = p->size_cached;
         pthread_mutex_unlock(&p->aux_lock);
         return v;
 }
-

@@ -47,7 +47,7 @@
 void pg_tx_rollback(struct pg_store *p) {
         p->n_evicted = 0;
         if (pg_in_tx(p))
-                (void)pg_exec_command(p, p->w.c, "ROLLBACK", "ROLLBACK");
+                (void) pg_exec_command(p, p->w.c, "ROLLBACK", "ROLLBACK");
 }
 
 /* The unit's transaction: open already, or begun now. A unit that ran
@@ -60,7 +60,8 @@ static int tx_begin(struct pg_store *p, const struct store_uow *u) {
                 return 0;
         if (u->applied > 0 || u->wrote) {
                 log_error("Store %s: the connection was lost in the middle of a unit of work; its writes are "
-                          "lost.", p->name);
+                          "lost.",
+                          p->name);
                 return -EIO;
         }
         r = pg_writer_ready(p);
@@ -321,7 +322,7 @@ static int op_result(struct pg_store *p, const struct store_op *op, PGresult *re
         const char *what = NULL;
         int r;
 
-        (void)op_statement(op, &a, &what);
+        (void) op_statement(op, &a, &what);
         r = pg_result_check(p->name, p->w.c, res, PGRES_COMMAND_OK, what);
         if (r < 0)
                 return r;
@@ -455,7 +456,7 @@ static int notify_send(struct pg_store *p, const char *payload) {
  * (STORE_OP_INSERT: announced after the commit, pg_announce_created()). */
 static int notify_unit(struct pg_store *p, const struct store_uow *u, bool defer_created) {
         char payload[PG_NOTIFY_MAX + 32];
-        size_t head = (size_t)snprintf(payload, sizeof payload, "%s:", p->origin), len = head;
+        size_t head = (size_t) snprintf(payload, sizeof payload, "%s:", p->origin), len = head;
         int r;
 
         for (size_t i = 0; i < u->n_ops; i++) {
@@ -467,15 +468,15 @@ static int notify_unit(struct pg_store *p, const struct store_uow *u, bool defer
                 if (!k || (defer_created && u->ops[i].kind == STORE_OP_INSERT))
                         continue;
                 n = snprintf(item, sizeof item, "%s%c:%" PRId64, len > head ? "," : "", k, rowid);
-                if (len + (size_t)n > PG_NOTIFY_MAX) {
+                if (len + (size_t) n > PG_NOTIFY_MAX) {
                         r = notify_send(p, payload);
                         if (r < 0)
                                 return r;
                         len = head;
                         n = snprintf(item, sizeof item, "%c:%" PRId64, k, rowid);
                 }
-                memcpy(payload + len, item, (size_t)n + 1);
-                len += (size_t)n;
+                memcpy(payload + len, item, (size_t) n + 1);
+                len += (size_t) n;
         }
         return len > head ? notify_send(p, payload) : 0;
 }
@@ -492,15 +493,15 @@ static int notify_evicted(struct pg_store *p) {
                 char item[32];
                 int n = snprintf(item, sizeof item, "%se:%" PRId64, len > 2 ? "," : "", p->evicted[i]);
 
-                if (len + (size_t)n > PG_NOTIFY_MAX) {
+                if (len + (size_t) n > PG_NOTIFY_MAX) {
                         r = notify_send(p, payload);
                         if (r < 0)
                                 return r;
                         len = 2;
                         n = snprintf(item, sizeof item, "e:%" PRId64, p->evicted[i]);
                 }
-                memcpy(payload + len, item, (size_t)n + 1);
-                len += (size_t)n;
+                memcpy(payload + len, item, (size_t) n + 1);
+                len += (size_t) n;
         }
         return len > 2 ? notify_send(p, payload) : 0;
 }
@@ -535,7 +536,8 @@ static void pg_announce_created(struct pg_store *p, const struct store_uow *u) {
 
                         if (!a) {
                                 log_error("Store %s: out of memory; a creation is not announced to the other "
-                                          "daemons.", p->name);
+                                          "daemons.",
+                                          p->name);
                                 break;
                         }
                         p->announce = a;
@@ -601,7 +603,8 @@ static int uow_commit_once(struct store *s, struct store_uow *u) {
                 if (u->n_ops == 0 && !u->wrote)
                         return 0;
                 log_error("Store %s: the connection was lost before a unit of work was committed; its writes "
-                          "are lost.", p->name);
+                          "are lost.",
+                          p->name);
                 return -EIO;
         }
         r = run_limits(p, u);
@@ -643,8 +646,7 @@ int pg_uow_commit(struct store *s, struct store_uow *u) {
         int r = uow_commit_once(s, u);
 
         for (int i = 1; r == -EBUSY && !u->wrote && i < PG_UNIT_TRIES; i++) {
-                log_notice("Store %s: a unit of work met another daemon's (deadlock); running it again.",
-                           pg(s)->name);
+                log_notice("Store %s: a unit of work met another daemon's (deadlock); running it again.", pg(s)->name);
                 u->error = 0;
                 u->applied = 0;
                 r = uow_commit_once(s, u);
@@ -695,4 +697,3 @@ int pg_purge_sessions(struct store *s, int64_t before, int limit) {
 int pg_purge_audit(struct store *s, int64_t before, int limit) {
         return purge(s, Q_PURGE_AUDIT, before, limit, "purging audit rows");
 }
-

@@ -92,10 +92,10 @@ enum {
  * millisecond within it (created_at_ms...). Reads join them, writes split
  * them in SQL (?N / 1000, ?N % 1000: SQLite's integer division truncates
  * and its remainder keeps the sign, so the two always add up to ?N). */
-#define SESSION_COLUMNS                                                                                  \
-        "row, id, token_hash, user_id, platform_id, created_at * 1000 + created_at_ms, "                 \
-        "last_activity * 1000 + last_activity_ms, renewed_at * 1000 + renewed_at_ms, "                   \
-        "ended_at * 1000 + ended_at_ms, end_reason, fp_user_agent, fp_ip, fp_accept_language, "          \
+#define SESSION_COLUMNS                                                                         \
+        "row, id, token_hash, user_id, platform_id, created_at * 1000 + created_at_ms, "        \
+        "last_activity * 1000 + last_activity_ms, renewed_at * 1000 + renewed_at_ms, "          \
+        "ended_at * 1000 + ended_at_ms, end_reason, fp_user_agent, fp_ip, fp_accept_language, " \
         "fp_accept_encoding, ip, user_agent, sync_version"
 
 struct checkpointer {
@@ -106,7 +106,7 @@ struct checkpointer {
         bool started, wanted, running, stop;
         int backfilled; /* WAL pages copied by the thread's last pass */
         unsigned long long runs;
-        unsigned maintaining;    /* store_maintain_start() works in the thread pool (close waits) */
+        unsigned maintaining;      /* store_maintain_start() works in the thread pool (close waits) */
         pthread_cond_t maintained; /* one of them is done */
 };
 
@@ -153,12 +153,16 @@ int sqlite_max_rowid_locked(struct sqlite_store *s, int64_t *ret);
 int sqlite_session_get_switches_locked(struct sqlite_store *s, int64_t rowid, char **ret);
 int sqlite_session_get_sync_locked(struct sqlite_store *s, int64_t rowid, int64_t *version, char **data, size_t *size);
 int sqlite_session_by_rowid_locked(struct sqlite_store *s, int64_t rowid, store_session_fn cb, void *userdata);
-int sqlite_session_by_hash_locked(struct sqlite_store *s, const uint8_t hash[TOKEN_HASH_BYTES], store_session_fn cb, void *userdata);
+int sqlite_session_by_hash_locked(struct sqlite_store *s, const uint8_t hash[TOKEN_HASH_BYTES], store_session_fn cb,
+                                  void *userdata);
 int sqlite_session_by_id_locked(struct sqlite_store *s, const char *id, store_session_fn cb, void *userdata);
-int sqlite_sessions_each_locked(struct sqlite_store *s, const struct store_filter *f, store_session_fn cb, void *userdata);
-int sqlite_sessions_ended_of_user_locked(struct sqlite_store *s, const char *user_id, int64_t after_rowid, store_session_fn cb, void *userdata);
+int sqlite_sessions_each_locked(struct sqlite_store *s, const struct store_filter *f, store_session_fn cb,
+                                void *userdata);
+int sqlite_sessions_ended_of_user_locked(struct sqlite_store *s, const char *user_id, int64_t after_rowid,
+                                         store_session_fn cb, void *userdata);
 int sqlite_count_sessions_locked(struct sqlite_store *s, bool ended, int64_t *ret);
-int sqlite_audit_each_locked(struct sqlite_store *s, const struct store_audit_filter *f, store_audit_fn cb, void *userdata);
+int sqlite_audit_each_locked(struct sqlite_store *s, const struct store_audit_filter *f, store_audit_fn cb,
+                             void *userdata);
 int sqlite_quick_check_locked(struct sqlite_store *s, struct store_maintenance *ret);
 int sqlite_probe_locked(struct sqlite_store *s);
 int sqlite_count_created_locked(struct sqlite_store *s, int64_t since, int64_t bucket, uint64_t *counts, size_t n);

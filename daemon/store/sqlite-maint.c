@@ -47,15 +47,15 @@ void sqlite_space_update(struct sqlite_store *s) {
         s->hard_pages = STORE_CHECKPOINT_HARD_PAGES;
         if (s->memory || s->page_size <= 0 || statvfs(s->path, &v) < 0)
                 return;
-        free_pages = (int64_t)v.f_bavail * (int64_t)v.f_frsize / s->page_size + s->wal_pages;
+        free_pages = (int64_t) v.f_bavail * (int64_t) v.f_frsize / s->page_size + s->wal_pages;
         tail = free_pages / 4;
         if (tail >= STORE_CHECKPOINT_TAIL_PAGES)
                 return;
         if (tail < STORE_SPACE_MIN_TAIL)
                 tail = STORE_SPACE_MIN_TAIL;
-        s->tail_pages = (int)tail;
-        s->ckpt_pages = (int)(tail / 4 > 4 ? tail / 4 : 4);
-        s->hard_pages = (int)(2 * tail);
+        s->tail_pages = (int) tail;
+        s->ckpt_pages = (int) (tail / 4 > 4 ? tail / 4 : 4);
+        s->hard_pages = (int) (2 * tail);
 }
 
 /* ---- the checkpoint thread ------------------------------------------------ */
@@ -105,7 +105,7 @@ static int wal_hook(void *userdata, sqlite3 *db, const char *name, int pages) {
         struct checkpointer *c = &s->ckpt;
         bool idle, ours = false;
 
-        (void)name;
+        (void) name;
         s->wal_pages = pages;
         if (++s->commits_since_space >= STORE_SPACE_EVERY_COMMITS)
                 sqlite_space_update(s);
@@ -132,7 +132,8 @@ static int wal_hook(void *userdata, sqlite3 *db, const char *name, int pages) {
 
                 if (pages >= s->hard_pages && s->hard_pages == STORE_CHECKPOINT_HARD_PAGES)
                         log_warning("Store %s: the WAL holds %d pages, more than the checkpoint thread keeps up "
-                                    "with; checkpointing after this commit.", s->path, pages);
+                                    "with; checkpointing after this commit.",
+                                    s->path, pages);
                 if (sqlite3_wal_checkpoint_v2(db, NULL, SQLITE_CHECKPOINT_PASSIVE, &log, &done) == SQLITE_OK &&
                     done >= log) {
                         pthread_mutex_lock(&c->lock);
@@ -358,7 +359,7 @@ int sqlite_maintain_step_locked(struct sqlite_store *s, bool first) {
 
 struct maintain_work {
         uv_work_t work;
-        char *path; /* NULL: in memory, nothing to truncate */
+        char *path;                /* NULL: in memory, nothing to truncate */
         struct checkpointer *ckpt; /* counts it (with path) */
         int result;
         store_maintain_fn done;
@@ -470,7 +471,7 @@ static int64_t file_size(const char *path, const char *suffix) {
         struct stat st;
 
         snprintf(p, sizeof p, "%s%s", path, suffix);
-        return stat(p, &st) == 0 ? (int64_t)st.st_size : 0;
+        return stat(p, &st) == 0 ? (int64_t) st.st_size : 0;
 }
 
 int64_t sqlite_size_of(struct sqlite_store *s) {

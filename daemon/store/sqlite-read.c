@@ -36,7 +36,7 @@ int sqlite_session_get_switches_locked(struct sqlite_store *s, int64_t rowid, ch
                 sqlite3_reset(st);
                 return sqlite_fail(s, rc, "reading platform switches");
         }
-        v = (const char *)sqlite3_column_text(st, 0);
+        v = (const char *) sqlite3_column_text(st, 0);
         *ret = strdup(v ? v : "[]");
         sqlite3_reset(st);
         return *ret ? 0 : -ENOMEM;
@@ -58,22 +58,22 @@ int sqlite_session_get_sync_locked(struct sqlite_store *s, int64_t rowid, int64_
         if (sqlite3_column_type(st, 1) != SQLITE_NULL) {
                 const void *b = sqlite3_column_blob(st, 1);
                 n = sqlite3_column_bytes(st, 1);
-                *data = malloc((size_t)n + 1);
+                *data = malloc((size_t) n + 1);
                 if (!*data) {
                         sqlite3_reset(st);
                         return -ENOMEM;
                 }
                 if (n > 0)
-                        memcpy(*data, b, (size_t)n);
+                        memcpy(*data, b, (size_t) n);
                 (*data)[n] = '\0';
-                *size = (size_t)n;
+                *size = (size_t) n;
         }
         sqlite3_reset(st);
         return 0;
 }
 
 static const char *column_text(sqlite3_stmt *st, int i) {
-        return (const char *)sqlite3_column_text(st, i);
+        return (const char *) sqlite3_column_text(st, i);
 }
 
 void sqlite_row_from_stmt(sqlite3_stmt *st, struct store_session *row, bool light) {
@@ -92,10 +92,10 @@ void sqlite_row_from_stmt(sqlite3_stmt *st, struct store_session *row, bool ligh
         row->renewed_at = sqlite3_column_int64(st, 7);
         row->ended_at = sqlite3_column_int64(st, 8);
         row->end_reason = column_text(st, 9);
-        row->fp_user_agent = (uint64_t)sqlite3_column_int64(st, 10);
-        row->fp_ip = (uint64_t)sqlite3_column_int64(st, 11);
-        row->fp_accept_language = (uint64_t)sqlite3_column_int64(st, 12);
-        row->fp_accept_encoding = (uint64_t)sqlite3_column_int64(st, 13);
+        row->fp_user_agent = (uint64_t) sqlite3_column_int64(st, 10);
+        row->fp_ip = (uint64_t) sqlite3_column_int64(st, 11);
+        row->fp_accept_language = (uint64_t) sqlite3_column_int64(st, 12);
+        row->fp_accept_encoding = (uint64_t) sqlite3_column_int64(st, 13);
         if (!light) {
                 row->ip = column_text(st, 14);
                 row->user_agent = column_text(st, 15);
@@ -142,7 +142,7 @@ int sqlite_session_by_rowid_locked(struct sqlite_store *s, int64_t rowid, store_
 }
 
 int sqlite_session_by_hash_locked(struct sqlite_store *s, const uint8_t hash[TOKEN_HASH_BYTES], store_session_fn cb,
-                          void *userdata) {
+                                  void *userdata) {
         sqlite3_stmt *st = sqlite_stmt(s, STMT_SESSION_BY_HASH);
 
         sqlite3_bind_blob(st, 1, hash, TOKEN_HASH_BYTES, SQLITE_STATIC);
@@ -156,7 +156,8 @@ int sqlite_session_by_id_locked(struct sqlite_store *s, const char *id, store_se
         return stmt_each(s, st, false, cb, userdata, true);
 }
 
-int sqlite_sessions_each_locked(struct sqlite_store *s, const struct store_filter *f, store_session_fn cb, void *userdata) {
+int sqlite_sessions_each_locked(struct sqlite_store *s, const struct store_filter *f, store_session_fn cb,
+                                void *userdata) {
         sqlite3_stmt *st = sqlite_stmt(s, f->live_only ? STMT_SESSIONS_LIVE : STMT_SESSIONS_ALL);
 
         sqlite3_bind_int64(st, 1, f->after_rowid);
@@ -174,9 +175,9 @@ int sqlite_sessions_ended_of_user_locked(struct sqlite_store *s, const char *use
 
 int sqlite_count_sessions_locked(struct sqlite_store *s, bool ended, int64_t *ret) {
         int rc = sqlite_query_int(s->db,
-                           ended ? "SELECT count(*) FROM sessions WHERE ended_at IS NOT NULL"
-                                 : "SELECT count(*) FROM sessions WHERE ended_at IS NULL",
-                           ret);
+                                  ended ? "SELECT count(*) FROM sessions WHERE ended_at IS NOT NULL"
+                                        : "SELECT count(*) FROM sessions WHERE ended_at IS NULL",
+                                  ret);
         return rc == SQLITE_OK ? 0 : sqlite_fail(s, rc, "counting sessions");
 }
 
@@ -264,7 +265,8 @@ static int audit_query(struct sqlite_store *s, const struct store_audit_filter *
         return r;
 }
 
-int sqlite_audit_each_locked(struct sqlite_store *s, const struct store_audit_filter *f, store_audit_fn cb, void *userdata) {
+int sqlite_audit_each_locked(struct sqlite_store *s, const struct store_audit_filter *f, store_audit_fn cb,
+                             void *userdata) {
         unsigned n = 0;
         int r;
 
@@ -290,7 +292,7 @@ int sqlite_quick_check_locked(struct sqlite_store *s, struct store_maintenance *
                 sqlite3_finalize(st);
                 return r;
         }
-        snprintf(ret->message, sizeof ret->message, "%s", (const char *)sqlite3_column_text(st, 0));
+        snprintf(ret->message, sizeof ret->message, "%s", (const char *) sqlite3_column_text(st, 0));
         ret->ok = strcmp(ret->message, "ok") == 0;
         sqlite3_finalize(st);
         return 0;
@@ -320,8 +322,8 @@ int sqlite_count_created_locked(struct sqlite_store *s, int64_t since, int64_t b
         while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
                 int64_t b = sqlite3_column_int64(st, 0), c = sqlite3_column_int64(st, 1);
 
-                if (b >= 0 && (uint64_t)b < n && c > 0)
-                        counts[b] = (uint64_t)c;
+                if (b >= 0 && (uint64_t) b < n && c > 0)
+                        counts[b] = (uint64_t) c;
         }
         r = rc == SQLITE_DONE ? 0 : sqlite_fail(s, rc, "counting created sessions");
         sqlite3_finalize(st);

@@ -31,9 +31,8 @@ static const char *const stmt_sql[_STMT_MAX] = {
                 "UPDATE sessions SET renewed_at = ?2 / 1000, renewed_at_ms = ?2 % 1000, "
                 "last_activity = max(last_activity * 1000 + last_activity_ms, ?3) / 1000, "
                 "last_activity_ms = max(last_activity * 1000 + last_activity_ms, ?3) % 1000 WHERE row = ?1",
-        [STMT_SESSION_END] =
-                "UPDATE sessions SET ended_at = ?2 / 1000, ended_at_ms = ?2 % 1000, end_reason = ?3 "
-                "WHERE row = ?1 AND ended_at IS NULL",
+        [STMT_SESSION_END] = "UPDATE sessions SET ended_at = ?2 / 1000, ended_at_ms = ?2 % 1000, end_reason = ?3 "
+                             "WHERE row = ?1 AND ended_at IS NULL",
         [STMT_SESSION_SET_CLIENT] =
                 "UPDATE sessions SET fp_user_agent = coalesce(?2, fp_user_agent), fp_ip = coalesce(?3, fp_ip), "
                 "fp_accept_language = coalesce(?4, fp_accept_language), "
@@ -47,8 +46,7 @@ static const char *const stmt_sql[_STMT_MAX] = {
                 "fp_accept_language, fp_accept_encoding, ip, user_agent, sync_data, sync_version, "
                 "platform_switches, created_at_ms, ?4 % 1000, renewed_at_ms "
                 "FROM sessions WHERE row = ?1 AND ended_at IS NULL",
-        [STMT_SESSION_SET_PLATFORM] =
-                "UPDATE sessions SET platform_id = ?2, platform_switches = ?3 WHERE row = ?1",
+        [STMT_SESSION_SET_PLATFORM] = "UPDATE sessions SET platform_id = ?2, platform_switches = ?3 WHERE row = ?1",
         [STMT_SESSION_GET_SWITCHES] = "SELECT platform_switches FROM sessions WHERE row = ?1",
         [STMT_SESSION_GET_SYNC] = "SELECT sync_version, sync_data FROM sessions WHERE row = ?1",
         [STMT_SESSION_SET_SYNC] = "UPDATE sessions SET sync_version = ?2, sync_data = ?3 WHERE row = ?1",
@@ -59,10 +57,10 @@ static const char *const stmt_sql[_STMT_MAX] = {
         [STMT_SESSIONS_ALL] = "SELECT " SESSION_COLUMNS " FROM sessions WHERE row > ?1 ORDER BY row",
         [STMT_SESSIONS_LIVE] =
                 "SELECT " SESSION_COLUMNS " FROM sessions WHERE ended_at IS NULL AND row > ?1 ORDER BY row",
-        [STMT_SESSIONS_USER_ENDED] = "SELECT " SESSION_COLUMNS
-                                     " FROM sessions WHERE user_id = ?1 AND ended_at IS NOT NULL AND row > ?2 ORDER BY row",
-        [STMT_AUDIT_INSERT] =
-                "INSERT INTO audit (time, kind, user_id, session_id, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
+        [STMT_SESSIONS_USER_ENDED] =
+                "SELECT " SESSION_COLUMNS
+                " FROM sessions WHERE user_id = ?1 AND ended_at IS NOT NULL AND row > ?2 ORDER BY row",
+        [STMT_AUDIT_INSERT] = "INSERT INTO audit (time, kind, user_id, session_id, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
         [STMT_PURGE_SESSIONS] =
                 "DELETE FROM sessions WHERE row IN (SELECT row FROM sessions WHERE ended_at IS NOT NULL "
                 "AND ended_at <= ?1 / 1000 AND ended_at * 1000 + ended_at_ms < ?1 ORDER BY ended_at LIMIT ?2)",
@@ -175,14 +173,14 @@ static void bind_text_or_null(sqlite3_stmt *st, int i, const char *v) {
 
 static void bind_fp(sqlite3_stmt *st, int i, uint64_t v) {
         if (v)
-                sqlite3_bind_int64(st, i, (int64_t)v);
+                sqlite3_bind_int64(st, i, (int64_t) v);
         else
                 sqlite3_bind_null(st, i);
 }
 
 static void bind_blob_or_null(sqlite3_stmt *st, int i, const void *data, size_t size) {
         if (data)
-                sqlite3_bind_blob(st, i, data, (int)size, SQLITE_STATIC);
+                sqlite3_bind_blob(st, i, data, (int) size, SQLITE_STATIC);
         else
                 sqlite3_bind_null(st, i);
 }
@@ -299,7 +297,7 @@ static int op_apply(struct sqlite_store *s, const struct store_op *op) {
 /* Ends the open transaction without keeping anything. */
 void sqlite_rollback_locked(struct sqlite_store *s) {
         if (sqlite_in_transaction(s))
-                (void)sqlite_stmt_done(s, sqlite_stmt(s, STMT_ROLLBACK), "ROLLBACK");
+                (void) sqlite_stmt_done(s, sqlite_stmt(s, STMT_ROLLBACK), "ROLLBACK");
 }
 
 /* Runs the operations of u that have not run yet, in the open transaction
@@ -355,7 +353,8 @@ int sqlite_unit_commit(struct sqlite_store *s, struct store_uow *u) {
                 return r;
         sqlite_space_update(s);
         log_notice("Store %s: the file system was full; the WAL was copied into the database and the "
-                   "writes tried again.", s->path);
+                   "writes tried again.",
+                   s->path);
         u->error = 0;
         u->applied = 0;
         r = uow_commit_once(s, u);
@@ -364,6 +363,6 @@ int sqlite_unit_commit(struct sqlite_store *s, struct store_uow *u) {
                  * where a smaller write would then fit while a larger one
                  * does not: give them back, so that a full disk refuses
                  * every write that needs room. */
-                (void)sqlite_checkpoint_locked(s);
+                (void) sqlite_checkpoint_locked(s);
         return r;
 }

@@ -66,9 +66,9 @@ static void sqlite_store_closep(struct sqlite_store **s) {
 static const char *const migrations[STORE_SCHEMA_VERSION] = {
         /* 0 -> 1: the first schema. */
         "CREATE TABLE sessions ("
-        "  row INTEGER PRIMARY KEY,"        /* stable rowid (VACUUM keeps it) */
-        "  id TEXT NOT NULL UNIQUE,"        /* public id */
-        "  token_hash BLOB NOT NULL,"        /* keyed BLAKE2b of the token */
+        "  row INTEGER PRIMARY KEY,"  /* stable rowid (VACUUM keeps it) */
+        "  id TEXT NOT NULL UNIQUE,"  /* public id */
+        "  token_hash BLOB NOT NULL," /* keyed BLAKE2b of the token */
         "  user_id TEXT NOT NULL,"
         "  platform_id TEXT,"
         "  created_at INTEGER NOT NULL,"
@@ -84,7 +84,7 @@ static const char *const migrations[STORE_SCHEMA_VERSION] = {
         "  user_agent TEXT,"
         "  sync_data BLOB,"
         "  sync_version INTEGER NOT NULL DEFAULT 0,"
-        "  platform_switches TEXT"           /* JSON array of recent switch times */
+        "  platform_switches TEXT" /* JSON array of recent switch times */
         ");"
         "CREATE INDEX sessions_ended ON sessions (ended_at) WHERE ended_at IS NOT NULL;"
         "CREATE INDEX sessions_ended_token ON sessions (token_hash) WHERE ended_at IS NOT NULL;"
@@ -122,7 +122,7 @@ static char *path_to_uri(const char *path, const char *query) {
         p = stpcpy(uri, "file:");
         for (const char *c = path; *c; c++) {
                 if (*c == '?' || *c == '#' || *c == '%') {
-                        sprintf(p, "%%%02X", (unsigned char)*c);
+                        sprintf(p, "%%%02X", (unsigned char) *c);
                         p += 3;
                 } else
                         *p++ = *c;
@@ -136,7 +136,7 @@ static int64_t now_ms(void) {
         struct timespec ts;
 
         clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+        return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 static int open_readonly(const char *path, sqlite3 **ret) {
@@ -176,7 +176,7 @@ static void *quick_check_main(void *userdata) {
         q->rc = sqlite3_prepare_v2(q->db, "PRAGMA quick_check", -1, &st, NULL);
         if (q->rc == SQLITE_OK)
                 q->rc = sqlite3_step(st);
-        text = q->rc == SQLITE_ROW ? (const char *)sqlite3_column_text(st, 0) : sqlite3_errmsg(q->db);
+        text = q->rc == SQLITE_ROW ? (const char *) sqlite3_column_text(st, 0) : sqlite3_errmsg(q->db);
         q->answer = strdup(text ? text : "");
         sqlite3_finalize(st);
         q->ms = now_ms() - started;
@@ -208,11 +208,13 @@ static int quick_check_finish(struct quick_check *q, const char *path, bool canc
                         r = -ENOMEM;
                 else if (q->rc != SQLITE_ROW) {
                         log_error("Database %s failed its integrity check (%s); refusing to start and "
-                                  "leaving the file untouched.", path, q->answer);
+                                  "leaving the file untouched.",
+                                  path, q->answer);
                         r = -EBADMSG;
                 } else if (strcmp(q->answer, "ok") != 0) {
                         log_error("Database %s is corrupt (quick_check: %s); refusing to start and leaving "
-                                  "the file untouched.", path, q->answer);
+                                  "the file untouched.",
+                                  path, q->answer);
                         r = -EBADMSG;
                 }
         }
@@ -241,13 +243,12 @@ static int load_live(sqlite3 *db, const char *path, const struct store_options *
                                       &live);
                 if (rc != SQLITE_OK)
                         return load_failed(db, path, rc);
-                r = o->reserve(live > 0 ? (uint64_t)live : 0, o->load_userdata);
+                r = o->reserve(live > 0 ? (uint64_t) live : 0, o->load_userdata);
                 if (r < 0)
-                        return log_error_errno(r, "Database %s: no room for %lld sessions: %m", path,
-                                               (long long)live);
+                        return log_error_errno(r, "Database %s: no room for %lld sessions: %m", path, (long long) live);
         }
-        rc = sqlite3_prepare_v2(db, "SELECT " SESSION_COLUMNS " FROM sessions WHERE ended_at IS NULL ORDER BY row",
-                                -1, &st, NULL);
+        rc = sqlite3_prepare_v2(db, "SELECT " SESSION_COLUMNS " FROM sessions WHERE ended_at IS NULL ORDER BY row", -1,
+                                &st, NULL);
         if (rc != SQLITE_OK)
                 return load_failed(db, path, rc);
         while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
@@ -285,12 +286,13 @@ static int check_readonly(const struct store_options *o, bool *loaded) {
         if (version > STORE_SCHEMA_VERSION) {
                 log_error("Database %s has schema version %lld, newer than this sessiond supports (%d); "
                           "refusing to start. Run the newer sessiond or restore a backup.",
-                          path, (long long)version, STORE_SCHEMA_VERSION);
+                          path, (long long) version, STORE_SCHEMA_VERSION);
                 return -EPROTO;
         }
         if (version == 0 && tables > 0) {
                 log_error("Database %s holds tables but no sessiond schema version; it is not a "
-                          "sessiond database. Refusing to start.", path);
+                          "sessiond database. Refusing to start.",
+                          path);
                 return -EBADMSG;
         }
 
@@ -311,7 +313,7 @@ static int check_readonly(const struct store_options *o, bool *loaded) {
         if (r >= 0 && *loaded)
                 log_info("Database %s: %llu live sessions loaded in %lld ms, quick_check in %lld ms "
                          "(at the same time).",
-                         path, (unsigned long long)n, (long long)started, (long long)q.ms);
+                         path, (unsigned long long) n, (long long) started, (long long) q.ms);
         return r;
 }
 
@@ -383,8 +385,8 @@ static int store_migrate(struct sqlite_store *s) {
         if (rc != SQLITE_OK)
                 return sqlite_fail(s, rc, "reading the schema version");
         if (version > STORE_SCHEMA_VERSION) { /* raced with a newer binary */
-                log_error("Database %s has schema version %lld, newer than this sessiond supports (%d).",
-                          s->path, (long long)version, STORE_SCHEMA_VERSION);
+                log_error("Database %s has schema version %lld, newer than this sessiond supports (%d).", s->path,
+                          (long long) version, STORE_SCHEMA_VERSION);
                 return -EPROTO;
         }
         for (int64_t v = version; v < STORE_SCHEMA_VERSION; v++) {
@@ -392,7 +394,7 @@ static int store_migrate(struct sqlite_store *s) {
                 if (rc == SQLITE_OK)
                         rc = sqlite_exec_simple(s->db, migrations[v]);
                 if (rc == SQLITE_OK) {
-                        snprintf(sql, sizeof sql, "PRAGMA user_version = %lld", (long long)v + 1);
+                        snprintf(sql, sizeof sql, "PRAGMA user_version = %lld", (long long) v + 1);
                         rc = sqlite_exec_simple(s->db, sql);
                 }
                 if (rc == SQLITE_OK)
@@ -403,7 +405,7 @@ static int store_migrate(struct sqlite_store *s) {
                         return r;
                 }
                 if (!s->memory)
-                        log_info("Database %s: schema migrated to version %lld.", s->path, (long long)v + 1);
+                        log_info("Database %s: schema migrated to version %lld.", s->path, (long long) v + 1);
         }
         return 0;
 }
@@ -415,7 +417,7 @@ static int store_create_file(const char *path) {
         int fd, r;
 
         if (slash && slash != path) {
-                if ((size_t)(slash - path) >= sizeof dir)
+                if ((size_t) (slash - path) >= sizeof dir)
                         return -ENAMETOOLONG;
                 memcpy(dir, path, slash - path);
                 dir[slash - path] = '\0';
@@ -491,7 +493,7 @@ static int sqlite_open(const struct store_options *o, struct store **ret) {
 
                 rc = sqlite3_prepare_v2(s->db, "PRAGMA journal_mode = WAL", -1, &jm, NULL);
                 if (rc == SQLITE_OK && sqlite3_step(jm) == SQLITE_ROW)
-                        journal = strdup((const char *)sqlite3_column_text(jm, 0));
+                        journal = strdup((const char *) sqlite3_column_text(jm, 0));
                 else
                         rc = sqlite3_errcode(s->db);
                 sqlite3_finalize(jm);
@@ -505,7 +507,7 @@ static int sqlite_open(const struct store_options *o, struct store **ret) {
                         return r;
         }
         rc = sqlite_exec_simple(s->db, "PRAGMA temp_store = MEMORY; PRAGMA foreign_keys = OFF;"
-                                "PRAGMA cache_size = -" STRINGIFY(STORE_CACHE_KIB));
+                                       "PRAGMA cache_size = -" STRINGIFY(STORE_CACHE_KIB));
         if (rc != SQLITE_OK) {
                 return sqlite_fail(s, rc, "setting pragmas");
         }
@@ -530,7 +532,7 @@ static int sqlite_open(const struct store_options *o, struct store **ret) {
                 int64_t ps = 0;
 
                 if (sqlite_query_int(s->db, "PRAGMA page_size", &ps) == SQLITE_OK)
-                        s->page_size = (int)ps;
+                        s->page_size = (int) ps;
                 sqlite_space_update(s);
         }
         if (!memory) {
@@ -560,7 +562,7 @@ static void sqlite_close(struct store *b) {
         sqlite_maintain_wait(s);
         if (s->ckpt.started && !sqlite_in_transaction(s))
                 /* A clean stop leaves no WAL behind: everything in place. */
-                (void)sqlite_checkpoint_locked(s);
+                (void) sqlite_checkpoint_locked(s);
         sqlite_checkpointer_stop(s);
         for (int i = 0; i < _STMT_MAX; i++)
                 sqlite3_finalize(s->stmt[i]);
@@ -617,9 +619,15 @@ static const struct sqlite_store *sq_const(const struct store *b) {
         return container_of(b, const struct sqlite_store, base);
 }
 
-static const char *sqlite_name(const struct store *b) { return sq_const(b)->path; }
-static const char *sqlite_locator(const struct store *b) { return sq_const(b)->locator; }
-static bool sqlite_is_memory(const struct store *b) { return sq_const(b)->memory; }
+static const char *sqlite_name(const struct store *b) {
+        return sq_const(b)->path;
+}
+static const char *sqlite_locator(const struct store *b) {
+        return sq_const(b)->locator;
+}
+static bool sqlite_is_memory(const struct store *b) {
+        return sq_const(b)->memory;
+}
 
 static int sqlite_set_synchronous(struct store *b, const char *synchronous) {
         const char *mode = synchronous_value(synchronous);
@@ -627,9 +635,15 @@ static int sqlite_set_synchronous(struct store *b, const char *synchronous) {
         return mode ? set_synchronous_locked(sq(b), mode) : -EINVAL;
 }
 
-static int sqlite_uow_apply(struct store *b, struct store_uow *u) { return sqlite_unit_apply(sq(b), u); }
-static int sqlite_uow_commit(struct store *b, struct store_uow *u) { return sqlite_unit_commit(sq(b), u); }
-static void sqlite_rollback(struct store *b) { sqlite_rollback_locked(sq(b)); }
+static int sqlite_uow_apply(struct store *b, struct store_uow *u) {
+        return sqlite_unit_apply(sq(b), u);
+}
+static int sqlite_uow_commit(struct store *b, struct store_uow *u) {
+        return sqlite_unit_commit(sq(b), u);
+}
+static void sqlite_rollback(struct store *b) {
+        sqlite_rollback_locked(sq(b));
+}
 
 static int sqlite_allocate_key(struct store *b, int64_t *ret) {
         struct sqlite_store *s = sq(b);
@@ -660,13 +674,12 @@ static int sqlite_session_by_id(struct store *b, const char *id, store_session_f
         return sqlite_session_by_id_locked(sq(b), id, cb, userdata);
 }
 
-static int sqlite_sessions_each(struct store *b, const struct store_filter *f, store_session_fn cb,
-                                void *userdata) {
+static int sqlite_sessions_each(struct store *b, const struct store_filter *f, store_session_fn cb, void *userdata) {
         return sqlite_sessions_each_locked(sq(b), f, cb, userdata);
 }
 
 static int sqlite_sessions_ended_of_user_after(struct store *b, const char *user_id, int64_t after_rowid,
-                                              store_session_fn cb, void *userdata) {
+                                               store_session_fn cb, void *userdata) {
         return sqlite_sessions_ended_of_user_locked(sq(b), user_id, after_rowid, cb, userdata);
 }
 
@@ -678,21 +691,30 @@ static int sqlite_purge_audit(struct store *b, int64_t before, int limit) {
         return sqlite_purge_audit_locked(sq(b), before, limit);
 }
 
-static int sqlite_maintain(struct store *b, struct store_maintenance *ret) { return sqlite_maintain_locked(sq(b), ret); }
-static int sqlite_maintain_step(struct store *b, bool first) { return sqlite_maintain_step_locked(sq(b), first); }
+static int sqlite_maintain(struct store *b, struct store_maintenance *ret) {
+        return sqlite_maintain_locked(sq(b), ret);
+}
+static int sqlite_maintain_step(struct store *b, bool first) {
+        return sqlite_maintain_step_locked(sq(b), first);
+}
 static int sqlite_maintain_start(struct store *b, bool first, store_maintain_fn done, void *userdata) {
         return sqlite_maintain_start_locked(sq(b), first, done, userdata);
 }
-static int sqlite_pace(struct store *b) { return sqlite_pace_locked(sq(b)); }
-static unsigned long long sqlite_checkpoint_runs(struct store *b) { return sqlite_checkpoint_count(sq(b)); }
-static int64_t sqlite_size(struct store *b) { return sqlite_size_of(sq(b)); }
+static int sqlite_pace(struct store *b) {
+        return sqlite_pace_locked(sq(b));
+}
+static unsigned long long sqlite_checkpoint_runs(struct store *b) {
+        return sqlite_checkpoint_count(sq(b));
+}
+static int64_t sqlite_size(struct store *b) {
+        return sqlite_size_of(sq(b));
+}
 
 static int sqlite_count_sessions(struct store *b, bool ended, int64_t *ret) {
         return sqlite_count_sessions_locked(sq(b), ended, ret);
 }
 
-static int sqlite_audit_each(struct store *b, const struct store_audit_filter *f, store_audit_fn cb,
-                             void *userdata) {
+static int sqlite_audit_each(struct store *b, const struct store_audit_filter *f, store_audit_fn cb, void *userdata) {
         return sqlite_audit_each_locked(sq(b), f, cb, userdata);
 }
 
@@ -700,7 +722,9 @@ static int sqlite_check_integrity(struct store *b, struct store_maintenance *ret
         return sqlite_quick_check_locked(sq(b), ret);
 }
 
-static int sqlite_probe(struct store *b) { return sqlite_probe_locked(sq(b)); }
+static int sqlite_probe(struct store *b) {
+        return sqlite_probe_locked(sq(b));
+}
 
 static int sqlite_count_created(struct store *b, int64_t since, int64_t bucket, uint64_t *counts, size_t n) {
         return sqlite_count_created_locked(sq(b), since, bucket, counts, n);

@@ -78,13 +78,13 @@ static void store_leave(struct store *s) {
 
 /* The value of call run with the connection taken, or the error of taking
  * it: what every read of the interface does. */
-#define STORE_WITH_LOCK(s, call)             \
-        __extension__({                      \
-                int r_ = store_enter(s);     \
-                if (r_ >= 0)                 \
-                        r_ = (call);         \
-                store_leave(s);              \
-                r_;                          \
+#define STORE_WITH_LOCK(s, call)         \
+        __extension__({                  \
+                int r_ = store_enter(s); \
+                if (r_ >= 0)             \
+                        r_ = (call);     \
+                store_leave(s);          \
+                r_;                      \
         })
 
 /* ---- the writer thread ---------------------------------------------------------- */
@@ -156,7 +156,7 @@ static int writer_start(struct store *s, uv_loop_t *loop) {
         }
         s->async->data = s;
         /* The async handle alone must not keep the loop running. */
-        uv_unref((uv_handle_t *)s->async);
+        uv_unref((uv_handle_t *) s->async);
         pthread_cond_init(&s->wake, NULL);
         r = -pthread_create(&s->writer, NULL, writer_main, s);
         if (r < 0) {
@@ -182,7 +182,7 @@ static void writer_stop(struct store *s) {
                 /* Freed in its close callback, when the loop runs it: the
                  * store itself may be gone by then. */
                 s->async->data = NULL;
-                uv_close((uv_handle_t *)s->async, writer_async_closed);
+                uv_close((uv_handle_t *) s->async, writer_async_closed);
                 s->async = NULL;
         }
 }
@@ -244,7 +244,7 @@ int store_reader_open(const char *locator, struct store **ret) {
 
         assert(locator && ret);
         colon = strchr(locator, ':');
-        b = colon ? backend_named(locator, (size_t)(colon - locator)) : NULL;
+        b = colon ? backend_named(locator, (size_t) (colon - locator)) : NULL;
         return b ? b->reader_open(colon + 1, ret) : -EINVAL;
 }
 
@@ -358,8 +358,7 @@ int store_session_by_rowid(struct store *s, int64_t rowid, store_session_fn cb, 
         return STORE_WITH_LOCK(s, s->backend->session_by_rowid(s, rowid, cb, userdata));
 }
 
-int store_session_by_hash(struct store *s, const uint8_t hash[TOKEN_HASH_BYTES], store_session_fn cb,
-                          void *userdata) {
+int store_session_by_hash(struct store *s, const uint8_t hash[TOKEN_HASH_BYTES], store_session_fn cb, void *userdata) {
         return STORE_WITH_LOCK(s, s->backend->session_by_hash(s, hash, cb, userdata));
 }
 
@@ -371,8 +370,8 @@ int store_sessions_each(struct store *s, const struct store_filter *f, store_ses
         return STORE_WITH_LOCK(s, s->backend->sessions_each(s, f, cb, userdata));
 }
 
-int store_sessions_ended_of_user_after(struct store *s, const char *user_id, int64_t after_rowid,
-                                       store_session_fn cb, void *userdata) {
+int store_sessions_ended_of_user_after(struct store *s, const char *user_id, int64_t after_rowid, store_session_fn cb,
+                                       void *userdata) {
         return STORE_WITH_LOCK(s, s->backend->sessions_ended_of_user_after(s, user_id, after_rowid, cb, userdata));
 }
 
@@ -416,8 +415,7 @@ static int store_purge(struct store *s, bool sessions, int64_t before, int limit
         int r = store_enter(s);
 
         if (r >= 0)
-                r = sessions ? s->backend->purge_sessions(s, before, limit)
-                             : s->backend->purge_audit(s, before, limit);
+                r = sessions ? s->backend->purge_sessions(s, before, limit) : s->backend->purge_audit(s, before, limit);
         s->open.wrote = true;
         if (r < 0 && s->open.error == 0) {
                 s->backend->rollback(s);

@@ -50,7 +50,7 @@ struct store_session {
         int64_t created_at;
         int64_t last_activity;
         int64_t renewed_at;
-        int64_t ended_at; /* 0: live */
+        int64_t ended_at;       /* 0: live */
         const char *end_reason; /* NULL while live */
         /* Fingerprint hashes, 0 when none was recorded. */
         uint64_t fp_user_agent;
@@ -149,8 +149,7 @@ int store_allocate_key(struct store *s, int64_t *ret);
  * -ENOMEM; a row that is not there makes the unit fail when it runs).
  * Inserts a live session (ended_at and end_reason are ignored) with its
  * sync state, as row->rowid (from store_allocate_key()). */
-int store_session_insert(struct store *s, const struct store_session *row, const void *sync_data,
-                         size_t sync_size);
+int store_session_insert(struct store *s, const struct store_session *row, const void *sync_data, size_t sync_size);
 int store_session_set_activity(struct store *s, int64_t rowid, int64_t last_activity);
 int store_session_set_renewed(struct store *s, int64_t rowid, int64_t renewed_at, int64_t last_activity);
 int store_session_end(struct store *s, int64_t rowid, int64_t ended_at, const char *reason);
@@ -162,8 +161,7 @@ int store_session_set_client(struct store *s, int64_t rowid, const struct store_
 int store_session_copy(struct store *s, int64_t from_rowid, int64_t new_rowid, const char *new_id,
                        const uint8_t token_hash[TOKEN_HASH_BYTES], int64_t last_activity);
 /* Platform and the switch history (a JSON array of Unix times). */
-int store_session_set_platform(struct store *s, int64_t rowid, const char *platform_id,
-                               const char *switches_json);
+int store_session_set_platform(struct store *s, int64_t rowid, const char *platform_id, const char *switches_json);
 /* *ret is malloc'ed ("[]" when none). */
 int store_session_get_switches(struct store *s, int64_t rowid, char **ret);
 /* *data is malloc'ed and NUL-terminated (NULL when none); *size excludes the NUL. */
@@ -177,13 +175,12 @@ int store_session_set_sync(struct store *s, int64_t rowid, int64_t version, cons
  * fleet's sessions, and a token created on another daemon is looked up
  * here; postgres.c indexes every token hash.) */
 int store_session_by_rowid(struct store *s, int64_t rowid, store_session_fn cb, void *userdata);
-int store_session_by_hash(struct store *s, const uint8_t hash[TOKEN_HASH_BYTES], store_session_fn cb,
-                          void *userdata);
+int store_session_by_hash(struct store *s, const uint8_t hash[TOKEN_HASH_BYTES], store_session_fn cb, void *userdata);
 int store_session_by_id(struct store *s, const char *id, store_session_fn cb, void *userdata);
 
 struct store_filter {
-        bool live_only; /* only rows with ended_at NULL */
-        bool light;     /* skip ip and user_agent (loading at start) */
+        bool live_only;      /* only rows with ended_at NULL */
+        bool light;          /* skip ip and user_agent (loading at start) */
         int64_t after_rowid; /* only rows after this one (pages of a listing); 0: all */
 };
 /* Iterates over sessions in rowid order. Returns 0, or the callback's
@@ -193,14 +190,14 @@ int store_sessions_each(struct store *s, const struct store_filter *f, store_ses
  * engine's memory); returns like store_sessions_each(). */
 int store_sessions_ended_of_user(struct store *s, const char *user_id, store_session_fn cb, void *userdata);
 /* The same, rows after after_rowid only. */
-int store_sessions_ended_of_user_after(struct store *s, const char *user_id, int64_t after_rowid,
-                                       store_session_fn cb, void *userdata);
+int store_sessions_ended_of_user_after(struct store *s, const char *user_id, int64_t after_rowid, store_session_fn cb,
+                                       void *userdata);
 
 /* ---- audit ---------------------------------------------------------------- */
 
 /* detail_json: a JSON object as text. user_id, session_id may be NULL. */
-int store_audit_insert(struct store *s, int64_t time, const char *kind, const char *user_id,
-                       const char *session_id, const char *detail_json);
+int store_audit_insert(struct store *s, int64_t time, const char *kind, const char *user_id, const char *session_id,
+                       const char *detail_json);
 
 /* ---- retention and maintenance -------------------------------------------- */
 
@@ -275,7 +272,7 @@ struct store_audit_filter {
         const char *kind;    /* NULL: all */
         int64_t since;       /* rows with time >= since */
         unsigned limit;
-        unsigned offset;     /* skip the first `offset` rows of the order */
+        unsigned offset; /* skip the first `offset` rows of the order */
         /* Pages: oldest first, rows after (after_time, after_id) only. */
         bool ascending;
         int64_t after_time, after_id;
@@ -309,8 +306,8 @@ int store_end_reasons(struct store *s, store_group_fn cb, void *userdata);
 /* What another daemon committed: the row to read again (by rowid) to learn
  * the session's new state. */
 enum store_change_kind {
-        STORE_CHANGE_CREATED, /* a new live session (Create, or the new row of a rotation) */
-        STORE_CHANGE_ENDED,   /* ended (any reason) */
+        STORE_CHANGE_CREATED,  /* a new live session (Create, or the new row of a rotation) */
+        STORE_CHANGE_ENDED,    /* ended (any reason) */
         STORE_CHANGE_UPDATED,  /* client (fingerprints) changed */
         STORE_CHANGE_SYNC,     /* sync state written */
         STORE_CHANGE_RENEWED,  /* renewed (Extend) */

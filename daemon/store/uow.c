@@ -24,7 +24,7 @@ static void *arena_alloc(struct store_uow *u, size_t n) {
         struct store_arena_block *b = u->blocks;
         void *p;
 
-        n = (n + 7) & ~(size_t)7;
+        n = (n + 7) & ~(size_t) 7;
         if (!b || b->size - b->used < n) {
                 size_t size = n > ARENA_BLOCK_MIN ? n : ARENA_BLOCK_MIN;
 
@@ -116,8 +116,7 @@ static int uow_pushed(struct store *s) {
         return 0;
 }
 
-int store_session_insert(struct store *s, const struct store_session *row, const void *sync_data,
-                         size_t sync_size) {
+int store_session_insert(struct store *s, const struct store_session *row, const void *sync_data, size_t sync_size) {
         struct store_uow *u = &s->open;
         struct store_op *op;
 
@@ -129,8 +128,7 @@ int store_session_insert(struct store *s, const struct store_session *row, const
         op->blob_size = sync_size;
         if (!arena_text(u, row->id, &op->row.id) || !arena_text(u, row->user_id, &op->row.user_id) ||
             !arena_text(u, row->platform_id, &op->row.platform_id) || !arena_text(u, row->ip, &op->row.ip) ||
-            !arena_text(u, row->user_agent, &op->row.user_agent) ||
-            !arena_blob(u, sync_data, sync_size, &op->blob))
+            !arena_text(u, row->user_agent, &op->row.user_agent) || !arena_blob(u, sync_data, sync_size, &op->blob))
                 return -ENOMEM;
         op->row.end_reason = NULL;
         return uow_pushed(s);
@@ -194,8 +192,7 @@ int store_session_copy(struct store *s, int64_t from_rowid, int64_t new_rowid, c
         return uow_pushed(s);
 }
 
-int store_session_set_platform(struct store *s, int64_t rowid, const char *platform_id,
-                               const char *switches_json) {
+int store_session_set_platform(struct store *s, int64_t rowid, const char *platform_id, const char *switches_json) {
         struct store_op *op = uow_push(s, STORE_OP_PLATFORM, rowid);
 
         if (!op)
@@ -217,8 +214,8 @@ int store_session_set_sync(struct store *s, int64_t rowid, int64_t version, cons
         return uow_pushed(s);
 }
 
-int store_audit_insert(struct store *s, int64_t time, const char *kind, const char *user_id,
-                       const char *session_id, const char *detail_json) {
+int store_audit_insert(struct store *s, int64_t time, const char *kind, const char *user_id, const char *session_id,
+                       const char *detail_json) {
         struct store_op *op = uow_push(s, STORE_OP_AUDIT, 0);
 
         if (!op)
@@ -226,7 +223,7 @@ int store_audit_insert(struct store *s, int64_t time, const char *kind, const ch
         op->t1 = time;
         if (!arena_text(&s->open, kind, &op->s1) || !arena_text(&s->open, user_id, &op->s2) ||
             !arena_text(&s->open, session_id, &op->s3) ||
-            !arena_text(&s->open, detail_json ? detail_json : "{}", (const char **)&op->blob))
+            !arena_text(&s->open, detail_json ? detail_json : "{}", (const char **) &op->blob))
                 return -ENOMEM;
         return uow_pushed(s);
 }

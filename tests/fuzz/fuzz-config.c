@@ -238,7 +238,7 @@ static void check_written_out(const struct sessiond_config *c) {
                 free(v);
         }
 
-        struct sessiond_config_sources from_env = { .config_file = "", .env_file = "", .environ = env };
+        struct sessiond_config_sources from_env = {.config_file = "", .env_file = "", .environ = env};
         fuzz_assert(load(&from_env, &back, &is) == 0);
         assert_same_values(c, back, false);
         sessiond_config_free(back);
@@ -252,8 +252,8 @@ static void check_written_out(const struct sessiond_config *c) {
                 text = sessiond_envfile_format(f, &len);
                 fuzz_assert(text);
                 fuzz_assert(sessiond_envfile_parse(env_path, text, len, &reread, &is) == 0);
-                struct sessiond_config_sources from_file = { .config_file = "", .env_file_data = reread,
-                                                             .ignore_environment = true };
+                struct sessiond_config_sources from_file = {
+                        .config_file = "", .env_file_data = reread, .ignore_environment = true};
                 fuzz_assert(load(&from_file, &back, &is) == 0);
                 assert_same_values(c, back, true);
                 sessiond_config_free(back);
@@ -343,14 +343,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                 env[n_env++] = line;
         env[n_env] = NULL;
 
-        struct sessiond_config_sources s = { .config_file = conf_path, .env_file = env_path, .environ = env };
+        struct sessiond_config_sources s = {.config_file = conf_path, .env_file = env_path, .environ = env};
         r = load(&s, &c, &is);
         if (r == 0)
                 check_config(c);
 
         /* The same env file, parsed beforehand. */
         if (sessiond_envfile_parse(env_path, envf, envf_len, &parsed, &is2) == 0) {
-                struct sessiond_config_sources s2 = { .config_file = conf_path, .env_file_data = parsed, .environ = env };
+                struct sessiond_config_sources s2 = {.config_file = conf_path, .env_file_data = parsed, .environ = env};
                 char *t1, *t2;
 
                 sessiond_issues_clear(&is2);

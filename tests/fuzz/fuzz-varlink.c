@@ -37,7 +37,7 @@
 #include "sessiond/varlink.h"
 #include "varlink/scan.h"
 
-static const size_t max_sizes[] = { 24, 512, 4096, 65536 };
+static const size_t max_sizes[] = {24, 512, 4096, 65536};
 
 /* Checks every parameter helper against the JSON type of every member of
  * params, recursing into object values (the nesting check bounds the depth). */
@@ -116,8 +116,7 @@ static void check_encoded(const char *buf, size_t len) {
 }
 
 /* One parameter read through varlink_call_param() from two calls. */
-static void check_value_agrees(struct varlink_call *a, struct varlink_call *b, const char *object,
-                               const char *key) {
+static void check_value_agrees(struct varlink_call *a, struct varlink_call *b, const char *object, const char *key) {
         struct varlink_value va, vb;
         int ra = varlink_call_param(a, object, key, &va);
         int rb = varlink_call_param(b, object, key, &vb);

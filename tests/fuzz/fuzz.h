@@ -21,13 +21,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 /* A property that does not hold is a finding, like a crash: abort() so that
  * libFuzzer saves the input and the regression runner fails. */
-#define fuzz_assert(expr)                                                                    \
-        do {                                                                                 \
-                if (!(expr)) {                                                               \
-                        fprintf(stderr, "%s:%d: property does not hold: %s\n", __FILE__,     \
-                                __LINE__, #expr);                                            \
-                        abort();                                                             \
-                }                                                                            \
+#define fuzz_assert(expr)                                                                                  \
+        do {                                                                                               \
+                if (!(expr)) {                                                                             \
+                        fprintf(stderr, "%s:%d: property does not hold: %s\n", __FILE__, __LINE__, #expr); \
+                        abort();                                                                           \
+                }                                                                                          \
         } while (0)
 
 /* xorshift32, seeded from input bytes: cheap, deterministic choices. */

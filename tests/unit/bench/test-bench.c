@@ -16,8 +16,8 @@
 #include "bench-scan.h"
 #include "bench-stats.h"
 
-static const char *const error_path[] = { "error" };
-static const char *const token_path[] = { "parameters", "token" };
+static const char *const error_path[] = {"error"};
+static const char *const token_path[] = {"parameters", "token"};
 
 /* Returns the scan result; copies a found span into out. */
 static int scan(const char *json, const char *const *path, size_t n, char *out, size_t size) {
@@ -37,18 +37,21 @@ static int scan(const char *json, const char *const *path, size_t n, char *out, 
 START_TEST(test_scan_error) {
         char out[128];
 
-        ck_assert_int_eq(scan("{\"error\":\"io.sessiond.Session.NotFound\",\"parameters\":{}}", error_path, 1,
-                              out, sizeof out), 1);
+        ck_assert_int_eq(
+                scan("{\"error\":\"io.sessiond.Session.NotFound\",\"parameters\":{}}", error_path, 1, out, sizeof out),
+                1);
         ck_assert_str_eq(out, "io.sessiond.Session.NotFound");
 
         /* parameters first, with whitespace */
-        ck_assert_int_eq(scan("{ \"parameters\" : {\"reason\": \"idle\"} , \"error\" : \"a.b.Expired\" }",
-                              error_path, 1, out, sizeof out), 1);
+        ck_assert_int_eq(scan("{ \"parameters\" : {\"reason\": \"idle\"} , \"error\" : \"a.b.Expired\" }", error_path,
+                              1, out, sizeof out),
+                         1);
         ck_assert_str_eq(out, "a.b.Expired");
 
         /* a success reply: no error */
         ck_assert_int_eq(scan("{\"parameters\":{\"state\":\"active\",\"expires_in\":300,\"warning\":false}}",
-                              error_path, 1, out, sizeof out), 0);
+                              error_path, 1, out, sizeof out),
+                         0);
 }
 END_TEST
 
@@ -57,8 +60,8 @@ START_TEST(test_scan_error_not_fooled) {
 
         /* "error" as a string value, inside a string, as a nested key, in an array */
         ck_assert_int_eq(scan("{\"parameters\":{\"user_agent\":\"error\"}}", error_path, 1, out, sizeof out), 0);
-        ck_assert_int_eq(scan("{\"parameters\":{\"user_agent\":\"x\\\"error\\\":\\\"y\"}}", error_path, 1, out,
-                              sizeof out), 0);
+        ck_assert_int_eq(
+                scan("{\"parameters\":{\"user_agent\":\"x\\\"error\\\":\\\"y\"}}", error_path, 1, out, sizeof out), 0);
         ck_assert_int_eq(scan("{\"parameters\":{\"error\":\"nested\"}}", error_path, 1, out, sizeof out), 0);
         ck_assert_int_eq(scan("{\"list\":[\"error\",\"x\"],\"n\":1}", error_path, 1, out, sizeof out), 0);
         ck_assert_int_eq(scan("{\"list\":[{\"error\":\"in array\"}]}", error_path, 1, out, sizeof out), 0);
@@ -75,18 +78,18 @@ START_TEST(test_scan_token) {
 
         ck_assert_int_eq(scan("{\"parameters\":{\"session\":{\"id\":\"s1\",\"token\":\"inner\"},"
                               "\"evicted\":[],\"token\":\"abc-_DEF\"}}",
-                              token_path, 2, out, sizeof out), 1);
+                              token_path, 2, out, sizeof out),
+                         1);
         ck_assert_str_eq(out, "abc-_DEF");
 
-        ck_assert_int_eq(scan("{\"parameters\":{\"token\":\"T1\",\"session\":{}}}", token_path, 2, out,
-                              sizeof out), 1);
+        ck_assert_int_eq(scan("{\"parameters\":{\"token\":\"T1\",\"session\":{}}}", token_path, 2, out, sizeof out), 1);
         ck_assert_str_eq(out, "T1");
 
         /* a top-level token is not parameters.token */
         ck_assert_int_eq(scan("{\"token\":\"top\",\"parameters\":{}}", token_path, 2, out, sizeof out), 0);
         /* an escaped quote inside a value before the key */
-        ck_assert_int_eq(scan("{\"parameters\":{\"a\":\"q\\\"\",\"token\":\"T2\"}}", token_path, 2, out,
-                              sizeof out), 1);
+        ck_assert_int_eq(scan("{\"parameters\":{\"a\":\"q\\\"\",\"token\":\"T2\"}}", token_path, 2, out, sizeof out),
+                         1);
         ck_assert_str_eq(out, "T2");
         /* the key inside an array under parameters is not on the path */
         ck_assert_int_eq(scan("{\"parameters\":{\"l\":[{\"token\":\"no\"}]}}", token_path, 2, out, sizeof out), 0);

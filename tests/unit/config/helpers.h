@@ -98,28 +98,28 @@ static inline char *issues_text(const struct sessiond_issues *is) {
         return buf;
 }
 
-#define assert_issue(is, sev, text)                                                                       \
-        do {                                                                                              \
-                if (!find_issue((is), (sev), (text))) {                                                   \
-                        char *_all = issues_text(is);                                                     \
-                        ck_abort_msg("no %s containing \"%s\" among:\n%s", sessiond_severity_to_string(sev), \
-                                     (text), _all);                                                        \
-                }                                                                                         \
+#define assert_issue(is, sev, text)                                                                                  \
+        do {                                                                                                         \
+                if (!find_issue((is), (sev), (text))) {                                                              \
+                        char *_all = issues_text(is);                                                                \
+                        ck_abort_msg("no %s containing \"%s\" among:\n%s", sessiond_severity_to_string(sev), (text), \
+                                     _all);                                                                          \
+                }                                                                                                    \
         } while (0)
 
-#define assert_no_issues(is)                                                                \
-        do {                                                                                \
-                if ((is)->count > 0) {                                                      \
-                        char *_all = issues_text(is);                                       \
-                        ck_abort_msg("unexpected issues:\n%s", _all);                       \
-                }                                                                           \
+#define assert_no_issues(is)                                          \
+        do {                                                          \
+                if ((is)->count > 0) {                                \
+                        char *_all = issues_text(is);                 \
+                        ck_abort_msg("unexpected issues:\n%s", _all); \
+                }                                                     \
         } while (0)
 
 /* Loads from a config file (NULL: none), an env file (NULL: none) and an
  * environment (NULL-terminated KEY=VALUE list, NULL: empty). */
 static inline int load_from(const char *conf, const char *envfile, char **env, struct sessiond_config **ret,
                             struct sessiond_issues *issues) {
-        static char *empty[] = { NULL };
+        static char *empty[] = {NULL};
         struct sessiond_config_sources s = {
                 .config_file = conf ? conf : "",
                 .env_file = envfile ? envfile : "",

@@ -16,17 +16,18 @@ static char *redact(const char *in) {
         return out;
 }
 
-#define assert_redacted(in, expected)                                          \
-        do {                                                                   \
-                char *_r = redact(in);                                         \
-                ck_assert_msg(strcmp(_r, (expected)) == 0, "redact(%s) = %s, expected %s", \
-                              (in), _r, (expected));                           \
-                free(_r);                                                      \
+#define assert_redacted(in, expected)                                                                             \
+        do {                                                                                                      \
+                char *_r = redact(in);                                                                            \
+                ck_assert_msg(strcmp(_r, (expected)) == 0, "redact(%s) = %s, expected %s", (in), _r, (expected)); \
+                free(_r);                                                                                         \
         } while (0)
 
 START_TEST(test_uri) {
-        assert_redacted("postgresql://app:" SECRET "@/sessions?host=/run/pg", "postgresql://app:***@/sessions?host=/run/pg");
-        assert_redacted("postgres://app:" SECRET "@db.example:5432/sessions", "postgres://app:***@db.example:5432/sessions");
+        assert_redacted("postgresql://app:" SECRET "@/sessions?host=/run/pg",
+                        "postgresql://app:***@/sessions?host=/run/pg");
+        assert_redacted("postgres://app:" SECRET "@db.example:5432/sessions",
+                        "postgres://app:***@db.example:5432/sessions");
         /* a password without a user, several hosts */
         assert_redacted("postgresql://:" SECRET "@h1:5432,h2:5433/db", "postgresql://:***@h1:5432,h2:5433/db");
         /* percent-encoded: hidden as written */
@@ -34,7 +35,8 @@ START_TEST(test_uri) {
         /* parameters: password and sslpassword, a percent-encoded key too */
         assert_redacted("postgresql://app@h/db?password=" SECRET "&sslmode=require",
                         "postgresql://app@h/db?password=***&sslmode=require");
-        assert_redacted("postgresql:///db?host=/run/pg&sslpassword=" SECRET, "postgresql:///db?host=/run/pg&sslpassword=***");
+        assert_redacted("postgresql:///db?host=/run/pg&sslpassword=" SECRET,
+                        "postgresql:///db?host=/run/pg&sslpassword=***");
         assert_redacted("postgresql://h/db?pass%77ord=" SECRET, "postgresql://h/db?pass%77ord=***");
         /* both at once */
         assert_redacted("postgresql://app:" SECRET "@h/db?password=" SECRET, "postgresql://app:***@h/db?password=***");
@@ -59,11 +61,13 @@ START_TEST(test_uri_mistyped) {
         assert_redacted("postgresql://app:ab/cd+ef==@h/db", "postgresql://app:***@h/db");
         assert_redacted("postgresql://app:se?cret@h/db", "postgresql://app:***@h/db");
         assert_redacted("postgresql://app:a b@h/db", "postgresql://app:***@h/db");
-        assert_redacted("postgresql://h/db?password=a&b&sslmode=disable", "postgresql://h/db?password=***&sslmode=disable");
+        assert_redacted("postgresql://h/db?password=a&b&sslmode=disable",
+                        "postgresql://h/db?password=***&sslmode=disable");
         assert_redacted("postgresql://h/db?password=a&b", "postgresql://h/db?password=***");
         assert_redacted("postgresql://app:se%zzcret@h", "postgresql://app:***@h");
         /* '@' in a parameter: no user info for libpq, a password all the same */
-        assert_redacted("postgresql://h/db?password=+@/x@y&sslmode=disable", "postgresql://h/db?password=***&sslmode=disable");
+        assert_redacted("postgresql://h/db?password=+@/x@y&sslmode=disable",
+                        "postgresql://h/db?password=***&sslmode=disable");
         /* read both ways, hidden both ways */
         assert_redacted("postgresql://h:5432/db?password=a@b", "postgresql://h:***");
         assert_redacted("postgresql://app:se?cret@h/db?password=x&a=b", "postgresql://app:***@h/db?password=***&a=b");
@@ -84,13 +88,15 @@ START_TEST(test_keywords) {
         assert_redacted("PASSWORD=" SECRET, "PASSWORD=***");
         assert_redacted("password=a host=x password=b", "password=*** host=x password=***");
         /* other values stay, quoted or not */
-        assert_redacted("host='/run/pg' application_name='my app' passfile=/p", "host='/run/pg' application_name='my app' passfile=/p");
+        assert_redacted("host='/run/pg' application_name='my app' passfile=/p",
+                        "host='/run/pg' application_name='my app' passfile=/p");
 }
 END_TEST
 
 START_TEST(test_keywords_without_password) {
         assert_redacted("", "");
-        assert_redacted("host=/run/postgresql dbname=sessions user=app", "host=/run/postgresql dbname=sessions user=app");
+        assert_redacted("host=/run/postgresql dbname=sessions user=app",
+                        "host=/run/postgresql dbname=sessions user=app");
         assert_redacted("  host=x\tdbname=y  ", "  host=x\tdbname=y  ");
         assert_redacted("password='' host=x", "password='' host=x");
         assert_redacted("password= ", "password= ");
@@ -137,7 +143,8 @@ START_TEST(test_check) {
         ck_assert_str_eq(reason, "invalid percent-encoded token: \"***\"");
         free(reason);
         ck_assert_int_eq(check("postgresql://app:" SECRET "@[::1", &reason), -EINVAL);
-        ck_assert_str_eq(reason, "end of string reached when looking for matching \"]\" in IPv6 host address in URI: \"***\"");
+        ck_assert_str_eq(reason,
+                         "end of string reached when looking for matching \"]\" in IPv6 host address in URI: \"***\"");
         free(reason);
         ck_assert_int_eq(check("host=x password='" SECRET, &reason), -EINVAL);
         ck_assert_str_eq(reason, "unterminated quoted string in connection info string");
@@ -151,7 +158,7 @@ END_TEST
 
 /* What a configuration shows of daemon.postgres_url. */
 START_TEST(test_config_shows_redacted) {
-        char *env[] = { "SESSIOND_POSTGRES_URL=postgresql://app:" SECRET "@/sessions?host=/run/pg", NULL };
+        char *env[] = {"SESSIOND_POSTGRES_URL=postgresql://app:" SECRET "@/sessions?host=/run/pg", NULL};
         struct sessiond_config *c = NULL;
         struct sessiond_issues is = {};
         int idx = sessiond_setting_find("daemon.postgres_url");
@@ -179,7 +186,8 @@ START_TEST(test_config_shows_redacted) {
         }
         /* and the validation's messages (the URL is ignored here: a warning) */
         ck_assert_int_eq(sessiond_config_validate(c, &is), 0);
-        assert_issue(&is, SESSIOND_WARNING, "daemon.postgres_url=postgresql://app:***@/sessions?host=/run/pg from environment");
+        assert_issue(&is, SESSIOND_WARNING,
+                     "daemon.postgres_url=postgresql://app:***@/sessions?host=/run/pg from environment");
         for (size_t i = 0; i < is.count; i++)
                 ck_assert_ptr_null(strstr(is.items[i].message, SECRET));
         sessiond_issues_clear(&is);
@@ -189,7 +197,7 @@ END_TEST
 
 /* A value the loader refuses (not UTF-8) is quoted redacted. */
 START_TEST(test_load_errors_redacted) {
-        char *env[] = { "SESSIOND_POSTGRES_URL=host=x password=" SECRET " dbname=\xff", NULL };
+        char *env[] = {"SESSIOND_POSTGRES_URL=host=x password=" SECRET " dbname=\xff", NULL};
         struct sessiond_config *c = NULL;
         struct sessiond_issues is = {};
 
@@ -199,8 +207,9 @@ START_TEST(test_load_errors_redacted) {
                 ck_assert_ptr_null(strstr(is.items[i].message, SECRET));
         sessiond_issues_clear(&is);
 
-        ck_assert_int_eq(load_conf_text("daemon: { postgres_url = \"postgresql://app:" SECRET "@h/\xff\"; };\n", &c, &is),
-                         -EINVAL);
+        ck_assert_int_eq(
+                load_conf_text("daemon: { postgres_url = \"postgresql://app:" SECRET "@h/\xff\"; };\n", &c, &is),
+                -EINVAL);
         assert_issue(&is, SESSIOND_ERROR, "daemon.postgres_url: value \"postgresql://app:***@h/");
         for (size_t i = 0; i < is.count; i++)
                 ck_assert_ptr_null(strstr(is.items[i].message, SECRET));

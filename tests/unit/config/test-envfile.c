@@ -113,8 +113,9 @@ END_TEST
 
 START_TEST(test_quoting_round_trip) {
         static const char *values[] = {
-                "plain", "with space", "quote\"inside", "it's", "$HOME", "back\\slash", "hash # here", "`cmd`", "",
-                "/run/sessiond/sessiond.sock", "a=b", "tab\there",
+                "plain",       "with space",  "quote\"inside", "it's", "$HOME",
+                "back\\slash", "hash # here", "`cmd`",         "",     "/run/sessiond/sessiond.sock",
+                "a=b",         "tab\there",
         };
         for (size_t i = 0; i < sizeof(values) / sizeof(values[0]); i++) {
                 struct sessiond_envfile *f = parse("# x\n"), *g;
@@ -123,8 +124,8 @@ START_TEST(test_quoting_round_trip) {
                 ck_assert_int_eq(sessiond_envfile_set(f, "KEY", values[i]), 1);
                 out = format(f);
                 ck_assert_int_eq(sessiond_envfile_parse("t.env", out, strlen(out), &g, &is), 0);
-                ck_assert_msg(strcmp(sessiond_envfile_get(g, "KEY", NULL), values[i]) == 0, "'%s' came back as '%s' from %s",
-                              values[i], sessiond_envfile_get(g, "KEY", NULL), out);
+                ck_assert_msg(strcmp(sessiond_envfile_get(g, "KEY", NULL), values[i]) == 0,
+                              "'%s' came back as '%s' from %s", values[i], sessiond_envfile_get(g, "KEY", NULL), out);
                 free(out);
                 sessiond_envfile_free(f);
                 sessiond_envfile_free(g);

@@ -9,12 +9,12 @@ static char *escape(const char *s) {
         return out;
 }
 
-#define assert_escaped(in, expected)                       \
-        do {                                               \
-                char *_e = escape(in);                     \
-                ck_assert_str_eq(_e, expected);            \
+#define assert_escaped(in, expected)                                                    \
+        do {                                                                            \
+                char *_e = escape(in);                                                  \
+                ck_assert_str_eq(_e, expected);                                         \
                 ck_assert_uint_eq(sessiond_text_escape(NULL, 0, in), strlen(expected)); \
-                free(_e);                                  \
+                free(_e);                                                               \
         } while (0)
 
 START_TEST(test_escape_rules) {
@@ -23,11 +23,15 @@ START_TEST(test_escape_rules) {
         assert_escaped("a\x1b[31mred", "a\\x1b[31mred");
         assert_escaped("line\nnext\r\ttab", "line\\x0anext\\x0d\\x09tab");
         assert_escaped("\x01\x1f\x7f", "\\x01\\x1f\\x7f");
-        assert_escaped("C1 \xc2\x9b" "31m \xc2\x80\xc2\x9f", "C1 \\u009b31m \\u0080\\u009f");
+        assert_escaped("C1 \xc2\x9b"
+                       "31m \xc2\x80\xc2\x9f",
+                       "C1 \\u009b31m \\u0080\\u009f");
         /* UTF-8 stays, the first character after C1 too */
         assert_escaped("\xc2\xa0\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80", "\xc2\xa0\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80");
         /* bytes that are not UTF-8: \xNN each */
-        assert_escaped("a\xff" "b\xc3", "a\\xffb\\xc3");
+        assert_escaped("a\xff"
+                       "b\xc3",
+                       "a\\xffb\\xc3");
         assert_escaped("\xed\xa0\x80", "\\xed\\xa0\\x80"); /* a surrogate */
         assert_escaped(NULL, "");
 }
@@ -37,9 +41,15 @@ END_TEST
 START_TEST(test_escape_truncates_cleanly) {
         char buf[8];
 
-        ck_assert_uint_eq(sessiond_text_escape(buf, sizeof buf, "ab\x1b" "cd"), 8);
+        ck_assert_uint_eq(sessiond_text_escape(buf, sizeof buf,
+                                               "ab\x1b"
+                                               "cd"),
+                          8);
         ck_assert_str_eq(buf, "ab\\x1bc"); /* 7 bytes and the NUL */
-        ck_assert_uint_eq(sessiond_text_escape(buf, 5, "ab\x1b" "cd"), 8);
+        ck_assert_uint_eq(sessiond_text_escape(buf, 5,
+                                               "ab\x1b"
+                                               "cd"),
+                          8);
         ck_assert_str_eq(buf, "ab"); /* not "ab\x" */
         ck_assert_uint_eq(sessiond_text_escape(buf, 4, "a\xe2\x82\xac"), 4);
         ck_assert_str_eq(buf, "a"); /* not half a euro sign */
@@ -54,10 +64,11 @@ END_TEST
 START_TEST(test_issues_quote_values_escaped) {
         struct sessiond_config *c = NULL;
         struct sessiond_issues is = {};
-        char *env[] = { "SESSION_CLEANUP_BATCH_SIZE=1\x1b[2J", "SESSION_DEBUG_MODE=yes\nno", NULL };
+        char *env[] = {"SESSION_CLEANUP_BATCH_SIZE=1\x1b[2J", "SESSION_DEBUG_MODE=yes\nno", NULL};
 
         ck_assert_int_eq(load_env(env, &c, &is), -EINVAL);
-        assert_issue(&is, SESSIOND_ERROR, "environment: SESSION_CLEANUP_BATCH_SIZE: value '1\\x1b[2J' is not an integer");
+        assert_issue(&is, SESSIOND_ERROR,
+                     "environment: SESSION_CLEANUP_BATCH_SIZE: value '1\\x1b[2J' is not an integer");
         assert_issue(&is, SESSIOND_ERROR, "environment: SESSION_DEBUG_MODE: value 'yes\\x0ano' is not a boolean");
         for (size_t i = 0; i < is.count; i++)
                 for (const char *p = is.items[i].message; *p; p++)

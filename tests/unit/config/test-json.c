@@ -7,7 +7,7 @@
 START_TEST(test_json_shape) {
         struct sessiond_config *c = NULL;
         struct sessiond_issues is = {};
-        char *env[] = { "SESSION_CUSTOM_MAX_RETRIES=3", NULL };
+        char *env[] = {"SESSION_CUSTOM_MAX_RETRIES=3", NULL};
         json_t *j;
 
         ck_assert_int_eq(load_env(env, &c, &is), 0);
@@ -16,8 +16,8 @@ START_TEST(test_json_shape) {
 
         /* The keys, in order, are the groups of the libconfig paths, with
          * custom before daemon. */
-        static const char *keys[] = { "environment", "debug_mode", "timeout", "cleanup", "sync", "security",
-                                      "monitoring", "features", "custom", "daemon" };
+        static const char *keys[] = {"environment", "debug_mode", "timeout",  "cleanup", "sync",
+                                     "security",    "monitoring", "features", "custom",  "daemon"};
         const char *key;
         json_t *value;
         size_t k = 0;
@@ -57,7 +57,9 @@ START_TEST(test_json_shape) {
         ck_assert_int_eq(json_integer_value(json_object_get(json_object_get(j, "timeout"), "session_lifetime")), 86400);
         ck_assert_str_eq(json_string_value(json_object_get(j, "environment")), "development");
         ck_assert(json_is_true(json_object_get(j, "debug_mode")));
-        ck_assert_double_eq(json_real_value(json_object_get(json_object_get(json_object_get(j, "monitoring"), "alerts"), "creation_rate")), 100.0);
+        ck_assert_double_eq(json_real_value(json_object_get(json_object_get(json_object_get(j, "monitoring"), "alerts"),
+                                                            "creation_rate")),
+                            100.0);
         ck_assert_str_eq(json_string_value(json_object_get(json_object_get(j, "custom"), "max_retries")), "3");
         ck_assert_str_eq(json_string_value(json_object_get(json_object_get(j, "daemon"), "synchronous")), "normal");
 
@@ -73,7 +75,7 @@ END_TEST
 START_TEST(test_json_origins) {
         struct sessiond_config *c = NULL;
         struct sessiond_issues is = {};
-        char *env[] = { "SESSION_CUSTOM_X=1", "SESSION_IDLE_TIMEOUT_SECONDS=600", NULL };
+        char *env[] = {"SESSION_CUSTOM_X=1", "SESSION_IDLE_TIMEOUT_SECONDS=600", NULL};
         char expected[600];
         json_t *j, *leaf;
 
@@ -109,9 +111,13 @@ END_TEST
 START_TEST(test_summary) {
         struct sessiond_config *c = NULL;
         struct sessiond_issues is = {};
-        char *env[] = { "SESSION_ENVIRONMENT=production", "SESSION_CUSTOM_A=1", "SESSION_CUSTOM_B=2",
-                        "SESSION_FEATURE_OPTIMISTIC_UI=false", "SESSION_FEATURE_PLATFORM_SWITCHING=false",
-                        "SESSION_ENABLE_FINGERPRINTING=false", NULL };
+        char *env[] = {"SESSION_ENVIRONMENT=production",
+                       "SESSION_CUSTOM_A=1",
+                       "SESSION_CUSTOM_B=2",
+                       "SESSION_FEATURE_OPTIMISTIC_UI=false",
+                       "SESSION_FEATURE_PLATFORM_SWITCHING=false",
+                       "SESSION_ENABLE_FINGERPRINTING=false",
+                       NULL};
         json_t *j, *features;
 
         ck_assert_int_eq(load_env(env, &c, &is), 0);
@@ -127,8 +133,8 @@ START_TEST(test_summary) {
         ck_assert_uint_eq(json_object_size(features), 4);
         ck_assert(json_is_true(json_object_get(features, "cross_tab_sync")));
         ck_assert(json_is_false(json_object_get(features, "platform_switching")));
-        ck_assert(json_is_true(json_object_get(features, "monitoring")));   /* performance monitoring */
-        ck_assert(json_is_false(json_object_get(features, "security")));    /* fingerprinting */
+        ck_assert(json_is_true(json_object_get(features, "monitoring"))); /* performance monitoring */
+        ck_assert(json_is_false(json_object_get(features, "security")));  /* fingerprinting */
         ck_assert_uint_eq(json_object_size(j), 6);
         json_decref(j);
         sessiond_config_free(c);
@@ -138,8 +144,8 @@ END_TEST
 START_TEST(test_client_json) {
         struct sessiond_config *c = NULL;
         struct sessiond_issues is = {};
-        char *env[] = { "SESSION_SYNC_CHECK_INTERVAL_SECONDS=4", "SESSION_LOCALSTORAGE_PREFIX=app_",
-                        "SESSION_FEATURE_CROSS_TAB_SYNC=off", "SESSION_WARNING_THRESHOLD_SECONDS=60", NULL };
+        char *env[] = {"SESSION_SYNC_CHECK_INTERVAL_SECONDS=4", "SESSION_LOCALSTORAGE_PREFIX=app_",
+                       "SESSION_FEATURE_CROSS_TAB_SYNC=off", "SESSION_WARNING_THRESHOLD_SECONDS=60", NULL};
         json_t *j, *sync, *features;
 
         ck_assert_int_eq(load_env(env, &c, &is), 0);
@@ -177,7 +183,7 @@ END_TEST
 START_TEST(test_copy) {
         struct sessiond_config *c = NULL, *d = NULL;
         struct sessiond_issues is = {};
-        char *env[] = { "SESSION_CUSTOM_A=1", "SESSION_LOCALSTORAGE_PREFIX=p_", NULL };
+        char *env[] = {"SESSION_CUSTOM_A=1", "SESSION_LOCALSTORAGE_PREFIX=p_", NULL};
         json_t *a, *b;
 
         write_text(path_in("k.conf"), "cleanup: { batch_size = 5; };\n");
@@ -198,9 +204,9 @@ END_TEST
 
 START_TEST(test_global_get_reload) {
         struct sessiond_issues is = {};
-        char *good[] = { "SESSION_CLEANUP_BATCH_SIZE=7", NULL };
-        char *bad[] = { "SESSION_CLEANUP_BATCH_SIZE=0", NULL };
-        struct sessiond_config_sources s = { .config_file = "", .env_file = "", .environ = good };
+        char *good[] = {"SESSION_CLEANUP_BATCH_SIZE=7", NULL};
+        char *bad[] = {"SESSION_CLEANUP_BATCH_SIZE=0", NULL};
+        struct sessiond_config_sources s = {.config_file = "", .env_file = "", .environ = good};
         const struct sessiond_config *first, *second;
 
         ck_assert_int_eq(sessiond_config_reload(&s, &is), 0);
@@ -237,7 +243,7 @@ START_TEST(test_parsers) {
         ck_assert_int_eq(sessiond_parse_int("9223372036854775807", &v), 0);
         ck_assert_int_eq(sessiond_parse_int("9223372036854775808", &v), -ERANGE);
         ck_assert_int_eq(sessiond_parse_int("-9223372036854775809", &v), -ERANGE);
-        static const char *bad_ints[] = { "", " 1", "1 ", "1.0", "0x10", "1e3", "12abc", "-", "+", "--1" };
+        static const char *bad_ints[] = {"", " 1", "1 ", "1.0", "0x10", "1e3", "12abc", "-", "+", "--1"};
         for (size_t i = 0; i < sizeof(bad_ints) / sizeof(bad_ints[0]); i++)
                 ck_assert_msg(sessiond_parse_int(bad_ints[i], &v) == -EINVAL, "'%s' accepted", bad_ints[i]);
 
@@ -254,19 +260,20 @@ START_TEST(test_parsers) {
         ck_assert_int_eq(sessiond_parse_duration("-5m", &v), 0);
         ck_assert_int_eq(v, -300);
         ck_assert_int_eq(sessiond_parse_duration("106751991167301d", &v), -ERANGE);
-        static const char *bad_durations[] = { "", "s", "5x", "5 s", "5S", "1.5h", "5ms", "h5", " 5" };
+        static const char *bad_durations[] = {"", "s", "5x", "5 s", "5S", "1.5h", "5ms", "h5", " 5"};
         for (size_t i = 0; i < sizeof(bad_durations) / sizeof(bad_durations[0]); i++)
-                ck_assert_msg(sessiond_parse_duration(bad_durations[i], &v) == -EINVAL, "'%s' accepted", bad_durations[i]);
+                ck_assert_msg(sessiond_parse_duration(bad_durations[i], &v) == -EINVAL, "'%s' accepted",
+                              bad_durations[i]);
 
-        static const char *yes[] = { "true", "TRUE", "Yes", "on", "ON", "1" };
-        static const char *no[] = { "false", "False", "no", "NO", "off", "0" };
+        static const char *yes[] = {"true", "TRUE", "Yes", "on", "ON", "1"};
+        static const char *no[] = {"false", "False", "no", "NO", "off", "0"};
         for (size_t i = 0; i < 6; i++) {
                 ck_assert_int_eq(sessiond_parse_bool(yes[i], &b), 0);
                 ck_assert(b);
                 ck_assert_int_eq(sessiond_parse_bool(no[i], &b), 0);
                 ck_assert(!b);
         }
-        static const char *bad_bools[] = { "", "y", "n", "2", "enabled", "true ", "t" };
+        static const char *bad_bools[] = {"", "y", "n", "2", "enabled", "true ", "t"};
         for (size_t i = 0; i < sizeof(bad_bools) / sizeof(bad_bools[0]); i++)
                 ck_assert_msg(sessiond_parse_bool(bad_bools[i], &b) == -EINVAL, "'%s' accepted", bad_bools[i]);
 
@@ -276,7 +283,7 @@ START_TEST(test_parsers) {
         ck_assert_int_eq(sessiond_parse_double("2.5e1", &d), 0);
         ck_assert_double_eq(d, 25.0);
         ck_assert_int_eq(sessiond_parse_double("1e400", &d), -ERANGE);
-        static const char *bad_doubles[] = { "", "abc", "1.0x", "nan", "inf", "-inf", "0x1p3", " 1" };
+        static const char *bad_doubles[] = {"", "abc", "1.0x", "nan", "inf", "-inf", "0x1p3", " 1"};
         for (size_t i = 0; i < sizeof(bad_doubles) / sizeof(bad_doubles[0]); i++)
                 ck_assert_msg(sessiond_parse_double(bad_doubles[i], &d) < 0, "'%s' accepted", bad_doubles[i]);
 }
@@ -352,7 +359,8 @@ START_TEST(test_table_consistency) {
                         continue;
                 bool found = false;
                 for (size_t g = 0; setting_groups[g]; g++)
-                        if (strlen(setting_groups[g]) == (size_t) (dot - path) && strncmp(setting_groups[g], path, (size_t) (dot - path)) == 0)
+                        if (strlen(setting_groups[g]) == (size_t) (dot - path) &&
+                            strncmp(setting_groups[g], path, (size_t) (dot - path)) == 0)
                                 found = true;
                 ck_assert_msg(found, "group of %s missing from setting_groups", path);
                 /* Paths and variables are unique. */
@@ -380,7 +388,7 @@ START_TEST(test_table_consistency) {
 END_TEST
 
 START_TEST(test_suggestions) {
-        static const char *const names[] = { "alpha", "beta", "gamma" };
+        static const char *const names[] = {"alpha", "beta", "gamma"};
         ck_assert_str_eq(suggest_nearest("alpah", names, 3), "alpha");
         ck_assert_str_eq(suggest_nearest("BETA", names, 3), "beta");
         ck_assert_ptr_null(suggest_nearest("zzzzzzzzzz", names, 3));

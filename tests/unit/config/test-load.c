@@ -108,7 +108,7 @@ START_TEST(test_setting_each_source) {
         struct sessiond_config *c = NULL;
         struct sessiond_issues is = {};
         char conf[512], envline[256], envvar[256], a[64], b[64], d[64];
-        char *env[] = { envvar, NULL };
+        char *env[] = {envvar, NULL};
         const char *conf_path = path_in("each.conf"), *env_path = path_in("each.env");
 
         snprintf(a, sizeof(a), "%s", other_value(s, 0));
@@ -160,12 +160,13 @@ END_TEST
 START_TEST(test_profile_under_explicit) {
         struct sessiond_config *c = NULL;
         struct sessiond_issues is = {};
-        char *env[] = { "SESSION_ENVIRONMENT=testing", "SESSION_LIFETIME_SECONDS=7200", NULL };
+        char *env[] = {"SESSION_ENVIRONMENT=testing", "SESSION_LIFETIME_SECONDS=7200", NULL};
 
         ck_assert_int_eq(load_env(env, &c, &is), 0);
         ck_assert_int_eq(c->environment, SESSIOND_ENV_TESTING);
         ck_assert_int_eq(c->timeout.session_lifetime, 7200); /* explicit beats profile */
-        ck_assert_int_eq(c->origins[sessiond_setting_find("timeout.session_lifetime")].kind, SESSIOND_ORIGIN_ENVIRONMENT);
+        ck_assert_int_eq(c->origins[sessiond_setting_find("timeout.session_lifetime")].kind,
+                         SESSIOND_ORIGIN_ENVIRONMENT);
         ck_assert_int_eq(c->timeout.idle_timeout, 1800); /* the profile */
         ck_assert_int_eq(c->cleanup.batch_size, 10);
         ck_assert(!c->monitoring.performance_monitoring);
@@ -201,16 +202,16 @@ START_TEST(test_profile_table) {
                 int64_t lifetime, idle, interval, batch_size, max_batches;
                 bool perf, analytics, debug;
         } rows[] = {
-                { "development", 86400, 86400, 900, 100, 10, true, true, true },
-                { "testing", 1800, 1800, 300, 10, 10, false, false, true },
-                { "staging", 172800, 86400, 1800, 100, 10, true, true, false },
-                { "production", 172800, 86400, 3600, 200, 20, true, true, false },
+                {"development", 86400, 86400, 900, 100, 10, true, true, true},
+                {"testing", 1800, 1800, 300, 10, 10, false, false, true},
+                {"staging", 172800, 86400, 1800, 100, 10, true, true, false},
+                {"production", 172800, 86400, 3600, 200, 20, true, true, false},
         };
         for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
                 struct sessiond_config *c = NULL;
                 struct sessiond_issues is = {};
                 char var[64];
-                char *env[] = { var, NULL };
+                char *env[] = {var, NULL};
                 snprintf(var, sizeof(var), "SESSION_ENVIRONMENT=%s", rows[i].env);
                 ck_assert_int_eq(load_env(env, &c, &is), 0);
                 ck_assert_int_eq(c->timeout.session_lifetime, rows[i].lifetime);
@@ -276,15 +277,19 @@ END_TEST
 START_TEST(test_unknown_environment) {
         struct sessiond_config *c = NULL;
         struct sessiond_issues is = {};
-        char *env[] = { "SESSION_ENVIRONMENT=prod", NULL };
+        char *env[] = {"SESSION_ENVIRONMENT=prod", NULL};
 
         ck_assert_int_eq(load_env(env, &c, &is), -EINVAL);
         ck_assert_ptr_null(c);
-        assert_issue(&is, SESSIOND_ERROR, "environment: SESSION_ENVIRONMENT: value 'prod' is not an environment (valid: development, testing, staging, production)");
+        assert_issue(&is, SESSIOND_ERROR,
+                     "environment: SESSION_ENVIRONMENT: value 'prod' is not an environment (valid: development, "
+                     "testing, staging, production)");
         sessiond_issues_clear(&is);
 
         ck_assert_int_eq(load_conf_text("environment = \"qa\";\n", &c, &is), -EINVAL);
-        assert_issue(&is, SESSIOND_ERROR, "test.conf:1: environment: value \"qa\" is not an environment (valid: development, testing, staging, production)");
+        assert_issue(&is, SESSIOND_ERROR,
+                     "test.conf:1: environment: value \"qa\" is not an environment (valid: development, testing, "
+                     "staging, production)");
         sessiond_issues_clear(&is);
         ck_assert_int_eq(sessiond_environment_from_string("PRODUCTION"), SESSIOND_ENV_PRODUCTION);
         ck_assert_str_eq(sessiond_environment_valid_names(), "development, testing, staging, production");
@@ -299,7 +304,8 @@ START_TEST(test_conf_syntax_error_has_line) {
         struct sessiond_issues is = {};
         char expected[600];
 
-        ck_assert_int_eq(load_conf_text("environment = \"testing\";\n\ntimeout: { idle_timeout = ; };\n", &c, &is), -EINVAL);
+        ck_assert_int_eq(load_conf_text("environment = \"testing\";\n\ntimeout: { idle_timeout = ; };\n", &c, &is),
+                         -EINVAL);
         ck_assert_ptr_null(c);
         snprintf(expected, sizeof(expected), "%s:3: syntax error", path_in("test.conf"));
         assert_issue(&is, SESSIOND_ERROR, expected);
@@ -316,14 +322,14 @@ START_TEST(test_conf_string_syntax_errors) {
                 const char *text;
                 int line;
         } cases[] = {
-                { "\"x\"\n", 1 },
-                { "a = 1;\n\ncustom: { \"x\" };\n", 3 },
-                { "debug_mode = true \"x\";\n", 1 },
-                { "environment = \"testing\";\nsync: { localstorage_prefix = \"a\" \"b\"; };\nx = 1.5 \"y\";\n", 3 },
-                { "a = [\"x\"] \"y\";\n", 1 },
-                { "a = 1; \"b\" = 2;\n", 1 },
-                { "unit: \"90s\", \"30m\";\n", 1 },
-                { "g: { a = 1, \"b\" };\n", 1 },
+                {"\"x\"\n", 1},
+                {"a = 1;\n\ncustom: { \"x\" };\n", 3},
+                {"debug_mode = true \"x\";\n", 1},
+                {"environment = \"testing\";\nsync: { localstorage_prefix = \"a\" \"b\"; };\nx = 1.5 \"y\";\n", 3},
+                {"a = [\"x\"] \"y\";\n", 1},
+                {"a = 1; \"b\" = 2;\n", 1},
+                {"unit: \"90s\", \"30m\";\n", 1},
+                {"g: { a = 1, \"b\" };\n", 1},
         };
         for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
                 struct sessiond_config *c = NULL;
@@ -353,12 +359,14 @@ START_TEST(test_conf_string_syntax_errors) {
         struct sessiond_config *c = NULL;
         struct sessiond_issues is = {};
         write_text(path_in("s.inc"), "daemon: { admin_group = \"adm\"; };\n");
-        ck_assert_int_eq(load_conf_text("sync: { localstorage_prefix = \"a\" \"b\"; };\n"
-                                        "custom: { a = \"1\"; };\n"
-                                        "@include \"s.inc\"\n"
-                                        "x = (\"p\", \"q\", [\"t\", \"u\"], { v = \"w\"; });\ny = [\"r\"];\nz : \"s\", zz = \"t\";\n",
-                                        &c, &is),
-                         0);
+        ck_assert_int_eq(
+                load_conf_text(
+                        "sync: { localstorage_prefix = \"a\" \"b\"; };\n"
+                        "custom: { a = \"1\"; };\n"
+                        "@include \"s.inc\"\n"
+                        "x = (\"p\", \"q\", [\"t\", \"u\"], { v = \"w\"; });\ny = [\"r\"];\nz : \"s\", zz = \"t\";\n",
+                        &c, &is),
+                0);
         ck_assert_str_eq(c->sync.localstorage_prefix, "ab");
         ck_assert_str_eq(c->daemon.admin_group, "adm");
         ck_assert_str_eq(sessiond_config_custom(c, "a", NULL), "1");
@@ -383,13 +391,17 @@ START_TEST(test_conf_wrong_types) {
                                         &c, &is),
                          -EINVAL);
         assert_issue(&is, SESSIOND_ERROR, "test.conf:1: cleanup.batch_size: expected an integer, found a string");
-        assert_issue(&is, SESSIOND_ERROR, "test.conf:2: debug_mode: expected a boolean (true or false), found an integer");
+        assert_issue(&is, SESSIOND_ERROR,
+                     "test.conf:2: debug_mode: expected a boolean (true or false), found an integer");
         assert_issue(&is, SESSIOND_ERROR, "test.conf:3: timeout: expected a group, found an integer");
         assert_issue(&is, SESSIOND_ERROR, "test.conf:4: sync.localstorage_prefix: expected a string, found an integer");
-        assert_issue(&is, SESSIOND_ERROR, "test.conf:4: sync.max_data_size: expected an integer, found a number with a fraction");
-        assert_issue(&is, SESSIOND_ERROR, "test.conf:5: monitoring.alerts.failure_rate: expected a number, found a string");
+        assert_issue(&is, SESSIOND_ERROR,
+                     "test.conf:4: sync.max_data_size: expected an integer, found a number with a fraction");
+        assert_issue(&is, SESSIOND_ERROR,
+                     "test.conf:5: monitoring.alerts.failure_rate: expected a number, found a string");
         assert_issue(&is, SESSIOND_ERROR, "test.conf:6: daemon.socket_path: expected a string, found an array");
-        assert_issue(&is, SESSIOND_ERROR, "test.conf:7: custom.nested: expected a string, number or boolean, found a group");
+        assert_issue(&is, SESSIOND_ERROR,
+                     "test.conf:7: custom.nested: expected a string, number or boolean, found a group");
         assert_issue(&is, SESSIOND_ERROR, "test.conf:8: features.caching: value \"maybe\" is not a boolean");
         sessiond_issues_clear(&is);
         scratch_remove();
@@ -400,12 +412,14 @@ START_TEST(test_conf_durations_and_booleans) {
         struct sessiond_config *c = NULL;
         struct sessiond_issues is = {};
 
-        ck_assert_int_eq(load_conf_text("timeout: { session_lifetime = \"48h\"; idle_timeout = \"30m\"; absolute_timeout = \"7d\";"
-                                        " expiration_grace = \"90s\"; cleanup_grace = 600; };\n"
-                                        "security: { fingerprinting = \"off\"; audit_logging = 0; suspicious_detection = TRUE; };\n"
-                                        "monitoring: { alerts: { failure_rate = 12; creation_rate = 7.25; }; };\n",
-                                        &c, &is),
-                         0);
+        ck_assert_int_eq(
+                load_conf_text(
+                        "timeout: { session_lifetime = \"48h\"; idle_timeout = \"30m\"; absolute_timeout = \"7d\";"
+                        " expiration_grace = \"90s\"; cleanup_grace = 600; };\n"
+                        "security: { fingerprinting = \"off\"; audit_logging = 0; suspicious_detection = TRUE; };\n"
+                        "monitoring: { alerts: { failure_rate = 12; creation_rate = 7.25; }; };\n",
+                        &c, &is),
+                0);
         assert_no_issues(&is);
         ck_assert_int_eq(c->timeout.session_lifetime, 172800);
         ck_assert_int_eq(c->timeout.idle_timeout, 1800);
@@ -422,7 +436,7 @@ START_TEST(test_conf_durations_and_booleans) {
 END_TEST
 
 START_TEST(test_conf_bad_units) {
-        static const char *bad[] = { "5x", "5 m", "m", "", "1.5h", "-", "5mm", "0x10" };
+        static const char *bad[] = {"5x", "5 m", "m", "", "1.5h", "-", "5mm", "0x10"};
         for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
                 struct sessiond_config *c = NULL;
                 struct sessiond_issues is = {};
@@ -460,16 +474,21 @@ START_TEST(test_conf_huge_numbers) {
         sessiond_issues_clear(&is);
 
         /* In 64 bits but beyond our limits. */
-        ck_assert_int_eq(load_conf_text("timeout: { absolute_timeout = 3153600001L; };\n"
-                                        "cleanup: { batch_size = 2147483648L; };\n"
-                                        "sync: { timeout = \"36500001d\"; heartbeat_interval = \"999999999999999999999s\"; };\n"
-                                        "monitoring: { alerts: { creation_rate = 1e16; }; };\n",
-                                        &c, &is),
-                         -EINVAL);
-        assert_issue(&is, SESSIOND_ERROR, "test.conf:1: timeout.absolute_timeout: value 3153600001 is out of range (at most 3153600000 seconds, 100 years)");
-        assert_issue(&is, SESSIOND_ERROR, "test.conf:2: cleanup.batch_size: value 2147483648 is out of range (at most 2147483647)");
+        ck_assert_int_eq(
+                load_conf_text("timeout: { absolute_timeout = 3153600001L; };\n"
+                               "cleanup: { batch_size = 2147483648L; };\n"
+                               "sync: { timeout = \"36500001d\"; heartbeat_interval = \"999999999999999999999s\"; };\n"
+                               "monitoring: { alerts: { creation_rate = 1e16; }; };\n",
+                               &c, &is),
+                -EINVAL);
+        assert_issue(&is, SESSIOND_ERROR,
+                     "test.conf:1: timeout.absolute_timeout: value 3153600001 is out of range (at most 3153600000 "
+                     "seconds, 100 years)");
+        assert_issue(&is, SESSIOND_ERROR,
+                     "test.conf:2: cleanup.batch_size: value 2147483648 is out of range (at most 2147483647)");
         assert_issue(&is, SESSIOND_ERROR, "test.conf:3: sync.timeout: value \"36500001d\" is out of range");
-        assert_issue(&is, SESSIOND_ERROR, "test.conf:3: sync.heartbeat_interval: value \"999999999999999999999s\" is out of range");
+        assert_issue(&is, SESSIOND_ERROR,
+                     "test.conf:3: sync.heartbeat_interval: value \"999999999999999999999s\" is out of range");
         assert_issue(&is, SESSIOND_ERROR, "test.conf:4: monitoring.alerts.creation_rate: value 1e+16 is out of range");
         sessiond_issues_clear(&is);
 
@@ -492,10 +511,12 @@ START_TEST(test_conf_unknown_keys) {
         struct sessiond_config *c = NULL;
         struct sessiond_issues is = {};
 
-        ck_assert_int_eq(load_conf_text("timeout: { idle_timout = 5; };\nfrobnicate = 1;\nmonitoring: { alert: { x = 1; }; };\n",
-                                        &c, &is),
-                         0);
-        assert_issue(&is, SESSIOND_WARNING, "test.conf:1: unknown setting timeout.idle_timout (ignored); did you mean timeout.idle_timeout?");
+        ck_assert_int_eq(
+                load_conf_text("timeout: { idle_timout = 5; };\nfrobnicate = 1;\nmonitoring: { alert: { x = 1; }; };\n",
+                               &c, &is),
+                0);
+        assert_issue(&is, SESSIOND_WARNING,
+                     "test.conf:1: unknown setting timeout.idle_timout (ignored); did you mean timeout.idle_timeout?");
         assert_issue(&is, SESSIOND_WARNING, "test.conf:2: unknown setting frobnicate (ignored)");
         ck_assert_ptr_null(strstr(find_issue(&is, SESSIOND_WARNING, "frobnicate")->message, "did you mean"));
         assert_issue(&is, SESSIOND_WARNING, "unknown setting monitoring.alert (ignored); did you mean");
@@ -545,7 +566,7 @@ END_TEST
 START_TEST(test_issue_messages_are_utf8) {
         struct sessiond_config *c = NULL;
         struct sessiond_issues is = {};
-        char *env[] = { "SESSION_DEBUG_MODE=\xff\xc3\xa9", "SESSION_IDLE_TIMEOUT_SECONDS=\xed\xa0\x80", NULL };
+        char *env[] = {"SESSION_DEBUG_MODE=\xff\xc3\xa9", "SESSION_IDLE_TIMEOUT_SECONDS=\xed\xa0\x80", NULL};
 
         ck_assert_int_eq(load_env(env, &c, &is), -EINVAL);
         assert_issue(&is, SESSIOND_ERROR, "environment: SESSION_DEBUG_MODE: value '\\xff\xc3\xa9' is not a boolean");
@@ -565,26 +586,32 @@ END_TEST
 START_TEST(test_strings_must_be_utf8) {
         struct sessiond_config *c = NULL;
         struct sessiond_issues is = {};
-        char *env[] = { "SESSION_LOCALSTORAGE_PREFIX=\xed\xa0\x80", "SESSION_CUSTOM_TEAM=\xf8", NULL };
+        char *env[] = {"SESSION_LOCALSTORAGE_PREFIX=\xed\xa0\x80", "SESSION_CUSTOM_TEAM=\xf8", NULL};
         char expected[600];
 
         ck_assert_int_eq(load_conf_text("sync: { localstorage_prefix = \"a\xff\" \"b\"; };\n"
-                                        "custom: { team = \"\xc3\"; };\n", &c, &is), -EINVAL);
+                                        "custom: { team = \"\xc3\"; };\n",
+                                        &c, &is),
+                         -EINVAL);
         snprintf(expected, sizeof(expected), "%s:1: sync.localstorage_prefix: value \"a\\xffb\" is not valid UTF-8",
                  path_in("test.conf"));
         assert_issue(&is, SESSIOND_ERROR, expected);
-        snprintf(expected, sizeof(expected), "%s:2: custom.team: value \"\\xc3\" is not valid UTF-8", path_in("test.conf"));
+        snprintf(expected, sizeof(expected), "%s:2: custom.team: value \"\\xc3\" is not valid UTF-8",
+                 path_in("test.conf"));
         assert_issue(&is, SESSIOND_ERROR, expected);
         sessiond_issues_clear(&is);
 
         ck_assert_int_eq(load_env(env, &c, &is), -EINVAL);
-        assert_issue(&is, SESSIOND_ERROR, "environment: SESSION_LOCALSTORAGE_PREFIX: value '\\xed\\xa0\\x80' is not valid UTF-8");
+        assert_issue(&is, SESSIOND_ERROR,
+                     "environment: SESSION_LOCALSTORAGE_PREFIX: value '\\xed\\xa0\\x80' is not valid UTF-8");
         assert_issue(&is, SESSIOND_ERROR, "environment: SESSION_CUSTOM_TEAM: value '\\xf8' is not valid UTF-8");
         sessiond_issues_clear(&is);
 
         /* Valid UTF-8, up to four bytes a character, is a string like any. */
         ck_assert_int_eq(load_conf_text("sync: { localstorage_prefix = \"\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80\"; };\n"
-                                        "custom: { team = \"\xc3\xa9\"; };\n", &c, &is), 0);
+                                        "custom: { team = \"\xc3\xa9\"; };\n",
+                                        &c, &is),
+                         0);
         assert_no_issues(&is);
         json_t *j = sessiond_config_to_json(c, true), *client = sessiond_config_client_json(c);
         ck_assert_ptr_nonnull(j);
@@ -620,11 +647,16 @@ START_TEST(test_env_errors) {
         ck_assert_ptr_null(c);
         /* All of them at once. */
         assert_issue(&is, SESSIOND_ERROR, "environment: SESSION_CLEANUP_BATCH_SIZE is empty");
-        assert_issue(&is, SESSIOND_ERROR, "environment: SESSION_DEBUG_MODE: value 'maybe' is not a boolean (use true/false, yes/no, on/off or 1/0)");
+        assert_issue(&is, SESSIOND_ERROR,
+                     "environment: SESSION_DEBUG_MODE: value 'maybe' is not a boolean (use true/false, yes/no, on/off "
+                     "or 1/0)");
         assert_issue(&is, SESSIOND_ERROR, "environment: SESSION_IDLE_TIMEOUT_SECONDS: value '10w' is not a duration");
         assert_issue(&is, SESSIOND_ERROR, "environment: SESSION_MAX_CLEANUP_BATCHES: value '12abc' is not an integer");
-        assert_issue(&is, SESSIOND_ERROR, "environment: SESSION_EVENTS_BUFFER_SIZE: value '99999999999999999999' is out of range");
-        assert_issue(&is, SESSIOND_ERROR, "environment: SESSION_METRICS_BUFFER_SIZE: value '2147483648' is out of range (at most 2147483647)");
+        assert_issue(&is, SESSIOND_ERROR,
+                     "environment: SESSION_EVENTS_BUFFER_SIZE: value '99999999999999999999' is out of range");
+        assert_issue(
+                &is, SESSIOND_ERROR,
+                "environment: SESSION_METRICS_BUFFER_SIZE: value '2147483648' is out of range (at most 2147483647)");
         assert_issue(&is, SESSIOND_ERROR, "environment: SESSION_LIFETIME_SECONDS: value '3153600001' is out of range");
         assert_issue(&is, SESSIOND_ERROR, "environment: SESSION_ALERT_FAILURE_RATE: value '1e400' is out of range");
         assert_issue(&is, SESSIOND_ERROR, "environment: SESSION_ALERT_CREATION_RATE: value 'nan' is not a number");
@@ -639,11 +671,16 @@ START_TEST(test_env_units_and_booleans) {
         struct sessiond_config *c = NULL;
         struct sessiond_issues is = {};
         char *env[] = {
-                "SESSION_IDLE_TIMEOUT_SECONDS=2h",     "SESSION_LIFETIME_SECONDS=1d",
-                "SESSION_DEBUG_MODE=YES",              "SESSION_ENABLE_FINGERPRINTING=Off",
-                "SESSION_ENABLE_AUDIT_LOGGING=0",      "SESSION_ENABLE_HEALTH_CHECKS=on",
-                "SESSION_FEATURE_OPTIMISTIC_UI=FALSE", "SESSION_ALERT_FAILURE_RATE=12.5",
-                "SESSION_CLEANUP_BATCH_SIZE=-4",       NULL,
+                "SESSION_IDLE_TIMEOUT_SECONDS=2h",
+                "SESSION_LIFETIME_SECONDS=1d",
+                "SESSION_DEBUG_MODE=YES",
+                "SESSION_ENABLE_FINGERPRINTING=Off",
+                "SESSION_ENABLE_AUDIT_LOGGING=0",
+                "SESSION_ENABLE_HEALTH_CHECKS=on",
+                "SESSION_FEATURE_OPTIMISTIC_UI=FALSE",
+                "SESSION_ALERT_FAILURE_RATE=12.5",
+                "SESSION_CLEANUP_BATCH_SIZE=-4",
+                NULL,
         };
 
         ck_assert_int_eq(load_env(env, &c, &is), 0);
@@ -665,13 +702,14 @@ END_TEST
 START_TEST(test_deprecated_alias) {
         struct sessiond_config *c = NULL;
         struct sessiond_issues is = {};
-        char *alias[] = { "SESSION_ENABLE_ANALYTICS=false", NULL };
-        char *both[] = { "SESSION_FEATURE_ANALYTICS=true", "SESSION_ENABLE_ANALYTICS=false", NULL };
+        char *alias[] = {"SESSION_ENABLE_ANALYTICS=false", NULL};
+        char *both[] = {"SESSION_FEATURE_ANALYTICS=true", "SESSION_ENABLE_ANALYTICS=false", NULL};
 
         ck_assert_int_eq(load_env(alias, &c, &is), 0);
         ck_assert(!c->features.analytics);
         ck_assert_int_eq(c->origins[sessiond_setting_find("features.analytics")].kind, SESSIOND_ORIGIN_ENVIRONMENT);
-        assert_issue(&is, SESSIOND_WARNING, "environment: SESSION_ENABLE_ANALYTICS is deprecated, use SESSION_FEATURE_ANALYTICS");
+        assert_issue(&is, SESSIOND_WARNING,
+                     "environment: SESSION_ENABLE_ANALYTICS is deprecated, use SESSION_FEATURE_ANALYTICS");
         sessiond_config_free(c);
         sessiond_issues_clear(&is);
 
@@ -697,14 +735,22 @@ START_TEST(test_unknown_variables) {
         struct sessiond_config *c = NULL;
         struct sessiond_issues is = {};
         char *env[] = {
-                "SESSION_IDLE_TIMOUT_SECONDS=5", "SESSION_CLEANUP_BATCHSIZE=3", "SESSION_QQQQQQQQQQQQQQQQQQQQ=1",
-                "SESSION_MANAGER=local/host:@/tmp/.ICE-unix/1", "SESSIOND_BENCH=/usr/bin/sessiond-bench",
-                "SESSIOND_SOCKT=/x", "PATH=/bin", NULL,
+                "SESSION_IDLE_TIMOUT_SECONDS=5",
+                "SESSION_CLEANUP_BATCHSIZE=3",
+                "SESSION_QQQQQQQQQQQQQQQQQQQQ=1",
+                "SESSION_MANAGER=local/host:@/tmp/.ICE-unix/1",
+                "SESSIOND_BENCH=/usr/bin/sessiond-bench",
+                "SESSIOND_SOCKT=/x",
+                "PATH=/bin",
+                NULL,
         };
 
         ck_assert_int_eq(load_env(env, &c, &is), 0);
-        assert_issue(&is, SESSIOND_WARNING, "environment: unknown variable SESSION_IDLE_TIMOUT_SECONDS (ignored); did you mean SESSION_IDLE_TIMEOUT_SECONDS?");
-        assert_issue(&is, SESSIOND_WARNING, "unknown variable SESSION_CLEANUP_BATCHSIZE (ignored); did you mean SESSION_CLEANUP_BATCH_SIZE?");
+        assert_issue(&is, SESSIOND_WARNING,
+                     "environment: unknown variable SESSION_IDLE_TIMOUT_SECONDS (ignored); did you mean "
+                     "SESSION_IDLE_TIMEOUT_SECONDS?");
+        assert_issue(&is, SESSIOND_WARNING,
+                     "unknown variable SESSION_CLEANUP_BATCHSIZE (ignored); did you mean SESSION_CLEANUP_BATCH_SIZE?");
         assert_issue(&is, SESSIOND_WARNING, "environment: unknown variable SESSION_QQQQQQQQQQQQQQQQQQQQ (ignored)");
         ck_assert_ptr_null(strstr(find_issue(&is, SESSIOND_WARNING, "QQQ")->message, "did you mean"));
         assert_issue(&is, SESSIOND_WARNING, "unknown variable SESSIOND_SOCKT (ignored); did you mean SESSIOND_SOCKET?");
@@ -720,7 +766,8 @@ END_TEST
 START_TEST(test_custom_settings) {
         struct sessiond_config *c = NULL;
         struct sessiond_issues is = {};
-        char *env[] = { "SESSION_CUSTOM_MAX_RETRIES=3", "SESSION_CUSTOM_SPECIAL_MODE=enabled", "SESSION_CUSTOM_Note=env", NULL };
+        char *env[] = {"SESSION_CUSTOM_MAX_RETRIES=3", "SESSION_CUSTOM_SPECIAL_MODE=enabled", "SESSION_CUSTOM_Note=env",
+                       NULL};
         const char *conf = path_in("c.conf");
 
         write_text(conf, "custom: {\n  note = \"file\";\n  Level = 2;\n  ratio = 0.5;\n  on = true;\n};\n");
@@ -747,7 +794,7 @@ START_TEST(test_custom_settings) {
         }
         sessiond_config_free(c);
 
-        char *bad[] = { "SESSION_CUSTOM_=x", "SESSION_CUSTOM_EMPTY=", "SESSION_CUSTOM_A-B=1", NULL };
+        char *bad[] = {"SESSION_CUSTOM_=x", "SESSION_CUSTOM_EMPTY=", "SESSION_CUSTOM_A-B=1", NULL};
         ck_assert_int_eq(load_env(bad, &c, &is), -EINVAL);
         assert_issue(&is, SESSIOND_ERROR, "environment: SESSION_CUSTOM_: a custom setting needs a name");
         assert_issue(&is, SESSIOND_ERROR, "environment: SESSION_CUSTOM_EMPTY is empty");
@@ -834,16 +881,22 @@ START_TEST(test_env_file_syntax) {
         sessiond_issues_clear(&is);
 
         /* Keys that are not names: one message, whatever is wrong with them. */
-        write_text(p, "=5\nSESSION_CUSTOM_\xc3\x9c" "BER=1\nX Y=1\n1BAD=x\nSESSION-X=1\n");
+        write_text(p, "=5\nSESSION_CUSTOM_\xc3\x9c"
+                      "BER=1\nX Y=1\n1BAD=x\nSESSION-X=1\n");
         ck_assert_int_eq(load_from(NULL, p, NULL, &c, &is), -EINVAL);
         ck_assert_uint_eq(is.count, 5);
         for (size_t i = 0; i < is.count; i++) {
-                snprintf(expected, sizeof(expected), "%s:%zu: malformed line (the key is not a valid name "
-                         "([A-Za-z_][A-Za-z0-9_]*)): ", p, i + 1);
+                snprintf(expected, sizeof(expected),
+                         "%s:%zu: malformed line (the key is not a valid name "
+                         "([A-Za-z_][A-Za-z0-9_]*)): ",
+                         p, i + 1);
                 ck_assert_msg(strncmp(is.items[i].message, expected, strlen(expected)) == 0, "%s", is.items[i].message);
         }
-        snprintf(expected, sizeof(expected), "%s:2: malformed line (the key is not a valid name "
-                 "([A-Za-z_][A-Za-z0-9_]*)): SESSION_CUSTOM_\xc3\x9c" "BER=1", p);
+        snprintf(expected, sizeof(expected),
+                 "%s:2: malformed line (the key is not a valid name "
+                 "([A-Za-z_][A-Za-z0-9_]*)): SESSION_CUSTOM_\xc3\x9c"
+                 "BER=1",
+                 p);
         assert_issue(&is, SESSIOND_ERROR, expected);
         sessiond_issues_clear(&is);
 
@@ -863,9 +916,9 @@ START_TEST(test_env_file_location) {
         struct sessiond_config *c = NULL;
         struct sessiond_issues is = {};
         static char var[600];
-        char *env[] = { var, NULL };
+        char *env[] = {var, NULL};
         char conf[600];
-        struct sessiond_config_sources s = { .config_file = path_in("l.conf"), .environ = env };
+        struct sessiond_config_sources s = {.config_file = path_in("l.conf"), .environ = env};
 
         write_text(path_in("a.env"), "SESSION_CLEANUP_BATCH_SIZE=1\n");
         write_text(path_in("b.env"), "SESSION_CLEANUP_BATCH_SIZE=2\n");
@@ -922,7 +975,7 @@ END_TEST
 START_TEST(test_all_sources_errors_at_once) {
         struct sessiond_config *c = NULL;
         struct sessiond_issues is = {};
-        char *env[] = { "SESSION_DEBUG_MODE=maybe", NULL };
+        char *env[] = {"SESSION_DEBUG_MODE=maybe", NULL};
 
         write_text(path_in("x.conf"), "cleanup: { batch_size = \"x\"; };\n");
         write_text(path_in("x.env"), "SESSION_IDLE_TIMEOUT_SECONDS=soon\n");
@@ -938,7 +991,7 @@ END_TEST
 START_TEST(test_process_environment) {
         struct sessiond_config *c = NULL;
         struct sessiond_issues is = {};
-        struct sessiond_config_sources s = { .config_file = "", .env_file = "" };
+        struct sessiond_config_sources s = {.config_file = "", .env_file = ""};
 
         /* environ == NULL means the process environment... */
         ck_assert_int_eq(setenv("SESSION_CLEANUP_BATCH_SIZE", "33", 1), 0);

@@ -19,8 +19,8 @@ static void run_free(struct run *r) {
 
 /* Runs sessionctl -c <conf> config <args...> with stdout/stderr captured. */
 static struct run run_config(const char *conf, ...) {
-        struct sessionctl_globals g = { .config_file = conf };
-        char *argv[16] = { "config" };
+        struct sessionctl_globals g = {.config_file = conf};
+        char *argv[16] = {"config"};
         int argc = 1, saved_out, saved_err, fd_out, fd_err;
         struct run r;
         va_list ap;
@@ -87,7 +87,8 @@ START_TEST(test_set_env_keeps_lines) {
 
         ck_assert_msg(r.code == 0, "exit %d: %s", r.code, r.err);
         ck_assert_ptr_nonnull(strstr(r.out, "SESSION_ENVIRONMENT: development -> production"));
-        ck_assert_ptr_nonnull(strstr(r.out, "timeout.session_lifetime (SESSION_LIFETIME_SECONDS): 86400 -> 172800 (profile production)"));
+        ck_assert_ptr_nonnull(strstr(
+                r.out, "timeout.session_lifetime (SESSION_LIFETIME_SECONDS): 86400 -> 172800 (profile production)"));
         after = read_text(path_in("session.env"));
         ck_assert_str_eq(after, "# Written by hand. Do not lose this comment.\n"
                                 "\n"
@@ -116,7 +117,8 @@ START_TEST(test_set_env_invalid_name) {
         ck_assert_int_eq(stat(path_in("session.env"), &before), 0);
         r = run_config(conf, "--set-env", "prod", NULL);
         ck_assert_int_eq(r.code, 1);
-        ck_assert_ptr_nonnull(strstr(r.err, "unknown environment 'prod'; valid names: development, testing, staging, production"));
+        ck_assert_ptr_nonnull(
+                strstr(r.err, "unknown environment 'prod'; valid names: development, testing, staging, production"));
         ck_assert_int_eq(stat(path_in("session.env"), &after), 0);
         ck_assert_uint_eq(before.st_ino, after.st_ino);
         text = read_text(path_in("session.env"));
@@ -168,10 +170,11 @@ START_TEST(test_optimize_for) {
                                    "export SESSION_ENVIRONMENT=production\n"
                                    "# trailing comment\n";
         ck_assert_int_eq(strncmp(after, kept, strlen(kept)), 0);
-        static const char *lines[] = { "SESSION_LIFETIME_SECONDS=172800\n", "SESSION_IDLE_TIMEOUT_SECONDS=86400\n",
-                                       "SESSION_CLEANUP_INTERVAL_SECONDS=3600\n", "SESSION_CLEANUP_BATCH_SIZE=200\n",
-                                       "SESSION_MAX_CLEANUP_BATCHES=20\n", "SESSION_ENABLE_PERFORMANCE_MONITORING=true\n",
-                                       "SESSION_FEATURE_ANALYTICS=true\n", "SESSION_DEBUG_MODE=false\n" };
+        static const char *lines[] = {
+                "SESSION_LIFETIME_SECONDS=172800\n",       "SESSION_IDLE_TIMEOUT_SECONDS=86400\n",
+                "SESSION_CLEANUP_INTERVAL_SECONDS=3600\n", "SESSION_CLEANUP_BATCH_SIZE=200\n",
+                "SESSION_MAX_CLEANUP_BATCHES=20\n",        "SESSION_ENABLE_PERFORMANCE_MONITORING=true\n",
+                "SESSION_FEATURE_ANALYTICS=true\n",        "SESSION_DEBUG_MODE=false\n"};
         for (size_t i = 0; i < 8; i++)
                 ck_assert_msg(strstr(after, lines[i]), "missing %s in:\n%s", lines[i], after);
         free(after);
@@ -267,7 +270,8 @@ START_TEST(test_validate_show_summary) {
         ck_assert_int_eq(r.code, 0);
         j = json_loads(r.out, 0, NULL);
         ck_assert_ptr_nonnull(j);
-        ck_assert_int_eq(json_integer_value(json_object_get(json_object_get(j, "timeout"), "warning_threshold")), 86400);
+        ck_assert_int_eq(json_integer_value(json_object_get(json_object_get(j, "timeout"), "warning_threshold")),
+                         86400);
         ck_assert_str_eq(json_string_value(json_object_get(json_object_get(j, "custom"), "a")), "1");
         json_decref(j);
         run_free(&r);
@@ -278,7 +282,8 @@ START_TEST(test_validate_show_summary) {
         ck_assert_ptr_nonnull(j);
         char expected[600];
         snprintf(expected, sizeof(expected), "env file %s:1", path_in("session.env"));
-        ck_assert_str_eq(json_string_value(json_object_get(json_object_get(json_object_get(j, "timeout"), "warning_threshold"), "origin")),
+        ck_assert_str_eq(json_string_value(json_object_get(
+                                 json_object_get(json_object_get(j, "timeout"), "warning_threshold"), "origin")),
                          expected);
         json_decref(j);
         run_free(&r);
@@ -350,17 +355,17 @@ END_TEST
 START_TEST(test_usage) {
         const char *conf = setup(NULL);
         static const char *const cases[][4] = {
-                { NULL },
-                { "--show", "--summary" },
-                { "--validate", "--set-env", "testing" },
-                { "--origin" },
-                { "--validate", "--origin" },
-                { "--show", "--output", "x" },
-                { "--validate", "--format", "env" },
-                { "--generate-template", "--format", "yaml" },
-                { "--frobnicate" },
-                { "--validate", "extra" },
-                { "--set-env" },
+                {NULL},
+                {"--show", "--summary"},
+                {"--validate", "--set-env", "testing"},
+                {"--origin"},
+                {"--validate", "--origin"},
+                {"--show", "--output", "x"},
+                {"--validate", "--format", "env"},
+                {"--generate-template", "--format", "yaml"},
+                {"--frobnicate"},
+                {"--validate", "extra"},
+                {"--set-env"},
         };
         for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
                 struct run r = run_config(conf, cases[i][0], cases[i][1], cases[i][2], cases[i][3], NULL);

@@ -119,7 +119,8 @@ START_TEST(test_every_setting_present) {
                                  *s->default_text ? s->default_text : "\"\"");
                         ck_assert_msg(strstr(env, needle), "env template lacks '%s'", needle);
                 } else {
-                        ck_assert_msg(strstr(env, s->variable ? s->variable : s->path), "env template does not mention %s", s->path);
+                        ck_assert_msg(strstr(env, s->variable ? s->variable : s->path),
+                                      "env template does not mention %s", s->path);
                 }
         }
         ck_assert_int_eq(sessiond_config_template((enum sessiond_template_format) 7, &conf), -EINVAL);
@@ -135,7 +136,8 @@ static void assert_file_is_template(const char *relative, enum sessiond_template
         file = read_text(path);
         ck_assert_msg(file != NULL, "%s is missing", path);
         ck_assert_msg(strcmp(file, text) == 0,
-                      "%s differs from the generator; regenerate it with: sessionctl config --generate-template --format %s --output %s",
+                      "%s differs from the generator; regenerate it with: sessionctl config --generate-template "
+                      "--format %s --output %s",
                       relative, fmt == SESSIOND_TEMPLATE_CONF ? "conf" : "env", relative);
         free(file);
         free(text);

@@ -17,40 +17,41 @@ static int validate_env(char **env, struct sessiond_issues *is) {
 }
 
 /* An issue of severity sev whose message starts with start. */
-#define assert_starts(is, sev, start)                                                                  \
-        do {                                                                                           \
-                bool _found = false;                                                                   \
-                for (size_t _i = 0; _i < (is)->count; _i++)                                            \
-                        if ((is)->items[_i].severity == (sev) &&                                       \
-                            strncmp((is)->items[_i].message, (start), strlen(start)) == 0)             \
-                                _found = true;                                                         \
-                if (!_found)                                                                           \
-                        ck_abort_msg("no %s starting \"%s\" among:\n%s", sessiond_severity_to_string(sev), \
-                                     (start), issues_text(is));                                        \
+#define assert_starts(is, sev, start)                                                                               \
+        do {                                                                                                        \
+                bool _found = false;                                                                                \
+                for (size_t _i = 0; _i < (is)->count; _i++)                                                         \
+                        if ((is)->items[_i].severity == (sev) &&                                                    \
+                            strncmp((is)->items[_i].message, (start), strlen(start)) == 0)                          \
+                                _found = true;                                                                      \
+                if (!_found)                                                                                        \
+                        ck_abort_msg("no %s starting \"%s\" among:\n%s", sessiond_severity_to_string(sev), (start), \
+                                     issues_text(is));                                                              \
         } while (0)
 
-#define RULE_TEST(name, start, ...)                                       \
-        START_TEST(name) {                                                \
-                struct sessiond_issues is = {};                           \
-                char *env[] = { __VA_ARGS__, NULL };                      \
-                ck_assert_int_eq(validate_env(env, &is), -EINVAL);        \
-                assert_starts(&is, SESSIOND_ERROR, start);                \
-                sessiond_issues_clear(&is);                               \
-        }                                                                 \
+#define RULE_TEST(name, start, ...)                                \
+        START_TEST(name) {                                         \
+                struct sessiond_issues is = {};                    \
+                char *env[] = {__VA_ARGS__, NULL};                 \
+                ck_assert_int_eq(validate_env(env, &is), -EINVAL); \
+                assert_starts(&is, SESSIOND_ERROR, start);         \
+                sessiond_issues_clear(&is);                        \
+        }                                                          \
         END_TEST
 
 START_TEST(test_idle_over_lifetime) {
         struct sessiond_issues is = {};
-        char *env[] = { "SESSION_IDLE_TIMEOUT_SECONDS=90000", NULL };
-        char *equal[] = { "SESSION_IDLE_TIMEOUT_SECONDS=86400", NULL };
+        char *env[] = {"SESSION_IDLE_TIMEOUT_SECONDS=90000", NULL};
+        char *equal[] = {"SESSION_IDLE_TIMEOUT_SECONDS=86400", NULL};
 
         ck_assert_int_eq(validate_env(env, &is), -EINVAL);
         /* The whole message: the guide's words, each setting, its value
          * and where it came from. */
         ck_assert_uint_eq(is.count, 1);
-        ck_assert_str_eq(is.items[0].message,
-                         "Idle timeout should be less than session lifetime (timeout.idle_timeout=90000 from environment, "
-                         "timeout.session_lifetime=86400 from profile development)");
+        ck_assert_str_eq(
+                is.items[0].message,
+                "Idle timeout should be less than session lifetime (timeout.idle_timeout=90000 from environment, "
+                "timeout.session_lifetime=86400 from profile development)");
         ck_assert_str_eq(is.items[0].setting, "timeout.idle_timeout");
         sessiond_issues_clear(&is);
 
@@ -60,39 +61,65 @@ START_TEST(test_idle_over_lifetime) {
 }
 END_TEST
 
-RULE_TEST(test_expiration_grace, "Expiration grace period should be less than idle timeout (timeout.expiration_grace=86400 from environment, timeout.idle_timeout=86400 from default)",
+RULE_TEST(test_expiration_grace,
+          "Expiration grace period should be less than idle timeout (timeout.expiration_grace=86400 from environment, "
+          "timeout.idle_timeout=86400 from default)",
           "SESSION_EXPIRATION_GRACE_SECONDS=86400", "SESSION_CLEANUP_GRACE_SECONDS=90000")
 RULE_TEST(test_batch_size_positive, "Cleanup batch size must be positive (cleanup.batch_size=0 from environment)",
           "SESSION_CLEANUP_BATCH_SIZE=0")
-RULE_TEST(test_interval_vs_batch_interval, "Cleanup interval should be less than batch cleanup interval (cleanup.interval=21600 from environment, cleanup.batch_interval=21600 from default)",
+RULE_TEST(test_interval_vs_batch_interval,
+          "Cleanup interval should be less than batch cleanup interval (cleanup.interval=21600 from environment, "
+          "cleanup.batch_interval=21600 from default)",
           "SESSION_CLEANUP_INTERVAL_SECONDS=21600")
-RULE_TEST(test_sync_timeout_vs_heartbeat, "Sync timeout should be less than heartbeat interval (sync.timeout=30 from environment, sync.heartbeat_interval=30 from default)",
+RULE_TEST(test_sync_timeout_vs_heartbeat,
+          "Sync timeout should be less than heartbeat interval (sync.timeout=30 from environment, "
+          "sync.heartbeat_interval=30 from default)",
           "SESSION_SYNC_TIMEOUT_SECONDS=30")
-RULE_TEST(test_max_concurrent_positive, "Max concurrent sessions per user must be positive (security.max_concurrent_per_user=-1 from environment)",
+RULE_TEST(test_max_concurrent_positive,
+          "Max concurrent sessions per user must be positive (security.max_concurrent_per_user=-1 from environment)",
           "SESSION_MAX_CONCURRENT_PER_USER=-1")
-RULE_TEST(test_metrics_buffer_positive, "Metrics buffer size must be positive (monitoring.metrics_buffer_size=0 from environment)",
+RULE_TEST(test_metrics_buffer_positive,
+          "Metrics buffer size must be positive (monitoring.metrics_buffer_size=0 from environment)",
           "SESSION_METRICS_BUFFER_SIZE=0")
-RULE_TEST(test_lifetime_vs_absolute, "Session lifetime should not exceed absolute timeout (timeout.session_lifetime=700000 from environment, timeout.absolute_timeout=604800 from default)",
+RULE_TEST(test_lifetime_vs_absolute,
+          "Session lifetime should not exceed absolute timeout (timeout.session_lifetime=700000 from environment, "
+          "timeout.absolute_timeout=604800 from default)",
           "SESSION_LIFETIME_SECONDS=700000")
-RULE_TEST(test_batch_vs_deep, "Batch cleanup interval should be less than deep cleanup interval (cleanup.batch_interval=86400 from environment, cleanup.deep_interval=86400 from default)",
+RULE_TEST(test_batch_vs_deep,
+          "Batch cleanup interval should be less than deep cleanup interval (cleanup.batch_interval=86400 from "
+          "environment, cleanup.deep_interval=86400 from default)",
           "SESSION_BATCH_CLEANUP_INTERVAL_SECONDS=86400")
-RULE_TEST(test_cleanup_grace_vs_expiration_grace, "Cleanup grace period should not be less than expiration grace period (a session still honoured could be purged) (timeout.cleanup_grace=200 from environment, timeout.expiration_grace=300 from default)",
+RULE_TEST(test_cleanup_grace_vs_expiration_grace,
+          "Cleanup grace period should not be less than expiration grace period (a session still honoured could be "
+          "purged) (timeout.cleanup_grace=200 from environment, timeout.expiration_grace=300 from default)",
           "SESSION_CLEANUP_GRACE_SECONDS=200")
-RULE_TEST(test_trigger_vs_max_expired, "Cleanup trigger threshold should not exceed max expired threshold (cleanup.trigger_threshold=2000 from environment, cleanup.max_expired_threshold=1000 from default)",
+RULE_TEST(test_trigger_vs_max_expired,
+          "Cleanup trigger threshold should not exceed max expired threshold (cleanup.trigger_threshold=2000 from "
+          "environment, cleanup.max_expired_threshold=1000 from default)",
           "SESSION_CLEANUP_TRIGGER_THRESHOLD=2000")
-RULE_TEST(test_tab_response_vs_sync_timeout, "Tab response timeout should be less than sync timeout (sync.tab_response_timeout=5 from environment, sync.timeout=5 from default)",
+RULE_TEST(test_tab_response_vs_sync_timeout,
+          "Tab response timeout should be less than sync timeout (sync.tab_response_timeout=5 from environment, "
+          "sync.timeout=5 from default)",
           "SESSION_TAB_RESPONSE_TIMEOUT_SECONDS=5")
-RULE_TEST(test_failure_rate_percent, "Alert failure rate is a percentage and must not exceed 100 (monitoring.alerts.failure_rate=100.5 from environment)",
+RULE_TEST(test_failure_rate_percent,
+          "Alert failure rate is a percentage and must not exceed 100 (monitoring.alerts.failure_rate=100.5 from "
+          "environment)",
           "SESSION_ALERT_FAILURE_RATE=100.5")
-RULE_TEST(test_expired_retention, "Expired retention must be at least 1 day (cleanup.expired_retention_days=0 from environment)",
+RULE_TEST(test_expired_retention,
+          "Expired retention must be at least 1 day (cleanup.expired_retention_days=0 from environment)",
           "SESSION_EXPIRED_RETENTION_DAYS=0")
-RULE_TEST(test_audit_retention, "Audit retention must be at least 1 day (cleanup.audit_retention_days=-2 from environment)",
+RULE_TEST(test_audit_retention,
+          "Audit retention must be at least 1 day (cleanup.audit_retention_days=-2 from environment)",
           "SESSION_AUDIT_RETENTION_DAYS=-2")
 /* The fleet (DESIGN 8): distributed needs a URL that libpq can read,
  * clustering and caching need distributed. */
-RULE_TEST(test_clustering, "features.clustering needs features.distributed: it works over the shared PostgreSQL store (features.clustering=true from environment, features.distributed=false from default)",
+RULE_TEST(test_clustering,
+          "features.clustering needs features.distributed: it works over the shared PostgreSQL store "
+          "(features.clustering=true from environment, features.distributed=false from default)",
           "SESSION_FEATURE_CLUSTERING=true")
-RULE_TEST(test_caching, "features.caching needs features.distributed: it works over the shared PostgreSQL store (features.caching=true from environment, features.distributed=false from default)",
+RULE_TEST(test_caching,
+          "features.caching needs features.distributed: it works over the shared PostgreSQL store "
+          "(features.caching=true from environment, features.distributed=false from default)",
           "SESSION_FEATURE_CACHING=1")
 
 #define FLEET_URL "postgresql://app:s3cr3t@/sessions?host=/run/pg"
@@ -104,17 +131,20 @@ static void assert_no_secret(const struct sessiond_issues *is) {
 
 START_TEST(test_distributed) {
         struct sessiond_issues is = {};
-        char *bare[] = { "SESSION_FEATURE_DISTRIBUTED=yes", NULL };
-        char *empty[] = { "SESSION_FEATURE_DISTRIBUTED=yes", "SESSIOND_POSTGRES_URL=", "SESSION_FEATURE_CACHING=true", NULL };
-        char *fleet[] = { "SESSION_FEATURE_DISTRIBUTED=yes", "SESSION_FEATURE_CLUSTERING=on", "SESSION_FEATURE_CACHING=1",
-                          "SESSIOND_POSTGRES_URL=" FLEET_URL, NULL };
-        char *keywords[] = { "SESSION_FEATURE_DISTRIBUTED=true", "SESSIOND_POSTGRES_URL=host=/run/pg dbname=sessions password='a b'", NULL };
+        char *bare[] = {"SESSION_FEATURE_DISTRIBUTED=yes", NULL};
+        char *empty[] = {"SESSION_FEATURE_DISTRIBUTED=yes", "SESSIOND_POSTGRES_URL=", "SESSION_FEATURE_CACHING=true",
+                         NULL};
+        char *fleet[] = {"SESSION_FEATURE_DISTRIBUTED=yes", "SESSION_FEATURE_CLUSTERING=on",
+                         "SESSION_FEATURE_CACHING=1", "SESSIOND_POSTGRES_URL=" FLEET_URL, NULL};
+        char *keywords[] = {"SESSION_FEATURE_DISTRIBUTED=true",
+                            "SESSIOND_POSTGRES_URL=host=/run/pg dbname=sessions password='a b'", NULL};
 
         /* Without a URL: one error, naming daemon.postgres_url. */
         ck_assert_int_eq(validate_env(bare, &is), -EINVAL);
         ck_assert_uint_eq(is.count, 1);
         ck_assert_str_eq(is.items[0].message,
-                         "features.distributed needs daemon.postgres_url (SESSIOND_POSTGRES_URL), the libpq connection string or URI of the shared PostgreSQL store "
+                         "features.distributed needs daemon.postgres_url (SESSIOND_POSTGRES_URL), the libpq connection "
+                         "string or URI of the shared PostgreSQL store "
                          "(features.distributed=true from environment, daemon.postgres_url= from default)");
         sessiond_issues_clear(&is);
         /* Set empty is unset; caching is fine with distributed on. */
@@ -133,9 +163,10 @@ END_TEST
 
 START_TEST(test_postgres_url_unreadable) {
         struct sessiond_issues is = {};
-        char *broken[] = { "SESSION_FEATURE_DISTRIBUTED=1", "SESSIOND_POSTGRES_URL=host=/run/pg s3cr3t", NULL };
-        char *token[] = { "SESSION_FEATURE_DISTRIBUTED=1", "SESSIOND_POSTGRES_URL=postgresql://app:s3cr3t%zz@h/db", NULL };
-        char *unused[] = { "SESSIOND_POSTGRES_URL=postgresql://app:s3cr3t@h/db?nonsense=1", NULL };
+        char *broken[] = {"SESSION_FEATURE_DISTRIBUTED=1", "SESSIOND_POSTGRES_URL=host=/run/pg s3cr3t", NULL};
+        char *token[] = {"SESSION_FEATURE_DISTRIBUTED=1", "SESSIOND_POSTGRES_URL=postgresql://app:s3cr3t%zz@h/db",
+                         NULL};
+        char *unused[] = {"SESSIOND_POSTGRES_URL=postgresql://app:s3cr3t@h/db?nonsense=1", NULL};
 
         /* An error naming the setting, libpq's reason, never the password. */
         ck_assert_int_eq(validate_env(broken, &is), -EINVAL);
@@ -148,7 +179,8 @@ START_TEST(test_postgres_url_unreadable) {
         sessiond_issues_clear(&is);
         ck_assert_int_eq(validate_env(token, &is), -EINVAL);
         assert_starts(&is, SESSIOND_ERROR,
-                      "daemon.postgres_url is not a connection string or URI that libpq can read: invalid percent-encoded token: \"***\" "
+                      "daemon.postgres_url is not a connection string or URI that libpq can read: invalid "
+                      "percent-encoded token: \"***\" "
                       "(daemon.postgres_url=postgresql://app:***@h/db from environment)");
         assert_no_secret(&is);
         sessiond_issues_clear(&is);
@@ -157,8 +189,10 @@ START_TEST(test_postgres_url_unreadable) {
         ck_assert_int_eq(validate_env(unused, &is), 0);
         ck_assert_uint_eq(is.count, 1);
         assert_starts(&is, SESSIOND_WARNING,
-                      "daemon.postgres_url is not a connection string or URI that libpq can read: invalid URI query parameter: \"***\" "
-                      "(ignored while features.distributed is false) (daemon.postgres_url=postgresql://app:***@h/db?nonsense=1 from environment)");
+                      "daemon.postgres_url is not a connection string or URI that libpq can read: invalid URI query "
+                      "parameter: \"***\" "
+                      "(ignored while features.distributed is false) "
+                      "(daemon.postgres_url=postgresql://app:***@h/db?nonsense=1 from environment)");
         assert_no_secret(&is);
         sessiond_issues_clear(&is);
 }
@@ -167,14 +201,15 @@ END_TEST
 /* A URL while distributed is off: ignored, with a warning. */
 START_TEST(test_postgres_url_ignored) {
         struct sessiond_issues is = {};
-        char *env[] = { "SESSIOND_POSTGRES_URL=" FLEET_URL, NULL };
+        char *env[] = {"SESSIOND_POSTGRES_URL=" FLEET_URL, NULL};
 
         ck_assert_int_eq(validate_env(env, &is), 0);
         ck_assert_uint_eq(is.count, 1);
         ck_assert_int_eq(is.items[0].severity, SESSIOND_WARNING);
-        ck_assert_str_eq(is.items[0].message,
-                         "daemon.postgres_url is ignored while features.distributed is false (the store is the SQLite database at daemon.database_path) "
-                         "(daemon.postgres_url=postgresql://app:***@/sessions?host=/run/pg from environment, features.distributed=false from default)");
+        ck_assert_str_eq(is.items[0].message, "daemon.postgres_url is ignored while features.distributed is false (the "
+                                              "store is the SQLite database at daemon.database_path) "
+                                              "(daemon.postgres_url=postgresql://app:***@/sessions?host=/run/pg from "
+                                              "environment, features.distributed=false from default)");
         sessiond_issues_clear(&is);
 }
 END_TEST
@@ -182,9 +217,9 @@ END_TEST
 /* The fleet's rules among the others: every issue is still reported. */
 START_TEST(test_fleet_among_others) {
         struct sessiond_issues is = {};
-        char *env[] = { "SESSION_IDLE_TIMEOUT_SECONDS=90000", "SESSION_FEATURE_CACHING=true",
-                        "SESSION_FEATURE_CLUSTERING=true", "SESSION_CLEANUP_BATCH_SIZE=0", NULL };
-        char *clustering[] = { "SESSION_FEATURE_DISTRIBUTED=true", "SESSION_FEATURE_CLUSTERING=true", NULL };
+        char *env[] = {"SESSION_IDLE_TIMEOUT_SECONDS=90000", "SESSION_FEATURE_CACHING=true",
+                       "SESSION_FEATURE_CLUSTERING=true", "SESSION_CLEANUP_BATCH_SIZE=0", NULL};
+        char *clustering[] = {"SESSION_FEATURE_DISTRIBUTED=true", "SESSION_FEATURE_CLUSTERING=true", NULL};
 
         ck_assert_int_eq(validate_env(env, &is), -EINVAL);
         ck_assert_uint_eq(is.count, 4);
@@ -205,8 +240,8 @@ END_TEST
 /* daemon.key_file: any path, or empty for the default beside the database. */
 START_TEST(test_key_file) {
         struct sessiond_issues is = {};
-        char *env[] = { "SESSIOND_KEY_FILE=/etc/sessiond/fleet.key", NULL };
-        char *empty[] = { "SESSIOND_KEY_FILE=", NULL };
+        char *env[] = {"SESSIOND_KEY_FILE=/etc/sessiond/fleet.key", NULL};
+        char *empty[] = {"SESSIOND_KEY_FILE=", NULL};
 
         ck_assert_int_eq(validate_env(env, &is), 0);
         assert_no_issues(&is);
@@ -217,7 +252,7 @@ END_TEST
 
 START_TEST(test_failure_rate_100_allowed) {
         struct sessiond_issues is = {};
-        char *env[] = { "SESSION_ALERT_FAILURE_RATE=100", NULL };
+        char *env[] = {"SESSION_ALERT_FAILURE_RATE=100", NULL};
         ck_assert_int_eq(validate_env(env, &is), 0);
         assert_no_issues(&is);
 }
@@ -242,7 +277,8 @@ START_TEST(test_every_number_positive) {
                 ck_assert_int_eq(sessiond_config_validate(c, &is), -EINVAL);
                 for (size_t i = 0; i < is.count; i++)
                         if (is.items[i].setting && strcmp(is.items[i].setting, s->path) == 0 &&
-                            (strstr(is.items[i].message, "must be positive") || strstr(is.items[i].message, "at least 1 day")))
+                            (strstr(is.items[i].message, "must be positive") ||
+                             strstr(is.items[i].message, "at least 1 day")))
                                 found = true;
                 ck_assert_msg(found, "%s <= 0 not reported:\n%s", s->path, issues_text(&is));
                 /* No setting gets two positivity messages. */
@@ -260,9 +296,11 @@ END_TEST
 
 START_TEST(test_generic_positive_message) {
         struct sessiond_issues is = {};
-        char *env[] = { "SESSION_EVENTS_BUFFER_SIZE=0", NULL };
+        char *env[] = {"SESSION_EVENTS_BUFFER_SIZE=0", NULL};
         ck_assert_int_eq(validate_env(env, &is), -EINVAL);
-        assert_starts(&is, SESSIOND_ERROR, "monitoring.events_buffer_size must be positive (monitoring.events_buffer_size=0 from environment)");
+        assert_starts(
+                &is, SESSIOND_ERROR,
+                "monitoring.events_buffer_size must be positive (monitoring.events_buffer_size=0 from environment)");
         sessiond_issues_clear(&is);
 }
 END_TEST
@@ -282,7 +320,9 @@ START_TEST(test_daemon_settings) {
         char expected[700];
 
         ck_assert_int_eq(validate_conf("daemon: { synchronous = \"off\"; };\n", &is), -EINVAL);
-        snprintf(expected, sizeof(expected), "daemon.synchronous must be normal, full or extra (off would lose acknowledged writes on a crash) (daemon.synchronous=off from %s:1)",
+        snprintf(expected, sizeof(expected),
+                 "daemon.synchronous must be normal, full or extra (off would lose acknowledged writes on a crash) "
+                 "(daemon.synchronous=off from %s:1)",
                  path_in("test.conf"));
         assert_starts(&is, SESSIOND_ERROR, expected);
         sessiond_issues_clear(&is);
@@ -291,7 +331,9 @@ START_TEST(test_daemon_settings) {
         ck_assert_int_eq(validate_conf("daemon: { synchronous = \"extra\"; };\n", &is), 0);
         assert_no_issues(&is);
 
-        ck_assert_int_eq(validate_conf("sync: { localstorage_prefix = \"\"; };\ndaemon: { socket_path = \"\"; database_path = \"\"; admin_group = \"\"; };\n", &is),
+        ck_assert_int_eq(validate_conf("sync: { localstorage_prefix = \"\"; };\ndaemon: { socket_path = \"\"; "
+                                       "database_path = \"\"; admin_group = \"\"; };\n",
+                                       &is),
                          -EINVAL);
         assert_starts(&is, SESSIOND_ERROR, "sync.localstorage_prefix must not be empty");
         assert_starts(&is, SESSIOND_ERROR, "daemon.socket_path must not be empty");
@@ -316,7 +358,8 @@ START_TEST(test_daemon_settings) {
         sessiond_issues_clear(&is);
         ck_assert_int_eq(validate_conf("daemon: { max_sessions = 64000001; };\n", &is), -EINVAL);
         snprintf(expected, sizeof(expected),
-                 "daemon.max_sessions must be at most 64000000 (the daemon's limit on sessions held at once) (daemon.max_sessions=64000001 from %s:1)",
+                 "daemon.max_sessions must be at most 64000000 (the daemon's limit on sessions held at once) "
+                 "(daemon.max_sessions=64000001 from %s:1)",
                  path_in("test.conf"));
         assert_starts(&is, SESSIOND_ERROR, expected);
         sessiond_issues_clear(&is);
@@ -325,12 +368,26 @@ START_TEST(test_daemon_settings) {
 END_TEST
 
 START_TEST(test_metrics_listen) {
-        static const char *const good[] = { "127.0.0.1:9567", "0.0.0.0:1", "[::1]:9567", "[::]:65535",
-                                            "[fe80::1]:80", "10.1.2.3:09567" };
-        static const char *const bad[] = { "", "9567", ":9567", "127.0.0.1", "127.0.0.1:", "127.0.0.1:0",
-                                           "127.0.0.1:65536", "127.0.0.1:123456", "localhost:9567",
-                                           "127.1:9567", "::1:9567", "[::1]", "[::1]:x", "[127.0.0.1]:80",
-                                           "127.0.0.1:95 67", "127.0.0.1:+80", "[]:80", "1.2.3.4.5:80" };
+        static const char *const good[] = {"127.0.0.1:9567", "0.0.0.0:1",    "[::1]:9567",
+                                           "[::]:65535",     "[fe80::1]:80", "10.1.2.3:09567"};
+        static const char *const bad[] = {"",
+                                          "9567",
+                                          ":9567",
+                                          "127.0.0.1",
+                                          "127.0.0.1:",
+                                          "127.0.0.1:0",
+                                          "127.0.0.1:65536",
+                                          "127.0.0.1:123456",
+                                          "localhost:9567",
+                                          "127.1:9567",
+                                          "::1:9567",
+                                          "[::1]",
+                                          "[::1]:x",
+                                          "[127.0.0.1]:80",
+                                          "127.0.0.1:95 67",
+                                          "127.0.0.1:+80",
+                                          "[]:80",
+                                          "1.2.3.4.5:80"};
         struct sessiond_issues is = {};
         struct sockaddr_storage ss;
         size_t len = 0;
@@ -358,9 +415,9 @@ START_TEST(test_metrics_listen) {
         ck_assert_int_eq(validate_conf("daemon: { metrics_listen = \"\"; };\n", &is), 0);
         assert_no_issues(&is);
         {
-                char *off[] = { "SESSIOND_METRICS_LISTEN=", NULL };
-                char *on[] = { "SESSIOND_METRICS_LISTEN=[::1]:9567", NULL };
-                char *wrong[] = { "SESSIOND_METRICS_LISTEN=localhost:9567", NULL };
+                char *off[] = {"SESSIOND_METRICS_LISTEN=", NULL};
+                char *on[] = {"SESSIOND_METRICS_LISTEN=[::1]:9567", NULL};
+                char *wrong[] = {"SESSIOND_METRICS_LISTEN=localhost:9567", NULL};
 
                 ck_assert_int_eq(validate_env(off, &is), 0);
                 ck_assert_int_eq(validate_env(on, &is), 0);
@@ -375,12 +432,14 @@ END_TEST
 
 START_TEST(test_warnings_allowed) {
         struct sessiond_issues is = {};
-        char *env[] = { "SESSION_WARNING_THRESHOLD_SECONDS=86400", NULL };
+        char *env[] = {"SESSION_WARNING_THRESHOLD_SECONDS=86400", NULL};
 
         /* A warning: printed, allowed. */
         ck_assert_int_eq(validate_env(env, &is), 0);
         ck_assert_uint_eq(is.count, 1);
-        assert_starts(&is, SESSIOND_WARNING, "Warning threshold should be less than idle timeout (every reply would carry warning: true) (timeout.warning_threshold=86400 from environment, timeout.idle_timeout=86400 from default)");
+        assert_starts(&is, SESSIOND_WARNING,
+                      "Warning threshold should be less than idle timeout (every reply would carry warning: true) "
+                      "(timeout.warning_threshold=86400 from environment, timeout.idle_timeout=86400 from default)");
         ck_assert(!sessiond_issues_has_errors(&is));
         sessiond_issues_clear(&is);
 
@@ -394,9 +453,9 @@ END_TEST
 /* A production configuration may have debug_mode on, with a warning. */
 START_TEST(test_debug_mode_in_production) {
         struct sessiond_issues is = {};
-        char *production[] = { "SESSION_ENVIRONMENT=production", "SESSION_DEBUG_MODE=true", NULL };
-        char *staging[] = { "SESSION_ENVIRONMENT=staging", "SESSION_DEBUG_MODE=true", NULL };
-        char *quiet[] = { "SESSION_ENVIRONMENT=production", NULL };
+        char *production[] = {"SESSION_ENVIRONMENT=production", "SESSION_DEBUG_MODE=true", NULL};
+        char *staging[] = {"SESSION_ENVIRONMENT=staging", "SESSION_DEBUG_MODE=true", NULL};
+        char *quiet[] = {"SESSION_ENVIRONMENT=production", NULL};
 
         ck_assert_int_eq(validate_env(production, &is), 0);
         ck_assert_uint_eq(is.count, 1);
@@ -416,19 +475,27 @@ END_TEST
 /* sync.localstorage_prefix: printable ASCII without spaces or quotes. */
 START_TEST(test_localstorage_prefix) {
         static const char *const bad[] = {
-                "SESSION_LOCALSTORAGE_PREFIX=app\x1b[31m_", "SESSION_LOCALSTORAGE_PREFIX=a\nb", "SESSION_LOCALSTORAGE_PREFIX=my app_",
-                "SESSION_LOCALSTORAGE_PREFIX=a\"b", "SESSION_LOCALSTORAGE_PREFIX=a'b", "SESSION_LOCALSTORAGE_PREFIX=a`b",
-                "SESSION_LOCALSTORAGE_PREFIX=a\tb", "SESSION_LOCALSTORAGE_PREFIX=a\x7f", "SESSION_LOCALSTORAGE_PREFIX=\xc3\xa9t\xc3\xa9",
-                "SESSION_LOCALSTORAGE_PREFIX=a\xc2\x9b" "b",
+                "SESSION_LOCALSTORAGE_PREFIX=app\x1b[31m_",
+                "SESSION_LOCALSTORAGE_PREFIX=a\nb",
+                "SESSION_LOCALSTORAGE_PREFIX=my app_",
+                "SESSION_LOCALSTORAGE_PREFIX=a\"b",
+                "SESSION_LOCALSTORAGE_PREFIX=a'b",
+                "SESSION_LOCALSTORAGE_PREFIX=a`b",
+                "SESSION_LOCALSTORAGE_PREFIX=a\tb",
+                "SESSION_LOCALSTORAGE_PREFIX=a\x7f",
+                "SESSION_LOCALSTORAGE_PREFIX=\xc3\xa9t\xc3\xa9",
+                "SESSION_LOCALSTORAGE_PREFIX=a\xc2\x9b"
+                "b",
         };
         static const char *const good[] = {
-                "SESSION_LOCALSTORAGE_PREFIX=vedfolnir_session_", "SESSION_LOCALSTORAGE_PREFIX=app:v2/sess-",
+                "SESSION_LOCALSTORAGE_PREFIX=vedfolnir_session_",
+                "SESSION_LOCALSTORAGE_PREFIX=app:v2/sess-",
                 "SESSION_LOCALSTORAGE_PREFIX=!#$%&()*+,-./;<=>?@[\\]^{|}~",
         };
         struct sessiond_issues is = {};
 
         for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-                char *env[] = { (char *) bad[i], NULL };
+                char *env[] = {(char *) bad[i], NULL};
 
                 ck_assert_msg(validate_env(env, &is) == -EINVAL, "accepted: %s", bad[i]);
                 assert_starts(&is, SESSIOND_ERROR,
@@ -442,7 +509,7 @@ START_TEST(test_localstorage_prefix) {
                 sessiond_issues_clear(&is);
         }
         for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
-                char *env[] = { (char *) good[i], NULL };
+                char *env[] = {(char *) good[i], NULL};
 
                 ck_assert_msg(validate_env(env, &is) == 0, "refused: %s", good[i]);
                 assert_no_issues(&is);
@@ -453,14 +520,16 @@ END_TEST
 /* The buffers are allocated whole: an upper bound. */
 START_TEST(test_buffer_sizes_bounded) {
         struct sessiond_issues is = {};
-        char *too_big[] = { "SESSION_METRICS_BUFFER_SIZE=2147483647", "SESSION_EVENTS_BUFFER_SIZE=100001", NULL };
-        char *largest[] = { "SESSION_METRICS_BUFFER_SIZE=100000", "SESSION_EVENTS_BUFFER_SIZE=100000", NULL };
+        char *too_big[] = {"SESSION_METRICS_BUFFER_SIZE=2147483647", "SESSION_EVENTS_BUFFER_SIZE=100001", NULL};
+        char *largest[] = {"SESSION_METRICS_BUFFER_SIZE=100000", "SESSION_EVENTS_BUFFER_SIZE=100000", NULL};
 
         ck_assert_int_eq(validate_env(too_big, &is), -EINVAL);
         assert_starts(&is, SESSIOND_ERROR,
-                      "Metrics buffer size must be at most 100000 (monitoring.metrics_buffer_size=2147483647 from environment)");
-        assert_starts(&is, SESSIOND_ERROR,
-                      "Events buffer size must be at most 100000 (monitoring.events_buffer_size=100001 from environment)");
+                      "Metrics buffer size must be at most 100000 (monitoring.metrics_buffer_size=2147483647 from "
+                      "environment)");
+        assert_starts(
+                &is, SESSIOND_ERROR,
+                "Events buffer size must be at most 100000 (monitoring.events_buffer_size=100001 from environment)");
         ck_assert_uint_eq(is.count, 2);
         sessiond_issues_clear(&is);
         ck_assert_int_eq(validate_env(largest, &is), 0);
@@ -471,10 +540,16 @@ END_TEST
 START_TEST(test_all_issues_at_once) {
         struct sessiond_issues is = {};
         char *env[] = {
-                "SESSION_IDLE_TIMEOUT_SECONDS=90000", "SESSION_CLEANUP_BATCH_SIZE=0", "SESSION_SYNC_TIMEOUT_SECONDS=40",
-                "SESSION_MAX_CONCURRENT_PER_USER=0",  "SESSION_METRICS_BUFFER_SIZE=0", "SESSION_CLEANUP_INTERVAL_SECONDS=99999",
-                "SESSION_WARNING_THRESHOLD_SECONDS=100000", "SESSION_BATCH_CLEANUP_INTERVAL_SECONDS=90000",
-                "SESSION_TAB_RESPONSE_TIMEOUT_SECONDS=50", NULL,
+                "SESSION_IDLE_TIMEOUT_SECONDS=90000",
+                "SESSION_CLEANUP_BATCH_SIZE=0",
+                "SESSION_SYNC_TIMEOUT_SECONDS=40",
+                "SESSION_MAX_CONCURRENT_PER_USER=0",
+                "SESSION_METRICS_BUFFER_SIZE=0",
+                "SESSION_CLEANUP_INTERVAL_SECONDS=99999",
+                "SESSION_WARNING_THRESHOLD_SECONDS=100000",
+                "SESSION_BATCH_CLEANUP_INTERVAL_SECONDS=90000",
+                "SESSION_TAB_RESPONSE_TIMEOUT_SECONDS=50",
+                NULL,
         };
 
         ck_assert_int_eq(validate_env(env, &is), -EINVAL);

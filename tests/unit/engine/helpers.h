@@ -71,10 +71,10 @@ static inline struct blob read_file(const char *path) {
 
         ck_assert_msg(fd >= 0, "cannot open %s: %s", path, strerror(errno));
         ck_assert_int_eq(fstat(fd, &st), 0);
-        b.size = (size_t)st.st_size;
+        b.size = (size_t) st.st_size;
         b.data = malloc(b.size + 1);
         ck_assert_ptr_nonnull(b.data);
-        ck_assert_int_eq(read(fd, b.data, b.size), (ssize_t)b.size);
+        ck_assert_int_eq(read(fd, b.data, b.size), (ssize_t) b.size);
         close(fd);
         return b;
 }
@@ -83,7 +83,7 @@ static inline void write_file(const char *path, const void *data, size_t size, m
         int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
 
         ck_assert_msg(fd >= 0, "cannot write %s: %s", path, strerror(errno));
-        ck_assert_int_eq(write(fd, data, size), (ssize_t)size);
+        ck_assert_int_eq(write(fd, data, size), (ssize_t) size);
         close(fd);
 }
 
@@ -96,7 +96,7 @@ static inline bool blob_equal(struct blob a, struct blob b) {
 #define T0 1700000000 /* the tests' "now" starts here (Unix seconds) */
 /* The engine's `now` is Unix milliseconds: MS(T0 + 5) is 5 s after T0,
  * MS(T0) + 900 is 0.9 s after it. The helpers below take milliseconds too. */
-#define MS(t) ((int64_t)(t) * 1000)
+#define MS(t) ((int64_t) (t) *1000)
 
 struct fixture {
         struct daemon d;

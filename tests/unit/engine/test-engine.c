@@ -291,7 +291,7 @@ START_TEST(test_eviction_order) {
 END_TEST
 
 static int count_cb(const struct engine_info *info, void *userdata) {
-        (*(unsigned *)userdata)++;
+        (*(unsigned *) userdata)++;
         return 0;
 }
 
@@ -685,9 +685,15 @@ static int state_cb(const struct engine_info *info, void *userdata) {
         struct states *s = userdata;
 
         switch (info->state) {
-        case ENGINE_STATE_ACTIVE: s->active++; break;
-        case ENGINE_STATE_GRACE: s->grace++; break;
-        case ENGINE_STATE_EXPIRED: s->expired++; break;
+        case ENGINE_STATE_ACTIVE:
+                s->active++;
+                break;
+        case ENGINE_STATE_GRACE:
+                s->grace++;
+                break;
+        case ENGINE_STATE_EXPIRED:
+                s->expired++;
+                break;
         case ENGINE_STATE_ENDED:
                 s->ended++;
                 snprintf(s->reason, sizeof s->reason, "%s", engine_end_reason_to_string(info->end_reason));
@@ -1112,50 +1118,77 @@ struct faulty_file {
         sqlite3_file *real;
 };
 
-#define REAL(f) (((struct faulty_file *)(f))->real)
+#define REAL(f) (((struct faulty_file *) (f))->real)
 static int f_close(sqlite3_file *f) {
         int rc = REAL(f)->pMethods ? REAL(f)->pMethods->xClose(REAL(f)) : SQLITE_OK;
         sqlite3_free(REAL(f));
         return rc;
 }
-static int f_read(sqlite3_file *f, void *b, int n, sqlite3_int64 o) { return REAL(f)->pMethods->xRead(REAL(f), b, n, o); }
+static int f_read(sqlite3_file *f, void *b, int n, sqlite3_int64 o) {
+        return REAL(f)->pMethods->xRead(REAL(f), b, n, o);
+}
 static int f_write(sqlite3_file *f, const void *b, int n, sqlite3_int64 o) {
         return fail_writes ? SQLITE_IOERR_WRITE : REAL(f)->pMethods->xWrite(REAL(f), b, n, o);
 }
-static int f_truncate(sqlite3_file *f, sqlite3_int64 s) { return REAL(f)->pMethods->xTruncate(REAL(f), s); }
+static int f_truncate(sqlite3_file *f, sqlite3_int64 s) {
+        return REAL(f)->pMethods->xTruncate(REAL(f), s);
+}
 static int f_sync(sqlite3_file *f, int fl) {
         return fail_writes ? SQLITE_IOERR_FSYNC : REAL(f)->pMethods->xSync(REAL(f), fl);
 }
-static int f_size(sqlite3_file *f, sqlite3_int64 *s) { return REAL(f)->pMethods->xFileSize(REAL(f), s); }
-static int f_lock(sqlite3_file *f, int l) { return REAL(f)->pMethods->xLock(REAL(f), l); }
-static int f_unlock(sqlite3_file *f, int l) { return REAL(f)->pMethods->xUnlock(REAL(f), l); }
-static int f_check(sqlite3_file *f, int *o) { return REAL(f)->pMethods->xCheckReservedLock(REAL(f), o); }
-static int f_fcntl(sqlite3_file *f, int op, void *a) { return REAL(f)->pMethods->xFileControl(REAL(f), op, a); }
-static int f_sector(sqlite3_file *f) { return REAL(f)->pMethods->xSectorSize(REAL(f)); }
-static int f_dev(sqlite3_file *f) { return REAL(f)->pMethods->xDeviceCharacteristics(REAL(f)); }
+static int f_size(sqlite3_file *f, sqlite3_int64 *s) {
+        return REAL(f)->pMethods->xFileSize(REAL(f), s);
+}
+static int f_lock(sqlite3_file *f, int l) {
+        return REAL(f)->pMethods->xLock(REAL(f), l);
+}
+static int f_unlock(sqlite3_file *f, int l) {
+        return REAL(f)->pMethods->xUnlock(REAL(f), l);
+}
+static int f_check(sqlite3_file *f, int *o) {
+        return REAL(f)->pMethods->xCheckReservedLock(REAL(f), o);
+}
+static int f_fcntl(sqlite3_file *f, int op, void *a) {
+        return REAL(f)->pMethods->xFileControl(REAL(f), op, a);
+}
+static int f_sector(sqlite3_file *f) {
+        return REAL(f)->pMethods->xSectorSize(REAL(f));
+}
+static int f_dev(sqlite3_file *f) {
+        return REAL(f)->pMethods->xDeviceCharacteristics(REAL(f));
+}
 static int f_shm_map(sqlite3_file *f, int i, int sz, int w, void volatile **p) {
         return REAL(f)->pMethods->xShmMap(REAL(f), i, sz, w, p);
 }
-static int f_shm_lock(sqlite3_file *f, int o, int n, int fl) { return REAL(f)->pMethods->xShmLock(REAL(f), o, n, fl); }
-static void f_shm_barrier(sqlite3_file *f) { REAL(f)->pMethods->xShmBarrier(REAL(f)); }
-static int f_shm_unmap(sqlite3_file *f, int d) { return REAL(f)->pMethods->xShmUnmap(REAL(f), d); }
+static int f_shm_lock(sqlite3_file *f, int o, int n, int fl) {
+        return REAL(f)->pMethods->xShmLock(REAL(f), o, n, fl);
+}
+static void f_shm_barrier(sqlite3_file *f) {
+        REAL(f)->pMethods->xShmBarrier(REAL(f));
+}
+static int f_shm_unmap(sqlite3_file *f, int d) {
+        return REAL(f)->pMethods->xShmUnmap(REAL(f), d);
+}
 static int f_fetch(sqlite3_file *f, sqlite3_int64 o, int n, void **p) {
         *p = NULL; /* no memory mapping: every read goes through xRead */
-        (void)f, (void)o, (void)n;
+        (void) f, (void) o, (void) n;
         return SQLITE_OK;
 }
-static int f_unfetch(sqlite3_file *f, sqlite3_int64 o, void *p) { (void)f, (void)o, (void)p; return SQLITE_OK; }
+static int f_unfetch(sqlite3_file *f, sqlite3_int64 o, void *p) {
+        (void) f, (void) o, (void) p;
+        return SQLITE_OK;
+}
 
 static const sqlite3_io_methods faulty_methods = {
-        3, f_close, f_read, f_write, f_truncate, f_sync, f_size, f_lock, f_unlock, f_check, f_fcntl, f_sector,
-        f_dev, f_shm_map, f_shm_lock, f_shm_barrier, f_shm_unmap, f_fetch, f_unfetch,
+        3,       f_close,  f_read, f_write,   f_truncate, f_sync,        f_size,      f_lock,  f_unlock,  f_check,
+        f_fcntl, f_sector, f_dev,  f_shm_map, f_shm_lock, f_shm_barrier, f_shm_unmap, f_fetch, f_unfetch,
 };
 
 static int faulty_open(sqlite3_vfs *vfs, const char *name, sqlite3_file *file, int flags, int *out) {
-        struct faulty_file *ff = (struct faulty_file *)file;
+        struct faulty_file *ff = (struct faulty_file *) file;
         int rc;
 
-        (void)vfs;
+        (void) vfs;
         ff->real = sqlite3_malloc(real_vfs->szOsFile);
         if (!ff->real)
                 return SQLITE_NOMEM;
@@ -1168,14 +1201,38 @@ static int faulty_open(sqlite3_vfs *vfs, const char *name, sqlite3_file *file, i
 }
 
 #define FWD(name, ...) real_vfs->name(real_vfs, __VA_ARGS__)
-static int v_delete(sqlite3_vfs *v, const char *n, int s) { (void)v; return FWD(xDelete, n, s); }
-static int v_access(sqlite3_vfs *v, const char *n, int f, int *o) { (void)v; return FWD(xAccess, n, f, o); }
-static int v_full(sqlite3_vfs *v, const char *n, int k, char *o) { (void)v; return FWD(xFullPathname, n, k, o); }
-static int v_random(sqlite3_vfs *v, int n, char *o) { (void)v; return FWD(xRandomness, n, o); }
-static int v_sleep(sqlite3_vfs *v, int u) { (void)v; return FWD(xSleep, u); }
-static int v_time(sqlite3_vfs *v, double *t) { (void)v; return FWD(xCurrentTime, t); }
-static int v_error(sqlite3_vfs *v, int n, char *o) { (void)v; return FWD(xGetLastError, n, o); }
-static int v_time64(sqlite3_vfs *v, sqlite3_int64 *t) { (void)v; return FWD(xCurrentTimeInt64, t); }
+static int v_delete(sqlite3_vfs *v, const char *n, int s) {
+        (void) v;
+        return FWD(xDelete, n, s);
+}
+static int v_access(sqlite3_vfs *v, const char *n, int f, int *o) {
+        (void) v;
+        return FWD(xAccess, n, f, o);
+}
+static int v_full(sqlite3_vfs *v, const char *n, int k, char *o) {
+        (void) v;
+        return FWD(xFullPathname, n, k, o);
+}
+static int v_random(sqlite3_vfs *v, int n, char *o) {
+        (void) v;
+        return FWD(xRandomness, n, o);
+}
+static int v_sleep(sqlite3_vfs *v, int u) {
+        (void) v;
+        return FWD(xSleep, u);
+}
+static int v_time(sqlite3_vfs *v, double *t) {
+        (void) v;
+        return FWD(xCurrentTime, t);
+}
+static int v_error(sqlite3_vfs *v, int n, char *o) {
+        (void) v;
+        return FWD(xGetLastError, n, o);
+}
+static int v_time64(sqlite3_vfs *v, sqlite3_int64 *t) {
+        (void) v;
+        return FWD(xCurrentTimeInt64, t);
+}
 
 static void faulty_register(void) {
         real_vfs = sqlite3_vfs_find(NULL);
@@ -1338,7 +1395,7 @@ static char seen[64][32];
 static unsigned n_seen;
 
 static void record_cb(const struct engine_event *ev, void *userdata) {
-        (void)userdata;
+        (void) userdata;
         if (n_seen < 64)
                 snprintf(seen[n_seen++], sizeof seen[0], "%s", ev->kind);
 }
@@ -1387,7 +1444,7 @@ END_TEST
 /* Ended-session events of the cleanup: each one with its user and reason. */
 static unsigned ended_events;
 static void ended_cb(const struct engine_event *ev, void *userdata) {
-        (void)userdata;
+        (void) userdata;
         if (strcmp(ev->kind, "ended") != 0)
                 return;
         ck_assert_ptr_nonnull(ev->session_id);
@@ -1432,7 +1489,8 @@ START_TEST(test_cleanup_deadline) {
         ck_assert_uint_eq(counters(&f)->ended[ENGINE_END_IDLE], 20);
         /* The audit detail as json_dumps wrote it before. */
         ck_assert_int_eq(db_count(path, "SELECT count(*) FROM audit WHERE kind = 'ended' "
-                                        "AND detail = '{\"reason\":\"idle\"}'"), 20);
+                                        "AND detail = '{\"reason\":\"idle\"}'"),
+                         20);
         /* No deadline: the limit alone. */
         ck_assert_int_eq(engine_cleanup_expired_until(f.e, MS(T0 + 120), 100, 0, &ended, &more), 0);
         ck_assert_uint_eq(ended, 0);
@@ -1554,7 +1612,8 @@ START_TEST(test_suspicious_threshold) {
         ck_assert_uint_eq(counters(&f)->suspicious, 5);
         ck_assert_uint_eq(counters(&f)->suspicious_alerts, 1); /* once per crossing */
         ck_assert(was_seen("suspicious_threshold"));
-        ck_assert_int_eq(db_count(path, "SELECT count(*) FROM audit WHERE kind = 'suspicious' AND user_id = 'mallory'"), 1);
+        ck_assert_int_eq(db_count(path, "SELECT count(*) FROM audit WHERE kind = 'suspicious' AND user_id = 'mallory'"),
+                         1);
         /* The five failures: counted, in one aggregated row once written. */
         ck_assert_int_eq(db_count(path, "SELECT count(*) FROM audit WHERE kind = 'validation_failed'"), 0);
         engine_audit_flush(f.e);
@@ -1562,7 +1621,8 @@ START_TEST(test_suspicious_threshold) {
         ck_assert_int_eq(db_count(path, "SELECT count(*) FROM audit WHERE kind = 'validation_failed'"), 1);
         ck_assert_int_eq(db_count(path, "SELECT json_extract(detail, '$.count') FROM audit "
                                         "WHERE kind = 'validation_failed' AND user_id = 'mallory' "
-                                        "AND json_extract(detail, '$.reason') = 'fingerprint'"), 5);
+                                        "AND json_extract(detail, '$.reason') = 'fingerprint'"),
+                         5);
 
         /* An hour later the window is empty: crossing again alerts again. */
         engine_security_sweep(f.e, MS(T0 + 3700));
@@ -1601,7 +1661,7 @@ END_TEST
 
 static void count_failed_cb(const struct engine_event *ev, void *userdata) {
         if (strcmp(ev->kind, "validation_failed") == 0)
-                (*(unsigned *)userdata)++;
+                (*(unsigned *) userdata)++;
 }
 
 /* Failed validations write one audit row per (user, reason, end reason)
@@ -1650,22 +1710,32 @@ START_TEST(test_failed_validations_aggregated) {
         ck_assert_uint_eq(engine_audit_pending(f.e), 0);
         ck_assert_int_eq(db_count(path, "SELECT count(*) FROM audit WHERE kind = 'validation_failed'"), 3);
         ck_assert_int_eq(db_count(path, "SELECT sum(json_extract(detail, '$.count')) FROM audit "
-                                        "WHERE kind = 'validation_failed'"), 1031);
-        ck_assert_int_eq(db_count(path, "SELECT count(*) FROM audit WHERE kind = 'validation_failed' "
-                                        "AND user_id IS NULL AND session_id IS NULL AND time = " "1700000010 "
-                                        "AND detail = '{\"reason\":\"not_found\",\"count\":1000,\"since\":1700000001}'"), 1);
+                                        "WHERE kind = 'validation_failed'"),
+                         1031);
+        ck_assert_int_eq(db_count(path,
+                                  "SELECT count(*) FROM audit WHERE kind = 'validation_failed' "
+                                  "AND user_id IS NULL AND session_id IS NULL AND time = "
+                                  "1700000010 "
+                                  "AND detail = '{\"reason\":\"not_found\",\"count\":1000,\"since\":1700000001}'"),
+                         1);
         /* One session's failures keep its id. */
-        ck_assert_int_eq(db_count(path, "SELECT count(*) FROM audit WHERE kind = 'validation_failed' "
-                                        "AND user_id = 'alice' AND session_id IS NOT NULL AND detail = "
-                                        "'{\"reason\":\"expired\",\"end_reason\":\"destroyed\",\"count\":30,\"since\":1700000002}'"), 1);
+        ck_assert_int_eq(
+                db_count(path,
+                         "SELECT count(*) FROM audit WHERE kind = 'validation_failed' "
+                         "AND user_id = 'alice' AND session_id IS NOT NULL AND detail = "
+                         "'{\"reason\":\"expired\",\"end_reason\":\"destroyed\",\"count\":30,\"since\":1700000002}'"),
+                1);
         ck_assert_uint_eq(counters(&f)->audit_rows, 4 + 3); /* created twice, ended twice */
         /* Two sessions of one user: one row, no session id. */
         ck_assert_int_eq(validate(&f, MS(T0 + 100), token, &info, &err), -ESTALE);
         ck_assert_int_eq(validate(&f, MS(T0 + 101), other, &info, &err), -ESTALE);
         fixture_close(&f); /* shutdown writes what is held */
-        ck_assert_int_eq(db_count(path, "SELECT count(*) FROM audit WHERE kind = 'validation_failed' "
-                                        "AND user_id = 'alice' AND session_id IS NULL AND time = 1700000101 AND detail = "
-                                        "'{\"reason\":\"expired\",\"end_reason\":\"destroyed\",\"count\":2,\"since\":1700000100}'"), 1);
+        ck_assert_int_eq(
+                db_count(path,
+                         "SELECT count(*) FROM audit WHERE kind = 'validation_failed' "
+                         "AND user_id = 'alice' AND session_id IS NULL AND time = 1700000101 AND detail = "
+                         "'{\"reason\":\"expired\",\"end_reason\":\"destroyed\",\"count\":2,\"since\":1700000100}'"),
+                1);
         sessiond_config_free(f.c);
         scratch_remove();
 }
@@ -1686,7 +1756,8 @@ START_TEST(test_audit_switch) {
         ck_assert_int_eq(engine_commit(f.e), 0);
         ck_assert_int_eq(db_count(path, "SELECT count(*) FROM audit WHERE kind = 'created'"), 1);
         ck_assert_int_eq(db_count(path, "SELECT count(*) FROM audit WHERE kind = 'config_reloaded' "
-                                        "AND detail = '{\"changed\":3}'"), 1);
+                                        "AND detail = '{\"changed\":3}'"),
+                         1);
         f.c->security.audit_logging = false;
         ck_assert_int_eq(engine_destroy(f.e, MS(T0 + 1), token, &err), 0);
         ck_assert_int_eq(engine_audit(f.e, MS(T0), "config_reloaded", NULL, NULL, detail), 0);
@@ -1757,7 +1828,8 @@ START_TEST(test_restart_loads_in_batches) {
         }
         ck_assert_int_eq(engine_switch_platform(f.e, MS(T0 + 1), t[40],
                                                 "a-platform-name-longer-than-sixty-four-characters-0123456789abcdef",
-                                                &info, &err), 0);
+                                                &info, &err),
+                         0);
         ck_assert_int_eq(engine_switch_platform(f.e, MS(T0 + 1), t[41], "ios", &info, &err), 0);
         ck_assert_int_eq(engine_commit(f.e), 0);
         engine_count(f.e, MS(T0 + 1), &counts);
@@ -1789,7 +1861,7 @@ START_TEST(test_many_sessions) {
         struct engine_error err = {0};
         struct engine_info info;
         enum { N = 20000 };
-        char (*t)[TOKEN_STRING_LEN + 1] = calloc(N, sizeof *t);
+        char(*t)[TOKEN_STRING_LEN + 1] = calloc(N, sizeof *t);
         struct engine_counts counts;
         unsigned ended;
         bool more;

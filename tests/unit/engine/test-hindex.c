@@ -23,7 +23,7 @@ static uint64_t elem_hash(uint32_t h, void *ctx) {
 
 static bool elem_equal(uint32_t h, const void *key, void *ctx) {
         struct world *w = ctx;
-        return w->keys[h] == *(const uint64_t *)key;
+        return w->keys[h] == *(const uint64_t *) key;
 }
 
 static const struct hindex_ops ops = {elem_hash, elem_equal};
@@ -36,11 +36,11 @@ static void run(bool collide, unsigned seed) {
         w.collide = collide;
         srand(seed);
         for (uint32_t i = 0; i < N; i++)
-                w.keys[i] = ((uint64_t)rand() << 32) ^ (uint64_t)rand() ^ i;
+                w.keys[i] = ((uint64_t) rand() << 32) ^ (uint64_t) rand() ^ i;
         ck_assert_int_eq(hindex_init(&h, 4, &ops, &w), 0);
 
         for (int round = 0; round < 6 * N; round++) {
-                uint32_t i = (uint32_t)rand() % (collide ? 300 : N);
+                uint32_t i = (uint32_t) rand() % (collide ? 300 : N);
                 uint64_t hv = hash_of(&w, w.keys[i]);
 
                 if (w.present[i]) {
@@ -96,7 +96,7 @@ START_TEST(test_reserve) {
                 ck_assert_int_eq(hindex_insert(&h, hash_of(&w, w.keys[i]), i), 0);
         ck_assert_int_eq(hindex_reserve(&h, N), 0);
         mask = h.mask;
-        ck_assert_uint_ge((uint64_t)(mask + 1) * 3, (uint64_t)N * 4);
+        ck_assert_uint_ge((uint64_t) (mask + 1) * 3, (uint64_t) N * 4);
         for (uint32_t i = 0; i < 10; i++)
                 ck_assert_uint_eq(hindex_find(&h, hash_of(&w, w.keys[i]), &w.keys[i]), i);
         for (uint32_t i = 10; i < N; i++)

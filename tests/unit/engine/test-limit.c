@@ -102,7 +102,7 @@ static void model_create(struct fixture *f, struct model *m, int64_t now, int64_
         /* Who the model expects to go: the LRU ones, until at most max are
          * live counting the new one. */
         struct model_session *victims[8];
-        while (model_count_live(m, now) + 1 > (size_t)max) {
+        while (model_count_live(m, now) + 1 > (size_t) max) {
                 struct model_session *v = model_lru(m, now);
                 ck_assert_ptr_nonnull(v);
                 ck_assert_uint_lt(expect, 8);
@@ -193,8 +193,8 @@ static void random_walk(int64_t max, unsigned seed, int steps) {
                 } else if (op < 92)
                         now += MS(60 + rand_r(&seed) % 120); /* some expire by idle */
                 else if (op == 92 && step > steps / 2 && step < steps / 2 + 100)
-                        now -= MS(5) - 250; /* the wall clock set back a little */
-                now += (int64_t)(rand_r(&seed) % 16) * 250; /* 0 to 3.75 s: ties, and times within a second */
+                        now -= MS(5) - 250;                  /* the wall clock set back a little */
+                now += (int64_t) (rand_r(&seed) % 16) * 250; /* 0 to 3.75 s: ties, and times within a second */
         }
         model_free(&m);
         fixture_done(&f);
@@ -290,7 +290,7 @@ START_TEST(test_limit_many_then_lowered) {
         struct engine_info info;
         struct engine_error err = {0};
         struct engine_counts counts;
-        char (*t)[TOKEN_STRING_LEN + 1] = calloc(N, sizeof *t);
+        char(*t)[TOKEN_STRING_LEN + 1] = calloc(N, sizeof *t);
         unsigned ended, total = 0;
         bool more = true;
 
@@ -336,7 +336,7 @@ START_TEST(test_limit_lowered_in_steps) {
         struct fixture f;
         struct engine_info info;
         struct engine_error err = {0};
-        char (*t)[N][TOKEN_STRING_LEN + 1] = calloc(BIG, sizeof *t);
+        char(*t)[N][TOKEN_STRING_LEN + 1] = calloc(BIG, sizeof *t);
         char token[TOKEN_STRING_LEN + 1];
         unsigned ended, total = 0, calls = 0;
         bool more = true;

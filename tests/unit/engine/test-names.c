@@ -9,14 +9,19 @@ static const char *problem(const char *s) {
 
 START_TEST(test_accepted) {
         static const char *const good[] = {
-                "alice", "user@example.org", "Zoë", "名前", "😀 emoji", "a b~",
-                "\xc2\xa0nbsp",          /* U+00A0, the first after C1 */
-                "\xe2\x80\xa7",          /* U+2027, next to the separators */
-                "\xe2\x80\xaa",          /* U+202A */
-                "\xed\x9f\xbf",          /* U+D7FF, below the surrogates */
-                "\xee\x80\x80",          /* U+E000, above them */
-                "\xf4\x8f\xbf\xbf",      /* U+10FFFF */
-                "\xef\xbf\xbd",          /* U+FFFD */
+                "alice",
+                "user@example.org",
+                "Zoë",
+                "名前",
+                "😀 emoji",
+                "a b~",
+                "\xc2\xa0nbsp",     /* U+00A0, the first after C1 */
+                "\xe2\x80\xa7",     /* U+2027, next to the separators */
+                "\xe2\x80\xaa",     /* U+202A */
+                "\xed\x9f\xbf",     /* U+D7FF, below the surrogates */
+                "\xee\x80\x80",     /* U+E000, above them */
+                "\xf4\x8f\xbf\xbf", /* U+10FFFF */
+                "\xef\xbf\xbd",     /* U+FFFD */
         };
 
         for (size_t i = 0; i < sizeof good / sizeof good[0]; i++)
@@ -40,7 +45,9 @@ START_TEST(test_controls) {
 
                 ck_assert_str_eq(problem(t), "contains control characters");
         }
-        ck_assert_str_eq(problem("line\xe2\x80\xa8" "break"), "contains line or paragraph separators");
+        ck_assert_str_eq(problem("line\xe2\x80\xa8"
+                                 "break"),
+                         "contains line or paragraph separators");
         ck_assert_str_eq(problem("para\xe2\x80\xa9"), "contains line or paragraph separators");
         /* A NUL inside the counted bytes is a control too. */
         ck_assert_str_eq(name_text_problem("a\0b", 3), "contains control characters");
@@ -63,8 +70,9 @@ START_TEST(test_invalid_utf8) {
                 "\xed\xbf\xbf",     /* U+DFFF */
                 "\xf4\x90\x80\x80", /* U+110000 */
                 "\xf5\x80\x80\x80", /* no such lead byte */
-                "\xfe", "\xff",
-                "ok\xe2\x80",       /* the end of the name cuts a sequence */
+                "\xfe",
+                "\xff",
+                "ok\xe2\x80", /* the end of the name cuts a sequence */
         };
 
         for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {

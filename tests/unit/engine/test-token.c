@@ -38,7 +38,7 @@ static int cmp_tokens(const void *a, const void *b) {
 
 START_TEST(test_token_unique) {
         enum { N = 20000 };
-        char (*t)[TOKEN_STRING_LEN + 1] = calloc(N, sizeof *t);
+        char(*t)[TOKEN_STRING_LEN + 1] = calloc(N, sizeof *t);
 
         ck_assert_ptr_nonnull(t);
         ck_assert_int_eq(token_init(), 0);
@@ -180,7 +180,7 @@ START_TEST(test_ids) {
         token_id_derive(&k, T0, 41, again);
         ck_assert_int_eq(memcmp(id, again, sizeof id), 0);
         /* It starts with the creation time (big-endian seconds)... */
-        ck_assert_uint_eq((uint32_t)id[0] << 24 | (uint32_t)id[1] << 16 | (uint32_t)id[2] << 8 | id[3], T0);
+        ck_assert_uint_eq((uint32_t) id[0] << 24 | (uint32_t) id[1] << 16 | (uint32_t) id[2] << 8 | id[3], T0);
         /* ...and the rest depends on the row and on the key. */
         token_id_derive(&k, T0, 42, again);
         token_id_format(again, next);

@@ -133,8 +133,9 @@ static void check_result(const struct analytics_result *r) {
         j = analytics_to_json(r, json_pack("{s:i}", "web", 2));
         ck_assert_ptr_nonnull(j);
         ck_assert_uint_eq(json_array_size(json_object_get(j, "created_per_hour")), ANALYTICS_HOURS);
-        ck_assert_int_eq(json_integer_value(json_object_get(json_array_get(json_object_get(j, "created_per_hour"), 0),
-                                                            "created")), 3);
+        ck_assert_int_eq(json_integer_value(
+                                 json_object_get(json_array_get(json_object_get(j, "created_per_hour"), 0), "created")),
+                         3);
         ck_assert_int_eq(json_integer_value(json_object_get(json_object_get(j, "durations"), "count")), 3);
         ck_assert(near(json_real_value(json_object_get(json_object_get(j, "durations"), "p50")), 600));
         ck_assert_int_eq(json_integer_value(json_object_get(json_object_get(j, "active_by_platform"), "web")), 2);
@@ -185,8 +186,8 @@ END_TEST
 
 static int audit_collect(const struct store_audit_row *row, void *userdata) {
         json_t *a = userdata;
-        return json_array_append_new(a, json_pack("{s:I, s:s, s:s?}", "time", (json_int_t)row->time, "kind",
-                                                  row->kind, "user_id", row->user_id));
+        return json_array_append_new(a, json_pack("{s:I, s:s, s:s?}", "time", (json_int_t) row->time, "kind", row->kind,
+                                                  "user_id", row->user_id));
 }
 
 static json_t *audit(struct store *s, const char *user, const char *kind, int64_t since, unsigned limit) {

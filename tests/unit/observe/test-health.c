@@ -42,7 +42,7 @@ static const char *component(json_t *components, const char *name, const char **
 }
 
 static enum health_status evaluate(const struct health_inputs *in, json_t **components) {
-        enum health_status st = (enum health_status)99;
+        enum health_status st = (enum health_status) 99;
 
         *components = health_evaluate(in, &st);
         ck_assert_ptr_nonnull(*components);
@@ -116,7 +116,7 @@ START_TEST(test_cleanup_backlog) {
         json_t *c;
         const char *msg;
 
-        in.awaiting_cleanup = (uint64_t)config->cleanup.max_expired_threshold; /* at: fine */
+        in.awaiting_cleanup = (uint64_t) config->cleanup.max_expired_threshold; /* at: fine */
         ck_assert_int_eq(evaluate(&in, &c), HEALTH_HEALTHY);
         json_decref(c);
         in.awaiting_cleanup++;
@@ -222,7 +222,7 @@ START_TEST(test_loop_and_worst) {
 
         /* Overall is the worst of all: one degraded, one unhealthy. */
         in = fine();
-        in.awaiting_cleanup = (uint64_t)config->cleanup.max_expired_threshold + 1;
+        in.awaiting_cleanup = (uint64_t) config->cleanup.max_expired_threshold + 1;
         in.probe_error = -EIO;
         ck_assert_int_eq(evaluate(&in, &c), HEALTH_UNHEALTHY);
         ck_assert_str_eq(component(c, "cleanup", NULL), "degraded");

@@ -23,9 +23,10 @@ static char *render(const char *json) {
 }
 
 START_TEST(test_grouped_by_name) {
-        char *t = render("[{\"name\":\"a_total\",\"help\":\"A.\",\"type\":\"counter\",\"value\":1,\"labels\":{\"k\":\"x\"}},"
-                         " {\"name\":\"b\",\"help\":\"B.\",\"type\":\"gauge\",\"value\":2.5},"
-                         " {\"name\":\"a_total\",\"help\":\"A.\",\"type\":\"counter\",\"value\":3,\"labels\":{\"k\":\"y\"}}]");
+        char *t = render(
+                "[{\"name\":\"a_total\",\"help\":\"A.\",\"type\":\"counter\",\"value\":1,\"labels\":{\"k\":\"x\"}},"
+                " {\"name\":\"b\",\"help\":\"B.\",\"type\":\"gauge\",\"value\":2.5},"
+                " {\"name\":\"a_total\",\"help\":\"A.\",\"type\":\"counter\",\"value\":3,\"labels\":{\"k\":\"y\"}}]");
 
         ck_assert_str_eq(t, "# HELP sessiond_a_total A.\n# TYPE sessiond_a_total counter\n"
                             "sessiond_a_total{k=\"x\"} 1\nsessiond_a_total{k=\"y\"} 3\n"
@@ -51,9 +52,12 @@ START_TEST(test_values) {
         size_t len;
 
         /* (jansson holds no NaN or infinity: metrics.c writes 0 for them) */
-        json_array_append_new(list, json_pack("{s:s, s:s, s:s, s:f}", "name", "third", "help", "h", "type", "gauge", "value", 0.1));
-        json_array_append_new(list, json_pack("{s:s, s:s, s:s, s:I}", "name", "big", "help", "h", "type", "counter", "value", (json_int_t)INT64_MAX));
-        json_array_append_new(list, json_pack("{s:s, s:s, s:s, s:s}", "name", "str", "help", "h", "type", "gauge", "value", "x"));
+        json_array_append_new(
+                list, json_pack("{s:s, s:s, s:s, s:f}", "name", "third", "help", "h", "type", "gauge", "value", 0.1));
+        json_array_append_new(list, json_pack("{s:s, s:s, s:s, s:I}", "name", "big", "help", "h", "type", "counter",
+                                              "value", (json_int_t) INT64_MAX));
+        json_array_append_new(
+                list, json_pack("{s:s, s:s, s:s, s:s}", "name", "str", "help", "h", "type", "gauge", "value", "x"));
         json_array_append_new(list, json_pack("{s:s}", "help", "no name: skipped"));
         ck_assert_int_eq(prometheus_render(list, &t, &len), 0);
         ck_assert_ptr_nonnull(strstr(t, "\nsessiond_third 0.10000000000000001\n"));

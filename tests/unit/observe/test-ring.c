@@ -11,7 +11,7 @@
 static void assert_ring(const struct ring *r, json_int_t first, size_t n) {
         ck_assert_uint_eq(ring_count(r), n);
         for (size_t i = 0; i < n; i++)
-                ck_assert_int_eq(json_integer_value(ring_get(r, i)), first + (json_int_t)i);
+                ck_assert_int_eq(json_integer_value(ring_get(r, i)), first + (json_int_t) i);
         ck_assert_ptr_null(ring_get(r, n));
 }
 
@@ -162,7 +162,7 @@ START_TEST(test_rate_window) {
 
         /* One-second samples for two minutes: the base is a minute back. */
         for (int64_t t = 11000; t <= 130000; t += 1000)
-                add_point(&w, t, 50 + (uint64_t)(t - 10000) / 1000);
+                add_point(&w, t, 50 + (uint64_t) (t - 10000) / 1000);
         ck_assert_int_eq(rate_window_delta(&w, d, &span), 0);
         ck_assert_int_eq(span, 60000);
         ck_assert_uint_eq(d[0], 60);
@@ -205,7 +205,7 @@ START_TEST(test_rate_window_dense) {
          * the base is a little younger than a window, nothing breaks. */
         rate_window_init(&w, 60000);
         for (int64_t t = 0; t <= 1000 * 100; t += 100)
-                add_point(&w, t, (uint64_t)t / 100);
+                add_point(&w, t, (uint64_t) t / 100);
         ck_assert_uint_eq(w.count, RATE_WINDOW_POINTS);
         ck_assert_int_eq(rate_window_delta(&w, d, &span), 0);
         ck_assert_int_eq(span, (RATE_WINDOW_POINTS - 1) * 100);

@@ -117,7 +117,7 @@ static void server_connection(int fd) {
 }
 
 static void server_start(void) {
-        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        struct sockaddr_un sa = {.sun_family = AF_UNIX};
         int fd;
 
         strcpy(dir, "/tmp/test-client-XXXXXX");
@@ -183,7 +183,8 @@ START_TEST(test_call_reply_and_error) {
                 json_t *sentinel = json_object();
 
                 ret = sentinel;
-                ck_assert_int_eq(sessiond_client_call(c, "a.b.Note", NULL, SESSIOND_CALL_ONEWAY, &ret, &error, NULL), 0);
+                ck_assert_int_eq(sessiond_client_call(c, "a.b.Note", NULL, SESSIOND_CALL_ONEWAY, &ret, &error, NULL),
+                                 0);
                 ck_assert_ptr_null(ret);
                 json_decref(sentinel);
         }
@@ -194,7 +195,9 @@ START_TEST(test_call_reply_and_error) {
         /* bad input from the caller */
         ck_assert_int_eq(sessiond_client_call(c, "nodots", NULL, 0, &ret, &error, NULL), -EINVAL);
         ck_assert_int_eq(sessiond_client_call(c, "a.b.Echo", NULL, 1u << 7, &ret, &error, NULL), -EINVAL);
-        ck_assert_int_eq(sessiond_client_call(c, "a.b.Echo", NULL, SESSIOND_CALL_ONEWAY | SESSIOND_CALL_MORE, &ret, &error, NULL), -EINVAL);
+        ck_assert_int_eq(sessiond_client_call(c, "a.b.Echo", NULL, SESSIOND_CALL_ONEWAY | SESSIOND_CALL_MORE, &ret,
+                                              &error, NULL),
+                         -EINVAL);
 
         sessiond_client_free(c);
         json_decref(params);
@@ -279,7 +282,7 @@ START_TEST(test_socket_from_environment) {
 END_TEST
 
 START_TEST(test_no_daemon) {
-        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        struct sockaddr_un sa = {.sun_family = AF_UNIX};
         struct sessiond_client *c = NULL;
         char d[] = "/tmp/test-client-XXXXXX", p[128], longp[200];
         int fd;

@@ -18,7 +18,11 @@ static int parse_reply(const char *s, struct varlink_reply *rp) {
 START_TEST(test_call_ok) {
         struct varlink_call c;
 
-        ck_assert_int_eq(parse_call("{\"method\":\"io.sessiond.Session.Create\",\"parameters\":{\"user_id\":\"u\"},\"more\":true}", &c), 0);
+        ck_assert_int_eq(
+                parse_call(
+                        "{\"method\":\"io.sessiond.Session.Create\",\"parameters\":{\"user_id\":\"u\"},\"more\":true}",
+                        &c),
+                0);
         ck_assert_str_eq(c.method, "io.sessiond.Session.Create");
         ck_assert(json_is_object(varlink_call_parameters(&c)));
         ck_assert_str_eq(json_string_value(json_object_get(varlink_call_parameters(&c), "user_id")), "u");
@@ -29,7 +33,9 @@ START_TEST(test_call_ok) {
         ck_assert_ptr_null(c.root);
 
         /* parameters absent: an empty object; flags false is fine; unknown keys ignored */
-        ck_assert_int_eq(parse_call("{\"method\":\"a.b.C\",\"oneway\":true,\"more\":false,\"upgrade\":false,\"future\":1}", &c), 0);
+        ck_assert_int_eq(
+                parse_call("{\"method\":\"a.b.C\",\"oneway\":true,\"more\":false,\"upgrade\":false,\"future\":1}", &c),
+                0);
         ck_assert(json_is_object(varlink_call_parameters(&c)));
         ck_assert_uint_eq(json_object_size(varlink_call_parameters(&c)), 0);
         ck_assert(c.oneway);
@@ -63,9 +69,9 @@ START_TEST(test_call_bad) {
                 "{\"method\":1}",
                 "{\"method\":null}",
                 "{\"method\":\"\"}",
-                "{\"method\":\"Create\"}",              /* no interface */
-                "{\"method\":\"a.Create\"}",            /* interface of one component */
-                "{\"method\":\"a.b.create\"}",          /* lower-case method */
+                "{\"method\":\"Create\"}",     /* no interface */
+                "{\"method\":\"a.Create\"}",   /* interface of one component */
+                "{\"method\":\"a.b.create\"}", /* lower-case method */
                 "{\"method\":\"a.b.\"}",
                 "{\"method\":\".a.b.C\"}",
                 "{\"method\":\"a..b.C\"}",
@@ -84,10 +90,10 @@ START_TEST(test_call_bad) {
                 "{\"method\":\"a.b.C\",\"more\":0}",
                 "{\"method\":\"a.b.C\",\"upgrade\":\"yes\"}",
                 "{\"method\":\"a.b.C\",\"oneway\":true,\"more\":true}",
-                "{\"method\":\"a.b.C\",\"method\":\"a.b.D\"}",                   /* duplicate */
-                "{\"method\":\"a.b.C\",\"parameters\":{\"x\":1,\"x\":2}}",       /* nested duplicate */
-                "{\"method\":\"a.b.C\",\"parameters\":{\"s\":\"\\u0000\"}}",     /* NUL in a string */
-                "{\"method\":\"a.b.C\",\"parameters\":{\"s\":\"\xff\"}}",        /* not UTF-8 */
+                "{\"method\":\"a.b.C\",\"method\":\"a.b.D\"}",               /* duplicate */
+                "{\"method\":\"a.b.C\",\"parameters\":{\"x\":1,\"x\":2}}",   /* nested duplicate */
+                "{\"method\":\"a.b.C\",\"parameters\":{\"s\":\"\\u0000\"}}", /* NUL in a string */
+                "{\"method\":\"a.b.C\",\"parameters\":{\"s\":\"\xff\"}}",    /* not UTF-8 */
         };
         for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
                 struct varlink_call c = {};
@@ -169,14 +175,21 @@ START_TEST(test_reply) {
         ck_assert_uint_eq(json_object_size(rp.parameters), 0);
         varlink_reply_clear(&rp);
 
-        ck_assert_int_eq(parse_reply("{\"error\":\"io.sessiond.Session.Expired\",\"parameters\":{\"reason\":\"idle\"}}", &rp), 0);
+        ck_assert_int_eq(
+                parse_reply("{\"error\":\"io.sessiond.Session.Expired\",\"parameters\":{\"reason\":\"idle\"}}", &rp),
+                0);
         ck_assert_str_eq(rp.error, "io.sessiond.Session.Expired");
         ck_assert_str_eq(json_string_value(json_object_get(rp.parameters, "reason")), "idle");
         varlink_reply_clear(&rp);
 
         static const char *const bad[] = {
-                "", "x", "[]", "{\"error\":1}", "{\"error\":\"NoDot\"}",
-                "{\"parameters\":[]}", "{\"continues\":1}",
+                "",
+                "x",
+                "[]",
+                "{\"error\":1}",
+                "{\"error\":\"NoDot\"}",
+                "{\"parameters\":[]}",
+                "{\"continues\":1}",
                 "{\"error\":\"a.b.E\",\"continues\":true}",
                 "{\"parameters\":{},\"parameters\":{}}",
         };
@@ -215,8 +228,8 @@ static json_t *encoded(char *buf, size_t len) {
 }
 
 START_TEST(test_encode_round_trip) {
-        json_t *params = json_pack("{s:s, s:i, s:[i,i], s:{s:b}, s:s}", "user_id", "ü \"quoted\"\n",
-                                   "n", 42, "list", 1, 2, "obj", "t", 1, "ctl", "\x01");
+        json_t *params = json_pack("{s:s, s:i, s:[i,i], s:{s:b}, s:s}", "user_id", "ü \"quoted\"\n", "n", 42, "list", 1,
+                                   2, "obj", "t", 1, "ctl", "\x01");
         struct varlink_call c;
         struct varlink_reply rp;
         char *buf;
@@ -311,9 +324,8 @@ START_TEST(test_encode_bad) {
 END_TEST
 
 START_TEST(test_params) {
-        json_t *p = json_pack("{s:s, s:I, s:b, s:{}, s:n, s:f, s:s}", "s", "str", "i",
-                              (json_int_t) 9007199254740993LL, "b", 1, "o", "null", "real", 3.0,
-                              "num", "3");
+        json_t *p = json_pack("{s:s, s:I, s:b, s:{}, s:n, s:f, s:s}", "s", "str", "i", (json_int_t) 9007199254740993LL,
+                              "b", 1, "o", "null", "real", 3.0, "num", "3");
         const char *s = "default";
         int64_t i = -1;
         bool b = false;

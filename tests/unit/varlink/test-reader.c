@@ -33,9 +33,11 @@ static int drain(struct varlink_reader *r, char *out, size_t size) {
         return k < 0 ? k : n;
 }
 
-static const char stream[] = "{\"method\":\"a.b.C\"}\0{\"x\":1}\0\0{\"method\":\"org.varlink.service.GetInfo\",\"parameters\":{}}\0";
+static const char stream[] =
+        "{\"method\":\"a.b.C\"}\0{\"x\":1}\0\0{\"method\":\"org.varlink.service.GetInfo\",\"parameters\":{}}\0";
 #define STREAM_LEN (sizeof(stream) - 1)
-static const char expected[] = "{\"method\":\"a.b.C\"}|{\"x\":1}||{\"method\":\"org.varlink.service.GetInfo\",\"parameters\":{}}|";
+static const char expected[] =
+        "{\"method\":\"a.b.C\"}|{\"x\":1}||{\"method\":\"org.varlink.service.GetInfo\",\"parameters\":{}}|";
 
 START_TEST(test_split_every_position) {
         for (size_t cut = 0; cut <= STREAM_LEN; cut++) {

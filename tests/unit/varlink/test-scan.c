@@ -10,10 +10,10 @@
 #include "sessiond/varlink.h"
 #include "varlink/scan.h"
 
-#define VALIDATE                                                                                        \
-        "{\"method\":\"io.sessiond.Session.Validate\",\"parameters\":{\"token\":\"abc-_DEF\","            \
-        "\"client\":{\"user_agent\":\"Mozilla/5.0 (X11) \\\"q\\\" \\\\ \\/ \\b\\f\\n\\r\\t\","            \
-        "\"ip\":\"10.0.0.1\",\"accept_language\":null},\"touch\":false,\"n\":-42,\"zero\":-0,"            \
+#define VALIDATE                                                                               \
+        "{\"method\":\"io.sessiond.Session.Validate\",\"parameters\":{\"token\":\"abc-_DEF\"," \
+        "\"client\":{\"user_agent\":\"Mozilla/5.0 (X11) \\\"q\\\" \\\\ \\/ \\b\\f\\n\\r\\t\"," \
+        "\"ip\":\"10.0.0.1\",\"accept_language\":null},\"touch\":false,\"n\":-42,\"zero\":-0," \
         "\"big\":999999999999999999,\"nothing\":null,\"empty\":{}}}"
 
 static int scan(const char *s, struct varlink_call *c) {
@@ -123,40 +123,41 @@ static const struct {
         const char *msg;
         int expected;
 } give_up[] = {
-        {"{\"method\":\"a.b.C\",\"parameters\":{\"s\":\"\\u0041\"}}", 0},           /* \u escape */
-        {"{\"method\":\"a.b.C\",\"parameters\":{\"s\":\"\\u0000\"}}", -EBADMSG},    /* NUL */
-        {"{\"method\":\"a.b.C\",\"parameters\":{\"s\":\"\xc3\xa9\"}}", 0},           /* UTF-8 */
-        {"{\"method\":\"a.b.C\",\"parameters\":{\"s\":\"\xff\"}}", -EBADMSG},        /* not UTF-8 */
-        {"{\"method\":\"a.b.C\",\"parameters\":{\"s\":\"a\tb\"}}", -EBADMSG},        /* raw control */
-        {"{\"method\":\"a.b.C\",\"parameters\":{\"s\":\"\\x\"}}", -EBADMSG},         /* bad escape */
-        {"{\"method\":\"a.b.C\",\"parameters\":{\"n\":1.5}}", 0},                    /* real */
-        {"{\"method\":\"a.b.C\",\"parameters\":{\"n\":1e3}}", 0},                    /* exponent */
-        {"{\"method\":\"a.b.C\",\"parameters\":{\"n\":9223372036854775807}}", 0},    /* 19 digits */
+        {"{\"method\":\"a.b.C\",\"parameters\":{\"s\":\"\\u0041\"}}", 0},                 /* \u escape */
+        {"{\"method\":\"a.b.C\",\"parameters\":{\"s\":\"\\u0000\"}}", -EBADMSG},          /* NUL */
+        {"{\"method\":\"a.b.C\",\"parameters\":{\"s\":\"\xc3\xa9\"}}", 0},                /* UTF-8 */
+        {"{\"method\":\"a.b.C\",\"parameters\":{\"s\":\"\xff\"}}", -EBADMSG},             /* not UTF-8 */
+        {"{\"method\":\"a.b.C\",\"parameters\":{\"s\":\"a\tb\"}}", -EBADMSG},             /* raw control */
+        {"{\"method\":\"a.b.C\",\"parameters\":{\"s\":\"\\x\"}}", -EBADMSG},              /* bad escape */
+        {"{\"method\":\"a.b.C\",\"parameters\":{\"n\":1.5}}", 0},                         /* real */
+        {"{\"method\":\"a.b.C\",\"parameters\":{\"n\":1e3}}", 0},                         /* exponent */
+        {"{\"method\":\"a.b.C\",\"parameters\":{\"n\":9223372036854775807}}", 0},         /* 19 digits */
         {"{\"method\":\"a.b.C\",\"parameters\":{\"n\":99999999999999999999}}", -EBADMSG}, /* overflow */
-        {"{\"method\":\"a.b.C\",\"parameters\":{\"n\":01}}", -EBADMSG},              /* leading zero */
+        {"{\"method\":\"a.b.C\",\"parameters\":{\"n\":01}}", -EBADMSG},                   /* leading zero */
         {"{\"method\":\"a.b.C\",\"parameters\":{\"n\":-}}", -EBADMSG},
-        {"{\"method\":\"a.b.C\",\"parameters\":{\"a\":[1,2]}}", 0},                  /* array */
-        {"{\"method\":\"a.b.C\",\"parameters\":{\"o\":{\"p\":{}}}}", 0},             /* too deep for us */
-        {"{\"method\":\"a.b.C\",\"x\":{}}", 0},                                      /* object member */
-        {"{\"method\":\"a.b.C\",\"parameters\":{\"x\":1,\"x\":2}}", -EBADMSG},       /* duplicates */
+        {"{\"method\":\"a.b.C\",\"parameters\":{\"a\":[1,2]}}", 0},            /* array */
+        {"{\"method\":\"a.b.C\",\"parameters\":{\"o\":{\"p\":{}}}}", 0},       /* too deep for us */
+        {"{\"method\":\"a.b.C\",\"x\":{}}", 0},                                /* object member */
+        {"{\"method\":\"a.b.C\",\"parameters\":{\"x\":1,\"x\":2}}", -EBADMSG}, /* duplicates */
         {"{\"method\":\"a.b.C\",\"parameters\":{\"o\":{\"x\":1,\"x\":1}}}", -EBADMSG},
         {"{\"method\":\"a.b.C\",\"method\":\"a.b.C\"}", -EBADMSG},
         {"{\"method\":\"a.b.C\",\"parameters\":{},\"parameters\":{}}", -EBADMSG},
-        {"{\"parameters\":{}}", -EBADMSG},                                           /* no method */
+        {"{\"parameters\":{}}", -EBADMSG}, /* no method */
         {"{}", -EBADMSG},
-        {"{\"method\":\"abc\"}", -EBADMSG},                                          /* not iface.Method */
+        {"{\"method\":\"abc\"}", -EBADMSG}, /* not iface.Method */
         {"{\"method\":1}", -EBADMSG},
         {"{\"method\":\"a.b.C\",\"parameters\":\"x\"}", -EBADMSG},
         {"{\"method\":\"a.b.C\",\"more\":1}", -EBADMSG},
         {"{\"method\":\"a.b.C\",\"more\":true,\"oneway\":true}", -EBADMSG},
-        {"{\"method\":\"a.b.C\"} x", -EBADMSG},                                      /* trailing bytes */
+        {"{\"method\":\"a.b.C\"} x", -EBADMSG}, /* trailing bytes */
         {"{\"method\":\"a.b.C\",}", -EBADMSG},
         {"{\"method\":\"a.b.C\" \"more\":true}", -EBADMSG},
         {"{\"method\":\"a.b.C\",\"parameters\":{\"t\":tru}}", -EBADMSG},
         {"{\"method\":\"a.b.C\",\"parameters\":{\"t\":truex}}", -EBADMSG},
         {"{\"method\":\"a.b.C\",\"parameters\":{\"s\":\"open}}", -EBADMSG},
         {"[\"method\"]", -EBADMSG},
-        {"{\"a\":1,\"b\":2,\"c\":3,\"d\":4,\"e\":5,\"f\":6,\"g\":7,\"h\":8,\"method\":\"a.b.C\"}", 0}, /* many members */
+        {"{\"a\":1,\"b\":2,\"c\":3,\"d\":4,\"e\":5,\"f\":6,\"g\":7,\"h\":8,\"method\":\"a.b.C\"}",
+         0}, /* many members */
 };
 
 START_TEST(test_scan_gives_up) {

@@ -95,8 +95,8 @@ START_TEST(test_quote_backslash_del) {
         check_string("\"", 1);
         check_string("\\", 1);
         check_string("a\"b\\c\"\"\\\\", 9);
-        check_string("\x7f", 1);          /* DEL needs no escape */
-        check_string("a/b", 3);           /* nor does the slash */
+        check_string("\x7f", 1); /* DEL needs no escape */
+        check_string("a/b", 3);  /* nor does the slash */
         check_string("", 0);
         check_string("plain text, nothing to escape", 29);
 }
@@ -104,10 +104,10 @@ END_TEST
 
 START_TEST(test_utf8_passthrough) {
         static const char *const texts[] = {
-                "caf\xc3\xa9",                  /* 2 bytes */
-                "\xe2\x82\xac 5",               /* 3 bytes */
-                "\xf0\x9f\x98\x80",             /* 4 bytes */
-                "\xe2\x80\xa8\xe2\x80\xa9",     /* U+2028, U+2029 */
+                "caf\xc3\xa9",              /* 2 bytes */
+                "\xe2\x82\xac 5",           /* 3 bytes */
+                "\xf0\x9f\x98\x80",         /* 4 bytes */
+                "\xe2\x80\xa8\xe2\x80\xa9", /* U+2028, U+2029 */
                 "Mozilla/5.0 (X11; \xd0\x9b\xd0\xb8\xd0\xbd\xd1\x83\xd0\xba\xd1\x81) \"q\"\n",
         };
 
@@ -245,7 +245,8 @@ END_TEST
 
 START_TEST(test_embedded_json) {
         struct varlink_writer w;
-        json_t *evicted = json_pack("[s, s]", "id1", "id\"2"), *config = json_pack("{s:{s:i}, s:[]}", "sync", "max", 5, "x");
+        json_t *evicted = json_pack("[s, s]", "id1", "id\"2"),
+               *config = json_pack("{s:{s:i}, s:[]}", "sync", "max", 5, "x");
         json_t *scalar = json_integer(7);
 
         varlink_writer_init(&w);
@@ -260,8 +261,8 @@ START_TEST(test_embedded_json) {
         varlink_writer_key(&w, "scalar");
         ck_assert_int_eq(varlink_writer_json(&w, scalar), 0);
         varlink_writer_object_end(&w);
-        check_reply(&w, false, json_pack("{s:s, s:O, s:O, s:i}", "token", "t", "evicted", evicted, "config", config,
-                                         "scalar", 7));
+        check_reply(&w, false,
+                    json_pack("{s:s, s:O, s:O, s:i}", "token", "t", "evicted", evicted, "config", config, "scalar", 7));
 
         /* An existing object as the whole parameters. */
         varlink_writer_init(&w);
@@ -357,7 +358,7 @@ END_TEST
 START_TEST(test_bare_value) {
         struct varlink_writer w;
         json_t *o = json_pack("{s:s?, s:s?, s:I, s:s}", "platform_id", NULL, "ip", "198.51.100.7", "n",
-                              (json_int_t)-42, "text", "quote \" and \n\x01");
+                              (json_int_t) -42, "text", "quote \" and \n\x01");
         char *expect = json_dumps(o, JSON_COMPACT), *text;
         size_t len;
 
