@@ -208,9 +208,20 @@ int engine_switch_platform(struct engine *e, int64_t now, const char *token, con
 /* *data is malloc'ed (NULL: none), *size excludes its terminating NUL. */
 int engine_sync_get(struct engine *e, int64_t now, const char *token, int64_t *version, char **data, size_t *size,
                     struct engine_error *err);
-/* expected_version < 0: unconditional. */
+/* A compare-and-set of the sync state (expected_version < 0: whatever the
+ * version). Answered once the write's unit of work is done, since another
+ * daemon on a shared store may write first (engine/sync.c): returns 0 and
+ * later calls done(0, new version), done(-EAGAIN, version stored) when it
+ * lost to another write, or done(storage error) when its unit was lost;
+ * or returns an error at once (the same mapping as the other methods) and
+ * never calls done. Until done runs, *ret names the wait, for
+ * engine_sync_detach() when the caller goes away. */
+struct engine_sync_wait;
+typedef void (*engine_sync_done_fn)(int r, int64_t version, void *userdata);
 int engine_sync_set(struct engine *e, int64_t now, const char *token, const char *data, size_t size,
-                    int64_t expected_version, int64_t *version, struct engine_error *err);
+                    int64_t expected_version, engine_sync_done_fn done, void *userdata, struct engine_sync_wait **ret,
+                    struct engine_error *err);
+void engine_sync_detach(struct engine_sync_wait *w);
 int engine_destroy(struct engine *e, int64_t now, const char *token, struct engine_error *err);
 /* Ends every live session of user_id (reason destroyed) except the one of
  * except_token (NULL: none), which must be a live session of that user. */

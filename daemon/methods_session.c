@@ -228,10 +228,28 @@ static void method_get_sync_state(struct daemon *d, struct call *c) {
                 call_reply(c, reply);
 }
 
+/* SetSyncState is answered when its unit of work is done (engine_sync_set):
+ * the call waits like a stream, and detaches if its peer goes first. */
+static void sync_set_cancel(struct call *c, void *userdata) {
+        (void) c;
+        engine_sync_detach(userdata);
+}
+
+static void sync_set_done(int r, int64_t version, void *userdata) {
+        struct engine_error err = {.version = version};
+        struct call *c = userdata;
+
+        call_set_cancel(c, NULL, NULL);
+        if (r < 0)
+                methods_reply_error(c, IFACE, r, &err);
+        else
+                call_reply(c, json_pack("{s:I}", "version", (json_int_t) version));
+}
+
 static void method_set_sync_state(struct daemon *d, struct call *c) {
         struct engine_error err = {0};
-        uint64_t seq = engine_write_seq(d->engine);
-        int64_t expected = -1, version = 0;
+        struct engine_sync_wait *w = NULL;
+        int64_t expected = -1;
         const char *token, *data = NULL;
         size_t size = 0;
         int r;
@@ -251,13 +269,12 @@ static void method_set_sync_state(struct daemon *d, struct call *c) {
                            json_pack("{s:s, s:s}", "field", "expected_version", "reason", "must not be negative"));
                 return;
         }
-        r = engine_sync_set(d->engine, methods_now_ms(), token, data, size, expected, &version, &err);
+        r = engine_sync_set(d->engine, methods_now_ms(), token, data, size, expected, sync_set_done, c, &w, &err);
         if (r < 0) {
                 methods_reply_error(c, IFACE, r, &err);
                 return;
         }
-        methods_mark_write(c, d, seq);
-        call_reply(c, json_pack("{s:I}", "version", (json_int_t) version));
+        call_set_cancel(c, sync_set_cancel, w);
 }
 
 static void method_watch(struct daemon *d, struct call *c) {

@@ -62,8 +62,10 @@ void engine_dispatch_events(struct engine *e) {
         free(q.items);
 }
 
-static struct pending_event *bus_queue_add(struct engine *e, struct event_queue **ret) {
-        struct event_queue *q = e->txn ? &e->in_txn : &e->ready;
+/* An event goes out with the unit of work that holds what it tells, or at
+ * once (committed) when that is already durable. */
+static struct pending_event *bus_queue_add(struct engine *e, bool committed, struct event_queue **ret) {
+        struct event_queue *q = e->txn && !committed ? &e->in_txn : &e->ready;
 
         if (e->n_observers == 0 || GROW(q->items, q->allocated, q->n + 1) < 0)
                 return NULL;
@@ -88,7 +90,7 @@ static void bus_queue_commit(struct engine *e, struct event_queue *q, struct pen
 void bus_emit_take(struct engine *e, int64_t now, const char *kind, const char *session_id, char *user_id,
                    json_t *detail) {
         struct event_queue *q;
-        struct pending_event *p = bus_queue_add(e, &q);
+        struct pending_event *p = bus_queue_add(e, false, &q);
 
         if (!p) {
                 json_decref(detail);
@@ -99,12 +101,10 @@ void bus_emit_take(struct engine *e, int64_t now, const char *kind, const char *
         bus_queue_commit(e, q, p, now, kind, session_id);
 }
 
-/* Queues an event whose detail is JSON text (steals detail_text, copies
- * user_id): no jansson object on the hot path. */
-void bus_emit_text(struct engine *e, int64_t now, const char *kind, const char *session_id, const char *user_id,
-                   char *detail_text) {
+static void bus_emit_text_to(struct engine *e, bool committed, int64_t now, const char *kind, const char *session_id,
+                             const char *user_id, char *detail_text) {
         struct event_queue *q;
-        struct pending_event *p = detail_text ? bus_queue_add(e, &q) : NULL;
+        struct pending_event *p = detail_text ? bus_queue_add(e, committed, &q) : NULL;
         char *user = p && user_id ? strdup(user_id) : NULL;
 
         if (!p || (user_id && !user)) {
@@ -113,6 +113,19 @@ void bus_emit_text(struct engine *e, int64_t now, const char *kind, const char *
         }
         *p = (struct pending_event){.detail_text = detail_text, .user_id = user};
         bus_queue_commit(e, q, p, now, kind, session_id);
+}
+
+/* Queues an event whose detail is JSON text (steals detail_text, copies
+ * user_id): no jansson object on the hot path. */
+void bus_emit_text(struct engine *e, int64_t now, const char *kind, const char *session_id, const char *user_id,
+                   char *detail_text) {
+        bus_emit_text_to(e, false, now, kind, session_id, user_id, detail_text);
+}
+
+/* The same for a write already committed (its unit is no longer open). */
+void bus_emit_text_committed(struct engine *e, int64_t now, const char *kind, const char *session_id,
+                             const char *user_id, char *detail_text) {
+        bus_emit_text_to(e, true, now, kind, session_id, user_id, detail_text);
 }
 
 /* Queues an event; steals detail, copies user_id. */

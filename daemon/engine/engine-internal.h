@@ -12,13 +12,15 @@
  *                    source and interval, with a count)
  *   session.c        the session operations: create, look up, validate,
  *                    heartbeat, extend, rotate, switch platform; ending one
- *   session-admin.c  sync state, destroy, listings, watch support, terminate
+ *   session-admin.c  destroy, listings, watch support, terminate
+ *   sync.c           the cross-tab sync state: a compare-and-set answered
+ *                    when its unit of work is done
  *   cleanup.c        the concurrency limit, cleanup of expired sessions,
  *                    purge, maintenance, the touch flush, counts
  *   load.c           start-up (key file, store, loading), timers, shutdown
  *
  * Functions shared between the files carry their file's prefix (table_,
- * txn_, bus_, security_, auditagg_, session_, cleanup_); the smallest accessors are
+ * txn_, bus_, security_, auditagg_, session_, sync_, cleanup_); the smallest accessors are
  * inline here.
  */
 #pragma once
@@ -194,6 +196,8 @@ struct engine {
         struct affected *inflight_affected;
         size_t n_inflight_affected, inflight_affected_allocated;
         struct event_queue inflight_events;
+        /* SetSyncState calls waiting for the open unit / the unit in flight (sync.c) */
+        struct engine_sync_wait *sync_open, *sync_inflight;
 
         uint32_t *dirty;
         size_t n_dirty, dirty_allocated;
@@ -370,6 +374,13 @@ void bus_emit_take(struct engine *e, int64_t now, const char *kind, const char *
                    json_t *detail);
 void bus_emit_text(struct engine *e, int64_t now, const char *kind, const char *session_id, const char *user_id,
                    char *detail_text);
+void sync_waits_hand_off(struct engine *e);
+void sync_waits_committed(struct engine *e);
+void sync_waits_lost(struct engine *e, int r, bool open_too);
+void sync_waits_abort(struct engine *e, int r);
+void sync_waits_free(struct engine *e);
+void bus_emit_text_committed(struct engine *e, int64_t now, const char *kind, const char *session_id,
+                             const char *user_id, char *detail_text);
 void bus_emit(struct engine *e, int64_t now, const char *kind, const char *session_id, const char *user_id,
               json_t *detail);
 bool bus_observed(const struct engine *e);

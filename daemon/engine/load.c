@@ -471,6 +471,7 @@ void engine_free(struct engine *e) {
                         log_error("Store %s: the last touches could not be written.", store_name(e->store));
                 store_close(e->store);
         }
+        sync_waits_free(e);
         timer_free(e->flush_timer);
         timer_free(e->dispatch_timer);
         for (size_t i = 0; i < e->n_observers; i++)

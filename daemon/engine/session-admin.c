@@ -1,5 +1,5 @@
 /* The session operations off the validation path (see engine-internal.h
- * for the other files): the cross-tab sync state, Destroy and DestroyUser,
+ * for the other files): Destroy and DestroyUser,
  * the listings, the watch's lookups and the operator's Terminate and
  * TerminateUser. Listings read live sessions from memory and their rows
  * (ip, user agent) from the store; ended sessions only from the store.
@@ -13,98 +13,6 @@
 #include <string.h>
 
 #include "log.h"
-
-/* ---- sync state ------------------------------------------------------------------------------------ */
-
-int engine_sync_get(struct engine *e, int64_t now, const char *token, int64_t *version, char **data, size_t *size,
-                    struct engine_error *err) {
-        uint32_t h;
-        int r;
-
-        if (!cfg(e)->features.cross_tab_sync) {
-                err->feature = "cross_tab_sync";
-                return -EOPNOTSUPP;
-        }
-        r = session_lookup_live(e, now, token, false, &h, NULL, err);
-        if (r < 0)
-                return r;
-        r = store_session_get_sync(e->store, S(e, h)->rowid, version, data, size);
-        if (r < 0)
-                return txn_storage_errno(r);
-        e->counters.sync_reads++;
-        return 0;
-}
-
-int engine_sync_set(struct engine *e, int64_t now, const char *token, const char *data, size_t size,
-                    int64_t expected_version, int64_t *version, struct engine_error *err) {
-        const struct sessiond_config *c = cfg(e);
-        char id[TOKEN_ID_STRING_LEN + 1], *old = NULL;
-        int64_t current;
-        size_t old_size;
-        uint32_t h;
-        int r;
-
-        if (!c->features.cross_tab_sync) {
-                err->feature = "cross_tab_sync";
-                return -EOPNOTSUPP;
-        }
-        if ((int64_t) size > c->sync.max_data_size) {
-                err->max = c->sync.max_data_size;
-                return -E2BIG;
-        }
-        r = session_lookup_live(e, now, token, false, &h, NULL, err);
-        if (r < 0)
-                return r;
-        r = store_session_get_sync(e->store, S(e, h)->rowid, &current, &old, &old_size);
-        if (r < 0)
-                return txn_storage_errno(r);
-        free(old);
-        if (expected_version >= 0 && expected_version != current) {
-                e->counters.sync_conflicts++;
-                err->version = current;
-                return -EAGAIN;
-        }
-        r = txn_begin(e);
-        if (r < 0)
-                return r;
-        r = txn_row_touch(e, S(e, h)->rowid, h);
-        if (r >= 0)
-                r = store_session_set_sync(e->store, S(e, h)->rowid, current + 1, data, size);
-        if (r < 0)
-                return txn_fail(e, r);
-        *version = current + 1;
-        e->counters.sync_writes++;
-        if (bus_observed(e)) {
-                table_session_id(e, S(e, h), id);
-                bus_emit(e, now, "sync", id, user_name(e, S(e, h)->user),
-                         json_pack("{s:I}", "version", (json_int_t) *version));
-        }
-        return 0;
-}
-
-struct id_row {
-        int64_t rowid;
-        bool live;
-};
-
-static int id_row_cb(const struct store_session *row, void *userdata) {
-        struct id_row *x = userdata;
-
-        x->rowid = row->rowid;
-        x->live = row->ended_at == 0;
-        return 1;
-}
-
-int engine_sync_get_by_id(struct engine *e, const char *id, int64_t *version, char **data, size_t *size) {
-        struct id_row x = {0};
-        int r;
-
-        r = store_session_by_id(e->store, id, id_row_cb, &x);
-        if (r < 0)
-                return r == -ENOENT ? r : txn_storage_errno(r);
-        r = store_session_get_sync(e->store, x.rowid, version, data, size);
-        return r < 0 ? txn_storage_errno(r) : 0;
-}
 
 /* ---- destroy ------------------------------------------------------------------------------------------ */
 

@@ -263,6 +263,7 @@ static int op_update_params(const struct store_op *op, struct params *a, const c
         case STORE_OP_SYNC:
                 param_int(a, op->t1);
                 param_bytes(a, op->blob, op->blob_size);
+                param_int(a, op->t2);
                 *what = "writing sync state";
                 return Q_SYNC;
         default:
@@ -326,6 +327,10 @@ static int op_result(struct pg_store *p, const struct store_op *op, PGresult *re
         r = pg_result_check(p->name, p->w.c, res, PGRES_COMMAND_OK, what);
         if (r < 0)
                 return r;
+        if (op->applied) { /* a compare-and-set that found another daemon's version is not a failure */
+                *op->applied = atoi(PQcmdTuples(res)) > 0;
+                return 0;
+        }
         if (op->kind != STORE_OP_INSERT && op->kind != STORE_OP_AUDIT && op->kind != STORE_OP_END &&
             op->kind != STORE_OP_ACTIVITY && atoi(PQcmdTuples(res)) == 0)
                 return -ENOENT;

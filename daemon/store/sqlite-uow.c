@@ -49,7 +49,8 @@ static const char *const stmt_sql[_STMT_MAX] = {
         [STMT_SESSION_SET_PLATFORM] = "UPDATE sessions SET platform_id = ?2, platform_switches = ?3 WHERE row = ?1",
         [STMT_SESSION_GET_SWITCHES] = "SELECT platform_switches FROM sessions WHERE row = ?1",
         [STMT_SESSION_GET_SYNC] = "SELECT sync_version, sync_data FROM sessions WHERE row = ?1",
-        [STMT_SESSION_SET_SYNC] = "UPDATE sessions SET sync_version = ?2, sync_data = ?3 WHERE row = ?1",
+        [STMT_SESSION_SET_SYNC] = "UPDATE sessions SET sync_version = ?2, sync_data = ?3 "
+                                  "WHERE row = ?1 AND (?4 < 0 OR sync_version = ?4)",
         [STMT_SESSION_BY_ROWID] = "SELECT " SESSION_COLUMNS " FROM sessions WHERE row = ?1",
         [STMT_SESSION_BY_HASH] =
                 "SELECT " SESSION_COLUMNS " FROM sessions WHERE token_hash = ?1 AND ended_at IS NOT NULL",
@@ -259,6 +260,7 @@ static int apply_update(struct sqlite_store *s, const struct store_op *op) {
                 st = sqlite_stmt(s, STMT_SESSION_SET_SYNC);
                 sqlite3_bind_int64(st, 2, op->t1);
                 bind_blob_or_null(st, 3, op->blob, op->blob_size);
+                sqlite3_bind_int64(st, 4, op->t2);
                 what = "writing sync state";
                 break;
         default:
@@ -267,6 +269,10 @@ static int apply_update(struct sqlite_store *s, const struct store_op *op) {
         }
         sqlite3_bind_int64(st, 1, op->rowid);
         r = sqlite_stmt_done(s, st, what);
+        if (r >= 0 && op->applied) { /* a compare-and-set that found another version is not a failure */
+                *op->applied = sqlite3_changes(s->db) > 0;
+                return 0;
+        }
         return r < 0 ? r : changed_or_enoent(s);
 }
 

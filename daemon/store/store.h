@@ -167,6 +167,13 @@ int store_session_get_switches(struct store *s, int64_t rowid, char **ret);
 /* *data is malloc'ed and NUL-terminated (NULL when none); *size excludes the NUL. */
 int store_session_get_sync(struct store *s, int64_t rowid, int64_t *version, char **data, size_t *size);
 int store_session_set_sync(struct store *s, int64_t rowid, int64_t version, const void *data, size_t size);
+/* Compare-and-set: writes version from + 1 and data only if the row's
+ * version is still `from` when the unit runs. Other daemons write the same
+ * rows (DESIGN 8), so a version read from the store may have moved by the
+ * commit: then nothing is written and the unit's other writes stand. Once
+ * the unit has run, *applied is 1 (written) or 0 (the version had moved,
+ * or the row is gone); it must stay valid until the unit is done. */
+int store_session_cas_sync(struct store *s, int64_t rowid, int64_t from, const void *data, size_t size, int *applied);
 
 /* Lookups; the callback runs once when the row exists (else -ENOENT).
  * By token hash only ended rows are found: live sessions are looked up in

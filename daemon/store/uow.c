@@ -208,6 +208,24 @@ int store_session_set_sync(struct store *s, int64_t rowid, int64_t version, cons
         if (!op)
                 return -ENOMEM;
         op->t1 = version;
+        op->t2 = -1;
+        op->blob_size = size;
+        if (!arena_blob(&s->open, data, size, &op->blob))
+                return -ENOMEM;
+        return uow_pushed(s);
+}
+
+int store_session_cas_sync(struct store *s, int64_t rowid, int64_t from, const void *data, size_t size, int *applied) {
+        struct store_op *op;
+
+        assert(from >= 0 && applied);
+        op = uow_push(s, STORE_OP_SYNC, rowid);
+        if (!op)
+                return -ENOMEM;
+        op->t1 = from + 1;
+        op->t2 = from;
+        op->applied = applied;
+        *applied = 0;
         op->blob_size = size;
         if (!arena_blob(&s->open, data, size, &op->blob))
                 return -ENOMEM;

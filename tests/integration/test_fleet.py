@@ -155,6 +155,59 @@ def test_watch_sees_a_sync_write_made_elsewhere():
         assert a.call("io.sessiond.Session.GetSyncState", {"token": token})["version"] == version
 
 
+def test_sync_writes_race_across_daemons():
+    """SetSyncState is a compare-and-set across the fleet: three daemons
+    writing one session's state from the version they all read get exactly
+    one success and two Conflicts, and writes without expected_version all
+    land, each with a version of its own."""
+    with Fleet(3) as f:
+        token = f.daemons[0].call("io.sessiond.Session.Create", {"user_id": "sync-race"})["token"]
+        for d in f.daemons[1:]:
+            assert validate_state(d, token) == "active"
+
+        def race(writes):
+            """writes: (daemon, parameters) started together; the replies or errors."""
+            barrier = threading.Barrier(len(writes))
+            out = [None] * len(writes)
+
+            def write(i, d, parameters):
+                barrier.wait()
+                try:
+                    out[i] = d.call("io.sessiond.Session.SetSyncState", dict(parameters, token=token))
+                except VarlinkError as e:
+                    out[i] = e
+            threads = [threading.Thread(target=write, args=(i, d, p)) for i, (d, p) in enumerate(writes)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            return out
+
+        version = f.daemons[0].call("io.sessiond.Session.GetSyncState", {"token": token})["version"]
+        for n in range(15):
+            out = race([(d, {"data": "r%d-%d" % (n, i), "expected_version": version})
+                        for i, d in enumerate(f.daemons)])
+            won = [i for i, r in enumerate(out) if not isinstance(r, VarlinkError)]
+            assert len(won) == 1, out
+            assert out[won[0]]["version"] == version + 1, out
+            for r in out:
+                if isinstance(r, VarlinkError):
+                    assert r.error == "io.sessiond.Session.Conflict", r
+                    assert r.parameters["version"] >= version + 1, r.parameters
+            state = f.daemons[n % 3].call("io.sessiond.Session.GetSyncState", {"token": token})
+            assert state["version"] == version + 1, (state, out)
+            assert state["data"] == "r%d-%d" % (n, won[0]), (state, out)
+            version += 1
+
+        out = race([(d, {"data": "free-%d" % i}) for i, d in enumerate(f.daemons)] * 3)
+        for r in out:
+            assert not isinstance(r, VarlinkError), out
+        versions = sorted(r["version"] for r in out)
+        assert versions == list(range(version + 1, version + 10)), versions
+        state = f.daemons[1].call("io.sessiond.Session.GetSyncState", {"token": token})
+        assert state["version"] == version + 9, state
+
+
 def test_user_limit_holds_across_daemons():
     with Fleet(3, {"security.max_concurrent_per_user": 3}) as f:
         errors = []
@@ -274,7 +327,8 @@ def test_kill9_under_load_loses_nothing_acknowledged():
         stop.set()
         t.join()
         for token in acked:
-            assert validate_state(a, token) == "active", token
+            state = validate_state(a, token)
+            assert state == "active", (token, state, len(acked))
 
 
 def listed_ids(d, user):
@@ -438,6 +492,7 @@ if __name__ == "__main__":
         test_created_on_one_valid_on_the_others,
         test_rotation_and_terminate_seen_elsewhere,
         test_watch_sees_a_sync_write_made_elsewhere,
+        test_sync_writes_race_across_daemons,
         test_user_limit_holds_across_daemons,
         test_key_mismatch_refused,
         test_sessionctl_db_and_backup_point_to_postgresql,

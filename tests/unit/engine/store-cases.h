@@ -333,6 +333,31 @@ START_TEST(test_session_operations) {
         ck_assert_uint_eq(size, 0);
         free(data);
         ck_assert_int_eq(store_session_set_sync(s, ra, 4, "a\0b", 3), 0);
+        ck_assert_int_eq(store_commit(s), 0);
+        /* Compare-and-set: applied on the version it replaces, not on
+         * another one nor on a missing row, and the unit's other writes
+         * stand either way. */
+        {
+                int applied = -1, stale = -1, gone = -1;
+
+                ck_assert_int_eq(store_session_cas_sync(s, ra, 4, "cas", 3, &applied), 0);
+                ck_assert_int_eq(store_session_cas_sync(s, ra, 4, "old", 3, &stale), 0);
+                ck_assert_int_eq(store_session_cas_sync(s, 12345678, 0, "x", 1, &gone), 0);
+                ck_assert_int_eq(store_session_set_activity(s, ra, T0 + 25), 0);
+                ck_assert_int_eq(store_commit(s), 0);
+                ck_assert_int_eq(applied, 1);
+                ck_assert_int_eq(stale, 0);
+                ck_assert_int_eq(gone, 0);
+                ck_assert_int_eq(store_session_get_sync(s, ra, &version, &data, &size), 0);
+                ck_assert_int_eq(version, 5);
+                ck_assert_uint_eq(size, 3);
+                ck_assert_int_eq(memcmp(data, "cas", 3), 0);
+                free(data);
+                c = (struct capture){0};
+                ck_assert_int_eq(store_session_by_rowid(s, ra, capture_cb, &c), 0);
+                ck_assert_int_eq(c.last_activity, T0 + 25);
+        }
+        ck_assert_int_eq(store_session_set_sync(s, ra, 4, "a\0b", 3), 0);
 
         /* Rotation copies everything but id, hash and activity. */
         memset(hash, 3, sizeof hash);

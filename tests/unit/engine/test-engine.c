@@ -11,6 +11,44 @@ static const struct engine_counters *counters(struct fixture *f) {
         return engine_get_counters(f->e);
 }
 
+/* SetSyncState as a caller sees it: engine_sync_set() is answered when its
+ * unit of work is done, so the helper commits (twice at most: a write
+ * outrun without expected_version is recorded again in the next unit). */
+struct sync_answer {
+        int calls, r;
+        int64_t version;
+};
+
+static void sync_answer_cb(int r, int64_t version, void *userdata) {
+        struct sync_answer *x = userdata;
+
+        x->calls++;
+        x->r = r;
+        x->version = version;
+}
+
+static int sync_set(struct engine *e, int64_t now, const char *token, const char *data, size_t size, int64_t expected,
+                    int64_t *version, struct engine_error *err) {
+        struct sync_answer x = {0};
+        struct engine_sync_wait *w = NULL;
+        int r = engine_sync_set(e, now, token, data, size, expected, sync_answer_cb, &x, &w, err);
+
+        if (r < 0) {
+                ck_assert_int_eq(x.calls, 0);
+                return r;
+        }
+        ck_assert_ptr_nonnull(w);
+        ck_assert_int_eq(x.calls, 0); /* not before its commit */
+        for (int i = 0; i < 2 && x.calls == 0; i++)
+                (void) engine_commit(e);
+        ck_assert_int_eq(x.calls, 1);
+        if (x.r == -EAGAIN)
+                err->version = x.version;
+        else if (x.r == 0)
+                *version = x.version;
+        return x.r;
+}
+
 /* Short limits for the tests: idle 100, lifetime 1000, absolute 5000,
  * grace 10, cleanup grace 20, warning 30. */
 static void short_timeouts(struct fixture *f) {
@@ -485,17 +523,17 @@ START_TEST(test_sync_state) {
         ck_assert_int_eq(version, 1);
         ck_assert_str_eq(data, "{\"tab\":1}");
         free(data);
-        ck_assert_int_eq(engine_sync_set(f.e, MS(T0 + 1), token, "two", 3, 1, &version, &err), 0);
+        ck_assert_int_eq(sync_set(f.e, MS(T0 + 1), token, "two", 3, 1, &version, &err), 0);
         ck_assert_int_eq(version, 2);
         /* A stale expected version: Conflict with the current one. */
-        ck_assert_int_eq(engine_sync_set(f.e, MS(T0 + 2), token, "three", 5, 1, &version, &err), -EAGAIN);
+        ck_assert_int_eq(sync_set(f.e, MS(T0 + 2), token, "three", 5, 1, &version, &err), -EAGAIN);
         ck_assert_int_eq(err.version, 2);
         /* Unconditional. */
-        ck_assert_int_eq(engine_sync_set(f.e, MS(T0 + 2), token, "three", 5, -1, &version, &err), 0);
+        ck_assert_int_eq(sync_set(f.e, MS(T0 + 2), token, "three", 5, -1, &version, &err), 0);
         ck_assert_int_eq(version, 3);
         /* Size limit, exactly at and above. */
-        ck_assert_int_eq(engine_sync_set(f.e, MS(T0 + 3), token, "0123456789abcdef", 16, -1, &version, &err), 0);
-        ck_assert_int_eq(engine_sync_set(f.e, MS(T0 + 3), token, "0123456789abcdefg", 17, -1, &version, &err), -E2BIG);
+        ck_assert_int_eq(sync_set(f.e, MS(T0 + 3), token, "0123456789abcdef", 16, -1, &version, &err), 0);
+        ck_assert_int_eq(sync_set(f.e, MS(T0 + 3), token, "0123456789abcdefg", 17, -1, &version, &err), -E2BIG);
         ck_assert_int_eq(err.max, 16);
         ck_assert_int_eq(engine_commit(f.e), 0);
         ck_assert_int_eq(engine_sync_get(f.e, MS(T0 + 4), token, &version, &data, &size, &err), 0);
@@ -511,10 +549,104 @@ START_TEST(test_sync_state) {
         f.c->features.cross_tab_sync = false;
         ck_assert_int_eq(engine_sync_get(f.e, MS(T0 + 5), token, &version, &data, &size, &err), -EOPNOTSUPP);
         ck_assert_str_eq(err.feature, "cross_tab_sync");
-        ck_assert_int_eq(engine_sync_set(f.e, MS(T0 + 5), token, "x", 1, -1, &version, &err), -EOPNOTSUPP);
+        ck_assert_int_eq(sync_set(f.e, MS(T0 + 5), token, "x", 1, -1, &version, &err), -EOPNOTSUPP);
         a.sync_size = 1;
         ck_assert_int_eq(engine_create(f.e, MS(T0), &a, &out, &err), -EOPNOTSUPP);
         fixture_done(&f);
+}
+END_TEST
+
+/* Another daemon's write (a second connection to the database plays it)
+ * between the engine's read of the version and its commit: the
+ * compare-and-set is not applied. With expected_version the caller gets
+ * Conflict with the version stored; without, the write goes again on top
+ * of it. Two writes of one unit both land, one after the other. */
+static void other_daemon_writes(const char *path, const char *id, const char *data) {
+        sqlite3 *db;
+        sqlite3_stmt *st;
+
+        ck_assert_int_eq(sqlite3_open(path, &db), SQLITE_OK);
+        sqlite3_busy_timeout(db, 5000);
+        ck_assert_int_eq(sqlite3_prepare_v2(db,
+                                            "UPDATE sessions SET sync_version = sync_version + 1, sync_data = ?2 "
+                                            "WHERE id = ?1",
+                                            -1, &st, NULL),
+                         SQLITE_OK);
+        sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+        sqlite3_bind_blob(st, 2, data, (int) strlen(data), SQLITE_STATIC);
+        ck_assert_int_eq(sqlite3_step(st), SQLITE_DONE);
+        ck_assert_int_eq(sqlite3_changes(db), 1);
+        sqlite3_finalize(st);
+        sqlite3_close(db);
+}
+
+static void check_sync(struct fixture *f, int64_t now, const char *token, int64_t version, const char *data) {
+        struct engine_error err = {0};
+        int64_t v;
+        char *d;
+        size_t size;
+
+        ck_assert_int_eq(engine_sync_get(f->e, now, token, &v, &d, &size, &err), 0);
+        ck_assert_int_eq(v, version);
+        ck_assert_uint_eq(size, strlen(data));
+        ck_assert_mem_eq(d, data, size);
+        free(d);
+}
+
+START_TEST(test_sync_outrun) {
+        struct fixture f;
+        struct engine_error err = {0};
+        char *path = path_in("sessions.db");
+        char token[TOKEN_STRING_LEN + 1], id[TOKEN_ID_STRING_LEN + 1];
+        struct sync_answer x = {0}, y = {0}, z = {0};
+        struct engine_sync_wait *w = NULL;
+
+        fixture_init(&f, path);
+        fixture_open(&f);
+        create_session(&f, MS(T0), "alice", NULL, token, id);
+
+        ck_assert_int_eq(engine_sync_set(f.e, MS(T0 + 1), token, "mine", 4, 0, sync_answer_cb, &x, &w, &err), 0);
+        other_daemon_writes(path, id, "theirs");
+        ck_assert_int_eq(engine_commit(f.e), 0);
+        ck_assert_int_eq(x.calls, 1);
+        ck_assert_int_eq(x.r, -EAGAIN);
+        ck_assert_int_eq(x.version, 1);
+        check_sync(&f, MS(T0 + 1), token, 1, "theirs");
+
+        ck_assert_int_eq(engine_sync_set(f.e, MS(T0 + 2), token, "mine", 4, -1, sync_answer_cb, &y, &w, &err), 0);
+        other_daemon_writes(path, id, "theirs again");
+        ck_assert_int_eq(engine_commit(f.e), 0);
+        ck_assert_int_eq(y.calls, 0); /* recorded again, on top of version 2 */
+        ck_assert_int_eq(engine_commit(f.e), 0);
+        ck_assert_int_eq(y.calls, 1);
+        ck_assert_int_eq(y.r, 0);
+        ck_assert_int_eq(y.version, 3);
+        check_sync(&f, MS(T0 + 2), token, 3, "mine");
+
+        /* One daemon, two writes in one unit: the second reads the first's. */
+        memset(&x, 0, sizeof x);
+        ck_assert_int_eq(engine_sync_set(f.e, MS(T0 + 3), token, "a", 1, 3, sync_answer_cb, &x, &w, &err), 0);
+        ck_assert_int_eq(engine_sync_set(f.e, MS(T0 + 3), token, "b", 1, 4, sync_answer_cb, &z, &w, &err), 0);
+        ck_assert_int_eq(engine_sync_set(f.e, MS(T0 + 3), token, "c", 1, 4, sync_answer_cb, &y, &w, &err), -EAGAIN);
+        ck_assert_int_eq(err.version, 5);
+        ck_assert_int_eq(engine_commit(f.e), 0);
+        ck_assert_int_eq(x.r, 0);
+        ck_assert_int_eq(x.version, 4);
+        ck_assert_int_eq(z.r, 0);
+        ck_assert_int_eq(z.version, 5);
+        check_sync(&f, MS(T0 + 3), token, 5, "b");
+
+        /* A caller gone before its commit: the write stands, nobody is called. */
+        memset(&x, 0, sizeof x);
+        ck_assert_int_eq(engine_sync_set(f.e, MS(T0 + 4), token, "d", 1, -1, sync_answer_cb, &x, &w, &err), 0);
+        engine_sync_detach(w);
+        ck_assert_int_eq(engine_commit(f.e), 0);
+        ck_assert_int_eq(x.calls, 0);
+        check_sync(&f, MS(T0 + 4), token, 6, "d");
+        ck_assert_uint_eq(counters(&f)->sync_conflicts, 2);
+        ck_assert_uint_eq(counters(&f)->sync_writes, 4);
+        fixture_done(&f);
+        scratch_remove();
 }
 END_TEST
 
@@ -531,7 +663,7 @@ START_TEST(test_rotate) {
 
         setup_memory(&f);
         create_session(&f, MS(T0), "alice", NULL, old, id);
-        ck_assert_int_eq(engine_sync_set(f.e, MS(T0 + 1), old, "s", 1, -1, &version, &err), 0);
+        ck_assert_int_eq(sync_set(f.e, MS(T0 + 1), old, "s", 1, -1, &version, &err), 0);
         ck_assert_int_eq(engine_switch_platform(f.e, MS(T0 + 1), old, "ios", &info, &err), 0);
         ck_assert_int_eq(engine_rotate(f.e, MS(T0 + 5), old, fresh, &info, &err), 0);
         ck_assert_int_eq(engine_commit(f.e), 0);
@@ -1007,7 +1139,7 @@ START_TEST(test_restart_keeps_everything) {
         ck_assert_int_eq(engine_destroy(f.e, MS(T0 + 1), gone, &err), 0);
         ck_assert_int_eq(engine_rotate(f.e, MS(T0 + 2), rot, rotated, &info, &err), 0);
         ck_assert_int_eq(engine_switch_platform(f.e, MS(T0 + 3), kept, "ios", &info, &err), 0);
-        ck_assert_int_eq(engine_sync_set(f.e, MS(T0 + 4), kept, "data", 4, -1, &version, &err), 0);
+        ck_assert_int_eq(sync_set(f.e, MS(T0 + 4), kept, "data", 4, -1, &version, &err), 0);
         ck_assert_int_eq(engine_commit(f.e), 0);
         /* A touch, kept in memory, is written at shutdown. */
         ck_assert_int_eq(validate(&f, MS(T0 + 50), kept, &info, &err), 0);
@@ -1078,6 +1210,8 @@ START_TEST(test_abort_restores_memory) {
         struct engine_created out;
         char kept[TOKEN_STRING_LEN + 1], fresh[TOKEN_STRING_LEN + 1], rot[TOKEN_STRING_LEN + 1];
         char rotated[TOKEN_STRING_LEN + 1];
+        struct sync_answer answer = {0};
+        struct engine_sync_wait *w;
         int64_t version;
         char *data;
         size_t size;
@@ -1093,9 +1227,11 @@ START_TEST(test_abort_restores_memory) {
         engine_created_clear(&out);
         ck_assert_int_eq(engine_destroy(f.e, MS(T0 + 20), kept, &err), 0);
         ck_assert_int_eq(engine_rotate(f.e, MS(T0 + 20), rot, rotated, &info, &err), 0);
-        ck_assert_int_eq(engine_sync_set(f.e, MS(T0 + 20), rotated, "x", 1, -1, &version, &err), 0);
+        ck_assert_int_eq(engine_sync_set(f.e, MS(T0 + 20), rotated, "x", 1, -1, sync_answer_cb, &answer, &w, &err), 0);
         engine_abort(f.e);
         ck_assert(!engine_has_pending(f.e));
+        ck_assert_int_eq(answer.calls, 1); /* answered with its unit's loss */
+        ck_assert_int_eq(answer.r, -EIO);
 
         ck_assert_int_eq(peek_validate(&f, MS(T0 + 21), fresh, &info, &err), -ENOENT);
         ck_assert_int_eq(peek_validate(&f, MS(T0 + 21), rotated, &info, &err), -ENOENT);
@@ -1787,7 +1923,7 @@ START_TEST(test_watch_support) {
         ck_assert_int_eq(info.last_activity, T0); /* resolving does not touch */
         ck_assert_int_eq(engine_peek(f.e, MS(T0 + 105), &ref, &info), 0);
         ck_assert_int_eq(info.state, ENGINE_STATE_GRACE);
-        ck_assert_int_eq(engine_sync_set(f.e, MS(T0 + 2), token, "abc", 3, -1, &version, &err), 0);
+        ck_assert_int_eq(sync_set(f.e, MS(T0 + 2), token, "abc", 3, -1, &version, &err), 0);
         ck_assert_int_eq(engine_commit(f.e), 0);
         ck_assert_int_eq(engine_sync_get_by_id(f.e, id, &version, &data, &size), 0);
         ck_assert_str_eq(data, "abc");
@@ -2091,6 +2227,7 @@ int main(void) {
         tcase_add_test(tc, test_fingerprint_adopted);
         tcase_add_test(tc, test_switch_rate_limit);
         tcase_add_test(tc, test_sync_state);
+        tcase_add_test(tc, test_sync_outrun);
         tcase_add_test(tc, test_rotate);
         tcase_add_test(tc, test_max_sessions);
         tcase_add_test(tc, test_destroy);

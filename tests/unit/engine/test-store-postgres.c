@@ -410,6 +410,33 @@ START_TEST(test_notify) {
         ck_assert_int_eq(h1.lost + h2.lost, 0);
         ck_assert_int_eq(store_changes_subscribe(s1, &loop, heard_cb, &h1), -EBUSY);
 
+        /* Two daemons write one session's sync state from the version
+         * both read (2): the first commit wins, the second is not applied
+         * and its unit's other writes stand. */
+        {
+                int won = -1, lost = -1, n2 = h2.n;
+                int64_t version;
+                char *data;
+                size_t size;
+
+                ck_assert_int_eq(store_session_set_sync(s1, rb, 2, "base", 4), 0);
+                ck_assert_int_eq(store_commit(s1), 0);
+                run_until(&loop, &h2.n, n2 + 1);
+                ck_assert_int_eq(store_session_cas_sync(s1, rb, 2, "one", 3, &won), 0);
+                ck_assert_int_eq(store_session_cas_sync(s2, rb, 2, "two", 3, &lost), 0);
+                ck_assert_int_eq(store_session_set_activity(s2, rb, T0 + 9), 0);
+                ck_assert_int_eq(store_commit(s1), 0);
+                ck_assert_int_eq(store_commit(s2), 0);
+                ck_assert_int_eq(won, 1);
+                ck_assert_int_eq(lost, 0);
+                ck_assert_int_eq(store_session_get_sync(s2, rb, &version, &data, &size), 0);
+                ck_assert_int_eq(version, 3);
+                ck_assert_int_eq(memcmp(data, "one", 3), 0);
+                free(data);
+                run_until(&loop, &h2.n, n2 + 2); /* the winner's write announced */
+                ck_assert_int_eq(h2.kinds[n2 + 1], STORE_CHANGE_SYNC);
+        }
+
         store_close(s1);
         store_close(s2);
         ck_assert_int_eq(uv_run(&loop, UV_RUN_DEFAULT), 0);

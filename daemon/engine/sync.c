@@ -1,0 +1,288 @@
+/* The cross-tab sync state (see engine-internal.h for the other files).
+ *
+ * A session's sync state (a version and opaque data) lives in the store
+ * only; memory keeps none of it. SetSyncState is a compare-and-set on the
+ * version: the engine reads the version stored, refuses at once when the
+ * caller's expected_version differs (Conflict), and otherwise records a
+ * write of version + 1 that the store runs only if the row still holds the
+ * version read (store_session_cas_sync).
+ *
+ * Why the write is conditional. On one daemon nothing can come between the
+ * read and the write: reads see the open unit's own writes and the loop is
+ * the only writer. On a shared store (DESIGN 8) another daemon may write
+ * the same session in between, and an unconditional write would then
+ * answer two callers that each replaced version N with N + 1 (one of the
+ * two states silently lost, both told they won). So a write is answered
+ * when its unit of work is done, not when it is recorded (struct
+ * engine_sync_wait, in the order the units go: open, then in flight):
+ *  - written: the reply gives the new version, and the `sync` event goes
+ *    to the observers;
+ *  - outrun by another daemon's write: a caller who named expected_version
+ *    gets Conflict with the version now stored (what it would have got had
+ *    the other write come first); one who did not has its write recorded
+ *    again on top of that version (last writer wins, as it asked), a few
+ *    times at most;
+ *  - lost with its unit (a failed commit): the storage error, like every
+ *    other write of that unit.
+ * A caller that goes away (its connection closed) detaches; the write
+ * stands or not all the same.
+ */
+#include "engine-internal.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+
+#define SYNC_RETRIES_MAX 8 /* an unconditional write outrun again and again ends in Conflict */
+
+struct engine_sync_wait {
+        struct engine_sync_wait *next;
+        int applied; /* set by the store when the unit runs (store_session_cas_sync) */
+        int64_t rowid;
+        int64_t version;  /* the version written */
+        int64_t now;      /* the request's time, for the event */
+        bool any_version; /* no expected_version: written again when outrun */
+        unsigned retries;
+        char id[TOKEN_ID_STRING_LEN + 1];
+        char *user_id;
+        char *data; /* kept for writing again (any_version only) */
+        size_t size;
+        engine_sync_done_fn done; /* NULL: detached */
+        void *userdata;
+};
+
+static void wait_free(struct engine_sync_wait *w) {
+        free(w->user_id);
+        free(w->data);
+        free(w);
+}
+
+static void wait_finish(struct engine_sync_wait *w, int r, int64_t version) {
+        if (w->done)
+                w->done(r, version, w->userdata);
+        wait_free(w);
+}
+
+static void waits_append(struct engine_sync_wait **list, struct engine_sync_wait *w) {
+        while (*list)
+                list = &(*list)->next;
+        *list = w;
+}
+
+static void waits_fail(struct engine_sync_wait **list, int r) {
+        struct engine_sync_wait *w = *list, *next;
+
+        *list = NULL;
+        for (; w; w = next) {
+                next = w->next;
+                wait_finish(w, r, 0);
+        }
+}
+
+/* ---- reads ------------------------------------------------------------------------------------------------- */
+
+int engine_sync_get(struct engine *e, int64_t now, const char *token, int64_t *version, char **data, size_t *size,
+                    struct engine_error *err) {
+        uint32_t h;
+        int r;
+
+        if (!cfg(e)->features.cross_tab_sync) {
+                err->feature = "cross_tab_sync";
+                return -EOPNOTSUPP;
+        }
+        r = session_lookup_live(e, now, token, false, &h, NULL, err);
+        if (r < 0)
+                return r;
+        r = store_session_get_sync(e->store, S(e, h)->rowid, version, data, size);
+        if (r < 0)
+                return txn_storage_errno(r);
+        e->counters.sync_reads++;
+        return 0;
+}
+
+struct id_row {
+        int64_t rowid;
+        bool live;
+};
+
+static int id_row_cb(const struct store_session *row, void *userdata) {
+        struct id_row *x = userdata;
+
+        x->rowid = row->rowid;
+        x->live = row->ended_at == 0;
+        return 1;
+}
+
+int engine_sync_get_by_id(struct engine *e, const char *id, int64_t *version, char **data, size_t *size) {
+        struct id_row x = {0};
+        int r;
+
+        r = store_session_by_id(e->store, id, id_row_cb, &x);
+        if (r < 0)
+                return r == -ENOENT ? r : txn_storage_errno(r);
+        r = store_session_get_sync(e->store, x.rowid, version, data, size);
+        return r < 0 ? txn_storage_errno(r) : 0;
+}
+
+/* The version stored now (the store's reads see the open unit's writes). */
+static int stored_version(struct engine *e, int64_t rowid, int64_t *ret) {
+        char *data = NULL;
+        size_t size;
+        int r = store_session_get_sync(e->store, rowid, ret, &data, &size);
+
+        free(data);
+        return r;
+}
+
+/* ---- writes ------------------------------------------------------------------------------------------------ */
+
+/* Records w's write of current + 1 in the open unit; w joins the open waits. */
+static int wait_record(struct engine *e, struct engine_sync_wait *w, uint32_t h, int64_t current, const char *data,
+                       size_t size) {
+        int r = txn_begin(e);
+
+        if (r < 0)
+                return r;
+        if (h != NIL)
+                r = txn_row_touch(e, w->rowid, h);
+        if (r >= 0)
+                r = store_session_cas_sync(e->store, w->rowid, current, data, size, &w->applied);
+        if (r < 0)
+                return txn_fail(e, r);
+        w->version = current + 1;
+        waits_append(&e->sync_open, w);
+        return 0;
+}
+
+int engine_sync_set(struct engine *e, int64_t now, const char *token, const char *data, size_t size,
+                    int64_t expected_version, engine_sync_done_fn done, void *userdata, struct engine_sync_wait **ret,
+                    struct engine_error *err) {
+        const struct sessiond_config *c = cfg(e);
+        struct engine_sync_wait *w;
+        int64_t current;
+        uint32_t h;
+        int r;
+
+        assert(done && ret);
+        if (!c->features.cross_tab_sync) {
+                err->feature = "cross_tab_sync";
+                return -EOPNOTSUPP;
+        }
+        if ((int64_t) size > c->sync.max_data_size) {
+                err->max = c->sync.max_data_size;
+                return -E2BIG;
+        }
+        r = session_lookup_live(e, now, token, false, &h, NULL, err);
+        if (r < 0)
+                return r;
+        r = stored_version(e, S(e, h)->rowid, &current);
+        if (r < 0)
+                return txn_storage_errno(r);
+        if (expected_version >= 0 && expected_version != current) {
+                e->counters.sync_conflicts++;
+                err->version = current;
+                return -EAGAIN;
+        }
+        w = calloc(1, sizeof *w);
+        if (!w)
+                return -ENOMEM;
+        *w = (struct engine_sync_wait){.rowid = S(e, h)->rowid,
+                                       .now = now,
+                                       .any_version = expected_version < 0,
+                                       .done = done,
+                                       .userdata = userdata};
+        table_session_id(e, S(e, h), w->id);
+        w->user_id = strdup(user_name(e, S(e, h)->user));
+        if (w->any_version && (w->data = malloc(size + 1))) {
+                memcpy(w->data, data, size);
+                w->size = size;
+        }
+        if (!w->user_id || (w->any_version && !w->data)) {
+                wait_free(w);
+                return -ENOMEM;
+        }
+        r = wait_record(e, w, h, current, data, size);
+        if (r < 0) {
+                wait_free(w);
+                return r;
+        }
+        *ret = w;
+        return 0;
+}
+
+void engine_sync_detach(struct engine_sync_wait *w) {
+        w->done = NULL;
+}
+
+/* A write its unit committed without applying it: another daemon's came
+ * between. */
+static void wait_outrun(struct engine *e, struct engine_sync_wait *w) {
+        int64_t current;
+        int r = stored_version(e, w->rowid, &current);
+
+        if (r < 0) {
+                wait_finish(w, r == -ENOENT ? r : txn_storage_errno(r), 0);
+                return;
+        }
+        if (!w->any_version || w->retries >= SYNC_RETRIES_MAX) {
+                e->counters.sync_conflicts++;
+                wait_finish(w, -EAGAIN, current);
+                return;
+        }
+        w->retries++;
+        w->next = NULL;
+        r = wait_record(e, w, NIL, current, w->data, w->size);
+        if (r < 0)
+                wait_finish(w, r, 0);
+}
+
+/* ---- the units' ends (txn.c) ------------------------------------------------------------------------------- */
+
+void sync_waits_hand_off(struct engine *e) {
+        waits_append(&e->sync_inflight, e->sync_open);
+        e->sync_open = NULL;
+}
+
+void sync_waits_committed(struct engine *e) {
+        struct engine_sync_wait *w = e->sync_inflight, *next;
+
+        e->sync_inflight = NULL;
+        for (; w; w = next) {
+                next = w->next;
+                if (!w->applied && !w->done) {
+                        wait_free(w);
+                        continue;
+                }
+                if (!w->applied) {
+                        wait_outrun(e, w);
+                        continue;
+                }
+                e->counters.sync_writes++;
+                if (bus_observed(e)) {
+                        char *text = NULL;
+
+                        if (asprintf(&text, "{\"version\":%lld}", (long long) w->version) < 0)
+                                text = NULL;
+                        bus_emit_text_committed(e, w->now, "sync", w->id, w->user_id, text);
+                }
+                wait_finish(w, 0, w->version);
+        }
+}
+
+void sync_waits_lost(struct engine *e, int r, bool open_too) {
+        waits_fail(&e->sync_inflight, r);
+        if (open_too)
+                waits_fail(&e->sync_open, r);
+}
+
+void sync_waits_abort(struct engine *e, int r) {
+        waits_fail(&e->sync_open, r);
+}
+
+void sync_waits_free(struct engine *e) {
+        waits_fail(&e->sync_inflight, -ECANCELED);
+        waits_fail(&e->sync_open, -ECANCELED);
+}
