@@ -53,7 +53,7 @@
 struct bulk_job {
         struct bulk_job *next;
         char *user_id;
-        int64_t created_by, except_rowid;
+        int64_t created_by, except_row_key;
         enum engine_end_reason reason;
         unsigned count;
         unsigned throttled_ms;
@@ -134,7 +134,7 @@ static void step_cb(uv_idle_t *h) {
                 bulk_pause(b, BULK_THROTTLE_MS);
                 return;
         }
-        r = engine_end_user_step(e, clock_now_ms(), job->user_id, job->created_by, job->except_rowid, job->reason,
+        r = engine_end_user_step(e, clock_now_ms(), job->user_id, job->created_by, job->except_row_key, job->reason,
                                  uv_hrtime() + BULK_STEP_NS, &n, &more);
         job->count += n;
         if (r < 0 || !more) {
@@ -152,8 +152,9 @@ static void bulk_step_later(struct bulk *b) {
                 uv_idle_start(&b->step, step_cb);
 }
 
-int bulk_end_user(struct bulk *b, int64_t now, const char *user_id, int64_t except_rowid, enum engine_end_reason reason,
-                  bulk_done_fn done, void *userdata, unsigned *count, struct bulk_job **ret) {
+int bulk_end_user(struct bulk *b, int64_t now, const char *user_id, int64_t except_row_key,
+                  enum engine_end_reason reason, bulk_done_fn done, void *userdata, unsigned *count,
+                  struct bulk_job **ret) {
         struct bulk_job *job;
         bool more = false;
         int r;
@@ -166,7 +167,7 @@ int bulk_end_user(struct bulk *b, int64_t now, const char *user_id, int64_t exce
         /* Behind a job already queued for the same user the first step
          * could overtake it: only an idle queue runs it at once. */
         if (!b->head) {
-                r = engine_end_user_step(b->d->engine, now, user_id, now, except_rowid, reason,
+                r = engine_end_user_step(b->d->engine, now, user_id, now, except_row_key, reason,
                                          uv_hrtime() + BULK_STEP_NS, count, &more);
                 if (r < 0 || !more)
                         return r;
@@ -180,7 +181,7 @@ int bulk_end_user(struct bulk *b, int64_t now, const char *user_id, int64_t exce
                 return -ENOMEM;
         }
         job->created_by = now;
-        job->except_rowid = except_rowid;
+        job->except_row_key = except_row_key;
         job->reason = reason;
         job->count = *count;
         job->started_ns = uv_hrtime();
@@ -237,7 +238,7 @@ void bulk_free(struct bulk *b) {
                 unsigned n = 0;
                 bool more = false;
                 int r = engine_end_user_step(b->d->engine, job->created_by, job->user_id, job->created_by,
-                                             job->except_rowid, job->reason, 0, &n, &more);
+                                             job->except_row_key, job->reason, 0, &n, &more);
 
                 job->count += n;
                 job_finish(b, job, r < 0 ? r : -ECANCELED);

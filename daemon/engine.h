@@ -228,16 +228,16 @@ int engine_destroy(struct engine *e, int64_t now, const char *token, struct engi
 int engine_destroy_user(struct engine *e, int64_t now, const char *user_id, const char *except_token, unsigned *count,
                         struct engine_error *err);
 /* The checks of DestroyUser, for a caller that ends the sessions in steps:
- * *except_rowid names the excepted session (0: none). */
+ * *except_row_key names the excepted session (0: none). */
 int engine_destroy_user_check(struct engine *e, int64_t now, const char *user_id, const char *except_token,
-                              int64_t *except_rowid, struct engine_error *err);
+                              int64_t *except_row_key, struct engine_error *err);
 /* One step of a bulk end (DestroyUser, TerminateUser): ends the live
  * sessions of user_id created at or before created_by (Unix ms: the
- * time the call began), except the one of row except_rowid (0: none), with
+ * time the call began), except the one of row except_row_key (0: none), with
  * `reason`, until uv_hrtime() reaches deadline_ns (0: no deadline; read
  * every few sessions). *more: some remain for the next step. The ends go
  * into the open unit of work. */
-int engine_end_user_step(struct engine *e, int64_t now, const char *user_id, int64_t created_by, int64_t except_rowid,
+int engine_end_user_step(struct engine *e, int64_t now, const char *user_id, int64_t created_by, int64_t except_row_key,
                          enum engine_end_reason reason, uint64_t deadline_ns, unsigned *ended, bool *more);
 
 /* Listings call back once per session; info is valid during the callback.

@@ -106,4 +106,4 @@ json_t *methods_audit_entry(const struct store_audit_row *row);
  * time-capped steps (bulk.c) and answers {"count": n} when done
  * (methods_bulk.c). */
 void methods_bulk_end_user(struct daemon *d, struct call *c, const char *iface, int64_t now, const char *user_id,
-                           int64_t except_rowid, enum engine_end_reason reason);
+                           int64_t except_row_key, enum engine_end_reason reason);

@@ -53,7 +53,7 @@ static void bulk_call_cancel(struct call *c, void *userdata) {
 }
 
 void methods_bulk_end_user(struct daemon *d, struct call *c, const char *iface, int64_t now, const char *user_id,
-                           int64_t except_rowid, enum engine_end_reason reason) {
+                           int64_t except_row_key, enum engine_end_reason reason) {
         uint64_t seq = engine_write_seq(d->engine);
         struct bulk_call *x = calloc(1, sizeof *x);
         unsigned count = 0;
@@ -66,7 +66,7 @@ void methods_bulk_end_user(struct daemon *d, struct call *c, const char *iface, 
         x->d = d;
         x->call = c;
         x->iface = iface;
-        r = bulk_end_user(d->bulk, now, user_id, except_rowid, reason, bulk_call_done, x, &count, &x->job);
+        r = bulk_end_user(d->bulk, now, user_id, except_row_key, reason, bulk_call_done, x, &count, &x->job);
         if (r < 0 || !x->job) {
                 free(x);
                 if (r < 0) {

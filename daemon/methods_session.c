@@ -312,19 +312,19 @@ static void method_destroy(struct daemon *d, struct call *c) {
 /* In steps for a user with many sessions (methods_bulk.c). */
 static void method_destroy_user(struct daemon *d, struct call *c) {
         struct engine_error err = {0};
-        int64_t now = methods_now_ms(), except_rowid;
+        int64_t now = methods_now_ms(), except_row_key;
         const char *user, *except = NULL;
         int r;
 
         if (methods_param_string(c, IFACE, "user_id", true, &user) < 0 ||
             methods_param_string(c, IFACE, "except_token", false, &except) == -EINVAL)
                 return;
-        r = engine_destroy_user_check(d->engine, now, user, except, &except_rowid, &err);
+        r = engine_destroy_user_check(d->engine, now, user, except, &except_row_key, &err);
         if (r < 0) {
                 methods_reply_error(c, IFACE, r, &err);
                 return;
         }
-        methods_bulk_end_user(d, c, IFACE, now, user, except_rowid, ENGINE_END_DESTROYED);
+        methods_bulk_end_user(d, c, IFACE, now, user, except_row_key, ENGINE_END_DESTROYED);
 }
 
 static int list_cb(const struct engine_info *info, void *userdata) {

@@ -252,11 +252,11 @@ void token_key_check(const struct token_key *k, char out[TOKEN_KEY_CHECK_LEN + 1
         sodium_memzero(ks, sizeof ks);
 }
 
-void token_id_derive(const struct token_key *k, uint32_t created_at, int64_t rowid, uint8_t id[TOKEN_ID_BYTES]) {
+void token_id_derive(const struct token_key *k, uint32_t created_at, int64_t row_key, uint8_t id[TOKEN_ID_BYTES]) {
         uint8_t in[8], out[crypto_shorthash_siphashx24_BYTES];
 
         for (int i = 0; i < 8; i++)
-                in[i] = (uint8_t) ((uint64_t) rowid >> (56 - 8 * i));
+                in[i] = (uint8_t) ((uint64_t) row_key >> (56 - 8 * i));
         crypto_shorthash_siphashx24(out, in, sizeof in, k->id_key);
         for (int i = 0; i < 4; i++)
                 id[i] = (uint8_t) (created_at >> (24 - 8 * i));

@@ -78,8 +78,8 @@ bool token_is_wellformed(const char *s);
 /* Keyed hash of a token string. */
 void token_hash(const struct token_key *k, const char *token, uint8_t out[TOKEN_HASH_BYTES]);
 
-/* The public id of the session created at `created_at` in row `rowid`. */
-void token_id_derive(const struct token_key *k, uint32_t created_at, int64_t rowid, uint8_t id[TOKEN_ID_BYTES]);
+/* The public id of the session created at `created_at` in row `row_key`. */
+void token_id_derive(const struct token_key *k, uint32_t created_at, int64_t row_key, uint8_t id[TOKEN_ID_BYTES]);
 void token_id_format(const uint8_t id[TOKEN_ID_BYTES], char out[TOKEN_ID_STRING_LEN + 1]);
 /* -EINVAL when s is not 22 base64url characters. */
 int token_id_parse(const char *s, uint8_t id[TOKEN_ID_BYTES]);

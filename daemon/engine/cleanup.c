@@ -436,12 +436,12 @@ int engine_flush_touches(struct engine *e, unsigned limit, unsigned *written, bo
                 if (r < 0)
                         break;
                 s = &e->sessions[h];
-                r = txn_row_touch(e, s->rowid, h);
+                r = txn_row_touch(e, s->row_key, h);
                 if (r < 0) {
                         txn_fail(e, r);
                         break;
                 }
-                r = store_session_set_activity(e->store, s->rowid, session_ms(s, ST_ACTIVITY));
+                r = store_session_set_activity(e->store, s->row_key, session_ms(s, ST_ACTIVITY));
                 if (r < 0 && r != -ENOENT) {
                         txn_fail(e, r);
                         break;

@@ -72,12 +72,12 @@ enum {
 };
 
 /* 80 bytes (76 used). The public id is not stored: it is derived from the creation
- * second and rowid (token_id_derive). Fingerprints keep a prefix of their
+ * second and row_key (token_id_derive). Fingerprints keep a prefix of their
  * keyed hash: 32 bits for the user agent (a change refuses the validation),
  * 16 bits for the others (a change is only recorded). */
 struct session {
         uint8_t key[16]; /* first half of the keyed token hash */
-        int64_t rowid;
+        int64_t row_key;
         uint32_t user;          /* users[] handle */
         uint32_t user_next;     /* next session of the user (more recently active); free list link when unused */
         uint32_t user_prev;     /* previous session of the user (less recently active), NIL: the first */
@@ -136,7 +136,7 @@ struct platform {
 };
 
 struct affected {
-        int64_t rowid;
+        int64_t row_key;
         uint32_t handle;
         int64_t last_activity; /* ms, in memory when the row was first written */
 };
@@ -348,7 +348,7 @@ void table_info_from_row(const struct store_session *row, struct engine_info *i)
 int txn_storage_errno(int r);
 int txn_fail(struct engine *e, int r);
 int txn_begin(struct engine *e);
-int txn_row_touch(struct engine *e, int64_t rowid, uint32_t h);
+int txn_row_touch(struct engine *e, int64_t row_key, uint32_t h);
 int txn_audit_text(struct engine *e, int64_t now, const char *kind, const char *user_id, const char *session_id,
                    const char *text);
 /* Audit details without jansson objects, for the hot paths: begin, the

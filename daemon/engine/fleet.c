@@ -173,10 +173,10 @@ static void remote_change_cb(const struct store_change *c, bool lost, void *user
                 remote_reload_all(e);
                 return;
         }
-        r = store_session_by_rowid(e->store, c->rowid, remote_row_cb, &x);
+        r = store_session_by_row_key(e->store, c->row_key, remote_row_cb, &x);
         if (r < 0 && r != -ENOENT)
                 log_warning("Store %s: could not read session row %lld changed by another daemon: %s",
-                            store_name(e->store), (long long) c->rowid, strerror(-r));
+                            store_name(e->store), (long long) c->row_key, strerror(-r));
 }
 
 /* ---- memory checked against the store ---------------------------------------------------------
@@ -191,7 +191,7 @@ int fleet_refresh(struct engine *e, uint32_t *h) {
         int r;
 
         assert(e->fleet && *h != NIL);
-        r = store_session_by_rowid(e->store, S(e, *h)->rowid, remote_row_cb, &x);
+        r = store_session_by_row_key(e->store, S(e, *h)->row_key, remote_row_cb, &x);
         if (r == -ENOENT) { /* purged: another daemon ended it long ago */
                 table_session_remove(e, *h);
                 r = 0;

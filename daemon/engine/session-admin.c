@@ -41,7 +41,7 @@ int engine_destroy(struct engine *e, int64_t now, const char *token, struct engi
  * ever. */
 #define BULK_CLOCK_ENDED 4 /* the clock is read every few sessions ended */
 
-int engine_end_user_step(struct engine *e, int64_t now, const char *user_id, int64_t created_by, int64_t except_rowid,
+int engine_end_user_step(struct engine *e, int64_t now, const char *user_id, int64_t created_by, int64_t except_row_key,
                          enum engine_end_reason reason, uint64_t deadline_ns, unsigned *ended, bool *more) {
         uint32_t user = table_user_find(e, user_id), h, next;
         int r = 0;
@@ -56,7 +56,7 @@ int engine_end_user_step(struct engine *e, int64_t now, const char *user_id, int
                 const struct session *s = &e->sessions[h];
 
                 next = s->user_next;
-                if (s->rowid == except_rowid || session_ms(s, ST_CREATED) > created_by ||
+                if (s->row_key == except_row_key || session_ms(s, ST_CREATED) > created_by ||
                     table_session_state(e, s, now, NULL, NULL) == ENGINE_STATE_EXPIRED)
                         continue;
                 if (*ended > 0 && *ended % BULK_CLOCK_ENDED == 0 && deadline_ns && uv_hrtime() >= deadline_ns) {
@@ -74,12 +74,12 @@ int engine_end_user_step(struct engine *e, int64_t now, const char *user_id, int
 }
 
 int engine_destroy_user_check(struct engine *e, int64_t now, const char *user_id, const char *except_token,
-                              int64_t *except_rowid, struct engine_error *err) {
+                              int64_t *except_row_key, struct engine_error *err) {
         uint32_t except;
         const char *why;
         int r;
 
-        *except_rowid = 0;
+        *except_row_key = 0;
         if ((why = session_check_name(user_id, ENGINE_USER_ID_MAX)))
                 return session_invalid(err, "user_id", why);
         if (!except_token)
@@ -92,7 +92,7 @@ int engine_destroy_user_check(struct engine *e, int64_t now, const char *user_id
         }
         if (strcmp(user_name(e, S(e, except)->user), user_id) != 0)
                 return session_invalid(err, "except_token", "belongs to another user");
-        *except_rowid = S(e, except)->rowid;
+        *except_row_key = S(e, except)->row_key;
         return 0;
 }
 
@@ -141,7 +141,7 @@ static int list_row_cb(const struct store_session *row, void *userdata) {
                 return 1;
         }
         x->scanned++;
-        x->last = row->rowid;
+        x->last = row->row_key;
         if (row->ended_at == 0) {
                 h = session_find_key(x->e, row->token_hash);
                 if (h == NIL)
@@ -164,16 +164,16 @@ static int list_row_cb(const struct store_session *row, void *userdata) {
 }
 
 /* One user's sessions in row order: the live ones are in memory (their rows
- * are read by rowid, for ip and user agent), the ended ones come from the
+ * are read by row_key, for ip and user agent), the ended ones come from the
  * store's index of ended rows; the two are merged. The store has no index
  * of live rows by user, so that Create writes no random index page. */
 struct user_list {
         struct list_ctx *x;
-        int64_t *live; /* rowids, ascending */
+        int64_t *live; /* row_keys, ascending */
         size_t n_live, next;
 };
 
-static int rowid_cmp(const void *a, const void *b) {
+static int row_key_cmp(const void *a, const void *b) {
         int64_t x = *(const int64_t *) a, y = *(const int64_t *) b;
 
         return (x > y) - (x < y);
@@ -184,7 +184,7 @@ static int user_list_live(struct user_list *u, int64_t below) {
         int r;
 
         while (u->next < u->n_live && u->live[u->next] < below) {
-                r = store_session_by_rowid(u->x->e->store, u->live[u->next++], list_row_cb, u->x);
+                r = store_session_by_row_key(u->x->e->store, u->live[u->next++], list_row_cb, u->x);
                 if (r != 0 && r != -ENOENT)
                         return r;
         }
@@ -193,12 +193,12 @@ static int user_list_live(struct user_list *u, int64_t below) {
 
 static int user_list_ended_cb(const struct store_session *row, void *userdata) {
         struct user_list *u = userdata;
-        int r = user_list_live(u, row->rowid);
+        int r = user_list_live(u, row->row_key);
 
         return r != 0 ? r : list_row_cb(row, u->x);
 }
 
-/* Keeps the `cap` smallest of the rowids pushed, in a max-heap of heap[0..*n). */
+/* Keeps the `cap` smallest of the row_keys pushed, in a max-heap of heap[0..*n). */
 static void heap_push_smallest(int64_t *heap, size_t *n, size_t cap, int64_t v) {
         size_t i;
 
@@ -239,9 +239,9 @@ static int user_live_rows(struct engine *e, uint32_t user, const struct list_ctx
         if (!u->live)
                 return -ENOMEM;
         for (uint32_t h = e->users[user].head; h != NIL; h = e->sessions[h].user_next)
-                if (e->sessions[h].rowid > after)
-                        heap_push_smallest(u->live, &u->n_live, cap, e->sessions[h].rowid);
-        qsort(u->live, u->n_live, sizeof *u->live, rowid_cmp);
+                if (e->sessions[h].row_key > after)
+                        heap_push_smallest(u->live, &u->n_live, cap, e->sessions[h].row_key);
+        qsort(u->live, u->n_live, sizeof *u->live, row_key_cmp);
         return 0;
 }
 
@@ -267,7 +267,7 @@ int engine_list_sessions_page(struct engine *e, int64_t now, const char *user_id
                               struct engine_page *page, engine_info_fn cb, void *userdata) {
         struct list_ctx x = {e, now, include_ended, limit, 0, cb, userdata, 0, page ? page->scan_max : 0, 0, false};
         int64_t after = page ? page->after : 0;
-        struct store_filter f = {.live_only = !include_ended, .after_rowid = after};
+        struct store_filter f = {.live_only = !include_ended, .after_row_key = after};
         int r;
 
         if (page) {

@@ -55,10 +55,10 @@ int session_end(struct engine *e, int64_t now, uint32_t h, enum engine_end_reaso
         r = txn_begin(e);
         if (r < 0)
                 return r;
-        r = txn_row_touch(e, s->rowid, h);
+        r = txn_row_touch(e, s->row_key, h);
         if (r < 0)
                 return txn_fail(e, r);
-        r = store_session_end(e->store, s->rowid, ended_at, engine_end_reason_to_string(reason));
+        r = store_session_end(e->store, s->row_key, ended_at, engine_end_reason_to_string(reason));
         if (r < 0 && r != -ENOENT)
                 return txn_fail(e, r);
         table_session_id(e, s, id);
@@ -161,7 +161,7 @@ int engine_create(struct engine *e, int64_t now, const struct engine_create *a, 
         struct store_session row = {0};
         const char *why;
         unsigned ended = 0;
-        int64_t rowid;
+        int64_t row_key;
         uint32_t h;
         int r;
 
@@ -189,15 +189,15 @@ int engine_create(struct engine *e, int64_t now, const struct engine_create *a, 
         if (r < 0)
                 return r;
 
-        r = store_allocate_key(e->store, &rowid);
+        r = store_allocate_key(e->store, &row_key);
         if (r < 0)
                 return r;
         token_new(ret->token);
         token_hash(&e->key, ret->token, hash);
-        token_id_derive(&e->key, t32(ms_floor_s(now)), rowid, id);
+        token_id_derive(&e->key, t32(ms_floor_s(now)), row_key, id);
         token_id_format(id, id_text);
 
-        row.rowid = rowid;
+        row.row_key = row_key;
         row.id = id_text;
         memcpy(row.token_hash, hash, sizeof hash);
         row.user_id = a->user_id;
@@ -225,7 +225,7 @@ int engine_create(struct engine *e, int64_t now, const struct engine_create *a, 
                 sodium_memzero(ret->token, sizeof ret->token);
                 return txn_fail(e, r);
         }
-        r = txn_row_touch(e, rowid, h);
+        r = txn_row_touch(e, row_key, h);
         if (r < 0) {
                 sodium_memzero(ret->token, sizeof ret->token);
                 return txn_fail(e, r);
@@ -462,7 +462,7 @@ static int fingerprint_check(struct engine *e, int64_t now, uint32_t h, const st
         r = txn_begin(e);
         if (r < 0)
                 return r;
-        r = txn_row_touch(e, s->rowid, h);
+        r = txn_row_touch(e, s->row_key, h);
         if (r < 0)
                 return txn_fail(e, r);
         for (int i = 0; i < _FP_MAX; i++)
@@ -476,7 +476,7 @@ static int fingerprint_check(struct engine *e, int64_t now, uint32_t h, const st
         row.fp_accept_encoding = full[FP_ENCODING];
         row.ip = client->ip;
         row.user_agent = client->user_agent;
-        r = store_session_set_client(e->store, s->rowid, &row);
+        r = store_session_set_client(e->store, s->row_key, &row);
         if (r < 0)
                 return txn_fail(e, r);
         for (int i = 0; i < _FP_MAX; i++)
@@ -563,10 +563,10 @@ int engine_extend(struct engine *e, int64_t now, const char *token, struct engin
         if (r < 0)
                 return r;
         s = S(e, h);
-        r = txn_row_touch(e, s->rowid, h);
+        r = txn_row_touch(e, s->row_key, h);
         if (r < 0)
                 return txn_fail(e, r);
-        r = store_session_set_renewed(e->store, s->rowid, now, now);
+        r = store_session_set_renewed(e->store, s->row_key, now, now);
         if (r < 0)
                 return txn_fail(e, r);
         session_ms_set(s, ST_RENEWED, now);
@@ -614,7 +614,7 @@ int engine_rotate(struct engine *e, int64_t now, const char *token, char new_tok
         struct store_session row = {0};
         enum engine_state st;
         struct session *old;
-        int64_t rowid, last;
+        int64_t row_key, last;
         uint32_t h, nh;
         _cleanup_free_ char *user = NULL, *platform = NULL;
         int r;
@@ -630,23 +630,23 @@ int engine_rotate(struct engine *e, int64_t now, const char *token, char new_tok
          * revive one in grace. */
         last = st == ENGINE_STATE_ACTIVE ? now : session_ms(old, ST_ACTIVITY);
 
-        r = store_allocate_key(e->store, &rowid);
+        r = store_allocate_key(e->store, &row_key);
         if (r < 0)
                 return r;
         token_new(new_token);
         token_hash(&e->key, new_token, hash);
-        token_id_derive(&e->key, old->sec[ST_CREATED], rowid, id);
+        token_id_derive(&e->key, old->sec[ST_CREATED], row_key, id);
         token_id_format(id, new_id);
         table_session_id(e, old, old_id);
 
-        r = store_session_copy(e->store, old->rowid, rowid, new_id, hash, last);
+        r = store_session_copy(e->store, old->row_key, row_key, new_id, hash, last);
         if (r < 0)
                 return rotate_fail(e, r, new_token);
         user = strdup(user_name(e, old->user));
         platform = old->platform ? strdup(platform_name(e, old->platform)) : NULL;
         if (!user || (old->platform && !platform))
                 return rotate_fail(e, -ENOMEM, new_token);
-        row.rowid = rowid;
+        row.row_key = row_key;
         row.id = new_id;
         memcpy(row.token_hash, hash, sizeof hash);
         row.user_id = user;
@@ -660,7 +660,7 @@ int engine_rotate(struct engine *e, int64_t now, const char *token, char new_tok
         old = S(e, h); /* the array may have moved */
         e->sessions[nh].fp_user_agent = old->fp_user_agent;
         memcpy(e->sessions[nh].fp_small, old->fp_small, sizeof old->fp_small);
-        r = txn_row_touch(e, rowid, nh);
+        r = txn_row_touch(e, row_key, nh);
         if (r < 0)
                 return rotate_fail(e, r, new_token);
         r = 0;
@@ -717,7 +717,7 @@ int engine_switch_platform(struct engine *e, int64_t now, const char *token, con
                 return 0;
         }
 
-        r = store_session_get_switches(e->store, s->rowid, &history);
+        r = store_session_get_switches(e->store, s->row_key, &history);
         if (r < 0)
                 return txn_storage_errno(r);
         times = json_loads(history, 0, NULL);
@@ -758,9 +758,9 @@ int engine_switch_platform(struct engine *e, int64_t now, const char *token, con
         if (r < 0)
                 return r;
         s = S(e, h);
-        r = txn_row_touch(e, s->rowid, h);
+        r = txn_row_touch(e, s->row_key, h);
         if (r >= 0)
-                r = store_session_set_platform(e->store, s->rowid, platform_id, text);
+                r = store_session_set_platform(e->store, s->row_key, platform_id, text);
         if (r < 0)
                 return txn_fail(e, r);
         r = table_platform_get(e, platform_id, &platform);

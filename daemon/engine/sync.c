@@ -41,7 +41,7 @@
 struct engine_sync_wait {
         struct engine_sync_wait *next;
         int applied; /* set by the store when the unit runs (store_session_cas_sync) */
-        int64_t rowid;
+        int64_t row_key;
         int64_t version;  /* the version written */
         int64_t now;      /* the request's time, for the event */
         bool any_version; /* no expected_version: written again when outrun */
@@ -96,7 +96,7 @@ int engine_sync_get(struct engine *e, int64_t now, const char *token, int64_t *v
         r = session_lookup_live(e, now, token, false, &h, NULL, err);
         if (r < 0)
                 return r;
-        r = store_session_get_sync(e->store, S(e, h)->rowid, version, data, size);
+        r = store_session_get_sync(e->store, S(e, h)->row_key, version, data, size);
         if (r < 0)
                 return txn_storage_errno(r);
         e->counters.sync_reads++;
@@ -104,14 +104,14 @@ int engine_sync_get(struct engine *e, int64_t now, const char *token, int64_t *v
 }
 
 struct id_row {
-        int64_t rowid;
+        int64_t row_key;
         bool live;
 };
 
 static int id_row_cb(const struct store_session *row, void *userdata) {
         struct id_row *x = userdata;
 
-        x->rowid = row->rowid;
+        x->row_key = row->row_key;
         x->live = row->ended_at == 0;
         return 1;
 }
@@ -123,15 +123,15 @@ int engine_sync_get_by_id(struct engine *e, const char *id, int64_t *version, ch
         r = store_session_by_id(e->store, id, id_row_cb, &x);
         if (r < 0)
                 return r == -ENOENT ? r : txn_storage_errno(r);
-        r = store_session_get_sync(e->store, x.rowid, version, data, size);
+        r = store_session_get_sync(e->store, x.row_key, version, data, size);
         return r < 0 ? txn_storage_errno(r) : 0;
 }
 
 /* The version stored now (the store's reads see the open unit's writes). */
-static int stored_version(struct engine *e, int64_t rowid, int64_t *ret) {
+static int stored_version(struct engine *e, int64_t row_key, int64_t *ret) {
         char *data = NULL;
         size_t size;
-        int r = store_session_get_sync(e->store, rowid, ret, &data, &size);
+        int r = store_session_get_sync(e->store, row_key, ret, &data, &size);
 
         free(data);
         return r;
@@ -147,9 +147,9 @@ static int wait_record(struct engine *e, struct engine_sync_wait *w, uint32_t h,
         if (r < 0)
                 return r;
         if (h != NIL)
-                r = txn_row_touch(e, w->rowid, h);
+                r = txn_row_touch(e, w->row_key, h);
         if (r >= 0)
-                r = store_session_cas_sync(e->store, w->rowid, current, data, size, &w->applied);
+                r = store_session_cas_sync(e->store, w->row_key, current, data, size, &w->applied);
         if (r < 0)
                 return txn_fail(e, r);
         w->version = current + 1;
@@ -178,7 +178,7 @@ int engine_sync_set(struct engine *e, int64_t now, const char *token, const char
         r = session_lookup_live(e, now, token, false, &h, NULL, err);
         if (r < 0)
                 return r;
-        r = stored_version(e, S(e, h)->rowid, &current);
+        r = stored_version(e, S(e, h)->row_key, &current);
         if (r < 0)
                 return txn_storage_errno(r);
         if (expected_version >= 0 && expected_version != current) {
@@ -189,7 +189,7 @@ int engine_sync_set(struct engine *e, int64_t now, const char *token, const char
         w = calloc(1, sizeof *w);
         if (!w)
                 return -ENOMEM;
-        *w = (struct engine_sync_wait){.rowid = S(e, h)->rowid,
+        *w = (struct engine_sync_wait){.row_key = S(e, h)->row_key,
                                        .now = now,
                                        .any_version = expected_version < 0,
                                        .done = done,
@@ -221,7 +221,7 @@ void engine_sync_detach(struct engine_sync_wait *w) {
  * between. */
 static void wait_outrun(struct engine *e, struct engine_sync_wait *w) {
         int64_t current;
-        int r = stored_version(e, w->rowid, &current);
+        int r = stored_version(e, w->row_key, &current);
 
         if (r < 0) {
                 wait_finish(w, r == -ENOENT ? r : txn_storage_errno(r), 0);

@@ -378,7 +378,7 @@ static bool session_before(const struct engine *e, uint32_t a, uint32_t b) {
 
         int64_t tx = session_ms(x, ST_ACTIVITY), ty = session_ms(y, ST_ACTIVITY);
 
-        return tx < ty || (tx == ty && x->rowid < y->rowid);
+        return tx < ty || (tx == ty && x->row_key < y->row_key);
 }
 
 static uint32_t list_merge(struct engine *e, uint32_t a, uint32_t b) {
@@ -428,7 +428,7 @@ void table_users_sort(struct engine *e) {
 void table_session_id(const struct engine *e, const struct session *s, char out[TOKEN_ID_STRING_LEN + 1]) {
         uint8_t id[TOKEN_ID_BYTES];
 
-        token_id_derive(&e->key, s->sec[ST_CREATED], s->rowid, id);
+        token_id_derive(&e->key, s->sec[ST_CREATED], s->row_key, id);
         token_id_format(id, out);
 }
 
@@ -441,15 +441,15 @@ int table_session_add_hashed(struct engine *e, const struct store_session *row, 
         char text[TOKEN_ID_STRING_LEN + 1];
         int r;
 
-        /* Memory derives ids from the creation second and rowid: a row
+        /* Memory derives ids from the creation second and row_key: a row
          * whose id was made otherwise (or a foreign one) would show the
          * wrong id. */
-        token_id_derive(&e->key, t32(ms_floor_s(row->created_at)), row->rowid, id);
+        token_id_derive(&e->key, t32(ms_floor_s(row->created_at)), row->row_key, id);
         token_id_format(id, text);
         if (strcmp(text, row->id) != 0 || !row->user_id[0]) {
                 /* While the store loads, e->store is not set yet. */
                 log_warning("Store %s: session row %lld has a malformed id or user; skipped.",
-                            e->store ? store_name(e->store) : cfg(e)->daemon.database_path, (long long) row->rowid);
+                            e->store ? store_name(e->store) : cfg(e)->daemon.database_path, (long long) row->row_key);
                 return -EINVAL;
         }
         if (e->sessions_free != NIL)
@@ -472,7 +472,7 @@ int table_session_add_hashed(struct engine *e, const struct store_session *row, 
         s = &e->sessions[h];
         next_free = s->user_next; /* when h is the head of the free list */
         *s = (struct session){
-                .rowid = row->rowid,
+                .row_key = row->row_key,
                 .user = user,
                 .platform = platform,
                 .fp_user_agent = fp32(row->fp_user_agent),
@@ -524,7 +524,7 @@ void table_session_remove(struct engine *e, uint32_t h) {
         table_user_maybe_free(e, s->user);
         sodium_memzero(s->key, sizeof s->key);
         s->flags = 0;
-        s->rowid = 0;
+        s->row_key = 0;
         s->user_next = e->sessions_free;
         e->sessions_free = h;
         e->n_sessions--;

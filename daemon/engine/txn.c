@@ -85,7 +85,7 @@ static int reload_cb(const struct store_session *row, void *userdata) {
 
 static int affected_cmp(const void *a, const void *b) {
         const struct affected *x = a, *y = b;
-        return x->rowid < y->rowid ? -1 : x->rowid > y->rowid;
+        return x->row_key < y->row_key ? -1 : x->row_key > y->row_key;
 }
 
 /* After a rollback: make memory match the store for every row the
@@ -96,11 +96,11 @@ static void reload_affected(struct engine *e) {
                 struct affected *a = &e->affected[i];
                 struct reload_ctx x = {e, 0};
 
-                if (i > 0 && a->rowid == e->affected[i - 1].rowid)
+                if (i > 0 && a->row_key == e->affected[i - 1].row_key)
                         continue;
-                /* The entry recorded with this rowid, if it is still the
+                /* The entry recorded with this row_key, if it is still the
                  * same session (handles are reused). */
-                for (size_t k = i; k < e->n_affected && e->affected[k].rowid == a->rowid; k++) {
+                for (size_t k = i; k < e->n_affected && e->affected[k].row_key == a->row_key; k++) {
                         uint32_t h = e->affected[k].handle;
 
                         /* Touches are not part of the transaction: keep the
@@ -109,13 +109,13 @@ static void reload_affected(struct engine *e) {
                         if (e->affected[k].last_activity > x.last_activity)
                                 x.last_activity = e->affected[k].last_activity;
                         if (h < e->sessions_used && (e->sessions[h].flags & S_USED) &&
-                            e->sessions[h].rowid == a->rowid) {
+                            e->sessions[h].row_key == a->row_key) {
                                 if (session_ms(&e->sessions[h], ST_ACTIVITY) > x.last_activity)
                                         x.last_activity = session_ms(&e->sessions[h], ST_ACTIVITY);
                                 table_session_remove(e, h);
                         }
                 }
-                (void) store_session_by_rowid(e->store, a->rowid, reload_cb, &x);
+                (void) store_session_by_row_key(e->store, a->row_key, reload_cb, &x);
         }
         e->n_affected = 0;
 }
@@ -151,10 +151,10 @@ int txn_begin(struct engine *e) {
 }
 
 /* Records that the row behind handle h is written in this unit. */
-int txn_row_touch(struct engine *e, int64_t rowid, uint32_t h) {
+int txn_row_touch(struct engine *e, int64_t row_key, uint32_t h) {
         if (GROW(e->affected, e->affected_allocated, e->n_affected + 1) < 0)
                 return -ENOMEM;
-        e->affected[e->n_affected++] = (struct affected){rowid, h, session_ms(&e->sessions[h], ST_ACTIVITY)};
+        e->affected[e->n_affected++] = (struct affected){row_key, h, session_ms(&e->sessions[h], ST_ACTIVITY)};
         e->write_seq++;
         return 0;
 }

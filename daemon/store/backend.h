@@ -85,14 +85,14 @@ struct store_backend {
         bool allocate_key_unlocked;
 
         /* Reads and the rest: as the store_* function of the same name. */
-        int (*session_get_switches)(struct store *s, int64_t rowid, char **ret);
-        int (*session_get_sync)(struct store *s, int64_t rowid, int64_t *version, char **data, size_t *size);
-        int (*session_by_rowid)(struct store *s, int64_t rowid, store_session_fn cb, void *userdata);
+        int (*session_get_switches)(struct store *s, int64_t row_key, char **ret);
+        int (*session_get_sync)(struct store *s, int64_t row_key, int64_t *version, char **data, size_t *size);
+        int (*session_by_row_key)(struct store *s, int64_t row_key, store_session_fn cb, void *userdata);
         int (*session_by_hash)(struct store *s, const uint8_t hash[TOKEN_HASH_BYTES], store_session_fn cb,
                                void *userdata);
         int (*session_by_id)(struct store *s, const char *id, store_session_fn cb, void *userdata);
         int (*sessions_each)(struct store *s, const struct store_filter *f, store_session_fn cb, void *userdata);
-        int (*sessions_ended_of_user_after)(struct store *s, const char *user_id, int64_t after_rowid,
+        int (*sessions_ended_of_user_after)(struct store *s, const char *user_id, int64_t after_row_key,
                                             store_session_fn cb, void *userdata);
         /* Purges run in the open unit's transaction (begin one if none);
          * store.c marks the unit and drops it on a failure. */

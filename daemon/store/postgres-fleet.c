@@ -236,8 +236,8 @@ static int listener_watch(struct pg_listener *l, int events) {
         return uv_poll_start(l->poll, events, listener_poll_cb);
 }
 
-static void listener_report(struct pg_listener *l, enum store_change_kind kind, int64_t rowid, bool lost) {
-        struct store_change c = {.kind = kind, .rowid = lost ? 0 : rowid};
+static void listener_report(struct pg_listener *l, enum store_change_kind kind, int64_t row_key, bool lost) {
+        struct store_change c = {.kind = kind, .row_key = lost ? 0 : row_key};
 
         l->fn(&c, lost, l->userdata);
 }
@@ -571,13 +571,13 @@ static void listener_prefetch(struct pg_listener *l, const char *items) {
                 return;
         for (const char *q = items; *q && n < max;) {
                 char *end;
-                int64_t rowid;
+                int64_t row_key;
 
                 if (q[0] == '\0' || q[1] != ':')
                         break;
-                rowid = strtoll(q + 2, &end, 10);
+                row_key = strtoll(q + 2, &end, 10);
                 if (change_kind(q[0], &kind))
-                        rows[n++] = rowid;
+                        rows[n++] = row_key;
                 q = *end == ',' ? end + 1 : end + strlen(end);
         }
         if (n < 2)
@@ -601,13 +601,13 @@ static void listener_dispatch(struct pg_listener *l, const char *payload) {
                 enum store_change_kind kind;
                 char k = p[0];
                 char *end;
-                int64_t rowid;
+                int64_t row_key;
 
                 if (p[1] != ':')
                         break;
-                rowid = strtoll(p + 2, &end, 10);
+                row_key = strtoll(p + 2, &end, 10);
                 if (change_kind(k, &kind))
-                        listener_report(l, kind, rowid, false);
+                        listener_report(l, kind, row_key, false);
                 else if (k == 'x')
                         live_forget(l, payload, (size_t) (colon - payload));
                 p = *end == ',' ? end + 1 : end + strlen(end);

@@ -141,12 +141,12 @@ struct pg_store {
         /* The rows of one notification, read at once for the engine's
          * reads of them one by one (pg_prefetch()); under core.lock. */
         PGresult *prefetch;
-        struct pg_prefetched *prefetched; /* by rowid */
+        struct pg_prefetched *prefetched; /* by row_key */
         size_t n_prefetched;
 };
 
 struct pg_prefetched {
-        int64_t rowid;
+        int64_t row_key;
         int index; /* in prefetch, -1: not there */
 };
 
@@ -256,13 +256,13 @@ int pg_purge_audit(struct store *s, int64_t before, int limit);
 void pg_tx_rollback(struct pg_store *p);
 
 /* ---- postgres-read.c ---- */
-int pg_session_get_switches(struct store *s, int64_t rowid, char **ret);
-int pg_session_get_sync(struct store *s, int64_t rowid, int64_t *version, char **data, size_t *size);
-int pg_session_by_rowid(struct store *s, int64_t rowid, store_session_fn cb, void *userdata);
+int pg_session_get_switches(struct store *s, int64_t row_key, char **ret);
+int pg_session_get_sync(struct store *s, int64_t row_key, int64_t *version, char **data, size_t *size);
+int pg_session_by_row_key(struct store *s, int64_t row_key, store_session_fn cb, void *userdata);
 int pg_session_by_hash(struct store *s, const uint8_t hash[TOKEN_HASH_BYTES], store_session_fn cb, void *userdata);
 int pg_session_by_id(struct store *s, const char *id, store_session_fn cb, void *userdata);
 int pg_sessions_each(struct store *s, const struct store_filter *f, store_session_fn cb, void *userdata);
-int pg_sessions_ended_of_user_after(struct store *s, const char *user_id, int64_t after_rowid, store_session_fn cb,
+int pg_sessions_ended_of_user_after(struct store *s, const char *user_id, int64_t after_row_key, store_session_fn cb,
                                     void *userdata);
 int pg_maintain(struct store *s, struct store_maintenance *ret);
 int pg_maintain_step(struct store *s, bool first);

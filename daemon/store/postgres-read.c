@@ -49,7 +49,7 @@ static bool bytea_exact(const char *v, uint8_t *out, size_t n) {
 /* Row i of a SESSION_COLUMNS result (strings borrowed from res). */
 static void row_from_result(const PGresult *res, int i, struct store_session *row, bool light) {
         memset(row, 0, sizeof *row);
-        row->rowid = pg_value_int(res, i, 0);
+        row->row_key = pg_value_int(res, i, 0);
         row->id = PQgetvalue(res, i, 1);
         (void) bytea_exact(PQgetvalue(res, i, 2), row->token_hash, TOKEN_HASH_BYTES);
         row->user_id = PQgetvalue(res, i, 3);
@@ -80,7 +80,7 @@ static int result_each(const PGresult *res, bool light, store_session_fn cb, voi
         for (int i = 0; i < n && r == 0; i++) {
                 row_from_result(res, i, &row, light);
                 if (last)
-                        *last = row.rowid;
+                        *last = row.row_key;
                 r = cb(&row, userdata);
         }
         return r == 0 && want_one && n == 0 ? -ENOENT : r;
@@ -99,13 +99,13 @@ static int session_one(struct store *s, int q, struct params *a, store_session_f
 }
 
 static int prefetched_cmp(const void *a, const void *b) {
-        int64_t x = ((const struct pg_prefetched *) a)->rowid, y = ((const struct pg_prefetched *) b)->rowid;
+        int64_t x = ((const struct pg_prefetched *) a)->row_key, y = ((const struct pg_prefetched *) b)->row_key;
 
         return x < y ? -1 : x > y;
 }
 
 /* Reads rows[0..n) in one statement (core.lock held), for the reads of
- * them that follow (pg_session_by_rowid) until pg_prefetch_drop(): the
+ * them that follow (pg_session_by_row_key) until pg_prefetch_drop(): the
  * listener hands the engine a notification's changes one by one, and the
  * engine reads each row again; a notification names up to a thousand
  * rows (a DestroyUser of 50,000 sessions: about sixty), so that is one
@@ -129,7 +129,7 @@ int pg_prefetch(struct pg_store *p, const int64_t *rows, size_t n) {
         }
         arr[len++] = '{';
         for (size_t i = 0; i < n; i++) {
-                p->prefetched[i] = (struct pg_prefetched){.rowid = rows[i], .index = -1};
+                p->prefetched[i] = (struct pg_prefetched){.row_key = rows[i], .index = -1};
                 len += (size_t) sprintf(arr + len, "%s%" PRId64, i ? "," : "", rows[i]);
         }
         arr[len++] = '}';
@@ -147,7 +147,7 @@ int pg_prefetch(struct pg_store *p, const int64_t *rows, size_t n) {
                 return r;
         }
         for (int i = 0; i < PQntuples(p->prefetch); i++) {
-                struct pg_prefetched key = {.rowid = pg_value_int(p->prefetch, i, 0)}, *f;
+                struct pg_prefetched key = {.row_key = pg_value_int(p->prefetch, i, 0)}, *f;
 
                 f = bsearch(&key, p->prefetched, n, sizeof *p->prefetched, prefetched_cmp);
                 if (f)
@@ -164,13 +164,13 @@ void pg_prefetch_drop(struct pg_store *p) {
         p->n_prefetched = 0;
 }
 
-int pg_session_by_rowid(struct store *s, int64_t rowid, store_session_fn cb, void *userdata) {
+int pg_session_by_row_key(struct store *s, int64_t row_key, store_session_fn cb, void *userdata) {
         struct pg_store *p = pg(s);
         struct params a = {0};
 
         if (p->prefetch) {
-                struct pg_prefetched key = {.rowid = rowid}, *f = bsearch(&key, p->prefetched, p->n_prefetched,
-                                                                          sizeof *p->prefetched, prefetched_cmp);
+                struct pg_prefetched key = {.row_key = row_key}, *f = bsearch(&key, p->prefetched, p->n_prefetched,
+                                                                              sizeof *p->prefetched, prefetched_cmp);
 
                 if (f && f->index < 0)
                         return -ENOENT; /* read a moment ago: not there */
@@ -181,7 +181,7 @@ int pg_session_by_rowid(struct store *s, int64_t rowid, store_session_fn cb, voi
                         return cb(&row, userdata);
                 }
         }
-        param_int(&a, rowid);
+        param_int(&a, row_key);
         return session_one(s, Q_BY_ROWID, &a, cb, userdata);
 }
 
@@ -231,23 +231,23 @@ int pg_session_pages(struct store *s, int q, const char *user_id, int64_t after,
 int pg_sessions_each(struct store *s, const struct store_filter *f, store_session_fn cb, void *userdata) {
         int q = f->live_only ? (f->light ? Q_LIVE_LIGHT : Q_LIVE) : (f->light ? Q_ALL_LIGHT : Q_ALL);
 
-        return pg_session_pages(s, q, NULL, f->after_rowid, f->light, cb, userdata);
+        return pg_session_pages(s, q, NULL, f->after_row_key, f->light, cb, userdata);
 }
 
-int pg_sessions_ended_of_user_after(struct store *s, const char *user_id, int64_t after_rowid, store_session_fn cb,
+int pg_sessions_ended_of_user_after(struct store *s, const char *user_id, int64_t after_row_key, store_session_fn cb,
                                     void *userdata) {
-        return pg_session_pages(s, Q_USER_ENDED, user_id, after_rowid, false, cb, userdata);
+        return pg_session_pages(s, Q_USER_ENDED, user_id, after_row_key, false, cb, userdata);
 }
 
 /* A read of one row by its key; res is the caller's to clear. -ENOENT: none. */
-static int read_by_rowid(struct store *s, int q, int64_t rowid, const char *what, PGresult **ret) {
+static int read_by_row_key(struct store *s, int q, int64_t row_key, const char *what, PGresult **ret) {
         struct pg_store *p = pg(s);
         struct params a = {0};
         int r = read_ready(p);
 
         if (r < 0)
                 return r;
-        param_int(&a, rowid);
+        param_int(&a, row_key);
         _cleanup_pqclear_ PGresult *res = pg_run(p, q, &a);
         r = pg_result_check(p->name, p->w.c, res, PGRES_TUPLES_OK, what);
         if (r >= 0 && PQntuples(res) == 0)
@@ -258,9 +258,9 @@ static int read_by_rowid(struct store *s, int q, int64_t rowid, const char *what
         return 0;
 }
 
-int pg_session_get_switches(struct store *s, int64_t rowid, char **ret) {
+int pg_session_get_switches(struct store *s, int64_t row_key, char **ret) {
         _cleanup_pqclear_ PGresult *res = NULL;
-        int r = read_by_rowid(s, Q_GET_SWITCHES, rowid, "reading platform switches", &res);
+        int r = read_by_row_key(s, Q_GET_SWITCHES, row_key, "reading platform switches", &res);
 
         if (r < 0)
                 return r;
@@ -268,11 +268,11 @@ int pg_session_get_switches(struct store *s, int64_t rowid, char **ret) {
         return *ret ? 0 : -ENOMEM;
 }
 
-int pg_session_get_sync(struct store *s, int64_t rowid, int64_t *version, char **data, size_t *size) {
+int pg_session_get_sync(struct store *s, int64_t row_key, int64_t *version, char **data, size_t *size) {
         _cleanup_pqclear_ PGresult *res = NULL;
         _cleanup_(pqfreememp) unsigned char *b = NULL;
         size_t n = 0;
-        int r = read_by_rowid(s, Q_GET_SYNC, rowid, "reading sync state", &res);
+        int r = read_by_row_key(s, Q_GET_SYNC, row_key, "reading sync state", &res);
 
         if (r < 0)
                 return r;

@@ -197,7 +197,7 @@ static int run_limits(struct pg_store *p, const struct store_uow *u) {
 static void insert_params(const struct store_op *op, struct params *a) {
         const struct store_session *row = &op->row;
 
-        param_int(a, op->rowid);
+        param_int(a, op->row_key);
         param_text(a, row->id);
         param_bytes(a, row->token_hash, TOKEN_HASH_BYTES);
         param_text(a, row->user_id);
@@ -284,7 +284,7 @@ static int op_statement(const struct store_op *op, struct params *a, const char 
                 *what = "writing an audit row";
                 return Q_AUDIT;
         default:
-                param_int(a, op->rowid);
+                param_int(a, op->row_key);
                 return op_update_params(op, a, what);
         }
 }
@@ -425,13 +425,13 @@ int pg_uow_apply(struct store *s, struct store_uow *u) {
 
 /* What other daemons learn of an operation: 0 nothing, else its letter
  * and the row it names. */
-static char change_letter(const struct store_op *op, int64_t *rowid) {
-        *rowid = op->rowid;
+static char change_letter(const struct store_op *op, int64_t *row_key) {
+        *row_key = op->row_key;
         switch (op->kind) {
         case STORE_OP_INSERT:
                 return 'c';
         case STORE_OP_COPY:
-                *rowid = op->t2; /* the new row; the old one's END is an operation of its own */
+                *row_key = op->t2; /* the new row; the old one's END is an operation of its own */
                 return 'c';
         case STORE_OP_END:
                 return 'e';
@@ -466,19 +466,19 @@ static int notify_unit(struct pg_store *p, const struct store_uow *u, bool defer
 
         for (size_t i = 0; i < u->n_ops; i++) {
                 char item[32];
-                int64_t rowid;
-                char k = change_letter(&u->ops[i], &rowid);
+                int64_t row_key;
+                char k = change_letter(&u->ops[i], &row_key);
                 int n;
 
                 if (!k || (defer_created && u->ops[i].kind == STORE_OP_INSERT))
                         continue;
-                n = snprintf(item, sizeof item, "%s%c:%" PRId64, len > head ? "," : "", k, rowid);
+                n = snprintf(item, sizeof item, "%s%c:%" PRId64, len > head ? "," : "", k, row_key);
                 if (len + (size_t) n > PG_NOTIFY_MAX) {
                         r = notify_send(p, payload);
                         if (r < 0)
                                 return r;
                         len = head;
-                        n = snprintf(item, sizeof item, "%c:%" PRId64, k, rowid);
+                        n = snprintf(item, sizeof item, "%c:%" PRId64, k, row_key);
                 }
                 memcpy(payload + len, item, (size_t) n + 1);
                 len += (size_t) n;
@@ -548,7 +548,7 @@ static void pg_announce_created(struct pg_store *p, const struct store_uow *u) {
                         p->announce = a;
                         p->allocated_announce = m;
                 }
-                p->announce[p->n_announce++] = u->ops[i].rowid;
+                p->announce[p->n_announce++] = u->ops[i].row_key;
         }
         if (before == 0 && p->n_announce > 0 && p->announce_async)
                 uv_async_send(p->announce_async);
@@ -563,8 +563,8 @@ static bool unit_only_creates(const struct store_uow *u) {
         bool creates = false;
 
         for (size_t i = 0; i < u->n_ops; i++) {
-                int64_t rowid;
-                char k = change_letter(&u->ops[i], &rowid);
+                int64_t row_key;
+                char k = change_letter(&u->ops[i], &row_key);
 
                 if (k && u->ops[i].kind != STORE_OP_INSERT)
                         return false;

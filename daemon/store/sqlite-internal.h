@@ -149,16 +149,17 @@ int sqlite_unit_apply(struct sqlite_store *s, struct store_uow *u);
 int sqlite_unit_commit(struct sqlite_store *s, struct store_uow *u);
 
 /* Reads (sqlite-read.c). */
-int sqlite_max_rowid_locked(struct sqlite_store *s, int64_t *ret);
-int sqlite_session_get_switches_locked(struct sqlite_store *s, int64_t rowid, char **ret);
-int sqlite_session_get_sync_locked(struct sqlite_store *s, int64_t rowid, int64_t *version, char **data, size_t *size);
-int sqlite_session_by_rowid_locked(struct sqlite_store *s, int64_t rowid, store_session_fn cb, void *userdata);
+int sqlite_max_row_key_locked(struct sqlite_store *s, int64_t *ret);
+int sqlite_session_get_switches_locked(struct sqlite_store *s, int64_t row_key, char **ret);
+int sqlite_session_get_sync_locked(struct sqlite_store *s, int64_t row_key, int64_t *version, char **data,
+                                   size_t *size);
+int sqlite_session_by_row_key_locked(struct sqlite_store *s, int64_t row_key, store_session_fn cb, void *userdata);
 int sqlite_session_by_hash_locked(struct sqlite_store *s, const uint8_t hash[TOKEN_HASH_BYTES], store_session_fn cb,
                                   void *userdata);
 int sqlite_session_by_id_locked(struct sqlite_store *s, const char *id, store_session_fn cb, void *userdata);
 int sqlite_sessions_each_locked(struct sqlite_store *s, const struct store_filter *f, store_session_fn cb,
                                 void *userdata);
-int sqlite_sessions_ended_of_user_locked(struct sqlite_store *s, const char *user_id, int64_t after_rowid,
+int sqlite_sessions_ended_of_user_locked(struct sqlite_store *s, const char *user_id, int64_t after_row_key,
                                          store_session_fn cb, void *userdata);
 int sqlite_count_sessions_locked(struct sqlite_store *s, bool ended, int64_t *ret);
 int sqlite_audit_each_locked(struct sqlite_store *s, const struct store_audit_filter *f, store_audit_fn cb,

@@ -15,18 +15,18 @@
 
 /* ---- sessions ------------------------------------------------------------- */
 
-int sqlite_max_rowid_locked(struct sqlite_store *s, int64_t *ret) {
+int sqlite_max_row_key_locked(struct sqlite_store *s, int64_t *ret) {
         int rc = sqlite_query_int(s->db, "SELECT coalesce(max(row), 0) FROM sessions", ret);
 
         return rc == SQLITE_OK ? 0 : sqlite_fail(s, rc, "reading the largest row number");
 }
 
-int sqlite_session_get_switches_locked(struct sqlite_store *s, int64_t rowid, char **ret) {
+int sqlite_session_get_switches_locked(struct sqlite_store *s, int64_t row_key, char **ret) {
         sqlite3_stmt *st = sqlite_stmt(s, STMT_SESSION_GET_SWITCHES);
         const char *v;
         int rc;
 
-        sqlite3_bind_int64(st, 1, rowid);
+        sqlite3_bind_int64(st, 1, row_key);
         rc = sqlite3_step(st);
         if (rc == SQLITE_DONE) {
                 sqlite3_reset(st);
@@ -42,11 +42,12 @@ int sqlite_session_get_switches_locked(struct sqlite_store *s, int64_t rowid, ch
         return *ret ? 0 : -ENOMEM;
 }
 
-int sqlite_session_get_sync_locked(struct sqlite_store *s, int64_t rowid, int64_t *version, char **data, size_t *size) {
+int sqlite_session_get_sync_locked(struct sqlite_store *s, int64_t row_key, int64_t *version, char **data,
+                                   size_t *size) {
         sqlite3_stmt *st = sqlite_stmt(s, STMT_SESSION_GET_SYNC);
         int rc, n;
 
-        sqlite3_bind_int64(st, 1, rowid);
+        sqlite3_bind_int64(st, 1, row_key);
         rc = sqlite3_step(st);
         if (rc != SQLITE_ROW) {
                 sqlite3_reset(st);
@@ -80,7 +81,7 @@ void sqlite_row_from_stmt(sqlite3_stmt *st, struct store_session *row, bool ligh
         const void *h;
 
         memset(row, 0, sizeof *row);
-        row->rowid = sqlite3_column_int64(st, 0);
+        row->row_key = sqlite3_column_int64(st, 0);
         row->id = column_text(st, 1);
         h = sqlite3_column_blob(st, 2);
         if (h && sqlite3_column_bytes(st, 2) == TOKEN_HASH_BYTES)
@@ -134,10 +135,10 @@ static int stmt_each(struct sqlite_store *s, sqlite3_stmt *st, bool light, store
         return r;
 }
 
-int sqlite_session_by_rowid_locked(struct sqlite_store *s, int64_t rowid, store_session_fn cb, void *userdata) {
+int sqlite_session_by_row_key_locked(struct sqlite_store *s, int64_t row_key, store_session_fn cb, void *userdata) {
         sqlite3_stmt *st = sqlite_stmt(s, STMT_SESSION_BY_ROWID);
 
-        sqlite3_bind_int64(st, 1, rowid);
+        sqlite3_bind_int64(st, 1, row_key);
         return stmt_each(s, st, false, cb, userdata, true);
 }
 
@@ -160,16 +161,16 @@ int sqlite_sessions_each_locked(struct sqlite_store *s, const struct store_filte
                                 void *userdata) {
         sqlite3_stmt *st = sqlite_stmt(s, f->live_only ? STMT_SESSIONS_LIVE : STMT_SESSIONS_ALL);
 
-        sqlite3_bind_int64(st, 1, f->after_rowid);
+        sqlite3_bind_int64(st, 1, f->after_row_key);
         return stmt_each(s, st, f->light, cb, userdata, false);
 }
 
-int sqlite_sessions_ended_of_user_locked(struct sqlite_store *s, const char *user_id, int64_t after_rowid,
+int sqlite_sessions_ended_of_user_locked(struct sqlite_store *s, const char *user_id, int64_t after_row_key,
                                          store_session_fn cb, void *userdata) {
         sqlite3_stmt *st = sqlite_stmt(s, STMT_SESSIONS_USER_ENDED);
 
         sqlite3_bind_text(st, 1, user_id, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(st, 2, after_rowid);
+        sqlite3_bind_int64(st, 2, after_row_key);
         return stmt_each(s, st, false, cb, userdata, false);
 }
 

@@ -205,7 +205,7 @@ static int apply_insert(struct sqlite_store *s, const struct store_op *op) {
         bind_text_or_null(st, 13, row->user_agent);
         bind_blob_or_null(st, 14, op->blob, op->blob_size);
         sqlite3_bind_int64(st, 15, row->sync_version);
-        sqlite3_bind_int64(st, 16, op->rowid);
+        sqlite3_bind_int64(st, 16, op->row_key);
         return sqlite_stmt_done(s, st, "inserting a session");
 }
 
@@ -267,7 +267,7 @@ static int apply_update(struct sqlite_store *s, const struct store_op *op) {
                 assert(false);
                 return -EINVAL;
         }
-        sqlite3_bind_int64(st, 1, op->rowid);
+        sqlite3_bind_int64(st, 1, op->row_key);
         r = sqlite_stmt_done(s, st, what);
         if (r >= 0 && op->applied) { /* a compare-and-set that found another version is not a failure */
                 *op->applied = sqlite3_changes(s->db) > 0;

@@ -66,7 +66,7 @@ static void sqlite_store_closep(struct sqlite_store **s) {
 static const char *const migrations[STORE_SCHEMA_VERSION] = {
         /* 0 -> 1: the first schema. */
         "CREATE TABLE sessions ("
-        "  row INTEGER PRIMARY KEY,"  /* stable rowid (VACUUM keeps it) */
+        "  row INTEGER PRIMARY KEY,"  /* an alias of the rowid: stable (VACUUM keeps it) */
         "  id TEXT NOT NULL UNIQUE,"  /* public id */
         "  token_hash BLOB NOT NULL," /* keyed BLAKE2b of the token */
         "  user_id TEXT NOT NULL,"
@@ -228,7 +228,7 @@ static int load_failed(sqlite3 *db, const char *path, int rc) {
         return sqlite_errno(rc) == -EIO ? -EBADMSG : sqlite_errno(rc);
 }
 
-/* Hands the live sessions to the loader of o, in rowid order. */
+/* Hands the live sessions to the loader of o, in row_key order. */
 static int load_live(sqlite3 *db, const char *path, const struct store_options *o, uint64_t *loaded) {
         _cleanup_(sqlite_finalizep) sqlite3_stmt *st = NULL;
         struct store_session row;
@@ -518,7 +518,7 @@ static int sqlite_open(const struct store_options *o, struct store **ret) {
         r = sqlite_prepare_all(s);
         if (r < 0)
                 return r;
-        r = sqlite_max_rowid_locked(s, &s->next_key);
+        r = sqlite_max_row_key_locked(s, &s->next_key);
         if (r < 0)
                 return r;
         s->next_key++;
@@ -653,16 +653,16 @@ static int sqlite_allocate_key(struct store *b, int64_t *ret) {
         return 0;
 }
 
-static int sqlite_session_get_switches(struct store *b, int64_t rowid, char **ret) {
-        return sqlite_session_get_switches_locked(sq(b), rowid, ret);
+static int sqlite_session_get_switches(struct store *b, int64_t row_key, char **ret) {
+        return sqlite_session_get_switches_locked(sq(b), row_key, ret);
 }
 
-static int sqlite_session_get_sync(struct store *b, int64_t rowid, int64_t *version, char **data, size_t *size) {
-        return sqlite_session_get_sync_locked(sq(b), rowid, version, data, size);
+static int sqlite_session_get_sync(struct store *b, int64_t row_key, int64_t *version, char **data, size_t *size) {
+        return sqlite_session_get_sync_locked(sq(b), row_key, version, data, size);
 }
 
-static int sqlite_session_by_rowid(struct store *b, int64_t rowid, store_session_fn cb, void *userdata) {
-        return sqlite_session_by_rowid_locked(sq(b), rowid, cb, userdata);
+static int sqlite_session_by_row_key(struct store *b, int64_t row_key, store_session_fn cb, void *userdata) {
+        return sqlite_session_by_row_key_locked(sq(b), row_key, cb, userdata);
 }
 
 static int sqlite_session_by_hash(struct store *b, const uint8_t hash[TOKEN_HASH_BYTES], store_session_fn cb,
@@ -678,9 +678,9 @@ static int sqlite_sessions_each(struct store *b, const struct store_filter *f, s
         return sqlite_sessions_each_locked(sq(b), f, cb, userdata);
 }
 
-static int sqlite_sessions_ended_of_user_after(struct store *b, const char *user_id, int64_t after_rowid,
+static int sqlite_sessions_ended_of_user_after(struct store *b, const char *user_id, int64_t after_row_key,
                                                store_session_fn cb, void *userdata) {
-        return sqlite_sessions_ended_of_user_locked(sq(b), user_id, after_rowid, cb, userdata);
+        return sqlite_sessions_ended_of_user_locked(sq(b), user_id, after_row_key, cb, userdata);
 }
 
 static int sqlite_purge_sessions(struct store *b, int64_t before, int limit) {
@@ -754,7 +754,7 @@ const struct store_backend store_backend_sqlite = {
         .allocate_key_unlocked = true,
         .session_get_switches = sqlite_session_get_switches,
         .session_get_sync = sqlite_session_get_sync,
-        .session_by_rowid = sqlite_session_by_rowid,
+        .session_by_row_key = sqlite_session_by_row_key,
         .session_by_hash = sqlite_session_by_hash,
         .session_by_id = sqlite_session_by_id,
         .sessions_each = sqlite_sessions_each,

@@ -346,16 +346,16 @@ int store_allocate_key(struct store *s, int64_t *ret) {
 
 /* ---- reads ----------------------------------------------------------------------- */
 
-int store_session_get_switches(struct store *s, int64_t rowid, char **ret) {
-        return STORE_WITH_LOCK(s, s->backend->session_get_switches(s, rowid, ret));
+int store_session_get_switches(struct store *s, int64_t row_key, char **ret) {
+        return STORE_WITH_LOCK(s, s->backend->session_get_switches(s, row_key, ret));
 }
 
-int store_session_get_sync(struct store *s, int64_t rowid, int64_t *version, char **data, size_t *size) {
-        return STORE_WITH_LOCK(s, s->backend->session_get_sync(s, rowid, version, data, size));
+int store_session_get_sync(struct store *s, int64_t row_key, int64_t *version, char **data, size_t *size) {
+        return STORE_WITH_LOCK(s, s->backend->session_get_sync(s, row_key, version, data, size));
 }
 
-int store_session_by_rowid(struct store *s, int64_t rowid, store_session_fn cb, void *userdata) {
-        return STORE_WITH_LOCK(s, s->backend->session_by_rowid(s, rowid, cb, userdata));
+int store_session_by_row_key(struct store *s, int64_t row_key, store_session_fn cb, void *userdata) {
+        return STORE_WITH_LOCK(s, s->backend->session_by_row_key(s, row_key, cb, userdata));
 }
 
 int store_session_by_hash(struct store *s, const uint8_t hash[TOKEN_HASH_BYTES], store_session_fn cb, void *userdata) {
@@ -370,9 +370,9 @@ int store_sessions_each(struct store *s, const struct store_filter *f, store_ses
         return STORE_WITH_LOCK(s, s->backend->sessions_each(s, f, cb, userdata));
 }
 
-int store_sessions_ended_of_user_after(struct store *s, const char *user_id, int64_t after_rowid, store_session_fn cb,
+int store_sessions_ended_of_user_after(struct store *s, const char *user_id, int64_t after_row_key, store_session_fn cb,
                                        void *userdata) {
-        return STORE_WITH_LOCK(s, s->backend->sessions_ended_of_user_after(s, user_id, after_rowid, cb, userdata));
+        return STORE_WITH_LOCK(s, s->backend->sessions_ended_of_user_after(s, user_id, after_row_key, cb, userdata));
 }
 
 int store_sessions_ended_of_user(struct store *s, const char *user_id, store_session_fn cb, void *userdata) {

@@ -42,7 +42,7 @@ struct store;
  * session time at this interface (audit times and the platform switch
  * history are Unix seconds). */
 struct store_session {
-        int64_t rowid;
+        int64_t row_key;
         const char *id; /* public id, TOKEN_ID_STRING_LEN characters */
         uint8_t token_hash[TOKEN_HASH_BYTES];
         const char *user_id;
@@ -85,7 +85,7 @@ struct store_options {
          * submitted unit is committed at once by the caller. */
         uv_loop_t *loop;
         /* Loading (optional): store_open() tells `reserve` (may be NULL) how
-         * many live sessions there are, then hands each to `load` in rowid
+         * many live sessions there are, then hands each to `load` in row_key
          * order, light (no ip and user agent). A negative return of either
          * makes store_open() fail with it. On a database that exists the
          * loading reads a read-only connection while PRAGMA quick_check runs
@@ -140,7 +140,7 @@ int store_commit(struct store *s);
 /* Drops the open unit (what it ran already is rolled back). */
 void store_rollback(struct store *s);
 
-/* Session keys (struct store_session.rowid) are given by the store. */
+/* Session keys (struct store_session.row_key) are given by the store. */
 int store_allocate_key(struct store *s, int64_t *ret);
 
 /* ---- sessions ------------------------------------------------------------ */
@@ -148,32 +148,32 @@ int store_allocate_key(struct store *s, int64_t *ret);
 /* The writes below go into the open unit of work (they fail only with
  * -ENOMEM; a row that is not there makes the unit fail when it runs).
  * Inserts a live session (ended_at and end_reason are ignored) with its
- * sync state, as row->rowid (from store_allocate_key()). */
+ * sync state, as row->row_key (from store_allocate_key()). */
 int store_session_insert(struct store *s, const struct store_session *row, const void *sync_data, size_t sync_size);
-int store_session_set_activity(struct store *s, int64_t rowid, int64_t last_activity);
-int store_session_set_renewed(struct store *s, int64_t rowid, int64_t renewed_at, int64_t last_activity);
-int store_session_end(struct store *s, int64_t rowid, int64_t ended_at, const char *reason);
+int store_session_set_activity(struct store *s, int64_t row_key, int64_t last_activity);
+int store_session_set_renewed(struct store *s, int64_t row_key, int64_t renewed_at, int64_t last_activity);
+int store_session_end(struct store *s, int64_t row_key, int64_t ended_at, const char *reason);
 /* Records a client whose values changed: the fingerprint hashes and the
  * texts for operators that are given (0 or NULL: keep the stored one). */
-int store_session_set_client(struct store *s, int64_t rowid, const struct store_session *client);
-/* Rotation: copies a live session into row new_rowid with a new id, token
+int store_session_set_client(struct store *s, int64_t row_key, const struct store_session *client);
+/* Rotation: copies a live session into row new_row_key with a new id, token
  * hash and last_activity (everything else, sync state included, is kept). */
-int store_session_copy(struct store *s, int64_t from_rowid, int64_t new_rowid, const char *new_id,
+int store_session_copy(struct store *s, int64_t from_row_key, int64_t new_row_key, const char *new_id,
                        const uint8_t token_hash[TOKEN_HASH_BYTES], int64_t last_activity);
 /* Platform and the switch history (a JSON array of Unix times). */
-int store_session_set_platform(struct store *s, int64_t rowid, const char *platform_id, const char *switches_json);
+int store_session_set_platform(struct store *s, int64_t row_key, const char *platform_id, const char *switches_json);
 /* *ret is malloc'ed ("[]" when none). */
-int store_session_get_switches(struct store *s, int64_t rowid, char **ret);
+int store_session_get_switches(struct store *s, int64_t row_key, char **ret);
 /* *data is malloc'ed and NUL-terminated (NULL when none); *size excludes the NUL. */
-int store_session_get_sync(struct store *s, int64_t rowid, int64_t *version, char **data, size_t *size);
-int store_session_set_sync(struct store *s, int64_t rowid, int64_t version, const void *data, size_t size);
+int store_session_get_sync(struct store *s, int64_t row_key, int64_t *version, char **data, size_t *size);
+int store_session_set_sync(struct store *s, int64_t row_key, int64_t version, const void *data, size_t size);
 /* Compare-and-set: writes version from + 1 and data only if the row's
  * version is still `from` when the unit runs. Other daemons write the same
  * rows (DESIGN 8), so a version read from the store may have moved by the
  * commit: then nothing is written and the unit's other writes stand. Once
  * the unit has run, *applied is 1 (written) or 0 (the version had moved,
  * or the row is gone); it must stay valid until the unit is done. */
-int store_session_cas_sync(struct store *s, int64_t rowid, int64_t from, const void *data, size_t size, int *applied);
+int store_session_cas_sync(struct store *s, int64_t row_key, int64_t from, const void *data, size_t size, int *applied);
 
 /* Lookups; the callback runs once when the row exists (else -ENOENT).
  * By token hash only ended rows are found: live sessions are looked up in
@@ -181,23 +181,23 @@ int store_session_cas_sync(struct store *s, int64_t rowid, int64_t from, const v
  * (On PostgreSQL live rows are found too: there memory is a cache of the
  * fleet's sessions, and a token created on another daemon is looked up
  * here; postgres.c indexes every token hash.) */
-int store_session_by_rowid(struct store *s, int64_t rowid, store_session_fn cb, void *userdata);
+int store_session_by_row_key(struct store *s, int64_t row_key, store_session_fn cb, void *userdata);
 int store_session_by_hash(struct store *s, const uint8_t hash[TOKEN_HASH_BYTES], store_session_fn cb, void *userdata);
 int store_session_by_id(struct store *s, const char *id, store_session_fn cb, void *userdata);
 
 struct store_filter {
-        bool live_only;      /* only rows with ended_at NULL */
-        bool light;          /* skip ip and user_agent (loading at start) */
-        int64_t after_rowid; /* only rows after this one (pages of a listing); 0: all */
+        bool live_only;        /* only rows with ended_at NULL */
+        bool light;            /* skip ip and user_agent (loading at start) */
+        int64_t after_row_key; /* only rows after this one (pages of a listing); 0: all */
 };
-/* Iterates over sessions in rowid order. Returns 0, or the callback's
+/* Iterates over sessions in row_key order. Returns 0, or the callback's
  * positive stop value, or a negative errno. */
 int store_sessions_each(struct store *s, const struct store_filter *f, store_session_fn cb, void *userdata);
-/* The ended sessions of one user in rowid order (its live ones are in the
+/* The ended sessions of one user in row_key order (its live ones are in the
  * engine's memory); returns like store_sessions_each(). */
 int store_sessions_ended_of_user(struct store *s, const char *user_id, store_session_fn cb, void *userdata);
-/* The same, rows after after_rowid only. */
-int store_sessions_ended_of_user_after(struct store *s, const char *user_id, int64_t after_rowid, store_session_fn cb,
+/* The same, rows after after_row_key only. */
+int store_sessions_ended_of_user_after(struct store *s, const char *user_id, int64_t after_row_key, store_session_fn cb,
                                        void *userdata);
 
 /* ---- audit ---------------------------------------------------------------- */
@@ -310,7 +310,7 @@ int store_end_reasons(struct store *s, store_group_fn cb, void *userdata);
 /* ---- several daemons on one store (DESIGN 8) --------------------------------
  * -EOPNOTSUPP on a store only one daemon uses (SQLite). */
 
-/* What another daemon committed: the row to read again (by rowid) to learn
+/* What another daemon committed: the row to read again (by row_key) to learn
  * the session's new state. */
 enum store_change_kind {
         STORE_CHANGE_CREATED,  /* a new live session (Create, or the new row of a rotation) */
@@ -322,13 +322,13 @@ enum store_change_kind {
 };
 struct store_change {
         enum store_change_kind kind;
-        int64_t rowid;
+        int64_t row_key;
 };
 /* fn runs on the loop for each change committed by another daemon (its own
  * commits are not reported), in commit order but for creations, which may
  * come later than changes committed after them (PostgreSQL announces them
  * after their commit: postgres-fleet.c); the caller reads the row's state,
- * so order does not matter to it. lost = true (rowid 0) when changes may
+ * so order does not matter to it. lost = true (row_key 0) when changes may
  * have been missed (the listening connection was lost and came back, or
  * another daemon died before announcing its last creations): the caller
  * must then read again what it caches. */

@@ -89,9 +89,9 @@ bool store_uow_empty(const struct store_uow *u) {
 }
 
 /* A new operation at the end of the open unit, zeroed but for kind and
- * rowid; NULL when out of memory. It counts once uow_pushed() says so:
+ * row_key; NULL when out of memory. It counts once uow_pushed() says so:
  * an operation whose copies failed is not there. */
-static struct store_op *uow_push(struct store *s, enum store_op_kind kind, int64_t rowid) {
+static struct store_op *uow_push(struct store *s, enum store_op_kind kind, int64_t row_key) {
         struct store_uow *u = &s->open;
         struct store_op *op;
 
@@ -107,7 +107,7 @@ static struct store_op *uow_push(struct store *s, enum store_op_kind kind, int64
         op = &u->ops[u->n_ops];
         memset(op, 0, sizeof *op);
         op->kind = kind;
-        op->rowid = rowid;
+        op->row_key = row_key;
         return op;
 }
 
@@ -120,8 +120,8 @@ int store_session_insert(struct store *s, const struct store_session *row, const
         struct store_uow *u = &s->open;
         struct store_op *op;
 
-        assert(row->rowid > 0);
-        op = uow_push(s, STORE_OP_INSERT, row->rowid);
+        assert(row->row_key > 0);
+        op = uow_push(s, STORE_OP_INSERT, row->row_key);
         if (!op)
                 return -ENOMEM;
         op->row = *row;
@@ -134,8 +134,8 @@ int store_session_insert(struct store *s, const struct store_session *row, const
         return uow_pushed(s);
 }
 
-static int push_times(struct store *s, enum store_op_kind kind, int64_t rowid, int64_t t1, int64_t t2) {
-        struct store_op *op = uow_push(s, kind, rowid);
+static int push_times(struct store *s, enum store_op_kind kind, int64_t row_key, int64_t t1, int64_t t2) {
+        struct store_op *op = uow_push(s, kind, row_key);
 
         if (!op)
                 return -ENOMEM;
@@ -144,16 +144,16 @@ static int push_times(struct store *s, enum store_op_kind kind, int64_t rowid, i
         return uow_pushed(s);
 }
 
-int store_session_set_activity(struct store *s, int64_t rowid, int64_t last_activity) {
-        return push_times(s, STORE_OP_ACTIVITY, rowid, last_activity, 0);
+int store_session_set_activity(struct store *s, int64_t row_key, int64_t last_activity) {
+        return push_times(s, STORE_OP_ACTIVITY, row_key, last_activity, 0);
 }
 
-int store_session_set_renewed(struct store *s, int64_t rowid, int64_t renewed_at, int64_t last_activity) {
-        return push_times(s, STORE_OP_RENEWED, rowid, renewed_at, last_activity);
+int store_session_set_renewed(struct store *s, int64_t row_key, int64_t renewed_at, int64_t last_activity) {
+        return push_times(s, STORE_OP_RENEWED, row_key, renewed_at, last_activity);
 }
 
-int store_session_end(struct store *s, int64_t rowid, int64_t ended_at, const char *reason) {
-        struct store_op *op = uow_push(s, STORE_OP_END, rowid);
+int store_session_end(struct store *s, int64_t row_key, int64_t ended_at, const char *reason) {
+        struct store_op *op = uow_push(s, STORE_OP_END, row_key);
 
         assert(reason);
         if (!op)
@@ -164,8 +164,8 @@ int store_session_end(struct store *s, int64_t rowid, int64_t ended_at, const ch
         return uow_pushed(s);
 }
 
-int store_session_set_client(struct store *s, int64_t rowid, const struct store_session *c) {
-        struct store_op *op = uow_push(s, STORE_OP_CLIENT, rowid);
+int store_session_set_client(struct store *s, int64_t row_key, const struct store_session *c) {
+        struct store_op *op = uow_push(s, STORE_OP_CLIENT, row_key);
 
         if (!op)
                 return -ENOMEM;
@@ -178,22 +178,22 @@ int store_session_set_client(struct store *s, int64_t rowid, const struct store_
         return uow_pushed(s);
 }
 
-int store_session_copy(struct store *s, int64_t from_rowid, int64_t new_rowid, const char *new_id,
+int store_session_copy(struct store *s, int64_t from_row_key, int64_t new_row_key, const char *new_id,
                        const uint8_t token_hash[TOKEN_HASH_BYTES], int64_t last_activity) {
-        struct store_op *op = uow_push(s, STORE_OP_COPY, from_rowid);
+        struct store_op *op = uow_push(s, STORE_OP_COPY, from_row_key);
 
         if (!op)
                 return -ENOMEM;
         op->t1 = last_activity;
-        op->t2 = new_rowid;
+        op->t2 = new_row_key;
         memcpy(op->row.token_hash, token_hash, TOKEN_HASH_BYTES);
         if (!arena_text(&s->open, new_id, &op->s1))
                 return -ENOMEM;
         return uow_pushed(s);
 }
 
-int store_session_set_platform(struct store *s, int64_t rowid, const char *platform_id, const char *switches_json) {
-        struct store_op *op = uow_push(s, STORE_OP_PLATFORM, rowid);
+int store_session_set_platform(struct store *s, int64_t row_key, const char *platform_id, const char *switches_json) {
+        struct store_op *op = uow_push(s, STORE_OP_PLATFORM, row_key);
 
         if (!op)
                 return -ENOMEM;
@@ -202,8 +202,8 @@ int store_session_set_platform(struct store *s, int64_t rowid, const char *platf
         return uow_pushed(s);
 }
 
-int store_session_set_sync(struct store *s, int64_t rowid, int64_t version, const void *data, size_t size) {
-        struct store_op *op = uow_push(s, STORE_OP_SYNC, rowid);
+int store_session_set_sync(struct store *s, int64_t row_key, int64_t version, const void *data, size_t size) {
+        struct store_op *op = uow_push(s, STORE_OP_SYNC, row_key);
 
         if (!op)
                 return -ENOMEM;
@@ -215,11 +215,12 @@ int store_session_set_sync(struct store *s, int64_t rowid, int64_t version, cons
         return uow_pushed(s);
 }
 
-int store_session_cas_sync(struct store *s, int64_t rowid, int64_t from, const void *data, size_t size, int *applied) {
+int store_session_cas_sync(struct store *s, int64_t row_key, int64_t from, const void *data, size_t size,
+                           int *applied) {
         struct store_op *op;
 
         assert(from >= 0 && applied);
-        op = uow_push(s, STORE_OP_SYNC, rowid);
+        op = uow_push(s, STORE_OP_SYNC, row_key);
         if (!op)
                 return -ENOMEM;
         op->t1 = from + 1;

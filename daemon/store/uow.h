@@ -32,7 +32,7 @@ enum store_op_kind {
 
 struct store_op {
         enum store_op_kind kind;
-        int64_t rowid;
+        int64_t row_key;
         int64_t t1, t2;
         const char *s1, *s2, *s3;
         const void *blob; /* NULL: none */

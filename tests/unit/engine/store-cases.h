@@ -41,13 +41,13 @@ static int64_t backend_count(const char *sql);
 
 /* ---- helpers the backend files share -------------------------------------- */
 
-/* Inserts r under a key the store gives (written to *rowid and r->rowid). */
-static int insert_row(struct store *s, struct store_session *r, const void *data, size_t size, int64_t *rowid) {
-        int res = store_allocate_key(s, rowid);
+/* Inserts r under a key the store gives (written to *row_key and r->row_key). */
+static int insert_row(struct store *s, struct store_session *r, const void *data, size_t size, int64_t *row_key) {
+        int res = store_allocate_key(s, row_key);
 
         if (res < 0)
                 return res;
-        r->rowid = *rowid;
+        r->row_key = *row_key;
         return store_session_insert(s, r, data, size);
 }
 
@@ -68,7 +68,7 @@ static struct store_session row_for(const char *id, uint8_t fill, const char *us
 
 struct capture {
         int n;
-        int64_t rowid, ended_at, last_activity, renewed_at;
+        int64_t row_key, ended_at, last_activity, renewed_at;
         uint64_t fp_ua, fp_ip;
         char id[64], user[64], reason[64], ip[64];
         bool saw_ip;
@@ -78,7 +78,7 @@ static int capture_cb(const struct store_session *row, void *userdata) {
         struct capture *c = userdata;
 
         c->n++;
-        c->rowid = row->rowid;
+        c->row_key = row->row_key;
         snprintf(c->id, sizeof c->id, "%s", row->id);
         snprintf(c->user, sizeof c->user, "%s", row->user_id);
         snprintf(c->reason, sizeof c->reason, "%s", row->end_reason ? row->end_reason : "");
@@ -97,7 +97,7 @@ static int capture_cb(const struct store_session *row, void *userdata) {
 struct loading {
         int64_t reserved;
         int n, fail_at;
-        int64_t rowids[8];
+        int64_t row_keys[8];
         bool saw_ip;
 };
 
@@ -113,7 +113,7 @@ static int loading_cb(const struct store_session *row, void *userdata) {
                 return -ENOMEM;
         ck_assert_int_lt(l->n, 8);
         ck_assert_int_eq(row->ended_at, 0);
-        l->rowids[l->n++] = row->rowid;
+        l->row_keys[l->n++] = row->row_key;
         l->saw_ip |= row->ip != NULL;
         return 0;
 }
@@ -160,25 +160,25 @@ static int stop_cb(const struct store_session *row, void *userdata) {
 START_TEST(test_reopen_keeps_rows) {
         struct store_session r = row_for("AAAAAAAAAAAAAAAAAAAAAA", 1, "alice", T0);
         struct store *s = backend_open();
-        int64_t rowid = 0, rowid2 = 0, version = 0;
+        int64_t row_key = 0, row_key2 = 0, version = 0;
         char *data = NULL;
         size_t size = 0;
 
         ck_assert(!store_has_pending(s));
-        ck_assert_int_eq(insert_row(s, &r, "state", 5, &rowid), 0);
-        ck_assert_int_gt(rowid, 0);
+        ck_assert_int_eq(insert_row(s, &r, "state", 5, &row_key), 0);
+        ck_assert_int_gt(row_key, 0);
         ck_assert(store_has_pending(s));
         ck_assert_int_eq(store_commit(s), 0);
         ck_assert(!store_has_pending(s));
         store_close(s);
 
         s = backend_open();
-        ck_assert_int_eq(store_session_get_sync(s, rowid, &version, &data, &size), 0);
+        ck_assert_int_eq(store_session_get_sync(s, row_key, &version, &data, &size), 0);
         ck_assert_uint_eq(size, 5);
         ck_assert_str_eq(data, "state");
         free(data);
-        ck_assert_int_eq(store_allocate_key(s, &rowid2), 0);
-        ck_assert_int_gt(rowid2, rowid); /* keys are never given twice */
+        ck_assert_int_eq(store_allocate_key(s, &row_key2), 0);
+        ck_assert_int_gt(row_key2, row_key); /* keys are never given twice */
         store_close(s);
         ck_assert_int_eq(backend_count("SELECT count(*) FROM sessions WHERE user_id = 'alice'"), 1);
 }
@@ -189,7 +189,7 @@ START_TEST(test_open_loads_live_sessions) {
         struct loading l = {.reserved = -1, .fail_at = -1};
         struct store_options o = {0};
         char id[TOKEN_ID_STRING_LEN + 1];
-        int64_t rowid[4];
+        int64_t row_key[4];
 
         backend_options(&o);
         o.reserve = reserve_cb;
@@ -199,9 +199,9 @@ START_TEST(test_open_loads_live_sessions) {
                 struct store_session r = row_for(id, (uint8_t) i, "user", T0);
 
                 snprintf(id, sizeof id, "%022d", i);
-                ck_assert_int_eq(insert_row(s, &r, NULL, 0, &rowid[i]), 0);
+                ck_assert_int_eq(insert_row(s, &r, NULL, 0, &row_key[i]), 0);
         }
-        ck_assert_int_eq(store_session_end(s, rowid[1], T0 + 1, "destroyed"), 0);
+        ck_assert_int_eq(store_session_end(s, row_key[1], T0 + 1, "destroyed"), 0);
         ck_assert_int_eq(store_commit(s), 0);
         store_close(s);
 
@@ -209,9 +209,9 @@ START_TEST(test_open_loads_live_sessions) {
         ck_assert_int_eq(store_open(&o, &s), 0);
         ck_assert_int_eq(l.reserved, 3);
         ck_assert_int_eq(l.n, 3);
-        ck_assert_int_eq(l.rowids[0], rowid[0]);
-        ck_assert_int_eq(l.rowids[1], rowid[2]);
-        ck_assert_int_eq(l.rowids[2], rowid[3]);
+        ck_assert_int_eq(l.row_keys[0], row_key[0]);
+        ck_assert_int_eq(l.row_keys[1], row_key[2]);
+        ck_assert_int_eq(l.row_keys[2], row_key[3]);
         ck_assert(!l.saw_ip); /* light rows */
         store_close(s);
 
@@ -234,14 +234,14 @@ END_TEST
 START_TEST(test_rollback) {
         struct store_session r = row_for("AAAAAAAAAAAAAAAAAAAAAA", 1, "alice", T0);
         struct store *s = backend_open();
-        int64_t rowid, n;
+        int64_t row_key, n;
 
-        ck_assert_int_eq(insert_row(s, &r, NULL, 0, &rowid), 0);
+        ck_assert_int_eq(insert_row(s, &r, NULL, 0, &row_key), 0);
         store_rollback(s);
         ck_assert_int_eq(store_count_sessions(s, false, &n), 0);
         ck_assert_int_eq(n, 0);
         /* A read runs the open unit first; rolling back drops what it ran. */
-        ck_assert_int_eq(insert_row(s, &r, NULL, 0, &rowid), 0);
+        ck_assert_int_eq(insert_row(s, &r, NULL, 0, &row_key), 0);
         ck_assert_int_eq(store_count_sessions(s, false, &n), 0);
         ck_assert_int_eq(n, 1);
         ck_assert_int_eq(backend_count("SELECT count(*) FROM sessions"), 0); /* not committed */
@@ -251,7 +251,7 @@ START_TEST(test_rollback) {
         /* Rolling back an empty unit is harmless. */
         store_rollback(s);
         /* Closing drops what nobody committed. */
-        ck_assert_int_eq(insert_row(s, &r, NULL, 0, &rowid), 0);
+        ck_assert_int_eq(insert_row(s, &r, NULL, 0, &row_key), 0);
         ck_assert_int_eq(store_count_sessions(s, false, &n), 0);
         store_close(s);
         ck_assert_int_eq(backend_count("SELECT count(*) FROM sessions"), 0);
@@ -280,7 +280,7 @@ START_TEST(test_session_operations) {
         ck_assert_int_eq(insert_row(s, &a, NULL, 0, &rc), 0);
         ck_assert_int_eq(store_commit(s), -EEXIST);
         c = (struct capture){0};
-        ck_assert_int_eq(store_session_by_rowid(s, rb, capture_cb, &c), 0);
+        ck_assert_int_eq(store_session_by_row_key(s, rb, capture_cb, &c), 0);
         ck_assert_int_eq(c.last_activity, T0);
         ck_assert_str_eq(c.ip, "192.0.2.1");
         ck_assert_uint_eq(c.fp_ua, 77);
@@ -289,14 +289,14 @@ START_TEST(test_session_operations) {
         memset(hash, 9, sizeof hash);
         ck_assert_int_eq(store_session_by_hash(s, hash, capture_cb, &c), -ENOENT);
         ck_assert_int_eq(store_session_by_id(s, "bbbbbbbbbbbbbbbbbbbbbb", capture_cb, &c), 0);
-        ck_assert_int_eq(c.rowid, rb);
+        ck_assert_int_eq(c.row_key, rb);
         ck_assert_int_eq(store_session_by_id(s, "nope", capture_cb, &c), -ENOENT);
 
         ck_assert_int_eq(store_session_set_activity(s, ra, T0 + 10), 0);
         ck_assert_int_eq(store_session_set_renewed(s, ra, T0 + 20, T0 + 20), 0);
         ck_assert_int_eq(store_session_set_client(s, ra, &client), 0);
         c = (struct capture){0};
-        ck_assert_int_eq(store_session_by_rowid(s, ra, capture_cb, &c), 0);
+        ck_assert_int_eq(store_session_by_row_key(s, ra, capture_cb, &c), 0);
         ck_assert_int_eq(c.last_activity, T0 + 20);
         ck_assert_int_eq(c.renewed_at, T0 + 20);
         ck_assert_str_eq(c.ip, "198.51.100.7");
@@ -306,7 +306,7 @@ START_TEST(test_session_operations) {
         /* A write of the sync state of a row that is not there fails its
          * unit, here at the first read that runs it. */
         ck_assert_int_eq(store_session_set_sync(s, 12345678, 1, "x", 1), 0);
-        ck_assert_int_eq(store_session_by_rowid(s, ra, capture_cb, &c), -ENOENT);
+        ck_assert_int_eq(store_session_by_row_key(s, ra, capture_cb, &c), -ENOENT);
         ck_assert_int_eq(store_commit(s), -ENOENT);
 
         ck_assert_int_eq(store_session_get_switches(s, ra, &text), 0);
@@ -354,7 +354,7 @@ START_TEST(test_session_operations) {
                 ck_assert_int_eq(memcmp(data, "cas", 3), 0);
                 free(data);
                 c = (struct capture){0};
-                ck_assert_int_eq(store_session_by_rowid(s, ra, capture_cb, &c), 0);
+                ck_assert_int_eq(store_session_by_row_key(s, ra, capture_cb, &c), 0);
                 ck_assert_int_eq(c.last_activity, T0 + 25);
         }
         ck_assert_int_eq(store_session_set_sync(s, ra, 4, "a\0b", 3), 0);
@@ -377,7 +377,7 @@ START_TEST(test_session_operations) {
         ck_assert_int_eq(store_session_copy(s, ra, rc + 1, "dddddddddddddddddddddd", hash, T0), 0);
         ck_assert_int_eq(store_commit(s), -ENOENT);
         c = (struct capture){0};
-        ck_assert_int_eq(store_session_by_rowid(s, ra, capture_cb, &c), 0);
+        ck_assert_int_eq(store_session_by_row_key(s, ra, capture_cb, &c), 0);
         ck_assert_int_eq(c.ended_at, T0 + 40);
         ck_assert_str_eq(c.reason, "rotated");
         /* An ended row is found by its token hash. */
@@ -385,7 +385,7 @@ START_TEST(test_session_operations) {
         c = (struct capture){0};
         ck_assert_int_eq(store_session_by_hash(s, hash, capture_cb, &c), 0);
         ck_assert_int_eq(c.n, 1);
-        ck_assert_int_eq(c.rowid, ra);
+        ck_assert_int_eq(c.row_key, ra);
         ck_assert_str_eq(c.user, "alice");
         ck_assert_str_eq(c.ip, "198.51.100.7");
 
@@ -395,7 +395,7 @@ START_TEST(test_session_operations) {
         c = (struct capture){0};
         ck_assert_int_eq(store_sessions_ended_of_user(s, "alice", capture_cb, &c), 0);
         ck_assert_int_eq(c.n, 1); /* the ended one; its live copy is the engine's to list */
-        ck_assert_int_eq(c.rowid, ra);
+        ck_assert_int_eq(c.row_key, ra);
         c = (struct capture){0};
         ck_assert_int_eq(store_sessions_ended_of_user_after(s, "alice", ra, capture_cb, &c), 0);
         ck_assert_int_eq(c.n, 0);
@@ -411,14 +411,14 @@ START_TEST(test_iteration_stops) {
         struct store *s = backend_open();
         struct store_filter all = {0};
         char id[TOKEN_ID_STRING_LEN + 1];
-        int64_t rowid;
+        int64_t row_key;
         int n = 0;
 
         for (int i = 0; i < 3; i++) {
                 struct store_session r = row_for(id, (uint8_t) i, "u", T0);
 
                 snprintf(id, sizeof id, "%022d", i);
-                ck_assert_int_eq(insert_row(s, &r, NULL, 0, &rowid), 0);
+                ck_assert_int_eq(insert_row(s, &r, NULL, 0, &row_key), 0);
         }
         ck_assert_int_eq(store_sessions_each(s, &all, stop_cb, &n), 7);
         ck_assert_int_eq(n, 1);
@@ -435,8 +435,8 @@ struct order {
 static int order_cb(const struct store_session *row, void *userdata) {
         struct order *o = userdata;
 
-        o->sorted &= row->rowid > o->last;
-        o->last = row->rowid;
+        o->sorted &= row->row_key > o->last;
+        o->last = row->row_key;
         o->saw_ip |= row->ip != NULL;
         o->saw_ended |= row->ended_at != 0;
         o->n++;
@@ -450,20 +450,20 @@ START_TEST(test_iteration_and_pages) {
         struct store_filter all = {0}, live = {.live_only = true}, light = {.live_only = true, .light = true};
         struct order o;
         char id[TOKEN_ID_STRING_LEN + 1];
-        int64_t rowid, first = 0, mid = 0;
+        int64_t row_key, first = 0, mid = 0;
         int n = 0;
 
         for (int i = 0; i < 2500; i++) {
                 struct store_session r = row_for(id, (uint8_t) i, "u", T0);
 
                 snprintf(id, sizeof id, "%022d", i);
-                ck_assert_int_eq(insert_row(s, &r, NULL, 0, &rowid), 0);
+                ck_assert_int_eq(insert_row(s, &r, NULL, 0, &row_key), 0);
                 if (i == 0)
-                        first = rowid;
+                        first = row_key;
                 if (i == 1499)
-                        mid = rowid;
+                        mid = row_key;
                 if (i % 2)
-                        ck_assert_int_eq(store_session_end(s, rowid, T0 + 1, "idle"), 0);
+                        ck_assert_int_eq(store_session_end(s, row_key, T0 + 1, "idle"), 0);
         }
         ck_assert_int_eq(store_sessions_each(s, &all, stop_cb, &n), 7);
         ck_assert_int_eq(n, 1);
@@ -481,7 +481,7 @@ START_TEST(test_iteration_and_pages) {
         ck_assert_int_eq(store_sessions_each(s, &light, order_cb, &o), 0);
         ck_assert_int_eq(o.n, 1250);
         ck_assert(!o.saw_ip);
-        all.after_rowid = mid;
+        all.after_row_key = mid;
         o = (struct order){.sorted = true, .last = mid};
         ck_assert_int_eq(store_sessions_each(s, &all, order_cb, &o), 0);
         ck_assert_int_eq(o.n, 1000);
@@ -535,7 +535,7 @@ static int group_cb(const char *key, int64_t count, void *userdata) {
 START_TEST(test_purge_and_audit) {
         struct store *s = backend_open();
         char id[TOKEN_ID_STRING_LEN + 1], reasons[128] = "";
-        int64_t rowid, n, durations[2] = {0, 0};
+        int64_t row_key, n, durations[2] = {0, 0};
         struct audit_capture a;
         struct store_audit_filter f;
         uint64_t counts[3];
@@ -544,9 +544,9 @@ START_TEST(test_purge_and_audit) {
                 struct store_session r = row_for(id, (uint8_t) i, "u", MS(T0));
 
                 snprintf(id, sizeof id, "%022d", i);
-                ck_assert_int_eq(insert_row(s, &r, NULL, 0, &rowid), 0);
+                ck_assert_int_eq(insert_row(s, &r, NULL, 0, &row_key), 0);
                 if (i < 6) /* six ended, at T0 + i seconds */
-                        ck_assert_int_eq(store_session_end(s, rowid, MS(T0 + i), i ? "idle" : "rotated"), 0);
+                        ck_assert_int_eq(store_session_end(s, row_key, MS(T0 + i), i ? "idle" : "rotated"), 0);
                 ck_assert_int_eq(
                         store_audit_insert(s, T0 + i, i % 2 ? "created" : "ended", i < 3 ? "u" : "v", id, "{\"i\":1}"),
                         0);
@@ -693,9 +693,9 @@ START_TEST(test_maintenance) {
         struct store *s = backend_open();
         struct store_session r = row_for("aaaaaaaaaaaaaaaaaaaaaa", 1, "alice", T0);
         struct store_maintenance m;
-        int64_t rowid;
+        int64_t row_key;
 
-        ck_assert_int_eq(insert_row(s, &r, NULL, 0, &rowid), 0);
+        ck_assert_int_eq(insert_row(s, &r, NULL, 0, &row_key), 0);
         ck_assert_int_eq(store_commit(s), 0); /* maintenance runs between units */
         ck_assert_int_eq(store_maintain(s, &m), 0);
         ck_assert(m.ok);

@@ -167,7 +167,7 @@ START_TEST(test_missing_rows_moot) {
         ck_assert_int_eq(store_commit(s), 0);
         memset(hash, 1, sizeof hash);
         ck_assert_int_eq(store_session_by_hash(s, hash, capture_cb, &c), 0);
-        ck_assert_int_eq(c.rowid, ra);
+        ck_assert_int_eq(c.row_key, ra);
         ck_assert_int_eq(c.ended_at, 0);
 
         ck_assert_int_eq(store_session_set_activity(s, 12345678, T0), 0);
@@ -175,19 +175,19 @@ START_TEST(test_missing_rows_moot) {
         ck_assert_int_eq(store_session_set_activity(s, ra, T0 + 30), 0);
         ck_assert_int_eq(store_commit(s), 0);
         c = (struct capture){0};
-        ck_assert_int_eq(store_session_by_rowid(s, ra, capture_cb, &c), 0);
+        ck_assert_int_eq(store_session_by_row_key(s, ra, capture_cb, &c), 0);
         ck_assert_int_eq(c.last_activity, T0 + 30);
 
         ck_assert_int_eq(insert_row(s, &x, NULL, 0, &rx), 0);
         ck_assert_int_eq(store_session_end(s, rx, T0 + 31, "destroyed"), 0);
         ck_assert_int_eq(store_session_end(s, rx, T0 + 32, "evicted"), 0); /* ended already: the first end stands */
         ck_assert_int_eq(store_commit(s), 0);
-        ck_assert_int_eq(store_session_by_rowid(s, rx, capture_cb, &c), 0);
+        ck_assert_int_eq(store_session_by_row_key(s, rx, capture_cb, &c), 0);
         ck_assert_int_eq(c.ended_at, T0 + 31);
         ck_assert_int_eq(store_session_end(s, rx, T0 + 50, "destroyed"), 0); /* in a later unit: moot too */
         ck_assert_int_eq(store_commit(s), 0);
         c = (struct capture){0};
-        ck_assert_int_eq(store_session_by_rowid(s, rx, capture_cb, &c), 0);
+        ck_assert_int_eq(store_session_by_row_key(s, rx, capture_cb, &c), 0);
         ck_assert_int_eq(c.ended_at, T0 + 31);
         ck_assert_str_eq(c.reason, "destroyed");
         store_close(s);
@@ -302,17 +302,17 @@ START_TEST(test_activity_greatest) {
         struct store *s1 = open_pg(), *s2 = open_pg();
         struct store_session r = row_for("aaaaaaaaaaaaaaaaaaaaaa", 1, "alice", T0);
         struct capture c = {0};
-        int64_t rowid;
+        int64_t row_key;
 
-        ck_assert_int_eq(insert_row(s1, &r, NULL, 0, &rowid), 0);
+        ck_assert_int_eq(insert_row(s1, &r, NULL, 0, &row_key), 0);
         ck_assert_int_eq(store_commit(s1), 0);
-        ck_assert_int_eq(store_session_set_activity(s1, rowid, T0 + 50), 0);
+        ck_assert_int_eq(store_session_set_activity(s1, row_key, T0 + 50), 0);
         ck_assert_int_eq(store_commit(s1), 0);
-        ck_assert_int_eq(store_session_set_activity(s2, rowid, T0 + 10), 0);
+        ck_assert_int_eq(store_session_set_activity(s2, row_key, T0 + 10), 0);
         ck_assert_int_eq(store_commit(s2), 0);
-        ck_assert_int_eq(store_session_set_renewed(s2, rowid, T0 + 20, T0 + 20), 0);
+        ck_assert_int_eq(store_session_set_renewed(s2, row_key, T0 + 20, T0 + 20), 0);
         ck_assert_int_eq(store_commit(s2), 0);
-        ck_assert_int_eq(store_session_by_rowid(s2, rowid, capture_cb, &c), 0);
+        ck_assert_int_eq(store_session_by_row_key(s2, row_key, capture_cb, &c), 0);
         ck_assert_int_eq(c.last_activity, T0 + 50);
         ck_assert_int_eq(c.renewed_at, T0 + 20);
         store_close(s1);
@@ -324,7 +324,7 @@ END_TEST
 struct heard {
         int n, lost;
         enum store_change_kind kinds[MAX_HEARD];
-        int64_t rowids[MAX_HEARD];
+        int64_t row_keys[MAX_HEARD];
 };
 
 static void heard_cb(const struct store_change *c, bool lost, void *userdata) {
@@ -336,7 +336,7 @@ static void heard_cb(const struct store_change *c, bool lost, void *userdata) {
         }
         ck_assert_int_lt(h->n, MAX_HEARD);
         h->kinds[h->n] = c->kind;
-        h->rowids[h->n++] = c->rowid;
+        h->row_keys[h->n++] = c->row_key;
 }
 
 /* Let the loop run a little (what might still come, comes). */
@@ -370,9 +370,9 @@ START_TEST(test_notify) {
         ck_assert_int_eq(store_commit(s1), 0);
         run_until(&loop, &h2.n, 2);
         ck_assert_int_eq(h2.kinds[0], STORE_CHANGE_CREATED);
-        ck_assert_int_eq(h2.rowids[0], ra);
+        ck_assert_int_eq(h2.row_keys[0], ra);
         ck_assert_int_eq(h2.kinds[1], STORE_CHANGE_SYNC);
-        ck_assert_int_eq(h2.rowids[1], ra);
+        ck_assert_int_eq(h2.row_keys[1], ra);
 
         /* A rotation on the other store: the new row created, the old ended. */
         memset(hash, 7, sizeof hash);
@@ -382,9 +382,9 @@ START_TEST(test_notify) {
         ck_assert_int_eq(store_commit(s2), 0);
         run_until(&loop, &h1.n, 2);
         ck_assert_int_eq(h1.kinds[0], STORE_CHANGE_CREATED);
-        ck_assert_int_eq(h1.rowids[0], rb);
+        ck_assert_int_eq(h1.row_keys[0], rb);
         ck_assert_int_eq(h1.kinds[1], STORE_CHANGE_ENDED);
-        ck_assert_int_eq(h1.rowids[1], ra);
+        ck_assert_int_eq(h1.row_keys[1], ra);
 
         /* A failed unit says nothing. */
         ck_assert_int_eq(store_session_set_sync(s1, rb, 2, "y", 1), 0);
@@ -402,9 +402,9 @@ START_TEST(test_notify) {
         run_until(&loop, &h2.n, 2 + 1500);
         settle(&loop, 300);
         ck_assert_int_eq(h2.n, 2 + 1500);
-        ck_assert_int_eq(h2.rowids[2 + 1499], k);
+        ck_assert_int_eq(h2.row_keys[2 + 1499], k);
         for (int i = 3; i < h2.n; i++)
-                ck_assert_int_lt(h2.rowids[i - 1], h2.rowids[i]);
+                ck_assert_int_lt(h2.row_keys[i - 1], h2.row_keys[i]);
         /* Neither heard its own. */
         ck_assert_int_eq(h1.n, 2);
         ck_assert_int_eq(h1.lost + h2.lost, 0);
@@ -532,7 +532,7 @@ START_TEST(test_listener_reconnects) {
         ck_assert_int_eq(insert_row(s1, &r, NULL, 0, &ra), 0);
         ck_assert_int_eq(store_commit(s1), 0);
         run_until(&loop, &h.n, 1);
-        ck_assert_int_eq(h.rowids[0], ra);
+        ck_assert_int_eq(h.row_keys[0], ra);
         store_close(s1);
         store_close(s2);
         ck_assert_int_eq(uv_run(&loop, UV_RUN_DEFAULT), 0);
@@ -624,7 +624,7 @@ START_TEST(test_server_restart) {
         ck_assert_int_eq(insert_row(s1, &c, NULL, 0, &rc), 0);
         ck_assert_int_eq(store_commit(s1), 0);
         run_until(&loop, &h.n, 2);
-        ck_assert_int_eq(h.rowids[1], rc);
+        ck_assert_int_eq(h.row_keys[1], rc);
         for (int i = 0; i < 100 && !leader; i++) {
                 usleep(100 * 1000);
                 (void) store_leader_try(s1, &leader);

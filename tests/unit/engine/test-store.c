@@ -85,7 +85,7 @@ START_TEST(test_new_database) {
                          6);
         /* Token hash, user and end time are indexed for ended rows only, so
          * that an insert writes no random index page (the id index is the
-         * one unique index besides the rowid, and ids are time-ordered). */
+         * one unique index besides the row_key, and ids are time-ordered). */
         ck_assert_int_eq(query_int(path, "SELECT count(*) FROM sqlite_master WHERE name LIKE 'sessions_ended%' "
                                          "AND sql LIKE '%WHERE ended_at IS NOT NULL%'"),
                          3);
@@ -207,7 +207,7 @@ START_TEST(test_migration_to_milliseconds) {
         ck_assert_int_eq(query_int(path, "SELECT renewed_at * 1000 + renewed_at_ms FROM sessions WHERE row = 1"),
                          MS(1700000012) + 300);
         t = (struct times_seen){0};
-        ck_assert_int_eq(store_session_by_rowid(s, 1, times_cb, &t), 0);
+        ck_assert_int_eq(store_session_by_row_key(s, 1, times_cb, &t), 0);
         ck_assert_int_eq(t.last_activity, MS(1700000012) + 345); /* max() kept the later touch */
         ck_assert_int_eq(t.renewed_at, MS(1700000012) + 300);
 
@@ -266,13 +266,13 @@ START_TEST(test_truncated_refused) {
         struct store *s = open_store(path);
         struct blob b;
         char id[TOKEN_ID_STRING_LEN + 1];
-        int64_t rowid;
+        int64_t row_key;
 
         for (int i = 0; i < 3000; i++) {
                 struct store_session r = row_for(id, 0, "user", T0);
                 snprintf(id, sizeof id, "%022d", i);
                 memcpy(r.token_hash, &i, sizeof i);
-                ck_assert_int_eq(insert_row(s, &r, "x", 1, &rowid), 0);
+                ck_assert_int_eq(insert_row(s, &r, "x", 1, &row_key), 0);
         }
         ck_assert_int_eq(store_commit(s), 0);
         store_close(s); /* checkpoints: everything is in the main file */
@@ -351,14 +351,14 @@ START_TEST(test_maintain_start) {
         struct done d = {0};
         char id[TOKEN_ID_STRING_LEN + 1];
         sqlite3 *reader;
-        int64_t rowid, n;
+        int64_t row_key, n;
 
         ck_assert_int_eq(uv_loop_init(&loop), 0);
         ck_assert_int_eq(store_open(&o, &s), 0);
         for (int i = 0; i < 50; i++) {
                 struct store_session r = row_for(id, (uint8_t) i, "alice", T0);
                 snprintf(id, sizeof id, "%022d", i);
-                ck_assert_int_eq(insert_row(s, &r, NULL, 0, &rowid), 0);
+                ck_assert_int_eq(insert_row(s, &r, NULL, 0, &row_key), 0);
         }
         ck_assert_int_eq(store_commit(s), 0);
         ck_assert_int_gt(file_bytes(wal), 0);
@@ -418,7 +418,7 @@ START_TEST(test_memory_store) {
         struct loading l = {.reserved = -1, .fail_at = -1};
         struct store_options o = {.path = ":memory:", .reserve = reserve_cb, .load = loading_cb, .load_userdata = &l};
         struct store *s = NULL;
-        int64_t rowid, n;
+        int64_t row_key, n;
 
         ck_assert_int_eq(store_open(&o, &s), 0);
         ck_assert(store_is_memory(s));
@@ -426,7 +426,7 @@ START_TEST(test_memory_store) {
         ck_assert_int_eq(store_size(s), 0);
         ck_assert_int_eq(l.reserved, 0);
         ck_assert_int_eq(l.n, 0);
-        ck_assert_int_eq(insert_row(s, &r, NULL, 0, &rowid), 0);
+        ck_assert_int_eq(insert_row(s, &r, NULL, 0, &row_key), 0);
         ck_assert_int_eq(store_count_sessions(s, false, &n), 0);
         ck_assert_int_eq(n, 1);
         store_rollback(s);
@@ -453,13 +453,13 @@ START_TEST(test_missing_rows_fail_unit) {
         ck_assert_int_eq(store_session_by_hash(s, hash, capture_cb, &c), -ENOENT);
 
         ck_assert_int_eq(store_session_set_activity(s, 12345, T0), 0);
-        ck_assert_int_eq(store_session_by_rowid(s, ra, capture_cb, &c), -ENOENT);
+        ck_assert_int_eq(store_session_by_row_key(s, ra, capture_cb, &c), -ENOENT);
         ck_assert_int_eq(store_commit(s), -ENOENT);
         ck_assert_int_eq(store_session_end(s, ra + 1000, T0, "destroyed"), 0);
         ck_assert_int_eq(store_session_set_activity(s, ra, T0 + 30), 0);
         ck_assert_int_eq(store_commit(s), -ENOENT);
         c = (struct capture){0};
-        ck_assert_int_eq(store_session_by_rowid(s, ra, capture_cb, &c), 0);
+        ck_assert_int_eq(store_session_by_row_key(s, ra, capture_cb, &c), 0);
         ck_assert_int_eq(c.last_activity, T0); /* the touch was lost with its unit */
 
         ck_assert_int_eq(store_session_end(s, ra, T0 + 40, "rotated"), 0);
@@ -479,7 +479,7 @@ START_TEST(test_checkpoint_thread) {
         struct store *s = open_store(path);
         char id[TOKEN_ID_STRING_LEN + 1], sync[1000];
         struct stat st;
-        int64_t rowid;
+        int64_t row_key;
         int n = 0;
 
         memset(sync, 's', sizeof sync);
@@ -492,7 +492,7 @@ START_TEST(test_checkpoint_thread) {
                         struct store_session r = row_for(id, 0, "user", T0);
                         snprintf(id, sizeof id, "%022d", n);
                         memcpy(r.token_hash, &n, sizeof n);
-                        ck_assert_int_eq(insert_row(s, &r, sync, sizeof sync, &rowid), 0);
+                        ck_assert_int_eq(insert_row(s, &r, sync, sizeof sync, &row_key), 0);
                 }
                 ck_assert_int_eq(store_commit(s), 0);
                 if (round % 100 == 99)

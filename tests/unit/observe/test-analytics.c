@@ -64,7 +64,7 @@ END_TEST
 static int64_t insert(struct store *s, int n, const char *user, int64_t created) {
         struct store_session row = {0};
         char id[TOKEN_ID_STRING_LEN + 1];
-        int64_t rowid;
+        int64_t row_key;
 
         snprintf(id, sizeof id, "id%020d", n);
         row.id = id;
@@ -72,10 +72,10 @@ static int64_t insert(struct store *s, int n, const char *user, int64_t created)
         memcpy(row.token_hash, &n, sizeof n);
         row.user_id = user;
         row.created_at = row.last_activity = row.renewed_at = created * 1000; /* the store's session times are ms */
-        ck_assert_int_eq(store_allocate_key(s, &rowid), 0);
-        row.rowid = rowid;
+        ck_assert_int_eq(store_allocate_key(s, &row_key), 0);
+        row.row_key = row_key;
         ck_assert_int_eq(store_session_insert(s, &row, NULL, 0), 0);
-        return rowid;
+        return row_key;
 }
 
 /* now is at 10:30 of some day; hour h of the window starts at first + h*3600. */
