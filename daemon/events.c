@@ -8,7 +8,10 @@
  * {time, kind, session_id, user_id, detail} are made only when somebody
  * reads them: Admin.Events (the whole ring) and its followers. Keys keep
  * their order and values their text, so the bytes sent are those jansson
- * wrote when the ring held objects.
+ * wrote when the ring held objects. The ring itself is the daemon's one
+ * ring (ring.h) with free() as the function that drops a record: a record
+ * is a single allocation, so eviction, resizing and the reservation of a
+ * reload are those the metrics history has.
  *
  * New events go into the ring and, when somebody follows, into a pending
  * array that a zero timer sends to every follower in one reply. A follower
@@ -28,6 +31,7 @@
 #include "engine.h"
 #include "macro.h"
 #include "log.h"
+#include "ring.h"
 #include "server.h"
 
 /* One event: a single allocation, the strings in buf. */
@@ -37,15 +41,6 @@ struct record {
         char buf[];
 };
 
-/* The newest records, oldest first from start (circular). */
-struct record_ring {
-        struct record **items;
-        size_t capacity, start, count;
-        uint64_t pushed;       /* ever, including the ones dropped */
-        struct record **spare; /* events_reserve_capacity(): the array of a resize to come */
-        size_t spare_capacity;
-};
-
 struct follower {
         struct events *ev;
         struct call *call;
@@ -53,14 +48,14 @@ struct follower {
 };
 
 struct events {
-        struct record_ring ring;
+        struct ring ring; /* of struct record, freed with free() */
         struct follower *followers;
         unsigned n_followers;
         json_t *pending; /* events not yet sent to the followers */
         uv_timer_t *flush;
 };
 
-/* ---- the ring of records ------------------------------------------------------ */
+/* ---- records ------------------------------------------------------------------ */
 
 static struct record *record_new(int64_t time, const char *kind, const char *session_id, const char *user_id,
                                  const char *detail) {
@@ -93,85 +88,6 @@ static json_t *record_to_json(const struct record *r) {
                          r->session_id, "user_id", r->user_id, "detail", detail);
 }
 
-static int record_ring_init(struct record_ring *r, size_t capacity) {
-        assert(capacity > 0);
-        *r = (struct record_ring){.items = calloc(capacity, sizeof *r->items), .capacity = capacity};
-        return r->items ? 0 : -ENOMEM;
-}
-
-static struct record *record_ring_get(const struct record_ring *r, size_t i) {
-        return i < r->count ? r->items[(r->start + i) % r->capacity] : NULL;
-}
-
-static void record_ring_unreserve(struct record_ring *r) {
-        free(r->spare);
-        r->spare = NULL;
-        r->spare_capacity = 0;
-}
-
-static void record_ring_done(struct record_ring *r) {
-        record_ring_unreserve(r);
-        for (size_t i = 0; i < r->count; i++)
-                free(record_ring_get(r, i));
-        free(r->items);
-        *r = (struct record_ring){0};
-}
-
-static void record_ring_push(struct record_ring *r, struct record *rec) {
-        r->pushed++;
-        if (r->count == r->capacity) {
-                free(r->items[r->start]);
-                r->items[r->start] = rec;
-                r->start = (r->start + 1) % r->capacity;
-                return;
-        }
-        r->items[(r->start + r->count) % r->capacity] = rec;
-        r->count++;
-}
-
-static int record_ring_reserve(struct record_ring *r, size_t capacity) {
-        struct record **items;
-
-        assert(capacity > 0);
-        if (capacity == r->capacity || capacity == r->spare_capacity)
-                return 0;
-        items = calloc(capacity, sizeof *items);
-        if (!items)
-                return -ENOMEM;
-        record_ring_unreserve(r);
-        r->spare = items;
-        r->spare_capacity = capacity;
-        return 0;
-}
-
-/* Keeps the newest records that fit. Cannot fail after a reserve of the
- * same capacity. */
-static int record_ring_resize(struct record_ring *r, size_t capacity) {
-        struct record **items;
-        size_t keep, drop;
-        int ret;
-
-        if (capacity == r->capacity) {
-                record_ring_unreserve(r);
-                return 0;
-        }
-        ret = record_ring_reserve(r, capacity);
-        if (ret < 0)
-                return ret;
-        items = r->spare;
-        r->spare = NULL;
-        r->spare_capacity = 0;
-        keep = r->count < capacity ? r->count : capacity;
-        drop = r->count - keep;
-        for (size_t i = 0; i < drop; i++)
-                free(record_ring_get(r, i));
-        for (size_t i = 0; i < keep; i++)
-                items[i] = record_ring_get(r, drop + i);
-        free(r->items);
-        *r = (struct record_ring){.items = items, .capacity = capacity, .count = keep, .pushed = r->pushed};
-        return 0;
-}
-
 /* ---- events ------------------------------------------------------------------- */
 
 static void timer_closed(uv_handle_t *h) {
@@ -184,7 +100,7 @@ int events_new(uv_loop_t *loop, size_t capacity, struct events **ret) {
 
         if (!ev)
                 return -ENOMEM;
-        r = record_ring_init(&ev->ring, capacity);
+        r = ring_init(&ev->ring, capacity, free);
         if (r < 0) {
                 free(ev);
                 return log_error_errno(
@@ -193,7 +109,7 @@ int events_new(uv_loop_t *loop, size_t capacity, struct events **ret) {
         ev->flush = malloc(sizeof *ev->flush);
         if (!ev->flush || uv_timer_init(loop, ev->flush) < 0) {
                 free(ev->flush);
-                record_ring_done(&ev->ring);
+                ring_done(&ev->ring);
                 free(ev);
                 return -ENOMEM;
         }
@@ -226,20 +142,20 @@ void events_free(struct events *ev) {
         uv_timer_stop(ev->flush);
         uv_close((uv_handle_t *) ev->flush, timer_closed);
         json_decref(ev->pending);
-        record_ring_done(&ev->ring);
+        ring_done(&ev->ring);
         free(ev);
 }
 
 int events_set_capacity(struct events *ev, size_t capacity) {
-        return record_ring_resize(&ev->ring, capacity);
+        return ring_resize(&ev->ring, capacity);
 }
 
 int events_reserve_capacity(struct events *ev, size_t capacity) {
-        return record_ring_reserve(&ev->ring, capacity);
+        return ring_reserve(&ev->ring, capacity);
 }
 
 void events_unreserve(struct events *ev) {
-        record_ring_unreserve(&ev->ring);
+        ring_unreserve(&ev->ring);
 }
 
 static void flush_cb(uv_timer_t *t) {
@@ -276,7 +192,7 @@ void events_push_text(struct events *ev, int64_t time, const char *kind, const c
                         uv_timer_start(ev->flush, flush_cb, 0, 0);
                 json_decref(o);
         }
-        record_ring_push(&ev->ring, rec);
+        ring_push(&ev->ring, rec);
 }
 
 void events_push(struct events *ev, int64_t time, const char *kind, const char *session_id, const char *user_id,
@@ -297,14 +213,14 @@ void events_push_engine(struct events *ev, const struct engine_event *e) {
 }
 
 json_t *events_list(struct events *ev) {
-        json_t *a = json_array();
+        _cleanup_json_ json_t *a = json_array();
 
-        for (size_t i = 0; a && i < ev->ring.count; i++)
-                if (json_array_append_new(a, record_to_json(record_ring_get(&ev->ring, i))) < 0) {
-                        json_decref(a);
+        if (!a)
+                return NULL;
+        for (size_t i = 0; i < ring_count(&ev->ring); i++)
+                if (json_array_append_new(a, record_to_json(ring_get(&ev->ring, i))) < 0)
                         return NULL;
-                }
-        return a;
+        return TAKE_PTR(a);
 }
 
 static void follower_cancel(struct call *c, void *userdata) {

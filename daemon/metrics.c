@@ -94,7 +94,7 @@ int metrics_new(struct daemon *d, struct metrics **ret) {
         m->d = d;
         metrics_window_restart(m);
         m->scratch = calloc(METRICS_RESERVOIR, sizeof *m->scratch);
-        r = m->scratch ? ring_init(&m->history, history_size(d)) : -ENOMEM;
+        r = m->scratch ? ring_init(&m->history, history_size(d), ring_json_free) : -ENOMEM;
         if (r < 0 && m->scratch)
                 log_error_errno(r, "Failed to allocate the metrics history (monitoring.metrics_buffer_size=%zu): %m",
                                 history_size(d));

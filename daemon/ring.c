@@ -1,10 +1,15 @@
 /* Rings: see ring.h.
  *
- * The JSON ring is a circular array of references; the reservoir a circular
- * array of samples with running totals; the rate window a circular array of
- * counter snapshots pruned from the front as time moves on. All three are
- * plain arrays because they are read far less often than they are written:
- * a push is O(1) and never allocates.
+ * The ring is a circular array of owned pointers with the function that
+ * frees them; the reservoir a circular array of samples with running
+ * totals; the rate window a circular array of counter snapshots pruned from
+ * the front as time moves on. All three are plain arrays because they are
+ * read far less often than they are written: a push is O(1) and never
+ * allocates. The ring knows nothing of what it holds (a void pointer and a
+ * free function, as a libuv handle knows its close callback): the events
+ * keep records of text in it, the metrics history jansson values, and both
+ * get the same eviction and resizing. Only ring_to_array() looks inside,
+ * and asserts that the ring is one of jansson values.
  */
 #include "ring.h"
 
@@ -13,51 +18,58 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* ---- JSON values ------------------------------------------------------------ */
+#include "macro.h"
 
-int ring_init(struct ring *r, size_t capacity) {
-        assert(r && capacity > 0);
-        memset(r, 0, sizeof *r);
-        r->items = calloc(capacity, sizeof *r->items);
-        if (!r->items)
-                return -ENOMEM;
-        r->capacity = capacity;
-        return 0;
+/* ---- owned pointers ---------------------------------------------------------- */
+
+int ring_init(struct ring *r, size_t capacity, ring_free_t free_item) {
+        assert(r && capacity > 0 && free_item);
+        *r = (struct ring){.items = calloc(capacity, sizeof *r->items), .capacity = capacity, .free_item = free_item};
+        return r->items ? 0 : -ENOMEM;
+}
+
+void *ring_get(const struct ring *r, size_t i) {
+        return i < r->count ? r->items[(r->start + i) % r->capacity] : NULL;
+}
+
+/* Frees the oldest n items (they stay in the array: the caller forgets them). */
+static void ring_free_oldest(struct ring *r, size_t n) {
+        assert(n <= r->count);
+        for (size_t i = 0; i < n; i++)
+                r->free_item(ring_get(r, i));
 }
 
 void ring_done(struct ring *r) {
         ring_unreserve(r);
         if (!r->items)
                 return;
-        for (size_t i = 0; i < r->count; i++)
-                json_decref(r->items[(r->start + i) % r->capacity]);
+        ring_free_oldest(r, r->count);
         free(r->items);
-        memset(r, 0, sizeof *r);
+        *r = (struct ring){0};
 }
 
-void ring_push(struct ring *r, json_t *v) {
+void ring_push(struct ring *r, void *item) {
         assert(r->items);
-        if (!v)
+        if (!item)
                 return;
         r->pushed++;
         if (r->count == r->capacity) {
-                json_decref(r->items[r->start]);
-                r->items[r->start] = v;
+                r->free_item(r->items[r->start]);
+                r->items[r->start] = item;
                 r->start = (r->start + 1) % r->capacity;
                 return;
         }
-        r->items[(r->start + r->count) % r->capacity] = v;
+        r->items[(r->start + r->count) % r->capacity] = item;
         r->count++;
 }
 
 void ring_clear(struct ring *r) {
-        for (size_t i = 0; i < r->count; i++)
-                json_decref(r->items[(r->start + i) % r->capacity]);
+        ring_free_oldest(r, r->count);
         r->start = r->count = 0;
 }
 
 int ring_reserve(struct ring *r, size_t capacity) {
-        json_t **items;
+        _cleanup_free_ void **items = NULL;
 
         assert(capacity > 0);
         if (capacity == r->capacity || capacity == r->spare_capacity)
@@ -66,7 +78,7 @@ int ring_reserve(struct ring *r, size_t capacity) {
         if (!items)
                 return -ENOMEM;
         ring_unreserve(r);
-        r->spare = items;
+        r->spare = TAKE_PTR(items);
         r->spare_capacity = capacity;
         return 0;
 }
@@ -78,7 +90,7 @@ void ring_unreserve(struct ring *r) {
 }
 
 int ring_resize(struct ring *r, size_t capacity) {
-        json_t **items;
+        void **items;
         size_t keep, drop;
         int ret;
 
@@ -91,15 +103,13 @@ int ring_resize(struct ring *r, size_t capacity) {
         if (ret < 0)
                 return ret;
         assert(r->spare && r->spare_capacity == capacity);
-        items = r->spare;
-        r->spare = NULL;
+        items = TAKE_PTR(r->spare);
         r->spare_capacity = 0;
         keep = r->count < capacity ? r->count : capacity;
         drop = r->count - keep;
-        for (size_t i = 0; i < drop; i++)
-                json_decref(r->items[(r->start + i) % r->capacity]);
+        ring_free_oldest(r, drop);
         for (size_t i = 0; i < keep; i++)
-                items[i] = r->items[(r->start + drop + i) % r->capacity];
+                items[i] = ring_get(r, drop + i);
         free(r->items);
         r->items = items;
         r->capacity = capacity;
@@ -108,25 +118,25 @@ int ring_resize(struct ring *r, size_t capacity) {
         return 0;
 }
 
-json_t *ring_get(const struct ring *r, size_t i) {
-        if (i >= r->count)
-                return NULL;
-        return r->items[(r->start + i) % r->capacity];
+/* ---- JSON values: a ring made with ring_json_free -------------------------- */
+
+void ring_json_free(void *item) {
+        json_decref(item);
 }
 
 json_t *ring_tail_to_array(const struct ring *r, size_t n) {
-        json_t *a = json_array();
+        _cleanup_json_ json_t *a = NULL;
         size_t first;
 
+        assert(r->count == 0 || r->free_item == ring_json_free);
+        a = json_array();
         if (!a)
                 return NULL;
         first = r->count > n ? r->count - n : 0;
         for (size_t i = first; i < r->count; i++)
-                if (json_array_append(a, ring_get(r, i)) < 0) {
-                        json_decref(a);
+                if (json_array_append(a, ring_get(r, i)) < 0)
                         return NULL;
-                }
-        return a;
+        return TAKE_PTR(a);
 }
 
 json_t *ring_to_array(const struct ring *r) {

@@ -2,10 +2,15 @@
  *
  * Three shapes, all fixed in size so that a busy daemon never grows them:
  *
- *   struct ring        the newest N JSON values (the events ring, the metrics
- *                      history); pushing into a full ring drops the oldest,
- *                      resizing (a reload changed the buffer size) keeps the
- *                      newest.
+ *   struct ring        the newest N items, each a pointer the ring owns and
+ *                      frees with the function given to ring_init(): the
+ *                      events (records of text, daemon/events.c) and the
+ *                      metrics history (jansson values, ring_json_free());
+ *                      pushing into a full ring frees the oldest, resizing
+ *                      (a reload changed the buffer size) keeps the newest.
+ *                      One implementation for every kind of item, so that
+ *                      eviction, resizing and the reservation a reload
+ *                      makes ahead are written (and tested) once.
  *   struct reservoir   the newest N unsigned 32-bit samples (request
  *                      durations in microseconds), from which quantiles
  *                      are taken on demand.
@@ -24,27 +29,34 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* ---- JSON values ------------------------------------------------------------ */
+/* ---- owned pointers ---------------------------------------------------------- */
+
+/* Frees one item of a ring (never called with NULL). */
+typedef void (*ring_free_t)(void *item);
 
 struct ring {
-        json_t **items;
+        void **items;
         size_t capacity;
         size_t start; /* index of the oldest */
         size_t count;
         uint64_t pushed; /* ever, including the ones dropped */
-        json_t **spare;  /* ring_reserve(): the array of a resize to come */
+        ring_free_t free_item;
+        void **spare; /* ring_reserve(): the array of a resize to come */
         size_t spare_capacity;
 };
 
-/* capacity >= 1. */
-int ring_init(struct ring *r, size_t capacity);
+/* capacity >= 1; free_item frees an item the ring drops (free, or
+ * ring_json_free for jansson values). */
+int ring_init(struct ring *r, size_t capacity, ring_free_t free_item);
+/* Frees every item and the arrays; a second call does nothing. */
 void ring_done(struct ring *r);
-/* Steals v (also on failure). Drops the oldest when full. */
-void ring_push(struct ring *r, json_t *v);
-/* Drops every value. */
+/* Takes item (NULL, a failed allocation, is ignored and not counted).
+ * Frees the oldest when full. */
+void ring_push(struct ring *r, void *item);
+/* Frees every item. */
 void ring_clear(struct ring *r);
-/* Keeps the newest min(count, capacity) values. -ENOMEM leaves r as it was;
- * after ring_reserve(r, capacity) it cannot fail. */
+/* Keeps the newest min(count, capacity) items, frees the others. -ENOMEM
+ * leaves r as it was; after ring_reserve(r, capacity) it cannot fail. */
 int ring_resize(struct ring *r, size_t capacity);
 /* Allocates what ring_resize(r, capacity) needs, ahead: a reload first
  * reserves every buffer of its new configuration and swaps only when all
@@ -57,7 +69,12 @@ static inline size_t ring_count(const struct ring *r) {
         return r->count;
 }
 /* i = 0 is the oldest; borrowed; NULL when i >= count. */
-json_t *ring_get(const struct ring *r, size_t i);
+void *ring_get(const struct ring *r, size_t i);
+
+/* ---- JSON values: a ring made with ring_json_free -------------------------- */
+
+/* json_decref() as a ring_free_t. */
+void ring_json_free(void *item);
 /* A new array of the values, oldest first (references, not copies); NULL on ENOMEM. */
 json_t *ring_to_array(const struct ring *r);
 /* The newest at most n values, oldest first. */

@@ -1,5 +1,7 @@
-/* Rings (daemon/ring.c): the JSON ring keeps the newest values in order
- * through wrap-around and resizes; the reservoir keeps the newest samples
+/* Rings (daemon/ring.c): the ring keeps the newest items in order through
+ * wrap-around and resizes and frees, with the function it was given, every
+ * item it drops (evicted, cleared, cut by a shrink, left at the end) and
+ * no other; as a ring of jansson values it answers arrays; the reservoir keeps the newest samples
  * and running totals; the rate window takes its base a window back and
  * never extrapolates a short span. */
 #include <errno.h>
@@ -19,7 +21,7 @@ START_TEST(test_ring_wraps) {
         struct ring r;
         json_t *a;
 
-        ck_assert_int_eq(ring_init(&r, 3), 0);
+        ck_assert_int_eq(ring_init(&r, 3, ring_json_free), 0);
         assert_ring(&r, 0, 0);
         for (int i = 1; i <= 2; i++)
                 ring_push(&r, json_integer(i));
@@ -51,7 +53,7 @@ END_TEST
 START_TEST(test_ring_resize) {
         struct ring r;
 
-        ck_assert_int_eq(ring_init(&r, 4), 0);
+        ck_assert_int_eq(ring_init(&r, 4, ring_json_free), 0);
         for (int i = 1; i <= 6; i++) /* wrapped: start is not 0 */
                 ring_push(&r, json_integer(i));
         assert_ring(&r, 3, 4);
@@ -79,9 +81,9 @@ END_TEST
  * resize allocates nothing (so cannot fail); another one frees it. */
 START_TEST(test_ring_reserve) {
         struct ring r;
-        json_t **spare;
+        void **spare;
 
-        ck_assert_int_eq(ring_init(&r, 3), 0);
+        ck_assert_int_eq(ring_init(&r, 3, ring_json_free), 0);
         for (int i = 1; i <= 4; i++)
                 ring_push(&r, json_integer(i));
         ck_assert_int_eq(ring_reserve(&r, 3), 0); /* the capacity it has: nothing to reserve */
@@ -111,6 +113,95 @@ START_TEST(test_ring_reserve) {
         assert_ring(&r, 3, 2);
         ck_assert_int_eq(ring_reserve(&r, 7), 0);
         ring_done(&r); /* frees a reservation too (ASan and valgrind would see a leak) */
+}
+END_TEST
+
+/* The generic ring: items of any kind, freed by the ring's function. The
+ * items here are ints that the free function logs before freeing them. */
+static int freed[32];
+static size_t n_freed;
+
+static void int_free(void *p) {
+        ck_assert_uint_lt(n_freed, sizeof freed / sizeof *freed);
+        freed[n_freed++] = *(int *) p;
+        free(p);
+}
+
+static int *int_new(int v) {
+        int *p = malloc(sizeof *p);
+
+        ck_assert_ptr_nonnull(p);
+        *p = v;
+        return p;
+}
+
+static void assert_ints(const struct ring *r, int first, size_t n) {
+        ck_assert_uint_eq(ring_count(r), n);
+        for (size_t i = 0; i < n; i++)
+                ck_assert_int_eq(*(int *) ring_get(r, i), first + (int) i);
+        ck_assert_ptr_null(ring_get(r, n));
+}
+
+static void assert_freed(const int *want, size_t n) {
+        ck_assert_uint_eq(n_freed, n);
+        for (size_t i = 0; i < n; i++)
+                ck_assert_int_eq(freed[i], want[i]);
+        n_freed = 0;
+}
+
+/* A full ring frees the oldest on each push, in the order they came. */
+START_TEST(test_ring_free_evicts) {
+        struct ring r;
+
+        n_freed = 0;
+        ck_assert_int_eq(ring_init(&r, 3, int_free), 0);
+        for (int i = 1; i <= 3; i++)
+                ring_push(&r, int_new(i));
+        assert_freed(NULL, 0);
+        ring_push(&r, int_new(4));
+        assert_freed((const int[]){1}, 1);
+        assert_ints(&r, 2, 3);
+        ring_push(&r, int_new(5));
+        ring_push(&r, int_new(6));
+        assert_freed((const int[]){2, 3}, 2);
+        assert_ints(&r, 4, 3);
+        ring_push(&r, NULL); /* a failed allocation: neither kept nor freed nor counted */
+        assert_freed(NULL, 0);
+        ck_assert_uint_eq(r.pushed, 6);
+        ring_done(&r); /* frees what is left, oldest first */
+        assert_freed((const int[]){4, 5, 6}, 3);
+        ring_done(&r);
+        assert_freed(NULL, 0);
+}
+END_TEST
+
+/* Clear and a shrinking resize free what they drop, and only that. */
+START_TEST(test_ring_free_clear_resize) {
+        struct ring r;
+
+        n_freed = 0;
+        ck_assert_int_eq(ring_init(&r, 4, int_free), 0);
+        for (int i = 1; i <= 6; i++) /* wrapped: start is not 0 */
+                ring_push(&r, int_new(i));
+        assert_freed((const int[]){1, 2}, 2);
+        ck_assert_int_eq(ring_reserve(&r, 2), 0);
+        assert_freed(NULL, 0);
+        ck_assert_int_eq(ring_resize(&r, 2), 0); /* keeps 5, 6 */
+        assert_freed((const int[]){3, 4}, 2);
+        assert_ints(&r, 5, 2);
+        ck_assert_int_eq(ring_resize(&r, 8), 0); /* grow: nothing freed */
+        assert_freed(NULL, 0);
+        assert_ints(&r, 5, 2);
+        ring_clear(&r);
+        assert_freed((const int[]){5, 6}, 2);
+        assert_ints(&r, 0, 0);
+        ck_assert_uint_eq(r.pushed, 6); /* the count of ever is not the content */
+        ring_clear(&r);                 /* empty: nothing to free */
+        assert_freed(NULL, 0);
+        ring_push(&r, int_new(7));
+        assert_ints(&r, 7, 1);
+        ring_done(&r);
+        assert_freed((const int[]){7}, 1);
 }
 END_TEST
 
@@ -220,6 +311,8 @@ int main(void) {
         tcase_add_test(tc, test_ring_wraps);
         tcase_add_test(tc, test_ring_resize);
         tcase_add_test(tc, test_ring_reserve);
+        tcase_add_test(tc, test_ring_free_evicts);
+        tcase_add_test(tc, test_ring_free_clear_resize);
         tcase_add_test(tc, test_reservoir);
         tcase_add_test(tc, test_rate_window);
         tcase_add_test(tc, test_rate_window_dense);
