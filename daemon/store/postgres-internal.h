@@ -1,12 +1,16 @@
 /* The PostgreSQL backend's shared parts (DESIGN 8), for its files only:
- *   postgres.c        connections, statements, the schema and its
- *                     migrations, opening and closing, the backend table;
- *   postgres-uow.c    the unit of work: pipelines, per-user limits, the
- *                     NOTIFYs of a transaction, keys, purges;
- *   postgres-read.c   reads: sessions, audit, analytics, maintenance, size;
- *   postgres-fleet.c  several daemons: the listener (LISTEN, creations
- *                     announced after commit, liveness), the leader's lock,
- *                     heartbeats.
+ *   postgres.c          connections, statements, the schema and its
+ *                       migrations, opening and closing, the backend table;
+ *   postgres-uow.c      the unit of work: pipelines, per-user limits, the
+ *                       NOTIFYs of a transaction, keys, purges;
+ *   postgres-read.c     reads: sessions, audit, analytics, maintenance, size;
+ *   postgres-listen.c   the listener: LISTEN on a connection of its own, on
+ *                       the loop, other daemons' changes handed to the engine;
+ *   postgres-announce.c creations announced after their commit, on the
+ *                       listener's connection, and the liveness checks that
+ *                       catch up with a daemon that died before announcing;
+ *   postgres-leader.c   the auxiliary connection (heartbeats, the daemons
+ *                       seen) and the leader's lock.
  * Each file's head says how its part works; postgres.c's, how the whole
  * fits together.
  */
@@ -46,7 +50,7 @@
 #define PG_CHANNEL "sessiond_changes"
 #define PG_ORIGIN_LEN 16
 /* Creations are announced after their commit, at most every
- * PG_ANNOUNCE_MS per daemon (see "announcing creations" in postgres-fleet.c). */
+ * PG_ANNOUNCE_MS per daemon (postgres-announce.c says why). */
 #define PG_ANNOUNCE_MS 25
 /* How often a listener checks which daemons are still connected. */
 #define PG_LIVENESS_MS 1000
@@ -284,12 +288,81 @@ int pg_prefetch(struct pg_store *p, const int64_t *rows, size_t n);
 void pg_prefetch_drop(struct pg_store *p);
 const char *pg_synchronous_value(const char *v);
 
-/* ---- postgres-fleet.c ---- */
-int pg_changes_subscribe(struct store *s, uv_loop_t *loop, store_change_fn fn, void *userdata);
-int pg_leader_try(struct store *s, bool *is_leader);
-int pg_heartbeat(struct store *s, const char *daemon_id, bool leader, int64_t now);
-int pg_daemons_each(struct store *s, int64_t since_ms, store_daemon_fn cb, void *userdata);
-void pg_listener_detach(struct pg_listener *l);
-void pg_announce_at_close(struct pg_store *p);
+/* ---- postgres-leader.c ---- */
 int pg_aux_query(struct pg_store *p, const char *sql, const struct params *a, ExecStatusType want, const char *what,
                  PGresult **ret);
+int pg_heartbeat(struct store *s, const char *daemon_id, bool leader, int64_t now);
+int pg_daemons_each(struct store *s, int64_t since_ms, store_daemon_fn cb, void *userdata);
+int pg_leader_try(struct store *s, bool *is_leader);
+
+/* ---- the listener (postgres-listen.c, postgres-announce.c) ---- */
+enum listener_state {
+        L_WAITING,    /* for the timer, to connect again */
+        L_CONNECTING, /* PQconnectPoll */
+        L_LISTEN,     /* SET application_name and LISTEN sent, their results awaited */
+        L_LISTENING,
+};
+
+/* The statement in flight on the listener's connection (one at a time). */
+enum listener_query {
+        LQ_NONE,
+        LQ_ANNOUNCE, /* NOTIFY of this daemon's creations (l->sending) */
+        LQ_LIVENESS, /* which daemons are connected */
+};
+
+struct pg_listener {
+        struct pg_store *store; /* NULL once the store is closed */
+        uv_loop_t *loop;
+        store_change_fn fn;
+        void *userdata;
+        char origin[PG_ORIGIN_LEN + 1];
+        PGconn *conn;
+        enum listener_state state;
+        uv_poll_t *poll;
+        int poll_fd;
+        uv_timer_t *timer; /* to connect again */
+        uv_timer_t *pace;  /* the next announcement, PG_ANNOUNCE_MS after the last */
+        uv_timer_t *tick;  /* the liveness check, every PG_LIVENESS_MS */
+        uv_async_t *async; /* the writer thread queued creations */
+        int delay_ms;
+        bool lost;        /* reported lost, recovery not yet reported */
+        bool listened;    /* a LISTEN has taken effect once */
+        unsigned handles; /* uv handles not yet closed (each frees itself) */
+
+        enum listener_query busy;
+        bool query_ok;        /* the statement in flight succeeded */
+        bool check_due;       /* a liveness check is to be sent */
+        int64_t announced_at; /* monotonic ms */
+        int64_t *sending;     /* the creations of the announcement in flight */
+        size_t n_sending, allocated_sending;
+        /* The other daemons known to be up: connected at the last check,
+         * or heard from since (a hello or any change). */
+        char (*live)[PG_ORIGIN_LEN + 1];
+        size_t n_live, allocated_live;
+};
+
+/* Which daemons are connected, by their listeners' application_name. */
+#define PG_LIVENESS_SQL                                                 \
+        "SELECT substr(application_name, " PG_STRINGIFY(                \
+                PG_APP_PREFIX_LEN) " + 1) FROM pg_stat_activity WHERE " \
+                                   "datname = current_database() AND application_name LIKE '" PG_APP_PREFIX "%'"
+
+/* postgres-listen.c: the connection and the changes heard. */
+int pg_changes_subscribe(struct store *s, uv_loop_t *loop, store_change_fn fn, void *userdata);
+void pg_listener_detach(struct pg_listener *l);
+int pg_listener_watch(struct pg_listener *l, int events);
+void pg_listener_lost(struct pg_listener *l);
+void pg_listener_report(struct pg_listener *l, enum store_change_kind kind, int64_t row_key, bool lost);
+void pg_listener_notifies(struct pg_listener *l);
+
+/* postgres-announce.c: the statements sent on the listener's connection. */
+void pg_listener_pump(struct pg_listener *l);
+void pg_listener_flush(struct pg_listener *l);
+void pg_listener_results(struct pg_listener *l);
+void pg_listener_requeue(struct pg_listener *l);
+void pg_listener_liveness(struct pg_listener *l, const PGresult *res);
+void pg_live_note(struct pg_listener *l, const char *origin, size_t len);
+void pg_live_forget(struct pg_listener *l, const char *origin, size_t n);
+void pg_listener_async_cb(uv_async_t *a);
+void pg_listener_tick_cb(uv_timer_t *t);
+void pg_announce_at_close(struct pg_store *p);

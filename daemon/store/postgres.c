@@ -56,8 +56,10 @@
  * the commit, and with off a crash could lose what was acknowledged.
  *
  * The unit of work: postgres-uow.c; reads: postgres-read.c; what several
- * daemons need of each other (listening, announcing, the leader, the
- * heartbeats): postgres-fleet.c.
+ * daemons need of each other: the listener (LISTEN, other daemons' changes)
+ * in postgres-listen.c, creations announced after their commit and the
+ * liveness catch-up in postgres-announce.c, the heartbeats and the leader's
+ * lock in postgres-leader.c.
  */
 #include "postgres-internal.h"
 

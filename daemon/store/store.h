@@ -327,7 +327,7 @@ struct store_change {
 /* fn runs on the loop for each change committed by another daemon (its own
  * commits are not reported), in commit order but for creations, which may
  * come later than changes committed after them (PostgreSQL announces them
- * after their commit: postgres-fleet.c); the caller reads the row's state,
+ * after their commit: postgres-announce.c); the caller reads the row's state,
  * so order does not matter to it. lost = true (row_key 0) when changes may
  * have been missed (the listening connection was lost and came back, or
  * another daemon died before announcing its last creations): the caller

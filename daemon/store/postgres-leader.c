@@ -1,0 +1,120 @@
+/* The PostgreSQL backend's leader and heartbeats (DESIGN 8;
+ * postgres-internal.h lists the backend's files): what daemons sharing one
+ * database know of each other besides their changes (those are
+ * postgres-listen.c's).
+ *
+ *   - The auxiliary connection (its own mutex, aux_lock: these are called
+ *     without s->lock): each daemon's heartbeat row in sessiond_daemons,
+ *     written by pg_heartbeat(), and the daemons seen lately
+ *     (pg_daemons_each(), for Status). postgres-read.c's measure of the
+ *     tables (pg_size()) runs on it too, through pg_aux_query().
+ *   - The leader (features.clustering): a session-level advisory lock,
+ *     PG_LEADER_LOCK, held on a connection of its own; losing the
+ *     connection loses the lock (the server frees it at once, even after
+ *     kill -9), and another daemon's next try takes it.
+ */
+#include "postgres-internal.h"
+
+#include <string.h>
+
+#include "log.h"
+
+/* ---- the auxiliary connection: without s->lock ----------------------------------------- */
+
+/* Runs sql with text parameters on the auxiliary connection (aux_lock
+ * held); *ret (if given) gets the result. */
+int pg_aux_query(struct pg_store *p, const char *sql, const struct params *a, ExecStatusType want, const char *what,
+                 PGresult **ret) {
+        PGresult *res;
+        int r = pg_conn_ready(p, &p->aux);
+
+        if (r < 0)
+                return r;
+        res = PQexecParams(p->aux.c, sql, a ? a->n : 0, NULL, a ? a->v : NULL, NULL, NULL, 0);
+        r = pg_result_check(p->name, p->aux.c, res, want, what);
+        if (r < 0 || !ret)
+                PQclear(res);
+        else
+                *ret = res;
+        return r;
+}
+
+int pg_heartbeat(struct store *s, const char *daemon_id, bool leader, int64_t now) {
+        struct pg_store *p = pg(s);
+        struct params a = {0};
+        int r;
+
+        param_text(&a, daemon_id);
+        param_int(&a, now);
+        param_text(&a, leader ? "true" : "false");
+        pthread_mutex_lock(&p->aux_lock);
+        r = pg_aux_query(p,
+                         "INSERT INTO sessiond_daemons (daemon_id, seen_ms, leader) VALUES ($1, $2, $3) "
+                         "ON CONFLICT (daemon_id) DO UPDATE SET seen_ms = EXCLUDED.seen_ms, leader = EXCLUDED.leader",
+                         &a, PGRES_COMMAND_OK, "writing the heartbeat", NULL);
+        pthread_mutex_unlock(&p->aux_lock);
+        return r < 0 ? r : 0;
+}
+
+int pg_daemons_each(struct store *s, int64_t since_ms, store_daemon_fn cb, void *userdata) {
+        struct pg_store *p = pg(s);
+        struct params a = {0};
+        _cleanup_pqclear_ PGresult *res = NULL;
+        int r;
+
+        param_int(&a, since_ms);
+        pthread_mutex_lock(&p->aux_lock);
+        r = pg_aux_query(p,
+                         "SELECT daemon_id, seen_ms, leader FROM sessiond_daemons WHERE seen_ms >= $1 "
+                         "ORDER BY seen_ms DESC, daemon_id COLLATE \"C\"",
+                         &a, PGRES_TUPLES_OK, "reading the daemons", &res);
+        pthread_mutex_unlock(&p->aux_lock);
+        /* The callback runs without the lock: it may ask again. */
+        for (int i = 0; r == 0 && i < PQntuples(res); i++) {
+                struct store_daemon_row row = {
+                        .daemon_id = PQgetvalue(res, i, 0),
+                        .seen_ms = pg_value_int(res, i, 1),
+                        .leader = strcmp(PQgetvalue(res, i, 2), "t") == 0,
+                };
+                r = cb(&row, userdata);
+        }
+        return r;
+}
+
+/* ---- the leader ----------------------------------------------------------------------------- */
+
+/* Holding: a round trip proves the connection (and so the lock) is still
+ * there. Not holding: take it if free. A lost connection is leadership
+ * lost: false now, a new connection and a new try later (backoff). */
+int pg_leader_try(struct store *s, bool *is_leader) {
+        struct pg_store *p = pg(s);
+        struct params a = {0};
+        int r;
+
+        *is_leader = false;
+        if (p->leader_held) {
+                _cleanup_pqclear_ PGresult *res = PQexec(p->leader.c, "SELECT 1");
+
+                if (PQresultStatus(res) == PGRES_TUPLES_OK) {
+                        *is_leader = true;
+                        return 0;
+                }
+                log_warning("Store %s: the leader's connection was lost; this daemon is no longer the leader.",
+                            p->name);
+                p->leader_held = false;
+                pg_conn_close(&p->leader);
+                pg_backoff(&p->leader);
+                return 0;
+        }
+        r = pg_conn_ready(p, &p->leader);
+        if (r < 0)
+                return r;
+        param_int(&a, PG_LEADER_LOCK);
+        _cleanup_pqclear_ PGresult *res =
+                PQexecParams(p->leader.c, "SELECT pg_try_advisory_lock($1::bigint)", 1, NULL, a.v, NULL, NULL, 0);
+        r = pg_result_check(p->name, p->leader.c, res, PGRES_TUPLES_OK, "trying the leader's lock");
+        if (r < 0)
+                return r;
+        p->leader_held = *is_leader = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+        return 0;
+}
