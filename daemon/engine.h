@@ -211,13 +211,14 @@ int engine_sync_get(struct engine *e, int64_t now, const char *token, int64_t *v
 /* A compare-and-set of the sync state (expected_version < 0: whatever the
  * version). Answered once the write's unit of work is done, since another
  * daemon on a shared store may write first (engine/sync.c): returns 0 and
- * later calls done(0, new version), done(-EAGAIN, version stored) when it
- * lost to another write, or done(storage error) when its unit was lost;
- * or returns an error at once (the same mapping as the other methods) and
- * never calls done. Until done runs, *ret names the wait, for
+ * later calls done() with err->version: done(0) with the new version,
+ * done(-EAGAIN) with the version stored when it lost to another write,
+ * done(-ESTALE) with err->end_reason when another daemon ended the session
+ * first, or done(storage error) when its unit was lost; or returns an error
+ * at once (the same mapping as the other methods) and never calls done. Until done runs, *ret names the wait, for
  * engine_sync_detach() when the caller goes away. */
 struct engine_sync_wait;
-typedef void (*engine_sync_done_fn)(int r, int64_t version, void *userdata);
+typedef void (*engine_sync_done_fn)(int r, const struct engine_error *err, void *userdata);
 int engine_sync_set(struct engine *e, int64_t now, const char *token, const char *data, size_t size,
                     int64_t expected_version, engine_sync_done_fn done, void *userdata, struct engine_sync_wait **ret,
                     struct engine_error *err);

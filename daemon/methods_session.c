@@ -229,21 +229,20 @@ static void method_get_sync_state(struct daemon *d, struct call *c) {
 }
 
 /* SetSyncState is answered when its unit of work is done (engine_sync_set):
- * the call waits like a stream, and detaches if its peer goes first. */
+ * the call detaches if its peer goes first; a stop waits for its answer. */
 static void sync_set_cancel(struct call *c, void *userdata) {
         (void) c;
         engine_sync_detach(userdata);
 }
 
-static void sync_set_done(int r, int64_t version, void *userdata) {
-        struct engine_error err = {.version = version};
+static void sync_set_done(int r, const struct engine_error *err, void *userdata) {
         struct call *c = userdata;
 
         call_set_cancel(c, NULL, NULL);
         if (r < 0)
-                methods_reply_error(c, IFACE, r, &err);
+                methods_reply_error(c, IFACE, r, err);
         else
-                call_reply(c, json_pack("{s:I}", "version", (json_int_t) version));
+                call_reply(c, json_pack("{s:I}", "version", (json_int_t) err->version));
 }
 
 static void method_set_sync_state(struct daemon *d, struct call *c) {
@@ -274,7 +273,7 @@ static void method_set_sync_state(struct daemon *d, struct call *c) {
                 methods_reply_error(c, IFACE, r, &err);
                 return;
         }
-        call_set_cancel(c, sync_set_cancel, w);
+        call_set_detach(c, sync_set_cancel, w);
 }
 
 static void method_watch(struct daemon *d, struct call *c) {

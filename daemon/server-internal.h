@@ -119,6 +119,7 @@ struct call {
         bool admin;
         bool write;
         bool cancelled;      /* its cancel callback is running or has run */
+        bool answers_soon;   /* call_set_detach(): a stop waits for its reply */
         uint64_t started_ns; /* uv_hrtime() at dispatch when timed, else 0 */
 };
 

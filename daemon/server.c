@@ -482,7 +482,7 @@ void server_close(struct server *s, void (*cb)(struct server *s)) {
                 conn_update_reading(c);
                 /* Streams never end by themselves; other open calls get
                  * their reply (until main's deadline calls server_abort). */
-                if (c->current && c->current->cancel)
+                if (c->current && c->current->cancel && !c->current->answers_soon)
                         conn_cancel_call(c);
         }
         /* Whatever is answered goes out first (held replies wait for

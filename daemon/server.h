@@ -78,6 +78,10 @@ void call_mark_write(struct call *c);
  * freed by the server. userdata belongs to the handler. */
 typedef void (*call_cancel_fn)(struct call *c, void *userdata);
 void call_set_cancel(struct call *c, call_cancel_fn cb, void *userdata);
+/* For a call answered later but soon, by work already under way (a write
+ * waiting for its unit of work): cb runs only if the connection goes away
+ * first. Unlike a stream, a stopping daemon waits for its reply. */
+void call_set_detach(struct call *c, call_cancel_fn cb, void *userdata);
 
 /* Method handlers: implemented by the session and admin modules.
  * methods_dispatch() must eventually reply to the call, now or later

@@ -86,6 +86,12 @@ void call_set_cancel(struct call *c, call_cancel_fn cb, void *userdata) {
         assert(c);
         c->cancel = cb;
         c->userdata = userdata;
+        c->answers_soon = false;
+}
+
+void call_set_detach(struct call *c, call_cancel_fn cb, void *userdata) {
+        call_set_cancel(c, cb, userdata);
+        c->answers_soon = cb != NULL;
 }
 
 /* One message for a call's peer: JSON parameters still to be encoded (a

@@ -48,6 +48,7 @@ struct watcher {
         struct watcher *prev, *next; /* bucket list */
         bool linked;
         bool warned;
+        int64_t version_told; /* the newest sync version sent */
         unsigned refs;
         uv_timer_t timer;
 };
@@ -224,17 +225,19 @@ static int final_cb(const struct engine_info *info, void *userdata) {
         return 1;
 }
 
-static void sync_fields(struct engine *e, const char *id, json_t *reply) {
+/* The sync state as it is now; its version (-1: none could be read). */
+static int64_t sync_fields(struct engine *e, const char *id, json_t *reply) {
         int64_t version = 0;
         char *data = NULL;
         size_t size = 0;
 
         if (!reply || engine_sync_get_by_id(e, id, &version, &data, &size) < 0)
-                return;
+                return -1;
         json_object_set_new(reply, "version", json_integer(version));
         if (data)
                 json_object_set_new(reply, "data", json_stringn(data, size));
         free(data);
+        return version;
 }
 
 /* One watcher hears one event: an end is its final reply, a sync write or a
@@ -257,9 +260,20 @@ static void watcher_hear(struct engine *e, struct watcher *w, const struct engin
         } else if (engine_peek(e, now, &w->ref, &info) < 0) {
                 return;
         } else if (strcmp(ev->kind, "sync") == 0) {
+                /* The state is read as it is now, so several writes heard
+                 * at once (another daemon's, read after they all landed),
+                 * or heard out of order (this daemon's and another's),
+                 * are told once, newest version first: never a version
+                 * twice, never one going back. */
                 json_t *reply = event_reply("sync", &info);
+                int64_t version = sync_fields(e, w->id, reply);
 
-                sync_fields(e, w->id, reply);
+                if (version >= 0 && version <= w->version_told) {
+                        json_decref(reply);
+                        return;
+                }
+                if (version > w->version_told)
+                        w->version_told = version;
                 send_continues(w, reply);
         } else if (strcmp(ev->kind, "platform_switched") == 0) {
                 send_continues(w, event_reply("platform", &info));
@@ -379,7 +393,7 @@ void watch_start(struct daemon *d, struct call *c, const char *token) {
 
         reply = event_reply("state", &info);
         if (reply && d->config->features.cross_tab_sync)
-                sync_fields(d->engine, w->id, reply);
+                w->version_told = sync_fields(d->engine, w->id, reply);
         if (!reply) {
                 w->call = NULL;
                 watcher_unref(w);

@@ -101,17 +101,17 @@ void bus_emit_take(struct engine *e, int64_t now, const char *kind, const char *
         bus_queue_commit(e, q, p, now, kind, session_id);
 }
 
-static void bus_emit_text_to(struct engine *e, bool committed, int64_t now, const char *kind, const char *session_id,
-                             const char *user_id, char *detail_text) {
+static void bus_emit_text_to(struct engine *e, int64_t now, const char *kind, const char *session_id,
+                             const char *user_id, char *detail_text, const int *applied) {
         struct event_queue *q;
-        struct pending_event *p = detail_text ? bus_queue_add(e, committed, &q) : NULL;
+        struct pending_event *p = detail_text ? bus_queue_add(e, false, &q) : NULL;
         char *user = p && user_id ? strdup(user_id) : NULL;
 
         if (!p || (user_id && !user)) {
                 free(detail_text);
                 return;
         }
-        *p = (struct pending_event){.detail_text = detail_text, .user_id = user};
+        *p = (struct pending_event){.detail_text = detail_text, .user_id = user, .applied = applied};
         bus_queue_commit(e, q, p, now, kind, session_id);
 }
 
@@ -119,16 +119,19 @@ static void bus_emit_text_to(struct engine *e, bool committed, int64_t now, cons
  * user_id): no jansson object on the hot path. */
 void bus_emit_text(struct engine *e, int64_t now, const char *kind, const char *session_id, const char *user_id,
                    char *detail_text) {
-        bus_emit_text_to(e, false, now, kind, session_id, user_id, detail_text);
+        bus_emit_text_to(e, now, kind, session_id, user_id, detail_text, NULL);
 }
 
-/* The same for a write already committed (its unit is no longer open). */
-void bus_emit_text_committed(struct engine *e, int64_t now, const char *kind, const char *session_id,
-                             const char *user_id, char *detail_text) {
-        bus_emit_text_to(e, true, now, kind, session_id, user_id, detail_text);
+/* The same for a conditional write (a compare-and-set) of the open unit:
+ * the event keeps its place among the unit's events, and is dropped when
+ * the unit commits without applying the write (*applied is 0 then; txn.c
+ * reads it before the owner of *applied can free it). */
+void bus_emit_text_applied(struct engine *e, int64_t now, const char *kind, const char *session_id, const char *user_id,
+                           char *detail_text, const int *applied) {
+        assert(e->txn && applied);
+        bus_emit_text_to(e, now, kind, session_id, user_id, detail_text, applied);
 }
 
-/* Queues an event; steals detail, copies user_id. */
 void bus_emit(struct engine *e, int64_t now, const char *kind, const char *session_id, const char *user_id,
               json_t *detail) {
         bus_emit_take(e, now, kind, session_id, user_id && e->n_observers > 0 ? strdup(user_id) : NULL, detail);

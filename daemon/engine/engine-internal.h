@@ -146,8 +146,9 @@ struct pending_event {
         int64_t time;
         char session_id[TOKEN_ID_STRING_LEN + 1];
         char *user_id;
-        json_t *detail;    /* or NULL and... */
-        char *detail_text; /* ...the detail as JSON text (bus_emit_text) */
+        json_t *detail;     /* or NULL and... */
+        char *detail_text;  /* ...the detail as JSON text (bus_emit_text) */
+        const int *applied; /* told only if *applied when its unit commits (bus_emit_text_applied) */
 };
 
 struct event_queue {
@@ -374,16 +375,18 @@ void bus_emit_take(struct engine *e, int64_t now, const char *kind, const char *
                    json_t *detail);
 void bus_emit_text(struct engine *e, int64_t now, const char *kind, const char *session_id, const char *user_id,
                    char *detail_text);
+void bus_emit_text_applied(struct engine *e, int64_t now, const char *kind, const char *session_id, const char *user_id,
+                           char *detail_text, const int *applied);
+void bus_emit(struct engine *e, int64_t now, const char *kind, const char *session_id, const char *user_id,
+              json_t *detail);
+bool bus_observed(const struct engine *e);
+
+/* sync.c */
 void sync_waits_hand_off(struct engine *e);
 void sync_waits_committed(struct engine *e);
 void sync_waits_lost(struct engine *e, int r, bool open_too);
 void sync_waits_abort(struct engine *e, int r);
 void sync_waits_free(struct engine *e);
-void bus_emit_text_committed(struct engine *e, int64_t now, const char *kind, const char *session_id,
-                             const char *user_id, char *detail_text);
-void bus_emit(struct engine *e, int64_t now, const char *kind, const char *session_id, const char *user_id,
-              json_t *detail);
-bool bus_observed(const struct engine *e);
 
 /* security.c */
 void security_user_sec_free(struct user_sec *sec);

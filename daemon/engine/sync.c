@@ -16,12 +16,15 @@
  * when its unit of work is done, not when it is recorded (struct
  * engine_sync_wait, in the order the units go: open, then in flight):
  *  - written: the reply gives the new version, and the `sync` event goes
- *    to the observers;
+ *    to the observers (queued with the unit's other events when the write
+ *    is recorded, so it keeps its place before an `ended` of the same
+ *    unit, and dropped if the write does not apply);
  *  - outrun by another daemon's write: a caller who named expected_version
  *    gets Conflict with the version now stored (what it would have got had
  *    the other write come first); one who did not has its write recorded
- *    again on top of that version (last writer wins, as it asked), a few
- *    times at most;
+ *    again on top of that version (last writer wins, as it asked) for as
+ *    long as the session lives: each round is a unit that another daemon's
+ *    write beat, so a writer starves only while others keep writing;
  *  - lost with its unit (a failed commit): the storage error, like every
  *    other write of that unit.
  * A caller that goes away (its connection closed) detaches; the write
@@ -36,8 +39,6 @@
 
 #include "log.h"
 
-#define SYNC_RETRIES_MAX 8 /* an unconditional write outrun again and again ends in Conflict */
-
 struct engine_sync_wait {
         struct engine_sync_wait *next;
         int applied; /* set by the store when the unit runs (store_session_cas_sync) */
@@ -45,7 +46,6 @@ struct engine_sync_wait {
         int64_t version;  /* the version written */
         int64_t now;      /* the request's time, for the event */
         bool any_version; /* no expected_version: written again when outrun */
-        unsigned retries;
         char id[TOKEN_ID_STRING_LEN + 1];
         char *user_id;
         char *data; /* kept for writing again (any_version only) */
@@ -60,10 +60,14 @@ static void wait_free(struct engine_sync_wait *w) {
         free(w);
 }
 
-static void wait_finish(struct engine_sync_wait *w, int r, int64_t version) {
+static void wait_finish_error(struct engine_sync_wait *w, int r, const struct engine_error *err) {
         if (w->done)
-                w->done(r, version, w->userdata);
+                w->done(r, err, w->userdata);
         wait_free(w);
+}
+
+static void wait_finish(struct engine_sync_wait *w, int r, int64_t version) {
+        wait_finish_error(w, r, &(struct engine_error){.version = version});
 }
 
 static void waits_append(struct engine_sync_wait **list, struct engine_sync_wait *w) {
@@ -106,6 +110,7 @@ int engine_sync_get(struct engine *e, int64_t now, const char *token, int64_t *v
 struct id_row {
         int64_t row_key;
         bool live;
+        enum engine_end_reason end_reason; /* when not live */
 };
 
 static int id_row_cb(const struct store_session *row, void *userdata) {
@@ -113,6 +118,8 @@ static int id_row_cb(const struct store_session *row, void *userdata) {
 
         x->row_key = row->row_key;
         x->live = row->ended_at == 0;
+        if (!x->live)
+                x->end_reason = engine_end_reason_from_string(row->end_reason);
         return 1;
 }
 
@@ -154,6 +161,13 @@ static int wait_record(struct engine *e, struct engine_sync_wait *w, uint32_t h,
                 return txn_fail(e, r);
         w->version = current + 1;
         waits_append(&e->sync_open, w);
+        if (bus_observed(e)) {
+                char *text = NULL;
+
+                if (asprintf(&text, "{\"version\":%lld}", (long long) w->version) < 0)
+                        text = NULL;
+                bus_emit_text_applied(e, w->now, "sync", w->id, w->user_id, text, &w->applied);
+        }
         return 0;
 }
 
@@ -218,21 +232,27 @@ void engine_sync_detach(struct engine_sync_wait *w) {
 }
 
 /* A write its unit committed without applying it: another daemon's came
- * between. */
+ * between, and may have ended the session too. */
 static void wait_outrun(struct engine *e, struct engine_sync_wait *w) {
+        struct id_row x = {0};
         int64_t current;
         int r = stored_version(e, w->row_key, &current);
 
+        if (r >= 0 && w->any_version)
+                r = store_session_by_row_key(e->store, w->row_key, id_row_cb, &x);
         if (r < 0) {
                 wait_finish(w, r == -ENOENT ? r : txn_storage_errno(r), 0);
                 return;
         }
-        if (!w->any_version || w->retries >= SYNC_RETRIES_MAX) {
+        if (w->any_version && !x.live) {
+                wait_finish_error(w, -ESTALE, &(struct engine_error){.end_reason = x.end_reason});
+                return;
+        }
+        if (!w->any_version) {
                 e->counters.sync_conflicts++;
                 wait_finish(w, -EAGAIN, current);
                 return;
         }
-        w->retries++;
         w->next = NULL;
         r = wait_record(e, w, NIL, current, w->data, w->size);
         if (r < 0)
@@ -261,13 +281,6 @@ void sync_waits_committed(struct engine *e) {
                         continue;
                 }
                 e->counters.sync_writes++;
-                if (bus_observed(e)) {
-                        char *text = NULL;
-
-                        if (asprintf(&text, "{\"version\":%lld}", (long long) w->version) < 0)
-                                text = NULL;
-                        bus_emit_text_committed(e, w->now, "sync", w->id, w->user_id, text);
-                }
                 wait_finish(w, 0, w->version);
         }
 }

@@ -159,8 +159,16 @@ int txn_row_touch(struct engine *e, int64_t row_key, uint32_t h) {
         return 0;
 }
 
-static void queue_move(struct event_queue *to, struct event_queue *from) {
+/* Moves a unit's events on; once the unit has committed, the events of its
+ * conditional writes that did not apply are dropped here. */
+static void queue_move(struct event_queue *to, struct event_queue *from, bool committed) {
         for (size_t i = 0; i < from->n; i++) {
+                if (committed && from->items[i].applied && !*from->items[i].applied) {
+                        bus_event_clear(&from->items[i]);
+                        continue;
+                }
+                if (committed)
+                        from->items[i].applied = NULL;
                 if (GROW(to->items, to->allocated, to->n + 1) < 0) {
                         bus_event_clear(&from->items[i]);
                         continue;
@@ -183,7 +191,7 @@ static void unit_done(int result, void *userdata) {
                 e->storage_error = 0;
                 e->counters.commits++;
                 e->n_inflight_affected = 0;
-                queue_move(&e->ready, &e->inflight_events);
+                queue_move(&e->ready, &e->inflight_events, true);
                 sync_waits_committed(e);
                 bus_dispatch_schedule(e);
                 result = 0;
@@ -231,7 +239,7 @@ static void unit_hand_off(struct engine *e, uint64_t seq, bool wait) {
         SWAP(e->affected_allocated, e->inflight_affected_allocated);
         e->n_inflight_affected = e->n_affected;
         e->n_affected = 0;
-        queue_move(&e->inflight_events, &e->in_txn);
+        queue_move(&e->inflight_events, &e->in_txn, false);
         sync_waits_hand_off(e);
         e->txn = false;
         e->inflight = true;

@@ -472,6 +472,8 @@ static int notify_unit(struct pg_store *p, const struct store_uow *u, bool defer
 
                 if (!k || (defer_created && u->ops[i].kind == STORE_OP_INSERT))
                         continue;
+                if (u->ops[i].applied && !*u->ops[i].applied)
+                        continue; /* a compare-and-set that another daemon's write beat: nothing changed */
                 n = snprintf(item, sizeof item, "%s%c:%" PRId64, len > head ? "," : "", k, row_key);
                 if (len + (size_t) n > PG_NOTIFY_MAX) {
                         r = notify_send(p, payload);

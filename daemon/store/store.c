@@ -128,6 +128,7 @@ static void store_collect(struct store *s) {
         s->inflight = NULL;
         s->inflight_done = false;
         pthread_mutex_unlock(&s->lock);
+        uv_unref((uv_handle_t *) s->async);
         store_uow_clear(u);
         free(u);
         fn(r, userdata);
@@ -155,7 +156,9 @@ static int writer_start(struct store *s, uv_loop_t *loop) {
                 return log_error_errno(r, "Store %s: cannot set up the writer's wake-up: %m", store_name(s));
         }
         s->async->data = s;
-        /* The async handle alone must not keep the loop running. */
+        /* The async handle keeps the loop running only while a unit is in
+         * flight (store_submit to store_collect): a stopping daemon's loop
+         * runs until the commit that answers its held replies is in. */
         uv_unref((uv_handle_t *) s->async);
         pthread_cond_init(&s->wake, NULL);
         r = -pthread_create(&s->writer, NULL, writer_main, s);
@@ -298,6 +301,7 @@ int store_submit(struct store *s, store_commit_fn fn, void *userdata) {
         s->writer_wanted = true;
         pthread_cond_signal(&s->wake);
         pthread_mutex_unlock(&s->lock);
+        uv_ref((uv_handle_t *) s->async);
         return 0;
 }
 

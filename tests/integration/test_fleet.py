@@ -183,6 +183,9 @@ def test_sync_writes_race_across_daemons():
                 t.join()
             return out
 
+        watch = f.daemons[0].connect()
+        watch.send("io.sessiond.Session.Watch", {"token": token}, more=True)
+        assert watch.recv().get("continues") is True
         version = f.daemons[0].call("io.sessiond.Session.GetSyncState", {"token": token})["version"]
         for n in range(15):
             out = race([(d, {"data": "r%d-%d" % (n, i), "expected_version": version})
@@ -206,6 +209,70 @@ def test_sync_writes_race_across_daemons():
         assert versions == list(range(version + 1, version + 10)), versions
         state = f.daemons[1].call("io.sessiond.Session.GetSyncState", {"token": token})
         assert state["version"] == version + 9, state
+
+        # The Watch on the first daemon heard each version once at most: a
+        # write that lost its race is no change to tell (the others may be
+        # heard together, as one event with the newest version).
+        f.daemons[2].call("io.sessiond.Session.Destroy", {"token": token})
+        seen = []
+        while True:
+            ev = watch.recv()
+            assert "error" not in ev, ev
+            if ev["parameters"]["event"] == "ended":
+                break
+            if ev["parameters"]["event"] == "sync":
+                seen.append(ev["parameters"]["version"])
+        watch.close()
+        assert seen and len(seen) == len(set(seen)), seen
+        assert seen == sorted(seen), seen
+
+
+def test_sync_write_answered_at_stop():
+    """A SetSyncState waiting for its unit of work when SIGTERM comes is
+    answered once the unit commits, like any other write in flight (a
+    stream is what a stop cancels), and so is a Destroy whose reply is held
+    for that commit. Their unit is held back by row locks taken in another
+    transaction."""
+    with Fleet(1) as f:
+        d = f.daemons[0]
+        token = d.call("io.sessiond.Session.Create", {"user_id": "stop-sync"})["token"]
+        other = d.call("io.sessiond.Session.Create", {"user_id": "stop-sync"})["token"]
+        holder = subprocess.Popen(["psql", "-XAtq", "-v", "ON_ERROR_STOP=1", f.url], stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, text=True)
+        try:
+            holder.stdin.write("BEGIN;\nSELECT 1 FROM sessions FOR UPDATE;\n")
+            holder.stdin.flush()
+            assert holder.stdout.read(4) == "1\n1\n"
+            out = {}
+
+            def write(name, method, parameters):
+                try:
+                    out[name] = d.call(method, parameters)
+                except Exception as e:  # a closed connection is the failure looked for
+                    out[name] = e
+            threads = [threading.Thread(target=write, args=a) for a in (
+                ("sync", "io.sessiond.Session.SetSyncState", {"token": token, "data": "kept"}),
+                ("destroy", "io.sessiond.Session.Destroy", {"token": other}))]
+            for t in threads:
+                t.start()
+            wait_for(lambda: int(psql(f.url, "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = "
+                                             "'Lock' AND query LIKE 'UPDATE sessions%'")) >= 1,
+                     what="the writes waiting for the row locks")
+            d.signal(signal.SIGTERM)
+            time.sleep(0.3)  # the stop has begun: nothing is answered before its commit
+            assert out == {}, out
+            holder.stdin.write("COMMIT;\n")
+            holder.stdin.close()
+            for t in threads:
+                t.join(TIMEOUT)
+            assert out == {"sync": {"version": 1}, "destroy": {}}, out
+            assert d.stop() == 0
+        finally:
+            holder.kill()
+            holder.wait()
+        assert psql(f.url, "SELECT sync_version || ' ' || convert_from(sync_data, 'UTF8') FROM sessions "
+                           "WHERE ended_at IS NULL") == "1 kept"
+        assert psql(f.url, "SELECT count(*) FROM sessions WHERE end_reason = 'destroyed'") == "1"
 
 
 def test_user_limit_holds_across_daemons():
@@ -496,6 +563,7 @@ if __name__ == "__main__":
         test_rotation_and_terminate_seen_elsewhere,
         test_watch_sees_a_sync_write_made_elsewhere,
         test_sync_writes_race_across_daemons,
+        test_sync_write_answered_at_stop,
         test_user_limit_holds_across_daemons,
         test_key_mismatch_refused,
         test_sessionctl_db_and_backup_point_to_postgresql,

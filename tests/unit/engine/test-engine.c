@@ -17,14 +17,16 @@ static const struct engine_counters *counters(struct fixture *f) {
 struct sync_answer {
         int calls, r;
         int64_t version;
+        enum engine_end_reason end_reason;
 };
 
-static void sync_answer_cb(int r, int64_t version, void *userdata) {
+static void sync_answer_cb(int r, const struct engine_error *err, void *userdata) {
         struct sync_answer *x = userdata;
 
         x->calls++;
         x->r = r;
-        x->version = version;
+        x->version = err->version;
+        x->end_reason = err->end_reason;
 }
 
 static int sync_set(struct engine *e, int64_t now, const char *token, const char *data, size_t size, int64_t expected,
@@ -1577,6 +1579,83 @@ START_TEST(test_events_after_commit) {
 }
 END_TEST
 
+/* The sync event of a compare-and-set: told only when the write applied,
+ * and in its place among its unit's events (before an `ended` of the same
+ * unit, which ends a Watch). Another daemon that ends the session while an
+ * unconditional write is outrun: the write is not made again. */
+static void other_daemon_ends(const char *path, const char *id) {
+        sqlite3 *db;
+        sqlite3_stmt *st;
+
+        ck_assert_int_eq(sqlite3_open(path, &db), SQLITE_OK);
+        sqlite3_busy_timeout(db, 5000);
+        ck_assert_int_eq(sqlite3_prepare_v2(db,
+                                            "UPDATE sessions SET sync_version = sync_version + 1, ended_at = "
+                                            "created_at + 1, end_reason = 'destroyed' WHERE id = ?1",
+                                            -1, &st, NULL),
+                         SQLITE_OK);
+        sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+        ck_assert_int_eq(sqlite3_step(st), SQLITE_DONE);
+        ck_assert_int_eq(sqlite3_changes(db), 1);
+        sqlite3_finalize(st);
+        sqlite3_close(db);
+}
+
+START_TEST(test_sync_events) {
+        struct fixture f;
+        struct engine_error err = {0};
+        char *path = path_in("sessions.db");
+        char token[TOKEN_STRING_LEN + 1], id[TOKEN_ID_STRING_LEN + 1];
+        struct sync_answer x = {0};
+        struct engine_sync_wait *w = NULL;
+        int marker;
+
+        fixture_init(&f, path);
+        fixture_open(&f);
+        ck_assert_int_eq(engine_add_observer(f.e, record_cb, NULL, &marker), 0);
+        create_session(&f, MS(T0), "alice", NULL, token, id);
+        ck_assert_int_eq(engine_commit(f.e), 0);
+
+        /* Outrun: Conflict, and no event. */
+        n_seen = 0;
+        ck_assert_int_eq(engine_sync_set(f.e, MS(T0 + 1), token, "mine", 4, 0, sync_answer_cb, &x, &w, &err), 0);
+        other_daemon_writes(path, id, "theirs");
+        ck_assert_int_eq(engine_commit(f.e), 0);
+        ck_assert_int_eq(x.r, -EAGAIN);
+        ck_assert(!was_seen("sync"));
+
+        /* Written, then destroyed in the same unit: sync, then ended. */
+        n_seen = 0;
+        memset(&x, 0, sizeof x);
+        ck_assert_int_eq(engine_sync_set(f.e, MS(T0 + 2), token, "a", 1, 1, sync_answer_cb, &x, &w, &err), 0);
+        ck_assert_int_eq(engine_destroy(f.e, MS(T0 + 2), token, &err), 0);
+        ck_assert_int_eq(engine_commit(f.e), 0);
+        ck_assert_int_eq(x.r, 0);
+        ck_assert_int_eq(x.version, 2);
+        ck_assert_uint_eq(n_seen, 2);
+        ck_assert_str_eq(seen[0], "sync");
+        ck_assert_str_eq(seen[1], "ended");
+
+        /* Unconditional, outrun by a daemon that ended the session. */
+        create_session(&f, MS(T0 + 3), "alice", NULL, token, id);
+        ck_assert_int_eq(engine_commit(f.e), 0);
+        n_seen = 0;
+        memset(&x, 0, sizeof x);
+        ck_assert_int_eq(engine_sync_set(f.e, MS(T0 + 4), token, "b", 1, -1, sync_answer_cb, &x, &w, &err), 0);
+        other_daemon_ends(path, id);
+        ck_assert_int_eq(engine_commit(f.e), 0);
+        ck_assert_int_eq(x.calls, 1);
+        ck_assert_int_eq(x.r, -ESTALE);
+        ck_assert_int_eq(x.end_reason, ENGINE_END_DESTROYED);
+        ck_assert(!was_seen("sync"));
+        ck_assert_int_eq(engine_commit(f.e), 0); /* nothing recorded again */
+        ck_assert_int_eq(x.calls, 1);
+        engine_remove_observer(f.e, record_cb, &marker);
+        fixture_done(&f);
+        scratch_remove();
+}
+END_TEST
+
 /* Ended-session events of the cleanup: each one with its user and reason. */
 static unsigned ended_events;
 static void ended_cb(const struct engine_event *ev, void *userdata) {
@@ -2247,6 +2326,7 @@ int main(void) {
         tcase_add_test(tc, test_refuses_corrupt_database);
         tcase_add_test(tc, test_persistence_off);
         tcase_add_test(tc, test_events_after_commit);
+        tcase_add_test(tc, test_sync_events);
         tcase_add_test(tc, test_cleanup_deadline);
         tcase_add_test(tc, test_cleanup_deadline_large_table);
         tcase_add_test(tc, test_cleanup_quiet_goes_stale);
