@@ -421,6 +421,10 @@ struct engine_counters {
         /* A fleet (DESIGN 8): sessions other daemons ended, and created or changed, learnt from the store. */
         uint64_t remote_ended;
         uint64_t remote_changed;
+        /* Their rows read by the writer after a commit, and on the loop
+         * (rows this daemon's open unit writes too, or a unit lost). */
+        uint64_t remote_reads_after_commit;
+        uint64_t remote_reads_on_loop;
 };
 const struct engine_counters *engine_get_counters(const struct engine *e);
 /* The negative errno of the last failed commit (-ENOSPC: the file system is

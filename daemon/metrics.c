@@ -362,6 +362,12 @@ json_t *metrics_current(struct metrics *m, int64_t now, const struct metrics_ext
         add(&b, "fleet_changes_total", "counter",
             "Sessions another daemon of the fleet changed, learnt from the shared store, by kind.",
             u64(ec->remote_changed), "kind", "created_or_changed", NULL);
+        add(&b, "fleet_change_reads_total", "counter",
+            "Rows of other daemons' changes read again: by the store's writer after a commit, or on the event loop.",
+            u64(ec->remote_reads_after_commit), "where", "after_commit", NULL);
+        add(&b, "fleet_change_reads_total", "counter",
+            "Rows of other daemons' changes read again: by the store's writer after a commit, or on the event loop.",
+            u64(ec->remote_reads_on_loop), "where", "loop", NULL);
         add(&b, "db_size_bytes", "gauge", "Size of the database file and its WAL (0 in memory).",
             json_integer(db_size(d)), NULL);
 

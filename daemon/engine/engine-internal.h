@@ -231,6 +231,12 @@ struct engine {
         bool fleet_configured, clustering_configured; /* features.distributed, .clustering at start */
         char *fleet_url;                              /* daemon.postgres_url at start */
         int64_t fleet_down_since;                     /* ms: the first failed probe of the shared store, 0: reachable */
+        /* Other daemons' changes whose rows the writer reads after the
+         * open unit / the unit in flight (fleet.c); missed: a unit that
+         * carried some was lost, the next good probe reads everything. */
+        struct store_change *remote_open, *remote_inflight;
+        size_t n_remote_open, remote_open_allocated, n_remote_inflight, remote_inflight_allocated;
+        bool remote_missed;
 };
 
 static inline const struct sessiond_config *cfg(const struct engine *e) {
@@ -406,6 +412,10 @@ int engine_fleet_start(struct engine *e);
 /* How long cached sessions are honoured once the shared store is unreachable. */
 #define FLEET_CACHE_GRACE_MS 5000
 void fleet_tick(struct engine *e, int64_t now);
+void fleet_hand_off(struct engine *e);
+void fleet_committed(struct engine *e);
+void fleet_lost(struct engine *e, bool inflight_too);
+void fleet_free(struct engine *e);
 bool fleet_cache_stale(const struct engine *e, int64_t now);
 /* Reads *h's row again: *h is then its entry, or NIL when it ended (or is gone). */
 int fleet_refresh(struct engine *e, uint32_t *h);

@@ -40,6 +40,7 @@
 
 #include "clock.h"
 #include "log.h"
+#include "macro.h"
 
 struct remote_ctx {
         struct engine *e;
@@ -164,19 +165,108 @@ static void remote_reload_all(struct engine *e) {
                            store_name(e->store), stale);
 }
 
-static void remote_change_cb(const struct store_change *c, bool lost, void *userdata) {
-        struct engine *e = userdata;
-        struct remote_ctx x = {.e = e, .kind = lost ? STORE_CHANGE_UPDATED : c->kind};
-        int r;
+/* A change read now, on the loop, through the writing connection: it sees
+ * the open unit's writes. */
+static void remote_read_now(struct engine *e, const struct store_change *c) {
+        struct remote_ctx x = {.e = e, .kind = c->kind};
+        int r = store_session_by_row_key(e->store, c->row_key, remote_row_cb, &x);
 
-        if (lost) {
-                remote_reload_all(e);
-                return;
-        }
-        r = store_session_by_row_key(e->store, c->row_key, remote_row_cb, &x);
+        e->counters.remote_reads_on_loop++;
         if (r < 0 && r != -ENOENT)
                 log_warning("Store %s: could not read session row %lld changed by another daemon: %s",
                             store_name(e->store), (long long) c->row_key, strerror(-r));
+}
+
+static void remote_clear(struct engine *e) {
+        e->n_remote_open = e->n_remote_inflight = 0;
+}
+
+/* A change heard: its row is read by the writer after the open unit's
+ * commit (store_read_after), and memory follows when that unit is done
+ * (fleet_committed). Read now only when that cannot be. */
+static void remote_change_cb(const struct store_change *c, bool lost, void *userdata) {
+        struct engine *e = userdata;
+
+        if (lost) {
+                remote_clear(e); /* the whole pass below reads them too */
+                e->remote_missed = false;
+                remote_reload_all(e);
+                return;
+        }
+        if (GROW(e->remote_open, e->remote_open_allocated, e->n_remote_open + 1) < 0 || txn_begin(e) < 0 ||
+            store_read_after(e->store, c->row_key) < 0) {
+                remote_read_now(e, c);
+                return;
+        }
+        e->remote_open[e->n_remote_open++] = *c;
+}
+
+/* ---- the changes' rows, read after a commit (txn.c calls these) ------------------------------
+ * Why after the commit, by the writer. A row read on another connection,
+ * or at another time, could be older than what this daemon wrote since
+ * (a session it ended would come back to life in memory). The writer reads
+ * the rows right after committing the unit, before the next: the read
+ * sees every write of this daemon committed so far, and the only writes
+ * newer than it are those of the unit open when the answer comes
+ * (e->affected): those rows are read again on the loop, through the
+ * writing connection, which sees the open unit's writes. */
+
+void fleet_hand_off(struct engine *e) {
+        SWAP(e->remote_open, e->remote_inflight);
+        SWAP(e->remote_open_allocated, e->remote_inflight_allocated);
+        e->n_remote_inflight = e->n_remote_open;
+        e->n_remote_open = 0;
+}
+
+static int affected_cmp(const void *a, const void *b) {
+        int64_t x = *(const int64_t *) a, y = *(const int64_t *) b;
+
+        return x < y ? -1 : x > y;
+}
+
+void fleet_committed(struct engine *e) {
+        _cleanup_free_ int64_t *written = NULL;
+        size_t n = e->n_remote_inflight;
+
+        if (n == 0)
+                return;
+        e->n_remote_inflight = 0;
+        if (e->n_affected > 0 && (written = malloc(e->n_affected * sizeof *written))) {
+                for (size_t i = 0; i < e->n_affected; i++)
+                        written[i] = e->affected[i].row_key;
+                qsort(written, e->n_affected, sizeof *written, affected_cmp);
+        }
+        for (size_t i = 0; i < n; i++) {
+                const struct store_change *c = &e->remote_inflight[i];
+                struct remote_ctx x = {.e = e, .kind = c->kind};
+                int r = -EAGAIN;
+
+                if (e->n_affected == 0 ||
+                    (written && !bsearch(&c->row_key, written, e->n_affected, sizeof *written, affected_cmp)))
+                        r = store_read_row(e->store, c->row_key, remote_row_cb, &x);
+                if (r == -EAGAIN)
+                        remote_read_now(e, c);
+                else
+                        e->counters.remote_reads_after_commit++;
+        }
+}
+
+/* The unit that was to read them is lost (the store is in trouble: no
+ * read now either): they are read with everything else once a probe finds
+ * the store well (fleet_tick). */
+void fleet_lost(struct engine *e, bool inflight_too) {
+        if (e->n_remote_open > 0 || (inflight_too && e->n_remote_inflight > 0))
+                e->remote_missed = true;
+        e->n_remote_open = 0;
+        if (inflight_too)
+                e->n_remote_inflight = 0;
+}
+
+void fleet_free(struct engine *e) {
+        free(e->remote_open);
+        free(e->remote_inflight);
+        e->remote_open = e->remote_inflight = NULL;
+        remote_clear(e);
 }
 
 /* ---- memory checked against the store ---------------------------------------------------------
@@ -229,6 +319,13 @@ void fleet_tick(struct engine *e, int64_t now) {
                 log_notice("Store %s reachable again after %lld ms.", store_name(e->store),
                            (long long) (now - e->fleet_down_since));
                 e->fleet_down_since = 0;
+                e->remote_missed = false;
+                remote_reload_all(e);
+        } else if (r >= 0 && e->remote_missed) {
+                log_notice("Store %s: a unit of work that was to read other daemons' changes was lost; reading "
+                           "the live sessions again.",
+                           store_name(e->store));
+                e->remote_missed = false;
                 remote_reload_all(e);
         }
 }

@@ -128,6 +128,7 @@ void engine_abort(struct engine *e) {
         reload_affected(e);
         bus_queue_clear(&e->in_txn);
         sync_waits_abort(e, e->commit_error ? e->commit_error : -EIO);
+        fleet_lost(e, false);
 }
 
 /* A write failed inside the iteration's unit of work: nothing of it may be
@@ -192,6 +193,7 @@ static void unit_done(int result, void *userdata) {
                 e->counters.commits++;
                 e->n_inflight_affected = 0;
                 queue_move(&e->ready, &e->inflight_events, true);
+                fleet_committed(e);
                 sync_waits_committed(e);
                 bus_dispatch_schedule(e);
                 result = 0;
@@ -214,6 +216,7 @@ static void unit_done(int result, void *userdata) {
                 bus_queue_clear(&e->in_txn);
                 bus_queue_clear(&e->inflight_events);
                 sync_waits_lost(e, result, true);
+                fleet_lost(e, true);
         }
         if (e->commit_fn)
                 e->commit_fn(e, seq, result, e->commit_userdata);
@@ -241,6 +244,7 @@ static void unit_hand_off(struct engine *e, uint64_t seq, bool wait) {
         e->n_affected = 0;
         queue_move(&e->inflight_events, &e->in_txn, false);
         sync_waits_hand_off(e);
+        fleet_hand_off(e);
         e->txn = false;
         e->inflight = true;
         e->inflight_seq = seq;

@@ -46,6 +46,7 @@ struct store {
         void *commit_userdata;
         uv_async_t *async; /* the writer wakes the loop (freed in its close callback) */
         uv_loop_t *loop;   /* the store_options' loop, NULL: none */
+        void *rows;        /* what the last unit done read after its commit (store_read_row) */
 };
 
 struct store_backend {
@@ -75,7 +76,14 @@ struct store_backend {
          * unit is then lost, rolled back). rollback ends an open
          * transaction keeping nothing. */
         int (*uow_apply)(struct store *s, struct store_uow *u);
+        /* uow_commit also reads u->reads once committed, into u->rows
+         * (left NULL when the read fails: the caller reads them itself),
+         * when the backend has rows_find. */
         int (*uow_commit)(struct store *s, struct store_uow *u);
+        /* A row of a unit's u->rows (0, cb's value, or -ENOENT: not
+         * there), and their end. NULL: no reads after a commit. */
+        int (*rows_find)(void *rows, int64_t row_key, store_session_fn cb, void *userdata);
+        void (*rows_free)(void *rows);
         void (*rollback)(struct store *s);
         int (*allocate_key)(struct store *s, int64_t *ret);
         /* allocate_key touches only what the loop owns (SQLite: a counter

@@ -141,17 +141,6 @@ struct pg_store {
         int64_t *announce;
         size_t n_announce, allocated_announce;
         uv_async_t *announce_async;
-
-        /* The rows of one notification, read at once for the engine's
-         * reads of them one by one (pg_prefetch()); under core.lock. */
-        PGresult *prefetch;
-        struct pg_prefetched *prefetched; /* by row_key */
-        size_t n_prefetched;
-};
-
-struct pg_prefetched {
-        int64_t row_key;
-        int index; /* in prefetch, -1: not there */
 };
 
 static inline struct pg_store *pg(struct store *s) {
@@ -284,8 +273,10 @@ int pg_end_reasons(struct store *s, store_group_fn cb, void *userdata);
 int pg_session_pages(struct store *s, int q, const char *user_id, int64_t after, bool light, store_session_fn cb,
                      void *userdata);
 int64_t pg_size(struct store *s);
-int pg_prefetch(struct pg_store *p, const int64_t *rows, size_t n);
-void pg_prefetch_drop(struct pg_store *p);
+/* Rows read after a unit's commit (store_read_after): rows_find, rows_free. */
+struct pg_rows *pg_rows_read(struct pg_store *p, const int64_t *keys, size_t n);
+int pg_rows_find(void *rows, int64_t row_key, store_session_fn cb, void *userdata);
+void pg_rows_free(void *rows);
 const char *pg_synchronous_value(const char *v);
 
 /* ---- postgres-leader.c ---- */

@@ -8,9 +8,9 @@
  * when it returns every change committed afterwards is heard;
  * reconnections use PQconnectStartParams/PQconnectPoll (listener_state).
  * It LISTENs on PG_CHANNEL: each other daemon's committed changes arrive
- * as "<origin>:<kind>:<row>,..." and are handed to the engine, which reads
- * those rows again (fleet.c); the rows of one notification are read at
- * once first (pg_prefetch()). Ends, rotations, renewals, client changes,
+ * as "<origin>:<kind>:<row>,..." and are handed to the engine, which has
+ * those rows read again after its next commit, by the writer, not on the
+ * loop (fleet.c, store_read_after). Ends, rotations, renewals, client changes,
  * sync writes, platform switches and evictions are NOTIFYs of the
  * transaction that made them (postgres-uow.c): delivered if and only if it
  * commits. Creations are not: postgres-announce.c sends them after their
@@ -149,47 +149,14 @@ static bool change_kind(char k, enum store_change_kind *kind) {
         }
 }
 
-/* The rows a payload names, read in one statement for the engine's reads
- * that follow (pg_prefetch()); without them (out of memory, a failure),
- * each is read by itself. */
-static void listener_prefetch(struct pg_listener *l, const char *items) {
-        _cleanup_free_ int64_t *rows = NULL;
-        size_t n = 0, max = 1;
-        enum store_change_kind kind;
-
-        for (const char *q = items; *q; q++)
-                max += *q == ',';
-        rows = malloc(max * sizeof *rows);
-        if (!rows)
-                return;
-        for (const char *q = items; *q && n < max;) {
-                char *end;
-                int64_t row_key;
-
-                if (q[0] == '\0' || q[1] != ':')
-                        break;
-                row_key = strtoll(q + 2, &end, 10);
-                if (change_kind(q[0], &kind))
-                        rows[n++] = row_key;
-                q = *end == ',' ? end + 1 : end + strlen(end);
-        }
-        if (n < 2)
-                return;
-        pthread_mutex_lock(&l->store->core.lock);
-        (void) pg_prefetch(l->store, rows, n);
-        pthread_mutex_unlock(&l->store->core.lock);
-}
-
 /* "kind:row" items after the origin. */
 static void listener_dispatch(struct pg_listener *l, const char *payload) {
         const char *colon = strchr(payload, ':'), *p;
-        struct pg_store *st = l->store;
 
         if (!colon ||
             ((size_t) (colon - payload) == strlen(l->origin) && strncmp(payload, l->origin, strlen(l->origin)) == 0))
                 return; /* ours, or not ours to read */
         pg_live_note(l, payload, (size_t) (colon - payload));
-        listener_prefetch(l, colon + 1);
         for (p = colon + 1; *p && l->store;) {
                 enum store_change_kind kind;
                 char k = p[0];
@@ -204,12 +171,6 @@ static void listener_dispatch(struct pg_listener *l, const char *payload) {
                 else if (k == 'x')
                         pg_live_forget(l, payload, (size_t) (colon - payload));
                 p = *end == ',' ? end + 1 : end + strlen(end);
-        }
-        /* The store may have been closed by a callback (then it dropped them). */
-        if (l->store) {
-                pthread_mutex_lock(&st->core.lock);
-                pg_prefetch_drop(st);
-                pthread_mutex_unlock(&st->core.lock);
         }
 }
 

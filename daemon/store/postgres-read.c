@@ -98,89 +98,97 @@ static int session_one(struct store *s, int q, struct params *a, store_session_f
         return r < 0 ? r : result_each(res, false, cb, userdata, true, NULL);
 }
 
-static int prefetched_cmp(const void *a, const void *b) {
-        int64_t x = ((const struct pg_prefetched *) a)->row_key, y = ((const struct pg_prefetched *) b)->row_key;
+/* ---- rows read after a commit (store_read_after) ------------------------------------------ */
+
+struct pg_row_index {
+        int64_t row_key;
+        int index; /* in res, -1: not there */
+};
+
+struct pg_rows {
+        PGresult *res;
+        size_t n;
+        struct pg_row_index keys[]; /* by row_key: every key asked for */
+};
+
+static int row_index_cmp(const void *a, const void *b) {
+        int64_t x = ((const struct pg_row_index *) a)->row_key, y = ((const struct pg_row_index *) b)->row_key;
 
         return x < y ? -1 : x > y;
 }
 
-/* Reads rows[0..n) in one statement (core.lock held), for the reads of
- * them that follow (pg_session_by_row_key) until pg_prefetch_drop(): the
- * listener hands the engine a notification's changes one by one, and the
- * engine reads each row again; a notification names up to a thousand
- * rows (a DestroyUser of 50,000 sessions: about sixty), so that is one
- * round trip for each notification instead of one for each row. A row
- * read earlier than its own read would have been is no staler than a
- * notification is anyway: memory follows the store's committed state. */
-int pg_prefetch(struct pg_store *p, const int64_t *rows, size_t n) {
-        _cleanup_free_ char *arr = NULL;
+void pg_rows_free(void *rows) {
+        struct pg_rows *x = rows;
+
+        if (!x)
+                return;
+        PQclear(x->res);
+        free(x);
+}
+
+/* Reads keys[0..n) in one statement, on the writer's turn, after the
+ * unit's commit: the other daemons' changes that the engine learns
+ * without reading on the loop (fleet.c). A notification names up to a
+ * thousand rows (a DestroyUser of 50,000 sessions: about sixty), so that
+ * is one round trip for each, not one for each row. NULL on a failure
+ * (logged): the engine then reads the rows itself. */
+struct pg_rows *pg_rows_read(struct pg_store *p, const int64_t *keys, size_t n) {
+        _cleanup_free_ char *arr = malloc(n * 22 + 3);
+        struct pg_rows *x = calloc(1, sizeof *x + n * sizeof x->keys[0]);
         struct params a = {0};
         size_t len = 0;
         int r;
 
-        pg_prefetch_drop(p);
-        if (n < 2)
-                return 0;
-        p->prefetched = calloc(n, sizeof *p->prefetched);
-        arr = malloc(n * 22 + 3);
-        if (!p->prefetched || !arr) {
-                pg_prefetch_drop(p);
-                return -ENOMEM;
+        if (!arr || !x) {
+                free(x);
+                return NULL;
         }
         arr[len++] = '{';
         for (size_t i = 0; i < n; i++) {
-                p->prefetched[i] = (struct pg_prefetched){.row_key = rows[i], .index = -1};
-                len += (size_t) sprintf(arr + len, "%s%" PRId64, i ? "," : "", rows[i]);
+                x->keys[i] = (struct pg_row_index){.row_key = keys[i], .index = -1};
+                len += (size_t) sprintf(arr + len, "%s%" PRId64, i ? "," : "", keys[i]);
         }
         arr[len++] = '}';
         arr[len] = '\0';
-        p->n_prefetched = n;
-        qsort(p->prefetched, n, sizeof *p->prefetched, prefetched_cmp);
+        x->n = n;
+        qsort(x->keys, n, sizeof x->keys[0], row_index_cmp);
         r = read_ready(p);
         if (r >= 0) {
                 param_text(&a, arr);
-                p->prefetch = pg_run(p, Q_BY_ROWIDS, &a);
-                r = pg_result_check(p->name, p->w.c, p->prefetch, PGRES_TUPLES_OK, "reading changed sessions");
+                x->res = pg_run(p, Q_BY_ROWIDS, &a);
+                r = pg_result_check(p->name, p->w.c, x->res, PGRES_TUPLES_OK, "reading sessions other daemons changed");
         }
-        if (r < 0) { /* each is read by itself, as without */
-                pg_prefetch_drop(p);
-                return r;
+        if (r < 0) {
+                pg_rows_free(x);
+                return NULL;
         }
-        for (int i = 0; i < PQntuples(p->prefetch); i++) {
-                struct pg_prefetched key = {.row_key = pg_value_int(p->prefetch, i, 0)}, *f;
+        for (int i = 0; i < PQntuples(x->res); i++) {
+                struct pg_row_index key = {.row_key = pg_value_int(x->res, i, 0)}, *f;
 
-                f = bsearch(&key, p->prefetched, n, sizeof *p->prefetched, prefetched_cmp);
+                f = bsearch(&key, x->keys, n, sizeof x->keys[0], row_index_cmp);
                 if (f)
                         f->index = i;
         }
-        return 0;
+        return x;
 }
 
-void pg_prefetch_drop(struct pg_store *p) {
-        PQclear(p->prefetch);
-        p->prefetch = NULL;
-        free(p->prefetched);
-        p->prefetched = NULL;
-        p->n_prefetched = 0;
+int pg_rows_find(void *rows, int64_t row_key, store_session_fn cb, void *userdata) {
+        struct pg_rows *x = rows;
+        struct pg_row_index key = {.row_key = row_key}, *f;
+        struct store_session row;
+
+        f = bsearch(&key, x->keys, x->n, sizeof x->keys[0], row_index_cmp);
+        if (!f)
+                return -EAGAIN; /* not asked for */
+        if (f->index < 0)
+                return -ENOENT;
+        row_from_result(x->res, f->index, &row, false);
+        return cb(&row, userdata);
 }
 
 int pg_session_by_row_key(struct store *s, int64_t row_key, store_session_fn cb, void *userdata) {
-        struct pg_store *p = pg(s);
         struct params a = {0};
 
-        if (p->prefetch) {
-                struct pg_prefetched key = {.row_key = row_key}, *f = bsearch(&key, p->prefetched, p->n_prefetched,
-                                                                              sizeof *p->prefetched, prefetched_cmp);
-
-                if (f && f->index < 0)
-                        return -ENOENT; /* read a moment ago: not there */
-                if (f) {
-                        struct store_session row;
-
-                        row_from_result(p->prefetch, f->index, &row, false);
-                        return cb(&row, userdata);
-                }
-        }
         param_int(&a, row_key);
         return session_one(s, Q_BY_ROWID, &a, cb, userdata);
 }

@@ -658,6 +658,11 @@ int pg_uow_commit(struct store *s, struct store_uow *u) {
                 u->applied = 0;
                 r = uow_commit_once(s, u);
         }
+        /* The rows the engine asked to read after the commit
+         * (store_read_after): on their own, outside the unit's
+         * transaction, so that a failed read costs no write. */
+        if (r >= 0 && u->n_reads > 0)
+                u->rows = pg_rows_read(pg(s), u->reads, u->n_reads);
         return r;
 }
 

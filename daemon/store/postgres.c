@@ -645,7 +645,6 @@ static void pg_close(struct store *s) {
         free(p->locator);
         free(p->evicted);
         free(p->announce);
-        pg_prefetch_drop(p);
         pthread_mutex_destroy(&p->aux_lock);
         pthread_mutex_destroy(&p->announce_lock);
         store_core_destroy(&p->core);
@@ -675,6 +674,8 @@ const struct store_backend store_backend_postgres = {
         .set_synchronous = pg_set_synchronous,
         .uow_apply = pg_uow_apply,
         .uow_commit = pg_uow_commit,
+        .rows_find = pg_rows_find,
+        .rows_free = pg_rows_free,
         .rollback = pg_rollback,
         .allocate_key = pg_allocate_key,
         .session_get_switches = pg_session_get_switches,

@@ -45,8 +45,21 @@ void store_core_init(struct store *s, const struct store_backend *b) {
         pthread_cond_init(&s->idle, NULL);
 }
 
+/* The rows a unit done read after its commit become the store's, for
+ * store_read_row() until the next unit is done. */
+static void rows_take(struct store *s, struct store_uow *u) {
+        if (s->rows)
+                s->backend->rows_free(s->rows);
+        s->rows = u->rows;
+        u->rows = NULL;
+}
+
 void store_core_destroy(struct store *s) {
+        if (s->rows)
+                s->backend->rows_free(s->rows);
+        s->rows = NULL;
         if (s->inflight) { /* collected nowhere: the loop is gone */
+                rows_take(s, s->inflight);
                 store_uow_clear(s->inflight);
                 free(s->inflight);
                 s->inflight = NULL;
@@ -129,6 +142,7 @@ static void store_collect(struct store *s) {
         s->inflight_done = false;
         pthread_mutex_unlock(&s->lock);
         uv_unref((uv_handle_t *) s->async);
+        rows_take(s, u);
         store_uow_clear(u);
         free(u);
         fn(r, userdata);
@@ -269,6 +283,30 @@ int store_set_synchronous(struct store *s, const char *synchronous) {
 
 /* ---- the unit of work ------------------------------------------------------------ */
 
+int store_read_after(struct store *s, int64_t row_key) {
+        struct store_uow *u = &s->open;
+
+        if (!s->backend->rows_find)
+                return -EOPNOTSUPP;
+        if (u->n_reads == u->allocated_reads) {
+                size_t n = u->allocated_reads ? 2 * u->allocated_reads : 16;
+                int64_t *a = reallocarray(u->reads, n, sizeof *a);
+
+                if (!a)
+                        return -ENOMEM;
+                u->reads = a;
+                u->allocated_reads = n;
+        }
+        u->reads[u->n_reads++] = row_key;
+        return 0;
+}
+
+int store_read_row(struct store *s, int64_t row_key, store_session_fn cb, void *userdata) {
+        if (!s->rows)
+                return -EAGAIN;
+        return s->backend->rows_find(s->rows, row_key, cb, userdata);
+}
+
 bool store_has_pending(const struct store *s) {
         return !store_uow_empty(&s->open);
 }
@@ -319,6 +357,7 @@ int store_commit(struct store *s) {
         assert(!s->inflight);
         pthread_mutex_lock(&s->lock);
         r = s->backend->uow_commit(s, &s->open);
+        rows_take(s, &s->open);
         store_uow_clear(&s->open);
         pthread_mutex_unlock(&s->lock);
         return r;

@@ -132,8 +132,20 @@ int store_submit(struct store *s, store_commit_fn fn, void *userdata);
 bool store_busy(struct store *s);
 /* Blocks until the unit in flight is done and runs its callback (now). */
 void store_wait(struct store *s);
-/* True when the open unit holds writes. */
+/* True when the open unit holds writes (or reads after its commit). */
 bool store_has_pending(const struct store *s);
+/* Reads after a commit, so that the loop need not wait for a read. The
+ * row is read by the writer once the open unit has committed (after its
+ * writes, so the read sees them and everything committed before), in the
+ * same turn of the writer: a unit handed off later is not in it. In the
+ * unit's commit callback (and until the next unit is done)
+ * store_read_row() hands the row read to cb: 0, cb's value, -ENOENT when
+ * the row is not there, -EAGAIN when it was not read (the unit failed, the
+ * read failed, or it was not asked for): then read it the usual way.
+ * store_read_after: -EOPNOTSUPP when the backend reads only on the loop
+ * (SQLite, whose reads never wait for a network). */
+int store_read_after(struct store *s, int64_t row_key);
+int store_read_row(struct store *s, int64_t row_key, store_session_fn cb, void *userdata);
 /* Commits the open unit on the calling thread (nothing may be in flight):
  * 0, or the negative errno of the failure (the unit is then lost). */
 int store_commit(struct store *s);

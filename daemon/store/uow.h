@@ -50,6 +50,11 @@ struct store_uow {
         struct store_arena_block *blocks;
         int error;  /* an operation failed: the unit is lost (rolled back) */
         bool wrote; /* the backend wrote outside the operation list (purges) */
+        /* Rows to read once the unit has committed (store_read_after), and
+         * what the backend read (its own object, NULL: not read). */
+        int64_t *reads;
+        size_t n_reads, allocated_reads;
+        void *rows;
 };
 
 void store_uow_clear(struct store_uow *u);

@@ -122,6 +122,31 @@ def test_created_on_one_valid_on_the_others():
             assert e.parameters.get("reason") == "destroyed", e.parameters
 
 
+def fleet_reads(d):
+    """B's reads of other daemons' changes: (by the writer after a commit, on the loop)."""
+    where = {m["labels"]["where"]: m["value"] for m in d.call("io.sessiond.Admin.Metrics")["metrics"]
+             if m["name"] == "fleet_change_reads_total"}
+    return where["after_commit"], where["loop"]
+
+
+def test_changes_heard_are_read_off_the_loop():
+    """The rows of changes heard from other daemons are read by the store's
+    writer after a commit, not on the event loop: B's loop serves its
+    clients while they are read."""
+    with Fleet(2) as f:
+        a, b = f.daemons
+        tokens = [a.call("io.sessiond.Session.Create", {"user_id": "reads"})["token"] for _ in range(5)]
+        for t in tokens:
+            assert validate_state(b, t) == "active"
+        before = fleet_reads(b)
+        for t in tokens:
+            a.call("io.sessiond.Session.Destroy", {"token": t})
+        timed_wait(lambda: all(validate_state(b, t) == "io.sessiond.Session.Expired" for t in tokens),
+                   "5 destroys on A refused on B")
+        after = fleet_reads(b)
+        assert after[0] - before[0] >= 5 and after[1] == before[1], (before, after)
+
+
 def test_rotation_and_terminate_seen_elsewhere():
     with Fleet(2) as f:
         a, b = f.daemons
@@ -560,6 +585,7 @@ def _creates(d):
 if __name__ == "__main__":
     run_tests([
         test_created_on_one_valid_on_the_others,
+        test_changes_heard_are_read_off_the_loop,
         test_rotation_and_terminate_seen_elsewhere,
         test_watch_sees_a_sync_write_made_elsewhere,
         test_sync_writes_race_across_daemons,

@@ -779,6 +779,89 @@ START_TEST(test_unit_of_work_async) {
 }
 END_TEST
 
+/* Reads after a commit (store_read_after): the writer reads the rows
+ * once the unit has committed, so the read sees the unit's own writes;
+ * what was not asked for, or was asked of a unit that failed, is -EAGAIN.
+ * A backend whose reads never wait for a network says -EOPNOTSUPP. */
+struct read_row {
+        int calls;
+        int64_t ended_at;
+        char user[16];
+};
+
+static int read_row_cb(const struct store_session *row, void *userdata) {
+        struct read_row *x = userdata;
+
+        x->calls++;
+        x->ended_at = row->ended_at;
+        snprintf(x->user, sizeof x->user, "%s", row->user_id);
+        return 0;
+}
+
+START_TEST(test_read_after_commit) {
+        uv_loop_t loop;
+        struct store_options o = {0};
+        struct store *s = NULL;
+        struct done d = {0};
+        struct store_session a = row_for("aaaaaaaaaaaaaaaaaaaaaa", 1, "alice", T0);
+        struct store_session b = row_for("bbbbbbbbbbbbbbbbbbbbbb", 2, "bob", T0);
+        struct read_row x = {0}, y = {0};
+        int64_t ra, rb;
+        int r;
+
+        backend_options(&o);
+        o.loop = &loop;
+        ck_assert_int_eq(uv_loop_init(&loop), 0);
+        ck_assert_int_eq(store_open(&o, &s), 0);
+        ck_assert_int_eq(insert_row(s, &a, NULL, 0, &ra), 0);
+        ck_assert_int_eq(insert_row(s, &b, NULL, 0, &rb), 0);
+        ck_assert_int_eq(store_submit(s, done_cb, &d), 0);
+        run_until(&loop, &d.calls, 1);
+        ck_assert_int_eq(d.result, 0);
+        ck_assert_int_eq(store_read_row(s, ra, read_row_cb, &x), -EAGAIN);
+
+        r = store_read_after(s, ra);
+        if (r == -EOPNOTSUPP) {
+                ck_assert(!store_has_pending(s));
+                goto done;
+        }
+        ck_assert_int_eq(r, 0);
+        ck_assert(store_has_pending(s)); /* a unit of reads alone is committed too */
+        ck_assert_int_eq(store_session_end(s, rb, T0 + 5, "destroyed"), 0);
+        ck_assert_int_eq(store_read_after(s, rb), 0);
+        ck_assert_int_eq(store_read_after(s, rb + 100000), 0);
+        ck_assert_int_eq(store_submit(s, done_cb, &d), 0);
+        run_until(&loop, &d.calls, 2);
+        ck_assert_int_eq(d.result, 0);
+        ck_assert_int_eq(store_read_row(s, ra, read_row_cb, &x), 0);
+        ck_assert_int_eq(x.calls, 1);
+        ck_assert_int_eq(x.ended_at, 0);
+        ck_assert_str_eq(x.user, "alice");
+        ck_assert_int_eq(store_read_row(s, rb, read_row_cb, &y), 0);
+        ck_assert_int_eq(y.ended_at, T0 + 5); /* the unit's own end */
+        ck_assert_int_eq(store_read_row(s, rb + 100000, read_row_cb, &y), -ENOENT);
+        ck_assert_int_eq(store_read_row(s, ra + 100000, read_row_cb, &y), -EAGAIN); /* not asked */
+
+        /* A unit that fails reads nothing. */
+        ck_assert_int_eq(store_session_set_sync(s, rb + 100000, 1, "x", 1), 0);
+        ck_assert_int_eq(store_read_after(s, ra), 0);
+        ck_assert_int_eq(store_submit(s, done_cb, &d), 0);
+        run_until(&loop, &d.calls, 3);
+        ck_assert_int_lt(d.result, 0);
+        ck_assert_int_eq(store_read_row(s, ra, read_row_cb, &x), -EAGAIN);
+
+        /* Committed on the calling thread: the same. */
+        ck_assert_int_eq(store_read_after(s, rb), 0);
+        ck_assert_int_eq(store_commit(s), 0);
+        ck_assert_int_eq(store_read_row(s, rb, read_row_cb, &y), 0);
+        ck_assert_int_eq(y.calls, 2);
+done:
+        store_close(s);
+        ck_assert_int_eq(uv_run(&loop, UV_RUN_DEFAULT), 0);
+        ck_assert_int_eq(uv_loop_close(&loop), 0);
+}
+END_TEST
+
 static int count_audit_cb(const struct store_audit_row *row, void *userdata) {
         (void) row;
         (*(int *) userdata)++;
@@ -819,4 +902,5 @@ static void store_cases_add(TCase *tc) {
         tcase_add_test(tc, test_maintenance);
         tcase_add_test(tc, test_unit_of_work_async);
         tcase_add_test(tc, test_reader);
+        tcase_add_test(tc, test_read_after_commit);
 }
