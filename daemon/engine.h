@@ -223,6 +223,18 @@ int engine_sync_set(struct engine *e, int64_t now, const char *token, const char
                     int64_t expected_version, engine_sync_done_fn done, void *userdata, struct engine_sync_wait **ret,
                     struct engine_error *err);
 void engine_sync_detach(struct engine_sync_wait *w);
+/* On a fleet's store (DESIGN 8) a session method whose token memory does
+ * not know (or every one, without features.caching) returns -EINPROGRESS
+ * while the caller allows it (engine_fetch_allow): the token's row is read
+ * by the store's writer after the next commit, not on the loop. The caller
+ * then calls engine_fetch_wait(), whose done runs once the row is read
+ * (or its unit was lost), and runs the method again: it answers from what
+ * was read. Not allowed: the row is read at once, on the loop. */
+void engine_fetch_allow(struct engine *e, bool allow);
+typedef void (*engine_fetch_fn)(void *userdata);
+struct engine_fetch;
+int engine_fetch_wait(struct engine *e, engine_fetch_fn done, void *userdata, struct engine_fetch **ret);
+void engine_fetch_detach(struct engine_fetch *f);
 int engine_destroy(struct engine *e, int64_t now, const char *token, struct engine_error *err);
 /* Ends every live session of user_id (reason destroyed) except the one of
  * except_token (NULL: none), which must be a live session of that user. */
@@ -425,6 +437,9 @@ struct engine_counters {
          * (rows this daemon's open unit writes too, or a unit lost). */
         uint64_t remote_reads_after_commit;
         uint64_t remote_reads_on_loop;
+        /* Tokens memory did not know, read by the writer after a commit
+         * (engine_fetch_wait). */
+        uint64_t token_reads_after_commit;
 };
 const struct engine_counters *engine_get_counters(const struct engine *e);
 /* The negative errno of the last failed commit (-ENOSPC: the file system is

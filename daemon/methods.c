@@ -53,7 +53,11 @@ void methods_dispatch(struct daemon *d, struct call *c) {
                 known = true;
                 for (size_t k = 0; k < *f->count; k++)
                         if (strcmp(f->methods[k].name, name) == 0) {
+                                if (d->engine)
+                                        engine_fetch_allow(d->engine, f->methods[k].token_fetch);
                                 f->methods[k].handler(d, c);
+                                if (d->engine)
+                                        engine_fetch_allow(d->engine, false);
                                 return;
                         }
         }
@@ -163,9 +167,38 @@ void methods_reply_oom(struct call *c) {
         call_error(c, "io.sessiond.Session.StorageError", json_pack("{s:s}", "reason", strerror(ENOMEM)));
 }
 
+/* A token being read off the loop (engine_fetch_wait): the call waits, and
+ * its method runs again once the token is read; it detaches if its peer
+ * goes first, and a stop waits for its answer. */
+static void token_fetched(void *userdata) {
+        struct call *c = userdata;
+
+        call_set_cancel(c, NULL, NULL);
+        methods_dispatch(call_daemon(c), c);
+}
+
+static void token_fetch_cancel(struct call *c, void *userdata) {
+        (void) c;
+        engine_fetch_detach(userdata);
+}
+
+static bool token_fetch_wait(struct call *c) {
+        struct engine_fetch *f = NULL;
+
+        if (engine_fetch_wait(call_daemon(c)->engine, token_fetched, c, &f) < 0)
+                return false;
+        call_set_detach(c, token_fetch_cancel, f);
+        return true;
+}
+
 void methods_reply_error(struct call *c, const char *iface, int r, const struct engine_error *err) {
         const char *session = METHODS_SESSION_INTERFACE;
 
+        if (r == -EINPROGRESS) {
+                if (token_fetch_wait(c))
+                        return;
+                r = -EIO;
+        }
         switch (r) {
         case -EINVAL:
                 error_named(c, iface, "InvalidArgument",

@@ -28,6 +28,11 @@ typedef void (*method_fn)(struct daemon *d, struct call *c);
 struct method {
         const char *name; /* "Create" */
         method_fn handler;
+        /* On a fleet, a token memory does not know is read off the loop
+         * while the call waits (engine_fetch_allow): the handler is run
+         * again once it is read, so it must do nothing before its engine
+         * call that it may not do twice. */
+        bool token_fetch;
 };
 
 extern const struct method methods_session[];

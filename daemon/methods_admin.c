@@ -293,12 +293,12 @@ static void method_terminate_user(struct daemon *d, struct call *c) {
 }
 
 const struct method methods_admin[] = {
-        {"Status", method_status},
-        {"GetConfig", method_get_config},
-        {"Reload", method_reload},
-        {"ListSessions", method_list_sessions},
-        {"GetSession", method_get_session},
-        {"Terminate", method_terminate},
-        {"TerminateUser", method_terminate_user},
+        {"Status", method_status, false},
+        {"GetConfig", method_get_config, false},
+        {"Reload", method_reload, false},
+        {"ListSessions", method_list_sessions, false},
+        {"GetSession", method_get_session, false},
+        {"Terminate", method_terminate, false},
+        {"TerminateUser", method_terminate_user, false},
 };
 const size_t methods_admin_count = sizeof methods_admin / sizeof methods_admin[0];

@@ -415,8 +415,8 @@ static void method_analytics(struct daemon *d, struct call *c) {
 }
 
 const struct method methods_observe[] = {
-        {"Health", method_health},       {"Metrics", method_metrics}, {"Alerts", method_alerts},
-        {"Events", method_events},       {"Audit", method_audit},     {"Cleanup", method_cleanup},
-        {"Analytics", method_analytics},
+        {"Health", method_health, false},       {"Metrics", method_metrics, false}, {"Alerts", method_alerts, false},
+        {"Events", method_events, false},       {"Audit", method_audit, false},     {"Cleanup", method_cleanup, false},
+        {"Analytics", method_analytics, false},
 };
 const size_t methods_observe_count = sizeof methods_observe / sizeof methods_observe[0];

@@ -384,18 +384,18 @@ static void method_get_client_config(struct daemon *d, struct call *c) {
 }
 
 const struct method methods_session[] = {
-        {"Create", method_create},
-        {"Validate", method_validate},
-        {"Heartbeat", method_heartbeat},
-        {"Extend", method_extend},
-        {"Rotate", method_rotate},
-        {"SwitchPlatform", method_switch_platform},
-        {"GetSyncState", method_get_sync_state},
-        {"SetSyncState", method_set_sync_state},
-        {"Watch", method_watch},
-        {"Destroy", method_destroy},
-        {"DestroyUser", method_destroy_user},
-        {"ListUser", method_list_user},
-        {"GetClientConfig", method_get_client_config},
+        {"Create", method_create, false},
+        {"Validate", method_validate, true},
+        {"Heartbeat", method_heartbeat, true},
+        {"Extend", method_extend, true},
+        {"Rotate", method_rotate, true},
+        {"SwitchPlatform", method_switch_platform, true},
+        {"GetSyncState", method_get_sync_state, true},
+        {"SetSyncState", method_set_sync_state, true},
+        {"Watch", method_watch, false},
+        {"Destroy", method_destroy, true},
+        {"DestroyUser", method_destroy_user, false},
+        {"ListUser", method_list_user, false},
+        {"GetClientConfig", method_get_client_config, false},
 };
 const size_t methods_session_count = sizeof methods_session / sizeof methods_session[0];

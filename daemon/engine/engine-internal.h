@@ -237,6 +237,12 @@ struct engine {
         struct store_change *remote_open, *remote_inflight;
         size_t n_remote_open, remote_open_allocated, n_remote_inflight, remote_inflight_allocated;
         bool remote_missed;
+        /* Tokens memory did not know, read after the open unit / the unit
+         * in flight (engine_fetch_wait); the one answered now. */
+        bool fetch_allowed, fetch_miss_set;
+        uint8_t fetch_miss[TOKEN_HASH_BYTES];
+        struct engine_fetch *fetch_open, *fetch_inflight;
+        const struct engine_fetch *fetched;
 };
 
 static inline const struct sessiond_config *cfg(const struct engine *e) {
@@ -424,6 +430,25 @@ int fleet_refresh(struct engine *e, uint32_t *h);
 int fleet_lookup(struct engine *e, const uint8_t hash[TOKEN_HASH_BYTES], uint32_t *h, store_session_fn ended_cb,
                  void *userdata);
 
+/* A token's fetch (fleet.c): the one being answered now for this hash, if
+ * any; its error; what it read when it was read (found or not), NULL when
+ * it could not be (then read now). ask: records the miss for
+ * engine_fetch_wait(), false when the caller cannot wait. */
+struct ended_lookup {
+        bool found;
+        enum engine_end_reason reason;
+        int64_t ended_at;
+        char user_id[ENGINE_USER_ID_MAX + 1];
+        char id[TOKEN_ID_STRING_LEN + 1];
+};
+const struct engine_fetch *fleet_fetched(const struct engine *e, const uint8_t hash[TOKEN_HASH_BYTES]);
+int fleet_fetch_error(const struct engine_fetch *f);
+const struct ended_lookup *fleet_fetch_ended(const struct engine_fetch *f);
+bool fleet_fetch_ask(struct engine *e, const uint8_t hash[TOKEN_HASH_BYTES]);
+void fleet_hand_off_failed(struct engine *e, int r);
+
+/* session.c */
+int session_ended_cb(const struct store_session *row, void *userdata);
 int session_end(struct engine *e, int64_t now, uint32_t h, enum engine_end_reason reason, int64_t ended_at,
                 const char *audit_kind, char id_out[TOKEN_ID_STRING_LEN + 1]);
 int session_invalid(struct engine_error *err, const char *field, const char *reason);

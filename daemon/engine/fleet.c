@@ -37,6 +37,7 @@
 #include <assert.h>
 #include <errno.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "clock.h"
 #include "log.h"
@@ -211,7 +212,12 @@ static void remote_change_cb(const struct store_change *c, bool lost, void *user
  * (e->affected): those rows are read again on the loop, through the
  * writing connection, which sees the open unit's writes. */
 
+static void fetches_append(struct engine_fetch **list, struct engine_fetch *f);
+
 void fleet_hand_off(struct engine *e) {
+        assert(!e->fetch_inflight);
+        e->fetch_inflight = e->fetch_open;
+        e->fetch_open = NULL;
         SWAP(e->remote_open, e->remote_inflight);
         SWAP(e->remote_open_allocated, e->remote_inflight_allocated);
         e->n_remote_inflight = e->n_remote_open;
@@ -224,11 +230,13 @@ static int affected_cmp(const void *a, const void *b) {
         return x < y ? -1 : x > y;
 }
 
+static void fetches_answer(struct engine *e, const int64_t *written);
+
 void fleet_committed(struct engine *e) {
         _cleanup_free_ int64_t *written = NULL;
         size_t n = e->n_remote_inflight;
 
-        if (n == 0)
+        if (n == 0 && !e->fetch_inflight)
                 return;
         e->n_remote_inflight = 0;
         if (e->n_affected > 0 && (written = malloc(e->n_affected * sizeof *written))) {
@@ -249,20 +257,199 @@ void fleet_committed(struct engine *e) {
                 else
                         e->counters.remote_reads_after_commit++;
         }
+        fetches_answer(e, e->n_affected == 0 || written ? written : NULL);
 }
 
-/* The unit that was to read them is lost (the store is in trouble: no
- * read now either): they are read with everything else once a probe finds
- * the store well (fleet_tick). */
+/* ---- tokens memory did not know, read after a commit (engine_fetch_wait) ------------------- */
+
+struct engine_fetch {
+        struct engine_fetch *next;
+        uint8_t hash[TOKEN_HASH_BYTES];
+        int error;                 /* its unit was lost */
+        bool read;                 /* ended: what the read found (else read it now) */
+        struct ended_lookup ended; /* the token's ended row, if that is what it found */
+        engine_fetch_fn done;      /* NULL: detached */
+        void *userdata;
+};
+
+static void fetches_append(struct engine_fetch **list, struct engine_fetch *f) {
+        while (*list)
+                list = &(*list)->next;
+        *list = f;
+}
+
+void engine_fetch_allow(struct engine *e, bool allow) {
+        e->fetch_allowed = allow;
+        e->fetch_miss_set = false;
+}
+
+bool fleet_fetch_ask(struct engine *e, const uint8_t hash[TOKEN_HASH_BYTES]) {
+        if (!e->fetch_allowed)
+                return false;
+        memcpy(e->fetch_miss, hash, TOKEN_HASH_BYTES);
+        e->fetch_miss_set = true;
+        return true;
+}
+
+const struct engine_fetch *fleet_fetched(const struct engine *e, const uint8_t hash[TOKEN_HASH_BYTES]) {
+        return e->fetched && memcmp(e->fetched->hash, hash, TOKEN_HASH_BYTES) == 0 ? e->fetched : NULL;
+}
+
+int fleet_fetch_error(const struct engine_fetch *f) {
+        return f->error;
+}
+
+const struct ended_lookup *fleet_fetch_ended(const struct engine_fetch *f) {
+        return f->read ? &f->ended : NULL;
+}
+
+static int fetch_request(struct engine *e, struct engine_fetch *f) {
+        int r = txn_begin(e);
+
+        if (r >= 0)
+                r = store_read_after_hash(e->store, f->hash);
+        if (r < 0)
+                return r;
+        fetches_append(&e->fetch_open, f);
+        return 0;
+}
+
+int engine_fetch_wait(struct engine *e, engine_fetch_fn done, void *userdata, struct engine_fetch **ret) {
+        struct engine_fetch *f;
+        int r;
+
+        assert(done && ret);
+        if (!e->fetch_miss_set)
+                return -EINVAL;
+        e->fetch_miss_set = false;
+        f = calloc(1, sizeof *f);
+        if (!f)
+                return -ENOMEM;
+        memcpy(f->hash, e->fetch_miss, TOKEN_HASH_BYTES);
+        f->done = done;
+        f->userdata = userdata;
+        r = fetch_request(e, f);
+        if (r < 0) {
+                free(f);
+                return txn_storage_errno(r);
+        }
+        *ret = f;
+        return 0;
+}
+
+void engine_fetch_detach(struct engine_fetch *f) {
+        f->done = NULL;
+}
+
+/* The caller runs its method again, which finds f through fleet_fetched(). */
+static void fetch_finish(struct engine *e, struct engine_fetch *f) {
+        if (f->done) {
+                e->fetched = f;
+                f->done(f->userdata);
+                e->fetched = NULL;
+        }
+        free(f);
+}
+
+static void fetches_fail(struct engine *e, struct engine_fetch **list, int r) {
+        struct engine_fetch *f = *list, *next;
+
+        *list = NULL;
+        for (; f; f = next) {
+                next = f->next;
+                f->error = r;
+                fetch_finish(e, f);
+        }
+}
+
+struct fetch_ctx {
+        struct engine *e;
+        struct engine_fetch *f;
+        const int64_t *written; /* sorted, n_affected of them; NULL: unknown (everything is) */
+};
+
+static int fetch_row_cb(const struct store_session *row, void *userdata) {
+        struct fetch_ctx *x = userdata;
+        struct engine *e = x->e;
+        struct remote_ctx rc = {
+                .e = e, .kind = STORE_CHANGE_UPDATED, .ended_cb = session_ended_cb, .ended_userdata = &x->f->ended};
+
+        if (e->n_affected > 0 &&
+            (!x->written || bsearch(&row->row_key, x->written, e->n_affected, sizeof *x->written, affected_cmp))) {
+                x->f->read = false; /* the open unit writes it: read it now, with those writes */
+                return 1;
+        }
+        return remote_row_cb(row, &rc);
+}
+
+/* The tokens read after the unit that just committed: what was read goes
+ * into memory (a live session) or to the fetch (an ended one), and each
+ * caller runs its method again. A row the open unit writes too is read
+ * again then, on the loop (as a change is: see above). */
+static void fetches_answer(struct engine *e, const int64_t *written) {
+        struct engine_fetch *f = e->fetch_inflight, *next;
+
+        e->fetch_inflight = NULL;
+        for (; f; f = next) {
+                struct fetch_ctx x = {e, f, written};
+                int r;
+
+                next = f->next;
+                f->read = true;
+                r = store_read_row_hash(e->store, f->hash, fetch_row_cb, &x);
+                if (r == -EAGAIN)
+                        f->read = false;
+                else
+                        e->counters.token_reads_after_commit++;
+                fetch_finish(e, f);
+        }
+}
+
+/* The unit that was to read them is lost. Changes: the store is in
+ * trouble (no read now either), they are read with everything else once a
+ * probe finds the store well (fleet_tick). Fetches: answered with the
+ * error when the loop is done with the unit (a unit in flight lost, or
+ * fleet_hand_off_failed: not from inside the method whose write failed);
+ * the open unit dropped without an error asks again. */
 void fleet_lost(struct engine *e, bool inflight_too) {
         if (e->n_remote_open > 0 || (inflight_too && e->n_remote_inflight > 0))
                 e->remote_missed = true;
         e->n_remote_open = 0;
-        if (inflight_too)
+        if (inflight_too) {
                 e->n_remote_inflight = 0;
+                fetches_fail(e, &e->fetch_inflight, e->storage_error ? e->storage_error : -EIO);
+                fetches_fail(e, &e->fetch_open, e->storage_error ? e->storage_error : -EIO);
+        } else if (!e->commit_error) {
+                struct engine_fetch *f = e->fetch_open, *next;
+
+                e->fetch_open = NULL;
+                for (; f; f = next) {
+                        next = f->next;
+                        f->next = NULL;
+                        if (fetch_request(e, f) < 0) {
+                                f->error = -EIO;
+                                fetches_append(&e->fetch_open, f);
+                        }
+                }
+        }
+}
+
+void fleet_hand_off_failed(struct engine *e, int r) {
+        fetches_fail(e, &e->fetch_open, r);
 }
 
 void fleet_free(struct engine *e) {
+        struct engine_fetch *f, *next;
+
+        for (f = e->fetch_open; f; f = next) {
+                next = f->next;
+                free(f);
+        }
+        for (f = e->fetch_inflight; f; f = next) {
+                next = f->next;
+                free(f);
+        }
+        e->fetch_open = e->fetch_inflight = NULL;
         free(e->remote_open);
         free(e->remote_inflight);
         e->remote_open = e->remote_inflight = NULL;

@@ -274,15 +274,7 @@ int engine_create(struct engine *e, int64_t now, const struct engine_create *a, 
 
 /* ---- looking tokens up ------------------------------------------------------------------------ */
 
-struct ended_lookup {
-        bool found;
-        enum engine_end_reason reason;
-        int64_t ended_at;
-        char user_id[ENGINE_USER_ID_MAX + 1];
-        char id[TOKEN_ID_STRING_LEN + 1];
-};
-
-static int ended_cb(const struct store_session *row, void *userdata) {
+int session_ended_cb(const struct store_session *row, void *userdata) {
         struct ended_lookup *l = userdata;
 
         l->found = true;
@@ -319,17 +311,33 @@ int session_lookup(struct engine *e, int64_t now, const char *token, bool count,
         if (e->fleet) {
                 /* Memory is a cache (fleet.c): a session created on another
                  * daemon may not have come in yet, and without
-                 * features.caching every lookup reads the store. */
-                r = fleet_lookup(e, hash, &h, ended_cb, &l);
-                if (r < 0 && r != -ENOENT)
-                        return txn_storage_errno(r);
-                if (h != NIL) {
-                        *ret = h;
-                        return 0;
+                 * features.caching every lookup reads the store: after the
+                 * next commit, off the loop, when the caller can wait
+                 * (-EINPROGRESS: engine_fetch_wait), else now. */
+                const struct engine_fetch *f = fleet_fetched(e, hash);
+
+                if (f && fleet_fetch_error(f))
+                        return fleet_fetch_error(f);
+                if (f && fleet_fetch_ended(f)) {
+                        if (h != NIL) {
+                                *ret = h;
+                                return 0;
+                        }
+                        l = *fleet_fetch_ended(f);
+                } else if (!f && fleet_fetch_ask(e, hash)) {
+                        return -EINPROGRESS;
+                } else {
+                        r = fleet_lookup(e, hash, &h, session_ended_cb, &l);
+                        if (r < 0 && r != -ENOENT)
+                                return txn_storage_errno(r);
+                        if (h != NIL) {
+                                *ret = h;
+                                return 0;
+                        }
                 }
         } else {
                 /* Memory has every live session: the store is asked about ended ones only. */
-                r = store_session_by_hash(e->store, hash, ended_cb, &l);
+                r = store_session_by_hash(e->store, hash, session_ended_cb, &l);
                 if (r < 0 && r != -ENOENT)
                         return txn_storage_errno(r);
         }

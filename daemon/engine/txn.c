@@ -234,6 +234,7 @@ static void unit_hand_off(struct engine *e, uint64_t seq, bool wait) {
                 e->commit_error = 0;
                 e->counters.commit_failures++;
                 e->storage_error = r;
+                fleet_hand_off_failed(e, r);
                 if (e->commit_fn)
                         e->commit_fn(e, seq, r, e->commit_userdata);
                 return;

@@ -83,6 +83,7 @@ struct store_backend {
         /* A row of a unit's u->rows (0, cb's value, or -ENOENT: not
          * there), and their end. NULL: no reads after a commit. */
         int (*rows_find)(void *rows, int64_t row_key, store_session_fn cb, void *userdata);
+        int (*rows_find_hash)(void *rows, const uint8_t hash[TOKEN_HASH_BYTES], store_session_fn cb, void *userdata);
         void (*rows_free)(void *rows);
         void (*rollback)(struct store *s);
         int (*allocate_key)(struct store *s, int64_t *ret);

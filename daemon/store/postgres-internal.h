@@ -85,6 +85,7 @@ enum {
         Q_BY_ROWID,
         Q_BY_ROWIDS,
         Q_BY_HASH,
+        Q_BY_HASHES,
         Q_BY_ID,
         Q_ALL,
         Q_ALL_LIGHT,
@@ -274,8 +275,9 @@ int pg_session_pages(struct store *s, int q, const char *user_id, int64_t after,
                      void *userdata);
 int64_t pg_size(struct store *s);
 /* Rows read after a unit's commit (store_read_after): rows_find, rows_free. */
-struct pg_rows *pg_rows_read(struct pg_store *p, const int64_t *keys, size_t n);
+struct pg_rows *pg_rows_read(struct pg_store *p, const struct store_uow *u);
 int pg_rows_find(void *rows, int64_t row_key, store_session_fn cb, void *userdata);
+int pg_rows_find_hash(void *rows, const uint8_t hash[TOKEN_HASH_BYTES], store_session_fn cb, void *userdata);
 void pg_rows_free(void *rows);
 const char *pg_synchronous_value(const char *v);
 

@@ -106,8 +106,10 @@ struct pg_row_index {
 };
 
 struct pg_rows {
-        PGresult *res;
-        size_t n;
+        PGresult *res;  /* by row key */
+        PGresult *hres; /* by token hash */
+        uint8_t (*hashes)[TOKEN_HASH_BYTES];
+        size_t n, n_hashes;
         struct pg_row_index keys[]; /* by row_key: every key asked for */
 };
 
@@ -123,26 +125,18 @@ void pg_rows_free(void *rows) {
         if (!x)
                 return;
         PQclear(x->res);
+        PQclear(x->hres);
+        free(x->hashes);
         free(x);
 }
 
-/* Reads keys[0..n) in one statement, on the writer's turn, after the
- * unit's commit: the other daemons' changes that the engine learns
- * without reading on the loop (fleet.c). A notification names up to a
- * thousand rows (a DestroyUser of 50,000 sessions: about sixty), so that
- * is one round trip for each, not one for each row. NULL on a failure
- * (logged): the engine then reads the rows itself. */
-struct pg_rows *pg_rows_read(struct pg_store *p, const int64_t *keys, size_t n) {
+static int rows_by_key(struct pg_store *p, struct pg_rows *x, const int64_t *keys, size_t n) {
         _cleanup_free_ char *arr = malloc(n * 22 + 3);
-        struct pg_rows *x = calloc(1, sizeof *x + n * sizeof x->keys[0]);
         struct params a = {0};
         size_t len = 0;
-        int r;
 
-        if (!arr || !x) {
-                free(x);
-                return NULL;
-        }
+        if (!arr)
+                return -ENOMEM;
         arr[len++] = '{';
         for (size_t i = 0; i < n; i++) {
                 x->keys[i] = (struct pg_row_index){.row_key = keys[i], .index = -1};
@@ -152,22 +146,62 @@ struct pg_rows *pg_rows_read(struct pg_store *p, const int64_t *keys, size_t n) 
         arr[len] = '\0';
         x->n = n;
         qsort(x->keys, n, sizeof x->keys[0], row_index_cmp);
-        r = read_ready(p);
-        if (r >= 0) {
-                param_text(&a, arr);
-                x->res = pg_run(p, Q_BY_ROWIDS, &a);
-                r = pg_result_check(p->name, p->w.c, x->res, PGRES_TUPLES_OK, "reading sessions other daemons changed");
-        }
-        if (r < 0) {
-                pg_rows_free(x);
-                return NULL;
-        }
+        param_text(&a, arr);
+        x->res = pg_run(p, Q_BY_ROWIDS, &a);
+        if (pg_result_check(p->name, p->w.c, x->res, PGRES_TUPLES_OK, "reading sessions other daemons changed") < 0)
+                return -EIO;
         for (int i = 0; i < PQntuples(x->res); i++) {
                 struct pg_row_index key = {.row_key = pg_value_int(x->res, i, 0)}, *f;
 
                 f = bsearch(&key, x->keys, n, sizeof x->keys[0], row_index_cmp);
                 if (f)
                         f->index = i;
+        }
+        return 0;
+}
+
+static int rows_by_hash(struct pg_store *p, struct pg_rows *x, const uint8_t (*hashes)[TOKEN_HASH_BYTES], size_t n) {
+        _cleanup_free_ char *arr = malloc(n * (2 * TOKEN_HASH_BYTES + 8) + 3);
+        struct params a = {0};
+        size_t len = 0;
+
+        x->hashes = malloc(n * sizeof *x->hashes);
+        if (!arr || !x->hashes)
+                return -ENOMEM;
+        memcpy(x->hashes, hashes, n * sizeof *x->hashes);
+        x->n_hashes = n;
+        arr[len++] = '{';
+        for (size_t i = 0; i < n; i++) {
+                len += (size_t) sprintf(arr + len, "%s\"\\\\x", i ? "," : "");
+                for (size_t k = 0; k < TOKEN_HASH_BYTES; k++)
+                        len += (size_t) sprintf(arr + len, "%02x", hashes[i][k]);
+                arr[len++] = '"';
+        }
+        arr[len++] = '}';
+        arr[len] = '\0';
+        param_text(&a, arr);
+        x->hres = pg_run(p, Q_BY_HASHES, &a);
+        return pg_result_check(p->name, p->w.c, x->hres, PGRES_TUPLES_OK, "reading sessions by token") < 0 ? -EIO : 0;
+}
+
+/* Reads the unit's reads (store_read_after, store_read_after_hash) in one
+ * statement each, on the writer's turn, after the unit's commit: other
+ * daemons' changes, and tokens memory did not know, that the engine
+ * learns without reading on the loop (fleet.c). A notification names up
+ * to a thousand rows (a DestroyUser of 50,000 sessions: about sixty), so
+ * that is one round trip for each, not one for each row. NULL on a
+ * failure (logged): the engine then reads them itself. */
+struct pg_rows *pg_rows_read(struct pg_store *p, const struct store_uow *u) {
+        struct pg_rows *x = calloc(1, sizeof *x + u->n_reads * sizeof x->keys[0]);
+        int r = x ? read_ready(p) : -ENOMEM;
+
+        if (r >= 0 && u->n_reads > 0)
+                r = rows_by_key(p, x, u->reads, u->n_reads);
+        if (r >= 0 && u->n_hash_reads > 0)
+                r = rows_by_hash(p, x, (const uint8_t(*)[TOKEN_HASH_BYTES]) u->hash_reads, u->n_hash_reads);
+        if (r < 0) {
+                pg_rows_free(x);
+                return NULL;
         }
         return x;
 }
@@ -177,13 +211,33 @@ int pg_rows_find(void *rows, int64_t row_key, store_session_fn cb, void *userdat
         struct pg_row_index key = {.row_key = row_key}, *f;
         struct store_session row;
 
-        f = bsearch(&key, x->keys, x->n, sizeof x->keys[0], row_index_cmp);
+        f = x->n ? bsearch(&key, x->keys, x->n, sizeof x->keys[0], row_index_cmp) : NULL;
         if (!f)
                 return -EAGAIN; /* not asked for */
         if (f->index < 0)
                 return -ENOENT;
         row_from_result(x->res, f->index, &row, false);
         return cb(&row, userdata);
+}
+
+int pg_rows_find_hash(void *rows, const uint8_t hash[TOKEN_HASH_BYTES], store_session_fn cb, void *userdata) {
+        struct pg_rows *x = rows;
+        struct store_session row;
+        bool asked = false, found = false;
+        int r = 0;
+
+        for (size_t i = 0; i < x->n_hashes && !asked; i++)
+                asked = memcmp(x->hashes[i], hash, TOKEN_HASH_BYTES) == 0;
+        if (!asked)
+                return -EAGAIN;
+        for (int i = 0; i < PQntuples(x->hres) && r == 0; i++) {
+                row_from_result(x->hres, i, &row, false);
+                if (memcmp(row.token_hash, hash, TOKEN_HASH_BYTES) != 0)
+                        continue;
+                found = true;
+                r = cb(&row, userdata);
+        }
+        return found ? r : -ENOENT;
 }
 
 int pg_session_by_row_key(struct store *s, int64_t row_key, store_session_fn cb, void *userdata) {

@@ -661,8 +661,8 @@ int pg_uow_commit(struct store *s, struct store_uow *u) {
         /* The rows the engine asked to read after the commit
          * (store_read_after): on their own, outside the unit's
          * transaction, so that a failed read costs no write. */
-        if (r >= 0 && u->n_reads > 0)
-                u->rows = pg_rows_read(pg(s), u->reads, u->n_reads);
+        if (r >= 0 && (u->n_reads > 0 || u->n_hash_reads > 0))
+                u->rows = pg_rows_read(pg(s), u);
         return r;
 }
 

@@ -301,6 +301,30 @@ int store_read_after(struct store *s, int64_t row_key) {
         return 0;
 }
 
+int store_read_after_hash(struct store *s, const uint8_t hash[TOKEN_HASH_BYTES]) {
+        struct store_uow *u = &s->open;
+
+        if (!s->backend->rows_find_hash)
+                return -EOPNOTSUPP;
+        if (u->n_hash_reads == u->allocated_hash_reads) {
+                size_t n = u->allocated_hash_reads ? 2 * u->allocated_hash_reads : 16;
+                uint8_t(*a)[TOKEN_HASH_BYTES] = reallocarray(u->hash_reads, n, sizeof *a);
+
+                if (!a)
+                        return -ENOMEM;
+                u->hash_reads = a;
+                u->allocated_hash_reads = n;
+        }
+        memcpy(u->hash_reads[u->n_hash_reads++], hash, TOKEN_HASH_BYTES);
+        return 0;
+}
+
+int store_read_row_hash(struct store *s, const uint8_t hash[TOKEN_HASH_BYTES], store_session_fn cb, void *userdata) {
+        if (!s->rows)
+                return -EAGAIN;
+        return s->backend->rows_find_hash(s->rows, hash, cb, userdata);
+}
+
 int store_read_row(struct store *s, int64_t row_key, store_session_fn cb, void *userdata) {
         if (!s->rows)
                 return -EAGAIN;

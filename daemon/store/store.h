@@ -146,6 +146,10 @@ bool store_has_pending(const struct store *s);
  * (SQLite, whose reads never wait for a network). */
 int store_read_after(struct store *s, int64_t row_key);
 int store_read_row(struct store *s, int64_t row_key, store_session_fn cb, void *userdata);
+/* The same by token hash (every row of that hash, in row order, like
+ * store_session_by_hash). */
+int store_read_after_hash(struct store *s, const uint8_t hash[TOKEN_HASH_BYTES]);
+int store_read_row_hash(struct store *s, const uint8_t hash[TOKEN_HASH_BYTES], store_session_fn cb, void *userdata);
 /* Commits the open unit on the calling thread (nothing may be in flight):
  * 0, or the negative errno of the failure (the unit is then lost). */
 int store_commit(struct store *s);

@@ -54,6 +54,8 @@ struct store_uow {
          * what the backend read (its own object, NULL: not read). */
         int64_t *reads;
         size_t n_reads, allocated_reads;
+        uint8_t (*hash_reads)[TOKEN_HASH_BYTES]; /* rows by token hash (store_read_after_hash) */
+        size_t n_hash_reads, allocated_hash_reads;
         void *rows;
 };
 

@@ -147,6 +147,48 @@ def test_changes_heard_are_read_off_the_loop():
         assert after[0] - before[0] >= 5 and after[1] == before[1], (before, after)
 
 
+def token_reads(d):
+    return [m["value"] for m in d.call("io.sessiond.Admin.Metrics")["metrics"]
+            if m["name"] == "fleet_token_reads_total"][0]
+
+
+def test_tokens_memory_does_not_know_are_read_off_the_loop():
+    """A token B's memory does not know (created on A and not yet
+    announced, ended on A, or unknown) is read by B's store writer after a
+    commit while the call waits, not on B's loop; so is every token without
+    features.caching. The answers are those of a read on the loop."""
+    with Fleet(2) as f:
+        a, b = f.daemons
+        before = token_reads(b)
+        token = a.call("io.sessiond.Session.Create", {"user_id": "fetch"})["token"]
+        assert validate_state(b, token) == "active"  # at once: not yet announced
+        ended = a.call("io.sessiond.Session.Create", {"user_id": "fetch"})["token"]
+        a.call("io.sessiond.Session.Destroy", {"token": ended})
+        assert validate_state(b, ended) == "io.sessiond.Session.Expired"
+        assert validate_state(b, "A" * 43) == "io.sessiond.Session.NotFound"
+        assert b.call("io.sessiond.Session.GetSyncState", {"token": token})["version"] == 0
+        assert token_reads(b) - before >= 2, (before, token_reads(b))
+        # Several calls waiting for reads at once, on one connection each.
+        out = [None] * 8
+
+        def call(i):
+            out[i] = validate_state(b, token if i % 2 else "B" * 43)
+        threads = [threading.Thread(target=call, args=(i,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert out == ["io.sessiond.Session.NotFound", "active"] * 4, out
+    with Fleet(1, settings={"features.caching": False}) as f:
+        d = f.daemons[0]
+        token = d.call("io.sessiond.Session.Create", {"user_id": "strong"})["token"]
+        before = token_reads(d)
+        assert validate_state(d, token) == "active"
+        d.call("io.sessiond.Session.Destroy", {"token": token})
+        assert validate_state(d, token) == "io.sessiond.Session.Expired"
+        assert token_reads(d) - before >= 3, (before, token_reads(d))
+
+
 def test_rotation_and_terminate_seen_elsewhere():
     with Fleet(2) as f:
         a, b = f.daemons
@@ -586,6 +628,7 @@ if __name__ == "__main__":
     run_tests([
         test_created_on_one_valid_on_the_others,
         test_changes_heard_are_read_off_the_loop,
+        test_tokens_memory_does_not_know_are_read_off_the_loop,
         test_rotation_and_terminate_seen_elsewhere,
         test_watch_sees_a_sync_write_made_elsewhere,
         test_sync_writes_race_across_daemons,

@@ -806,9 +806,11 @@ START_TEST(test_read_after_commit) {
         struct store_session a = row_for("aaaaaaaaaaaaaaaaaaaaaa", 1, "alice", T0);
         struct store_session b = row_for("bbbbbbbbbbbbbbbbbbbbbb", 2, "bob", T0);
         struct read_row x = {0}, y = {0};
+        uint8_t unknown[TOKEN_HASH_BYTES];
         int64_t ra, rb;
         int r;
 
+        memset(unknown, 0xee, sizeof unknown);
         backend_options(&o);
         o.loop = &loop;
         ck_assert_int_eq(uv_loop_init(&loop), 0);
@@ -830,6 +832,8 @@ START_TEST(test_read_after_commit) {
         ck_assert_int_eq(store_session_end(s, rb, T0 + 5, "destroyed"), 0);
         ck_assert_int_eq(store_read_after(s, rb), 0);
         ck_assert_int_eq(store_read_after(s, rb + 100000), 0);
+        ck_assert_int_eq(store_read_after_hash(s, a.token_hash), 0);
+        ck_assert_int_eq(store_read_after_hash(s, unknown), 0);
         ck_assert_int_eq(store_submit(s, done_cb, &d), 0);
         run_until(&loop, &d.calls, 2);
         ck_assert_int_eq(d.result, 0);
@@ -841,6 +845,11 @@ START_TEST(test_read_after_commit) {
         ck_assert_int_eq(y.ended_at, T0 + 5); /* the unit's own end */
         ck_assert_int_eq(store_read_row(s, rb + 100000, read_row_cb, &y), -ENOENT);
         ck_assert_int_eq(store_read_row(s, ra + 100000, read_row_cb, &y), -EAGAIN); /* not asked */
+        ck_assert_int_eq(store_read_row_hash(s, a.token_hash, read_row_cb, &x), 0);
+        ck_assert_int_eq(x.calls, 2);
+        ck_assert_str_eq(x.user, "alice");
+        ck_assert_int_eq(store_read_row_hash(s, unknown, read_row_cb, &x), -ENOENT);
+        ck_assert_int_eq(store_read_row_hash(s, b.token_hash, read_row_cb, &x), -EAGAIN); /* not asked */
 
         /* A unit that fails reads nothing. */
         ck_assert_int_eq(store_session_set_sync(s, rb + 100000, 1, "x", 1), 0);
