@@ -249,6 +249,25 @@ def test_postgres_mode_runs():
     assert m and 1 <= int(m.group(1)) <= 5 and 1 <= int(m.group(2)) <= 5, out
 
 
+def test_postgres_misses_mode_runs():
+    # bench-vs-redis --postgres-misses at toy sizes: one daemon on a
+    # throwaway PostgreSQL, known clients alone and inside a flood of
+    # unknown tokens, and the table (figures for the README only).
+    src = os.environ.get("MESON_SOURCE_ROOT", os.path.join(os.path.dirname(__file__), "..", ".."))
+    build = os.environ.get("MESON_BUILD_ROOT", os.path.join(src, "build"))
+    if not any(os.access(os.path.join(d, "pg_ctl"), os.X_OK) for d in
+               [os.path.join("/usr/lib/postgresql", v, "bin") for v in
+                (os.listdir("/usr/lib/postgresql") if os.path.isdir("/usr/lib/postgresql") else [])]):
+        raise Skip("no PostgreSQL binaries")
+    p = subprocess.run([sys.executable, os.path.join(src, "tools", "bench-vs-redis"), "--build-dir", build,
+                        "--postgres-misses", "--rounds", "1", "--requests", "300", "--sessions", "100"],
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, (p.stdout, p.stderr)
+    out = p.stdout
+    assert "Validate of unknown tokens on PostgreSQL (1 daemon)" in out, out
+    assert re.search(r"^this build +\d+ +\d+ \| +\d+ ", out, re.M), out
+
+
 def test_no_window():
     # without SIGUSR1 the report has no window fields at all
     with Daemon() as d:
@@ -330,4 +349,4 @@ def test_daemon_dies_mid_run():
 
 
 run_tests([test_create, test_validate_population, test_mixed, test_errors_counted_by_name,
-           test_window, test_windows_apart_and_stop, test_stalls_mode_runs, test_postgres_mode_runs, test_no_window, test_tokens_across_restart, test_bad_token_file, test_bad_usage, test_no_daemon, test_daemon_dies_mid_run])
+           test_window, test_windows_apart_and_stop, test_stalls_mode_runs, test_postgres_mode_runs, test_postgres_misses_mode_runs, test_no_window, test_tokens_across_restart, test_bad_token_file, test_bad_usage, test_no_daemon, test_daemon_dies_mid_run])
