@@ -243,6 +243,7 @@ struct engine {
         uint8_t fetch_miss[TOKEN_HASH_BYTES];
         struct engine_fetch *fetch_open, *fetch_inflight;
         const struct engine_fetch *fetched;
+        struct fleet_probe *probe; /* the store's reachability, probed on a worker thread */
 };
 
 static inline const struct sessiond_config *cfg(const struct engine *e) {
@@ -417,11 +418,15 @@ void auditagg_free(struct engine *e);
 int engine_fleet_start(struct engine *e);
 /* How long cached sessions are honoured once the shared store is unreachable. */
 #define FLEET_CACHE_GRACE_MS 5000
+/* A probe without an answer this long is a failed one. */
+#define FLEET_PROBE_SLOW_MS 2000
 void fleet_tick(struct engine *e, int64_t now);
 void fleet_hand_off(struct engine *e);
 void fleet_committed(struct engine *e);
 void fleet_lost(struct engine *e, bool inflight_too);
 void fleet_free(struct engine *e);
+/* Before the store closes: waits for a probe running on a worker. */
+void fleet_stop(struct engine *e);
 bool fleet_cache_stale(const struct engine *e, int64_t now);
 /* Reads *h's row again: *h is then its entry, or NIL when it ended (or is gone). */
 int fleet_refresh(struct engine *e, uint32_t *h);

@@ -36,6 +36,7 @@
 
 #include <assert.h>
 #include <errno.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -441,6 +442,7 @@ void fleet_hand_off_failed(struct engine *e, int r) {
 void fleet_free(struct engine *e) {
         struct engine_fetch *f, *next;
 
+        fleet_stop(e);
         for (f = e->fetch_open; f; f = next) {
                 next = f->next;
                 free(f);
@@ -491,12 +493,106 @@ int fleet_lookup(struct engine *e, const uint8_t hash[TOKEN_HASH_BYTES], uint32_
 
 /* ---- the store's reachability -------------------------------------------------------------------- */
 
+/* The probe runs on a worker thread, on a connection the loop never uses
+ * (store_probe_any_thread): an unreachable PostgreSQL (a connection
+ * timeout) or a slow one costs the loop nothing; its result is applied on
+ * the loop. One at a time: a tick while one runs lets it be, and one that
+ * has not answered for FLEET_PROBE_SLOW_MS counts as a failure from when
+ * it was sent (the cached sessions' grace runs from there). */
+struct fleet_probe {
+        struct engine *e; /* NULL once the engine is freed: the after-callback frees */
+        struct store *store;
+        uv_work_t work;
+        pthread_mutex_t lock;
+        pthread_cond_t done;
+        bool working; /* under lock: the work function runs (fleet_free waits for it) */
+        bool queued;  /* loop only: the after-callback has not run */
+        int64_t now;
+        int result;
+};
+
+static void probe_result(struct engine *e, int r, int64_t now);
+
+static void probe_destroy(struct fleet_probe *p) {
+        pthread_cond_destroy(&p->done);
+        pthread_mutex_destroy(&p->lock);
+        free(p);
+}
+
+static void probe_work(uv_work_t *w) {
+        struct fleet_probe *p = w->data;
+
+        p->result = store_probe_any_thread(p->store);
+        pthread_mutex_lock(&p->lock);
+        p->working = false;
+        pthread_cond_signal(&p->done);
+        pthread_mutex_unlock(&p->lock);
+}
+
+static void probe_after(uv_work_t *w, int status) {
+        struct fleet_probe *p = w->data;
+
+        p->queued = false;
+        if (!p->e) {
+                probe_destroy(p);
+                return;
+        }
+        if (status < 0)
+                return;
+        if (p->result == -EOPNOTSUPP) /* a backend without: on the loop */
+                p->result = store_probe(p->e->store);
+        probe_result(p->e, p->result, p->now);
+}
+
+void fleet_stop(struct engine *e) {
+        struct fleet_probe *p = e->probe;
+
+        if (!p)
+                return;
+        e->probe = NULL;
+        pthread_mutex_lock(&p->lock);
+        while (p->working)
+                pthread_cond_wait(&p->done, &p->lock);
+        pthread_mutex_unlock(&p->lock);
+        if (p->queued)
+                p->e = NULL; /* freed by its after-callback */
+        else
+                probe_destroy(p);
+}
+
 void fleet_tick(struct engine *e, int64_t now) {
-        int r;
+        struct fleet_probe *p = e->probe;
 
         if (!e->fleet)
                 return;
-        r = store_probe(e->store);
+        if (!p) {
+                p = e->probe = calloc(1, sizeof *p);
+                if (!p) {
+                        probe_result(e, store_probe(e->store), now);
+                        return;
+                }
+                p->e = e;
+                p->store = e->store;
+                p->work.data = p;
+                pthread_mutex_init(&p->lock, NULL);
+                pthread_cond_init(&p->done, NULL);
+        }
+        if (p->queued) {
+                /* Still no answer (a server that stopped answering, not
+                 * one that refuses): as good as down from the start. */
+                if (e->fleet_down_since == 0 && now - p->now >= FLEET_PROBE_SLOW_MS)
+                        probe_result(e, -ETIMEDOUT, p->now);
+                return;
+        }
+        p->queued = p->working = true;
+        p->now = now;
+        if (uv_queue_work(e->d->loop, &p->work, probe_work, probe_after) < 0) {
+                probe_work(&p->work);
+                probe_after(&p->work, 0);
+        }
+}
+
+static void probe_result(struct engine *e, int r, int64_t now) {
         if (r < 0 && e->fleet_down_since == 0) {
                 e->fleet_down_since = now;
                 log_warning("Store %s unreachable (%s): writes fail; cached sessions are honoured for %d s more, "

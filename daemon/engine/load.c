@@ -453,6 +453,7 @@ void engine_free(struct engine *e) {
                 /* Whatever the iteration did and the failed validations
                  * counted, then every touch, even those below the
                  * granularity: a clean stop loses nothing. */
+                fleet_stop(e);
                 auditagg_flush(e);
                 (void) engine_commit(e);
                 for (uint32_t h = 0; h < e->sessions_used; h++) {

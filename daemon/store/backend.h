@@ -124,6 +124,8 @@ struct store_backend {
         int (*audit_each)(struct store *s, const struct store_audit_filter *f, store_audit_fn cb, void *userdata);
         int (*check_integrity)(struct store *s, struct store_maintenance *ret);
         int (*probe)(struct store *s);
+        /* The same from any thread, without s->lock (NULL: none). */
+        int (*probe_any_thread)(struct store *s);
         int (*count_created)(struct store *s, int64_t since, int64_t bucket, uint64_t *counts, size_t n);
         int (*ended_durations)(struct store *s, store_value_fn cb, void *userdata);
         int (*end_reasons)(struct store *s, store_group_fn cb, void *userdata);

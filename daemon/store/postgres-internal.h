@@ -285,6 +285,7 @@ const char *pg_synchronous_value(const char *v);
 int pg_aux_query(struct pg_store *p, const char *sql, const struct params *a, ExecStatusType want, const char *what,
                  PGresult **ret);
 int pg_heartbeat(struct store *s, const char *daemon_id, bool leader, int64_t now);
+int pg_probe_aux(struct store *s);
 int pg_daemons_each(struct store *s, int64_t since_ms, store_daemon_fn cb, void *userdata);
 int pg_leader_try(struct store *s, bool *is_leader);
 

@@ -39,6 +39,17 @@ int pg_aux_query(struct pg_store *p, const char *sql, const struct params *a, Ex
         return r;
 }
 
+/* The probe of a fleet's engine (fleet_tick), on a worker thread. */
+int pg_probe_aux(struct store *s) {
+        struct pg_store *p = pg(s);
+        int r;
+
+        pthread_mutex_lock(&p->aux_lock);
+        r = pg_aux_query(p, "SELECT max(row) FROM sessions", NULL, PGRES_TUPLES_OK, "probing the database", NULL);
+        pthread_mutex_unlock(&p->aux_lock);
+        return r < 0 ? r : 0;
+}
+
 int pg_heartbeat(struct store *s, const char *daemon_id, bool leader, int64_t now) {
         struct pg_store *p = pg(s);
         struct params a = {0};

@@ -699,6 +699,7 @@ const struct store_backend store_backend_postgres = {
         .audit_each = pg_audit_each,
         .check_integrity = pg_check_integrity,
         .probe = pg_probe,
+        .probe_any_thread = pg_probe_aux,
         .count_created = pg_count_created,
         .ended_durations = pg_ended_durations,
         .end_reasons = pg_end_reasons,

@@ -462,6 +462,10 @@ int store_probe(struct store *s) {
         return STORE_WITH_LOCK(s, s->backend->probe(s));
 }
 
+int store_probe_any_thread(struct store *s) {
+        return s->backend->probe_any_thread ? s->backend->probe_any_thread(s) : -EOPNOTSUPP;
+}
+
 int store_count_created(struct store *s, int64_t since, int64_t bucket, uint64_t *counts, size_t n) {
         return STORE_WITH_LOCK(s, s->backend->count_created(s, since, bucket, counts, n));
 }

@@ -309,6 +309,10 @@ int store_audit_each(struct store *s, const struct store_audit_filter *f, store_
 int store_check_integrity(struct store *s, struct store_maintenance *ret);
 /* A trivial read of the sessions table (the health check times it). */
 int store_probe(struct store *s);
+/* The same from any thread (a worker's, so that the loop never waits for
+ * the network): on a connection of its own, never the writer's; -EOPNOTSUPP
+ * when the backend has none (SQLite, whose probe waits for no network). */
+int store_probe_any_thread(struct store *s);
 
 /* Sessions created at or after since (Unix seconds, like the analytics
  * below, which need no more), counted in n buckets of `bucket` seconds (counts[i] covers [since + i*bucket, since + (i+1)*bucket));
