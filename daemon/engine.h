@@ -223,6 +223,21 @@ int engine_sync_set(struct engine *e, int64_t now, const char *token, const char
                     int64_t expected_version, engine_sync_done_fn done, void *userdata, struct engine_sync_wait **ret,
                     struct engine_error *err);
 void engine_sync_detach(struct engine_sync_wait *w);
+/* On a fleet's store (engine_sync_reads_later) the sync state is read by
+ * the store's writer after the next commit, not on the loop: GetSyncState
+ * and Watch use these, which call done once it is read (data valid during
+ * the call; r: 0, -ENOENT, or a storage error); *ret names the read for
+ * engine_sync_read_detach() until then. SetSyncState reads the version it
+ * compares the same way (engine_sync_set: nothing changes for its caller). */
+struct engine_ref;
+bool engine_sync_reads_later(const struct engine *e);
+typedef void (*engine_sync_got_fn)(int r, int64_t version, const char *data, size_t size, void *userdata);
+struct engine_sync_read;
+int engine_sync_get_later(struct engine *e, int64_t now, const char *token, engine_sync_got_fn done, void *userdata,
+                          struct engine_sync_read **ret, struct engine_error *err);
+int engine_sync_get_ref_later(struct engine *e, const struct engine_ref *ref, engine_sync_got_fn done, void *userdata,
+                              struct engine_sync_read **ret);
+void engine_sync_read_detach(struct engine_sync_read *x);
 /* On a fleet's store (DESIGN 8) a session method whose token memory does
  * not know (or every one, without features.caching) returns -EINPROGRESS
  * while the caller allows it (engine_fetch_allow): the token's row is read

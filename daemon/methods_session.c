@@ -200,32 +200,63 @@ static void method_switch_platform(struct daemon *d, struct call *c) {
         reply_session(c, &w, &info);
 }
 
+static void sync_state_reply(struct call *c, int64_t version, const char *data, size_t size) {
+        json_t *reply = json_pack("{s:I}", "version", (json_int_t) version);
+
+        if (reply && data && json_object_set_new(reply, "data", json_stringn(data, size)) < 0) {
+                json_decref(reply);
+                reply = NULL;
+        }
+        if (!reply)
+                methods_reply_oom(c);
+        else
+                call_reply(c, reply);
+}
+
+/* On a fleet's store the state is read after the next commit, off the
+ * loop (engine_sync_get_later): the call waits, detached if its peer goes. */
+static void sync_got(int r, int64_t version, const char *data, size_t size, void *userdata) {
+        struct engine_error err = {0};
+        struct call *c = userdata;
+
+        call_set_cancel(c, NULL, NULL);
+        if (r < 0)
+                methods_reply_error(c, IFACE, r, &err);
+        else
+                sync_state_reply(c, version, data, size);
+}
+
+static void sync_read_cancel(struct call *c, void *userdata) {
+        (void) c;
+        engine_sync_read_detach(userdata);
+}
+
 static void method_get_sync_state(struct daemon *d, struct call *c) {
         struct engine_error err = {0};
+        struct engine_sync_read *x = NULL;
         const char *token;
         int64_t version = 0;
         char *data = NULL;
         size_t size = 0;
-        json_t *reply;
         int r;
 
         if (param_token(c, &token) < 0)
                 return;
+        if (engine_sync_reads_later(d->engine)) {
+                r = engine_sync_get_later(d->engine, methods_now_ms(), token, sync_got, c, &x, &err);
+                if (r < 0)
+                        methods_reply_error(c, IFACE, r, &err);
+                else
+                        call_set_detach(c, sync_read_cancel, x);
+                return;
+        }
         r = engine_sync_get(d->engine, methods_now_ms(), token, &version, &data, &size, &err);
         if (r < 0) {
                 methods_reply_error(c, IFACE, r, &err);
                 return;
         }
-        reply = json_pack("{s:I}", "version", (json_int_t) version);
-        if (reply && data && json_object_set_new(reply, "data", json_stringn(data, size)) < 0) {
-                json_decref(reply);
-                reply = NULL;
-        }
+        sync_state_reply(c, version, data, size);
         free(data);
-        if (!reply)
-                methods_reply_oom(c);
-        else
-                call_reply(c, reply);
 }
 
 /* SetSyncState is answered when its unit of work is done (engine_sync_set):
@@ -392,7 +423,7 @@ const struct method methods_session[] = {
         {"SwitchPlatform", method_switch_platform, true},
         {"GetSyncState", method_get_sync_state, true},
         {"SetSyncState", method_set_sync_state, true},
-        {"Watch", method_watch, false},
+        {"Watch", method_watch, true},
         {"Destroy", method_destroy, true},
         {"DestroyUser", method_destroy_user, false},
         {"ListUser", method_list_user, false},

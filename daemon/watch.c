@@ -49,6 +49,10 @@ struct watcher {
         bool linked;
         bool warned;
         int64_t version_told; /* the newest sync version sent */
+        /* A fleet's store: the sync state is read after a commit, off the
+         * loop (engine_sync_get_ref_later); the first reply ("state")
+         * waits for it, and sync events heard meanwhile make one more read. */
+        bool state_pending, sync_pending, sync_again;
         unsigned refs;
         uv_timer_t timer;
 };
@@ -240,6 +244,55 @@ static int64_t sync_fields(struct engine *e, const char *id, json_t *reply) {
         return version;
 }
 
+static void sync_read_start(struct watcher *w);
+
+/* A sync state read after a commit, for the first reply or a sync event:
+ * the reply is built from the session as memory has it now. */
+static void sync_got(int r, int64_t version, const char *data, size_t size, void *userdata) {
+        struct watcher *w = userdata;
+        struct engine *e = w->reg->d->engine;
+        bool state = w->state_pending;
+        struct engine_info info;
+        json_t *reply;
+
+        w->state_pending = w->sync_pending = false;
+        if (!w->call || r == -ECANCELED || engine_peek(e, methods_now_ms(), &w->ref, &info) < 0) {
+                watcher_unref(w); /* gone or ended: the "ended" event is on its way */
+                return;
+        }
+        reply = event_reply(state ? "state" : "sync", &info);
+        if (reply && r == 0) {
+                json_object_set_new(reply, "version", json_integer(version));
+                if (data)
+                        json_object_set_new(reply, "data", json_stringn(data, size));
+        }
+        if (state) {
+                w->version_told = r == 0 ? version : -1;
+                send_continues(w, reply);
+                evaluate(w); /* arms the timer; warns at once if it is due */
+        } else if (r == 0 && version > w->version_told) {
+                w->version_told = version;
+                send_continues(w, reply);
+        } else
+                json_decref(reply);
+        if (w->call && w->sync_again) {
+                w->sync_again = false;
+                sync_read_start(w);
+        }
+        watcher_unref(w);
+}
+
+static void sync_read_start(struct watcher *w) {
+        struct engine_sync_read *x;
+        int r;
+
+        w->refs++;
+        w->sync_pending = true;
+        r = engine_sync_get_ref_later(w->reg->d->engine, &w->ref, sync_got, w, &x);
+        if (r < 0)
+                sync_got(r, 0, NULL, 0, w);
+}
+
 /* One watcher hears one event: an end is its final reply, a sync write or a
  * platform switch a reply that continues, an extension a new evaluation. */
 static void watcher_hear(struct engine *e, struct watcher *w, const struct engine_event *ev) {
@@ -249,6 +302,8 @@ static void watcher_hear(struct engine *e, struct watcher *w, const struct engin
 
         if (!w->call)
                 return;
+        if (w->state_pending && strcmp(ev->kind, "ended") != 0)
+                return; /* the first reply, still to come, tells the state after it */
         if (strcmp(ev->kind, "ended") == 0) {
                 struct final_reply f = {"ended", NULL};
 
@@ -259,6 +314,11 @@ static void watcher_hear(struct engine *e, struct watcher *w, const struct engin
                 send_final(w, f.reply);
         } else if (engine_peek(e, now, &w->ref, &info) < 0) {
                 return;
+        } else if (strcmp(ev->kind, "sync") == 0 && engine_sync_reads_later(e)) {
+                if (w->sync_pending)
+                        w->sync_again = true;
+                else
+                        sync_read_start(w);
         } else if (strcmp(ev->kind, "sync") == 0) {
                 /* The state is read as it is now, so several writes heard
                  * at once (another daemon's, read after they all landed),
@@ -392,7 +452,7 @@ void watch_start(struct daemon *d, struct call *c, const char *token) {
         w->timer.data = w;
 
         reply = event_reply("state", &info);
-        if (reply && d->config->features.cross_tab_sync)
+        if (reply && d->config->features.cross_tab_sync && !engine_sync_reads_later(d->engine))
                 w->version_told = sync_fields(d->engine, w->id, reply);
         if (!reply) {
                 w->call = NULL;
@@ -409,6 +469,12 @@ void watch_start(struct daemon *d, struct call *c, const char *token) {
         reg->count++;
         call_set_cancel(c, cancel_cb, w);
 
+        if (d->config->features.cross_tab_sync && engine_sync_reads_later(d->engine)) {
+                json_decref(reply); /* built again once the sync state is read */
+                w->state_pending = true;
+                sync_read_start(w);
+                return;
+        }
         w->refs++;
         send_continues(w, reply);
         evaluate(w); /* arms the timer; warns at once if it is due */

@@ -199,6 +199,8 @@ struct engine {
         struct event_queue inflight_events;
         /* SetSyncState calls waiting for the open unit / the unit in flight (sync.c) */
         struct engine_sync_wait *sync_open, *sync_inflight;
+        /* Sync states read after the open unit / the unit in flight (sync.c) */
+        struct engine_sync_read *sync_reads_open, *sync_reads_inflight;
 
         uint32_t *dirty;
         size_t n_dirty, dirty_allocated;

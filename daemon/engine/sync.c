@@ -41,14 +41,16 @@
 
 struct engine_sync_wait {
         struct engine_sync_wait *next;
-        int applied; /* set by the store when the unit runs (store_session_cas_sync) */
+        struct engine *e;
+        int64_t expected; /* expected_version, -1: none */
+        int applied;      /* set by the store when the unit runs (store_session_cas_sync) */
         int64_t row_key;
         int64_t version;  /* the version written */
         int64_t now;      /* the request's time, for the event */
         bool any_version; /* no expected_version: written again when outrun */
         char id[TOKEN_ID_STRING_LEN + 1];
         char *user_id;
-        char *data; /* kept for writing again (any_version only) */
+        char *data; /* kept for writing again (any_version), or after the version is read (a fleet) */
         size_t size;
         engine_sync_done_fn done; /* NULL: detached */
         void *userdata;
@@ -134,6 +136,94 @@ int engine_sync_get_by_id(struct engine *e, const char *id, int64_t *version, ch
         return r < 0 ? txn_storage_errno(r) : 0;
 }
 
+/* ---- reads after a commit (a fleet's store: engine_sync_reads_later) ---------------------------------------- */
+
+struct engine_sync_read {
+        struct engine_sync_read *next;
+        struct store_sync_read out;
+        engine_sync_got_fn done; /* NULL: detached */
+        void *userdata;
+};
+
+bool engine_sync_reads_later(const struct engine *e) {
+        return e->fleet;
+}
+
+static void reads_append(struct engine_sync_read **list, struct engine_sync_read *x) {
+        while (*list)
+                list = &(*list)->next;
+        *list = x;
+}
+
+static void read_finish(struct engine_sync_read *x, int r) {
+        if (x->done)
+                x->done(r, x->out.version, x->out.data, x->out.size, x->userdata);
+        free(x->out.data);
+        free(x);
+}
+
+static void reads_fail(struct engine_sync_read **list, int r) {
+        struct engine_sync_read *x = *list, *next;
+
+        *list = NULL;
+        for (; x; x = next) {
+                next = x->next;
+                read_finish(x, r);
+        }
+}
+
+static int read_later(struct engine *e, int64_t row_key, engine_sync_got_fn done, void *userdata,
+                      struct engine_sync_read **ret) {
+        struct engine_sync_read *x = calloc(1, sizeof *x);
+        int r = x ? txn_begin(e) : -ENOMEM;
+
+        if (r >= 0) {
+                x->out.row_key = row_key;
+                r = store_read_sync_after(e->store, &x->out);
+        }
+        if (r < 0) {
+                free(x);
+                return txn_storage_errno(r);
+        }
+        x->done = done;
+        x->userdata = userdata;
+        reads_append(&e->sync_reads_open, x);
+        if (ret)
+                *ret = x;
+        return 0;
+}
+
+int engine_sync_get_later(struct engine *e, int64_t now, const char *token, engine_sync_got_fn done, void *userdata,
+                          struct engine_sync_read **ret, struct engine_error *err) {
+        uint32_t h;
+        int r;
+
+        assert(done && ret);
+        if (!cfg(e)->features.cross_tab_sync) {
+                err->feature = "cross_tab_sync";
+                return -EOPNOTSUPP;
+        }
+        r = session_lookup_live(e, now, token, false, &h, NULL, err);
+        if (r < 0)
+                return r;
+        e->counters.sync_reads++;
+        return read_later(e, S(e, h)->row_key, done, userdata, ret);
+}
+
+int engine_sync_get_ref_later(struct engine *e, const struct engine_ref *ref, engine_sync_got_fn done, void *userdata,
+                              struct engine_sync_read **ret) {
+        uint32_t h = session_find_key(e, ref->key);
+
+        assert(done && ret);
+        if (h == NIL)
+                return -ENOENT;
+        return read_later(e, S(e, h)->row_key, done, userdata, ret);
+}
+
+void engine_sync_read_detach(struct engine_sync_read *x) {
+        x->done = NULL;
+}
+
 /* The version stored now (the store's reads see the open unit's writes). */
 static int stored_version(struct engine *e, int64_t row_key, int64_t *ret) {
         char *data = NULL;
@@ -171,6 +261,8 @@ static int wait_record(struct engine *e, struct engine_sync_wait *w, uint32_t h,
         return 0;
 }
 
+static void set_after_read(int r, int64_t version, const char *data, size_t size, void *userdata);
+
 int engine_sync_set(struct engine *e, int64_t now, const char *token, const char *data, size_t size,
                     int64_t expected_version, engine_sync_done_fn done, void *userdata, struct engine_sync_wait **ret,
                     struct engine_error *err) {
@@ -192,31 +284,46 @@ int engine_sync_set(struct engine *e, int64_t now, const char *token, const char
         r = session_lookup_live(e, now, token, false, &h, NULL, err);
         if (r < 0)
                 return r;
-        r = stored_version(e, S(e, h)->row_key, &current);
-        if (r < 0)
-                return txn_storage_errno(r);
-        if (expected_version >= 0 && expected_version != current) {
-                e->counters.sync_conflicts++;
-                err->version = current;
-                return -EAGAIN;
+        if (!e->fleet) {
+                r = stored_version(e, S(e, h)->row_key, &current);
+                if (r < 0)
+                        return txn_storage_errno(r);
+                if (expected_version >= 0 && expected_version != current) {
+                        e->counters.sync_conflicts++;
+                        err->version = current;
+                        return -EAGAIN;
+                }
         }
         w = calloc(1, sizeof *w);
         if (!w)
                 return -ENOMEM;
-        *w = (struct engine_sync_wait){.row_key = S(e, h)->row_key,
+        *w = (struct engine_sync_wait){.e = e,
+                                       .expected = expected_version,
+                                       .row_key = S(e, h)->row_key,
                                        .now = now,
                                        .any_version = expected_version < 0,
                                        .done = done,
                                        .userdata = userdata};
         table_session_id(e, S(e, h), w->id);
         w->user_id = strdup(user_name(e, S(e, h)->user));
-        if (w->any_version && (w->data = malloc(size + 1))) {
+        if ((w->any_version || e->fleet) && (w->data = malloc(size + 1))) {
                 memcpy(w->data, data, size);
                 w->size = size;
         }
-        if (!w->user_id || (w->any_version && !w->data)) {
+        if (!w->user_id || ((w->any_version || e->fleet) && !w->data)) {
                 wait_free(w);
                 return -ENOMEM;
+        }
+        if (e->fleet) {
+                /* The version is read after the next commit, off the loop;
+                 * the write is recorded then (set_after_read). */
+                r = read_later(e, w->row_key, set_after_read, w, NULL);
+                if (r < 0) {
+                        wait_free(w);
+                        return r;
+                }
+                *ret = w;
+                return 0;
         }
         r = wait_record(e, w, h, current, data, size);
         if (r < 0) {
@@ -225,6 +332,29 @@ int engine_sync_set(struct engine *e, int64_t now, const char *token, const char
         }
         *ret = w;
         return 0;
+}
+
+/* A fleet's SetSyncState, once the version stored is read: the check of
+ * expected_version, then the write (a compare-and-set on that version). */
+static void set_after_read(int r, int64_t version, const char *data, size_t size, void *userdata) {
+        struct engine_sync_wait *w = userdata;
+        struct engine *e = w->e;
+
+        (void) data;
+        (void) size;
+        if (r < 0) {
+                wait_finish(w, r == -ENOENT ? r : txn_storage_errno(r), 0);
+                return;
+        }
+        if (!w->any_version && w->expected != version) {
+                e->counters.sync_conflicts++;
+                wait_finish(w, -EAGAIN, version);
+                return;
+        }
+        w->next = NULL;
+        r = wait_record(e, w, NIL, version, w->data, w->size);
+        if (r < 0)
+                wait_finish(w, r, 0);
 }
 
 void engine_sync_detach(struct engine_sync_wait *w) {
@@ -264,12 +394,27 @@ static void wait_outrun(struct engine *e, struct engine_sync_wait *w) {
 void sync_waits_hand_off(struct engine *e) {
         waits_append(&e->sync_inflight, e->sync_open);
         e->sync_open = NULL;
+        reads_append(&e->sync_reads_inflight, e->sync_reads_open);
+        e->sync_reads_open = NULL;
+}
+
+/* The reads of the unit that committed: each answered (or, for a
+ * SetSyncState, its write recorded in the open unit). */
+static void reads_committed(struct engine *e) {
+        struct engine_sync_read *x = e->sync_reads_inflight, *next;
+
+        e->sync_reads_inflight = NULL;
+        for (; x; x = next) {
+                next = x->next;
+                read_finish(x, x->out.result == -EAGAIN ? -EIO : x->out.result);
+        }
 }
 
 void sync_waits_committed(struct engine *e) {
         struct engine_sync_wait *w = e->sync_inflight, *next;
 
         e->sync_inflight = NULL;
+        reads_committed(e);
         for (; w; w = next) {
                 next = w->next;
                 if (!w->applied && !w->done) {
@@ -287,15 +432,21 @@ void sync_waits_committed(struct engine *e) {
 
 void sync_waits_lost(struct engine *e, int r, bool open_too) {
         waits_fail(&e->sync_inflight, r);
-        if (open_too)
+        reads_fail(&e->sync_reads_inflight, r);
+        if (open_too) {
                 waits_fail(&e->sync_open, r);
+                reads_fail(&e->sync_reads_open, r);
+        }
 }
 
 void sync_waits_abort(struct engine *e, int r) {
         waits_fail(&e->sync_open, r);
+        reads_fail(&e->sync_reads_open, r);
 }
 
 void sync_waits_free(struct engine *e) {
         waits_fail(&e->sync_inflight, -ECANCELED);
         waits_fail(&e->sync_open, -ECANCELED);
+        reads_fail(&e->sync_reads_inflight, -ECANCELED);
+        reads_fail(&e->sync_reads_open, -ECANCELED);
 }

@@ -102,6 +102,20 @@ static void store_leave(struct store *s) {
 
 /* ---- the writer thread ---------------------------------------------------------- */
 
+/* After a unit's commit, with the connection (s->lock) held: the sync
+ * states it was asked to read (store_read_sync_after). */
+static void sync_reads_run(struct store *s, struct store_uow *u, int commit_result) {
+        for (size_t i = 0; i < u->n_sync_reads; i++) {
+                struct store_sync_read *x = u->sync_reads[i];
+
+                if (commit_result < 0)
+                        continue; /* stays -EAGAIN */
+                x->result = s->backend->session_get_sync(s, x->row_key, &x->version, &x->data, &x->size);
+                if (x->result < 0 && x->result != -ENOENT)
+                        x->result = -EAGAIN;
+        }
+}
+
 static void *writer_main(void *userdata) {
         struct store *s = userdata;
 
@@ -113,6 +127,7 @@ static void *writer_main(void *userdata) {
                         break;
                 s->writer_wanted = false;
                 s->inflight_result = s->backend->uow_commit(s, s->inflight);
+                sync_reads_run(s, s->inflight, s->inflight_result);
                 s->inflight_done = true;
                 s->writer_busy = false;
                 pthread_cond_broadcast(&s->idle);
@@ -325,6 +340,25 @@ int store_read_row_hash(struct store *s, const uint8_t hash[TOKEN_HASH_BYTES], s
         return s->backend->rows_find_hash(s->rows, hash, cb, userdata);
 }
 
+int store_read_sync_after(struct store *s, struct store_sync_read *out) {
+        struct store_uow *u = &s->open;
+
+        if (u->n_sync_reads == u->allocated_sync_reads) {
+                size_t n = u->allocated_sync_reads ? 2 * u->allocated_sync_reads : 16;
+                struct store_sync_read **a = reallocarray(u->sync_reads, n, sizeof *a);
+
+                if (!a)
+                        return -ENOMEM;
+                u->sync_reads = a;
+                u->allocated_sync_reads = n;
+        }
+        out->result = -EAGAIN;
+        out->data = NULL;
+        out->size = 0;
+        u->sync_reads[u->n_sync_reads++] = out;
+        return 0;
+}
+
 int store_read_row(struct store *s, int64_t row_key, store_session_fn cb, void *userdata) {
         if (!s->rows)
                 return -EAGAIN;
@@ -381,6 +415,7 @@ int store_commit(struct store *s) {
         assert(!s->inflight);
         pthread_mutex_lock(&s->lock);
         r = s->backend->uow_commit(s, &s->open);
+        sync_reads_run(s, &s->open, r);
         rows_take(s, &s->open);
         store_uow_clear(&s->open);
         pthread_mutex_unlock(&s->lock);

@@ -149,6 +149,19 @@ int store_read_row(struct store *s, int64_t row_key, store_session_fn cb, void *
 /* The same by token hash (every row of that hash, in row order, like
  * store_session_by_hash). */
 int store_read_after_hash(struct store *s, const uint8_t hash[TOKEN_HASH_BYTES]);
+/* A session's sync state read after the open unit's commit, into *out,
+ * which the caller keeps until that unit is done (its commit callback):
+ * out->result is then 0 (version, data: malloc'ed or NULL, size), -ENOENT
+ * (no such row), or -EAGAIN when it was not read (the unit failed). Every
+ * backend: the writer reads it after any commit. */
+struct store_sync_read {
+        int64_t row_key;
+        int result;
+        int64_t version;
+        char *data;
+        size_t size;
+};
+int store_read_sync_after(struct store *s, struct store_sync_read *out);
 int store_read_row_hash(struct store *s, const uint8_t hash[TOKEN_HASH_BYTES], store_session_fn cb, void *userdata);
 /* Commits the open unit on the calling thread (nothing may be in flight):
  * 0, or the negative errno of the failure (the unit is then lost). */

@@ -56,6 +56,8 @@ struct store_uow {
         size_t n_reads, allocated_reads;
         uint8_t (*hash_reads)[TOKEN_HASH_BYTES]; /* rows by token hash (store_read_after_hash) */
         size_t n_hash_reads, allocated_hash_reads;
+        struct store_sync_read **sync_reads; /* sync states (store_read_sync_after), filled by store.c */
+        size_t n_sync_reads, allocated_sync_reads;
         void *rows;
 };
 

@@ -294,6 +294,50 @@ def test_sync_writes_race_across_daemons():
         assert seen == sorted(seen), seen
 
 
+def test_sync_state_read_after_commit_on_one_daemon():
+    """On PostgreSQL the sync state is read by the store's writer after a
+    commit (GetSyncState, Watch, SetSyncState's version): the answers are
+    those of SQLite's, own writes included."""
+    with Fleet(1) as f:
+        d = f.daemons[0]
+        token = d.call("io.sessiond.Session.Create", {"user_id": "sync-one"})["token"]
+        assert d.call("io.sessiond.Session.GetSyncState", {"token": token}) == {"version": 0}
+        assert d.call("io.sessiond.Session.SetSyncState",
+                      {"token": token, "data": "a", "expected_version": 0}) == {"version": 1}
+        assert d.call("io.sessiond.Session.GetSyncState", {"token": token}) == {"version": 1, "data": "a"}
+        try:
+            d.call("io.sessiond.Session.SetSyncState", {"token": token, "data": "b", "expected_version": 0})
+            raise AssertionError("a stale expected_version was accepted")
+        except VarlinkError as e:
+            assert e.error == "io.sessiond.Session.Conflict" and e.parameters == {"version": 1}, e
+        assert d.call("io.sessiond.Session.SetSyncState", {"token": token, "data": "c"}) == {"version": 2}
+        with d.connect() as w:
+            w.send("io.sessiond.Session.Watch", {"token": token}, more=True)
+            first = w.recv()
+            assert first["parameters"]["event"] == "state", first
+            assert first["parameters"]["version"] == 2 and first["parameters"]["data"] == "c", first
+            # Two writes on one connection, pipelined: each answered after its own commit.
+            with d.connect() as c:
+                c.send("io.sessiond.Session.SetSyncState", {"token": token, "data": "d", "expected_version": 2})
+                c.send("io.sessiond.Session.SetSyncState", {"token": token, "data": "e", "expected_version": 3})
+                assert c.recv()["parameters"] == {"version": 3}
+                assert c.recv()["parameters"] == {"version": 4}
+            seen = []
+            while not seen or seen[-1] < 4:
+                ev = w.recv()["parameters"]
+                assert ev["event"] == "sync", ev
+                seen.append(ev["version"])
+            assert ev["data"] == "e", ev
+            d.call("io.sessiond.Session.Destroy", {"token": token})
+            ev = w.recv()
+            assert ev["parameters"]["event"] == "ended" and "continues" not in ev, ev
+        try:
+            d.call("io.sessiond.Session.GetSyncState", {"token": token})
+            raise AssertionError("the sync state of an ended session was read")
+        except VarlinkError as e:
+            assert e.error == "io.sessiond.Session.Expired", e
+
+
 def test_sync_write_answered_at_stop():
     """A SetSyncState waiting for its unit of work when SIGTERM comes is
     answered once the unit commits, like any other write in flight (a
@@ -632,6 +676,7 @@ if __name__ == "__main__":
         test_rotation_and_terminate_seen_elsewhere,
         test_watch_sees_a_sync_write_made_elsewhere,
         test_sync_writes_race_across_daemons,
+        test_sync_state_read_after_commit_on_one_daemon,
         test_sync_write_answered_at_stop,
         test_user_limit_holds_across_daemons,
         test_key_mismatch_refused,
