@@ -18,6 +18,7 @@ import shutil
 import sqlite3
 import subprocess
 import tempfile
+import time
 
 from harness import Daemon, SmallDisk, VarlinkError, fill, run_tests, wait_for
 
@@ -211,10 +212,20 @@ def test_small_disk_holds_what_fits():
             # Everything acknowledged is there; reads go on.
             for i in (0, len(tokens) // 2, len(tokens) - 1):
                 assert c.call(S + "GetSyncState", {"token": tokens[i]})["data"].startswith("%04d" % i)
-            # Room again: writes work without a restart.
+            # Room again: writes work without a restart. (A write may still
+            # be refused while the WAL that filled the disk is copied in and
+            # started over: a few refusals are allowed, not a standstill.)
             os.unlink(spare)
-            more = [c.call(S + "Create", {"user_id": "again", "sync_data": "x" * 1024})["token"] for _ in range(50)]
-            assert len(more) == 50
+            more, refused = [], 0
+            while len(more) < 50:
+                try:
+                    more.append(c.call(S + "Create", {"user_id": "again", "sync_data": "x" * 1024})["token"])
+                except VarlinkError as e:
+                    assert e.error == S + "StorageFull", e
+                    refused += 1
+                    assert refused <= 10, (len(more), refused)
+                    time.sleep(0.2)
+            print("after room was made: 50 written, %d refused first" % refused, flush=True)
         assert integrity(database) == ["ok"]
 
 
