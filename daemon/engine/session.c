@@ -368,10 +368,25 @@ int session_lookup_live(struct engine *e, int64_t now, const char *token, bool c
         st = table_session_state(e, S(e, h), now, NULL, &why);
         if (st == ENGINE_STATE_EXPIRED && e->fleet && cfg(e)->features.caching) {
                 /* Another daemon may have seen it since (touches are not
-                 * reported): the store decides. */
-                r = fleet_refresh(e, &h);
-                if (r < 0)
-                        return txn_storage_errno(r);
+                 * reported): the store decides, read after the next commit
+                 * when the caller can wait (as a token memory does not
+                 * know: fleet.c), else now. */
+                uint8_t hash[TOKEN_HASH_BYTES];
+                const struct engine_fetch *f;
+
+                token_hash(&e->key, token, hash);
+                f = fleet_fetched(e, hash);
+                if (f && fleet_fetch_error(f))
+                        return fleet_fetch_error(f);
+                if (!f && fleet_fetch_ask(e, hash))
+                        return -EINPROGRESS;
+                if (f && fleet_fetch_ended(f))
+                        h = session_find_key(e, hash); /* memory has the store's row now, if still live */
+                else {
+                        r = fleet_refresh(e, &h);
+                        if (r < 0)
+                                return txn_storage_errno(r);
+                }
                 if (h == NIL)
                         return session_lookup(e, now, token, count, ret,
                                               err); /* ended: Expired with the store's reason */

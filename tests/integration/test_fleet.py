@@ -481,8 +481,11 @@ def test_touches_on_one_daemon_keep_the_session_alive_on_another():
         while time.monotonic() < deadline:
             b.call("io.sessiond.Session.Heartbeat", {"token": token})
             time.sleep(0.5)
-        # A's memory last saw it at creation; the store says it is active.
+        # A's memory last saw it at creation; the store says it is active
+        # (read by A's store writer after a commit, not on A's loop).
+        before = token_reads(a)
         assert validate_state(a, token) == "active"
+        assert token_reads(a) == before + 1
 
 
 def test_kill9_under_load_loses_nothing_acknowledged():
