@@ -182,22 +182,23 @@ static void token_fetch_cancel(struct call *c, void *userdata) {
         engine_fetch_detach(userdata);
 }
 
-static bool token_fetch_wait(struct call *c) {
+static int token_fetch_wait(struct call *c) {
         struct engine_fetch *f = NULL;
+        int r = engine_fetch_wait(call_daemon(c)->engine, token_fetched, c, &f);
 
-        if (engine_fetch_wait(call_daemon(c)->engine, token_fetched, c, &f) < 0)
-                return false;
+        if (r < 0)
+                return r;
         call_set_detach(c, token_fetch_cancel, f);
-        return true;
+        return 0;
 }
 
 void methods_reply_error(struct call *c, const char *iface, int r, const struct engine_error *err) {
         const char *session = METHODS_SESSION_INTERFACE;
 
         if (r == -EINPROGRESS) {
-                if (token_fetch_wait(c))
+                r = token_fetch_wait(c);
+                if (r == 0)
                         return;
-                r = -EIO;
         }
         switch (r) {
         case -EINVAL:

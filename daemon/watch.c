@@ -256,8 +256,20 @@ static void sync_got(int r, int64_t version, const char *data, size_t size, void
         json_t *reply;
 
         w->state_pending = w->sync_pending = false;
-        if (!w->call || r == -ECANCELED || engine_peek(e, methods_now_ms(), &w->ref, &info) < 0) {
-                watcher_unref(w); /* gone or ended: the "ended" event is on its way */
+        if (!w->call || r == -ECANCELED) {
+                watcher_unref(w);
+                return;
+        }
+        if (engine_peek(e, methods_now_ms(), &w->ref, &info) < 0) {
+                /* Left memory meanwhile: its "ended" event may already have
+                 * been told to nobody (the first reply had not gone out). */
+                if (state) {
+                        struct final_reply f = {"ended", NULL};
+
+                        (void) engine_session_by_id(e, methods_now_ms(), w->id, final_cb, &f);
+                        send_final(w, f.reply ? f.reply : json_pack("{s:s}", "event", "ended"));
+                }
+                watcher_unref(w);
                 return;
         }
         reply = event_reply(state ? "state" : "sync", &info);

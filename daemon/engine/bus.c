@@ -87,10 +87,10 @@ static void bus_queue_commit(struct engine *e, struct event_queue *q, struct pen
 
 /* Queues an event; steals detail and user_id (malloc'ed or NULL). Built
  * only when somebody listens. */
-void bus_emit_take(struct engine *e, int64_t now, const char *kind, const char *session_id, char *user_id,
-                   json_t *detail) {
+static void bus_emit_take_to(struct engine *e, bool committed, int64_t now, const char *kind, const char *session_id,
+                             char *user_id, json_t *detail) {
         struct event_queue *q;
-        struct pending_event *p = bus_queue_add(e, false, &q);
+        struct pending_event *p = bus_queue_add(e, committed, &q);
 
         if (!p) {
                 json_decref(detail);
@@ -99,6 +99,18 @@ void bus_emit_take(struct engine *e, int64_t now, const char *kind, const char *
         }
         *p = (struct pending_event){.detail = detail ? detail : json_object(), .user_id = user_id};
         bus_queue_commit(e, q, p, now, kind, session_id);
+}
+
+void bus_emit_take(struct engine *e, int64_t now, const char *kind, const char *session_id, char *user_id,
+                   json_t *detail) {
+        bus_emit_take_to(e, false, now, kind, session_id, user_id, detail);
+}
+
+/* An event of a change already committed (another daemon's, learnt from
+ * the store): told now, whatever becomes of the unit open here. */
+void bus_emit_take_committed(struct engine *e, int64_t now, const char *kind, const char *session_id, char *user_id,
+                             json_t *detail) {
+        bus_emit_take_to(e, true, now, kind, session_id, user_id, detail);
 }
 
 static void bus_emit_text_to(struct engine *e, int64_t now, const char *kind, const char *session_id,

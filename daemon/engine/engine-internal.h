@@ -388,6 +388,8 @@ void bus_queue_clear(struct event_queue *q);
 void bus_dispatch_schedule(struct engine *e);
 void bus_emit_take(struct engine *e, int64_t now, const char *kind, const char *session_id, char *user_id,
                    json_t *detail);
+void bus_emit_take_committed(struct engine *e, int64_t now, const char *kind, const char *session_id, char *user_id,
+                             json_t *detail);
 void bus_emit_text(struct engine *e, int64_t now, const char *kind, const char *session_id, const char *user_id,
                    char *detail_text);
 void bus_emit_text_applied(struct engine *e, int64_t now, const char *kind, const char *session_id, const char *user_id,
@@ -451,6 +453,7 @@ struct ended_lookup {
 const struct engine_fetch *fleet_fetched(const struct engine *e, const uint8_t hash[TOKEN_HASH_BYTES]);
 int fleet_fetch_error(const struct engine_fetch *f);
 const struct ended_lookup *fleet_fetch_ended(const struct engine_fetch *f);
+bool fleet_fetch_live(const struct engine_fetch *f);
 bool fleet_fetch_ask(struct engine *e, const uint8_t hash[TOKEN_HASH_BYTES]);
 void fleet_hand_off_failed(struct engine *e, int r);
 

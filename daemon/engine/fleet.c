@@ -66,9 +66,10 @@ static void remote_ended(struct engine *e, uint32_t h, const struct store_sessio
                 char *user_copy = strdup(user_name(e, S(e, h)->user));
 
                 table_session_remove(e, h);
-                bus_emit_take(e, clock_now_ms(), "ended", id, user_copy,
-                              json_pack("{s:s, s:I}", "reason", row->end_reason ? row->end_reason : "destroyed",
-                                        "duration", (json_int_t) (duration > 0 ? duration : 0)));
+                bus_emit_take_committed(e, clock_now_ms(), "ended", id, user_copy,
+                                        json_pack("{s:s, s:I}", "reason",
+                                                  row->end_reason ? row->end_reason : "destroyed", "duration",
+                                                  (json_int_t) (duration > 0 ? duration : 0)));
         }
 }
 
@@ -79,15 +80,15 @@ static void remote_emit(struct engine *e, enum store_change_kind kind, const str
                 return;
         switch (kind) {
         case STORE_CHANGE_SYNC:
-                bus_emit(e, clock_now_ms(), "sync", row->id, row->user_id,
-                         json_pack("{s:I}", "version", (json_int_t) row->sync_version));
+                bus_emit_take_committed(e, clock_now_ms(), "sync", row->id, strdup(row->user_id),
+                                        json_pack("{s:I}", "version", (json_int_t) row->sync_version));
                 break;
         case STORE_CHANGE_PLATFORM:
-                bus_emit(e, clock_now_ms(), "platform_switched", row->id, row->user_id,
-                         json_pack("{s:s?}", "to", row->platform_id));
+                bus_emit_take_committed(e, clock_now_ms(), "platform_switched", row->id, strdup(row->user_id),
+                                        json_pack("{s:s?}", "to", row->platform_id));
                 break;
         case STORE_CHANGE_RENEWED:
-                bus_emit(e, clock_now_ms(), "extended", row->id, row->user_id, json_object());
+                bus_emit_take_committed(e, clock_now_ms(), "extended", row->id, strdup(row->user_id), json_object());
                 break;
         default:
                 break;
@@ -231,7 +232,7 @@ static int affected_cmp(const void *a, const void *b) {
         return x < y ? -1 : x > y;
 }
 
-static void fetches_answer(struct engine *e, const int64_t *written);
+static void fetches_answer(struct engine *e, const int64_t *written, size_t n_written);
 
 void fleet_committed(struct engine *e) {
         _cleanup_free_ int64_t *written = NULL;
@@ -258,7 +259,7 @@ void fleet_committed(struct engine *e) {
                 else
                         e->counters.remote_reads_after_commit++;
         }
-        fetches_answer(e, e->n_affected == 0 || written ? written : NULL);
+        fetches_answer(e, written, e->n_affected);
 }
 
 /* ---- tokens memory did not know, read after a commit (engine_fetch_wait) ------------------- */
@@ -268,6 +269,7 @@ struct engine_fetch {
         uint8_t hash[TOKEN_HASH_BYTES];
         int error;                 /* its unit was lost */
         bool read;                 /* ended: what the read found (else read it now) */
+        bool live;                 /* it found the session live (memory had it then) */
         struct ended_lookup ended; /* the token's ended row, if that is what it found */
         engine_fetch_fn done;      /* NULL: detached */
         void *userdata;
@@ -302,6 +304,10 @@ int fleet_fetch_error(const struct engine_fetch *f) {
 
 const struct ended_lookup *fleet_fetch_ended(const struct engine_fetch *f) {
         return f->read ? &f->ended : NULL;
+}
+
+bool fleet_fetch_live(const struct engine_fetch *f) {
+        return f->read && f->live;
 }
 
 static int fetch_request(struct engine *e, struct engine_fetch *f) {
@@ -366,20 +372,22 @@ static void fetches_fail(struct engine *e, struct engine_fetch **list, int r) {
 struct fetch_ctx {
         struct engine *e;
         struct engine_fetch *f;
-        const int64_t *written; /* sorted, n_affected of them; NULL: unknown (everything is) */
+        const int64_t *written; /* sorted, n_written of them; NULL with n_written > 0: unknown (every row is) */
+        size_t n_written;
 };
 
 static int fetch_row_cb(const struct store_session *row, void *userdata) {
         struct fetch_ctx *x = userdata;
-        struct engine *e = x->e;
         struct remote_ctx rc = {
-                .e = e, .kind = STORE_CHANGE_UPDATED, .ended_cb = session_ended_cb, .ended_userdata = &x->f->ended};
+                .e = x->e, .kind = STORE_CHANGE_UPDATED, .ended_cb = session_ended_cb, .ended_userdata = &x->f->ended};
 
-        if (e->n_affected > 0 &&
-            (!x->written || bsearch(&row->row_key, x->written, e->n_affected, sizeof *x->written, affected_cmp))) {
+        if (x->n_written > 0 &&
+            (!x->written || bsearch(&row->row_key, x->written, x->n_written, sizeof *x->written, affected_cmp))) {
                 x->f->read = false; /* the open unit writes it: read it now, with those writes */
                 return 1;
         }
+        if (row->ended_at == 0)
+                x->f->live = true;
         return remote_row_cb(row, &rc);
 }
 
@@ -387,21 +395,32 @@ static int fetch_row_cb(const struct store_session *row, void *userdata) {
  * into memory (a live session) or to the fetch (an ended one), and each
  * caller runs its method again. A row the open unit writes too is read
  * again then, on the loop (as a change is: see above). */
-static void fetches_answer(struct engine *e, const int64_t *written) {
-        struct engine_fetch *f = e->fetch_inflight, *next;
+static void fetches_answer(struct engine *e, const int64_t *written, size_t n_written) {
+        struct engine_fetch *list = e->fetch_inflight, *f, *next;
 
+        /* Every row into memory first, against the open unit as it is now;
+         * only then the methods again (they write to the open unit). */
         e->fetch_inflight = NULL;
-        for (; f; f = next) {
-                struct fetch_ctx x = {e, f, written};
+        for (f = list; f; f = f->next) {
+                struct fetch_ctx x = {e, f, written, n_written};
                 int r;
 
-                next = f->next;
                 f->read = true;
                 r = store_read_row_hash(e->store, f->hash, fetch_row_cb, &x);
                 if (r == -EAGAIN)
                         f->read = false;
-                else
+                else {
                         e->counters.token_reads_after_commit++;
+                        if (r == -ENOENT) { /* purged: memory lets go too */
+                                uint32_t h = session_find_key(e, f->hash);
+
+                                if (h != NIL)
+                                        table_session_remove(e, h);
+                        }
+                }
+        }
+        for (f = list; f; f = next) {
+                next = f->next;
                 fetch_finish(e, f);
         }
 }

@@ -318,7 +318,7 @@ int session_lookup(struct engine *e, int64_t now, const char *token, bool count,
 
                 if (f && fleet_fetch_error(f))
                         return fleet_fetch_error(f);
-                if (f && fleet_fetch_ended(f)) {
+                if (f && fleet_fetch_ended(f) && (h != NIL || !fleet_fetch_live(f))) {
                         if (h != NIL) {
                                 *ret = h;
                                 return 0;

@@ -43,6 +43,7 @@ struct engine_sync_wait {
         struct engine_sync_wait *next;
         struct engine *e;
         int64_t expected; /* expected_version, -1: none */
+        uint8_t key[16];  /* the session in memory (a fleet: still there when its version is read?) */
         int applied;      /* set by the store when the unit runs (store_session_cas_sync) */
         int64_t row_key;
         int64_t version;  /* the version written */
@@ -262,6 +263,7 @@ static int wait_record(struct engine *e, struct engine_sync_wait *w, uint32_t h,
 }
 
 static void set_after_read(int r, int64_t version, const char *data, size_t size, void *userdata);
+static void wait_ended(struct engine *e, struct engine_sync_wait *w);
 
 int engine_sync_set(struct engine *e, int64_t now, const char *token, const char *data, size_t size,
                     int64_t expected_version, engine_sync_done_fn done, void *userdata, struct engine_sync_wait **ret,
@@ -305,6 +307,7 @@ int engine_sync_set(struct engine *e, int64_t now, const char *token, const char
                                        .done = done,
                                        .userdata = userdata};
         table_session_id(e, S(e, h), w->id);
+        memcpy(w->key, S(e, h)->key, sizeof w->key);
         w->user_id = strdup(user_name(e, S(e, h)->user));
         if ((w->any_version || e->fleet) && (w->data = malloc(size + 1))) {
                 memcpy(w->data, data, size);
@@ -339,11 +342,19 @@ int engine_sync_set(struct engine *e, int64_t now, const char *token, const char
 static void set_after_read(int r, int64_t version, const char *data, size_t size, void *userdata) {
         struct engine_sync_wait *w = userdata;
         struct engine *e = w->e;
+        uint32_t h;
 
         (void) data;
         (void) size;
         if (r < 0) {
                 wait_finish(w, r == -ENOENT ? r : txn_storage_errno(r), 0);
+                return;
+        }
+        h = session_find_key(e, w->key);
+        if (h == NIL || S(e, h)->row_key != w->row_key) {
+                /* Ended, rotated or destroyed since the call came: its end
+                 * (a rare read, on the loop) is the answer. */
+                wait_ended(e, w);
                 return;
         }
         if (!w->any_version && w->expected != version) {
@@ -361,20 +372,33 @@ void engine_sync_detach(struct engine_sync_wait *w) {
         w->done = NULL;
 }
 
+/* The session of a write ended before the write was made: Expired with
+ * the store's reason. */
+static void wait_ended(struct engine *e, struct engine_sync_wait *w) {
+        struct id_row x = {0};
+        int r = store_session_by_row_key(e->store, w->row_key, id_row_cb, &x);
+
+        if (r < 0)
+                wait_finish(w, r == -ENOENT ? r : txn_storage_errno(r), 0);
+        else
+                wait_finish_error(w, -ESTALE,
+                                  &(struct engine_error){.end_reason = x.live ? ENGINE_END_DESTROYED : x.end_reason});
+}
+
 /* A write its unit committed without applying it: another daemon's came
- * between, and may have ended the session too. */
+ * between, or the session ended (the write applies to live rows only). */
 static void wait_outrun(struct engine *e, struct engine_sync_wait *w) {
         struct id_row x = {0};
         int64_t current;
         int r = stored_version(e, w->row_key, &current);
 
-        if (r >= 0 && w->any_version)
+        if (r >= 0)
                 r = store_session_by_row_key(e->store, w->row_key, id_row_cb, &x);
         if (r < 0) {
                 wait_finish(w, r == -ENOENT ? r : txn_storage_errno(r), 0);
                 return;
         }
-        if (w->any_version && !x.live) {
+        if (!x.live) {
                 wait_finish_error(w, -ESTALE, &(struct engine_error){.end_reason = x.end_reason});
                 return;
         }

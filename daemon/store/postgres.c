@@ -107,7 +107,7 @@ static const char *const q_sql[_Q_MAX] = {
                    "fp_accept_language, fp_accept_encoding, ip, user_agent, sync_data, sync_version, "
                    "platform_switches FROM sessions WHERE row = $1 AND ended_at IS NULL",
         [Q_PLATFORM] = "UPDATE sessions SET platform_id = $2, platform_switches = $3 WHERE row = $1",
-        [Q_SYNC] = "UPDATE sessions SET sync_version = $2, sync_data = $3 WHERE row = $1 "
+        [Q_SYNC] = "UPDATE sessions SET sync_version = $2, sync_data = $3 WHERE row = $1 AND ended_at IS NULL "
                    "AND ($4::bigint < 0 OR sync_version = $4)",
         [Q_AUDIT] = "INSERT INTO audit (time, kind, user_id, session_id, detail) VALUES ($1, $2, $3, $4, $5)",
         [Q_NOTIFY] = "SELECT pg_notify('" PG_CHANNEL "', $1)",

@@ -63,6 +63,9 @@ void store_core_destroy(struct store *s) {
                 store_uow_clear(s->inflight);
                 free(s->inflight);
                 s->inflight = NULL;
+                if (s->rows)
+                        s->backend->rows_free(s->rows);
+                s->rows = NULL;
         }
         store_uow_clear(&s->open);
         pthread_cond_destroy(&s->idle);

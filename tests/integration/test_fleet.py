@@ -338,6 +338,103 @@ def test_sync_state_read_after_commit_on_one_daemon():
             assert e.error == "io.sessiond.Session.Expired", e
 
 
+class RowLocks:
+    """A psql session holding the row locks of a user's sessions (the
+    units of work that write them wait)."""
+
+    def __init__(self, url, user):
+        self.p = subprocess.Popen(["psql", "-XAtq", "-v", "ON_ERROR_STOP=1", url], stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, text=True)
+        self.p.stdin.write("BEGIN;\nSELECT 1 FROM sessions WHERE user_id = '%s' FOR UPDATE;\n" % user)
+        self.p.stdin.flush()
+        assert self.p.stdout.read(2) == "1\n"
+
+    def release(self):
+        self.p.stdin.write("COMMIT;\n")
+        self.p.stdin.close()
+        self.p.wait()
+
+
+def call_in_background(out, name, d, method, parameters):
+    def call():
+        try:
+            out[name] = d.call(method, parameters)
+        except Exception as e:  # noqa: BLE001 (the test looks at what came back)
+            out[name] = e
+    t = threading.Thread(target=call)
+    t.start()
+    return t
+
+
+def waiting_for_locks(url):
+    return int(psql(url, "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"))
+
+
+def test_destroy_and_validate_waiting_for_one_read():
+    """A Destroy and a Validate of a token B's memory does not know both
+    wait for its read after the same commit; the Destroy, run again first,
+    ends it in B's open unit: the Validate must not bring the row it read
+    before that end back into B's memory (found by review: it did)."""
+    with Fleet(2) as f:
+        a, b = f.daemons
+        others = [b.call("io.sessiond.Session.Create", {"user_id": "k%d" % i})["token"] for i in (1, 2, 3)]
+        out, threads = {}, []
+        h1, h2 = RowLocks(f.url, "k1"), RowLocks(f.url, "k2")
+        threads.append(call_in_background(out, "d1", b, "io.sessiond.Session.Destroy", {"token": others[0]}))
+        wait_for(lambda: waiting_for_locks(f.url) >= 1, what="B's first unit waiting")
+        token = a.call("io.sessiond.Session.Create", {"user_id": "victim"})["token"]
+        threads.append(call_in_background(out, "d2", b, "io.sessiond.Session.Destroy", {"token": others[1]}))
+        time.sleep(0.2)
+        threads.append(call_in_background(out, "destroy", b, "io.sessiond.Session.Destroy", {"token": token}))
+        time.sleep(0.2)
+        threads.append(call_in_background(out, "validate", b, "io.sessiond.Session.Validate",
+                                          {"token": token, "touch": False}))
+        time.sleep(0.2)
+        h1.release()
+        wait_for(lambda: "d1" in out, what="B's first unit committed")
+        wait_for(lambda: waiting_for_locks(f.url) >= 1, what="B's second unit waiting")
+        threads.append(call_in_background(out, "d3", b, "io.sessiond.Session.Destroy", {"token": others[2]}))
+        time.sleep(0.3)
+        h2.release()
+        for t in threads:
+            t.join(TIMEOUT)
+        assert out["destroy"] == {}, out
+        assert psql(f.url, "SELECT end_reason FROM sessions WHERE user_id = 'victim'") == "destroyed"
+        assert validate_state(b, token) == "io.sessiond.Session.Expired"
+        assert validate_state(a, token) == "io.sessiond.Session.Expired"
+
+
+def test_sync_write_then_rotate_on_one_daemon():
+    """A SetSyncState whose version is still being read when a Rotate of
+    the same token comes: either it is answered Expired (rotated) or its
+    data is the rotated session's; never acknowledged and lost (found by
+    review: it was written on the old, ended row)."""
+    with Fleet(1) as f:
+        d = f.daemons[0]
+        token = d.call("io.sessiond.Session.Create", {"user_id": "victim"})["token"]
+        other = d.call("io.sessiond.Session.Create", {"user_id": "blocker"})["token"]
+        locks = RowLocks(f.url, "blocker")
+        out, threads = {}, []
+        threads.append(call_in_background(out, "destroy", d, "io.sessiond.Session.Destroy", {"token": other}))
+        wait_for(lambda: waiting_for_locks(f.url) >= 1, what="a unit waiting")
+        threads.append(call_in_background(out, "set", d, "io.sessiond.Session.SetSyncState",
+                                          {"token": token, "data": "NEW"}))
+        time.sleep(0.2)
+        threads.append(call_in_background(out, "rotate", d, "io.sessiond.Session.Rotate", {"token": token}))
+        time.sleep(0.2)
+        locks.release()
+        for t in threads:
+            t.join(TIMEOUT)
+        state = d.call("io.sessiond.Session.GetSyncState", {"token": out["rotate"]["token"]})
+        if isinstance(out["set"], VarlinkError):
+            assert out["set"].error == "io.sessiond.Session.Expired", out
+            assert out["set"].parameters == {"reason": "rotated"}, out
+        else:
+            assert state.get("data") == "NEW", ("acknowledged write lost", out, state)
+        assert psql(f.url, "SELECT count(*) FROM sessions WHERE ended_at IS NOT NULL AND sync_data IS NOT NULL "
+                           "AND sync_version > 0 AND user_id = 'victim'") == "0"
+
+
 def test_sync_write_answered_at_stop():
     """A SetSyncState waiting for its unit of work when SIGTERM comes is
     answered once the unit commits, like any other write in flight (a
@@ -681,6 +778,8 @@ if __name__ == "__main__":
         test_sync_writes_race_across_daemons,
         test_sync_state_read_after_commit_on_one_daemon,
         test_sync_write_answered_at_stop,
+        test_destroy_and_validate_waiting_for_one_read,
+        test_sync_write_then_rotate_on_one_daemon,
         test_user_limit_holds_across_daemons,
         test_key_mismatch_refused,
         test_sessionctl_db_and_backup_point_to_postgresql,
