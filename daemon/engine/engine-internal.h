@@ -246,6 +246,10 @@ struct engine {
         struct engine_fetch *fetch_open, *fetch_inflight;
         const struct engine_fetch *fetched;
         struct fleet_probe *probe; /* the store's reachability, probed on a worker thread */
+        /* Rows read on the loop (fleet.c), and their count at the last
+         * hand-off: rows read after a commit are not taken when the loop
+         * read since (memory may be newer than them). */
+        uint64_t loop_row_reads, loop_row_reads_at_hand_off;
 };
 
 static inline const struct sessiond_config *cfg(const struct engine *e) {

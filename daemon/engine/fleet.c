@@ -145,6 +145,7 @@ static void remote_reload_all(struct engine *e) {
         size_t stale = 0;
         int r;
 
+        e->loop_row_reads++;
         for (uint32_t h = 0; h < e->sessions_used; h++)
                 if (e->sessions[h].flags & S_USED)
                         e->sessions[h].flags |= S_STALE;
@@ -174,6 +175,7 @@ static void remote_read_now(struct engine *e, const struct store_change *c) {
         struct remote_ctx x = {.e = e, .kind = c->kind};
         int r = store_session_by_row_key(e->store, c->row_key, remote_row_cb, &x);
 
+        e->loop_row_reads++;
         e->counters.remote_reads_on_loop++;
         if (r < 0 && r != -ENOENT)
                 log_warning("Store %s: could not read session row %lld changed by another daemon: %s",
@@ -212,12 +214,16 @@ static void remote_change_cb(const struct store_change *c, bool lost, void *user
  * sees every write of this daemon committed so far, and the only writes
  * newer than it are those of the unit open when the answer comes
  * (e->affected): those rows are read again on the loop, through the
- * writing connection, which sees the open unit's writes. */
+ * writing connection, which sees the open unit's writes. Memory may also
+ * be newer than the writer's read when the loop itself read rows since
+ * the unit was handed off (a read now, a refresh, a token looked up on
+ * the loop): then every row is read again on the loop (rare). */
 
 static void fetches_append(struct engine_fetch **list, struct engine_fetch *f);
 
 void fleet_hand_off(struct engine *e) {
         assert(!e->fetch_inflight);
+        e->loop_row_reads_at_hand_off = e->loop_row_reads;
         e->fetch_inflight = e->fetch_open;
         e->fetch_open = NULL;
         SWAP(e->remote_open, e->remote_inflight);
@@ -236,30 +242,35 @@ static void fetches_answer(struct engine *e, const int64_t *written, size_t n_wr
 
 void fleet_committed(struct engine *e) {
         _cleanup_free_ int64_t *written = NULL;
-        size_t n = e->n_remote_inflight;
+        size_t n = e->n_remote_inflight, n_written = e->n_affected;
 
         if (n == 0 && !e->fetch_inflight)
                 return;
         e->n_remote_inflight = 0;
-        if (e->n_affected > 0 && (written = malloc(e->n_affected * sizeof *written))) {
-                for (size_t i = 0; i < e->n_affected; i++)
+        if (e->loop_row_reads != e->loop_row_reads_at_hand_off)
+                /* Rows were read on the loop since the writer's read may
+                 * have run: memory may be newer than it for any row, so
+                 * every row is read again, on the loop (rare). */
+                n_written = SIZE_MAX;
+        else if (n_written > 0 && (written = malloc(n_written * sizeof *written))) {
+                for (size_t i = 0; i < n_written; i++)
                         written[i] = e->affected[i].row_key;
-                qsort(written, e->n_affected, sizeof *written, affected_cmp);
+                qsort(written, n_written, sizeof *written, affected_cmp);
         }
         for (size_t i = 0; i < n; i++) {
                 const struct store_change *c = &e->remote_inflight[i];
                 struct remote_ctx x = {.e = e, .kind = c->kind};
                 int r = -EAGAIN;
 
-                if (e->n_affected == 0 ||
-                    (written && !bsearch(&c->row_key, written, e->n_affected, sizeof *written, affected_cmp)))
+                if (n_written == 0 ||
+                    (written && !bsearch(&c->row_key, written, n_written, sizeof *written, affected_cmp)))
                         r = store_read_row(e->store, c->row_key, remote_row_cb, &x);
                 if (r == -EAGAIN)
                         remote_read_now(e, c);
                 else
                         e->counters.remote_reads_after_commit++;
         }
-        fetches_answer(e, written, e->n_affected);
+        fetches_answer(e, written, n_written);
 }
 
 /* ---- tokens memory did not know, read after a commit (engine_fetch_wait) ------------------- */
@@ -489,6 +500,7 @@ int fleet_refresh(struct engine *e, uint32_t *h) {
         int r;
 
         assert(e->fleet && *h != NIL);
+        e->loop_row_reads++;
         r = store_session_by_row_key(e->store, S(e, *h)->row_key, remote_row_cb, &x);
         if (r == -ENOENT) { /* purged: another daemon ended it long ago */
                 table_session_remove(e, *h);
@@ -505,6 +517,7 @@ int fleet_lookup(struct engine *e, const uint8_t hash[TOKEN_HASH_BYTES], uint32_
         int r;
 
         assert(e->fleet);
+        e->loop_row_reads++;
         r = store_session_by_hash(e->store, hash, remote_row_cb, &x);
         *h = x.h;
         return r < 0 ? r : 0;

@@ -286,6 +286,8 @@ int pg_aux_query(struct pg_store *p, const char *sql, const struct params *a, Ex
                  PGresult **ret);
 int pg_heartbeat(struct store *s, const char *daemon_id, bool leader, int64_t now);
 int pg_probe_aux(struct store *s);
+#define PG_AUX_LOOP_WAIT_MS 250
+int pg_aux_lock_briefly(struct pg_store *p);
 int pg_daemons_each(struct store *s, int64_t since_ms, store_daemon_fn cb, void *userdata);
 int pg_leader_try(struct store *s, bool *is_leader);
 

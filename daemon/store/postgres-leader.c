@@ -21,6 +21,21 @@
 
 /* ---- the auxiliary connection: without s->lock ----------------------------------------- */
 
+/* aux_lock for the loop: workers hold it for a statement (the probe, the
+ * heartbeat), which a server that stopped answering makes last; the loop
+ * waits PG_AUX_LOOP_WAIT_MS at most. 0, or -EBUSY. */
+int pg_aux_lock_briefly(struct pg_store *p) {
+        struct timespec until;
+
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_nsec += PG_AUX_LOOP_WAIT_MS * 1000000L;
+        if (until.tv_nsec >= 1000000000L) {
+                until.tv_sec++;
+                until.tv_nsec -= 1000000000L;
+        }
+        return pthread_mutex_timedlock(&p->aux_lock, &until) == 0 ? 0 : -EBUSY;
+}
+
 /* Runs sql with text parameters on the auxiliary connection (aux_lock
  * held); *ret (if given) gets the result. */
 int pg_aux_query(struct pg_store *p, const char *sql, const struct params *a, ExecStatusType want, const char *what,
@@ -74,7 +89,9 @@ int pg_daemons_each(struct store *s, int64_t since_ms, store_daemon_fn cb, void 
         int r;
 
         param_int(&a, since_ms);
-        pthread_mutex_lock(&p->aux_lock);
+        /* Status on the loop: not long behind a worker's statement (see pg_size()). */
+        if (pg_aux_lock_briefly(p) != 0)
+                return -EBUSY;
         r = pg_aux_query(p,
                          "SELECT daemon_id, seen_ms, leader FROM sessiond_daemons WHERE seen_ms >= $1 "
                          "ORDER BY seen_ms DESC, daemon_id COLLATE \"C\"",

@@ -618,7 +618,12 @@ int64_t pg_size(struct store *s) {
         struct pg_store *p = pg(s);
         int64_t now = pg_mono_ms(), v;
 
-        pthread_mutex_lock(&p->aux_lock);
+        /* The auxiliary connection may be busy on a worker thread (the
+         * probe, the heartbeat) with a server that does not answer: the
+         * loop waits for it PG_AUX_LOOP_WAIT_MS at most, then gives the
+         * last figure. */
+        if (pg_aux_lock_briefly(p) != 0)
+                return __atomic_load_n(&p->size_cached, __ATOMIC_RELAXED);
         if (p->size_at == 0 || now - p->size_at >= PG_SIZE_CACHE_MS) {
                 _cleanup_pqclear_ PGresult *res = NULL;
 
@@ -627,7 +632,7 @@ int64_t pg_size(struct store *s) {
                                  "SELECT pg_total_relation_size('sessions') + pg_total_relation_size('audit') + "
                                  "pg_total_relation_size('sessiond_daemons') + pg_total_relation_size('sessiond_meta')",
                                  NULL, PGRES_TUPLES_OK, "measuring the tables", &res) >= 0)
-                        p->size_cached = pg_value_int(res, 0, 0);
+                        __atomic_store_n(&p->size_cached, pg_value_int(res, 0, 0), __ATOMIC_RELAXED);
         }
         v = p->size_cached;
         pthread_mutex_unlock(&p->aux_lock);
