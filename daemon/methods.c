@@ -199,6 +199,8 @@ void methods_reply_error(struct call *c, const char *iface, int r, const struct 
                 r = token_fetch_wait(c);
                 if (r == 0)
                         return;
+                if (r == -EINVAL)
+                        r = -EIO; /* no miss recorded: not the caller's fault */
         }
         switch (r) {
         case -EINVAL:

@@ -225,6 +225,9 @@ struct final_reply {
 static int final_cb(const struct engine_info *info, void *userdata) {
         struct final_reply *f = userdata;
 
+        if (strcmp(f->event, "ended") == 0 && info->state == ENGINE_STATE_ENDED &&
+            info->end_reason == ENGINE_END_ROTATED)
+                f->event = "rotated"; /* as the "ended" event with reason rotated says it */
         f->reply = event_reply(f->event, info);
         return 1;
 }

@@ -435,6 +435,37 @@ def test_sync_write_then_rotate_on_one_daemon():
                            "AND sync_version > 0 AND user_id = 'victim'") == "0"
 
 
+def test_watch_then_rotate_while_first_reply_pending():
+    """A Watch whose first reply waits for its sync read, and a Rotate of
+    the same token on the same daemon before that read is answered: the
+    stream ends with "rotated" (as on one daemon), not "ended" (found by a
+    second review)."""
+    with Fleet(1) as f:
+        d = f.daemons[0]
+        token = d.call("io.sessiond.Session.Create", {"user_id": "victim"})["token"]
+        other = d.call("io.sessiond.Session.Create", {"user_id": "blocker"})["token"]
+        locks = RowLocks(f.url, "blocker")
+        out, threads = {}, []
+        threads.append(call_in_background(out, "destroy", d, "io.sessiond.Session.Destroy", {"token": other}))
+        wait_for(lambda: waiting_for_locks(f.url) >= 1, what="a unit waiting")
+        with d.connect() as w:
+            w.send("io.sessiond.Session.Watch", {"token": token}, more=True)
+            time.sleep(0.2)
+            threads.append(call_in_background(out, "rotate", d, "io.sessiond.Session.Rotate", {"token": token}))
+            time.sleep(0.3)
+            locks.release()
+            for t in threads:
+                t.join(TIMEOUT)
+            evs = []
+            while True:
+                ev = w.recv()
+                evs.append(ev)
+                if not ev.get("continues"):
+                    break
+            assert "token" in out["rotate"], out
+            assert evs[-1]["parameters"]["event"] == "rotated", evs
+
+
 def test_sync_write_answered_at_stop():
     """A SetSyncState waiting for its unit of work when SIGTERM comes is
     answered once the unit commits, like any other write in flight (a
@@ -780,6 +811,7 @@ if __name__ == "__main__":
         test_sync_write_answered_at_stop,
         test_destroy_and_validate_waiting_for_one_read,
         test_sync_write_then_rotate_on_one_daemon,
+        test_watch_then_rotate_while_first_reply_pending,
         test_user_limit_holds_across_daemons,
         test_key_mismatch_refused,
         test_sessionctl_db_and_backup_point_to_postgresql,
