@@ -77,6 +77,7 @@ enum {
         Q_CLIENT,
         Q_COPY,
         Q_PLATFORM,
+        Q_SWITCH,
         Q_SYNC,
         Q_AUDIT,
         Q_NOTIFY,

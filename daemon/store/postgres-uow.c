@@ -266,6 +266,14 @@ static int op_update_params(const struct store_op *op, struct params *a, const c
                 param_int(a, op->t2);
                 *what = "writing sync state";
                 return Q_SYNC;
+        case STORE_OP_SWITCH:
+                param_text(a, op->s1);
+                param_int(a, op->sw->now);
+                param_int(a, op->sw->max_per_hour);
+                param_text(a, op->s2);
+                param_text(a, op->s3);
+                *what = "switching the platform";
+                return Q_SWITCH;
         default:
                 return -EINVAL;
         }
@@ -318,12 +326,47 @@ static int op_send(struct pg_store *p, const struct store_op *op) {
  * leader may have purged a row long ended whose last touch is written
  * late. Such a write is moot, not a failure that would lose the unit's
  * other writes. */
+static void copy_value(const PGresult *res, int column, char *to, size_t size) {
+        snprintf(to, size, "%s", PQgetisnull(res, 0, column) ? "" : PQgetvalue(res, 0, column));
+}
+
+/* Q_SWITCH's answer: ok, live, end_reason, from_platform, kept. */
+static int switch_result(const struct store_op *op, PGresult *res) {
+        struct store_switch *sw = op->sw;
+        _cleanup_free_ char *next = NULL;
+
+        sw->applied = 0;
+        if (PQntuples(res) != 1) {
+                sw->outcome = STORE_SWITCH_GONE;
+                return 0;
+        }
+        if (strcmp(PQgetvalue(res, 0, 1), "t") != 0) {
+                sw->outcome = STORE_SWITCH_ENDED;
+                copy_value(res, 2, sw->end_reason, sizeof sw->end_reason);
+                return 0;
+        }
+        if (strcmp(PQgetvalue(res, 0, 0), "t") == 0) {
+                sw->outcome = STORE_SWITCH_APPLIED;
+                sw->applied = 1;
+                copy_value(res, 3, sw->from, sizeof sw->from);
+                return 0;
+        }
+        /* Refused: the window kept tells when one more fits. */
+        sw->outcome = STORE_SWITCH_REFUSED;
+        return store_switch_window(PQgetvalue(res, 0, 4), sw->now, sw->max_per_hour, &next, &sw->retry_at) < 0 ? -ENOMEM
+                                                                                                               : 0;
+}
+
 static int op_result(struct pg_store *p, const struct store_op *op, PGresult *res) {
         struct params a = {0};
         const char *what = NULL;
         int r;
 
         (void) op_statement(op, &a, &what);
+        if (op->kind == STORE_OP_SWITCH) {
+                r = pg_result_check(p->name, p->w.c, res, PGRES_TUPLES_OK, what);
+                return r < 0 ? r : switch_result(op, res);
+        }
         r = pg_result_check(p->name, p->w.c, res, PGRES_COMMAND_OK, what);
         if (r < 0)
                 return r;
@@ -438,6 +481,7 @@ static char change_letter(const struct store_op *op, int64_t *row_key) {
         case STORE_OP_RENEWED:
                 return 'r';
         case STORE_OP_PLATFORM:
+        case STORE_OP_SWITCH:
                 return 'p';
         case STORE_OP_SYNC:
                 return 's';

@@ -48,6 +48,8 @@ static const char *const stmt_sql[_STMT_MAX] = {
                 "FROM sessions WHERE row = ?1 AND ended_at IS NULL",
         [STMT_SESSION_SET_PLATFORM] = "UPDATE sessions SET platform_id = ?2, platform_switches = ?3 WHERE row = ?1",
         [STMT_SESSION_GET_SWITCHES] = "SELECT platform_switches FROM sessions WHERE row = ?1",
+        [STMT_SESSION_SWITCH_READ] =
+                "SELECT platform_id, platform_switches, ended_at IS NULL, end_reason FROM sessions WHERE row = ?1",
         [STMT_SESSION_GET_SYNC] = "SELECT sync_version, sync_data FROM sessions WHERE row = ?1",
         [STMT_SESSION_SET_SYNC] = "UPDATE sessions SET sync_version = ?2, sync_data = ?3 "
                                   "WHERE row = ?1 AND ended_at IS NULL AND (?4 < 0 OR sync_version = ?4)",
@@ -287,6 +289,69 @@ static int apply_audit(struct sqlite_store *s, const struct store_op *op) {
         return sqlite_stmt_done(s, st, "writing an audit row");
 }
 
+static void copy_column(sqlite3_stmt *st, int i, char *to, size_t size) {
+        const char *v = (const char *) sqlite3_column_text(st, i);
+
+        snprintf(to, size, "%s", v ? v : "");
+}
+
+/* STORE_OP_SWITCH: one writer, so the row read here is the row written. */
+static int switch_decide(struct sqlite_store *s, const struct store_op *op, char **next) {
+        struct store_switch *sw = op->sw;
+        sqlite3_stmt *st = sqlite_stmt(s, STMT_SESSION_SWITCH_READ);
+        int rc, r = 0;
+
+        sqlite3_bind_int64(st, 1, op->row_key);
+        rc = sqlite3_step(st);
+        if (rc == SQLITE_DONE)
+                sw->outcome = STORE_SWITCH_GONE;
+        else if (rc != SQLITE_ROW)
+                r = sqlite_fail(s, rc, "reading platform switches");
+        else if (!sqlite3_column_int(st, 2)) {
+                sw->outcome = STORE_SWITCH_ENDED;
+                copy_column(st, 3, sw->end_reason, sizeof sw->end_reason);
+        } else {
+                copy_column(st, 0, sw->from, sizeof sw->from);
+                r = store_switch_window((const char *) sqlite3_column_text(st, 1), sw->now, sw->max_per_hour, next,
+                                        &sw->retry_at);
+                if (r >= 0)
+                        sw->outcome = r > 0 ? STORE_SWITCH_APPLIED : STORE_SWITCH_REFUSED;
+        }
+        sqlite3_reset(st);
+        return r;
+}
+
+static int apply_switch(struct sqlite_store *s, const struct store_op *op) {
+        _cleanup_free_ char *next = NULL, *detail = NULL;
+        struct store_switch *sw = op->sw;
+        sqlite3_stmt *st;
+        int r;
+
+        sw->applied = 0;
+        r = switch_decide(s, op, &next);
+        if (r < 0 || sw->outcome != STORE_SWITCH_APPLIED)
+                return r < 0 ? r : 0;
+        st = sqlite_stmt(s, STMT_SESSION_SET_PLATFORM);
+        sqlite3_bind_int64(st, 1, op->row_key);
+        sqlite3_bind_text(st, 2, op->s1, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 3, next, -1, SQLITE_STATIC);
+        r = sqlite_stmt_done(s, st, "switching the platform");
+        if (r >= 0 && op->s2) {
+                detail = store_switch_audit_detail(sw->from, op->s1);
+                if (!detail)
+                        return -ENOMEM;
+                r = apply_audit(s, &(struct store_op){.kind = STORE_OP_AUDIT,
+                                                      .t1 = sw->now,
+                                                      .s1 = "platform_switched",
+                                                      .s2 = op->s2,
+                                                      .s3 = op->s3,
+                                                      .blob = detail});
+        }
+        if (r >= 0)
+                sw->applied = 1;
+        return r;
+}
+
 static int op_apply(struct sqlite_store *s, const struct store_op *op) {
         switch (op->kind) {
         case STORE_OP_LIMIT:
@@ -295,6 +360,8 @@ static int op_apply(struct sqlite_store *s, const struct store_op *op) {
                 return apply_insert(s, op);
         case STORE_OP_AUDIT:
                 return apply_audit(s, op);
+        case STORE_OP_SWITCH:
+                return apply_switch(s, op);
         default:
                 return apply_update(s, op);
         }

@@ -193,6 +193,42 @@ int store_session_copy(struct store *s, int64_t from_row_key, int64_t new_row_ke
 int store_session_set_platform(struct store *s, int64_t row_key, const char *platform_id, const char *switches_json);
 /* *ret is malloc'ed ("[]" when none). */
 int store_session_get_switches(struct store *s, int64_t row_key, char **ret);
+/* A platform switch under the per-hour limit, decided by the store when
+ * the unit runs (store_session_switch_platform): on a shared store the
+ * row is locked, so switches made on several daemons at once count each
+ * other. Filled by the backend; read once the unit is done. */
+enum store_switch_outcome {
+        STORE_SWITCH_APPLIED, /* switched; `from` is the platform before */
+        STORE_SWITCH_REFUSED, /* max_per_hour switches in the last hour: retry_at */
+        STORE_SWITCH_ENDED,   /* the session ended first: end_reason */
+        STORE_SWITCH_GONE,    /* no such row (purged) */
+};
+#define STORE_PLATFORM_ID_MAX 128 /* as the engine checks (ENGINE_PLATFORM_ID_MAX) */
+#define STORE_END_REASON_MAX 32
+struct store_switch {
+        int64_t now;          /* asked: Unix seconds, the switch's time and its audit row's */
+        int64_t max_per_hour; /* asked */
+        int applied;          /* 1: APPLIED (what the unit's NOTIFY and events go by) */
+        enum store_switch_outcome outcome;
+        int64_t retry_at;                      /* REFUSED: when one more switch fits (Unix seconds) */
+        char from[STORE_PLATFORM_ID_MAX + 1];  /* APPLIED: "" when none */
+        char end_reason[STORE_END_REASON_MAX]; /* ENDED */
+};
+/* Switches row_key to platform_id if fewer than sw->max_per_hour switches
+ * happened in the hour before sw->now, and then (audit_user non-NULL)
+ * writes the audit row "platform_switched" {"from", "to"} in the same
+ * transaction. sw must stay until the unit is done. */
+int store_session_switch_platform(struct store *s, int64_t row_key, const char *platform_id, const char *audit_user,
+                                  const char *session_id, struct store_switch *sw);
+/* The window of a switch history (a JSON array of Unix seconds; NULL or
+ * not an array: none): the times after now - 3600, in order. Returns 1
+ * with *next (malloc'ed) the kept times and now when fewer than max
+ * remain, 0 with *retry_at when not, or -ENOMEM. Backends deciding a
+ * switch in C and the engine of one daemon share it. */
+int store_switch_window(const char *history, int64_t now, int64_t max, char **next, int64_t *retry_at);
+/* The audit detail of a switch, {"from","to"} ("from" left out when
+ * empty or NULL): malloc'ed, NULL when out of memory. */
+char *store_switch_audit_detail(const char *from, const char *to);
 /* *data is malloc'ed and NUL-terminated (NULL when none); *size excludes the NUL. */
 int store_session_get_sync(struct store *s, int64_t row_key, int64_t *version, char **data, size_t *size);
 int store_session_set_sync(struct store *s, int64_t row_key, int64_t version, const void *data, size_t size);

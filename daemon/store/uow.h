@@ -25,6 +25,7 @@ enum store_op_kind {
         STORE_OP_CLIENT,   /* row: fingerprint hashes, ip, user agent (0/NULL: keep) */
         STORE_OP_COPY,     /* rotation: t1: last_activity, t2: new key, s1: new id, row.token_hash */
         STORE_OP_PLATFORM, /* s1: platform id, s2: switch history (JSON) */
+        STORE_OP_SWITCH,   /* s1: platform id, s2: audit user (NULL: no audit row), s3: session id, sw */
         STORE_OP_SYNC,     /* t1: version, t2: the version it replaces (-1: any), blob: data, applied */
         STORE_OP_AUDIT,    /* t1: time, s1: kind, s2: user, s3: session id, blob: detail JSON text */
         STORE_OP_LIMIT,    /* s1: user, t1: keep, t2: now (store_user_limit) */
@@ -38,7 +39,8 @@ struct store_op {
         const void *blob; /* NULL: none */
         size_t blob_size;
         struct store_session row;
-        int *applied; /* STORE_OP_SYNC with t2 >= 0: set when the operation runs */
+        int *applied;            /* STORE_OP_SYNC with t2 >= 0, STORE_OP_SWITCH: set when the operation runs */
+        struct store_switch *sw; /* STORE_OP_SWITCH: asked and answered */
 };
 
 struct store_arena_block;

@@ -70,7 +70,7 @@ struct capture {
         int n;
         int64_t row_key, ended_at, last_activity, renewed_at;
         uint64_t fp_ua, fp_ip;
-        char id[64], user[64], reason[64], ip[64];
+        char id[64], user[64], reason[64], ip[64], platform[64];
         bool saw_ip;
 };
 
@@ -83,6 +83,7 @@ static int capture_cb(const struct store_session *row, void *userdata) {
         snprintf(c->user, sizeof c->user, "%s", row->user_id);
         snprintf(c->reason, sizeof c->reason, "%s", row->end_reason ? row->end_reason : "");
         snprintf(c->ip, sizeof c->ip, "%s", row->ip ? row->ip : "");
+        snprintf(c->platform, sizeof c->platform, "%s", row->platform_id ? row->platform_id : "");
         c->saw_ip |= row->ip != NULL;
         c->ended_at = row->ended_at;
         c->last_activity = row->last_activity;
@@ -871,6 +872,75 @@ done:
 }
 END_TEST
 
+/* One switch in a unit of its own: its outcome. */
+static enum store_switch_outcome switch_now(struct store *s, int64_t row_key, const char *to, int64_t now,
+                                            const char *audit_user, struct store_switch *sw) {
+        *sw = (struct store_switch){.now = now, .max_per_hour = 2};
+        ck_assert_int_eq(store_session_switch_platform(s, row_key, to, audit_user, "sid", sw), 0);
+        ck_assert_int_eq(store_commit(s), 0);
+        ck_assert_int_eq(sw->applied, sw->outcome == STORE_SWITCH_APPLIED);
+        return sw->outcome;
+}
+
+static const char *platform_of(struct store *s, int64_t row_key, struct capture *c) {
+        *c = (struct capture){0};
+        ck_assert_int_eq(store_session_by_row_key(s, row_key, capture_cb, c), 0);
+        return c->platform;
+}
+
+/* The store decides a switch under the per-hour limit (both backends:
+ * SQLite in C, PostgreSQL in SQL), with its audit row or none. */
+START_TEST(test_switch_platform_decided_by_store) {
+        struct store *s = backend_open();
+        struct store_session a = row_for("aaaaaaaaaaaaaaaaaaaaaa", 1, "u", MS(T0));
+        struct store_session b = row_for("bbbbbbbbbbbbbbbbbbbbbb", 2, "u", MS(T0));
+        struct store_switch sw, sw2;
+        struct capture c;
+        int64_t ra, rb;
+
+        a.platform_id = "web";
+        ck_assert_int_eq(insert_row(s, &a, NULL, 0, &ra), 0);
+        ck_assert_int_eq(insert_row(s, &b, NULL, 0, &rb), 0);
+        ck_assert_int_eq(store_session_end(s, rb, MS(T0 + 1), "idle"), 0);
+        ck_assert_int_eq(store_commit(s), 0);
+
+        ck_assert_int_eq(switch_now(s, ra, "ios", T0 + 10, "u", &sw), STORE_SWITCH_APPLIED);
+        ck_assert_str_eq(sw.from, "web");
+        ck_assert_str_eq(platform_of(s, ra, &c), "ios");
+        ck_assert_int_eq(switch_now(s, ra, "android", T0 + 20, NULL, &sw), STORE_SWITCH_APPLIED);
+        ck_assert_str_eq(sw.from, "ios");
+        /* Two in the hour: the third waits for the first to leave it. */
+        ck_assert_int_eq(switch_now(s, ra, "web", T0 + 30, "u", &sw), STORE_SWITCH_REFUSED);
+        ck_assert_int_eq(sw.retry_at, T0 + 10 + 3600);
+        ck_assert_str_eq(platform_of(s, ra, &c), "android");
+        ck_assert_int_eq(switch_now(s, ra, "web", T0 + 3611, "u", &sw), STORE_SWITCH_APPLIED);
+        ck_assert_str_eq(sw.from, "android");
+        /* Audit rows with the switches that were made and asked one. */
+        ck_assert_int_eq(backend_count("SELECT count(*) FROM audit WHERE kind = 'platform_switched'"), 2);
+        ck_assert_int_eq(backend_count("SELECT count(*) FROM audit WHERE kind = 'platform_switched' AND "
+                                       "detail = '{\"from\":\"web\",\"to\":\"ios\"}'"),
+                         1);
+
+        /* Two in one unit: the second counts the first. */
+        sw = (struct store_switch){.now = T0 + 3700, .max_per_hour = 2}; /* T0 + 3611 in the hour */
+        sw2 = sw;
+        ck_assert_int_eq(store_session_switch_platform(s, ra, "ios", NULL, "sid", &sw), 0);
+        ck_assert_int_eq(store_session_switch_platform(s, ra, "tv", NULL, "sid", &sw2), 0);
+        ck_assert_int_eq(store_commit(s), 0);
+        ck_assert_int_eq(sw.outcome, STORE_SWITCH_APPLIED);
+        ck_assert_int_eq(sw2.outcome, STORE_SWITCH_REFUSED);
+        ck_assert_int_eq(sw2.retry_at, T0 + 3611 + 3600);
+        ck_assert_str_eq(platform_of(s, ra, &c), "ios");
+
+        /* Ended, or not there: no switch, no audit row. */
+        ck_assert_int_eq(switch_now(s, rb, "ios", T0 + 40, "u", &sw), STORE_SWITCH_ENDED);
+        ck_assert_str_eq(sw.end_reason, "idle");
+        ck_assert_int_eq(switch_now(s, 12345678, "ios", T0 + 40, "u", &sw), STORE_SWITCH_GONE);
+        ck_assert_int_eq(backend_count("SELECT count(*) FROM audit"), 2);
+        store_close(s);
+}
+END_TEST
+
 static int count_audit_cb(const struct store_audit_row *row, void *userdata) {
         (void) row;
         (*(int *) userdata)++;
@@ -912,4 +982,5 @@ static void store_cases_add(TCase *tc) {
         tcase_add_test(tc, test_unit_of_work_async);
         tcase_add_test(tc, test_reader);
         tcase_add_test(tc, test_read_after_commit);
+        tcase_add_test(tc, test_switch_platform_decided_by_store);
 }
