@@ -205,6 +205,24 @@ int engine_rotate(struct engine *e, int64_t now, const char *token, char new_tok
                   struct engine_info *ret, struct engine_error *err);
 int engine_switch_platform(struct engine *e, int64_t now, const char *token, const char *platform_id,
                            struct engine_info *ret, struct engine_error *err);
+/* On a shared store (engine_switch_decided_by_store()) the store decides
+ * a switch under the per-hour limit when its unit runs, so that switches
+ * made at once on several daemons count each other (engine/platform.c):
+ * returns an error at once (the mapping of the other methods), or 0 with
+ * *ret NULL and info filled when the session is on that platform already,
+ * or 0 with *ret naming the wait and later calls done(): done(0, info),
+ * done(-EBUSY) with err->retry_after, done(-ESTALE) with err->end_reason
+ * when the session ended first, done(-ENOENT), or done(storage error) when
+ * its unit was lost (info valid during the call only). Until done runs,
+ * engine_switch_detach() lets the caller go. */
+struct engine_switch_wait;
+typedef void (*engine_switch_done_fn)(int r, const struct engine_info *info, const struct engine_error *err,
+                                      void *userdata);
+bool engine_switch_decided_by_store(const struct engine *e);
+int engine_switch_platform_later(struct engine *e, int64_t now, const char *token, const char *platform_id,
+                                 engine_switch_done_fn done, void *userdata, struct engine_switch_wait **ret,
+                                 struct engine_info *info, struct engine_error *err);
+void engine_switch_detach(struct engine_switch_wait *w);
 /* *data is malloc'ed (NULL: none), *size excludes its terminating NUL. */
 int engine_sync_get(struct engine *e, int64_t now, const char *token, int64_t *version, char **data, size_t *size,
                     struct engine_error *err);

@@ -180,6 +180,45 @@ static void method_rotate(struct daemon *d, struct call *c) {
         memset(token, 0, sizeof token);
 }
 
+/* On a shared store a switch is answered when its unit of work is done
+ * (engine_switch_platform_later): the call detaches if its peer goes
+ * first; a stop waits for its answer. */
+static void switch_cancel(struct call *c, void *userdata) {
+        (void) c;
+        engine_switch_detach(userdata);
+}
+
+static void switch_done(int r, const struct engine_info *info, const struct engine_error *err, void *userdata) {
+        struct call *c = userdata;
+        struct varlink_writer w;
+
+        call_set_cancel(c, NULL, NULL);
+        if (r < 0) {
+                methods_reply_error(c, IFACE, r, err);
+                return;
+        }
+        reply_begin(&w);
+        reply_session(c, &w, info);
+}
+
+static void switch_platform_later(struct daemon *d, struct call *c, const char *token, const char *platform) {
+        struct engine_switch_wait *wait = NULL;
+        struct engine_error err = {0};
+        struct engine_info info;
+        struct varlink_writer w;
+        int r = engine_switch_platform_later(d->engine, methods_now_ms(), token, platform, switch_done, c, &wait, &info,
+                                             &err);
+
+        if (r < 0)
+                methods_reply_error(c, IFACE, r, &err);
+        else if (wait)
+                call_set_detach(c, switch_cancel, wait);
+        else {
+                reply_begin(&w);
+                reply_session(c, &w, &info);
+        }
+}
+
 static void method_switch_platform(struct daemon *d, struct call *c) {
         struct engine_error err = {0};
         struct engine_info info;
@@ -190,6 +229,10 @@ static void method_switch_platform(struct daemon *d, struct call *c) {
 
         if (param_token(c, &token) < 0 || methods_param_string(c, IFACE, "platform_id", true, &platform) < 0)
                 return;
+        if (engine_switch_decided_by_store(d->engine)) {
+                switch_platform_later(d, c, token, platform);
+                return;
+        }
         r = engine_switch_platform(d->engine, methods_now_ms(), token, platform, &info, &err);
         if (r < 0) {
                 methods_reply_error(c, IFACE, r, &err);

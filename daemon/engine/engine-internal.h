@@ -11,7 +11,9 @@
  *   auditagg.c       failed validations audited in aggregate (a row per
  *                    source and interval, with a count)
  *   session.c        the session operations: create, look up, validate,
- *                    heartbeat, extend, rotate, switch platform; ending one
+ *                    heartbeat, extend, rotate; ending one
+ *   platform.c       platform switches under the per-hour limit (decided
+ *                    by the store on a shared store)
  *   session-admin.c  destroy, listings, watch support, terminate
  *   sync.c           the cross-tab sync state: a compare-and-set answered
  *                    when its unit of work is done
@@ -201,6 +203,8 @@ struct engine {
         struct engine_sync_wait *sync_open, *sync_inflight;
         /* Sync states read after the open unit / the unit in flight (sync.c) */
         struct engine_sync_read *sync_reads_open, *sync_reads_inflight;
+        /* Calls answered when the open unit / the unit in flight is done (txn.c) */
+        struct unit_wait *waits_open, *waits_inflight;
 
         uint32_t *dirty;
         size_t n_dirty, dirty_allocated;
@@ -365,6 +369,17 @@ void table_info_fill(struct engine *e, uint32_t h, int64_t now, struct engine_in
 void table_info_from_row(const struct store_session *row, struct engine_info *i);
 
 /* txn.c */
+/* A call answered when the unit of work it wrote to is done: committed()
+ * once the unit is, lost() when it is lost (r: the storage error; at
+ * close, -ECANCELED). Each frees its wait. txn_wait_add() puts w in the
+ * open unit. */
+struct unit_wait {
+        struct unit_wait *next;
+        void (*committed)(struct engine *e, struct unit_wait *w);
+        void (*lost)(struct engine *e, struct unit_wait *w, int r);
+};
+void txn_wait_add(struct engine *e, struct unit_wait *w);
+void txn_waits_free(struct engine *e);
 int txn_storage_errno(int r);
 int txn_fail(struct engine *e, int r);
 int txn_begin(struct engine *e);
@@ -436,6 +451,9 @@ void fleet_free(struct engine *e);
 /* Before the store closes: waits for a probe running on a worker. */
 void fleet_stop(struct engine *e);
 bool fleet_cache_stale(const struct engine *e, int64_t now);
+/* A row another daemon changed (as if its change were heard): read after
+ * the open unit's commit, and memory follows. */
+void fleet_row_changed(struct engine *e, int64_t row_key, enum store_change_kind kind);
 /* Reads *h's row again: *h is then its entry, or NIL when it ended (or is gone). */
 int fleet_refresh(struct engine *e, uint32_t *h);
 /* A token's row, live or ended: a live one is taken into memory (*h), an

@@ -206,6 +206,10 @@ static void remote_change_cb(const struct store_change *c, bool lost, void *user
         e->remote_open[e->n_remote_open++] = *c;
 }
 
+void fleet_row_changed(struct engine *e, int64_t row_key, enum store_change_kind kind) {
+        remote_change_cb(&(struct store_change){.kind = kind, .row_key = row_key}, false, e);
+}
+
 /* ---- the changes' rows, read after a commit (txn.c calls these) ------------------------------
  * Why after the commit, by the writer. A row read on another connection,
  * or at another time, could be older than what this daemon wrote since

@@ -473,6 +473,7 @@ void engine_free(struct engine *e) {
                 store_close(e->store);
         }
         sync_waits_free(e);
+        txn_waits_free(e);
         fleet_free(e);
         timer_free(e->flush_timer);
         timer_free(e->dispatch_timer);

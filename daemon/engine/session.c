@@ -1,6 +1,6 @@
 /* The session operations (see engine-internal.h for the other files):
- * create, look up, validate, heartbeat, extend, rotate, switch platform,
- * and the end of one session. Sync state, destroy, listings and the
+ * create, look up, validate, heartbeat, extend, rotate, and the end of
+ * one session (platform switches: platform.c). Sync state, destroy, listings and the
  * operator's verbs are in session-admin.c.
  *
  * Validate and Heartbeat move last_activity in memory only (cleanup.c
@@ -705,102 +705,4 @@ int engine_rotate(struct engine *e, int64_t now, const char *token, char new_tok
         log_debug("Session %s of user %s rotated into %s.", old_id, user, new_id);
         table_info_fill(e, nh, now, ret);
         return 0;
-}
-
-/* ---- platform switching -------------------------------------------------------------------------- */
-
-int engine_switch_platform(struct engine *e, int64_t now, const char *token, const char *platform_id,
-                           struct engine_info *ret, struct engine_error *err) {
-        const struct sessiond_config *c = cfg(e);
-        int64_t max = c->security.max_platform_switches_per_hour, oldest = 0;
-        int64_t now_s = ms_floor_s(now); /* the switch history keeps Unix seconds */
-        char id[TOKEN_ID_STRING_LEN + 1], *history = NULL;
-        _cleanup_free_ char *text = NULL, *from = NULL;
-        json_t *times = NULL, *kept = NULL;
-        struct session *s;
-        const char *why;
-        uint32_t h, platform;
-        size_t i;
-        json_t *t;
-        int r;
-
-        if (!c->features.platform_switching) {
-                err->feature = "platform_switching";
-                return -EOPNOTSUPP;
-        }
-        if ((why = session_check_name(platform_id, ENGINE_PLATFORM_ID_MAX)))
-                return session_invalid(err, "platform_id", why);
-        r = session_lookup_live(e, now, token, false, &h, NULL, err);
-        if (r < 0)
-                return r;
-        s = S(e, h);
-        table_session_id(e, s, id);
-        if (s->platform && strcmp(platform_name(e, s->platform), platform_id) == 0) {
-                table_info_fill(e, h, now, ret); /* already there: not a switch */
-                return 0;
-        }
-
-        r = store_session_get_switches(e->store, s->row_key, &history);
-        if (r < 0)
-                return txn_storage_errno(r);
-        times = json_loads(history, 0, NULL);
-        free(history);
-        kept = json_array();
-        if (!kept) {
-                json_decref(times);
-                return -ENOMEM;
-        }
-        json_array_foreach(times, i, t) {
-                if (json_is_integer(t) && json_integer_value(t) > now_s - HOUR) {
-                        if (json_array_size(kept) == 0)
-                                oldest = json_integer_value(t);
-                        json_array_append(kept, t);
-                }
-        }
-        json_decref(times);
-        if ((int64_t) json_array_size(kept) >= max) {
-                /* The oldest switches leave the window first; with a lowered
-                 * limit more than one may have to. */
-                size_t k = json_array_size(kept) - (size_t) max;
-                oldest = json_integer_value(json_array_get(kept, k));
-                json_decref(kept);
-                e->counters.platform_switches_refused++;
-                err->retry_after = oldest + HOUR - now_s;
-                if (err->retry_after < 1)
-                        err->retry_after = 1;
-                security_suspicious(e, now, user_name(e, s->user), id, "platform_switch_rate");
-                return -EBUSY;
-        }
-        json_array_append_new(kept, json_integer(now_s));
-        text = json_dumps(kept, JSON_COMPACT);
-        json_decref(kept);
-        if (!text)
-                return -ENOMEM;
-
-        r = txn_begin(e);
-        if (r < 0)
-                return r;
-        s = S(e, h);
-        r = txn_row_touch(e, s->row_key, h);
-        if (r >= 0)
-                r = store_session_set_platform(e->store, s->row_key, platform_id, text);
-        if (r < 0)
-                return txn_fail(e, r);
-        r = table_platform_get(e, platform_id, &platform);
-        if (r < 0)
-                return txn_fail(e, r);
-        s = S(e, h);
-        from = s->platform ? strdup(platform_name(e, s->platform)) : NULL;
-        table_platform_put(e, s->platform);
-        s->platform = platform;
-        e->counters.platform_switches++;
-        r = txn_audit(e, now, "platform_switched", user_name(e, s->user), id,
-                      json_pack("{s:s?, s:s}", "from", from, "to", platform_id));
-        if (r < 0)
-                return r;
-        if (bus_observed(e))
-                bus_emit(e, now, "platform_switched", id, user_name(e, S(e, h)->user),
-                         json_pack("{s:s?, s:s}", "from", from, "to", platform_id));
-        table_info_fill(e, h, now, ret);
-        return r;
 }

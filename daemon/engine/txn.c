@@ -17,6 +17,11 @@
  * never committed behind a reply that said it failed.
  *
  * Audit rows share the transaction of what they describe.
+ *
+ * Some writes are decided by the store when their unit runs (a platform
+ * switch on a shared store counts other daemons' switches): their calls
+ * wait for the unit (struct unit_wait), in the order the units go, open
+ * then in flight, and are answered when it commits or is lost.
  */
 #include "engine-internal.h"
 
@@ -121,6 +126,51 @@ static void reload_affected(struct engine *e) {
         e->n_affected = 0;
 }
 
+/* ---- calls answered when their unit is done ------------------------------------------------------------- */
+
+void txn_wait_add(struct engine *e, struct unit_wait *w) {
+        struct unit_wait **at = &e->waits_open;
+
+        while (*at)
+                at = &(*at)->next;
+        w->next = NULL;
+        *at = w;
+}
+
+static void waits_lost(struct engine *e, struct unit_wait **list, int r) {
+        struct unit_wait *w = *list, *next;
+
+        *list = NULL;
+        for (; w; w = next) {
+                next = w->next;
+                w->lost(e, w, r);
+        }
+}
+
+static void waits_committed(struct engine *e) {
+        struct unit_wait *w = e->waits_inflight, *next;
+
+        e->waits_inflight = NULL;
+        for (; w; w = next) {
+                next = w->next;
+                w->committed(e, w);
+        }
+}
+
+static void waits_hand_off(struct engine *e) {
+        struct unit_wait **at = &e->waits_inflight;
+
+        while (*at)
+                at = &(*at)->next;
+        *at = e->waits_open;
+        e->waits_open = NULL;
+}
+
+void txn_waits_free(struct engine *e) {
+        waits_lost(e, &e->waits_inflight, -ECANCELED);
+        waits_lost(e, &e->waits_open, -ECANCELED);
+}
+
 void engine_abort(struct engine *e) {
         if (!e->txn)
                 return;
@@ -129,6 +179,7 @@ void engine_abort(struct engine *e) {
         reload_affected(e);
         bus_queue_clear(&e->in_txn);
         sync_waits_abort(e, e->commit_error ? e->commit_error : -EIO);
+        waits_lost(e, &e->waits_open, e->commit_error ? e->commit_error : -EIO);
         fleet_lost(e, false);
 }
 
@@ -196,6 +247,7 @@ static void unit_done(int result, void *userdata) {
                 queue_move(&e->ready, &e->inflight_events, true);
                 fleet_committed(e);
                 sync_waits_committed(e);
+                waits_committed(e);
                 bus_dispatch_schedule(e);
                 result = 0;
         } else {
@@ -217,6 +269,8 @@ static void unit_done(int result, void *userdata) {
                 bus_queue_clear(&e->in_txn);
                 bus_queue_clear(&e->inflight_events);
                 sync_waits_lost(e, result, true);
+                waits_lost(e, &e->waits_inflight, result);
+                waits_lost(e, &e->waits_open, result);
                 fleet_lost(e, true);
         }
         if (e->commit_fn)
@@ -246,6 +300,7 @@ static void unit_hand_off(struct engine *e, uint64_t seq, bool wait) {
         e->n_affected = 0;
         queue_move(&e->inflight_events, &e->in_txn, false);
         sync_waits_hand_off(e);
+        waits_hand_off(e);
         fleet_hand_off(e);
         e->txn = false;
         e->inflight = true;

@@ -544,6 +544,79 @@ def test_user_limit_holds_across_daemons():
                        "the limit's ends seen by every daemon")
 
 
+def test_platform_switch_limit_holds_across_daemons():
+    """Switches of one session made at once on three daemons count each
+    other: the store decides each under the row's lock."""
+    with Fleet(3, {"security.max_platform_switches_per_hour": 3}) as f:
+        a, b, c = f.daemons
+        token = a.call("io.sessiond.Session.Create", {"user_id": "pat", "platform_id": "start"})["token"]
+        for d in (b, c):
+            assert validate_state(d, token) == "active"
+        made, refused, errors = [], [], []
+
+        def switch(d, platform):
+            try:
+                r = d.call("io.sessiond.Session.SwitchPlatform", {"token": token, "platform_id": platform})
+                assert r["session"]["platform_id"] == platform, r
+                made.append(platform)
+            except VarlinkError as e:
+                if e.error == "io.sessiond.Session.RateLimited":
+                    assert e.parameters.get("retry_after", 0) >= 1, e.parameters
+                    refused.append(platform)
+                else:
+                    errors.append(e)
+            except Exception as e:  # noqa: BLE001 - reported below
+                errors.append(e)
+
+        threads = [threading.Thread(target=switch, args=(f.daemons[i % 3], "p%d" % i)) for i in range(24)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors, errors
+        assert len(made) == 3 and len(refused) == 21, (made, refused)
+        history = json.loads(psql(f.url, "SELECT platform_switches FROM sessions WHERE ended_at IS NULL"))
+        assert len(history) == 3, history
+        audited = psql(f.url, "SELECT count(*) FROM audit WHERE kind = 'platform_switched'")
+        assert audited == "3", audited
+        stored = psql(f.url, "SELECT platform_id FROM sessions WHERE ended_at IS NULL")
+        assert stored in made, (stored, made)
+        # Every daemon's memory comes to the platform stored, and refuses
+        # a fourth switch.
+        for d in f.daemons:
+            timed_wait(lambda d=d: d.call("io.sessiond.Session.Validate",
+                                          {"token": token, "touch": False})["session"].get("platform_id") == stored,
+                       "the platform stored known by every daemon")
+            try:
+                d.call("io.sessiond.Session.SwitchPlatform", {"token": token, "platform_id": "late"})
+                assert False, "a fourth switch was made"
+            except VarlinkError as e:
+                assert e.error == "io.sessiond.Session.RateLimited", e
+        # Switching to the platform it is on is no switch.
+        r = b.call("io.sessiond.Session.SwitchPlatform", {"token": token, "platform_id": stored})
+        assert r["session"]["platform_id"] == stored
+
+
+def test_platform_switch_of_a_session_ended_elsewhere():
+    """A switch the store finds ended (here behind the daemons' backs, so
+    that no notification comes) answers Expired with the store's reason,
+    makes no audit row, and memory learns the end."""
+    with Fleet(2) as f:
+        a, b = f.daemons
+        token = a.call("io.sessiond.Session.Create", {"user_id": "pia"})["token"]
+        assert validate_state(b, token) == "active"
+        psql(f.url, "UPDATE sessions SET ended_at = last_activity, end_reason = 'terminated'")
+        try:
+            b.call("io.sessiond.Session.SwitchPlatform", {"token": token, "platform_id": "ios"})
+            assert False, "switched an ended session"
+        except VarlinkError as e:
+            assert e.error == "io.sessiond.Session.Expired", e
+            assert e.parameters.get("reason") == "terminated", e.parameters
+        assert psql(f.url, "SELECT count(*) FROM audit WHERE kind = 'platform_switched'") == "0"
+        assert psql(f.url, "SELECT platform_id IS NULL FROM sessions") == "t"
+        timed_wait(lambda: validate_state(b, token) == "io.sessiond.Session.Expired", "memory learns the end")
+
+
 def test_key_mismatch_refused():
     with Fleet(1) as f:
         other = os.path.join(f.tmp, "other.key")
@@ -813,6 +886,8 @@ if __name__ == "__main__":
         test_sync_write_then_rotate_on_one_daemon,
         test_watch_then_rotate_while_first_reply_pending,
         test_user_limit_holds_across_daemons,
+        test_platform_switch_limit_holds_across_daemons,
+        test_platform_switch_of_a_session_ended_elsewhere,
         test_key_mismatch_refused,
         test_sessionctl_db_and_backup_point_to_postgresql,
         test_password_never_shown,
