@@ -56,8 +56,8 @@ static int switch_begin(struct engine *e, int64_t now, const char *token, const 
         return 0;
 }
 
-static int switch_refused(struct engine *e, int64_t now, int64_t retry_at, const char *user_id,
-                          const char *session_id, struct engine_error *err) {
+static int switch_refused(struct engine *e, int64_t now, int64_t retry_at, const char *user_id, const char *session_id,
+                          struct engine_error *err) {
         e->counters.platform_switches_refused++;
         err->retry_after = retry_at - ms_floor_s(now);
         if (err->retry_after < 1)
@@ -145,7 +145,7 @@ struct engine_switch_wait {
         char id[TOKEN_ID_STRING_LEN + 1];
         char platform[ENGINE_PLATFORM_ID_MAX + 1];
         char *user_id;
-        struct engine_info info; /* the session when asked: the answer if memory has let it go since */
+        struct engine_info info;    /* the session when asked: the answer if memory has let it go since */
         engine_switch_done_fn done; /* NULL: detached */
         void *userdata;
 };

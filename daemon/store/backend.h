@@ -8,11 +8,12 @@
  * its own structure, fills `backend`, and implements the table below.
  *
  * Locking. Every function of the table but open, close, reader_open (and
- * allocate_key when allocate_key_unlocked says so) is called with s->lock held (recursive: a read's callback may read again),
- * by the writer thread for a unit's commit or by the loop for anything
- * else; a backend never takes s->lock itself and never calls back into
- * store.c but for store_core_init()/store_core_destroy(). Reads are
- * called after uow_apply() ran the open unit's operations, so they see
+ * allocate_key when allocate_key_unlocked says so) is called with s->lock
+ * held (recursive: a read's callback may read again), by the writer thread
+ * for a unit's commit or by the loop for anything else; a backend never
+ * takes s->lock itself (but in an unlocked allocate_key) and never calls
+ * back into store.c but for store_core_init()/store_core_destroy(). Reads
+ * are called after uow_apply() ran the open unit's operations, so they see
  * every write made before them.
  *
  * Return values are those of store.h: 0 (or a count), or a negative errno
@@ -87,10 +88,13 @@ struct store_backend {
         void (*rows_free)(void *rows);
         void (*rollback)(struct store *s);
         int (*allocate_key)(struct store *s, int64_t *ret);
-        /* allocate_key touches only what the loop owns (SQLite: a counter
-         * in memory): store.c calls it without s->lock, so that a Create
-         * never waits for the unit the writer is committing. false (the
-         * default): it may use the writing connection, under s->lock. */
+        /* store.c calls allocate_key without s->lock, so that a Create
+         * never waits for the unit the writer is committing: it touches
+         * only what the loop owns (SQLite: a counter in memory;
+         * PostgreSQL: a block of keys, the next one fetched by the writer
+         * after a commit), and takes s->lock itself in the rare case it
+         * must use the writing connection. false (the default): called
+         * under s->lock. */
         bool allocate_key_unlocked;
 
         /* Reads and the rest: as the store_* function of the same name. */

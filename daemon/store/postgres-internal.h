@@ -120,7 +120,12 @@ struct pg_store {
         int timeout_ms;
         struct pg_conn w; /* the writing connection (under core.lock) */
         char origin[PG_ORIGIN_LEN + 1];
+        /* Keys (pg_allocate_key): the loop's block, taken without core.lock,
+         * and a block the writer fetches ahead after a commit (under key_lock). */
         int64_t key_next, key_end;
+        pthread_mutex_t key_lock;
+        int64_t key_spare; /* the first key of the block fetched ahead, 0: none */
+        bool key_wanted;   /* the loop has begun its last block: fetch one ahead */
         /* Rows the open transaction ended for a user's limit (STORE_OP_LIMIT):
          * every daemon, this one included, hears of them at commit. */
         int64_t *evicted;

@@ -683,6 +683,68 @@ static int uow_commit_once(struct store *s, struct store_uow *u) {
         return r;
 }
 
+/* A block of PG_KEY_BLOCK keys no other daemon gets: *first (the
+ * writing connection, under core.lock). */
+static int keys_fetch(struct pg_store *p, int64_t *first) {
+        int r = pg_in_tx(p) ? 0 : pg_writer_ready(p);
+        _cleanup_pqclear_ PGresult *res = r < 0 ? NULL : pg_run(p, Q_NEXT_KEYS, NULL);
+
+        if (r < 0)
+                return r;
+        r = pg_result_check(p->name, p->w.c, res, PGRES_TUPLES_OK, "allocating session keys");
+        if (r < 0)
+                return r;
+        *first = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+        return 0;
+}
+
+/* After a commit, on the writer: the block the loop will want next. */
+static void keys_fetch_ahead(struct pg_store *p) {
+        int64_t first;
+        bool wanted;
+
+        pthread_mutex_lock(&p->key_lock);
+        wanted = p->key_wanted && p->key_spare == 0;
+        pthread_mutex_unlock(&p->key_lock);
+        if (!wanted || p->reader || keys_fetch(p, &first) < 0)
+                return; /* failed: the loop fetches its block itself */
+        pthread_mutex_lock(&p->key_lock);
+        p->key_spare = first;
+        p->key_wanted = false;
+        pthread_mutex_unlock(&p->key_lock);
+}
+
+/* Called without core.lock (allocate_key_unlocked): a Create does not wait
+ * for the unit in flight, whose commit holds the lock for round trips.
+ * The block fetched ahead is taken when the loop's runs out; only when
+ * there is none (the first key, or a burst of more than PG_KEY_BLOCK
+ * creations in one commit) is one fetched here, waiting for the lock. */
+int pg_allocate_key(struct store *s, int64_t *ret) {
+        struct pg_store *p = pg(s);
+        int64_t first;
+
+        if (p->key_next >= p->key_end) {
+                pthread_mutex_lock(&p->key_lock);
+                first = p->key_spare;
+                p->key_spare = 0;
+                p->key_wanted = true;
+                pthread_mutex_unlock(&p->key_lock);
+                if (first == 0) {
+                        int r;
+
+                        pthread_mutex_lock(&s->lock);
+                        r = keys_fetch(p, &first);
+                        pthread_mutex_unlock(&s->lock);
+                        if (r < 0)
+                                return r;
+                }
+                p->key_next = first;
+                p->key_end = first + PG_KEY_BLOCK;
+        }
+        *ret = p->key_next++;
+        return 0;
+}
+
 /* A unit whose operations a read on the loop ran early (reads see the
  * open unit's writes) took its row locks before the users' locks, so it
  * can deadlock with another daemon's unit that holds a user's lock and
@@ -707,30 +769,13 @@ int pg_uow_commit(struct store *s, struct store_uow *u) {
          * transaction, so that a failed read costs no write. */
         if (r >= 0 && (u->n_reads > 0 || u->n_hash_reads > 0))
                 u->rows = pg_rows_read(pg(s), u);
+        if (r >= 0)
+                keys_fetch_ahead(pg(s));
         return r;
 }
 
 void pg_rollback(struct store *s) {
         pg_tx_rollback(pg(s));
-}
-
-int pg_allocate_key(struct store *s, int64_t *ret) {
-        struct pg_store *p = pg(s);
-
-        if (p->key_next >= p->key_end) {
-                int r = pg_in_tx(p) ? 0 : pg_writer_ready(p);
-                _cleanup_pqclear_ PGresult *res = r < 0 ? NULL : pg_run(p, Q_NEXT_KEYS, NULL);
-
-                if (r < 0)
-                        return r;
-                r = pg_result_check(p->name, p->w.c, res, PGRES_TUPLES_OK, "allocating session keys");
-                if (r < 0)
-                        return r;
-                p->key_next = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
-                p->key_end = p->key_next + PG_KEY_BLOCK;
-        }
-        *ret = p->key_next++;
-        return 0;
 }
 
 /* Purges run in the open unit's transaction (store.c marks the unit). */

@@ -586,6 +586,8 @@ static int pg_connect_store(const char *url, bool reader, struct pg_store **ret)
                 return -ENOMEM;
         store_core_init(&p->core, &store_backend_postgres);
         pthread_mutex_init(&p->aux_lock, NULL);
+        pthread_mutex_init(&p->key_lock, NULL);
+        p->key_wanted = true;
         pthread_mutex_init(&p->announce_lock, NULL);
         p->reader = reader;
         p->timeout_ms = reader ? PG_READER_STATEMENT_TIMEOUT_MS : PG_STATEMENT_TIMEOUT_MS;
@@ -670,6 +672,7 @@ static void pg_close(struct store *s) {
         free(p->evicted);
         free(p->announce);
         pthread_mutex_destroy(&p->aux_lock);
+        pthread_mutex_destroy(&p->key_lock);
         pthread_mutex_destroy(&p->announce_lock);
         store_core_destroy(&p->core);
         free(p);
@@ -703,6 +706,7 @@ const struct store_backend store_backend_postgres = {
         .rows_free = pg_rows_free,
         .rollback = pg_rollback,
         .allocate_key = pg_allocate_key,
+        .allocate_key_unlocked = true,
         .session_get_switches = pg_session_get_switches,
         .session_get_sync = pg_session_get_sync,
         .session_by_row_key = pg_session_by_row_key,

@@ -233,6 +233,33 @@ START_TEST(test_keys_unique_across_stores) {
 }
 END_TEST
 
+/* The writer fetches the next block of keys after a commit, so the loop
+ * moves on to it without a round trip (nor waiting for the unit in flight). */
+START_TEST(test_keys_fetched_ahead_by_the_writer) {
+        struct store *s = open_pg();
+        struct store_session r = row_for("aaaaaaaaaaaaaaaaaaaaaa", 1, "u", T0);
+        int64_t first, k;
+
+        ck_assert_int_eq(insert_row(s, &r, NULL, 0, &first), 0); /* the first block: fetched at once */
+        ck_assert_int_eq(sql_int("SELECT last_value FROM sessiond_session_keys"), first);
+        ck_assert_int_eq(store_commit(s), 0);
+        ck_assert_int_eq(sql_int("SELECT last_value FROM sessiond_session_keys"), first + 1000);
+        for (int i = 1; i < 1000; i++) {
+                ck_assert_int_eq(store_allocate_key(s, &k), 0);
+                ck_assert_int_eq(k, first + i);
+        }
+        ck_assert_int_eq(store_allocate_key(s, &k), 0); /* the block fetched ahead */
+        ck_assert_int_eq(k, first + 1000);
+        ck_assert_int_eq(sql_int("SELECT last_value FROM sessiond_session_keys"), first + 1000);
+        r = row_for("bbbbbbbbbbbbbbbbbbbbbb", 2, "u", T0);
+        r.row_key = k;
+        ck_assert_int_eq(store_session_insert(s, &r, NULL, 0), 0);
+        ck_assert_int_eq(store_commit(s), 0);
+        ck_assert_int_eq(sql_int("SELECT last_value FROM sessiond_session_keys"), first + 2000);
+        store_close(s);
+}
+END_TEST
+
 struct opener {
         int result;
         struct store *s;
@@ -702,6 +729,7 @@ int main(void) {
         tcase_add_test(tc, test_password_redacted);
         tcase_add_test(tc, test_missing_rows_moot);
         tcase_add_test(tc, test_keys_unique_across_stores);
+        tcase_add_test(tc, test_keys_fetched_ahead_by_the_writer);
         tcase_add_test(tc, test_concurrent_creation);
         tcase_add_test(tc, test_key_check);
         tcase_add_test(tc, test_newer_and_foreign_refused);
