@@ -209,8 +209,8 @@ int engine_switch_platform(struct engine *e, int64_t now, const char *token, con
  * a switch under the per-hour limit when its unit runs, so that switches
  * made at once on several daemons count each other (engine/platform.c):
  * returns an error at once (the mapping of the other methods), or 0 with
- * *ret NULL and info filled when the session is on that platform already,
- * or 0 with *ret naming the wait and later calls done(): done(0, info),
+ * *ret naming the wait and later calls done(): done(0, info) (switched, or
+ * on that platform already),
  * done(-EBUSY) with err->retry_after, done(-ESTALE) with err->end_reason
  * when the session ended first, done(-ENOENT), or done(storage error) when
  * its unit was lost (info valid during the call only). Until done runs,

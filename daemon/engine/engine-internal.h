@@ -53,8 +53,9 @@
 
 enum {
         S_USED = 1u << 0,
-        S_DIRTY = 1u << 1, /* last_activity ahead of the store */
-        S_STALE = 1u << 2, /* a fleet's re-read of every session has not seen it yet (fleet.c) */
+        S_DIRTY = 1u << 1,     /* last_activity ahead of the store */
+        S_STALE = 1u << 2,     /* a fleet's re-read of every session has not seen it yet (fleet.c) */
+        S_SWITCHING = 1u << 3, /* a fleet: a platform switch asked, the store's answer to come (platform.c) */
 };
 
 enum { FP_USER_AGENT, FP_IP, FP_LANGUAGE, FP_ENCODING, _FP_MAX };
@@ -451,6 +452,11 @@ void fleet_free(struct engine *e);
 /* Before the store closes: waits for a probe running on a worker. */
 void fleet_stop(struct engine *e);
 bool fleet_cache_stale(const struct engine *e, int64_t now);
+/* platform.c */
+/* Rotation (a fleet): old_h's switch still to be decided makes the new
+ * row's platform the store's to tell. */
+void platform_rotated(struct engine *e, uint32_t old_h, int64_t new_row_key);
+
 /* A row another daemon changed (as if its change were heard): read after
  * the open unit's commit, and memory follows. */
 void fleet_row_changed(struct engine *e, int64_t row_key, enum store_change_kind kind);

@@ -12,13 +12,18 @@
  * unit, and answered at once like every write (the reply still waits for
  * the commit). On a shared store (DESIGN 8) two daemons switching one
  * session at once would each read a history without the other's switch
- * and both pass the limit. So there the engine only asks: the switch goes
- * into the unit as store_session_switch_platform(), which PostgreSQL
- * decides under the row's lock when the unit runs, with its audit row or
- * none; the call waits for the unit (struct unit_wait, txn.c) and is
- * answered from what the store decided: memory takes the new platform,
- * the event is told, or the refusal is counted. Nothing is read on the
- * loop.
+ * and both pass the limit. So there the engine only asks, even when
+ * memory thinks the session is on that platform already (memory may not
+ * know another daemon's switch, or this daemon's still to be decided):
+ * the switch goes into the unit as store_session_switch_platform(), which
+ * PostgreSQL decides under the row's lock when the unit runs (on the
+ * writer; or on the loop, if a read there runs the open unit first), with
+ * its audit row or none; the call waits for the unit (struct unit_wait,
+ * txn.c) and is answered from what the store decided: memory takes the
+ * new platform and the event is told (once the unit is done, so after
+ * the unit's other events), or the refusal is counted. A rotation made
+ * while a switch waits copies memory's platform, which the switch may
+ * change: the new row is then read after its commit (platform_rotated).
  */
 #include "engine-internal.h"
 
@@ -31,14 +36,16 @@
 
 _Static_assert(ENGINE_PLATFORM_ID_MAX == STORE_PLATFORM_ID_MAX, "the store keeps what the engine accepts");
 
-/* The checks every switch makes first: 0 with *h the live session, 1 when
- * it is on that platform already (ret filled: not a switch), or an error. */
+/* The checks every switch makes first: *h the live session; *already
+ * (ret filled) when memory decides and it is on that platform (not a
+ * switch). */
 static int switch_begin(struct engine *e, int64_t now, const char *token, const char *platform_id, uint32_t *h,
-                        struct engine_info *ret, struct engine_error *err) {
+                        bool *already, struct engine_info *ret, struct engine_error *err) {
         const char *why;
         struct session *s;
         int r;
 
+        *already = false;
         if (!cfg(e)->features.platform_switching) {
                 err->feature = "platform_switching";
                 return -EOPNOTSUPP;
@@ -49,9 +56,9 @@ static int switch_begin(struct engine *e, int64_t now, const char *token, const 
         if (r < 0)
                 return r;
         s = S(e, *h);
-        if (s->platform && strcmp(platform_name(e, s->platform), platform_id) == 0) {
+        if (!e->fleet && s->platform && strcmp(platform_name(e, s->platform), platform_id) == 0) {
                 table_info_fill(e, *h, now, ret);
-                return 1;
+                *already = true;
         }
         return 0;
 }
@@ -92,21 +99,23 @@ int engine_switch_platform(struct engine *e, int64_t now, const char *token, con
         _cleanup_free_ char *history = NULL, *next = NULL, *from = NULL;
         int64_t retry_at = 0;
         struct session *s;
+        bool already, fits;
         uint32_t h;
         int r;
 
-        r = switch_begin(e, now, token, platform_id, &h, ret, err);
-        if (r != 0)
-                return r < 0 ? r : 0;
+        r = switch_begin(e, now, token, platform_id, &h, &already, ret, err);
+        if (r < 0 || already)
+                return r;
         s = S(e, h);
         table_session_id(e, s, id);
         r = store_session_get_switches(e->store, s->row_key, &history);
         if (r < 0)
                 return txn_storage_errno(r);
-        r = store_switch_window(history, now_s, cfg(e)->security.max_platform_switches_per_hour, &next, &retry_at);
+        r = store_switch_window(history, now_s, cfg(e)->security.max_platform_switches_per_hour, &fits, &next,
+                                &retry_at);
         if (r < 0)
                 return r;
-        if (r == 0)
+        if (!fits)
                 return switch_refused(e, now, retry_at, user_name(e, s->user), id, err);
 
         r = txn_begin(e);
@@ -146,6 +155,7 @@ struct engine_switch_wait {
         char platform[ENGINE_PLATFORM_ID_MAX + 1];
         char *user_id;
         struct engine_info info;    /* the session when asked: the answer if memory has let it go since */
+        bool audited;               /* its audit row asked for */
         engine_switch_done_fn done; /* NULL: detached */
         void *userdata;
 };
@@ -171,23 +181,52 @@ static void wait_finish(struct engine_switch_wait *w, int r, const struct engine
         free(w);
 }
 
-static void wait_lost(struct engine *e, struct unit_wait *base, int r) {
-        (void) e;
-        wait_finish(container_of(base, struct engine_switch_wait, base), r, NULL, &(struct engine_error){0});
+static void wait_committed(struct engine *e, struct unit_wait *base);
+
+/* The session's entry, if memory still has it: NIL otherwise. */
+static uint32_t wait_entry(struct engine *e, const struct engine_switch_wait *w) {
+        uint32_t h = session_find_key(e, w->key);
+
+        return h != NIL && S(e, h)->row_key == w->row_key ? h : NIL;
 }
 
-/* The switch was made: memory, counters and the event follow. */
-static void wait_applied(struct engine *e, struct engine_switch_wait *w) {
-        uint32_t h = session_find_key(e, w->key);
+/* w is answered: its entry is no longer switching unless another switch
+ * of it waits too. */
+static void wait_done(struct engine *e, struct engine_switch_wait *w) {
+        const struct unit_wait *lists[] = {e->waits_inflight, e->waits_open};
+        uint32_t h = wait_entry(e, w);
+
+        if (h == NIL)
+                return;
+        for (size_t i = 0; i < ELEMENTSOF(lists); i++)
+                for (const struct unit_wait *o = lists[i]; o; o = o->next)
+                        if (o != &w->base && o->committed == wait_committed &&
+                            container_of(o, struct engine_switch_wait, base)->row_key == w->row_key)
+                                return;
+        S(e, h)->flags &= ~S_SWITCHING;
+}
+
+static void wait_lost(struct engine *e, struct unit_wait *base, int r) {
+        struct engine_switch_wait *w = container_of(base, struct engine_switch_wait, base);
+
+        wait_done(e, w);
+        wait_finish(w, r, NULL, &(struct engine_error){0});
+}
+
+/* The session is on w's platform (switched now, or already): the answer
+ * from memory, or from the session as it was asked if memory has let it
+ * go since. */
+static void wait_answer(struct engine *e, struct engine_switch_wait *w, bool switched) {
+        uint32_t h = wait_entry(e, w);
         struct engine_info info = w->info;
 
-        if (cfg(e)->security.audit_logging)
+        if (switched && w->audited)
                 e->counters.audit_rows++;
-        if (h != NIL && S(e, h)->row_key == w->row_key && switch_memory(e, h, w->platform) >= 0)
+        if (h != NIL && (!switched || switch_memory(e, h, w->platform) >= 0))
                 table_info_fill(e, h, w->now, &info);
-        else
+        else if (switched)
                 e->counters.platform_switches++; /* made, though memory has let the session go since */
-        if (bus_observed(e))
+        if (switched && bus_observed(e))
                 bus_emit_take_committed(e, w->now, "platform_switched", w->id, strdup(w->user_id),
                                         switch_detail(w->sw.from, w->platform));
         wait_finish(w, 0, &info, &(struct engine_error){0});
@@ -198,15 +237,19 @@ static void wait_committed(struct engine *e, struct unit_wait *base) {
         struct engine_error err = {0};
         int r;
 
+        wait_done(e, w);
         switch (w->sw.outcome) {
         case STORE_SWITCH_APPLIED:
-                wait_applied(e, w);
+        case STORE_SWITCH_ALREADY:
+                wait_answer(e, w, w->sw.outcome == STORE_SWITCH_APPLIED);
                 return;
         case STORE_SWITCH_REFUSED:
                 r = switch_refused(e, w->now, w->sw.retry_at, w->user_id, w->id, &err);
                 break;
         case STORE_SWITCH_ENDED: /* another daemon ended it first: memory learns it too */
                 err.end_reason = engine_end_reason_from_string(w->sw.end_reason);
+                if (err.end_reason == ENGINE_END_NONE)
+                        err.end_reason = ENGINE_END_DESTROYED; /* as a lookup answers an unknown reason */
                 fleet_row_changed(e, w->row_key, STORE_CHANGE_ENDED);
                 r = -ESTALE;
                 break;
@@ -223,14 +266,16 @@ int engine_switch_platform_later(struct engine *e, int64_t now, const char *toke
                                  struct engine_info *info, struct engine_error *err) {
         struct engine_switch_wait *w;
         struct session *s;
+        bool already;
         uint32_t h;
         int r;
 
         assert(done && ret && e->fleet);
         *ret = NULL;
-        r = switch_begin(e, now, token, platform_id, &h, info, err);
-        if (r != 0)
-                return r < 0 ? r : 0;
+        r = switch_begin(e, now, token, platform_id, &h, &already, info, err);
+        if (r < 0)
+                return r;
+        assert(!already); /* a fleet's store decides that too */
         s = S(e, h);
         w = calloc(1, sizeof *w);
         if (!w || !(w->user_id = strdup(user_name(e, s->user)))) {
@@ -256,15 +301,22 @@ int engine_switch_platform_later(struct engine *e, int64_t now, const char *toke
                 wait_finish(engine_switch_detach_now(w), r, NULL, NULL);
                 return r;
         }
+        w->audited = cfg(e)->security.audit_logging;
         r = txn_row_touch(e, w->row_key, h);
         if (r >= 0)
-                r = store_session_switch_platform(e->store, w->row_key, platform_id,
-                                                  cfg(e)->security.audit_logging ? w->user_id : NULL, w->id, &w->sw);
+                r = store_session_switch_platform(e->store, w->row_key, platform_id, w->audited ? w->user_id : NULL,
+                                                  w->id, &w->sw);
         if (r < 0) {
                 wait_finish(engine_switch_detach_now(w), r, NULL, NULL);
                 return txn_fail(e, r);
         }
         txn_wait_add(e, &w->base);
+        S(e, h)->flags |= S_SWITCHING;
         *ret = w;
         return 0;
+}
+
+void platform_rotated(struct engine *e, uint32_t old_h, int64_t new_row_key) {
+        if (e->fleet && (S(e, old_h)->flags & S_SWITCHING))
+                fleet_row_changed(e, new_row_key, STORE_CHANGE_PLATFORM);
 }

@@ -686,6 +686,7 @@ int engine_rotate(struct engine *e, int64_t now, const char *token, char new_tok
         r = txn_row_touch(e, row_key, nh);
         if (r < 0)
                 return rotate_fail(e, r, new_token);
+        platform_rotated(e, h, row_key);
         r = 0;
         if (txn_audit_on(e)) {
                 struct varlink_writer w;

@@ -33,7 +33,16 @@
  * PG_KEY_BLOCK: one nextval() gives this store a block of PG_KEY_BLOCK
  * keys that no other daemon gets, handed out locally, so Create does not
  * pay a round trip per key. Keys are unique, not ordered across daemons.
+ * The loop hands them out without core.lock (allocate_key_unlocked): once
+ * it begins a block, the writer fetches the next one after its next
+ * commit (keys_fetch_ahead, under key_lock), so a Create usually neither
+ * pays a round trip nor waits for the unit in flight; only when no block
+ * is ready (the first key, a burst of more than PG_KEY_BLOCK creations
+ * between two commits, a failed fetch ahead) does the loop fetch one,
+ * under core.lock, as every key once did.
  *
+ * A platform switch (STORE_OP_SWITCH) is decided by Q_SWITCH under the
+ * row's lock and answers a row (switch_result), not a count.
  */
 #include "postgres-internal.h"
 
@@ -317,6 +326,42 @@ static int op_send(struct pg_store *p, const struct store_op *op) {
         return -EIO;
 }
 
+static void copy_value(const PGresult *res, int column, char *to, size_t size) {
+        snprintf(to, size, "%s", PQgetisnull(res, 0, column) ? "" : PQgetvalue(res, 0, column));
+}
+
+static bool value_true(const PGresult *res, int column) {
+        return strcmp(PQgetvalue(res, 0, column), "t") == 0;
+}
+
+/* Q_SWITCH's answer: ok, live, end_reason, from_platform, kept, already. */
+static int switch_result(const struct store_op *op, PGresult *res) {
+        struct store_switch *sw = op->sw;
+        _cleanup_free_ char *next = NULL;
+        bool fits;
+
+        sw->applied = 0;
+        if (PQntuples(res) != 1)
+                sw->outcome = STORE_SWITCH_GONE;
+        else if (!value_true(res, 1)) {
+                sw->outcome = STORE_SWITCH_ENDED;
+                copy_value(res, 2, sw->end_reason, sizeof sw->end_reason);
+        } else if (value_true(res, 5))
+                sw->outcome = STORE_SWITCH_ALREADY;
+        else if (value_true(res, 0)) {
+                sw->outcome = STORE_SWITCH_APPLIED;
+                sw->applied = 1;
+                copy_value(res, 3, sw->from, sizeof sw->from);
+        } else {
+                /* Refused: the hour kept tells when one more fits. */
+                sw->outcome = STORE_SWITCH_REFUSED;
+                if (store_switch_window(PQgetvalue(res, 0, 4), sw->now, sw->max_per_hour, &fits, &next, &sw->retry_at) <
+                    0)
+                        return -ENOMEM;
+        }
+        return 0;
+}
+
 /* An operation's result: an update (or the copy) that changed no row is
  * -ENOENT, as in sqlite.c (a row that is not there, or already ended for
  * COPY), but for END and ACTIVITY. Several daemons write one table, and a
@@ -326,37 +371,6 @@ static int op_send(struct pg_store *p, const struct store_op *op) {
  * leader may have purged a row long ended whose last touch is written
  * late. Such a write is moot, not a failure that would lose the unit's
  * other writes. */
-static void copy_value(const PGresult *res, int column, char *to, size_t size) {
-        snprintf(to, size, "%s", PQgetisnull(res, 0, column) ? "" : PQgetvalue(res, 0, column));
-}
-
-/* Q_SWITCH's answer: ok, live, end_reason, from_platform, kept. */
-static int switch_result(const struct store_op *op, PGresult *res) {
-        struct store_switch *sw = op->sw;
-        _cleanup_free_ char *next = NULL;
-
-        sw->applied = 0;
-        if (PQntuples(res) != 1) {
-                sw->outcome = STORE_SWITCH_GONE;
-                return 0;
-        }
-        if (strcmp(PQgetvalue(res, 0, 1), "t") != 0) {
-                sw->outcome = STORE_SWITCH_ENDED;
-                copy_value(res, 2, sw->end_reason, sizeof sw->end_reason);
-                return 0;
-        }
-        if (strcmp(PQgetvalue(res, 0, 0), "t") == 0) {
-                sw->outcome = STORE_SWITCH_APPLIED;
-                sw->applied = 1;
-                copy_value(res, 3, sw->from, sizeof sw->from);
-                return 0;
-        }
-        /* Refused: the window kept tells when one more fits. */
-        sw->outcome = STORE_SWITCH_REFUSED;
-        return store_switch_window(PQgetvalue(res, 0, 4), sw->now, sw->max_per_hour, &next, &sw->retry_at) < 0 ? -ENOMEM
-                                                                                                               : 0;
-}
-
 static int op_result(struct pg_store *p, const struct store_op *op, PGresult *res) {
         struct params a = {0};
         const char *what = NULL;
@@ -706,7 +720,7 @@ static void keys_fetch_ahead(struct pg_store *p) {
         pthread_mutex_lock(&p->key_lock);
         wanted = p->key_wanted && p->key_spare == 0;
         pthread_mutex_unlock(&p->key_lock);
-        if (!wanted || p->reader || keys_fetch(p, &first) < 0)
+        if (!wanted || p->reader || PQstatus(p->w.c) != CONNECTION_OK || keys_fetch(p, &first) < 0)
                 return; /* failed: the loop fetches its block itself */
         pthread_mutex_lock(&p->key_lock);
         p->key_spare = first;

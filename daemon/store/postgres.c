@@ -43,7 +43,9 @@
  * Keys come from the sequence sessiond_session_keys, which advances by
  * PG_KEY_BLOCK: one nextval() gives this store a block of PG_KEY_BLOCK
  * keys that no other daemon gets, handed out locally, so Create does not
- * pay a round trip per key. Keys are unique, not ordered across daemons.
+ * pay a round trip per key. Keys are unique, not ordered across daemons;
+ * the writer fetches the next block ahead (postgres-uow.c), so the loop
+ * hands keys out without the store's lock.
  *
  * Durability: store_options.synchronous / store_set_synchronous() are
  * SQLite's PRAGMA names and mean nothing to PostgreSQL. The values are
@@ -105,31 +107,35 @@ static const char *const q_sql[_Q_MAX] = {
                    "sync_data, sync_version, platform_switches) "
                    "SELECT $5, $2, $3, user_id, platform_id, created_at, $4, renewed_at, fp_user_agent, fp_ip, "
                    "fp_accept_language, fp_accept_encoding, ip, user_agent, sync_data, sync_version, "
-                   "platform_switches FROM sessions WHERE row = $1 AND ended_at IS NULL",
+                   "platform_switches FROM sessions WHERE row = $1 AND ended_at IS NULL FOR UPDATE",
         [Q_PLATFORM] = "UPDATE sessions SET platform_id = $2, platform_switches = $3 WHERE row = $1",
         /* A switch under the per-hour limit (store_session_switch_platform),
          * decided here: the row is locked first (FOR UPDATE returns its
          * latest version once another daemon's switch commits), so
          * switches made at once on several daemons count each other. The
-         * history keeps the switches of the last hour, then this one; the
-         * audit row is written with the switch, or not at all. */
+         * history keeps the switches of the last hour, sorted (as
+         * store/switch.c: a text that is not an array of integers counts
+         * as none, rather than failing the unit), then this one; a switch
+         * to the platform the row has is none (nothing written or
+         * counted); the audit row is written with the switch, or not at
+         * all. */
         [Q_SWITCH] = "WITH old AS (SELECT row, platform_id, platform_switches, ended_at IS NULL AS live, end_reason "
                      "FROM sessions WHERE row = $1 FOR UPDATE), "
                      "d AS (SELECT row, live, end_reason, platform_id AS from_platform, "
-                     "COALESCE((SELECT jsonb_agg(t.v::bigint ORDER BY t.i) FROM jsonb_array_elements_text("
-                     "CASE WHEN jsonb_typeof(platform_switches::jsonb) = 'array' THEN platform_switches::jsonb "
-                     "ELSE '[]'::jsonb END) WITH ORDINALITY AS t(v, i) "
-                     "WHERE CASE WHEN t.v ~ '^-?[0-9]{1,18}$' THEN t.v::bigint > $3::bigint - 3600 ELSE false END), "
-                     "'[]'::jsonb) AS kept FROM old), "
-                     "k AS (SELECT *, live AND jsonb_array_length(kept) < $4::bigint AS ok FROM d), "
+                     "platform_id IS NOT DISTINCT FROM $2::text AS already, "
+                     "COALESCE((SELECT jsonb_agg(t.v::bigint ORDER BY t.v::bigint) FROM jsonb_array_elements_text("
+                     "CASE WHEN platform_switches ~ '^\\[\\s*(-?[0-9]{1,18}(\\s*,\\s*-?[0-9]{1,18})*)?\\s*\\]$' "
+                     "THEN platform_switches::jsonb ELSE '[]'::jsonb END) AS t(v) "
+                     "WHERE t.v::bigint > $3::bigint - 3600), '[]'::jsonb) AS kept FROM old), "
+                     "k AS (SELECT *, live AND NOT already AND jsonb_array_length(kept) < $4::bigint AS ok FROM d), "
                      "u AS (UPDATE sessions s SET platform_id = $2::text, "
                      "platform_switches = (k.kept || to_jsonb($3::bigint))::text FROM k WHERE s.row = k.row AND k.ok "
                      "RETURNING s.row), "
                      "a AS (INSERT INTO audit (time, kind, user_id, session_id, detail) "
                      "SELECT $3::bigint, 'platform_switched', $5::text, $6::text, "
-                     "json_strip_nulls(json_build_object('from', k.from_platform, 'to', $2::text))::text "
+                     "json_strip_nulls(json_build_object('from', NULLIF(k.from_platform, ''), 'to', $2::text))::text "
                      "FROM k WHERE k.ok AND $5::text IS NOT NULL) "
-                     "SELECT ok, live, end_reason, from_platform, kept::text FROM k",
+                     "SELECT ok, live, end_reason, from_platform, kept::text, already FROM k",
         [Q_SYNC] = "UPDATE sessions SET sync_version = $2, sync_data = $3 WHERE row = $1 AND ended_at IS NULL "
                    "AND ($4::bigint < 0 OR sync_version = $4)",
         [Q_AUDIT] = "INSERT INTO audit (time, kind, user_id, session_id, detail) VALUES ($1, $2, $3, $4, $5)",

@@ -311,11 +311,16 @@ static int switch_decide(struct sqlite_store *s, const struct store_op *op, char
                 sw->outcome = STORE_SWITCH_ENDED;
                 copy_column(st, 3, sw->end_reason, sizeof sw->end_reason);
         } else {
+                bool fits = false;
+
                 copy_column(st, 0, sw->from, sizeof sw->from);
-                r = store_switch_window((const char *) sqlite3_column_text(st, 1), sw->now, sw->max_per_hour, next,
-                                        &sw->retry_at);
-                if (r >= 0)
-                        sw->outcome = r > 0 ? STORE_SWITCH_APPLIED : STORE_SWITCH_REFUSED;
+                if (strcmp(sw->from, op->s1) == 0)
+                        sw->outcome = STORE_SWITCH_ALREADY;
+                else {
+                        r = store_switch_window((const char *) sqlite3_column_text(st, 1), sw->now, sw->max_per_hour,
+                                                &fits, next, &sw->retry_at);
+                        sw->outcome = fits ? STORE_SWITCH_APPLIED : STORE_SWITCH_REFUSED;
+                }
         }
         sqlite3_reset(st);
         return r;

@@ -199,6 +199,7 @@ int store_session_get_switches(struct store *s, int64_t row_key, char **ret);
  * other. Filled by the backend; read once the unit is done. */
 enum store_switch_outcome {
         STORE_SWITCH_APPLIED, /* switched; `from` is the platform before */
+        STORE_SWITCH_ALREADY, /* on that platform already: nothing written, nothing counted */
         STORE_SWITCH_REFUSED, /* max_per_hour switches in the last hour: retry_at */
         STORE_SWITCH_ENDED,   /* the session ended first: end_reason */
         STORE_SWITCH_GONE,    /* no such row (purged) */
@@ -220,12 +221,11 @@ struct store_switch {
  * transaction. sw must stay until the unit is done. */
 int store_session_switch_platform(struct store *s, int64_t row_key, const char *platform_id, const char *audit_user,
                                   const char *session_id, struct store_switch *sw);
-/* The window of a switch history (a JSON array of Unix seconds; NULL or
- * not an array: none): the times after now - 3600, in order. Returns 1
- * with *next (malloc'ed) the kept times and now when fewer than max
- * remain, 0 with *retry_at when not, or -ENOMEM. Backends deciding a
- * switch in C and the engine of one daemon share it. */
-int store_switch_window(const char *history, int64_t now, int64_t max, char **next, int64_t *retry_at);
+/* The window of a switch history (store/switch.c): *fits when fewer than
+ * max switches happened in the hour before now, then *next (malloc'ed) is
+ * the history to store (the hour's times, sorted, and now); otherwise
+ * *retry_at tells when one more fits. 0 or -ENOMEM. */
+int store_switch_window(const char *history, int64_t now, int64_t max, bool *fits, char **next, int64_t *retry_at);
 /* The audit detail of a switch, {"from","to"} ("from" left out when
  * empty or NULL): malloc'ed, NULL when out of memory. */
 char *store_switch_audit_detail(const char *from, const char *to);

@@ -12,8 +12,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <jansson.h>
-
 struct store_arena_block {
         struct store_arena_block *next;
         size_t used, size;
@@ -225,43 +223,6 @@ int store_session_switch_platform(struct store *s, int64_t row_key, const char *
             !arena_text(&s->open, session_id, &op->s3))
                 return -ENOMEM;
         return uow_pushed(s);
-}
-
-int store_switch_window(const char *history, int64_t now, int64_t max, char **next, int64_t *retry_at) {
-        json_t *times = history ? json_loads(history, 0, NULL) : NULL, *kept = json_array(), *t;
-        size_t i;
-        int r;
-
-        if (!kept) {
-                json_decref(times);
-                return -ENOMEM;
-        }
-        json_array_foreach(times, i, t)
-                if (json_is_integer(t) && json_integer_value(t) > now - 3600)
-                        json_array_append(kept, t);
-        json_decref(times);
-        if ((int64_t) json_array_size(kept) >= max) {
-                /* The oldest switches leave the window first; with a lowered
-                 * limit more than one may have to. */
-                size_t k = json_array_size(kept) - (size_t) (max > 0 ? max : 0);
-
-                *retry_at = k < json_array_size(kept) ? json_integer_value(json_array_get(kept, k)) + 3600 : now + 3600;
-                r = 0;
-        } else {
-                r = json_array_append_new(kept, json_integer(now)) < 0 ? -ENOMEM : 1;
-                if (r > 0 && !(*next = json_dumps(kept, JSON_COMPACT)))
-                        r = -ENOMEM;
-        }
-        json_decref(kept);
-        return r;
-}
-
-char *store_switch_audit_detail(const char *from, const char *to) {
-        json_t *o = json_pack("{s:s?, s:s}", "from", from && *from ? from : NULL, "to", to);
-        char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
-
-        json_decref(o);
-        return text;
 }
 
 int store_session_set_sync(struct store *s, int64_t row_key, int64_t version, const void *data, size_t size) {

@@ -3,7 +3,9 @@
  * A write at the store interface (store_session_insert(), ..._end(),
  * store_audit_insert(), ...) runs nothing: it appends an operation to the
  * open unit and copies its strings and blobs into the unit's arena, so the
- * caller's buffers may go at once. A backend runs the operations in order,
+ * caller's buffers may go at once (but for what the store answers: a
+ * compare-and-set's `applied` and a switch's struct store_switch, which
+ * must stay until the unit is done). A backend runs the operations in order,
  * in one transaction, when the unit is committed (see store.c for who runs
  * it when, and backend.h for what a backend provides). This file knows no
  * database: SQLite and PostgreSQL run the same operations.

@@ -617,6 +617,79 @@ def test_platform_switch_of_a_session_ended_elsewhere():
         timed_wait(lambda: validate_state(b, token) == "io.sessiond.Session.Expired", "memory learns the end")
 
 
+def test_switches_waiting_together_are_decided_by_the_store():
+    """A switch waits for its unit (held by a row lock); meanwhile memory
+    still says the old platform, so a switch back to it and a second
+    switch to the new one are the store's to decide too: with a limit of
+    one, the first is refused and the second is no switch (not counted,
+    not audited)."""
+    with Fleet(1, {"security.max_platform_switches_per_hour": 1}) as f:
+        d, = f.daemons
+        token = d.call("io.sessiond.Session.Create", {"user_id": "uma", "platform_id": "A"})["token"]
+        locks = RowLocks(f.url, "uma")
+        out = {}
+        threads = [call_in_background(out, "to_b", d, "io.sessiond.Session.SwitchPlatform",
+                                      {"token": token, "platform_id": "B"})]
+        wait_for(lambda: waiting_for_locks(f.url) >= 1, what="the first switch waiting for the row lock")
+        threads.append(call_in_background(out, "back_to_a", d, "io.sessiond.Session.SwitchPlatform",
+                                          {"token": token, "platform_id": "A"}))
+        threads.append(call_in_background(out, "to_b_again", d, "io.sessiond.Session.SwitchPlatform",
+                                          {"token": token, "platform_id": "B"}))
+        time.sleep(0.3)  # both asked, behind the first
+        assert "back_to_a" not in out, out  # not answered from memory
+        locks.release()
+        for t in threads:
+            t.join()
+        assert out["to_b"]["session"]["platform_id"] == "B", out
+        assert isinstance(out["back_to_a"], VarlinkError), out
+        assert out["back_to_a"].error == "io.sessiond.Session.RateLimited", out
+        assert out["to_b_again"]["session"]["platform_id"] == "B", out
+        assert len(json.loads(psql(f.url, "SELECT platform_switches FROM sessions"))) == 1
+        assert psql(f.url, "SELECT count(*) FROM audit WHERE kind = 'platform_switched'") == "1"
+
+
+def test_rotation_while_a_switch_waits():
+    """A Rotate made while a switch waits for its unit copies the row the
+    switch changes: memory learns the new row's platform from the store."""
+    with Fleet(1) as f:
+        d, = f.daemons
+        token = d.call("io.sessiond.Session.Create", {"user_id": "una", "platform_id": "A"})["token"]
+        locks = RowLocks(f.url, "una")
+        out = {}
+        t1 = call_in_background(out, "switch", d, "io.sessiond.Session.SwitchPlatform",
+                                {"token": token, "platform_id": "B"})
+        wait_for(lambda: waiting_for_locks(f.url) >= 1, what="the switch waiting for the row lock")
+        t2 = call_in_background(out, "rotate", d, "io.sessiond.Session.Rotate", {"token": token})
+        time.sleep(0.3)  # the rotation asked, behind the switch
+        locks.release()
+        t1.join()
+        t2.join()
+        assert out["switch"]["session"]["platform_id"] == "B", out
+        new = out["rotate"]["token"]
+        assert psql(f.url, "SELECT platform_id FROM sessions WHERE ended_at IS NULL") == "B"
+        timed_wait(lambda: d.call("io.sessiond.Session.Validate", {"token": new, "touch": False})
+                   ["session"].get("platform_id") == "B", "memory learns the rotated row's platform")
+
+
+def test_switch_answered_at_stop():
+    """A switch waiting for its unit when SIGTERM comes is answered."""
+    with Fleet(1) as f:
+        d, = f.daemons
+        token = d.call("io.sessiond.Session.Create", {"user_id": "ute", "platform_id": "A"})["token"]
+        locks = RowLocks(f.url, "ute")
+        out = {}
+        t = call_in_background(out, "switch", d, "io.sessiond.Session.SwitchPlatform",
+                               {"token": token, "platform_id": "B"})
+        wait_for(lambda: waiting_for_locks(f.url) >= 1, what="the switch waiting for the row lock")
+        d.signal(signal.SIGTERM)
+        time.sleep(0.3)  # the daemon stopping, the switch still held
+        locks.release()
+        t.join()
+        assert not isinstance(out["switch"], Exception), out
+        assert out["switch"]["session"]["platform_id"] == "B", out
+        assert d.stop() == 0
+
+
 def test_key_mismatch_refused():
     with Fleet(1) as f:
         other = os.path.join(f.tmp, "other.key")
@@ -888,6 +961,9 @@ if __name__ == "__main__":
         test_user_limit_holds_across_daemons,
         test_platform_switch_limit_holds_across_daemons,
         test_platform_switch_of_a_session_ended_elsewhere,
+        test_switches_waiting_together_are_decided_by_the_store,
+        test_rotation_while_a_switch_waits,
+        test_switch_answered_at_stop,
         test_key_mismatch_refused,
         test_sessionctl_db_and_backup_point_to_postgresql,
         test_password_never_shown,

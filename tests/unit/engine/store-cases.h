@@ -932,6 +932,20 @@ START_TEST(test_switch_platform_decided_by_store) {
         ck_assert_int_eq(sw2.retry_at, T0 + 3611 + 3600);
         ck_assert_str_eq(platform_of(s, ra, &c), "ios");
 
+        /* To the platform it is on: nothing written, nothing counted. */
+        ck_assert_int_eq(switch_now(s, ra, "ios", T0 + 3701, "u", &sw), STORE_SWITCH_ALREADY);
+        ck_assert_int_eq(backend_count("SELECT count(*) FROM audit WHERE kind = 'platform_switched'"), 2);
+        /* A history out of order (daemons' clocks differ): its oldest leaves first. */
+        ck_assert_int_eq(store_session_set_platform(s, ra, "web", "[5000, 4000]"), 0);
+        ck_assert_int_eq(store_commit(s), 0);
+        ck_assert_int_eq(switch_now(s, ra, "ios", 5100, NULL, &sw), STORE_SWITCH_REFUSED);
+        ck_assert_int_eq(sw.retry_at, 4000 + 3600);
+        /* A history that is not one counts as none, and fails nothing. */
+        ck_assert_int_eq(store_session_set_platform(s, ra, "web", "not json"), 0);
+        ck_assert_int_eq(store_commit(s), 0);
+        ck_assert_int_eq(switch_now(s, ra, "ios", 5200, NULL, &sw), STORE_SWITCH_APPLIED);
+        ck_assert_str_eq(platform_of(s, ra, &c), "ios");
+
         /* Ended, or not there: no switch, no audit row. */
         ck_assert_int_eq(switch_now(s, rb, "ios", T0 + 40, "u", &sw), STORE_SWITCH_ENDED);
         ck_assert_str_eq(sw.end_reason, "idle");
