@@ -106,14 +106,15 @@ static void store_leave(struct store *s) {
 /* ---- the writer thread ---------------------------------------------------------- */
 
 /* After a unit's commit, with the connection (s->lock) held: the sync
- * states it was asked to read (store_read_sync_after). */
+ * states it was asked to read, with their rows' liveness and end reason
+ * (store_read_sync_after). */
 static void sync_reads_run(struct store *s, struct store_uow *u, int commit_result) {
         for (size_t i = 0; i < u->n_sync_reads; i++) {
                 struct store_sync_read *x = u->sync_reads[i];
 
                 if (commit_result < 0)
                         continue; /* stays -EAGAIN */
-                x->result = s->backend->session_get_sync(s, x->row_key, &x->version, &x->data, &x->size);
+                x->result = s->backend->session_read_sync(s, x);
                 if (x->result < 0 && x->result != -ENOENT)
                         x->result = -EAGAIN;
         }
@@ -457,8 +458,20 @@ int store_session_get_switches(struct store *s, int64_t row_key, char **ret) {
         return STORE_WITH_LOCK(s, s->backend->session_get_switches(s, row_key, ret));
 }
 
+int store_session_read_sync(struct store *s, struct store_sync_read *out) {
+        return STORE_WITH_LOCK(s, s->backend->session_read_sync(s, out));
+}
+
 int store_session_get_sync(struct store *s, int64_t row_key, int64_t *version, char **data, size_t *size) {
-        return STORE_WITH_LOCK(s, s->backend->session_get_sync(s, row_key, version, data, size));
+        struct store_sync_read x = {.row_key = row_key};
+        int r = store_session_read_sync(s, &x);
+
+        if (r < 0)
+                return r;
+        *version = x.version;
+        *data = x.data;
+        *size = x.size;
+        return 0;
 }
 
 int store_session_by_row_key(struct store *s, int64_t row_key, store_session_fn cb, void *userdata) {
