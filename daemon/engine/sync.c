@@ -127,31 +127,20 @@ int engine_sync_get(struct engine *e, int64_t now, const char *token, int64_t *v
         return 0;
 }
 
-struct id_row {
-        int64_t row_key;
-        bool live;
-        enum engine_end_reason end_reason; /* when not live */
-};
-
-static int id_row_cb(const struct store_session *row, void *userdata) {
-        struct id_row *x = userdata;
-
-        x->row_key = row->row_key;
-        x->live = row->ended_at == 0;
-        if (!x->live)
-                x->end_reason = engine_end_reason_from_string(row->end_reason);
+static int row_key_cb(const struct store_session *row, void *userdata) {
+        *(int64_t *) userdata = row->row_key;
         return 1;
 }
 
 int engine_sync_get_by_id(struct engine *e, const char *id, int64_t *version, char **data, size_t *size) {
-        struct id_row x = {0};
+        int64_t row_key = 0;
         int r;
 
         e->counters.sync_reads_on_loop++;
-        r = store_session_by_id(e->store, id, id_row_cb, &x);
+        r = store_session_by_id(e->store, id, row_key_cb, &row_key);
         if (r < 0)
                 return r == -ENOENT ? r : txn_storage_errno(r);
-        r = store_session_get_sync(e->store, x.row_key, version, data, size);
+        r = store_session_get_sync(e->store, row_key, version, data, size);
         return r < 0 ? txn_storage_errno(r) : 0;
 }
 
