@@ -440,7 +440,8 @@ struct engine_counters {
         /* The sync state's reads of the store (sync.c): by the writer
          * after a commit (a fleet: GetSyncState, a Watch's state,
          * SetSyncState's version and a write's session after it did not
-         * apply), and on the loop (one daemon, and a Watch's final reply). */
+         * apply), and on the loop (SQLite: all of them; a fleet: a
+         * Watch's final reply). */
         uint64_t sync_reads_after_commit;
         uint64_t sync_reads_on_loop;
         uint64_t fingerprint_changes;    /* IP or language changes recorded */

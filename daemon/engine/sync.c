@@ -41,7 +41,7 @@
  * for one written again. Such a read may be older than memory (a session
  * this daemon's open unit ends, or one another daemon ended since): a
  * session read live but gone from memory is read once more after the next
- * commit, which then holds its end. On one daemon (SQLite) the store is
+ * commit, which then holds its end. Not a fleet (SQLite), the store is
  * local and its reads see the open unit's writes: the version is read on
  * the loop at once, as is the row after a write that did not apply.
  */
@@ -401,7 +401,7 @@ static void wait_read(struct engine_sync_wait *w, int r, const struct store_sync
 /* A write its unit committed without applying it: another daemon's came
  * between, or the session ended (the write applies to live rows only).
  * The row is read again (wait_read): after the next commit on a fleet, at
- * once on one daemon. */
+ * once when not a fleet. */
 static void wait_outrun(struct engine *e, struct engine_sync_wait *w) {
         struct store_sync_read x = {.row_key = w->row_key};
         int r;
