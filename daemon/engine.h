@@ -246,7 +246,9 @@ void engine_sync_detach(struct engine_sync_wait *w);
  * and Watch use these, which call done once it is read (data valid during
  * the call; r: 0, -ENOENT, or a storage error); *ret names the read for
  * engine_sync_read_detach() until then. SetSyncState reads the version it
- * compares the same way (engine_sync_set: nothing changes for its caller). */
+ * compares the same way, and so the version and the session's end after a
+ * write that did not apply (engine_sync_set: nothing changes for its
+ * caller). */
 struct engine_ref;
 bool engine_sync_reads_later(const struct engine *e);
 typedef void (*engine_sync_got_fn)(int r, int64_t version, const char *data, size_t size, void *userdata);
@@ -453,6 +455,13 @@ struct engine_counters {
         uint64_t sync_reads;
         uint64_t sync_writes;
         uint64_t sync_conflicts;
+        /* The sync state's reads of the store (sync.c): by the writer
+         * after a commit (a fleet: GetSyncState, a Watch's state,
+         * SetSyncState's version and a write's session after it did not
+         * apply), and on the loop (SQLite: all of them; a fleet: a
+         * Watch's final reply). */
+        uint64_t sync_reads_after_commit;
+        uint64_t sync_reads_on_loop;
         uint64_t fingerprint_changes;    /* IP or language changes recorded */
         uint64_t fingerprint_mismatches; /* user agent changes refused */
         uint64_t suspicious;             /* suspicious events counted */

@@ -337,6 +337,14 @@ json_t *metrics_current(struct metrics *m, int64_t now, const struct metrics_ext
             "write", NULL);
         add(&b, "sync_operations_total", "counter", "Cross-tab sync state operations.", u64(ec->sync_conflicts), "op",
             "conflict", NULL);
+        add(&b, "sync_state_reads_total", "counter",
+            "Reads of the cross-tab sync state in the store: by the store's writer after a commit, or on the event "
+            "loop.",
+            u64(ec->sync_reads_after_commit), "where", "after_commit", NULL);
+        add(&b, "sync_state_reads_total", "counter",
+            "Reads of the cross-tab sync state in the store: by the store's writer after a commit, or on the event "
+            "loop.",
+            u64(ec->sync_reads_on_loop), "where", "loop", NULL);
         add(&b, "fingerprint_changes_total", "counter",
             "Client changes: recorded (IP, language) or refused (user agent).", u64(ec->fingerprint_changes), "result",
             "recorded", NULL);

@@ -25,10 +25,25 @@
  *    again on top of that version (last writer wins, as it asked) for as
  *    long as the session lives: each round is a unit that another daemon's
  *    write beat, so a writer starves only while others keep writing;
+ *  - not applied because the session ended: Expired with the store's
+ *    reason;
  *  - lost with its unit (a failed commit): the storage error, like every
  *    other write of that unit.
  * A caller that goes away (its connection closed) detaches; the write
  * stands or not all the same.
+ *
+ * Where the store is read. On a fleet the loop never waits for
+ * PostgreSQL: the version a write compares, and after a write that did not
+ * apply the version and the row's end, are one read that the store's
+ * writer runs right after the next commit (store_read_sync_after: the
+ * version, whether the row is live, and its end reason), while the write
+ * waits; what to do then is wait_read()'s, the same for a first write and
+ * for one written again. Such a read may be older than memory (a session
+ * this daemon's open unit ends, or one another daemon ended since): a
+ * session read live but gone from memory is read once more after the next
+ * commit, which then holds its end. Not a fleet (SQLite), the store is
+ * local and its reads see the open unit's writes: the version is read on
+ * the loop at once, as is the row after a write that did not apply.
  */
 #include "engine-internal.h"
 
@@ -49,9 +64,10 @@ struct engine_sync_wait {
         int64_t version;  /* the version written */
         int64_t now;      /* the request's time, for the event */
         bool any_version; /* no expected_version: written again when outrun */
+        bool read_again;  /* a fleet: read again once already (live in the store, gone from memory) */
         char id[TOKEN_ID_STRING_LEN + 1];
         char *user_id;
-        char *data; /* kept for writing again (any_version), or after the version is read (a fleet) */
+        char *data; /* kept for after the version is read (a fleet), or for writing again (wait_read) */
         size_t size;
         engine_sync_done_fn done; /* NULL: detached */
         void *userdata;
@@ -103,6 +119,7 @@ int engine_sync_get(struct engine *e, int64_t now, const char *token, int64_t *v
         r = session_lookup_live(e, now, token, false, &h, NULL, err);
         if (r < 0)
                 return r;
+        e->counters.sync_reads_on_loop++;
         r = store_session_get_sync(e->store, S(e, h)->row_key, version, data, size);
         if (r < 0)
                 return txn_storage_errno(r);
@@ -110,30 +127,20 @@ int engine_sync_get(struct engine *e, int64_t now, const char *token, int64_t *v
         return 0;
 }
 
-struct id_row {
-        int64_t row_key;
-        bool live;
-        enum engine_end_reason end_reason; /* when not live */
-};
-
-static int id_row_cb(const struct store_session *row, void *userdata) {
-        struct id_row *x = userdata;
-
-        x->row_key = row->row_key;
-        x->live = row->ended_at == 0;
-        if (!x->live)
-                x->end_reason = engine_end_reason_from_string(row->end_reason);
+static int row_key_cb(const struct store_session *row, void *userdata) {
+        *(int64_t *) userdata = row->row_key;
         return 1;
 }
 
 int engine_sync_get_by_id(struct engine *e, const char *id, int64_t *version, char **data, size_t *size) {
-        struct id_row x = {0};
+        int64_t row_key = 0;
         int r;
 
-        r = store_session_by_id(e->store, id, id_row_cb, &x);
+        e->counters.sync_reads_on_loop++;
+        r = store_session_by_id(e->store, id, row_key_cb, &row_key);
         if (r < 0)
                 return r == -ENOENT ? r : txn_storage_errno(r);
-        r = store_session_get_sync(e->store, x.row_key, version, data, size);
+        r = store_session_get_sync(e->store, row_key, version, data, size);
         return r < 0 ? txn_storage_errno(r) : 0;
 }
 
@@ -142,9 +149,12 @@ int engine_sync_get_by_id(struct engine *e, const char *id, int64_t *version, ch
 struct engine_sync_read {
         struct engine_sync_read *next;
         struct store_sync_read out;
-        engine_sync_got_fn done; /* NULL: detached */
+        struct engine_sync_wait *wait; /* a SetSyncState's read (wait_read), or: */
+        engine_sync_got_fn done;       /* NULL: detached */
         void *userdata;
 };
+
+static void wait_read(struct engine_sync_wait *w, int r, const struct store_sync_read *x);
 
 bool engine_sync_reads_later(const struct engine *e) {
         return e->fleet;
@@ -157,7 +167,9 @@ static void reads_append(struct engine_sync_read **list, struct engine_sync_read
 }
 
 static void read_finish(struct engine_sync_read *x, int r) {
-        if (x->done)
+        if (x->wait)
+                wait_read(x->wait, r, &x->out);
+        else if (x->done)
                 x->done(r, x->out.version, x->out.data, x->out.size, x->userdata);
         free(x->out.data);
         free(x);
@@ -173,8 +185,10 @@ static void reads_fail(struct engine_sync_read **list, int r) {
         }
 }
 
-static int read_later(struct engine *e, int64_t row_key, engine_sync_got_fn done, void *userdata,
-                      struct engine_sync_read **ret) {
+/* Reads row_key's sync state after the next commit: for w (wait_read),
+ * or else for done. */
+static int read_later(struct engine *e, int64_t row_key, struct engine_sync_wait *w, engine_sync_got_fn done,
+                      void *userdata, struct engine_sync_read **ret) {
         struct engine_sync_read *x = calloc(1, sizeof *x);
         int r = x ? txn_begin(e) : -ENOMEM;
 
@@ -186,9 +200,11 @@ static int read_later(struct engine *e, int64_t row_key, engine_sync_got_fn done
                 free(x);
                 return txn_storage_errno(r);
         }
+        x->wait = w;
         x->done = done;
         x->userdata = userdata;
         reads_append(&e->sync_reads_open, x);
+        e->counters.sync_reads_after_commit++;
         if (ret)
                 *ret = x;
         return 0;
@@ -208,7 +224,7 @@ int engine_sync_get_later(struct engine *e, int64_t now, const char *token, engi
         if (r < 0)
                 return r;
         e->counters.sync_reads++;
-        return read_later(e, S(e, h)->row_key, done, userdata, ret);
+        return read_later(e, S(e, h)->row_key, NULL, done, userdata, ret);
 }
 
 int engine_sync_get_ref_later(struct engine *e, const struct engine_ref *ref, engine_sync_got_fn done, void *userdata,
@@ -218,21 +234,18 @@ int engine_sync_get_ref_later(struct engine *e, const struct engine_ref *ref, en
         assert(done && ret);
         if (h == NIL)
                 return -ENOENT;
-        return read_later(e, S(e, h)->row_key, done, userdata, ret);
+        return read_later(e, S(e, h)->row_key, NULL, done, userdata, ret);
 }
 
 void engine_sync_read_detach(struct engine_sync_read *x) {
         x->done = NULL;
 }
 
-/* The version stored now (the store's reads see the open unit's writes). */
-static int stored_version(struct engine *e, int64_t row_key, int64_t *ret) {
-        char *data = NULL;
-        size_t size;
-        int r = store_session_get_sync(e->store, row_key, ret, &data, &size);
-
-        free(data);
-        return r;
+/* The sync state stored now, on the loop (one daemon: the store's reads
+ * see the open unit's writes). x->data is the caller's to free. */
+static int read_now(struct engine *e, struct store_sync_read *x) {
+        e->counters.sync_reads_on_loop++;
+        return store_session_read_sync(e->store, x);
 }
 
 /* ---- writes ------------------------------------------------------------------------------------------------ */
@@ -262,15 +275,12 @@ static int wait_record(struct engine *e, struct engine_sync_wait *w, uint32_t h,
         return 0;
 }
 
-static void set_after_read(int r, int64_t version, const char *data, size_t size, void *userdata);
-static void wait_ended(struct engine *e, struct engine_sync_wait *w);
-
 int engine_sync_set(struct engine *e, int64_t now, const char *token, const char *data, size_t size,
                     int64_t expected_version, engine_sync_done_fn done, void *userdata, struct engine_sync_wait **ret,
                     struct engine_error *err) {
         const struct sessiond_config *c = cfg(e);
         struct engine_sync_wait *w;
-        int64_t current;
+        struct store_sync_read x = {0};
         uint32_t h;
         int r;
 
@@ -287,12 +297,14 @@ int engine_sync_set(struct engine *e, int64_t now, const char *token, const char
         if (r < 0)
                 return r;
         if (!e->fleet) {
-                r = stored_version(e, S(e, h)->row_key, &current);
+                x.row_key = S(e, h)->row_key;
+                r = read_now(e, &x);
+                free(x.data);
                 if (r < 0)
                         return txn_storage_errno(r);
-                if (expected_version >= 0 && expected_version != current) {
+                if (expected_version >= 0 && expected_version != x.version) {
                         e->counters.sync_conflicts++;
-                        err->version = current;
+                        err->version = x.version;
                         return -EAGAIN;
                 }
         }
@@ -309,18 +321,19 @@ int engine_sync_set(struct engine *e, int64_t now, const char *token, const char
         table_session_id(e, S(e, h), w->id);
         memcpy(w->key, S(e, h)->key, sizeof w->key);
         w->user_id = strdup(user_name(e, S(e, h)->user));
-        if ((w->any_version || e->fleet) && (w->data = malloc(size + 1))) {
+        w->data = malloc(size + 1);
+        if (w->data) {
                 memcpy(w->data, data, size);
                 w->size = size;
         }
-        if (!w->user_id || ((w->any_version || e->fleet) && !w->data)) {
+        if (!w->user_id || !w->data) {
                 wait_free(w);
                 return -ENOMEM;
         }
         if (e->fleet) {
                 /* The version is read after the next commit, off the loop;
-                 * the write is recorded then (set_after_read). */
-                r = read_later(e, w->row_key, set_after_read, w, NULL);
+                 * the write is recorded then (wait_read). */
+                r = read_later(e, w->row_key, w, NULL, NULL, NULL);
                 if (r < 0) {
                         wait_free(w);
                         return r;
@@ -328,7 +341,7 @@ int engine_sync_set(struct engine *e, int64_t now, const char *token, const char
                 *ret = w;
                 return 0;
         }
-        r = wait_record(e, w, h, current, data, size);
+        r = wait_record(e, w, h, x.version, data, size);
         if (r < 0) {
                 wait_free(w);
                 return r;
@@ -337,80 +350,72 @@ int engine_sync_set(struct engine *e, int64_t now, const char *token, const char
         return 0;
 }
 
-/* A fleet's SetSyncState, once the version stored is read: the check of
- * expected_version, then the write (a compare-and-set on that version). */
-static void set_after_read(int r, int64_t version, const char *data, size_t size, void *userdata) {
-        struct engine_sync_wait *w = userdata;
-        struct engine *e = w->e;
-        uint32_t h;
-
-        (void) data;
-        (void) size;
-        if (r < 0) {
-                wait_finish(w, r == -ENOENT ? r : txn_storage_errno(r), 0);
-                return;
-        }
-        h = session_find_key(e, w->key);
-        if (h == NIL || S(e, h)->row_key != w->row_key) {
-                /* Ended, rotated or destroyed since the call came: its end
-                 * (a rare read, on the loop) is the answer. */
-                wait_ended(e, w);
-                return;
-        }
-        if (!w->any_version && w->expected != version) {
-                e->counters.sync_conflicts++;
-                wait_finish(w, -EAGAIN, version);
-                return;
-        }
-        w->next = NULL;
-        r = wait_record(e, w, NIL, version, w->data, w->size);
-        if (r < 0)
-                wait_finish(w, r, 0);
-}
-
 void engine_sync_detach(struct engine_sync_wait *w) {
         w->done = NULL;
 }
 
-/* The session of a write ended before the write was made: Expired with
- * the store's reason. */
-static void wait_ended(struct engine *e, struct engine_sync_wait *w) {
-        struct id_row x = {0};
-        int r = store_session_by_row_key(e->store, w->row_key, id_row_cb, &x);
+/* A write's session, read (r: the read's result; x: what it found): on a
+ * fleet the first read of a SetSyncState, and for every write the read
+ * after its unit committed without applying it. Answers the session's end
+ * (Expired with the store's reason) or a Conflict with expected_version,
+ * or records the write (again) as a compare-and-set on the version read. */
+static void wait_read(struct engine_sync_wait *w, int r, const struct store_sync_read *x) {
+        struct engine *e = w->e;
+        uint32_t h;
 
-        if (r < 0)
-                wait_finish(w, r == -ENOENT ? r : txn_storage_errno(r), 0);
-        else
-                wait_finish_error(w, -ESTALE,
-                                  &(struct engine_error){.end_reason = x.live ? ENGINE_END_DESTROYED : x.end_reason});
-}
-
-/* A write its unit committed without applying it: another daemon's came
- * between, or the session ended (the write applies to live rows only). */
-static void wait_outrun(struct engine *e, struct engine_sync_wait *w) {
-        struct id_row x = {0};
-        int64_t current;
-        int r = stored_version(e, w->row_key, &current);
-
-        if (r >= 0)
-                r = store_session_by_row_key(e->store, w->row_key, id_row_cb, &x);
         if (r < 0) {
                 wait_finish(w, r == -ENOENT ? r : txn_storage_errno(r), 0);
                 return;
         }
-        if (!x.live) {
-                wait_finish_error(w, -ESTALE, &(struct engine_error){.end_reason = x.end_reason});
-                return;
-        }
-        if (!w->any_version) {
-                e->counters.sync_conflicts++;
-                wait_finish(w, -EAGAIN, current);
+        if (!x->live) {
+                wait_finish_error(w, -ESTALE,
+                                  &(struct engine_error){.end_reason = engine_end_reason_from_string(x->end_reason)});
                 return;
         }
         w->next = NULL;
-        r = wait_record(e, w, NIL, current, w->data, w->size);
+        h = session_find_key(e, w->key);
+        if (e->fleet && (h == NIL || S(e, h)->row_key != w->row_key)) {
+                /* Live when read, ended since (rotated, destroyed, ended
+                 * by another daemon): the store has its end after the next
+                 * commit at the latest. */
+                if (!w->read_again) {
+                        w->read_again = true;
+                        r = read_later(e, w->row_key, w, NULL, NULL, NULL);
+                        if (r < 0)
+                                wait_finish(w, r, 0);
+                        return;
+                }
+                wait_finish_error(w, -ESTALE, &(struct engine_error){.end_reason = ENGINE_END_DESTROYED});
+                return;
+        }
+        if (!w->any_version && w->expected != x->version) {
+                e->counters.sync_conflicts++;
+                wait_finish(w, -EAGAIN, x->version);
+                return;
+        }
+        r = wait_record(e, w, NIL, x->version, w->data, w->size);
         if (r < 0)
                 wait_finish(w, r, 0);
+}
+
+/* A write its unit committed without applying it: another daemon's came
+ * between, or the session ended (the write applies to live rows only).
+ * The row is read again (wait_read): after the next commit on a fleet, at
+ * once when not a fleet. */
+static void wait_outrun(struct engine *e, struct engine_sync_wait *w) {
+        struct store_sync_read x = {.row_key = w->row_key};
+        int r;
+
+        w->next = NULL;
+        if (e->fleet) {
+                r = read_later(e, w->row_key, w, NULL, NULL, NULL);
+                if (r < 0)
+                        wait_finish(w, r, 0);
+                return;
+        }
+        r = read_now(e, &x);
+        wait_read(w, r, &x);
+        free(x.data);
 }
 
 /* ---- the units' ends (txn.c) ------------------------------------------------------------------------------- */

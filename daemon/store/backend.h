@@ -99,7 +99,9 @@ struct store_backend {
 
         /* Reads and the rest: as the store_* function of the same name. */
         int (*session_get_switches)(struct store *s, int64_t row_key, char **ret);
-        int (*session_get_sync)(struct store *s, int64_t row_key, int64_t *version, char **data, size_t *size);
+        /* out->row_key's sync state, liveness and end reason (as
+         * store_session_read_sync; out->data NULL on a failure). */
+        int (*session_read_sync)(struct store *s, struct store_sync_read *out);
         int (*session_by_row_key)(struct store *s, int64_t row_key, store_session_fn cb, void *userdata);
         int (*session_by_hash)(struct store *s, const uint8_t hash[TOKEN_HASH_BYTES], store_session_fn cb,
                                void *userdata);

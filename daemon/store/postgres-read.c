@@ -330,28 +330,33 @@ int pg_session_get_switches(struct store *s, int64_t row_key, char **ret) {
         return *ret ? 0 : -ENOMEM;
 }
 
-int pg_session_get_sync(struct store *s, int64_t row_key, int64_t *version, char **data, size_t *size) {
+int pg_session_read_sync(struct store *s, struct store_sync_read *out) {
         _cleanup_pqclear_ PGresult *res = NULL;
         _cleanup_(pqfreememp) unsigned char *b = NULL;
+        const char *reason;
         size_t n = 0;
-        int r = read_by_row_key(s, Q_GET_SYNC, row_key, "reading sync state", &res);
+        int r;
 
+        out->data = NULL;
+        out->size = 0;
+        r = read_by_row_key(s, Q_GET_SYNC, out->row_key, "reading sync state", &res);
         if (r < 0)
                 return r;
-        *version = pg_value_int(res, 0, 0);
-        *data = NULL;
-        *size = 0;
+        out->version = pg_value_int(res, 0, 0);
+        out->live = strcmp(PQgetvalue(res, 0, 2), "t") == 0;
+        reason = pg_value_or_null(res, 0, 3);
+        snprintf(out->end_reason, sizeof out->end_reason, "%s", out->live || !reason ? "" : reason);
         if (PQgetisnull(res, 0, 1))
                 return 0;
         b = PQunescapeBytea((const unsigned char *) PQgetvalue(res, 0, 1), &n);
         if (!b)
                 return -ENOMEM;
-        *data = malloc(n + 1);
-        if (!*data)
+        out->data = malloc(n + 1);
+        if (!out->data)
                 return -ENOMEM;
-        memcpy(*data, b, n);
-        (*data)[n] = '\0';
-        *size = n;
+        memcpy(out->data, b, n);
+        out->data[n] = '\0';
+        out->size = n;
         return 0;
 }
 

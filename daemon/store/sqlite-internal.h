@@ -152,8 +152,7 @@ int sqlite_unit_commit(struct sqlite_store *s, struct store_uow *u);
 /* Reads (sqlite-read.c). */
 int sqlite_max_row_key_locked(struct sqlite_store *s, int64_t *ret);
 int sqlite_session_get_switches_locked(struct sqlite_store *s, int64_t row_key, char **ret);
-int sqlite_session_get_sync_locked(struct sqlite_store *s, int64_t row_key, int64_t *version, char **data,
-                                   size_t *size);
+int sqlite_session_read_sync_locked(struct sqlite_store *s, struct store_sync_read *out);
 int sqlite_session_by_row_key_locked(struct sqlite_store *s, int64_t row_key, store_session_fn cb, void *userdata);
 int sqlite_session_by_hash_locked(struct sqlite_store *s, const uint8_t hash[TOKEN_HASH_BYTES], store_session_fn cb,
                                   void *userdata);

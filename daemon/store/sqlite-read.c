@@ -42,32 +42,35 @@ int sqlite_session_get_switches_locked(struct sqlite_store *s, int64_t row_key, 
         return *ret ? 0 : -ENOMEM;
 }
 
-int sqlite_session_get_sync_locked(struct sqlite_store *s, int64_t row_key, int64_t *version, char **data,
-                                   size_t *size) {
+int sqlite_session_read_sync_locked(struct sqlite_store *s, struct store_sync_read *out) {
         sqlite3_stmt *st = sqlite_stmt(s, STMT_SESSION_GET_SYNC);
+        const char *reason;
         int rc, n;
 
-        sqlite3_bind_int64(st, 1, row_key);
+        out->data = NULL;
+        out->size = 0;
+        sqlite3_bind_int64(st, 1, out->row_key);
         rc = sqlite3_step(st);
         if (rc != SQLITE_ROW) {
                 sqlite3_reset(st);
                 return rc == SQLITE_DONE ? -ENOENT : sqlite_fail(s, rc, "reading sync state");
         }
-        *version = sqlite3_column_int64(st, 0);
-        *data = NULL;
-        *size = 0;
+        out->version = sqlite3_column_int64(st, 0);
+        out->live = sqlite3_column_int(st, 2) != 0;
+        reason = (const char *) sqlite3_column_text(st, 3);
+        snprintf(out->end_reason, sizeof out->end_reason, "%s", out->live || !reason ? "" : reason);
         if (sqlite3_column_type(st, 1) != SQLITE_NULL) {
                 const void *b = sqlite3_column_blob(st, 1);
                 n = sqlite3_column_bytes(st, 1);
-                *data = malloc((size_t) n + 1);
-                if (!*data) {
+                out->data = malloc((size_t) n + 1);
+                if (!out->data) {
                         sqlite3_reset(st);
                         return -ENOMEM;
                 }
                 if (n > 0)
-                        memcpy(*data, b, (size_t) n);
-                (*data)[n] = '\0';
-                *size = (size_t) n;
+                        memcpy(out->data, b, (size_t) n);
+                out->data[n] = '\0';
+                out->size = (size_t) n;
         }
         sqlite3_reset(st);
         return 0;

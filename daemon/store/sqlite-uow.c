@@ -50,7 +50,8 @@ static const char *const stmt_sql[_STMT_MAX] = {
         [STMT_SESSION_GET_SWITCHES] = "SELECT platform_switches FROM sessions WHERE row = ?1",
         [STMT_SESSION_SWITCH_READ] =
                 "SELECT platform_id, platform_switches, ended_at IS NULL, end_reason FROM sessions WHERE row = ?1",
-        [STMT_SESSION_GET_SYNC] = "SELECT sync_version, sync_data FROM sessions WHERE row = ?1",
+        [STMT_SESSION_GET_SYNC] =
+                "SELECT sync_version, sync_data, ended_at IS NULL, end_reason FROM sessions WHERE row = ?1",
         [STMT_SESSION_SET_SYNC] = "UPDATE sessions SET sync_version = ?2, sync_data = ?3 "
                                   "WHERE row = ?1 AND ended_at IS NULL AND (?4 < 0 OR sync_version = ?4)",
         [STMT_SESSION_BY_ROWID] = "SELECT " SESSION_COLUMNS " FROM sessions WHERE row = ?1",

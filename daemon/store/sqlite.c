@@ -657,8 +657,8 @@ static int sqlite_session_get_switches(struct store *b, int64_t row_key, char **
         return sqlite_session_get_switches_locked(sq(b), row_key, ret);
 }
 
-static int sqlite_session_get_sync(struct store *b, int64_t row_key, int64_t *version, char **data, size_t *size) {
-        return sqlite_session_get_sync_locked(sq(b), row_key, version, data, size);
+static int sqlite_session_read_sync(struct store *b, struct store_sync_read *out) {
+        return sqlite_session_read_sync_locked(sq(b), out);
 }
 
 static int sqlite_session_by_row_key(struct store *b, int64_t row_key, store_session_fn cb, void *userdata) {
@@ -753,7 +753,7 @@ const struct store_backend store_backend_sqlite = {
         .allocate_key = sqlite_allocate_key,
         .allocate_key_unlocked = true,
         .session_get_switches = sqlite_session_get_switches,
-        .session_get_sync = sqlite_session_get_sync,
+        .session_read_sync = sqlite_session_read_sync,
         .session_by_row_key = sqlite_session_by_row_key,
         .session_by_hash = sqlite_session_by_hash,
         .session_by_id = sqlite_session_by_id,

@@ -106,14 +106,15 @@ static void store_leave(struct store *s) {
 /* ---- the writer thread ---------------------------------------------------------- */
 
 /* After a unit's commit, with the connection (s->lock) held: the sync
- * states it was asked to read (store_read_sync_after). */
+ * states it was asked to read, with their rows' liveness and end reason
+ * (store_read_sync_after). */
 static void sync_reads_run(struct store *s, struct store_uow *u, int commit_result) {
         for (size_t i = 0; i < u->n_sync_reads; i++) {
                 struct store_sync_read *x = u->sync_reads[i];
 
                 if (commit_result < 0)
                         continue; /* stays -EAGAIN */
-                x->result = s->backend->session_get_sync(s, x->row_key, &x->version, &x->data, &x->size);
+                x->result = s->backend->session_read_sync(s, x);
                 if (x->result < 0 && x->result != -ENOENT)
                         x->result = -EAGAIN;
         }
@@ -301,38 +302,46 @@ int store_set_synchronous(struct store *s, const char *synchronous) {
 
 /* ---- the unit of work ------------------------------------------------------------ */
 
+/* Room for one more element in an array of the open unit's reads (*p, of
+ * *allocated elements of size bytes, n used): doubled when full, from 16. */
+static int grow_one(void **p, size_t *allocated, size_t n, size_t size) {
+        size_t m;
+        void *a;
+
+        if (n < *allocated)
+                return 0;
+        m = *allocated ? 2 * *allocated : 16;
+        a = reallocarray(*p, m, size);
+        if (!a)
+                return -ENOMEM;
+        *p = a;
+        *allocated = m;
+        return 0;
+}
+#define GROW_ONE(arr, n, allocated) grow_one((void **) &(arr), &(allocated), (n), sizeof *(arr))
+
 int store_read_after(struct store *s, int64_t row_key) {
         struct store_uow *u = &s->open;
+        int r;
 
         if (!s->backend->rows_find)
                 return -EOPNOTSUPP;
-        if (u->n_reads == u->allocated_reads) {
-                size_t n = u->allocated_reads ? 2 * u->allocated_reads : 16;
-                int64_t *a = reallocarray(u->reads, n, sizeof *a);
-
-                if (!a)
-                        return -ENOMEM;
-                u->reads = a;
-                u->allocated_reads = n;
-        }
+        r = GROW_ONE(u->reads, u->n_reads, u->allocated_reads);
+        if (r < 0)
+                return r;
         u->reads[u->n_reads++] = row_key;
         return 0;
 }
 
 int store_read_after_hash(struct store *s, const uint8_t hash[TOKEN_HASH_BYTES]) {
         struct store_uow *u = &s->open;
+        int r;
 
         if (!s->backend->rows_find_hash)
                 return -EOPNOTSUPP;
-        if (u->n_hash_reads == u->allocated_hash_reads) {
-                size_t n = u->allocated_hash_reads ? 2 * u->allocated_hash_reads : 16;
-                uint8_t(*a)[TOKEN_HASH_BYTES] = reallocarray(u->hash_reads, n, sizeof *a);
-
-                if (!a)
-                        return -ENOMEM;
-                u->hash_reads = a;
-                u->allocated_hash_reads = n;
-        }
+        r = GROW_ONE(u->hash_reads, u->n_hash_reads, u->allocated_hash_reads);
+        if (r < 0)
+                return r;
         memcpy(u->hash_reads[u->n_hash_reads++], hash, TOKEN_HASH_BYTES);
         return 0;
 }
@@ -345,16 +354,10 @@ int store_read_row_hash(struct store *s, const uint8_t hash[TOKEN_HASH_BYTES], s
 
 int store_read_sync_after(struct store *s, struct store_sync_read *out) {
         struct store_uow *u = &s->open;
+        int r = GROW_ONE(u->sync_reads, u->n_sync_reads, u->allocated_sync_reads);
 
-        if (u->n_sync_reads == u->allocated_sync_reads) {
-                size_t n = u->allocated_sync_reads ? 2 * u->allocated_sync_reads : 16;
-                struct store_sync_read **a = reallocarray(u->sync_reads, n, sizeof *a);
-
-                if (!a)
-                        return -ENOMEM;
-                u->sync_reads = a;
-                u->allocated_sync_reads = n;
-        }
+        if (r < 0)
+                return r;
         out->result = -EAGAIN;
         out->data = NULL;
         out->size = 0;
@@ -455,8 +458,20 @@ int store_session_get_switches(struct store *s, int64_t row_key, char **ret) {
         return STORE_WITH_LOCK(s, s->backend->session_get_switches(s, row_key, ret));
 }
 
+int store_session_read_sync(struct store *s, struct store_sync_read *out) {
+        return STORE_WITH_LOCK(s, s->backend->session_read_sync(s, out));
+}
+
 int store_session_get_sync(struct store *s, int64_t row_key, int64_t *version, char **data, size_t *size) {
-        return STORE_WITH_LOCK(s, s->backend->session_get_sync(s, row_key, version, data, size));
+        struct store_sync_read x = {.row_key = row_key};
+        int r = store_session_read_sync(s, &x);
+
+        if (r < 0)
+                return r;
+        *version = x.version;
+        *data = x.data;
+        *size = x.size;
+        return 0;
 }
 
 int store_session_by_row_key(struct store *s, int64_t row_key, store_session_fn cb, void *userdata) {

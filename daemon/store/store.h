@@ -151,17 +151,25 @@ int store_read_row(struct store *s, int64_t row_key, store_session_fn cb, void *
 int store_read_after_hash(struct store *s, const uint8_t hash[TOKEN_HASH_BYTES]);
 /* A session's sync state read after the open unit's commit, into *out,
  * which the caller keeps until that unit is done (its commit callback):
- * out->result is then 0 (version, data: malloc'ed or NULL, size), -ENOENT
- * (no such row), or -EAGAIN when it was not read (the unit failed). Every
- * backend: the writer reads it after any commit. */
+ * out->result is then 0 (version, data: malloc'ed or NULL, size, and
+ * whether the row is live, or else its end reason), -ENOENT (no such row),
+ * or -EAGAIN when it was not read (the unit failed). Every backend: the
+ * writer reads it after any commit. One read answers all of it, so that a
+ * write that waits for it needs no second read (the row's end, on the
+ * loop). */
 struct store_sync_read {
         int64_t row_key;
         int result;
         int64_t version;
         char *data;
         size_t size;
+        bool live;           /* not ended */
+        char end_reason[32]; /* when not live ("" when the row has none) */
 };
 int store_read_sync_after(struct store *s, struct store_sync_read *out);
+/* The same read now, on the calling thread (it waits like every read):
+ * 0 (out filled as above, out->result untouched), -ENOENT or the error. */
+int store_session_read_sync(struct store *s, struct store_sync_read *out);
 int store_read_row_hash(struct store *s, const uint8_t hash[TOKEN_HASH_BYTES], store_session_fn cb, void *userdata);
 /* Commits the open unit on the calling thread (nothing may be in flight):
  * 0, or the negative errno of the failure (the unit is then lost). */

@@ -466,6 +466,82 @@ def test_watch_then_rotate_while_first_reply_pending():
             assert evs[-1]["parameters"]["event"] == "rotated", evs
 
 
+def sync_reads(d):
+    """d's reads of sync states in the store: (by the writer after a commit, on the loop)."""
+    where = {m["labels"]["where"]: m["value"] for m in d.call("io.sessiond.Admin.Metrics")["metrics"]
+             if m["name"] == "sync_state_reads_total"}
+    return where["after_commit"], where["loop"]
+
+
+def test_sync_writes_outrun_or_ended_read_off_the_loop():
+    """A SetSyncState learns what its write found (the version, whether the
+    session still lives and its end reason) from reads by the store's
+    writer after a commit, never on the loop: the first read, and the read
+    again after its unit committed without applying it. Writes without
+    expected_version on two daemons, each daemon's unit held back by row
+    locks so that its writes all compare the same version (all but one
+    outrun), all land, each with a version of its own; a write whose
+    session another daemon destroyed while it waited gets Expired
+    (destroyed)."""
+    with Fleet(2) as f:
+        daemons = f.daemons
+        token = daemons[0].call("io.sessiond.Session.Create", {"user_id": "sync-outrun"})["token"]
+        assert validate_state(daemons[1], token) == "active"
+        blockers = [d.call("io.sessiond.Session.Create", {"user_id": "blocker%d" % i})["token"]
+                    for i, d in enumerate(daemons)]
+        before = [sync_reads(d) for d in daemons]
+        k = 4
+        locks = [RowLocks(f.url, "blocker%d" % i) for i in range(2)]
+        out, threads = {}, []
+        for i, d in enumerate(daemons):
+            threads.append(call_in_background(out, "blocker%d" % i, d, "io.sessiond.Session.Destroy",
+                                              {"token": blockers[i]}))
+        wait_for(lambda: waiting_for_locks(f.url) >= 2, what="both daemons' units waiting")
+        for i, d in enumerate(daemons):
+            for j in range(k):
+                threads.append(call_in_background(out, (i, j), d, "io.sessiond.Session.SetSyncState",
+                                                  {"token": token, "data": "w%d-%d" % (i, j)}))
+        time.sleep(0.3)  # the writes have come: their versions are read after the held unit
+        for lock in locks:
+            lock.release()
+        for t in threads:
+            t.join(TIMEOUT)
+        writes = [out[(i, j)] for i in range(2) for j in range(k)]
+        for w in writes:
+            assert isinstance(w, dict) and "version" in w, out
+        versions = sorted(w["version"] for w in writes)
+        assert versions == list(range(1, 2 * k + 1)), versions
+        after = [sync_reads(d) for d in daemons]
+        reads = sum(x[0] - y[0] for x, y in zip(after, before))
+        print("     %d writes, %d sync state reads after a commit" % (2 * k, reads))
+        assert reads > 2 * k, (before, after)  # some were read again, having been outrun
+        assert [x[1] for x in after] == [y[1] for y in before], (before, after)  # none on the loop
+        state = daemons[1].call("io.sessiond.Session.GetSyncState", {"token": token})
+        assert state["version"] == 2 * k, state
+
+        # B's write waits for its version while A destroys the session.
+        a, b = daemons
+        before_b = sync_reads(b)
+        other = b.call("io.sessiond.Session.Create", {"user_id": "blocker9"})["token"]
+        lock = RowLocks(f.url, "blocker9")
+        out, threads = {}, []
+        threads.append(call_in_background(out, "blocker", b, "io.sessiond.Session.Destroy", {"token": other}))
+        wait_for(lambda: waiting_for_locks(f.url) >= 1, what="B's unit waiting")
+        threads.append(call_in_background(out, "set", b, "io.sessiond.Session.SetSyncState",
+                                          {"token": token, "data": "late"}))
+        time.sleep(0.3)  # the write has come: its version is read after the held unit
+        a.call("io.sessiond.Session.Destroy", {"token": token})
+        lock.release()
+        for t in threads:
+            t.join(TIMEOUT)
+        assert isinstance(out["set"], VarlinkError), out
+        assert out["set"].error == "io.sessiond.Session.Expired", out
+        assert out["set"].parameters == {"reason": "destroyed"}, out
+        after_b = sync_reads(b)
+        assert after_b[0] > before_b[0] and after_b[1] == before_b[1], (before_b, after_b)
+        assert psql(f.url, "SELECT sync_version FROM sessions WHERE user_id = 'sync-outrun'") == str(2 * k)
+
+
 def test_sync_write_answered_at_stop():
     """A SetSyncState waiting for its unit of work when SIGTERM comes is
     answered once the unit commits, like any other write in flight (a
@@ -955,6 +1031,7 @@ if __name__ == "__main__":
         test_sync_writes_race_across_daemons,
         test_sync_state_read_after_commit_on_one_daemon,
         test_sync_write_answered_at_stop,
+        test_sync_writes_outrun_or_ended_read_off_the_loop,
         test_destroy_and_validate_waiting_for_one_read,
         test_sync_write_then_rotate_on_one_daemon,
         test_watch_then_rotate_while_first_reply_pending,

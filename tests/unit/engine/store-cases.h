@@ -955,6 +955,88 @@ START_TEST(test_switch_platform_decided_by_store) {
 }
 END_TEST
 
+/* A sync state read after a commit (store_read_sync_after) carries the
+ * version and data the unit left, and whether the row is live or else its
+ * end reason, so that a write waiting for it needs no other read; the
+ * same read now (store_session_read_sync) says the same. */
+START_TEST(test_read_sync_after_commit) {
+        uv_loop_t loop;
+        struct store_options o = {0};
+        struct store *s = NULL;
+        struct done d = {0};
+        struct store_session a = row_for("aaaaaaaaaaaaaaaaaaaaaa", 1, "alice", T0);
+        struct store_session b = row_for("bbbbbbbbbbbbbbbbbbbbbb", 2, "bob", T0);
+        struct store_sync_read xa = {0}, xb = {0}, xn = {0}, xf = {0}, now = {0};
+        int64_t ra, rb;
+        int applied;
+
+        backend_options(&o);
+        o.loop = &loop;
+        ck_assert_int_eq(uv_loop_init(&loop), 0);
+        ck_assert_int_eq(store_open(&o, &s), 0);
+        ck_assert_int_eq(insert_row(s, &a, "one", 3, &ra), 0);
+        ck_assert_int_eq(insert_row(s, &b, NULL, 0, &rb), 0);
+        ck_assert_int_eq(store_submit(s, done_cb, &d), 0);
+        run_until(&loop, &d.calls, 1);
+        ck_assert_int_eq(d.result, 0);
+
+        ck_assert_int_eq(store_session_cas_sync(s, ra, 0, "two", 3, &applied), 0);
+        ck_assert_int_eq(store_session_end(s, rb, T0 + 5, "rotated"), 0);
+        xa.row_key = ra;
+        xb.row_key = rb;
+        xn.row_key = rb + 100000;
+        ck_assert_int_eq(store_read_sync_after(s, &xa), 0);
+        ck_assert_int_eq(store_read_sync_after(s, &xb), 0);
+        ck_assert_int_eq(store_read_sync_after(s, &xn), 0);
+        ck_assert_int_eq(xa.result, -EAGAIN);
+        ck_assert(store_has_pending(s));
+        ck_assert_int_eq(store_submit(s, done_cb, &d), 0);
+        run_until(&loop, &d.calls, 2);
+        ck_assert_int_eq(d.result, 0);
+        ck_assert_int_eq(applied, 1);
+        ck_assert_int_eq(xa.result, 0); /* the unit's own write */
+        ck_assert_int_eq(xa.version, 1);
+        ck_assert_uint_eq(xa.size, 3);
+        ck_assert_str_eq(xa.data, "two");
+        ck_assert(xa.live);
+        ck_assert_str_eq(xa.end_reason, "");
+        ck_assert_int_eq(xb.result, 0); /* the unit's own end */
+        ck_assert(!xb.live);
+        ck_assert_str_eq(xb.end_reason, "rotated");
+        ck_assert_ptr_null(xb.data);
+        ck_assert_int_eq(xn.result, -ENOENT);
+
+        now.row_key = rb;
+        ck_assert_int_eq(store_session_read_sync(s, &now), 0);
+        ck_assert(!now.live);
+        ck_assert_str_eq(now.end_reason, "rotated");
+        now.row_key = ra;
+        ck_assert_int_eq(store_session_read_sync(s, &now), 0);
+        ck_assert(now.live);
+        ck_assert_int_eq(now.version, 1);
+        ck_assert_str_eq(now.data, "two");
+        free(now.data);
+        now = (struct store_sync_read){.row_key = rb + 100000};
+        ck_assert_int_eq(store_session_read_sync(s, &now), -ENOENT);
+        ck_assert_ptr_null(now.data);
+
+        /* A unit that fails reads nothing. */
+        ck_assert_int_eq(store_session_set_sync(s, rb + 100000, 1, "x", 1), 0);
+        xf.row_key = ra;
+        ck_assert_int_eq(store_read_sync_after(s, &xf), 0);
+        ck_assert_int_eq(store_submit(s, done_cb, &d), 0);
+        run_until(&loop, &d.calls, 3);
+        ck_assert_int_lt(d.result, 0);
+        ck_assert_int_eq(xf.result, -EAGAIN);
+        ck_assert_ptr_null(xf.data);
+
+        free(xa.data);
+        store_close(s);
+        ck_assert_int_eq(uv_run(&loop, UV_RUN_DEFAULT), 0);
+        ck_assert_int_eq(uv_loop_close(&loop), 0);
+}
+END_TEST
+
 static int count_audit_cb(const struct store_audit_row *row, void *userdata) {
         (void) row;
         (*(int *) userdata)++;
@@ -997,4 +1079,5 @@ static void store_cases_add(TCase *tc) {
         tcase_add_test(tc, test_reader);
         tcase_add_test(tc, test_read_after_commit);
         tcase_add_test(tc, test_switch_platform_decided_by_store);
+        tcase_add_test(tc, test_read_sync_after_commit);
 }
