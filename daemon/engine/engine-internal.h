@@ -51,8 +51,9 @@
 
 enum {
         S_USED = 1u << 0,
-        S_DIRTY = 1u << 1, /* last_activity ahead of the store */
-        S_STALE = 1u << 2, /* a fleet's re-read of every session has not seen it yet (fleet.c) */
+        S_DIRTY = 1u << 1,         /* last_activity ahead of the store */
+        S_STALE = 1u << 2,         /* a fleet's re-read of every session has not seen it yet (fleet.c) */
+        S_CLEANUP_ASKED = 1u << 3, /* a fleet's cleanup asked for its row, or holds it read (cleanup.c) */
 };
 
 enum { FP_USER_AGENT, FP_IP, FP_LANGUAGE, FP_ENCODING, _FP_MAX };
@@ -139,6 +140,14 @@ struct affected {
         int64_t row_key;
         uint32_t handle;
         int64_t last_activity; /* ms, in memory when the row was first written */
+};
+
+/* A fleet's cleanup candidate (cleanup.c): its row read after a commit
+ * (asked), then read and in memory (checked, at read_at). */
+struct cleanup_ask {
+        int64_t row_key;
+        uint32_t handle;
+        int64_t read_at; /* ms, once checked */
 };
 
 struct pending_event {
@@ -250,6 +259,12 @@ struct engine {
          * hand-off: rows read after a commit are not taken when the loop
          * read since (memory may be newer than them). */
         uint64_t loop_row_reads, loop_row_reads_at_hand_off;
+        /* Cleanup candidates whose rows the writer reads after the open
+         * unit / the unit in flight, and those read, for the next cleanup
+         * step to end (cleanup.c, fleet.c). */
+        struct cleanup_ask *cleanup_open, *cleanup_inflight, *cleanup_checked;
+        size_t n_cleanup_open, cleanup_open_allocated, n_cleanup_inflight, cleanup_inflight_allocated;
+        size_t n_cleanup_checked, cleanup_checked_allocated;
 };
 
 static inline const struct sessiond_config *cfg(const struct engine *e) {
@@ -334,6 +349,12 @@ static inline const char *platform_name(const struct engine *e, uint32_t ref) {
 static inline struct session *S(struct engine *e, uint32_t h) {
         assert(h < e->sessions_used && (e->sessions[h].flags & S_USED));
         return &e->sessions[h];
+}
+
+/* The entry a cleanup ask was made for, still in memory with its row. */
+static inline bool cleanup_ask_current(const struct engine *e, const struct cleanup_ask *a) {
+        return a->handle < e->sessions_used && (e->sessions[a->handle].flags & S_USED) &&
+               e->sessions[a->handle].row_key == a->row_key;
 }
 
 static inline uint32_t session_find_key(struct engine *e, const uint8_t key[16]) {
@@ -436,6 +457,10 @@ void fleet_free(struct engine *e);
 /* Before the store closes: waits for a probe running on a worker. */
 void fleet_stop(struct engine *e);
 bool fleet_cache_stale(const struct engine *e, int64_t now);
+/* Asks for h's row to be read by the writer after the open unit's commit
+ * (the cleanup's candidates): once read and in memory, the entry is in
+ * e->cleanup_checked. */
+int fleet_cleanup_ask(struct engine *e, uint32_t h);
 /* Reads *h's row again: *h is then its entry, or NIL when it ended (or is gone). */
 int fleet_refresh(struct engine *e, uint32_t *h);
 /* A token's row, live or ended: a live one is taken into memory (*h), an
