@@ -19,6 +19,11 @@
  * creating transactions), possibly after a later change of the same
  * session: each change is a row read again, so order does not matter.
  *
+ * Since touches are not reported, a session memory thinks awaits
+ * cleanup may be alive elsewhere: the cleanup's candidates are read again
+ * the same way, by the writer after a commit, before they are ended
+ * (cleanup.c).
+ *
  * When the store says changes may have been missed (its listening
  * connection was lost, or another daemon died before announcing its last
  * creations), every live session in memory is read again.
@@ -585,7 +590,9 @@ void fleet_free(struct engine *e) {
  * (and by the touch granularity for activity, which is not reported): so
  * where memory alone would refuse (a token it does not know, a session it
  * thinks expired, one the cleanup is about to end) the engine of a fleet
- * reads the row first. */
+ * reads the row first: mostly by the writer after a commit (fetches and
+ * the cleanup's candidates, above), with these reads on the loop where
+ * that cannot be. */
 
 int fleet_refresh(struct engine *e, uint32_t *h) {
         struct remote_ctx x = {.e = e, .kind = STORE_CHANGE_UPDATED, .h = NIL};
