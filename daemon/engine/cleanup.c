@@ -29,8 +29,10 @@
  * since are not in it) and the entry asked again. Asks count against a
  * step's limit like ends, and a step answers "more" while asks or checks
  * are pending, so the run goes on stepping (one step per commit: a step
- * waits for the unit in flight, daemon/jobs_cleanup.c). A lost unit drops
- * its asks, and a later step asks again.
+ * waits for the unit in flight, daemon/jobs_cleanup.c). A unit whose
+ * commit failed (or a read that failed) drops its asks and fails the next
+ * step, as a failed read on the loop did, so that a run does not ask for
+ * ever while the store is down; a later run asks again (fleet_lost).
  */
 #include "engine-internal.h"
 
@@ -267,6 +269,14 @@ int engine_cleanup_expired_until(struct engine *e, int64_t now, unsigned limit, 
 
         *ended = 0;
         *more = false;
+        if (e->cleanup_error < 0) {
+                /* Asks were lost with their unit: the run stops on it (as
+                 * on a read that failed) rather than ask for ever while
+                 * the store is down; a later run asks again. */
+                r = e->cleanup_error;
+                e->cleanup_error = 0;
+                return r;
+        }
         r = cleanup_end_checked(e, now, limit, deadline_ns, ended, &cut);
         if (r < 0)
                 return r;

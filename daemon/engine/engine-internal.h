@@ -265,6 +265,7 @@ struct engine {
         struct cleanup_ask *cleanup_open, *cleanup_inflight, *cleanup_checked;
         size_t n_cleanup_open, cleanup_open_allocated, n_cleanup_inflight, cleanup_inflight_allocated;
         size_t n_cleanup_checked, cleanup_checked_allocated;
+        int cleanup_error; /* asks lost with their unit (or read): the next cleanup step's error */
 };
 
 static inline const struct sessiond_config *cfg(const struct engine *e) {

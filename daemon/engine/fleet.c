@@ -312,7 +312,9 @@ int fleet_cleanup_ask(struct engine *e, uint32_t h) {
 /* The candidates read after the unit that just committed. A row the open
  * unit writes too, or every row when the loop read rows since the
  * hand-off, is read again on the loop (as a change's is); a row the
- * writer could not read is left to a later step, which asks again. */
+ * writer could not read fails the next cleanup step (the store is in
+ * trouble; as a read on the loop that failed did), and a later run asks
+ * again. */
 static void cleanup_reads_answer(struct engine *e, const int64_t *written, size_t n_written) {
         int64_t now = clock_now_ms();
         size_t n = e->n_cleanup_inflight;
@@ -332,8 +334,10 @@ static void cleanup_reads_answer(struct engine *e, const int64_t *written, size_
                 if (n_written == 0 ||
                     (written && !bsearch(&a->row_key, written, n_written, sizeof *written, affected_cmp))) {
                         r = store_read_row(e->store, a->row_key, remote_row_cb, &x);
-                        if (r == -EAGAIN)
+                        if (r == -EAGAIN) {
+                                e->cleanup_error = -EIO; /* the read failed: the store is in trouble */
                                 continue;
+                        }
                         e->counters.cleanup_reads_after_commit++;
                         if (r == -ENOENT) /* purged: another daemon ended it long ago */
                                 table_session_remove(e, h);
@@ -353,12 +357,19 @@ static void cleanup_reads_answer(struct engine *e, const int64_t *written, size_
         }
 }
 
-static void cleanup_asks_drop(struct engine *e, struct cleanup_ask *list, size_t *n) {
+/* Asks of a unit lost: with a failed commit (r), the next cleanup step
+ * fails with it (a cleanup that went on asking would never end while the
+ * store is down); the open unit dropped after a failed write (r = 0: the
+ * store is not in question) is asked again by the next step. */
+static void cleanup_asks_drop(struct engine *e, struct cleanup_ask *list, size_t *n, int r) {
         for (size_t i = 0; i < *n; i++)
                 if (cleanup_ask_current(e, &list[i]))
                         e->sessions[list[i].handle].flags &= ~S_CLEANUP_ASKED;
-        if (*n > 0)
-                e->cleanup_quiet = 0; /* asked again by the next step */
+        if (*n > 0) {
+                e->cleanup_quiet = 0;
+                if (r < 0 && e->cleanup_error == 0)
+                        e->cleanup_error = txn_storage_errno(r);
+        }
         *n = 0;
 }
 
@@ -531,15 +542,18 @@ static void fetches_answer(struct engine *e, const int64_t *written, size_t n_wr
  * error when the loop is done with the unit (a unit in flight lost, or
  * fleet_hand_off_failed: not from inside the method whose write failed);
  * the open unit dropped without an error asks again. The cleanup's
- * candidates: a later cleanup step asks for them again. */
+ * candidates: asked again by a later cleanup step (after a failed commit,
+ * the next one fails with its error). */
 void fleet_lost(struct engine *e, bool inflight_too) {
         if (e->n_remote_open > 0 || (inflight_too && e->n_remote_inflight > 0))
                 e->remote_missed = true;
         e->n_remote_open = 0;
-        cleanup_asks_drop(e, e->cleanup_open, &e->n_cleanup_open);
+        cleanup_asks_drop(e, e->cleanup_open, &e->n_cleanup_open,
+                          inflight_too ? (e->storage_error ? e->storage_error : -EIO) : 0);
         if (inflight_too) {
                 e->n_remote_inflight = 0;
-                cleanup_asks_drop(e, e->cleanup_inflight, &e->n_cleanup_inflight);
+                cleanup_asks_drop(e, e->cleanup_inflight, &e->n_cleanup_inflight,
+                                  e->storage_error ? e->storage_error : -EIO);
                 fetches_fail(e, &e->fetch_inflight, e->storage_error ? e->storage_error : -EIO);
                 fetches_fail(e, &e->fetch_open, e->storage_error ? e->storage_error : -EIO);
         } else if (!e->commit_error) {
