@@ -855,6 +855,36 @@ def test_leader_cleanup_reads_candidates_after_a_commit():
         assert fleet_reads(leader)[1] == changes_before[1], (changes_before, fleet_reads(leader))
 
 
+def metric(d, name):
+    return sum(m["value"] for m in d.call("io.sessiond.Admin.Metrics")["metrics"] if m["name"] == name)
+
+
+def test_cleanup_asks_lost_while_postgresql_is_down():
+    """The reads a cleanup asked for are lost with a unit that failed
+    (PostgreSQL down): the run stops on the error (one that went on asking
+    would never end) and, once PostgreSQL is back, a later run asks again
+    and ends the sessions."""
+    settings = {"timeout.idle_timeout": 2, "cleanup.interval": 1, "timeout.expiration_grace": 1,
+                "timeout.cleanup_grace": 1, "timeout.warning_threshold": 1}
+    with Fleet(1, settings) as f:
+        d = f.daemons[0]
+        for _ in range(3):
+            d.call("io.sessiond.Session.Create", {"user_id": "lost"})
+        failures = metric(d, "cleanup_failures_total")
+        reads = cleanup_reads(d)
+        pg_ctl("stop")
+        try:
+            timed_wait(lambda: metric(d, "cleanup_failures_total") > failures,
+                       "a cleanup run failed on its lost reads", timeout=3 * TIMEOUT)
+            assert cleanup_reads(d) == reads, (reads, cleanup_reads(d))
+        finally:
+            pg_ctl("start")
+        timed_wait(lambda: psql(f.url, "SELECT count(*) FROM sessions WHERE user_id = 'lost' AND "
+                                       "end_reason = 'idle'") == "3",
+                   "the sessions ended once PostgreSQL came back", timeout=3 * TIMEOUT)
+        assert cleanup_reads(d)[0] - reads[0] >= 3 and cleanup_reads(d)[1] == reads[1], (reads, cleanup_reads(d))
+
+
 if __name__ == "__main__":
     run_tests([
         test_created_on_one_valid_on_the_others,
@@ -882,4 +912,5 @@ if __name__ == "__main__":
         test_postgres_restart_under_load,
         test_cached_validations_fail_closed_while_postgresql_is_down,
         test_leader_cleanup_reads_candidates_after_a_commit,
+        test_cleanup_asks_lost_while_postgresql_is_down,
     ])
