@@ -482,6 +482,12 @@ struct engine_counters {
         /* Tokens memory did not know, read by the writer after a commit
          * (engine_fetch_wait). */
         uint64_t token_reads_after_commit;
+        /* The cleanup's candidates read again before they are ended, by
+         * the writer after a commit, and on the loop (rows this daemon's
+         * open unit writes too, or rows read on the loop since the
+         * hand-off). */
+        uint64_t cleanup_reads_after_commit;
+        uint64_t cleanup_reads_on_loop;
 };
 const struct engine_counters *engine_get_counters(const struct engine *e);
 /* The negative errno of the last failed commit (-ENOSPC: the file system is

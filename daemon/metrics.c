@@ -379,6 +379,14 @@ json_t *metrics_current(struct metrics *m, int64_t now, const struct metrics_ext
         add(&b, "fleet_token_reads_total", "counter",
             "Tokens this daemon's memory did not know, read by the store's writer after a commit.",
             u64(ec->token_reads_after_commit), NULL);
+        add(&b, "fleet_cleanup_reads_total", "counter",
+            "Sessions the cleanup was about to end, read again first (another daemon may have touched them): by the "
+            "store's writer after a commit, or on the event loop.",
+            u64(ec->cleanup_reads_after_commit), "where", "after_commit", NULL);
+        add(&b, "fleet_cleanup_reads_total", "counter",
+            "Sessions the cleanup was about to end, read again first (another daemon may have touched them): by the "
+            "store's writer after a commit, or on the event loop.",
+            u64(ec->cleanup_reads_on_loop), "where", "loop", NULL);
         add(&b, "db_size_bytes", "gauge", "Size of the database file and its WAL (0 in memory).",
             json_integer(db_size(d)), NULL);
 

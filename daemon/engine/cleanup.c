@@ -16,6 +16,23 @@
  * nearly all of it SQLite's update of the three ended-row indexes (two of
  * them at random places: two WAL pages a session), so its audit detail is
  * a constant text and its event keeps the one copy of the user's name.
+ *
+ * On a fleet (a store shared by several daemons: fleet.c) memory may be
+ * behind the store: another daemon may have touched a session (touches
+ * are not reported) or renewed it. So a candidate is not ended at once: a
+ * step asks for its row to be read by the store's writer after the next
+ * commit (fleet_cleanup_ask; the entry is marked S_CLEANUP_ASKED, so it is
+ * asked once), and the loop never waits for PostgreSQL. Once the unit has
+ * committed, the row is in memory and the entry "checked"; the next step
+ * first ends the checked entries that, as read, still await cleanup. A
+ * check older than CLEANUP_CHECK_MAX_AGE_MS is dropped (touches made
+ * since are not in it) and the entry asked again. Asks count against a
+ * step's limit like ends, and a step answers "more" while asks or checks
+ * are pending, so the run goes on stepping (one step per commit: a step
+ * waits for the unit in flight, daemon/jobs_cleanup.c). A unit whose
+ * commit failed (or a read that failed) drops its asks and fails the next
+ * step, as a failed read on the loop did, so that a run does not ask for
+ * ever while the store is down; a later run asks again (fleet_lost).
  */
 #include "engine-internal.h"
 
@@ -31,6 +48,8 @@
  * ended session. */
 #define CLEANUP_CLOCK_ENDED 4
 #define CLEANUP_CLOCK_SCANNED 4096
+/* How long a fleet's candidate read after a commit may be ended on that read. */
+#define CLEANUP_CHECK_MAX_AGE_MS 1000
 
 static bool past(uint64_t deadline_ns) {
         return deadline_ns != 0 && uv_hrtime() >= deadline_ns;
@@ -204,16 +223,70 @@ static void cleanup_quiet_note(struct engine *e, int64_t now, const struct sessi
                 e->cleanup_quiet++;
 }
 
+static bool cleanup_fleet_pending(const struct engine *e) {
+        return e->n_cleanup_open > 0 || e->n_cleanup_inflight > 0 || e->n_cleanup_checked > 0;
+}
+
+/* A fleet's candidates read after a commit (fleet.c): ended if memory, as
+ * read, still says they await cleanup, within the step's limit; *cut: out
+ * of time. */
+static int cleanup_end_checked(struct engine *e, int64_t now, unsigned limit, uint64_t deadline_ns, unsigned *ended,
+                               bool *cut) {
+        *cut = false;
+        while (e->n_cleanup_checked > 0 && *ended < limit) {
+                struct cleanup_ask c = e->cleanup_checked[--e->n_cleanup_checked];
+                enum engine_end_reason why;
+                int64_t end;
+                int r;
+
+                if (!cleanup_ask_current(e, &c))
+                        continue; /* ended or replaced since */
+                e->sessions[c.handle].flags &= ~S_CLEANUP_ASKED;
+                if (now - c.read_at > CLEANUP_CHECK_MAX_AGE_MS) {
+                        e->cleanup_quiet = 0; /* asked again */
+                        continue;
+                }
+                if (!session_awaits_cleanup(e, &e->sessions[c.handle], now, &end, &why))
+                        continue; /* touched or renewed elsewhere */
+                r = session_end(e, now, c.handle, why, end, "ended", NULL);
+                if (r < 0)
+                        return r;
+                (*ended)++;
+                if (*ended < limit && *ended % CLEANUP_CLOCK_ENDED == 0 && past(deadline_ns)) {
+                        *cut = true;
+                        return 0;
+                }
+        }
+        return 0;
+}
+
 int engine_cleanup_expired_until(struct engine *e, int64_t now, unsigned limit, uint64_t deadline_ns, unsigned *ended,
                                  bool *more) {
         uint32_t scanned = 0;
+        unsigned asked = 0;
+        bool cut;
         int r;
 
         *ended = 0;
         *more = false;
+        if (e->cleanup_error < 0) {
+                /* Asks were lost with their unit: the run stops on it (as
+                 * on a read that failed) rather than ask for ever while
+                 * the store is down; a later run asks again. */
+                r = e->cleanup_error;
+                e->cleanup_error = 0;
+                return r;
+        }
+        r = cleanup_end_checked(e, now, limit, deadline_ns, ended, &cut);
+        if (r < 0)
+                return r;
+        if (cut) {
+                *more = true;
+                return 0;
+        }
         if (e->cleanup_quiet > 0 && now >= e->cleanup_quiet_next)
                 e->cleanup_quiet = 0; /* what it counted may await cleanup by now */
-        while (scanned < e->sessions_used && *ended < limit) {
+        while (scanned < e->sessions_used && *ended + asked < limit) {
                 uint32_t h;
                 enum engine_end_reason why;
                 int64_t end;
@@ -224,7 +297,7 @@ int engine_cleanup_expired_until(struct engine *e, int64_t now, unsigned limit, 
                          * the way round since its last end there is nothing
                          * left (a table too large to pass in one step would
                          * otherwise answer "maybe" for ever). */
-                        *more = e->cleanup_quiet < e->sessions_used;
+                        *more = e->cleanup_quiet < e->sessions_used || cleanup_fleet_pending(e);
                         return 0;
                 }
                 if (e->cleanup_cursor >= e->sessions_used)
@@ -241,12 +314,16 @@ int engine_cleanup_expired_until(struct engine *e, int64_t now, unsigned limit, 
                 }
                 e->cleanup_quiet = 0;
                 if (e->fleet) {
-                        /* Touched or renewed on another daemon meanwhile? The store decides. */
-                        r = fleet_refresh(e, &h);
+                        /* Touched or renewed on another daemon meanwhile?
+                         * The store decides: its row is read after the
+                         * next commit, and a later step ends it (above). */
+                        if (e->sessions[h].flags & S_CLEANUP_ASKED)
+                                continue;
+                        r = fleet_cleanup_ask(e, h);
                         if (r < 0)
                                 return txn_storage_errno(r);
-                        if (h == NIL || !session_awaits_cleanup(e, &e->sessions[h], now, &end, &why))
-                                continue;
+                        asked++;
+                        continue;
                 }
                 r = session_end(e, now, h, why, end, "ended", NULL);
                 if (r < 0)
@@ -259,7 +336,8 @@ int engine_cleanup_expired_until(struct engine *e, int64_t now, unsigned limit, 
         }
         /* Budget used up: is there at least one more? (Stops at the first;
          * out of time before it is found: maybe.) */
-        for (uint32_t i = 0, h = e->cleanup_cursor; *ended >= limit && !*more && i < e->sessions_used; i++, h++) {
+        for (uint32_t i = 0, h = e->cleanup_cursor; *ended + asked >= limit && !*more && i < e->sessions_used;
+             i++, h++) {
                 if (h >= e->sessions_used)
                         h = 0;
                 if (i % CLEANUP_CLOCK_SCANNED == CLEANUP_CLOCK_SCANNED - 1 && past(deadline_ns)) {
@@ -268,6 +346,8 @@ int engine_cleanup_expired_until(struct engine *e, int64_t now, unsigned limit, 
                 }
                 *more = (e->sessions[h].flags & S_USED) && session_awaits_cleanup(e, &e->sessions[h], now, NULL, NULL);
         }
+        if (cleanup_fleet_pending(e))
+                *more = true; /* asks to be read, or read and to be ended */
         return 0;
 }
 

@@ -53,9 +53,10 @@
 
 enum {
         S_USED = 1u << 0,
-        S_DIRTY = 1u << 1,     /* last_activity ahead of the store */
-        S_STALE = 1u << 2,     /* a fleet's re-read of every session has not seen it yet (fleet.c) */
-        S_SWITCHING = 1u << 3, /* a fleet: a platform switch asked, the store's answer to come (platform.c) */
+        S_DIRTY = 1u << 1,         /* last_activity ahead of the store */
+        S_STALE = 1u << 2,         /* a fleet's re-read of every session has not seen it yet (fleet.c) */
+        S_CLEANUP_ASKED = 1u << 3, /* a fleet's cleanup asked for its row, or holds it read (cleanup.c) */
+        S_SWITCHING = 1u << 4,     /* a fleet: a platform switch asked, the store's answer to come (platform.c) */
 };
 
 enum { FP_USER_AGENT, FP_IP, FP_LANGUAGE, FP_ENCODING, _FP_MAX };
@@ -142,6 +143,14 @@ struct affected {
         int64_t row_key;
         uint32_t handle;
         int64_t last_activity; /* ms, in memory when the row was first written */
+};
+
+/* A fleet's cleanup candidate (cleanup.c): its row read after a commit
+ * (asked), then read and in memory (checked, at read_at). */
+struct cleanup_ask {
+        int64_t row_key;
+        uint32_t handle;
+        int64_t read_at; /* ms, once checked */
 };
 
 struct pending_event {
@@ -255,6 +264,13 @@ struct engine {
          * hand-off: rows read after a commit are not taken when the loop
          * read since (memory may be newer than them). */
         uint64_t loop_row_reads, loop_row_reads_at_hand_off;
+        /* Cleanup candidates whose rows the writer reads after the open
+         * unit / the unit in flight, and those read, for the next cleanup
+         * step to end (cleanup.c, fleet.c). */
+        struct cleanup_ask *cleanup_open, *cleanup_inflight, *cleanup_checked;
+        size_t n_cleanup_open, cleanup_open_allocated, n_cleanup_inflight, cleanup_inflight_allocated;
+        size_t n_cleanup_checked, cleanup_checked_allocated;
+        int cleanup_error; /* asks lost with their unit (or read): the next cleanup step's error */
 };
 
 static inline const struct sessiond_config *cfg(const struct engine *e) {
@@ -339,6 +355,12 @@ static inline const char *platform_name(const struct engine *e, uint32_t ref) {
 static inline struct session *S(struct engine *e, uint32_t h) {
         assert(h < e->sessions_used && (e->sessions[h].flags & S_USED));
         return &e->sessions[h];
+}
+
+/* The entry a cleanup ask was made for, still in memory with its row. */
+static inline bool cleanup_ask_current(const struct engine *e, const struct cleanup_ask *a) {
+        return a->handle < e->sessions_used && (e->sessions[a->handle].flags & S_USED) &&
+               e->sessions[a->handle].row_key == a->row_key;
 }
 
 static inline uint32_t session_find_key(struct engine *e, const uint8_t key[16]) {
@@ -452,14 +474,14 @@ void fleet_free(struct engine *e);
 /* Before the store closes: waits for a probe running on a worker. */
 void fleet_stop(struct engine *e);
 bool fleet_cache_stale(const struct engine *e, int64_t now);
-/* platform.c */
-/* Rotation (a fleet): old_h's switch still to be decided makes the new
- * row's platform the store's to tell. */
-void platform_rotated(struct engine *e, uint32_t old_h, int64_t new_row_key);
-
 /* A row another daemon changed (as if its change were heard): read after
  * the open unit's commit, and memory follows. */
 void fleet_row_changed(struct engine *e, int64_t row_key, enum store_change_kind kind);
+
+/* Asks for h's row to be read by the writer after the open unit's commit
+ * (the cleanup's candidates): once read and in memory, the entry is in
+ * e->cleanup_checked. */
+int fleet_cleanup_ask(struct engine *e, uint32_t h);
 /* Reads *h's row again: *h is then its entry, or NIL when it ended (or is gone). */
 int fleet_refresh(struct engine *e, uint32_t *h);
 /* A token's row, live or ended: a live one is taken into memory (*h), an
@@ -495,6 +517,11 @@ int session_lookup(struct engine *e, int64_t now, const char *token, bool count,
                    struct engine_error *err);
 int session_lookup_live(struct engine *e, int64_t now, const char *token, bool count, uint32_t *ret,
                         enum engine_state *state, struct engine_error *err);
+
+/* platform.c */
+/* Rotation (a fleet): old_h's switch still to be decided makes the new
+ * row's platform the store's to tell. */
+void platform_rotated(struct engine *e, uint32_t old_h, int64_t new_row_key);
 
 /* cleanup.c */
 unsigned cleanup_user_count_live(struct engine *e, uint32_t user, int64_t now);

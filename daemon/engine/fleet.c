@@ -19,6 +19,11 @@
  * creating transactions), possibly after a later change of the same
  * session: each change is a row read again, so order does not matter.
  *
+ * Since touches are not reported, a session memory thinks awaits
+ * cleanup may be alive elsewhere: the cleanup's candidates are read again
+ * the same way, by the writer after a commit, before they are ended
+ * (cleanup.c).
+ *
  * When the store says changes may have been missed (its listening
  * connection was lost, or another daemon died before announcing its last
  * creations), every live session in memory is read again.
@@ -234,6 +239,10 @@ void fleet_hand_off(struct engine *e) {
         SWAP(e->remote_open_allocated, e->remote_inflight_allocated);
         e->n_remote_inflight = e->n_remote_open;
         e->n_remote_open = 0;
+        SWAP(e->cleanup_open, e->cleanup_inflight);
+        SWAP(e->cleanup_open_allocated, e->cleanup_inflight_allocated);
+        e->n_cleanup_inflight = e->n_cleanup_open;
+        e->n_cleanup_open = 0;
 }
 
 static int affected_cmp(const void *a, const void *b) {
@@ -243,12 +252,13 @@ static int affected_cmp(const void *a, const void *b) {
 }
 
 static void fetches_answer(struct engine *e, const int64_t *written, size_t n_written);
+static void cleanup_reads_answer(struct engine *e, const int64_t *written, size_t n_written);
 
 void fleet_committed(struct engine *e) {
         _cleanup_free_ int64_t *written = NULL;
         size_t n = e->n_remote_inflight, n_written = e->n_affected;
 
-        if (n == 0 && !e->fetch_inflight)
+        if (n == 0 && !e->fetch_inflight && e->n_cleanup_inflight == 0)
                 return;
         e->n_remote_inflight = 0;
         if (e->loop_row_reads != e->loop_row_reads_at_hand_off)
@@ -274,7 +284,97 @@ void fleet_committed(struct engine *e) {
                 else
                         e->counters.remote_reads_after_commit++;
         }
+        cleanup_reads_answer(e, written, n_written);
         fetches_answer(e, written, n_written);
+}
+
+/* ---- the cleanup's candidates, read after a commit (cleanup.c) ---------------------------------
+ * A session memory thinks awaits cleanup may have been touched or renewed
+ * on another daemon (touches are not reported): its row is read by the
+ * writer after the open unit's commit, like a change's, and goes into
+ * memory; the entry is then checked (e->cleanup_checked), and the next
+ * cleanup step ends it if memory, as read, still says it awaits cleanup. */
+
+int fleet_cleanup_ask(struct engine *e, uint32_t h) {
+        int r;
+
+        assert(e->fleet && !(S(e, h)->flags & S_CLEANUP_ASKED));
+        r = GROW(e->cleanup_open, e->cleanup_open_allocated, e->n_cleanup_open + 1);
+        if (r < 0)
+                return r;
+        r = txn_begin(e);
+        if (r < 0)
+                return r;
+        r = store_read_after(e->store, S(e, h)->row_key);
+        if (r < 0)
+                return r;
+        S(e, h)->flags |= S_CLEANUP_ASKED;
+        e->cleanup_open[e->n_cleanup_open++] = (struct cleanup_ask){.row_key = S(e, h)->row_key, .handle = h};
+        return 0;
+}
+
+/* The candidates read after the unit that just committed. A row the open
+ * unit writes too, or every row when the loop read rows since the
+ * hand-off, is read again on the loop (as a change's is); a row the
+ * writer could not read fails the next cleanup step (the store is in
+ * trouble; as a read on the loop that failed did), and a later run asks
+ * again. */
+static void cleanup_reads_answer(struct engine *e, const int64_t *written, size_t n_written) {
+        int64_t now = clock_now_ms();
+        size_t n = e->n_cleanup_inflight;
+
+        e->n_cleanup_inflight = 0;
+        if (n > 0)
+                e->cleanup_quiet = 0; /* the next step looks at every entry again */
+        for (size_t i = 0; i < n; i++) {
+                const struct cleanup_ask *a = &e->cleanup_inflight[i];
+                struct remote_ctx x = {.e = e, .kind = STORE_CHANGE_UPDATED, .h = NIL};
+                uint32_t h = a->handle;
+                int r;
+
+                if (!cleanup_ask_current(e, a))
+                        continue; /* ended or replaced since: a later step finds it if it must */
+                e->sessions[h].flags &= ~S_CLEANUP_ASKED;
+                if (n_written == 0 ||
+                    (written && !bsearch(&a->row_key, written, n_written, sizeof *written, affected_cmp))) {
+                        r = store_read_row(e->store, a->row_key, remote_row_cb, &x);
+                        if (r == -EAGAIN) {
+                                e->cleanup_error = -EIO; /* the read failed: the store is in trouble */
+                                continue;
+                        }
+                        e->counters.cleanup_reads_after_commit++;
+                        if (r == -ENOENT) /* purged: another daemon ended it long ago */
+                                table_session_remove(e, h);
+                        if (r < 0)
+                                continue;
+                        h = x.h;
+                } else {
+                        e->counters.cleanup_reads_on_loop++;
+                        if (fleet_refresh(e, &h) < 0)
+                                continue;
+                }
+                if (h == NIL || GROW(e->cleanup_checked, e->cleanup_checked_allocated, e->n_cleanup_checked + 1) < 0)
+                        continue;
+                e->sessions[h].flags |= S_CLEANUP_ASKED;
+                e->cleanup_checked[e->n_cleanup_checked++] =
+                        (struct cleanup_ask){.row_key = e->sessions[h].row_key, .handle = h, .read_at = now};
+        }
+}
+
+/* Asks of a unit lost: with a failed commit (r), the next cleanup step
+ * fails with it (a cleanup that went on asking would never end while the
+ * store is down); the open unit dropped after a failed write (r = 0: the
+ * store is not in question) is asked again by the next step. */
+static void cleanup_asks_drop(struct engine *e, struct cleanup_ask *list, size_t *n, int r) {
+        for (size_t i = 0; i < *n; i++)
+                if (cleanup_ask_current(e, &list[i]))
+                        e->sessions[list[i].handle].flags &= ~S_CLEANUP_ASKED;
+        if (*n > 0) {
+                e->cleanup_quiet = 0;
+                if (r < 0 && e->cleanup_error == 0)
+                        e->cleanup_error = txn_storage_errno(r);
+        }
+        *n = 0;
 }
 
 /* ---- tokens memory did not know, read after a commit (engine_fetch_wait) ------------------- */
@@ -445,13 +545,19 @@ static void fetches_answer(struct engine *e, const int64_t *written, size_t n_wr
  * probe finds the store well (fleet_tick). Fetches: answered with the
  * error when the loop is done with the unit (a unit in flight lost, or
  * fleet_hand_off_failed: not from inside the method whose write failed);
- * the open unit dropped without an error asks again. */
+ * the open unit dropped without an error asks again. The cleanup's
+ * candidates: asked again by a later cleanup step (after a failed commit,
+ * the next one fails with its error). */
 void fleet_lost(struct engine *e, bool inflight_too) {
         if (e->n_remote_open > 0 || (inflight_too && e->n_remote_inflight > 0))
                 e->remote_missed = true;
         e->n_remote_open = 0;
+        cleanup_asks_drop(e, e->cleanup_open, &e->n_cleanup_open,
+                          inflight_too ? (e->storage_error ? e->storage_error : -EIO) : 0);
         if (inflight_too) {
                 e->n_remote_inflight = 0;
+                cleanup_asks_drop(e, e->cleanup_inflight, &e->n_cleanup_inflight,
+                                  e->storage_error ? e->storage_error : -EIO);
                 fetches_fail(e, &e->fetch_inflight, e->storage_error ? e->storage_error : -EIO);
                 fetches_fail(e, &e->fetch_open, e->storage_error ? e->storage_error : -EIO);
         } else if (!e->commit_error) {
@@ -490,6 +596,11 @@ void fleet_free(struct engine *e) {
         free(e->remote_inflight);
         e->remote_open = e->remote_inflight = NULL;
         remote_clear(e);
+        free(e->cleanup_open);
+        free(e->cleanup_inflight);
+        free(e->cleanup_checked);
+        e->cleanup_open = e->cleanup_inflight = e->cleanup_checked = NULL;
+        e->n_cleanup_open = e->n_cleanup_inflight = e->n_cleanup_checked = 0;
 }
 
 /* ---- memory checked against the store ---------------------------------------------------------
@@ -497,7 +608,9 @@ void fleet_free(struct engine *e) {
  * (and by the touch granularity for activity, which is not reported): so
  * where memory alone would refuse (a token it does not know, a session it
  * thinks expired, one the cleanup is about to end) the engine of a fleet
- * reads the row first. */
+ * reads the row first: mostly by the writer after a commit (fetches and
+ * the cleanup's candidates, above), with these reads on the loop where
+ * that cannot be. */
 
 int fleet_refresh(struct engine *e, uint32_t *h) {
         struct remote_ctx x = {.e = e, .kind = STORE_CHANGE_UPDATED, .h = NIL};

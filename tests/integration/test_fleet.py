@@ -1021,6 +1021,92 @@ def _creates(d):
         return False
 
 
+def cleanup_reads(d):
+    """D's cleanup candidates read again: (by the writer after a commit, on the loop)."""
+    where = {m["labels"]["where"]: m["value"] for m in d.call("io.sessiond.Admin.Metrics")["metrics"]
+             if m["name"] == "fleet_cleanup_reads_total"}
+    return where["after_commit"], where["loop"]
+
+
+def test_leader_cleanup_reads_candidates_after_a_commit():
+    """The leader's cleanup does not end a session on what its memory
+    says (another daemon may have touched it: touches are not reported)
+    and does not read PostgreSQL on its loop to learn it: each candidate's
+    row is read by the store's writer after a commit, and the next step
+    ends the sessions that, as read, expired everywhere. A session touched
+    on the other daemon all along is not ended, until it is left alone."""
+    settings = {"features.clustering": True, "timeout.idle_timeout": 4, "cleanup.interval": 1,
+                "timeout.expiration_grace": 1, "timeout.cleanup_grace": 1, "timeout.warning_threshold": 1}
+    with Fleet(2, settings) as f:
+        def leaders():
+            return [d for d in f.daemons if d.call("io.sessiond.Admin.Status")["status"]["fleet"]["leader"]]
+        wait_for(lambda: len(leaders()) == 1, what="one leader")
+        leader = leaders()[0]
+        other = [d for d in f.daemons if d is not leader][0]
+        reads_before, changes_before = cleanup_reads(leader), fleet_reads(leader)
+        kept = leader.call("io.sessiond.Session.Create", {"user_id": "kept"})["token"]
+        for _ in range(5):
+            leader.call("io.sessiond.Session.Create", {"user_id": "gone"})
+        assert validate_state(other, kept) == "active"
+
+        def ended(user):
+            return int(psql(f.url, "SELECT count(*) FROM sessions WHERE user_id = '%s' AND "
+                                   "end_reason = 'idle'" % user))
+
+        def touch_until(predicate, what):
+            # Touched on the other daemon only: the leader's memory never
+            # hears of it, the store does (the other daemon's touch flush).
+            def touched():
+                other.call("io.sessiond.Session.Heartbeat", {"token": kept})
+                return predicate()
+            wait_for(touched, what=what, interval=0.3)
+
+        touch_until(lambda: ended("gone") == 5, "the leader's cleanup ended the 5 idle sessions")
+        # The kept session was a candidate in the leader's memory too, read
+        # with the others; wait until it has been read again at least once.
+        after = cleanup_reads(leader)
+        assert after[0] - reads_before[0] >= 6, (reads_before, after)
+        touch_until(lambda: cleanup_reads(leader)[0] > after[0], "the kept session read again by the cleanup")
+        assert ended("kept") == 0
+        assert validate_state(other, kept) == "active"
+        # Left alone, it expires everywhere and the cleanup ends it.
+        timed_wait(lambda: ended("kept") == 1, "the kept session ended once left alone")
+        assert validate_state(leader, kept) == "io.sessiond.Session.Expired"
+        # Every read was the writer's: none on the leader's loop.
+        assert cleanup_reads(leader)[1] == reads_before[1], (reads_before, cleanup_reads(leader))
+        assert fleet_reads(leader)[1] == changes_before[1], (changes_before, fleet_reads(leader))
+
+
+def metric(d, name):
+    return sum(m["value"] for m in d.call("io.sessiond.Admin.Metrics")["metrics"] if m["name"] == name)
+
+
+def test_cleanup_asks_lost_while_postgresql_is_down():
+    """The reads a cleanup asked for are lost with a unit that failed
+    (PostgreSQL down): the run stops on the error (one that went on asking
+    would never end) and, once PostgreSQL is back, a later run asks again
+    and ends the sessions."""
+    settings = {"timeout.idle_timeout": 2, "cleanup.interval": 1, "timeout.expiration_grace": 1,
+                "timeout.cleanup_grace": 1, "timeout.warning_threshold": 1}
+    with Fleet(1, settings) as f:
+        d = f.daemons[0]
+        for _ in range(3):
+            d.call("io.sessiond.Session.Create", {"user_id": "lost"})
+        failures = metric(d, "cleanup_failures_total")
+        reads = cleanup_reads(d)
+        pg_ctl("stop")
+        try:
+            timed_wait(lambda: metric(d, "cleanup_failures_total") > failures,
+                       "a cleanup run failed on its lost reads", timeout=3 * TIMEOUT)
+            assert cleanup_reads(d) == reads, (reads, cleanup_reads(d))
+        finally:
+            pg_ctl("start")
+        timed_wait(lambda: psql(f.url, "SELECT count(*) FROM sessions WHERE user_id = 'lost' AND "
+                                       "end_reason = 'idle'") == "3",
+                   "the sessions ended once PostgreSQL came back", timeout=3 * TIMEOUT)
+        assert cleanup_reads(d)[0] - reads[0] >= 3 and cleanup_reads(d)[1] == reads[1], (reads, cleanup_reads(d))
+
+
 if __name__ == "__main__":
     run_tests([
         test_created_on_one_valid_on_the_others,
@@ -1053,4 +1139,6 @@ if __name__ == "__main__":
         test_destroy_user_of_many_seen_elsewhere,
         test_postgres_restart_under_load,
         test_cached_validations_fail_closed_while_postgresql_is_down,
+        test_leader_cleanup_reads_candidates_after_a_commit,
+        test_cleanup_asks_lost_while_postgresql_is_down,
     ])
