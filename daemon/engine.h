@@ -314,6 +314,7 @@ int engine_list_user_page(struct engine *e, int64_t now, const char *user_id, un
  * keeping the token. */
 struct engine_ref {
         uint8_t key[16];
+        int64_t row_key; /* its row (a fleet reads the ended row by it: engine_session_by_id_later) */
 };
 /* Resolves a token like Validate, without touching or counting. */
 int engine_resolve(struct engine *e, int64_t now, const char *token, struct engine_ref *ref, struct engine_info *ret,
@@ -324,6 +325,23 @@ int engine_peek(struct engine *e, int64_t now, const struct engine_ref *ref, str
 /* One session by public id, live or ended (watch streams, operators);
  * -ENOENT when the store has no such id. */
 int engine_session_by_id(struct engine *e, int64_t now, const char *id, engine_info_fn cb, void *userdata);
+/* engine_session_by_id() for a Watch's final reply, answered by
+ * done(r, info, userdata): info is the session, or NULL (r -ENOENT: no
+ * such row; r 0: a live row memory no longer has; else the error). Not a
+ * fleet (SQLite), the row is read on the loop and done runs before this
+ * returns. On a fleet the loop never waits for PostgreSQL: the store's
+ * writer reads the row (ref->row_key: the session of id) after the next
+ * commit, and done runs when that unit is done (r: its error if the unit
+ * was lost; -ECANCELED when the engine is freed first). done runs inside
+ * the read and may not use the store. Returns 0 (done will run, or has:
+ * then *ret, if given, is NULL; otherwise the read, which
+ * engine_session_read_detach() keeps done from running), or a negative
+ * errno (done will not run). */
+typedef void (*engine_session_got_fn)(int r, const struct engine_info *info, void *userdata);
+struct engine_session_read;
+int engine_session_by_id_later(struct engine *e, int64_t now, const char *id, const struct engine_ref *ref,
+                               engine_session_got_fn done, void *userdata, struct engine_session_read **ret);
+void engine_session_read_detach(struct engine_session_read *x);
 /* Sync state by public id (watch streams). */
 int engine_sync_get_by_id(struct engine *e, const char *id, int64_t *version, char **data, size_t *size);
 
@@ -458,8 +476,7 @@ struct engine_counters {
         /* The sync state's reads of the store (sync.c): by the writer
          * after a commit (a fleet: GetSyncState, a Watch's state,
          * SetSyncState's version and a write's session after it did not
-         * apply), and on the loop (SQLite: all of them; a fleet: a
-         * Watch's final reply). */
+         * apply), and on the loop (SQLite: all of them; a fleet: none). */
         uint64_t sync_reads_after_commit;
         uint64_t sync_reads_on_loop;
         uint64_t fingerprint_changes;    /* IP or language changes recorded */
@@ -488,6 +505,10 @@ struct engine_counters {
          * hand-off). */
         uint64_t cleanup_reads_after_commit;
         uint64_t cleanup_reads_on_loop;
+        /* The ended rows of Watch's final replies (engine_session_by_id_later):
+         * by the writer after a commit (a fleet), on the loop (SQLite). */
+        uint64_t final_reads_after_commit;
+        uint64_t final_reads_on_loop;
 };
 const struct engine_counters *engine_get_counters(const struct engine *e);
 /* The negative errno of the last failed commit (-ENOSPC: the file system is

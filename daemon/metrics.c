@@ -387,6 +387,14 @@ json_t *metrics_current(struct metrics *m, int64_t now, const struct metrics_ext
             "Sessions the cleanup was about to end, read again first (another daemon may have touched them): by the "
             "store's writer after a commit, or on the event loop.",
             u64(ec->cleanup_reads_on_loop), "where", "loop", NULL);
+        add(&b, "watch_final_reads_total", "counter",
+            "Ended sessions read for a Watch's final reply: by the store's writer after a commit (a fleet), or on "
+            "the event loop (SQLite).",
+            u64(ec->final_reads_after_commit), "where", "after_commit", NULL);
+        add(&b, "watch_final_reads_total", "counter",
+            "Ended sessions read for a Watch's final reply: by the store's writer after a commit (a fleet), or on "
+            "the event loop (SQLite).",
+            u64(ec->final_reads_on_loop), "where", "loop", NULL);
         add(&b, "db_size_bytes", "gauge", "Size of the database file and its WAL (0 in memory).",
             json_integer(db_size(d)), NULL);
 

@@ -3,6 +3,9 @@
  * the listings, the watch's lookups and the operator's Terminate and
  * TerminateUser. Listings read live sessions from memory and their rows
  * (ip, user agent) from the store; ended sessions only from the store.
+ * A Watch's final reply reads its ended row on the loop, but on a fleet,
+ * where the store's writer reads it after the next commit
+ * (engine_session_by_id_later).
  */
 #include "engine-internal.h"
 
@@ -13,6 +16,7 @@
 #include <string.h>
 
 #include "log.h"
+#include "macro.h"
 
 /* ---- destroy ------------------------------------------------------------------------------------------ */
 
@@ -335,6 +339,7 @@ int engine_resolve(struct engine *e, int64_t now, const char *token, struct engi
         if (r < 0)
                 return r;
         memcpy(ref->key, S(e, h)->key, sizeof ref->key);
+        ref->row_key = S(e, h)->row_key;
         table_info_fill(e, h, now, ret);
         return 0;
 }
@@ -346,6 +351,103 @@ int engine_peek(struct engine *e, int64_t now, const struct engine_ref *ref, str
                 return -ENOENT;
         table_info_fill(e, h, now, ret);
         return 0;
+}
+
+/* A Watch's final reply: the ended row. Not a fleet it is read on the
+ * loop at once; on a fleet by the store's writer right after the next
+ * commit (store_read_after), the call waiting for that unit (struct
+ * unit_wait). An ended row no longer changes, so a read after any commit
+ * that followed its end is the row as it stays; a row still live there is
+ * told from memory, as engine_session_by_id() does. */
+struct engine_session_read {
+        struct unit_wait base; /* first: the unit's list holds it */
+        int64_t row_key;
+        int64_t now;
+        engine_session_got_fn done; /* NULL: detached */
+        void *userdata;
+};
+
+struct got_ctx {
+        engine_session_got_fn done;
+        void *userdata;
+        bool told;
+};
+
+static int got_cb(const struct engine_info *info, void *userdata) {
+        struct got_ctx *g = userdata;
+
+        g->told = true;
+        g->done(0, info, g->userdata);
+        return 1;
+}
+
+static void session_read_committed(struct engine *e, struct unit_wait *base) {
+        struct engine_session_read *w = container_of(base, struct engine_session_read, base);
+        struct got_ctx g = {w->done, w->userdata, false};
+        struct list_ctx x = {e, w->now, true, 1, 0, got_cb, &g, 0, 0, 0, false};
+        int r = -EAGAIN;
+
+        if (w->done)
+                r = store_read_row(e->store, w->row_key, list_row_cb, &x);
+        if (r == -EAGAIN) /* not read (the read failed): no read on the loop instead */
+                r = -EIO;
+        else if (r >= 0)
+                e->counters.final_reads_after_commit++;
+        if (w->done && !g.told)
+                w->done(r == -ENOENT ? r : r < 0 ? txn_storage_errno(r) : 0, NULL, w->userdata);
+        free(w);
+}
+
+static void session_read_lost(struct engine *e, struct unit_wait *base, int r) {
+        struct engine_session_read *w = container_of(base, struct engine_session_read, base);
+
+        (void) e;
+        if (w->done)
+                w->done(r, NULL, w->userdata);
+        free(w);
+}
+
+int engine_session_by_id_later(struct engine *e, int64_t now, const char *id, const struct engine_ref *ref,
+                               engine_session_got_fn done, void *userdata, struct engine_session_read **ret) {
+        struct engine_session_read *w;
+        int r;
+
+        assert(done);
+        if (ret)
+                *ret = NULL;
+        if (!e->fleet) {
+                struct got_ctx g = {done, userdata, false};
+
+                e->counters.final_reads_on_loop++;
+                r = engine_session_by_id(e, now, id, got_cb, &g);
+                if (!g.told)
+                        done(r < 0 ? r : 0, NULL, userdata);
+                return 0;
+        }
+        assert(ref->row_key > 0); /* engine_resolve()'s */
+        w = calloc(1, sizeof *w);
+        if (!w)
+                return -ENOMEM;
+        r = txn_begin(e);
+        if (r >= 0)
+                r = store_read_after(e->store, ref->row_key);
+        if (r < 0) {
+                free(w);
+                return txn_storage_errno(r);
+        }
+        w->base = (struct unit_wait){.committed = session_read_committed, .lost = session_read_lost};
+        w->row_key = ref->row_key;
+        w->now = now;
+        w->done = done;
+        w->userdata = userdata;
+        txn_wait_add(e, &w->base);
+        if (ret)
+                *ret = w;
+        return 0;
+}
+
+void engine_session_read_detach(struct engine_session_read *x) {
+        x->done = NULL;
 }
 
 /* ---- administration ------------------------------------------------------------------------------------------- */
