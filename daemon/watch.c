@@ -20,6 +20,15 @@
  * callback. A client that stops reading makes call_reply_continues() fail
  * with -ENOBUFS once the server's output cap is reached, which ends the
  * stream: a slow reader costs at most that cap.
+ *
+ * The final reply (the session ended, or left memory before the first
+ * reply) tells the ended row, read from the store with
+ * engine_session_by_id_later(): on the loop at once when not a fleet
+ * (SQLite); on a fleet by the store's writer after the next commit, so
+ * that the loop never waits for PostgreSQL. Meanwhile the watcher hears
+ * nothing more, and the read holds a reference: the reply goes out when it
+ * is in, to nobody if the client went away, and not at all when the
+ * engine is freed first.
  */
 #include "watch.h"
 
@@ -53,6 +62,10 @@ struct watcher {
          * loop (engine_sync_get_ref_later); the first reply ("state")
          * waits for it, and sync events heard meanwhile make one more read. */
         bool state_pending, sync_pending, sync_again;
+        /* The final reply waits for its ended row (final_read_start). */
+        bool final_pending;
+        bool final_or_event; /* no row read: {"event"} alone (else an error) */
+        const char *final_event;
         unsigned refs;
         uv_timer_t timer;
 };
@@ -172,7 +185,7 @@ static void evaluate(struct watcher *w) {
         int64_t now = methods_now_ms();
         struct engine_info info;
 
-        if (!w->call)
+        if (!w->call || w->final_pending)
                 return;
         if (engine_peek(e, now, &w->ref, &info) < 0)
                 return; /* ended: the "ended" event is on its way */
@@ -247,6 +260,38 @@ static int64_t sync_fields(struct engine *e, const char *id, json_t *reply) {
         return version;
 }
 
+/* The ended row is in (or could not be read): the final reply. */
+static void final_got(int r, const struct engine_info *info, void *userdata) {
+        struct watcher *w = userdata;
+        struct final_reply f = {w->final_event, NULL};
+
+        w->final_pending = false;
+        if (r == -ECANCELED) {
+                watcher_unref(w);
+                return;
+        }
+        if (info)
+                (void) final_cb(info, &f);
+        if (!f.reply && w->final_or_event)
+                f.reply = json_pack("{s:s}", "event", "ended");
+        send_final(w, f.reply);
+        watcher_unref(w);
+}
+
+/* Reads the ended row for the final reply: event "ended" or "rotated";
+ * or_event: without a row the reply is the event alone. */
+static void final_read_start(struct watcher *w, const char *event, bool or_event) {
+        int r;
+
+        w->refs++;
+        w->final_pending = true;
+        w->final_event = event;
+        w->final_or_event = or_event;
+        r = engine_session_by_id_later(w->reg->d->engine, methods_now_ms(), w->id, &w->ref, final_got, w, NULL);
+        if (r < 0)
+                final_got(r, NULL, w);
+}
+
 static void sync_read_start(struct watcher *w);
 
 /* A sync state read after a commit, for the first reply or a sync event:
@@ -259,19 +304,15 @@ static void sync_got(int r, int64_t version, const char *data, size_t size, void
         json_t *reply;
 
         w->state_pending = w->sync_pending = false;
-        if (!w->call || r == -ECANCELED) {
+        if (!w->call || r == -ECANCELED || w->final_pending) {
                 watcher_unref(w);
                 return;
         }
         if (engine_peek(e, methods_now_ms(), &w->ref, &info) < 0) {
                 /* Left memory meanwhile: its "ended" event may already have
                  * been told to nobody (the first reply had not gone out). */
-                if (state) {
-                        struct final_reply f = {"ended", NULL};
-
-                        (void) engine_session_by_id(e, methods_now_ms(), w->id, final_cb, &f);
-                        send_final(w, f.reply ? f.reply : json_pack("{s:s}", "event", "ended"));
-                }
+                if (state)
+                        final_read_start(w, "ended", true);
                 watcher_unref(w);
                 return;
         }
@@ -315,18 +356,13 @@ static void watcher_hear(struct engine *e, struct watcher *w, const struct engin
         int64_t now = methods_now_ms();
         const char *reason;
 
-        if (!w->call)
+        if (!w->call || w->final_pending)
                 return;
         if (w->state_pending && strcmp(ev->kind, "ended") != 0)
                 return; /* the first reply, still to come, tells the state after it */
         if (strcmp(ev->kind, "ended") == 0) {
-                struct final_reply f = {"ended", NULL};
-
                 reason = json_string_value(json_object_get(ev->detail, "reason"));
-                if (reason && strcmp(reason, "rotated") == 0)
-                        f.event = "rotated";
-                (void) engine_session_by_id(e, now, w->id, final_cb, &f);
-                send_final(w, f.reply);
+                final_read_start(w, reason && strcmp(reason, "rotated") == 0 ? "rotated" : "ended", false);
         } else if (engine_peek(e, now, &w->ref, &info) < 0) {
                 return;
         } else if (strcmp(ev->kind, "sync") == 0 && engine_sync_reads_later(e)) {
