@@ -1107,6 +1107,66 @@ def test_cleanup_asks_lost_while_postgresql_is_down():
         assert cleanup_reads(d)[0] - reads[0] >= 3 and cleanup_reads(d)[1] == reads[1], (reads, cleanup_reads(d))
 
 
+def watch_final_reads(d):
+    """d's reads of ended rows for Watch final replies: (by the writer after a commit, on the loop)."""
+    where = {m["labels"]["where"]: m["value"] for m in d.call("io.sessiond.Admin.Metrics")["metrics"]
+             if m["name"] == "watch_final_reads_total"}
+    return where["after_commit"], where["loop"]
+
+
+def watch_until_final(w):
+    """The replies of a Watch stream up to its final one."""
+    evs = []
+    while True:
+        ev = w.recv()
+        assert "error" not in ev, (evs, ev)
+        evs.append(ev)
+        if not ev.get("continues"):
+            return evs
+
+
+def test_watch_final_reply_read_off_the_loop():
+    """A Watch's final reply tells the ended session as the store has it,
+    read by the store's writer after a commit, never on the loop: a Watch on
+    A of a session destroyed on B ends with "ended" (reason destroyed), one
+    of a session rotated on A with "rotated" (the old id, reason rotated)."""
+    with Fleet(2) as f:
+        a, b = f.daemons
+        reads, syncs = watch_final_reads(a), sync_reads(a)
+        token = a.call("io.sessiond.Session.Create", {"user_id": "final-destroyed", "platform_id": "web"})["token"]
+        assert validate_state(b, token) == "active"
+        with a.connect() as w:
+            w.send("io.sessiond.Session.Watch", {"token": token}, more=True)
+            first = w.recv()
+            assert first.get("continues") is True and first["parameters"]["event"] == "state", first
+            sid = first["parameters"]["session"]["id"]
+            b.call("io.sessiond.Session.Destroy", {"token": token})
+            final = watch_until_final(w)[-1]["parameters"]
+        assert final["event"] == "ended", final
+        s = final["session"]
+        assert (s["id"], s["user_id"], s["platform_id"], s["state"], s["end_reason"]) == \
+            (sid, "final-destroyed", "web", "ended", "destroyed"), final
+        assert s["ended_at"] > 0 and s["created_at"] == first["parameters"]["session"]["created_at"], final
+
+        token = a.call("io.sessiond.Session.Create", {"user_id": "final-rotated"})["token"]
+        with a.connect() as w:
+            w.send("io.sessiond.Session.Watch", {"token": token}, more=True)
+            first = w.recv()
+            assert first.get("continues") is True, first
+            sid = first["parameters"]["session"]["id"]
+            new = a.call("io.sessiond.Session.Rotate", {"token": token})
+            final = watch_until_final(w)[-1]["parameters"]
+        assert final["event"] == "rotated", final
+        s = final["session"]
+        assert (s["id"], s["user_id"], s["state"], s["end_reason"]) == \
+            (sid, "final-rotated", "ended", "rotated"), final
+        assert new["session"]["id"] != sid, new
+
+        after = watch_final_reads(a)
+        assert after[0] - reads[0] == 2 and after[1] == reads[1], (reads, after)
+        assert sync_reads(a)[1] == syncs[1], (syncs, sync_reads(a))
+
+
 if __name__ == "__main__":
     run_tests([
         test_created_on_one_valid_on_the_others,
@@ -1141,4 +1201,5 @@ if __name__ == "__main__":
         test_cached_validations_fail_closed_while_postgresql_is_down,
         test_leader_cleanup_reads_candidates_after_a_commit,
         test_cleanup_asks_lost_while_postgresql_is_down,
+        test_watch_final_reply_read_off_the_loop,
     ])
