@@ -1984,6 +1984,23 @@ START_TEST(test_audit_switch) {
 }
 END_TEST
 
+struct final_got {
+        unsigned calls;
+        int r;
+        bool info;
+        char reason[32];
+};
+
+static void final_got_cb(int r, const struct engine_info *info, void *userdata) {
+        struct final_got *g = userdata;
+
+        g->calls++;
+        g->r = r;
+        g->info = info != NULL;
+        if (info)
+                snprintf(g->reason, sizeof g->reason, "%s", engine_end_reason_to_string(info->end_reason));
+}
+
 START_TEST(test_watch_support) {
         struct fixture f;
         struct engine_error err = {0};
@@ -2014,6 +2031,27 @@ START_TEST(test_watch_support) {
         ck_assert_uint_eq(st.ended, 1);
         ck_assert_str_eq(st.reason, "destroyed");
         ck_assert_int_eq(engine_session_by_id(f.e, MS(T0 + 3), "nnnnnnnnnnnnnnnnnnnnnn", state_cb, &st), -ENOENT);
+        /* Not a fleet: the final reply's row is read at once, on the loop. */
+        {
+                struct final_got g = {0};
+                struct engine_session_read *x = (void *) 1;
+
+                ck_assert_int_eq(engine_session_by_id_later(f.e, MS(T0 + 3), id, &ref, final_got_cb, &g, &x), 0);
+                ck_assert_ptr_null(x);
+                ck_assert_uint_eq(g.calls, 1);
+                ck_assert_int_eq(g.r, 0);
+                ck_assert(g.info);
+                ck_assert_str_eq(g.reason, "destroyed");
+                g = (struct final_got){0};
+                ck_assert_int_eq(engine_session_by_id_later(f.e, MS(T0 + 3), "nnnnnnnnnnnnnnnnnnnnnn", &ref,
+                                                            final_got_cb, &g, NULL),
+                                 0);
+                ck_assert_uint_eq(g.calls, 1);
+                ck_assert_int_eq(g.r, -ENOENT);
+                ck_assert(!g.info);
+                ck_assert_uint_eq(engine_get_counters(f.e)->final_reads_on_loop, 2);
+                ck_assert_uint_eq(engine_get_counters(f.e)->final_reads_after_commit, 0);
+        }
         fixture_done(&f);
 }
 END_TEST
