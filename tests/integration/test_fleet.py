@@ -1167,6 +1167,58 @@ def test_watch_final_reply_read_off_the_loop():
         assert sync_reads(a)[1] == syncs[1], (syncs, sync_reads(a))
 
 
+def test_watch_final_reply_pending_when_the_client_goes_or_the_daemon_stops():
+    """A Watch's final reply waiting for its read after a commit: its
+    client hanging up, or the daemon stopping, meanwhile costs nothing (the
+    reply goes to nobody; the daemon answers on, or exits cleanly). Row
+    locks hold the units so that the final read is in a unit that waits:
+    the Watch's first reply waits for its sync read, the session is rotated
+    in the same unit (which then waits too), and the final read joins the
+    next unit, which waits for a lock of its own."""
+    for stop in (False, True):
+        with Fleet(1) as f:
+            d, = f.daemons
+            token = d.call("io.sessiond.Session.Create", {"user_id": "pending"})["token"]
+            blockers = {u: d.call("io.sessiond.Session.Create", {"user_id": u})["token"]
+                        for u in ("pending1", "pending2", "pending3")}
+            locks = {u: RowLocks(f.url, u) for u in blockers}
+            reads = watch_final_reads(d)
+            out, threads = {}, {}
+
+            def destroy(u):
+                threads[u] = call_in_background(out, u, d, "io.sessiond.Session.Destroy", {"token": blockers[u]})
+            destroy("pending1")
+            wait_for(lambda: waiting_for_locks(f.url) >= 1, what="the first unit waiting")
+            w = d.connect()
+            w.send("io.sessiond.Session.Watch", {"token": token}, more=True)
+            threads["rotate"] = call_in_background(out, "rotate", d, "io.sessiond.Session.Rotate", {"token": token})
+            destroy("pending3")
+            time.sleep(0.3)  # the Watch's sync read, the Rotate and a Destroy in the second unit
+            locks["pending1"].release()
+            threads["pending1"].join(TIMEOUT)
+            wait_for(lambda: waiting_for_locks(f.url) >= 1, what="the second unit waiting")
+            destroy("pending2")
+            time.sleep(0.3)  # a Destroy in the third unit
+            locks["pending3"].release()
+            threads["rotate"].join(TIMEOUT)
+            assert "token" in out["rotate"], out
+            wait_for(lambda: waiting_for_locks(f.url) >= 1, what="the third unit waiting, with the final read")
+            assert watch_final_reads(d) == reads, (reads, watch_final_reads(d))
+            if stop:
+                d.signal(signal.SIGTERM)
+            w.close()
+            time.sleep(0.3)  # the daemon stopping, or the hang-up heard
+            locks["pending2"].release()
+            threads["pending2"].join(TIMEOUT)
+            assert "error" not in str(out["pending2"]), out
+            if stop:
+                assert d.stop() == 0
+                continue
+            after = watch_final_reads(d)
+            assert after[0] == reads[0] + 1 and after[1] == reads[1], (reads, after)
+            assert validate_state(d, out["rotate"]["token"]) == "active"
+
+
 if __name__ == "__main__":
     run_tests([
         test_created_on_one_valid_on_the_others,
@@ -1202,4 +1254,5 @@ if __name__ == "__main__":
         test_leader_cleanup_reads_candidates_after_a_commit,
         test_cleanup_asks_lost_while_postgresql_is_down,
         test_watch_final_reply_read_off_the_loop,
+        test_watch_final_reply_pending_when_the_client_goes_or_the_daemon_stops,
     ])
