@@ -1107,6 +1107,58 @@ def test_cleanup_asks_lost_while_postgresql_is_down():
         assert cleanup_reads(d)[0] - reads[0] >= 3 and cleanup_reads(d)[1] == reads[1], (reads, cleanup_reads(d))
 
 
+def listener_pids(url):
+    """The daemons' listening connections (named by application_name) on url's database."""
+    db = url.split("?")[0].rsplit("/", 1)[1]
+    return set(psql(URL, "SELECT pid FROM pg_stat_activity WHERE datname = '%s' AND application_name LIKE "
+                         "'sessiond/%%'" % db).split())
+
+
+def test_missed_changes_are_read_again_after_a_commit():
+    """B's listening connection is lost and cannot come back at once, while
+    A destroys and creates sessions: B misses those changes, and once its
+    listener is back it reads every live session again, by its store's
+    writer after commits, in pages, not on its loop (no session row read on
+    the loop meanwhile). B then refuses the sessions A destroyed and lists
+    those A created."""
+    with Fleet(1) as f:
+        a = f.daemons[0]
+        a_listener = listener_pids(f.url)
+        b = f.add()
+        kept = [a.call("io.sessiond.Session.Create", {"user_id": "outage"})["token"] for _ in range(5)]
+        doomed = [a.call("io.sessiond.Session.Create", {"user_id": "outage"})["token"] for _ in range(5)]
+        ids = {a.call("io.sessiond.Session.Validate", {"token": t, "touch": False})["session"]["id"] for t in kept}
+        timed_wait(lambda: len(listed_ids(b, "outage")) == 10, "A's creations in B's memory")
+        for t in kept + doomed:
+            assert validate_state(b, t) == "active"
+        b_listener = listener_pids(f.url) - a_listener
+        assert len(a_listener) == 1 and len(b_listener) == 1, (a_listener, b_listener)
+        loop_reads = metric(b, "store_loop_row_reads_total")
+        rereads = metric(b, "fleet_rereads_total")
+        rows = metric(b, "fleet_reread_rows_total")
+        db = f.url.split("?")[0].rsplit("/", 1)[1]
+        psql(URL, "ALTER DATABASE %s ALLOW_CONNECTIONS false" % db)
+        try:
+            psql(URL, "SELECT pg_terminate_backend(%s)" % b_listener.pop())
+            wait_for(lambda: "listens for other daemons' changes was lost" in b.read_log(), what="B's listener lost")
+            for t in doomed:
+                a.call("io.sessiond.Session.Destroy", {"token": t})
+            created = {a.call("io.sessiond.Session.Create", {"user_id": "outage"})["session"]["id"] for _ in range(3)}
+            time.sleep(0.3)  # A's announcements of the creations are sent (and missed by B)
+            assert all(validate_state(b, t) == "active" for t in doomed)  # B's memory missed the destroys
+        finally:
+            psql(URL, "ALTER DATABASE %s ALLOW_CONNECTIONS true" % db)
+        timed_wait(lambda: all(validate_state(b, t) == "io.sessiond.Session.Expired" for t in doomed),
+                   "destroys missed by B refused on B")
+        timed_wait(lambda: listed_ids(b, "outage") == ids | created, "creations missed by B listed by B")
+        assert metric(b, "fleet_rereads_total") > rereads
+        assert metric(b, "fleet_reread_rows_total") - rows >= 8, (rows, metric(b, "fleet_reread_rows_total"))
+        assert metric(b, "store_loop_row_reads_total") == loop_reads, (
+            loop_reads, metric(b, "store_loop_row_reads_total"), b.read_log()[-3000:])
+        assert "re-read the live sessions after missing changes of other daemons (5 no longer live)" in \
+            b.read_log(), b.read_log()[-3000:]
+
+
 if __name__ == "__main__":
     run_tests([
         test_created_on_one_valid_on_the_others,
@@ -1141,4 +1193,5 @@ if __name__ == "__main__":
         test_cached_validations_fail_closed_while_postgresql_is_down,
         test_leader_cleanup_reads_candidates_after_a_commit,
         test_cleanup_asks_lost_while_postgresql_is_down,
+        test_missed_changes_are_read_again_after_a_commit,
     ])
