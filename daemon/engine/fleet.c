@@ -26,7 +26,10 @@
  *
  * When the store says changes may have been missed (its listening
  * connection was lost, or another daemon died before announcing its last
- * creations), every live session in memory is read again.
+ * creations), every live session in memory is read again: the store's
+ * live rows, a page per commit, then the sessions no page found live, all
+ * by the writer after a commit like the changes' rows (never on the loop,
+ * with a million sessions as with ten; "every live session, read again").
  *
  * PostgreSQL down. Writes fail at once (their unit's commit fails:
  * StorageError). Validations of cached sessions need no store, so they go
@@ -211,7 +214,9 @@ void fleet_row_changed(struct engine *e, int64_t row_key, enum store_change_kind
  * writing connection, which sees the open unit's writes. Memory may also
  * be newer than the writer's read when the loop itself read rows since
  * the unit was handed off (a read now, a refresh, a token looked up on
- * the loop): then every row is read again on the loop (rare). */
+ * the loop): then every row is read again on the loop (rare), but for the
+ * re-read of every session, whose reads are asked again after the next
+ * commit instead (below). */
 
 static void fetches_append(struct engine_fetch **list, struct engine_fetch *f);
 
@@ -704,7 +709,9 @@ static void fetches_answer(struct engine *e, const int64_t *written, size_t n_wr
 
 /* The unit that was to read them is lost. Changes: the store is in
  * trouble (no read now either), they are read with everything else once a
- * probe finds the store well (fleet_tick). Fetches: answered with the
+ * probe finds the store well (fleet_tick); so is a re-read of every
+ * session whose page or ends' reads the unit carried (the pass starts
+ * again then, never left half done). Fetches: answered with the
  * error when the loop is done with the unit (a unit in flight lost, or
  * fleet_hand_off_failed: not from inside the method whose write failed);
  * the open unit dropped without an error asks again. The cleanup's
