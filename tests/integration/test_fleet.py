@@ -1159,6 +1159,49 @@ def test_missed_changes_are_read_again_after_a_commit():
             b.read_log(), b.read_log()[-3000:]
 
 
+def test_reread_of_many_sessions_in_pages():
+    """More than two pages' worth of sessions created on A while B's
+    listener is out come into B's memory with the re-read that follows its
+    return: page after page, each read by B's store writer after a commit,
+    none on B's loop."""
+    n = int(os.environ.get("FLEET_REREAD_SESSIONS", "25000"))
+    bench = os.environ.get("SESSIOND_BENCH")
+    if not bench:
+        raise Skip("no sessiond-bench (SESSIOND_BENCH)")
+    with Fleet(1) as f:
+        a = f.daemons[0]
+        a_listener = listener_pids(f.url)
+        b = f.add()
+        a.call("io.sessiond.Session.Create", {"user_id": "page"})
+        timed_wait(lambda: metric(b, "sessions_in_memory") == 1, "A's creation in B's memory")
+        b_listener = listener_pids(f.url) - a_listener
+        assert len(b_listener) == 1, (a_listener, b_listener)
+        loop_reads = metric(b, "store_loop_row_reads_total")
+        rows = metric(b, "fleet_reread_rows_total")
+        db = f.url.split("?")[0].rsplit("/", 1)[1]
+        psql(URL, "ALTER DATABASE %s ALLOW_CONNECTIONS false" % db)
+        try:
+            psql(URL, "SELECT pg_terminate_backend(%s)" % b_listener.pop())
+            wait_for(lambda: "listens for other daemons' changes was lost" in b.read_log(), what="B's listener lost")
+            p = subprocess.run([bench, "-s", a.socket, "--timeout", "10", "-o", "validate", "--sessions", str(n),
+                                "-n", "0", "-c", "4"], capture_output=True, text=True, timeout=120)
+            assert p.returncode == 0, (p.stdout, p.stderr)
+            time.sleep(0.3)  # A's announcements of the creations are sent (and missed by B)
+            assert metric(b, "sessions_in_memory") < n + 1
+        finally:
+            psql(URL, "ALTER DATABASE %s ALLOW_CONNECTIONS true" % db)
+        try:
+            timed_wait(lambda: metric(b, "sessions_in_memory") == n + 1,
+                       "%d creations missed by B in B's memory" % n)
+        except AssertionError:
+            raise AssertionError("B holds %d of %d; rows read again %d\n%s" % (
+                metric(b, "sessions_in_memory"), n + 1, metric(b, "fleet_reread_rows_total") - rows,
+                "\n".join(l for l in b.read_log().splitlines() if "[debug]" not in l)[-3000:]))
+        assert metric(b, "fleet_reread_rows_total") - rows >= n, (rows, metric(b, "fleet_reread_rows_total"))
+        assert metric(b, "store_loop_row_reads_total") == loop_reads, (
+            loop_reads, metric(b, "store_loop_row_reads_total"))
+
+
 if __name__ == "__main__":
     run_tests([
         test_created_on_one_valid_on_the_others,
@@ -1194,4 +1237,5 @@ if __name__ == "__main__":
         test_leader_cleanup_reads_candidates_after_a_commit,
         test_cleanup_asks_lost_while_postgresql_is_down,
         test_missed_changes_are_read_again_after_a_commit,
+        test_reread_of_many_sessions_in_pages,
     ])
