@@ -484,7 +484,8 @@ void fleet_hand_off(struct engine *e);
 void fleet_committed(struct engine *e);
 void fleet_lost(struct engine *e, bool inflight_too);
 void fleet_free(struct engine *e);
-/* Before the store closes: waits for a probe running on a worker. */
+/* Before the store closes: waits for a probe running on a worker, and
+ * gives up a re-read of every session under way. */
 void fleet_stop(struct engine *e);
 bool fleet_cache_stale(const struct engine *e, int64_t now);
 /* A row another daemon changed (as if its change were heard): read after

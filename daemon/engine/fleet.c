@@ -876,6 +876,8 @@ static void probe_after(uv_work_t *w, int status) {
 void fleet_stop(struct engine *e) {
         struct fleet_probe *p = e->probe;
 
+        if (e->reread_active)
+                reread_stop(e); /* stopping: the last commits read no more pages */
         if (!p)
                 return;
         e->probe = NULL;
