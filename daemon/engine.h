@@ -496,6 +496,15 @@ struct engine_counters {
          * (rows this daemon's open unit writes too, or a unit lost). */
         uint64_t remote_reads_after_commit;
         uint64_t remote_reads_on_loop;
+        /* The re-reads of every live session after missed changes: those
+         * done, and the live rows they read (by the writer after a
+         * commit, in pages). */
+        uint64_t rereads;
+        uint64_t reread_rows_after_commit;
+        /* Session rows read on the loop, through the writing connection
+         * (a fleet's reads that could not wait for a commit, and the rows
+         * of a unit lost read back). */
+        uint64_t loop_row_reads;
         /* Tokens memory did not know, read by the writer after a commit
          * (engine_fetch_wait). */
         uint64_t token_reads_after_commit;

@@ -376,6 +376,17 @@ json_t *metrics_current(struct metrics *m, int64_t now, const struct metrics_ext
         add(&b, "fleet_change_reads_total", "counter",
             "Rows of other daemons' changes read again: by the store's writer after a commit, or on the event loop.",
             u64(ec->remote_reads_on_loop), "where", "loop", NULL);
+        add(&b, "fleet_rereads_total", "counter",
+            "Re-reads of every live session after other daemons' changes may have been missed (the listening "
+            "connection lost, the store unreachable), done.",
+            u64(ec->rereads), NULL);
+        add(&b, "fleet_reread_rows_total", "counter",
+            "Live rows those re-reads read: by the store's writer after a commit, in pages.",
+            u64(ec->reread_rows_after_commit), "where", "after_commit", NULL);
+        add(&b, "store_loop_row_reads_total", "counter",
+            "Session rows read on the event loop (waiting for the store): a fleet's reads that could not wait for a "
+            "commit, and the rows of a unit lost, read back.",
+            u64(ec->loop_row_reads), NULL);
         add(&b, "fleet_token_reads_total", "counter",
             "Tokens this daemon's memory did not know, read by the store's writer after a commit.",
             u64(ec->token_reads_after_commit), NULL);

@@ -260,10 +260,10 @@ struct engine {
         struct engine_fetch *fetch_open, *fetch_inflight;
         const struct engine_fetch *fetched;
         struct fleet_probe *probe; /* the store's reachability, probed on a worker thread */
-        /* Rows read on the loop (fleet.c), and their count at the last
+        /* Rows read on the loop (e->counters.loop_row_reads) at the last
          * hand-off: rows read after a commit are not taken when the loop
-         * read since (memory may be newer than them). */
-        uint64_t loop_row_reads, loop_row_reads_at_hand_off;
+         * read since (memory may be newer than them; fleet.c). */
+        uint64_t loop_row_reads_at_hand_off;
         /* Cleanup candidates whose rows the writer reads after the open
          * unit / the unit in flight, and those read, for the next cleanup
          * step to end (cleanup.c, fleet.c). */
@@ -271,6 +271,19 @@ struct engine {
         size_t n_cleanup_open, cleanup_open_allocated, n_cleanup_inflight, cleanup_inflight_allocated;
         size_t n_cleanup_checked, cleanup_checked_allocated;
         int cleanup_error; /* asks lost with their unit (or read): the next cleanup step's error */
+        /* The re-read of every live session after missed changes
+         * (fleet.c): a pass under way (entries it has not seen are
+         * S_STALE), the page of live rows the writer reads after the open
+         * unit / the unit in flight, where the next page starts, and the
+         * entries the pass did not find live, read one by one after a
+         * commit to learn how they ended (asked of the open unit / in
+         * flight, and those found so far). */
+        bool reread_active, reread_open, reread_inflight, reread_restart;
+        bool reread_ends; /* the pass is past its pages: the asks are the ends' */
+        struct store_live_read reread;
+        int64_t reread_after;
+        struct cleanup_ask *reread_gone;
+        size_t n_reread_gone, reread_gone_allocated, reread_gone_total;
 };
 
 static inline const struct sessiond_config *cfg(const struct engine *e) {
@@ -471,7 +484,8 @@ void fleet_hand_off(struct engine *e);
 void fleet_committed(struct engine *e);
 void fleet_lost(struct engine *e, bool inflight_too);
 void fleet_free(struct engine *e);
-/* Before the store closes: waits for a probe running on a worker. */
+/* Before the store closes: waits for a probe running on a worker, and
+ * gives up a re-read of every session under way. */
 void fleet_stop(struct engine *e);
 bool fleet_cache_stale(const struct engine *e, int64_t now);
 /* A row another daemon changed (as if its change were heard): read after

@@ -26,7 +26,10 @@
  *
  * When the store says changes may have been missed (its listening
  * connection was lost, or another daemon died before announcing its last
- * creations), every live session in memory is read again.
+ * creations), every live session in memory is read again: the store's
+ * live rows, a page per commit, then the sessions no page found live, all
+ * by the writer after a commit like the changes' rows (never on the loop,
+ * with a million sessions as with ten; "every live session, read again").
  *
  * PostgreSQL down. Writes fail at once (their unit's commit fails:
  * StorageError). Validations of cached sessions need no store, so they go
@@ -138,40 +141,25 @@ static int remote_row_cb(const struct store_session *row, void *userdata) {
 }
 
 /* Every live session memory holds, read again (changes may have been
- * missed): the store's live sessions are taken in one pass (a table
- * entry re-added by remote_row_cb has no S_STALE), and those memory still
- * holds marked are no longer live there: each is read to learn how it
- * ended. One pass over the store's live rows, on the loop: a rare event
- * (the listening connection came back) that costs about what start-up's
- * loading costs. */
-static void remote_reload_all(struct engine *e) {
-        struct remote_ctx x = {.e = e, .kind = STORE_CHANGE_UPDATED};
-        struct store_filter f = {.live_only = true, .light = true};
-        size_t stale = 0;
-        int r;
+ * missed), never on the loop: entries are marked S_STALE, and the store's
+ * live rows are read by the writer after commits, a page at a time
+ * (reread_answer, below). A pass under way starts again from the first
+ * page (the page asked is dropped when it comes). */
+static void reread_ask(struct engine *e);
 
-        e->loop_row_reads++;
+static void remote_reload_all(struct engine *e) {
         for (uint32_t h = 0; h < e->sessions_used; h++)
                 if (e->sessions[h].flags & S_USED)
                         e->sessions[h].flags |= S_STALE;
-        r = store_sessions_each(e->store, &f, remote_row_cb, &x);
-        for (uint32_t h = 0; h < e->sessions_used; h++) {
-                uint32_t k = h;
-
-                if (!(e->sessions[h].flags & S_STALE))
-                        continue;
-                e->sessions[h].flags &= ~S_STALE;
-                if (r < 0)
-                        continue; /* the pass failed: nothing learnt */
-                stale++;
-                (void) fleet_refresh(e, &k);
+        e->reread_active = true;
+        e->reread_ends = false;
+        e->reread_after = 0;
+        e->n_reread_gone = e->reread_gone_total = 0;
+        if (e->reread_open || e->reread_inflight) {
+                e->reread_restart = true;
+                return;
         }
-        if (r < 0)
-                log_warning("Store %s: re-reading the cached sessions failed: %s", store_name(e->store), strerror(-r));
-        else
-                log_notice("Store %s: re-read the live sessions after missing changes of other daemons "
-                           "(%zu no longer live).",
-                           store_name(e->store), stale);
+        reread_ask(e);
 }
 
 /* A change read now, on the loop, through the writing connection: it sees
@@ -180,7 +168,7 @@ static void remote_read_now(struct engine *e, const struct store_change *c) {
         struct remote_ctx x = {.e = e, .kind = c->kind};
         int r = store_session_by_row_key(e->store, c->row_key, remote_row_cb, &x);
 
-        e->loop_row_reads++;
+        e->counters.loop_row_reads++;
         e->counters.remote_reads_on_loop++;
         if (r < 0 && r != -ENOENT)
                 log_warning("Store %s: could not read session row %lld changed by another daemon: %s",
@@ -226,13 +214,15 @@ void fleet_row_changed(struct engine *e, int64_t row_key, enum store_change_kind
  * writing connection, which sees the open unit's writes. Memory may also
  * be newer than the writer's read when the loop itself read rows since
  * the unit was handed off (a read now, a refresh, a token looked up on
- * the loop): then every row is read again on the loop (rare). */
+ * the loop): then every row is read again on the loop (rare), but for the
+ * re-read of every session, whose reads are asked again after the next
+ * commit instead (below). */
 
 static void fetches_append(struct engine_fetch **list, struct engine_fetch *f);
 
 void fleet_hand_off(struct engine *e) {
         assert(!e->fetch_inflight);
-        e->loop_row_reads_at_hand_off = e->loop_row_reads;
+        e->loop_row_reads_at_hand_off = e->counters.loop_row_reads;
         e->fetch_inflight = e->fetch_open;
         e->fetch_open = NULL;
         SWAP(e->remote_open, e->remote_inflight);
@@ -243,6 +233,8 @@ void fleet_hand_off(struct engine *e) {
         SWAP(e->cleanup_open_allocated, e->cleanup_inflight_allocated);
         e->n_cleanup_inflight = e->n_cleanup_open;
         e->n_cleanup_open = 0;
+        e->reread_inflight = e->reread_open;
+        e->reread_open = false;
 }
 
 static int affected_cmp(const void *a, const void *b) {
@@ -253,15 +245,16 @@ static int affected_cmp(const void *a, const void *b) {
 
 static void fetches_answer(struct engine *e, const int64_t *written, size_t n_written);
 static void cleanup_reads_answer(struct engine *e, const int64_t *written, size_t n_written);
+static void reread_answer(struct engine *e, const int64_t *written, size_t n_written);
 
 void fleet_committed(struct engine *e) {
         _cleanup_free_ int64_t *written = NULL;
         size_t n = e->n_remote_inflight, n_written = e->n_affected;
 
-        if (n == 0 && !e->fetch_inflight && e->n_cleanup_inflight == 0)
+        if (n == 0 && !e->fetch_inflight && e->n_cleanup_inflight == 0 && !e->reread_inflight)
                 return;
         e->n_remote_inflight = 0;
-        if (e->loop_row_reads != e->loop_row_reads_at_hand_off)
+        if (e->counters.loop_row_reads != e->loop_row_reads_at_hand_off)
                 /* Rows were read on the loop since the writer's read may
                  * have run: memory may be newer than it for any row, so
                  * every row is read again, on the loop (rare). */
@@ -284,8 +277,182 @@ void fleet_committed(struct engine *e) {
                 else
                         e->counters.remote_reads_after_commit++;
         }
+        reread_answer(e, written, n_written);
         cleanup_reads_answer(e, written, n_written);
         fetches_answer(e, written, n_written);
+}
+
+/* ---- every live session, read again after a commit (remote_reload_all) -----------------------
+ * The pages of live rows, then the entries no page found live, each read
+ * by the writer after a commit (so the loop never waits for the network
+ * for them, with a million sessions as with ten); each page's rows go into
+ * memory when its unit is done (a page of FLEET_REREAD_PAGE rows per
+ * commit: the loop applies them a page per iteration, not all at once).
+ * The rule of the reads above holds: a row the open unit writes is read
+ * again after the next commit (a change's read), and when the loop read
+ * rows since the hand-off the whole page (or the ends' reads) is asked
+ * again after the next commit rather than read on the loop. A read the
+ * writer could not make, or a unit lost (fleet_lost), leaves the pass to
+ * start again once a probe finds the store well (e->remote_missed). */
+
+#define FLEET_REREAD_PAGE 10000
+
+static void reread_stop(struct engine *e) {
+        for (uint32_t h = 0; h < e->sessions_used; h++)
+                e->sessions[h].flags &= ~S_STALE;
+        e->reread_active = e->reread_ends = e->reread_restart = false;
+        e->n_reread_gone = e->reread_gone_total = 0;
+        if (!e->reread_open && !e->reread_inflight)
+                store_live_read_clear(&e->reread);
+}
+
+/* Gives up the pass; the next good probe starts it again. */
+static void reread_fail(struct engine *e) {
+        reread_stop(e);
+        e->remote_missed = true;
+}
+
+/* Asks the open unit for the pass's next read: a page of live rows, or
+ * the rows of the entries not found live. */
+static void reread_ask(struct engine *e) {
+        int r = txn_begin(e);
+
+        if (!e->reread_ends) {
+                if (r >= 0) {
+                        e->reread.after_row_key = e->reread_after;
+                        e->reread.max_rows = FLEET_REREAD_PAGE;
+                        r = store_read_live_after(e->store, &e->reread);
+                }
+        } else
+                for (size_t i = 0; r >= 0 && i < e->n_reread_gone; i++)
+                        r = store_read_after(e->store, e->reread_gone[i].row_key);
+        if (r < 0) {
+                log_warning("Store %s: cannot ask to re-read the cached sessions (%s); trying again later.",
+                            store_name(e->store), strerror(-r));
+                reread_fail(e);
+                return;
+        }
+        e->reread_open = true;
+}
+
+/* The pages are done: each entry still S_STALE is no longer live in the
+ * store; its row is read after the next commit to learn how it ended. */
+static void reread_pages_done(struct engine *e) {
+        e->n_reread_gone = 0;
+        for (uint32_t h = 0; h < e->sessions_used; h++) {
+                if (!(e->sessions[h].flags & S_STALE))
+                        continue;
+                e->sessions[h].flags &= ~S_STALE;
+                if (GROW(e->reread_gone, e->reread_gone_allocated, e->n_reread_gone + 1) < 0) {
+                        reread_fail(e);
+                        return;
+                }
+                e->reread_gone[e->n_reread_gone++] =
+                        (struct cleanup_ask){.row_key = e->sessions[h].row_key, .handle = h};
+        }
+        e->reread_gone_total = e->n_reread_gone;
+        e->reread_ends = true;
+        store_live_read_clear(&e->reread);
+        if (e->n_reread_gone > 0)
+                reread_ask(e);
+}
+
+static void reread_done(struct engine *e) {
+        size_t gone = e->reread_gone_total;
+
+        reread_stop(e);
+        e->counters.rereads++;
+        log_notice("Store %s: re-read the live sessions after missing changes of other daemons "
+                   "(%zu no longer live).",
+                   store_name(e->store), gone);
+}
+
+static bool row_written(int64_t row_key, const int64_t *written, size_t n_written) {
+        return n_written > 0 && (!written || bsearch(&row_key, written, n_written, sizeof *written, affected_cmp));
+}
+
+static void reread_answer(struct engine *e, const int64_t *written, size_t n_written) {
+        struct store_live_read *x = &e->reread;
+        size_t kept = 0;
+
+        if (!e->reread_inflight)
+                return;
+        e->reread_inflight = false;
+        if (!e->reread_active)
+                return; /* given up meanwhile */
+        if (e->reread_restart) {
+                e->reread_restart = false;
+                reread_ask(e); /* from the first page */
+                return;
+        }
+        if (n_written == SIZE_MAX) {
+                /* The loop read rows since the hand-off: memory may be
+                 * newer than what was read. Asked again. */
+                reread_ask(e);
+                return;
+        }
+        if (!e->reread_ends) {
+                if (x->result < 0) {
+                        log_warning("Store %s: re-reading the cached sessions failed; trying again later.",
+                                    store_name(e->store));
+                        reread_fail(e);
+                        return;
+                }
+                for (size_t i = 0; i < x->n_rows; i++) {
+                        const struct store_session *row = &x->rows[i];
+                        struct remote_ctx rc = {.e = e, .kind = STORE_CHANGE_UPDATED};
+
+                        if (row_written(row->row_key, written, n_written)) {
+                                /* The open unit writes it: memory is newer
+                                 * than this read; read after the next
+                                 * commit, as a change. */
+                                uint32_t h = session_find_key(e, row->token_hash);
+
+                                if (h != NIL)
+                                        e->sessions[h].flags &= ~S_STALE;
+                                fleet_row_changed(e, row->row_key, STORE_CHANGE_UPDATED);
+                                continue;
+                        }
+                        (void) remote_row_cb(row, &rc);
+                }
+                e->counters.reread_rows_after_commit += x->n_rows;
+                if (!x->complete) {
+                        e->reread_after = x->rows[x->n_rows - 1].row_key;
+                        reread_ask(e);
+                        return;
+                }
+                reread_pages_done(e);
+                if (e->reread_active && e->n_reread_gone == 0)
+                        reread_done(e);
+                return;
+        }
+        for (size_t i = 0; i < e->n_reread_gone; i++) {
+                const struct cleanup_ask *a = &e->reread_gone[i];
+                struct remote_ctx rc = {.e = e, .kind = STORE_CHANGE_ENDED, .h = NIL};
+                int r = -EAGAIN;
+
+                if (!cleanup_ask_current(e, a))
+                        continue; /* ended or replaced since */
+                if (!row_written(a->row_key, written, n_written)) {
+                        r = store_read_row(e->store, a->row_key, remote_row_cb, &rc);
+                        if (r == -EAGAIN) {
+                                log_warning("Store %s: re-reading the cached sessions failed; trying again later.",
+                                            store_name(e->store));
+                                reread_fail(e);
+                                return;
+                        }
+                        e->counters.remote_reads_after_commit++;
+                        if (r == -ENOENT) /* purged: another daemon ended it long ago */
+                                table_session_remove(e, a->handle);
+                        continue;
+                }
+                e->reread_gone[kept++] = *a; /* the open unit writes it: after the next commit */
+        }
+        e->n_reread_gone = kept;
+        if (kept > 0)
+                reread_ask(e);
+        else
+                reread_done(e);
 }
 
 /* ---- the cleanup's candidates, read after a commit (cleanup.c) ---------------------------------
@@ -542,7 +709,9 @@ static void fetches_answer(struct engine *e, const int64_t *written, size_t n_wr
 
 /* The unit that was to read them is lost. Changes: the store is in
  * trouble (no read now either), they are read with everything else once a
- * probe finds the store well (fleet_tick). Fetches: answered with the
+ * probe finds the store well (fleet_tick); so is a re-read of every
+ * session whose page or ends' reads the unit carried (the pass starts
+ * again then, never left half done). Fetches: answered with the
  * error when the loop is done with the unit (a unit in flight lost, or
  * fleet_hand_off_failed: not from inside the method whose write failed);
  * the open unit dropped without an error asks again. The cleanup's
@@ -551,6 +720,12 @@ static void fetches_answer(struct engine *e, const int64_t *written, size_t n_wr
 void fleet_lost(struct engine *e, bool inflight_too) {
         if (e->n_remote_open > 0 || (inflight_too && e->n_remote_inflight > 0))
                 e->remote_missed = true;
+        if (e->reread_open || (inflight_too && e->reread_inflight)) {
+                e->reread_open = false;
+                if (inflight_too)
+                        e->reread_inflight = false;
+                reread_fail(e); /* the whole pass again, once a probe finds the store well */
+        }
         e->n_remote_open = 0;
         cleanup_asks_drop(e, e->cleanup_open, &e->n_cleanup_open,
                           inflight_too ? (e->storage_error ? e->storage_error : -EIO) : 0);
@@ -599,6 +774,11 @@ void fleet_free(struct engine *e) {
         free(e->cleanup_open);
         free(e->cleanup_inflight);
         free(e->cleanup_checked);
+        store_live_read_clear(&e->reread);
+        free(e->reread_gone);
+        e->reread_gone = NULL;
+        e->n_reread_gone = e->reread_gone_allocated = 0;
+        e->reread_open = e->reread_inflight = e->reread_active = false;
         e->cleanup_open = e->cleanup_inflight = e->cleanup_checked = NULL;
         e->n_cleanup_open = e->n_cleanup_inflight = e->n_cleanup_checked = 0;
 }
@@ -617,7 +797,7 @@ int fleet_refresh(struct engine *e, uint32_t *h) {
         int r;
 
         assert(e->fleet && *h != NIL);
-        e->loop_row_reads++;
+        e->counters.loop_row_reads++;
         r = store_session_by_row_key(e->store, S(e, *h)->row_key, remote_row_cb, &x);
         if (r == -ENOENT) { /* purged: another daemon ended it long ago */
                 table_session_remove(e, *h);
@@ -634,7 +814,7 @@ int fleet_lookup(struct engine *e, const uint8_t hash[TOKEN_HASH_BYTES], uint32_
         int r;
 
         assert(e->fleet);
-        e->loop_row_reads++;
+        e->counters.loop_row_reads++;
         r = store_session_by_hash(e->store, hash, remote_row_cb, &x);
         *h = x.h;
         return r < 0 ? r : 0;
@@ -696,6 +876,8 @@ static void probe_after(uv_work_t *w, int status) {
 void fleet_stop(struct engine *e) {
         struct fleet_probe *p = e->probe;
 
+        if (e->reread_active)
+                reread_stop(e); /* stopping: the last commits read no more pages */
         if (!p)
                 return;
         e->probe = NULL;

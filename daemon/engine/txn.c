@@ -120,7 +120,7 @@ static void reload_affected(struct engine *e) {
                                 table_session_remove(e, h);
                         }
                 }
-                e->loop_row_reads++; /* newer than a read after the commit in flight (fleet.c) */
+                e->counters.loop_row_reads++; /* newer than a read after the commit in flight (fleet.c) */
                 (void) store_session_by_row_key(e->store, a->row_key, reload_cb, &x);
         }
         e->n_affected = 0;

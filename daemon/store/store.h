@@ -171,6 +171,32 @@ int store_read_sync_after(struct store *s, struct store_sync_read *out);
  * 0 (out filled as above, out->result untouched), -ENOENT or the error. */
 int store_session_read_sync(struct store *s, struct store_sync_read *out);
 int store_read_row_hash(struct store *s, const uint8_t hash[TOKEN_HASH_BYTES], store_session_fn cb, void *userdata);
+/* Live rows read after a commit, a page at a time (a fleet's re-read of
+ * every cached session after missed changes, without reading on the
+ * loop): once the open unit has committed, the writer reads up to
+ * out->max_rows live rows after out->after_row_key, in row order and
+ * light (no ip and user agent, as store_sessions_each with live_only and
+ * light), and copies them into *out, which the caller keeps until that
+ * unit is done (its commit callback). out->result is then 0 (out->n_rows
+ * rows in out->rows, strings owned by out; out->complete when no live
+ * row follows the last), or -EAGAIN when they were not read (the unit
+ * failed, or the read did). One per unit (-EBUSY for a second). Every
+ * backend: the writer runs the backend's own iteration after any commit.
+ * store_live_read_clear() frees what a read left (and may be called on a
+ * zeroed one); not while its unit is open or in flight. */
+struct store_live_rows;
+struct store_live_read {
+        int64_t after_row_key; /* asked: rows after this one (0: from the first) */
+        size_t max_rows;       /* asked, > 0 */
+        int result;
+        struct store_session *rows;
+        size_t n_rows;
+        bool complete;
+        struct store_live_rows *strings; /* the rows' strings */
+        size_t allocated_rows;
+};
+int store_read_live_after(struct store *s, struct store_live_read *out);
+void store_live_read_clear(struct store_live_read *x);
 /* Commits the open unit on the calling thread (nothing may be in flight):
  * 0, or the negative errno of the failure (the unit is then lost). */
 int store_commit(struct store *s);

@@ -89,8 +89,8 @@ void store_uow_clear(struct store_uow *u) {
 }
 
 bool store_uow_empty(const struct store_uow *u) {
-        return u->n_ops == 0 && u->n_reads == 0 && u->n_hash_reads == 0 && u->n_sync_reads == 0 && !u->wrote &&
-               u->error == 0;
+        return u->n_ops == 0 && u->n_reads == 0 && u->n_hash_reads == 0 && u->n_sync_reads == 0 && !u->live_read &&
+               !u->wrote && u->error == 0;
 }
 
 /* A new operation at the end of the open unit, zeroed but for kind and

@@ -62,6 +62,7 @@ struct store_uow {
         size_t n_hash_reads, allocated_hash_reads;
         struct store_sync_read **sync_reads; /* sync states (store_read_sync_after), filled by store.c */
         size_t n_sync_reads, allocated_sync_reads;
+        struct store_live_read *live_read; /* live rows (store_read_live_after), filled by store.c */
         void *rows;
 };
 

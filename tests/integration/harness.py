@@ -274,6 +274,21 @@ class Daemon:
             raise AssertionError("sessiond exited %d, expected %d:\n%s" % (rc, expect, self.read_log()))
         return rc
 
+    def wait_stopped(self, expect=0):
+        """Waits for the daemon to exit after a signal the test sent
+        itself (a second SIGTERM from stop() could find it past its
+        handlers, exiting); asserts its exit status."""
+        try:
+            rc = self.proc.wait(timeout=60 if os.environ.get("VALGRIND") else TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError("sessiond did not stop:\n%s" % self.read_log())
+        self.log.close()
+        if expect is not None and rc != expect:
+            raise AssertionError("sessiond exited %d, expected %d:\n%s" % (rc, expect, self.read_log()))
+        return rc
+
     def kill(self):
         """SIGKILL: a crash."""
         self.proc.kill()

@@ -581,7 +581,7 @@ def test_sync_write_answered_at_stop():
             for t in threads:
                 t.join(TIMEOUT)
             assert out == {"sync": {"version": 1}, "destroy": {}}, out
-            assert d.stop() == 0
+            d.wait_stopped()
         finally:
             holder.kill()
             holder.wait()
@@ -763,7 +763,7 @@ def test_switch_answered_at_stop():
         t.join()
         assert not isinstance(out["switch"], Exception), out
         assert out["switch"]["session"]["platform_id"] == "B", out
-        assert d.stop() == 0
+        d.wait_stopped()
 
 
 def test_key_mismatch_refused():
@@ -1212,11 +1212,104 @@ def test_watch_final_reply_pending_when_the_client_goes_or_the_daemon_stops():
             threads["pending2"].join(TIMEOUT)
             assert "error" not in str(out["pending2"]), out
             if stop:
-                assert d.stop() == 0
+                d.wait_stopped()
                 continue
             after = watch_final_reads(d)
             assert after[0] == reads[0] + 1 and after[1] == reads[1], (reads, after)
             assert validate_state(d, out["rotate"]["token"]) == "active"
+def listener_pids(url):
+    """The daemons' listening connections (named by application_name) on url's database."""
+    db = url.split("?")[0].rsplit("/", 1)[1]
+    return set(psql(URL, "SELECT pid FROM pg_stat_activity WHERE datname = '%s' AND application_name LIKE "
+                         "'sessiond/%%'" % db).split())
+
+
+def test_missed_changes_are_read_again_after_a_commit():
+    """B's listening connection is lost and cannot come back at once, while
+    A destroys and creates sessions: B misses those changes, and once its
+    listener is back it reads every live session again, by its store's
+    writer after commits, in pages, not on its loop (no session row read on
+    the loop meanwhile). B then refuses the sessions A destroyed and lists
+    those A created."""
+    with Fleet(1) as f:
+        a = f.daemons[0]
+        a_listener = listener_pids(f.url)
+        b = f.add()
+        kept = [a.call("io.sessiond.Session.Create", {"user_id": "outage"})["token"] for _ in range(5)]
+        doomed = [a.call("io.sessiond.Session.Create", {"user_id": "outage"})["token"] for _ in range(5)]
+        ids = {a.call("io.sessiond.Session.Validate", {"token": t, "touch": False})["session"]["id"] for t in kept}
+        timed_wait(lambda: len(listed_ids(b, "outage")) == 10, "A's creations in B's memory")
+        for t in kept + doomed:
+            assert validate_state(b, t) == "active"
+        b_listener = listener_pids(f.url) - a_listener
+        assert len(a_listener) == 1 and len(b_listener) == 1, (a_listener, b_listener)
+        loop_reads = metric(b, "store_loop_row_reads_total")
+        rereads = metric(b, "fleet_rereads_total")
+        rows = metric(b, "fleet_reread_rows_total")
+        db = f.url.split("?")[0].rsplit("/", 1)[1]
+        psql(URL, "ALTER DATABASE %s ALLOW_CONNECTIONS false" % db)
+        try:
+            psql(URL, "SELECT pg_terminate_backend(%s)" % b_listener.pop())
+            wait_for(lambda: "listens for other daemons' changes was lost" in b.read_log(), what="B's listener lost")
+            for t in doomed:
+                a.call("io.sessiond.Session.Destroy", {"token": t})
+            created = {a.call("io.sessiond.Session.Create", {"user_id": "outage"})["session"]["id"] for _ in range(3)}
+            time.sleep(0.3)  # A's announcements of the creations are sent (and missed by B)
+            assert all(validate_state(b, t) == "active" for t in doomed)  # B's memory missed the destroys
+        finally:
+            psql(URL, "ALTER DATABASE %s ALLOW_CONNECTIONS true" % db)
+        timed_wait(lambda: all(validate_state(b, t) == "io.sessiond.Session.Expired" for t in doomed),
+                   "destroys missed by B refused on B")
+        timed_wait(lambda: listed_ids(b, "outage") == ids | created, "creations missed by B listed by B")
+        assert metric(b, "fleet_rereads_total") > rereads
+        assert metric(b, "fleet_reread_rows_total") - rows >= 8, (rows, metric(b, "fleet_reread_rows_total"))
+        assert metric(b, "store_loop_row_reads_total") == loop_reads, (
+            loop_reads, metric(b, "store_loop_row_reads_total"), b.read_log()[-3000:])
+        assert "re-read the live sessions after missing changes of other daemons (5 no longer live)" in \
+            b.read_log(), b.read_log()[-3000:]
+
+
+def test_reread_of_many_sessions_in_pages():
+    """More than two pages' worth of sessions created on A while B's
+    listener is out come into B's memory with the re-read that follows its
+    return: page after page, each read by B's store writer after a commit,
+    none on B's loop."""
+    n = int(os.environ.get("FLEET_REREAD_SESSIONS", "25000"))
+    bench = os.environ.get("SESSIOND_BENCH")
+    if not bench:
+        raise Skip("no sessiond-bench (SESSIOND_BENCH)")
+    with Fleet(1) as f:
+        a = f.daemons[0]
+        a_listener = listener_pids(f.url)
+        b = f.add()
+        a.call("io.sessiond.Session.Create", {"user_id": "page"})
+        timed_wait(lambda: metric(b, "sessions_in_memory") == 1, "A's creation in B's memory")
+        b_listener = listener_pids(f.url) - a_listener
+        assert len(b_listener) == 1, (a_listener, b_listener)
+        loop_reads = metric(b, "store_loop_row_reads_total")
+        rows = metric(b, "fleet_reread_rows_total")
+        db = f.url.split("?")[0].rsplit("/", 1)[1]
+        psql(URL, "ALTER DATABASE %s ALLOW_CONNECTIONS false" % db)
+        try:
+            psql(URL, "SELECT pg_terminate_backend(%s)" % b_listener.pop())
+            wait_for(lambda: "listens for other daemons' changes was lost" in b.read_log(), what="B's listener lost")
+            p = subprocess.run([bench, "-s", a.socket, "--timeout", "10", "-o", "validate", "--sessions", str(n),
+                                "-n", "0", "-c", "4"], capture_output=True, text=True, timeout=120)
+            assert p.returncode == 0, (p.stdout, p.stderr)
+            time.sleep(0.3)  # A's announcements of the creations are sent (and missed by B)
+            assert metric(b, "sessions_in_memory") < n + 1
+        finally:
+            psql(URL, "ALTER DATABASE %s ALLOW_CONNECTIONS true" % db)
+        try:
+            timed_wait(lambda: metric(b, "sessions_in_memory") == n + 1,
+                       "%d creations missed by B in B's memory" % n)
+        except AssertionError:
+            raise AssertionError("B holds %d of %d; rows read again %d\n%s" % (
+                metric(b, "sessions_in_memory"), n + 1, metric(b, "fleet_reread_rows_total") - rows,
+                "\n".join(l for l in b.read_log().splitlines() if "[debug]" not in l)[-3000:]))
+        assert metric(b, "fleet_reread_rows_total") - rows >= n, (rows, metric(b, "fleet_reread_rows_total"))
+        assert metric(b, "store_loop_row_reads_total") == loop_reads, (
+            loop_reads, metric(b, "store_loop_row_reads_total"))
 
 
 if __name__ == "__main__":
@@ -1255,4 +1348,6 @@ if __name__ == "__main__":
         test_cleanup_asks_lost_while_postgresql_is_down,
         test_watch_final_reply_read_off_the_loop,
         test_watch_final_reply_pending_when_the_client_goes_or_the_daemon_stops,
+        test_missed_changes_are_read_again_after_a_commit,
+        test_reread_of_many_sessions_in_pages,
     ])

@@ -1037,6 +1037,100 @@ START_TEST(test_read_sync_after_commit) {
 }
 END_TEST
 
+/* The live rows read after a commit (store_read_live_after), in pages:
+ * light, in row order, with the unit's own writes, after the row asked;
+ * a unit that fails reads nothing. Every backend. */
+START_TEST(test_read_live_after_commit) {
+        uv_loop_t loop;
+        struct store_options o = {0};
+        struct store *s = NULL;
+        struct done d = {0};
+        struct store_session rows[5];
+        struct store_live_read x = {0}, y = {0};
+        char ids[5][23];
+        int64_t keys[5];
+
+        backend_options(&o);
+        o.loop = &loop;
+        ck_assert_int_eq(uv_loop_init(&loop), 0);
+        ck_assert_int_eq(store_open(&o, &s), 0);
+        for (int i = 0; i < 5; i++) {
+                memset(ids[i], 'a' + i, 22);
+                ids[i][22] = '\0';
+                rows[i] = row_for(ids[i], (uint8_t) (i + 1), i % 2 ? "bob" : "alice", T0 + i);
+                if (i == 3)
+                        rows[i].platform_id = "web";
+                ck_assert_int_eq(insert_row(s, &rows[i], NULL, 0, &keys[i]), 0);
+        }
+        ck_assert_int_eq(store_submit(s, done_cb, &d), 0);
+        run_until(&loop, &d.calls, 1);
+        ck_assert_int_eq(d.result, 0);
+
+        /* The first page, with the unit's own end (row 1) left out. */
+        ck_assert_int_eq(store_session_end(s, keys[1], T0 + 9, "destroyed"), 0);
+        x.max_rows = 2;
+        ck_assert_int_eq(store_read_live_after(s, &x), 0);
+        ck_assert_int_eq(x.result, -EAGAIN);
+        y.max_rows = 2;
+        ck_assert_int_eq(store_read_live_after(s, &y), -EBUSY); /* one per unit */
+        ck_assert_int_eq(store_submit(s, done_cb, &d), 0);
+        run_until(&loop, &d.calls, 2);
+        ck_assert_int_eq(d.result, 0);
+        ck_assert_int_eq(x.result, 0);
+        ck_assert_uint_eq(x.n_rows, 2);
+        ck_assert(!x.complete);
+        ck_assert_int_eq(x.rows[0].row_key, keys[0]);
+        ck_assert_str_eq(x.rows[0].id, ids[0]);
+        ck_assert_str_eq(x.rows[0].user_id, "alice");
+        ck_assert_ptr_null(x.rows[0].ip); /* light */
+        ck_assert_ptr_null(x.rows[0].user_agent);
+        ck_assert_int_eq(x.rows[0].ended_at, 0);
+        ck_assert_int_eq(x.rows[0].fp_user_agent, 77);
+        ck_assert_int_eq(memcmp(x.rows[0].token_hash, rows[0].token_hash, TOKEN_HASH_BYTES), 0);
+        ck_assert_int_eq(x.rows[1].row_key, keys[2]);
+
+        /* The next page, asked of a unit of reads alone (committed too). */
+        x.after_row_key = x.rows[1].row_key;
+        x.max_rows = 10;
+        ck_assert_int_eq(store_read_live_after(s, &x), 0);
+        ck_assert_ptr_null(x.rows); /* what the last read left is freed */
+        ck_assert(store_has_pending(s));
+        ck_assert_int_eq(store_submit(s, done_cb, &d), 0);
+        run_until(&loop, &d.calls, 3);
+        ck_assert_int_eq(x.result, 0);
+        ck_assert_uint_eq(x.n_rows, 2);
+        ck_assert(x.complete);
+        ck_assert_int_eq(x.rows[0].row_key, keys[3]);
+        ck_assert_str_eq(x.rows[0].platform_id, "web");
+        ck_assert_str_eq(x.rows[0].user_id, "bob");
+        ck_assert_int_eq(x.rows[1].row_key, keys[4]);
+        ck_assert_ptr_null(x.rows[1].platform_id);
+
+        /* A unit that fails reads nothing. */
+        ck_assert_int_eq(store_session_set_sync(s, keys[4] + 100000, 1, "x", 1), 0);
+        x.after_row_key = 0;
+        ck_assert_int_eq(store_read_live_after(s, &x), 0);
+        ck_assert_int_eq(store_submit(s, done_cb, &d), 0);
+        run_until(&loop, &d.calls, 4);
+        ck_assert_int_lt(d.result, 0);
+        ck_assert_int_eq(x.result, -EAGAIN);
+        ck_assert_uint_eq(x.n_rows, 0);
+
+        /* Committed on the calling thread: the same. */
+        ck_assert_int_eq(store_read_live_after(s, &x), 0);
+        ck_assert_int_eq(store_commit(s), 0);
+        ck_assert_int_eq(x.result, 0);
+        ck_assert_uint_eq(x.n_rows, 4);
+        ck_assert(x.complete);
+        store_live_read_clear(&x);
+        store_live_read_clear(&y);
+
+        store_close(s);
+        ck_assert_int_eq(uv_run(&loop, UV_RUN_DEFAULT), 0);
+        ck_assert_int_eq(uv_loop_close(&loop), 0);
+}
+END_TEST
+
 static int count_audit_cb(const struct store_audit_row *row, void *userdata) {
         (void) row;
         (*(int *) userdata)++;
@@ -1080,4 +1174,5 @@ static void store_cases_add(TCase *tc) {
         tcase_add_test(tc, test_read_after_commit);
         tcase_add_test(tc, test_switch_platform_decided_by_store);
         tcase_add_test(tc, test_read_sync_after_commit);
+        tcase_add_test(tc, test_read_live_after_commit);
 }
