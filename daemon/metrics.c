@@ -234,6 +234,13 @@ static json_t *u64(uint64_t v) {
         return json_integer((json_int_t) (v > INT64_MAX ? INT64_MAX : v));
 }
 
+/* A counter of reads by where they ran: the store's writer after a
+ * commit, or the event loop (the fleet's reads, DESIGN 8). */
+static void add_where(struct builder *b, const char *name, const char *help, uint64_t after_commit, uint64_t loop) {
+        add(b, name, "counter", help, u64(after_commit), "where", "after_commit", NULL);
+        add(b, name, "counter", help, u64(loop), "where", "loop", NULL);
+}
+
 static json_t *real(double v) {
         return isnan(v) || isinf(v) ? json_real(0) : json_real(v);
 }
@@ -337,14 +344,11 @@ json_t *metrics_current(struct metrics *m, int64_t now, const struct metrics_ext
             "write", NULL);
         add(&b, "sync_operations_total", "counter", "Cross-tab sync state operations.", u64(ec->sync_conflicts), "op",
             "conflict", NULL);
-        add(&b, "sync_state_reads_total", "counter",
-            "Reads of the cross-tab sync state in the store: by the store's writer after a commit, or on the event "
-            "loop.",
-            u64(ec->sync_reads_after_commit), "where", "after_commit", NULL);
-        add(&b, "sync_state_reads_total", "counter",
-            "Reads of the cross-tab sync state in the store: by the store's writer after a commit, or on the event "
-            "loop.",
-            u64(ec->sync_reads_on_loop), "where", "loop", NULL);
+        add_where(
+                &b, "sync_state_reads_total",
+                "Reads of the cross-tab sync state in the store: by the store's writer after a commit, or on the event "
+                "loop.",
+                ec->sync_reads_after_commit, ec->sync_reads_on_loop);
         add(&b, "fingerprint_changes_total", "counter",
             "Client changes: recorded (IP, language) or refused (user agent).", u64(ec->fingerprint_changes), "result",
             "recorded", NULL);
@@ -370,12 +374,10 @@ json_t *metrics_current(struct metrics *m, int64_t now, const struct metrics_ext
         add(&b, "fleet_changes_total", "counter",
             "Sessions another daemon of the fleet changed, learnt from the shared store, by kind.",
             u64(ec->remote_changed), "kind", "created_or_changed", NULL);
-        add(&b, "fleet_change_reads_total", "counter",
-            "Rows of other daemons' changes read again: by the store's writer after a commit, or on the event loop.",
-            u64(ec->remote_reads_after_commit), "where", "after_commit", NULL);
-        add(&b, "fleet_change_reads_total", "counter",
-            "Rows of other daemons' changes read again: by the store's writer after a commit, or on the event loop.",
-            u64(ec->remote_reads_on_loop), "where", "loop", NULL);
+        add_where(&b, "fleet_change_reads_total",
+                  "Rows of other daemons' changes read again: by the store's writer after a commit, or on the event "
+                  "loop.",
+                  ec->remote_reads_after_commit, ec->remote_reads_on_loop);
         add(&b, "fleet_rereads_total", "counter",
             "Re-reads of every live session after other daemons' changes may have been missed (the listening "
             "connection lost, the store unreachable), done.",
@@ -390,22 +392,16 @@ json_t *metrics_current(struct metrics *m, int64_t now, const struct metrics_ext
         add(&b, "fleet_token_reads_total", "counter",
             "Tokens this daemon's memory did not know, read by the store's writer after a commit.",
             u64(ec->token_reads_after_commit), NULL);
-        add(&b, "fleet_cleanup_reads_total", "counter",
-            "Sessions the cleanup was about to end, read again first (another daemon may have touched them): by the "
-            "store's writer after a commit, or on the event loop.",
-            u64(ec->cleanup_reads_after_commit), "where", "after_commit", NULL);
-        add(&b, "fleet_cleanup_reads_total", "counter",
-            "Sessions the cleanup was about to end, read again first (another daemon may have touched them): by the "
-            "store's writer after a commit, or on the event loop.",
-            u64(ec->cleanup_reads_on_loop), "where", "loop", NULL);
-        add(&b, "watch_final_reads_total", "counter",
-            "Ended sessions read for a Watch's final reply: by the store's writer after a commit (a fleet), or on "
-            "the event loop (SQLite).",
-            u64(ec->final_reads_after_commit), "where", "after_commit", NULL);
-        add(&b, "watch_final_reads_total", "counter",
-            "Ended sessions read for a Watch's final reply: by the store's writer after a commit (a fleet), or on "
-            "the event loop (SQLite).",
-            u64(ec->final_reads_on_loop), "where", "loop", NULL);
+        add_where(&b, "fleet_cleanup_reads_total",
+                  "Sessions the cleanup was about to end, read again first (another daemon may have touched them): by "
+                  "the "
+                  "store's writer after a commit, or on the event loop.",
+                  ec->cleanup_reads_after_commit, ec->cleanup_reads_on_loop);
+        add_where(
+                &b, "watch_final_reads_total",
+                "Ended sessions read for a Watch's final reply: by the store's writer after a commit (a fleet), or on "
+                "the event loop (SQLite).",
+                ec->final_reads_after_commit, ec->final_reads_on_loop);
         add(&b, "db_size_bytes", "gauge", "Size of the database file and its WAL (0 in memory).",
             json_integer(db_size(d)), NULL);
 
