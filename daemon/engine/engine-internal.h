@@ -20,10 +20,14 @@
  *   cleanup.c        the concurrency limit, cleanup of expired sessions,
  *                    purge, maintenance, the touch flush, counts
  *   load.c           start-up (key file, store, loading), timers, shutdown
+ *   fleet.c          a shared store (DESIGN 8): other daemons' changes, and
+ *                    the rows read after a commit (changes, tokens, the
+ *                    cleanup's candidates, the re-read of every session)
+ *   fleet-probe.c    a shared store's reachability (the cache's grace)
  *
  * Functions shared between the files carry their file's prefix (table_,
- * txn_, bus_, security_, auditagg_, session_, sync_, cleanup_); the smallest accessors are
- * inline here.
+ * txn_, bus_, security_, auditagg_, session_, platform_, sync_, cleanup_,
+ * fleet_); the smallest accessors are inline here.
  */
 #pragma once
 
@@ -479,7 +483,11 @@ int engine_fleet_start(struct engine *e);
 #define FLEET_CACHE_GRACE_MS 5000
 /* A probe without an answer this long is a failed one. */
 #define FLEET_PROBE_SLOW_MS 2000
-void fleet_tick(struct engine *e, int64_t now);
+void fleet_tick(struct engine *e, int64_t now); /* fleet-probe.c */
+/* Waits for a probe running on a worker (fleet-probe.c). */
+void fleet_probe_stop(struct engine *e);
+/* Every cached session read again (changes may have been missed). */
+void fleet_reload_all(struct engine *e);
 void fleet_hand_off(struct engine *e);
 void fleet_committed(struct engine *e);
 void fleet_lost(struct engine *e, bool inflight_too);
