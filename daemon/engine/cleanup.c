@@ -23,12 +23,12 @@
  * step asks for its row to be read by the store's writer after the next
  * commit (fleet_cleanup_ask; the entry is marked S_CLEANUP_ASKED, so it is
  * asked once), and the loop never waits for PostgreSQL. Once the unit has
- * committed, the row is in memory and the entry "checked"; the next step
- * first ends the checked entries that, as read, still await cleanup. A
- * check older than CLEANUP_CHECK_MAX_AGE_MS is dropped (touches made
- * since are not in it) and the entry asked again. Asks count against a
- * step's limit like ends, and a step answers "more" while asks or checks
- * are pending, so the run goes on stepping (one step per commit: a step
+ * committed, the row is in memory, and the entry is ended right then if,
+ * as read, it still awaits cleanup (cleanup_end_read: on the freshest
+ * read, however long the next step takes to come); the next step counts
+ * those ends as its own. Asks count against a step's limit like ends, and
+ * a step answers "more" while asks or uncounted ends are pending, so the
+ * run goes on stepping (one step per commit: a step
  * waits for the unit in flight, daemon/jobs_cleanup.c). A unit whose
  * commit failed (or a read that failed) drops its asks and fails the next
  * step, as a failed read on the loop did, so that a run does not ask for
@@ -48,8 +48,6 @@
  * ended session. */
 #define CLEANUP_CLOCK_ENDED 4
 #define CLEANUP_CLOCK_SCANNED 4096
-/* How long a fleet's candidate read after a commit may be ended on that read. */
-#define CLEANUP_CHECK_MAX_AGE_MS 1000
 
 static bool past(uint64_t deadline_ns) {
         return deadline_ns != 0 && uv_hrtime() >= deadline_ns;
@@ -224,47 +222,26 @@ static void cleanup_quiet_note(struct engine *e, int64_t now, const struct sessi
 }
 
 static bool cleanup_fleet_pending(const struct engine *e) {
-        return e->n_cleanup_open > 0 || e->n_cleanup_inflight > 0 || e->n_cleanup_checked > 0;
+        return e->n_cleanup_open > 0 || e->n_cleanup_inflight > 0 || e->cleanup_ended_on_read > 0;
 }
 
-/* A fleet's candidates read after a commit (fleet.c): ended if memory, as
- * read, still says they await cleanup, within the step's limit; *cut: out
- * of time. */
-static int cleanup_end_checked(struct engine *e, int64_t now, unsigned limit, uint64_t deadline_ns, unsigned *ended,
-                               bool *cut) {
-        *cut = false;
-        while (e->n_cleanup_checked > 0 && *ended < limit) {
-                struct cleanup_ask c = e->cleanup_checked[--e->n_cleanup_checked];
-                enum engine_end_reason why;
-                int64_t end;
-                int r;
+int cleanup_end_read(struct engine *e, uint32_t h, int64_t now) {
+        enum engine_end_reason why;
+        int64_t end;
+        int r;
 
-                if (!cleanup_ask_current(e, &c))
-                        continue; /* ended or replaced since */
-                e->sessions[c.handle].flags &= ~S_CLEANUP_ASKED;
-                if (now - c.read_at > CLEANUP_CHECK_MAX_AGE_MS) {
-                        e->cleanup_quiet = 0; /* asked again */
-                        continue;
-                }
-                if (!session_awaits_cleanup(e, &e->sessions[c.handle], now, &end, &why))
-                        continue; /* touched or renewed elsewhere */
-                r = session_end(e, now, c.handle, why, end, "ended", NULL);
-                if (r < 0)
-                        return r;
-                (*ended)++;
-                if (*ended < limit && *ended % CLEANUP_CLOCK_ENDED == 0 && past(deadline_ns)) {
-                        *cut = true;
-                        return 0;
-                }
-        }
-        return 0;
+        if (!session_awaits_cleanup(e, &e->sessions[h], now, &end, &why))
+                return 0; /* touched or renewed elsewhere */
+        r = session_end(e, now, h, why, end, "ended", NULL);
+        if (r >= 0)
+                e->cleanup_ended_on_read++;
+        return r;
 }
 
 int engine_cleanup_expired_until(struct engine *e, int64_t now, unsigned limit, uint64_t deadline_ns, unsigned *ended,
                                  bool *more) {
         uint32_t scanned = 0;
         unsigned asked = 0;
-        bool cut;
         int r;
 
         *ended = 0;
@@ -277,13 +254,8 @@ int engine_cleanup_expired_until(struct engine *e, int64_t now, unsigned limit, 
                 e->cleanup_error = 0;
                 return r;
         }
-        r = cleanup_end_checked(e, now, limit, deadline_ns, ended, &cut);
-        if (r < 0)
-                return r;
-        if (cut) {
-                *more = true;
-                return 0;
-        }
+        *ended = e->cleanup_ended_on_read; /* ended when their rows were read (fleet.c) */
+        e->cleanup_ended_on_read = 0;
         if (e->cleanup_quiet > 0 && now >= e->cleanup_quiet_next)
                 e->cleanup_quiet = 0; /* what it counted may await cleanup by now */
         while (scanned < e->sessions_used && *ended + asked < limit) {

@@ -149,12 +149,10 @@ struct affected {
         int64_t last_activity; /* ms, in memory when the row was first written */
 };
 
-/* A fleet's cleanup candidate (cleanup.c): its row read after a commit
- * (asked), then read and in memory (checked, at read_at). */
+/* A fleet's cleanup candidate (cleanup.c): its row to be read after a commit. */
 struct cleanup_ask {
         int64_t row_key;
         uint32_t handle;
-        int64_t read_at; /* ms, once checked */
 };
 
 struct pending_event {
@@ -269,11 +267,11 @@ struct engine {
          * read since (memory may be newer than them; fleet.c). */
         uint64_t loop_row_reads_at_hand_off;
         /* Cleanup candidates whose rows the writer reads after the open
-         * unit / the unit in flight, and those read, for the next cleanup
-         * step to end (cleanup.c, fleet.c). */
-        struct cleanup_ask *cleanup_open, *cleanup_inflight, *cleanup_checked;
+         * unit / the unit in flight, and those ended once read, for the
+         * next cleanup step to count (cleanup.c, fleet.c). */
+        struct cleanup_ask *cleanup_open, *cleanup_inflight;
         size_t n_cleanup_open, cleanup_open_allocated, n_cleanup_inflight, cleanup_inflight_allocated;
-        size_t n_cleanup_checked, cleanup_checked_allocated;
+        unsigned cleanup_ended_on_read;
         int cleanup_error; /* asks lost with their unit (or read): the next cleanup step's error */
         /* The re-read of every live session after missed changes
          * (fleet.c): a pass under way (entries it has not seen are
@@ -501,8 +499,8 @@ bool fleet_cache_stale(const struct engine *e, int64_t now);
 void fleet_row_changed(struct engine *e, int64_t row_key, enum store_change_kind kind);
 
 /* Asks for h's row to be read by the writer after the open unit's commit
- * (the cleanup's candidates): once read and in memory, the entry is in
- * e->cleanup_checked. */
+ * (the cleanup's candidates): once read and in memory, the entry is ended
+ * if it still awaits cleanup (cleanup_end_read). */
 int fleet_cleanup_ask(struct engine *e, uint32_t h);
 /* Reads *h's row again: *h is then its entry, or NIL when it ended (or is gone). */
 int fleet_refresh(struct engine *e, uint32_t *h);
@@ -546,6 +544,9 @@ int session_lookup_live(struct engine *e, int64_t now, const char *token, bool c
 void platform_rotated(struct engine *e, uint32_t old_h, int64_t new_row_key);
 
 /* cleanup.c */
+/* A fleet's candidate h, its row just read after a commit: ended if, as
+ * read, it still awaits cleanup (counted by the next cleanup step). */
+int cleanup_end_read(struct engine *e, uint32_t h, int64_t now);
 unsigned cleanup_user_count_live(struct engine *e, uint32_t user, int64_t now);
 int cleanup_user_enforce(struct engine *e, int64_t now, uint32_t user, uint32_t keep, int64_t max, unsigned budget,
                          char (**ids)[TOKEN_ID_STRING_LEN + 1], size_t *n_ids, unsigned *ended);

@@ -237,7 +237,8 @@ static int affected_cmp(const void *a, const void *b) {
 }
 
 static void fetches_answer(struct engine *e, const int64_t *written, size_t n_written);
-static void cleanup_reads_answer(struct engine *e, const int64_t *written, size_t n_written);
+static size_t cleanup_reads_answer(struct engine *e, const int64_t *written, size_t n_written);
+static void cleanup_reads_end(struct engine *e, size_t n);
 static void reread_answer(struct engine *e, const int64_t *written, size_t n_written);
 
 void fleet_committed(struct engine *e) {
@@ -270,9 +271,14 @@ void fleet_committed(struct engine *e) {
                 else
                         e->counters.remote_reads_after_commit++;
         }
+        size_t n_cleanup;
+
         reread_answer(e, written, n_written);
-        cleanup_reads_answer(e, written, n_written);
+        n_cleanup = cleanup_reads_answer(e, written, n_written);
         fetches_answer(e, written, n_written);
+        /* Last: every row read is in memory first (an end now would be a
+         * write of the open unit that rows read before it must not undo). */
+        cleanup_reads_end(e, n_cleanup);
 }
 
 /* ---- every live session, read again after a commit (fleet_reload_all) -----------------------
@@ -452,8 +458,9 @@ static void reread_answer(struct engine *e, const int64_t *written, size_t n_wri
  * A session memory thinks awaits cleanup may have been touched or renewed
  * on another daemon (touches are not reported): its row is read by the
  * writer after the open unit's commit, like a change's, and goes into
- * memory; the entry is then checked (e->cleanup_checked), and the next
- * cleanup step ends it if memory, as read, still says it awaits cleanup. */
+ * memory; the entry is then ended at once if memory, as read, still says
+ * it awaits cleanup (cleanup_end_read: on the freshest read there is,
+ * whenever the next cleanup step comes), and the next step counts it. */
 
 int fleet_cleanup_ask(struct engine *e, uint32_t h) {
         int r;
@@ -479,9 +486,8 @@ int fleet_cleanup_ask(struct engine *e, uint32_t h) {
  * writer could not read fails the next cleanup step (the store is in
  * trouble; as a read on the loop that failed did), and a later run asks
  * again. */
-static void cleanup_reads_answer(struct engine *e, const int64_t *written, size_t n_written) {
-        int64_t now = clock_now_ms();
-        size_t n = e->n_cleanup_inflight;
+static size_t cleanup_reads_answer(struct engine *e, const int64_t *written, size_t n_written) {
+        size_t n = e->n_cleanup_inflight, k = 0;
 
         e->n_cleanup_inflight = 0;
         if (n > 0)
@@ -513,11 +519,25 @@ static void cleanup_reads_answer(struct engine *e, const int64_t *written, size_
                         if (fleet_refresh(e, &h) < 0)
                                 continue;
                 }
-                if (h == NIL || GROW(e->cleanup_checked, e->cleanup_checked_allocated, e->n_cleanup_checked + 1) < 0)
-                        continue;
-                e->sessions[h].flags |= S_CLEANUP_ASKED;
-                e->cleanup_checked[e->n_cleanup_checked++] =
-                        (struct cleanup_ask){.row_key = e->sessions[h].row_key, .handle = h, .read_at = now};
+                if (h != NIL) /* read: to end once every row read is in (cleanup_reads_end) */
+                        e->cleanup_inflight[k++] = (struct cleanup_ask){.row_key = e->sessions[h].row_key, .handle = h};
+        }
+        return k;
+}
+
+/* The candidates read, ended if they still await cleanup as read. */
+static void cleanup_reads_end(struct engine *e, size_t n) {
+        int64_t now = clock_now_ms();
+
+        for (size_t i = 0; i < n; i++) {
+                const struct cleanup_ask *a = &e->cleanup_inflight[i];
+                int r;
+
+                if (!cleanup_ask_current(e, a))
+                        continue; /* ended or replaced since */
+                r = cleanup_end_read(e, a->handle, now);
+                if (r < 0 && e->cleanup_error == 0)
+                        e->cleanup_error = r;
         }
 }
 
@@ -766,14 +786,13 @@ void fleet_free(struct engine *e) {
         remote_clear(e);
         free(e->cleanup_open);
         free(e->cleanup_inflight);
-        free(e->cleanup_checked);
         store_live_read_clear(&e->reread);
         free(e->reread_gone);
         e->reread_gone = NULL;
         e->n_reread_gone = e->reread_gone_allocated = 0;
         e->reread_open = e->reread_inflight = e->reread_active = false;
-        e->cleanup_open = e->cleanup_inflight = e->cleanup_checked = NULL;
-        e->n_cleanup_open = e->n_cleanup_inflight = e->n_cleanup_checked = 0;
+        e->cleanup_open = e->cleanup_inflight = NULL;
+        e->n_cleanup_open = e->n_cleanup_inflight = 0;
 }
 
 /* ---- memory checked against the store ---------------------------------------------------------

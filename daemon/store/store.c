@@ -19,6 +19,15 @@
  * operation that fails makes the whole unit fail (it is rolled back at
  * once and its commit reports the error).
  *
+ * Reads after a commit. The engine can also ask for reads that the writer
+ * runs right after committing the open unit, before the next: rows by
+ * key or token hash (store_read_after, store_read_after_hash), sync
+ * states (store_read_sync_after), a page of live rows
+ * (store_read_live_after). They see every write committed so far and cost
+ * the loop no wait; the results travel with the unit and are read on the
+ * loop when it is done (store_read_row, ...). A fleet's memory learns the
+ * store this way without a round trip on the loop (DESIGN 8).
+ *
  * Why a table and not one backend chosen at build time: one binary serves
  * a single host on SQLite and a fleet on PostgreSQL (DESIGN 8), chosen by
  * the configuration at start.
