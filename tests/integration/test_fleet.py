@@ -766,6 +766,47 @@ def test_switch_answered_at_stop():
         d.wait_stopped()
 
 
+def test_cleanup_under_slow_steady_writes():
+    """Commits slowed down (a trigger makes each write of one session take
+    1.3 s) while that session is written again and again: the leader's
+    cleanup still ends the idle sessions, each on the one read of its row
+    after a commit. (The review's reproducer, with two writers and random
+    pauses, showed the build before the fix asking again and again; this
+    test's steady pattern does not catch that build every time.)"""
+    settings = {"timeout.idle_timeout": 2, "cleanup.interval": 1, "timeout.expiration_grace": 1,
+                "timeout.cleanup_grace": 1, "timeout.warning_threshold": 1}
+    with Fleet(1, settings) as f:
+        d, = f.daemons
+        busy = d.call("io.sessiond.Session.Create", {"user_id": "busy"})["token"]
+        for _ in range(3):
+            d.call("io.sessiond.Session.Create", {"user_id": "idle"})
+        psql(f.url, "CREATE FUNCTION slowdown() RETURNS trigger LANGUAGE plpgsql AS "
+                    "$$ BEGIN PERFORM pg_sleep(1.3); RETURN NEW; END $$")
+        psql(f.url, "CREATE TRIGGER slowdown BEFORE UPDATE ON sessions FOR EACH ROW "
+                    "WHEN (OLD.user_id = 'busy') EXECUTE FUNCTION slowdown()")
+        stop = threading.Event()
+
+        def writer():
+            while not stop.is_set():
+                d.call("io.sessiond.Session.Extend", {"token": busy})
+                stop.wait(0.3)  # a step of the cleanup waits for a moment without a unit in flight
+
+        threads = [threading.Thread(target=writer)]
+        for t in threads:
+            t.start()
+        try:
+            timed_wait(lambda: psql(f.url, "SELECT count(*) FROM sessions WHERE user_id = 'idle' "
+                                           "AND ended_at IS NOT NULL") == "3",
+                       "the idle sessions ended under slow commits", timeout=90)
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(30)
+        metrics = d.call("io.sessiond.Admin.Metrics")["metrics"]
+        reads = {m["labels"]["where"]: m["value"] for m in metrics if m["name"] == "fleet_cleanup_reads_total"}
+        assert reads == {"after_commit": 3, "loop": 0}, reads
+
+
 def test_key_mismatch_refused():
     with Fleet(1) as f:
         other = os.path.join(f.tmp, "other.key")
@@ -1346,6 +1387,7 @@ if __name__ == "__main__":
         test_cached_validations_fail_closed_while_postgresql_is_down,
         test_leader_cleanup_reads_candidates_after_a_commit,
         test_cleanup_asks_lost_while_postgresql_is_down,
+        test_cleanup_under_slow_steady_writes,
         test_watch_final_reply_read_off_the_loop,
         test_watch_final_reply_pending_when_the_client_goes_or_the_daemon_stops,
         test_missed_changes_are_read_again_after_a_commit,
