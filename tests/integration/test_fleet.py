@@ -693,6 +693,16 @@ def test_platform_switch_of_a_session_ended_elsewhere():
         timed_wait(lambda: validate_state(b, token) == "io.sessiond.Session.Expired", "memory learns the end")
 
 
+def switch_held(f, d, user, out, name="to_b"):
+    """A session of user on platform A, and a switch of it to B held by its
+    row's lock (the switch's unit waits): the token, the locks, the call's thread."""
+    token = d.call("io.sessiond.Session.Create", {"user_id": user, "platform_id": "A"})["token"]
+    locks = RowLocks(f.url, user)
+    t = call_in_background(out, name, d, "io.sessiond.Session.SwitchPlatform", {"token": token, "platform_id": "B"})
+    wait_for(lambda: waiting_for_locks(f.url) >= 1, what="the switch waiting for the row lock")
+    return token, locks, t
+
+
 def test_switches_waiting_together_are_decided_by_the_store():
     """A switch waits for its unit (held by a row lock); meanwhile memory
     still says the old platform, so a switch back to it and a second
@@ -701,12 +711,9 @@ def test_switches_waiting_together_are_decided_by_the_store():
     not audited)."""
     with Fleet(1, {"security.max_platform_switches_per_hour": 1}) as f:
         d, = f.daemons
-        token = d.call("io.sessiond.Session.Create", {"user_id": "uma", "platform_id": "A"})["token"]
-        locks = RowLocks(f.url, "uma")
         out = {}
-        threads = [call_in_background(out, "to_b", d, "io.sessiond.Session.SwitchPlatform",
-                                      {"token": token, "platform_id": "B"})]
-        wait_for(lambda: waiting_for_locks(f.url) >= 1, what="the first switch waiting for the row lock")
+        token, locks, t = switch_held(f, d, "uma", out)
+        threads = [t]
         threads.append(call_in_background(out, "back_to_a", d, "io.sessiond.Session.SwitchPlatform",
                                           {"token": token, "platform_id": "A"}))
         threads.append(call_in_background(out, "to_b_again", d, "io.sessiond.Session.SwitchPlatform",
@@ -729,12 +736,8 @@ def test_rotation_while_a_switch_waits():
     switch changes: memory learns the new row's platform from the store."""
     with Fleet(1) as f:
         d, = f.daemons
-        token = d.call("io.sessiond.Session.Create", {"user_id": "una", "platform_id": "A"})["token"]
-        locks = RowLocks(f.url, "una")
         out = {}
-        t1 = call_in_background(out, "switch", d, "io.sessiond.Session.SwitchPlatform",
-                                {"token": token, "platform_id": "B"})
-        wait_for(lambda: waiting_for_locks(f.url) >= 1, what="the switch waiting for the row lock")
+        token, locks, t1 = switch_held(f, d, "una", out, "switch")
         t2 = call_in_background(out, "rotate", d, "io.sessiond.Session.Rotate", {"token": token})
         time.sleep(0.3)  # the rotation asked, behind the switch
         locks.release()
@@ -751,12 +754,8 @@ def test_switch_answered_at_stop():
     """A switch waiting for its unit when SIGTERM comes is answered."""
     with Fleet(1) as f:
         d, = f.daemons
-        token = d.call("io.sessiond.Session.Create", {"user_id": "ute", "platform_id": "A"})["token"]
-        locks = RowLocks(f.url, "ute")
         out = {}
-        t = call_in_background(out, "switch", d, "io.sessiond.Session.SwitchPlatform",
-                               {"token": token, "platform_id": "B"})
-        wait_for(lambda: waiting_for_locks(f.url) >= 1, what="the switch waiting for the row lock")
+        _, locks, t = switch_held(f, d, "ute", out, "switch")
         d.signal(signal.SIGTERM)
         time.sleep(0.3)  # the daemon stopping, the switch still held
         locks.release()

@@ -150,6 +150,18 @@ static void run_until(uv_loop_t *loop, const int *counter, int at_least) {
         uv_run(loop, UV_RUN_NOWAIT);
 }
 
+/* The test's store with its writer thread, answering on loop (initialised here). */
+static struct store *open_on_loop(uv_loop_t *loop) {
+        struct store_options o = {0};
+        struct store *s = NULL;
+
+        backend_options(&o);
+        o.loop = loop;
+        ck_assert_int_eq(uv_loop_init(loop), 0);
+        ck_assert_int_eq(store_open(&o, &s), 0);
+        return s;
+}
+
 static int stop_cb(const struct store_session *row, void *userdata) {
         (void) row;
         (*(int *) userdata)++;
@@ -720,7 +732,6 @@ END_TEST
  * before the call returns. */
 START_TEST(test_unit_of_work_async) {
         uv_loop_t loop;
-        struct store_options o = {0};
         struct store *s = NULL;
         struct done d = {0};
         struct store_session a = row_for("aaaaaaaaaaaaaaaaaaaaaa", 1, "alice", T0);
@@ -730,10 +741,7 @@ START_TEST(test_unit_of_work_async) {
         char *data;
         size_t size;
 
-        backend_options(&o);
-        o.loop = &loop;
-        ck_assert_int_eq(uv_loop_init(&loop), 0);
-        ck_assert_int_eq(store_open(&o, &s), 0);
+        s = open_on_loop(&loop);
         ck_assert_int_eq(insert_row(s, &a, "x", 1, &ra), 0);
         ck_assert(store_has_pending(s));
         ck_assert_int_eq(store_submit(s, done_cb, &d), 0);
@@ -801,7 +809,6 @@ static int read_row_cb(const struct store_session *row, void *userdata) {
 
 START_TEST(test_read_after_commit) {
         uv_loop_t loop;
-        struct store_options o = {0};
         struct store *s = NULL;
         struct done d = {0};
         struct store_session a = row_for("aaaaaaaaaaaaaaaaaaaaaa", 1, "alice", T0);
@@ -812,10 +819,7 @@ START_TEST(test_read_after_commit) {
         int r;
 
         memset(unknown, 0xee, sizeof unknown);
-        backend_options(&o);
-        o.loop = &loop;
-        ck_assert_int_eq(uv_loop_init(&loop), 0);
-        ck_assert_int_eq(store_open(&o, &s), 0);
+        s = open_on_loop(&loop);
         ck_assert_int_eq(insert_row(s, &a, NULL, 0, &ra), 0);
         ck_assert_int_eq(insert_row(s, &b, NULL, 0, &rb), 0);
         ck_assert_int_eq(store_submit(s, done_cb, &d), 0);
@@ -961,7 +965,6 @@ END_TEST
  * same read now (store_session_read_sync) says the same. */
 START_TEST(test_read_sync_after_commit) {
         uv_loop_t loop;
-        struct store_options o = {0};
         struct store *s = NULL;
         struct done d = {0};
         struct store_session a = row_for("aaaaaaaaaaaaaaaaaaaaaa", 1, "alice", T0);
@@ -970,10 +973,7 @@ START_TEST(test_read_sync_after_commit) {
         int64_t ra, rb;
         int applied;
 
-        backend_options(&o);
-        o.loop = &loop;
-        ck_assert_int_eq(uv_loop_init(&loop), 0);
-        ck_assert_int_eq(store_open(&o, &s), 0);
+        s = open_on_loop(&loop);
         ck_assert_int_eq(insert_row(s, &a, "one", 3, &ra), 0);
         ck_assert_int_eq(insert_row(s, &b, NULL, 0, &rb), 0);
         ck_assert_int_eq(store_submit(s, done_cb, &d), 0);
@@ -1042,7 +1042,6 @@ END_TEST
  * a unit that fails reads nothing. Every backend. */
 START_TEST(test_read_live_after_commit) {
         uv_loop_t loop;
-        struct store_options o = {0};
         struct store *s = NULL;
         struct done d = {0};
         struct store_session rows[5];
@@ -1050,10 +1049,7 @@ START_TEST(test_read_live_after_commit) {
         char ids[5][23];
         int64_t keys[5];
 
-        backend_options(&o);
-        o.loop = &loop;
-        ck_assert_int_eq(uv_loop_init(&loop), 0);
-        ck_assert_int_eq(store_open(&o, &s), 0);
+        s = open_on_loop(&loop);
         for (int i = 0; i < 5; i++) {
                 memset(ids[i], 'a' + i, 22);
                 ids[i][22] = '\0';
