@@ -342,6 +342,43 @@ struct engine_session_read;
 int engine_session_by_id_later(struct engine *e, int64_t now, const char *id, const struct engine_ref *ref,
                                engine_session_got_fn done, void *userdata, struct engine_session_read **ret);
 void engine_session_read_detach(struct engine_session_read *x);
+/* Pages answered later (listing.c). A page of ListSessions or ListUser,
+ * one session by public id (GetSession), or a page of the audit, answered
+ * by done: on one host at once, read on the loop (as the functions above
+ * and below do); on a fleet once the store's writer has read it right
+ * after the next commit, so that the loop never waits for PostgreSQL.
+ * cb gets each entry first (a non-zero return ends the page there, as
+ * with the functions above), then done gets the result: 0 (and the page:
+ * next, more), -ENOENT (GetSession: no such session), or the storage
+ * error (StorageError; also when the unit was lost, -ECANCELED when the
+ * engine is freed first). Returns 0: done will run, or has (then *ret,
+ * if given, is NULL; otherwise the read, which engine_page_read_detach()
+ * keeps cb and done from running when the caller goes), or a negative
+ * errno: done will not run (-EINVAL: err says which argument). */
+struct engine_page_read;
+typedef void (*engine_page_done_fn)(int r, const struct engine_page *page, void *userdata);
+struct engine_list_ask {
+        const char *id;      /* GetSession: the session of this public id, live or ended */
+        const char *user_id; /* NULL: every user */
+        bool include_ended;
+        bool user_listing; /* ListUser: user_id is checked, live sessions only */
+        unsigned limit;
+        struct engine_page page; /* after, scan_max (> 0 but for id) */
+};
+int engine_list_page_later(struct engine *e, int64_t now, const struct engine_list_ask *ask, engine_info_fn cb,
+                           engine_page_done_fn done, void *userdata, struct engine_error *err,
+                           struct engine_page_read **ret);
+/* The audit's page: f as store_audit_each() takes it (strings copied);
+ * with newest > 0, where the newest `newest` entries begin first, the
+ * page (f->limit entries) going on from there oldest first. done's after:
+ * the (time, id) the page began after. */
+struct store_audit_row;
+struct store_audit_filter;
+typedef int (*engine_audit_fn)(const struct store_audit_row *row, void *userdata);
+typedef void (*engine_audit_done_fn)(int r, const int64_t after[2], void *userdata);
+int engine_audit_page_later(struct engine *e, const struct store_audit_filter *f, unsigned newest, engine_audit_fn cb,
+                            engine_audit_done_fn done, void *userdata, struct engine_page_read **ret);
+void engine_page_read_detach(struct engine_page_read *x);
 /* Sync state by public id (watch streams). */
 int engine_sync_get_by_id(struct engine *e, const char *id, int64_t *version, char **data, size_t *size);
 
@@ -357,6 +394,12 @@ int engine_list_sessions_page(struct engine *e, int64_t now, const char *user_id
 /* Ends the session with that public id (reason terminated); -ENOENT if there
  * is no such session in memory (unknown or already ended). */
 int engine_terminate(struct engine *e, int64_t now, const char *id);
+/* The same, answered by done (0 or the error above) once it is done: at
+ * once on one host; on a fleet the row is read after the store's next
+ * commit (engine_list_page_later's rules), then the session is ended (a
+ * write in the open unit: its reply waits for that unit's commit). */
+int engine_terminate_later(struct engine *e, int64_t now, const char *id, engine_page_done_fn done, void *userdata,
+                           struct engine_page_read **ret);
 /* Ends every live session of the user (reason terminated). */
 int engine_terminate_user(struct engine *e, int64_t now, const char *user_id, unsigned *count);
 
@@ -518,6 +561,10 @@ struct engine_counters {
          * by the writer after a commit (a fleet), on the loop (SQLite). */
         uint64_t final_reads_after_commit;
         uint64_t final_reads_on_loop;
+        /* Pages of listings, GetSession and the audit (listing.c): by the
+         * writer after a commit (a fleet), on the loop (SQLite). */
+        uint64_t page_reads_after_commit;
+        uint64_t page_reads_on_loop;
 };
 const struct engine_counters *engine_get_counters(const struct engine *e);
 /* The negative errno of the last failed commit (-ENOSPC: the file system is

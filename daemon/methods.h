@@ -92,6 +92,16 @@ void methods_reply_oom(struct call *c);
 int methods_param_cursor(struct call *c, const char *iface, bool *given, int64_t *a, int64_t *b);
 /* Adds "cursor" to a reply object when more follows. */
 int methods_reply_set_cursor(json_t *reply, bool more, int64_t a, int64_t b, bool pair);
+/* A page of ListSessions or ListUser ({"sessions", "cursor"?}), or with
+ * ask->id GetSession's {"session"}: answered when the engine has it (at
+ * once on one host, after the store's next commit on a fleet). */
+struct engine_list_ask;
+void methods_sessions_page(struct daemon *d, struct call *c, const char *iface, const struct engine_list_ask *ask);
+/* A page of the audit ({"entries", "cursor"?}): the first (where the
+ * newest f->limit begin) or the one after (f->after_time, f->after_id). */
+struct store_audit_filter;
+void methods_audit_page(struct daemon *d, struct call *c, const char *iface, const struct store_audit_filter *f,
+                        bool first);
 
 /* Listings without a cursor (methods_listing.c): the whole listing in one
  * reply, built a page per loop iteration, the first page at once. The

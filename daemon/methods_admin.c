@@ -151,22 +151,12 @@ static void method_reload(struct daemon *d, struct call *c) {
         call_error(c, IFACE ".ConfigInvalid", json_pack("{s:o}", "issues", list));
 }
 
-static int list_cb(const struct engine_info *info, void *userdata) {
-        json_t *session = methods_session_info(info);
-
-        if (!session || json_array_append_new(userdata, session) < 0)
-                return -ENOMEM;
-        return 0;
-}
-
 static void method_list_sessions(struct daemon *d, struct call *c) {
         const char *user = NULL;
         bool include_ended = false;
         int64_t limit = LIST_DEFAULT_LIMIT, unused;
         struct engine_page page = {.scan_max = METHODS_PAGE_SCAN};
-        json_t *sessions, *reply;
         bool paged;
-        int r;
 
         if (methods_param_string(c, IFACE, "user_id", false, &user) == -EINVAL ||
             methods_param_bool(c, "include_ended", &include_ended) == -EINVAL ||
@@ -187,42 +177,13 @@ static void method_list_sessions(struct daemon *d, struct call *c) {
                 methods_list_sessions_steps(d, c, IFACE, user, include_ended, false, (unsigned) limit);
                 return;
         }
-        sessions = json_array();
-        if (!sessions) {
-                methods_reply_oom(c);
-                return;
-        }
         /* With a cursor: one page of at most `limit` (methods_page.c). */
         if (limit > METHODS_PAGE_MAX)
                 limit = METHODS_PAGE_MAX;
-        r = engine_list_sessions_page(d->engine, methods_now_ms(), user, include_ended, (unsigned) limit, &page,
-                                      list_cb, sessions);
-        if (r < 0) {
-                json_decref(sessions);
-                methods_reply_error(c, IFACE, r, &(struct engine_error){0});
-                return;
-        }
-        reply = json_pack("{s:o}", "sessions", sessions);
-        if (methods_reply_set_cursor(reply, page.more, page.next, 0, false) < 0) {
-                json_decref(reply);
-                methods_reply_oom(c);
-                return;
-        }
-        call_reply(c, reply);
-}
-
-struct found_session {
-        json_t *session;
-        bool seen;
-};
-
-/* Keeps the one session engine_session_by_id() found. */
-static int get_session_cb(const struct engine_info *info, void *userdata) {
-        struct found_session *f = userdata;
-
-        f->seen = true;
-        f->session = methods_session_info(info);
-        return 1;
+        methods_sessions_page(
+                d, c, IFACE,
+                &(struct engine_list_ask){
+                        .user_id = user, .include_ended = include_ended, .limit = (unsigned) limit, .page = page});
 }
 
 /* The "id" parameter, a well-formed public session id; < 0: answered. */
@@ -242,41 +203,69 @@ static int param_session_id(struct call *c, const char **ret) {
  * ended and still retained (from the store): what `sessionctl show` needs,
  * without walking a listing. */
 static void method_get_session(struct daemon *d, struct call *c) {
-        struct found_session f = {0};
+        const char *id;
+
+        if (param_session_id(c, &id) < 0)
+                return;
+        methods_sessions_page(d, c, IFACE, &(struct engine_list_ask){.id = id});
+}
+
+struct terminate_call {
+        struct call *call;
+        struct daemon *d;
+        struct engine_page_read *read;
+};
+
+static void terminate_cancel(struct call *c, void *userdata) {
+        struct terminate_call *t = userdata;
+
+        (void) c;
+        engine_page_read_detach(t->read);
+        free(t);
+}
+
+/* The session was ended (a write: the reply waits for its commit), or r. */
+static void terminate_done(int r, const struct engine_page *page, void *userdata) {
+        struct terminate_call *t = userdata;
+
+        (void) page;
+        call_set_cancel(t->call, NULL, NULL);
+        if (r < 0)
+                methods_reply_error(t->call, IFACE, r, &(struct engine_error){0});
+        else {
+                call_mark_write(t->call);
+                call_reply(t->call, json_object());
+        }
+        free(t);
+}
+
+/* The row is looked up by id (after the store's next commit on a fleet),
+ * then the session is ended in memory and in the store. */
+static void method_terminate(struct daemon *d, struct call *c) {
+        struct terminate_call *t;
+        struct engine_page_read *read = NULL;
         const char *id;
         int r;
 
         if (param_session_id(c, &id) < 0)
                 return;
-        r = engine_session_by_id(d->engine, methods_now_ms(), id, get_session_cb, &f);
-        if (r >= 0 && !f.seen)
-                r = -ENOENT; /* a live row that is not in memory: not a session (yet) */
-        if (r >= 0 && !f.session) {
+        t = calloc(1, sizeof *t);
+        if (!t) {
                 methods_reply_oom(c);
                 return;
         }
+        t->call = c;
+        t->d = d;
+        r = engine_terminate_later(d->engine, methods_now_ms(), id, terminate_done, t, &read);
         if (r < 0) {
-                json_decref(f.session);
+                free(t);
                 methods_reply_error(c, IFACE, r, &(struct engine_error){0});
                 return;
         }
-        call_reply(c, json_pack("{s:o}", "session", f.session));
-}
-
-static void method_terminate(struct daemon *d, struct call *c) {
-        uint64_t seq = engine_write_seq(d->engine);
-        const char *id;
-        int r;
-
-        if (param_session_id(c, &id) < 0)
-                return;
-        r = engine_terminate(d->engine, methods_now_ms(), id);
-        if (r < 0) {
-                methods_reply_error(c, IFACE, r, &(struct engine_error){0});
-                return;
+        if (read) {
+                t->read = read;
+                call_set_cancel(c, terminate_cancel, t);
         }
-        methods_mark_write(c, d, seq);
-        call_reply(c, json_object());
 }
 
 /* In steps for a user with many sessions (methods_bulk.c). */

@@ -52,8 +52,9 @@ struct listing;
 
 struct listing_kind {
         const char *key; /* the reply's array: "sessions" or "entries" */
-        /* Writes the next page; *done once the listing is complete. */
-        int (*page)(struct listing *l, bool *done);
+        /* Asks for the next page; listing_page_done() when it is in
+         * (perhaps before this returns). < 0: failed, no page asked. */
+        int (*page)(struct listing *l);
 };
 
 struct listing {
@@ -65,8 +66,10 @@ struct listing {
         struct varlink_writer w;
         unsigned remaining; /* entries still wanted */
         unsigned written;   /* entries written by the current page */
-        uint64_t deadline;  /* of the current page, uv_hrtime() */
-        bool cut;           /* the current page ended at its deadline */
+        uint64_t deadline;  /* of the current page, uv_hrtime(), from its first entry; 0 before */
+        uint64_t page_started;
+        struct engine_page_read *read; /* the page being read (a fleet), NULL: none */
+        bool cut;                      /* the current page ended at its deadline */
         unsigned steps, entries;
         size_t reply_bytes;
         uint64_t started, longest, first; /* uv_hrtime(); the longest page, the first (ns) */
@@ -81,6 +84,7 @@ struct listing {
         struct store_audit_filter filter; /* its strings point to user_id and audit_kind */
         char *audit_kind;
         bool audit_started;
+        int64_t last[2]; /* (time, id) of the last entry written */
 };
 
 static void listing_free(struct listing *l) {
@@ -90,10 +94,6 @@ static void listing_free(struct listing *l) {
         free(l->user_id);
         free(l->audit_kind);
         free(l);
-}
-
-static void listing_freep(struct listing **l) {
-        listing_free(*l);
 }
 
 static void listing_closed(uv_handle_t *h) {
@@ -118,6 +118,8 @@ static int listing_begin(struct listing *l) {
 static void listing_answer(struct listing *l, int r) {
         struct call *c = l->call;
 
+        if (!c)
+                return;
         l->call = NULL;
         call_set_cancel(c, NULL, NULL);
         if (r >= 0) {
@@ -139,18 +141,14 @@ static void listing_log(const struct listing *l, uint64_t answer_ns) {
                   (double) l->first / 1e6, (double) l->longest / 1e6, l->reply_bytes, (double) answer_ns / 1e6);
 }
 
-/* One page; true when the call was answered. */
-static bool listing_step(struct listing *l) {
-        uint64_t t0 = uv_hrtime();
-        bool done = false;
-        int r;
+static void step_cb(uv_idle_t *h);
 
-        l->written = 0;
-        l->cut = false;
-        l->deadline = t0 + LISTING_STEP_NS;
-        if (!l->started)
-                l->started = t0;
-        r = l->kind->page(l, &done);
+/* A page is in (or failed): the call is answered when it was the last,
+ * otherwise the next page is asked for in the next loop iteration. */
+static void listing_page_done(struct listing *l, int r, bool done) {
+        uint64_t t0 = uv_hrtime(), took = t0 - l->page_started;
+
+        l->read = NULL;
         if (r >= 0)
                 r = l->w.error;
         if (r >= 0 && l->written >= l->remaining)
@@ -159,25 +157,48 @@ static bool listing_step(struct listing *l) {
                 l->remaining -= l->written;
         l->steps++;
         l->entries += l->written;
-        if (uv_hrtime() - t0 > l->longest)
-                l->longest = uv_hrtime() - t0;
+        if (took > l->longest)
+                l->longest = took;
         if (l->steps == 1)
-                l->first = uv_hrtime() - t0;
+                l->first = took;
         if (r < 0 || done) {
                 l->reply_bytes = l->w.len;
-                t0 = uv_hrtime();
                 listing_answer(l, r);
                 listing_log(l, uv_hrtime() - t0);
-                return true;
+                listing_close(l);
+                return;
         }
-        return false;
+        uv_idle_start(&l->step, step_cb);
 }
 
+/* Asks for the next page: on one host it is in before this returns, on a
+ * fleet after the store's next commit. */
+static void listing_step(struct listing *l) {
+        int r;
+
+        l->written = 0;
+        l->cut = false;
+        l->deadline = 0;
+        l->page_started = uv_hrtime();
+        if (!l->started)
+                l->started = l->page_started;
+        r = l->kind->page(l);
+        if (r < 0)
+                listing_page_done(l, r, true);
+}
+
+/* The idle handle stays on for one more turn after a page is asked: a
+ * page read on a fleet goes to the store when the loop's turn ends (main's
+ * check handle), and without a handle active the loop would first wait in
+ * poll for something else to happen. */
 static void step_cb(uv_idle_t *h) {
         struct listing *l = h->data;
 
-        if (listing_step(l))
-                listing_close(l);
+        if (l->read) {
+                uv_idle_stop(h); /* asked and handed to the store: its commit wakes the loop */
+                return;
+        }
+        listing_step(l);
 }
 
 static void listing_cancel(struct call *c, void *userdata) {
@@ -185,34 +206,33 @@ static void listing_cancel(struct call *c, void *userdata) {
 
         (void) c;
         l->call = NULL;
+        if (l->read)
+                engine_page_read_detach(l->read);
         listing_close(l);
 }
 
-/* Runs the first page now; the rest a page per loop iteration. Takes l. */
+/* Asks for the first page now; the rest a page per loop iteration once
+ * the one before is in. Takes l. */
 static void listing_run(struct listing *l) {
-        _cleanup_(listing_freep) struct listing *owned = l;
-
-        if (listing_begin(l) < 0) {
+        if (listing_begin(l) < 0 || uv_idle_init(l->d->loop, &l->step) < 0) {
                 methods_reply_oom(l->call);
+                listing_free(l);
                 return;
         }
-        if (listing_step(l))
-                return;
-        if (uv_idle_init(l->d->loop, &l->step) < 0) {
-                listing_answer(l, -ENOMEM);
-                return;
-        }
-        owned = NULL; /* the handle's from here on */
         l->step.data = l;
         call_set_cancel(l->call, listing_cancel, l);
-        uv_idle_start(&l->step, step_cb);
+        listing_step(l);
 }
 
 /* ---- sessions ------------------------------------------------------------------------------- */
 
 /* Whether the page has had its time: then the entry just written is its last. */
 static bool listing_past_deadline(struct listing *l) {
-        l->cut = uv_hrtime() >= l->deadline;
+        uint64_t now = uv_hrtime();
+
+        if (!l->deadline)
+                l->deadline = now + LISTING_STEP_NS;
+        l->cut = now >= l->deadline;
         return l->cut;
 }
 
@@ -225,22 +245,25 @@ static int session_write_cb(const struct engine_info *info, void *userdata) {
         return listing_past_deadline(l) ? 1 : 0;
 }
 
-static int sessions_page(struct listing *l, bool *done) {
-        unsigned limit = l->remaining < METHODS_PAGE_MAX ? l->remaining : METHODS_PAGE_MAX;
-        int r;
+static void sessions_page_done(int r, const struct engine_page *page, void *userdata) {
+        struct listing *l = userdata;
 
-        l->page.scan_max = METHODS_PAGE_SCAN;
-        if (l->user_listing)
-                r = engine_list_user_page(l->d->engine, methods_now_ms(), l->user_id, limit, &l->page, session_write_cb,
-                                          l, &l->err);
-        else
-                r = engine_list_sessions_page(l->d->engine, methods_now_ms(), l->user_id, l->include_ended, limit,
-                                              &l->page, session_write_cb, l);
-        if (r < 0)
-                return r;
-        *done = !l->page.more;
-        l->page.after = l->page.next;
-        return 0;
+        if (r >= 0)
+                l->page.after = page->next;
+        listing_page_done(l, r, r >= 0 && !page->more);
+}
+
+static int sessions_page(struct listing *l) {
+        struct engine_list_ask ask = {
+                .user_id = l->user_id,
+                .include_ended = l->include_ended,
+                .user_listing = l->user_listing,
+                .limit = l->remaining < METHODS_PAGE_MAX ? l->remaining : METHODS_PAGE_MAX,
+                .page = {.after = l->page.after, .scan_max = METHODS_PAGE_SCAN},
+        };
+
+        return engine_list_page_later(l->d->engine, methods_now_ms(), &ask, session_write_cb, sessions_page_done, l,
+                                      &l->err, &l->read);
 }
 
 static const struct listing_kind sessions_kind = {"sessions", sessions_page};
@@ -287,54 +310,36 @@ static int audit_write_cb(const struct store_audit_row *row, void *userdata) {
                 return -ENOMEM;
         r = varlink_writer_json(&l->w, entry);
         json_decref(entry);
-        l->filter.after_time = row->time;
-        l->filter.after_id = row->id;
+        l->last[0] = row->time;
+        l->last[1] = row->id;
         l->written++;
         if (r < 0)
                 return r;
         return listing_past_deadline(l) ? 1 : 0;
 }
 
-static int audit_key_cb(const struct store_audit_row *row, void *userdata) {
-        int64_t *start = userdata;
+static void audit_page_done(int r, const int64_t after[2], void *userdata) {
+        struct listing *l = userdata;
+        bool done = !l->cut && l->written < l->filter.limit;
 
-        start[0] = row->time;
-        start[1] = row->id;
-        return 0;
+        if (r >= 0 && !l->audit_started) { /* the listing goes on from where the first page began, oldest first */
+                l->filter.ascending = true;
+                l->audit_started = true;
+        }
+        if (r >= 0 && l->written > 0) {
+                l->filter.after_time = l->last[0];
+                l->filter.after_id = l->last[1];
+        } else if (r >= 0) {
+                l->filter.after_time = after[0];
+                l->filter.after_id = after[1];
+        }
+        listing_page_done(l, r < 0 && r != -ENOMEM ? -EIO : r, done);
 }
 
-/* Where the newest `remaining` entries begin (before every row if fewer):
- * the listing goes on from there, oldest first. */
-static int audit_start(struct listing *l) {
-        struct store_audit_filter nth = l->filter;
-        int64_t start[2] = {-1, 0};
-        int r;
-
-        nth.limit = 1;
-        nth.offset = l->remaining - 1;
-        nth.keys_only = true;
-        r = store_audit_each(engine_store(l->d->engine), &nth, audit_key_cb, start);
-        if (r < 0)
-                return r;
-        l->filter.after_time = start[0];
-        l->filter.after_id = start[0] >= 0 ? start[1] - 1 : 0;
-        l->filter.ascending = true;
-        l->audit_started = true;
-        return 0;
-}
-
-static int audit_page(struct listing *l, bool *done) {
-        int r = 0;
-
-        if (!l->audit_started)
-                r = audit_start(l);
+static int audit_page(struct listing *l) {
         l->filter.limit = l->remaining < METHODS_PAGE_MAX ? l->remaining : METHODS_PAGE_MAX;
-        if (r >= 0)
-                r = store_audit_each(engine_store(l->d->engine), &l->filter, audit_write_cb, l);
-        if (r < 0)
-                return r == -ENOMEM ? r : -EIO;
-        *done = !l->cut && l->written < l->filter.limit;
-        return 0;
+        return engine_audit_page_later(l->d->engine, &l->filter, l->audit_started ? 0 : l->remaining, audit_write_cb,
+                                       audit_page_done, l, &l->read);
 }
 
 static const struct listing_kind audit_kind = {"entries", audit_page};

@@ -138,74 +138,6 @@ json_t *methods_audit_entry(const struct store_audit_row *row) {
                          detail ? detail : json_object());
 }
 
-static int audit_cb(const struct store_audit_row *row, void *userdata) {
-        json_t *o = methods_audit_entry(row);
-
-        if (!o || json_array_append_new(userdata, o) < 0)
-                return -ENOMEM;
-        return 0;
-}
-
-static int audit_last_cb(const struct store_audit_row *row, void *userdata) {
-        int64_t *last = userdata;
-
-        last[0] = row->time;
-        last[1] = row->id;
-        return 0;
-}
-
-/* A page of the audit (methods_page.c): oldest first, from the limit-th
- * newest matching entry at the first page (cursor ""), after the cursor's
- * entry at the next ones. */
-static void audit_page(struct daemon *d, struct call *c, struct store_audit_filter *f, bool first) {
-        struct store *s = engine_store(d->engine);
-        unsigned wanted = f->limit;
-        int64_t last[2] = {f->after_time, f->after_id};
-        json_t *entries = json_array(), *reply;
-        int r = 0;
-
-        if (!entries) {
-                methods_reply_oom(c);
-                return;
-        }
-        if (first) {
-                /* Where the newest `limit` begin: before every row if fewer. */
-                struct store_audit_filter nth = *f;
-                int64_t start[2] = {-1, 0};
-
-                nth.limit = 1;
-                nth.offset = wanted - 1;
-                nth.keys_only = true;
-                r = store_audit_each(s, &nth, audit_last_cb, start);
-                f->after_time = start[0];
-                f->after_id = start[0] >= 0 ? start[1] - 1 : 0;
-        }
-        f->ascending = true;
-        f->offset = 0;
-        f->limit = wanted < METHODS_PAGE_MAX ? wanted : METHODS_PAGE_MAX;
-        if (r >= 0)
-                r = store_audit_each(s, f, audit_cb, entries);
-        if (r >= 0 && json_array_size(entries) > 0) {
-                json_t *e = json_array_get(entries, json_array_size(entries) - 1);
-
-                last[0] = json_integer_value(json_object_get(e, "time"));
-                last[1] = json_integer_value(json_object_get(e, "id"));
-        }
-        if (r < 0) {
-                json_decref(entries);
-                reply_errno(c, r == -ENOMEM ? r : -EIO);
-                return;
-        }
-        reply = json_pack("{s:o}", "entries", entries);
-        if (methods_reply_set_cursor(reply, json_array_size(entries) == f->limit && wanted > f->limit, last[0], last[1],
-                                     true) < 0) {
-                json_decref(reply);
-                methods_reply_oom(c);
-                return;
-        }
-        call_reply(c, reply);
-}
-
 static void method_audit(struct daemon *d, struct call *c) {
         struct store_audit_filter f = {.limit = AUDIT_DEFAULT_LIMIT};
         int64_t since = 0, limit = AUDIT_DEFAULT_LIMIT;
@@ -241,7 +173,7 @@ static void method_audit(struct daemon *d, struct call *c) {
         engine_audit_flush(d->engine);
         methods_mark_write(c, d, seq);
         if (paged) {
-                audit_page(d, c, &f, f.after_time == 0 && f.after_id == 0);
+                methods_audit_page(d, c, IFACE, &f, f.after_time == 0 && f.after_id == 0);
                 return;
         }
         /* Without a cursor: every entry in one reply, oldest first, built

@@ -19,9 +19,13 @@
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
+#include "daemon.h"
+#include "engine.h"
 #include "methods.h"
 #include "server.h"
+#include "store.h"
 
 int methods_param_cursor(struct call *c, const char *iface, bool *given, int64_t *a, int64_t *b) {
         const char *text = NULL;
@@ -59,4 +63,168 @@ int methods_reply_set_cursor(json_t *reply, bool more, int64_t a, int64_t b, boo
         else
                 snprintf(text, sizeof text, "%" PRId64, a);
         return json_object_set_new(reply, "cursor", json_string(text)) < 0 ? -ENOMEM : 0;
+}
+
+/* ---- a page answered later -------------------------------------------------------------------
+ * A page is read on the loop on one host, after the store's next commit
+ * on a fleet (engine_list_page_later): the call waits for it, and stops
+ * waiting when its peer goes. */
+
+enum page_call_kind { PAGE_SESSIONS, PAGE_ONE_SESSION, PAGE_AUDIT };
+
+struct page_call {
+        struct call *call;
+        const char *iface;
+        enum page_call_kind kind;
+        json_t *items;
+        struct engine_page_read *read;
+        struct engine_error err;
+        unsigned limit;  /* audit: the page's size */
+        unsigned wanted; /* audit: the entries the caller still wants */
+        int64_t last[2]; /* audit: (time, id) of the last entry */
+};
+
+static void page_call_free(struct page_call *p) {
+        json_decref(p->items);
+        free(p);
+}
+
+static void page_call_cancel(struct call *c, void *userdata) {
+        struct page_call *p = userdata;
+
+        (void) c;
+        engine_page_read_detach(p->read);
+        page_call_free(p);
+}
+
+static int page_session_cb(const struct engine_info *info, void *userdata) {
+        struct page_call *p = userdata;
+        json_t *session = methods_session_info(info);
+
+        if (!session)
+                return -ENOMEM;
+        if (p->kind == PAGE_ONE_SESSION) {
+                json_decref(p->items);
+                p->items = session;
+                return 1;
+        }
+        return json_array_append_new(p->items, session) < 0 ? -ENOMEM : 0;
+}
+
+static int page_audit_cb(const struct store_audit_row *row, void *userdata) {
+        struct page_call *p = userdata;
+        json_t *o = methods_audit_entry(row);
+
+        if (!o || json_array_append_new(p->items, o) < 0)
+                return -ENOMEM;
+        p->last[0] = row->time;
+        p->last[1] = row->id;
+        return 0;
+}
+
+/* Answers the call with its page (or error r) and frees p. */
+static void page_call_answer(struct page_call *p, int r, bool more, int64_t a, int64_t b) {
+        struct call *c = p->call;
+        json_t *reply = NULL;
+
+        call_set_cancel(c, NULL, NULL);
+        if (r >= 0 && p->kind == PAGE_ONE_SESSION)
+                reply = p->items ? json_pack("{s:O}", "session", p->items) : NULL;
+        else if (r >= 0) {
+                reply = json_pack("{s:O}", p->kind == PAGE_AUDIT ? "entries" : "sessions", p->items);
+                if (methods_reply_set_cursor(reply, more, a, b, p->kind == PAGE_AUDIT) < 0) {
+                        json_decref(reply);
+                        reply = NULL;
+                }
+        }
+        if (r >= 0 && !reply)
+                r = -ENOMEM;
+        if (r == -ENOMEM)
+                methods_reply_oom(c);
+        else if (r < 0)
+                methods_reply_error(c, p->iface, r, &p->err);
+        else
+                call_reply(c, reply);
+        page_call_free(p);
+}
+
+static void page_sessions_done(int r, const struct engine_page *page, void *userdata) {
+        struct page_call *p = userdata;
+
+        page_call_answer(p, r, page->more, page->next, 0);
+}
+
+static void page_audit_done(int r, const int64_t after[2], void *userdata) {
+        struct page_call *p = userdata;
+        bool full = json_array_size(p->items) == p->limit;
+
+        if (json_array_size(p->items) == 0) {
+                p->last[0] = after[0];
+                p->last[1] = after[1];
+        }
+        page_call_answer(p, r < 0 && r != -ENOMEM ? -EIO : r, full && p->wanted > p->limit, p->last[0], p->last[1]);
+}
+
+static struct page_call *page_call_new(struct call *c, const char *iface, enum page_call_kind kind) {
+        struct page_call *p = calloc(1, sizeof *p);
+
+        if (!p)
+                return NULL;
+        p->call = c;
+        p->iface = iface;
+        p->kind = kind;
+        if (kind != PAGE_ONE_SESSION && !(p->items = json_array())) {
+                free(p);
+                return NULL;
+        }
+        return p;
+}
+
+/* After the page was asked for: r < 0 when it could not be (done will not
+ * run), else the call waits (unless done ran already: p->read NULL). */
+static void page_call_wait(struct page_call *p, int r, struct engine_page_read *read) {
+        if (r < 0) {
+                page_call_answer(p, r, false, 0, 0);
+                return;
+        }
+        if (!read)
+                return; /* answered */
+        p->read = read;
+        call_set_cancel(p->call, page_call_cancel, p);
+}
+
+void methods_sessions_page(struct daemon *d, struct call *c, const char *iface, const struct engine_list_ask *ask) {
+        struct page_call *p = page_call_new(c, iface, ask->id ? PAGE_ONE_SESSION : PAGE_SESSIONS);
+        struct engine_page_read *read = NULL;
+        int r;
+
+        if (!p) {
+                methods_reply_oom(c);
+                return;
+        }
+        r = engine_list_page_later(d->engine, methods_now_ms(), ask, page_session_cb, page_sessions_done, p, &p->err,
+                                   &read);
+        page_call_wait(p, r, read);
+}
+
+void methods_audit_page(struct daemon *d, struct call *c, const char *iface, const struct store_audit_filter *f,
+                        bool first) {
+        struct page_call *p = page_call_new(c, iface, PAGE_AUDIT);
+        struct store_audit_filter page = *f;
+        struct engine_page_read *read = NULL;
+        int r;
+
+        if (!p) {
+                methods_reply_oom(c);
+                return;
+        }
+        p->wanted = f->limit;
+        p->limit = f->limit < METHODS_PAGE_MAX ? f->limit : METHODS_PAGE_MAX;
+        p->last[0] = f->after_time;
+        p->last[1] = f->after_id;
+        page.ascending = true;
+        page.offset = 0;
+        page.limit = p->limit;
+        r = engine_audit_page_later(d->engine, &page, first ? f->limit : 0, page_audit_cb, page_audit_done, p, &read);
+        page_call_wait(p, r, read);
 }

@@ -400,23 +400,12 @@ static void method_destroy_user(struct daemon *d, struct call *c) {
         methods_bulk_end_user(d, c, IFACE, now, user, except_row_key, ENGINE_END_DESTROYED);
 }
 
-static int list_cb(const struct engine_info *info, void *userdata) {
-        json_t *session = methods_session_info(info);
-
-        if (!session || json_array_append_new(userdata, session) < 0)
-                return -ENOMEM;
-        return 0;
-}
-
 /* With `cursor`, a page (methods_page.c). */
 static void method_list_user(struct daemon *d, struct call *c) {
-        struct engine_error err = {0};
         struct engine_page page = {.scan_max = METHODS_PAGE_SCAN};
         const char *user;
-        json_t *sessions, *reply;
         int64_t unused;
         bool paged;
-        int r;
 
         if (methods_param_string(c, IFACE, "user_id", true, &user) < 0 ||
             methods_param_cursor(c, IFACE, &paged, &page.after, &unused) < 0)
@@ -427,24 +416,9 @@ static void method_list_user(struct daemon *d, struct call *c) {
                 methods_list_sessions_steps(d, c, IFACE, user, false, true, UINT_MAX);
                 return;
         }
-        sessions = json_array();
-        if (!sessions) {
-                methods_reply_oom(c);
-                return;
-        }
-        r = engine_list_user_page(d->engine, methods_now_ms(), user, METHODS_PAGE_MAX, &page, list_cb, sessions, &err);
-        if (r < 0) {
-                json_decref(sessions);
-                methods_reply_error(c, IFACE, r, &err);
-                return;
-        }
-        reply = json_pack("{s:o}", "sessions", sessions);
-        if (methods_reply_set_cursor(reply, page.more, page.next, 0, false) < 0) {
-                json_decref(reply);
-                methods_reply_oom(c);
-                return;
-        }
-        call_reply(c, reply);
+        methods_sessions_page(d, c, IFACE,
+                              &(struct engine_list_ask){
+                                      .user_id = user, .user_listing = true, .limit = METHODS_PAGE_MAX, .page = page});
 }
 
 static void method_get_client_config(struct daemon *d, struct call *c) {

@@ -402,6 +402,10 @@ json_t *metrics_current(struct metrics *m, int64_t now, const struct metrics_ext
                 "Ended sessions read for a Watch's final reply: by the store's writer after a commit (a fleet), or on "
                 "the event loop (SQLite).",
                 ec->final_reads_after_commit, ec->final_reads_on_loop);
+        add_where(&b, "listing_page_reads_total",
+                  "Pages of ListSessions, ListUser, GetSession, Terminate and Audit read from the store: by the "
+                  "store's writer after a commit (a fleet), or on the event loop (SQLite).",
+                  ec->page_reads_after_commit, ec->page_reads_on_loop);
         add(&b, "db_size_bytes", "gauge", "Size of the database file and its WAL (0 in memory).",
             json_integer(db_size(d)), NULL);
 

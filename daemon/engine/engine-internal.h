@@ -14,7 +14,10 @@
  *                    heartbeat, extend, rotate; ending one
  *   platform.c       platform switches under the per-hour limit (decided
  *                    by the store on a shared store)
- *   session-admin.c  destroy, listings, watch support, terminate
+ *   session-admin.c  destroy, DestroyUser, watch support, terminate
+ *   listing.c        the listings, GetSession, the audit's pages and a
+ *                    Watch's final reply: read on the loop on one host,
+ *                    after a commit on a fleet
  *   sync.c           the cross-tab sync state: a compare-and-set answered
  *                    when its unit of work is done
  *   cleanup.c        the concurrency limit, cleanup of expired sessions,
@@ -282,7 +285,7 @@ struct engine {
          * flight, and those found so far). */
         bool reread_active, reread_open, reread_inflight, reread_restart;
         bool reread_ends; /* the pass is past its pages: the asks are the ends' */
-        struct store_live_read reread;
+        struct store_page_read reread;
         int64_t reread_after;
         struct cleanup_ask *reread_gone;
         size_t n_reread_gone, reread_gone_allocated, reread_gone_total;
@@ -529,6 +532,10 @@ void fleet_hand_off_failed(struct engine *e, int r);
 
 /* session.c */
 int session_ended_cb(const struct store_session *row, void *userdata);
+/* Ends the session of a row read by its id, as an operator's Terminate
+ * (session-admin.c): -ENOENT when it is not live in the store or not in
+ * memory. */
+int session_terminate_row(struct engine *e, int64_t now, const struct store_session *row);
 int session_end(struct engine *e, int64_t now, uint32_t h, enum engine_end_reason reason, int64_t ended_at,
                 const char *audit_kind, char id_out[TOKEN_ID_STRING_LEN + 1]);
 int session_invalid(struct engine_error *err, const char *field, const char *reason);

@@ -302,7 +302,7 @@ static void reread_stop(struct engine *e) {
         e->reread_active = e->reread_ends = e->reread_restart = false;
         e->n_reread_gone = e->reread_gone_total = 0;
         if (!e->reread_open && !e->reread_inflight)
-                store_live_read_clear(&e->reread);
+                store_page_read_clear(&e->reread);
 }
 
 /* Gives up the pass; the next good probe starts it again. */
@@ -318,9 +318,11 @@ static void reread_ask(struct engine *e) {
 
         if (!e->reread_ends) {
                 if (r >= 0) {
-                        e->reread.after_row_key = e->reread_after;
+                        e->reread.kind = STORE_PAGE_SESSIONS;
+                        e->reread.filter = (struct store_filter){
+                                .live_only = true, .light = true, .after_row_key = e->reread_after};
                         e->reread.max_rows = FLEET_REREAD_PAGE;
-                        r = store_read_live_after(e->store, &e->reread);
+                        r = store_read_page_after(e->store, &e->reread);
                 }
         } else
                 for (size_t i = 0; r >= 0 && i < e->n_reread_gone; i++)
@@ -351,7 +353,7 @@ static void reread_pages_done(struct engine *e) {
         }
         e->reread_gone_total = e->n_reread_gone;
         e->reread_ends = true;
-        store_live_read_clear(&e->reread);
+        store_page_read_clear(&e->reread);
         if (e->n_reread_gone > 0)
                 reread_ask(e);
 }
@@ -371,7 +373,7 @@ static bool row_written(int64_t row_key, const int64_t *written, size_t n_writte
 }
 
 static void reread_answer(struct engine *e, const int64_t *written, size_t n_written) {
-        struct store_live_read *x = &e->reread;
+        struct store_page_read *x = &e->reread;
         size_t kept = 0;
 
         if (!e->reread_inflight)
@@ -786,7 +788,7 @@ void fleet_free(struct engine *e) {
         remote_clear(e);
         free(e->cleanup_open);
         free(e->cleanup_inflight);
-        store_live_read_clear(&e->reread);
+        store_page_read_clear(&e->reread);
         free(e->reread_gone);
         e->reread_gone = NULL;
         e->n_reread_gone = e->reread_gone_allocated = 0;

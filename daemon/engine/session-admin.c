@@ -113,221 +113,6 @@ int engine_destroy_user(struct engine *e, int64_t now, const char *user_id, cons
         return engine_end_user_step(e, now, user_id, now, except, ENGINE_END_DESTROYED, 0, count, &more);
 }
 
-/* ---- listings -------------------------------------------------------------------------------------------- */
-
-/* Pages. A listing goes in row order, so a page ends at a row and the
- * next begins after it: a session is listed at most once however the
- * table changes between pages, and one that exists throughout is listed
- * exactly once. A page also stops after examining scan_max rows (the ended
- * ones a live listing skips, expired ones), so that its time is bounded
- * whatever the table holds; it may then be short, even empty, with more to
- * come. */
-struct list_ctx {
-        struct engine *e;
-        int64_t now;
-        bool include_ended;
-        unsigned limit, n;
-        engine_info_fn cb;
-        void *userdata;
-        unsigned scanned, scan_max; /* scan_max 0: no bound */
-        int64_t last;               /* the last row examined */
-        bool stopped;               /* by the limit or scan_max: more may follow */
-};
-
-static int list_row_cb(const struct store_session *row, void *userdata) {
-        struct list_ctx *x = userdata;
-        struct engine_info info;
-        uint32_t h;
-        int r;
-
-        if (x->n >= x->limit || (x->scan_max && x->scanned >= x->scan_max)) {
-                x->stopped = true;
-                return 1;
-        }
-        x->scanned++;
-        x->last = row->row_key;
-        if (row->ended_at == 0) {
-                h = session_find_key(x->e, row->token_hash);
-                if (h == NIL)
-                        return 0;
-                table_info_fill(x->e, h, x->now, &info);
-                if (info.state == ENGINE_STATE_EXPIRED && !x->include_ended)
-                        return 0;
-                info.ip = row->ip;
-                info.user_agent = row->user_agent;
-        } else {
-                if (!x->include_ended)
-                        return 0;
-                table_info_from_row(row, &info);
-        }
-        x->n++;
-        r = x->cb(&info, x->userdata);
-        if (r != 0)
-                x->stopped = true; /* the callback ends the page here: more may follow */
-        return r != 0 ? 1 : 0;
-}
-
-/* One user's sessions in row order: the live ones are in memory (their rows
- * are read by row_key, for ip and user agent), the ended ones come from the
- * store's index of ended rows; the two are merged. The store has no index
- * of live rows by user, so that Create writes no random index page. */
-struct user_list {
-        struct list_ctx *x;
-        int64_t *live; /* row_keys, ascending */
-        size_t n_live, next;
-};
-
-static int row_key_cmp(const void *a, const void *b) {
-        int64_t x = *(const int64_t *) a, y = *(const int64_t *) b;
-
-        return (x > y) - (x < y);
-}
-
-/* Lists the live rows below `below`; a positive return stops. */
-static int user_list_live(struct user_list *u, int64_t below) {
-        int r;
-
-        while (u->next < u->n_live && u->live[u->next] < below) {
-                r = store_session_by_row_key(u->x->e->store, u->live[u->next++], list_row_cb, u->x);
-                if (r != 0 && r != -ENOENT)
-                        return r;
-        }
-        return 0;
-}
-
-static int user_list_ended_cb(const struct store_session *row, void *userdata) {
-        struct user_list *u = userdata;
-        int r = user_list_live(u, row->row_key);
-
-        return r != 0 ? r : list_row_cb(row, u->x);
-}
-
-/* Keeps the `cap` smallest of the row_keys pushed, in a max-heap of heap[0..*n). */
-static void heap_push_smallest(int64_t *heap, size_t *n, size_t cap, int64_t v) {
-        size_t i;
-
-        if (*n < cap) {
-                for (i = (*n)++; i > 0 && heap[(i - 1) / 2] < v; i = (i - 1) / 2)
-                        heap[i] = heap[(i - 1) / 2];
-                heap[i] = v;
-                return;
-        }
-        if (v >= heap[0])
-                return;
-        for (i = 0;;) { /* replace the largest and sift down */
-                size_t c = 2 * i + 1;
-
-                if (c >= *n)
-                        break;
-                if (c + 1 < *n && heap[c + 1] > heap[c])
-                        c++;
-                if (heap[c] <= v)
-                        break;
-                heap[i] = heap[c];
-                i = c;
-        }
-        heap[i] = v;
-}
-
-/* The live rows of a user after `after` that a page can reach, ascending:
- * a page examines at most scan_max rows (expired ones it skips included),
- * and one more tells it that more follow, so the scan_max + 1 smallest
- * (all without a bound). Sorting every live row of the user cost each page
- * of a 50,000-session user 10 ms; picking the smallest is one pass. */
-static int user_live_rows(struct engine *e, uint32_t user, const struct list_ctx *x, int64_t after,
-                          struct user_list *u) {
-        size_t n = e->users[user].n_sessions;
-        size_t cap = x->scan_max && x->scan_max < n ? (size_t) x->scan_max + 1 : n;
-
-        u->live = malloc((cap > 0 ? cap : 1) * sizeof *u->live);
-        if (!u->live)
-                return -ENOMEM;
-        for (uint32_t h = e->users[user].head; h != NIL; h = e->sessions[h].user_next)
-                if (e->sessions[h].row_key > after)
-                        heap_push_smallest(u->live, &u->n_live, cap, e->sessions[h].row_key);
-        qsort(u->live, u->n_live, sizeof *u->live, row_key_cmp);
-        return 0;
-}
-
-static int list_user(struct engine *e, struct list_ctx *x, const char *user_id, int64_t after) {
-        struct user_list u = {x, NULL, 0, 0};
-        uint32_t user = table_user_find(e, user_id);
-        int r = 0;
-
-        if (user != NIL && e->users[user].n_sessions > 0) {
-                r = user_live_rows(e, user, x, after, &u);
-                if (r < 0)
-                        return r;
-        }
-        if (x->include_ended)
-                r = store_sessions_ended_of_user_after(e->store, user_id, after, user_list_ended_cb, &u);
-        if (r == 0)
-                r = user_list_live(&u, INT64_MAX);
-        free(u.live);
-        return r;
-}
-
-int engine_list_sessions_page(struct engine *e, int64_t now, const char *user_id, bool include_ended, unsigned limit,
-                              struct engine_page *page, engine_info_fn cb, void *userdata) {
-        struct list_ctx x = {e, now, include_ended, limit, 0, cb, userdata, 0, page ? page->scan_max : 0, 0, false};
-        int64_t after = page ? page->after : 0;
-        struct store_filter f = {.live_only = !include_ended, .after_row_key = after};
-        int r;
-
-        if (page) {
-                page->next = after;
-                page->more = false;
-        }
-        if (limit == 0)
-                return 0;
-        if (user_id)
-                r = list_user(e, &x, user_id, after);
-        else
-                r = store_sessions_each(e->store, &f, list_row_cb, &x);
-        if (r < 0)
-                return txn_storage_errno(r);
-        if (page && x.stopped) {
-                page->next = x.last > after ? x.last : after;
-                page->more = true;
-        }
-        return 0;
-}
-
-int engine_list_sessions(struct engine *e, int64_t now, const char *user_id, bool include_ended, unsigned limit,
-                         engine_info_fn cb, void *userdata) {
-        return engine_list_sessions_page(e, now, user_id, include_ended, limit, NULL, cb, userdata);
-}
-
-int engine_session_by_id(struct engine *e, int64_t now, const char *id, engine_info_fn cb, void *userdata) {
-        struct list_ctx x = {e, now, true, 1, 0, cb, userdata, 0, 0, 0, false};
-        int r;
-
-        r = store_session_by_id(e->store, id, list_row_cb, &x);
-        if (r == -ENOENT)
-                return r;
-        return r < 0 ? txn_storage_errno(r) : 0;
-}
-
-int engine_list_user_page(struct engine *e, int64_t now, const char *user_id, unsigned limit, struct engine_page *page,
-                          engine_info_fn cb, void *userdata, struct engine_error *err) {
-        const char *why;
-
-        if (page) {
-                page->next = page->after;
-                page->more = false;
-        }
-        if ((why = session_check_name(user_id, ENGINE_USER_ID_MAX)))
-                return session_invalid(err, "user_id", why);
-        if (table_user_find(e, user_id) == NIL)
-                return 0;
-        return engine_list_sessions_page(e, now, user_id, false, limit, page, cb, userdata);
-}
-
-int engine_list_user(struct engine *e, int64_t now, const char *user_id, engine_info_fn cb, void *userdata,
-                     struct engine_error *err) {
-        return engine_list_user_page(e, now, user_id, UINT_MAX, NULL, cb, userdata, err);
-}
-
 /* ---- watch support ------------------------------------------------------------------------------------------ */
 
 int engine_resolve(struct engine *e, int64_t now, const char *token, struct engine_ref *ref, struct engine_info *ret,
@@ -353,134 +138,47 @@ int engine_peek(struct engine *e, int64_t now, const struct engine_ref *ref, str
         return 0;
 }
 
-/* A Watch's final reply: the ended row. Not a fleet it is read on the
- * loop at once; on a fleet by the store's writer right after the next
- * commit (store_read_after), the call waiting for that unit (struct
- * unit_wait). An ended row no longer changes, so a read after any commit
- * that followed its end is the row as it stays; a row still live there is
- * told from memory, as engine_session_by_id() does. */
-struct engine_session_read {
-        struct unit_wait base; /* first: the unit's list holds it */
-        int64_t row_key;
-        int64_t now;
-        engine_session_got_fn done; /* NULL: detached */
-        void *userdata;
-};
-
-struct got_ctx {
-        engine_session_got_fn done;
-        void *userdata;
-        bool told;
-};
-
-static int got_cb(const struct engine_info *info, void *userdata) {
-        struct got_ctx *g = userdata;
-
-        g->told = true;
-        g->done(0, info, g->userdata);
-        return 1;
-}
-
-static void session_read_committed(struct engine *e, struct unit_wait *base) {
-        struct engine_session_read *w = container_of(base, struct engine_session_read, base);
-        struct got_ctx g = {w->done, w->userdata, false};
-        struct list_ctx x = {e, w->now, true, 1, 0, got_cb, &g, 0, 0, 0, false};
-        int r = -EAGAIN;
-
-        if (w->done)
-                r = store_read_row(e->store, w->row_key, list_row_cb, &x);
-        if (r == -EAGAIN) /* not read (the read failed): no read on the loop instead */
-                r = -EIO;
-        else if (r >= 0)
-                e->counters.final_reads_after_commit++;
-        if (w->done && !g.told)
-                w->done(r == -ENOENT ? r : r < 0 ? txn_storage_errno(r) : 0, NULL, w->userdata);
-        free(w);
-}
-
-static void session_read_lost(struct engine *e, struct unit_wait *base, int r) {
-        struct engine_session_read *w = container_of(base, struct engine_session_read, base);
-
-        (void) e;
-        if (w->done)
-                w->done(r, NULL, w->userdata);
-        free(w);
-}
-
-int engine_session_by_id_later(struct engine *e, int64_t now, const char *id, const struct engine_ref *ref,
-                               engine_session_got_fn done, void *userdata, struct engine_session_read **ret) {
-        struct engine_session_read *w;
-        int r;
-
-        assert(done);
-        if (ret)
-                *ret = NULL;
-        if (!e->fleet) {
-                struct got_ctx g = {done, userdata, false};
-
-                e->counters.final_reads_on_loop++;
-                r = engine_session_by_id(e, now, id, got_cb, &g);
-                if (!g.told)
-                        done(r < 0 ? r : 0, NULL, userdata);
-                return 0;
-        }
-        assert(ref->row_key > 0); /* engine_resolve()'s */
-        w = calloc(1, sizeof *w);
-        if (!w)
-                return -ENOMEM;
-        r = txn_begin(e);
-        if (r >= 0)
-                r = store_read_after(e->store, ref->row_key);
-        if (r < 0) {
-                free(w);
-                return txn_storage_errno(r);
-        }
-        w->base = (struct unit_wait){.committed = session_read_committed, .lost = session_read_lost};
-        w->row_key = ref->row_key;
-        w->now = now;
-        w->done = done;
-        w->userdata = userdata;
-        txn_wait_add(e, &w->base);
-        if (ret)
-                *ret = w;
-        return 0;
-}
-
-void engine_session_read_detach(struct engine_session_read *x) {
-        x->done = NULL;
-}
-
 /* ---- administration ------------------------------------------------------------------------------------------- */
 
-struct key_row {
-        bool found, live;
-        uint8_t key[16];
+/* Ends the session of a row read by its id (terminated): -ENOENT when it
+ * is not live in the store or not in memory. */
+int session_terminate_row(struct engine *e, int64_t now, const struct store_session *row) {
+        uint32_t h;
+
+        if (row->ended_at != 0)
+                return -ENOENT;
+        h = session_find_key(e, row->token_hash);
+        if (h == NIL)
+                return -ENOENT;
+        log_info("Session %s terminated by an operator.", row->id);
+        return session_end(e, now, h, ENGINE_END_TERMINATED, now, "ended", NULL);
+}
+
+struct terminate_ctx {
+        bool found;
+        struct store_session row; /* its strings are not kept */
 };
 
-static int key_row_cb(const struct store_session *row, void *userdata) {
-        struct key_row *k = userdata;
+static int terminate_row_cb(const struct store_session *row, void *userdata) {
+        struct terminate_ctx *t = userdata;
 
-        k->found = true;
-        k->live = row->ended_at == 0;
-        memcpy(k->key, row->token_hash, sizeof k->key);
+        t->found = true;
+        t->row = *row;
+        t->row.id = t->row.user_id = t->row.platform_id = t->row.end_reason = t->row.ip = t->row.user_agent = NULL;
         return 1;
 }
 
 int engine_terminate(struct engine *e, int64_t now, const char *id) {
-        struct key_row k = {0};
-        uint32_t h;
+        struct terminate_ctx t = {0};
         int r;
 
-        r = store_session_by_id(e->store, id, key_row_cb, &k);
-        if (r == -ENOENT || (r >= 0 && (!k.found || !k.live)))
+        r = store_session_by_id(e->store, id, terminate_row_cb, &t);
+        if (r == -ENOENT || (r >= 0 && !t.found))
                 return -ENOENT;
         if (r < 0)
                 return txn_storage_errno(r);
-        h = session_find_key(e, k.key);
-        if (h == NIL)
-                return -ENOENT;
-        log_info("Session %s terminated by an operator.", id);
-        return session_end(e, now, h, ENGINE_END_TERMINATED, now, "ended", NULL);
+        t.row.id = id;
+        return session_terminate_row(e, now, &t.row);
 }
 
 int engine_terminate_user(struct engine *e, int64_t now, const char *user_id, unsigned *count) {

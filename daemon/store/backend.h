@@ -103,6 +103,10 @@ struct store_backend {
          * store_session_read_sync; out->data NULL on a failure). */
         int (*session_read_sync)(struct store *s, struct store_sync_read *out);
         int (*session_by_row_key)(struct store *s, int64_t row_key, store_session_fn cb, void *userdata);
+        /* Rows by key, in any order, the missing ones left out; NULL: one
+         * session_by_row_key each (a local store). */
+        int (*sessions_by_row_keys)(struct store *s, const int64_t *keys, size_t n, store_session_fn cb,
+                                    void *userdata);
         int (*session_by_hash)(struct store *s, const uint8_t hash[TOKEN_HASH_BYTES], store_session_fn cb,
                                void *userdata);
         int (*session_by_id)(struct store *s, const char *id, store_session_fn cb, void *userdata);
@@ -153,3 +157,8 @@ extern const struct store_backend store_backend_postgres;
  * store_core_destroy() last but for the free. */
 void store_core_init(struct store *s, const struct store_backend *b);
 void store_core_destroy(struct store *s);
+/* After a unit's commit (commit_result), with s->lock held: the pages it
+ * was asked to read (page-read.c). */
+void store_page_reads_run(struct store *s, struct store_uow *u, int commit_result);
+/* One page read now, with s->lock held: 0 or the read's error. */
+int store_page_run(struct store *s, struct store_page_read *x);

@@ -259,6 +259,7 @@ void pg_tx_rollback(struct pg_store *p);
 int pg_session_get_switches(struct store *s, int64_t row_key, char **ret);
 int pg_session_read_sync(struct store *s, struct store_sync_read *out);
 int pg_session_by_row_key(struct store *s, int64_t row_key, store_session_fn cb, void *userdata);
+int pg_sessions_by_row_keys(struct store *s, const int64_t *keys, size_t n, store_session_fn cb, void *userdata);
 int pg_session_by_hash(struct store *s, const uint8_t hash[TOKEN_HASH_BYTES], store_session_fn cb, void *userdata);
 int pg_session_by_id(struct store *s, const char *id, store_session_fn cb, void *userdata);
 int pg_sessions_each(struct store *s, const struct store_filter *f, store_session_fn cb, void *userdata);

@@ -130,20 +130,29 @@ void pg_rows_free(void *rows) {
         free(x);
 }
 
-static int rows_by_key(struct pg_store *p, struct pg_rows *x, const int64_t *keys, size_t n) {
-        _cleanup_free_ char *arr = malloc(n * 22 + 3);
-        struct params a = {0};
+/* A PostgreSQL array literal of row keys, "{k1,k2,...}"; NULL: no memory. */
+static char *keys_array_text(const int64_t *keys, size_t n) {
+        char *arr = malloc(n * 22 + 3);
         size_t len = 0;
 
         if (!arr)
-                return -ENOMEM;
+                return NULL;
         arr[len++] = '{';
-        for (size_t i = 0; i < n; i++) {
-                x->keys[i] = (struct pg_row_index){.row_key = keys[i], .index = -1};
+        for (size_t i = 0; i < n; i++)
                 len += (size_t) sprintf(arr + len, "%s%" PRId64, i ? "," : "", keys[i]);
-        }
         arr[len++] = '}';
         arr[len] = '\0';
+        return arr;
+}
+
+static int rows_by_key(struct pg_store *p, struct pg_rows *x, const int64_t *keys, size_t n) {
+        _cleanup_free_ char *arr = keys_array_text(keys, n);
+        struct params a = {0};
+
+        if (!arr)
+                return -ENOMEM;
+        for (size_t i = 0; i < n; i++)
+                x->keys[i] = (struct pg_row_index){.row_key = keys[i], .index = -1};
         x->n = n;
         qsort(x->keys, n, sizeof x->keys[0], row_index_cmp);
         param_text(&a, arr);
@@ -245,6 +254,25 @@ int pg_session_by_row_key(struct store *s, int64_t row_key, store_session_fn cb,
 
         param_int(&a, row_key);
         return session_one(s, Q_BY_ROWID, &a, cb, userdata);
+}
+
+/* Rows by key, one statement for all of them (a page of ListUser: the
+ * user's live rows are known by key). */
+int pg_sessions_by_row_keys(struct store *s, const int64_t *keys, size_t n, store_session_fn cb, void *userdata) {
+        struct pg_store *p = pg(s);
+        _cleanup_free_ char *arr = NULL;
+        struct params a = {0};
+        int r = read_ready(p);
+
+        if (r < 0 || n == 0)
+                return r;
+        arr = keys_array_text(keys, n);
+        if (!arr)
+                return -ENOMEM;
+        param_text(&a, arr);
+        _cleanup_pqclear_ PGresult *res = pg_run(p, Q_BY_ROWIDS, &a);
+        r = pg_result_check(p->name, p->w.c, res, PGRES_TUPLES_OK, "reading sessions");
+        return r < 0 ? r : result_each(res, false, cb, userdata, false, NULL);
 }
 
 int pg_session_by_hash(struct store *s, const uint8_t hash[TOKEN_HASH_BYTES], store_session_fn cb, void *userdata) {

@@ -716,6 +716,7 @@ const struct store_backend store_backend_postgres = {
         .session_get_switches = pg_session_get_switches,
         .session_read_sync = pg_session_read_sync,
         .session_by_row_key = pg_session_by_row_key,
+        .sessions_by_row_keys = pg_sessions_by_row_keys,
         .session_by_hash = pg_session_by_hash,
         .session_by_id = pg_session_by_id,
         .sessions_each = pg_sessions_each,

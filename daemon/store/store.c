@@ -22,8 +22,8 @@
  * Reads after a commit. The engine can also ask for reads that the writer
  * runs right after committing the open unit, before the next: rows by
  * key or token hash (store_read_after, store_read_after_hash), sync
- * states (store_read_sync_after), a page of live rows
- * (store_read_live_after). They see every write committed so far and cost
+ * states (store_read_sync_after), pages of rows or audit entries
+ * (store_read_page_after, page-read.c). They see every write committed so far and cost
  * the loop no wait; the results travel with the unit and are read on the
  * loop when it is done (store_read_row, ...). A fleet's memory learns the
  * store this way without a round trip on the loop (DESIGN 8).
@@ -129,107 +129,6 @@ static void sync_reads_run(struct store *s, struct store_uow *u, int commit_resu
         }
 }
 
-/* ---- live rows read after a commit (store_read_live_after) ---------------------------------
- * The rows' strings go into blocks that never move (the rows point into
- * them while their array grows). */
-
-struct store_live_rows {
-        struct store_live_rows *next;
-        size_t used, size;
-        char data[];
-};
-
-#define LIVE_BLOCK_BYTES (64 * 1024)
-
-static const char *live_strdup(struct store_live_read *x, const char *v) {
-        struct store_live_rows *b = x->strings;
-        size_t n;
-        char *p;
-
-        if (!v)
-                return NULL;
-        n = strlen(v) + 1;
-        if (!b || b->size - b->used < n) {
-                size_t size = n > LIVE_BLOCK_BYTES ? n : LIVE_BLOCK_BYTES;
-
-                b = malloc(sizeof *b + size);
-                if (!b)
-                        return NULL;
-                b->next = x->strings;
-                b->used = 0;
-                b->size = size;
-                x->strings = b;
-        }
-        p = b->data + b->used;
-        memcpy(p, v, n);
-        b->used += n;
-        return p;
-}
-
-void store_live_read_clear(struct store_live_read *x) {
-        struct store_live_rows *b, *next;
-
-        for (b = x->strings; b; b = next) {
-                next = b->next;
-                free(b);
-        }
-        free(x->rows);
-        x->strings = NULL;
-        x->rows = NULL;
-        x->n_rows = x->allocated_rows = 0;
-        x->complete = false;
-}
-
-static int live_copy_cb(const struct store_session *row, void *userdata) {
-        struct store_live_read *x = userdata;
-        struct store_session *c;
-
-        if (x->n_rows == x->allocated_rows) {
-                size_t m = x->allocated_rows ? 2 * x->allocated_rows : 256;
-                struct store_session *a;
-
-                if (m > x->max_rows)
-                        m = x->max_rows;
-                a = reallocarray(x->rows, m, sizeof *a);
-                if (!a)
-                        return -ENOMEM;
-                x->rows = a;
-                x->allocated_rows = m;
-        }
-        c = &x->rows[x->n_rows];
-        *c = *row;
-        c->ip = c->user_agent = NULL;
-        c->id = live_strdup(x, row->id);
-        c->user_id = live_strdup(x, row->user_id);
-        c->platform_id = live_strdup(x, row->platform_id);
-        c->end_reason = live_strdup(x, row->end_reason);
-        if (!c->id || !c->user_id || (row->platform_id && !c->platform_id) || (row->end_reason && !c->end_reason))
-                return -ENOMEM;
-        x->n_rows++;
-        return x->n_rows == x->max_rows ? 1 : 0;
-}
-
-/* After a unit's commit, with the connection held: the page of live rows
- * it was asked to read. */
-static void live_read_run(struct store *s, struct store_uow *u, int commit_result) {
-        struct store_live_read *x = u->live_read;
-        struct store_filter f = {.live_only = true, .light = true};
-        int r;
-
-        if (!x || commit_result < 0)
-                return; /* stays -EAGAIN */
-        f.after_row_key = x->after_row_key;
-        r = s->backend->sessions_each(s, &f, live_copy_cb, x);
-        if (r < 0) {
-                log_warning("Store %s: reading the live sessions after a commit failed: %s", store_name(s),
-                            strerror(-r));
-                store_live_read_clear(x);
-                return;
-        }
-        x->complete = x->n_rows < x->max_rows;
-        x->result = 0;
-}
-
 static void *writer_main(void *userdata) {
         struct store *s = userdata;
 
@@ -242,7 +141,7 @@ static void *writer_main(void *userdata) {
                 s->writer_wanted = false;
                 s->inflight_result = s->backend->uow_commit(s, s->inflight);
                 sync_reads_run(s, s->inflight, s->inflight_result);
-                live_read_run(s, s->inflight, s->inflight_result);
+                store_page_reads_run(s, s->inflight, s->inflight_result);
                 s->inflight_done = true;
                 s->writer_busy = false;
                 pthread_cond_broadcast(&s->idle);
@@ -476,14 +375,17 @@ int store_read_sync_after(struct store *s, struct store_sync_read *out) {
         return 0;
 }
 
-int store_read_live_after(struct store *s, struct store_live_read *out) {
-        assert(out->max_rows > 0);
-        if (s->open.live_read)
-                return -EBUSY;
-        store_live_read_clear(out);
+int store_read_page(struct store *s, struct store_page_read *out) {
+        int r;
+
+        store_page_read_clear(out);
         out->result = -EAGAIN;
-        s->open.live_read = out;
-        return 0;
+        r = STORE_WITH_LOCK(s, store_page_run(s, out));
+        if (r < 0)
+                store_page_read_clear(out);
+        else
+                out->result = 0;
+        return r < 0 ? r : 0;
 }
 
 int store_read_row(struct store *s, int64_t row_key, store_session_fn cb, void *userdata) {
@@ -543,7 +445,7 @@ int store_commit(struct store *s) {
         pthread_mutex_lock(&s->lock);
         r = s->backend->uow_commit(s, &s->open);
         sync_reads_run(s, &s->open, r);
-        live_read_run(s, &s->open, r);
+        store_page_reads_run(s, &s->open, r);
         rows_take(s, &s->open);
         store_uow_clear(&s->open);
         pthread_mutex_unlock(&s->lock);

@@ -171,32 +171,6 @@ int store_read_sync_after(struct store *s, struct store_sync_read *out);
  * 0 (out filled as above, out->result untouched), -ENOENT or the error. */
 int store_session_read_sync(struct store *s, struct store_sync_read *out);
 int store_read_row_hash(struct store *s, const uint8_t hash[TOKEN_HASH_BYTES], store_session_fn cb, void *userdata);
-/* Live rows read after a commit, a page at a time (a fleet's re-read of
- * every cached session after missed changes, without reading on the
- * loop): once the open unit has committed, the writer reads up to
- * out->max_rows live rows after out->after_row_key, in row order and
- * light (no ip and user agent, as store_sessions_each with live_only and
- * light), and copies them into *out, which the caller keeps until that
- * unit is done (its commit callback). out->result is then 0 (out->n_rows
- * rows in out->rows, strings owned by out; out->complete when no live
- * row follows the last), or -EAGAIN when they were not read (the unit
- * failed, or the read did). One per unit (-EBUSY for a second). Every
- * backend: the writer runs the backend's own iteration after any commit.
- * store_live_read_clear() frees what a read left (and may be called on a
- * zeroed one); not while its unit is open or in flight. */
-struct store_live_rows;
-struct store_live_read {
-        int64_t after_row_key; /* asked: rows after this one (0: from the first) */
-        size_t max_rows;       /* asked, > 0 */
-        int result;
-        struct store_session *rows;
-        size_t n_rows;
-        bool complete;
-        struct store_live_rows *strings; /* the rows' strings */
-        size_t allocated_rows;
-};
-int store_read_live_after(struct store *s, struct store_live_read *out);
-void store_live_read_clear(struct store_live_read *x);
 /* Commits the open unit on the calling thread (nothing may be in flight):
  * 0, or the negative errno of the failure (the unit is then lost). */
 int store_commit(struct store *s);
@@ -387,6 +361,68 @@ struct store_audit_filter {
 /* The newest `limit` rows matching, newest first. A callback's non-zero
  * return stops and is returned. */
 int store_audit_each(struct store *s, const struct store_audit_filter *f, store_audit_fn cb, void *userdata);
+
+/* A page read after a commit (page-read.c): what a listing or a re-read
+ * of the cache needs from a shared store without a round trip on the
+ * loop. Once the open unit has committed, the writer reads the page and
+ * copies it into *out, which the caller keeps until that unit is done
+ * (its commit callback): out->result is then 0 (rows or entries, their
+ * strings owned by out), or -EAGAIN when it was not read (the unit
+ * failed, or the read did). It sees every write committed so far, the
+ * unit's own included. Several per unit; every backend (the writer runs
+ * the backend's own reads). store_page_read_clear() frees what a read
+ * left (and may be called on a zeroed one); not while its unit is open
+ * or in flight. What it asks (kind and the fields of that kind) is the
+ * caller's and stays as it was: its strings are borrowed until the unit
+ * is done. */
+enum store_page_kind {
+        STORE_PAGE_SESSIONS, /* store_sessions_each(filter): up to max_rows rows */
+        /* A user's page, in row order: the rows of row_keys (its live
+         * sessions, which only the caller knows; sorted, > after_row_key),
+         * and with filter.live_only false its ended rows after
+         * filter.after_row_key, up to max_rows of those. A row in both
+         * is there once. When the ended rows did not all fit (!complete),
+         * the page stops at the last of them (`bound`): rows after it are
+         * left out, whatever their kind. */
+        STORE_PAGE_OF_USER,
+        STORE_PAGE_BY_ID, /* the row of public id `id` (0 or 1 row) */
+        STORE_PAGE_AUDIT, /* store_audit_each(audit), entries */
+};
+struct store_page_block;
+struct store_page_read {
+        /* asked */
+        enum store_page_kind kind;
+        struct store_filter filter;
+        const char *user_id;
+        const int64_t *row_keys; /* OF_USER */
+        size_t n_row_keys;
+        const char *id;
+        size_t max_rows; /* > 0 for the session pages */
+        /* AUDIT: with audit_newest > 0, first where the newest
+         * audit_newest entries begin (the page then goes on from there,
+         * oldest first, as the audit listing's first page does);
+         * audit_after is where the page began: the (time, id) to pass as
+         * after_time, after_id. */
+        struct store_audit_filter audit;
+        unsigned audit_newest;
+        int64_t audit_after[2];
+        /* told */
+        int result;
+        struct store_session *rows;
+        size_t n_rows;
+        bool complete; /* SESSIONS and OF_USER: no row follows the last */
+        int64_t bound; /* OF_USER and !complete: the last row the page covers */
+        struct store_audit_row *entries;
+        size_t n_entries;
+        /* owned */
+        struct store_page_block *blocks; /* the strings */
+        size_t allocated;
+};
+int store_read_page_after(struct store *s, struct store_page_read *out);
+/* The same page read now, on the calling thread (it waits like every read):
+ * 0 (out->result 0), or the read's error. */
+int store_read_page(struct store *s, struct store_page_read *out);
+void store_page_read_clear(struct store_page_read *x);
 
 /* The integrity check alone; ret->ok and ret->message (pages_compacted 0). */
 int store_check_integrity(struct store *s, struct store_maintenance *ret);

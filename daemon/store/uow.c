@@ -84,13 +84,14 @@ void store_uow_clear(struct store_uow *u) {
         free(u->reads);
         free(u->hash_reads);
         free(u->sync_reads);
+        free(u->page_reads);
         assert(!u->rows); /* taken by store.c (store_rows_take), which frees it with the backend */
         *u = (struct store_uow){0};
 }
 
 bool store_uow_empty(const struct store_uow *u) {
-        return u->n_ops == 0 && u->n_reads == 0 && u->n_hash_reads == 0 && u->n_sync_reads == 0 && !u->live_read &&
-               !u->wrote && u->error == 0;
+        return u->n_ops == 0 && u->n_reads == 0 && u->n_hash_reads == 0 && u->n_sync_reads == 0 &&
+               u->n_page_reads == 0 && !u->wrote && u->error == 0;
 }
 
 /* A new operation at the end of the open unit, zeroed but for kind and

@@ -62,7 +62,8 @@ struct store_uow {
         size_t n_hash_reads, allocated_hash_reads;
         struct store_sync_read **sync_reads; /* sync states (store_read_sync_after), filled by store.c */
         size_t n_sync_reads, allocated_sync_reads;
-        struct store_live_read *live_read; /* live rows (store_read_live_after), filled by store.c */
+        struct store_page_read **page_reads; /* pages (store_read_page_after), filled by page-read.c */
+        size_t n_page_reads, allocated_page_reads;
         void *rows;
 };
 

@@ -51,6 +51,12 @@ static int insert_row(struct store *s, struct store_session *r, const void *data
         return store_session_insert(s, r, data, size);
 }
 
+static int int64_cmp(const void *a, const void *b) {
+        int64_t x = *(const int64_t *) a, y = *(const int64_t *) b;
+
+        return (x > y) - (x < y);
+}
+
 static struct store_session row_for(const char *id, uint8_t fill, const char *user, int64_t now) {
         struct store_session r = {
                 .id = id,
@@ -1037,15 +1043,15 @@ START_TEST(test_read_sync_after_commit) {
 }
 END_TEST
 
-/* The live rows read after a commit (store_read_live_after), in pages:
- * light, in row order, with the unit's own writes, after the row asked;
- * a unit that fails reads nothing. Every backend. */
+/* The live rows read after a commit (store_read_page_after, a fleet's
+ * re-read), in pages: light, in row order, with the unit's own writes,
+ * after the row asked; a unit that fails reads nothing. Every backend. */
 START_TEST(test_read_live_after_commit) {
         uv_loop_t loop;
         struct store *s = NULL;
         struct done d = {0};
         struct store_session rows[5];
-        struct store_live_read x = {0}, y = {0};
+        struct store_page_read x = {.kind = STORE_PAGE_SESSIONS, .filter = {.live_only = true, .light = true}};
         char ids[5][23];
         int64_t keys[5];
 
@@ -1065,10 +1071,8 @@ START_TEST(test_read_live_after_commit) {
         /* The first page, with the unit's own end (row 1) left out. */
         ck_assert_int_eq(store_session_end(s, keys[1], T0 + 9, "destroyed"), 0);
         x.max_rows = 2;
-        ck_assert_int_eq(store_read_live_after(s, &x), 0);
+        ck_assert_int_eq(store_read_page_after(s, &x), 0);
         ck_assert_int_eq(x.result, -EAGAIN);
-        y.max_rows = 2;
-        ck_assert_int_eq(store_read_live_after(s, &y), -EBUSY); /* one per unit */
         ck_assert_int_eq(store_submit(s, done_cb, &d), 0);
         run_until(&loop, &d.calls, 2);
         ck_assert_int_eq(d.result, 0);
@@ -1086,9 +1090,9 @@ START_TEST(test_read_live_after_commit) {
         ck_assert_int_eq(x.rows[1].row_key, keys[2]);
 
         /* The next page, asked of a unit of reads alone (committed too). */
-        x.after_row_key = x.rows[1].row_key;
+        x.filter.after_row_key = x.rows[1].row_key;
         x.max_rows = 10;
-        ck_assert_int_eq(store_read_live_after(s, &x), 0);
+        ck_assert_int_eq(store_read_page_after(s, &x), 0);
         ck_assert_ptr_null(x.rows); /* what the last read left is freed */
         ck_assert(store_has_pending(s));
         ck_assert_int_eq(store_submit(s, done_cb, &d), 0);
@@ -1104,8 +1108,8 @@ START_TEST(test_read_live_after_commit) {
 
         /* A unit that fails reads nothing. */
         ck_assert_int_eq(store_session_set_sync(s, keys[4] + 100000, 1, "x", 1), 0);
-        x.after_row_key = 0;
-        ck_assert_int_eq(store_read_live_after(s, &x), 0);
+        x.filter.after_row_key = 0;
+        ck_assert_int_eq(store_read_page_after(s, &x), 0);
         ck_assert_int_eq(store_submit(s, done_cb, &d), 0);
         run_until(&loop, &d.calls, 4);
         ck_assert_int_lt(d.result, 0);
@@ -1113,13 +1117,12 @@ START_TEST(test_read_live_after_commit) {
         ck_assert_uint_eq(x.n_rows, 0);
 
         /* Committed on the calling thread: the same. */
-        ck_assert_int_eq(store_read_live_after(s, &x), 0);
+        ck_assert_int_eq(store_read_page_after(s, &x), 0);
         ck_assert_int_eq(store_commit(s), 0);
         ck_assert_int_eq(x.result, 0);
         ck_assert_uint_eq(x.n_rows, 4);
         ck_assert(x.complete);
-        store_live_read_clear(&x);
-        store_live_read_clear(&y);
+        store_page_read_clear(&x);
 
         store_close(s);
         ck_assert_int_eq(uv_run(&loop, UV_RUN_DEFAULT), 0);
@@ -1135,6 +1138,124 @@ static int count_audit_cb(const struct store_audit_row *row, void *userdata) {
 
 /* A reader opened on the store's locator (for a worker thread) sees what
  * the store committed. */
+/* Pages of listings read after a commit (store_read_page_after): a
+ * user's page (its live rows by key and its ended rows, merged, each row
+ * once, cut at the last ended row read), a row by public id, the audit
+ * (from where the newest begin), several in one unit, and the same read
+ * now (store_read_page). Every backend. */
+START_TEST(test_read_pages_after_commit) {
+        uv_loop_t loop;
+        struct store *s = NULL;
+        struct done d = {0};
+        struct store_session rows[6];
+        char ids[6][23];
+        int64_t keys[6], live[3];
+        struct store_page_read u = {.kind = STORE_PAGE_OF_USER, .user_id = "alice"}, v, one, none, audit;
+
+        s = open_on_loop(&loop);
+        for (int i = 0; i < 6; i++) {
+                memset(ids[i], 'k' + i, 22);
+                ids[i][22] = '\0';
+                rows[i] = row_for(ids[i], (uint8_t) (0x40 + i), i == 5 ? "bob" : "alice", T0 + i);
+                ck_assert_int_eq(insert_row(s, &rows[i], NULL, 0, &keys[i]), 0);
+                ck_assert_int_eq(store_audit_insert(s, T0 + i, "created", rows[i].user_id, ids[i], "{}"), 0);
+        }
+        ck_assert_int_eq(store_session_end(s, keys[1], MS(T0 + 7), "destroyed"), 0);
+        ck_assert_int_eq(store_session_end(s, keys[3], MS(T0 + 7), "idle"), 0);
+        ck_assert_int_eq(store_submit(s, done_cb, &d), 0);
+        run_until(&loop, &d.calls, 1);
+        ck_assert_int_eq(d.result, 0);
+
+        /* alice: live 0, 2, 4 (memory says so), ended 1, 3; row 2 is asked
+         * as live but ends in this very unit: listed once, as ended. */
+        ck_assert_int_eq(store_session_end(s, keys[2], MS(T0 + 8), "destroyed"), 0);
+        live[0] = keys[0];
+        live[1] = keys[2];
+        live[2] = keys[4];
+        qsort(live, 3, sizeof live[0], int64_cmp);
+        u.row_keys = live;
+        u.n_row_keys = 3;
+        u.max_rows = 10;
+        v = u;
+        v.max_rows = 1; /* one ended row: the page stops at it */
+        one = (struct store_page_read){.kind = STORE_PAGE_BY_ID, .id = ids[3]};
+        none = (struct store_page_read){.kind = STORE_PAGE_BY_ID, .id = "zzzzzzzzzzzzzzzzzzzzzz"};
+        audit = (struct store_page_read){
+                .kind = STORE_PAGE_AUDIT, .audit = {.user_id = "alice", .limit = 2}, .audit_newest = 3};
+        ck_assert_int_eq(store_read_page_after(s, &u), 0);
+        ck_assert_int_eq(store_read_page_after(s, &v), 0);
+        ck_assert_int_eq(store_read_page_after(s, &one), 0);
+        ck_assert_int_eq(store_read_page_after(s, &none), 0);
+        ck_assert_int_eq(store_read_page_after(s, &audit), 0);
+        ck_assert_int_eq(store_submit(s, done_cb, &d), 0);
+        run_until(&loop, &d.calls, 2);
+        ck_assert_int_eq(d.result, 0);
+
+        ck_assert_int_eq(u.result, 0);
+        ck_assert(u.complete);
+        ck_assert_uint_eq(u.n_rows, 5);
+        for (int i = 0; i < 5; i++)
+                ck_assert_int_eq(u.rows[i].row_key, keys[i]);
+        ck_assert_int_eq(u.rows[2].ended_at, MS(T0 + 8));
+        ck_assert_str_eq(u.rows[2].end_reason, "destroyed");
+        ck_assert_str_eq(u.rows[0].ip, "192.0.2.1"); /* not light */
+        ck_assert_str_eq(u.rows[0].user_agent, "Mozilla");
+        ck_assert_int_eq(u.rows[4].ended_at, 0);
+
+        ck_assert_int_eq(v.result, 0);
+        ck_assert(!v.complete);
+        ck_assert_int_eq(v.bound, keys[1]);
+        ck_assert_uint_eq(v.n_rows, 2);
+        ck_assert_int_eq(v.rows[0].row_key, keys[0]);
+        ck_assert_int_eq(v.rows[1].row_key, keys[1]);
+
+        ck_assert_int_eq(one.result, 0);
+        ck_assert_uint_eq(one.n_rows, 1);
+        ck_assert_str_eq(one.rows[0].id, ids[3]);
+        ck_assert_str_eq(one.rows[0].end_reason, "idle");
+        ck_assert_int_eq(none.result, 0);
+        ck_assert_uint_eq(none.n_rows, 0);
+
+        /* alice's audit: 5 entries, the newest 3 begin at row 2's; the page
+         * holds 2 of them, oldest first. */
+        ck_assert_int_eq(audit.result, 0);
+        ck_assert_uint_eq(audit.n_entries, 2);
+        ck_assert_str_eq(audit.entries[0].session_id, ids[2]);
+        ck_assert_str_eq(audit.entries[1].session_id, ids[3]);
+        ck_assert_str_eq(audit.entries[0].kind, "created");
+        ck_assert_int_eq(audit.entries[0].time, T0 + 2);
+        ck_assert_int_eq(audit.audit_after[0], T0 + 2);
+
+        /* The next audit page, read now on the calling thread. */
+        audit.audit_newest = 0;
+        audit.audit.ascending = true;
+        audit.audit.after_time = audit.entries[1].time;
+        audit.audit.after_id = audit.entries[1].id;
+        ck_assert_int_eq(store_read_page(s, &audit), 0);
+        ck_assert_int_eq(audit.result, 0);
+        ck_assert_uint_eq(audit.n_entries, 1);
+        ck_assert_str_eq(audit.entries[0].session_id, ids[4]);
+
+        /* A unit that fails reads nothing. */
+        ck_assert_int_eq(store_session_set_sync(s, keys[5] + 100000, 1, "x", 1), 0);
+        ck_assert_int_eq(store_read_page_after(s, &u), 0);
+        ck_assert_int_eq(store_submit(s, done_cb, &d), 0);
+        run_until(&loop, &d.calls, 3);
+        ck_assert_int_lt(d.result, 0);
+        ck_assert_int_eq(u.result, -EAGAIN);
+        ck_assert_uint_eq(u.n_rows, 0);
+
+        store_page_read_clear(&u);
+        store_page_read_clear(&v);
+        store_page_read_clear(&one);
+        store_page_read_clear(&none);
+        store_page_read_clear(&audit);
+        store_close(s);
+        ck_assert_int_eq(uv_run(&loop, UV_RUN_DEFAULT), 0);
+        ck_assert_int_eq(uv_loop_close(&loop), 0);
+}
+END_TEST
+
 START_TEST(test_reader) {
         struct store *s = backend_open(), *r = NULL;
         struct store_audit_filter f = {.limit = 10};
@@ -1171,4 +1292,5 @@ static void store_cases_add(TCase *tc) {
         tcase_add_test(tc, test_switch_platform_decided_by_store);
         tcase_add_test(tc, test_read_sync_after_commit);
         tcase_add_test(tc, test_read_live_after_commit);
+        tcase_add_test(tc, test_read_pages_after_commit);
 }
