@@ -1352,9 +1352,124 @@ def test_reread_of_many_sessions_in_pages():
             loop_reads, metric(b, "store_loop_row_reads_total"))
 
 
+def page_reads(d):
+    """d's pages of listings read from the store: (by the writer after a commit, on the loop)."""
+    where = {m["labels"]["where"]: m["value"] for m in d.call("io.sessiond.Admin.Metrics")["metrics"]
+             if m["name"] == "listing_page_reads_total"}
+    return where["after_commit"], where["loop"]
+
+
+def paged(d, method, params, key):
+    """Every entry of a paged listing, walking its cursors."""
+    out, cursor = [], ""
+    while cursor is not None:
+        r = d.call(method, dict(params, cursor=cursor))
+        out += r[key]
+        cursor = r.get("cursor")
+    return out
+
+
+def test_listings_read_off_the_loop():
+    """On a fleet the listings read their pages by the store's writer after
+    a commit, never on the loop: B lists what A created and ended (live and
+    ended, whole and paged, by user and not), finds single sessions by id,
+    reads the audit, and terminates a session A created; A then refuses it.
+    The pages are the listing's, entry for entry, as on one host."""
+    with Fleet(2, settings={"security.max_concurrent_per_user": 100000,
+                            "security.audit_logging": True}) as f:
+        a, b = f.daemons
+        made = [a.call("io.sessiond.Session.Create", {"user_id": "lena", "client": {"ip": "192.0.2.7"}})
+                for _ in range(450)]
+        made += [a.call("io.sessiond.Session.Create", {"user_id": "other"}) for _ in range(30)]
+        for m in made[:40]:  # ended on B, by token
+            b.call("io.sessiond.Session.Destroy", {"token": m["token"]})
+        live = {m["session"]["id"] for m in made[40:450]}
+        ended = {m["session"]["id"] for m in made[:40]}
+        timed_wait(lambda: {s["id"] for s in b.call("io.sessiond.Session.ListUser", {"user_id": "lena"})["sessions"]}
+                   == live, "A's sessions listed by B")
+        reads = page_reads(b)
+        loop_rows = metric(b, "store_loop_row_reads_total")
+
+        whole = b.call("io.sessiond.Session.ListUser", {"user_id": "lena"})["sessions"]
+        assert [s["id"] for s in whole] == [s["id"] for s in paged(b, "io.sessiond.Session.ListUser",
+                                                                    {"user_id": "lena"}, "sessions")]
+        assert {s["id"] for s in whole} == live and len(whole) == len(live)
+        assert {s.get("ip") for s in whole} == {"192.0.2.7"}, {s.get("ip") for s in whole}  # rows read for ip
+        with_ended = b.call("io.sessiond.Admin.ListSessions", {"user_id": "lena", "include_ended": True,
+                                                               "limit": 1000})["sessions"]
+        assert {s["id"] for s in with_ended} == live | ended, len(with_ended)
+        assert {s["id"] for s in with_ended if s["state"] == "ended"} == ended
+        assert [s["id"] for s in with_ended] == [s["id"] for s in paged(
+            b, "io.sessiond.Admin.ListSessions", {"user_id": "lena", "include_ended": True, "limit": 150},
+            "sessions")][:len(with_ended)]
+        everyone = b.call("io.sessiond.Admin.ListSessions", {"limit": 1000})["sessions"]
+        assert {s["id"] for s in everyone} == live | {m["session"]["id"] for m in made[450:]}
+        assert len(paged(b, "io.sessiond.Admin.ListSessions", {"limit": 100, "include_ended": True},
+                         "sessions")) >= len(made)
+
+        one = b.call("io.sessiond.Admin.GetSession", {"id": made[0]["session"]["id"]})["session"]
+        assert one["state"] == "ended" and one["end_reason"] == "destroyed", one
+        assert b.call("io.sessiond.Admin.GetSession", {"id": made[100]["session"]["id"]})["session"]["state"] == "active"
+        with b.connect() as c:
+            assert c.call_error("io.sessiond.Admin.GetSession", {"id": "A" * 22})[0].endswith("NotFound")
+
+        audit = b.call("io.sessiond.Admin.Audit", {"user_id": "lena", "limit": 1000})["entries"]
+        assert [e["id"] for e in audit] == [e["id"] for e in paged(
+            b, "io.sessiond.Admin.Audit", {"user_id": "lena", "limit": 1000}, "entries")]
+        assert len([e for e in audit if e["kind"] == "created"]) == 450, len(audit)
+        newest = b.call("io.sessiond.Admin.Audit", {"user_id": "lena", "limit": 5})["entries"]
+        assert [e["id"] for e in newest] == [e["id"] for e in audit[-5:]]
+
+        b.call("io.sessiond.Admin.Terminate", {"id": made[200]["session"]["id"]})
+        timed_wait(lambda: validate_state(a, made[200]["token"]) != "active", "the session terminated on B refused on A")
+        with b.connect() as c:
+            assert c.call_error("io.sessiond.Admin.Terminate",
+                                {"id": made[200]["session"]["id"]})[0].endswith("NotFound")
+
+        after = page_reads(b)
+        assert after[1] == reads[1], (reads, after)  # nothing read on B's loop
+        assert after[0] - reads[0] >= 20, (reads, after)
+        assert metric(b, "store_loop_row_reads_total") == loop_rows
+        print("     %d pages read after commits on B, none on its loop" % (after[0] - reads[0]))
+
+
+def test_listing_pending_when_the_client_goes_or_postgresql_stops():
+    """A listing waiting for its page: its client may go (the page is
+    dropped when it comes), and a page lost with its unit (PostgreSQL
+    stopped) answers StorageError; the daemon goes on serving."""
+    with Fleet(1, settings={"security.max_concurrent_per_user": 100000}) as f:
+        d = f.daemons[0]
+        for _ in range(600):
+            d.call("io.sessiond.Session.Create", {"user_id": "gone"})
+        for _ in range(20):
+            c = d.connect()
+            c.send("io.sessiond.Session.ListUser", {"user_id": "gone"})
+            c.close()
+        assert len(d.call("io.sessiond.Session.ListUser", {"user_id": "gone"})["sessions"]) == 600
+        pg_ctl("stop")
+        try:
+            with d.connect() as c:
+                for method, params in (("io.sessiond.Admin.ListSessions", {"limit": 10, "cursor": ""}),
+                                       ("io.sessiond.Session.ListUser", {"user_id": "gone"}),
+                                       ("io.sessiond.Admin.Audit", {})):
+                    err = c.call_error(method, params)[0]
+                    assert err.endswith("StorageError"), (method, err)
+        finally:
+            pg_ctl("start")
+        def listed():
+            try:
+                return len(d.call("io.sessiond.Session.ListUser", {"user_id": "gone"})["sessions"])
+            except VarlinkError:
+                return None
+
+        timed_wait(lambda: listed() == 600, "listings again once PostgreSQL is back", timeout=3 * TIMEOUT)
+
+
 if __name__ == "__main__":
     run_tests([
         test_created_on_one_valid_on_the_others,
+        test_listings_read_off_the_loop,
+        test_listing_pending_when_the_client_goes_or_postgresql_stops,
         test_changes_heard_are_read_off_the_loop,
         test_tokens_memory_does_not_know_are_read_off_the_loop,
         test_rotation_and_terminate_seen_elsewhere,
