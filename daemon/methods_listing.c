@@ -14,10 +14,14 @@
  * at the end), and the call is answered with that text once the last page
  * is written. The loop serves the other clients between two pages.
  *
- * The first page runs in the handler: a listing that fits in one page (the
- * common case) is answered at once and costs what it did. A longer one
- * keeps its call open; when its peer goes away (or the daemon stops) the
- * listing stops there.
+ * The first page is asked for in the handler: on one host it is read on
+ * the loop at once, and a listing that fits in one page (the common case)
+ * is answered at once and costs what it did. On a fleet each page is read
+ * by the store's writer after its next commit (engine_list_page_later):
+ * the listing asks for the next page once the one before is in. A longer
+ * listing keeps its call open; when its peer goes away (or the daemon
+ * stops) the listing stops there, and a page still being read is dropped
+ * when it comes.
  *
  * What a listing in steps shows: its pages follow each other by row (audit:
  * by time and id, oldest first from the limit-th newest entry), as the

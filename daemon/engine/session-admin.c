@@ -1,11 +1,7 @@
 /* The session operations off the validation path (see engine-internal.h
- * for the other files): Destroy and DestroyUser,
- * the listings, the watch's lookups and the operator's Terminate and
- * TerminateUser. Listings read live sessions from memory and their rows
- * (ip, user agent) from the store; ended sessions only from the store.
- * A Watch's final reply reads its ended row on the loop, but on a fleet,
- * where the store's writer reads it after the next commit
- * (engine_session_by_id_later).
+ * for the other files): Destroy and DestroyUser, the watch's lookups and
+ * the operator's Terminate and TerminateUser. The listings, and a Watch's
+ * final reply, are in listing.c.
  */
 #include "engine-internal.h"
 
