@@ -356,7 +356,7 @@ struct engine_page_read {
         char *user_id, *id, *audit_user, *audit_kind;
         int64_t *keys; /* OF_USER: the user's live rows asked */
         size_t n_keys;
-        bool keys_cut; /* more live rows follow the last key */
+        bool keys_cut;  /* more live rows follow the last key */
         bool terminate; /* BY_ID: end the session read (engine_terminate_later) */
         engine_info_fn cb;
         engine_audit_fn audit_cb;
@@ -397,8 +397,9 @@ static void page_read_answer(struct engine_page_read *w, int r, const struct eng
  * did) are not examined: the next page begins after the last row that
  * was. */
 static int page_sessions(struct engine *e, struct engine_page_read *w, struct engine_page *page) {
-        struct list_ctx x = {e, w->now, w->ask.include_ended, w->ask.limit, 0, w->cb, w->userdata, 0,
-                             w->ask.page.scan_max, 0, false};
+        struct list_ctx x = {
+                e, w->now, w->ask.include_ended, w->ask.limit, 0, w->cb, w->userdata, 0, w->ask.page.scan_max,
+                0, false};
         bool cut = !w->x.complete || w->keys_cut;
         int64_t bound = INT64_MAX;
         int r = 0;
