@@ -11,10 +11,13 @@
  * next tick of another daemon takes it: the jobs move within a tick plus
  * one job interval. Metrics, health and alerts stay per daemon.
  *
- * Without clustering every daemon is its own leader and nothing here runs.
- * The calls are short statements with a statement timeout, made once a
- * second on a worker thread (uv_queue_work): the lock's connection and the
- * auxiliary one are the store's only connections that the loop never
+ * Without clustering every daemon is its own leader and tries for no lock;
+ * its tick still writes its heartbeat and refreshes what Status and Metrics
+ * show of the fleet (the daemons seen, the tables' room:
+ * store_fleet_refresh), so that those answer without a round trip on the
+ * loop. The calls are short statements with a statement timeout, made once
+ * a second on a worker thread (uv_queue_work): the lock's connection and
+ * the auxiliary one are the store's only connections that the loop never
  * uses, so a slow or unreachable PostgreSQL costs the loop nothing here.
  */
 #include "leader.h"
@@ -36,6 +39,7 @@ struct leader {
         uv_timer_t timer;
         uv_work_t work;
         char id[300];
+        bool contend; /* features.clustering: try for the lock */
         bool is_leader;
         bool warned; /* the store failed: said once until it works again */
         bool queued; /* a tick's work is queued or running: its after-callback has not run (loop only) */
@@ -54,11 +58,12 @@ struct leader {
 static void tick_work(uv_work_t *w) {
         struct leader *l = w->data;
 
-        l->now_leader = false;
-        l->try_result = store_leader_try(l->store, &l->now_leader);
+        l->now_leader = !l->contend;
+        l->try_result = l->contend ? store_leader_try(l->store, &l->now_leader) : 0;
         if (l->try_result < 0)
                 l->now_leader = false;
-        l->beat_result = store_heartbeat(l->store, l->id, l->now_leader, l->now_ms);
+        l->beat_result = store_heartbeat(l->store, l->id, l->contend && l->now_leader, l->now_ms);
+        (void) store_fleet_refresh(l->store, l->now_ms - LEADER_SEEN_WINDOW_MS);
         pthread_mutex_lock(&l->lock);
         l->working = false;
         pthread_cond_signal(&l->done);
@@ -91,7 +96,7 @@ static void tick_after(uv_work_t *w, int status) {
                 l->warned = true;
         } else
                 l->warned = false;
-        if (l->now_leader != l->is_leader)
+        if (l->contend && l->now_leader != l->is_leader)
                 log_notice("Leadership: %s %s the fleet's background jobs.", l->id,
                            l->now_leader ? "now runs" : "no longer runs");
         l->is_leader = l->now_leader;
@@ -115,7 +120,7 @@ static void leader_tick(uv_timer_t *t) {
         }
 }
 
-int leader_new(uv_loop_t *loop, struct store *s, struct leader **ret) {
+int leader_new(uv_loop_t *loop, struct store *s, bool contend, struct leader **ret) {
         struct leader *l = calloc(1, sizeof *l);
         char host[256] = "localhost";
         int r;
@@ -126,6 +131,7 @@ int leader_new(uv_loop_t *loop, struct store *s, struct leader **ret) {
         snprintf(l->id, sizeof l->id, "%s:%d", host, (int) getpid());
         l->store = s;
         l->loop = loop;
+        l->contend = contend;
         l->work.data = l;
         pthread_mutex_init(&l->lock, NULL);
         pthread_cond_init(&l->done, NULL);

@@ -642,8 +642,8 @@ static int main_run(struct sessiond_main *m) {
                 return EXIT_FAILURE;
         }
         engine_set_commit_callback(d->engine, on_committed, m);
-        if (d->config->features.clustering) {
-                r = leader_new(d->loop, engine_store(d->engine), &d->leader);
+        if (d->config->features.distributed) {
+                r = leader_new(d->loop, engine_store(d->engine), d->config->features.clustering, &d->leader);
                 if (r < 0) {
                         log_error_errno(r, "Failed to start the fleet's leadership: %m");
                         return EXIT_FAILURE;

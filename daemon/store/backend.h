@@ -147,6 +147,8 @@ struct store_backend {
         int (*leader_try)(struct store *s, bool *is_leader);
         int (*heartbeat)(struct store *s, const char *daemon_id, bool leader, int64_t now_ms);
         int (*daemons_each)(struct store *s, int64_t since_ms, store_daemon_fn cb, void *userdata);
+        /* Any thread, without s->lock (NULL: nothing to refresh). */
+        int (*fleet_refresh)(struct store *s, int64_t since_ms);
 };
 
 extern const struct store_backend store_backend_sqlite;

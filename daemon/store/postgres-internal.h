@@ -134,6 +134,11 @@ struct pg_store {
         pthread_mutex_t aux_lock;
         struct pg_conn aux;
         int64_t size_cached, size_at;
+        /* The daemons seen, as the last pg_fleet_refresh() read them. */
+        pthread_mutex_t seen_lock;
+        struct pg_seen *seen;
+        size_t n_seen;
+        bool seen_known;
 
         struct pg_conn leader;
         bool leader_held;
@@ -296,6 +301,8 @@ int pg_probe_aux(struct store *s);
 #define PG_AUX_LOOP_WAIT_MS 250
 int pg_aux_lock_briefly(struct pg_store *p);
 int pg_daemons_each(struct store *s, int64_t since_ms, store_daemon_fn cb, void *userdata);
+int pg_fleet_refresh(struct store *s, int64_t since_ms);
+void pg_seen_clear(struct pg_store *p);
 int pg_leader_try(struct store *s, bool *is_leader);
 
 /* ---- the listener (postgres-listen.c, postgres-announce.c) ---- */

@@ -5,9 +5,11 @@
  *
  *   - The auxiliary connection (its own mutex, aux_lock: these are called
  *     without s->lock): each daemon's heartbeat row in sessiond_daemons,
- *     written by pg_heartbeat(), and the daemons seen lately
- *     (pg_daemons_each(), for Status). postgres-read.c's measure of the
- *     tables (pg_size()) runs on it too, through pg_aux_query().
+ *     written by pg_heartbeat(), and what Status and Metrics show of the
+ *     fleet: the daemons seen lately and the tables' room, read by
+ *     pg_fleet_refresh() on a worker thread and kept for the loop
+ *     (pg_daemons_each(), pg_size()), which never waits for the network
+ *     there.
  *   - The leader (features.clustering): a session-level advisory lock,
  *     PG_LEADER_LOCK, held on a connection of its own; losing the
  *     connection loses the lock (the server frees it at once, even after
@@ -15,6 +17,7 @@
  */
 #include "postgres-internal.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 #include "log.h"
@@ -82,30 +85,125 @@ int pg_heartbeat(struct store *s, const char *daemon_id, bool leader, int64_t no
         return r < 0 ? r : 0;
 }
 
-int pg_daemons_each(struct store *s, int64_t since_ms, store_daemon_fn cb, void *userdata) {
-        struct pg_store *p = pg(s);
-        struct params a = {0};
+/* ---- what Status and Metrics show, refreshed off the loop ----------------------------------- */
+
+struct pg_seen {
+        char *daemon_id;
+        int64_t seen_ms;
+        bool leader;
+};
+
+static void seen_free(struct pg_seen *v, size_t n) {
+        for (size_t i = 0; i < n; i++)
+                free(v[i].daemon_id);
+        free(v);
+}
+
+void pg_seen_clear(struct pg_store *p) {
+        seen_free(p->seen, p->n_seen);
+        p->seen = NULL;
+        p->n_seen = 0;
+}
+
+/* The daemons seen since since_ms, read into a new list. */
+static int seen_read(struct pg_store *p, int64_t since_ms, struct pg_seen **ret, size_t *n_ret) {
         _cleanup_pqclear_ PGresult *res = NULL;
-        int r;
+        struct params a = {0};
+        struct pg_seen *v;
+        int r, n;
 
         param_int(&a, since_ms);
-        /* Status on the loop: not long behind a worker's statement (see pg_size()). */
-        if (pg_aux_lock_briefly(p) != 0)
-                return -EBUSY;
         r = pg_aux_query(p,
                          "SELECT daemon_id, seen_ms, leader FROM sessiond_daemons WHERE seen_ms >= $1 "
                          "ORDER BY seen_ms DESC, daemon_id COLLATE \"C\"",
                          &a, PGRES_TUPLES_OK, "reading the daemons", &res);
-        pthread_mutex_unlock(&p->aux_lock);
-        /* The callback runs without the lock: it may ask again. */
-        for (int i = 0; r == 0 && i < PQntuples(res); i++) {
-                struct store_daemon_row row = {
-                        .daemon_id = PQgetvalue(res, i, 0),
+        if (r < 0)
+                return r;
+        n = PQntuples(res);
+        v = calloc(n > 0 ? (size_t) n : 1, sizeof *v);
+        if (!v)
+                return -ENOMEM;
+        for (int i = 0; i < n; i++) {
+                v[i] = (struct pg_seen){
+                        .daemon_id = strdup(PQgetvalue(res, i, 0)),
                         .seen_ms = pg_value_int(res, i, 1),
                         .leader = strcmp(PQgetvalue(res, i, 2), "t") == 0,
                 };
-                r = cb(&row, userdata);
+                if (!v[i].daemon_id) {
+                        seen_free(v, (size_t) i);
+                        return -ENOMEM;
+                }
         }
+        *ret = v;
+        *n_ret = (size_t) n;
+        return 0;
+}
+
+/* On a worker thread (the leader's tick): the daemons seen and the tables'
+ * room, read on the auxiliary connection and kept for the loop, which then
+ * answers Status and Metrics without a round trip (a server that stopped
+ * answering holds a worker, never the loop). */
+int pg_fleet_refresh(struct store *s, int64_t since_ms) {
+        struct pg_store *p = pg(s);
+        struct pg_seen *v = NULL;
+        size_t n = 0;
+        int r;
+
+        pthread_mutex_lock(&p->aux_lock);
+        r = seen_read(p, since_ms, &v, &n);
+        if (p->size_at == 0 || pg_mono_ms() - p->size_at >= PG_SIZE_CACHE_MS) {
+                _cleanup_pqclear_ PGresult *res = NULL;
+
+                if (pg_aux_query(p,
+                                 "SELECT pg_total_relation_size('sessions') + pg_total_relation_size('audit') + "
+                                 "pg_total_relation_size('sessiond_daemons') + pg_total_relation_size('sessiond_meta')",
+                                 NULL, PGRES_TUPLES_OK, "measuring the tables", &res) >= 0) {
+                        __atomic_store_n(&p->size_cached, pg_value_int(res, 0, 0), __ATOMIC_RELAXED);
+                        p->size_at = pg_mono_ms();
+                }
+        }
+        pthread_mutex_unlock(&p->aux_lock);
+        if (r < 0)
+                return r;
+        pthread_mutex_lock(&p->seen_lock);
+        seen_free(p->seen, p->n_seen);
+        p->seen = v;
+        p->n_seen = n;
+        p->seen_known = true;
+        pthread_mutex_unlock(&p->seen_lock);
+        return 0;
+}
+
+/* On the loop: the last list read (pg_fleet_refresh); -EAGAIN before the
+ * first. */
+int pg_daemons_each(struct store *s, int64_t since_ms, store_daemon_fn cb, void *userdata) {
+        struct pg_store *p = pg(s);
+        struct pg_seen *v = NULL;
+        size_t n = 0;
+        int r = 0;
+
+        pthread_mutex_lock(&p->seen_lock);
+        if (!p->seen_known)
+                r = -EAGAIN;
+        else if ((v = calloc(p->n_seen > 0 ? p->n_seen : 1, sizeof *v)))
+                for (; n < p->n_seen; n++) {
+                        v[n] = p->seen[n];
+                        if (!(v[n].daemon_id = strdup(p->seen[n].daemon_id)))
+                                break;
+                }
+        else
+                r = -ENOMEM;
+        if (r == 0 && n < p->n_seen)
+                r = -ENOMEM;
+        pthread_mutex_unlock(&p->seen_lock);
+        /* The callback runs without the lock: it may ask again. */
+        for (size_t i = 0; r == 0 && i < n; i++) {
+                struct store_daemon_row row = {v[i].daemon_id, v[i].seen_ms, v[i].leader};
+
+                if (row.seen_ms >= since_ms)
+                        r = cb(&row, userdata);
+        }
+        seen_free(v, n);
         return r;
 }
 

@@ -645,29 +645,9 @@ int pg_set_synchronous(struct store *s, const char *synchronous) {
 
 /* ---- the tables' room (on the auxiliary connection: called without s->lock) ---------------------- */
 
-/* The tables' room on the server (cached for PG_SIZE_CACHE_MS: the
- * metrics ask often); 0 until known. */
+/* The tables' room on the server, as the last refresh measured it
+ * (pg_fleet_refresh, every PG_SIZE_CACHE_MS on a worker thread); 0 until
+ * known. */
 int64_t pg_size(struct store *s) {
-        struct pg_store *p = pg(s);
-        int64_t now = pg_mono_ms(), v;
-
-        /* The auxiliary connection may be busy on a worker thread (the
-         * probe, the heartbeat) with a server that does not answer: the
-         * loop waits for it PG_AUX_LOOP_WAIT_MS at most, then gives the
-         * last figure. */
-        if (pg_aux_lock_briefly(p) != 0)
-                return __atomic_load_n(&p->size_cached, __ATOMIC_RELAXED);
-        if (p->size_at == 0 || now - p->size_at >= PG_SIZE_CACHE_MS) {
-                _cleanup_pqclear_ PGresult *res = NULL;
-
-                p->size_at = now;
-                if (pg_aux_query(p,
-                                 "SELECT pg_total_relation_size('sessions') + pg_total_relation_size('audit') + "
-                                 "pg_total_relation_size('sessiond_daemons') + pg_total_relation_size('sessiond_meta')",
-                                 NULL, PGRES_TUPLES_OK, "measuring the tables", &res) >= 0)
-                        __atomic_store_n(&p->size_cached, pg_value_int(res, 0, 0), __ATOMIC_RELAXED);
-        }
-        v = p->size_cached;
-        pthread_mutex_unlock(&p->aux_lock);
-        return v;
+        return __atomic_load_n(&pg(s)->size_cached, __ATOMIC_RELAXED);
 }

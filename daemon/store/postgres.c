@@ -592,6 +592,7 @@ static int pg_connect_store(const char *url, bool reader, struct pg_store **ret)
                 return -ENOMEM;
         store_core_init(&p->core, &store_backend_postgres);
         pthread_mutex_init(&p->aux_lock, NULL);
+        pthread_mutex_init(&p->seen_lock, NULL);
         pthread_mutex_init(&p->key_lock, NULL);
         p->key_wanted = true;
         pthread_mutex_init(&p->announce_lock, NULL);
@@ -678,6 +679,8 @@ static void pg_close(struct store *s) {
         free(p->evicted);
         free(p->announce);
         pthread_mutex_destroy(&p->aux_lock);
+        pg_seen_clear(p);
+        pthread_mutex_destroy(&p->seen_lock);
         pthread_mutex_destroy(&p->key_lock);
         pthread_mutex_destroy(&p->announce_lock);
         store_core_destroy(&p->core);
@@ -741,4 +744,5 @@ const struct store_backend store_backend_postgres = {
         .leader_try = pg_leader_try,
         .heartbeat = pg_heartbeat,
         .daemons_each = pg_daemons_each,
+        .fleet_refresh = pg_fleet_refresh,
 };

@@ -632,6 +632,10 @@ int store_heartbeat(struct store *s, const char *daemon_id, bool leader, int64_t
         return s->backend->heartbeat ? s->backend->heartbeat(s, daemon_id, leader, now_ms) : -EOPNOTSUPP;
 }
 
+int store_fleet_refresh(struct store *s, int64_t since_ms) {
+        return s->backend->fleet_refresh ? s->backend->fleet_refresh(s, since_ms) : -EOPNOTSUPP;
+}
+
 int store_daemons_each(struct store *s, int64_t since_ms, store_daemon_fn cb, void *userdata) {
         return s->backend->daemons_each ? s->backend->daemons_each(s, since_ms, cb, userdata) : -EOPNOTSUPP;
 }

@@ -497,5 +497,11 @@ struct store_daemon_row {
         bool leader;
 };
 typedef int (*store_daemon_fn)(const struct store_daemon_row *row, void *userdata);
-/* The daemons seen since since_ms, most recent first. */
+/* The daemons seen since since_ms, most recent first, as the last
+ * store_fleet_refresh() read them (-EAGAIN before the first). */
 int store_daemons_each(struct store *s, int64_t since_ms, store_daemon_fn cb, void *userdata);
+/* From a worker thread, never the loop: reads again what Status and
+ * Metrics show of a shared store (the daemons seen since since_ms, the
+ * tables' room: store_daemons_each, store_size), which the loop then
+ * answers without a round trip. -EOPNOTSUPP for a store of one host. */
+int store_fleet_refresh(struct store *s, int64_t since_ms);

@@ -11,6 +11,7 @@ took.
 import json
 import os
 import signal
+import socket
 import subprocess
 import tempfile
 import threading
@@ -848,8 +849,10 @@ def test_leader_runs_the_jobs_and_hands_them_over():
                     and d.call("io.sessiond.Admin.Status")["status"]["fleet"]["leader"]]
         wait_for(lambda: len(leaders()) == 1, what="one leader")
         leader = leaders()[0]
+        # The daemons seen are read once a tick, off the loop (LEADER_TICK_MS).
+        timed_wait(lambda: len(leader.call("io.sessiond.Admin.Status")["status"]["fleet"]["daemons"]) == 3,
+                   "the leader's Status shows the three daemons")
         fleet = leader.call("io.sessiond.Admin.Status")["status"]["fleet"]
-        assert len(fleet["daemons"]) == 3, fleet
         assert fleet["leader_id"] == fleet["daemon_id"], fleet
         out = leader.sessionctl("status", check=0).stdout
         assert "leader_id" in out and fleet["daemon_id"] in out, out
@@ -1465,11 +1468,64 @@ def test_listing_pending_when_the_client_goes_or_postgresql_stops():
         timed_wait(lambda: listed() == 600, "listings again once PostgreSQL is back", timeout=3 * TIMEOUT)
 
 
+def pg_freeze(freeze):
+    """Stops (SIGSTOP) or resumes (SIGCONT) the test server and every one
+    of its processes: a server that stops answering without closing its
+    connections, as a frozen machine or a lost network does."""
+    data = os.environ.get("SESSIOND_TEST_PG_DATA")
+    if not data:
+        raise Skip("pg-server did not say where PostgreSQL's data is")
+    with open(os.path.join(data, "postmaster.pid")) as fh:
+        pids = [int(fh.readline())]
+    for pid in list(pids):
+        with open("/proc/%d/task/%d/children" % (pid, pid)) as fh:
+            pids += [int(x) for x in fh.read().split()]
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP if freeze else signal.SIGCONT)
+
+
+def test_status_and_metrics_answer_while_postgresql_is_frozen():
+    """PostgreSQL frozen (its processes stopped, its connections open): the
+    loop still answers Status (with the daemons seen), Metrics (with the
+    tables' size), and validations of cached sessions, at once; a listing
+    waits for its page (the writer waits for the server) and is answered
+    once the server runs again."""
+    with Fleet(2, {"features.clustering": True}) as f:
+        a, b = f.daemons
+        token = a.call("io.sessiond.Session.Create", {"user_id": "ice"})["token"]
+        timed_wait(lambda: len(a.call("io.sessiond.Admin.Status")["status"]["fleet"]["daemons"] or []) == 2,
+                   "both daemons seen by A's Status")
+        timed_wait(lambda: metric(a, "db_size_bytes") > 0, "the tables' size measured")
+        lister = a.connect()
+        pg_freeze(True)
+        try:
+            start = time.monotonic()
+            fleet = a.call("io.sessiond.Admin.Status")["status"]["fleet"]
+            assert len(fleet["daemons"]) == 2, fleet
+            assert metric(a, "db_size_bytes") > 0
+            assert a.call("io.sessiond.Session.Validate", {"token": token})["state"] == "active"
+            took = time.monotonic() - start
+            lister.send("io.sessiond.Session.ListUser", {"user_id": "ice"})
+            lister.sock.settimeout(0.5)
+            try:
+                lister.recv()
+                raise AssertionError("a listing answered while PostgreSQL was frozen")
+            except socket.timeout:
+                pass
+        finally:
+            pg_freeze(False)
+        lister.sock.settimeout(TIMEOUT)
+        assert len(lister.recv()["parameters"]["sessions"]) == 1
+        lister.close()
+        print("     Status, Metrics and a Validate answered in %.0f ms while PostgreSQL was frozen" % (took * 1000))
+
+
 if __name__ == "__main__":
     run_tests([
         test_created_on_one_valid_on_the_others,
         test_listings_read_off_the_loop,
         test_listing_pending_when_the_client_goes_or_postgresql_stops,
+        test_status_and_metrics_answer_while_postgresql_is_frozen,
         test_changes_heard_are_read_off_the_loop,
         test_tokens_memory_does_not_know_are_read_off_the_loop,
         test_rotation_and_terminate_seen_elsewhere,

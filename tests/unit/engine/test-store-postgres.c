@@ -99,6 +99,8 @@ START_TEST(test_new_database) {
         snprintf(expected, sizeof expected, "postgresql:%s", url());
         ck_assert_str_eq(store_locator(s), expected);
         ck_assert_int_eq(store_probe(s), 0);
+        ck_assert_int_eq(store_size(s), 0); /* not measured yet: the loop never measures */
+        ck_assert_int_eq(store_fleet_refresh(s, 0), 0);
         ck_assert_int_gt(store_size(s), 0);
         ck_assert_int_eq(store_maintain(s, &m), 0);
         ck_assert(m.ok);
@@ -110,7 +112,7 @@ START_TEST(test_new_database) {
         ck_assert_int_eq(store_set_synchronous(s, "full"), 0);
         ck_assert_int_eq(store_set_synchronous(s, "bogus"), -EINVAL);
         /* Two connections so far, named: the writing one, and the one
-         * store_size() used (it is called without the store's lock). */
+         * store_fleet_refresh() used (it is called without the store's lock). */
         ck_assert_int_eq(sql_int("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'sessiond'"), 2);
         store_close(s);
 }
@@ -687,12 +689,19 @@ START_TEST(test_leader_and_heartbeats) {
         ck_assert_int_eq(store_heartbeat(s1, "host-a:1", true, 1000), 0);
         ck_assert_int_eq(store_heartbeat(s2, "host-b:2", false, 2000), 0);
         ck_assert_int_eq(store_heartbeat(s1, "host-c:3", false, 10), 0);
+        /* The daemons seen are read by a refresh (a worker's), not on the loop. */
+        ck_assert_int_eq(store_daemons_each(s2, 500, daemon_cb, seen), -EAGAIN);
+        ck_assert_int_eq(store_fleet_refresh(s2, 500), 0);
         ck_assert_int_eq(store_daemons_each(s2, 500, daemon_cb, seen), 0);
         ck_assert_str_eq(seen, "host-b:2;host-a:1*;");
         ck_assert_int_eq(store_heartbeat(s1, "host-a:1", true, 3000), 0);
         seen[0] = '\0';
+        ck_assert_int_eq(store_fleet_refresh(s1, 500), 0);
         ck_assert_int_eq(store_daemons_each(s1, 500, daemon_cb, seen), 0);
         ck_assert_str_eq(seen, "host-a:1*;host-b:2;");
+        seen[0] = '\0';
+        ck_assert_int_eq(store_daemons_each(s1, 2500, daemon_cb, seen), 0); /* the window is the caller's */
+        ck_assert_str_eq(seen, "host-a:1*;");
 
         /* Released when its store closes. */
         store_close(s1);
