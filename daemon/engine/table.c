@@ -2,11 +2,11 @@
  * their indexes (see engine-internal.h for the other files).
  *
  * Memory. Everything a validation needs is in memory, so a Validate that
- * finds its session never touches SQLite: a session is one 80-byte entry in
+ * finds its session never touches SQLite: a session is one 72-byte entry in
  * an array (struct session), found through an open-addressing index of
  * 4-byte slots keyed by the first 16 bytes of the token's keyed hash
- * (compared with sodium_memcmp). Times are Unix milliseconds in 6 bytes
- * (32-bit seconds and a 16-bit millisecond part: see struct session), the
+ * (compared with sodium_memcmp). Times are Unix milliseconds in 42 bits
+ * (32-bit seconds and a 10-bit millisecond part: see struct session), the
  * fingerprints short prefixes of their keyed hashes, users and platforms
  * interned handles, the public id derived from the row number when needed;
  * ip and user agent texts stay in the store. Users are interned (one copy
@@ -19,8 +19,8 @@
  * active session at the head (cleanup.c), and ListUser walks the list.
  * Loading appends in row order and sorts each user's list once at the end
  * (by last activity, then row). A million sessions of a million users
- * take about 160 MiB of resident memory with SQLite's caches (80-byte
- * entries; the milliseconds of the four times cost 8 bytes a session).
+ * take about 160 MiB of resident memory with SQLite's caches (72-byte
+ * entries; the milliseconds of the four times cost 5 bytes a session).
  *
  * Expiry is computed, not stored: the end of a session is the earliest of
  * last_activity + idle_timeout, renewed_at + session_lifetime and
