@@ -94,7 +94,7 @@ struct session {
         int64_t row_key;
         uint32_t user;          /* users[] handle */
         uint32_t user_next;     /* next session of the user (more recently active); free list link when unused */
-        uint32_t user_prev;     /* previous session of the user (less recently active), NIL: the first */
+        uint32_t user_prev;     /* previous session of the user (less recently active); the first's: the last */
         uint32_t platform;      /* platforms[] handle + 1, 0: none */
         uint32_t sec[_ST_MAX];  /* the times' Unix seconds... */
         uint32_t fp_user_agent; /* 0: none */
@@ -112,13 +112,15 @@ struct user_sec {
         uint32_t fail_count;
 };
 
-/* 56 bytes. Names shorter than USER_INLINE live in the entry itself (most
- * user ids are short: no allocation, no pointer); longer ones are
- * allocated, marked by the last byte. An unused entry has an empty name.
- * The user's sessions are a list in order of last activity, least recent
- * first (table.c, by the millisecond); min_created and min_renewed are
- * lower bounds of its sessions' creation and renewal seconds (the seconds
- * of session_ms(): floored, so still lower bounds of the milliseconds;
+/* 48 bytes, none of them padding (a million users are a million entries).
+ * Names shorter than USER_INLINE live in the entry itself (most user ids
+ * are short: no allocation, no pointer); longer ones are allocated, marked
+ * by the last byte. An unused entry has an empty name. The user's sessions
+ * are a list in order of last activity, least recent first (table.c, by
+ * the millisecond): head is its first, and the first's user_prev its last,
+ * so the entry keeps no tail. min_created and min_renewed are lower bounds
+ * of its sessions' creation and renewal seconds (the seconds of
+ * session_ms(): floored, so still lower bounds of the milliseconds;
  * cleanup.c: the concurrency limit). */
 #define USER_INLINE 24
 struct user {
@@ -132,11 +134,11 @@ struct user {
         } name;
         uint32_t hash;
         uint32_t head; /* least recently active session, NIL: none; next free entry when unused */
-        uint32_t tail; /* most recently active session, NIL: none */
         uint32_t n_sessions;
         uint32_t sec; /* secs[] index + 1, 0: none */
         uint32_t min_created, min_renewed;
 };
+_Static_assert(sizeof(struct user) == 48, "struct user: 48 bytes, no padding (see above)");
 
 struct sec_entry {
         uint32_t user;
