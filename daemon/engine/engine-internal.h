@@ -58,6 +58,7 @@
 #define AUDITAGG_INTERVAL 60 /* seconds of failed validations one audit row counts */
 #define AUDITAGG_MAX 1024    /* sources counted at once; more write the rows early */
 
+/* struct session's flags: a byte, so eight at most. */
 enum {
         S_USED = 1u << 0,
         S_DIRTY = 1u << 1,         /* last_activity ahead of the store */
@@ -69,11 +70,12 @@ enum {
 enum { FP_USER_AGENT, FP_IP, FP_LANGUAGE, FP_ENCODING, _FP_MAX };
 
 /* The four times of a session, in Unix milliseconds, each kept as 32-bit
- * seconds and their 16-bit millisecond part (0-999): 6 bytes a time where a
- * 64-bit millisecond count would take 8, and the second itself is at hand
- * for the public id (derived from the creation second) and for SessionInfo
- * (floored seconds). Read and write them with session_ms() and
- * session_ms_set() only, which clamp to what fits (1970 to 2106). */
+ * seconds and their millisecond part (0-999) in 10 bits, the four of them
+ * packed in 5 bytes: 5.25 bytes a time where a 64-bit millisecond count
+ * would take 8, and the second itself is at hand for the public id
+ * (derived from the creation second) and for SessionInfo (floored
+ * seconds). Read and write them with session_ms() and session_ms_set()
+ * only, which clamp to what fits (1970 to 2106). */
 enum {
         ST_CREATED,
         ST_ACTIVITY,  /* last_activity */
@@ -82,23 +84,28 @@ enum {
         _ST_MAX,
 };
 
-/* 80 bytes (76 used). The public id is not stored: it is derived from the creation
- * second and row_key (token_id_derive). Fingerprints keep a prefix of their
- * keyed hash: 32 bits for the user agent (a change refuses the validation),
- * 16 bits for the others (a change is only recorded). */
+/* 72 bytes, none of them padding: with a million sessions each byte is a
+ * MiB of resident memory (the array is the daemon's largest), so flags is
+ * a byte (S_* above) and the milliseconds share 5 bytes. The public id is
+ * not stored: it is derived from the creation second and row_key
+ * (token_id_derive). Fingerprints keep a prefix of their keyed hash: 32
+ * bits for the user agent (a change refuses the validation), 16 bits for
+ * the others (a change is only recorded). */
+#define SESSION_MSEC_BITS 10
 struct session {
         uint8_t key[16]; /* first half of the keyed token hash */
         int64_t row_key;
         uint32_t user;          /* users[] handle */
         uint32_t user_next;     /* next session of the user (more recently active); free list link when unused */
-        uint32_t user_prev;     /* previous session of the user (less recently active), NIL: the first */
+        uint32_t user_prev;     /* previous session of the user (less recently active); the first's: the last */
         uint32_t platform;      /* platforms[] handle + 1, 0: none */
         uint32_t sec[_ST_MAX];  /* the times' Unix seconds... */
         uint32_t fp_user_agent; /* 0: none */
         uint16_t fp_small[3];   /* ip, accept_language, accept_encoding; 0: none */
-        uint16_t flags;
-        uint16_t msec[_ST_MAX]; /* ...and their milliseconds */
+        uint8_t flags;          /* S_* */
+        uint8_t msec[(_ST_MAX * SESSION_MSEC_BITS + 7) / 8]; /* ...and their milliseconds, 10 bits each */
 };
+_Static_assert(sizeof(struct session) == 72, "struct session: 72 bytes, no padding (see above)");
 
 struct user_sec {
         int64_t *times; /* suspicious events in the sliding hour, oldest first (ms) */
@@ -108,13 +115,15 @@ struct user_sec {
         uint32_t fail_count;
 };
 
-/* 56 bytes. Names shorter than USER_INLINE live in the entry itself (most
- * user ids are short: no allocation, no pointer); longer ones are
- * allocated, marked by the last byte. An unused entry has an empty name.
- * The user's sessions are a list in order of last activity, least recent
- * first (table.c, by the millisecond); min_created and min_renewed are
- * lower bounds of its sessions' creation and renewal seconds (the seconds
- * of session_ms(): floored, so still lower bounds of the milliseconds;
+/* 48 bytes, none of them padding (a million users are a million entries).
+ * Names shorter than USER_INLINE live in the entry itself (most user ids
+ * are short: no allocation, no pointer); longer ones are allocated, marked
+ * by the last byte. An unused entry has an empty name. The user's sessions
+ * are a list in order of last activity, least recent first (table.c, by
+ * the millisecond): head is its first, and the first's user_prev its last,
+ * so the entry keeps no tail. min_created and min_renewed are lower bounds
+ * of its sessions' creation and renewal seconds (the seconds of
+ * session_ms(): floored, so still lower bounds of the milliseconds;
  * cleanup.c: the concurrency limit). */
 #define USER_INLINE 24
 struct user {
@@ -128,11 +137,11 @@ struct user {
         } name;
         uint32_t hash;
         uint32_t head; /* least recently active session, NIL: none; next free entry when unused */
-        uint32_t tail; /* most recently active session, NIL: none */
         uint32_t n_sessions;
         uint32_t sec; /* secs[] index + 1, 0: none */
         uint32_t min_created, min_renewed;
 };
+_Static_assert(sizeof(struct user) == 48, "struct user: 48 bytes, no padding (see above)");
 
 struct sec_entry {
         uint32_t user;
@@ -317,8 +326,26 @@ static inline int64_t ms_ceil_s(int64_t ms) {
         return -ms_floor_s(-ms);
 }
 
+/* The millisecond part of time `which`: bits [10 * which, 10 * which + 10)
+ * of msec[], little-endian; always within two of its bytes. */
+static inline unsigned session_msec(const struct session *s, unsigned which) {
+        unsigned bit = which * SESSION_MSEC_BITS;
+        unsigned v = s->msec[bit / 8] | (unsigned) s->msec[bit / 8 + 1] << 8;
+
+        return v >> bit % 8 & ((1u << SESSION_MSEC_BITS) - 1);
+}
+
+static inline void session_msec_set(struct session *s, unsigned which, unsigned ms) {
+        unsigned bit = which * SESSION_MSEC_BITS, mask = ((1u << SESSION_MSEC_BITS) - 1) << bit % 8;
+        unsigned v = s->msec[bit / 8] | (unsigned) s->msec[bit / 8 + 1] << 8;
+
+        v = (v & ~mask) | (ms << bit % 8 & mask);
+        s->msec[bit / 8] = (uint8_t) v;
+        s->msec[bit / 8 + 1] = (uint8_t) (v >> 8);
+}
+
 static inline int64_t session_ms(const struct session *s, unsigned which) {
-        return SEC_MS(s->sec[which]) + s->msec[which];
+        return SEC_MS(s->sec[which]) + session_msec(s, which);
 }
 
 static inline void session_ms_set(struct session *s, unsigned which, int64_t ms) {
@@ -327,7 +354,7 @@ static inline void session_ms_set(struct session *s, unsigned which, int64_t ms)
         if (ms > SEC_MS(UINT32_MAX) + 999)
                 ms = SEC_MS(UINT32_MAX) + 999;
         s->sec[which] = (uint32_t) (ms / 1000);
-        s->msec[which] = (uint16_t) (ms % 1000);
+        session_msec_set(s, which, (unsigned) (ms % 1000));
 }
 
 #define SWAP(a, b)                        \

@@ -2,15 +2,15 @@
  * their indexes (see engine-internal.h for the other files).
  *
  * Memory. Everything a validation needs is in memory, so a Validate that
- * finds its session never touches SQLite: a session is one 80-byte entry in
+ * finds its session never touches SQLite: a session is one 72-byte entry in
  * an array (struct session), found through an open-addressing index of
  * 4-byte slots keyed by the first 16 bytes of the token's keyed hash
- * (compared with sodium_memcmp). Times are Unix milliseconds in 6 bytes
- * (32-bit seconds and a 16-bit millisecond part: see struct session), the
+ * (compared with sodium_memcmp). Times are Unix milliseconds in 42 bits
+ * (32-bit seconds and a 10-bit millisecond part: see struct session), the
  * fingerprints short prefixes of their keyed hashes, users and platforms
  * interned handles, the public id derived from the row number when needed;
  * ip and user agent texts stay in the store. Users are interned (one copy
- * of each name, short ones inside the 56-byte entry) and link their
+ * of each name, short ones inside the 48-byte entry) and link their
  * sessions in a doubly linked list kept in order of last activity (to the
  * millisecond, as session_touch() writes it), least recent first: a new session goes at the end, a touch that moves
  * last_activity moves the session to the end, an end unlinks it, all in
@@ -19,8 +19,9 @@
  * active session at the head (cleanup.c), and ListUser walks the list.
  * Loading appends in row order and sorts each user's list once at the end
  * (by last activity, then row). A million sessions of a million users
- * take about 160 MiB of resident memory with SQLite's caches (80-byte
- * entries; the milliseconds of the four times cost 8 bytes a session).
+ * take about 142 MiB of resident memory after a start, 153 MiB once
+ * created (the writer's SQLite cache): 72-byte session and 48-byte user
+ * entries, two indexes of 8 MiB, the libraries (README, Performance).
  *
  * Expiry is computed, not stored: the end of a session is the earliest of
  * last_activity + idle_timeout, renewed_at + session_lifetime and
@@ -235,7 +236,7 @@ static int user_get_hashed(struct engine *e, const char *name, uint32_t hash, ui
         } else
                 memcpy(u->name.inl, name, len + 1);
         u->hash = hash;
-        u->head = u->tail = NIL;
+        u->head = NIL;
         u->min_created = u->min_renewed = UINT32_MAX;
         e->n_users++;
         *ret = h;
@@ -326,18 +327,26 @@ void table_platform_put(struct engine *e, uint32_t ref) {
 
 /* ---- a user's sessions in order of activity ------------------------------------- */
 
+/* The list is linked forward by user_next and ends in NIL; user_prev links
+ * back, and the first session's user_prev is the last one (the tail): the
+ * user entry keeps only the head, and the tail is still one step away. */
+static uint32_t user_list_tail(const struct engine *e, const struct user *u) {
+        return u->head != NIL ? e->sessions[u->head].user_prev : NIL;
+}
+
 static void user_list_unlink(struct engine *e, uint32_t h) {
         struct session *s = &e->sessions[h];
         struct user *u = &e->users[s->user];
+        uint32_t next = s->user_next, prev = s->user_prev;
 
-        if (s->user_prev != NIL)
-                e->sessions[s->user_prev].user_next = s->user_next;
+        if (h == u->head)
+                u->head = next;
         else
-                u->head = s->user_next;
-        if (s->user_next != NIL)
-                e->sessions[s->user_next].user_prev = s->user_prev;
-        else
-                u->tail = s->user_prev;
+                e->sessions[prev].user_next = next;
+        if (next != NIL)
+                e->sessions[next].user_prev = prev; /* prev is the tail when h was the head */
+        else if (u->head != NIL)
+                e->sessions[u->head].user_prev = prev; /* h was the tail: prev is now */
         s->user_next = s->user_prev = NIL;
 }
 
@@ -346,21 +355,26 @@ static void user_list_unlink(struct engine *e, uint32_t h) {
 static void user_list_insert(struct engine *e, uint32_t h) {
         struct session *s = &e->sessions[h];
         struct user *u = &e->users[s->user];
-        uint32_t after = u->tail;
+        uint32_t tail = user_list_tail(e, u), after = tail;
 
         while (!e->users_unsorted && after != NIL &&
                session_ms(&e->sessions[after], ST_ACTIVITY) > session_ms(s, ST_ACTIVITY))
-                after = e->sessions[after].user_prev;
-        s->user_prev = after;
-        s->user_next = after != NIL ? e->sessions[after].user_next : u->head;
-        if (after != NIL)
-                e->sessions[after].user_next = h;
-        else
+                after = after != u->head ? e->sessions[after].user_prev : NIL;
+        if (after == NIL) { /* the new first */
+                s->user_next = u->head;
+                s->user_prev = tail != NIL ? tail : h;
+                if (u->head != NIL)
+                        e->sessions[u->head].user_prev = h;
                 u->head = h;
+                return;
+        }
+        s->user_prev = after;
+        s->user_next = e->sessions[after].user_next;
+        e->sessions[after].user_next = h;
         if (s->user_next != NIL)
                 e->sessions[s->user_next].user_prev = h;
         else
-                u->tail = h;
+                e->sessions[u->head].user_prev = h; /* the new last */
 }
 
 /* h's last_activity moved forward: it goes to its new place (the end). */
@@ -420,7 +434,7 @@ void table_users_sort(struct engine *e) {
                 x->head = list_sort(e, x->head, x->n_sessions);
                 for (uint32_t h = x->head; h != NIL; prev = h, h = e->sessions[h].user_next)
                         e->sessions[h].user_prev = prev;
-                x->tail = prev;
+                e->sessions[x->head].user_prev = prev; /* the last */
         }
 }
 

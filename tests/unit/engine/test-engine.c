@@ -6,6 +6,7 @@
 #include <sqlite3.h>
 
 #include "helpers.h"
+#include "engine/engine-internal.h" /* struct session: its packed times */
 
 static const struct engine_counters *counters(struct fixture *f) {
         return engine_get_counters(f->e);
@@ -2161,6 +2162,34 @@ END_TEST
 
 /* ---- times to the millisecond (issue 13) ---------------------------------------------------------- */
 
+/* A session's four times share 5 bytes of milliseconds (10 bits each,
+ * engine-internal.h): each reads back what was set, to the millisecond,
+ * whatever the others hold, and out-of-range times clamp as before. */
+START_TEST(test_session_times_packed) {
+        struct session s;
+        int64_t want[_ST_MAX] = {1700000000000, 1700000123456, 1234567, 0};
+
+        memset(&s, 0xff, sizeof s);
+        for (unsigned w = 0; w < _ST_MAX; w++)
+                session_ms_set(&s, w, want[w] += 999);
+        for (unsigned w = 0; w < _ST_MAX; w++)
+                for (unsigned ms = 0; ms < 1000; ms++) {
+                        want[w] = want[w] / 1000 * 1000 + ms;
+                        session_ms_set(&s, w, want[w]);
+                        for (unsigned o = 0; o < _ST_MAX; o++)
+                                ck_assert_int_eq(session_ms(&s, o), want[o]);
+                        ck_assert_int_eq(s.flags, 0xff);
+                        ck_assert_int_eq(s.fp_small[2], 0xffff);
+                }
+        session_ms_set(&s, ST_RENEWED, -5);
+        ck_assert_int_eq(session_ms(&s, ST_RENEWED), 0);
+        session_ms_set(&s, ST_PERSISTED, INT64_MAX);
+        ck_assert_int_eq(session_ms(&s, ST_PERSISTED), SEC_MS(UINT32_MAX) + 999);
+        ck_assert_int_eq(session_ms(&s, ST_CREATED), want[ST_CREATED]);
+        ck_assert_int_eq(session_ms(&s, ST_ACTIVITY), want[ST_ACTIVITY]);
+}
+END_TEST
+
 struct ended_info {
         enum engine_state state;
         enum engine_end_reason reason;
@@ -2374,6 +2403,7 @@ int main(void) {
         tcase_add_test(tc, test_audit_switch);
         tcase_add_test(tc, test_watch_support);
         tcase_add_test(tc, test_many_sessions);
+        tcase_add_test(tc, test_session_times_packed);
         tcase_add_test(tc, test_fractional_idle);
         tcase_add_test(tc, test_fractional_lifetime_absolute);
         tcase_add_test(tc, test_fractional_restart);

@@ -7,6 +7,7 @@
  * the order kept across a restart (the lists are sorted at load); and a
  * lowered limit applied by the batch cleanup. */
 #include "helpers.h"
+#include "engine/engine-internal.h" /* the users' lists, checked link by link */
 
 /* Short limits: idle 100, lifetime 1000, absolute 5000, grace 10, cleanup
  * grace 20. */
@@ -26,6 +27,34 @@ static int peek_validate(struct fixture *f, int64_t now, const char *token) {
 
         ck_assert_int_eq(engine_commit(f->e), 0);
         return r;
+}
+
+/* Every user's list of sessions in memory, link by link: forward from head
+ * to NIL in order of activity, n_sessions long, each user_prev the one
+ * before and the first's the last (table.c keeps no tail in the user). */
+static void check_lists(const struct engine *e) {
+        for (uint32_t u = 0; u < e->users_used; u++) {
+                const struct user *x = &e->users[u];
+                uint32_t n = 0, prev = NIL;
+
+                if (!user_used(e, u))
+                        continue;
+                for (uint32_t h = x->head; h != NIL; prev = h, h = e->sessions[h].user_next) {
+                        const struct session *s = &e->sessions[h];
+
+                        ck_assert(s->flags & S_USED);
+                        ck_assert_uint_eq(s->user, u);
+                        if (prev != NIL) {
+                                ck_assert_uint_eq(s->user_prev, prev);
+                                ck_assert_int_le(session_ms(&e->sessions[prev], ST_ACTIVITY),
+                                                 session_ms(s, ST_ACTIVITY));
+                        }
+                        ck_assert_uint_le(++n, x->n_sessions);
+                }
+                ck_assert_uint_eq(n, x->n_sessions);
+                if (x->head != NIL)
+                        ck_assert_uint_eq(e->sessions[x->head].user_prev, prev);
+        }
 }
 
 /* ---- the model ------------------------------------------------------------------------ */
@@ -195,6 +224,7 @@ static void random_walk(int64_t max, unsigned seed, int steps) {
                 else if (op == 92 && step > steps / 2 && step < steps / 2 + 100)
                         now -= MS(5) - 250;                  /* the wall clock set back a little */
                 now += (int64_t) (rand_r(&seed) % 16) * 250; /* 0 to 3.75 s: ties, and times within a second */
+                check_lists(f.e);
         }
         model_free(&m);
         fixture_done(&f);
@@ -270,6 +300,7 @@ START_TEST(test_limit_order_after_restart) {
                 ck_assert_int_eq(validate(&f, MS(T0 + 10 + i), t[order[i]], &info, &err), 0);
         fixture_close(&f); /* writes every touch */
         fixture_open(&f);
+        check_lists(f.e);
         for (int i = 0; i < 6; i++) {
                 ck_assert_int_eq(engine_create(f.e, MS(T0 + 30 + i), &a, &out, &err), 0);
                 ck_assert_int_eq(engine_commit(f.e), 0);
