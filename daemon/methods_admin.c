@@ -240,7 +240,8 @@ static void terminate_done(int r, const struct engine_page *page, void *userdata
 }
 
 /* The row is looked up by id (after the store's next commit on a fleet),
- * then the session is ended in memory and in the store. */
+ * then the session is ended in memory and in the store. A stopping daemon
+ * answers it, as it answers every write under way (call_set_detach). */
 static void method_terminate(struct daemon *d, struct call *c) {
         struct terminate_call *t;
         struct engine_page_read *read = NULL;
@@ -264,7 +265,7 @@ static void method_terminate(struct daemon *d, struct call *c) {
         }
         if (read) {
                 t->read = read;
-                call_set_cancel(c, terminate_cancel, t);
+                call_set_detach(c, terminate_cancel, t);
         }
 }
 

@@ -68,7 +68,8 @@ int methods_reply_set_cursor(json_t *reply, bool more, int64_t a, int64_t b, boo
 /* ---- a page answered later -------------------------------------------------------------------
  * A page is read on the loop on one host, after the store's next commit
  * on a fleet (engine_list_page_later): the call waits for it, and stops
- * waiting when its peer goes. */
+ * waiting when its peer goes. A stopping daemon answers it (the read is
+ * under way in a unit the stop commits), as it answers a write. */
 
 enum page_call_kind { PAGE_SESSIONS, PAGE_ONE_SESSION, PAGE_AUDIT };
 
@@ -190,7 +191,7 @@ static void page_call_wait(struct page_call *p, int r, struct engine_page_read *
         if (!read)
                 return; /* answered */
         p->read = read;
-        call_set_cancel(p->call, page_call_cancel, p);
+        call_set_detach(p->call, page_call_cancel, p);
 }
 
 void methods_sessions_page(struct daemon *d, struct call *c, const char *iface, const struct engine_list_ask *ask) {

@@ -1518,6 +1518,36 @@ def test_status_and_metrics_answer_while_postgresql_is_frozen():
         assert len(lister.recv()["parameters"]["sessions"]) == 1
         lister.close()
         print("     Status, Metrics and a Validate answered in %.0f ms while PostgreSQL was frozen" % (took * 1000))
+def test_pages_and_terminate_answered_at_stop():
+    """A Terminate, a GetSession and a page of ListSessions waiting for
+    their read after a commit when SIGTERM comes are answered once the
+    unit commits, as a switch or a sync write is (a stream is what a stop
+    cancels), and the Terminate's write is committed. The unit is held back
+    by a row lock taken in another transaction."""
+    with Fleet(1) as f:
+        d, = f.daemons
+        victim = d.call("io.sessiond.Session.Create", {"user_id": "victim"})
+        shown = d.call("io.sessiond.Session.Create", {"user_id": "shown"})
+        blocker = d.call("io.sessiond.Session.Create", {"user_id": "blocker"})["token"]
+        locks = RowLocks(f.url, "blocker")
+        out = {}
+        threads = [call_in_background(out, "destroy", d, "io.sessiond.Session.Destroy", {"token": blocker})]
+        wait_for(lambda: waiting_for_locks(f.url) >= 1, what="the first unit waiting")
+        threads += [
+            call_in_background(out, "terminate", d, "io.sessiond.Admin.Terminate", {"id": victim["session"]["id"]}),
+            call_in_background(out, "get", d, "io.sessiond.Admin.GetSession", {"id": shown["session"]["id"]}),
+            call_in_background(out, "page", d, "io.sessiond.Admin.ListSessions", {"limit": 10, "cursor": ""})]
+        time.sleep(0.3)  # the reads asked, in the unit behind the one held
+        d.signal(signal.SIGTERM)
+        time.sleep(0.3)  # the daemon stopping, the unit still held
+        locks.release()
+        for t in threads:
+            t.join(TIMEOUT)
+        d.wait_stopped()
+        assert out["destroy"] == {} and out["terminate"] == {}, out
+        assert out["get"]["session"]["id"] == shown["session"]["id"], out
+        assert shown["session"]["id"] in [s["id"] for s in out["page"]["sessions"]], out
+        assert psql(f.url, "SELECT end_reason FROM sessions WHERE user_id = 'victim'") == "terminated"
 
 
 if __name__ == "__main__":
@@ -1526,6 +1556,7 @@ if __name__ == "__main__":
         test_listings_read_off_the_loop,
         test_listing_pending_when_the_client_goes_or_postgresql_stops,
         test_status_and_metrics_answer_while_postgresql_is_frozen,
+        test_pages_and_terminate_answered_at_stop,
         test_changes_heard_are_read_off_the_loop,
         test_tokens_memory_does_not_know_are_read_off_the_loop,
         test_rotation_and_terminate_seen_elsewhere,
