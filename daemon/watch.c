@@ -153,7 +153,9 @@ static void send_continues(struct watcher *w, json_t *params) {
         }
 }
 
-static void send_final(struct watcher *w, json_t *params) {
+/* The final reply: params, or without them the error r (out of memory
+ * when r says nothing else). */
+static void send_final(struct watcher *w, json_t *params, int r) {
         struct call *c = w->call;
 
         if (!c) {
@@ -161,10 +163,12 @@ static void send_final(struct watcher *w, json_t *params) {
                 return;
         }
         watcher_end(w);
-        if (!params)
-                methods_reply_oom(c);
-        else
+        if (params)
                 call_reply(c, params);
+        else if (r < 0 && r != -ENOMEM && r != -ENOENT)
+                methods_reply_error(c, METHODS_SESSION_INTERFACE, r, &(struct engine_error){0});
+        else
+                methods_reply_oom(c);
 }
 
 static void timer_cb(uv_timer_t *t);
@@ -217,7 +221,7 @@ static void evaluate(struct watcher *w) {
         case ENGINE_STATE_ENDED:
                 /* No longer honoured: the stream is over, even if cleanup
                  * has not ended the session in the store yet. */
-                send_final(w, event_reply("ended", &info));
+                send_final(w, event_reply("ended", &info), 0);
                 return;
         }
 }
@@ -274,7 +278,7 @@ static void final_got(int r, const struct engine_info *info, void *userdata) {
                 (void) final_cb(info, &f);
         if (!f.reply && w->final_or_event)
                 f.reply = json_pack("{s:s}", "event", "ended");
-        send_final(w, f.reply);
+        send_final(w, f.reply, r); /* a read that failed: StorageError */
         watcher_unref(w);
 }
 
