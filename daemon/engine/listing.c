@@ -358,6 +358,7 @@ struct engine_page_read {
         size_t n_keys;
         bool keys_cut;  /* more live rows follow the last key */
         bool terminate; /* BY_ID: end the session read (engine_terminate_later) */
+        bool again;     /* read a second time (page_read_stale) */
         engine_info_fn cb;
         engine_audit_fn audit_cb;
         engine_page_done_fn done; /* NULL: detached */
@@ -448,6 +449,25 @@ static int page_audit(struct engine_page_read *w) {
         return r < 0 ? r : 0;
 }
 
+/* Whether the page shows a row live that memory no longer holds, while it
+ * wants ended rows too (GetSession, include_ended). Memory ends a session
+ * at once and the store only with the unit that follows: a session ended
+ * on the loop while its page was being read (by this daemon's Terminate
+ * answered from the same commit, by a Destroy) reads live, and would be
+ * left out, or "not found". Read after the next commit, which holds the
+ * end, it reads ended. (A live row memory does not hold for another
+ * reason, a session another daemon made and this one has not heard of
+ * yet, is left out the second time, as on one host.) */
+static bool page_read_stale(struct engine *e, const struct engine_page_read *w) {
+        if (w->again || w->terminate || w->x.result < 0 || w->x.kind == STORE_PAGE_AUDIT ||
+            (w->x.kind != STORE_PAGE_BY_ID && !w->ask.include_ended))
+                return false;
+        for (size_t i = 0; i < w->x.n_rows; i++)
+                if (w->x.rows[i].ended_at == 0 && session_find_key(e, w->x.rows[i].token_hash) == NIL)
+                        return true;
+        return false;
+}
+
 /* The read is in (or failed: -EAGAIN): the caller gets its page. */
 static void page_read_finish(struct engine *e, struct engine_page_read *w) {
         struct engine_page page = {0};
@@ -475,6 +495,18 @@ static void page_read_committed(struct engine *e, struct unit_wait *base) {
                 return;
         }
         e->counters.page_reads_after_commit++;
+        if (page_read_stale(e, w)) {
+                int r = txn_begin(e);
+
+                w->again = true;
+                if (r >= 0)
+                        r = store_read_page_after(e->store, &w->x);
+                if (r >= 0) {
+                        txn_wait_add(e, &w->base); /* the same caller's read, one unit later */
+                        return;
+                }
+                w->x.result = -EAGAIN; /* answered as not read */
+        }
         page_read_finish(e, w);
 }
 

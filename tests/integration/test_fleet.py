@@ -1550,6 +1550,45 @@ def test_pages_and_terminate_answered_at_stop():
         assert psql(f.url, "SELECT end_reason FROM sessions WHERE user_id = 'victim'") == "terminated"
 
 
+def test_session_ended_while_its_page_is_read():
+    """A session ended on the loop while its row is being read (a Terminate
+    answered from the same commit as the GetSession behind it, a Destroy
+    while a listing with ended sessions waits): the page reads it again
+    after the next commit, and shows it ended, not "not found" or left
+    out. The units are held back by a row lock."""
+    with Fleet(1) as f:
+        d, = f.daemons
+        victim = d.call("io.sessiond.Session.Create", {"user_id": "victim"})
+        other = d.call("io.sessiond.Session.Create", {"user_id": "victim"})
+        blocker = d.call("io.sessiond.Session.Create", {"user_id": "blocker"})["token"]
+        reads = page_reads(d)
+        locks = RowLocks(f.url, "blocker")
+        out = {}
+        threads = [call_in_background(out, "destroy", d, "io.sessiond.Session.Destroy", {"token": blocker})]
+        wait_for(lambda: waiting_for_locks(f.url) >= 1, what="the first unit waiting")
+        threads.append(call_in_background(out, "terminate", d, "io.sessiond.Admin.Terminate",
+                                          {"id": victim["session"]["id"]}))
+        time.sleep(0.2)
+        threads.append(call_in_background(out, "get", d, "io.sessiond.Admin.GetSession",
+                                          {"id": victim["session"]["id"]}))
+        threads.append(call_in_background(out, "list", d, "io.sessiond.Admin.ListSessions",
+                                          {"user_id": "victim", "include_ended": True}))
+        time.sleep(0.2)
+        # Ended in memory at once, its row with a later unit.
+        threads.append(call_in_background(out, "destroy2", d, "io.sessiond.Session.Destroy", {"token": other["token"]}))
+        time.sleep(0.2)
+        locks.release()
+        for t in threads:
+            t.join(TIMEOUT)
+        assert out["terminate"] == {} and out["destroy2"] == {}, out
+        got = out["get"]["session"]
+        assert got["state"] == "ended" and got["end_reason"] == "terminated", out
+        listed = {s["id"]: s for s in out["list"]["sessions"]}
+        assert set(listed) == {victim["session"]["id"], other["session"]["id"]}, out
+        assert listed[other["session"]["id"]]["end_reason"] == "destroyed", out
+        assert page_reads(d)[0] - reads[0] >= 4, (reads, page_reads(d))  # read again, each
+
+
 if __name__ == "__main__":
     run_tests([
         test_created_on_one_valid_on_the_others,
@@ -1557,6 +1596,7 @@ if __name__ == "__main__":
         test_listing_pending_when_the_client_goes_or_postgresql_stops,
         test_status_and_metrics_answer_while_postgresql_is_frozen,
         test_pages_and_terminate_answered_at_stop,
+        test_session_ended_while_its_page_is_read,
         test_changes_heard_are_read_off_the_loop,
         test_tokens_memory_does_not_know_are_read_off_the_loop,
         test_rotation_and_terminate_seen_elsewhere,
