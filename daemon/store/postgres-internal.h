@@ -126,10 +126,6 @@ struct pg_store {
         pthread_mutex_t key_lock;
         int64_t key_spare; /* the first key of the block fetched ahead, 0: none */
         bool key_wanted;   /* the loop has begun its last block: fetch one ahead */
-        /* Rows the open transaction ended for a user's limit (STORE_OP_LIMIT):
-         * every daemon, this one included, hears of them at commit. */
-        int64_t *evicted;
-        size_t n_evicted, allocated_evicted;
 
         pthread_mutex_t aux_lock;
         struct pg_conn aux;

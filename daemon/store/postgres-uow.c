@@ -54,7 +54,6 @@
 /* ---- the unit of work -------------------------------------------------------------------- */
 
 void pg_tx_rollback(struct pg_store *p) {
-        p->n_evicted = 0;
         if (pg_in_tx(p))
                 (void) pg_exec_command(p, p->w.c, "ROLLBACK", "ROLLBACK");
 }
@@ -136,23 +135,6 @@ static int lock_users(struct pg_store *p, const struct store_uow *u) {
         return pg_result_check(p->name, p->w.c, res, PGRES_TUPLES_OK, "locking the users of new sessions");
 }
 
-/* Rows a limit ended, to be announced at commit. */
-static int evicted_add(struct pg_store *p, const PGresult *res) {
-        for (int i = 0; i < PQntuples(res); i++) {
-                if (p->n_evicted == p->allocated_evicted) {
-                        size_t m = p->allocated_evicted ? 2 * p->allocated_evicted : 16;
-                        int64_t *e = reallocarray(p->evicted, m, sizeof *e);
-
-                        if (!e)
-                                return -ENOMEM;
-                        p->evicted = e;
-                        p->allocated_evicted = m;
-                }
-                p->evicted[p->n_evicted++] = pg_value_int(res, i, 0);
-        }
-        return 0;
-}
-
 static int limit_send(struct pg_store *p, const struct store_op *op) {
         struct params a = {0};
         char name[16];
@@ -202,11 +184,8 @@ static int run_limits(struct pg_store *p, const struct store_uow *u) {
                         PQclear(res);
                         break;
                 }
-                if (first == 0 && PQresultStatus(res) != PGRES_PIPELINE_ABORTED) {
+                if (first == 0 && PQresultStatus(res) != PGRES_PIPELINE_ABORTED)
                         first = pg_result_check(p->name, c, res, PGRES_TUPLES_OK, "holding a user's limit");
-                        if (first == 0)
-                                first = evicted_add(p, res);
-                }
                 PQclear(res);
         }
         if (!PQexitPipelineMode(c) && r >= 0)
@@ -476,12 +455,67 @@ static int ops_pipeline(struct pg_store *p, const struct store_uow *u, size_t fr
  * each unit's time: the rest was round trips (BEGIN, the locks, the
  * operations, the limits and COMMIT each waited for the server in turn). */
 
-enum pipe_kind { PIPE_BEGIN, PIPE_LOCK, PIPE_OP, PIPE_LIMIT };
+enum pipe_kind { PIPE_BEGIN, PIPE_LOCK, PIPE_OP, PIPE_LIMIT, PIPE_NOTIFY, PIPE_COMMIT };
 
 struct pipe_item {
         enum pipe_kind kind;
         const struct store_op *op;
 };
+
+/* A unit's items: at most its operations, BEGIN, the locks, two NOTIFYs
+ * (PG_PIPELINE_OPS operations name fewer rows than two payloads hold) and
+ * COMMIT. */
+#define PIPE_EXTRA 8
+
+struct pipe_sending {
+        struct pipe_item *items;
+        size_t n, max;
+};
+
+typedef int (*notify_fn)(struct pg_store *p, const char *payload, void *ctx);
+static int notify_unit(struct pg_store *p, const struct store_uow *u, bool defer_created, notify_fn send, void *ctx);
+
+static int pipe_push(struct pipe_sending *x, enum pipe_kind kind, const struct store_op *op) {
+        if (x->n == x->max)
+                return -E2BIG;
+        x->items[x->n++] = (struct pipe_item){kind, op};
+        return 0;
+}
+
+static int notify_pipelined(struct pg_store *p, const char *payload, void *ctx) {
+        struct params a = {0};
+        char name[16];
+
+        param_text(&a, payload);
+        snprintf(name, sizeof name, "q%d", Q_NOTIFY);
+        if (!PQsendQueryPrepared(p->w.c, name, a.n, a.v, a.len, a.fmt, 0)) {
+                pg_log_error(p->name, "NOTIFY", PQerrorMessage(p->w.c));
+                return -EIO;
+        }
+        return pipe_push(ctx, PIPE_NOTIFY, NULL);
+}
+
+/* Whether a unit may be committed without looking at its results first:
+ * every operation either succeeds in the server or fails there (an insert,
+ * an audit row, an end, a touch, a limit), none is judged by its result
+ * here (an update that found no row, a compare-and-set: those units look
+ * first, then commit). */
+static bool unit_commits_blind(const struct store_uow *u) {
+        for (size_t i = 0; i < u->n_ops; i++)
+                switch (u->ops[i].kind) {
+                case STORE_OP_INSERT:
+                case STORE_OP_AUDIT:
+                case STORE_OP_END:
+                case STORE_OP_ACTIVITY:
+                case STORE_OP_LIMIT:
+                        if (u->ops[i].applied)
+                                return false;
+                        break;
+                default:
+                        return false;
+                }
+        return true;
+}
 
 static int pipe_result(struct pg_store *p, const struct pipe_item *it, PGresult *res) {
         int r;
@@ -494,27 +528,35 @@ static int pipe_result(struct pg_store *p, const struct pipe_item *it, PGresult 
         case PIPE_OP:
                 return op_result(p, it->op, res);
         case PIPE_LIMIT:
-                r = pg_result_check(p->name, p->w.c, res, PGRES_TUPLES_OK, "holding a user's limit");
-                return r < 0 ? r : evicted_add(p, res);
+                return pg_result_check(p->name, p->w.c, res, PGRES_TUPLES_OK, "holding a user's limit");
+        case PIPE_NOTIFY:
+                return pg_result_check(p->name, p->w.c, res, PGRES_TUPLES_OK, "NOTIFY");
+        case PIPE_COMMIT:
+                r = pg_result_check(p->name, p->w.c, res, PGRES_COMMAND_OK, "COMMIT");
+                if (r >= 0 && strcmp(PQcmdStatus(res), "COMMIT") != 0) {
+                        log_error("Store %s: the transaction was rolled back at COMMIT.", p->name);
+                        r = -EIO;
+                }
+                return r;
         }
         return -EINVAL;
 }
 
-/* Sends the unit's items (BEGIN, the locks, the operations, the limits)
- * and lists them in items, in order. */
-static int pipe_send(struct pg_store *p, const struct store_uow *u, struct pipe_item *items, size_t *n) {
+/* Sends the unit's items (BEGIN, the locks, the operations, the limits;
+ * with commit, the notifications and COMMIT) and lists them in x, in
+ * order. */
+static int pipe_send(struct pg_store *p, const struct store_uow *u, bool commit, bool defer, struct pipe_sending *x) {
         _cleanup_free_ char *users = NULL;
         int r = users_array(u, &users);
 
-        *n = 0;
         if (r < 0)
                 return r;
         if (!PQsendQueryParams(p->w.c, "BEGIN", 0, NULL, NULL, NULL, NULL, 0)) {
                 pg_log_error(p->name, "BEGIN", PQerrorMessage(p->w.c));
                 return -EIO;
         }
-        items[(*n)++] = (struct pipe_item){PIPE_BEGIN, NULL};
-        if (users) {
+        r = pipe_push(x, PIPE_BEGIN, NULL);
+        if (r >= 0 && users) {
                 struct params a = {0};
                 char name[16];
 
@@ -524,27 +566,38 @@ static int pipe_send(struct pg_store *p, const struct store_uow *u, struct pipe_
                         pg_log_error(p->name, "locking the users of new sessions", PQerrorMessage(p->w.c));
                         return -EIO;
                 }
-                items[(*n)++] = (struct pipe_item){PIPE_LOCK, NULL};
+                r = pipe_push(x, PIPE_LOCK, NULL);
         }
         for (size_t i = 0; i < u->n_ops && r >= 0; i++)
                 if (op_sent(&u->ops[i])) {
                         r = op_send(p, &u->ops[i]);
-                        items[(*n)++] = (struct pipe_item){PIPE_OP, &u->ops[i]};
+                        if (r >= 0)
+                                r = pipe_push(x, PIPE_OP, &u->ops[i]);
                 }
         for (size_t i = 0; i < u->n_ops && r >= 0; i++)
                 if (u->ops[i].kind == STORE_OP_LIMIT) {
                         r = limit_send(p, &u->ops[i]);
-                        items[(*n)++] = (struct pipe_item){PIPE_LIMIT, &u->ops[i]};
+                        if (r >= 0)
+                                r = pipe_push(x, PIPE_LIMIT, &u->ops[i]);
                 }
-        return r;
+        if (r < 0 || !commit)
+                return r;
+        r = notify_unit(p, u, defer, notify_pipelined, x);
+        if (r >= 0 && !PQsendQueryParams(p->w.c, "COMMIT", 0, NULL, NULL, NULL, NULL, 0)) {
+                pg_log_error(p->name, "COMMIT", PQerrorMessage(p->w.c));
+                return -EIO;
+        }
+        return r < 0 ? r : pipe_push(x, PIPE_COMMIT, NULL);
 }
 
-/* The whole unit but COMMIT, in one pipeline: 0 or the first failure (the
- * server skips what follows it; the caller rolls back). */
-static int unit_pipeline(struct pg_store *p, const struct store_uow *u) {
+/* The whole unit in one pipeline (with commit, COMMIT included): 0 or the
+ * first failure (the server skips what follows it; the caller rolls
+ * back). */
+static int unit_pipeline(struct pg_store *p, const struct store_uow *u, bool commit, bool defer) {
         PGconn *c = p->w.c;
-        _cleanup_free_ struct pipe_item *items = calloc(u->n_ops + 2, sizeof *items);
-        size_t n = 0, k = 0;
+        _cleanup_free_ struct pipe_item *items = calloc(u->n_ops + PIPE_EXTRA, sizeof *items);
+        struct pipe_sending x = {items, 0, u->n_ops + PIPE_EXTRA};
+        size_t k = 0;
         int r, first = 0;
 
         if (!items)
@@ -553,7 +606,7 @@ static int unit_pipeline(struct pg_store *p, const struct store_uow *u) {
                 pg_log_error(p->name, "entering pipeline mode", PQerrorMessage(c));
                 return -EIO;
         }
-        r = pipe_send(p, u, items, &n);
+        r = pipe_send(p, u, commit, defer, &x);
         if (r >= 0 && !PQpipelineSync(c)) {
                 pg_log_error(p->name, "sending a unit of work", PQerrorMessage(c));
                 r = -EIO;
@@ -563,7 +616,7 @@ static int unit_pipeline(struct pg_store *p, const struct store_uow *u) {
                 ExecStatusType st;
 
                 if (!res) { /* the end of one item's results */
-                        if (PQstatus(c) != CONNECTION_OK || k >= n)
+                        if (PQstatus(c) != CONNECTION_OK || k >= x.n)
                                 r = first < 0 ? first : -EIO;
                         k++;
                         continue;
@@ -574,7 +627,7 @@ static int unit_pipeline(struct pg_store *p, const struct store_uow *u) {
                         r = first;
                         break;
                 }
-                if (first == 0 && k < n && st != PGRES_PIPELINE_ABORTED)
+                if (first == 0 && k < x.n && st != PGRES_PIPELINE_ABORTED)
                         first = pipe_result(p, &items[k], res);
                 PQclear(res);
         }
@@ -641,10 +694,16 @@ static int notify_send(struct pg_store *p, const char *payload) {
         return pg_result_check(p->name, p->w.c, res, PGRES_TUPLES_OK, "NOTIFY");
 }
 
+static int notify_now(struct pg_store *p, const char *payload, void *ctx) {
+        (void) ctx;
+        return notify_send(p, payload);
+}
+
 /* NOTIFY sessiond_changes for the unit's changes, batched in payloads of
- * at most PG_NOTIFY_MAX bytes; with defer_created, not its creations
- * (STORE_OP_INSERT: announced after the commit, pg_announce_created()). */
-static int notify_unit(struct pg_store *p, const struct store_uow *u, bool defer_created) {
+ * at most PG_NOTIFY_MAX bytes, each handed to send; with defer_created,
+ * not its creations (STORE_OP_INSERT: announced after the commit,
+ * pg_announce_created()). */
+static int notify_unit(struct pg_store *p, const struct store_uow *u, bool defer_created, notify_fn send, void *ctx) {
         char payload[PG_NOTIFY_MAX + 32];
         size_t head = (size_t) snprintf(payload, sizeof payload, "%s:", p->origin), len = head;
         int r;
@@ -661,7 +720,7 @@ static int notify_unit(struct pg_store *p, const struct store_uow *u, bool defer
                         continue; /* a compare-and-set that another daemon's write beat: nothing changed */
                 n = snprintf(item, sizeof item, "%s%c:%" PRId64, len > head ? "," : "", k, row_key);
                 if (len + (size_t) n > PG_NOTIFY_MAX) {
-                        r = notify_send(p, payload);
+                        r = send(p, payload, ctx);
                         if (r < 0)
                                 return r;
                         len = head;
@@ -670,32 +729,7 @@ static int notify_unit(struct pg_store *p, const struct store_uow *u, bool defer
                 memcpy(payload + len, item, (size_t) n + 1);
                 len += (size_t) n;
         }
-        return len > head ? notify_send(p, payload) : 0;
-}
-
-/* The rows ended for a limit, with the origin "*": every daemon, this one
- * included, hears of them (its engine did not end them itself). */
-static int notify_evicted(struct pg_store *p) {
-        char payload[PG_NOTIFY_MAX + 32];
-        size_t len = 2;
-        int r;
-
-        memcpy(payload, "*:", 3);
-        for (size_t i = 0; i < p->n_evicted; i++) {
-                char item[32];
-                int n = snprintf(item, sizeof item, "%se:%" PRId64, len > 2 ? "," : "", p->evicted[i]);
-
-                if (len + (size_t) n > PG_NOTIFY_MAX) {
-                        r = notify_send(p, payload);
-                        if (r < 0)
-                                return r;
-                        len = 2;
-                        n = snprintf(item, sizeof item, "e:%" PRId64, p->evicted[i]);
-                }
-                memcpy(payload + len, item, (size_t) n + 1);
-                len += (size_t) n;
-        }
-        return len > 2 ? notify_send(p, payload) : 0;
+        return len > head ? send(p, payload, ctx) : 0;
 }
 
 /* ---- creations announced after their commit: the writer's side ---------------- */
@@ -780,10 +814,15 @@ static int uow_commit_once(struct store *s, struct store_uow *u) {
         /* At most PG_PIPELINE_OPS statements in flight (a pipeline sent
          * whole without reading can deadlock with a server whose replies
          * fill the socket): larger units take the steps below. */
-        if (r >= 0 && u->n_ops > 0 && u->n_ops + 2 <= PG_PIPELINE_OPS && u->applied == 0 && !u->wrote && !pg_in_tx(p)) {
+        if (r >= 0 && u->n_ops > 0 && u->n_ops + PIPE_EXTRA <= PG_PIPELINE_OPS && u->applied == 0 && !u->wrote &&
+            !pg_in_tx(p)) {
+                bool blind = unit_commits_blind(u);
+
                 r = pg_writer_ready(p);
                 if (r >= 0)
-                        r = unit_pipeline(p, u);
+                        r = unit_pipeline(p, u, blind, defer);
+                if (blind && defer && (r >= 0 || PQstatus(p->w.c) != CONNECTION_OK))
+                        pg_announce_created(p, u); /* committed, or perhaps (see below) */
                 if (r < 0) {
                         pg_tx_rollback(p);
                         u->error = r;
@@ -791,6 +830,8 @@ static int uow_commit_once(struct store *s, struct store_uow *u) {
                         return r;
                 }
                 u->applied = u->n_ops;
+                if (blind)
+                        return 0;
                 limits_run = true;
         } else if (r >= 0 && unit_has_users(u)) {
                 r = tx_begin(p, u);
@@ -816,9 +857,7 @@ static int uow_commit_once(struct store *s, struct store_uow *u) {
         }
         r = limits_run ? 0 : run_limits(p, u);
         if (r >= 0)
-                r = notify_unit(p, u, defer);
-        if (r >= 0)
-                r = notify_evicted(p);
+                r = notify_unit(p, u, defer, notify_now, NULL);
         if (r >= 0) {
                 _cleanup_pqclear_ PGresult *res = PQexec(p->w.c, "COMMIT");
 
@@ -835,7 +874,6 @@ static int uow_commit_once(struct store *s, struct store_uow *u) {
         }
         if (r < 0)
                 pg_tx_rollback(p);
-        p->n_evicted = 0;
         return r;
 }
 
