@@ -455,16 +455,16 @@ static int ops_pipeline(struct pg_store *p, const struct store_uow *u, size_t fr
  * each unit's time: the rest was round trips (BEGIN, the locks, the
  * operations, the limits and COMMIT each waited for the server in turn). */
 
-enum pipe_kind { PIPE_BEGIN, PIPE_LOCK, PIPE_OP, PIPE_LIMIT, PIPE_NOTIFY, PIPE_COMMIT };
+enum pipe_kind { PIPE_BEGIN, PIPE_LOCK, PIPE_BATCH, PIPE_OP, PIPE_LIMIT, PIPE_NOTIFY, PIPE_COMMIT };
 
 struct pipe_item {
         enum pipe_kind kind;
         const struct store_op *op;
 };
 
-/* A unit's items: at most its operations, BEGIN, the locks, two NOTIFYs
- * (PG_PIPELINE_OPS operations name fewer rows than two payloads hold) and
- * COMMIT. */
+/* A unit's items: at most its operations, BEGIN, the locks, the two
+ * batches (postgres-batch.c), two NOTIFYs (PG_PIPELINE_OPS operations name
+ * fewer rows than two payloads hold) and COMMIT. */
 #define PIPE_EXTRA 8
 
 struct pipe_sending {
@@ -480,6 +480,14 @@ static int pipe_push(struct pipe_sending *x, enum pipe_kind kind, const struct s
                 return -E2BIG;
         x->items[x->n++] = (struct pipe_item){kind, op};
         return 0;
+}
+
+static size_t unit_count(const struct store_uow *u, enum store_op_kind kind) {
+        size_t n = 0;
+
+        for (size_t i = 0; i < u->n_ops; i++)
+                n += u->ops[i].kind == kind;
+        return n;
 }
 
 static int notify_pipelined(struct pg_store *p, const char *payload, void *ctx) {
@@ -525,6 +533,8 @@ static int pipe_result(struct pg_store *p, const struct pipe_item *it, PGresult 
                 return pg_result_check(p->name, p->w.c, res, PGRES_COMMAND_OK, "BEGIN");
         case PIPE_LOCK:
                 return pg_result_check(p->name, p->w.c, res, PGRES_TUPLES_OK, "locking the users of new sessions");
+        case PIPE_BATCH:
+                return pg_result_check(p->name, p->w.c, res, PGRES_COMMAND_OK, "inserting sessions or audit rows");
         case PIPE_OP:
                 return op_result(p, it->op, res);
         case PIPE_LIMIT:
@@ -568,12 +578,24 @@ static int pipe_send(struct pg_store *p, const struct store_uow *u, bool commit,
                 }
                 r = pipe_push(x, PIPE_LOCK, NULL);
         }
+        /* The inserts first, in one statement (postgres-batch.c), the
+         * audit rows in one after the other operations. */
+        if (r >= 0 && unit_count(u, STORE_OP_INSERT) > 0) {
+                r = pg_insert_many_send(p, u);
+                if (r >= 0)
+                        r = pipe_push(x, PIPE_BATCH, NULL);
+        }
         for (size_t i = 0; i < u->n_ops && r >= 0; i++)
-                if (op_sent(&u->ops[i])) {
+                if (op_sent(&u->ops[i]) && u->ops[i].kind != STORE_OP_INSERT && u->ops[i].kind != STORE_OP_AUDIT) {
                         r = op_send(p, &u->ops[i]);
                         if (r >= 0)
                                 r = pipe_push(x, PIPE_OP, &u->ops[i]);
                 }
+        if (r >= 0 && unit_count(u, STORE_OP_AUDIT) > 0) {
+                r = pg_audit_many_send(p, u);
+                if (r >= 0)
+                        r = pipe_push(x, PIPE_BATCH, NULL);
+        }
         for (size_t i = 0; i < u->n_ops && r >= 0; i++)
                 if (u->ops[i].kind == STORE_OP_LIMIT) {
                         r = limit_send(p, &u->ops[i]);

@@ -88,6 +88,12 @@ static const char *const q_sql[_Q_MAX] = {
                      "renewed_at, fp_user_agent, fp_ip, fp_accept_language, fp_accept_encoding, ip, user_agent, "
                      "sync_data, sync_version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, "
                      "$15, $16)",
+        [Q_INSERT_MANY] = "INSERT INTO sessions (row, id, token_hash, user_id, platform_id, created_at, last_activity, "
+                          "renewed_at, fp_user_agent, fp_ip, fp_accept_language, fp_accept_encoding, ip, user_agent, "
+                          "sync_data, sync_version) SELECT * FROM unnest($1::bigint[], $2::text[], $3::bytea[], "
+                          "$4::text[], $5::text[], $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[], "
+                          "$10::bigint[], $11::bigint[], $12::bigint[], $13::text[], $14::text[], $15::bytea[], "
+                          "$16::bigint[])",
         [Q_LOCK_USERS] = "SELECT count(pg_advisory_xact_lock(" PG_STRINGIFY(
                 PG_USER_LOCK_CLASS) ", h)) FROM "
                                     "(SELECT DISTINCT hashtext(u) AS h FROM unnest($1::text[]) AS u ORDER BY h) AS x",
@@ -145,6 +151,8 @@ static const char *const q_sql[_Q_MAX] = {
         [Q_SYNC] = "UPDATE sessions SET sync_version = $2, sync_data = $3 WHERE row = $1 AND ended_at IS NULL "
                    "AND ($4::bigint < 0 OR sync_version = $4)",
         [Q_AUDIT] = "INSERT INTO audit (time, kind, user_id, session_id, detail) VALUES ($1, $2, $3, $4, $5)",
+        [Q_AUDIT_MANY] = "INSERT INTO audit (time, kind, user_id, session_id, detail) SELECT * FROM "
+                         "unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[])",
         [Q_NOTIFY] = "SELECT pg_notify('" PG_CHANNEL "', $1)",
         [Q_GET_SWITCHES] = "SELECT platform_switches FROM sessions WHERE row = $1",
         [Q_GET_SYNC] = "SELECT sync_version, sync_data, ended_at IS NULL, end_reason FROM sessions WHERE row = $1",

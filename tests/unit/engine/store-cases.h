@@ -1043,6 +1043,113 @@ START_TEST(test_read_sync_after_commit) {
 }
 END_TEST
 
+/* What a unit writes comes back as it was written, whatever the text
+ * holds (quotes, backslashes, commas, braces, the word NULL, non-ASCII)
+ * and whatever the sync data (none, empty, bytes with zeros): a backend
+ * may send a unit's rows in batches (PostgreSQL: array literals). Every
+ * backend. */
+struct exact_row {
+        int n;
+        char ip[64], ua[128], platform[32], user[64];
+        bool ip_null, platform_null;
+        uint64_t fp_lang, fp_enc;
+        uint8_t hash[TOKEN_HASH_BYTES];
+};
+
+static int exact_cb(const struct store_session *row, void *userdata) {
+        struct exact_row *x = userdata;
+
+        x->n++;
+        x->ip_null = row->ip == NULL;
+        x->platform_null = row->platform_id == NULL;
+        snprintf(x->ip, sizeof x->ip, "%s", row->ip ? row->ip : "");
+        snprintf(x->ua, sizeof x->ua, "%s", row->user_agent ? row->user_agent : "");
+        snprintf(x->platform, sizeof x->platform, "%s", row->platform_id ? row->platform_id : "");
+        snprintf(x->user, sizeof x->user, "%s", row->user_id);
+        x->fp_lang = row->fp_accept_language;
+        x->fp_enc = row->fp_accept_encoding;
+        memcpy(x->hash, row->token_hash, TOKEN_HASH_BYTES);
+        return 0;
+}
+
+static int detail_cb(const struct store_audit_row *row, void *userdata) {
+        char *out = userdata;
+
+        snprintf(out, 256, "%s|%s|%s|%s", row->kind, row->user_id ? row->user_id : "(null)",
+                 row->session_id ? row->session_id : "(null)", row->detail);
+        return 0;
+}
+
+START_TEST(test_unit_rows_exact) {
+        uv_loop_t loop;
+        struct store *s = open_on_loop(&loop);
+        struct done d = {0};
+        const char *odd = "a\"b\\c,{d}NULL \u00e9";
+        const uint8_t bytes[5] = {0, 1, 0, 255, 0};
+        struct store_session rows[3];
+        int64_t keys[3], version;
+        char *data;
+        size_t size;
+        char detail[256];
+        struct store_audit_filter f = {.limit = 1};
+        struct exact_row x;
+
+        rows[0] = row_for("exact000000000000000a0", 0xa1, odd, T0);
+        rows[0].ip = "NULL";
+        rows[0].user_agent = odd;
+        rows[0].platform_id = "{web}";
+        rows[0].fp_accept_language = UINT64_MAX;
+        rows[0].fp_accept_encoding = 0;
+        rows[1] = row_for("exact000000000000000b0", 0x5c, "plain", T0);
+        rows[1].ip = NULL;
+        rows[1].user_agent = "";
+        rows[2] = row_for("exact000000000000000c0", 0x22, "plain", T0);
+        ck_assert_int_eq(insert_row(s, &rows[0], bytes, sizeof bytes, &keys[0]), 0);
+        ck_assert_int_eq(insert_row(s, &rows[1], "", 0, &keys[1]), 0);
+        ck_assert_int_eq(insert_row(s, &rows[2], NULL, 0, &keys[2]), 0);
+        ck_assert_int_eq(store_audit_insert(s, T0, "created", odd, NULL, "{\"text\": \"a\\\"b,{c}\"}"), 0);
+        ck_assert_int_eq(store_submit(s, done_cb, &d), 0);
+        run_until(&loop, &d.calls, 1);
+        ck_assert_int_eq(d.result, 0);
+
+        x = (struct exact_row){0};
+        ck_assert_int_eq(store_session_by_row_key(s, keys[0], exact_cb, &x), 0);
+        ck_assert_int_eq(x.n, 1);
+        ck_assert_str_eq(x.user, odd);
+        ck_assert_str_eq(x.ua, odd);
+        ck_assert(!x.ip_null);
+        ck_assert_str_eq(x.ip, "NULL"); /* the text, not SQL NULL */
+        ck_assert_str_eq(x.platform, "{web}");
+        ck_assert(x.fp_lang == UINT64_MAX);
+        ck_assert(x.fp_enc == 0);
+        ck_assert_int_eq(memcmp(x.hash, rows[0].token_hash, TOKEN_HASH_BYTES), 0);
+        ck_assert_int_eq(store_session_get_sync(s, keys[0], &version, &data, &size), 0);
+        ck_assert_uint_eq(size, sizeof bytes);
+        ck_assert_int_eq(memcmp(data, bytes, sizeof bytes), 0);
+        free(data);
+
+        x = (struct exact_row){0};
+        ck_assert_int_eq(store_session_by_row_key(s, keys[1], exact_cb, &x), 0);
+        ck_assert(x.ip_null);
+        ck_assert(x.platform_null);
+        ck_assert_str_eq(x.ua, "");
+        ck_assert_int_eq(memcmp(x.hash, rows[1].token_hash, TOKEN_HASH_BYTES), 0);
+        ck_assert_int_eq(store_session_get_sync(s, keys[1], &version, &data, &size), 0);
+        ck_assert_uint_eq(size, 0);
+        free(data);
+        ck_assert_int_eq(store_session_get_sync(s, keys[2], &version, &data, &size), 0);
+        ck_assert_ptr_null(data);
+        ck_assert_uint_eq(size, 0);
+
+        ck_assert_int_eq(store_audit_each(s, &f, detail_cb, detail), 0);
+        ck_assert_str_eq(detail, "created|a\"b\\c,{d}NULL \u00e9|(null)|{\"text\": \"a\\\"b,{c}\"}");
+
+        store_close(s);
+        ck_assert_int_eq(uv_run(&loop, UV_RUN_DEFAULT), 0);
+        ck_assert_int_eq(uv_loop_close(&loop), 0);
+}
+END_TEST
+
 /* The live rows read after a commit (store_read_page_after, a fleet's
  * re-read), in pages: light, in row order, with the unit's own writes,
  * after the row asked; a unit that fails reads nothing. Every backend. */
@@ -1293,4 +1400,5 @@ static void store_cases_add(TCase *tc) {
         tcase_add_test(tc, test_read_sync_after_commit);
         tcase_add_test(tc, test_read_live_after_commit);
         tcase_add_test(tc, test_read_pages_after_commit);
+        tcase_add_test(tc, test_unit_rows_exact);
 }
