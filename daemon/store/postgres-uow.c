@@ -53,7 +53,22 @@
 
 /* ---- the unit of work -------------------------------------------------------------------- */
 
+/* Rolls the writer's transaction back. A pipeline left unfinished (a
+ * failure on this side while it was sent: out of memory for a batch's
+ * literal, a statement libpq refused to queue) cannot be left: libpq
+ * keeps its items, refuses every later synchronous statement, and would
+ * send them with the next unit's. The connection is closed instead (what
+ * the server ran of it is rolled back: a unit's COMMIT is the last item
+ * queued) and the next unit makes it again (pg_writer_ready()). */
 void pg_tx_rollback(struct pg_store *p) {
+        if (p->w.c && PQpipelineStatus(p->w.c) != PQ_PIPELINE_OFF && !PQexitPipelineMode(p->w.c)) {
+                if (PQstatus(p->w.c) == CONNECTION_OK)
+                        log_warning("Store %s: a unit of work was not sent whole; closing the connection to "
+                                    "PostgreSQL.",
+                                    p->name);
+                pg_conn_close(&p->w);
+                return;
+        }
         if (pg_in_tx(p))
                 (void) pg_exec_command(p, p->w.c, "ROLLBACK", "ROLLBACK");
 }

@@ -595,6 +595,47 @@ START_TEST(test_writer_reconnects) {
 }
 END_TEST
 
+/* Allocations that fail on demand: the executable is linked with
+ * -Wl,--wrap=realloc (meson.build), so the store's reallocations of at
+ * least fail_realloc_from bytes fail. */
+static size_t fail_realloc_from = SIZE_MAX;
+
+void *__real_realloc(void *ptr, size_t size);
+void *__wrap_realloc(void *ptr, size_t size);
+
+void *__wrap_realloc(void *ptr, size_t size) {
+        if (size >= fail_realloc_from) {
+                errno = ENOMEM;
+                return NULL;
+        }
+        return __real_realloc(ptr, size);
+}
+
+/* A unit that fails on this side while its pipeline is being sent (out of
+ * memory for the array literal of its inserts, BEGIN and the users' lock
+ * already queued) commits nothing and leaves the writing connection
+ * usable: the next unit commits, reads work. */
+START_TEST(test_unit_failing_while_sent) {
+        struct store *s = open_pg();
+        struct store_session a = row_for("aaaaaaaaaaaaaaaaaaaaaa", 1, "alice", T0);
+        struct store_session b = row_for("bbbbbbbbbbbbbbbbbbbbbb", 2, "bob", T0);
+        static uint8_t blob[1 << 20];
+        int64_t ra, rb, n;
+
+        ck_assert_int_eq(insert_row(s, &a, blob, sizeof blob, &ra), 0);
+        fail_realloc_from = sizeof blob; /* the sync data's literal is twice as long */
+        ck_assert_int_eq(store_commit(s), -ENOMEM);
+        fail_realloc_from = SIZE_MAX;
+        ck_assert_int_eq(sql_int("SELECT count(*) FROM sessions"), 0);
+        ck_assert_int_eq(insert_row(s, &b, NULL, 0, &rb), 0);
+        ck_assert_int_eq(store_commit(s), 0);
+        ck_assert_int_eq(store_count_sessions(s, false, &n), 0);
+        ck_assert_int_eq(n, 1);
+        ck_assert_int_eq(sql_int("SELECT count(*) FROM sessions"), 1);
+        store_close(s);
+}
+END_TEST
+
 /* Runs pg_ctl stop or start on the test server (pg-server says how). */
 static void pg_ctl(const char *action) {
         const char *data = getenv("SESSIOND_TEST_PG_DATA"), *bindir = getenv("SESSIOND_TEST_PG_BINDIR");
@@ -747,6 +788,7 @@ int main(void) {
         tcase_add_test(tc, test_user_limit_across_stores);
         tcase_add_test(tc, test_listener_reconnects);
         tcase_add_test(tc, test_writer_reconnects);
+        tcase_add_test(tc, test_unit_failing_while_sent);
         tcase_add_test(tc, test_leader_and_heartbeats);
         tcase_add_test(tc, test_server_restart);
         store_cases_add(tc);
