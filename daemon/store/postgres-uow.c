@@ -620,11 +620,16 @@ static int pipe_send(struct pg_store *p, const struct store_uow *u, bool commit,
         if (r < 0 || !commit)
                 return r;
         r = notify_unit(p, u, defer, notify_pipelined, x);
+        /* COMMIT's item before COMMIT: once queued, it may run whatever
+         * this side decides after (libpq flushes a long pipeline as it
+         * grows), so nothing may fail after it is sent. */
+        if (r >= 0)
+                r = pipe_push(x, PIPE_COMMIT, NULL);
         if (r >= 0 && !PQsendQueryParams(p->w.c, "COMMIT", 0, NULL, NULL, NULL, NULL, 0)) {
                 pg_log_error(p->name, "COMMIT", PQerrorMessage(p->w.c));
                 return -EIO;
         }
-        return r < 0 ? r : pipe_push(x, PIPE_COMMIT, NULL);
+        return r;
 }
 
 /* The whole unit in one pipeline (with commit, COMMIT included): 0 or the

@@ -636,6 +636,43 @@ START_TEST(test_unit_failing_while_sent) {
 }
 END_TEST
 
+/* Large sync data in a unit sent in one pipeline (its array literal is
+ * twice as long, and libpq flushes the pipeline while it is queued), and
+ * texts an array literal must quote (spaces around, a newline, a tab),
+ * come back exactly. */
+START_TEST(test_unit_large_sync_exact) {
+        struct store *s = open_pg();
+        struct store_session a = row_for("aaaaaaaaaaaaaaaaaaaaaa", 1, " alice\n", T0);
+        struct store_session b = row_for("bbbbbbbbbbbbbbbbbbbbbb", 2, "bob", T0);
+        static uint8_t blob[3 << 20];
+        struct capture c = {0};
+        int64_t ra, rb, version;
+        char *data = NULL;
+        size_t size = 0;
+
+        for (size_t i = 0; i < sizeof blob; i++)
+                blob[i] = (uint8_t) (i * 7 + i / 256);
+        a.user_agent = "\tMozilla \"x\" ";
+        ck_assert_int_eq(insert_row(s, &a, blob, sizeof blob, &ra), 0);
+        ck_assert_int_eq(insert_row(s, &b, blob, 1, &rb), 0);
+        ck_assert_int_eq(store_audit_insert(s, T0, "created", " alice\n", NULL, "{}"), 0);
+        ck_assert_int_eq(store_commit(s), 0);
+        ck_assert_int_eq(store_session_get_sync(s, ra, &version, &data, &size), 0);
+        ck_assert_uint_eq(size, sizeof blob);
+        ck_assert_int_eq(memcmp(data, blob, sizeof blob), 0);
+        free(data);
+        ck_assert_int_eq(store_session_get_sync(s, rb, &version, &data, &size), 0);
+        ck_assert_uint_eq(size, 1);
+        ck_assert_int_eq(data[0], (char) blob[0]);
+        free(data);
+        ck_assert_int_eq(store_session_by_row_key(s, ra, capture_cb, &c), 0);
+        ck_assert_str_eq(c.user, " alice\n");
+        ck_assert_int_eq(sql_int("SELECT count(*) FROM sessions WHERE user_agent = E'\\tMozilla \"x\" '"), 1);
+        ck_assert_int_eq(sql_int("SELECT count(*) FROM audit WHERE user_id = E' alice\\n'"), 1);
+        store_close(s);
+}
+END_TEST
+
 /* Runs pg_ctl stop or start on the test server (pg-server says how). */
 static void pg_ctl(const char *action) {
         const char *data = getenv("SESSIOND_TEST_PG_DATA"), *bindir = getenv("SESSIOND_TEST_PG_BINDIR");
@@ -789,6 +826,7 @@ int main(void) {
         tcase_add_test(tc, test_listener_reconnects);
         tcase_add_test(tc, test_writer_reconnects);
         tcase_add_test(tc, test_unit_failing_while_sent);
+        tcase_add_test(tc, test_unit_large_sync_exact);
         tcase_add_test(tc, test_leader_and_heartbeats);
         tcase_add_test(tc, test_server_restart);
         store_cases_add(tc);
