@@ -3,6 +3,7 @@
  *                       migrations, opening and closing, the backend table;
  *   postgres-uow.c      the unit of work: pipelines, per-user limits, the
  *                       NOTIFYs of a transaction, keys, purges;
+ *   postgres-batch.c    a unit's inserts and audit rows, one statement each;
  *   postgres-read.c     reads: sessions, audit, analytics, maintenance, size;
  *   postgres-listen.c   the listener: LISTEN on a connection of its own, on
  *                       the loop, other daemons' changes handed to the engine;
@@ -10,7 +11,8 @@
  *                       listener's connection, and the liveness checks that
  *                       catch up with a daemon that died before announcing;
  *   postgres-leader.c   the auxiliary connection (heartbeats, the daemons
- *                       seen) and the leader's lock.
+ *                       seen and the tables' size, refreshed off the loop)
+ *                       and the leader's lock.
  * Each file's head says how its part works; postgres.c's, how the whole
  * fits together.
  */

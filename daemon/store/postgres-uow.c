@@ -5,14 +5,19 @@
  * once per connection) in one transaction, sent in libpq's pipeline mode
  * (PG_PIPELINE_OPS at a time): a unit of a hundred writes costs one round
  * trip, not a hundred; the first failure fails the unit (the server skips
- * the rest of the pipeline, the transaction is rolled back). Per-user limits across daemons
+ * the rest of the pipeline, the transaction is rolled back). A unit that
+ * nothing ran early goes whole in one pipeline, BEGIN to COMMIT when none
+ * of its operations needs a look at its result first (unit_pipeline), its
+ * inserts and audit rows batched (postgres-batch.c): one round trip a
+ * unit. Per-user limits across daemons
  * (store_user_limit(), STORE_OP_LIMIT): at commit, on the writer thread,
  * the transaction first takes pg_advisory_xact_lock(PG_USER_LOCK_CLASS,
  * hashtext(user_id)) for every user of its inserts and limits, all in one
  * statement in hash order (so two daemons never wait for each other in
  * opposite orders), then runs what is left of the unit, then each limit:
  * the user's live sessions beyond `keep`, least recently active first, end
- * as "evicted". Under the lock the count sees every other daemon's
+ * as "evicted" (the statement NOTIFYs each row it ends). Under the lock
+ * the count sees every other daemon's
  * committed rows, so of two daemons creating for one user at once the
  * second to commit sees the first's sessions: the limit holds. (An insert
  * that a read on the loop ran earlier took no lock: the loop never waits
