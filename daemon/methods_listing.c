@@ -19,9 +19,9 @@
  * is answered at once and costs what it did. On a fleet each page is read
  * by the store's writer after its next commit (engine_list_page_later):
  * the listing asks for the next page once the one before is in. A longer
- * listing keeps its call open; when its peer goes away (or the daemon
- * stops) the listing stops there, and a page still being read is dropped
- * when it comes.
+ * listing keeps its call open; when its peer goes away the listing stops
+ * there, and a page still being read is dropped when it comes. A daemon
+ * that stops finishes it first (within the stop's deadline).
  *
  * What a listing in steps shows: its pages follow each other by row (audit:
  * by time and id, oldest first from the limit-th newest entry), as the
@@ -224,7 +224,10 @@ static void listing_run(struct listing *l) {
                 return;
         }
         l->step.data = l;
-        call_set_cancel(l->call, listing_cancel, l);
+        /* Answered at stop like any call that waits for a commit (the
+         * server lets it finish; the stop's deadline bounds it), dropped
+         * when its peer goes. */
+        call_set_detach(l->call, listing_cancel, l);
         listing_step(l);
 }
 

@@ -2,19 +2,23 @@
  * lists the backend's files): a unit's new sessions in one INSERT, its
  * audit rows in another.
  *
- * A Create is an insert of its session and one of its audit row. Sent one
- * statement each, a unit of 25 creates cost the server 50 executions of a
- * one-row INSERT (parse of the parameters, executor start and end, index
- * insertion), most of it overhead; the writer's backend was busy more
- * than half of each unit's time. One INSERT ... SELECT FROM unnest() of
- * arrays, a column an array, pays that overhead once. The arrays travel
+ * A Create is an insert of its session, one of its audit row and its
+ * user's limit. Sent one statement each, a unit of 25 creates cost the
+ * server 75 executions (parse of the parameters, executor start and end),
+ * most of it overhead; the writer's backend was on the CPU three quarters
+ * of the time. One INSERT ... SELECT FROM unnest() of arrays, a column an
+ * array, pays that overhead once; the limits go the same way, every user
+ * of the unit in one statement (Q_LIMIT_MANY: for each, the rows beyond
+ * its `keep` end, as Q_LIMIT does for one). The arrays travel
  * as text literals ({...}, elements quoted, NULL for none, bytea as
  * "\\x..."), the form PostgreSQL reads for any array type.
  *
  * Used by the unit sent in one pipeline (postgres-uow.c), which sends its
  * inserts first (no other operation of a unit names a row it has not
- * inserted yet: keys are new) and its audit rows after its other
- * operations (nothing reads them in the unit).
+ * inserted yet: keys are new), its audit rows after its other operations
+ * (nothing reads them in the unit), its limits last (after every insert,
+ * as one at a time ran them). A user limited twice in a unit (two
+ * creates) is counted twice on the same rows: what ends is the same.
  */
 #include "postgres-internal.h"
 
@@ -226,5 +230,29 @@ int pg_audit_many_send(struct pg_store *p, const struct store_uow *u) {
                 lit_end(&l[k]);
         r = lits_send(p, Q_AUDIT_MANY, l, AUDIT_COLUMNS, "writing audit rows");
         lits_free(l, AUDIT_COLUMNS);
+        return r;
+}
+
+#define LIMIT_COLUMNS 3
+
+int pg_limits_send(struct pg_store *p, const struct store_uow *u) {
+        struct lit l[LIMIT_COLUMNS] = {0};
+        int r;
+
+        for (size_t k = 0; k < LIMIT_COLUMNS; k++)
+                lit_begin(&l[k]);
+        for (size_t i = 0; i < u->n_ops; i++) {
+                const struct store_op *op = &u->ops[i];
+
+                if (op->kind != STORE_OP_LIMIT)
+                        continue;
+                lit_text(&l[0], op->s1);
+                lit_int(&l[1], op->t1);
+                lit_int(&l[2], op->t2);
+        }
+        for (size_t k = 0; k < LIMIT_COLUMNS; k++)
+                lit_end(&l[k]);
+        r = lits_send(p, Q_LIMIT_MANY, l, LIMIT_COLUMNS, "holding the users' limits");
+        lits_free(l, LIMIT_COLUMNS);
         return r;
 }

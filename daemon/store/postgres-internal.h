@@ -72,6 +72,7 @@
 enum {
         Q_INSERT,
         Q_INSERT_MANY,
+        Q_LIMIT_MANY,
         Q_LOCK_USERS,
         Q_LIMIT,
         Q_ACTIVITY,
@@ -264,10 +265,11 @@ void pg_tx_rollback(struct pg_store *p);
 int pg_session_get_switches(struct store *s, int64_t row_key, char **ret);
 int pg_session_read_sync(struct store *s, struct store_sync_read *out);
 int pg_session_by_row_key(struct store *s, int64_t row_key, store_session_fn cb, void *userdata);
-/* postgres-batch.c: a unit's inserts, and its audit rows, each sent as
- * one statement in the open pipeline. */
+/* postgres-batch.c: a unit's inserts, its audit rows, its limits, each
+ * sent as one statement in the open pipeline. */
 int pg_insert_many_send(struct pg_store *p, const struct store_uow *u);
 int pg_audit_many_send(struct pg_store *p, const struct store_uow *u);
+int pg_limits_send(struct pg_store *p, const struct store_uow *u);
 int pg_sessions_by_row_keys(struct store *s, const int64_t *keys, size_t n, store_session_fn cb, void *userdata);
 int pg_session_by_hash(struct store *s, const uint8_t hash[TOKEN_HASH_BYTES], store_session_fn cb, void *userdata);
 int pg_session_by_id(struct store *s, const char *id, store_session_fn cb, void *userdata);

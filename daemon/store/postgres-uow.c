@@ -616,12 +616,11 @@ static int pipe_send(struct pg_store *p, const struct store_uow *u, bool commit,
                 if (r >= 0)
                         r = pipe_push(x, PIPE_BATCH, NULL);
         }
-        for (size_t i = 0; i < u->n_ops && r >= 0; i++)
-                if (u->ops[i].kind == STORE_OP_LIMIT) {
-                        r = limit_send(p, &u->ops[i]);
-                        if (r >= 0)
-                                r = pipe_push(x, PIPE_LIMIT, &u->ops[i]);
-                }
+        if (r >= 0 && unit_count(u, STORE_OP_LIMIT) > 0) { /* every user's limit in one statement */
+                r = pg_limits_send(p, u);
+                if (r >= 0)
+                        r = pipe_push(x, PIPE_LIMIT, NULL);
+        }
         if (r < 0 || !commit)
                 return r;
         r = notify_unit(p, u, defer, notify_pipelined, x);

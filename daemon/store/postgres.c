@@ -106,6 +106,13 @@ static const char *const q_sql[_Q_MAX] = {
                     "(SELECT row FROM sessions WHERE user_id = $1 AND ended_at IS NULL "
                     "ORDER BY last_activity DESC, row DESC OFFSET $2) RETURNING row) "
                     "SELECT row, pg_notify('" PG_CHANNEL "', '*:e:' || row) FROM e ORDER BY row",
+        /* Q_LIMIT for every user of a unit at once (postgres-batch.c). */
+        [Q_LIMIT_MANY] = "WITH l AS (SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[]) AS l (u, keep, t)), "
+                         "c AS (SELECT s.row, l.t FROM l CROSS JOIN LATERAL (SELECT row FROM sessions WHERE "
+                         "user_id = l.u AND ended_at IS NULL ORDER BY last_activity DESC, row DESC OFFSET l.keep) s), "
+                         "e AS (UPDATE sessions SET ended_at = c.t, end_reason = 'evicted' FROM c WHERE sessions.row = "
+                         "c.row AND sessions.ended_at IS NULL RETURNING sessions.row) "
+                         "SELECT row, pg_notify('" PG_CHANNEL "', '*:e:' || row) FROM e ORDER BY row",
         [Q_ACTIVITY] = "UPDATE sessions SET last_activity = GREATEST(last_activity, $2) WHERE row = $1",
         [Q_RENEWED] = "UPDATE sessions SET renewed_at = $2, last_activity = GREATEST(last_activity, $3) "
                       "WHERE row = $1",

@@ -1519,11 +1519,11 @@ def test_status_and_metrics_answer_while_postgresql_is_frozen():
         lister.close()
         print("     Status, Metrics and a Validate answered in %.0f ms while PostgreSQL was frozen" % (took * 1000))
 def test_pages_and_terminate_answered_at_stop():
-    """A Terminate, a GetSession and a page of ListSessions waiting for
-    their read after a commit when SIGTERM comes are answered once the
-    unit commits, as a switch or a sync write is (a stream is what a stop
-    cancels), and the Terminate's write is committed. The unit is held back
-    by a row lock taken in another transaction."""
+    """A Terminate, a GetSession, a page of ListSessions and a whole
+    ListUser waiting for their read after a commit when SIGTERM comes are
+    answered once the unit commits, as a switch or a sync write is (a
+    stream is what a stop cancels), and the Terminate's write is committed.
+    The unit is held back by a row lock taken in another transaction."""
     with Fleet(1) as f:
         d, = f.daemons
         victim = d.call("io.sessiond.Session.Create", {"user_id": "victim"})
@@ -1536,7 +1536,8 @@ def test_pages_and_terminate_answered_at_stop():
         threads += [
             call_in_background(out, "terminate", d, "io.sessiond.Admin.Terminate", {"id": victim["session"]["id"]}),
             call_in_background(out, "get", d, "io.sessiond.Admin.GetSession", {"id": shown["session"]["id"]}),
-            call_in_background(out, "page", d, "io.sessiond.Admin.ListSessions", {"limit": 10, "cursor": ""})]
+            call_in_background(out, "page", d, "io.sessiond.Admin.ListSessions", {"limit": 10, "cursor": ""}),
+            call_in_background(out, "whole", d, "io.sessiond.Session.ListUser", {"user_id": "shown"})]
         time.sleep(0.3)  # the reads asked, in the unit behind the one held
         d.signal(signal.SIGTERM)
         time.sleep(0.3)  # the daemon stopping, the unit still held
@@ -1547,6 +1548,7 @@ def test_pages_and_terminate_answered_at_stop():
         assert out["destroy"] == {} and out["terminate"] == {}, out
         assert out["get"]["session"]["id"] == shown["session"]["id"], out
         assert shown["session"]["id"] in [s["id"] for s in out["page"]["sessions"]], out
+        assert [s["id"] for s in out["whole"]["sessions"]] == [shown["session"]["id"]], out
         assert psql(f.url, "SELECT end_reason FROM sessions WHERE user_id = 'victim'") == "terminated"
 
 
