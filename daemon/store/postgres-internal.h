@@ -3,7 +3,10 @@
  *                       migrations, opening and closing, the backend table;
  *   postgres-uow.c      the unit of work: pipelines, per-user limits, the
  *                       NOTIFYs of a transaction, keys, purges;
- *   postgres-batch.c    a unit's inserts and audit rows, one statement each;
+ *   postgres-pipeline.c a unit in one round trip;
+ *   postgres-batch.c    a unit's inserts, audit rows and limits, one
+ *                       statement each;
+ *   postgres-keys.c     session keys, in blocks from a sequence;
  *   postgres-read.c     reads: sessions, audit, analytics, maintenance, size;
  *   postgres-listen.c   the listener: LISTEN on a connection of its own, on
  *                       the loop, other daemons' changes handed to the engine;
@@ -265,6 +268,22 @@ void pg_tx_rollback(struct pg_store *p);
 int pg_session_get_switches(struct store *s, int64_t row_key, char **ret);
 int pg_session_read_sync(struct store *s, struct store_sync_read *out);
 int pg_session_by_row_key(struct store *s, int64_t row_key, store_session_fn cb, void *userdata);
+/* postgres-uow.c: what the one-pipeline unit shares with the rest. */
+typedef int (*pg_notify_fn)(struct pg_store *p, const char *payload, void *ctx);
+int pg_users_array(const struct store_uow *u, char **ret);
+bool pg_op_sent(const struct store_op *op);
+int pg_op_send(struct pg_store *p, const struct store_op *op);
+int pg_op_result(struct pg_store *p, const struct store_op *op, PGresult *res);
+int pg_notify_unit(struct pg_store *p, const struct store_uow *u, bool defer_created, pg_notify_fn send, void *ctx);
+/* postgres-pipeline.c: a unit in one round trip (pg_unit_pipeline) of at
+ * most PG_PIPELINE_OPS - PG_PIPE_EXTRA operations (the rest of its items:
+ * BEGIN, the locks, the batches, two NOTIFYs at most, COMMIT). */
+#define PG_PIPE_EXTRA 8
+bool pg_unit_commits_blind(const struct store_uow *u);
+int pg_unit_pipeline(struct pg_store *p, const struct store_uow *u, bool commit, bool defer);
+/* postgres-keys.c: after a commit, on the writer, the block of keys the
+ * loop will want next. */
+void pg_keys_fetch_ahead(struct pg_store *p);
 /* postgres-batch.c: a unit's inserts, its audit rows, its limits, each
  * sent as one statement in the open pipeline. */
 int pg_insert_many_send(struct pg_store *p, const struct store_uow *u);

@@ -7,9 +7,9 @@
  * trip, not a hundred; the first failure fails the unit (the server skips
  * the rest of the pipeline, the transaction is rolled back). A unit that
  * nothing ran early goes whole in one pipeline, BEGIN to COMMIT when none
- * of its operations needs a look at its result first (unit_pipeline), its
- * inserts and audit rows batched (postgres-batch.c): one round trip a
- * unit. Per-user limits across daemons
+ * of its operations needs a look at its result first
+ * (postgres-pipeline.c), its inserts, audit rows and limits batched
+ * (postgres-batch.c): one round trip a unit. Per-user limits across daemons
  * (store_user_limit(), STORE_OP_LIMIT): at commit, on the writer thread,
  * the transaction first takes pg_advisory_xact_lock(PG_USER_LOCK_CLASS,
  * hashtext(user_id)) for every user of its inserts and limits, all in one
@@ -34,17 +34,7 @@
  * notifications at commit, in commit order, and drops them with a
  * rolled-back transaction.
  *
- * Keys come from the sequence sessiond_session_keys, which advances by
- * PG_KEY_BLOCK: one nextval() gives this store a block of PG_KEY_BLOCK
- * keys that no other daemon gets, handed out locally, so Create does not
- * pay a round trip per key. Keys are unique, not ordered across daemons.
- * The loop hands them out without core.lock (allocate_key_unlocked): once
- * it begins a block, the writer fetches the next one after its next
- * commit (keys_fetch_ahead, under key_lock), so a Create usually neither
- * pays a round trip nor waits for the unit in flight; only when no block
- * is ready (the first key, a burst of more than PG_KEY_BLOCK creations
- * between two commits, a failed fetch ahead) does the loop fetch one,
- * under core.lock, as every key once did.
+ * Keys: postgres-keys.c.
  *
  * A platform switch (STORE_OP_SWITCH) is decided by Q_SWITCH under the
  * row's lock and answers a row (switch_result), not a count.
@@ -115,7 +105,7 @@ static const char *op_user(const struct store_op *op) {
 
 /* The users of the unit's inserts and limits as a PostgreSQL array
  * literal in *ret (NULL: none). */
-static int users_array(const struct store_uow *u, char **ret) {
+int pg_users_array(const struct store_uow *u, char **ret) {
         size_t n = 3;
         char *o;
 
@@ -146,7 +136,7 @@ static int users_array(const struct store_uow *u, char **ret) {
 static int lock_users(struct pg_store *p, const struct store_uow *u) {
         _cleanup_free_ char *arr = NULL;
         struct params a = {0};
-        int r = users_array(u, &arr);
+        int r = pg_users_array(u, &arr);
 
         if (r < 0 || !arr)
                 return r;
@@ -316,11 +306,11 @@ static int op_statement(const struct store_op *op, struct params *a, const char 
         }
 }
 
-static bool op_sent(const struct store_op *op) {
+bool pg_op_sent(const struct store_op *op) {
         return op->kind != STORE_OP_LIMIT;
 }
 
-static int op_send(struct pg_store *p, const struct store_op *op) {
+int pg_op_send(struct pg_store *p, const struct store_op *op) {
         struct params a = {0};
         const char *what = NULL;
         char name[16];
@@ -381,7 +371,7 @@ static int switch_result(const struct store_op *op, PGresult *res) {
  * leader may have purged a row long ended whose last touch is written
  * late. Such a write is moot, not a failure that would lose the unit's
  * other writes. */
-static int op_result(struct pg_store *p, const struct store_op *op, PGresult *res) {
+int pg_op_result(struct pg_store *p, const struct store_op *op, PGresult *res) {
         struct params a = {0};
         const char *what = NULL;
         int r;
@@ -405,7 +395,7 @@ static int op_result(struct pg_store *p, const struct store_op *op, PGresult *re
 }
 
 static size_t next_sent(const struct store_uow *u, size_t i, size_t to) {
-        while (i < to && !op_sent(&u->ops[i]))
+        while (i < to && !pg_op_sent(&u->ops[i]))
                 i++;
         return i;
 }
@@ -432,7 +422,7 @@ static int pipeline_results(struct pg_store *p, const struct store_uow *u, size_
                         return first;
                 }
                 if (first == 0 && i < to && st != PGRES_PIPELINE_ABORTED)
-                        first = op_result(p, &u->ops[i], res);
+                        first = pg_op_result(p, &u->ops[i], res);
                 PQclear(res);
         }
 }
@@ -452,7 +442,7 @@ static int ops_pipeline(struct pg_store *p, const struct store_uow *u, size_t fr
                 return -EIO;
         }
         for (size_t k = i; k < to && r >= 0; k = next_sent(u, k + 1, to))
-                r = op_send(p, &u->ops[k]);
+                r = pg_op_send(p, &u->ops[k]);
         if (r >= 0 && !PQpipelineSync(c)) {
                 pg_log_error(p->name, "sending a unit of work", PQerrorMessage(c));
                 r = -EIO;
@@ -461,222 +451,6 @@ static int ops_pipeline(struct pg_store *p, const struct store_uow *u, size_t fr
                 r = pipeline_results(p, u, i, to);
         /* Fails only with results pending, on a broken connection (which
          * is then made again: pg_conn_ready()). */
-        if (!PQexitPipelineMode(c) && r >= 0)
-                r = -EIO;
-        return r;
-}
-
-/* ---- a unit in one round trip ------------------------------------------------------------
- * A unit that nothing ran early (no read on the loop ran its operations:
- * the common case) is sent as one pipeline: BEGIN, the users' locks, its
- * operations, its limits, one round trip for all of them; COMMIT follows
- * with the notifications, which depend on what the limits ended. Measured
- * on a Create load, the writer's PostgreSQL backend was busy about half of
- * each unit's time: the rest was round trips (BEGIN, the locks, the
- * operations, the limits and COMMIT each waited for the server in turn). */
-
-enum pipe_kind { PIPE_BEGIN, PIPE_LOCK, PIPE_BATCH, PIPE_OP, PIPE_LIMIT, PIPE_NOTIFY, PIPE_COMMIT };
-
-struct pipe_item {
-        enum pipe_kind kind;
-        const struct store_op *op;
-};
-
-/* A unit's items: at most its operations, BEGIN, the locks, the two
- * batches (postgres-batch.c), two NOTIFYs (PG_PIPELINE_OPS operations name
- * fewer rows than two payloads hold) and COMMIT. */
-#define PIPE_EXTRA 8
-
-struct pipe_sending {
-        struct pipe_item *items;
-        size_t n, max;
-};
-
-typedef int (*notify_fn)(struct pg_store *p, const char *payload, void *ctx);
-static int notify_unit(struct pg_store *p, const struct store_uow *u, bool defer_created, notify_fn send, void *ctx);
-
-static int pipe_push(struct pipe_sending *x, enum pipe_kind kind, const struct store_op *op) {
-        if (x->n == x->max)
-                return -E2BIG;
-        x->items[x->n++] = (struct pipe_item){kind, op};
-        return 0;
-}
-
-static size_t unit_count(const struct store_uow *u, enum store_op_kind kind) {
-        size_t n = 0;
-
-        for (size_t i = 0; i < u->n_ops; i++)
-                n += u->ops[i].kind == kind;
-        return n;
-}
-
-static int notify_pipelined(struct pg_store *p, const char *payload, void *ctx) {
-        struct params a = {0};
-        char name[16];
-
-        param_text(&a, payload);
-        snprintf(name, sizeof name, "q%d", Q_NOTIFY);
-        if (!PQsendQueryPrepared(p->w.c, name, a.n, a.v, a.len, a.fmt, 0)) {
-                pg_log_error(p->name, "NOTIFY", PQerrorMessage(p->w.c));
-                return -EIO;
-        }
-        return pipe_push(ctx, PIPE_NOTIFY, NULL);
-}
-
-/* Whether a unit may be committed without looking at its results first:
- * every operation either succeeds in the server or fails there (an insert,
- * an audit row, an end, a touch, a limit), none is judged by its result
- * here (an update that found no row, a compare-and-set: those units look
- * first, then commit). */
-static bool unit_commits_blind(const struct store_uow *u) {
-        for (size_t i = 0; i < u->n_ops; i++)
-                switch (u->ops[i].kind) {
-                case STORE_OP_INSERT:
-                case STORE_OP_AUDIT:
-                case STORE_OP_END:
-                case STORE_OP_ACTIVITY:
-                case STORE_OP_LIMIT:
-                        if (u->ops[i].applied)
-                                return false;
-                        break;
-                default:
-                        return false;
-                }
-        return true;
-}
-
-static int pipe_result(struct pg_store *p, const struct pipe_item *it, PGresult *res) {
-        int r;
-
-        switch (it->kind) {
-        case PIPE_BEGIN:
-                return pg_result_check(p->name, p->w.c, res, PGRES_COMMAND_OK, "BEGIN");
-        case PIPE_LOCK:
-                return pg_result_check(p->name, p->w.c, res, PGRES_TUPLES_OK, "locking the users of new sessions");
-        case PIPE_BATCH:
-                return pg_result_check(p->name, p->w.c, res, PGRES_COMMAND_OK, "inserting sessions or audit rows");
-        case PIPE_OP:
-                return op_result(p, it->op, res);
-        case PIPE_LIMIT:
-                return pg_result_check(p->name, p->w.c, res, PGRES_TUPLES_OK, "holding a user's limit");
-        case PIPE_NOTIFY:
-                return pg_result_check(p->name, p->w.c, res, PGRES_TUPLES_OK, "NOTIFY");
-        case PIPE_COMMIT:
-                r = pg_result_check(p->name, p->w.c, res, PGRES_COMMAND_OK, "COMMIT");
-                if (r >= 0 && strcmp(PQcmdStatus(res), "COMMIT") != 0) {
-                        log_error("Store %s: the transaction was rolled back at COMMIT.", p->name);
-                        r = -EIO;
-                }
-                return r;
-        }
-        return -EINVAL;
-}
-
-/* Sends the unit's items (BEGIN, the locks, the operations, the limits;
- * with commit, the notifications and COMMIT) and lists them in x, in
- * order. */
-static int pipe_send(struct pg_store *p, const struct store_uow *u, bool commit, bool defer, struct pipe_sending *x) {
-        _cleanup_free_ char *users = NULL;
-        int r = users_array(u, &users);
-
-        if (r < 0)
-                return r;
-        if (!PQsendQueryParams(p->w.c, "BEGIN", 0, NULL, NULL, NULL, NULL, 0)) {
-                pg_log_error(p->name, "BEGIN", PQerrorMessage(p->w.c));
-                return -EIO;
-        }
-        r = pipe_push(x, PIPE_BEGIN, NULL);
-        if (r >= 0 && users) {
-                struct params a = {0};
-                char name[16];
-
-                param_text(&a, users);
-                snprintf(name, sizeof name, "q%d", Q_LOCK_USERS);
-                if (!PQsendQueryPrepared(p->w.c, name, a.n, a.v, a.len, a.fmt, 0)) {
-                        pg_log_error(p->name, "locking the users of new sessions", PQerrorMessage(p->w.c));
-                        return -EIO;
-                }
-                r = pipe_push(x, PIPE_LOCK, NULL);
-        }
-        /* The inserts first, in one statement (postgres-batch.c), the
-         * audit rows in one after the other operations. */
-        if (r >= 0 && unit_count(u, STORE_OP_INSERT) > 0) {
-                r = pg_insert_many_send(p, u);
-                if (r >= 0)
-                        r = pipe_push(x, PIPE_BATCH, NULL);
-        }
-        for (size_t i = 0; i < u->n_ops && r >= 0; i++)
-                if (op_sent(&u->ops[i]) && u->ops[i].kind != STORE_OP_INSERT && u->ops[i].kind != STORE_OP_AUDIT) {
-                        r = op_send(p, &u->ops[i]);
-                        if (r >= 0)
-                                r = pipe_push(x, PIPE_OP, &u->ops[i]);
-                }
-        if (r >= 0 && unit_count(u, STORE_OP_AUDIT) > 0) {
-                r = pg_audit_many_send(p, u);
-                if (r >= 0)
-                        r = pipe_push(x, PIPE_BATCH, NULL);
-        }
-        if (r >= 0 && unit_count(u, STORE_OP_LIMIT) > 0) { /* every user's limit in one statement */
-                r = pg_limits_send(p, u);
-                if (r >= 0)
-                        r = pipe_push(x, PIPE_LIMIT, NULL);
-        }
-        if (r < 0 || !commit)
-                return r;
-        r = notify_unit(p, u, defer, notify_pipelined, x);
-        /* COMMIT's item before COMMIT: once queued, it may run whatever
-         * this side decides after (libpq flushes a long pipeline as it
-         * grows), so nothing may fail after it is sent. */
-        if (r >= 0)
-                r = pipe_push(x, PIPE_COMMIT, NULL);
-        if (r >= 0 && !PQsendQueryParams(p->w.c, "COMMIT", 0, NULL, NULL, NULL, NULL, 0)) {
-                pg_log_error(p->name, "COMMIT", PQerrorMessage(p->w.c));
-                return -EIO;
-        }
-        return r;
-}
-
-/* The whole unit in one pipeline (with commit, COMMIT included): 0 or the
- * first failure (the server skips what follows it; the caller rolls
- * back). */
-static int unit_pipeline(struct pg_store *p, const struct store_uow *u, bool commit, bool defer) {
-        PGconn *c = p->w.c;
-        _cleanup_free_ struct pipe_item *items = calloc(u->n_ops + PIPE_EXTRA, sizeof *items);
-        struct pipe_sending x = {items, 0, u->n_ops + PIPE_EXTRA};
-        size_t k = 0;
-        int r, first = 0;
-
-        if (!items)
-                return -ENOMEM;
-        if (!PQenterPipelineMode(c)) {
-                pg_log_error(p->name, "entering pipeline mode", PQerrorMessage(c));
-                return -EIO;
-        }
-        r = pipe_send(p, u, commit, defer, &x);
-        if (r >= 0 && !PQpipelineSync(c)) {
-                pg_log_error(p->name, "sending a unit of work", PQerrorMessage(c));
-                r = -EIO;
-        }
-        while (r >= 0) {
-                PGresult *res = PQgetResult(c);
-                ExecStatusType st;
-
-                if (!res) { /* the end of one item's results */
-                        if (PQstatus(c) != CONNECTION_OK || k >= x.n)
-                                r = first < 0 ? first : -EIO;
-                        k++;
-                        continue;
-                }
-                st = PQresultStatus(res);
-                if (st == PGRES_PIPELINE_SYNC) {
-                        PQclear(res);
-                        r = first;
-                        break;
-                }
-                if (first == 0 && k < x.n && st != PGRES_PIPELINE_ABORTED)
-                        first = pipe_result(p, &items[k], res);
-                PQclear(res);
-        }
         if (!PQexitPipelineMode(c) && r >= 0)
                 r = -EIO;
         return r;
@@ -749,7 +523,7 @@ static int notify_now(struct pg_store *p, const char *payload, void *ctx) {
  * at most PG_NOTIFY_MAX bytes, each handed to send; with defer_created,
  * not its creations (STORE_OP_INSERT: announced after the commit,
  * pg_announce_created()). */
-static int notify_unit(struct pg_store *p, const struct store_uow *u, bool defer_created, notify_fn send, void *ctx) {
+int pg_notify_unit(struct pg_store *p, const struct store_uow *u, bool defer_created, pg_notify_fn send, void *ctx) {
         char payload[PG_NOTIFY_MAX + 32];
         size_t head = (size_t) snprintf(payload, sizeof payload, "%s:", p->origin), len = head;
         int r;
@@ -860,13 +634,13 @@ static int uow_commit_once(struct store *s, struct store_uow *u) {
         /* At most PG_PIPELINE_OPS statements in flight (a pipeline sent
          * whole without reading can deadlock with a server whose replies
          * fill the socket): larger units take the steps below. */
-        if (r >= 0 && u->n_ops > 0 && u->n_ops + PIPE_EXTRA <= PG_PIPELINE_OPS && u->applied == 0 && !u->wrote &&
+        if (r >= 0 && u->n_ops > 0 && u->n_ops + PG_PIPE_EXTRA <= PG_PIPELINE_OPS && u->applied == 0 && !u->wrote &&
             !pg_in_tx(p)) {
-                bool blind = unit_commits_blind(u);
+                bool blind = pg_unit_commits_blind(u);
 
                 r = pg_writer_ready(p);
                 if (r >= 0)
-                        r = unit_pipeline(p, u, blind, defer);
+                        r = pg_unit_pipeline(p, u, blind, defer);
                 if (blind && defer && (r >= 0 || PQstatus(p->w.c) != CONNECTION_OK))
                         pg_announce_created(p, u); /* committed, or perhaps (see below) */
                 if (r < 0) {
@@ -903,7 +677,7 @@ static int uow_commit_once(struct store *s, struct store_uow *u) {
         }
         r = limits_run ? 0 : run_limits(p, u);
         if (r >= 0)
-                r = notify_unit(p, u, defer, notify_now, NULL);
+                r = pg_notify_unit(p, u, defer, notify_now, NULL);
         if (r >= 0) {
                 _cleanup_pqclear_ PGresult *res = PQexec(p->w.c, "COMMIT");
 
@@ -921,68 +695,6 @@ static int uow_commit_once(struct store *s, struct store_uow *u) {
         if (r < 0)
                 pg_tx_rollback(p);
         return r;
-}
-
-/* A block of PG_KEY_BLOCK keys no other daemon gets: *first (the
- * writing connection, under core.lock). */
-static int keys_fetch(struct pg_store *p, int64_t *first) {
-        int r = pg_in_tx(p) ? 0 : pg_writer_ready(p);
-        _cleanup_pqclear_ PGresult *res = r < 0 ? NULL : pg_run(p, Q_NEXT_KEYS, NULL);
-
-        if (r < 0)
-                return r;
-        r = pg_result_check(p->name, p->w.c, res, PGRES_TUPLES_OK, "allocating session keys");
-        if (r < 0)
-                return r;
-        *first = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
-        return 0;
-}
-
-/* After a commit, on the writer: the block the loop will want next. */
-static void keys_fetch_ahead(struct pg_store *p) {
-        int64_t first;
-        bool wanted;
-
-        pthread_mutex_lock(&p->key_lock);
-        wanted = p->key_wanted && p->key_spare == 0;
-        pthread_mutex_unlock(&p->key_lock);
-        if (!wanted || p->reader || PQstatus(p->w.c) != CONNECTION_OK || keys_fetch(p, &first) < 0)
-                return; /* failed: the loop fetches its block itself */
-        pthread_mutex_lock(&p->key_lock);
-        p->key_spare = first;
-        p->key_wanted = false;
-        pthread_mutex_unlock(&p->key_lock);
-}
-
-/* Called without core.lock (allocate_key_unlocked): a Create does not wait
- * for the unit in flight, whose commit holds the lock for round trips.
- * The block fetched ahead is taken when the loop's runs out; only when
- * there is none (the first key, or a burst of more than PG_KEY_BLOCK
- * creations in one commit) is one fetched here, waiting for the lock. */
-int pg_allocate_key(struct store *s, int64_t *ret) {
-        struct pg_store *p = pg(s);
-        int64_t first;
-
-        if (p->key_next >= p->key_end) {
-                pthread_mutex_lock(&p->key_lock);
-                first = p->key_spare;
-                p->key_spare = 0;
-                p->key_wanted = true;
-                pthread_mutex_unlock(&p->key_lock);
-                if (first == 0) {
-                        int r;
-
-                        pthread_mutex_lock(&s->lock);
-                        r = keys_fetch(p, &first);
-                        pthread_mutex_unlock(&s->lock);
-                        if (r < 0)
-                                return r;
-                }
-                p->key_next = first;
-                p->key_end = first + PG_KEY_BLOCK;
-        }
-        *ret = p->key_next++;
-        return 0;
 }
 
 /* A unit whose operations a read on the loop ran early (reads see the
@@ -1010,7 +722,7 @@ int pg_uow_commit(struct store *s, struct store_uow *u) {
         if (r >= 0 && (u->n_reads > 0 || u->n_hash_reads > 0))
                 u->rows = pg_rows_read(pg(s), u);
         if (r >= 0)
-                keys_fetch_ahead(pg(s));
+                pg_keys_fetch_ahead(pg(s));
         return r;
 }
 
