@@ -179,7 +179,8 @@ def test_two_tabs():
         d.find_element(By.ID, "username").send_keys("alice")
         d.find_element(By.ID, "password").send_keys("nope")
         d.find_element(By.ID, "sign-in").click()
-        assert "Wrong" in b.text("error")
+        # The form comes back with its error once the POST is answered.
+        wait_for(lambda: "Wrong" in (b.text("error") or ""), what="the wrong password refused")
         sc.login()
         tab_a = d.current_window_handle
         d.switch_to.new_window("tab")
