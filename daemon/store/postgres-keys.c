@@ -78,4 +78,3 @@ int pg_allocate_key(struct store *s, int64_t *ret) {
         *ret = p->key_next++;
         return 0;
 }
-

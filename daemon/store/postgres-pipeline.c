@@ -221,4 +221,3 @@ int pg_unit_pipeline(struct pg_store *p, const struct store_uow *u, bool commit,
                 r = -EIO;
         return r;
 }
-
