@@ -22,6 +22,7 @@
  */
 #include "postgres-internal.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdlib.h>
@@ -152,107 +153,80 @@ static void lits_free(struct lit *l, size_t n) {
                 free(l[i].p);
 }
 
-/* Sends prepared statement q with the n literals as its parameters. */
-static int lits_send(struct pg_store *p, int q, struct lit *l, size_t n, const char *what) {
+/* The columns of one operation's row, a literal each. */
+static void insert_row(struct lit *l, const struct store_op *op) {
+        const struct store_session *row = &op->row;
+
+        lit_int(&l[0], op->row_key);
+        lit_text(&l[1], row->id);
+        lit_bytes(&l[2], row->token_hash, TOKEN_HASH_BYTES);
+        lit_text(&l[3], row->user_id);
+        lit_text(&l[4], row->platform_id);
+        lit_int(&l[5], row->created_at);
+        lit_int(&l[6], row->last_activity);
+        lit_int(&l[7], row->renewed_at);
+        lit_fp(&l[8], row->fp_user_agent);
+        lit_fp(&l[9], row->fp_ip);
+        lit_fp(&l[10], row->fp_accept_language);
+        lit_fp(&l[11], row->fp_accept_encoding);
+        lit_text(&l[12], row->ip);
+        lit_text(&l[13], row->user_agent);
+        lit_bytes(&l[14], op->blob, op->blob_size);
+        lit_int(&l[15], row->sync_version);
+}
+
+static void audit_row(struct lit *l, const struct store_op *op) {
+        lit_int(&l[0], op->t1);
+        lit_text(&l[1], op->s1);
+        lit_text(&l[2], op->s2);
+        lit_text(&l[3], op->s3);
+        lit_text(&l[4], op->blob ? (const char *) op->blob : "{}");
+}
+
+static void limit_row(struct lit *l, const struct store_op *op) {
+        lit_text(&l[0], op->s1);
+        lit_int(&l[1], op->t1);
+        lit_int(&l[2], op->t2);
+}
+
+#define BATCH_COLUMNS_MAX 16
+
+static const struct batch {
+        enum store_op_kind kind;
+        int q;
+        size_t columns;
+        void (*row)(struct lit *l, const struct store_op *op);
+        const char *what;
+        bool planned; /* planned at each run (pg_send_planned): its plan depends on the table's size */
+} batches[] = {
+        {STORE_OP_INSERT, Q_INSERT_MANY, 16, insert_row, "inserting sessions", false},
+        {STORE_OP_AUDIT, Q_AUDIT_MANY, 5, audit_row, "writing audit rows", false},
+        {STORE_OP_LIMIT, Q_LIMIT_MANY, 3, limit_row, "holding the users' limits", true},
+};
+
+int pg_batch_send(struct pg_store *p, const struct store_uow *u, enum store_op_kind kind) {
+        const struct batch *b = NULL;
+        struct lit l[BATCH_COLUMNS_MAX] = {0};
         struct params a = {0};
-        char name[16];
+        int r = 0;
 
-        for (size_t i = 0; i < n; i++) {
-                if (l[i].failed)
-                        return -ENOMEM;
-                param_text(&a, l[i].p);
-        }
-        snprintf(name, sizeof name, "q%d", q);
-        if (PQsendQueryPrepared(p->w.c, name, a.n, a.v, a.len, a.fmt, 0))
-                return 0;
-        pg_log_error(p->name, what, PQerrorMessage(p->w.c));
-        return -EIO;
-}
-
-#define INSERT_COLUMNS 16
-
-int pg_insert_many_send(struct pg_store *p, const struct store_uow *u) {
-        struct lit l[INSERT_COLUMNS] = {0};
-        int r;
-
-        for (size_t k = 0; k < INSERT_COLUMNS; k++)
+        for (size_t i = 0; i < sizeof batches / sizeof batches[0]; i++)
+                if (batches[i].kind == kind)
+                        b = &batches[i];
+        assert(b && b->columns <= BATCH_COLUMNS_MAX);
+        for (size_t k = 0; k < b->columns; k++)
                 lit_begin(&l[k]);
-        for (size_t i = 0; i < u->n_ops; i++) {
-                const struct store_op *op = &u->ops[i];
-                const struct store_session *row = &op->row;
-
-                if (op->kind != STORE_OP_INSERT)
-                        continue;
-                lit_int(&l[0], op->row_key);
-                lit_text(&l[1], row->id);
-                lit_bytes(&l[2], row->token_hash, TOKEN_HASH_BYTES);
-                lit_text(&l[3], row->user_id);
-                lit_text(&l[4], row->platform_id);
-                lit_int(&l[5], row->created_at);
-                lit_int(&l[6], row->last_activity);
-                lit_int(&l[7], row->renewed_at);
-                lit_fp(&l[8], row->fp_user_agent);
-                lit_fp(&l[9], row->fp_ip);
-                lit_fp(&l[10], row->fp_accept_language);
-                lit_fp(&l[11], row->fp_accept_encoding);
-                lit_text(&l[12], row->ip);
-                lit_text(&l[13], row->user_agent);
-                lit_bytes(&l[14], op->blob, op->blob_size);
-                lit_int(&l[15], row->sync_version);
-        }
-        for (size_t k = 0; k < INSERT_COLUMNS; k++)
+        for (size_t i = 0; i < u->n_ops; i++)
+                if (u->ops[i].kind == kind)
+                        b->row(l, &u->ops[i]);
+        for (size_t k = 0; k < b->columns; k++) {
                 lit_end(&l[k]);
-        r = lits_send(p, Q_INSERT_MANY, l, INSERT_COLUMNS, "inserting sessions");
-        lits_free(l, INSERT_COLUMNS);
-        return r;
-}
-
-#define AUDIT_COLUMNS 5
-
-int pg_audit_many_send(struct pg_store *p, const struct store_uow *u) {
-        struct lit l[AUDIT_COLUMNS] = {0};
-        int r;
-
-        for (size_t k = 0; k < AUDIT_COLUMNS; k++)
-                lit_begin(&l[k]);
-        for (size_t i = 0; i < u->n_ops; i++) {
-                const struct store_op *op = &u->ops[i];
-
-                if (op->kind != STORE_OP_AUDIT)
-                        continue;
-                lit_int(&l[0], op->t1);
-                lit_text(&l[1], op->s1);
-                lit_text(&l[2], op->s2);
-                lit_text(&l[3], op->s3);
-                lit_text(&l[4], op->blob ? (const char *) op->blob : "{}");
+                if (l[k].failed)
+                        r = -ENOMEM;
+                param_text(&a, l[k].p);
         }
-        for (size_t k = 0; k < AUDIT_COLUMNS; k++)
-                lit_end(&l[k]);
-        r = lits_send(p, Q_AUDIT_MANY, l, AUDIT_COLUMNS, "writing audit rows");
-        lits_free(l, AUDIT_COLUMNS);
-        return r;
-}
-
-#define LIMIT_COLUMNS 3
-
-int pg_limits_send(struct pg_store *p, const struct store_uow *u) {
-        struct lit l[LIMIT_COLUMNS] = {0};
-        int r;
-
-        for (size_t k = 0; k < LIMIT_COLUMNS; k++)
-                lit_begin(&l[k]);
-        for (size_t i = 0; i < u->n_ops; i++) {
-                const struct store_op *op = &u->ops[i];
-
-                if (op->kind != STORE_OP_LIMIT)
-                        continue;
-                lit_text(&l[0], op->s1);
-                lit_int(&l[1], op->t1);
-                lit_int(&l[2], op->t2);
-        }
-        for (size_t k = 0; k < LIMIT_COLUMNS; k++)
-                lit_end(&l[k]);
-        r = lits_send(p, Q_LIMIT_MANY, l, LIMIT_COLUMNS, "holding the users' limits");
-        lits_free(l, LIMIT_COLUMNS);
+        if (r >= 0)
+                r = b->planned ? pg_send_planned(p, b->q, &a, b->what) : pg_send(p, b->q, &a, b->what);
+        lits_free(l, b->columns);
         return r;
 }

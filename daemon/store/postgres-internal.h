@@ -252,6 +252,8 @@ void pg_conn_close(struct pg_conn *pc);
 int pg_exec_command(struct pg_store *p, PGconn *c, const char *sql, const char *what);
 bool pg_in_tx(const struct pg_store *p);
 int pg_writer_ready(struct pg_store *p);
+int pg_send(struct pg_store *p, int q, const struct params *a, const char *what);
+int pg_send_planned(struct pg_store *p, int q, const struct params *a, const char *what);
 PGresult *pg_run(struct pg_store *p, int q, const struct params *a);
 int pg_run_command(struct pg_store *p, int q, const struct params *a, const char *what);
 
@@ -284,11 +286,9 @@ int pg_unit_pipeline(struct pg_store *p, const struct store_uow *u, bool commit,
 /* postgres-keys.c: after a commit, on the writer, the block of keys the
  * loop will want next. */
 void pg_keys_fetch_ahead(struct pg_store *p);
-/* postgres-batch.c: a unit's inserts, its audit rows, its limits, each
- * sent as one statement in the open pipeline. */
-int pg_insert_many_send(struct pg_store *p, const struct store_uow *u);
-int pg_audit_many_send(struct pg_store *p, const struct store_uow *u);
-int pg_limits_send(struct pg_store *p, const struct store_uow *u);
+/* postgres-batch.c: a unit's operations of one kind (its inserts, its
+ * audit rows or its limits) sent as one statement in the open pipeline. */
+int pg_batch_send(struct pg_store *p, const struct store_uow *u, enum store_op_kind kind);
 int pg_sessions_by_row_keys(struct store *s, const int64_t *keys, size_t n, store_session_fn cb, void *userdata);
 int pg_session_by_hash(struct store *s, const uint8_t hash[TOKEN_HASH_BYTES], store_session_fn cb, void *userdata);
 int pg_session_by_id(struct store *s, const char *id, store_session_fn cb, void *userdata);

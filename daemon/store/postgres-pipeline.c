@@ -52,15 +52,17 @@ static size_t unit_count(const struct store_uow *u, enum store_op_kind kind) {
 
 static int notify_pipelined(struct pg_store *p, const char *payload, void *ctx) {
         struct params a = {0};
-        char name[16];
 
         param_text(&a, payload);
-        snprintf(name, sizeof name, "q%d", Q_NOTIFY);
-        if (!PQsendQueryPrepared(p->w.c, name, a.n, a.v, a.len, a.fmt, 0)) {
-                pg_log_error(p->name, "NOTIFY", PQerrorMessage(p->w.c));
-                return -EIO;
-        }
-        return pipe_push(ctx, PIPE_NOTIFY, NULL);
+        return pg_send(p, Q_NOTIFY, &a, "NOTIFY") < 0 ? -EIO : pipe_push(ctx, PIPE_NOTIFY, NULL);
+}
+
+/* BEGIN or COMMIT, queued. */
+static int send_command(struct pg_store *p, const char *command) {
+        if (PQsendQueryParams(p->w.c, command, 0, NULL, NULL, NULL, NULL, 0))
+                return 0;
+        pg_log_error(p->name, command, PQerrorMessage(p->w.c));
+        return -EIO;
 }
 
 /* Whether a unit may be committed without looking at its results first:
@@ -121,27 +123,21 @@ static int pipe_send(struct pg_store *p, const struct store_uow *u, bool commit,
 
         if (r < 0)
                 return r;
-        if (!PQsendQueryParams(p->w.c, "BEGIN", 0, NULL, NULL, NULL, NULL, 0)) {
-                pg_log_error(p->name, "BEGIN", PQerrorMessage(p->w.c));
-                return -EIO;
-        }
-        r = pipe_push(x, PIPE_BEGIN, NULL);
+        r = send_command(p, "BEGIN");
+        if (r >= 0)
+                r = pipe_push(x, PIPE_BEGIN, NULL);
         if (r >= 0 && users) {
                 struct params a = {0};
-                char name[16];
 
                 param_text(&a, users);
-                snprintf(name, sizeof name, "q%d", Q_LOCK_USERS);
-                if (!PQsendQueryPrepared(p->w.c, name, a.n, a.v, a.len, a.fmt, 0)) {
-                        pg_log_error(p->name, "locking the users of new sessions", PQerrorMessage(p->w.c));
-                        return -EIO;
-                }
-                r = pipe_push(x, PIPE_LOCK, NULL);
+                r = pg_send(p, Q_LOCK_USERS, &a, "locking the users of new sessions");
+                if (r >= 0)
+                        r = pipe_push(x, PIPE_LOCK, NULL);
         }
         /* The inserts first, in one statement (postgres-batch.c), the
          * audit rows in one after the other operations. */
         if (r >= 0 && unit_count(u, STORE_OP_INSERT) > 0) {
-                r = pg_insert_many_send(p, u);
+                r = pg_batch_send(p, u, STORE_OP_INSERT);
                 if (r >= 0)
                         r = pipe_push(x, PIPE_BATCH, NULL);
         }
@@ -152,12 +148,12 @@ static int pipe_send(struct pg_store *p, const struct store_uow *u, bool commit,
                                 r = pipe_push(x, PIPE_OP, &u->ops[i]);
                 }
         if (r >= 0 && unit_count(u, STORE_OP_AUDIT) > 0) {
-                r = pg_audit_many_send(p, u);
+                r = pg_batch_send(p, u, STORE_OP_AUDIT);
                 if (r >= 0)
                         r = pipe_push(x, PIPE_BATCH, NULL);
         }
         if (r >= 0 && unit_count(u, STORE_OP_LIMIT) > 0) { /* every user's limit in one statement */
-                r = pg_limits_send(p, u);
+                r = pg_batch_send(p, u, STORE_OP_LIMIT);
                 if (r >= 0)
                         r = pipe_push(x, PIPE_LIMIT, NULL);
         }
@@ -169,11 +165,7 @@ static int pipe_send(struct pg_store *p, const struct store_uow *u, bool commit,
          * grows), so nothing may fail after it is sent. */
         if (r >= 0)
                 r = pipe_push(x, PIPE_COMMIT, NULL);
-        if (r >= 0 && !PQsendQueryParams(p->w.c, "COMMIT", 0, NULL, NULL, NULL, NULL, 0)) {
-                pg_log_error(p->name, "COMMIT", PQerrorMessage(p->w.c));
-                return -EIO;
-        }
-        return r;
+        return r < 0 ? r : send_command(p, "COMMIT");
 }
 
 /* The whole unit in one pipeline (with commit, COMMIT included): 0 or the

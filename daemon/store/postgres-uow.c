@@ -147,16 +147,11 @@ static int lock_users(struct pg_store *p, const struct store_uow *u) {
 
 static int limit_send(struct pg_store *p, const struct store_op *op) {
         struct params a = {0};
-        char name[16];
 
         param_text(&a, op->s1);
         param_int(&a, op->t1);
         param_int(&a, op->t2);
-        snprintf(name, sizeof name, "q%d", Q_LIMIT);
-        if (PQsendQueryPrepared(p->w.c, name, a.n, a.v, a.len, a.fmt, 0))
-                return 0;
-        pg_log_error(p->name, "holding a user's limit", PQerrorMessage(p->w.c));
-        return -EIO;
+        return pg_send(p, Q_LIMIT, &a, "holding a user's limit");
 }
 
 /* The unit's limits (after all its inserts, under the users' locks), in
@@ -313,17 +308,10 @@ bool pg_op_sent(const struct store_op *op) {
 int pg_op_send(struct pg_store *p, const struct store_op *op) {
         struct params a = {0};
         const char *what = NULL;
-        char name[16];
         int q = op_statement(op, &a, &what);
 
         assert(q >= 0);
-        if (q < 0)
-                return q;
-        snprintf(name, sizeof name, "q%d", q);
-        if (PQsendQueryPrepared(p->w.c, name, a.n, a.v, a.len, a.fmt, 0))
-                return 0;
-        pg_log_error(p->name, what, PQerrorMessage(p->w.c));
-        return -EIO;
+        return q < 0 ? q : pg_send(p, q, &a, what);
 }
 
 static void copy_value(const PGresult *res, int column, char *to, size_t size) {
