@@ -416,11 +416,8 @@ def test_sync_write_then_rotate_on_one_daemon():
     with Fleet(1) as f:
         d = f.daemons[0]
         token = d.call("io.sessiond.Session.Create", {"user_id": "victim"})["token"]
-        other = d.call("io.sessiond.Session.Create", {"user_id": "blocker"})["token"]
-        locks = RowLocks(f.url, "blocker")
-        out, threads = {}, []
-        threads.append(call_in_background(out, "destroy", d, "io.sessiond.Session.Destroy", {"token": other}))
-        wait_for(lambda: waiting_for_locks(f.url) >= 1, what="a unit waiting")
+        out = {}
+        locks, threads = unit_held(f, d, out)
         threads.append(call_in_background(out, "set", d, "io.sessiond.Session.SetSyncState",
                                           {"token": token, "data": "NEW"}))
         time.sleep(0.2)
@@ -447,11 +444,8 @@ def test_watch_then_rotate_while_first_reply_pending():
     with Fleet(1) as f:
         d = f.daemons[0]
         token = d.call("io.sessiond.Session.Create", {"user_id": "victim"})["token"]
-        other = d.call("io.sessiond.Session.Create", {"user_id": "blocker"})["token"]
-        locks = RowLocks(f.url, "blocker")
-        out, threads = {}, []
-        threads.append(call_in_background(out, "destroy", d, "io.sessiond.Session.Destroy", {"token": other}))
-        wait_for(lambda: waiting_for_locks(f.url) >= 1, what="a unit waiting")
+        out = {}
+        locks, threads = unit_held(f, d, out)
         with d.connect() as w:
             w.send("io.sessiond.Session.Watch", {"token": token}, more=True)
             time.sleep(0.2)
@@ -695,6 +689,18 @@ def test_platform_switch_of_a_session_ended_elsewhere():
         assert psql(f.url, "SELECT count(*) FROM audit WHERE kind = 'platform_switched'") == "0"
         assert psql(f.url, "SELECT platform_id IS NULL FROM sessions") == "t"
         timed_wait(lambda: validate_state(b, token) == "io.sessiond.Session.Expired", "memory learns the end")
+
+
+def unit_held(f, d, out, user="blocker"):
+    """A Destroy on d of a session of user, its unit held by that row's
+    lock (taken in another transaction): what d asks meanwhile goes in the
+    unit behind it. The locks (release() lets the units go) and the
+    threads, the Destroy's answer in out["destroy"]."""
+    token = d.call("io.sessiond.Session.Create", {"user_id": user})["token"]
+    locks = RowLocks(f.url, user)
+    threads = [call_in_background(out, "destroy", d, "io.sessiond.Session.Destroy", {"token": token})]
+    wait_for(lambda: waiting_for_locks(f.url) >= 1, what="a unit waiting")
+    return locks, threads
 
 
 def switch_held(f, d, user, out, name="to_b"):
@@ -1531,11 +1537,8 @@ def test_pages_and_terminate_answered_at_stop():
         d, = f.daemons
         victim = d.call("io.sessiond.Session.Create", {"user_id": "victim"})
         shown = d.call("io.sessiond.Session.Create", {"user_id": "shown"})
-        blocker = d.call("io.sessiond.Session.Create", {"user_id": "blocker"})["token"]
-        locks = RowLocks(f.url, "blocker")
         out = {}
-        threads = [call_in_background(out, "destroy", d, "io.sessiond.Session.Destroy", {"token": blocker})]
-        wait_for(lambda: waiting_for_locks(f.url) >= 1, what="the first unit waiting")
+        locks, threads = unit_held(f, d, out)
         threads += [
             call_in_background(out, "terminate", d, "io.sessiond.Admin.Terminate", {"id": victim["session"]["id"]}),
             call_in_background(out, "get", d, "io.sessiond.Admin.GetSession", {"id": shown["session"]["id"]}),
@@ -1565,12 +1568,9 @@ def test_session_ended_while_its_page_is_read():
         d, = f.daemons
         victim = d.call("io.sessiond.Session.Create", {"user_id": "victim"})
         other = d.call("io.sessiond.Session.Create", {"user_id": "victim"})
-        blocker = d.call("io.sessiond.Session.Create", {"user_id": "blocker"})["token"]
         reads = page_reads(d)
-        locks = RowLocks(f.url, "blocker")
         out = {}
-        threads = [call_in_background(out, "destroy", d, "io.sessiond.Session.Destroy", {"token": blocker})]
-        wait_for(lambda: waiting_for_locks(f.url) >= 1, what="the first unit waiting")
+        locks, threads = unit_held(f, d, out)
         threads.append(call_in_background(out, "terminate", d, "io.sessiond.Admin.Terminate",
                                           {"id": victim["session"]["id"]}))
         time.sleep(0.2)
