@@ -75,7 +75,6 @@
 enum {
         Q_INSERT,
         Q_INSERT_MANY,
-        Q_LIMIT_MANY,
         Q_LOCK_USERS,
         Q_LIMIT,
         Q_ACTIVITY,
@@ -253,7 +252,6 @@ int pg_exec_command(struct pg_store *p, PGconn *c, const char *sql, const char *
 bool pg_in_tx(const struct pg_store *p);
 int pg_writer_ready(struct pg_store *p);
 int pg_send(struct pg_store *p, int q, const struct params *a, const char *what);
-int pg_send_planned(struct pg_store *p, int q, const struct params *a, const char *what);
 PGresult *pg_run(struct pg_store *p, int q, const struct params *a);
 int pg_run_command(struct pg_store *p, int q, const struct params *a, const char *what);
 
@@ -275,6 +273,7 @@ typedef int (*pg_notify_fn)(struct pg_store *p, const char *payload, void *ctx);
 int pg_users_array(const struct store_uow *u, char **ret);
 bool pg_op_sent(const struct store_op *op);
 int pg_op_send(struct pg_store *p, const struct store_op *op);
+int pg_limit_send(struct pg_store *p, const struct store_op *op);
 int pg_op_result(struct pg_store *p, const struct store_op *op, PGresult *res);
 int pg_notify_unit(struct pg_store *p, const struct store_uow *u, bool defer_created, pg_notify_fn send, void *ctx);
 /* postgres-pipeline.c: a unit in one round trip (pg_unit_pipeline) of at
@@ -286,8 +285,8 @@ int pg_unit_pipeline(struct pg_store *p, const struct store_uow *u, bool commit,
 /* postgres-keys.c: after a commit, on the writer, the block of keys the
  * loop will want next. */
 void pg_keys_fetch_ahead(struct pg_store *p);
-/* postgres-batch.c: a unit's operations of one kind (its inserts, its
- * audit rows or its limits) sent as one statement in the open pipeline. */
+/* postgres-batch.c: a unit's operations of one kind (its inserts or its
+ * audit rows) sent as one statement in the open pipeline. */
 int pg_batch_send(struct pg_store *p, const struct store_uow *u, enum store_op_kind kind);
 int pg_sessions_by_row_keys(struct store *s, const int64_t *keys, size_t n, store_session_fn cb, void *userdata);
 int pg_session_by_hash(struct store *s, const uint8_t hash[TOKEN_HASH_BYTES], store_session_fn cb, void *userdata);

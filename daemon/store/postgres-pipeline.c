@@ -4,7 +4,7 @@
  * A unit that nothing ran early (no read on the loop ran its operations:
  * the common case) is sent as one pipeline: BEGIN, the users' locks, its
  * inserts (one statement, postgres-batch.c), its other operations, its
- * audit rows (one statement), every user's limit (one statement), and,
+ * audit rows (one statement), each user's limit, and,
  * when none of its operations needs a look at its result before the unit
  * may commit (pg_unit_commits_blind), its notifications and COMMIT. One
  * round trip for all of it; a unit that must look first (an update that
@@ -152,11 +152,12 @@ static int pipe_send(struct pg_store *p, const struct store_uow *u, bool commit,
                 if (r >= 0)
                         r = pipe_push(x, PIPE_BATCH, NULL);
         }
-        if (r >= 0 && unit_count(u, STORE_OP_LIMIT) > 0) { /* every user's limit in one statement */
-                r = pg_batch_send(p, u, STORE_OP_LIMIT);
-                if (r >= 0)
-                        r = pipe_push(x, PIPE_LIMIT, NULL);
-        }
+        for (size_t i = 0; i < u->n_ops && r >= 0; i++)
+                if (u->ops[i].kind == STORE_OP_LIMIT) {
+                        r = pg_limit_send(p, &u->ops[i]);
+                        if (r >= 0)
+                                r = pipe_push(x, PIPE_LIMIT, &u->ops[i]);
+                }
         if (r < 0 || !commit)
                 return r;
         r = pg_notify_unit(p, u, defer, notify_pipelined, x);

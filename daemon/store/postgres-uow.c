@@ -145,7 +145,7 @@ static int lock_users(struct pg_store *p, const struct store_uow *u) {
         return pg_result_check(p->name, p->w.c, res, PGRES_TUPLES_OK, "locking the users of new sessions");
 }
 
-static int limit_send(struct pg_store *p, const struct store_op *op) {
+int pg_limit_send(struct pg_store *p, const struct store_op *op) {
         struct params a = {0};
 
         param_text(&a, op->s1);
@@ -172,7 +172,7 @@ static int run_limits(struct pg_store *p, const struct store_uow *u) {
         }
         for (size_t i = 0; i < u->n_ops && r >= 0; i++)
                 if (u->ops[i].kind == STORE_OP_LIMIT)
-                        r = limit_send(p, &u->ops[i]);
+                        r = pg_limit_send(p, &u->ops[i]);
         if (r >= 0 && !PQpipelineSync(c)) {
                 pg_log_error(p->name, "sending the users' limits", PQerrorMessage(c));
                 r = -EIO;

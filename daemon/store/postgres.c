@@ -106,13 +106,6 @@ static const char *const q_sql[_Q_MAX] = {
                     "(SELECT row FROM sessions WHERE user_id = $1 AND ended_at IS NULL "
                     "ORDER BY last_activity DESC, row DESC OFFSET $2) RETURNING row) "
                     "SELECT row, pg_notify('" PG_CHANNEL "', '*:e:' || row) FROM e ORDER BY row",
-        /* Q_LIMIT for every user of a unit at once (postgres-batch.c). */
-        [Q_LIMIT_MANY] = "WITH l AS (SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[]) AS l (u, keep, t)), "
-                         "c AS (SELECT s.row, l.t FROM l CROSS JOIN LATERAL (SELECT row FROM sessions WHERE "
-                         "user_id = l.u AND ended_at IS NULL ORDER BY last_activity DESC, row DESC OFFSET l.keep) s), "
-                         "e AS (UPDATE sessions SET ended_at = c.t, end_reason = 'evicted' FROM c WHERE sessions.row = "
-                         "c.row AND sessions.ended_at IS NULL RETURNING sessions.row) "
-                         "SELECT row, pg_notify('" PG_CHANNEL "', '*:e:' || row) FROM e ORDER BY row",
         [Q_ACTIVITY] = "UPDATE sessions SET last_activity = GREATEST(last_activity, $2) WHERE row = $1",
         [Q_RENEWED] = "UPDATE sessions SET renewed_at = $2, last_activity = GREATEST(last_activity, $3) "
                       "WHERE row = $1",
@@ -447,19 +440,6 @@ int pg_send(struct pg_store *p, int q, const struct params *a, const char *what)
 
         snprintf(name, sizeof name, "q%d", q);
         if (PQsendQueryPrepared(p->w.c, name, a ? a->n : 0, a ? a->v : NULL, a ? a->len : NULL, a ? a->fmt : NULL, 0))
-                return 0;
-        pg_log_error(p->name, what, PQerrorMessage(p->w.c));
-        return -EIO;
-}
-
-/* The same, planned for its parameters at each run instead of prepared:
- * for a statement whose best plan depends on the table's size. A plan
- * made once while the table was empty (a fresh database) and kept stays
- * bad for good: Q_LIMIT_MANY's lateral count then scanned the whole table
- * for each user, and a fleet's creates fell from 20,000 a second to 500. */
-int pg_send_planned(struct pg_store *p, int q, const struct params *a, const char *what) {
-        if (PQsendQueryParams(p->w.c, q_sql[q], a ? a->n : 0, NULL, a ? a->v : NULL, a ? a->len : NULL,
-                              a ? a->fmt : NULL, 0))
                 return 0;
         pg_log_error(p->name, what, PQerrorMessage(p->w.c));
         return -EIO;
